@@ -1,0 +1,388 @@
+"""The fast order book of one instrument: price-time priority matching.
+
+Layout: per side, a dict from price key to ``Level`` and a ``SortedList`` of the keys.
+Bid keys are negated prices so that, on both sides, the best level is key ``[0]`` and
+"crosses" is ``key <= limit_key``. A level keeps its orders in a deque in time order.
+Cancelled orders are deleted lazily: they are marked dead (``qty == 0``) and skipped
+when they reach the front; a level whose dead entries outnumber its live ones is
+compacted, so memory stays proportional to live orders (amortised O(1) per cancel).
+
+Invariants (checked by ``check()``):
+  * the book is never crossed: best bid < best ask;
+  * every level in the dict has at least one live order, and ``count`` live orders;
+  * within a level live orders are in arrival order (FIFO), icebergs re-queued at the
+    back after each displayed slice;
+  * a live order has ``0 < visible <= qty``; ``visible == qty`` unless it is an iceberg;
+  * every live order is in the registry shared with the engine, and only those.
+
+Complexity: rest at an existing level O(1), at a new level O(log L); cancel O(1)
+amortised plus O(log L) when a level empties; each fill O(1).
+
+The matching semantics are those of shared/DESIGN.md. ``exchange.naive.NaiveBook`` is
+the slow, obviously correct reference; both must produce identical events.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterator
+
+import msgspec
+from sortedcontainers import SortedList
+
+from . import reasons
+from .events import OrderCancelled, TradeExecuted
+
+__all__ = ["Order", "Counters", "FastBook", "LIMIT", "MARKET", "STOP", "STOP_LIMIT",
+           "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH",
+           "STP_NONE", "NO_LIMIT"]
+
+# Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
+# MARKET / LIMIT.
+LIMIT, MARKET, STOP, STOP_LIMIT = 0, 1, 2, 3
+KIND_CODES = {"limit": LIMIT, "market": MARKET, "stop": STOP, "stop_limit": STOP_LIMIT}
+KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
+GTC, DAY, IOC, FOK, GTD = 0, 1, 2, 3, 4
+TIF_CODES = {"gtc": GTC, "day": DAY, "ioc": IOC, "fok": FOK, "gtd": GTD}
+TIF_NAMES = {v: k for k, v in TIF_CODES.items()}
+STP_RESTING, STP_AGGRESSOR, STP_BOTH, STP_NONE = 0, 1, 2, 3
+STP_CODES = {"cancel_resting": STP_RESTING, "cancel_aggressor": STP_AGGRESSOR,
+             "cancel_both": STP_BOTH, "none": STP_NONE}
+STP_NAMES = {v: k for k, v in STP_CODES.items()}
+
+NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
+
+
+class Order(msgspec.Struct, gc=False):
+    """A live order inside the engine. Mutable; never leaves the core.
+
+    ``qty`` is the open quantity including any hidden part, ``visible`` the displayed
+    part. ``qty == 0`` marks an order that is done (filled, cancelled, expired).
+    ``gc=False``: an order holds only strings and ints, so it cannot be in a cycle;
+    leaving it out of the garbage collector saves memory and collection time.
+    """
+
+    order_id: str
+    account: str
+    instrument: str
+    is_buy: bool
+    price: int
+    qty: int
+    visible: int
+    display: int
+    kind: int
+    tif: int
+    stp: int
+    post_only: bool = False
+    stop_price: int = 0
+    expire_ts: int = 0
+    accept_seq: int = 0
+
+    @property
+    def side(self) -> str:
+        return "buy" if self.is_buy else "sell"
+
+
+class Counters:
+    """The engine's global counters, shared with its books: event ``seq`` and trade ids."""
+
+    __slots__ = ("seq", "trade")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.trade = 0
+
+
+class Level:
+    """One price level: live and lazily deleted orders in arrival order."""
+
+    __slots__ = ("price", "orders", "count")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.count = 0
+
+
+class FastBook:
+    """Order book and matcher for one instrument (see the module docstring)."""
+
+    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order]) -> None:
+        self.symbol = symbol
+        self._ctr = counters
+        self._live = registry
+        self._bids: dict[int, Level] = {}
+        self._asks: dict[int, Level] = {}
+        self._bid_keys = SortedList()
+        self._ask_keys = SortedList()
+        self.last_price: int | None = None
+        self.trade_count = 0
+        self.volume = 0
+        self.day_volume = 0
+        self.day_notional = 0
+
+    # --- queries -----------------------------------------------------------------------
+    def best_bid(self) -> int | None:
+        """Return the best bid price in ticks, or ``None``. O(1)."""
+        return -self._bid_keys[0] if self._bid_keys else None
+
+    def best_ask(self) -> int | None:
+        """Return the best ask price in ticks, or ``None``. O(1)."""
+        return self._ask_keys[0] if self._ask_keys else None
+
+    def would_cross(self, is_buy: bool, price: int) -> bool:
+        """Tell whether a limit order at *price* would trade on arrival. O(1)."""
+        if is_buy:
+            return bool(self._ask_keys) and self._ask_keys[0] <= price
+        return bool(self._bid_keys) and -self._bid_keys[0] >= price
+
+    def orders(self, is_buy: bool) -> Iterator[Order]:
+        """Yield one side's live orders in priority order. O(n)."""
+        keys, levels = (self._bid_keys, self._bids) if is_buy else (self._ask_keys, self._asks)
+        for key in keys:
+            for order in levels[key].orders:
+                if order.qty:
+                    yield order
+
+    def depth(self, levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Return up to *levels* ``(price, displayed qty, orders)`` per side, best first."""
+        result = []
+        for keys, book in ((self._bid_keys, self._bids), (self._ask_keys, self._asks)):
+            side = []
+            for key in keys.islice(0, levels):
+                level = book[key]
+                shown = sum(o.visible for o in level.orders if o.qty)
+                side.append((level.price, shown, level.count))
+            result.append(side)
+        return result[0], result[1]
+
+    def fillable(self, order: Order) -> bool:
+        """Tell whether *order* would fill completely now under its self-trade mode.
+
+        Simulates the matching order exactly, iceberg re-queues included, without
+        changing anything. O(orders within the limit).
+        """
+        if order.is_buy:
+            keys, levels, limit = self._ask_keys, self._asks, order.price
+        else:
+            keys, levels, limit = self._bid_keys, self._bids, -order.price
+        need, account, stp = order.qty, order.account, order.stp
+        for key in keys:
+            if key > limit:
+                return False
+            queue = deque((r, r.visible, r.qty) for r in levels[key].orders if r.qty)
+            while queue:
+                resting, shown, open_qty = queue.popleft()
+                if stp != STP_NONE and resting.account == account:
+                    if stp == STP_RESTING:
+                        continue
+                    return False
+                fill = need if need < shown else shown
+                need -= fill
+                if not need:
+                    return True
+                open_qty -= fill
+                if open_qty:
+                    queue.append((resting, min(resting.display, open_qty), open_qty))
+        return False
+
+    # --- commands ----------------------------------------------------------------------
+    def submit(self, order: Order, out: list) -> None:
+        """Match *order* (limit or market acting) against the book, then rest or cancel it.
+
+        Appends ``TradeExecuted`` and ``OrderCancelled`` events to *out*. A resting order
+        is entered in the registry. ``order.qty`` is left at the quantity that rested.
+        """
+        if order.is_buy:
+            keys, levels, limit = self._ask_keys, self._asks, order.price
+        else:
+            keys, levels, limit = self._bid_keys, self._bids, -order.price
+        if keys and keys[0] <= limit:
+            if order.post_only:
+                return self._cancel_rest(order, reasons.POST_ONLY_WOULD_TRADE, out)
+            if order.tif == FOK and not self.fillable(order):
+                return self._cancel_rest(order, reasons.FOK_UNFILLED, out)
+            self._match(order, keys, levels, limit, out)
+            if not order.qty:
+                return None
+        if order.kind == MARKET:
+            return self._cancel_rest(order, reasons.MARKET_REMAINDER, out)
+        tif = order.tif
+        if tif == IOC:
+            return self._cancel_rest(order, reasons.IOC_REMAINDER, out)
+        if tif == FOK:
+            return self._cancel_rest(order, reasons.FOK_UNFILLED, out)
+        self._rest(order)
+        return None
+
+    def remove(self, order: Order) -> None:
+        """Take a resting *order* out of the book and the registry, without an event.
+
+        Marks it done (``qty = 0``). O(1) amortised; O(log L) if its level empties.
+        """
+        if order.is_buy:
+            key, levels, keys = -order.price, self._bids, self._bid_keys
+        else:
+            key, levels, keys = order.price, self._asks, self._ask_keys
+        level = levels[key]
+        order.qty = 0
+        order.visible = 0
+        del self._live[order.order_id]
+        level.count -= 1
+        if not level.count:
+            del levels[key]
+            keys.remove(key)
+        elif len(level.orders) > 2 * level.count + 16:
+            level.orders = deque(o for o in level.orders if o.qty)
+
+    def reduce(self, order: Order, qty: int) -> None:
+        """Lower a resting order's open quantity in place; it keeps its time priority."""
+        order.qty = qty
+        if order.visible > qty:
+            order.visible = qty
+
+    # --- internals ---------------------------------------------------------------------
+    def _cancel_rest(self, order: Order, reason: str, out: list) -> None:
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(OrderCancelled(
+            seq=ctr.seq, order_id=order.order_id, account=order.account,
+            instrument=self.symbol, side="buy" if order.is_buy else "sell",
+            cancelled_qty=order.qty, reason=reason))
+        order.qty = 0
+        order.visible = 0
+
+    def _rest(self, order: Order) -> None:
+        if order.is_buy:
+            key, levels, keys = -order.price, self._bids, self._bid_keys
+        else:
+            key, levels, keys = order.price, self._asks, self._ask_keys
+        display = order.display
+        order.visible = display if display and display < order.qty else order.qty
+        level = levels.get(key)
+        if level is None:
+            level = levels[key] = Level(order.price)
+            keys.add(key)
+        level.orders.append(order)
+        level.count += 1
+        self._live[order.order_id] = order
+
+    def _match(self, order: Order, keys: SortedList, levels: dict[int, Level],
+               limit: int, out: list) -> None:
+        # Hot path (profiled in benchmarks/): attributes and methods bound to locals.
+        append = out.append
+        ctr = self._ctr
+        live = self._live
+        symbol = self.symbol
+        account = order.account
+        order_id = order.order_id
+        stp = order.stp
+        is_buy = order.is_buy
+        remaining = order.qty
+        killed = False
+        trades = volume = notional = 0
+        price = 0
+        while remaining and keys:
+            key = keys[0]
+            if key > limit:
+                break
+            level = levels[key]
+            queue = level.orders
+            price = level.price
+            while queue:
+                resting = queue[0]
+                open_qty = resting.qty
+                if not open_qty:
+                    queue.popleft()
+                    continue
+                if stp != STP_NONE and resting.account == account:
+                    if stp != STP_AGGRESSOR:
+                        queue.popleft()
+                        level.count -= 1
+                        del live[resting.order_id]
+                        resting.qty = resting.visible = 0
+                        ctr.seq += 1
+                        append(OrderCancelled(
+                            seq=ctr.seq, order_id=resting.order_id, account=account,
+                            instrument=symbol, side="sell" if is_buy else "buy",
+                            cancelled_qty=open_qty, reason=reasons.STP_CANCEL_RESTING))
+                    if stp != STP_RESTING:
+                        killed = True
+                        break
+                    continue
+                shown = resting.visible
+                fill = remaining if remaining < shown else shown
+                remaining -= fill
+                open_qty -= fill
+                shown -= fill
+                resting.qty = open_qty
+                ctr.seq += 1
+                ctr.trade += 1
+                if is_buy:
+                    append(TradeExecuted(
+                        seq=ctr.seq, trade_id=ctr.trade, instrument=symbol, price=price,
+                        qty=fill, buy_order_id=order_id, sell_order_id=resting.order_id,
+                        buy_account=account, sell_account=resting.account, aggressor="buy",
+                        buy_leaves_qty=remaining, sell_leaves_qty=open_qty))
+                else:
+                    append(TradeExecuted(
+                        seq=ctr.seq, trade_id=ctr.trade, instrument=symbol, price=price,
+                        qty=fill, buy_order_id=resting.order_id, sell_order_id=order_id,
+                        buy_account=resting.account, sell_account=account, aggressor="sell",
+                        buy_leaves_qty=open_qty, sell_leaves_qty=remaining))
+                trades += 1
+                volume += fill
+                notional += fill * price
+                if shown:
+                    resting.visible = shown
+                elif open_qty:
+                    # Iceberg: the next slice goes to the back of the level.
+                    display = resting.display
+                    resting.visible = display if display < open_qty else open_qty
+                    queue.popleft()
+                    queue.append(resting)
+                else:
+                    resting.visible = 0
+                    queue.popleft()
+                    level.count -= 1
+                    del live[resting.order_id]
+                if not remaining:
+                    break
+            if not level.count:
+                del levels[key]
+                del keys[0]
+            if killed:
+                break
+        if trades:
+            self.last_price = price
+            self.trade_count += trades
+            self.volume += volume
+            self.day_volume += volume
+            self.day_notional += notional
+        order.qty = remaining
+        if killed:
+            self._cancel_rest(order, reasons.STP_CANCEL_AGGRESSOR, out)
+
+    # --- verification ------------------------------------------------------------------
+    def snapshot(self) -> list:
+        """Return the book as plain data in priority order, for hashing and comparison."""
+        return [
+            [[o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp,
+              o.post_only, o.expire_ts] for o in self.orders(is_buy)]
+            for is_buy in (True, False)
+        ]
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` if any invariant of the module docstring is broken."""
+        for keys, levels, sign in ((self._bid_keys, self._bids, -1), (self._ask_keys, self._asks, 1)):
+            assert list(keys) == sorted(levels), "sorted keys differ from the level dict"
+            for key, level in levels.items():
+                assert level.price == sign * key, "level stored under the wrong key"
+                live_orders = [o for o in level.orders if o.qty]
+                assert len(live_orders) == level.count >= 1, "level count is wrong"
+                for o in live_orders:
+                    assert o.price == level.price and o.is_buy == (sign == -1)
+                    assert 0 < o.visible <= o.qty, "visible outside (0, qty]"
+                    assert o.display or o.visible == o.qty, "plain order shows less than it has"
+                    assert self._live.get(o.order_id) is o, "resting order not in registry"
+        bid, ask = self.best_bid(), self.best_ask()
+        assert bid is None or ask is None or bid < ask, f"book crossed: {bid} >= {ask}"

@@ -1,0 +1,123 @@
+"""Commands: what the engine is asked to do, in the order-file / wire vocabulary.
+
+Commands are imperative, immutable msgspec Structs in one union tagged by ``action``,
+so a wire message such as ``{"action": "new", ...}`` decodes straight into one. Field
+names are the pinned order-file keys (shared/DESIGN.md). Prices stay exact decimal
+strings here; the engine converts them to ticks with the instrument's rules, so an
+off-tick price is a sequenced, journaled rejection like any other rule break.
+
+Schema evolution: new fields must have defaults; tags and field names never change.
+"""
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import msgspec
+
+__all__ = [
+    "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
+    "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "AnyCommand",
+    "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
+]
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market", "stop", "stop_limit"]
+TimeInForce = Literal["gtc", "day", "ioc", "fok", "gtd"]
+StpMode = Literal["cancel_resting", "cancel_aggressor", "cancel_both", "none"]
+
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("limit", "market", "stop", "stop_limit")
+TIFS = ("gtc", "day", "ioc", "fok", "gtd")
+STP_MODES = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action"):
+    """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock."""
+
+    ts: int | None = None
+
+
+class PlaceOrder(Command, tag="new"):
+    """Enter a new order. ``price`` and ``stop_price`` are exact decimal strings."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    qty: int
+    type: OrderType = "limit"
+    tif: TimeInForce = "gtc"
+    price: str | None = None
+    stop_price: str | None = None
+    display_qty: int | None = None
+    post_only: bool = False
+    stp: StpMode | None = None
+    expire_ts: int | None = None
+
+
+class CancelOrder(Command, tag="cancel"):
+    """Cancel the open quantity of an order; only its owner may."""
+
+    order_id: str
+    account: str
+    instrument: str | None = None
+
+
+class AmendOrder(Command, tag="amend"):
+    """Change an order's price and/or open quantity; ``None`` keeps the current value."""
+
+    order_id: str
+    account: str
+    instrument: str | None = None
+    price: str | None = None
+    qty: int | None = None
+
+
+class MassCancel(Command, tag="mass_cancel"):
+    """Cancel every open order of an account, optionally of one instrument and side."""
+
+    account: str
+    instrument: str | None = None
+    side: Side | None = None
+
+
+class EndOfDay(Command, tag="eod"):
+    """End the trading day: expire day orders, set reference prices from the close."""
+
+
+class Deposit(Command, tag="deposit"):
+    """Credit cash to an account (``instrument`` is the currency; ``qty`` a decimal amount)."""
+
+    account: str
+    currency: str = msgspec.field(name="instrument")
+    amount: str = msgspec.field(name="qty")
+
+
+class Withdraw(Command, tag="withdraw"):
+    """Debit cash from an account."""
+
+    account: str
+    currency: str = msgspec.field(name="instrument")
+    amount: str = msgspec.field(name="qty")
+
+
+class IssueAllowances(Command, tag="issue"):
+    """Issue allowances (whole units) of an instrument into an account's holdings."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
+class SurrenderAllowances(Command, tag="surrender"):
+    """Surrender allowances from an account's holdings against its obligation."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
+AnyCommand = Union[
+    PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
+    Deposit, Withdraw, IssueAllowances, SurrenderAllowances,
+]

@@ -1,0 +1,539 @@
+"""The matching engine: one ordered stream of commands in, events out.
+
+Pipeline for every command, in this order:
+
+  1. sequence  - the command's ``ts`` (if any) moves the clock forward; gtd orders whose
+                 time has come expire first (``OrderExpired``);
+  2. validate  - instrument, ids, ownership, price on the tick and inside the band,
+                 quantity on the step and inside [min, max], field combinations;
+                 a failure gives ``CommandRejected`` and changes nothing;
+  3. risk hold - (the ledger, when there is one; none in matching-only mode);
+  4. match     - the instrument's book matches, rests or cancels the order;
+  5. stops     - trades move the last price; stop orders it triggers act in trigger order;
+  6. publish   - events carry a global, strictly increasing ``seq``.
+
+Every command gives exactly one result event (see ``exchange.events``), preceded only by
+clock expiries and followed by its consequences.
+
+Determinism: no clock, randomness, I/O or hash-order dependence. The same commands in
+the same order give the same events and the same ``state_hash()``; the engine runs the
+same with ``FastBook`` or the reference ``NaiveBook``.
+
+Known limits: client order ids are unique per trading day across the whole market (a
+live order keeps its id reserved across days); mass cancel scans all live orders, O(n).
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+from typing import Callable
+
+import msgspec
+from sortedcontainers import SortedList
+
+from . import reasons
+from .book import (DAY, FOK, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
+                   STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order)
+from .commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
+                       MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
+from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
+                     OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
+                     OrderTriggered, ReferencePriceSet, TradingDayEnded)
+from .market import Instrument, Market
+
+__all__ = ["Engine"]
+
+_BookFactory = Callable[[str, Counters, dict], FastBook]
+
+
+class _Stops:
+    """Untriggered stop orders of one instrument, in trigger priority.
+
+    Buys trigger when last >= stop, nearest stop first; sells when last <= stop. Ties go
+    to the earlier order (its accept ``seq``).
+    """
+
+    __slots__ = ("buys", "sells")
+
+    def __init__(self) -> None:
+        self.buys = SortedList()   # (stop_price, accept_seq, order)
+        self.sells = SortedList()  # (-stop_price, accept_seq, order)
+
+    def add(self, order: Order) -> None:
+        if order.is_buy:
+            self.buys.add((order.stop_price, order.accept_seq, order))
+        else:
+            self.sells.add((-order.stop_price, order.accept_seq, order))
+
+    def discard(self, order: Order) -> None:
+        if order.is_buy:
+            self.buys.remove((order.stop_price, order.accept_seq, order))
+        else:
+            self.sells.remove((-order.stop_price, order.accept_seq, order))
+
+    def next_triggered(self, last: int) -> Order | None:
+        """Return the first stop whose condition holds at *last*, or ``None``. O(1)."""
+        buy = self.buys[0][2] if self.buys and self.buys[0][0] <= last else None
+        sell = self.sells[0][2] if self.sells and -self.sells[0][0] >= last else None
+        if buy is None or sell is None:
+            return buy or sell
+        return buy if buy.accept_seq < sell.accept_seq else sell
+
+    def __len__(self) -> int:
+        return len(self.buys) + len(self.sells)
+
+
+class Engine:
+    """Deterministic in-memory continuous double auction over all instruments of a market.
+
+    >>> from exchange import Engine, PlaceOrder, default_market
+    >>> engine = Engine(default_market())
+    >>> events = engine.execute(PlaceOrder(order_id="s1", account="a", instrument="CEA25",
+    ...                                    side="sell", price="60.00", qty=100))
+    >>> events = engine.execute(PlaceOrder(order_id="b1", account="b", instrument="CEA25",
+    ...                                    side="buy", price="60.10", qty=40))
+    >>> [type(e).__name__ for e in events], events[1].price, events[1].qty
+    (['OrderAccepted', 'TradeExecuted'], 6000, 40)
+    """
+
+    def __init__(self, market: Market, *, book: _BookFactory = FastBook) -> None:
+        self.market = market
+        self._instruments: dict[str, Instrument] = dict(market.instruments)
+        self._ctr = Counters()
+        self._live: dict[str, Order] = {}
+        self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
+        self._reference: dict[str, int | None] = {
+            sym: inst.reference_price for sym, inst in self._instruments.items()}
+        self._bands = {sym: inst.price_band(self._reference[sym])
+                       for sym, inst in self._instruments.items()}
+        self._stops: dict[str, _Stops] = {}
+        self._gtd: list[tuple[int, int, Order]] = []
+        self._ids_today: set[str] = set()
+        self.clock = 0
+        self.day = 1
+        self.accepted = 0
+        self.rejected = 0
+        self._handlers = {
+            PlaceOrder: self._place, CancelOrder: self._cancel, AmendOrder: self._amend,
+            MassCancel: self._mass_cancel, EndOfDay: self._end_of_day,
+            Deposit: self._ledger_command, Withdraw: self._ledger_command,
+            IssueAllowances: self._ledger_command, SurrenderAllowances: self._ledger_command,
+        }
+
+    # --- entry points ------------------------------------------------------------------
+    def submit(self, command, out: list) -> None:
+        """Process one command, appending its events to *out*. The hot entry point."""
+        ts = command.ts
+        if ts is not None and ts > self.clock:
+            self._advance_clock(ts, out)
+        self._handlers[type(command)](command, out)
+
+    def execute(self, command) -> list:
+        """Process one command and return its events."""
+        out: list = []
+        self.submit(command, out)
+        return out
+
+    # --- queries -----------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The ``seq`` of the last event."""
+        return self._ctr.seq
+
+    def book(self, symbol: str):
+        """Return the order book of *symbol*."""
+        return self._books[symbol]
+
+    def order(self, order_id: str) -> Order | None:
+        """Return the live order *order_id* (resting or untriggered stop), or ``None``."""
+        return self._live.get(order_id)
+
+    def reference_price(self, symbol: str) -> int | None:
+        return self._reference[symbol]
+
+    def price_band(self, symbol: str) -> tuple[int, int] | None:
+        return self._bands[symbol]
+
+    @property
+    def trades(self) -> int:
+        return sum(b.trade_count for b in self._books.values())
+
+    @property
+    def volume(self) -> int:
+        return sum(b.volume for b in self._books.values())
+
+    # --- rejections ----------------------------------------------------------------------
+    def _reject(self, action: str, reason: str, out: list, order_id=None, account=None,
+                instrument=None, ts=None) -> None:
+        ctr = self._ctr
+        ctr.seq += 1
+        self.rejected += 1
+        out.append(CommandRejected(seq=ctr.seq, action=action, reason=reason,
+                                   order_id=order_id, account=account,
+                                   instrument=instrument, ts=ts))
+
+    def _reject_order(self, cmd: PlaceOrder, reason: str, out: list) -> None:
+        self._reject("new", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
+
+    # --- new order ---------------------------------------------------------------------
+    def _place(self, cmd: PlaceOrder, out: list) -> None:
+        # 2. validate. The first rule broken is the reason.
+        symbol = cmd.instrument
+        inst = self._instruments.get(symbol)
+        if inst is None:
+            return self._reject_order(cmd, reasons.UNKNOWN_INSTRUMENT, out)
+        order_id = cmd.order_id
+        if not order_id or not cmd.account:
+            return self._reject_order(cmd, reasons.MISSING_FIELD, out)
+        if order_id in self._ids_today or order_id in self._live:
+            return self._reject_order(cmd, reasons.DUPLICATE_ORDER_ID, out)
+        kind = KIND_CODES[cmd.type]
+        tif = TIF_CODES[cmd.tif]
+        is_buy = cmd.side == "buy"
+        band = self._bands[symbol]
+
+        if kind == LIMIT or kind == STOP_LIMIT:
+            if cmd.price is None:
+                return self._reject_order(cmd, reasons.MISSING_PRICE, out)
+            price = self._ticks(inst, cmd.price)
+            if price is None:
+                return self._reject_order(cmd, reasons.OFF_TICK, out)
+            if price <= 0:
+                return self._reject_order(cmd, reasons.INVALID_PRICE, out)
+            if band is not None and not band[0] <= price <= band[1]:
+                return self._reject_order(cmd, reasons.PRICE_OUT_OF_BAND, out)
+        elif cmd.price is not None:
+            return self._reject_order(cmd, reasons.PRICE_NOT_ALLOWED, out)
+        else:
+            price = 0
+
+        stop_price = 0
+        if kind >= STOP:
+            if cmd.stop_price is None:
+                return self._reject_order(cmd, reasons.MISSING_STOP_PRICE, out)
+            stop = self._ticks(inst, cmd.stop_price)
+            if stop is None:
+                return self._reject_order(cmd, reasons.OFF_TICK, out)
+            if stop <= 0:
+                return self._reject_order(cmd, reasons.INVALID_PRICE, out)
+            stop_price = stop
+        elif cmd.stop_price is not None:
+            return self._reject_order(cmd, reasons.STOP_PRICE_NOT_ALLOWED, out)
+
+        qty = cmd.qty
+        reason = self._quantity_rule(inst, qty)
+        if reason is not None:
+            return self._reject_order(cmd, reason, out)
+        if qty < inst.min_qty:
+            return self._reject_order(cmd, reasons.QUANTITY_BELOW_MINIMUM, out)
+
+        rests = kind != MARKET and kind != STOP and tif != IOC and tif != FOK
+        display = cmd.display_qty or 0
+        if cmd.display_qty is not None:
+            if (not rests or display <= 0 or display > qty or display % inst.qty_step
+                    or display < inst.min_qty):
+                return self._reject_order(cmd, reasons.INVALID_DISPLAY_QTY, out)
+            if display == qty:
+                display = 0
+        if cmd.post_only and (not rests or kind != LIMIT):
+            return self._reject_order(cmd, reasons.POST_ONLY_NOT_ALLOWED, out)
+
+        expire_ts = cmd.expire_ts
+        if tif == GTD:
+            if expire_ts is None:
+                return self._reject_order(cmd, reasons.MISSING_EXPIRE_TS, out)
+            if expire_ts <= self.clock:
+                return self._reject_order(cmd, reasons.EXPIRE_TS_IN_PAST, out)
+        elif expire_ts is not None:
+            return self._reject_order(cmd, reasons.EXPIRE_TS_NOT_ALLOWED, out)
+
+        # 3. risk hold: none in matching-only mode.
+        # Accepted: the result event, then the order acts.
+        ctr = self._ctr
+        ctr.seq += 1
+        seq = ctr.seq
+        self.accepted += 1
+        self._ids_today.add(order_id)
+        stp = STP_CODES[cmd.stp] if cmd.stp is not None else 0
+        out.append(OrderAccepted(
+            seq=seq, order_id=order_id, account=cmd.account, instrument=symbol,
+            side=cmd.side, type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
+            stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
+            stp=cmd.stp or "cancel_resting", expire_ts=expire_ts, ts=cmd.ts))
+        order = Order(order_id, cmd.account, symbol, is_buy, price, qty, qty, display,
+                      kind, tif, stp, cmd.post_only, stop_price, expire_ts or 0, seq)
+        if tif == GTD:
+            heapq.heappush(self._gtd, (expire_ts, seq, order))
+
+        book = self._books[symbol]
+        if kind >= STOP:
+            stops = self._stops.get(symbol)
+            if stops is None:
+                stops = self._stops[symbol] = _Stops()
+            stops.add(order)
+            self._live[order_id] = order
+            if book.last_price is not None:
+                self._run_stops(symbol, book, stops, out)
+            return None
+        if kind == MARKET:
+            order.price = self._market_limit(symbol, is_buy)
+        # 4. match
+        trades_before = book.trade_count
+        book.submit(order, out)
+        # 5. stops
+        if book.trade_count != trades_before:
+            stops = self._stops.get(symbol)
+            if stops:
+                self._run_stops(symbol, book, stops, out)
+        return None
+
+    @staticmethod
+    def _ticks(inst: Instrument, text: str) -> int | None:
+        try:
+            return inst.tick.to_units(text)
+        except ValueError:
+            return -1  # not a number at all: reported as an invalid price
+
+    @staticmethod
+    def _quantity_rule(inst: Instrument, qty: int) -> str | None:
+        if qty <= 0:
+            return reasons.INVALID_QUANTITY
+        if qty % inst.qty_step:
+            return reasons.OFF_STEP
+        if qty > inst.max_qty:
+            return reasons.QUANTITY_ABOVE_MAXIMUM
+        return None
+
+    def _market_limit(self, symbol: str, is_buy: bool) -> int:
+        band = self._bands[symbol]
+        if is_buy:
+            return band[1] if band is not None else NO_LIMIT
+        return band[0] if band is not None else 0
+
+    # --- stops -------------------------------------------------------------------------
+    def _run_stops(self, symbol: str, book, stops: _Stops, out: list) -> None:
+        """Trigger stops on the last price, one at a time, until none qualifies."""
+        ctr = self._ctr
+        while stops:
+            last = book.last_price
+            order = stops.next_triggered(last)
+            if order is None:
+                return
+            stops.discard(order)
+            del self._live[order.order_id]
+            ctr.seq += 1
+            out.append(OrderTriggered(
+                seq=ctr.seq, order_id=order.order_id, account=order.account,
+                instrument=symbol, side=order.side, stop_price=order.stop_price,
+                last_price=last))
+            if order.kind == STOP:
+                order.kind = MARKET
+                order.price = self._market_limit(symbol, order.is_buy)
+            else:
+                order.kind = LIMIT
+                band = self._bands[symbol]
+                if band is not None and not band[0] <= order.price <= band[1]:
+                    book._cancel_rest(order, reasons.STOP_OUT_OF_BAND, out)
+                    continue
+            book.submit(order, out)
+
+    # --- cancel ------------------------------------------------------------------------
+    def _cancel(self, cmd: CancelOrder, out: list) -> None:
+        order = self._owned(cmd, "cancel", out)
+        if order is None:
+            return None
+        self.accepted += 1
+        self._take_out(order, reasons.CANCELLED_BY_OWNER, out)
+        return None
+
+    def _owned(self, cmd, action: str, out: list) -> Order | None:
+        """Return the live order a cancel/amend targets, or reject the command."""
+        order = self._live.get(cmd.order_id)
+        if order is None or (cmd.instrument and cmd.instrument != order.instrument):
+            self._reject(action, reasons.UNKNOWN_ORDER, out, cmd.order_id, cmd.account,
+                         cmd.instrument, cmd.ts)
+            return None
+        if order.account != cmd.account:
+            self._reject(action, reasons.NOT_OWNER, out, cmd.order_id, cmd.account,
+                         cmd.instrument, cmd.ts)
+            return None
+        return order
+
+    def _take_out(self, order: Order, reason: str | None, out: list) -> None:
+        """Remove a live order; emit ``OrderCancelled`` (or ``OrderExpired`` if no reason)."""
+        qty = order.qty
+        if order.kind >= STOP:
+            self._stops[order.instrument].discard(order)
+            del self._live[order.order_id]
+            order.qty = order.visible = 0
+        else:
+            self._books[order.instrument].remove(order)
+        ctr = self._ctr
+        ctr.seq += 1
+        if reason is None:
+            out.append(OrderExpired(seq=ctr.seq, order_id=order.order_id,
+                                    account=order.account, instrument=order.instrument,
+                                    side=order.side, expired_qty=qty))
+        else:
+            out.append(OrderCancelled(seq=ctr.seq, order_id=order.order_id,
+                                      account=order.account, instrument=order.instrument,
+                                      side=order.side, cancelled_qty=qty, reason=reason))
+
+    # --- amend -------------------------------------------------------------------------
+    def _amend(self, cmd: AmendOrder, out: list) -> None:
+        order = self._owned(cmd, "amend", out)
+        if order is None:
+            return None
+        inst = self._instruments[order.instrument]
+
+        def reject(reason: str) -> None:
+            self._reject("amend", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
+
+        price = order.price
+        if cmd.price is not None:
+            if order.kind == STOP:
+                return reject(reasons.PRICE_NOT_ALLOWED)
+            price = self._ticks(inst, cmd.price)
+            if price is None:
+                return reject(reasons.OFF_TICK)
+            if price <= 0:
+                return reject(reasons.INVALID_PRICE)
+            band = self._bands[order.instrument]
+            if price != order.price and band is not None and not band[0] <= price <= band[1]:
+                return reject(reasons.PRICE_OUT_OF_BAND)
+        qty = order.qty
+        if cmd.qty is not None:
+            qty = cmd.qty
+            reason = self._quantity_rule(inst, qty)
+            if reason is not None:
+                return reject(reason)
+        book = self._books[order.instrument]
+        resting = order.kind < STOP
+        keeps = price == order.price and qty <= order.qty
+        if resting and not keeps and order.post_only and book.would_cross(order.is_buy, price):
+            return reject(reasons.POST_ONLY_WOULD_TRADE)
+
+        self.accepted += 1
+        ctr = self._ctr
+        ctr.seq += 1
+        old_price, old_qty = order.price, order.qty
+        out.append(OrderAmended(
+            seq=ctr.seq, order_id=order.order_id, account=order.account,
+            instrument=order.instrument, side=order.side,
+            price=price if order.kind != STOP else None, qty=qty,
+            old_price=old_price if order.kind != STOP else None, old_qty=old_qty,
+            priority_kept=keeps or not resting))
+        if not resting:  # an untriggered stop keeps its trigger place
+            order.price = price
+            order.qty = order.visible = qty
+            return None
+        if keeps:
+            book.reduce(order, qty)
+            return None
+        # Loses priority: a fresh order object goes to the back of its (new) level and
+        # may trade at once. The old object stays dead for the lazy deleters.
+        book.remove(order)
+        renewed = msgspec.structs.replace(order, price=price, qty=qty, visible=qty)
+        if renewed.tif == GTD:
+            heapq.heappush(self._gtd, (renewed.expire_ts, renewed.accept_seq, renewed))
+        trades_before = book.trade_count
+        book.submit(renewed, out)
+        if book.trade_count != trades_before:
+            stops = self._stops.get(renewed.instrument)
+            if stops:
+                self._run_stops(renewed.instrument, book, stops, out)
+        return None
+
+    # --- mass cancel ---------------------------------------------------------------------
+    def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
+        if not cmd.account:
+            return self._reject("mass_cancel", reasons.MISSING_FIELD, out, None, cmd.account,
+                                cmd.instrument, cmd.ts)
+        if cmd.instrument is not None and cmd.instrument not in self._instruments:
+            return self._reject("mass_cancel", reasons.UNKNOWN_INSTRUMENT, out, None,
+                                cmd.account, cmd.instrument, cmd.ts)
+        is_buy = None if cmd.side is None else cmd.side == "buy"
+        targets = [o for o in self._live.values()
+                   if o.account == cmd.account
+                   and (cmd.instrument is None or o.instrument == cmd.instrument)
+                   and (is_buy is None or o.is_buy == is_buy)]
+        self.accepted += 1
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(MassCancelAccepted(seq=ctr.seq, account=cmd.account,
+                                      instrument=cmd.instrument, side=cmd.side,
+                                      count=len(targets)))
+        for order in targets:
+            self._take_out(order, reasons.MASS_CANCEL, out)
+
+    # --- time ----------------------------------------------------------------------------
+    def _advance_clock(self, ts: int, out: list) -> None:
+        self.clock = ts
+        gtd = self._gtd
+        while gtd and gtd[0][0] <= ts:
+            _, _, order = heapq.heappop(gtd)
+            if order.qty and self._live.get(order.order_id) is order:
+                self._take_out(order, None, out)
+
+    def _end_of_day(self, cmd: EndOfDay, out: list) -> None:
+        """End the day: expire day orders, set reference prices from the day's close."""
+        self.accepted += 1
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(TradingDayEnded(seq=ctr.seq, day=self.day, ts=cmd.ts))
+        for order in [o for o in self._live.values() if o.tif == DAY]:
+            self._take_out(order, None, out)
+        for symbol, book in self._books.items():
+            if book.day_volume:
+                # Close = volume-weighted average price of the day, to the nearest tick,
+                # halves rounded up.
+                volume, notional = book.day_volume, book.day_notional
+                close = (2 * notional + volume) // (2 * volume)
+                self._reference[symbol] = close
+                self._bands[symbol] = self._instruments[symbol].price_band(close)
+                ctr.seq += 1
+                out.append(ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
+                                             close_volume=volume))
+                book.day_volume = book.day_notional = 0
+        self.day += 1
+        self._ids_today = set()
+
+    def _ledger_command(self, cmd, out: list) -> None:
+        """A ledger command in a matching-only engine: accepted, with no effect."""
+        self.accepted += 1
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(LedgerCommandIgnored(seq=ctr.seq, action=type(cmd).__struct_config__.tag,
+                                        account=cmd.account))
+
+    # --- verification --------------------------------------------------------------------
+    def snapshot(self) -> list:
+        """Return the whole engine state as plain data, deterministic in order."""
+        instruments = []
+        for symbol, book in self._books.items():
+            stops = self._stops.get(symbol)
+            stop_rows = [] if stops is None else [
+                [o.order_id, o.account, o.is_buy, o.kind, o.stop_price, o.price, o.qty,
+                 o.tif, o.stp, o.accept_seq]
+                for _, _, o in list(stops.buys) + list(stops.sells)]
+            instruments.append([symbol, self._reference[symbol], book.last_price,
+                                book.trade_count, book.volume, book.day_volume,
+                                book.day_notional, book.snapshot(), stop_rows])
+        return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
+                self.rejected, sorted(self._ids_today), instruments]
+
+    def state_hash(self) -> str:
+        """Return a hex digest of the whole state; equal states give equal hashes."""
+        return hashlib.blake2b(msgspec.msgpack.encode(self.snapshot()), digest_size=16).hexdigest()
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` if an invariant of the engine or a book is broken."""
+        resting = 0
+        for book in self._books.values():
+            book.check()
+            for is_buy in (True, False):
+                resting += sum(1 for _ in book.orders(is_buy))
+        pending = sum(len(s) for s in self._stops.values())
+        assert resting + pending == len(self._live), "registry differs from books and stops"
+        for order in self._live.values():
+            assert order.qty > 0

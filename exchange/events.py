@@ -1,0 +1,162 @@
+"""Events: what happened, in the past tense, each with a global sequence number.
+
+Events are immutable msgspec Structs in one union tagged by ``event``. Prices are in
+integer ticks of the instrument and quantities in whole units (tonnes or lots); output
+edges turn ticks back into decimal strings. Every command gives exactly one *result*
+event (``OrderAccepted``, ``OrderCancelled`` for a cancel, ``OrderAmended``,
+``MassCancelAccepted``, ``TradingDayEnded``, ``LedgerCommandIgnored`` or
+``CommandRejected``) followed by zero or more consequence events.
+
+Schema evolution: new fields must have defaults; tags and field names never change.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+__all__ = [
+    "Event", "OrderAccepted", "CommandRejected", "TradeExecuted", "OrderCancelled",
+    "OrderAmended", "OrderExpired", "OrderTriggered", "MassCancelAccepted",
+    "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AnyEvent",
+    "RESULT_EVENTS",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
+    """Base of every event: ``seq`` is global and strictly increasing."""
+
+    seq: int
+
+
+class OrderAccepted(Event, tag="order_accepted"):
+    """A valid order entered the engine. ``price`` is ``None`` for market and stop orders."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    type: str
+    tif: str
+    price: int | None
+    qty: int
+    stop_price: int | None = None
+    display_qty: int = 0
+    post_only: bool = False
+    stp: str = "cancel_resting"
+    expire_ts: int | None = None
+    ts: int | None = None
+
+
+class CommandRejected(Event, tag="command_rejected"):
+    """A command broke a rule and changed nothing."""
+
+    action: str
+    reason: str
+    order_id: str | None = None
+    account: str | None = None
+    instrument: str | None = None
+    ts: int | None = None
+
+
+class TradeExecuted(Event, tag="trade_executed"):
+    """Two orders traded ``qty`` at the resting order's ``price``."""
+
+    trade_id: int
+    instrument: str
+    price: int
+    qty: int
+    buy_order_id: str
+    sell_order_id: str
+    buy_account: str
+    sell_account: str
+    aggressor: str
+    buy_leaves_qty: int
+    sell_leaves_qty: int
+
+
+class OrderCancelled(Event, tag="order_cancelled"):
+    """``cancelled_qty`` of an order left the book for ``reason``."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    cancelled_qty: int
+    reason: str
+
+
+class OrderAmended(Event, tag="order_amended"):
+    """An order's price or open quantity changed; ``priority_kept`` tells if it kept its place."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    price: int | None
+    qty: int
+    old_price: int | None
+    old_qty: int
+    priority_kept: bool
+
+
+class OrderExpired(Event, tag="order_expired"):
+    """A day order at the end of the day, or a gtd order at its time, left the book."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    expired_qty: int
+
+
+class OrderTriggered(Event, tag="order_triggered"):
+    """A stop order's condition held on ``last_price``; it now acts as market or limit."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    stop_price: int
+    last_price: int
+
+
+class MassCancelAccepted(Event, tag="mass_cancel_accepted"):
+    """A mass cancel was accepted; ``count`` orders follow as ``OrderCancelled``."""
+
+    account: str
+    instrument: str | None
+    side: str | None
+    count: int
+
+
+class TradingDayEnded(Event, tag="trading_day_ended"):
+    """The trading day ``day`` (counted from 1) ended."""
+
+    day: int
+    ts: int | None = None
+
+
+class ReferencePriceSet(Event, tag="reference_price_set"):
+    """An instrument's reference price (and so its band) for the next day."""
+
+    instrument: str
+    price: int
+    close_volume: int
+
+
+class LedgerCommandIgnored(Event, tag="ledger_command_ignored"):
+    """A ledger command (deposit, issue...) reached a matching-only engine: no effect."""
+
+    action: str
+    account: str
+
+
+AnyEvent = Union[
+    OrderAccepted, CommandRejected, TradeExecuted, OrderCancelled, OrderAmended,
+    OrderExpired, OrderTriggered, MassCancelAccepted, TradingDayEnded, ReferencePriceSet,
+    LedgerCommandIgnored,
+]
+
+RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
+                 TradingDayEnded, LedgerCommandIgnored)

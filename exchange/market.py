@@ -1,0 +1,211 @@
+"""Market configuration: the instruments an engine trades and their rules.
+
+A market is read from TOML (``tomllib``, floats parsed as exact decimals). Every
+instrument has a kind (spot, future, option), a currency, a price tick, a quantity
+step, minimum and maximum order quantity, and optionally a price band (a fraction of
+the reference price) and a reference price. Allowances carry a vintage; futures a
+contract size. The default market ships as ``exchange/markets/default.toml``.
+
+Invariants: ticks and steps are positive; ``min_qty <= max_qty``; both are multiples
+of the step; a configured reference price lies on the tick. Limits: options are
+described here but not yet traded with their own rules.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .units import Scale, parse_decimal
+
+__all__ = ["Instrument", "Market", "MarketConfigError", "load_market", "default_market"]
+
+KINDS = ("spot", "future", "option")
+
+_KEYS = {
+    "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band",
+    "reference_price", "vintage", "contract_size", "underlying", "contract_month",
+    "strike", "option_type", "unit",
+}
+
+
+class MarketConfigError(ValueError):
+    """A market file that cannot be used: the message names the instrument and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One tradable instrument and its trading rules, in integer units.
+
+    ``band_num / band_den`` is the band as an exact fraction; ``reference_price`` is in
+    ticks. ``price_band(reference)`` gives the inclusive ``(low, high)`` tick range.
+    """
+
+    symbol: str
+    kind: str
+    currency: str
+    tick: Scale
+    qty_step: int = 1
+    min_qty: int = 1
+    max_qty: int = 99_999
+    band: Decimal | None = None
+    reference_price: int | None = None
+    vintage: int | None = None
+    contract_size: int = 1
+    unit: str = "t"
+    underlying: str | None = None
+    contract_month: str | None = None
+    band_num: int = field(default=0, repr=False)
+    band_den: int = field(default=1, repr=False)
+
+    def price_band(self, reference: int | None) -> tuple[int, int] | None:
+        """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
+
+        The low edge rounds up and the high edge down, so the band never widens.
+
+        >>> from exchange.units import Scale
+        >>> inst = Instrument("X", "spot", "CNY", Scale("0.01"), band=Decimal("0.10"),
+        ...                   band_num=1, band_den=10)
+        >>> inst.price_band(6001)
+        (5401, 6601)
+        """
+        if reference is None or self.band is None:
+            return None
+        num, den = self.band_num, self.band_den
+        low = -((-reference * (den - num)) // den)
+        high = (reference * (den + num)) // den
+        return max(low, 1), high
+
+    def format_price(self, ticks: int | None) -> str | None:
+        """Return *ticks* as a decimal price string."""
+        return None if ticks is None else self.tick.format(ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """The instruments of one market, by symbol."""
+
+    instruments: dict[str, Instrument]
+    source: str = "<default>"
+
+    def __getitem__(self, symbol: str) -> Instrument:
+        return self.instruments[symbol]
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self.instruments
+
+
+def _exact(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise MarketConfigError(f"{where}: expected a decimal number, got {value!r}")
+    try:
+        return parse_decimal(str(value))
+    except ValueError as exc:
+        raise MarketConfigError(f"{where}: {exc}") from None
+
+
+def _whole(value: Any, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MarketConfigError(f"{where}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
+    where = f"instrument {symbol!r}"
+    if not isinstance(spec, dict):
+        raise MarketConfigError(f"{where}: expected a table")
+    unknown = sorted(set(spec) - _KEYS)
+    if unknown:
+        raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kind = spec.get("kind", "spot")
+    if kind not in KINDS:
+        raise MarketConfigError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    if "tick" not in spec:
+        raise MarketConfigError(f"{where}: tick is required")
+    tick_value = _exact(spec["tick"], f"{where}.tick")
+    if tick_value <= 0:
+        raise MarketConfigError(f"{where}.tick: must be positive")
+    tick = Scale(str(tick_value))
+    step = _whole(spec.get("qty_step", 1), f"{where}.qty_step")
+    min_qty = _whole(spec.get("min_qty", step), f"{where}.min_qty")
+    max_qty = _whole(spec.get("max_qty", 99_999 if kind == "spot" else 10_000), f"{where}.max_qty")
+    if min_qty > max_qty:
+        raise MarketConfigError(f"{where}: min_qty {min_qty} is above max_qty {max_qty}")
+    if min_qty % step or max_qty % step:
+        raise MarketConfigError(f"{where}: min_qty and max_qty must be multiples of qty_step {step}")
+    band = None
+    band_num, band_den = 0, 1
+    if spec.get("band") is not None:
+        band = _exact(spec["band"], f"{where}.band")
+        if not 0 < band < 1:
+            raise MarketConfigError(f"{where}.band: a fraction between 0 and 1, got {band}")
+        band_num, band_den = band.as_integer_ratio()
+    reference = None
+    if spec.get("reference_price") is not None:
+        ref_value = _exact(spec["reference_price"], f"{where}.reference_price")
+        reference = tick.units_of(ref_value)
+        if reference is None or reference <= 0:
+            raise MarketConfigError(
+                f"{where}.reference_price: {ref_value} is not a positive multiple of the tick {tick.text}")
+    vintage = spec.get("vintage")
+    if vintage is not None:
+        vintage = _whole(vintage, f"{where}.vintage", 1900)
+    contract_size = _whole(spec.get("contract_size", 1), f"{where}.contract_size")
+    currency = spec.get("currency", defaults.get("currency", "CNY"))
+    if not isinstance(currency, str) or not currency:
+        raise MarketConfigError(f"{where}.currency: expected a currency code")
+    return Instrument(
+        symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
+        min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
+        vintage=vintage, contract_size=contract_size,
+        unit=spec.get("unit", "lot" if kind != "spot" else "t"),
+        underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
+        band_num=band_num, band_den=band_den,
+    )
+
+
+def parse_market(text: str, source: str = "<string>") -> Market:
+    """Build a ``Market`` from TOML *text*; raise ``MarketConfigError`` with a clear message."""
+    try:
+        data = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise MarketConfigError(f"{source}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"defaults", "instruments"})
+    if unknown:
+        raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
+    defaults = data.get("defaults", {})
+    specs = data.get("instruments")
+    if not isinstance(specs, dict) or not specs:
+        raise MarketConfigError(f"{source}: no [instruments.SYMBOL] tables")
+    instruments = {}
+    for symbol, spec in specs.items():
+        try:
+            instruments[symbol] = _instrument(symbol, spec, defaults)
+        except MarketConfigError as exc:
+            raise MarketConfigError(f"{source}: {exc}") from None
+    for inst in instruments.values():
+        if inst.underlying is not None and inst.underlying not in instruments:
+            raise MarketConfigError(
+                f"{source}: instrument {inst.symbol!r}: underlying {inst.underlying!r} is not in the market")
+    return Market(instruments=instruments, source=source)
+
+
+def load_market(path: str | Path | None = None) -> Market:
+    """Read the market at *path*, or the shipped default market when *path* is ``None``."""
+    if path is None:
+        return default_market()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MarketConfigError(f"cannot read market file {str(path)!r}: {exc.strerror}") from None
+    return parse_market(text, str(path))
+
+
+def default_market() -> Market:
+    """Return the default market shipped with the package."""
+    text = resources.files("exchange").joinpath("markets/default.toml").read_text(encoding="utf-8")
+    return parse_market(text, "<default market>")

@@ -1,0 +1,57 @@
+"""Reason codes, grouped by the pipeline stage that gives them.
+
+A ``rejected`` command carries one of the VALIDATION, STATE or RISK codes and changes
+nothing. An accepted order whose remainder cannot rest is ``cancelled`` with one of the
+OUTCOME codes. Codes are stable strings: tools and bots match on them.
+"""
+from __future__ import annotations
+
+# --- validation: the command breaks a market rule on its own --------------------------
+MISSING_FIELD = "missing_field"
+UNKNOWN_INSTRUMENT = "unknown_instrument"
+MISSING_PRICE = "missing_price"
+PRICE_NOT_ALLOWED = "price_not_allowed"
+INVALID_PRICE = "invalid_price"
+OFF_TICK = "off_tick"
+PRICE_OUT_OF_BAND = "price_out_of_band"
+MISSING_STOP_PRICE = "missing_stop_price"
+STOP_PRICE_NOT_ALLOWED = "stop_price_not_allowed"
+INVALID_QUANTITY = "invalid_quantity"
+OFF_STEP = "off_step"
+QUANTITY_BELOW_MINIMUM = "quantity_below_minimum"
+QUANTITY_ABOVE_MAXIMUM = "quantity_above_maximum"
+INVALID_DISPLAY_QTY = "invalid_display_qty"
+POST_ONLY_NOT_ALLOWED = "post_only_not_allowed"
+MISSING_EXPIRE_TS = "missing_expire_ts"
+EXPIRE_TS_NOT_ALLOWED = "expire_ts_not_allowed"
+EXPIRE_TS_IN_PAST = "expire_ts_in_past"
+
+# --- state: the command does not fit the engine's current state -----------------------
+DUPLICATE_ORDER_ID = "duplicate_order_id"
+UNKNOWN_ORDER = "unknown_order"
+NOT_OWNER = "not_owner"
+POST_ONLY_WOULD_TRADE = "post_only_would_trade"
+
+# --- outcome: why an accepted order's quantity was cancelled ---------------------------
+CANCELLED_BY_OWNER = "cancelled_by_owner"
+MASS_CANCEL = "mass_cancel"
+IOC_REMAINDER = "ioc_remainder"
+MARKET_REMAINDER = "market_remainder"
+FOK_UNFILLED = "fok_unfilled"
+STP_CANCEL_RESTING = "stp_cancel_resting"
+STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
+STOP_OUT_OF_BAND = "stop_limit_out_of_band"
+
+VALIDATION = frozenset({
+    MISSING_FIELD, UNKNOWN_INSTRUMENT, MISSING_PRICE, PRICE_NOT_ALLOWED, INVALID_PRICE,
+    OFF_TICK, PRICE_OUT_OF_BAND, MISSING_STOP_PRICE, STOP_PRICE_NOT_ALLOWED,
+    INVALID_QUANTITY, OFF_STEP, QUANTITY_BELOW_MINIMUM, QUANTITY_ABOVE_MAXIMUM,
+    INVALID_DISPLAY_QTY, POST_ONLY_NOT_ALLOWED, MISSING_EXPIRE_TS, EXPIRE_TS_NOT_ALLOWED,
+    EXPIRE_TS_IN_PAST,
+})
+STATE = frozenset({DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE})
+OUTCOME = frozenset({
+    CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
+    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND,
+})
+REJECT_REASONS = VALIDATION | STATE
