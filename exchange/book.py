@@ -1,8 +1,12 @@
 """The fast order book of one instrument: price-time priority matching.
 
-Layout: per side, a dict from price key to ``Level`` and a ``SortedList`` of the keys.
-Bid keys are negated prices so that, on both sides, the best level is key ``[0]`` and
-"crosses" is ``key <= limit_key``. A level keeps its orders in a deque in time order.
+Layout: per side, a dict from price key to ``Level`` and a binary heap of the keys
+(``heapq``, in C). Bid keys are negated prices so that, on both sides, the best level is
+the heap's top and "crosses" is ``key <= limit_key``. A level that empties below the top
+leaves its key in the heap, stale, until it surfaces; the top is always a live level,
+and the heap never holds a key twice (a set tracks membership), so it is bounded by the
+distinct prices in use and compacted when stale keys outnumber live ones. A level keeps
+its orders in a deque in time order.
 Cancelled orders are deleted lazily: they are marked dead (``qty == 0``) and skipped
 when they reach the front; a level whose dead entries outnumber its live ones is
 compacted, so memory stays proportional to live orders (amortised O(1) per cancel).
@@ -16,7 +20,7 @@ Invariants (checked by ``check()``):
   * every live order is in the registry shared with the engine, and only those.
 
 Complexity: rest at an existing level O(1), at a new level O(log L); cancel O(1)
-amortised plus O(log L) when a level empties; each fill O(1).
+amortised plus O(log L) when the best level empties; each fill O(1); best price O(1).
 
 The matching semantics are those of shared/DESIGN.md. ``exchange.naive.NaiveBook`` is
 the slow, obviously correct reference; both must produce identical events.
@@ -24,11 +28,10 @@ the slow, obviously correct reference; both must produce identical events.
 from __future__ import annotations
 
 from collections import deque
+from heapq import heapify, heappop, heappush, nsmallest
 from typing import Iterator
 
 import msgspec
-from sortedcontainers import SortedList
-
 from . import reasons
 from .events import OrderCancelled, TradeExecuted
 
@@ -103,6 +106,41 @@ class Level:
         self.count = 0
 
 
+class Side:
+    """One side of a book: levels by key, and a heap of keys whose top is the best."""
+
+    __slots__ = ("levels", "heap", "in_heap")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, Level] = {}
+        self.heap: list[int] = []
+        self.in_heap: set[int] = set()
+
+    def add_level(self, key: int, price: int) -> Level:
+        level = self.levels[key] = Level(price)
+        if key not in self.in_heap:
+            heappush(self.heap, key)
+            self.in_heap.add(key)
+        return level
+
+    def drop_level(self, key: int) -> None:
+        """Forget the (empty) level at *key*; keep the heap's top a live level."""
+        levels = self.levels
+        del levels[key]
+        heap = self.heap
+        if heap[0] == key:
+            in_heap = self.in_heap
+            while heap and heap[0] not in levels:
+                in_heap.discard(heappop(heap))
+        elif len(heap) > 2 * len(levels) + 64:
+            self.heap = list(levels)
+            heapify(self.heap)
+            self.in_heap = set(levels)
+
+    def sorted_keys(self) -> list[int]:
+        return sorted(self.levels)
+
+
 class FastBook:
     """Order book and matcher for one instrument (see the module docstring)."""
 
@@ -110,10 +148,8 @@ class FastBook:
         self.symbol = symbol
         self._ctr = counters
         self._live = registry
-        self._bids: dict[int, Level] = {}
-        self._asks: dict[int, Level] = {}
-        self._bid_keys = SortedList()
-        self._ask_keys = SortedList()
+        self._bids = Side()
+        self._asks = Side()
         self.last_price: int | None = None
         self.trade_count = 0
         self.volume = 0
@@ -123,33 +159,40 @@ class FastBook:
     # --- queries -----------------------------------------------------------------------
     def best_bid(self) -> int | None:
         """Return the best bid price in ticks, or ``None``. O(1)."""
-        return -self._bid_keys[0] if self._bid_keys else None
+        heap = self._bids.heap
+        return -heap[0] if heap else None
 
     def best_ask(self) -> int | None:
         """Return the best ask price in ticks, or ``None``. O(1)."""
-        return self._ask_keys[0] if self._ask_keys else None
+        heap = self._asks.heap
+        return heap[0] if heap else None
 
     def would_cross(self, is_buy: bool, price: int) -> bool:
         """Tell whether a limit order at *price* would trade on arrival. O(1)."""
         if is_buy:
-            return bool(self._ask_keys) and self._ask_keys[0] <= price
-        return bool(self._bid_keys) and -self._bid_keys[0] >= price
+            heap = self._asks.heap
+            return bool(heap) and heap[0] <= price
+        heap = self._bids.heap
+        return bool(heap) and -heap[0] >= price
 
     def orders(self, is_buy: bool) -> Iterator[Order]:
-        """Yield one side's live orders in priority order. O(n)."""
-        keys, levels = (self._bid_keys, self._bids) if is_buy else (self._ask_keys, self._asks)
-        for key in keys:
-            for order in levels[key].orders:
+        """Yield one side's live orders in priority order. O(n log L)."""
+        side = self._bids if is_buy else self._asks
+        for key in side.sorted_keys():
+            for order in side.levels[key].orders:
                 if order.qty:
                     yield order
 
     def depth(self, levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """Return up to *levels* ``(price, displayed qty, orders)`` per side, best first."""
+        """Return up to *levels* ``(price, displayed qty, orders)`` per side, best first.
+
+        O(L log levels) for L price levels.
+        """
         result = []
-        for keys, book in ((self._bid_keys, self._bids), (self._ask_keys, self._asks)):
+        for book in (self._bids, self._asks):
             side = []
-            for key in keys.islice(0, levels):
-                level = book[key]
+            for key in nsmallest(levels, book.levels):
+                level = book.levels[key]
                 shown = sum(o.visible for o in level.orders if o.qty)
                 side.append((level.price, shown, level.count))
             result.append(side)
@@ -162,13 +205,12 @@ class FastBook:
         changing anything. O(orders within the limit).
         """
         if order.is_buy:
-            keys, levels, limit = self._ask_keys, self._asks, order.price
+            side, limit = self._asks, order.price
         else:
-            keys, levels, limit = self._bid_keys, self._bids, -order.price
+            side, limit = self._bids, -order.price
         need, account, stp = order.qty, order.account, order.stp
-        for key in keys:
-            if key > limit:
-                return False
+        levels = side.levels
+        for key in sorted(k for k in levels if k <= limit):
             queue = deque((r, r.visible, r.qty) for r in levels[key].orders if r.qty)
             while queue:
                 resting, shown, open_qty = queue.popleft()
@@ -193,15 +235,16 @@ class FastBook:
         is entered in the registry. ``order.qty`` is left at the quantity that rested.
         """
         if order.is_buy:
-            keys, levels, limit = self._ask_keys, self._asks, order.price
+            side, limit = self._asks, order.price
         else:
-            keys, levels, limit = self._bid_keys, self._bids, -order.price
-        if keys and keys[0] <= limit:
+            side, limit = self._bids, -order.price
+        heap = side.heap
+        if heap and heap[0] <= limit:
             if order.post_only:
                 return self._cancel_rest(order, reasons.POST_ONLY_WOULD_TRADE, out)
             if order.tif == FOK and not self.fillable(order):
                 return self._cancel_rest(order, reasons.FOK_UNFILLED, out)
-            self._match(order, keys, levels, limit, out)
+            self._match(order, side, limit, out)
             if not order.qty:
                 return None
         if order.kind == MARKET:
@@ -220,17 +263,16 @@ class FastBook:
         Marks it done (``qty = 0``). O(1) amortised; O(log L) if its level empties.
         """
         if order.is_buy:
-            key, levels, keys = -order.price, self._bids, self._bid_keys
+            key, side = -order.price, self._bids
         else:
-            key, levels, keys = order.price, self._asks, self._ask_keys
-        level = levels[key]
+            key, side = order.price, self._asks
+        level = side.levels[key]
         order.qty = 0
         order.visible = 0
         del self._live[order.order_id]
         level.count -= 1
         if not level.count:
-            del levels[key]
-            keys.remove(key)
+            side.drop_level(key)
         elif len(level.orders) > 2 * level.count + 16:
             level.orders = deque(o for o in level.orders if o.qty)
 
@@ -253,21 +295,19 @@ class FastBook:
 
     def _rest(self, order: Order) -> None:
         if order.is_buy:
-            key, levels, keys = -order.price, self._bids, self._bid_keys
+            key, side = -order.price, self._bids
         else:
-            key, levels, keys = order.price, self._asks, self._ask_keys
+            key, side = order.price, self._asks
         display = order.display
         order.visible = display if display and display < order.qty else order.qty
-        level = levels.get(key)
+        level = side.levels.get(key)
         if level is None:
-            level = levels[key] = Level(order.price)
-            keys.add(key)
+            level = side.add_level(key, order.price)
         level.orders.append(order)
         level.count += 1
         self._live[order.order_id] = order
 
-    def _match(self, order: Order, keys: SortedList, levels: dict[int, Level],
-               limit: int, out: list) -> None:
+    def _match(self, order: Order, side: Side, limit: int, out: list) -> None:
         # Hot path (profiled in benchmarks/): attributes and methods bound to locals.
         append = out.append
         ctr = self._ctr
@@ -281,8 +321,10 @@ class FastBook:
         killed = False
         trades = volume = notional = 0
         price = 0
-        while remaining and keys:
-            key = keys[0]
+        heap = side.heap
+        levels = side.levels
+        while remaining and heap:
+            key = heap[0]
             if key > limit:
                 break
             level = levels[key]
@@ -348,8 +390,8 @@ class FastBook:
                 if not remaining:
                     break
             if not level.count:
-                del levels[key]
-                del keys[0]
+                side.drop_level(key)
+                heap = side.heap
             if killed:
                 break
         if trades:
@@ -373,8 +415,11 @@ class FastBook:
 
     def check(self) -> None:
         """Raise ``AssertionError`` if any invariant of the module docstring is broken."""
-        for keys, levels, sign in ((self._bid_keys, self._bids, -1), (self._ask_keys, self._asks, 1)):
-            assert list(keys) == sorted(levels), "sorted keys differ from the level dict"
+        for side, sign in ((self._bids, -1), (self._asks, 1)):
+            levels = side.levels
+            assert set(side.heap) == side.in_heap >= set(levels), "heap lost a level"
+            assert len(side.heap) == len(side.in_heap), "a key is in the heap twice"
+            assert not side.heap or side.heap[0] == min(levels), "heap top is not the best level"
             for key, level in levels.items():
                 assert level.price == sign * key, "level stored under the wrong key"
                 live_orders = [o for o in level.orders if o.qty]

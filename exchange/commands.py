@@ -31,7 +31,7 @@ TIFS = ("gtc", "day", "ioc", "fok", "gtd")
 STP_MODES = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action"):
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False):
     """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock."""
 
     ts: int | None = None

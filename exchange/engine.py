@@ -43,6 +43,7 @@ from .market import Instrument, Market
 
 __all__ = ["Engine"]
 
+_PRICE_CACHE = 1 << 16  # distinct price strings remembered per instrument
 _BookFactory = Callable[[str, Counters, dict], FastBook]
 
 
@@ -83,6 +84,20 @@ class _Stops:
         return len(self.buys) + len(self.sells)
 
 
+class _Spec:
+    """Per-instrument data the hot path needs, gathered in one place."""
+
+    __slots__ = ("inst", "book", "prices", "step", "min_qty", "max_qty")
+
+    def __init__(self, inst: Instrument, book) -> None:
+        self.inst = inst
+        self.book = book
+        self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
+        self.step = inst.qty_step
+        self.min_qty = inst.min_qty
+        self.max_qty = inst.max_qty
+
+
 class Engine:
     """Deterministic in-memory continuous double auction over all instruments of a market.
 
@@ -102,13 +117,15 @@ class Engine:
         self._ctr = Counters()
         self._live: dict[str, Order] = {}
         self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
+        self._specs = {sym: _Spec(inst, self._books[sym]) for sym, inst in self._instruments.items()}
         self._reference: dict[str, int | None] = {
             sym: inst.reference_price for sym, inst in self._instruments.items()}
         self._bands = {sym: inst.price_band(self._reference[sym])
                        for sym, inst in self._instruments.items()}
         self._stops: dict[str, _Stops] = {}
         self._gtd: list[tuple[int, int, Order]] = []
-        self._ids_today: set[str] = set()
+        # Order ids in use: every id accepted today, and every live order's id.
+        self._ids: set[str] = set()
         self.clock = 0
         self.day = 1
         self.accepted = 0
@@ -177,75 +194,52 @@ class Engine:
 
     # --- new order ---------------------------------------------------------------------
     def _place(self, cmd: PlaceOrder, out: list) -> None:
+        # Profiled hot path: the common limit order takes the fewest branches; the rarer
+        # features (stops, icebergs, post-only, gtd) are checked in _check_features.
         # 2. validate. The first rule broken is the reason.
         symbol = cmd.instrument
-        inst = self._instruments.get(symbol)
-        if inst is None:
+        spec = self._specs.get(symbol)
+        if spec is None:
             return self._reject_order(cmd, reasons.UNKNOWN_INSTRUMENT, out)
         order_id = cmd.order_id
-        if not order_id or not cmd.account:
+        account = cmd.account
+        if not order_id or not account:
             return self._reject_order(cmd, reasons.MISSING_FIELD, out)
-        if order_id in self._ids_today or order_id in self._live:
+        if order_id in self._ids:
             return self._reject_order(cmd, reasons.DUPLICATE_ORDER_ID, out)
         kind = KIND_CODES[cmd.type]
         tif = TIF_CODES[cmd.tif]
-        is_buy = cmd.side == "buy"
-        band = self._bands[symbol]
-
+        text = cmd.price
         if kind == LIMIT or kind == STOP_LIMIT:
-            if cmd.price is None:
+            if text is None:
                 return self._reject_order(cmd, reasons.MISSING_PRICE, out)
-            price = self._ticks(inst, cmd.price)
+            price = spec.prices.get(text)
             if price is None:
-                return self._reject_order(cmd, reasons.OFF_TICK, out)
-            if price <= 0:
-                return self._reject_order(cmd, reasons.INVALID_PRICE, out)
+                price = self._ticks(spec.inst, text)
+                if price is None:
+                    return self._reject_order(cmd, reasons.OFF_TICK, out)
+                if price <= 0:
+                    return self._reject_order(cmd, reasons.INVALID_PRICE, out)
+                if len(spec.prices) < _PRICE_CACHE:
+                    spec.prices[text] = price
+            band = self._bands[symbol]
             if band is not None and not band[0] <= price <= band[1]:
                 return self._reject_order(cmd, reasons.PRICE_OUT_OF_BAND, out)
-        elif cmd.price is not None:
+        elif text is not None:
             return self._reject_order(cmd, reasons.PRICE_NOT_ALLOWED, out)
         else:
             price = 0
-
-        stop_price = 0
-        if kind >= STOP:
-            if cmd.stop_price is None:
-                return self._reject_order(cmd, reasons.MISSING_STOP_PRICE, out)
-            stop = self._ticks(inst, cmd.stop_price)
-            if stop is None:
-                return self._reject_order(cmd, reasons.OFF_TICK, out)
-            if stop <= 0:
-                return self._reject_order(cmd, reasons.INVALID_PRICE, out)
-            stop_price = stop
-        elif cmd.stop_price is not None:
-            return self._reject_order(cmd, reasons.STOP_PRICE_NOT_ALLOWED, out)
-
         qty = cmd.qty
-        reason = self._quantity_rule(inst, qty)
-        if reason is not None:
-            return self._reject_order(cmd, reason, out)
-        if qty < inst.min_qty:
-            return self._reject_order(cmd, reasons.QUANTITY_BELOW_MINIMUM, out)
-
-        rests = kind != MARKET and kind != STOP and tif != IOC and tif != FOK
-        display = cmd.display_qty or 0
-        if cmd.display_qty is not None:
-            if (not rests or display <= 0 or display > qty or display % inst.qty_step
-                    or display < inst.min_qty):
-                return self._reject_order(cmd, reasons.INVALID_DISPLAY_QTY, out)
-            if display == qty:
-                display = 0
-        if cmd.post_only and (not rests or kind != LIMIT):
-            return self._reject_order(cmd, reasons.POST_ONLY_NOT_ALLOWED, out)
-
-        expire_ts = cmd.expire_ts
-        if tif == GTD:
-            if expire_ts is None:
-                return self._reject_order(cmd, reasons.MISSING_EXPIRE_TS, out)
-            if expire_ts <= self.clock:
-                return self._reject_order(cmd, reasons.EXPIRE_TS_IN_PAST, out)
-        elif expire_ts is not None:
-            return self._reject_order(cmd, reasons.EXPIRE_TS_NOT_ALLOWED, out)
+        if qty <= 0 or qty % spec.step or qty > spec.max_qty or qty < spec.min_qty:
+            return self._reject_order(cmd, self._quantity_rule(spec.inst, qty) or
+                                      reasons.QUANTITY_BELOW_MINIMUM, out)
+        stop_price = display = 0
+        if (kind >= STOP or cmd.stop_price is not None or cmd.display_qty is not None
+                or cmd.post_only or tif == GTD or cmd.expire_ts is not None):
+            checked = self._check_features(cmd, spec, kind, tif, qty)
+            if type(checked) is str:
+                return self._reject_order(cmd, checked, out)
+            stop_price, display = checked
 
         # 3. risk hold: none in matching-only mode.
         # Accepted: the result event, then the order acts.
@@ -253,21 +247,21 @@ class Engine:
         ctr.seq += 1
         seq = ctr.seq
         self.accepted += 1
-        self._ids_today.add(order_id)
-        stp = STP_CODES[cmd.stp] if cmd.stp is not None else 0
+        self._ids.add(order_id)
+        stp_name = cmd.stp or "cancel_resting"
         out.append(OrderAccepted(
-            seq=seq, order_id=order_id, account=cmd.account, instrument=symbol,
+            seq=seq, order_id=order_id, account=account, instrument=symbol,
             side=cmd.side, type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
             stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
-            stp=cmd.stp or "cancel_resting", expire_ts=expire_ts, ts=cmd.ts))
-        order = Order(order_id, cmd.account, symbol, is_buy, price, qty, qty, display,
-                      kind, tif, stp, cmd.post_only, stop_price, expire_ts or 0, seq)
+            stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts))
+        is_buy = cmd.side == "buy"
+        order = Order(order_id, account, symbol, is_buy, price, qty, qty, display, kind, tif,
+                      STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts or 0, seq)
         if tif == GTD:
-            heapq.heappush(self._gtd, (expire_ts, seq, order))
-
-        book = self._books[symbol]
+            heapq.heappush(self._gtd, (order.expire_ts, seq, order))
+        book = spec.book
+        stops = self._stops.get(symbol)
         if kind >= STOP:
-            stops = self._stops.get(symbol)
             if stops is None:
                 stops = self._stops[symbol] = _Stops()
             stops.add(order)
@@ -277,15 +271,54 @@ class Engine:
             return None
         if kind == MARKET:
             order.price = self._market_limit(symbol, is_buy)
-        # 4. match
+        # 4. match, then 5. stops the trades trigger
+        if not stops:
+            book.submit(order, out)
+            return None
         trades_before = book.trade_count
         book.submit(order, out)
-        # 5. stops
         if book.trade_count != trades_before:
-            stops = self._stops.get(symbol)
-            if stops:
-                self._run_stops(symbol, book, stops, out)
+            self._run_stops(symbol, book, stops, out)
         return None
+
+    def _check_features(self, cmd: PlaceOrder, spec: "_Spec", kind: int, tif: int,
+                        qty: int) -> str | tuple[int, int]:
+        """Check stop price, iceberg, post-only and gtd rules.
+
+        Return a reject reason, or ``(stop_price, display_qty)`` in units.
+        """
+        inst = spec.inst
+        stop_price = 0
+        if kind >= STOP:
+            if cmd.stop_price is None:
+                return reasons.MISSING_STOP_PRICE
+            stop = self._ticks(inst, cmd.stop_price)
+            if stop is None:
+                return reasons.OFF_TICK
+            if stop <= 0:
+                return reasons.INVALID_PRICE
+            stop_price = stop
+        elif cmd.stop_price is not None:
+            return reasons.STOP_PRICE_NOT_ALLOWED
+        rests = kind != MARKET and kind != STOP and tif != IOC and tif != FOK
+        display = 0
+        if cmd.display_qty is not None:
+            display = cmd.display_qty
+            if (not rests or display <= 0 or display > qty or display % inst.qty_step
+                    or display < inst.min_qty):
+                return reasons.INVALID_DISPLAY_QTY
+            if display == qty:
+                display = 0
+        if cmd.post_only and (not rests or kind != LIMIT):
+            return reasons.POST_ONLY_NOT_ALLOWED
+        if tif == GTD:
+            if cmd.expire_ts is None:
+                return reasons.MISSING_EXPIRE_TS
+            if cmd.expire_ts <= self.clock:
+                return reasons.EXPIRE_TS_IN_PAST
+        elif cmd.expire_ts is not None:
+            return reasons.EXPIRE_TS_NOT_ALLOWED
+        return stop_price, display
 
     @staticmethod
     def _ticks(inst: Instrument, text: str) -> int | None:
@@ -302,6 +335,8 @@ class Engine:
             return reasons.OFF_STEP
         if qty > inst.max_qty:
             return reasons.QUANTITY_ABOVE_MAXIMUM
+        if qty < inst.min_qty:
+            return reasons.QUANTITY_BELOW_MINIMUM
         return None
 
     def _market_limit(self, symbol: str, is_buy: bool) -> int:
@@ -496,7 +531,7 @@ class Engine:
                                              close_volume=volume))
                 book.day_volume = book.day_notional = 0
         self.day += 1
-        self._ids_today = set()
+        self._ids = set(self._live)
 
     def _ledger_command(self, cmd, out: list) -> None:
         """A ledger command in a matching-only engine: accepted, with no effect."""
@@ -520,7 +555,7 @@ class Engine:
                                 book.trade_count, book.volume, book.day_volume,
                                 book.day_notional, book.snapshot(), stop_rows])
         return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
-                self.rejected, sorted(self._ids_today), instruments]
+                self.rejected, sorted(self._ids), instruments]
 
     def state_hash(self) -> str:
         """Return a hex digest of the whole state; equal states give equal hashes."""

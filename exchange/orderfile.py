@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from itertools import islice
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Callable
@@ -75,8 +76,7 @@ _ROW_DECODER = msgspec.json.Decoder(_Row)
 
 
 class _Reader:
-    """Turns one row's 15 values into a command. Values are ``str`` ('' = missing) or,
-    from NDJSON, also ``int`` / ``bool`` / ``None``."""
+    """Turns one row's 15 values (all ``str``, '' = missing) into a command."""
 
     def __init__(self, default_stp: str | None) -> None:
         if default_stp is not None and default_stp not in _STPS:
@@ -84,11 +84,9 @@ class _Reader:
         self.default_stp = default_stp
         self._numbers: dict[str, bool] = {}
 
-    def _price(self, value, name: str) -> str | None:
-        if value is None or value == "":
+    def _price(self, value: str, name: str) -> str | None:
+        if not value:
             return None
-        if type(value) is int:
-            return str(value)
         ok = self._numbers.get(value)
         if ok is None:
             ok = self._numbers[value] = is_decimal(value)
@@ -97,61 +95,66 @@ class _Reader:
         return value
 
     @staticmethod
-    def _int(value, name: str) -> int | None:
-        if value is None or value == "":
+    def _int(value: str, name: str) -> int | None:
+        if not value:
             return None
-        if type(value) is int:
-            return value
         try:
             return int(value)
-        except (TypeError, ValueError):
-            if isinstance(value, str) and is_decimal(value):
+        except ValueError:
+            if is_decimal(value):
                 raise _RowError(f"{name} {value!r} is not a whole number") from None
             raise _RowError(f"{name} {value!r} is not a number") from None
-
-    @staticmethod
-    def _text(value) -> str | None:
-        return None if value is None or value == "" else value
 
     def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
                 stop_price, display_qty, post_only, stp, expire_ts, ts):
         """Return the command of one row, or raise ``_RowError``."""
         if action == "new":
+            # Profiled hot path: one try for the integer fields, slow path names the culprit.
             if side != "buy" and side != "sell":
-                if side is None or side == "":
+                if not side:
                     raise _RowError("side is required for a new order")
                 raise _RowError(f"unknown side {side!r} (buy or sell)")
-            order_type = _TYPES.get(type_ if type_ is not None else "")
+            order_type = _TYPES.get(type_)
             if order_type is None:
                 raise _RowError(f"unknown type {type_!r} (limit, market, stop or stop_limit)")
-            time_in_force = _TIFS.get(tif if tif is not None else "")
+            time_in_force = _TIFS.get(tif)
             if time_in_force is None:
                 raise _RowError(f"unknown tif {tif!r} (gtc, day, ioc, fok or gtd)")
-            quantity = self._int(qty, "qty")
-            if quantity is None:
+            if not qty:
                 raise _RowError("qty is required for a new order")
-            flag = _BOOLS.get(post_only if post_only is not None else "")
+            try:
+                quantity = int(qty)
+                display = int(display_qty) if display_qty else None
+                expire = int(expire_ts) if expire_ts else None
+                when = int(ts) if ts else None
+            except ValueError:
+                for value, name in ((qty, "qty"), (display_qty, "display_qty"),
+                                    (expire_ts, "expire_ts"), (ts, "ts")):
+                    self._int(value, name)
+                raise
+            if price:
+                ok = self._numbers.get(price)
+                if not ok:
+                    self._price(price, "price")
+            flag = _BOOLS.get(post_only)
             if flag is None:
-                flag = _BOOLS.get(post_only.lower()) if isinstance(post_only, str) else None
+                flag = _BOOLS.get(post_only.lower())
                 if flag is None:
                     raise _RowError(f"post_only {post_only!r} is not true or false")
-            if stp is None or stp == "":
+            if not stp:
                 stp = self.default_stp
             elif stp not in _STPS:
                 raise _RowError(f"unknown stp {stp!r} ({', '.join(STP_MODES)})")
             return PlaceOrder(
-                order_id=order_id or "", account=account or "", instrument=instrument or "",
-                side=side, type=order_type, tif=time_in_force,
-                price=self._price(price, "price"), qty=quantity,
-                stop_price=self._price(stop_price, "stop_price"),
-                display_qty=self._int(display_qty, "display_qty"), post_only=flag, stp=stp,
-                expire_ts=self._int(expire_ts, "expire_ts"), ts=self._int(ts, "ts"))
+                order_id=order_id, account=account, instrument=instrument, side=side,
+                type=order_type, tif=time_in_force, price=price or None, qty=quantity,
+                stop_price=self._price(stop_price, "stop_price") if stop_price else None,
+                display_qty=display, post_only=flag, stp=stp, expire_ts=expire, ts=when)
         if action == "cancel":
-            return CancelOrder(order_id=order_id or "", account=account or "",
-                               instrument=self._text(instrument), ts=self._int(ts, "ts"))
+            return CancelOrder(order_id=order_id, account=account,
+                               instrument=instrument or None, ts=self._int(ts, "ts"))
         if action == "amend":
-            return AmendOrder(order_id=order_id or "", account=account or "",
-                              instrument=self._text(instrument),
+            return AmendOrder(order_id=order_id, account=account, instrument=instrument or None,
                               price=self._price(price, "price"), qty=self._int(qty, "qty"),
                               ts=self._int(ts, "ts"))
         if action == "eod":
@@ -161,23 +164,32 @@ class _Reader:
             if amount is None:
                 raise _RowError(f"qty (the amount) is required for {action}")
             cls = Deposit if action == "deposit" else Withdraw
-            return cls(account=account or "", currency=instrument or "", amount=amount,
+            return cls(account=account, currency=instrument, amount=amount,
                        ts=self._int(ts, "ts"))
         if action in ("issue", "surrender"):
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError(f"qty is required for {action}")
             cls = IssueAllowances if action == "issue" else SurrenderAllowances
-            return cls(account=account or "", instrument=instrument or "", qty=quantity,
+            return cls(account=account, instrument=instrument, qty=quantity,
                        ts=self._int(ts, "ts"))
         if action == "mass_cancel":
-            if side not in (None, "", "buy", "sell"):
+            if side not in ("", "buy", "sell"):
                 raise _RowError(f"unknown side {side!r} (buy or sell)")
-            return MassCancel(account=account or "", instrument=self._text(instrument),
-                              side=self._text(side), ts=self._int(ts, "ts"))
-        if action is None or action == "":
+            return MassCancel(account=account, instrument=instrument or None,
+                              side=side or None, ts=self._int(ts, "ts"))
+        if not action:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+
+
+def _as_text(value) -> str:
+    """An NDJSON value as the CSV reader would see it."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return value if type(value) is str else str(value)
 
 
 Progress = Callable[[int, int], None]
@@ -247,20 +259,22 @@ def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | Non
     make = reader.command
     commands: list = []
     append = commands.append
-    line = 1
     try:
-        for row in rows:
-            line = rows.line_num
-            if len(row) != width:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                raise _RowError(f"expected {width} fields, found {len(row)}")
-            row.append("")
-            append(make(*picks(row)))
-            if progress is not None and not len(commands) % _PROGRESS_EVERY:
+        while True:
+            row = None
+            for row in islice(rows, _PROGRESS_EVERY):
+                if len(row) != width:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    raise _RowError(f"expected {width} fields, found {len(row)}")
+                row.append("")
+                append(make(*picks(row)))
+            if progress is not None:
                 progress(len(commands), estimate)
+            if row is None:
+                break
     except _RowError as exc:
-        raise OrderFileError(name, line, str(exc)) from None
+        raise OrderFileError(name, rows.line_num, str(exc)) from None
     except csv.Error as exc:
         raise OrderFileError(name, rows.line_num, f"not CSV: {exc}") from None
     if progress is not None:
@@ -282,7 +296,7 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | 
             rows = [_decode_line(name, number, ln) for number, ln in chunk]
         for (number, _), row in zip(chunk, rows):
             try:
-                commands.append(make(*_row_values(row)))
+                commands.append(make(*map(_as_text, _row_values(row))))
             except _RowError as exc:
                 raise OrderFileError(name, number, str(exc)) from None
         if progress is not None:

@@ -1,0 +1,1 @@
+"""carbonx benchmarks: replay order files, put the engine beside its peers."""

@@ -1,0 +1,165 @@
+"""Replay an order file through the engine, timed, with optional fills/events output.
+
+Timing (pinned in shared/DESIGN.md): ``elapsed_s`` covers reading, decoding and
+processing; ``engine_s`` the engine alone on already-decoded commands. Output writing
+and interpreter start-up are outside both. The whole file is decoded before the engine
+starts, so a file that cannot be read changes nothing (memory: about 250 bytes a row).
+"""
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from exchange import Engine, FastBook, Market, default_market
+from exchange.events import CommandRejected, TradeExecuted
+from exchange.orderfile import read_order_file
+
+from .progress import ProgressBar
+
+__all__ = ["ReplayResult", "run_replay", "write_fills", "write_events", "event_record"]
+
+_CHUNK = 1 << 16
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did; ``summary()`` is the pinned ``--json`` object (extended)."""
+
+    messages: int
+    accepted: int
+    rejected: int
+    trades: int
+    volume: int
+    elapsed_s: float
+    engine_s: float
+    state_hash: str
+    rejects: dict[str, int] = field(default_factory=dict)
+    events: list | None = None
+    engine: Engine | None = None
+
+    def summary(self) -> dict:
+        return {
+            "messages": self.messages,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "trades": self.trades,
+            "volume": self.volume,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "msgs_per_s": round(self.messages / self.elapsed_s) if self.elapsed_s else 0,
+            "engine_s": round(self.engine_s, 6),
+            "engine_msgs_per_s": round(self.messages / self.engine_s) if self.engine_s else 0,
+            "rejects": dict(sorted(self.rejects.items())),
+            "state_hash": self.state_hash,
+        }
+
+
+def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | None = None,
+               stp: str | None = None, keep_events: bool = False,
+               progress: ProgressBar | None = None, book=FastBook) -> ReplayResult:
+    """Replay the order file at *path*; raise ``OrderFileError`` if it cannot be read."""
+    market = market if market is not None else default_market()
+    engine = Engine(market, book=book)
+    decode_progress = (lambda done, total: progress.update("reading", done, total)) if progress else None
+
+    # Profiled: with a million live objects the cyclic collector cost more than the
+    # decoding itself. Nothing here makes cycles that need it, so pause it meanwhile.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        commands = read_order_file(path, fmt, default_stp=stp, progress=decode_progress)
+        decoded = time.perf_counter()
+        return _run(engine, commands, started, decoded, keep_events, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(engine: Engine, commands: list, started: float, decoded: float, keep_events: bool,
+         progress: ProgressBar | None) -> ReplayResult:
+
+    submit = engine.submit
+    out: list = []
+    kept: list = []
+    rejects: Counter[str] = Counter()
+    total = len(commands)
+    for start in range(0, total, _CHUNK):
+        for command in commands[start:start + _CHUNK]:
+            submit(command, out)
+        # Bookkeeping per chunk, not per command: it stays out of the hot loop.
+        for event in out:
+            if type(event) is CommandRejected:
+                rejects[event.reason] += 1
+        if keep_events:
+            kept.extend(out)
+        out.clear()
+        if progress is not None:
+            progress.update("matching", min(start + _CHUNK, total), total)
+    finished = time.perf_counter()
+    if progress is not None:
+        progress.close()
+
+    return ReplayResult(
+        messages=total, accepted=engine.accepted, rejected=engine.rejected,
+        trades=engine.trades, volume=engine.volume, elapsed_s=finished - started,
+        engine_s=finished - decoded, state_hash=engine.state_hash(), rejects=dict(rejects),
+        events=kept if keep_events else None, engine=engine)
+
+
+class _Fill(msgspec.Struct):
+    seq: int
+    trade_id: int
+    instrument: str
+    price: str
+    qty: int
+    buy_order_id: str
+    sell_order_id: str
+    buy_account: str
+    sell_account: str
+    aggressor: str
+
+
+_PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
+
+
+def event_record(event, market: Market) -> dict:
+    """Return *event* as a JSON-ready dict with prices as decimal strings."""
+    record = msgspec.to_builtins(event)
+    symbol = record.get("instrument")
+    if symbol in market:
+        tick = market[symbol].tick
+        for key in _PRICE_FIELDS:
+            if record.get(key) is not None:
+                record[key] = tick.format(record[key])
+    return record
+
+
+def write_fills(path: str | Path, events: list, market: Market) -> int:
+    """Write the pinned fills file (one trade per line, in execution order)."""
+    encoder = msgspec.json.Encoder()
+    count = 0
+    with open(path, "wb") as fh:
+        for e in events:
+            if type(e) is TradeExecuted:
+                fh.write(encoder.encode(_Fill(
+                    e.seq, e.trade_id, e.instrument, market[e.instrument].tick.format(e.price),
+                    e.qty, e.buy_order_id, e.sell_order_id, e.buy_account, e.sell_account,
+                    e.aggressor)))
+                fh.write(b"\n")
+                count += 1
+    return count
+
+
+def write_events(path: str | Path, events: list, market: Market) -> int:
+    """Write every event as NDJSON, tagged by ``event``, prices as decimal strings."""
+    encoder = msgspec.json.Encoder()
+    with open(path, "wb") as fh:
+        for e in events:
+            fh.write(encoder.encode(event_record(e, market)))
+            fh.write(b"\n")
+    return len(events)
