@@ -44,7 +44,7 @@ __all__ = ["Order", "Counters", "FastBook", "LIMIT", "MARKET", "STOP", "STOP_LIM
 LIMIT, MARKET, STOP, STOP_LIMIT = 0, 1, 2, 3
 KIND_CODES = {"limit": LIMIT, "market": MARKET, "stop": STOP, "stop_limit": STOP_LIMIT}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
-GTC, DAY, IOC, FOK, GTD = 0, 1, 2, 3, 4
+GTC, DAY, GTD, IOC, FOK = 0, 1, 2, 3, 4  # tif >= IOC never rests
 TIF_CODES = {"gtc": GTC, "day": DAY, "ioc": IOC, "fok": FOK, "gtd": GTD}
 TIF_NAMES = {v: k for k, v in TIF_CODES.items()}
 STP_RESTING, STP_AGGRESSOR, STP_BOTH, STP_NONE = 0, 1, 2, 3
@@ -234,27 +234,33 @@ class FastBook:
         Appends ``TradeExecuted`` and ``OrderCancelled`` events to *out*. A resting order
         is entered in the registry. ``order.qty`` is left at the quantity that rested.
         """
+        # Hot path (profiled): resting is inlined here rather than a method call.
+        price = order.price
         if order.is_buy:
-            side, limit = self._asks, order.price
+            opposite, own, limit, key = self._asks, self._bids, price, -price
         else:
-            side, limit = self._bids, -order.price
-        heap = side.heap
+            opposite, own, limit, key = self._bids, self._asks, -price, price
+        heap = opposite.heap
         if heap and heap[0] <= limit:
             if order.post_only:
-                return self._cancel_rest(order, reasons.POST_ONLY_WOULD_TRADE, out)
+                return self.cancel_remainder(order, reasons.POST_ONLY_WOULD_TRADE, out)
             if order.tif == FOK and not self.fillable(order):
-                return self._cancel_rest(order, reasons.FOK_UNFILLED, out)
-            self._match(order, side, limit, out)
+                return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
+            self._match(order, opposite, limit, out)
             if not order.qty:
                 return None
-        if order.kind == MARKET:
-            return self._cancel_rest(order, reasons.MARKET_REMAINDER, out)
-        tif = order.tif
-        if tif == IOC:
-            return self._cancel_rest(order, reasons.IOC_REMAINDER, out)
-        if tif == FOK:
-            return self._cancel_rest(order, reasons.FOK_UNFILLED, out)
-        self._rest(order)
+        if order.tif >= IOC or order.kind == MARKET:
+            reason = (reasons.MARKET_REMAINDER if order.kind == MARKET else
+                      reasons.IOC_REMAINDER if order.tif == IOC else reasons.FOK_UNFILLED)
+            return self.cancel_remainder(order, reason, out)
+        display = order.display
+        order.visible = display if display and display < order.qty else order.qty
+        level = own.levels.get(key)
+        if level is None:
+            level = own.add_level(key, price)
+        level.orders.append(order)
+        level.count += 1
+        self._live[order.order_id] = order
         return None
 
     def remove(self, order: Order) -> None:
@@ -283,7 +289,7 @@ class FastBook:
             order.visible = qty
 
     # --- internals ---------------------------------------------------------------------
-    def _cancel_rest(self, order: Order, reason: str, out: list) -> None:
+    def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
         ctr = self._ctr
         ctr.seq += 1
         out.append(OrderCancelled(
@@ -293,24 +299,12 @@ class FastBook:
         order.qty = 0
         order.visible = 0
 
-    def _rest(self, order: Order) -> None:
-        if order.is_buy:
-            key, side = -order.price, self._bids
-        else:
-            key, side = order.price, self._asks
-        display = order.display
-        order.visible = display if display and display < order.qty else order.qty
-        level = side.levels.get(key)
-        if level is None:
-            level = side.add_level(key, order.price)
-        level.orders.append(order)
-        level.count += 1
-        self._live[order.order_id] = order
-
     def _match(self, order: Order, side: Side, limit: int, out: list) -> None:
-        # Hot path (profiled in benchmarks/): attributes and methods bound to locals.
+        # Hot path (profiled in benchmarks/): attributes and methods bound to locals, and
+        # the global counters kept in locals for the sweep and written back after it.
         append = out.append
         ctr = self._ctr
+        seq, trade = ctr.seq, ctr.trade
         live = self._live
         symbol = self.symbol
         account = order.account
@@ -319,8 +313,7 @@ class FastBook:
         is_buy = order.is_buy
         remaining = order.qty
         killed = False
-        trades = volume = notional = 0
-        price = 0
+        volume = notional = price = 0
         heap = side.heap
         levels = side.levels
         while remaining and heap:
@@ -342,11 +335,11 @@ class FastBook:
                         level.count -= 1
                         del live[resting.order_id]
                         resting.qty = resting.visible = 0
-                        ctr.seq += 1
+                        seq += 1
                         append(OrderCancelled(
-                            seq=ctr.seq, order_id=resting.order_id, account=account,
-                            instrument=symbol, side="sell" if is_buy else "buy",
-                            cancelled_qty=open_qty, reason=reasons.STP_CANCEL_RESTING))
+                            order_id=resting.order_id, account=account, instrument=symbol,
+                            side="sell" if is_buy else "buy", cancelled_qty=open_qty,
+                            reason=reasons.STP_CANCEL_RESTING, seq=seq))
                     if stp != STP_RESTING:
                         killed = True
                         break
@@ -357,21 +350,20 @@ class FastBook:
                 open_qty -= fill
                 shown -= fill
                 resting.qty = open_qty
-                ctr.seq += 1
-                ctr.trade += 1
+                seq += 1
+                trade += 1
                 if is_buy:
                     append(TradeExecuted(
-                        seq=ctr.seq, trade_id=ctr.trade, instrument=symbol, price=price,
-                        qty=fill, buy_order_id=order_id, sell_order_id=resting.order_id,
+                        trade_id=trade, instrument=symbol, price=price, qty=fill,
+                        buy_order_id=order_id, sell_order_id=resting.order_id,
                         buy_account=account, sell_account=resting.account, aggressor="buy",
-                        buy_leaves_qty=remaining, sell_leaves_qty=open_qty))
+                        buy_leaves_qty=remaining, sell_leaves_qty=open_qty, seq=seq))
                 else:
                     append(TradeExecuted(
-                        seq=ctr.seq, trade_id=ctr.trade, instrument=symbol, price=price,
-                        qty=fill, buy_order_id=resting.order_id, sell_order_id=order_id,
+                        trade_id=trade, instrument=symbol, price=price, qty=fill,
+                        buy_order_id=resting.order_id, sell_order_id=order_id,
                         buy_account=resting.account, sell_account=account, aggressor="sell",
-                        buy_leaves_qty=open_qty, sell_leaves_qty=remaining))
-                trades += 1
+                        buy_leaves_qty=open_qty, sell_leaves_qty=remaining, seq=seq))
                 volume += fill
                 notional += fill * price
                 if shown:
@@ -394,15 +386,16 @@ class FastBook:
                 heap = side.heap
             if killed:
                 break
-        if trades:
+        if volume:
             self.last_price = price
-            self.trade_count += trades
+            self.trade_count += trade - ctr.trade
             self.volume += volume
             self.day_volume += volume
             self.day_notional += notional
+        ctr.seq, ctr.trade = seq, trade
         order.qty = remaining
         if killed:
-            self._cancel_rest(order, reasons.STP_CANCEL_AGGRESSOR, out)
+            self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
 
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list:

@@ -87,11 +87,13 @@ class _Stops:
 class _Spec:
     """Per-instrument data the hot path needs, gathered in one place."""
 
-    __slots__ = ("inst", "book", "prices", "step", "min_qty", "max_qty")
+    __slots__ = ("inst", "book", "prices", "step", "min_qty", "max_qty", "band", "stops")
 
-    def __init__(self, inst: Instrument, book) -> None:
+    def __init__(self, inst: Instrument, book, band: tuple[int, int] | None) -> None:
         self.inst = inst
         self.book = book
+        self.band = band  # kept equal to Engine._bands[symbol]
+        self.stops: _Stops | None = None
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
         self.step = inst.qty_step
         self.min_qty = inst.min_qty
@@ -117,10 +119,11 @@ class Engine:
         self._ctr = Counters()
         self._live: dict[str, Order] = {}
         self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
-        self._specs = {sym: _Spec(inst, self._books[sym]) for sym, inst in self._instruments.items()}
         self._reference: dict[str, int | None] = {
             sym: inst.reference_price for sym, inst in self._instruments.items()}
         self._bands = {sym: inst.price_band(self._reference[sym])
+                       for sym, inst in self._instruments.items()}
+        self._specs = {sym: _Spec(inst, self._books[sym], self._bands[sym])
                        for sym, inst in self._instruments.items()}
         self._stops: dict[str, _Stops] = {}
         self._gtd: list[tuple[int, int, Order]] = []
@@ -222,7 +225,7 @@ class Engine:
                     return self._reject_order(cmd, reasons.INVALID_PRICE, out)
                 if len(spec.prices) < _PRICE_CACHE:
                     spec.prices[text] = price
-            band = self._bands[symbol]
+            band = spec.band
             if band is not None and not band[0] <= price <= band[1]:
                 return self._reject_order(cmd, reasons.PRICE_OUT_OF_BAND, out)
         elif text is not None:
@@ -233,37 +236,42 @@ class Engine:
         if qty <= 0 or qty % spec.step or qty > spec.max_qty or qty < spec.min_qty:
             return self._reject_order(cmd, self._quantity_rule(spec.inst, qty) or
                                       reasons.QUANTITY_BELOW_MINIMUM, out)
-        stop_price = display = 0
-        if (kind >= STOP or cmd.stop_price is not None or cmd.display_qty is not None
-                or cmd.post_only or tif == GTD or cmd.expire_ts is not None):
+        # 3. risk hold: none in matching-only mode.
+        # Accepted: the result event, then the order acts.
+        ctr = self._ctr
+        stp_name = cmd.stp or "cancel_resting"
+        if (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
+                and not cmd.post_only and tif != GTD and cmd.expire_ts is None):
+            stop_price = display = 0
+            ctr.seq = seq = ctr.seq + 1
+            # Profiled: only the fields that differ from their defaults are passed.
+            out.append(OrderAccepted(
+                order_id=order_id, account=account, instrument=symbol, side=cmd.side,
+                type=cmd.type, tif=cmd.tif, price=price or None, qty=qty, stp=stp_name,
+                ts=cmd.ts, seq=seq))
+        else:
             checked = self._check_features(cmd, spec, kind, tif, qty)
             if type(checked) is str:
                 return self._reject_order(cmd, checked, out)
             stop_price, display = checked
-
-        # 3. risk hold: none in matching-only mode.
-        # Accepted: the result event, then the order acts.
-        ctr = self._ctr
-        ctr.seq += 1
-        seq = ctr.seq
+            ctr.seq = seq = ctr.seq + 1
+            out.append(OrderAccepted(
+                order_id=order_id, account=account, instrument=symbol, side=cmd.side,
+                type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
+                stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
+                stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts, seq=seq))
         self.accepted += 1
         self._ids.add(order_id)
-        stp_name = cmd.stp or "cancel_resting"
-        out.append(OrderAccepted(
-            seq=seq, order_id=order_id, account=account, instrument=symbol,
-            side=cmd.side, type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
-            stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
-            stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts))
         is_buy = cmd.side == "buy"
         order = Order(order_id, account, symbol, is_buy, price, qty, qty, display, kind, tif,
                       STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts or 0, seq)
         if tif == GTD:
             heapq.heappush(self._gtd, (order.expire_ts, seq, order))
         book = spec.book
-        stops = self._stops.get(symbol)
+        stops = spec.stops
         if kind >= STOP:
             if stops is None:
-                stops = self._stops[symbol] = _Stops()
+                stops = spec.stops = self._stops[symbol] = _Stops()
             stops.add(order)
             self._live[order_id] = order
             if book.last_price is not None:
@@ -368,17 +376,30 @@ class Engine:
                 order.kind = LIMIT
                 band = self._bands[symbol]
                 if band is not None and not band[0] <= order.price <= band[1]:
-                    book._cancel_rest(order, reasons.STOP_OUT_OF_BAND, out)
+                    book.cancel_remainder(order, reasons.STOP_OUT_OF_BAND, out)
                     continue
             book.submit(order, out)
 
     # --- cancel ------------------------------------------------------------------------
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
-        order = self._owned(cmd, "cancel", out)
-        if order is None:
-            return None
+        order = self._live.get(cmd.order_id)
+        if (order is None or order.account != cmd.account or order.kind >= STOP
+                or (cmd.instrument and cmd.instrument != order.instrument)):
+            order = self._owned(cmd, "cancel", out)  # rejects, or finds a pending stop
+            if order is None:
+                return None
+            self.accepted += 1
+            return self._take_out(order, reasons.CANCELLED_BY_OWNER, out)
+        # Profiled hot path: a resting order cancelled by its owner.
+        qty = order.qty
+        self._books[order.instrument].remove(order)
         self.accepted += 1
-        self._take_out(order, reasons.CANCELLED_BY_OWNER, out)
+        ctr = self._ctr
+        ctr.seq = seq = ctr.seq + 1
+        out.append(OrderCancelled(order_id=order.order_id, account=order.account,
+                                  instrument=order.instrument,
+                                  side="buy" if order.is_buy else "sell", cancelled_qty=qty,
+                                  reason=reasons.CANCELLED_BY_OWNER, seq=seq))
         return None
 
     def _owned(self, cmd, action: str, out: list) -> Order | None:
@@ -525,7 +546,8 @@ class Engine:
                 volume, notional = book.day_volume, book.day_notional
                 close = (2 * notional + volume) // (2 * volume)
                 self._reference[symbol] = close
-                self._bands[symbol] = self._instruments[symbol].price_band(close)
+                band = self._instruments[symbol].price_band(close)
+                self._bands[symbol] = self._specs[symbol].band = band
                 ctr.seq += 1
                 out.append(ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
                                              close_volume=volume))

@@ -121,18 +121,18 @@ class NaiveBook:
         opposite = self._side[not order.is_buy]
         if opposite and self._crosses(order, opposite[0]):
             if order.post_only:
-                return self._cancel(order, reasons.POST_ONLY_WOULD_TRADE, out)
+                return self.cancel_remainder(order, reasons.POST_ONLY_WOULD_TRADE, out)
             if order.tif == FOK and not self.fillable(order):
-                return self._cancel(order, reasons.FOK_UNFILLED, out)
+                return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
             self._match(order, out)
             if not order.qty:
                 return None
         if order.kind == MARKET:
-            return self._cancel(order, reasons.MARKET_REMAINDER, out)
+            return self.cancel_remainder(order, reasons.MARKET_REMAINDER, out)
         if order.tif == IOC:
-            return self._cancel(order, reasons.IOC_REMAINDER, out)
+            return self.cancel_remainder(order, reasons.IOC_REMAINDER, out)
         if order.tif == FOK:
-            return self._cancel(order, reasons.FOK_UNFILLED, out)
+            return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
         order.visible = min(order.display, order.qty) if order.display else order.qty
         self._enqueue(order)
         self._live[order.order_id] = order
@@ -148,7 +148,7 @@ class NaiveBook:
         order.qty = qty
         order.visible = min(order.visible, qty)
 
-    def _cancel(self, order: Order, reason: str, out: list) -> None:
+    def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
         self._ctr.seq += 1
         out.append(OrderCancelled(
             seq=self._ctr.seq, order_id=order.order_id, account=order.account,
@@ -170,7 +170,7 @@ class NaiveBook:
                         instrument=self.symbol, side=resting.side, cancelled_qty=cancelled,
                         reason=reasons.STP_CANCEL_RESTING))
                 if order.stp != STP_RESTING:
-                    return self._cancel(order, reasons.STP_CANCEL_AGGRESSOR, out)
+                    return self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
                 continue
             fill = min(order.qty, resting.visible)
             order.qty -= fill
