@@ -1,0 +1,43 @@
+"""The README's commands and Python example must keep working (they are run here)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_quick_start_main_job_runs_on_the_shipped_example():
+    main_job = _blocks("sh")[0].strip()
+    assert main_job.endswith("carbonx replay examples/orders-mixed.csv")
+    replay = main_job.split("&&")[-1].split()
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", *replay[1:], "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["messages"] == 20_000
+    assert summary["accepted"] + summary["rejected"] == summary["messages"]
+    assert summary["trades"] > 0
+
+
+def test_quick_start_test_command_is_what_ci_runs():
+    test_command = _blocks("sh")[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_command in ci
+
+
+def test_python_example_runs_and_trades():
+    namespace: dict = {}
+    code = _blocks("python")[0]
+    exec(compile(code, "README.md", "exec"), namespace)
+    events = namespace["events"]
+    assert [type(e).__name__ for e in events] == ["OrderAccepted", "TradeExecuted"]
+    assert events[1].price == 6000 and events[1].qty == 200
