@@ -250,8 +250,8 @@ class FastBook:
             if not order.qty:
                 return None
         if order.tif >= IOC or order.kind == MARKET:
-            reason = (reasons.MARKET_REMAINDER if order.kind == MARKET else
-                      reasons.IOC_REMAINDER if order.tif == IOC else reasons.FOK_UNFILLED)
+            reason = (reasons.FOK_UNFILLED if order.tif == FOK else
+                      reasons.MARKET_REMAINDER if order.kind == MARKET else reasons.IOC_REMAINDER)
             return self.cancel_remainder(order, reason, out)
         display = order.display
         order.visible = display if display and display < order.qty else order.qty

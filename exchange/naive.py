@@ -127,12 +127,12 @@ class NaiveBook:
             self._match(order, out)
             if not order.qty:
                 return None
+        if order.tif == FOK:
+            return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
         if order.kind == MARKET:
             return self.cancel_remainder(order, reasons.MARKET_REMAINDER, out)
         if order.tif == IOC:
             return self.cancel_remainder(order, reasons.IOC_REMAINDER, out)
-        if order.tif == FOK:
-            return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
         order.visible = min(order.display, order.qty) if order.display else order.qty
         self._enqueue(order)
         self._live[order.order_id] = order

@@ -1,0 +1,404 @@
+"""Golden scenarios: commands in, expected events out.
+
+Every ``tests/scenarios/*.txt`` file is one scenario. Its expected events were written
+by hand from the matching semantics of shared/DESIGN.md (and, where DESIGN.md is silent,
+from the engine's documented choice), never by dumping engine output: a golden file must
+be able to catch an engine bug. Each scenario runs with both books (``FastBook`` and the
+reference ``NaiveBook``); the engine must emit exactly the listed events, no more.
+
+Scenario file format
+--------------------
+::
+
+    # Title: one line.                    lines before the first section: the description
+    # More description.
+    --- market                            optional: a whole market TOML that replaces the
+    [instruments.CEA25]                   default market (e.g. to set a reference price)
+    tick = "0.01"
+    --- orders                            required
+    action,order_id,account,instrument,side,type,tif,price,qty
+    new,s1,ann,CEA25,sell,limit,gtc,60.00,10
+    > accepted s1                         the events of the row above, in order: every
+    > ...                                 event the engine emits must be listed
+    # a comment                           comments and blank lines go anywhere
+    --- book                              optional: every resting order and untriggered
+    CEA25 sell s1 60.00 x 10              stop at the end; an empty section asserts an
+                                          empty market
+    --- xfail                             optional: the engine disagrees with DESIGN.md;
+    why, with the DESIGN.md rule          the scenario is a strict xfail
+
+The ``orders`` block is the pinned order-file CSV (shared/DESIGN.md): a header naming
+the columns the scenario uses (missing keys take their defaults), then one command per
+row, read with ``exchange.orderfile.parse_order_text``.
+
+Event lines (``-`` for an absent id or price; prices as decimal strings on the tick)::
+
+    accepted ID
+    rejected ACTION ID REASON
+    trade PRICE x QTY buy=ID sell=ID aggressor=buy|sell leaves=BUY_LEAVES/SELL_LEAVES
+    cancelled ID QTY REASON
+    amended ID OLD_PRICE x OLD_QTY -> PRICE x QTY priority_kept|priority_lost
+    expired ID QTY
+    triggered ID stop=PRICE last=PRICE
+    day_ended DAY
+    reference SYMBOL PRICE volume=QTY
+    mass_cancel ACCOUNT SYMBOL|* SIDE|* count=N
+    ledger_ignored ACTION ACCOUNT
+
+Book lines, per instrument in market order: bids best first, asks best first, then the
+untriggered stops in trigger priority (buys, then sells)::
+
+    SYMBOL buy|sell ID PRICE x OPEN_QTY [shown=DISPLAYED]     (shown only when < open)
+    SYMBOL stop buy|sell ID stop=PRICE [limit=PRICE] x QTY
+
+Beyond the lines, every run checks what the lines leave out: an accepted order echoes
+its command; trades, cancels, amends, expiries and triggers carry the account,
+instrument and side of the order they name; ``seq`` and ``trade_id`` strictly increase;
+each command gives exactly one result event, preceded only by gtd expiries, and nothing
+follows a rejection; ``engine.check()`` holds after every command.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposit, EndOfDay, Engine,
+                      FastBook, IssueAllowances, LedgerCommandIgnored, MassCancel,
+                      MassCancelAccepted, NaiveBook, OrderAccepted, OrderAmended,
+                      OrderCancelled, OrderExpired, OrderTriggered, PlaceOrder,
+                      ReferencePriceSet, SurrenderAllowances, TradeExecuted,
+                      TradingDayEnded, Withdraw, default_market)
+from exchange import reasons
+from exchange.book import STOP_LIMIT
+from exchange.commands import ORDER_TYPES, STP_MODES, TIFS
+from exchange.market import Market, parse_market
+from exchange.orderfile import parse_order_text
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.txt"))
+SECTIONS = ("market", "orders", "book", "xfail")
+
+
+# --- reading a scenario ------------------------------------------------------------------
+@dataclass
+class Step:
+    """One command row and the events it must give."""
+
+    line: int        # 1-based line of the row in the scenario file
+    row: str
+    expected: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Scenario:
+    path: Path
+    description: str
+    market_toml: str | None
+    header: str
+    steps: list[Step]
+    book: list[str] | None
+    xfail: str | None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def market(self) -> Market:
+        if self.market_toml is None:
+            return default_market()
+        return parse_market(self.market_toml, f"{self.path.name} [market]")
+
+    def commands(self, name: str | None = None) -> list:
+        text = "\n".join([self.header] + [s.row for s in self.steps]) + "\n"
+        commands = parse_order_text(text.encode(), "csv", name=name or self.path.name)
+        assert len(commands) == len(self.steps), f"{self.path.name}: a row gave no command"
+        return commands
+
+
+def _norm(line: str) -> str:
+    return " ".join(line.split())
+
+
+def load_scenario(path: Path) -> Scenario:
+    description: list[str] = []
+    sections: dict[str, list[tuple[int, str]]] = {}
+    current: list[tuple[int, str]] | None = None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if raw.startswith("---"):
+            name = raw[3:].strip()
+            if name not in SECTIONS or name in sections:
+                raise ValueError(f"{path.name}:{number}: unknown or repeated section {name!r}")
+            current = sections[name] = []
+        elif current is None:
+            if raw.strip():
+                if not raw.startswith("#"):
+                    raise ValueError(f"{path.name}:{number}: text before the first section")
+                description.append(raw.lstrip("# ").rstrip())
+        else:
+            current.append((number, raw))
+    if "orders" not in sections:
+        raise ValueError(f"{path.name}: no '--- orders' section")
+
+    header = None
+    steps: list[Step] = []
+    for number, raw in sections["orders"]:
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith(">"):
+            if not steps:
+                raise ValueError(f"{path.name}:{number}: an event line before any command row")
+            steps[-1].expected.append(_norm(text[1:]))
+        elif header is None:
+            header = text
+        else:
+            steps.append(Step(number, text))
+    if header is None or not steps:
+        raise ValueError(f"{path.name}: the orders section needs a header and rows")
+
+    def plain(name: str) -> list[str] | None:
+        if name not in sections:
+            return None
+        return [_norm(raw) for _, raw in sections[name] if raw.strip() and not raw.startswith("#")]
+
+    market = "\n".join(raw for _, raw in sections["market"]) if "market" in sections else None
+    xfail = plain("xfail")
+    return Scenario(path, "\n".join(description), market, header, steps, plain("book"),
+                    " ".join(xfail) if xfail is not None else None)
+
+
+# --- formatting events -------------------------------------------------------------------
+def format_event(event, market: Market) -> str:
+    def price(symbol: str | None, ticks: int | None) -> str:
+        if ticks is None:
+            return "-"
+        return market[symbol].format_price(ticks)
+
+    if isinstance(event, OrderAccepted):
+        return f"accepted {event.order_id}"
+    if isinstance(event, CommandRejected):
+        return f"rejected {event.action} {event.order_id or '-'} {event.reason}"
+    if isinstance(event, TradeExecuted):
+        return (f"trade {price(event.instrument, event.price)} x {event.qty} "
+                f"buy={event.buy_order_id} sell={event.sell_order_id} "
+                f"aggressor={event.aggressor} "
+                f"leaves={event.buy_leaves_qty}/{event.sell_leaves_qty}")
+    if isinstance(event, OrderCancelled):
+        return f"cancelled {event.order_id} {event.cancelled_qty} {event.reason}"
+    if isinstance(event, OrderAmended):
+        kept = "priority_kept" if event.priority_kept else "priority_lost"
+        return (f"amended {event.order_id} {price(event.instrument, event.old_price)} x "
+                f"{event.old_qty} -> {price(event.instrument, event.price)} x {event.qty} {kept}")
+    if isinstance(event, OrderExpired):
+        return f"expired {event.order_id} {event.expired_qty}"
+    if isinstance(event, OrderTriggered):
+        return (f"triggered {event.order_id} stop={price(event.instrument, event.stop_price)} "
+                f"last={price(event.instrument, event.last_price)}")
+    if isinstance(event, TradingDayEnded):
+        return f"day_ended {event.day}"
+    if isinstance(event, ReferencePriceSet):
+        return (f"reference {event.instrument} {price(event.instrument, event.price)} "
+                f"volume={event.close_volume}")
+    if isinstance(event, MassCancelAccepted):
+        return (f"mass_cancel {event.account} {event.instrument or '*'} {event.side or '*'} "
+                f"count={event.count}")
+    if isinstance(event, LedgerCommandIgnored):
+        return f"ledger_ignored {event.action} {event.account}"
+    raise AssertionError(f"no scenario line format for {type(event).__name__}: add one")
+
+
+EVENT_KINDS = {
+    OrderAccepted: "accepted", CommandRejected: "rejected", TradeExecuted: "trade",
+    OrderCancelled: "cancelled", OrderAmended: "amended", OrderExpired: "expired",
+    OrderTriggered: "triggered", TradingDayEnded: "day_ended", ReferencePriceSet: "reference",
+    MassCancelAccepted: "mass_cancel", LedgerCommandIgnored: "ledger_ignored",
+}
+
+
+def book_lines(engine: Engine, market: Market) -> list[str]:
+    lines = []
+    stops = {row[0]: row[8] for row in engine.snapshot()[7]}
+    for symbol, inst in market.instruments.items():
+        book = engine.book(symbol)
+        for is_buy in (True, False):
+            for o in book.orders(is_buy):
+                shown = f" shown={o.visible}" if o.visible != o.qty else ""
+                lines.append(f"{symbol} {'buy' if is_buy else 'sell'} {o.order_id} "
+                             f"{inst.format_price(o.price)} x {o.qty}{shown}")
+        for order_id, _account, is_buy, kind, stop, price, qty, *_ in stops[symbol]:
+            limit = f" limit={inst.format_price(price)}" if kind == STOP_LIMIT else ""
+            lines.append(f"{symbol} stop {'buy' if is_buy else 'sell'} {order_id} "
+                         f"stop={inst.format_price(stop)}{limit} x {qty}")
+    return lines
+
+
+# --- the checks the lines leave out --------------------------------------------------------
+RESULT_OF = {
+    PlaceOrder: OrderAccepted, CancelOrder: OrderCancelled, AmendOrder: OrderAmended,
+    MassCancel: MassCancelAccepted, EndOfDay: TradingDayEnded,
+    Deposit: LedgerCommandIgnored, Withdraw: LedgerCommandIgnored,
+    IssueAllowances: LedgerCommandIgnored, SurrenderAllowances: LedgerCommandIgnored,
+}
+
+
+class Checker:
+    """Cross-checks the fields the scenario lines do not show."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.orders: dict[str, tuple[str, str, str]] = {}  # id -> (account, instrument, side)
+        self.seq = 0
+        self.trade_id = 0
+
+    def _names(self, order_id: str, account: str, instrument: str, side: str, where: str):
+        assert order_id in self.orders, f"{where}: names order {order_id!r}, never accepted"
+        assert self.orders[order_id] == (account, instrument, side), (
+            f"{where}: {order_id} carries {(account, instrument, side)}, "
+            f"accepted as {self.orders[order_id]}")
+
+    def check(self, cmd, events: list, where: str) -> None:
+        for e in events:
+            assert e.seq > self.seq, f"{where}: seq {e.seq} after {self.seq}"
+            self.seq = e.seq
+        first = 0
+        while first < len(events) and isinstance(events[first], OrderExpired):
+            first += 1
+        assert first < len(events), f"{where}: no result event"
+        result = events[first]
+        tag = type(cmd).__struct_config__.tag
+        if isinstance(result, CommandRejected):
+            assert len(events) == first + 1, f"{where}: events after a rejection"
+            assert result.action == tag, f"{where}: rejected action {result.action!r}"
+            assert result.reason in reasons.REJECT_REASONS, f"{where}: {result.reason!r}"
+            assert result.account == cmd.account, f"{where}: rejected account"
+            assert result.ts == cmd.ts, f"{where}: rejected ts"
+            if isinstance(cmd, (PlaceOrder, CancelOrder, AmendOrder)):
+                assert result.order_id == cmd.order_id, f"{where}: rejected order_id"
+        else:
+            assert isinstance(result, RESULT_OF[type(cmd)]), (
+                f"{where}: result {type(result).__name__}")
+        if isinstance(result, OrderAccepted):
+            self._accepted(cmd, result, where)
+        elif isinstance(result, (OrderCancelled, OrderAmended)):
+            assert result.order_id == cmd.order_id and result.account == cmd.account, where
+            if isinstance(result, OrderCancelled):
+                assert result.reason == reasons.CANCELLED_BY_OWNER, where
+        elif isinstance(result, MassCancelAccepted):
+            assert (result.account, result.instrument, result.side) == (
+                cmd.account, cmd.instrument, cmd.side), where
+            cancels = events[first + 1:]
+            assert len(cancels) == result.count, f"{where}: mass cancel count"
+            for e in cancels:
+                assert isinstance(e, OrderCancelled) and e.reason == reasons.MASS_CANCEL, where
+                assert e.account == cmd.account, where
+        elif isinstance(result, LedgerCommandIgnored):
+            assert (result.action, result.account) == (tag, cmd.account), where
+        for e in events:
+            if isinstance(e, TradeExecuted):
+                assert e.trade_id > self.trade_id, f"{where}: trade_id {e.trade_id}"
+                self.trade_id = e.trade_id
+                assert e.qty > 0 and e.aggressor in ("buy", "sell"), where
+                self._names(e.buy_order_id, e.buy_account, e.instrument, "buy", where)
+                self._names(e.sell_order_id, e.sell_account, e.instrument, "sell", where)
+            elif isinstance(e, (OrderCancelled, OrderAmended, OrderExpired, OrderTriggered)):
+                self._names(e.order_id, e.account, e.instrument, e.side, where)
+
+    def _accepted(self, cmd: PlaceOrder, e: OrderAccepted, where: str) -> None:
+        tick = self.market[cmd.instrument].tick
+        ticks = (lambda text: None if text is None else tick.to_units(text))
+        display = 0 if cmd.display_qty in (None, cmd.qty) else cmd.display_qty
+        got = (e.order_id, e.account, e.instrument, e.side, e.type, e.tif, e.price, e.qty,
+               e.stop_price, e.display_qty, e.post_only, e.stp, e.expire_ts, e.ts)
+        want = (cmd.order_id, cmd.account, cmd.instrument, cmd.side, cmd.type, cmd.tif,
+                ticks(cmd.price), cmd.qty, ticks(cmd.stop_price), display, cmd.post_only,
+                cmd.stp or "cancel_resting", cmd.expire_ts, cmd.ts)
+        assert got == want, f"{where}: accepted event does not echo its command: {got} != {want}"
+        self.orders[cmd.order_id] = (cmd.account, cmd.instrument, cmd.side)
+
+
+# --- running -------------------------------------------------------------------------------
+def run_scenario(scenario: Scenario, book=FastBook) -> tuple[list[str], list[str]]:
+    """Run *scenario*; return (expected, actual) transcripts: rows with their events."""
+    market = scenario.market()
+    engine = Engine(market, book=book)
+    checker = Checker(market)
+    expected: list[str] = []
+    actual: list[str] = []
+    for step, cmd in zip(scenario.steps, scenario.commands()):
+        where = f"{scenario.path.name}:{step.line}"
+        events = engine.execute(cmd)
+        engine.check()
+        checker.check(cmd, events, where)
+        head = f"[line {step.line}] {step.row}"
+        expected += [head] + [f"    {line}" for line in step.expected]
+        actual += [head] + [f"    {format_event(e, market)}" for e in events]
+    if scenario.book is not None:
+        expected += ["--- book"] + scenario.book
+        actual += ["--- book"] + book_lines(engine, market)
+    return expected, actual
+
+
+def _params():
+    params = []
+    for path in SCENARIO_FILES:
+        scenario = load_scenario(path)
+        marks = [pytest.mark.xfail(strict=True, reason=scenario.xfail)] if scenario.xfail else []
+        for book in (FastBook, NaiveBook):
+            kind = "fast" if book is FastBook else "naive"
+            params.append(pytest.param(scenario, book, marks=marks, id=f"{path.stem}-{kind}"))
+    return params
+
+
+@pytest.mark.parametrize(("scenario", "book"), _params())
+def test_scenario(scenario: Scenario, book) -> None:
+    expected, actual = run_scenario(scenario, book)
+    if expected != actual:
+        diff = "\n".join(difflib.unified_diff(expected, actual, "expected", "engine",
+                                              lineterm="", n=4))
+        pytest.fail(f"{scenario.path.name} ({scenario.description.splitlines()[0]}):\n{diff}",
+                    pytrace=False)
+
+
+# --- coverage: new codes, kinds and modes force new scenarios -------------------------------
+def _passing() -> list[Scenario]:
+    return [s for s in map(load_scenario, SCENARIO_FILES) if s.xfail is None]
+
+
+def _expected_lines() -> list[str]:
+    return [line for s in _passing() for step in s.steps for line in step.expected]
+
+
+def test_there_are_scenarios() -> None:
+    assert len(SCENARIO_FILES) >= 20
+    for path in SCENARIO_FILES:
+        assert load_scenario(path).description, f"{path.name}: describe the scenario"
+
+
+def test_every_reject_reason_has_a_scenario() -> None:
+    seen = {line.split()[3] for line in _expected_lines() if line.startswith("rejected ")}
+    missing = sorted((reasons.VALIDATION | reasons.STATE) - seen)
+    assert not missing, f"reject reasons with no scenario rejecting a command for them: {missing}"
+
+
+def test_every_outcome_reason_has_a_scenario() -> None:
+    seen = {line.split()[3] for line in _expected_lines() if line.startswith("cancelled ")}
+    missing = sorted(reasons.OUTCOME - seen)
+    assert not missing, f"cancel reasons with no scenario: {missing}"
+
+
+def test_every_event_type_has_a_scenario() -> None:
+    assert set(typing.get_args(AnyEvent)) == set(EVENT_KINDS), "a new event type needs a line format"
+    seen = {line.split()[0] for line in _expected_lines()}
+    missing = sorted(set(EVENT_KINDS.values()) - seen)
+    assert not missing, f"event kinds with no scenario: {missing}"
+
+
+def test_every_order_type_tif_and_stp_mode_has_a_scenario() -> None:
+    placed = [c for s in _passing() for c in s.commands() if isinstance(c, PlaceOrder)]
+    assert set(ORDER_TYPES) <= {c.type for c in placed}
+    assert set(TIFS) <= {c.tif for c in placed}
+    assert set(STP_MODES) <= {c.stp for c in placed}
