@@ -313,7 +313,7 @@ class FastBook:
         is_buy = order.is_buy
         remaining = order.qty
         killed = False
-        volume = notional = price = 0
+        volume = notional = price = last = 0
         heap = side.heap
         levels = side.levels
         while remaining and heap:
@@ -366,6 +366,7 @@ class FastBook:
                         buy_leaves_qty=open_qty, sell_leaves_qty=remaining, seq=seq))
                 volume += fill
                 notional += fill * price
+                last = price
                 if shown:
                     resting.visible = shown
                 elif open_qty:
@@ -387,7 +388,7 @@ class FastBook:
             if killed:
                 break
         if volume:
-            self.last_price = price
+            self.last_price = last
             self.trade_count += trade - ctr.trade
             self.volume += volume
             self.day_volume += volume

@@ -43,7 +43,9 @@ from .market import Instrument, Market
 
 __all__ = ["Engine"]
 
-_PRICE_CACHE = 1 << 16  # distinct price strings remembered per instrument
+_PRICE_CACHE = 1 << 16
+# No price in this market comes near: larger is a typo, refused as an invalid price.
+MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
 _BookFactory = Callable[[str, Counters, dict], FastBook]
 
 
@@ -331,9 +333,12 @@ class Engine:
     @staticmethod
     def _ticks(inst: Instrument, text: str) -> int | None:
         try:
-            return inst.tick.to_units(text)
+            ticks = inst.tick.to_units(text)
         except ValueError:
             return -1  # not a number at all: reported as an invalid price
+        if ticks is not None and ticks > MAX_PRICE_TICKS:
+            return -1
+        return ticks
 
     @staticmethod
     def _quantity_rule(inst: Instrument, qty: int) -> str | None:
@@ -491,7 +496,8 @@ class Engine:
         book.remove(order)
         renewed = msgspec.structs.replace(order, price=price, qty=qty, visible=qty)
         if renewed.tif == GTD:
-            heapq.heappush(self._gtd, (renewed.expire_ts, renewed.accept_seq, renewed))
+            # The amend's seq breaks ties: the old entry (now dead) has the accept seq.
+            heapq.heappush(self._gtd, (renewed.expire_ts, ctr.seq, renewed))
         trades_before = book.trade_count
         book.submit(renewed, out)
         if book.trade_count != trades_before:
@@ -575,7 +581,7 @@ class Engine:
                 for _, _, o in list(stops.buys) + list(stops.sells)]
             instruments.append([symbol, self._reference[symbol], book.last_price,
                                 book.trade_count, book.volume, book.day_volume,
-                                book.day_notional, book.snapshot(), stop_rows])
+                                str(book.day_notional), book.snapshot(), stop_rows])
         return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
                 self.rejected, sorted(self._ids), instruments]
 

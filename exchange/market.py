@@ -1,6 +1,7 @@
 """Market configuration: the instruments an engine trades and their rules.
 
-A market is read from TOML (``tomllib``, floats parsed as exact decimals). Every
+A market is read from TOML (``tomllib``, floats parsed as exact decimals). A
+``[defaults]`` table gives any instrument key a market-wide default. Every
 instrument has a kind (spot, future, option), a currency, a price tick, a quantity
 step, minimum and maximum order quantity, and optionally a price band (a fraction of
 the reference price) and a reference price. Allowances carry a vintage; futures a
@@ -117,6 +118,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     where = f"instrument {symbol!r}"
     if not isinstance(spec, dict):
         raise MarketConfigError(f"{where}: expected a table")
+    spec = {**defaults, **spec}
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -126,8 +128,8 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     if "tick" not in spec:
         raise MarketConfigError(f"{where}: tick is required")
     tick_value = _exact(spec["tick"], f"{where}.tick")
-    if tick_value <= 0:
-        raise MarketConfigError(f"{where}.tick: must be positive")
+    if tick_value <= 0 or tick_value.as_tuple().exponent < -12:
+        raise MarketConfigError(f"{where}.tick: must be positive, at most 12 decimal places")
     tick = Scale(str(tick_value))
     step = _whole(spec.get("qty_step", 1), f"{where}.qty_step")
     min_qty = _whole(spec.get("min_qty", step), f"{where}.min_qty")
@@ -154,9 +156,14 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     if vintage is not None:
         vintage = _whole(vintage, f"{where}.vintage", 1900)
     contract_size = _whole(spec.get("contract_size", 1), f"{where}.contract_size")
-    currency = spec.get("currency", defaults.get("currency", "CNY"))
+    currency = spec.get("currency", "CNY")
     if not isinstance(currency, str) or not currency:
         raise MarketConfigError(f"{where}.currency: expected a currency code")
+    for key in ("unit", "underlying", "contract_month"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise MarketConfigError(f"{where}.{key}: expected a string, got {spec[key]!r}")
+    if max_qty > 10**9:
+        raise MarketConfigError(f"{where}.max_qty: {max_qty} is beyond any sensible order")
     return Instrument(
         symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
         min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
@@ -177,6 +184,11 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     if unknown:
         raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise MarketConfigError(f"{source}: [defaults] must be a table")
+    unknown = sorted(set(defaults) - _KEYS)
+    if unknown:
+        raise MarketConfigError(f"{source}: [defaults]: unknown key(s) {', '.join(unknown)}")
     specs = data.get("instruments")
     if not isinstance(specs, dict) or not specs:
         raise MarketConfigError(f"{source}: no [instruments.SYMBOL] tables")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from itertools import islice
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -33,6 +34,10 @@ _TYPES = {"": "limit", "limit": "limit", "market": "market", "stop": "stop",
 _TIFS = {"": "gtc", "gtc": "gtc", "day": "day", "ioc": "ioc", "fok": "fok", "gtd": "gtd"}
 _BOOLS = {"": False, "true": True, "false": False, True: True, False: False}
 _STPS = frozenset(STP_MODES)
+# Whole numbers: digits with an optional sign, within a signed 64-bit integer (what the
+# journal and the wire carry). No underscores or spaces, unlike int().
+_INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
+_INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel")
 
@@ -98,12 +103,14 @@ class _Reader:
     def _int(value: str, name: str) -> int | None:
         if not value:
             return None
-        try:
-            return int(value)
-        except ValueError:
-            if is_decimal(value):
-                raise _RowError(f"{name} {value!r} is not a whole number") from None
-            raise _RowError(f"{name} {value!r} is not a number") from None
+        if _INTEGER.match(value):
+            number = int(value)
+            if -_INT64 <= number < _INT64:
+                return number
+            raise _RowError(f"{name} {value!r} is out of range")
+        if is_decimal(value):
+            raise _RowError(f"{name} {value!r} is not a whole number")
+        raise _RowError(f"{name} {value!r} is not a number")
 
     def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
                 stop_price, display_qty, post_only, stp, expire_ts, ts):
@@ -122,16 +129,10 @@ class _Reader:
                 raise _RowError(f"unknown tif {tif!r} (gtc, day, ioc, fok or gtd)")
             if not qty:
                 raise _RowError("qty is required for a new order")
-            try:
-                quantity = int(qty)
-                display = int(display_qty) if display_qty else None
-                expire = int(expire_ts) if expire_ts else None
-                when = int(ts) if ts else None
-            except ValueError:
-                for value, name in ((qty, "qty"), (display_qty, "display_qty"),
-                                    (expire_ts, "expire_ts"), (ts, "ts")):
-                    self._int(value, name)
-                raise
+            quantity = self._int(qty, "qty")
+            display = self._int(display_qty, "display_qty")
+            expire = self._int(expire_ts, "expire_ts")
+            when = self._int(ts, "ts")
             if price:
                 ok = self._numbers.get(price)
                 if not ok:
@@ -342,10 +343,11 @@ def _number_or_bad(text: str):
 
 
 def _int_or_bad(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return _BAD
+    if _INTEGER.match(text):
+        number = int(text)
+        if -_INT64 <= number < _INT64:
+            return number
+    return _BAD
 
 
 class _Lookup(dict):
@@ -361,6 +363,8 @@ class _Lookup(dict):
 
 
 def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | None) -> list:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte order mark, as the CSV reader allows
     lines = data.split(b"\n")
     numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
     make = reader.command

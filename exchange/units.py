@@ -6,11 +6,14 @@ never rounded.
 """
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 __all__ = ["Scale", "parse_decimal", "is_decimal"]
 
 _MISSING = object()
+# Plain decimal notation only: no underscores, spaces, NaN or infinity.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?\Z")
 _MAX_DIGITS = 30  # no price, quantity or amount in this market needs more
 
 
@@ -24,12 +27,15 @@ def parse_decimal(text: str) -> Decimal:
     ...
     ValueError: 'abc' is not a decimal number
     """
+    if not isinstance(text, str) or not _DECIMAL.match(text):
+        raise ValueError(f"{text!r} is not a decimal number")
     try:
         value = Decimal(text)
-    except (InvalidOperation, TypeError, ValueError):
+    except (InvalidOperation, ArithmeticError):
         raise ValueError(f"{text!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise ValueError(f"{text!r} is not a decimal number")
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or abs(exponent) > _MAX_DIGITS or value.adjusted() > _MAX_DIGITS:
+        raise ValueError(f"{text!r} is out of range")
     return value
 
 
@@ -127,3 +133,9 @@ class Scale:
 
     def __repr__(self) -> str:
         return f"Scale({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Scale) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)

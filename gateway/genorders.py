@@ -19,7 +19,7 @@ __all__ = ["DESCRIPTION", "add_arguments", "run", "generate_mixed"]
 
 DESCRIPTION = (
     "Write a seeded order file in the pinned CSV or NDJSON format. The mixed profile: "
-    "about 70%% limit orders near the mid, 20%% cancels of live orders, 10%% marketable "
+    "about 70% limit orders near the mid, 20% cancels of live orders, 10% marketable "
     "orders. Same seed, same file, byte for byte.")
 
 HEADER = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty")
