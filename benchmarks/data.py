@@ -1,0 +1,70 @@
+"""Seeded benchmark order files, generated once and cached under ``benchmarks/data/``.
+
+A cached file is reused only while it still matches what the generator would write: its
+side file records the generator's source hash, the arguments and the file's own SHA-256,
+so a change to ``gateway/genorders.py`` or a damaged file means a fresh generation.
+Files are written to a temporary name and renamed, so concurrent runs never read half
+a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from gateway import genorders
+
+__all__ = ["DATA_DIR", "mixed_file", "file_sha256"]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex SHA-256 of the file at *path*. O(size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _generator_hash() -> str:
+    return hashlib.sha256(Path(genorders.__file__).read_bytes()).hexdigest()[:16]
+
+
+def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = None) -> dict:
+    """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
+
+    The profile is ``gateway.genorders.generate_mixed``: about 70% limit orders near the
+    mid, 20% cancels of live orders, 10% marketable orders. The result holds ``path``,
+    ``messages``, ``seed``, ``bytes``, ``sha256``, ``generator``, ``cached`` and
+    ``generated_s`` (0 when the cached file was reused).
+    """
+    folder = Path(data_dir) if data_dir is not None else DATA_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"mixed-{messages}-seed{seed}.csv"
+    meta_path = path.with_suffix(".json")
+    wanted = {"profile": "mixed", "messages": messages, "seed": seed,
+              "generator": _generator_hash()}
+    try:
+        meta = json.loads(meta_path.read_text())
+        if ({k: meta.get(k) for k in wanted} == wanted and path.stat().st_size == meta["bytes"]
+                and file_sha256(path) == meta["sha256"]):
+            return {"path": str(path), **meta, "cached": True, "generated_s": 0.0}
+    except (OSError, ValueError, KeyError):
+        pass
+
+    started = time.perf_counter()
+    rows = genorders.generate_mixed(messages, seed=seed)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    genorders.write_rows(tmp, rows, "csv")
+    del rows
+    os.replace(tmp, path)
+    generated = time.perf_counter() - started
+    meta = {**wanted, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    tmp_meta = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp_meta, meta_path)
+    return {"path": str(path), **meta, "cached": False, "generated_s": round(generated, 3)}
