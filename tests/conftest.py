@@ -1,7 +1,7 @@
 """Shared, generic fixtures for the carbonx tests.
 
-- ``golden_dir``: the shared golden replay files (``shared/golden`` next to the repository,
-  or ``$CARBONX_GOLDEN``); tests that need it are skipped when it is absent.
+- ``golden_dir``: the golden replay files: ``$CARBONX_GOLDEN`` if set, else the copy in
+  ``tests/golden`` (kept equal to ``shared/golden`` by ``test_golden_copy.py``).
 - ``run_carbonx``: run ``python -m gateway.cli ARGS...`` as a subprocess (in a given
   working directory, default the test's ``tmp_path``) and return the completed process.
 - ``write_file``: write text (or bytes) to a file under ``tmp_path`` and return its path.
@@ -22,8 +22,7 @@ def _golden_candidates() -> list[Path]:
     found = []
     if os.environ.get("CARBONX_GOLDEN"):
         found.append(Path(os.environ["CARBONX_GOLDEN"]))
-    found.append(REPO.parent / "shared" / "golden")
-    found.append(REPO / "shared" / "golden")
+    found.append(REPO / "tests" / "golden")
     return found
 
 
@@ -32,7 +31,7 @@ def golden_dir() -> Path:
     for candidate in _golden_candidates():
         if (candidate / "basic.csv").is_file():
             return candidate
-    pytest.skip("golden replay files (shared/golden) not found")
+    pytest.fail("golden replay files not found in tests/golden")
 
 
 @pytest.fixture
