@@ -135,6 +135,7 @@ class Engine:
         self.day = 1
         self.accepted = 0
         self.rejected = 0
+        self.rejects: dict[str, int] = {}  # rejected commands by reason
         self._handlers = {
             PlaceOrder: self._place, CancelOrder: self._cancel, AmendOrder: self._amend,
             MassCancel: self._mass_cancel, EndOfDay: self._end_of_day,
@@ -190,6 +191,7 @@ class Engine:
         ctr = self._ctr
         ctr.seq += 1
         self.rejected += 1
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
         out.append(CommandRejected(seq=ctr.seq, action=action, reason=reason,
                                    order_id=order_id, account=account,
                                    instrument=instrument, ts=ts))
@@ -583,7 +585,7 @@ class Engine:
                                 book.trade_count, book.volume, book.day_volume,
                                 str(book.day_notional), book.snapshot(), stop_rows])
         return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
-                self.rejected, sorted(self._ids), instruments]
+                self.rejected, sorted(self.rejects.items()), sorted(self._ids), instruments]
 
     def state_hash(self) -> str:
         """Return a hex digest of the whole state; equal states give equal hashes."""

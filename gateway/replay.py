@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from exchange import Engine, FastBook, Market, default_market
-from exchange.events import CommandRejected, TradeExecuted
+from exchange.events import TradeExecuted
 from exchange.orderfile import read_order_file
 
 from .progress import ProgressBar
@@ -86,15 +85,10 @@ def _run(engine: Engine, commands: list, started: float, decoded: float, keep_ev
     submit = engine.submit
     out: list = []
     kept: list = []
-    rejects: Counter[str] = Counter()
     total = len(commands)
     for start in range(0, total, _CHUNK):
         for command in commands[start:start + _CHUNK]:
             submit(command, out)
-        # Bookkeeping per chunk, not per command: it stays out of the hot loop.
-        for event in out:
-            if type(event) is CommandRejected:
-                rejects[event.reason] += 1
         if keep_events:
             kept.extend(out)
         out.clear()
@@ -107,7 +101,7 @@ def _run(engine: Engine, commands: list, started: float, decoded: float, keep_ev
     return ReplayResult(
         messages=total, accepted=engine.accepted, rejected=engine.rejected,
         trades=engine.trades, volume=engine.volume, elapsed_s=finished - started,
-        engine_s=finished - decoded, state_hash=engine.state_hash(), rejects=dict(rejects),
+        engine_s=finished - decoded, state_hash=engine.state_hash(), rejects=dict(engine.rejects),
         events=kept if keep_events else None, engine=engine)
 
 
