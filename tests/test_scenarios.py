@@ -221,7 +221,7 @@ EVENT_KINDS = {
 
 def book_lines(engine: Engine, market: Market) -> list[str]:
     lines = []
-    stops = {row[0]: row[8] for row in engine.snapshot()[7]}
+    stops = {row[0]: row[8] for row in engine.snapshot()[-1]}  # instruments come last
     for symbol, inst in market.instruments.items():
         book = engine.book(symbol)
         for is_buy in (True, False):
