@@ -29,7 +29,7 @@ class ProgressBar:
         total = max(total, done, 1)
         filled = self.width * done // total
         bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}")
+        self.stream.write(f"\r\x1b[2K{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}")
         self.stream.flush()
         self._drawn = True
 
