@@ -50,8 +50,10 @@ VALIDATION = frozenset({
     EXPIRE_TS_IN_PAST,
 })
 STATE = frozenset({DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE})
+# post_only_would_trade is both: an amend that would make a post-only order trade is
+# rejected; a new post-only order that would trade is accepted, then cancelled.
 OUTCOME = frozenset({
     CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
-    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND,
+    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
 })
 REJECT_REASONS = VALIDATION | STATE
