@@ -105,17 +105,9 @@ def _run(engine: Engine, commands: list, started: float, decoded: float, keep_ev
         events=kept if keep_events else None, engine=engine)
 
 
-class _Fill(msgspec.Struct):
-    seq: int
-    trade_id: int
-    instrument: str
-    price: str
-    qty: int
-    buy_order_id: str
-    sell_order_id: str
-    buy_account: str
-    sell_account: str
-    aggressor: str
+# The pinned fills file: these keys of each TradeExecuted, in this order.
+FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id",
+             "sell_order_id", "buy_account", "sell_account", "aggressor")
 
 
 _PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
@@ -140,10 +132,9 @@ def write_fills(path: str | Path, events: list, market: Market) -> int:
     with open(path, "wb") as fh:
         for e in events:
             if type(e) is TradeExecuted:
-                fh.write(encoder.encode(_Fill(
-                    e.seq, e.trade_id, e.instrument, market[e.instrument].tick.format(e.price),
-                    e.qty, e.buy_order_id, e.sell_order_id, e.buy_account, e.sell_account,
-                    e.aggressor)))
+                record = {key: getattr(e, key) for key in FILL_KEYS}
+                record["price"] = market[e.instrument].tick.format(e.price)
+                fh.write(encoder.encode(record))
                 fh.write(b"\n")
                 count += 1
     return count
