@@ -87,26 +87,24 @@ class _Reader:
         if default_stp is not None and default_stp not in _STPS:
             raise ValueError(f"unknown stp mode {default_stp!r}; one of {', '.join(STP_MODES)}")
         self.default_stp = default_stp
-        self._numbers: dict[str, bool] = {}
+        # Each distinct string is checked once; both row paths read these tables.
+        self.numbers = _Lookup(_number_or_bad)
+        self.integers = _Lookup(_int_or_bad)
 
     def _price(self, value: str, name: str) -> str | None:
         if not value:
             return None
-        ok = self._numbers.get(value)
-        if ok is None:
-            ok = self._numbers[value] = is_decimal(value)
-        if not ok:
+        if self.numbers[value] is _BAD:
             raise _RowError(f"{name} {value!r} is not a number")
         return value
 
-    @staticmethod
-    def _int(value: str, name: str) -> int | None:
+    def _int(self, value: str, name: str) -> int | None:
         if not value:
             return None
+        number = self.integers[value]
+        if number is not _BAD:
+            return number
         if _INTEGER.match(value):
-            number = int(value)
-            if -_INT64 <= number < _INT64:
-                return number
             raise _RowError(f"{name} {value!r} is out of range")
         if is_decimal(value):
             raise _RowError(f"{name} {value!r} is not a whole number")
@@ -116,7 +114,6 @@ class _Reader:
                 stop_price, display_qty, post_only, stp, expire_ts, ts):
         """Return the command of one row, or raise ``_RowError``."""
         if action == "new":
-            # Profiled hot path: one try for the integer fields, slow path names the culprit.
             if side != "buy" and side != "sell":
                 if not side:
                     raise _RowError("side is required for a new order")
@@ -133,10 +130,7 @@ class _Reader:
             display = self._int(display_qty, "display_qty")
             expire = self._int(expire_ts, "expire_ts")
             when = self._int(ts, "ts")
-            if price:
-                ok = self._numbers.get(price)
-                if not ok:
-                    self._price(price, "price")
+            price = self._price(price, "price")
             flag = _BOOLS.get(post_only)
             if flag is None:
                 flag = _BOOLS.get(post_only.lower())
@@ -149,13 +143,13 @@ class _Reader:
             if stop_price or display is not None or flag or expire is not None:
                 return PlaceOrder(
                     order_id=order_id, account=account, instrument=instrument, side=side,
-                    type=order_type, tif=time_in_force, price=price or None, qty=quantity,
+                    type=order_type, tif=time_in_force, price=price, qty=quantity,
                     stop_price=self._price(stop_price, "stop_price"), display_qty=display,
                     post_only=flag, stp=stp, expire_ts=expire, ts=when)
             # Profiled: passing only the fields in use is markedly cheaper.
             return PlaceOrder(
                 order_id=order_id, account=account, instrument=instrument, side=side,
-                type=order_type, tif=time_in_force, price=price or None, qty=quantity,
+                type=order_type, tif=time_in_force, price=price, qty=quantity,
                 stp=stp, ts=when)
         if action == "cancel":
             if instrument or ts:
@@ -290,8 +284,8 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
     checked once into a lookup table; any other row, or any value the tables reject,
     goes to ``_Reader.command``, which builds the same command or names the problem.
     """
-    numbers = _Lookup(_number_or_bad)
-    integers = _Lookup(_int_or_bad)
+    numbers = reader.numbers
+    integers = reader.integers
     types, tifs, stps = _TYPES, _TIFS, _STPS
     default_stp = reader.default_stp
     command = reader.command

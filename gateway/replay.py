@@ -81,7 +81,6 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
 
 def _run(engine: Engine, commands: list, started: float, decoded: float, keep_events: bool,
          progress: ProgressBar | None) -> ReplayResult:
-
     submit = engine.submit
     out: list = []
     kept: list = []
