@@ -16,7 +16,9 @@ import msgspec
 
 __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
-    "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "AnyCommand",
+    "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances",
+    "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "AnyCommand",
+    "ADMIN_COMMANDS", "ACCOUNT_KINDS",
     "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
 ]
 
@@ -32,9 +34,15 @@ STP_MODES = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False):
-    """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock."""
+    """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock.
+
+    ``command_id``, when given, makes a command idempotent: the engine applies the
+    first command with a given (account, command_id) and rejects any later one as
+    ``duplicate_command`` (a bot resending after a reconnect).
+    """
 
     ts: int | None = None
+    command_id: str | None = None
 
 
 class PlaceOrder(Command, tag="new"):
@@ -117,7 +125,48 @@ class SurrenderAllowances(Command, tag="surrender"):
     qty: int
 
 
+class TransferAllowances(Command, tag="transfer"):
+    """Move available allowances from ``account`` to ``to_account`` (a registry transfer)."""
+
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+
+
+ACCOUNT_KINDS = ("covered", "financial", "market_maker")
+
+
+class OpenAccount(Command, tag="open_account"):
+    """Open an account of a kind: ``covered`` entity, ``financial`` institution or
+    ``market_maker``. Accounts a replay meets first in another row open as ``covered``."""
+
+    account: str
+    kind: Literal["covered", "financial", "market_maker"] = "covered"
+
+
+class SuspendAccount(Command, tag="suspend_account"):
+    """Suspend an account: no new orders or amends; cancels and cash movements go on."""
+
+    account: str
+
+
+class ResumeAccount(Command, tag="resume_account"):
+    """Lift a suspension."""
+
+    account: str
+
+
+class CloseAccount(Command, tag="close_account"):
+    """Close an empty account (no holdings, no open orders) for good."""
+
+    account: str
+
+
 AnyCommand = Union[
     PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
-    Deposit, Withdraw, IssueAllowances, SurrenderAllowances,
+    Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
+    OpenAccount, SuspendAccount, ResumeAccount, CloseAccount,
 ]
+ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
+                  OpenAccount, SuspendAccount, ResumeAccount, CloseAccount)

@@ -7,10 +7,16 @@ Pipeline for every command, in this order:
   2. validate  - instrument, ids, ownership, price on the tick and inside the band,
                  quantity on the step and inside [min, max], field combinations;
                  a failure gives ``CommandRejected`` and changes nothing;
-  3. risk hold - (the ledger, when there is one; none in matching-only mode);
+  3. risk hold - with a ledger, the order's cash or allowances are held before it is
+                 accepted (``exchange.ledger``); a shortfall is a rejection;
   4. match     - the instrument's book matches, rests or cancels the order;
   5. stops     - trades move the last price; stop orders it triggers act in trigger order;
-  6. publish   - events carry a global, strictly increasing ``seq``.
+  6. settle    - with a ledger, each trade settles (``TradeSettled``) and each ended
+                 order gives back what it held;
+  7. publish   - events carry a global, strictly increasing ``seq``.
+
+A command with a ``command_id`` already seen from the same account is rejected as
+``duplicate_command`` before anything else: resends are never applied twice.
 
 Every command gives exactly one result event (see ``exchange.events``), preceded only by
 clock expiries and followed by its consequences.
@@ -34,11 +40,12 @@ from sortedcontainers import SortedList
 from . import reasons
 from .book import (DAY, FOK, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                    STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order)
-from .commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
-                       MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
+from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
+                       PlaceOrder)
 from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
-                     OrderTriggered, ReferencePriceSet, TradingDayEnded)
+                     OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
+from .ledger import Ledger
 from .market import Instrument, Market
 
 __all__ = ["Engine"]
@@ -115,7 +122,8 @@ class Engine:
     (['OrderAccepted', 'TradeExecuted'], 6000, 40)
     """
 
-    def __init__(self, market: Market, *, book: _BookFactory = FastBook) -> None:
+    def __init__(self, market: Market, *, book: _BookFactory = FastBook,
+                 ledger: bool = False) -> None:
         self.market = market
         self._instruments: dict[str, Instrument] = dict(market.instruments)
         self._ctr = Counters()
@@ -133,20 +141,48 @@ class Engine:
         self.accepted = 0
         self.rejected = 0
         self.rejects: dict[str, int] = {}  # rejected commands by reason
+        self._command_ids: set[tuple[str, str]] = set()  # (account, command_id) seen
+        self.ledger = Ledger(market, self._ctr) if ledger else None
         self._handlers = {
             PlaceOrder: self._place, CancelOrder: self._cancel, AmendOrder: self._amend,
             MassCancel: self._mass_cancel, EndOfDay: self._end_of_day,
-            Deposit: self._ledger_command, Withdraw: self._ledger_command,
-            IssueAllowances: self._ledger_command, SurrenderAllowances: self._ledger_command,
         }
+        for command_type in ADMIN_COMMANDS:
+            self._handlers[command_type] = self._admin if ledger else self._ledger_command
+        if ledger:
+            self.submit = self._submit_settled  # type: ignore[method-assign]
 
     # --- entry points ------------------------------------------------------------------
     def submit(self, command, out: list) -> None:
         """Process one command, appending its events to *out*. The hot entry point."""
+        if command.command_id is not None and self._duplicate(command, out):
+            return
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
         self._handlers[type(command)](command, out)
+
+    def _submit_settled(self, command, out: list) -> None:
+        """``submit`` with a ledger: the command's trades settle once it has acted."""
+        if command.command_id is not None and self._duplicate(command, out):
+            return
+        start = len(out)
+        ts = command.ts
+        if ts is not None and ts > self.clock:
+            self._advance_clock(ts, out)
+        self._handlers[type(command)](command, out)
+        self.ledger.settle(out, start)
+
+    def _duplicate(self, command, out: list) -> bool:
+        """Reject a command whose (account, command_id) was seen before; else remember it."""
+        key = (getattr(command, "account", None) or "", command.command_id)
+        if key not in self._command_ids:
+            self._command_ids.add(key)
+            return False
+        self._reject(type(command).__struct_config__.tag, reasons.DUPLICATE_COMMAND, out,
+                     getattr(command, "order_id", None), key[0] or None,
+                     getattr(command, "instrument", None), command.ts)
+        return True
 
     def execute(self, command) -> list:
         """Process one command and return its events."""
@@ -237,13 +273,31 @@ class Engine:
         if qty <= 0 or qty % spec.step or qty > spec.max_qty or qty < spec.min_qty:
             return self._reject_order(cmd, self._quantity_rule(spec.inst, qty) or
                                       reasons.QUANTITY_BELOW_MINIMUM, out)
-        # 3. risk hold: none in matching-only mode.
+        stp_name = cmd.stp or "cancel_resting"
+        plain = (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
+                 and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
+        if plain:
+            stop_price = display = 0
+        else:
+            checked = self._check_features(cmd, spec, kind, tif, qty)
+            if type(checked) is str:
+                return self._reject_order(cmd, checked, out)
+            stop_price, display = checked
+        is_buy = cmd.side == "buy"
+        # 3. risk hold (with a ledger). A market buy with no band may be cut to what
+        # the account can pay for; the rest is cancelled once it has traded.
+        affordable = None
+        if self.ledger is not None:
+            rests = (kind == LIMIT or kind == STOP_LIMIT) and tif < IOC
+            held = self.ledger.reserve(order_id, account, symbol, is_buy, kind, rests, price,
+                                       qty, STP_CODES[stp_name], spec.band, spec.book)
+            if held is not None:
+                if type(held) is str:
+                    return self._reject_order(cmd, held, out)
+                affordable = held
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
-        stp_name = cmd.stp or "cancel_resting"
-        if (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
-                and not cmd.post_only and tif != GTD and cmd.expire_ts is None):
-            stop_price = display = 0
+        if plain:
             ctr.seq = seq = ctr.seq + 1
             # Profiled: only the fields that differ from their defaults are passed.
             out.append(OrderAccepted(
@@ -251,10 +305,6 @@ class Engine:
                 type=cmd.type, tif=cmd.tif, price=price or None, qty=qty, stp=stp_name,
                 ts=cmd.ts, seq=seq))
         else:
-            checked = self._check_features(cmd, spec, kind, tif, qty)
-            if type(checked) is str:
-                return self._reject_order(cmd, checked, out)
-            stop_price, display = checked
             ctr.seq = seq = ctr.seq + 1
             out.append(OrderAccepted(
                 order_id=order_id, account=account, instrument=symbol, side=cmd.side,
@@ -263,7 +313,6 @@ class Engine:
                 stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts, seq=seq))
         self.accepted += 1
         self._ids.add(order_id)
-        is_buy = cmd.side == "buy"
         order = Order(order_id, account, symbol, is_buy, price, qty, qty, display, kind, tif,
                       STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts or 0, seq)
         if tif == GTD:
@@ -280,6 +329,8 @@ class Engine:
             return None
         if kind == MARKET:
             order.price = self._market_limit(symbol, is_buy)
+            if affordable is not None:
+                return self._submit_affordable(order, affordable, spec, out)
         # 4. match, then 5. stops the trades trigger
         if not stops:
             book.submit(order, out)
@@ -289,6 +340,26 @@ class Engine:
         if book.trade_count != trades_before:
             self._run_stops(symbol, book, stops, out)
         return None
+
+    def _submit_affordable(self, order: Order, affordable: int, spec: "_Spec",
+                           out: list) -> None:
+        """Match a market buy cut to what its account can pay; cancel the rest."""
+        short = order.qty - affordable
+        order.qty = order.visible = affordable
+        book = spec.book
+        trades_before = book.trade_count
+        start = len(out)
+        book.submit(order, out)
+        # The book saw only the affordable part: report leaves against the whole order.
+        for index in range(start, len(out)):
+            trade = out[index]
+            if type(trade) is TradeExecuted and trade.buy_order_id == order.order_id:
+                out[index] = msgspec.structs.replace(
+                    trade, buy_leaves_qty=trade.buy_leaves_qty + short)
+        order.qty = short
+        book.cancel_remainder(order, reasons.INSUFFICIENT_CASH, out)
+        if spec.stops and book.trade_count != trades_before:
+            self._run_stops(order.instrument, book, spec.stops, out)
 
     def _check_features(self, cmd: PlaceOrder, spec: "_Spec", kind: int, tif: int,
                         qty: int) -> str | tuple[int, int]:
@@ -376,6 +447,9 @@ class Engine:
             if order.kind == STOP:
                 order.kind = MARKET
                 order.price = self._market_limit(symbol, order.is_buy)
+                if self.ledger is not None and order.is_buy:
+                    # It buys no higher than the price its hold was sized at.
+                    order.price = min(order.price, self.ledger.hold_price(order.order_id))
             else:
                 order.kind = LIMIT
                 band = self._specs[symbol].band
@@ -473,6 +547,10 @@ class Engine:
         keeps = price == order.price and qty <= order.qty
         if resting and not keeps and order.post_only and book.would_cross(order.is_buy, price):
             return reject(reasons.POST_ONLY_WOULD_TRADE)
+        if self.ledger is not None:
+            refused = self.ledger.amend(order.order_id, order.account, price, qty)
+            if refused is not None:
+                return reject(refused)
 
         self.accepted += 1
         ctr = self._ctr
@@ -557,8 +635,21 @@ class Engine:
                 out.append(ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
                                              close_volume=volume))
                 book.day_volume = book.day_notional = 0
+        if self.ledger is not None:
+            self.ledger.end_of_day(out)
         self.day += 1
         self._ids = set(self._live)
+
+    def _admin(self, cmd, out: list) -> None:
+        """An account or registry command, run by the ledger."""
+        reason = self.ledger.apply(cmd, out)
+        if reason is not None:
+            return self._reject(type(cmd).__struct_config__.tag, reason, out, None,
+                                getattr(cmd, "account", None),
+                                getattr(cmd, "instrument", None) or getattr(cmd, "currency", None),
+                                cmd.ts)
+        self.accepted += 1
+        return None
 
     def _ledger_command(self, cmd, out: list) -> None:
         """A ledger command in a matching-only engine: accepted, with no effect."""
@@ -581,8 +672,11 @@ class Engine:
             instruments.append([symbol, self._reference[symbol], book.last_price,
                                 book.trade_count, book.volume, book.day_volume,
                                 str(book.day_notional), book.snapshot(), stop_rows])
+        ledger = None if self.ledger is None else self.ledger.snapshot()
+        # The instruments list stays last: tools read it as snapshot()[-1].
         return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
-                self.rejected, sorted(self.rejects.items()), sorted(self._ids), instruments]
+                self.rejected, sorted(self.rejects.items()), sorted(self._ids),
+                sorted(self._command_ids), ledger, instruments]
 
     def state_hash(self) -> str:
         """Return a hex digest of the whole state; equal states give equal hashes."""
@@ -599,3 +693,5 @@ class Engine:
         assert resting + pending == len(self._live), "registry differs from books and stops"
         for order in self._live.values():
             assert order.qty > 0
+        if self.ledger is not None:
+            self.ledger.check(self._live.values())

@@ -18,7 +18,10 @@ import msgspec
 __all__ = [
     "Event", "OrderAccepted", "CommandRejected", "TradeExecuted", "OrderCancelled",
     "OrderAmended", "OrderExpired", "OrderTriggered", "MassCancelAccepted",
-    "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AnyEvent",
+    "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AccountOpened",
+    "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
+    "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
+    "AnyEvent",
     "RESULT_EVENTS",
 ]
 
@@ -152,11 +155,94 @@ class LedgerCommandIgnored(Event, tag="ledger_command_ignored"):
     account: str
 
 
+class AccountOpened(Event, tag="account_opened"):
+    """An account came into being: by ``open_account``, or with its first credit."""
+
+    account: str
+    kind: str
+
+
+class AccountStatusChanged(Event, tag="account_status_changed"):
+    """An account became ``open``, ``suspended`` or ``closed``."""
+
+    account: str
+    status: str
+
+
+class CashDeposited(Event, tag="cash_deposited"):
+    """``amount`` minor units (fen) of ``currency`` came into the account from outside."""
+
+    account: str
+    currency: str
+    amount: int
+
+
+class CashWithdrawn(Event, tag="cash_withdrawn"):
+    """``amount`` minor units of ``currency`` left the account for outside."""
+
+    account: str
+    currency: str
+    amount: int
+
+
+class AllowancesIssued(Event, tag="allowances_issued"):
+    """The registry issued ``qty`` units of ``instrument`` into the account."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
+class AllowancesTransferred(Event, tag="allowances_transferred"):
+    """``qty`` available units moved from ``account`` to ``to_account``."""
+
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+
+
+class AllowancesSurrendered(Event, tag="allowances_surrendered"):
+    """``qty`` units left the account for the registry's surrender account, for good."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
+class TradeSettled(Event, tag="trade_settled"):
+    """A trade settled delivery-versus-payment: ``cash`` minor units buyer to seller,
+    ``qty`` units seller to buyer (locked until the next day under T+1), and each
+    side's fee to the exchange's fee account."""
+
+    trade_id: int
+    instrument: str
+    buy_account: str
+    sell_account: str
+    qty: int
+    cash: int
+    buy_fee: int
+    sell_fee: int
+    currency: str = "CNY"
+
+
+class HoldingsUnlocked(Event, tag="holdings_unlocked"):
+    """At the end of the day, ``qty`` units bought earlier became available to sell."""
+
+    account: str
+    asset: str
+    qty: int
+
+
 AnyEvent = Union[
     OrderAccepted, CommandRejected, TradeExecuted, OrderCancelled, OrderAmended,
     OrderExpired, OrderTriggered, MassCancelAccepted, TradingDayEnded, ReferencePriceSet,
-    LedgerCommandIgnored,
+    LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
+    AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
+    HoldingsUnlocked,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
-                 TradingDayEnded, LedgerCommandIgnored)
+                 TradingDayEnded, LedgerCommandIgnored, AccountOpened, AccountStatusChanged,
+                 CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred,
+                 AllowancesSurrendered)

@@ -29,8 +29,12 @@ KINDS = ("spot", "future", "option")
 _KEYS = {
     "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band",
     "reference_price", "vintage", "contract_size", "underlying", "contract_month",
-    "strike", "option_type", "unit",
+    "strike", "option_type", "unit", "maker_fee_bps", "taker_fee_bps", "settlement_days",
+    "position_limit",
 }
+# Minor units per currency (cash is held in integer minor units: fen for CNY).
+MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
+FEE_SCALE = 1_000_000  # fee rates are held in millionths: 1 bp = 100
 
 
 class MarketConfigError(ValueError):
@@ -61,6 +65,14 @@ class Instrument:
     contract_month: str | None = None
     band_num: int = field(default=0, repr=False)
     band_den: int = field(default=1, repr=False)
+    # Ledger terms: cash in minor units per tick per unit of quantity (contract size
+    # included); fees in millionths of the notional; T+n lock on bought units (0 or 1);
+    # the most a financial institution may hold or bid for (None = no limit).
+    tick_value: int = 1
+    maker_fee: int = 0
+    taker_fee: int = 0
+    settlement_days: int = 1
+    position_limit: int | None = None
 
     def price_band(self, reference: int | None) -> tuple[int, int] | None:
         """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
@@ -164,14 +176,41 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
             raise MarketConfigError(f"{where}.{key}: expected a string, got {spec[key]!r}")
     if max_qty > 10**9:
         raise MarketConfigError(f"{where}.max_qty: {max_qty} is beyond any sensible order")
+    minor = MINOR_UNITS.get(currency, 2)
+    tick_value = tick_value * contract_size * 10**minor
+    if tick_value != tick_value.to_integral_value():
+        raise MarketConfigError(
+            f"{where}.tick: one tick ({tick.text} {currency} x {contract_size}) is not a whole "
+            f"number of the currency's minor units")
+    maker_fee = _fee(spec.get("maker_fee_bps", 0), f"{where}.maker_fee_bps")
+    taker_fee = _fee(spec.get("taker_fee_bps", 0), f"{where}.taker_fee_bps")
+    settlement_days = spec.get("settlement_days", 1)
+    if settlement_days not in (0, 1) or isinstance(settlement_days, bool):
+        raise MarketConfigError(f"{where}.settlement_days: 0 (same day) or 1 (T+1), "
+                                f"got {settlement_days!r}")
+    position_limit = spec.get("position_limit")
+    if position_limit is not None:
+        position_limit = _whole(position_limit, f"{where}.position_limit")
     return Instrument(
         symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
         min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
         vintage=vintage, contract_size=contract_size,
         unit=spec.get("unit", "lot" if kind != "spot" else "t"),
         underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
-        band_num=band_num, band_den=band_den,
+        band_num=band_num, band_den=band_den, tick_value=int(tick_value),
+        maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
+        position_limit=position_limit,
     )
+
+
+def _fee(value: Any, where: str) -> int:
+    """A fee in basis points (up to two decimals, 0 to 1,000) as millionths."""
+    bps = _exact(value, where)
+    rate = bps * 100
+    if not 0 <= bps <= 1000 or rate != rate.to_integral_value():
+        raise MarketConfigError(f"{where}: basis points from 0 to 1000 with at most two "
+                                f"decimals, got {bps}")
+    return int(rate)
 
 
 def parse_market(text: str, source: str = "<string>") -> Market:

@@ -20,14 +20,19 @@ from typing import Callable
 
 import msgspec
 
-from .commands import (STP_MODES, AmendOrder, CancelOrder, Deposit, EndOfDay,
-                       IssueAllowances, MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
+from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, CloseAccount,
+                       Deposit, EndOfDay, IssueAllowances, MassCancel, OpenAccount,
+                       PlaceOrder, ResumeAccount, SurrenderAllowances, SuspendAccount,
+                       TransferAllowances, Withdraw)
 from .units import is_decimal
 
 __all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format"]
 
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price",
-          "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts")
+          "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts",
+          "command_id", "kind", "to_account")
+# The last three extend the pinned keys: an idempotency key for any row, the kind of an
+# account for open_account, and the receiving account of a transfer.
 
 _TYPES = {"": "limit", "limit": "limit", "market": "market", "stop": "stop",
           "stop_limit": "stop_limit"}
@@ -39,7 +44,10 @@ _STPS = frozenset(STP_MODES)
 _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
-           "mass_cancel")
+           "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
+           "close_account")
+_ACCOUNT_STATUS = {"suspend_account": SuspendAccount, "resume_account": ResumeAccount,
+                   "close_account": CloseAccount}
 
 
 class OrderFileError(ValueError):
@@ -73,6 +81,9 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     stp: str | None = None
     expire_ts: int | str | None = None
     ts: int | str | None = None
+    command_id: str | None = None
+    kind: str | None = None
+    to_account: str | None = None
 
 
 _row_values = attrgetter(*FIELDS)
@@ -81,7 +92,7 @@ _ROW_DECODER = msgspec.json.Decoder(_Row)
 
 
 class _Reader:
-    """Turns one row's 15 values (all ``str``, '' = missing) into a command."""
+    """Turns one row's values (all ``str``, '' = missing; see FIELDS) into a command."""
 
     def __init__(self, default_stp: str | None) -> None:
         if default_stp is not None and default_stp not in _STPS:
@@ -111,8 +122,18 @@ class _Reader:
         raise _RowError(f"{name} {value!r} is not a number")
 
     def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
-                stop_price, display_qty, post_only, stp, expire_ts, ts):
+                stop_price, display_qty, post_only, stp, expire_ts, ts, command_id="",
+                kind="", to_account=""):
         """Return the command of one row, or raise ``_RowError``."""
+        command = self._command(action, order_id, account, instrument, side, type_, tif,
+                                price, qty, stop_price, display_qty, post_only, stp,
+                                expire_ts, ts, kind, to_account)
+        if command_id:
+            return msgspec.structs.replace(command, command_id=command_id)
+        return command
+
+    def _command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
+                 stop_price, display_qty, post_only, stp, expire_ts, ts, kind, to_account):
         if action == "new":
             if side != "buy" and side != "sell":
                 if not side:
@@ -176,6 +197,21 @@ class _Reader:
             cls = IssueAllowances if action == "issue" else SurrenderAllowances
             return cls(account=account, instrument=instrument, qty=quantity,
                        ts=self._int(ts, "ts"))
+        if action == "transfer":
+            quantity = self._int(qty, "qty")
+            if quantity is None:
+                raise _RowError("qty is required for transfer")
+            if not to_account:
+                raise _RowError("to_account is required for transfer")
+            return TransferAllowances(account=account, to_account=to_account,
+                                      instrument=instrument, qty=quantity,
+                                      ts=self._int(ts, "ts"))
+        if action == "open_account":
+            if kind and kind not in ACCOUNT_KINDS:
+                raise _RowError(f"unknown kind {kind!r} ({', '.join(ACCOUNT_KINDS)})")
+            return OpenAccount(account=account, kind=kind or "covered", ts=self._int(ts, "ts"))
+        if action in _ACCOUNT_STATUS:
+            return _ACCOUNT_STATUS[action](account=account, ts=self._int(ts, "ts"))
         if action == "mass_cancel":
             if side not in ("", "buy", "sell"):
                 raise _RowError(f"unknown side {side!r} (buy or sell)")
@@ -300,8 +336,11 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
                 raise _RowError(f"expected {width} fields, found {len(row)}")
             row.append("")
             (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
-             display_qty, post_only, stp, expire_ts, ts) = values = picks(row)
-            if action == "new":
+             display_qty, post_only, stp, expire_ts, ts, command_id, _,
+             _) = values = picks(row)
+            if command_id:
+                pass  # the precise reader below adds the idempotency key
+            elif action == "new":
                 if not (stop_price or display_qty or post_only or expire_ts):
                     order_type = types.get(type_)
                     time_in_force = tifs.get(tif)

@@ -32,6 +32,24 @@ UNKNOWN_ORDER = "unknown_order"
 NOT_OWNER = "not_owner"
 POST_ONLY_WOULD_TRADE = "post_only_would_trade"
 
+DUPLICATE_COMMAND = "duplicate_command"
+UNKNOWN_ACCOUNT = "unknown_account"
+ACCOUNT_EXISTS = "account_exists"
+ACCOUNT_NOT_EMPTY = "account_not_empty"
+RESERVED_ACCOUNT = "reserved_account"
+UNKNOWN_CURRENCY = "unknown_currency"
+INVALID_AMOUNT = "invalid_amount"
+NOT_ISSUABLE = "not_issuable"
+NOT_CLEARED = "not_cleared"
+
+# --- risk: the ledger refuses (checked before an order can trade) -----------------------
+INSUFFICIENT_CASH = "insufficient_cash"
+INSUFFICIENT_ALLOWANCES = "insufficient_allowances"
+POSITION_LIMIT = "position_limit"
+ACCOUNT_SUSPENDED = "account_suspended"
+ACCOUNT_CLOSED = "account_closed"
+STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing to hold at
+
 # --- outcome: why an accepted order's quantity was cancelled ---------------------------
 CANCELLED_BY_OWNER = "cancelled_by_owner"
 MASS_CANCEL = "mass_cancel"
@@ -49,11 +67,20 @@ VALIDATION = frozenset({
     INVALID_DISPLAY_QTY, POST_ONLY_NOT_ALLOWED, MISSING_EXPIRE_TS, EXPIRE_TS_NOT_ALLOWED,
     EXPIRE_TS_IN_PAST,
 })
-STATE = frozenset({DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE})
+STATE = frozenset({
+    DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE, DUPLICATE_COMMAND,
+    UNKNOWN_ACCOUNT, ACCOUNT_EXISTS, ACCOUNT_NOT_EMPTY, RESERVED_ACCOUNT, UNKNOWN_CURRENCY,
+    INVALID_AMOUNT, NOT_ISSUABLE, NOT_CLEARED,
+})
+RISK = frozenset({INSUFFICIENT_CASH, INSUFFICIENT_ALLOWANCES, POSITION_LIMIT,
+                  ACCOUNT_SUSPENDED, ACCOUNT_CLOSED, STOP_NEEDS_BAND})
 # post_only_would_trade is both: an amend that would make a post-only order trade is
 # rejected; a new post-only order that would trade is accepted, then cancelled.
 OUTCOME = frozenset({
     CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
     STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
+    INSUFFICIENT_CASH,
 })
-REJECT_REASONS = VALIDATION | STATE
+# insufficient_cash is an outcome too: a market buy with no band trades only while the
+# account's cash covers the next fill, and the rest is cancelled with it.
+REJECT_REASONS = VALIDATION | STATE | RISK

@@ -26,6 +26,10 @@ Scenario file format
                                           empty market
     --- xfail                             optional: the engine disagrees with DESIGN.md;
     why, with the DESIGN.md rule          the scenario is a strict xfail
+    --- ledger                            optional: run with the ledger on (accounts,
+    ann CNY 100.00 0.00 0.00              risk, settlement); the lines are every final
+    ann CEA25 10 0 0                      holding with a unit in it:
+                                          ACCOUNT ASSET AVAILABLE HELD LOCKED
 
 The ``orders`` block is the pinned order-file CSV (shared/DESIGN.md): a header naming
 the columns the scenario uses (missing keys take their defaults), then one command per
@@ -44,6 +48,11 @@ Event lines (``-`` for an absent id or price; prices as decimal strings on the t
     reference SYMBOL PRICE volume=QTY
     mass_cancel ACCOUNT SYMBOL|* SIDE|* count=N
     ledger_ignored ACTION ACCOUNT
+    opened ACCOUNT KIND                    status ACCOUNT STATUS
+    deposited ACCOUNT CURRENCY AMOUNT      withdrawn ACCOUNT CURRENCY AMOUNT
+    issued ACCOUNT SYMBOL QTY              surrendered ACCOUNT SYMBOL QTY
+    transferred ACCOUNT -> TO SYMBOL QTY   unlocked ACCOUNT ASSET QTY
+    settled TRADE_ID BUYER<-SELLER QTY for CASH fees=BUY_FEE/SELL_FEE   (cash as decimals)
 
 Book lines, per instrument in market order: bids best first, asks best first, then the
 untriggered stops in trigger priority (buys, then sells)::
@@ -74,13 +83,17 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
                       TradingDayEnded, Withdraw, default_market)
 from exchange import reasons
 from exchange.book import STOP_LIMIT
-from exchange.commands import ORDER_TYPES, STP_MODES, TIFS
+from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, CloseAccount,
+                               OpenAccount, ResumeAccount, SuspendAccount, TransferAllowances)
+from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
+                             AllowancesSurrendered, AllowancesTransferred, CashDeposited,
+                             CashWithdrawn, HoldingsUnlocked, TradeSettled)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.txt"))
-SECTIONS = ("market", "orders", "book", "xfail")
+SECTIONS = ("market", "orders", "book", "xfail", "ledger")
 
 
 # --- reading a scenario ------------------------------------------------------------------
@@ -102,6 +115,7 @@ class Scenario:
     steps: list[Step]
     book: list[str] | None
     xfail: str | None
+    holdings: list[str] | None = None  # with the ledger on: every final non-zero holding
 
     @property
     def name(self) -> str:
@@ -168,7 +182,7 @@ def load_scenario(path: Path) -> Scenario:
     market = "\n".join(raw for _, raw in sections["market"]) if "market" in sections else None
     xfail = plain("xfail")
     return Scenario(path, "\n".join(description), market, header, steps, plain("book"),
-                    " ".join(xfail) if xfail is not None else None)
+                    " ".join(xfail) if xfail is not None else None, plain("ledger"))
 
 
 # --- formatting events -------------------------------------------------------------------
@@ -208,6 +222,28 @@ def format_event(event, market: Market) -> str:
                 f"count={event.count}")
     if isinstance(event, LedgerCommandIgnored):
         return f"ledger_ignored {event.action} {event.account}"
+    cash = (lambda amount: f"{amount // 100}.{amount % 100:02d}")  # CNY fen as yuan
+    if isinstance(event, AccountOpened):
+        return f"opened {event.account} {event.kind}"
+    if isinstance(event, AccountStatusChanged):
+        return f"status {event.account} {event.status}"
+    if isinstance(event, CashDeposited):
+        return f"deposited {event.account} {event.currency} {cash(event.amount)}"
+    if isinstance(event, CashWithdrawn):
+        return f"withdrawn {event.account} {event.currency} {cash(event.amount)}"
+    if isinstance(event, AllowancesIssued):
+        return f"issued {event.account} {event.instrument} {event.qty}"
+    if isinstance(event, AllowancesSurrendered):
+        return f"surrendered {event.account} {event.instrument} {event.qty}"
+    if isinstance(event, AllowancesTransferred):
+        return (f"transferred {event.account} -> {event.to_account} {event.instrument} "
+                f"{event.qty}")
+    if isinstance(event, HoldingsUnlocked):
+        return f"unlocked {event.account} {event.asset} {event.qty}"
+    if isinstance(event, TradeSettled):
+        return (f"settled {event.trade_id} {event.buy_account}<-{event.sell_account} "
+                f"{event.qty} for {cash(event.cash)} "
+                f"fees={cash(event.buy_fee)}/{cash(event.sell_fee)}")
     raise AssertionError(f"no scenario line format for {type(event).__name__}: add one")
 
 
@@ -216,6 +252,9 @@ EVENT_KINDS = {
     OrderCancelled: "cancelled", OrderAmended: "amended", OrderExpired: "expired",
     OrderTriggered: "triggered", TradingDayEnded: "day_ended", ReferencePriceSet: "reference",
     MassCancelAccepted: "mass_cancel", LedgerCommandIgnored: "ledger_ignored",
+    AccountOpened: "opened", AccountStatusChanged: "status", CashDeposited: "deposited",
+    CashWithdrawn: "withdrawn", AllowancesIssued: "issued", AllowancesSurrendered: "surrendered",
+    AllowancesTransferred: "transferred", HoldingsUnlocked: "unlocked", TradeSettled: "settled",
 }
 
 
@@ -240,16 +279,23 @@ def book_lines(engine: Engine, market: Market) -> list[str]:
 RESULT_OF = {
     PlaceOrder: OrderAccepted, CancelOrder: OrderCancelled, AmendOrder: OrderAmended,
     MassCancel: MassCancelAccepted, EndOfDay: TradingDayEnded,
-    Deposit: LedgerCommandIgnored, Withdraw: LedgerCommandIgnored,
-    IssueAllowances: LedgerCommandIgnored, SurrenderAllowances: LedgerCommandIgnored,
+    **{command_type: LedgerCommandIgnored for command_type in ADMIN_COMMANDS},
+}
+RESULT_WITH_LEDGER = {
+    **RESULT_OF, Deposit: CashDeposited, Withdraw: CashWithdrawn,
+    IssueAllowances: AllowancesIssued, SurrenderAllowances: AllowancesSurrendered,
+    TransferAllowances: AllowancesTransferred, OpenAccount: AccountOpened,
+    SuspendAccount: AccountStatusChanged, ResumeAccount: AccountStatusChanged,
+    CloseAccount: AccountStatusChanged,
 }
 
 
 class Checker:
     """Cross-checks the fields the scenario lines do not show."""
 
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market, ledger: bool = False) -> None:
         self.market = market
+        self.result_of = RESULT_WITH_LEDGER if ledger else RESULT_OF
         self.orders: dict[str, tuple[str, str, str]] = {}  # id -> (account, instrument, side)
         self.seq = 0
         self.trade_id = 0
@@ -274,12 +320,12 @@ class Checker:
             assert len(events) == first + 1, f"{where}: events after a rejection"
             assert result.action == tag, f"{where}: rejected action {result.action!r}"
             assert result.reason in reasons.REJECT_REASONS, f"{where}: {result.reason!r}"
-            assert result.account == cmd.account, f"{where}: rejected account"
+            assert result.account == getattr(cmd, "account", None), f"{where}: rejected account"
             assert result.ts == cmd.ts, f"{where}: rejected ts"
             if isinstance(cmd, (PlaceOrder, CancelOrder, AmendOrder)):
                 assert result.order_id == cmd.order_id, f"{where}: rejected order_id"
         else:
-            assert isinstance(result, RESULT_OF[type(cmd)]), (
+            assert isinstance(result, self.result_of[type(cmd)]), (
                 f"{where}: result {type(result).__name__}")
         if isinstance(result, OrderAccepted):
             self._accepted(cmd, result, where)
@@ -324,8 +370,9 @@ class Checker:
 def run_scenario(scenario: Scenario, book=FastBook) -> tuple[list[str], list[str]]:
     """Run *scenario*; return (expected, actual) transcripts: rows with their events."""
     market = scenario.market()
-    engine = Engine(market, book=book)
-    checker = Checker(market)
+    ledger = scenario.holdings is not None
+    engine = Engine(market, book=book, ledger=ledger)
+    checker = Checker(market, ledger)
     expected: list[str] = []
     actual: list[str] = []
     for step, cmd in zip(scenario.steps, scenario.commands()):
@@ -339,7 +386,21 @@ def run_scenario(scenario: Scenario, book=FastBook) -> tuple[list[str], list[str
     if scenario.book is not None:
         expected += ["--- book"] + scenario.book
         actual += ["--- book"] + book_lines(engine, market)
+    if ledger:
+        expected += ["--- ledger"] + scenario.holdings
+        actual += ["--- ledger"] + holding_lines(engine, market)
     return expected, actual
+
+
+def holding_lines(engine: Engine, market: Market) -> list[str]:
+    currencies = {inst.currency for inst in market.instruments.values()}
+    lines = []
+    for account, asset, *buckets in engine.ledger.holdings():
+        if any(buckets):
+            text = [f"{b // 100}.{b % 100:02d}" if asset in currencies else str(b)
+                    for b in buckets]
+            lines.append(" ".join([account, asset, *text]))
+    return lines
 
 
 def _params():
@@ -380,7 +441,7 @@ def test_there_are_scenarios() -> None:
 
 def test_every_reject_reason_has_a_scenario() -> None:
     seen = {line.split()[3] for line in _expected_lines() if line.startswith("rejected ")}
-    missing = sorted((reasons.VALIDATION | reasons.STATE) - seen)
+    missing = sorted(reasons.REJECT_REASONS - seen)
     assert not missing, f"reject reasons with no scenario rejecting a command for them: {missing}"
 
 

@@ -1,0 +1,648 @@
+"""The ledger: accounts, holdings, pre-trade risk holds and settlement of every trade.
+
+Every account holds, per asset (a currency code such as ``CNY``, or an instrument
+symbol such as ``CEA25``), three integer buckets:
+
+  available - free to trade, withdraw, transfer or surrender;
+  held      - reserved for the account's open orders (buys hold cash, sells units);
+  locked    - bought today, sellable from the next trading day (T+1, per instrument).
+
+Cash is in the currency's minor units (fen); allowances in whole units.
+
+Invariants (``check``):
+
+- per asset, the sum of every account's three buckets equals the asset's supply:
+  deposits minus withdrawals for cash, issuance for allowances (surrendered units
+  stay, in the registry's account); trading only moves value between accounts;
+- no bucket is ever negative;
+- each open order has exactly one hold, equal to what the order still needs, and each
+  account's ``held`` is the sum of its orders' holds. A buy needs
+  ``price x open qty x tick value`` plus the larger of the maker and taker fee on that;
+  a sell needs its open quantity. A market buy (or a triggered stop) never rests, so
+  its hold is whatever the command's fills leave, released when it ends.
+
+Fees: each side pays ``floor(notional x rate)`` per fill (rate in millionths of the
+notional: 1 bp = 100), to the exchange's fee account ``@exchange``. Rounding down per
+fill keeps every fill's fee within the hold, since ``floor(a) + floor(b) <= floor(a+b)``.
+
+System accounts, named with a leading ``@`` so no participant can take the name:
+``@exchange`` (fees), ``@registry`` (surrendered allowances, which never trade again),
+``@clearing`` (the clearing house's account, used by derivatives). Commands naming
+them are rejected ``reserved_account``.
+
+Known limits: futures and options are not cleared yet (orders rejected
+``not_cleared``); a market buy with no price band walks the book to size itself, O(n).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from . import reasons
+from .book import MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
+from .commands import (CloseAccount, Deposit, IssueAllowances, OpenAccount, ResumeAccount,
+                       SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
+from .events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
+                     AllowancesSurrendered, AllowancesTransferred, CashDeposited,
+                     CashWithdrawn, HoldingsUnlocked, OrderCancelled, OrderExpired,
+                     TradeExecuted, TradeSettled)
+from .market import FEE_SCALE, MINOR_UNITS, Market
+from .units import Scale
+
+__all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
+
+FEES, REGISTRY, CLEARING = "@exchange", "@registry", "@clearing"
+SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
+OPEN, SUSPENDED, CLOSED = "open", "suspended", "closed"
+
+
+class Holding:
+    """One account's balance of one asset, in three buckets (see the module docstring)."""
+
+    __slots__ = ("available", "held", "locked", "pending_buy")
+
+    def __init__(self) -> None:
+        self.available = 0
+        self.held = 0
+        self.locked = 0
+        self.pending_buy = 0  # units the account's open buy orders still want
+
+    @property
+    def total(self) -> int:
+        return self.available + self.held + self.locked
+
+
+class Account:
+    """A participant or system account: its kind, status and holdings by asset."""
+
+    __slots__ = ("name", "kind", "status", "holdings")
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.status = OPEN
+        self.holdings: dict[str, Holding] = {}
+
+    def holding(self, asset: str) -> Holding:
+        holding = self.holdings.get(asset)
+        if holding is None:
+            holding = self.holdings[asset] = Holding()
+        return holding
+
+
+class _Hold:
+    """What one open order has reserved: ``amount`` of ``holding.held``.
+
+    ``other`` is the holding that receives the other leg of each fill (a buy's units, a
+    sell's cash). For buys ``price`` is the price the hold was sized at, ``unit`` the
+    tick value and ``fee`` the fee rate held for; ``qty`` is the open quantity.
+    ``rests``: the hold follows the order's open quantity (limit orders); otherwise the
+    order never rests and its hold just shrinks with each fill until it ends.
+    """
+
+    __slots__ = ("holding", "other", "amount", "is_buy", "price", "unit", "fee", "qty", "rests")
+
+    def __init__(self, holding, other, amount, is_buy, price, unit, fee, qty, rests) -> None:
+        self.holding = holding
+        self.other = other
+        self.amount = amount
+        self.is_buy = is_buy
+        self.price = price
+        self.unit = unit
+        self.fee = fee
+        self.qty = qty
+        self.rests = rests
+
+
+def cash_needed(price: int, qty: int, unit: int, fee: int) -> int:
+    """Return what a buy of *qty* at *price* may cost with fees, in minor units.
+
+    >>> cash_needed(6000, 100, 1, 150)    # 100 t at 60.00 CNY, fee 1.5 bp
+    600009
+    """
+    notional = price * qty * unit
+    return notional + notional * fee // FEE_SCALE
+
+
+class Ledger:
+    """Accounts and holdings of one market, kept by the engine's sequenced pipeline.
+
+    The engine calls ``reserve`` before an order is accepted, ``settle`` after each
+    command with the events it produced, ``amend`` before an amend acts and
+    ``end_of_day`` at ``eod``; ``apply`` runs the admin commands.
+    """
+
+    def __init__(self, market: Market, counters: Counters) -> None:
+        self._ctr = counters
+        self.instruments = dict(market.instruments)
+        self.currencies = sorted({inst.currency for inst in self.instruments.values()})
+        self._cash_scale = {c: Scale(_minor_step(c)) for c in self.currencies}
+        self.accounts: dict[str, Account] = {}
+        self.supply: dict[str, int] = {}  # asset -> units in existence
+        self._holds: dict[str, _Hold] = {}
+        self._locked: dict[tuple[str, str], Holding] = {}  # holdings with locked units
+        for name in SYSTEM_ACCOUNTS:
+            account = self.accounts[name] = Account(name, name[1:])
+            for currency in self.currencies:
+                account.holding(currency)
+        self._fees = {c: self.accounts[FEES].holding(c) for c in self.currencies}
+        self._admin = {
+            Deposit: self._deposit, Withdraw: self._withdraw, IssueAllowances: self._issue,
+            SurrenderAllowances: self._surrender, TransferAllowances: self._transfer,
+            OpenAccount: self._open, SuspendAccount: self._suspend,
+            ResumeAccount: self._resume, CloseAccount: self._close,
+        }
+
+    # --- queries -------------------------------------------------------------------------
+    def holding(self, account: str, asset: str) -> Holding | None:
+        acct = self.accounts.get(account)
+        return None if acct is None else acct.holdings.get(asset)
+
+    def holdings(self) -> list[tuple[str, str, int, int, int]]:
+        """Return ``(account, asset, available, held, locked)`` rows, sorted."""
+        return [(name, asset, h.available, h.held, h.locked)
+                for name in sorted(self.accounts)
+                for asset, h in sorted(self.accounts[name].holdings.items())]
+
+    def held_for(self, order_id: str) -> int | None:
+        """Return the amount held for an open order, or ``None``."""
+        hold = self._holds.get(order_id)
+        return None if hold is None else hold.amount
+
+    def hold_price(self, order_id: str) -> int:
+        """Return the price an open buy's hold was sized at."""
+        return self._holds[order_id].price
+
+    def format_cash(self, currency: str, amount: int) -> str:
+        return self._cash_scale[currency].format(amount)
+
+    # --- pre-trade risk ------------------------------------------------------------------
+    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, kind: int,
+                rests: bool, price: int, qty: int, stp: int, band, book) -> str | int | None:
+        """Hold what a new order needs before it is accepted.
+
+        Return ``None`` when held, a reject reason, or (a market buy with no band that
+        the account can afford only in part) the quantity it can afford, which is held.
+        """
+        acct = self.accounts.get(account)
+        if acct is None:
+            if account.startswith("@"):
+                return reasons.RESERVED_ACCOUNT
+            return reasons.INSUFFICIENT_CASH if is_buy else reasons.INSUFFICIENT_ALLOWANCES
+        if acct.status != OPEN:
+            return _status_reason(acct)
+        inst = self.instruments[symbol]
+        if inst.kind != "spot":
+            return reasons.NOT_CLEARED
+        # Holdings are looked up, not created, until the order is sure to be accepted:
+        # a rejection changes nothing.
+        holdings = acct.holdings
+        position = holdings.get(symbol) or _EMPTY
+        cash = holdings.get(inst.currency) or _EMPTY
+        if not is_buy:
+            if position.available < qty:
+                return reasons.INSUFFICIENT_ALLOWANCES
+            if cash is _EMPTY:
+                cash = acct.holding(inst.currency)
+            position.available -= qty
+            position.held += qty
+            self._holds[order_id] = _Hold(position, cash, qty, False, 0, 0, 0, qty, rests)
+            return None
+        if acct.kind == "financial" and inst.position_limit is not None:
+            if position.total + position.pending_buy + qty > inst.position_limit:
+                return reasons.POSITION_LIMIT
+        unit = inst.tick_value
+        fee = max(inst.maker_fee, inst.taker_fee)
+        result = None
+        if kind == MARKET or kind == STOP:
+            if band is not None:
+                price = band[1]
+            elif kind == STOP:
+                return reasons.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
+            else:
+                affordable, amount, cash_bound = _walk(book, account, stp, cash.available,
+                                                       qty, unit, fee)
+                if not affordable:
+                    # Nothing it could buy: refused if for want of cash; with an empty
+                    # book it is accepted and cancelled as any market order would be.
+                    return reasons.INSUFFICIENT_CASH if cash_bound else None
+                if cash_bound:
+                    result = qty = affordable
+                self._take(acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee,
+                           qty, False)
+                return result
+        amount = cash_needed(price, qty, unit, fee)
+        if cash.available < amount:
+            return reasons.INSUFFICIENT_CASH
+        self._take(acct, symbol, cash, position, order_id, amount, price, unit, fee, qty, rests)
+        return None
+
+    def _take(self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty,
+              rests) -> None:
+        if position is _EMPTY:
+            position = acct.holding(symbol)
+        cash.available -= amount
+        cash.held += amount
+        position.pending_buy += qty
+        self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, rests)
+
+    def amend(self, order_id: str, account: str, price: int, qty: int) -> str | None:
+        """Resize an open order's hold for a new price and open quantity, or refuse."""
+        acct = self.accounts[account]
+        if acct.status != OPEN:
+            return _status_reason(acct)
+        hold = self._holds[order_id]
+        if not hold.is_buy:
+            delta = qty - hold.amount
+            if delta > hold.holding.available:
+                return reasons.INSUFFICIENT_ALLOWANCES
+        else:
+            # A limit order's hold follows its price; a stop market buy keeps the price
+            # its hold was sized at (the band's top when it was placed).
+            hold_price = price if hold.rests else hold.price
+            delta = cash_needed(hold_price, qty, hold.unit, hold.fee) - hold.amount
+            if delta > hold.holding.available:
+                return reasons.INSUFFICIENT_CASH
+            position = hold.other
+            limit = self._limit(acct, order_id)
+            if limit is not None and qty > hold.qty and \
+                    position.total + position.pending_buy + qty - hold.qty > limit:
+                return reasons.POSITION_LIMIT
+            hold.price = hold_price
+            position.pending_buy += qty - hold.qty
+        hold.qty = qty
+        hold.amount += delta
+        hold.holding.available -= delta
+        hold.holding.held += delta
+        return None
+
+    def _limit(self, acct: Account, order_id: str) -> int | None:
+        if acct.kind != "financial":
+            return None
+        for symbol, holding in acct.holdings.items():
+            if holding is self._holds[order_id].other:
+                return self.instruments[symbol].position_limit
+        return None
+
+    # --- settlement ------------------------------------------------------------------------
+    def settle(self, out: list, start: int) -> None:
+        """Settle the trades and release the holds of the events ``out[start:]``.
+
+        Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
+        cancelled and expired orders give back what they held.
+        """
+        holds = self._holds
+        for index in range(start, len(out)):
+            event = out[index]
+            kind = type(event)
+            if kind is TradeExecuted:
+                self._settle_trade(event, out)
+            elif kind is OrderCancelled or kind is OrderExpired:
+                hold = holds.pop(event.order_id, None)
+                if hold is not None:
+                    _release(hold)
+
+    def _settle_trade(self, trade: TradeExecuted, out: list) -> None:
+        holds = self._holds
+        qty = trade.qty
+        inst = self.instruments[trade.instrument]
+        cash = trade.price * qty * inst.tick_value
+        if trade.aggressor == "buy":
+            buy_fee = cash * inst.taker_fee // FEE_SCALE
+            sell_fee = cash * inst.maker_fee // FEE_SCALE
+        else:
+            buy_fee = cash * inst.maker_fee // FEE_SCALE
+            sell_fee = cash * inst.taker_fee // FEE_SCALE
+        # Buyer: pay from the hold; the units arrive (locked until the next day under T+1).
+        buy = holds[trade.buy_order_id]
+        paid = cash + buy_fee
+        buy.amount -= paid
+        buy.holding.held -= paid
+        buy.qty -= qty
+        position = buy.other
+        position.pending_buy -= qty
+        if inst.settlement_days:
+            if not position.locked:
+                self._locked[(trade.buy_account, trade.instrument)] = position
+            position.locked += qty
+        else:
+            position.available += qty
+        leaves = trade.buy_leaves_qty
+        if not leaves:
+            del holds[trade.buy_order_id]
+            _release(buy)
+        elif buy.rests:
+            excess = buy.amount - cash_needed(buy.price, leaves, buy.unit, buy.fee)
+            buy.amount -= excess
+            buy.holding.held -= excess
+            buy.holding.available += excess
+        # Seller: deliver the held units; the cash arrives less the fee.
+        sell = holds[trade.sell_order_id]
+        sell.amount -= qty
+        sell.holding.held -= qty
+        sell.qty -= qty
+        sell.other.available += cash - sell_fee
+        if not trade.sell_leaves_qty:
+            del holds[trade.sell_order_id]
+            _release(sell)
+        if buy_fee or sell_fee:
+            self._fees[inst.currency].available += buy_fee + sell_fee
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(TradeSettled(
+            seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
+            buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
+            cash=cash, buy_fee=buy_fee, sell_fee=sell_fee, currency=inst.currency))
+
+    def end_of_day(self, out: list) -> None:
+        """Release the T+1 locks: units bought today become available."""
+        ctr = self._ctr
+        for key in sorted(self._locked):
+            holding = self._locked[key]
+            qty = holding.locked
+            holding.available += qty
+            holding.locked = 0
+            ctr.seq += 1
+            out.append(HoldingsUnlocked(seq=ctr.seq, account=key[0], asset=key[1], qty=qty))
+        self._locked.clear()
+
+    # --- admin commands --------------------------------------------------------------------
+    def apply(self, command, out: list) -> str | None:
+        """Run an admin command, appending its events; return a reject reason or ``None``."""
+        return self._admin[type(command)](command, out)
+
+    def _event(self, cls, out: list, **fields) -> None:
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(cls(seq=ctr.seq, **fields))
+
+    def _usable(self, name: str, create: bool, out: list | None = None):
+        """Return the open (or suspended) account *name*, or a reject reason.
+
+        With *create*, an unknown participant account comes into being (``covered``)."""
+        if not name:
+            return reasons.MISSING_FIELD
+        if name.startswith("@"):
+            return reasons.RESERVED_ACCOUNT
+        acct = self.accounts.get(name)
+        if acct is None:
+            if not create:
+                return reasons.UNKNOWN_ACCOUNT
+            return None
+        if acct.status == CLOSED:
+            return reasons.ACCOUNT_CLOSED
+        return acct
+
+    def _opened(self, name: str, out: list) -> Account:
+        """Return account *name*, opening it (an ``AccountOpened`` event) if new."""
+        acct = self.accounts.get(name)
+        if acct is None:
+            acct = self.accounts[name] = Account(name, "covered")
+            self._event(AccountOpened, out, account=name, kind="covered")
+        return acct
+
+    def _amount(self, currency: str, text: str):
+        if currency not in self._cash_scale:
+            return reasons.UNKNOWN_CURRENCY
+        try:
+            amount = self._cash_scale[currency].to_units(text)
+        except ValueError:
+            return reasons.INVALID_AMOUNT
+        if amount is None or amount <= 0 or amount >= 1 << 62:
+            return reasons.INVALID_AMOUNT
+        return amount
+
+    def _units(self, symbol: str, qty: int):
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            return reasons.UNKNOWN_INSTRUMENT
+        if inst.kind != "spot":
+            return reasons.NOT_ISSUABLE
+        if qty <= 0 or qty >= 1 << 62:
+            return reasons.INVALID_QUANTITY
+        return inst
+
+    def _deposit(self, cmd: Deposit, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=True)
+        amount = self._amount(cmd.currency, cmd.amount)
+        for problem in (acct, amount):
+            if type(problem) is str:
+                return problem
+        self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency,
+                    amount=amount)
+        self._opened(cmd.account, out).holding(cmd.currency).available += amount
+        self.supply[cmd.currency] = self.supply.get(cmd.currency, 0) + amount
+        return None
+
+    def _withdraw(self, cmd: Withdraw, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        amount = self._amount(cmd.currency, cmd.amount)
+        for problem in (acct, amount):
+            if type(problem) is str:
+                return problem
+        holding = acct.holdings.get(cmd.currency)
+        if holding is None or holding.available < amount:
+            return reasons.INSUFFICIENT_CASH
+        holding.available -= amount
+        self.supply[cmd.currency] -= amount
+        self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency,
+                    amount=amount)
+        return None
+
+    def _issue(self, cmd: IssueAllowances, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=True)
+        inst = self._units(cmd.instrument, cmd.qty)
+        for problem in (acct, inst):
+            if type(problem) is str:
+                return problem
+        self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
+                    qty=cmd.qty)
+        self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
+        self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + cmd.qty
+        return None
+
+    def _surrender(self, cmd: SurrenderAllowances, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        inst = self._units(cmd.instrument, cmd.qty)
+        for problem in (acct, inst):
+            if type(problem) is str:
+                return problem
+        holding = acct.holdings.get(cmd.instrument)
+        if holding is None or holding.available < cmd.qty:
+            return reasons.INSUFFICIENT_ALLOWANCES
+        holding.available -= cmd.qty
+        self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
+        self._event(AllowancesSurrendered, out, account=cmd.account,
+                    instrument=cmd.instrument, qty=cmd.qty)
+        return None
+
+    def _transfer(self, cmd: TransferAllowances, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        target = self._usable(cmd.to_account, create=True)
+        inst = self._units(cmd.instrument, cmd.qty)
+        for problem in (acct, target, inst):
+            if type(problem) is str:
+                return problem
+        if acct.status != OPEN:
+            return _status_reason(acct)
+        holding = acct.holdings.get(cmd.instrument)
+        if holding is None or holding.available < cmd.qty:
+            return reasons.INSUFFICIENT_ALLOWANCES
+        holding.available -= cmd.qty
+        self._event(AllowancesTransferred, out, account=cmd.account,
+                    to_account=cmd.to_account, instrument=cmd.instrument, qty=cmd.qty)
+        self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
+        return None
+
+    def _open(self, cmd: OpenAccount, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=True)
+        if type(acct) is str:
+            return acct
+        if acct is not None:
+            return reasons.ACCOUNT_EXISTS
+        self.accounts[cmd.account] = Account(cmd.account, cmd.kind)
+        self._event(AccountOpened, out, account=cmd.account, kind=cmd.kind)
+        return None
+
+    def _set_status(self, cmd, status: str, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        if type(acct) is str:
+            return acct
+        acct.status = status
+        self._event(AccountStatusChanged, out, account=cmd.account, status=status)
+        return None
+
+    def _suspend(self, cmd: SuspendAccount, out: list) -> str | None:
+        return self._set_status(cmd, SUSPENDED, out)
+
+    def _resume(self, cmd: ResumeAccount, out: list) -> str | None:
+        return self._set_status(cmd, OPEN, out)
+
+    def _close(self, cmd: CloseAccount, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        if type(acct) is str:
+            return acct
+        if any(h.total for h in acct.holdings.values()):
+            return reasons.ACCOUNT_NOT_EMPTY
+        return self._set_status(cmd, CLOSED, out)
+
+    # --- verification ----------------------------------------------------------------------
+    def snapshot(self) -> list:
+        """Return the ledger's state as plain data, deterministic in order."""
+        accounts = [[name, a.kind, a.status,
+                     [[asset, h.available, h.held, h.locked, h.pending_buy]
+                      for asset, h in sorted(a.holdings.items())]]
+                    for name, a in sorted(self.accounts.items())]
+        holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
+                 for oid, h in sorted(self._holds.items())]
+        return [accounts, sorted(self.supply.items()), holds]
+
+    def check(self, live: Iterable) -> None:
+        """Raise ``AssertionError`` if a ledger invariant is broken.
+
+        *live* are the engine's open orders (resting, or untriggered stops).
+        """
+        totals: dict[str, int] = {}
+        held: dict[int, int] = {}
+        for name, acct in self.accounts.items():
+            for asset, h in acct.holdings.items():
+                assert h.available >= 0 and h.held >= 0 and h.locked >= 0, (name, asset)
+                assert h.pending_buy >= 0, (name, asset, "pending_buy")
+                totals[asset] = totals.get(asset, 0) + h.total
+        for asset in set(totals) | set(self.supply):
+            assert totals.get(asset, 0) == self.supply.get(asset, 0), f"{asset} not conserved"
+        live = list(live)
+        assert {o.order_id for o in live} == set(self._holds), "holds differ from open orders"
+        pending: dict[int, int] = {}
+        for order in live:
+            hold = self._holds[order.order_id]
+            if hold.is_buy:
+                price = order.price if order.kind != STOP else hold.price
+                assert hold.amount == cash_needed(price, order.qty, hold.unit, hold.fee), \
+                    f"hold of {order.order_id} differs from its need"
+                assert hold.qty == order.qty
+                pending[id(hold.other)] = pending.get(id(hold.other), 0) + order.qty
+            else:
+                assert hold.amount == order.qty, f"hold of {order.order_id} differs from its need"
+            held[id(hold.holding)] = held.get(id(hold.holding), 0) + hold.amount
+        for acct in self.accounts.values():
+            for asset, h in acct.holdings.items():
+                assert h.held == held.get(id(h), 0), f"{acct.name} {asset}: held is not its holds"
+                assert h.pending_buy == pending.get(id(h), 0), f"{acct.name} {asset}: pending"
+        for key, h in self._locked.items():
+            assert h.locked > 0, key
+        assert sum(1 for a in self.accounts.values() for h in a.holdings.values()
+                   if h.locked) == len(self._locked), "locked index"
+
+
+class _Empty:
+    """Stands for a holding an account does not have: nothing available."""
+
+    available = total = pending_buy = 0
+
+
+_EMPTY = _Empty()
+
+
+def _release(hold: _Hold) -> None:
+    """Give back whatever an ended order still holds."""
+    amount = hold.amount
+    holding = hold.holding
+    holding.held -= amount
+    holding.available += amount
+    hold.amount = 0
+    if hold.is_buy:
+        hold.other.pending_buy -= hold.qty
+        hold.qty = 0
+
+
+def _status_reason(acct: Account) -> str:
+    return reasons.ACCOUNT_CLOSED if acct.status == CLOSED else reasons.ACCOUNT_SUSPENDED
+
+
+def _minor_step(currency: str) -> str:
+    digits = MINOR_UNITS.get(currency, 2)
+    return "1" if digits == 0 else "0." + "0" * (digits - 1) + "1"
+
+
+def _walk(book, account: str, stp: int, cash: int, qty: int, unit: int, fee: int):
+    """Size a market buy with no price band by walking the asks in priority order.
+
+    Return ``(units affordable, their cost with fees, whether cash was the limit)``.
+    Own orders that self-trade prevention would cancel are skipped; one that would stop
+    the order ends the walk. Fees are counted per price level, rounded down, which is
+    never less than the sum of the per-fill fees.
+    """
+    bought = cost = seen = 0
+    levels: list[list[int]] = []  # [price, units] in price order
+    for resting in book.orders(False):
+        if resting.account == account and stp != STP_NONE:
+            if stp == STP_RESTING:
+                continue
+            break
+        if not levels or levels[-1][0] != resting.price:
+            levels.append([resting.price, 0])
+        levels[-1][1] += resting.qty
+        seen += resting.qty
+        if seen >= qty:
+            break
+    for price, available in levels:
+        want = min(available, qty - bought)
+        spend = cash - cost
+        take = _affordable(spend, price * unit, fee, want)
+        cost += cash_needed(price, take, unit, fee)
+        bought += take
+        if take < want:
+            return bought, cost, True
+        if bought == qty:
+            break
+    return bought, cost, False
+
+
+def _affordable(cash: int, unit_cost: int, fee: int, most: int) -> int:
+    """Return the largest q <= *most* with cash_needed for q units within *cash*."""
+    if cash <= 0:
+        return 0
+    q = min(most, cash * FEE_SCALE // (unit_cost * (FEE_SCALE + fee)) + 1)
+    while q > 0 and unit_cost * q + unit_cost * q * fee // FEE_SCALE > cash:
+        q -= 1
+    return q
