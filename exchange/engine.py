@@ -171,7 +171,14 @@ class Engine:
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
         self._handlers[type(command)](command, out)
-        self.ledger.settle(out, start)
+        # Profiled: most commands give one event that moves nothing (an order that
+        # rests, a rejection), so settlement looks only where there is more.
+        if len(out) - start > 1:
+            self.ledger.settle(out, start)
+        else:
+            result = out[start]
+            if type(result) is OrderCancelled:
+                self.ledger.release(result.order_id)
 
     def _duplicate(self, command, out: list) -> bool:
         """Reject a command whose (account, command_id) was seen before; else remember it."""
@@ -288,8 +295,8 @@ class Engine:
         # the account can pay for; the rest is cancelled once it has traded.
         affordable = None
         if self.ledger is not None:
-            rests = (kind == LIMIT or kind == STOP_LIMIT) and tif < IOC
-            held = self.ledger.reserve(order_id, account, symbol, is_buy, kind, rests, price,
+            priced = kind == LIMIT or kind == STOP_LIMIT
+            held = self.ledger.reserve(order_id, account, symbol, is_buy, kind, priced, price,
                                        qty, STP_CODES[stp_name], spec.band, spec.book)
             if held is not None:
                 if type(held) is str:

@@ -103,6 +103,7 @@ class Market:
 
     instruments: dict[str, Instrument]
     source: str = "<default>"
+    text: str = field(default="", repr=False)  # the TOML it was read from (for journals)
 
     def __getitem__(self, symbol: str) -> Instrument:
         return self.instruments[symbol]
@@ -241,7 +242,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if inst.underlying is not None and inst.underlying not in instruments:
             raise MarketConfigError(
                 f"{source}: instrument {inst.symbol!r}: underlying {inst.underlying!r} is not in the market")
-    return Market(instruments=instruments, source=source)
+    return Market(instruments=instruments, source=source, text=text)
 
 
 def load_market(path: str | Path | None = None) -> Market:

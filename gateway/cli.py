@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from exchange.commands import STP_MODES
+from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
 
@@ -50,7 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--events", metavar="OUT.ndjson", help="write every event as NDJSON")
     replay.add_argument("--json", action="store_true",
                         help="print one JSON summary object on stdout")
+    replay.add_argument("--journal", metavar="DIR",
+                        help="with --ledger: journal every input command in DIR (a new or "
+                             "empty directory), group-committed with fsync, with snapshots; "
+                             "'carbonx holdings DIR' recovers from it")
+    replay.add_argument("--holdings", metavar="OUT.csv",
+                        help="with --ledger: write the final holdings as CSV "
+                             "(account,asset,available,held,locked)")
     replay.set_defaults(run=_cmd_replay)
+
+    holdings = sub.add_parser(
+        "holdings", help="recover the state from a journal directory and show holdings",
+        description=(
+            "Recover the exchange's state from a journal directory (latest snapshot, then "
+            "the journaled commands after it; a torn last frame is ignored) and print each "
+            "account's holdings. --json prints {\"seq\": N, \"holdings\": [...], "
+            "\"positions\": [...]}, N being the number of input commands recovered."))
+    holdings.add_argument("directory", metavar="DIR", help="the journal directory")
+    holdings.add_argument("--json", action="store_true", help="print one JSON object")
+    holdings.set_defaults(run=_cmd_holdings)
 
     from . import genorders
     gen = sub.add_parser("gen-orders", help="write a seeded order file",
@@ -62,16 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .progress import ProgressBar
-    from .replay import run_replay, write_events, write_fills
+    from .replay import run_replay, write_events, write_fills, write_holdings
 
-    if args.ledger:
-        raise UsageError("--ledger: the ledger (accounts, risk, settlement) is not built yet; "
-                         "replay without --ledger runs matching only")
+    for option in ("journal", "holdings"):
+        if getattr(args, option) and not args.ledger:
+            raise UsageError(f"--{option} needs --ledger (there are no holdings to keep "
+                             f"without accounts)")
     market = load_market(args.market)
     progress = ProgressBar.for_terminal()
     result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
-                        keep_events=bool(args.fills or args.events), progress=progress)
+                        keep_events=bool(args.fills or args.events), progress=progress,
+                        ledger=args.ledger, journal=args.journal)
     try:
+        if args.holdings:
+            write_holdings(args.holdings, result.engine)
         if args.fills:
             write_fills(args.fills, result.events or [], market)
         if args.events:
@@ -95,12 +118,41 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_holdings(args: argparse.Namespace) -> int:
+    from exchange.journal import recover
+
+    from .replay import holding_rows
+
+    recovered = recover(args.directory)
+    rows = holding_rows(recovered.engine)
+    if recovered.torn_bytes:
+        print(f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
+              f"bytes) in {recovered.segment}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"seq": recovered.seq, "holdings": rows, "positions": []}))
+        return EXIT_OK
+    print(f"recovered {recovered.seq:,} commands from {args.directory}"
+          f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)")
+    if recovered.engine.ledger is None:
+        print("  (journal of a matching-only replay: no accounts)")
+        return EXIT_OK
+    widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in
+              ("account", "asset", "available", "held", "locked")]
+    header = ("account", "asset", "available", "held", "locked")
+    print("  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w)
+                          for i, (h, w) in enumerate(zip(header, widths))))
+    for r in rows:
+        print("  " + "  ".join(str(r[h]).ljust(w) if i < 2 else str(r[h]).rjust(w)
+                              for i, (h, w) in enumerate(zip(header, widths))))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, OrderFileError, MarketConfigError) as exc:
+    except (UsageError, OrderFileError, MarketConfigError, JournalError) as exc:
         print(f"carbonx {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

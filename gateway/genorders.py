@@ -3,7 +3,9 @@
 Profile ``mixed`` (the default): about 70% limit orders resting near the mid, 20%
 cancels of live orders, 10% marketable orders (limits through the touch, some ioc).
 The generator runs the engine alongside, so every cancel names an order that is live
-at that moment. Same arguments and seed, same file, byte for byte.
+at that moment. With ``fund``, the file starts with a ``deposit`` and an ``issue`` row
+per account, enough that no order of the file is refused for want of cash or
+allowances (for ``replay --ledger``). Same arguments and seed, same file, byte for byte.
 """
 from __future__ import annotations
 
@@ -23,21 +25,40 @@ DESCRIPTION = (
     "orders. Same seed, same file, byte for byte.")
 
 HEADER = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty")
+FUND_CASH = "1000000000.00"  # a billion CNY an account: more than any generated file buys
+FUND_UNITS = "10000000"      # ten million units of each instrument an account
+
+
+def read_row(row: tuple):
+    """Return the command of one generated row, read as a replay would read it."""
+    from exchange.orderfile import parse_order_text
+    text = ",".join(HEADER) + "\n" + ",".join(row) + "\n"
+    return parse_order_text(text.encode())[0]
 
 
 def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...] = ("CEA25",),
                    accounts: int = 50, mid_ticks: int = 6000, depth_ticks: int = 20,
-                   cancel_share: float = 0.20, marketable_share: float = 0.10) -> list[tuple]:
+                   cancel_share: float = 0.20, marketable_share: float = 0.10,
+                   fund: bool = False) -> list[tuple]:
     """Return *messages* rows (tuples in ``HEADER`` order) of the mixed profile.
 
     Prices are in ticks of 0.01 around ``mid_ticks``; the mid walks one tick at a time.
+    With *fund*, the first rows fund every account (they count among *messages*).
     """
     rng = random.Random(seed)
-    engine = Engine(default_market())
+    engine = Engine(default_market(), ledger=fund)
     mids = {sym: mid_ticks for sym in instruments}
     live: list[tuple[str, str]] = []  # (order_id, account), possibly stale; checked below
     rows: list[tuple] = []
     names = [f"acc{i:03d}" for i in range(accounts)]
+    if fund:
+        for name in names:
+            rows.append(("deposit", "", name, "CNY", "", "", "", "", FUND_CASH))
+            rows.extend(("issue", "", name, symbol, "", "", "", "", FUND_UNITS)
+                        for symbol in instruments)
+        del rows[messages:]
+        for row in rows:
+            engine.submit(read_row(row), [])
     serial = 0
     while len(rows) < messages:
         draw = rng.random()
@@ -109,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated instruments of the default market (default CEA25)")
     parser.add_argument("--accounts", type=int, default=50, metavar="N",
                         help="number of accounts (default 50)")
+    parser.add_argument("--fund", action="store_true",
+                        help="start with a deposit and an issue row per account, enough for "
+                             "every order (for replay --ledger)")
     parser.add_argument("--format", choices=("csv", "ndjson"), default="csv")
     parser.add_argument("--out", metavar="FILE", default="-", help="output file (default stdout)")
 
@@ -125,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown instrument(s) {', '.join(unknown) or '(none given)'}; "
                          f"known: {', '.join(market.instruments)}")
     rows = generate_mixed(args.messages, seed=args.seed, instruments=instruments,
-                          accounts=args.accounts)
+                          accounts=args.accounts, fund=args.fund)
     try:
         write_rows(args.out, rows, args.format)
     except OSError as exc:

@@ -316,13 +316,6 @@ def test_rule_breaking_rows_are_rejected(capsys, write_file):
 
 # --- options: --ledger, --market ----------------------------------------------------------
 
-def test_ledger_refused(run_carbonx, write_file):
-    path = write_file("o.csv", HEADER + GOOD)
-    proc = run_carbonx("replay", path, "--ledger")
-    message = assert_bad_input(proc, "--ledger")
-    assert "not built" in message or "not supported" in message or "not available" in message
-
-
 def test_market_bad_toml(run_carbonx, write_file):
     orders = write_file("o.csv", HEADER + GOOD)
     market = write_file("m.toml", "[instruments.X\ntick = '0.01'\n")
