@@ -10,9 +10,11 @@ Stages, each measured in its own fresh process (``sys.executable``):
                 (engine with stp ``none`` = plain matcher, trade for trade) and the
                 ``NaiveBook`` reference on a prefix;
 3. end to end - ``carbonx replay FILE --json``, a fresh process per run;
-4. memory     - bytes per resting order with N orders resting, engine and plain matcher,
+4. ledger     - ``carbonx replay`` of a funded file matching only, with ``--ledger`` and
+                with ``--ledger --journal`` (benchmarks/ledger.py): ratios to matching;
+5. memory     - bytes per resting order with N orders resting, engine and plain matcher,
                 by tracemalloc and by RSS delta, each in its own process;
-5. hotspots   - when the end-to-end target is missed (full runs), a cProfile summary.
+6. hotspots   - when the end-to-end target is missed (full runs), a cProfile summary.
 
 Prints a table and writes the JSON result: ``latest.json`` for a full run, ``quick.json``
 for ``--quick``, in ``--out`` (default benchmarks/results/). A broken check (engine and
@@ -32,7 +34,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import data, endtoend
+from . import data, endtoend, ledger
 from .stats import parse_worker_output
 
 ROOT = Path(__file__).resolve().parent
@@ -41,6 +43,8 @@ RESULTS_DIR = ROOT / "results"
 
 TARGET_RATIO = 0.5             # engine msgs/s over plain msgs/s, at least
 TARGET_END_TO_END = 300_000    # carbonx replay msgs_per_s, above
+TARGET_LEDGER = 0.6            # replay --ledger over matching only, at least
+TARGET_JOURNAL = 0.5           # replay --ledger --journal over matching only, at least
 SCHEMA = 1
 
 FULL = {"messages": 1_000_000, "memory_orders": 1_000_000, "naive_prefix": 20_000, "repeat": 5}
@@ -175,11 +179,13 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {**settings, "seed": seed},
         "targets": {"engine_over_plain_at_least": TARGET_RATIO,
-                    "end_to_end_msgs_per_s_above": TARGET_END_TO_END},
+                    "end_to_end_msgs_per_s_above": TARGET_END_TO_END,
+                    "ledger_over_matching_at_least": TARGET_LEDGER,
+                    "journal_over_matching_at_least": TARGET_JOURNAL},
         "machine": machine_info(), "load_start": _load(),
     }
 
-    _say(f"[1/5] data: mixed profile, {settings['messages']:,} messages, seed {seed}")
+    _say(f"[1/6] data: mixed profile, {settings['messages']:,} messages, seed {seed}")
     facts = data.mixed_file(settings["messages"], seed=seed, data_dir=data_dir)
     path = facts["path"]
     try:
@@ -188,7 +194,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         shown = path
     result["data"] = {**facts, "path": shown}
 
-    _say(f"[2/5] throughput: engine vs plain matcher, {settings['repeat']} rounds, one process")
+    _say(f"[2/6] throughput: engine vs plain matcher, {settings['repeat']} rounds, one process")
     try:
         throughput = _worker("throughput", path, "--repeat", str(settings["repeat"]),
                              "--naive-prefix", str(settings["naive_prefix"]))
@@ -201,7 +207,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["agreement"] = throughput.pop("agreement") if throughput else None
     result["naive"] = throughput.pop("naive") if throughput else None
 
-    _say(f"[3/5] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
+    _say(f"[3/6] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
     try:
         e2e = endtoend.measure(path, repeat=settings["repeat"])
         failures += e2e.pop("failures")
@@ -216,8 +222,20 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         failures.append(f"end to end failed: {exc}")
     result["end_to_end"] = e2e
 
+    _say(f"[4/6] ledger: replay matching only, --ledger, --ledger --journal; "
+         f"{settings['repeat']} rounds of fresh processes")
+    try:
+        funded = data.mixed_file(settings["messages"], seed=seed, data_dir=data_dir, fund=True)
+        ledger_result = ledger.measure(funded["path"], repeat=settings["repeat"])
+        failures += ledger_result.pop("failures")
+        ledger_result["file"] = Path(funded["path"]).name
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        ledger_result = None
+        failures.append(f"ledger stage failed: {exc}")
+    result["ledger"] = ledger_result
+
     orders = settings["memory_orders"]
-    _say(f"[4/5] memory: {orders:,} resting orders, engine and plain, tracemalloc and RSS")
+    _say(f"[5/6] memory: {orders:,} resting orders, engine and plain, tracemalloc and RSS")
     memory: dict = {"orders": orders}
     for contender in ("engine", "plain"):
         memory[contender] = {}
@@ -235,14 +253,14 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
 
     missed = e2e is not None and e2e["msgs_per_s"]["median"] <= TARGET_END_TO_END
     if profile == "always" or (profile == "auto" and missed and not quick):
-        _say("[5/5] hotspots: cProfile of run_replay (end-to-end target missed)")
+        _say("[6/6] hotspots: cProfile of run_replay (end-to-end target missed)")
         try:
             result["hotspots"] = _worker("hotspots", path, "--json")
         except (RuntimeError, ValueError) as exc:
             result["hotspots"] = None
             failures.append(f"hotspots worker failed: {exc}")
     else:
-        _say("[5/5] hotspots: skipped")
+        _say("[6/6] hotspots: skipped")
         result["hotspots"] = None
 
     result["verdict"] = _verdict(result)
@@ -272,6 +290,12 @@ def _verdict(result: dict) -> dict:
                 verdict[f"{contender}_bytes_per_order_{method}"] = run["bytes_per_order"]
     if result["agreement"]:
         verdict["agreement"] = result["agreement"]["ok"]
+    led = result.get("ledger")
+    if led:
+        verdict["ledger_over_matching"] = led["ratios"]["ledger_over_matching"]["median"]
+        verdict["journal_over_matching"] = led["ratios"]["journal_over_matching"]["median"]
+        verdict["ledger_target_met"] = verdict["ledger_over_matching"] >= TARGET_LEDGER
+        verdict["journal_target_met"] = verdict["journal_over_matching"] >= TARGET_JOURNAL
     return verdict
 
 
@@ -342,6 +366,28 @@ def render(result: dict) -> str:
             f"  same result as the in-process engine: "
             f"{'yes' if e.get('matches_in_process_engine') else 'NO'}",
         ]
+    led = result.get("ledger")
+    if led:
+        r = led["ratios"]
+        lines += ["", f"Ledger and journal: carbonx replay of {led['file']} "
+                      f"({led['messages']:,} messages, funded first), fresh processes",
+                  f"  {'mode':<50}{'msgs/s  [min .. max]':>34}{'engine msgs/s':>16}"]
+        for mode, label in (("matching", "matching only"), ("ledger", "--ledger"),
+                            ("journal", "--ledger --journal (group commit + fsync)")):
+            m = led["modes"][mode]
+            lines.append(f"  {label:<50}{_range(m['msgs_per_s']):>34}"
+                         f"{_n(m['engine_msgs_per_s']['median']):>16}")
+        for key, label, target in (("ledger_over_matching", "ledger / matching", TARGET_LEDGER),
+                                   ("journal_over_matching", "journal / matching", TARGET_JOURNAL)):
+            met = r[key]["median"] >= target
+            lines.append(f"  {label + ', per round':<50}{_range(r[key], '{:.3f}'):>34}"
+                         f"   target >= {target}: {'met' if met else 'MISSED'}"
+                         f"   (engine alone {r[key + '_engine']['median']:.3f})")
+        if led.get("recovery"):
+            rec = led["recovery"]
+            lines.append(f"  carbonx holdings recovered {rec['seq']:,} commands from "
+                         f"{rec['journal_bytes'] / 1e6:,.1f} MB of journal in {rec['wall_s']} s "
+                         f"(snapshots: {', '.join(rec['snapshots']) or 'none'})")
     mem = result["memory"]
     lines += ["", f"Memory: {mem['orders']:,} resting orders "
                   f"({len(mem.get('instruments') or ())} instruments, "

@@ -34,19 +34,21 @@ def _generator_hash() -> str:
     return hashlib.sha256(Path(genorders.__file__).read_bytes()).hexdigest()[:16]
 
 
-def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = None) -> dict:
+def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = None,
+               fund: bool = False) -> dict:
     """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
 
     The profile is ``gateway.genorders.generate_mixed``: about 70% limit orders near the
     mid, 20% cancels of live orders, 10% marketable orders. The result holds ``path``,
     ``messages``, ``seed``, ``bytes``, ``sha256``, ``generator``, ``cached`` and
-    ``generated_s`` (0 when the cached file was reused).
+    ``generated_s`` (0 when the cached file was reused). With *fund*, the file starts
+    with a deposit and an issue row per account, for ``replay --ledger``.
     """
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"mixed-{messages}-seed{seed}.csv"
+    path = folder / f"{'funded' if fund else 'mixed'}-{messages}-seed{seed}.csv"
     meta_path = path.with_suffix(".json")
-    wanted = {"profile": "mixed", "messages": messages, "seed": seed,
+    wanted = {"profile": "mixed", "messages": messages, "seed": seed, "funded": fund,
               "generator": _generator_hash()}
     try:
         meta = json.loads(meta_path.read_text())
@@ -57,7 +59,7 @@ def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = No
         pass
 
     started = time.perf_counter()
-    rows = genorders.generate_mixed(messages, seed=seed)
+    rows = genorders.generate_mixed(messages, seed=seed, fund=fund)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     genorders.write_rows(tmp, rows, "csv")
     del rows

@@ -33,12 +33,16 @@ TIFS = ("gtc", "day", "ioc", "fok", "gtd")
 STP_MODES = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False):
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False,
+              omit_defaults=True):
     """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock.
 
     ``command_id``, when given, makes a command idempotent: the engine applies the
     first command with a given (account, command_id) and rejects any later one as
     ``duplicate_command`` (a bot resending after a reconnect).
+
+    ``omit_defaults``: encoded commands (journal frames, wire messages) leave out fields
+    at their defaults, which decode back to the same defaults.
     """
 
     ts: int | None = None

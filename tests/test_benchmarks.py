@@ -83,7 +83,23 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
             run = result["memory"][contender][method]
             assert run["resting"] == 3000 and run["bytes_per_order"] > 0
     assert {"plain_msgs_per_s", "engine_msgs_per_s", "engine_over_plain",
-            "end_to_end_msgs_per_s", "agreement"} <= result["verdict"].keys()
+            "end_to_end_msgs_per_s", "agreement", "ledger_over_matching",
+            "journal_over_matching"} <= result["verdict"].keys()
+
+    # Ledger stage: three modes on one funded file, same trades, journal recovered whole.
+    led = result["ledger"]
+    assert led["messages"] == 4000 and led["trades"] > 0
+    assert set(led["modes"]) == {"matching", "ledger", "journal"}
+    for mode, runs in led["runs"].items():
+        assert len(runs) >= 3
+        for run in runs:
+            assert run["messages"] == 4000 and run["trades"] == led["trades"]
+            assert run["rejected"] == 0 or mode == "matching"
+    assert led["modes"]["ledger"]["state_hash"] == led["modes"]["journal"]["state_hash"]
+    assert led["recovery"]["seq"] == 4000 and led["recovery"]["journal_bytes"] > 0
+    for key in ("ledger_over_matching", "journal_over_matching"):
+        assert 0 < led["ratios"][key]["median"] < 2
+    assert "Ledger and journal" in done.stdout
 
 
 def test_engine_with_stp_none_trades_exactly_like_the_plain_matcher(mixed_csv):
