@@ -295,9 +295,11 @@ class Engine:
         # the account can pay for; the rest is cancelled once it has traded.
         affordable = None
         if self.ledger is not None:
-            priced = kind == LIMIT or kind == STOP_LIMIT
-            held = self.ledger.reserve(order_id, account, symbol, is_buy, kind, priced, price,
-                                       qty, STP_CODES[stp_name], spec.band, spec.book)
+            if kind == LIMIT or kind == STOP_LIMIT:
+                held = self.ledger.reserve(order_id, account, symbol, is_buy, price, qty)
+            else:
+                held = self.ledger.reserve(order_id, account, symbol, is_buy, price, qty, kind,
+                                           False, STP_CODES[stp_name], spec.band, spec.book)
             if held is not None:
                 if type(held) is str:
                     return self._reject_order(cmd, held, out)

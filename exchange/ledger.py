@@ -40,7 +40,7 @@ from typing import Iterable
 import msgspec
 
 from . import reasons
-from .book import MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
+from .book import LIMIT, MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
 from .commands import (CloseAccount, Deposit, IssueAllowances, OpenAccount, ResumeAccount,
                        SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from .events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
@@ -119,7 +119,7 @@ def cash_needed(price: int, qty: int, unit: int, fee: int) -> int:
     """Return what a buy of *qty* at *price* may cost with fees, in minor units.
 
     >>> cash_needed(6000, 100, 1, 150)    # 100 t at 60.00 CNY, fee 1.5 bp
-    600009
+    600090
     """
     notional = price * qty * unit
     return notional + notional * fee // FEE_SCALE
@@ -183,13 +183,15 @@ class Ledger:
         """Return the price an open buy's hold was sized at."""
         return self._holds[order_id].price
 
-    def format_cash(self, currency: str, amount: int) -> str:
-        return self._cash_scale[currency].format(amount)
-
     # --- pre-trade risk ------------------------------------------------------------------
-    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, kind: int,
-                priced: bool, price: int, qty: int, stp: int, band, book) -> str | int | None:
+    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int,
+                qty: int, kind: int = LIMIT, priced: bool = True, stp: int = 0, band=None,
+                book=None) -> str | int | None:
         """Hold what a new order needs before it is accepted.
+
+        A limit or stop-limit order needs only the first six arguments (profiled: the
+        common call stays short); market and stop orders pass their kind, ``priced``
+        False, their self-trade mode, the band and the book.
 
         Return ``None`` when held, a reject reason, or (a market buy with no band that
         the account can afford only in part) the quantity it can afford, which is held.

@@ -17,6 +17,7 @@ import msgspec
 from exchange import Engine, FastBook, Market, default_market
 from exchange.events import TradeExecuted
 from exchange.journal import JournalWriter, create_journal
+from exchange.market import MINOR_UNITS
 from exchange.orderfile import read_order_file
 
 from .progress import ProgressBar
@@ -157,18 +158,33 @@ FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id",
 
 
 _PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
+_CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount")
 
 
 def event_record(event, market: Market) -> dict:
-    """Return *event* as a JSON-ready dict with prices as decimal strings."""
+    """Return *event* as a JSON-ready dict with prices and cash as decimal strings."""
     record = msgspec.to_builtins(event)
     symbol = record.get("instrument")
-    if symbol in market:
+    if symbol in market and "currency" not in record:
         tick = market[symbol].tick
         for key in _PRICE_FIELDS:
             if record.get(key) is not None:
                 record[key] = tick.format(record[key])
+    currency = record.get("currency")
+    if currency is not None:
+        for key in _CASH_FIELDS:
+            if key in record:
+                record[key] = format_cash(currency, record[key])
     return record
+
+
+def format_cash(currency: str, minor_units: int) -> str:
+    """Return an amount in minor units as a decimal string: ``format_cash("CNY", 150)`` is
+    ``"1.50"``."""
+    digits = MINOR_UNITS.get(currency, 2)
+    sign = "-" if minor_units < 0 else ""
+    whole, part = divmod(abs(minor_units), 10**digits)
+    return f"{sign}{whole}.{part:0{digits}d}" if digits else f"{sign}{whole}"
 
 
 def write_fills(path: str | Path, events: list, market: Market) -> int:
@@ -205,8 +221,7 @@ def holding_rows(engine: Engine) -> list[dict]:
     rows = []
     for account, asset, available, held, locked in ledger.holdings():
         if asset in currencies:
-            available, held, locked = (ledger.format_cash(asset, n)
-                                       for n in (available, held, locked))
+            available, held, locked = (format_cash(asset, n) for n in (available, held, locked))
         rows.append({"account": account, "asset": asset, "available": available,
                      "held": held, "locked": locked})
     return rows

@@ -41,3 +41,26 @@ def test_python_example_runs_and_trades():
     events = namespace["events"]
     assert [type(e).__name__ for e in events] == ["OrderAccepted", "TradeExecuted"]
     assert events[1].price == 6000 and events[1].qty == 200
+
+
+def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
+    block = next(b for b in _blocks("sh") if "--ledger" in b)
+    commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
+    assert [c[:2] for c in commands] == [["carbonx", "replay"], ["carbonx", "holdings"],
+                                         ["carbonx", "holdings"]]
+    example = ROOT / commands[0][2]
+    outputs = []
+    for words in commands:
+        args = [str(example) if w == commands[0][2] else w for w in words[1:]]
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    recovered = json.loads(outputs[2])
+    rows = (tmp_path / "holdings.csv").read_text().splitlines()
+    assert rows[0] == "account,asset,available,held,locked"
+    assert len(rows) - 1 == len(recovered["holdings"]) > 3
+    assert recovered["seq"] == 20_000
+    first = recovered["holdings"][0]
+    assert rows[1] == ",".join(str(first[k]) for k in ("account", "asset", "available",
+                                                       "held", "locked"))

@@ -1,0 +1,142 @@
+"""``carbonx replay --ledger`` (with ``--holdings`` and ``--journal``) and ``carbonx holdings``.
+
+Expected holdings are worked out by hand from the default market's rules: tick 0.01 CNY
+(1 fen a tonne), maker fee 1 bp and taker 1.5 bp rounded down per fill, buys holding
+price x qty plus 1.5 bp, T+1 on bought allowances.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+from exchange.orderfile import parse_order_text
+from gateway.cli import main
+from gateway.replay import event_record, format_cash
+
+ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,command_id
+deposit,,bob,CNY,,,,,10000.00,
+deposit,,bob,CNY,,,,,10000.00,dep-1
+deposit,,bob,CNY,,,,,10000.00,dep-1
+issue,,ann,CEA25,,,,,500,
+new,s1,ann,CEA25,sell,limit,gtc,60.00,300,
+new,b1,bob,CEA25,buy,limit,gtc,61.00,100,
+new,b2,bob,CEA25,buy,limit,gtc,61.00,1000,
+new,s2,bob,CEA25,sell,limit,gtc,61.00,10,
+"""
+# bob: 20,000.00 deposited (the resent dep-1 is refused); b1 buys 100 at 60.00 for
+# 6,000.00 + 0.90 taker fee; b2 would need 61,000 + 9.15 > 13,999.10 left: refused;
+# s2 would sell units still locked (T+1): refused. ann: 100 sold at 60.00 less 0.60.
+EXPECTED = [
+    ["@clearing", "CNY", "0.00", "0.00", "0.00"],
+    ["@exchange", "CNY", "1.50", "0.00", "0.00"],
+    ["@registry", "CNY", "0.00", "0.00", "0.00"],
+    ["ann", "CEA25", "200", "200", "0"],
+    ["ann", "CNY", "5999.40", "0.00", "0.00"],
+    ["bob", "CEA25", "0", "0", "100"],
+    ["bob", "CNY", "13999.10", "0.00", "0.00"],
+]
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_path):
+    orders = tmp_path / "o.csv"
+    orders.write_text(ORDERS)
+    code, out, err = run(capsys, "replay", orders, "--ledger", "--json",
+                         "--holdings", tmp_path / "h.csv")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["messages"], summary["accepted"], summary["rejected"]) == (8, 5, 3)
+    assert summary["rejects"] == {"duplicate_command": 1, "insufficient_cash": 1,
+                                  "insufficient_allowances": 1}
+    with open(tmp_path / "h.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["account", "asset", "available", "held", "locked"]
+    assert rows[1:] == EXPECTED
+
+
+def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_rows(capsys, tmp_path):
+    orders = tmp_path / "o.csv"
+    orders.write_text(ORDERS)
+    code, out, _ = run(capsys, "replay", orders, "--json")
+    summary = json.loads(out)
+    # Without risk checks b2 and s2 are accepted (b2 rests, s2 crosses b2); dep-1's
+    # resend is still a duplicate.
+    assert code == 0 and summary["rejects"] == {"duplicate_command": 1}
+    assert summary["trades"] == 2
+
+
+def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path):
+    orders = tmp_path / "o.csv"
+    orders.write_text(ORDERS)
+    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--journal",
+                         tmp_path / "j")
+    assert code == 0, err
+    replayed = json.loads(out)
+    code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["seq"] == 8 and report["positions"] == []
+    assert [[r[k] for k in ("account", "asset", "available", "held", "locked")]
+            for r in report["holdings"]] == [
+        [a, s, *(v if s == "CNY" else int(v) for v in rest)] for a, s, *rest in EXPECTED]
+    code, table, _ = run(capsys, "holdings", tmp_path / "j")
+    assert code == 0 and "recovered 8 commands" in table and "13999.10" in table
+    from exchange.journal import recover
+    assert recover(tmp_path / "j").engine.state_hash() == replayed["state_hash"]
+
+
+def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path):
+    orders = tmp_path / "o.csv"
+    orders.write_text(ORDERS)
+    for option, value in (("--journal", tmp_path / "j"), ("--holdings", tmp_path / "h.csv")):
+        code, _, err = run(capsys, "replay", orders, option, value)
+        assert code == 2 and "needs --ledger" in err and "Traceback" not in err
+    assert not (tmp_path / "j").exists() and not (tmp_path / "h.csv").exists()
+    assert run(capsys, "replay", orders, "--ledger", "--journal", tmp_path / "j")[0] == 0
+    code, _, err = run(capsys, "replay", orders, "--ledger", "--journal", tmp_path / "j")
+    assert code == 2 and "already holds a journal" in err
+    code, _, err = run(capsys, "holdings", tmp_path)
+    assert code == 2 and "no journal" in err
+    code, _, err = run(capsys, "holdings", tmp_path / "missing")
+    assert code == 2 and "not a directory" in err
+
+
+def test_the_extended_columns_read_in_csv_and_ndjson():
+    csv_text = ("action,account,instrument,qty,kind,to_account,command_id\n"
+                "open_account,fi,,,financial,,c1\n"
+                "transfer,fi,CEA25,5,,gen,\n"
+                "suspend_account,fi,,,,,\n")
+    ndjson = ('{"action":"open_account","account":"fi","kind":"financial","command_id":"c1"}\n'
+              '{"action":"transfer","account":"fi","instrument":"CEA25","qty":5,"to_account":"gen"}\n'
+              '{"action":"suspend_account","account":"fi"}\n')
+    from_csv = parse_order_text(csv_text.encode(), "csv")
+    assert from_csv == parse_order_text(ndjson.encode(), "ndjson")
+    assert from_csv[0].kind == "financial" and from_csv[0].command_id == "c1"
+    assert from_csv[1].to_account == "gen" and from_csv[1].qty == 5
+
+
+def test_bad_extended_rows_name_their_line(capsys, tmp_path):
+    for body, fragment in (("open_account,fi,,,bank,,\n", "unknown kind 'bank'"),
+                           ("transfer,fi,CEA25,5,,,\n", "to_account is required")):
+        orders = tmp_path / "bad.csv"
+        orders.write_text("action,account,instrument,qty,kind,to_account,command_id\n" + body)
+        code, _, err = run(capsys, "replay", orders, "--ledger")
+        assert code == 2 and "line 2" in err and fragment in err
+
+
+def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
+    from exchange import default_market
+    from exchange.events import CashDeposited, TradeSettled
+    market = default_market()
+    assert event_record(CashDeposited(seq=1, account="a", currency="CNY", amount=150),
+                        market)["amount"] == "1.50"
+    record = event_record(TradeSettled(seq=2, trade_id=1, instrument="CEA25", buy_account="b",
+                                       sell_account="s", qty=100, cash=600000, buy_fee=90,
+                                       sell_fee=60), market)
+    assert (record["cash"], record["buy_fee"], record["sell_fee"]) == ("6000.00", "0.90", "0.60")
+    assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
