@@ -557,7 +557,8 @@ class Engine:
         if resting and not keeps and order.post_only and book.would_cross(order.is_buy, price):
             return reject(reasons.POST_ONLY_WOULD_TRADE)
         if self.ledger is not None:
-            refused = self.ledger.amend(order.order_id, order.account, price, qty)
+            refused = self.ledger.amend(order.order_id, order.account, order.instrument,
+                                        price, qty)
             if refused is not None:
                 return reject(refused)
 

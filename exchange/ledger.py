@@ -262,7 +262,8 @@ class Ledger:
         position.pending_buy += qty
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, rests)
 
-    def amend(self, order_id: str, account: str, price: int, qty: int) -> str | None:
+    def amend(self, order_id: str, account: str, symbol: str, price: int,
+              qty: int) -> str | None:
         """Resize an open order's hold for a new price and open quantity, or refuse."""
         acct = self.accounts[account]
         if acct.status != OPEN:
@@ -280,7 +281,7 @@ class Ledger:
             if delta > hold.holding.available:
                 return reasons.INSUFFICIENT_CASH
             position = hold.other
-            limit = self._limit(acct, order_id)
+            limit = self.instruments[symbol].position_limit if acct.kind == "financial" else None
             if limit is not None and qty > hold.qty and \
                     position.total + position.pending_buy + qty - hold.qty > limit:
                 return reasons.POSITION_LIMIT
@@ -292,14 +293,6 @@ class Ledger:
         hold.holding.held += delta
         return None
 
-    def _limit(self, acct: Account, order_id: str) -> int | None:
-        if acct.kind != "financial":
-            return None
-        for symbol, holding in acct.holdings.items():
-            if holding is self._holds[order_id].other:
-                return self.instruments[symbol].position_limit
-        return None
-
     # --- settlement ------------------------------------------------------------------------
     def settle(self, out: list, start: int) -> None:
         """Settle the trades and release the holds of the events ``out[start:]``.
@@ -307,16 +300,13 @@ class Ledger:
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
         cancelled and expired orders give back what they held.
         """
-        holds = self._holds
         for index in range(start, len(out)):
             event = out[index]
             kind = type(event)
             if kind is TradeExecuted:
                 self._settle_trade(event, out)
             elif kind is OrderCancelled or kind is OrderExpired:
-                hold = holds.pop(event.order_id, None)
-                if hold is not None:
-                    _release(hold)
+                self.release(event.order_id)
 
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
@@ -405,7 +395,7 @@ class Ledger:
         ctr.seq += 1
         out.append(cls(seq=ctr.seq, **fields))
 
-    def _usable(self, name: str, create: bool, out: list | None = None):
+    def _usable(self, name: str, create: bool):
         """Return the open (or suspended) account *name*, or a reject reason.
 
         With *create*, an unknown participant account comes into being (``covered``)."""

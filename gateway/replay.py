@@ -7,6 +7,7 @@ starts, so a file that cannot be read changes nothing (memory: about 250 bytes a
 """
 from __future__ import annotations
 
+import csv
 import gc
 import time
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ def event_record(event, market: Market) -> dict:
     """Return *event* as a JSON-ready dict with prices and cash as decimal strings."""
     record = msgspec.to_builtins(event)
     symbol = record.get("instrument")
-    if symbol in market and "currency" not in record:
+    if symbol in market:
         tick = market[symbol].tick
         for key in _PRICE_FIELDS:
             if record.get(key) is not None:
@@ -232,7 +233,6 @@ HOLDING_KEYS = ("account", "asset", "available", "held", "locked")
 
 def write_holdings(path: str | Path, engine: Engine) -> int:
     """Write the pinned holdings CSV (``account,asset,available,held,locked``)."""
-    import csv
     rows = holding_rows(engine)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, HOLDING_KEYS, lineterminator="\n")
