@@ -26,7 +26,8 @@ from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, CloseA
                        TransferAllowances, Withdraw)
 from .units import is_decimal
 
-__all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format"]
+__all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format",
+           "Row", "RowError", "RowReader"]
 
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price",
           "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts",
@@ -63,6 +64,9 @@ class _RowError(ValueError):
     pass
 
 
+RowError = _RowError  # a row that cannot be read; its message names the problem
+
+
 class _Row(msgspec.Struct, forbid_unknown_fields=True):
     """One NDJSON row, typed loosely; values are checked by the shared row reader."""
 
@@ -85,6 +89,8 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     kind: str | None = None
     to_account: str | None = None
 
+
+Row = _Row  # one row as its keys; the wire edge decodes messages into these too
 
 _row_values = attrgetter(*FIELDS)
 _ROWS_DECODER = msgspec.json.Decoder(list[_Row])
@@ -220,6 +226,19 @@ class _Reader:
         if not action:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+
+
+class RowReader(_Reader):
+    """Reads one ``Row`` at a time into its command (the wire edge's entry point)."""
+
+    def row(self, row: _Row):
+        """Return the command of *row*, or raise ``RowError`` naming the problem."""
+        return self.command(*map(_as_text, _row_values(row)))
+
+    def forget(self) -> None:
+        """Drop the checked-value tables (a long-lived reader sees unbounded values)."""
+        self.numbers.clear()
+        self.integers.clear()
 
 
 def _as_text(value) -> str:

@@ -71,6 +71,67 @@ def build_parser() -> argparse.ArgumentParser:
     holdings.add_argument("--json", action="store_true", help="print one JSON object")
     holdings.set_defaults(run=_cmd_holdings)
 
+    serve = sub.add_parser(
+        "serve", help="run the exchange: engine, ledger, journal and MQTT gateway",
+        description=(
+            "Run the exchange for trading bots over MQTT until interrupted (Ctrl-C or "
+            "SIGTERM). Without --broker, an embedded broker listens on 127.0.0.1:PORT with "
+            "a password per account (from --credentials, or generated for the accounts "
+            "of --init and written there). With --broker, the gateway joins that broker "
+            "(see 'carbonx broker-config'). Bots write commands to cx/v1/orders/ACCOUNT "
+            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
+    serve.add_argument("--broker", metavar="URL",
+                       help="mqtt://USER:PASS@HOST:PORT of a broker to join (default: "
+                            "the embedded broker)")
+    serve.add_argument("--market", metavar="TOML", help="market configuration")
+    serve.add_argument("--journal", metavar="DIR",
+                       help="journal directory: recovered if it holds a journal, else new")
+    serve.add_argument("--init", metavar="FILE",
+                       help="an order file applied before going live (deposits, "
+                            "issuance, accounts); not re-applied to a recovered journal")
+    serve.add_argument("--credentials", metavar="FILE",
+                       help="embedded broker: JSON of account passwords (default: "
+                            "DIR/credentials.json with --journal, else "
+                            "./carbonx-credentials.json)")
+    serve.add_argument("--port", type=int, default=1883,
+                       help="embedded broker: port on 127.0.0.1 (default: 1883)")
+    serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
+                       help="least time between two depth messages of an instrument "
+                            "(default: 0.1)")
+    serve.add_argument("--log-level", default="WARNING",
+                       choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.set_defaults(run=_cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole exchange with bots for a while, then sum up",
+        description=(
+            "Start the embedded broker, the gateway with engine, ledger and journal, and "
+            "six bots (two market makers, three noise traders, a compliance buyer) that "
+            "trade over MQTT for a bounded time; then print trades, volume and VWAP per "
+            "instrument, and each bot's holdings and P&L."))
+    demo.add_argument("--seconds", type=float, default=20.0,
+                      help="how long the bots trade (default: 20)")
+    demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
+    demo.add_argument("--journal", metavar="DIR",
+                      help="keep the journal in DIR (default: a temporary directory)")
+    demo.set_defaults(run=_cmd_demo)
+
+    broker = sub.add_parser(
+        "broker-config", help="write a mosquitto configuration for the exchange",
+        description=(
+            "Write DIR/mosquitto.conf (a listener on 127.0.0.1:PORT), DIR/passwd, DIR/acl "
+            "and DIR/credentials.json, so that each account may write only "
+            "cx/v1/orders/ACCOUNT and read only cx/v1/exec/ACCOUNT and cx/v1/md/#, and "
+            "the gateway user may read every orders topic and write reports and market "
+            "data. Passwords are generated where not given. Then: mosquitto -c "
+            "DIR/mosquitto.conf, and carbonx serve --broker "
+            "mqtt://gateway:PASSWORD@127.0.0.1:PORT."))
+    broker.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    broker.add_argument("--port", type=int, required=True, help="the listener's port")
+    broker.add_argument("accounts", metavar="ACCOUNT[:PASSWORD]", nargs="+",
+                        help="trading accounts, each with an optional password")
+    broker.set_defaults(run=_cmd_broker_config)
+
     from . import genorders
     gen = sub.add_parser("gen-orders", help="write a seeded order file",
                          description=genorders.DESCRIPTION)
@@ -144,6 +205,56 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     for r in rows:
         print("  " + "  ".join(str(r[h]).ljust(w) if i < 2 else str(r[h]).rjust(w)
                               for i, (h, w) in enumerate(zip(header, widths))))
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .serve import ServeError, main_serve
+    from .service import GatewaySettings
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: not a port number")
+    if args.book_interval < 0:
+        raise UsageError("--book-interval must not be negative")
+    market = load_market(args.market) if args.market else None
+    try:
+        from exchange import default_market
+        return main_serve(market or default_market(), broker_url=args.broker,
+                          journal=args.journal, init=args.init,
+                          credentials_path=args.credentials, port=args.port,
+                          settings=GatewaySettings(book_interval=args.book_interval))
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot start: {exc.strerror or exc}") from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if not 0 < args.seconds <= 3600:
+        raise UsageError("--seconds must be more than 0 and at most 3600")
+    result = run_demo(args.seconds, args.seed, args.journal)
+    print(result.summary)
+    return EXIT_OK
+
+
+def _cmd_broker_config(args: argparse.Namespace) -> int:
+    from .brokerconfig import parse_account_args, write_broker_config
+
+    try:
+        accounts = parse_account_args(args.accounts)
+        credentials = write_broker_config(args.out, args.port, accounts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {args.out}/mosquitto.conf, passwd, acl and credentials.json for "
+          f"{len(credentials) - 1} account(s) and the gateway")
     return EXIT_OK
 
 

@@ -1,0 +1,276 @@
+"""The bot client: trade on a carbonx exchange over MQTT from asyncio.
+
+>>> async def main():                                            # doctest: +SKIP
+...     async with ExchangeClient("alice", "secret", port=1883) as ex:
+...         accepted = await ex.place("CEA25", "buy", 100, "61.20")
+...         async for report in ex.reports():
+...             print(report)
+
+Every command carries a ``command_id`` (made here unless given) and waits in a pending
+table until the report that answers it arrives. When the broker goes away the client
+reconnects, with backoff, and resends every command still unanswered, in order; the
+gateway applies a command id once and answers a resend with the first answer, so an order
+is never lost and never doubled. Order ids are the bot's own (made here unless given).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from typing import Any, AsyncIterator
+
+import msgspec
+
+from .wire import PENDING_CALLS_WARNING, SOCKET_OPTIONS, exec_topic, orders_topic
+
+__all__ = ["ExchangeClient", "ExchangeError"]
+
+log = logging.getLogger("carbonx.client")
+
+class ExchangeError(Exception):
+    """The client could not reach the exchange in time."""
+
+
+class ExchangeClient:
+    """One account's connection: place, amend and cancel orders; read reports and data.
+
+    *market_data* lists instruments whose public trades and depth to receive
+    (``"*"`` for all). With *msgpack*, commands and reports travel as msgpack.
+    """
+
+    def __init__(self, account: str, password: str, host: str = "127.0.0.1",
+                 port: int = 1883, *, market_data: tuple[str, ...] | list[str] = (),
+                 msgpack: bool = False, timeout: float = 10.0, retry_delay: float = 0.2,
+                 identifier: str | None = None, queue_limit: int = 100_000,
+                 resend_after: float = 2.0) -> None:
+        self.account = account
+        self._password = password
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self._retry_delay = retry_delay
+        self.resend_after = resend_after
+        self._market_data = list(market_data)
+        self._identifier = identifier or f"carbonx-{account}-{secrets.token_hex(4)}"
+        self._encode = (msgspec.msgpack.Encoder() if msgpack else msgspec.json.Encoder()).encode
+        self._json = msgspec.json.Decoder()
+        self._packed = msgspec.msgpack.Decoder()
+        self._session = secrets.token_hex(4)  # keeps this run's ids apart from earlier runs'
+        self._counter = itertools.count(1)
+        # command id -> [command, future, when last sent (loop time)]
+        self._pending: dict[str, list] = {}
+        self._reports: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
+        self._market: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
+        self._mqtt = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._runner: asyncio.Task | None = None
+        self.connects = 0          # successful connections (reconnects = connects - 1)
+        self.dropped_reports = 0   # reports dropped because nobody read them
+
+    # --- life ---------------------------------------------------------------------------
+    async def __aenter__(self) -> "ExchangeClient":
+        self._runner = asyncio.ensure_future(self._run())
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise ExchangeError(f"could not connect to {self.host}:{self.port} as "
+                                f"{self.account!r} within {self.timeout:g} s") from None
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        for _, future, _ in self._pending.values():
+            if not future.done():
+                future.cancel()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def unanswered(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        delay = self._retry_delay
+        while not self._closing:
+            try:
+                async with aiomqtt.Client(
+                        self.host, self.port, username=self.account, password=self._password,
+                        identifier=self._identifier, clean_session=False,
+                        max_inflight_messages=1000, keepalive=30,
+                    socket_options=SOCKET_OPTIONS) as mqtt:
+                    mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
+                    await mqtt.subscribe(exec_topic(self.account), qos=1)
+                    for instrument in self._market_data:
+                        await mqtt.subscribe(f"cx/v1/md/{'+' if instrument == '*' else instrument}/#",
+                                             qos=0)
+                    self._mqtt = mqtt
+                    self.connects += 1
+                    delay = self._retry_delay
+                    await self._resend(mqtt, 0.0)
+                    self._connected.set()
+                    resender = asyncio.ensure_future(self._resend_late(mqtt))
+                    try:
+                        async for message in mqtt.messages:
+                            self._dispatch(message.topic.value, message.payload)
+                    finally:
+                        resender.cancel()
+            except aiomqtt.MqttError as exc:
+                log.info("%s: connection to the broker lost (%s); retrying", self.account, exc)
+            finally:
+                self._connected.clear()
+                self._mqtt = None
+            if not self._closing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _resend(self, mqtt, age: float) -> None:
+        """Send again, in order and in batches, every command unanswered for *age* s."""
+        now = asyncio.get_running_loop().time()
+        waiting = []
+        for entry in self._pending.values():
+            if now - entry[2] >= age:
+                entry[2] = now
+                waiting.append(entry[0])
+        for start in range(0, len(waiting), 500):
+            batch = waiting[start:start + 500]
+            await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
+
+    async def _resend_late(self, mqtt) -> None:
+        """A command can vanish (sent while the gateway was away from the broker, which
+        kept no session): resend what stays unanswered; the gateway applies it once."""
+        while True:
+            await asyncio.sleep(self.resend_after / 2)
+            await self._resend(mqtt, self.resend_after)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        try:
+            body = (self._json if payload[:1] in (b"{", b"[") else self._packed).decode(payload)
+        except msgspec.DecodeError:
+            log.warning("%s: undecodable message on %s", self.account, topic)
+            return
+        if not topic.startswith("cx/v1/exec/"):
+            self._offer(self._market, (topic, body))
+            return
+        for report in body if type(body) is list else (body,):
+            # Only the report that answers a command carries its command id.
+            command_id = report.get("command_id")
+            if command_id is not None:
+                entry = self._pending.pop(command_id, None)
+                if entry is not None and not entry[1].done():
+                    entry[1].set_result(report)
+            self._offer(self._reports, report)
+
+    def _offer(self, queue: asyncio.Queue, item) -> None:
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped_reports += 1
+
+    # --- commands -----------------------------------------------------------------------
+    def next_order_id(self) -> str:
+        return f"{self._session}-{next(self._counter)}"
+
+    def submit(self, command: dict) -> asyncio.Future:
+        """Send one command without waiting; the future gets the report answering it."""
+        return self.submit_many([command])[0]
+
+    def submit_many(self, commands: list[dict]) -> list[asyncio.Future]:
+        """Send *commands* as one message; return one future per command, in order."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = []
+        batch = []
+        for command in commands:
+            command = dict(command)
+            command_id = command.setdefault("command_id", f"{self._session}:{next(self._counter)}")
+            future = loop.create_future()
+            self._pending[command_id] = [command, future, now]
+            futures.append(future)
+            batch.append(command)
+        mqtt = self._mqtt
+        if mqtt is not None and self._connected.is_set():
+            payload = self._encode(batch[0] if len(batch) == 1 else batch)
+            task = asyncio.ensure_future(mqtt.publish(orders_topic(self.account), payload, qos=1))
+            task.add_done_callback(_quiet)
+        # Not connected: the commands wait in the pending table and go on reconnect.
+        return futures
+
+    async def request(self, command: dict) -> dict:
+        """Send *command* and return the report that answers it."""
+        future = self.submit(command)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except asyncio.TimeoutError:
+            raise ExchangeError(f"no answer to {command.get('action')} "
+                                f"{command.get('order_id', '')} within {self.timeout:g} s; "
+                                "it stays pending and is resent on reconnect") from None
+
+    async def place(self, instrument: str, side: str, qty: int, price: str | None = None, *,
+                    type: str = "limit", tif: str = "gtc", order_id: str | None = None,
+                    **fields: Any) -> dict:
+        """Place an order; return its ``accepted`` or ``rejected`` report."""
+        command = {"action": "new", "order_id": order_id or self.next_order_id(),
+                   "instrument": instrument, "side": side, "type": type, "tif": tif,
+                   "qty": qty, **fields}
+        if price is not None:
+            command["price"] = str(price)
+        return await self.request(command)
+
+    async def amend(self, order_id: str, *, price: str | None = None,
+                    qty: int | None = None) -> dict:
+        command: dict = {"action": "amend", "order_id": order_id}
+        if price is not None:
+            command["price"] = str(price)
+        if qty is not None:
+            command["qty"] = qty
+        return await self.request(command)
+
+    async def cancel(self, order_id: str) -> dict:
+        return await self.request({"action": "cancel", "order_id": order_id})
+
+    async def mass_cancel(self, instrument: str | None = None) -> dict:
+        command: dict = {"action": "mass_cancel"}
+        if instrument:
+            command["instrument"] = instrument
+        return await self.request(command)
+
+    async def surrender(self, instrument: str, qty: int) -> dict:
+        return await self.request({"action": "surrender", "instrument": instrument,
+                                   "qty": qty})
+
+    # --- streams ------------------------------------------------------------------------
+    async def reports(self) -> AsyncIterator[dict]:
+        """Every execution report for this account, in order, as they come."""
+        while True:
+            yield await self._reports.get()
+
+    def reports_waiting(self) -> list[dict]:
+        """The reports received and not yet read, without waiting."""
+        items = []
+        while not self._reports.empty():
+            items.append(self._reports.get_nowait())
+        return items
+
+    async def market_data(self) -> AsyncIterator[tuple[str, Any]]:
+        """``(topic, message)`` for the instruments named in *market_data*."""
+        while True:
+            yield await self._market.get()
+
+
+def _quiet(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a publish failed (%s); the command is resent on reconnect", task.exception())

@@ -1,0 +1,390 @@
+"""The gateway: MQTT messages in, one ordered command stream through the engine, reports
+and market data out.
+
+``GatewayCore`` is the gateway without the network, so its rules are tested directly:
+``receive`` decodes a message and queues its commands; ``flush`` runs everything queued
+through the engine (journaled and committed first, when there is a journal) and returns
+the messages to publish. ``run_gateway`` drives it from an aiomqtt client: it receives
+for as long as messages are waiting, then flushes once per loop turn, so a burst costs
+one journal commit, one report message per account and one trades message per
+instrument, and throughput does not collapse under load.
+
+Order of reports: one account's reports are published in engine order on one topic at
+QoS 1 from one client, and MQTT keeps a topic's order between two clients.
+
+Duplicates: a bot resending a command (same ``command_id``) after a reconnect gets the
+original answer again, marked ``"duplicate": true``, and the engine applies it once.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import msgspec
+
+from exchange import Engine
+from exchange.events import TradeExecuted
+from exchange.journal import JournalWriter
+from exchange import reasons
+
+from .wire import (ORDERS_FILTER, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
+                   ReportMaker, WireDecoder, account_of, book_topic, exec_topic, is_msgpack,
+                   trades_topic)
+
+__all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
+
+log = logging.getLogger("carbonx.gateway")
+
+# Unguessable and fixed for the process, so a reconnect finds its session again: a
+# broker that honours a client id before checking the password (amqtt does) must not
+# let a stranger take over the gateway's session by guessing its id.
+_IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
+
+Outgoing = tuple[str, bytes, int]  # topic, payload, qos
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+@dataclass
+class GatewaySettings:
+    """Tunable limits; the defaults suit a trading firm's bots on one machine."""
+
+    book_levels: int = 10          # depth levels a side on .../book
+    book_interval: float = 0.1     # seconds between two depth messages of an instrument
+    rate: float = 50_000.0         # commands a second an account may send, sustained
+    burst: float = 100_000.0       # ... and in a burst
+    remembered_results: int = 200_000  # answers kept for resent command ids
+    snapshot_every: int = 500_000  # journaled commands between snapshots
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class _Stats:
+    messages: int = 0
+    commands: int = 0
+    turned_away: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _refused(command, reason: str, message: str) -> dict:
+    """A ``rejected`` report for a decoded command the gateway will not pass on."""
+    report = {"report": "rejected", "reason": reason, "message": message,
+              "action": type(command).__struct_config__.tag}
+    order_id = getattr(command, "order_id", None)
+    if order_id is not None:
+        report["order_id"] = order_id.partition("/")[2]
+    if command.command_id is not None:
+        report["command_id"] = command.command_id
+    return report
+
+
+class GatewayCore:
+    """Everything the gateway does between a received message and a published one."""
+
+    def __init__(self, engine: Engine, *, journal: JournalWriter | None = None,
+                 settings: GatewaySettings | None = None) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.settings = settings or GatewaySettings()
+        self.stats = _Stats()
+        self._decoder = WireDecoder()
+        self._reports = ReportMaker(engine.market)
+        self._pending: list = []          # commands, and (account, report) rejections
+        self._buckets: dict[str, _Bucket] = {}
+        self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
+        self._results: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._book_sent: dict[str, float] = {}
+        self._book_last: dict[str, tuple] = {}
+        self._clock_ns = 0
+        self._since_snapshot = 0
+        self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
+        self._last: dict[str, int] = {}          # instrument -> last trade price (ticks)
+
+    # --- in -----------------------------------------------------------------------------
+    def receive(self, topic: str, payload: bytes, now: float | None = None) -> None:
+        """Decode one message from *topic* and queue its commands (or its rejections)."""
+        account = account_of(topic)
+        if account is None:
+            log.warning("ignored a message on %r: not an orders topic", topic)
+            return
+        stats = self.stats
+        stats.messages += 1
+        items = self._decoder.decode(account, payload)
+        if any(type(item) is not dict for item in items):
+            # Reports follow the format of the bot's last message that held a command.
+            self._packed[account] = is_msgpack(payload)
+        commands = sum(1 for item in items if type(item) is not dict)
+        if commands and not self._admit(account, commands,
+                                        time.monotonic() if now is None else now):
+            message = (f"{commands} command(s) in one message over the account's limit "
+                       f"of {self.settings.rate:g}/s")
+            items = [item if type(item) is dict else _refused(item, RATE_LIMITED, message)
+                     for item in items]
+            commands = 0
+        pending = self._pending
+        for item in items:
+            if type(item) is dict:
+                stats.turned_away += 1
+                reason = item["reason"]
+                stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
+                log.info("turned away a command from %s: %s: %s", account, reason,
+                         item["message"])
+                pending.append((account, item))
+            else:
+                pending.append(item)
+        stats.commands += commands
+
+    def _admit(self, account: str, count: int, now: float) -> bool:
+        """Token bucket per account: may *count* more commands go in now?"""
+        settings = self.settings
+        bucket = self._buckets.get(account)
+        if bucket is None:
+            bucket = self._buckets[account] = _Bucket(settings.burst, now)
+        bucket.tokens = min(settings.burst, bucket.tokens + (now - bucket.stamp) * settings.rate)
+        bucket.stamp = now
+        if bucket.tokens < count:
+            return False
+        bucket.tokens -= count
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # --- through the engine -----------------------------------------------------------
+    def flush(self, now: float | None = None) -> list[Outgoing]:
+        """Run every queued command; return the messages to publish, in order."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return self._books(time.monotonic() if now is None else now)
+        ts = max(time.time_ns(), self._clock_ns)
+        self._clock_ns = ts
+        replace = msgspec.structs.replace
+        commands = [replace(c, ts=ts) for c in pending if type(c) is not tuple]
+        journal = self.journal
+        if journal is not None and commands:
+            journal.append_many(commands)
+        by_account: dict[str, list[dict]] = {}
+        trades: dict[str, list[dict]] = {}
+        submit = self.engine.submit
+        reports = self._reports
+        dirty = self._dirty
+        results = self._results
+        out: list = []
+        made: list = []
+        step = iter(commands)
+        for item in pending:
+            if type(item) is tuple:
+                account, report = item
+                by_account.setdefault(account, []).append(report)
+                continue
+            command = next(step)
+            start = len(out)
+            submit(command, out)
+            made.clear()
+            for event in out[start:]:
+                reports.reports(event, made)
+                instrument = getattr(event, "instrument", None)
+                if instrument is not None:
+                    dirty.add(instrument)
+                    if type(event) is TradeExecuted:
+                        trades.setdefault(instrument, []).append(reports.public_trade(event))
+                        self._count_trade(event)
+            self._answer(command, out[start], made)
+            for account, report in made:
+                by_account.setdefault(account, []).append(report)
+        if journal is not None and commands:
+            # Acknowledged only once journaled: commit before anything is published.
+            journal.commit()
+            self._since_snapshot += len(commands)
+            if self._since_snapshot >= self.settings.snapshot_every:
+                journal.snapshot(self.engine)
+                self._since_snapshot = 0
+        if len(results) > self.settings.remembered_results:
+            for _ in range(len(results) - self.settings.remembered_results):
+                results.popitem(last=False)
+        self._decoder.trim()
+        outgoing: list[Outgoing] = []
+        packed = self._packed
+        for account, items in by_account.items():
+            body = items[0] if len(items) == 1 else items
+            encode = _msgpack.encode if packed.get(account) else _json.encode
+            outgoing.append((exec_topic(account), encode(body), 1))
+        for instrument, items in trades.items():
+            outgoing.append((trades_topic(instrument), _json.encode(items), 0))
+        outgoing.extend(self._books(time.monotonic() if now is None else now))
+        return outgoing
+
+    def _count_trade(self, trade: TradeExecuted) -> None:
+        totals = self.traded.get(trade.instrument)
+        if totals is None:
+            totals = self.traded[trade.instrument] = [0, 0, 0]
+        totals[0] += 1
+        totals[1] += trade.qty
+        totals[2] += trade.qty * trade.price
+        self._last[trade.instrument] = trade.price
+
+    def trade_counts(self) -> dict[str, int]:
+        return {symbol: totals[0] for symbol, totals in self.traded.items()}
+
+    def last_ticks(self, instrument: str) -> int | None:
+        return self._last.get(instrument)
+
+    def last_price(self, instrument: str) -> str:
+        ticks = self._last.get(instrument)
+        return "-" if ticks is None else self._reports.price(instrument, ticks)
+
+    def _answer(self, command, result, made: list) -> None:
+        """Tag the report that answers *command* with its command id; answer a resent
+        command with the answer it had the first time."""
+        command_id = command.command_id
+        if command_id is None:
+            return
+        account = command.account
+        key = (account, command_id)
+        if getattr(result, "reason", None) == reasons.DUPLICATE_COMMAND:
+            first = self._results.get(key)
+            if first is not None:
+                for i, (who, report) in enumerate(made):
+                    if who == account and report.get("seq") == result.seq:
+                        made[i] = (who, {**first, "duplicate": True})
+                        break
+                return
+        for who, report in made:
+            if who == account and report.get("seq") == result.seq:
+                report["command_id"] = command_id
+                self._results[key] = report
+                return
+        # The result concerned no account's report stream (e.g. an unknown order's
+        # cancel, rejected without an account): answer it anyway.
+        report = {"report": "rejected", "seq": result.seq, "command_id": command_id,
+                  "reason": getattr(result, "reason", "unknown")}
+        made.append((account, report))
+        self._results[key] = report
+
+    def _books(self, now: float) -> list[Outgoing]:
+        """Depth of each changed instrument, at most once per ``book_interval``."""
+        if not self._dirty:
+            return []
+        interval = self.settings.book_interval
+        sent = self._book_sent
+        engine = self.engine
+        levels = self.settings.book_levels
+        outgoing = []
+        for instrument in sorted(self._dirty):
+            if now - sent.get(instrument, -1e18) < interval:
+                continue
+            self._dirty.discard(instrument)
+            book = engine.book(instrument)
+            shape = book.depth(levels)
+            if self._book_last.get(instrument) == shape:
+                continue
+            self._book_last[instrument] = shape
+            sent[instrument] = now
+            depth = self._reports.depth(instrument, engine.seq, book, levels)
+            outgoing.append((book_topic(instrument), _json.encode(depth), 0))
+        return outgoing
+
+    def books_waiting(self) -> bool:
+        return bool(self._dirty)
+
+    def depth_now(self, now: float | None = None) -> list[Outgoing]:
+        """Depth messages that are due (for the throttle's timer)."""
+        return self._books(time.monotonic() if now is None else now)
+
+
+class _Publisher:
+    """Publishes in call order without waiting for each broker acknowledgement."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self._tasks: set[asyncio.Task] = set()
+
+    def send(self, messages: list[Outgoing]) -> None:
+        # paho queues each publish when the task first runs; tasks start in creation
+        # order, so messages leave in this order.
+        for topic, payload, qos in messages:
+            task = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a publish failed: %s", task.exception())
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
+                      password: str, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                      retry_delay: float = 0.5) -> None:
+    """Serve until *stop* is set; reconnect after the broker goes away."""
+    import aiomqtt
+
+    while not stop.is_set():
+        try:
+            async with aiomqtt.Client(
+                    host, port, username=username, password=password,
+                    identifier=_IDENTIFIER, clean_session=False,
+                    max_inflight_messages=1000, keepalive=30,
+                    socket_options=SOCKET_OPTIONS) as client:
+                client.pending_calls_threshold = PENDING_CALLS_WARNING
+                await client.subscribe(ORDERS_FILTER, qos=1)
+                log.info("gateway connected to %s:%d", host, port)
+                if ready is not None:
+                    ready.set()
+                await _pump(core, client, stop)
+        except aiomqtt.MqttError as exc:
+            if stop.is_set():
+                break
+            log.warning("broker connection lost (%s); retrying in %.1f s", exc, retry_delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_delay)
+
+
+async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
+    publisher = _Publisher(client)
+    messages = client.messages
+
+    async def receive() -> None:
+        async for message in messages:
+            core.receive(message.topic.value, message.payload)
+            if not len(messages):  # nothing more waiting: this loop turn's batch is in
+                publisher.send(core.flush())
+
+    async def depth_timer() -> None:
+        interval = max(core.settings.book_interval, 0.01)
+        while True:
+            await asyncio.sleep(interval / 2)
+            if core.books_waiting():
+                publisher.send(core.depth_now())
+
+    tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(depth_timer()),
+             asyncio.ensure_future(stop.wait())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not tasks[2] and task.exception() is not None:
+                raise task.exception()
+        if core.pending:
+            publisher.send(core.flush())
+        await publisher.drain()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,299 @@
+"""Wire messages: bots' commands in, execution reports and market data out.
+
+Topics and message shapes are pinned in shared/DESIGN.md. A bot writes commands to
+``cx/v1/orders/{account}``: one object or a list of them, in JSON (always accepted) or
+msgpack, keyed like the order file (``{"action": "new", "order_id": "c1", ...}``).
+
+Decoding never raises: every problem becomes a ``rejected`` report with a reason for the
+sender, and nothing reaches the engine. The account is the topic's; a command naming
+another account is rejected ``wrong_account``. Bots may trade (``new``, ``cancel``,
+``amend``, ``mass_cancel``) and surrender; cash, issuance and account administration
+are the operator's (``--init``), so those actions are rejected ``not_permitted``.
+
+Order ids are the bot's own: the gateway keeps each account's ids apart inside the engine
+by prefixing them with ``{account}/`` (account names hold no ``/``), and strips the prefix
+in every report, so two bots may both use ``c1``.
+
+Reports are tagged by ``report`` (``accepted``, ``rejected``, ``fill``, ``cancelled``,
+``amended``, ``expired``, ``triggered``, and the extensions ``mass_cancel_accepted``,
+``settled``, ``surrendered``), carry ``order_id`` where there is one, the event's ``seq``,
+and, on the report that answers a command, that command's ``command_id``. Prices are
+decimal strings, cash decimal strings of the currency.
+"""
+from __future__ import annotations
+
+import socket
+
+import msgspec
+
+from exchange.events import (AllowancesSurrendered, CommandRejected, MassCancelAccepted,
+                             OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
+                             OrderTriggered, TradeExecuted, TradeSettled)
+from exchange.market import Market
+from exchange.orderfile import Row, RowError, RowReader
+
+from .replay import format_cash
+
+__all__ = ["WireDecoder", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
+           "book_topic", "account_of", "MAX_PAYLOAD", "MAX_COMMANDS", "WIRE_ACTIONS",
+           "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
+           "TOO_MANY_COMMANDS", "RATE_LIMITED", "is_msgpack"]
+
+ORDERS_FILTER = "cx/v1/orders/+"
+# paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
+_ORDERS_PREFIX = "cx/v1/orders/"
+
+MAX_PAYLOAD = 256 * 1024   # bytes in one message
+MAX_COMMANDS = 1000        # commands in one message
+WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
+_ID_FIELDS = ("order_id", "command_id")
+
+# Reasons for messages the gateway turns away before they reach the engine.
+MALFORMED = "malformed"                  # not JSON / msgpack, or not objects
+BAD_COMMAND = "bad_command"              # a field of the wrong type, value or name
+NOT_PERMITTED = "not_permitted"          # an operator action sent by a bot
+WRONG_ACCOUNT = "wrong_account"          # the command names another account
+TOO_LARGE = "too_large"                  # the message exceeds MAX_PAYLOAD
+TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than MAX_COMMANDS
+RATE_LIMITED = "rate_limited"            # the account sent faster than its limit
+
+
+def orders_topic(account: str) -> str:
+    return _ORDERS_PREFIX + account
+
+
+def exec_topic(account: str) -> str:
+    return "cx/v1/exec/" + account
+
+
+def trades_topic(instrument: str) -> str:
+    return f"cx/v1/md/{instrument}/trades"
+
+
+def book_topic(instrument: str) -> str:
+    return f"cx/v1/md/{instrument}/book"
+
+
+def account_of(topic: str) -> str | None:
+    """The account of an orders topic, or ``None`` if *topic* is not one."""
+    if topic.startswith(_ORDERS_PREFIX):
+        account = topic[len(_ORDERS_PREFIX):]
+        if account and "/" not in account:
+            return account
+    return None
+
+
+def is_msgpack(payload: bytes) -> bool:
+    """JSON commands start with ``{`` or ``[`` (after optional whitespace); msgpack's
+    maps and arrays never do."""
+    first = payload.lstrip()[:1]
+    return first not in (b"{", b"[")
+
+
+def _rejection(reason: str, message: str, raw=None) -> dict:
+    report = {"report": "rejected", "reason": reason, "message": message}
+    if isinstance(raw, dict):
+        for key in ("action", *_ID_FIELDS):
+            value = raw.get(key)
+            if isinstance(value, str):
+                report[key] = value
+    return report
+
+
+class WireDecoder:
+    """Turns one message from an account into commands plus rejections for the sender."""
+
+    def __init__(self) -> None:
+        self._reader = RowReader(None)
+        self._json = msgspec.json.Decoder(Row | list[Row])
+        self._msgpack = msgspec.msgpack.Decoder(Row | list[Row])
+        self._json_any = msgspec.json.Decoder()
+        self._msgpack_any = msgspec.msgpack.Decoder()
+
+    def decode(self, account: str, payload: bytes) -> list:
+        """Return what *payload*, sent on *account*'s topic, asks for, in message order:
+        a command for each good item (account filled in, order id qualified by the
+        account), a ``rejected`` report (a dict) for each bad one.
+        """
+        if len(payload) > MAX_PAYLOAD:
+            return [_rejection(TOO_LARGE, f"message of {len(payload)} bytes; "
+                                          f"the limit is {MAX_PAYLOAD}")]
+        packed = is_msgpack(payload)
+        try:
+            decoded = (self._msgpack if packed else self._json).decode(payload)
+        except msgspec.DecodeError:
+            return self._decode_each(account, payload, packed)
+        rows = decoded if type(decoded) is list else [decoded]
+        if len(rows) > MAX_COMMANDS:
+            return [_rejection(TOO_MANY_COMMANDS, f"{len(rows)} commands in one "
+                                                  f"message; the limit is {MAX_COMMANDS}")]
+        items: list = []
+        for row in rows:
+            items.append(self._command(account, row))
+        return items
+
+    def _decode_each(self, account: str, payload: bytes, packed: bool):
+        """The message as a whole did not type-check: find which items are at fault."""
+        kind = "msgpack" if packed else "JSON"
+        try:
+            raw = (self._msgpack_any if packed else self._json_any).decode(payload)
+        except msgspec.DecodeError as exc:
+            return [_rejection(MALFORMED, f"not valid {kind}: {exc}")]
+        raw_items = raw if type(raw) is list else [raw]
+        if len(raw_items) > MAX_COMMANDS:
+            return [_rejection(TOO_MANY_COMMANDS, f"{len(raw_items)} commands in one "
+                                                  f"message; the limit is {MAX_COMMANDS}")]
+        items: list = []
+        for item in raw_items:
+            if not isinstance(item, dict):
+                items.append(_rejection(MALFORMED, "a command must be an object, "
+                                                   f"not {type(item).__name__}"))
+                continue
+            try:
+                row = msgspec.convert(item, Row)
+            except msgspec.ValidationError as exc:
+                message = str(exc)
+                if "got `float`" in message:
+                    message += ' (send prices as decimal strings, e.g. "61.20")'
+                items.append(_rejection(BAD_COMMAND, message, item))
+                continue
+            items.append(self._command(account, row))
+        return items
+
+    def _command(self, account: str, row: Row):
+        """The command of one decoded row, or the ``rejected`` report saying why not."""
+        action = row.action
+        if action not in WIRE_ACTIONS:
+            reason = NOT_PERMITTED if action else BAD_COMMAND
+            message = (f"action {action!r} is not open to bots "
+                       f"({', '.join(sorted(WIRE_ACTIONS))})" if action else
+                       "action is required")
+            return _rejection(reason, message, msgspec.to_builtins(row))
+        if row.account is None or row.account == "":
+            row.account = account
+        elif row.account != account:
+            return _rejection(WRONG_ACCOUNT, f"the command names account {row.account!r} "
+                                             f"but was sent on {account!r}'s topic",
+                              msgspec.to_builtins(row))
+        if action == "new" or action == "cancel" or action == "amend":
+            if not row.order_id:
+                return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
+            row.order_id = f"{account}/{row.order_id}"
+        row.ts = None  # the gateway's clock, not the bot's, moves the engine
+        try:
+            return self._reader.row(row)
+        except RowError as exc:
+            record = msgspec.to_builtins(row)
+            if isinstance(record.get("order_id"), str):
+                record["order_id"] = record["order_id"].partition("/")[2]
+            return _rejection(BAD_COMMAND, str(exc), record)
+
+    def trim(self, limit: int = 100_000) -> None:
+        """Bound memory in a long-lived gateway: past *limit* remembered values, drop the
+        reader's tables of checked prices and quantities."""
+        if len(self._reader.numbers) + len(self._reader.integers) > limit:
+            self._reader.forget()
+
+
+def _client_id(order_id: str | None) -> str | None:
+    """The bot's own order id of an engine order id (``alice/c1`` -> ``c1``)."""
+    if order_id is None:
+        return None
+    return order_id.partition("/")[2] or order_id
+
+
+class ReportMaker:
+    """Turns engine events into (account, report) pairs and public market data."""
+
+    def __init__(self, market: Market) -> None:
+        self._ticks = {symbol: inst.tick for symbol, inst in market.instruments.items()}
+
+    def price(self, instrument: str, ticks: int | None) -> str | None:
+        if ticks is None:
+            return None
+        return self._ticks[instrument].format(ticks)
+
+    def reports(self, event, reports: list) -> None:
+        """Append ``(account, report)`` for every account *event* concerns."""
+        kind = type(event)
+        if kind is TradeExecuted:
+            price = self.price(event.instrument, event.price)
+            base = {"report": "fill", "seq": event.seq, "trade_id": event.trade_id,
+                    "instrument": event.instrument, "price": price, "qty": event.qty}
+            buyer_took = event.aggressor == "buy"
+            reports.append((event.buy_account, {
+                **base, "order_id": _client_id(event.buy_order_id), "side": "buy",
+                "leaves_qty": event.buy_leaves_qty,
+                "liquidity": "taker" if buyer_took else "maker"}))
+            reports.append((event.sell_account, {
+                **base, "order_id": _client_id(event.sell_order_id), "side": "sell",
+                "leaves_qty": event.sell_leaves_qty,
+                "liquidity": "maker" if buyer_took else "taker"}))
+        elif kind is OrderAccepted:
+            reports.append((event.account, {
+                "report": "accepted", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "instrument": event.instrument, "side": event.side, "type": event.type,
+                "tif": event.tif, "price": self.price(event.instrument, event.price),
+                "qty": event.qty}))
+        elif kind is OrderCancelled:
+            reports.append((event.account, {
+                "report": "cancelled", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "instrument": event.instrument, "side": event.side,
+                "cancelled_qty": event.cancelled_qty, "reason": event.reason}))
+        elif kind is CommandRejected:
+            if event.account:
+                report = {"report": "rejected", "seq": event.seq, "action": event.action,
+                          "reason": event.reason}
+                if event.order_id is not None:
+                    report["order_id"] = _client_id(event.order_id)
+                reports.append((event.account, report))
+        elif kind is OrderAmended:
+            reports.append((event.account, {
+                "report": "amended", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "instrument": event.instrument, "side": event.side,
+                "price": self.price(event.instrument, event.price), "qty": event.qty,
+                "priority_kept": event.priority_kept}))
+        elif kind is OrderExpired:
+            reports.append((event.account, {
+                "report": "expired", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "instrument": event.instrument, "side": event.side,
+                "expired_qty": event.expired_qty}))
+        elif kind is OrderTriggered:
+            reports.append((event.account, {
+                "report": "triggered", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "instrument": event.instrument, "side": event.side,
+                "stop_price": self.price(event.instrument, event.stop_price),
+                "last_price": self.price(event.instrument, event.last_price)}))
+        elif kind is TradeSettled:
+            cash = format_cash(event.currency, event.cash)
+            base = {"report": "settled", "seq": event.seq, "trade_id": event.trade_id,
+                    "instrument": event.instrument, "qty": event.qty, "cash": cash,
+                    "currency": event.currency}
+            reports.append((event.buy_account, {
+                **base, "side": "buy", "fee": format_cash(event.currency, event.buy_fee)}))
+            reports.append((event.sell_account, {
+                **base, "side": "sell", "fee": format_cash(event.currency, event.sell_fee)}))
+        elif kind is MassCancelAccepted:
+            reports.append((event.account, {
+                "report": "mass_cancel_accepted", "seq": event.seq,
+                "instrument": event.instrument, "side": event.side, "count": event.count}))
+        elif kind is AllowancesSurrendered:
+            reports.append((event.account, {
+                "report": "surrendered", "seq": event.seq, "instrument": event.instrument,
+                "qty": event.qty}))
+
+    def public_trade(self, event: TradeExecuted) -> dict:
+        """A trade as market data: no accounts, no order ids."""
+        return {"seq": event.seq, "trade_id": event.trade_id, "instrument": event.instrument,
+                "price": self.price(event.instrument, event.price), "qty": event.qty,
+                "aggressor": event.aggressor}
+
+    def depth(self, instrument: str, seq: int, book, levels: int) -> dict:
+        """Aggregated depth: up to *levels* price levels a side, best first."""
+        bids, asks = book.depth(levels)
+        fmt = self._ticks[instrument].format
+        return {"instrument": instrument, "seq": seq,
+                "bids": [[fmt(p), qty, count] for p, qty, count in bids],
+                "asks": [[fmt(p), qty, count] for p, qty, count in asks]}

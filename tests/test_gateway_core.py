@@ -1,0 +1,227 @@
+"""The gateway's rules without a network: decoding, bad input, reports, duplicates,
+rate limits, journaling before acknowledgement, market data and its throttle."""
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from exchange import Engine, default_market
+from exchange.commands import Deposit, IssueAllowances
+from exchange.journal import create_journal, recover
+from gateway.service import GatewayCore, GatewaySettings
+from gateway.wire import MAX_COMMANDS, MAX_PAYLOAD, account_of
+
+
+def order(order_id, side, price, qty=10, **extra):
+    return {"action": "new", "order_id": order_id, "instrument": "CEA25", "side": side,
+            "price": price, "qty": qty, **extra}
+
+
+def decode(payload: bytes):
+    return json.loads(payload) if payload[:1] in (b"{", b"[") else msgspec.msgpack.decode(payload)
+
+
+def reports(outgoing, account):
+    """Every report published on *account*'s exec topic, in order."""
+    found = []
+    for topic, payload, qos in outgoing:
+        if topic == f"cx/v1/exec/{account}":
+            assert qos == 1
+            body = decode(payload)
+            found.extend(body if isinstance(body, list) else [body])
+    return found
+
+
+def send(core, account, body, *, packed=False):
+    payload = body if isinstance(body, bytes) else (
+        msgspec.msgpack.encode(body) if packed else json.dumps(body).encode())
+    core.receive(f"cx/v1/orders/{account}", payload, now=0.0)
+
+
+@pytest.fixture
+def core():
+    return GatewayCore(Engine(default_market()), settings=GatewaySettings(book_interval=0))
+
+
+def test_orders_in_fills_out_in_order_for_both_sides(core):
+    send(core, "alice", order("a1", "sell", "60.00", 100))
+    send(core, "bob", [order("b1", "buy", "60.10", 40), order("b2", "buy", "60.00", 70)])
+    out = core.flush(now=1.0)
+    alice, bob = reports(out, "alice"), reports(out, "bob")
+    assert [r["report"] for r in alice] == ["accepted", "fill", "fill"]
+    assert [(r["price"], r["qty"], r["leaves_qty"], r["liquidity"]) for r in alice[1:]] == [
+        ("60.00", 40, 60, "maker"), ("60.00", 60, 0, "maker")]
+    assert [r["report"] for r in bob] == ["accepted", "fill", "accepted", "fill"]
+    assert [r["order_id"] for r in bob] == ["b1", "b1", "b2", "b2"]  # the bot's own ids
+    assert bob[-1]["leaves_qty"] == 10 and bob[-1]["liquidity"] == "taker"
+    seqs = [r["seq"] for r in alice + bob]
+    assert sorted(seqs) == sorted(set(seqs)) or len(set(seqs)) < len(seqs)  # shared trades
+    assert [r["seq"] for r in bob] == sorted(r["seq"] for r in bob)
+    public = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/trades"]
+    assert public == [[
+        {"seq": alice[1]["seq"], "trade_id": 1, "instrument": "CEA25", "price": "60.00",
+         "qty": 40, "aggressor": "buy"},
+        {"seq": alice[2]["seq"], "trade_id": 2, "instrument": "CEA25", "price": "60.00",
+         "qty": 60, "aggressor": "buy"}]]
+    assert all("account" not in t for t in public[0])
+
+
+def test_two_accounts_may_use_the_same_order_id(core):
+    send(core, "alice", order("c1", "sell", "61.00"))
+    send(core, "bob", order("c1", "sell", "62.00"))
+    out = core.flush(now=1.0)
+    assert reports(out, "alice")[0]["report"] == "accepted"
+    assert reports(out, "bob")[0]["report"] == "accepted"
+    send(core, "bob", {"action": "cancel", "order_id": "c1"})
+    out = core.flush(now=2.0)
+    assert reports(out, "bob")[0]["report"] == "cancelled"
+    assert reports(out, "alice") == []
+    assert core.engine.order("alice/c1") is not None and core.engine.order("bob/c1") is None
+
+
+def test_depth_is_aggregated_and_throttled():
+    core = GatewayCore(Engine(default_market()), settings=GatewaySettings(book_interval=1.0))
+    for i in range(12):
+        send(core, "alice", order(f"s{i}", "sell", f"{61 + i}.00", 5))
+        send(core, "alice", order(f"t{i}", "sell", f"{61 + i}.00", 7))
+    send(core, "bob", order("b", "buy", "59.00", 3))
+    out = core.flush(now=10.0)
+    books = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/book"]
+    assert len(books) == 1
+    assert books[0]["bids"] == [["59.00", 3, 1]]
+    assert books[0]["asks"][:2] == [["61.00", 12, 2], ["62.00", 12, 2]]
+    assert len(books[0]["asks"]) == 10  # ten levels a side
+    send(core, "bob", order("b2", "buy", "59.50", 1))
+    assert not [t for t, _, _ in core.flush(now=10.5) if t.endswith("/book")]  # throttled
+    assert core.books_waiting()
+    later = core.depth_now(now=11.0)
+    assert [decode(p)["bids"][0] for _, p, _ in later] == [["59.50", 1, 1]]
+    assert not core.books_waiting()
+
+
+def test_a_resent_command_is_applied_once_and_answered_as_the_first_time(core):
+    send(core, "alice", order("a1", "sell", "60.00", command_id="k-1"))
+    first = reports(core.flush(now=1.0), "alice")
+    send(core, "alice", order("a1", "sell", "60.00", command_id="k-1"))
+    again = reports(core.flush(now=2.0), "alice")
+    assert first[0]["command_id"] == "k-1" and first[0]["report"] == "accepted"
+    assert again == [{**first[0], "duplicate": True}]
+    assert core.engine.accepted == 1
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"action": "new", "order_id": ', "malformed"),
+    (b"\xc1\xff\x00", "malformed"),
+    (b"", "malformed"),
+    (b'"just a string"', "malformed"),
+    (b"[1]", "malformed"),
+    (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
+    (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
+    (b'{"action": "eod"}', "not_permitted"),
+    (b'{"order_id": "x", "side": "buy"}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+     b'"price": 61.2, "qty": 1}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+     b'"price": "61.20", "qty": [1]}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "up", '
+     b'"price": "61.20", "qty": 1}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+     b'"price": "61.20"}', "bad_command"),
+    (b'{"action": "new", "instrument": "CEA25", "side": "buy", "price": "61.20", '
+     b'"qty": 1}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+     b'"price": "61.20", "qty": 1, "colour": "green"}', "bad_command"),
+    (b'{"action": "new", "order_id": "x", "account": "bob", "instrument": "CEA25", '
+     b'"side": "buy", "price": "61.20", "qty": 1}', "wrong_account"),
+    (b'{"action": "cancel", "order_id": "x", "account": "bob"}', "wrong_account"),
+])
+def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
+    before = core.engine.state_hash()
+    send(core, "alice", payload)
+    out = core.flush(now=1.0)
+    answer = reports(out, "alice")
+    assert len(answer) == 1 and answer[0]["report"] == "rejected"
+    assert answer[0]["reason"] == reason and answer[0]["message"]
+    assert core.engine.state_hash() == before and core.engine.seq == 0
+    assert reports(out, "bob") == []
+    assert core.stats.turned_away == 1 and core.stats.by_reason == {reason: 1}
+
+
+def test_good_commands_beside_a_bad_one_go_through_in_order(core):
+    send(core, "alice", [order("a1", "sell", "60.00"), {"action": "new", "qty": "many"},
+                         order("a2", "sell", "60.01")])
+    answers = reports(core.flush(now=1.0), "alice")
+    assert [(r["report"], r.get("order_id")) for r in answers] == [
+        ("accepted", "a1"), ("rejected", None), ("accepted", "a2")]
+
+
+def test_oversized_and_overlong_messages_are_refused_whole(core):
+    big = json.dumps(order("a1", "sell", "60.00", note="x" * MAX_PAYLOAD)).encode()
+    send(core, "alice", big)
+    send(core, "alice", [order(f"o{i}", "sell", "60.00") for i in range(MAX_COMMANDS + 1)])
+    answers = reports(core.flush(now=1.0), "alice")
+    assert [r["reason"] for r in answers] == ["too_large", "too_many_commands"]
+    assert core.engine.seq == 0
+
+
+def test_a_flood_is_rate_limited_per_account():
+    core = GatewayCore(Engine(default_market()),
+                       settings=GatewaySettings(rate=10, burst=20, book_interval=0))
+    for i in range(25):
+        core.receive("cx/v1/orders/alice", json.dumps(order(f"a{i}", "sell", "70.00")).encode(),
+                     now=0.0)
+    core.receive("cx/v1/orders/bob", json.dumps(order("b", "sell", "70.00")).encode(), now=0.0)
+    out = core.flush(now=0.0)
+    alice = reports(out, "alice")
+    assert [r["report"] for r in alice].count("accepted") == 20
+    assert [(r.get("reason"), r["order_id"]) for r in alice[20:]] == [
+        ("rate_limited", f"a{i}") for i in range(20, 25)]
+    assert reports(out, "bob")[0]["report"] == "accepted"  # others unaffected
+    core.receive("cx/v1/orders/alice", json.dumps(order("late", "sell", "70.00")).encode(),
+                 now=1.0)  # a second later the bucket has refilled ten
+    assert reports(core.flush(now=1.0), "alice")[0]["report"] == "accepted"
+
+
+def test_reports_follow_the_bots_format(core):
+    send(core, "alice", order("a1", "sell", "60.00"), packed=True)
+    send(core, "bob", order("b1", "buy", "60.00"))
+    out = {t: p for t, p, _ in core.flush(now=1.0)}
+    assert msgspec.msgpack.decode(out["cx/v1/exec/alice"])[0]["report"] == "accepted"
+    assert json.loads(out["cx/v1/exec/bob"])[0]["report"] == "accepted"
+
+
+def test_a_bot_cannot_move_the_clock_or_touch_the_ledger():
+    engine = Engine(default_market(), ledger=True)
+    engine.execute(Deposit(account="alice", currency="CNY", amount="1000"))
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=20))
+    core = GatewayCore(engine)
+    send(core, "alice", order("a1", "sell", "60.00", ts=10**30 // 10**12))
+    send(core, "alice", {"action": "surrender", "instrument": "CEA25", "qty": 3})
+    out = reports(core.flush(now=1.0), "alice")
+    assert [r["report"] for r in out] == ["accepted", "surrendered"]
+    assert engine.clock < 10**18 * 4  # the gateway's clock (now, in ns), not the bot's
+
+
+def test_commands_are_journaled_before_they_are_answered(tmp_path):
+    market = default_market()
+    writer = create_journal(tmp_path / "j", market.text, ledger=False)
+    core = GatewayCore(Engine(market), journal=writer)
+    send(core, "alice", [order("a1", "sell", "60.00"), order("a2", "sell", "61.00")])
+    send(core, "alice", b"garbage")
+    send(core, "bob", order("b1", "buy", "60.00"))
+    out = core.flush(now=1.0)
+    assert out
+    # Everything answered is on disk already: recovery reproduces the same state.
+    recovered = recover(tmp_path / "j")
+    assert recovered.seq == 3
+    assert recovered.engine.state_hash() == core.engine.state_hash()
+    writer.close()
+
+
+@pytest.mark.parametrize("topic, account", [
+    ("cx/v1/orders/alice", "alice"), ("cx/v1/orders/", None), ("cx/v1/orders/a/b", None),
+    ("cx/v1/exec/alice", None)])
+def test_account_of_topic(topic, account):
+    assert account_of(topic) == account

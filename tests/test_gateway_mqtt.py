@@ -1,0 +1,281 @@
+"""The gateway over real brokers: the embedded amqtt broker and a mosquitto started for
+the test with the config ``carbonx broker-config`` writes. Bots connect with the bot
+client (or plain MQTT clients) as they would from outside."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+
+import aiomqtt
+import pytest
+
+from exchange import Engine, default_market
+from exchange.journal import create_journal, recover
+from gateway.client import ExchangeClient
+from gateway.embedded import GATEWAY_USER, EmbeddedBroker
+from gateway.service import GatewayCore, GatewaySettings, run_gateway
+
+from mosquitto import mosquitto_broker, mosquitto_factory, require_clients  # noqa: F401
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+LIMIT = 30  # seconds: no test here may hang
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def broker(request):
+    """``(host, port, credentials, restart)`` of a running broker of either kind."""
+    if request.param == "mosquitto":
+        real = request.getfixturevalue("mosquitto_broker")
+        return ("mosquitto", real.host, real.port, real.credentials, real.mosquitto)
+    return ("embedded", None, None, {GATEWAY_USER: "gw-secret", "alice": "alice-secret",
+                                     "bob": "bob-secret"}, None)
+
+
+@contextlib.asynccontextmanager
+async def exchange(broker, core: GatewayCore | None = None):
+    """Run a gateway (and the embedded broker, for that kind) for the block."""
+    kind, host, port, credentials, _ = broker
+    core = core or GatewayCore(Engine(default_market()),
+                               settings=GatewaySettings(book_interval=0))
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "embedded":
+            embedded = await stack.enter_async_context(EmbeddedBroker(credentials))
+            host, port = embedded.host, embedded.port
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.ensure_future(run_gateway(
+            core, host=host, port=port, username=GATEWAY_USER,
+            password=credentials[GATEWAY_USER], stop=stop, ready=ready, retry_delay=0.1))
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            yield core, host, port, credentials
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, LIMIT))
+
+
+def order(order_id, side, price, qty=10, **extra):
+    return {"action": "new", "order_id": order_id, "instrument": "CEA25", "side": side,
+            "price": price, "qty": qty, **extra}
+
+
+async def collect(client: ExchangeClient, count: int, timeout: float = 5.0) -> list[dict]:
+    found: list[dict] = []
+
+    async def gather() -> None:
+        async for report in client.reports():
+            found.append(report)
+            if len(found) >= count:
+                return
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(gather(), timeout)
+    return found
+
+
+def test_orders_in_fills_and_depth_out_in_order(broker):
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port,
+                                      market_data=["CEA25"]) as alice, \
+                    ExchangeClient("bob", creds["bob"], host, port) as bob:
+                placed = [await alice.place("CEA25", "sell", 10, f"{60 + i}.00",
+                                            order_id=f"s{i}") for i in range(5)]
+                assert [r["report"] for r in placed] == ["accepted"] * 5
+                answer = await bob.place("CEA25", "buy", 35, "64.00", order_id="b1")
+                assert answer["report"] == "accepted" and answer["order_id"] == "b1"
+                bob_reports = await collect(bob, 5)
+                alice_reports = await collect(alice, 9)
+                books = []
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async with asyncio.timeout(3):
+                        async for topic, body in alice.market_data():
+                            if topic.endswith("/book"):
+                                books.append(body)
+                                if body["asks"] == [["63.00", 5, 1], ["64.00", 10, 1]]:
+                                    break
+        return bob_reports, alice_reports, books
+
+    bob_reports, alice_reports, books = run(scenario())
+    fills = [r for r in bob_reports if r["report"] == "fill"]
+    assert [(f["price"], f["qty"], f["leaves_qty"]) for f in fills] == [
+        ("60.00", 10, 25), ("61.00", 10, 15), ("62.00", 10, 5), ("63.00", 5, 0)]
+    assert all(f["liquidity"] == "taker" and f["order_id"] == "b1" for f in fills)
+    maker = [r for r in alice_reports if r["report"] == "fill"]
+    assert [r["order_id"] for r in maker] == ["s0", "s1", "s2", "s3"]
+    seqs = [r["seq"] for r in alice_reports]
+    assert seqs == sorted(seqs)  # one account's reports arrive in engine order
+    assert books[-1]["asks"] == [["63.00", 5, 1], ["64.00", 10, 1]]
+    assert books[-1]["bids"] == []
+
+
+def test_an_account_cannot_trade_as_another_or_read_its_reports(broker):
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            async with aiomqtt.Client(host, port, username="bob",
+                                      password=creds["bob"]) as spy:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await spy.subscribe("cx/v1/exec/alice", qos=1)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await spy.subscribe("cx/v1/exec/+", qos=1)
+                # Bob writes on Alice's topic: the broker must drop it.
+                await spy.publish("cx/v1/orders/alice",
+                                  json.dumps(order("forged", "sell", "60.00")), qos=1)
+                async with ExchangeClient("alice", creds["alice"], host, port) as alice:
+                    answer = await alice.place("CEA25", "sell", 10, "61.00", order_id="real")
+                    forged = await ExchangeClient.request(
+                        alice, {**order("x", "buy", "61.00"), "account": "bob"})
+                    leaked = []
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            async for message in spy.messages:
+                                leaked.append(message.topic.value)
+            return core, answer, forged, leaked
+
+    core, answer, forged, leaked = run(scenario())
+    assert answer["report"] == "accepted"
+    assert forged["report"] == "rejected" and forged["reason"] == "wrong_account"
+    assert leaked == []
+    assert core.engine.order("alice/forged") is None and core.engine.order("alice/real")
+    assert core.engine.accepted == 1
+
+
+def test_bad_input_is_rejected_on_the_senders_topic_and_the_gateway_goes_on(broker):
+    bad = [b"{not json", b"\xc1", json.dumps({"action": "deposit", "instrument": "CNY",
+                                              "qty": "9"}).encode(),
+           json.dumps(order("p", "buy", 61.5)).encode(),
+           json.dumps(order("q", "buy", "61.50", qty="ten")).encode(),
+           json.dumps({"action": "new"}).encode(), b"x" * 300_000]
+
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            async with aiomqtt.Client(host, port, username="alice",
+                                      password=creds["alice"]) as raw:
+                await raw.subscribe("cx/v1/exec/alice", qos=1)
+                for payload in bad:
+                    await raw.publish("cx/v1/orders/alice", payload, qos=1)
+                await raw.publish("cx/v1/orders/alice", json.dumps(order("ok", "buy", "61.00")),
+                                  qos=1)
+                answers = []
+                async with asyncio.timeout(10):
+                    async for message in raw.messages:
+                        body = json.loads(message.payload)
+                        answers.extend(body if isinstance(body, list) else [body])
+                        if any(a.get("order_id") == "ok" for a in answers):
+                            break
+            return core, answers
+
+    core, answers = run(scenario())
+    reasons = [a.get("reason") for a in answers if a["report"] == "rejected"]
+    assert reasons == ["malformed", "malformed", "not_permitted", "bad_command",
+                       "bad_command", "bad_command", "too_large"]
+    assert answers[-1]["report"] == "accepted"
+    assert core.engine.accepted == 1 and core.engine.rejected == 0
+
+
+def test_a_flood_is_rate_limited_and_others_still_trade(broker):
+    async def scenario():
+        core = GatewayCore(Engine(default_market()),
+                           settings=GatewaySettings(rate=50, burst=50, book_interval=0))
+        async with exchange(broker, core) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port) as alice, \
+                    ExchangeClient("bob", creds["bob"], host, port) as bob:
+                flood = alice.submit_many([order(f"f{i}", "sell", "70.00", 1)
+                                           for i in range(200)])
+                answers = await asyncio.wait_for(asyncio.gather(*flood), 10)
+                calm = await bob.place("CEA25", "buy", 1, "59.00")
+        return answers, calm
+
+    answers, calm = run(scenario())
+    # One message of 200 commands is over the burst of 50: refused whole, each answered.
+    assert calm["report"] == "accepted"
+    assert all(a["report"] == "rejected" and a["reason"] == "rate_limited" for a in answers)
+
+
+def test_reconnect_after_a_broker_restart_loses_and_doubles_nothing(mosquitto_broker):
+    credentials = mosquitto_broker.credentials
+    broker = ("mosquitto", mosquitto_broker.host, mosquitto_broker.port, credentials,
+              mosquitto_broker.mosquitto)
+
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port,
+                                      retry_delay=0.05, resend_after=0.5) as alice:
+                first = alice.submit_many([order(f"a{i}", "sell", "70.00", 1)
+                                           for i in range(100)])
+                await asyncio.sleep(0)  # in flight as the broker goes away
+                await asyncio.to_thread(mosquitto_broker.mosquitto.stop)
+                while_down = [alice.submit(order(f"d{i}", "sell", "70.00", 1))
+                              for i in range(50)]
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(mosquitto_broker.mosquitto.start)
+                answers = await asyncio.wait_for(asyncio.gather(*first, *while_down), 20)
+                reconnected = alice.connects
+        return core, answers, reconnected
+
+    core, answers, reconnected = run(scenario())
+    assert reconnected >= 2
+    assert len(answers) == 150
+    assert all(a["report"] == "accepted" for a in answers)
+    ids = [a["order_id"] for a in answers]
+    assert len(set(ids)) == 150
+    live = [o for o in core.engine._live]
+    assert sorted(live) == sorted(f"alice/{i}" for i in ids)  # each order once
+    assert core.engine.accepted == 150
+
+
+def test_plain_mosquitto_pub_is_accepted_and_answered_on_mosquitto_sub(mosquitto_broker):
+    pub, sub = require_clients()
+    creds = mosquitto_broker.credentials
+    broker = ("mosquitto", mosquitto_broker.host, mosquitto_broker.port, creds, None)
+
+    async def scenario():
+        async with exchange(broker) as (core, host, port, _):
+            listener = await asyncio.create_subprocess_exec(
+                sub, "-h", host, "-p", str(port), "-u", "alice", "-P", creds["alice"],
+                "-t", "cx/v1/exec/alice", "-q", "1", "-C", "1", "-W", "10",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            await asyncio.sleep(0.5)  # let the subscription land
+            message = json.dumps({"action": "new", "order_id": "c1", "instrument": "CEA25",
+                                  "side": "buy", "type": "limit", "price": "61.20",
+                                  "qty": 100})
+            sender = await asyncio.create_subprocess_exec(
+                pub, "-h", host, "-p", str(port), "-u", "alice", "-P", creds["alice"],
+                "-t", "cx/v1/orders/alice", "-q", "1", "-m", message,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert await sender.wait() == 0
+            out, err = await listener.communicate()
+            return out, err
+
+    out, err = run(scenario())
+    report = json.loads(out)
+    assert report["report"] == "accepted", err
+    assert (report["order_id"], report["price"], report["qty"]) == ("c1", "61.20", 100)
+
+
+def test_acknowledged_commands_survive_in_the_journal(broker, tmp_path):
+    market = default_market()
+    writer = create_journal(tmp_path / "journal", market.text, ledger=False)
+
+    async def scenario():
+        core = GatewayCore(Engine(market), journal=writer,
+                           settings=GatewaySettings(book_interval=0))
+        async with exchange(broker, core) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port) as alice:
+                answers = await asyncio.gather(*alice.submit_many(
+                    [order(f"j{i}", "sell", f"{70 + i}.00", 1) for i in range(20)]))
+                # Every answer is out: recovery, right now, already has those orders.
+                recovered = recover(tmp_path / "journal")
+        return core, answers, recovered
+
+    core, answers, recovered = run(scenario())
+    writer.close()
+    assert [a["report"] for a in answers] == ["accepted"] * 20
+    assert recovered.seq == 20
+    assert recovered.engine.state_hash() == core.engine.state_hash()
