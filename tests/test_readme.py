@@ -15,11 +15,20 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_quick_start_main_job_runs_on_the_shipped_example():
+def test_quick_start_main_job_runs_the_demo():
     main_job = _blocks("sh")[0].strip()
-    assert main_job.endswith("carbonx replay examples/orders-mixed.csv")
-    replay = main_job.split("&&")[-1].split()
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", *replay[1:], "--json"],
+    assert main_job.endswith("carbonx demo")
+    demo = main_job.split("&&")[-1].split()
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", *demo[1:], "--seconds", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "VWAP" in result.stdout and "P&L" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_shipped_example_replays():
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "replay",
+                             "examples/orders-mixed.csv", "--json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -36,7 +45,7 @@ def test_quick_start_test_command_is_what_ci_runs():
 
 def test_python_example_runs_and_trades():
     namespace: dict = {}
-    code = _blocks("python")[0]
+    code = next(b for b in _blocks("python") if "Engine(" in b)
     exec(compile(code, "README.md", "exec"), namespace)
     events = namespace["events"]
     assert [type(e).__name__ for e in events] == ["OrderAccepted", "TradeExecuted"]
@@ -64,3 +73,35 @@ def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
     first = recovered["holdings"][0]
     assert rows[1] == ",".join(str(first[k]) for k in ("account", "asset", "available",
                                                        "held", "locked"))
+
+
+def test_bot_client_example_places_and_amends_over_the_embedded_broker():
+    import asyncio
+    import contextlib
+
+    from exchange import Engine, default_market
+    from gateway.embedded import EmbeddedBroker
+    from gateway.service import GatewayCore, run_gateway
+
+    code = next(b for b in _blocks("python") if "ExchangeClient" in b)
+    core = GatewayCore(Engine(default_market()))
+
+    async def scenario():
+        credentials = {"gateway": "g-secret", "alice": "a-secret"}
+        async with EmbeddedBroker(credentials) as broker:
+            namespace: dict = {}
+            exec(compile(code.replace("1883", str(broker.port)), "README.md", "exec"),
+                 namespace)
+            stop, ready = asyncio.Event(), asyncio.Event()
+            gateway = asyncio.ensure_future(run_gateway(
+                core, host=broker.host, port=broker.port, username="gateway",
+                password="g-secret", stop=stop, ready=ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            with contextlib.suppress(asyncio.TimeoutError):  # it reads reports forever
+                await asyncio.wait_for(namespace["trade"]("a-secret"), 2)
+            stop.set()
+            await gateway
+
+    asyncio.run(scenario())
+    (order,) = core.engine._live.values()
+    assert order.account == "alice" and order.price == 6125  # placed, then amended

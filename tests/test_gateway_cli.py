@@ -1,0 +1,150 @@
+"""The gateway's commands as users run them: broker-config, serve (embedded broker and
+mosquitto), demo, and the gateway benchmark's quick run (agreement, not speed)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.client import ExchangeClient
+
+from mosquitto import free_port, mosquitto_broker, mosquitto_factory, require_mosquitto  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def carbonx(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=kwargs.pop("cwd", REPO), **kwargs)
+
+
+def start_serve(*args: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=cwd)
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "gateway ready" in line or "gateway on" in line:
+            return process, lines
+    process.kill()
+    raise AssertionError("serve did not start:\n" + "".join(lines))
+
+
+def stop(process: subprocess.Popen) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    return process.returncode, err
+
+
+def trade(port: int, credentials: dict) -> tuple[dict, dict]:
+    async def go():
+        async with ExchangeClient("alice", credentials["alice"], port=port) as alice, \
+                ExchangeClient("bob", credentials["bob"], port=port) as bob:
+            sold = await alice.place("CEA25", "sell", 100, "60.00", order_id="s1")
+            bought = await bob.place("CEA25", "buy", 100, "60.00", order_id="b1")
+            return sold, bought
+    return asyncio.run(asyncio.wait_for(go(), 30))
+
+
+FUNDING = ("action,account,instrument,qty\n"
+           "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
+           "deposit,bob,CNY,100000\n")
+
+
+def test_serve_embedded_broker_trades_and_journals(tmp_path):
+    (tmp_path / "init.csv").write_text(FUNDING)
+    port = free_port()
+    process, lines = start_serve("--init", "init.csv", "--journal", "j", "--port", str(port),
+                                 cwd=tmp_path)
+    try:
+        credentials = json.loads((tmp_path / "j" / "credentials.json").read_text())
+        assert set(credentials) == {"alice", "bob", "gateway"}
+        assert oct((tmp_path / "j" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+        sold, bought = trade(port, credentials)
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert (sold["report"], bought["report"]) == ("accepted", "accepted")
+    assert "Traceback" not in err and "1 trades" in err
+    holdings = carbonx("holdings", str(tmp_path / "j"), "--json")
+    rows = {(h["account"], h["asset"]): h for h in json.loads(holdings.stdout)["holdings"]}
+    assert rows[("bob", "CEA25")]["locked"] == 100  # bought today: locked until T+1
+    assert json.loads(holdings.stdout)["seq"] == 5  # 3 init rows + 2 orders
+
+
+def test_serve_joins_mosquitto_with_broker_config(tmp_path):
+    require_mosquitto()
+    from mosquitto import Mosquitto
+
+    port = free_port()
+    done = carbonx("broker-config", "--out", str(tmp_path / "b"), "--port", str(port),
+                   "alice", "bob:bobs-password")
+    assert done.returncode == 0, done.stderr
+    credentials = json.loads((tmp_path / "b" / "credentials.json").read_text())
+    assert credentials["bob"] == "bobs-password"
+    (tmp_path / "init.csv").write_text(FUNDING)
+    with Mosquitto(tmp_path / "b") as _broker:
+        url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
+        process, _ = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path)
+        try:
+            time.sleep(0.3)
+            sold, bought = trade(port, credentials)
+        finally:
+            code, err = stop(process)
+    assert code == 0, err
+    assert (sold["report"], bought["report"]) == ("accepted", "accepted")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve", "--broker", "http://x"], "expected mqtt://"),
+    (["serve", "--broker", "mqtt://127.0.0.1:1883"], "user and password"),
+    (["serve", "--port", "0"], "not a port"),
+    (["serve", "--init", "missing.csv"], "missing.csv"),
+    (["demo", "--seconds", "0"], "--seconds"),
+    (["broker-config", "--out", "x", "--port", "1883", "gateway"], "reserved"),
+    (["broker-config", "--out", "x", "--port", "1883", "a/b"], "a/b"),
+])
+def test_bad_gateway_options_exit_2_without_a_traceback(tmp_path, args, message):
+    done = carbonx(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_runs_bots_and_sums_up(tmp_path):
+    done = carbonx("demo", "--seconds", "3", "--journal", str(tmp_path / "j"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "instrument  trades" in out and "CEA25" in out
+    for bot in ("mm-1", "mm-2", "noise-1", "noise-2", "noise-3", "steel-1"):
+        assert bot in out
+    trades = int(out.split(" trades,")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert trades > 0
+    # The journal holds the whole session: recovery ends with the same trade count.
+    recovered = json.loads(carbonx("holdings", str(tmp_path / "j"), "--json").stdout)
+    assert recovered["seq"] > 18
+
+
+def test_gateway_benchmark_quick_loses_nothing(tmp_path):
+    require_mosquitto()
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gateway", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "gateway-quick.json").read_text())
+    assert result["verdict"]["zero_lost"]
+    for side in ("gateway", "raw"):
+        assert result[side]["unbatched"]["answered"] == result[side]["unbatched"]["sent"] > 0
+        assert result[side]["batched"]["answered"] == result[side]["batched"]["sent"] > 0
+        assert result[side]["latency_2000"]["n"] == result[side]["latency_2000"]["sent"]
