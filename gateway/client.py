@@ -23,7 +23,8 @@ from typing import Any, AsyncIterator
 
 import msgspec
 
-from .wire import PENDING_CALLS_WARNING, SOCKET_OPTIONS, exec_topic, orders_topic
+from .wire import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
+                   orders_topic)
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
@@ -63,6 +64,7 @@ class ExchangeClient:
         self._reports: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
         self._market: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
         self._mqtt = None
+        self._sender: OrderedSender | None = None
         self._connected = asyncio.Event()
         self._closing = False
         self._runner: asyncio.Task | None = None
@@ -118,6 +120,7 @@ class ExchangeClient:
                         await mqtt.subscribe(f"cx/v1/md/{'+' if instrument == '*' else instrument}/#",
                                              qos=0)
                     self._mqtt = mqtt
+                    self._sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
                     delay = self._retry_delay
                     await self._resend(mqtt, 0.0)
@@ -133,6 +136,7 @@ class ExchangeClient:
             finally:
                 self._connected.clear()
                 self._mqtt = None
+                self._sender = None
             if not self._closing:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -201,11 +205,10 @@ class ExchangeClient:
             self._pending[command_id] = [command, future, now]
             futures.append(future)
             batch.append(command)
-        mqtt = self._mqtt
-        if mqtt is not None and self._connected.is_set():
+        sender = self._sender
+        if sender is not None and self._connected.is_set():
             payload = self._encode(batch[0] if len(batch) == 1 else batch)
-            task = asyncio.ensure_future(mqtt.publish(orders_topic(self.account), payload, qos=1))
-            task.add_done_callback(_quiet)
+            sender.send(orders_topic(self.account), payload, 1)
         # Not connected: the commands wait in the pending table and go on reconnect.
         return futures
 
@@ -270,7 +273,3 @@ class ExchangeClient:
         while True:
             yield await self._market.get()
 
-
-def _quiet(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.info("a publish failed (%s); the command is resent on reconnect", task.exception())

@@ -32,7 +32,7 @@ from exchange.events import TradeExecuted
 from exchange.journal import JournalWriter
 from exchange import reasons
 
-from .wire import (ORDERS_FILTER, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
+from .wire import (ORDERS_FILTER, OrderedSender, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
                    ReportMaker, WireDecoder, account_of, book_topic, exec_topic, is_msgpack,
                    trades_topic)
 
@@ -46,6 +46,9 @@ log = logging.getLogger("carbonx.gateway")
 _IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
 
 Outgoing = tuple[str, bytes, int]  # topic, payload, qos
+# Reports (or trades) per published message: a burst's reports go out in several messages
+# of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
+REPORTS_PER_MESSAGE = 256
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -218,12 +221,19 @@ class GatewayCore:
         self._decoder.trim()
         outgoing: list[Outgoing] = []
         packed = self._packed
+        step = REPORTS_PER_MESSAGE
         for account, items in by_account.items():
-            body = items[0] if len(items) == 1 else items
             encode = _msgpack.encode if packed.get(account) else _json.encode
-            outgoing.append((exec_topic(account), encode(body), 1))
+            topic = exec_topic(account)
+            if len(items) == 1:
+                outgoing.append((topic, encode(items[0]), 1))
+                continue
+            for start in range(0, len(items), step):
+                outgoing.append((topic, encode(items[start:start + step]), 1))
         for instrument, items in trades.items():
-            outgoing.append((trades_topic(instrument), _json.encode(items), 0))
+            topic = trades_topic(instrument)
+            for start in range(0, len(items), step):
+                outgoing.append((topic, _json.encode(items[start:start + step]), 0))
         outgoing.extend(self._books(time.monotonic() if now is None else now))
         return outgoing
 
@@ -305,31 +315,6 @@ class GatewayCore:
         return self._books(time.monotonic() if now is None else now)
 
 
-class _Publisher:
-    """Publishes in call order without waiting for each broker acknowledgement."""
-
-    def __init__(self, client) -> None:
-        self._client = client
-        self._tasks: set[asyncio.Task] = set()
-
-    def send(self, messages: list[Outgoing]) -> None:
-        # paho queues each publish when the task first runs; tasks start in creation
-        # order, so messages leave in this order.
-        for topic, payload, qos in messages:
-            task = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("a publish failed: %s", task.exception())
-
-    async def drain(self, timeout: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-
-
 async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                       password: str, stop: asyncio.Event, ready: asyncio.Event | None = None,
                       retry_delay: float = 0.5) -> None:
@@ -358,21 +343,21 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
 
 
 async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
-    publisher = _Publisher(client)
+    publisher = OrderedSender(client, window=256, log=log)
     messages = client.messages
 
     async def receive() -> None:
         async for message in messages:
             core.receive(message.topic.value, message.payload)
             if not len(messages):  # nothing more waiting: this loop turn's batch is in
-                publisher.send(core.flush())
+                publisher.send_all(core.flush())
 
     async def depth_timer() -> None:
         interval = max(core.settings.book_interval, 0.01)
         while True:
             await asyncio.sleep(interval / 2)
             if core.books_waiting():
-                publisher.send(core.depth_now())
+                publisher.send_all(core.depth_now())
 
     tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(depth_timer()),
              asyncio.ensure_future(stop.wait())]
@@ -382,7 +367,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             if task is not tasks[2] and task.exception() is not None:
                 raise task.exception()
         if core.pending:
-            publisher.send(core.flush())
+            publisher.send_all(core.flush())
         await publisher.drain()
     finally:
         for task in tasks:

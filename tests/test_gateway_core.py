@@ -225,3 +225,17 @@ def test_commands_are_journaled_before_they_are_answered(tmp_path):
     ("cx/v1/exec/alice", None)])
 def test_account_of_topic(topic, account):
     assert account_of(topic) == account
+
+
+def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
+    from gateway.service import REPORTS_PER_MESSAGE
+
+    count = 3 * REPORTS_PER_MESSAGE + 5
+    for start in range(0, count, 500):
+        send(core, "alice", [order(f"o{i}", "sell", "70.00", 1)
+                             for i in range(start, min(start + 500, count))])
+    out = core.flush(now=1.0)
+    messages = [p for t, p, _ in out if t == "cx/v1/exec/alice"]
+    assert len(messages) == 4 and max(map(len, messages)) < 128 * 1024
+    answers = reports(out, "alice")
+    assert [r["order_id"] for r in answers] == [f"o{i}" for i in range(count)]
