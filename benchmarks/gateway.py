@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -253,7 +252,7 @@ def run_benchmark(settings: dict) -> dict:
         for bot in bots:
             rows += [f"deposit,{bot},CNY,100000000", f"issue,{bot},CEA25,10000000"]
         funding.write_text("\n".join(rows) + "\n")
-        with Mosquitto(directory / "broker") as _broker:
+        with Mosquitto(directory / "broker"):
             url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
             exchange, log = _start([sys.executable, "-m", "gateway.cli", "serve", "--broker",
                                     url, "--init", str(funding), "--log-level", "WARNING"],

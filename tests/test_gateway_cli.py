@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -95,7 +94,7 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
     credentials = json.loads((tmp_path / "b" / "credentials.json").read_text())
     assert credentials["bob"] == "bobs-password"
     (tmp_path / "init.csv").write_text(FUNDING)
-    with Mosquitto(tmp_path / "b") as _broker:
+    with Mosquitto(tmp_path / "b"):
         url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
         process, _ = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path)
         try:
