@@ -32,9 +32,9 @@ from exchange.events import TradeExecuted
 from exchange.journal import JournalWriter
 from exchange import reasons
 
-from .wire import (ORDERS_FILTER, OrderedSender, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
-                   ReportMaker, WireDecoder, account_of, book_topic, exec_topic, is_msgpack,
-                   trades_topic)
+from .wire import (ORDERS_FILTER, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
+                   OrderedSender, ReportMaker, WireDecoder, account_of, book_topic,
+                   client_id, exec_topic, is_msgpack, trades_topic)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 
@@ -86,7 +86,7 @@ def _refused(command, reason: str, message: str) -> dict:
               "action": type(command).__struct_config__.tag}
     order_id = getattr(command, "order_id", None)
     if order_id is not None:
-        report["order_id"] = order_id.partition("/")[2]
+        report["order_id"] = client_id(order_id)
     if command.command_id is not None:
         report["command_id"] = command.command_id
     return report
@@ -125,10 +125,10 @@ class GatewayCore:
         stats = self.stats
         stats.messages += 1
         items = self._decoder.decode(account, payload)
-        if any(type(item) is not dict for item in items):
+        commands = sum(1 for item in items if type(item) is not dict)
+        if commands:
             # Reports follow the format of the bot's last message that held a command.
             self._packed[account] = is_msgpack(payload)
-        commands = sum(1 for item in items if type(item) is not dict)
         if commands and not self._admit(account, commands,
                                         time.monotonic() if now is None else now):
             message = (f"{commands} command(s) in one message over the account's limit "
@@ -297,13 +297,12 @@ class GatewayCore:
             if now - sent.get(instrument, -1e18) < interval:
                 continue
             self._dirty.discard(instrument)
-            book = engine.book(instrument)
-            shape = book.depth(levels)
+            shape = engine.book(instrument).depth(levels)
             if self._book_last.get(instrument) == shape:
                 continue
             self._book_last[instrument] = shape
             sent[instrument] = now
-            depth = self._reports.depth(instrument, engine.seq, book, levels)
+            depth = self._reports.depth(instrument, engine.seq, shape)
             outgoing.append((book_topic(instrument), _json.encode(depth), 0))
         return outgoing
 

@@ -37,7 +37,7 @@ from exchange.orderfile import Row, RowError, RowReader
 
 from .replay import format_cash
 
-__all__ = ["OrderedSender", "WireDecoder", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
+__all__ = ["OrderedSender", "WireDecoder", "client_id", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
            "book_topic", "account_of", "MAX_PAYLOAD", "MAX_COMMANDS", "WIRE_ACTIONS",
            "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
            "TOO_MANY_COMMANDS", "RATE_LIMITED", "is_msgpack"]
@@ -157,6 +157,11 @@ def _rejection(reason: str, message: str, raw=None) -> dict:
     return report
 
 
+def _too_many(count: int) -> dict:
+    return _rejection(TOO_MANY_COMMANDS, f"{count} commands in one message; "
+                                         f"the limit is {MAX_COMMANDS}")
+
+
 class WireDecoder:
     """Turns one message from an account into commands plus rejections for the sender."""
 
@@ -182,12 +187,8 @@ class WireDecoder:
             return self._decode_each(account, payload, packed)
         rows = decoded if type(decoded) is list else [decoded]
         if len(rows) > MAX_COMMANDS:
-            return [_rejection(TOO_MANY_COMMANDS, f"{len(rows)} commands in one "
-                                                  f"message; the limit is {MAX_COMMANDS}")]
-        items: list = []
-        for row in rows:
-            items.append(self._command(account, row))
-        return items
+            return [_too_many(len(rows))]
+        return [self._command(account, row) for row in rows]
 
     def _decode_each(self, account: str, payload: bytes, packed: bool):
         """The message as a whole did not type-check: find which items are at fault."""
@@ -198,8 +199,7 @@ class WireDecoder:
             return [_rejection(MALFORMED, f"not valid {kind}: {exc}")]
         raw_items = raw if type(raw) is list else [raw]
         if len(raw_items) > MAX_COMMANDS:
-            return [_rejection(TOO_MANY_COMMANDS, f"{len(raw_items)} commands in one "
-                                                  f"message; the limit is {MAX_COMMANDS}")]
+            return [_too_many(len(raw_items))]
         items: list = []
         for item in raw_items:
             if not isinstance(item, dict):
@@ -242,7 +242,7 @@ class WireDecoder:
         except RowError as exc:
             record = msgspec.to_builtins(row)
             if isinstance(record.get("order_id"), str):
-                record["order_id"] = record["order_id"].partition("/")[2]
+                record["order_id"] = client_id(record["order_id"])
             return _rejection(BAD_COMMAND, str(exc), record)
 
     def trim(self, limit: int = 100_000) -> None:
@@ -252,7 +252,7 @@ class WireDecoder:
             self._reader.forget()
 
 
-def _client_id(order_id: str | None) -> str | None:
+def client_id(order_id: str | None) -> str | None:
     """The bot's own order id of an engine order id (``alice/c1`` -> ``c1``)."""
     if order_id is None:
         return None
@@ -279,22 +279,22 @@ class ReportMaker:
                     "instrument": event.instrument, "price": price, "qty": event.qty}
             buyer_took = event.aggressor == "buy"
             reports.append((event.buy_account, {
-                **base, "order_id": _client_id(event.buy_order_id), "side": "buy",
+                **base, "order_id": client_id(event.buy_order_id), "side": "buy",
                 "leaves_qty": event.buy_leaves_qty,
                 "liquidity": "taker" if buyer_took else "maker"}))
             reports.append((event.sell_account, {
-                **base, "order_id": _client_id(event.sell_order_id), "side": "sell",
+                **base, "order_id": client_id(event.sell_order_id), "side": "sell",
                 "leaves_qty": event.sell_leaves_qty,
                 "liquidity": "maker" if buyer_took else "taker"}))
         elif kind is OrderAccepted:
             reports.append((event.account, {
-                "report": "accepted", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "report": "accepted", "seq": event.seq, "order_id": client_id(event.order_id),
                 "instrument": event.instrument, "side": event.side, "type": event.type,
                 "tif": event.tif, "price": self.price(event.instrument, event.price),
                 "qty": event.qty}))
         elif kind is OrderCancelled:
             reports.append((event.account, {
-                "report": "cancelled", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "report": "cancelled", "seq": event.seq, "order_id": client_id(event.order_id),
                 "instrument": event.instrument, "side": event.side,
                 "cancelled_qty": event.cancelled_qty, "reason": event.reason}))
         elif kind is CommandRejected:
@@ -302,22 +302,22 @@ class ReportMaker:
                 report = {"report": "rejected", "seq": event.seq, "action": event.action,
                           "reason": event.reason}
                 if event.order_id is not None:
-                    report["order_id"] = _client_id(event.order_id)
+                    report["order_id"] = client_id(event.order_id)
                 reports.append((event.account, report))
         elif kind is OrderAmended:
             reports.append((event.account, {
-                "report": "amended", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "report": "amended", "seq": event.seq, "order_id": client_id(event.order_id),
                 "instrument": event.instrument, "side": event.side,
                 "price": self.price(event.instrument, event.price), "qty": event.qty,
                 "priority_kept": event.priority_kept}))
         elif kind is OrderExpired:
             reports.append((event.account, {
-                "report": "expired", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "report": "expired", "seq": event.seq, "order_id": client_id(event.order_id),
                 "instrument": event.instrument, "side": event.side,
                 "expired_qty": event.expired_qty}))
         elif kind is OrderTriggered:
             reports.append((event.account, {
-                "report": "triggered", "seq": event.seq, "order_id": _client_id(event.order_id),
+                "report": "triggered", "seq": event.seq, "order_id": client_id(event.order_id),
                 "instrument": event.instrument, "side": event.side,
                 "stop_price": self.price(event.instrument, event.stop_price),
                 "last_price": self.price(event.instrument, event.last_price)}))
@@ -345,9 +345,9 @@ class ReportMaker:
                 "price": self.price(event.instrument, event.price), "qty": event.qty,
                 "aggressor": event.aggressor}
 
-    def depth(self, instrument: str, seq: int, book, levels: int) -> dict:
-        """Aggregated depth: up to *levels* price levels a side, best first."""
-        bids, asks = book.depth(levels)
+    def depth(self, instrument: str, seq: int, shape) -> dict:
+        """Aggregated depth from ``book.depth(levels)``: price levels a side, best first."""
+        bids, asks = shape
         fmt = self._ticks[instrument].format
         return {"instrument": instrument, "seq": seq,
                 "bids": [[fmt(p), qty, count] for p, qty, count in bids],
