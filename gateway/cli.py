@@ -274,4 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m gateway.cli`` this file is ``__main__``; go through the package
+    # module so there is one ``UsageError`` class and usage errors exit 2, not traceback.
+    from gateway.cli import main as _main
+    sys.exit(_main())

@@ -362,7 +362,9 @@ HELP_CASES = [
     (["replay"], ["FILE", "--format", "--market", "--ledger", "--stp", "--fills", "--events",
                   "--json", "csv", "ndjson", "cancel_resting", "none"]),
     (["gen-orders"], ["--messages", "--seed", "--format", "--out", "--instruments",
-                      "--accounts"]),
+                      "--accounts", "--profile", "mixed", "carbon", "--mix", "--depth-ticks",
+                      "--depth-shape", "geometric", "--market-makers", "--deadline",
+                      "--fund"]),
 ]
 
 
