@@ -1,25 +1,31 @@
 """``python -m benchmarks [--quick]``: the carbonx benchmark suite.
 
-Stages, each measured in its own fresh process (``sys.executable``):
+Stages, each measured in fresh processes (``sys.executable``) on seeded order files:
 
-1. data       - the seeded mixed order file (about 70% limit orders near the mid, 20%
-                cancels of live orders, 10% marketable), cached under benchmarks/data/;
-2. throughput - the full engine (validation, events, self-trade prevention) against the
-                plain matcher (benchmarks/plain.py) on the same decoded commands, in one
-                process, median of several alternating rounds; with the agreement check
-                (engine with stp ``none`` = plain matcher, trade for trade) and the
-                ``NaiveBook`` reference on a prefix;
-3. end to end - ``carbonx replay FILE --json``, a fresh process per run;
-4. ledger     - ``carbonx replay`` of a funded file matching only, with ``--ledger`` and
-                with ``--ledger --journal`` (benchmarks/ledger.py): ratios to matching;
-5. memory     - bytes per resting order with N orders resting, engine and plain matcher,
-                by tracemalloc and by RSS delta, each in its own process;
-6. hotspots   - when the end-to-end target is missed (full runs), a cProfile summary.
+1. data        - the mixed profile (about 70% limit orders near the mid, 20% cancels,
+                 10% marketable), the same funded (deposit and issue rows first), and the
+                 carbon-market profile (``carbonx gen-orders --profile carbon``), cached
+                 under benchmarks/data/;
+2. contenders  - every contender in its own process on the identical funded stream:
+                 the engine (matching only), the NaiveBook reference (on a prefix), the
+                 plain matcher, and the PyPI peers pyorderbook and lightmatchingengine;
+                 their ordered trade lists must equal the engine's (benchmarks/contenders.py);
+3. end to end  - ``carbonx replay FILE --json``, a fresh process per run;
+4. ledger      - ``carbonx replay --stp none`` of the funded file matching only, with
+                 ``--ledger`` and with ``--ledger --journal``: two more contender rows;
+5. latency     - per-message latency by kind, sampled with ``perf_counter_ns``, on the
+                 mixed and the carbon profiles (benchmarks/latency.py);
+6. scaling     - cost per message over 1,000 .. 1,000,000 resting orders and over
+                 1 .. 1,000 instruments, a process per size (benchmarks/scaling.py);
+7. memory      - bytes per resting order, engine and plain matcher, tracemalloc and RSS;
+8. hotspots    - a cProfile summary of a replay when a target is missed (full runs).
 
-Prints a table and writes the JSON result: ``latest.json`` for a full run, ``quick.json``
-for ``--quick``, in ``--out`` (default benchmarks/results/). A broken check (engine and
-plain disagree, runs differ, naive and fast books differ) fails the suite with exit
-status 1 and writes ``failed.json`` instead. Speed targets are reported, never enforced.
+Prints a table, writes the JSON result (``latest.json`` for a full run, ``quick.json`` for
+``--quick``, ``failed.json`` when a check broke) and a Markdown report with PNG charts
+(``latest-report/``, ``quick-report/``), compared with the previous result of the same
+mode when there is one (regressions named). A broken check (contenders disagree, runs
+differ, naive and fast books differ) fails the suite with exit status 1. Speed targets
+are reported, never enforced.
 """
 from __future__ import annotations
 
@@ -34,48 +40,60 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import data, endtoend, ledger
+from . import contenders, data, endtoend, ledger, report
 from .stats import parse_worker_output
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 RESULTS_DIR = ROOT / "results"
 
+TARGET_OVER_PEER = 3.0         # engine msgs/s over the fastest peer's, at least
 TARGET_RATIO = 0.5             # engine msgs/s over plain msgs/s, at least
+TARGET_SCALING = 1.25          # ns/msg at 1,000,000 resting orders over that at 1,000, at most
+TARGET_P99_NS = 20_000         # p99 per-message latency, under
 TARGET_END_TO_END = 300_000    # carbonx replay msgs_per_s, above
 TARGET_LEDGER = 0.6            # replay --ledger over matching only, at least
 TARGET_JOURNAL = 0.5           # replay --ledger --journal over matching only, at least
-SCHEMA = 1
+SCHEMA = 2
 
-FULL = {"messages": 1_000_000, "memory_orders": 1_000_000, "naive_prefix": 20_000, "repeat": 5}
-QUICK = {"messages": 50_000, "memory_orders": 100_000, "naive_prefix": 5_000, "repeat": 3}
+FULL = {"messages": 1_000_000, "carbon_messages": 1_000_000, "memory_orders": 1_000_000,
+        "naive_prefix": 10_000, "repeat": 5, "peer_repeat": 3, "latency_every": 4,
+        "scaling_messages": 200_000, "scaling_resting": (1_000, 10_000, 100_000, 1_000_000),
+        "scaling_instruments": (1, 10, 100, 1_000)}
+QUICK = {"messages": 50_000, "carbon_messages": 50_000, "memory_orders": 100_000,
+         "naive_prefix": 2_000, "repeat": 3, "peer_repeat": 3, "latency_every": 2,
+         "scaling_messages": 20_000, "scaling_resting": (1_000, 10_000, 100_000),
+         "scaling_instruments": (1, 10, 100)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=(
-            "Benchmark carbonx: engine vs the plain matcher on a seeded mixed order file "
-            "(same process, same decoded commands, trades checked equal with stp none), "
-            "end-to-end `carbonx replay --json` in fresh processes, the NaiveBook "
-            "reference on a prefix, and bytes per resting order. Full run: 1,000,000 "
-            "messages, a few minutes; --quick: 50,000 messages, under 40 s."))
+            "Benchmark carbonx beside its peers: every contender (engine, NaiveBook, plain "
+            "matcher, pyorderbook, lightmatchingengine) in its own process on the same "
+            "seeded stream, trades checked equal; end-to-end replay; ledger and journal; "
+            "latency percentiles by message kind; scaling with resting orders and "
+            "instruments; bytes per order. Writes JSON, a Markdown report and PNG charts. "
+            "Full run: under ten minutes; --quick: under a minute."))
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes (50,000 messages, 100,000 resting orders)")
+                        help="small sizes (50,000 messages; scaling up to 100,000 orders)")
     parser.add_argument("--messages", type=int, metavar="N",
-                        help="messages in the mixed file (default 1,000,000; quick 50,000)")
+                        help="messages in the mixed and carbon files (default 1,000,000; "
+                             "quick 50,000)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     parser.add_argument("--repeat", type=int, metavar="N",
-                        help="timed runs per contender, at least 3 (default 5; quick 3)")
+                        help="timed runs per carbonx contender, at least 3 (default 5; quick 3)")
     parser.add_argument("--memory-orders", type=int, metavar="N",
                         help="resting orders in the memory test (default 1,000,000; quick 100,000)")
     parser.add_argument("--naive-prefix", type=int, metavar="N",
-                        help="messages run through NaiveBook (default 20,000; quick 5,000)")
+                        help="messages run through NaiveBook (default 10,000; quick 2,000)")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
-                        help="cProfile the replay: auto = full run that misses the "
-                             "end-to-end target (default)")
+                        help="cProfile the replay: auto = a full run that misses a speed "
+                             "target (default)")
     parser.add_argument("--out", metavar="DIR", default=str(RESULTS_DIR),
-                        help="where the JSON result goes (default benchmarks/results/)")
+                        help="where the JSON result and the report go (default "
+                             "benchmarks/results/)")
     parser.add_argument("--data", metavar="DIR", default=str(data.DATA_DIR),
                         help="cache of generated order files (default benchmarks/data/)")
     return parser
@@ -108,11 +126,12 @@ def _memory_total() -> int | None:
 def _git() -> dict:
     def run(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+                              timeout=10).stdout
     try:
-        commit = run("rev-parse", "HEAD")
+        commit = run("rev-parse", "HEAD").strip()
+        # Porcelain lines are "XY path": never strip the output, X may be a space.
         changed = [ln[3:] for ln in run("status", "--porcelain", "--", "exchange", "gateway",
-                                        "benchmarks").splitlines()]
+                                        "benchmarks").splitlines() if ln]
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"commit": commit or None, "uncommitted_changes": changed}
@@ -128,7 +147,8 @@ def _load() -> list[float] | None:
 def machine_info() -> dict:
     """Return what a reader needs to weigh the numbers: interpreter, machine, versions."""
     packages = {}
-    for name in ("carbonx", "msgspec", "sortedcontainers"):
+    for name in ("carbonx", "msgspec", "sortedcontainers", "pyorderbook",
+                 "lightmatchingengine", "matplotlib"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -169,6 +189,22 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _shown(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
+def _stage(failures: list[str], what: str, action):
+    """Run *action*; on a worker or parsing failure record it and return ``None``."""
+    try:
+        return action()
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        failures.append(f"{what} failed: {exc}")
+        return None
+
+
 def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
               data_dir: str | Path | None = None, quick: bool = False) -> dict:
     """Run every stage with *settings* (sizes); return the whole result record."""
@@ -178,92 +214,103 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         "schema": SCHEMA, "suite": "carbonx benchmarks", "mode": "quick" if quick else "full",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {**settings, "seed": seed},
-        "targets": {"engine_over_plain_at_least": TARGET_RATIO,
+        "targets": {"engine_over_fastest_peer_at_least": TARGET_OVER_PEER,
+                    "engine_over_plain_at_least": TARGET_RATIO,
+                    "largest_over_smallest_book_ns_per_msg_at_most": TARGET_SCALING,
+                    "p99_latency_ns_under": TARGET_P99_NS,
                     "end_to_end_msgs_per_s_above": TARGET_END_TO_END,
                     "ledger_over_matching_at_least": TARGET_LEDGER,
                     "journal_over_matching_at_least": TARGET_JOURNAL},
         "machine": machine_info(), "load_start": _load(),
     }
+    messages = settings["messages"]
 
-    _say(f"[1/6] data: mixed profile, {settings['messages']:,} messages, seed {seed}")
-    facts = data.mixed_file(settings["messages"], seed=seed, data_dir=data_dir)
-    path = facts["path"]
-    try:
-        shown = str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        shown = path
-    result["data"] = {**facts, "path": shown}
+    _say(f"[1/8] data: mixed, funded mixed and carbon profiles, {messages:,} messages, "
+         f"seed {seed}")
+    files = {}
+    for key, profile_name, fund, size in (("mixed", "mixed", False, messages),
+                                          ("funded", "mixed", True, messages),
+                                          ("carbon", "carbon", False, settings["carbon_messages"])):
+        facts = data.order_file(profile_name, size, seed=seed, data_dir=data_dir, fund=fund)
+        files[key] = facts["path"]
+        result.setdefault("data", {})[key] = {**facts, "path": _shown(facts["path"])}
 
-    _say(f"[2/6] throughput: engine vs plain matcher, {settings['repeat']} rounds, one process")
-    try:
-        throughput = _worker("throughput", path, "--repeat", str(settings["repeat"]),
-                             "--naive-prefix", str(settings["naive_prefix"]))
-        failures += throughput.pop("failures")
-        throughput["file"] = shown
-    except (RuntimeError, ValueError) as exc:
-        throughput = None
-        failures.append(f"throughput worker failed: {exc}")
-    result["throughput"] = throughput
-    result["agreement"] = throughput.pop("agreement") if throughput else None
-    result["naive"] = throughput.pop("naive") if throughput else None
+    _say(f"[2/8] contenders, each in its own process on {_shown(files['funded'])}")
+    section = _stage(failures, "contenders", lambda: contenders.measure(
+        files["funded"], repeat=settings["repeat"], peer_repeat=settings["peer_repeat"],
+        naive_prefix=settings["naive_prefix"], worker=_worker, say=_say))
+    if section is not None:
+        failures += section.pop("failures")
+        section.update(file=_shown(files["funded"]), repeat=settings["repeat"],
+                       peer_repeat=settings["peer_repeat"])
+    result["contenders"] = section
 
-    _say(f"[3/6] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
-    try:
-        e2e = endtoend.measure(path, repeat=settings["repeat"])
+    _say(f"[3/8] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
+    e2e = _stage(failures, "end to end", lambda: endtoend.measure(
+        files["mixed"], repeat=settings["repeat"]))
+    if e2e is not None:
         failures += e2e.pop("failures")
-        engine = (throughput or {}).get("engine", {})
-        if engine and e2e.get("state_hash") and e2e["state_hash"] != engine.get("state_hash"):
-            failures.append("end to end: the replay's state hash differs from the in-process "
-                            f"engine's ({e2e['state_hash']} != {engine.get('state_hash')})")
-        e2e["matches_in_process_engine"] = bool(engine) and all(
-            e2e.get(k) == engine.get(k) for k in ("trades", "volume", "state_hash"))
-    except (RuntimeError, ValueError, KeyError) as exc:
-        e2e = None
-        failures.append(f"end to end failed: {exc}")
     result["end_to_end"] = e2e
 
-    _say(f"[4/6] ledger: replay matching only, --ledger, --ledger --journal; "
+    _say(f"[4/8] ledger: replay --stp none matching only, --ledger, --ledger --journal; "
          f"{settings['repeat']} rounds of fresh processes")
-    try:
-        funded = data.mixed_file(settings["messages"], seed=seed, data_dir=data_dir, fund=True)
-        ledger_result = ledger.measure(funded["path"], repeat=settings["repeat"])
-        failures += ledger_result.pop("failures")
-        ledger_result["file"] = Path(funded["path"]).name
-    except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        ledger_result = None
-        failures.append(f"ledger stage failed: {exc}")
-    result["ledger"] = ledger_result
+    led = _stage(failures, "ledger stage", lambda: ledger.measure(
+        files["funded"], repeat=settings["repeat"], stp="none"))
+    if led is not None:
+        failures += led.pop("failures")
+        led["file"] = Path(files["funded"]).name
+        if section is not None:
+            _ledger_rows(section, led, failures)
+    result["ledger"] = led
+
+    _say(f"[5/8] latency: one message in {settings['latency_every']} timed, mixed and carbon")
+    latency: dict | None = {"sample_every": settings["latency_every"], "profiles": {}}
+    for key in ("mixed", "carbon"):
+        run = _stage(failures, f"latency ({key})", lambda key=key: _worker(
+            "latency", files[key], "--every", str(settings["latency_every"])))
+        if run is not None:
+            latency["timer_overhead_ns"] = run.pop("timer_overhead_ns")
+            run["file"] = _shown(run["file"])
+            latency["profiles"][key] = run
+    result["latency"] = latency if latency["profiles"] else None
+    mixed_run = latency["profiles"].get("mixed")
+    if e2e is not None and mixed_run is not None:
+        # The replay and the in-process engine of the latency run read the same file.
+        e2e["matches_in_process_engine"] = all(
+            e2e.get(k) == mixed_run.get(k) for k in ("trades", "volume", "state_hash"))
+        if not e2e["matches_in_process_engine"]:
+            failures.append(f"end to end: the replay's result differs from the in-process "
+                            f"engine's ({e2e.get('state_hash')} != {mixed_run['state_hash']})")
+
+    _say(f"[6/8] scaling: {settings['scaling_messages']:,} messages over "
+         f"{', '.join(f'{n:,}' for n in settings['scaling_resting'])} resting orders and "
+         f"{', '.join(map(str, settings['scaling_instruments']))} instruments")
+    result["scaling"] = _stage(failures, "scaling", lambda: _scaling(settings, seed, data_dir))
 
     orders = settings["memory_orders"]
-    _say(f"[5/6] memory: {orders:,} resting orders, engine and plain, tracemalloc and RSS")
+    _say(f"[7/8] memory: {orders:,} resting orders, engine and plain, tracemalloc and RSS")
     memory: dict = {"orders": orders}
     for contender in ("engine", "plain"):
         memory[contender] = {}
         for method in ("tracemalloc", "rss"):
-            try:
-                run = _worker("memory", "--contender", contender, "--method", method,
-                              "--orders", str(orders))
-                memory[contender][method] = run
+            run = _stage(failures, f"memory worker ({contender}, {method})", lambda: _worker(
+                "memory", "--contender", contender, "--method", method, "--orders", str(orders)))
+            memory[contender][method] = run
+            if run:
                 memory["instruments"] = run.get("instruments")
                 memory["levels_per_side"] = run.get("levels_per_side")
-            except (RuntimeError, ValueError) as exc:
-                memory[contender][method] = None
-                failures.append(f"memory worker ({contender}, {method}) failed: {exc}")
     result["memory"] = memory
 
-    missed = e2e is not None and e2e["msgs_per_s"]["median"] <= TARGET_END_TO_END
+    result["verdict"] = _verdict(result)
+    missed = [t["name"] for t in result["verdict"]["targets"] if not t["met"]]
     if profile == "always" or (profile == "auto" and missed and not quick):
-        _say("[6/6] hotspots: cProfile of run_replay (end-to-end target missed)")
-        try:
-            result["hotspots"] = _worker("hotspots", path, "--json")
-        except (RuntimeError, ValueError) as exc:
-            result["hotspots"] = None
-            failures.append(f"hotspots worker failed: {exc}")
+        _say("[8/8] hotspots: cProfile of run_replay (a target was missed)")
+        result["hotspots"] = _stage(failures, "hotspots worker",
+                                    lambda: _worker("hotspots", files["mixed"], "--json"))
     else:
-        _say("[6/6] hotspots: skipped")
+        _say("[8/8] hotspots: skipped")
         result["hotspots"] = None
 
-    result["verdict"] = _verdict(result)
     result["failures"] = failures
     result["ok"] = not failures
     result["load_end"] = _load()
@@ -271,31 +318,119 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     return result
 
 
+def _ledger_rows(section: dict, led: dict, failures: list[str]) -> None:
+    """Add the ledger stage's ``--ledger`` and ``--journal`` replays as contender rows."""
+    engine = next((r for r in section["rows"] if r["name"] == "engine"), None)
+    version = metadata.version("carbonx") if engine is None else engine["version"]
+    for mode, label, note in (
+            ("ledger", "carbonx engine + ledger", "pre-trade risk holds and settlement of "
+             "every trade; carbonx replay --ledger, engine time"),
+            ("journal", "carbonx engine + ledger + journal", "the same, every command "
+             "journaled first (group commit of 4,096, fsync each); engine time")):
+        runs = led["runs"][mode]
+        speed = led["modes"][mode]["engine_msgs_per_s"]
+        row = {"name": f"engine_{mode}", "label": label, "group": "carbonx", "version": version,
+               "note": note, "messages_sent": led["messages"], "left_out": {}, "emulated": {},
+               "runs_s": [r["engine_s"] for r in runs], "msgs_per_s": speed,
+               "trades": led["trades"], "volume": led["volume"], "prefix": None}
+        if engine is None:
+            row.update(agrees=None, agreement="no engine run to compare with")
+        elif (led["trades"], led["volume"]) == (engine["trades"], engine["volume"]):
+            row.update(agrees=True, agreement=f"same trade count and volume "
+                                              f"({led['trades']:,} trades)")
+        else:
+            row.update(agrees=False, agreement=f"{led['trades']:,} trades, volume "
+                       f"{led['volume']:,}; the engine {engine['trades']:,}, {engine['volume']:,}")
+            failures.append(f"engine_{mode}: {row['agreement']}")
+        if engine is not None:
+            row["ratio_to_engine"] = round(speed["median"] / engine["msgs_per_s"]["median"], 4)
+        names = [r["name"] for r in section["rows"]]
+        after = names.index("engine_ledger" if mode == "journal" else "engine") if engine else -1
+        section["rows"].insert(after + 1 if engine else len(names), row)
+    # the matching-only replay must end where the in-process engine ended
+    if engine is not None and led["modes"]["matching"]["state_hash"] != engine["state_hash"]:
+        failures.append("ledger stage: the matching-only replay's state hash differs from "
+                        "the engine contender's")
+
+
+def _scaling(settings: dict, seed: int, data_dir) -> dict:
+    facts = data.order_file("mixed", settings["scaling_messages"], seed=seed, data_dir=data_dir)
+    repeat = "3"
+    resting = [_worker("scaling", "resting", str(n), facts["path"], "--repeat", repeat)
+               for n in settings["scaling_resting"]]
+    spread = [_worker("scaling", "instruments", str(k), facts["path"], "--repeat", repeat)
+              for k in settings["scaling_instruments"]]
+
+    def ratio(rows: list[dict]) -> float:
+        return round(rows[-1]["ns_per_msg"]["median"] / rows[0]["ns_per_msg"]["median"], 3)
+
+    return {"messages": settings["scaling_messages"], "file": _shown(facts["path"]),
+            "resting": resting, "instruments": spread,
+            "resting_ratio_largest_to_smallest": ratio(resting),
+            "instruments_ratio_largest_to_smallest": ratio(spread)}
+
+
+def _target(name: str, target: str, value, met: bool) -> dict:
+    return {"name": name, "target": target, "value": value, "met": bool(met)}
+
+
 def _verdict(result: dict) -> dict:
     """Headline numbers and the targets, met or missed (speed never fails the suite)."""
-    throughput, e2e, memory = result["throughput"], result["end_to_end"], result["memory"]
-    verdict: dict = {}
-    if throughput:
-        verdict["plain_msgs_per_s"] = throughput["plain"]["msgs_per_s"]["median"]
-        verdict["engine_msgs_per_s"] = throughput["engine"]["msgs_per_s"]["median"]
-        verdict["engine_over_plain"] = throughput["ratio"]["median"]
-        verdict["ratio_target_met"] = throughput["ratio"]["median"] >= TARGET_RATIO
+    verdict: dict = {"targets": []}
+    targets = verdict["targets"]
+    section = result.get("contenders")
+    rows = {r["name"]: r for r in section["rows"]} if section else {}
+    engine = rows.get("engine")
+    if engine:
+        verdict["engine_msgs_per_s"] = engine["msgs_per_s"]["median"]
+        peers = [r for r in rows.values() if r["group"] == "peer"]
+        if peers:
+            fastest = max(peers, key=lambda r: r["msgs_per_s"]["median"])
+            ratio = round(engine["msgs_per_s"]["median"] / fastest["msgs_per_s"]["median"], 3)
+            verdict["fastest_peer"] = fastest["name"]
+            verdict["engine_over_fastest_peer"] = ratio
+            targets.append(_target(f"engine / fastest peer ({fastest['name']})",
+                                   f">= {TARGET_OVER_PEER}", ratio, ratio >= TARGET_OVER_PEER))
+        if "plain" in rows:
+            ratio = rows["plain"]["ratio_to_engine"]
+            value = round(1 / ratio, 3) if ratio else 0.0
+            verdict["engine_over_plain"] = value
+            targets.append(_target("engine / plain matcher", f">= {TARGET_RATIO}", value,
+                                   value >= TARGET_RATIO))
+        verdict["agreement"] = all(r.get("agrees") is not False for r in rows.values())
+    scaling = result.get("scaling")
+    if scaling:
+        ratio = scaling["resting_ratio_largest_to_smallest"]
+        sizes = scaling["resting"]
+        targets.append(_target(f"ns/msg at {sizes[-1]['resting']:,} resting / at "
+                               f"{sizes[0]['resting']:,}", f"<= {TARGET_SCALING}", ratio,
+                               ratio <= TARGET_SCALING))
+    latency = result.get("latency")
+    if latency:
+        for key, run in latency["profiles"].items():
+            p99 = run["all"]["p99_ns"]
+            verdict[f"p99_ns_{key}"] = p99
+            targets.append(_target(f"p99 latency, {key} profile (ns)", f"< {TARGET_P99_NS:,}",
+                                   p99, p99 < TARGET_P99_NS))
+    e2e = result.get("end_to_end")
     if e2e:
-        verdict["end_to_end_msgs_per_s"] = e2e["msgs_per_s"]["median"]
-        verdict["end_to_end_target_met"] = e2e["msgs_per_s"]["median"] > TARGET_END_TO_END
+        value = e2e["msgs_per_s"]["median"]
+        verdict["end_to_end_msgs_per_s"] = value
+        targets.append(_target("end to end, carbonx replay msgs/s", f"> {TARGET_END_TO_END:,}",
+                               value, value > TARGET_END_TO_END))
+    led = result.get("ledger")
+    if led:
+        for key, target in (("ledger_over_matching", TARGET_LEDGER),
+                            ("journal_over_matching", TARGET_JOURNAL)):
+            value = led["ratios"][key]["median"]
+            verdict[key] = value
+            targets.append(_target(key.replace("_", " "), f">= {target}", value, value >= target))
+    memory = result.get("memory") or {}
     for contender in ("engine", "plain"):
         for method in ("tracemalloc", "rss"):
             run = (memory.get(contender) or {}).get(method)
             if run and "bytes_per_order" in run:
                 verdict[f"{contender}_bytes_per_order_{method}"] = run["bytes_per_order"]
-    if result["agreement"]:
-        verdict["agreement"] = result["agreement"]["ok"]
-    led = result.get("ledger")
-    if led:
-        verdict["ledger_over_matching"] = led["ratios"]["ledger_over_matching"]["median"]
-        verdict["journal_over_matching"] = led["ratios"]["journal_over_matching"]["median"]
-        verdict["ledger_target_met"] = verdict["ledger_over_matching"] >= TARGET_LEDGER
-        verdict["journal_target_met"] = verdict["journal_over_matching"] >= TARGET_JOURNAL
     return verdict
 
 
@@ -309,104 +444,107 @@ def _range(spread: dict, fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(spread['median'])}  [{fmt.format(spread['min'])} .. {fmt.format(spread['max'])}]"
 
 
+def _kinds_cell(row: dict) -> str:
+    parts = [f"left out {', '.join(f'{k} {v:,}' for k, v in row['left_out'].items())}"
+             if row.get("left_out") else "",
+             f"emulated {', '.join(row['emulated'])}" if row.get("emulated") else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def render(result: dict) -> str:
     """Return the readable table of *result*."""
     m, s = result["machine"], result["settings"]
     lines = [
-        f"carbonx benchmarks ({result['mode']}): {s['messages']:,} messages, mixed profile, "
-        f"seed {s['seed']}; median [min .. max] of {s['repeat']} runs",
+        f"carbonx benchmarks ({result['mode']}): {s['messages']:,} messages, seed {s['seed']}; "
+        f"median [min .. max]",
         f"  {m['implementation']} {m['python']} on {m['platform']}, {m['cpu']}, "
         f"{m['cpu_count']} CPUs, load {result['load_start']} -> {result.get('load_end')}",
         f"  carbonx {m['packages'].get('carbonx')} at {(m['git'].get('commit') or '?')[:12]}"
         + (f" + {len(m['git']['uncommitted_changes'])} uncommitted file(s)"
-           if m["git"].get("uncommitted_changes") else ""),
+           if m["git"].get("uncommitted_changes") else "")
+        + "; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if k != "carbonx"),
         "",
     ]
-    t = result["throughput"]
-    if t:
-        ratio = t["ratio"]
-        lines += [
-            "Throughput: one process, the same decoded commands, GC paused "
-            f"(decode alone: {t['decode_msgs_per_s']:,} msgs/s)",
-            f"  {'contender':<50}{'msgs/s  [min .. max]':>34}{'trades':>11}",
-            f"  {'plain matcher (SortedDict + deque, ~80 lines)':<50}"
-            f"{_range(t['plain']['msgs_per_s']):>34}{_n(t['plain']['trades']):>11}",
-            f"  {'engine (validation, events, STP cancel_resting)':<50}"
-            f"{_range(t['engine']['msgs_per_s']):>34}{_n(t['engine']['trades']):>11}",
-            f"  {'engine / plain, per round':<50}{_range(ratio, '{:.3f}'):>34}"
-            f"   target >= {TARGET_RATIO}: "
-            f"{'met' if ratio['median'] >= TARGET_RATIO else 'MISSED'}",
-            "",
-        ]
-    a = result["agreement"]
-    if a:
-        lines.append(f"Agreement, stp none: engine {a['engine_trades']:,} trades, plain "
-                     f"{a['plain_trades']:,} trades: "
-                     + ("identical, in order" if a["ok"] else
-                        f"DIFFERENT (first at #{a.get('first_difference')})"))
-    nv = result["naive"]
-    if nv:
-        lines.append(f"NaiveBook reference, first {nv['messages']:,} messages: "
-                     f"{nv['naive_msgs_per_s']:,} msgs/s (FastBook {nv['fast_msgs_per_s']:,}); "
-                     f"events and state hash "
-                     + ("equal" if nv["ok"] else "DIFFERENT"))
-    e = result["end_to_end"]
+    c = result.get("contenders")
+    if c:
+        lines += [f"Contenders: each in its own process on {c['file']} "
+                  f"({c['messages']:,} messages, stp none), GC paused",
+                  f"  {'contender':<44}{'msgs/s  [min .. max]':>34}{'x engine':>10}"
+                  f"{'trades':>10}  agrees"]
+        for row in c["rows"]:
+            agrees = {True: "yes", False: "NO", None: "-"}[row.get("agrees")]
+            label = row["label"] + (f" (first {row['prefix']:,})" if row.get("prefix") else "")
+            lines.append(f"  {label:<44}{_range(row['msgs_per_s']):>34}"
+                         f"{row.get('ratio_to_engine', 0):>10.3f}{_n(row['trades']):>10}  {agrees}")
+            extra = _kinds_cell(row)
+            if extra or row.get("agrees") is False:
+                lines.append(f"  {'':<4}{extra}{'; ' if extra else ''}"
+                             + (row["agreement"] if row.get("agrees") is not True else ""))
+        naive = next((r for r in c["rows"] if r["name"] == "naive"), None)
+        if naive and naive.get("engine_same_prefix_msgs_per_s"):
+            lines.append(f"  (on the naive prefix the engine makes "
+                         f"{naive['engine_same_prefix_msgs_per_s']['median']:,} msgs/s)")
+        lines.append("")
+    e = result.get("end_to_end")
     if e and "msgs_per_s" in e:
-        met = e["msgs_per_s"]["median"] > TARGET_END_TO_END
         lines += [
-            "",
-            "End to end: carbonx replay FILE --json, a fresh process per run",
-            f"  {'msgs_per_s (read + decode + match)':<50}{_range(e['msgs_per_s']):>34}"
-            f"   target > {TARGET_END_TO_END:,}: {'met' if met else 'MISSED'}",
+            "End to end: carbonx replay FILE --json (mixed profile), a fresh process per run",
+            f"  {'msgs_per_s (read + decode + match)':<50}{_range(e['msgs_per_s']):>34}",
             f"  {'engine_msgs_per_s (engine alone)':<50}{_range(e['engine_msgs_per_s']):>34}",
-            f"  {'elapsed_s':<50}{_range(e['elapsed_s'], '{:.3f}'):>34}",
-            f"  {'  of which read + decode s':<50}{_range(e['read_decode_s'], '{:.3f}'):>34}",
-            f"  {'  of which engine s':<50}{_range(e['engine_s'], '{:.3f}'):>34}",
             f"  {'process wall s (start-up included)':<50}{_range(e['wall_s'], '{:.3f}'):>34}",
-            f"  same result as the in-process engine: "
-            f"{'yes' if e.get('matches_in_process_engine') else 'NO'}",
+            "",
         ]
     led = result.get("ledger")
-    if led:
-        r = led["ratios"]
-        lines += ["", f"Ledger and journal: carbonx replay of {led['file']} "
-                      f"({led['messages']:,} messages, funded first), fresh processes",
-                  f"  {'mode':<50}{'msgs/s  [min .. max]':>34}{'engine msgs/s':>16}"]
-        for mode, label in (("matching", "matching only"), ("ledger", "--ledger"),
-                            ("journal", "--ledger --journal (group commit + fsync)")):
-            m = led["modes"][mode]
-            lines.append(f"  {label:<50}{_range(m['msgs_per_s']):>34}"
-                         f"{_n(m['engine_msgs_per_s']['median']):>16}")
-        for key, label, target in (("ledger_over_matching", "ledger / matching", TARGET_LEDGER),
-                                   ("journal_over_matching", "journal / matching", TARGET_JOURNAL)):
-            met = r[key]["median"] >= target
-            lines.append(f"  {label + ', per round':<50}{_range(r[key], '{:.3f}'):>34}"
-                         f"   target >= {target}: {'met' if met else 'MISSED'}"
-                         f"   (engine alone {r[key + '_engine']['median']:.3f})")
-        if led.get("recovery"):
-            rec = led["recovery"]
-            lines.append(f"  carbonx holdings recovered {rec['seq']:,} commands from "
-                         f"{rec['journal_bytes'] / 1e6:,.1f} MB of journal in {rec['wall_s']} s "
-                         f"(snapshots: {', '.join(rec['snapshots']) or 'none'})")
-    mem = result["memory"]
-    lines += ["", f"Memory: {mem['orders']:,} resting orders "
-                  f"({len(mem.get('instruments') or ())} instruments, "
-                  f"{mem.get('levels_per_side')} levels a side), bytes per order",
-              f"  {'contender':<12}{'tracemalloc':>14}{'RSS delta':>14}"]
-    for contender in ("engine", "plain"):
-        runs = mem.get(contender) or {}
-        cells = [f"{runs[m]['bytes_per_order']:,.1f}" if runs.get(m) and "bytes_per_order" in runs[m]
-                 else "-" for m in ("tracemalloc", "rss")]
-        lines.append(f"  {contender:<12}{cells[0]:>14}{cells[1]:>14}")
+    if led and led.get("recovery"):
+        rec = led["recovery"]
+        lines += [f"Journal recovery: carbonx holdings recovered {rec['seq']:,} commands from "
+                  f"{rec['journal_bytes'] / 1e6:,.1f} MB in {rec['wall_s']} s", ""]
+    lat = result.get("latency")
+    if lat:
+        lines.append(f"Latency per message inside the engine, one in {lat['sample_every']} "
+                     f"timed (timer cost {lat.get('timer_overhead_ns')} ns, included)")
+        lines.append(f"  {'profile / kind':<28}{'n':>9}{'p50 us':>9}{'p99 us':>9}"
+                     f"{'p99.9 us':>10}{'max us':>10}")
+        for key, run in lat["profiles"].items():
+            for kind, row in [*run["kinds"].items(), ("all", run["all"])]:
+                lines.append(f"  {key + ' / ' + kind:<28}{row['n']:>9,}{row['p50_ns'] / 1e3:>9.2f}"
+                             f"{row['p99_ns'] / 1e3:>9.2f}{row['p999_ns'] / 1e3:>10.2f}"
+                             f"{row['max_ns'] / 1e3:>10.1f}")
+        lines.append("")
+    sc = result.get("scaling")
+    if sc:
+        lines.append(f"Scaling: {sc['messages']:,} messages of the mixed profile, ns per message")
+        lines.append("  " + "   ".join(f"{r['resting']:,} resting: {r['ns_per_msg']['median']:,.0f}"
+                                       + (f" ({r['bytes_per_order']:.0f} B/order)"
+                                          if r.get("bytes_per_order") else "")
+                                       for r in sc["resting"]))
+        lines.append("  " + "   ".join(f"{r['instruments']:,} instruments: "
+                                       f"{r['ns_per_msg']['median']:,.0f}"
+                                       for r in sc["instruments"]))
+        lines.append("")
+    mem = result.get("memory")
+    if mem:
+        lines += [f"Memory: {mem['orders']:,} resting orders, bytes per order",
+                  f"  {'contender':<12}{'tracemalloc':>14}{'RSS delta':>14}"]
+        for contender in ("engine", "plain"):
+            runs = mem.get(contender) or {}
+            cells = [f"{runs[k]['bytes_per_order']:,.1f}"
+                     if runs.get(k) and "bytes_per_order" in runs[k] else "-"
+                     for k in ("tracemalloc", "rss")]
+            lines.append(f"  {contender:<12}{cells[0]:>14}{cells[1]:>14}")
+        lines.append("")
+    lines.append("Targets")
+    for t in result["verdict"]["targets"]:
+        value = t["value"]
+        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+        lines.append(f"  {t['name']:<52}{shown:>14}  {t['target']:<12}"
+                     f"{'met' if t['met'] else 'MISSED'}")
     h = result.get("hotspots")
     if h:
         lines += ["", f"Where replay time goes (cProfile, inflates call costs): read + decode "
-                      f"{h['read_decode_share']:.0%} of elapsed "
-                      f"({h['profiled_read_decode_s']} s of {h['profiled_elapsed_s']} s); "
-                      f"shares of {h['profiled_total_s']} s profiled, of which "
-                      f"{h['state_hash_s']} s is the final state_hash, outside elapsed",
+                      f"{h['read_decode_share']:.0%} of elapsed",
                   f"  {'own s':>8} {'share':>6} {'calls':>10}  function"]
-        for row in h["top_own_time"][:12]:
+        for row in h["top_own_time"][:10]:
             lines.append(f"  {row['own_s']:>8.3f} {row['own_share']:>6.1%} {row['calls']:>10,}"
                          f"  {row['function']}")
     lines.append("")
@@ -414,7 +552,7 @@ def render(result: dict) -> str:
         lines.append("FAILED CHECKS:")
         lines += [f"  - {f}" for f in result["failures"]]
     else:
-        lines.append("All checks passed (agreement, run-to-run equality, naive = fast, "
+        lines.append("All checks passed (contenders agree, run-to-run equality, naive = fast, "
                      "replay = in-process engine). Speed targets are reported, not enforced.")
     lines.append(f"Total {result['total_s']} s")
     return "\n".join(lines)
@@ -424,19 +562,34 @@ def write_result(result: dict, out_dir: str | Path) -> Path:
     """Write *result* as JSON into *out_dir*, atomically; return the path."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    name = "failed.json" if not result["ok"] else (
-        "quick.json" if result["mode"] == "quick" else "latest.json")
-    path = folder / name
-    tmp = folder / f"{name}.{os.getpid()}.tmp"
+    path = folder / f"{result_name(result)}.json"
+    tmp = folder / f"{path.name}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp, path)
     return path
 
 
+def result_name(result: dict) -> str:
+    """``latest`` for a full run, ``quick`` for --quick, ``failed`` when a check broke."""
+    return "failed" if not result["ok"] else ("quick" if result["mode"] == "quick" else "latest")
+
+
+def _previous(folder: Path, result: dict) -> dict | None:
+    """Return the last result of the same mode in *folder*, if one can be read."""
+    try:
+        old = json.loads((folder / f"{'quick' if result['mode'] == 'quick' else 'latest'}.json")
+                         .read_text())
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
-    for key in ("messages", "memory_orders", "naive_prefix", "repeat"):
+    if args.messages is not None:
+        settings["messages"] = settings["carbon_messages"] = args.messages
+    for key in ("memory_orders", "naive_prefix", "repeat"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -444,14 +597,30 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m benchmarks: error: --repeat must be at least 3 (medians of fewer "
               "runs mean little)", file=sys.stderr)
         return 2
-    if settings["messages"] < 1 or settings["memory_orders"] < 1 or settings["naive_prefix"] < 0:
+    if settings["messages"] < 1 or settings["memory_orders"] < 1 or settings["naive_prefix"] < 1:
         print("python -m benchmarks: error: sizes must be positive", file=sys.stderr)
         return 2
+    settings["naive_prefix"] = min(settings["naive_prefix"], settings["messages"])
+    settings["scaling_messages"] = min(settings["scaling_messages"], settings["messages"])
+    out = Path(args.out)
+    previous = _previous(out, {"mode": "quick" if args.quick else "full"})
     result = run_suite(settings, seed=args.seed, profile=args.profile, data_dir=args.data,
                        quick=args.quick)
-    path = write_result(result, args.out)
+    compared = report.compare(previous, result) if previous else None
+    if compared:
+        result["compared"] = {"with": compared["old"], "regressions": compared["regressions"],
+                              "improvements": compared["improvements"]}
+    path = write_result(result, out)
+    written = report.write_report(result, out / f"{result_name(result)}-report",
+                                  compared=compared)
     print(render(result))
-    print(f"Wrote {path}")
+    if compared:
+        print(f"Compared with the previous {result['mode']} run "
+              f"({compared['old'].get('created_utc')}): "
+              f"{len(compared['regressions'])} regression(s)"
+              + (": " + "; ".join(compared["regressions"]) if compared["regressions"] else "")
+              + f", {len(compared['improvements'])} improvement(s)")
+    print(f"Wrote {path} and {written['report']}")
     if result["failures"]:
         print("\nBENCHMARK FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
         return 1

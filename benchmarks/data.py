@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gateway import genorders
 
-__all__ = ["DATA_DIR", "mixed_file", "file_sha256"]
+__all__ = ["DATA_DIR", "mixed_file", "order_file", "file_sha256"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -39,16 +39,26 @@ def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = No
     """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
 
     The profile is ``gateway.genorders.generate_mixed``: about 70% limit orders near the
-    mid, 20% cancels of live orders, 10% marketable orders. The result holds ``path``,
-    ``messages``, ``seed``, ``bytes``, ``sha256``, ``generator``, ``cached`` and
-    ``generated_s`` (0 when the cached file was reused). With *fund*, the file starts
+    mid, 20% cancels of live orders, 10% marketable orders. With *fund*, the file starts
     with a deposit and an issue row per account, for ``replay --ledger``.
+    """
+    return order_file("mixed", messages, seed=seed, data_dir=data_dir, fund=fund)
+
+
+def order_file(profile: str, messages: int, *, seed: int = 1,
+               data_dir: str | Path | None = None, fund: bool = False) -> dict:
+    """Return facts about the cached CSV of *profile* (``mixed`` or ``carbon``), made if needed.
+
+    The result holds ``path``, ``profile``, ``messages``, ``seed``, ``bytes``, ``sha256``,
+    ``generator``, ``cached`` and ``generated_s`` (0 when the cached file was reused).
     """
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{'funded' if fund else 'mixed'}-{messages}-seed{seed}.csv"
+    stem = {"mixed": "funded" if fund else "mixed",
+            "carbon": "carbon-funded" if fund else "carbon"}[profile]
+    path = folder / f"{stem}-{messages}-seed{seed}.csv"
     meta_path = path.with_suffix(".json")
-    wanted = {"profile": "mixed", "messages": messages, "seed": seed, "funded": fund,
+    wanted = {"profile": profile, "messages": messages, "seed": seed, "funded": fund,
               "generator": _generator_hash()}
     try:
         meta = json.loads(meta_path.read_text())
@@ -59,9 +69,13 @@ def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = No
         pass
 
     started = time.perf_counter()
-    rows = genorders.generate_mixed(messages, seed=seed, fund=fund)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    genorders.write_rows(tmp, rows, "csv")
+    if profile == "carbon":
+        rows = genorders.generate_carbon(messages, seed=seed, fund=fund)
+        genorders.write_rows(tmp, rows, "csv", genorders.CARBON_HEADER)
+    else:
+        rows = genorders.generate_mixed(messages, seed=seed, fund=fund)
+        genorders.write_rows(tmp, rows, "csv")
     del rows
     os.replace(tmp, path)
     generated = time.perf_counter() - started

@@ -1,8 +1,8 @@
 """The benchmark suite runs, checks agreement, and writes the result it promises.
 
-Speed is never asserted here (the machine is shared and noisy); correctness is: the
-engine with stp ``none`` must trade exactly like the plain matcher, and the suite must
-notice when it does not.
+Speed is never asserted here (the machine is shared and noisy); correctness is: every
+contender whose semantics match must trade exactly like the engine, in order, and the
+suite must notice when one does not.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import __main__ as suite
-from benchmarks import endtoend, memory, stats, throughput
+from benchmarks import contenders, endtoend, latency, memory, peers, scaling, stats
+from exchange import Engine, default_market
 from exchange.orderfile import read_order_file
-from gateway.genorders import generate_mixed, write_rows
+from gateway.genorders import CARBON_HEADER, generate_carbon, generate_mixed, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def mixed_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bench") / "mixed.csv"
-    write_rows(path, generate_mixed(3000, seed=5), "csv")
+    write_rows(path, generate_mixed(3000, seed=5, fund=True), "csv")
+    return path
+
+
+@pytest.fixture(scope="module")
+def carbon_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "carbon.csv"
+    write_rows(path, generate_carbon(3000, seed=5), "csv", CARBON_HEADER)
     return path
 
 
@@ -37,105 +45,178 @@ def quick_result(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
         [sys.executable, "-m", "benchmarks", "--quick", "--messages", "4000",
          "--memory-orders", "3000", "--naive-prefix", "800", "--profile", "never",
          "--out", str(base / "results"), "--data", str(base / "data")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
     return done, base / "results"
 
+
+def _trades(adapter_name: str, path: Path) -> tuple[list, object]:
+    adapter = peers.make(adapter_name)
+    prepared = adapter.prepare(read_order_file(path, default_stp="none"))
+    state = adapter.run(prepared)
+    if isinstance(adapter, peers.EngineAdapter):
+        return adapter.verify(prepared)[0], adapter
+    return adapter.trades(state), adapter
+
+
+# --- the whole suite --------------------------------------------------------------------
 
 def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     done, results = quick_result
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "Agreement, stp none" in done.stdout and "identical, in order" in done.stdout
     result = json.loads((results / "quick.json").read_text())
     assert not (results / "latest.json").exists()  # a quick run never replaces the full one
-
     assert {"schema", "mode", "created_utc", "settings", "targets", "machine", "data",
-            "throughput", "agreement", "naive", "end_to_end", "memory", "hotspots",
-            "verdict", "failures", "ok", "total_s"} <= result.keys()
+            "contenders", "end_to_end", "ledger", "latency", "scaling", "memory",
+            "hotspots", "verdict", "failures", "ok", "total_s"} <= result.keys()
     assert result["ok"] is True and result["failures"] == []
     assert result["mode"] == "quick" and result["settings"]["messages"] == 4000
-    assert {"python", "platform", "cpu_count", "packages"} <= result["machine"].keys()
-    assert {"carbonx", "msgspec", "sortedcontainers"} <= result["machine"]["packages"].keys()
+    assert {"pyorderbook", "lightmatchingengine"} <= result["machine"]["packages"].keys()
 
-    agreement = result["agreement"]
-    assert agreement["ok"] and agreement["stp"] == "none"
-    assert agreement["engine_trades"] == agreement["plain_trades"] > 0
-
-    t = result["throughput"]
-    assert t["messages"] == 4000 and t["repeat"] >= 3
-    for contender in ("plain", "engine"):
-        assert {"median", "min", "max", "n"} <= t[contender]["msgs_per_s"].keys()
-        assert len(t[contender]["runs_s"]) == t["repeat"]
-    assert t["engine"]["accepted"] + t["engine"]["rejected"] == 4000
-    assert {"median", "min", "max", "runs"} <= t["ratio"].keys()
-
-    assert result["naive"]["ok"] and result["naive"]["messages"] == 800
+    rows = {row["name"]: row for row in result["contenders"]["rows"]}
+    assert list(rows) == ["engine", "engine_ledger", "engine_journal", "naive", "plain",
+                          "pyorderbook", "lightmatchingengine"]
+    engine = rows["engine"]
+    assert engine["trades"] > 0 and engine["ratio_to_engine"] == 1.0
+    for name, row in rows.items():
+        assert row["agrees"] is True, (name, row["agreement"])
+        assert {"median", "min", "max", "n"} <= row["msgs_per_s"].keys()
+        assert row["msgs_per_s"]["median"] > 0 and row["ratio_to_engine"] > 0
+        if row["prefix"] is None:
+            assert (row["trades"], row["volume"]) == (engine["trades"], engine["volume"])
+    assert rows["naive"]["prefix"] == 800 and 0 < rows["naive"]["trades"] < engine["trades"]
+    for name in ("plain", "pyorderbook", "lightmatchingengine"):
+        assert rows[name]["left_out"] == {"deposit": 50, "issue": 50}
+        assert "identical ordered trade list" in rows[name]["agreement"]
+    for name in ("pyorderbook", "lightmatchingengine"):
+        assert rows[name]["group"] == "peer" and rows[name]["version"]
+        assert "ioc" in rows[name]["emulated"]
 
     e2e = result["end_to_end"]
-    assert e2e["matches_in_process_engine"] is True
-    assert len(e2e["runs"]) >= 3
+    assert e2e["matches_in_process_engine"] is True and len(e2e["runs"]) >= 3
     for run in e2e["runs"]:
         assert set(endtoend.PINNED_KEYS) <= run.keys()
         assert run["accepted"] + run["rejected"] == run["messages"] == 4000
-    assert {"median", "min", "max"} <= e2e["msgs_per_s"].keys()
 
-    for contender in ("engine", "plain"):
-        for method in ("tracemalloc", "rss"):
-            run = result["memory"][contender][method]
-            assert run["resting"] == 3000 and run["bytes_per_order"] > 0
-    assert {"plain_msgs_per_s", "engine_msgs_per_s", "engine_over_plain",
-            "end_to_end_msgs_per_s", "agreement", "ledger_over_matching",
-            "journal_over_matching"} <= result["verdict"].keys()
-
-    # Ledger stage: three modes on one funded file, same trades, journal recovered whole.
     led = result["ledger"]
-    assert led["messages"] == 4000 and led["trades"] > 0
     assert set(led["modes"]) == {"matching", "ledger", "journal"}
-    for mode, runs in led["runs"].items():
-        assert len(runs) >= 3
-        for run in runs:
-            assert run["messages"] == 4000 and run["trades"] == led["trades"]
-            assert run["rejected"] == 0 or mode == "matching"
     assert led["modes"]["ledger"]["state_hash"] == led["modes"]["journal"]["state_hash"]
-    assert led["recovery"]["seq"] == 4000 and led["recovery"]["journal_bytes"] > 0
-    for key in ("ledger_over_matching", "journal_over_matching"):
-        assert 0 < led["ratios"][key]["median"] < 2
-    assert "Ledger and journal" in done.stdout
+    assert led["modes"]["matching"]["state_hash"] == engine["state_hash"]
+    assert led["recovery"]["seq"] == 4000
+
+    profiles = result["latency"]["profiles"]
+    assert set(profiles) == {"mixed", "carbon"}
+    assert {"new_limit_rest", "new_limit_cross", "cancel", "new_ioc"} <= profiles["mixed"]["kinds"].keys()
+    assert {"amend", "new_market", "new_fok", "eod"} <= profiles["carbon"]["kinds"].keys()
+    for run in profiles.values():
+        every = run["all"]
+        assert every["n"] == run["sampled"] == sum(k["n"] for k in run["kinds"].values())
+        assert every["p50_ns"] <= every["p99_ns"] <= every["p999_ns"] <= every["max_ns"]
+        assert sum(run["histogram"]["counts"]["all"]) == every["n"]
+
+    sc = result["scaling"]
+    assert [r["resting"] for r in sc["resting"]] == [1000, 10_000, 100_000]
+    assert [r["instruments"] for r in sc["instruments"]] == [1, 10, 100]
+    # the resting orders never trade: every size makes the same trades
+    assert len({tuple(r["trades"]) for r in sc["resting"]}) == 1
+
+    names = [t["name"] for t in result["verdict"]["targets"]]
+    assert any(n.startswith("engine / fastest peer") for n in names)
+    assert any(n.startswith("p99 latency") for n in names) and len(names) >= 7
+
+    report_dir = results / "quick-report"
+    text = (report_dir / "report.md").read_text()
+    assert "pyorderbook" in text and "lightmatchingengine" in text
+    for chart in ("throughput", "latency", "scaling"):
+        assert (report_dir / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Contenders: each in its own process" in done.stdout and "Targets" in done.stdout
 
 
-def test_engine_with_stp_none_trades_exactly_like_the_plain_matcher(mixed_csv):
-    commands = read_order_file(mixed_csv, default_stp="none")
-    _, matcher = throughput.run_plain(read_order_file(mixed_csv))
-    record = throughput.check_agreement(commands, matcher.trades)
-    assert record["ok"], record
-    assert record["engine_trades"] == len(matcher.trades) > 0
+def test_a_second_run_is_compared_with_the_first(quick_result, tmp_path):
+    done, results = quick_result
+    assert done.returncode == 0
+    first = json.loads((results / "quick.json").read_text())
+    slower = json.loads(json.dumps(first))
+    slower["contenders"]["rows"][0]["msgs_per_s"]["median"] *= 2  # the old run was faster
+    (tmp_path / "quick.json").write_text(json.dumps(slower))
+    assert suite._previous(tmp_path, {"mode": "quick"})["created_utc"] == first["created_utc"]
+    assert suite._previous(tmp_path, {"mode": "full"}) is None  # modes are never mixed
+    compared = suite.report.compare(slower, first)
+    assert "throughput/engine msgs/s" in compared["regressions"]
 
 
-def test_agreement_check_fails_on_any_difference(mixed_csv):
-    commands = read_order_file(mixed_csv, default_stp="none")
-    _, matcher = throughput.run_plain(commands)
-    trades = list(matcher.trades)
-    aggressor, resting, price, qty = trades[5]
-    trades[5] = (aggressor, resting, price, qty + 1)
-    record = throughput.check_agreement(commands, trades)
-    assert not record["ok"] and record["first_difference"] == 5
-    assert record["plain_trade"][3] == record["engine_trade"][3] + 1
+# --- agreement ----------------------------------------------------------------------------
 
-    record = throughput.check_agreement(commands, matcher.trades[:-1])
-    assert not record["ok"] and record["first_difference"] == len(matcher.trades) - 1
-    assert not throughput.check_agreement(commands[:0], [])["ok"]  # no trades proves nothing
+@pytest.mark.parametrize("name", ["plain", "pyorderbook", "lightmatchingengine"])
+def test_every_contender_trades_exactly_like_the_engine(mixed_csv, name):
+    engine_trades, _ = _trades("engine", mixed_csv)
+    trades, adapter = _trades(name, mixed_csv)
+    assert trades == engine_trades and len(trades) > 100
+    assert adapter.left_out == {"deposit": 50, "issue": 50}
 
 
-def test_default_stp_differs_from_plain_so_the_check_is_not_vacuous(mixed_csv):
+def test_the_naive_book_trades_like_the_fast_one_on_a_prefix(mixed_csv):
+    record = contenders.work("naive", mixed_csv, repeat=1, prefix=600)
+    fast, counts = peers.EngineAdapter().verify(read_order_file(mixed_csv, default_stp="none"),
+                                                marks=(600,))
+    assert record["failures"] == [] and record["trades"] == counts[600] > 0
+    assert record["trades_digest"] == contenders._digest(contenders._lines(fast[:counts[600]]))
+
+
+def test_a_wrong_trade_is_caught(mixed_csv, tmp_path):
+    engine = contenders.work("engine", mixed_csv, repeat=1, trades_out=tmp_path / "engine.trades")
+    plain = contenders.work("plain", mixed_csv, repeat=1, trades_out=tmp_path / "plain.trades")
+    assert contenders.compare_trades("plain", plain, engine, tmp_path)["agrees"] is True
+    lines = (tmp_path / "plain.trades").read_text().splitlines()
+    aggressor, resting, price, qty = lines[7].split(",")
+    lines[7] = f"{aggressor},{resting},{price},{int(qty) + 1}"
+    (tmp_path / "plain.trades").write_text("\n".join(lines) + "\n")
+    verdict = contenders.compare_trades("plain", plain, engine, tmp_path)
+    assert verdict["agrees"] is False and "#7" in verdict["agreement"]
+    (tmp_path / "plain.trades").write_text("\n".join(lines[:-1]) + "\n")  # one trade missing
+    assert contenders.compare_trades("plain", plain, engine, tmp_path)["agrees"] is False
+
+
+def test_a_stream_the_peers_cannot_take_is_not_compared(carbon_csv, tmp_path):
+    _, adapter = _trades("pyorderbook", carbon_csv)
+    assert {"amend", "market", "fok", "eod"} <= adapter.left_out.keys()
+    record = {"left_out": adapter.left_out, "prefix": None}
+    verdict = contenders.compare_trades("pyorderbook", record, {}, tmp_path)
+    assert verdict["agrees"] is None and "left out" in verdict["agreement"]
+
+
+def test_default_stp_differs_from_none_so_the_check_is_not_vacuous(mixed_csv):
     # With cancel_resting the engine must trade differently on this file; if it did not,
-    # the stp-none agreement run would not be exercising what it claims to.
-    _, engine, trades = throughput.run_engine(read_order_file(mixed_csv), keep="trades")
-    _, matcher = throughput.run_plain(read_order_file(mixed_csv))
-    assert trades != matcher.trades
+    # the stp-none comparison would not be exercising what it claims to.
+    engine = Engine(default_market())
+    events = [e for c in read_order_file(mixed_csv) for e in engine.execute(c)]
+    assert peers.engine_trades(events) != _trades("plain", mixed_csv)[0]
 
 
-def test_naive_reference_agrees_on_a_prefix(mixed_csv):
-    record = throughput.check_naive(read_order_file(mixed_csv), 500)
-    assert record["ok"] and record["events"] > 500
+# --- latency, scaling, memory ---------------------------------------------------------------
+
+def test_latency_sorts_every_sampled_command_into_a_kind(carbon_csv):
+    run = latency.measure(str(carbon_csv), every=1)
+    assert run["sampled"] == run["messages"] == 3000
+    assert sum(k["n"] for k in run["kinds"].values()) == 3000
+    assert "rejected" not in run["kinds"]  # the carbon file replays without rejections
+    assert run["kinds"]["eod"]["n"] == sum(1 for line in carbon_csv.read_text().splitlines()
+                                           if line.startswith("eod,"))
+
+
+def test_resting_orders_for_scaling_never_trade(mixed_csv):
+    plain_run = scaling.resting(10, str(mixed_csv), repeat=1)
+    deep_run = scaling.resting(5000, str(mixed_csv), repeat=1)
+    assert plain_run["trades"] == deep_run["trades"] and deep_run["trades"][0] > 0
+    assert deep_run["levels_per_side"] == 1000
+
+
+def test_dealing_out_to_instruments_keeps_every_message(mixed_csv):
+    commands = read_order_file(mixed_csv, default_stp="none")
+    dealt = scaling.deal_out(commands, 7)
+    assert len(dealt) == len(commands)
+    assert {c.instrument for c in dealt if hasattr(c, "side")} == {f"S{i:04d}" for i in range(7)}
+    run = scaling.instruments(7, str(mixed_csv), repeat=1)
+    assert run["messages"] == len(commands) and run["trades"][0] > 0
 
 
 def test_memory_worker_counts_every_resting_order():
@@ -144,6 +225,8 @@ def test_memory_worker_counts_every_resting_order():
     run = memory.measure("plain", "tracemalloc", 2000, levels=50)
     assert run["resting"] == 2000 and run["bytes_per_order"] > 0
 
+
+# --- the command line -------------------------------------------------------------------------
 
 def test_failed_results_never_overwrite_the_committed_figures(tmp_path):
     path = suite.write_result({"ok": False, "mode": "full", "failures": ["x"]}, tmp_path)
@@ -155,7 +238,7 @@ def test_suite_rejects_fewer_than_three_runs(capsys):
     assert "at least 3" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", [stats, throughput, memory])
+@pytest.mark.parametrize("module", [stats, memory, contenders, latency, scaling])
 def test_doctests(module):
     failed, _ = doctest.testmod(module)
     assert failed == 0
