@@ -77,7 +77,8 @@ def deep_orders(count: int, low: int, high: int, symbol: str = "CEA25") -> list[
 
 
 def _price_range(commands: list) -> tuple[int, int]:
-    ticks = [default_market()["CEA25"].tick.to_units(c.price) for c in commands
+    tick = default_market()["CEA25"].tick
+    ticks = [tick.to_units(c.price) for c in commands
              if type(c) is PlaceOrder and c.price is not None]
     return min(ticks), max(ticks)
 

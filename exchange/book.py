@@ -201,9 +201,15 @@ class FastBook:
     def fillable(self, order: Order) -> bool:
         """Tell whether *order* would fill completely now under its self-trade mode.
 
-        Simulates the matching order exactly, iceberg re-queues included, without
-        changing anything. O(orders within the limit).
+        Exact without simulating: within a level the aggressor takes every displayed
+        slice in queue order, then the icebergs' hidden rest as they re-queue, so a
+        level can give the displayed slices and then all hidden quantity. A resting
+        order of the same account is skipped (``cancel_resting``) or ends the order
+        (``cancel_aggressor``, ``cancel_both``) when it is met in the first pass.
+        O(orders within the limit), nothing allocated per order.
         """
+        # Profiled (benchmarks/latency.py): simulating the re-queues with a deque of
+        # copies made fok the slowest order kind, p50 13 µs against 6 µs for ioc.
         if order.is_buy:
             side, limit = self._asks, order.price
         else:
@@ -211,20 +217,23 @@ class FastBook:
         need, account, stp = order.qty, order.account, order.stp
         levels = side.levels
         for key in sorted(k for k in levels if k <= limit):
-            queue = deque((r, r.visible, r.qty) for r in levels[key].orders if r.qty)
-            while queue:
-                resting, shown, open_qty = queue.popleft()
+            hidden = 0
+            for resting in levels[key].orders:
+                open_qty = resting.qty
+                if not open_qty:
+                    continue
                 if stp != STP_NONE and resting.account == account:
                     if stp == STP_RESTING:
                         continue
                     return False
-                fill = need if need < shown else shown
-                need -= fill
-                if not need:
+                shown = resting.visible
+                if need <= shown:
                     return True
-                open_qty -= fill
-                if open_qty:
-                    queue.append((resting, min(resting.display, open_qty), open_qty))
+                need -= shown
+                hidden += open_qty - shown
+            if need <= hidden:
+                return True
+            need -= hidden
         return False
 
     # --- commands ----------------------------------------------------------------------

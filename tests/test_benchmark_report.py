@@ -251,9 +251,10 @@ def test_compare_names_regressions_improvements_and_same(result):
     rows["engine"]["msgs_per_s"]["median"] *= 0.8                               # 20% slower
     rows["plain"]["msgs_per_s"]["median"] *= 1.05                                # within 10%
     kinds = new["latency"]["profiles"]["mixed"]["kinds"]
-    kinds["new_limit_rest"]["p99_ns"] = int(kinds["new_limit_rest"]["p99_ns"] * 1.2)   # worse
-    kinds["cancel"]["p99_ns"] = int(kinds["cancel"]["p99_ns"] * 0.8)                    # better
-    kinds["marketable"]["p99_ns"] = int(kinds["marketable"]["p99_ns"] * 1.05)          # same
+    # latency tails have the wider latency tolerance (50%)
+    kinds["new_limit_rest"]["p99_ns"] = int(kinds["new_limit_rest"]["p99_ns"] * 1.6)   # worse
+    kinds["cancel"]["p99_ns"] = int(kinds["cancel"]["p99_ns"] * 0.4)                    # better
+    kinds["marketable"]["p99_ns"] = int(kinds["marketable"]["p99_ns"] * 1.2)           # same
 
     found = report.compare(result, new)
 
@@ -262,9 +263,9 @@ def test_compare_names_regressions_improvements_and_same(result):
     assert engine["change"] == pytest.approx(-0.2)
     rest = _metric(found, "latency/mixed/new_limit_rest p99 ns")
     assert rest["status"] == "regression" and rest["better"] == "lower"
-    assert rest["change"] == pytest.approx(-0.2, abs=1e-4)
+    assert rest["change"] == pytest.approx(-0.6, abs=1e-4)
     cancel = _metric(found, "latency/mixed/cancel p99 ns")
-    assert cancel["status"] == "improvement" and cancel["change"] == pytest.approx(0.2)
+    assert cancel["status"] == "improvement" and cancel["change"] == pytest.approx(0.6, abs=1e-4)
     assert _metric(found, "throughput/plain msgs/s")["status"] == "same"
     assert _metric(found, "latency/mixed/marketable p99 ns")["status"] == "same"
     assert _metric(found, "scaling/resting 1,000,000 ns/msg")["status"] == "same"
@@ -277,7 +278,7 @@ def test_compare_names_regressions_improvements_and_same(result):
                             "mode": "full", "messages": 1_000_000}
 
     # A wider tolerance forgives the same changes.
-    assert report.compare(result, new, tolerance=0.25)["regressions"] == []
+    assert report.compare(result, new, tolerance=0.25, latency_tolerance=0.7)["regressions"] == []
 
 
 def test_compare_covers_every_kind_of_metric(result):
