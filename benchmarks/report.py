@@ -36,7 +36,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["write_report", "compare", "headline_table", "main"]
+__all__ = ["write_report", "compare", "headline_table", "targets_table", "readme_block",
+           "update_readme", "main"]
 
 DPI = 110
 CHARTS = ("throughput", "latency", "scaling")
@@ -484,6 +485,49 @@ def _throughput_lines(result: dict, charts, skipped) -> list[str]:
     return lines + _chart_line("throughput", charts, skipped, "Throughput by contender")
 
 
+def targets_table(result: dict) -> str:
+    """Return the Markdown table of the targets, met or missed (empty when none)."""
+    lines = _targets_lines(result)[3:]
+    return "\n".join(lines) if lines and lines[0].startswith("|") else ""
+
+
+README_BEGIN = "<!-- benchmark-results:begin (python -m benchmarks.report RESULT --readme README.md) -->"
+README_END = "<!-- benchmark-results:end -->"
+
+
+def readme_block(result: dict, chart: str = "benchmarks/results/latest-report/throughput.png") -> str:
+    """Return the README's results block for *result*: headline table, targets, a chart."""
+    machine = _section(result, "machine") or {}
+    settings = _section(result, "settings") or {}
+    section = _section(result, "contenders") or {}
+    lines = [README_BEGIN,
+             f"Latest {result.get('mode', '?')} run: {_when(result.get('created_utc'))}, commit "
+             f"{(_commit(result) or '?')[:12]}; {machine.get('implementation', 'Python')} "
+             f"{machine.get('python', '?')}, {machine.get('cpu', '?')}, "
+             f"{machine.get('cpu_count', '?')} CPUs; {_num(settings.get('messages'))} "
+             f"messages of the funded mixed profile ({section.get('file', '?')}), each "
+             f"contender in its own process, median [min .. max].", "",
+             headline_table(result), "", targets_table(result), "",
+             f"![Throughput by contender]({chart})", README_END]
+    return "\n".join(lines)
+
+
+def update_readme(path: str | Path, result: dict) -> bool:
+    """Replace the results block of the README at *path*; return whether it changed.
+
+    Raises ``ValueError`` when the README has no block markers.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {README_BEGIN!r} ... {README_END!r} block")
+    updated = text[:start] + readme_block(result) + text[end + len(README_END):]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
 def _targets_lines(result: dict) -> list[str]:
     lines = ["", "## Targets", ""]
     verdict = _section(result, "verdict") or {}
@@ -906,6 +950,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an earlier result to compare with; exit 1 on any regression")
     parser.add_argument("--tolerance", type=float, default=0.10, metavar="FRACTION",
                         help="change that counts as a regression or improvement (default 0.1)")
+    parser.add_argument("--readme", metavar="README.md",
+                        help="also replace the results block of this README (headline "
+                             "table, targets, chart) with this result's")
     return parser
 
 
@@ -931,6 +978,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     charts = [p.name for key, p in paths.items() if key != "report"]
     print(f"Wrote {paths['report']}" + (f" and {', '.join(charts)}" if charts else " (no charts)"))
+    if args.readme:
+        try:
+            changed = update_readme(args.readme, result)
+        except (OSError, ValueError) as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{'Updated' if changed else 'Unchanged'}: the results block of {args.readme}")
     if compared is None:
         return 0
     print(f"Compared with {args.compare}:")

@@ -17,7 +17,8 @@ Invariants (checked by ``check()``):
   * within a level live orders are in arrival order (FIFO), icebergs re-queued at the
     back after each displayed slice;
   * a live order has ``0 < visible <= qty``; ``visible == qty`` unless it is an iceberg;
-  * every live order is in the registry shared with the engine, and only those.
+  * every live order is in the registry shared with the engine (order id -> order);
+    an id used today whose order is done maps to ``None``.
 
 Complexity: rest at an existing level O(1), at a new level O(log L); cancel O(1)
 amortised plus O(log L) when the best level empties; each fill O(1); best price O(1).
@@ -284,7 +285,7 @@ class FastBook:
         level = side.levels[key]
         order.qty = 0
         order.visible = 0
-        del self._live[order.order_id]
+        self._live[order.order_id] = None  # the id stays used for the day
         level.count -= 1
         if not level.count:
             side.drop_level(key)
@@ -342,7 +343,7 @@ class FastBook:
                     if stp != STP_AGGRESSOR:
                         queue.popleft()
                         level.count -= 1
-                        del live[resting.order_id]
+                        live[resting.order_id] = None
                         resting.qty = resting.visible = 0
                         seq += 1
                         append(OrderCancelled(
@@ -388,7 +389,7 @@ class FastBook:
                     resting.visible = 0
                     queue.popleft()
                     level.count -= 1
-                    del live[resting.order_id]
+                    live[resting.order_id] = None
                 if not remaining:
                     break
             if not level.count:

@@ -140,7 +140,7 @@ class NaiveBook:
 
     def remove(self, order: Order) -> None:
         self._dequeue(order)
-        del self._live[order.order_id]
+        self._live[order.order_id] = None
         order.qty = 0
         order.visible = 0
 

@@ -225,7 +225,7 @@ def test_reconnect_after_a_broker_restart_loses_and_doubles_nothing(mosquitto_br
     assert all(a["report"] == "accepted" for a in answers)
     ids = [a["order_id"] for a in answers]
     assert len(set(ids)) == 150
-    live = [o for o in core.engine._live]
+    live = [o.order_id for o in core.engine.live_orders()]
     assert sorted(live) == sorted(f"alice/{i}" for i in ids)  # each order once
     assert core.engine.accepted == 150
 

@@ -105,3 +105,16 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
     asyncio.run(scenario())
     (order,) = core.engine._live.values()
     assert order.account == "alice" and order.price == 6125  # placed, then amended
+
+
+def test_readme_shows_the_latest_benchmark_results():
+    # The block is written from benchmarks/results/latest.json by
+    # `python -m benchmarks.report ... --readme README.md`: it cannot go stale silently.
+    from benchmarks.report import readme_block
+
+    latest = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
+    block = readme_block(latest)
+    assert block in README
+    assert "| pyorderbook" in block and "| lightmatchingengine" in block
+    chart = re.search(r"!\[[^]]*\]\(([^)]+)\)", block).group(1)
+    assert (ROOT / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
