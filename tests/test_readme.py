@@ -103,7 +103,7 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
             await gateway
 
     asyncio.run(scenario())
-    (order,) = core.engine._live.values()
+    (order,) = core.engine.live_orders()
     assert order.account == "alice" and order.price == 6125  # placed, then amended
 
 
