@@ -1,0 +1,341 @@
+"""Allocation and compliance rules of the national market, as exact arithmetic.
+
+The yearly numbers a registry needs, each a pure function (shared/DOMAIN.md, compliance
+rules 3-9; the defaults are the rules in force):
+
+* ``power_allocation``     - A = Qe·Be·Ff + Qh·Bh per generating unit, with the load
+                             factor Ff = 1.015^(16-20F) below 65% load; gas units topped
+                             up to their verified emissions; no shortfall above 20% of
+                             verified emissions;
+* ``industrial_alphas``    - steel, cement, aluminium: A = E·(1+α), X = (BP-I)/BP,
+                             α = 0.15·X inside ±20%, ±0.03 outside, with the sector value
+                             BP solved exactly so that the sector's allocation equals its
+                             verified emissions;
+* ``pre_allocation`` and ``true_up`` - a share of the prior year's emissions first, the
+                             difference to the final allocation once verified;
+* ``adjust``               - regional and yearly multipliers with a sector cap, so the
+                             total cannot grow by accident;
+* ``ccer_cap``, ``banking_cap``, ``fine_fen`` - the 5% offset cap, the banking
+                             conversion cap T = 10,000 + 1.5 × net sales, and the fine.
+
+Exactness: inputs are decimal strings, ``Decimal`` or ``Fraction`` (never ``float``: a
+float is refused); arithmetic is in ``Fraction``; every allocation is rounded down to whole
+tonnes at the end, as the rules say. The one irrational step, a load factor with a
+fractional exponent, is computed with 50 significant digits and rounded down, so it
+cannot round a unit up. Money is integer fen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from math import floor
+from typing import Iterable, Mapping
+
+__all__ = [
+    "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit",
+    "power_allocation", "alpha", "solve_benchmark", "industrial_alphas",
+    "industrial_allocation", "pre_allocation", "true_up", "adjust", "ccer_cap",
+    "banking_cap", "fine_fen", "AllocationError",
+]
+
+
+class AllocationError(ValueError):
+    """Input that the rules cannot apply to (a float, a negative output, no entities)."""
+
+
+def exact(value, name: str = "value") -> Fraction:
+    """Return *value* (decimal string, int, ``Decimal`` or ``Fraction``) as a ``Fraction``.
+
+    >>> exact("0.7910"), exact(3), exact(Decimal("1.5"))
+    (Fraction(791, 1000), Fraction(3, 1), Fraction(3, 2))
+    >>> exact(0.1)
+    Traceback (most recent call last):
+    ...
+    exchange.allocation.AllocationError: value: 0.1 is a float; give a decimal string
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise AllocationError(f"{name}: {value!r} is a float; give a decimal string")
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, int):
+        return Fraction(value)
+    try:
+        number = Decimal(value) if isinstance(value, str) else value
+        if not isinstance(number, Decimal) or not number.is_finite():
+            raise ValueError
+    except (ArithmeticError, ValueError, TypeError):
+        raise AllocationError(f"{name}: {value!r} is not a number") from None
+    return Fraction(number)
+
+
+# --- power ------------------------------------------------------------------------------
+
+# 2024 benchmarks, tCO2 per MWh of electricity, by unit type (DOMAIN rule 4).
+POWER_BENCHMARKS = {"coal_large": Fraction("0.7910"), "coal_small": Fraction("0.8049"),
+                    "coal_unconventional": Fraction("0.8244"), "gas": Fraction("0.3288")}
+# tCO2 per GJ of heat, by fuel.
+HEAT_BENCHMARKS = {"coal": Fraction("0.1033"), "gas": Fraction("0.0533")}
+LOAD_THRESHOLD = Fraction("0.65")
+SHORTFALL_CAP = Fraction("0.20")   # no entity short by more than 20% of its emissions
+_DIGITS = 50                       # significant digits of a fractional load-factor power
+
+
+def load_factor(load) -> Fraction:
+    """Return Ff for a unit running at *load* (a fraction of capacity): 1.015^(16-20F)
+    below 65%, else 1; a fractional power is rounded down at 50 digits.
+
+    >>> load_factor("0.70"), load_factor("0.60") == Fraction("1.015") ** 4
+    (Fraction(1, 1), True)
+    >>> Fraction("1.015") ** 3 < load_factor("0.625") < Fraction("1.015") ** 4  # 1.015^3.5
+    True
+    """
+    share = exact(load, "load factor")
+    if not 0 <= share <= 1:
+        raise AllocationError(f"load factor {load} is outside 0..1")
+    if share >= LOAD_THRESHOLD:
+        return Fraction(1)
+    exponent = 16 - 20 * share
+    if exponent.denominator == 1:
+        return Fraction("1.015") ** int(exponent)
+    with localcontext() as ctx:
+        ctx.prec = _DIGITS
+        ctx.rounding = "ROUND_FLOOR"
+        power = Decimal("1.015") ** (Decimal(exponent.numerator) / Decimal(exponent.denominator))
+    return Fraction(power)
+
+
+@dataclass(frozen=True)
+class PowerUnit:
+    """One generating unit: electricity (MWh) and heat (GJ) supplied, its type, its load."""
+
+    unit_type: str            # a key of POWER_BENCHMARKS
+    electricity_mwh: Fraction
+    heat_gj: Fraction = Fraction(0)
+    load: Fraction = Fraction(1)
+
+    def __post_init__(self) -> None:
+        if self.unit_type not in POWER_BENCHMARKS:
+            raise AllocationError(f"unknown unit type {self.unit_type!r}; known: "
+                                  f"{', '.join(POWER_BENCHMARKS)}")
+        for name in ("electricity_mwh", "heat_gj", "load"):
+            value = exact(getattr(self, name), name)
+            if value < 0:
+                raise AllocationError(f"{name} must not be negative")
+            object.__setattr__(self, name, value)
+
+    @property
+    def fuel(self) -> str:
+        return "gas" if self.unit_type == "gas" else "coal"
+
+    def benchmark_allocation(self) -> Fraction:
+        """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding)."""
+        return (self.electricity_mwh * POWER_BENCHMARKS[self.unit_type] * load_factor(self.load)
+                + self.heat_gj * HEAT_BENCHMARKS[self.fuel])
+
+
+def power_allocation(units: Iterable[PowerUnit], verified_emissions) -> int:
+    """Return a power entity's allocation in whole tonnes (rounded down).
+
+    The units' benchmark allocations are summed; an entity of gas units only is topped
+    up to its verified emissions; then no entity is left short by more than 20% of its
+    verified emissions.
+
+    >>> power_allocation([PowerUnit("coal_large", "1000000")], "900000")
+    791000
+    >>> power_allocation([PowerUnit("gas", "1000000")], "400000")   # topped up
+    400000
+    >>> power_allocation([PowerUnit("coal_large", "1000000")], "1200000")  # 20% cap
+    960000
+    """
+    units = list(units)
+    emissions = exact(verified_emissions, "verified emissions")
+    if emissions < 0:
+        raise AllocationError("verified emissions must not be negative")
+    total = sum((unit.benchmark_allocation() for unit in units), Fraction(0))
+    if units and all(unit.unit_type == "gas" for unit in units):
+        total = max(total, emissions)
+    total = max(total, emissions * (1 - SHORTFALL_CAP))
+    return floor(total)
+
+
+# --- steel, cement, aluminium --------------------------------------------------------------
+
+ALPHA_SLOPE = Fraction("0.15")
+ALPHA_EDGE = Fraction("0.20")
+ALPHA_LIMIT = Fraction("0.03")
+
+
+def alpha(x) -> Fraction:
+    """Return α for an intensity position X = (BP-I)/BP: 0.15·X inside ±20%, else ±0.03.
+
+    >>> alpha("0.1999"), alpha("0.2"), alpha("-0.2001"), alpha("-0.1999")
+    (Fraction(5997, 200000), Fraction(3, 100), Fraction(-3, 100), Fraction(-5997, 200000))
+    """
+    x = exact(x, "X")
+    if x >= ALPHA_EDGE:
+        return ALPHA_LIMIT
+    if x <= -ALPHA_EDGE:
+        return -ALPHA_LIMIT
+    return ALPHA_SLOPE * x
+
+
+def _alpha_at(intensity: Fraction, u: Fraction) -> Fraction:
+    return alpha(1 - intensity * u)  # X = (BP - I)/BP = 1 - I/BP, with u = 1/BP
+
+
+def solve_benchmark(entities: Mapping[str, tuple]) -> Fraction:
+    """Return the sector value BP at which Σ E·(1+α) = Σ E, exactly.
+
+    *entities* maps a name to ``(verified emissions, intensity)``. Σ E·α is continuous and
+    piecewise linear in u = 1/BP, falling from +0.03·ΣE to -0.03·ΣE, with corners where
+    an entity's X crosses ±20%; the root is found on the segment where it changes sign
+    (where Σ E·α is zero along a whole segment, that segment's end). O(n log n) for n
+    entities.
+
+    >>> solve_benchmark({"a": ("100", "1.0"), "b": ("100", "1.2")})
+    Fraction(11, 10)
+    """
+    rows = [(exact(e, f"{name} emissions"), exact(i, f"{name} intensity"))
+            for name, (e, i) in entities.items()]
+    if not rows or sum(e for e, _ in rows) <= 0:
+        raise AllocationError("a sector needs entities with verified emissions")
+    if any(i <= 0 or e < 0 for e, i in rows):
+        raise AllocationError("intensities must be positive and emissions not negative")
+
+    def total(u: Fraction) -> Fraction:
+        return sum((e * _alpha_at(i, u) for e, i in rows), Fraction(0))
+
+    corners = sorted({edge / i for _, i in rows for edge in (1 - ALPHA_EDGE, 1 + ALPHA_EDGE)})
+    # The sum falls as u grows: binary search for the first corner where it is <= 0
+    # (O(log n) evaluations of O(n) each); the last corner always qualifies.
+    first, last = 0, len(corners) - 1
+    while first < last:
+        middle = (first + last) // 2
+        if total(corners[middle]) <= 0:
+            last = middle
+        else:
+            first = middle + 1
+    corner = corners[first]
+    value = total(corner)
+    low = corners[first - 1] if first else Fraction(0)
+    low_value = total(low)  # > 0: +0.03·ΣE at u = 0
+    # Linear between low and corner: low_value + slope·(u - low) = 0.
+    return 1 / (low + low_value * (corner - low) / (low_value - value))
+
+
+def industrial_alphas(entities: Mapping[str, tuple]) -> tuple[Fraction, dict[str, Fraction]]:
+    """Return the solved BP and each entity's α (see ``solve_benchmark``)."""
+    bp = solve_benchmark(entities)
+    return bp, {name: _alpha_at(exact(i), 1 / bp) for name, (_, i) in entities.items()}
+
+
+def industrial_allocation(entities: Mapping[str, tuple]) -> dict[str, int]:
+    """Return each entity's A = E·(1+α) in whole tonnes, rounded down.
+
+    >>> industrial_allocation({"a": ("100", "1.0"), "b": ("100", "1.2")})
+    {'a': 101, 'b': 98}
+    """
+    _, alphas = industrial_alphas(entities)
+    return {name: floor(exact(e) * (1 + alphas[name])) for name, (e, _) in entities.items()}
+
+
+# --- the yearly cycle -------------------------------------------------------------------------
+
+PRE_ALLOCATION_SHARE = Fraction("0.70")
+
+
+def pre_allocation(prior_emissions, share=PRE_ALLOCATION_SHARE) -> int:
+    """Return the pre-allocation: *share* of the prior year's verified emissions, rounded
+    down (70% by default; the 2026 draft cuts it to at most 50%).
+
+    >>> pre_allocation("1000001"), pre_allocation("1000001", "0.5")
+    (700000, 500000)
+    """
+    share = exact(share, "share")
+    if not 0 <= share <= 1:
+        raise AllocationError(f"pre-allocation share {share} is outside 0..1")
+    return floor(exact(prior_emissions, "prior emissions") * share)
+
+
+def true_up(final: int, issued: int) -> int:
+    """Return what the true-up moves: positive = issue more, negative = take back.
+
+    >>> true_up(960000, 700000), true_up(600000, 700000)
+    (260000, -100000)
+    """
+    return final - issued
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """Regional and yearly multipliers, and the sector cap as a share of the unadjusted total."""
+
+    regional: Mapping[str, Fraction] = field(default_factory=dict)
+    yearly: Fraction = Fraction(1)
+    cap_share: Fraction = Fraction(1)   # adjusted total <= cap_share × unadjusted total
+
+
+def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
+           adjustment: Adjustment) -> dict[str, int]:
+    """Apply regional and yearly multipliers, then scale down to the sector cap.
+
+    Each entity's allocation is multiplied by its region's factor (1 where none) and the
+    year's factor; if the total then exceeds ``cap_share`` × the unadjusted total, every
+    allocation is scaled by the same ratio. Rounded down, so the cap always holds.
+
+    >>> adjust({"a": 1000, "b": 1000}, {"a": "west", "b": "east"},
+    ...        Adjustment(regional={"west": Fraction("1.10")}))
+    {'a': 1047, 'b': 952}
+    """
+    base = sum(allocations.values())
+    scaled = {name: value * exact(adjustment.regional.get(regions.get(name, ""), 1))
+              * exact(adjustment.yearly) for name, value in allocations.items()}
+    cap = exact(adjustment.cap_share) * base
+    total = sum(scaled.values(), Fraction(0))
+    ratio = cap / total if total > cap else Fraction(1)
+    return {name: floor(value * ratio) for name, value in scaled.items()}
+
+
+# --- surrender and the deadline -----------------------------------------------------------
+
+CCER_SHARE = Fraction("0.05")
+BANKING_BASE = 10_000
+BANKING_SALES_FACTOR = Fraction("1.5")
+FINE_MULTIPLE = 5
+FINE_MULTIPLES = range(5, 11)
+
+
+def ccer_cap(obligation: int) -> int:
+    """Return the most CCER an entity may surrender: 5% of its obligation, rounded down.
+
+    >>> ccer_cap(1_000_000), ccer_cap(19)
+    (50000, 0)
+    """
+    return floor(obligation * CCER_SHARE)
+
+
+def banking_cap(net_sales: int, old_holdings: int) -> int:
+    """Return T = 10,000 + 1.5 × max(0, net sales in 2024-2025), capped at the old-vintage
+    holdings, rounded down: how many 2019-2024 allowances may become 2025 vintage.
+
+    >>> banking_cap(200_001, 10**9), banking_cap(-50, 10**9), banking_cap(10**6, 25_000)
+    (310001, 10000, 25000)
+    """
+    return min(old_holdings, floor(BANKING_BASE + BANKING_SALES_FACTOR * max(0, net_sales)))
+
+
+def fine_fen(shortfall: int, notional_fen: int, volume: int, multiple: int = FINE_MULTIPLE) -> int:
+    """Return the fine in fen: shortfall × the month's average price × *multiple*.
+
+    The average price is the volume-weighted price of the month before the deadline,
+    ``notional_fen / volume``, kept exact; the fine is rounded down to the fen.
+
+    >>> fine_fen(865_300, 98 * 100 * 1000, 1000)   # the published case: 423,997,000 CNY
+    42399700000
+    """
+    if multiple not in FINE_MULTIPLES:
+        raise AllocationError(f"the fine multiple must be 5 to 10, not {multiple}")
+    if volume <= 0:
+        raise AllocationError("no trades in the month before the deadline: no average price")
+    return floor(Fraction(shortfall * notional_fen * multiple, volume))
