@@ -501,6 +501,8 @@ def render(result: dict) -> str:
             if extra or row.get("agrees") is False:
                 lines.append(f"  {'':<4}{extra}{'; ' if extra else ''}"
                              + (row["agreement"] if row.get("agrees") is not True else ""))
+        for name, why in (c.get("skipped") or {}).items():
+            lines.append(f"  {name}: not run, {why}")
         naive = next((r for r in c["rows"] if r["name"] == "naive"), None)
         if naive and naive.get("engine_same_prefix_msgs_per_s"):
             lines.append(f"  (on the naive prefix the engine makes "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from exchange.orderfile import read_order_file
 
-from .peers import ADAPTERS, EngineAdapter, make
+from .peers import ADAPTERS, EngineAdapter, make, package_version
 from .stats import emit, spread
 
 __all__ = ["measure", "work", "ORDER_KINDS", "compare_trades", "first_difference"]
@@ -173,9 +173,16 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
     """
     failures: list[str] = []
     rows: list[dict] = []
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="carbonx-contenders-") as scratch:
         folder = Path(scratch)
         for name in names:
+            distribution = getattr(ADAPTERS[name], "distribution", "")
+            if distribution and package_version(distribution) is None:
+                skipped[name] = f"{distribution} is not installed: pip install -e '.[bench]'"
+                if say:
+                    say(f"      {name}: skipped, {skipped[name]}")
+                continue
             runs = peer_repeat if ADAPTERS[name].group == "peer" or name == "naive" else repeat
             args = [name, str(path), "--repeat", str(runs),
                     "--trades-out", str(folder / f"{name}.trades")]
@@ -207,7 +214,7 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
         for record in rows:
             record["ratio_to_engine"] = round(record["msgs_per_s"]["median"] / base, 4)
     return {"messages": engine["messages_sent"] if engine else None, "rows": rows,
-            "failures": failures}
+            "skipped": skipped, "failures": failures}
 
 
 def main(argv: list[str] | None = None) -> int:

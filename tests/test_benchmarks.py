@@ -242,3 +242,18 @@ def test_suite_rejects_fewer_than_three_runs(capsys):
 def test_doctests(module):
     failed, _ = doctest.testmod(module)
     assert failed == 0
+
+
+def test_a_peer_that_is_not_installed_is_skipped_with_a_clear_note(mixed_csv, monkeypatch):
+    monkeypatch.setattr(peers.PyOrderBookAdapter, "distribution", "no-such-package-x")
+    monkeypatch.setattr(contenders, "ADAPTERS", {"engine": peers.EngineAdapter,
+                                                "pyorderbook": peers.PyOrderBookAdapter})
+
+    def worker(module, *args):
+        assert args[0] != "pyorderbook"  # never started
+        return contenders.work(args[0], args[1], repeat=1, trades_out=args[-1])
+
+    section = contenders.measure(mixed_csv, names=("engine", "pyorderbook"), repeat=1,
+                                 worker=worker)
+    assert [r["name"] for r in section["rows"]] == ["engine"]
+    assert "not installed" in section["skipped"]["pyorderbook"] and section["failures"] == []
