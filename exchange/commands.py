@@ -17,7 +17,8 @@ import msgspec
 __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
     "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances",
-    "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "AnyCommand",
+    "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions",
+    "ComplianceDeadline", "AnyCommand",
     "ADMIN_COMMANDS", "ACCOUNT_KINDS",
     "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
 ]
@@ -122,11 +123,34 @@ class IssueAllowances(Command, tag="issue"):
 
 
 class SurrenderAllowances(Command, tag="surrender"):
-    """Surrender allowances from an account's holdings against its obligation."""
+    """Surrender allowances from an account's holdings against its obligation for
+    ``year`` (the registry's eligibility rules apply); without a year, a voluntary
+    cancellation."""
 
     account: str
     instrument: str
     qty: int
+    year: int | None = None
+
+
+class RecordEmissions(Command, tag="emissions"):
+    """Record an account's verified emissions for a compliance year (tCO2e), which set
+    its obligation; a second record for the same year restates the first."""
+
+    account: str
+    year: int
+    qty: int
+    quality: str = "measured"  # measured, default, estimated or revised (checked)
+    verifier: str | None = None
+
+
+class ComplianceDeadline(Command, tag="deadline"):
+    """Assess every obligation of ``year``: compliant or short, and the fine, at
+    ``multiple`` (5-10) times the average allowance price of the month before the
+    deadline."""
+
+    year: int
+    multiple: int = 5
 
 
 class TransferAllowances(Command, tag="transfer"):
@@ -170,7 +194,9 @@ class CloseAccount(Command, tag="close_account"):
 AnyCommand = Union[
     PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
     Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
-    OpenAccount, SuspendAccount, ResumeAccount, CloseAccount,
+    OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
+    ComplianceDeadline,
 ]
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
-                  OpenAccount, SuspendAccount, ResumeAccount, CloseAccount)
+                  OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
+                  ComplianceDeadline)

@@ -638,6 +638,8 @@ class Engine:
     # --- time ----------------------------------------------------------------------------
     def _advance_clock(self, ts: int, out: list) -> None:
         self.clock = ts
+        if self.ledger is not None:
+            self.ledger.registry.clock = ts  # deadlines and monthly prices go by it
         gtd = self._gtd
         while gtd and gtd[0][0] <= ts:
             _, _, order = heapq.heappop(gtd)
@@ -689,7 +691,7 @@ class Engine:
         ctr = self._ctr
         ctr.seq += 1
         out.append(LedgerCommandIgnored(seq=ctr.seq, action=type(cmd).__struct_config__.tag,
-                                        account=cmd.account))
+                                        account=getattr(cmd, "account", "")))
 
     # --- verification --------------------------------------------------------------------
     def snapshot(self) -> list:

@@ -21,6 +21,7 @@ __all__ = [
     "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AccountOpened",
     "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
     "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
+    "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed",
     "AnyEvent",
     "RESULT_EVENTS",
 ]
@@ -203,11 +204,49 @@ class AllowancesTransferred(Event, tag="allowances_transferred"):
 
 
 class AllowancesSurrendered(Event, tag="allowances_surrendered"):
-    """``qty`` units left the account for the registry's surrender account, for good."""
+    """``qty`` units left the account for the registry's surrender account, for good;
+    against the obligation of ``year`` when given."""
 
     account: str
     instrument: str
     qty: int
+    year: int | None = None
+
+
+class EmissionsVerified(Event, tag="emissions_verified"):
+    """An account's verified emissions for ``year``: its obligation. ``restated_from``
+    is the figure a restatement replaced."""
+
+    account: str
+    year: int
+    qty: int
+    quality: str
+    verifier: str | None = None
+    restated_from: int | None = None
+
+
+class ComplianceAssessed(Event, tag="compliance_assessed"):
+    """At the deadline: one entity's year. ``fine`` in minor units; a shortfall is
+    deducted from the next year's allocation."""
+
+    account: str
+    year: int
+    obligation: int
+    surrendered_allowances: int
+    surrendered_offsets: int
+    shortfall: int
+    fine: int
+    status: str
+
+
+class DeadlinePassed(Event, tag="deadline_passed"):
+    """The deadline of ``year`` was processed: ``entities`` assessed, ``short`` of them
+    short; the average price (minor units per unit, rounded down) the fines used."""
+
+    year: int
+    entities: int
+    short: int
+    average_price: int | None = None
 
 
 class TradeSettled(Event, tag="trade_settled"):
@@ -239,10 +278,10 @@ AnyEvent = Union[
     OrderExpired, OrderTriggered, MassCancelAccepted, TradingDayEnded, ReferencePriceSet,
     LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
     AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
-    HoldingsUnlocked,
+    HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
                  TradingDayEnded, LedgerCommandIgnored, AccountOpened, AccountStatusChanged,
                  CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred,
-                 AllowancesSurrendered)
+                 AllowancesSurrendered, EmissionsVerified, DeadlinePassed)

@@ -41,13 +41,16 @@ import msgspec
 
 from . import reasons
 from .book import LIMIT, MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
-from .commands import (CloseAccount, Deposit, IssueAllowances, OpenAccount, ResumeAccount,
-                       SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
+from .commands import (CloseAccount, ComplianceDeadline, Deposit, IssueAllowances,
+                       OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
+                       SuspendAccount, TransferAllowances, Withdraw)
 from .events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
                      AllowancesSurrendered, AllowancesTransferred, CashDeposited,
-                     CashWithdrawn, HoldingsUnlocked, OrderCancelled, OrderExpired,
-                     TradeExecuted, TradeSettled)
+                     CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
+                     HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
+                     TradeSettled)
 from .market import FEE_SCALE, MINOR_UNITS, Market
+from .registry import Registry
 from .units import Scale
 
 __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
@@ -161,7 +164,9 @@ class Ledger:
             SurrenderAllowances: self._surrender, TransferAllowances: self._transfer,
             OpenAccount: self._open, SuspendAccount: self._suspend,
             ResumeAccount: self._resume, CloseAccount: self._close,
+            RecordEmissions: self._emissions, ComplianceDeadline: self._deadline,
         }
+        self.registry = Registry(self.instruments)
 
     # --- queries -------------------------------------------------------------------------
     def holding(self, account: str, asset: str) -> Holding | None:
@@ -319,6 +324,7 @@ class Ledger:
         qty = trade.qty
         unit, maker, taker, settlement_days, fees, currency = self._settle_terms[trade.instrument]
         cash = trade.price * qty * unit
+        self.registry.traded(trade.instrument, cash, qty)
         if trade.aggressor == "buy":
             buy_fee = cash * taker // FEE_SCALE
             sell_fee = cash * maker // FEE_SCALE
@@ -486,13 +492,47 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
+        if cmd.year is not None:
+            problem = self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
+            if problem is not None:
+                return problem
         holding = acct.holdings.get(cmd.instrument)
         if holding is None or holding.available < cmd.qty:
             return reasons.INSUFFICIENT_ALLOWANCES
         holding.available -= cmd.qty
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
+        if cmd.year is not None:
+            self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
         self._event(AllowancesSurrendered, out, account=cmd.account,
-                    instrument=cmd.instrument, qty=cmd.qty)
+                    instrument=cmd.instrument, qty=cmd.qty, year=cmd.year)
+        return None
+
+    def _emissions(self, cmd: RecordEmissions, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        if type(acct) is str:
+            return acct
+        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality)
+        if type(checked) is str:
+            return checked
+        self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier)
+        self._event(EmissionsVerified, out, account=cmd.account, year=cmd.year, qty=cmd.qty,
+                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0])
+        return None
+
+    def _deadline(self, cmd: ComplianceDeadline, out: list) -> str | None:
+        registry = self.registry
+        rows = registry.assess(cmd.year, cmd.multiple)
+        if type(rows) is str:
+            return rows
+        notional, volume = registry.months.get((cmd.year + 1, 12), (0, 0))
+        self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
+                    short=sum(1 for _, ob in rows if ob.shortfall),
+                    average_price=notional // volume if volume else None)
+        for account, ob in rows:
+            self._event(ComplianceAssessed, out, account=account, year=cmd.year,
+                        obligation=ob.emissions, surrendered_allowances=ob.allowances,
+                        surrendered_offsets=ob.offsets, shortfall=ob.shortfall,
+                        fine=ob.fine, status=ob.status)
         return None
 
     def _transfer(self, cmd: TransferAllowances, out: list) -> str | None:
@@ -554,7 +594,7 @@ class Ledger:
                     for name, a in sorted(self.accounts.items())]
         holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
                  for oid, h in sorted(self._holds.items())]
-        return [accounts, sorted(self.supply.items()), holds]
+        return [accounts, sorted(self.supply.items()), holds, self.registry.snapshot()]
 
     def check(self, live: Iterable) -> None:
         """Raise ``AssertionError`` if a ledger invariant is broken.
@@ -592,6 +632,8 @@ class Ledger:
             assert h.locked > 0, key
         assert sum(1 for a in self.accounts.values() for h in a.holdings.values()
                    if h.locked) == len(self._locked), "locked index"
+        surrendered = self.accounts[REGISTRY].holdings
+        self.registry.check({asset: h.total for asset, h in surrendered.items()})
 
 
 class _Empty:

@@ -30,7 +30,7 @@ _KEYS = {
     "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band",
     "reference_price", "vintage", "contract_size", "underlying", "contract_month",
     "strike", "option_type", "unit", "maker_fee_bps", "taker_fee_bps", "settlement_days",
-    "position_limit",
+    "position_limit", "offset",
 }
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
@@ -73,6 +73,8 @@ class Instrument:
     taker_fee: int = 0
     settlement_days: int = 1
     position_limit: int | None = None
+    # An offset credit (CCER): surrendered within the offset cap, not as allowances.
+    offset: bool = False
 
     def price_band(self, reference: int | None) -> tuple[int, int] | None:
         """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
@@ -189,6 +191,9 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     if settlement_days not in (0, 1) or isinstance(settlement_days, bool):
         raise MarketConfigError(f"{where}.settlement_days: 0 (same day) or 1 (T+1), "
                                 f"got {settlement_days!r}")
+    offset = spec.get("offset", False)
+    if not isinstance(offset, bool) or (offset and kind != "spot"):
+        raise MarketConfigError(f"{where}.offset: true or false, on a spot instrument only")
     position_limit = spec.get("position_limit")
     if position_limit is not None:
         position_limit = _whole(position_limit, f"{where}.position_limit")
@@ -200,7 +205,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
         band_num=band_num, band_den=band_den, tick_value=int(tick_value),
         maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
-        position_limit=position_limit,
+        position_limit=position_limit, offset=offset,
     )
 
 

@@ -21,9 +21,9 @@ from typing import Callable
 import msgspec
 
 from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, CloseAccount,
-                       Deposit, EndOfDay, IssueAllowances, MassCancel, OpenAccount,
-                       PlaceOrder, ResumeAccount, SurrenderAllowances, SuspendAccount,
-                       TransferAllowances, Withdraw)
+                       ComplianceDeadline, Deposit, EndOfDay, IssueAllowances, MassCancel,
+                       OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
+                       SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from .units import is_decimal
 
 __all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format",
@@ -31,9 +31,11 @@ __all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "d
 
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price",
           "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts",
-          "command_id", "kind", "to_account")
-# The last three extend the pinned keys: an idempotency key for any row, the kind of an
-# account for open_account, and the receiving account of a transfer.
+          "command_id", "kind", "to_account", "year", "quality", "verifier", "multiple")
+# The last seven extend the pinned keys: an idempotency key for any row, the kind of an
+# account for open_account, the receiving account of a transfer, and the registry's:
+# the compliance year of surrender, emissions and deadline rows, an emissions record's
+# data quality and verifier, and a deadline's fine multiple.
 
 _TYPES = {"": "limit", "limit": "limit", "market": "market", "stop": "stop",
           "stop_limit": "stop_limit"}
@@ -46,7 +48,7 @@ _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
-           "close_account")
+           "close_account", "emissions", "deadline")
 _ACCOUNT_STATUS = {"suspend_account": SuspendAccount, "resume_account": ResumeAccount,
                    "close_account": CloseAccount}
 
@@ -88,6 +90,10 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     command_id: str | None = None
     kind: str | None = None
     to_account: str | None = None
+    year: int | str | None = None
+    quality: str | None = None
+    verifier: str | None = None
+    multiple: int | str | None = None
 
 
 Row = _Row  # one row as its keys; the wire edge decodes messages into these too
@@ -129,11 +135,15 @@ class _Reader:
 
     def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
                 stop_price, display_qty, post_only, stp, expire_ts, ts, command_id="",
-                kind="", to_account=""):
+                kind="", to_account="", year="", quality="", verifier="", multiple=""):
         """Return the command of one row, or raise ``_RowError``."""
-        command = self._command(action, order_id, account, instrument, side, type_, tif,
-                                price, qty, stop_price, display_qty, post_only, stp,
-                                expire_ts, ts, kind, to_account)
+        if action in _REGISTRY_ACTIONS or year:
+            command = self._registry(action, account, instrument, qty, ts, year, quality,
+                                     verifier, multiple)
+        else:
+            command = self._command(action, order_id, account, instrument, side, type_, tif,
+                                    price, qty, stop_price, display_qty, post_only, stp,
+                                    expire_ts, ts, kind, to_account)
         if command_id:
             return msgspec.structs.replace(command, command_id=command_id)
         return command
@@ -226,6 +236,34 @@ class _Reader:
         if not action:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+
+
+    def _registry(self, action, account, instrument, qty, ts, year, quality, verifier,
+                  multiple):
+        """The registry's rows: emissions, deadline, and surrender against a year."""
+        when = self._int(ts, "ts")
+        compliance_year = self._int(year, "year")
+        if compliance_year is None:
+            raise _RowError(f"year is required for {action}")
+        if action == "deadline":
+            fine = self._int(multiple, "multiple")
+            return ComplianceDeadline(year=compliance_year, ts=when,
+                                      **({} if fine is None else {"multiple": fine}))
+        quantity = self._int(qty, "qty")
+        if quantity is None:
+            raise _RowError(f"qty is required for {action}")
+        if action == "emissions":
+            # The quality is the registry's to judge: a sequenced rejection, not a bad file.
+            return RecordEmissions(account=account, year=compliance_year, qty=quantity,
+                                   quality=quality or "measured", verifier=verifier or None,
+                                   ts=when)
+        if action == "surrender":
+            return SurrenderAllowances(account=account, instrument=instrument, qty=quantity,
+                                       year=compliance_year, ts=when)
+        raise _RowError(f"year is not a key of a {action or 'row without an action'} row")
+
+
+_REGISTRY_ACTIONS = frozenset({"emissions", "deadline"})
 
 
 class RowReader(_Reader):
@@ -356,8 +394,8 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
             row.append("")
             (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
              display_qty, post_only, stp, expire_ts, ts, command_id, _,
-             _) = values = picks(row)
-            if command_id:
+             _, year, _, _, _) = values = picks(row)
+            if command_id or year:
                 pass  # the precise reader below adds the idempotency key
             elif action == "new":
                 if not (stop_price or display_qty or post_only or expire_ts):

@@ -42,6 +42,17 @@ INVALID_AMOUNT = "invalid_amount"
 NOT_ISSUABLE = "not_issuable"
 NOT_CLEARED = "not_cleared"
 
+# --- registry: compliance rules (exchange.registry) -------------------------------------
+INVALID_QUALITY = "invalid_quality"        # data quality not measured/default/estimated/revised
+INVALID_YEAR = "invalid_year"
+INVALID_MULTIPLE = "invalid_multiple"      # a fine multiple outside 5-10
+NO_OBLIGATION = "no_obligation"            # no verified emissions for that year
+INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
+OFFSET_CAP = "offset_cap_exceeded"         # CCER beyond 5% of the obligation
+AFTER_DEADLINE = "after_deadline"
+YEAR_CLOSED = "year_closed"                # the year's deadline was processed
+NO_MARKET_PRICE = "no_market_price"        # no allowance trades in the month before it
+
 # --- risk: the ledger refuses (checked before an order can trade) -----------------------
 INSUFFICIENT_CASH = "insufficient_cash"
 INSUFFICIENT_ALLOWANCES = "insufficient_allowances"
@@ -83,4 +94,8 @@ OUTCOME = frozenset({
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.
-REJECT_REASONS = VALIDATION | STATE | RISK
+REGISTRY = frozenset({
+    INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
+    OFFSET_CAP, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE,
+})
+REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY

@@ -84,10 +84,12 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
 from exchange import reasons
 from exchange.book import STOP_LIMIT
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, CloseAccount,
-                               OpenAccount, ResumeAccount, SuspendAccount, TransferAllowances)
+                               ComplianceDeadline, OpenAccount, RecordEmissions, ResumeAccount,
+                               SuspendAccount, TransferAllowances)
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
-                             CashWithdrawn, HoldingsUnlocked, TradeSettled)
+                             CashWithdrawn, HoldingsUnlocked, TradeSettled,
+                             EmissionsVerified, ComplianceAssessed, DeadlinePassed)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -234,7 +236,21 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, AllowancesIssued):
         return f"issued {event.account} {event.instrument} {event.qty}"
     if isinstance(event, AllowancesSurrendered):
-        return f"surrendered {event.account} {event.instrument} {event.qty}"
+        against = "" if event.year is None else f" for {event.year}"
+        return f"surrendered {event.account} {event.instrument} {event.qty}{against}"
+    if isinstance(event, EmissionsVerified):
+        restated = "" if event.restated_from is None else f" restated_from={event.restated_from}"
+        return (f"emissions {event.account} {event.year} {event.qty} {event.quality} "
+                f"verifier={event.verifier or '-'}{restated}")
+    if isinstance(event, DeadlinePassed):
+        average = "-" if event.average_price is None else cash(event.average_price)
+        return (f"deadline {event.year} entities={event.entities} short={event.short} "
+                f"average={average}")
+    if isinstance(event, ComplianceAssessed):
+        return (f"assessed {event.account} {event.year} {event.status} "
+                f"obligation={event.obligation} allowances={event.surrendered_allowances} "
+                f"offsets={event.surrendered_offsets} shortfall={event.shortfall} "
+                f"fine={cash(event.fine)}")
     if isinstance(event, AllowancesTransferred):
         return (f"transferred {event.account} -> {event.to_account} {event.instrument} "
                 f"{event.qty}")
@@ -255,6 +271,7 @@ EVENT_KINDS = {
     AccountOpened: "opened", AccountStatusChanged: "status", CashDeposited: "deposited",
     CashWithdrawn: "withdrawn", AllowancesIssued: "issued", AllowancesSurrendered: "surrendered",
     AllowancesTransferred: "transferred", HoldingsUnlocked: "unlocked", TradeSettled: "settled",
+    EmissionsVerified: "emissions", DeadlinePassed: "deadline", ComplianceAssessed: "assessed",
 }
 
 
@@ -286,7 +303,8 @@ RESULT_WITH_LEDGER = {
     IssueAllowances: AllowancesIssued, SurrenderAllowances: AllowancesSurrendered,
     TransferAllowances: AllowancesTransferred, OpenAccount: AccountOpened,
     SuspendAccount: AccountStatusChanged, ResumeAccount: AccountStatusChanged,
-    CloseAccount: AccountStatusChanged,
+    CloseAccount: AccountStatusChanged, RecordEmissions: EmissionsVerified,
+    ComplianceDeadline: DeadlinePassed,
 }
 
 
