@@ -18,7 +18,7 @@ __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
     "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances",
     "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions",
-    "ComplianceDeadline", "AnyCommand",
+    "ComplianceDeadline", "ClawBackAllowances", "AnyCommand",
     "ADMIN_COMMANDS", "ACCOUNT_KINDS",
     "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
 ]
@@ -133,6 +133,15 @@ class SurrenderAllowances(Command, tag="surrender"):
     year: int | None = None
 
 
+class ClawBackAllowances(Command, tag="claw_back"):
+    """Take back allowances the registry issued in excess (a true-up below the
+    pre-allocation): they leave the account and the supply."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
 class RecordEmissions(Command, tag="emissions"):
     """Record an account's verified emissions for a compliance year (tCO2e), which set
     its obligation; a second record for the same year restates the first."""
@@ -195,8 +204,8 @@ AnyCommand = Union[
     PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
     Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
     OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-    ComplianceDeadline,
+    ComplianceDeadline, ClawBackAllowances,
 ]
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
                   OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-                  ComplianceDeadline)
+                  ComplianceDeadline, ClawBackAllowances)

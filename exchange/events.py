@@ -21,7 +21,7 @@ __all__ = [
     "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AccountOpened",
     "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
     "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
-    "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed",
+    "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed", "AllowancesClawedBack",
     "AnyEvent",
     "RESULT_EVENTS",
 ]
@@ -213,6 +213,14 @@ class AllowancesSurrendered(Event, tag="allowances_surrendered"):
     year: int | None = None
 
 
+class AllowancesClawedBack(Event, tag="allowances_clawed_back"):
+    """``qty`` units the registry had issued in excess left the account and the supply."""
+
+    account: str
+    instrument: str
+    qty: int
+
+
 class EmissionsVerified(Event, tag="emissions_verified"):
     """An account's verified emissions for ``year``: its obligation. ``restated_from``
     is the figure a restatement replaced."""
@@ -279,9 +287,11 @@ AnyEvent = Union[
     LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
     AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
     HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
+    AllowancesClawedBack,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
                  TradingDayEnded, LedgerCommandIgnored, AccountOpened, AccountStatusChanged,
                  CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred,
-                 AllowancesSurrendered, EmissionsVerified, DeadlinePassed)
+                 AllowancesSurrendered, EmissionsVerified, DeadlinePassed,
+                 AllowancesClawedBack)

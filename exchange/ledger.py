@@ -41,10 +41,12 @@ import msgspec
 
 from . import reasons
 from .book import LIMIT, MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
-from .commands import (CloseAccount, ComplianceDeadline, Deposit, IssueAllowances,
+from .commands import (ClawBackAllowances, CloseAccount, ComplianceDeadline, Deposit,
+                       IssueAllowances,
                        OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
                        SuspendAccount, TransferAllowances, Withdraw)
-from .events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
+from .events import (AccountOpened, AccountStatusChanged, AllowancesClawedBack,
+                     AllowancesIssued,
                      AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                      CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                      HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
@@ -165,6 +167,7 @@ class Ledger:
             OpenAccount: self._open, SuspendAccount: self._suspend,
             ResumeAccount: self._resume, CloseAccount: self._close,
             RecordEmissions: self._emissions, ComplianceDeadline: self._deadline,
+            ClawBackAllowances: self._claw_back,
         }
         self.registry = Registry(self.instruments)
 
@@ -505,6 +508,21 @@ class Ledger:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
         self._event(AllowancesSurrendered, out, account=cmd.account,
                     instrument=cmd.instrument, qty=cmd.qty, year=cmd.year)
+        return None
+
+    def _claw_back(self, cmd: ClawBackAllowances, out: list) -> str | None:
+        acct = self._usable(cmd.account, create=False)
+        inst = self._units(cmd.instrument, cmd.qty)
+        for problem in (acct, inst):
+            if type(problem) is str:
+                return problem
+        holding = acct.holdings.get(cmd.instrument)
+        if holding is None or holding.available < cmd.qty:
+            return reasons.INSUFFICIENT_ALLOWANCES
+        holding.available -= cmd.qty
+        self.supply[cmd.instrument] -= cmd.qty
+        self._event(AllowancesClawedBack, out, account=cmd.account,
+                    instrument=cmd.instrument, qty=cmd.qty)
         return None
 
     def _emissions(self, cmd: RecordEmissions, out: list) -> str | None:

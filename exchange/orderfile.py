@@ -20,7 +20,8 @@ from typing import Callable
 
 import msgspec
 
-from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, CloseAccount,
+from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, ClawBackAllowances,
+                       CloseAccount,
                        ComplianceDeadline, Deposit, EndOfDay, IssueAllowances, MassCancel,
                        OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
                        SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
@@ -48,7 +49,7 @@ _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
-           "close_account", "emissions", "deadline")
+           "close_account", "emissions", "deadline", "claw_back")
 _ACCOUNT_STATUS = {"suspend_account": SuspendAccount, "resume_account": ResumeAccount,
                    "close_account": CloseAccount}
 
@@ -206,11 +207,12 @@ class _Reader:
             cls = Deposit if action == "deposit" else Withdraw
             return cls(account=account, currency=instrument, amount=amount,
                        ts=self._int(ts, "ts"))
-        if action in ("issue", "surrender"):
+        if action in ("issue", "surrender", "claw_back"):
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError(f"qty is required for {action}")
-            cls = IssueAllowances if action == "issue" else SurrenderAllowances
+            cls = {"issue": IssueAllowances, "surrender": SurrenderAllowances,
+                   "claw_back": ClawBackAllowances}[action]
             return cls(account=account, instrument=instrument, qty=quantity,
                        ts=self._int(ts, "ts"))
         if action == "transfer":

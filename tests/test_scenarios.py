@@ -84,12 +84,14 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
 from exchange import reasons
 from exchange.book import STOP_LIMIT
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, CloseAccount,
-                               ComplianceDeadline, OpenAccount, RecordEmissions, ResumeAccount,
-                               SuspendAccount, TransferAllowances)
+                               ClawBackAllowances, ComplianceDeadline, OpenAccount,
+                               RecordEmissions, ResumeAccount, SuspendAccount,
+                               TransferAllowances)
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, HoldingsUnlocked, TradeSettled,
-                             EmissionsVerified, ComplianceAssessed, DeadlinePassed)
+                             EmissionsVerified, ComplianceAssessed, DeadlinePassed,
+                             AllowancesClawedBack)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -238,6 +240,8 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, AllowancesSurrendered):
         against = "" if event.year is None else f" for {event.year}"
         return f"surrendered {event.account} {event.instrument} {event.qty}{against}"
+    if isinstance(event, AllowancesClawedBack):
+        return f"clawed_back {event.account} {event.instrument} {event.qty}"
     if isinstance(event, EmissionsVerified):
         restated = "" if event.restated_from is None else f" restated_from={event.restated_from}"
         return (f"emissions {event.account} {event.year} {event.qty} {event.quality} "
@@ -272,6 +276,7 @@ EVENT_KINDS = {
     CashWithdrawn: "withdrawn", AllowancesIssued: "issued", AllowancesSurrendered: "surrendered",
     AllowancesTransferred: "transferred", HoldingsUnlocked: "unlocked", TradeSettled: "settled",
     EmissionsVerified: "emissions", DeadlinePassed: "deadline", ComplianceAssessed: "assessed",
+    AllowancesClawedBack: "clawed_back",
 }
 
 
@@ -304,7 +309,7 @@ RESULT_WITH_LEDGER = {
     TransferAllowances: AllowancesTransferred, OpenAccount: AccountOpened,
     SuspendAccount: AccountStatusChanged, ResumeAccount: AccountStatusChanged,
     CloseAccount: AccountStatusChanged, RecordEmissions: EmissionsVerified,
-    ComplianceDeadline: DeadlinePassed,
+    ComplianceDeadline: DeadlinePassed, ClawBackAllowances: AllowancesClawedBack,
 }
 
 
