@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trading accounts, each with an optional password")
     broker.set_defaults(run=_cmd_broker_config)
 
+    from . import comply
+    compliance = sub.add_parser("comply", help="run a compliance year of a scenario",
+                                description=comply.DESCRIPTION)
+    comply.add_arguments(compliance)
+    compliance.set_defaults(run=comply.run)
+
     from . import genorders
     gen = sub.add_parser("gen-orders", help="write a seeded order file",
                          description=genorders.DESCRIPTION)

@@ -1,0 +1,115 @@
+"""``carbonx comply``: a whole compliance year through the engine, and its report."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import comply
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PINNED = ["entity", "sector", "obligation", "allocated", "surrendered_allowances",
+          "surrendered_ccer", "shortfall", "fine", "status"]
+
+
+def _fen(text: str) -> int:
+    units, cents = text.split(".")
+    return int(units) * 100 + int(cents)
+
+
+def test_the_shipped_example_is_the_generator_output():
+    assert comply.EXAMPLE.read_text(encoding="utf-8") == comply.example_scenario()
+
+
+def test_example_json_keeps_the_pinned_keys_and_its_sums(capsys):
+    assert main(["comply", "--example", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"entities", "sectors"}
+    rows = report["entities"]
+    assert len(rows) == 300 and all(list(row) == PINNED for row in rows)
+    assert {r["sector"] for r in rows} == set(comply.SECTORS)
+    # December 2025: 40,000 t at 97.50 and 60,000 t at 98.20 -> 97.92 exactly
+    average_fen = (9750 * 40_000 + 9820 * 60_000) // 100_000
+    for r in rows:
+        assert r["surrendered_ccer"] <= r["obligation"] // 20            # the 5% cap
+        shortfall = max(0, r["obligation"] - r["surrendered_allowances"] - r["surrendered_ccer"])
+        assert r["shortfall"] == shortfall
+        assert r["status"] == ("short" if shortfall else "compliant")
+        assert _fen(r["fine"]) == shortfall * average_fen * 5
+    assert any(r["status"] == "short" for r in rows) and any(r["status"] == "compliant" for r in rows)
+    for sector in report["sectors"]:
+        members = [r for r in rows if r["sector"] == sector["sector"]]
+        assert sector["entities"] == len(members)
+        assert sector["shortfall"] == sum(r["shortfall"] for r in members)
+        assert _fen(sector["fine"]) == sum(_fen(r["fine"]) for r in members)
+
+
+def test_industrial_sectors_stay_within_their_cap():
+    report = comply.run_cycle(comply.load_scenario(comply.EXAMPLE))
+    for sector in report["sectors"]:
+        if sector["sector"] != "power":
+            # the benchmark balances the sector to its emissions; regions may add 1% at most
+            assert sector["obligation"] - sector["entities"] <= sector["allocated"]
+            assert sector["allocated"] <= sector["obligation"] * 101 // 100
+
+
+def test_csv_and_chart(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out, chart = tmp_path / "year.csv", tmp_path / "year.png"
+    assert main(["comply", "--example", "--csv", str(out), "--chart", str(chart)]) == 0
+    text = capsys.readouterr().out
+    assert "compliance year 2024: 300 entities" in text and "aluminium" in text
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 300 and list(rows[0]) == PINNED
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["comply"], "SCENARIO file or --example"),
+    (["comply", "--example", "x.toml"], "SCENARIO file or --example"),
+    (["comply", "/nonexistent/s.toml"], "cannot read"),
+])
+def test_bad_invocations_exit_2_with_a_message(argv, words, capsys):
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body,words", [
+    ("year = 2024\n", "no [[entities]]"),
+    ('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n', "sector must be one of"),
+    ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+     'emissions = 1\n', "needs its 'intensity'"),
+    ('year = 2019\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+     'emissions = 1\nintensity = "1.0"\n', "no allowance of vintage 2019"),
+    ("year = [", "Invalid value"),
+])
+def test_bad_scenarios_are_refused_with_the_reason(tmp_path, body, words, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    assert main(["comply", str(path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_console(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n')
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "comply", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_ten_thousand_entities_in_seconds(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(comply.example_scenario(entities=10_000))
+    started = time.perf_counter()
+    report = comply.run_cycle(comply.load_scenario(path))
+    took = time.perf_counter() - started
+    assert len(report["entities"]) == 10_000 and not report["stats"]["rejected"]
+    assert took < 60  # about 2 s here; bounded loosely for a loaded CI machine
