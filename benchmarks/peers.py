@@ -34,13 +34,13 @@ from importlib import metadata
 from exchange import Engine, FastBook, NaiveBook, default_market
 from exchange.commands import CancelOrder, PlaceOrder
 from exchange.events import TradeExecuted
+from gateway.replay import _CHUNK  # the replay's chunk: events dropped every 1,024 commands
 
 from .plain import PlainMatcher
 
-__all__ = ["ADAPTERS", "make", "engine_trades", "EngineAdapter", "PlainAdapter", "PyOrderBookAdapter",
+__all__ = ["ADAPTERS", "make", "engine_trades", "feed", "EngineAdapter", "PlainAdapter", "PyOrderBookAdapter",
            "LightMatchingEngineAdapter", "package_version"]
 
-_CHUNK = 1 << 10  # gateway.replay's chunk: events are dropped every 1,024 commands
 
 
 def package_version(name: str) -> str | None:
@@ -56,6 +56,17 @@ def engine_trades(events: list) -> list[tuple]:
     return [(e.buy_order_id, e.sell_order_id, e.price, e.qty) if e.aggressor == "buy"
             else (e.sell_order_id, e.buy_order_id, e.price, e.qty)
             for e in events if type(e) is TradeExecuted]
+
+
+def feed(engine: Engine, commands: list) -> None:
+    """Submit *commands* to *engine* as ``carbonx replay`` does: events made, then
+    dropped every 1,024 commands."""
+    submit = engine.submit
+    out: list = []
+    for start in range(0, len(commands), _CHUNK):
+        for command in commands[start:start + _CHUNK]:
+            submit(command, out)
+        out.clear()
 
 
 def _kind(command) -> str:
@@ -88,12 +99,7 @@ class EngineAdapter:
     def run(self, commands: list) -> Engine:
         """Process every command as ``carbonx replay`` does; return the engine."""
         engine = Engine(default_market(), book=self.book)
-        submit = engine.submit
-        out: list = []
-        for start in range(0, len(commands), _CHUNK):
-            for command in commands[start:start + _CHUNK]:
-                submit(command, out)
-            out.clear()
+        feed(engine, commands)
         return engine
 
     def verify(self, commands: list, marks: tuple[int, ...] = ()) -> tuple[list, dict]:

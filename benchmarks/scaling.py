@@ -29,8 +29,7 @@ from exchange import Engine, default_market
 from exchange.commands import PlaceOrder
 from exchange.market import parse_market
 from exchange.orderfile import read_order_file
-from gateway.replay import _CHUNK
-
+from .peers import feed
 from .stats import emit, rss_bytes, spread
 
 __all__ = ["resting", "instruments", "deep_orders", "market_of", "deal_out"]
@@ -39,16 +38,11 @@ MAX_LEVELS = 1000  # price levels a side for the resting orders
 
 
 def _run(engine: Engine, commands: list) -> float:
-    submit = engine.submit
-    out: list = []
     gc.collect()
     gc.disable()
     try:
         started = time.perf_counter()
-        for start in range(0, len(commands), _CHUNK):
-            for command in commands[start:start + _CHUNK]:
-                submit(command, out)
-            out.clear()
+        feed(engine, commands)
         return time.perf_counter() - started
     finally:
         gc.enable()

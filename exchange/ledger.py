@@ -450,6 +450,16 @@ class Ledger:
             return reasons.INVALID_QUANTITY
         return inst
 
+    @staticmethod
+    def _debit_units(acct: Account, symbol: str, qty: int) -> bool:
+        """Take *qty* available units of *symbol* from *acct*; False (nothing taken) if
+        it has fewer."""
+        holding = acct.holdings.get(symbol)
+        if holding is None or holding.available < qty:
+            return False
+        holding.available -= qty
+        return True
+
     def _deposit(self, cmd: Deposit, out: list) -> str | None:
         acct = self._usable(cmd.account, create=True)
         amount = self._amount(cmd.currency, cmd.amount)
@@ -499,10 +509,8 @@ class Ledger:
             problem = self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
             if problem is not None:
                 return problem
-        holding = acct.holdings.get(cmd.instrument)
-        if holding is None or holding.available < cmd.qty:
+        if not self._debit_units(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
-        holding.available -= cmd.qty
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
@@ -516,10 +524,8 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
-        holding = acct.holdings.get(cmd.instrument)
-        if holding is None or holding.available < cmd.qty:
+        if not self._debit_units(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
-        holding.available -= cmd.qty
         self.supply[cmd.instrument] -= cmd.qty
         self._event(AllowancesClawedBack, out, account=cmd.account,
                     instrument=cmd.instrument, qty=cmd.qty)
@@ -542,7 +548,7 @@ class Ledger:
         rows = registry.assess(cmd.year, cmd.multiple)
         if type(rows) is str:
             return rows
-        notional, volume = registry.months.get((cmd.year + 1, 12), (0, 0))
+        notional, volume = registry.deadline_month(cmd.year)
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
                     short=sum(1 for _, ob in rows if ob.shortfall),
                     average_price=notional // volume if volume else None)
@@ -562,10 +568,8 @@ class Ledger:
                 return problem
         if acct.status != OPEN:
             return _status_reason(acct)
-        holding = acct.holdings.get(cmd.instrument)
-        if holding is None or holding.available < cmd.qty:
+        if not self._debit_units(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
-        holding.available -= cmd.qty
         self._event(AllowancesTransferred, out, account=cmd.account,
                     to_account=cmd.to_account, instrument=cmd.instrument, qty=cmd.qty)
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty

@@ -170,6 +170,12 @@ class Registry:
         month[0] += notional
         month[1] += qty
 
+    def deadline_month(self, year: int) -> tuple[int, int]:
+        """Return ``(notional, volume)`` of allowance trades in December of *year* + 1,
+        the month before the deadline of compliance *year*, whose average sets fines."""
+        notional, volume = self.months.get((year + 1, 12), (0, 0))
+        return notional, volume
+
     def assess(self, year: int, multiple: int) -> str | list[tuple[str, Obligation]]:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
         order, or a reject reason (nothing changed)."""
@@ -179,7 +185,7 @@ class Registry:
             return reasons.INVALID_MULTIPLE
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items()
                       if y == year)
-        notional, volume = self.months.get((year + 1, 12), (0, 0))
+        notional, volume = self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
             return reasons.NO_MARKET_PRICE

@@ -45,6 +45,8 @@ from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed
 from exchange.orderfile import OrderFileError, read_order_file
 from exchange.registry import deadline_ns
 
+from .replay import format_cash
+
 __all__ = ["DESCRIPTION", "add_arguments", "run", "run_cycle", "load_scenario",
            "example_scenario", "EXAMPLE", "SECTORS"]
 
@@ -209,7 +211,7 @@ def run_cycle(data: dict) -> dict:
     rows = [{"entity": e.account, "sector": sector_of[e.account], "obligation": e.obligation,
              "allocated": final[e.account], "surrendered_allowances": e.surrendered_allowances,
              "surrendered_ccer": e.surrendered_offsets, "shortfall": e.shortfall,
-             "fine": _cny(e.fine), "status": e.status}
+             "fine": e.fine, "status": e.status}
             for e in events if type(e) is ComplianceAssessed]
     sectors = []
     for sector in SECTORS:
@@ -219,23 +221,16 @@ def run_cycle(data: dict) -> dict:
         total = {key: sum(r[key] for r in members)
                  for key in ("obligation", "allocated", "surrendered_allowances",
                              "surrendered_ccer", "shortfall")}
-        fines = sum(_fen(r["fine"]) for r in members)
         sectors.append({"sector": sector, "entities": len(members), **total,
-                        "fine": _cny(fines), "short": sum(r["status"] == "short" for r in members)})
+                        "fine": format_cash("CNY", sum(r["fine"] for r in members)),
+                        "short": sum(r["status"] == "short" for r in members)})
+    for row in rows:
+        row["fine"] = format_cash("CNY", row["fine"])
     return {"year": year, "entities": rows, "sectors": sectors,
-            "average_price": _cny(passed.average_price or 0),
+            "average_price": format_cash("CNY", passed.average_price or 0),
             "stats": {"commands": engine.accepted + engine.rejected, "rejected": rejected,
                       "seconds": round(time.perf_counter() - started, 3),
                       "state_hash": engine.state_hash()}}
-
-
-def _cny(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
-
-
-def _fen(text: str) -> int:
-    units, cents = text.split(".")
-    return int(units) * 100 + int(cents)
 
 
 # --- the shipped example ---------------------------------------------------------------------
