@@ -18,7 +18,8 @@ __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
     "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances",
     "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions",
-    "ComplianceDeadline", "ClawBackAllowances", "AnyCommand",
+    "ComplianceDeadline", "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances",
+    "AnyCommand",
     "ADMIN_COMMANDS", "ACCOUNT_KINDS",
     "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
 ]
@@ -151,6 +152,31 @@ class RecordEmissions(Command, tag="emissions"):
     qty: int
     quality: str = "measured"  # measured, default, estimated or revised (checked)
     verifier: str | None = None
+    months: int = 12           # monthly-log completeness: months of the year logged
+
+
+class AllocateAllowances(Command, tag="allocate"):
+    """Set an entity's free allocation of ``year`` in that year's vintage: ``stage``
+    ``pre`` (a share of prior-year emissions, before verification) or ``final`` (the
+    true-up, only once the year's emissions are verified; a restatement sends a new
+    final). The registry issues the difference from what it allocated before, or claws
+    the excess back, after deducting last year's shortfall."""
+
+    account: str
+    instrument: str
+    year: int
+    qty: int
+    stage: str = "final"
+
+
+class ConvertAllowances(Command, tag="convert"):
+    """Banking: convert old-vintage allowances (2019-2024) into ``to_instrument`` (the
+    2025 vintage) within the cap T = 10,000 + 1.5 x net sales in 2024-2025."""
+
+    account: str
+    instrument: str
+    to_instrument: str
+    qty: int
 
 
 class ComplianceDeadline(Command, tag="deadline"):
@@ -204,8 +230,9 @@ AnyCommand = Union[
     PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
     Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
     OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-    ComplianceDeadline, ClawBackAllowances,
+    ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances,
 ]
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
                   OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-                  ComplianceDeadline, ClawBackAllowances)
+                  ComplianceDeadline, ClawBackAllowances, AllocateAllowances,
+                  ConvertAllowances)

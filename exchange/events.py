@@ -22,7 +22,7 @@ __all__ = [
     "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
     "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
     "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed", "AllowancesClawedBack",
-    "AnyEvent",
+    "AllowancesAllocated", "AllowancesConverted", "AnyEvent",
     "RESULT_EVENTS",
 ]
 
@@ -231,6 +231,33 @@ class EmissionsVerified(Event, tag="emissions_verified"):
     quality: str
     verifier: str | None = None
     restated_from: int | None = None
+    months: int = 12
+
+
+class AllowancesAllocated(Event, tag="allowances_allocated"):
+    """The registry set ``account``'s free allocation of ``year`` (``stage`` pre or
+    final) to ``allocation`` units, less ``deducted`` (last year's shortfall), by
+    issuing ``issued`` or clawing back ``clawed_back`` units of ``instrument``."""
+
+    account: str
+    instrument: str
+    year: int
+    stage: str
+    allocation: int
+    deducted: int
+    issued: int
+    clawed_back: int
+
+
+class AllowancesConverted(Event, tag="allowances_converted"):
+    """Banking: ``qty`` units of ``instrument`` were cancelled and as many of
+    ``to_instrument`` issued; ``cap_left`` is what the account may still convert."""
+
+    account: str
+    instrument: str
+    to_instrument: str
+    qty: int
+    cap_left: int
 
 
 class ComplianceAssessed(Event, tag="compliance_assessed"):
@@ -287,11 +314,11 @@ AnyEvent = Union[
     LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
     AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
     HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
-    AllowancesClawedBack,
+    AllowancesClawedBack, AllowancesAllocated, AllowancesConverted,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
                  TradingDayEnded, LedgerCommandIgnored, AccountOpened, AccountStatusChanged,
                  CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred,
                  AllowancesSurrendered, EmissionsVerified, DeadlinePassed,
-                 AllowancesClawedBack)
+                 AllowancesClawedBack, AllowancesAllocated, AllowancesConverted)

@@ -41,12 +41,12 @@ import msgspec
 
 from . import reasons
 from .book import LIMIT, MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
-from .commands import (ClawBackAllowances, CloseAccount, ComplianceDeadline, Deposit,
+from .commands import (AllocateAllowances, ClawBackAllowances, ConvertAllowances, CloseAccount, ComplianceDeadline, Deposit,
                        IssueAllowances,
                        OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
                        SuspendAccount, TransferAllowances, Withdraw)
-from .events import (AccountOpened, AccountStatusChanged, AllowancesClawedBack,
-                     AllowancesIssued,
+from .events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
+                     AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
                      AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                      CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                      HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
@@ -167,7 +167,8 @@ class Ledger:
             OpenAccount: self._open, SuspendAccount: self._suspend,
             ResumeAccount: self._resume, CloseAccount: self._close,
             RecordEmissions: self._emissions, ComplianceDeadline: self._deadline,
-            ClawBackAllowances: self._claw_back,
+            ClawBackAllowances: self._claw_back, AllocateAllowances: self._allocate,
+            ConvertAllowances: self._convert,
         }
         self.registry = Registry(self.instruments)
 
@@ -327,7 +328,8 @@ class Ledger:
         qty = trade.qty
         unit, maker, taker, settlement_days, fees, currency = self._settle_terms[trade.instrument]
         cash = trade.price * qty * unit
-        self.registry.traded(trade.instrument, cash, qty)
+        self.registry.traded(trade.instrument, cash, qty, trade.buy_account,
+                             trade.sell_account)
         if trade.aggressor == "buy":
             buy_fee = cash * taker // FEE_SCALE
             sell_fee = cash * maker // FEE_SCALE
@@ -440,13 +442,15 @@ class Ledger:
             return reasons.INVALID_AMOUNT
         return amount
 
-    def _units(self, symbol: str, qty: int):
+    def _units(self, symbol: str, qty: int, zero: bool = False):
+        """Return the spot instrument *symbol* for a movement of *qty* units (more than
+        zero, or with *zero* at least zero), or a reject reason."""
         inst = self.instruments.get(symbol)
         if inst is None:
             return reasons.UNKNOWN_INSTRUMENT
         if inst.kind != "spot":
             return reasons.NOT_ISSUABLE
-        if qty <= 0 or qty >= 1 << 62:
+        if qty < (0 if zero else 1) or qty >= 1 << 62:
             return reasons.INVALID_QUANTITY
         return inst
 
@@ -531,16 +535,74 @@ class Ledger:
                     instrument=cmd.instrument, qty=cmd.qty)
         return None
 
-    def _emissions(self, cmd: RecordEmissions, out: list) -> str | None:
-        acct = self._usable(cmd.account, create=False)
+    def _entity(self, name: str):
+        """Return the covered entity's account *name*, or a reject reason."""
+        acct = self._usable(name, create=False)
         if type(acct) is str:
             return acct
-        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality)
+        return acct if acct.kind == "covered" else reasons.NOT_COVERED
+
+    def _emissions(self, cmd: RecordEmissions, out: list) -> str | None:
+        acct = self._entity(cmd.account)
+        if type(acct) is str:
+            return acct
+        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality,
+                                       cmd.months)
         if type(checked) is str:
             return checked
-        self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier)
+        self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier,
+                                   cmd.months)
         self._event(EmissionsVerified, out, account=cmd.account, year=cmd.year, qty=cmd.qty,
-                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0])
+                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0],
+                    months=cmd.months)
+        return None
+
+    def _allocate(self, cmd: AllocateAllowances, out: list) -> str | None:
+        acct = self._entity(cmd.account)
+        inst = self._units(cmd.instrument, cmd.qty, zero=True)
+        for problem in (acct, inst):
+            if type(problem) is str:
+                return problem
+        checked = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty,
+                                         cmd.stage)
+        if type(checked) is str:
+            return checked
+        deducted, change = checked
+        if change < 0 and not self._debit_units(acct, cmd.instrument, -change):
+            return reasons.INSUFFICIENT_ALLOWANCES
+        if change > 0:
+            acct.holding(cmd.instrument).available += change
+        self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
+        self.registry.allocated(cmd.account, cmd.year, cmd.qty, cmd.stage, deducted, change)
+        self._event(AllowancesAllocated, out, account=cmd.account, instrument=cmd.instrument,
+                    year=cmd.year, stage=cmd.stage, allocation=cmd.qty, deducted=deducted,
+                    issued=max(change, 0), clawed_back=max(-change, 0))
+        return None
+
+    def _convert(self, cmd: ConvertAllowances, out: list) -> str | None:
+        acct = self._entity(cmd.account)
+        old = self._units(cmd.instrument, cmd.qty)
+        new = self._units(cmd.to_instrument, cmd.qty)
+        for problem in (acct, old, new):
+            if type(problem) is str:
+                return problem
+        registry = self.registry
+        old_vintages = sum(h.total for asset, h in acct.holdings.items()
+                           if registry.old_vintage(asset))
+        left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
+                                        old_vintages)
+        if type(left) is str:
+            return left
+        if cmd.qty > left:
+            return reasons.CONVERSION_CAP
+        if not self._debit_units(acct, cmd.instrument, cmd.qty):
+            return reasons.INSUFFICIENT_ALLOWANCES
+        acct.holding(cmd.to_instrument).available += cmd.qty
+        self.supply[cmd.instrument] -= cmd.qty
+        self.supply[cmd.to_instrument] = self.supply.get(cmd.to_instrument, 0) + cmd.qty
+        registry.convert(cmd.account, cmd.qty)
+        self._event(AllowancesConverted, out, account=cmd.account, instrument=cmd.instrument,
+                    to_instrument=cmd.to_instrument, qty=cmd.qty, cap_left=left - cmd.qty)
         return None
 
     def _deadline(self, cmd: ComplianceDeadline, out: list) -> str | None:

@@ -20,9 +20,9 @@ from typing import Callable
 
 import msgspec
 
-from .commands import (ACCOUNT_KINDS, STP_MODES, AmendOrder, CancelOrder, ClawBackAllowances,
-                       CloseAccount,
-                       ComplianceDeadline, Deposit, EndOfDay, IssueAllowances, MassCancel,
+from .commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
+                       CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
+                       ConvertAllowances, Deposit, EndOfDay, IssueAllowances, MassCancel,
                        OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
                        SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from .units import is_decimal
@@ -32,11 +32,14 @@ __all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "d
 
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price",
           "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts",
-          "command_id", "kind", "to_account", "year", "quality", "verifier", "multiple")
-# The last seven extend the pinned keys: an idempotency key for any row, the kind of an
+          "command_id", "kind", "to_account", "year", "quality", "verifier", "multiple",
+          "months", "stage", "to_instrument")
+# The last ten extend the pinned keys: an idempotency key for any row, the kind of an
 # account for open_account, the receiving account of a transfer, and the registry's:
-# the compliance year of surrender, emissions and deadline rows, an emissions record's
-# data quality and verifier, and a deadline's fine multiple.
+# the compliance year of surrender, emissions, allocate and deadline rows, an emissions
+# record's data quality, verifier and monthly-log completeness (months logged), a
+# deadline's fine multiple, an allocation's stage (pre or final), and the vintage a
+# convert row turns old allowances into.
 
 _TYPES = {"": "limit", "limit": "limit", "market": "market", "stop": "stop",
           "stop_limit": "stop_limit"}
@@ -49,7 +52,7 @@ _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
-           "close_account", "emissions", "deadline", "claw_back")
+           "close_account", "emissions", "deadline", "claw_back", "allocate", "convert")
 _ACCOUNT_STATUS = {"suspend_account": SuspendAccount, "resume_account": ResumeAccount,
                    "close_account": CloseAccount}
 
@@ -95,6 +98,9 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     quality: str | None = None
     verifier: str | None = None
     multiple: int | str | None = None
+    months: int | str | None = None
+    stage: str | None = None
+    to_instrument: str | None = None
 
 
 Row = _Row  # one row as its keys; the wire edge decodes messages into these too
@@ -136,21 +142,23 @@ class _Reader:
 
     def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
                 stop_price, display_qty, post_only, stp, expire_ts, ts, command_id="",
-                kind="", to_account="", year="", quality="", verifier="", multiple=""):
+                kind="", to_account="", year="", quality="", verifier="", multiple="",
+                months="", stage="", to_instrument=""):
         """Return the command of one row, or raise ``_RowError``."""
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality,
-                                     verifier, multiple)
+                                     verifier, multiple, months, stage)
         else:
             command = self._command(action, order_id, account, instrument, side, type_, tif,
                                     price, qty, stop_price, display_qty, post_only, stp,
-                                    expire_ts, ts, kind, to_account)
+                                    expire_ts, ts, kind, to_account, to_instrument)
         if command_id:
             return msgspec.structs.replace(command, command_id=command_id)
         return command
 
     def _command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
-                 stop_price, display_qty, post_only, stp, expire_ts, ts, kind, to_account):
+                 stop_price, display_qty, post_only, stp, expire_ts, ts, kind, to_account,
+                 to_instrument):
         if action == "new":
             if side != "buy" and side != "sell":
                 if not side:
@@ -224,6 +232,16 @@ class _Reader:
             return TransferAllowances(account=account, to_account=to_account,
                                       instrument=instrument, qty=quantity,
                                       ts=self._int(ts, "ts"))
+        if action == "convert":
+            quantity = self._int(qty, "qty")
+            if quantity is None:
+                raise _RowError("qty is required for convert")
+            if not to_instrument:
+                raise _RowError("to_instrument (the vintage to convert into) is required "
+                                "for convert")
+            return ConvertAllowances(account=account, instrument=instrument,
+                                     to_instrument=to_instrument, qty=quantity,
+                                     ts=self._int(ts, "ts"))
         if action == "open_account":
             if kind and kind not in ACCOUNT_KINDS:
                 raise _RowError(f"unknown kind {kind!r} ({', '.join(ACCOUNT_KINDS)})")
@@ -241,8 +259,9 @@ class _Reader:
 
 
     def _registry(self, action, account, instrument, qty, ts, year, quality, verifier,
-                  multiple):
-        """The registry's rows: emissions, deadline, and surrender against a year."""
+                  multiple, months="", stage=""):
+        """The registry's rows: emissions, allocate, deadline, and surrender against a
+        year."""
         when = self._int(ts, "ts")
         compliance_year = self._int(year, "year")
         if compliance_year is None:
@@ -256,16 +275,22 @@ class _Reader:
             raise _RowError(f"qty is required for {action}")
         if action == "emissions":
             # The quality is the registry's to judge: a sequenced rejection, not a bad file.
+            logged = self._int(months, "months")
             return RecordEmissions(account=account, year=compliance_year, qty=quantity,
                                    quality=quality or "measured", verifier=verifier or None,
-                                   ts=when)
+                                   ts=when, **({} if logged is None else {"months": logged}))
+        if action == "allocate":
+            # Likewise the stage: the registry rejects one it does not know.
+            return AllocateAllowances(account=account, instrument=instrument,
+                                      year=compliance_year, qty=quantity,
+                                      stage=stage or "final", ts=when)
         if action == "surrender":
             return SurrenderAllowances(account=account, instrument=instrument, qty=quantity,
                                        year=compliance_year, ts=when)
         raise _RowError(f"year is not a key of a {action or 'row without an action'} row")
 
 
-_REGISTRY_ACTIONS = frozenset({"emissions", "deadline"})
+_REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
 
 
 class RowReader(_Reader):
@@ -396,7 +421,7 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
             row.append("")
             (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
              display_qty, post_only, stp, expire_ts, ts, command_id, _,
-             _, year, _, _, _) = values = picks(row)
+             _, year, _, _, _, _, _, _) = values = picks(row)
             if command_id or year:
                 pass  # the precise reader below adds the idempotency key
             elif action == "new":

@@ -52,6 +52,12 @@ OFFSET_CAP = "offset_cap_exceeded"         # CCER beyond 5% of the obligation
 AFTER_DEADLINE = "after_deadline"
 YEAR_CLOSED = "year_closed"                # the year's deadline was processed
 NO_MARKET_PRICE = "no_market_price"        # no allowance trades in the month before it
+NOT_COVERED = "not_covered"                # the account is not a covered entity
+INVALID_MONTHS = "invalid_months"          # monthly-log completeness outside 0-12
+INVALID_STAGE = "invalid_stage"            # an allocation stage other than pre or final
+NOT_VERIFIED = "not_verified"              # a true-up before the emissions are verified
+ALREADY_FINAL = "already_final"            # a pre-allocation after the true-up
+CONVERSION_CAP = "conversion_cap_exceeded" # banking conversion beyond its cap
 
 # --- risk: the ledger refuses (checked before an order can trade) -----------------------
 INSUFFICIENT_CASH = "insufficient_cash"
@@ -96,6 +102,7 @@ OUTCOME = frozenset({
 # account's cash covers the next fill, and the rest is cancelled with it.
 REGISTRY = frozenset({
     INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
-    OFFSET_CAP, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE,
+    OFFSET_CAP, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE, NOT_COVERED, INVALID_MONTHS,
+    INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL, CONVERSION_CAP,
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY

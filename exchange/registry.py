@@ -5,22 +5,36 @@ registry command is journaled, replayed and hashed like a trade. Per covered ent
 (an account) and compliance year it keeps the obligation (verified emissions, with their
 data quality and verifier) and what has been surrendered against it.
 
-Rules (shared/DOMAIN.md, compliance rules 6-9; the numbers live in ``exchange.allocation``):
+Rules (shared/DOMAIN.md, compliance rules 3 and 6-9; the numbers live in
+``exchange.allocation``):
 
-- ``emissions``: an account's verified emissions for a year set its obligation; a
-  restatement replaces the record (the event names the old figure) until the year is
+- ``emissions``: a covered entity's verified emissions for a year set its obligation,
+  with their data quality, verifier and monthly-log completeness (months logged, 0-12);
+  a restatement replaces the record (the event names the old figure) until the year is
   assessed;
+- ``allocate``: the year's free allocation in the year's vintage, ``pre`` (before
+  verification) then ``final`` (the true-up, refused ``not_verified`` until the year's
+  emissions are recorded; a restatement is followed by a new final). Each sets the
+  allocation; the registry issues the difference from what it issued for that year
+  before, or claws the excess back, after deducting the shortfall of the year before.
+  The allocation itself is computed at the edge by the sector rules of
+  ``exchange.allocation`` (an allocation plan is the ministry's; the registry executes
+  it);
+- ``convert`` (banking): 2019-2024 vintages become 2025 vintage up to T = 10,000 +
+  1.5 x max(0, net sales in 2024-2025), counted from the market's own trades by the
+  engine's clock, capped at the account's old-vintage holdings, less what it converted
+  already. The old units are cancelled and new ones issued;
 - ``surrender`` with a ``year``: allowances of a vintage no later than the year (no
-  borrowing; for 2025 and later, 2019-2024 vintages only once converted, which is not
-  built yet, so they are refused), offsets (``offset = true`` instruments, CCER) up to 5%
-  of the obligation, only before the deadline (31 December of the next year, by the
-  engine's clock) and before the year is assessed. Without a ``year`` a surrender is a
-  voluntary cancellation, as before;
+  borrowing; for 2025 and later, 2019-2024 vintages only once converted, so they are
+  refused), offsets (``offset = true`` instruments, CCER) up to 5% of the obligation,
+  only before the deadline (31 December of the next year, by the engine's clock) and
+  before the year is assessed. Without a ``year`` a surrender is a voluntary
+  cancellation, as before;
 - ``deadline``: each entity with an obligation for the year is assessed: compliant, or
   short, fined ``multiple`` (5-10) times the volume-weighted price of the market's own
   allowance trades in the month before the deadline (December of the next year), times
-  the shortfall; the shortfall is recorded for deduction from the next year's allocation.
-  The year is closed: no more surrender or restatement for it.
+  the shortfall; the shortfall is deducted from the next year's allocation (at most
+  that allocation). The year is closed: no more surrender, allocation or restatement.
 
 Invariant: surrendered units are in the registry's surrender account (``@registry``)
 and never trade again; per entity and year, what the registry recorded as surrendered
@@ -31,13 +45,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import reasons
-from .allocation import FINE_MULTIPLES, ccer_cap, fine_fen
+from .allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
 
-__all__ = ["Registry", "Obligation", "civil_month", "deadline_ns", "QUALITIES"]
+__all__ = ["Registry", "Obligation", "Allocation", "civil_month", "deadline_ns",
+           "QUALITIES", "STAGES"]
 
 QUALITIES = ("measured", "default", "estimated", "revised")
-CONVERSION_YEAR = 2025   # from this year older vintages need conversion (not built yet)
+STAGES = ("pre", "final")
+CONVERSION_YEAR = 2025   # from this year older vintages count only once converted
 OLD_VINTAGE_LAST = 2024
+NET_SALES_YEARS = (2024, 2025)   # the years whose net sales raise the banking cap
 _DAY_NS = 86_400 * 10**9
 
 
@@ -84,6 +101,7 @@ class Obligation:
     emissions: int
     quality: str
     verifier: str | None
+    months: int = 12
     allowances: int = 0   # surrendered allowances, units
     offsets: int = 0      # surrendered offsets (CCER), units
     status: str | None = None   # after the deadline: "compliant" or "short"
@@ -95,8 +113,18 @@ class Obligation:
         return min(self.offsets, ccer_cap(self.emissions))
 
     def row(self) -> list:
-        return [self.emissions, self.quality, self.verifier, self.allowances, self.offsets,
-                self.status, self.shortfall, self.fine]
+        return [self.emissions, self.quality, self.verifier, self.months, self.allowances,
+                self.offsets, self.status, self.shortfall, self.fine]
+
+
+@dataclass
+class Allocation:
+    """One entity's free allocation of a year: the latest figure and what was issued."""
+
+    stage: str
+    allocation: int   # the rule's figure, before any deduction
+    deducted: int     # last year's shortfall taken off it (as it stood when allocated)
+    issued: int       # units issued for the year, net of claw-backs
 
 
 class Registry:
@@ -108,13 +136,25 @@ class Registry:
         self.closed: set[int] = set()            # years assessed
         self.deductions: dict[tuple[str, int], int] = {}   # (account, year) -> units
         self.months: dict[tuple[int, int], list[int]] = {}  # (year, month) -> [fen, units]
+        self.allocations: dict[tuple[str, int], Allocation] = {}
+        self.net_sales: dict[str, int] = {}      # account -> units sold less bought
+        self.converted: dict[str, int] = {}      # account -> units converted (banking)
         self.clock = 0
 
+    def __setstate__(self, state: dict) -> None:
+        # Snapshots written before allocation and banking were kept lack their tables.
+        for name in ("allocations", "net_sales", "converted"):
+            state.setdefault(name, {})
+        self.__dict__.update(state)
+
     # --- emissions ----------------------------------------------------------------------
-    def record(self, account: str, year: int, qty: int, quality: str) -> str | tuple:
+    def record(self, account: str, year: int, qty: int, quality: str,
+               months: int = 12) -> str | tuple:
         """Check an emissions record; return a reject reason or ``(old emissions,)``."""
         if quality not in QUALITIES:
             return reasons.INVALID_QUALITY
+        if not 0 <= months <= 12:
+            return reasons.INVALID_MONTHS
         if not 2000 <= year <= 9999:
             return reasons.INVALID_YEAR
         if qty < 0 or qty >= 1 << 62:
@@ -125,12 +165,62 @@ class Registry:
         return (None if old is None else old.emissions,)
 
     def apply_record(self, account: str, year: int, qty: int, quality: str,
-                     verifier: str | None) -> None:
+                     verifier: str | None, months: int = 12) -> None:
         old = self.obligations.get((account, year))
         if old is None:
-            self.obligations[(account, year)] = Obligation(qty, quality, verifier)
+            self.obligations[(account, year)] = Obligation(qty, quality, verifier, months)
         else:
-            old.emissions, old.quality, old.verifier = qty, quality, verifier
+            old.emissions, old.quality, old.verifier, old.months = qty, quality, verifier, months
+
+    # --- allocation ---------------------------------------------------------------------
+    def allocate(self, account: str, symbol: str, year: int, qty: int,
+                 stage: str) -> str | tuple[int, int]:
+        """Check an allocation; return a reject reason or ``(deducted, change)``: the
+        shortfall deducted, and the units to issue (positive) or claw back (negative)."""
+        if stage not in STAGES:
+            return reasons.INVALID_STAGE
+        if not 2000 <= year <= 9999:
+            return reasons.INVALID_YEAR
+        if qty < 0 or qty >= 1 << 62:
+            return reasons.INVALID_QUANTITY
+        inst = self.instruments[symbol]
+        if inst.offset or inst.vintage != year:
+            return reasons.INELIGIBLE_VINTAGE
+        if year in self.closed:
+            return reasons.YEAR_CLOSED
+        before = self.allocations.get((account, year))
+        if stage == "pre" and before is not None and before.stage == "final":
+            return reasons.ALREADY_FINAL
+        if stage == "final" and (account, year) not in self.obligations:
+            return reasons.NOT_VERIFIED
+        deducted = min(qty, self.deductions.get((account, year), 0))
+        return deducted, qty - deducted - (before.issued if before else 0)
+
+    def allocated(self, account: str, year: int, qty: int, stage: str, deducted: int,
+                  change: int) -> None:
+        before = self.allocations.get((account, year))
+        issued = (before.issued if before else 0) + change
+        self.allocations[(account, year)] = Allocation(stage, qty, deducted, issued)
+
+    # --- banking ------------------------------------------------------------------------
+    def conversion_left(self, account: str, symbol: str, to_symbol: str,
+                        old_holdings: int) -> str | int:
+        """Return how many units *account* may still convert from *symbol* into
+        *to_symbol*, holding *old_holdings* old-vintage units, or a reject reason."""
+        new = self.instruments[to_symbol]
+        if not self.old_vintage(symbol) or new.offset or new.vintage != CONVERSION_YEAR:
+            return reasons.INELIGIBLE_VINTAGE
+        done = self.converted.get(account, 0)
+        return banking_cap(self.net_sales.get(account, 0), done + old_holdings) - done
+
+    def old_vintage(self, symbol: str) -> bool:
+        """True if *symbol* is an allowance of a 2019-2024 vintage (convertible)."""
+        inst = self.instruments.get(symbol)
+        return (inst is not None and not inst.offset and inst.vintage is not None
+                and inst.vintage <= OLD_VINTAGE_LAST)
+
+    def convert(self, account: str, qty: int) -> None:
+        self.converted[account] = self.converted.get(account, 0) + qty
 
     # --- surrender ----------------------------------------------------------------------
     def eligible(self, account: str, symbol: str, qty: int, year: int) -> str | None:
@@ -148,7 +238,7 @@ class Registry:
         vintage = inst.vintage
         if vintage is None or vintage > year:
             return reasons.INELIGIBLE_VINTAGE
-        if year >= CONVERSION_YEAR and vintage <= OLD_VINTAGE_LAST:
+        if year >= CONVERSION_YEAR and self.old_vintage(symbol):
             return reasons.INELIGIBLE_VINTAGE
         return None
 
@@ -160,15 +250,20 @@ class Registry:
             obligation.allowances += qty
 
     # --- prices and the deadline ----------------------------------------------------------
-    def traded(self, symbol: str, notional: int, qty: int) -> None:
+    def traded(self, symbol: str, notional: int, qty: int, buyer: str, seller: str) -> None:
         """Count an allowance trade (*notional* in minor units) into its month's
-        volume-weighted price."""
+        volume-weighted price, and in 2024-2025 into both sides' net sales."""
         inst = self.instruments[symbol]
         if inst.vintage is None or inst.offset:
             return
-        month = self.months.setdefault(civil_month(self.clock), [0, 0])
+        year_month = civil_month(self.clock)
+        month = self.months.setdefault(year_month, [0, 0])
         month[0] += notional
         month[1] += qty
+        if year_month[0] in NET_SALES_YEARS:
+            net = self.net_sales
+            net[seller] = net.get(seller, 0) + qty
+            net[buyer] = net.get(buyer, 0) - qty
 
     def deadline_month(self, year: int) -> tuple[int, int]:
         """Return ``(notional, volume)`` of allowance trades in December of *year* + 1,
@@ -207,6 +302,10 @@ class Registry:
         allowances = sum(units.values()) - offsets
         assert sum(ob.offsets for ob in self.obligations.values()) <= offsets, "offsets"
         assert sum(ob.allowances for ob in self.obligations.values()) <= allowances, "allowances"
+        assert sum(self.net_sales.values()) == 0, "net sales do not balance"
+        for key, allocation in self.allocations.items():
+            assert allocation.issued == allocation.allocation - allocation.deducted, key
+            assert 0 <= allocation.deducted <= self.deductions.get(key, 0), key
         for (account, year), ob in self.obligations.items():
             assert (ob.status is None) == (year not in self.closed), (account, year, "status")
             if ob.status is not None:
@@ -215,4 +314,7 @@ class Registry:
     def snapshot(self) -> list:
         return [[[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
                 sorted(self.closed), sorted([a, y, q] for (a, y), q in self.deductions.items()),
-                sorted([y, m, f, u] for (y, m), (f, u) in self.months.items())]
+                sorted([y, m, f, u] for (y, m), (f, u) in self.months.items()),
+                [[a, y, al.stage, al.allocation, al.deducted, al.issued]
+                 for (a, y), al in sorted(self.allocations.items())],
+                sorted(self.net_sales.items()), sorted(self.converted.items())]

@@ -6,20 +6,23 @@ every allowance in exactly one account and the registry's records equal to what 
 """
 from __future__ import annotations
 
-import time
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange import Engine, default_market
-from exchange.commands import (ComplianceDeadline, Deposit, IssueAllowances, PlaceOrder,
+from exchange.commands import (AllocateAllowances, ClawBackAllowances, ComplianceDeadline,
+                               ConvertAllowances, Deposit, IssueAllowances, PlaceOrder,
                                RecordEmissions, SurrenderAllowances, TransferAllowances)
-from exchange.events import AllowancesSurrendered, CommandRejected, ComplianceAssessed
+from exchange.events import (AllowancesAllocated, AllowancesClawedBack, AllowancesConverted,
+                             AllowancesIssued, AllowancesSurrendered, CommandRejected,
+                             ComplianceAssessed)
+from exchange.ledger import REGISTRY
 from exchange.registry import civil_month, deadline_ns
 
 DEC_2025 = 1_765_360_800 * 10**9      # 2025-12-10 10:00 UTC
 ACCOUNTS = ("e1", "e2", "e3")
 SYMBOLS = ("CEA23", "CEA24", "CEA25", "CCER")
+VINTAGE = {2024: "CEA24", 2025: "CEA25"}
 
 command = st.one_of(
     st.builds(IssueAllowances, account=st.sampled_from(ACCOUNTS),
@@ -35,7 +38,44 @@ command = st.one_of(
               qty=st.integers(1, 200)),
     st.builds(ComplianceDeadline, year=st.sampled_from((2024, 2025)),
               multiple=st.sampled_from((5, 7, 11))),
+    st.builds(lambda account, year, qty, stage, wrong: AllocateAllowances(
+                  account=account, instrument="CEA23" if wrong else VINTAGE[year], year=year,
+                  qty=qty, stage=stage),
+              st.sampled_from(ACCOUNTS), st.sampled_from((2024, 2025)), st.integers(0, 2000),
+              st.sampled_from(("pre", "final", "final", "early")), st.booleans()),
+    st.builds(ClawBackAllowances, account=st.sampled_from(ACCOUNTS),
+              instrument=st.sampled_from(SYMBOLS), qty=st.integers(1, 300)),
+    st.builds(ConvertAllowances, account=st.sampled_from(ACCOUNTS),
+              instrument=st.sampled_from(("CEA23", "CEA24", "CCER")),
+              to_instrument=st.sampled_from(("CEA25", "CEA25", "CEA24")),
+              qty=st.integers(1, 12_000)),
+    # trades between the entities in 2025 (net sales raise the banking cap)
+    st.builds(lambda n, seller, buyer, symbol, qty: [
+                  Deposit(account=buyer, currency="CNY", amount="50000.00"),
+                  PlaceOrder(order_id=f"s{n}", account=seller, instrument=symbol, side="sell",
+                             price="90.00", qty=qty, tif="ioc" if n % 2 else "gtc",
+                             ts=DEC_2025 - 86_400 * 10**9 * 200),
+                  PlaceOrder(order_id=f"b{n}", account=buyer, instrument=symbol, side="buy",
+                             price="90.00", qty=qty, tif="ioc")],
+              st.integers(0, 10**6), st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS),
+              st.sampled_from(SYMBOLS), st.integers(1, 300)),
 )
+
+
+def _registry_view(events: list, view: dict[str, int]) -> None:
+    """Keep the registry's own count of each instrument in the accounts: issued, less
+    clawed back, less surrendered, with conversions moved from one vintage to another."""
+    for e in events:
+        kind = type(e)
+        if kind is AllowancesIssued:
+            view[e.instrument] = view.get(e.instrument, 0) + e.qty
+        elif kind is AllowancesAllocated:
+            view[e.instrument] = view.get(e.instrument, 0) + e.issued - e.clawed_back
+        elif kind is AllowancesClawedBack or kind is AllowancesSurrendered:
+            view[e.instrument] -= e.qty
+        elif kind is AllowancesConverted:
+            view[e.instrument] -= e.qty
+            view[e.to_instrument] = view.get(e.to_instrument, 0) + e.qty
 
 
 def _trade_in_december(engine: Engine) -> None:
@@ -55,24 +95,41 @@ def test_every_allowance_stays_in_one_account_and_the_records_match(commands, pr
     if priced:
         _trade_in_december(engine)
     moved: dict[tuple[str, int], int] = {}
-    for cmd in commands:
-        events = engine.execute(cmd)
-        engine.check()  # supply per asset = every account's holdings; registry invariants
-        for event in events:
-            if type(event) is AllowancesSurrendered and event.year is not None:
-                key = (event.account, event.year)
-                moved[key] = moved.get(key, 0) + event.qty
-        if type(events[-1]) is CommandRejected:
-            assert len(events) == 1  # a rejection moves nothing
+    view: dict[str, int] = {}
+    _registry_view([AllowancesIssued(seq=0, account="mm", instrument="CEA25", qty=100)]
+                   if priced else [], view)
+    for account in ACCOUNTS:  # each entity starts with old vintages and some cash
+        for setup in (IssueAllowances(account=account, instrument="CEA23", qty=15_000),
+                      IssueAllowances(account=account, instrument="CEA24", qty=800),
+                      Deposit(account=account, currency="CNY", amount="50000.00")):
+            _registry_view(engine.execute(setup), view)
+    for step in commands:
+        for cmd in step if isinstance(step, list) else [step]:
+            before = engine.ledger.snapshot()
+            events = engine.execute(cmd)
+            engine.check()  # supply per asset = all holdings; the registry's invariants
+            _registry_view(events, view)
+            for event in events:
+                if type(event) is AllowancesSurrendered and event.year is not None:
+                    key = (event.account, event.year)
+                    moved[key] = moved.get(key, 0) + event.qty
+            if type(events[-1]) is CommandRejected:
+                assert len(events) == 1  # a rejection moves nothing
+                assert engine.ledger.snapshot() == before
     recorded = {key: ob.allowances + ob.offsets
                 for key, ob in engine.ledger.registry.obligations.items()
                 if ob.allowances + ob.offsets}
     assert recorded == moved
-    supply = engine.ledger.supply
     for symbol in SYMBOLS:
-        held = sum(h.total for a in engine.ledger.accounts.values()
+        # every unit is in exactly one account: the registry's issued-minus-surrendered
+        # (from its events alone) is what the participants hold, and the surrendered
+        # units sit in the registry's account
+        held = sum(h.total for name, a in engine.ledger.accounts.items() if name != REGISTRY
                    for s, h in a.holdings.items() if s == symbol)
-        assert held == supply.get(symbol, 0)
+        assert held == view.get(symbol, 0), symbol
+        surrendered = engine.ledger.accounts[REGISTRY].holdings.get(symbol)
+        assert held + (surrendered.total if surrendered else 0) == \
+            engine.ledger.supply.get(symbol, 0)
 
 
 def test_civil_month_agrees_with_the_deadline_boundaries():
@@ -81,10 +138,10 @@ def test_civil_month_agrees_with_the_deadline_boundaries():
         assert civil_month(deadline_ns(year)) == (year + 2, 1)
 
 
-def test_a_year_of_ten_thousand_entities_runs_in_seconds():
+def test_a_year_of_ten_thousand_entities_is_assessed_and_fined():
+    # its time is measured by the benchmarks' compliance stage, not here
     engine = Engine(default_market(), ledger=True)
     _trade_in_december(engine)
-    started = time.perf_counter()
     for n in range(10_000):
         account = f"ent{n:05d}"
         engine.execute(IssueAllowances(account=account, instrument="CEA24", qty=1000))
@@ -92,11 +149,9 @@ def test_a_year_of_ten_thousand_entities_runs_in_seconds():
         engine.execute(SurrenderAllowances(account=account, instrument="CEA24", qty=1000,
                                            year=2024))
     events = engine.execute(ComplianceDeadline(year=2024))
-    took = time.perf_counter() - started
     assessed = [e for e in events if type(e) is ComplianceAssessed]
     assert len(assessed) == 10_000
     short = [e for e in assessed if e.status == "short"]
     assert len(short) == sum(1 for n in range(10_000) if n % 7)
     assert all(e.fine == e.shortfall * 9800 * 5 for e in short)
     engine.check()
-    assert took < 30  # seconds, on a loaded CI machine; typically well under 2

@@ -84,14 +84,15 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
 from exchange import reasons
 from exchange.book import STOP_LIMIT
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, CloseAccount,
-                               ClawBackAllowances, ComplianceDeadline, OpenAccount,
+                               AllocateAllowances, ConvertAllowances, ClawBackAllowances, ComplianceDeadline, OpenAccount,
                                RecordEmissions, ResumeAccount, SuspendAccount,
                                TransferAllowances)
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, HoldingsUnlocked, TradeSettled,
                              EmissionsVerified, ComplianceAssessed, DeadlinePassed,
-                             AllowancesClawedBack)
+                             AllowancesClawedBack, AllowancesAllocated,
+                             AllowancesConverted)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -244,8 +245,16 @@ def format_event(event, market: Market) -> str:
         return f"clawed_back {event.account} {event.instrument} {event.qty}"
     if isinstance(event, EmissionsVerified):
         restated = "" if event.restated_from is None else f" restated_from={event.restated_from}"
+        months = "" if event.months == 12 else f" months={event.months}"
         return (f"emissions {event.account} {event.year} {event.qty} {event.quality} "
-                f"verifier={event.verifier or '-'}{restated}")
+                f"verifier={event.verifier or '-'}{restated}{months}")
+    if isinstance(event, AllowancesAllocated):
+        return (f"allocated {event.account} {event.instrument} {event.year} {event.stage} "
+                f"allocation={event.allocation} deducted={event.deducted} "
+                f"issued={event.issued} clawed_back={event.clawed_back}")
+    if isinstance(event, AllowancesConverted):
+        return (f"converted {event.account} {event.instrument}->{event.to_instrument} "
+                f"{event.qty} cap_left={event.cap_left}")
     if isinstance(event, DeadlinePassed):
         average = "-" if event.average_price is None else cash(event.average_price)
         return (f"deadline {event.year} entities={event.entities} short={event.short} "
@@ -276,7 +285,8 @@ EVENT_KINDS = {
     CashWithdrawn: "withdrawn", AllowancesIssued: "issued", AllowancesSurrendered: "surrendered",
     AllowancesTransferred: "transferred", HoldingsUnlocked: "unlocked", TradeSettled: "settled",
     EmissionsVerified: "emissions", DeadlinePassed: "deadline", ComplianceAssessed: "assessed",
-    AllowancesClawedBack: "clawed_back",
+    AllowancesClawedBack: "clawed_back", AllowancesAllocated: "allocated",
+    AllowancesConverted: "converted",
 }
 
 
@@ -310,6 +320,7 @@ RESULT_WITH_LEDGER = {
     SuspendAccount: AccountStatusChanged, ResumeAccount: AccountStatusChanged,
     CloseAccount: AccountStatusChanged, RecordEmissions: EmissionsVerified,
     ComplianceDeadline: DeadlinePassed, ClawBackAllowances: AllowancesClawedBack,
+    AllocateAllowances: AllowancesAllocated, ConvertAllowances: AllowancesConverted,
 }
 
 
