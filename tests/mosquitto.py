@@ -213,10 +213,14 @@ class Mosquitto:
         if self.running:
             raise RuntimeError(f"mosquitto is already running (pid {self.pid})")
         deadline = time.monotonic() + self.start_timeout
+        bind_failed = False
         while True:
             try:
                 return self._start_once(deadline)
             except MosquittoStartError as exc:
+                # The last try may time out before its bind error reaches the log: the
+                # port was still taken if any try said so.
+                exc.address_in_use = bind_failed = bind_failed or exc.address_in_use
                 if not (retry_bind and exc.address_in_use) or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)
