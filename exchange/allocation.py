@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from math import floor
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit",
     "power_allocation", "alpha", "solve_benchmark", "industrial_alphas",
     "industrial_allocation", "pre_allocation", "true_up", "adjust", "ccer_cap",
-    "banking_cap", "fine_fen", "AllocationError",
+    "banking_cap", "fine_fen", "AllocationError", "Entity", "SECTOR_RULES", "sector_rule",
+    "DEFAULT_RULES", "allocate",
 ]
 
 
@@ -128,13 +129,17 @@ class PowerUnit:
     def fuel(self) -> str:
         return "gas" if self.unit_type == "gas" else "coal"
 
-    def benchmark_allocation(self) -> Fraction:
+    def benchmark_allocation(self, electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+                             heat: Mapping[str, Fraction] = HEAT_BENCHMARKS) -> Fraction:
         """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding)."""
-        return (self.electricity_mwh * POWER_BENCHMARKS[self.unit_type] * load_factor(self.load)
-                + self.heat_gj * HEAT_BENCHMARKS[self.fuel])
+        return (self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load)
+                + self.heat_gj * heat[self.fuel])
 
 
-def power_allocation(units: Iterable[PowerUnit], verified_emissions) -> int:
+def power_allocation(units: Iterable[PowerUnit], verified_emissions,
+                     electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+                     heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
+                     shortfall_cap: Fraction = SHORTFALL_CAP) -> int:
     """Return a power entity's allocation in whole tonnes (rounded down).
 
     The units' benchmark allocations are summed; an entity of gas units only is topped
@@ -152,10 +157,10 @@ def power_allocation(units: Iterable[PowerUnit], verified_emissions) -> int:
     emissions = exact(verified_emissions, "verified emissions")
     if emissions < 0:
         raise AllocationError("verified emissions must not be negative")
-    total = sum((unit.benchmark_allocation() for unit in units), Fraction(0))
+    total = sum((unit.benchmark_allocation(electricity, heat) for unit in units), Fraction(0))
     if units and all(unit.unit_type == "gas" for unit in units):
         total = max(total, emissions)
-    total = max(total, emissions * (1 - SHORTFALL_CAP))
+    total = max(total, emissions * (1 - shortfall_cap))
     return floor(total)
 
 
@@ -295,6 +300,109 @@ def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
     total = sum(scaled.values(), Fraction(0))
     ratio = cap / total if total > cap else Fraction(1)
     return {name: floor(value * ratio) for name, value in scaled.items()}
+
+
+# --- sector rules by name: the allocation plan ---------------------------------------------
+
+@dataclass(frozen=True)
+class Entity:
+    """A covered entity as the allocation plan sees it: its verified emissions and what
+    its sector's rule needs (power units; an intensity for steel, cement, aluminium)."""
+
+    name: str
+    sector: str
+    emissions: int
+    region: str = ""
+    units: tuple[PowerUnit, ...] = ()
+    intensity: Fraction | None = None
+
+
+SectorRule = Callable[[Sequence[Entity], Mapping[str, object]], dict[str, int]]
+SECTOR_RULES: dict[str, SectorRule] = {}
+
+
+def sector_rule(name: str) -> Callable[[SectorRule], SectorRule]:
+    """Register an allocation rule under *name*, for a plan's ``rule = "name"``. A rule
+    takes one sector's entities and its parameters and returns whole tonnes per entity."""
+    def register(rule: SectorRule) -> SectorRule:
+        SECTOR_RULES[name] = rule
+        return rule
+    return register
+
+
+def _table(params: Mapping[str, object], key: str, default: Mapping[str, Fraction]):
+    given = params.get(key, {})
+    if not isinstance(given, Mapping):
+        raise AllocationError(f"{key} must be a table of benchmarks")
+    unknown = set(given) - set(default)
+    if unknown:
+        raise AllocationError(f"{key}: unknown {', '.join(sorted(unknown))}; known: "
+                              f"{', '.join(default)}")
+    return {**default, **{k: exact(v, f"{key}.{k}") for k, v in given.items()}}
+
+
+@sector_rule("power_benchmark")
+def _power_benchmark(entities: Sequence[Entity], params: Mapping[str, object]) -> dict[str, int]:
+    """Power: A = Qe·Be·Ff + Qh·Bh per unit, gas topped up, the 20% shortfall cap.
+    Parameters: ``electricity`` and ``heat`` benchmark tables (defaults: 2024), and
+    ``shortfall_cap``."""
+    electricity = _table(params, "electricity", POWER_BENCHMARKS)
+    heat = _table(params, "heat", HEAT_BENCHMARKS)
+    cap = exact(params.get("shortfall_cap", SHORTFALL_CAP), "shortfall_cap")
+    for e in entities:
+        if not e.units:
+            raise AllocationError(f"{e.name}: the power rule needs its generating units")
+    return {e.name: power_allocation(e.units, e.emissions, electricity, heat, cap)
+            for e in entities}
+
+
+@sector_rule("intensity_benchmark")
+def _intensity_benchmark(entities: Sequence[Entity],
+                         params: Mapping[str, object]) -> dict[str, int]:
+    """Steel, cement, aluminium from 2025: A = E·(1+α), BP solved over the sector."""
+    for e in entities:
+        if e.intensity is None:
+            raise AllocationError(f"{e.name}: the intensity rule needs its intensity")
+    return industrial_allocation({e.name: (e.emissions, e.intensity) for e in entities})
+
+
+@sector_rule("verified_emissions")
+def _verified_emissions(entities: Sequence[Entity],
+                        params: Mapping[str, object]) -> dict[str, int]:
+    """Steel, cement, aluminium in 2024, their first year: A = E."""
+    return {e.name: e.emissions for e in entities}
+
+
+DEFAULT_RULES = {"power": "power_benchmark", "steel": "intensity_benchmark",
+                 "cement": "intensity_benchmark", "aluminium": "intensity_benchmark"}
+
+
+def allocate(entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object]] | None = None,
+             adjustment: Adjustment = Adjustment()) -> dict[str, int]:
+    """Return each entity's final allocation: its sector's rule (``rules[sector]["rule"]``
+    names one of ``SECTOR_RULES``, with its parameters beside it; ``DEFAULT_RULES`` where
+    a sector has none), then the regional and yearly factors under the sector cap.
+
+    >>> allocate([Entity("a", "steel", 100, intensity=Fraction(1)),
+    ...           Entity("b", "steel", 100, intensity=Fraction(6, 5))],
+    ...          {"steel": {"rule": "verified_emissions"}})
+    {'a': 100, 'b': 100}
+    """
+    rules = rules or {}
+    sectors: dict[str, list[Entity]] = {}
+    for entity in entities:
+        sectors.setdefault(entity.sector, []).append(entity)
+    regions = {e.name: e.region for e in entities}
+    final: dict[str, int] = {}
+    for sector, members in sectors.items():
+        params = rules.get(sector, {})
+        name = params.get("rule", DEFAULT_RULES.get(sector))
+        rule = SECTOR_RULES.get(name)  # type: ignore[arg-type]
+        if rule is None:
+            raise AllocationError(f"{sector}: unknown rule {name!r}; known: "
+                                  f"{', '.join(SECTOR_RULES)}")
+        final.update(adjust(rule(members, params), regions, adjustment))
+    return {e.name: final[e.name] for e in entities}
 
 
 # --- surrender and the deadline -----------------------------------------------------------

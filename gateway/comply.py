@@ -1,26 +1,31 @@
 """``carbonx comply SCENARIO|--example``: one compliance year, start to end, in the engine.
 
 A scenario (TOML, documented by ``gateway/examples/compliance-2024.toml``) names the
-year, the fine multiple, the pre-allocation share, regional and yearly adjustment
-factors with a sector cap, the market's December trades (or an order file traded during
-the year) and the covered entities: sector, region, prior-year and verified emissions
-with their data quality and verifier, the share of their obligation they manage to
-surrender, CCER held, and what their sector's rule needs (power units; an intensity for
-steel, cement and aluminium).
+year, the fine multiple, the pre-allocation share, each sector's allocation rule with its
+parameters (``[rules.SECTOR]``, a name from ``exchange.allocation.SECTOR_RULES``), the
+regional and yearly adjustment factors with a sector cap, the market's December trades
+(or an order file traded during the year), the covered entities (sector, region,
+prior-year and verified emissions with their data quality, verifier and months of
+monthly logs, the share of their obligation they manage to surrender, CCER held, and
+what their sector's rule needs: power units, or an intensity) and restatements.
 
 The cycle, every step a command through the engine's sequenced pipeline with the ledger
 on (so holdings are conserved and every step is an event):
 
-1. open each entity's account; pre-allocate (a share of prior-year emissions, rounded
-   down) in the year's vintage; issue its CCER;
+1. open each entity's account; pre-allocate (``allocate`` stage ``pre``: a share of
+   prior-year emissions, rounded down) in the year's vintage; issue its CCER;
 2. trade: the scenario's order file, if any, and its December trades (of the next
    year: the month whose average price sets the fines);
-3. record the verified emissions; compute each entity's allocation by its sector's rule
-   (``exchange.allocation``), apply the regional and yearly factors under the sector cap,
-   and true up: issue the difference, or claw the excess back;
-4. surrender: allowances of the year's vintage up to the entity's share of its
+3. record the verified emissions; compute the allocation plan (each sector's rule, then
+   the regional and yearly factors under the sector cap) and true up (``allocate``
+   stage ``final``, which the registry refuses before verification): it issues the
+   difference, or claws the excess back;
+4. restatements: each revised record, then the plan again, and a new final allocation
+   for every entity whose figure moved (through BP a restatement can move its sector);
+5. surrender: allowances of the year's vintage up to the entity's share of its
    obligation, then CCER within the 5% cap;
-5. the deadline: each entity compliant or short, and fined.
+6. the deadline: each entity compliant or short, and fined; the registry keeps the
+   shortfall to deduct from the next year's allocation.
 
 The report: per entity and per sector, obligation, allocation, surrendered allowances
 and CCER, shortfall, fine and status. ``--json`` keys are pinned in shared/DESIGN.md.
@@ -36,9 +41,9 @@ import tomllib
 from pathlib import Path
 
 from exchange import Engine, default_market
-from exchange.allocation import (Adjustment, AllocationError, PowerUnit, adjust, exact,
-                                 industrial_allocation, power_allocation, pre_allocation)
-from exchange.commands import (ClawBackAllowances, ComplianceDeadline, Deposit,
+from exchange.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity,
+                                 PowerUnit, allocate, exact, pre_allocation)
+from exchange.commands import (AllocateAllowances, ComplianceDeadline, Deposit,
                                IssueAllowances, OpenAccount, PlaceOrder, RecordEmissions,
                                SurrenderAllowances)
 from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed
@@ -93,36 +98,46 @@ def load_scenario(path: str | Path) -> dict:
             raise ScenarioError(f"{where}: a power entity needs its 'units'")
         if entity["sector"] != "power" and "intensity" not in entity:
             raise ScenarioError(f"{where}: an industrial entity needs its 'intensity'")
+        months = entity.get("months", 12)
+        if type(months) is not int or not 0 <= months <= 12:
+            raise ScenarioError(f"{where}: 'months' (monthly logs complete) must be 0 to 12")
+    rules = data.get("rules", {})
+    if not isinstance(rules, dict) or not all(isinstance(r, dict) for r in rules.values()):
+        raise ScenarioError(f"{path}: [rules.SECTOR] tables name each sector's rule")
+    for sector, rule in rules.items():
+        if sector not in SECTORS:
+            raise ScenarioError(f"{path}: rules for unknown sector {sector!r}")
+        if rule.get("rule") not in SECTOR_RULES:
+            raise ScenarioError(f"{path}: rules.{sector}: rule must be one of "
+                                f"{', '.join(SECTOR_RULES)}")
+    for number, restatement in enumerate(data.get("restatements", []), 1):
+        if restatement.get("entity") not in names:
+            raise ScenarioError(f"{path}: restatement {number}: unknown entity "
+                                f"{restatement.get('entity')!r}")
+        if not isinstance(restatement.get("emissions"), int) or restatement["emissions"] < 0:
+            raise ScenarioError(f"{path}: restatement {number}: 'emissions' must be a whole "
+                                f"number of tonnes")
     data["_base"] = Path(path).resolve().parent
     return data
 
 
-def _allocations(data: dict) -> dict[str, int]:
-    """Each entity's allocation by its sector's rule, then regional and yearly factors."""
-    entities = data["entities"]
-    base: dict[str, int] = {}
-    for entity in entities:
-        if entity["sector"] == "power":
-            units = [PowerUnit(u["type"], str(u["electricity_mwh"]), str(u.get("heat_gj", 0)),
-                               str(u.get("load", 1))) for u in entity["units"]]
-            base[entity["name"]] = power_allocation(units, entity["emissions"])
-    for sector in SECTORS[1:]:
-        members = {e["name"]: (e["emissions"], exact(str(e["intensity"])))
-                   for e in entities if e["sector"] == sector}
-        if members:
-            base.update(industrial_allocation(members))
+def _plan(data: dict, emissions: dict[str, int]) -> dict[str, int]:
+    """Each entity's final allocation for the verified *emissions*: its sector's rule
+    (``[rules.SECTOR]``, defaults ``exchange.allocation.DEFAULT_RULES``), then the
+    regional and yearly factors under the sector cap (``[adjustment]``)."""
+    entities = []
+    for e in data["entities"]:
+        units = tuple(PowerUnit(u["type"], str(u["electricity_mwh"]), str(u.get("heat_gj", 0)),
+                                str(u.get("load", 1))) for u in e.get("units", ()))
+        intensity = exact(str(e["intensity"]), "intensity") if "intensity" in e else None
+        entities.append(Entity(e["name"], e["sector"], emissions[e["name"]],
+                               e.get("region", ""), units, intensity))
     settings = data.get("adjustment", {})
     adjustment = Adjustment(
         regional={k: exact(str(v)) for k, v in settings.get("regions", {}).items()},
         yearly=exact(str(settings.get("yearly", 1))),
         cap_share=exact(str(settings.get("cap_share", 1))))
-    regions = {e["name"]: e.get("region", "") for e in entities}
-    final: dict[str, int] = {}
-    for sector in SECTORS:
-        members = {e["name"]: base[e["name"]] for e in entities if e["sector"] == sector}
-        if members:
-            final.update(adjust(members, regions, adjustment))
-    return final
+    return allocate(entities, data.get("rules", {}), adjustment)
 
 
 def run_cycle(data: dict) -> dict:
@@ -153,8 +168,8 @@ def run_cycle(data: dict) -> dict:
         name = entity["name"]
         submit(OpenAccount(account=name, kind="covered"))
         pre[name] = pre_allocation(entity["prior_emissions"], share)
-        if pre[name]:
-            submit(IssueAllowances(account=name, instrument=vintage, qty=pre[name]))
+        submit(AllocateAllowances(account=name, instrument=vintage, year=year, qty=pre[name],
+                                  stage="pre"))
         if entity.get("ccer") and offset:
             submit(IssueAllowances(account=name, instrument=offset, qty=entity["ccer"]))
 
@@ -175,30 +190,48 @@ def run_cycle(data: dict) -> dict:
                               instrument=vintage, side=side, price=price, qty=qty,
                               ts=december))
 
+    emissions = {}
     for entity in entities:
+        emissions[entity["name"]] = entity["emissions"]
         submit(RecordEmissions(account=entity["name"], year=year, qty=entity["emissions"],
                                quality=entity.get("quality", "measured"),
-                               verifier=entity.get("verifier")))
+                               verifier=entity.get("verifier"), months=entity.get("months", 12)))
+
+    def true_up(final: dict[str, int], before: dict[str, int]) -> None:
+        """Send a final allocation to each entity whose figure changed: the registry
+        issues the difference from what it issued, or claws the excess back."""
+        for name, qty in final.items():
+            if qty != before.get(name):
+                submit(AllocateAllowances(account=name, instrument=vintage, year=year,
+                                          qty=qty, stage="final"))
+
     try:
-        final = _allocations(data)
+        final = _plan(data, emissions)
+        true_up(final, {})
+        # A restatement (a revised record after verification) recomputes the plan: the
+        # restated entity's allocation and, through BP, its sector's; each change is
+        # issued or clawed back.
+        for restatement in data.get("restatements", []):
+            emissions[restatement["entity"]] = restatement["emissions"]
+            submit(RecordEmissions(account=restatement["entity"], year=year,
+                                   qty=restatement["emissions"],
+                                   quality=restatement.get("quality", "revised"),
+                                   verifier=restatement.get("verifier")))
+        if data.get("restatements"):
+            final, before = _plan(data, emissions), final
+            true_up(final, before)
     except (AllocationError, KeyError, TypeError) as exc:
         raise ScenarioError(f"allocation: {exc}") from None
-    for entity in entities:
-        name = entity["name"]
-        difference = final[name] - pre[name]
-        if difference > 0:
-            submit(IssueAllowances(account=name, instrument=vintage, qty=difference))
-        elif difference < 0:
-            submit(ClawBackAllowances(account=name, instrument=vintage, qty=-difference))
 
     for entity in entities:
         name = entity["name"]
-        target = int(exact(str(entity.get("surrender_share", 1))) * entity["emissions"])
+        obligation = emissions[name]
+        target = int(exact(str(entity.get("surrender_share", 1))) * obligation)
         holding = engine.ledger.holding(name, vintage)
         give = min(target, holding.available if holding else 0)
         if give:
             submit(SurrenderAllowances(account=name, instrument=vintage, qty=give, year=year))
-        rest = min(target - give, entity["emissions"] // 20, entity.get("ccer", 0))
+        rest = min(target - give, obligation // 20, entity.get("ccer", 0))
         if rest > 0 and offset:
             submit(SurrenderAllowances(account=name, instrument=offset, qty=rest, year=year))
 
@@ -208,8 +241,9 @@ def run_cycle(data: dict) -> dict:
     engine.check()
     passed = next(e for e in events if type(e) is DeadlinePassed)
     sector_of = {e["name"]: e["sector"] for e in entities}
+    allocations = engine.ledger.registry.allocations   # what the registry issued, net
     rows = [{"entity": e.account, "sector": sector_of[e.account], "obligation": e.obligation,
-             "allocated": final[e.account], "surrendered_allowances": e.surrendered_allowances,
+             "allocated": allocations[(e.account, year)].issued, "surrendered_allowances": e.surrendered_allowances,
              "surrendered_ccer": e.surrendered_offsets, "shortfall": e.shortfall,
              "fine": e.fine, "status": e.status}
             for e in events if type(e) is ComplianceAssessed]
@@ -248,6 +282,17 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
              '# the sector total may not grow by more than 1% through the regional factors',
              'cap_share = "1.01"', "", "[adjustment.regions]",
              'west = "1.03"', 'northeast = "1.02"', 'east = "0.99"', "",
+             "# each sector's allocation rule (exchange.allocation.SECTOR_RULES), with its",
+             "# parameters; the 2024 power benchmarks are the defaults, written out here",
+             "[rules.power]", 'rule = "power_benchmark"', 'shortfall_cap = "0.20"', "",
+             "[rules.power.electricity]", 'coal_large = "0.7910"', 'coal_small = "0.8049"',
+             'coal_unconventional = "0.8244"', 'gas = "0.3288"', "",
+             "[rules.power.heat]", 'coal = "0.1033"', 'gas = "0.0533"', "",
+             "# 2024 was the first year of steel, cement and aluminium: allocation equals",
+             "# verified emissions; from 2025 they take the intensity rule",
+             "[rules.steel]", 'rule = "verified_emissions"', "",
+             "[rules.cement]", 'rule = "intensity_benchmark"', "",
+             "[rules.aluminium]", 'rule = "intensity_benchmark"', "",
              "# the market's trades in December 2025, the month before the deadline",
              "[[december_trades]]", 'price = "97.50"', "qty = 40000", "",
              "[[december_trades]]", 'price = "98.20"', "qty = 60000", ""]
@@ -256,6 +301,7 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
     counts = {s: max(1, round(entities * w)) for s, w in shares}
     counts["power"] += entities - sum(counts.values())
     intensity = {"steel": (1.6, 2.1), "cement": (0.78, 0.92), "aluminium": (1.3, 1.9)}
+    restate: list[tuple[str, int]] = []
     for sector, count in counts.items():
         for n in range(count):
             lines += ["[[entities]]", f'name = "{sector[:3]}-{n + 1:04d}"',
@@ -277,10 +323,18 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
             prior = int(emissions * rng.uniform(0.9, 1.1))
             quality = rng.choices(("measured", "default", "estimated", "revised"), (7, 1, 1, 1))[0]
             surrender = rng.choices(("1.0", "0.97", "0.9", "0.75"), (85, 7, 5, 3))[0]
+            months = 12 if quality == "measured" else rng.choice((9, 10, 11, 12))
             lines += [f"prior_emissions = {prior}", f"emissions = {emissions}",
                       f'quality = "{quality}"', f'verifier = "V{rng.randrange(1, 13):02d}"',
-                      f'surrender_share = "{surrender}"',
+                      f"months = {months}", f'surrender_share = "{surrender}"',
                       f"ccer = {rng.choice((0, 0, 0, emissions // 40, emissions // 20))}", ""]
+            restate.append((f"{sector[:3]}-{n + 1:04d}", emissions))
+    lines += ["# records revised after verification: each recomputes the allocation, and",
+              "# the registry issues or claws back the difference"]
+    for name, emissions in rng.sample(restate, max(1, entities // 100)):
+        lines += ["[[restatements]]", f'entity = "{name}"',
+                  f"emissions = {int(emissions * rng.uniform(0.96, 1.06))}",
+                  'quality = "revised"', ""]
     return "\n".join(lines)
 
 
