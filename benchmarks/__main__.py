@@ -60,12 +60,12 @@ FULL = {"messages": 1_000_000, "carbon_messages": 1_000_000, "memory_orders": 1_
         "tracemalloc_orders": 200_000,
         "naive_prefix": 10_000, "repeat": 5, "peer_repeat": 3, "latency_every": 4,
         "scaling_messages": 200_000, "scaling_resting": (1_000, 10_000, 100_000, 1_000_000),
-        "scaling_instruments": (1, 10, 100, 1_000)}
+        "scaling_instruments": (1, 10, 100, 1_000), "registry_entities": 10_000}
 QUICK = {"messages": 50_000, "carbon_messages": 50_000, "memory_orders": 100_000,
          "tracemalloc_orders": 20_000,
          "naive_prefix": 2_000, "repeat": 3, "peer_repeat": 3, "latency_every": 2,
          "scaling_messages": 20_000, "scaling_resting": (1_000, 10_000, 100_000),
-         "scaling_instruments": (1, 10, 100)}
+         "scaling_instruments": (1, 10, 100), "registry_entities": 1_000}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +234,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         stage_s[name] = round(now - clock[0], 1)
         clock[0] = now
 
-    _say(f"[1/8] data: mixed, funded mixed and carbon profiles, {messages:,} messages, "
+    _say(f"[1/9] data: mixed, funded mixed and carbon profiles, {messages:,} messages, "
          f"seed {seed}")
     files = {}
     for key, profile_name, fund, size in (("mixed", "mixed", False, messages),
@@ -245,7 +245,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
         result.setdefault("data", {})[key] = {**facts, "path": _shown(facts["path"])}
 
     lap("data")
-    _say(f"[2/8] contenders, each in its own process on {_shown(files['funded'])}")
+    _say(f"[2/9] contenders, each in its own process on {_shown(files['funded'])}")
     section = _stage(failures, "contenders", lambda: contenders.measure(
         files["funded"], repeat=settings["repeat"], peer_repeat=settings["peer_repeat"],
         naive_prefix=settings["naive_prefix"], worker=_worker, say=_say))
@@ -256,7 +256,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["contenders"] = section
 
     lap("contenders")
-    _say(f"[3/8] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
+    _say(f"[3/9] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
     e2e = _stage(failures, "end to end", lambda: endtoend.measure(
         files["mixed"], repeat=settings["repeat"]))
     if e2e is not None:
@@ -264,7 +264,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["end_to_end"] = e2e
 
     lap("end_to_end")
-    _say(f"[4/8] ledger: replay --stp none matching only, --ledger, --ledger --journal; "
+    _say(f"[4/9] ledger: replay --stp none matching only, --ledger, --ledger --journal; "
          f"{settings['peer_repeat']} rounds of fresh processes")
     led = _stage(failures, "ledger stage", lambda: ledger.measure(
         files["funded"], repeat=settings["peer_repeat"], stp="none"))
@@ -276,7 +276,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["ledger"] = led
 
     lap("ledger")
-    _say(f"[5/8] latency: one message in {settings['latency_every']} timed, mixed and carbon")
+    _say(f"[5/9] latency: one message in {settings['latency_every']} timed, mixed and carbon")
     latency: dict | None = {"sample_every": settings["latency_every"], "profiles": {}}
     for key in ("mixed", "carbon"):
         run = _stage(failures, f"latency ({key})", lambda key=key: _worker(
@@ -296,7 +296,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
                             f"engine's ({e2e.get('state_hash')} != {mixed_run['state_hash']})")
 
     lap("latency")
-    _say(f"[6/8] scaling: {settings['scaling_messages']:,} messages over "
+    _say(f"[6/9] scaling: {settings['scaling_messages']:,} messages over "
          f"{', '.join(f'{n:,}' for n in settings['scaling_resting'])} resting orders and "
          f"{', '.join(map(str, settings['scaling_instruments']))} instruments")
     result["scaling"] = _stage(failures, "scaling", lambda: _scaling(settings, seed, data_dir))
@@ -305,7 +305,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     orders = settings["memory_orders"]
     # tracemalloc slows allocation several times over: it counts a smaller book.
     traced = min(orders, settings["tracemalloc_orders"])
-    _say(f"[7/8] memory: engine and plain, RSS with {orders:,} resting orders, "
+    _say(f"[7/9] memory: engine and plain, RSS with {orders:,} resting orders, "
          f"tracemalloc with {traced:,}")
     memory: dict = {"orders": orders, "tracemalloc_orders": traced}
     for contender in ("engine", "plain"):
@@ -320,14 +320,23 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["memory"] = memory
 
     lap("memory")
+    entities = settings["registry_entities"]
+    _say(f"[8/9] registry: a whole compliance year of {entities:,} entities, 3 runs")
+    registry = _stage(failures, "registry worker", lambda: _worker(
+        "registry", "--entities", str(entities), "--repeat", "3"))
+    if registry is not None and not registry["compliance"]["state_hash"]:
+        failures.append("registry: the compliance year's state hash differed between runs")
+    result["registry"] = registry
+
+    lap("registry")
     result["verdict"] = _verdict(result)
     missed = [t["name"] for t in result["verdict"]["targets"] if not t["met"]]
     if profile == "always" or (profile == "auto" and missed and not quick):
-        _say("[8/8] hotspots: cProfile of run_replay (a target was missed)")
+        _say("[8/9] hotspots: cProfile of run_replay (a target was missed)")
         result["hotspots"] = _stage(failures, "hotspots worker",
                                     lambda: _worker("hotspots", files["mixed"], "--json"))
     else:
-        _say("[8/8] hotspots: skipped")
+        _say("[8/9] hotspots: skipped")
         result["hotspots"] = None
 
     lap("hotspots")
@@ -557,6 +566,12 @@ def render(result: dict) -> str:
                      for k in ("tracemalloc", "rss")]
             lines.append(f"  {contender:<12}{cells[0]:>14}{cells[1]:>14}")
         lines.append("")
+    compliance = (result.get("registry") or {}).get("compliance")
+    if compliance:
+        took = compliance["seconds"]
+        lines += [f"Registry: a compliance year of {compliance['entities']:,} entities in "
+                  f"{took['median']:.2f} s (min {took['min']:.2f}, max {took['max']:.2f}), "
+                  f"{compliance['commands']:,} commands, {compliance['commands_per_s']:,}/s", ""]
     lines.append("Targets")
     for t in result["verdict"]["targets"]:
         value = t["value"]

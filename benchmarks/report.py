@@ -613,6 +613,19 @@ def _memory_lines(result: dict) -> list[str]:
                           "l" + "r" * len(methods))
 
 
+def _registry_lines(result: dict) -> list[str]:
+    compliance = (_section(result, "registry") or {}).get("compliance")
+    if not isinstance(compliance, dict):
+        return []
+    took = compliance.get("seconds") or {}
+    return ["", "## Registry", "",
+            f"A whole compliance year (`carbonx comply`'s example scenario) for "
+            f"{_num(compliance.get('entities'))} entities: {_spread(took, 2)} s, "
+            f"{_num(compliance.get('commands'))} commands "
+            f"({_num(compliance.get('commands_per_s'))} a second), "
+            f"{_num(compliance.get('short'))} entities short."]
+
+
 def _end_to_end_lines(result: dict) -> list[str]:
     e2e = _section(result, "end_to_end")
     lines = []
@@ -681,6 +694,7 @@ def _markdown(result: dict, charts: dict[str, Path], skipped: dict[str, str],
     lines += _latency_lines(result, charts, skipped)
     lines += _scaling_lines(result, charts, skipped)
     lines += _memory_lines(result)
+    lines += _registry_lines(result)
     lines += _end_to_end_lines(result)
     if compared is not None:
         lines += _compared_lines(compared)

@@ -67,7 +67,7 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     assert not (results / "latest.json").exists()  # a quick run never replaces the full one
     assert {"schema", "mode", "created_utc", "settings", "targets", "machine", "data",
             "contenders", "end_to_end", "ledger", "latency", "scaling", "memory",
-            "hotspots", "verdict", "failures", "ok", "total_s"} <= result.keys()
+            "registry", "hotspots", "verdict", "failures", "ok", "total_s"} <= result.keys()
     assert result["ok"] is True and result["failures"] == []
     assert result["mode"] == "quick" and result["settings"]["messages"] == 4000
     assert {"pyorderbook", "lightmatchingengine"} <= result["machine"]["packages"].keys()
@@ -119,6 +119,11 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     # the resting orders never trade: every size makes the same trades
     assert len({tuple(r["trades"]) for r in sc["resting"]}) == 1
 
+    compliance = result["registry"]["compliance"]
+    assert compliance["entities"] == 1000 and compliance["rejected"] == {}
+    assert compliance["state_hash"] and compliance["seconds"]["n"] == 3  # same on every run
+    assert 0 < compliance["short"] < 1000
+
     names = [t["name"] for t in result["verdict"]["targets"]]
     assert any(n.startswith("engine / fastest peer") for n in names)
     assert any(n.startswith("p99 latency") for n in names) and len(names) >= 7
@@ -126,6 +131,7 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     report_dir = results / "quick-report"
     text = (report_dir / "report.md").read_text()
     assert "pyorderbook" in text and "lightmatchingengine" in text
+    assert "## Registry" in text and "1,000 entities" in text
     for chart in ("throughput", "latency", "scaling"):
         assert (report_dir / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Contenders: each in its own process" in done.stdout and "Targets" in done.stdout
