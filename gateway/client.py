@@ -251,9 +251,13 @@ class ExchangeClient:
             command["instrument"] = instrument
         return await self.request(command)
 
-    async def surrender(self, instrument: str, qty: int) -> dict:
-        return await self.request({"action": "surrender", "instrument": instrument,
-                                   "qty": qty})
+    async def surrender(self, instrument: str, qty: int, year: int | None = None) -> dict:
+        """Surrender *qty* units: against the obligation of compliance *year* (the
+        registry's rules apply), or without a year as a voluntary cancellation."""
+        command: dict = {"action": "surrender", "instrument": instrument, "qty": qty}
+        if year is not None:
+            command["year"] = year
+        return await self.request(command)
 
     # --- streams ------------------------------------------------------------------------
     async def reports(self) -> AsyncIterator[dict]:

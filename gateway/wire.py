@@ -335,9 +335,11 @@ class ReportMaker:
                 "report": "mass_cancel_accepted", "seq": event.seq,
                 "instrument": event.instrument, "side": event.side, "count": event.count}))
         elif kind is AllowancesSurrendered:
-            reports.append((event.account, {
-                "report": "surrendered", "seq": event.seq, "instrument": event.instrument,
-                "qty": event.qty}))
+            surrendered = {"report": "surrendered", "seq": event.seq,
+                           "instrument": event.instrument, "qty": event.qty}
+            if event.year is not None:
+                surrendered["year"] = event.year
+            reports.append((event.account, surrendered))
 
     def public_trade(self, event: TradeExecuted) -> dict:
         """A trade as market data: no accounts, no order ids."""

@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import json
 import subprocess
+from datetime import datetime, timezone
 
 import aiomqtt
 import pytest
 
 from exchange import Engine, default_market
+from exchange.market import parse_market
+from exchange.commands import IssueAllowances, RecordEmissions
 from exchange.journal import create_journal, recover
 from gateway.client import ExchangeClient
 from gateway.embedded import GATEWAY_USER, EmbeddedBroker
@@ -279,3 +282,45 @@ def test_acknowledged_commands_survive_in_the_journal(broker, tmp_path):
     assert [a["report"] for a in answers] == ["accepted"] * 20
     assert recovered.seq == 20
     assert recovered.engine.state_hash() == core.engine.state_hash()
+
+
+def test_a_bot_surrenders_against_its_obligation_on_its_own_topic(broker):
+    # The gateway's clock is the wall clock: last year's obligation is open until the
+    # end of this year, whatever year the test runs in.
+    year = datetime.now(timezone.utc).year - 1
+    market = parse_market(f"""
+[defaults]
+currency = "CNY"
+tick = "0.01"
+[instruments.CEA{year}]
+vintage = {year}
+[instruments.CEA{year + 1}]
+vintage = {year + 1}
+[instruments.CCER]
+offset = true
+""")
+    this, later = f"CEA{year}", f"CEA{year + 1}"
+    engine = Engine(market, ledger=True)
+    for command in (IssueAllowances(account="alice", instrument=this, qty=1000),
+                    IssueAllowances(account="alice", instrument=later, qty=10),
+                    IssueAllowances(account="alice", instrument="CCER", qty=100),
+                    RecordEmissions(account="alice", year=year, qty=1000)):
+        engine.execute(command)
+
+    async def scenario():
+        core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+        async with exchange(broker, core) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port) as alice:
+                return [await alice.surrender("CCER", 51, year=year),   # over the 5% cap
+                        await alice.surrender(later, 1, year=year),     # no borrowing
+                        await alice.surrender("CCER", 50, year=year),
+                        await alice.surrender(this, 950, year=year)]
+
+    answers = run(scenario())
+    assert [(a["report"], a.get("reason")) for a in answers] == [
+        ("rejected", "offset_cap_exceeded"), ("rejected", "ineligible_vintage"),
+        ("surrendered", None), ("surrendered", None)]
+    assert [a.get("year") for a in answers[2:]] == [year, year]
+    obligation = engine.ledger.registry.obligations[("alice", year)]
+    assert (obligation.allowances, obligation.offsets) == (950, 50)
+    assert engine.ledger.holding("alice", this).available == 50
