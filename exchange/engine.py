@@ -44,7 +44,8 @@ from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCa
                        PlaceOrder)
 from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
-                     OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
+                     OrderTriggered, PositionClosedOut, ReferencePriceSet, TradeExecuted,
+                     TradingDayEnded)
 from .ledger import Ledger
 from .market import Instrument, Market
 
@@ -185,7 +186,8 @@ class Engine:
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
-        self._handlers[type(command)](command, out)
+        if self._handlers[type(command)](command, out):
+            return  # the end of the day settles as it goes
         # Profiled: most commands give one event that moves nothing (an order that
         # rests, a rejection), so settlement looks only where there is more.
         if len(out) - start > 1:
@@ -639,15 +641,19 @@ class Engine:
     def _advance_clock(self, ts: int, out: list) -> None:
         self.clock = ts
         if self.ledger is not None:
-            self.ledger.registry.clock = ts  # deadlines and monthly prices go by it
+            # deadlines, monthly prices, closing windows and expiries go by it
+            self.ledger.registry.clock = self.ledger.clearing.clock = ts
         gtd = self._gtd
         while gtd and gtd[0][0] <= ts:
             _, _, order = heapq.heappop(gtd)
             if order.qty and self._live.get(order.order_id) is order:
                 self._take_out(order, None, out)
 
-    def _end_of_day(self, cmd: EndOfDay, out: list) -> None:
-        """End the day: expire day orders, set reference prices from the day's close."""
+    def _end_of_day(self, cmd: EndOfDay, out: list) -> bool:
+        """End the day: expire day orders, set reference prices from the day's close;
+        with a ledger, settle the day (T+1 locks, futures settlement, margin calls,
+        close-outs, expiry, delivery). Return whether it settled its own events."""
+        start = len(out)
         self.accepted += 1
         ctr = self._ctr
         ctr.seq += 1
@@ -667,12 +673,56 @@ class Engine:
                                              close_volume=volume))
                 book.day_volume = book.day_notional = 0
         if self.ledger is not None:
-            self.ledger.end_of_day(out)
+            ledger = self.ledger
+            ledger.settle(out, start)   # day orders that expired give back their holds
+            close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
+            for order in [o for o in self.live_orders() if o.instrument in expiring]:
+                mark = len(out)
+                self._take_out(order, reasons.CONTRACT_EXPIRED, out)
+                ledger.settle(out, mark)
+            self._close_out(close_outs, out)
         self.day += 1
         # A new day: ids of done orders may be used again; live orders keep theirs.
         live = self._live
         for order_id in [k for k, v in live.items() if v is None]:
             del live[order_id]
+        return self.ledger is not None
+
+    def _close_out(self, close_outs: list, out: list) -> None:
+        """Close out called accounts' futures positions through the book (market orders
+        sent for them), after cancelling their open futures orders; what the book cannot
+        take goes to the clearing account at the settlement price."""
+        ledger = self.ledger
+        clearing = ledger.clearing
+        for account in sorted({a for a, _, _ in close_outs}):
+            for order in [o for o in self.live_orders()
+                          if o.account == account and o.instrument in clearing.contracts]:
+                mark = len(out)
+                self._take_out(order, reasons.MARGIN_CLOSE_OUT, out)
+                ledger.settle(out, mark)
+        for number, (account, symbol, lots) in enumerate(close_outs, 1):
+            limit = self._instruments[symbol].max_qty
+            left, part = abs(lots), 0
+            while left:
+                part += 1
+                qty = min(left, limit)
+                left -= qty
+                mark = len(out)
+                self._place(PlaceOrder(
+                    order_id=f"@close-{self.day}-{number}-{part}", account=account,
+                    instrument=symbol, side="sell" if lots > 0 else "buy", type="market",
+                    tif="ioc", qty=qty, stp="none"), out)
+                ledger.settle(out, mark)
+            position = clearing.positions[symbol].get(account)
+            closed = lots - (position.net if position is not None else 0)
+            if closed:
+                ctr = self._ctr
+                ctr.seq += 1
+                out.append(PositionClosedOut(seq=ctr.seq, account=account, instrument=symbol,
+                                             qty=-closed, price=None, via="book"))
+            clearing.take_over(account, symbol, out)
+        for account in sorted({a for a, _, _ in close_outs}):
+            clearing.close_out_done(account)
 
     def _admin(self, cmd, out: list) -> None:
         """An account or registry command, run by the ledger."""

@@ -22,7 +22,9 @@ __all__ = [
     "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
     "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
     "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed", "AllowancesClawedBack",
-    "AllowancesAllocated", "AllowancesConverted", "AnyEvent",
+    "AllowancesAllocated", "AllowancesConverted", "TradeCleared", "SettlementPriceSet",
+    "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
+    "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "AnyEvent",
     "RESULT_EVENTS",
 ]
 
@@ -308,13 +310,124 @@ class HoldingsUnlocked(Event, tag="holdings_unlocked"):
     qty: int
 
 
+class TradeCleared(Event, tag="trade_cleared"):
+    """A futures trade changed both sides' positions (signed lots after the trade); its
+    cash moves at the day's settlement, as variation margin."""
+
+    trade_id: int
+    instrument: str
+    buy_account: str
+    sell_account: str
+    qty: int
+    price: int
+    buy_position: int
+    sell_position: int
+
+
+class SettlementPriceSet(Event, tag="settlement_price_set"):
+    """The day's settlement price of a futures contract, in ticks, and where it came
+    from: ``window`` (the closing window's volume-weighted price), ``mid`` (of the best
+    bid and offer), ``previous`` (the last settlement) or ``day`` (the day's
+    volume-weighted price, when nothing else exists)."""
+
+    instrument: str
+    price: int
+    source: str
+
+
+class VariationMargin(Event, tag="variation_margin"):
+    """One position marked to the settlement price: ``amount`` minor units paid to the
+    account (negative: paid by it) through the clearing account. Each contract's day
+    sums to zero."""
+
+    account: str
+    instrument: str
+    position: int
+    amount: int
+    currency: str
+
+
+class MarginCalled(Event, tag="margin_called"):
+    """The account's equity (cash available plus margin held) fell below its maintenance
+    margin: it may only reduce positions until equity is back to the initial margin."""
+
+    account: str
+    equity: int
+    maintenance: int
+    initial: int
+    currency: str
+
+
+class MarginCallMet(Event, tag="margin_call_met"):
+    """A called account's equity is back to its initial margin: the call is lifted."""
+
+    account: str
+    equity: int
+    currency: str
+
+
+class PositionClosedOut(Event, tag="position_closed_out"):
+    """Still under margin a day after its call: ``qty`` signed lots of the account's
+    position were closed, through the book (``via`` ``book``) or, what the book could
+    not take, taken over by the clearing account at the settlement price (``clearing``)."""
+
+    account: str
+    instrument: str
+    qty: int
+    price: int | None
+    via: str
+
+
+class DefaultRecorded(Event, tag="default_recorded"):
+    """The account could not pay ``amount`` minor units it owed the clearing house: the
+    loss falls on the default fund."""
+
+    account: str
+    amount: int
+    currency: str
+    reason: str
+
+
+class ContractExpired(Event, tag="contract_expired"):
+    """A futures contract passed its last trading day: open orders are cancelled and
+    positions await delivery at ``final_price`` (ticks)."""
+
+    instrument: str
+    final_price: int | None
+
+
+class DeliverySettled(Event, tag="delivery_settled"):
+    """Physical delivery of an expired contract for one account: ``tonnes`` of
+    ``underlying`` delivered (a short) or received (a long) and ``cash`` minor units
+    received (a short) or paid (a long) at the final settlement price."""
+
+    account: str
+    instrument: str
+    underlying: str
+    side: str
+    tonnes: int
+    cash: int
+
+
+class DeliveryFailed(Event, tag="delivery_failed"):
+    """A delivery that did not happen: a short without the allowances pays ``penalty``
+    (negative ``penalty``: a long not delivered to is compensated)."""
+
+    account: str
+    instrument: str
+    tonnes: int
+    penalty: int
+
+
 AnyEvent = Union[
     OrderAccepted, CommandRejected, TradeExecuted, OrderCancelled, OrderAmended,
     OrderExpired, OrderTriggered, MassCancelAccepted, TradingDayEnded, ReferencePriceSet,
     LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
     AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
     HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
-    AllowancesClawedBack, AllowancesAllocated, AllowancesConverted,
+    AllowancesClawedBack, AllowancesAllocated, AllowancesConverted, TradeCleared,
+    SettlementPriceSet, VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
+    DefaultRecorded, ContractExpired, DeliverySettled, DeliveryFailed,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,

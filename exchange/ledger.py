@@ -30,7 +30,8 @@ System accounts, named with a leading ``@`` so no participant can take the name:
 ``@clearing`` (the clearing house's account, used by derivatives). Commands naming
 them are rejected ``reserved_account``.
 
-Known limits: futures and options are not cleared yet (orders rejected
+Futures clear through ``exchange.clearing`` (positions, margin held in ``held``, daily
+settlement at ``eod``). Known limits: options are not cleared yet (orders rejected
 ``not_cleared``); a market buy with no price band walks the book to size itself, O(n).
 """
 from __future__ import annotations
@@ -51,13 +52,14 @@ from .events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
                      CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                      HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
                      TradeSettled)
+from .clearing import CLEARING, Clearing
 from .market import FEE_SCALE, MINOR_UNITS, Market
 from .registry import Registry
 from .units import Scale
 
 __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
 
-FEES, REGISTRY, CLEARING = "@exchange", "@registry", "@clearing"
+FEES, REGISTRY = "@exchange", "@registry"
 SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
 OPEN, SUSPENDED, CLOSED = "open", "suspended", "closed"
 
@@ -159,7 +161,7 @@ class Ledger:
             for sym, inst in self.instruments.items()}
         self._settle_terms = {
             sym: (inst.tick_value, inst.maker_fee, inst.taker_fee, inst.settlement_days,
-                  fees[inst.currency], inst.currency)
+                  fees[inst.currency], inst.currency) if inst.kind == "spot" else None
             for sym, inst in self.instruments.items()}
         self._admin = {
             Deposit: self._deposit, Withdraw: self._withdraw, IssueAllowances: self._issue,
@@ -171,6 +173,7 @@ class Ledger:
             ConvertAllowances: self._convert,
         }
         self.registry = Registry(self.instruments)
+        self.clearing = Clearing(market, self.accounts, counters)
 
     # --- queries -------------------------------------------------------------------------
     def holding(self, account: str, asset: str) -> Holding | None:
@@ -214,7 +217,9 @@ class Ledger:
             return _status_reason(acct)
         currency, spot, unit, fee, limit = self._terms[symbol]
         if not spot:
-            return reasons.NOT_CLEARED
+            if symbol not in self.clearing.contracts:
+                return reasons.NOT_CLEARED   # options
+            return self.clearing.reserve(order_id, acct, symbol, is_buy, qty)
         # Holdings are looked up, not created, until the order is sure to be accepted:
         # a rejection changes nothing.
         holdings = acct.holdings
@@ -277,6 +282,8 @@ class Ledger:
         acct = self.accounts[account]
         if acct.status != OPEN:
             return _status_reason(acct)
+        if order_id in self.clearing.orders:
+            return self.clearing.amend(order_id, acct, qty)
         hold = self._holds[order_id]
         if not hold.is_buy:
             delta = qty - hold.amount
@@ -322,11 +329,16 @@ class Ledger:
         hold = self._holds.pop(order_id, None)
         if hold is not None:
             _release(hold)
+        else:
+            self.clearing.release(order_id)
 
     def _settle_trade(self, trade: TradeExecuted, out: list) -> None:
         holds = self._holds
         qty = trade.qty
-        unit, maker, taker, settlement_days, fees, currency = self._settle_terms[trade.instrument]
+        terms = self._settle_terms[trade.instrument]
+        if terms is None:   # a future: positions move now, cash at the day's settlement
+            return self.clearing.trade(trade, out)
+        unit, maker, taker, settlement_days, fees, currency = terms
         cash = trade.price * qty * unit
         self.registry.traded(trade.instrument, cash, qty, trade.buy_account,
                              trade.sell_account)
@@ -384,8 +396,10 @@ class Ledger:
             buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
             cash=cash, buy_fee=buy_fee, sell_fee=sell_fee, currency=currency))
 
-    def end_of_day(self, out: list) -> None:
-        """Release the T+1 locks: units bought today become available."""
+    def end_of_day(self, out: list, books=None, day: int = 0) -> tuple[list, list]:
+        """Release the T+1 locks: units bought today become available; then the clearing
+        house settles the day (``Clearing.end_of_day``, given the books and the engine's
+        day number) and its ``(close_outs, expiring)`` are returned."""
         ctr = self._ctr
         for key in sorted(self._locked):
             holding = self._locked[key]
@@ -395,6 +409,9 @@ class Ledger:
             ctr.seq += 1
             out.append(HoldingsUnlocked(seq=ctr.seq, account=key[0], asset=key[1], qty=qty))
         self._locked.clear()
+        if books is None or not self.clearing.contracts:
+            return [], []
+        return self.clearing.end_of_day(out, books, day)
 
     # --- admin commands --------------------------------------------------------------------
     def apply(self, command, out: list) -> str | None:
@@ -678,7 +695,8 @@ class Ledger:
                     for name, a in sorted(self.accounts.items())]
         holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
                  for oid, h in sorted(self._holds.items())]
-        return [accounts, sorted(self.supply.items()), holds, self.registry.snapshot()]
+        return [accounts, sorted(self.supply.items()), holds, self.registry.snapshot(),
+                self.clearing.snapshot()]
 
     def check(self, live: Iterable) -> None:
         """Raise ``AssertionError`` if a ledger invariant is broken.
@@ -687,14 +705,26 @@ class Ledger:
         """
         totals: dict[str, int] = {}
         held: dict[int, int] = {}
+        clearing = self.clearing
         for name, acct in self.accounts.items():
             for asset, h in acct.holdings.items():
+                if name == CLEARING and asset in self._cash_scale:
+                    # the clearing account's cash: what its own positions made, less the
+                    # defaults it covered (it may be below zero by them)
+                    assert h.held == h.locked == 0
+                    assert h.available == (clearing.own_cash.get(asset, 0)
+                                           - clearing.defaults.get(asset, 0)), "clearing cash"
+                    totals[asset] = totals.get(asset, 0) + h.total
+                    continue
                 assert h.available >= 0 and h.held >= 0 and h.locked >= 0, (name, asset)
                 assert h.pending_buy >= 0, (name, asset, "pending_buy")
                 totals[asset] = totals.get(asset, 0) + h.total
         for asset in set(totals) | set(self.supply):
             assert totals.get(asset, 0) == self.supply.get(asset, 0), f"{asset} not conserved"
         live = list(live)
+        futures = [o for o in live if o.instrument in clearing.contracts]
+        clearing.check(futures)
+        live = [o for o in live if o.instrument not in clearing.contracts]
         assert {o.order_id for o in live} == set(self._holds), "holds differ from open orders"
         pending: dict[int, int] = {}
         for order in live:
@@ -708,9 +738,11 @@ class Ledger:
             else:
                 assert hold.amount == order.qty, f"hold of {order.order_id} differs from its need"
             held[id(hold.holding)] = held.get(id(hold.holding), 0) + hold.amount
+        margins = clearing.margin_held()
         for acct in self.accounts.values():
             for asset, h in acct.holdings.items():
-                assert h.held == held.get(id(h), 0), f"{acct.name} {asset}: held is not its holds"
+                assert h.held == held.get(id(h), 0) + margins.get((acct.name, asset), 0), \
+                    f"{acct.name} {asset}: held is not its holds and margin"
                 assert h.pending_buy == pending.get(id(h), 0), f"{acct.name} {asset}: pending"
         for key, h in self._locked.items():
             assert h.locked > 0, key

@@ -14,15 +14,17 @@ described here but not yet traded with their own rules.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .calendar import Calendar, CalendarError, parse_date, parse_month
 from .units import Scale, parse_decimal
 
-__all__ = ["Instrument", "Market", "MarketConfigError", "load_market", "default_market"]
+__all__ = ["Instrument", "Market", "Clearing", "MarketConfigError", "load_market",
+           "default_market"]
 
 KINDS = ("spot", "future", "option")
 
@@ -30,8 +32,10 @@ _KEYS = {
     "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band",
     "reference_price", "vintage", "contract_size", "underlying", "contract_month",
     "strike", "option_type", "unit", "maker_fee_bps", "taker_fee_bps", "settlement_days",
-    "position_limit", "offset",
+    "position_limit", "offset", "initial_margin", "maintenance_margin",
 }
+_CLEARING_KEYS = {"holidays", "settlement_window", "utc_offset", "delivery_days",
+                  "delivery_penalty"}
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
 FEE_SCALE = 1_000_000  # fee rates are held in millionths: 1 bp = 100
@@ -75,6 +79,12 @@ class Instrument:
     position_limit: int | None = None
     # An offset credit (CCER): surrendered within the offset cap, not as allowances.
     offset: bool = False
+    # Futures: margins in minor units per lot; the last trading day and the delivery
+    # day (day numbers since 1970-01-01, from the contract month and the calendar).
+    initial_margin: int = 0
+    maintenance_margin: int = 0
+    last_trading_day: int | None = None
+    delivery_day: int | None = None
 
     def price_band(self, reference: int | None) -> tuple[int, int] | None:
         """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
@@ -100,12 +110,36 @@ class Instrument:
 
 
 @dataclass(frozen=True, slots=True)
+class Clearing:
+    """The clearing house's terms (``[clearing]``): the holidays of the trading calendar,
+    the closing window whose trades set each day's settlement price (seconds of the day,
+    UTC, from ``settlement_window`` in local time and ``utc_offset``), the business days
+    from the last trading day to delivery, and the penalty on a failed delivery (a
+    fraction of the final settlement price per undelivered tonne)."""
+
+    holidays: frozenset[int] = frozenset()
+    window_start_s: int = (14 * 60 + 45) * 60 - 8 * 3600   # 14:45 in UTC+08:00
+    window_end_s: int = 15 * 3600 - 8 * 3600                # 15:00
+    delivery_days: int = 3
+    penalty_num: int = 1
+    penalty_den: int = 10
+
+    def in_window(self, ts: int) -> bool:
+        """Is the engine time *ts* (ns, UTC) inside the closing window? (It may wrap
+        past midnight UTC.)"""
+        second = ts // 10**9 % 86_400
+        start, end = self.window_start_s, self.window_end_s
+        return start <= second < end if start < end else (second >= start or second < end)
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
     """The instruments of one market, by symbol."""
 
     instruments: dict[str, Instrument]
     source: str = "<default>"
     text: str = field(default="", repr=False)  # the TOML it was read from (for journals)
+    clearing: Clearing = Clearing()
 
     def __getitem__(self, symbol: str) -> Instrument:
         return self.instruments[symbol]
@@ -197,6 +231,26 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     position_limit = spec.get("position_limit")
     if position_limit is not None:
         position_limit = _whole(position_limit, f"{where}.position_limit")
+    margins = {}
+    for key in ("initial_margin", "maintenance_margin"):
+        if spec.get(key) is None:
+            continue
+        if kind != "future":
+            raise MarketConfigError(f"{where}.{key}: futures only")
+        amount = _exact(spec[key], f"{where}.{key}") * 10**minor
+        if amount < 0 or amount != amount.to_integral_value():
+            raise MarketConfigError(f"{where}.{key}: a non-negative amount of {currency} "
+                                    f"in whole minor units, got {spec[key]}")
+        margins[key] = int(amount)
+    if margins:   # a cleared future (without margins a future is traded, not cleared)
+        if "initial_margin" not in margins:
+            raise MarketConfigError(f"{where}: a cleared future needs its initial_margin")
+        # Maintenance defaults to three quarters of the initial margin, rounded down.
+        margins.setdefault("maintenance_margin", margins["initial_margin"] * 3 // 4)
+        if margins["maintenance_margin"] > margins["initial_margin"]:
+            raise MarketConfigError(f"{where}.maintenance_margin: above the initial margin")
+        if not spec.get("contract_month") or not spec.get("underlying"):
+            raise MarketConfigError(f"{where}: a future needs its contract_month and underlying")
     return Instrument(
         symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
         min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
@@ -205,7 +259,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
         band_num=band_num, band_den=band_den, tick_value=int(tick_value),
         maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
-        position_limit=position_limit, offset=offset,
+        position_limit=position_limit, offset=offset, **margins,
     )
 
 
@@ -225,7 +279,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise MarketConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"defaults", "instruments"})
+    unknown = sorted(set(data) - {"defaults", "instruments", "clearing"})
     if unknown:
         raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
     defaults = data.get("defaults", {})
@@ -247,7 +301,66 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if inst.underlying is not None and inst.underlying not in instruments:
             raise MarketConfigError(
                 f"{source}: instrument {inst.symbol!r}: underlying {inst.underlying!r} is not in the market")
-    return Market(instruments=instruments, source=source, text=text)
+    clearing = _clearing(data.get("clearing", {}), source)
+    calendar = Calendar(clearing.holidays)
+    for symbol, inst in list(instruments.items()):
+        if inst.kind != "future" or not inst.initial_margin:
+            continue
+        where = f"{source}: instrument {symbol!r}"
+        underlying = instruments[inst.underlying]
+        if underlying.kind != "spot" or underlying.vintage is None or underlying.offset:
+            raise MarketConfigError(f"{where}: the underlying must be an allowance (a spot "
+                                    f"instrument with a vintage) to deliver")
+        try:
+            last = calendar.last_trading_day(*parse_month(inst.contract_month))
+        except CalendarError as exc:
+            raise MarketConfigError(f"{where}.contract_month: {exc}") from None
+        instruments[symbol] = replace(inst, last_trading_day=last,
+                                      delivery_day=calendar.delivery_day(
+                                          last, clearing.delivery_days))
+    return Market(instruments=instruments, source=source, text=text, clearing=clearing)
+
+
+def _clearing(spec: Any, source: str) -> Clearing:
+    where = f"{source}: [clearing]"
+    if not isinstance(spec, dict):
+        raise MarketConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - _CLEARING_KEYS)
+    if unknown:
+        raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    holidays = spec.get("holidays", [])
+    if not isinstance(holidays, list) or not all(isinstance(d, str) for d in holidays):
+        raise MarketConfigError(f"{where}.holidays: a list of \"YYYY-MM-DD\" dates")
+    try:
+        days = frozenset(parse_date(d) for d in holidays)
+    except CalendarError as exc:
+        raise MarketConfigError(f"{where}.holidays: {exc}") from None
+    offset = _clock(spec.get("utc_offset", "+08:00"), f"{where}.utc_offset", signed=True)
+    window = spec.get("settlement_window", "14:45-15:00")
+    if not isinstance(window, str) or window.count("-") != 1:
+        raise MarketConfigError(f"{where}.settlement_window: \"HH:MM-HH:MM\", got {window!r}")
+    start, end = (_clock(part, f"{where}.settlement_window") for part in window.split("-"))
+    if start >= end:
+        raise MarketConfigError(f"{where}.settlement_window: {window} ends before it starts")
+    delivery_days = _whole(spec.get("delivery_days", 3), f"{where}.delivery_days", 0)
+    penalty = _exact(spec.get("delivery_penalty", "0.10"), f"{where}.delivery_penalty")
+    if not 0 <= penalty <= 10:
+        raise MarketConfigError(f"{where}.delivery_penalty: a fraction from 0 to 10")
+    num, den = penalty.as_integer_ratio()
+    day = 86_400
+    return Clearing(days, (start - offset) % day, (end - offset) % day, delivery_days, num, den)
+
+
+def _clock(text: Any, where: str, signed: bool = False) -> int:
+    """``HH:MM`` (or ``+HH:MM`` with *signed*) as seconds."""
+    sign = 1
+    if signed and isinstance(text, str) and text[:1] in "+-":
+        sign, text = (-1 if text[0] == "-" else 1), text[1:]
+    parts = text.split(":") if isinstance(text, str) else []
+    if (len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts)
+            or int(parts[0]) > 23 or int(parts[1]) > 59):
+        raise MarketConfigError(f"{where}: expected HH:MM, got {text!r}")
+    return sign * (int(parts[0]) * 3600 + int(parts[1]) * 60)
 
 
 def load_market(path: str | Path | None = None) -> Market:

@@ -66,10 +66,14 @@ POSITION_LIMIT = "position_limit"
 ACCOUNT_SUSPENDED = "account_suspended"
 ACCOUNT_CLOSED = "account_closed"
 STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing to hold at
+INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
+REDUCE_ONLY = "reduce_only"                  # under a margin call: only reducing orders
+CONTRACT_EXPIRED = "contract_expired"        # after the contract's last trading day
 
 # --- outcome: why an accepted order's quantity was cancelled ---------------------------
 CANCELLED_BY_OWNER = "cancelled_by_owner"
 MASS_CANCEL = "mass_cancel"
+MARGIN_CLOSE_OUT = "margin_close_out"  # a called account's orders, before its close-out
 IOC_REMAINDER = "ioc_remainder"
 MARKET_REMAINDER = "market_remainder"
 FOK_UNFILLED = "fok_unfilled"
@@ -90,13 +94,14 @@ STATE = frozenset({
     INVALID_AMOUNT, NOT_ISSUABLE, NOT_CLEARED,
 })
 RISK = frozenset({INSUFFICIENT_CASH, INSUFFICIENT_ALLOWANCES, POSITION_LIMIT,
-                  ACCOUNT_SUSPENDED, ACCOUNT_CLOSED, STOP_NEEDS_BAND})
+                  ACCOUNT_SUSPENDED, ACCOUNT_CLOSED, STOP_NEEDS_BAND, INSUFFICIENT_MARGIN,
+                  REDUCE_ONLY, CONTRACT_EXPIRED})
 # post_only_would_trade is both: an amend that would make a post-only order trade is
 # rejected; a new post-only order that would trade is accepted, then cancelled.
 OUTCOME = frozenset({
     CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
     STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
-    INSUFFICIENT_CASH,
+    INSUFFICIENT_CASH, CONTRACT_EXPIRED, MARGIN_CLOSE_OUT,
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.

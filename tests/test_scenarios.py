@@ -92,7 +92,10 @@ from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssu
                              CashWithdrawn, HoldingsUnlocked, TradeSettled,
                              EmissionsVerified, ComplianceAssessed, DeadlinePassed,
                              AllowancesClawedBack, AllowancesAllocated,
-                             AllowancesConverted)
+                             AllowancesConverted, TradeCleared, SettlementPriceSet,
+                             VariationMargin, MarginCalled, MarginCallMet,
+                             PositionClosedOut, DefaultRecorded, ContractExpired,
+                             DeliverySettled, DeliveryFailed)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -252,6 +255,35 @@ def format_event(event, market: Market) -> str:
         return (f"allocated {event.account} {event.instrument} {event.year} {event.stage} "
                 f"allocation={event.allocation} deducted={event.deducted} "
                 f"issued={event.issued} clawed_back={event.clawed_back}")
+    if isinstance(event, TradeCleared):
+        return (f"cleared {event.trade_id} {event.instrument} {event.qty} at "
+                f"{price(event.instrument, event.price)} positions "
+                f"{event.buy_account}={event.buy_position} "
+                f"{event.sell_account}={event.sell_position}")
+    if isinstance(event, SettlementPriceSet):
+        return (f"settlement {event.instrument} {price(event.instrument, event.price)} "
+                f"{event.source}")
+    if isinstance(event, VariationMargin):
+        return (f"variation {event.account} {event.instrument} position={event.position} "
+                f"{'-' if event.amount < 0 else ''}{cash(abs(event.amount))}")
+    if isinstance(event, MarginCalled):
+        return (f"margin_called {event.account} equity={cash(event.equity)} "
+                f"maintenance={cash(event.maintenance)} initial={cash(event.initial)}")
+    if isinstance(event, MarginCallMet):
+        return f"margin_call_met {event.account} equity={cash(event.equity)}"
+    if isinstance(event, PositionClosedOut):
+        at = "" if event.price is None else f" at {price(event.instrument, event.price)}"
+        return f"closed_out {event.account} {event.instrument} {event.qty}{at} via {event.via}"
+    if isinstance(event, DefaultRecorded):
+        return f"default {event.account} {cash(event.amount)} {event.reason}"
+    if isinstance(event, ContractExpired):
+        return f"expired {event.instrument} final={price(event.instrument, event.final_price)}"
+    if isinstance(event, DeliverySettled):
+        return (f"delivered {event.account} {event.instrument} {event.side} "
+                f"{event.tonnes} {event.underlying} for {cash(event.cash)}")
+    if isinstance(event, DeliveryFailed):
+        return (f"delivery_failed {event.account} {event.instrument} {event.tonnes} "
+                f"penalty={'-' if event.penalty < 0 else ''}{cash(abs(event.penalty))}")
     if isinstance(event, AllowancesConverted):
         return (f"converted {event.account} {event.instrument}->{event.to_instrument} "
                 f"{event.qty} cap_left={event.cap_left}")
@@ -286,7 +318,11 @@ EVENT_KINDS = {
     AllowancesTransferred: "transferred", HoldingsUnlocked: "unlocked", TradeSettled: "settled",
     EmissionsVerified: "emissions", DeadlinePassed: "deadline", ComplianceAssessed: "assessed",
     AllowancesClawedBack: "clawed_back", AllowancesAllocated: "allocated",
-    AllowancesConverted: "converted",
+    AllowancesConverted: "converted", TradeCleared: "cleared", SettlementPriceSet: "settlement",
+    VariationMargin: "variation", MarginCalled: "margin_called",
+    MarginCallMet: "margin_call_met", PositionClosedOut: "closed_out",
+    DefaultRecorded: "default", ContractExpired: "expired", DeliverySettled: "delivered",
+    DeliveryFailed: "delivery_failed",
 }
 
 
@@ -378,6 +414,10 @@ class Checker:
         elif isinstance(result, LedgerCommandIgnored):
             assert (result.action, result.account) == (tag, cmd.account), where
         for e in events:
+            if isinstance(e, OrderAccepted) and e is not result:
+                # the engine's own orders: a margin close-out sent at the end of the day
+                assert isinstance(cmd, EndOfDay) and e.order_id.startswith("@close-"), where
+                self.orders[e.order_id] = (e.account, e.instrument, e.side)
             if isinstance(e, TradeExecuted):
                 assert e.trade_id > self.trade_id, f"{where}: trade_id {e.trade_id}"
                 self.trade_id = e.trade_id
