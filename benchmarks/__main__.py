@@ -60,12 +60,14 @@ FULL = {"messages": 1_000_000, "carbon_messages": 1_000_000, "memory_orders": 1_
         "tracemalloc_orders": 200_000,
         "naive_prefix": 10_000, "repeat": 5, "peer_repeat": 3, "latency_every": 4,
         "scaling_messages": 200_000, "scaling_resting": (1_000, 10_000, 100_000, 1_000_000),
-        "scaling_instruments": (1, 10, 100, 1_000), "registry_entities": 10_000}
+        "scaling_instruments": (1, 10, 100, 1_000), "registry_entities": 10_000,
+        "clearing_positions": 100_000}
 QUICK = {"messages": 50_000, "carbon_messages": 50_000, "memory_orders": 100_000,
          "tracemalloc_orders": 20_000,
          "naive_prefix": 2_000, "repeat": 3, "peer_repeat": 3, "latency_every": 2,
          "scaling_messages": 20_000, "scaling_resting": (1_000, 10_000, 100_000),
-         "scaling_instruments": (1, 10, 100), "registry_entities": 1_000}
+         "scaling_instruments": (1, 10, 100), "registry_entities": 1_000,
+         "clearing_positions": 10_000}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,10 +322,12 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["memory"] = memory
 
     lap("memory")
-    entities = settings["registry_entities"]
-    _say(f"[8/9] registry: a whole compliance year of {entities:,} entities, 3 runs")
+    entities, positions = settings["registry_entities"], settings["clearing_positions"]
+    _say(f"[8/9] registry and clearing: a compliance year of {entities:,} entities; the "
+         f"daily settlement of {positions:,} futures positions; 3 runs each")
     registry = _stage(failures, "registry worker", lambda: _worker(
-        "registry", "--entities", str(entities), "--repeat", "3"))
+        "registry", "--entities", str(entities), "--positions", str(positions),
+        "--repeat", "3"))
     if registry is not None and not registry["compliance"]["state_hash"]:
         failures.append("registry: the compliance year's state hash differed between runs")
     result["registry"] = registry
@@ -571,7 +575,14 @@ def render(result: dict) -> str:
         took = compliance["seconds"]
         lines += [f"Registry: a compliance year of {compliance['entities']:,} entities in "
                   f"{took['median']:.2f} s (min {took['min']:.2f}, max {took['max']:.2f}), "
-                  f"{compliance['commands']:,} commands, {compliance['commands_per_s']:,}/s", ""]
+                  f"{compliance['commands']:,} commands, {compliance['commands_per_s']:,}/s"]
+        settlement = result["registry"].get("settlement")
+        if settlement:
+            took = settlement["seconds"]
+            lines.append(f"Clearing: daily settlement of {settlement['positions']:,} futures "
+                         f"positions in {took['median']:.3f} s "
+                         f"({settlement['positions_per_s']:,} positions/s)")
+        lines.append("")
     lines.append("Targets")
     for t in result["verdict"]["targets"]:
         value = t["value"]

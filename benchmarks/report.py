@@ -614,16 +614,21 @@ def _memory_lines(result: dict) -> list[str]:
 
 
 def _registry_lines(result: dict) -> list[str]:
-    compliance = (_section(result, "registry") or {}).get("compliance")
-    if not isinstance(compliance, dict):
-        return []
-    took = compliance.get("seconds") or {}
-    return ["", "## Registry", "",
-            f"A whole compliance year (`carbonx comply`'s example scenario) for "
-            f"{_num(compliance.get('entities'))} entities: {_spread(took, 2)} s, "
-            f"{_num(compliance.get('commands'))} commands "
-            f"({_num(compliance.get('commands_per_s'))} a second), "
-            f"{_num(compliance.get('short'))} entities short."]
+    section = _section(result, "registry") or {}
+    compliance, settlement = section.get("compliance"), section.get("settlement")
+    lines = ["", "## Registry and clearing", ""]
+    if isinstance(compliance, dict):
+        lines.append(f"A whole compliance year (`carbonx comply`'s example scenario) for "
+                     f"{_num(compliance.get('entities'))} entities: "
+                     f"{_spread(compliance.get('seconds'), 2)} s, "
+                     f"{_num(compliance.get('commands'))} commands "
+                     f"({_num(compliance.get('commands_per_s'))} a second), "
+                     f"{_num(compliance.get('short'))} entities short.")
+    if isinstance(settlement, dict):
+        lines += ["", f"Daily settlement (`eod`) of {_num(settlement.get('positions'))} open "
+                      f"futures positions: {_spread(settlement.get('seconds'), 3)} s, "
+                      f"{_num(settlement.get('positions_per_s'))} positions a second."]
+    return lines if len(lines) > 3 else []
 
 
 def _end_to_end_lines(result: dict) -> list[str]:

@@ -123,6 +123,9 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     assert compliance["entities"] == 1000 and compliance["rejected"] == {}
     assert compliance["state_hash"] and compliance["seconds"]["n"] == 3  # same on every run
     assert 0 < compliance["short"] < 1000
+    settlement = result["registry"]["settlement"]
+    assert settlement["positions"] == 10_000 and settlement["seconds"]["n"] == 3
+    assert settlement["events_per_eod"] > 10_000   # a variation margin for every position
 
     names = [t["name"] for t in result["verdict"]["targets"]]
     assert any(n.startswith("engine / fastest peer") for n in names)
@@ -131,7 +134,8 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     report_dir = results / "quick-report"
     text = (report_dir / "report.md").read_text()
     assert "pyorderbook" in text and "lightmatchingengine" in text
-    assert "## Registry" in text and "1,000 entities" in text
+    assert "## Registry and clearing" in text and "1,000 entities" in text
+    assert "10,000 open futures positions" in text
     for chart in ("throughput", "latency", "scaling"):
         assert (report_dir / f"{chart}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Contenders: each in its own process" in done.stdout and "Targets" in done.stdout
