@@ -43,15 +43,28 @@ Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
   delivered); the longs not delivered to (in account order) keep their cash and receive
   that penalty instead of the allowances.
 
-Limits: futures fees are not charged; options are not cleared yet (``not_cleared``).
+- **Options** (European, on a cleared future; premium paid up front): a buy holds its
+  premium at its limit price (market orders are refused ``limit_only``) and pays the
+  trade price to the writer when it trades. A writer is margined per lot written (for
+  its position and open sells, as futures are): the underlying's initial margin plus
+  what the option is in the money (less what it is out of the money) at the
+  underlying's last settlement, never below a quarter of that initial margin; it is
+  recomputed at each settlement. At the ``eod`` of its expiry day (``option_expiry_days``
+  business days before the future's last trading day) an option in the money at that
+  day's settlement is exercised: each position becomes futures lots at the strike (long
+  call and short put: long futures), whose difference to the settlement is paid as
+  variation margin the next day; out of the money it ends.
+
+Limits: futures and options fees are not charged; options are not marked to market
+(their premium is paid once), and a defaulter's option positions are not closed out.
 """
 from __future__ import annotations
 
 from . import reasons
 from .calendar import day_of_ns
 from .events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
-                     MarginCalled, MarginCallMet, PositionClosedOut, SettlementPriceSet,
-                     TradeCleared, VariationMargin)
+                     MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
+                     SettlementPriceSet, TradeCleared, VariationMargin)
 from .market import Market
 
 __all__ = ["Clearing", "Position", "CLEARING"]
@@ -62,7 +75,7 @@ CLEARING = "@clearing"
 class Position:
     """One account's position in one futures contract (see the module docstring)."""
 
-    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin")
+    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium")
 
     def __init__(self) -> None:
         self.net = 0         # signed lots
@@ -71,13 +84,19 @@ class Position:
         self.marked = 0      # net x settlement price at the last settlement (ticks x lots)
         self.flow = 0        # today's signed lots x trade prices
         self.margin = 0      # cash held as margin, minor units
+        self.premium = 0     # options: cash held for open buy orders' premium
 
     def worst(self) -> int:
         """The most lots the position can come to if its orders on one side all fill."""
         return max(abs(self.net + self.open_buy), abs(self.net - self.open_sell))
 
+    def short_worst(self) -> int:
+        """Options: the most lots written (short) if its open sells all fill."""
+        return max(0, self.open_sell - self.net)
+
     def row(self) -> list[int]:
-        return [self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin]
+        return [self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin,
+                self.premium]
 
 
 class Clearing:
@@ -90,7 +109,10 @@ class Clearing:
         # Futures with margin terms clear here; others trade, but not with a ledger.
         self.contracts = {s: i for s, i in market.instruments.items()
                           if i.kind == "future" and i.last_trading_day is not None}
-        self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.contracts}
+        self.options = {s: i for s, i in market.instruments.items()
+                        if i.kind == "option" and i.strike is not None}
+        self.cleared = {**self.contracts, **self.options}
+        self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.cleared}
         self.orders: dict[str, list] = {}  # order id -> [account, symbol, is_buy, open lots]
         self.settlement: dict[str, int] = {}   # symbol -> last settlement price, ticks
         self.window: dict[str, list[int]] = {}  # symbol -> [ticks x lots, lots] in the window
@@ -103,11 +125,15 @@ class Clearing:
         self.clock = 0
 
     # --- orders ---------------------------------------------------------------------------
-    def reserve(self, order_id: str, acct, symbol: str, is_buy: bool, qty: int) -> str | None:
-        """Hold the margin a new order on *symbol* needs, or return why it cannot trade."""
-        inst = self.contracts[symbol]
+    def reserve(self, order_id: str, acct, symbol: str, is_buy: bool, qty: int,
+                price: int = 0) -> str | None:
+        """Hold the margin (or an option buy's premium at its limit *price*) a new order on
+        *symbol* needs, or return why it cannot trade."""
+        inst = self.cleared[symbol]
         if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
             return reasons.CONTRACT_EXPIRED
+        if inst.kind == "option":
+            return self._reserve_option(order_id, acct, inst, is_buy, qty, price)
         pos = self.positions[symbol].get(acct.name) or Position()
         before = pos.worst()
         if is_buy:
@@ -130,23 +156,70 @@ class Clearing:
                     pos.open_sell -= qty
                 return problem
         self.positions[symbol][acct.name] = pos
-        self.orders[order_id] = [acct.name, symbol, is_buy, qty]
+        self.orders[order_id] = [acct.name, symbol, is_buy, qty, price]
         self._remargin(acct, pos, inst)
         return None
 
-    def amend(self, order_id: str, acct, qty: int) -> str | None:
-        """Resize an open order's margin for its new open quantity, or refuse."""
+    def _reserve_option(self, order_id: str, acct, inst, is_buy: bool, qty: int,
+                        price: int) -> str | None:
+        if not price:
+            return reasons.LIMIT_ONLY   # a premium is held at a limit price
+        pos = self.positions[inst.symbol].get(acct.name) or Position()
+        cash = acct.holdings.get(inst.currency)
+        available = cash.available if cash is not None else 0
+        if is_buy:
+            premium = price * qty * inst.tick_value
+            if available < premium:
+                return reasons.INSUFFICIENT_CASH
+            cash.available -= premium
+            cash.held += premium
+            pos.premium += premium
+            pos.open_buy += qty
+        else:
+            before = pos.short_worst()
+            pos.open_sell += qty
+            if pos.short_worst() > before:
+                rise = self._need(pos, inst) - pos.margin
+                problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
+                           reasons.INSUFFICIENT_MARGIN if rise > available else None)
+                if problem is not None:
+                    pos.open_sell -= qty
+                    return problem
+        self.positions[inst.symbol][acct.name] = pos
+        self.orders[order_id] = [acct.name, inst.symbol, is_buy, qty, price]
+        self._remargin(acct, pos, inst)
+        return None
+
+    def amend(self, order_id: str, acct, price: int, qty: int) -> str | None:
+        """Resize an open order's margin (or premium) for its new price and open
+        quantity, or refuse with nothing changed."""
         record = self.orders[order_id]
-        _, symbol, is_buy, open_qty = record
-        if qty <= open_qty:
-            self._shrink(record, open_qty - qty)
-            return None
-        del self.orders[order_id]
-        self._shrink(record, open_qty)
-        problem = self.reserve(order_id, acct, symbol, is_buy, qty)
-        if problem is not None:   # put the order back as it was
-            self.reserve(order_id, acct, symbol, is_buy, open_qty)
-        return problem
+        _, symbol, is_buy, open_qty, old_price = record
+        inst = self.cleared[symbol]
+        pos = self.positions[symbol][acct.name]
+        cash = acct.holding(inst.currency)
+        premium = 0
+        if is_buy and inst.kind == "option":
+            premium = (price * qty - old_price * open_qty) * inst.tick_value
+            if premium > cash.available:
+                return reasons.INSUFFICIENT_CASH
+        before = pos.worst() if inst.kind == "future" else pos.short_worst()
+        side = "open_buy" if is_buy else "open_sell"
+        setattr(pos, side, getattr(pos, side) + qty - open_qty)
+        after = pos.worst() if inst.kind == "future" else pos.short_worst()
+        if after > before and acct.name != CLEARING:
+            rise = self._need(pos, inst) - pos.margin
+            problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
+                       reasons.INSUFFICIENT_MARGIN if rise > cash.available - premium else None)
+            if problem is not None:
+                setattr(pos, side, getattr(pos, side) - qty + open_qty)
+                return problem
+        record[3], record[4] = qty, price
+        cash.available -= premium
+        cash.held += premium
+        pos.premium += premium
+        self._remargin(acct, pos, inst)
+        return None
 
     def release(self, order_id: str) -> None:
         """An order ended: its open lots no longer count toward the margin."""
@@ -155,19 +228,28 @@ class Clearing:
             self._shrink(record, record[3])
 
     def _shrink(self, record: list, lots: int) -> None:
-        account, symbol, is_buy, _ = record
+        account, symbol, is_buy, _, price = record
         record[3] -= lots
         pos = self.positions[symbol][account]
+        inst = self.cleared[symbol]
         if is_buy:
             pos.open_buy -= lots
+            if inst.kind == "option":   # give back the premium held for those lots
+                self._unhold_premium(account, pos, price * lots * inst.tick_value, inst)
         else:
             pos.open_sell -= lots
-        self._remargin(self.accounts[account], pos, self.contracts[symbol])
+        self._remargin(self.accounts[account], pos, inst)
         self._forget(symbol, account, pos)
+
+    def _unhold_premium(self, account: str, pos: Position, amount: int, inst) -> None:
+        cash = self.accounts[account].holding(inst.currency)
+        cash.held -= amount
+        cash.available += amount
+        pos.premium -= amount
 
     def _forget(self, symbol: str, account: str, pos: Position) -> None:
         if not (pos.net or pos.open_buy or pos.open_sell or pos.marked or pos.flow
-                or pos.margin):
+                or pos.margin or pos.premium):
             del self.positions[symbol][account]
 
     def _remargin(self, acct, pos: Position, inst) -> None:
@@ -175,8 +257,7 @@ class Clearing:
         available cash as far as it goes (after settlement losses ate into the margin)."""
         if acct.name == CLEARING:
             return
-        need = inst.initial_margin * pos.worst()
-        delta = need - pos.margin
+        delta = self._need(pos, inst) - pos.margin
         if delta == 0:
             return
         cash = acct.holding(inst.currency)
@@ -186,12 +267,39 @@ class Clearing:
         cash.held += delta
         pos.margin += delta
 
+    def _need(self, pos: Position, inst) -> int:
+        """The margin a position and its open orders need: a future's initial margin for
+        its worst case; an option writer's margin per lot for the lots it may write."""
+        if inst.kind == "future":
+            return inst.initial_margin * pos.worst()
+        return self.option_margin(inst) * pos.short_worst()
+
+    def option_margin(self, inst) -> int:
+        """An option writer's margin per lot: the underlying's initial margin, plus the
+        amount in the money (or less the amount out of the money) at the underlying's
+        last settlement, never below a quarter of that initial margin."""
+        future = self.contracts[inst.underlying]
+        initial = future.initial_margin
+        price = self.settlement.get(inst.underlying)
+        if price is None:
+            return initial
+        money = price - inst.strike if inst.option_type == "call" else inst.strike - price
+        return max(initial // 4, initial + money * future.tick_value)
+
     # --- trades ---------------------------------------------------------------------------
     def trade(self, trade, out: list) -> None:
         """Move a futures trade into both sides' positions."""
         symbol, qty, price = trade.instrument, trade.qty, trade.price
-        inst = self.contracts[symbol]
+        inst = self.cleared[symbol]
         positions = self.positions[symbol]
+        if inst.kind == "option":   # the premium is paid now, from the buy's hold
+            record = self.orders[trade.buy_order_id]
+            paid = price * qty * inst.tick_value
+            buyer = positions[trade.buy_account]
+            self._unhold_premium(trade.buy_account, buyer, record[4] * qty * inst.tick_value,
+                                 inst)
+            self.accounts[trade.buy_account].holding(inst.currency).available -= paid
+            self.accounts[trade.sell_account].holding(inst.currency).available += paid
         for order_id, account, leaves, sign in (
                 (trade.buy_order_id, trade.buy_account, trade.buy_leaves_qty, 1),
                 (trade.sell_order_id, trade.sell_account, trade.sell_leaves_qty, -1)):
@@ -203,12 +311,20 @@ class Clearing:
             else:
                 pos.open_sell -= qty
             pos.net += sign * qty
-            pos.flow += sign * qty * price
+            if inst.kind == "future":
+                pos.flow += sign * qty * price
             if not leaves:
                 del self.orders[order_id]
                 if record[3]:   # a market order's unfilled rest ends with it
                     self._shrink(record, record[3])
             self._remargin(self.accounts[account], pos, inst)
+            self._forget(symbol, account, pos)
+        self._event(TradeCleared, out, trade_id=trade.trade_id, instrument=symbol,
+                    buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
+                    price=price, buy_position=self._net(symbol, trade.buy_account),
+                    sell_position=self._net(symbol, trade.sell_account))
+        if inst.kind == "option":
+            return
         day = self.day_trades.setdefault(symbol, [0, 0])
         day[0] += price * qty
         day[1] += qty
@@ -216,10 +332,10 @@ class Clearing:
             window = self.window.setdefault(symbol, [0, 0])
             window[0] += price * qty
             window[1] += qty
-        self._event(TradeCleared, out, trade_id=trade.trade_id, instrument=symbol,
-                    buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
-                    price=price, buy_position=positions[trade.buy_account].net,
-                    sell_position=positions[trade.sell_account].net)
+
+    def _net(self, symbol: str, account: str) -> int:
+        pos = self.positions[symbol].get(account)
+        return 0 if pos is None else pos.net
 
     # --- the end of the day -----------------------------------------------------------------
     def end_of_day(self, out: list, books: dict, day: int) -> tuple[list, list]:
@@ -250,17 +366,61 @@ class Clearing:
         currency = self._currency()
         for account in sorted(owed):
             self._pay(account, owed[account], currency, out, "variation_margin")
-        close_outs = self._margin_calls(out, day, currency)
-        expiring = [s for s in sorted(self.contracts) if s not in self.expired
-                    and today >= self.contracts[s].last_trading_day]
+        expiring = [s for s in sorted(self.cleared) if s not in self.expired
+                    and today >= self.cleared[s].last_trading_day]
         for symbol in expiring:
-            self.expired.add(symbol)
-            self._event(ContractExpired, out, instrument=symbol,
-                        final_price=self.settlement.get(symbol))
+            if symbol in self.options:
+                self._exercise(symbol, out)
+        for symbol in sorted(self.options):   # writers' margin at today's prices
+            for account, pos in list(self.positions[symbol].items()):
+                self._remargin(self.accounts[account], pos, self.options[symbol])
+        close_outs = self._margin_calls(out, day, currency)
+        for symbol in expiring:
+            if symbol in self.contracts:
+                self.expired.add(symbol)
+                self._event(ContractExpired, out, instrument=symbol,
+                            final_price=self.settlement.get(symbol))
         for symbol in sorted(self.expired - self.delivered):
-            if today >= self.contracts[symbol].delivery_day:
+            if symbol in self.contracts and today >= self.contracts[symbol].delivery_day:
                 self._deliver(symbol, out)
         return close_outs, expiring
+
+    def _exercise(self, symbol: str, out: list) -> None:
+        """Expire an option at its underlying's settlement today: in the money, each
+        position becomes a futures position at the strike (a long call or a short put
+        long futures); out of the money it ends, its premium long paid."""
+        inst = self.options[symbol]
+        price = self.settlement.get(inst.underlying)
+        self.expired.add(symbol)
+        self._event(ContractExpired, out, instrument=symbol, final_price=price)
+        money = 0 if price is None else (
+            price - inst.strike if inst.option_type == "call" else inst.strike - price)
+        future = self.contracts[inst.underlying]
+        futures = self.positions[inst.underlying]
+        positions = self.positions[symbol]
+        for account in sorted(positions):
+            pos = positions[account]
+            if pos.net and money > 0:
+                lots = pos.net if inst.option_type == "call" else -pos.net
+                held = futures.setdefault(account, Position())
+                held.net += lots
+                held.flow += lots * inst.strike   # as if traded at the strike
+                self._remargin(self.accounts[account], held, future)
+                self._event(OptionExercised, out, account=account, instrument=symbol,
+                            underlying=inst.underlying, lots=lots, strike=inst.strike)
+            pos.net = 0
+            self._remargin(self.accounts[account], pos, inst)
+            self._forget(symbol, account, pos)
+
+    def _requirement(self, symbol: str, pos: Position) -> tuple[int, int]:
+        """``(initial, maintenance)`` margin of a position (its orders aside)."""
+        inst = self.cleared[symbol]
+        if inst.kind == "future":
+            return (inst.initial_margin * abs(pos.net),
+                    inst.maintenance_margin * abs(pos.net))
+        future = self.contracts[inst.underlying]
+        initial = self.option_margin(inst) * max(0, -pos.net)
+        return initial, initial * future.maintenance_margin // max(future.initial_margin, 1)
 
     def _settlement_price(self, symbol: str, book, out: list) -> int | None:
         window = self.window.get(symbol)
@@ -327,11 +487,12 @@ class Clearing:
             acct = self.accounts[account]
             held = by_account[account]
             for symbol, pos in held:
-                self._remargin(acct, pos, self.contracts[symbol])
+                self._remargin(acct, pos, self.cleared[symbol])
             cash = acct.holding(currency)
             equity = cash.available + sum(pos.margin for _, pos in held)
-            maintenance = sum(self.contracts[s].maintenance_margin * abs(p.net) for s, p in held)
-            initial = sum(self.contracts[s].initial_margin * abs(p.net) for s, p in held)
+            needs = [self._requirement(s, p) for s, p in held]
+            initial = sum(n[0] for n in needs)
+            maintenance = sum(n[1] for n in needs)
             if account in self.calls and self.calls[account] < day:
                 if equity >= initial:
                     del self.calls[account]
@@ -339,7 +500,7 @@ class Clearing:
                                 currency=currency)
                 else:
                     close_outs += [(account, s, p.net) for s, p in held
-                                   if p.net and s not in self.expired]
+                                   if p.net and s in self.contracts and s not in self.expired]
             elif account not in self.calls and equity < maintenance:
                 self.calls[account] = day
                 self._event(MarginCalled, out, account=account, equity=equity,
@@ -429,10 +590,10 @@ class Clearing:
         """Cash held as margin, by (account, currency)."""
         held: dict[tuple[str, str], int] = {}
         for symbol, positions in self.positions.items():
-            currency = self.contracts[symbol].currency
+            currency = self.cleared[symbol].currency
             for account, pos in positions.items():
                 key = (account, currency)
-                held[key] = held.get(key, 0) + pos.margin
+                held[key] = held.get(key, 0) + pos.margin + pos.premium
         return held
 
     def check(self, live_orders: list) -> None:
@@ -445,13 +606,23 @@ class Clearing:
             assert record[3] == order.qty, (order.order_id, "open lots")
             sides = wanted.setdefault((order.instrument, order.account), [0, 0])
             sides[0 if order.is_buy else 1] += order.qty
+        premiums: dict[tuple[str, str], int] = {}
+        for order in live_orders:
+            inst = self.cleared[order.instrument]
+            if inst.kind == "option" and order.is_buy:
+                key = (order.instrument, order.account)
+                price = self.orders[order.order_id][4]
+                premiums[key] = premiums.get(key, 0) + price * order.qty * inst.tick_value
         for symbol, positions in self.positions.items():
-            inst = self.contracts[symbol]
+            inst = self.cleared[symbol]
             assert sum(p.net for p in positions.values()) == 0, f"{symbol}: lots do not net out"
             for account, pos in positions.items():
                 assert [pos.open_buy, pos.open_sell] == wanted.get((symbol, account), [0, 0]), \
                     (symbol, account, "open lots")
-                assert 0 <= pos.margin <= inst.initial_margin * pos.worst(), (symbol, account)
+                assert 0 <= pos.margin <= self._need(pos, inst), (symbol, account, "margin")
+                assert pos.premium == premiums.get((symbol, account), 0), (symbol, account)
+                if inst.kind == "option":
+                    assert pos.marked == pos.flow == 0, (symbol, account)
                 if account == CLEARING:
                     assert pos.margin == 0
 

@@ -24,7 +24,8 @@ __all__ = [
     "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed", "AllowancesClawedBack",
     "AllowancesAllocated", "AllowancesConverted", "TradeCleared", "SettlementPriceSet",
     "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
-    "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "AnyEvent",
+    "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed",
+    "OptionExercised", "AnyEvent",
     "RESULT_EVENTS",
 ]
 
@@ -396,6 +397,17 @@ class ContractExpired(Event, tag="contract_expired"):
     final_price: int | None
 
 
+class OptionExercised(Event, tag="option_exercised"):
+    """An option in the money at expiry: the account's position became ``lots`` signed
+    lots of the underlying future at ``strike`` (ticks)."""
+
+    account: str
+    instrument: str
+    underlying: str
+    lots: int
+    strike: int
+
+
 class DeliverySettled(Event, tag="delivery_settled"):
     """Physical delivery of an expired contract for one account: ``tonnes`` of
     ``underlying`` delivered (a short) or received (a long) and ``cash`` minor units
@@ -427,7 +439,7 @@ AnyEvent = Union[
     HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
     AllowancesClawedBack, AllowancesAllocated, AllowancesConverted, TradeCleared,
     SettlementPriceSet, VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
-    DefaultRecorded, ContractExpired, DeliverySettled, DeliveryFailed,
+    DefaultRecorded, ContractExpired, DeliverySettled, DeliveryFailed, OptionExercised,
 ]
 
 RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,

@@ -30,9 +30,10 @@ System accounts, named with a leading ``@`` so no participant can take the name:
 ``@clearing`` (the clearing house's account, used by derivatives). Commands naming
 them are rejected ``reserved_account``.
 
-Futures clear through ``exchange.clearing`` (positions, margin held in ``held``, daily
-settlement at ``eod``). Known limits: options are not cleared yet (orders rejected
-``not_cleared``); a market buy with no price band walks the book to size itself, O(n).
+Futures and options clear through ``exchange.clearing`` (positions; margin and option
+premiums held in ``held``; daily settlement at ``eod``). Known limits: derivatives
+without margin terms are not cleared (orders rejected ``not_cleared``); a market buy with
+no price band walks the book to size itself, O(n).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from typing import Iterable
 import msgspec
 
 from . import reasons
-from .book import LIMIT, MARKET, NO_LIMIT, STOP, STP_NONE, STP_RESTING, Counters
+from .book import LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING, Counters
 from .commands import (AllocateAllowances, ClawBackAllowances, ConvertAllowances, CloseAccount, ComplianceDeadline, Deposit,
                        IssueAllowances,
                        OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
@@ -217,9 +218,10 @@ class Ledger:
             return _status_reason(acct)
         currency, spot, unit, fee, limit = self._terms[symbol]
         if not spot:
-            if symbol not in self.clearing.contracts:
-                return reasons.NOT_CLEARED   # options
-            return self.clearing.reserve(order_id, acct, symbol, is_buy, qty)
+            if symbol not in self.clearing.cleared:
+                return reasons.NOT_CLEARED   # no margin terms: traded, not cleared
+            return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
+                                         price if kind == LIMIT or kind == STOP_LIMIT else 0)
         # Holdings are looked up, not created, until the order is sure to be accepted:
         # a rejection changes nothing.
         holdings = acct.holdings
@@ -283,7 +285,7 @@ class Ledger:
         if acct.status != OPEN:
             return _status_reason(acct)
         if order_id in self.clearing.orders:
-            return self.clearing.amend(order_id, acct, qty)
+            return self.clearing.amend(order_id, acct, price, qty)
         hold = self._holds[order_id]
         if not hold.is_buy:
             delta = qty - hold.amount
@@ -722,9 +724,9 @@ class Ledger:
         for asset in set(totals) | set(self.supply):
             assert totals.get(asset, 0) == self.supply.get(asset, 0), f"{asset} not conserved"
         live = list(live)
-        futures = [o for o in live if o.instrument in clearing.contracts]
+        futures = [o for o in live if o.instrument in clearing.cleared]
         clearing.check(futures)
-        live = [o for o in live if o.instrument not in clearing.contracts]
+        live = [o for o in live if o.instrument not in clearing.cleared]
         assert {o.order_id for o in live} == set(self._holds), "holds differ from open orders"
         pending: dict[int, int] = {}
         for order in live:

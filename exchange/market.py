@@ -35,7 +35,7 @@ _KEYS = {
     "position_limit", "offset", "initial_margin", "maintenance_margin",
 }
 _CLEARING_KEYS = {"holidays", "settlement_window", "utc_offset", "delivery_days",
-                  "delivery_penalty"}
+                  "delivery_penalty", "option_expiry_days"}
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
 FEE_SCALE = 1_000_000  # fee rates are held in millionths: 1 bp = 100
@@ -85,6 +85,9 @@ class Instrument:
     maintenance_margin: int = 0
     last_trading_day: int | None = None
     delivery_day: int | None = None
+    # Options: the strike in ticks and call or put; ``last_trading_day`` is the expiry.
+    strike: int | None = None
+    option_type: str | None = None
 
     def price_band(self, reference: int | None) -> tuple[int, int] | None:
         """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
@@ -123,6 +126,7 @@ class Clearing:
     delivery_days: int = 3
     penalty_num: int = 1
     penalty_den: int = 10
+    option_expiry_days: int = 3   # options expire this many business days before the future
 
     def in_window(self, ts: int) -> bool:
         """Is the engine time *ts* (ns, UTC) inside the closing window? (It may wrap
@@ -242,6 +246,16 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
             raise MarketConfigError(f"{where}.{key}: a non-negative amount of {currency} "
                                     f"in whole minor units, got {spec[key]}")
         margins[key] = int(amount)
+    option = {}
+    if kind == "option" and spec.get("strike") is not None:
+        strike = tick.units_of(_exact(spec["strike"], f"{where}.strike"))
+        if strike is None or strike <= 0:
+            raise MarketConfigError(f"{where}.strike: a positive price on the tick {tick.text}")
+        if spec.get("option_type") not in ("call", "put"):
+            raise MarketConfigError(f"{where}.option_type: call or put")
+        if not spec.get("underlying"):
+            raise MarketConfigError(f"{where}: an option needs its underlying future")
+        option = {"strike": strike, "option_type": spec["option_type"]}
     if margins:   # a cleared future (without margins a future is traded, not cleared)
         if "initial_margin" not in margins:
             raise MarketConfigError(f"{where}: a cleared future needs its initial_margin")
@@ -259,7 +273,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
         band_num=band_num, band_den=band_den, tick_value=int(tick_value),
         maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
-        position_limit=position_limit, offset=offset, **margins,
+        position_limit=position_limit, offset=offset, **margins, **option,
     )
 
 
@@ -318,6 +332,21 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         instruments[symbol] = replace(inst, last_trading_day=last,
                                       delivery_day=calendar.delivery_day(
                                           last, clearing.delivery_days))
+    for symbol, inst in list(instruments.items()):
+        if inst.kind != "option" or inst.strike is None:
+            continue
+        where = f"{source}: instrument {symbol!r}"
+        future = instruments[inst.underlying]
+        if future.kind != "future" or future.last_trading_day is None:
+            raise MarketConfigError(f"{where}: the underlying must be a cleared future")
+        if (inst.contract_size, inst.tick_value, inst.currency) != (
+                future.contract_size, future.tick_value, future.currency):
+            raise MarketConfigError(f"{where}: contract size, tick and currency must be the "
+                                    f"underlying future's")
+        expiry = future.last_trading_day
+        for _ in range(clearing.option_expiry_days):
+            expiry = calendar.previous_business_day(expiry - 1)
+        instruments[symbol] = replace(inst, last_trading_day=expiry)
     return Market(instruments=instruments, source=source, text=text, clearing=clearing)
 
 
@@ -347,8 +376,10 @@ def _clearing(spec: Any, source: str) -> Clearing:
     if not 0 <= penalty <= 10:
         raise MarketConfigError(f"{where}.delivery_penalty: a fraction from 0 to 10")
     num, den = penalty.as_integer_ratio()
+    option_days = _whole(spec.get("option_expiry_days", 3), f"{where}.option_expiry_days", 0)
     day = 86_400
-    return Clearing(days, (start - offset) % day, (end - offset) % day, delivery_days, num, den)
+    return Clearing(days, (start - offset) % day, (end - offset) % day, delivery_days, num, den,
+                    option_days)
 
 
 def _clock(text: Any, where: str, signed: bool = False) -> int:

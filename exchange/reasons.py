@@ -69,6 +69,7 @@ STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing t
 INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
 REDUCE_ONLY = "reduce_only"                  # under a margin call: only reducing orders
 CONTRACT_EXPIRED = "contract_expired"        # after the contract's last trading day
+LIMIT_ONLY = "limit_only"                    # an option buy needs a limit price
 
 # --- outcome: why an accepted order's quantity was cancelled ---------------------------
 CANCELLED_BY_OWNER = "cancelled_by_owner"
@@ -95,7 +96,7 @@ STATE = frozenset({
 })
 RISK = frozenset({INSUFFICIENT_CASH, INSUFFICIENT_ALLOWANCES, POSITION_LIMIT,
                   ACCOUNT_SUSPENDED, ACCOUNT_CLOSED, STOP_NEEDS_BAND, INSUFFICIENT_MARGIN,
-                  REDUCE_ONLY, CONTRACT_EXPIRED})
+                  REDUCE_ONLY, CONTRACT_EXPIRED, LIMIT_ONLY})
 # post_only_would_trade is both: an amend that would make a post-only order trade is
 # rejected; a new post-only order that would trade is accepted, then cancelled.
 OUTCOME = frozenset({

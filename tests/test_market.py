@@ -13,17 +13,19 @@ from hypothesis import strategies as st
 
 from exchange.market import (Instrument, MarketConfigError, default_market, load_market,
                              parse_market)
+from exchange import calendar
 from exchange.units import Scale, is_decimal, parse_decimal
 
 SPOT = ("CEA19-20", "CEA21", "CEA22", "CEA23", "CEA24", "CEA25", "CCER")
 FUTURES = ("CEA-DEC26", "CEA-DEC27")
+OPTIONS = ("CEA-DEC26-C85", "CEA-DEC26-P75")
 
 
 # --- the default market (numbers from shared/DOMAIN.md) -----------------------------------
 
 def test_default_market_instruments():
     market = default_market()
-    assert set(market.instruments) == set(SPOT) | set(FUTURES)
+    assert set(market.instruments) == set(SPOT) | set(FUTURES) | set(OPTIONS)
     assert "CEA25" in market and "EUA" not in market
     again = load_market(None)
     assert list(again.instruments) == list(market.instruments)
@@ -70,6 +72,78 @@ def test_default_futures_rules(symbol, month):
     assert inst.underlying == "CEA25"
     assert inst.underlying in default_market()
     assert inst.contract_month == month
+    assert (inst.initial_margin, inst.maintenance_margin) == (800_000, 600_000)  # fen a lot
+    year, number = map(int, month.split("-"))
+    last = calendar.Calendar().last_trading_day(year, number)
+    assert inst.last_trading_day == last and calendar.weekday(last) == 0   # a Monday
+    assert inst.delivery_day == calendar.Calendar().add_business_days(last, 3)
+
+
+@pytest.mark.parametrize("symbol,kind,strike", [("CEA-DEC26-C85", "call", 8500),
+                                                ("CEA-DEC26-P75", "put", 7500)])
+def test_default_options_on_the_december_future(symbol, kind, strike):
+    inst = default_market()[symbol]
+    future = default_market()["CEA-DEC26"]
+    assert (inst.kind, inst.option_type, inst.strike, inst.underlying) == (
+        "option", kind, strike, "CEA-DEC26")
+    assert inst.tick_value == future.tick_value and inst.contract_size == 1000
+    # three business days before the future's last trading day (Monday 2026-12-28)
+    assert calendar.format_date(inst.last_trading_day) == "2026-12-23"
+
+
+def test_a_holiday_on_the_last_monday_moves_expiry_and_delivery():
+    text = (_CLEARED + '[clearing]\nholidays = ["2026-12-28", "2026-12-31"]\n')
+    inst = parse_market(text)["F"]
+    assert calendar.format_date(inst.last_trading_day) == "2026-12-25"   # the Friday before
+    assert calendar.format_date(inst.delivery_day) == "2027-01-01"      # skips the 28th, 31st
+
+
+def test_the_closing_window_is_read_in_local_time():
+    clearing = parse_market(_CLEARED + '[clearing]\nsettlement_window = "14:45-15:00"\n'
+                            'utc_offset = "+08:00"\n').clearing
+    at = (lambda h, m: (h * 3600 + m * 60) * 10**9)
+    assert clearing.in_window(at(6, 45)) and clearing.in_window(at(6, 59))
+    assert not clearing.in_window(at(7, 0)) and not clearing.in_window(at(14, 50))
+
+
+_CLEARED = """
+[instruments.CEA25]
+tick = "0.01"
+vintage = 2025
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+underlying = "CEA25"
+contract_month = "2026-12"
+initial_margin = "8000.00"
+"""
+
+
+@pytest.mark.parametrize("extra,words", [
+    ('maintenance_margin = "9000.00"\n', "above the initial margin"),
+    ('initial_margin = "8000.001"\n', None),
+    ('[clearing]\nholidays = ["2026-02-30"]\n', "holidays"),
+    ('[clearing]\nsettlement_window = "15:00-14:45"\n', "ends before it starts"),
+    ('[clearing]\nsettlement_window = "9am"\n', "HH:MM"),
+    ('[clearing]\nutc_offset = "+8"\n', "HH:MM"),
+    ('[clearing]\nsurprise = 1\n', "unknown key"),
+    ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
+     'underlying = "F"\nstrike = "85.005"\noption_type = "call"\n', "strike"),
+    ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
+     'underlying = "F"\nstrike = "85.00"\noption_type = "straddle"\n', "call or put"),
+    ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 10\n'
+     'underlying = "F"\nstrike = "85.00"\noption_type = "call"\n', "contract size"),
+])
+def test_bad_clearing_terms_are_refused(extra, words):
+    text = _CLEARED + extra if extra.startswith("[") else _CLEARED.replace(
+        'initial_margin = "8000.00"\n', 'initial_margin = "8000.00"\n' + extra)
+    if extra.startswith("initial_margin"):
+        text = _CLEARED.replace('initial_margin = "8000.00"\n', extra)
+    with pytest.raises(MarketConfigError) as caught:
+        parse_market(text)
+    if words:
+        assert words in str(caught.value)
 
 
 # --- price bands --------------------------------------------------------------------------

@@ -95,7 +95,7 @@ from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesIssu
                              AllowancesConverted, TradeCleared, SettlementPriceSet,
                              VariationMargin, MarginCalled, MarginCallMet,
                              PositionClosedOut, DefaultRecorded, ContractExpired,
-                             DeliverySettled, DeliveryFailed)
+                             DeliverySettled, DeliveryFailed, OptionExercised)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -281,6 +281,9 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, DeliverySettled):
         return (f"delivered {event.account} {event.instrument} {event.side} "
                 f"{event.tonnes} {event.underlying} for {cash(event.cash)}")
+    if isinstance(event, OptionExercised):
+        return (f"exercised {event.account} {event.instrument} into {event.lots} "
+                f"{event.underlying} at {price(event.underlying, event.strike)}")
     if isinstance(event, DeliveryFailed):
         return (f"delivery_failed {event.account} {event.instrument} {event.tonnes} "
                 f"penalty={'-' if event.penalty < 0 else ''}{cash(abs(event.penalty))}")
@@ -322,7 +325,7 @@ EVENT_KINDS = {
     VariationMargin: "variation", MarginCalled: "margin_called",
     MarginCallMet: "margin_call_met", PositionClosedOut: "closed_out",
     DefaultRecorded: "default", ContractExpired: "expired", DeliverySettled: "delivered",
-    DeliveryFailed: "delivery_failed",
+    DeliveryFailed: "delivery_failed", OptionExercised: "exercised",
 }
 
 
