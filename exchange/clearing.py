@@ -75,7 +75,7 @@ CLEARING = "@clearing"
 class Position:
     """One account's position in one futures contract (see the module docstring)."""
 
-    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium")
+    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium", "cost")
 
     def __init__(self) -> None:
         self.net = 0         # signed lots
@@ -85,7 +85,24 @@ class Position:
         self.flow = 0        # today's signed lots x trade prices
         self.margin = 0      # cash held as margin, minor units
         self.premium = 0     # options: cash held for open buy orders' premium
+        self.cost = 0        # ticks x lots paid for the open lots (average cost)
 
+    def move(self, lots: int, price: int, future: bool) -> None:
+        """Add *lots* (signed) traded at *price*: the net, the day's flow (futures) and
+        the average cost of what stays open (a reduction keeps the average; crossing
+        through zero starts again at *price*)."""
+        net = self.net
+        if future:
+            self.flow += lots * price
+        if net == 0 or (net > 0) == (lots > 0):
+            self.cost += abs(lots) * price
+        elif abs(lots) <= abs(net):
+            self.cost -= self.cost * abs(lots) // abs(net)
+        else:
+            self.cost = (abs(lots) - abs(net)) * price
+        self.net = net + lots
+        if not self.net:
+            self.cost = 0
     def worst(self) -> int:
         """The most lots the position can come to if its orders on one side all fill."""
         return max(abs(self.net + self.open_buy), abs(self.net - self.open_sell))
@@ -96,7 +113,7 @@ class Position:
 
     def row(self) -> list[int]:
         return [self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin,
-                self.premium]
+                self.premium, self.cost]
 
 
 class Clearing:
@@ -249,7 +266,7 @@ class Clearing:
 
     def _forget(self, symbol: str, account: str, pos: Position) -> None:
         if not (pos.net or pos.open_buy or pos.open_sell or pos.marked or pos.flow
-                or pos.margin or pos.premium):
+                or pos.margin or pos.premium or pos.cost):
             del self.positions[symbol][account]
 
     def _remargin(self, acct, pos: Position, inst) -> None:
@@ -310,9 +327,7 @@ class Clearing:
                 pos.open_buy -= qty
             else:
                 pos.open_sell -= qty
-            pos.net += sign * qty
-            if inst.kind == "future":
-                pos.flow += sign * qty * price
+            pos.move(sign * qty, price, inst.kind == "future")
             if not leaves:
                 del self.orders[order_id]
                 if record[3]:   # a market order's unfilled rest ends with it
@@ -403,12 +418,11 @@ class Clearing:
             if pos.net and money > 0:
                 lots = pos.net if inst.option_type == "call" else -pos.net
                 held = futures.setdefault(account, Position())
-                held.net += lots
-                held.flow += lots * inst.strike   # as if traded at the strike
+                held.move(lots, inst.strike, True)   # as if traded at the strike
                 self._remargin(self.accounts[account], held, future)
                 self._event(OptionExercised, out, account=account, instrument=symbol,
                             underlying=inst.underlying, lots=lots, strike=inst.strike)
-            pos.net = 0
+            pos.net = pos.cost = 0
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
 
@@ -481,11 +495,13 @@ class Clearing:
             for account, pos in self.positions[symbol].items():
                 by_account.setdefault(account, []).append((symbol, pos))
         close_outs = []
-        for account in sorted(by_account):
+        # a called account whose positions all ended (delivered, exercised) is visited
+        # too: with nothing left to margin, its call is met
+        for account in sorted(set(by_account) | set(self.calls)):
             if account == CLEARING:
                 continue
             acct = self.accounts[account]
-            held = by_account[account]
+            held = by_account.get(account, [])
             for symbol, pos in held:
                 self._remargin(acct, pos, self.cleared[symbol])
             cash = acct.holding(currency)
@@ -517,8 +533,7 @@ class Clearing:
             lots = pos.net
             mine = positions.setdefault(CLEARING, Position())
             for p, sign in ((pos, -1), (mine, 1)):
-                p.net += sign * lots
-                p.flow += sign * lots * price
+                p.move(sign * lots, price, True)
             self._remargin(self.accounts[account], pos, self.contracts[symbol])
             self._event(PositionClosedOut, out, account=account, instrument=symbol,
                         qty=-lots, price=price, via="clearing")
@@ -576,9 +591,43 @@ class Clearing:
                             tonnes=owed - got, penalty=-(owed - got) * penalty)
         for account in sorted(positions):
             pos = positions[account]
-            pos.net = pos.marked = pos.flow = 0
+            pos.net = pos.marked = pos.flow = pos.cost = 0
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
+
+    # --- reports ----------------------------------------------------------------------------
+    def position_rows(self) -> list[tuple]:
+        """``(account, instrument, net lots, average price in ticks as a Fraction-free
+        (cost, lots) pair, margin held, last settlement)`` for every open position."""
+        rows = []
+        for symbol in sorted(self.positions):
+            inst = self.cleared[symbol]
+            settle = self.settlement.get(inst.underlying if inst.kind == "option" else symbol)
+            for account, pos in sorted(self.positions[symbol].items()):
+                if pos.net:
+                    rows.append((account, symbol, pos.net, pos.cost, pos.margin, settle))
+        return rows
+
+    def account_rows(self) -> list[tuple]:
+        """``(account, currency, margin, equity, initial, maintenance, called)`` for every
+        account with a position: equity is its available cash plus its margin."""
+        by_account: dict[str, list[tuple[str, Position]]] = {}
+        for symbol in sorted(self.positions):
+            for account, pos in self.positions[symbol].items():
+                if pos.net or pos.margin:
+                    by_account.setdefault(account, []).append((symbol, pos))
+        currency = self._currency()
+        rows = []
+        for account in sorted(by_account):
+            held = by_account[account]
+            margin = sum(p.margin for _, p in held)
+            cash = self.accounts[account].holdings.get(currency)
+            needs = [self._requirement(s, p) for s, p in held]
+            rows.append((account, currency, margin,
+                         (cash.available if cash is not None else 0) + margin,
+                         sum(n[0] for n in needs), sum(n[1] for n in needs),
+                         account in self.calls))
+        return rows
 
     # --- events and checks ------------------------------------------------------------------
     def _event(self, cls, out: list, **fields) -> None:

@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Recover the exchange's state from a journal directory (latest snapshot, then "
             "the journaled commands after it; a torn last frame is ignored) and print each "
             "account's holdings. --json prints {\"seq\": N, \"holdings\": [...], "
-            "\"positions\": [...]}, N being the number of input commands recovered."))
+            "\"positions\": [...], \"margin\": [...]}, N being the number of input commands "
+            "recovered; positions are futures and options (lots, average price, margin, "
+            "last settlement), margin is each such account's margin held, equity, initial "
+            "and maintenance margin and call."))
     holdings.add_argument("directory", metavar="DIR", help="the journal directory")
     holdings.add_argument("--json", action="store_true", help="print one JSON object")
     holdings.set_defaults(run=_cmd_holdings)
@@ -98,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
                        help="least time between two depth messages of an instrument "
                             "(default: 0.1)")
+    serve.add_argument("--eod", metavar="HH:MM",
+                       help="end the trading day every day at this UTC time (15:30 in "
+                            "Beijing is 07:30 UTC): expiries, futures settlement, margin "
+                            "calls, deliveries (default: never; a journal replay or an "
+                            "order file's eod rows do it)")
     serve.add_argument("--log-level", default="WARNING",
                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     serve.set_defaults(run=_cmd_serve)
@@ -188,37 +196,53 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_holdings(args: argparse.Namespace) -> int:
     from exchange.journal import recover
 
-    from .replay import holding_rows
+    from .replay import holding_rows, margin_rows, position_rows
 
     recovered = recover(args.directory)
     rows = holding_rows(recovered.engine)
+    positions = position_rows(recovered.engine)
+    margins = margin_rows(recovered.engine)
     if recovered.torn_bytes:
         print(f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
               f"bytes) in {recovered.segment}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"seq": recovered.seq, "holdings": rows, "positions": []}))
+        print(json.dumps({"seq": recovered.seq, "holdings": rows, "positions": positions,
+                          "margin": margins}))
         return EXIT_OK
     print(f"recovered {recovered.seq:,} commands from {args.directory}"
           f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)")
     if recovered.engine.ledger is None:
         print("  (journal of a matching-only replay: no accounts)")
         return EXIT_OK
-    widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in
-              ("account", "asset", "available", "held", "locked")]
-    header = ("account", "asset", "available", "held", "locked")
-    print("  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w)
+    _print_table(rows, ("account", "asset", "available", "held", "locked"), 2)
+    if positions:
+        print("positions (lots; margin in cash, prices per tonne)")
+        _print_table(positions, ("account", "instrument", "qty", "avg_price", "settlement",
+                                 "margin"), 2)
+    if margins:
+        print("margin and equity (equity = available cash + margin held)")
+        _print_table([{**r, "margin_call": "CALLED" if r["margin_call"] else "-"}
+                      for r in margins],
+                     ("account", "currency", "margin", "equity", "initial", "maintenance",
+                      "margin_call"), 2)
+    return EXIT_OK
+
+
+def _print_table(rows: list[dict], header: tuple, left: int) -> None:
+    """Print *rows* under *header*, the first *left* columns left-aligned."""
+    widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in header]
+    print("  " + "  ".join(h.ljust(w) if i < left else h.rjust(w)
                           for i, (h, w) in enumerate(zip(header, widths))))
     for r in rows:
-        print("  " + "  ".join(str(r[h]).ljust(w) if i < 2 else str(r[h]).rjust(w)
+        print("  " + "  ".join(str(r[h]).ljust(w) if i < left else str(r[h]).rjust(w)
                               for i, (h, w) in enumerate(zip(header, widths))))
-    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from .serve import ServeError, main_serve
-    from .service import GatewaySettings
+    from .service import GatewaySettings, seconds_of_day
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -226,13 +250,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.book_interval < 0:
         raise UsageError("--book-interval must not be negative")
+    if args.eod is not None:
+        try:
+            seconds_of_day(args.eod)
+        except ValueError as exc:
+            raise UsageError(f"--eod: {exc}") from None
     market = load_market(args.market) if args.market else None
     try:
         from exchange import default_market
         return main_serve(market or default_market(), broker_url=args.broker,
                           journal=args.journal, init=args.init,
                           credentials_path=args.credentials, port=args.port,
-                          settings=GatewaySettings(book_interval=args.book_interval))
+                          settings=GatewaySettings(book_interval=args.book_interval,
+                                                   eod_utc=args.eod))
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

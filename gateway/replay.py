@@ -24,7 +24,7 @@ from exchange.orderfile import read_order_file
 from .progress import ProgressBar
 
 __all__ = ["ReplayResult", "run_replay", "write_fills", "write_events", "event_record",
-           "write_holdings", "holding_rows"]
+           "write_holdings", "holding_rows", "position_rows", "margin_rows"]
 
 # Profiled (benchmarks/): events dropped every 1,024 commands reuse memory still in
 # cache; dropping them every 65,536 made the engine about 12% slower.
@@ -228,6 +228,41 @@ def holding_rows(engine: Engine) -> list[dict]:
         rows.append({"account": account, "asset": asset, "available": available,
                      "held": held, "locked": locked})
     return rows
+
+
+def position_rows(engine: Engine) -> list[dict]:
+    """Every open futures and options position: the pinned ``account, instrument, qty,
+    avg_price``, then the margin it holds and the last settlement price (of the future;
+    of an option's underlying)."""
+    ledger = engine.ledger
+    if ledger is None:
+        return []
+    market = engine.market
+    rows = []
+    for account, symbol, net, cost, margin, settlement in ledger.clearing.position_rows():
+        inst = market[symbol]
+        # the average cost per lot, to the nearest tick (halves up)
+        average = (2 * cost + abs(net)) // (2 * abs(net))
+        underlying = market[inst.underlying] if inst.kind == "option" else inst
+        rows.append({"account": account, "instrument": symbol, "qty": net,
+                     "avg_price": inst.format_price(average),
+                     "margin": format_cash(inst.currency, margin),
+                     "settlement": underlying.format_price(settlement)})
+    return rows
+
+
+def margin_rows(engine: Engine) -> list[dict]:
+    """Per account with positions: margin held, equity (available cash plus margin), the
+    initial and maintenance margin of its positions, and whether it is under a call."""
+    ledger = engine.ledger
+    if ledger is None:
+        return []
+    return [{"account": account, "currency": currency,
+             "margin": format_cash(currency, margin), "equity": format_cash(currency, equity),
+             "initial": format_cash(currency, initial),
+             "maintenance": format_cash(currency, maintenance), "margin_call": called}
+            for account, currency, margin, equity, initial, maintenance, called
+            in ledger.clearing.account_rows()]
 
 
 HOLDING_KEYS = ("account", "asset", "available", "held", "locked")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from exchange import Engine
+from exchange.commands import EndOfDay
 from exchange.events import TradeExecuted
 from exchange.journal import JournalWriter
 from exchange import reasons
@@ -64,6 +65,7 @@ class GatewaySettings:
     burst: float = 100_000.0       # ... and in a burst
     remembered_results: int = 200_000  # answers kept for resent command ids
     snapshot_every: int = 500_000  # journaled commands between snapshots
+    eod_utc: str | None = None     # "HH:MM": end the trading day daily at this UTC time
 
 
 @dataclass
@@ -161,6 +163,12 @@ class GatewayCore:
             return False
         bucket.tokens -= count
         return True
+
+    def end_of_day(self) -> None:
+        """Queue the end of the trading day (the operator's, never a bot's): at the next
+        flush it runs in the one ordered stream, journaled like any command, and its
+        news (variation margin, calls, deliveries) goes to each account's reports."""
+        self._pending.append(EndOfDay())
 
     @property
     def pending(self) -> int:
@@ -341,6 +349,15 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 await asyncio.wait_for(stop.wait(), retry_delay)
 
 
+def seconds_of_day(text: str) -> int:
+    """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
+    hours, _, minutes = text.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(hours) == len(minutes) == 2
+            and int(hours) < 24 and int(minutes) < 60):
+        raise ValueError(f"expected HH:MM (UTC), got {text!r}")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
 async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
     publisher = OrderedSender(client, window=256, log=log)
     messages = client.messages
@@ -358,8 +375,18 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             if core.books_waiting():
                 publisher.send_all(core.depth_now())
 
+    async def eod_timer() -> None:
+        at = seconds_of_day(core.settings.eod_utc)
+        while True:
+            now = time.time()
+            await asyncio.sleep((at - now) % 86_400 or 86_400)
+            core.end_of_day()
+            publisher.send_all(core.flush())
+
     tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(depth_timer()),
              asyncio.ensure_future(stop.wait())]
+    if core.settings.eod_utc:
+        tasks.append(asyncio.ensure_future(eod_timer()))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -16,7 +16,9 @@ in every report, so two bots may both use ``c1``.
 
 Reports are tagged by ``report`` (``accepted``, ``rejected``, ``fill``, ``cancelled``,
 ``amended``, ``expired``, ``triggered``, and the extensions ``mass_cancel_accepted``,
-``settled``, ``surrendered``), carry ``order_id`` where there is one, the event's ``seq``,
+``settled``, ``surrendered`` and, from the clearing house, ``variation_margin``,
+``margin_call``, ``margin_call_met``, ``closed_out``, ``default``, ``delivery``,
+``delivery_failed`` and ``exercised``), carry ``order_id`` where there is one, the event's ``seq``,
 and, on the report that answers a command, that command's ``command_id``. Prices are
 decimal strings, cash decimal strings of the currency.
 """
@@ -29,9 +31,11 @@ from collections import deque
 
 import msgspec
 
-from exchange.events import (AllowancesSurrendered, CommandRejected, MassCancelAccepted,
-                             OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
-                             OrderTriggered, TradeExecuted, TradeSettled)
+from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
+                             DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
+                             MassCancelAccepted, OptionExercised, OrderAccepted,
+                             OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
+                             PositionClosedOut, TradeExecuted, TradeSettled, VariationMargin)
 from exchange.market import Market
 from exchange.orderfile import Row, RowError, RowReader
 
@@ -259,11 +263,24 @@ def client_id(order_id: str | None) -> str | None:
     return order_id.partition("/")[2] or order_id
 
 
+# The clearing house's news for an account (exchange.clearing), by event: the report's
+# name; its fields are the event's, with prices and cash as decimal strings.
+_CLEARING_REPORTS = {
+    VariationMargin: "variation_margin", MarginCalled: "margin_call",
+    MarginCallMet: "margin_call_met", PositionClosedOut: "closed_out",
+    DefaultRecorded: "default", DeliverySettled: "delivery", DeliveryFailed: "delivery_failed",
+    OptionExercised: "exercised",
+}
+_CLEARING_PRICES = frozenset({"price", "strike"})
+_CLEARING_CASH = frozenset({"amount", "equity", "maintenance", "initial", "cash", "penalty"})
+
+
 class ReportMaker:
     """Turns engine events into (account, report) pairs and public market data."""
 
     def __init__(self, market: Market) -> None:
         self._ticks = {symbol: inst.tick for symbol, inst in market.instruments.items()}
+        self._currency = {symbol: inst.currency for symbol, inst in market.instruments.items()}
 
     def price(self, instrument: str, ticks: int | None) -> str | None:
         if ticks is None:
@@ -334,12 +351,31 @@ class ReportMaker:
             reports.append((event.account, {
                 "report": "mass_cancel_accepted", "seq": event.seq,
                 "instrument": event.instrument, "side": event.side, "count": event.count}))
+        elif kind in _CLEARING_REPORTS:
+            reports.append((event.account, self.clearing_report(event)))
         elif kind is AllowancesSurrendered:
             surrendered = {"report": "surrendered", "seq": event.seq,
                            "instrument": event.instrument, "qty": event.qty}
             if event.year is not None:
                 surrendered["year"] = event.year
             reports.append((event.account, surrendered))
+
+    def clearing_report(self, event) -> dict:
+        """A clearing event as the account's report: its fields, prices as decimal
+        strings on the instrument's tick and amounts as decimal cash strings."""
+        report = {"report": _CLEARING_REPORTS[type(event)], "seq": event.seq}
+        for name in event.__struct_fields__:
+            if name in ("seq", "account"):
+                continue
+            value = getattr(event, name)
+            if name in _CLEARING_PRICES and value is not None:
+                symbol = event.underlying if name == "strike" else event.instrument
+                value = self.price(symbol, value)
+            elif name in _CLEARING_CASH:
+                currency = getattr(event, "currency", None) or self._currency[event.instrument]
+                value = format_cash(currency, value)
+            report[name] = value
+        return report
 
     def public_trade(self, event: TradeExecuted) -> dict:
         """A trade as market data: no accounts, no order ids."""

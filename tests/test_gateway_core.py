@@ -10,6 +10,7 @@ import pytest
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
 from exchange.journal import create_journal, recover
+from exchange.market import parse_market
 from gateway.service import GatewayCore, GatewaySettings
 from gateway.wire import MAX_COMMANDS, MAX_PAYLOAD, account_of
 
@@ -239,3 +240,46 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
     assert len(messages) == 4 and max(map(len, messages)) < 128 * 1024
     answers = reports(out, "alice")
     assert [r["order_id"] for r in answers] == [f"o{i}" for i in range(count)]
+
+
+FUTURES = """
+[defaults]
+currency = "CNY"
+[instruments.CEA25]
+tick = "0.01"
+vintage = 2025
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+underlying = "CEA25"
+contract_month = "2099-12"
+initial_margin = "8000.00"
+"""
+
+
+def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
+    engine = Engine(parse_market(FUTURES), ledger=True)
+    for account in ("alice", "bob"):
+        engine.execute(Deposit(account=account, currency="CNY", amount="10000.00"))
+    core = GatewayCore(engine)
+    send(core, "alice", {"action": "new", "order_id": "a1", "instrument": "F",
+                         "side": "sell", "price": "80.00", "qty": 2})   # 16,000 > 10,000
+    send(core, "alice", {"action": "new", "order_id": "a2", "instrument": "F",
+                         "side": "sell", "price": "80.00", "qty": 1})
+    send(core, "bob", {"action": "new", "order_id": "b1", "instrument": "F", "side": "buy",
+                       "price": "81.00", "qty": 1})
+    out = core.flush(now=1.0)
+    assert [(r["report"], r.get("reason")) for r in reports(out, "alice")] == [
+        ("rejected", "insufficient_margin"), ("accepted", None), ("fill", None)]
+    send(core, "bob", {"action": "eod"})   # the operator's, not a bot's
+    assert reports(core.flush(now=2.0), "bob")[0]["reason"] == "not_permitted"
+    core.end_of_day()
+    out = core.flush(now=3.0)
+    for account, position in (("alice", -1), ("bob", 1)):
+        margin = [r for r in reports(out, account) if r["report"] == "variation_margin"]
+        assert margin == [{"report": "variation_margin", "seq": margin[0]["seq"],
+                           "instrument": "F", "position": position, "amount": "0.00",
+                           "currency": "CNY"}]
+    assert engine.ledger.clearing.settlement["F"] == 8000   # the day's only trade
+    engine.check()

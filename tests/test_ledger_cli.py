@@ -140,3 +140,62 @@ def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
                                        sell_fee=60), market)
     assert (record["cash"], record["buy_fee"], record["sell_fee"]) == ("6000.00", "0.90", "0.60")
     assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
+
+
+FUTURES_MARKET = """
+[defaults]
+currency = "CNY"
+[instruments.CEA25]
+tick = "0.01"
+vintage = 2025
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+underlying = "CEA25"
+contract_month = "2026-12"
+initial_margin = "8000.00"
+maintenance_margin = "6000.00"
+"""
+# Two days of tests/scenarios/futures_clearing.txt: a is short 2 lots (at 80.00 each),
+# called after day 2's settlement at 85.00 cost it 10,000.00 of its 16,000.00.
+FUTURES_ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,ts
+deposit,,a,CNY,,,,,16000.00,
+deposit,,b,CNY,,,,,100000.00,
+deposit,,c,CNY,,,,,100000.00,
+deposit,,d,CNY,,,,,24000.00,
+new,a1,a,F,sell,limit,gtc,80.00,2,1797835800000000000
+new,b1,b,F,buy,limit,gtc,80.00,1,1797835800000000000
+eod,,,,,,,,,1797840000000000000
+new,c1,c,F,buy,limit,gtc,80.00,1,1797915600000000000
+new,d1,d,F,sell,limit,gtc,85.00,1,1797922200000000000
+new,c2,c,F,buy,limit,gtc,85.00,1,1797922200000000000
+eod,,,,,,,,,1797926400000000000
+"""
+
+
+def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
+    (tmp_path / "m.toml").write_text(FUTURES_MARKET)
+    (tmp_path / "o.csv").write_text(FUTURES_ORDERS)
+    code, out, err = run(capsys, "replay", tmp_path / "o.csv", "--market", tmp_path / "m.toml",
+                         "--ledger", "--json", "--journal", tmp_path / "j")
+    assert code == 0 and json.loads(out)["rejected"] == 0, err
+    code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["positions"] == [
+        {"account": "a", "instrument": "F", "qty": -2, "avg_price": "80.00",
+         "margin": "6000.00", "settlement": "85.00"},
+        {"account": "b", "instrument": "F", "qty": 1, "avg_price": "80.00",
+         "margin": "8000.00", "settlement": "85.00"},
+        {"account": "c", "instrument": "F", "qty": 2, "avg_price": "82.50",
+         "margin": "16000.00", "settlement": "85.00"},
+        {"account": "d", "instrument": "F", "qty": -1, "avg_price": "85.00",
+         "margin": "8000.00", "settlement": "85.00"}]
+    margin = {row["account"]: row for row in report["margin"]}
+    assert margin["a"] == {"account": "a", "currency": "CNY", "margin": "6000.00",
+                           "equity": "6000.00", "initial": "16000.00",
+                           "maintenance": "12000.00", "margin_call": True}
+    assert margin["b"]["equity"] == "105000.00" and margin["b"]["margin_call"] is False
+    code, table, _ = run(capsys, "holdings", tmp_path / "j")
+    assert code == 0 and "positions" in table and "CALLED" in table and "82.50" in table
