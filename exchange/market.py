@@ -32,7 +32,8 @@ _KEYS = {
     "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band",
     "reference_price", "vintage", "contract_size", "underlying", "contract_month",
     "strike", "option_type", "unit", "maker_fee_bps", "taker_fee_bps", "settlement_days",
-    "position_limit", "offset", "initial_margin", "maintenance_margin",
+    "position_limit", "offset", "initial_margin", "maintenance_margin", "registered",
+    "in_scheme",
 }
 _CLEARING_KEYS = {"holidays", "settlement_window", "utc_offset", "delivery_days",
                   "delivery_penalty", "option_expiry_days"}
@@ -77,8 +78,12 @@ class Instrument:
     taker_fee: int = 0
     settlement_days: int = 1
     position_limit: int | None = None
-    # An offset credit (CCER): surrendered within the offset cap, not as allowances.
+    # An offset credit (CCER): surrendered within the offset cap, not as allowances; the
+    # day its project was registered (day number), and whether the project lies inside
+    # the trading scheme (then it never counts).
     offset: bool = False
+    registered: int | None = None
+    in_scheme: bool = False
     # Futures: margins in minor units per lot; the last trading day and the delivery
     # day (day numbers since 1970-01-01, from the contract month and the calendar).
     initial_margin: int = 0
@@ -235,6 +240,18 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     position_limit = spec.get("position_limit")
     if position_limit is not None:
         position_limit = _whole(position_limit, f"{where}.position_limit")
+    credit = {}
+    if spec.get("registered") is not None or spec.get("in_scheme") is not None:
+        if not offset:
+            raise MarketConfigError(f"{where}: registered and in_scheme are for offsets")
+        if spec.get("registered") is not None:
+            try:
+                credit["registered"] = parse_date(spec["registered"])
+            except (CalendarError, TypeError) as exc:
+                raise MarketConfigError(f"{where}.registered: {exc}") from None
+        if not isinstance(spec.get("in_scheme", False), bool):
+            raise MarketConfigError(f"{where}.in_scheme: true or false")
+        credit["in_scheme"] = spec.get("in_scheme", False)
     margins = {}
     for key in ("initial_margin", "maintenance_margin"):
         if spec.get(key) is None:
@@ -273,7 +290,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
         band_num=band_num, band_den=band_den, tick_value=int(tick_value),
         maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
-        position_limit=position_limit, offset=offset, **margins, **option,
+        position_limit=position_limit, offset=offset, **margins, **option, **credit,
     )
 
 

@@ -49,6 +49,7 @@ INVALID_MULTIPLE = "invalid_multiple"      # a fine multiple outside 5-10
 NO_OBLIGATION = "no_obligation"            # no verified emissions for that year
 INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
 OFFSET_CAP = "offset_cap_exceeded"         # CCER beyond 5% of the obligation
+INELIGIBLE_OFFSET = "ineligible_offset"    # CCER from inside the scheme, or too old
 AFTER_DEADLINE = "after_deadline"
 YEAR_CLOSED = "year_closed"                # the year's deadline was processed
 NO_MARKET_PRICE = "no_market_price"        # no allowance trades in the month before it
@@ -108,7 +109,7 @@ OUTCOME = frozenset({
 # account's cash covers the next fill, and the rest is cancelled with it.
 REGISTRY = frozenset({
     INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
-    OFFSET_CAP, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE, NOT_COVERED, INVALID_MONTHS,
-    INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL, CONVERSION_CAP,
+    OFFSET_CAP, INELIGIBLE_OFFSET, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE, NOT_COVERED,
+    INVALID_MONTHS, INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL, CONVERSION_CAP,
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY

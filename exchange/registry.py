@@ -27,6 +27,8 @@ Rules (shared/DOMAIN.md, compliance rules 3 and 6-9; the numbers live in
 - ``surrender`` with a ``year``: allowances of a vintage no later than the year (no
   borrowing; for 2025 and later, 2019-2024 vintages only once converted, so they are
   refused), offsets (``offset = true`` instruments, CCER) up to 5% of the obligation,
+  never from projects inside the scheme (``in_scheme``) and, for 2025 on, only from
+  projects registered after 2024-01-22 (``registered``),
   only before the deadline (31 December of the next year, by the engine's clock) and
   before the year is assessed. Without a ``year`` a surrender is a voluntary
   cancellation, as before;
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 
 from . import reasons
 from .allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
+from .calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
 
 __all__ = ["Registry", "Obligation", "Allocation", "civil_month", "deadline_ns",
            "QUALITIES", "STAGES"]
@@ -55,33 +58,17 @@ STAGES = ("pre", "final")
 CONVERSION_YEAR = 2025   # from this year older vintages count only once converted
 OLD_VINTAGE_LAST = 2024
 NET_SALES_YEARS = (2024, 2025)   # the years whose net sales raise the banking cap
-_DAY_NS = 86_400 * 10**9
+NEW_CCER_YEAR = 2025             # from this year only CCER registered after the cutoff
+NEW_CCER_AFTER = days_from_civil(2024, 1, 22)
 
 
 def civil_month(ts: int) -> tuple[int, int]:
-    """Return ``(year, month)`` of *ts* (integer ns since 1970-01-01, UTC). Pure integer
-    arithmetic (the days-to-civil algorithm), no clock or time zone.
+    """Return ``(year, month)`` of *ts* (integer ns since 1970-01-01, UTC).
 
     >>> civil_month(0), civil_month(1_767_225_599 * 10**9), civil_month(1_767_225_600 * 10**9)
     ((1970, 1), (2025, 12), (2026, 1))
     """
-    days = ts // _DAY_NS + 719_468
-    era = days // 146_097
-    doe = days - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    month = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (month <= 2), month
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    year -= month <= 2
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146_097 + doe - 719_468
+    return civil_from_days(day_of_ns(ts))[:2]
 
 
 def deadline_ns(year: int) -> int:
@@ -91,7 +78,7 @@ def deadline_ns(year: int) -> int:
     >>> civil_month(deadline_ns(2024) - 1), civil_month(deadline_ns(2024))
     ((2025, 12), (2026, 1))
     """
-    return _days_from_civil(year + 2, 1, 1) * _DAY_NS
+    return day_start_ns(days_from_civil(year + 2, 1, 1))
 
 
 @dataclass
@@ -232,6 +219,9 @@ class Registry:
             return reasons.AFTER_DEADLINE
         inst = self.instruments[symbol]
         if inst.offset:
+            if inst.in_scheme or (year >= NEW_CCER_YEAR and (
+                    inst.registered is None or inst.registered <= NEW_CCER_AFTER)):
+                return reasons.INELIGIBLE_OFFSET
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
                 return reasons.OFFSET_CAP
             return None

@@ -91,6 +91,12 @@ def test_default_options_on_the_december_future(symbol, kind, strike):
     assert calendar.format_date(inst.last_trading_day) == "2026-12-23"
 
 
+def test_the_default_ccer_is_of_the_restarted_market():
+    ccer = default_market()["CCER"]
+    assert ccer.offset and not ccer.in_scheme
+    assert calendar.format_date(ccer.registered) == "2024-03-01"   # after 2024-01-22
+
+
 def test_a_holiday_on_the_last_monday_moves_expiry_and_delivery():
     text = (_CLEARED + '[clearing]\nholidays = ["2026-12-28", "2026-12-31"]\n')
     inst = parse_market(text)["F"]
@@ -128,6 +134,10 @@ initial_margin = "8000.00"
     ('[clearing]\nsettlement_window = "9am"\n', "HH:MM"),
     ('[clearing]\nutc_offset = "+8"\n', "HH:MM"),
     ('[clearing]\nsurprise = 1\n', "unknown key"),
+    ('[instruments.K]\ntick = "0.01"\nregistered = "2024-03-01"\n', "for offsets"),
+    ('[instruments.K]\ntick = "0.01"\noffset = true\nregistered = "2024-13-01"\n',
+     "registered"),
+    ('[instruments.K]\ntick = "0.01"\noffset = true\nin_scheme = "yes"\n', "in_scheme"),
     ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
      'underlying = "F"\nstrike = "85.005"\noption_type = "call"\n', "strike"),
     ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
