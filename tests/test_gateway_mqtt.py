@@ -298,6 +298,7 @@ vintage = {year}
 vintage = {year + 1}
 [instruments.CCER]
 offset = true
+registered = "2024-06-01"
 """)
     this, later = f"CEA{year}", f"CEA{year + 1}"
     engine = Engine(market, ledger=True)
