@@ -11,6 +11,7 @@ from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
 from exchange.journal import create_journal, recover
 from exchange.market import parse_market
+from markets import futures_market
 from gateway.service import GatewayCore, GatewaySettings
 from gateway.wire import MAX_COMMANDS, MAX_PAYLOAD, account_of
 
@@ -242,24 +243,10 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
     assert [r["order_id"] for r in answers] == [f"o{i}" for i in range(count)]
 
 
-FUTURES = """
-[defaults]
-currency = "CNY"
-[instruments.CEA25]
-tick = "0.01"
-vintage = 2025
-[instruments.F]
-kind = "future"
-tick = "0.01"
-contract_size = 1000
-underlying = "CEA25"
-contract_month = "2099-12"
-initial_margin = "8000.00"
-"""
 
 
 def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
-    engine = Engine(parse_market(FUTURES), ledger=True)
+    engine = Engine(parse_market(futures_market("2099-12")), ledger=True)
     for account in ("alice", "bob"):
         engine.execute(Deposit(account=account, currency="CNY", amount="10000.00"))
     core = GatewayCore(engine)

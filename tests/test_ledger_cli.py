@@ -12,6 +12,7 @@ import json
 from exchange.orderfile import parse_order_text
 from gateway.cli import main
 from gateway.replay import event_record, format_cash
+from markets import futures_market
 
 ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,command_id
 deposit,,bob,CNY,,,,,10000.00,
@@ -142,21 +143,7 @@ def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
     assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
 
 
-FUTURES_MARKET = """
-[defaults]
-currency = "CNY"
-[instruments.CEA25]
-tick = "0.01"
-vintage = 2025
-[instruments.F]
-kind = "future"
-tick = "0.01"
-contract_size = 1000
-underlying = "CEA25"
-contract_month = "2026-12"
-initial_margin = "8000.00"
-maintenance_margin = "6000.00"
-"""
+FUTURES_MARKET = futures_market()
 # Two days of tests/scenarios/futures_clearing.txt: a is short 2 lots (at 80.00 each),
 # called after day 2's settlement at 85.00 cost it 10,000.00 of its 16,000.00.
 FUTURES_ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,ts

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from exchange.market import (Instrument, MarketConfigError, default_market, load_market,
                              parse_market)
 from exchange import calendar
+from markets import futures_market
 from exchange.units import Scale, is_decimal, parse_decimal
 
 SPOT = ("CEA19-20", "CEA21", "CEA22", "CEA23", "CEA24", "CEA25", "CCER")
@@ -112,18 +113,7 @@ def test_the_closing_window_is_read_in_local_time():
     assert not clearing.in_window(at(7, 0)) and not clearing.in_window(at(14, 50))
 
 
-_CLEARED = """
-[instruments.CEA25]
-tick = "0.01"
-vintage = 2025
-[instruments.F]
-kind = "future"
-tick = "0.01"
-contract_size = 1000
-underlying = "CEA25"
-contract_month = "2026-12"
-initial_margin = "8000.00"
-"""
+_CLEARED = futures_market(maintenance=None)
 
 
 @pytest.mark.parametrize("extra,words", [

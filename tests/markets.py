@@ -1,0 +1,29 @@
+"""Small market files the clearing tests share (TOML text for ``parse_market``)."""
+from __future__ import annotations
+
+
+def futures_market(month: str = "2026-12", maintenance: str | None = "6000.00") -> str:
+    """A cleared market: the allowance ``CEA25`` and the future ``F`` on it (1 lot =
+    1,000 t, tick 0.01, up to 100 lots, initial margin 8,000.00 a lot), fees off.
+    *month* is F's contract month; *maintenance* its maintenance margin (``None``: the
+    default, three quarters of the initial)."""
+    text = f"""
+[defaults]
+currency = "CNY"
+maker_fee_bps = "0"
+taker_fee_bps = "0"
+[instruments.CEA25]
+tick = "0.01"
+vintage = 2025
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+max_qty = 100
+underlying = "CEA25"
+contract_month = "{month}"
+initial_margin = "8000.00"
+"""
+    if maintenance is not None:
+        text += f'maintenance_margin = "{maintenance}"\n'
+    return text
