@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.allocation import (Adjustment, AllocationError, PowerUnit, adjust, alpha,
+from exchange.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity, PowerUnit,
+                                 adjust, allocate, alpha, sector_rule,
                                  banking_cap, ccer_cap, fine_fen, industrial_alphas,
                                  industrial_allocation, load_factor, power_allocation,
                                  pre_allocation, solve_benchmark, true_up)
@@ -169,3 +170,39 @@ def test_the_published_fine_case():
         fine_fen(1, 100, 1, multiple=4)
     with pytest.raises(AllocationError, match="no trades"):
         fine_fen(1, 0, 0)
+
+
+# --- the allocation plan: one named rule per sector ------------------------------------------
+
+def test_the_plan_applies_each_sectors_named_rule_then_the_factors():
+    coal = Entity("coal", "power", 900_000, "west", units=(PowerUnit("coal_large", "1000000"),))
+    mill_a = Entity("mill-a", "steel", 100, "east", intensity=Fraction(1))
+    mill_b = Entity("mill-b", "steel", 100, "east", intensity=Fraction(6, 5))
+    plan = allocate([coal, mill_a, mill_b])       # the defaults: benchmarks and intensity
+    assert plan == {"coal": 791_000, "mill-a": 101, "mill-b": 98}
+    assert allocate([coal, mill_a, mill_b], {"steel": {"rule": "verified_emissions"}}) == \
+        {"coal": 791_000, "mill-a": 100, "mill-b": 100}
+    # a configured benchmark replaces the 2024 one; the west's factor adds 2%, capped at 1%
+    rules = {"power": {"rule": "power_benchmark", "electricity": {"coal_large": "0.8000"}}}
+    assert allocate([coal], rules)["coal"] == 800_000
+    assert allocate([coal], rules, Adjustment(regional={"west": Fraction("1.02")},
+                                              cap_share=Fraction("1.01")))["coal"] == 808_000
+
+
+def test_a_new_rule_plugs_in_by_name_and_unknown_ones_are_refused():
+    @sector_rule("half_of_emissions")
+    def half(entities, params):
+        return {e.name: e.emissions // 2 for e in entities}
+
+    try:
+        kiln = Entity("kiln", "cement", 1001, intensity=Fraction(1))
+        assert allocate([kiln], {"cement": {"rule": "half_of_emissions"}}) == {"kiln": 500}
+    finally:
+        del SECTOR_RULES["half_of_emissions"]
+    with pytest.raises(AllocationError, match="unknown rule 'half_of_emissions'"):
+        allocate([kiln], {"cement": {"rule": "half_of_emissions"}})
+    with pytest.raises(AllocationError, match="needs its generating units"):
+        allocate([Entity("bare", "power", 10)])
+    with pytest.raises(AllocationError, match="unknown gas_turbine"):
+        allocate([Entity("p", "power", 10, units=(PowerUnit("gas", "1"),))],
+                 {"power": {"rule": "power_benchmark", "electricity": {"gas_turbine": "1"}}})
