@@ -336,11 +336,11 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["verdict"] = _verdict(result)
     missed = [t["name"] for t in result["verdict"]["targets"] if not t["met"]]
     if profile == "always" or (profile == "auto" and missed and not quick):
-        _say("[8/9] hotspots: cProfile of run_replay (a target was missed)")
+        _say("[9/9] hotspots: cProfile of run_replay (a target was missed)")
         result["hotspots"] = _stage(failures, "hotspots worker",
                                     lambda: _worker("hotspots", files["mixed"], "--json"))
     else:
-        _say("[8/9] hotspots: skipped")
+        _say("[9/9] hotspots: skipped")
         result["hotspots"] = None
 
     lap("hotspots")
