@@ -1,15 +1,18 @@
 """Market configuration: the instruments an engine trades and their rules.
 
 A market is read from TOML (``tomllib``, floats parsed as exact decimals). A
-``[defaults]`` table gives any instrument key a market-wide default. Every
+``[defaults]`` table gives any instrument key a market-wide default; a
+``[series.NAME]`` table lists a monthly, quarterly or December series of futures
+(``NAME-DEC26``...); ``[clearing]`` holds the clearing house's terms. Every
 instrument has a kind (spot, future, option), a currency, a price tick, a quantity
 step, minimum and maximum order quantity, and optionally a price band (a fraction of
 the reference price) and a reference price. Allowances carry a vintage; futures a
 contract size. The default market ships as ``exchange/markets/default.toml``.
 
 Invariants: ticks and steps are positive; ``min_qty <= max_qty``; both are multiples
-of the step; a configured reference price lies on the tick. Limits: options are
-described here but not yet traded with their own rules.
+of the step; a configured reference price lies on the tick; a cleared future has its
+margins, an allowance to deliver and its last trading and delivery days; an option its
+strike on the tick and a cleared future with the same lot and tick.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .calendar import Calendar, CalendarError, parse_date, parse_month
+from .calendar import Calendar, CalendarError, contract_months, parse_date, parse_month
 from .units import Scale, parse_decimal
 
 __all__ = ["Instrument", "Market", "Clearing", "MarketConfigError", "load_market",
@@ -310,7 +313,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise MarketConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"defaults", "instruments", "clearing"})
+    unknown = sorted(set(data) - {"defaults", "instruments", "clearing", "series"})
     if unknown:
         raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
     defaults = data.get("defaults", {})
@@ -323,7 +326,9 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     if not isinstance(specs, dict) or not specs:
         raise MarketConfigError(f"{source}: no [instruments.SYMBOL] tables")
     instruments = {}
-    for symbol, spec in specs.items():
+    for symbol, spec in [*specs.items(), *_series(data.get("series", {}), source)]:
+        if symbol in instruments:
+            raise MarketConfigError(f"{source}: instrument {symbol!r} is listed twice")
         try:
             instruments[symbol] = _instrument(symbol, spec, defaults)
         except MarketConfigError as exc:
@@ -365,6 +370,41 @@ def parse_market(text: str, source: str = "<string>") -> Market:
             expiry = calendar.previous_business_day(expiry - 1)
         instruments[symbol] = replace(inst, last_trading_day=expiry)
     return Market(instruments=instruments, source=source, text=text, clearing=clearing)
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def _series(tables: Any, source: str) -> list[tuple[str, dict]]:
+    """The futures of each ``[series.NAME]``: ``series`` (monthly, quarterly or
+    december), ``start`` (the first contract month, ``YYYY-MM``) and ``count`` contracts,
+    named ``NAME-MONYY`` (``CEA-DEC26``); every other key is an instrument key they share."""
+    if not isinstance(tables, dict):
+        raise MarketConfigError(f"{source}: [series] must hold [series.NAME] tables")
+    found = []
+    for name, spec in tables.items():
+        where = f"{source}: [series.{name}]"
+        if not isinstance(spec, dict):
+            raise MarketConfigError(f"{where} must be a table")
+        spec = dict(spec)
+        kind, start, count = spec.pop("series", None), spec.pop("start", None), spec.pop(
+            "count", None)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 120:
+            raise MarketConfigError(f"{where}.count: a whole number of contracts, 1 to 120")
+        if spec.get("kind", "future") != "future" or "contract_month" in spec:
+            raise MarketConfigError(f"{where}: a series lists futures; their months come "
+                                    f"from series, start and count")
+        try:
+            year, month = parse_month(start) if isinstance(start, str) else (None, None)
+            if year is None:
+                raise CalendarError(f"start: expected YYYY-MM, got {start!r}")
+            months = contract_months(year, month, count, kind)
+        except CalendarError as exc:
+            raise MarketConfigError(f"{where}: {exc}") from None
+        for y, m in months:
+            found.append((f"{name}-{_MONTHS[m - 1]}{y % 100:02d}",
+                          {**spec, "kind": "future", "contract_month": f"{y:04d}-{m:02d}"}))
+    return found
 
 
 def _clearing(spec: Any, source: str) -> Clearing:

@@ -400,3 +400,41 @@ def test_huge_exponents_raise_quickly(text):
 def test_scale_huge_exponent_raises_value_error(tick):
     with pytest.raises(ValueError):
         Scale(tick)
+
+
+def test_a_series_lists_its_contracts_by_month():
+    text = futures_market().split("[instruments.F]")[0] + (
+        '[series.Q]\nseries = "quarterly"\nstart = "2026-11"\ncount = 3\ntick = "0.01"\n'
+        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n')
+    market = parse_market(text)
+    quarterly = {s: i for s, i in market.instruments.items() if s.startswith("Q-")}
+    assert {s: i.contract_month for s, i in quarterly.items()} == {
+        "Q-DEC26": "2026-12", "Q-MAR27": "2027-03", "Q-JUN27": "2027-06"}
+    assert [calendar.format_date(i.last_trading_day) for i in quarterly.values()] == [
+        "2026-12-28", "2027-03-29", "2027-06-28"]   # last Mondays
+    monthly = parse_market(text.replace('"quarterly"', '"monthly"'))
+    assert [s for s in monthly.instruments if s.startswith("Q-")] == [
+        "Q-NOV26", "Q-DEC26", "Q-JAN27"]
+
+
+@pytest.mark.parametrize("change,words", [
+    (('count = 3', 'count = 0'), "count"),
+    (('"quarterly"', '"weekly"'), "weekly"),
+    (('start = "2026-11"', 'start = "Nov 2026"'), "Nov 2026"),
+    (('count = 3', 'count = 3\ncontract_month = "2027-01"'), "come from series"),
+])
+def test_bad_series_are_refused(change, words):
+    text = futures_market().split("[instruments.F]")[0] + (
+        '[series.Q]\nseries = "quarterly"\nstart = "2026-11"\ncount = 3\ntick = "0.01"\n'
+        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n')
+    with pytest.raises(MarketConfigError, match=words):
+        parse_market(text.replace(*change))
+
+
+def test_a_series_contract_may_not_repeat_a_listed_one():
+    text = futures_market() + ('[series.F]\nseries = "december"\nstart = "2026-12"\n'
+                               'count = 1\ntick = "0.01"\ncontract_size = 1000\n'
+                               'underlying = "CEA25"\ninitial_margin = "8000.00"\n'
+                               '[instruments.F-DEC26]\ntick = "0.01"\n')
+    with pytest.raises(MarketConfigError, match="listed twice"):
+        parse_market(text)
