@@ -14,12 +14,13 @@ import pytest
 
 from exchange import Engine, default_market
 from exchange.market import parse_market
-from exchange.commands import IssueAllowances, RecordEmissions
+from exchange.commands import Deposit, IssueAllowances, RecordEmissions
 from exchange.journal import create_journal, recover
 from gateway.client import ExchangeClient
 from gateway.embedded import GATEWAY_USER, EmbeddedBroker
 from gateway.service import GatewayCore, GatewaySettings, run_gateway
 
+from markets import futures_market
 from mosquitto import mosquitto_broker, mosquitto_factory, require_clients  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -325,3 +326,36 @@ registered = "2024-06-01"
     obligation = engine.ledger.registry.obligations[("alice", year)]
     assert (obligation.allowances, obligation.offsets) == (950, 50)
     assert engine.ledger.holding("alice", this).available == 50
+
+
+def test_futures_clear_over_mqtt_and_the_end_of_day_reaches_each_bot(broker):
+    engine = Engine(parse_market(futures_market("2099-12")), ledger=True)
+    for account in ("alice", "bob"):
+        engine.execute(Deposit(account=account, currency="CNY", amount="10000.00"))
+
+    async def scenario():
+        core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+        async with exchange(broker, core) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port) as alice, \
+                    ExchangeClient("bob", creds["bob"], host, port) as bob:
+                answers = [await alice.place("F", "sell", 2, "80.00"),   # 16,000 > 10,000
+                           await alice.place("F", "sell", 1, "80.00"),
+                           await bob.place("F", "buy", 1, "80.00")]
+                core.end_of_day()                    # the operator's, queued in order
+                await bob.place("F", "sell", 1, "99.00")   # the next command runs it
+                # each bot: its answers, its fill, then the day's variation margin
+                return answers, await collect(alice, 4), await collect(bob, 4)
+
+    answers, alice_reports, bob_reports = run(scenario())
+    assert [(a["report"], a.get("reason")) for a in answers] == [
+        ("rejected", "insufficient_margin"), ("accepted", None), ("accepted", None)]
+    for reports_, position in ((alice_reports, -1), (bob_reports, 1)):
+        kinds = [r["report"] for r in reports_]
+        assert "fill" in kinds and "variation_margin" in kinds, kinds
+        margin = reports_[kinds.index("variation_margin")]
+        assert (margin["instrument"], margin["position"], margin["amount"]) == (
+            "F", position, "0.00")
+        seqs = [r["seq"] for r in reports_]
+        assert seqs == sorted(seqs)   # in engine order, the day's news after the fill
+    assert engine.ledger.clearing.positions["F"]["bob"].net == 1
+    engine.check()
