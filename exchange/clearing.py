@@ -29,14 +29,16 @@ Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
   (``maintenance_margin x |net|``) calls the account: it may only reduce (orders that
   would raise its margin are rejected ``reduce_only``). At a later ``eod``, equity back
   to the initial margin of its positions lifts the call; otherwise its open futures
-  orders are cancelled and its positions closed out: through the book (the engine sends
-  market orders for it), and what the book cannot take is taken over by the clearing
-  account at the settlement price.
+  orders are cancelled and its positions closed out (a suspension does not stop it):
+  through the book (the engine sends market orders for it), and what the book cannot
+  take is taken over by the clearing account at the settlement price. A contract at or
+  past its last trading day is not closed out: its positions go to delivery.
 - **Expiry and delivery**: after a contract's last trading day (the last Monday of the
   contract month, moved back over holidays: ``exchange.calendar``) its orders are
   refused (``contract_expired``); at the first ``eod`` on or after that day its open
   orders are cancelled and the day's settlement is the final price. At the first
-  ``eod`` on or after the delivery day, every short delivers ``lots x contract size``
+  ``eod`` on or after the delivery day, positions opened since the last settlement (an
+  option exercised at the strike) are marked to the final price, then every short delivers ``lots x contract size``
   allowances of the underlying vintage from its available holdings and is paid the final
   price; every long pays and receives them, into its registry holdings. A short without
   the allowances pays a penalty (``delivery_penalty`` x the final price per tonne not
@@ -54,6 +56,9 @@ Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
   day's settlement is exercised: each position becomes futures lots at the strike (long
   call and short put: long futures), whose difference to the settlement is paid as
   variation margin the next day; out of the money it ends.
+
+System accounts never trade (``reserved_account``); an account with a position or an open
+derivatives order cannot be closed; cleared derivatives share one currency.
 
 Limits: futures and options fees are not charged; options are not marked to market
 (their premium is paid once), and a defaulter's option positions are not closed out.
@@ -213,6 +218,8 @@ class Clearing:
         record = self.orders[order_id]
         _, symbol, is_buy, open_qty, old_price = record
         inst = self.cleared[symbol]
+        if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
+            return reasons.CONTRACT_EXPIRED
         pos = self.positions[symbol][acct.name]
         cash = acct.holding(inst.currency)
         premium = 0
@@ -389,7 +396,7 @@ class Clearing:
         for symbol in sorted(self.options):   # writers' margin at today's prices
             for account, pos in list(self.positions[symbol].items()):
                 self._remargin(self.accounts[account], pos, self.options[symbol])
-        close_outs = self._margin_calls(out, day, currency)
+        close_outs = self._margin_calls(out, day, currency, today)
         for symbol in expiring:
             if symbol in self.contracts:
                 self.expired.add(symbol)
@@ -488,7 +495,7 @@ class Clearing:
             self._event(DefaultRecorded, out, account=account, amount=due, currency=currency,
                         reason=why)
 
-    def _margin_calls(self, out: list, day: int, currency: str) -> list:
+    def _margin_calls(self, out: list, day: int, currency: str, today: int) -> list:
         """Top up margins; call, lift calls, or close out (see the module docstring)."""
         by_account: dict[str, list[tuple[str, Position]]] = {}
         for symbol in sorted(self.positions):
@@ -515,8 +522,10 @@ class Clearing:
                     self._event(MarginCallMet, out, account=account, equity=equity,
                                 currency=currency)
                 else:
+                    # a contract on or past its last trading day goes to delivery
                     close_outs += [(account, s, p.net) for s, p in held
-                                   if p.net and s in self.contracts and s not in self.expired]
+                                   if p.net and s in self.contracts
+                                   and today < self.contracts[s].last_trading_day]
             elif account not in self.calls and equity < maintenance:
                 self.calls[account] = day
                 self._event(MarginCalled, out, account=account, equity=equity,
@@ -538,6 +547,10 @@ class Clearing:
             self._event(PositionClosedOut, out, account=account, instrument=symbol,
                         qty=-lots, price=price, via="clearing")
 
+    def holds(self, account: str) -> bool:
+        """Does *account* have a position, margin or an open order in the clearing?"""
+        return any(account in positions for positions in self.positions.values())
+
     def close_out_done(self, account: str) -> None:
         if not any(account in p and p[account].net for p in self.positions.values()):
             self.calls.pop(account, None)
@@ -551,6 +564,16 @@ class Clearing:
         positions = self.positions[symbol]
         if final is None:
             return
+        # positions opened since the last settlement (an option exercised at the strike)
+        # are first marked to the final price
+        for account in sorted(positions):
+            pos = positions[account]
+            amount = (pos.net * final - pos.marked - pos.flow) * inst.tick_value
+            pos.marked, pos.flow = pos.net * final, 0
+            if amount:
+                self._event(VariationMargin, out, account=account, instrument=symbol,
+                            position=pos.net, amount=amount, currency=currency)
+                self._pay(account, amount, currency, out, "variation_margin")
         per_tonne = final * inst.tick_value // size
         penalty = per_tonne * self.terms.penalty_num // self.terms.penalty_den
         pool = 0   # tonnes the shorts delivered, handed on to the longs in account order

@@ -186,6 +186,9 @@ class Engine:
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
+            if len(out) > start:   # gtd orders the clock expired give back their holds
+                self.ledger.settle(out, start)
+                start = len(out)
         if self._handlers[type(command)](command, out):
             return  # the end of the day settles as it goes
         # Profiled: most commands give one event that moves nothing (an order that
@@ -694,6 +697,17 @@ class Engine:
         take goes to the clearing account at the settlement price."""
         ledger = self.ledger
         clearing = ledger.clearing
+        ledger.closing_out = True   # a suspended account is closed out all the same
+        try:
+            self._close_out_orders(close_outs, out)
+        finally:
+            ledger.closing_out = False
+        for account in sorted({a for a, _, _ in close_outs}):
+            clearing.close_out_done(account)
+
+    def _close_out_orders(self, close_outs: list, out: list) -> None:
+        ledger = self.ledger
+        clearing = ledger.clearing
         for account in sorted({a for a, _, _ in close_outs}):
             for order in [o for o in self.live_orders()
                           if o.account == account and o.instrument in clearing.contracts]:
@@ -721,8 +735,6 @@ class Engine:
                 out.append(PositionClosedOut(seq=ctr.seq, account=account, instrument=symbol,
                                              qty=-closed, price=None, via="book"))
             clearing.take_over(account, symbol, out)
-        for account in sorted({a for a, _, _ in close_outs}):
-            clearing.close_out_done(account)
 
     def _admin(self, cmd, out: list) -> None:
         """An account or registry command, run by the ledger."""

@@ -63,6 +63,7 @@ __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYST
 FEES, REGISTRY = "@exchange", "@registry"
 SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
 OPEN, SUSPENDED, CLOSED = "open", "suspended", "closed"
+SYSTEM = "system"   # the status of the system accounts: they never place orders
 
 
 class Holding:
@@ -152,6 +153,7 @@ class Ledger:
         self._locked: dict[tuple[str, str], Holding] = {}  # holdings with locked units
         for name in SYSTEM_ACCOUNTS:
             account = self.accounts[name] = Account(name, name[1:])
+            account.status = SYSTEM
             for currency in self.currencies:
                 account.holding(currency)
         fees = {c: self.accounts[FEES].holding(c) for c in self.currencies}
@@ -175,6 +177,7 @@ class Ledger:
         }
         self.registry = Registry(self.instruments)
         self.clearing = Clearing(market, self.accounts, counters)
+        self.closing_out = False   # the engine's close-out orders pass a suspension
 
     # --- queries -------------------------------------------------------------------------
     def holding(self, account: str, asset: str) -> Holding | None:
@@ -193,8 +196,10 @@ class Ledger:
         return None if hold is None else hold.amount
 
     def hold_price(self, order_id: str) -> int:
-        """Return the price an open buy's hold was sized at."""
-        return self._holds[order_id].price
+        """Return the price an open buy's hold was sized at (no limit for a cleared
+        derivative, whose margin does not depend on its price)."""
+        hold = self._holds.get(order_id)
+        return NO_LIMIT if hold is None else hold.price
 
     # --- pre-trade risk ------------------------------------------------------------------
     def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int,
@@ -214,7 +219,7 @@ class Ledger:
             if account.startswith("@"):
                 return reasons.RESERVED_ACCOUNT
             return reasons.INSUFFICIENT_CASH if is_buy else reasons.INSUFFICIENT_ALLOWANCES
-        if acct.status != OPEN:
+        if acct.status != OPEN and not (self.closing_out and acct.status == SUSPENDED):
             return _status_reason(acct)
         currency, spot, unit, fee, limit = self._terms[symbol]
         if not spot:
@@ -684,7 +689,7 @@ class Ledger:
         acct = self._usable(cmd.account, create=False)
         if type(acct) is str:
             return acct
-        if any(h.total for h in acct.holdings.values()):
+        if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
             return reasons.ACCOUNT_NOT_EMPTY
         return self._set_status(cmd, CLOSED, out)
 
@@ -776,6 +781,8 @@ def _release(hold: _Hold) -> None:
 
 
 def _status_reason(acct: Account) -> str:
+    if acct.status == SYSTEM:
+        return reasons.RESERVED_ACCOUNT
     return reasons.ACCOUNT_CLOSED if acct.status == CLOSED else reasons.ACCOUNT_SUSPENDED
 
 

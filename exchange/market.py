@@ -369,6 +369,11 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         for _ in range(clearing.option_expiry_days):
             expiry = calendar.previous_business_day(expiry - 1)
         instruments[symbol] = replace(inst, last_trading_day=expiry)
+    cleared = {i.currency for i in instruments.values()
+               if i.last_trading_day is not None and i.kind in ("future", "option")}
+    if len(cleared) > 1:
+        raise MarketConfigError(f"{source}: cleared futures and options must share one "
+                                f"currency (found {', '.join(sorted(cleared))})")
     return Market(instruments=instruments, source=source, text=text, clearing=clearing)
 
 

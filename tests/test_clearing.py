@@ -1,0 +1,181 @@
+"""Clearing edge cases a review found: each test failed before its fix.
+
+The worked rules are in tests/scenarios/futures_*.txt and options_clearing.txt, and the
+invariants in tests/test_clearing_properties.py; these are the corners between them.
+Market: tests/markets.py (CEA25, the future F on it, December 2026: last trading day
+Monday 12-28, delivery Thursday 12-31), plus a call C on F struck at 85.00 where needed.
+"""
+from __future__ import annotations
+
+import pytest
+
+from exchange import Engine
+from exchange.commands import (AmendOrder, CloseAccount, Deposit, EndOfDay, IssueAllowances,
+                               PlaceOrder, SuspendAccount)
+from exchange.events import (CommandRejected, OrderCancelled, PositionClosedOut,
+                             TradeExecuted)
+from exchange.market import MarketConfigError, parse_market
+from markets import futures_market
+
+MON = 1_797_835_800 * 10**9          # Monday 2026-12-21 06:50 UTC (in the window)
+EOD = 1_797_840_000 * 10**9          # 08:00 UTC the same day
+DAY = 86_400 * 10**9
+CALL = """
+[instruments.C]
+kind = "option"
+tick = "0.01"
+contract_size = 1000
+max_qty = 100
+underlying = "F"
+strike = "85.00"
+option_type = "call"
+"""
+
+
+class Run:
+    """An engine with the ledger; every command is followed by the engine's own check."""
+
+    def __init__(self, text: str = futures_market()) -> None:
+        self.engine = Engine(parse_market(text), ledger=True)
+
+    def __call__(self, command) -> list:
+        events = self.engine.execute(command)
+        self.engine.check()
+        return events
+
+    def cash(self, account: str) -> int:
+        holding = self.engine.ledger.holding(account, "CNY")
+        return holding.available + holding.held
+
+    def order(self, order_id, account, instrument, side, qty, price=None, ts=MON, **extra):
+        return self(PlaceOrder(order_id=order_id, account=account, instrument=instrument,
+                               side=side, qty=qty, price=price, ts=ts, **extra))
+
+
+def _funded(run: Run, *accounts: str, amount: str = "100000.00") -> None:
+    for account in accounts:
+        run(Deposit(account=account, currency="CNY", amount=amount))
+
+
+def test_a_stop_buy_on_a_future_triggers_as_a_market_order():
+    run = Run()
+    _funded(run, "a", "b", "c")
+    run.order("s1", "a", "F", "buy", 1, type="stop", stop_price="80.00")
+    run.order("x1", "b", "F", "sell", 1, "80.00")
+    events = run.order("x2", "c", "F", "buy", 1, "80.00")   # trades, triggers s1
+    cancelled = [e for e in events if type(e) is OrderCancelled]
+    assert [(e.order_id, e.reason) for e in cancelled] == [("s1", "market_remainder")]
+    assert run.engine.ledger.clearing.positions["F"]["c"].net == 1
+
+
+def test_gtd_orders_the_end_of_days_clock_expires_give_back_their_holds():
+    run = Run()
+    _funded(run, "a")
+    run.order("g1", "a", "F", "buy", 1, "80.00", tif="gtd", expire_ts=MON + 60 * 10**9)
+    run.order("g2", "a", "CEA25", "buy", 10, "80.00", tif="gtd", expire_ts=MON + 60 * 10**9)
+    assert run.engine.ledger.holding("a", "CNY").held == 800_000 + 80_000
+    run(EndOfDay(ts=EOD))
+    assert run.engine.ledger.holding("a", "CNY").held == 0
+    assert run.engine.ledger.holding("a", "CNY").available == 10_000_000
+
+
+@pytest.mark.parametrize("expiry_days", [0, 3])
+def test_a_call_exercised_into_an_expiring_future_pays_its_intrinsic_value(expiry_days):
+    run = Run(futures_market() + CALL + f"[clearing]\noption_expiry_days = {expiry_days}\n")
+    _funded(run, "u", "v", "f1", "f2")
+    run(IssueAllowances(account="v", instrument="CEA25", qty=1000))
+    run(IssueAllowances(account="f1", instrument="CEA25", qty=1000))
+    monday = MON + 7 * DAY                       # the 28th: F's last trading day
+    if expiry_days:                              # the option's eod is skipped: it and F
+        monday = MON + 2 * DAY                   # expire together a week later
+    run.order("u1", "u", "C", "buy", 1, "3.00", ts=monday)
+    run.order("v1", "v", "C", "sell", 1, "3.00", ts=monday)
+    for account, side in (("f1", "sell"), ("f2", "buy")):
+        run.order(f"{account}-1", account, "F", side, 1, "90.00", ts=MON + 7 * DAY)
+    for day in range(7, 11):
+        run(EndOfDay(ts=EOD + day * DAY))
+    # u: -3,000 premium, +5,000 intrinsic (90 - 85 on 1,000 t), pays 90,000, gets 1,000 t
+    assert run.cash("u") == (100_000 - 3_000 + 5_000 - 90_000) * 100
+    assert run.engine.ledger.holding("u", "CEA25").available == 1000
+    # v: +3,000 premium, -5,000, delivers its 1,000 t at 90.00
+    assert run.cash("v") == (100_000 + 3_000 - 5_000 + 90_000) * 100
+
+
+def test_system_accounts_never_trade():
+    run = Run()
+    events = run.order("x1", "@clearing", "F", "sell", 1, "80.00")
+    assert events[0].reason == "reserved_account"
+    assert run.order("x2", "@exchange", "CEA25", "buy", 1, "80.00")[0].reason == \
+        "reserved_account"
+
+
+def _called(run: Run, suspend: bool = False, days: int = 0) -> None:
+    """a is short 2 at 80.00 with 16,000.00 (a trade at 05:00 UTC, before the closing
+    window); F settles at 85.00 (in the window): a is called."""
+    _funded(run, "b", "c")
+    _funded(run, "a", amount="16000.00")
+    early = MON - 6_600 * 10**9 + days * DAY
+    run.order("a1", "a", "F", "sell", 2, "80.00", ts=early)
+    run.order("b1", "b", "F", "buy", 2, "80.00", ts=early)
+    run.order("c1", "c", "F", "sell", 1, "85.00", ts=MON + days * DAY)
+    run.order("b2", "b", "F", "buy", 1, "85.00", ts=MON + days * DAY)
+    run(EndOfDay(ts=EOD + days * DAY))
+    assert "a" in run.engine.ledger.clearing.calls
+    if suspend:
+        run(SuspendAccount(account="a"))
+    run.order("c2", "c", "F", "sell", 5, "86.00", ts=MON + (days + 1) * DAY)
+
+
+def test_a_suspended_account_is_closed_out_through_the_book_all_the_same():
+    run = Run()
+    _called(run, suspend=True)
+    events = run(EndOfDay(ts=EOD + DAY))
+    trades = [e for e in events if type(e) is TradeExecuted]
+    assert [(e.buy_account, e.qty, e.price) for e in trades] == [("a", 2, 8600)]
+    closed = [e for e in events if type(e) is PositionClosedOut]
+    assert [(e.qty, e.via) for e in closed] == [(2, "book")]
+
+
+def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
+    run = Run()
+    _called(run, days=6)              # called on Sunday the 27th, the 28th is the last day
+    events = run(EndOfDay(ts=EOD + 7 * DAY))
+    assert not [e for e in events if type(e) is PositionClosedOut]
+    assert not [e for e in events if type(e) is CommandRejected]
+    assert run.engine.ledger.clearing.positions["F"]["a"].net == -2
+
+
+def test_an_account_with_a_position_cannot_be_closed():
+    run = Run()
+    _funded(run, "x", "y")
+    run.order("x1", "x", "F", "buy", 1, "80.00")
+    run.order("y1", "y", "F", "sell", 1, "80.00")
+    assert run(CloseAccount(account="x"))[0].reason == "account_not_empty"
+
+
+def test_an_amend_after_the_last_trading_day_is_refused():
+    run = Run()
+    _funded(run, "a", "b")
+    run.order("b1", "b", "F", "buy", 1, "80.00", ts=MON + 7 * DAY)
+    tuesday = MON + 8 * DAY            # no eod since the 28th
+    events = run(AmendOrder(order_id="b1", account="b", price="99.00", ts=tuesday))
+    assert events[0].reason == "contract_expired"
+
+
+def test_cleared_derivatives_in_two_currencies_are_refused():
+    text = futures_market() + """
+[instruments.EUA25]
+tick = "0.01"
+currency = "EUR"
+vintage = 2025
+[instruments.G]
+kind = "future"
+tick = "0.01"
+currency = "EUR"
+contract_size = 1000
+underlying = "EUA25"
+contract_month = "2026-12"
+initial_margin = "8000.00"
+"""
+    with pytest.raises(MarketConfigError, match="share one currency"):
+        parse_market(text)
