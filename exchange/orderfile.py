@@ -298,6 +298,28 @@ class RowReader(_Reader):
 
     def row(self, row: _Row):
         """Return the command of *row*, or raise ``RowError`` naming the problem."""
+        # Profiled (the gateway, batched orders): a plain new order skips the text round
+        # trip of every field, about a fifth of the gateway's time; anything else, or
+        # anything wrong, takes the shared path, which builds the same command or names
+        # the problem.
+        qty, price, ts, stp = row.qty, row.price, row.ts, row.stp
+        if (row.action == "new" and type(qty) is int and row.year is None
+                and row.stop_price is None and row.display_qty is None
+                and row.post_only is None and row.expire_ts is None
+                and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
+                and (ts is None or type(ts) is int) and -_INT64 <= qty < _INT64
+                and (row.side == "buy" or row.side == "sell")):
+            order_type = _TYPES.get(row.type or "")
+            tif = _TIFS.get(row.tif or "")
+            if not stp:
+                stp = self.default_stp
+            if (order_type is not None and tif is not None and (stp is None or stp in _STPS)
+                    and (ts is None or -_INT64 <= ts < _INT64)):
+                return PlaceOrder(
+                    order_id=row.order_id or "", account=row.account or "",
+                    instrument=row.instrument or "", side=row.side, type=order_type,
+                    tif=tif, price=price or None, qty=qty, stp=stp, ts=ts,
+                    command_id=row.command_id or None)
         return self.command(*map(_as_text, _row_values(row)))
 
     def forget(self) -> None:

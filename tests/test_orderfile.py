@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from exchange.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
                                MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
-from exchange.orderfile import (FIELDS, OrderFileError, _Reader, parse_order_text,
+from exchange.orderfile import (FIELDS, OrderFileError, Row, RowError, RowReader, _as_text,
+                                _Reader, _row_values, parse_order_text,
                                 read_order_file)
 
 STP = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
@@ -395,3 +396,53 @@ def test_property_fast_and_precise_fail_alike(values, default_stp):
         assert err.line == 2 and err.message == str(exc)
     else:
         assert parse(data, default_stp=default_stp) == expected
+
+
+# --- the wire's row reader: its fast path for plain orders agrees with the shared one ----
+
+_VALUES = {
+    "action": st.sampled_from(["new", "new", "new", "cancel", None, "eod"]),
+    "order_id": st.sampled_from(["o1", "", None]),
+    "account": st.sampled_from(["alice", None]),
+    "instrument": st.sampled_from(["CEA25", None]),
+    "side": st.sampled_from(["buy", "sell", "hold", None]),
+    "type": st.sampled_from(["limit", "market", "", None, "stop", "odd"]),
+    "tif": st.sampled_from(["gtc", "ioc", "", None, "never"]),
+    "price": st.sampled_from(["60.00", "60.001", "abc", "", None, 60, True]),
+    "qty": st.one_of(st.sampled_from([10, 0, -3, "10", True, None, 1 << 63, -(1 << 63)]),
+                     st.integers()),
+    "stop_price": st.sampled_from([None, None, "59.00"]),
+    "post_only": st.sampled_from([None, None, True, "false"]),
+    "stp": st.sampled_from([None, "", "none", "cancel_both", "bogus"]),
+    "ts": st.sampled_from([None, 5, -1, 1 << 63, "7"]),
+    "command_id": st.sampled_from([None, "", "c1"]),
+    "year": st.sampled_from([None, None, 2024]),
+    "kind": st.sampled_from([None, "covered"]),
+}
+
+
+# mostly a plain order (the fast path), each field sometimes anything from its pool
+_PLAIN = {"action": "new", "order_id": "o1", "account": "alice", "instrument": "CEA25",
+          "side": "buy", "type": "limit", "tif": "gtc", "price": "60.00", "qty": 10,
+          "stop_price": None, "post_only": None, "stp": None, "ts": None,
+          "command_id": "c1", "year": None, "kind": None}
+_ROWS = st.fixed_dictionaries({key: st.one_of(st.just(_PLAIN[key]), st.just(_PLAIN[key]),
+                                              st.just(_PLAIN[key]), pool)
+                               for key, pool in _VALUES.items()})
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ROWS, st.sampled_from([None, "none"]))
+def test_the_wire_reader_builds_what_the_shared_reader_builds(values, default_stp):
+    reader = RowReader(default_stp)
+    row = Row(**values)
+
+    def outcome(read):
+        try:
+            return read()
+        except RowError as exc:
+            return ("error", str(exc))
+
+    fast = outcome(lambda: reader.row(row))
+    shared = outcome(lambda: reader.command(*map(_as_text, _row_values(row))))
+    assert fast == shared
