@@ -275,17 +275,29 @@ _CLEARING_PRICES = frozenset({"price", "strike"})
 _CLEARING_CASH = frozenset({"amount", "equity", "maintenance", "initial", "cash", "penalty"})
 
 
+_PRICES_KEPT = 4096
+
+
 class ReportMaker:
     """Turns engine events into (account, report) pairs and public market data."""
 
     def __init__(self, market: Market) -> None:
         self._ticks = {symbol: inst.tick for symbol, inst in market.instruments.items()}
         self._currency = {symbol: inst.currency for symbol, inst in market.instruments.items()}
+        # Profiled (the gateway, batched orders): prices repeat, so each instrument's
+        # formatted prices are remembered (bounded: cleared past _PRICES_KEPT).
+        self._texts: dict[str, dict[int, str]] = {symbol: {} for symbol in self._ticks}
 
     def price(self, instrument: str, ticks: int | None) -> str | None:
         if ticks is None:
             return None
-        return self._ticks[instrument].format(ticks)
+        texts = self._texts[instrument]
+        text = texts.get(ticks)
+        if text is None:
+            if len(texts) >= _PRICES_KEPT:
+                texts.clear()
+            text = texts[ticks] = self._ticks[instrument].format(ticks)
+        return text
 
     def reports(self, event, reports: list) -> None:
         """Append ``(account, report)`` for every account *event* concerns."""

@@ -270,3 +270,12 @@ def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
                            "currency": "CNY"}]
     assert engine.ledger.clearing.settlement["F"] == 8000   # the day's only trade
     engine.check()
+
+
+def test_remembered_prices_are_bounded_and_stay_right():
+    from gateway.wire import _PRICES_KEPT, ReportMaker
+    maker = ReportMaker(default_market())
+    for ticks in range(_PRICES_KEPT + 10):
+        assert maker.price("CEA25", ticks) == f"{ticks // 100}.{ticks % 100:02d}"
+    assert len(maker._texts["CEA25"]) <= _PRICES_KEPT
+    assert maker.price("CEA25", 6001) == "60.01" and maker.price("CEA25", None) is None
