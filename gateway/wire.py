@@ -170,6 +170,7 @@ class WireDecoder:
     """Turns one message from an account into commands plus rejections for the sender."""
 
     def __init__(self) -> None:
+        self.ts: int | None = None   # the gateway's clock, set before each decode
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(Row | list[Row])
         self._msgpack = msgspec.msgpack.Decoder(Row | list[Row])
@@ -240,7 +241,7 @@ class WireDecoder:
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
             row.order_id = f"{account}/{row.order_id}"
-        row.ts = None  # the gateway's clock, not the bot's, moves the engine
+        row.ts = self.ts  # the gateway's clock, not the bot's, moves the engine
         try:
             return self._reader.row(row)
         except RowError as exc:
