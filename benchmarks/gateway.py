@@ -199,16 +199,20 @@ def _start(command: list[str], ready: str, log: Path, timeout: float = 20.0):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.monotonic() + timeout
+    seen: list[str] = []
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line and process.poll() is not None:
             break
         handle.write(line)
         handle.flush()
+        seen.append(line)
         if ready in line:
             return process, handle
     process.kill()
-    raise RuntimeError(f"{command[0]} did not start: see {log}")
+    # the log lives in a temporary directory that goes with the run: say what it said
+    tail = "".join(seen[-15:]).rstrip() or "(no output)"
+    raise RuntimeError(f"{' '.join(command[1:4])} did not start within {timeout:g} s:\n{tail}")
 
 
 def _stop(process) -> None:
