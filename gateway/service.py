@@ -34,8 +34,9 @@ from exchange.journal import JournalWriter
 from exchange import reasons
 
 from .wire import (ORDERS_FILTER, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
-                   OrderedSender, ReportMaker, WireDecoder, account_of, book_topic,
-                   client_id, exec_topic, is_msgpack, trades_topic)
+                   AcceptedReport, OrderedSender, ReportMaker, WireDecoder, account_of,
+                   book_topic, client_id, exec_topic, is_msgpack, report_dict,
+                   trades_topic)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 
@@ -80,6 +81,11 @@ class _Stats:
     commands: int = 0
     turned_away: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _seq(report) -> int | None:
+    """The ``seq`` of a report built as a dict or as a struct."""
+    return report.get("seq") if type(report) is dict else report.seq
 
 
 def _refused(command, reason: str, message: str) -> dict:
@@ -219,11 +225,12 @@ class GatewayCore:
             result = out[start]
             command_id = command.command_id
             if command_id is not None:
-                # Profiled: the common answer is the first report, to the sender.
+                # Profiled: the common answer is the first report, to the sender, an
+                # accepted one.
                 first = made[0][1] if made else None
-                if (first is not None and type(result) is not CommandRejected
-                        and made[0][0] == command.account and first.get("seq") == result.seq):
-                    first["command_id"] = command_id
+                if (type(first) is AcceptedReport and type(result) is not CommandRejected
+                        and made[0][0] == command.account and first.seq == result.seq):
+                    first.command_id = command_id
                     results[(command.account, command_id)] = first
                 else:
                     self._answer(command, result, made)
@@ -293,13 +300,16 @@ class GatewayCore:
             first = self._results.get(key)
             if first is not None:
                 for i, (who, report) in enumerate(made):
-                    if who == account and report.get("seq") == result.seq:
-                        made[i] = (who, {**first, "duplicate": True})
+                    if who == account and _seq(report) == result.seq:
+                        made[i] = (who, {**report_dict(first), "duplicate": True})
                         break
                 return
         for who, report in made:
-            if who == account and report.get("seq") == result.seq:
-                report["command_id"] = command_id
+            if who == account and _seq(report) == result.seq:
+                if type(report) is dict:
+                    report["command_id"] = command_id
+                else:
+                    report.command_id = command_id
                 self._results[key] = report
                 return
         # The result concerned no account's report stream (e.g. an unknown order's

@@ -279,6 +279,44 @@ _CLEARING_CASH = frozenset({"amount", "equity", "maintenance", "initial", "cash"
 _PRICES_KEPT = 4096
 
 
+class AcceptedReport(msgspec.Struct, omit_defaults=True, gc=False):
+    """The ``accepted`` report, as a struct: the commonest report by far (profiled:
+    built and encoded in about a third of a dict's time). Same keys, same order, as the
+    other reports' dicts; ``command_id`` only on the report that answers a command."""
+
+    report: str
+    seq: int
+    order_id: str | None
+    instrument: str
+    side: str
+    type: str
+    tif: str
+    price: str | None
+    qty: int
+    command_id: str | None = None
+
+
+class FillReport(msgspec.Struct, omit_defaults=True, gc=False):
+    """The ``fill`` report, as a struct (see ``AcceptedReport``)."""
+
+    report: str
+    seq: int
+    trade_id: int
+    instrument: str
+    price: str | None
+    qty: int
+    order_id: str | None
+    side: str
+    leaves_qty: int
+    liquidity: str
+    command_id: str | None = None
+
+
+def report_dict(report) -> dict:
+    """A report as a dict, whether it was built as one or as a struct."""
+    return report if type(report) is dict else msgspec.structs.asdict(report)
+
+
 class ReportMaker:
     """Turns engine events into (account, report) pairs and public market data."""
 
@@ -304,24 +342,20 @@ class ReportMaker:
         """Append ``(account, report)`` for every account *event* concerns."""
         kind = type(event)
         if kind is TradeExecuted:
-            price = self.price(event.instrument, event.price)
-            base = {"report": "fill", "seq": event.seq, "trade_id": event.trade_id,
-                    "instrument": event.instrument, "price": price, "qty": event.qty}
+            instrument, seq, trade_id, qty = event.instrument, event.seq, event.trade_id, event.qty
+            price = self.price(instrument, event.price)
             buyer_took = event.aggressor == "buy"
-            reports.append((event.buy_account, {
-                **base, "order_id": client_id(event.buy_order_id), "side": "buy",
-                "leaves_qty": event.buy_leaves_qty,
-                "liquidity": "taker" if buyer_took else "maker"}))
-            reports.append((event.sell_account, {
-                **base, "order_id": client_id(event.sell_order_id), "side": "sell",
-                "leaves_qty": event.sell_leaves_qty,
-                "liquidity": "maker" if buyer_took else "taker"}))
+            reports.append((event.buy_account, FillReport(
+                "fill", seq, trade_id, instrument, price, qty, client_id(event.buy_order_id),
+                "buy", event.buy_leaves_qty, "taker" if buyer_took else "maker")))
+            reports.append((event.sell_account, FillReport(
+                "fill", seq, trade_id, instrument, price, qty, client_id(event.sell_order_id),
+                "sell", event.sell_leaves_qty, "maker" if buyer_took else "taker")))
         elif kind is OrderAccepted:
-            reports.append((event.account, {
-                "report": "accepted", "seq": event.seq, "order_id": client_id(event.order_id),
-                "instrument": event.instrument, "side": event.side, "type": event.type,
-                "tif": event.tif, "price": self.price(event.instrument, event.price),
-                "qty": event.qty}))
+            reports.append((event.account, AcceptedReport(
+                "accepted", event.seq, client_id(event.order_id), event.instrument,
+                event.side, event.type, event.tif, self.price(event.instrument, event.price),
+                event.qty)))
         elif kind is OrderCancelled:
             reports.append((event.account, {
                 "report": "cancelled", "seq": event.seq, "order_id": client_id(event.order_id),

@@ -279,3 +279,21 @@ def test_remembered_prices_are_bounded_and_stay_right():
         assert maker.price("CEA25", ticks) == f"{ticks // 100}.{ticks % 100:02d}"
     assert len(maker._texts["CEA25"]) <= _PRICES_KEPT
     assert maker.price("CEA25", 6001) == "60.01" and maker.price("CEA25", None) is None
+
+
+def test_accepted_and_fill_reports_keep_their_keys_and_order(core):
+    send(core, "alice", order("a1", "sell", "60.00"))
+    send(core, "bob", {**order("b1", "buy", "60.00"), "command_id": "k1"})
+    send(core, "bob", {"action": "new", "order_id": "m1", "instrument": "CEA25",
+                       "side": "buy", "type": "market", "tif": "ioc", "qty": 1})
+    out = core.flush(now=1.0)
+    alice, bob = reports(out, "alice"), reports(out, "bob")
+    assert list(alice[0]) == ["report", "seq", "order_id", "instrument", "side", "type",
+                              "tif", "price", "qty"]
+    assert list(bob[0]) == ["report", "seq", "order_id", "instrument", "side", "type",
+                            "tif", "price", "qty", "command_id"] and bob[0]["command_id"] == "k1"
+    assert list(alice[1]) == ["report", "seq", "trade_id", "instrument", "price", "qty",
+                              "order_id", "side", "leaves_qty", "liquidity"]
+    assert (alice[1]["liquidity"], bob[1]["liquidity"]) == ("maker", "taker")
+    market = [r for r in bob if r.get("order_id") == "m1" and r["report"] == "accepted"]
+    assert market[0]["price"] is None   # a market order's accepted report says null
