@@ -36,26 +36,25 @@ Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
 - **Expiry and delivery**: after a contract's last trading day (the last Monday of the
   contract month, moved back over holidays: ``exchange.calendar``) its orders are
   refused (``contract_expired``); at the first ``eod`` on or after that day its open
-  orders are cancelled and the day's settlement is the final price. At the first
-  ``eod`` on or after the delivery day, positions opened since the last settlement (an
-  option exercised at the strike) are marked to the final price, then every short delivers ``lots x contract size``
-  allowances of the underlying vintage from its available holdings and is paid the final
-  price; every long pays and receives them, into its registry holdings. A short without
-  the allowances pays a penalty (``delivery_penalty`` x the final price per tonne not
-  delivered); the longs not delivered to (in account order) keep their cash and receive
-  that penalty instead of the allowances.
-
+  orders are cancelled and the day's settlement is the final price. At the first ``eod``
+  on or after the delivery day, positions opened since the last settlement (an option
+  exercised at the strike) are marked to the final price; then every short delivers
+  ``lots x contract size`` allowances of the underlying vintage from its available
+  holdings and is paid the final price; every long pays and receives them, into its
+  registry holdings. A short without the allowances pays a penalty (``delivery_penalty``
+  x the final price per tonne not delivered); the longs not delivered to (in account
+  order) keep their cash and receive that penalty instead of the allowances.
 - **Options** (European, on a cleared future; premium paid up front): a buy holds its
-  premium at its limit price (market orders are refused ``limit_only``) and pays the
-  trade price to the writer when it trades. A writer is margined per lot written (for
-  its position and open sells, as futures are): the underlying's initial margin plus
-  what the option is in the money (less what it is out of the money) at the
-  underlying's last settlement, never below a quarter of that initial margin; it is
-  recomputed at each settlement. At the ``eod`` of its expiry day (``option_expiry_days``
-  business days before the future's last trading day) an option in the money at that
-  day's settlement is exercised: each position becomes futures lots at the strike (long
-  call and short put: long futures), whose difference to the settlement is paid as
-  variation margin the next day; out of the money it ends.
+  premium at its limit price (market and stop orders on options are refused
+  ``limit_only``) and pays the trade price to the writer when it trades. A writer is
+  margined per lot written (for its position and open sells, as futures are): the
+  underlying's initial margin plus what the option is in the money (less what it is out
+  of the money) at the underlying's last settlement, never below a quarter of that
+  initial margin; it is recomputed at each settlement. At the ``eod`` of its expiry day
+  (``option_expiry_days`` business days before the future's last trading day) an option
+  in the money at that day's settlement is exercised: each position becomes futures lots
+  at the strike (long call and short put: long futures), whose difference to the
+  settlement is paid as variation margin the next day; out of the money it ends.
 
 System accounts never trade (``reserved_account``); an account with a position or an open
 derivatives order cannot be closed; cleared derivatives share one currency.
@@ -108,6 +107,7 @@ class Position:
         self.net = net + lots
         if not self.net:
             self.cost = 0
+
     def worst(self) -> int:
         """The most lots the position can come to if its orders on one side all fill."""
         return max(abs(self.net + self.open_buy), abs(self.net - self.open_sell))
@@ -135,7 +135,8 @@ class Clearing:
                         if i.kind == "option" and i.strike is not None}
         self.cleared = {**self.contracts, **self.options}
         self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.cleared}
-        self.orders: dict[str, list] = {}  # order id -> [account, symbol, is_buy, open lots]
+        # order id -> [account, symbol, is_buy, open lots, limit price (ticks, 0: none)]
+        self.orders: dict[str, list] = {}
         self.settlement: dict[str, int] = {}   # symbol -> last settlement price, ticks
         self.window: dict[str, list[int]] = {}  # symbol -> [ticks x lots, lots] in the window
         self.day_trades: dict[str, list[int]] = {}
