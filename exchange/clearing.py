@@ -59,8 +59,12 @@ Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
 System accounts never trade (``reserved_account``); an account with a position or an open
 derivatives order cannot be closed; cleared derivatives share one currency.
 
-Limits: futures and options fees are not charged; options are not marked to market
-(their premium is paid once), and a defaulter's option positions are not closed out.
+Fees: each side of a futures or options trade pays the instrument's maker or taker rate
+on the notional (rounded down) to the exchange's fee account when it trades, from its
+available cash, then its margin; the clearing house fronts what it cannot pay, a default.
+
+Limits: options are not marked to market (their premium is paid once), and a
+defaulter's option positions are not closed out.
 """
 from __future__ import annotations
 
@@ -69,11 +73,12 @@ from .calendar import day_of_ns
 from .events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
                      MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
                      SettlementPriceSet, TradeCleared, VariationMargin)
-from .market import Market
+from .market import FEE_SCALE, Market
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 
 CLEARING = "@clearing"
+FEES = "@exchange"   # the exchange's fee account (the ledger's)
 
 
 class Position:
@@ -342,10 +347,20 @@ class Clearing:
                     self._shrink(record, record[3])
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
+        buy_fee = sell_fee = 0
+        if inst.maker_fee or inst.taker_fee:   # on the notional, rounded down, each side
+            notional = price * qty * inst.tick_value
+            buyer_took = trade.aggressor == "buy"
+            buy_fee = notional * (inst.taker_fee if buyer_took else inst.maker_fee) // FEE_SCALE
+            sell_fee = notional * (inst.maker_fee if buyer_took else inst.taker_fee) // FEE_SCALE
         self._event(TradeCleared, out, trade_id=trade.trade_id, instrument=symbol,
                     buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
                     price=price, buy_position=self._net(symbol, trade.buy_account),
-                    sell_position=self._net(symbol, trade.sell_account))
+                    sell_position=self._net(symbol, trade.sell_account), buy_fee=buy_fee,
+                    sell_fee=sell_fee)
+        for account, charged in ((trade.buy_account, buy_fee), (trade.sell_account, sell_fee)):
+            if charged:
+                self._pay(account, -charged, inst.currency, out, "fee", fee=True)
         if inst.kind == "option":
             return
         day = self.day_trades.setdefault(symbol, [0, 0])
@@ -466,9 +481,12 @@ class Clearing:
         currencies = {i.currency for i in self.contracts.values()}
         return currencies.pop() if len(currencies) == 1 else "CNY"
 
-    def _pay(self, account: str, amount: int, currency: str, out: list, why: str) -> None:
+    def _pay(self, account: str, amount: int, currency: str, out: list, why: str,
+             fee: bool = False) -> None:
         """Move *amount* from the clearing account to *account* (negative: the other way:
-        available cash first, then margin; what is still owed is a default)."""
+        available cash first, then margin; what is still owed is a default). With *fee*,
+        what the account owes goes to the exchange's fee account, which the clearing
+        house pays in full, fronting any default."""
         clearing = self.accounts[CLEARING].holding(currency)
         if account == CLEARING:   # its own position: nothing moves, but it is counted
             self.own_cash[currency] = self.own_cash.get(currency, 0) + amount
@@ -490,7 +508,11 @@ class Clearing:
                 pos.margin -= take_margin
                 cash.held -= take_margin
                 due -= take_margin
-        clearing.available += -amount - due
+        if fee:
+            self.accounts[FEES].holding(currency).available += -amount
+            clearing.available -= due
+        else:
+            clearing.available += -amount - due
         if due:
             self.defaults[currency] = self.defaults.get(currency, 0) + due
             self._event(DefaultRecorded, out, account=account, amount=due, currency=currency,

@@ -312,8 +312,9 @@ class HoldingsUnlocked(Event, tag="holdings_unlocked"):
 
 
 class TradeCleared(Event, tag="trade_cleared"):
-    """A futures trade changed both sides' positions (signed lots after the trade); its
-    cash moves at the day's settlement, as variation margin."""
+    """A futures or options trade changed both sides' positions (signed lots after the
+    trade); a future's cash moves at the day's settlement, as variation margin (an
+    option's premium moves now), and each side's fee now."""
 
     trade_id: int
     instrument: str
@@ -323,6 +324,8 @@ class TradeCleared(Event, tag="trade_cleared"):
     price: int
     buy_position: int
     sell_position: int
+    buy_fee: int = 0      # minor units, paid to the exchange's fee account as it traded
+    sell_fee: int = 0
 
 
 class SettlementPriceSet(Event, tag="settlement_price_set"):

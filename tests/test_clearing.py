@@ -179,3 +179,37 @@ initial_margin = "8000.00"
 """
     with pytest.raises(MarketConfigError, match="share one currency"):
         parse_market(text)
+
+
+def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
+    text = futures_market().replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"').replace(
+        'taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
+    run = Run(text)
+    _funded(run, "maker")
+    run(Deposit(account="taker", currency="CNY", amount="8000.00"))   # the margin, no more
+    early = MON - 6_600 * 10**9          # 05:00 UTC, before the closing window
+    run.order("m1", "maker", "F", "sell", 1, "80.00", ts=early)
+    events = run.order("t1", "taker", "F", "buy", 1, "80.00", ts=early)
+    cleared = [e for e in events if type(e).__name__ == "TradeCleared"][0]
+    # notional 80.00 x 1,000 t = 80,000.00: taker 1.5 bp = 12.00, maker 1 bp = 8.00
+    assert (cleared.buy_fee, cleared.sell_fee) == (1200, 800)
+    assert run.engine.ledger.holding("@exchange", "CNY").available == 2000
+    assert run.cash("maker") == 10_000_000 - 800
+    # the taker had only its margin: the fee came out of it, and the margin is short
+    assert run.cash("taker") == 800_000 - 1200
+    assert run.engine.ledger.clearing.positions["F"]["taker"].margin == 800_000 - 1200
+    # the price falls 10.00: the loss takes the whole margin and more (a default);
+    # closing the position, the taker cannot pay its fee either: the clearing house pays
+    # the exchange and records that default too
+    _funded(run, "x", "y")
+    run.order("x1", "x", "F", "sell", 1, "70.00")
+    run.order("y1", "y", "F", "buy", 1, "70.00")
+    run(EndOfDay(ts=EOD))
+    run.order("m2", "maker", "F", "buy", 1, "70.00", ts=MON + DAY)
+    events = run.order("t2", "taker", "F", "sell", 1, "70.00", ts=MON + DAY)
+    defaults = [e for e in events if type(e).__name__ == "DefaultRecorded"]
+    assert [(e.account, e.amount, e.reason) for e in defaults] == [("taker", 1050, "fee")]
+    clearing = run.engine.ledger.clearing
+    assert run.engine.ledger.holding("@clearing", "CNY").available == -clearing.defaults["CNY"]
+    # the loss of 10,000.00 less the 7,988.00 of margin left, then the fee
+    assert clearing.defaults["CNY"] == (1_000_000 - (800_000 - 1200)) + 1050
