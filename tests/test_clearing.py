@@ -7,6 +7,8 @@ Monday 12-28, delivery Thursday 12-31), plus a call C on F struck at 85.00 where
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from exchange import Engine
@@ -213,3 +215,32 @@ def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
     assert run.engine.ledger.holding("@clearing", "CNY").available == -clearing.defaults["CNY"]
     # the loss of 10,000.00 less the 7,988.00 of margin left, then the fee
     assert clearing.defaults["CNY"] == (1_000_000 - (800_000 - 1200)) + 1050
+
+
+@pytest.mark.parametrize("name", ["futures_clearing", "futures_default", "options_clearing"])
+def test_a_journal_snapshot_at_any_point_recovers_the_same_clearing_state(tmp_path, name):
+    """Recovery = the latest snapshot + the tail: with a snapshot after each command in
+    turn, every recovery must reach the state of the uninterrupted run."""
+    from exchange.journal import create_journal, recover
+    from test_scenarios import load_scenario
+
+    scenario = load_scenario(Path(__file__).parent / "scenarios" / f"{name}.txt")
+    market, commands = scenario.market(), scenario.commands()
+    straight = Engine(market, ledger=True)
+    for command in commands:
+        straight.execute(command)
+    for cut in range(0, len(commands), 3):
+        directory = tmp_path / f"j{cut}"
+        engine = Engine(market, ledger=True)
+        writer = create_journal(directory, market.text, ledger=True)
+        for number, command in enumerate(commands):
+            writer.append_many([command])
+            writer.commit()
+            engine.execute(command)
+            if number == cut:
+                writer.snapshot(engine)
+        writer.close()
+        recovered = recover(directory)
+        assert (recovered.snapshot_seq, recovered.seq) == (cut + 1, len(commands))
+        assert recovered.engine.state_hash() == straight.state_hash(), cut
+        recovered.engine.check()
