@@ -139,6 +139,8 @@ class Clearing:
         self.options = {s: i for s, i in market.instruments.items()
                         if i.kind == "option" and i.strike is not None}
         self.cleared = {**self.contracts, **self.options}
+        # one currency for all (the market file refuses more)
+        self.currency = next((i.currency for i in self.cleared.values()), "CNY")
         self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.cleared}
         # order id -> [account, symbol, is_buy, open lots, limit price (ticks, 0: none)]
         self.orders: dict[str, list] = {}
@@ -160,61 +162,16 @@ class Clearing:
         inst = self.cleared[symbol]
         if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
             return reasons.CONTRACT_EXPIRED
-        if inst.kind == "option":
-            return self._reserve_option(order_id, acct, inst, is_buy, qty, price)
+        option = inst.kind == "option"
+        if option and not price:
+            return reasons.LIMIT_ONLY   # a premium is held at a limit price
         pos = self.positions[symbol].get(acct.name) or Position()
-        before = pos.worst()
-        if is_buy:
-            pos.open_buy += qty
-        else:
-            pos.open_sell += qty
-        rise = inst.initial_margin * pos.worst() - pos.margin
-        if pos.worst() > before and acct.name != CLEARING:
-            problem = None
-            if acct.name in self.calls:
-                problem = reasons.REDUCE_ONLY
-            elif rise > 0:
-                cash = acct.holdings.get(inst.currency)
-                if cash is None or cash.available < rise:
-                    problem = reasons.INSUFFICIENT_MARGIN
-            if problem is not None:
-                if is_buy:
-                    pos.open_buy -= qty
-                else:
-                    pos.open_sell -= qty
-                return problem
+        premium = price * qty * inst.tick_value if option and is_buy else 0
+        problem = self._admit(acct, pos, inst, is_buy, qty, premium)
+        if problem is not None:
+            return problem
         self.positions[symbol][acct.name] = pos
         self.orders[order_id] = [acct.name, symbol, is_buy, qty, price]
-        self._remargin(acct, pos, inst)
-        return None
-
-    def _reserve_option(self, order_id: str, acct, inst, is_buy: bool, qty: int,
-                        price: int) -> str | None:
-        if not price:
-            return reasons.LIMIT_ONLY   # a premium is held at a limit price
-        pos = self.positions[inst.symbol].get(acct.name) or Position()
-        cash = acct.holdings.get(inst.currency)
-        available = cash.available if cash is not None else 0
-        if is_buy:
-            premium = price * qty * inst.tick_value
-            if available < premium:
-                return reasons.INSUFFICIENT_CASH
-            cash.available -= premium
-            cash.held += premium
-            pos.premium += premium
-            pos.open_buy += qty
-        else:
-            before = pos.short_worst()
-            pos.open_sell += qty
-            if pos.short_worst() > before:
-                rise = self._need(pos, inst) - pos.margin
-                problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
-                           reasons.INSUFFICIENT_MARGIN if rise > available else None)
-                if problem is not None:
-                    pos.open_sell -= qty
-                    return problem
-        self.positions[inst.symbol][acct.name] = pos
-        self.orders[order_id] = [acct.name, inst.symbol, is_buy, qty, price]
         self._remargin(acct, pos, inst)
         return None
 
@@ -227,28 +184,41 @@ class Clearing:
         if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
             return reasons.CONTRACT_EXPIRED
         pos = self.positions[symbol][acct.name]
-        cash = acct.holding(inst.currency)
         premium = 0
         if is_buy and inst.kind == "option":
             premium = (price * qty - old_price * open_qty) * inst.tick_value
-            if premium > cash.available:
-                return reasons.INSUFFICIENT_CASH
-        before = pos.worst() if inst.kind == "future" else pos.short_worst()
+        problem = self._admit(acct, pos, inst, is_buy, qty - open_qty, premium)
+        if problem is not None:
+            return problem
+        record[3], record[4] = qty, price
+        self._remargin(acct, pos, inst)
+        return None
+
+    def _admit(self, acct, pos: Position, inst, is_buy: bool, lots: int,
+               premium: int) -> str | None:
+        """Add *lots* (fewer, if negative) to the position's open orders on one side and
+        hold *premium* more cash; or return why not, with nothing changed: a premium
+        beyond the available cash, or a rise in exposure (a future's worst case, the lots
+        an option writer may write) under a call or beyond what the cash can margin."""
+        cash = acct.holdings.get(inst.currency)
+        available = cash.available if cash is not None else 0
+        if premium > available:
+            return reasons.INSUFFICIENT_CASH
+        exposure = Position.worst if inst.kind == "future" else Position.short_worst
+        before = exposure(pos)
         side = "open_buy" if is_buy else "open_sell"
-        setattr(pos, side, getattr(pos, side) + qty - open_qty)
-        after = pos.worst() if inst.kind == "future" else pos.short_worst()
-        if after > before and acct.name != CLEARING:
+        setattr(pos, side, getattr(pos, side) + lots)
+        if exposure(pos) > before:
             rise = self._need(pos, inst) - pos.margin
             problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
-                       reasons.INSUFFICIENT_MARGIN if rise > cash.available - premium else None)
+                       reasons.INSUFFICIENT_MARGIN if rise > available - premium else None)
             if problem is not None:
-                setattr(pos, side, getattr(pos, side) - qty + open_qty)
+                setattr(pos, side, getattr(pos, side) - lots)
                 return problem
-        record[3], record[4] = qty, price
-        cash.available -= premium
-        cash.held += premium
-        pos.premium += premium
-        self._remargin(acct, pos, inst)
+        if premium:
+            cash.available -= premium
+            cash.held += premium
+            pos.premium += premium
         return None
 
     def release(self, order_id: str) -> None:
@@ -390,18 +360,12 @@ class Clearing:
             price = self._settlement_price(symbol, books[symbol], out)
             if price is None:
                 continue
-            inst = self.contracts[symbol]
             for account in sorted(self.positions[symbol]):
-                pos = self.positions[symbol][account]
-                amount = (pos.net * price - pos.marked - pos.flow) * inst.tick_value
-                pos.marked, pos.flow = pos.net * price, 0
-                if pos.net or amount:
-                    self._event(VariationMargin, out, account=account, instrument=symbol,
-                                position=pos.net, amount=amount, currency=inst.currency)
+                amount = self._mark(symbol, account, price, out)
                 owed[account] = owed.get(account, 0) + amount
         self.window.clear()
         self.day_trades.clear()
-        currency = self._currency()
+        currency = self.currency
         for account in sorted(owed):
             self._pay(account, owed[account], currency, out, "variation_margin")
         expiring = [s for s in sorted(self.cleared) if s not in self.expired
@@ -477,9 +441,19 @@ class Clearing:
         self._event(SettlementPriceSet, out, instrument=symbol, price=price, source=source)
         return price
 
-    def _currency(self) -> str:
-        currencies = {i.currency for i in self.contracts.values()}
-        return currencies.pop() if len(currencies) == 1 else "CNY"
+    def _mark(self, symbol: str, account: str, price: int, out: list,
+              flat: bool = True) -> int:
+        """Mark *account*'s position in future *symbol* to *price*; return its variation
+        margin in minor units, announced unless it is zero (and, without *flat*, even
+        for an open position)."""
+        pos = self.positions[symbol][account]
+        inst = self.contracts[symbol]
+        amount = (pos.net * price - pos.marked - pos.flow) * inst.tick_value
+        pos.marked, pos.flow = pos.net * price, 0
+        if amount or (flat and pos.net):
+            self._event(VariationMargin, out, account=account, instrument=symbol,
+                        position=pos.net, amount=amount, currency=inst.currency)
+        return amount
 
     def _pay(self, account: str, amount: int, currency: str, out: list, why: str,
              fee: bool = False) -> None:
@@ -555,11 +529,16 @@ class Clearing:
                             maintenance=maintenance, initial=initial, currency=currency)
         return close_outs
 
-    def take_over(self, account: str, symbol: str, out: list) -> None:
-        """After a close-out through the book: what is left of *account*'s position goes
-        to the clearing account at the settlement price; a closed account's call ends."""
+    def take_over(self, account: str, symbol: str, lots: int, out: list) -> None:
+        """After a close-out through the book of *account*'s *lots* (signed): record what
+        the book took, and what is left goes to the clearing account at the settlement
+        price."""
         positions = self.positions[symbol]
         pos = positions.get(account)
+        closed = lots - (pos.net if pos is not None else 0)
+        if closed:
+            self._event(PositionClosedOut, out, account=account, instrument=symbol,
+                        qty=-closed, price=None, via="book")
         price = self.settlement[symbol]
         if pos is not None and pos.net:
             lots = pos.net
@@ -590,12 +569,8 @@ class Clearing:
         # positions opened since the last settlement (an option exercised at the strike)
         # are first marked to the final price
         for account in sorted(positions):
-            pos = positions[account]
-            amount = (pos.net * final - pos.marked - pos.flow) * inst.tick_value
-            pos.marked, pos.flow = pos.net * final, 0
+            amount = self._mark(symbol, account, final, out, flat=False)
             if amount:
-                self._event(VariationMargin, out, account=account, instrument=symbol,
-                            position=pos.net, amount=amount, currency=currency)
                 self._pay(account, amount, currency, out, "variation_margin")
         per_tonne = final * inst.tick_value // size
         penalty = per_tonne * self.terms.penalty_num // self.terms.penalty_den
@@ -662,7 +637,7 @@ class Clearing:
             for account, pos in self.positions[symbol].items():
                 if pos.net or pos.margin:
                     by_account.setdefault(account, []).append((symbol, pos))
-        currency = self._currency()
+        currency = self.currency
         rows = []
         for account in sorted(by_account):
             held = by_account[account]

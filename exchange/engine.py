@@ -44,8 +44,7 @@ from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCa
                        PlaceOrder)
 from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
-                     OrderTriggered, PositionClosedOut, ReferencePriceSet, TradeExecuted,
-                     TradingDayEnded)
+                     OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
 from .ledger import Ledger
 from .market import Instrument, Market
 
@@ -727,14 +726,7 @@ class Engine:
                     instrument=symbol, side="sell" if lots > 0 else "buy", type="market",
                     tif="ioc", qty=qty, stp="none"), out)
                 ledger.settle(out, mark)
-            position = clearing.positions[symbol].get(account)
-            closed = lots - (position.net if position is not None else 0)
-            if closed:
-                ctr = self._ctr
-                ctr.seq += 1
-                out.append(PositionClosedOut(seq=ctr.seq, account=account, instrument=symbol,
-                                             qty=-closed, price=None, via="book"))
-            clearing.take_over(account, symbol, out)
+            clearing.take_over(account, symbol, lots, out)
 
     def _admin(self, cmd, out: list) -> None:
         """An account or registry command, run by the ledger."""

@@ -392,18 +392,17 @@ def _series(tables: Any, source: str) -> list[tuple[str, dict]]:
         if not isinstance(spec, dict):
             raise MarketConfigError(f"{where} must be a table")
         spec = dict(spec)
-        kind, start, count = spec.pop("series", None), spec.pop("start", None), spec.pop(
-            "count", None)
+        kind, start, count = spec.pop("series", None), spec.pop("start", None), \
+            spec.pop("count", None)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 120:
             raise MarketConfigError(f"{where}.count: a whole number of contracts, 1 to 120")
         if spec.get("kind", "future") != "future" or "contract_month" in spec:
             raise MarketConfigError(f"{where}: a series lists futures; their months come "
                                     f"from series, start and count")
+        if not isinstance(start, str):
+            raise MarketConfigError(f"{where}.start: expected YYYY-MM, got {start!r}")
         try:
-            year, month = parse_month(start) if isinstance(start, str) else (None, None)
-            if year is None:
-                raise CalendarError(f"start: expected YYYY-MM, got {start!r}")
-            months = contract_months(year, month, count, kind)
+            months = contract_months(*parse_month(start), count, kind)
         except CalendarError as exc:
             raise MarketConfigError(f"{where}: {exc}") from None
         for y, m in months:
