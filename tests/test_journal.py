@@ -11,11 +11,14 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange import (CancelOrder, Deposit, Engine, IssueAllowances, PlaceOrder,
@@ -136,6 +139,47 @@ def test_a_resent_command_id_is_not_applied_twice_even_across_recovery(tmp_path)
     assert again.seq == 2 and again.engine.state_hash() == engine.state_hash()
 
 
+def test_a_long_group_is_framed_in_pieces_and_recovers_whole(tmp_path, commands):
+    engine = journal_commands(tmp_path / "j", commands[:20_000], group=20_000)
+    segment = _single_segment(tmp_path / "j")
+    data = segment.read_bytes()
+    firsts, pos = [], 0
+    while pos < len(data):
+        length, _, first = struct.unpack_from("<IIQ", data, pos)
+        firsts.append(first)
+        pos += 16 + length
+    assert firsts == [1, 8193, 16385]   # at most 8,192 commands a frame
+    recovered = recover(tmp_path / "j")
+    assert recovered.seq == 20_000 and recovered.engine.state_hash() == engine.state_hash()
+
+
+def test_a_format_1_journal_one_command_a_frame_is_still_read(tmp_path, commands):
+    directory = tmp_path / "j"
+    directory.mkdir()
+    meta = {"format": "carbonx-journal/1", "ledger": True, "market": MARKET.text}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    frames = []
+    for seq, command in enumerate(commands[:500], 1):
+        payload = msgspec.msgpack.encode(command)
+        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
+    (directory / "journal-000000000001.cxj").write_bytes(b"".join(frames))
+    recovered = recover(directory)
+    assert recovered.seq == 500
+    assert recovered.engine.state_hash() == prefix_hashes(commands, [500])[500]
+
+
+def test_a_command_too_large_to_frame_is_refused_and_nothing_is_appended(tmp_path):
+    writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
+    small = Deposit(account="a", currency="CNY", amount="1.00")
+    huge = Deposit(account="a" * (1 << 24), currency="CNY", amount="1.00")
+    with writer:
+        with pytest.raises(JournalError, match="command 2 is .* bytes"):
+            writer.append_many([small, huge])
+        assert writer.seq == 0
+        writer.append(small)
+    assert recover(tmp_path / "j").seq == 1
+
+
 # --- torn tails and damage ---------------------------------------------------------------------
 def _single_segment(directory: Path) -> Path:
     segments = sorted(directory.glob("journal-*.cxj"))
@@ -143,38 +187,40 @@ def _single_segment(directory: Path) -> Path:
 
 
 def test_every_cut_inside_the_last_frame_is_detected_and_cut(tmp_path, commands):
-    journal_commands(tmp_path / "j", commands[:300], group=300)
+    # Two groups, two frames: commands 1-297, then 298-300. A cut anywhere in the last
+    # frame drops that whole group, which was never committed.
+    journal_commands(tmp_path / "j", commands[:300], group=297)
     segment = _single_segment(tmp_path / "j")
     whole = segment.read_bytes()
-    hashes = prefix_hashes(commands, [299, 300])
+    hashes = prefix_hashes(commands, [297, 300])
     # Find where the last frame starts: recover from a copy cut one byte short.
     segment.write_bytes(whole[:-1])
     torn = recover(tmp_path / "j")
     last_frame = len(whole) - torn.torn_bytes - 1
-    assert torn.seq == 299 and torn.engine.state_hash() == hashes[299]
+    assert torn.seq == 297 and torn.engine.state_hash() == hashes[297]
     for cut in range(last_frame, len(whole)):
         segment.write_bytes(whole[:cut])
         result = recover(tmp_path / "j")
-        assert result.seq == 299, cut
+        assert result.seq == 297, cut
         assert result.torn_bytes == cut - last_frame
     segment.write_bytes(whole)
     assert recover(tmp_path / "j").engine.state_hash() == hashes[300]
 
 
 def test_a_flipped_byte_in_the_last_frame_is_cut_not_misread(tmp_path, commands):
-    journal_commands(tmp_path / "j", commands[:50], group=50)
+    journal_commands(tmp_path / "j", commands[:50], group=49)
     segment = _single_segment(tmp_path / "j")
     data = bytearray(segment.read_bytes())
-    data[-3] ^= 0x01  # inside the last command's payload: the CRC catches it
+    data[-3] ^= 0x01  # inside the last frame's payload (command 50): the CRC catches it
     segment.write_bytes(bytes(data))
     result = recover(tmp_path / "j")
     assert result.seq == 49 and result.torn_bytes > 0
 
 
 def test_repair_truncates_the_torn_tail_and_appending_goes_on(tmp_path, commands):
-    journal_commands(tmp_path / "j", commands[:100], group=100)
+    journal_commands(tmp_path / "j", commands[:100], group=99)
     segment = _single_segment(tmp_path / "j")
-    segment.write_bytes(segment.read_bytes()[:-7])
+    segment.write_bytes(segment.read_bytes()[:-7])  # into the frame of command 100
     recovered, writer = reopen_journal(tmp_path / "j")
     assert recovered.seq == 99 and recovered.torn_bytes > 0
     engine = recovered.engine
