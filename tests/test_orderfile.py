@@ -365,6 +365,27 @@ def test_property_fast_path_equals_precise_path(rows, default_stp, columns):
     assert parse(data, default_stp=default_stp) == precise(rows, default_stp)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=_rows, default_stp=st.sampled_from([None, *STP]),
+       columns=st.permutations(FIELDS[:9]).flatmap(
+           lambda c: st.integers(min_value=1, max_value=9).map(lambda n: ["action", *[
+               x for x in c if x != "action"]][:n])))
+def test_property_a_file_of_pinned_columns_only_reads_as_the_precise_path(rows, default_stp,
+                                                                         columns):
+    """A header of (some of) the nine pinned columns, in any order, takes the narrow read."""
+    rows = [{c: r[c] for c in columns if c in r} for r in rows]
+    data = csv_bytes(rows, columns)
+    expected = []
+    for number, values in enumerate(rows, 2):
+        try:
+            expected += precise([values], default_stp)
+        except ValueError as exc:   # the same row fails the same way
+            err = error_of(data, default_stp=default_stp)
+            assert (err.line, err.message) == (number, str(exc))
+            return
+    assert parse(data, default_stp=default_stp) == expected
+
+
 _junk = st.sampled_from(["x", "abc", "1.5", "nan", "1e3", " 1", "-3", "BUY", "Limit", "true",
                          "none", "60,5", "1_0", "0x10", "", "buy", "gtc", "inf", "1e", "--1"])
 # The fields the fast path reads itself are the likeliest to be broken.
