@@ -96,7 +96,7 @@ class _Stops:
 class _Spec:
     """Per-instrument data the hot path needs, gathered in one place."""
 
-    __slots__ = ("inst", "book", "prices", "step", "min_qty", "max_qty", "band", "stops")
+    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops")
 
     def __init__(self, inst: Instrument, book, band: tuple[int, int] | None) -> None:
         self.inst = inst
@@ -104,9 +104,13 @@ class _Spec:
         self.band = band  # around the current reference price; None = no band
         self.stops: _Stops | None = None
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
-        self.step = inst.qty_step
-        self.min_qty = inst.min_qty
-        self.max_qty = inst.max_qty
+        # Profiled: one set lookup instead of four rules for each order's quantity.
+        self.quantities: set[int] = set()  # valid order quantities (bounded by use)
+
+    def __setstate__(self, state) -> None:
+        slots = state[1] if isinstance(state, tuple) else state
+        for name in self.__slots__:
+            setattr(self, name, slots.get(name, set() if name == "quantities" else None))
 
 
 class Engine:
@@ -301,9 +305,12 @@ class Engine:
         else:
             price = 0
         qty = cmd.qty
-        if qty <= 0 or qty % spec.step or qty > spec.max_qty or qty < spec.min_qty:
-            return self._reject_order(cmd, self._quantity_rule(spec.inst, qty) or
-                                      reasons.QUANTITY_BELOW_MINIMUM, out)
+        if qty not in spec.quantities:
+            reason = self._quantity_rule(spec.inst, qty)
+            if reason is not None:
+                return self._reject_order(cmd, reason, out)
+            if len(spec.quantities) < _PRICE_CACHE:
+                spec.quantities.add(qty)
         stp_name = cmd.stp or "cancel_resting"
         plain = (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
                  and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
@@ -345,7 +352,6 @@ class Engine:
                 stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
                 stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts, seq=seq))
         self.accepted += 1
-        self._live[order_id] = None  # the book enters the order if it rests
         order = Order(order_id, account, symbol, is_buy, price, qty, qty, display, kind, tif,
                       STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts or 0, seq)
         if tif == GTD:
@@ -360,16 +366,24 @@ class Engine:
             if book.last_price is not None:
                 self._run_stops(symbol, book, stops, out)
             return None
+        # The book enters the order in the registry if it rests; an order that does not
+        # rest leaves its id used for the day. Profiled: one dict write for an order
+        # that rests, not two.
         if kind == MARKET:
+            self._live[order_id] = None
             order.price = self._market_limit(symbol, is_buy)
             if affordable is not None:
                 return self._submit_affordable(order, affordable, spec, out)
         # 4. match, then 5. stops the trades trigger
         if not stops:
             book.submit(order, out)
+            if not order.qty:
+                self._live[order_id] = None
             return None
         trades_before = book.trade_count
         book.submit(order, out)
+        if not order.qty:
+            self._live[order_id] = None
         if book.trade_count != trades_before:
             self._run_stops(symbol, book, stops, out)
         return None
