@@ -136,7 +136,9 @@ class GatewayCore:
         # going back (profiled: stamped here rather than copied into each command).
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(account, payload)
-        commands = sum(1 for item in items if type(item) is not dict)
+        # Profiled (batched orders): counted in C, not by a generator per item.
+        turned_away = list(map(type, items)).count(dict)   # rejections are dicts
+        commands = len(items) - turned_away
         if commands:
             # Reports follow the format of the bot's last message that held a command.
             self._packed[account] = is_msgpack(payload)
@@ -146,8 +148,12 @@ class GatewayCore:
                        f"of {self.settings.rate:g}/s")
             items = [item if type(item) is dict else _refused(item, RATE_LIMITED, message)
                      for item in items]
-            commands = 0
+            commands, turned_away = 0, len(items)
         pending = self._pending
+        if not turned_away:
+            pending += items
+            stats.commands += commands
+            return
         for item in items:
             if type(item) is dict:
                 stats.turned_away += 1
