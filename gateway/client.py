@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+from collections import deque
 from typing import Any, AsyncIterator
 
 import msgspec
@@ -29,6 +30,44 @@ from .wire import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_to
 __all__ = ["ExchangeClient", "ExchangeError"]
 
 log = logging.getLogger("carbonx.client")
+
+class _Inbox:
+    """Messages received and not yet read, in order; bounded: past *limit* waiting, the
+    newest are dropped (and counted by the caller)."""
+
+    # Profiled (benchmarks.gateway, batched orders): asyncio.Queue.put_nowait per report
+    # was about a seventh of a busy bot's time; a message's reports now go in at once.
+    __slots__ = ("_items", "_limit", "_ready")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque = deque()
+        self._limit = limit
+        self._ready = asyncio.Event()
+
+    def offer(self, items: list) -> int:
+        """Add *items* in order; return how many were dropped for want of room."""
+        room = max(self._limit - len(self._items), 0)
+        dropped = max(len(items) - room, 0)
+        if dropped:
+            items = items[:room]
+        if items:
+            self._items.extend(items)
+            self._ready.set()
+        return dropped
+
+    async def get(self):
+        """The oldest item, waiting for one if there is none."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def take_all(self) -> list:
+        """Every item waiting, oldest first, without waiting."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
 
 class ExchangeError(Exception):
     """The client could not reach the exchange in time."""
@@ -61,8 +100,8 @@ class ExchangeClient:
         self._counter = itertools.count(1)
         # command id -> [command, future, when last sent (loop time)]
         self._pending: dict[str, list] = {}
-        self._reports: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
-        self._market: asyncio.Queue = asyncio.Queue(maxsize=queue_limit)
+        self._reports = _Inbox(queue_limit)
+        self._market = _Inbox(queue_limit)
         self._mqtt = None
         self._sender: OrderedSender | None = None
         self._connected = asyncio.Event()
@@ -167,22 +206,18 @@ class ExchangeClient:
             log.warning("%s: undecodable message on %s", self.account, topic)
             return
         if not topic.startswith("cx/v1/exec/"):
-            self._offer(self._market, (topic, body))
+            self.dropped_reports += self._market.offer([(topic, body)])
             return
-        for report in body if type(body) is list else (body,):
+        reports = body if type(body) is list else [body]
+        pending = self._pending
+        for report in reports:
             # Only the report that answers a command carries its command id.
             command_id = report.get("command_id")
             if command_id is not None:
-                entry = self._pending.pop(command_id, None)
+                entry = pending.pop(command_id, None)
                 if entry is not None and not entry[1].done():
                     entry[1].set_result(report)
-            self._offer(self._reports, report)
-
-    def _offer(self, queue: asyncio.Queue, item) -> None:
-        try:
-            queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped_reports += 1
+        self.dropped_reports += self._reports.offer(reports)
 
     # --- commands -----------------------------------------------------------------------
     def next_order_id(self) -> str:
@@ -196,13 +231,19 @@ class ExchangeClient:
         """Send *commands* as one message; return one future per command, in order."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        create_future = loop.create_future
+        pending = self._pending
+        prefix = f"{self._session}:"
+        counter = self._counter
         futures = []
         batch = []
         for command in commands:
             command = dict(command)
-            command_id = command.setdefault("command_id", f"{self._session}:{next(self._counter)}")
-            future = loop.create_future()
-            self._pending[command_id] = [command, future, now]
+            command_id = command.get("command_id")
+            if command_id is None:
+                command_id = command["command_id"] = f"{prefix}{next(counter)}"
+            future = create_future()
+            pending[command_id] = [command, future, now]
             futures.append(future)
             batch.append(command)
         sender = self._sender
@@ -267,10 +308,7 @@ class ExchangeClient:
 
     def reports_waiting(self) -> list[dict]:
         """The reports received and not yet read, without waiting."""
-        items = []
-        while not self._reports.empty():
-            items.append(self._reports.get_nowait())
-        return items
+        return self._reports.take_all()
 
     async def market_data(self) -> AsyncIterator[tuple[str, Any]]:
         """``(topic, message)`` for the instruments named in *market_data*."""

@@ -297,3 +297,25 @@ def test_accepted_and_fill_reports_keep_their_keys_and_order(core):
     assert (alice[1]["liquidity"], bob[1]["liquidity"]) == ("maker", "taker")
     market = [r for r in bob if r.get("order_id") == "m1" and r["report"] == "accepted"]
     assert market[0]["price"] is None   # a market order's accepted report says null
+
+
+# --- the bot client's inbox -------------------------------------------------------------------
+def test_the_client_inbox_keeps_order_waits_for_items_and_drops_the_newest_when_full():
+    import asyncio
+
+    from gateway.client import _Inbox
+
+    async def scenario():
+        inbox = _Inbox(limit=3)
+        waiting = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        assert not waiting.done()                    # nothing yet: the reader waits
+        assert inbox.offer([{"seq": 1}]) == 0
+        assert await asyncio.wait_for(waiting, 1) == {"seq": 1}
+        assert inbox.offer([{"seq": 2}, {"seq": 3}]) == 0
+        assert inbox.offer([{"seq": 4}, {"seq": 5}]) == 1   # room for one: the newest goes
+        assert inbox.offer([{"seq": 6}]) == 1
+        assert [await inbox.get(), await inbox.get()] == [{"seq": 2}, {"seq": 3}]
+        assert inbox.take_all() == [{"seq": 4}] and inbox.take_all() == []
+
+    asyncio.run(scenario())
