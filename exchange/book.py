@@ -36,7 +36,7 @@ import msgspec
 from . import reasons
 from .events import OrderCancelled, TradeExecuted
 
-__all__ = ["Order", "Counters", "FastBook", "LIMIT", "MARKET", "STOP", "STOP_LIMIT",
+__all__ = ["Order", "Counters", "FastBook", "visible_of", "LIMIT", "MARKET", "STOP", "STOP_LIMIT",
            "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH",
            "STP_NONE", "NO_LIMIT"]
 
@@ -54,6 +54,11 @@ STP_CODES = {"cancel_resting": STP_RESTING, "cancel_aggressor": STP_AGGRESSOR,
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
+
+
+def visible_of(display: int, qty: int) -> int:
+    """The displayed part of an order of open *qty* that shows *display* (0: all)."""
+    return display if display and display < qty else qty
 
 
 class Order(msgspec.Struct, gc=False):
@@ -243,6 +248,8 @@ class FastBook:
 
         Appends ``TradeExecuted`` and ``OrderCancelled`` events to *out*. A resting order
         is entered in the registry. ``order.qty`` is left at the quantity that rested.
+        The order comes in showing what it should (``visible_of(display, qty)``); the
+        sweep keeps that so, and the order rests as it is.
         """
         # Hot path (profiled): resting is inlined here rather than a method call.
         price = order.price
@@ -263,8 +270,6 @@ class FastBook:
             reason = (reasons.FOK_UNFILLED if order.tif == FOK else
                       reasons.MARKET_REMAINDER if order.kind == MARKET else reasons.IOC_REMAINDER)
             return self.cancel_remainder(order, reason, out)
-        display = order.display
-        order.visible = display if display and display < order.qty else order.qty
         level = own.levels.get(key)
         if level is None:
             level = own.add_level(key, price)
@@ -405,6 +410,8 @@ class FastBook:
             self.day_notional += notional
         ctr.seq, ctr.trade = seq, trade
         order.qty = remaining
+        if order.visible > remaining:
+            order.visible = remaining
         if killed:
             self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
 

@@ -39,7 +39,8 @@ from sortedcontainers import SortedList
 
 from . import reasons
 from .book import (DAY, FOK, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
-                   STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order)
+                   STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order,
+                   visible_of)
 from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
                        PlaceOrder)
 from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
@@ -314,9 +315,7 @@ class Engine:
         stp_name = cmd.stp or "cancel_resting"
         plain = (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
                  and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
-        if plain:
-            stop_price = display = 0
-        else:
+        if not plain:
             checked = self._check_features(cmd, spec, kind, tif, qty)
             if type(checked) is str:
                 return self._reject_order(cmd, checked, out)
@@ -337,25 +336,33 @@ class Engine:
                 affordable = held
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
+        ctr.seq = seq = ctr.seq + 1
+        self.accepted += 1
         if plain:
-            ctr.seq = seq = ctr.seq + 1
             # Profiled: only the fields that differ from their defaults are passed.
             out.append(OrderAccepted(
                 order_id=order_id, account=account, instrument=symbol, side=cmd.side,
                 type=cmd.type, tif=cmd.tif, price=price or None, qty=qty, stp=stp_name,
                 ts=cmd.ts, seq=seq))
+            order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
+                          STP_CODES[stp_name], False, 0, 0, seq)
+            if kind == LIMIT and not spec.stops:
+                # Profiled: the commonest order goes straight to its book (4. match).
+                spec.book.submit(order, out)
+                if not order.qty:
+                    self._live[order_id] = None
+                return None
         else:
-            ctr.seq = seq = ctr.seq + 1
             out.append(OrderAccepted(
                 order_id=order_id, account=account, instrument=symbol, side=cmd.side,
                 type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
                 stop_price=stop_price or None, display_qty=display, post_only=cmd.post_only,
                 stp=stp_name, expire_ts=cmd.expire_ts, ts=cmd.ts, seq=seq))
-        self.accepted += 1
-        order = Order(order_id, account, symbol, is_buy, price, qty, qty, display, kind, tif,
-                      STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts or 0, seq)
-        if tif == GTD:
-            heapq.heappush(self._gtd, (order.expire_ts, seq, order))
+            order = Order(order_id, account, symbol, is_buy, price, qty, display or qty,
+                          display, kind, tif, STP_CODES[stp_name], cmd.post_only, stop_price,
+                          cmd.expire_ts or 0, seq)
+            if tif == GTD:
+                heapq.heappush(self._gtd, (order.expire_ts, seq, order))
         book = spec.book
         stops = spec.stops
         if kind >= STOP:
@@ -612,7 +619,8 @@ class Engine:
             priority_kept=keeps or not resting))
         if not resting:  # an untriggered stop keeps its trigger place
             order.price = price
-            order.qty = order.visible = qty
+            order.qty = qty
+            order.visible = visible_of(order.display, qty)
             return None
         if keeps:
             book.reduce(order, qty)
@@ -620,7 +628,8 @@ class Engine:
         # Loses priority: a fresh order object goes to the back of its (new) level and
         # may trade at once. The old object stays dead for the lazy deleters.
         book.remove(order)
-        renewed = msgspec.structs.replace(order, price=price, qty=qty, visible=qty)
+        renewed = msgspec.structs.replace(order, price=price, qty=qty,
+                                          visible=visible_of(order.display, qty))
         if renewed.tif == GTD:
             # The amend's seq breaks ties: the old entry (now dead) has the accept seq.
             heapq.heappush(self._gtd, (renewed.expire_ts, ctr.seq, renewed))
