@@ -27,8 +27,9 @@ only once ``commit`` has returned. With ``fsync="none"`` a commit survives the p
 dying (the data is in the OS) but not the machine losing power.
 
 Snapshots: ``snapshot(engine)`` commits, writes the engine's state to a temporary file,
-fsyncs, renames it into place (atomic), then starts a new segment. Recovery takes the
-latest snapshot whose checksum holds and replays the frames after it.
+fsyncs, renames it into place (atomic), then starts a new segment; a single-threaded
+caller may have a forked child write it (``background=True``) and go on at once.
+Recovery takes the latest snapshot whose checksum holds and replays the frames after it.
 
 Torn tail: a crash can leave the last group half written. Recovery reads frames until
 one is incomplete or fails its CRC; in the last segment that frame and everything after
@@ -105,6 +106,7 @@ class JournalWriter:
         self._parts: list[bytes] = []
         self._encode = msgspec.msgpack.Encoder().encode
         self._file = open(directory / _segment_name(seq + 1), "ab")
+        self._child: tuple[int, int] | None = None   # a background snapshot: (pid, seq)
 
     def append(self, command) -> int:
         """Add *command* to the pending group; return its seq. Nothing is written yet."""
@@ -155,36 +157,76 @@ class JournalWriter:
         self.committed = self.seq
         return self.committed
 
-    def snapshot(self, engine: Engine) -> Path:
-        """Commit, save *engine*'s state as of the last command, start a new segment."""
+    def snapshot(self, engine: Engine, *, background: bool = False) -> Path:
+        """Commit, save *engine*'s state as of the last command, start a new segment.
+
+        With *background* (for a single-threaded process: it forks), a child process
+        writes the snapshot from a copy-on-write image of the engine while this one goes
+        on; ``wait_snapshot`` (also called by the next snapshot and by ``close``) waits
+        for it and raises ``JournalError`` if it failed. Until it is written, recovery
+        uses the previous snapshot and replays the segments after it, which stay.
+        """
+        # Measured (journal replay, 1,000,000 commands): pickling in the process cost
+        # 0.22 s at the call and slowed the commands after it, 0.4-0.5 s in all; a fork
+        # costs 0.1 s in all.
         self.commit()
-        payload = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
-        header = _SNAP_HEADER.pack(_SNAP_MAGIC, self.seq, zlib.crc32(payload), len(payload))
+        self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
-        temporary = final.with_suffix(".tmp")
-        with open(temporary, "wb") as fh:
-            fh.write(header)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, final)
+        if background:
+            pid = os.fork()
+            if pid == 0:   # the child: write, and leave without running anything else
+                status = 1
+                try:
+                    _write_snapshot(engine, self.seq, final)
+                    status = 0
+                finally:
+                    os._exit(status)
+            self._child = (pid, self.seq)
+        else:
+            _write_snapshot(engine, self.seq, final)
         self._file.close()
         self._file = open(self.directory / _segment_name(self.seq + 1), "ab")
         _fsync_dir(self.directory)
         self.last_snapshot = self.seq
         return final
 
+    def wait_snapshot(self) -> None:
+        """Wait for a snapshot being written in the background, if there is one."""
+        if self._child is None:
+            return
+        (pid, seq), self._child = self._child, None
+        _, status = os.waitpid(pid, 0)
+        if status:
+            raise JournalError(f"the snapshot after command {seq} could not be written "
+                               f"(its writer exited with status {status}); the journal "
+                               f"itself is whole")
+
     def close(self) -> None:
-        """Commit what is pending and close the segment."""
+        """Commit what is pending, close the segment, wait for a background snapshot."""
         if not self._file.closed:
             self.commit()
             self._file.close()
+        self.wait_snapshot()
 
     def __enter__(self) -> "JournalWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _write_snapshot(engine: Engine, seq: int, final: Path) -> None:
+    """Write *engine*'s state as snapshot *final*: a temporary file, fsync, rename."""
+    payload = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
+    header = _SNAP_HEADER.pack(_SNAP_MAGIC, seq, zlib.crc32(payload), len(payload))
+    temporary = final.with_suffix(".tmp")
+    with open(temporary, "wb") as fh:
+        fh.write(header)
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temporary, final)
+    _fsync_dir(final.parent)
 
 
 def create_journal(directory: str | Path, market_text: str, *, ledger: bool,

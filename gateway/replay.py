@@ -136,7 +136,7 @@ def _run_journaled(engine: Engine, writer: JournalWriter, commands: list, starte
             kept.extend(out)
         out.clear()
         if writer.seq - writer.last_snapshot >= snapshot_every:
-            writer.snapshot(engine)
+            writer.snapshot(engine, background=True)   # replay runs in one thread
         if progress is not None and not (start // GROUP_SIZE) % 16:
             progress.update("matching", min(start + GROUP_SIZE, total), total)
     return _result(engine, total, started, decoded, kept if keep_events else None, progress)

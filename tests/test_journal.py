@@ -180,6 +180,50 @@ def test_a_command_too_large_to_frame_is_refused_and_nothing_is_appended(tmp_pat
     assert recover(tmp_path / "j").seq == 1
 
 
+def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state(tmp_path,
+                                                                              commands):
+    engine = Engine(MARKET, ledger=True)
+    writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
+    out: list = []
+    with writer:
+        for start in range(0, 3000, 500):
+            chunk = commands[start:start + 500]
+            writer.append_many(chunk)
+            writer.commit()
+            for command in chunk:
+                engine.submit(command, out)
+            out.clear()
+            if start == 1000:
+                writer.snapshot(engine, background=True)   # after command 1,500
+                at_snapshot = engine.state_hash()
+    names = sorted(p.name for p in (tmp_path / "j").iterdir())
+    assert "snapshot-000000001500.cxs" in names and not any(n.endswith(".tmp") for n in names)
+    recovered = recover(tmp_path / "j")
+    assert (recovered.seq, recovered.snapshot_seq, recovered.replayed) == (3000, 1500, 1500)
+    assert recovered.engine.state_hash() == engine.state_hash()
+    (tmp_path / "j" / "journal-000000001501.cxj").rename(tmp_path / "later.cxj")
+    assert recover(tmp_path / "j").engine.state_hash() == at_snapshot
+
+
+def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
+        tmp_path, commands, monkeypatch):
+    import exchange.journal as journal_module
+
+    def refuse(*args, **kwargs):
+        raise OSError("no room")
+
+    engine = journal_commands(tmp_path / "j", commands[:1000], group=500)
+    recovered, writer = reopen_journal(tmp_path / "j")
+    monkeypatch.setattr(journal_module.pickle, "dumps", refuse)   # the child inherits it
+    with pytest.raises(JournalError, match="snapshot after command 1000 could not be written"):
+        with writer:
+            writer.snapshot(recovered.engine, background=True)
+    monkeypatch.undo()
+    again = recover(tmp_path / "j")
+    assert (again.seq, again.snapshot_seq) == (1000, 0)
+    assert again.engine.state_hash() == engine.state_hash()
+
+
 # --- torn tails and damage ---------------------------------------------------------------------
 def _single_segment(directory: Path) -> Path:
     segments = sorted(directory.glob("journal-*.cxj"))
