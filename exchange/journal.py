@@ -38,7 +38,8 @@ never committed, so none of it was acknowledged) (``repair=True`` truncates them
 appending again). A bad frame in an earlier segment, or a gap in seq, is corruption:
 ``JournalError``, nothing guessed.
 
-Snapshots are pickles of the engine: load journals only from directories you trust.
+Snapshots are pickles of the engine: load journals only from directories you trust. A
+snapshot written by an engine of another layout (its magic differs) is passed over.
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ FORMAT = "carbonx-journal/2"
 READABLE_FORMATS = (FORMAT, "carbonx-journal/1")   # 1: one command a frame
 _HEADER = struct.Struct("<IIQ")
 _LOW32 = 0xFFFFFFFF
-_SNAP_MAGIC = b"CXSNAP1\0"
+# The engine's layout changes between versions: a snapshot of another layout is passed
+# over like a damaged one, and recovery replays the segments (which are all kept).
+_SNAP_MAGIC = b"CXSNAP2\0"
 _SNAP_HEADER = struct.Struct("<8sQIQ")  # magic, seq, crc32, payload length
 _MAX_FRAME = 1 << 24  # no group comes near 16 MB: larger is a damaged length
 _GROUP_MAX = 8192     # commands in one frame at most

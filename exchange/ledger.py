@@ -162,9 +162,11 @@ class Ledger:
             sym: (inst.currency, inst.kind == "spot", inst.tick_value,
                   max(inst.maker_fee, inst.taker_fee), inst.position_limit)
             for sym, inst in self.instruments.items()}
+        self.registry = Registry(self.instruments)
         self._settle_terms = {
             sym: (inst.tick_value, inst.maker_fee, inst.taker_fee, inst.settlement_days,
-                  fees[inst.currency], inst.currency) if inst.kind == "spot" else None
+                  fees[inst.currency], inst.currency, self.registry.counts_trades(sym))
+            if inst.kind == "spot" else None
             for sym, inst in self.instruments.items()}
         self._admin = {
             Deposit: self._deposit, Withdraw: self._withdraw, IssueAllowances: self._issue,
@@ -175,7 +177,6 @@ class Ledger:
             ClawBackAllowances: self._claw_back, AllocateAllowances: self._allocate,
             ConvertAllowances: self._convert,
         }
-        self.registry = Registry(self.instruments)
         self.clearing = Clearing(market, self.accounts, counters)
         self.closing_out = False   # the engine's close-out orders pass a suspension
 
@@ -345,10 +346,10 @@ class Ledger:
         terms = self._settle_terms[trade.instrument]
         if terms is None:   # a future: positions move now, cash at the day's settlement
             return self.clearing.trade(trade, out)
-        unit, maker, taker, settlement_days, fees, currency = terms
+        unit, maker, taker, settlement_days, fees, currency, counted = terms
         cash = trade.price * qty * unit
-        self.registry.traded(trade.instrument, cash, qty, trade.buy_account,
-                             trade.sell_account)
+        if counted:
+            self.registry.traded(cash, qty, trade.buy_account, trade.sell_account)
         if trade.aggressor == "buy":
             buy_fee = cash * taker // FEE_SCALE
             sell_fee = cash * maker // FEE_SCALE

@@ -244,12 +244,15 @@ class Registry:
             obligation.allowances += qty
 
     # --- prices and the deadline ----------------------------------------------------------
-    def traded(self, symbol: str, notional: int, qty: int, buyer: str, seller: str) -> None:
-        """Count an allowance trade (*notional* in minor units) into its month's
-        volume-weighted price, and in 2024-2025 into both sides' net sales."""
+    def counts_trades(self, symbol: str) -> bool:
+        """Tell whether trades in *symbol* count (``traded``): allowances, not offsets."""
         inst = self.instruments[symbol]
-        if inst.vintage is None or inst.offset:
-            return
+        return inst.vintage is not None and not inst.offset
+
+    def traded(self, notional: int, qty: int, buyer: str, seller: str) -> None:
+        """Count an allowance trade (*notional* in minor units; an instrument whose
+        trades count, see ``counts_trades``) into its month's volume-weighted price,
+        and in 2024-2025 into both sides' net sales."""
         # Profiled (ledger replay): working out the month per trade was a tenth of the
         # ledger's time; it is worked out again only when the clock has moved.
         if self.clock != self._month_clock:
