@@ -85,13 +85,17 @@ class Holding:
 class Account:
     """A participant or system account: its kind, status and holdings by asset."""
 
-    __slots__ = ("name", "kind", "status", "holdings")
+    __slots__ = ("name", "kind", "status", "holdings", "spot")
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
         self.kind = kind
         self.status = OPEN
         self.holdings: dict[str, Holding] = {}
+        # What ``Ledger.reserve`` needs for a spot instrument once the account holds both
+        # it and its currency: (units, cash, tick value, fee rate, position limit or
+        # None). Derived, never state: holdings are never replaced, nor a kind changed.
+        self.spot: dict[str, tuple] = {}
 
     def holding(self, asset: str) -> Holding:
         holding = self.holdings.get(asset)
@@ -222,17 +226,26 @@ class Ledger:
             return reasons.INSUFFICIENT_CASH if is_buy else reasons.INSUFFICIENT_ALLOWANCES
         if acct.status != OPEN and not (self.closing_out and acct.status == SUSPENDED):
             return _status_reason(acct)
-        currency, spot, unit, fee, limit = self._terms[symbol]
-        if not spot:
-            if symbol not in self.clearing.cleared:
-                return reasons.NOT_CLEARED   # no margin terms: traded, not cleared
-            return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
-                                         price if kind == LIMIT or kind == STOP_LIMIT else 0)
-        # Holdings are looked up, not created, until the order is sure to be accepted:
-        # a rejection changes nothing.
-        holdings = acct.holdings
-        position = holdings.get(symbol) or _EMPTY
-        cash = holdings.get(currency) or _EMPTY
+        # Profiled (ledger replay): the terms and both holdings in one lookup, once known.
+        terms = acct.spot.get(symbol)
+        if terms is None:
+            currency, spot, unit, fee, limit = self._terms[symbol]
+            if not spot:
+                if symbol not in self.clearing.cleared:
+                    return reasons.NOT_CLEARED   # no margin terms: traded, not cleared
+                return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
+                                             price if kind == LIMIT or kind == STOP_LIMIT else 0)
+            # Holdings are looked up, not created, until the order is sure to be
+            # accepted: a rejection changes nothing.
+            holdings = acct.holdings
+            position = holdings.get(symbol) or _EMPTY
+            cash = holdings.get(currency) or _EMPTY
+            if acct.kind != "financial":
+                limit = None
+            if position is not _EMPTY and cash is not _EMPTY:
+                acct.spot[symbol] = (position, cash, unit, fee, limit)
+        else:
+            position, cash, unit, fee, limit = terms   # neither is _EMPTY
         if not is_buy:
             if position.available < qty:
                 return reasons.INSUFFICIENT_ALLOWANCES
@@ -242,9 +255,8 @@ class Ledger:
             position.held += qty
             self._holds[order_id] = _Hold(position, cash, qty, False, 0, 0, 0, qty, priced)
             return None
-        if limit is not None and acct.kind == "financial":
-            if position.total + position.pending_buy + qty > limit:
-                return reasons.POSITION_LIMIT
+        if limit is not None and position.total + position.pending_buy + qty > limit:
+            return reasons.POSITION_LIMIT
         result = None
         if kind == MARKET or kind == STOP:
             if band is not None:
@@ -324,8 +336,7 @@ class Ledger:
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
         cancelled and expired orders give back what they held.
         """
-        for index in range(start, len(out)):
-            event = out[index]
+        for event in out[start:]:   # what settling appends is not looked at again
             kind = type(event)
             if kind is TradeExecuted:
                 self._settle_trade(event, out)
