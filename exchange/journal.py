@@ -33,10 +33,10 @@ Recovery takes the latest snapshot whose checksum holds and replays the frames a
 
 Torn tail: a crash can leave the last group half written. Recovery reads frames until
 one is incomplete or fails its CRC; in the last segment that frame and everything after
-it are the torn tail, never read as commands (a torn group is dropped whole: it was
-never committed, so none of it was acknowledged) (``repair=True`` truncates them away before
-appending again). A bad frame in an earlier segment, or a gap in seq, is corruption:
-``JournalError``, nothing guessed.
+it are the torn tail, never read as commands: a torn group is dropped whole, as it was
+never committed and so none of it was acknowledged (``repair=True`` truncates the tail
+away before appending again). A bad frame in an earlier segment, or a gap in seq, is
+corruption: ``JournalError``, nothing guessed.
 
 Snapshots are pickles of the engine: load journals only from directories you trust. A
 snapshot written by an engine of another layout (its magic differs) is passed over.
