@@ -3,8 +3,9 @@
 Three modes of ``carbonx replay FILE --json`` on one funded mixed file (a deposit and
 an issue row per account first, so no order is refused and all three modes trade the
 same): matching only, ``--ledger``, and ``--ledger --journal DIR`` (group commit of
-4,096 commands, one write and one fsync each, a snapshot every 500,000). Each run is a
-fresh process; the modes alternate within a round, and each round gives the ratios
+4,096 commands, one frame, write and fsync each, a snapshot every 500,000 written by a
+forked child). Each run is a fresh process; the modes alternate within a round, and
+each round gives the ratios
 ledger / matching and journal / matching, of the end-to-end ``msgs_per_s`` (read,
 decode, process: the pinned "replay throughput") and of ``engine_msgs_per_s``.
 
