@@ -175,7 +175,7 @@ class JournalWriter:
         self.commit()
         self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
-        if background:
+        if background and hasattr(os, "fork"):   # where there is no fork, in place
             pid = os.fork()
             if pid == 0:   # the child: write, and leave without running anything else
                 status = 1
