@@ -108,11 +108,6 @@ class _Spec:
         # Profiled: one set lookup instead of four rules for each order's quantity.
         self.quantities: set[int] = set()  # valid order quantities (bounded by use)
 
-    def __setstate__(self, state) -> None:
-        slots = state[1] if isinstance(state, tuple) else state
-        for name in self.__slots__:
-            setattr(self, name, slots.get(name, set() if name == "quantities" else None))
-
 
 class Engine:
     """Deterministic in-memory continuous double auction over all instruments of a market.
@@ -164,13 +159,6 @@ class Engine:
             self._handlers[command_type] = self._admin if ledger else self._ledger_command
         if ledger:
             self.submit = self._submit_settled  # type: ignore[method-assign]
-
-    def __setstate__(self, state: dict) -> None:
-        # Snapshots written before the registry kept today's ids held them in "_ids".
-        ids = state.pop("_ids", ())
-        self.__dict__.update(state)
-        for order_id in ids:
-            self._live.setdefault(order_id, None)
 
     # --- entry points ------------------------------------------------------------------
     def submit(self, command, out: list) -> None:
@@ -379,16 +367,11 @@ class Engine:
             if affordable is not None:
                 return self._submit_affordable(order, affordable, spec, out)
         # 4. match, then 5. stops the trades trigger
-        if not stops:
-            book.submit(order, out)
-            if not order.qty:
-                self._live[order_id] = None
-            return None
         trades_before = book.trade_count
         book.submit(order, out)
         if not order.qty:
             self._live[order_id] = None
-        if book.trade_count != trades_before:
+        if stops and book.trade_count != trades_before:
             self._run_stops(symbol, book, stops, out)
         return None
 

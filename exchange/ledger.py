@@ -491,10 +491,10 @@ class Ledger:
         return inst
 
     @staticmethod
-    def _debit_units(acct: Account, symbol: str, qty: int) -> bool:
-        """Take *qty* available units of *symbol* from *acct*; False (nothing taken) if
-        it has fewer."""
-        holding = acct.holdings.get(symbol)
+    def _debit(acct: Account, asset: str, qty: int) -> bool:
+        """Take *qty* available of *asset* (units, or cash in minor units) from *acct*;
+        False (nothing taken) if it has less."""
+        holding = acct.holdings.get(asset)
         if holding is None or holding.available < qty:
             return False
         holding.available -= qty
@@ -518,10 +518,8 @@ class Ledger:
         for problem in (acct, amount):
             if type(problem) is str:
                 return problem
-        holding = acct.holdings.get(cmd.currency)
-        if holding is None or holding.available < amount:
+        if not self._debit(acct, cmd.currency, amount):
             return reasons.INSUFFICIENT_CASH
-        holding.available -= amount
         self.supply[cmd.currency] -= amount
         self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency,
                     amount=amount)
@@ -549,7 +547,7 @@ class Ledger:
             problem = self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
             if problem is not None:
                 return problem
-        if not self._debit_units(acct, cmd.instrument, cmd.qty):
+        if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
@@ -564,7 +562,7 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
-        if not self._debit_units(acct, cmd.instrument, cmd.qty):
+        if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self.supply[cmd.instrument] -= cmd.qty
         self._event(AllowancesClawedBack, out, account=cmd.account,
@@ -604,7 +602,7 @@ class Ledger:
         if type(checked) is str:
             return checked
         deducted, change = checked
-        if change < 0 and not self._debit_units(acct, cmd.instrument, -change):
+        if change < 0 and not self._debit(acct, cmd.instrument, -change):
             return reasons.INSUFFICIENT_ALLOWANCES
         if change > 0:
             acct.holding(cmd.instrument).available += change
@@ -631,7 +629,7 @@ class Ledger:
             return left
         if cmd.qty > left:
             return reasons.CONVERSION_CAP
-        if not self._debit_units(acct, cmd.instrument, cmd.qty):
+        if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         acct.holding(cmd.to_instrument).available += cmd.qty
         self.supply[cmd.instrument] -= cmd.qty
@@ -666,7 +664,7 @@ class Ledger:
                 return problem
         if acct.status != OPEN:
             return _status_reason(acct)
-        if not self._debit_units(acct, cmd.instrument, cmd.qty):
+        if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self._event(AllowancesTransferred, out, account=cmd.account,
                     to_account=cmd.to_account, instrument=cmd.instrument, qty=cmd.qty)

@@ -131,13 +131,6 @@ class Registry:
         self._month: list[int] = [0, 0]
         self._net_year = False
 
-    def __setstate__(self, state: dict) -> None:
-        # Snapshots written before allocation and banking were kept lack their tables.
-        for name in ("allocations", "net_sales", "converted"):
-            state.setdefault(name, {})
-        state.setdefault("_month_clock", -1)
-        self.__dict__.update(state)
-
     # --- emissions ----------------------------------------------------------------------
     def record(self, account: str, year: int, qty: int, quality: str,
                months: int = 12) -> str | tuple:
