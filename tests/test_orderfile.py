@@ -19,6 +19,7 @@ from exchange.orderfile import (FIELDS, OrderFileError, Row, RowError, RowReader
                                 read_order_file)
 
 STP = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
+HEADER = b"action,order_id,account,instrument,side,type,tif,price,qty\n"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -292,7 +293,25 @@ def test_header_errors():
     err = error_of(b"action,action\nnew,new\n")
     assert err.line == 1
     err = error_of(b"\xff\xfeaction\n")
-    assert "UTF-8" in str(err)
+    assert "UTF-8" in str(err) and err.line == 1
+
+
+def test_bytes_that_are_not_utf8_name_their_line():
+    # The text is decoded in chunks as rows are read; the error still names the line of
+    # the bad byte, with or without a byte order mark, however far into the file.
+    rows = b"".join(b"new,o%d,a,CEA25,buy,limit,,60.00,100\n" % i for i in range(5000))
+    for bom in (b"", b"\xef\xbb\xbf"):
+        data = bom + HEADER + rows + b"new,o\xe9,a,CEA25,buy,limit,,60.00,100\n"
+        err = error_of(data)
+        assert err.line == 5002 and "not UTF-8" in err.message
+
+
+def test_rows_share_one_string_per_name():
+    commands = parse(HEADER + b"new,o1,acc1,CEA25,buy,limit,,60.00,100\n"
+                     b"new,o2,acc1,CEA25,sell,limit,,60.00,100\ncancel,o1,acc1,,,,,,\n")
+    assert commands[0].account is commands[1].account is commands[2].account
+    assert commands[0].instrument is commands[1].instrument
+    assert [c.account for c in commands] == ["acc1"] * 3
 
 
 def test_read_order_file_detects_format(tmp_path):
