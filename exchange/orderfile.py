@@ -455,6 +455,8 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
     columns = picks(range(width + 1))   # each field's column; width: not in the file
     pinned = all(column == width for column in columns[_PINNED:])
     pick_pinned = itemgetter(*columns[:_PINNED])
+    # ... and a row of exactly those nine, in their pinned order, is unpacked as it is.
+    exact = pinned and columns[:_PINNED] == tuple(range(_PINNED))
     stop_price = display_qty = post_only = stp = expire_ts = ts = command_id = year = ""
     default_stp = reader.default_stp
     command = reader.command
@@ -467,12 +469,16 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
                 raise _RowError(f"expected {width} fields, found {len(row)}")
-            row.append("")
-            if pinned:
+            if exact:
+                action, order_id, account, instrument, side, type_, tif, price, qty = row
+                stp = ""
+            elif pinned:
+                row.append("")
                 action, order_id, account, instrument, side, type_, tif, price, qty = \
                     pick_pinned(row)
                 stp = ""
             else:
+                row.append("")
                 (action, order_id, account, instrument, side, type_, tif, price, qty,
                  stop_price, display_qty, post_only, stp, expire_ts, ts, command_id, _,
                  _, year, _, _, _, _, _, _) = picks(row)
@@ -500,6 +506,8 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
             elif action == "cancel" and not instrument and not ts:
                 append(CancelOrder(order_id=order_id, account=names[account]))
                 continue
+            if exact:
+                row.append("")   # the padding that fields not in the file read
             append(command(*picks(row)))
         if progress is not None:
             progress(len(commands), estimate)
