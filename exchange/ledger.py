@@ -336,12 +336,85 @@ class Ledger:
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
         cancelled and expired orders give back what they held.
         """
-        for event in out[start:]:   # what settling appends is not looked at again
-            kind = type(event)
-            if kind is TradeExecuted:
-                self._settle_trade(event, out)
-            elif kind is OrderCancelled or kind is OrderExpired:
-                self.release(event.order_id)
+        # Profiled (ledger replay): each trade settles inline here rather than in a
+        # call of its own, and the registry's tally is asked for once per command.
+        holds = self._holds
+        tally = None
+        for trade in out[start:]:   # what settling appends is not looked at again
+            kind = type(trade)
+            if kind is not TradeExecuted:
+                if kind is OrderCancelled or kind is OrderExpired:
+                    self.release(trade.order_id)
+                continue
+            terms = self._settle_terms[trade.instrument]
+            if terms is None:   # a future: positions move now, cash at the day's settlement
+                self.clearing.trade(trade, out)
+                continue
+            unit, maker, taker, settlement_days, fees, currency, counted = terms
+            qty = trade.qty
+            cash = trade.price * qty * unit
+            if counted:
+                if tally is None:
+                    tally = self.registry.tally()
+                month, net = tally
+                month[0] += cash
+                month[1] += qty
+                if net is not None:
+                    net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
+                    net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
+            if trade.aggressor == "buy":
+                buy_fee = cash * taker // FEE_SCALE
+                sell_fee = cash * maker // FEE_SCALE
+            else:
+                buy_fee = cash * maker // FEE_SCALE
+                sell_fee = cash * taker // FEE_SCALE
+            # Buyer: pay from the hold; the units arrive (locked until the next day
+            # under T+1). Each branch updates the buckets once.
+            buy = holds[trade.buy_order_id]
+            paid = cash + buy_fee
+            cash_holding = buy.holding
+            position = buy.other
+            leaves = trade.buy_leaves_qty
+            if not leaves:  # the order is done: pay, and give back the rest of its hold
+                del holds[trade.buy_order_id]
+                cash_holding.held -= buy.amount
+                cash_holding.available += buy.amount - paid
+                position.pending_buy -= buy.qty
+            elif buy.rests:  # it may rest: keep exactly what its open quantity needs
+                need = buy.price * leaves * buy.unit
+                need += need * buy.fee // FEE_SCALE
+                cash_holding.held -= buy.amount - need
+                cash_holding.available += buy.amount - paid - need
+                buy.amount = need
+                buy.qty = leaves
+                position.pending_buy -= qty
+            else:  # it will not rest: the hold shrinks by what was paid until it ends
+                buy.amount -= paid
+                cash_holding.held -= paid
+                buy.qty -= qty
+                position.pending_buy -= qty
+            if settlement_days:
+                if not position.locked:
+                    self._locked[(trade.buy_account, trade.instrument)] = position
+                position.locked += qty
+            else:
+                position.available += qty
+            # Seller: deliver the held units; the cash arrives less the fee.
+            if trade.sell_leaves_qty:
+                sell = holds[trade.sell_order_id]
+                sell.amount -= qty
+                sell.qty -= qty
+            else:
+                sell = holds.pop(trade.sell_order_id)
+            sell.holding.held -= qty
+            sell.other.available += cash - sell_fee
+            fees.available += buy_fee + sell_fee
+            ctr = self._ctr
+            ctr.seq += 1
+            out.append(TradeSettled(
+                seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
+                buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
+                cash=cash, buy_fee=buy_fee, sell_fee=sell_fee, currency=currency))
 
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
@@ -350,70 +423,6 @@ class Ledger:
             _release(hold)
         else:
             self.clearing.release(order_id)
-
-    def _settle_trade(self, trade: TradeExecuted, out: list) -> None:
-        holds = self._holds
-        qty = trade.qty
-        terms = self._settle_terms[trade.instrument]
-        if terms is None:   # a future: positions move now, cash at the day's settlement
-            return self.clearing.trade(trade, out)
-        unit, maker, taker, settlement_days, fees, currency, counted = terms
-        cash = trade.price * qty * unit
-        if counted:
-            self.registry.traded(cash, qty, trade.buy_account, trade.sell_account)
-        if trade.aggressor == "buy":
-            buy_fee = cash * taker // FEE_SCALE
-            sell_fee = cash * maker // FEE_SCALE
-        else:
-            buy_fee = cash * maker // FEE_SCALE
-            sell_fee = cash * taker // FEE_SCALE
-        # Buyer: pay from the hold; the units arrive (locked until the next day under
-        # T+1). Profiled hot path: each branch updates the buckets once.
-        buy = holds[trade.buy_order_id]
-        paid = cash + buy_fee
-        cash_holding = buy.holding
-        position = buy.other
-        leaves = trade.buy_leaves_qty
-        if not leaves:  # the order is done: pay, and give back the rest of its hold
-            del holds[trade.buy_order_id]
-            cash_holding.held -= buy.amount
-            cash_holding.available += buy.amount - paid
-            position.pending_buy -= buy.qty
-        elif buy.rests:  # it may rest: keep exactly what its open quantity needs
-            need = buy.price * leaves * buy.unit
-            need += need * buy.fee // FEE_SCALE
-            cash_holding.held -= buy.amount - need
-            cash_holding.available += buy.amount - paid - need
-            buy.amount = need
-            buy.qty = leaves
-            position.pending_buy -= qty
-        else:  # it will not rest: the hold shrinks by what was paid until the order ends
-            buy.amount -= paid
-            cash_holding.held -= paid
-            buy.qty -= qty
-            position.pending_buy -= qty
-        if settlement_days:
-            if not position.locked:
-                self._locked[(trade.buy_account, trade.instrument)] = position
-            position.locked += qty
-        else:
-            position.available += qty
-        # Seller: deliver the held units; the cash arrives less the fee.
-        if trade.sell_leaves_qty:
-            sell = holds[trade.sell_order_id]
-            sell.amount -= qty
-            sell.qty -= qty
-        else:
-            sell = holds.pop(trade.sell_order_id)
-        sell.holding.held -= qty
-        sell.other.available += cash - sell_fee
-        fees.available += buy_fee + sell_fee
-        ctr = self._ctr
-        ctr.seq += 1
-        out.append(TradeSettled(
-            seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
-            buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
-            cash=cash, buy_fee=buy_fee, sell_fee=sell_fee, currency=currency))
 
     def end_of_day(self, out: list, books=None, day: int = 0) -> tuple[list, list]:
         """Release the T+1 locks: units bought today become available; then the clearing

@@ -242,10 +242,11 @@ class Registry:
         inst = self.instruments[symbol]
         return inst.vintage is not None and not inst.offset
 
-    def traded(self, notional: int, qty: int, buyer: str, seller: str) -> None:
-        """Count an allowance trade (*notional* in minor units; an instrument whose
-        trades count, see ``counts_trades``) into its month's volume-weighted price,
-        and in 2024-2025 into both sides' net sales."""
+    def tally(self) -> tuple[list[int], dict[str, int] | None]:
+        """Return where an allowance trade at the current clock counts: its month's
+        ``[notional, volume]`` (notional in minor units), and the net sales by account
+        when the year counts them (2024-2025), else ``None``. Valid until the clock
+        moves. Only instruments whose trades count (``counts_trades``) are tallied."""
         # Profiled (ledger replay): working out the month per trade was a tenth of the
         # ledger's time; it is worked out again only when the clock has moved.
         if self.clock != self._month_clock:
@@ -253,11 +254,15 @@ class Registry:
             year_month = civil_month(self.clock)
             self._month = self.months.setdefault(year_month, [0, 0])
             self._net_year = year_month[0] in NET_SALES_YEARS
-        month = self._month
+        return self._month, (self.net_sales if self._net_year else None)
+
+    def traded(self, notional: int, qty: int, buyer: str, seller: str) -> None:
+        """Count one allowance trade into its month's volume-weighted price, and in
+        2024-2025 into both sides' net sales (see ``tally``)."""
+        month, net = self.tally()
         month[0] += notional
         month[1] += qty
-        if self._net_year:
-            net = self.net_sales
+        if net is not None:
             net[seller] = net.get(seller, 0) + qty
             net[buyer] = net.get(buyer, 0) - qty
 
