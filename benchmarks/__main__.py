@@ -8,8 +8,9 @@ Stages, each measured in fresh processes (``sys.executable``) on seeded order fi
                  under benchmarks/data/;
 2. contenders  - every contender in its own process on the identical funded stream:
                  the engine (matching only), the NaiveBook reference (on a prefix), the
-                 plain matcher, and the PyPI peers pyorderbook and lightmatchingengine;
-                 their ordered trade lists must equal the engine's (benchmarks/contenders.py);
+                 plain matcher, and the PyPI peers pyorderbook and lightmatchingengine,
+                 taking turns in rounds (ratios to the engine paired by round); their
+                 ordered trade lists must equal the engine's (benchmarks/contenders.py);
 3. end to end  - ``carbonx replay FILE --json``, a fresh process per run;
 4. ledger      - ``carbonx replay --stp none`` of the funded file matching only, with
                  ``--ledger`` and with ``--ledger --journal``: two more contender rows;
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import contenders, data, endtoend, ledger, report
-from .stats import parse_worker_output
+from .stats import parse_worker_output, spread
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -87,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "quick 50,000)")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     parser.add_argument("--repeat", type=int, metavar="N",
-                        help="timed runs per carbonx contender, at least 3 (default 5; quick 3)")
+                        help="rounds of the engine and plain matcher contenders, a timed "
+                             "run each, and runs of the other carbonx stages; at least 3 "
+                             "(default 5; quick 3)")
     parser.add_argument("--memory-orders", type=int, metavar="N",
                         help="resting orders in the memory test (default 1,000,000; quick 100,000)")
     parser.add_argument("--naive-prefix", type=int, metavar="N",
@@ -389,19 +393,42 @@ def _ledger_rows(section: dict, led: dict, failures: list[str]) -> None:
 
 def _scaling(settings: dict, seed: int, data_dir) -> dict:
     facts = data.order_file("mixed", settings["scaling_messages"], seed=seed, data_dir=data_dir)
-    repeat = "3"
-    resting = [_worker("scaling", "resting", str(n), facts["path"], "--repeat", repeat)
-               for n in settings["scaling_resting"]]
-    spread = [_worker("scaling", "instruments", str(k), facts["path"], "--repeat", repeat)
-              for k in settings["scaling_instruments"]]
+    path = facts["path"]
+    # The sizes take turns in rounds, a fresh process and one timed run each, and a
+    # ratio is the median of the rounds' ratios: this VM's speed drifts over minutes by
+    # more than the differences measured (see benchmarks/contenders.py).
+    axes = {"resting": settings["scaling_resting"], "instruments": settings["scaling_instruments"]}
+    records: dict = {axis: {size: [] for size in sizes} for axis, sizes in axes.items()}
+    for _ in range(SCALING_ROUNDS):
+        for axis, sizes in axes.items():
+            for size in sizes:
+                records[axis][size].append(
+                    _worker("scaling", axis, str(size), path, "--repeat", "1"))
+    result = {"messages": settings["scaling_messages"], "file": _shown(path),
+              "rounds": SCALING_ROUNDS}
+    for axis, sizes in axes.items():
+        rows = [_scaling_row(records[axis][size]) for size in sizes]
+        smallest, largest = records[axis][sizes[0]], records[axis][sizes[-1]]
+        paired = [big["runs_s"][0] / small["runs_s"][0] for big, small in zip(largest, smallest)]
+        result[axis] = rows
+        result[f"{axis}_ratio_rounds"] = [round(r, 3) for r in paired]
+        result[f"{axis}_ratio_largest_to_smallest"] = round(statistics.median(paired), 3)
+    return result
 
-    def ratio(rows: list[dict]) -> float:
-        return round(rows[-1]["ns_per_msg"]["median"] / rows[0]["ns_per_msg"]["median"], 3)
 
-    return {"messages": settings["scaling_messages"], "file": _shown(facts["path"]),
-            "resting": resting, "instruments": spread,
-            "resting_ratio_largest_to_smallest": ratio(resting),
-            "instruments_ratio_largest_to_smallest": ratio(spread)}
+SCALING_ROUNDS = 3
+
+
+def _scaling_row(records: list[dict]) -> dict:
+    """One size's row from its per-round records: every round's run, one result."""
+    row = dict(records[0])
+    runs = [seconds for record in records for seconds in record["runs_s"]]
+    row.update(runs_s=runs, ns_per_msg=spread([s / row["messages"] * 1e9 for s in runs], 1),
+               trades=sorted({t for record in records for t in record["trades"]}))
+    grown = [r["bytes_per_order"] for r in records if r.get("bytes_per_order") is not None]
+    if grown:
+        row["bytes_per_order"] = min(grown)
+    return row
 
 
 def _target(name: str, target: str, value, met: bool) -> dict:
@@ -419,8 +446,9 @@ def _verdict(result: dict) -> dict:
         verdict["engine_msgs_per_s"] = engine["msgs_per_s"]["median"]
         peers = [r for r in rows.values() if r["group"] == "peer"]
         if peers:
-            fastest = max(peers, key=lambda r: r["msgs_per_s"]["median"])
-            ratio = round(engine["msgs_per_s"]["median"] / fastest["msgs_per_s"]["median"], 3)
+            # Paired by round (benchmarks/contenders.py): the median of the rounds' ratios.
+            fastest = max(peers, key=lambda r: r["ratio_to_engine"])
+            ratio = round(1 / fastest["ratio_to_engine"], 3)
             verdict["fastest_peer"] = fastest["name"]
             verdict["engine_over_fastest_peer"] = ratio
             targets.append(_target(f"engine / fastest peer ({fastest['name']})",

@@ -10,16 +10,26 @@ state hash or the ordered trade list); the ordered trade list of one run is writ
 once more, untimed, to collect their trades, so their timed runs look exactly like a
 replay (events made, then dropped in chunks).
 
-``measure`` is the parent side: one worker process per contender, in turn, then the
-agreement check: every contender whose semantics match (nothing order-changing left
-out) must produce the engine's trade list exactly, in order; ``naive`` runs on a prefix
-and must produce the engine's trades up to that prefix. A fast wrong answer cannot win.
+Every contender's process runs its stream once untimed before the clock starts (the
+engine contenders to collect their trades, the others as a warm-up whose trade list
+every timed run must equal), so no contender's timed runs include a first run.
+
+``measure`` is the parent side. The contenders take turns in rounds: each round starts
+one fresh worker process per contender, in the same order, so a contender's runs and
+the engine's in the same round are at most a minute or two apart. This machine's speed
+drifts by more than the gaps being measured over minutes (a 2-core VM beside others),
+so each contender's ratio to the engine is the median of its per-round ratios, which
+that drift cannot bias. Then the agreement check: every contender whose semantics match
+(nothing order-changing left out) must produce the engine's trade list exactly, in
+order; ``naive`` runs on a prefix and must produce the engine's trades up to that
+prefix. A fast wrong answer cannot win.
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import hashlib
+import statistics
 import sys
 import tempfile
 import time
@@ -60,6 +70,11 @@ def _digest(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def _line_facts(lines: list[str]) -> dict:
+    return {"trades": len(lines), "digest": _digest(lines),
+            "volume": sum(int(line.rsplit(",", 1)[1]) for line in lines)}
+
+
 def _timed(adapter, prepared) -> tuple[float, object]:
     gc.collect()
     gc.disable()
@@ -89,25 +104,27 @@ def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = N
         trades, counts_at = adapter.verify(prepared, marks)
         lines = _lines(trades)
         del trades
+    else:
+        # The untimed run of the others: their trade list, and a warm-up as the
+        # engine's checked run is for the engine (the timed runs are alike for all).
+        _, state = _timed(adapter, prepared)
+        lines = _lines(adapter.trades(state))
+        del state
     runs: list[float] = []
-    first: dict | None = None
+    first: dict | None = None if is_engine else _line_facts(lines)
     for run_no in range(1, repeat + 1):
         seconds, state = _timed(adapter, prepared)
         runs.append(seconds)
         if is_engine:
             facts = adapter.facts(state)
         else:
-            run_lines = _lines(adapter.trades(state))
-            facts = {"trades": len(run_lines), "digest": _digest(run_lines),
-                     "volume": sum(int(line.rsplit(",", 1)[1]) for line in run_lines)}
-            if lines is None:
-                lines = run_lines
-            del run_lines
+            facts = _line_facts(_lines(adapter.trades(state)))
         del state
         if first is None:
             first = facts
         elif facts != first:
-            failures.append(f"{name} run {run_no}: result differs from run 1 ({facts} != {first})")
+            failures.append(f"{name} run {run_no}: result differs from the first "
+                            f"({facts} != {first})")
     assert first is not None and lines is not None
     if is_engine and first["trades"] != len(lines):
         failures.append(f"{name}: the timed runs made {first['trades']} trades, the "
@@ -167,38 +184,54 @@ def compare_trades(name: str, record: dict, engine: dict, folder: Path) -> dict:
 
 def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repeat: int = 5,
             peer_repeat: int = 3, naive_prefix: int = 10_000, worker=None, say=None) -> dict:
-    """Run each contender in *names* in its own process on *path*; return the section.
+    """Run the contenders in *names* on *path* in rounds; return the section.
 
-    *worker* runs ``python -m benchmarks.<module> ARGS`` and returns its emitted record.
+    *repeat* rounds; the peers and ``naive`` take part in the first *peer_repeat* of
+    them. Each round starts one worker process per contender, in turn, for one timed
+    run. *worker* runs ``python -m benchmarks.<module> ARGS`` and returns its emitted
+    record.
     """
     failures: list[str] = []
-    rows: list[dict] = []
     skipped: dict[str, str] = {}
+    present = []
+    for name in names:
+        distribution = getattr(ADAPTERS[name], "distribution", "")
+        if distribution and package_version(distribution) is None:
+            skipped[name] = f"{distribution} is not installed: pip install -e '.[bench]'"
+            if say:
+                say(f"      {name}: skipped, {skipped[name]}")
+        else:
+            present.append(name)
+    rounds = {name: peer_repeat if ADAPTERS[name].group == "peer" or name == "naive"
+              else repeat for name in present}
+    records: dict[str, list[dict]] = {name: [] for name in present}
     with tempfile.TemporaryDirectory(prefix="carbonx-contenders-") as scratch:
         folder = Path(scratch)
-        for name in names:
-            distribution = getattr(ADAPTERS[name], "distribution", "")
-            if distribution and package_version(distribution) is None:
-                skipped[name] = f"{distribution} is not installed: pip install -e '.[bench]'"
-                if say:
-                    say(f"      {name}: skipped, {skipped[name]}")
-                continue
-            runs = peer_repeat if ADAPTERS[name].group == "peer" or name == "naive" else repeat
-            args = [name, str(path), "--repeat", str(runs),
-                    "--trades-out", str(folder / f"{name}.trades")]
-            if name == "naive":
-                args += ["--prefix", str(naive_prefix)]
-            if name == "engine" and "naive" in names:
-                args += ["--marks", str(naive_prefix)]
-            if say:
-                say(f"      {name}: {runs} runs")
-            try:
-                record = worker("contenders", *args)
-            except (RuntimeError, ValueError) as exc:
-                failures.append(f"contender {name} failed: {exc}")
-                continue
-            failures += record.pop("failures")
-            rows.append(record)
+        if say:
+            say(f"      {max(rounds.values(), default=0)} rounds of "
+                + ", ".join(f"{name} ({count})" for name, count in rounds.items()))
+        for number in range(max(rounds.values(), default=0)):
+            for name in present:
+                if number >= rounds[name] or (records[name] is None):
+                    continue
+                args = [name, str(path), "--repeat", "1"]
+                if name == "naive":
+                    args += ["--prefix", str(naive_prefix)]
+                if name == "engine" and "naive" in present:
+                    args += ["--marks", str(naive_prefix)]
+                args += ["--trades-out", str(folder / f"{name}.{number}.trades")]
+                try:
+                    record = worker("contenders", *args)
+                except (RuntimeError, ValueError) as exc:
+                    failures.append(f"contender {name} failed: {exc}")
+                    records[name] = None   # no more rounds of a contender that failed
+                    continue
+                records[name].append(record)
+        rows = []
+        for name in present:
+            if records[name]:
+                row = _merged(name, records[name], folder, failures)
+                rows.append(row)
         engine = next((r for r in rows if r["name"] == "engine"), None)
         for record in rows:
             if engine is None:
@@ -210,11 +243,43 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
                 if record["agrees"] is False:
                     failures.append(f"{record['name']}: {record['agreement']}")
     if engine is not None:
-        base = engine["msgs_per_s"]["median"]
         for record in rows:
-            record["ratio_to_engine"] = round(record["msgs_per_s"]["median"] / base, 4)
+            paired = [theirs / ours for theirs, ours in
+                      zip(record.pop("round_msgs_per_s"), engine["round_msgs_per_s_kept"])]
+            record["ratio_to_engine_rounds"] = [round(r, 4) for r in paired]
+            record["ratio_to_engine"] = round(statistics.median(paired), 4)
+        del engine["round_msgs_per_s_kept"]
+    for record in rows:
+        record.pop("round_msgs_per_s", None)
     return {"messages": engine["messages_sent"] if engine else None, "rows": rows,
-            "skipped": skipped, "failures": failures}
+            "rounds": max(rounds.values(), default=0), "skipped": skipped,
+            "failures": failures}
+
+
+def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -> dict:
+    """Return one row from a contender's per-round records: the first round's, with the
+    runs of every round; each round must give the same result as the first."""
+    row = dict(records[0])
+    failures += row.pop("failures")
+    keys = ("trades", "volume", "trades_digest", "state_hash", "rejected")
+    for number, record in enumerate(records[1:], 2):
+        failures += record["failures"]
+        if any(record.get(k) != row.get(k) for k in keys):
+            failures.append(f"{name} round {number}: result differs from round 1")
+    (folder / f"{name}.trades").write_text((folder / f"{name}.0.trades").read_text())
+    runs = [seconds for record in records for seconds in record["runs_s"]]
+    messages = row["messages_sent"]
+    row.update(runs_s=runs, seconds=spread(runs), rounds=len(records),
+               msgs_per_s=spread([messages / s for s in runs], 0))
+    # Each round's speed, for the ratios paired by round (see the module docstring).
+    per_round = [messages / statistics.median(r["runs_s"]) for r in records]
+    row["round_msgs_per_s"] = per_round
+    if name == "engine":
+        row["round_msgs_per_s_kept"] = list(per_round)
+    if name == "naive":
+        row["engine_same_prefix_msgs_per_s"] = spread(
+            [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

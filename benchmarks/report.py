@@ -572,8 +572,10 @@ def _scaling_lines(result: dict, charts, skipped) -> list[str]:
                             _scaling_points(result, "instruments"))
     if scaling is None or not (resting or instruments):
         return lines + ["_No scaling section in this result: scaling chart skipped._"]
+    rounds = scaling.get("rounds")
     lines.append(f"{_num(scaling.get('messages'))} messages per point; ns per message, "
-                 "median [min .. max].")
+                 "median [min .. max]" + (f"; {rounds} rounds, the sizes taking turns, and "
+                 "each ratio the median of the rounds' ratios." if rounds else "."))
     if resting:
         lines += ["", "### Against resting orders", ""]
         lines += _table(["resting orders", "ns/msg", "bytes per order"],

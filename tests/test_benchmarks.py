@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,20 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     for name in ("pyorderbook", "lightmatchingengine"):
         assert rows[name]["group"] == "peer" and rows[name]["version"]
         assert "ioc" in rows[name]["emulated"]
+    # The contenders take turns in rounds, a process and a timed run each; a ratio to
+    # the engine is the median of the ratios paired by round.
+    settings = result["settings"]
+    assert result["contenders"]["rounds"] == settings["repeat"]
+    for name in ("engine", "naive", "plain", "pyorderbook", "lightmatchingengine"):
+        row = rows[name]
+        expected = settings["repeat"] if name in ("engine", "plain") else settings["peer_repeat"]
+        assert row["rounds"] == len(row["runs_s"]) == expected
+        paired = row["ratio_to_engine_rounds"]
+        assert len(paired) == expected and row["ratio_to_engine"] == statistics.median(paired)
+    assert set(rows["engine"]["ratio_to_engine_rounds"]) == {1.0}
+    fastest = max(("pyorderbook", "lightmatchingengine"), key=lambda n: rows[n]["ratio_to_engine"])
+    assert result["verdict"]["engine_over_fastest_peer"] == round(
+        1 / rows[fastest]["ratio_to_engine"], 3)
 
     e2e = result["end_to_end"]
     assert e2e["matches_in_process_engine"] is True and len(e2e["runs"]) >= 3
@@ -116,8 +131,15 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     sc = result["scaling"]
     assert [r["resting"] for r in sc["resting"]] == [1000, 10_000, 100_000]
     assert [r["instruments"] for r in sc["instruments"]] == [1, 10, 100]
-    # the resting orders never trade: every size makes the same trades
+    # the resting orders never trade: every size makes the same trades, in every round
     assert len({tuple(r["trades"]) for r in sc["resting"]}) == 1
+    assert all(len(r["trades"]) == 1 for r in sc["resting"])
+    # the sizes take turns in rounds; each ratio is the median of the rounds' ratios
+    for axis, rows in (("resting", sc["resting"]), ("instruments", sc["instruments"])):
+        assert all(len(r["runs_s"]) == sc["rounds"] == 3 for r in rows)
+        paired = [big / small for big, small in zip(rows[-1]["runs_s"], rows[0]["runs_s"])]
+        assert sc[f"{axis}_ratio_rounds"] == [round(r, 3) for r in paired]
+        assert sc[f"{axis}_ratio_largest_to_smallest"] == round(statistics.median(paired), 3)
 
     compliance = result["registry"]["compliance"]
     assert compliance["entities"] == 1000 and compliance["rejected"] == {}
