@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange import orderfile
 from exchange.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
                                MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
 from exchange.orderfile import (FIELDS, OrderFileError, Row, RowError, RowReader, _as_text,
@@ -240,12 +241,21 @@ def test_line_numbers_after_quoted_multiline_field():
     assert err.line == 4
 
 
-def test_ndjson_line_numbers_count_blank_lines():
+@pytest.mark.parametrize("slice_bytes", [1, 5, 40, 1 << 22])
+def test_ndjson_line_numbers_count_blank_lines(monkeypatch, slice_bytes):
+    # The file is read a slice of lines at a time; any slicing gives the same.
+    monkeypatch.setattr(orderfile, "_NDJSON_SLICE", slice_bytes)
     good = b'{"action":"eod"}\n'
     err = error_of(good + b"\n" + good + b'{"action":"new","side":"up","qty":1}\n', "ndjson")
     assert err.line == 4 and "up" in err.message
     err = error_of(good + b"\n\n" + b'{"action": nope}\n' + good, "ndjson")
     assert err.line == 4
+    rows = b"".join(b'{"action":"eod","ts":%d}\n%s' % (i, b"\n" * (i % 3)) for i in range(50))
+    for tail in (b"", b'{"action":"eod","ts":99}', b"\n\n"):
+        commands = parse(rows + tail, "ndjson")
+        assert [c.ts for c in commands] == list(range(50)) + ([99] if b"99" in tail else [])
+    err = error_of(rows + b'{"action":"eod","ts":"x"}', "ndjson")
+    assert err.line == 50 + sum(i % 3 for i in range(50)) + 1 and "'x'" in err.message
 
 
 @pytest.mark.parametrize("line,fragment", [
