@@ -416,6 +416,46 @@ def test_property_a_file_of_pinned_columns_only_reads_as_the_precise_path(rows, 
     assert parse(data, default_stp=default_stp) == expected
 
 
+def _json_line(row: dict, typed: bool) -> bytes:
+    """*row* (text values) as an NDJSON line whose values read back as the same text;
+    *typed*: whole numbers as JSON integers and true/false as JSON booleans."""
+    record = {}
+    for key, value in row.items():
+        if value == "":
+            continue
+        if typed and key in ("qty", "display_qty", "expire_ts", "ts") and \
+                row["action"] not in ("deposit", "withdraw") and \
+                value.lstrip("-").isdigit() and str(int(value)) == value:
+            value = int(value)
+        elif typed and key == "post_only" and value in ("true", "false"):
+            value = value == "true"
+        record[key] = value
+    return json.dumps(record).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=_rows, default_stp=st.sampled_from([None, *STP]), typed=st.booleans(),
+       pinned=st.booleans())
+def test_property_ndjson_reads_as_the_precise_path(rows, default_stp, typed, pinned):
+    """NDJSON rows, typed or as text, give the precise path's commands, or its error at
+    the same line. *pinned*: new and cancel rows of the pinned keys alone, typed, as the
+    generator writes them, which take the fast path (any other row in a slice does not)."""
+    if pinned:
+        typed = True
+        rows = [{k: v for k, v in r.items() if k in FIELDS[:9]} for r in rows
+                if r["action"] in ("new", "cancel")] or [{"action": "cancel"}]
+    data = b"\n".join(_json_line(r, typed) for r in rows) + b"\n"
+    expected = []
+    for number, values in enumerate(rows, 1):
+        try:
+            expected += precise([values], default_stp)
+        except ValueError as exc:   # the same row fails the same way
+            err = error_of(data, "ndjson", default_stp)
+            assert (err.line, err.message) == (number, str(exc))
+            return
+    assert parse(data, "ndjson", default_stp) == expected
+
+
 _junk = st.sampled_from(["x", "abc", "1.5", "nan", "1e3", " 1", "-3", "BUY", "Limit", "true",
                          "none", "60,5", "1_0", "0x10", "", "buy", "gtc", "inf", "1e", "--1"])
 # The fields the fast path reads itself are the likeliest to be broken.
