@@ -67,7 +67,8 @@ _HEADER = struct.Struct("<IIQ")
 _LOW32 = 0xFFFFFFFF
 # The engine's layout changes between versions: a snapshot of another layout is passed
 # over like a damaged one, and recovery replays the segments (which are all kept).
-_SNAP_MAGIC = b"CXSNAP2\0"
+# 3: the order registry keeps filled orders, done (qty 0), which layout 2 took as live.
+_SNAP_MAGIC = b"CXSNAP3\0"
 _SNAP_HEADER = struct.Struct("<8sQIQ")  # magic, seq, crc32, payload length
 _MAX_FRAME = 1 << 24  # no group comes near 16 MB: larger is a damaged length
 _GROUP_MAX = 8192     # commands in one frame at most

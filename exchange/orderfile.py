@@ -383,6 +383,11 @@ _PROGRESS_EVERY = 1 << 16
 
 def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | None) -> list:
     estimate = data.count(b"\n")
+    if not data.isascii():   # checked whole first, so it is the first error named
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(name, data, exc) from None
     # Profiled (end-to-end replay): the text is decoded as the rows are read. Decoding
     # it whole first held the file three more times over (the str, and io.StringIO's
     # copy at four bytes a character), and each fresh page costs its first touch.
@@ -393,8 +398,6 @@ def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | Non
         raise OrderFileError(name, 1, "empty file: expected a header row") from None
     except csv.Error as exc:
         raise OrderFileError(name, 1, f"not CSV: {exc}") from None
-    except UnicodeDecodeError:
-        raise _not_utf8(name, data) from None
     picks = _header_picks(name, header)
     width = len(header)
     try:
@@ -403,23 +406,18 @@ def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | Non
         raise OrderFileError(name, rows.line_num, str(exc)) from None
     except csv.Error as exc:
         raise OrderFileError(name, rows.line_num, f"not CSV: {exc}") from None
-    except UnicodeDecodeError:
-        raise _not_utf8(name, data) from None
     if progress is not None:
         progress(len(commands), len(commands))
     return commands
 
 
-def _not_utf8(name: str, data: bytes) -> OrderFileError:
-    """The error for order-file bytes that are not UTF-8, naming the line of the first
-    bad byte (the text is decoded in chunks, so the reader's own count runs ahead)."""
-    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        return OrderFileError(name, line, f"not UTF-8 text ({exc.reason})")
-    return OrderFileError(name, None, "not UTF-8 text")
+def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> OrderFileError:
+    """The error for order-file bytes that are not UTF-8 (*exc*, from decoding them
+    whole as utf-8-sig), naming the line of the first bad byte as the CSV reader counts
+    lines: a line ends at CR LF, LF or a lone CR."""
+    before = data[:exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
+    line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+    return OrderFileError(name, line, f"not UTF-8 text ({exc.reason})")
 
 
 def _header_picks(name: str, header: list[str]) -> itemgetter:

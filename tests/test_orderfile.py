@@ -307,13 +307,25 @@ def test_header_errors():
 
 
 def test_bytes_that_are_not_utf8_name_their_line():
-    # The text is decoded in chunks as rows are read; the error still names the line of
-    # the bad byte, with or without a byte order mark, however far into the file.
+    # The error names the line of the bad byte, with or without a byte order mark,
+    # however far into the file, with lines ended as the CSV reader ends them.
     rows = b"".join(b"new,o%d,a,CEA25,buy,limit,,60.00,100\n" % i for i in range(5000))
     for bom in (b"", b"\xef\xbb\xbf"):
         data = bom + HEADER + rows + b"new,o\xe9,a,CEA25,buy,limit,,60.00,100\n"
         err = error_of(data)
         assert err.line == 5002 and "not UTF-8" in err.message
+    line = b"new,o1,a,CEA25,buy,limit,,60.00,100"
+    for end in (b"\n", b"\r\n", b"\r"):
+        data = HEADER.rstrip(b"\n") + end + line + end + b"new,\xff" + end
+        assert error_of(data).line == 3
+
+
+def test_bytes_that_are_not_utf8_are_named_before_any_row_error():
+    # The whole file is checked first, as when it was decoded whole: the answer does
+    # not depend on how far apart a bad row and a bad byte are.
+    for gap in (b"", b"x" * 20000 + b"\n"):
+        err = error_of(HEADER + b"new,o1,a\n" + gap + b"new,\xff\n")
+        assert "not UTF-8" in err.message and err.line == (3 if not gap else 4)
 
 
 def test_rows_share_one_string_per_name():
