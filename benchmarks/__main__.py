@@ -394,22 +394,24 @@ def _ledger_rows(section: dict, led: dict, failures: list[str]) -> None:
 def _scaling(settings: dict, seed: int, data_dir) -> dict:
     facts = data.order_file("mixed", settings["scaling_messages"], seed=seed, data_dir=data_dir)
     path = facts["path"]
-    # The sizes take turns in rounds, a fresh process and one timed run each, and a
-    # ratio is the median of the rounds' ratios: this VM's speed drifts over minutes by
-    # more than the differences measured (see benchmarks/contenders.py).
+    # The sizes take turns in rounds, a fresh process each (its median of
+    # SCALING_REPEAT runs), and a ratio is the median of the rounds' ratios: this VM's
+    # speed drifts over minutes by more than the differences measured (see
+    # benchmarks/contenders.py), and one 0.3 s run alone is at the mercy of a hiccup.
     axes = {"resting": settings["scaling_resting"], "instruments": settings["scaling_instruments"]}
     records: dict = {axis: {size: [] for size in sizes} for axis, sizes in axes.items()}
     for _ in range(SCALING_ROUNDS):
         for axis, sizes in axes.items():
             for size in sizes:
-                records[axis][size].append(
-                    _worker("scaling", axis, str(size), path, "--repeat", "1"))
+                records[axis][size].append(_worker("scaling", axis, str(size), path,
+                                                   "--repeat", str(SCALING_REPEAT)))
     result = {"messages": settings["scaling_messages"], "file": _shown(path),
               "rounds": SCALING_ROUNDS}
     for axis, sizes in axes.items():
         rows = [_scaling_row(records[axis][size]) for size in sizes]
         smallest, largest = records[axis][sizes[0]], records[axis][sizes[-1]]
-        paired = [big["runs_s"][0] / small["runs_s"][0] for big, small in zip(largest, smallest)]
+        paired = [statistics.median(big["runs_s"]) / statistics.median(small["runs_s"])
+                  for big, small in zip(largest, smallest)]
         result[axis] = rows
         result[f"{axis}_ratio_rounds"] = [round(r, 3) for r in paired]
         result[f"{axis}_ratio_largest_to_smallest"] = round(statistics.median(paired), 3)
@@ -417,6 +419,7 @@ def _scaling(settings: dict, seed: int, data_dir) -> dict:
 
 
 SCALING_ROUNDS = 3
+SCALING_REPEAT = 3   # timed runs in each process, on a fresh engine each
 
 
 def _scaling_row(records: list[dict]) -> dict:
