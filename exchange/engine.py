@@ -40,7 +40,7 @@ from sortedcontainers import SortedList
 from . import reasons
 from .book import (DAY, FOK, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                    STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order,
-                   visible_of)
+                   keep_hashes, visible_of)
 from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
                        PlaceOrder)
 from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
@@ -133,7 +133,7 @@ class Engine:
         # book. Ids are unique per trading day; the end of the day clears done ids.
         # Profiled: one table for both jobs; a separate set of today's ids cost about
         # 240 ns per new order (benchmarks/, a million ids a day).
-        self._live: dict[str, Order | None] = {}
+        self._live: dict[str, Order | None] = keep_hashes({})
         self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
         self._reference: dict[str, int | None] = {
             sym: inst.reference_price for sym, inst in self._instruments.items()}
@@ -161,6 +161,10 @@ class Engine:
             self._handlers[command_type] = self._admin if ledger else self._ledger_command
         if ledger:
             self.submit = self._submit_settled  # type: ignore[method-assign]
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        keep_hashes(self._live)   # a pickle rebuilds it in the compact layout
 
     # --- entry points ------------------------------------------------------------------
     def submit(self, command, out: list) -> None:
