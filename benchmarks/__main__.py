@@ -460,6 +460,9 @@ def _verdict(result: dict) -> dict:
             ratio = rows["plain"]["ratio_to_engine"]
             value = round(1 / ratio, 3) if ratio else 0.0
             verdict["engine_over_plain"] = value
+            same = rows["plain"].get("ratio_to_engine_same_process")
+            if same:
+                verdict["engine_over_plain_same_process"] = round(1 / same, 3)
             targets.append(_target("engine / plain matcher", f">= {TARGET_RATIO}", value,
                                    value >= TARGET_RATIO))
         verdict["agreement"] = all(r.get("agrees") is not False for r in rows.values())
@@ -551,6 +554,11 @@ def render(result: dict) -> str:
         if naive and naive.get("engine_same_prefix_msgs_per_s"):
             lines.append(f"  (on the naive prefix the engine makes "
                          f"{naive['engine_same_prefix_msgs_per_s']['median']:,} msgs/s)")
+        plain = next((r for r in c["rows"] if r["name"] == "plain"), None)
+        if plain and plain.get("ratio_to_engine_same_process"):
+            lines.append(f"  (in the plain matcher's own process the engine makes "
+                         f"{plain['engine_same_process_msgs_per_s']['median']:,} msgs/s: "
+                         f"engine / plain {1 / plain['ratio_to_engine_same_process']:.3f})")
         lines.append("")
     e = result.get("end_to_end")
     if e and "msgs_per_s" in e:

@@ -150,6 +150,15 @@ def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = N
         fast = EngineAdapter()
         fast_runs = [_timed(fast, prepared)[0] for _ in range(repeat)]
         record["engine_same_prefix_msgs_per_s"] = spread([messages / s for s in fast_runs], 0)
+    if name == "plain":
+        # The engine in the plain matcher's own process, on the same commands, after a
+        # warm-up run as every contender has: the same-process ratio issue 2 asks for.
+        engine = EngineAdapter()
+        engine_input = engine.prepare(commands)
+        _timed(engine, engine_input)
+        engine_runs = [_timed(engine, engine_input)[0] for _ in range(repeat)]
+        record["engine_same_process_msgs_per_s"] = spread(
+            [engine.sent / s for s in engine_runs], 0)
     return record
 
 
@@ -279,6 +288,12 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
     if name == "naive":
         row["engine_same_prefix_msgs_per_s"] = spread(
             [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0)
+    if name == "plain":
+        row["engine_same_process_msgs_per_s"] = spread(
+            [r["engine_same_process_msgs_per_s"]["median"] for r in records], 0)
+        ratios = [plain / r["engine_same_process_msgs_per_s"]["median"]
+                  for plain, r in zip(per_round, records)]
+        row["ratio_to_engine_same_process"] = round(statistics.median(ratios), 4)
     return row
 
 

@@ -536,7 +536,12 @@ def _targets_lines(result: dict) -> list[str]:
         rows = [[t.get("name"), t.get("target"), _num(t.get("value")),
                  {True: "met", False: "**missed**"}.get(t.get("met"), "-")]
                 for t in targets if isinstance(t, dict)]
-        return lines + _table(["target", "wanted", "measured", "verdict"], rows, "llrl")
+        lines += _table(["target", "wanted", "measured", "verdict"], rows, "llrl")
+        same = _number(verdict.get("engine_over_plain_same_process"))
+        if same is not None:
+            lines += ["", f"Engine over the plain matcher in the plain matcher's own process "
+                          f"(median of the rounds): {_ratio(same, 3)}."]
+        return lines
     wanted = _section(result, "targets")
     if wanted:
         lines += ["No verdict per target in this result; the targets were:", ""]

@@ -102,6 +102,12 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
         paired = row["ratio_to_engine_rounds"]
         assert len(paired) == expected and row["ratio_to_engine"] == statistics.median(paired)
     assert set(rows["engine"]["ratio_to_engine_rounds"]) == {1.0}
+    # ... and the engine is also timed in the plain matcher's own process, each round
+    plain = rows["plain"]
+    assert plain["engine_same_process_msgs_per_s"]["n"] == settings["repeat"]
+    assert plain["ratio_to_engine_same_process"] > 0
+    assert result["verdict"]["engine_over_plain_same_process"] == round(
+        1 / plain["ratio_to_engine_same_process"], 3)
     fastest = max(("pyorderbook", "lightmatchingengine"), key=lambda n: rows[n]["ratio_to_engine"])
     assert result["verdict"]["engine_over_fastest_peer"] == round(
         1 / rows[fastest]["ratio_to_engine"], 3)
