@@ -37,9 +37,9 @@ import msgspec
 from . import reasons
 from .events import OrderCancelled, TradeExecuted
 
-__all__ = ["Order", "Counters", "FastBook", "visible_of", "keep_hashes", "LIMIT", "MARKET", "STOP",
-           "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR",
-           "STP_BOTH", "STP_NONE", "NO_LIMIT"]
+__all__ = ["Order", "Counters", "FastBook", "visible_of", "keep_hashes", "LIMIT", "MARKET",
+           "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",
+           "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"]
 
 # Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
 # MARKET / LIMIT.

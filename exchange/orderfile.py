@@ -436,7 +436,8 @@ def _header_picks(name: str, header: list[str]) -> itemgetter:
 
 
 def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
-                  progress: Progress | None, estimate: int, commands: list | None = None) -> list:
+                  progress: Progress | None, estimate: int,
+                  commands: list | None = None) -> list:
     """Convert CSV rows (an iterator, taken a batch at a time) to commands, appended to
     *commands* (a new list if ``None``) and returned; raise ``_RowError`` at a bad row.
 
@@ -592,13 +593,13 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | 
             pass
         else:
             done = len(commands)
+            texts = [[r.action, r.order_id, r.account, r.instrument, r.side, r.type, r.tif,
+                      r.price, "" if r.qty is None else str(r.qty)] for r in pinned]
             try:
-                _convert_rows(iter([[r.action, r.order_id, r.account, r.instrument, r.side,
-                                     r.type, r.tif, r.price, "" if r.qty is None else str(r.qty)]
-                                    for r in pinned]),
-                              _PINNED, _PINNED_PICKS, reader, None, 0, commands)
-            except _RowError as exc:   # every row gives one command, so the bad row is:
-                raise OrderFileError(name, numbered[len(commands) - done][0], str(exc)) from None
+                _convert_rows(iter(texts), _PINNED, _PINNED_PICKS, reader, None, 0, commands)
+            except _RowError as exc:   # every row gives one command, so the bad one is:
+                bad = numbered[len(commands) - done][0]
+                raise OrderFileError(name, bad, str(exc)) from None
             if progress is not None:
                 progress(len(commands), estimate)
             continue
