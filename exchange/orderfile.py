@@ -518,8 +518,7 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
 
 _BAD = object()
 _PINNED = FIELDS.index("qty") + 1   # the pinned order-file columns come first in FIELDS
-_PINNED_PICKS = itemgetter(*[FIELDS.index(f) if f in FIELDS[:_PINNED] else _PINNED
-                             for f in FIELDS])
+_PINNED_PICKS = _header_picks("<pinned>", list(FIELDS[:_PINNED]))
 
 
 def _number_or_bad(text: str):

@@ -238,7 +238,7 @@ class Registry:
 
     # --- prices and the deadline ----------------------------------------------------------
     def counts_trades(self, symbol: str) -> bool:
-        """Tell whether trades in *symbol* count (``traded``): allowances, not offsets."""
+        """Tell whether trades in *symbol* count (``tally``): allowances, not offsets."""
         inst = self.instruments[symbol]
         return inst.vintage is not None and not inst.offset
 
@@ -246,7 +246,9 @@ class Registry:
         """Return where an allowance trade at the current clock counts: its month's
         ``[notional, volume]`` (notional in minor units), and the net sales by account
         when the year counts them (2024-2025), else ``None``. Valid until the clock
-        moves. Only instruments whose trades count (``counts_trades``) are tallied."""
+        moves. Only instruments whose trades count (``counts_trades``) are tallied: the
+        ledger adds each such trade's notional and quantity to the month, and in those
+        years the quantity to the seller's net sales and takes it from the buyer's."""
         # Profiled (ledger replay): working out the month per trade was a tenth of the
         # ledger's time; it is worked out again only when the clock has moved.
         if self.clock != self._month_clock:
@@ -255,16 +257,6 @@ class Registry:
             self._month = self.months.setdefault(year_month, [0, 0])
             self._net_year = year_month[0] in NET_SALES_YEARS
         return self._month, (self.net_sales if self._net_year else None)
-
-    def traded(self, notional: int, qty: int, buyer: str, seller: str) -> None:
-        """Count one allowance trade into its month's volume-weighted price, and in
-        2024-2025 into both sides' net sales (see ``tally``)."""
-        month, net = self.tally()
-        month[0] += notional
-        month[1] += qty
-        if net is not None:
-            net[seller] = net.get(seller, 0) + qty
-            net[buyer] = net.get(buyer, 0) - qty
 
     def deadline_month(self, year: int) -> tuple[int, int]:
         """Return ``(notional, volume)`` of allowance trades in December of *year* + 1,
