@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import msgspec
@@ -33,7 +33,7 @@ from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
 from exchange import reasons
 
-from .wire import (ORDERS_FILTER, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
+from .wire import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
                    AcceptedReport, OrderedSender, ReportMaker, WireDecoder, account_of,
                    book_topic, client_id, exec_topic, is_msgpack, report_dict,
                    trades_topic)
@@ -52,6 +52,8 @@ Outgoing = tuple[str, bytes, int]  # topic, payload, qos
 # of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
 REPORTS_PER_MESSAGE = 256
 
+_OPERATOR = ""   # the intake of the exchange's own commands (the end of the day)
+
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 
@@ -65,8 +67,10 @@ class GatewaySettings:
     rate: float = 50_000.0         # commands a second an account may send, sustained
     burst: float = 100_000.0       # ... and in a burst
     remembered_results: int = 200_000  # answers kept for resent command ids
+    intake: int = 5_000            # commands an account may have waiting to be run
     snapshot_every: int = 500_000  # journaled commands between snapshots
     eod_utc: str | None = None     # "HH:MM": end the trading day daily at this UTC time
+    flush_commands: int = 2_000    # commands run (and journaled) in one flush at most
 
 
 @dataclass
@@ -111,7 +115,13 @@ class GatewayCore:
         self.stats = _Stats()
         self._decoder = WireDecoder()
         self._reports = ReportMaker(engine.market)
-        self._pending: list = []          # commands, and (account, report) rejections
+        # Intake: per account, its commands and (account, report) rejections in the
+        # order they came; flush takes from each account in turn, so one account's flood
+        # waits behind itself, not in front of the others. At most settings.intake a
+        # queue; past that a message is turned away whole (answered at the next flush).
+        self._intake: dict[str, deque] = {}
+        self._waiting = 0                 # items in all intake queues
+        self._answers: list = []          # (account, report): turned away at the door
         self._buckets: dict[str, _Bucket] = {}
         self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
         self._results: OrderedDict[tuple[str, str], dict] = OrderedDict()
@@ -125,13 +135,26 @@ class GatewayCore:
 
     # --- in -----------------------------------------------------------------------------
     def receive(self, topic: str, payload: bytes, now: float | None = None) -> None:
-        """Decode one message from *topic* and queue its commands (or its rejections)."""
+        """Decode one message from *topic* and queue its commands (or its rejections) on
+        the sending account's intake; a full intake turns the message away whole."""
         account = account_of(topic)
         if account is None:
             log.warning("ignored a message on %r: not an orders topic", topic)
             return
         stats = self.stats
         stats.messages += 1
+        queue = self._intake.get(account)
+        if queue is None:
+            queue = self._intake[account] = deque()
+        elif len(queue) >= self.settings.intake:
+            # Back-pressure: the account already has a full intake waiting. Turning the
+            # message away reads only its ids, so a flood costs little besides its answers.
+            message = (f"{len(queue)} commands of this account are waiting; "
+                       f"resend once they are answered")
+            for report in self._decoder.turn_away(payload, OVERLOADED, message):
+                self._count_turned_away(account, report)
+                self._answers.append((account, report))
+            return
         # The engine's time is the gateway's clock when the message came in, never
         # going back (profiled: stamped here rather than copied into each command).
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
@@ -149,22 +172,25 @@ class GatewayCore:
             items = [item if type(item) is dict else _refused(item, RATE_LIMITED, message)
                      for item in items]
             commands, turned_away = 0, len(items)
-        pending = self._pending
+        stats.commands += commands
+        self._waiting += len(items)
         if not turned_away:
-            pending += items
-            stats.commands += commands
+            queue += items
             return
         for item in items:
             if type(item) is dict:
-                stats.turned_away += 1
-                reason = item["reason"]
-                stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
-                log.info("turned away a command from %s: %s: %s", account, reason,
-                         item["message"])
-                pending.append((account, item))
+                self._count_turned_away(account, item)
+                queue.append((account, item))
             else:
-                pending.append(item)
-        stats.commands += commands
+                queue.append(item)
+
+    def _count_turned_away(self, account: str, report: dict) -> None:
+        stats = self.stats
+        stats.turned_away += 1
+        reason = report["reason"]
+        stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
+        log.info("turned away a command from %s: %s: %s", account, reason,
+                 report["message"])
 
     def _admit(self, account: str, count: int, now: float) -> bool:
         """Token bucket per account: may *count* more commands go in now?"""
@@ -184,16 +210,46 @@ class GatewayCore:
         flush it runs in the one ordered stream, journaled like any command, and its
         news (variation margin, calls, deliveries) goes to each account's reports."""
         self._clock_ns = max(time.time_ns(), self._clock_ns)
-        self._pending.append(EndOfDay(ts=self._clock_ns))
+        queue = self._intake.get(_OPERATOR)
+        if queue is None:
+            queue = self._intake[_OPERATOR] = deque()
+        queue.append(EndOfDay(ts=self._clock_ns))
+        self._waiting += 1
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Commands and answers waiting for the next flush."""
+        return self._waiting + len(self._answers)
+
+    def _take(self) -> list:
+        """Up to ``flush_commands`` items from the intake, taking from each account in
+        turn (an equal share each, round after round), in each account's own order."""
+        intake = self._intake
+        budget = self.settings.flush_commands
+        taken: list = []
+        while budget > 0 and intake:
+            share = max(budget // len(intake), 1)
+            for account in list(intake):
+                queue = intake[account]
+                if len(queue) <= share:
+                    taken += queue
+                    budget -= len(queue)
+                    del intake[account]
+                else:
+                    taken += [queue.popleft() for _ in range(share)]
+                    budget -= share
+                if budget <= 0:
+                    break
+        self._waiting -= len(taken)
+        return taken
 
     # --- through the engine -----------------------------------------------------------
     def flush(self, now: float | None = None) -> list[Outgoing]:
         """Run every queued command; return the messages to publish, in order."""
-        pending, self._pending = self._pending, []
+        pending = self._take()
+        if self._answers:
+            pending += self._answers
+            self._answers = []
         if not pending:
             return self._books(time.monotonic() if now is None else now)
         commands = [c for c in pending if type(c) is not tuple]
@@ -203,6 +259,7 @@ class GatewayCore:
         by_account: dict[str, list[dict]] = {}
         trades: dict[str, list[dict]] = {}
         submit = self.engine.submit
+        known = self.engine.market.instruments   # a rejection may name an unknown one
         reports = self._reports
         dirty = self._dirty
         results = self._results
@@ -223,7 +280,7 @@ class GatewayCore:
             for event in out:
                 make(event, made)
                 instrument = getattr(event, "instrument", None)
-                if instrument is not None:
+                if instrument in known:
                     dirty.add(instrument)
                     if type(event) is TradeExecuted:
                         trades.setdefault(instrument, []).append(reports.public_trade(event))
@@ -365,7 +422,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
         try:
             async with aiomqtt.Client(
                     host, port, username=username, password=password,
-                    identifier=_IDENTIFIER, clean_session=False,
+                    identifier=_IDENTIFIER, clean_session=True,
                     max_inflight_messages=1000, keepalive=30,
                     socket_options=SOCKET_OPTIONS) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
@@ -382,6 +439,14 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 await asyncio.wait_for(stop.wait(), retry_delay)
 
 
+async def _clear_retained(client, topic: str) -> None:
+    """Clear a retained message on *topic* (an empty retained publish); a broker whose
+    rules do not let the gateway write there drops it, and the copy is ignored again at
+    the next connection."""
+    with contextlib.suppress(Exception):
+        await client.publish(topic, b"", qos=1, retain=True)
+
+
 def seconds_of_day(text: str) -> int:
     """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
     hours, _, minutes = text.partition(":")
@@ -395,11 +460,36 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
     publisher = OrderedSender(client, window=256, log=log)
     messages = client.messages
 
+    work = asyncio.Event()
+
     async def receive() -> None:
+        # Reads only: a message costs its decoding (or, past a full intake, its ids).
+        # While messages keep coming this task does not yield, so the broker's backlog
+        # moves into the intake, where each account waits behind its own commands.
         async for message in messages:
-            core.receive(message.topic.value, message.payload)
-            if not len(messages):  # nothing more waiting: this loop turn's batch is in
+            topic = message.topic.value
+            if message.retain:
+                # A retained copy is old news replayed by the broker at subscription:
+                # never executed (it ran, or was refused, when it was sent live).
+                log.warning("ignored a retained message on %r; clearing it", topic)
+                asyncio.ensure_future(_clear_retained(client, topic))
+                continue
+            try:
+                core.receive(topic, message.payload)
+            except Exception:  # noqa: BLE001 - no message may stop the gateway
+                log.exception("dropped a message on %r that could not be handled", topic)
+                continue
+            work.set()
+
+    async def run() -> None:
+        # One flush (at most flush_commands commands, shared among the accounts
+        # waiting) each time the reader has nothing more in hand.
+        while True:
+            await work.wait()
+            work.clear()
+            while core.pending:
                 publisher.send_all(core.flush())
+                await asyncio.sleep(0)
 
     async def depth_timer() -> None:
         interval = max(core.settings.book_interval, 0.01)
@@ -417,7 +507,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             publisher.send_all(core.flush())
 
     tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(depth_timer()),
-             asyncio.ensure_future(stop.wait())]
+             asyncio.ensure_future(stop.wait()), asyncio.ensure_future(run())]
     if core.settings.eod_utc:
         tasks.append(asyncio.ensure_future(eod_timer()))
     try:
@@ -425,7 +515,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
         for task in done:
             if task is not tasks[2] and task.exception() is not None:
                 raise task.exception()
-        if core.pending:
+        while core.pending:
             publisher.send_all(core.flush())
         await publisher.drain()
     finally:

@@ -43,8 +43,8 @@ from .replay import format_cash
 
 __all__ = ["OrderedSender", "WireDecoder", "client_id", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
            "book_topic", "account_of", "MAX_PAYLOAD", "MAX_COMMANDS", "WIRE_ACTIONS",
-           "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
-           "TOO_MANY_COMMANDS", "RATE_LIMITED", "is_msgpack"]
+           "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
+           "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED", "is_msgpack"]
 
 ORDERS_FILTER = "cx/v1/orders/+"
 # paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
@@ -54,6 +54,10 @@ _ORDERS_PREFIX = "cx/v1/orders/"
 
 MAX_PAYLOAD = 256 * 1024   # bytes in one message
 MAX_COMMANDS = 1000        # commands in one message
+MAX_TEXT = 64              # characters in an id, an account, an instrument or a price
+# Text fields a bot's command may carry that the exchange keeps or parses.
+_TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price",
+                "side", "type", "tif", "stp", "to_account", "to_instrument")
 WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
 _ID_FIELDS = ("order_id", "command_id")
 
@@ -65,6 +69,15 @@ WRONG_ACCOUNT = "wrong_account"          # the command names another account
 TOO_LARGE = "too_large"                  # the message exceeds MAX_PAYLOAD
 TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than MAX_COMMANDS
 RATE_LIMITED = "rate_limited"            # the account sent faster than its limit
+OVERLOADED = "overloaded"                # the account's intake is full: resend later
+
+
+class _Ids(msgspec.Struct):
+    """What a turned-away command's answer needs of it (other keys are skipped unread)."""
+
+    action: str | None = None
+    order_id: str | None = None
+    command_id: str | None = None
 
 
 class OrderedSender:
@@ -139,7 +152,7 @@ def account_of(topic: str) -> str | None:
     """The account of an orders topic, or ``None`` if *topic* is not one."""
     if topic.startswith(_ORDERS_PREFIX):
         account = topic[len(_ORDERS_PREFIX):]
-        if account and "/" not in account:
+        if account and "/" not in account and len(account) <= MAX_TEXT:
             return account
     return None
 
@@ -156,7 +169,7 @@ def _rejection(reason: str, message: str, raw=None) -> dict:
     if isinstance(raw, dict):
         for key in ("action", *_ID_FIELDS):
             value = raw.get(key)
-            if isinstance(value, str):
+            if isinstance(value, str) and len(value) <= MAX_TEXT:
                 report[key] = value
     return report
 
@@ -174,6 +187,8 @@ class WireDecoder:
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(Row | list[Row])
         self._msgpack = msgspec.msgpack.Decoder(Row | list[Row])
+        self._json_ids = msgspec.json.Decoder(_Ids | list[_Ids])
+        self._msgpack_ids = msgspec.msgpack.Decoder(_Ids | list[_Ids])
         self._json_any = msgspec.json.Decoder()
         self._msgpack_any = msgspec.msgpack.Decoder()
 
@@ -195,6 +210,23 @@ class WireDecoder:
             return [_too_many(len(rows))]
         return [self._command(account, row) for row in rows]
 
+    def turn_away(self, payload: bytes, reason: str, message: str) -> list[dict]:
+        """A ``rejected`` report with *reason* for each command of *payload*, reading
+        only what the answers carry (action, order id, command id), or one for the whole
+        message if even that cannot be read."""
+        if len(payload) <= MAX_PAYLOAD:
+            try:
+                read = (self._msgpack_ids if is_msgpack(payload) else self._json_ids).decode(
+                    payload)
+            except (msgspec.DecodeError, RecursionError):
+                pass
+            else:
+                items = read if type(read) is list else [read]
+                if len(items) <= MAX_COMMANDS:
+                    return [_rejection(reason, message, msgspec.structs.asdict(item))
+                            for item in items]
+        return [_rejection(reason, message)]
+
     def _decode_each(self, account: str, payload: bytes, packed: bool):
         """The message as a whole did not type-check: find which items are at fault."""
         kind = "msgpack" if packed else "JSON"
@@ -202,6 +234,11 @@ class WireDecoder:
             raw = (self._msgpack_any if packed else self._json_any).decode(payload)
         except msgspec.DecodeError as exc:
             return [_rejection(MALFORMED, f"not valid {kind}: {exc}")]
+        except RecursionError:
+            # The typed decode above never recurses (a command's fields are scalars); the
+            # untyped one does, and msgspec stops it at the interpreter's recursion
+            # limit with this error, before the stack is at risk.
+            return [_rejection(MALFORMED, f"{kind} nested too deeply")]
         raw_items = raw if type(raw) is list else [raw]
         if len(raw_items) > MAX_COMMANDS:
             return [_too_many(len(raw_items))]
@@ -225,6 +262,11 @@ class WireDecoder:
     def _command(self, account: str, row: Row):
         """The command of one decoded row, or the ``rejected`` report saying why not."""
         action = row.action
+        for name in _TEXT_FIELDS:
+            value = getattr(row, name)
+            if type(value) is str and len(value) > MAX_TEXT:
+                return _rejection(BAD_COMMAND, f"{name} is {len(value)} characters long; "
+                                               f"the limit is {MAX_TEXT}")
         if action not in WIRE_ACTIONS:
             reason = NOT_PERMITTED if action else BAD_COMMAND
             message = (f"action {action!r} is not open to bots "
