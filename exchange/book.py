@@ -78,13 +78,16 @@ def visible_of(display: int, qty: int) -> int:
     return display if display and display < qty else qty
 
 
-class Order(msgspec.Struct, gc=False):
+class Order(msgspec.Struct, gc=False, array_like=True):
     """A live order inside the engine. Mutable; never leaves the core.
 
     ``qty`` is the open quantity including any hidden part, ``visible`` the displayed
     part. ``qty == 0`` marks an order that is done (filled, cancelled, expired).
     ``gc=False``: an order holds only strings and ints, so it cannot be in a cycle;
     leaving it out of the garbage collector saves memory and collection time.
+    ``array_like``: encoded as an array of its fields, in this order, exactly as an
+    ``exchange.state.OrderState`` is, so engine states write and read orders without a
+    copy (it changes nothing else). A new field goes at the end, with a default.
     """
 
     order_id: str
@@ -432,6 +435,37 @@ class FastBook:
             order.visible = remaining
         if killed:
             self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
+
+    # --- state (exchange.state) --------------------------------------------------------
+    def restore(self, bids: list[Order], asks: list[Order]) -> None:
+        """Load resting orders into this empty book, each side in priority order (best
+        price first, then time), as ``orders()`` lists them. The registry is left to
+        the caller, who keeps its order. O(n); the heap of keys comes out sorted.
+
+        Raise ``ValueError`` if the book is not empty, a side is out of price order or
+        the two sides cross.
+        """
+        for orders, side, sign in ((bids, self._bids, -1), (asks, self._asks, 1)):
+            levels = side.levels
+            if levels:
+                raise ValueError(f"{self.symbol}: restoring into a book that is not empty")
+            last = None
+            level = None
+            for order in orders:
+                key = sign * order.price
+                if key != last:
+                    if last is not None and key < last:
+                        raise ValueError(f"{self.symbol}: order {order.order_id} is out of "
+                                         f"price priority")
+                    level = levels[key] = Level(order.price)
+                    last = key
+                level.orders.append(order)   # type: ignore[union-attr]
+                level.count += 1             # type: ignore[union-attr]
+            side.heap = list(levels)   # keys ascending: already a heap
+            side.in_heap = set(levels)
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is not None and ask is not None and bid >= ask:
+            raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
 
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list:

@@ -74,6 +74,7 @@ from .events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliveryS
                      MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
                      SettlementPriceSet, TradeCleared, VariationMargin)
 from .market import FEE_SCALE, Market
+from .state import ClearingOrderState, ClearingState, PositionState
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 
@@ -696,6 +697,67 @@ class Clearing:
                 if account == CLEARING:
                     assert pos.margin == 0
 
+    # --- state (exchange.state) -------------------------------------------------------------
+    def to_state(self) -> ClearingState:
+        """Return the clearing house's state as data (its terms come from the market)."""
+        return ClearingState(
+            positions=[PositionState(symbol=s, account=a, net=p.net, open_buy=p.open_buy,
+                                     open_sell=p.open_sell, marked=p.marked, flow=p.flow,
+                                     margin=p.margin, premium=p.premium, cost=p.cost)
+                       for s, positions in self.positions.items()
+                       for a, p in positions.items()],
+            orders=[ClearingOrderState(order_id=oid, account=r[0], symbol=r[1], is_buy=r[2],
+                                       lots=r[3], price=r[4])
+                    for oid, r in self.orders.items()],
+            settlement=dict(self.settlement),
+            window={s: (v[0], v[1]) for s, v in self.window.items()},
+            day_trades={s: (v[0], v[1]) for s, v in self.day_trades.items()},
+            calls=dict(self.calls), defaults=dict(self.defaults), own_cash=dict(self.own_cash),
+            expired=sorted(self.expired), delivered=sorted(self.delivered), clock=self.clock)
+
+    def load_state(self, state: ClearingState) -> None:
+        """Take *state* (``to_state``) into this new clearing house, whose accounts (the
+        ledger's) are loaded already. Raise ``ValueError`` on an unknown contract or
+        account, or a repeated entry."""
+        def known(symbol: str, account: str | None = None) -> None:
+            if symbol not in self.cleared:
+                raise ValueError(f"clearing: {symbol!r} is not a cleared contract")
+            if account is not None and account not in self.accounts:
+                raise ValueError(f"clearing: unknown account {account!r}")
+
+        for p in state.positions:
+            known(p.symbol, p.account)
+            positions = self.positions[p.symbol]
+            if p.account in positions:
+                raise ValueError(f"clearing: position {p.symbol} {p.account} given twice")
+            pos = positions[p.account] = Position()
+            (pos.net, pos.open_buy, pos.open_sell, pos.marked, pos.flow, pos.margin,
+             pos.premium, pos.cost) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow,
+                                       p.margin, p.premium, p.cost)
+        for o in state.orders:
+            known(o.symbol, o.account)
+            if o.order_id in self.orders:
+                raise ValueError(f"clearing: order {o.order_id!r} given twice")
+            self.orders[o.order_id] = [o.account, o.symbol, o.is_buy, o.lots, o.price]
+        for table in (state.settlement, state.window, state.day_trades):
+            for symbol in table:
+                known(symbol)
+        for account in state.calls:
+            if account not in self.accounts:
+                raise ValueError(f"clearing: unknown account {account!r} called")
+        for symbol in (*state.expired, *state.delivered):
+            known(symbol)
+        self.settlement = dict(state.settlement)
+        self.window = {s: [v[0], v[1]] for s, v in state.window.items()}
+        self.day_trades = {s: [v[0], v[1]] for s, v in state.day_trades.items()}
+        self.calls = dict(state.calls)
+        self.defaults = dict(state.defaults)
+        self.own_cash = dict(state.own_cash)
+        self.expired = set(state.expired)
+        self.delivered = set(state.delivered)
+        self.clock = state.clock
+
+    # --- verification (continued) -------------------------------------------------------------
     def snapshot(self) -> list:
         return [[[s, a, p.row()] for s in sorted(self.positions)
                  for a, p in sorted(self.positions[s].items())],

@@ -15,8 +15,9 @@ Pipeline for every command, in this order:
                  order gives back what it held;
   7. publish   - events carry a global, strictly increasing ``seq``.
 
-A command with a ``command_id`` already seen from the same account is rejected as
-``duplicate_command`` before anything else: resends are never applied twice.
+A command with a ``command_id`` already seen from the same account (among the last
+``command_window`` such ids) is rejected as ``duplicate_command`` before anything else:
+resends are never applied twice, and ``answer`` gives back the first answer's events.
 
 Every command gives exactly one result event (see ``exchange.events``), preceded only by
 clock expiries and followed by its consequences.
@@ -32,14 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections import deque
 from typing import Callable
 
 import msgspec
 from sortedcontainers import SortedList
 
 from . import reasons
-from .book import (DAY, FOK, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
-                   STOP_LIMIT, STP_CODES, TIF_CODES, Counters, FastBook, Order,
+from .book import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
+                   STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook, Order,
                    keep_hashes, visible_of)
 from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
                        PlaceOrder)
@@ -47,7 +49,9 @@ from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
                      OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
 from .ledger import Ledger
-from .market import Instrument, Market
+from .market import Instrument, Market, parse_market
+from .state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
+                    InstrumentState, OrderState, StateError)
 
 __all__ = ["Engine"]
 
@@ -120,10 +124,25 @@ class Engine:
     ...                                    side="buy", price="60.10", qty=40))
     >>> [type(e).__name__ for e in events], events[1].price, events[1].qty
     (['OrderAccepted', 'TradeExecuted'], 6000, 40)
+
+    Command window: the engine remembers the ``command_window`` (W, default 100,000)
+    most recent ``(account, command_id)`` pairs, each with the events its command gave
+    (its result event and the consequences after it; ``answer``). A resend inside the
+    window is rejected ``duplicate_command`` and changes nothing; once W newer ids have
+    come, the oldest is forgotten, and a resend of it would act as a new command. The
+    window is part of the state (``state_hash``, ``to_state``). Cost per remembered id:
+    about 60 B of table (a dict entry and a deque slot), the key tuple (56 B), the id
+    string, the tuple of events (48 B + 8 per event) and the events, which would
+    otherwise be freed (some 140 B each, their strings shared): about 280 B for an order
+    that rests, one event (tests/test_state.py measures it), so 28 MB at the default W;
+    in time, a dict look-up, an insert and an eviction per command that has an id.
+    Commands without a ``command_id`` pay nothing.
     """
 
     def __init__(self, market: Market, *, book: _BookFactory = FastBook,
-                 ledger: bool = False) -> None:
+                 ledger: bool = False, command_window: int = 100_000) -> None:
+        if command_window < 0:
+            raise ValueError(f"command_window {command_window}: must be 0 or more")
         self.market = market
         self._instruments: dict[str, Instrument] = dict(market.instruments)
         self._ctr = Counters()
@@ -151,7 +170,12 @@ class Engine:
         self.accepted = 0
         self.rejected = 0
         self.rejects: dict[str, int] = {}  # rejected commands by reason
-        self._command_ids: set[tuple[str, str]] = set()  # (account, command_id) seen
+        # (account, command_id) -> the events of its command, and the keys oldest first.
+        # Profiled: a dict alone, emptied from the front, makes each eviction scan the
+        # dead entries before the first live one (90 us an id at W = 100,000).
+        self.command_window = command_window
+        self._answers: dict[tuple[str, str], tuple] = {}
+        self._answer_order: deque[tuple[str, str]] = deque()
         self.ledger = Ledger(market, self._ctr) if ledger else None
         self._handlers = {
             PlaceOrder: self._place, CancelOrder: self._cancel, AmendOrder: self._amend,
@@ -162,15 +186,11 @@ class Engine:
         if ledger:
             self.submit = self._submit_settled  # type: ignore[method-assign]
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        keep_hashes(self._live)   # a pickle rebuilds it in the compact layout
-
     # --- entry points ------------------------------------------------------------------
     def submit(self, command, out: list) -> None:
         """Process one command, appending its events to *out*. The hot entry point."""
-        if command.command_id is not None and self._duplicate(command, out):
-            return
+        if command.command_id is not None:
+            return self._submit_once(command, out)
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
@@ -178,8 +198,8 @@ class Engine:
 
     def _submit_settled(self, command, out: list) -> None:
         """``submit`` with a ledger: the command's trades settle once it has acted."""
-        if command.command_id is not None and self._duplicate(command, out):
-            return
+        if command.command_id is not None:
+            return self._submit_once(command, out)
         start = len(out)
         ts = command.ts
         if ts is not None and ts > self.clock:
@@ -195,16 +215,40 @@ class Engine:
         if len(out) - start > 1:
             self.ledger.settle(out, start)
 
-    def _duplicate(self, command, out: list) -> bool:
-        """Reject a command whose (account, command_id) was seen before; else remember it."""
+    def _submit_once(self, command, out: list) -> None:
+        """``submit`` for a command with a ``command_id``: reject a resend of one in the
+        window; else act as ``submit`` does (with or without a ledger) and remember the
+        command's events, from its result on, forgetting the oldest id past the window."""
         key = (getattr(command, "account", None) or "", command.command_id)
-        if key not in self._command_ids:
-            self._command_ids.add(key)
-            return False
-        self._reject(type(command).__struct_config__.tag, reasons.DUPLICATE_COMMAND, out,
-                     getattr(command, "order_id", None), key[0] or None,
-                     getattr(command, "instrument", None), command.ts)
-        return True
+        answers = self._answers
+        if key in answers:
+            self._reject(type(command).__struct_config__.tag, reasons.DUPLICATE_COMMAND, out,
+                         getattr(command, "order_id", None), key[0] or None,
+                         getattr(command, "instrument", None), command.ts)
+            return None
+        ledger = self.ledger
+        ts = command.ts
+        if ts is not None and ts > self.clock:
+            start = len(out)
+            self._advance_clock(ts, out)
+            if ledger is not None and len(out) > start:
+                ledger.settle(out, start)   # expired gtd orders give back their holds
+        first = len(out)
+        if not self._handlers[type(command)](command, out) and ledger is not None \
+                and len(out) - first > 1:
+            ledger.settle(out, first)
+        answers[key] = tuple(out[first:])
+        order = self._answer_order
+        order.append(key)
+        if len(order) > self.command_window:
+            del answers[order.popleft()]
+        return None
+
+    def answer(self, account: str | None, command_id: str) -> tuple | None:
+        """Return the events that the command *command_id* of *account* gave (its result
+        event first, then its consequences, as ``submit`` appended them), while it is in
+        the command window; else ``None``. For commands without an account, ``""``."""
+        return self._answers.get((account or "", command_id))
 
     def execute(self, command) -> list:
         """Process one command and return its events."""
@@ -777,9 +821,12 @@ class Engine:
                                 str(book.day_notional), book.snapshot(), stop_rows])
         ledger = None if self.ledger is None else self.ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
+        # The command window: ids oldest first, each with its answer's first seq and size.
+        window = [[account, command_id, events[0].seq if events else None, len(events)]
+                  for (account, command_id), events in self._answers.items()]
         return [self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted,
                 self.rejected, sorted(self.rejects.items()), sorted(self._live),
-                sorted(self._command_ids), ledger, instruments]
+                window, ledger, instruments]
 
     def state_hash(self) -> str:
         """Return a hex digest of the whole state; equal states give equal hashes."""
@@ -797,5 +844,212 @@ class Engine:
         assert resting + pending == len(live), "registry differs from books and stops"
         for order in live:
             assert order.qty > 0
+        answers = self._answers
+        assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
+        assert list(answers) == list(self._answer_order), "command window out of order"
         if self.ledger is not None:
             self.ledger.check(live)
+
+    # --- state (exchange.state) ----------------------------------------------------------
+    def to_state(self, *, copy: bool = True) -> EngineState:
+        """Return the engine's whole state as data (``exchange.state.EngineState``), from
+        which ``from_state`` builds an engine indistinguishable from this one.
+
+        Its orders are ``OrderState`` copies; with ``copy=False`` they are the engine's
+        own ``Order`` objects (the same when encoded, and what ``encode_state`` does),
+        good only until the engine acts again.
+        """
+        text = self.market.text
+        if not text:
+            raise ValueError("the market has no TOML text (build it with parse_market or "
+                             "load_market): its state cannot be written")
+        place: dict[str, int] = {}   # live order id -> its place in the listing
+        instruments = []
+        for symbol, book in self._books.items():
+            stops = self._specs[symbol].stops
+            lists = [list(book.orders(True)), list(book.orders(False)),
+                     [o for _, _, o in stops.buys] if stops else [],
+                     [o for _, _, o in stops.sells] if stops else []]
+            for orders in lists:
+                place.update(zip([o.order_id for o in orders], range(len(place), 1 << 62)))
+            if copy:
+                lists = [[_copied(o, OrderState) for o in orders] for orders in lists]
+            instruments.append(InstrumentState(
+                symbol=symbol, reference_price=self._reference[symbol],
+                last_price=book.last_price, trade_count=book.trade_count, volume=book.volume,
+                day_volume=book.day_volume, day_notional=str(book.day_notional),
+                bids=lists[0], asks=lists[1], stop_buys=lists[2], stop_sells=lists[3]))
+        # Every live order is listed above, under its id: the others are done today.
+        # Profiled: looking up the id, not the order, spares a cache miss per order.
+        live = self._live
+        registry: list[int | str] = [place.get(order_id, order_id) for order_id in live]
+        gtd = [GtdEntry(expire_ts=expire_ts, seq=seq, order_id=order.order_id)
+               for expire_ts, seq, order in sorted(self._gtd, key=lambda e: (e[0], e[1]))
+               if order.qty and live.get(order.order_id) is order]
+        return EngineState(
+            format=FORMAT, version=STATE_VERSION, market=text,
+            market_source=self.market.source, seq=self._ctr.seq, trade=self._ctr.trade,
+            clock=self.clock, day=self.day, accepted=self.accepted, rejected=self.rejected,
+            rejects=dict(self.rejects), registry=registry, instruments=instruments, gtd=gtd,
+            command_window=self.command_window,
+            commands=[CommandAnswer(account=account, command_id=command_id, events=events)
+                      for (account, command_id), events in self._answers.items()],
+            ledger=None if self.ledger is None else self.ledger.to_state())
+
+    @classmethod
+    def from_state(cls, state: EngineState, *, book: _BookFactory = FastBook,
+                   command_window: int | None = None, adopt: bool = False) -> "Engine":
+        """Build an engine from *state* (``to_state``) on books made by *book*; the market
+        is parsed again from its text. *command_window*, if given, replaces the stored
+        size (keeping the newest ids). With *adopt* the state's orders, which must be
+        ``Order`` objects no one else holds (``decode_state``'s), become the engine's;
+        otherwise they are copied. Raise ``exchange.state.StateError`` if the state does
+        not make a consistent engine (``check()`` finds what this does not)."""
+        if state.format != FORMAT or state.version != STATE_VERSION:
+            raise StateError(f"engine state {state.format!r} version {state.version}: this "
+                             f"build reads {FORMAT!r} version {STATE_VERSION}")
+        try:
+            market = parse_market(state.market, state.market_source)
+        except Exception as exc:  # noqa: BLE001 - any market that does not parse
+            raise StateError(f"the state's market does not parse: {exc}") from None
+        window = state.command_window if command_window is None else command_window
+        if window < 0:
+            raise StateError(f"command window {window}: must be 0 or more")
+        engine = cls(market, book=book, ledger=state.ledger is not None, command_window=window)
+        try:
+            engine._load_state(state, adopt)
+        except StateError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise StateError(f"engine state is inconsistent: {exc}") from None
+        return engine
+
+    def _load_state(self, state: EngineState, adopt: bool) -> None:
+        """Fill this new engine (built on the state's market) from *state*."""
+        ctr = self._ctr
+        ctr.seq, ctr.trade = state.seq, state.trade
+        self.clock, self.day = state.clock, state.day
+        self.accepted, self.rejected = state.accepted, state.rejected
+        self.rejects = dict(state.rejects)
+        symbols = [i.symbol for i in state.instruments]
+        for symbol in symbols:
+            if symbol not in self._instruments:
+                raise StateError(f"engine state names an unknown instrument {symbol!r}")
+        if len(set(symbols)) != len(symbols) or len(symbols) != len(self._instruments):
+            missing = sorted(set(self._instruments) - set(symbols))
+            raise StateError(f"engine state lists instruments twice or leaves some out "
+                             f"({', '.join(missing) or 'repeated'})")
+        accounts: dict[str, str] = {}   # one string per account name, as the books had
+        listed: list[Order] = []        # the live orders, in the registry's numbering
+        for inst in state.instruments:
+            symbol = self._instruments[inst.symbol].symbol
+            spec = self._specs[symbol]
+            sides = []
+            for rows, is_buy, stop in ((inst.bids, True, False), (inst.asks, False, False),
+                                       (inst.stop_buys, True, True),
+                                       (inst.stop_sells, False, True)):
+                if adopt and rows and type(rows[0]) is not Order:
+                    raise TypeError("from_state(adopt=True) takes engine orders (decode_state)")
+                orders = rows if adopt else [_copied(r, Order) for r in rows]
+                _take_orders(orders, symbol, is_buy, stop, accounts)
+                listed += orders
+                sides.append(orders)
+            book = self._books[symbol]
+            book.restore(sides[0], sides[1])
+            book.last_price, book.trade_count, book.volume = (
+                inst.last_price, inst.trade_count, inst.volume)
+            if not inst.day_notional.isdigit() or not inst.day_notional.isascii():
+                raise StateError(f"{symbol}: day notional {inst.day_notional!r}")
+            book.day_volume, book.day_notional = inst.day_volume, int(inst.day_notional)
+            reference = inst.reference_price
+            if reference is not None and reference <= 0:
+                raise StateError(f"{symbol}: reference price {reference}")
+            self._reference[symbol] = reference
+            spec.band = spec.inst.price_band(reference)
+            if sides[2] or sides[3]:
+                stops = spec.stops = _Stops()
+                for order in sides[2] + sides[3]:
+                    stops.add(order)
+                if ([o for _, _, o in stops.buys] != sides[2]
+                        or [o for _, _, o in stops.sells] != sides[3]):
+                    raise StateError(f"{symbol}: stop orders out of trigger order")
+        # The registry, in its order: each live order once, each other id of the day once.
+        live = self._live
+        used = bytearray(len(listed))
+        for item in state.registry:
+            if isinstance(item, int):
+                if not 0 <= item < len(listed) or used[item]:
+                    raise StateError(f"the registry names live order {item}, which is not "
+                                     f"listed or named twice")
+                used[item] = 1
+                order = listed[item]
+                live[order.order_id] = order
+            else:
+                live[item] = None
+        if len(live) != len(state.registry):
+            raise StateError("the registry names an order id twice")
+        if len(listed) != sum(used):
+            unnamed = next(o for o, u in zip(listed, used) if not u)
+            raise StateError(f"order {unnamed.order_id!r} of {unnamed.instrument} is not in "
+                             f"the registry")
+        # The gtd expiry heap: each live gtd order has its one entry.
+        heap = []
+        seqs = set()
+        for entry in state.gtd:
+            order = live.get(entry.order_id)
+            if (order is None or order.tif != GTD or order.expire_ts != entry.expire_ts
+                    or entry.seq in seqs):
+                raise StateError(f"gtd entry of {entry.order_id!r}: not a live gtd order "
+                                 f"expiring then, or its seq {entry.seq} given twice")
+            seqs.add(entry.seq)
+            heap.append((entry.expire_ts, entry.seq, order))
+        if len(heap) != sum(1 for o in listed if o.tif == GTD):
+            raise StateError("a live gtd order has no expiry entry, or more than one")
+        heapq.heapify(heap)
+        self._gtd = heap
+        # The command window, oldest first (the newest W if W is smaller).
+        answers = self._answers
+        entries = state.commands
+        window = self.command_window
+        for remembered in entries[len(entries) - window:] if len(entries) > window else entries:
+            key = (remembered.account, remembered.command_id)
+            if key in answers:
+                raise StateError(f"command {key} is remembered twice")
+            answers[key] = remembered.events
+            self._answer_order.append(key)
+        if state.ledger is not None:
+            self.ledger.load_state(state.ledger)   # type: ignore[union-attr]
+
+
+def _copied(record, into: type):
+    """A new *into* (``Order`` or ``OrderState``) with *record*'s fields."""
+    return into(order_id=record.order_id, account=record.account,
+                instrument=record.instrument, is_buy=record.is_buy, price=record.price,
+                qty=record.qty, visible=record.visible, display=record.display,
+                kind=record.kind, tif=record.tif, stp=record.stp, post_only=record.post_only,
+                stop_price=record.stop_price, expire_ts=record.expire_ts,
+                accept_seq=record.accept_seq)
+
+
+def _take_orders(orders: list[Order], symbol: str, is_buy: bool, stop: bool,
+                 accounts: dict[str, str]) -> None:
+    """Check that *orders* are what one side of *symbol* can hold: resting orders (a
+    limit order of a tif that rests) or, with *stop*, untriggered stops; share their
+    symbol and account strings. Raise ``StateError`` otherwise."""
+    # Profiled (benchmarks/snapshot.py): one pass, locals, no call per order.
+    kinds = (STOP, STOP_LIMIT) if stop else (LIMIT,)
+    tifs = (GTC, DAY, GTD, IOC, FOK) if stop else (GTC, DAY, GTD)
+    intern = accounts.setdefault
+    for o in orders:
+        qty = o.qty
+        if (o.instrument != symbol or o.is_buy != is_buy or o.kind not in kinds
+                or o.tif not in tifs or not 0 < o.visible <= qty or o.stp not in STP_NAMES
+                or o.display < 0 or (o.tif == GTD) != (o.expire_ts > 0)
+                or (o.price <= 0 if o.kind != STOP else o.price < 0)
+                or (o.stop_price <= 0 if stop else o.stop_price < 0)   # a triggered one
+                or not (stop or o.display or o.visible == qty)):
+            raise StateError(f"{symbol}: order {o.order_id!r} is not a "
+                             f"{'stop' if stop else 'resting order'} the "
+                             f"{'buy' if is_buy else 'sell'} side could hold")
+        o.instrument = symbol
+        o.account = intern(o.account, o.account)

@@ -56,6 +56,7 @@ from .events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
 from .clearing import CLEARING, Clearing
 from .market import FEE_SCALE, MINOR_UNITS, Market
 from .registry import Registry
+from .state import AccountState, HoldingState, HoldState, LedgerState
 from .units import Scale
 
 __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
@@ -711,6 +712,93 @@ class Ledger:
         if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
             return reasons.ACCOUNT_NOT_EMPTY
         return self._set_status(cmd, CLOSED, out)
+
+    # --- state (exchange.state) ------------------------------------------------------------
+    def to_state(self) -> LedgerState:
+        """Return the ledger's whole state as data: accounts and holdings in order, supply,
+        holds, the T+1 index, the compliance registry and the clearing house."""
+        where: dict[int, tuple[str, str]] = {}   # id(holding) -> (account, asset)
+        accounts = []
+        for name, acct in self.accounts.items():
+            rows = []
+            for asset, h in acct.holdings.items():
+                where[id(h)] = (name, asset)
+                rows.append(HoldingState(asset=asset, available=h.available, held=h.held,
+                                         locked=h.locked, pending_buy=h.pending_buy))
+            accounts.append(AccountState(name=name, kind=acct.kind, status=acct.status,
+                                         holdings=rows))
+        holds = []
+        for order_id, hold in self._holds.items():
+            account, asset = where[id(hold.holding)]
+            other_account, other = where[id(hold.other)]
+            if other_account != account:
+                raise ValueError(f"hold of {order_id}: its two legs are in two accounts")
+            holds.append(HoldState(order_id=order_id, account=account, asset=asset, other=other,
+                                   amount=hold.amount, is_buy=hold.is_buy, price=hold.price,
+                                   unit=hold.unit, fee=hold.fee, qty=hold.qty, rests=hold.rests))
+        return LedgerState(accounts=accounts, supply=dict(self.supply), holds=holds,
+                           locked=list(self._locked), registry=self.registry.to_state(),
+                           clearing=self.clearing.to_state())
+
+    def load_state(self, state: LedgerState) -> None:
+        """Take *state* (``to_state``) into this new ledger, in place: the clearing house
+        shares its accounts and the fee terms its system holdings, which are kept.
+        Raise ``ValueError`` on an unknown asset, account or status, or a repeat."""
+        assets = set(self.currencies) | set(self.instruments)
+        statuses = (OPEN, SUSPENDED, CLOSED)
+        accounts = self.accounts
+        system = dict(accounts)   # the system accounts, made by __init__
+        accounts.clear()
+        for row in state.accounts:
+            name = row.name
+            if name in accounts:
+                raise ValueError(f"ledger: account {name!r} given twice")
+            acct = system.pop(name, None)
+            if acct is None:
+                if name.startswith("@") or not name:
+                    raise ValueError(f"ledger: {name!r} is not an account name")
+                if row.status not in statuses:
+                    raise ValueError(f"ledger: account {name!r} status {row.status!r}")
+                acct = Account(name, row.kind)
+                acct.status = row.status
+            elif row.status != SYSTEM or row.kind != acct.kind:
+                raise ValueError(f"ledger: system account {name!r} as {row.kind!r}, "
+                                 f"{row.status!r}")
+            accounts[name] = acct
+            seen = set()
+            for h in row.holdings:
+                if h.asset not in assets or h.asset in seen:
+                    raise ValueError(f"ledger: {name!r} holds {h.asset!r}, unknown or twice")
+                seen.add(h.asset)
+                holding = acct.holding(h.asset)
+                holding.available, holding.held = h.available, h.held
+                holding.locked, holding.pending_buy = h.locked, h.pending_buy
+        if system:
+            raise ValueError(f"ledger: system accounts missing: {', '.join(sorted(system))}")
+        for asset in state.supply:
+            if asset not in assets:
+                raise ValueError(f"ledger: supply of unknown asset {asset!r}")
+        self.supply = dict(state.supply)
+        holds = self._holds
+        for row_hold in state.holds:
+            owner = row_hold.account
+            holdings = accounts[owner].holdings if owner in accounts else {}
+            if (row_hold.asset not in holdings or row_hold.other not in holdings
+                    or row_hold.order_id in holds):
+                raise ValueError(f"ledger: the hold of {row_hold.order_id!r} names no holding "
+                                 f"of {owner!r}, or is given twice")
+            holds[row_hold.order_id] = _Hold(
+                holdings[row_hold.asset], holdings[row_hold.other], row_hold.amount,
+                row_hold.is_buy, row_hold.price, row_hold.unit, row_hold.fee, row_hold.qty,
+                row_hold.rests)
+        for account, asset in state.locked:
+            locked = accounts[account].holdings.get(asset) if account in accounts else None
+            if locked is None or (account, asset) in self._locked:
+                raise ValueError(f"ledger: locked units of {account!r} {asset!r}: no such "
+                                 f"holding, or given twice")
+            self._locked[(account, asset)] = locked
+        self.registry.load_state(state.registry)
+        self.clearing.load_state(state.clearing)
 
     # --- verification ----------------------------------------------------------------------
     def snapshot(self) -> list:

@@ -197,6 +197,32 @@ class NaiveBook:
                 self._enqueue(resting)
         return None
 
+    # --- state (exchange.state) --------------------------------------------------------
+    def restore(self, bids: list[Order], asks: list[Order]) -> None:
+        """Load resting orders into this empty book, each side in priority order; they
+        get arrival numbers in that order. The registry is left to the caller.
+
+        Raise ``ValueError`` if the book is not empty, a side is out of price order or
+        the two sides cross.
+        """
+        for is_buy, orders in ((True, bids), (False, asks)):
+            side = self._side[is_buy]
+            if side:
+                raise ValueError(f"{self.symbol}: restoring into a book that is not empty")
+            last = None
+            for order in orders:
+                rank = -order.price if is_buy else order.price
+                if last is not None and rank < last:
+                    raise ValueError(f"{self.symbol}: order {order.order_id} is out of "
+                                     f"price priority")
+                last = rank
+                self._clock += 1
+                self._arrival[id(order)] = self._clock
+                side.append(order)
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is not None and ask is not None and bid >= ask:
+            raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
+
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list:
         return [

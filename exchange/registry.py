@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from . import reasons
 from .allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
 from .calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
+from .state import (AllocationState, DeductionState, MonthState, ObligationState,
+                    RegistryState)
 
 __all__ = ["Registry", "Obligation", "Allocation", "civil_month", "deadline_ns",
            "QUALITIES", "STAGES"]
@@ -304,6 +306,62 @@ class Registry:
             if ob.status is not None:
                 assert ob.shortfall == max(0, ob.emissions - ob.allowances - ob.counted_offsets())
 
+    # --- state (exchange.state) ---------------------------------------------------------
+    def to_state(self) -> RegistryState:
+        """Return the registry's state as data (its month cache is rebuilt, not kept)."""
+        return RegistryState(
+            obligations=[ObligationState(
+                account=a, year=y, emissions=ob.emissions, quality=ob.quality,
+                verifier=ob.verifier, months=ob.months, allowances=ob.allowances,
+                offsets=ob.offsets, status=ob.status, shortfall=ob.shortfall, fine=ob.fine)
+                for (a, y), ob in self.obligations.items()],
+            closed=sorted(self.closed),
+            deductions=[DeductionState(account=a, year=y, units=q)
+                        for (a, y), q in self.deductions.items()],
+            months=[MonthState(year=y, month=m, notional=f, volume=u)
+                    for (y, m), (f, u) in self.months.items()],
+            allocations=[AllocationState(account=a, year=y, stage=al.stage,
+                                         allocation=al.allocation, deducted=al.deducted,
+                                         issued=al.issued)
+                         for (a, y), al in self.allocations.items()],
+            net_sales=dict(self.net_sales), converted=dict(self.converted), clock=self.clock)
+
+    def load_state(self, state: RegistryState) -> None:
+        """Take the state *state* (``to_state``) into this new registry. Raise
+        ``ValueError`` on a repeated key or a value of the wrong kind."""
+        def once(table: dict, key, what: str) -> None:
+            if key in table:
+                raise ValueError(f"registry: {what} {key} given twice")
+
+        for ob in state.obligations:
+            if ob.quality not in QUALITIES or ob.status not in (None, "compliant", "short"):
+                raise ValueError(f"registry: obligation {ob.account} {ob.year}: "
+                                 f"quality {ob.quality!r}, status {ob.status!r}")
+            once(self.obligations, (ob.account, ob.year), "obligation")
+            self.obligations[(ob.account, ob.year)] = Obligation(
+                ob.emissions, ob.quality, ob.verifier, ob.months, ob.allowances, ob.offsets,
+                ob.status, ob.shortfall, ob.fine)
+        self.closed = set(state.closed)
+        for d in state.deductions:
+            once(self.deductions, (d.account, d.year), "deduction")
+            self.deductions[(d.account, d.year)] = d.units
+        for m in state.months:
+            if not 1 <= m.month <= 12:
+                raise ValueError(f"registry: month {m.year}-{m.month}")
+            once(self.months, (m.year, m.month), "month")
+            self.months[(m.year, m.month)] = [m.notional, m.volume]
+        for al in state.allocations:
+            if al.stage not in STAGES:
+                raise ValueError(f"registry: allocation stage {al.stage!r}")
+            once(self.allocations, (al.account, al.year), "allocation")
+            self.allocations[(al.account, al.year)] = Allocation(al.stage, al.allocation,
+                                                                 al.deducted, al.issued)
+        self.net_sales = dict(state.net_sales)
+        self.converted = dict(state.converted)
+        self.clock = state.clock
+        self._month_clock = -1   # the month cache is worked out again at the next trade
+
+    # --- verification (continued) -------------------------------------------------------
     def snapshot(self) -> list:
         return [[[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
                 sorted(self.closed), sorted([a, y, q] for (a, y), q in self.deductions.items()),

@@ -17,7 +17,6 @@ Generation uses hypothesis strategies only (no ``random``); ``deadline=None``.
 """
 from __future__ import annotations
 
-import pickle
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -35,6 +34,7 @@ from exchange import (AmendOrder, CancelOrder, CommandRejected, Engine, EndOfDay
                       ReferencePriceSet, TradeExecuted, TradingDayEnded, default_market)
 from exchange import reasons
 from exchange.book import keep_hashes
+from exchange.state import decode_state, encode_state
 
 MARKET = default_market()
 MAIN, OTHER = "CEA25", "CEA24"
@@ -892,20 +892,25 @@ def test_last_price_after_self_trade_cancel_at_later_level(book) -> None:
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="a CPython dict layout")
-def test_order_registry_keeps_key_hashes_in_its_table_even_after_a_snapshot() -> None:
+@pytest.mark.parametrize("book", [FastBook, NaiveBook], ids=["fast", "naive"])
+def test_order_registry_keeps_key_hashes_in_its_table_even_after_a_snapshot(book) -> None:
     """The registry is a dict in the layout that stores key hashes (exchange.book.
     keep_hashes): larger than a plain dict of the same str keys, and so again once an
-    engine is restored from a pickle, which rebuilds dicts in the compact layout."""
-    engine = Engine(default_market())
+    engine is restored from its state (exchange.state), which builds the dict anew."""
+    engine = Engine(default_market(), book=book)
     for number in range(2000):
         engine.execute(PlaceOrder(order_id=f"o{number}", account="a", instrument="CEA25",
                                   side="buy", price="50.00", qty=100))
     plain = {order_id: order for order_id, order in engine._live.items()}  # built anew
     assert engine._live == plain and sys.getsizeof(engine._live) > sys.getsizeof(plain)
-    restored = pickle.loads(pickle.dumps(engine))
+    restored = decode_state(encode_state(engine), book=book)
     assert restored.state_hash() == engine.state_hash()
-    assert sys.getsizeof(restored._live) > sys.getsizeof(plain)
+    assert restored._live == plain and sys.getsizeof(restored._live) > sys.getsizeof(plain)
     restored.check()
     assert restored.book("CEA25")._live is restored._live   # still the one shared table
+    # the same through Engine.from_state on the state as data
+    again = Engine.from_state(engine.to_state(), book=book)
+    assert again.state_hash() == engine.state_hash()
+    assert sys.getsizeof(again._live) > sys.getsizeof(plain)
     table = {"x": 1}
     assert keep_hashes(table) is table and table == {"x": 1}

@@ -1,0 +1,395 @@
+"""The engine's whole state as versioned data: msgpack written and read by explicit code.
+
+``encode_state(engine)`` turns an ``Engine`` (books, stops, the order-id registry, the
+command window, the ledger with its compliance registry and clearing house) into bytes;
+``decode_state(data)`` builds an engine that is indistinguishable from it: the same
+``state_hash()``, ``check()`` passes, and the same further commands give the same
+events. Decoding reads only the Structs below (plain strings, integers, booleans and
+the event Structs of ``exchange.events``); it never runs code, imports anything by name
+or unpickles: a payload that does not decode, has another version or contradicts itself
+raises ``StateError``. The market goes in as its TOML text and is parsed again.
+
+Schema (version 1), top down; "in order" means the order the engine keeps, which its
+events depend on, so it is kept exactly:
+
+``EngineState``
+    ``format`` ("carbonx-state"), ``version``, ``market`` (TOML text) and its
+    ``market_source``; ``seq`` and ``trade`` (the global counters); ``clock``, ``day``,
+    ``accepted``, ``rejected``, ``rejects`` (reason -> count, in order);
+    ``registry``: every order id in use today, in the registry's order (an int: the
+    live order at that place in the instruments' orders listed bids, asks, stop buys,
+    stop sells, instrument by instrument; a str: an id whose order is done today);
+    ``instruments`` (``InstrumentState``, one per instrument of the market);
+    ``gtd``: the expiry heap's live entries ``(expire_ts, seq, order_id)``;
+    ``command_window`` (W) and ``commands``: the remembered command ids, oldest first,
+    each with the events its command gave (``CommandAnswer``); ``ledger`` or nil.
+``InstrumentState``
+    ``symbol``, ``reference_price`` (the band follows from it), ``last_price``,
+    ``trade_count``, ``volume``, ``day_volume``, ``day_notional`` (decimal text: it
+    may pass 64 bits); ``bids`` and ``asks`` in priority order (best price first,
+    then time); ``stop_buys`` and ``stop_sells`` in trigger order (``OrderState``).
+``OrderState`` (an array)
+    ``order_id, account, instrument, is_buy, price, qty, visible, display, kind, tif,
+    stp, post_only, stop_price, expire_ts, accept_seq``: ``exchange.book.Order``'s
+    fields in its order, so an ``Order`` (``array_like`` too) encodes to the same
+    array and decodes from it (``encode_state`` and ``decode_state`` take that path:
+    no order is copied twice). Codes as in ``exchange.book``: kind limit 0, market 1,
+    stop 2, stop_limit 3; tif gtc 0, day 1, gtd 2, ioc 3, fok 4; stp cancel_resting 0,
+    cancel_aggressor 1, cancel_both 2, none 3. The instrument and side must be those of
+    the list the order is in.
+``LedgerState``
+    ``accounts`` (name, kind, status, holdings ``[asset, available, held, locked,
+    pending_buy]`` in order), ``supply``, ``holds`` (per open order: the account, the
+    held asset and the other leg's asset, amount, side, price, tick value, fee, open
+    qty, whether it rests), ``locked`` (the ``(account, asset)`` T+1 index, in order),
+    ``registry`` (``RegistryState``: obligations, closed years, deductions, monthly
+    tallies, allocations, net sales, conversions, clock) and ``clearing``
+    (``ClearingState``: positions, open orders, settlement prices, closing-window and
+    day tallies, calls, defaults, own cash, expired, delivered, clock).
+
+Not stored, as they are rebuilt from the above: price and quantity caches, price bands,
+per-account spot terms, the registry's month cache, the naive book's arrival numbers,
+dead (lazily deleted) book entries and dead expiry-heap entries.
+
+Schema evolution: a new field needs a default (and, in an array Struct, goes at the
+end: for ``OrderState`` at the end of ``Order`` too), so an older payload still decodes
+and an older reader skips it; field names never change meaning. Anything else (a field
+removed, renamed, re-typed or meaning something new, a code renumbered, ``Order``'s
+fields reordered) takes a new ``STATE_VERSION``, and a payload of a different version is
+not read (``StateError``): its reader replays the journal instead. tests/test_state.py
+pins ``Order``'s fields to ``OrderState``'s.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import msgspec
+
+from .book import FastBook, Order
+from .events import AnyEvent
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "FORMAT",
+    "STATE_VERSION",
+    "AccountState",
+    "AllocationState",
+    "ClearingOrderState",
+    "ClearingState",
+    "CommandAnswer",
+    "DeductionState",
+    "EngineState",
+    "GtdEntry",
+    "HoldState",
+    "HoldingState",
+    "InstrumentState",
+    "LedgerState",
+    "MonthState",
+    "ObligationState",
+    "OrderState",
+    "PositionState",
+    "RegistryState",
+    "StateError",
+    "decode_state",
+    "encode_state",
+    "read_state",
+]
+
+STATE_VERSION = 1
+FORMAT = "carbonx-state"
+
+
+class StateError(ValueError):
+    """A state payload that cannot be used: the message says why."""
+
+
+# --- the matching engine -------------------------------------------------------------------
+
+class OrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    """One live order (resting, or a stop not yet triggered): ``exchange.book.Order``'s
+    fields, in its order (see the module docstring)."""
+
+    order_id: str
+    account: str
+    instrument: str
+    is_buy: bool
+    price: int
+    qty: int
+    visible: int
+    display: int
+    kind: int
+    tif: int
+    stp: int
+    post_only: bool = False
+    stop_price: int = 0
+    expire_ts: int = 0
+    accept_seq: int = 0
+
+
+# The order record of a state: OrderState, or (encode_state, decode_state) the engine's
+# own Order, whose array is the same.
+R = TypeVar("R", OrderState, Order)
+
+
+class InstrumentState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
+    """One instrument's book, stops and statistics."""
+
+    symbol: str
+    reference_price: int | None = None
+    last_price: int | None = None
+    trade_count: int = 0
+    volume: int = 0
+    day_volume: int = 0
+    day_notional: str = "0"
+    bids: list[R] = []
+    asks: list[R] = []
+    stop_buys: list[R] = []
+    stop_sells: list[R] = []
+
+
+class GtdEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A live entry of the gtd expiry heap: the order *order_id* expires at *expire_ts*;
+    *seq* breaks ties (the accept seq, or that of the amend that re-queued it)."""
+
+    expire_ts: int
+    seq: int
+    order_id: str
+
+
+class CommandAnswer(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A remembered command id and the events its command gave (its result first)."""
+
+    account: str
+    command_id: str
+    events: tuple[AnyEvent, ...]
+
+
+# --- the compliance registry ---------------------------------------------------------------
+
+class ObligationState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    account: str
+    year: int
+    emissions: int
+    quality: str
+    verifier: str | None
+    months: int = 12
+    allowances: int = 0
+    offsets: int = 0
+    status: str | None = None
+    shortfall: int = 0
+    fine: int = 0
+
+
+class AllocationState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    account: str
+    year: int
+    stage: str
+    allocation: int
+    deducted: int
+    issued: int
+
+
+class DeductionState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    account: str
+    year: int
+    units: int
+
+
+class MonthState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Allowance trades of one calendar month: notional (minor units) and volume."""
+
+    year: int
+    month: int
+    notional: int
+    volume: int
+
+
+class RegistryState(msgspec.Struct, frozen=True, kw_only=True):
+    obligations: list[ObligationState] = []
+    closed: list[int] = []
+    deductions: list[DeductionState] = []
+    months: list[MonthState] = []
+    allocations: list[AllocationState] = []
+    net_sales: dict[str, int] = {}
+    converted: dict[str, int] = {}
+    clock: int = 0
+
+
+# --- the clearing house --------------------------------------------------------------------
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    symbol: str
+    account: str
+    net: int = 0
+    open_buy: int = 0
+    open_sell: int = 0
+    marked: int = 0
+    flow: int = 0
+    margin: int = 0
+    premium: int = 0
+    cost: int = 0
+
+
+class ClearingOrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """An open order on a cleared contract: its open lots and limit price (0: none)."""
+
+    order_id: str
+    account: str
+    symbol: str
+    is_buy: bool
+    lots: int
+    price: int
+
+
+class ClearingState(msgspec.Struct, frozen=True, kw_only=True):
+    positions: list[PositionState] = []
+    orders: list[ClearingOrderState] = []
+    settlement: dict[str, int] = {}
+    window: dict[str, tuple[int, int]] = {}
+    day_trades: dict[str, tuple[int, int]] = {}
+    calls: dict[str, int] = {}
+    defaults: dict[str, int] = {}
+    own_cash: dict[str, int] = {}
+    expired: list[str] = []
+    delivered: list[str] = []
+    clock: int = 0
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+class HoldingState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    asset: str
+    available: int = 0
+    held: int = 0
+    locked: int = 0
+    pending_buy: int = 0
+
+
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    kind: str
+    status: str
+    holdings: list[HoldingState] = []
+
+
+class HoldState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """What an open order holds: ``amount`` of *account*'s *asset* (its ``held``);
+    *other* is the asset the other leg of each fill goes to."""
+
+    order_id: str
+    account: str
+    asset: str
+    other: str
+    amount: int
+    is_buy: bool
+    price: int
+    unit: int
+    fee: int
+    qty: int
+    rests: bool
+
+
+class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
+    accounts: list[AccountState]
+    supply: dict[str, int] = {}
+    holds: list[HoldState] = []
+    locked: list[tuple[str, str]] = []
+    registry: RegistryState = RegistryState()
+    clearing: ClearingState = ClearingState()
+
+
+class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
+    """The whole engine (see the module docstring). ``EngineState[OrderState]`` is what
+    ``Engine.to_state`` gives; ``EngineState[Order]`` is the same data holding engine
+    orders (what ``encode_state`` writes and ``decode_state`` reads)."""
+
+    format: str
+    version: int
+    market: str
+    market_source: str = "<state>"
+    seq: int = 0
+    trade: int = 0
+    clock: int = 0
+    day: int = 1
+    accepted: int = 0
+    rejected: int = 0
+    rejects: dict[str, int] = {}
+    registry: list[int | str] = []
+    instruments: list[InstrumentState[R]] = []
+    gtd: list[GtdEntry] = []
+    command_window: int = 100_000
+    commands: list[CommandAnswer] = []
+    ledger: LedgerState | None = None
+
+
+class _Header(msgspec.Struct):
+    """What is read first: a payload of another format or version is not read further."""
+
+    format: str
+    version: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_header = msgspec.msgpack.Decoder(_Header)
+_decoder = msgspec.msgpack.Decoder(EngineState[OrderState])
+_fast_decoder = msgspec.msgpack.Decoder(EngineState[Order])
+
+
+def encode_state(engine) -> bytes:
+    """Return *engine*'s whole state as msgpack bytes (``EngineState``)."""
+    # The engine's orders go in as they are: encoded as OrderState would be.
+    return _encoder.encode(engine.to_state(copy=False))
+
+
+def read_state(data: bytes | bytearray | memoryview) -> EngineState[OrderState]:
+    """Decode *data* into an ``EngineState``; raise ``StateError`` if it is not one of
+    this version. Nothing is checked against a market yet (``Engine.from_state`` does)."""
+    return _read(data, _decoder)
+
+
+def _read(data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder):
+    try:
+        header = _header.decode(data)
+    except (msgspec.DecodeError, TypeError) as exc:
+        raise StateError(f"not an engine state: {exc}") from None
+    if header.format != FORMAT:
+        raise StateError(f"not an engine state: format {header.format!r}, "
+                         f"expected {FORMAT!r}")
+    if header.version != STATE_VERSION:
+        raise StateError(f"engine state version {header.version} is not read here "
+                         f"(this build reads version {STATE_VERSION})")
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise StateError(f"engine state version {STATE_VERSION} does not decode: {exc}") from None
+
+
+def decode_state(data: bytes | bytearray | memoryview, *, book: Callable = FastBook,
+                 check: bool = True, command_window: int | None = None) -> Engine:
+    """Build an ``Engine`` from *data* (``encode_state``; any buffer, a memoryview of a
+    file's bytes too), on books made by *book* (``FastBook`` or ``NaiveBook``, as the
+    engine's constructor takes).
+
+    Raise ``StateError`` if *data* does not decode, is of another version, or does not
+    make a consistent engine (an unknown instrument, an order whose id is not in the
+    registry, a market that does not parse...). With *check* (the default) the engine's
+    own ``check()`` runs too, and a broken invariant is a ``StateError``: measured at
+    1,000,000 resting orders (benchmarks/snapshot.py), a third more time without a
+    ledger, twice the time with one (every hold is checked). *command_window*, if given,
+    replaces the stored window size (the oldest ids go first if it is smaller).
+    """
+    from .engine import Engine  # engine imports this module: bound here, not by name
+
+    # The decoded orders are new: the engine takes them as they are, without a copy.
+    engine = Engine.from_state(_read(data, _fast_decoder), book=book,
+                               command_window=command_window, adopt=True)
+    if check:
+        try:
+            engine.check()
+        except (AssertionError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"engine state is inconsistent: {exc or 'an invariant fails'}") \
+                from None
+    return engine
