@@ -1,15 +1,27 @@
 """Configuration for a local mosquitto broker that carries the gateway's MQTT traffic.
 
-``write_broker_config(out_dir, port, accounts)`` writes four files into *out_dir*:
+``write_broker_config(out_dir, port, accounts)`` writes four files into *out_dir*, and
+refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
 
 - ``mosquitto.conf``: one listener on ``127.0.0.1:PORT`` only, no anonymous access,
-  the password and ACL files by absolute path, limits that let a fast gateway stream;
+  the password and ACL files by absolute path, limits that let a fast gateway stream
+  (``max_packet_size`` 1 MiB: a larger packet gets its client disconnected), and
+  ``use_username_as_clientid`` on the listener, so a client's identifier is its user name
+  and one account cannot disconnect another's session by reusing its identifier (an
+  account's second connection takes over from its first);
 - ``passwd``: one ``user:hash`` line per account and for the gateway user, hashed here
   (no ``mosquitto_passwd`` binary needed) in mosquitto's ``$7$`` format (mode 0600);
 - ``acl``: each account may write only ``cx/v1/orders/ACCOUNT`` and read only
   ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#``; the gateway reads ``cx/v1/orders/+`` and
   writes ``cx/v1/exec/+`` and ``cx/v1/md/#``;
 - ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "..."}`` (mode 0600).
+
+The ``user`` line: mosquitto started as root drops to that user (to ``mosquitto`` when
+there is none). Written by a non-root user, the config names that user, who owns the
+0600 files and so can read them. Written by root, it has no ``user`` line (never
+``user root``: a broker facing the network should not keep root): give ``passwd`` and
+``acl`` to the ``mosquitto`` user (``chown mosquitto passwd acl``), or start mosquitto as
+a non-root user who can read them.
 
 Passwords not given are generated with :mod:`secrets`. The hash format, as mosquitto 2.0
 reads it: ``$7$ITERATIONS$base64(salt)$base64(PBKDF2-HMAC-SHA512(password, salt))``
@@ -29,9 +41,10 @@ from pathlib import Path
 from typing import Mapping
 
 __all__ = [
-    "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "write_broker_config",
-    "parse_account_args", "validate_account_name", "hash_password", "verify_password",
-    "generate_password", "render_config", "render_acl",
+    "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "MAX_PACKET_SIZE", "CONFIG_FILES",
+    "ConfigExistsError", "existing_config", "write_broker_config", "parse_account_args",
+    "validate_account_name", "hash_password", "verify_password", "generate_password",
+    "render_config", "render_acl",
 ]
 
 GATEWAY_USER = "gateway"
@@ -42,10 +55,15 @@ FORBIDDEN_NAME_CHARS = frozenset("/+#:")
 
 CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME = (
     "mosquitto.conf", "passwd", "acl", "credentials.json")
+CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME)
 
-MAX_PACKET_SIZE = 1024 * 1024
+MAX_PACKET_SIZE = 1024 * 1024  # bytes, a whole packet (the embedded broker's limit too)
 MAX_INFLIGHT_MESSAGES = 1000
 MAX_QUEUED_MESSAGES = 100_000
+
+
+class ConfigExistsError(ValueError):
+    """The output directory already holds a broker configuration (pass ``force``)."""
 
 
 def validate_account_name(name: str) -> str:
@@ -162,10 +180,13 @@ def render_acl(accounts: list[str]) -> str:
 
 
 def _run_as_user() -> str | None:
-    """The current user's name, so a broker started as root does not drop to 'mosquitto'
-    (which could not read the 0600 files written here); None if the uid has no name."""
+    """The user a broker started as root should drop to: the one writing the 0600 files,
+    who can read them; None for root (no ``user root``) or a uid without a name."""
+    uid = os.geteuid()
+    if uid == 0:
+        return None
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
 
@@ -192,9 +213,20 @@ def render_config(port: int, passwd_path: Path, acl_path: Path,
         "log_type information",
         "connection_messages true",
     ]
-    if run_as:
-        lines.append(f"user {run_as}")
-    lines += ["", f"listener {port} 127.0.0.1", ""]
+    if run_as and run_as != "root":
+        lines += ["# Started as root, mosquitto drops to this user, who owns the files here.",
+                  f"user {run_as}"]
+    else:
+        lines += ["# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
+                  "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
+                  "# or start mosquitto as a non-root user who can read them."]
+    lines += [
+        "",
+        f"listener {port} 127.0.0.1",
+        "# A client's identifier is its user name: no account can take another's session.",
+        "use_username_as_clientid true",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -218,14 +250,22 @@ def _check_port(port: int) -> int:
     return port
 
 
+def existing_config(directory: str | os.PathLike[str]) -> list[str]:
+    """The names of the configuration files *directory* already holds."""
+    return [name for name in CONFIG_FILES if os.path.lexists(Path(directory) / name)]
+
+
 def write_broker_config(out_dir: str | os.PathLike[str], port: int,
-                        accounts: Mapping[str, str | None]) -> dict[str, str]:
+                        accounts: Mapping[str, str | None], *,
+                        force: bool = False) -> dict[str, str]:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into *out_dir*.
 
     *accounts* maps each account to its password, or to None for a generated one (a new
     one on every call, as is the gateway's: rewriting a directory changes them). Returns
     the credentials written to ``credentials.json``: every account plus ``gateway``.
-    Raises ``ValueError`` for a bad port, account name or password.
+    Raises ``ValueError`` for a bad port, account name or password, and
+    ``ConfigExistsError`` (a ``ValueError``) if *out_dir* holds any of the four files,
+    unless *force*; nothing is written then.
     """
     _check_port(port)
     credentials: dict[str, str] = {}
@@ -239,6 +279,11 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     if any(char in str(directory) for char in "\r\n"):
         raise ValueError(f"output directory {str(directory)!r} must not contain a line break "
                          f"(mosquitto.conf names files by path, one per line)")
+    found = existing_config(directory)
+    if found and not force:
+        raise ConfigExistsError(
+            f"{directory} already holds a broker configuration ({', '.join(found)}); "
+            f"writing it again would change the passwords: use --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     passwd_path, acl_path = directory / PASSWD_NAME, directory / ACL_NAME
     passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())

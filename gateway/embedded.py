@@ -19,32 +19,64 @@ A subscription's filter must lie wholly inside the user's rules: every topic it 
 match must be allowed (``cx/v1/md/+/book`` is, ``cx/v1/exec/+`` and ``#`` are not).
 Refused subscriptions get SUBACK failure (0x80); refused publishes are dropped silently
 (MQTT 3.1.1 has no way to reject a publish). A connection is refused if its will message
-names a topic the user may not publish to, or if its client identifier is that of another
-user's persistent (``clean_session=False``) session. Messages are retained only on
-``cx/v1/md/...`` (public to every user): amqtt sends retained messages to a connecting
-client without checking its rules, so a retained private message could leak.
+names a topic the user may not publish to. Messages are retained only on ``cx/v1/md/...``
+(public to every user): amqtt sends retained messages to a connecting client without
+checking its rules, so a retained private message could leak.
 
-Clients should use unguessable client identifiers (aiomqtt's default): amqtt 0.12 drops
-the subscriptions of a connected client as soon as another CONNECT with the same client
-identifier arrives, before that CONNECT is authenticated.
+Client identifiers, as mosquitto's ``use_username_as_clientid``: the broker checks the
+login *before* the client identifier is looked at, then replaces the identifier with the
+user name. So one account has one session, and a connection cannot reach another
+account's session (amqtt 0.12 would drop, or hand over, the session of whatever client
+identifier a CONNECT names, before authenticating it); a second connection of the same
+account takes the session over and the first is disconnected. A refused login touches no
+session at all.
+
+Packet size: a packet over ``max_packet_size`` bytes (1 MiB, mosquitto's
+``max_packet_size`` in ``carbonx broker-config``; the whole packet, fixed header
+included) gets its connection closed as soon as its fixed header has been read, before
+its body is: a client cannot make the broker buffer a 100 MiB publish.
+
+amqtt patch points, both in ``_Broker`` (a subclass; nothing of amqtt's is modified):
+``stream_connected`` wraps the connection's reader in :class:`_BoundedReader`, and
+``_initialize_client_session`` is amqtt 0.12.1's own, with the login check and the
+identifier rule inserted. ``tests/test_embedded_broker.py`` pins the source of the
+copied method, so an amqtt upgrade that changes it fails there first.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import hashlib
 import hmac
 import logging
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
-from amqtt.contexts import Action, BaseContext, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+from amqtt.utils import format_client_message, gen_client_id
 
-__all__ = ["GATEWAY_USER", "EmbeddedBroker", "allowed", "valid_account_name"]
+from .brokerconfig import MAX_PACKET_SIZE
+
+__all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
+           "valid_account_name"]
+
+log = logging.getLogger("carbonx.broker")
 
 GATEWAY_USER = "gateway"
 
@@ -128,32 +160,30 @@ class _Accounts:
         expected = self._hashes.get(name or "")
         return expected is not None and hmac.compare_digest(expected, self._hash(password or ""))
 
+    def admits(self, session: Session) -> bool:
+        """Whether a CONNECT may log in: a known user, its password, a lawful will."""
+        user = session.username or ""
+        if not self.check(user, session.password):
+            return False
+        return not session.will_flag or allowed(user, session.will_topic or "", "publish")
+
 
 class PasswordAuthPlugin(BaseAuthPlugin):
     """amqtt plugin: accept only known users with the right password and a lawful will.
 
-    A persistent session's client identifier belongs to the user who first logged in with
-    it: amqtt would hand the session, and the messages queued for it, to any user.
+    ``_Broker`` has checked the same before the session was looked up (and set the client
+    identifier to the user name); this is amqtt's own hook, checked again.
     """
 
     @dataclass
     class Config:
         accounts: _Accounts | None = None
 
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self._owners: dict[str, str] = {}
-
     async def authenticate(self, *, session: Session) -> bool:
         accounts: _Accounts | None = self.config.accounts
-        user = session.username or ""
-        ok = accounts is not None and accounts.check(user, session.password)
+        ok = (accounts is not None and accounts.admits(session)
+              and session.client_id == session.username)
         session.password = None  # amqtt would otherwise keep it for the whole session
-        if session.will_flag:
-            ok = ok and allowed(user, session.will_topic or "", "publish")
-        ok = ok and self._owners.get(session.client_id, user) == user
-        if ok and not session.clean_session:
-            self._owners[session.client_id] = user
         return ok
 
 
@@ -168,11 +198,206 @@ class TopicRulesPlugin(BaseTopicPlugin):
         return allowed(session.username, topic, "publish" if action == Action.PUBLISH else "subscribe")
 
 
+class _PacketSizeGuard:
+    """Follows the MQTT framing of the bytes a connection's reader hands to amqtt, and
+    tells, as a fixed header completes, whether its packet is over the limit.
+
+    amqtt reads a packet's fixed header a byte at a time, then its body; every byte it
+    reads passes through :meth:`feed` in order, so the guard knows where each packet
+    starts without parsing more than the fixed header.
+    """
+
+    __slots__ = ("_body", "_header", "_length", "_shift", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.restart()
+
+    def restart(self) -> None:
+        """Expect a packet's first byte (amqtt starts over after a read timeout)."""
+        self._header = 0    # fixed-header bytes read of the current packet
+        self._length = 0    # its remaining length, so far
+        self._shift = 0
+        self._body = 0      # body bytes still to come
+
+    def feed(self, data: bytes) -> int | None:
+        """Account for *data*; return the size of a packet that is too large (or -1 for
+        a malformed remaining length) as soon as its fixed header ends, else None."""
+        i, n = 0, len(data)
+        while i < n:
+            if self._body:
+                step = min(self._body, n - i)
+                self._body -= step
+                i += step
+                continue
+            byte = data[i]
+            i += 1
+            self._header += 1
+            if self._header == 1:      # packet type and flags
+                self._length = self._shift = 0
+                continue
+            self._length += (byte & 0x7F) << self._shift
+            self._shift += 7
+            if byte & 0x80:            # the remaining length goes on
+                if self._header >= 5:  # at most four length bytes
+                    return -1
+                continue
+            size = self._header + self._length
+            self._header = 0
+            if size > self.limit:
+                return size
+            self._body = self._length
+        return None
+
+
+class _BoundedReader(StreamReaderAdapter):
+    """amqtt's TCP reader, closing the connection at a packet over the size limit before
+    its body is read (amqtt itself would read any size the header announces)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limit: int) -> None:
+        super().__init__(reader)
+        self._writer = writer
+        self._guard = _PacketSizeGuard(limit)
+        self._refused = False
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._refused:
+            return b""
+        try:
+            data = await super().read(n)
+        except asyncio.CancelledError:
+            self._guard.restart()
+            raise
+        size = self._guard.feed(data)
+        if size is None:
+            return data
+        self._refused = True
+        peer = self._writer.get_extra_info("peername")
+        if size < 0:
+            log.warning("closed the connection from %s: malformed packet length", peer)
+        else:
+            log.warning("closed the connection from %s: a packet of %d bytes is over the "
+                        "limit of %d", peer, size, self._guard.limit)
+        self._writer.transport.abort()
+        return b""  # amqtt takes it for the end of the stream
+
+
 class _Broker(Broker):
+    """amqtt's broker with the packet-size limit, the login checked before the session is
+    looked up, client identifier = user name, and only market data retained."""
+
+    def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
+                 max_packet_size: int = MAX_PACKET_SIZE) -> None:
+        super().__init__(config)
+        self._accounts = accounts
+        self._max_packet_size = max_packet_size
+        self._refused_ids: set[str] = set()
+
+    async def stream_connected(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter, listener_name: str) -> None:
+        await self.external_connected(_BoundedReader(reader, writer, self._max_packet_size),
+                                      StreamWriterAdapter(writer), listener_name)
+
     async def retain_message(self, source_session: Session | None, topic_name: str | None,
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
         if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
             await super().retain_message(source_session, topic_name, data, qos)
+
+    async def _admit(self, session: Session) -> None:
+        """carbonx: the identifier rule, applied before amqtt looks the session up."""
+        if not self._accounts.admits(session):
+            # A fresh identifier that names no session: a refused CONNECT reaches nobody's.
+            # amqtt's auth plugin refuses it again (CONNACK 5) and it is forgotten after.
+            session.client_id = f"refused/{secrets.token_hex(8)}"
+            session.clean_session = True
+            self._refused_ids.add(session.client_id)
+            return
+        session.client_id = session.username
+        old_session, old_handler = self._sessions.get(session.client_id, (None, None))
+        if (session.clean_session and old_session is not None and old_handler is not None
+                and old_session.transitions.is_connected()):
+            # amqtt would drop the old connection's session but leave it connected; the
+            # account's new connection takes over, as in mosquitto: close the old one.
+            await old_handler.handle_connection_closed()
+            await old_handler.stop()
+
+    async def _handle_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
+                                     client_session: Session, *args, **kwargs) -> None:
+        try:
+            await super()._handle_client_session(reader, writer, client_session,
+                                                 *args, **kwargs)
+        finally:
+            # amqtt keeps the session of a refused login for good: forget it.
+            if client_session.client_id in self._refused_ids:
+                self._refused_ids.discard(client_session.client_id)
+                self._sessions.pop(client_session.client_id, None)
+
+    # A copy of amqtt 0.12.1's Broker._initialize_client_session (its source is pinned by
+    # a test); the one change is the marked call to self._admit.
+    async def _initialize_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """Initialize a client session and protocol handler."""
+        # Wait for first packet and expect a CONNECT
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            self.logger.warning(
+                f"[MQTT-3.1.0-1] {format_client_message(address=remote_address, port=remote_port)}:"
+                f" Can't read first packet as CONNECT: {exc}",
+            )
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            self.logger.warning(
+                f"Invalid connection from {format_client_message(address=remote_address, port=remote_port)}",
+            )
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            self.logger.error(
+                f"No data from {format_client_message(address=remote_address, port=remote_port)} : {exc}",
+            )
+            raise AMQTTError(exc) from exc
+
+        await self._admit(client_session)  # carbonx: the one change
+
+        if client_session.clean_session:
+            # Delete existing session and create a new one
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+
+            client_session.parent = 0
+        # Get session from cache
+        elif client_session.client_id in self._sessions:
+            self.logger.debug(f"Found old session {self._sessions[client_session.client_id]!r}")
+
+            # even though the session previously existed, the new connection can bring updated configuration and credentials
+            existing_client_session, _ = self._sessions[client_session.client_id]
+            existing_client_session.will_flag = client_session.will_flag
+            existing_client_session.will_message = client_session.will_message
+            existing_client_session.will_topic = client_session.will_topic
+            existing_client_session.will_qos = client_session.will_qos
+            existing_client_session.keep_alive = client_session.keep_alive
+            existing_client_session.username = client_session.username
+            existing_client_session.password = client_session.password
+            client_session = existing_client_session
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            client_session.keep_alive += timeout_disconnect_delay
+
+        self.logger.debug(f"Keep-alive timeout={client_session.keep_alive}")
+        return handler, client_session
 
 
 def _free_port(host: str) -> int:
@@ -181,14 +406,47 @@ def _free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
-class EmbeddedBroker:
-    """An amqtt broker on *host*:*port* (0: a free port) for the given users (name to password)."""
+def _check_bindable(host: str, port: int) -> None:
+    """Raise ``OSError`` (e.g. EADDRINUSE) unless *host*:*port* can be listened on now,
+    with the same ``SO_REUSEADDR`` as asyncio's server, which amqtt starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
-    def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1") -> None:
+
+class _StartFailed(logging.Filter):
+    """Drops amqtt's "Broker startup failed" record (a traceback): the cause is raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Broker startup failed"
+
+
+@contextlib.contextmanager
+def _quiet_start_failure() -> Iterator[None]:
+    logger, quiet = logging.getLogger("amqtt.broker"), _StartFailed()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+class EmbeddedBroker:
+    """An amqtt broker on *host*:*port* (0: a free port) for the given users (name to password).
+
+    Entering it raises ``OSError`` (``errno.EADDRINUSE`` for a port in use) when it cannot
+    listen, and nothing is logged: the caller says what went wrong.
+    """
+
+    def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1",
+                 *, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
+        if max_packet_size < 64:
+            raise ValueError(f"max_packet_size {max_packet_size} is too small to log in")
         self.host = host
         self.port = port
+        self.max_packet_size = max_packet_size
         self._accounts = _Accounts()
         for name, password in credentials.items():
             self._accounts.set(name, password)
@@ -205,6 +463,8 @@ class EmbeddedBroker:
                 noisy.setLevel(logging.WARNING)
         if self.port == 0:
             self.port = _free_port(self.host)
+        else:
+            _check_bindable(self.host, self.port)
         config = BrokerConfig(
             listeners={"default": ListenerConfig(type=ListenerType.TCP, bind=f"{self.host}:{self.port}")},
             plugins={
@@ -212,8 +472,18 @@ class EmbeddedBroker:
                 f"{__name__}.TopicRulesPlugin": {},
             },
         )
-        broker = _Broker(config)
-        await broker.start()
+        broker = _Broker(config, accounts=self._accounts,
+                         max_packet_size=self.max_packet_size)
+        try:
+            with _quiet_start_failure():
+                await broker.start()
+        except BrokerError as exc:
+            # Taken between the check and the start: amqtt wraps the OSError.
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno or errno.EADDRINUSE,
+                              cause.strerror or str(cause)) from None
+            raise
         self._broker = broker
         return self
 

@@ -8,7 +8,11 @@
 - ``Mosquitto`` / ``start_mosquitto(config_dir, port=None)``: start
   ``mosquitto -c DIR/mosquitto.conf`` (as written by ``gateway.brokerconfig``), wait until
   it listens on its port (checked in ``/proc``, else by connecting), and ``.stop()`` / ``.restart()`` it by PID; its log
-  goes to ``DIR/mosquitto.log``.
+  goes to ``DIR/mosquitto.log``. Run as root, with a config that has no ``user`` line
+  (``carbonx broker-config`` never writes ``user root``), it starts mosquitto from a copy,
+  ``DIR/mosquitto.test-root.conf``, that adds ``user root``: mosquitto would otherwise drop
+  to the ``mosquitto`` user, who cannot reach the 0600 files under pytest's private
+  temporary directory.
 - ``listening_sockets(pid)``: the TCP addresses a process listens on (from ``/proc``).
 - Fixtures, to import into a test module or ``conftest.py`` (import both):
   ``mosquitto_factory`` (``make(accounts) -> Broker``) and ``mosquitto_broker`` (a
@@ -45,6 +49,7 @@ __all__ = [
 
 LOOPBACK = "127.0.0.1"
 LOG_NAME = "mosquitto.log"
+ROOT_CONF_NAME = "mosquitto.test-root.conf"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
@@ -185,10 +190,22 @@ class Mosquitto:
         if port is not None and port != listener:
             raise ValueError(f"{self.conf_path} listens on port {listener}, not {port}")
         self.port = listener
+        self.run_conf_path = self.conf_path  # what it was started from (see _run_conf)
         self.executable = executable or require_mosquitto()
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    def _run_conf(self) -> Path:
+        """The config to start: DIR/mosquitto.conf, or, run as root without a ``user``
+        line in it, a copy that keeps root (see the module's docstring)."""
+        text = self.conf_path.read_text()
+        if os.geteuid() != 0 or re.search(r"^\s*user\s", text, re.MULTILINE):
+            return self.conf_path
+        copy = self.config_dir / ROOT_CONF_NAME
+        copy.write_text("# carbonx tests, run as root: mosquitto.conf, keeping root.\n"
+                        "user root\n" + text)
+        return copy
 
     @property
     def pid(self) -> int:
@@ -239,13 +256,14 @@ class Mosquitto:
         return self
 
     def _spawn(self) -> None:
+        self.run_conf_path = self._run_conf()
         self._log = open(self.log_path, "ab")
         self._log.write(f"--- carbonx tests: starting {self.executable} -c "
-                        f"{self.conf_path}\n".encode())
+                        f"{self.run_conf_path}\n".encode())
         self._log.flush()
         try:
             self._process = subprocess.Popen(
-                [self.executable, "-c", str(self.conf_path)], cwd=self.config_dir,
+                [self.executable, "-c", str(self.run_conf_path)], cwd=self.config_dir,
                 stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         except OSError:
             self.stop()
@@ -357,7 +375,8 @@ def _start_broker(config_dir: Path, accounts: Mapping[str, str | None]) -> Broke
     """Write a config for a free port and start it; retry with a new port if it was taken."""
     attempts = 3
     for attempt in range(1, attempts + 1):
-        credentials = write_broker_config(config_dir, free_port(), accounts)
+        credentials = write_broker_config(config_dir, free_port(), accounts,
+                                          force=attempt > 1)
         mosquitto = Mosquitto(config_dir)
         try:
             mosquitto.start(retry_bind=False)

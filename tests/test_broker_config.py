@@ -18,19 +18,23 @@ import secrets
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import mosquitto as helper
 from gateway.brokerconfig import (
-    GATEWAY_USER, hash_password, parse_account_args, verify_password, write_broker_config)
+    GATEWAY_USER, MAX_PACKET_SIZE, ConfigExistsError, hash_password, parse_account_args,
+    verify_password, write_broker_config)
 from mosquitto import (
     Broker, Mosquitto, MosquittoStartError, listening_sockets, mosquitto_broker,  # noqa: F401
     mosquitto_factory, require_clients, require_module, require_tool)
 
+REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
 QUIET = 0.3  # how long a subscriber waits to show that nothing (more) arrives
 
@@ -109,10 +113,79 @@ def test_files_modes_and_credentials(tmp_path: Path) -> None:
 def test_rewrite_keeps_secret_modes(tmp_path: Path) -> None:
     write_broker_config(tmp_path, 18830, {"alice": None})
     (tmp_path / "passwd").chmod(0o644)
-    write_broker_config(tmp_path, 18831, {"alice": None})
+    write_broker_config(tmp_path, 18831, {"alice": None}, force=True)
     assert stat.S_IMODE((tmp_path / "passwd").stat().st_mode) == 0o600
     assert "listener 18831 127.0.0.1" in (tmp_path / "mosquitto.conf").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("present", ["mosquitto.conf", "passwd", "acl", "credentials.json"])
+def test_an_existing_config_is_not_overwritten_without_force(tmp_path: Path,
+                                                             present: str) -> None:
+    (tmp_path / present).write_text("keep me\n")
+    (tmp_path / "mosquitto.log").write_text("not a config file\n")
+    with pytest.raises(ConfigExistsError, match=f"{present}.*--force"):
+        write_broker_config(tmp_path, 18830, {"alice": None})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([present, "mosquitto.log"])
+    assert (tmp_path / present).read_text() == "keep me\n"
+    write_broker_config(tmp_path, 18830, {"alice": None}, force=True)
+    assert (tmp_path / present).read_text() != "keep me\n"
+
+
+def test_broker_config_cli_refuses_an_existing_config_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "conf"
+
+    def broker_config(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "broker-config", "--out",
+                               str(out), "--port", "18830", "alice", *extra],
+                              capture_output=True, text=True, timeout=60, cwd=REPO,
+                              check=False)
+
+    assert broker_config().returncode == 0
+    first = json.loads((out / "credentials.json").read_text())
+    again = broker_config()
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("carbonx broker-config: error: ")
+    assert "already holds a broker configuration" in again.stderr and "--force" in again.stderr
+    assert json.loads((out / "credentials.json").read_text()) == first  # untouched
+    forced = broker_config("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((out / "credentials.json").read_text()) != first
+
+
+def _directives(conf: str) -> list[list[str]]:
+    return [line.split() for line in conf.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_never_user_root_and_a_non_root_writer_is_named(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import brokerconfig
+
+    monkeypatch.setattr(brokerconfig.os, "geteuid", lambda: 0)
+    write_broker_config(tmp_path / "root", 18830, {"alice": None})
+    conf = (tmp_path / "root" / "mosquitto.conf").read_text()
+    assert not [d for d in _directives(conf) if d[0] == "user"]
+    monkeypatch.setattr(brokerconfig.os, "geteuid", lambda: 4321)
+    monkeypatch.setattr(brokerconfig.pwd, "getpwuid",
+                        lambda uid: SimpleNamespace(pw_name="carbon"))
+    write_broker_config(tmp_path / "user", 18830, {"alice": None})
+    conf = (tmp_path / "user" / "mosquitto.conf").read_text()
+    assert [d for d in _directives(conf) if d[0] == "user"] == [["user", "carbon"]]
+    # Even a user named root by some other uid is not written as "user root".
+    monkeypatch.setattr(brokerconfig.pwd, "getpwuid", lambda uid: SimpleNamespace(pw_name="root"))
+    write_broker_config(tmp_path / "odd", 18830, {"alice": None})
+    assert "user root" not in (tmp_path / "odd" / "mosquitto.conf").read_text()
+
+
+def test_listener_ties_client_ids_to_user_names_and_limits_packets(tmp_path: Path) -> None:
+    write_broker_config(tmp_path, 18830, {"alice": None})
+    directives = _directives((tmp_path / "mosquitto.conf").read_text())
+    listener = directives.index(["listener", "18830", "127.0.0.1"])
+    # A listener option: it must come after the listener line it applies to.
+    assert ["use_username_as_clientid", "true"] in directives[listener + 1:]
+    assert ["max_packet_size", str(MAX_PACKET_SIZE)] in directives
 
 
 # Made by mosquitto_passwd 2.0.11 (-H sha512-pbkdf2, then -H sha512) for "secret".
@@ -234,6 +307,33 @@ def test_wildcard_subscription_sees_nothing_of_other_accounts(
             return await receive_until(alice, b"marker")
 
     assert run(scenario()) == [("cx/v1/exec/alice", b"marker")]
+
+
+def test_one_account_cannot_disconnect_another_by_reusing_its_client_id(
+        mosquitto_broker: Broker) -> None:
+    aiomqtt = require_module("aiomqtt")
+
+    def named(user: str, password: str | None = None) -> Any:
+        return aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port, username=user,
+                              password=password or mosquitto_broker.credentials[user],
+                              identifier="shared-id", timeout=5)
+
+    async def scenario() -> tuple[Received, Received]:
+        async with client(mosquitto_broker, GATEWAY_USER) as gateway, named("alice") as alice:
+            await alice.subscribe("cx/v1/exec/alice", qos=1)
+            async with named("bob") as bob:  # alice's identifier, bob's login
+                await bob.subscribe("cx/v1/exec/bob", qos=1)
+                await gateway.publish("cx/v1/exec/bob", b"bob-report", qos=1)
+                bob_seen = await receive_until(bob, b"bob-report")
+            with pytest.raises(aiomqtt.MqttError):
+                async with named("alice", "wrong"):
+                    pass
+            await gateway.publish("cx/v1/exec/alice", b"alice-report", qos=1)
+            return bob_seen, await receive_until(alice, b"alice-report")  # still connected
+
+    bob_seen, alice_seen = run(scenario())
+    assert bob_seen == [("cx/v1/exec/bob", b"bob-report")]
+    assert alice_seen == [("cx/v1/exec/alice", b"alice-report")]
 
 
 # (e) bad names ------------------------------------------------------------------------

@@ -8,21 +8,34 @@ first message to arrive must be the marker.
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
+import inspect
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
 import aiomqtt
 import pytest
 
-from gateway.embedded import GATEWAY_USER, EmbeddedBroker, allowed, valid_account_name
+from gateway import embedded
+from gateway.embedded import (
+    GATEWAY_USER,
+    MAX_PACKET_SIZE,
+    EmbeddedBroker,
+    _PacketSizeGuard,
+    allowed,
+    valid_account_name,
+)
 
 USERS = {GATEWAY_USER: "gw-secret", "A": "a-secret", "B": "b-secret"}
 SUBACK_FAILURE = 0x80
 
 
-def run(scenario: Coroutine[Any, Any, None], timeout: float = 5.0) -> None:
+def run(scenario: Coroutine[Any, Any, None], timeout: float = 10.0) -> None:
     asyncio.run(asyncio.wait_for(scenario, timeout))
 
 
@@ -234,14 +247,215 @@ def test_another_user_cannot_take_over_a_persistent_session() -> None:
                 await gw.subscribe("cx/v1/orders/+", qos=1)
             async with client(broker, "B") as b:  # queued for the offline gateway
                 await b.publish("cx/v1/orders/B", b"B's order", qos=1)
-            # amqtt would give A the gateway's session and B's queued order
-            with pytest.raises(aiomqtt.MqttCodeError):
-                async with persistent(broker, "A"):
-                    pass
+            # amqtt would give A the gateway's session and B's queued order; here the
+            # identifier is A's own name, so A gets A's (empty) session and nothing else.
+            async with persistent(broker, "A") as a:
+                assert await next_message(a, 0.2) is None
             async with persistent(broker, GATEWAY_USER) as gw:
                 assert await next_message(gw) == ("cx/v1/orders/B", b"B's order")
 
     run(scenario())
+
+
+def test_a_client_id_in_use_by_another_account_is_not_taken_over() -> None:
+    def named(broker: EmbeddedBroker, user: str, password: str | None = None,
+              **kwargs: Any) -> aiomqtt.Client:
+        return aiomqtt.Client(broker.host, broker.port, username=user,
+                              password=USERS[user] if password is None else password,
+                              identifier="shared-id", timeout=2, **kwargs)
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as gw, \
+                named(broker, "A") as a:
+            assert await suback(a, "cx/v1/exec/A") == 1
+            # Another account, a wrong password and a persistent CONNECT, all with A's
+            # identifier: amqtt would drop A's subscriptions (or hand A's session over)
+            # before looking at the password.
+            async with named(broker, "B") as b:
+                assert await suback(b, "cx/v1/exec/B") == 1
+                await gw.publish("cx/v1/exec/B", b"B's fill", qos=1)
+                assert await next_message(b) == ("cx/v1/exec/B", b"B's fill")
+            for password, clean in (("wrong", True), ("wrong", False)):
+                with pytest.raises(aiomqtt.MqttCodeError):
+                    async with named(broker, "A", password, clean_session=clean):
+                        pass
+            await gw.publish("cx/v1/exec/A", b"A's fill", qos=1)
+            assert await next_message(a) == ("cx/v1/exec/A", b"A's fill")
+
+    run(scenario())
+
+
+def test_refused_logins_leave_no_sessions_behind() -> None:
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker:
+            assert broker._broker is not None
+            sessions = broker._broker._sessions
+            for n in range(20):
+                with pytest.raises(aiomqtt.MqttCodeError):
+                    async with client(broker, "A", f"wrong-{n}"):
+                        pass
+            assert len(sessions) == 0
+            async with client(broker, "A"):
+                assert list(sessions) == ["A"]  # the identifier is the user name
+
+    run(scenario())
+
+
+def test_an_accounts_second_connection_takes_over_from_its_first() -> None:
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as gw, \
+                client(broker, "A") as first:
+            assert await suback(first, "cx/v1/exec/A") == 1
+            async with client(broker, "A") as second:
+                with pytest.raises(aiomqtt.MqttError):  # disconnected, as by mosquitto
+                    await next_message(first, 2.0)
+                assert await suback(second, "cx/v1/exec/A") == 1
+                await gw.publish("cx/v1/exec/A", b"A's fill", qos=1)
+                assert await next_message(second) == ("cx/v1/exec/A", b"A's fill")
+
+    run(scenario())
+
+
+# --- oversize packets ---------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def connect_packet(user: str, password: str, client_id: str = "raw") -> bytes:
+    body = (_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
+            + _string(client_id) + _string(user) + _string(password))
+    return b"\x10" + _varint(len(body)) + body
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def _flood(writer: asyncio.StreamWriter, total: int) -> int:
+    """Write *total* zero bytes (or as many as the peer takes before it hangs up)."""
+    chunk, sent = bytes(1 << 16), 0
+    try:
+        while sent < total:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), 5)
+            sent += len(chunk)
+    except (ConnectionError, OSError):
+        pass
+    return sent
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """Whether the broker ends the connection (EOF, or a reset) within 5 s, sending nothing."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_a_100_mib_publish_is_cut_off_at_its_header_and_others_go_on() -> None:
+    announced = 100 << 20
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker:
+            reader, writer = await asyncio.open_connection(broker.host, broker.port)
+            writer.write(connect_packet("A", USERS["A"]))
+            assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+            before = _rss()
+            writer.write(b"\x32" + _varint(announced) + _string("cx/v1/orders/A") + b"\x00\x01")
+            sent = await _flood(writer, announced)
+            assert await closed_by_peer(reader)
+            writer.close()
+            grown = _rss() - before
+            assert sent < announced // 2, sent
+            assert grown < 8 << 20, f"RSS grew by {grown / 2**20:.1f} MiB"
+            # The broker goes on serving everyone else.
+            async with client(broker, GATEWAY_USER) as gw, client(broker, "A") as a:
+                assert await suback(gw, "cx/v1/orders/+") == 1
+                await a.publish("cx/v1/orders/A", b"x" * 500_000, qos=1)  # under the limit
+                assert await next_message(gw) == ("cx/v1/orders/A", b"x" * 500_000)
+
+    run(scenario(), timeout=30)
+
+
+def test_an_oversize_connect_is_cut_off_before_the_login() -> None:
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS, max_packet_size=1024) as broker:
+            reader, writer = await asyncio.open_connection(broker.host, broker.port)
+            writer.write(connect_packet("A", "p" * 2000))
+            assert await closed_by_peer(reader)  # no CONNACK: closed
+            writer.close()
+            async with client(broker, "A"):
+                pass
+
+    run(scenario())
+
+
+def test_the_packet_size_guard_follows_the_framing() -> None:
+    guard = _PacketSizeGuard(100)
+    small = b"\x30" + _varint(98) + bytes(98)       # 100 bytes in all: the limit
+    assert guard.feed(small * 3) is None             # several packets in one read
+    for byte in small:                               # ... and a byte at a time
+        assert guard.feed(bytes([byte])) is None
+    assert guard.feed(b"\xc0\x00") is None           # PINGREQ: no body
+    assert guard.feed(b"\x30") is None
+    assert guard.feed(_varint(99)) == 101            # over by one, at the header's end
+    guard.restart()
+    assert guard.feed(b"\x30\x80\x80\x80\x80") == -1  # a fifth length byte: malformed
+    guard = _PacketSizeGuard(MAX_PACKET_SIZE)
+    assert guard.feed(b"\x30" + _varint(100 << 20)) == (100 << 20) + 5
+
+
+# amqtt's Broker._initialize_client_session, of which gateway.embedded._Broker has a copy
+# with the login check inserted: a new amqtt that changes it must be looked at.
+PINNED_INITIALIZE_SOURCE = "5dd89158bbe46266c62cc3ba6dedc0fcfbc197b6cfdd03d089ad3ba2a4422806"
+
+
+def test_the_copied_amqtt_method_is_the_one_pinned() -> None:
+    from amqtt.broker import Broker
+
+    source = inspect.getsource(Broker._initialize_client_session)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert digest == PINNED_INITIALIZE_SOURCE, (
+        "amqtt's Broker._initialize_client_session changed: bring gateway.embedded."
+        "_Broker._initialize_client_session (a copy of it) up to date, then pin the new hash")
+
+
+# --- listening ------------------------------------------------------------------------
+
+def test_a_port_in_use_raises_oserror_and_logs_nothing(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            with pytest.raises(OSError) as caught:
+                async with EmbeddedBroker(USERS, port=port):
+                    pass
+            assert caught.value.errno == errno.EADDRINUSE
+            # Taken between the check and amqtt's own bind: the same error, no traceback.
+            monkeypatch.setattr(embedded, "_check_bindable", lambda host, port: None)
+            with pytest.raises(OSError) as caught:
+                async with EmbeddedBroker(USERS, port=port):
+                    pass
+            assert caught.value.errno == errno.EADDRINUSE
+
+    with caplog.at_level(logging.DEBUG, logger="amqtt"):
+        run(scenario())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_only_market_data_is_retained() -> None:
