@@ -2,54 +2,144 @@
 
 This is the core's file edge (the book, engine and ledger never touch a file). The
 engine is deterministic, so its state is a function of its input commands: the journal
-keeps the commands, not the state, and recovery replays them.
+keeps the commands, not the state, and recovery replays them. It never loses an
+acknowledged command quietly: what it cannot read is an error that names the file and
+the byte, never a shorter journal.
 
-Directory layout::
+Directory layout (format ``carbonx-journal/3``; the directory is made 0700, every file
+0600)::
 
-    meta.json                     format, market TOML text, ledger on or off
-    journal-000000000001.cxj      segments of frames; the name is the seq of the first
+    meta.json                     format, market TOML text, ledger on or off, checksum
+    manifest.json                 the segments that must exist, in order, and checksum
+    journal-000000000001.cxj      a segment: a header, then frames; named by its first seq
     snapshot-000000500000.cxs     the engine's whole state after command 500,000
 
-Frame (little-endian): ``u32 length | u32 crc32 | u64 seq | payload``, where the payload
-is a group of commands as one msgpack array (each command a map with its ``action``
-tag), ``seq`` the seq of the group's first command, ``length`` the payload's size and
-the CRC is the payload's CRC-32 seeded with the low 32 bits of seq, so a frame read at
-the wrong place or with the wrong seq fails it. ``seq`` counts input commands from 1,
-rejected ones too, so recovery reproduces the rejections. Frames are contiguous in seq.
-A frame holds one ``append_many`` call (at most 8,192 commands a frame): encoding a
-group in one call costs a third of encoding its commands one by one. Format 1
-journals, one command a frame, are still read.
+``meta.json`` and ``manifest.json`` carry ``"checksum": "blake2b-128:<hex>"`` over their
+canonical JSON (sorted keys, no spaces, the checksum left out), and are rewritten
+atomically (temporary file, fsync, rename, directory fsync). The manifest is rewritten
+whenever a segment is created; its entries are ``{"name", "first"}`` for the segment
+being written (the last) and ``{"name", "first", "last", "end", "size"}`` for a sealed
+one: its last seq, the byte after its last good frame, and its size (more than ``end``
+when a torn tail was left in it, see below).
+
+Segment header (24 bytes, little-endian): ``8s magic "CXJSEG\\0\\0" | u32 version (3) |
+u64 first seq | u32 crc32`` of the 20 bytes before the CRC. Frame: ``u32 length | u64
+seq | u32 crc32 of the payload | u32 crc32 of the 16 header bytes before it | payload``:
+the payload is a group of commands as one msgpack array (each command a map with its
+``action`` tag), ``seq`` the seq of the group's first command. ``seq`` counts input
+commands from 1, rejected ones too, so recovery reproduces the rejections. Frames are
+contiguous in seq, within a segment and across segments. A frame holds one
+``append_many`` call (at most 8,192 commands a frame): encoding a group in one call
+costs a third of encoding its commands one by one.
+
+Snapshot (32-byte header): ``8s magic | u64 seq | u64 payload length | u32 crc32 of the
+payload | u32 crc32 of the 28 header bytes before it | payload``; the magic names the
+engine's layout, the payload is the engine's state as versioned data
+(``exchange.state``), read by explicit code: no file in the directory can run code.
 
 Group commit and fsync policy: ``append`` only encodes into memory; ``commit`` writes
 the pending group with one ``write`` and, with ``fsync="group"`` (the default), one
 ``fsync`` before it returns. A command counts as journaled (and may be acknowledged)
 only once ``commit`` has returned. With ``fsync="none"`` a commit survives the process
-dying (the data is in the OS) but not the machine losing power.
+dying (the data is in the OS) but not the machine losing power; a snapshot fsyncs the
+segment either way, before the snapshot is written and the segment sealed.
 
 Snapshots: ``snapshot(engine)`` commits, writes the engine's state to a temporary file,
-fsyncs, renames it into place (atomic), then starts a new segment; a single-threaded
-caller may have a forked child write it (``background=True``) and go on at once.
-Recovery takes the latest snapshot whose checksum holds and replays the frames after it.
+fsyncs, renames it into place, then starts a new segment; a single-threaded caller may
+have a forked child write it (``background=True``) and go on at once. Segments are all
+kept, so a snapshot is only a shortcut.
 
-Torn tail: a crash can leave the last group half written. Recovery reads frames until
-one is incomplete or fails its CRC; in the last segment that frame and everything after
-it are the torn tail, never read as commands: a torn group is dropped whole, as it was
-never committed and so none of it was acknowledged (``repair=True`` truncates the tail
-away before appending again). A bad frame in an earlier segment, or a gap in seq, is
-corruption: ``JournalError``, nothing guessed.
+A new segment: its header is written to ``NAME.tmp`` and fsynced, the manifest listing
+it (and sealing the one before) is written, then ``NAME.tmp`` is renamed to ``NAME``. A
+crash between leaves a manifest whose last segment exists only as a header-only
+``NAME.tmp``: that is read as an empty segment and the rename is finished on reopening.
 
-Snapshots are pickles of the engine: load journals only from directories you trust. A
-snapshot written by an engine of another layout (its magic differs) is passed over.
+Recovery (``recover``) reads ``meta.json`` and ``manifest.json`` and checks their
+checksums; reads every frame of every segment, those inside a snapshot too, checking
+each header and frame checksum, that the seqs run on without gap or overlap, and that a
+sealed segment still ends where the manifest says; then takes the latest snapshot that
+is whole and lines up with the frames (a frame starts right after it, or the journal
+ends at it) and replays the frames after it. Recovery changes nothing on disk. It is an
+error (``JournalDamage``, which names the file and, for a frame, the byte offset):
+
+* a frame whose header or payload fails its CRC, whose seq is not the one due, or that
+  does not decode; a frame cut short anywhere but at the very end of the last segment;
+  the header CRC covers the length, so a flipped length byte is damage wherever it is;
+* a cut-short last frame that is followed by a valid frame later in the file (a scan
+  forward for a header whose CRC holds, of any seq from 1 to 2**32 past the one due:
+  the lost commands' bytes need not be in the file). In format 2, which has no header
+  CRC, this scan is what tells a length made longer by a flipped byte from a torn tail,
+  in every frame but the file's last;
+* a segment listed in the manifest that is missing, empty (no header), has a header
+  that fails its CRC or names another first seq than the file name, or does not start
+  where the one before ended; a sealed segment whose size or last seq differs from the
+  manifest's; a file named like a segment that the manifest does not list;
+* a snapshot whose header is whole (CRC) and whose seq is past the end of the journal:
+  the snapshot proves those commands were committed, so the segments have lost them.
+
+A damaged snapshot (a header or payload CRC fails, its header seq differs from its name,
+it is of another engine layout, it does not line up with the frames) is passed over
+with a warning in ``Recovered.warnings``, and recovery goes to the one before it, or to
+the segments from the start.
+
+Torn tail: a crash can leave the last group half written. The last frame of the last
+segment, cut short (its header or its payload runs past the end of the file) with no
+valid frame after it, is a torn tail: it was never committed, so none of it was
+acknowledged; recovery ignores it and reports its size (``torn_bytes``). Nothing
+truncates it: ``reopen_journal`` starts a new segment after the last good frame and
+records in the manifest where the torn segment's good frames end, so later recoveries
+know those bytes and skip them (a torn segment that holds no good frame at all, whose
+name the new segment needs, is moved whole into ``torn-NNNNNN/``); without a torn tail
+it goes on appending to the last segment. Cutting a journal
+back past damage is an operator's explicit step, ``cut_journal`` (``carbonx
+journal-cut``), which first copies every file it changes or removes into
+``cut-NNNNNN/``.
+
+Older formats: ``carbonx-journal/1`` (one command a frame) and ``/2`` (no segment
+headers, no manifest, no meta checksum, frame ``u32 length | u32 crc32 of the payload
+seeded with the low 32 bits of seq | u64 seq``) are still read, with the same frame
+rules; ``reopen_journal`` converts one in place to format 3 (a manifest listing the old
+segments sealed at their exact sizes, a checksummed meta.json, new segments in format
+3; no old byte is changed), and its old snapshots are still read.
+
+Limits, stated plainly:
+
+* Whole trailing frames of the segment being written, cut away together by someone with
+  write access (or lost by a filesystem that does not keep fsynced data), look like
+  commands that were never committed: the journal cannot tell that from a crash before
+  ``commit`` returned, unless a snapshot records a seq past them (then it is an error).
+  So the loss cannot reach below the latest snapshot, and only the last segment is
+  exposed: a sealed segment's size and last seq are in the manifest. Recording the
+  committed end on every commit would cost a second fsync a group; an acknowledgement
+  kept outside (a bot's own record) is the check.
+* Checksums find accidents, not forgery: someone who can write the directory can
+  recompute every CRC and the manifest's checksum, and so change state; but nothing in
+  the directory is ever run: snapshots and frames are data read by explicit code.
+  A snapshot is checked whole and lined up by seq, but its engine is not compared with
+  the frames; frames inside the snapshot used are CRC-checked but not decoded.
+* A power loss during an uncommitted write on a filesystem that can persist a file's
+  new size before its data may leave a tail of zeros or stale bytes that fails its CRC
+  as a whole frame: that is reported as damage, not as a torn tail, and needs
+  ``journal-cut`` (which shows that only the end of the last segment goes). A
+  command's own bytes (a string field) that happen to contain a valid frame header
+  would likewise turn a torn tail into damage: loud, never quiet.
+* A crash inside ``create_journal``, before its first segment is in place, leaves a
+  meta.json without a manifest: an error, with nothing journaled yet (remove the
+  directory and start again).
+* Read a journal while no process writes it, or accept that a group being written may
+  show as a torn tail; ``cut_journal`` must run alone.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import pickle
+import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import msgspec
 
@@ -57,34 +147,92 @@ from .book import FastBook
 from .commands import AnyCommand
 from .engine import Engine
 from .market import parse_market
+from .state import StateError, decode_state, encode_state
 
-__all__ = ["JournalError", "JournalWriter", "Recovered", "create_journal", "recover",
-           "reopen_journal", "FORMAT"]
+__all__ = ["FORMAT", "READABLE_FORMATS", "CutPlan", "JournalDamage", "JournalError",
+           "JournalWriter", "Recovered", "create_journal", "cut_journal", "recover",
+           "reopen_journal"]
 
-FORMAT = "carbonx-journal/2"
-READABLE_FORMATS = (FORMAT, "carbonx-journal/1")   # 1: one command a frame
-_HEADER = struct.Struct("<IIQ")
+FORMAT = "carbonx-journal/3"
+LEGACY_FORMATS = ("carbonx-journal/2", "carbonx-journal/1")  # 1: one command a frame
+READABLE_FORMATS = (FORMAT, *LEGACY_FORMATS)
+_VERSION = 3
+_SEGMENT_MAGIC = b"CXJSEG\0\0"
+_SEGMENT_HEAD = struct.Struct("<8sIQ")      # magic, version, first seq
+_SEGMENT_HEADER = 24                        # ... and the crc32 of those 20 bytes
+_FRAME = struct.Struct("<IQII")             # length, seq, payload crc32, header crc32
+_FRAME_HEAD = struct.Struct("<IQI")         # the 16 bytes the header crc32 covers
+_FRAME_HEADER = _FRAME.size
+_LEGACY_FRAME = struct.Struct("<IIQ")       # formats 1 and 2: length, seeded crc32, seq
+_U32 = struct.Struct("<I")
 _LOW32 = 0xFFFFFFFF
-# The engine's layout changes between versions: a snapshot of another layout is passed
-# over like a damaged one, and recovery replays the segments (which are all kept).
-# 3: the order registry keeps filled orders, done (qty 0), which layout 2 took as live.
-_SNAP_MAGIC = b"CXSNAP3\0"
-_SNAP_HEADER = struct.Struct("<8sQIQ")  # magic, seq, crc32, payload length
+_SNAP_HEAD = struct.Struct("<8sQQI")        # magic, seq, payload length, payload crc32
+_SNAP_HEADER = _SNAP_HEAD.size + 4          # ... and the crc32 of those 28 bytes
+_LEGACY_SNAP_HEADER = struct.Struct("<8sQIQ")  # format 2: magic, seq, payload crc32, length
 _MAX_FRAME = 1 << 24  # no group comes near 16 MB: larger is a damaged length
 _GROUP_MAX = 8192     # commands in one frame at most
 FSYNC_POLICIES = ("group", "none")
+_FILE_MODE, _DIR_MODE = 0o600, 0o700
+_SEGMENT_NAME = re.compile(r"journal-(\d{12})\.cxj")
+_SNAPSHOT_NAME = re.compile(r"snapshot-(\d{12})\.cxs")
+_INCOMPLETE = "incomplete frame"
+_SEQ_REACH = 1 << 32  # how far past the seq due a frame found by scanning may be
+
+# --- the snapshot payload: swapped in one place ------------------------------------------------
+# The engine's layout changes between versions: a snapshot of another layout is passed
+# over like a damaged one, and recovery replays the segments (which are all kept).
+# 3: the order registry keeps filled orders, done (qty 0), which layout 2 took as live.
+# 4: the payload is the engine's state as data (exchange.state), never a pickle.
+_SNAP_MAGIC = b"CXSNAP4\0"
 
 
+def _encode_engine(engine: Engine) -> bytes:
+    """The snapshot payload: *engine*'s whole state, as ``exchange.state`` data."""
+    return encode_state(engine)
+
+
+def _decode_engine(payload: bytes, book) -> Engine | None:
+    """The engine a snapshot payload holds, or ``None`` if it does not decode (another
+    state version, or damage the checksums missed): read by explicit code, so no payload
+    can run code. The frame checksums already hold, so the invariant pass is skipped."""
+    try:
+        return decode_state(payload, book=book, check=False)
+    except StateError:
+        return None
+
+
+# --- errors -----------------------------------------------------------------------------------
 class JournalError(Exception):
     """A journal directory that cannot be used: the message says why and where."""
 
 
+class JournalDamage(JournalError):
+    """Damage in a journal: ``path`` is the file, ``offset`` the byte (None: the whole
+    file). ``cut_journal`` can cut the journal back to the last good frame before it."""
+
+    def __init__(self, path: Path, offset: int | None, reason: str, *, kind: str,
+                 index: int | None = None, good_end: int = 0, seq: int = 0) -> None:
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{path}: {reason}{where}: the journal is damaged")
+        self.path, self.offset, self.reason = path, offset, reason
+        self.kind = kind          # frame, segment, size, stray, ahead
+        self.index = index        # the segment's place in the manifest
+        self.good_end = good_end  # frame damage: the byte after the last good frame
+        self.seq = seq            # the last good command before the damage
+
+
+# --- small file helpers ----------------------------------------------------------------------
 def _segment_name(first_seq: int) -> str:
     return f"journal-{first_seq:012d}.cxj"
 
 
 def _snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:012d}.cxs"
+
+
+def _segment_header(first: int) -> bytes:
+    head = _SEGMENT_HEAD.pack(_SEGMENT_MAGIC, _VERSION, first)
+    return head + _U32.pack(zlib.crc32(head))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -95,12 +243,124 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class JournalWriter:
-    """Appends commands to a journal directory in group-committed frames."""
+def _create(path: Path, *, append: bool = False) -> int:
+    """Open a new file at *path* (mode 0600, replacing a stale one) for writing."""
+    try:
+        os.unlink(path)  # a leftover keeps its old mode through O_CREAT: start afresh
+    except FileNotFoundError:
+        pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_APPEND if append else 0)
+    return os.open(path, flags | getattr(os, "O_BINARY", 0), _FILE_MODE)
 
-    def __init__(self, directory: Path, seq: int, *, fsync: str = "group",
-                 last_snapshot: int = 0) -> None:
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace *path* by *data*: a temporary file, fsync, rename, directory fsync."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = _create(temporary)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
+
+
+def _checksum(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "blake2b-128:" + hashlib.blake2b(canonical.encode("utf-8"),
+                                            digest_size=16).hexdigest()
+
+
+def _write_json(path: Path, body: dict) -> None:
+    document = {**body, "checksum": _checksum(body)}
+    _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+                  .encode("utf-8"))
+
+
+def _read_json(path: Path, *, checked: bool) -> tuple[dict, bool]:
+    """The JSON object in *path* and whether it had a checksum; the checksum is verified
+    (and dropped) when it is there, and must be there when *checked*."""
+    try:
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise JournalError(f"{path}: missing") from None
+    except OSError as exc:
+        raise JournalError(f"{path} cannot be read: {exc.strerror}") from None
+    except ValueError:
+        raise JournalError(f"{path}: not valid JSON (cut short or damaged)") from None
+    if not isinstance(document, dict):
+        raise JournalError(f"{path}: not a JSON object (damaged)")
+    had = "checksum" in document
+    if checked or had:
+        stated = document.pop("checksum", None)
+        if stated != _checksum(document):
+            raise JournalError(f"{path}: its checksum does not match its content (changed "
+                               f"or damaged)")
+    return document, had
+
+
+def _aside(directory: Path, prefix: str) -> Path:
+    """A new directory ``PREFIX-NNNNNN`` (mode 0700) in *directory*, the first number free."""
+    number = 1
+    while True:
+        target = directory / f"{prefix}-{number:06d}"
+        try:
+            target.mkdir(mode=_DIR_MODE)
+            return target
+        except FileExistsError:
+            number += 1
+
+
+def _copy(source: Path, target: Path) -> None:
+    fd = _create(target)
+    try:
+        with open(source, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                _write_all(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the writer -------------------------------------------------------------------------------
+def _start_segment(directory: Path, manifest: dict, first: int, before_rename=None) -> int:
+    """Create segment *first*: its header in ``NAME.tmp`` (fsynced), the manifest listing
+    it written, the file renamed into place. Return its descriptor, open for appending."""
+    name = _segment_name(first)
+    temporary = directory / (name + ".tmp")
+    fd = _create(temporary, append=True)
+    try:
+        _write_all(fd, _segment_header(first))
+        os.fsync(fd)
+        manifest["segments"].append({"name": name, "first": first})
+        _write_json(directory / "manifest.json", manifest)
+        if before_rename is not None:
+            before_rename()
+        os.replace(temporary, directory / name)
+        _fsync_dir(directory)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class JournalWriter:
+    """Appends commands to a journal directory in group-committed frames.
+
+    Made by ``create_journal`` and ``reopen_journal``.
+    """
+
+    def __init__(self, directory: Path, seq: int, manifest: dict, fd: int, size: int, *,
+                 fsync: str = "group", last_snapshot: int = 0) -> None:
         if fsync not in FSYNC_POLICIES:
+            os.close(fd)
             raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
         self.directory = directory
         self.seq = seq              # last command appended
@@ -109,7 +369,9 @@ class JournalWriter:
         self._fsync = fsync == "group"
         self._parts: list[bytes] = []
         self._encode = msgspec.msgpack.Encoder().encode
-        self._file = open(directory / _segment_name(seq + 1), "ab")
+        self._manifest = manifest
+        self._file = os.fdopen(fd, "ab")
+        self._size = size           # bytes in the segment being written
         self._child: tuple[int, int] | None = None   # a background snapshot: (pid, seq)
 
     def append(self, command) -> int:
@@ -146,17 +408,20 @@ class JournalWriter:
             self._frame(group[:half], first, parts)
             self._frame(group[half:], first + half, parts)
             return
-        parts.append(_HEADER.pack(len(payload), zlib.crc32(payload, first & _LOW32), first))
+        head = _FRAME_HEAD.pack(len(payload), first, zlib.crc32(payload))
+        parts.append(head + _U32.pack(zlib.crc32(head)))
         parts.append(payload)
 
     def commit(self) -> int:
         """Write the pending group (one write, then fsync per the policy); return the
         last seq that is now journaled."""
         if self._parts:
-            self._file.write(b"".join(self._parts))
+            data = b"".join(self._parts)
+            self._file.write(data)
             self._file.flush()
             if self._fsync:
                 os.fsync(self._file.fileno())
+            self._size += len(data)
             self._parts = []
         self.committed = self.seq
         return self.committed
@@ -174,6 +439,8 @@ class JournalWriter:
         # 0.22 s at the call and slowed the commands after it, 0.4-0.5 s in all; a fork
         # costs 0.1 s in all.
         self.commit()
+        if not self._fsync:   # the frames a snapshot covers are on disk before it
+            os.fsync(self._file.fileno())
         self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
         if background and hasattr(os, "fork"):   # where there is no fork, in place
@@ -188,11 +455,26 @@ class JournalWriter:
             self._child = (pid, self.seq)
         else:
             _write_snapshot(engine, self.seq, final)
-        self._file.close()
-        self._file = open(self.directory / _segment_name(self.seq + 1), "ab")
-        _fsync_dir(self.directory)
+        self._roll()
         self.last_snapshot = self.seq
         return final
+
+    def _roll(self) -> None:
+        """Seal the segment being written in the manifest and start the next one."""
+        segments = self._manifest["segments"]
+        if segments[-1]["first"] == self.seq + 1:
+            return   # it holds no frame yet: go on in it
+        manifest = {**self._manifest, "segments": [dict(entry) for entry in segments]}
+        manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
+        try:
+            fd = _start_segment(self.directory, manifest, self.seq + 1)
+        except OSError as exc:
+            raise JournalError(f"cannot start a journal segment in {self.directory}: "
+                               f"{exc.strerror}") from None
+        self._file.close()
+        self._file = os.fdopen(fd, "ab")
+        self._size = _SEGMENT_HEADER
+        self._manifest = manifest
 
     def wait_snapshot(self) -> None:
         """Wait for a snapshot being written in the background, if there is one."""
@@ -212,7 +494,7 @@ class JournalWriter:
             self._file.close()
         self.wait_snapshot()
 
-    def __enter__(self) -> "JournalWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -221,11 +503,11 @@ class JournalWriter:
 
 def _write_snapshot(engine: Engine, seq: int, final: Path) -> None:
     """Write *engine*'s state as snapshot *final*: a temporary file, fsync, rename."""
-    payload = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
-    header = _SNAP_HEADER.pack(_SNAP_MAGIC, seq, zlib.crc32(payload), len(payload))
+    payload = _encode_engine(engine)
+    head = _SNAP_HEAD.pack(_SNAP_MAGIC, seq, len(payload), zlib.crc32(payload))
     temporary = final.with_suffix(".tmp")
-    with open(temporary, "wb") as fh:
-        fh.write(header)
+    with os.fdopen(_create(temporary), "wb") as fh:
+        fh.write(head + _U32.pack(zlib.crc32(head)))
         fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
@@ -237,21 +519,27 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
                    fsync: str = "group") -> JournalWriter:
     """Start a new journal in *directory* (created if needed; it must hold no journal)."""
     path = Path(directory)
+    if fsync not in FSYNC_POLICIES:
+        raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if (path / "meta.json").exists() or any(path.glob("journal-*.cxj")):
+        fresh = not path.exists()
+        path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        if (path / "meta.json").exists() or (path / "manifest.json").exists() or any(
+                path.glob("journal-*.cxj")):
             raise JournalError(f"{path} already holds a journal; recover it, or choose an "
                                f"empty directory")
-        meta = {"format": FORMAT, "ledger": ledger, "market": market_text}
-        temporary = path / "meta.json.tmp"
-        temporary.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(temporary, path / "meta.json")
-        _fsync_dir(path)
-        return JournalWriter(path, 0, fsync=fsync)
+        if fresh or not any(path.iterdir()):
+            os.chmod(path, _DIR_MODE)
+        _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger,
+                                         "market": market_text})
+        manifest = {"format": FORMAT, "segments": []}
+        fd = _start_segment(path, manifest, 1)
+        return JournalWriter(path, 0, manifest, fd, _SEGMENT_HEADER, fsync=fsync)
     except OSError as exc:
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
 
 
+# --- reading ----------------------------------------------------------------------------------
 @dataclass
 class Recovered:
     """The state rebuilt from a journal directory."""
@@ -259,122 +547,755 @@ class Recovered:
     engine: Engine
     seq: int               # input commands recovered (snapshot + replayed frames)
     snapshot_seq: int      # the snapshot it started from (0 = none)
-    replayed: int          # frames replayed after the snapshot
-    torn_bytes: int        # bytes of torn tail ignored (cut, with repair=True)
+    replayed: int          # commands replayed after the snapshot
+    torn_bytes: int        # bytes of torn tail ignored at the end of the last segment
     segment: Path | None   # the last segment
+    warnings: list[str] = field(default_factory=list)   # snapshots passed over, and why
 
 
-def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JournalError(f"{path} holds no journal (no meta.json)") from None
-    except (OSError, ValueError) as exc:
-        raise JournalError(f"{path}/meta.json cannot be read: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS:
-        raise JournalError(f"{path}/meta.json: not a {FORMAT} journal")
-    return meta
-
-
-def _load_snapshot(path: Path) -> tuple[int, Engine] | None:
-    """Return ``(seq, engine)`` from a snapshot file, or ``None`` if it is damaged."""
-    try:
-        data = path.read_bytes()
-    except OSError:
+def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
+    """The number of commands in the payload ``data[start:end]`` (its msgpack array
+    header; a format-1 payload is one command, a map), or None if it is no group."""
+    if end <= start:
         return None
-    if len(data) < _SNAP_HEADER.size:
+    tag = data[start]
+    if 0x90 <= tag <= 0x9F:
+        count = tag & 0x0F
+    elif tag == 0xDC and end - start >= 3:
+        count = int.from_bytes(data[start + 1:start + 3], "big")
+    elif tag == 0xDD and end - start >= 5:
+        count = int.from_bytes(data[start + 1:start + 5], "big")
+    elif legacy and (0x80 <= tag <= 0x8F or tag in (0xDE, 0xDF)):
+        count = 1
+    else:
         return None
-    magic, seq, crc, length = _SNAP_HEADER.unpack_from(data)
-    payload = memoryview(data)[_SNAP_HEADER.size:]
-    if magic != _SNAP_MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-        return None
-    engine = pickle.loads(payload)
-    if not isinstance(engine, Engine):
-        return None
-    return seq, engine
+    return count or None
 
 
-def recover(directory: str | Path, *, repair: bool = False, book=FastBook) -> Recovered:
-    """Rebuild the engine from *directory*: the latest good snapshot, then the frames after.
+def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: set,
+          legacy: bool) -> tuple[int, int, int, str | None]:
+    """Check the frames of ``data[pos:limit]``, the first of command *expected*.
 
-    With *repair*, a torn tail is truncated away so that appending can go on.
+    Return (byte after the last good frame, the seq due next, good frames, what is wrong
+    with the frame there or None). Adds to *starts* each seq in *snaps* that a frame
+    follows.
     """
-    path = Path(directory)
-    if not path.is_dir():
-        raise JournalError(f"{path} is not a directory")
-    meta = _read_meta(path)
-    engine, start = None, 0
-    for snapshot in sorted(path.glob("snapshot-*.cxs"), reverse=True):
-        loaded = _load_snapshot(snapshot)
-        if loaded is not None:
-            start, engine = loaded
-            break
-    if engine is None:
-        try:
-            market = parse_market(meta["market"], "journal market")
-        except Exception as exc:  # noqa: BLE001 - any damage to meta is a journal error
-            raise JournalError(f"{path}/meta.json: market cannot be read: {exc}") from None
-        engine = Engine(market, book=book, ledger=bool(meta.get("ledger")))
-    segments = sorted(path.glob("journal-*.cxj"))
-    firsts = [int(p.stem.split("-")[1]) for p in segments]
-    # A frame holds a group (an array); a format-1 frame one command (a map).
-    decode = msgspec.msgpack.Decoder(list[AnyCommand] | AnyCommand).decode
-    submit = engine.submit
-    out: list = []
-    seq = start
-    replayed = torn = 0
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if not last and firsts[index + 1] <= start + 1:
-            continue  # wholly inside the snapshot
-        data = segment.read_bytes()
-        pos, size = 0, len(data)
-        while pos < size:
-            bad = None
-            if pos + 16 > size:
-                bad = "incomplete header"
-            else:
-                length, crc, frame_seq = _HEADER.unpack_from(data, pos)
-                end = pos + 16 + length
-                if length > _MAX_FRAME or end > size:
-                    bad = "incomplete frame"
-                elif zlib.crc32(memoryview(data)[pos + 16:end], frame_seq & _LOW32) != crc:
-                    bad = "checksum mismatch"
-            if bad is not None:
-                if not last:
-                    raise JournalError(f"{segment.name}: {bad} at byte {pos}, before the "
-                                       f"last segment: the journal is damaged")
-                torn = size - pos
-                if repair:
-                    with open(segment, "r+b") as fh:
-                        fh.truncate(pos)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                break
-            if frame_seq > seq + 1:
-                raise JournalError(f"{segment.name}: command {frame_seq} follows "
-                                   f"{seq}: a gap in the journal")
-            try:
-                group = decode(memoryview(data)[pos + 16:end])
-            except msgspec.DecodeError as exc:
-                raise JournalError(f"{segment.name}: the frame of command {frame_seq} "
-                                   f"cannot be decoded: {exc}") from None
-            if type(group) is not list:
-                group = [group]
-            # Commands up to seq are in the snapshot already.
-            for command in group[seq + 1 - frame_seq:] if frame_seq <= seq else group:
-                submit(command, out)
-                out.clear()
-                replayed += 1
-            seq = max(seq, frame_seq + len(group) - 1)
+    view = memoryview(data)
+    crc32 = zlib.crc32
+    frames = 0
+    if legacy:
+        unpack = _LEGACY_FRAME.unpack_from
+        while pos < limit:
+            if pos + 16 > limit:
+                return pos, expected, frames, _INCOMPLETE
+            length, crc, seq = unpack(data, pos)
+            end = pos + 16 + length
+            if length > _MAX_FRAME or end > limit:
+                return pos, expected, frames, _INCOMPLETE
+            if crc32(view[pos + 16:end], seq & _LOW32) != crc:
+                return pos, expected, frames, "checksum mismatch in the frame"
+            if seq != expected:
+                return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
+            count = _group_size(data, pos + 16, end, True)
+            if count is None:
+                return pos, expected, frames, "a frame that holds no group of commands"
+            if seq - 1 in snaps:
+                starts.add(seq - 1)
+            expected = seq + count
+            frames += 1
             pos = end
-    return Recovered(engine, seq, start, replayed, torn, segments[-1] if segments else None)
+        return pos, expected, frames, None
+    unpack = _FRAME.unpack_from
+    while pos < limit:
+        if pos + _FRAME_HEADER > limit:
+            return pos, expected, frames, _INCOMPLETE
+        length, seq, crc, header_crc = unpack(data, pos)
+        if crc32(view[pos:pos + 16]) != header_crc:
+            return pos, expected, frames, "checksum mismatch in the frame header"
+        if seq != expected:
+            return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
+        if not 0 < length <= _MAX_FRAME:
+            return pos, expected, frames, f"a frame length of {length}"
+        start = pos + _FRAME_HEADER
+        end = start + length
+        if end > limit:
+            return pos, expected, frames, _INCOMPLETE
+        if crc32(view[start:end]) != crc:
+            return pos, expected, frames, "checksum mismatch in the frame"
+        count = _group_size(data, start, end, False)
+        if count is None:
+            return pos, expected, frames, "a frame that holds no group of commands"
+        if seq - 1 in snaps:
+            starts.add(seq - 1)
+        expected = seq + count
+        frames += 1
+        pos = end
+    return pos, expected, frames, None
 
 
+def _valid_at(data: bytes, p: int, low: int, high: int, legacy: bool) -> bool:
+    """Whether a frame header that validates, of a seq in [low, high], starts at *p*."""
+    if legacy:
+        if p + 16 > len(data):
+            return False
+        length, crc, seq = _LEGACY_FRAME.unpack_from(data, p)
+        end = p + 16 + length
+        return (low <= seq <= high and 0 < length <= _MAX_FRAME and end <= len(data)
+                and zlib.crc32(memoryview(data)[p + 16:end], seq & _LOW32) == crc)
+    if p + _FRAME_HEADER > len(data):
+        return False
+    length, seq, _, header_crc = _FRAME.unpack_from(data, p)
+    return (low <= seq <= high and 0 < length <= _MAX_FRAME
+            and zlib.crc32(memoryview(data)[p:p + 16]) == header_crc)
+
+
+def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | None:
+    """The first byte after *bad* where a valid frame header starts, or None.
+
+    Any seq from 1 to 2**32 past *expected* counts: a valid frame of any seq after the
+    bad one shows that more was written after it (a lost group's bytes need not be in
+    the file, so the seq may be far ahead). The CRC decides; the range only lets the
+    scan look at the few places where the seq's high bytes are zero.
+    """
+    size = len(data)
+    seq_at = 8 if legacy else 4
+    start = bad + 1
+    high = expected + _SEQ_REACH
+    zeros = (64 - high.bit_length()) // 8   # high bytes of any such seq: all zero
+    if zeros <= 0:
+        candidates = range(start, size)
+    else:   # only where those zero bytes are: a search in C, then a few checks a zero run
+        candidates = _zero_run_candidates(data, start, zeros, seq_at + 8 - zeros)
+    for p in candidates:
+        if p >= start and _valid_at(data, p, 1, high, legacy):
+            return p
+    return None
+
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int):
+    """Where a frame could start whose seq's *zeros* high bytes are zero: each run of
+    zero bytes from *start* gives at most 8 places (the seq's low bytes are not all
+    zero, so its high bytes begin within 8 - zeros bytes of the run's start)."""
+    needle = b"\0" * zeros
+    size = len(data)
+    run = data.find(needle, start)
+    while run != -1:
+        found = _NONZERO.search(data, run)
+        end = found.start() if found is not None else size
+        for h in range(run, min(run + 8 - zeros, end - zeros + 1)):
+            yield h - shift
+        run = data.find(needle, end)
+
+
+class _Segment:
+    __slots__ = ("base", "end", "first", "frames", "last", "legacy", "path", "pending",
+                 "sealed", "size", "torn")
+
+    def __init__(self, path: Path, first: int, legacy: bool, sealed, pending: bool) -> None:
+        self.path, self.first, self.legacy = path, first, legacy
+        self.sealed = sealed      # (end, size, last) from the manifest, or None
+        self.pending = pending    # only NAME.tmp exists: an interrupted start
+        self.base = self.end = self.size = self.torn = self.frames = 0
+        self.last = first - 1
+
+
+def _manifest_segments(path: Path, manifest: dict) -> list[_Segment]:
+    file = path / "manifest.json"
+    entries = manifest.get("segments")
+    if manifest.get("format") != FORMAT or not isinstance(entries, list) or not entries:
+        raise JournalError(f"{file}: not a {FORMAT} manifest (damaged)")
+    segments: list[_Segment] = []
+    for number, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        match = _SEGMENT_NAME.fullmatch(name) if isinstance(name, str) else None
+        keys = ("end", "size", "last")
+        sealed = all(type(entry.get(key)) is int for key in keys) if match else False
+        if (match is None or entry.get("first") != int(match[1])
+                or (not sealed and any(key in entry for key in keys))
+                or (sealed and number == len(entries) - 1)
+                or (segments and segments[-1].first >= entry["first"])):
+            raise JournalError(f"{file}: segment entry {number + 1} is not valid (damaged)")
+        segment = path / name
+        pending = (number == len(entries) - 1 and not sealed and not segment.exists()
+                   and segment.with_name(name + ".tmp").exists())
+        segments.append(_Segment(segment, entry["first"], bool(entry.get("legacy")),
+                                 tuple(entry[key] for key in keys) if sealed else None,
+                                 pending))
+    return segments
+
+
+class _Journal:
+    """A journal directory being read: what it lists, then what its frames hold."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_dir():
+            raise JournalError(f"{path} is not a directory")
+        self.path = path
+        listed = sorted(p.name for p in path.iterdir())   # before the manifest: see strays
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            raise JournalError(f"{path} holds no journal (no meta.json)")
+        meta, checked = _read_json(meta_file, checked=False)
+        if meta.get("format") not in READABLE_FORMATS or not isinstance(meta.get("market"),
+                                                                       str):
+            raise JournalError(f"{meta_file}: not a journal of a format this version reads "
+                               f"({', '.join(READABLE_FORMATS)})")
+        if meta["format"] == FORMAT and not checked:
+            raise JournalError(f"{meta_file}: no checksum (changed or damaged)")
+        self.meta = meta
+        self.legacy = meta["format"] != FORMAT
+        self.manifest: dict | None = None
+        self.converted = 0   # format 3 after reopening an older journal: its seq then
+        if self.legacy:      # no manifest: the segments are the files there are
+            self.segments = [_Segment(path / name, int(match[1]), True, None, False)
+                             for name in listed if (match := _SEGMENT_NAME.fullmatch(name))]
+            self.strays: list[str] = []
+        else:
+            if not (path / "manifest.json").exists():
+                raise JournalError(f"{path / 'manifest.json'}: missing (it lists the "
+                                   f"segments that must exist)")
+            self.manifest = _read_json(path / "manifest.json", checked=True)[0]
+            self.segments = _manifest_segments(path, self.manifest)
+            self.converted = self.manifest.get("converted_at", 0)
+            if type(self.converted) is not int:
+                raise JournalError(f"{path / 'manifest.json'}: converted_at is not a seq "
+                                   f"(damaged)")
+            names = {segment.path.name for segment in self.segments}
+            self.strays = [name for name in listed if name.startswith("journal-")
+                           and name.endswith(".cxj") and name not in names]
+        self.snapshots: list[tuple[int, Path]] = []
+        self.warnings: list[str] = []
+        for name in listed:
+            if name.startswith("snapshot-") and name.endswith(".cxs"):
+                if (match := _SNAPSHOT_NAME.fullmatch(name)) is None:
+                    self.warnings.append(f"{path / name}: not a snapshot name; passed over")
+                else:
+                    self.snapshots.append((int(match[1]), path / name))
+        self.end = 0          # the last command the frames hold
+        self.torn = 0         # torn tail at the end of the last segment
+        self.starts: set[int] = set()   # snapshot seqs a frame follows (or the end is)
+
+    def damage(self, index: int, offset: int | None, reason: str, kind: str, *,
+               good_end: int = 0, seq: int = 0) -> JournalDamage:
+        return JournalDamage(self.segments[index].path, offset, reason, kind=kind,
+                             index=index, good_end=good_end, seq=seq)
+
+    def scan(self) -> None:
+        """Check every frame of every segment; raise ``JournalDamage`` at the first bad."""
+        snaps = {seq for seq, _ in self.snapshots}
+        expected = 1
+        count = len(self.segments)
+        for index, segment in enumerate(self.segments):
+            is_last = index == count - 1
+            if segment.pending:
+                self._scan_pending(index, segment, expected)
+                continue
+            try:
+                data = segment.path.read_bytes()
+            except FileNotFoundError:
+                raise self.damage(index, None, "missing (manifest.json lists it)", "segment",
+                                  seq=expected - 1) from None
+            except OSError as exc:
+                raise JournalError(f"{segment.path} cannot be read: {exc.strerror}") from None
+            size = len(data)
+            base = 0 if segment.legacy else self._check_header(index, segment, data, expected)
+            if segment.first != expected:
+                raise self.damage(index, None, f"starts at command {segment.first}, but "
+                                  f"the segments before it end at command {expected - 1}",
+                                  "segment", seq=expected - 1)
+            limit = size if segment.sealed is None else min(size, segment.sealed[0])
+            pos, due, frames, bad = _walk(data, base, limit, expected, snaps, self.starts,
+                                          segment.legacy)
+            torn = 0
+            if bad is not None:
+                later = None
+                if bad == _INCOMPLETE and segment.sealed is None and is_last:
+                    later = _next_valid(data, pos, due, segment.legacy)
+                    if later is None:
+                        torn = size - pos
+                if not torn:
+                    if later is not None:
+                        bad = f"an incomplete frame with a valid frame after it (at byte {later})"
+                    elif bad == _INCOMPLETE and segment.sealed is not None:
+                        bad = (f"the file is {size} bytes, manifest.json records frames "
+                               f"up to byte {segment.sealed[0]}: a frame cut short"
+                               if size < segment.sealed[0] else
+                               "a frame running past the end manifest.json records")
+                    elif bad == _INCOMPLETE:
+                        bad = "a frame cut short in a segment before the last"
+                    raise self.damage(index, pos, bad, "frame", good_end=pos, seq=due - 1)
+            if segment.sealed is not None:
+                end, recorded, last = segment.sealed
+                if pos < end:
+                    raise self.damage(index, pos, f"the file is {size} bytes, manifest.json "
+                                      f"records frames up to byte {end}: they end",
+                                      "frame", good_end=pos, seq=due - 1)
+                if due - 1 != last:
+                    raise self.damage(index, pos, f"its frames end at command {due - 1}, "
+                                      f"manifest.json records {last}: they end", "frame",
+                                      good_end=pos, seq=due - 1)
+                if size != recorded:
+                    raise self.damage(index, min(size, recorded), f"the file is {size} "
+                                      f"bytes, manifest.json records {recorded}: they differ",
+                                      "size", good_end=end, seq=due - 1)
+            segment.base, segment.end, segment.size = base, pos, size
+            segment.last, segment.frames, segment.torn = due - 1, frames, torn
+            expected = due
+        self.end = expected - 1
+        self.torn = self.segments[-1].torn if self.segments else 0
+        self.starts.add(self.end)
+        if self.strays:
+            stray = self.path / self.strays[0]
+            raise JournalDamage(stray, None, "named like a segment, but manifest.json does "
+                                "not list it", kind="stray")
+
+    def _check_header(self, index: int, segment: _Segment, data: bytes, expected: int) -> int:
+        if not data:
+            raise self.damage(index, 0, "empty: no segment header", "segment",
+                              seq=expected - 1)
+        if len(data) < _SEGMENT_HEADER:
+            raise self.damage(index, 0, "a segment header cut short", "segment",
+                              seq=expected - 1)
+        magic, version, first = _SEGMENT_HEAD.unpack_from(data)
+        if (zlib.crc32(memoryview(data)[:_SEGMENT_HEAD.size])
+                != _U32.unpack_from(data, _SEGMENT_HEAD.size)[0] or magic != _SEGMENT_MAGIC):
+            raise self.damage(index, 0, "checksum mismatch in the segment header", "segment",
+                              seq=expected - 1)
+        if version != _VERSION:
+            raise self.damage(index, 0, f"segment format version {version}", "segment",
+                              seq=expected - 1)
+        if first != segment.first:
+            raise self.damage(index, 0, f"its header says it starts at command {first}, "
+                              f"its name says {segment.first}: the header", "segment",
+                              seq=expected - 1)
+        return _SEGMENT_HEADER
+
+    def _scan_pending(self, index: int, segment: _Segment, expected: int) -> None:
+        temporary = segment.path.with_name(segment.path.name + ".tmp")
+        try:
+            data = temporary.read_bytes()
+        except OSError:
+            data = b""
+        if data != _segment_header(segment.first) or segment.first != expected:
+            raise self.damage(index, None, "missing (manifest.json lists it; its "
+                              "unfinished start is not whole)", "segment", seq=expected - 1)
+        segment.base = segment.end = segment.size = _SEGMENT_HEADER
+        segment.last = expected - 1
+
+    def pick_snapshot(self, book) -> tuple[int, Engine | None]:
+        """The latest snapshot that is whole and lines up with the frames: (seq, engine),
+        or (0, None). Raise ``JournalDamage`` if a whole one is past the journal's end."""
+        whole = []
+        for seq, path in reversed(self.snapshots):
+            header = self._snapshot_header(seq, path)
+            if header is None:
+                continue
+            if seq > self.end:
+                last = self.segments[-1].path if self.segments else self.path
+                raise JournalDamage(path, None, f"a snapshot after command {seq}, but the "
+                                    f"segments end at command {self.end} (in {last.name}): "
+                                    f"committed commands are missing from them", kind="ahead",
+                                    seq=self.end)
+            whole.append((seq, path, header))
+        for seq, path, (magic, offset, length, crc) in whole:
+            if magic != _SNAP_MAGIC:
+                self.warnings.append(f"{path}: written by an engine of another layout; "
+                                     f"passed over")
+                continue
+            if seq not in self.starts:
+                self.warnings.append(f"{path}: no frame starts at command {seq + 1}; "
+                                     f"passed over")
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
+                continue
+            payload = data[offset:]
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                self.warnings.append(f"{path}: checksum mismatch in the snapshot; passed over")
+                continue
+            engine = _decode_engine(payload, book)
+            if engine is None:
+                self.warnings.append(f"{path}: holds no engine it can load; passed over")
+                continue
+            return seq, engine
+        return 0, None
+
+    def _snapshot_header(self, seq: int, path: Path) -> tuple | None:
+        """(magic, payload offset, length, crc) of a snapshot whose header is whole and
+        names its own seq, else None (with a warning)."""
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_SNAP_HEADER)
+        except OSError as exc:
+            self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
+            return None
+        if len(head) == _SNAP_HEADER and zlib.crc32(head[:_SNAP_HEAD.size]) == \
+                _U32.unpack_from(head, _SNAP_HEAD.size)[0]:
+            magic, stated, length, crc = _SNAP_HEAD.unpack_from(head)
+            if stated == seq:
+                return magic, _SNAP_HEADER, length, crc
+            self.warnings.append(f"{path}: its header says command {stated}, its name "
+                                 f"{seq}; passed over")
+            return None
+        if (self.legacy or seq <= self.converted) and len(head) >= _LEGACY_SNAP_HEADER.size:
+            # Written before format 3: the header has no CRC of its own, its seq must
+            # match the name, and the payload CRC decides.
+            magic, stated, crc, length = _LEGACY_SNAP_HEADER.unpack_from(head)
+            if stated == seq:
+                return magic, _LEGACY_SNAP_HEADER.size, length, crc
+        self.warnings.append(f"{path}: checksum mismatch in the snapshot header; passed over")
+        return None
+
+    def replay(self, engine: Engine, start: int) -> int:
+        """Submit the commands after *start* to *engine*; return how many."""
+        decode = msgspec.msgpack.Decoder(list[AnyCommand] | AnyCommand).decode
+        submit = engine.submit
+        out: list = []
+        replayed = 0
+        for index, segment in enumerate(self.segments):
+            if segment.last <= start or segment.pending:
+                continue  # wholly inside the snapshot (its frames were checked)
+            data = segment.path.read_bytes()
+            view = memoryview(data)
+            legacy = segment.legacy
+            header = 16 if legacy else _FRAME_HEADER
+            pos, expected = segment.base, segment.first
+            while pos < segment.end:
+                if legacy:
+                    length, _, seq = _LEGACY_FRAME.unpack_from(data, pos)
+                else:
+                    length, seq, _, _ = _FRAME.unpack_from(data, pos)
+                begin = pos + header
+                end = begin + length
+                if seq != expected or end > segment.end:
+                    raise JournalError(f"{segment.path} changed while it was being read")
+                if seq <= start:   # inside the snapshot: a frame starts at start + 1
+                    expected = seq + (_group_size(data, begin, end, legacy) or 1)
+                    pos = end
+                    continue
+                try:
+                    group = decode(view[begin:end])
+                except msgspec.DecodeError as exc:
+                    raise self.damage(index, pos, f"the frame of command {seq} cannot be "
+                                      f"decoded ({exc})", "frame", good_end=pos,
+                                      seq=seq - 1) from None
+                if type(group) is not list:
+                    group = [group]
+                for command in group:
+                    submit(command, out)
+                    out.clear()
+                replayed += len(group)
+                expected = seq + len(group)
+                pos = end
+        return replayed
+
+
+def _new_engine(journal: _Journal, book) -> Engine:
+    meta = journal.meta
+    try:
+        market = parse_market(meta["market"], "journal market")
+    except Exception as exc:  # noqa: BLE001 - any damage to meta is a journal error
+        raise JournalError(f"{journal.path / 'meta.json'}: market cannot be read: "
+                           f"{exc}") from None
+    return Engine(market, book=book, ledger=bool(meta.get("ledger")))
+
+
+def _recover(journal: _Journal, book) -> Recovered:
+    journal.scan()
+    start, engine = journal.pick_snapshot(book)
+    if engine is None:
+        engine = _new_engine(journal, book)
+    replayed = journal.replay(engine, start)
+    return Recovered(engine, journal.end, start, replayed, journal.torn,
+                     journal.segments[-1].path if journal.segments else None,
+                     journal.warnings)
+
+
+def recover(directory: str | Path, *, book=FastBook) -> Recovered:
+    """Rebuild the engine from *directory*: the latest good snapshot, then the frames
+    after it. Changes nothing on disk; raises ``JournalError`` (``JournalDamage`` for
+    damage, naming the file and byte) rather than recover less than was committed."""
+    try:
+        return _recover(_Journal(Path(directory)), book)
+    except OSError as exc:
+        raise _unreadable(directory, exc) from None
+
+
+def _unreadable(directory, exc: OSError) -> JournalError:
+    return JournalError(f"{exc.filename or directory}: {exc.strerror or exc}")
+
+
+# --- going on after recovery --------------------------------------------------------------------
 def reopen_journal(directory: str | Path, *, fsync: str = "group",
                    book=FastBook) -> tuple[Recovered, JournalWriter]:
-    """Recover *directory* (cutting any torn tail) and return a writer that goes on."""
-    recovered = recover(directory, repair=True, book=book)
-    writer = JournalWriter(Path(directory), recovered.seq, fsync=fsync,
+    """Recover *directory* and return a writer that goes on after the last command.
+
+    Nothing is truncated: after a torn tail the writer starts a new segment (the manifest
+    records where the torn one's good frames end); a journal of an older format is
+    converted to format 3 first (its segments stay as they are).
+    """
+    path = Path(directory)
+    if fsync not in FSYNC_POLICIES:
+        raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
+    try:
+        journal = _Journal(path)
+        recovered = _recover(journal, book)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    try:
+        if journal.legacy:
+            manifest, fd, size = _convert(journal, recovered.seq)
+        else:
+            manifest, fd, size = _go_on(journal, recovered.seq)
+    except OSError as exc:
+        raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
+    writer = JournalWriter(path, recovered.seq, manifest, fd, size, fsync=fsync,
                            last_snapshot=recovered.snapshot_seq)
     return recovered, writer
+
+
+def _go_on(journal: _Journal, seq: int) -> tuple[dict, int, int]:
+    """The manifest, an open descriptor and its size, to append after command *seq*."""
+    path, manifest = journal.path, journal.manifest
+    last = journal.segments[-1]
+    temporary = last.path.with_name(last.path.name + ".tmp")
+    if last.pending:   # finish the interrupted start
+        os.replace(temporary, last.path)
+        _fsync_dir(path)
+    if last.sealed is None and not last.torn:   # go on in it
+        fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        return manifest, fd, os.fstat(fd).st_size
+    if last.first == seq + 1:
+        # Torn, and not one good frame: the new segment needs its name. Its header in
+        # NAME.tmp first, then the torn file aside, then the rename: a crash between
+        # leaves the manifest's last segment as an unfinished start, read as empty.
+        fd = _create(temporary, append=True)
+        try:
+            _write_all(fd, _segment_header(last.first))
+            os.fsync(fd)
+            aside = _aside(path, "torn")
+            os.replace(last.path, aside / last.path.name)
+            _fsync_dir(aside)
+            os.replace(temporary, last.path)
+            _fsync_dir(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return manifest, fd, _SEGMENT_HEADER
+    manifest = {**manifest, "segments": [dict(entry) for entry in manifest["segments"]]}
+    if last.sealed is None:
+        manifest["segments"][-1].update(last=seq, end=last.end, size=last.size)
+    return manifest, _start_segment(path, manifest, seq + 1), _SEGMENT_HEADER
+
+
+def _convert(journal: _Journal, seq: int) -> tuple[dict, int, int]:
+    """Make a format-1 or -2 journal a format-3 one: its segments listed, sealed at their
+    sizes, in a manifest; a new segment after command *seq*; then meta.json."""
+    path = journal.path
+    segments = list(journal.segments)
+    if segments and segments[-1].first == seq + 1:   # no good frame: the name is needed
+        idle = segments.pop()
+        if idle.size:
+            aside = _aside(path, "torn")
+            os.replace(idle.path, aside / idle.path.name)
+            _fsync_dir(aside)
+        else:
+            idle.path.unlink()
+        _fsync_dir(path)
+    entries = [{"name": s.path.name, "first": s.first, "legacy": True, "last": s.last,
+                "end": s.end, "size": s.size} for s in segments]
+    manifest = {"format": FORMAT, "segments": entries, "converted_at": seq,
+                "converted_from": journal.meta["format"]}
+    meta = {"format": FORMAT, "ledger": bool(journal.meta.get("ledger")),
+            "market": journal.meta["market"]}
+    fd = _start_segment(path, manifest, seq + 1,
+                        before_rename=lambda: _write_json(path / "meta.json", meta))
+    return manifest, fd, _SEGMENT_HEADER
+
+
+# --- cutting back past damage ---------------------------------------------------------------------
+@dataclass
+class CutPlan:
+    """What ``cut_journal`` drops (or dropped) to cut a journal back past its first damage."""
+
+    directory: Path
+    problem: str | None      # the first damage; None: nothing to cut
+    kind: str | None         # frame, segment, size, stray, ahead (JournalDamage.kind)
+    keep: int                # frame and segment damage: commands 1..keep stay
+    commands: int            # committed commands dropped, at least (keep+1 ..)
+    frames: int              # frames dropped, at least
+    bytes: int               # bytes dropped from the journal's files
+    files: list[tuple[str, str]] = field(default_factory=list)  # (file name, what happens)
+    copied: Path | None = None     # where the files went first, once cut
+
+
+def cut_journal(directory: str | Path, *, apply: bool = False, book=FastBook) -> CutPlan:
+    """Recover *directory* up to its first damage and say what cutting it back there
+    drops; with *apply*, copy every file that changes or goes into ``cut-NNNNNN/``,
+    then cut. Raise ``JournalError`` for what cutting cannot mend (meta.json, the
+    manifest, an older format). One damage a run: run it again until nothing is cut."""
+    path = Path(directory)
+    try:
+        journal = _Journal(path)
+        if journal.legacy:
+            raise JournalError(f"{path} is a {journal.meta['format']} journal: journal-cut "
+                               f"works on {FORMAT} journals (carbonx serve converts one "
+                               f"that recovers)")
+        try:
+            recovered = _recover(journal, book)
+        except JournalDamage as damage:
+            plan, actions, manifest = _plan(journal, damage)
+        else:
+            return CutPlan(path, None, None, recovered.seq, 0, 0, 0)
+        if apply:
+            plan.copied = _apply(path, actions, manifest)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    return plan
+
+
+def _salvage(data: bytes, start: int, expected: int, legacy: bool) -> tuple[int, int, bool]:
+    """Frames whose header is whole in ``data[start:]``, found by scanning past bad
+    bytes: (frames, the highest seq they hold, whether one starts at *start*)."""
+    frames, top, pos, at_start = 0, expected - 1, start, False
+    while pos < len(data):
+        p = _next_valid(data, pos - 1, expected, legacy)
+        if p is None:
+            break
+        at_start = at_start or p == start
+        if legacy:
+            length, crc, seq = _LEGACY_FRAME.unpack_from(data, p)
+            begin = p + 16
+        else:
+            length, seq, crc, _ = _FRAME.unpack_from(data, p)
+            begin = p + _FRAME_HEADER
+        end = begin + length
+        count = (_group_size(data, begin, end, legacy) or 1) if end <= len(data) else 1
+        frames += 1
+        top = max(top, seq + count - 1)
+        whole = end <= len(data) and (zlib.crc32(memoryview(data)[begin:end],
+                                                 seq & _LOW32 if legacy else 0) == crc)
+        expected, pos = seq + count, end if whole else p + 1
+    return frames, top, at_start
+
+
+def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict | None]:
+    """The plan, the actions ((truncate | remove | create, file, size or first seq)) and
+    the new manifest (None: unchanged) that cut *journal* back past *damage*."""
+    path, kind = journal.path, damage.kind
+    plan = CutPlan(path, str(damage), kind, damage.seq, 0, 0, 0)
+    actions: list[tuple[str, Path, int]] = []
+    manifest = None
+    top = damage.seq   # the highest command known to have been committed
+
+    def read(file: Path) -> bytes:
+        try:
+            return file.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def remove(file: Path, why: str = "") -> None:
+        if file.exists() and not any(a == ("remove", file) for a in
+                                     (action[:2] for action in actions)):
+            size = file.stat().st_size
+            actions.append(("remove", file, 0))
+            plan.bytes += size
+            plan.files.append((file.name, f"removed ({size:,} bytes){why}"))
+
+    if kind in ("frame", "segment"):
+        index = damage.index
+        segment = journal.segments[index]
+        entries = [dict(entry) for entry in journal.manifest["segments"][:index]]
+        data = read(segment.path)
+        if kind == "frame":
+            plan.frames, top, whole_header = _salvage(data, damage.offset, damage.seq + 1,
+                                                      segment.legacy)
+            plan.frames += not whole_header   # the damaged one, if not counted
+            actions.append(("truncate", segment.path, damage.good_end))
+            plan.bytes += len(data) - damage.good_end
+            plan.files.append((segment.path.name,
+                               f"cut from {len(data):,} to {damage.good_end:,} bytes"))
+            if segment.legacy:   # no writer appends to it: sealed, and a new segment after
+                entries.append({"name": segment.path.name, "first": segment.first,
+                                "legacy": True, "last": damage.seq, "end": damage.good_end,
+                                "size": damage.good_end})
+                fresh = path / _segment_name(damage.seq + 1)
+                remove(fresh)
+                actions.append(("create", fresh, damage.seq + 1))
+                plan.files.append((fresh.name, "made anew: a segment header, no frame"))
+                entries.append({"name": fresh.name, "first": damage.seq + 1})
+            else:
+                entries.append({"name": segment.path.name, "first": segment.first})
+        else:
+            plan.frames, top, _ = _salvage(data, 0, min(segment.first, damage.seq + 1),
+                                           segment.legacy)
+            fresh = path / _segment_name(damage.seq + 1)
+            remove(segment.path)
+            remove(fresh)
+            actions.append(("create", fresh, damage.seq + 1))
+            plan.files.append((fresh.name, "made anew: a segment header, no frame"))
+            entries.append({"name": fresh.name, "first": damage.seq + 1})
+        for later in journal.segments[index + 1:]:
+            if later.sealed is not None:
+                top = max(top, later.sealed[2])
+            frames, high, _ = _salvage(read(later.path), 0, later.first, later.legacy)
+            plan.frames, top = plan.frames + frames, max(top, high)
+            remove(later.path)
+        manifest = {**journal.manifest, "segments": entries}
+    elif kind == "size":
+        entries = [dict(entry) for entry in journal.manifest["segments"]]
+        entries[damage.index]["size"] = damage.good_end
+        size = damage.path.stat().st_size
+        actions.append(("truncate", damage.path, damage.good_end))
+        plan.bytes += max(0, size - damage.good_end)
+        what = f"cut from {size:,} to {damage.good_end:,} bytes, its last good frame's end"
+        plan.files.append((damage.path.name, what))
+        manifest = {**journal.manifest, "segments": entries}
+    elif kind == "stray":
+        remove(damage.path, ": not one of the journal's segments")
+    if kind in ("frame", "segment", "ahead"):
+        for seq, snapshot in journal.snapshots:
+            if seq > damage.seq:
+                if kind != "ahead":
+                    top = max(top, seq)
+                remove(snapshot, f": a snapshot after command {damage.seq:,}")
+    plan.commands = top - damage.seq
+    return plan, actions, manifest
+
+
+def _apply(path: Path, actions: list, manifest: dict | None) -> Path:
+    """Copy the files *actions* touch (and the manifest) aside, then cut."""
+    copies = _aside(path, "cut")
+    touched = [file for _, file, _ in actions if file.exists()]
+    if manifest is not None:
+        touched.append(path / "manifest.json")
+    for file in dict.fromkeys(touched):
+        _copy(file, copies / file.name)
+    _fsync_dir(copies)
+    _fsync_dir(path)
+    if manifest is not None:   # first: a cut stopped half way is found and cut again
+        _write_json(path / "manifest.json", manifest)
+    for action, file, size in actions:
+        if action == "truncate":
+            with open(file, "r+b") as fh:
+                fh.truncate(size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        elif action == "remove":
+            file.unlink()
+        elif action == "create":
+            temporary = file.with_name(file.name + ".tmp")
+            fd = _create(temporary)
+            try:
+                _write_all(fd, _segment_header(size))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, file)
+    _fsync_dir(path)
+    return copies

@@ -64,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "holdings", help="recover the state from a journal directory and show holdings",
         description=(
             "Recover the exchange's state from a journal directory (latest snapshot, then "
-            "the journaled commands after it; a torn last frame is ignored) and print each "
-            "account's holdings. --json prints {\"seq\": N, \"holdings\": [...], "
+            "the journaled commands after it; a torn last frame, never committed, is "
+            "ignored and reported; a damaged snapshot is passed over with a warning) and "
+            "print each account's holdings. Damage anywhere else (a frame or segment that "
+            "fails its checksum, a missing segment, a changed meta.json or manifest.json) "
+            "is an error naming the file and byte, exit status 2, and nothing on disk "
+            "changes: see 'carbonx journal-cut'. --json prints {\"seq\": N, \"holdings\": [...], "
             "\"positions\": [...], \"margin\": [...]}, N being the number of input commands "
             "recovered; positions are futures and options (lots, average price, margin, "
             "last settlement), margin is each such account's margin held, equity, initial "
@@ -74,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     holdings.add_argument("--json", action="store_true", help="print one JSON object")
     holdings.set_defaults(run=_cmd_holdings)
 
+    cut = sub.add_parser(
+        "journal-cut", help="cut a damaged journal back to its last good frame (asks --yes)",
+        description=(
+            "Recover a journal directory up to its first damage and print what cutting it "
+            "back there drops: committed commands, frames and bytes, file by file. Without "
+            "--yes nothing changes (exit status 1 if something would be cut, 0 if the "
+            "journal recovers whole). With --yes every file that changes or goes is first "
+            "copied into DIR/cut-NNNNNN/, then the journal is cut; run it again until "
+            "nothing is left to cut. Never run it while carbonx serve writes DIR."))
+    cut.add_argument("directory", metavar="DIR", help="the journal directory")
+    cut.add_argument("--yes", action="store_true",
+                     help="copy the files aside and cut (default: only say what would go)")
+    cut.set_defaults(run=_cmd_journal_cut)
+
     serve = sub.add_parser(
         "serve", help="run the exchange: engine, ledger, journal and MQTT gateway",
         description=(
@@ -81,11 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
             "SIGTERM). Without --broker, an embedded broker listens on 127.0.0.1:PORT with "
             "a password per account (from --credentials, or generated for the accounts "
             "of --init and written there). With --broker, the gateway joins that broker "
-            "(see 'carbonx broker-config'). Bots write commands to cx/v1/orders/ACCOUNT "
+            "(see 'carbonx broker-config'), its password from --password-file or the "
+            "CARBONX_PASSWORD environment variable (a password in the URL works too, "
+            "but other users can see a command line). Nothing is written (journal, "
+            "credentials) until the embedded broker listens or the broker has taken "
+            "the gateway's login; a port in use, an unreachable broker or a refused "
+            "login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
             "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
     serve.add_argument("--broker", metavar="URL",
-                       help="mqtt://USER:PASS@HOST:PORT of a broker to join (default: "
-                            "the embedded broker)")
+                       help="mqtt://USER@HOST:PORT of a broker to join (default: the "
+                            "embedded broker); mqtt://USER:PASS@HOST:PORT also works")
+    serve.add_argument("--password-file", metavar="FILE",
+                       help="with --broker: a file holding the gateway user's password "
+                            "on one line (else $CARBONX_PASSWORD, else the URL's)")
     serve.add_argument("--market", metavar="TOML", help="market configuration")
     serve.add_argument("--journal", metavar="DIR",
                        help="journal directory: recovered if it holds a journal, else new")
@@ -131,11 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
             "and DIR/credentials.json, so that each account may write only "
             "cx/v1/orders/ACCOUNT and read only cx/v1/exec/ACCOUNT and cx/v1/md/#, and "
             "the gateway user may read every orders topic and write reports and market "
-            "data. Passwords are generated where not given. Then: mosquitto -c "
-            "DIR/mosquitto.conf, and carbonx serve --broker "
-            "mqtt://gateway:PASSWORD@127.0.0.1:PORT."))
+            "data. A client's identifier is its user name (use_username_as_clientid), so "
+            "no account can take over another's session; packets over 1 MiB are refused. "
+            "Passwords are generated where not given; passwd and credentials.json are "
+            "mode 0600. A directory that already holds any of the four files is left "
+            "alone unless --force. Written by root, mosquitto.conf has no 'user' line: "
+            "mosquitto started as root drops to the 'mosquitto' user, which must be able "
+            "to read passwd and acl (chown mosquitto DIR/passwd DIR/acl). Then: "
+            "mosquitto -c DIR/mosquitto.conf, and carbonx serve --broker "
+            "mqtt://gateway@127.0.0.1:PORT --password-file FILE."))
     broker.add_argument("--out", metavar="DIR", required=True, help="output directory")
     broker.add_argument("--port", type=int, required=True, help="the listener's port")
+    broker.add_argument("--force", action="store_true",
+                        help="overwrite a configuration already in DIR (new passwords)")
     broker.add_argument("accounts", metavar="ACCOUNT[:PASSWORD]", nargs="+",
                         help="trading accounts, each with an optional password")
     broker.set_defaults(run=_cmd_broker_config)
@@ -194,14 +228,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_holdings(args: argparse.Namespace) -> int:
-    from exchange.journal import recover
+    from exchange.journal import JournalDamage, recover
 
     from .replay import holding_rows, margin_rows, position_rows
 
-    recovered = recover(args.directory)
+    try:
+        recovered = recover(args.directory)
+    except JournalDamage as exc:
+        raise UsageError(f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
+                         f"it back to the last good frame would drop") from None
     rows = holding_rows(recovered.engine)
     positions = position_rows(recovered.engine)
     margins = margin_rows(recovered.engine)
+    for warning in recovered.warnings:
+        print(f"carbonx holdings: warning: {warning}", file=sys.stderr)
     if recovered.torn_bytes:
         print(f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
               f"bytes) in {recovered.segment}", file=sys.stderr)
@@ -225,6 +265,34 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
                       for r in margins],
                      ("account", "currency", "margin", "equity", "initial", "maintenance",
                       "margin_call"), 2)
+    return EXIT_OK
+
+
+def _cmd_journal_cut(args: argparse.Namespace) -> int:
+    from exchange.journal import cut_journal
+
+    plan = cut_journal(args.directory, apply=args.yes)
+    if plan.problem is None:
+        print(f"{args.directory}: nothing to cut: the journal recovers whole "
+              f"({plan.keep:,} commands)")
+        return EXIT_OK
+    print(f"damage: {plan.problem}")
+    if plan.kind in ("frame", "segment"):
+        print(f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
+              f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:")
+    elif plan.kind == "ahead":
+        print(f"the segments end at command {plan.keep:,}: drops the snapshots past it, "
+              f"{plan.bytes:,} bytes (the commands they hold past it are lost already):")
+    else:
+        print(f"drops no command; {plan.bytes:,} bytes in all:")
+    width = max(len(name) for name, _ in plan.files)
+    for name, what in plan.files:
+        print(f"  {name.ljust(width)}  {what}")
+    if not args.yes:
+        print(f"dry run: nothing changed. With --yes these files are first copied into "
+              f"{args.directory}/cut-NNNNNN/, then cut.")
+        return 1
+    print(f"copied into {plan.copied} and cut; run it again until nothing is left to cut")
     return EXIT_OK
 
 
@@ -262,7 +330,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                           journal=args.journal, init=args.init,
                           credentials_path=args.credentials, port=args.port,
                           settings=GatewaySettings(book_interval=args.book_interval,
-                                                   eod_utc=args.eod))
+                                                   eod_utc=args.eod),
+                          password_file=args.password_file)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -280,17 +349,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker_config(args: argparse.Namespace) -> int:
+    import os
+
     from .brokerconfig import parse_account_args, write_broker_config
 
     try:
         accounts = parse_account_args(args.accounts)
-        credentials = write_broker_config(args.out, args.port, accounts)
+        credentials = write_broker_config(args.out, args.port, accounts, force=args.force)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {args.out}/mosquitto.conf, passwd, acl and credentials.json for "
           f"{len(credentials) - 1} account(s) and the gateway")
+    if os.geteuid() == 0:
+        print(f"carbonx broker-config: note: written by root, so mosquitto.conf has no "
+              f"'user' line; mosquitto started as root runs as 'mosquitto', which must "
+              f"read {args.out}/passwd and acl (chown mosquitto {args.out}/passwd "
+              f"{args.out}/acl)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -4,11 +4,20 @@ Without ``--broker`` the embedded broker (amqtt) runs in the same process on 127
 with a password for every account: from ``--credentials FILE`` (the JSON that
 ``carbonx broker-config`` writes) when it exists, otherwise generated for the accounts
 named in ``--init`` and written to that file (mode 0600) so bots can read them. With
-``--broker mqtt://USER:PASS@HOST:PORT`` the gateway is a client of that broker (mosquitto
-configured by ``carbonx broker-config``), which then enforces the access rules.
+``--broker mqtt://USER@HOST:PORT`` the gateway is a client of that broker (mosquitto
+configured by ``carbonx broker-config``), which then enforces the access rules; its
+password comes from ``--password-file FILE`` or ``$CARBONX_PASSWORD`` (off the command
+line, where other users' ``ps`` would see it), or, still, ``mqtt://USER:PASS@...``.
 
 With ``--journal DIR`` an existing journal is recovered first and goes on; ``--init`` is
 applied only to a new journal (a recovered one already holds it).
+
+Nothing is left half-made when serve cannot start: the embedded broker listens, or the
+remote broker has taken the gateway's login (one probing connection, retried a few times
+with backoff), before the journal is created and the credentials file is written; an
+unreadable ``--init`` is found first; a journal that ``--init`` or the credentials then
+fail to start is removed again. "gateway ready" is printed only once the gateway is
+connected and subscribed.
 """
 from __future__ import annotations
 
@@ -16,9 +25,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -30,10 +42,25 @@ from exchange.orderfile import read_order_file
 from .embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
 from .service import GatewayCore, GatewaySettings, run_gateway
 
-__all__ = ["BrokerAddress", "parse_broker_url", "open_engine", "serve", "run_async",
-           "load_credentials", "ServeError"]
+__all__ = [
+    "PASSWORD_ENV",
+    "BrokerAddress",
+    "ServeError",
+    "load_credentials",
+    "open_engine",
+    "parse_broker_url",
+    "probe_broker",
+    "resolve_broker",
+    "run_async",
+]
 
 log = logging.getLogger("carbonx.serve")
+
+PASSWORD_ENV = "CARBONX_PASSWORD"
+LOOPBACK = "127.0.0.1"
+PROBE_ATTEMPTS = 5     # logins tried at the start of --broker before giving up
+PROBE_DELAY = 0.2      # seconds before the second, doubling after each
+PROBE_TIMEOUT = 3.0    # seconds one login may take
 
 
 class ServeError(Exception):
@@ -45,23 +72,126 @@ class BrokerAddress:
     host: str
     port: int
     username: str
-    password: str
+    password: str = ""
+
+    def __repr__(self) -> str:  # never the password, in a log or a traceback
+        return f"BrokerAddress({self.host!r}, {self.port}, {self.username!r})"
 
 
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://USER:PASS@HOST:PORT`` (port 1883 when left out)."""
+def _redacted(url: str) -> str:
+    """*url* with any password in it replaced by ``***``, to quote in a message."""
+    return re.sub(r"^([^:/]+://[^:@/]*):[^@/]*@", r"\1:***@", url)
+
+
+def parse_broker_url(url: str, password: str | None = None) -> BrokerAddress:
+    """``mqtt://USER[:PASS]@HOST:PORT`` (port 1883 when left out). The URL's password,
+    else *password*; neither is a ``ServeError``."""
+    shown = _redacted(url)
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp"):
-        raise ServeError(f"broker URL {url!r}: expected mqtt://USER:PASS@HOST:PORT")
+        raise ServeError(f"broker URL {shown!r}: expected mqtt://USER@HOST:PORT")
     try:
         port = parts.port or 1883
     except ValueError:
-        raise ServeError(f"broker URL {url!r}: the port is not a number") from None
-    if not parts.hostname or not parts.username or parts.password is None:
-        raise ServeError(f"broker URL {url!r}: give the gateway's user and password, "
-                         f"mqtt://USER:PASS@HOST:PORT")
-    return BrokerAddress(parts.hostname, port, unquote(parts.username),
-                         unquote(parts.password))
+        raise ServeError(f"broker URL {shown!r}: the port is not a number") from None
+    if not parts.hostname or not parts.username:
+        raise ServeError(f"broker URL {shown!r}: give the gateway's user and password, "
+                         f"mqtt://USER@HOST:PORT with --password-file FILE or "
+                         f"${PASSWORD_ENV}")
+    user = unquote(parts.username)
+    if parts.password is not None:
+        password = unquote(parts.password)
+    if not password:
+        raise ServeError(f"broker URL {shown!r}: no password for user {user}: give "
+                         f"--password-file FILE or set ${PASSWORD_ENV}")
+    return BrokerAddress(parts.hostname, port, user, password)
+
+
+def read_password_file(path: str | os.PathLike[str]) -> str:
+    """The password in *path*: its one line, without the line break."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ServeError(f"--password-file {path}: cannot read it: {reason}") from None
+    lines = text.splitlines()
+    if len(lines) != 1 or not lines[0]:
+        found = f"{len(lines)} lines" if text.strip() else "nothing"
+        raise ServeError(f"--password-file {path}: expected the password alone on one "
+                         f"line, found {found}")
+    return lines[0]
+
+
+def resolve_broker(url: str, *, password_file: str | os.PathLike[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> BrokerAddress:
+    """The broker of ``--broker URL``, its password from the URL, else ``--password-file``,
+    else ``$CARBONX_PASSWORD``; a password given both in the URL and by file is an error."""
+    environ = os.environ if environ is None else environ
+    has_own = urlsplit(url).password is not None
+    if password_file is not None:
+        if has_own:
+            raise ServeError("--password-file: the broker URL has a password too; give "
+                             "it one way only (better the file)")
+        return parse_broker_url(url, read_password_file(password_file))
+    return parse_broker_url(url, None if has_own else environ.get(PASSWORD_ENV) or None)
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError-like message as a phrase: ``[Errno 111] Connection refused`` ->
+    ``connection refused``."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip() or type(exc).__name__
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+# CONNACK refusals (MQTT 3.1.1 codes and the reason codes paho 2 turns them into).
+_LOGIN_REFUSED = {4, 5, 134, 135}      # bad user name or password; not authorised
+_TRY_AGAIN = {3, 136, 137}             # server unavailable; server busy
+_CONNACK_TEXT = {1: "unacceptable protocol version", 2: "identifier rejected",
+                 3: "server unavailable", 4: "bad user name or password",
+                 5: "not authorised"}
+
+
+async def probe_broker(broker: BrokerAddress, *, attempts: int = PROBE_ATTEMPTS,
+                       delay: float = PROBE_DELAY, timeout: float = PROBE_TIMEOUT) -> None:
+    """Log in to *broker* once, as the gateway will, and log out; raise ``ServeError``
+    saying why not. An unreachable or unavailable broker is tried *attempts* times,
+    *delay* seconds apart and doubling; a refused login is not tried again.
+
+    A clean session, like the gateway's (with ``use_username_as_clientid`` the broker
+    makes the identifier ``gateway`` whatever it is, so the probe meets the gateway's
+    session: a clean one holds nothing to lose)."""
+    import aiomqtt
+
+    from . import service
+
+    identifier = (getattr(service, "_IDENTIFIER", None)
+                  or f"carbonx-probe-{secrets.token_hex(6)}")
+    where = f"{broker.host}:{broker.port}"
+    last = "no answer"
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(delay * 2 ** (attempt - 1))
+        try:
+            async with aiomqtt.Client(broker.host, broker.port, username=broker.username,
+                                      password=broker.password, identifier=identifier,
+                                      clean_session=True, timeout=timeout, keepalive=10):
+                return
+        except aiomqtt.MqttCodeError as exc:
+            code = getattr(exc.rc, "value", exc.rc)
+            text = (str(exc.rc) if hasattr(exc.rc, "value")
+                    else _CONNACK_TEXT.get(code, f"return code {code}"))
+            text = text[:1].lower() + text[1:]
+            if code in _LOGIN_REFUSED:
+                raise ServeError(f"the broker at {where} refused the login for user "
+                                 f"{broker.username}: {text}") from None
+            if code not in _TRY_AGAIN:
+                raise ServeError(f"the broker at {where} refused the connection: "
+                                 f"{text}") from None
+            last = text
+        except aiomqtt.MqttError as exc:
+            last = _reason(exc)
+    raise ServeError(f"cannot connect to broker {where}: {last} "
+                     f"({attempts} attempts)")
 
 
 def open_engine(market: Market, *, journal: str | Path | None, init: str | Path | None,
@@ -71,8 +201,15 @@ def open_engine(market: Market, *, journal: str | Path | None, init: str | Path 
     facts: dict = {}
     writer = None
     if journal is not None and (Path(journal) / "meta.json").exists():
+        # Never truncates: damage is an error (see carbonx journal-cut), a torn tail stays
+        # where it is and the journal goes on in a new segment.
         recovered, writer = reopen_journal(journal)
         facts["recovered"] = recovered.seq
+        for warning in recovered.warnings:
+            log.warning("journal: %s", warning)
+        if recovered.torn_bytes:
+            log.warning("journal: a torn last frame (%d bytes, never committed) left in %s; "
+                        "going on in a new segment", recovered.torn_bytes, recovered.segment)
         engine = recovered.engine
         if init is not None:
             log.warning("the journal already holds %d commands: --init is not applied again",
@@ -120,29 +257,6 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
     return credentials
 
 
-async def serve(core: GatewayCore, *, broker: BrokerAddress | None,
-                credentials: dict[str, str], host: str = "127.0.0.1", port: int = 1883,
-                stop: asyncio.Event, announce=None) -> None:
-    """Run the gateway (and the embedded broker when *broker* is None) until *stop*."""
-    if broker is not None:
-        if announce:
-            announce(f"gateway on {broker.host}:{broker.port} as {broker.username}")
-        await run_gateway(core, host=broker.host, port=broker.port, username=broker.username,
-                          password=broker.password, stop=stop)
-        return
-    async with EmbeddedBroker(credentials, port=port, host=host) as embedded:
-        ready = asyncio.Event()
-        task = asyncio.ensure_future(run_gateway(
-            core, host=embedded.host, port=embedded.port, username=GATEWAY_USER,
-            password=credentials[GATEWAY_USER], stop=stop, ready=ready))
-        await asyncio.wait({task, asyncio.ensure_future(ready.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if announce and ready.is_set():
-            announce(f"embedded broker on mqtt://{embedded.host}:{embedded.port}; "
-                     f"gateway ready")
-        await task
-
-
 def run_async(main) -> None:
     """Run *main* (a coroutine) on uvloop where it is installed, else asyncio's loop."""
     try:
@@ -163,40 +277,166 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             pass
 
 
+def _check_readable(path: str | None) -> None:
+    """Fail now, before anything is written, if the ``--init`` file cannot be read."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ServeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+class _Started:
+    """What serve has made so far: the engine, its journal writer and the gateway core;
+    and, until it is up, how to take back a journal directory it made."""
+
+    def __init__(self, journal: str | None) -> None:
+        self.engine: Engine | None = None
+        self.writer: JournalWriter | None = None
+        self.core: GatewayCore | None = None
+        self._journal = Path(journal) if journal is not None else None
+        self._before: set[str] | None = None   # the directory's entries, if it existed
+        self._new = False                      # it held no journal: one is made here
+        if self._journal is not None and not (self._journal / "meta.json").exists():
+            self._new = True
+            if self._journal.is_dir():
+                self._before = set(os.listdir(self._journal))
+
+    def undo(self) -> None:
+        """Remove the journal made here (never one that was there before)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if not self._new or self._journal is None or not self._journal.exists():
+            return
+        if self._before is None:
+            shutil.rmtree(self._journal, ignore_errors=True)
+            return
+        for name in set(os.listdir(self._journal)) - self._before:
+            path = self._journal / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _open(started: _Started, market: Market, *, journal: str | None, init: str | None,
+          settings: GatewaySettings | None, credentials_path: str | None,
+          embedded: EmbeddedBroker | None) -> dict[str, str]:
+    """Recover or create the engine and journal, and for the embedded broker write the
+    credentials and give it the accounts (returned). On a failure here, the journal made
+    is undone."""
+    credentials: dict[str, str] = {}
+    notes: list[str] = []   # said once all is well: a failed start says one line
+    try:
+        engine, writer, facts = open_engine(market, journal=journal, init=init)
+        started.engine, started.writer = engine, writer
+        if "recovered" in facts:
+            notes.append(f"recovered {facts['recovered']} commands from {journal}")
+        if "init" in facts:
+            notes.append(f"init: {facts['init']} commands, {facts['init_rejected']} "
+                         f"rejected")
+        if embedded is not None:
+            path = Path(credentials_path) if credentials_path else (
+                Path(journal) / "credentials.json" if journal
+                else Path("carbonx-credentials.json"))
+            accounts = facts.get("accounts", [])
+            if engine.ledger is not None:
+                accounts = sorted(set(accounts) | {a for a in engine.ledger.accounts
+                                                   if not a.startswith("@")})
+            credentials = load_credentials(path, accounts)
+            for name, password in credentials.items():
+                embedded.add_account(name, password)
+            notes.append(f"credentials for {len(credentials) - 1} account(s) in {path}")
+    except BaseException:
+        started.undo()
+        raise
+    for note in notes:
+        print(note, file=sys.stderr)
+    started.core = GatewayCore(engine, journal=writer, settings=settings)
+    return credentials
+
+
+async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
+                       password: str, stop: asyncio.Event,
+                       announce: Callable[[], None]) -> None:
+    """Run the gateway until *stop*; *announce* once it is connected and subscribed."""
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(run_gateway(core, host=host, port=port, username=username,
+                                             password=password, stop=stop, ready=ready))
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if ready.is_set():
+        announce()
+    await task
+
+
 def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
                init: str | None, credentials_path: str | None, port: int,
-               settings: GatewaySettings | None = None) -> int:
-    broker = parse_broker_url(broker_url) if broker_url else None
-    engine, writer, facts = open_engine(market, journal=journal, init=init)
-    if "recovered" in facts:
-        print(f"recovered {facts['recovered']} commands from {journal}", file=sys.stderr)
-    if "init" in facts:
-        print(f"init: {facts['init']} commands, {facts['init_rejected']} rejected",
-              file=sys.stderr)
-    credentials: dict[str, str] = {}
-    if broker is None:
-        path = Path(credentials_path) if credentials_path else (
-            Path(journal) / "credentials.json" if journal else Path("carbonx-credentials.json"))
-        accounts = facts.get("accounts", [])
-        if engine.ledger is not None:
-            accounts = sorted(set(accounts) | {a for a in engine.ledger.accounts
-                                               if not a.startswith("@")})
-        credentials = load_credentials(path, accounts)
-        print(f"credentials for {len(credentials) - 1} account(s) in {path}", file=sys.stderr)
-    core = GatewayCore(engine, journal=writer, settings=settings)
+               settings: GatewaySettings | None = None,
+               password_file: str | None = None,
+               environ: Mapping[str, str] | None = None) -> int:
+    """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start."""
+    broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
+              if broker_url else None)
+    if password_file is not None and broker is None:
+        raise ServeError("--password-file is the gateway's password on --broker; the "
+                         "embedded broker's passwords are in --credentials")
+    _check_readable(init)
+    if broker is not None:
+        run_async(probe_broker(broker))
+    started = _Started(journal)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def open_here(embedded: EmbeddedBroker | None) -> tuple[GatewayCore, dict[str, str]]:
+        credentials = _open(started, market, journal=journal, init=init, settings=settings,
+                            credentials_path=credentials_path, embedded=embedded)
+        assert started.core is not None
+        return started.core, credentials
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        await serve(core, broker=broker, credentials=credentials, port=port, stop=stop,
-                    announce=lambda text: print(text, file=sys.stderr, flush=True))
+        if broker is not None:
+            core, _ = open_here(None)
+            await _run_gateway(
+                core, host=broker.host, port=broker.port,
+                username=broker.username, password=broker.password, stop=stop,
+                announce=lambda: say(f"gateway on {broker.host}:{broker.port} as "
+                                     f"{broker.username}: connected; gateway ready"))
+            return
+        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK)
+        try:
+            await embedded.__aenter__()
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {LOOPBACK}:{port}: "
+                             f"{_reason(exc) if not exc.strerror else exc.strerror.lower()}"
+                             ) from None
+        try:
+            # Listening: only now is anything written (journal, credentials).
+            core, credentials = open_here(embedded)
+            await _run_gateway(
+                core, host=embedded.host, port=embedded.port, username=GATEWAY_USER,
+                password=credentials[GATEWAY_USER], stop=stop,
+                announce=lambda: say(f"embedded broker on mqtt://{embedded.host}:"
+                                     f"{embedded.port}; gateway ready"))
+        finally:
+            await embedded.__aexit__(None, None, None)
 
     try:
         run_async(main())
     finally:
-        if writer is not None:
-            writer.commit()
-            writer.close()
+        if started.writer is not None:
+            started.writer.commit()
+            started.writer.close()
+    core, engine = started.core, started.engine
+    if core is None or engine is None:
+        return 0
     stats = core.stats
     print(f"stopped: {stats.messages} messages, {stats.commands} commands, "
           f"{stats.turned_away} turned away, {engine.trades} trades", file=sys.stderr)
