@@ -356,7 +356,7 @@ class FillReport(msgspec.Struct, omit_defaults=True, gc=False):
 
 def report_dict(report) -> dict:
     """A report as a dict, whether it was built as one or as a struct."""
-    return report if type(report) is dict else msgspec.structs.asdict(report)
+    return report if type(report) is dict else msgspec.to_builtins(report)
 
 
 class ReportMaker:

@@ -222,6 +222,29 @@ def test_commands_are_journaled_before_they_are_answered(tmp_path):
     writer.close()
 
 
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, snapshot):
+    market = default_market()
+    writer = create_journal(tmp_path / "j", market.text, ledger=False)
+    core = GatewayCore(Engine(market), journal=writer)
+    send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
+    send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
+    first = reports(core.flush(now=1.0), "bob")
+    if snapshot:
+        writer.snapshot(core.engine)
+    writer.close()
+    # The process dies before bob saw his answer; a new gateway recovers the journal.
+    recovered = recover(tmp_path / "j")
+    assert recovered.snapshot_seq == (2 if snapshot else 0)
+    again = GatewayCore(recovered.engine)
+    send(again, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
+    answer = reports(again.flush(now=2.0), "bob")
+    assert [r["report"] for r in first] == ["accepted", "fill"]
+    assert answer == [{**r, "duplicate": True} for r in first]
+    assert answer[0]["command_id"] == "kb" and "command_id" not in answer[1]
+    assert again.engine.accepted == 2   # applied once
+
+
 @pytest.mark.parametrize("topic, account", [
     ("cx/v1/orders/alice", "alice"), ("cx/v1/orders/", None), ("cx/v1/orders/a/b", None),
     ("cx/v1/exec/alice", None)])
