@@ -27,7 +27,9 @@ the same order give the same events and the same ``state_hash()``; the engine ru
 same with ``FastBook`` or the reference ``NaiveBook``.
 
 Known limits: client order ids are unique per trading day across the whole market (a
-live order keeps its id reserved across days); mass cancel scans all live orders, O(n).
+live order keeps its id reserved across days), as far as the newest ``DONE_IDS`` (200,000)
+ids of done orders go: older ones are forgotten so that memory follows what rests, not
+history; mass cancel scans all live orders, O(n).
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ from .state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
 __all__ = ["Engine"]
 
 _PRICE_CACHE = 1 << 16
+DONE_IDS = 200_000   # ids of done orders remembered at least, per day (see _forget_done)
 # No price in this market comes near: larger is a typo, refused as an invalid price.
 MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
 _BookFactory = Callable[[str, Counters, dict], FastBook]
@@ -174,6 +177,12 @@ class Engine:
         # Profiled: a dict alone, emptied from the front, makes each eviction scan the
         # dead entries before the first live one (90 us an id at W = 100,000).
         self.command_window = command_window
+        # Ids of done orders are kept for the day (an id is unique per day), but at most
+        # the newest DONE_IDS of them: past that the registry is swept when it reaches
+        # _sweep_at entries (then its size after the sweep plus DONE_IDS), so memory
+        # follows what rests, not the day's history; O(registry) a sweep, amortised O(1)
+        # an order. An id forgotten that way may be used again the same day.
+        self._sweep_at = 2 * DONE_IDS
         self._answers: dict[tuple[str, str], tuple] = {}
         self._answer_order: deque[tuple[str, str]] = deque()
         self.ledger = Ledger(market, self._ctr) if ledger else None
@@ -319,6 +328,8 @@ class Engine:
             return self._reject_order(cmd, reasons.MISSING_FIELD, out)
         if order_id in self._live:
             return self._reject_order(cmd, reasons.DUPLICATE_ORDER_ID, out)
+        if len(self._live) >= self._sweep_at:
+            self._forget_done()
         kind = KIND_CODES[cmd.type]
         tif = TIF_CODES[cmd.tif]
         text = cmd.price
@@ -749,6 +760,14 @@ class Engine:
             del live[order_id]
         return self.ledger is not None
 
+    def _forget_done(self) -> None:
+        """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS``."""
+        live = self._live
+        done = [k for k, v in live.items() if v is None or not v.qty]
+        for order_id in done[:max(len(done) - DONE_IDS, 0)]:
+            del live[order_id]
+        self._sweep_at = len(live) + DONE_IDS
+
     def _close_out(self, close_outs: list, out: list) -> None:
         """Close out called accounts' futures positions through the book (market orders
         sent for them), after cancelling their open futures orders; what the book cannot
@@ -894,7 +913,8 @@ class Engine:
             command_window=self.command_window,
             commands=[CommandAnswer(account=account, command_id=command_id, events=events)
                       for (account, command_id), events in self._answers.items()],
-            ledger=None if self.ledger is None else self.ledger.to_state())
+            ledger=None if self.ledger is None else self.ledger.to_state(),
+            done_sweep_at=self._sweep_at)
 
     @classmethod
     def from_state(cls, state: EngineState, *, book: _BookFactory = FastBook,
@@ -916,6 +936,8 @@ class Engine:
         if window < 0:
             raise StateError(f"command window {window}: must be 0 or more")
         engine = cls(market, book=book, ledger=state.ledger is not None, command_window=window)
+        if state.done_sweep_at > 0:
+            engine._sweep_at = state.done_sweep_at
         try:
             engine._load_state(state, adopt)
         except StateError:

@@ -323,6 +323,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     command_window: int = 100_000
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
+    done_sweep_at: int = 0   # registry size at which done ids are next forgotten (0: none)
 
 
 class _Header(msgspec.Struct):

@@ -790,10 +790,43 @@ def test_the_random_streams_reach_what_the_round_trips_should_cover(streams, led
     seen: set[str] = set()
 
     @settings(max_examples=60, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+              derandomize=True, suppress_health_check=list(HealthCheck))
     @given(cmds=streams())
     def collect(cmds) -> None:
         seen.update(_kinds(cmds, ledger=ledger))
 
     collect()
     assert wanted <= seen, wanted - seen
+
+
+def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monkeypatch):
+    """Ids of done orders are kept for the day up to DONE_IDS; the sweep that forgets
+    older ones happens at the same point in an engine restored from its state."""
+    import exchange.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "DONE_IDS", 10)
+    engine = Engine(default_market())
+    engine._sweep_at = 20
+
+    def trade(engine, n):
+        engine.execute(PlaceOrder(order_id=f"s{n}", account="a", instrument="CEA25",
+                                  side="sell", price="60.00", qty=1))
+        engine.execute(PlaceOrder(order_id=f"b{n}", account="b", instrument="CEA25",
+                                  side="buy", price="60.00", qty=1))
+
+    for n in range(15):
+        trade(engine, n)
+    restored = decode_state(encode_state(engine))
+    for n in range(15, 60):
+        trade(engine, n)
+        trade(restored, n)
+    assert restored.state_hash() == engine.state_hash()
+    assert len(engine._live) <= 30    # bounded, though 120 orders were done today
+    # the newest done ids still refuse a reuse; the oldest are forgotten
+    assert engine.execute(PlaceOrder(order_id="b59", account="b", instrument="CEA25",
+                                     side="buy", price="59.00", qty=1))[0].reason == \
+        "duplicate_order_id"
+    assert type(engine.execute(PlaceOrder(order_id="b0", account="b", instrument="CEA25",
+                                          side="buy", price="59.00", qty=1))[0]).__name__ \
+        == "OrderAccepted"
+    engine.check()
