@@ -674,3 +674,36 @@ def test_files_are_0600_and_directories_0700(tmp_path, commands):
     assert any(n.startswith("snapshot-") for n in names) and "manifest.json" in names
     for path in directory.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+class _Payload:
+    """A pickle that, if ever loaded, runs code: it records that it ran."""
+
+    def __reduce__(self):
+        return (RAN.append, ("ran",))
+
+
+RAN: list[str] = []
+
+
+def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing(
+        journal, hashes):
+    """A snapshot written with valid header and payload checksums but holding a pickle
+    (the format before data snapshots) or state that does not decode is passed over:
+    recovery reads data with explicit code, and the segments give the right state."""
+    import pickle
+
+    import exchange.journal as journal_module
+
+    for crafted in (pickle.dumps(_Payload()),
+                    msgspec.msgpack.encode({"format": "carbonx-state", "version": 1,
+                                            "market": pickle.dumps(_Payload())})):
+        target = journal / SNAPSHOTS[-1]
+        head = journal_module._SNAP_HEAD.pack(journal_module._SNAP_MAGIC, 6000,
+                                              len(crafted), zlib.crc32(crafted))
+        target.write_bytes(head + journal_module._U32.pack(zlib.crc32(head)) + crafted)
+        recovered = recover(journal)
+        assert RAN == []
+        assert recovered.snapshot_seq == 4000 and recovered.seq == TOTAL
+        assert recovered.engine.state_hash() == hashes[TOTAL]
+        assert [w for w in recovered.warnings if SNAPSHOTS[-1] in w and "passed over" in w]
