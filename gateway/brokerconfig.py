@@ -12,8 +12,9 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
 - ``passwd``: one ``user:hash`` line per account and for the gateway user, hashed here
   (no ``mosquitto_passwd`` binary needed) in mosquitto's ``$7$`` format (mode 0600);
 - ``acl``: each account may write only ``cx/v1/orders/ACCOUNT`` and read only
-  ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#``; the gateway reads ``cx/v1/orders/+`` and
-  writes ``cx/v1/exec/+`` and ``cx/v1/md/#``;
+  ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#``; the gateway reads ``cx/v1/orders/+`` (and
+  writes there only to clear a retained copy) and writes ``cx/v1/exec/+`` and
+  ``cx/v1/md/#``;
 - ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "..."}`` (mode 0600).
 
 The ``user`` line: mosquitto started as root drops to that user (to ``mosquitto`` when
@@ -165,7 +166,8 @@ def render_acl(accounts: list[str]) -> str:
     blocks = [
         "# carbonx broker ACL: written by 'carbonx broker-config'; no rules for anonymous.\n",
         _acl_block(GATEWAY_USER, [
-            ("read", f"{root}/orders/+"),
+            # readwrite: the gateway clears a retained copy left on an orders topic
+            ("readwrite", f"{root}/orders/+"),
             ("write", f"{root}/exec/+"),
             ("write", f"{root}/md/#"),
         ]),

@@ -181,6 +181,14 @@ def test_a_retained_command_is_run_once_live_and_never_again_at_a_restart(
             async with gateway("mosquitto", real.host, real.port, credentials, core):
                 await asyncio.sleep(0.3)
             assert core.stats.commands == commands, restart
+        # and the gateway cleared the retained copies: a new subscriber finds none
+        async with aiomqtt.Client(real.host, real.port, username=GATEWAY_USER,
+                                  password=credentials[GATEWAY_USER]) as probe:
+            await probe.subscribe("cx/v1/orders/+", qos=1)
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(0.5):
+                    async for message in probe.messages:
+                        raise AssertionError(f"still retained: {message.topic.value}")
         return commands
 
     commands = run(scenario())
