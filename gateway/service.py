@@ -34,7 +34,7 @@ from exchange.journal import JournalWriter
 from exchange import reasons
 
 from .wire import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
-                   AcceptedReport, OrderedSender, ReportMaker, WireDecoder, account_of,
+                   AcceptedReport, ReportMaker, TopicSender, WireDecoder, account_of,
                    book_topic, client_id, exec_topic, is_msgpack, report_dict,
                    trades_topic)
 
@@ -454,7 +454,7 @@ def seconds_of_day(text: str) -> int:
 
 
 async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
-    publisher = OrderedSender(client, window=256, log=log)
+    publisher = TopicSender(client, window=64, log=log)
     messages = client.messages
 
     work = asyncio.Event()

@@ -41,7 +41,7 @@ from exchange.orderfile import Row, RowError, RowReader
 
 from .replay import format_cash
 
-__all__ = ["OrderedSender", "WireDecoder", "client_id", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
+__all__ = ["OrderedSender", "TopicSender", "WireDecoder", "client_id", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
            "book_topic", "account_of", "MAX_PAYLOAD", "MAX_COMMANDS", "WIRE_ACTIONS",
            "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
            "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED", "is_msgpack"]
@@ -123,6 +123,39 @@ class OrderedSender:
             self.failed += 1
             self._log.info("a publish failed: %s", task.exception())
         self._pump()
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until everything queued has been published."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.waiting and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+class TopicSender:
+    """Publishes each topic's messages in call order, with an ``OrderedSender`` window of
+    its own per topic: a subscriber slow to take its messages (a broker such as amqtt
+    acknowledges a publish only once it has delivered it) holds up its own topic only,
+    never another account's reports. Order between topics is not kept (MQTT keeps none).
+    """
+
+    def __init__(self, client, window: int = 32, log: logging.Logger | None = None) -> None:
+        self._client = client
+        self._window = window
+        self._log = log
+        self._senders: dict[str, OrderedSender] = {}
+
+    def send_all(self, messages) -> None:
+        senders = self._senders
+        for topic, payload, qos in messages:
+            sender = senders.get(topic)
+            if sender is None:
+                sender = senders[topic] = OrderedSender(self._client, self._window, self._log)
+            sender.send(topic, payload, qos)
+
+    @property
+    def waiting(self) -> int:
+        return sum(sender.waiting for sender in self._senders.values())
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (bounded) until everything queued has been published."""

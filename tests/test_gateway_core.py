@@ -342,3 +342,31 @@ def test_the_client_inbox_keeps_order_waits_for_items_and_drops_the_newest_when_
         assert inbox.take_all() == [{"seq": 4}] and inbox.take_all() == []
 
     asyncio.run(scenario())
+
+
+def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
+    import asyncio
+
+    from gateway.wire import TopicSender
+
+    class Client:
+        def __init__(self):
+            self.sent = []
+            self.stuck = asyncio.Event()   # never set: the slow subscriber's topic
+
+        async def publish(self, topic, payload, qos):
+            if topic == "cx/v1/exec/slow":
+                await self.stuck.wait()
+            self.sent.append((topic, payload))
+
+    async def scenario():
+        client = Client()
+        sender = TopicSender(client, window=4)
+        sender.send_all([("cx/v1/exec/slow", b"%d" % i, 1) for i in range(50)])
+        sender.send_all([("cx/v1/exec/quiet", b"%d" % i, 1) for i in range(10)])
+        await asyncio.sleep(0.05)
+        return client.sent, sender.waiting
+
+    sent, waiting = asyncio.run(scenario())
+    assert sent == [("cx/v1/exec/quiet", b"%d" % i) for i in range(10)]   # in order
+    assert waiting == 50
