@@ -42,9 +42,9 @@ __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 
 log = logging.getLogger("carbonx.gateway")
 
-# Unguessable and fixed for the process, so a reconnect finds its session again: a
-# broker that honours a client id before checking the password (amqtt does) must not
-# let a stranger take over the gateway's session by guessing its id.
+# Unguessable: the session is clean (nothing queues for a gateway that is away; bots
+# resend what stays unanswered), and where a broker keeps client ids apart by user it
+# is replaced by the user name.
 _IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
 
 Outgoing = tuple[str, bytes, int]  # topic, payload, qos
