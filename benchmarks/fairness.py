@@ -147,10 +147,10 @@ def _one(kind: str, batch: int, seconds: float) -> dict:
             try:
                 base = [sys.executable, "-m", "benchmarks.fairness"]
                 quiet, quiet_log = _start(
-                    [*base, "quiet", "--port", str(port), "--password", credentials["quiet"],
+                    [*base, "quiet", "--port", str(port), f"--password={credentials['quiet']}",
                      "--seconds", str(seconds + 1.0)], "ready", directory / "quiet.log")
                 flood, flood_log = _start(
-                    [*base, "flood", "--port", str(port), "--password", credentials["flood"],
+                    [*base, "flood", "--port", str(port), f"--password={credentials['flood']}",
                      "--seconds", str(seconds), "--batch", str(batch)], "ready",
                     directory / "flood.log")
                 result = {"quiet": _result(quiet, quiet_log, seconds),

@@ -239,7 +239,9 @@ def _run_load(settings: dict, port: int, credentials: Path) -> dict:
 
 
 def run_benchmark(settings: dict) -> dict:
-    from gateway.brokerconfig import write_broker_config
+    from gateway.brokerconfig import AccountLimits, write_broker_config
+
+    bench_limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
 
     sys.path.insert(0, str(ROOT.parent / "tests"))
     from mosquitto import Mosquitto, free_port  # the test suite's broker runner
@@ -249,7 +251,10 @@ def run_benchmark(settings: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="carbonx-gwbench-") as scratch:
         directory = Path(scratch)
         port = free_port()
-        credentials = write_broker_config(directory / "broker", port, {b: None for b in bots})
+        # The broker's per-account limit raised to the load one bot offers here (5,000
+        # orders/s one a message): this measures the gateway, not the limit.
+        credentials = write_broker_config(directory / "broker", port, {b: None for b in bots},
+                                          limits=bench_limits)
         (directory / "credentials.json").write_text(json.dumps(credentials))
         funding = directory / "funding.csv"
         rows = ["action,account,instrument,qty"]
@@ -268,7 +273,7 @@ def run_benchmark(settings: dict) -> dict:
                 _stop(exchange)
                 log.close()
             echo, log = _start([sys.executable, "-m", "benchmarks.gateway", "echo", "--port",
-                                str(port), "--password", credentials["gateway"]], "ready",
+                                str(port), f"--password={credentials['gateway']}"], "ready",
                                directory / "echo.log")
             try:
                 result["raw"] = _run_load(settings, port, directory / "credentials.json")

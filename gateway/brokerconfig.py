@@ -15,7 +15,14 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
   ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#``; the gateway reads ``cx/v1/orders/+`` (and
   writes there only to clear a retained copy) and writes ``cx/v1/exec/+`` and
   ``cx/v1/md/#``;
-- ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "..."}`` (mode 0600).
+- ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "..."}`` (mode 0600);
+- ``carbonx_limit.so``: each account's publishing limit (``ACCOUNT_MESSAGE_RATE``
+  messages and ``ACCOUNT_BYTE_RATE`` bytes a second, with bursts; the gateway exempt),
+  a mosquitto plugin built here with the C compiler from ``mosquitto_limit.c`` beside
+  this file (mosquitto 2.0 has no such limit of its own). It needs ``cc`` and the
+  headers of Debian's ``mosquitto-dev`` and ``libmosquitto-dev``; without them
+  ``PluginBuildError`` says so before anything is written, and ``limits=None`` writes
+  a configuration without the limit.
 
 The ``user`` line: mosquitto started as root drops to that user (to ``mosquitto`` when
 there is none). Written by a non-root user, the config names that user, who owns the
@@ -37,13 +44,16 @@ import json
 import os
 import pwd
 import secrets
+import shutil
+import subprocess
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 __all__ = [
     "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "MAX_PACKET_SIZE", "CONFIG_FILES",
-    "ConfigExistsError", "existing_config", "write_broker_config", "parse_account_args",
+    "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError", "PluginBuildError", "build_limit_plugin", "existing_config", "write_broker_config", "parse_account_args",
     "validate_account_name", "hash_password", "verify_password", "generate_password",
     "render_config", "render_acl",
 ]
@@ -54,13 +64,54 @@ PBKDF2_ITERATIONS = 1000
 SALT_BYTES = 12
 FORBIDDEN_NAME_CHARS = frozenset("/+#:")
 
-CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME = (
-    "mosquitto.conf", "passwd", "acl", "credentials.json")
-CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME)
+CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = (
+    "mosquitto.conf", "passwd", "acl", "credentials.json", "carbonx_limit.so")
+CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME)
+LIMIT_SOURCE = Path(__file__).with_name("mosquitto_limit.c")
 
 MAX_PACKET_SIZE = 1024 * 1024  # bytes, a whole packet (the embedded broker's limit too)
 MAX_INFLIGHT_MESSAGES = 1000
+# What one account may publish, sustained (and in a burst), on either broker: a flood is
+# held back at the broker, before it reaches the one stream every account's orders share
+# on their way to the gateway (where another account's order would wait behind it).
+ACCOUNT_MESSAGE_RATE = 1_000         # messages a second
+ACCOUNT_MESSAGE_BURST = 200
+ACCOUNT_BYTE_RATE = 4 * 1024 * 1024  # bytes a second
+ACCOUNT_BYTE_BURST = 2 * MAX_PACKET_SIZE
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """What one account may publish: messages and bytes a second, and the bursts."""
+
+    message_rate: int = ACCOUNT_MESSAGE_RATE
+    message_burst: int = ACCOUNT_MESSAGE_BURST
+    byte_rate: int = ACCOUNT_BYTE_RATE
+    byte_burst: int = ACCOUNT_BYTE_BURST
+
+    def __post_init__(self) -> None:
+        for name in ("message_rate", "message_burst", "byte_rate", "byte_burst"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+        if self.byte_burst < MAX_PACKET_SIZE:
+            raise ValueError(f"byte_burst {self.byte_burst} is under the largest packet "
+                             f"({MAX_PACKET_SIZE} bytes), which would never get through")
+
+    @classmethod
+    def scaled(cls, message_rate: int = ACCOUNT_MESSAGE_RATE,
+               byte_rate: int = ACCOUNT_BYTE_RATE) -> "AccountLimits":
+        """Limits for the given rates, with bursts in the defaults' proportion."""
+        return cls(message_rate, max(message_rate // 5, 1), byte_rate,
+                   max(byte_rate // 2, ACCOUNT_BYTE_BURST))
+
+
+DEFAULT_LIMITS = AccountLimits()
 MAX_QUEUED_MESSAGES = 100_000
+
+
+class PluginBuildError(ValueError):
+    """The publishing-limit plugin could not be built; the message says what is missing."""
 
 
 class ConfigExistsError(ValueError):
@@ -113,9 +164,14 @@ def parse_account_args(args: list[str]) -> dict[str, str | None]:
     return accounts
 
 
-def generate_password() -> str:
-    """A fresh random password: 18 random bytes, URL-safe base64 (24 characters)."""
-    return secrets.token_urlsafe(18)
+def generate_password(nbytes: int = 18) -> str:
+    """A fresh random password: *nbytes* random bytes, URL-safe base64 (24 characters
+    for 18), never starting with ``-`` (which a command line such as ``mosquitto_pub -P``
+    would take for an option)."""
+    while True:
+        password = secrets.token_urlsafe(nbytes)
+        if not password.startswith("-"):
+            return password
 
 
 def hash_password(password: str, *, salt: bytes | None = None,
@@ -193,8 +249,42 @@ def _run_as_user() -> str | None:
         return None
 
 
+def build_limit_plugin(target: Path) -> None:
+    """Compile the publishing-limit plugin into *target* (via a temporary file beside it);
+    raise ``PluginBuildError`` naming what is missing."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise PluginBuildError(
+            "building the per-account publishing limit (a mosquitto plugin) needs a C "
+            "compiler: install one (Debian: apt-get install gcc mosquitto-dev "
+            "libmosquitto-dev), or go without the limit (--no-limit)")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            done = subprocess.run(
+                [compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(LIMIT_SOURCE)],
+                capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PluginBuildError(
+                f"building the per-account publishing limit (a mosquitto plugin) with "
+                f"{compiler!r} failed: {exc}; or go without the limit (--no-limit)") from None
+        if done.returncode != 0:
+            missing = "mosquitto" in done.stderr and "No such file" in done.stderr
+            raise PluginBuildError(
+                "building the per-account publishing limit (a mosquitto plugin) failed"
+                + (": mosquitto's plugin headers are missing (Debian: apt-get install "
+                   "mosquitto-dev libmosquitto-dev)" if missing else
+                   f": {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+                + "; or go without the limit (--no-limit)")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def render_config(port: int, passwd_path: Path, acl_path: Path,
-                  run_as: str | None = None) -> str:
+                  run_as: str | None = None, limit_path: Path | None = None,
+                  limits: AccountLimits = DEFAULT_LIMITS) -> str:
     """The ``mosquitto.conf`` text: one listener on 127.0.0.1:*port*, files by absolute path."""
     lines = [
         "# carbonx broker configuration: written by 'carbonx broker-config'.",
@@ -222,6 +312,20 @@ def render_config(port: int, passwd_path: Path, acl_path: Path,
         lines += ["# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
                   "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
                   "# or start mosquitto as a non-root user who can read them."]
+    if limit_path is not None:
+        lines += [
+            "# Each account's publishing limit (the gateway exempt): past it the broker",
+            "# drops the account's messages and tells it so on cx/v1/exec/ACCOUNT.",
+            f"plugin {limit_path}",
+            f"plugin_opt_message_rate {limits.message_rate}",
+            f"plugin_opt_message_burst {limits.message_burst}",
+            f"plugin_opt_byte_rate {limits.byte_rate}",
+            f"plugin_opt_byte_burst {limits.byte_burst}",
+            f"plugin_opt_exempt {GATEWAY_USER}",
+            f"plugin_opt_notice_prefix {TOPIC_ROOT}/exec/",
+        ]
+    else:
+        lines += ["# No per-account publishing limit (written with --no-limit)."]
     lines += [
         "",
         f"listener {port} 127.0.0.1",
@@ -259,15 +363,17 @@ def existing_config(directory: str | os.PathLike[str]) -> list[str]:
 
 def write_broker_config(out_dir: str | os.PathLike[str], port: int,
                         accounts: Mapping[str, str | None], *,
-                        force: bool = False) -> dict[str, str]:
+                        force: bool = False,
+                        limits: AccountLimits | None = DEFAULT_LIMITS) -> dict[str, str]:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into *out_dir*.
 
     *accounts* maps each account to its password, or to None for a generated one (a new
     one on every call, as is the gateway's: rewriting a directory changes them). Returns
     the credentials written to ``credentials.json``: every account plus ``gateway``.
     Raises ``ValueError`` for a bad port, account name or password, and
-    ``ConfigExistsError`` (a ``ValueError``) if *out_dir* holds any of the four files,
-    unless *force*; nothing is written then.
+    ``ConfigExistsError`` (a ``ValueError``) if *out_dir* holds any of the files, unless
+    *force*, and ``PluginBuildError`` (a ``ValueError``) if the limit plugin cannot be
+    built (unless *limits* is None: no limit); nothing is written then.
     """
     _check_port(port)
     credentials: dict[str, str] = {}
@@ -287,6 +393,11 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
             f"{directory} already holds a broker configuration ({', '.join(found)}); "
             f"writing it again would change the passwords: use --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
+    limit_path = directory / LIMIT_NAME
+    if limits is not None:
+        build_limit_plugin(limit_path)   # first: a missing compiler leaves nothing behind
+    else:
+        limit_path.unlink(missing_ok=True)
     passwd_path, acl_path = directory / PASSWD_NAME, directory / ACL_NAME
     passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())
     _write_file(passwd_path, passwd, 0o600)
@@ -294,5 +405,7 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
                 json.dumps(credentials, indent=2) + "\n", 0o600)
     _write_file(acl_path, render_acl([n for n in credentials if n != GATEWAY_USER]), 0o644)
     _write_file(directory / CONF_NAME,
-                render_config(port, passwd_path, acl_path, _run_as_user()), 0o644)
+                render_config(port, passwd_path, acl_path, _run_as_user(),
+                              None if limits is None else limit_path,
+                              limits or DEFAULT_LIMITS), 0o644)
     return credentials

@@ -15,6 +15,8 @@ from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
 
+from .brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
+
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -158,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
             "cx/v1/orders/ACCOUNT and read only cx/v1/exec/ACCOUNT and cx/v1/md/#, and "
             "the gateway user may read every orders topic and write reports and market "
             "data. A client's identifier is its user name (use_username_as_clientid), so "
-            "no account can take over another's session; packets over 1 MiB are refused. "
+            "no account can take over another's session; packets over 1 MiB are refused; "
+            "each account may publish 1,000 messages and 4 MiB a second (a plugin, "
+            "carbonx_limit.so, built here with cc from mosquitto-dev's headers; "
+            "--no-limit goes without). "
             "Passwords are generated where not given; passwd and credentials.json are "
             "mode 0600. A directory that already holds any of the four files is left "
             "alone unless --force. Written by root, mosquitto.conf has no 'user' line: "
@@ -170,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, required=True, help="the listener's port")
     broker.add_argument("--force", action="store_true",
                         help="overwrite a configuration already in DIR (new passwords)")
+    broker.add_argument("--no-limit", action="store_true",
+                        help="no per-account publishing limit (it is a mosquitto plugin "
+                             "built here, which needs cc, mosquitto-dev and "
+                             "libmosquitto-dev)")
+    broker.add_argument("--message-rate", type=int, default=ACCOUNT_MESSAGE_RATE, metavar="N",
+                        help="messages an account may publish a second "
+                             "(default %(default)s; bursts of a fifth of it)")
+    broker.add_argument("--byte-rate", type=int, default=ACCOUNT_BYTE_RATE, metavar="N",
+                        help="bytes an account may publish a second (default %(default)s)")
     broker.add_argument("accounts", metavar="ACCOUNT[:PASSWORD]", nargs="+",
                         help="trading accounts, each with an optional password")
     broker.set_defaults(run=_cmd_broker_config)
@@ -351,16 +365,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_broker_config(args: argparse.Namespace) -> int:
     import os
 
-    from .brokerconfig import parse_account_args, write_broker_config
+    from .brokerconfig import AccountLimits, parse_account_args, write_broker_config
 
     try:
         accounts = parse_account_args(args.accounts)
-        credentials = write_broker_config(args.out, args.port, accounts, force=args.force)
+        limits = (None if args.no_limit
+                  else AccountLimits.scaled(args.message_rate, args.byte_rate))
+        credentials = write_broker_config(args.out, args.port, accounts, force=args.force,
+                                          limits=limits)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {args.out}/mosquitto.conf, passwd, acl and credentials.json for "
+    print(f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
+          f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
           f"{len(credentials) - 1} account(s) and the gateway")
     if os.geteuid() == 0:
         print(f"carbonx broker-config: note: written by root, so mosquitto.conf has no "

@@ -9,7 +9,6 @@ units change marked at the last trade price).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from exchange.journal import create_journal
 
 from .bots import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
 from .client import ExchangeClient
+from .brokerconfig import generate_password
 from .embedded import GATEWAY_USER, EmbeddedBroker
 from .replay import format_cash
 from .serve import run_async
@@ -91,8 +91,8 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
         engine.submit(command, scratch)
     start_holdings = _holdings(engine)
     core = GatewayCore(engine, journal=writer)
-    credentials = {seat.account: secrets.token_urlsafe(12) for seat in _SEATS}
-    credentials[GATEWAY_USER] = secrets.token_urlsafe(12)
+    credentials = {seat.account: generate_password(12) for seat in _SEATS}
+    credentials[GATEWAY_USER] = generate_password(12)
     loop = asyncio.get_running_loop()
     began = time.perf_counter()
     async with EmbeddedBroker(credentials) as broker:

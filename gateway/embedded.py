@@ -36,8 +36,17 @@ Packet size: a packet over ``max_packet_size`` bytes (1 MiB, mosquitto's
 included) gets its connection closed as soon as its fixed header has been read, before
 its body is: a client cannot make the broker buffer a 100 MiB publish.
 
-amqtt patch points, both in ``_Broker`` (a subclass; nothing of amqtt's is modified):
-``stream_connected`` wraps the connection's reader in :class:`_BoundedReader`, and
+Publishing rate: what one account (any user but ``gateway``) may publish is held to its
+``limits`` (:class:`AccountLimits`: messages and bytes a second, and bursts; the same
+defaults as mosquitto's limit in ``carbonx broker-config``), by back-pressure: past its budget, the broker waits
+before it reads the account's next packet, so a flood stays in the flooder's own TCP
+connection (its publishes are acknowledged more slowly) instead of filling the one stream
+that carries every account's orders to the gateway. The budget is the account's across
+its reconnections.
+
+amqtt patch points, all in ``_Broker`` (a subclass; nothing of amqtt's is modified):
+``stream_connected`` wraps the connection's reader in :class:`_BoundedReader`,
+``_handle_client_session`` gives it the account's :class:`_Throttle`, and
 ``_initialize_client_session`` is amqtt 0.12.1's own, with the login check and the
 identifier rule inserted. ``tests/test_embedded_broker.py`` pins the source of the
 copied method, so an amqtt upgrade that changes it fails there first.
@@ -52,6 +61,7 @@ import hmac
 import logging
 import secrets
 import socket
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -71,7 +81,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from .brokerconfig import MAX_PACKET_SIZE
+from .brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
 
 __all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
            "valid_account_name"]
@@ -88,6 +98,7 @@ _GATEWAY_RULES = {
 _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _NOISY_LOGGERS = ("amqtt", "transitions")
+BROADCAST_BATCH = 1000   # messages the broker delivers in one turn of its loop, at most
 
 
 def _valid_user(name: str) -> bool:
@@ -207,10 +218,14 @@ class _PacketSizeGuard:
     starts without parsing more than the fixed header.
     """
 
-    __slots__ = ("_body", "_header", "_length", "_shift", "limit")
+    __slots__ = ("_body", "_header", "_length", "_publish", "_shift", "limit", "published",
+                 "published_bytes")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.published = 0         # PUBLISH packets whose fixed header has been read ...
+        self.published_bytes = 0   # ... and their sizes (the caller resets both)
+        self._publish = False
         self.restart()
 
     def restart(self) -> None:
@@ -235,6 +250,7 @@ class _PacketSizeGuard:
             self._header += 1
             if self._header == 1:      # packet type and flags
                 self._length = self._shift = 0
+                self._publish = byte >> 4 == 3
                 continue
             self._length += (byte & 0x7F) << self._shift
             self._shift += 7
@@ -246,13 +262,42 @@ class _PacketSizeGuard:
             self._header = 0
             if size > self.limit:
                 return size
+            if self._publish:
+                self.published += 1
+                self.published_bytes += size
             self._body = self._length
         return None
 
 
+class _Throttle:
+    """One account's publishing budget: token buckets of messages and bytes. A charge
+    past the budget leaves it in debt and returns the seconds to wait until the debt is
+    paid, so however the account sends, it is held to the rates."""
+
+    __slots__ = ("byte_burst", "byte_rate", "bytes", "burst", "held", "messages", "rate",
+                 "stamp")
+
+    def __init__(self, rate: float, burst: float, byte_rate: float, byte_burst: float,
+                 now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.byte_rate, self.byte_burst = byte_rate, byte_burst
+        self.messages, self.bytes = burst, byte_burst
+        self.stamp = now
+        self.held = False          # whether the last charge had to wait (for the log)
+
+    def charge(self, messages: int, nbytes: int, now: float) -> float:
+        elapsed = max(now - self.stamp, 0.0)
+        self.stamp = now
+        self.messages = min(self.burst, self.messages + elapsed * self.rate) - messages
+        self.bytes = min(self.byte_burst, self.bytes + elapsed * self.byte_rate) - nbytes
+        return max(0.0, -self.messages / self.rate, -self.bytes / self.byte_rate)
+
+
 class _BoundedReader(StreamReaderAdapter):
     """amqtt's TCP reader, closing the connection at a packet over the size limit before
-    its body is read (amqtt itself would read any size the header announces)."""
+    its body is read (amqtt itself would read any size the header announces), and, once
+    the account is known, holding its publishes to its :class:`_Throttle`: past the
+    budget it waits before handing amqtt the rest of the packet."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  limit: int) -> None:
@@ -260,6 +305,8 @@ class _BoundedReader(StreamReaderAdapter):
         self._writer = writer
         self._guard = _PacketSizeGuard(limit)
         self._refused = False
+        self.throttle: _Throttle | None = None
+        self.account = ""
 
     async def read(self, n: int = -1) -> bytes:
         if self._refused:
@@ -269,8 +316,11 @@ class _BoundedReader(StreamReaderAdapter):
         except asyncio.CancelledError:
             self._guard.restart()
             raise
-        size = self._guard.feed(data)
+        guard = self._guard
+        size = guard.feed(data)
         if size is None:
+            if guard.published and self.throttle is not None:
+                await self._hold(guard)
             return data
         self._refused = True
         peer = self._writer.get_extra_info("peername")
@@ -282,17 +332,35 @@ class _BoundedReader(StreamReaderAdapter):
         self._writer.transport.abort()
         return b""  # amqtt takes it for the end of the stream
 
+    async def _hold(self, guard: _PacketSizeGuard) -> None:
+        throttle = self.throttle
+        assert throttle is not None
+        loop = asyncio.get_running_loop()
+        wait = throttle.charge(guard.published, guard.published_bytes, loop.time())
+        guard.published = guard.published_bytes = 0
+        if wait <= 0.0:
+            throttle.held = False
+            return
+        if not throttle.held:
+            throttle.held = True
+            log.warning("holding back %s: over its publishing rate of %g messages or %g "
+                        "bytes a second", self.account, throttle.rate, throttle.byte_rate)
+        await asyncio.sleep(wait)
+
 
 class _Broker(Broker):
     """amqtt's broker with the packet-size limit, the login checked before the session is
     looked up, client identifier = user name, and only market data retained."""
 
     def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
-                 max_packet_size: int = MAX_PACKET_SIZE) -> None:
+                 max_packet_size: int = MAX_PACKET_SIZE,
+                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
         super().__init__(config)
         self._accounts = accounts
         self._max_packet_size = max_packet_size
         self._refused_ids: set[str] = set()
+        self._limits = limits
+        self._throttles: dict[str, _Throttle] = {}   # account -> its budget
 
     async def stream_connected(self, reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter, listener_name: str) -> None:
@@ -303,6 +371,18 @@ class _Broker(Broker):
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
         if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
             await super().retain_message(source_session, topic_name, data, qos)
+
+    async def _run_broadcast(self, running_tasks: deque) -> None:
+        # amqtt's loop makes two tasks and waits a loop turn for each message it
+        # delivers, so in a busy process (the gateway shares it) delivery fell behind at
+        # a few hundred messages a second and every account's orders queued behind a
+        # flood (benchmarks/fairness.py): deliver everything waiting in one turn.
+        await super()._run_broadcast(running_tasks)
+        queue = self._broadcast_queue
+        for _ in range(BROADCAST_BATCH):
+            if queue.empty():
+                break
+            await super()._run_broadcast(running_tasks)   # get() has one: no wait
 
     async def _admit(self, session: Session) -> None:
         """carbonx: the identifier rule, applied before amqtt looks the session up."""
@@ -324,6 +404,16 @@ class _Broker(Broker):
 
     async def _handle_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
                                      client_session: Session, *args, **kwargs) -> None:
+        user = client_session.username
+        if (isinstance(reader, _BoundedReader) and user and user != GATEWAY_USER
+                and client_session.client_id == user):   # an admitted account
+            throttle = self._throttles.get(user)
+            if throttle is None:
+                limits = self._limits
+                throttle = self._throttles[user] = _Throttle(
+                    limits.message_rate, limits.message_burst, limits.byte_rate,
+                    limits.byte_burst, asyncio.get_running_loop().time())
+            reader.throttle, reader.account = throttle, user
         try:
             await super()._handle_client_session(reader, writer, client_session,
                                                  *args, **kwargs)
@@ -439,7 +529,8 @@ class EmbeddedBroker:
     """
 
     def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1",
-                 *, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+                 *, max_packet_size: int = MAX_PACKET_SIZE,
+                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
         if max_packet_size < 64:
@@ -447,6 +538,7 @@ class EmbeddedBroker:
         self.host = host
         self.port = port
         self.max_packet_size = max_packet_size
+        self.limits = limits
         self._accounts = _Accounts()
         for name, password in credentials.items():
             self._accounts.set(name, password)
@@ -473,7 +565,7 @@ class EmbeddedBroker:
             },
         )
         broker = _Broker(config, accounts=self._accounts,
-                         max_packet_size=self.max_packet_size)
+                         max_packet_size=self.max_packet_size, limits=self.limits)
         try:
             with _quiet_start_failure():
                 await broker.start()

@@ -39,6 +39,7 @@ from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 
+from .brokerconfig import generate_password
 from .embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
 from .service import GatewayCore, GatewaySettings, run_gateway
 
@@ -247,8 +248,8 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
         credentials = {}
     for account in accounts:
         if valid_account_name(account) and account not in credentials:
-            credentials[account] = secrets.token_urlsafe(18)
-    credentials.setdefault(GATEWAY_USER, secrets.token_urlsafe(18))
+            credentials[account] = generate_password()
+    credentials.setdefault(GATEWAY_USER, generate_password())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

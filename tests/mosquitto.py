@@ -37,7 +37,8 @@ from typing import IO
 
 import pytest
 
-from gateway.brokerconfig import CONF_NAME, GATEWAY_USER, write_broker_config
+from gateway.brokerconfig import (CONF_NAME, DEFAULT_LIMITS, GATEWAY_USER, AccountLimits,
+                                  write_broker_config)
 
 __all__ = [
     "MOSQUITTO", "MOSQUITTO_PUB", "MOSQUITTO_SUB", "Broker", "Mosquitto",
@@ -371,12 +372,13 @@ BrokerFactory = Callable[..., Broker]
 DEFAULT_ACCOUNTS: Mapping[str, str | None] = {"alice": None, "bob": None}
 
 
-def _start_broker(config_dir: Path, accounts: Mapping[str, str | None]) -> Broker:
+def _start_broker(config_dir: Path, accounts: Mapping[str, str | None],
+                  limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
     """Write a config for a free port and start it; retry with a new port if it was taken."""
     attempts = 3
     for attempt in range(1, attempts + 1):
         credentials = write_broker_config(config_dir, free_port(), accounts,
-                                          force=attempt > 1)
+                                          force=attempt > 1, limits=limits)
         mosquitto = Mosquitto(config_dir)
         try:
             mosquitto.start(retry_bind=False)
@@ -397,9 +399,10 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     require_mosquitto()
     started: list[Broker] = []
 
-    def make(accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS) -> Broker:
+    def make(accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS,
+             limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
         config_dir = tmp_path / f"broker{len(started)}"
-        broker = _start_broker(config_dir, accounts)
+        broker = _start_broker(config_dir, accounts, limits)
         started.append(broker)
         return broker
 
