@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "./carbonx-credentials.json)")
     serve.add_argument("--port", type=int, default=1883,
                        help="embedded broker: port on 127.0.0.1 (default: 1883)")
+    serve.add_argument("--message-rate", type=int, default=None, metavar="N",
+                       help="the embedded broker's limit: messages an account may publish "
+                            f"a second (default {ACCOUNT_MESSAGE_RATE}; bursts of a fifth); "
+                            "with --broker, mosquitto's limit is set by broker-config")
+    serve.add_argument("--byte-rate", type=int, default=None, metavar="N",
+                       help="the embedded broker's limit: bytes an account may publish a "
+                            f"second (default {ACCOUNT_BYTE_RATE})")
     serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
                        help="least time between two depth messages of an instrument "
                             "(default: 0.1)")
@@ -337,6 +344,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             seconds_of_day(args.eod)
         except ValueError as exc:
             raise UsageError(f"--eod: {exc}") from None
+    limits = None
+    if args.message_rate is not None or args.byte_rate is not None:
+        if args.broker:
+            raise UsageError("--message-rate and --byte-rate set the embedded broker's "
+                             "limit; with --broker, set mosquitto's with broker-config")
+        from .brokerconfig import AccountLimits
+        try:
+            limits = AccountLimits.scaled(
+                ACCOUNT_MESSAGE_RATE if args.message_rate is None else args.message_rate,
+                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     market = load_market(args.market) if args.market else None
     try:
         from exchange import default_market
@@ -345,7 +364,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                           credentials_path=args.credentials, port=args.port,
                           settings=GatewaySettings(book_interval=args.book_interval,
                                                    eod_utc=args.eod),
-                          password_file=args.password_file)
+                          password_file=args.password_file, limits=limits)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

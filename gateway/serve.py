@@ -39,7 +39,7 @@ from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 
-from .brokerconfig import generate_password
+from .brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
 from .embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
 from .service import GatewayCore, GatewaySettings, run_gateway
 
@@ -379,8 +379,11 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
                init: str | None, credentials_path: str | None, port: int,
                settings: GatewaySettings | None = None,
                password_file: str | None = None,
-               environ: Mapping[str, str] | None = None) -> int:
-    """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start."""
+               environ: Mapping[str, str] | None = None,
+               limits: AccountLimits | None = None) -> int:
+    """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start.
+    *limits*: each account's publishing limit on the embedded broker (its defaults when
+    None)."""
     broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
               if broker_url else None)
     if password_file is not None and broker is None:
@@ -411,7 +414,8 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
                 announce=lambda: say(f"gateway on {broker.host}:{broker.port} as "
                                      f"{broker.username}: connected; gateway ready"))
             return
-        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK)
+        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK,
+                                  limits=limits or DEFAULT_LIMITS)
         try:
             await embedded.__aenter__()
         except OSError as exc:

@@ -192,3 +192,47 @@ def test_broker_config_cli_limit_options(tmp_path: Path) -> None:
     assert "plugin_opt_message_burst 1000" in (tmp_path / "ok" / "mosquitto.conf").read_text()
     none = broker_config(tmp_path / "none", "--no-limit")
     assert none.returncode == 0 and not (tmp_path / "none" / LIMIT_NAME).exists()
+
+
+# --- carbonx serve: the embedded broker's limit from the command line --------------------
+
+def test_serve_message_rate_holds_an_account_on_the_embedded_broker(tmp_path: Path) -> None:
+    from test_edges import start_serve, stop
+
+    (tmp_path / "init.csv").write_text("action,account,instrument,qty\n"
+                                       "issue,alice,CEA25,1000\n")
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    process, _ = start_serve("--port", str(port), "--init", "init.csv", "--credentials",
+                             "creds.json", "--message-rate", "20", cwd=tmp_path)
+
+    async def flood() -> tuple[float, int]:
+        password = json.loads((tmp_path / "creds.json").read_text())["alice"]
+        async with aiomqtt.Client("127.0.0.1", port, username="alice", password=password,
+                                  timeout=10) as alice:
+            await alice.subscribe("cx/v1/exec/alice", qos=1)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.gather(*(alice.publish("cx/v1/orders/alice", json.dumps(
+                {"action": "new", "order_id": f"o{i}", "instrument": "CEA25",
+                 "side": "sell", "price": "60.00", "qty": 1}), qos=1) for i in range(40)))
+            held = loop.time() - start
+            accepted = 0
+            async with asyncio.timeout(5):
+                async for message in alice.messages:
+                    body = json.loads(message.payload)
+                    for report in body if isinstance(body, list) else [body]:
+                        accepted += report.get("report") == "accepted"
+                    if accepted == 40:
+                        break
+            return held, accepted
+
+    try:
+        held, accepted = run(flood())
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert held >= 1.5      # (40 - a burst of 4) / 20 a second = 1.8 s, less clock slack
+    assert accepted == 40   # held back, not dropped
