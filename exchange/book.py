@@ -487,6 +487,8 @@ class FastBook:
                 assert level.price == sign * key, "level stored under the wrong key"
                 live_orders = [o for o in level.orders if o.qty]
                 assert len(live_orders) == level.count >= 1, "level count is wrong"
+                assert all(o.qty or not o.visible for o in level.orders), \
+                    "a done order still shows a quantity"
                 for o in live_orders:
                     assert o.price == level.price and o.is_buy == (sign == -1)
                     assert 0 < o.visible <= o.qty, "visible outside (0, qty]"

@@ -795,6 +795,9 @@ class Lockstep(RuleBasedStateMachine):
         assert got_fast == got_naive, f"fast and naive books disagree on {cmd!r}\n" + \
             first_difference(got_fast, got_naive)
         assert fast.state_hash() == naive.state_hash(), f"state hashes differ after {cmd!r}"
+        for symbol in (MAIN, OTHER):   # the depth the gateway publishes, both ways
+            assert fast.book(symbol).depth(3) == naive.book(symbol).depth(3), \
+                f"depth differs after {cmd!r}"
         acc_delta = fast.accepted - counts[0][0]
         rej_delta = fast.rejected - counts[0][1]
         assert (naive.accepted - counts[1][0], naive.rejected - counts[1][1]) == (
