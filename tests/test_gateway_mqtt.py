@@ -40,11 +40,9 @@ def broker(request):
 
 
 @contextlib.asynccontextmanager
-async def exchange(broker, core: GatewayCore | None = None):
-    """Run a gateway (and the embedded broker, for that kind) for the block."""
-    kind, host, port, credentials, _ = broker
-    core = core or GatewayCore(Engine(default_market()),
-                               settings=GatewaySettings(book_interval=0))
+async def running_gateway(kind, host, port, credentials, core: GatewayCore):
+    """Run *core*'s gateway (and the embedded broker, for that kind) for the block;
+    yield the broker's host and port and the gateway's task."""
     async with contextlib.AsyncExitStack() as stack:
         if kind == "embedded":
             embedded = await stack.enter_async_context(EmbeddedBroker(credentials))
@@ -55,10 +53,20 @@ async def exchange(broker, core: GatewayCore | None = None):
             password=credentials[GATEWAY_USER], stop=stop, ready=ready, retry_delay=0.1))
         await asyncio.wait_for(ready.wait(), 10)
         try:
-            yield core, host, port, credentials
+            yield host, port, task
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def exchange(broker, core: GatewayCore | None = None):
+    """Run a gateway (and the embedded broker, for that kind) for the block."""
+    kind, host, port, credentials, _ = broker
+    core = core or GatewayCore(Engine(default_market()),
+                               settings=GatewaySettings(book_interval=0))
+    async with running_gateway(kind, host, port, credentials, core) as (host, port, _):
+        yield core, host, port, credentials
 
 
 def run(coroutine):

@@ -14,10 +14,11 @@ import pytest
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
 from gateway.client import ExchangeClient
-from gateway.embedded import GATEWAY_USER, EmbeddedBroker
-from gateway.service import GatewayCore, GatewaySettings, run_gateway
+from gateway.embedded import GATEWAY_USER
+from gateway.service import GatewayCore, GatewaySettings
 
 from hostile_corpus import corpus
+from test_gateway_mqtt import running_gateway
 from mosquitto import mosquitto_factory  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -52,24 +53,6 @@ def alice_view(engine: Engine) -> tuple:
     return holdings, orders
 
 
-@contextlib.asynccontextmanager
-async def gateway(kind, host, port, credentials, core):
-    async with contextlib.AsyncExitStack() as stack:
-        if kind == "embedded":
-            embedded = await stack.enter_async_context(EmbeddedBroker(credentials))
-            host, port = embedded.host, embedded.port
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.ensure_future(run_gateway(
-            core, host=host, port=port, username=GATEWAY_USER,
-            password=credentials[GATEWAY_USER], stop=stop, ready=ready, retry_delay=0.1))
-        await asyncio.wait_for(ready.wait(), 10)
-        try:
-            yield host, port, task
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
-
-
 async def probe(bob: ExchangeClient, n: int) -> None:
     answer = await asyncio.wait_for(bob.place("CEA25", "buy", 1, "10.00",
                                               order_id=f"probe{n}"), 10)
@@ -86,7 +69,7 @@ def test_the_hostile_corpus_leaves_the_gateway_serving_and_alice_untouched(broke
     cases = [c for c in corpus() if c[1] == "cx/v1/orders/mallory"]
 
     async def scenario():
-        async with gateway(kind, host, port, credentials, core) as (h, p, task):
+        async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
             async with ExchangeClient("alice", credentials["alice"], h, p) as alice, \
                     ExchangeClient("bob", credentials["bob"], h, p) as bob:
                 assert (await alice.place("CEA25", "sell", 10, "60.00"))["report"] == "accepted"
@@ -110,7 +93,7 @@ def test_an_oversize_packet_is_refused_by_the_broker_and_the_gateway_goes_on(bro
     core = funded_core()
 
     async def scenario():
-        async with gateway(kind, host, port, credentials, core) as (h, p, task):
+        async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
             async with ExchangeClient("bob", credentials["bob"], h, p) as bob:
                 with contextlib.suppress(aiomqtt.MqttError):
                     async with aiomqtt.Client(h, p, username="mallory",
@@ -132,7 +115,7 @@ def test_long_ids_and_a_flood_do_not_hold_up_another_account(broker):
     core.settings.intake = 2_000
 
     async def scenario():
-        async with gateway(kind, host, port, credentials, core) as (h, p, task):
+        async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
             async with ExchangeClient("bob", credentials["bob"], h, p) as bob, \
                     aiomqtt.Client(h, p, username="mallory",
                                    password=credentials["mallory"]) as mallory:
@@ -165,7 +148,7 @@ def test_a_retained_command_is_run_once_live_and_never_again_at_a_restart(
              "price": "1.00", "qty": 1}
 
     async def scenario():
-        async with gateway("mosquitto", real.host, real.port, credentials, core) as (h, p, _):
+        async with running_gateway("mosquitto", real.host, real.port, credentials, core) as (h, p, _):
             async with aiomqtt.Client(h, p, username="mallory",
                                       password=credentials["mallory"]) as mallory:
                 await mallory.publish("cx/v1/orders/mallory", json.dumps(order).encode(),
@@ -178,7 +161,7 @@ def test_a_retained_command_is_run_once_live_and_never_again_at_a_restart(
                 await asyncio.sleep(0.02)
         commands = core.stats.commands
         for restart in range(2):   # the gateway comes back: the broker replays retained
-            async with gateway("mosquitto", real.host, real.port, credentials, core):
+            async with running_gateway("mosquitto", real.host, real.port, credentials, core):
                 await asyncio.sleep(0.3)
             assert core.stats.commands == commands, restart
         # and the gateway cleared the retained copies: a new subscriber finds none
@@ -201,7 +184,7 @@ def test_a_raw_socket_that_says_nothing_or_garbage_does_not_stop_the_gateway(bro
     core = funded_core()
 
     async def scenario():
-        async with gateway(kind, host, port, credentials, core) as (h, p, task):
+        async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
             for junk in (b"", b"\x10\xff\xff\xff\xff\x7f", b"GET / HTTP/1.1\r\n\r\n",
                          bytes(range(256)) * 4):
                 with socket.create_connection((h, p), timeout=2) as raw:
