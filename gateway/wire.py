@@ -80,7 +80,23 @@ class _Ids(msgspec.Struct):
     command_id: str | None = None
 
 
-class OrderedSender:
+class _Draining:
+    """What a sender with a ``waiting`` count shares: waiting until it is empty."""
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued or in flight."""
+        raise NotImplementedError
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until everything queued has been published."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.waiting and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+class OrderedSender(_Draining):
     """Publishes in call order with at most *window* publishes awaiting the broker.
 
     Profiled: aiomqtt counts its pending calls on every publish and paho scans its
@@ -124,15 +140,9 @@ class OrderedSender:
             self._log.info("a publish failed: %s", task.exception())
         self._pump()
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until everything queued has been published."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.waiting and loop.time() < deadline:
-            await asyncio.sleep(0.005)
 
 
-class TopicSender:
+class TopicSender(_Draining):
     """Publishes each topic's messages in call order, with an ``OrderedSender`` window of
     its own per topic: a subscriber slow to take its messages (a broker such as amqtt
     acknowledges a publish only once it has delivered it) holds up its own topic only,
@@ -157,12 +167,6 @@ class TopicSender:
     def waiting(self) -> int:
         return sum(sender.waiting for sender in self._senders.values())
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until everything queued has been published."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.waiting and loop.time() < deadline:
-            await asyncio.sleep(0.005)
 
 
 def orders_topic(account: str) -> str:
