@@ -2,7 +2,7 @@
 
 A cached file is reused only while it still matches what the generator would write: its
 side file records the generator's source hash, the arguments and the file's own SHA-256,
-so a change to ``gateway/genorders.py`` or a damaged file means a fresh generation.
+so a change to ``gateway/tools/genorders.py`` or a damaged file means a fresh generation.
 Files are written to a temporary name and renamed, so concurrent runs never read half
 a file.
 """
@@ -14,8 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from gateway import genorders
-
+from gateway.tools import genorders
 __all__ = ["DATA_DIR", "mixed_file", "order_file", "file_sha256"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -38,7 +37,7 @@ def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = No
                fund: bool = False) -> dict:
     """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
 
-    The profile is ``gateway.genorders.generate_mixed``: about 70% limit orders near the
+    The profile is ``gateway.tools.genorders.generate_mixed``: about 70% limit orders near the
     mid, 20% cancels of live orders, 10% marketable orders. With *fund*, the file starts
     with a deposit and an issue row per account, for ``replay --ledger``.
     """

@@ -45,7 +45,7 @@ def _order(tag: str, n: int, side: str = "buy") -> dict:
 async def _flood(args) -> dict:
     import aiomqtt
 
-    from gateway.wire import PENDING_CALLS_WARNING, SOCKET_OPTIONS, exec_topic, orders_topic
+    from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, exec_topic, orders_topic
 
     answered = turned_away = 0
     async with aiomqtt.Client("127.0.0.1", args.port, username="flood",
@@ -90,7 +90,7 @@ async def _flood(args) -> dict:
 
 # --- the quiet bot ---------------------------------------------------------------------
 async def _quiet(args) -> dict:
-    from gateway.client import ExchangeClient
+    from gateway.bots.client import ExchangeClient
 
     samples: list[int] = []
     async with ExchangeClient("quiet", args.password, "127.0.0.1", args.port,
@@ -115,7 +115,7 @@ async def _quiet(args) -> dict:
 
 # --- the orchestrator ------------------------------------------------------------------
 def _one(kind: str, batch: int, seconds: float) -> dict:
-    from gateway.brokerconfig import write_broker_config
+    from gateway.mqtt.brokerconfig import write_broker_config
 
     sys.path.insert(0, str(ROOT.parent / "tests"))
     from mosquitto import Mosquitto, free_port  # the test suite's broker runner
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where to write fairness.json")
     args = parser.parse_args(argv)
     if args.role in ("flood", "quiet"):
-        from gateway.serve import run_async
+        from gateway.mqtt.serve import run_async
 
         holder: list = []
 

@@ -119,7 +119,7 @@ async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> di
             "elapsed_s": round(elapsed, 4), "orders_per_s": round(sum(answered) / elapsed)}
 
 async def _load(args) -> dict:
-    from gateway.client import ExchangeClient
+    from gateway.bots.client import ExchangeClient
 
     credentials = json.loads(Path(args.credentials).read_text())
     accounts = [f"bot{i}" for i in range(args.bots)]
@@ -148,8 +148,8 @@ def _echo_main(args) -> None:
     the same per-loop-turn batching as the gateway."""
     import aiomqtt
 
-    from gateway.wire import PENDING_CALLS_WARNING, SOCKET_OPTIONS, account_of
-    from gateway.serve import run_async
+    from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, account_of
+    from gateway.mqtt.serve import run_async
 
     async def main() -> None:
         async with aiomqtt.Client("127.0.0.1", args.port, username="gateway",
@@ -239,7 +239,7 @@ def _run_load(settings: dict, port: int, credentials: Path) -> dict:
 
 
 def run_benchmark(settings: dict) -> dict:
-    from gateway.brokerconfig import AccountLimits, write_broker_config
+    from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
 
     bench_limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
 
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where to write gateway.json")
     args = parser.parse_args(argv)
     if args.role == "load":
-        from gateway.serve import run_async
+        from gateway.mqtt.serve import run_async
 
         holder: list = []
 

@@ -38,7 +38,7 @@ def run(commands: int, resting: int) -> dict:
     from exchange import Engine, default_market
     from exchange.commands import Deposit, IssueAllowances
     from exchange.journal import create_journal
-    from gateway.service import GatewayCore, GatewaySettings
+    from gateway.mqtt.service import GatewayCore, GatewaySettings
 
     market = default_market()
     samples = []

@@ -32,8 +32,8 @@ def _label(filename: str, line: int, name: str) -> str:
 
 
 def profile_replay(path: str | Path, *, top: int = 15) -> dict:
-    """Profile ``gateway.replay.run_replay`` on *path*; return phases and top functions."""
-    from gateway.replay import run_replay
+    """Profile ``gateway.tools.replay.run_replay`` on *path*; return phases and top functions."""
+    from gateway.tools.replay import run_replay
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -13,7 +13,7 @@ and every order rests. Two methods, each in its own process:
 * ``rss``: the resident set size delta (what the operating system sees, allocator
   slack and fragmentation included; ``/proc/self/statm``, Linux only).
 
-The engine runs like ``gateway.replay``: events go to a list emptied every 65,536
+The engine runs like ``gateway.tools.replay``: events go to a list emptied every 65,536
 commands, the garbage collector paused while orders go in.
 """
 from __future__ import annotations

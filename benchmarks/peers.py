@@ -34,7 +34,7 @@ from importlib import metadata
 from exchange import Engine, FastBook, NaiveBook, default_market
 from exchange.commands import CancelOrder, PlaceOrder
 from exchange.events import TradeExecuted
-from gateway.replay import _CHUNK  # the replay's chunk: events dropped every 1,024 commands
+from gateway.tools.replay import _CHUNK  # the replay's chunk: events dropped every 1,024 commands
 
 from .plain import PlainMatcher
 

@@ -2,7 +2,7 @@
 entities, and the daily settlement of many futures positions.
 
 ``python -m benchmarks.registry [--entities N] [--repeat R]``: generates the example
-scenario of ``carbonx comply`` for N covered entities (``gateway.comply.example_scenario``,
+scenario of ``carbonx comply`` for N covered entities (``gateway.tools.comply.example_scenario``,
 seed 2024) and runs its full cycle through the engine R times in this process:
 pre-allocation, December trades, verified emissions, the allocation plan of every
 sector, true-up, restatements, surrender and the deadline. Reports the seconds (median,
@@ -27,8 +27,7 @@ from exchange import Engine, default_market
 from exchange.calendar import DAY_NS, days_from_civil
 from exchange.commands import Deposit, EndOfDay, PlaceOrder
 from exchange.events import VariationMargin
-from gateway import comply
-
+from gateway.tools import comply
 from .stats import emit, spread
 
 __all__ = ["measure_compliance", "measure_settlement"]

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import msgspec
 
 from exchange import Deposit, Engine, IssueAllowances, default_market
-from exchange.state import decode_state, encode_state
+from exchange.persist import decode_state, encode_state
 
 from .memory import resting_orders
 

@@ -3,15 +3,15 @@
 Commands in, events out; no I/O, clock, randomness or network (the order-file reader
 in ``exchange.orderfile`` is the core's file edge). See shared/DESIGN.md.
 """
-from .book import FastBook, Order
-from .commands import (AmendOrder, AnyCommand, CancelOrder, Deposit, EndOfDay,
+from exchange.book.fast import FastBook, Order
+from exchange.commands import (AmendOrder, AnyCommand, CancelOrder, Deposit, EndOfDay,
                        IssueAllowances, MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
-from .engine import Engine
-from .events import (AnyEvent, CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
+from exchange.engine import Engine
+from exchange.events import (AnyEvent, CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
                      OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
-from .market import Instrument, Market, MarketConfigError, default_market, load_market
-from .naive import NaiveBook
+from exchange.market import Instrument, Market, MarketConfigError, default_market, load_market
+from exchange.book.naive import NaiveBook
 
 __all__ = [
     "Engine", "FastBook", "NaiveBook", "Order",

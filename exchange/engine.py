@@ -41,18 +41,18 @@ from typing import Callable
 import msgspec
 from sortedcontainers import SortedList
 
-from . import reasons
-from .book import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
+from exchange import reasons
+from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                    STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook, Order,
                    keep_hashes, visible_of)
-from .commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
+from exchange.commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
                        PlaceOrder)
-from .events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
+from exchange.events import (CommandRejected, LedgerCommandIgnored, MassCancelAccepted,
                      OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
                      OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded)
-from .ledger import Ledger
-from .market import Instrument, Market, parse_market
-from .state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
+from exchange.ledger import Ledger
+from exchange.market import Instrument, Market, parse_market
+from exchange.state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
                     InstrumentState, OrderState, StateError)
 
 __all__ = ["Engine"]

@@ -143,11 +143,12 @@ from typing import Self
 
 import msgspec
 
-from .book import FastBook
-from .commands import AnyCommand
-from .engine import Engine
-from .market import parse_market
-from .state import StateError, decode_state, encode_state
+from exchange.book.fast import FastBook
+from exchange.commands import AnyCommand
+from exchange.engine import Engine
+from exchange.market import parse_market
+from exchange.persist import decode_state, encode_state
+from exchange.state import StateError
 
 __all__ = ["FORMAT", "READABLE_FORMATS", "CutPlan", "JournalDamage", "JournalError",
            "JournalWriter", "Recovered", "create_journal", "cut_journal", "recover",

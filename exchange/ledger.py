@@ -30,7 +30,7 @@ System accounts, named with a leading ``@`` so no participant can take the name:
 ``@clearing`` (the clearing house's account, used by derivatives). Commands naming
 them are rejected ``reserved_account``.
 
-Futures and options clear through ``exchange.clearing`` (positions; margin and option
+Futures and options clear through ``exchange.derivatives.clearing`` (positions; margin and option
 premiums held in ``held``; daily settlement at ``eod``). Known limits: derivatives
 without margin terms are not cleared (orders rejected ``not_cleared``); a market buy with
 no price band walks the book to size itself, O(n).
@@ -41,23 +41,23 @@ from typing import Iterable
 
 import msgspec
 
-from . import reasons
-from .book import LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING, Counters
-from .commands import (AllocateAllowances, ClawBackAllowances, ConvertAllowances, CloseAccount, ComplianceDeadline, Deposit,
+from exchange import reasons
+from exchange.book.fast import LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING, Counters
+from exchange.commands import (AllocateAllowances, ClawBackAllowances, ConvertAllowances, CloseAccount, ComplianceDeadline, Deposit,
                        IssueAllowances,
                        OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
                        SuspendAccount, TransferAllowances, Withdraw)
-from .events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
+from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
                      AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
                      AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                      CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                      HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
                      TradeSettled)
-from .clearing import CLEARING, Clearing
-from .market import FEE_SCALE, MINOR_UNITS, Market
-from .registry import Registry
-from .state import AccountState, HoldingState, HoldState, LedgerState
-from .units import Scale
+from exchange.derivatives.clearing import CLEARING, Clearing
+from exchange.market import FEE_SCALE, MINOR_UNITS, Market
+from exchange.compliance.registry import Registry
+from exchange.state import AccountState, HoldingState, HoldState, LedgerState
+from exchange.units import Scale
 
 __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
 

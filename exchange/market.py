@@ -23,10 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .calendar import Calendar, CalendarError, contract_months, parse_date, parse_month
-from .units import Scale, parse_decimal
+from exchange.calendar import Calendar, CalendarError, contract_months, parse_date, parse_month
+from exchange.units import Scale, parse_decimal
 
-__all__ = ["Instrument", "Market", "Clearing", "MarketConfigError", "load_market",
+__all__ = ["Instrument", "Market", "format_cash", "Clearing", "MarketConfigError", "load_market",
            "default_market"]
 
 KINDS = ("spot", "future", "option")
@@ -471,3 +471,12 @@ def default_market() -> Market:
     """Return the default market shipped with the package."""
     text = resources.files("exchange").joinpath("markets/default.toml").read_text(encoding="utf-8")
     return parse_market(text, "<default market>")
+
+
+def format_cash(currency: str, minor_units: int) -> str:
+    """Return an amount in minor units as a decimal string: ``format_cash("CNY", 150)`` is
+    ``"1.50"``."""
+    digits = MINOR_UNITS.get(currency, 2)
+    sign = "-" if minor_units < 0 else ""
+    whole, part = divmod(abs(minor_units), 10**digits)
+    return f"{sign}{whole}.{part:0{digits}d}" if digits else f"{sign}{whole}"

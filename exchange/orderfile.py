@@ -20,12 +20,12 @@ from typing import Callable
 
 import msgspec
 
-from .commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
+from exchange.commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
                        CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
                        ConvertAllowances, Deposit, EndOfDay, IssueAllowances, MassCancel,
                        OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
                        SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
-from .units import is_decimal
+from exchange.units import is_decimal
 
 __all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format",
            "Row", "RowError", "RowReader"]

@@ -42,7 +42,7 @@ INVALID_AMOUNT = "invalid_amount"
 NOT_ISSUABLE = "not_issuable"
 NOT_CLEARED = "not_cleared"
 
-# --- registry: compliance rules (exchange.registry) -------------------------------------
+# --- registry: compliance rules (exchange.compliance.registry) -------------------------------------
 INVALID_QUALITY = "invalid_quality"        # data quality not measured/default/estimated/revised
 INVALID_YEAR = "invalid_year"
 INVALID_MULTIPLE = "invalid_multiple"      # a fine multiple outside 5-10

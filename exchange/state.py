@@ -1,10 +1,8 @@
 """The engine's whole state as versioned data: msgpack written and read by explicit code.
 
-``encode_state(engine)`` turns an ``Engine`` (books, stops, the order-id registry, the
-command window, the ledger with its compliance registry and clearing house) into bytes;
-``decode_state(data)`` builds an engine that is indistinguishable from it: the same
-``state_hash()``, ``check()`` passes, and the same further commands give the same
-events. Decoding reads only the Structs below (plain strings, integers, booleans and
+``EngineState`` holds an ``Engine``'s whole state (books, stops, the order-id registry,
+the command window, the ledger with its compliance registry and clearing house);
+``exchange.persist`` turns an engine into these bytes and back. Decoding reads only the Structs below (plain strings, integers, booleans and
 the event Structs of ``exchange.events``); it never runs code, imports anything by name
 or unpickles: a payload that does not decode, has another version or contradicts itself
 raises ``StateError``. The market goes in as its TOML text and is parsed again.
@@ -30,10 +28,10 @@ events depend on, so it is kept exactly:
     then time); ``stop_buys`` and ``stop_sells`` in trigger order (``OrderState``).
 ``OrderState`` (an array)
     ``order_id, account, instrument, is_buy, price, qty, visible, display, kind, tif,
-    stp, post_only, stop_price, expire_ts, accept_seq``: ``exchange.book.Order``'s
+    stp, post_only, stop_price, expire_ts, accept_seq``: ``exchange.book.fast.Order``'s
     fields in its order, so an ``Order`` (``array_like`` too) encodes to the same
     array and decodes from it (``encode_state`` and ``decode_state`` take that path:
-    no order is copied twice). Codes as in ``exchange.book``: kind limit 0, market 1,
+    no order is copied twice). Codes as in ``exchange.book.fast``: kind limit 0, market 1,
     stop 2, stop_limit 3; tif gtc 0, day 1, gtd 2, ioc 3, fok 4; stp cancel_resting 0,
     cancel_aggressor 1, cancel_both 2, none 3. The instrument and side must be those of
     the list the order is in.
@@ -61,16 +59,12 @@ pins ``Order``'s fields to ``OrderState``'s.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
-from .book import FastBook, Order
-from .events import AnyEvent
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from exchange.book.fast import Order
+from exchange.events import AnyEvent
 
 __all__ = [
     "FORMAT",
@@ -93,8 +87,7 @@ __all__ = [
     "PositionState",
     "RegistryState",
     "StateError",
-    "decode_state",
-    "encode_state",
+    "read_live_state",
     "read_state",
 ]
 
@@ -109,7 +102,7 @@ class StateError(ValueError):
 # --- the matching engine -------------------------------------------------------------------
 
 class OrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
-    """One live order (resting, or a stop not yet triggered): ``exchange.book.Order``'s
+    """One live order (resting, or a stop not yet triggered): ``exchange.book.fast.Order``'s
     fields, in its order (see the module docstring)."""
 
     order_id: str
@@ -333,16 +326,10 @@ class _Header(msgspec.Struct):
     version: int
 
 
-_encoder = msgspec.msgpack.Encoder()
+
 _header = msgspec.msgpack.Decoder(_Header)
 _decoder = msgspec.msgpack.Decoder(EngineState[OrderState])
 _fast_decoder = msgspec.msgpack.Decoder(EngineState[Order])
-
-
-def encode_state(engine) -> bytes:
-    """Return *engine*'s whole state as msgpack bytes (``EngineState``)."""
-    # The engine's orders go in as they are: encoded as OrderState would be.
-    return _encoder.encode(engine.to_state(copy=False))
 
 
 def read_state(data: bytes | bytearray | memoryview) -> EngineState[OrderState]:
@@ -368,29 +355,7 @@ def _read(data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder
         raise StateError(f"engine state version {STATE_VERSION} does not decode: {exc}") from None
 
 
-def decode_state(data: bytes | bytearray | memoryview, *, book: Callable = FastBook,
-                 check: bool = True, command_window: int | None = None) -> Engine:
-    """Build an ``Engine`` from *data* (``encode_state``; any buffer, a memoryview of a
-    file's bytes too), on books made by *book* (``FastBook`` or ``NaiveBook``, as the
-    engine's constructor takes).
-
-    Raise ``StateError`` if *data* does not decode, is of another version, or does not
-    make a consistent engine (an unknown instrument, an order whose id is not in the
-    registry, a market that does not parse...). With *check* (the default) the engine's
-    own ``check()`` runs too, and a broken invariant is a ``StateError``: measured at
-    1,000,000 resting orders (benchmarks/snapshot.py), a third more time without a
-    ledger, twice the time with one (every hold is checked). *command_window*, if given,
-    replaces the stored window size (the oldest ids go first if it is smaller).
-    """
-    from .engine import Engine  # engine imports this module: bound here, not by name
-
-    # The decoded orders are new: the engine takes them as they are, without a copy.
-    engine = Engine.from_state(_read(data, _fast_decoder), book=book,
-                               command_window=command_window, adopt=True)
-    if check:
-        try:
-            engine.check()
-        except (AssertionError, KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"engine state is inconsistent: {exc or 'an invariant fails'}") \
-                from None
-    return engine
+def read_live_state(data: bytes | bytearray | memoryview) -> EngineState[Order]:
+    """Decode *data* as ``read_state`` does, with the orders as the book's own ``Order``
+    records, new and ready to be adopted by an engine."""
+    return _read(data, _fast_decoder)

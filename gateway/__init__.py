@@ -1,5 +1,8 @@
-"""carbonx edge: command line, order-file replay with timing, MQTT gateway (to come).
+"""carbonx edge: everything the pure core must not do.
 
-The edge owns everything the core must not: clocks, terminals, files written for users,
-and (later) the event loop and the network. The core (``exchange``) never imports it.
+``cli`` is the ``carbonx`` command line. ``mqtt`` is the live exchange: the gateway that
+joins the engine to an MQTT broker, and the brokers. ``bots`` is the other side of that
+link: the client bots trade with, and example traders. ``tools`` are the offline
+commands: replay, demo, the compliance year, order generation. ``protocol`` holds what
+both sides of the link share. The core (``exchange``) never imports any of it.
 """

@@ -15,15 +15,12 @@ from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
 
-from .brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
+from gateway.errors import UsageError
+from gateway.mqtt.brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
 
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as ``carbonx CMD: error: ...``, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trading accounts, each with an optional password")
     broker.set_defaults(run=_cmd_broker_config)
 
-    from . import comply
+    from gateway.tools import comply
     compliance = sub.add_parser("comply", help="run a compliance year of a scenario",
                                 description=comply.DESCRIPTION)
     comply.add_arguments(compliance)
     compliance.set_defaults(run=comply.run)
 
-    from . import genorders
+    from gateway.tools import genorders
     gen = sub.add_parser("gen-orders", help="write a seeded order file",
                          description=genorders.DESCRIPTION)
     genorders.add_arguments(gen)
@@ -210,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .progress import ProgressBar
-    from .replay import run_replay, write_events, write_fills, write_holdings
+    from gateway.tools.progress import ProgressBar
+    from gateway.tools.replay import run_replay, write_events, write_fills, write_holdings
 
     for option in ("journal", "holdings"):
         if getattr(args, option) and not args.ledger:
@@ -251,7 +248,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_holdings(args: argparse.Namespace) -> int:
     from exchange.journal import JournalDamage, recover
 
-    from .replay import holding_rows, margin_rows, position_rows
+    from gateway.tools.replay import holding_rows, margin_rows, position_rows
 
     try:
         recovered = recover(args.directory)
@@ -330,8 +327,8 @@ def _print_table(rows: list[dict], header: tuple, left: int) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from .serve import ServeError, main_serve
-    from .service import GatewaySettings, seconds_of_day
+    from gateway.mqtt.serve import ServeError, main_serve
+    from gateway.mqtt.service import GatewaySettings, seconds_of_day
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -349,7 +346,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.broker:
             raise UsageError("--message-rate and --byte-rate set the embedded broker's "
                              "limit; with --broker, set mosquitto's with broker-config")
-        from .brokerconfig import AccountLimits
+        from gateway.mqtt.brokerconfig import AccountLimits
         try:
             limits = AccountLimits.scaled(
                 ACCOUNT_MESSAGE_RATE if args.message_rate is None else args.message_rate,
@@ -372,7 +369,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from gateway.tools.demo import run_demo
 
     if not 0 < args.seconds <= 3600:
         raise UsageError("--seconds must be more than 0 and at most 3600")
@@ -384,7 +381,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_broker_config(args: argparse.Namespace) -> int:
     import os
 
-    from .brokerconfig import AccountLimits, parse_account_args, write_broker_config
+    from gateway.mqtt.brokerconfig import AccountLimits, parse_account_args, write_broker_config
 
     try:
         accounts = parse_account_args(args.accounts)
@@ -424,6 +421,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run as ``python -m gateway.cli`` this file is ``__main__``; go through the package
-    # module so there is one ``UsageError`` class and usage errors exit 2, not traceback.
+    # module so the command table is built once.
     from gateway.cli import main as _main
     sys.exit(_main())

@@ -6,7 +6,7 @@
   ``require_module(name)`` do the same for ``mosquitto_pub``/``mosquitto_sub``, other
   commands and Python modules (aiomqtt).
 - ``Mosquitto`` / ``start_mosquitto(config_dir, port=None)``: start
-  ``mosquitto -c DIR/mosquitto.conf`` (as written by ``gateway.brokerconfig``), wait until
+  ``mosquitto -c DIR/mosquitto.conf`` (as written by ``gateway.mqtt.brokerconfig``), wait until
   it listens on its port (checked in ``/proc``, else by connecting), and ``.stop()`` / ``.restart()`` it by PID; its log
   goes to ``DIR/mosquitto.log``. Run as root, with a config that has no ``user`` line
   (``carbonx broker-config`` never writes ``user root``), it starts mosquitto from a copy,
@@ -37,7 +37,7 @@ from typing import IO
 
 import pytest
 
-from gateway.brokerconfig import (CONF_NAME, DEFAULT_LIMITS, GATEWAY_USER, AccountLimits,
+from gateway.mqtt.brokerconfig import (CONF_NAME, DEFAULT_LIMITS, GATEWAY_USER, AccountLimits,
                                   write_broker_config)
 
 __all__ = [

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity, PowerUnit,
+from exchange.compliance.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity, PowerUnit,
                                  adjust, allocate, alpha, sector_rule,
                                  banking_cap, ccer_cap, fine_fen, industrial_alphas,
                                  industrial_allocation, load_factor, power_allocation,

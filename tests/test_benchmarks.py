@@ -19,7 +19,7 @@ from benchmarks import __main__ as suite
 from benchmarks import contenders, endtoend, latency, memory, peers, scaling, stats
 from exchange import Engine, default_market
 from exchange.orderfile import read_order_file
-from gateway.genorders import CARBON_HEADER, generate_carbon, generate_mixed, write_rows
+from gateway.tools.genorders import CARBON_HEADER, generate_carbon, generate_mixed, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 

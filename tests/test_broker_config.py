@@ -1,4 +1,4 @@
-"""``gateway.brokerconfig`` against a real mosquitto: files, logins, and the topic ACL.
+"""``gateway.mqtt.brokerconfig`` against a real mosquitto: files, logins, and the topic ACL.
 
 Each broker test starts its own mosquitto (``tests/mosquitto.py``) on a free loopback
 port with a config from ``write_broker_config``; MQTT clients are aiomqtt ones driven by
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import mosquitto as helper
-from gateway.brokerconfig import (
+from gateway.mqtt.brokerconfig import (
     GATEWAY_USER, MAX_PACKET_SIZE, ConfigExistsError, hash_password, parse_account_args,
     verify_password, write_broker_config)
 from mosquitto import (
@@ -161,8 +161,7 @@ def _directives(conf: str) -> list[list[str]]:
 
 def test_never_user_root_and_a_non_root_writer_is_named(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import brokerconfig
-
+    from gateway.mqtt import brokerconfig
     monkeypatch.setattr(brokerconfig.os, "geteuid", lambda: 0)
     write_broker_config(tmp_path / "root", 18830, {"alice": None})
     conf = (tmp_path / "root" / "mosquitto.conf").read_text()

@@ -1,4 +1,4 @@
-"""Property-based tests of futures clearing (exchange.clearing: margin, daily settlement,
+"""Property-based tests of futures clearing (exchange.derivatives.clearing: margin, daily settlement,
 margin calls, close-out, default, expiry and delivery).
 
 A hypothesis state machine drives one engine with the ledger on over a market of a spot
@@ -52,7 +52,7 @@ from exchange import (AmendOrder, CancelOrder, CommandRejected, Deposit, EndOfDa
                       TradeExecuted, Withdraw)
 from exchange import reasons
 from exchange.calendar import Calendar, DAY_NS, day_of_ns, days_from_civil
-from exchange.clearing import CLEARING
+from exchange.derivatives.clearing import CLEARING
 from exchange.events import (AllowancesIssued, CashDeposited, CashWithdrawn, ContractExpired,
                              DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
                              MarginCallMet, PositionClosedOut, SettlementPriceSet,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import comply
+from gateway.tools import comply
 from gateway.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,8 +36,8 @@ from exchange.commands import (
     PlaceOrder,
 )
 from exchange.journal import create_journal
-from gateway.brokerconfig import write_broker_config
-from gateway.serve import BrokerAddress, ServeError, probe_broker, resolve_broker
+from gateway.mqtt.brokerconfig import write_broker_config
+from gateway.mqtt.serve import BrokerAddress, ServeError, probe_broker, resolve_broker
 
 FUNDING = ("action,account,instrument,qty\n"
            "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
@@ -189,7 +189,7 @@ def test_bad_password_options_are_usage_errors(tmp_path: Path, args: list[str],
 
 
 def _trade(port: int, credentials: dict[str, str]) -> tuple[dict, dict]:
-    from gateway.client import ExchangeClient
+    from gateway.bots.client import ExchangeClient
 
     async def go() -> tuple[dict, dict]:
         async with ExchangeClient("alice", credentials["alice"], port=port) as alice, \

@@ -21,8 +21,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway import embedded
-from gateway.embedded import (
+from gateway.mqtt import embedded
+from gateway.mqtt.embedded import (
     GATEWAY_USER,
     MAX_PACKET_SIZE,
     EmbeddedBroker,
@@ -418,7 +418,7 @@ def test_the_packet_size_guard_follows_the_framing() -> None:
     assert guard.feed(b"\x30" + _varint(100 << 20)) == (100 << 20) + 5
 
 
-# amqtt's Broker._initialize_client_session, of which gateway.embedded._Broker has a copy
+# amqtt's Broker._initialize_client_session, of which gateway.mqtt.embedded._Broker has a copy
 # with the login check inserted: a new amqtt that changes it must be looked at.
 PINNED_INITIALIZE_SOURCE = "5dd89158bbe46266c62cc3ba6dedc0fcfbc197b6cfdd03d089ad3ba2a4422806"
 
@@ -429,7 +429,7 @@ def test_the_copied_amqtt_method_is_the_one_pinned() -> None:
     source = inspect.getsource(Broker._initialize_client_session)
     digest = hashlib.sha256(source.encode()).hexdigest()
     assert digest == PINNED_INITIALIZE_SOURCE, (
-        "amqtt's Broker._initialize_client_session changed: bring gateway.embedded."
+        "amqtt's Broker._initialize_client_session changed: bring gateway.mqtt.embedded."
         "_Broker._initialize_client_session (a copy of it) up to date, then pin the new hash")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client import ExchangeClient
+from gateway.bots.client import ExchangeClient
 
 from mosquitto import free_port, mosquitto_broker, mosquitto_factory, require_mosquitto  # noqa: F401
 

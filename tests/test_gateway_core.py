@@ -12,8 +12,8 @@ from exchange.commands import Deposit, IssueAllowances
 from exchange.journal import create_journal, recover
 from exchange.market import parse_market
 from markets import futures_market
-from gateway.service import GatewayCore, GatewaySettings
-from gateway.wire import MAX_COMMANDS, MAX_PAYLOAD, account_of
+from gateway.mqtt.service import GatewayCore, GatewaySettings
+from gateway.protocol import MAX_COMMANDS, MAX_PAYLOAD, account_of
 
 
 def order(order_id, side, price, qty=10, **extra):
@@ -253,7 +253,7 @@ def test_account_of_topic(topic, account):
 
 
 def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
-    from gateway.service import REPORTS_PER_MESSAGE
+    from gateway.mqtt.service import REPORTS_PER_MESSAGE
 
     count = 3 * REPORTS_PER_MESSAGE + 5
     for start in range(0, count, 500):
@@ -296,7 +296,7 @@ def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
 
 
 def test_remembered_prices_are_bounded_and_stay_right():
-    from gateway.wire import _PRICES_KEPT, ReportMaker
+    from gateway.mqtt.wire import _PRICES_KEPT, ReportMaker
     maker = ReportMaker(default_market())
     for ticks in range(_PRICES_KEPT + 10):
         assert maker.price("CEA25", ticks) == f"{ticks // 100}.{ticks % 100:02d}"
@@ -326,7 +326,7 @@ def test_accepted_and_fill_reports_keep_their_keys_and_order(core):
 def test_the_client_inbox_keeps_order_waits_for_items_and_drops_the_newest_when_full():
     import asyncio
 
-    from gateway.client import _Inbox
+    from gateway.bots.client import _Inbox
 
     async def scenario():
         inbox = _Inbox(limit=3)
@@ -347,7 +347,7 @@ def test_the_client_inbox_keeps_order_waits_for_items_and_drops_the_newest_when_
 def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
     import asyncio
 
-    from gateway.wire import TopicSender
+    from gateway.protocol import TopicSender
 
     class Client:
         def __init__(self):

@@ -17,9 +17,9 @@ from exchange import Engine, default_market
 from exchange.market import parse_market
 from exchange.commands import Deposit, IssueAllowances, RecordEmissions
 from exchange.journal import create_journal, recover
-from gateway.client import ExchangeClient
-from gateway.embedded import GATEWAY_USER, EmbeddedBroker
-from gateway.service import GatewayCore, GatewaySettings, run_gateway
+from gateway.bots.client import ExchangeClient
+from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
+from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
 
 from markets import futures_market
 from mosquitto import mosquitto_broker, mosquitto_factory, require_clients  # noqa: F401

@@ -22,7 +22,7 @@ from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder, Tra
                       default_market)
 from exchange.orderfile import read_order_file
 from gateway.cli import main
-from gateway.genorders import (CARBON_MIX, HOLIDAYS, KINDS, generate_carbon, generate_mixed,
+from gateway.tools.genorders import (CARBON_MIX, HOLIDAYS, KINDS, generate_carbon, generate_mixed,
                                parse_mix, trading_days)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def day_of(ts: int) -> date:
 def carbon_file(tmp_path_factory):
     """A 20,000-row carbon file (CSV, default options, seed 1)."""
     path = tmp_path_factory.mktemp("carbon") / "carbon.csv"
-    from gateway.genorders import CARBON_HEADER, write_rows
+    from gateway.tools.genorders import CARBON_HEADER, write_rows
     write_rows(path, generate_carbon(ROWS, seed=1), "csv", CARBON_HEADER)
     return path
 

@@ -14,8 +14,8 @@ import pytest
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
-from gateway.service import GatewayCore, GatewaySettings
-from gateway.wire import MAX_TEXT
+from gateway.mqtt.service import GatewayCore, GatewaySettings
+from gateway.protocol import MAX_TEXT
 
 from hostile_corpus import corpus, mutations, nested
 

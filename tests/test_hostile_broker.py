@@ -13,9 +13,9 @@ import pytest
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
-from gateway.client import ExchangeClient
-from gateway.embedded import GATEWAY_USER
-from gateway.service import GatewayCore, GatewaySettings
+from gateway.bots.client import ExchangeClient
+from gateway.mqtt.embedded import GATEWAY_USER
+from gateway.mqtt.service import GatewayCore, GatewaySettings
 
 from hostile_corpus import corpus
 from test_gateway_mqtt import running_gateway

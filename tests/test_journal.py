@@ -37,8 +37,8 @@ from exchange.journal import (
     reopen_journal,
 )
 from exchange.orderfile import read_order_file
-from gateway.genorders import generate_mixed, write_rows
-from gateway.replay import holding_rows
+from gateway.tools.genorders import generate_mixed, write_rows
+from gateway.tools.replay import holding_rows
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = default_market()

@@ -39,8 +39,8 @@ from exchange.journal import (
 )
 from exchange.orderfile import read_order_file
 from gateway.cli import main
-from gateway.genorders import generate_mixed, write_rows
-from gateway.serve import open_engine
+from gateway.tools.genorders import generate_mixed, write_rows
+from gateway.mqtt.serve import open_engine
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL, GROUP, EVERY = 7000, 250, 2000

@@ -11,7 +11,8 @@ import json
 
 from exchange.orderfile import parse_order_text
 from gateway.cli import main
-from gateway.replay import event_record, format_cash
+from exchange.market import format_cash
+from gateway.tools.replay import event_record
 from markets import futures_market
 
 ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,command_id

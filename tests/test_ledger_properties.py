@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBook,
                       IssueAllowances, MassCancel, NaiveBook, PlaceOrder, SurrenderAllowances,
                       Withdraw, default_market)
-from exchange.book import STOP, STOP_LIMIT
+from exchange.book.fast import STOP, STOP_LIMIT
 from exchange.commands import ResumeAccount, SuspendAccount, TransferAllowances
 from exchange.events import (AllowancesIssued, AllowancesSurrendered, AllowancesTransferred,
                              CashDeposited, CashWithdrawn, HoldingsUnlocked, TradeExecuted,

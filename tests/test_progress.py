@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 
-from gateway.progress import ProgressBar
-from gateway.replay import run_replay
+from gateway.tools.progress import ProgressBar
+from gateway.tools.replay import run_replay
 
 
 class _Terminal(io.StringIO):

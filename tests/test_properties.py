@@ -33,8 +33,8 @@ from exchange import (AmendOrder, CancelOrder, CommandRejected, Engine, EndOfDay
                       OrderCancelled, OrderExpired, OrderTriggered, PlaceOrder,
                       ReferencePriceSet, TradeExecuted, TradingDayEnded, default_market)
 from exchange import reasons
-from exchange.book import keep_hashes
-from exchange.state import decode_state, encode_state
+from exchange.book.fast import keep_hashes
+from exchange.persist import decode_state, encode_state
 
 MARKET = default_market()
 MAIN, OTHER = "CEA25", "CEA24"
@@ -897,7 +897,7 @@ def test_last_price_after_self_trade_cancel_at_later_level(book) -> None:
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="a CPython dict layout")
 @pytest.mark.parametrize("book", [FastBook, NaiveBook], ids=["fast", "naive"])
 def test_order_registry_keeps_key_hashes_in_its_table_even_after_a_snapshot(book) -> None:
-    """The registry is a dict in the layout that stores key hashes (exchange.book.
+    """The registry is a dict in the layout that stores key hashes (exchange.book.fast.
     keep_hashes): larger than a plain dict of the same str keys, and so again once an
     engine is restored from its state (exchange.state), which builds the dict anew."""
     engine = Engine(default_market(), book=book)

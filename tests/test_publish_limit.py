@@ -20,10 +20,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import (
+from gateway.mqtt.brokerconfig import (
     ACCOUNT_BYTE_BURST, LIMIT_NAME, MAX_PACKET_SIZE, AccountLimits, PluginBuildError,
     write_broker_config)
-from gateway.embedded import GATEWAY_USER, EmbeddedBroker, _Throttle
+from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, _Throttle
 from mosquitto import Broker, BrokerFactory, mosquitto_factory  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,15 @@ import pytest
 CORE = Path(__file__).resolve().parent.parent / "exchange"
 FORBIDDEN = {"gateway", "asyncio", "time", "random", "socket", "datetime", "threading",
              "uuid", "secrets", "os", "subprocess", "aiomqtt", "uvloop"}
-# The core's file edges (order files, the journal) may read and write files, nothing else;
-# the journal needs os for fsync and atomic renames.
-FILE_EDGES = {"orderfile.py", "journal.py"}
+# The core's file edges (order files, the market file, the journal) may read and write
+# files, nothing else; the journal needs os for fsync and atomic renames.
+FILE_EDGES = {"orderfile.py", "market.py", "journal.py"}
 EDGE_IMPORTS = {"journal.py": {"os"}}
+MODULES = sorted(CORE.rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(CORE).as_posix()
 
 
 def _imports(path: Path) -> set[str]:
@@ -26,22 +31,37 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_core_module_imports_nothing_impure(path):
-    bad = _imports(path) & (FORBIDDEN - EDGE_IMPORTS.get(path.name, set()))
-    assert not bad, f"{path.name} imports {sorted(bad)}"
+    bad = _imports(path) & (FORBIDDEN - EDGE_IMPORTS.get(_name(path), set()))
+    assert not bad, f"{_name(path)} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_only_file_edges_open_files(path):
-    if path.name in FILE_EDGES:
+    if _name(path) in FILE_EDGES:
         return
-    source = path.read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    calls = {node.func.id for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
-    assert "open" not in calls, f"{path.name} opens files"
-    assert "read_bytes" not in source and "write_bytes" not in source
+    assert _opens_files(path) == set(), f"{_name(path)} opens files"
+
+
+def _opens_files(path: Path) -> set[str]:
+    """The file-opening calls in *path*: ``open(...)`` and ``Path`` reads and writes."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else (
+                func.attr if isinstance(func, ast.Attribute) else None)
+            if name in ("open", "read_text", "write_text", "read_bytes", "write_bytes"):
+                found.add(name)
+    return found
+
+
+def test_the_checker_catches_a_file_read(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from pathlib import Path\nPath('x').read_text()\nopen('y')\n")
+    assert _opens_files(sample) == {"read_text", "open"}
 
 
 def test_the_checker_catches_a_forbidden_import(tmp_path):

@@ -80,8 +80,8 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
     import contextlib
 
     from exchange import Engine, default_market
-    from gateway.embedded import EmbeddedBroker
-    from gateway.service import GatewayCore, run_gateway
+    from gateway.mqtt.embedded import EmbeddedBroker
+    from gateway.mqtt.service import GatewayCore, run_gateway
 
     code = next(b for b in _blocks("python") if "ExchangeClient" in b)
     core = GatewayCore(Engine(default_market()))
@@ -118,3 +118,43 @@ def test_readme_shows_the_latest_benchmark_results():
     assert "| pyorderbook" in block and "| lightmatchingengine" in block
     chart = re.search(r"!\[[^]]*\]\(([^)]+)\)", block).group(1)
     assert (ROOT / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def layout_names(block: str) -> dict[str, set[str]]:
+    """The files the README's layout block names, by folder: a line that starts at the
+    margin opens a top folder, an indented line that starts with ``name/`` a folder in
+    it, and a deeper line goes on with the folder above it."""
+    named: dict[str, set[str]] = {}
+    top = context = ""
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        first = line.split()[0]
+        if indent == 0:
+            top = context = first
+        elif indent == 2:
+            context = top + first if first.endswith("/") else top
+        # a deeper line keeps the context of the line above it
+        for token in re.findall(r"(?<![\w/.(+])([\w]+\.(?:py|c))\b", line):
+            named.setdefault(context, set()).add(token)
+    return named
+
+
+def test_the_layout_block_names_the_real_modules():
+    block = re.search(r"## Layout\n\n```\n(.*?)```", README, flags=re.S).group(1)
+    named = layout_names(block)
+    for folder, files in named.items():
+        for name in files:
+            assert (ROOT / folder / name).is_file(), f"the layout names {folder}{name}"
+    # The core and the edge are named whole: every module, in the folder it is in.
+    for package in ("exchange", "gateway"):
+        for path in (ROOT / package).rglob("*"):
+            if path.suffix in (".py", ".c") and path.name != "__init__.py":
+                folder = path.parent.relative_to(ROOT).as_posix() + "/"
+                assert path.name in named.get(folder, set()), f"the layout misses {path}"
+
+
+def test_the_layout_reader_follows_folders():
+    block = "top/   a.py\n  sub/  b.py  c.c\n        d.py\n  e.py (F.py is not a file)\n"
+    assert layout_names(block) == {"top/": {"a.py", "e.py"}, "top/sub/": {"b.py", "c.c", "d.py"}}

@@ -17,7 +17,7 @@ from exchange.events import (AllowancesAllocated, AllowancesClawedBack, Allowanc
                              AllowancesIssued, AllowancesSurrendered, CommandRejected,
                              ComplianceAssessed)
 from exchange.ledger import REGISTRY
-from exchange.registry import civil_month, deadline_ns
+from exchange.compliance.registry import civil_month, deadline_ns
 
 DEC_2025 = 1_765_360_800 * 10**9      # 2025-12-10 10:00 UTC
 ACCOUNTS = ("e1", "e2", "e3")

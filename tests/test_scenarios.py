@@ -82,7 +82,7 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
                       ReferencePriceSet, SurrenderAllowances, TradeExecuted,
                       TradingDayEnded, Withdraw, default_market)
 from exchange import reasons
-from exchange.book import STOP_LIMIT
+from exchange.book.fast import STOP_LIMIT
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, CloseAccount,
                                AllocateAllowances, ConvertAllowances, ClawBackAllowances, ComplianceDeadline, OpenAccount,
                                RecordEmissions, ResumeAccount, SuspendAccount,

@@ -16,7 +16,7 @@ import pytest
 
 from exchange.events import OrderAccepted, TradeExecuted
 from exchange.journal import recover
-from gateway.client import ExchangeClient
+from gateway.bots.client import ExchangeClient
 
 from mosquitto import free_port
 

@@ -44,7 +44,7 @@ from exchange import (
     default_market,
     reasons,
 )
-from exchange.book import (
+from exchange.book.fast import (
     DAY,
     FOK,
     GTC,
@@ -70,14 +70,13 @@ from exchange.commands import (
 from exchange.events import AnyEvent, Event
 from exchange.market import Market
 from exchange.orderfile import read_order_file
+from exchange.persist import decode_state, encode_state
 from exchange.state import (
     FORMAT,
     STATE_VERSION,
     EngineState,
     OrderState,
     StateError,
-    decode_state,
-    encode_state,
     read_state,
 )
 

@@ -68,13 +68,13 @@ defaulter's option positions are not closed out.
 """
 from __future__ import annotations
 
-from . import reasons
-from .calendar import day_of_ns
-from .events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
+from exchange import reasons
+from exchange.calendar import day_of_ns
+from exchange.events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
                      MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
                      SettlementPriceSet, TradeCleared, VariationMargin)
-from .market import FEE_SCALE, Market
-from .state import ClearingOrderState, ClearingState, PositionState
+from exchange.market import FEE_SCALE, Market
+from exchange.state import ClearingOrderState, ClearingState, PositionState
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 

@@ -6,7 +6,7 @@ registry command is journaled, replayed and hashed like a trade. Per covered ent
 data quality and verifier) and what has been surrendered against it.
 
 Rules (shared/DOMAIN.md, compliance rules 3 and 6-9; the numbers live in
-``exchange.allocation``):
+``exchange.compliance.allocation``):
 
 - ``emissions``: a covered entity's verified emissions for a year set its obligation,
   with their data quality, verifier and monthly-log completeness (months logged, 0-12);
@@ -18,7 +18,7 @@ Rules (shared/DOMAIN.md, compliance rules 3 and 6-9; the numbers live in
   allocation; the registry issues the difference from what it issued for that year
   before, or claws the excess back, after deducting the shortfall of the year before.
   The allocation itself is computed at the edge by the sector rules of
-  ``exchange.allocation`` (an allocation plan is the ministry's; the registry executes
+  ``exchange.compliance.allocation`` (an allocation plan is the ministry's; the registry executes
   it);
 - ``convert`` (banking): 2019-2024 vintages become 2025 vintage up to T = 10,000 +
   1.5 x max(0, net sales in 2024-2025), counted from the market's own trades by the
@@ -46,10 +46,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import reasons
-from .allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
-from .calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
-from .state import (AllocationState, DeductionState, MonthState, ObligationState,
+from exchange import reasons
+from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
+from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
+from exchange.state import (AllocationState, DeductionState, MonthState, ObligationState,
                     RegistryState)
 
 __all__ = ["Registry", "Obligation", "Allocation", "civil_month", "deadline_ns",

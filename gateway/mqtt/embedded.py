@@ -81,7 +81,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from .brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
+from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
 
 __all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
            "valid_account_name"]

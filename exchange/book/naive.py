@@ -4,7 +4,7 @@ Each side is one plain list of live orders. Priority is an explicit key, (price,
 number), recomputed by sorting on every change; matching takes the best order, trades or
 applies self-trade prevention, and starts again. There is no lazy deletion, no level
 structure, no cached best price. It exists so that tests can check, command for command,
-that ``exchange.book.FastBook`` gives the same events and the same state.
+that ``exchange.book.fast.FastBook`` gives the same events and the same state.
 
 Complexity: O(n log n) per operation. Use it in tests and benchmarks only.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from . import reasons
-from .book import FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters, Order
-from .events import OrderCancelled, TradeExecuted
+from exchange import reasons
+from exchange.book.fast import FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters, Order
+from exchange.events import OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
 

@@ -18,13 +18,13 @@ from exchange import Engine, Market, default_market
 from exchange.commands import Deposit, IssueAllowances, OpenAccount
 from exchange.journal import create_journal
 
-from .bots import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
-from .client import ExchangeClient
-from .brokerconfig import generate_password
-from .embedded import GATEWAY_USER, EmbeddedBroker
-from .replay import format_cash
-from .serve import run_async
-from .service import GatewayCore, run_gateway
+from gateway.bots.traders import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
+from gateway.bots.client import ExchangeClient
+from gateway.mqtt.brokerconfig import generate_password
+from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
+from exchange.market import format_cash
+from gateway.mqtt.serve import run_async
+from gateway.mqtt.service import GatewayCore, run_gateway
 
 __all__ = ["run_demo", "DemoResult"]
 

@@ -24,7 +24,7 @@ Invariants (checked by ``check()``):
 Complexity: rest at an existing level O(1), at a new level O(log L); cancel O(1)
 amortised plus O(log L) when the best level empties; each fill O(1); best price O(1).
 
-The matching semantics are those of shared/DESIGN.md. ``exchange.naive.NaiveBook`` is
+The matching semantics are those of shared/DESIGN.md. ``exchange.book.naive.NaiveBook`` is
 the slow, obviously correct reference; both must produce identical events.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ from heapq import heapify, heappop, heappush, nsmallest
 from typing import Iterator
 
 import msgspec
-from . import reasons
-from .events import OrderCancelled, TradeExecuted
+from exchange import reasons
+from exchange.events import OrderCancelled, TradeExecuted
 
 __all__ = ["Order", "Counters", "FastBook", "visible_of", "keep_hashes", "LIMIT", "MARKET",
            "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",

@@ -18,10 +18,9 @@ import msgspec
 from exchange import Engine, FastBook, Market, default_market
 from exchange.events import TradeExecuted
 from exchange.journal import JournalWriter, create_journal
-from exchange.market import MINOR_UNITS
+from exchange.market import format_cash
 from exchange.orderfile import read_order_file
-
-from .progress import ProgressBar
+from gateway.tools.progress import ProgressBar
 
 __all__ = ["ReplayResult", "run_replay", "write_fills", "write_events", "event_record",
            "write_holdings", "holding_rows", "position_rows", "margin_rows"]
@@ -179,15 +178,6 @@ def event_record(event, market: Market) -> dict:
             if key in record:
                 record[key] = format_cash(currency, record[key])
     return record
-
-
-def format_cash(currency: str, minor_units: int) -> str:
-    """Return an amount in minor units as a decimal string: ``format_cash("CNY", 150)`` is
-    ``"1.50"``."""
-    digits = MINOR_UNITS.get(currency, 2)
-    sign = "-" if minor_units < 0 else ""
-    whole, part = divmod(abs(minor_units), 10**digits)
-    return f"{sign}{whole}.{part:0{digits}d}" if digits else f"{sign}{whole}"
 
 
 def write_fills(path: str | Path, events: list, market: Market) -> int:

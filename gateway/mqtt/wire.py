@@ -24,52 +24,50 @@ decimal strings, cash decimal strings of the currency.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
-import socket
-from collections import deque
-
 import msgspec
 
-from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
-                             DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
-                             MassCancelAccepted, OptionExercised, OrderAccepted,
-                             OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
-                             PositionClosedOut, TradeExecuted, TradeSettled, VariationMargin)
-from exchange.market import Market
+from exchange.events import (
+    AllowancesSurrendered,
+    CommandRejected,
+    DefaultRecorded,
+    DeliveryFailed,
+    DeliverySettled,
+    MarginCalled,
+    MarginCallMet,
+    MassCancelAccepted,
+    OptionExercised,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderExpired,
+    OrderTriggered,
+    PositionClosedOut,
+    TradeExecuted,
+    TradeSettled,
+    VariationMargin,
+)
+from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader
+from gateway.protocol import (
+    BAD_COMMAND,
+    MALFORMED,
+    MAX_COMMANDS,
+    MAX_PAYLOAD,
+    MAX_TEXT,
+    NOT_PERMITTED,
+    TOO_LARGE,
+    TOO_MANY_COMMANDS,
+    WRONG_ACCOUNT,
+    is_msgpack,
+)
 
-from .replay import format_cash
+__all__ = ["WireDecoder", "ReportMaker", "client_id", "report_dict", "WIRE_ACTIONS"]
 
-__all__ = ["OrderedSender", "TopicSender", "WireDecoder", "client_id", "ReportMaker", "orders_topic", "exec_topic", "trades_topic",
-           "book_topic", "account_of", "MAX_PAYLOAD", "MAX_COMMANDS", "WIRE_ACTIONS",
-           "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
-           "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED", "is_msgpack"]
-
-ORDERS_FILTER = "cx/v1/orders/+"
-# paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
-SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
-_ORDERS_PREFIX = "cx/v1/orders/"
-
-MAX_PAYLOAD = 256 * 1024   # bytes in one message
-MAX_COMMANDS = 1000        # commands in one message
-MAX_TEXT = 64              # characters in an id, an account, an instrument or a price
 # Text fields a bot's command may carry that the exchange keeps or parses.
 _TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price",
                 "side", "type", "tif", "stp", "to_account", "to_instrument")
 WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
 _ID_FIELDS = ("order_id", "command_id")
-
-# Reasons for messages the gateway turns away before they reach the engine.
-MALFORMED = "malformed"                  # not JSON / msgpack, or not objects
-BAD_COMMAND = "bad_command"              # a field of the wrong type, value or name
-NOT_PERMITTED = "not_permitted"          # an operator action sent by a bot
-WRONG_ACCOUNT = "wrong_account"          # the command names another account
-TOO_LARGE = "too_large"                  # the message exceeds MAX_PAYLOAD
-TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than MAX_COMMANDS
-RATE_LIMITED = "rate_limited"            # the account sent faster than its limit
-OVERLOADED = "overloaded"                # the account's intake is full: resend later
 
 
 class _Ids(msgspec.Struct):
@@ -78,127 +76,6 @@ class _Ids(msgspec.Struct):
     action: str | None = None
     order_id: str | None = None
     command_id: str | None = None
-
-
-class _Draining:
-    """What a sender with a ``waiting`` count shares: waiting until it is empty."""
-
-    @property
-    def waiting(self) -> int:
-        """Messages queued or in flight."""
-        raise NotImplementedError
-
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until everything queued has been published."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.waiting and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-
-
-class OrderedSender(_Draining):
-    """Publishes in call order with at most *window* publishes awaiting the broker.
-
-    Profiled: aiomqtt counts its pending calls on every publish and paho scans its
-    in-flight table on every acknowledgement, so thousands of outstanding publishes made
-    each one cost O(n); a small window keeps both short while messages queue here.
-    Publish tasks start in creation order, so messages leave in call order.
-    """
-
-    def __init__(self, client, window: int = 64, log: logging.Logger | None = None) -> None:
-        self._client = client
-        self.window = window
-        self._queue: deque = deque()
-        self._active = 0
-        self._log = log or logging.getLogger("carbonx.mqtt")
-        self.failed = 0
-
-    def send(self, topic: str, payload: bytes, qos: int) -> None:
-        self._queue.append((topic, payload, qos))
-        self._pump()
-
-    def send_all(self, messages) -> None:
-        self._queue.extend(messages)
-        self._pump()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._queue) + self._active
-
-    def _pump(self) -> None:
-        queue = self._queue
-        while self._active < self.window and queue:
-            topic, payload, qos = queue.popleft()
-            self._active += 1
-            task = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos))
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._active -= 1
-        if not task.cancelled() and task.exception() is not None:
-            self.failed += 1
-            self._log.info("a publish failed: %s", task.exception())
-        self._pump()
-
-
-
-class TopicSender(_Draining):
-    """Publishes each topic's messages in call order, with an ``OrderedSender`` window of
-    its own per topic: a subscriber slow to take its messages (a broker such as amqtt
-    acknowledges a publish only once it has delivered it) holds up its own topic only,
-    never another account's reports. Order between topics is not kept (MQTT keeps none).
-    """
-
-    def __init__(self, client, window: int = 32, log: logging.Logger | None = None) -> None:
-        self._client = client
-        self._window = window
-        self._log = log
-        self._senders: dict[str, OrderedSender] = {}
-
-    def send_all(self, messages) -> None:
-        senders = self._senders
-        for topic, payload, qos in messages:
-            sender = senders.get(topic)
-            if sender is None:
-                sender = senders[topic] = OrderedSender(self._client, self._window, self._log)
-            sender.send(topic, payload, qos)
-
-    @property
-    def waiting(self) -> int:
-        return sum(sender.waiting for sender in self._senders.values())
-
-
-
-def orders_topic(account: str) -> str:
-    return _ORDERS_PREFIX + account
-
-
-def exec_topic(account: str) -> str:
-    return "cx/v1/exec/" + account
-
-
-def trades_topic(instrument: str) -> str:
-    return f"cx/v1/md/{instrument}/trades"
-
-
-def book_topic(instrument: str) -> str:
-    return f"cx/v1/md/{instrument}/book"
-
-
-def account_of(topic: str) -> str | None:
-    """The account of an orders topic, or ``None`` if *topic* is not one."""
-    if topic.startswith(_ORDERS_PREFIX):
-        account = topic[len(_ORDERS_PREFIX):]
-        if account and "/" not in account and len(account) <= MAX_TEXT:
-            return account
-    return None
-
-
-def is_msgpack(payload: bytes) -> bool:
-    """JSON commands start with ``{`` or ``[`` (after optional whitespace); msgpack's
-    maps and arrays never do."""
-    first = payload.lstrip()[:1]
-    return first not in (b"{", b"[")
 
 
 def _rejection(reason: str, message: str, raw=None) -> dict:
@@ -343,7 +220,7 @@ def client_id(order_id: str | None) -> str | None:
     return order_id.partition("/")[2] or order_id
 
 
-# The clearing house's news for an account (exchange.clearing), by event: the report's
+# The clearing house's news for an account (exchange.derivatives.clearing), by event: the report's
 # name; its fields are the event's, with prices and cash as decimal strings.
 _CLEARING_REPORTS = {
     VariationMargin: "variation_margin", MarginCalled: "margin_call",

@@ -53,7 +53,7 @@ def exact(value, name: str = "value") -> Fraction:
     >>> exact(0.1)
     Traceback (most recent call last):
     ...
-    exchange.allocation.AllocationError: value: 0.1 is a float; give a decimal string
+    exchange.compliance.allocation.AllocationError: value: 0.1 is a float; give a decimal string
     """
     if isinstance(value, bool) or isinstance(value, float):
         raise AllocationError(f"{name}: {value!r} is a float; give a decimal string")

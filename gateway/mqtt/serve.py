@@ -39,9 +39,9 @@ from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 
-from .brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
-from .embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
-from .service import GatewayCore, GatewaySettings, run_gateway
+from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
+from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
+from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
 
 __all__ = [
     "PASSWORD_ENV",
@@ -163,8 +163,7 @@ async def probe_broker(broker: BrokerAddress, *, attempts: int = PROBE_ATTEMPTS,
     session: a clean one holds nothing to lose)."""
     import aiomqtt
 
-    from . import service
-
+    from gateway.mqtt import service
     identifier = (getattr(service, "_IDENTIFIER", None)
                   or f"carbonx-probe-{secrets.token_hex(6)}")
     where = f"{broker.host}:{broker.port}"

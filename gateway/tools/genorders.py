@@ -61,6 +61,7 @@ from pathlib import Path
 from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder,
                       default_market)
 from exchange.market import FEE_SCALE
+from gateway.errors import UsageError
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "generate_mixed", "generate_kinds",
            "generate_carbon", "parse_mix", "trading_days", "write_rows", "KINDS",
@@ -874,7 +875,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError
 
     carbon = args.profile == "carbon"
     accounts = args.accounts if args.accounts is not None else (200 if carbon else 50)

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator
 
 import msgspec
 
-from .wire import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
+from gateway.protocol import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
                    orders_topic)
 
 __all__ = ["ExchangeClient", "ExchangeError"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from exchange.units import Scale
 
-from .client import ExchangeClient, ExchangeError
+from gateway.bots.client import ExchangeClient, ExchangeError
 
 __all__ = ["BotState", "MarketMaker", "NoiseTrader", "ComplianceBuyer"]
 

@@ -27,16 +27,30 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from exchange import Engine
+from exchange import Engine, reasons
 from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
-from exchange import reasons
-
-from .wire import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS,
-                   AcceptedReport, ReportMaker, TopicSender, WireDecoder, account_of,
-                   book_topic, client_id, exec_topic, is_msgpack, report_dict,
-                   trades_topic)
+from gateway.mqtt.wire import (
+    AcceptedReport,
+    ReportMaker,
+    WireDecoder,
+    client_id,
+    report_dict,
+)
+from gateway.protocol import (
+    ORDERS_FILTER,
+    OVERLOADED,
+    PENDING_CALLS_WARNING,
+    RATE_LIMITED,
+    SOCKET_OPTIONS,
+    TopicSender,
+    account_of,
+    book_topic,
+    exec_topic,
+    is_msgpack,
+    trades_topic,
+)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 

@@ -1,0 +1,158 @@
+"""The protocol both sides of the MQTT link share: topic names, message limits, the
+gateway's own rejection reasons, and publishers that keep call order.
+
+The exchange's service and the bot client both import this module; it imports nothing
+of the engine, so a bot loads none of it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+
+__all__ = ["OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic",
+           "book_topic", "account_of", "is_msgpack", "ORDERS_FILTER", "SOCKET_OPTIONS",
+           "PENDING_CALLS_WARNING", "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED",
+           "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS",
+           "RATE_LIMITED", "OVERLOADED"]
+
+ORDERS_FILTER = "cx/v1/orders/+"
+# paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
+_ORDERS_PREFIX = "cx/v1/orders/"
+
+MAX_PAYLOAD = 256 * 1024   # bytes in one message
+MAX_COMMANDS = 1000        # commands in one message
+MAX_TEXT = 64              # characters in an id, an account, an instrument or a price
+# Reasons for messages the gateway turns away before they reach the engine.
+MALFORMED = "malformed"                  # not JSON / msgpack, or not objects
+BAD_COMMAND = "bad_command"              # a field of the wrong type, value or name
+NOT_PERMITTED = "not_permitted"          # an operator action sent by a bot
+WRONG_ACCOUNT = "wrong_account"          # the command names another account
+TOO_LARGE = "too_large"                  # the message exceeds MAX_PAYLOAD
+TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than MAX_COMMANDS
+RATE_LIMITED = "rate_limited"            # the account sent faster than its limit
+OVERLOADED = "overloaded"                # the account's intake is full: resend later
+
+
+class _Draining:
+    """What a sender with a ``waiting`` count shares: waiting until it is empty."""
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued or in flight."""
+        raise NotImplementedError
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until everything queued has been published."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.waiting and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+class OrderedSender(_Draining):
+    """Publishes in call order with at most *window* publishes awaiting the broker.
+
+    Profiled: aiomqtt counts its pending calls on every publish and paho scans its
+    in-flight table on every acknowledgement, so thousands of outstanding publishes made
+    each one cost O(n); a small window keeps both short while messages queue here.
+    Publish tasks start in creation order, so messages leave in call order.
+    """
+
+    def __init__(self, client, window: int = 64, log: logging.Logger | None = None) -> None:
+        self._client = client
+        self.window = window
+        self._queue: deque = deque()
+        self._active = 0
+        self._log = log or logging.getLogger("carbonx.mqtt")
+        self.failed = 0
+
+    def send(self, topic: str, payload: bytes, qos: int) -> None:
+        self._queue.append((topic, payload, qos))
+        self._pump()
+
+    def send_all(self, messages) -> None:
+        self._queue.extend(messages)
+        self._pump()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue) + self._active
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while self._active < self.window and queue:
+            topic, payload, qos = queue.popleft()
+            self._active += 1
+            task = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos))
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._active -= 1
+        if not task.cancelled() and task.exception() is not None:
+            self.failed += 1
+            self._log.info("a publish failed: %s", task.exception())
+        self._pump()
+
+
+
+class TopicSender(_Draining):
+    """Publishes each topic's messages in call order, with an ``OrderedSender`` window of
+    its own per topic: a subscriber slow to take its messages (a broker such as amqtt
+    acknowledges a publish only once it has delivered it) holds up its own topic only,
+    never another account's reports. Order between topics is not kept (MQTT keeps none).
+    """
+
+    def __init__(self, client, window: int = 32, log: logging.Logger | None = None) -> None:
+        self._client = client
+        self._window = window
+        self._log = log
+        self._senders: dict[str, OrderedSender] = {}
+
+    def send_all(self, messages) -> None:
+        senders = self._senders
+        for topic, payload, qos in messages:
+            sender = senders.get(topic)
+            if sender is None:
+                sender = senders[topic] = OrderedSender(self._client, self._window, self._log)
+            sender.send(topic, payload, qos)
+
+    @property
+    def waiting(self) -> int:
+        return sum(sender.waiting for sender in self._senders.values())
+
+
+
+def orders_topic(account: str) -> str:
+    return _ORDERS_PREFIX + account
+
+
+def exec_topic(account: str) -> str:
+    return "cx/v1/exec/" + account
+
+
+def trades_topic(instrument: str) -> str:
+    return f"cx/v1/md/{instrument}/trades"
+
+
+def book_topic(instrument: str) -> str:
+    return f"cx/v1/md/{instrument}/book"
+
+
+def account_of(topic: str) -> str | None:
+    """The account of an orders topic, or ``None`` if *topic* is not one."""
+    if topic.startswith(_ORDERS_PREFIX):
+        account = topic[len(_ORDERS_PREFIX):]
+        if account and "/" not in account and len(account) <= MAX_TEXT:
+            return account
+    return None
+
+
+def is_msgpack(payload: bytes) -> bool:
+    """JSON commands start with ``{`` or ``[`` (after optional whitespace); msgpack's
+    maps and arrays never do."""
+    first = payload.lstrip()[:1]
+    return first not in (b"{", b"[")

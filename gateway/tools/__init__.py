@@ -1,0 +1,1 @@
+"""Offline tools: replay of order files, the demo, the compliance year, order generation."""
