@@ -24,6 +24,7 @@ that drift cannot bias. Then the agreement check: every contender whose semantic
 order; ``naive`` runs on a prefix and must produce the engine's trades up to that
 prefix. A fast wrong answer cannot win.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,15 +45,29 @@ __all__ = ["measure", "work", "ORDER_KINDS", "compare_trades", "first_difference
 
 # Kinds whose absence changes what trades; leaving out only ledger rows keeps a stream
 # comparable trade for trade.
-ORDER_KINDS = ("limit", "ioc", "fok", "market", "stop", "stop_limit", "amend", "cancel",
-               "mass_cancel", "eod", "limit with display_qty or post_only", "off-tick price")
+ORDER_KINDS = (
+    "limit",
+    "ioc",
+    "fok",
+    "market",
+    "stop",
+    "stop_limit",
+    "amend",
+    "cancel",
+    "mass_cancel",
+    "eod",
+    "limit with display_qty or post_only",
+    "off-tick price",
+)
 
 
 def first_difference(left: list, right: list) -> int | None:
     """Return the first index where *left* and *right* differ (length included), or ``None``.
 
-    >>> first_difference([1, 2, 3], [1, 2, 3]), first_difference([1, 2], [1, 5]), first_difference([1], [1, 2])
-    (None, 1, 1)
+    >>> first_difference([1, 2, 3], [1, 2, 3]), first_difference([1, 2], [1, 5])
+    (None, 1)
+    >>> first_difference([1], [1, 2])
+    1
     """
     if left == right:
         return None
@@ -71,8 +86,11 @@ def _digest(lines: list[str]) -> str:
 
 
 def _line_facts(lines: list[str]) -> dict:
-    return {"trades": len(lines), "digest": _digest(lines),
-            "volume": sum(int(line.rsplit(",", 1)[1]) for line in lines)}
+    return {
+        "trades": len(lines),
+        "digest": _digest(lines),
+        "volume": sum(int(line.rsplit(",", 1)[1]) for line in lines),
+    }
 
 
 def _timed(adapter, prepared) -> tuple[float, object]:
@@ -86,8 +104,15 @@ def _timed(adapter, prepared) -> tuple[float, object]:
         gc.enable()
 
 
-def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = None,
-         marks: tuple[int, ...] = (), trades_out: str | Path | None = None) -> dict:
+def work(
+    name: str,
+    path: str | Path,
+    *,
+    repeat: int = 3,
+    prefix: int | None = None,
+    marks: tuple[int, ...] = (),
+    trades_out: str | Path | None = None,
+) -> dict:
     """Time contender *name* on the file at *path*; return its record (see module doc)."""
     gc.disable()
     commands = read_order_file(path, default_stp="none")
@@ -123,23 +148,34 @@ def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = N
         if first is None:
             first = facts
         elif facts != first:
-            failures.append(f"{name} run {run_no}: result differs from the first "
-                            f"({facts} != {first})")
+            failures.append(
+                f"{name} run {run_no}: result differs from the first ({facts} != {first})"
+            )
     assert first is not None and lines is not None
     if is_engine and first["trades"] != len(lines):
-        failures.append(f"{name}: the timed runs made {first['trades']} trades, the "
-                        f"checked run {len(lines)}")
+        failures.append(
+            f"{name}: the timed runs made {first['trades']} trades, the checked run {len(lines)}"
+        )
     if trades_out is not None:
         Path(trades_out).write_text("\n".join(lines) + ("\n" if lines else ""))
     messages = adapter.sent
     record = {
-        "name": name, "label": adapter.label, "group": adapter.group,
-        "version": adapter.version, "note": adapter.note,
-        "messages_sent": messages, "left_out": adapter.left_out, "emulated": adapter.emulated,
-        "runs_s": [round(s, 6) for s in runs], "seconds": spread(runs),
+        "name": name,
+        "label": adapter.label,
+        "group": adapter.group,
+        "version": adapter.version,
+        "note": adapter.note,
+        "messages_sent": messages,
+        "left_out": adapter.left_out,
+        "emulated": adapter.emulated,
+        "runs_s": [round(s, 6) for s in runs],
+        "seconds": spread(runs),
         "msgs_per_s": spread([messages / s for s in runs], 0),
-        "trades": len(lines), "volume": first["volume"], "trades_digest": _digest(lines),
-        "prefix": prefix, "trades_at": {str(k): v for k, v in counts_at.items()},
+        "trades": len(lines),
+        "volume": first["volume"],
+        "trades_digest": _digest(lines),
+        "prefix": prefix,
+        "trades_at": {str(k): v for k, v in counts_at.items()},
         "failures": failures,
     }
     if is_engine:
@@ -157,8 +193,7 @@ def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = N
         engine_input = engine.prepare(commands)
         _timed(engine, engine_input)
         engine_runs = [_timed(engine, engine_input)[0] for _ in range(repeat)]
-        record["engine_same_process_msgs_per_s"] = spread(
-            [engine.sent / s for s in engine_runs], 0)
+        record["engine_same_process_msgs_per_s"] = spread([engine.sent / s for s in engine_runs], 0)
     return record
 
 
@@ -170,8 +205,7 @@ def compare_trades(name: str, record: dict, engine: dict, folder: Path) -> dict:
     """
     skipped = sorted(k for k in record["left_out"] if k in ORDER_KINDS)
     if skipped:
-        return {"agrees": None,
-                "agreement": f"not compared: {', '.join(skipped)} left out"}
+        return {"agrees": None, "agreement": f"not compared: {', '.join(skipped)} left out"}
     ours = (folder / f"{name}.trades").read_text().splitlines()
     theirs = (folder / "engine.trades").read_text().splitlines()
     scope = "ordered trade list"
@@ -183,16 +217,30 @@ def compare_trades(name: str, record: dict, engine: dict, folder: Path) -> dict:
         scope = f"ordered trade list of the first {record['prefix']:,} messages"
     index = first_difference(ours, theirs)
     if index is None:
-        return {"agrees": bool(ours), "agreement": f"identical {scope} ({len(ours):,} trades)"
-                if ours else "no trades at all: proves nothing"}
-    return {"agrees": False,
-            "agreement": f"{scope} differs at trade #{index}: "
-                         f"{ours[index] if index < len(ours) else 'none'} vs engine "
-                         f"{theirs[index] if index < len(theirs) else 'none'}"}
+        return {
+            "agrees": bool(ours),
+            "agreement": f"identical {scope} ({len(ours):,} trades)"
+            if ours
+            else "no trades at all: proves nothing",
+        }
+    return {
+        "agrees": False,
+        "agreement": f"{scope} differs at trade #{index}: "
+        f"{ours[index] if index < len(ours) else 'none'} vs engine "
+        f"{theirs[index] if index < len(theirs) else 'none'}",
+    }
 
 
-def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repeat: int = 5,
-            peer_repeat: int = 3, naive_prefix: int = 10_000, worker=None, say=None) -> dict:
+def measure(
+    path: str | Path,
+    *,
+    names: tuple[str, ...] = tuple(ADAPTERS),
+    repeat: int = 5,
+    peer_repeat: int = 3,
+    naive_prefix: int = 10_000,
+    worker=None,
+    say=None,
+) -> dict:
     """Run the contenders in *names* on *path* in rounds; return the section.
 
     *repeat* rounds; the peers and ``naive`` take part in the first *peer_repeat* of
@@ -211,14 +259,18 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
                 say(f"      {name}: skipped, {skipped[name]}")
         else:
             present.append(name)
-    rounds = {name: peer_repeat if ADAPTERS[name].group == "peer" or name == "naive"
-              else repeat for name in present}
+    rounds = {
+        name: peer_repeat if ADAPTERS[name].group == "peer" or name == "naive" else repeat
+        for name in present
+    }
     records: dict[str, list[dict]] = {name: [] for name in present}
     with tempfile.TemporaryDirectory(prefix="carbonx-contenders-") as scratch:
         folder = Path(scratch)
         if say:
-            say(f"      {max(rounds.values(), default=0)} rounds of "
-                + ", ".join(f"{name} ({count})" for name, count in rounds.items()))
+            say(
+                f"      {max(rounds.values(), default=0)} rounds of "
+                + ", ".join(f"{name} ({count})" for name, count in rounds.items())
+            )
         for number in range(max(rounds.values(), default=0)):
             for name in present:
                 if number >= rounds[name] or (records[name] is None):
@@ -233,7 +285,7 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
                     record = worker("contenders", *args)
                 except (RuntimeError, ValueError) as exc:
                     failures.append(f"contender {name} failed: {exc}")
-                    records[name] = None   # no more rounds of a contender that failed
+                    records[name] = None  # no more rounds of a contender that failed
                     continue
                 records[name].append(record)
         rows = []
@@ -253,16 +305,24 @@ def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repea
                     failures.append(f"{record['name']}: {record['agreement']}")
     if engine is not None:
         for record in rows:
-            paired = [theirs / ours for theirs, ours in
-                      zip(record.pop("round_msgs_per_s"), engine["round_msgs_per_s_kept"])]
+            paired = [
+                theirs / ours
+                for theirs, ours in zip(
+                    record.pop("round_msgs_per_s"), engine["round_msgs_per_s_kept"]
+                )
+            ]
             record["ratio_to_engine_rounds"] = [round(r, 4) for r in paired]
             record["ratio_to_engine"] = round(statistics.median(paired), 4)
         del engine["round_msgs_per_s_kept"]
     for record in rows:
         record.pop("round_msgs_per_s", None)
-    return {"messages": engine["messages_sent"] if engine else None, "rows": rows,
-            "rounds": max(rounds.values(), default=0), "skipped": skipped,
-            "failures": failures}
+    return {
+        "messages": engine["messages_sent"] if engine else None,
+        "rows": rows,
+        "rounds": max(rounds.values(), default=0),
+        "skipped": skipped,
+        "failures": failures,
+    }
 
 
 def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -> dict:
@@ -278,8 +338,12 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
     (folder / f"{name}.trades").write_text((folder / f"{name}.0.trades").read_text())
     runs = [seconds for record in records for seconds in record["runs_s"]]
     messages = row["messages_sent"]
-    row.update(runs_s=runs, seconds=spread(runs), rounds=len(records),
-               msgs_per_s=spread([messages / s for s in runs], 0))
+    row.update(
+        runs_s=runs,
+        seconds=spread(runs),
+        rounds=len(records),
+        msgs_per_s=spread([messages / s for s in runs], 0),
+    )
     # Each round's speed, for the ratios paired by round (see the module docstring).
     per_round = [messages / statistics.median(r["runs_s"]) for r in records]
     row["round_msgs_per_s"] = per_round
@@ -287,19 +351,24 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
         row["round_msgs_per_s_kept"] = list(per_round)
     if name == "naive":
         row["engine_same_prefix_msgs_per_s"] = spread(
-            [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0)
+            [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0
+        )
     if name == "plain":
         row["engine_same_process_msgs_per_s"] = spread(
-            [r["engine_same_process_msgs_per_s"]["median"] for r in records], 0)
-        ratios = [plain / r["engine_same_process_msgs_per_s"]["median"]
-                  for plain, r in zip(per_round, records)]
+            [r["engine_same_process_msgs_per_s"]["median"] for r in records], 0
+        )
+        ratios = [
+            plain / r["engine_same_process_msgs_per_s"]["median"]
+            for plain, r in zip(per_round, records)
+        ]
         row["ratio_to_engine_same_process"] = round(statistics.median(ratios), 4)
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.contenders",
-                                     description="Time one contender on one order file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.contenders", description="Time one contender on one order file."
+    )
     parser.add_argument("name", choices=tuple(ADAPTERS))
     parser.add_argument("file")
     parser.add_argument("--repeat", type=int, default=3)
@@ -308,8 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trades-out", help="write the ordered trade list here")
     args = parser.parse_args(argv)
     marks = tuple(int(m) for m in args.marks.split(",") if m)
-    emit(work(args.name, args.file, repeat=args.repeat, prefix=args.prefix, marks=marks,
-              trades_out=args.trades_out))
+    emit(
+        work(
+            args.name,
+            args.file,
+            repeat=args.repeat,
+            prefix=args.prefix,
+            marks=marks,
+            trades_out=args.trades_out,
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ so a change to ``gateway/tools/genorders.py`` or a damaged file means a fresh ge
 Files are written to a temporary name and renamed, so concurrent runs never read half
 a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from gateway.tools import genorders
+
 __all__ = ["DATA_DIR", "mixed_file", "order_file", "file_sha256"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -33,8 +35,9 @@ def _generator_hash() -> str:
     return hashlib.sha256(Path(genorders.__file__).read_bytes()).hexdigest()[:16]
 
 
-def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = None,
-               fund: bool = False) -> dict:
+def mixed_file(
+    messages: int, *, seed: int = 1, data_dir: str | Path | None = None, fund: bool = False
+) -> dict:
     """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
 
     The profile is ``gateway.tools.genorders.generate_mixed``: about 70% limit orders near the
@@ -44,8 +47,14 @@ def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = No
     return order_file("mixed", messages, seed=seed, data_dir=data_dir, fund=fund)
 
 
-def order_file(profile: str, messages: int, *, seed: int = 1,
-               data_dir: str | Path | None = None, fund: bool = False) -> dict:
+def order_file(
+    profile: str,
+    messages: int,
+    *,
+    seed: int = 1,
+    data_dir: str | Path | None = None,
+    fund: bool = False,
+) -> dict:
     """Return facts about the cached CSV of *profile* (``mixed`` or ``carbon``), made if needed.
 
     The result holds ``path``, ``profile``, ``messages``, ``seed``, ``bytes``, ``sha256``,
@@ -53,16 +62,26 @@ def order_file(profile: str, messages: int, *, seed: int = 1,
     """
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    stem = {"mixed": "funded" if fund else "mixed",
-            "carbon": "carbon-funded" if fund else "carbon"}[profile]
+    stem = {
+        "mixed": "funded" if fund else "mixed",
+        "carbon": "carbon-funded" if fund else "carbon",
+    }[profile]
     path = folder / f"{stem}-{messages}-seed{seed}.csv"
     meta_path = path.with_suffix(".json")
-    wanted = {"profile": profile, "messages": messages, "seed": seed, "funded": fund,
-              "generator": _generator_hash()}
+    wanted = {
+        "profile": profile,
+        "messages": messages,
+        "seed": seed,
+        "funded": fund,
+        "generator": _generator_hash(),
+    }
     try:
         meta = json.loads(meta_path.read_text())
-        if ({k: meta.get(k) for k in wanted} == wanted and path.stat().st_size == meta["bytes"]
-                and file_sha256(path) == meta["sha256"]):
+        if (
+            {k: meta.get(k) for k in wanted} == wanted
+            and path.stat().st_size == meta["bytes"]
+            and file_sha256(path) == meta["sha256"]
+        ):
             return {"path": str(path), **meta, "cached": True, "generated_s": 0.0}
     except (OSError, ValueError, KeyError):
         pass

@@ -6,6 +6,7 @@ engine alone. The wall time of the whole process is kept beside them for context
 Every run must report the same result (trades, volume, state hash), and
 ``accepted + rejected`` must equal ``messages``.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ from .stats import spread
 
 __all__ = ["PINNED_KEYS", "replay_command", "run_once", "measure"]
 
-PINNED_KEYS = ("messages", "accepted", "rejected", "trades", "volume", "elapsed_s",
-               "msgs_per_s", "engine_s", "engine_msgs_per_s")
+PINNED_KEYS = (
+    "messages",
+    "accepted",
+    "rejected",
+    "trades",
+    "volume",
+    "elapsed_s",
+    "msgs_per_s",
+    "engine_s",
+    "engine_msgs_per_s",
+)
 
 
 def replay_command() -> list[str]:
@@ -65,7 +75,9 @@ def measure(path: str | Path, *, repeat: int = 3) -> dict:
                 failures.append(f"end to end run {number}: {key} differs from run 1")
     return {
         "command": [*replay_command(), "FILE", "--json"],
-        "messages": first["messages"], "trades": first["trades"], "volume": first["volume"],
+        "messages": first["messages"],
+        "trades": first["trades"],
+        "volume": first["volume"],
         "state_hash": first.get("state_hash"),
         "msgs_per_s": spread([r["msgs_per_s"] for r in runs], 0),
         "elapsed_s": spread([r["elapsed_s"] for r in runs]),
@@ -73,5 +85,6 @@ def measure(path: str | Path, *, repeat: int = 3) -> dict:
         "engine_s": spread([r["engine_s"] for r in runs]),
         "read_decode_s": spread([r["elapsed_s"] - r["engine_s"] for r in runs]),
         "wall_s": spread([r["wall_s"] for r in runs]),
-        "runs": runs, "failures": failures,
+        "runs": runs,
+        "failures": failures,
     }

@@ -18,6 +18,7 @@ Measured:
 Targets (reported, never enforced): p99 <= 5 ms at 2,000 orders/s; >= 10,000 orders/s
 unbatched; >= 100,000 orders/s batched; zero lost. Writes ``results/gateway.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ from .stats import RESULT_PREFIX, emit
 ROOT = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "results"
 
-TARGET_P99_MS = 5.0            # at 2,000 orders/s
-TARGET_UNBATCHED = 10_000      # orders/s
-TARGET_BATCHED = 100_000       # orders/s
+TARGET_P99_MS = 5.0  # at 2,000 orders/s
+TARGET_UNBATCHED = 10_000  # orders/s
+TARGET_BATCHED = 100_000  # orders/s
 RATES = (1_000, 2_000, 5_000)
 FULL = {"seconds": 4.0, "bots": 4, "orders": 40_000, "batched_orders": 400_000}
 QUICK = {"seconds": 0.5, "bots": 2, "orders": 2_000, "batched_orders": 10_000}
@@ -48,8 +49,14 @@ def _order(bot, n: int) -> dict:
     # book grows as on a busy day.
     side = "sell" if n % 2 else "buy"
     cents = 7000 + n % 500 if side == "sell" else 5000 - n % 500
-    return {"action": "new", "order_id": f"b{bot}-{n}", "instrument": "CEA25", "side": side,
-            "price": f"{cents // 100}.{cents % 100:02d}", "qty": 1}
+    return {
+        "action": "new",
+        "order_id": f"b{bot}-{n}",
+        "instrument": "CEA25",
+        "side": side,
+        "price": f"{cents // 100}.{cents % 100:02d}",
+        "qty": 1,
+    }
 
 
 async def _latency(client, rate: int, seconds: float, bot: int) -> dict:
@@ -69,8 +76,13 @@ async def _latency(client, rate: int, seconds: float, bot: int) -> dict:
         futures.append(future)
     done, pending = await asyncio.wait(futures, timeout=30)
     achieved = count / max(loop.time() - start, 1e-9)
-    return {"sent": count, "answered": len(done), "lost": len(pending),
-            "rate_achieved": round(achieved), "samples_ns": samples}
+    return {
+        "sent": count,
+        "answered": len(done),
+        "lost": len(pending),
+        "rate_achieved": round(achieved),
+        "samples_ns": samples,
+    }
 
 
 async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> dict:
@@ -97,8 +109,7 @@ async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> di
         n = 0
         while n < per_bot:
             size = min(batch, per_bot - n)
-            for future in client.submit_many([_order(f"{tag}{index}", n + i)
-                                              for i in range(size)]):
+            for future in client.submit_many([_order(f"{tag}{index}", n + i) for i in range(size)]):
                 future.add_done_callback(done)
             n += size
             in_flight += size
@@ -107,7 +118,7 @@ async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> di
                 await room.wait()
         try:
             await asyncio.wait_for(asyncio.shield(finished), 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return answered
 
@@ -115,8 +126,14 @@ async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> di
     answered = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
     elapsed = loop.time() - start
     sent = per_bot * len(clients)
-    return {"sent": sent, "answered": sum(answered), "lost": sent - sum(answered),
-            "elapsed_s": round(elapsed, 4), "orders_per_s": round(sum(answered) / elapsed)}
+    return {
+        "sent": sent,
+        "answered": sum(answered),
+        "lost": sent - sum(answered),
+        "elapsed_s": round(elapsed, 4),
+        "orders_per_s": round(sum(answered) / elapsed),
+    }
+
 
 async def _load(args) -> dict:
     from gateway.bots.client import ExchangeClient
@@ -124,19 +141,21 @@ async def _load(args) -> dict:
     credentials = json.loads(Path(args.credentials).read_text())
     accounts = [f"bot{i}" for i in range(args.bots)]
     result: dict = {}
-    clients = [ExchangeClient(a, credentials[a], "127.0.0.1", args.port, timeout=30,
-                              resend_after=60) for a in accounts]
+    clients = [
+        ExchangeClient(a, credentials[a], "127.0.0.1", args.port, timeout=30, resend_after=60)
+        for a in accounts
+    ]
     for client in clients:
         await client.__aenter__()
     try:
         warm = await _flood(clients[:1], 200, 1, 50, "w")  # connections and caches warm
         result["warmup_lost"] = warm["lost"]
         for rate in args.rates:
-            result[f"latency_{rate}"] = await _latency(clients[0], rate, args.seconds,
-                                                       f"r{rate}-")
+            result[f"latency_{rate}"] = await _latency(clients[0], rate, args.seconds, f"r{rate}-")
         result["unbatched"] = await _flood(clients, args.orders // len(clients), 1, 2000, "u")
-        result["batched"] = await _flood(clients, args.batched_orders // len(clients), 100,
-                                         20_000, "x")
+        result["batched"] = await _flood(
+            clients, args.batched_orders // len(clients), 100, 20_000, "x"
+        )
     finally:
         for client in clients:
             await client.close()
@@ -148,13 +167,18 @@ def _echo_main(args) -> None:
     the same per-loop-turn batching as the gateway."""
     import aiomqtt
 
-    from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, account_of
     from gateway.mqtt.serve import run_async
+    from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, account_of
 
     async def main() -> None:
-        async with aiomqtt.Client("127.0.0.1", args.port, username="gateway",
-                                  password=args.password, max_inflight_messages=1000,
-                                  socket_options=SOCKET_OPTIONS) as client:
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            args.port,
+            username="gateway",
+            password=args.password,
+            max_inflight_messages=1000,
+            socket_options=SOCKET_OPTIONS,
+        ) as client:
             client.pending_calls_threshold = PENDING_CALLS_WARNING
             await client.subscribe("cx/v1/orders/+", qos=1)
             print("ready", flush=True)
@@ -162,10 +186,17 @@ def _echo_main(args) -> None:
                 account = account_of(message.topic.value)
                 body = json.loads(message.payload)
                 items = body if isinstance(body, list) else [body]
-                answer = [{"report": "accepted", "command_id": item["command_id"],
-                           "order_id": item.get("order_id")} for item in items]
-                asyncio.ensure_future(client.publish(f"cx/v1/exec/{account}",
-                                                     json.dumps(answer), qos=1))
+                answer = [
+                    {
+                        "report": "accepted",
+                        "command_id": item["command_id"],
+                        "order_id": item.get("order_id"),
+                    }
+                    for item in items
+                ]
+                asyncio.ensure_future(
+                    client.publish(f"cx/v1/exec/{account}", json.dumps(answer), qos=1)
+                )
 
     run_async(main())
 
@@ -179,8 +210,13 @@ def _percentiles(samples: list[int]) -> dict:
     def at(q: float) -> float:
         return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] / 1e6, 3)
 
-    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999),
-            "max_ms": round(ordered[-1] / 1e6, 3), "n": len(ordered)}
+    return {
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "p999_ms": at(0.999),
+        "max_ms": round(ordered[-1] / 1e6, 3),
+        "n": len(ordered),
+    }
 
 
 def _summarise(raw: dict) -> dict:
@@ -196,8 +232,7 @@ def _summarise(raw: dict) -> dict:
 def _start(command: list[str], ready: str, log: Path, timeout: float = 20.0):
     """Start a process and wait for *ready* in its output (stderr joined to stdout)."""
     handle = log.open("w")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while time.monotonic() < deadline:
@@ -226,15 +261,30 @@ def _stop(process) -> None:
 
 
 def _run_load(settings: dict, port: int, credentials: Path) -> dict:
-    command = [sys.executable, "-m", "benchmarks.gateway", "load", "--port", str(port),
-               "--credentials", str(credentials), "--bots", str(settings["bots"]),
-               "--seconds", str(settings["seconds"]), "--orders", str(settings["orders"]),
-               "--batched-orders", str(settings["batched_orders"]),
-               "--rates", *map(str, RATES)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.gateway",
+        "load",
+        "--port",
+        str(port),
+        "--credentials",
+        str(credentials),
+        "--bots",
+        str(settings["bots"]),
+        "--seconds",
+        str(settings["seconds"]),
+        "--orders",
+        str(settings["orders"]),
+        "--batched-orders",
+        str(settings["batched_orders"]),
+        "--rates",
+        *map(str, RATES),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return _summarise(json.loads(line[len(RESULT_PREFIX):]))
+            return _summarise(json.loads(line[len(RESULT_PREFIX) :]))
     raise RuntimeError(f"load process failed:\n{done.stderr[-3000:]}")
 
 
@@ -253,8 +303,9 @@ def run_benchmark(settings: dict) -> dict:
         port = free_port()
         # The broker's per-account limit raised to the load one bot offers here (5,000
         # orders/s one a message): this measures the gateway, not the limit.
-        credentials = write_broker_config(directory / "broker", port, {b: None for b in bots},
-                                          limits=bench_limits)
+        credentials = write_broker_config(
+            directory / "broker", port, {b: None for b in bots}, limits=bench_limits
+        )
         (directory / "credentials.json").write_text(json.dumps(credentials))
         funding = directory / "funding.csv"
         rows = ["action,account,instrument,qty"]
@@ -263,18 +314,41 @@ def run_benchmark(settings: dict) -> dict:
         funding.write_text("\n".join(rows) + "\n")
         with Mosquitto(directory / "broker"):
             url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
-            exchange, log = _start([sys.executable, "-m", "gateway.cli", "serve", "--broker",
-                                    url, "--init", str(funding), "--log-level", "WARNING"],
-                                   "gateway on", directory / "serve.log")
+            exchange, log = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.cli",
+                    "serve",
+                    "--broker",
+                    url,
+                    "--init",
+                    str(funding),
+                    "--log-level",
+                    "WARNING",
+                ],
+                "gateway on",
+                directory / "serve.log",
+            )
             try:
                 time.sleep(0.5)
                 result["gateway"] = _run_load(settings, port, directory / "credentials.json")
             finally:
                 _stop(exchange)
                 log.close()
-            echo, log = _start([sys.executable, "-m", "benchmarks.gateway", "echo", "--port",
-                                str(port), f"--password={credentials['gateway']}"], "ready",
-                               directory / "echo.log")
+            echo, log = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.gateway",
+                    "echo",
+                    "--port",
+                    str(port),
+                    f"--password={credentials['gateway']}",
+                ],
+                "ready",
+                directory / "echo.log",
+            )
             try:
                 result["raw"] = _run_load(settings, port, directory / "credentials.json")
             finally:
@@ -292,35 +366,46 @@ def _verdict(result: dict) -> dict:
         "p99_target_met": (gw["latency_2000"].get("p99_ms") or 1e9) <= TARGET_P99_MS,
         "unbatched_target_met": gw["unbatched"]["orders_per_s"] >= TARGET_UNBATCHED,
         "batched_target_met": gw["batched"]["orders_per_s"] >= TARGET_BATCHED,
-        "lost": lost, "zero_lost": lost == 0,
+        "lost": lost,
+        "zero_lost": lost == 0,
     }
 
 
 def render(result: dict) -> str:
     gw, raw = result["gateway"], result["raw"]
-    lines = ["order -> accepted latency, one order a message (gateway | raw echo, ms)",
-             "rate/s   achieved   p50            p99            p99.9          max"]
+    lines = [
+        "order -> accepted latency, one order a message (gateway | raw echo, ms)",
+        "rate/s   achieved   p50            p99            p99.9          max",
+    ]
     for rate in RATES:
         g, r = gw[f"latency_{rate}"], raw[f"latency_{rate}"]
-        cells = "  ".join(f"{g.get(k, '-'):>6} | {r.get(k, '-'):<6}"
-                          for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms"))
+        cells = "  ".join(
+            f"{g.get(k, '-'):>6} | {r.get(k, '-'):<6}"
+            for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms")
+        )
         lines.append(f"{rate:>6}   {g['rate_achieved']:>8}   {cells}")
     lines += ["", "throughput, several bots (orders/s; gateway | raw echo; lost)"]
     for key in ("unbatched", "batched"):
         g, r = gw[key], raw[key]
-        lines.append(f"{key:<10} {g['orders_per_s']:>9,} | {r['orders_per_s']:<9,}  "
-                     f"lost {g['lost']} | {r['lost']}")
+        lines.append(
+            f"{key:<10} {g['orders_per_s']:>9,} | {r['orders_per_s']:<9,}  "
+            f"lost {g['lost']} | {r['lost']}"
+        )
     v = result["verdict"]
-    lines += ["", f"targets: p99 <= {TARGET_P99_MS} ms at 2,000/s: {v['p99_target_met']}; "
-                  f">= {TARGET_UNBATCHED:,}/s unbatched: {v['unbatched_target_met']}; "
-                  f">= {TARGET_BATCHED:,}/s batched: {v['batched_target_met']}; "
-                  f"zero lost: {v['zero_lost']}"]
+    lines += [
+        "",
+        f"targets: p99 <= {TARGET_P99_MS} ms at 2,000/s: {v['p99_target_met']}; "
+        f">= {TARGET_UNBATCHED:,}/s unbatched: {v['unbatched_target_met']}; "
+        f">= {TARGET_BATCHED:,}/s batched: {v['batched_target_met']}; "
+        f"zero lost: {v['zero_lost']}",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gateway", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="role")
     load = sub.add_parser("load")
     load.add_argument("--port", type=int, required=True)

@@ -11,6 +11,7 @@ no end of day is run: whatever grows with history shows. The process's resident 
 Target (reported, never enforced): RSS at the end within 10% of RSS at 1,000,000
 commands. Writes ``results/gateway-memory.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,16 +44,20 @@ def run(commands: int, resting: int) -> dict:
     market = default_market()
     samples = []
     with tempfile.TemporaryDirectory(prefix="carbonx-gwmem-") as scratch:
-        writer = create_journal(Path(scratch) / "journal", market.text, ledger=True,
-                                fsync="none")
+        writer = create_journal(Path(scratch) / "journal", market.text, ledger=True, fsync="none")
         engine = Engine(market, ledger=True)
-        core = GatewayCore(engine, journal=writer,
-                           settings=GatewaySettings(book_interval=0.0, rate=1e12,
-                                                    burst=1e12, snapshot_every=10**12))
+        core = GatewayCore(
+            engine,
+            journal=writer,
+            settings=GatewaySettings(
+                book_interval=0.0, rate=1e12, burst=1e12, snapshot_every=10**12
+            ),
+        )
         for bot in ("maker", "taker"):
-            for command in (Deposit(account=bot, currency="CNY", amount="100000000000"),
-                            IssueAllowances(account=bot, instrument="CEA25",
-                                            qty=10**10)):
+            for command in (
+                Deposit(account=bot, currency="CNY", amount="100000000000"),
+                IssueAllowances(account=bot, instrument="CEA25", qty=10**10),
+            ):
                 engine.execute(command)
         # The resting side: `resting` sells by the maker at 60.00 .. 60.99.
         n = 0
@@ -63,9 +68,11 @@ def run(commands: int, resting: int) -> dict:
             for _ in range(BATCH):
                 n += 1
                 price = price_of(n)
-                rows.append(f'{{"action":"new","order_id":"o{n}","instrument":"CEA25",'
-                            f'"side":"{side}","price":"{price}","qty":1,'
-                            f'"command_id":"c{n}"}}')
+                rows.append(
+                    f'{{"action":"new","order_id":"o{n}","instrument":"CEA25",'
+                    f'"side":"{side}","price":"{price}","qty":1,'
+                    f'"command_id":"c{n}"}}'
+                )
             return ("[" + ",".join(rows) + "]").encode()
 
         def sell_price(i: int) -> str:
@@ -81,8 +88,7 @@ def run(commands: int, resting: int) -> dict:
         start = time.perf_counter()
         next_sample = STEP
         while done < commands:
-            core.receive("cx/v1/orders/taker", message("taker", "buy", lambda i: "61.00"),
-                         now=0.0)
+            core.receive("cx/v1/orders/taker", message("taker", "buy", lambda i: "61.00"), now=0.0)
             core.receive("cx/v1/orders/maker", message("maker", "sell", sell_price), now=0.0)
             while core.pending:
                 core.flush(now=0.0)
@@ -90,21 +96,36 @@ def run(commands: int, resting: int) -> dict:
             if done >= next_sample:
                 gc.collect()
                 live = len(engine.live_orders())
-                samples.append({"commands": done, "rss_mb": round(rss_bytes() / 2**20, 1),
-                                "resting": live, "seconds": round(time.perf_counter() - start, 1)})
-                print(f"{done:>12,} commands  RSS {samples[-1]['rss_mb']:>8} MB  "
-                      f"resting {live:,}", file=sys.stderr, flush=True)
+                samples.append(
+                    {
+                        "commands": done,
+                        "rss_mb": round(rss_bytes() / 2**20, 1),
+                        "resting": live,
+                        "seconds": round(time.perf_counter() - start, 1),
+                    }
+                )
+                print(
+                    f"{done:>12,} commands  RSS {samples[-1]['rss_mb']:>8} MB  resting {live:,}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 next_sample += STEP
         writer.close()
     first, last = samples[0]["rss_mb"], samples[-1]["rss_mb"]
     growth = (last - first) / first
-    return {"commands": commands, "resting": resting, "samples": samples,
-            "growth": round(growth, 4), "target_met": growth <= TARGET_GROWTH}
+    return {
+        "commands": commands,
+        "resting": resting,
+        "samples": samples,
+        "growth": round(growth, 4),
+        "target_met": growth <= TARGET_GROWTH,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway_memory",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gateway_memory", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--commands", type=int, default=10_000_000)
     parser.add_argument("--resting", type=int, default=100_000)
     parser.add_argument("--out", default=str(RESULTS_DIR))

@@ -11,6 +11,7 @@ after its clock has stopped.
 
 Percentiles use the nearest-rank method on the samples of each kind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,14 @@ def percentile(ordered: list[int], fraction: float) -> int:
 def summarize(samples: list[int]) -> dict:
     """Return count, p50, p99, p99.9, max and mean of *samples* (nanoseconds)."""
     ordered = sorted(samples)
-    return {"n": len(ordered), "p50_ns": percentile(ordered, 0.5),
-            "p99_ns": percentile(ordered, 0.99), "p999_ns": percentile(ordered, 0.999),
-            "max_ns": ordered[-1], "mean_ns": round(sum(ordered) / len(ordered), 1)}
+    return {
+        "n": len(ordered),
+        "p50_ns": percentile(ordered, 0.5),
+        "p99_ns": percentile(ordered, 0.99),
+        "p999_ns": percentile(ordered, 0.999),
+        "max_ns": ordered[-1],
+        "mean_ns": round(sum(ordered) / len(ordered), 1),
+    }
 
 
 def histogram(samples: list[int], edges: list[int] = EDGES_NS) -> list[int]:
@@ -110,7 +116,7 @@ def measure(path: str, *, every: int = 4, ledger: bool = False) -> dict:
     keep = samples.append
     gc.collect()
     for start in range(0, len(commands), _FLUSH):
-        chunk = commands[start:start + _FLUSH]
+        chunk = commands[start : start + _FLUSH]
         for index, command in enumerate(chunk):
             if index % every:
                 submit(command, out)
@@ -127,20 +133,30 @@ def measure(path: str, *, every: int = 4, ledger: bool = False) -> dict:
         by_kind.setdefault(kind_of(command, events), []).append(took)
     every_sample = [s[0] for s in samples]
     return {
-        "file": path, "messages": len(commands), "sampled": len(samples), "every": every,
-        "ledger": ledger, "trades": engine.trades, "volume": engine.volume,
+        "file": path,
+        "messages": len(commands),
+        "sampled": len(samples),
+        "every": every,
+        "ledger": ledger,
+        "trades": engine.trades,
+        "volume": engine.volume,
         "state_hash": engine.state_hash(),
         "kinds": {kind: summarize(values) for kind, values in sorted(by_kind.items())},
         "all": summarize(every_sample),
-        "histogram": {"edges_ns": EDGES_NS,
-                      "counts": {**{kind: histogram(values) for kind, values in by_kind.items()},
-                                 "all": histogram(every_sample)}},
+        "histogram": {
+            "edges_ns": EDGES_NS,
+            "counts": {
+                **{kind: histogram(values) for kind, values in by_kind.items()},
+                "all": histogram(every_sample),
+            },
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency",
-                                     description="Per-message latency by kind, sampled.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description="Per-message latency by kind, sampled."
+    )
     parser.add_argument("file")
     parser.add_argument("--every", type=int, default=4, help="time one command in K (default 4)")
     parser.add_argument("--ledger", action="store_true", help="with accounts and settlement")

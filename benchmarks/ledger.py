@@ -10,9 +10,10 @@ ledger / matching and journal / matching, of the end-to-end ``msgs_per_s`` (read
 decode, process: the pinned "replay throughput") and of ``engine_msgs_per_s``.
 
 Checks: the three modes make the same trades and volume; the ledger modes reject
-nothing that matching only accepts; the journaled run ends in the ledger run's state hash; and ``carbonx holdings
-DIR --json`` recovers every command of the last journal.
+nothing that matching only accepts; the journaled run ends in the ledger run's state
+hash; and ``carbonx holdings DIR --json`` recovers every command of the last journal.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,19 +54,28 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
         journal_bytes = sum(p.stat().st_size for p in journal.iterdir())
         started = time.perf_counter()
         holdings = [*replay_command()[:-1], "holdings"]  # same entry point, other command
-        done = subprocess.run([*holdings, str(journal), "--json"], capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [*holdings, str(journal), "--json"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - started
         if done.returncode != 0:
             failures.append(f"carbonx holdings failed: {done.stderr.strip()}")
         else:
             recovered = json.loads(done.stdout)
-            recovery = {"seq": recovered["seq"], "wall_s": round(wall, 3),
-                        "journal_bytes": journal_bytes,
-                        "snapshots": sorted(p.name for p in journal.glob("snapshot-*"))}
+            recovery = {
+                "seq": recovered["seq"],
+                "wall_s": round(wall, 3),
+                "journal_bytes": journal_bytes,
+                "snapshots": sorted(p.name for p in journal.glob("snapshot-*")),
+            }
             if recovered["seq"] != runs["journal"][-1]["messages"]:
-                failures.append(f"recovery found {recovered['seq']} commands, the journal "
-                                f"run had {runs['journal'][-1]['messages']}")
+                failures.append(
+                    f"recovery found {recovered['seq']} commands, the journal "
+                    f"run had {runs['journal'][-1]['messages']}"
+                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -78,8 +88,10 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
             # stp none a cancel can name an order that has already traded away: those
             # are rejected the same in every mode).
             if mode != "matching" and run.get("rejects") != first.get("rejects"):
-                failures.append(f"{mode} run {number}: rejections {run.get('rejects')} differ "
-                                f"from matching only's {first.get('rejects')} in a funded file")
+                failures.append(
+                    f"{mode} run {number}: rejections {run.get('rejects')} differ "
+                    f"from matching only's {first.get('rejects')} in a funded file"
+                )
     ledger_hashes = {r["state_hash"] for r in runs["ledger"]}
     journal_hashes = {r["state_hash"] for r in runs["journal"]}
     if len(ledger_hashes) != 1 or ledger_hashes != journal_hashes:
@@ -89,15 +101,25 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
         return spread([r[key] / m[key] for r, m in zip(runs[mode], runs["matching"])], 3)
 
     return {
-        "messages": first["messages"], "trades": first["trades"], "volume": first["volume"],
-        "modes": {mode: {"msgs_per_s": spread([r["msgs_per_s"] for r in mode_runs], 0),
-                         "engine_msgs_per_s": spread([r["engine_msgs_per_s"] for r in mode_runs], 0),
-                         "elapsed_s": spread([r["elapsed_s"] for r in mode_runs]),
-                         "state_hash": mode_runs[0].get("state_hash")}
-                  for mode, mode_runs in runs.items()},
-        "ratios": {"ledger_over_matching": ratios("ledger", "msgs_per_s"),
-                   "journal_over_matching": ratios("journal", "msgs_per_s"),
-                   "ledger_over_matching_engine": ratios("ledger", "engine_msgs_per_s"),
-                   "journal_over_matching_engine": ratios("journal", "engine_msgs_per_s")},
-        "recovery": recovery, "runs": runs, "failures": failures,
+        "messages": first["messages"],
+        "trades": first["trades"],
+        "volume": first["volume"],
+        "modes": {
+            mode: {
+                "msgs_per_s": spread([r["msgs_per_s"] for r in mode_runs], 0),
+                "engine_msgs_per_s": spread([r["engine_msgs_per_s"] for r in mode_runs], 0),
+                "elapsed_s": spread([r["elapsed_s"] for r in mode_runs]),
+                "state_hash": mode_runs[0].get("state_hash"),
+            }
+            for mode, mode_runs in runs.items()
+        },
+        "ratios": {
+            "ledger_over_matching": ratios("ledger", "msgs_per_s"),
+            "journal_over_matching": ratios("journal", "msgs_per_s"),
+            "ledger_over_matching_engine": ratios("ledger", "engine_msgs_per_s"),
+            "journal_over_matching_engine": ratios("journal", "engine_msgs_per_s"),
+        },
+        "recovery": recovery,
+        "runs": runs,
+        "failures": failures,
     }

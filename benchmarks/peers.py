@@ -26,6 +26,7 @@ Peer defects met and worked around in the adapter (not fixed in the peer):
 an ``assert``; the adapter cancels only orders with ``leaves_qty``. ``pyorderbook``
 raises ``KeyError`` on a cancel of an order no longer in the book; the adapter catches it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -38,9 +39,17 @@ from gateway.tools.replay import _CHUNK  # the replay's chunk: events dropped ev
 
 from .plain import PlainMatcher
 
-__all__ = ["ADAPTERS", "make", "engine_trades", "feed", "EngineAdapter", "PlainAdapter", "PyOrderBookAdapter",
-           "LightMatchingEngineAdapter", "package_version"]
-
+__all__ = [
+    "ADAPTERS",
+    "make",
+    "engine_trades",
+    "feed",
+    "EngineAdapter",
+    "PlainAdapter",
+    "PyOrderBookAdapter",
+    "LightMatchingEngineAdapter",
+    "package_version",
+]
 
 
 def package_version(name: str) -> str | None:
@@ -53,9 +62,13 @@ def package_version(name: str) -> str | None:
 
 def engine_trades(events: list) -> list[tuple]:
     """Return the trades among *events* as ``(aggressor id, resting id, price, qty)``."""
-    return [(e.buy_order_id, e.sell_order_id, e.price, e.qty) if e.aggressor == "buy"
-            else (e.sell_order_id, e.buy_order_id, e.price, e.qty)
-            for e in events if type(e) is TradeExecuted]
+    return [
+        (e.buy_order_id, e.sell_order_id, e.price, e.qty)
+        if e.aggressor == "buy"
+        else (e.sell_order_id, e.buy_order_id, e.price, e.qty)
+        for e in events
+        if type(e) is TradeExecuted
+    ]
 
 
 def feed(engine: Engine, commands: list) -> None:
@@ -64,7 +77,7 @@ def feed(engine: Engine, commands: list) -> None:
     submit = engine.submit
     out: list = []
     for start in range(0, len(commands), _CHUNK):
-        for command in commands[start:start + _CHUNK]:
+        for command in commands[start : start + _CHUNK]:
             submit(command, out)
         out.clear()
 
@@ -122,9 +135,13 @@ class EngineAdapter:
 
     @staticmethod
     def facts(engine: Engine) -> dict:
-        return {"trades": engine.trades, "volume": engine.volume,
-                "accepted": engine.accepted, "rejected": engine.rejected,
-                "state_hash": engine.state_hash()}
+        return {
+            "trades": engine.trades,
+            "volume": engine.volume,
+            "accepted": engine.accepted,
+            "rejected": engine.rejected,
+            "state_hash": engine.state_hash(),
+        }
 
 
 class NaiveAdapter(EngineAdapter):
@@ -153,8 +170,13 @@ class PlainAdapter:
 
     def prepare(self, commands: list) -> list:
         kept = [c for c in commands if type(c) is PlaceOrder or type(c) is CancelOrder]
-        self.left_out = dict(Counter(_kind(c) for c in commands
-                                     if type(c) is not PlaceOrder and type(c) is not CancelOrder))
+        self.left_out = dict(
+            Counter(
+                _kind(c)
+                for c in commands
+                if type(c) is not PlaceOrder and type(c) is not CancelOrder
+            )
+        )
         if not any(c.tif == "fok" for c in kept if type(c) is PlaceOrder):
             self.emulated = {}
         self.sent = len(kept)
@@ -194,15 +216,27 @@ class _PeerAdapter:
                 continue
             kind = _kind(command)
             if kind not in ("limit", "ioc") or command.display_qty or command.post_only:
-                left_out[kind if type(command) is not PlaceOrder or kind != "limit"
-                         else "limit with display_qty or post_only"] += 1
+                left_out[
+                    kind
+                    if type(command) is not PlaceOrder or kind != "limit"
+                    else "limit with display_qty or post_only"
+                ] += 1
                 continue
             price = market.instruments[command.instrument].tick.to_units(command.price)
             if price is None:
                 left_out["off-tick price"] += 1
                 continue
-            rows.append((True, command.order_id, command.side == "buy", price, command.qty,
-                         kind == "ioc", command.instrument))
+            rows.append(
+                (
+                    True,
+                    command.order_id,
+                    command.side == "buy",
+                    price,
+                    command.qty,
+                    kind == "ioc",
+                    command.instrument,
+                )
+            )
         self.left_out = dict(left_out)
         if not any(row[0] and row[5] for row in rows):
             self.emulated = {}
@@ -249,8 +283,16 @@ class PyOrderBookAdapter(_PeerAdapter):
     def trades(state) -> list:
         orders, blotters = state
         ours = {order.id: order_id for order_id, order in orders.items()}
-        return [(ours[t.incoming_order_id], ours[t.standing_order_id], int(t.fill_price),
-                 t.fill_quantity) for blotter in blotters for t in blotter.trades]
+        return [
+            (
+                ours[t.incoming_order_id],
+                ours[t.standing_order_id],
+                int(t.fill_price),
+                t.fill_quantity,
+            )
+            for blotter in blotters
+            for t in blotter.trades
+        ]
 
 
 class LightMatchingEngineAdapter(_PeerAdapter):
@@ -292,8 +334,12 @@ class LightMatchingEngineAdapter(_PeerAdapter):
         per-level summary trades are left aside)."""
         orders, fills = state
         ours = {order.order_id: order_id for order_id, order in orders.items()}
-        return [(order_id, ours[t.order_id], int(t.trade_price), t.trade_qty)
-                for order_id, own_id, trades in fills for t in trades if t.order_id != own_id]
+        return [
+            (order_id, ours[t.order_id], int(t.trade_price), t.trade_qty)
+            for order_id, own_id, trades in fills
+            for t in trades
+            if t.order_id != own_id
+        ]
 
 
 ADAPTERS = {

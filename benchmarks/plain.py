@@ -4,6 +4,7 @@ The practical ceiling for pure Python: limit orders and cancels, no validation, 
 events, no self-trade prevention, no stops or icebergs. It reads the same decoded
 commands as the engine and records trades as tuples, so results can be compared.
 """
+
 from __future__ import annotations
 
 from collections import deque

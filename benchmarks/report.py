@@ -26,6 +26,7 @@ Charts need matplotlib (Agg backend, imported only when drawing, no pyplot state
 it the report is still written and says the charts were not drawn. The PNGs carry no
 timestamp or software version, so the same result gives the same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,24 +37,48 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["write_report", "compare", "headline_table", "targets_table", "readme_block",
-           "update_readme", "main"]
+__all__ = [
+    "write_report",
+    "compare",
+    "headline_table",
+    "targets_table",
+    "readme_block",
+    "update_readme",
+    "main",
+]
 
 DPI = 110
 CHARTS = ("throughput", "latency", "scaling")
 GROUP_COLORS = {"carbonx": "#1f77b4", "reference": "#8c8c8c", "peer": "#ff7f0e"}
 OTHER_COLOR = "#9467bd"
-PERCENTILES = (("p50_ns", "p50", "#9ecae1"), ("p99_ns", "p99", "#3182bd"),
-               ("p999_ns", "p99.9", "#08519c"))
-SECTIONS = ("settings", "machine", "contenders", "throughput", "latency", "scaling",
-            "memory", "end_to_end", "ledger", "verdict", "targets")
+PERCENTILES = (
+    ("p50_ns", "p50", "#9ecae1"),
+    ("p99_ns", "p99", "#3182bd"),
+    ("p999_ns", "p99.9", "#08519c"),
+)
+SECTIONS = (
+    "settings",
+    "machine",
+    "contenders",
+    "throughput",
+    "latency",
+    "scaling",
+    "memory",
+    "end_to_end",
+    "ledger",
+    "verdict",
+    "targets",
+)
 MEASURED = ("contenders", "throughput", "latency", "scaling", "memory", "end_to_end", "ledger")
-REPRODUCE = ("python -m benchmarks            # full run, writes benchmarks/results/latest.json",
-             "python -m benchmarks --quick    # small sizes, writes benchmarks/results/quick.json",
-             "python -m benchmarks.report benchmarks/results/latest.json --compare OLD.json")
+REPRODUCE = (
+    "python -m benchmarks            # full run, writes benchmarks/results/latest.json",
+    "python -m benchmarks --quick    # small sizes, writes benchmarks/results/quick.json",
+    "python -m benchmarks.report benchmarks/results/latest.json --compare OLD.json",
+)
 
 
 # --- reading a result defensively ------------------------------------------------------
+
 
 def _section(result: dict, key: str) -> dict | None:
     """Return ``result[key]`` if it is a dict, else ``None`` (absent, null, wrong type)."""
@@ -90,13 +115,19 @@ def _contenders(result: dict) -> list[dict]:
     agreement = _section(result, "agreement") or {}
     rows = []
     for name, label, group, body in (
-            ("engine", "carbonx engine (validation, events, STP)", "carbonx", engine),
-            ("plain", "plain matcher (SortedDict + deque)", "reference", plain)):
+        ("engine", "carbonx engine (validation, events, STP)", "carbonx", engine),
+        ("plain", "plain matcher (SortedDict + deque)", "reference", plain),
+    ):
         if body is None:
             continue
-        row = {"name": name, "label": label, "group": group,
-               "msgs_per_s": body.get("msgs_per_s"), "trades": body.get("trades"),
-               "volume": body.get("volume")}
+        row = {
+            "name": name,
+            "label": label,
+            "group": group,
+            "msgs_per_s": body.get("msgs_per_s"),
+            "trades": body.get("trades"),
+            "volume": body.get("volume"),
+        }
         if name == "plain" and isinstance(agreement.get("ok"), bool):
             row["agrees"] = agreement["ok"]
             row["agreement"] = "identical ordered trade list with stp none"
@@ -127,7 +158,7 @@ def _profiles(result: dict) -> list[tuple[str, dict, list[tuple[str, dict]]]]:
     latency = _section(result, "latency")
     profiles = (latency or {}).get("profiles")
     found = []
-    for name, body in (profiles.items() if isinstance(profiles, dict) else ()):
+    for name, body in profiles.items() if isinstance(profiles, dict) else ():
         if not isinstance(body, dict):
             continue
         kinds = body.get("kinds") if isinstance(body.get("kinds"), dict) else {}
@@ -149,6 +180,7 @@ def _scaling_points(result: dict, axis: str) -> list[dict]:
 
 
 # --- formatting -------------------------------------------------------------------------
+
 
 def _num(value, digits: int | None = None) -> str:
     """Format a number with thousands separators; ``-`` when it is absent.
@@ -236,8 +268,9 @@ def _runs(rows: list[dict], section: dict) -> str:
         return f"{_num(section.get('repeat'))} runs"
     if len(by_count) == 1:
         return f"{next(iter(by_count))} runs"
-    return "runs: " + ", ".join(f"{count} ({', '.join(names)})"
-                                for count, names in by_count.items())
+    return "runs: " + ", ".join(
+        f"{count} ({', '.join(names)})" for count, names in by_count.items()
+    )
 
 
 def _label(row: dict) -> str:
@@ -261,6 +294,7 @@ def _commit(result: dict) -> str | None:
 
 # --- metrics and comparison --------------------------------------------------------------
 
+
 def _metrics(result: dict) -> dict[str, tuple[int | float, str]]:
     """Return ``{name: (value, "higher" | "lower")}`` for every comparable metric present."""
     found: dict[str, tuple[int | float, str]] = {}
@@ -281,17 +315,23 @@ def _metrics(result: dict) -> dict[str, tuple[int | float, str]]:
         add(f"scaling/resting {size} ns/msg", _median(point.get("ns_per_msg")), "lower")
         add(f"scaling/resting {size} bytes/order", point.get("bytes_per_order"), "lower")
     for point in _scaling_points(result, "instruments"):
-        add(f"scaling/instruments {_num(point['instruments'])} ns/msg",
-            _median(point.get("ns_per_msg")), "lower")
+        add(
+            f"scaling/instruments {_num(point['instruments'])} ns/msg",
+            _median(point.get("ns_per_msg")),
+            "lower",
+        )
     for contender, methods in (_section(result, "memory") or {}).items():
-        for method, run in (methods.items() if isinstance(methods, dict) else ()):
+        for method, run in methods.items() if isinstance(methods, dict) else ():
             if isinstance(run, dict):
-                add(f"memory/{contender} bytes/order ({method})", run.get("bytes_per_order"),
-                    "lower")
+                add(
+                    f"memory/{contender} bytes/order ({method})",
+                    run.get("bytes_per_order"),
+                    "lower",
+                )
     e2e = _section(result, "end_to_end") or {}
     add("end_to_end/replay msgs/s", _median(e2e.get("msgs_per_s")), "higher")
     ratios = (_section(result, "ledger") or {}).get("ratios")
-    for key, spread in (ratios.items() if isinstance(ratios, dict) else ()):
+    for key, spread in ratios.items() if isinstance(ratios, dict) else ():
         add(f"ledger/{key}", _median(spread), "higher")
     return found
 
@@ -304,8 +344,9 @@ def _change(old: float, new: float, better: str) -> float | None:
     return change if better == "higher" else -change
 
 
-def compare(old: dict, new: dict, *, tolerance: float = 0.10,
-            latency_tolerance: float = 0.50) -> dict:
+def compare(
+    old: dict, new: dict, *, tolerance: float = 0.10, latency_tolerance: float = 0.50
+) -> dict:
     """Compare two results metric by metric; name regressions beyond *tolerance*.
 
     Latency tails (p99, p99.9 of a sample) move more from run to run on a shared
@@ -332,14 +373,21 @@ def compare(old: dict, new: dict, *, tolerance: float = 0.10,
     for name in [*after, *(n for n in before if n not in after)]:
         if name not in before or name not in after:
             value, better = after.get(name) or before[name]
-            rows.append({"metric": name, "old": before.get(name, (None,))[0],
-                         "new": after.get(name, (None,))[0], "change": None,
-                         "better": better, "status": "missing"})
+            rows.append(
+                {
+                    "metric": name,
+                    "old": before.get(name, (None,))[0],
+                    "new": after.get(name, (None,))[0],
+                    "change": None,
+                    "better": better,
+                    "status": "missing",
+                }
+            )
             continue
         (x, better), (y, _) = before[name], after[name]
         change = _change(x, y, better)
         allowed = max(tolerance, latency_tolerance) if name.startswith("latency/") else tolerance
-        if change is None:      # old was 0: no fraction, only a direction
+        if change is None:  # old was 0: no fraction, only a direction
             worse = y > x if better == "lower" else y < x
             status = "same" if y == x else ("regression" if worse else "improvement")
         elif change < -allowed:
@@ -348,20 +396,35 @@ def compare(old: dict, new: dict, *, tolerance: float = 0.10,
             status = "improvement"
         else:
             status = "same"
-        rows.append({"metric": name, "old": x, "new": y,
-                     "change": None if change is None else round(change, 6),
-                     "better": better, "status": status})
+        rows.append(
+            {
+                "metric": name,
+                "old": x,
+                "new": y,
+                "change": None if change is None else round(change, 6),
+                "better": better,
+                "status": status,
+            }
+        )
 
     def about(result: dict) -> dict:
         created, mode = result.get("created_utc"), result.get("mode")
-        return {"created_utc": created if isinstance(created, str) else None,
-                "commit": _commit(result), "mode": mode if isinstance(mode, str) else None,
-                "messages": _number((_section(result, "settings") or {}).get("messages"))}
+        return {
+            "created_utc": created if isinstance(created, str) else None,
+            "commit": _commit(result),
+            "mode": mode if isinstance(mode, str) else None,
+            "messages": _number((_section(result, "settings") or {}).get("messages")),
+        }
 
-    return {"old": about(old), "new": about(new), "tolerance": tolerance,
-            "latency_tolerance": max(tolerance, latency_tolerance), "metrics": rows,
-            "regressions": [r["metric"] for r in rows if r["status"] == "regression"],
-            "improvements": [r["metric"] for r in rows if r["status"] == "improvement"]}
+    return {
+        "old": about(old),
+        "new": about(new),
+        "tolerance": tolerance,
+        "latency_tolerance": max(tolerance, latency_tolerance),
+        "metrics": rows,
+        "regressions": [r["metric"] for r in rows if r["status"] == "regression"],
+        "improvements": [r["metric"] for r in rows if r["status"] == "improvement"],
+    }
 
 
 def _change_text(row: dict) -> str:
@@ -373,13 +436,20 @@ def _change_text(row: dict) -> str:
 def _unlike(compared: dict) -> str | None:
     """Return a warning when the two runs differ in mode or size, else ``None``."""
     old, new = compared.get("old") or {}, compared.get("new") or {}
-    differ = [f"{key} {_num(old.get(key)) if key == 'messages' else old.get(key)} -> "
-              f"{_num(new.get(key)) if key == 'messages' else new.get(key)}"
-              for key in ("mode", "messages")
-              if old.get(key) is not None and new.get(key) is not None
-              and old.get(key) != new.get(key)]
-    return ("the two runs are not alike (" + "; ".join(differ) + "): changes may "
-            "reflect the sizes, not the code") if differ else None
+    differ = [
+        f"{key} {_num(old.get(key)) if key == 'messages' else old.get(key)} -> "
+        f"{_num(new.get(key)) if key == 'messages' else new.get(key)}"
+        for key in ("mode", "messages")
+        if old.get(key) is not None and new.get(key) is not None and old.get(key) != new.get(key)
+    ]
+    return (
+        (
+            "the two runs are not alike (" + "; ".join(differ) + "): changes may "
+            "reflect the sizes, not the code"
+        )
+        if differ
+        else None
+    )
 
 
 def _summary(compared: dict) -> str:
@@ -391,15 +461,19 @@ def _summary(compared: dict) -> str:
     lines = [f"  warning: {warning}"] if warning else []
     for status, word in (("regression", "REGRESSION "), ("improvement", "improvement")):
         for row in by_status.get(status, ()):
-            lines.append(f"  {word} {row['metric']}: {_num(row['old'])} -> {_num(row['new'])} "
-                         f"({_change_text(row)}, {row['better']} is better)")
-    counts = ", ".join(f"{len(by_status.get(s, ()))} {s}"
-                       for s in ("regression", "improvement", "same", "missing"))
+            lines.append(
+                f"  {word} {row['metric']}: {_num(row['old'])} -> {_num(row['new'])} "
+                f"({_change_text(row)}, {row['better']} is better)"
+            )
+    counts = ", ".join(
+        f"{len(by_status.get(s, ()))} {s}" for s in ("regression", "improvement", "same", "missing")
+    )
     lines.append(f"  {counts} (tolerance {compared['tolerance']:.0%})")
     return "\n".join(lines)
 
 
 # --- Markdown ---------------------------------------------------------------------------
+
 
 def headline_table(result: dict) -> str:
     """Return the Markdown table of throughput by contender, one row per contender.
@@ -417,11 +491,27 @@ def headline_table(result: dict) -> str:
     rows = _contenders(result)
     if not rows:
         return ""
-    header = ["contender", "group", "msgs/s median [min .. max]", "ratio to engine",
-              "trades", "agrees", "left out / emulated"]
-    body = [[_label(row), row.get("group"), _spread(row.get("msgs_per_s")),
-             _ratio(_ratio_to_engine(row, rows)), _num(row.get("trades")), _agrees(row),
-             _left_out(row)] for row in rows]
+    header = [
+        "contender",
+        "group",
+        "msgs/s median [min .. max]",
+        "ratio to engine",
+        "trades",
+        "agrees",
+        "left out / emulated",
+    ]
+    body = [
+        [
+            _label(row),
+            row.get("group"),
+            _spread(row.get("msgs_per_s")),
+            _ratio(_ratio_to_engine(row, rows)),
+            _num(row.get("trades")),
+            _agrees(row),
+            _left_out(row),
+        ]
+        for row in rows
+    ]
     return "\n".join(_table(header, body, "llrrrll"))
 
 
@@ -435,15 +525,19 @@ def _header_lines(result: dict) -> list[str]:
     mode = result.get("mode") if isinstance(result.get("mode"), str) else "unknown"
     when = _when(result.get("created_utc"))
     commit = _commit(result)
-    lines = [f"# carbonx benchmarks: {mode} run, {when}, commit "
-             f"{commit[:12] if commit else 'unknown'}", ""]
+    lines = [
+        f"# carbonx benchmarks: {mode} run, {when}, commit {commit[:12] if commit else 'unknown'}",
+        "",
+    ]
     m = _section(result, "machine")
     if m:
         packages = m.get("packages") if isinstance(m.get("packages"), dict) else {}
         git = m.get("git") if isinstance(m.get("git"), dict) else {}
         changed = git.get("uncommitted_changes")
-        text = (f"Machine: {m.get('implementation') or 'Python'} {m.get('python', '?')} on "
-                f"{m.get('platform', '?')}, {m.get('cpu', '?')}, {_num(m.get('cpu_count'))} CPUs")
+        text = (
+            f"Machine: {m.get('implementation') or 'Python'} {m.get('python', '?')} on "
+            f"{m.get('platform', '?')}, {m.get('cpu', '?')}, {_num(m.get('cpu_count'))} CPUs"
+        )
         if packages:
             text += "; " + ", ".join(f"{k} {v or '-'}" for k, v in packages.items())
         if isinstance(changed, list) and changed:
@@ -453,9 +547,15 @@ def _header_lines(result: dict) -> list[str]:
         lines.append("Machine: not recorded.")
     s = _section(result, "settings")
     if s:
-        lines += ["", "Settings: " + ", ".join(
-            f"{k.replace('_', ' ')} {_num(v) if _number(v) is not None else v}"
-            for k, v in s.items()) + "."]
+        lines += [
+            "",
+            "Settings: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {_num(v) if _number(v) is not None else v}"
+                for k, v in s.items()
+            )
+            + ".",
+        ]
     failures = result.get("failures")
     if isinstance(failures, list) and failures:
         lines += ["", "**Failed checks:**", *(f"- {_cell(f)}" for f in failures)]
@@ -469,15 +569,21 @@ def _throughput_lines(result: dict, charts, skipped) -> list[str]:
         return lines + ["_No contenders section in this result: throughput chart skipped._"]
     section = _section(result, "contenders")
     if section is None:
-        lines += ["From the `throughput` section of an older schema (engine and plain "
-                  "matcher only).", ""]
+        lines += [
+            "From the `throughput` section of an older schema (engine and plain matcher only).",
+            "",
+        ]
     else:
         where = [f"`{section['file']}`"] if isinstance(section.get("file"), str) else []
         if _number(section.get("messages")) is not None:
             where.append(f"{_num(section['messages'])} messages")
-        lines += [", ".join(where) + ("; " if where else "")
-                  + f"median [min .. max] of {_runs(_contenders(result), section)}; "
-                  "ratio = contender msgs/s over engine msgs/s.", ""]
+        lines += [
+            ", ".join(where)
+            + ("; " if where else "")
+            + f"median [min .. max] of {_runs(_contenders(result), section)}; "
+            "ratio = contender msgs/s over engine msgs/s.",
+            "",
+        ]
     lines.append(table)
     notes = [(row, row.get("note")) for row in _contenders(result) if row.get("note")]
     if notes:
@@ -491,24 +597,35 @@ def targets_table(result: dict) -> str:
     return "\n".join(lines) if lines and lines[0].startswith("|") else ""
 
 
-README_BEGIN = "<!-- benchmark-results:begin (python -m benchmarks.report RESULT --readme README.md) -->"
+README_BEGIN = (
+    "<!-- benchmark-results:begin (python -m benchmarks.report RESULT --readme README.md) -->"
+)
 README_END = "<!-- benchmark-results:end -->"
 
 
-def readme_block(result: dict, chart: str = "benchmarks/results/latest-report/throughput.png") -> str:
+def readme_block(
+    result: dict, chart: str = "benchmarks/results/latest-report/throughput.png"
+) -> str:
     """Return the README's results block for *result*: headline table, targets, a chart."""
     machine = _section(result, "machine") or {}
     settings = _section(result, "settings") or {}
     section = _section(result, "contenders") or {}
-    lines = [README_BEGIN,
-             f"Latest {result.get('mode', '?')} run: {_when(result.get('created_utc'))}, commit "
-             f"{(_commit(result) or '?')[:12]}; {machine.get('implementation', 'Python')} "
-             f"{machine.get('python', '?')}, {machine.get('cpu', '?')}, "
-             f"{machine.get('cpu_count', '?')} CPUs; {_num(settings.get('messages'))} "
-             f"messages of the funded mixed profile ({section.get('file', '?')}), each "
-             f"contender in its own process, median [min .. max].", "",
-             headline_table(result), "", targets_table(result), "",
-             f"![Throughput by contender]({chart})", README_END]
+    lines = [
+        README_BEGIN,
+        f"Latest {result.get('mode', '?')} run: {_when(result.get('created_utc'))}, commit "
+        f"{(_commit(result) or '?')[:12]}; {machine.get('implementation', 'Python')} "
+        f"{machine.get('python', '?')}, {machine.get('cpu', '?')}, "
+        f"{machine.get('cpu_count', '?')} CPUs; {_num(settings.get('messages'))} "
+        f"messages of the funded mixed profile ({section.get('file', '?')}), each "
+        f"contender in its own process, median [min .. max].",
+        "",
+        headline_table(result),
+        "",
+        targets_table(result),
+        "",
+        f"![Throughput by contender]({chart})",
+        README_END,
+    ]
     return "\n".join(lines)
 
 
@@ -522,7 +639,7 @@ def update_readme(path: str | Path, result: dict) -> bool:
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"{path} has no {README_BEGIN!r} ... {README_END!r} block")
-    updated = text[:start] + readme_block(result) + text[end + len(README_END):]
+    updated = text[:start] + readme_block(result) + text[end + len(README_END) :]
     if updated != text:
         path.write_text(updated, encoding="utf-8")
     return updated != text
@@ -533,20 +650,29 @@ def _targets_lines(result: dict) -> list[str]:
     verdict = _section(result, "verdict") or {}
     targets = verdict.get("targets")
     if isinstance(targets, list) and targets:
-        rows = [[t.get("name"), t.get("target"), _num(t.get("value")),
-                 {True: "met", False: "**missed**"}.get(t.get("met"), "-")]
-                for t in targets if isinstance(t, dict)]
+        rows = [
+            [
+                t.get("name"),
+                t.get("target"),
+                _num(t.get("value")),
+                {True: "met", False: "**missed**"}.get(t.get("met"), "-"),
+            ]
+            for t in targets
+            if isinstance(t, dict)
+        ]
         lines += _table(["target", "wanted", "measured", "verdict"], rows, "llrl")
         same = _number(verdict.get("engine_over_plain_same_process"))
         if same is not None:
-            lines += ["", f"Engine over the plain matcher in the plain matcher's own process "
-                          f"(median of the rounds): {_ratio(same, 3)}."]
+            lines += [
+                "",
+                f"Engine over the plain matcher in the plain matcher's own process "
+                f"(median of the rounds): {_ratio(same, 3)}.",
+            ]
         return lines
     wanted = _section(result, "targets")
     if wanted:
         lines += ["No verdict per target in this result; the targets were:", ""]
-        return lines + _table(["target", "value"],
-                              [[k, _num(v)] for k, v in wanted.items()], "lr")
+        return lines + _table(["target", "value"], [[k, _num(v)] for k, v in wanted.items()], "lr")
     return lines + ["_No targets in this result._"]
 
 
@@ -556,16 +682,26 @@ def _latency_lines(result: dict, charts, skipped) -> list[str]:
     profiles = _profiles(result)
     if latency is None or not profiles:
         return lines + ["_No latency section in this result: latency chart skipped._"]
-    lines.append(f"One message in {_num(latency.get('sample_every'))} timed; timer overhead "
-                 f"{_num(latency.get('timer_overhead_ns'))} ns. Times in µs.")
+    lines.append(
+        f"One message in {_num(latency.get('sample_every'))} timed; timer overhead "
+        f"{_num(latency.get('timer_overhead_ns'))} ns. Times in µs."
+    )
     header = ["kind", "n", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "mean µs"]
     for profile, body, kinds in profiles:
-        lines += ["", f"### Profile `{profile}`: `{body.get('file', '?')}`, "
-                      f"{_num(body.get('messages'))} messages, {_num(body.get('sampled'))} sampled",
-                  ""]
-        rows = [[f"**{kind}**" if kind == "all" else kind, _num(st.get("n")),
-                 *(_us(st.get(k)) for k in ("p50_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns"))]
-                for kind, st in kinds]
+        lines += [
+            "",
+            f"### Profile `{profile}`: `{body.get('file', '?')}`, "
+            f"{_num(body.get('messages'))} messages, {_num(body.get('sampled'))} sampled",
+            "",
+        ]
+        rows = [
+            [
+                f"**{kind}**" if kind == "all" else kind,
+                _num(st.get("n")),
+                *(_us(st.get(k)) for k in ("p50_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns")),
+            ]
+            for kind, st in kinds
+        ]
         lines += _table(header, rows, "lrrrrrr")
     return lines + _chart_line("latency", charts, skipped, "Latency percentiles per kind")
 
@@ -573,28 +709,54 @@ def _latency_lines(result: dict, charts, skipped) -> list[str]:
 def _scaling_lines(result: dict, charts, skipped) -> list[str]:
     lines = ["", "## Scaling", ""]
     scaling = _section(result, "scaling")
-    resting, instruments = (_scaling_points(result, "resting"),
-                            _scaling_points(result, "instruments"))
+    resting, instruments = (
+        _scaling_points(result, "resting"),
+        _scaling_points(result, "instruments"),
+    )
     if scaling is None or not (resting or instruments):
         return lines + ["_No scaling section in this result: scaling chart skipped._"]
     rounds = scaling.get("rounds")
-    lines.append(f"{_num(scaling.get('messages'))} messages per point; ns per message, "
-                 "median [min .. max]" + (f"; {rounds} rounds, the sizes taking turns, and "
-                 "each ratio the median of the rounds' ratios." if rounds else "."))
+    lines.append(
+        f"{_num(scaling.get('messages'))} messages per point; ns per message, "
+        "median [min .. max]"
+        + (
+            f"; {rounds} rounds, the sizes taking turns, and "
+            "each ratio the median of the rounds' ratios."
+            if rounds
+            else "."
+        )
+    )
     if resting:
         lines += ["", "### Against resting orders", ""]
-        lines += _table(["resting orders", "ns/msg", "bytes per order"],
-                        [[_num(p["resting"]), _spread(p.get("ns_per_msg")),
-                          _num(p.get("bytes_per_order"), 1)] for p in resting], "rrr")
-        lines += ["", f"Largest over smallest: "
-                      f"{_ratio(scaling.get('resting_ratio_largest_to_smallest'), 2)}."]
+        lines += _table(
+            ["resting orders", "ns/msg", "bytes per order"],
+            [
+                [
+                    _num(p["resting"]),
+                    _spread(p.get("ns_per_msg")),
+                    _num(p.get("bytes_per_order"), 1),
+                ]
+                for p in resting
+            ],
+            "rrr",
+        )
+        lines += [
+            "",
+            f"Largest over smallest: "
+            f"{_ratio(scaling.get('resting_ratio_largest_to_smallest'), 2)}.",
+        ]
     if instruments:
         lines += ["", "### Against instruments", ""]
-        lines += _table(["instruments", "ns/msg"],
-                        [[_num(p["instruments"]), _spread(p.get("ns_per_msg"))]
-                         for p in instruments], "rr")
-        lines += ["", f"Largest over smallest: "
-                      f"{_ratio(scaling.get('instruments_ratio_largest_to_smallest'), 2)}."]
+        lines += _table(
+            ["instruments", "ns/msg"],
+            [[_num(p["instruments"]), _spread(p.get("ns_per_msg"))] for p in instruments],
+            "rr",
+        )
+        lines += [
+            "",
+            f"Largest over smallest: "
+            f"{_ratio(scaling.get('instruments_ratio_largest_to_smallest'), 2)}.",
+        ]
     return lines + _chart_line("scaling", charts, skipped, "ns per message against book size")
 
 
@@ -605,19 +767,34 @@ def _memory_lines(result: dict) -> list[str]:
     if not contenders:
         return lines + ["_No memory section in this result._"]
     instruments = memory.get("instruments")
-    lines.append(f"{_num(memory.get('orders'))} resting orders"
-                 + (f" on {len(instruments)} instruments" if isinstance(instruments, list) else "")
-                 + (f", {_num(memory['levels_per_side'])} levels a side"
-                    if _number(memory.get("levels_per_side")) is not None else "")
-                 + "; bytes per order.")
+    lines.append(
+        f"{_num(memory.get('orders'))} resting orders"
+        + (f" on {len(instruments)} instruments" if isinstance(instruments, list) else "")
+        + (
+            f", {_num(memory['levels_per_side'])} levels a side"
+            if _number(memory.get("levels_per_side")) is not None
+            else ""
+        )
+        + "; bytes per order."
+    )
     lines.append("")
     methods = list(dict.fromkeys(m for runs in contenders.values() for m in runs))
-    rows = [[name, *(_num((runs.get(m) or {}).get("bytes_per_order"), 1)
-                     if isinstance(runs.get(m), dict) else "-" for m in methods)]
-            for name, runs in contenders.items()]
+    rows = [
+        [
+            name,
+            *(
+                _num((runs.get(m) or {}).get("bytes_per_order"), 1)
+                if isinstance(runs.get(m), dict)
+                else "-"
+                for m in methods
+            ),
+        ]
+        for name, runs in contenders.items()
+    ]
     labels = {"rss": "RSS delta", "tracemalloc": "tracemalloc"}
-    return lines + _table(["contender", *(labels.get(m, m) for m in methods)], rows,
-                          "l" + "r" * len(methods))
+    return lines + _table(
+        ["contender", *(labels.get(m, m) for m in methods)], rows, "l" + "r" * len(methods)
+    )
 
 
 def _registry_lines(result: dict) -> list[str]:
@@ -625,16 +802,21 @@ def _registry_lines(result: dict) -> list[str]:
     compliance, settlement = section.get("compliance"), section.get("settlement")
     lines = ["", "## Registry and clearing", ""]
     if isinstance(compliance, dict):
-        lines.append(f"A whole compliance year (`carbonx comply`'s example scenario) for "
-                     f"{_num(compliance.get('entities'))} entities: "
-                     f"{_spread(compliance.get('seconds'), 2)} s, "
-                     f"{_num(compliance.get('commands'))} commands "
-                     f"({_num(compliance.get('commands_per_s'))} a second), "
-                     f"{_num(compliance.get('short'))} entities short.")
+        lines.append(
+            f"A whole compliance year (`carbonx comply`'s example scenario) for "
+            f"{_num(compliance.get('entities'))} entities: "
+            f"{_spread(compliance.get('seconds'), 2)} s, "
+            f"{_num(compliance.get('commands'))} commands "
+            f"({_num(compliance.get('commands_per_s'))} a second), "
+            f"{_num(compliance.get('short'))} entities short."
+        )
     if isinstance(settlement, dict):
-        lines += ["", f"Daily settlement (`eod`) of {_num(settlement.get('positions'))} open "
-                      f"futures positions: {_spread(settlement.get('seconds'), 3)} s, "
-                      f"{_num(settlement.get('positions_per_s'))} positions a second."]
+        lines += [
+            "",
+            f"Daily settlement (`eod`) of {_num(settlement.get('positions'))} open "
+            f"futures positions: {_spread(settlement.get('seconds'), 3)} s, "
+            f"{_num(settlement.get('positions_per_s'))} positions a second.",
+        ]
     return lines if len(lines) > 3 else []
 
 
@@ -642,40 +824,66 @@ def _end_to_end_lines(result: dict) -> list[str]:
     e2e = _section(result, "end_to_end")
     lines = []
     if e2e:
-        lines += ["", "## End to end", "",
-                  "`carbonx replay FILE --json`, a fresh process per run; median [min .. max].", ""]
-        rows = [[label, _spread(e2e.get(key), digits)] for key, label, digits in (
-            ("msgs_per_s", "msgs/s (read + decode + match)", 0),
-            ("engine_msgs_per_s", "engine msgs/s (engine alone)", 0),
-            ("elapsed_s", "elapsed s", 3), ("wall_s", "process wall s", 3))
-            if isinstance(e2e.get(key), dict)]
+        lines += [
+            "",
+            "## End to end",
+            "",
+            "`carbonx replay FILE --json`, a fresh process per run; median [min .. max].",
+            "",
+        ]
+        rows = [
+            [label, _spread(e2e.get(key), digits)]
+            for key, label, digits in (
+                ("msgs_per_s", "msgs/s (read + decode + match)", 0),
+                ("engine_msgs_per_s", "engine msgs/s (engine alone)", 0),
+                ("elapsed_s", "elapsed s", 3),
+                ("wall_s", "process wall s", 3),
+            )
+            if isinstance(e2e.get(key), dict)
+        ]
         lines += _table(["measure", "value"], rows, "lr")
         if isinstance(e2e.get("matches_in_process_engine"), bool):
-            lines += ["", "Same result as the in-process engine: "
-                          + ("yes." if e2e["matches_in_process_engine"] else "**NO**.")]
+            lines += [
+                "",
+                "Same result as the in-process engine: "
+                + ("yes." if e2e["matches_in_process_engine"] else "**NO**."),
+            ]
     led = _section(result, "ledger")
     if led:
         lines += ["", "## Ledger and journal", ""]
         modes = led.get("modes") if isinstance(led.get("modes"), dict) else {}
         if modes:
-            lines += _table(["mode", "msgs/s", "engine msgs/s"],
-                            [[mode, _spread(body.get("msgs_per_s")),
-                              _spread(body.get("engine_msgs_per_s"))]
-                             for mode, body in modes.items() if isinstance(body, dict)], "lrr")
+            lines += _table(
+                ["mode", "msgs/s", "engine msgs/s"],
+                [
+                    [mode, _spread(body.get("msgs_per_s")), _spread(body.get("engine_msgs_per_s"))]
+                    for mode, body in modes.items()
+                    if isinstance(body, dict)
+                ],
+                "lrr",
+            )
             lines.append("")
         ratios = led.get("ratios") if isinstance(led.get("ratios"), dict) else {}
         if ratios:
-            lines += _table(["ratio", "median [min .. max]"],
-                            [[key, _spread(spread, 3)] for key, spread in ratios.items()], "lr")
+            lines += _table(
+                ["ratio", "median [min .. max]"],
+                [[key, _spread(spread, 3)] for key, spread in ratios.items()],
+                "lr",
+            )
     return lines
 
 
 def _compared_lines(compared: dict) -> list[str]:
     old = compared.get("old") or {}
-    lines = ["", "## Compared with the previous run", "",
-             f"Previous run: {_when(old.get('created_utc'))}, commit "
-             f"{(old.get('commit') or 'unknown')[:12]}. Tolerance "
-             f"{compared['tolerance']:.0%}; change signed so that positive is better.", ""]
+    lines = [
+        "",
+        "## Compared with the previous run",
+        "",
+        f"Previous run: {_when(old.get('created_utc'))}, commit "
+        f"{(old.get('commit') or 'unknown')[:12]}. Tolerance "
+        f"{compared['tolerance']:.0%}; change signed so that positive is better.",
+        "",
+    ]
     if _unlike(compared):
         lines += [f"**Warning:** {_unlike(compared)}.", ""]
     by_status: dict[str, list[dict]] = {}
@@ -685,21 +893,35 @@ def _compared_lines(compared: dict) -> list[str]:
         rows = by_status.get(status, [])
         lines.append(f"**{title}: {len(rows)}**")
         if rows:
-            lines += ["", *_table(["metric", "old", "new", "change", "better"],
-                                  [[r["metric"], _num(r["old"]), _num(r["new"]),
-                                    _change_text(r), r["better"]] for r in rows], "lrrrl")]
+            lines += [
+                "",
+                *_table(
+                    ["metric", "old", "new", "change", "better"],
+                    [
+                        [r["metric"], _num(r["old"]), _num(r["new"]), _change_text(r), r["better"]]
+                        for r in rows
+                    ],
+                    "lrrrl",
+                ),
+            ]
         lines.append("")
     lines.append(f"Within tolerance: {len(by_status.get('same', []))} metric(s).")
     missing = by_status.get("missing", [])
     if missing:
-        lines += ["", f"In only one of the two runs ({len(missing)}): "
-                      + ", ".join(f"`{r['metric']}` ({'new' if r['old'] is None else 'old'} only)"
-                                  for r in missing) + "."]
+        lines += [
+            "",
+            f"In only one of the two runs ({len(missing)}): "
+            + ", ".join(
+                f"`{r['metric']}` ({'new' if r['old'] is None else 'old'} only)" for r in missing
+            )
+            + ".",
+        ]
     return lines
 
 
-def _markdown(result: dict, charts: dict[str, Path], skipped: dict[str, str],
-              compared: dict | None) -> str:
+def _markdown(
+    result: dict, charts: dict[str, Path], skipped: dict[str, str], compared: dict | None
+) -> str:
     lines = _header_lines(result)
     lines += _throughput_lines(result, charts, skipped)
     lines += _targets_lines(result)
@@ -716,11 +938,14 @@ def _markdown(result: dict, charts: dict[str, Path], skipped: dict[str, str],
 
 # --- charts -----------------------------------------------------------------------------
 
+
 def _figure(**kwargs):
     """Return a new matplotlib Figure on the Agg backend (no pyplot, no global state)."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+
     return Figure(layout="constrained", **kwargs)
 
 
@@ -748,13 +973,25 @@ def _draw_throughput(result: dict, path: Path) -> Path | None:
     groups = [str(r.get("group") or "other") for r in rows]
     colors = [GROUP_COLORS.get(g, OTHER_COLOR) for g in groups]
     ys = list(range(len(rows)))
-    ax.barh(ys, medians, height=0.62, color=colors,
-            xerr=[[m - lo for m, lo in zip(medians, lows)],
-                  [hi - m for m, hi in zip(medians, highs)]],
-            ecolor="#333333", capsize=3)
-    labels = [_label(r) + (f"\n(first {_num(r['prefix'])} messages)"
-                           if _number(r.get("prefix")) is not None else "")
-              + ("  [trades differ]" if r.get("agrees") is False else "") for r in rows]
+    ax.barh(
+        ys,
+        medians,
+        height=0.62,
+        color=colors,
+        xerr=[[m - lo for m, lo in zip(medians, lows)], [hi - m for m, hi in zip(medians, highs)]],
+        ecolor="#333333",
+        capsize=3,
+    )
+    labels = [
+        _label(r)
+        + (
+            f"\n(first {_num(r['prefix'])} messages)"
+            if _number(r.get("prefix")) is not None
+            else ""
+        )
+        + ("  [trades differ]" if r.get("agrees") is False else "")
+        for r in rows
+    ]
     ax.set_yticks(ys, labels=labels)
     ax.invert_yaxis()
     top = max(highs) or 1
@@ -772,13 +1009,24 @@ def _draw_throughput(result: dict, path: Path) -> Path | None:
     if _number(section.get("messages")) is not None:
         title += f": {section['messages']:,} messages"
     runs = _runs(every, section)
-    title += (", median of each contender's runs" if runs.startswith("runs:")
-              else f", median of {runs}" if not runs.startswith("-") else "")
+    title += (
+        ", median of each contender's runs"
+        if runs.startswith("runs:")
+        else f", median of {runs}"
+        if not runs.startswith("-")
+        else ""
+    )
     ax.set_title(title)
     present = list(dict.fromkeys(groups))
-    fig.legend(handles=[Patch(color=GROUP_COLORS.get(g, OTHER_COLOR), label=f"group: {g}")
-                        for g in present],
-               loc="outside lower center", ncol=len(present), fontsize=9, frameon=False)
+    fig.legend(
+        handles=[
+            Patch(color=GROUP_COLORS.get(g, OTHER_COLOR), label=f"group: {g}") for g in present
+        ],
+        loc="outside lower center",
+        ncol=len(present),
+        fontsize=9,
+        frameon=False,
+    )
     return _save(fig, path)
 
 
@@ -800,32 +1048,50 @@ def _draw_latency(result: dict, path: Path) -> Path | None:
             for _, stats in kinds:
                 ns = _number(stats.get(key))
                 values.append(ns / 1000 if ns and ns > 0 else math.nan)
-            bars = ax.bar([x + (j - 1) * width for x in xs], values, width, label=label,
-                          color=color)
+            bars = ax.bar(
+                [x + (j - 1) * width for x in xs], values, width, label=label, color=color
+            )
             ax.bar_label(bars, fmt="%.2f", fontsize=7, rotation=90, padding=2)
             finite = [v for v in values if not math.isnan(v)]
             tallest, lowest = max([tallest, *finite]), min([lowest, *finite])
         maxima = [(_number(st.get("max_ns")) or 0) / 1000 for _, st in kinds]
         maxima = [m if m > 0 else math.nan for m in maxima]
-        ax.plot(xs, maxima, linestyle="none", marker="_", markersize=26, markeredgewidth=2,
-                color="#d62728", label="max")
+        ax.plot(
+            xs,
+            maxima,
+            linestyle="none",
+            marker="_",
+            markersize=26,
+            markeredgewidth=2,
+            color="#d62728",
+            label="max",
+        )
         tallest = max([tallest, *(m for m in maxima if not math.isnan(m))])
         ax.set_yscale("log")
         if tallest > 0 and lowest < math.inf:
             ax.set_ylim(lowest / 2, tallest * 8)
-        ax.set_xticks(xs, labels=[f"{kind}\nn={_num(st.get('n'))}" for kind, st in kinds],
-                      fontsize=9)
+        ax.set_xticks(
+            xs, labels=[f"{kind}\nn={_num(st.get('n'))}" for kind, st in kinds], fontsize=9
+        )
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
         ax.set_ylabel("µs per message (log)")
-        ax.set_title(f"profile {profile}: {_num(body.get('sampled'))} messages timed of "
-                     f"{_num(body.get('messages'))}", fontsize=10)
+        ax.set_title(
+            f"profile {profile}: {_num(body.get('sampled'))} messages timed of "
+            f"{_num(body.get('messages'))}",
+            fontsize=10,
+        )
         ax.grid(axis="y", which="major", alpha=0.3)
         ax.set_axisbelow(True)
         ax.legend(loc="upper left", ncol=4, fontsize=8, framealpha=0.9)
     latency = _section(result, "latency") or {}
-    fig.suptitle("Latency per message kind: p50, p99, p99.9 and max"
-                 + (f" (timer overhead {latency['timer_overhead_ns']:,} ns)"
-                    if _number(latency.get("timer_overhead_ns")) is not None else ""))
+    fig.suptitle(
+        "Latency per message kind: p50, p99, p99.9 and max"
+        + (
+            f" (timer overhead {latency['timer_overhead_ns']:,} ns)"
+            if _number(latency.get("timer_overhead_ns")) is not None
+            else ""
+        )
+    )
     return _save(fig, path)
 
 
@@ -833,14 +1099,17 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     scaling = _section(result, "scaling") or {}
-    panels = (("resting", "resting orders in the book", "resting_ratio_largest_to_smallest",
-               "#1f77b4"),
-              ("instruments", "instruments", "instruments_ratio_largest_to_smallest", "#2ca02c"))
+    panels = (
+        ("resting", "resting orders in the book", "resting_ratio_largest_to_smallest", "#1f77b4"),
+        ("instruments", "instruments", "instruments_ratio_largest_to_smallest", "#2ca02c"),
+    )
     if not any(_scaling_points(result, axis) for axis, *_ in panels):
         return None
     fig = _figure(figsize=(11, 4.3))
     for ax, (axis, xlabel, ratio_key, color) in zip(fig.subplots(1, 2), panels):
-        points = [p for p in _scaling_points(result, axis) if _median(p.get("ns_per_msg")) is not None]
+        points = [
+            p for p in _scaling_points(result, axis) if _median(p.get("ns_per_msg")) is not None
+        ]
         ax.set_xlabel(f"{xlabel} (log)")
         ax.set_ylabel("ns per message")
         if not points:
@@ -853,12 +1122,17 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
         highs = [_number(p["ns_per_msg"].get("max")) for p in points]
         lows = [m if lo is None else lo for lo, m in zip(lows, medians)]
         highs = [m if hi is None else hi for hi, m in zip(highs, medians)]
-        ax.fill_between(xs, lows, highs, color=color, alpha=0.22, linewidth=0,
-                        label="min .. max")
+        ax.fill_between(xs, lows, highs, color=color, alpha=0.22, linewidth=0, label="min .. max")
         ax.plot(xs, medians, marker="o", color=color, label="median")
         for x, median in zip(xs, medians):
-            ax.annotate(f"{median:,.0f}", (x, median), textcoords="offset points",
-                        xytext=(0, 8), ha="center", fontsize=8)
+            ax.annotate(
+                f"{median:,.0f}",
+                (x, median),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=8,
+            )
         ax.set_xscale("log")
         ax.set_xticks(xs, labels=[_num(x) for x in xs], fontsize=8)
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -867,9 +1141,11 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
         if len(xs) == 1:
             ax.set_xlim(xs[0] / 3, xs[0] * 3)
         ratio = _number(scaling.get(ratio_key))
-        ax.set_title(f"against {xlabel}"
-                     + (f": largest / smallest {ratio:.2f}x" if ratio is not None else ""),
-                     fontsize=10)
+        ax.set_title(
+            f"against {xlabel}"
+            + (f": largest / smallest {ratio:.2f}x" if ratio is not None else ""),
+            fontsize=10,
+        )
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     title = "Cost per message as the book grows"
@@ -887,14 +1163,18 @@ def _has_data(result: dict, name: str) -> str | None:
     elif name == "latency":
         if not _profiles(result):
             return "no latency section (or no latency profiles) in this result"
-    elif not any(_median(p.get("ns_per_msg")) is not None
-                 for axis in ("resting", "instruments") for p in _scaling_points(result, axis)):
+    elif not any(
+        _median(p.get("ns_per_msg")) is not None
+        for axis in ("resting", "instruments")
+        for p in _scaling_points(result, axis)
+    ):
         return "no scaling section (or no scaling points) in this result"
     return None
 
 
-def write_report(result: dict, out_dir: str | Path, *, compared: dict | None = None
-                 ) -> dict[str, Path]:
+def write_report(
+    result: dict, out_dir: str | Path, *, compared: dict | None = None
+) -> dict[str, Path]:
     """Write ``report.md`` and the charts of *result* into *out_dir*; return their paths.
 
     Returns ``{"report": ..., "throughput": ..., "latency": ..., "scaling": ...}`` with
@@ -907,12 +1187,14 @@ def write_report(result: dict, out_dir: str | Path, *, compared: dict | None = N
         raise TypeError(f"a benchmark result is a dict, not {type(result).__name__}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    drawers = {"throughput": _draw_throughput, "latency": _draw_latency,
-               "scaling": _draw_scaling}
+    drawers = {"throughput": _draw_throughput, "latency": _draw_latency, "scaling": _draw_scaling}
     charts: dict[str, Path] = {}
     skipped: dict[str, str] = {}
-    missing_matplotlib = (None if importlib.util.find_spec("matplotlib") else
-                          "matplotlib is not installed (`pip install matplotlib`)")
+    missing_matplotlib = (
+        None
+        if importlib.util.find_spec("matplotlib")
+        else "matplotlib is not installed (`pip install matplotlib`)"
+    )
     for name in CHARTS:
         path = folder / f"{name}.png"
         reason = _has_data(result, name) or missing_matplotlib
@@ -931,12 +1213,14 @@ def write_report(result: dict, out_dir: str | Path, *, compared: dict | None = N
 
 # --- command line -----------------------------------------------------------------------
 
+
 class _BadResult(Exception):
     """A result file that cannot be read as a benchmark result."""
 
 
 def _load_result(path: str | Path) -> dict:
-    """Return the benchmark result in the JSON file *path*; raise ``_BadResult`` if it is not one."""
+    """Return the benchmark result in the JSON file *path*; raise ``_BadResult`` if it is
+    not one."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -947,16 +1231,20 @@ def _load_result(path: str | Path) -> dict:
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _BadResult(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
-                        f"column {exc.colno})") from None
+        raise _BadResult(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(result, dict):
-        raise _BadResult(f"{path}: not a benchmark result (a JSON {type(result).__name__}, "
-                        "expected an object)")
+        raise _BadResult(
+            f"{path}: not a benchmark result (a JSON {type(result).__name__}, expected an object)"
+        )
     if not any(key in result for key in MEASURED):
-        raise _BadResult(f"{path}: not a carbonx benchmark result (none of the sections "
-                        f"{', '.join(MEASURED)})")
-    wrong = [key for key in SECTIONS if result.get(key) is not None
-             and not isinstance(result[key], dict)]
+        raise _BadResult(
+            f"{path}: not a carbonx benchmark result (none of the sections {', '.join(MEASURED)})"
+        )
+    wrong = [
+        key for key in SECTIONS if result.get(key) is not None and not isinstance(result[key], dict)
+    ]
     if wrong:
         raise _BadResult(f"{path}: section(s) {', '.join(wrong)} should be objects or null")
     return result
@@ -966,19 +1254,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report",
         description="Write report.md and PNG charts (throughput, latency, scaling) for a "
-                    "result of `python -m benchmarks`; with --compare, name the metrics "
-                    "that got worse than OLD.json beyond the tolerance and exit 1 if any.")
+        "result of `python -m benchmarks`; with --compare, name the metrics "
+        "that got worse than OLD.json beyond the tolerance and exit 1 if any.",
+    )
     parser.add_argument("result", metavar="RESULT.json", help="the result to report on")
-    parser.add_argument("--out", metavar="DIR",
-                        help="where report.md and the charts go (default: <RESULT stem>-report "
-                             "beside RESULT, e.g. benchmarks/results/latest-report/)")
-    parser.add_argument("--compare", metavar="OLD.json",
-                        help="an earlier result to compare with; exit 1 on any regression")
-    parser.add_argument("--tolerance", type=float, default=0.10, metavar="FRACTION",
-                        help="change that counts as a regression or improvement (default 0.1)")
-    parser.add_argument("--readme", metavar="README.md",
-                        help="also replace the results block of this README (headline "
-                             "table, targets, chart) with this result's")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where report.md and the charts go (default: <RESULT stem>-report "
+        "beside RESULT, e.g. benchmarks/results/latest-report/)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="OLD.json",
+        help="an earlier result to compare with; exit 1 on any regression",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        metavar="FRACTION",
+        help="change that counts as a regression or improvement (default 0.1)",
+    )
+    parser.add_argument(
+        "--readme",
+        metavar="README.md",
+        help="also replace the results block of this README (headline "
+        "table, targets, chart) with this result's",
+    )
     return parser
 
 

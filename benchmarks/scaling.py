@@ -16,6 +16,7 @@ Each size runs in its own process (the parent starts one per size), ``--repeat``
 on a fresh engine, garbage collector paused while timing, events dropped every 1,024
 commands as ``carbonx replay`` does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ from exchange import Engine, default_market
 from exchange.commands import PlaceOrder
 from exchange.market import parse_market
 from exchange.orderfile import read_order_file
+
 from .peers import feed
 from .stats import emit, rss_bytes, spread
 
@@ -63,17 +65,25 @@ def deep_orders(count: int, low: int, high: int, symbol: str = "CEA25") -> list[
         level = (index // 2) % levels
         is_buy = not index % 2
         ticks = low - 1 - level if is_buy else high + 1 + level
-        orders.append(PlaceOrder(
-            order_id=f"deep{index}", account=f"deep{index % 100:02d}", instrument=symbol,
-            side="buy" if is_buy else "sell", price=f"{ticks // 100}.{ticks % 100:02d}",
-            qty=10, stp="none"))
+        orders.append(
+            PlaceOrder(
+                order_id=f"deep{index}",
+                account=f"deep{index % 100:02d}",
+                instrument=symbol,
+                side="buy" if is_buy else "sell",
+                price=f"{ticks // 100}.{ticks % 100:02d}",
+                qty=10,
+                stp="none",
+            )
+        )
     return orders
 
 
 def _price_range(commands: list) -> tuple[int, int]:
     tick = default_market()["CEA25"].tick
-    ticks = [tick.to_units(c.price) for c in commands
-             if type(c) is PlaceOrder and c.price is not None]
+    ticks = [
+        tick.to_units(c.price) for c in commands if type(c) is PlaceOrder and c.price is not None
+    ]
     return min(ticks), max(ticks)
 
 
@@ -95,17 +105,23 @@ def resting(count: int, path: str, *, repeat: int = 3) -> dict:
         runs.append(_run(engine, commands))
         trades.add(engine.trades - resting_before)
         del engine
-    return {"resting": count, "messages": len(commands), "runs_s": [round(s, 6) for s in runs],
-            "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
-            "bytes_per_order": round(min(grown), 1) if grown else None,
-            "trades": sorted(trades), "levels_per_side": max(1, min(MAX_LEVELS, count // 2))}
+    return {
+        "resting": count,
+        "messages": len(commands),
+        "runs_s": [round(s, 6) for s in runs],
+        "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
+        "bytes_per_order": round(min(grown), 1) if grown else None,
+        "trades": sorted(trades),
+        "levels_per_side": max(1, min(MAX_LEVELS, count // 2)),
+    }
 
 
 def market_of(count: int):
     """Return a market of *count* spot instruments ``S0000``... like ``CEA25``."""
-    text = "[defaults]\ncurrency = \"CNY\"\n" + "".join(
-        f"[instruments.S{index:04d}]\nkind = \"spot\"\ntick = \"0.01\"\nmax_qty = 99_999\n"
-        for index in range(count))
+    text = '[defaults]\ncurrency = "CNY"\n' + "".join(
+        f'[instruments.S{index:04d}]\nkind = "spot"\ntick = "0.01"\nmax_qty = 99_999\n'
+        for index in range(count)
+    )
     return parse_market(text, f"<{count} instruments>")
 
 
@@ -131,15 +147,20 @@ def instruments(count: int, path: str, *, repeat: int = 3) -> dict:
         runs.append(_run(engine, commands))
         trades.add(engine.trades)
         del engine
-    return {"instruments": count, "messages": len(commands),
-            "runs_s": [round(s, 6) for s in runs],
-            "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
-            "trades": sorted(trades)}
+    return {
+        "instruments": count,
+        "messages": len(commands),
+        "runs_s": [round(s, 6) for s in runs],
+        "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
+        "trades": sorted(trades),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling",
-                                     description="Cost per message by book size or instruments.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling",
+        description="Cost per message by book size or instruments.",
+    )
     parser.add_argument("axis", choices=("resting", "instruments"))
     parser.add_argument("size", type=int)
     parser.add_argument("file")

@@ -1,4 +1,5 @@
 """Small helpers shared by the benchmark workers: summaries, worker output, RSS."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,16 @@ def spread(values: list[float], digits: int = 6) -> dict:
     >>> spread([3.0, 1.0, 2.0])
     {'median': 2.0, 'min': 1.0, 'max': 3.0, 'n': 3}
     """
+
     def fix(value: float) -> float:
         return round(value, digits) if digits else round(value)
 
-    return {"median": fix(statistics.median(values)), "min": fix(min(values)),
-            "max": fix(max(values)), "n": len(values)}
+    return {
+        "median": fix(statistics.median(values)),
+        "min": fix(min(values)),
+        "max": fix(max(values)),
+        "n": len(values),
+    }
 
 
 def emit(result: dict) -> None:
@@ -34,7 +40,7 @@ def parse_worker_output(stdout: str) -> dict:
     """Return the result a worker printed with ``emit``; raise ``ValueError`` if none."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return json.loads(line[len(RESULT_PREFIX) :])
     raise ValueError("the worker printed no result line")
 
 

@@ -19,23 +19,49 @@ take any year); no time zone, the day boundary is 00:00 UTC; a contract month wh
 business days on or before its last Monday are all holidays is refused, not moved into
 the month before.
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["CalendarError", "Calendar", "SERIES", "DAY_NS", "days_from_civil",
-           "civil_from_days", "days_in_month", "weekday", "parse_date", "format_date",
-           "parse_month", "contract_months", "day_start_ns", "day_of_ns"]
+__all__ = [
+    "CalendarError",
+    "Calendar",
+    "SERIES",
+    "DAY_NS",
+    "days_from_civil",
+    "civil_from_days",
+    "days_in_month",
+    "weekday",
+    "parse_date",
+    "format_date",
+    "parse_month",
+    "contract_months",
+    "day_start_ns",
+    "day_of_ns",
+]
 
 DAY_NS = 86_400 * 10**9
 FRIDAY = 4
 SERIES = {"monthly": tuple(range(1, 13)), "quarterly": (3, 6, 9, 12), "december": (12,)}
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
-_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July",
-                "August", "September", "October", "November", "December")
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 class CalendarError(ValueError):
@@ -66,8 +92,10 @@ def days_from_civil(year: int, month: int, day: int) -> int:
     exchange.calendar.CalendarError: 2026-02-30 is not a date: February 2026 has 28 days
     """
     if not 1 <= day <= days_in_month(year, month):
-        raise CalendarError(f"{year:04d}-{month:02d}-{day:02d} is not a date: "
-                            f"{_MONTH_NAMES[month - 1]} {year} has {days_in_month(year, month)} days")
+        raise CalendarError(
+            f"{year:04d}-{month:02d}-{day:02d} is not a date: "
+            f"{_MONTH_NAMES[month - 1]} {year} has {days_in_month(year, month)} days"
+        )
     year -= month <= 2
     era = year // 400
     yoe = year - era * 400
@@ -142,8 +170,9 @@ def parse_month(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def contract_months(start_year: int, start_month: int, count: int,
-                    series: str) -> list[tuple[int, int]]:
+def contract_months(
+    start_year: int, start_month: int, count: int, series: str
+) -> list[tuple[int, int]]:
     """Return the next *count* contract months of *series* on or after the start month,
     as ``(year, month)`` in order; O(count).
 
@@ -226,11 +255,13 @@ class Calendar:
         """Return the last trading day of contract month *year*-*month*: its last Monday,
         or the previous business day if that Monday is a holiday."""
         last = days_from_civil(year, month, days_in_month(year, month))
-        monday = last - weekday(last)   # Monday is weekday 0
+        monday = last - weekday(last)  # Monday is weekday 0
         expiry = self.previous_business_day(monday)
         if civil_from_days(expiry)[:2] != (year, month):
-            raise CalendarError(f"{year:04d}-{month:02d} has no business day on or before "
-                                f"its last Monday {format_date(monday)}")
+            raise CalendarError(
+                f"{year:04d}-{month:02d} has no business day on or before "
+                f"its last Monday {format_date(monday)}"
+            )
         return expiry
 
     def delivery_day(self, last_trading_day: int, business_days: int = 3) -> int:

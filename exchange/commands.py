@@ -17,20 +17,41 @@ quantity that is not an ``int``. Values the engine judges (a quantity of zero or
 an emissions ``quality``, an allocation ``stage``) are left to it: they are sequenced,
 journaled rejections with a reason, and a journal may hold them.
 """
+
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
 __all__ = [
-    "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay",
-    "Deposit", "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances",
-    "OpenAccount", "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions",
-    "ComplianceDeadline", "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances",
+    "Command",
+    "PlaceOrder",
+    "CancelOrder",
+    "AmendOrder",
+    "MassCancel",
+    "EndOfDay",
+    "Deposit",
+    "Withdraw",
+    "IssueAllowances",
+    "SurrenderAllowances",
+    "TransferAllowances",
+    "OpenAccount",
+    "SuspendAccount",
+    "ResumeAccount",
+    "CloseAccount",
+    "RecordEmissions",
+    "ComplianceDeadline",
+    "ClawBackAllowances",
+    "AllocateAllowances",
+    "ConvertAllowances",
     "AnyCommand",
-    "ADMIN_COMMANDS", "ACCOUNT_KINDS",
-    "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES",
+    "ADMIN_COMMANDS",
+    "ACCOUNT_KINDS",
+    "SIDES",
+    "ORDER_TYPES",
+    "TIFS",
+    "STP_MODES",
 ]
 
 Side = Literal["buy", "sell"]
@@ -59,12 +80,12 @@ def _one_of(command: str, name: str, value: object, allowed: tuple) -> None:
 def _integer(command: str, name: str, value: object) -> None:
     """Raise ``TypeError`` naming *command*'s field *name* unless *value* is an ``int``."""
     if type(value) is not int:
-        raise TypeError(f"{command}: {name} must be an int, not {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(f"{command}: {name} must be an int, not {type(value).__name__} {value!r}")
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False,
-              omit_defaults=True):
+class Command(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False, omit_defaults=True
+):
     """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock.
 
     ``command_id``, when given, makes a command idempotent: the engine applies the
@@ -101,11 +122,13 @@ class PlaceOrder(Command, tag="new"):
         # millions), so measured (cachegrind): string comparisons with the common value
         # first cost about a third of set lookups; the details only when a test fails.
         try:
-            if ((self.side == "buy" or self.side == "sell")
-                    and (self.type == "limit" or self.type in _TYPE_SET)
-                    and (self.tif == "gtc" or self.tif in _TIF_SET)
-                    and (self.stp is None or self.stp in _STP_SET)
-                    and type(self.qty) is int):
+            if (
+                (self.side == "buy" or self.side == "sell")
+                and (self.type == "limit" or self.type in _TYPE_SET)
+                and (self.tif == "gtc" or self.tif in _TIF_SET)
+                and (self.stp is None or self.stp in _STP_SET)
+                and type(self.qty) is int
+            ):
                 return
         except TypeError:  # an unhashable value: say which below
             pass
@@ -209,7 +232,7 @@ class RecordEmissions(Command, tag="emissions"):
     qty: int
     quality: str = "measured"  # measured, default, estimated or revised (checked)
     verifier: str | None = None
-    months: int = 12           # monthly-log completeness: months of the year logged
+    months: int = 12  # monthly-log completeness: months of the year logged
 
 
 class AllocateAllowances(Command, tag="allocate"):
@@ -286,13 +309,40 @@ class CloseAccount(Command, tag="close_account"):
     account: str
 
 
-AnyCommand = Union[
-    PlaceOrder, CancelOrder, AmendOrder, MassCancel, EndOfDay,
-    Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
-    OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-    ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances,
-]
-ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
-                  OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-                  ComplianceDeadline, ClawBackAllowances, AllocateAllowances,
-                  ConvertAllowances)
+AnyCommand = (
+    PlaceOrder
+    | CancelOrder
+    | AmendOrder
+    | MassCancel
+    | EndOfDay
+    | Deposit
+    | Withdraw
+    | IssueAllowances
+    | SurrenderAllowances
+    | TransferAllowances
+    | OpenAccount
+    | SuspendAccount
+    | ResumeAccount
+    | CloseAccount
+    | RecordEmissions
+    | ComplianceDeadline
+    | ClawBackAllowances
+    | AllocateAllowances
+    | ConvertAllowances
+)
+ADMIN_COMMANDS = (
+    Deposit,
+    Withdraw,
+    IssueAllowances,
+    SurrenderAllowances,
+    TransferAllowances,
+    OpenAccount,
+    SuspendAccount,
+    ResumeAccount,
+    CloseAccount,
+    RecordEmissions,
+    ComplianceDeadline,
+    ClawBackAllowances,
+    AllocateAllowances,
+    ConvertAllowances,
+)

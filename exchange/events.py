@@ -9,23 +9,51 @@ event (``OrderAccepted``, ``OrderCancelled`` for a cancel, ``OrderAmended``,
 
 Schema evolution: new fields must have defaults; tags and field names never change.
 """
-from __future__ import annotations
 
-from typing import Union
+from __future__ import annotations
 
 import msgspec
 
 __all__ = [
-    "Event", "OrderAccepted", "CommandRejected", "TradeExecuted", "OrderCancelled",
-    "OrderAmended", "OrderExpired", "OrderTriggered", "MassCancelAccepted",
-    "TradingDayEnded", "ReferencePriceSet", "LedgerCommandIgnored", "AccountOpened",
-    "AccountStatusChanged", "CashDeposited", "CashWithdrawn", "AllowancesIssued",
-    "AllowancesTransferred", "AllowancesSurrendered", "TradeSettled", "HoldingsUnlocked",
-    "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed", "AllowancesClawedBack",
-    "AllowancesAllocated", "AllowancesConverted", "TradeCleared", "SettlementPriceSet",
-    "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
-    "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed",
-    "OptionExercised", "AnyEvent",
+    "Event",
+    "OrderAccepted",
+    "CommandRejected",
+    "TradeExecuted",
+    "OrderCancelled",
+    "OrderAmended",
+    "OrderExpired",
+    "OrderTriggered",
+    "MassCancelAccepted",
+    "TradingDayEnded",
+    "ReferencePriceSet",
+    "LedgerCommandIgnored",
+    "AccountOpened",
+    "AccountStatusChanged",
+    "CashDeposited",
+    "CashWithdrawn",
+    "AllowancesIssued",
+    "AllowancesTransferred",
+    "AllowancesSurrendered",
+    "TradeSettled",
+    "HoldingsUnlocked",
+    "EmissionsVerified",
+    "ComplianceAssessed",
+    "DeadlinePassed",
+    "AllowancesClawedBack",
+    "AllowancesAllocated",
+    "AllowancesConverted",
+    "TradeCleared",
+    "SettlementPriceSet",
+    "VariationMargin",
+    "MarginCalled",
+    "MarginCallMet",
+    "PositionClosedOut",
+    "DefaultRecorded",
+    "ContractExpired",
+    "DeliverySettled",
+    "DeliveryFailed",
+    "OptionExercised",
+    "AnyEvent",
     "RESULT_EVENTS",
 ]
 
@@ -324,7 +352,7 @@ class TradeCleared(Event, tag="trade_cleared"):
     price: int
     buy_position: int
     sell_position: int
-    buy_fee: int = 0      # minor units, paid to the exchange's fee account as it traded
+    buy_fee: int = 0  # minor units, paid to the exchange's fee account as it traded
     sell_fee: int = 0
 
 
@@ -434,19 +462,63 @@ class DeliveryFailed(Event, tag="delivery_failed"):
     penalty: int
 
 
-AnyEvent = Union[
-    OrderAccepted, CommandRejected, TradeExecuted, OrderCancelled, OrderAmended,
-    OrderExpired, OrderTriggered, MassCancelAccepted, TradingDayEnded, ReferencePriceSet,
-    LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited, CashWithdrawn,
-    AllowancesIssued, AllowancesTransferred, AllowancesSurrendered, TradeSettled,
-    HoldingsUnlocked, EmissionsVerified, ComplianceAssessed, DeadlinePassed,
-    AllowancesClawedBack, AllowancesAllocated, AllowancesConverted, TradeCleared,
-    SettlementPriceSet, VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
-    DefaultRecorded, ContractExpired, DeliverySettled, DeliveryFailed, OptionExercised,
-]
+AnyEvent = (
+    OrderAccepted
+    | CommandRejected
+    | TradeExecuted
+    | OrderCancelled
+    | OrderAmended
+    | OrderExpired
+    | OrderTriggered
+    | MassCancelAccepted
+    | TradingDayEnded
+    | ReferencePriceSet
+    | LedgerCommandIgnored
+    | AccountOpened
+    | AccountStatusChanged
+    | CashDeposited
+    | CashWithdrawn
+    | AllowancesIssued
+    | AllowancesTransferred
+    | AllowancesSurrendered
+    | TradeSettled
+    | HoldingsUnlocked
+    | EmissionsVerified
+    | ComplianceAssessed
+    | DeadlinePassed
+    | AllowancesClawedBack
+    | AllowancesAllocated
+    | AllowancesConverted
+    | TradeCleared
+    | SettlementPriceSet
+    | VariationMargin
+    | MarginCalled
+    | MarginCallMet
+    | PositionClosedOut
+    | DefaultRecorded
+    | ContractExpired
+    | DeliverySettled
+    | DeliveryFailed
+    | OptionExercised
+)
 
-RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted,
-                 TradingDayEnded, LedgerCommandIgnored, AccountOpened, AccountStatusChanged,
-                 CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred,
-                 AllowancesSurrendered, EmissionsVerified, DeadlinePassed,
-                 AllowancesClawedBack, AllowancesAllocated, AllowancesConverted)
+RESULT_EVENTS = (
+    OrderAccepted,
+    CommandRejected,
+    OrderAmended,
+    MassCancelAccepted,
+    TradingDayEnded,
+    LedgerCommandIgnored,
+    AccountOpened,
+    AccountStatusChanged,
+    CashDeposited,
+    CashWithdrawn,
+    AllowancesIssued,
+    AllowancesTransferred,
+    AllowancesSurrendered,
+    EmissionsVerified,
+    DeadlinePassed,
+    AllowancesClawedBack,
+    AllowancesAllocated,
+    AllowancesConverted,
+)

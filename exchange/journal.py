@@ -129,6 +129,7 @@ Limits, stated plainly:
 * Read a journal while no process writes it, or accept that a group being written may
   show as a torn tail; ``cut_journal`` must run alone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -150,28 +151,38 @@ from exchange.market import parse_market
 from exchange.persist import decode_state, encode_state
 from exchange.state import StateError
 
-__all__ = ["FORMAT", "READABLE_FORMATS", "CutPlan", "JournalDamage", "JournalError",
-           "JournalWriter", "Recovered", "create_journal", "cut_journal", "recover",
-           "reopen_journal"]
+__all__ = [
+    "FORMAT",
+    "READABLE_FORMATS",
+    "CutPlan",
+    "JournalDamage",
+    "JournalError",
+    "JournalWriter",
+    "Recovered",
+    "create_journal",
+    "cut_journal",
+    "recover",
+    "reopen_journal",
+]
 
 FORMAT = "carbonx-journal/3"
 LEGACY_FORMATS = ("carbonx-journal/2", "carbonx-journal/1")  # 1: one command a frame
 READABLE_FORMATS = (FORMAT, *LEGACY_FORMATS)
 _VERSION = 3
 _SEGMENT_MAGIC = b"CXJSEG\0\0"
-_SEGMENT_HEAD = struct.Struct("<8sIQ")      # magic, version, first seq
-_SEGMENT_HEADER = 24                        # ... and the crc32 of those 20 bytes
-_FRAME = struct.Struct("<IQII")             # length, seq, payload crc32, header crc32
-_FRAME_HEAD = struct.Struct("<IQI")         # the 16 bytes the header crc32 covers
+_SEGMENT_HEAD = struct.Struct("<8sIQ")  # magic, version, first seq
+_SEGMENT_HEADER = 24  # ... and the crc32 of those 20 bytes
+_FRAME = struct.Struct("<IQII")  # length, seq, payload crc32, header crc32
+_FRAME_HEAD = struct.Struct("<IQI")  # the 16 bytes the header crc32 covers
 _FRAME_HEADER = _FRAME.size
-_LEGACY_FRAME = struct.Struct("<IIQ")       # formats 1 and 2: length, seeded crc32, seq
+_LEGACY_FRAME = struct.Struct("<IIQ")  # formats 1 and 2: length, seeded crc32, seq
 _U32 = struct.Struct("<I")
 _LOW32 = 0xFFFFFFFF
-_SNAP_HEAD = struct.Struct("<8sQQI")        # magic, seq, payload length, payload crc32
-_SNAP_HEADER = _SNAP_HEAD.size + 4          # ... and the crc32 of those 28 bytes
+_SNAP_HEAD = struct.Struct("<8sQQI")  # magic, seq, payload length, payload crc32
+_SNAP_HEADER = _SNAP_HEAD.size + 4  # ... and the crc32 of those 28 bytes
 _LEGACY_SNAP_HEADER = struct.Struct("<8sQIQ")  # format 2: magic, seq, payload crc32, length
 _MAX_FRAME = 1 << 24  # no group comes near 16 MB: larger is a damaged length
-_GROUP_MAX = 8192     # commands in one frame at most
+_GROUP_MAX = 8192  # commands in one frame at most
 FSYNC_POLICIES = ("group", "none")
 _FILE_MODE, _DIR_MODE = 0o600, 0o700
 _SEGMENT_NAME = re.compile(r"journal-(\d{12})\.cxj")
@@ -211,15 +222,24 @@ class JournalDamage(JournalError):
     """Damage in a journal: ``path`` is the file, ``offset`` the byte (None: the whole
     file). ``cut_journal`` can cut the journal back to the last good frame before it."""
 
-    def __init__(self, path: Path, offset: int | None, reason: str, *, kind: str,
-                 index: int | None = None, good_end: int = 0, seq: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        offset: int | None,
+        reason: str,
+        *,
+        kind: str,
+        index: int | None = None,
+        good_end: int = 0,
+        seq: int = 0,
+    ) -> None:
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{path}: {reason}{where}: the journal is damaged")
         self.path, self.offset, self.reason = path, offset, reason
-        self.kind = kind          # frame, segment, size, stray, ahead
-        self.index = index        # the segment's place in the manifest
+        self.kind = kind  # frame, segment, size, stray, ahead
+        self.index = index  # the segment's place in the manifest
         self.good_end = good_end  # frame damage: the byte after the last good frame
-        self.seq = seq            # the last good command before the damage
+        self.seq = seq  # the last good command before the damage
 
 
 # --- small file helpers ----------------------------------------------------------------------
@@ -257,7 +277,7 @@ def _create(path: Path, *, append: bool = False) -> int:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -275,14 +295,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _checksum(body: dict) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "blake2b-128:" + hashlib.blake2b(canonical.encode("utf-8"),
-                                            digest_size=16).hexdigest()
+    return "blake2b-128:" + hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _write_json(path: Path, body: dict) -> None:
     document = {**body, "checksum": _checksum(body)}
-    _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n")
-                  .encode("utf-8"))
+    _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _read_json(path: Path, *, checked: bool) -> tuple[dict, bool]:
@@ -302,8 +320,9 @@ def _read_json(path: Path, *, checked: bool) -> tuple[dict, bool]:
     if checked or had:
         stated = document.pop("checksum", None)
         if stated != _checksum(document):
-            raise JournalError(f"{path}: its checksum does not match its content (changed "
-                               f"or damaged)")
+            raise JournalError(
+                f"{path}: its checksum does not match its content (changed or damaged)"
+            )
     return document, had
 
 
@@ -358,22 +377,31 @@ class JournalWriter:
     Made by ``create_journal`` and ``reopen_journal``.
     """
 
-    def __init__(self, directory: Path, seq: int, manifest: dict, fd: int, size: int, *,
-                 fsync: str = "group", last_snapshot: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        seq: int,
+        manifest: dict,
+        fd: int,
+        size: int,
+        *,
+        fsync: str = "group",
+        last_snapshot: int = 0,
+    ) -> None:
         if fsync not in FSYNC_POLICIES:
             os.close(fd)
             raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
         self.directory = directory
-        self.seq = seq              # last command appended
-        self.committed = seq        # last command on disk (per the fsync policy)
+        self.seq = seq  # last command appended
+        self.committed = seq  # last command on disk (per the fsync policy)
         self.last_snapshot = last_snapshot
         self._fsync = fsync == "group"
         self._parts: list[bytes] = []
         self._encode = msgspec.msgpack.Encoder().encode
         self._manifest = manifest
         self._file = os.fdopen(fd, "ab")
-        self._size = size           # bytes in the segment being written
-        self._child: tuple[int, int] | None = None   # a background snapshot: (pid, seq)
+        self._size = size  # bytes in the segment being written
+        self._child: tuple[int, int] | None = None  # a background snapshot: (pid, seq)
 
     def append(self, command) -> int:
         """Add *command* to the pending group; return its seq. Nothing is written yet."""
@@ -391,7 +419,7 @@ class JournalWriter:
         parts: list[bytes] = []
         first = self.seq + 1
         for start in range(0, len(commands), _GROUP_MAX):
-            group = commands[start:start + _GROUP_MAX]
+            group = commands[start : start + _GROUP_MAX]
             self._frame(group, first, parts)
             first += len(group)
         self._parts += parts
@@ -403,8 +431,10 @@ class JournalWriter:
         payload = self._encode(group)
         if len(payload) > _MAX_FRAME:
             if len(group) == 1:
-                raise JournalError(f"command {first} is {len(payload):,} bytes encoded, "
-                                   f"more than a journal frame holds ({_MAX_FRAME:,})")
+                raise JournalError(
+                    f"command {first} is {len(payload):,} bytes encoded, "
+                    f"more than a journal frame holds ({_MAX_FRAME:,})"
+                )
             half = len(group) // 2
             self._frame(group[:half], first, parts)
             self._frame(group[half:], first + half, parts)
@@ -440,13 +470,13 @@ class JournalWriter:
         # 0.22 s at the call and slowed the commands after it, 0.4-0.5 s in all; a fork
         # costs 0.1 s in all.
         self.commit()
-        if not self._fsync:   # the frames a snapshot covers are on disk before it
+        if not self._fsync:  # the frames a snapshot covers are on disk before it
             os.fsync(self._file.fileno())
         self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
-        if background and hasattr(os, "fork"):   # where there is no fork, in place
+        if background and hasattr(os, "fork"):  # where there is no fork, in place
             pid = os.fork()
-            if pid == 0:   # the child: write, and leave without running anything else
+            if pid == 0:  # the child: write, and leave without running anything else
                 status = 1
                 try:
                     _write_snapshot(engine, self.seq, final)
@@ -464,14 +494,15 @@ class JournalWriter:
         """Seal the segment being written in the manifest and start the next one."""
         segments = self._manifest["segments"]
         if segments[-1]["first"] == self.seq + 1:
-            return   # it holds no frame yet: go on in it
+            return  # it holds no frame yet: go on in it
         manifest = {**self._manifest, "segments": [dict(entry) for entry in segments]}
         manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
         try:
             fd = _start_segment(self.directory, manifest, self.seq + 1)
         except OSError as exc:
-            raise JournalError(f"cannot start a journal segment in {self.directory}: "
-                               f"{exc.strerror}") from None
+            raise JournalError(
+                f"cannot start a journal segment in {self.directory}: {exc.strerror}"
+            ) from None
         self._file.close()
         self._file = os.fdopen(fd, "ab")
         self._size = _SEGMENT_HEADER
@@ -484,9 +515,11 @@ class JournalWriter:
         (pid, seq), self._child = self._child, None
         _, status = os.waitpid(pid, 0)
         if status:
-            raise JournalError(f"the snapshot after command {seq} could not be written "
-                               f"(its writer exited with status {status}); the journal "
-                               f"itself is whole")
+            raise JournalError(
+                f"the snapshot after command {seq} could not be written "
+                f"(its writer exited with status {status}); the journal "
+                f"itself is whole"
+            )
 
     def close(self) -> None:
         """Commit what is pending, close the segment, wait for a background snapshot."""
@@ -516,8 +549,9 @@ def _write_snapshot(engine: Engine, seq: int, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
-                   fsync: str = "group") -> JournalWriter:
+def create_journal(
+    directory: str | Path, market_text: str, *, ledger: bool, fsync: str = "group"
+) -> JournalWriter:
     """Start a new journal in *directory* (created if needed; it must hold no journal)."""
     path = Path(directory)
     if fsync not in FSYNC_POLICIES:
@@ -525,14 +559,17 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
     try:
         fresh = not path.exists()
         path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        if (path / "meta.json").exists() or (path / "manifest.json").exists() or any(
-                path.glob("journal-*.cxj")):
-            raise JournalError(f"{path} already holds a journal; recover it, or choose an "
-                               f"empty directory")
+        if (
+            (path / "meta.json").exists()
+            or (path / "manifest.json").exists()
+            or any(path.glob("journal-*.cxj"))
+        ):
+            raise JournalError(
+                f"{path} already holds a journal; recover it, or choose an empty directory"
+            )
         if fresh or not any(path.iterdir()):
             os.chmod(path, _DIR_MODE)
-        _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger,
-                                         "market": market_text})
+        _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger, "market": market_text})
         manifest = {"format": FORMAT, "segments": []}
         fd = _start_segment(path, manifest, 1)
         return JournalWriter(path, 0, manifest, fd, _SEGMENT_HEADER, fsync=fsync)
@@ -546,12 +583,12 @@ class Recovered:
     """The state rebuilt from a journal directory."""
 
     engine: Engine
-    seq: int               # input commands recovered (snapshot + replayed frames)
-    snapshot_seq: int      # the snapshot it started from (0 = none)
-    replayed: int          # commands replayed after the snapshot
-    torn_bytes: int        # bytes of torn tail ignored at the end of the last segment
-    segment: Path | None   # the last segment
-    warnings: list[str] = field(default_factory=list)   # snapshots passed over, and why
+    seq: int  # input commands recovered (snapshot + replayed frames)
+    snapshot_seq: int  # the snapshot it started from (0 = none)
+    replayed: int  # commands replayed after the snapshot
+    torn_bytes: int  # bytes of torn tail ignored at the end of the last segment
+    segment: Path | None  # the last segment
+    warnings: list[str] = field(default_factory=list)  # snapshots passed over, and why
 
 
 def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
@@ -563,9 +600,9 @@ def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
     if 0x90 <= tag <= 0x9F:
         count = tag & 0x0F
     elif tag == 0xDC and end - start >= 3:
-        count = int.from_bytes(data[start + 1:start + 3], "big")
+        count = int.from_bytes(data[start + 1 : start + 3], "big")
     elif tag == 0xDD and end - start >= 5:
-        count = int.from_bytes(data[start + 1:start + 5], "big")
+        count = int.from_bytes(data[start + 1 : start + 5], "big")
     elif legacy and (0x80 <= tag <= 0x8F or tag in (0xDE, 0xDF)):
         count = 1
     else:
@@ -573,8 +610,9 @@ def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
     return count or None
 
 
-def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: set,
-          legacy: bool) -> tuple[int, int, int, str | None]:
+def _walk(
+    data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: set, legacy: bool
+) -> tuple[int, int, int, str | None]:
     """Check the frames of ``data[pos:limit]``, the first of command *expected*.
 
     Return (byte after the last good frame, the seq due next, good frames, what is wrong
@@ -593,7 +631,7 @@ def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: 
             end = pos + 16 + length
             if length > _MAX_FRAME or end > limit:
                 return pos, expected, frames, _INCOMPLETE
-            if crc32(view[pos + 16:end], seq & _LOW32) != crc:
+            if crc32(view[pos + 16 : end], seq & _LOW32) != crc:
                 return pos, expected, frames, "checksum mismatch in the frame"
             if seq != expected:
                 return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
@@ -611,7 +649,7 @@ def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: 
         if pos + _FRAME_HEADER > limit:
             return pos, expected, frames, _INCOMPLETE
         length, seq, crc, header_crc = unpack(data, pos)
-        if crc32(view[pos:pos + 16]) != header_crc:
+        if crc32(view[pos : pos + 16]) != header_crc:
             return pos, expected, frames, "checksum mismatch in the frame header"
         if seq != expected:
             return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
@@ -641,13 +679,20 @@ def _valid_at(data: bytes, p: int, low: int, high: int, legacy: bool) -> bool:
             return False
         length, crc, seq = _LEGACY_FRAME.unpack_from(data, p)
         end = p + 16 + length
-        return (low <= seq <= high and 0 < length <= _MAX_FRAME and end <= len(data)
-                and zlib.crc32(memoryview(data)[p + 16:end], seq & _LOW32) == crc)
+        return (
+            low <= seq <= high
+            and 0 < length <= _MAX_FRAME
+            and end <= len(data)
+            and zlib.crc32(memoryview(data)[p + 16 : end], seq & _LOW32) == crc
+        )
     if p + _FRAME_HEADER > len(data):
         return False
     length, seq, _, header_crc = _FRAME.unpack_from(data, p)
-    return (low <= seq <= high and 0 < length <= _MAX_FRAME
-            and zlib.crc32(memoryview(data)[p:p + 16]) == header_crc)
+    return (
+        low <= seq <= high
+        and 0 < length <= _MAX_FRAME
+        and zlib.crc32(memoryview(data)[p : p + 16]) == header_crc
+    )
 
 
 def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | None:
@@ -662,10 +707,10 @@ def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | Non
     seq_at = 8 if legacy else 4
     start = bad + 1
     high = expected + _SEQ_REACH
-    zeros = (64 - high.bit_length()) // 8   # high bytes of any such seq: all zero
+    zeros = (64 - high.bit_length()) // 8  # high bytes of any such seq: all zero
     if zeros <= 0:
         candidates = range(start, size)
-    else:   # only where those zero bytes are: a search in C, then a few checks a zero run
+    else:  # only where those zero bytes are: a search in C, then a few checks a zero run
         candidates = _zero_run_candidates(data, start, zeros, seq_at + 8 - zeros)
     for p in candidates:
         if p >= start and _valid_at(data, p, 1, high, legacy):
@@ -692,13 +737,24 @@ def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int):
 
 
 class _Segment:
-    __slots__ = ("base", "end", "first", "frames", "last", "legacy", "path", "pending",
-                 "sealed", "size", "torn")
+    __slots__ = (
+        "base",
+        "end",
+        "first",
+        "frames",
+        "last",
+        "legacy",
+        "path",
+        "pending",
+        "sealed",
+        "size",
+        "torn",
+    )
 
     def __init__(self, path: Path, first: int, legacy: bool, sealed, pending: bool) -> None:
         self.path, self.first, self.legacy = path, first, legacy
-        self.sealed = sealed      # (end, size, last) from the manifest, or None
-        self.pending = pending    # only NAME.tmp exists: an interrupted start
+        self.sealed = sealed  # (end, size, last) from the manifest, or None
+        self.pending = pending  # only NAME.tmp exists: an interrupted start
         self.base = self.end = self.size = self.torn = self.frames = 0
         self.last = first - 1
 
@@ -714,17 +770,30 @@ def _manifest_segments(path: Path, manifest: dict) -> list[_Segment]:
         match = _SEGMENT_NAME.fullmatch(name) if isinstance(name, str) else None
         keys = ("end", "size", "last")
         sealed = all(type(entry.get(key)) is int for key in keys) if match else False
-        if (match is None or entry.get("first") != int(match[1])
-                or (not sealed and any(key in entry for key in keys))
-                or (sealed and number == len(entries) - 1)
-                or (segments and segments[-1].first >= entry["first"])):
+        if (
+            match is None
+            or entry.get("first") != int(match[1])
+            or (not sealed and any(key in entry for key in keys))
+            or (sealed and number == len(entries) - 1)
+            or (segments and segments[-1].first >= entry["first"])
+        ):
             raise JournalError(f"{file}: segment entry {number + 1} is not valid (damaged)")
         segment = path / name
-        pending = (number == len(entries) - 1 and not sealed and not segment.exists()
-                   and segment.with_name(name + ".tmp").exists())
-        segments.append(_Segment(segment, entry["first"], bool(entry.get("legacy")),
-                                 tuple(entry[key] for key in keys) if sealed else None,
-                                 pending))
+        pending = (
+            number == len(entries) - 1
+            and not sealed
+            and not segment.exists()
+            and segment.with_name(name + ".tmp").exists()
+        )
+        segments.append(
+            _Segment(
+                segment,
+                entry["first"],
+                bool(entry.get("legacy")),
+                tuple(entry[key] for key in keys) if sealed else None,
+                pending,
+            )
+        )
     return segments
 
 
@@ -735,38 +804,45 @@ class _Journal:
         if not path.is_dir():
             raise JournalError(f"{path} is not a directory")
         self.path = path
-        listed = sorted(p.name for p in path.iterdir())   # before the manifest: see strays
+        listed = sorted(p.name for p in path.iterdir())  # before the manifest: see strays
         meta_file = path / "meta.json"
         if not meta_file.exists():
             raise JournalError(f"{path} holds no journal (no meta.json)")
         meta, checked = _read_json(meta_file, checked=False)
-        if meta.get("format") not in READABLE_FORMATS or not isinstance(meta.get("market"),
-                                                                       str):
-            raise JournalError(f"{meta_file}: not a journal of a format this version reads "
-                               f"({', '.join(READABLE_FORMATS)})")
+        if meta.get("format") not in READABLE_FORMATS or not isinstance(meta.get("market"), str):
+            raise JournalError(
+                f"{meta_file}: not a journal of a format this version reads "
+                f"({', '.join(READABLE_FORMATS)})"
+            )
         if meta["format"] == FORMAT and not checked:
             raise JournalError(f"{meta_file}: no checksum (changed or damaged)")
         self.meta = meta
         self.legacy = meta["format"] != FORMAT
         self.manifest: dict | None = None
-        self.converted = 0   # format 3 after reopening an older journal: its seq then
-        if self.legacy:      # no manifest: the segments are the files there are
-            self.segments = [_Segment(path / name, int(match[1]), True, None, False)
-                             for name in listed if (match := _SEGMENT_NAME.fullmatch(name))]
+        self.converted = 0  # format 3 after reopening an older journal: its seq then
+        if self.legacy:  # no manifest: the segments are the files there are
+            self.segments = [
+                _Segment(path / name, int(match[1]), True, None, False)
+                for name in listed
+                if (match := _SEGMENT_NAME.fullmatch(name))
+            ]
             self.strays: list[str] = []
         else:
             if not (path / "manifest.json").exists():
-                raise JournalError(f"{path / 'manifest.json'}: missing (it lists the "
-                                   f"segments that must exist)")
+                raise JournalError(
+                    f"{path / 'manifest.json'}: missing (it lists the segments that must exist)"
+                )
             self.manifest = _read_json(path / "manifest.json", checked=True)[0]
             self.segments = _manifest_segments(path, self.manifest)
             self.converted = self.manifest.get("converted_at", 0)
             if type(self.converted) is not int:
-                raise JournalError(f"{path / 'manifest.json'}: converted_at is not a seq "
-                                   f"(damaged)")
+                raise JournalError(f"{path / 'manifest.json'}: converted_at is not a seq (damaged)")
             names = {segment.path.name for segment in self.segments}
-            self.strays = [name for name in listed if name.startswith("journal-")
-                           and name.endswith(".cxj") and name not in names]
+            self.strays = [
+                name
+                for name in listed
+                if name.startswith("journal-") and name.endswith(".cxj") and name not in names
+            ]
         self.snapshots: list[tuple[int, Path]] = []
         self.warnings: list[str] = []
         for name in listed:
@@ -775,14 +851,29 @@ class _Journal:
                     self.warnings.append(f"{path / name}: not a snapshot name; passed over")
                 else:
                     self.snapshots.append((int(match[1]), path / name))
-        self.end = 0          # the last command the frames hold
-        self.torn = 0         # torn tail at the end of the last segment
-        self.starts: set[int] = set()   # snapshot seqs a frame follows (or the end is)
+        self.end = 0  # the last command the frames hold
+        self.torn = 0  # torn tail at the end of the last segment
+        self.starts: set[int] = set()  # snapshot seqs a frame follows (or the end is)
 
-    def damage(self, index: int, offset: int | None, reason: str, kind: str, *,
-               good_end: int = 0, seq: int = 0) -> JournalDamage:
-        return JournalDamage(self.segments[index].path, offset, reason, kind=kind,
-                             index=index, good_end=good_end, seq=seq)
+    def damage(
+        self,
+        index: int,
+        offset: int | None,
+        reason: str,
+        kind: str,
+        *,
+        good_end: int = 0,
+        seq: int = 0,
+    ) -> JournalDamage:
+        return JournalDamage(
+            self.segments[index].path,
+            offset,
+            reason,
+            kind=kind,
+            index=index,
+            good_end=good_end,
+            seq=seq,
+        )
 
     def scan(self) -> None:
         """Check every frame of every segment; raise ``JournalDamage`` at the first bad."""
@@ -797,19 +888,26 @@ class _Journal:
             try:
                 data = segment.path.read_bytes()
             except FileNotFoundError:
-                raise self.damage(index, None, "missing (manifest.json lists it)", "segment",
-                                  seq=expected - 1) from None
+                raise self.damage(
+                    index, None, "missing (manifest.json lists it)", "segment", seq=expected - 1
+                ) from None
             except OSError as exc:
                 raise JournalError(f"{segment.path} cannot be read: {exc.strerror}") from None
             size = len(data)
             base = 0 if segment.legacy else self._check_header(index, segment, data, expected)
             if segment.first != expected:
-                raise self.damage(index, None, f"starts at command {segment.first}, but "
-                                  f"the segments before it end at command {expected - 1}",
-                                  "segment", seq=expected - 1)
+                raise self.damage(
+                    index,
+                    None,
+                    f"starts at command {segment.first}, but "
+                    f"the segments before it end at command {expected - 1}",
+                    "segment",
+                    seq=expected - 1,
+                )
             limit = size if segment.sealed is None else min(size, segment.sealed[0])
-            pos, due, frames, bad = _walk(data, base, limit, expected, snaps, self.starts,
-                                          segment.legacy)
+            pos, due, frames, bad = _walk(
+                data, base, limit, expected, snaps, self.starts, segment.legacy
+            )
             torn = 0
             if bad is not None:
                 later = None
@@ -821,27 +919,46 @@ class _Journal:
                     if later is not None:
                         bad = f"an incomplete frame with a valid frame after it (at byte {later})"
                     elif bad == _INCOMPLETE and segment.sealed is not None:
-                        bad = (f"the file is {size} bytes, manifest.json records frames "
-                               f"up to byte {segment.sealed[0]}: a frame cut short"
-                               if size < segment.sealed[0] else
-                               "a frame running past the end manifest.json records")
+                        bad = (
+                            f"the file is {size} bytes, manifest.json records frames "
+                            f"up to byte {segment.sealed[0]}: a frame cut short"
+                            if size < segment.sealed[0]
+                            else "a frame running past the end manifest.json records"
+                        )
                     elif bad == _INCOMPLETE:
                         bad = "a frame cut short in a segment before the last"
                     raise self.damage(index, pos, bad, "frame", good_end=pos, seq=due - 1)
             if segment.sealed is not None:
                 end, recorded, last = segment.sealed
                 if pos < end:
-                    raise self.damage(index, pos, f"the file is {size} bytes, manifest.json "
-                                      f"records frames up to byte {end}: they end",
-                                      "frame", good_end=pos, seq=due - 1)
+                    raise self.damage(
+                        index,
+                        pos,
+                        f"the file is {size} bytes, manifest.json "
+                        f"records frames up to byte {end}: they end",
+                        "frame",
+                        good_end=pos,
+                        seq=due - 1,
+                    )
                 if due - 1 != last:
-                    raise self.damage(index, pos, f"its frames end at command {due - 1}, "
-                                      f"manifest.json records {last}: they end", "frame",
-                                      good_end=pos, seq=due - 1)
+                    raise self.damage(
+                        index,
+                        pos,
+                        f"its frames end at command {due - 1}, "
+                        f"manifest.json records {last}: they end",
+                        "frame",
+                        good_end=pos,
+                        seq=due - 1,
+                    )
                 if size != recorded:
-                    raise self.damage(index, min(size, recorded), f"the file is {size} "
-                                      f"bytes, manifest.json records {recorded}: they differ",
-                                      "size", good_end=end, seq=due - 1)
+                    raise self.damage(
+                        index,
+                        min(size, recorded),
+                        f"the file is {size} bytes, manifest.json records {recorded}: they differ",
+                        "size",
+                        good_end=end,
+                        seq=due - 1,
+                    )
             segment.base, segment.end, segment.size = base, pos, size
             segment.last, segment.frames, segment.torn = due - 1, frames, torn
             expected = due
@@ -850,28 +967,40 @@ class _Journal:
         self.starts.add(self.end)
         if self.strays:
             stray = self.path / self.strays[0]
-            raise JournalDamage(stray, None, "named like a segment, but manifest.json does "
-                                "not list it", kind="stray")
+            raise JournalDamage(
+                stray,
+                None,
+                "named like a segment, but manifest.json does not list it",
+                kind="stray",
+            )
 
     def _check_header(self, index: int, segment: _Segment, data: bytes, expected: int) -> int:
         if not data:
-            raise self.damage(index, 0, "empty: no segment header", "segment",
-                              seq=expected - 1)
+            raise self.damage(index, 0, "empty: no segment header", "segment", seq=expected - 1)
         if len(data) < _SEGMENT_HEADER:
-            raise self.damage(index, 0, "a segment header cut short", "segment",
-                              seq=expected - 1)
+            raise self.damage(index, 0, "a segment header cut short", "segment", seq=expected - 1)
         magic, version, first = _SEGMENT_HEAD.unpack_from(data)
-        if (zlib.crc32(memoryview(data)[:_SEGMENT_HEAD.size])
-                != _U32.unpack_from(data, _SEGMENT_HEAD.size)[0] or magic != _SEGMENT_MAGIC):
-            raise self.damage(index, 0, "checksum mismatch in the segment header", "segment",
-                              seq=expected - 1)
+        if (
+            zlib.crc32(memoryview(data)[: _SEGMENT_HEAD.size])
+            != _U32.unpack_from(data, _SEGMENT_HEAD.size)[0]
+            or magic != _SEGMENT_MAGIC
+        ):
+            raise self.damage(
+                index, 0, "checksum mismatch in the segment header", "segment", seq=expected - 1
+            )
         if version != _VERSION:
-            raise self.damage(index, 0, f"segment format version {version}", "segment",
-                              seq=expected - 1)
+            raise self.damage(
+                index, 0, f"segment format version {version}", "segment", seq=expected - 1
+            )
         if first != segment.first:
-            raise self.damage(index, 0, f"its header says it starts at command {first}, "
-                              f"its name says {segment.first}: the header", "segment",
-                              seq=expected - 1)
+            raise self.damage(
+                index,
+                0,
+                f"its header says it starts at command {first}, "
+                f"its name says {segment.first}: the header",
+                "segment",
+                seq=expected - 1,
+            )
         return _SEGMENT_HEADER
 
     def _scan_pending(self, index: int, segment: _Segment, expected: int) -> None:
@@ -881,8 +1010,13 @@ class _Journal:
         except OSError:
             data = b""
         if data != _segment_header(segment.first) or segment.first != expected:
-            raise self.damage(index, None, "missing (manifest.json lists it; its "
-                              "unfinished start is not whole)", "segment", seq=expected - 1)
+            raise self.damage(
+                index,
+                None,
+                "missing (manifest.json lists it; its unfinished start is not whole)",
+                "segment",
+                seq=expected - 1,
+            )
         segment.base = segment.end = segment.size = _SEGMENT_HEADER
         segment.last = expected - 1
 
@@ -896,19 +1030,22 @@ class _Journal:
                 continue
             if seq > self.end:
                 last = self.segments[-1].path if self.segments else self.path
-                raise JournalDamage(path, None, f"a snapshot after command {seq}, but the "
-                                    f"segments end at command {self.end} (in {last.name}): "
-                                    f"committed commands are missing from them", kind="ahead",
-                                    seq=self.end)
+                raise JournalDamage(
+                    path,
+                    None,
+                    f"a snapshot after command {seq}, but the "
+                    f"segments end at command {self.end} (in {last.name}): "
+                    f"committed commands are missing from them",
+                    kind="ahead",
+                    seq=self.end,
+                )
             whole.append((seq, path, header))
         for seq, path, (magic, offset, length, crc) in whole:
             if magic != _SNAP_MAGIC:
-                self.warnings.append(f"{path}: written by an engine of another layout; "
-                                     f"passed over")
+                self.warnings.append(f"{path}: written by an engine of another layout; passed over")
                 continue
             if seq not in self.starts:
-                self.warnings.append(f"{path}: no frame starts at command {seq + 1}; "
-                                     f"passed over")
+                self.warnings.append(f"{path}: no frame starts at command {seq + 1}; passed over")
                 continue
             try:
                 data = path.read_bytes()
@@ -935,13 +1072,16 @@ class _Journal:
         except OSError as exc:
             self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
             return None
-        if len(head) == _SNAP_HEADER and zlib.crc32(head[:_SNAP_HEAD.size]) == \
-                _U32.unpack_from(head, _SNAP_HEAD.size)[0]:
+        if (
+            len(head) == _SNAP_HEADER
+            and zlib.crc32(head[: _SNAP_HEAD.size]) == _U32.unpack_from(head, _SNAP_HEAD.size)[0]
+        ):
             magic, stated, length, crc = _SNAP_HEAD.unpack_from(head)
             if stated == seq:
                 return magic, _SNAP_HEADER, length, crc
-            self.warnings.append(f"{path}: its header says command {stated}, its name "
-                                 f"{seq}; passed over")
+            self.warnings.append(
+                f"{path}: its header says command {stated}, its name {seq}; passed over"
+            )
             return None
         if (self.legacy or seq <= self.converted) and len(head) >= _LEGACY_SNAP_HEADER.size:
             # Written before format 3: the header has no CRC of its own, its seq must
@@ -975,16 +1115,21 @@ class _Journal:
                 end = begin + length
                 if seq != expected or end > segment.end:
                     raise JournalError(f"{segment.path} changed while it was being read")
-                if seq <= start:   # inside the snapshot: a frame starts at start + 1
+                if seq <= start:  # inside the snapshot: a frame starts at start + 1
                     expected = seq + (_group_size(data, begin, end, legacy) or 1)
                     pos = end
                     continue
                 try:
                     group = decode(view[begin:end])
                 except msgspec.DecodeError as exc:
-                    raise self.damage(index, pos, f"the frame of command {seq} cannot be "
-                                      f"decoded ({exc})", "frame", good_end=pos,
-                                      seq=seq - 1) from None
+                    raise self.damage(
+                        index,
+                        pos,
+                        f"the frame of command {seq} cannot be decoded ({exc})",
+                        "frame",
+                        good_end=pos,
+                        seq=seq - 1,
+                    ) from None
                 if type(group) is not list:
                     group = [group]
                 for command in group:
@@ -1000,9 +1145,8 @@ def _new_engine(journal: _Journal, book) -> Engine:
     meta = journal.meta
     try:
         market = parse_market(meta["market"], "journal market")
-    except Exception as exc:  # noqa: BLE001 - any damage to meta is a journal error
-        raise JournalError(f"{journal.path / 'meta.json'}: market cannot be read: "
-                           f"{exc}") from None
+    except Exception as exc:
+        raise JournalError(f"{journal.path / 'meta.json'}: market cannot be read: {exc}") from None
     return Engine(market, book=book, ledger=bool(meta.get("ledger")))
 
 
@@ -1012,9 +1156,15 @@ def _recover(journal: _Journal, book) -> Recovered:
     if engine is None:
         engine = _new_engine(journal, book)
     replayed = journal.replay(engine, start)
-    return Recovered(engine, journal.end, start, replayed, journal.torn,
-                     journal.segments[-1].path if journal.segments else None,
-                     journal.warnings)
+    return Recovered(
+        engine,
+        journal.end,
+        start,
+        replayed,
+        journal.torn,
+        journal.segments[-1].path if journal.segments else None,
+        journal.warnings,
+    )
 
 
 def recover(directory: str | Path, *, book=FastBook) -> Recovered:
@@ -1032,8 +1182,9 @@ def _unreadable(directory, exc: OSError) -> JournalError:
 
 
 # --- going on after recovery --------------------------------------------------------------------
-def reopen_journal(directory: str | Path, *, fsync: str = "group",
-                   book=FastBook) -> tuple[Recovered, JournalWriter]:
+def reopen_journal(
+    directory: str | Path, *, fsync: str = "group", book=FastBook
+) -> tuple[Recovered, JournalWriter]:
     """Recover *directory* and return a writer that goes on after the last command.
 
     Nothing is truncated: after a torn tail the writer starts a new segment (the manifest
@@ -1055,8 +1206,9 @@ def reopen_journal(directory: str | Path, *, fsync: str = "group",
             manifest, fd, size = _go_on(journal, recovered.seq)
     except OSError as exc:
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
-    writer = JournalWriter(path, recovered.seq, manifest, fd, size, fsync=fsync,
-                           last_snapshot=recovered.snapshot_seq)
+    writer = JournalWriter(
+        path, recovered.seq, manifest, fd, size, fsync=fsync, last_snapshot=recovered.snapshot_seq
+    )
     return recovered, writer
 
 
@@ -1065,10 +1217,10 @@ def _go_on(journal: _Journal, seq: int) -> tuple[dict, int, int]:
     path, manifest = journal.path, journal.manifest
     last = journal.segments[-1]
     temporary = last.path.with_name(last.path.name + ".tmp")
-    if last.pending:   # finish the interrupted start
+    if last.pending:  # finish the interrupted start
         os.replace(temporary, last.path)
         _fsync_dir(path)
-    if last.sealed is None and not last.torn:   # go on in it
+    if last.sealed is None and not last.torn:  # go on in it
         fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
         return manifest, fd, os.fstat(fd).st_size
     if last.first == seq + 1:
@@ -1099,7 +1251,7 @@ def _convert(journal: _Journal, seq: int) -> tuple[dict, int, int]:
     sizes, in a manifest; a new segment after command *seq*; then meta.json."""
     path = journal.path
     segments = list(journal.segments)
-    if segments and segments[-1].first == seq + 1:   # no good frame: the name is needed
+    if segments and segments[-1].first == seq + 1:  # no good frame: the name is needed
         idle = segments.pop()
         if idle.size:
             aside = _aside(path, "torn")
@@ -1108,14 +1260,31 @@ def _convert(journal: _Journal, seq: int) -> tuple[dict, int, int]:
         else:
             idle.path.unlink()
         _fsync_dir(path)
-    entries = [{"name": s.path.name, "first": s.first, "legacy": True, "last": s.last,
-                "end": s.end, "size": s.size} for s in segments]
-    manifest = {"format": FORMAT, "segments": entries, "converted_at": seq,
-                "converted_from": journal.meta["format"]}
-    meta = {"format": FORMAT, "ledger": bool(journal.meta.get("ledger")),
-            "market": journal.meta["market"]}
-    fd = _start_segment(path, manifest, seq + 1,
-                        before_rename=lambda: _write_json(path / "meta.json", meta))
+    entries = [
+        {
+            "name": s.path.name,
+            "first": s.first,
+            "legacy": True,
+            "last": s.last,
+            "end": s.end,
+            "size": s.size,
+        }
+        for s in segments
+    ]
+    manifest = {
+        "format": FORMAT,
+        "segments": entries,
+        "converted_at": seq,
+        "converted_from": journal.meta["format"],
+    }
+    meta = {
+        "format": FORMAT,
+        "ledger": bool(journal.meta.get("ledger")),
+        "market": journal.meta["market"],
+    }
+    fd = _start_segment(
+        path, manifest, seq + 1, before_rename=lambda: _write_json(path / "meta.json", meta)
+    )
     return manifest, fd, _SEGMENT_HEADER
 
 
@@ -1125,14 +1294,14 @@ class CutPlan:
     """What ``cut_journal`` drops (or dropped) to cut a journal back past its first damage."""
 
     directory: Path
-    problem: str | None      # the first damage; None: nothing to cut
-    kind: str | None         # frame, segment, size, stray, ahead (JournalDamage.kind)
-    keep: int                # frame and segment damage: commands 1..keep stay
-    commands: int            # committed commands dropped, at least (keep+1 ..)
-    frames: int              # frames dropped, at least
-    bytes: int               # bytes dropped from the journal's files
+    problem: str | None  # the first damage; None: nothing to cut
+    kind: str | None  # frame, segment, size, stray, ahead (JournalDamage.kind)
+    keep: int  # frame and segment damage: commands 1..keep stay
+    commands: int  # committed commands dropped, at least (keep+1 ..)
+    frames: int  # frames dropped, at least
+    bytes: int  # bytes dropped from the journal's files
     files: list[tuple[str, str]] = field(default_factory=list)  # (file name, what happens)
-    copied: Path | None = None     # where the files went first, once cut
+    copied: Path | None = None  # where the files went first, once cut
 
 
 def cut_journal(directory: str | Path, *, apply: bool = False, book=FastBook) -> CutPlan:
@@ -1144,9 +1313,11 @@ def cut_journal(directory: str | Path, *, apply: bool = False, book=FastBook) ->
     try:
         journal = _Journal(path)
         if journal.legacy:
-            raise JournalError(f"{path} is a {journal.meta['format']} journal: journal-cut "
-                               f"works on {FORMAT} journals (carbonx serve converts one "
-                               f"that recovers)")
+            raise JournalError(
+                f"{path} is a {journal.meta['format']} journal: journal-cut "
+                f"works on {FORMAT} journals (carbonx serve converts one "
+                f"that recovers)"
+            )
         try:
             recovered = _recover(journal, book)
         except JournalDamage as damage:
@@ -1179,8 +1350,9 @@ def _salvage(data: bytes, start: int, expected: int, legacy: bool) -> tuple[int,
         count = (_group_size(data, begin, end, legacy) or 1) if end <= len(data) else 1
         frames += 1
         top = max(top, seq + count - 1)
-        whole = end <= len(data) and (zlib.crc32(memoryview(data)[begin:end],
-                                                 seq & _LOW32 if legacy else 0) == crc)
+        whole = end <= len(data) and (
+            zlib.crc32(memoryview(data)[begin:end], seq & _LOW32 if legacy else 0) == crc
+        )
         expected, pos = seq + count, end if whole else p + 1
     return frames, top, at_start
 
@@ -1192,7 +1364,7 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
     plan = CutPlan(path, str(damage), kind, damage.seq, 0, 0, 0)
     actions: list[tuple[str, Path, int]] = []
     manifest = None
-    top = damage.seq   # the highest command known to have been committed
+    top = damage.seq  # the highest command known to have been committed
 
     def read(file: Path) -> bytes:
         try:
@@ -1201,8 +1373,9 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
             return b""
 
     def remove(file: Path, why: str = "") -> None:
-        if file.exists() and not any(a == ("remove", file) for a in
-                                     (action[:2] for action in actions)):
+        if file.exists() and not any(
+            a == ("remove", file) for a in (action[:2] for action in actions)
+        ):
             size = file.stat().st_size
             actions.append(("remove", file, 0))
             plan.bytes += size
@@ -1214,17 +1387,26 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
         entries = [dict(entry) for entry in journal.manifest["segments"][:index]]
         data = read(segment.path)
         if kind == "frame":
-            plan.frames, top, whole_header = _salvage(data, damage.offset, damage.seq + 1,
-                                                      segment.legacy)
-            plan.frames += not whole_header   # the damaged one, if not counted
+            plan.frames, top, whole_header = _salvage(
+                data, damage.offset, damage.seq + 1, segment.legacy
+            )
+            plan.frames += not whole_header  # the damaged one, if not counted
             actions.append(("truncate", segment.path, damage.good_end))
             plan.bytes += len(data) - damage.good_end
-            plan.files.append((segment.path.name,
-                               f"cut from {len(data):,} to {damage.good_end:,} bytes"))
-            if segment.legacy:   # no writer appends to it: sealed, and a new segment after
-                entries.append({"name": segment.path.name, "first": segment.first,
-                                "legacy": True, "last": damage.seq, "end": damage.good_end,
-                                "size": damage.good_end})
+            plan.files.append(
+                (segment.path.name, f"cut from {len(data):,} to {damage.good_end:,} bytes")
+            )
+            if segment.legacy:  # no writer appends to it: sealed, and a new segment after
+                entries.append(
+                    {
+                        "name": segment.path.name,
+                        "first": segment.first,
+                        "legacy": True,
+                        "last": damage.seq,
+                        "end": damage.good_end,
+                        "size": damage.good_end,
+                    }
+                )
                 fresh = path / _segment_name(damage.seq + 1)
                 remove(fresh)
                 actions.append(("create", fresh, damage.seq + 1))
@@ -1233,15 +1415,16 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
             else:
                 entries.append({"name": segment.path.name, "first": segment.first})
         else:
-            plan.frames, top, _ = _salvage(data, 0, min(segment.first, damage.seq + 1),
-                                           segment.legacy)
+            plan.frames, top, _ = _salvage(
+                data, 0, min(segment.first, damage.seq + 1), segment.legacy
+            )
             fresh = path / _segment_name(damage.seq + 1)
             remove(segment.path)
             remove(fresh)
             actions.append(("create", fresh, damage.seq + 1))
             plan.files.append((fresh.name, "made anew: a segment header, no frame"))
             entries.append({"name": fresh.name, "first": damage.seq + 1})
-        for later in journal.segments[index + 1:]:
+        for later in journal.segments[index + 1 :]:
             if later.sealed is not None:
                 top = max(top, later.sealed[2])
             frames, high, _ = _salvage(read(later.path), 0, later.first, later.legacy)
@@ -1279,7 +1462,7 @@ def _apply(path: Path, actions: list, manifest: dict | None) -> Path:
         _copy(file, copies / file.name)
     _fsync_dir(copies)
     _fsync_dir(path)
-    if manifest is not None:   # first: a cut stopped half way is found and cut again
+    if manifest is not None:  # first: a cut stopped half way is found and cut again
         _write_json(path / "manifest.json", manifest)
     for action, file, size in actions:
         if action == "truncate":

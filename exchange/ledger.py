@@ -35,27 +35,63 @@ premiums held in ``held``; daily settlement at ``eod``). Known limits: derivativ
 without margin terms are not cleared (orders rejected ``not_cleared``); a market buy with
 no price band walks the book to size itself, O(n).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 
 from exchange import reasons
-from exchange.book.fast import LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING, Counters
-from exchange.commands import (AllocateAllowances, ClawBackAllowances, ConvertAllowances, CloseAccount, ComplianceDeadline, Deposit,
-                       IssueAllowances,
-                       OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
-                       SuspendAccount, TransferAllowances, Withdraw)
-from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
-                     AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
-                     AllowancesSurrendered, AllowancesTransferred, CashDeposited,
-                     CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
-                     HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
-                     TradeSettled)
-from exchange.derivatives.clearing import CLEARING, Clearing
-from exchange.market import FEE_SCALE, MINOR_UNITS, Market
+from exchange.book.fast import (
+    LIMIT,
+    MARKET,
+    NO_LIMIT,
+    STOP,
+    STOP_LIMIT,
+    STP_NONE,
+    STP_RESTING,
+    Counters,
+)
+from exchange.commands import (
+    AllocateAllowances,
+    ClawBackAllowances,
+    CloseAccount,
+    ComplianceDeadline,
+    ConvertAllowances,
+    Deposit,
+    IssueAllowances,
+    OpenAccount,
+    RecordEmissions,
+    ResumeAccount,
+    SurrenderAllowances,
+    SuspendAccount,
+    TransferAllowances,
+    Withdraw,
+)
 from exchange.compliance.registry import Registry
+from exchange.derivatives.clearing import CLEARING, Clearing
+from exchange.events import (
+    AccountOpened,
+    AccountStatusChanged,
+    AllowancesAllocated,
+    AllowancesClawedBack,
+    AllowancesConverted,
+    AllowancesIssued,
+    AllowancesSurrendered,
+    AllowancesTransferred,
+    CashDeposited,
+    CashWithdrawn,
+    ComplianceAssessed,
+    DeadlinePassed,
+    EmissionsVerified,
+    HoldingsUnlocked,
+    OrderCancelled,
+    OrderExpired,
+    TradeExecuted,
+    TradeSettled,
+)
+from exchange.market import FEE_SCALE, MINOR_UNITS, Market
 from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
@@ -64,7 +100,7 @@ __all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYST
 FEES, REGISTRY = "@exchange", "@registry"
 SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
 OPEN, SUSPENDED, CLOSED = "open", "suspended", "closed"
-SYSTEM = "system"   # the status of the system accounts: they never place orders
+SYSTEM = "system"  # the status of the system accounts: they never place orders
 
 
 class Holding:
@@ -164,26 +200,48 @@ class Ledger:
         fees = {c: self.accounts[FEES].holding(c) for c in self.currencies}
         # Per-instrument terms the hot paths unpack in one step.
         self._terms = {
-            sym: (inst.currency, inst.kind == "spot", inst.tick_value,
-                  max(inst.maker_fee, inst.taker_fee), inst.position_limit)
-            for sym, inst in self.instruments.items()}
+            sym: (
+                inst.currency,
+                inst.kind == "spot",
+                inst.tick_value,
+                max(inst.maker_fee, inst.taker_fee),
+                inst.position_limit,
+            )
+            for sym, inst in self.instruments.items()
+        }
         self.registry = Registry(self.instruments)
         self._settle_terms = {
-            sym: (inst.tick_value, inst.maker_fee, inst.taker_fee, inst.settlement_days,
-                  fees[inst.currency], inst.currency, self.registry.counts_trades(sym))
-            if inst.kind == "spot" else None
-            for sym, inst in self.instruments.items()}
+            sym: (
+                inst.tick_value,
+                inst.maker_fee,
+                inst.taker_fee,
+                inst.settlement_days,
+                fees[inst.currency],
+                inst.currency,
+                self.registry.counts_trades(sym),
+            )
+            if inst.kind == "spot"
+            else None
+            for sym, inst in self.instruments.items()
+        }
         self._admin = {
-            Deposit: self._deposit, Withdraw: self._withdraw, IssueAllowances: self._issue,
-            SurrenderAllowances: self._surrender, TransferAllowances: self._transfer,
-            OpenAccount: self._open, SuspendAccount: self._suspend,
-            ResumeAccount: self._resume, CloseAccount: self._close,
-            RecordEmissions: self._emissions, ComplianceDeadline: self._deadline,
-            ClawBackAllowances: self._claw_back, AllocateAllowances: self._allocate,
+            Deposit: self._deposit,
+            Withdraw: self._withdraw,
+            IssueAllowances: self._issue,
+            SurrenderAllowances: self._surrender,
+            TransferAllowances: self._transfer,
+            OpenAccount: self._open,
+            SuspendAccount: self._suspend,
+            ResumeAccount: self._resume,
+            CloseAccount: self._close,
+            RecordEmissions: self._emissions,
+            ComplianceDeadline: self._deadline,
+            ClawBackAllowances: self._claw_back,
+            AllocateAllowances: self._allocate,
             ConvertAllowances: self._convert,
         }
         self.clearing = Clearing(market, self.accounts, counters)
-        self.closing_out = False   # the engine's close-out orders pass a suspension
+        self.closing_out = False  # the engine's close-out orders pass a suspension
 
     # --- queries -------------------------------------------------------------------------
     def holding(self, account: str, asset: str) -> Holding | None:
@@ -192,9 +250,11 @@ class Ledger:
 
     def holdings(self) -> list[tuple[str, str, int, int, int]]:
         """Return ``(account, asset, available, held, locked)`` rows, sorted."""
-        return [(name, asset, h.available, h.held, h.locked)
-                for name in sorted(self.accounts)
-                for asset, h in sorted(self.accounts[name].holdings.items())]
+        return [
+            (name, asset, h.available, h.held, h.locked)
+            for name in sorted(self.accounts)
+            for asset, h in sorted(self.accounts[name].holdings.items())
+        ]
 
     def held_for(self, order_id: str) -> int | None:
         """Return the amount held for an open order, or ``None``."""
@@ -208,9 +268,20 @@ class Ledger:
         return NO_LIMIT if hold is None else hold.price
 
     # --- pre-trade risk ------------------------------------------------------------------
-    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int,
-                qty: int, kind: int = LIMIT, priced: bool = True, stp: int = 0, band=None,
-                book=None) -> str | int | None:
+    def reserve(
+        self,
+        order_id: str,
+        account: str,
+        symbol: str,
+        is_buy: bool,
+        price: int,
+        qty: int,
+        kind: int = LIMIT,
+        priced: bool = True,
+        stp: int = 0,
+        band=None,
+        book=None,
+    ) -> str | int | None:
         """Hold what a new order needs before it is accepted.
 
         A limit or stop-limit order needs only the first six arguments (profiled: the
@@ -233,9 +304,15 @@ class Ledger:
             currency, spot, unit, fee, limit = self._terms[symbol]
             if not spot:
                 if symbol not in self.clearing.cleared:
-                    return reasons.NOT_CLEARED   # no margin terms: traded, not cleared
-                return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
-                                             price if kind == LIMIT or kind == STOP_LIMIT else 0)
+                    return reasons.NOT_CLEARED  # no margin terms: traded, not cleared
+                return self.clearing.reserve(
+                    order_id,
+                    acct,
+                    symbol,
+                    is_buy,
+                    qty,
+                    price if kind in (LIMIT, STOP_LIMIT) else 0,
+                )
             # Holdings are looked up, not created, until the order is sure to be
             # accepted: a rejection changes nothing.
             holdings = acct.holdings
@@ -246,7 +323,7 @@ class Ledger:
             if position is not _EMPTY and cash is not _EMPTY:
                 acct.spot[symbol] = (position, cash, unit, fee, limit)
         else:
-            position, cash, unit, fee, limit = terms   # neither is _EMPTY
+            position, cash, unit, fee, limit = terms  # neither is _EMPTY
         if not is_buy:
             if position.available < qty:
                 return reasons.INSUFFICIENT_ALLOWANCES
@@ -259,22 +336,24 @@ class Ledger:
         if limit is not None and position.total + position.pending_buy + qty > limit:
             return reasons.POSITION_LIMIT
         result = None
-        if kind == MARKET or kind == STOP:
+        if kind in (MARKET, STOP):
             if band is not None:
                 price = band[1]
             elif kind == STOP:
                 return reasons.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
             else:
-                affordable, amount, cash_bound = _walk(book, account, stp, cash.available,
-                                                       qty, unit, fee)
+                affordable, amount, cash_bound = _walk(
+                    book, account, stp, cash.available, qty, unit, fee
+                )
                 if not affordable:
                     # Nothing it could buy: refused if for want of cash; with an empty
                     # book it is accepted and cancelled as any market order would be.
                     return reasons.INSUFFICIENT_CASH if cash_bound else None
                 if cash_bound:
                     result = qty = affordable
-                self._take(acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee,
-                           qty, False)
+                self._take(
+                    acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee, qty, False
+                )
                 return result
         amount = price * qty * unit
         amount += amount * fee // FEE_SCALE  # cash_needed, inlined (profiled hot path)
@@ -288,8 +367,9 @@ class Ledger:
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, priced)
         return None
 
-    def _take(self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty,
-              rests) -> None:
+    def _take(
+        self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty, rests
+    ) -> None:
         if position is _EMPTY:
             position = acct.holding(symbol)
         cash.available -= amount
@@ -297,8 +377,7 @@ class Ledger:
         position.pending_buy += qty
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, rests)
 
-    def amend(self, order_id: str, account: str, symbol: str, price: int,
-              qty: int) -> str | None:
+    def amend(self, order_id: str, account: str, symbol: str, price: int, qty: int) -> str | None:
         """Resize an open order's hold for a new price and open quantity, or refuse."""
         acct = self.accounts[account]
         if acct.status != OPEN:
@@ -319,8 +398,11 @@ class Ledger:
                 return reasons.INSUFFICIENT_CASH
             position = hold.other
             limit = self.instruments[symbol].position_limit if acct.kind == "financial" else None
-            if limit is not None and qty > hold.qty and \
-                    position.total + position.pending_buy + qty - hold.qty > limit:
+            if (
+                limit is not None
+                and qty > hold.qty
+                and position.total + position.pending_buy + qty - hold.qty > limit
+            ):
                 return reasons.POSITION_LIMIT
             hold.price = hold_price
             position.pending_buy += qty - hold.qty
@@ -341,14 +423,14 @@ class Ledger:
         # call of its own, and the registry's tally is asked for once per command.
         holds = self._holds
         tally = None
-        for trade in out[start:]:   # what settling appends is not looked at again
+        for trade in out[start:]:  # what settling appends is not looked at again
             kind = type(trade)
             if kind is not TradeExecuted:
                 if kind is OrderCancelled or kind is OrderExpired:
                     self.release(trade.order_id)
                 continue
             terms = self._settle_terms[trade.instrument]
-            if terms is None:   # a future: positions move now, cash at the day's settlement
+            if terms is None:  # a future: positions move now, cash at the day's settlement
                 self.clearing.trade(trade, out)
                 continue
             unit, maker, taker, settlement_days, fees, currency, counted = terms
@@ -412,10 +494,20 @@ class Ledger:
             fees.available += buy_fee + sell_fee
             ctr = self._ctr
             ctr.seq += 1
-            out.append(TradeSettled(
-                seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
-                buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
-                cash=cash, buy_fee=buy_fee, sell_fee=sell_fee, currency=currency))
+            out.append(
+                TradeSettled(
+                    seq=ctr.seq,
+                    trade_id=trade.trade_id,
+                    instrument=trade.instrument,
+                    buy_account=trade.buy_account,
+                    sell_account=trade.sell_account,
+                    qty=qty,
+                    cash=cash,
+                    buy_fee=buy_fee,
+                    sell_fee=sell_fee,
+                    currency=currency,
+                )
+            )
 
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
@@ -516,8 +608,7 @@ class Ledger:
         for problem in (acct, amount):
             if type(problem) is str:
                 return problem
-        self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency,
-                    amount=amount)
+        self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency, amount=amount)
         self._opened(cmd.account, out).holding(cmd.currency).available += amount
         self.supply[cmd.currency] = self.supply.get(cmd.currency, 0) + amount
         return None
@@ -531,8 +622,7 @@ class Ledger:
         if not self._debit(acct, cmd.currency, amount):
             return reasons.INSUFFICIENT_CASH
         self.supply[cmd.currency] -= amount
-        self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency,
-                    amount=amount)
+        self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency, amount=amount)
         return None
 
     def _issue(self, cmd: IssueAllowances, out: list) -> str | None:
@@ -541,8 +631,9 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
-        self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
-                    qty=cmd.qty)
+        self._event(
+            AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument, qty=cmd.qty
+        )
         self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + cmd.qty
         return None
@@ -562,8 +653,14 @@ class Ledger:
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
-        self._event(AllowancesSurrendered, out, account=cmd.account,
-                    instrument=cmd.instrument, qty=cmd.qty, year=cmd.year)
+        self._event(
+            AllowancesSurrendered,
+            out,
+            account=cmd.account,
+            instrument=cmd.instrument,
+            qty=cmd.qty,
+            year=cmd.year,
+        )
         return None
 
     def _claw_back(self, cmd: ClawBackAllowances, out: list) -> str | None:
@@ -575,8 +672,9 @@ class Ledger:
         if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self.supply[cmd.instrument] -= cmd.qty
-        self._event(AllowancesClawedBack, out, account=cmd.account,
-                    instrument=cmd.instrument, qty=cmd.qty)
+        self._event(
+            AllowancesClawedBack, out, account=cmd.account, instrument=cmd.instrument, qty=cmd.qty
+        )
         return None
 
     def _entity(self, name: str):
@@ -590,15 +688,23 @@ class Ledger:
         acct = self._entity(cmd.account)
         if type(acct) is str:
             return acct
-        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality,
-                                       cmd.months)
+        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.months)
         if type(checked) is str:
             return checked
-        self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier,
-                                   cmd.months)
-        self._event(EmissionsVerified, out, account=cmd.account, year=cmd.year, qty=cmd.qty,
-                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0],
-                    months=cmd.months)
+        self.registry.apply_record(
+            cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier, cmd.months
+        )
+        self._event(
+            EmissionsVerified,
+            out,
+            account=cmd.account,
+            year=cmd.year,
+            qty=cmd.qty,
+            quality=cmd.quality,
+            verifier=cmd.verifier,
+            restated_from=checked[0],
+            months=cmd.months,
+        )
         return None
 
     def _allocate(self, cmd: AllocateAllowances, out: list) -> str | None:
@@ -607,8 +713,7 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
-        checked = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty,
-                                         cmd.stage)
+        checked = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty, cmd.stage)
         if type(checked) is str:
             return checked
         deducted, change = checked
@@ -618,9 +723,18 @@ class Ledger:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
         self.registry.allocated(cmd.account, cmd.year, cmd.qty, cmd.stage, deducted, change)
-        self._event(AllowancesAllocated, out, account=cmd.account, instrument=cmd.instrument,
-                    year=cmd.year, stage=cmd.stage, allocation=cmd.qty, deducted=deducted,
-                    issued=max(change, 0), clawed_back=max(-change, 0))
+        self._event(
+            AllowancesAllocated,
+            out,
+            account=cmd.account,
+            instrument=cmd.instrument,
+            year=cmd.year,
+            stage=cmd.stage,
+            allocation=cmd.qty,
+            deducted=deducted,
+            issued=max(change, 0),
+            clawed_back=max(-change, 0),
+        )
         return None
 
     def _convert(self, cmd: ConvertAllowances, out: list) -> str | None:
@@ -631,10 +745,12 @@ class Ledger:
             if type(problem) is str:
                 return problem
         registry = self.registry
-        old_vintages = sum(h.total for asset, h in acct.holdings.items()
-                           if registry.old_vintage(asset))
-        left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
-                                        old_vintages)
+        old_vintages = sum(
+            h.total for asset, h in acct.holdings.items() if registry.old_vintage(asset)
+        )
+        left = registry.conversion_left(
+            cmd.account, cmd.instrument, cmd.to_instrument, old_vintages
+        )
         if type(left) is str:
             return left
         if cmd.qty > left:
@@ -645,8 +761,15 @@ class Ledger:
         self.supply[cmd.instrument] -= cmd.qty
         self.supply[cmd.to_instrument] = self.supply.get(cmd.to_instrument, 0) + cmd.qty
         registry.convert(cmd.account, cmd.qty)
-        self._event(AllowancesConverted, out, account=cmd.account, instrument=cmd.instrument,
-                    to_instrument=cmd.to_instrument, qty=cmd.qty, cap_left=left - cmd.qty)
+        self._event(
+            AllowancesConverted,
+            out,
+            account=cmd.account,
+            instrument=cmd.instrument,
+            to_instrument=cmd.to_instrument,
+            qty=cmd.qty,
+            cap_left=left - cmd.qty,
+        )
         return None
 
     def _deadline(self, cmd: ComplianceDeadline, out: list) -> str | None:
@@ -655,14 +778,27 @@ class Ledger:
         if type(rows) is str:
             return rows
         notional, volume = registry.deadline_month(cmd.year)
-        self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
-                    short=sum(1 for _, ob in rows if ob.shortfall),
-                    average_price=notional // volume if volume else None)
+        self._event(
+            DeadlinePassed,
+            out,
+            year=cmd.year,
+            entities=len(rows),
+            short=sum(1 for _, ob in rows if ob.shortfall),
+            average_price=notional // volume if volume else None,
+        )
         for account, ob in rows:
-            self._event(ComplianceAssessed, out, account=account, year=cmd.year,
-                        obligation=ob.emissions, surrendered_allowances=ob.allowances,
-                        surrendered_offsets=ob.offsets, shortfall=ob.shortfall,
-                        fine=ob.fine, status=ob.status)
+            self._event(
+                ComplianceAssessed,
+                out,
+                account=account,
+                year=cmd.year,
+                obligation=ob.emissions,
+                surrendered_allowances=ob.allowances,
+                surrendered_offsets=ob.offsets,
+                shortfall=ob.shortfall,
+                fine=ob.fine,
+                status=ob.status,
+            )
         return None
 
     def _transfer(self, cmd: TransferAllowances, out: list) -> str | None:
@@ -676,8 +812,14 @@ class Ledger:
             return _status_reason(acct)
         if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
-        self._event(AllowancesTransferred, out, account=cmd.account,
-                    to_account=cmd.to_account, instrument=cmd.instrument, qty=cmd.qty)
+        self._event(
+            AllowancesTransferred,
+            out,
+            account=cmd.account,
+            to_account=cmd.to_account,
+            instrument=cmd.instrument,
+            qty=cmd.qty,
+        )
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
         return None
 
@@ -717,28 +859,53 @@ class Ledger:
     def to_state(self) -> LedgerState:
         """Return the ledger's whole state as data: accounts and holdings in order, supply,
         holds, the T+1 index, the compliance registry and the clearing house."""
-        where: dict[int, tuple[str, str]] = {}   # id(holding) -> (account, asset)
+        where: dict[int, tuple[str, str]] = {}  # id(holding) -> (account, asset)
         accounts = []
         for name, acct in self.accounts.items():
             rows = []
             for asset, h in acct.holdings.items():
                 where[id(h)] = (name, asset)
-                rows.append(HoldingState(asset=asset, available=h.available, held=h.held,
-                                         locked=h.locked, pending_buy=h.pending_buy))
-            accounts.append(AccountState(name=name, kind=acct.kind, status=acct.status,
-                                         holdings=rows))
+                rows.append(
+                    HoldingState(
+                        asset=asset,
+                        available=h.available,
+                        held=h.held,
+                        locked=h.locked,
+                        pending_buy=h.pending_buy,
+                    )
+                )
+            accounts.append(
+                AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows)
+            )
         holds = []
         for order_id, hold in self._holds.items():
             account, asset = where[id(hold.holding)]
             other_account, other = where[id(hold.other)]
             if other_account != account:
                 raise ValueError(f"hold of {order_id}: its two legs are in two accounts")
-            holds.append(HoldState(order_id=order_id, account=account, asset=asset, other=other,
-                                   amount=hold.amount, is_buy=hold.is_buy, price=hold.price,
-                                   unit=hold.unit, fee=hold.fee, qty=hold.qty, rests=hold.rests))
-        return LedgerState(accounts=accounts, supply=dict(self.supply), holds=holds,
-                           locked=list(self._locked), registry=self.registry.to_state(),
-                           clearing=self.clearing.to_state())
+            holds.append(
+                HoldState(
+                    order_id=order_id,
+                    account=account,
+                    asset=asset,
+                    other=other,
+                    amount=hold.amount,
+                    is_buy=hold.is_buy,
+                    price=hold.price,
+                    unit=hold.unit,
+                    fee=hold.fee,
+                    qty=hold.qty,
+                    rests=hold.rests,
+                )
+            )
+        return LedgerState(
+            accounts=accounts,
+            supply=dict(self.supply),
+            holds=holds,
+            locked=list(self._locked),
+            registry=self.registry.to_state(),
+            clearing=self.clearing.to_state(),
+        )
 
     def load_state(self, state: LedgerState) -> None:
         """Take *state* (``to_state``) into this new ledger, in place: the clearing house
@@ -747,7 +914,7 @@ class Ledger:
         assets = set(self.currencies) | set(self.instruments)
         statuses = (OPEN, SUSPENDED, CLOSED)
         accounts = self.accounts
-        system = dict(accounts)   # the system accounts, made by __init__
+        system = dict(accounts)  # the system accounts, made by __init__
         accounts.clear()
         for row in state.accounts:
             name = row.name
@@ -762,8 +929,7 @@ class Ledger:
                 acct = Account(name, row.kind)
                 acct.status = row.status
             elif row.status != SYSTEM or row.kind != acct.kind:
-                raise ValueError(f"ledger: system account {name!r} as {row.kind!r}, "
-                                 f"{row.status!r}")
+                raise ValueError(f"ledger: system account {name!r} as {row.kind!r}, {row.status!r}")
             accounts[name] = acct
             seen = set()
             for h in row.holdings:
@@ -783,19 +949,33 @@ class Ledger:
         for row_hold in state.holds:
             owner = row_hold.account
             holdings = accounts[owner].holdings if owner in accounts else {}
-            if (row_hold.asset not in holdings or row_hold.other not in holdings
-                    or row_hold.order_id in holds):
-                raise ValueError(f"ledger: the hold of {row_hold.order_id!r} names no holding "
-                                 f"of {owner!r}, or is given twice")
+            if (
+                row_hold.asset not in holdings
+                or row_hold.other not in holdings
+                or row_hold.order_id in holds
+            ):
+                raise ValueError(
+                    f"ledger: the hold of {row_hold.order_id!r} names no holding "
+                    f"of {owner!r}, or is given twice"
+                )
             holds[row_hold.order_id] = _Hold(
-                holdings[row_hold.asset], holdings[row_hold.other], row_hold.amount,
-                row_hold.is_buy, row_hold.price, row_hold.unit, row_hold.fee, row_hold.qty,
-                row_hold.rests)
+                holdings[row_hold.asset],
+                holdings[row_hold.other],
+                row_hold.amount,
+                row_hold.is_buy,
+                row_hold.price,
+                row_hold.unit,
+                row_hold.fee,
+                row_hold.qty,
+                row_hold.rests,
+            )
         for account, asset in state.locked:
             locked = accounts[account].holdings.get(asset) if account in accounts else None
             if locked is None or (account, asset) in self._locked:
-                raise ValueError(f"ledger: locked units of {account!r} {asset!r}: no such "
-                                 f"holding, or given twice")
+                raise ValueError(
+                    f"ledger: locked units of {account!r} {asset!r}: no such "
+                    f"holding, or given twice"
+                )
             self._locked[(account, asset)] = locked
         self.registry.load_state(state.registry)
         self.clearing.load_state(state.clearing)
@@ -803,14 +983,29 @@ class Ledger:
     # --- verification ----------------------------------------------------------------------
     def snapshot(self) -> list:
         """Return the ledger's state as plain data, deterministic in order."""
-        accounts = [[name, a.kind, a.status,
-                     [[asset, h.available, h.held, h.locked, h.pending_buy]
-                      for asset, h in sorted(a.holdings.items())]]
-                    for name, a in sorted(self.accounts.items())]
-        holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
-                 for oid, h in sorted(self._holds.items())]
-        return [accounts, sorted(self.supply.items()), holds, self.registry.snapshot(),
-                self.clearing.snapshot()]
+        accounts = [
+            [
+                name,
+                a.kind,
+                a.status,
+                [
+                    [asset, h.available, h.held, h.locked, h.pending_buy]
+                    for asset, h in sorted(a.holdings.items())
+                ],
+            ]
+            for name, a in sorted(self.accounts.items())
+        ]
+        holds = [
+            [oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
+            for oid, h in sorted(self._holds.items())
+        ]
+        return [
+            accounts,
+            sorted(self.supply.items()),
+            holds,
+            self.registry.snapshot(),
+            self.clearing.snapshot(),
+        ]
 
     def check(self, live: Iterable) -> None:
         """Raise ``AssertionError`` if a ledger invariant is broken.
@@ -826,8 +1021,9 @@ class Ledger:
                     # the clearing account's cash: what its own positions made, less the
                     # defaults it covered (it may be below zero by them)
                     assert h.held == h.locked == 0
-                    assert h.available == (clearing.own_cash.get(asset, 0)
-                                           - clearing.defaults.get(asset, 0)), "clearing cash"
+                    assert h.available == (
+                        clearing.own_cash.get(asset, 0) - clearing.defaults.get(asset, 0)
+                    ), "clearing cash"
                     totals[asset] = totals.get(asset, 0) + h.total
                     continue
                 assert h.available >= 0 and h.held >= 0 and h.locked >= 0, (name, asset)
@@ -845,8 +1041,9 @@ class Ledger:
             hold = self._holds[order.order_id]
             if hold.is_buy:
                 price = order.price if order.kind != STOP else hold.price
-                assert hold.amount == cash_needed(price, order.qty, hold.unit, hold.fee), \
+                assert hold.amount == cash_needed(price, order.qty, hold.unit, hold.fee), (
                     f"hold of {order.order_id} differs from its need"
+                )
                 assert hold.qty == order.qty
                 pending[id(hold.other)] = pending.get(id(hold.other), 0) + order.qty
             else:
@@ -855,13 +1052,15 @@ class Ledger:
         margins = clearing.margin_held()
         for acct in self.accounts.values():
             for asset, h in acct.holdings.items():
-                assert h.held == held.get(id(h), 0) + margins.get((acct.name, asset), 0), \
+                assert h.held == held.get(id(h), 0) + margins.get((acct.name, asset), 0), (
                     f"{acct.name} {asset}: held is not its holds and margin"
+                )
                 assert h.pending_buy == pending.get(id(h), 0), f"{acct.name} {asset}: pending"
         for key, h in self._locked.items():
             assert h.locked > 0, key
-        assert sum(1 for a in self.accounts.values() for h in a.holdings.values()
-                   if h.locked) == len(self._locked), "locked index"
+        assert sum(
+            1 for a in self.accounts.values() for h in a.holdings.values() if h.locked
+        ) == len(self._locked), "locked index"
         surrendered = self.accounts[REGISTRY].holdings
         self.registry.check({asset: h.total for asset, h in surrendered.items()})
 

@@ -8,32 +8,82 @@ exactly one command, whatever market rule it may break: the engine judges those.
 
 Empty or missing keys take their defaults. Prices stay exact decimal strings.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import re
+from collections.abc import Callable
 from itertools import islice
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 
-from exchange.commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
-                       CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
-                       ConvertAllowances, Deposit, EndOfDay, IssueAllowances, MassCancel,
-                       OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
-                       SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
+from exchange.commands import (
+    ACCOUNT_KINDS,
+    STP_MODES,
+    AllocateAllowances,
+    AmendOrder,
+    CancelOrder,
+    ClawBackAllowances,
+    CloseAccount,
+    ComplianceDeadline,
+    ConvertAllowances,
+    Deposit,
+    EndOfDay,
+    IssueAllowances,
+    MassCancel,
+    OpenAccount,
+    PlaceOrder,
+    RecordEmissions,
+    ResumeAccount,
+    SurrenderAllowances,
+    SuspendAccount,
+    TransferAllowances,
+    Withdraw,
+)
 from exchange.units import is_decimal
 
-__all__ = ["OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format",
-           "Row", "RowError", "RowReader"]
+__all__ = [
+    "OrderFileError",
+    "FIELDS",
+    "read_order_file",
+    "parse_order_text",
+    "detect_format",
+    "Row",
+    "RowError",
+    "RowReader",
+]
 
-FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price",
-          "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts",
-          "command_id", "kind", "to_account", "year", "quality", "verifier", "multiple",
-          "months", "stage", "to_instrument")
+FIELDS = (
+    "action",
+    "order_id",
+    "account",
+    "instrument",
+    "side",
+    "type",
+    "tif",
+    "price",
+    "qty",
+    "stop_price",
+    "display_qty",
+    "post_only",
+    "stp",
+    "expire_ts",
+    "ts",
+    "command_id",
+    "kind",
+    "to_account",
+    "year",
+    "quality",
+    "verifier",
+    "multiple",
+    "months",
+    "stage",
+    "to_instrument",
+)
 # The last ten extend the pinned keys: an idempotency key for any row, the kind of an
 # account for open_account, the receiving account of a transfer, and the registry's:
 # the compliance year of surrender, emissions, allocate and deadline rows, an emissions
@@ -41,8 +91,13 @@ FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", 
 # deadline's fine multiple, an allocation's stage (pre or final), and the vintage a
 # convert row turns old allowances into.
 
-_TYPES = {"": "limit", "limit": "limit", "market": "market", "stop": "stop",
-          "stop_limit": "stop_limit"}
+_TYPES = {
+    "": "limit",
+    "limit": "limit",
+    "market": "market",
+    "stop": "stop",
+    "stop_limit": "stop_limit",
+}
 _SIDES = {"buy": "buy", "sell": "sell"}
 _TIFS = {"": "gtc", "gtc": "gtc", "day": "day", "ioc": "ioc", "fok": "fok", "gtd": "gtd"}
 _BOOLS = {"": False, "true": True, "false": False, True: True, False: False}
@@ -51,11 +106,32 @@ _STPS = frozenset(STP_MODES)
 # journal and the wire carry). No underscores or spaces, unlike int().
 _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
-ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
-           "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
-           "close_account", "emissions", "deadline", "claw_back", "allocate", "convert")
-_ACCOUNT_STATUS = {"suspend_account": SuspendAccount, "resume_account": ResumeAccount,
-                   "close_account": CloseAccount}
+ACTIONS = (
+    "new",
+    "cancel",
+    "amend",
+    "deposit",
+    "withdraw",
+    "issue",
+    "surrender",
+    "eod",
+    "mass_cancel",
+    "transfer",
+    "open_account",
+    "suspend_account",
+    "resume_account",
+    "close_account",
+    "emissions",
+    "deadline",
+    "claw_back",
+    "allocate",
+    "convert",
+)
+_ACCOUNT_STATUS = {
+    "suspend_account": SuspendAccount,
+    "resume_account": ResumeAccount,
+    "close_account": CloseAccount,
+}
 
 
 class OrderFileError(ValueError):
@@ -145,25 +221,95 @@ class _Reader:
             raise _RowError(f"{name} {value!r} is not a whole number")
         raise _RowError(f"{name} {value!r} is not a number")
 
-    def command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
-                stop_price, display_qty, post_only, stp, expire_ts, ts, command_id="",
-                kind="", to_account="", year="", quality="", verifier="", multiple="",
-                months="", stage="", to_instrument=""):
+    def command(
+        self,
+        action,
+        order_id,
+        account,
+        instrument,
+        side,
+        type_,
+        tif,
+        price,
+        qty,
+        stop_price,
+        display_qty,
+        post_only,
+        stp,
+        expire_ts,
+        ts,
+        command_id="",
+        kind="",
+        to_account="",
+        year="",
+        quality="",
+        verifier="",
+        multiple="",
+        months="",
+        stage="",
+        to_instrument="",
+    ):
         """Return the command of one row, or raise ``_RowError``."""
         if action in _REGISTRY_ACTIONS or year:
-            command = self._registry(action, account, instrument, qty, ts, year, quality,
-                                     verifier, multiple, months, stage)
+            command = self._registry(
+                action,
+                account,
+                instrument,
+                qty,
+                ts,
+                year,
+                quality,
+                verifier,
+                multiple,
+                months,
+                stage,
+            )
         else:
-            command = self._command(action, order_id, account, instrument, side, type_, tif,
-                                    price, qty, stop_price, display_qty, post_only, stp,
-                                    expire_ts, ts, kind, to_account, to_instrument)
+            command = self._command(
+                action,
+                order_id,
+                account,
+                instrument,
+                side,
+                type_,
+                tif,
+                price,
+                qty,
+                stop_price,
+                display_qty,
+                post_only,
+                stp,
+                expire_ts,
+                ts,
+                kind,
+                to_account,
+                to_instrument,
+            )
         if command_id:
             return msgspec.structs.replace(command, command_id=command_id)
         return command
 
-    def _command(self, action, order_id, account, instrument, side, type_, tif, price, qty,
-                 stop_price, display_qty, post_only, stp, expire_ts, ts, kind, to_account,
-                 to_instrument):
+    def _command(
+        self,
+        action,
+        order_id,
+        account,
+        instrument,
+        side,
+        type_,
+        tif,
+        price,
+        qty,
+        stop_price,
+        display_qty,
+        post_only,
+        stp,
+        expire_ts,
+        ts,
+        kind,
+        to_account,
+        to_instrument,
+    ):
         if action == "new":
             if side != "buy" and side != "sell":
                 if not side:
@@ -193,24 +339,52 @@ class _Reader:
                 raise _RowError(f"unknown stp {stp!r} ({', '.join(STP_MODES)})")
             if stop_price or display is not None or flag or expire is not None:
                 return PlaceOrder(
-                    order_id=order_id, account=account, instrument=instrument, side=side,
-                    type=order_type, tif=time_in_force, price=price, qty=quantity,
-                    stop_price=self._price(stop_price, "stop_price"), display_qty=display,
-                    post_only=flag, stp=stp, expire_ts=expire, ts=when)
+                    order_id=order_id,
+                    account=account,
+                    instrument=instrument,
+                    side=side,
+                    type=order_type,
+                    tif=time_in_force,
+                    price=price,
+                    qty=quantity,
+                    stop_price=self._price(stop_price, "stop_price"),
+                    display_qty=display,
+                    post_only=flag,
+                    stp=stp,
+                    expire_ts=expire,
+                    ts=when,
+                )
             # Profiled: passing only the fields in use is markedly cheaper.
             return PlaceOrder(
-                order_id=order_id, account=account, instrument=instrument, side=side,
-                type=order_type, tif=time_in_force, price=price, qty=quantity,
-                stp=stp, ts=when)
+                order_id=order_id,
+                account=account,
+                instrument=instrument,
+                side=side,
+                type=order_type,
+                tif=time_in_force,
+                price=price,
+                qty=quantity,
+                stp=stp,
+                ts=when,
+            )
         if action == "cancel":
             if instrument or ts:
-                return CancelOrder(order_id=order_id, account=account,
-                                   instrument=instrument or None, ts=self._int(ts, "ts"))
+                return CancelOrder(
+                    order_id=order_id,
+                    account=account,
+                    instrument=instrument or None,
+                    ts=self._int(ts, "ts"),
+                )
             return CancelOrder(order_id=order_id, account=account)
         if action == "amend":
-            return AmendOrder(order_id=order_id, account=account, instrument=instrument or None,
-                              price=self._price(price, "price"), qty=self._int(qty, "qty"),
-                              ts=self._int(ts, "ts"))
+            return AmendOrder(
+                order_id=order_id,
+                account=account,
+                instrument=instrument or None,
+                price=self._price(price, "price"),
+                qty=self._int(qty, "qty"),
+                ts=self._int(ts, "ts"),
+            )
         if action == "eod":
             return EndOfDay(ts=self._int(ts, "ts"))
         if action in ("deposit", "withdraw"):
@@ -218,35 +392,45 @@ class _Reader:
             if amount is None:
                 raise _RowError(f"qty (the amount) is required for {action}")
             cls = Deposit if action == "deposit" else Withdraw
-            return cls(account=account, currency=instrument, amount=amount,
-                       ts=self._int(ts, "ts"))
+            return cls(account=account, currency=instrument, amount=amount, ts=self._int(ts, "ts"))
         if action in ("issue", "surrender", "claw_back"):
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError(f"qty is required for {action}")
-            cls = {"issue": IssueAllowances, "surrender": SurrenderAllowances,
-                   "claw_back": ClawBackAllowances}[action]
-            return cls(account=account, instrument=instrument, qty=quantity,
-                       ts=self._int(ts, "ts"))
+            cls = {
+                "issue": IssueAllowances,
+                "surrender": SurrenderAllowances,
+                "claw_back": ClawBackAllowances,
+            }[action]
+            return cls(account=account, instrument=instrument, qty=quantity, ts=self._int(ts, "ts"))
         if action == "transfer":
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError("qty is required for transfer")
             if not to_account:
                 raise _RowError("to_account is required for transfer")
-            return TransferAllowances(account=account, to_account=to_account,
-                                      instrument=instrument, qty=quantity,
-                                      ts=self._int(ts, "ts"))
+            return TransferAllowances(
+                account=account,
+                to_account=to_account,
+                instrument=instrument,
+                qty=quantity,
+                ts=self._int(ts, "ts"),
+            )
         if action == "convert":
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError("qty is required for convert")
             if not to_instrument:
-                raise _RowError("to_instrument (the vintage to convert into) is required "
-                                "for convert")
-            return ConvertAllowances(account=account, instrument=instrument,
-                                     to_instrument=to_instrument, qty=quantity,
-                                     ts=self._int(ts, "ts"))
+                raise _RowError(
+                    "to_instrument (the vintage to convert into) is required for convert"
+                )
+            return ConvertAllowances(
+                account=account,
+                instrument=instrument,
+                to_instrument=to_instrument,
+                qty=quantity,
+                ts=self._int(ts, "ts"),
+            )
         if action == "open_account":
             if kind and kind not in ACCOUNT_KINDS:
                 raise _RowError(f"unknown kind {kind!r} ({', '.join(ACCOUNT_KINDS)})")
@@ -256,15 +440,30 @@ class _Reader:
         if action == "mass_cancel":
             if side not in ("", "buy", "sell"):
                 raise _RowError(f"unknown side {side!r} (buy or sell)")
-            return MassCancel(account=account, instrument=instrument or None,
-                              side=side or None, ts=self._int(ts, "ts"))
+            return MassCancel(
+                account=account,
+                instrument=instrument or None,
+                side=side or None,
+                ts=self._int(ts, "ts"),
+            )
         if not action:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
 
-
-    def _registry(self, action, account, instrument, qty, ts, year, quality, verifier,
-                  multiple, months="", stage=""):
+    def _registry(
+        self,
+        action,
+        account,
+        instrument,
+        qty,
+        ts,
+        year,
+        quality,
+        verifier,
+        multiple,
+        months="",
+        stage="",
+    ):
         """The registry's rows: emissions, allocate, deadline, and surrender against a
         year."""
         when = self._int(ts, "ts")
@@ -273,25 +472,38 @@ class _Reader:
             raise _RowError(f"year is required for {action}")
         if action == "deadline":
             fine = self._int(multiple, "multiple")
-            return ComplianceDeadline(year=compliance_year, ts=when,
-                                      **({} if fine is None else {"multiple": fine}))
+            return ComplianceDeadline(
+                year=compliance_year, ts=when, **({} if fine is None else {"multiple": fine})
+            )
         quantity = self._int(qty, "qty")
         if quantity is None:
             raise _RowError(f"qty is required for {action}")
         if action == "emissions":
             # The quality is the registry's to judge: a sequenced rejection, not a bad file.
             logged = self._int(months, "months")
-            return RecordEmissions(account=account, year=compliance_year, qty=quantity,
-                                   quality=quality or "measured", verifier=verifier or None,
-                                   ts=when, **({} if logged is None else {"months": logged}))
+            return RecordEmissions(
+                account=account,
+                year=compliance_year,
+                qty=quantity,
+                quality=quality or "measured",
+                verifier=verifier or None,
+                ts=when,
+                **({} if logged is None else {"months": logged}),
+            )
         if action == "allocate":
             # Likewise the stage: the registry rejects one it does not know.
-            return AllocateAllowances(account=account, instrument=instrument,
-                                      year=compliance_year, qty=quantity,
-                                      stage=stage or "final", ts=when)
+            return AllocateAllowances(
+                account=account,
+                instrument=instrument,
+                year=compliance_year,
+                qty=quantity,
+                stage=stage or "final",
+                ts=when,
+            )
         if action == "surrender":
-            return SurrenderAllowances(account=account, instrument=instrument, qty=quantity,
-                                       year=compliance_year, ts=when)
+            return SurrenderAllowances(
+                account=account, instrument=instrument, qty=quantity, year=compliance_year, ts=when
+            )
         raise _RowError(f"year is not a key of a {action or 'row without an action'} row")
 
 
@@ -308,23 +520,42 @@ class RowReader(_Reader):
         # anything wrong, takes the shared path, which builds the same command or names
         # the problem.
         qty, price, ts, stp = row.qty, row.price, row.ts, row.stp
-        if (row.action == "new" and type(qty) is int and row.year is None
-                and row.stop_price is None and row.display_qty is None
-                and row.post_only is None and row.expire_ts is None
-                and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
-                and (ts is None or type(ts) is int) and -_INT64 <= qty < _INT64
-                and (row.side == "buy" or row.side == "sell")):
+        if (
+            row.action == "new"
+            and type(qty) is int
+            and row.year is None
+            and row.stop_price is None
+            and row.display_qty is None
+            and row.post_only is None
+            and row.expire_ts is None
+            and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
+            and (ts is None or type(ts) is int)
+            and -_INT64 <= qty < _INT64
+            and (row.side == "buy" or row.side == "sell")
+        ):
             order_type = _TYPES.get(row.type or "")
             tif = _TIFS.get(row.tif or "")
             if not stp:
                 stp = self.default_stp
-            if (order_type is not None and tif is not None and (stp is None or stp in _STPS)
-                    and (ts is None or -_INT64 <= ts < _INT64)):
+            if (
+                order_type is not None
+                and tif is not None
+                and (stp is None or stp in _STPS)
+                and (ts is None or -_INT64 <= ts < _INT64)
+            ):
                 return PlaceOrder(
-                    order_id=row.order_id or "", account=row.account or "",
-                    instrument=row.instrument or "", side=row.side, type=order_type,
-                    tif=tif, price=price or None, qty=qty, stp=stp, ts=ts,
-                    command_id=row.command_id or None)
+                    order_id=row.order_id or "",
+                    account=row.account or "",
+                    instrument=row.instrument or "",
+                    side=row.side,
+                    type=order_type,
+                    tif=tif,
+                    price=price or None,
+                    qty=qty,
+                    stp=stp,
+                    ts=ts,
+                    command_id=row.command_id or None,
+                )
         return self.command(*map(_as_text, _row_values(row)))
 
     def forget(self) -> None:
@@ -351,8 +582,13 @@ def detect_format(path: str | Path) -> str:
     return "ndjson" if suffix in (".ndjson", ".jsonl", ".json") else "csv"
 
 
-def read_order_file(path: str | Path, fmt: str | None = None, *,
-                    default_stp: str | None = None, progress: Progress | None = None) -> list:
+def read_order_file(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    default_stp: str | None = None,
+    progress: Progress | None = None,
+) -> list:
     """Read a whole order file into commands, one per data row, in file order.
 
     Raises ``OrderFileError`` for a file that cannot be read. *progress*, if given, is
@@ -367,8 +603,14 @@ def read_order_file(path: str | Path, fmt: str | None = None, *,
     return parse_order_text(data, fmt, name=name, default_stp=default_stp, progress=progress)
 
 
-def parse_order_text(data: bytes, fmt: str = "csv", *, name: str = "<orders>",
-                     default_stp: str | None = None, progress: Progress | None = None) -> list:
+def parse_order_text(
+    data: bytes,
+    fmt: str = "csv",
+    *,
+    name: str = "<orders>",
+    default_stp: str | None = None,
+    progress: Progress | None = None,
+) -> list:
     """Parse order-file bytes (see ``read_order_file``)."""
     reader = _Reader(default_stp)
     if fmt == "csv":
@@ -383,7 +625,7 @@ _PROGRESS_EVERY = 1 << 16
 
 def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | None) -> list:
     estimate = data.count(b"\n")
-    if not data.isascii():   # checked whole first, so it is the first error named
+    if not data.isascii():  # checked whole first, so it is the first error named
         try:
             data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -415,7 +657,7 @@ def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> OrderFileError
     """The error for order-file bytes that are not UTF-8 (*exc*, from decoding them
     whole as utf-8-sig), naming the line of the first bad byte as the CSV reader counts
     lines: a line ends at CR LF, LF or a lone CR."""
-    before = data[:exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
+    before = data[: exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
     line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
     return OrderFileError(name, line, f"not UTF-8 text ({exc.reason})")
 
@@ -424,8 +666,11 @@ def _header_picks(name: str, header: list[str]) -> itemgetter:
     columns = [c.strip() for c in header]
     unknown = [c for c in columns if c not in FIELDS]
     if unknown:
-        raise OrderFileError(name, 1, f"unknown column(s) {', '.join(map(repr, unknown))}; "
-                                      f"known: {', '.join(FIELDS)}")
+        raise OrderFileError(
+            name,
+            1,
+            f"unknown column(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIELDS)}",
+        )
     if "action" not in columns:
         raise OrderFileError(name, 1, "the header has no 'action' column")
     if len(set(columns)) != len(columns):
@@ -435,9 +680,15 @@ def _header_picks(name: str, header: list[str]) -> itemgetter:
     return itemgetter(*[columns.index(f) if f in columns else width for f in FIELDS])
 
 
-def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
-                  progress: Progress | None, estimate: int,
-                  commands: list | None = None) -> list:
+def _convert_rows(
+    rows,
+    width: int,
+    picks: itemgetter,
+    reader: _Reader,
+    progress: Progress | None,
+    estimate: int,
+    commands: list | None = None,
+) -> list:
     """Convert CSV rows (an iterator, taken a batch at a time) to commands, appended to
     *commands* (a new list if ``None``) and returned; raise ``_RowError`` at a bad row.
 
@@ -452,7 +703,7 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
     types, tifs, stps, sides = _TYPES, _TIFS, _STPS, _SIDES
     # Profiled (end-to-end replay): a file of the pinned columns alone takes only those
     # nine from each row; the rest stay empty.
-    columns = picks(range(width + 1))   # each field's column; width: not in the file
+    columns = picks(range(width + 1))  # each field's column; width: not in the file
     pinned = all(column == width for column in columns[_PINNED:])
     pick_pinned = itemgetter(*columns[:_PINNED])
     # ... and a row of exactly those nine, in their pinned order, is unpacked as it is.
@@ -475,14 +726,39 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
                 stp = ""
             elif pinned:
                 row.append("")
-                action, order_id, account, instrument, side, type_, tif, price, qty = \
-                    pick_pinned(row)
+                action, order_id, account, instrument, side, type_, tif, price, qty = pick_pinned(
+                    row
+                )
                 stp = ""
             else:
                 row.append("")
-                (action, order_id, account, instrument, side, type_, tif, price, qty,
-                 stop_price, display_qty, post_only, stp, expire_ts, ts, command_id, _,
-                 _, year, _, _, _, _, _, _) = picks(row)
+                (
+                    action,
+                    order_id,
+                    account,
+                    instrument,
+                    side,
+                    type_,
+                    tif,
+                    price,
+                    qty,
+                    stop_price,
+                    display_qty,
+                    post_only,
+                    stp,
+                    expire_ts,
+                    ts,
+                    command_id,
+                    _,
+                    _,
+                    year,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                    _,
+                ) = picks(row)
             if command_id or year:
                 pass  # the precise reader below adds the idempotency key
             elif action == "new":
@@ -495,20 +771,35 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
                     side = sides.get(side)
                     if not stp:
                         stp = default_stp
-                    if (order_type is not None and time_in_force is not None
-                            and type(quantity) is int and text is not _BAD
-                            and when is not _BAD and side is not None
-                            and (stp is None or stp in stps)):
-                        append(PlaceOrder(
-                            order_id=order_id, account=names[account],
-                            instrument=names[instrument], side=side, type=order_type,
-                            tif=time_in_force, price=text, qty=quantity, stp=stp, ts=when))
+                    if (
+                        order_type is not None
+                        and time_in_force is not None
+                        and type(quantity) is int
+                        and text is not _BAD
+                        and when is not _BAD
+                        and side is not None
+                        and (stp is None or stp in stps)
+                    ):
+                        append(
+                            PlaceOrder(
+                                order_id=order_id,
+                                account=names[account],
+                                instrument=names[instrument],
+                                side=side,
+                                type=order_type,
+                                tif=time_in_force,
+                                price=text,
+                                qty=quantity,
+                                stp=stp,
+                                ts=when,
+                            )
+                        )
                         continue
             elif action == "cancel" and not instrument and not ts:
                 append(CancelOrder(order_id=order_id, account=names[account]))
                 continue
             if exact:
-                row.append("")   # the padding that fields not in the file read
+                row.append("")  # the padding that fields not in the file read
             append(command(*picks(row)))
         if progress is not None:
             progress(len(commands), estimate)
@@ -517,7 +808,7 @@ def _convert_rows(rows, width: int, picks: itemgetter, reader: _Reader,
 
 
 _BAD = object()
-_PINNED = FIELDS.index("qty") + 1   # the pinned order-file columns come first in FIELDS
+_PINNED = FIELDS.index("qty") + 1  # the pinned order-file columns come first in FIELDS
 _PINNED_PICKS = _header_picks("<pinned>", list(FIELDS[:_PINNED]))
 
 
@@ -570,13 +861,13 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | 
     # bytes at a time, not into all its lines at once; a million lines held as bytes and
     # numbered tuples were most of the 870 MB such a replay took.
     start = 0
-    base = 0   # lines before the slice
+    base = 0  # lines before the slice
     while start < len(data):
         end = data.find(b"\n", start + _NDJSON_SLICE)
         end = len(data) if end < 0 else end + 1
         lines = data[start:end].split(b"\n")
         if end < len(data) or data.endswith(b"\n"):
-            lines.pop()   # the empty piece after the slice's last newline
+            lines.pop()  # the empty piece after the slice's last newline
         numbered = [(base + i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
         base += len(lines)
         start = end
@@ -592,11 +883,23 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | 
             pass
         else:
             done = len(commands)
-            texts = [[r.action, r.order_id, r.account, r.instrument, r.side, r.type, r.tif,
-                      r.price, "" if r.qty is None else str(r.qty)] for r in pinned]
+            texts = [
+                [
+                    r.action,
+                    r.order_id,
+                    r.account,
+                    r.instrument,
+                    r.side,
+                    r.type,
+                    r.tif,
+                    r.price,
+                    "" if r.qty is None else str(r.qty),
+                ]
+                for r in pinned
+            ]
             try:
                 _convert_rows(iter(texts), _PINNED, _PINNED_PICKS, reader, None, 0, commands)
-            except _RowError as exc:   # every row gives one command, so the bad one is:
+            except _RowError as exc:  # every row gives one command, so the bad one is:
                 bad = numbered[len(commands) - done][0]
                 raise OrderFileError(name, bad, str(exc)) from None
             if progress is not None:
@@ -645,4 +948,3 @@ def _decode_line(name: str, number: int, line: bytes) -> _Row:
         if "got `float`" in message:
             message += ' (write prices as decimal strings, e.g. "61.20")'
         raise OrderFileError(name, number, message) from None
-

@@ -4,6 +4,7 @@ A ``rejected`` command carries one of the VALIDATION, STATE or RISK codes and ch
 nothing. An accepted order whose remainder cannot rest is ``cancelled`` with one of the
 OUTCOME codes. Codes are stable strings: tools and bots match on them.
 """
+
 from __future__ import annotations
 
 # --- validation: the command breaks a market rule on its own --------------------------
@@ -42,23 +43,23 @@ INVALID_AMOUNT = "invalid_amount"
 NOT_ISSUABLE = "not_issuable"
 NOT_CLEARED = "not_cleared"
 
-# --- registry: compliance rules (exchange.compliance.registry) -------------------------------------
-INVALID_QUALITY = "invalid_quality"        # data quality not measured/default/estimated/revised
+# --- registry: compliance rules (exchange.compliance.registry) ------------------------------------
+INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
 INVALID_YEAR = "invalid_year"
-INVALID_MULTIPLE = "invalid_multiple"      # a fine multiple outside 5-10
-NO_OBLIGATION = "no_obligation"            # no verified emissions for that year
+INVALID_MULTIPLE = "invalid_multiple"  # a fine multiple outside 5-10
+NO_OBLIGATION = "no_obligation"  # no verified emissions for that year
 INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
-OFFSET_CAP = "offset_cap_exceeded"         # CCER beyond 5% of the obligation
-INELIGIBLE_OFFSET = "ineligible_offset"    # CCER from inside the scheme, or too old
+OFFSET_CAP = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
+INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
 AFTER_DEADLINE = "after_deadline"
-YEAR_CLOSED = "year_closed"                # the year's deadline was processed
-NO_MARKET_PRICE = "no_market_price"        # no allowance trades in the month before it
-NOT_COVERED = "not_covered"                # the account is not a covered entity
-INVALID_MONTHS = "invalid_months"          # monthly-log completeness outside 0-12
-INVALID_STAGE = "invalid_stage"            # an allocation stage other than pre or final
-NOT_VERIFIED = "not_verified"              # a true-up before the emissions are verified
-ALREADY_FINAL = "already_final"            # a pre-allocation after the true-up
-CONVERSION_CAP = "conversion_cap_exceeded" # banking conversion beyond its cap
+YEAR_CLOSED = "year_closed"  # the year's deadline was processed
+NO_MARKET_PRICE = "no_market_price"  # no allowance trades in the month before it
+NOT_COVERED = "not_covered"  # the account is not a covered entity
+INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
+INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
+NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
+ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
+CONVERSION_CAP = "conversion_cap_exceeded"  # banking conversion beyond its cap
 
 # --- risk: the ledger refuses (checked before an order can trade) -----------------------
 INSUFFICIENT_CASH = "insufficient_cash"
@@ -68,9 +69,9 @@ ACCOUNT_SUSPENDED = "account_suspended"
 ACCOUNT_CLOSED = "account_closed"
 STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing to hold at
 INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
-REDUCE_ONLY = "reduce_only"                  # under a margin call: only reducing orders
-CONTRACT_EXPIRED = "contract_expired"        # after the contract's last trading day
-LIMIT_ONLY = "limit_only"                    # an option buy needs a limit price
+REDUCE_ONLY = "reduce_only"  # under a margin call: only reducing orders
+CONTRACT_EXPIRED = "contract_expired"  # after the contract's last trading day
+LIMIT_ONLY = "limit_only"  # an option buy needs a limit price
 
 # --- outcome: why an accepted order's quantity was cancelled ---------------------------
 CANCELLED_BY_OWNER = "cancelled_by_owner"
@@ -83,33 +84,97 @@ STP_CANCEL_RESTING = "stp_cancel_resting"
 STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
 STOP_OUT_OF_BAND = "stop_limit_out_of_band"
 
-VALIDATION = frozenset({
-    MISSING_FIELD, UNKNOWN_INSTRUMENT, MISSING_PRICE, PRICE_NOT_ALLOWED, INVALID_PRICE,
-    OFF_TICK, PRICE_OUT_OF_BAND, MISSING_STOP_PRICE, STOP_PRICE_NOT_ALLOWED,
-    INVALID_QUANTITY, OFF_STEP, QUANTITY_BELOW_MINIMUM, QUANTITY_ABOVE_MAXIMUM,
-    INVALID_DISPLAY_QTY, POST_ONLY_NOT_ALLOWED, MISSING_EXPIRE_TS, EXPIRE_TS_NOT_ALLOWED,
-    EXPIRE_TS_IN_PAST,
-})
-STATE = frozenset({
-    DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE, DUPLICATE_COMMAND,
-    UNKNOWN_ACCOUNT, ACCOUNT_EXISTS, ACCOUNT_NOT_EMPTY, RESERVED_ACCOUNT, UNKNOWN_CURRENCY,
-    INVALID_AMOUNT, NOT_ISSUABLE, NOT_CLEARED,
-})
-RISK = frozenset({INSUFFICIENT_CASH, INSUFFICIENT_ALLOWANCES, POSITION_LIMIT,
-                  ACCOUNT_SUSPENDED, ACCOUNT_CLOSED, STOP_NEEDS_BAND, INSUFFICIENT_MARGIN,
-                  REDUCE_ONLY, CONTRACT_EXPIRED, LIMIT_ONLY})
+VALIDATION = frozenset(
+    {
+        MISSING_FIELD,
+        UNKNOWN_INSTRUMENT,
+        MISSING_PRICE,
+        PRICE_NOT_ALLOWED,
+        INVALID_PRICE,
+        OFF_TICK,
+        PRICE_OUT_OF_BAND,
+        MISSING_STOP_PRICE,
+        STOP_PRICE_NOT_ALLOWED,
+        INVALID_QUANTITY,
+        OFF_STEP,
+        QUANTITY_BELOW_MINIMUM,
+        QUANTITY_ABOVE_MAXIMUM,
+        INVALID_DISPLAY_QTY,
+        POST_ONLY_NOT_ALLOWED,
+        MISSING_EXPIRE_TS,
+        EXPIRE_TS_NOT_ALLOWED,
+        EXPIRE_TS_IN_PAST,
+    }
+)
+STATE = frozenset(
+    {
+        DUPLICATE_ORDER_ID,
+        UNKNOWN_ORDER,
+        NOT_OWNER,
+        POST_ONLY_WOULD_TRADE,
+        DUPLICATE_COMMAND,
+        UNKNOWN_ACCOUNT,
+        ACCOUNT_EXISTS,
+        ACCOUNT_NOT_EMPTY,
+        RESERVED_ACCOUNT,
+        UNKNOWN_CURRENCY,
+        INVALID_AMOUNT,
+        NOT_ISSUABLE,
+        NOT_CLEARED,
+    }
+)
+RISK = frozenset(
+    {
+        INSUFFICIENT_CASH,
+        INSUFFICIENT_ALLOWANCES,
+        POSITION_LIMIT,
+        ACCOUNT_SUSPENDED,
+        ACCOUNT_CLOSED,
+        STOP_NEEDS_BAND,
+        INSUFFICIENT_MARGIN,
+        REDUCE_ONLY,
+        CONTRACT_EXPIRED,
+        LIMIT_ONLY,
+    }
+)
 # post_only_would_trade is both: an amend that would make a post-only order trade is
 # rejected; a new post-only order that would trade is accepted, then cancelled.
-OUTCOME = frozenset({
-    CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
-    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
-    INSUFFICIENT_CASH, CONTRACT_EXPIRED, MARGIN_CLOSE_OUT,
-})
+OUTCOME = frozenset(
+    {
+        CANCELLED_BY_OWNER,
+        MASS_CANCEL,
+        IOC_REMAINDER,
+        MARKET_REMAINDER,
+        FOK_UNFILLED,
+        STP_CANCEL_RESTING,
+        STP_CANCEL_AGGRESSOR,
+        STOP_OUT_OF_BAND,
+        POST_ONLY_WOULD_TRADE,
+        INSUFFICIENT_CASH,
+        CONTRACT_EXPIRED,
+        MARGIN_CLOSE_OUT,
+    }
+)
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.
-REGISTRY = frozenset({
-    INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
-    OFFSET_CAP, INELIGIBLE_OFFSET, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE, NOT_COVERED,
-    INVALID_MONTHS, INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL, CONVERSION_CAP,
-})
+REGISTRY = frozenset(
+    {
+        INVALID_QUALITY,
+        INVALID_YEAR,
+        INVALID_MULTIPLE,
+        NO_OBLIGATION,
+        INELIGIBLE_VINTAGE,
+        OFFSET_CAP,
+        INELIGIBLE_OFFSET,
+        AFTER_DEADLINE,
+        YEAR_CLOSED,
+        NO_MARKET_PRICE,
+        NOT_COVERED,
+        INVALID_MONTHS,
+        INVALID_STAGE,
+        NOT_VERIFIED,
+        ALREADY_FINAL,
+        CONVERSION_CAP,
+    }
+)
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY

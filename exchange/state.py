@@ -2,10 +2,11 @@
 
 ``EngineState`` holds an ``Engine``'s whole state (books, stops, the order-id registry,
 the command window, the ledger with its compliance registry and clearing house);
-``exchange.persist`` turns an engine into these bytes and back. Decoding reads only the Structs below (plain strings, integers, booleans and
-the event Structs of ``exchange.events``); it never runs code, imports anything by name
-or unpickles: a payload that does not decode, has another version or contradicts itself
-raises ``StateError``. The market goes in as its TOML text and is parsed again.
+``exchange.persist`` turns an engine into these bytes and back. Decoding reads only the
+Structs below (plain strings, integers, booleans and the event Structs of
+``exchange.events``); it never runs code, imports anything by name or unpickles: a
+payload that does not decode, has another version or contradicts itself raises
+``StateError``. The market goes in as its TOML text and is parsed again.
 
 Schema (version 1), top down; "in order" means the order the engine keeps, which its
 events depend on, so it is kept exactly:
@@ -57,6 +58,7 @@ fields reordered) takes a new ``STATE_VERSION``, and a payload of a different ve
 not read (``StateError``): its reader replays the journal instead. tests/test_state.py
 pins ``Order``'s fields to ``OrderState``'s.
 """
+
 from __future__ import annotations
 
 from typing import Generic, TypeVar
@@ -100,6 +102,7 @@ class StateError(ValueError):
 
 
 # --- the matching engine -------------------------------------------------------------------
+
 
 class OrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """One live order (resting, or a stop not yet triggered): ``exchange.book.fast.Order``'s
@@ -162,6 +165,7 @@ class CommandAnswer(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 # --- the compliance registry ---------------------------------------------------------------
 
+
 class ObligationState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     account: str
     year: int
@@ -213,6 +217,7 @@ class RegistryState(msgspec.Struct, frozen=True, kw_only=True):
 
 # --- the clearing house --------------------------------------------------------------------
 
+
 class PositionState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     symbol: str
     account: str
@@ -252,6 +257,7 @@ class ClearingState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --- the ledger ----------------------------------------------------------------------------
+
 
 class HoldingState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     asset: str
@@ -316,7 +322,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     command_window: int = 100_000
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
-    done_sweep_at: int = 0   # registry size at which done ids are next forgotten (0: none)
+    done_sweep_at: int = 0  # registry size at which done ids are next forgotten (0: none)
 
 
 class _Header(msgspec.Struct):
@@ -324,7 +330,6 @@ class _Header(msgspec.Struct):
 
     format: str
     version: int
-
 
 
 _header = msgspec.msgpack.Decoder(_Header)
@@ -344,11 +349,12 @@ def _read(data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder
     except (msgspec.DecodeError, TypeError) as exc:
         raise StateError(f"not an engine state: {exc}") from None
     if header.format != FORMAT:
-        raise StateError(f"not an engine state: format {header.format!r}, "
-                         f"expected {FORMAT!r}")
+        raise StateError(f"not an engine state: format {header.format!r}, expected {FORMAT!r}")
     if header.version != STATE_VERSION:
-        raise StateError(f"engine state version {header.version} is not read here "
-                         f"(this build reads version {STATE_VERSION})")
+        raise StateError(
+            f"engine state version {header.version} is not read here "
+            f"(this build reads version {STATE_VERSION})"
+        )
     try:
         return decoder.decode(data)
     except msgspec.DecodeError as exc:

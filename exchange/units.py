@@ -4,6 +4,7 @@ Invariants: no float ever holds a price or an amount. A decimal string is parsed
 exactly; a value that is not a whole number of units (ticks, fen, tonnes) is refused,
 never rounded.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,11 @@ def parse_decimal(text: str) -> Decimal:
     except (InvalidOperation, ArithmeticError):
         raise ValueError(f"{text!r} is not a decimal number") from None
     exponent = value.as_tuple().exponent
-    if not isinstance(exponent, int) or abs(exponent) > _MAX_DIGITS or value.adjusted() > _MAX_DIGITS:
+    if (
+        not isinstance(exponent, int)
+        or abs(exponent) > _MAX_DIGITS
+        or value.adjusted() > _MAX_DIGITS
+    ):
         raise ValueError(f"{text!r} is out of range")
     return value
 
@@ -129,7 +134,7 @@ class Scale:
             return str(raw)
         sign = "-" if raw < 0 else ""
         digits = str(abs(raw)).rjust(self.places + 1, "0")
-        return f"{sign}{digits[:-self.places]}.{digits[-self.places:]}"
+        return f"{sign}{digits[: -self.places]}.{digits[-self.places :]}"
 
     def __repr__(self) -> str:
         return f"Scale({self.text!r})"

@@ -3,18 +3,18 @@
 Exit status: 0 on success; 2 for bad input (a file that cannot be read, a bad option,
 a market file that does not parse), with one clear message on stderr and no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from exchange.commands import STP_MODES
 from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
-
 from gateway.errors import UsageError
 from gateway.mqtt.brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
 
@@ -25,42 +25,63 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="carbonx",
-        description="carbonx: an exchange engine for carbon emission allowances.")
+        prog="carbonx", description="carbonx: an exchange engine for carbon emission allowances."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     replay = sub.add_parser(
-        "replay", help="replay an order file through the matching engine",
+        "replay",
+        help="replay an order file through the matching engine",
         description=(
             "Replay an order file (CSV with a header row, or NDJSON with the same keys) "
             "through the engine and report what happened. Rows that break a market rule "
             "are rejected and the replay goes on; a row that cannot be read stops it "
-            "with exit status 2."))
+            "with exit status 2."
+        ),
+    )
     replay.add_argument("file", metavar="FILE", help="the order file")
-    replay.add_argument("--format", choices=("csv", "ndjson"),
-                        help="file format (default: from the extension; .ndjson/.jsonl = ndjson)")
-    replay.add_argument("--market", metavar="TOML",
-                        help="market configuration (default: the shipped default market)")
-    replay.add_argument("--ledger", action="store_true",
-                        help="run with accounts, pre-trade risk and settlement")
-    replay.add_argument("--stp", choices=STP_MODES, metavar="MODE",
-                        help=f"self-trade prevention for rows whose stp is empty: "
-                             f"{', '.join(STP_MODES)} (default: cancel_resting)")
+    replay.add_argument(
+        "--format",
+        choices=("csv", "ndjson"),
+        help="file format (default: from the extension; .ndjson/.jsonl = ndjson)",
+    )
+    replay.add_argument(
+        "--market",
+        metavar="TOML",
+        help="market configuration (default: the shipped default market)",
+    )
+    replay.add_argument(
+        "--ledger", action="store_true", help="run with accounts, pre-trade risk and settlement"
+    )
+    replay.add_argument(
+        "--stp",
+        choices=STP_MODES,
+        metavar="MODE",
+        help=f"self-trade prevention for rows whose stp is empty: "
+        f"{', '.join(STP_MODES)} (default: cancel_resting)",
+    )
     replay.add_argument("--fills", metavar="OUT.ndjson", help="write every trade as NDJSON")
     replay.add_argument("--events", metavar="OUT.ndjson", help="write every event as NDJSON")
-    replay.add_argument("--json", action="store_true",
-                        help="print one JSON summary object on stdout")
-    replay.add_argument("--journal", metavar="DIR",
-                        help="with --ledger: journal every input command in DIR (a new or "
-                             "empty directory), group-committed with fsync, with snapshots; "
-                             "'carbonx holdings DIR' recovers from it")
-    replay.add_argument("--holdings", metavar="OUT.csv",
-                        help="with --ledger: write the final holdings as CSV "
-                             "(account,asset,available,held,locked)")
+    replay.add_argument(
+        "--json", action="store_true", help="print one JSON summary object on stdout"
+    )
+    replay.add_argument(
+        "--journal",
+        metavar="DIR",
+        help="with --ledger: journal every input command in DIR (a new or "
+        "empty directory), group-committed with fsync, with snapshots; "
+        "'carbonx holdings DIR' recovers from it",
+    )
+    replay.add_argument(
+        "--holdings",
+        metavar="OUT.csv",
+        help="with --ledger: write the final holdings as CSV (account,asset,available,held,locked)",
+    )
     replay.set_defaults(run=_cmd_replay)
 
     holdings = sub.add_parser(
-        "holdings", help="recover the state from a journal directory and show holdings",
+        "holdings",
+        help="recover the state from a journal directory and show holdings",
         description=(
             "Recover the exchange's state from a journal directory (latest snapshot, then "
             "the journaled commands after it; a torn last frame, never committed, is "
@@ -68,31 +89,40 @@ def build_parser() -> argparse.ArgumentParser:
             "print each account's holdings. Damage anywhere else (a frame or segment that "
             "fails its checksum, a missing segment, a changed meta.json or manifest.json) "
             "is an error naming the file and byte, exit status 2, and nothing on disk "
-            "changes: see 'carbonx journal-cut'. --json prints {\"seq\": N, \"holdings\": [...], "
-            "\"positions\": [...], \"margin\": [...]}, N being the number of input commands "
+            'changes: see \'carbonx journal-cut\'. --json prints {"seq": N, "holdings": [...], '
+            '"positions": [...], "margin": [...]}, N being the number of input commands '
             "recovered; positions are futures and options (lots, average price, margin, "
             "last settlement), margin is each such account's margin held, equity, initial "
-            "and maintenance margin and call."))
+            "and maintenance margin and call."
+        ),
+    )
     holdings.add_argument("directory", metavar="DIR", help="the journal directory")
     holdings.add_argument("--json", action="store_true", help="print one JSON object")
     holdings.set_defaults(run=_cmd_holdings)
 
     cut = sub.add_parser(
-        "journal-cut", help="cut a damaged journal back to its last good frame (asks --yes)",
+        "journal-cut",
+        help="cut a damaged journal back to its last good frame (asks --yes)",
         description=(
             "Recover a journal directory up to its first damage and print what cutting it "
             "back there drops: committed commands, frames and bytes, file by file. Without "
             "--yes nothing changes (exit status 1 if something would be cut, 0 if the "
             "journal recovers whole). With --yes every file that changes or goes is first "
             "copied into DIR/cut-NNNNNN/, then the journal is cut; run it again until "
-            "nothing is left to cut. Never run it while carbonx serve writes DIR."))
+            "nothing is left to cut. Never run it while carbonx serve writes DIR."
+        ),
+    )
     cut.add_argument("directory", metavar="DIR", help="the journal directory")
-    cut.add_argument("--yes", action="store_true",
-                     help="copy the files aside and cut (default: only say what would go)")
+    cut.add_argument(
+        "--yes",
+        action="store_true",
+        help="copy the files aside and cut (default: only say what would go)",
+    )
     cut.set_defaults(run=_cmd_journal_cut)
 
     serve = sub.add_parser(
-        "serve", help="run the exchange: engine, ledger, journal and MQTT gateway",
+        "serve",
+        help="run the exchange: engine, ledger, journal and MQTT gateway",
         description=(
             "Run the exchange for trading bots over MQTT until interrupted (Ctrl-C or "
             "SIGTERM). Without --broker, an embedded broker listens on 127.0.0.1:PORT with "
@@ -104,60 +134,102 @@ def build_parser() -> argparse.ArgumentParser:
             "credentials) until the embedded broker listens or the broker has taken "
             "the gateway's login; a port in use, an unreachable broker or a refused "
             "login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
-            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
-    serve.add_argument("--broker", metavar="URL",
-                       help="mqtt://USER@HOST:PORT of a broker to join (default: the "
-                            "embedded broker); mqtt://USER:PASS@HOST:PORT also works")
-    serve.add_argument("--password-file", metavar="FILE",
-                       help="with --broker: a file holding the gateway user's password "
-                            "on one line (else $CARBONX_PASSWORD, else the URL's)")
+            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."
+        ),
+    )
+    serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="mqtt://USER@HOST:PORT of a broker to join (default: the "
+        "embedded broker); mqtt://USER:PASS@HOST:PORT also works",
+    )
+    serve.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="with --broker: a file holding the gateway user's password "
+        "on one line (else $CARBONX_PASSWORD, else the URL's)",
+    )
     serve.add_argument("--market", metavar="TOML", help="market configuration")
-    serve.add_argument("--journal", metavar="DIR",
-                       help="journal directory: recovered if it holds a journal, else new")
-    serve.add_argument("--init", metavar="FILE",
-                       help="an order file applied before going live (deposits, "
-                            "issuance, accounts); not re-applied to a recovered journal")
-    serve.add_argument("--credentials", metavar="FILE",
-                       help="embedded broker: JSON of account passwords (default: "
-                            "DIR/credentials.json with --journal, else "
-                            "./carbonx-credentials.json)")
-    serve.add_argument("--port", type=int, default=1883,
-                       help="embedded broker: port on 127.0.0.1 (default: 1883)")
-    serve.add_argument("--message-rate", type=int, default=None, metavar="N",
-                       help="the embedded broker's limit: messages an account may publish "
-                            f"a second (default {ACCOUNT_MESSAGE_RATE}; bursts of a fifth); "
-                            "with --broker, mosquitto's limit is set by broker-config")
-    serve.add_argument("--byte-rate", type=int, default=None, metavar="N",
-                       help="the embedded broker's limit: bytes an account may publish a "
-                            f"second (default {ACCOUNT_BYTE_RATE})")
-    serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
-                       help="least time between two depth messages of an instrument "
-                            "(default: 0.1)")
-    serve.add_argument("--eod", metavar="HH:MM",
-                       help="end the trading day every day at this UTC time (15:30 in "
-                            "Beijing is 07:30 UTC): expiries, futures settlement, margin "
-                            "calls, deliveries (default: never; a journal replay or an "
-                            "order file's eod rows do it)")
-    serve.add_argument("--log-level", default="WARNING",
-                       choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument(
+        "--journal",
+        metavar="DIR",
+        help="journal directory: recovered if it holds a journal, else new",
+    )
+    serve.add_argument(
+        "--init",
+        metavar="FILE",
+        help="an order file applied before going live (deposits, "
+        "issuance, accounts); not re-applied to a recovered journal",
+    )
+    serve.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="embedded broker: JSON of account passwords (default: "
+        "DIR/credentials.json with --journal, else "
+        "./carbonx-credentials.json)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=1883, help="embedded broker: port on 127.0.0.1 (default: 1883)"
+    )
+    serve.add_argument(
+        "--message-rate",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the embedded broker's limit: messages an account may publish "
+        f"a second (default {ACCOUNT_MESSAGE_RATE}; bursts of a fifth); "
+        "with --broker, mosquitto's limit is set by broker-config",
+    )
+    serve.add_argument(
+        "--byte-rate",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the embedded broker's limit: bytes an account may publish a "
+        f"second (default {ACCOUNT_BYTE_RATE})",
+    )
+    serve.add_argument(
+        "--book-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="least time between two depth messages of an instrument (default: 0.1)",
+    )
+    serve.add_argument(
+        "--eod",
+        metavar="HH:MM",
+        help="end the trading day every day at this UTC time (15:30 in "
+        "Beijing is 07:30 UTC): expiries, futures settlement, margin "
+        "calls, deliveries (default: never; a journal replay or an "
+        "order file's eod rows do it)",
+    )
+    serve.add_argument(
+        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     serve.set_defaults(run=_cmd_serve)
 
     demo = sub.add_parser(
-        "demo", help="run the whole exchange with bots for a while, then sum up",
+        "demo",
+        help="run the whole exchange with bots for a while, then sum up",
         description=(
             "Start the embedded broker, the gateway with engine, ledger and journal, and "
             "six bots (two market makers, three noise traders, a compliance buyer) that "
             "trade over MQTT for a bounded time; then print trades, volume and VWAP per "
-            "instrument, and each bot's holdings and P&L."))
-    demo.add_argument("--seconds", type=float, default=20.0,
-                      help="how long the bots trade (default: 20)")
+            "instrument, and each bot's holdings and P&L."
+        ),
+    )
+    demo.add_argument(
+        "--seconds", type=float, default=20.0, help="how long the bots trade (default: 20)"
+    )
     demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
-    demo.add_argument("--journal", metavar="DIR",
-                      help="keep the journal in DIR (default: a temporary directory)")
+    demo.add_argument(
+        "--journal", metavar="DIR", help="keep the journal in DIR (default: a temporary directory)"
+    )
     demo.set_defaults(run=_cmd_demo)
 
     broker = sub.add_parser(
-        "broker-config", help="write a mosquitto configuration for the exchange",
+        "broker-config",
+        help="write a mosquitto configuration for the exchange",
         description=(
             "Write DIR/mosquitto.conf (a listener on 127.0.0.1:PORT), DIR/passwd, DIR/acl "
             "and DIR/credentials.json, so that each account may write only "
@@ -174,33 +246,59 @@ def build_parser() -> argparse.ArgumentParser:
             "mosquitto started as root drops to the 'mosquitto' user, which must be able "
             "to read passwd and acl (chown mosquitto DIR/passwd DIR/acl). Then: "
             "mosquitto -c DIR/mosquitto.conf, and carbonx serve --broker "
-            "mqtt://gateway@127.0.0.1:PORT --password-file FILE."))
+            "mqtt://gateway@127.0.0.1:PORT --password-file FILE."
+        ),
+    )
     broker.add_argument("--out", metavar="DIR", required=True, help="output directory")
     broker.add_argument("--port", type=int, required=True, help="the listener's port")
-    broker.add_argument("--force", action="store_true",
-                        help="overwrite a configuration already in DIR (new passwords)")
-    broker.add_argument("--no-limit", action="store_true",
-                        help="no per-account publishing limit (it is a mosquitto plugin "
-                             "built here, which needs cc, mosquitto-dev and "
-                             "libmosquitto-dev)")
-    broker.add_argument("--message-rate", type=int, default=ACCOUNT_MESSAGE_RATE, metavar="N",
-                        help="messages an account may publish a second "
-                             "(default %(default)s; bursts of a fifth of it)")
-    broker.add_argument("--byte-rate", type=int, default=ACCOUNT_BYTE_RATE, metavar="N",
-                        help="bytes an account may publish a second (default %(default)s)")
-    broker.add_argument("accounts", metavar="ACCOUNT[:PASSWORD]", nargs="+",
-                        help="trading accounts, each with an optional password")
+    broker.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite a configuration already in DIR (new passwords)",
+    )
+    broker.add_argument(
+        "--no-limit",
+        action="store_true",
+        help="no per-account publishing limit (it is a mosquitto plugin "
+        "built here, which needs cc, mosquitto-dev and "
+        "libmosquitto-dev)",
+    )
+    broker.add_argument(
+        "--message-rate",
+        type=int,
+        default=ACCOUNT_MESSAGE_RATE,
+        metavar="N",
+        help="messages an account may publish a second "
+        "(default %(default)s; bursts of a fifth of it)",
+    )
+    broker.add_argument(
+        "--byte-rate",
+        type=int,
+        default=ACCOUNT_BYTE_RATE,
+        metavar="N",
+        help="bytes an account may publish a second (default %(default)s)",
+    )
+    broker.add_argument(
+        "accounts",
+        metavar="ACCOUNT[:PASSWORD]",
+        nargs="+",
+        help="trading accounts, each with an optional password",
+    )
     broker.set_defaults(run=_cmd_broker_config)
 
     from gateway.tools import comply
-    compliance = sub.add_parser("comply", help="run a compliance year of a scenario",
-                                description=comply.DESCRIPTION)
+
+    compliance = sub.add_parser(
+        "comply", help="run a compliance year of a scenario", description=comply.DESCRIPTION
+    )
     comply.add_arguments(compliance)
     compliance.set_defaults(run=comply.run)
 
     from gateway.tools import genorders
-    gen = sub.add_parser("gen-orders", help="write a seeded order file",
-                         description=genorders.DESCRIPTION)
+
+    gen = sub.add_parser(
+        "gen-orders", help="write a seeded order file", description=genorders.DESCRIPTION
+    )
     genorders.add_arguments(gen)
     gen.set_defaults(run=genorders.run)
     return parser
@@ -212,13 +310,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     for option in ("journal", "holdings"):
         if getattr(args, option) and not args.ledger:
-            raise UsageError(f"--{option} needs --ledger (there are no holdings to keep "
-                             f"without accounts)")
+            raise UsageError(
+                f"--{option} needs --ledger (there are no holdings to keep without accounts)"
+            )
     market = load_market(args.market)
     progress = ProgressBar.for_terminal()
-    result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
-                        keep_events=bool(args.fills or args.events), progress=progress,
-                        ledger=args.ledger, journal=args.journal)
+    result = run_replay(
+        args.file,
+        fmt=args.format,
+        market=market,
+        stp=args.stp,
+        keep_events=bool(args.fills or args.events),
+        progress=progress,
+        ledger=args.ledger,
+        journal=args.journal,
+    )
     try:
         if args.holdings:
             write_holdings(args.holdings, result.engine)
@@ -233,12 +339,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"replayed {args.file}")
-        print(f"  messages  {summary['messages']:>12,}   accepted {summary['accepted']:,}, "
-              f"rejected {summary['rejected']:,}")
+        print(
+            f"  messages  {summary['messages']:>12,}   accepted {summary['accepted']:,}, "
+            f"rejected {summary['rejected']:,}"
+        )
         print(f"  trades    {summary['trades']:>12,}   volume {summary['volume']:,}")
-        print(f"  elapsed   {summary['elapsed_s']:>12.3f} s  {summary['msgs_per_s']:,} msgs/s "
-              f"(read + decode + match)")
-        print(f"  engine    {summary['engine_s']:>12.3f} s  {summary['engine_msgs_per_s']:,} msgs/s")
+        print(
+            f"  elapsed   {summary['elapsed_s']:>12.3f} s  {summary['msgs_per_s']:,} msgs/s "
+            f"(read + decode + match)"
+        )
+        print(
+            f"  engine    {summary['engine_s']:>12.3f} s  {summary['engine_msgs_per_s']:,} msgs/s"
+        )
         for reason, count in summary["rejects"].items():
             print(f"  rejected  {count:>12,}   {reason}")
         print(f"  state     {summary['state_hash']}")
@@ -247,42 +359,53 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_holdings(args: argparse.Namespace) -> int:
     from exchange.journal import JournalDamage, recover
-
     from gateway.tools.replay import holding_rows, margin_rows, position_rows
 
     try:
         recovered = recover(args.directory)
     except JournalDamage as exc:
-        raise UsageError(f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
-                         f"it back to the last good frame would drop") from None
+        raise UsageError(
+            f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
+            f"it back to the last good frame would drop"
+        ) from None
     rows = holding_rows(recovered.engine)
     positions = position_rows(recovered.engine)
     margins = margin_rows(recovered.engine)
     for warning in recovered.warnings:
         print(f"carbonx holdings: warning: {warning}", file=sys.stderr)
     if recovered.torn_bytes:
-        print(f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
-              f"bytes) in {recovered.segment}", file=sys.stderr)
+        print(
+            f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
+            f"bytes) in {recovered.segment}",
+            file=sys.stderr,
+        )
     if args.json:
-        print(json.dumps({"seq": recovered.seq, "holdings": rows, "positions": positions,
-                          "margin": margins}))
+        print(
+            json.dumps(
+                {"seq": recovered.seq, "holdings": rows, "positions": positions, "margin": margins}
+            )
+        )
         return EXIT_OK
-    print(f"recovered {recovered.seq:,} commands from {args.directory}"
-          f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)")
+    print(
+        f"recovered {recovered.seq:,} commands from {args.directory}"
+        f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)"
+    )
     if recovered.engine.ledger is None:
         print("  (journal of a matching-only replay: no accounts)")
         return EXIT_OK
     _print_table(rows, ("account", "asset", "available", "held", "locked"), 2)
     if positions:
         print("positions (lots; margin in cash, prices per tonne)")
-        _print_table(positions, ("account", "instrument", "qty", "avg_price", "settlement",
-                                 "margin"), 2)
+        _print_table(
+            positions, ("account", "instrument", "qty", "avg_price", "settlement", "margin"), 2
+        )
     if margins:
         print("margin and equity (equity = available cash + margin held)")
-        _print_table([{**r, "margin_call": "CALLED" if r["margin_call"] else "-"}
-                      for r in margins],
-                     ("account", "currency", "margin", "equity", "initial", "maintenance",
-                      "margin_call"), 2)
+        _print_table(
+            [{**r, "margin_call": "CALLED" if r["margin_call"] else "-"} for r in margins],
+            ("account", "currency", "margin", "equity", "initial", "maintenance", "margin_call"),
+            2,
+        )
     return EXIT_OK
 
 
@@ -291,24 +414,31 @@ def _cmd_journal_cut(args: argparse.Namespace) -> int:
 
     plan = cut_journal(args.directory, apply=args.yes)
     if plan.problem is None:
-        print(f"{args.directory}: nothing to cut: the journal recovers whole "
-              f"({plan.keep:,} commands)")
+        print(
+            f"{args.directory}: nothing to cut: the journal recovers whole ({plan.keep:,} commands)"
+        )
         return EXIT_OK
     print(f"damage: {plan.problem}")
     if plan.kind in ("frame", "segment"):
-        print(f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
-              f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:")
+        print(
+            f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
+            f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:"
+        )
     elif plan.kind == "ahead":
-        print(f"the segments end at command {plan.keep:,}: drops the snapshots past it, "
-              f"{plan.bytes:,} bytes (the commands they hold past it are lost already):")
+        print(
+            f"the segments end at command {plan.keep:,}: drops the snapshots past it, "
+            f"{plan.bytes:,} bytes (the commands they hold past it are lost already):"
+        )
     else:
         print(f"drops no command; {plan.bytes:,} bytes in all:")
     width = max(len(name) for name, _ in plan.files)
     for name, what in plan.files:
         print(f"  {name.ljust(width)}  {what}")
     if not args.yes:
-        print(f"dry run: nothing changed. With --yes these files are first copied into "
-              f"{args.directory}/cut-NNNNNN/, then cut.")
+        print(
+            f"dry run: nothing changed. With --yes these files are first copied into "
+            f"{args.directory}/cut-NNNNNN/, then cut."
+        )
         return 1
     print(f"copied into {plan.copied} and cut; run it again until nothing is left to cut")
     return EXIT_OK
@@ -317,11 +447,20 @@ def _cmd_journal_cut(args: argparse.Namespace) -> int:
 def _print_table(rows: list[dict], header: tuple, left: int) -> None:
     """Print *rows* under *header*, the first *left* columns left-aligned."""
     widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in header]
-    print("  " + "  ".join(h.ljust(w) if i < left else h.rjust(w)
-                          for i, (h, w) in enumerate(zip(header, widths))))
+    print(
+        "  "
+        + "  ".join(
+            h.ljust(w) if i < left else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))
+        )
+    )
     for r in rows:
-        print("  " + "  ".join(str(r[h]).ljust(w) if i < left else str(r[h]).rjust(w)
-                              for i, (h, w) in enumerate(zip(header, widths))))
+        print(
+            "  "
+            + "  ".join(
+                str(r[h]).ljust(w) if i < left else str(r[h]).rjust(w)
+                for i, (h, w) in enumerate(zip(header, widths))
+            )
+        )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -330,8 +469,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.mqtt.serve import ServeError, main_serve
     from gateway.mqtt.service import GatewaySettings, seconds_of_day
 
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.book_interval < 0:
@@ -344,24 +486,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limits = None
     if args.message_rate is not None or args.byte_rate is not None:
         if args.broker:
-            raise UsageError("--message-rate and --byte-rate set the embedded broker's "
-                             "limit; with --broker, set mosquitto's with broker-config")
+            raise UsageError(
+                "--message-rate and --byte-rate set the embedded broker's "
+                "limit; with --broker, set mosquitto's with broker-config"
+            )
         from gateway.mqtt.brokerconfig import AccountLimits
+
         try:
             limits = AccountLimits.scaled(
                 ACCOUNT_MESSAGE_RATE if args.message_rate is None else args.message_rate,
-                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate)
+                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate,
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     market = load_market(args.market) if args.market else None
     try:
         from exchange import default_market
-        return main_serve(market or default_market(), broker_url=args.broker,
-                          journal=args.journal, init=args.init,
-                          credentials_path=args.credentials, port=args.port,
-                          settings=GatewaySettings(book_interval=args.book_interval,
-                                                   eod_utc=args.eod),
-                          password_file=args.password_file, limits=limits)
+
+        return main_serve(
+            market or default_market(),
+            broker_url=args.broker,
+            journal=args.journal,
+            init=args.init,
+            credentials_path=args.credentials,
+            port=args.port,
+            settings=GatewaySettings(book_interval=args.book_interval, eod_utc=args.eod),
+            password_file=args.password_file,
+            limits=limits,
+        )
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -385,22 +537,27 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
 
     try:
         accounts = parse_account_args(args.accounts)
-        limits = (None if args.no_limit
-                  else AccountLimits.scaled(args.message_rate, args.byte_rate))
-        credentials = write_broker_config(args.out, args.port, accounts, force=args.force,
-                                          limits=limits)
+        limits = None if args.no_limit else AccountLimits.scaled(args.message_rate, args.byte_rate)
+        credentials = write_broker_config(
+            args.out, args.port, accounts, force=args.force, limits=limits
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
-          f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
-          f"{len(credentials) - 1} account(s) and the gateway")
+    print(
+        f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
+        f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
+        f"{len(credentials) - 1} account(s) and the gateway"
+    )
     if os.geteuid() == 0:
-        print(f"carbonx broker-config: note: written by root, so mosquitto.conf has no "
-              f"'user' line; mosquitto started as root runs as 'mosquitto', which must "
-              f"read {args.out}/passwd and acl (chown mosquitto {args.out}/passwd "
-              f"{args.out}/acl)", file=sys.stderr)
+        print(
+            f"carbonx broker-config: note: written by root, so mosquitto.conf has no "
+            f"'user' line; mosquitto started as root runs as 'mosquitto', which must "
+            f"read {args.out}/passwd and acl (chown mosquitto {args.out}/passwd "
+            f"{args.out}/acl)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -423,4 +580,5 @@ if __name__ == "__main__":
     # Run as ``python -m gateway.cli`` this file is ``__main__``; go through the package
     # module so the command table is built once.
     from gateway.cli import main as _main
+
     sys.exit(_main())

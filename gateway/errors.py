@@ -1,4 +1,5 @@
 """Errors the edge reports to a user: one line on stderr, exit status 2, no traceback."""
+
 from __future__ import annotations
 
 __all__ = ["UsageError"]

@@ -4,6 +4,7 @@ gateway's own rejection reasons, and publishers that keep call order.
 The exchange's service and the bot client both import this module; it imports nothing
 of the engine, so a bot loads none of it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,11 +12,30 @@ import logging
 import socket
 from collections import deque
 
-__all__ = ["OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic",
-           "book_topic", "account_of", "is_msgpack", "ORDERS_FILTER", "SOCKET_OPTIONS",
-           "PENDING_CALLS_WARNING", "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED",
-           "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS",
-           "RATE_LIMITED", "OVERLOADED"]
+__all__ = [
+    "OrderedSender",
+    "TopicSender",
+    "orders_topic",
+    "exec_topic",
+    "trades_topic",
+    "book_topic",
+    "account_of",
+    "is_msgpack",
+    "ORDERS_FILTER",
+    "SOCKET_OPTIONS",
+    "PENDING_CALLS_WARNING",
+    "MAX_PAYLOAD",
+    "MAX_COMMANDS",
+    "MAX_TEXT",
+    "MALFORMED",
+    "BAD_COMMAND",
+    "NOT_PERMITTED",
+    "WRONG_ACCOUNT",
+    "TOO_LARGE",
+    "TOO_MANY_COMMANDS",
+    "RATE_LIMITED",
+    "OVERLOADED",
+]
 
 ORDERS_FILTER = "cx/v1/orders/+"
 # paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
@@ -23,18 +43,18 @@ SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
 _ORDERS_PREFIX = "cx/v1/orders/"
 
-MAX_PAYLOAD = 256 * 1024   # bytes in one message
-MAX_COMMANDS = 1000        # commands in one message
-MAX_TEXT = 64              # characters in an id, an account, an instrument or a price
+MAX_PAYLOAD = 256 * 1024  # bytes in one message
+MAX_COMMANDS = 1000  # commands in one message
+MAX_TEXT = 64  # characters in an id, an account, an instrument or a price
 # Reasons for messages the gateway turns away before they reach the engine.
-MALFORMED = "malformed"                  # not JSON / msgpack, or not objects
-BAD_COMMAND = "bad_command"              # a field of the wrong type, value or name
-NOT_PERMITTED = "not_permitted"          # an operator action sent by a bot
-WRONG_ACCOUNT = "wrong_account"          # the command names another account
-TOO_LARGE = "too_large"                  # the message exceeds MAX_PAYLOAD
+MALFORMED = "malformed"  # not JSON / msgpack, or not objects
+BAD_COMMAND = "bad_command"  # a field of the wrong type, value or name
+NOT_PERMITTED = "not_permitted"  # an operator action sent by a bot
+WRONG_ACCOUNT = "wrong_account"  # the command names another account
+TOO_LARGE = "too_large"  # the message exceeds MAX_PAYLOAD
 TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than MAX_COMMANDS
-RATE_LIMITED = "rate_limited"            # the account sent faster than its limit
-OVERLOADED = "overloaded"                # the account's intake is full: resend later
+RATE_LIMITED = "rate_limited"  # the account sent faster than its limit
+OVERLOADED = "overloaded"  # the account's intake is full: resend later
 
 
 class _Draining:
@@ -98,7 +118,6 @@ class OrderedSender(_Draining):
         self._pump()
 
 
-
 class TopicSender(_Draining):
     """Publishes each topic's messages in call order, with an ``OrderedSender`` window of
     its own per topic: a subscriber slow to take its messages (a broker such as amqtt
@@ -125,7 +144,6 @@ class TopicSender(_Draining):
         return sum(sender.waiting for sender in self._senders.values())
 
 
-
 def orders_topic(account: str) -> str:
     return _ORDERS_PREFIX + account
 
@@ -145,7 +163,7 @@ def book_topic(instrument: str) -> str:
 def account_of(topic: str) -> str | None:
     """The account of an orders topic, or ``None`` if *topic* is not one."""
     if topic.startswith(_ORDERS_PREFIX):
-        account = topic[len(_ORDERS_PREFIX):]
+        account = topic[len(_ORDERS_PREFIX) :]
         if account and "/" not in account and len(account) <= MAX_TEXT:
             return account
     return None

@@ -4,8 +4,11 @@
   ``tests/golden`` (kept equal to ``shared/golden`` by ``test_golden_copy.py``).
 - ``run_carbonx``: run ``python -m gateway.cli ARGS...`` as a subprocess (in a given
   working directory, default the test's ``tmp_path``) and return the completed process.
+- ``mosquitto_broker``, ``mosquitto_factory``: a real mosquitto on a free loopback port
+  (``tests/mosquitto.py``).
 - ``write_file``: write text (or bytes) to a file under ``tmp_path`` and return its path.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,6 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# The real-mosquitto fixtures, for every test module that names them.
+from mosquitto import mosquitto_broker, mosquitto_factory  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +49,13 @@ def run_carbonx(tmp_path):
         environ.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "gateway.cli", *map(str, args)],
-            cwd=str(cwd or tmp_path), capture_output=True, text=True, timeout=timeout,
-            env=environ, stdin=subprocess.DEVNULL)
+            cwd=str(cwd or tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+        )
 
     return run
 

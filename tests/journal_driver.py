@@ -4,6 +4,7 @@ bots. The test kills this process with SIGKILL at random points.
 
 Usage: python tests/journal_driver.py ORDERS JOURNAL_DIR GROUP_SIZE SNAPSHOT_EVERY
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,9 +22,9 @@ def main(orders: str, directory: str, group_size: int, snapshot_every: int) -> N
     out: list = []
     print("ready", flush=True)
     for start in range(0, len(commands), group_size):
-        group = commands[start:start + group_size]
-        writer.append_many(group)        # journaled before it acts...
-        seq = writer.commit()            # ...and durable before it is acknowledged
+        group = commands[start : start + group_size]
+        writer.append_many(group)  # journaled before it acts...
+        seq = writer.commit()  # ...and durable before it is acknowledged
         for command in group:
             engine.submit(command, out)
         out.clear()

@@ -1,4 +1,5 @@
 """Small market files the clearing tests share (TOML text for ``parse_market``)."""
+
 from __future__ import annotations
 
 

@@ -5,19 +5,20 @@
   skipped broker test is a failure). ``require_clients()``, ``require_tool(name)`` and
   ``require_module(name)`` do the same for ``mosquitto_pub``/``mosquitto_sub``, other
   commands and Python modules (aiomqtt).
-- ``Mosquitto`` / ``start_mosquitto(config_dir, port=None)``: start
-  ``mosquitto -c DIR/mosquitto.conf`` (as written by ``gateway.mqtt.brokerconfig``), wait until
-  it listens on its port (checked in ``/proc``, else by connecting), and ``.stop()`` / ``.restart()`` it by PID; its log
-  goes to ``DIR/mosquitto.log``. Run as root, with a config that has no ``user`` line
-  (``carbonx broker-config`` never writes ``user root``), it starts mosquitto from a copy,
-  ``DIR/mosquitto.test-root.conf``, that adds ``user root``: mosquitto would otherwise drop
-  to the ``mosquitto`` user, who cannot reach the 0600 files under pytest's private
-  temporary directory.
+- ``Mosquitto`` / ``start_mosquitto(config_dir, port=None)``: start ``mosquitto -c
+  DIR/mosquitto.conf`` (as written by ``gateway.mqtt.brokerconfig``), wait until it
+  listens on its port (checked in ``/proc``, else by connecting), and ``.stop()`` /
+  ``.restart()`` it by PID; its log goes to ``DIR/mosquitto.log``. Run as root, with a
+  config that has no ``user`` line (``carbonx broker-config`` never writes ``user root``),
+  it starts mosquitto from a copy, ``DIR/mosquitto.test-root.conf``, that adds ``user
+  root``: mosquitto would otherwise drop to the ``mosquitto`` user, who cannot reach the
+  0600 files under pytest's private temporary directory.
 - ``listening_sockets(pid)``: the TCP addresses a process listens on (from ``/proc``).
 - Fixtures, to import into a test module or ``conftest.py`` (import both):
   ``mosquitto_factory`` (``make(accounts) -> Broker``) and ``mosquitto_broker`` (a
   running broker with accounts ``alice`` and ``bob``); every broker is stopped at teardown.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,13 +38,28 @@ from typing import IO
 
 import pytest
 
-from gateway.mqtt.brokerconfig import (CONF_NAME, DEFAULT_LIMITS, GATEWAY_USER, AccountLimits,
-                                  write_broker_config)
+from gateway.mqtt.brokerconfig import (
+    CONF_NAME,
+    DEFAULT_LIMITS,
+    GATEWAY_USER,
+    AccountLimits,
+    write_broker_config,
+)
 
 __all__ = [
-    "MOSQUITTO", "MOSQUITTO_PUB", "MOSQUITTO_SUB", "Broker", "Mosquitto",
-    "MosquittoStartError", "free_port", "listening_sockets", "mosquitto_broker",
-    "mosquitto_factory", "require_clients", "require_module", "require_mosquitto",
+    "MOSQUITTO",
+    "MOSQUITTO_PUB",
+    "MOSQUITTO_SUB",
+    "Broker",
+    "Mosquitto",
+    "MosquittoStartError",
+    "free_port",
+    "listening_sockets",
+    "mosquitto_broker",
+    "mosquitto_factory",
+    "require_clients",
+    "require_module",
+    "require_mosquitto",
     "require_tool",
     "start_mosquitto",
 ]
@@ -77,8 +93,10 @@ def _missing(message: str) -> None:
 def require_mosquitto() -> str:
     """The mosquitto binary; skip (or under ``$CI`` fail) the test when it is missing."""
     if MOSQUITTO is None:
-        _missing("mosquitto is not installed: install the mosquitto broker "
-                 "(e.g. apt-get install mosquitto) to run the MQTT broker tests")
+        _missing(
+            "mosquitto is not installed: install the mosquitto broker "
+            "(e.g. apt-get install mosquitto) to run the MQTT broker tests"
+        )
     assert MOSQUITTO is not None
     return MOSQUITTO
 
@@ -86,8 +104,10 @@ def require_mosquitto() -> str:
 def require_clients() -> tuple[str, str]:
     """``(mosquitto_pub, mosquitto_sub)``; skip (or under ``$CI`` fail) when missing."""
     if MOSQUITTO_PUB is None or MOSQUITTO_SUB is None:
-        _missing("mosquitto_pub/mosquitto_sub are not installed: install the mosquitto "
-                 "clients (e.g. apt-get install mosquitto-clients) to run this test")
+        _missing(
+            "mosquitto_pub/mosquitto_sub are not installed: install the mosquitto "
+            "clients (e.g. apt-get install mosquitto-clients) to run this test"
+        )
     assert MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None
     return MOSQUITTO_PUB, MOSQUITTO_SUB
 
@@ -96,8 +116,7 @@ def require_tool(name: str) -> str:
     """The path of command *name*; skip (or under ``$CI`` fail) the test when missing."""
     found = shutil.which(name)
     if found is None:
-        _missing(f"{name} is not installed (it comes with mosquitto): "
-                 f"install it to run this test")
+        _missing(f"{name} is not installed (it comes with mosquitto): install it to run this test")
     assert found is not None
     return found
 
@@ -107,8 +126,10 @@ def require_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        _missing(f"Python package {name!r} is not installed ({exc}): "
-                 f"pip install {name} to run the MQTT broker tests")
+        _missing(
+            f"Python package {name!r} is not installed ({exc}): "
+            f"pip install {name} to run the MQTT broker tests"
+        )
         raise
 
 
@@ -138,8 +159,9 @@ def _port_accepts(port: int) -> bool:
 def _decode_proc_address(text: str) -> tuple[str, int]:
     """Decode ``0100007F:075B`` (``/proc/net/tcp``, address words in host order)."""
     address, port = text.split(":")
-    raw = b"".join(struct.pack("=I", int(address[i:i + 8], 16))
-                   for i in range(0, len(address), 8))
+    raw = b"".join(
+        struct.pack("=I", int(address[i : i + 8], 16)) for i in range(0, len(address), 8)
+    )
     family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
     return socket.inet_ntop(family, raw), int(port, 16)
 
@@ -157,7 +179,7 @@ def listening_sockets(pid: int) -> list[tuple[str, int]]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     found = []
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
@@ -182,8 +204,14 @@ class Mosquitto:
     *port* defaults to the config's listener port; when given it must match it.
     """
 
-    def __init__(self, config_dir: Path, port: int | None = None, *,
-                 executable: str | None = None, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        port: int | None = None,
+        *,
+        executable: str | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         self.config_dir = Path(config_dir).resolve()
         self.conf_path = self.config_dir / CONF_NAME
         self.log_path = self.config_dir / LOG_NAME
@@ -204,8 +232,9 @@ class Mosquitto:
         if os.geteuid() != 0 or re.search(r"^\s*user\s", text, re.MULTILINE):
             return self.conf_path
         copy = self.config_dir / ROOT_CONF_NAME
-        copy.write_text("# carbonx tests, run as root: mosquitto.conf, keeping root.\n"
-                        "user root\n" + text)
+        copy.write_text(
+            "# carbonx tests, run as root: mosquitto.conf, keeping root.\nuser root\n" + text
+        )
         return copy
 
     @property
@@ -258,14 +287,19 @@ class Mosquitto:
 
     def _spawn(self) -> None:
         self.run_conf_path = self._run_conf()
-        self._log = open(self.log_path, "ab")
-        self._log.write(f"--- carbonx tests: starting {self.executable} -c "
-                        f"{self.run_conf_path}\n".encode())
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (the broker's log, open while it runs)
+        self._log.write(
+            f"--- carbonx tests: starting {self.executable} -c {self.run_conf_path}\n".encode()
+        )
         self._log.flush()
         try:
             self._process = subprocess.Popen(
-                [self.executable, "-c", str(self.run_conf_path)], cwd=self.config_dir,
-                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+                [self.executable, "-c", str(self.run_conf_path)],
+                cwd=self.config_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
         except OSError:
             self.stop()
             raise
@@ -276,13 +310,15 @@ class Mosquitto:
             if self._process.poll() is not None:
                 raise MosquittoStartError(
                     f"mosquitto exited with status {self._process.returncode} at start; "
-                    f"log {self.log_path}:\n{self._log_tail()}")
+                    f"log {self.log_path}:\n{self._log_tail()}"
+                )
             if self._listening():
                 return
             if time.monotonic() >= deadline:
                 raise MosquittoStartError(
                     f"mosquitto did not accept connections on {LOOPBACK}:{self.port} "
-                    f"within {self.start_timeout} s; log {self.log_path}:\n{self._log_tail()}")
+                    f"within {self.start_timeout} s; log {self.log_path}:\n{self._log_tail()}"
+                )
             time.sleep(0.02)
 
     def _listening(self) -> bool:
@@ -364,21 +400,29 @@ class Broker:
 
     def login(self, user: str) -> dict[str, object]:
         """Keyword arguments for ``aiomqtt.Client``: hostname, port, username, password."""
-        return {"hostname": LOOPBACK, "port": self.port, "username": user,
-                "password": self.credentials[user]}
+        return {
+            "hostname": LOOPBACK,
+            "port": self.port,
+            "username": user,
+            "password": self.credentials[user],
+        }
 
 
 BrokerFactory = Callable[..., Broker]
 DEFAULT_ACCOUNTS: Mapping[str, str | None] = {"alice": None, "bob": None}
 
 
-def _start_broker(config_dir: Path, accounts: Mapping[str, str | None],
-                  limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
+def _start_broker(
+    config_dir: Path,
+    accounts: Mapping[str, str | None],
+    limits: AccountLimits | None = DEFAULT_LIMITS,
+) -> Broker:
     """Write a config for a free port and start it; retry with a new port if it was taken."""
     attempts = 3
     for attempt in range(1, attempts + 1):
-        credentials = write_broker_config(config_dir, free_port(), accounts,
-                                          force=attempt > 1, limits=limits)
+        credentials = write_broker_config(
+            config_dir, free_port(), accounts, force=attempt > 1, limits=limits
+        )
         mosquitto = Mosquitto(config_dir)
         try:
             mosquitto.start(retry_bind=False)
@@ -399,8 +443,10 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     require_mosquitto()
     started: list[Broker] = []
 
-    def make(accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS,
-             limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
+    def make(
+        accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS,
+        limits: AccountLimits | None = DEFAULT_LIMITS,
+    ) -> Broker:
         config_dir = tmp_path / f"broker{len(started)}"
         broker = _start_broker(config_dir, accounts, limits)
         started.append(broker)

@@ -1,4 +1,5 @@
 """The allocation and compliance rules reproduce shared/DOMAIN.md's numbers exactly."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -7,14 +8,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.compliance.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity, PowerUnit,
-                                 adjust, allocate, alpha, sector_rule,
-                                 banking_cap, ccer_cap, fine_fen, industrial_alphas,
-                                 industrial_allocation, load_factor, power_allocation,
-                                 pre_allocation, solve_benchmark, true_up)
-
+from exchange.compliance.allocation import (
+    SECTOR_RULES,
+    Adjustment,
+    AllocationError,
+    Entity,
+    PowerUnit,
+    adjust,
+    allocate,
+    alpha,
+    banking_cap,
+    ccer_cap,
+    fine_fen,
+    industrial_allocation,
+    industrial_alphas,
+    load_factor,
+    power_allocation,
+    pre_allocation,
+    sector_rule,
+    solve_benchmark,
+    true_up,
+)
 
 # --- power: A = Qe·Be·Ff + Qh·Bh ------------------------------------------------------------
+
 
 def test_coal_unit_with_load_factor_and_heat():
     # 1,000,000 MWh from a large coal unit at 60% load: Ff = 1.015^(16 - 12) = 1.015^4;
@@ -22,7 +39,7 @@ def test_coal_unit_with_load_factor_and_heat():
     # 1,000,000 × 0.7910 × 1.061363550625 + 500,000 × 0.1033 = 891,188.568...
     unit = PowerUnit("coal_large", "1000000", heat_gj="500000", load="0.60")
     assert unit.benchmark_allocation() == Fraction("891188.568544375")
-    assert power_allocation([unit], "950000") == 891_188          # rounded down, not up
+    assert power_allocation([unit], "950000") == 891_188  # rounded down, not up
 
 
 def test_load_factor_applies_only_below_65_percent():
@@ -60,24 +77,31 @@ def test_power_refuses_floats_and_unknown_units():
 
 # --- steel, cement, aluminium: A = E·(1+α) -------------------------------------------------
 
-@pytest.mark.parametrize("x,expected", [
-    ("0.1999", Fraction("0.029985")),    # just inside: 0.15 × X
-    ("0.2", Fraction("0.03")),           # at the edge
-    ("0.2001", Fraction("0.03")),        # just outside: capped
-    ("0.9", Fraction("0.03")),
-    ("-0.1999", Fraction("-0.029985")),
-    ("-0.2", Fraction("-0.03")),
-    ("-0.2001", Fraction("-0.03")),
-    ("0", Fraction(0)),
-])
+
+@pytest.mark.parametrize(
+    "x,expected",
+    [
+        ("0.1999", Fraction("0.029985")),  # just inside: 0.15 × X
+        ("0.2", Fraction("0.03")),  # at the edge
+        ("0.2001", Fraction("0.03")),  # just outside: capped
+        ("0.9", Fraction("0.03")),
+        ("-0.1999", Fraction("-0.029985")),
+        ("-0.2", Fraction("-0.03")),
+        ("-0.2001", Fraction("-0.03")),
+        ("0", Fraction(0)),
+    ],
+)
 def test_alpha_inside_and_outside_twenty_percent(x, expected):
     assert alpha(x) == expected
 
 
 def test_benchmark_is_solved_so_the_sector_total_equals_emissions():
     # three cement plants: the cleanest gains, the dirtiest loses, the total is kept
-    plants = {"clean": ("1000000", "0.80"), "middle": ("2000000", "0.85"),
-              "dirty": ("500000", "1.10")}
+    plants = {
+        "clean": ("1000000", "0.80"),
+        "middle": ("2000000", "0.85"),
+        "dirty": ("500000", "1.10"),
+    }
     bp, alphas = industrial_alphas(plants)
     total = sum(Fraction(e) * (1 + alphas[name]) for name, (e, _) in plants.items())
     assert total == 3_500_000
@@ -95,8 +119,7 @@ def test_industrial_allocation_rounds_down():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 10**7), st.integers(1, 5000)), min_size=1,
-                max_size=30))
+@given(st.lists(st.tuples(st.integers(1, 10**7), st.integers(1, 5000)), min_size=1, max_size=30))
 def test_any_sector_balances_exactly(rows):
     entities = {f"e{n}": (str(e), Fraction(i, 1000)) for n, (e, i) in enumerate(rows)}
     bp = solve_benchmark(entities)
@@ -112,21 +135,23 @@ def test_a_sector_without_emissions_is_refused():
         solve_benchmark({"a": ("100", "0")})
 
 
-# --- the yearly cycle ------------------------------------------------------------------------------
+# --- the yearly cycle -----------------------------------------------------------------------------
+
 
 def test_pre_allocation_then_true_up():
-    issued = pre_allocation("1234567")              # 70% of 1,234,567 = 864,196.9
+    issued = pre_allocation("1234567")  # 70% of 1,234,567 = 864,196.9
     assert issued == 864_196
-    assert pre_allocation("1234567", "0.50") == 617_283   # the 2026 draft's cut
-    assert true_up(900_000, issued) == 35_804             # more issued
-    assert true_up(800_000, issued) == -64_196            # the excess taken back
+    assert pre_allocation("1234567", "0.50") == 617_283  # the 2026 draft's cut
+    assert true_up(900_000, issued) == 35_804  # more issued
+    assert true_up(800_000, issued) == -64_196  # the excess taken back
 
 
 def test_regional_factors_never_grow_the_sector_beyond_its_cap():
     base = {"a": 1000, "b": 1000, "c": 1000}
     regions = {"a": "west", "b": "west", "c": "east"}
-    grown = adjust(base, regions, Adjustment(regional={"west": Fraction("1.2")},
-                                             cap_share=Fraction("1.05")))
+    grown = adjust(
+        base, regions, Adjustment(regional={"west": Fraction("1.2")}, cap_share=Fraction("1.05"))
+    )
     assert sum(grown.values()) <= 3150
     assert grown["a"] == grown["b"] > grown["c"]
     kept = adjust(base, regions, Adjustment(regional={"east": Fraction("0.9")}))
@@ -134,31 +159,39 @@ def test_regional_factors_never_grow_the_sector_beyond_its_cap():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(0, 10**6),
-                       min_size=1, max_size=10),
-       st.integers(50, 200), st.integers(50, 150))
+@given(
+    st.dictionaries(
+        st.text("abc", min_size=1, max_size=3), st.integers(0, 10**6), min_size=1, max_size=10
+    ),
+    st.integers(50, 200),
+    st.integers(50, 150),
+)
 def test_adjusted_total_never_exceeds_the_cap(base, factor, cap):
     regions = {name: name[0] for name in base}
-    out = adjust(base, regions, Adjustment(regional={"a": Fraction(factor, 100)},
-                                           cap_share=Fraction(cap, 100)))
+    out = adjust(
+        base,
+        regions,
+        Adjustment(regional={"a": Fraction(factor, 100)}, cap_share=Fraction(cap, 100)),
+    )
     assert sum(out.values()) <= sum(base.values()) * Fraction(cap, 100)
     assert all(v >= 0 for v in out.values())
 
 
 # --- surrender and the deadline -----------------------------------------------------------------
 
+
 def test_ccer_may_cover_at_most_five_percent():
     assert ccer_cap(1_000_000) == 50_000
-    assert ccer_cap(1_000_019) == 50_000      # 50,000.95 rounded down
+    assert ccer_cap(1_000_019) == 50_000  # 50,000.95 rounded down
     assert ccer_cap(0) == 0
 
 
 def test_banking_cap():
     # T = 10,000 + 1.5 × max(0, net sales), capped at the old-vintage holdings
-    assert banking_cap(200_001, 10**9) == 310_001     # 310,001.5 rounded down
+    assert banking_cap(200_001, 10**9) == 310_001  # 310,001.5 rounded down
     assert banking_cap(0, 10**9) == 10_000
-    assert banking_cap(-400_000, 10**9) == 10_000     # net buyers get the base only
-    assert banking_cap(1_000_000, 12_345) == 12_345   # never more than is held
+    assert banking_cap(-400_000, 10**9) == 10_000  # net buyers get the base only
+    assert banking_cap(1_000_000, 12_345) == 12_345  # never more than is held
 
 
 def test_the_published_fine_case():
@@ -174,19 +207,29 @@ def test_the_published_fine_case():
 
 # --- the allocation plan: one named rule per sector ------------------------------------------
 
+
 def test_the_plan_applies_each_sectors_named_rule_then_the_factors():
     coal = Entity("coal", "power", 900_000, "west", units=(PowerUnit("coal_large", "1000000"),))
     mill_a = Entity("mill-a", "steel", 100, "east", intensity=Fraction(1))
     mill_b = Entity("mill-b", "steel", 100, "east", intensity=Fraction(6, 5))
-    plan = allocate([coal, mill_a, mill_b])       # the defaults: benchmarks and intensity
+    plan = allocate([coal, mill_a, mill_b])  # the defaults: benchmarks and intensity
     assert plan == {"coal": 791_000, "mill-a": 101, "mill-b": 98}
-    assert allocate([coal, mill_a, mill_b], {"steel": {"rule": "verified_emissions"}}) == \
-        {"coal": 791_000, "mill-a": 100, "mill-b": 100}
+    assert allocate([coal, mill_a, mill_b], {"steel": {"rule": "verified_emissions"}}) == {
+        "coal": 791_000,
+        "mill-a": 100,
+        "mill-b": 100,
+    }
     # a configured benchmark replaces the 2024 one; the west's factor adds 2%, capped at 1%
     rules = {"power": {"rule": "power_benchmark", "electricity": {"coal_large": "0.8000"}}}
     assert allocate([coal], rules)["coal"] == 800_000
-    assert allocate([coal], rules, Adjustment(regional={"west": Fraction("1.02")},
-                                              cap_share=Fraction("1.01")))["coal"] == 808_000
+    assert (
+        allocate(
+            [coal],
+            rules,
+            Adjustment(regional={"west": Fraction("1.02")}, cap_share=Fraction("1.01")),
+        )["coal"]
+        == 808_000
+    )
 
 
 def test_a_new_rule_plugs_in_by_name_and_unknown_ones_are_refused():
@@ -204,5 +247,7 @@ def test_a_new_rule_plugs_in_by_name_and_unknown_ones_are_refused():
     with pytest.raises(AllocationError, match="needs its generating units"):
         allocate([Entity("bare", "power", 10)])
     with pytest.raises(AllocationError, match="unknown gas_turbine"):
-        allocate([Entity("p", "power", 10, units=(PowerUnit("gas", "1"),))],
-                 {"power": {"rule": "power_benchmark", "electricity": {"gas_turbine": "1"}}})
+        allocate(
+            [Entity("p", "power", 10, units=(PowerUnit("gas", "1"),))],
+            {"power": {"rule": "power_benchmark", "electricity": {"gas_turbine": "1"}}},
+        )

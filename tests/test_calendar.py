@@ -3,18 +3,32 @@ last-Monday expiry rule with holidays, delivery, contract series, strict parsing
 
 ``datetime`` is the reference here only; the core itself may not import it.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.calendar import (DAY_NS, SERIES, Calendar, CalendarError, civil_from_days,
-                               contract_months, day_of_ns, day_start_ns, days_from_civil,
-                               days_in_month, format_date, parse_date, parse_month, weekday)
+from exchange.calendar import (
+    DAY_NS,
+    SERIES,
+    Calendar,
+    CalendarError,
+    civil_from_days,
+    contract_months,
+    day_of_ns,
+    day_start_ns,
+    days_from_civil,
+    days_in_month,
+    format_date,
+    parse_date,
+    parse_month,
+    weekday,
+)
 
 EPOCH = date(1970, 1, 1)
 PLAIN = Calendar()
@@ -25,12 +39,13 @@ def _days(text: str) -> int:
 
 
 @st.composite
-def civil_dates(draw, years=st.integers(-1_000_000, 1_000_000)):
-    year, month = draw(years), draw(st.integers(1, 12))
+def civil_dates(draw):
+    year, month = draw(st.integers(-1_000_000, 1_000_000)), draw(st.integers(1, 12))
     return year, month, draw(st.integers(1, days_in_month(year, month)))
 
 
 # --- days <-> civil ---------------------------------------------------------------------
+
 
 @given(st.integers(-400_000_000, 400_000_000))
 def test_days_round_trip_through_civil(days):
@@ -67,7 +82,7 @@ def test_century_leap_years():
     assert parse_date("2000-02-29") == _days("2000-02-29")
 
 
-@given(st.integers(-10**22, 10**22))
+@given(st.integers(-(10**22), 10**22))
 def test_a_timestamp_lies_in_the_day_it_maps_to(ts):
     day = day_of_ns(ts)
     assert day_start_ns(day) <= ts < day_start_ns(day + 1)
@@ -75,23 +90,43 @@ def test_a_timestamp_lies_in_the_day_it_maps_to(ts):
 
 def test_day_boundaries_floor_before_1970():
     assert day_of_ns(-1) == -1 and day_of_ns(0) == 0 and day_of_ns(DAY_NS) == 1
-    midnight = datetime(2026, 12, 28, tzinfo=timezone.utc).timestamp()
+    midnight = datetime(2026, 12, 28, tzinfo=UTC).timestamp()
     assert day_start_ns(_days("2026-12-28")) == int(midnight) * 10**9
     assert day_of_ns(int(midnight) * 10**9 + DAY_NS - 1) == _days("2026-12-28")
 
 
 # --- strict input -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["2026-02-30", "2026-13-01", "2026-00-10", "2026-12-32",
-                                  "26-12-01", "", "2026-1-01", "2026/12/28", " 2026-12-28",
-                                  "2026-12-28\n", "0000-01-01", "1900-02-29", "２０２６-12-28", None, 20815])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-12-32",
+        "26-12-01",
+        "",
+        "2026-1-01",
+        "2026/12/28",
+        " 2026-12-28",
+        "2026-12-28\n",
+        "0000-01-01",
+        "1900-02-29",
+        "２０２６-12-28",
+        None,
+        20815,
+    ],
+)
 def test_parse_date_rejects(text):
     with pytest.raises(CalendarError):
         parse_date(text)
 
 
-@pytest.mark.parametrize("text", ["2026-13", "2026-00", "26-12", "", "2026-1", "2026-12-01",
-                                  "2026-12\n", "0000-05", None])
+@pytest.mark.parametrize(
+    "text",
+    ["2026-13", "2026-00", "26-12", "", "2026-1", "2026-12-01", "2026-12\n", "0000-05", None],
+)
 def test_parse_month_rejects(text):
     with pytest.raises(CalendarError):
         parse_month(text)
@@ -130,12 +165,13 @@ def test_calendar_is_frozen_and_built_from_strings():
 
 # --- business days ----------------------------------------------------------------------
 
+
 def test_business_days_are_weekdays_that_are_not_holidays():
     cal = Calendar.from_strings(["2026-12-25"])
-    assert cal.is_business_day(_days("2026-12-24"))        # Thursday
-    assert not cal.is_business_day(_days("2026-12-25"))    # Friday, holiday
-    assert not cal.is_business_day(_days("2026-12-26"))    # Saturday
-    assert not cal.is_business_day(_days("2026-12-27"))    # Sunday
+    assert cal.is_business_day(_days("2026-12-24"))  # Thursday
+    assert not cal.is_business_day(_days("2026-12-25"))  # Friday, holiday
+    assert not cal.is_business_day(_days("2026-12-26"))  # Saturday
+    assert not cal.is_business_day(_days("2026-12-27"))  # Sunday
     assert PLAIN.is_business_day(_days("2026-12-25"))
 
 
@@ -151,7 +187,7 @@ def test_add_business_days_across_a_weekend_and_a_holiday():
     assert PLAIN.add_business_days(friday, 0) == friday
     assert PLAIN.add_business_days(friday, 1) == _days("2026-12-21")
     assert PLAIN.add_business_days(friday, 3) == _days("2026-12-23")
-    cal = Calendar.from_strings(["2026-12-21"])               # Monday holiday
+    cal = Calendar.from_strings(["2026-12-21"])  # Monday holiday
     assert cal.add_business_days(friday, 1) == _days("2026-12-22")
     assert cal.add_business_days(friday, 3) == _days("2026-12-24")
     assert cal.add_business_days(_days("2026-12-19"), 1) == _days("2026-12-22")  # from Saturday
@@ -159,8 +195,11 @@ def test_add_business_days_across_a_weekend_and_a_holiday():
         cal.add_business_days(friday, -1)
 
 
-@given(st.integers(-100_000, 100_000), st.integers(0, 30),
-       st.sets(st.integers(-100_000, 100_100), max_size=30))
+@given(
+    st.integers(-100_000, 100_000),
+    st.integers(0, 30),
+    st.sets(st.integers(-100_000, 100_100), max_size=30),
+)
 def test_add_business_days_counts_exactly_n_business_days(start, n, holidays):
     cal = Calendar(frozenset(holidays))
     end = cal.add_business_days(start, n)
@@ -169,6 +208,7 @@ def test_add_business_days_counts_exactly_n_business_days(start, n, holidays):
 
 
 # --- futures expiry and delivery --------------------------------------------------------
+
 
 def test_known_last_mondays():
     assert format_date(PLAIN.last_trading_day(2026, 12)) == "2026-12-28"
@@ -188,12 +228,12 @@ def test_holiday_on_the_last_monday_moves_expiry_back():
     assert Calendar.from_strings(["2026-12-28"]).last_trading_day(2026, 12) == _days("2026-12-25")
     both = Calendar.from_strings(["2026-12-28", "2026-12-25"])
     assert both.last_trading_day(2026, 12) == _days("2026-12-24")
-    other = Calendar.from_strings(["2026-12-21", "2026-12-29"])     # not the last Monday
+    other = Calendar.from_strings(["2026-12-21", "2026-12-29"])  # not the last Monday
     assert other.last_trading_day(2026, 12) == _days("2026-12-28")
 
 
 def test_expiry_is_never_moved_into_the_previous_month():
-    monday = PLAIN.last_trading_day(2026, 2)                        # 2026-02-23
+    monday = PLAIN.last_trading_day(2026, 2)  # 2026-02-23
     cal = Calendar(frozenset(range(_days("2026-02-01"), monday + 1)))
     with pytest.raises(CalendarError, match="2026-02 has no business day"):
         cal.last_trading_day(2026, 2)
@@ -208,27 +248,45 @@ def test_delivery_three_business_days_after_expiry():
 
 # --- contract series --------------------------------------------------------------------
 
+
 def test_series_selection():
     assert contract_months(2026, 11, 3, "monthly") == [(2026, 11), (2026, 12), (2027, 1)]
     assert contract_months(2026, 3, 5, "quarterly") == [
-        (2026, 3), (2026, 6), (2026, 9), (2026, 12), (2027, 3)]
+        (2026, 3),
+        (2026, 6),
+        (2026, 9),
+        (2026, 12),
+        (2027, 3),
+    ]
     assert contract_months(2026, 4, 2, "quarterly") == [(2026, 6), (2026, 9)]
     assert contract_months(2026, 12, 2, "december") == [(2026, 12), (2027, 12)]
     assert contract_months(2027, 1, 2, "december") == [(2027, 12), (2028, 12)]
     assert contract_months(2026, 5, 0, "monthly") == []
 
 
-@given(st.integers(1900, 2200), st.integers(1, 12), st.integers(0, 40),
-       st.sampled_from(sorted(SERIES)))
+@given(
+    st.integers(1900, 2200), st.integers(1, 12), st.integers(0, 40), st.sampled_from(sorted(SERIES))
+)
 def test_series_are_the_next_months_in_the_series(year, month, count, series):
     months = contract_months(year, month, count, series)
-    expected = [(y, m) for y in range(year, year + 41) for m in range(1, 13)
-                if (y, m) >= (year, month) and m in SERIES[series]][:count]
+    expected = [
+        (y, m)
+        for y in range(year, year + 41)
+        for m in range(1, 13)
+        if (y, m) >= (year, month) and m in SERIES[series]
+    ][:count]
     assert months == expected
 
 
-@pytest.mark.parametrize("args", [(2026, 1, 3, "weekly"), (2026, 13, 3, "monthly"),
-                                  (2026, 0, 3, "monthly"), (2026, 1, -1, "monthly")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (2026, 1, 3, "weekly"),
+        (2026, 13, 3, "monthly"),
+        (2026, 0, 3, "monthly"),
+        (2026, 1, -1, "monthly"),
+    ],
+)
 def test_contract_months_rejects(args):
     with pytest.raises(CalendarError):
         contract_months(*args)

@@ -5,22 +5,29 @@ invariants in tests/test_clearing_properties.py; these are the corners between t
 Market: tests/markets.py (CEA25, the future F on it, December 2026: last trading day
 Monday 12-28, delivery Thursday 12-31), plus a call C on F struck at 85.00 where needed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from exchange import Engine
-from exchange.commands import (AmendOrder, CloseAccount, Deposit, EndOfDay, IssueAllowances,
-                               PlaceOrder, SuspendAccount)
-from exchange.events import (CommandRejected, OrderCancelled, PositionClosedOut,
-                             TradeExecuted)
-from exchange.market import MarketConfigError, parse_market
 from markets import futures_market
 
-MON = 1_797_835_800 * 10**9          # Monday 2026-12-21 06:50 UTC (in the window)
-EOD = 1_797_840_000 * 10**9          # 08:00 UTC the same day
+from exchange import Engine
+from exchange.commands import (
+    AmendOrder,
+    CloseAccount,
+    Deposit,
+    EndOfDay,
+    IssueAllowances,
+    PlaceOrder,
+    SuspendAccount,
+)
+from exchange.events import CommandRejected, OrderCancelled, PositionClosedOut, TradeExecuted
+from exchange.market import MarketConfigError, parse_market
+
+MON = 1_797_835_800 * 10**9  # Monday 2026-12-21 06:50 UTC (in the window)
+EOD = 1_797_840_000 * 10**9  # 08:00 UTC the same day
 DAY = 86_400 * 10**9
 CALL = """
 [instruments.C]
@@ -50,8 +57,18 @@ class Run:
         return holding.available + holding.held
 
     def order(self, order_id, account, instrument, side, qty, price=None, ts=MON, **extra):
-        return self(PlaceOrder(order_id=order_id, account=account, instrument=instrument,
-                               side=side, qty=qty, price=price, ts=ts, **extra))
+        return self(
+            PlaceOrder(
+                order_id=order_id,
+                account=account,
+                instrument=instrument,
+                side=side,
+                qty=qty,
+                price=price,
+                ts=ts,
+                **extra,
+            )
+        )
 
 
 def _funded(run: Run, *accounts: str, amount: str = "100000.00") -> None:
@@ -64,7 +81,7 @@ def test_a_stop_buy_on_a_future_triggers_as_a_market_order():
     _funded(run, "a", "b", "c")
     run.order("s1", "a", "F", "buy", 1, type="stop", stop_price="80.00")
     run.order("x1", "b", "F", "sell", 1, "80.00")
-    events = run.order("x2", "c", "F", "buy", 1, "80.00")   # trades, triggers s1
+    events = run.order("x2", "c", "F", "buy", 1, "80.00")  # trades, triggers s1
     cancelled = [e for e in events if type(e) is OrderCancelled]
     assert [(e.order_id, e.reason) for e in cancelled] == [("s1", "market_remainder")]
     assert run.engine.ledger.clearing.positions["F"]["c"].net == 1
@@ -87,9 +104,9 @@ def test_a_call_exercised_into_an_expiring_future_pays_its_intrinsic_value(expir
     _funded(run, "u", "v", "f1", "f2")
     run(IssueAllowances(account="v", instrument="CEA25", qty=1000))
     run(IssueAllowances(account="f1", instrument="CEA25", qty=1000))
-    monday = MON + 7 * DAY                       # the 28th: F's last trading day
-    if expiry_days:                              # the option's eod is skipped: it and F
-        monday = MON + 2 * DAY                   # expire together a week later
+    monday = MON + 7 * DAY  # the 28th: F's last trading day
+    if expiry_days:  # the option's eod is skipped: it and F
+        monday = MON + 2 * DAY  # expire together a week later
     run.order("u1", "u", "C", "buy", 1, "3.00", ts=monday)
     run.order("v1", "v", "C", "sell", 1, "3.00", ts=monday)
     for account, side in (("f1", "sell"), ("f2", "buy")):
@@ -107,8 +124,7 @@ def test_system_accounts_never_trade():
     run = Run()
     events = run.order("x1", "@clearing", "F", "sell", 1, "80.00")
     assert events[0].reason == "reserved_account"
-    assert run.order("x2", "@exchange", "CEA25", "buy", 1, "80.00")[0].reason == \
-        "reserved_account"
+    assert run.order("x2", "@exchange", "CEA25", "buy", 1, "80.00")[0].reason == "reserved_account"
 
 
 def _called(run: Run, suspend: bool = False, days: int = 0) -> None:
@@ -140,7 +156,7 @@ def test_a_suspended_account_is_closed_out_through_the_book_all_the_same():
 
 def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
     run = Run()
-    _called(run, days=6)              # called on Sunday the 27th, the 28th is the last day
+    _called(run, days=6)  # called on Sunday the 27th, the 28th is the last day
     events = run(EndOfDay(ts=EOD + 7 * DAY))
     assert not [e for e in events if type(e) is PositionClosedOut]
     assert not [e for e in events if type(e) is CommandRejected]
@@ -159,13 +175,15 @@ def test_an_amend_after_the_last_trading_day_is_refused():
     run = Run()
     _funded(run, "a", "b")
     run.order("b1", "b", "F", "buy", 1, "80.00", ts=MON + 7 * DAY)
-    tuesday = MON + 8 * DAY            # no eod since the 28th
+    tuesday = MON + 8 * DAY  # no eod since the 28th
     events = run(AmendOrder(order_id="b1", account="b", price="99.00", ts=tuesday))
     assert events[0].reason == "contract_expired"
 
 
 def test_cleared_derivatives_in_two_currencies_are_refused():
-    text = futures_market() + """
+    text = (
+        futures_market()
+        + """
 [instruments.EUA25]
 tick = "0.01"
 currency = "EUR"
@@ -179,17 +197,21 @@ underlying = "EUA25"
 contract_month = "2026-12"
 initial_margin = "8000.00"
 """
+    )
     with pytest.raises(MarketConfigError, match="share one currency"):
         parse_market(text)
 
 
 def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
-    text = futures_market().replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"').replace(
-        'taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
+    text = (
+        futures_market()
+        .replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"')
+        .replace('taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
+    )
     run = Run(text)
     _funded(run, "maker")
-    run(Deposit(account="taker", currency="CNY", amount="8000.00"))   # the margin, no more
-    early = MON - 6_600 * 10**9          # 05:00 UTC, before the closing window
+    run(Deposit(account="taker", currency="CNY", amount="8000.00"))  # the margin, no more
+    early = MON - 6_600 * 10**9  # 05:00 UTC, before the closing window
     run.order("m1", "maker", "F", "sell", 1, "80.00", ts=early)
     events = run.order("t1", "taker", "F", "buy", 1, "80.00", ts=early)
     cleared = [e for e in events if type(e).__name__ == "TradeCleared"][0]
@@ -221,8 +243,9 @@ def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
 def test_a_journal_snapshot_at_any_point_recovers_the_same_clearing_state(tmp_path, name):
     """Recovery = the latest snapshot + the tail: with a snapshot after each command in
     turn, every recovery must reach the state of the uninterrupted run."""
-    from exchange.journal import create_journal, recover
     from test_scenarios import load_scenario
+
+    from exchange.journal import create_journal, recover
 
     scenario = load_scenario(Path(__file__).parent / "scenarios" / f"{name}.txt")
     market, commands = scenario.market(), scenario.commands()

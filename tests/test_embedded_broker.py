@@ -5,6 +5,7 @@ that a forbidden message is *not* delivered, a test sends it first and then an a
 marker over the same path; the broker handles one client's messages in order, so the
 first message to arrive must be the marker.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,12 +40,20 @@ def run(scenario: Coroutine[Any, Any, None], timeout: float = 10.0) -> None:
     asyncio.run(asyncio.wait_for(scenario, timeout))
 
 
-def client(broker: EmbeddedBroker, user: str | None, password: str | None = None,
-           **kwargs: Any) -> aiomqtt.Client:
+def client(
+    broker: EmbeddedBroker, user: str | None, password: str | None = None, **kwargs: Any
+) -> aiomqtt.Client:
     if user is not None and password is None:
         password = USERS[user]
-    return aiomqtt.Client(broker.host, broker.port, username=user, password=password,
-                          identifier=f"{user}-{secrets.token_hex(6)}", timeout=2, **kwargs)
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=user,
+        password=password,
+        identifier=f"{user}-{secrets.token_hex(6)}",
+        timeout=2,
+        **kwargs,
+    )
 
 
 async def next_message(c: aiomqtt.Client, timeout: float = 1.0) -> tuple[str, bytes] | None:
@@ -64,52 +73,56 @@ async def suback(c: aiomqtt.Client, topic_filter: str) -> int:
 
 # --- the rules, as a pure function ---------------------------------------------------
 
-@pytest.mark.parametrize(("user", "topic", "action", "expected"), [
-    # traders publish orders under their own name only
-    ("A", "cx/v1/orders/A", "publish", True),
-    ("A", "cx/v1/orders/B", "publish", False),
-    ("A", "cx/v1/exec/A", "publish", False),
-    ("A", "cx/v1/md/CEA25/trades", "publish", False),
-    ("A", "cx/v1/orders/A/x", "publish", False),
-    ("A", "cx/v1/orders/+", "publish", False),  # no wildcards in a topic name
-    # traders read their own executions and all market data
-    ("A", "cx/v1/exec/A", "subscribe", True),
-    ("A", "cx/v1/md/#", "subscribe", True),
-    ("A", "cx/v1/md/CEA25/trades", "subscribe", True),
-    ("A", "cx/v1/md/+/book", "subscribe", True),
-    ("A", "cx/v1/md/CEA25/#", "subscribe", True),
-    ("A", "cx/v1/md", "subscribe", True),  # `cx/v1/md/#` matches its parent too
-    ("A", "cx/v1/exec/B", "subscribe", False),
-    ("A", "cx/v1/exec/+", "subscribe", False),
-    ("A", "cx/v1/exec/#", "subscribe", False),
-    ("A", "cx/v1/exec/A/x", "subscribe", False),
-    ("A", "cx/v1/orders/A", "subscribe", False),
-    ("A", "cx/v1/+/CEA25/trades", "subscribe", False),
-    ("A", "cx/v1/#", "subscribe", False),
-    ("A", "#", "subscribe", False),
-    ("A", "+/v1/md/#", "subscribe", False),
-    ("A", "$SYS/#", "subscribe", False),
-    # malformed filters are refused
-    ("A", "cx/v1/md/#/x", "subscribe", False),
-    ("A", "cx/v1/md/CEA#", "subscribe", False),
-    ("A", "cx/v1/md/CEA+/book", "subscribe", False),
-    ("A", "", "subscribe", False),
-    # the gateway
-    ("gateway", "cx/v1/orders/+", "subscribe", True),
-    ("gateway", "cx/v1/orders/A", "subscribe", True),
-    ("gateway", "cx/v1/orders/#", "subscribe", False),
-    ("gateway", "cx/v1/exec/+", "subscribe", False),
-    ("gateway", "#", "subscribe", False),
-    ("gateway", "cx/v1/exec/A", "publish", True),
-    ("gateway", "cx/v1/md/CEA25/trades", "publish", True),
-    ("gateway", "cx/v1/orders/A", "publish", False),
-    ("gateway", "cx/v1/exec/A/x", "publish", False),
-    # bad users and actions
-    ("", "cx/v1/md/#", "subscribe", False),
-    ("A/B", "cx/v1/orders/A/B", "publish", False),
-    ("+", "cx/v1/orders/+", "publish", False),
-    ("A", "cx/v1/exec/A", "receive", False),
-])
+
+@pytest.mark.parametrize(
+    ("user", "topic", "action", "expected"),
+    [
+        # traders publish orders under their own name only
+        ("A", "cx/v1/orders/A", "publish", True),
+        ("A", "cx/v1/orders/B", "publish", False),
+        ("A", "cx/v1/exec/A", "publish", False),
+        ("A", "cx/v1/md/CEA25/trades", "publish", False),
+        ("A", "cx/v1/orders/A/x", "publish", False),
+        ("A", "cx/v1/orders/+", "publish", False),  # no wildcards in a topic name
+        # traders read their own executions and all market data
+        ("A", "cx/v1/exec/A", "subscribe", True),
+        ("A", "cx/v1/md/#", "subscribe", True),
+        ("A", "cx/v1/md/CEA25/trades", "subscribe", True),
+        ("A", "cx/v1/md/+/book", "subscribe", True),
+        ("A", "cx/v1/md/CEA25/#", "subscribe", True),
+        ("A", "cx/v1/md", "subscribe", True),  # `cx/v1/md/#` matches its parent too
+        ("A", "cx/v1/exec/B", "subscribe", False),
+        ("A", "cx/v1/exec/+", "subscribe", False),
+        ("A", "cx/v1/exec/#", "subscribe", False),
+        ("A", "cx/v1/exec/A/x", "subscribe", False),
+        ("A", "cx/v1/orders/A", "subscribe", False),
+        ("A", "cx/v1/+/CEA25/trades", "subscribe", False),
+        ("A", "cx/v1/#", "subscribe", False),
+        ("A", "#", "subscribe", False),
+        ("A", "+/v1/md/#", "subscribe", False),
+        ("A", "$SYS/#", "subscribe", False),
+        # malformed filters are refused
+        ("A", "cx/v1/md/#/x", "subscribe", False),
+        ("A", "cx/v1/md/CEA#", "subscribe", False),
+        ("A", "cx/v1/md/CEA+/book", "subscribe", False),
+        ("A", "", "subscribe", False),
+        # the gateway
+        ("gateway", "cx/v1/orders/+", "subscribe", True),
+        ("gateway", "cx/v1/orders/A", "subscribe", True),
+        ("gateway", "cx/v1/orders/#", "subscribe", False),
+        ("gateway", "cx/v1/exec/+", "subscribe", False),
+        ("gateway", "#", "subscribe", False),
+        ("gateway", "cx/v1/exec/A", "publish", True),
+        ("gateway", "cx/v1/md/CEA25/trades", "publish", True),
+        ("gateway", "cx/v1/orders/A", "publish", False),
+        ("gateway", "cx/v1/exec/A/x", "publish", False),
+        # bad users and actions
+        ("", "cx/v1/md/#", "subscribe", False),
+        ("A/B", "cx/v1/orders/A/B", "publish", False),
+        ("+", "cx/v1/orders/+", "publish", False),
+        ("A", "cx/v1/exec/A", "receive", False),
+    ],
+)
 def test_allowed(user: str, topic: str, action: str, expected: bool) -> None:
     assert allowed(user, topic, action) is expected
 
@@ -136,15 +149,18 @@ def test_bad_account_names_passwords_and_hosts_are_rejected() -> None:
 
 # --- the running broker ---------------------------------------------------------------
 
+
 def test_listens_on_loopback_only() -> None:
     psutil = pytest.importorskip("psutil")
 
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             assert (broker.host, broker.port > 0) == ("127.0.0.1", True)
-            listening = {(c.laddr.ip, c.laddr.port)
-                         for c in psutil.Process().net_connections(kind="inet")
-                         if c.status == psutil.CONN_LISTEN and c.laddr.port == broker.port}
+            listening = {
+                (c.laddr.ip, c.laddr.port)
+                for c in psutil.Process().net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == broker.port
+            }
             assert listening == {("127.0.0.1", broker.port)}
 
     run(scenario())
@@ -185,8 +201,11 @@ def test_gateway_receives_a_traders_orders_but_not_forged_ones() -> None:
 def test_trader_receives_own_executions_and_market_data_only() -> None:
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
-            async with client(broker, GATEWAY_USER) as gw, client(broker, "A") as a, \
-                    client(broker, "B") as b:
+            async with (
+                client(broker, GATEWAY_USER) as gw,
+                client(broker, "A") as a,
+                client(broker, "B") as b,
+            ):
                 for refused in ("cx/v1/exec/B", "cx/v1/exec/+", "#", "cx/v1/orders/A"):
                     assert await suback(a, refused) == SUBACK_FAILURE, refused
                 for granted in ("cx/v1/exec/A", "cx/v1/md/CEA25/trades"):
@@ -238,8 +257,15 @@ def test_will_message_must_name_an_allowed_topic() -> None:
 
 def test_another_user_cannot_take_over_a_persistent_session() -> None:
     def persistent(broker: EmbeddedBroker, user: str) -> aiomqtt.Client:
-        return aiomqtt.Client(broker.host, broker.port, username=user, password=USERS[user],
-                              identifier="carbonx-gateway", clean_session=False, timeout=2)
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=user,
+            password=USERS[user],
+            identifier="carbonx-gateway",
+            clean_session=False,
+            timeout=2,
+        )
 
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
@@ -258,15 +284,25 @@ def test_another_user_cannot_take_over_a_persistent_session() -> None:
 
 
 def test_a_client_id_in_use_by_another_account_is_not_taken_over() -> None:
-    def named(broker: EmbeddedBroker, user: str, password: str | None = None,
-              **kwargs: Any) -> aiomqtt.Client:
-        return aiomqtt.Client(broker.host, broker.port, username=user,
-                              password=USERS[user] if password is None else password,
-                              identifier="shared-id", timeout=2, **kwargs)
+    def named(
+        broker: EmbeddedBroker, user: str, password: str | None = None, **kwargs: Any
+    ) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=user,
+            password=USERS[user] if password is None else password,
+            identifier="shared-id",
+            timeout=2,
+            **kwargs,
+        )
 
     async def scenario() -> None:
-        async with EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as gw, \
-                named(broker, "A") as a:
+        async with (
+            EmbeddedBroker(USERS) as broker,
+            client(broker, GATEWAY_USER) as gw,
+            named(broker, "A") as a,
+        ):
             assert await suback(a, "cx/v1/exec/A") == 1
             # Another account, a wrong password and a persistent CONNECT, all with A's
             # identifier: amqtt would drop A's subscriptions (or hand A's session over)
@@ -303,8 +339,11 @@ def test_refused_logins_leave_no_sessions_behind() -> None:
 
 def test_an_accounts_second_connection_takes_over_from_its_first() -> None:
     async def scenario() -> None:
-        async with EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as gw, \
-                client(broker, "A") as first:
+        async with (
+            EmbeddedBroker(USERS) as broker,
+            client(broker, GATEWAY_USER) as gw,
+            client(broker, "A") as first,
+        ):
             assert await suback(first, "cx/v1/exec/A") == 1
             async with client(broker, "A") as second:
                 with pytest.raises(aiomqtt.MqttError):  # disconnected, as by mosquitto
@@ -317,6 +356,7 @@ def test_an_accounts_second_connection_takes_over_from_its_first() -> None:
 
 
 # --- oversize packets ---------------------------------------------------------------
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -333,8 +373,14 @@ def _string(text: str) -> bytes:
 
 
 def connect_packet(user: str, password: str, client_id: str = "raw") -> bytes:
-    body = (_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
-            + _string(client_id) + _string(user) + _string(password))
+    body = (
+        _string("MQTT")
+        + bytes([4, 0xC2])
+        + (30).to_bytes(2, "big")
+        + _string(client_id)
+        + _string(user)
+        + _string(password)
+    )
     return b"\x10" + _varint(len(body)) + body
 
 
@@ -405,38 +451,42 @@ def test_an_oversize_connect_is_cut_off_before_the_login() -> None:
 
 def test_the_packet_size_guard_follows_the_framing() -> None:
     guard = _PacketSizeGuard(100)
-    small = b"\x30" + _varint(98) + bytes(98)       # 100 bytes in all: the limit
-    assert guard.feed(small * 3) is None             # several packets in one read
-    for byte in small:                               # ... and a byte at a time
+    small = b"\x30" + _varint(98) + bytes(98)  # 100 bytes in all: the limit
+    assert guard.feed(small * 3) is None  # several packets in one read
+    for byte in small:  # ... and a byte at a time
         assert guard.feed(bytes([byte])) is None
-    assert guard.feed(b"\xc0\x00") is None           # PINGREQ: no body
+    assert guard.feed(b"\xc0\x00") is None  # PINGREQ: no body
     assert guard.feed(b"\x30") is None
-    assert guard.feed(_varint(99)) == 101            # over by one, at the header's end
+    assert guard.feed(_varint(99)) == 101  # over by one, at the header's end
     guard.restart()
     assert guard.feed(b"\x30\x80\x80\x80\x80") == -1  # a fifth length byte: malformed
     guard = _PacketSizeGuard(MAX_PACKET_SIZE)
     assert guard.feed(b"\x30" + _varint(100 << 20)) == (100 << 20) + 5
 
 
-# amqtt's Broker._initialize_client_session, of which gateway.mqtt.embedded._Broker has a copy
-# with the login check inserted: a new amqtt that changes it must be looked at.
+# amqtt's Broker._initialize_client_session, which gateway.mqtt.embedded._Broker replaces to
+# put the identifier rule inside it: a new amqtt that changes it must be looked at.
 PINNED_INITIALIZE_SOURCE = "5dd89158bbe46266c62cc3ba6dedc0fcfbc197b6cfdd03d089ad3ba2a4422806"
 
 
-def test_the_copied_amqtt_method_is_the_one_pinned() -> None:
+def test_the_replaced_amqtt_method_is_the_one_pinned() -> None:
     from amqtt.broker import Broker
 
     source = inspect.getsource(Broker._initialize_client_session)
     digest = hashlib.sha256(source.encode()).hexdigest()
     assert digest == PINNED_INITIALIZE_SOURCE, (
-        "amqtt's Broker._initialize_client_session changed: bring gateway.mqtt.embedded."
-        "_Broker._initialize_client_session (a copy of it) up to date, then pin the new hash")
+        "amqtt's Broker._initialize_client_session changed: check that gateway.mqtt.embedded."
+        "_Broker._initialize_client_session (which replaces it) still keeps its contract, "
+        "then pin the new hash"
+    )
 
 
 # --- listening ------------------------------------------------------------------------
 
+
 def test_a_port_in_use_raises_oserror_and_logs_nothing(
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def scenario() -> None:
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
@@ -475,8 +525,9 @@ def test_only_market_data_is_retained() -> None:
     run(scenario())
 
 
-def test_stops_cleanly_with_clients_connected(caplog: pytest.LogCaptureFixture,
-                                              capfd: pytest.CaptureFixture[str]) -> None:
+def test_stops_cleanly_with_clients_connected(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     async def scenario() -> None:
         tasks_before = asyncio.all_tasks()
         async with EmbeddedBroker(USERS) as broker:

@@ -1,24 +1,32 @@
 """The gateway's rules without a network: decoding, bad input, reports, duplicates,
 rate limits, journaling before acknowledgement, market data and its throttle."""
+
 from __future__ import annotations
 
 import json
 
 import msgspec
 import pytest
+from markets import futures_market
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
 from exchange.journal import create_journal, recover
 from exchange.market import parse_market
-from markets import futures_market
 from gateway.mqtt.service import GatewayCore, GatewaySettings
 from gateway.protocol import MAX_COMMANDS, MAX_PAYLOAD, account_of
 
 
 def order(order_id, side, price, qty=10, **extra):
-    return {"action": "new", "order_id": order_id, "instrument": "CEA25", "side": side,
-            "price": price, "qty": qty, **extra}
+    return {
+        "action": "new",
+        "order_id": order_id,
+        "instrument": "CEA25",
+        "side": side,
+        "price": price,
+        "qty": qty,
+        **extra,
+    }
 
 
 def decode(payload: bytes):
@@ -37,8 +45,11 @@ def reports(outgoing, account):
 
 
 def send(core, account, body, *, packed=False):
-    payload = body if isinstance(body, bytes) else (
-        msgspec.msgpack.encode(body) if packed else json.dumps(body).encode())
+    payload = (
+        body
+        if isinstance(body, bytes)
+        else (msgspec.msgpack.encode(body) if packed else json.dumps(body).encode())
+    )
     core.receive(f"cx/v1/orders/{account}", payload, now=0.0)
 
 
@@ -54,7 +65,9 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
     alice, bob = reports(out, "alice"), reports(out, "bob")
     assert [r["report"] for r in alice] == ["accepted", "fill", "fill"]
     assert [(r["price"], r["qty"], r["leaves_qty"], r["liquidity"]) for r in alice[1:]] == [
-        ("60.00", 40, 60, "maker"), ("60.00", 60, 0, "maker")]
+        ("60.00", 40, 60, "maker"),
+        ("60.00", 60, 0, "maker"),
+    ]
     assert [r["report"] for r in bob] == ["accepted", "fill", "accepted", "fill"]
     assert [r["order_id"] for r in bob] == ["b1", "b1", "b2", "b2"]  # the bot's own ids
     assert bob[-1]["leaves_qty"] == 10 and bob[-1]["liquidity"] == "taker"
@@ -62,11 +75,26 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
     assert sorted(seqs) == sorted(set(seqs)) or len(set(seqs)) < len(seqs)  # shared trades
     assert [r["seq"] for r in bob] == sorted(r["seq"] for r in bob)
     public = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/trades"]
-    assert public == [[
-        {"seq": alice[1]["seq"], "trade_id": 1, "instrument": "CEA25", "price": "60.00",
-         "qty": 40, "aggressor": "buy"},
-        {"seq": alice[2]["seq"], "trade_id": 2, "instrument": "CEA25", "price": "60.00",
-         "qty": 60, "aggressor": "buy"}]]
+    assert public == [
+        [
+            {
+                "seq": alice[1]["seq"],
+                "trade_id": 1,
+                "instrument": "CEA25",
+                "price": "60.00",
+                "qty": 40,
+                "aggressor": "buy",
+            },
+            {
+                "seq": alice[2]["seq"],
+                "trade_id": 2,
+                "instrument": "CEA25",
+                "price": "60.00",
+                "qty": 60,
+                "aggressor": "buy",
+            },
+        ]
+    ]
     assert all("account" not in t for t in public[0])
 
 
@@ -113,32 +141,55 @@ def test_a_resent_command_is_applied_once_and_answered_as_the_first_time(core):
     assert core.engine.accepted == 1
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'{"action": "new", "order_id": ', "malformed"),
-    (b"\xc1\xff\x00", "malformed"),
-    (b"", "malformed"),
-    (b'"just a string"', "malformed"),
-    (b"[1]", "malformed"),
-    (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
-    (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
-    (b'{"action": "eod"}', "not_permitted"),
-    (b'{"order_id": "x", "side": "buy"}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-     b'"price": 61.2, "qty": 1}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-     b'"price": "61.20", "qty": [1]}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "up", '
-     b'"price": "61.20", "qty": 1}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-     b'"price": "61.20"}', "bad_command"),
-    (b'{"action": "new", "instrument": "CEA25", "side": "buy", "price": "61.20", '
-     b'"qty": 1}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-     b'"price": "61.20", "qty": 1, "colour": "green"}', "bad_command"),
-    (b'{"action": "new", "order_id": "x", "account": "bob", "instrument": "CEA25", '
-     b'"side": "buy", "price": "61.20", "qty": 1}', "wrong_account"),
-    (b'{"action": "cancel", "order_id": "x", "account": "bob"}', "wrong_account"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'{"action": "new", "order_id": ', "malformed"),
+        (b"\xc1\xff\x00", "malformed"),
+        (b"", "malformed"),
+        (b'"just a string"', "malformed"),
+        (b"[1]", "malformed"),
+        (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
+        (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
+        (b'{"action": "eod"}', "not_permitted"),
+        (b'{"order_id": "x", "side": "buy"}', "bad_command"),
+        (
+            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+            b'"price": 61.2, "qty": 1}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+            b'"price": "61.20", "qty": [1]}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "up", '
+            b'"price": "61.20", "qty": 1}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+            b'"price": "61.20"}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "instrument": "CEA25", "side": "buy", "price": "61.20", "qty": 1}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+            b'"price": "61.20", "qty": 1, "colour": "green"}',
+            "bad_command",
+        ),
+        (
+            b'{"action": "new", "order_id": "x", "account": "bob", "instrument": "CEA25", '
+            b'"side": "buy", "price": "61.20", "qty": 1}',
+            "wrong_account",
+        ),
+        (b'{"action": "cancel", "order_id": "x", "account": "bob"}', "wrong_account"),
+    ],
+)
 def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
     before = core.engine.state_hash()
     send(core, "alice", payload)
@@ -152,11 +203,21 @@ def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
 
 
 def test_good_commands_beside_a_bad_one_go_through_in_order(core):
-    send(core, "alice", [order("a1", "sell", "60.00"), {"action": "new", "qty": "many"},
-                         order("a2", "sell", "60.01")])
+    send(
+        core,
+        "alice",
+        [
+            order("a1", "sell", "60.00"),
+            {"action": "new", "qty": "many"},
+            order("a2", "sell", "60.01"),
+        ],
+    )
     answers = reports(core.flush(now=1.0), "alice")
     assert [(r["report"], r.get("order_id")) for r in answers] == [
-        ("accepted", "a1"), ("rejected", None), ("accepted", "a2")]
+        ("accepted", "a1"),
+        ("rejected", None),
+        ("accepted", "a2"),
+    ]
 
 
 def test_oversized_and_overlong_messages_are_refused_whole(core):
@@ -169,20 +230,24 @@ def test_oversized_and_overlong_messages_are_refused_whole(core):
 
 
 def test_a_flood_is_rate_limited_per_account():
-    core = GatewayCore(Engine(default_market()),
-                       settings=GatewaySettings(rate=10, burst=20, book_interval=0))
+    core = GatewayCore(
+        Engine(default_market()), settings=GatewaySettings(rate=10, burst=20, book_interval=0)
+    )
     for i in range(25):
-        core.receive("cx/v1/orders/alice", json.dumps(order(f"a{i}", "sell", "70.00")).encode(),
-                     now=0.0)
+        core.receive(
+            "cx/v1/orders/alice", json.dumps(order(f"a{i}", "sell", "70.00")).encode(), now=0.0
+        )
     core.receive("cx/v1/orders/bob", json.dumps(order("b", "sell", "70.00")).encode(), now=0.0)
     out = core.flush(now=0.0)
     alice = reports(out, "alice")
     assert [r["report"] for r in alice].count("accepted") == 20
     assert [(r.get("reason"), r["order_id"]) for r in alice[20:]] == [
-        ("rate_limited", f"a{i}") for i in range(20, 25)]
+        ("rate_limited", f"a{i}") for i in range(20, 25)
+    ]
     assert reports(out, "bob")[0]["report"] == "accepted"  # others unaffected
-    core.receive("cx/v1/orders/alice", json.dumps(order("late", "sell", "70.00")).encode(),
-                 now=1.0)  # a second later the bucket has refilled ten
+    core.receive(
+        "cx/v1/orders/alice", json.dumps(order("late", "sell", "70.00")).encode(), now=1.0
+    )  # a second later the bucket has refilled ten
     assert reports(core.flush(now=1.0), "alice")[0]["report"] == "accepted"
 
 
@@ -242,12 +307,18 @@ def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, 
     assert [r["report"] for r in first] == ["accepted", "fill"]
     assert answer == [{**r, "duplicate": True} for r in first]
     assert answer[0]["command_id"] == "kb" and "command_id" not in answer[1]
-    assert again.engine.accepted == 2   # applied once
+    assert again.engine.accepted == 2  # applied once
 
 
-@pytest.mark.parametrize("topic, account", [
-    ("cx/v1/orders/alice", "alice"), ("cx/v1/orders/", None), ("cx/v1/orders/a/b", None),
-    ("cx/v1/exec/alice", None)])
+@pytest.mark.parametrize(
+    "topic, account",
+    [
+        ("cx/v1/orders/alice", "alice"),
+        ("cx/v1/orders/", None),
+        ("cx/v1/orders/a/b", None),
+        ("cx/v1/exec/alice", None),
+    ],
+)
 def test_account_of_topic(topic, account):
     assert account_of(topic) == account
 
@@ -257,8 +328,11 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
 
     count = 3 * REPORTS_PER_MESSAGE + 5
     for start in range(0, count, 500):
-        send(core, "alice", [order(f"o{i}", "sell", "70.00", 1)
-                             for i in range(start, min(start + 500, count))])
+        send(
+            core,
+            "alice",
+            [order(f"o{i}", "sell", "70.00", 1) for i in range(start, min(start + 500, count))],
+        )
     out = core.flush(now=1.0)
     messages = [p for t, p, _ in out if t == "cx/v1/exec/alice"]
     assert len(messages) == 4 and max(map(len, messages)) < 128 * 1024
@@ -266,37 +340,76 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
     assert [r["order_id"] for r in answers] == [f"o{i}" for i in range(count)]
 
 
-
-
 def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
     engine = Engine(parse_market(futures_market("2099-12")), ledger=True)
     for account in ("alice", "bob"):
         engine.execute(Deposit(account=account, currency="CNY", amount="10000.00"))
     core = GatewayCore(engine)
-    send(core, "alice", {"action": "new", "order_id": "a1", "instrument": "F",
-                         "side": "sell", "price": "80.00", "qty": 2})   # 16,000 > 10,000
-    send(core, "alice", {"action": "new", "order_id": "a2", "instrument": "F",
-                         "side": "sell", "price": "80.00", "qty": 1})
-    send(core, "bob", {"action": "new", "order_id": "b1", "instrument": "F", "side": "buy",
-                       "price": "81.00", "qty": 1})
+    send(
+        core,
+        "alice",
+        {
+            "action": "new",
+            "order_id": "a1",
+            "instrument": "F",
+            "side": "sell",
+            "price": "80.00",
+            "qty": 2,
+        },
+    )  # 16,000 > 10,000
+    send(
+        core,
+        "alice",
+        {
+            "action": "new",
+            "order_id": "a2",
+            "instrument": "F",
+            "side": "sell",
+            "price": "80.00",
+            "qty": 1,
+        },
+    )
+    send(
+        core,
+        "bob",
+        {
+            "action": "new",
+            "order_id": "b1",
+            "instrument": "F",
+            "side": "buy",
+            "price": "81.00",
+            "qty": 1,
+        },
+    )
     out = core.flush(now=1.0)
     assert [(r["report"], r.get("reason")) for r in reports(out, "alice")] == [
-        ("rejected", "insufficient_margin"), ("accepted", None), ("fill", None)]
-    send(core, "bob", {"action": "eod"})   # the operator's, not a bot's
+        ("rejected", "insufficient_margin"),
+        ("accepted", None),
+        ("fill", None),
+    ]
+    send(core, "bob", {"action": "eod"})  # the operator's, not a bot's
     assert reports(core.flush(now=2.0), "bob")[0]["reason"] == "not_permitted"
     core.end_of_day()
     out = core.flush(now=3.0)
     for account, position in (("alice", -1), ("bob", 1)):
         margin = [r for r in reports(out, account) if r["report"] == "variation_margin"]
-        assert margin == [{"report": "variation_margin", "seq": margin[0]["seq"],
-                           "instrument": "F", "position": position, "amount": "0.00",
-                           "currency": "CNY"}]
-    assert engine.ledger.clearing.settlement["F"] == 8000   # the day's only trade
+        assert margin == [
+            {
+                "report": "variation_margin",
+                "seq": margin[0]["seq"],
+                "instrument": "F",
+                "position": position,
+                "amount": "0.00",
+                "currency": "CNY",
+            }
+        ]
+    assert engine.ledger.clearing.settlement["F"] == 8000  # the day's only trade
     engine.check()
 
 
 def test_remembered_prices_are_bounded_and_stay_right():
     from gateway.mqtt.wire import _PRICES_KEPT, ReportMaker
+
     maker = ReportMaker(default_market())
     for ticks in range(_PRICES_KEPT + 10):
         assert maker.price("CEA25", ticks) == f"{ticks // 100}.{ticks % 100:02d}"
@@ -307,19 +420,63 @@ def test_remembered_prices_are_bounded_and_stay_right():
 def test_accepted_and_fill_reports_keep_their_keys_and_order(core):
     send(core, "alice", order("a1", "sell", "60.00"))
     send(core, "bob", {**order("b1", "buy", "60.00"), "command_id": "k1"})
-    send(core, "bob", {"action": "new", "order_id": "m1", "instrument": "CEA25",
-                       "side": "buy", "type": "market", "tif": "ioc", "qty": 1})
+    send(
+        core,
+        "bob",
+        {
+            "action": "new",
+            "order_id": "m1",
+            "instrument": "CEA25",
+            "side": "buy",
+            "type": "market",
+            "tif": "ioc",
+            "qty": 1,
+        },
+    )
     out = core.flush(now=1.0)
     alice, bob = reports(out, "alice"), reports(out, "bob")
-    assert list(alice[0]) == ["report", "seq", "order_id", "instrument", "side", "type",
-                              "tif", "price", "qty"]
-    assert list(bob[0]) == ["report", "seq", "order_id", "instrument", "side", "type",
-                            "tif", "price", "qty", "command_id"] and bob[0]["command_id"] == "k1"
-    assert list(alice[1]) == ["report", "seq", "trade_id", "instrument", "price", "qty",
-                              "order_id", "side", "leaves_qty", "liquidity"]
+    assert list(alice[0]) == [
+        "report",
+        "seq",
+        "order_id",
+        "instrument",
+        "side",
+        "type",
+        "tif",
+        "price",
+        "qty",
+    ]
+    assert (
+        list(bob[0])
+        == [
+            "report",
+            "seq",
+            "order_id",
+            "instrument",
+            "side",
+            "type",
+            "tif",
+            "price",
+            "qty",
+            "command_id",
+        ]
+        and bob[0]["command_id"] == "k1"
+    )
+    assert list(alice[1]) == [
+        "report",
+        "seq",
+        "trade_id",
+        "instrument",
+        "price",
+        "qty",
+        "order_id",
+        "side",
+        "leaves_qty",
+        "liquidity",
+    ]
     assert (alice[1]["liquidity"], bob[1]["liquidity"]) == ("maker", "taker")
     market = [r for r in bob if r.get("order_id") == "m1" and r["report"] == "accepted"]
-    assert market[0]["price"] is None   # a market order's accepted report says null
+    assert market[0]["price"] is None  # a market order's accepted report says null
 
 
 # --- the bot client's inbox -------------------------------------------------------------------
@@ -332,11 +489,11 @@ def test_the_client_inbox_keeps_order_waits_for_items_and_drops_the_newest_when_
         inbox = _Inbox(limit=3)
         waiting = asyncio.ensure_future(inbox.get())
         await asyncio.sleep(0)
-        assert not waiting.done()                    # nothing yet: the reader waits
+        assert not waiting.done()  # nothing yet: the reader waits
         assert inbox.offer([{"seq": 1}]) == 0
         assert await asyncio.wait_for(waiting, 1) == {"seq": 1}
         assert inbox.offer([{"seq": 2}, {"seq": 3}]) == 0
-        assert inbox.offer([{"seq": 4}, {"seq": 5}]) == 1   # room for one: the newest goes
+        assert inbox.offer([{"seq": 4}, {"seq": 5}]) == 1  # room for one: the newest goes
         assert inbox.offer([{"seq": 6}]) == 1
         assert [await inbox.get(), await inbox.get()] == [{"seq": 2}, {"seq": 3}]
         assert inbox.take_all() == [{"seq": 4}] and inbox.take_all() == []
@@ -352,7 +509,7 @@ def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
     class Client:
         def __init__(self):
             self.sent = []
-            self.stuck = asyncio.Event()   # never set: the slow subscriber's topic
+            self.stuck = asyncio.Event()  # never set: the slow subscriber's topic
 
         async def publish(self, topic, payload, qos):
             if topic == "cx/v1/exec/slow":
@@ -368,5 +525,5 @@ def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
         return client.sent, sender.waiting
 
     sent, waiting = asyncio.run(scenario())
-    assert sent == [("cx/v1/exec/quiet", b"%d" % i) for i in range(10)]   # in order
+    assert sent == [("cx/v1/exec/quiet", b"%d" % i) for i in range(10)]  # in order
     assert waiting == 50

@@ -6,6 +6,7 @@ volume in the last quarter before the deadline, bursts after the open, timestamp
 listing hours of trading days, an ``eod`` closing each busy day. Files of 20,000 rows are
 generated once per module and shared.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -13,17 +14,31 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder, TradeExecuted,
-                      default_market)
+from exchange import (
+    AmendOrder,
+    CancelOrder,
+    EndOfDay,
+    Engine,
+    PlaceOrder,
+    TradeExecuted,
+    default_market,
+)
 from exchange.orderfile import read_order_file
 from gateway.cli import main
-from gateway.tools.genorders import (CARBON_MIX, HOLIDAYS, KINDS, generate_carbon, generate_mixed,
-                               parse_mix, trading_days)
+from gateway.tools.genorders import (
+    CARBON_MIX,
+    HOLIDAYS,
+    KINDS,
+    generate_carbon,
+    generate_mixed,
+    parse_mix,
+    trading_days,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 20_000
@@ -35,6 +50,7 @@ LAST_QUARTER = calendar.timegm((2025, 10, 1, 0, 0, 0)) * 10**9
 
 
 # --- helpers ------------------------------------------------------------------------------
+
 
 def gen(capsys, out, *args) -> None:
     """Run ``carbonx gen-orders ARGS --out OUT`` in-process; it must succeed quietly."""
@@ -73,8 +89,7 @@ def replay(path) -> tuple[Engine, list, Counter, list[tuple[int | None, int]]]:
                 kind = command.tif
             else:
                 price = engine.market[command.instrument].tick.to_units(command.price)
-                crosses = engine.book(command.instrument).would_cross(command.side == "buy",
-                                                                      price)
+                crosses = engine.book(command.instrument).would_cross(command.side == "buy", price)
                 kind = "marketable" if crosses else "limit"
         elif type(command) is CancelOrder:
             kind = "cancel"
@@ -100,7 +115,7 @@ def seconds_of_day(ts: int) -> int:
 
 
 def day_of(ts: int) -> date:
-    return datetime.fromtimestamp(ts // 10**9, tz=timezone.utc).date()
+    return datetime.fromtimestamp(ts // 10**9, tz=UTC).date()
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +123,7 @@ def carbon_file(tmp_path_factory):
     """A 20,000-row carbon file (CSV, default options, seed 1)."""
     path = tmp_path_factory.mktemp("carbon") / "carbon.csv"
     from gateway.tools.genorders import CARBON_HEADER, write_rows
+
     write_rows(path, generate_carbon(ROWS, seed=1), "csv", CARBON_HEADER)
     return path
 
@@ -119,6 +135,7 @@ def carbon_replayed(carbon_file):
 
 # --- determinism --------------------------------------------------------------------------
 
+
 def test_generate_mixed_deterministic():
     a = generate_mixed(3000, seed=4, fund=True)
     assert a == generate_mixed(3000, seed=4, fund=True)
@@ -126,15 +143,26 @@ def test_generate_mixed_deterministic():
     assert len(a) == 3000
 
 
-@pytest.mark.parametrize("profile", [["--profile", "carbon"], ["--mix", EXAMPLE_MIX]],
-                         ids=["carbon", "mixed-with-mix"])
+@pytest.mark.parametrize(
+    "profile", [["--profile", "carbon"], ["--mix", EXAMPLE_MIX]], ids=["carbon", "mixed-with-mix"]
+)
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_same_seed_same_bytes(capsys, tmp_path, profile, fmt):
     files = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         files[name] = tmp_path / f"{name}.{fmt}"
-        gen(capsys, files[name], "--messages", 4000, "--seed", seed, "--format", fmt,
-            "--fund", *profile)
+        gen(
+            capsys,
+            files[name],
+            "--messages",
+            4000,
+            "--seed",
+            seed,
+            "--format",
+            fmt,
+            "--fund",
+            *profile,
+        )
     a, b, c = (files[k].read_bytes() for k in "abc")
     assert a == b and a
     assert a != c
@@ -146,8 +174,18 @@ def test_carbon_deterministic_across_processes(run_carbonx, tmp_path):
     outputs = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"c{hash_seed}.ndjson"
-        proc = run_carbonx("gen-orders", "--profile", "carbon", "--messages", 3000,
-                           "--format", "ndjson", "--out", out, env={"PYTHONHASHSEED": hash_seed})
+        proc = run_carbonx(
+            "gen-orders",
+            "--profile",
+            "carbon",
+            "--messages",
+            3000,
+            "--format",
+            "ndjson",
+            "--out",
+            out,
+            env={"PYTHONHASHSEED": hash_seed},
+        )
         assert proc.returncode == 0, proc.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
@@ -158,14 +196,16 @@ def test_csv_and_ndjson_replay_alike(capsys, tmp_path):
     for path, fmt in ((csv_path, "csv"), (nd_path, "ndjson")):
         gen(capsys, path, "--profile", "carbon", "--messages", 4000, "--fund", "--format", fmt)
     first = json.loads(nd_path.read_text().splitlines()[0])
-    assert first["action"] == "deposit" and isinstance(first["qty"], str), \
+    assert first["action"] == "deposit" and isinstance(first["qty"], str), (
         "a deposit amount is a decimal string"
+    )
     a = replay_summary(capsys, csv_path, "--ledger")
     b = replay_summary(capsys, nd_path, "--ledger")
     assert a["state_hash"] == b["state_hash"] and a["trades"] == b["trades"] > 0
 
 
 # --- the mix -------------------------------------------------------------------------------
+
 
 def test_mix_shares_carbon_default(carbon_replayed):
     assert_mix(carbon_replayed[2], CARBON_MIX)
@@ -206,8 +246,9 @@ BAD_MIXES = [
 def test_bad_mix_is_usage_error(capsys, tmp_path, text, fragments, profile):
     out = tmp_path / "never.csv"
     capsys.readouterr()
-    status = main(["gen-orders", "--profile", profile, "--messages", "100", "--mix", text,
-                   "--out", str(out)])
+    status = main(
+        ["gen-orders", "--profile", profile, "--messages", "100", "--mix", text, "--out", str(out)]
+    )
     stdout, stderr = capsys.readouterr()
     assert status == 2
     assert stdout == "" and not out.exists(), "nothing is written"
@@ -220,22 +261,37 @@ def test_bad_mix_no_traceback(tmp_path):
     """As the console script runs it (``python -m gateway.cli`` would load the command
     line twice, as __main__ and as gateway.cli, with two different UsageError classes)."""
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())",
-         "gen-orders", "--mix", "limit=60,nope=1", "--out", str(tmp_path / "x.csv")],
-        capture_output=True, text=True, timeout=60, cwd=REPO)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gateway.cli import main; sys.exit(main())",
+            "gen-orders",
+            "--mix",
+            "limit=60,nope=1",
+            "--out",
+            str(tmp_path / "x.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "nope" in proc.stderr
     assert proc.stdout == "" and not (tmp_path / "x.csv").exists()
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--market-makers", "2"], "--market-makers"),
-    (["--deadline", "2025-12-31"], "--deadline"),
-    (["--profile", "carbon", "--instruments", "CEA25,CEA-DEC26"], "CEA-DEC26"),
-    (["--profile", "carbon", "--deadline", "31/12/2025"], "31/12/2025"),
-    (["--profile", "carbon", "--market-makers", "-1"], "--market-makers"),
-    (["--depth-ticks", "0"], "--depth-ticks"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--market-makers", "2"], "--market-makers"),
+        (["--deadline", "2025-12-31"], "--deadline"),
+        (["--profile", "carbon", "--instruments", "CEA25,CEA-DEC26"], "CEA-DEC26"),
+        (["--profile", "carbon", "--deadline", "31/12/2025"], "31/12/2025"),
+        (["--profile", "carbon", "--market-makers", "-1"], "--market-makers"),
+        (["--depth-ticks", "0"], "--depth-ticks"),
+    ],
+)
 def test_other_bad_options(capsys, tmp_path, args, fragment):
     out = tmp_path / "never.csv"
     capsys.readouterr()
@@ -245,6 +301,7 @@ def test_other_bad_options(capsys, tmp_path, args, fragment):
 
 
 # --- depth ---------------------------------------------------------------------------------
+
 
 def passive_distances(path) -> list[int]:
     """Ticks from each passive order to the opposite touch it met (where there was one)."""
@@ -264,12 +321,13 @@ def passive_distances(path) -> list[int]:
 
 def test_depth_ticks_and_shape(capsys, tmp_path):
     median = {}
-    for name, args in (("uniform", ["--depth-shape", "uniform"]),
-                       ("geometric", ["--depth-shape", "geometric"]),
-                       ("shallow", ["--depth-ticks", "3"])):
+    for name, args in (
+        ("uniform", ["--depth-shape", "uniform"]),
+        ("geometric", ["--depth-shape", "geometric"]),
+        ("shallow", ["--depth-ticks", "3"]),
+    ):
         path = tmp_path / f"{name}.csv"
-        gen(capsys, path, "--messages", 6000, "--mix", "limit=60,cancel=20,marketable=20",
-            *args)
+        gen(capsys, path, "--messages", 6000, "--mix", "limit=60,cancel=20,marketable=20", *args)
         distances = sorted(passive_distances(path))
         median[name] = distances[len(distances) // 2]
     # Uniform over 1-20 ticks from the mid: a median near 11 from the far touch.
@@ -282,14 +340,14 @@ def test_depth_ticks_reaches_mixed_unchanged(capsys, tmp_path):
     """Without --mix, the mixed profile is generate_mixed itself (its bytes frozen)."""
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     gen(capsys, a, "--messages", 2000, "--seed", 2)
-    gen(capsys, b, "--messages", 2000, "--seed", 2, "--depth-ticks", 20,
-        "--depth-shape", "uniform")
+    gen(capsys, b, "--messages", 2000, "--seed", 2, "--depth-ticks", 20, "--depth-shape", "uniform")
     assert a.read_bytes() == b.read_bytes()
     rows = generate_mixed(2000, seed=2)
     assert a.read_text().splitlines()[1] == ",".join(rows[0])
 
 
 # --- the carbon profile ---------------------------------------------------------------------
+
 
 def test_carbon_replays_without_rejections(capsys, carbon_file, carbon_replayed):
     engine, commands, _, trades = carbon_replayed
@@ -359,10 +417,21 @@ def test_carbon_participants_and_instruments(carbon_replayed):
 
 def test_carbon_fund_replays_with_ledger(capsys, tmp_path):
     path = tmp_path / "funded.csv"
-    gen(capsys, path, "--profile", "carbon", "--messages", ROWS, "--fund", "--accounts", 120,
-        "--market-makers", 3)
+    gen(
+        capsys,
+        path,
+        "--profile",
+        "carbon",
+        "--messages",
+        ROWS,
+        "--fund",
+        "--accounts",
+        120,
+        "--market-makers",
+        3,
+    )
     commands = read_order_file(path)
-    funding = [c for c in commands[:120 * 5 + 3 * 5]]
+    funding = [c for c in commands[: 120 * 5 + 3 * 5]]
     assert {type(c).__name__ for c in funding} == {"Deposit", "IssueAllowances"}
     summary = replay_summary(capsys, path, "--ledger")
     assert summary["messages"] == ROWS
@@ -373,8 +442,21 @@ def test_carbon_fund_replays_with_ledger(capsys, tmp_path):
 def test_carbon_options(capsys, tmp_path):
     """--instruments, --deadline and a small file: still exact, still no rejections."""
     path = tmp_path / "c.csv"
-    gen(capsys, path, "--profile", "carbon", "--messages", 1500, "--instruments",
-        "CEA25,CCER", "--deadline", "2026-06-30", "--market-makers", 0, "--fund")
+    gen(
+        capsys,
+        path,
+        "--profile",
+        "carbon",
+        "--messages",
+        1500,
+        "--instruments",
+        "CEA25,CCER",
+        "--deadline",
+        "2026-06-30",
+        "--market-makers",
+        0,
+        "--fund",
+    )
     summary = replay_summary(capsys, path, "--ledger")
     assert summary["messages"] == 1500 and summary["rejected"] == 0, summary["rejects"]
     commands = read_order_file(path)

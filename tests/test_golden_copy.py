@@ -1,4 +1,5 @@
 """tests/golden is a copy of shared/golden; it must not drift from the original."""
+
 from __future__ import annotations
 
 from pathlib import Path

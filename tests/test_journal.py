@@ -5,6 +5,7 @@ number of acknowledgements plus a seeded pause, so kills land mid-group, mid-wri
 mid-snapshot) and check that each recovery gives the state hash of the same prefix of
 commands replayed without a crash, and that nothing acknowledged is lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,8 @@ from gateway.tools.replay import holding_rows
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = default_market()
-SEGMENT_HEADER = 24   # magic, version, first seq, CRC
-FRAME_HEADER = 20     # length, seq, payload CRC, header CRC
+SEGMENT_HEADER = 24  # magic, version, first seq, CRC
+FRAME_HEADER = 20  # length, seq, payload CRC, header CRC
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +74,14 @@ def prefix_hashes(commands: list, counts) -> dict[int, str]:
     return hashes
 
 
-def journal_commands(directory: Path, commands: list, group: int = 100,
-                     snapshot_every: int | None = None) -> Engine:
+def journal_commands(
+    directory: Path, commands: list, group: int = 100, snapshot_every: int | None = None
+) -> Engine:
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(directory, MARKET.text, ledger=True)
     out: list = []
     for start in range(0, len(commands), group):
-        chunk = commands[start:start + group]
+        chunk = commands[start : start + group]
         writer.append_many(chunk)
         writer.commit()
         for command in chunk:
@@ -125,11 +127,13 @@ def test_a_damaged_snapshot_is_passed_over(tmp_path, commands):
 def test_rejected_commands_are_journaled_and_reproduced(tmp_path):
     commands = [
         Deposit(account="a", currency="CNY", amount="100.00"),
-        PlaceOrder(order_id="b1", account="a", instrument="CEA25", side="buy",
-                   price="60.00", qty=1000),                       # insufficient cash
-        PlaceOrder(order_id="b2", account="a", instrument="CEA25", side="buy",
-                   price="60.00", qty=1),
-        CancelOrder(order_id="zz", account="a"),                   # unknown order
+        PlaceOrder(
+            order_id="b1", account="a", instrument="CEA25", side="buy", price="60.00", qty=1000
+        ),  # insufficient cash
+        PlaceOrder(
+            order_id="b2", account="a", instrument="CEA25", side="buy", price="60.00", qty=1
+        ),
+        CancelOrder(order_id="zz", account="a"),  # unknown order
     ]
     engine = journal_commands(tmp_path / "j", commands, group=2)
     recovered = recover(tmp_path / "j").engine
@@ -144,7 +148,7 @@ def test_a_resent_command_id_is_not_applied_twice_even_across_recovery(tmp_path)
     recovered, writer = reopen_journal(tmp_path / "j")
     engine = recovered.engine
     with writer:
-        writer.append(deposit)          # the bot resends after reconnecting
+        writer.append(deposit)  # the bot resends after reconnecting
         writer.commit()
         events = engine.execute(deposit)
     assert isinstance(events[0], CommandRejected) and events[0].reason == "duplicate_command"
@@ -162,7 +166,7 @@ def test_a_long_group_is_framed_in_pieces_and_recovers_whole(tmp_path, commands)
         length, first, _, _ = struct.unpack_from("<IQII", data, pos)
         firsts.append(first)
         pos += FRAME_HEADER + length
-    assert firsts == [1, 8193, 16385]   # at most 8,192 commands a frame
+    assert firsts == [1, 8193, 16385]  # at most 8,192 commands a frame
     recovered = recover(tmp_path / "j")
     assert recovered.seq == 20_000 and recovered.engine.state_hash() == engine.state_hash()
 
@@ -194,21 +198,22 @@ def test_a_command_too_large_to_frame_is_refused_and_nothing_is_appended(tmp_pat
     assert recover(tmp_path / "j").seq == 1
 
 
-def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state(tmp_path,
-                                                                              commands):
+def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state(
+    tmp_path, commands
+):
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
     out: list = []
     with writer:
         for start in range(0, 3000, 500):
-            chunk = commands[start:start + 500]
+            chunk = commands[start : start + 500]
             writer.append_many(chunk)
             writer.commit()
             for command in chunk:
                 engine.submit(command, out)
             out.clear()
             if start == 1000:
-                writer.snapshot(engine, background=True)   # after command 1,500
+                writer.snapshot(engine, background=True)  # after command 1,500
                 at_snapshot = engine.state_hash()
     names = sorted(p.name for p in (tmp_path / "j").iterdir())
     assert "snapshot-000000001500.cxs" in names and not any(n.endswith(".tmp") for n in names)
@@ -224,7 +229,8 @@ def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state
 
 
 def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
-        tmp_path, commands, monkeypatch):
+    tmp_path, commands, monkeypatch
+):
     import exchange.journal as journal_module
 
     def refuse(*args, **kwargs):
@@ -232,9 +238,11 @@ def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
 
     engine = journal_commands(tmp_path / "j", commands[:1000], group=500)
     recovered, writer = reopen_journal(tmp_path / "j")
-    monkeypatch.setattr(journal_module, "_encode_engine", refuse)   # the child inherits it
-    with (pytest.raises(JournalError, match="snapshot after command 1000 could not be written"),
-          writer):
+    monkeypatch.setattr(journal_module, "_encode_engine", refuse)  # the child inherits it
+    with (
+        pytest.raises(JournalError, match="snapshot after command 1000 could not be written"),
+        writer,
+    ):
         writer.snapshot(recovered.engine, background=True)
     monkeypatch.undo()
     again = recover(tmp_path / "j")
@@ -278,20 +286,22 @@ def test_a_flipped_byte_in_the_last_frame_is_damage_not_a_torn_tail(tmp_path, co
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0x01  # inside the last frame's payload (command 50): the CRC catches it
     segment.write_bytes(bytes(data))
-    with pytest.raises(JournalDamage, match=r"journal-000000000001\.cxj: checksum mismatch "
-                                            r"in the frame at byte \d+"):
+    with pytest.raises(
+        JournalDamage,
+        match=r"journal-000000000001\.cxj: checksum mismatch "
+        r"in the frame at byte \d+",
+    ):
         recover(tmp_path / "j")
 
 
-def test_reopening_after_a_torn_tail_keeps_it_and_goes_on_in_a_new_segment(tmp_path,
-                                                                           commands):
+def test_reopening_after_a_torn_tail_keeps_it_and_goes_on_in_a_new_segment(tmp_path, commands):
     journal_commands(tmp_path / "j", commands[:100], group=99)
     segment = _single_segment(tmp_path / "j")
     torn = segment.read_bytes()[:-7]  # into the frame of command 100
     segment.write_bytes(torn)
     recovered, writer = reopen_journal(tmp_path / "j")
     assert recovered.seq == 99 and recovered.torn_bytes > 0
-    assert segment.read_bytes() == torn   # nothing truncated
+    assert segment.read_bytes() == torn  # nothing truncated
     engine = recovered.engine
     with writer:
         for command in commands[99:150]:
@@ -310,10 +320,13 @@ def test_damage_before_the_last_segment_is_an_error(tmp_path, commands):
     for snapshot in (tmp_path / "j").glob("snapshot-*"):
         snapshot.unlink()  # force a full replay through the damaged segment
     data = bytearray(first.read_bytes())
-    data[60] ^= 0xFF   # the first frame's payload
+    data[60] ^= 0xFF  # the first frame's payload
     first.write_bytes(bytes(data))
-    with pytest.raises(JournalDamage, match=r"journal-000000000001\.cxj: checksum mismatch "
-                                            r"in the frame at byte 24: the journal is damaged"):
+    with pytest.raises(
+        JournalDamage,
+        match=r"journal-000000000001\.cxj: checksum mismatch "
+        r"in the frame at byte 24: the journal is damaged",
+    ):
         recover(tmp_path / "j")
 
 
@@ -325,16 +338,25 @@ def test_a_directory_that_is_not_a_journal_is_refused(tmp_path):
         create_journal(tmp_path / "j", MARKET.text, ledger=True)
 
 
-# --- SIGKILL at random points ----------------------------------------------------------------------
+# --- SIGKILL at random points ---------------------------------------------------------------------
 def _run_and_kill(orders: Path, directory: Path, rng: random.Random) -> tuple[int, bool]:
     """Start the driver, SIGKILL it after a random number of acks plus a random pause.
 
     Return (last acknowledged seq, whether the driver finished before the kill).
     """
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "journal_driver.py"), str(orders),
-         str(directory), "97", "5000"],
-        stdout=subprocess.PIPE, text=True, cwd=REPO)
+        [
+            sys.executable,
+            str(REPO / "tests" / "journal_driver.py"),
+            str(orders),
+            str(directory),
+            "97",
+            "5000",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     acked, finished = 0, False
     target = rng.randrange(0, 380)
     try:
@@ -367,12 +389,22 @@ def test_sigkill_at_20_seeded_points_recovers_the_same_prefix(tmp_path, orders, 
         directory = tmp_path / f"j{point}"
         acked, finished = _run_and_kill(orders, directory, rng)
         recovered = recover(directory)
-        assert recovered.seq >= acked, f"kill {point}: acknowledged {acked}, recovered {recovered.seq}"
+        assert recovered.seq >= acked, (
+            f"kill {point}: acknowledged {acked}, recovered {recovered.seq}"
+        )
         assert recovered.seq <= len(commands)
-        results.append((point, recovered.seq, recovered.engine.state_hash(), acked, finished,
-                        recovered.snapshot_seq))
+        results.append(
+            (
+                point,
+                recovered.seq,
+                recovered.engine.state_hash(),
+                acked,
+                finished,
+                recovered.snapshot_seq,
+            )
+        )
     hashes = prefix_hashes(commands, [seq for _, seq, *_ in results])
-    for point, seq, state, acked, finished, _ in results:
+    for point, seq, state, *_ in results:
         assert state == hashes[seq], f"kill {point} at command {seq}: state differs from the prefix"
     # The kills must really land mid-run, and some after a snapshot.
     assert sum(1 for r in results if not r[4]) >= 15
@@ -387,9 +419,20 @@ def test_sigkill_of_the_replay_command_then_carbonx_holdings(tmp_path, orders, c
     for point in range(3):
         directory = tmp_path / f"cli{point}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "replay", str(orders), "--ledger",
-             "--journal", str(directory)], cwd=REPO, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "replay",
+                str(orders),
+                "--ledger",
+                "--journal",
+                str(directory),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while not any(directory.glob("journal-*.cxj")) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -398,7 +441,12 @@ def test_sigkill_of_the_replay_command_then_carbonx_holdings(tmp_path, orders, c
         proc.wait(timeout=30)
         shown = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "holdings", str(directory), "--json"],
-            cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert shown.returncode == 0, shown.stderr
         report = json.loads(shown.stdout)
         n = report["seq"]

@@ -6,6 +6,7 @@ recovery either names the file and byte of the damage, changing nothing on disk,
 (a damaged snapshot) passes over it with a warning and reaches exactly the state of an
 engine that ran the same commands. Never a wrong state, never fewer commands quietly.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,15 +40,18 @@ from exchange.journal import (
 )
 from exchange.orderfile import read_order_file
 from gateway.cli import main
-from gateway.tools.genorders import generate_mixed, write_rows
 from gateway.mqtt.serve import open_engine
+from gateway.tools.genorders import generate_mixed, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL, GROUP, EVERY = 7000, 250, 2000
-SEGMENTS = ("journal-000000000001.cxj", "journal-000000002001.cxj",
-            "journal-000000004001.cxj", "journal-000000006001.cxj")
-SNAPSHOTS = ("snapshot-000000002000.cxs", "snapshot-000000004000.cxs",
-             "snapshot-000000006000.cxs")
+SEGMENTS = (
+    "journal-000000000001.cxj",
+    "journal-000000002001.cxj",
+    "journal-000000004001.cxj",
+    "journal-000000006001.cxj",
+)
+SNAPSHOTS = ("snapshot-000000002000.cxs", "snapshot-000000004000.cxs", "snapshot-000000006000.cxs")
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +89,11 @@ def journal(tmp_path, pristine) -> Path:
 
 def contents(directory: Path) -> dict[str, bytes]:
     """Every file under *directory*, by relative path."""
-    return {str(p.relative_to(directory)): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def frame_starts(segment: Path) -> list[int]:
@@ -124,19 +131,47 @@ def expect_damage(directory: Path, name: str, offset: int | None = None) -> Jour
 # (0 length, 4 seq, 12 payload CRC, 16 header CRC, 20 and on the payload; negative
 # counts from the frame's end), k = -1 the last frame.
 SEGMENT_FLIPS = [
-    (0, "h0"), (0, "h9"), (0, "h13"), (0, "h22"),
-    (0, "f0+0"), (0, "f0+3"), (0, "f0+5"), (0, "f3+4"), (0, "f3+14"), (0, "f5+18"),
-    (0, "f7+-1"), (0, "f-1+2"),
-    (1, "h1"), (1, "h12"), (1, "f0+1"), (1, "f2+2"), (1, "f4+6"), (1, "f4+40"),
-    (1, "f-1+-5"), (1, "f-1+1"),
-    (2, "h16"), (2, "f1+0"), (2, "f1+11"), (2, "f6+25"), (2, "f-1+17"),
-    (3, "h8"), (3, "h18"), (3, "f0+4"), (3, "f1+2"), (3, "f2+100"), (3, "f-1+0"),
-    (3, "f-1+3"), (3, "f-1+9"), (3, "f-1+21"), (3, "f-1+-1"),
+    (0, "h0"),
+    (0, "h9"),
+    (0, "h13"),
+    (0, "h22"),
+    (0, "f0+0"),
+    (0, "f0+3"),
+    (0, "f0+5"),
+    (0, "f3+4"),
+    (0, "f3+14"),
+    (0, "f5+18"),
+    (0, "f7+-1"),
+    (0, "f-1+2"),
+    (1, "h1"),
+    (1, "h12"),
+    (1, "f0+1"),
+    (1, "f2+2"),
+    (1, "f4+6"),
+    (1, "f4+40"),
+    (1, "f-1+-5"),
+    (1, "f-1+1"),
+    (2, "h16"),
+    (2, "f1+0"),
+    (2, "f1+11"),
+    (2, "f6+25"),
+    (2, "f-1+17"),
+    (3, "h8"),
+    (3, "h18"),
+    (3, "f0+4"),
+    (3, "f1+2"),
+    (3, "f2+100"),
+    (3, "f-1+0"),
+    (3, "f-1+3"),
+    (3, "f-1+9"),
+    (3, "f-1+21"),
+    (3, "f-1+-1"),
 ]
 
 
-@pytest.mark.parametrize("segment, where", SEGMENT_FLIPS,
-                         ids=[f"{SEGMENTS[s][8:20]}-{w}" for s, w in SEGMENT_FLIPS])
+@pytest.mark.parametrize(
+    "segment, where", SEGMENT_FLIPS, ids=[f"{SEGMENTS[s][8:20]}-{w}" for s, w in SEGMENT_FLIPS]
+)
 def test_a_flipped_byte_in_a_segment_is_damage_naming_file_and_byte(journal, segment, where):
     path = journal / SEGMENTS[segment]
     starts = frame_starts(path)
@@ -151,7 +186,7 @@ def test_a_flipped_byte_in_a_segment_is_damage_naming_file_and_byte(journal, seg
     for mask in (0x01, 0x80):
         flip(path, position, mask)
         expect_damage(journal, SEGMENTS[segment], offset)
-        flip(path, position, mask)   # back again
+        flip(path, position, mask)  # back again
     assert recover(journal).seq == TOTAL
 
 
@@ -160,7 +195,8 @@ SNAPSHOT_FLIPS = [0, 5, 8, 9, 15, 16, 20, 24, 27, 28, 31, 32, 100, -1]
 
 @pytest.mark.parametrize("position", SNAPSHOT_FLIPS)
 def test_a_flipped_byte_in_a_snapshot_is_passed_over_and_the_state_is_whole(
-        journal, hashes, position):
+    journal, hashes, position
+):
     flip(journal / SNAPSHOTS[-1], position)
     recovered = recover(journal)
     assert (recovered.seq, recovered.snapshot_seq) == (TOTAL, 4000)
@@ -171,9 +207,8 @@ def test_a_flipped_byte_in_a_snapshot_is_passed_over_and_the_state_is_whole(
 
 
 def test_damaged_snapshots_fall_back_one_by_one_to_the_segments(journal, hashes):
-    for damaged, (start, warnings) in zip(reversed(SNAPSHOTS), ((4000, 1), (2000, 2),
-                                                                 (0, 3))):
-        flip(journal / damaged, 12)   # the seq in the header: the header CRC catches it
+    for damaged, (start, warnings) in zip(reversed(SNAPSHOTS), ((4000, 1), (2000, 2), (0, 3))):
+        flip(journal / damaged, 12)  # the seq in the header: the header CRC catches it
         recovered = recover(journal)
         assert (recovered.seq, recovered.snapshot_seq) == (TOTAL, start)
         assert len(recovered.warnings) == warnings
@@ -208,11 +243,12 @@ def test_a_whole_snapshot_past_the_end_of_the_segments_is_an_error(journal, comm
     assert "the segments end at command 7000" in str(damage)
     plan = cut_journal(journal, apply=True)
     assert plan.kind == "ahead" and [name for name, _ in plan.files] == [
-        "snapshot-000000007250.cxs"]
+        "snapshot-000000007250.cxs"
+    ]
     assert recover(journal).seq == TOTAL
 
 
-# --- missing, empty, stray, changed ----------------------------------------------------------------
+# --- missing, empty, stray, changed ---------------------------------------------------------------
 @pytest.mark.parametrize("segment", range(4))
 def test_a_deleted_segment_is_an_error_naming_it(journal, segment):
     (journal / SEGMENTS[segment]).unlink()
@@ -225,8 +261,7 @@ def test_an_emptied_segment_is_an_error_naming_it(journal, segment):
     expect_damage(journal, f"{SEGMENTS[segment]}: empty: no segment header", 0)
 
 
-def test_the_newest_segment_cut_to_its_header_is_read_as_torn_at_most_up_to_the_snapshot(
-        journal):
+def test_the_newest_segment_cut_to_its_header_is_read_as_torn_at_most_up_to_the_snapshot(journal):
     # Whole trailing frames of the segment being written, cut away, cannot be told from
     # a crash before commit (a stated limit), but never below the latest snapshot.
     newest = journal / SEGMENTS[-1]
@@ -246,8 +281,9 @@ def test_a_segment_whose_header_disagrees_with_its_name_is_an_error(journal):
     assert "header says it starts at command 2002, its name says 2001" in str(damage)
 
 
-@pytest.mark.parametrize("name", ["journal-000000007001.cxj", "journal-000000000500.cxj",
-                                  "journal-1.cxj"])
+@pytest.mark.parametrize(
+    "name", ["journal-000000007001.cxj", "journal-000000000500.cxj", "journal-1.cxj"]
+)
 def test_a_stray_file_named_like_a_segment_is_an_error(journal, name):
     shutil.copy(journal / SEGMENTS[1], journal / name)
     expect_damage(journal, f"{name}: named like a segment, but manifest.json does not list it")
@@ -293,12 +329,14 @@ def test_a_missing_or_stale_manifest_is_an_error(journal):
         recover(journal)
     # An older manifest, whole and checksummed, that does not list the newest segment.
     from exchange.journal import _write_json
+
     del manifest["checksum"]
     manifest["segments"] = manifest["segments"][:-1]
     manifest["segments"][-1] = {"name": SEGMENTS[2], "first": 4001}
     _write_json(journal / "manifest.json", manifest)
-    expect_damage(journal, f"{SEGMENTS[3]}: named like a segment, but manifest.json does not "
-                           f"list it")
+    expect_damage(
+        journal, f"{SEGMENTS[3]}: named like a segment, but manifest.json does not list it"
+    )
 
 
 # --- torn tails ---------------------------------------------------------------------------------
@@ -307,18 +345,17 @@ def test_an_incomplete_frame_followed_by_a_valid_one_is_damage_not_a_torn_tail(j
     data = path.read_bytes()
     starts = frame_starts(path)
     # Half of frame 2, then frame 3 whole: frame 2 now runs past the end of the file.
-    torn_then_more = data[:starts[2]] + data[starts[2]:starts[3]][:200] + data[starts[3]:]
+    torn_then_more = data[: starts[2]] + data[starts[2] : starts[3]][:200] + data[starts[3] :]
     assert len(torn_then_more) < starts[3]
     path.write_bytes(torn_then_more)
     damage = expect_damage(journal, SEGMENTS[-1], starts[2])
     assert "with a valid frame after it" in str(damage)
 
 
-def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal, commands,
-                                                                       hashes):
+def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal, commands, hashes):
     path = journal / SEGMENTS[-1]
     starts = frame_starts(path)
-    torn = path.read_bytes()[:starts[-1] + 1234]   # into the last frame (commands 6751-7000)
+    torn = path.read_bytes()[: starts[-1] + 1234]  # into the last frame (commands 6751-7000)
     path.write_bytes(torn)
     recovered = recover(journal)
     assert (recovered.seq, recovered.torn_bytes) == (6750, 1234)
@@ -326,21 +363,26 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
     assert recovered.segment == path
     again, writer = reopen_journal(journal)
     assert again.engine.state_hash() == hashes[6750]
-    assert path.read_bytes() == torn   # nothing truncated
+    assert path.read_bytes() == torn  # nothing truncated
     new = journal / "journal-000000006751.cxj"
     assert new.stat().st_size == SEGMENT_HEADER
     manifest = json.loads((journal / "manifest.json").read_text())
-    assert manifest["segments"][-2] == {"name": SEGMENTS[-1], "first": 6001, "last": 6750,
-                                        "end": starts[-1], "size": len(torn)}
+    assert manifest["segments"][-2] == {
+        "name": SEGMENTS[-1],
+        "first": 6001,
+        "last": 6750,
+        "end": starts[-1],
+        "size": len(torn),
+    }
     second = recover(journal)
     assert (second.seq, second.torn_bytes) == (6750, 0)
     assert second.engine.state_hash() == hashes[6750]
     engine = again.engine
     with writer:
         for start in range(6750, TOTAL, GROUP):
-            writer.append_many(commands[start:start + GROUP])
+            writer.append_many(commands[start : start + GROUP])
             writer.commit()
-            for command in commands[start:start + GROUP]:
+            for command in commands[start : start + GROUP]:
                 engine.submit(command, [])
     final = recover(journal)
     assert (final.seq, final.torn_bytes) == (TOTAL, 0)
@@ -356,7 +398,7 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
 
 def test_a_torn_segment_without_one_good_frame_is_moved_aside_not_truncated(journal, hashes):
     path = journal / SEGMENTS[-1]
-    torn = path.read_bytes()[:SEGMENT_HEADER + 15]   # even the first frame header is torn
+    torn = path.read_bytes()[: SEGMENT_HEADER + 15]  # even the first frame header is torn
     path.write_bytes(torn)
     recovered, writer = reopen_journal(journal)
     writer.close()
@@ -369,18 +411,17 @@ def test_a_torn_segment_without_one_good_frame_is_moved_aside_not_truncated(jour
     assert stat.S_IMODE((journal / "torn-000001").stat().st_mode) == 0o700
 
 
-def test_a_segment_start_interrupted_before_its_rename_is_read_as_empty(journal, commands,
-                                                                       hashes):
+def test_a_segment_start_interrupted_before_its_rename_is_read_as_empty(journal, commands, hashes):
     # The crash window of a new segment: manifest written, NAME.tmp not yet renamed.
     recovered, writer = reopen_journal(journal)
-    writer.snapshot(recovered.engine)   # seals 6001-7000, starts journal-000000007001
+    writer.snapshot(recovered.engine)  # seals 6001-7000, starts journal-000000007001
     writer.close()
     new = journal / "journal-000000007001.cxj"
     new.rename(journal / "journal-000000007001.cxj.tmp")
     assert recover(journal).seq == TOTAL
     recovered, writer = reopen_journal(journal)
     with writer:
-        writer.append_many(commands[:3])   # resent: rejected, and journaled
+        writer.append_many(commands[:3])  # resent: rejected, and journaled
         writer.commit()
     assert new.exists() and not (journal / "journal-000000007001.cxj.tmp").exists()
     assert recover(journal).seq == TOTAL + 3
@@ -389,23 +430,23 @@ def test_a_segment_start_interrupted_before_its_rename_is_read_as_empty(journal,
     assert recover(journal).seq == TOTAL + 3
 
 
-def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(tmp_path,
-                                                                           commands, hashes):
+def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
+    tmp_path, commands, hashes
+):
     directory = tmp_path / "j"
     directory.mkdir()
     meta = {"format": "carbonx-journal/2", "ledger": True, "market": MARKET.text}
     (directory / "meta.json").write_text(json.dumps(meta))
     frames = []
     for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
-        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq)
-                      + payload)
+        payload = msgspec.msgpack.encode(commands[seq - 1 : seq + 99])
+        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
     segment = directory / "journal-000000000001.cxj"
     segment.write_bytes(b"".join(frames))
     assert recover(directory).engine.state_hash() == prefix_hashes(commands, [1000])[1000]
     third = len(frames[0]) + len(frames[1])
     data = bytearray(segment.read_bytes())
-    data[third + 2] ^= 0x40   # the third frame's length grows past the end of the file
+    data[third + 2] ^= 0x40  # the third frame's length grows past the end of the file
     segment.write_bytes(bytes(data))
     damage = expect_damage(directory, segment.name, third)
     assert "with a valid frame after it" in str(damage)
@@ -433,14 +474,13 @@ def test_a_format_2_journal_cut_inside_an_old_segment_stays_readable(tmp_path, c
     (directory / "meta.json").write_text(json.dumps(meta))
     frames = []
     for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
-        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq)
-                      + payload)
+        payload = msgspec.msgpack.encode(commands[seq - 1 : seq + 99])
+        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
     old = directory / "journal-000000000001.cxj"
     old.write_bytes(b"".join(frames))
-    _, writer = reopen_journal(directory)   # converted: the old segment sealed as it is
+    _, writer = reopen_journal(directory)  # converted: the old segment sealed as it is
     writer.close()
-    flip(old, len(frames[0]) + len(frames[1]) + 30)   # the third frame's payload
+    flip(old, len(frames[0]) + len(frames[1]) + 30)  # the third frame's payload
     expect_damage(directory, old.name, len(frames[0]) + len(frames[1]))
     plan = cut_journal(directory, apply=True)
     assert (plan.keep, plan.commands) == (200, 800)
@@ -488,8 +528,9 @@ print("done", flush=True)
 """
 
 
-def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(tmp_path, orders,
-                                                                      hashes, commands):
+def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(
+    tmp_path, orders, hashes, commands
+):
     import os
     import random
     import signal
@@ -500,8 +541,12 @@ def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(tmp_path,
     seen: list[tuple[int, int, int]] = []
     sizes: dict[str, int] = {}
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(orders), str(directory),
-                                 "97"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(orders), str(directory), "97"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         acked = 0
         try:
             acked = int(proc.stdout.readline().split()[1])
@@ -523,8 +568,8 @@ def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(tmp_path,
         prefix = prefix_hashes(commands, [recovered.seq])[recovered.seq]
         assert recovered.engine.state_hash() == prefix
         seen.append((acked, recovered.seq, recovered.torn_bytes))
-        for name, size in sizes.items():   # nothing ever shrinks (a torn segment without
-            kept = [directory / name, *directory.glob(f"torn-*/{name}")]   # a frame moves)
+        for name, size in sizes.items():  # nothing ever shrinks (a torn segment without
+            kept = [directory / name, *directory.glob(f"torn-*/{name}")]  # a frame moves)
             assert max(p.stat().st_size for p in kept if p.exists()) >= size, (name, seen)
         sizes = {p.name: p.stat().st_size for p in directory.glob("journal-*.cxj")}
     assert len({seq for _, seq, _ in seen if seq < TOTAL}) >= 4, seen
@@ -551,8 +596,9 @@ def test_journal_cut_of_a_healthy_journal_cuts_nothing(journal):
 
 
 @pytest.mark.parametrize("segment, frame", [(1, 3), (3, 2), (0, 0)])
-def test_journal_cut_drops_what_it_says_keeps_a_copy_and_then_recovers(journal, hashes,
-                                                                      segment, frame):
+def test_journal_cut_drops_what_it_says_keeps_a_copy_and_then_recovers(
+    journal, hashes, segment, frame
+):
     path = journal / SEGMENTS[segment]
     offset = frame_starts(path)[frame]
     flip(path, offset + 30)
@@ -564,8 +610,9 @@ def test_journal_cut_drops_what_it_says_keeps_a_copy_and_then_recovers(journal, 
     assert plan.frames == (TOTAL - keep) // GROUP
     dropped = [name for name, _ in plan.files]
     assert dropped[0] == SEGMENTS[segment]
-    assert set(dropped[1:]) == ({*SEGMENTS[segment + 1:]} |
-                                {s for s in SNAPSHOTS if int(s[9:21]) > keep})
+    assert set(dropped[1:]) == (
+        {*SEGMENTS[segment + 1 :]} | {s for s in SNAPSHOTS if int(s[9:21]) > keep}
+    )
     cut = cut_journal(journal, apply=True)
     assert (cut.keep, cut.commands, cut.files) == (plan.keep, plan.commands, plan.files)
     copies = cut.copied
@@ -590,7 +637,7 @@ def test_journal_cut_mends_a_lost_segment_with_a_fresh_one(journal, hashes, dama
         path.write_bytes(b"")
     plan = cut_journal(journal, apply=True)
     assert plan.kind == "segment" and plan.keep == 4000
-    assert plan.commands == TOTAL - 4000   # the sealed entry and the later segment say so
+    assert plan.commands == TOTAL - 4000  # the sealed entry and the later segment say so
     recovered = recover(journal)
     assert recovered.seq == 4000 and recovered.engine.state_hash() == hashes[4000]
     assert path.stat().st_size == SEGMENT_HEADER
@@ -619,9 +666,14 @@ def test_carbonx_holdings_on_damage_exits_2_with_one_line_and_changes_nothing(jo
     offset = frame_starts(path)[4]
     flip(path, offset + 2)
     before = contents(journal)
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "holdings", str(journal),
-                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "holdings", str(journal), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -686,8 +738,7 @@ class _Payload:
 RAN: list[str] = []
 
 
-def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing(
-        journal, hashes):
+def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing(journal, hashes):
     """A snapshot written with valid header and payload checksums but holding a pickle
     (the format before data snapshots) or state that does not decode is passed over:
     recovery reads data with explicit code, and the segments give the right state."""
@@ -695,12 +746,16 @@ def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing
 
     import exchange.journal as journal_module
 
-    for crafted in (pickle.dumps(_Payload()),
-                    msgspec.msgpack.encode({"format": "carbonx-state", "version": 1,
-                                            "market": pickle.dumps(_Payload())})):
+    for crafted in (
+        pickle.dumps(_Payload()),
+        msgspec.msgpack.encode(
+            {"format": "carbonx-state", "version": 1, "market": pickle.dumps(_Payload())}
+        ),
+    ):
         target = journal / SNAPSHOTS[-1]
-        head = journal_module._SNAP_HEAD.pack(journal_module._SNAP_MAGIC, 6000,
-                                              len(crafted), zlib.crc32(crafted))
+        head = journal_module._SNAP_HEAD.pack(
+            journal_module._SNAP_MAGIC, 6000, len(crafted), zlib.crc32(crafted)
+        )
         target.write_bytes(head + journal_module._U32.pack(zlib.crc32(head)) + crafted)
         recovered = recover(journal)
         assert RAN == []

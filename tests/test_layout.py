@@ -4,6 +4,7 @@ loads no engine.
 Run by hand, the same check is ``python -m tests.test_layout``: it prints the import
 graph's cycles (none) and each package's modules.
 """
+
 from __future__ import annotations
 
 import ast
@@ -41,8 +42,10 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             # "from package import module" imports the module; otherwise the package.
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -129,8 +132,9 @@ def test_the_bot_client_loads_no_engine():
 def test_every_folder_is_a_package_with_a_docstring():
     for package in PACKAGES:
         for folder in [ROOT / package, *(p for p in (ROOT / package).rglob("*") if p.is_dir())]:
-            if folder.name in ("__pycache__", "results", "data", "markets", "examples") \
-                    or not any(folder.glob("*.py")):
+            if folder.name in ("__pycache__", "results", "data", "markets", "examples") or not any(
+                folder.glob("*.py")
+            ):
                 continue
             init = folder / "__init__.py"
             assert init.exists(), f"{folder.relative_to(ROOT)} has no __init__.py"
@@ -141,8 +145,9 @@ def test_every_folder_is_a_package_with_a_docstring():
 if __name__ == "__main__":
     edges = graph()
     found = cycles(edges)
-    print(f"{len(edges)} modules, {sum(map(len, edges.values()))} imports, "
-          f"{len(found)} import cycles")
+    print(
+        f"{len(edges)} modules, {sum(map(len, edges.values()))} imports, {len(found)} import cycles"
+    )
     for component in found:
         print("cycle:", " -> ".join(component))
     sys.exit(1 if found else 0)

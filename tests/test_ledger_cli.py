@@ -4,16 +4,18 @@ Expected holdings are worked out by hand from the default market's rules: tick 0
 (1 fen a tonne), maker fee 1 bp and taker 1.5 bp rounded down per fill, buys holding
 price x qty plus 1.5 bp, T+1 on bought allowances.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 
+from markets import futures_market
+
+from exchange.market import format_cash
 from exchange.orderfile import parse_order_text
 from gateway.cli import main
-from exchange.market import format_cash
 from gateway.tools.replay import event_record
-from markets import futures_market
 
 ORDERS = """action,order_id,account,instrument,side,type,tif,price,qty,command_id
 deposit,,bob,CNY,,,,,10000.00,
@@ -48,20 +50,26 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_path):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
-    code, out, err = run(capsys, "replay", orders, "--ledger", "--json",
-                         "--holdings", tmp_path / "h.csv")
+    code, out, err = run(
+        capsys, "replay", orders, "--ledger", "--json", "--holdings", tmp_path / "h.csv"
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert (summary["messages"], summary["accepted"], summary["rejected"]) == (8, 5, 3)
-    assert summary["rejects"] == {"duplicate_command": 1, "insufficient_cash": 1,
-                                  "insufficient_allowances": 1}
+    assert summary["rejects"] == {
+        "duplicate_command": 1,
+        "insufficient_cash": 1,
+        "insufficient_allowances": 1,
+    }
     with open(tmp_path / "h.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["account", "asset", "available", "held", "locked"]
     assert rows[1:] == EXPECTED
 
 
-def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_rows(capsys, tmp_path):
+def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_rows(
+    capsys, tmp_path
+):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
     code, out, _ = run(capsys, "replay", orders, "--json")
@@ -75,20 +83,23 @@ def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_r
 def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
-    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--journal",
-                         tmp_path / "j")
+    code, out, err = run(
+        capsys, "replay", orders, "--ledger", "--json", "--journal", tmp_path / "j"
+    )
     assert code == 0, err
     replayed = json.loads(out)
     code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["seq"] == 8 and report["positions"] == []
-    assert [[r[k] for k in ("account", "asset", "available", "held", "locked")]
-            for r in report["holdings"]] == [
-        [a, s, *(v if s == "CNY" else int(v) for v in rest)] for a, s, *rest in EXPECTED]
+    assert [
+        [r[k] for k in ("account", "asset", "available", "held", "locked")]
+        for r in report["holdings"]
+    ] == [[a, s, *(v if s == "CNY" else int(v) for v in rest)] for a, s, *rest in EXPECTED]
     code, table, _ = run(capsys, "holdings", tmp_path / "j")
     assert code == 0 and "recovered 8 commands" in table and "13999.10" in table
     from exchange.journal import recover
+
     assert recover(tmp_path / "j").engine.state_hash() == replayed["state_hash"]
 
 
@@ -109,13 +120,17 @@ def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path):
 
 
 def test_the_extended_columns_read_in_csv_and_ndjson():
-    csv_text = ("action,account,instrument,qty,kind,to_account,command_id\n"
-                "open_account,fi,,,financial,,c1\n"
-                "transfer,fi,CEA25,5,,gen,\n"
-                "suspend_account,fi,,,,,\n")
-    ndjson = ('{"action":"open_account","account":"fi","kind":"financial","command_id":"c1"}\n'
-              '{"action":"transfer","account":"fi","instrument":"CEA25","qty":5,"to_account":"gen"}\n'
-              '{"action":"suspend_account","account":"fi"}\n')
+    csv_text = (
+        "action,account,instrument,qty,kind,to_account,command_id\n"
+        "open_account,fi,,,financial,,c1\n"
+        "transfer,fi,CEA25,5,,gen,\n"
+        "suspend_account,fi,,,,,\n"
+    )
+    ndjson = (
+        '{"action":"open_account","account":"fi","kind":"financial","command_id":"c1"}\n'
+        '{"action":"transfer","account":"fi","instrument":"CEA25","qty":5,"to_account":"gen"}\n'
+        '{"action":"suspend_account","account":"fi"}\n'
+    )
     from_csv = parse_order_text(csv_text.encode(), "csv")
     assert from_csv == parse_order_text(ndjson.encode(), "ndjson")
     assert from_csv[0].kind == "financial" and from_csv[0].command_id == "c1"
@@ -123,8 +138,10 @@ def test_the_extended_columns_read_in_csv_and_ndjson():
 
 
 def test_bad_extended_rows_name_their_line(capsys, tmp_path):
-    for body, fragment in (("open_account,fi,,,bank,,\n", "unknown kind 'bank'"),
-                           ("transfer,fi,CEA25,5,,,\n", "to_account is required")):
+    for body, fragment in (
+        ("open_account,fi,,,bank,,\n", "unknown kind 'bank'"),
+        ("transfer,fi,CEA25,5,,,\n", "to_account is required"),
+    ):
         orders = tmp_path / "bad.csv"
         orders.write_text("action,account,instrument,qty,kind,to_account,command_id\n" + body)
         code, _, err = run(capsys, "replay", orders, "--ledger")
@@ -134,12 +151,28 @@ def test_bad_extended_rows_name_their_line(capsys, tmp_path):
 def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
     from exchange import default_market
     from exchange.events import CashDeposited, TradeSettled
+
     market = default_market()
-    assert event_record(CashDeposited(seq=1, account="a", currency="CNY", amount=150),
-                        market)["amount"] == "1.50"
-    record = event_record(TradeSettled(seq=2, trade_id=1, instrument="CEA25", buy_account="b",
-                                       sell_account="s", qty=100, cash=600000, buy_fee=90,
-                                       sell_fee=60), market)
+    assert (
+        event_record(CashDeposited(seq=1, account="a", currency="CNY", amount=150), market)[
+            "amount"
+        ]
+        == "1.50"
+    )
+    record = event_record(
+        TradeSettled(
+            seq=2,
+            trade_id=1,
+            instrument="CEA25",
+            buy_account="b",
+            sell_account="s",
+            qty=100,
+            cash=600000,
+            buy_fee=90,
+            sell_fee=60,
+        ),
+        market,
+    )
     assert (record["cash"], record["buy_fee"], record["sell_fee"]) == ("6000.00", "0.90", "0.60")
     assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
 
@@ -165,25 +198,65 @@ eod,,,,,,,,,1797926400000000000
 def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
     (tmp_path / "m.toml").write_text(FUTURES_MARKET)
     (tmp_path / "o.csv").write_text(FUTURES_ORDERS)
-    code, out, err = run(capsys, "replay", tmp_path / "o.csv", "--market", tmp_path / "m.toml",
-                         "--ledger", "--json", "--journal", tmp_path / "j")
+    code, out, err = run(
+        capsys,
+        "replay",
+        tmp_path / "o.csv",
+        "--market",
+        tmp_path / "m.toml",
+        "--ledger",
+        "--json",
+        "--journal",
+        tmp_path / "j",
+    )
     assert code == 0 and json.loads(out)["rejected"] == 0, err
     code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["positions"] == [
-        {"account": "a", "instrument": "F", "qty": -2, "avg_price": "80.00",
-         "margin": "6000.00", "settlement": "85.00"},
-        {"account": "b", "instrument": "F", "qty": 1, "avg_price": "80.00",
-         "margin": "8000.00", "settlement": "85.00"},
-        {"account": "c", "instrument": "F", "qty": 2, "avg_price": "82.50",
-         "margin": "16000.00", "settlement": "85.00"},
-        {"account": "d", "instrument": "F", "qty": -1, "avg_price": "85.00",
-         "margin": "8000.00", "settlement": "85.00"}]
+        {
+            "account": "a",
+            "instrument": "F",
+            "qty": -2,
+            "avg_price": "80.00",
+            "margin": "6000.00",
+            "settlement": "85.00",
+        },
+        {
+            "account": "b",
+            "instrument": "F",
+            "qty": 1,
+            "avg_price": "80.00",
+            "margin": "8000.00",
+            "settlement": "85.00",
+        },
+        {
+            "account": "c",
+            "instrument": "F",
+            "qty": 2,
+            "avg_price": "82.50",
+            "margin": "16000.00",
+            "settlement": "85.00",
+        },
+        {
+            "account": "d",
+            "instrument": "F",
+            "qty": -1,
+            "avg_price": "85.00",
+            "margin": "8000.00",
+            "settlement": "85.00",
+        },
+    ]
     margin = {row["account"]: row for row in report["margin"]}
-    assert margin["a"] == {"account": "a", "currency": "CNY", "margin": "6000.00",
-                           "equity": "6000.00", "initial": "16000.00",
-                           "maintenance": "12000.00", "margin_call": True}
+    assert margin["a"] == {
+        "account": "a",
+        "currency": "CNY",
+        "margin": "6000.00",
+        "equity": "6000.00",
+        "initial": "16000.00",
+        "maintenance": "12000.00",
+        "margin_call": True,
+    }
     assert margin["b"]["equity"] == "105000.00" and margin["b"]["margin_call"] is False
     code, table, _ = run(capsys, "holdings", tmp_path / "j")
     assert code == 0 and "positions" in table and "CALLED" in table and "82.50" in table

@@ -1,4 +1,5 @@
 """The replay's progress bar: drawn on a terminal only, and cleared when done."""
+
 from __future__ import annotations
 
 import io

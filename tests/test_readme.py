@@ -1,4 +1,5 @@
 """The README's commands and Python example must keep working (they are run here)."""
+
 from __future__ import annotations
 
 import json
@@ -19,17 +20,26 @@ def test_quick_start_main_job_runs_the_demo():
     main_job = _blocks("sh")[0].strip()
     assert main_job.endswith("carbonx demo")
     demo = main_job.split("&&")[-1].split()
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", *demo[1:], "--seconds", "2"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *demo[1:], "--seconds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "VWAP" in result.stdout and "P&L" in result.stdout
     assert "Traceback" not in result.stderr
 
 
 def test_shipped_example_replays():
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "replay",
-                             "examples/orders-mixed.csv", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "replay", "examples/orders-mixed.csv", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["messages"] == 20_000
@@ -55,14 +65,22 @@ def test_python_example_runs_and_trades():
 def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
     block = next(b for b in _blocks("sh") if "--ledger" in b)
     commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
-    assert [c[:2] for c in commands] == [["carbonx", "replay"], ["carbonx", "holdings"],
-                                         ["carbonx", "holdings"]]
+    assert [c[:2] for c in commands] == [
+        ["carbonx", "replay"],
+        ["carbonx", "holdings"],
+        ["carbonx", "holdings"],
+    ]
     example = ROOT / commands[0][2]
     outputs = []
     for words in commands:
         args = [str(example) if w == commands[0][2] else w for w in words[1:]]
-        done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     recovered = json.loads(outputs[2])
@@ -71,8 +89,9 @@ def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
     assert len(rows) - 1 == len(recovered["holdings"]) > 3
     assert recovered["seq"] == 20_000
     first = recovered["holdings"][0]
-    assert rows[1] == ",".join(str(first[k]) for k in ("account", "asset", "available",
-                                                       "held", "locked"))
+    assert rows[1] == ",".join(
+        str(first[k]) for k in ("account", "asset", "available", "held", "locked")
+    )
 
 
 def test_bot_client_example_places_and_amends_over_the_embedded_broker():
@@ -90,12 +109,19 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
         credentials = {"gateway": "g-secret", "alice": "a-secret"}
         async with EmbeddedBroker(credentials) as broker:
             namespace: dict = {}
-            exec(compile(code.replace("1883", str(broker.port)), "README.md", "exec"),
-                 namespace)
+            exec(compile(code.replace("1883", str(broker.port)), "README.md", "exec"), namespace)
             stop, ready = asyncio.Event(), asyncio.Event()
-            gateway = asyncio.ensure_future(run_gateway(
-                core, host=broker.host, port=broker.port, username="gateway",
-                password="g-secret", stop=stop, ready=ready))
+            gateway = asyncio.ensure_future(
+                run_gateway(
+                    core,
+                    host=broker.host,
+                    port=broker.port,
+                    username="gateway",
+                    password="g-secret",
+                    stop=stop,
+                    ready=ready,
+                )
+            )
             await asyncio.wait_for(ready.wait(), 10)
             with contextlib.suppress(asyncio.TimeoutError):  # it reads reports forever
                 await asyncio.wait_for(namespace["trade"]("a-secret"), 2)

@@ -1,6 +1,7 @@
 """``carbonx serve`` killed (SIGKILL) again and again while bots trade, and restarted on
 its journal: every acknowledged order is there afterwards, nothing is applied twice,
 and every resend is answered with the command's first answer and its fills."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mosquitto import free_port
 
 from exchange.events import OrderAccepted, TradeExecuted
 from exchange.journal import recover
 from gateway.bots.client import ExchangeClient
-
-from mosquitto import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -29,13 +29,27 @@ KILLS = 20
 
 def start_serve(directory: Path, port: int) -> subprocess.Popen:
     """Start ``carbonx serve`` on *directory*'s journal and wait until it is ready."""
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--journal",
-               str(directory / "journal"), "--credentials", str(directory / "credentials.json"),
-               "--port", str(port), "--log-level", "ERROR", "--book-interval", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        "--journal",
+        str(directory / "journal"),
+        "--credentials",
+        str(directory / "credentials.json"),
+        "--port",
+        str(port),
+        "--log-level",
+        "ERROR",
+        "--book-interval",
+        "0",
+    ]
     if not (directory / "journal").exists():
         command += ["--init", str(directory / "funding.csv")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     seen = []
     while time.monotonic() < deadline:
@@ -52,13 +66,15 @@ def start_serve(directory: Path, port: int) -> subprocess.Popen:
 def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(tmp_path):
     rng = random.Random(2026)
     (tmp_path / "funding.csv").write_text(
-        "action,account,instrument,qty\n" + "".join(
-            f"deposit,{bot},CNY,100000000\nissue,{bot},CEA25,1000000\n" for bot in BOTS))
+        "action,account,instrument,qty\n"
+        + "".join(f"deposit,{bot},CNY,100000000\nissue,{bot},CEA25,1000000\n" for bot in BOTS)
+    )
     port = free_port()
     serve = start_serve(tmp_path, port)
     import json
+
     credentials = json.loads((tmp_path / "credentials.json").read_text())
-    answers: dict[tuple[str, str], list[dict]] = {}   # (bot, command id) -> its answers
+    answers: dict[tuple[str, str], list[dict]] = {}  # (bot, command id) -> its answers
     received: dict[str, list[dict]] = {bot: [] for bot in BOTS}
 
     async def trade(client: ExchangeClient, index: int, stop: asyncio.Event) -> None:
@@ -67,14 +83,22 @@ def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(
         while not stop.is_set():
             n += 1
             side = "sell" if (n + index) % 2 else "buy"
-            command = {"action": "new", "order_id": f"{client.account}-{n}",
-                       "instrument": "CEA25", "side": side, "type": "limit",
-                       "price": "60.00" if side == "buy" else "59.99", "qty": 1 + n % 3,
-                       "command_id": f"{client.account}-c{n}"}
+            command = {
+                "action": "new",
+                "order_id": f"{client.account}-{n}",
+                "instrument": "CEA25",
+                "side": side,
+                "type": "limit",
+                "price": "60.00" if side == "buy" else "59.99",
+                "qty": 1 + n % 3,
+                "command_id": f"{client.account}-c{n}",
+            }
             future = client.submit(command)
-            future.add_done_callback(lambda f, key=(client.account, command["command_id"]):
-                                     answers.setdefault(key, []).append(f.result())
-                                     if not f.cancelled() else None)
+            future.add_done_callback(
+                lambda f, key=(client.account, command["command_id"]): (
+                    answers.setdefault(key, []).append(f.result()) if not f.cancelled() else None
+                )
+            )
             futures.append(future)
             await asyncio.sleep(0.004)
             received[client.account] += client.reports_waiting()
@@ -83,8 +107,18 @@ def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(
 
     async def scenario() -> None:
         nonlocal serve
-        clients = [ExchangeClient(bot, credentials[bot], "127.0.0.1", port, timeout=30,
-                                  retry_delay=0.05, resend_after=0.5) for bot in BOTS]
+        clients = [
+            ExchangeClient(
+                bot,
+                credentials[bot],
+                "127.0.0.1",
+                port,
+                timeout=30,
+                retry_delay=0.05,
+                resend_after=0.5,
+            )
+            for bot in BOTS
+        ]
         for client in clients:
             await client.__aenter__()
         stop = asyncio.Event()
@@ -111,20 +145,23 @@ def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(
         assert len(got) == 1
         answer = got[0]
         first = engine.answer(bot, command_id)
-        assert first is not None, (bot, command_id)          # journaled
+        assert first is not None, (bot, command_id)  # journaled
         # the bot holds the command's first answer (same event), never a second one
         assert answer["seq"] == first[0].seq, (bot, command_id, answer)
         if type(first[0]) is OrderAccepted:
             accepted += 1
             assert answer["report"] == "accepted"
             own_fills = {e.seq for e in first if type(e) is TradeExecuted}
-            fills = {r["seq"] for r in received[bot] if r["report"] == "fill"
-                     and r["order_id"] == first[0].order_id.partition("/")[2]}
-            assert own_fills <= fills, (bot, command_id)     # its fills were delivered
+            fills = {
+                r["seq"]
+                for r in received[bot]
+                if r["report"] == "fill" and r["order_id"] == first[0].order_id.partition("/")[2]
+            }
+            assert own_fills <= fills, (bot, command_id)  # its fills were delivered
     # each order applied once: the engine accepted exactly the orders answered accepted
     assert accepted > 100
     resent = sum(1 for got in answers.values() if got[0].get("duplicate"))
     print(f"{len(answers)} commands, {accepted} accepted, {resent} answered after a resend")
-    assert resent >= 1     # some answers were lost to a kill and came back on a resend
-    assert engine.accepted == accepted + 2 * len(BOTS)       # + the funding rows
+    assert resent >= 1  # some answers were lost to a kill and came back on a resend
+    assert engine.accepted == accepted + 2 * len(BOTS)  # + the funding rows
     engine.check()

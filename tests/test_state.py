@@ -14,6 +14,7 @@
   ``duplicate_command`` and ``answer()`` gives the first answer's events, a resend
   beyond it acts as new, entries and memory bounded at W.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -84,10 +85,11 @@ ACCOUNTS = ("a", "b", "c")
 WINDOWS = (1, 2, 3, 8, 100_000)
 OTHER_BOOK = {FastBook: NaiveBook, NaiveBook: FastBook}
 BOOKS = pytest.mark.parametrize("book", [FastBook, NaiveBook], ids=["fast", "naive"])
-TS_2025 = 1_750_000_000 * 10**9   # June 2025: net sales count, a deadline comes
+TS_2025 = 1_750_000_000 * 10**9  # June 2025: net sales count, a deadline comes
 
 
 # --- streams -------------------------------------------------------------------------------
+
 
 @st.composite
 def admin_commands(draw):
@@ -95,9 +97,25 @@ def admin_commands(draw):
     account = draw(st.sampled_from(ACCOUNTS + ("d",)))
     symbol = draw(st.sampled_from(("CEA25", "CEA24", "CEA24", "XX")))
     qty = draw(st.integers(1, 300))
-    kind = draw(st.sampled_from(("deposit", "withdraw", "issue", "transfer", "surrender",
-                                 "suspend", "resume", "open", "emissions", "allocate",
-                                 "convert", "deadline", "clock")))
+    kind = draw(
+        st.sampled_from(
+            (
+                "deposit",
+                "withdraw",
+                "issue",
+                "transfer",
+                "surrender",
+                "suspend",
+                "resume",
+                "open",
+                "emissions",
+                "allocate",
+                "convert",
+                "deadline",
+                "clock",
+            )
+        )
+    )
     if kind == "deposit":
         return Deposit(account=account, currency="CNY", amount=f"{qty * 100}.00")
     if kind == "withdraw":
@@ -105,30 +123,46 @@ def admin_commands(draw):
     if kind == "issue":
         return IssueAllowances(account=account, instrument=symbol, qty=qty)
     if kind == "transfer":
-        return TransferAllowances(account=account, to_account=draw(st.sampled_from(ACCOUNTS)),
-                                  instrument=symbol, qty=qty)
+        return TransferAllowances(
+            account=account, to_account=draw(st.sampled_from(ACCOUNTS)), instrument=symbol, qty=qty
+        )
     if kind == "surrender":
-        return SurrenderAllowances(account=account, instrument=symbol, qty=qty,
-                                   year=draw(st.sampled_from((None, 2024, 2025))))
+        return SurrenderAllowances(
+            account=account,
+            instrument=symbol,
+            qty=qty,
+            year=draw(st.sampled_from((None, 2024, 2025))),
+        )
     if kind == "suspend":
         return SuspendAccount(account=account)
     if kind == "resume":
         return ResumeAccount(account=account)
     if kind == "open":
-        return OpenAccount(account=draw(st.sampled_from(("d", "e", "fi"))),
-                           kind=draw(st.sampled_from(("covered", "financial"))))
+        return OpenAccount(
+            account=draw(st.sampled_from(("d", "e", "fi"))),
+            kind=draw(st.sampled_from(("covered", "financial"))),
+        )
     if kind == "emissions":
-        return RecordEmissions(account=account, year=draw(st.sampled_from((2024, 2025))),
-                               qty=qty * 3, quality=draw(st.sampled_from(("measured",
-                                                                          "default"))),
-                               verifier=draw(st.sampled_from((None, "v1"))))
+        return RecordEmissions(
+            account=account,
+            year=draw(st.sampled_from((2024, 2025))),
+            qty=qty * 3,
+            quality=draw(st.sampled_from(("measured", "default"))),
+            verifier=draw(st.sampled_from((None, "v1"))),
+        )
     if kind == "allocate":
         year = draw(st.sampled_from((2024, 2025)))
-        return AllocateAllowances(account=account, instrument=f"CEA{year % 100}", year=year,
-                                  qty=qty, stage=draw(st.sampled_from(("pre", "final"))))
+        return AllocateAllowances(
+            account=account,
+            instrument=f"CEA{year % 100}",
+            year=year,
+            qty=qty,
+            stage=draw(st.sampled_from(("pre", "final"))),
+        )
     if kind == "convert":
-        return ConvertAllowances(account=account, instrument="CEA24", to_instrument="CEA25",
-                                 qty=qty)
+        return ConvertAllowances(
+            account=account, instrument="CEA24", to_instrument="CEA25", qty=qty
+        )
     if kind == "deadline":
         return ComplianceDeadline(year=2024, multiple=draw(st.sampled_from((5, 7))))
     # the clock jumps to 2025, where net sales count and monthly prices are tallied
@@ -138,8 +172,12 @@ def admin_commands(draw):
 def _with_ids(draw, cmds: list) -> list:
     """Give about one command in three a command id from a small pool: many resends."""
     pool = [f"k{n}" for n in range(6)]
-    return [msgspec.structs.replace(c, command_id=draw(st.sampled_from(pool)))
-            if draw(st.integers(0, 2)) == 0 else c for c in cmds]
+    return [
+        msgspec.structs.replace(c, command_id=draw(st.sampled_from(pool)))
+        if draw(st.integers(0, 2)) == 0
+        else c
+        for c in cmds
+    ]
 
 
 @st.composite
@@ -167,6 +205,7 @@ def ledger_streams(draw):
 
 # --- round trips ---------------------------------------------------------------------------
 
+
 def _same(left: Engine, right: Engine) -> None:
     assert left.state_hash() == right.state_hash()
     right.check()
@@ -175,15 +214,19 @@ def _same(left: Engine, right: Engine) -> None:
         assert right.answer(account, command_id) == left.answer(account, command_id)
 
 
-def _round_trip(market: Market, cmds: list, split: int, book, *, ledger: bool,
-                window: int = 100_000) -> None:
+def _round_trip(
+    market: Market, cmds: list, split: int, book, *, ledger: bool, window: int = 100_000
+) -> None:
     """Run *cmds* up to *split*, restore the state on both books, run the rest on all."""
     engine = Engine(market, book=book, ledger=ledger, command_window=window)
     for cmd in cmds[:split]:
         engine.execute(cmd)
     data = encode_state(engine)
-    twins = [decode_state(data, book=book), decode_state(data, book=OTHER_BOOK[book]),
-             Engine.from_state(engine.to_state(), book=book)]
+    twins = [
+        decode_state(data, book=book),
+        decode_state(data, book=OTHER_BOOK[book]),
+        Engine.from_state(engine.to_state(), book=book),
+    ]
     for twin in twins:
         _same(engine, twin)
     for cmd in cmds[split:]:
@@ -271,8 +314,9 @@ def test_every_scenario_round_trips_after_every_command(path: Path) -> None:
     close-outs, defaults, deliveries."""
     scenario = load_scenario(path)
     for book in (FastBook, NaiveBook):
-        _every_point(scenario.market(), scenario.commands(), book,
-                     ledger=scenario.holdings is not None)
+        _every_point(
+            scenario.market(), scenario.commands(), book, ledger=scenario.holdings is not None
+        )
 
 
 @pytest.mark.parametrize("name", ["basic", "rich", "stp"])
@@ -290,23 +334,47 @@ def test_a_state_holds_every_kind_of_order() -> None:
     cmds += [IssueAllowances(account=a, instrument="CEA25", qty=1000) for a in ACCOUNTS]
 
     def order(order_id, account, side, price, qty=10, **extra):
-        return PlaceOrder(order_id=order_id, account=account, instrument="CEA25", side=side,
-                          price=price, qty=qty, **extra)
+        return PlaceOrder(
+            order_id=order_id,
+            account=account,
+            instrument="CEA25",
+            side=side,
+            price=price,
+            qty=qty,
+            **extra,
+        )
 
     cmds += [
         order("s1", "a", "sell", "60.00", 5),
-        order("b1", "b", "buy", "60.00", 5),           # a trade: last 60.00, a band
+        order("b1", "b", "buy", "60.00", 5),  # a trade: last 60.00, a band
         EndOfDay(ts=10),
         order("ice", "a", "sell", "61.00", 50, display_qty=10),
         order("gtd", "b", "buy", "59.00", tif="gtd", expire_ts=500, ts=20),
         order("day", "c", "buy", "58.50", tif="day", stp="cancel_both"),
         order("po", "c", "sell", "62.00", post_only=True, stp="none"),
-        PlaceOrder(order_id="stm", account="b", instrument="CEA25", side="sell", type="stop",
-                   stop_price="55.00", qty=3, stp="cancel_aggressor"),
-        PlaceOrder(order_id="stl", account="c", instrument="CEA25", side="buy",
-                   type="stop_limit", stop_price="61.00", price="60.50", qty=4,
-                   tif="gtd", expire_ts=900),
-        order("t1", "b", "buy", "61.00", 12),          # takes the iceberg's slice: stl fires
+        PlaceOrder(
+            order_id="stm",
+            account="b",
+            instrument="CEA25",
+            side="sell",
+            type="stop",
+            stop_price="55.00",
+            qty=3,
+            stp="cancel_aggressor",
+        ),
+        PlaceOrder(
+            order_id="stl",
+            account="c",
+            instrument="CEA25",
+            side="buy",
+            type="stop_limit",
+            stop_price="61.00",
+            price="60.50",
+            qty=4,
+            tif="gtd",
+            expire_ts=900,
+        ),
+        order("t1", "b", "buy", "61.00", 12),  # takes the iceberg's slice: stl fires
         order("ioc", "a", "sell", "57.00", 1, tif="ioc"),
     ]
     for cmd in cmds:
@@ -314,13 +382,18 @@ def test_a_state_holds_every_kind_of_order() -> None:
     live = {o.order_id: o for o in engine.live_orders()}
     assert {"ice", "gtd", "day", "po", "stm", "stl"} <= set(live), sorted(live)
     assert live["ice"].visible < live["ice"].display and live["stl"].stop_price
-    rest = [CancelOrder(order_id="po", account="c"), EndOfDay(ts=600),
-            order("x", "a", "sell", "50.00", 30), order("y", "b", "buy", "65.00", 30)]
+    rest = [
+        CancelOrder(order_id="po", account="c"),
+        EndOfDay(ts=600),
+        order("x", "a", "sell", "50.00", 30),
+        order("y", "b", "buy", "65.00", 30),
+    ]
     for book in (FastBook, NaiveBook):
         _round_trip(default_market(), cmds + rest, len(cmds), book, ledger=True)
 
 
 # --- the schema ----------------------------------------------------------------------------
+
 
 def test_order_state_is_the_engine_order_field_for_field() -> None:
     """encode_state writes the engine's Order objects as OrderState arrays and
@@ -338,8 +411,7 @@ def test_the_codes_are_those_the_schema_documents() -> None:
     assert KIND_CODES == {"limit": 0, "market": 1, "stop": 2, "stop_limit": 3}
     assert TIF_CODES == {"gtc": 0, "day": 1, "gtd": 2, "ioc": 3, "fok": 4}
     assert (GTC, DAY, GTD, IOC, FOK) == (0, 1, 2, 3, 4)
-    assert STP_CODES == {"cancel_resting": 0, "cancel_aggressor": 1, "cancel_both": 2,
-                         "none": 3}
+    assert STP_CODES == {"cancel_resting": 0, "cancel_aggressor": 1, "cancel_both": 2, "none": 3}
 
 
 def test_every_event_can_be_remembered_in_the_command_window() -> None:
@@ -356,23 +428,38 @@ def test_every_event_can_be_remembered_in_the_command_window() -> None:
 def test_a_newer_payload_with_more_fields_and_an_older_one_with_fewer_still_decode() -> None:
     """The evolution rule: new fields have defaults; readers skip what they do not know."""
     engine = Engine(default_market(), command_window=5)
-    engine.execute(PlaceOrder(order_id="o1", account="a", instrument="CEA25", side="buy",
-                              price="60.00", qty=10, command_id="c1"))
+    engine.execute(
+        PlaceOrder(
+            order_id="o1",
+            account="a",
+            instrument="CEA25",
+            side="buy",
+            price="60.00",
+            qty=10,
+            command_id="c1",
+        )
+    )
     raw = msgspec.msgpack.decode(encode_state(engine))
     raw["a_field_of_version_one_later"] = {"x": 1}
     raw["instruments"][0]["bids"] = [row + [0] for row in raw["instruments"][0]["bids"]]
-    del raw["rejects"], raw["gtd"]   # fields with defaults, as an older writer might
+    del raw["rejects"], raw["gtd"]  # fields with defaults, as an older writer might
     restored = decode_state(msgspec.msgpack.encode(raw))
     assert restored.state_hash() == engine.state_hash()
 
 
 def test_to_state_gives_copies_that_later_commands_do_not_change() -> None:
     engine = Engine(default_market())
-    engine.execute(PlaceOrder(order_id="o1", account="a", instrument="CEA25", side="buy",
-                              price="60.00", qty=10))
+    engine.execute(
+        PlaceOrder(
+            order_id="o1", account="a", instrument="CEA25", side="buy", price="60.00", qty=10
+        )
+    )
     state = engine.to_state()
-    engine.execute(PlaceOrder(order_id="o2", account="b", instrument="CEA25", side="sell",
-                              price="60.00", qty=4))
+    engine.execute(
+        PlaceOrder(
+            order_id="o2", account="b", instrument="CEA25", side="sell", price="60.00", qty=4
+        )
+    )
     (bid,) = next(i for i in state.instruments if i.symbol == "CEA25").bids
     assert type(bid) is OrderState and bid.qty == 10
     assert Engine.from_state(state).order("o1").qty == 10
@@ -415,18 +502,46 @@ class _Trap:
 
 def _small_engine(ledger: bool = True) -> Engine:
     engine = Engine(default_market(), ledger=ledger, command_window=4)
-    for cmd in (Deposit(account="a", currency="CNY", amount="1000.00"),
-                IssueAllowances(account="b", instrument="CEA25", qty=100),
-                PlaceOrder(order_id="s1", account="b", instrument="CEA25", side="sell",
-                           price="60.00", qty=30, command_id="k1"),
-                PlaceOrder(order_id="b1", account="a", instrument="CEA25", side="buy",
-                           price="59.00", qty=5, tif="gtd", expire_ts=100, ts=1),
-                PlaceOrder(order_id="b2", account="a", instrument="CEA25", side="buy",
-                           price="59.50", qty=3),
-                PlaceOrder(order_id="b3", account="a", instrument="CEA25", side="buy",
-                           price="60.00", qty=2),   # trades: a done id of the day
-                PlaceOrder(order_id="st", account="a", instrument="CEA25", side="buy",
-                           type="stop_limit", stop_price="61.00", price="61.00", qty=1)):
+    for cmd in (
+        Deposit(account="a", currency="CNY", amount="1000.00"),
+        IssueAllowances(account="b", instrument="CEA25", qty=100),
+        PlaceOrder(
+            order_id="s1",
+            account="b",
+            instrument="CEA25",
+            side="sell",
+            price="60.00",
+            qty=30,
+            command_id="k1",
+        ),
+        PlaceOrder(
+            order_id="b1",
+            account="a",
+            instrument="CEA25",
+            side="buy",
+            price="59.00",
+            qty=5,
+            tif="gtd",
+            expire_ts=100,
+            ts=1,
+        ),
+        PlaceOrder(
+            order_id="b2", account="a", instrument="CEA25", side="buy", price="59.50", qty=3
+        ),
+        PlaceOrder(
+            order_id="b3", account="a", instrument="CEA25", side="buy", price="60.00", qty=2
+        ),  # trades: a done id of the day
+        PlaceOrder(
+            order_id="st",
+            account="a",
+            instrument="CEA25",
+            side="buy",
+            type="stop_limit",
+            stop_price="61.00",
+            price="61.00",
+            qty=1,
+        ),
+    ):
         engine.execute(cmd)
     return engine
 
@@ -435,23 +550,36 @@ def test_a_pickle_is_refused_and_never_runs() -> None:
     RAN.clear()
     assert pickle.loads(pickle.dumps(_Trap())) == "unpickled" and RAN == ["unpickled"]
     RAN.clear()
-    for payload in (pickle.dumps(_Trap()), pickle.dumps(_small_engine()),
-                    pickle.dumps({"format": FORMAT, "version": STATE_VERSION}),
-                    msgspec.msgpack.encode({"format": "pickle", "version": STATE_VERSION,
-                                            "payload": pickle.dumps(_Trap())}),
-                    msgspec.msgpack.encode({"format": FORMAT, "version": STATE_VERSION,
-                                            "market": pickle.dumps(_Trap())})):
+    for payload in (
+        pickle.dumps(_Trap()),
+        pickle.dumps(_small_engine()),
+        pickle.dumps({"format": FORMAT, "version": STATE_VERSION}),
+        msgspec.msgpack.encode(
+            {"format": "pickle", "version": STATE_VERSION, "payload": pickle.dumps(_Trap())}
+        ),
+        msgspec.msgpack.encode(
+            {"format": FORMAT, "version": STATE_VERSION, "market": pickle.dumps(_Trap())}
+        ),
+    ):
         with pytest.raises(StateError):
             decode_state(payload)
     assert RAN == []
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x00", b"garbage", b"\xc1", b"\x80" * 8,
-                                     msgspec.msgpack.encode([1, 2, 3]),
-                                     msgspec.msgpack.encode({"format": FORMAT}),
-                                     msgspec.msgpack.encode({"version": STATE_VERSION})],
-                         ids=["empty", "zero", "text", "reserved", "maps", "array",
-                              "no-version", "no-format"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x00",
+        b"garbage",
+        b"\xc1",
+        b"\x80" * 8,
+        msgspec.msgpack.encode([1, 2, 3]),
+        msgspec.msgpack.encode({"format": FORMAT}),
+        msgspec.msgpack.encode({"version": STATE_VERSION}),
+    ],
+    ids=["empty", "zero", "text", "reserved", "maps", "array", "no-version", "no-format"],
+)
 def test_garbage_is_refused(payload: bytes) -> None:
     with pytest.raises(StateError, match="not an engine state|does not decode"):
         decode_state(payload)
@@ -516,7 +644,7 @@ def _other_market(raw: dict) -> None:
 
 
 def _crossed(raw: dict) -> None:
-    _main(raw)["asks"][0][4] = 5000   # an ask under the best bid
+    _main(raw)["asks"][0][4] = 5000  # an ask under the best bid
 
 
 def _out_of_priority(raw: dict) -> None:
@@ -568,8 +696,7 @@ def _holding_of_unknown_asset(raw: dict) -> None:
 
 
 def _system_account_missing(raw: dict) -> None:
-    raw["ledger"]["accounts"] = [a for a in raw["ledger"]["accounts"]
-                                 if a["name"] != "@exchange"]
+    raw["ledger"]["accounts"] = [a for a in raw["ledger"]["accounts"] if a["name"] != "@exchange"]
 
 
 def _hold_missing(raw: dict) -> None:
@@ -589,15 +716,38 @@ def _stop_as_resting(raw: dict) -> None:
     main["bids"].append(main["stop_buys"].pop())
 
 
-@pytest.mark.parametrize("change", [
-    _add_unknown_instrument, _move_order_to_unknown_instrument, _unregister_first_order,
-    _register_twice, _register_done_id_twice, _register_beyond, _bad_market, _other_market,
-    _crossed, _out_of_priority, _sell_among_bids, _market_order_resting, _ioc_resting,
-    _visible_above_qty, _gtd_entry_of_plain_order, _gtd_order_without_entry, _command_twice,
-    _command_id_not_text, _not_an_event, _hold_of_unknown_account,
-    _holding_of_unknown_asset, _system_account_missing, _hold_missing, _not_conserved,
-    _negative_notional, _stop_as_resting,
-], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "change",
+    [
+        _add_unknown_instrument,
+        _move_order_to_unknown_instrument,
+        _unregister_first_order,
+        _register_twice,
+        _register_done_id_twice,
+        _register_beyond,
+        _bad_market,
+        _other_market,
+        _crossed,
+        _out_of_priority,
+        _sell_among_bids,
+        _market_order_resting,
+        _ioc_resting,
+        _visible_above_qty,
+        _gtd_entry_of_plain_order,
+        _gtd_order_without_entry,
+        _command_twice,
+        _command_id_not_text,
+        _not_an_event,
+        _hold_of_unknown_account,
+        _holding_of_unknown_asset,
+        _system_account_missing,
+        _hold_missing,
+        _not_conserved,
+        _negative_notional,
+        _stop_as_resting,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_a_state_that_contradicts_itself_is_refused(change) -> None:
     with pytest.raises(StateError):
         decode_state(_tampered(change))
@@ -617,8 +767,9 @@ def test_damaged_bytes_give_a_state_error_or_a_consistent_engine(ledger, data) -
         engine = decode_state(bytes(payload))
     except StateError:
         return
-    engine.execute(PlaceOrder(order_id="z", account="a", instrument="CEA25", side="sell",
-                              price="59.00", qty=1))
+    engine.execute(
+        PlaceOrder(order_id="z", account="a", instrument="CEA25", side="sell", price="59.00", qty=1)
+    )
 
 
 _SMALL = {ledger: encode_state(_small_engine(ledger)) for ledger in (False, True)}
@@ -628,11 +779,12 @@ def test_read_state_gives_the_data_without_building_an_engine() -> None:
     state = read_state(_SMALL[True])
     assert state.version == STATE_VERSION and state.ledger is not None
     assert [c.command_id for c in state.commands] == ["k1"]
-    framed = memoryview(b"header" + _SMALL[True])[6:]   # as a journal reads a file
+    framed = memoryview(b"header" + _SMALL[True])[6:]  # as a journal reads a file
     assert decode_state(framed).state_hash() == _small_engine().state_hash()
 
 
 # --- the command window --------------------------------------------------------------------
+
 
 def _deposit(command_id: str | None, account: str = "a") -> Deposit:
     return Deposit(account=account, currency="CNY", amount="10.00", command_id=command_id)
@@ -653,18 +805,30 @@ def test_the_window_forgets_the_oldest_ids_first() -> None:
 
 @pytest.mark.parametrize("ledger", [False, True], ids=["matching", "ledger"])
 def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_events(
-        ledger) -> None:
+    ledger,
+) -> None:
     engine = Engine(default_market(), ledger=ledger, command_window=3)
     if ledger:
         engine.execute(IssueAllowances(account="s", instrument="CEA25", qty=100))
         engine.execute(Deposit(account="b", currency="CNY", amount="10000.00"))
-    engine.execute(PlaceOrder(order_id="s1", account="s", instrument="CEA25", side="sell",
-                              price="60.00", qty=10))
-    buy = PlaceOrder(order_id="b1", account="b", instrument="CEA25", side="buy",
-                     price="60.00", qty=4, command_id="k", ts=5)
+    engine.execute(
+        PlaceOrder(
+            order_id="s1", account="s", instrument="CEA25", side="sell", price="60.00", qty=10
+        )
+    )
+    buy = PlaceOrder(
+        order_id="b1",
+        account="b",
+        instrument="CEA25",
+        side="buy",
+        price="60.00",
+        qty=4,
+        command_id="k",
+        ts=5,
+    )
     first = engine.execute(buy)
     assert type(first[0]) is OrderAccepted and type(first[1]) is TradeExecuted
-    assert engine.answer("b", "k") == tuple(first)   # the fills and settlement too
+    assert engine.answer("b", "k") == tuple(first)  # the fills and settlement too
     before = engine.snapshot()
     again = engine.execute(buy)
     assert len(again) == 1 and type(again[0]) is CommandRejected
@@ -672,8 +836,9 @@ def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_ev
     after = engine.snapshot()
     # only the counters moved: seq, rejected, rejects
     assert after[0] == before[0] + 1 and after[5] == before[5] + 1
-    assert [after[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)] == \
-        [before[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)]
+    assert [after[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)] == [
+        before[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)
+    ]
     assert engine.answer("b", "k") == tuple(first)
     restored = decode_state(encode_state(engine))
     assert restored.answer("b", "k") == tuple(first)
@@ -685,7 +850,7 @@ def test_a_resend_beyond_the_window_acts_as_a_new_command() -> None:
     assert type(engine.execute(_deposit("k"))[0]).__name__ == "CashDeposited"
     assert engine.execute(_deposit("k"))[0].reason == reasons.DUPLICATE_COMMAND
     engine.execute(_deposit("x"))
-    engine.execute(_deposit("y"))   # "k" is forgotten
+    engine.execute(_deposit("y"))  # "k" is forgotten
     assert engine.answer("a", "k") is None
     assert type(engine.execute(_deposit("k"))[0]).__name__ == "CashDeposited"
     assert engine.ledger.holding("a", "CNY").available == 4 * 1000
@@ -723,7 +888,7 @@ def test_the_window_is_in_the_state_hash() -> None:
     other = Engine(default_market())
     for number in (0, 2, 1):
         other.execute(MassCancel(account="a", command_id=f"k{number}"))
-    assert other.state_hash() != with_ids.state_hash()   # the order of the ids counts
+    assert other.state_hash() != with_ids.state_hash()  # the order of the ids counts
 
 
 def test_entries_and_memory_stay_bounded_at_the_window() -> None:
@@ -737,9 +902,18 @@ def test_entries_and_memory_stay_bounded_at_the_window() -> None:
     assert next(iter(engine._answers)) == (f"acct{(count - window) % 7}", f"c{count - window}")
 
     def kept(ids: bool) -> float:
-        cmds = [PlaceOrder(order_id=f"o{n}", account="acct01", instrument="CEA25",
-                           side="buy", price="50.00", qty=10,
-                           command_id=f"cmd-{n:08d}" if ids else None) for n in range(2000)]
+        cmds = [
+            PlaceOrder(
+                order_id=f"o{n}",
+                account="acct01",
+                instrument="CEA25",
+                side="buy",
+                price="50.00",
+                qty=10,
+                command_id=f"cmd-{n:08d}" if ids else None,
+            )
+            for n in range(2000)
+        ]
         engine = Engine(default_market(), command_window=2000)
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
@@ -757,6 +931,7 @@ def test_entries_and_memory_stay_bounded_at_the_window() -> None:
 
 
 # --- the benchmark, tiny ---------------------------------------------------------------------
+
 
 def test_the_snapshot_benchmark_agrees_on_the_state_hash() -> None:
     from benchmarks import snapshot
@@ -777,19 +952,33 @@ def _kinds(cmds: list, *, ledger: bool) -> set[str]:
     return kinds
 
 
-@pytest.mark.parametrize(("streams", "ledger", "wanted"), [
-    (matching_streams, False, {"TradeExecuted", "OrderTriggered", "duplicate_command"}),
-    (ledger_streams, True, {"TradeSettled", "EmissionsVerified", "AllowancesAllocated",
-                            "duplicate_command"}),
-], ids=["matching", "ledger"])
-def test_the_random_streams_reach_what_the_round_trips_should_cover(streams, ledger,
-                                                                    wanted) -> None:
+@pytest.mark.parametrize(
+    ("streams", "ledger", "wanted"),
+    [
+        (matching_streams, False, {"TradeExecuted", "OrderTriggered", "duplicate_command"}),
+        (
+            ledger_streams,
+            True,
+            {"TradeSettled", "EmissionsVerified", "AllowancesAllocated", "duplicate_command"},
+        ),
+    ],
+    ids=["matching", "ledger"],
+)
+def test_the_random_streams_reach_what_the_round_trips_should_cover(
+    streams, ledger, wanted
+) -> None:
     """Guard against generators that never get anywhere: streams drawn as the round
     trips draw them reach trades, triggered stops or the registry, and resent ids."""
     seen: set[str] = set()
 
-    @settings(max_examples=60, deadline=None, database=None, phases=[Phase.generate],
-              derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(cmds=streams())
     def collect(cmds) -> None:
         seen.update(_kinds(cmds, ledger=ledger))
@@ -808,10 +997,16 @@ def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monke
     engine._sweep_at = 20
 
     def trade(engine, n):
-        engine.execute(PlaceOrder(order_id=f"s{n}", account="a", instrument="CEA25",
-                                  side="sell", price="60.00", qty=1))
-        engine.execute(PlaceOrder(order_id=f"b{n}", account="b", instrument="CEA25",
-                                  side="buy", price="60.00", qty=1))
+        engine.execute(
+            PlaceOrder(
+                order_id=f"s{n}", account="a", instrument="CEA25", side="sell", price="60.00", qty=1
+            )
+        )
+        engine.execute(
+            PlaceOrder(
+                order_id=f"b{n}", account="b", instrument="CEA25", side="buy", price="60.00", qty=1
+            )
+        )
 
     for n in range(15):
         trade(engine, n)
@@ -820,12 +1015,24 @@ def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monke
         trade(engine, n)
         trade(restored, n)
     assert restored.state_hash() == engine.state_hash()
-    assert len(engine._live) <= 30    # bounded, though 120 orders were done today
+    assert len(engine._live) <= 30  # bounded, though 120 orders were done today
     # the newest done ids still refuse a reuse; the oldest are forgotten
-    assert engine.execute(PlaceOrder(order_id="b59", account="b", instrument="CEA25",
-                                     side="buy", price="59.00", qty=1))[0].reason == \
-        "duplicate_order_id"
-    assert type(engine.execute(PlaceOrder(order_id="b0", account="b", instrument="CEA25",
-                                          side="buy", price="59.00", qty=1))[0]).__name__ \
+    assert (
+        engine.execute(
+            PlaceOrder(
+                order_id="b59", account="b", instrument="CEA25", side="buy", price="59.00", qty=1
+            )
+        )[0].reason
+        == "duplicate_order_id"
+    )
+    assert (
+        type(
+            engine.execute(
+                PlaceOrder(
+                    order_id="b0", account="b", instrument="CEA25", side="buy", price="59.00", qty=1
+                )
+            )[0]
+        ).__name__
         == "OrderAccepted"
+    )
     engine.check()

@@ -27,19 +27,39 @@ amortised plus O(log L) when the best level empties; each fill O(1); best price 
 The matching semantics are those of shared/DESIGN.md. ``exchange.book.naive.NaiveBook`` is
 the slow, obviously correct reference; both must produce identical events.
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from heapq import heapify, heappop, heappush, nsmallest
-from typing import Iterator
 
 import msgspec
+
 from exchange import reasons
 from exchange.events import OrderCancelled, TradeExecuted
 
-__all__ = ["Order", "Counters", "FastBook", "visible_of", "keep_hashes", "LIMIT", "MARKET",
-           "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",
-           "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"]
+__all__ = [
+    "Order",
+    "Counters",
+    "FastBook",
+    "visible_of",
+    "keep_hashes",
+    "LIMIT",
+    "MARKET",
+    "STOP",
+    "STOP_LIMIT",
+    "GTC",
+    "DAY",
+    "IOC",
+    "FOK",
+    "GTD",
+    "STP_RESTING",
+    "STP_AGGRESSOR",
+    "STP_BOTH",
+    "STP_NONE",
+    "NO_LIMIT",
+]
 
 # Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
 # MARKET / LIMIT.
@@ -50,8 +70,12 @@ GTC, DAY, GTD, IOC, FOK = 0, 1, 2, 3, 4  # tif >= IOC never rests
 TIF_CODES = {"gtc": GTC, "day": DAY, "ioc": IOC, "fok": FOK, "gtd": GTD}
 TIF_NAMES = {v: k for k, v in TIF_CODES.items()}
 STP_RESTING, STP_AGGRESSOR, STP_BOTH, STP_NONE = 0, 1, 2, 3
-STP_CODES = {"cancel_resting": STP_RESTING, "cancel_aggressor": STP_AGGRESSOR,
-             "cancel_both": STP_BOTH, "none": STP_NONE}
+STP_CODES = {
+    "cancel_resting": STP_RESTING,
+    "cancel_aggressor": STP_AGGRESSOR,
+    "cancel_both": STP_BOTH,
+    "none": STP_NONE,
+}
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
@@ -67,7 +91,7 @@ def keep_hashes(table: dict) -> dict:
     keeps the hashes in its table for good, through growth, so a probe stays in the
     table: with 140,000 to 1,000,000 order ids, 7-10% of the engine's time.
     """
-    key = object()   # a key of another type, equal to no other
+    key = object()  # a key of another type, equal to no other
     table[key] = None
     del table[key]
     return table
@@ -209,7 +233,9 @@ class FastBook:
                 if order.qty:
                     yield order
 
-    def depth(self, levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    def depth(
+        self, levels: int = 10
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Return up to *levels* ``(price, displayed qty, orders)`` per side, best first.
 
         O(L log levels) for L price levels.
@@ -287,8 +313,13 @@ class FastBook:
             if not order.qty:
                 return None
         if order.tif >= IOC or order.kind == MARKET:
-            reason = (reasons.FOK_UNFILLED if order.tif == FOK else
-                      reasons.MARKET_REMAINDER if order.kind == MARKET else reasons.IOC_REMAINDER)
+            reason = (
+                reasons.FOK_UNFILLED
+                if order.tif == FOK
+                else reasons.MARKET_REMAINDER
+                if order.kind == MARKET
+                else reasons.IOC_REMAINDER
+            )
             return self.cancel_remainder(order, reason, out)
         level = own.levels.get(key)
         if level is None:
@@ -327,10 +358,17 @@ class FastBook:
     def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
         ctr = self._ctr
         ctr.seq += 1
-        out.append(OrderCancelled(
-            seq=ctr.seq, order_id=order.order_id, account=order.account,
-            instrument=self.symbol, side="buy" if order.is_buy else "sell",
-            cancelled_qty=order.qty, reason=reason))
+        out.append(
+            OrderCancelled(
+                seq=ctr.seq,
+                order_id=order.order_id,
+                account=order.account,
+                instrument=self.symbol,
+                side="buy" if order.is_buy else "sell",
+                cancelled_qty=order.qty,
+                reason=reason,
+            )
+        )
         order.qty = 0
         order.visible = 0
 
@@ -371,10 +409,17 @@ class FastBook:
                         live[resting.order_id] = None
                         resting.qty = resting.visible = 0
                         seq += 1
-                        append(OrderCancelled(
-                            order_id=resting.order_id, account=account, instrument=symbol,
-                            side="sell" if is_buy else "buy", cancelled_qty=open_qty,
-                            reason=reasons.STP_CANCEL_RESTING, seq=seq))
+                        append(
+                            OrderCancelled(
+                                order_id=resting.order_id,
+                                account=account,
+                                instrument=symbol,
+                                side="sell" if is_buy else "buy",
+                                cancelled_qty=open_qty,
+                                reason=reasons.STP_CANCEL_RESTING,
+                                seq=seq,
+                            )
+                        )
                     if stp != STP_RESTING:
                         killed = True
                         break
@@ -388,17 +433,39 @@ class FastBook:
                 seq += 1
                 trade += 1
                 if is_buy:
-                    append(TradeExecuted(
-                        trade_id=trade, instrument=symbol, price=price, qty=fill,
-                        buy_order_id=order_id, sell_order_id=resting.order_id,
-                        buy_account=account, sell_account=resting.account, aggressor="buy",
-                        buy_leaves_qty=remaining, sell_leaves_qty=open_qty, seq=seq))
+                    append(
+                        TradeExecuted(
+                            trade_id=trade,
+                            instrument=symbol,
+                            price=price,
+                            qty=fill,
+                            buy_order_id=order_id,
+                            sell_order_id=resting.order_id,
+                            buy_account=account,
+                            sell_account=resting.account,
+                            aggressor="buy",
+                            buy_leaves_qty=remaining,
+                            sell_leaves_qty=open_qty,
+                            seq=seq,
+                        )
+                    )
                 else:
-                    append(TradeExecuted(
-                        trade_id=trade, instrument=symbol, price=price, qty=fill,
-                        buy_order_id=resting.order_id, sell_order_id=order_id,
-                        buy_account=resting.account, sell_account=account, aggressor="sell",
-                        buy_leaves_qty=open_qty, sell_leaves_qty=remaining, seq=seq))
+                    append(
+                        TradeExecuted(
+                            trade_id=trade,
+                            instrument=symbol,
+                            price=price,
+                            qty=fill,
+                            buy_order_id=resting.order_id,
+                            sell_order_id=order_id,
+                            buy_account=resting.account,
+                            sell_account=account,
+                            aggressor="sell",
+                            buy_leaves_qty=open_qty,
+                            sell_leaves_qty=remaining,
+                            seq=seq,
+                        )
+                    )
                 volume += fill
                 notional += fill * price
                 last = price
@@ -455,13 +522,14 @@ class FastBook:
                 key = sign * order.price
                 if key != last:
                     if last is not None and key < last:
-                        raise ValueError(f"{self.symbol}: order {order.order_id} is out of "
-                                         f"price priority")
+                        raise ValueError(
+                            f"{self.symbol}: order {order.order_id} is out of price priority"
+                        )
                     level = levels[key] = Level(order.price)
                     last = key
-                level.orders.append(order)   # type: ignore[union-attr]
-                level.count += 1             # type: ignore[union-attr]
-            side.heap = list(levels)   # keys ascending: already a heap
+                level.orders.append(order)  # type: ignore[union-attr]
+                level.count += 1  # type: ignore[union-attr]
+            side.heap = list(levels)  # keys ascending: already a heap
             side.in_heap = set(levels)
         bid, ask = self.best_bid(), self.best_ask()
         if bid is not None and ask is not None and bid >= ask:
@@ -471,8 +539,21 @@ class FastBook:
     def snapshot(self) -> list:
         """Return the book as plain data in priority order, for hashing and comparison."""
         return [
-            [[o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp,
-              o.post_only, o.expire_ts] for o in self.orders(is_buy)]
+            [
+                [
+                    o.order_id,
+                    o.account,
+                    o.price,
+                    o.qty,
+                    o.visible,
+                    o.display,
+                    o.tif,
+                    o.stp,
+                    o.post_only,
+                    o.expire_ts,
+                ]
+                for o in self.orders(is_buy)
+            ]
             for is_buy in (True, False)
         ]
 
@@ -487,8 +568,9 @@ class FastBook:
                 assert level.price == sign * key, "level stored under the wrong key"
                 live_orders = [o for o in level.orders if o.qty]
                 assert len(live_orders) == level.count >= 1, "level count is wrong"
-                assert all(o.qty or not o.visible for o in level.orders), \
+                assert all(o.qty or not o.visible for o in level.orders), (
                     "a done order still shows a quantity"
+                )
                 for o in live_orders:
                     assert o.price == level.price and o.is_buy == (sign == -1)
                     assert 0 < o.visible <= o.qty, "visible outside (0, qty]"

@@ -8,12 +8,22 @@ that ``exchange.book.fast.FastBook`` gives the same events and the same state.
 
 Complexity: O(n log n) per operation. Use it in tests and benchmarks only.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from exchange import reasons
-from exchange.book.fast import FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters, Order
+from exchange.book.fast import (
+    FOK,
+    IOC,
+    MARKET,
+    STP_AGGRESSOR,
+    STP_NONE,
+    STP_RESTING,
+    Counters,
+    Order,
+)
 from exchange.events import OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
@@ -74,7 +84,9 @@ class NaiveBook:
     def orders(self, is_buy: bool) -> Iterator[Order]:
         yield from list(self._side[is_buy])
 
-    def depth(self, levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    def depth(
+        self, levels: int = 10
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         result = []
         for is_buy in (True, False):
             prices: list[int] = []
@@ -150,9 +162,17 @@ class NaiveBook:
 
     def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
         self._ctr.seq += 1
-        out.append(OrderCancelled(
-            seq=self._ctr.seq, order_id=order.order_id, account=order.account,
-            instrument=self.symbol, side=order.side, cancelled_qty=order.qty, reason=reason))
+        out.append(
+            OrderCancelled(
+                seq=self._ctr.seq,
+                order_id=order.order_id,
+                account=order.account,
+                instrument=self.symbol,
+                side=order.side,
+                cancelled_qty=order.qty,
+                reason=reason,
+            )
+        )
         order.qty = 0
         order.visible = 0
 
@@ -165,10 +185,17 @@ class NaiveBook:
                     cancelled = resting.qty
                     self.remove(resting)
                     self._ctr.seq += 1
-                    out.append(OrderCancelled(
-                        seq=self._ctr.seq, order_id=resting.order_id, account=resting.account,
-                        instrument=self.symbol, side=resting.side, cancelled_qty=cancelled,
-                        reason=reasons.STP_CANCEL_RESTING))
+                    out.append(
+                        OrderCancelled(
+                            seq=self._ctr.seq,
+                            order_id=resting.order_id,
+                            account=resting.account,
+                            instrument=self.symbol,
+                            side=resting.side,
+                            cancelled_qty=cancelled,
+                            reason=reasons.STP_CANCEL_RESTING,
+                        )
+                    )
                 if order.stp != STP_RESTING:
                     return self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
                 continue
@@ -179,12 +206,22 @@ class NaiveBook:
             self._ctr.seq += 1
             self._ctr.trade += 1
             buy, sell = (order, resting) if order.is_buy else (resting, order)
-            out.append(TradeExecuted(
-                seq=self._ctr.seq, trade_id=self._ctr.trade, instrument=self.symbol,
-                price=resting.price, qty=fill, buy_order_id=buy.order_id,
-                sell_order_id=sell.order_id, buy_account=buy.account,
-                sell_account=sell.account, aggressor=order.side,
-                buy_leaves_qty=buy.qty, sell_leaves_qty=sell.qty))
+            out.append(
+                TradeExecuted(
+                    seq=self._ctr.seq,
+                    trade_id=self._ctr.trade,
+                    instrument=self.symbol,
+                    price=resting.price,
+                    qty=fill,
+                    buy_order_id=buy.order_id,
+                    sell_order_id=sell.order_id,
+                    buy_account=buy.account,
+                    sell_account=sell.account,
+                    aggressor=order.side,
+                    buy_leaves_qty=buy.qty,
+                    sell_leaves_qty=sell.qty,
+                )
+            )
             self.last_price = resting.price
             self.trade_count += 1
             self.volume += fill
@@ -213,8 +250,9 @@ class NaiveBook:
             for order in orders:
                 rank = -order.price if is_buy else order.price
                 if last is not None and rank < last:
-                    raise ValueError(f"{self.symbol}: order {order.order_id} is out of "
-                                     f"price priority")
+                    raise ValueError(
+                        f"{self.symbol}: order {order.order_id} is out of price priority"
+                    )
                 last = rank
                 self._clock += 1
                 self._arrival[id(order)] = self._clock
@@ -226,8 +264,21 @@ class NaiveBook:
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list:
         return [
-            [[o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp,
-              o.post_only, o.expire_ts] for o in self._side[is_buy]]
+            [
+                [
+                    o.order_id,
+                    o.account,
+                    o.price,
+                    o.qty,
+                    o.visible,
+                    o.display,
+                    o.tif,
+                    o.stp,
+                    o.post_only,
+                    o.expire_ts,
+                ]
+                for o in self._side[is_buy]
+            ]
             for is_buy in (True, False)
         ]
 

@@ -24,20 +24,38 @@ tonnes at the end, as the rules say. The one irrational step, a load factor with
 fractional exponent, is computed with 50 significant digits and rounded down, so it
 cannot round a unit up. Money is integer fen.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from math import floor
-from typing import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
-    "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit",
-    "power_allocation", "alpha", "solve_benchmark", "industrial_alphas",
-    "industrial_allocation", "pre_allocation", "true_up", "adjust", "ccer_cap",
-    "banking_cap", "fine_fen", "AllocationError", "Entity", "SECTOR_RULES", "sector_rule",
-    "DEFAULT_RULES", "allocate",
+    "exact",
+    "POWER_BENCHMARKS",
+    "HEAT_BENCHMARKS",
+    "load_factor",
+    "PowerUnit",
+    "power_allocation",
+    "alpha",
+    "solve_benchmark",
+    "industrial_alphas",
+    "industrial_allocation",
+    "pre_allocation",
+    "true_up",
+    "adjust",
+    "ccer_cap",
+    "banking_cap",
+    "fine_fen",
+    "AllocationError",
+    "Entity",
+    "SECTOR_RULES",
+    "sector_rule",
+    "DEFAULT_RULES",
+    "allocate",
 ]
 
 
@@ -55,7 +73,7 @@ def exact(value, name: str = "value") -> Fraction:
     ...
     exchange.compliance.allocation.AllocationError: value: 0.1 is a float; give a decimal string
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise AllocationError(f"{name}: {value!r} is a float; give a decimal string")
     if isinstance(value, Fraction):
         return value
@@ -73,13 +91,17 @@ def exact(value, name: str = "value") -> Fraction:
 # --- power ------------------------------------------------------------------------------
 
 # 2024 benchmarks, tCO2 per MWh of electricity, by unit type (DOMAIN rule 4).
-POWER_BENCHMARKS = {"coal_large": Fraction("0.7910"), "coal_small": Fraction("0.8049"),
-                    "coal_unconventional": Fraction("0.8244"), "gas": Fraction("0.3288")}
+POWER_BENCHMARKS = {
+    "coal_large": Fraction("0.7910"),
+    "coal_small": Fraction("0.8049"),
+    "coal_unconventional": Fraction("0.8244"),
+    "gas": Fraction("0.3288"),
+}
 # tCO2 per GJ of heat, by fuel.
 HEAT_BENCHMARKS = {"coal": Fraction("0.1033"), "gas": Fraction("0.0533")}
 LOAD_THRESHOLD = Fraction("0.65")
-SHORTFALL_CAP = Fraction("0.20")   # no entity short by more than 20% of its emissions
-_DIGITS = 50                       # significant digits of a fractional load-factor power
+SHORTFALL_CAP = Fraction("0.20")  # no entity short by more than 20% of its emissions
+_DIGITS = 50  # significant digits of a fractional load-factor power
 
 
 def load_factor(load) -> Fraction:
@@ -110,15 +132,16 @@ def load_factor(load) -> Fraction:
 class PowerUnit:
     """One generating unit: electricity (MWh) and heat (GJ) supplied, its type, its load."""
 
-    unit_type: str            # a key of POWER_BENCHMARKS
+    unit_type: str  # a key of POWER_BENCHMARKS
     electricity_mwh: Fraction
     heat_gj: Fraction = Fraction(0)
     load: Fraction = Fraction(1)
 
     def __post_init__(self) -> None:
         if self.unit_type not in POWER_BENCHMARKS:
-            raise AllocationError(f"unknown unit type {self.unit_type!r}; known: "
-                                  f"{', '.join(POWER_BENCHMARKS)}")
+            raise AllocationError(
+                f"unknown unit type {self.unit_type!r}; known: {', '.join(POWER_BENCHMARKS)}"
+            )
         for name in ("electricity_mwh", "heat_gj", "load"):
             value = exact(getattr(self, name), name)
             if value < 0:
@@ -129,17 +152,25 @@ class PowerUnit:
     def fuel(self) -> str:
         return "gas" if self.unit_type == "gas" else "coal"
 
-    def benchmark_allocation(self, electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
-                             heat: Mapping[str, Fraction] = HEAT_BENCHMARKS) -> Fraction:
+    def benchmark_allocation(
+        self,
+        electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+        heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
+    ) -> Fraction:
         """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding)."""
-        return (self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load)
-                + self.heat_gj * heat[self.fuel])
+        return (
+            self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load)
+            + self.heat_gj * heat[self.fuel]
+        )
 
 
-def power_allocation(units: Iterable[PowerUnit], verified_emissions,
-                     electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
-                     heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
-                     shortfall_cap: Fraction = SHORTFALL_CAP) -> int:
+def power_allocation(
+    units: Iterable[PowerUnit],
+    verified_emissions,
+    electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+    heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
+    shortfall_cap: Fraction = SHORTFALL_CAP,
+) -> int:
     """Return a power entity's allocation in whole tonnes (rounded down).
 
     The units' benchmark allocations are summed; an entity of gas units only is topped
@@ -201,8 +232,10 @@ def solve_benchmark(entities: Mapping[str, tuple]) -> Fraction:
     >>> solve_benchmark({"a": ("100", "1.0"), "b": ("100", "1.2")})
     Fraction(11, 10)
     """
-    rows = [(exact(e, f"{name} emissions"), exact(i, f"{name} intensity"))
-            for name, (e, i) in entities.items()]
+    rows = [
+        (exact(e, f"{name} emissions"), exact(i, f"{name} intensity"))
+        for name, (e, i) in entities.items()
+    ]
     if not rows or sum(e for e, _ in rows) <= 0:
         raise AllocationError("a sector needs entities with verified emissions")
     if any(i <= 0 or e < 0 for e, i in rows):
@@ -278,11 +311,12 @@ class Adjustment:
 
     regional: Mapping[str, Fraction] = field(default_factory=dict)
     yearly: Fraction = Fraction(1)
-    cap_share: Fraction = Fraction(1)   # adjusted total <= cap_share × unadjusted total
+    cap_share: Fraction = Fraction(1)  # adjusted total <= cap_share × unadjusted total
 
 
-def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
-           adjustment: Adjustment) -> dict[str, int]:
+def adjust(
+    allocations: Mapping[str, int], regions: Mapping[str, str], adjustment: Adjustment
+) -> dict[str, int]:
     """Apply regional and yearly multipliers, then scale down to the sector cap.
 
     Each entity's allocation is multiplied by its region's factor (1 where none) and the
@@ -294,8 +328,12 @@ def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
     {'a': 1047, 'b': 952}
     """
     base = sum(allocations.values())
-    scaled = {name: value * exact(adjustment.regional.get(regions.get(name, ""), 1))
-              * exact(adjustment.yearly) for name, value in allocations.items()}
+    scaled = {
+        name: value
+        * exact(adjustment.regional.get(regions.get(name, ""), 1))
+        * exact(adjustment.yearly)
+        for name, value in allocations.items()
+    }
     cap = exact(adjustment.cap_share) * base
     total = sum(scaled.values(), Fraction(0))
     ratio = cap / total if total > cap else Fraction(1)
@@ -303,6 +341,7 @@ def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
 
 
 # --- sector rules by name: the allocation plan ---------------------------------------------
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -324,9 +363,11 @@ SECTOR_RULES: dict[str, SectorRule] = {}
 def sector_rule(name: str) -> Callable[[SectorRule], SectorRule]:
     """Register an allocation rule under *name*, for a plan's ``rule = "name"``. A rule
     takes one sector's entities and its parameters and returns whole tonnes per entity."""
+
     def register(rule: SectorRule) -> SectorRule:
         SECTOR_RULES[name] = rule
         return rule
+
     return register
 
 
@@ -336,8 +377,9 @@ def _table(params: Mapping[str, object], key: str, default: Mapping[str, Fractio
         raise AllocationError(f"{key} must be a table of benchmarks")
     unknown = set(given) - set(default)
     if unknown:
-        raise AllocationError(f"{key}: unknown {', '.join(sorted(unknown))}; known: "
-                              f"{', '.join(default)}")
+        raise AllocationError(
+            f"{key}: unknown {', '.join(sorted(unknown))}; known: {', '.join(default)}"
+        )
     return {**default, **{k: exact(v, f"{key}.{k}") for k, v in given.items()}}
 
 
@@ -352,13 +394,15 @@ def _power_benchmark(entities: Sequence[Entity], params: Mapping[str, object]) -
     for e in entities:
         if not e.units:
             raise AllocationError(f"{e.name}: the power rule needs its generating units")
-    return {e.name: power_allocation(e.units, e.emissions, electricity, heat, cap)
-            for e in entities}
+    return {
+        e.name: power_allocation(e.units, e.emissions, electricity, heat, cap) for e in entities
+    }
 
 
 @sector_rule("intensity_benchmark")
-def _intensity_benchmark(entities: Sequence[Entity],
-                         params: Mapping[str, object]) -> dict[str, int]:
+def _intensity_benchmark(
+    entities: Sequence[Entity], params: Mapping[str, object]
+) -> dict[str, int]:
     """Steel, cement, aluminium from 2025: A = E·(1+α), BP solved over the sector."""
     for e in entities:
         if e.intensity is None:
@@ -367,18 +411,24 @@ def _intensity_benchmark(entities: Sequence[Entity],
 
 
 @sector_rule("verified_emissions")
-def _verified_emissions(entities: Sequence[Entity],
-                        params: Mapping[str, object]) -> dict[str, int]:
+def _verified_emissions(entities: Sequence[Entity], params: Mapping[str, object]) -> dict[str, int]:
     """Steel, cement, aluminium in 2024, their first year: A = E."""
     return {e.name: e.emissions for e in entities}
 
 
-DEFAULT_RULES = {"power": "power_benchmark", "steel": "intensity_benchmark",
-                 "cement": "intensity_benchmark", "aluminium": "intensity_benchmark"}
+DEFAULT_RULES = {
+    "power": "power_benchmark",
+    "steel": "intensity_benchmark",
+    "cement": "intensity_benchmark",
+    "aluminium": "intensity_benchmark",
+}
 
 
-def allocate(entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object]] | None = None,
-             adjustment: Adjustment = Adjustment()) -> dict[str, int]:
+def allocate(
+    entities: Sequence[Entity],
+    rules: Mapping[str, Mapping[str, object]] | None = None,
+    adjustment: Adjustment = Adjustment(),
+) -> dict[str, int]:
     """Return each entity's final allocation: its sector's rule (``rules[sector]["rule"]``
     names one of ``SECTOR_RULES``, with its parameters beside it; ``DEFAULT_RULES`` where
     a sector has none), then the regional and yearly factors under the sector cap.
@@ -399,8 +449,9 @@ def allocate(entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object
         name = params.get("rule", DEFAULT_RULES.get(sector))
         rule = SECTOR_RULES.get(name)  # type: ignore[arg-type]
         if rule is None:
-            raise AllocationError(f"{sector}: unknown rule {name!r}; known: "
-                                  f"{', '.join(SECTOR_RULES)}")
+            raise AllocationError(
+                f"{sector}: unknown rule {name!r}; known: {', '.join(SECTOR_RULES)}"
+            )
         final.update(adjust(rule(members, params), regions, adjustment))
     return {e.name: final[e.name] for e in entities}
 

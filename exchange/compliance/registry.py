@@ -42,25 +42,38 @@ Invariant: surrendered units are in the registry's surrender account (``@registr
 and never trade again; per entity and year, what the registry recorded as surrendered
 equals what the ``AllowancesSurrendered`` events moved for that year.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from exchange import reasons
-from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
 from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
-from exchange.state import (AllocationState, DeductionState, MonthState, ObligationState,
-                    RegistryState)
+from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
+from exchange.state import (
+    AllocationState,
+    DeductionState,
+    MonthState,
+    ObligationState,
+    RegistryState,
+)
 
-__all__ = ["Registry", "Obligation", "Allocation", "civil_month", "deadline_ns",
-           "QUALITIES", "STAGES"]
+__all__ = [
+    "Registry",
+    "Obligation",
+    "Allocation",
+    "civil_month",
+    "deadline_ns",
+    "QUALITIES",
+    "STAGES",
+]
 
 QUALITIES = ("measured", "default", "estimated", "revised")
 STAGES = ("pre", "final")
-CONVERSION_YEAR = 2025   # from this year older vintages count only once converted
+CONVERSION_YEAR = 2025  # from this year older vintages count only once converted
 OLD_VINTAGE_LAST = 2024
-NET_SALES_YEARS = (2024, 2025)   # the years whose net sales raise the banking cap
-NEW_CCER_YEAR = 2025             # from this year only CCER registered after the cutoff
+NET_SALES_YEARS = (2024, 2025)  # the years whose net sales raise the banking cap
+NEW_CCER_YEAR = 2025  # from this year only CCER registered after the cutoff
 NEW_CCER_AFTER = days_from_civil(2024, 1, 22)
 
 
@@ -91,19 +104,28 @@ class Obligation:
     quality: str
     verifier: str | None
     months: int = 12
-    allowances: int = 0   # surrendered allowances, units
-    offsets: int = 0      # surrendered offsets (CCER), units
-    status: str | None = None   # after the deadline: "compliant" or "short"
+    allowances: int = 0  # surrendered allowances, units
+    offsets: int = 0  # surrendered offsets (CCER), units
+    status: str | None = None  # after the deadline: "compliant" or "short"
     shortfall: int = 0
-    fine: int = 0         # fen
+    fine: int = 0  # fen
 
     def counted_offsets(self) -> int:
         """Offsets that count: a downward restatement can leave some above the 5% cap."""
         return min(self.offsets, ccer_cap(self.emissions))
 
     def row(self) -> list:
-        return [self.emissions, self.quality, self.verifier, self.months, self.allowances,
-                self.offsets, self.status, self.shortfall, self.fine]
+        return [
+            self.emissions,
+            self.quality,
+            self.verifier,
+            self.months,
+            self.allowances,
+            self.offsets,
+            self.status,
+            self.shortfall,
+            self.fine,
+        ]
 
 
 @dataclass
@@ -111,9 +133,9 @@ class Allocation:
     """One entity's free allocation of a year: the latest figure and what was issued."""
 
     stage: str
-    allocation: int   # the rule's figure, before any deduction
-    deducted: int     # last year's shortfall taken off it (as it stood when allocated)
-    issued: int       # units issued for the year, net of claw-backs
+    allocation: int  # the rule's figure, before any deduction
+    deducted: int  # last year's shortfall taken off it (as it stood when allocated)
+    issued: int  # units issued for the year, net of claw-backs
 
 
 class Registry:
@@ -122,20 +144,21 @@ class Registry:
     def __init__(self, instruments: dict) -> None:
         self.instruments = instruments
         self.obligations: dict[tuple[str, int], Obligation] = {}
-        self.closed: set[int] = set()            # years assessed
-        self.deductions: dict[tuple[str, int], int] = {}   # (account, year) -> units
+        self.closed: set[int] = set()  # years assessed
+        self.deductions: dict[tuple[str, int], int] = {}  # (account, year) -> units
         self.months: dict[tuple[int, int], list[int]] = {}  # (year, month) -> [fen, units]
         self.allocations: dict[tuple[str, int], Allocation] = {}
-        self.net_sales: dict[str, int] = {}      # account -> units sold less bought
-        self.converted: dict[str, int] = {}      # account -> units converted (banking)
+        self.net_sales: dict[str, int] = {}  # account -> units sold less bought
+        self.converted: dict[str, int] = {}  # account -> units converted (banking)
         self.clock = 0
-        self._month_clock = -1   # the clock ``_month`` was worked out for
+        self._month_clock = -1  # the clock ``_month`` was worked out for
         self._month: list[int] = [0, 0]
         self._net_year = False
 
     # --- emissions ----------------------------------------------------------------------
-    def record(self, account: str, year: int, qty: int, quality: str,
-               months: int = 12) -> str | tuple:
+    def record(
+        self, account: str, year: int, qty: int, quality: str, months: int = 12
+    ) -> str | tuple:
         """Check an emissions record; return a reject reason or ``(old emissions,)``."""
         if quality not in QUALITIES:
             return reasons.INVALID_QUALITY
@@ -150,8 +173,15 @@ class Registry:
         old = self.obligations.get((account, year))
         return (None if old is None else old.emissions,)
 
-    def apply_record(self, account: str, year: int, qty: int, quality: str,
-                     verifier: str | None, months: int = 12) -> None:
+    def apply_record(
+        self,
+        account: str,
+        year: int,
+        qty: int,
+        quality: str,
+        verifier: str | None,
+        months: int = 12,
+    ) -> None:
         old = self.obligations.get((account, year))
         if old is None:
             self.obligations[(account, year)] = Obligation(qty, quality, verifier, months)
@@ -159,8 +189,9 @@ class Registry:
             old.emissions, old.quality, old.verifier, old.months = qty, quality, verifier, months
 
     # --- allocation ---------------------------------------------------------------------
-    def allocate(self, account: str, symbol: str, year: int, qty: int,
-                 stage: str) -> str | tuple[int, int]:
+    def allocate(
+        self, account: str, symbol: str, year: int, qty: int, stage: str
+    ) -> str | tuple[int, int]:
         """Check an allocation; return a reject reason or ``(deducted, change)``: the
         shortfall deducted, and the units to issue (positive) or claw back (negative)."""
         if stage not in STAGES:
@@ -182,15 +213,17 @@ class Registry:
         deducted = min(qty, self.deductions.get((account, year), 0))
         return deducted, qty - deducted - (before.issued if before else 0)
 
-    def allocated(self, account: str, year: int, qty: int, stage: str, deducted: int,
-                  change: int) -> None:
+    def allocated(
+        self, account: str, year: int, qty: int, stage: str, deducted: int, change: int
+    ) -> None:
         before = self.allocations.get((account, year))
         issued = (before.issued if before else 0) + change
         self.allocations[(account, year)] = Allocation(stage, qty, deducted, issued)
 
     # --- banking ------------------------------------------------------------------------
-    def conversion_left(self, account: str, symbol: str, to_symbol: str,
-                        old_holdings: int) -> str | int:
+    def conversion_left(
+        self, account: str, symbol: str, to_symbol: str, old_holdings: int
+    ) -> str | int:
         """Return how many units *account* may still convert from *symbol* into
         *to_symbol*, holding *old_holdings* old-vintage units, or a reject reason."""
         new = self.instruments[to_symbol]
@@ -202,8 +235,12 @@ class Registry:
     def old_vintage(self, symbol: str) -> bool:
         """True if *symbol* is an allowance of a 2019-2024 vintage (convertible)."""
         inst = self.instruments.get(symbol)
-        return (inst is not None and not inst.offset and inst.vintage is not None
-                and inst.vintage <= OLD_VINTAGE_LAST)
+        return (
+            inst is not None
+            and not inst.offset
+            and inst.vintage is not None
+            and inst.vintage <= OLD_VINTAGE_LAST
+        )
 
     def convert(self, account: str, qty: int) -> None:
         self.converted[account] = self.converted.get(account, 0) + qty
@@ -218,8 +255,10 @@ class Registry:
             return reasons.AFTER_DEADLINE
         inst = self.instruments[symbol]
         if inst.offset:
-            if inst.in_scheme or (year >= NEW_CCER_YEAR and (
-                    inst.registered is None or inst.registered <= NEW_CCER_AFTER)):
+            if inst.in_scheme or (
+                year >= NEW_CCER_YEAR
+                and (inst.registered is None or inst.registered <= NEW_CCER_AFTER)
+            ):
                 return reasons.INELIGIBLE_OFFSET
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
                 return reasons.OFFSET_CAP
@@ -273,8 +312,7 @@ class Registry:
             return reasons.YEAR_CLOSED
         if multiple not in FINE_MULTIPLES:
             return reasons.INVALID_MULTIPLE
-        rows = sorted((account, ob) for (account, y), ob in self.obligations.items()
-                      if y == year)
+        rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
         notional, volume = self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
@@ -310,37 +348,72 @@ class Registry:
     def to_state(self) -> RegistryState:
         """Return the registry's state as data (its month cache is rebuilt, not kept)."""
         return RegistryState(
-            obligations=[ObligationState(
-                account=a, year=y, emissions=ob.emissions, quality=ob.quality,
-                verifier=ob.verifier, months=ob.months, allowances=ob.allowances,
-                offsets=ob.offsets, status=ob.status, shortfall=ob.shortfall, fine=ob.fine)
-                for (a, y), ob in self.obligations.items()],
+            obligations=[
+                ObligationState(
+                    account=a,
+                    year=y,
+                    emissions=ob.emissions,
+                    quality=ob.quality,
+                    verifier=ob.verifier,
+                    months=ob.months,
+                    allowances=ob.allowances,
+                    offsets=ob.offsets,
+                    status=ob.status,
+                    shortfall=ob.shortfall,
+                    fine=ob.fine,
+                )
+                for (a, y), ob in self.obligations.items()
+            ],
             closed=sorted(self.closed),
-            deductions=[DeductionState(account=a, year=y, units=q)
-                        for (a, y), q in self.deductions.items()],
-            months=[MonthState(year=y, month=m, notional=f, volume=u)
-                    for (y, m), (f, u) in self.months.items()],
-            allocations=[AllocationState(account=a, year=y, stage=al.stage,
-                                         allocation=al.allocation, deducted=al.deducted,
-                                         issued=al.issued)
-                         for (a, y), al in self.allocations.items()],
-            net_sales=dict(self.net_sales), converted=dict(self.converted), clock=self.clock)
+            deductions=[
+                DeductionState(account=a, year=y, units=q) for (a, y), q in self.deductions.items()
+            ],
+            months=[
+                MonthState(year=y, month=m, notional=f, volume=u)
+                for (y, m), (f, u) in self.months.items()
+            ],
+            allocations=[
+                AllocationState(
+                    account=a,
+                    year=y,
+                    stage=al.stage,
+                    allocation=al.allocation,
+                    deducted=al.deducted,
+                    issued=al.issued,
+                )
+                for (a, y), al in self.allocations.items()
+            ],
+            net_sales=dict(self.net_sales),
+            converted=dict(self.converted),
+            clock=self.clock,
+        )
 
     def load_state(self, state: RegistryState) -> None:
         """Take the state *state* (``to_state``) into this new registry. Raise
         ``ValueError`` on a repeated key or a value of the wrong kind."""
+
         def once(table: dict, key, what: str) -> None:
             if key in table:
                 raise ValueError(f"registry: {what} {key} given twice")
 
         for ob in state.obligations:
             if ob.quality not in QUALITIES or ob.status not in (None, "compliant", "short"):
-                raise ValueError(f"registry: obligation {ob.account} {ob.year}: "
-                                 f"quality {ob.quality!r}, status {ob.status!r}")
+                raise ValueError(
+                    f"registry: obligation {ob.account} {ob.year}: "
+                    f"quality {ob.quality!r}, status {ob.status!r}"
+                )
             once(self.obligations, (ob.account, ob.year), "obligation")
             self.obligations[(ob.account, ob.year)] = Obligation(
-                ob.emissions, ob.quality, ob.verifier, ob.months, ob.allowances, ob.offsets,
-                ob.status, ob.shortfall, ob.fine)
+                ob.emissions,
+                ob.quality,
+                ob.verifier,
+                ob.months,
+                ob.allowances,
+                ob.offsets,
+                ob.status,
+                ob.shortfall,
+                ob.fine,
+            )
         self.closed = set(state.closed)
         for d in state.deductions:
             once(self.deductions, (d.account, d.year), "deduction")
@@ -354,18 +427,25 @@ class Registry:
             if al.stage not in STAGES:
                 raise ValueError(f"registry: allocation stage {al.stage!r}")
             once(self.allocations, (al.account, al.year), "allocation")
-            self.allocations[(al.account, al.year)] = Allocation(al.stage, al.allocation,
-                                                                 al.deducted, al.issued)
+            self.allocations[(al.account, al.year)] = Allocation(
+                al.stage, al.allocation, al.deducted, al.issued
+            )
         self.net_sales = dict(state.net_sales)
         self.converted = dict(state.converted)
         self.clock = state.clock
-        self._month_clock = -1   # the month cache is worked out again at the next trade
+        self._month_clock = -1  # the month cache is worked out again at the next trade
 
     # --- verification (continued) -------------------------------------------------------
     def snapshot(self) -> list:
-        return [[[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
-                sorted(self.closed), sorted([a, y, q] for (a, y), q in self.deductions.items()),
-                sorted([y, m, f, u] for (y, m), (f, u) in self.months.items()),
-                [[a, y, al.stage, al.allocation, al.deducted, al.issued]
-                 for (a, y), al in sorted(self.allocations.items())],
-                sorted(self.net_sales.items()), sorted(self.converted.items())]
+        return [
+            [[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
+            sorted(self.closed),
+            sorted([a, y, q] for (a, y), q in self.deductions.items()),
+            sorted([y, m, f, u] for (y, m), (f, u) in self.months.items()),
+            [
+                [a, y, al.stage, al.allocation, al.deducted, al.issued]
+                for (a, y), al in sorted(self.allocations.items())
+            ],
+            sorted(self.net_sales.items()),
+            sorted(self.converted.items()),
+        ]

@@ -66,20 +66,31 @@ available cash, then its margin; the clearing house fronts what it cannot pay, a
 Limits: options are not marked to market (their premium is paid once), and a
 defaulter's option positions are not closed out.
 """
+
 from __future__ import annotations
 
 from exchange import reasons
 from exchange.calendar import day_of_ns
-from exchange.events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
-                     MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
-                     SettlementPriceSet, TradeCleared, VariationMargin)
+from exchange.events import (
+    ContractExpired,
+    DefaultRecorded,
+    DeliveryFailed,
+    DeliverySettled,
+    MarginCalled,
+    MarginCallMet,
+    OptionExercised,
+    PositionClosedOut,
+    SettlementPriceSet,
+    TradeCleared,
+    VariationMargin,
+)
 from exchange.market import FEE_SCALE, Market
 from exchange.state import ClearingOrderState, ClearingState, PositionState
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 
 CLEARING = "@clearing"
-FEES = "@exchange"   # the exchange's fee account (the ledger's)
+FEES = "@exchange"  # the exchange's fee account (the ledger's)
 
 
 class Position:
@@ -88,14 +99,14 @@ class Position:
     __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium", "cost")
 
     def __init__(self) -> None:
-        self.net = 0         # signed lots
-        self.open_buy = 0    # lots open buy orders still want
+        self.net = 0  # signed lots
+        self.open_buy = 0  # lots open buy orders still want
         self.open_sell = 0
-        self.marked = 0      # net x settlement price at the last settlement (ticks x lots)
-        self.flow = 0        # today's signed lots x trade prices
-        self.margin = 0      # cash held as margin, minor units
-        self.premium = 0     # options: cash held for open buy orders' premium
-        self.cost = 0        # ticks x lots paid for the open lots (average cost)
+        self.marked = 0  # net x settlement price at the last settlement (ticks x lots)
+        self.flow = 0  # today's signed lots x trade prices
+        self.margin = 0  # cash held as margin, minor units
+        self.premium = 0  # options: cash held for open buy orders' premium
+        self.cost = 0  # ticks x lots paid for the open lots (average cost)
 
     def move(self, lots: int, price: int, future: bool) -> None:
         """Add *lots* (signed) traded at *price*: the net, the day's flow (futures) and
@@ -123,8 +134,16 @@ class Position:
         return max(0, self.open_sell - self.net)
 
     def row(self) -> list[int]:
-        return [self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin,
-                self.premium, self.cost]
+        return [
+            self.net,
+            self.open_buy,
+            self.open_sell,
+            self.marked,
+            self.flow,
+            self.margin,
+            self.premium,
+            self.cost,
+        ]
 
 
 class Clearing:
@@ -132,32 +151,39 @@ class Clearing:
 
     def __init__(self, market: Market, accounts: dict, counters) -> None:
         self._ctr = counters
-        self.accounts = accounts          # the ledger's accounts, by name
+        self.accounts = accounts  # the ledger's accounts, by name
         self.terms = market.clearing
         # Futures with margin terms clear here; others trade, but not with a ledger.
-        self.contracts = {s: i for s, i in market.instruments.items()
-                          if i.kind == "future" and i.last_trading_day is not None}
-        self.options = {s: i for s, i in market.instruments.items()
-                        if i.kind == "option" and i.strike is not None}
+        self.contracts = {
+            s: i
+            for s, i in market.instruments.items()
+            if i.kind == "future" and i.last_trading_day is not None
+        }
+        self.options = {
+            s: i
+            for s, i in market.instruments.items()
+            if i.kind == "option" and i.strike is not None
+        }
         self.cleared = {**self.contracts, **self.options}
         # one currency for all (the market file refuses more)
         self.currency = next((i.currency for i in self.cleared.values()), "CNY")
         self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.cleared}
         # order id -> [account, symbol, is_buy, open lots, limit price (ticks, 0: none)]
         self.orders: dict[str, list] = {}
-        self.settlement: dict[str, int] = {}   # symbol -> last settlement price, ticks
+        self.settlement: dict[str, int] = {}  # symbol -> last settlement price, ticks
         self.window: dict[str, list[int]] = {}  # symbol -> [ticks x lots, lots] in the window
         self.day_trades: dict[str, list[int]] = {}
-        self.calls: dict[str, int] = {}        # account -> engine day of its margin call
-        self.defaults: dict[str, int] = {}     # currency -> losses on the default fund
-        self.own_cash: dict[str, int] = {}     # currency -> what its own positions made
+        self.calls: dict[str, int] = {}  # account -> engine day of its margin call
+        self.defaults: dict[str, int] = {}  # currency -> losses on the default fund
+        self.own_cash: dict[str, int] = {}  # currency -> what its own positions made
         self.expired: set[str] = set()
         self.delivered: set[str] = set()
         self.clock = 0
 
     # --- orders ---------------------------------------------------------------------------
-    def reserve(self, order_id: str, acct, symbol: str, is_buy: bool, qty: int,
-                price: int = 0) -> str | None:
+    def reserve(
+        self, order_id: str, acct, symbol: str, is_buy: bool, qty: int, price: int = 0
+    ) -> str | None:
         """Hold the margin (or an option buy's premium at its limit *price*) a new order on
         *symbol* needs, or return why it cannot trade."""
         inst = self.cleared[symbol]
@@ -165,7 +191,7 @@ class Clearing:
             return reasons.CONTRACT_EXPIRED
         option = inst.kind == "option"
         if option and not price:
-            return reasons.LIMIT_ONLY   # a premium is held at a limit price
+            return reasons.LIMIT_ONLY  # a premium is held at a limit price
         pos = self.positions[symbol].get(acct.name) or Position()
         premium = price * qty * inst.tick_value if option and is_buy else 0
         problem = self._admit(acct, pos, inst, is_buy, qty, premium)
@@ -195,8 +221,9 @@ class Clearing:
         self._remargin(acct, pos, inst)
         return None
 
-    def _admit(self, acct, pos: Position, inst, is_buy: bool, lots: int,
-               premium: int) -> str | None:
+    def _admit(
+        self, acct, pos: Position, inst, is_buy: bool, lots: int, premium: int
+    ) -> str | None:
         """Add *lots* (fewer, if negative) to the position's open orders on one side and
         hold *premium* more cash; or return why not, with nothing changed: a premium
         beyond the available cash, or a rise in exposure (a future's worst case, the lots
@@ -211,8 +238,13 @@ class Clearing:
         setattr(pos, side, getattr(pos, side) + lots)
         if exposure(pos) > before:
             rise = self._need(pos, inst) - pos.margin
-            problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
-                       reasons.INSUFFICIENT_MARGIN if rise > available - premium else None)
+            problem = (
+                reasons.REDUCE_ONLY
+                if acct.name in self.calls
+                else reasons.INSUFFICIENT_MARGIN
+                if rise > available - premium
+                else None
+            )
             if problem is not None:
                 setattr(pos, side, getattr(pos, side) - lots)
                 return problem
@@ -235,7 +267,7 @@ class Clearing:
         inst = self.cleared[symbol]
         if is_buy:
             pos.open_buy -= lots
-            if inst.kind == "option":   # give back the premium held for those lots
+            if inst.kind == "option":  # give back the premium held for those lots
                 self._unhold_premium(account, pos, price * lots * inst.tick_value, inst)
         else:
             pos.open_sell -= lots
@@ -249,8 +281,16 @@ class Clearing:
         pos.premium -= amount
 
     def _forget(self, symbol: str, account: str, pos: Position) -> None:
-        if not (pos.net or pos.open_buy or pos.open_sell or pos.marked or pos.flow
-                or pos.margin or pos.premium or pos.cost):
+        if not (
+            pos.net
+            or pos.open_buy
+            or pos.open_sell
+            or pos.marked
+            or pos.flow
+            or pos.margin
+            or pos.premium
+            or pos.cost
+        ):
             del self.positions[symbol][account]
 
     def _remargin(self, acct, pos: Position, inst) -> None:
@@ -293,17 +333,17 @@ class Clearing:
         symbol, qty, price = trade.instrument, trade.qty, trade.price
         inst = self.cleared[symbol]
         positions = self.positions[symbol]
-        if inst.kind == "option":   # the premium is paid now, from the buy's hold
+        if inst.kind == "option":  # the premium is paid now, from the buy's hold
             record = self.orders[trade.buy_order_id]
             paid = price * qty * inst.tick_value
             buyer = positions[trade.buy_account]
-            self._unhold_premium(trade.buy_account, buyer, record[4] * qty * inst.tick_value,
-                                 inst)
+            self._unhold_premium(trade.buy_account, buyer, record[4] * qty * inst.tick_value, inst)
             self.accounts[trade.buy_account].holding(inst.currency).available -= paid
             self.accounts[trade.sell_account].holding(inst.currency).available += paid
         for order_id, account, leaves, sign in (
-                (trade.buy_order_id, trade.buy_account, trade.buy_leaves_qty, 1),
-                (trade.sell_order_id, trade.sell_account, trade.sell_leaves_qty, -1)):
+            (trade.buy_order_id, trade.buy_account, trade.buy_leaves_qty, 1),
+            (trade.sell_order_id, trade.sell_account, trade.sell_leaves_qty, -1),
+        ):
             record = self.orders[order_id]
             record[3] -= qty
             pos = positions[account]
@@ -314,21 +354,30 @@ class Clearing:
             pos.move(sign * qty, price, inst.kind == "future")
             if not leaves:
                 del self.orders[order_id]
-                if record[3]:   # a market order's unfilled rest ends with it
+                if record[3]:  # a market order's unfilled rest ends with it
                     self._shrink(record, record[3])
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
         buy_fee = sell_fee = 0
-        if inst.maker_fee or inst.taker_fee:   # on the notional, rounded down, each side
+        if inst.maker_fee or inst.taker_fee:  # on the notional, rounded down, each side
             notional = price * qty * inst.tick_value
             buyer_took = trade.aggressor == "buy"
             buy_fee = notional * (inst.taker_fee if buyer_took else inst.maker_fee) // FEE_SCALE
             sell_fee = notional * (inst.maker_fee if buyer_took else inst.taker_fee) // FEE_SCALE
-        self._event(TradeCleared, out, trade_id=trade.trade_id, instrument=symbol,
-                    buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
-                    price=price, buy_position=self._net(symbol, trade.buy_account),
-                    sell_position=self._net(symbol, trade.sell_account), buy_fee=buy_fee,
-                    sell_fee=sell_fee)
+        self._event(
+            TradeCleared,
+            out,
+            trade_id=trade.trade_id,
+            instrument=symbol,
+            buy_account=trade.buy_account,
+            sell_account=trade.sell_account,
+            qty=qty,
+            price=price,
+            buy_position=self._net(symbol, trade.buy_account),
+            sell_position=self._net(symbol, trade.sell_account),
+            buy_fee=buy_fee,
+            sell_fee=sell_fee,
+        )
         for account, charged in ((trade.buy_account, buy_fee), (trade.sell_account, sell_fee)):
             if charged:
                 self._pay(account, -charged, inst.currency, out, "fee", fee=True)
@@ -357,7 +406,7 @@ class Clearing:
         owed: dict[str, int] = {}
         for symbol in sorted(self.contracts):
             if symbol in self.expired:
-                continue   # marked at its final price already; no more trading
+                continue  # marked at its final price already; no more trading
             price = self._settlement_price(symbol, books[symbol], out)
             if price is None:
                 continue
@@ -369,20 +418,24 @@ class Clearing:
         currency = self.currency
         for account in sorted(owed):
             self._pay(account, owed[account], currency, out, "variation_margin")
-        expiring = [s for s in sorted(self.cleared) if s not in self.expired
-                    and today >= self.cleared[s].last_trading_day]
+        expiring = [
+            s
+            for s in sorted(self.cleared)
+            if s not in self.expired and today >= self.cleared[s].last_trading_day
+        ]
         for symbol in expiring:
             if symbol in self.options:
                 self._exercise(symbol, out)
-        for symbol in sorted(self.options):   # writers' margin at today's prices
+        for symbol in sorted(self.options):  # writers' margin at today's prices
             for account, pos in list(self.positions[symbol].items()):
                 self._remargin(self.accounts[account], pos, self.options[symbol])
         close_outs = self._margin_calls(out, day, currency, today)
         for symbol in expiring:
             if symbol in self.contracts:
                 self.expired.add(symbol)
-                self._event(ContractExpired, out, instrument=symbol,
-                            final_price=self.settlement.get(symbol))
+                self._event(
+                    ContractExpired, out, instrument=symbol, final_price=self.settlement.get(symbol)
+                )
         for symbol in sorted(self.expired - self.delivered):
             if symbol in self.contracts and today >= self.contracts[symbol].delivery_day:
                 self._deliver(symbol, out)
@@ -396,8 +449,11 @@ class Clearing:
         price = self.settlement.get(inst.underlying)
         self.expired.add(symbol)
         self._event(ContractExpired, out, instrument=symbol, final_price=price)
-        money = 0 if price is None else (
-            price - inst.strike if inst.option_type == "call" else inst.strike - price)
+        money = (
+            0
+            if price is None
+            else (price - inst.strike if inst.option_type == "call" else inst.strike - price)
+        )
         future = self.contracts[inst.underlying]
         futures = self.positions[inst.underlying]
         positions = self.positions[symbol]
@@ -406,10 +462,17 @@ class Clearing:
             if pos.net and money > 0:
                 lots = pos.net if inst.option_type == "call" else -pos.net
                 held = futures.setdefault(account, Position())
-                held.move(lots, inst.strike, True)   # as if traded at the strike
+                held.move(lots, inst.strike, True)  # as if traded at the strike
                 self._remargin(self.accounts[account], held, future)
-                self._event(OptionExercised, out, account=account, instrument=symbol,
-                            underlying=inst.underlying, lots=lots, strike=inst.strike)
+                self._event(
+                    OptionExercised,
+                    out,
+                    account=account,
+                    instrument=symbol,
+                    underlying=inst.underlying,
+                    lots=lots,
+                    strike=inst.strike,
+                )
             pos.net = pos.cost = 0
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
@@ -418,8 +481,7 @@ class Clearing:
         """``(initial, maintenance)`` margin of a position (its orders aside)."""
         inst = self.cleared[symbol]
         if inst.kind == "future":
-            return (inst.initial_margin * abs(pos.net),
-                    inst.maintenance_margin * abs(pos.net))
+            return (inst.initial_margin * abs(pos.net), inst.maintenance_margin * abs(pos.net))
         future = self.contracts[inst.underlying]
         initial = self.option_margin(inst) * max(0, -pos.net)
         return initial, initial * future.maintenance_margin // max(future.initial_margin, 1)
@@ -442,8 +504,7 @@ class Clearing:
         self._event(SettlementPriceSet, out, instrument=symbol, price=price, source=source)
         return price
 
-    def _mark(self, symbol: str, account: str, price: int, out: list,
-              flat: bool = True) -> int:
+    def _mark(self, symbol: str, account: str, price: int, out: list, flat: bool = True) -> int:
         """Mark *account*'s position in future *symbol* to *price*; return its variation
         margin in minor units, announced unless it is zero (and, without *flat*, even
         for an open position)."""
@@ -452,18 +513,26 @@ class Clearing:
         amount = (pos.net * price - pos.marked - pos.flow) * inst.tick_value
         pos.marked, pos.flow = pos.net * price, 0
         if amount or (flat and pos.net):
-            self._event(VariationMargin, out, account=account, instrument=symbol,
-                        position=pos.net, amount=amount, currency=inst.currency)
+            self._event(
+                VariationMargin,
+                out,
+                account=account,
+                instrument=symbol,
+                position=pos.net,
+                amount=amount,
+                currency=inst.currency,
+            )
         return amount
 
-    def _pay(self, account: str, amount: int, currency: str, out: list, why: str,
-             fee: bool = False) -> None:
+    def _pay(
+        self, account: str, amount: int, currency: str, out: list, why: str, fee: bool = False
+    ) -> None:
         """Move *amount* from the clearing account to *account* (negative: the other way:
         available cash first, then margin; what is still owed is a default). With *fee*,
         what the account owes goes to the exchange's fee account, which the clearing
         house pays in full, fronting any default."""
         clearing = self.accounts[CLEARING].holding(currency)
-        if account == CLEARING:   # its own position: nothing moves, but it is counted
+        if account == CLEARING:  # its own position: nothing moves, but it is counted
             self.own_cash[currency] = self.own_cash.get(currency, 0) + amount
             return
         acct = self.accounts[account]
@@ -490,8 +559,9 @@ class Clearing:
             clearing.available += -amount - due
         if due:
             self.defaults[currency] = self.defaults.get(currency, 0) + due
-            self._event(DefaultRecorded, out, account=account, amount=due, currency=currency,
-                        reason=why)
+            self._event(
+                DefaultRecorded, out, account=account, amount=due, currency=currency, reason=why
+            )
 
     def _margin_calls(self, out: list, day: int, currency: str, today: int) -> list:
         """Top up margins; call, lift calls, or close out (see the module docstring)."""
@@ -517,17 +587,29 @@ class Clearing:
             if account in self.calls and self.calls[account] < day:
                 if equity >= initial:
                     del self.calls[account]
-                    self._event(MarginCallMet, out, account=account, equity=equity,
-                                currency=currency)
+                    self._event(
+                        MarginCallMet, out, account=account, equity=equity, currency=currency
+                    )
                 else:
                     # a contract on or past its last trading day goes to delivery
-                    close_outs += [(account, s, p.net) for s, p in held
-                                   if p.net and s in self.contracts
-                                   and today < self.contracts[s].last_trading_day]
+                    close_outs += [
+                        (account, s, p.net)
+                        for s, p in held
+                        if p.net
+                        and s in self.contracts
+                        and today < self.contracts[s].last_trading_day
+                    ]
             elif account not in self.calls and equity < maintenance:
                 self.calls[account] = day
-                self._event(MarginCalled, out, account=account, equity=equity,
-                            maintenance=maintenance, initial=initial, currency=currency)
+                self._event(
+                    MarginCalled,
+                    out,
+                    account=account,
+                    equity=equity,
+                    maintenance=maintenance,
+                    initial=initial,
+                    currency=currency,
+                )
         return close_outs
 
     def take_over(self, account: str, symbol: str, lots: int, out: list) -> None:
@@ -538,8 +620,15 @@ class Clearing:
         pos = positions.get(account)
         closed = lots - (pos.net if pos is not None else 0)
         if closed:
-            self._event(PositionClosedOut, out, account=account, instrument=symbol,
-                        qty=-closed, price=None, via="book")
+            self._event(
+                PositionClosedOut,
+                out,
+                account=account,
+                instrument=symbol,
+                qty=-closed,
+                price=None,
+                via="book",
+            )
         price = self.settlement[symbol]
         if pos is not None and pos.net:
             lots = pos.net
@@ -547,8 +636,15 @@ class Clearing:
             for p, sign in ((pos, -1), (mine, 1)):
                 p.move(sign * lots, price, True)
             self._remargin(self.accounts[account], pos, self.contracts[symbol])
-            self._event(PositionClosedOut, out, account=account, instrument=symbol,
-                        qty=-lots, price=price, via="clearing")
+            self._event(
+                PositionClosedOut,
+                out,
+                account=account,
+                instrument=symbol,
+                qty=-lots,
+                price=price,
+                via="clearing",
+            )
 
     def holds(self, account: str) -> bool:
         """Does *account* have a position, margin or an open order in the clearing?"""
@@ -575,7 +671,7 @@ class Clearing:
                 self._pay(account, amount, currency, out, "variation_margin")
         per_tonne = final * inst.tick_value // size
         penalty = per_tonne * self.terms.penalty_num // self.terms.penalty_den
-        pool = 0   # tonnes the shorts delivered, handed on to the longs in account order
+        pool = 0  # tonnes the shorts delivered, handed on to the longs in account order
         for account in sorted(positions):
             pos = positions[account]
             if pos.net >= 0:
@@ -587,13 +683,26 @@ class Clearing:
             pool += given
             if given:
                 self._pay(account, given * per_tonne, currency, out, "delivery")
-                self._event(DeliverySettled, out, account=account, instrument=symbol,
-                            underlying=underlying, side="sell", tonnes=given,
-                            cash=given * per_tonne)
+                self._event(
+                    DeliverySettled,
+                    out,
+                    account=account,
+                    instrument=symbol,
+                    underlying=underlying,
+                    side="sell",
+                    tonnes=given,
+                    cash=given * per_tonne,
+                )
             if owed > given:
                 self._pay(account, -(owed - given) * penalty, currency, out, "failed_delivery")
-                self._event(DeliveryFailed, out, account=account, instrument=symbol,
-                            tonnes=owed - given, penalty=(owed - given) * penalty)
+                self._event(
+                    DeliveryFailed,
+                    out,
+                    account=account,
+                    instrument=symbol,
+                    tonnes=owed - given,
+                    penalty=(owed - given) * penalty,
+                )
         for account in sorted(positions):
             pos = positions[account]
             if pos.net <= 0:
@@ -604,13 +713,26 @@ class Clearing:
             if got:
                 self.accounts[account].holding(underlying).available += got
                 self._pay(account, -got * per_tonne, currency, out, "delivery")
-                self._event(DeliverySettled, out, account=account, instrument=symbol,
-                            underlying=underlying, side="buy", tonnes=got,
-                            cash=got * per_tonne)
+                self._event(
+                    DeliverySettled,
+                    out,
+                    account=account,
+                    instrument=symbol,
+                    underlying=underlying,
+                    side="buy",
+                    tonnes=got,
+                    cash=got * per_tonne,
+                )
             if owed > got:
                 self._pay(account, (owed - got) * penalty, currency, out, "failed_delivery")
-                self._event(DeliveryFailed, out, account=account, instrument=symbol,
-                            tonnes=owed - got, penalty=-(owed - got) * penalty)
+                self._event(
+                    DeliveryFailed,
+                    out,
+                    account=account,
+                    instrument=symbol,
+                    tonnes=owed - got,
+                    penalty=-(owed - got) * penalty,
+                )
         for account in sorted(positions):
             pos = positions[account]
             pos.net = pos.marked = pos.flow = pos.cost = 0
@@ -645,10 +767,17 @@ class Clearing:
             margin = sum(p.margin for _, p in held)
             cash = self.accounts[account].holdings.get(currency)
             needs = [self._requirement(s, p) for s, p in held]
-            rows.append((account, currency, margin,
-                         (cash.available if cash is not None else 0) + margin,
-                         sum(n[0] for n in needs), sum(n[1] for n in needs),
-                         account in self.calls))
+            rows.append(
+                (
+                    account,
+                    currency,
+                    margin,
+                    (cash.available if cash is not None else 0) + margin,
+                    sum(n[0] for n in needs),
+                    sum(n[1] for n in needs),
+                    account in self.calls,
+                )
+            )
         return rows
 
     # --- events and checks ------------------------------------------------------------------
@@ -688,8 +817,11 @@ class Clearing:
             inst = self.cleared[symbol]
             assert sum(p.net for p in positions.values()) == 0, f"{symbol}: lots do not net out"
             for account, pos in positions.items():
-                assert [pos.open_buy, pos.open_sell] == wanted.get((symbol, account), [0, 0]), \
-                    (symbol, account, "open lots")
+                assert [pos.open_buy, pos.open_sell] == wanted.get((symbol, account), [0, 0]), (
+                    symbol,
+                    account,
+                    "open lots",
+                )
                 assert 0 <= pos.margin <= self._need(pos, inst), (symbol, account, "margin")
                 assert pos.premium == premiums.get((symbol, account), 0), (symbol, account)
                 if inst.kind == "option":
@@ -701,24 +833,44 @@ class Clearing:
     def to_state(self) -> ClearingState:
         """Return the clearing house's state as data (its terms come from the market)."""
         return ClearingState(
-            positions=[PositionState(symbol=s, account=a, net=p.net, open_buy=p.open_buy,
-                                     open_sell=p.open_sell, marked=p.marked, flow=p.flow,
-                                     margin=p.margin, premium=p.premium, cost=p.cost)
-                       for s, positions in self.positions.items()
-                       for a, p in positions.items()],
-            orders=[ClearingOrderState(order_id=oid, account=r[0], symbol=r[1], is_buy=r[2],
-                                       lots=r[3], price=r[4])
-                    for oid, r in self.orders.items()],
+            positions=[
+                PositionState(
+                    symbol=s,
+                    account=a,
+                    net=p.net,
+                    open_buy=p.open_buy,
+                    open_sell=p.open_sell,
+                    marked=p.marked,
+                    flow=p.flow,
+                    margin=p.margin,
+                    premium=p.premium,
+                    cost=p.cost,
+                )
+                for s, positions in self.positions.items()
+                for a, p in positions.items()
+            ],
+            orders=[
+                ClearingOrderState(
+                    order_id=oid, account=r[0], symbol=r[1], is_buy=r[2], lots=r[3], price=r[4]
+                )
+                for oid, r in self.orders.items()
+            ],
             settlement=dict(self.settlement),
             window={s: (v[0], v[1]) for s, v in self.window.items()},
             day_trades={s: (v[0], v[1]) for s, v in self.day_trades.items()},
-            calls=dict(self.calls), defaults=dict(self.defaults), own_cash=dict(self.own_cash),
-            expired=sorted(self.expired), delivered=sorted(self.delivered), clock=self.clock)
+            calls=dict(self.calls),
+            defaults=dict(self.defaults),
+            own_cash=dict(self.own_cash),
+            expired=sorted(self.expired),
+            delivered=sorted(self.delivered),
+            clock=self.clock,
+        )
 
     def load_state(self, state: ClearingState) -> None:
         """Take *state* (``to_state``) into this new clearing house, whose accounts (the
         ledger's) are loaded already. Raise ``ValueError`` on an unknown contract or
         account, or a repeated entry."""
+
         def known(symbol: str, account: str | None = None) -> None:
             if symbol not in self.cleared:
                 raise ValueError(f"clearing: {symbol!r} is not a cleared contract")
@@ -731,9 +883,16 @@ class Clearing:
             if p.account in positions:
                 raise ValueError(f"clearing: position {p.symbol} {p.account} given twice")
             pos = positions[p.account] = Position()
-            (pos.net, pos.open_buy, pos.open_sell, pos.marked, pos.flow, pos.margin,
-             pos.premium, pos.cost) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow,
-                                       p.margin, p.premium, p.cost)
+            (
+                pos.net,
+                pos.open_buy,
+                pos.open_sell,
+                pos.marked,
+                pos.flow,
+                pos.margin,
+                pos.premium,
+                pos.cost,
+            ) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow, p.margin, p.premium, p.cost)
         for o in state.orders:
             known(o.symbol, o.account)
             if o.order_id in self.orders:
@@ -759,11 +918,19 @@ class Clearing:
 
     # --- verification (continued) -------------------------------------------------------------
     def snapshot(self) -> list:
-        return [[[s, a, p.row()] for s in sorted(self.positions)
-                 for a, p in sorted(self.positions[s].items())],
-                sorted([k, *v] for k, v in self.orders.items()),
-                sorted(self.settlement.items()),
-                sorted([s, *v] for s, v in self.window.items()),
-                sorted([s, *v] for s, v in self.day_trades.items()),
-                sorted(self.calls.items()), sorted(self.defaults.items()),
-                sorted(self.own_cash.items()), sorted(self.expired), sorted(self.delivered)]
+        return [
+            [
+                [s, a, p.row()]
+                for s in sorted(self.positions)
+                for a, p in sorted(self.positions[s].items())
+            ],
+            sorted([k, *v] for k, v in self.orders.items()),
+            sorted(self.settlement.items()),
+            sorted([s, *v] for s, v in self.window.items()),
+            sorted([s, *v] for s, v in self.day_trades.items()),
+            sorted(self.calls.items()),
+            sorted(self.defaults.items()),
+            sorted(self.own_cash.items()),
+            sorted(self.expired),
+            sorted(self.delivered),
+        ]

@@ -12,6 +12,7 @@ reconnects, with backoff, and resends every command still unanswered, in order; 
 gateway applies a command id once and answers a resend with the first answer, so an order
 is never lost and never doubled. Order ids are the bot's own (made here unless given).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,16 +21,23 @@ import itertools
 import logging
 import secrets
 from collections import deque
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 
-from gateway.protocol import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
-                   orders_topic)
+from gateway.protocol import (
+    PENDING_CALLS_WARNING,
+    SOCKET_OPTIONS,
+    OrderedSender,
+    exec_topic,
+    orders_topic,
+)
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
 log = logging.getLogger("carbonx.client")
+
 
 class _Inbox:
     """Messages received and not yet read, in order; bounded: past *limit* waiting, the
@@ -80,11 +88,21 @@ class ExchangeClient:
     (``"*"`` for all). With *msgpack*, commands and reports travel as msgpack.
     """
 
-    def __init__(self, account: str, password: str, host: str = "127.0.0.1",
-                 port: int = 1883, *, market_data: tuple[str, ...] | list[str] = (),
-                 msgpack: bool = False, timeout: float = 10.0, retry_delay: float = 0.2,
-                 identifier: str | None = None, queue_limit: int = 100_000,
-                 resend_after: float = 2.0) -> None:
+    def __init__(
+        self,
+        account: str,
+        password: str,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        market_data: tuple[str, ...] | list[str] = (),
+        msgpack: bool = False,
+        timeout: float = 10.0,
+        retry_delay: float = 0.2,
+        identifier: str | None = None,
+        queue_limit: int = 100_000,
+        resend_after: float = 2.0,
+    ) -> None:
         self.account = account
         self._password = password
         self.host, self.port = host, port
@@ -107,18 +125,20 @@ class ExchangeClient:
         self._connected = asyncio.Event()
         self._closing = False
         self._runner: asyncio.Task | None = None
-        self.connects = 0          # successful connections (reconnects = connects - 1)
-        self.dropped_reports = 0   # reports dropped because nobody read them
+        self.connects = 0  # successful connections (reconnects = connects - 1)
+        self.dropped_reports = 0  # reports dropped because nobody read them
 
     # --- life ---------------------------------------------------------------------------
-    async def __aenter__(self) -> "ExchangeClient":
+    async def __aenter__(self) -> ExchangeClient:
         self._runner = asyncio.ensure_future(self._run())
         try:
             await asyncio.wait_for(self._connected.wait(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
-            raise ExchangeError(f"could not connect to {self.host}:{self.port} as "
-                                f"{self.account!r} within {self.timeout:g} s") from None
+            raise ExchangeError(
+                f"could not connect to {self.host}:{self.port} as "
+                f"{self.account!r} within {self.timeout:g} s"
+            ) from None
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -149,15 +169,22 @@ class ExchangeClient:
         while not self._closing:
             try:
                 async with aiomqtt.Client(
-                        self.host, self.port, username=self.account, password=self._password,
-                        identifier=self._identifier, clean_session=False,
-                        max_inflight_messages=1000, keepalive=30,
-                    socket_options=SOCKET_OPTIONS) as mqtt:
+                    self.host,
+                    self.port,
+                    username=self.account,
+                    password=self._password,
+                    identifier=self._identifier,
+                    clean_session=False,
+                    max_inflight_messages=1000,
+                    keepalive=30,
+                    socket_options=SOCKET_OPTIONS,
+                ) as mqtt:
                     mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
                     await mqtt.subscribe(exec_topic(self.account), qos=1)
                     for instrument in self._market_data:
-                        await mqtt.subscribe(f"cx/v1/md/{'+' if instrument == '*' else instrument}/#",
-                                             qos=0)
+                        await mqtt.subscribe(
+                            f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0
+                        )
                     self._mqtt = mqtt
                     self._sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
@@ -189,7 +216,7 @@ class ExchangeClient:
                 entry[2] = now
                 waiting.append(entry[0])
         for start in range(0, len(waiting), 500):
-            batch = waiting[start:start + 500]
+            batch = waiting[start : start + 500]
             await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
 
     async def _resend_late(self, mqtt) -> None:
@@ -258,24 +285,43 @@ class ExchangeClient:
         future = self.submit(command)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except asyncio.TimeoutError:
-            raise ExchangeError(f"no answer to {command.get('action')} "
-                                f"{command.get('order_id', '')} within {self.timeout:g} s; "
-                                "it stays pending and is resent on reconnect") from None
+        except TimeoutError:
+            raise ExchangeError(
+                f"no answer to {command.get('action')} "
+                f"{command.get('order_id', '')} within {self.timeout:g} s; "
+                "it stays pending and is resent on reconnect"
+            ) from None
 
-    async def place(self, instrument: str, side: str, qty: int, price: str | None = None, *,
-                    type: str = "limit", tif: str = "gtc", order_id: str | None = None,
-                    **fields: Any) -> dict:
+    async def place(
+        self,
+        instrument: str,
+        side: str,
+        qty: int,
+        price: str | None = None,
+        *,
+        type: str = "limit",
+        tif: str = "gtc",
+        order_id: str | None = None,
+        **fields: Any,
+    ) -> dict:
         """Place an order; return its ``accepted`` or ``rejected`` report."""
-        command = {"action": "new", "order_id": order_id or self.next_order_id(),
-                   "instrument": instrument, "side": side, "type": type, "tif": tif,
-                   "qty": qty, **fields}
+        command = {
+            "action": "new",
+            "order_id": order_id or self.next_order_id(),
+            "instrument": instrument,
+            "side": side,
+            "type": type,
+            "tif": tif,
+            "qty": qty,
+            **fields,
+        }
         if price is not None:
             command["price"] = str(price)
         return await self.request(command)
 
-    async def amend(self, order_id: str, *, price: str | None = None,
-                    qty: int | None = None) -> dict:
+    async def amend(
+        self, order_id: str, *, price: str | None = None, qty: int | None = None
+    ) -> dict:
         command: dict = {"action": "amend", "order_id": order_id}
         if price is not None:
             command["price"] = str(price)
@@ -314,4 +360,3 @@ class ExchangeClient:
         """``(topic, message)`` for the instruments named in *market_data*."""
         while True:
             yield await self._market.get()
-

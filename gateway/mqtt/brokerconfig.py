@@ -35,6 +35,7 @@ Passwords not given are generated with :mod:`secrets`. The hash format, as mosqu
 reads it: ``$7$ITERATIONS$base64(salt)$base64(PBKDF2-HMAC-SHA512(password, salt))``
 (``$6$base64(salt)$base64(SHA-512(password + salt))`` is also read, for checking only).
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,15 +48,30 @@ import secrets
 import shutil
 import subprocess
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 __all__ = [
-    "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "MAX_PACKET_SIZE", "CONFIG_FILES",
-    "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError", "PluginBuildError", "build_limit_plugin", "existing_config", "write_broker_config", "parse_account_args",
-    "validate_account_name", "hash_password", "verify_password", "generate_password",
-    "render_config", "render_acl",
+    "GATEWAY_USER",
+    "TOPIC_ROOT",
+    "PBKDF2_ITERATIONS",
+    "MAX_PACKET_SIZE",
+    "CONFIG_FILES",
+    "AccountLimits",
+    "DEFAULT_LIMITS",
+    "ConfigExistsError",
+    "PluginBuildError",
+    "build_limit_plugin",
+    "existing_config",
+    "write_broker_config",
+    "parse_account_args",
+    "validate_account_name",
+    "hash_password",
+    "verify_password",
+    "generate_password",
+    "render_config",
+    "render_acl",
 ]
 
 GATEWAY_USER = "gateway"
@@ -65,7 +81,12 @@ SALT_BYTES = 12
 FORBIDDEN_NAME_CHARS = frozenset("/+#:")
 
 CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = (
-    "mosquitto.conf", "passwd", "acl", "credentials.json", "carbonx_limit.so")
+    "mosquitto.conf",
+    "passwd",
+    "acl",
+    "credentials.json",
+    "carbonx_limit.so",
+)
 CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME)
 LIMIT_SOURCE = Path(__file__).with_name("mosquitto_limit.c")
 
@@ -74,7 +95,7 @@ MAX_INFLIGHT_MESSAGES = 1000
 # What one account may publish, sustained (and in a burst), on either broker: a flood is
 # held back at the broker, before it reaches the one stream every account's orders share
 # on their way to the gateway (where another account's order would wait behind it).
-ACCOUNT_MESSAGE_RATE = 1_000         # messages a second
+ACCOUNT_MESSAGE_RATE = 1_000  # messages a second
 ACCOUNT_MESSAGE_BURST = 200
 ACCOUNT_BYTE_RATE = 4 * 1024 * 1024  # bytes a second
 ACCOUNT_BYTE_BURST = 2 * MAX_PACKET_SIZE
@@ -95,15 +116,22 @@ class AccountLimits:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number, not {value!r}")
         if self.byte_burst < MAX_PACKET_SIZE:
-            raise ValueError(f"byte_burst {self.byte_burst} is under the largest packet "
-                             f"({MAX_PACKET_SIZE} bytes), which would never get through")
+            raise ValueError(
+                f"byte_burst {self.byte_burst} is under the largest packet "
+                f"({MAX_PACKET_SIZE} bytes), which would never get through"
+            )
 
     @classmethod
-    def scaled(cls, message_rate: int = ACCOUNT_MESSAGE_RATE,
-               byte_rate: int = ACCOUNT_BYTE_RATE) -> "AccountLimits":
+    def scaled(
+        cls, message_rate: int = ACCOUNT_MESSAGE_RATE, byte_rate: int = ACCOUNT_BYTE_RATE
+    ) -> AccountLimits:
         """Limits for the given rates, with bursts in the defaults' proportion."""
-        return cls(message_rate, max(message_rate // 5, 1), byte_rate,
-                   max(byte_rate // 2, ACCOUNT_BYTE_BURST))
+        return cls(
+            message_rate,
+            max(message_rate // 5, 1),
+            byte_rate,
+            max(byte_rate // 2, ACCOUNT_BYTE_BURST),
+        )
 
 
 DEFAULT_LIMITS = AccountLimits()
@@ -130,13 +158,16 @@ def validate_account_name(name: str) -> str:
         raise ValueError(f"account name {name!r} is reserved for the gateway's own MQTT user")
     for char in name:
         if char in FORBIDDEN_NAME_CHARS:
-            raise ValueError(f"account name {name!r} must not contain {char!r} "
-                             f"(none of / + # : are allowed)")
+            raise ValueError(
+                f"account name {name!r} must not contain {char!r} (none of / + # : are allowed)"
+            )
         if char.isspace():
             raise ValueError(f"account name {name!r} must not contain whitespace")
         if unicodedata.category(char).startswith("C"):
-            raise ValueError(f"account name {name!r} must not contain control characters "
-                             f"(found U+{ord(char):04X})")
+            raise ValueError(
+                f"account name {name!r} must not contain control characters "
+                f"(found U+{ord(char):04X})"
+            )
     return name
 
 
@@ -174,8 +205,9 @@ def generate_password(nbytes: int = 18) -> str:
             return password
 
 
-def hash_password(password: str, *, salt: bytes | None = None,
-                  iterations: int = PBKDF2_ITERATIONS) -> str:
+def hash_password(
+    password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
+) -> str:
     """Hash *password* the way ``mosquitto_passwd -H sha512-pbkdf2`` does (``$7$``)."""
     if iterations < 1:
         raise ValueError("iterations must be positive")
@@ -221,19 +253,27 @@ def render_acl(accounts: list[str]) -> str:
     root = TOPIC_ROOT
     blocks = [
         "# carbonx broker ACL: written by 'carbonx broker-config'; no rules for anonymous.\n",
-        _acl_block(GATEWAY_USER, [
-            # readwrite: the gateway clears a retained copy left on an orders topic
-            ("readwrite", f"{root}/orders/+"),
-            ("write", f"{root}/exec/+"),
-            ("write", f"{root}/md/#"),
-        ]),
+        _acl_block(
+            GATEWAY_USER,
+            [
+                # readwrite: the gateway clears a retained copy left on an orders topic
+                ("readwrite", f"{root}/orders/+"),
+                ("write", f"{root}/exec/+"),
+                ("write", f"{root}/md/#"),
+            ],
+        ),
     ]
     for name in accounts:
-        blocks.append(_acl_block(name, [
-            ("write", f"{root}/orders/{name}"),
-            ("read", f"{root}/exec/{name}"),
-            ("read", f"{root}/md/#"),
-        ]))
+        blocks.append(
+            _acl_block(
+                name,
+                [
+                    ("write", f"{root}/orders/{name}"),
+                    ("read", f"{root}/exec/{name}"),
+                    ("read", f"{root}/md/#"),
+                ],
+            )
+        )
     return "\n".join(blocks)
 
 
@@ -249,6 +289,11 @@ def _run_as_user() -> str | None:
         return None
 
 
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def build_limit_plugin(target: Path) -> None:
     """Compile the publishing-limit plugin into *target* (via a temporary file beside it);
     raise ``PluginBuildError`` naming what is missing."""
@@ -257,34 +302,49 @@ def build_limit_plugin(target: Path) -> None:
         raise PluginBuildError(
             "building the per-account publishing limit (a mosquitto plugin) needs a C "
             "compiler: install one (Debian: apt-get install gcc mosquitto-dev "
-            "libmosquitto-dev), or go without the limit (--no-limit)")
+            "libmosquitto-dev), or go without the limit (--no-limit)"
+        )
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
         try:
             done = subprocess.run(
                 [compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(LIMIT_SOURCE)],
-                capture_output=True, text=True, timeout=120, check=False)
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PluginBuildError(
                 f"building the per-account publishing limit (a mosquitto plugin) with "
-                f"{compiler!r} failed: {exc}; or go without the limit (--no-limit)") from None
+                f"{compiler!r} failed: {exc}; or go without the limit (--no-limit)"
+            ) from None
         if done.returncode != 0:
             missing = "mosquitto" in done.stderr and "No such file" in done.stderr
             raise PluginBuildError(
                 "building the per-account publishing limit (a mosquitto plugin) failed"
-                + (": mosquitto's plugin headers are missing (Debian: apt-get install "
-                   "mosquitto-dev libmosquitto-dev)" if missing else
-                   f": {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-                + "; or go without the limit (--no-limit)")
+                + (
+                    ": mosquitto's plugin headers are missing (Debian: apt-get install "
+                    "mosquitto-dev libmosquitto-dev)"
+                    if missing
+                    else f": {_last_line(done.stderr) or done.returncode}"
+                )
+                + "; or go without the limit (--no-limit)"
+            )
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def render_config(port: int, passwd_path: Path, acl_path: Path,
-                  run_as: str | None = None, limit_path: Path | None = None,
-                  limits: AccountLimits = DEFAULT_LIMITS) -> str:
+def render_config(
+    port: int,
+    passwd_path: Path,
+    acl_path: Path,
+    run_as: str | None = None,
+    limit_path: Path | None = None,
+    limits: AccountLimits = DEFAULT_LIMITS,
+) -> str:
     """The ``mosquitto.conf`` text: one listener on 127.0.0.1:*port*, files by absolute path."""
     lines = [
         "# carbonx broker configuration: written by 'carbonx broker-config'.",
@@ -306,12 +366,16 @@ def render_config(port: int, passwd_path: Path, acl_path: Path,
         "connection_messages true",
     ]
     if run_as and run_as != "root":
-        lines += ["# Started as root, mosquitto drops to this user, who owns the files here.",
-                  f"user {run_as}"]
+        lines += [
+            "# Started as root, mosquitto drops to this user, who owns the files here.",
+            f"user {run_as}",
+        ]
     else:
-        lines += ["# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
-                  "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
-                  "# or start mosquitto as a non-root user who can read them."]
+        lines += [
+            "# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
+            "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
+            "# or start mosquitto as a non-root user who can read them.",
+        ]
     if limit_path is not None:
         lines += [
             "# Each account's publishing limit (the gateway exempt): past it the broker",
@@ -361,10 +425,14 @@ def existing_config(directory: str | os.PathLike[str]) -> list[str]:
     return [name for name in CONFIG_FILES if os.path.lexists(Path(directory) / name)]
 
 
-def write_broker_config(out_dir: str | os.PathLike[str], port: int,
-                        accounts: Mapping[str, str | None], *,
-                        force: bool = False,
-                        limits: AccountLimits | None = DEFAULT_LIMITS) -> dict[str, str]:
+def write_broker_config(
+    out_dir: str | os.PathLike[str],
+    port: int,
+    accounts: Mapping[str, str | None],
+    *,
+    force: bool = False,
+    limits: AccountLimits | None = DEFAULT_LIMITS,
+) -> dict[str, str]:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into *out_dir*.
 
     *accounts* maps each account to its password, or to None for a generated one (a new
@@ -379,33 +447,44 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     credentials: dict[str, str] = {}
     for name, password in accounts.items():
         validate_account_name(name)
-        credentials[name] = (generate_password() if password is None
-                             else _validate_password(name, password))
+        credentials[name] = (
+            generate_password() if password is None else _validate_password(name, password)
+        )
     credentials[GATEWAY_USER] = generate_password()
 
     directory = Path(out_dir).resolve()
     if any(char in str(directory) for char in "\r\n"):
-        raise ValueError(f"output directory {str(directory)!r} must not contain a line break "
-                         f"(mosquitto.conf names files by path, one per line)")
+        raise ValueError(
+            f"output directory {str(directory)!r} must not contain a line break "
+            f"(mosquitto.conf names files by path, one per line)"
+        )
     found = existing_config(directory)
     if found and not force:
         raise ConfigExistsError(
             f"{directory} already holds a broker configuration ({', '.join(found)}); "
-            f"writing it again would change the passwords: use --force to overwrite it")
+            f"writing it again would change the passwords: use --force to overwrite it"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     limit_path = directory / LIMIT_NAME
     if limits is not None:
-        build_limit_plugin(limit_path)   # first: a missing compiler leaves nothing behind
+        build_limit_plugin(limit_path)  # first: a missing compiler leaves nothing behind
     else:
         limit_path.unlink(missing_ok=True)
     passwd_path, acl_path = directory / PASSWD_NAME, directory / ACL_NAME
     passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())
     _write_file(passwd_path, passwd, 0o600)
-    _write_file(directory / CREDENTIALS_NAME,
-                json.dumps(credentials, indent=2) + "\n", 0o600)
+    _write_file(directory / CREDENTIALS_NAME, json.dumps(credentials, indent=2) + "\n", 0o600)
     _write_file(acl_path, render_acl([n for n in credentials if n != GATEWAY_USER]), 0o644)
-    _write_file(directory / CONF_NAME,
-                render_config(port, passwd_path, acl_path, _run_as_user(),
-                              None if limits is None else limit_path,
-                              limits or DEFAULT_LIMITS), 0o644)
+    _write_file(
+        directory / CONF_NAME,
+        render_config(
+            port,
+            passwd_path,
+            acl_path,
+            _run_as_user(),
+            None if limits is None else limit_path,
+            limits or DEFAULT_LIMITS,
+        ),
+        0o644,
+    )
     return credentials

@@ -38,19 +38,21 @@ its body is: a client cannot make the broker buffer a 100 MiB publish.
 
 Publishing rate: what one account (any user but ``gateway``) may publish is held to its
 ``limits`` (:class:`AccountLimits`: messages and bytes a second, and bursts; the same
-defaults as mosquitto's limit in ``carbonx broker-config``), by back-pressure: past its budget, the broker waits
-before it reads the account's next packet, so a flood stays in the flooder's own TCP
-connection (its publishes are acknowledged more slowly) instead of filling the one stream
-that carries every account's orders to the gateway. The budget is the account's across
-its reconnections.
+defaults as mosquitto's limit in ``carbonx broker-config``), by back-pressure: past its
+budget, the broker waits before it reads the account's next packet, so a flood stays in
+the flooder's own TCP connection (its publishes are acknowledged more slowly) instead of
+filling the one stream that carries every account's orders to the gateway. The budget is
+the account's across its reconnections.
 
 amqtt patch points, all in ``_Broker`` (a subclass; nothing of amqtt's is modified):
 ``stream_connected`` wraps the connection's reader in :class:`_BoundedReader`,
 ``_handle_client_session`` gives it the account's :class:`_Throttle`, and
-``_initialize_client_session`` is amqtt 0.12.1's own, with the login check and the
-identifier rule inserted. ``tests/test_embedded_broker.py`` pins the source of the
-copied method, so an amqtt upgrade that changes it fails there first.
+``_initialize_client_session`` is written here to amqtt 0.12's contract for it, so that
+the identifier rule acts between reading the CONNECT and finding the session.
+``tests/test_embedded_broker.py`` pins the source of the method it replaces, so an amqtt
+upgrade that changes it fails there first.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,8 +85,7 @@ from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
 
-__all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
-           "valid_account_name"]
+__all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed", "valid_account_name"]
 
 log = logging.getLogger("carbonx.broker")
 
@@ -98,7 +99,7 @@ _GATEWAY_RULES = {
 _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _NOISY_LOGGERS = ("amqtt", "transitions")
-BROADCAST_BATCH = 1000   # messages the broker delivers in one turn of its loop, at most
+BROADCAST_BATCH = 1000  # messages the broker delivers in one turn of its loop, at most
 
 
 def _valid_user(name: str) -> bool:
@@ -120,8 +121,10 @@ def _rules(user: str, action: str) -> tuple[str, ...]:
 
 def _well_formed(levels: list[str]) -> bool:
     last = len(levels) - 1
-    return all((level != "#" or i == last) and (level in ("+", "#") or not ({"+", "#"} & set(level)))
-               for i, level in enumerate(levels))
+    return all(
+        (level != "#" or i == last) and (level in ("+", "#") or not ({"+", "#"} & set(level)))
+        for i, level in enumerate(levels)
+    )
 
 
 def _within(inner: list[str], outer: list[str]) -> bool:
@@ -192,8 +195,11 @@ class PasswordAuthPlugin(BaseAuthPlugin):
 
     async def authenticate(self, *, session: Session) -> bool:
         accounts: _Accounts | None = self.config.accounts
-        ok = (accounts is not None and accounts.admits(session)
-              and session.client_id == session.username)
+        ok = (
+            accounts is not None
+            and accounts.admits(session)
+            and session.client_id == session.username
+        )
         session.password = None  # amqtt would otherwise keep it for the whole session
         return ok
 
@@ -201,12 +207,19 @@ class PasswordAuthPlugin(BaseAuthPlugin):
 class TopicRulesPlugin(BaseTopicPlugin):
     """amqtt plugin: apply :func:`allowed` to every publish, subscribe and delivery."""
 
-    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
-                              action: Action | None = None) -> bool:
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
         if session is None or not session.username or not topic or action is None:
             return False
         # A delivered topic is checked as a (wildcard-free) subscription filter.
-        return allowed(session.username, topic, "publish" if action == Action.PUBLISH else "subscribe")
+        return allowed(
+            session.username, topic, "publish" if action == Action.PUBLISH else "subscribe"
+        )
 
 
 class _PacketSizeGuard:
@@ -218,22 +231,30 @@ class _PacketSizeGuard:
     starts without parsing more than the fixed header.
     """
 
-    __slots__ = ("_body", "_header", "_length", "_publish", "_shift", "limit", "published",
-                 "published_bytes")
+    __slots__ = (
+        "_body",
+        "_header",
+        "_length",
+        "_publish",
+        "_shift",
+        "limit",
+        "published",
+        "published_bytes",
+    )
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.published = 0         # PUBLISH packets whose fixed header has been read ...
-        self.published_bytes = 0   # ... and their sizes (the caller resets both)
+        self.published = 0  # PUBLISH packets whose fixed header has been read ...
+        self.published_bytes = 0  # ... and their sizes (the caller resets both)
         self._publish = False
         self.restart()
 
     def restart(self) -> None:
         """Expect a packet's first byte (amqtt starts over after a read timeout)."""
-        self._header = 0    # fixed-header bytes read of the current packet
-        self._length = 0    # its remaining length, so far
+        self._header = 0  # fixed-header bytes read of the current packet
+        self._length = 0  # its remaining length, so far
         self._shift = 0
-        self._body = 0      # body bytes still to come
+        self._body = 0  # body bytes still to come
 
     def feed(self, data: bytes) -> int | None:
         """Account for *data*; return the size of a packet that is too large (or -1 for
@@ -248,13 +269,13 @@ class _PacketSizeGuard:
             byte = data[i]
             i += 1
             self._header += 1
-            if self._header == 1:      # packet type and flags
+            if self._header == 1:  # packet type and flags
                 self._length = self._shift = 0
                 self._publish = byte >> 4 == 3
                 continue
             self._length += (byte & 0x7F) << self._shift
             self._shift += 7
-            if byte & 0x80:            # the remaining length goes on
+            if byte & 0x80:  # the remaining length goes on
                 if self._header >= 5:  # at most four length bytes
                     return -1
                 continue
@@ -274,16 +295,16 @@ class _Throttle:
     past the budget leaves it in debt and returns the seconds to wait until the debt is
     paid, so however the account sends, it is held to the rates."""
 
-    __slots__ = ("byte_burst", "byte_rate", "bytes", "burst", "held", "messages", "rate",
-                 "stamp")
+    __slots__ = ("byte_burst", "byte_rate", "bytes", "burst", "held", "messages", "rate", "stamp")
 
-    def __init__(self, rate: float, burst: float, byte_rate: float, byte_burst: float,
-                 now: float) -> None:
+    def __init__(
+        self, rate: float, burst: float, byte_rate: float, byte_burst: float, now: float
+    ) -> None:
         self.rate, self.burst = rate, burst
         self.byte_rate, self.byte_burst = byte_rate, byte_burst
         self.messages, self.bytes = burst, byte_burst
         self.stamp = now
-        self.held = False          # whether the last charge had to wait (for the log)
+        self.held = False  # whether the last charge had to wait (for the log)
 
     def charge(self, messages: int, nbytes: int, now: float) -> float:
         elapsed = max(now - self.stamp, 0.0)
@@ -299,8 +320,9 @@ class _BoundedReader(StreamReaderAdapter):
     the account is known, holding its publishes to its :class:`_Throttle`: past the
     budget it waits before handing amqtt the rest of the packet."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limit: int) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
+    ) -> None:
         super().__init__(reader)
         self._writer = writer
         self._guard = _PacketSizeGuard(limit)
@@ -327,8 +349,12 @@ class _BoundedReader(StreamReaderAdapter):
         if size < 0:
             log.warning("closed the connection from %s: malformed packet length", peer)
         else:
-            log.warning("closed the connection from %s: a packet of %d bytes is over the "
-                        "limit of %d", peer, size, self._guard.limit)
+            log.warning(
+                "closed the connection from %s: a packet of %d bytes is over the limit of %d",
+                peer,
+                size,
+                self._guard.limit,
+            )
         self._writer.transport.abort()
         return b""  # amqtt takes it for the end of the stream
 
@@ -343,8 +369,12 @@ class _BoundedReader(StreamReaderAdapter):
             return
         if not throttle.held:
             throttle.held = True
-            log.warning("holding back %s: over its publishing rate of %g messages or %g "
-                        "bytes a second", self.account, throttle.rate, throttle.byte_rate)
+            log.warning(
+                "holding back %s: over its publishing rate of %g messages or %g bytes a second",
+                self.account,
+                throttle.rate,
+                throttle.byte_rate,
+            )
         await asyncio.sleep(wait)
 
 
@@ -352,23 +382,37 @@ class _Broker(Broker):
     """amqtt's broker with the packet-size limit, the login checked before the session is
     looked up, client identifier = user name, and only market data retained."""
 
-    def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
-                 max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        accounts: _Accounts,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        limits: AccountLimits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__(config)
         self._accounts = accounts
         self._max_packet_size = max_packet_size
         self._refused_ids: set[str] = set()
         self._limits = limits
-        self._throttles: dict[str, _Throttle] = {}   # account -> its budget
+        self._throttles: dict[str, _Throttle] = {}  # account -> its budget
 
-    async def stream_connected(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter, listener_name: str) -> None:
-        await self.external_connected(_BoundedReader(reader, writer, self._max_packet_size),
-                                      StreamWriterAdapter(writer), listener_name)
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        await self.external_connected(
+            _BoundedReader(reader, writer, self._max_packet_size),
+            StreamWriterAdapter(writer),
+            listener_name,
+        )
 
-    async def retain_message(self, source_session: Session | None, topic_name: str | None,
-                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
         if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
             await super().retain_message(source_session, topic_name, data, qos)
 
@@ -382,7 +426,7 @@ class _Broker(Broker):
         for _ in range(BROADCAST_BATCH):
             if queue.empty():
                 break
-            await super()._run_broadcast(running_tasks)   # get() has one: no wait
+            await super()._run_broadcast(running_tasks)  # get() has one: no wait
 
     async def _admit(self, session: Session) -> None:
         """carbonx: the identifier rule, applied before amqtt looks the session up."""
@@ -395,36 +439,46 @@ class _Broker(Broker):
             return
         session.client_id = session.username
         old_session, old_handler = self._sessions.get(session.client_id, (None, None))
-        if (session.clean_session and old_session is not None and old_handler is not None
-                and old_session.transitions.is_connected()):
+        if (
+            session.clean_session
+            and old_session is not None
+            and old_handler is not None
+            and old_session.transitions.is_connected()
+        ):
             # amqtt would drop the old connection's session but leave it connected; the
             # account's new connection takes over, as in mosquitto: close the old one.
             await old_handler.handle_connection_closed()
             await old_handler.stop()
 
-    async def _handle_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
-                                     client_session: Session, *args, **kwargs) -> None:
+    async def _handle_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session, *args, **kwargs
+    ) -> None:
         user = client_session.username
-        if (isinstance(reader, _BoundedReader) and user and user != GATEWAY_USER
-                and client_session.client_id == user):   # an admitted account
+        if (
+            isinstance(reader, _BoundedReader)
+            and user
+            and user != GATEWAY_USER
+            and client_session.client_id == user
+        ):  # an admitted account
             throttle = self._throttles.get(user)
             if throttle is None:
                 limits = self._limits
                 throttle = self._throttles[user] = _Throttle(
-                    limits.message_rate, limits.message_burst, limits.byte_rate,
-                    limits.byte_burst, asyncio.get_running_loop().time())
+                    limits.message_rate,
+                    limits.message_burst,
+                    limits.byte_rate,
+                    limits.byte_burst,
+                    asyncio.get_running_loop().time(),
+                )
             reader.throttle, reader.account = throttle, user
         try:
-            await super()._handle_client_session(reader, writer, client_session,
-                                                 *args, **kwargs)
+            await super()._handle_client_session(reader, writer, client_session, *args, **kwargs)
         finally:
             # amqtt keeps the session of a refused login for good: forget it.
             if client_session.client_id in self._refused_ids:
                 self._refused_ids.discard(client_session.client_id)
                 self._sessions.pop(client_session.client_id, None)
 
-    # A copy of amqtt 0.12.1's Broker._initialize_client_session (its source is pinned by
-    # a test); the one change is the marked call to self._admit.
     async def _initialize_client_session(
         self,
         reader: ReaderAdapter,
@@ -432,62 +486,66 @@ class _Broker(Broker):
         remote_address: str,
         remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
-        """Initialize a client session and protocol handler."""
-        # Wait for first packet and expect a CONNECT
+        """Read the CONNECT, apply the account's identifier rule, then resume or start the
+        session; return the protocol handler and the session.
+
+        amqtt's own method reads the CONNECT and looks the session up by identifier in one
+        step; the identifier rule (``_admit``) must act between the two, so this method
+        does the whole job, to amqtt 0.12's contract for it (a test pins amqtt's source).
+        """
+        peer = format_client_message(address=remote_address, port=remote_port)
         try:
-            handler, client_session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
-        except AMQTTError as exc:
-            self.logger.warning(
-                f"[MQTT-3.1.0-1] {format_client_message(address=remote_address, port=remote_port)}:"
-                f" Can't read first packet as CONNECT: {exc}",
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
             )
+        except NoDataError as exc:
+            self.logger.error("%s closed before sending anything: %s", peer, exc)
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
-            self.logger.warning(
-                f"Invalid connection from {format_client_message(address=remote_address, port=remote_port)}",
-            )
+            self.logger.warning("%s sent an invalid CONNECT", peer)
             await writer.close()
             raise MQTTError(exc) from exc
-        except NoDataError as exc:
-            self.logger.error(
-                f"No data from {format_client_message(address=remote_address, port=remote_port)} : {exc}",
-            )
+        except AMQTTError as exc:
+            self.logger.warning("%s: the first packet is not a CONNECT: %s", peer, exc)
             raise AMQTTError(exc) from exc
+        await self._admit(session)
+        session = await self._resume_or_start(session)
+        grace = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(grace, int):
+            session.keep_alive += grace
+        return handler, session
 
-        await self._admit(client_session)  # carbonx: the one change
+    # What a resumed session takes from the connection that resumes it.
+    _RENEWED = (
+        "will_flag",
+        "will_message",
+        "will_topic",
+        "will_qos",
+        "keep_alive",
+        "username",
+        "password",
+    )
 
-        if client_session.clean_session:
-            # Delete existing session and create a new one
-            if client_session.client_id is not None and client_session.client_id != "":
-                await self._delete_session(client_session.client_id)
+    async def _resume_or_start(self, session: Session) -> Session:
+        """A clean session replaces whatever its identifier had; a persistent one resumes
+        the stored session (``parent`` 1), renewed with the new connection's will,
+        keep-alive and credentials, or starts afresh (``parent`` 0)."""
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
             else:
-                client_session.client_id = gen_client_id()
-
-            client_session.parent = 0
-        # Get session from cache
-        elif client_session.client_id in self._sessions:
-            self.logger.debug(f"Found old session {self._sessions[client_session.client_id]!r}")
-
-            # even though the session previously existed, the new connection can bring updated configuration and credentials
-            existing_client_session, _ = self._sessions[client_session.client_id]
-            existing_client_session.will_flag = client_session.will_flag
-            existing_client_session.will_message = client_session.will_message
-            existing_client_session.will_topic = client_session.will_topic
-            existing_client_session.will_qos = client_session.will_qos
-            existing_client_session.keep_alive = client_session.keep_alive
-            existing_client_session.username = client_session.username
-            existing_client_session.password = client_session.password
-            client_session = existing_client_session
-            client_session.parent = 1
-        else:
-            client_session.parent = 0
-
-        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
-        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
-            client_session.keep_alive += timeout_disconnect_delay
-
-        self.logger.debug(f"Keep-alive timeout={client_session.keep_alive}")
-        return handler, client_session
+                session.client_id = gen_client_id()
+            session.parent = 0
+            return session
+        stored = self._sessions.get(session.client_id)
+        if stored is None:
+            session.parent = 0
+            return session
+        resumed = stored[0]
+        for name in self._RENEWED:
+            setattr(resumed, name, getattr(session, name))
+        resumed.parent = 1
+        return resumed
 
 
 def _free_port(host: str) -> int:
@@ -528,9 +586,15 @@ class EmbeddedBroker:
     listen, and nothing is logged: the caller says what went wrong.
     """
 
-    def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1",
-                 *, max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        credentials: dict[str, str],
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        limits: AccountLimits = DEFAULT_LIMITS,
+    ) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
         if max_packet_size < 64:
@@ -558,14 +622,20 @@ class EmbeddedBroker:
         else:
             _check_bindable(self.host, self.port)
         config = BrokerConfig(
-            listeners={"default": ListenerConfig(type=ListenerType.TCP, bind=f"{self.host}:{self.port}")},
+            listeners={
+                "default": ListenerConfig(type=ListenerType.TCP, bind=f"{self.host}:{self.port}")
+            },
             plugins={
                 f"{__name__}.PasswordAuthPlugin": {"accounts": self._accounts},
                 f"{__name__}.TopicRulesPlugin": {},
             },
         )
-        broker = _Broker(config, accounts=self._accounts,
-                         max_packet_size=self.max_packet_size, limits=self.limits)
+        broker = _Broker(
+            config,
+            accounts=self._accounts,
+            max_packet_size=self.max_packet_size,
+            limits=self.limits,
+        )
         try:
             with _quiet_start_failure():
                 await broker.start()
@@ -573,14 +643,19 @@ class EmbeddedBroker:
             # Taken between the check and the start: amqtt wraps the OSError.
             cause = exc.__cause__
             if isinstance(cause, OSError):
-                raise OSError(cause.errno or errno.EADDRINUSE,
-                              cause.strerror or str(cause)) from None
+                raise OSError(
+                    cause.errno or errno.EADDRINUSE, cause.strerror or str(cause)
+                ) from None
             raise
         self._broker = broker
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()

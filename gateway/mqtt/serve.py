@@ -19,6 +19,7 @@ unreadable ``--init`` is found first; a journal that ``--init`` or the credentia
 fail to start is removed again. "gateway ready" is printed only once the gateway is
 connected and subscribed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,6 @@ from urllib.parse import unquote, urlsplit
 from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
-
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
@@ -59,9 +59,9 @@ log = logging.getLogger("carbonx.serve")
 
 PASSWORD_ENV = "CARBONX_PASSWORD"
 LOOPBACK = "127.0.0.1"
-PROBE_ATTEMPTS = 5     # logins tried at the start of --broker before giving up
-PROBE_DELAY = 0.2      # seconds before the second, doubling after each
-PROBE_TIMEOUT = 3.0    # seconds one login may take
+PROBE_ATTEMPTS = 5  # logins tried at the start of --broker before giving up
+PROBE_DELAY = 0.2  # seconds before the second, doubling after each
+PROBE_TIMEOUT = 3.0  # seconds one login may take
 
 
 class ServeError(Exception):
@@ -96,15 +96,19 @@ def parse_broker_url(url: str, password: str | None = None) -> BrokerAddress:
     except ValueError:
         raise ServeError(f"broker URL {shown!r}: the port is not a number") from None
     if not parts.hostname or not parts.username:
-        raise ServeError(f"broker URL {shown!r}: give the gateway's user and password, "
-                         f"mqtt://USER@HOST:PORT with --password-file FILE or "
-                         f"${PASSWORD_ENV}")
+        raise ServeError(
+            f"broker URL {shown!r}: give the gateway's user and password, "
+            f"mqtt://USER@HOST:PORT with --password-file FILE or "
+            f"${PASSWORD_ENV}"
+        )
     user = unquote(parts.username)
     if parts.password is not None:
         password = unquote(parts.password)
     if not password:
-        raise ServeError(f"broker URL {shown!r}: no password for user {user}: give "
-                         f"--password-file FILE or set ${PASSWORD_ENV}")
+        raise ServeError(
+            f"broker URL {shown!r}: no password for user {user}: give "
+            f"--password-file FILE or set ${PASSWORD_ENV}"
+        )
     return BrokerAddress(parts.hostname, port, user, password)
 
 
@@ -118,21 +122,28 @@ def read_password_file(path: str | os.PathLike[str]) -> str:
     lines = text.splitlines()
     if len(lines) != 1 or not lines[0]:
         found = f"{len(lines)} lines" if text.strip() else "nothing"
-        raise ServeError(f"--password-file {path}: expected the password alone on one "
-                         f"line, found {found}")
+        raise ServeError(
+            f"--password-file {path}: expected the password alone on one line, found {found}"
+        )
     return lines[0]
 
 
-def resolve_broker(url: str, *, password_file: str | os.PathLike[str] | None = None,
-                   environ: Mapping[str, str] | None = None) -> BrokerAddress:
+def resolve_broker(
+    url: str,
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BrokerAddress:
     """The broker of ``--broker URL``, its password from the URL, else ``--password-file``,
     else ``$CARBONX_PASSWORD``; a password given both in the URL and by file is an error."""
     environ = os.environ if environ is None else environ
     has_own = urlsplit(url).password is not None
     if password_file is not None:
         if has_own:
-            raise ServeError("--password-file: the broker URL has a password too; give "
-                             "it one way only (better the file)")
+            raise ServeError(
+                "--password-file: the broker URL has a password too; give "
+                "it one way only (better the file)"
+            )
         return parse_broker_url(url, read_password_file(password_file))
     return parse_broker_url(url, None if has_own else environ.get(PASSWORD_ENV) or None)
 
@@ -145,15 +156,24 @@ def _reason(exc: BaseException) -> str:
 
 
 # CONNACK refusals (MQTT 3.1.1 codes and the reason codes paho 2 turns them into).
-_LOGIN_REFUSED = {4, 5, 134, 135}      # bad user name or password; not authorised
-_TRY_AGAIN = {3, 136, 137}             # server unavailable; server busy
-_CONNACK_TEXT = {1: "unacceptable protocol version", 2: "identifier rejected",
-                 3: "server unavailable", 4: "bad user name or password",
-                 5: "not authorised"}
+_LOGIN_REFUSED = {4, 5, 134, 135}  # bad user name or password; not authorised
+_TRY_AGAIN = {3, 136, 137}  # server unavailable; server busy
+_CONNACK_TEXT = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
 
 
-async def probe_broker(broker: BrokerAddress, *, attempts: int = PROBE_ATTEMPTS,
-                       delay: float = PROBE_DELAY, timeout: float = PROBE_TIMEOUT) -> None:
+async def probe_broker(
+    broker: BrokerAddress,
+    *,
+    attempts: int = PROBE_ATTEMPTS,
+    delay: float = PROBE_DELAY,
+    timeout: float = PROBE_TIMEOUT,
+) -> None:
     """Log in to *broker* once, as the gateway will, and log out; raise ``ServeError``
     saying why not. An unreachable or unavailable broker is tried *attempts* times,
     *delay* seconds apart and doubling; a refused login is not tried again.
@@ -164,38 +184,48 @@ async def probe_broker(broker: BrokerAddress, *, attempts: int = PROBE_ATTEMPTS,
     import aiomqtt
 
     from gateway.mqtt import service
-    identifier = (getattr(service, "_IDENTIFIER", None)
-                  or f"carbonx-probe-{secrets.token_hex(6)}")
+
+    identifier = getattr(service, "_IDENTIFIER", None) or f"carbonx-probe-{secrets.token_hex(6)}"
     where = f"{broker.host}:{broker.port}"
     last = "no answer"
     for attempt in range(attempts):
         if attempt:
             await asyncio.sleep(delay * 2 ** (attempt - 1))
         try:
-            async with aiomqtt.Client(broker.host, broker.port, username=broker.username,
-                                      password=broker.password, identifier=identifier,
-                                      clean_session=True, timeout=timeout, keepalive=10):
+            async with aiomqtt.Client(
+                broker.host,
+                broker.port,
+                username=broker.username,
+                password=broker.password,
+                identifier=identifier,
+                clean_session=True,
+                timeout=timeout,
+                keepalive=10,
+            ):
                 return
         except aiomqtt.MqttCodeError as exc:
             code = getattr(exc.rc, "value", exc.rc)
-            text = (str(exc.rc) if hasattr(exc.rc, "value")
-                    else _CONNACK_TEXT.get(code, f"return code {code}"))
+            text = (
+                str(exc.rc)
+                if hasattr(exc.rc, "value")
+                else _CONNACK_TEXT.get(code, f"return code {code}")
+            )
             text = text[:1].lower() + text[1:]
             if code in _LOGIN_REFUSED:
-                raise ServeError(f"the broker at {where} refused the login for user "
-                                 f"{broker.username}: {text}") from None
+                raise ServeError(
+                    f"the broker at {where} refused the login for user {broker.username}: {text}"
+                ) from None
             if code not in _TRY_AGAIN:
-                raise ServeError(f"the broker at {where} refused the connection: "
-                                 f"{text}") from None
+                raise ServeError(f"the broker at {where} refused the connection: {text}") from None
             last = text
         except aiomqtt.MqttError as exc:
             last = _reason(exc)
-    raise ServeError(f"cannot connect to broker {where}: {last} "
-                     f"({attempts} attempts)")
+    raise ServeError(f"cannot connect to broker {where}: {last} ({attempts} attempts)")
 
 
-def open_engine(market: Market, *, journal: str | Path | None, init: str | Path | None,
-                ledger: bool = True) -> tuple[Engine, JournalWriter | None, dict]:
+def open_engine(
+    market: Market, *, journal: str | Path | None, init: str | Path | None, ledger: bool = True
+) -> tuple[Engine, JournalWriter | None, dict]:
     """The engine to serve: recovered from *journal* if it holds one, else new, with the
     *init* order file applied (and journaled). Returns (engine, writer, facts)."""
     facts: dict = {}
@@ -208,12 +238,17 @@ def open_engine(market: Market, *, journal: str | Path | None, init: str | Path 
         for warning in recovered.warnings:
             log.warning("journal: %s", warning)
         if recovered.torn_bytes:
-            log.warning("journal: a torn last frame (%d bytes, never committed) left in %s; "
-                        "going on in a new segment", recovered.torn_bytes, recovered.segment)
+            log.warning(
+                "journal: a torn last frame (%d bytes, never committed) left in %s; "
+                "going on in a new segment",
+                recovered.torn_bytes,
+                recovered.segment,
+            )
         engine = recovered.engine
         if init is not None:
-            log.warning("the journal already holds %d commands: --init is not applied again",
-                        recovered.seq)
+            log.warning(
+                "the journal already holds %d commands: --init is not applied again", recovered.seq
+            )
         return engine, writer, facts
     engine = Engine(market, ledger=ledger)
     if journal is not None:
@@ -228,8 +263,7 @@ def open_engine(market: Market, *, journal: str | Path | None, init: str | Path 
             engine.submit(command, out)
         facts["init"] = len(commands)
         facts["init_rejected"] = engine.rejected
-        facts["accounts"] = sorted({a for c in commands
-                                    if (a := getattr(c, "account", None))})
+        facts["accounts"] = sorted({a for c in commands if (a := getattr(c, "account", None))})
     return engine, writer, facts
 
 
@@ -241,7 +275,8 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
         except (OSError, ValueError) as exc:
             raise ServeError(f"cannot read credentials {path}: {exc}") from None
         if not isinstance(credentials, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()
+        ):
             raise ServeError(f"{path}: expected a JSON object of account: password")
     else:
         credentials = {}
@@ -297,8 +332,8 @@ class _Started:
         self.writer: JournalWriter | None = None
         self.core: GatewayCore | None = None
         self._journal = Path(journal) if journal is not None else None
-        self._before: set[str] | None = None   # the directory's entries, if it existed
-        self._new = False                      # it held no journal: one is made here
+        self._before: set[str] | None = None  # the directory's entries, if it existed
+        self._new = False  # it held no journal: one is made here
         if self._journal is not None and not (self._journal / "meta.json").exists():
             self._new = True
             if self._journal.is_dir():
@@ -322,30 +357,43 @@ class _Started:
                 path.unlink(missing_ok=True)
 
 
-def _open(started: _Started, market: Market, *, journal: str | None, init: str | None,
-          settings: GatewaySettings | None, credentials_path: str | None,
-          embedded: EmbeddedBroker | None) -> dict[str, str]:
+def _open(
+    started: _Started,
+    market: Market,
+    *,
+    journal: str | None,
+    init: str | None,
+    settings: GatewaySettings | None,
+    credentials_path: str | None,
+    embedded: EmbeddedBroker | None,
+) -> dict[str, str]:
     """Recover or create the engine and journal, and for the embedded broker write the
     credentials and give it the accounts (returned). On a failure here, the journal made
     is undone."""
     credentials: dict[str, str] = {}
-    notes: list[str] = []   # said once all is well: a failed start says one line
+    notes: list[str] = []  # said once all is well: a failed start says one line
     try:
         engine, writer, facts = open_engine(market, journal=journal, init=init)
         started.engine, started.writer = engine, writer
         if "recovered" in facts:
             notes.append(f"recovered {facts['recovered']} commands from {journal}")
         if "init" in facts:
-            notes.append(f"init: {facts['init']} commands, {facts['init_rejected']} "
-                         f"rejected")
+            notes.append(f"init: {facts['init']} commands, {facts['init_rejected']} rejected")
         if embedded is not None:
-            path = Path(credentials_path) if credentials_path else (
-                Path(journal) / "credentials.json" if journal
-                else Path("carbonx-credentials.json"))
+            path = (
+                Path(credentials_path)
+                if credentials_path
+                else (
+                    Path(journal) / "credentials.json"
+                    if journal
+                    else Path("carbonx-credentials.json")
+                )
+            )
             accounts = facts.get("accounts", [])
             if engine.ledger is not None:
-                accounts = sorted(set(accounts) | {a for a in engine.ledger.accounts
-                                                   if not a.startswith("@")})
+                accounts = sorted(
+                    set(accounts) | {a for a in engine.ledger.accounts if not a.startswith("@")}
+                )
             credentials = load_credentials(path, accounts)
             for name, password in credentials.items():
                 embedded.add_account(name, password)
@@ -359,13 +407,23 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
     return credentials
 
 
-async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
-                       password: str, stop: asyncio.Event,
-                       announce: Callable[[], None]) -> None:
+async def _run_gateway(
+    core: GatewayCore,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    stop: asyncio.Event,
+    announce: Callable[[], None],
+) -> None:
     """Run the gateway until *stop*; *announce* once it is connected and subscribed."""
     ready = asyncio.Event()
-    task = asyncio.ensure_future(run_gateway(core, host=host, port=port, username=username,
-                                             password=password, stop=stop, ready=ready))
+    task = asyncio.ensure_future(
+        run_gateway(
+            core, host=host, port=port, username=username, password=password, stop=stop, ready=ready
+        )
+    )
     waiter = asyncio.ensure_future(ready.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
@@ -374,20 +432,32 @@ async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str
     await task
 
 
-def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
-               init: str | None, credentials_path: str | None, port: int,
-               settings: GatewaySettings | None = None,
-               password_file: str | None = None,
-               environ: Mapping[str, str] | None = None,
-               limits: AccountLimits | None = None) -> int:
+def main_serve(
+    market: Market,
+    *,
+    broker_url: str | None,
+    journal: str | None,
+    init: str | None,
+    credentials_path: str | None,
+    port: int,
+    settings: GatewaySettings | None = None,
+    password_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    limits: AccountLimits | None = None,
+) -> int:
     """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start.
     *limits*: each account's publishing limit on the embedded broker (its defaults when
     None)."""
-    broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
-              if broker_url else None)
+    broker = (
+        resolve_broker(broker_url, password_file=password_file, environ=environ)
+        if broker_url
+        else None
+    )
     if password_file is not None and broker is None:
-        raise ServeError("--password-file is the gateway's password on --broker; the "
-                         "embedded broker's passwords are in --credentials")
+        raise ServeError(
+            "--password-file is the gateway's password on --broker; the "
+            "embedded broker's passwords are in --credentials"
+        )
     _check_readable(init)
     if broker is not None:
         run_async(probe_broker(broker))
@@ -397,8 +467,15 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
         print(text, file=sys.stderr, flush=True)
 
     def open_here(embedded: EmbeddedBroker | None) -> tuple[GatewayCore, dict[str, str]]:
-        credentials = _open(started, market, journal=journal, init=init, settings=settings,
-                            credentials_path=credentials_path, embedded=embedded)
+        credentials = _open(
+            started,
+            market,
+            journal=journal,
+            init=init,
+            settings=settings,
+            credentials_path=credentials_path,
+            embedded=embedded,
+        )
         assert started.core is not None
         return started.core, credentials
 
@@ -408,27 +485,40 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
         if broker is not None:
             core, _ = open_here(None)
             await _run_gateway(
-                core, host=broker.host, port=broker.port,
-                username=broker.username, password=broker.password, stop=stop,
-                announce=lambda: say(f"gateway on {broker.host}:{broker.port} as "
-                                     f"{broker.username}: connected; gateway ready"))
+                core,
+                host=broker.host,
+                port=broker.port,
+                username=broker.username,
+                password=broker.password,
+                stop=stop,
+                announce=lambda: say(
+                    f"gateway on {broker.host}:{broker.port} as "
+                    f"{broker.username}: connected; gateway ready"
+                ),
+            )
             return
-        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK,
-                                  limits=limits or DEFAULT_LIMITS)
+        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK, limits=limits or DEFAULT_LIMITS)
         try:
             await embedded.__aenter__()
         except OSError as exc:
-            raise ServeError(f"cannot listen on {LOOPBACK}:{port}: "
-                             f"{_reason(exc) if not exc.strerror else exc.strerror.lower()}"
-                             ) from None
+            raise ServeError(
+                f"cannot listen on {LOOPBACK}:{port}: "
+                f"{_reason(exc) if not exc.strerror else exc.strerror.lower()}"
+            ) from None
         try:
             # Listening: only now is anything written (journal, credentials).
             core, credentials = open_here(embedded)
             await _run_gateway(
-                core, host=embedded.host, port=embedded.port, username=GATEWAY_USER,
-                password=credentials[GATEWAY_USER], stop=stop,
-                announce=lambda: say(f"embedded broker on mqtt://{embedded.host}:"
-                                     f"{embedded.port}; gateway ready"))
+                core,
+                host=embedded.host,
+                port=embedded.port,
+                username=GATEWAY_USER,
+                password=credentials[GATEWAY_USER],
+                stop=stop,
+                announce=lambda: say(
+                    f"embedded broker on mqtt://{embedded.host}:{embedded.port}; gateway ready"
+                ),
+            )
         finally:
             await embedded.__aexit__(None, None, None)
 
@@ -442,6 +532,9 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None,
     if core is None or engine is None:
         return 0
     stats = core.stats
-    print(f"stopped: {stats.messages} messages, {stats.commands} commands, "
-          f"{stats.turned_away} turned away, {engine.trades} trades", file=sys.stderr)
+    print(
+        f"stopped: {stats.messages} messages, {stats.commands} commands, "
+        f"{stats.turned_away} turned away, {engine.trades} trades",
+        file=sys.stderr,
+    )
     return 0

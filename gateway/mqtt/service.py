@@ -15,6 +15,7 @@ QoS 1 from one client, and MQTT keeps a topic's order between two clients.
 Duplicates: a bot resending a command (same ``command_id``) after a reconnect gets the
 original answer again, marked ``"duplicate": true``, and the engine applies it once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,7 @@ REPORTS_PER_MESSAGE = 256
 
 READ_SLICE = 0.01  # seconds the reader may have before a flush while messages keep coming
 
-_OPERATOR = ""   # the intake of the exchange's own commands (the end of the day)
+_OPERATOR = ""  # the intake of the exchange's own commands (the end of the day)
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -78,14 +79,14 @@ _msgpack = msgspec.msgpack.Encoder()
 class GatewaySettings:
     """Tunable limits; the defaults suit a trading firm's bots on one machine."""
 
-    book_levels: int = 10          # depth levels a side on .../book
-    book_interval: float = 0.1     # seconds between two depth messages of an instrument
-    rate: float = 50_000.0         # commands a second an account may send, sustained
-    burst: float = 100_000.0       # ... and in a burst
-    intake: int = 5_000            # commands an account may have waiting to be run
+    book_levels: int = 10  # depth levels a side on .../book
+    book_interval: float = 0.1  # seconds between two depth messages of an instrument
+    rate: float = 50_000.0  # commands a second an account may send, sustained
+    burst: float = 100_000.0  # ... and in a burst
+    intake: int = 5_000  # commands an account may have waiting to be run
     snapshot_every: int = 500_000  # journaled commands between snapshots
-    eod_utc: str | None = None     # "HH:MM": end the trading day daily at this UTC time
-    flush_commands: int = 2_000    # commands run (and journaled) in one flush at most
+    eod_utc: str | None = None  # "HH:MM": end the trading day daily at this UTC time
+    flush_commands: int = 2_000  # commands run (and journaled) in one flush at most
 
 
 @dataclass
@@ -109,8 +110,12 @@ def _seq(report) -> int | None:
 
 def _refused(command, reason: str, message: str) -> dict:
     """A ``rejected`` report for a decoded command the gateway will not pass on."""
-    report = {"report": "rejected", "reason": reason, "message": message,
-              "action": type(command).__struct_config__.tag}
+    report = {
+        "report": "rejected",
+        "reason": reason,
+        "message": message,
+        "action": type(command).__struct_config__.tag,
+    }
     order_id = getattr(command, "order_id", None)
     if order_id is not None:
         report["order_id"] = client_id(order_id)
@@ -122,8 +127,13 @@ def _refused(command, reason: str, message: str) -> dict:
 class GatewayCore:
     """Everything the gateway does between a received message and a published one."""
 
-    def __init__(self, engine: Engine, *, journal: JournalWriter | None = None,
-                 settings: GatewaySettings | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        journal: JournalWriter | None = None,
+        settings: GatewaySettings | None = None,
+    ) -> None:
         self.engine = engine
         self.journal = journal
         self.settings = settings or GatewaySettings()
@@ -135,8 +145,8 @@ class GatewayCore:
         # waits behind itself, not in front of the others. At most settings.intake a
         # queue; past that a message is turned away whole (answered at the next flush).
         self._intake: dict[str, deque] = {}
-        self._waiting = 0                 # items in all intake queues
-        self._answers: list = []          # (account, report): turned away at the door
+        self._waiting = 0  # items in all intake queues
+        self._answers: list = []  # (account, report): turned away at the door
         self._buckets: dict[str, _Bucket] = {}
         self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
         self._dirty: set[str] = set()
@@ -145,7 +155,7 @@ class GatewayCore:
         self._clock_ns = 0
         self._since_snapshot = 0
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
-        self._last: dict[str, int] = {}          # instrument -> last trade price (ticks)
+        self._last: dict[str, int] = {}  # instrument -> last trade price (ticks)
 
     # --- in -----------------------------------------------------------------------------
     def receive(self, topic: str, payload: bytes, now: float | None = None) -> None:
@@ -163,8 +173,9 @@ class GatewayCore:
         elif len(queue) >= self.settings.intake:
             # Back-pressure: the account already has a full intake waiting. Turning the
             # message away reads only its ids, so a flood costs little besides its answers.
-            message = (f"{len(queue)} commands of this account are waiting; "
-                       f"resend once they are answered")
+            message = (
+                f"{len(queue)} commands of this account are waiting; resend once they are answered"
+            )
             for report in self._decoder.turn_away(payload, OVERLOADED, message):
                 self._count_turned_away(account, report)
                 self._answers.append((account, report))
@@ -174,17 +185,22 @@ class GatewayCore:
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(account, payload)
         # Profiled (batched orders): counted in C, not by a generator per item.
-        turned_away = list(map(type, items)).count(dict)   # rejections are dicts
+        turned_away = list(map(type, items)).count(dict)  # rejections are dicts
         commands = len(items) - turned_away
         if commands:
             # Reports follow the format of the bot's last message that held a command.
             self._packed[account] = is_msgpack(payload)
-        if commands and not self._admit(account, commands,
-                                        time.monotonic() if now is None else now):
-            message = (f"{commands} command(s) in one message over the account's limit "
-                       f"of {self.settings.rate:g}/s")
-            items = [item if type(item) is dict else _refused(item, RATE_LIMITED, message)
-                     for item in items]
+        if commands and not self._admit(
+            account, commands, time.monotonic() if now is None else now
+        ):
+            message = (
+                f"{commands} command(s) in one message over the account's limit "
+                f"of {self.settings.rate:g}/s"
+            )
+            items = [
+                item if type(item) is dict else _refused(item, RATE_LIMITED, message)
+                for item in items
+            ]
             commands, turned_away = 0, len(items)
         stats.commands += commands
         self._waiting += len(items)
@@ -203,8 +219,7 @@ class GatewayCore:
         stats.turned_away += 1
         reason = report["reason"]
         stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
-        log.info("turned away a command from %s: %s: %s", account, reason,
-                 report["message"])
+        log.info("turned away a command from %s: %s: %s", account, reason, report["message"])
 
     def _admit(self, account: str, count: int, now: float) -> bool:
         """Token bucket per account: may *count* more commands go in now?"""
@@ -273,7 +288,7 @@ class GatewayCore:
         by_account: dict[str, list[dict]] = {}
         trades: dict[str, list[dict]] = {}
         submit = self.engine.submit
-        known = self.engine.market.instruments   # a rejection may name an unknown one
+        known = self.engine.market.instruments  # a rejection may name an unknown one
         reports = self._reports
         dirty = self._dirty
         out: list = []
@@ -287,7 +302,7 @@ class GatewayCore:
                 by_account.setdefault(account, []).append(report)
                 continue
             command = next(step)
-            out.clear()   # profiled: one list reused, not a slice of it per command
+            out.clear()  # profiled: one list reused, not a slice of it per command
             submit(command, out)
             made.clear()
             for event in out:
@@ -304,8 +319,12 @@ class GatewayCore:
                 # Profiled: the common answer is the first report, to the sender, an
                 # accepted one.
                 first = made[0][1] if made else None
-                if (type(first) is AcceptedReport and type(result) is not CommandRejected
-                        and made[0][0] == command.account and first.seq == result.seq):
+                if (
+                    type(first) is AcceptedReport
+                    and type(result) is not CommandRejected
+                    and made[0][0] == command.account
+                    and first.seq == result.seq
+                ):
                     first.command_id = command_id
                 else:
                     self._answer(command, result, made)
@@ -334,11 +353,11 @@ class GatewayCore:
                 outgoing.append((topic, encode(items[0]), 1))
                 continue
             for start in range(0, len(items), step):
-                outgoing.append((topic, encode(items[start:start + step]), 1))
+                outgoing.append((topic, encode(items[start : start + step]), 1))
         for instrument, items in trades.items():
             topic = trades_topic(instrument)
             for start in range(0, len(items), step):
-                outgoing.append((topic, _json.encode(items[start:start + step]), 0))
+                outgoing.append((topic, _json.encode(items[start : start + step]), 0))
         outgoing.extend(self._books(time.monotonic() if now is None else now))
         return outgoing
 
@@ -376,11 +395,22 @@ class GatewayCore:
                     self._reports.reports(event, again)
                 for i, (who, report) in enumerate(made):
                     if who == account and _seq(report) == result.seq:
-                        made[i:i + 1] = [
-                            (account, {**report_dict(r), "duplicate": True,
-                                       **({"command_id": command_id}
-                                          if _seq(r) == first[0].seq else {})})
-                            for who_again, r in again if who_again == account]
+                        made[i : i + 1] = [
+                            (
+                                account,
+                                {
+                                    **report_dict(r),
+                                    "duplicate": True,
+                                    **(
+                                        {"command_id": command_id}
+                                        if _seq(r) == first[0].seq
+                                        else {}
+                                    ),
+                                },
+                            )
+                            for who_again, r in again
+                            if who_again == account
+                        ]
                         return
         for who, report in made:
             if who == account and _seq(report) == result.seq:
@@ -391,9 +421,17 @@ class GatewayCore:
                 return
         # The result concerned no account's report stream (e.g. an unknown order's
         # cancel, rejected without an account): answer it anyway.
-        made.append((account, {"report": "rejected", "seq": result.seq,
-                               "command_id": command_id,
-                               "reason": getattr(result, "reason", "unknown")}))
+        made.append(
+            (
+                account,
+                {
+                    "report": "rejected",
+                    "seq": result.seq,
+                    "command_id": command_id,
+                    "reason": getattr(result, "reason", "unknown"),
+                },
+            )
+        )
 
     def _books(self, now: float) -> list[Outgoing]:
         """Depth of each changed instrument, at most once per ``book_interval``."""
@@ -425,19 +463,33 @@ class GatewayCore:
         return self._books(time.monotonic() if now is None else now)
 
 
-async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
-                      password: str, stop: asyncio.Event, ready: asyncio.Event | None = None,
-                      retry_delay: float = 0.5) -> None:
+async def run_gateway(
+    core: GatewayCore,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    retry_delay: float = 0.5,
+) -> None:
     """Serve until *stop* is set; reconnect after the broker goes away."""
     import aiomqtt
 
     while not stop.is_set():
         try:
             async with aiomqtt.Client(
-                    host, port, username=username, password=password,
-                    identifier=_IDENTIFIER, clean_session=True,
-                    max_inflight_messages=1000, keepalive=30,
-                    socket_options=SOCKET_OPTIONS) as client:
+                host,
+                port,
+                username=username,
+                password=password,
+                identifier=_IDENTIFIER,
+                clean_session=True,
+                max_inflight_messages=1000,
+                keepalive=30,
+                socket_options=SOCKET_OPTIONS,
+            ) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
                 # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
                 # lost connection (bots resend what stays unanswered) and cost a PUBACK
@@ -466,8 +518,13 @@ async def _clear_retained(client, topic: str) -> None:
 def seconds_of_day(text: str) -> int:
     """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
     hours, _, minutes = text.partition(":")
-    if not (hours.isdigit() and minutes.isdigit() and len(hours) == len(minutes) == 2
-            and int(hours) < 24 and int(minutes) < 60):
+    if not (
+        hours.isdigit()
+        and minutes.isdigit()
+        and len(hours) == len(minutes) == 2
+        and int(hours) < 24
+        and int(minutes) < 60
+    ):
         raise ValueError(f"expected HH:MM (UTC), got {text!r}")
     return int(hours) * 3600 + int(minutes) * 60
 
@@ -492,7 +549,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
                 continue
             try:
                 core.receive(topic, message.payload)
-            except Exception:  # noqa: BLE001 - no message may stop the gateway
+            except Exception:
                 log.exception("dropped a message on %r that could not be handled", topic)
                 continue
             work.set()
@@ -536,8 +593,12 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             core.end_of_day()
             publisher.send_all(core.flush())
 
-    tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(depth_timer()),
-             asyncio.ensure_future(stop.wait()), asyncio.ensure_future(run())]
+    tasks = [
+        asyncio.ensure_future(receive()),
+        asyncio.ensure_future(depth_timer()),
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(run()),
+    ]
     if core.settings.eod_utc:
         tasks.append(asyncio.ensure_future(eod_timer()))
     try:

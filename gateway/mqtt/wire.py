@@ -22,6 +22,7 @@ Reports are tagged by ``report`` (``accepted``, ``rejected``, ``fill``, ``cancel
 and, on the report that answers a command, that command's ``command_id``. Prices are
 decimal strings, cash decimal strings of the currency.
 """
+
 from __future__ import annotations
 
 import msgspec
@@ -64,8 +65,20 @@ from gateway.protocol import (
 __all__ = ["WireDecoder", "ReportMaker", "client_id", "report_dict", "WIRE_ACTIONS"]
 
 # Text fields a bot's command may carry that the exchange keeps or parses.
-_TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price",
-                "side", "type", "tif", "stp", "to_account", "to_instrument")
+_TEXT_FIELDS = (
+    "order_id",
+    "command_id",
+    "account",
+    "instrument",
+    "price",
+    "stop_price",
+    "side",
+    "type",
+    "tif",
+    "stp",
+    "to_account",
+    "to_instrument",
+)
 WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
 _ID_FIELDS = ("order_id", "command_id")
 
@@ -89,15 +102,16 @@ def _rejection(reason: str, message: str, raw=None) -> dict:
 
 
 def _too_many(count: int) -> dict:
-    return _rejection(TOO_MANY_COMMANDS, f"{count} commands in one message; "
-                                         f"the limit is {MAX_COMMANDS}")
+    return _rejection(
+        TOO_MANY_COMMANDS, f"{count} commands in one message; the limit is {MAX_COMMANDS}"
+    )
 
 
 class WireDecoder:
     """Turns one message from an account into commands plus rejections for the sender."""
 
     def __init__(self) -> None:
-        self.ts: int | None = None   # the gateway's clock, set before each decode
+        self.ts: int | None = None  # the gateway's clock, set before each decode
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(Row | list[Row])
         self._msgpack = msgspec.msgpack.Decoder(Row | list[Row])
@@ -112,8 +126,11 @@ class WireDecoder:
         account), a ``rejected`` report (a dict) for each bad one.
         """
         if len(payload) > MAX_PAYLOAD:
-            return [_rejection(TOO_LARGE, f"message of {len(payload)} bytes; "
-                                          f"the limit is {MAX_PAYLOAD}")]
+            return [
+                _rejection(
+                    TOO_LARGE, f"message of {len(payload)} bytes; the limit is {MAX_PAYLOAD}"
+                )
+            ]
         packed = is_msgpack(payload)
         try:
             decoded = (self._msgpack if packed else self._json).decode(payload)
@@ -131,14 +148,16 @@ class WireDecoder:
         if len(payload) <= MAX_PAYLOAD:
             try:
                 read = (self._msgpack_ids if is_msgpack(payload) else self._json_ids).decode(
-                    payload)
+                    payload
+                )
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
                 items = read if type(read) is list else [read]
                 if len(items) <= MAX_COMMANDS:
-                    return [_rejection(reason, message, msgspec.structs.asdict(item))
-                            for item in items]
+                    return [
+                        _rejection(reason, message, msgspec.structs.asdict(item)) for item in items
+                    ]
         return [_rejection(reason, message)]
 
     def _decode_each(self, account: str, payload: bytes, packed: bool):
@@ -159,8 +178,9 @@ class WireDecoder:
         items: list = []
         for item in raw_items:
             if not isinstance(item, dict):
-                items.append(_rejection(MALFORMED, "a command must be an object, "
-                                                   f"not {type(item).__name__}"))
+                items.append(
+                    _rejection(MALFORMED, f"a command must be an object, not {type(item).__name__}")
+                )
                 continue
             try:
                 row = msgspec.convert(item, Row)
@@ -179,20 +199,25 @@ class WireDecoder:
         for name in _TEXT_FIELDS:
             value = getattr(row, name)
             if type(value) is str and len(value) > MAX_TEXT:
-                return _rejection(BAD_COMMAND, f"{name} is {len(value)} characters long; "
-                                               f"the limit is {MAX_TEXT}")
+                return _rejection(
+                    BAD_COMMAND, f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}"
+                )
         if action not in WIRE_ACTIONS:
             reason = NOT_PERMITTED if action else BAD_COMMAND
-            message = (f"action {action!r} is not open to bots "
-                       f"({', '.join(sorted(WIRE_ACTIONS))})" if action else
-                       "action is required")
+            message = (
+                f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
+                if action
+                else "action is required"
+            )
             return _rejection(reason, message, msgspec.to_builtins(row))
         if row.account is None or row.account == "":
             row.account = account
         elif row.account != account:
-            return _rejection(WRONG_ACCOUNT, f"the command names account {row.account!r} "
-                                             f"but was sent on {account!r}'s topic",
-                              msgspec.to_builtins(row))
+            return _rejection(
+                WRONG_ACCOUNT,
+                f"the command names account {row.account!r} but was sent on {account!r}'s topic",
+                msgspec.to_builtins(row),
+            )
         if action == "new" or action == "cancel" or action == "amend":
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
@@ -223,9 +248,13 @@ def client_id(order_id: str | None) -> str | None:
 # The clearing house's news for an account (exchange.derivatives.clearing), by event: the report's
 # name; its fields are the event's, with prices and cash as decimal strings.
 _CLEARING_REPORTS = {
-    VariationMargin: "variation_margin", MarginCalled: "margin_call",
-    MarginCallMet: "margin_call_met", PositionClosedOut: "closed_out",
-    DefaultRecorded: "default", DeliverySettled: "delivery", DeliveryFailed: "delivery_failed",
+    VariationMargin: "variation_margin",
+    MarginCalled: "margin_call",
+    MarginCallMet: "margin_call_met",
+    PositionClosedOut: "closed_out",
+    DefaultRecorded: "default",
+    DeliverySettled: "delivery",
+    DeliveryFailed: "delivery_failed",
     OptionExercised: "exercised",
 }
 _CLEARING_PRICES = frozenset({"price", "strike"})
@@ -301,64 +330,173 @@ class ReportMaker:
             instrument, seq, trade_id, qty = event.instrument, event.seq, event.trade_id, event.qty
             price = self.price(instrument, event.price)
             buyer_took = event.aggressor == "buy"
-            reports.append((event.buy_account, FillReport(
-                "fill", seq, trade_id, instrument, price, qty, client_id(event.buy_order_id),
-                "buy", event.buy_leaves_qty, "taker" if buyer_took else "maker")))
-            reports.append((event.sell_account, FillReport(
-                "fill", seq, trade_id, instrument, price, qty, client_id(event.sell_order_id),
-                "sell", event.sell_leaves_qty, "maker" if buyer_took else "taker")))
+            reports.append(
+                (
+                    event.buy_account,
+                    FillReport(
+                        "fill",
+                        seq,
+                        trade_id,
+                        instrument,
+                        price,
+                        qty,
+                        client_id(event.buy_order_id),
+                        "buy",
+                        event.buy_leaves_qty,
+                        "taker" if buyer_took else "maker",
+                    ),
+                )
+            )
+            reports.append(
+                (
+                    event.sell_account,
+                    FillReport(
+                        "fill",
+                        seq,
+                        trade_id,
+                        instrument,
+                        price,
+                        qty,
+                        client_id(event.sell_order_id),
+                        "sell",
+                        event.sell_leaves_qty,
+                        "maker" if buyer_took else "taker",
+                    ),
+                )
+            )
         elif kind is OrderAccepted:
-            reports.append((event.account, AcceptedReport(
-                "accepted", event.seq, client_id(event.order_id), event.instrument,
-                event.side, event.type, event.tif, self.price(event.instrument, event.price),
-                event.qty)))
+            reports.append(
+                (
+                    event.account,
+                    AcceptedReport(
+                        "accepted",
+                        event.seq,
+                        client_id(event.order_id),
+                        event.instrument,
+                        event.side,
+                        event.type,
+                        event.tif,
+                        self.price(event.instrument, event.price),
+                        event.qty,
+                    ),
+                )
+            )
         elif kind is OrderCancelled:
-            reports.append((event.account, {
-                "report": "cancelled", "seq": event.seq, "order_id": client_id(event.order_id),
-                "instrument": event.instrument, "side": event.side,
-                "cancelled_qty": event.cancelled_qty, "reason": event.reason}))
+            reports.append(
+                (
+                    event.account,
+                    {
+                        "report": "cancelled",
+                        "seq": event.seq,
+                        "order_id": client_id(event.order_id),
+                        "instrument": event.instrument,
+                        "side": event.side,
+                        "cancelled_qty": event.cancelled_qty,
+                        "reason": event.reason,
+                    },
+                )
+            )
         elif kind is CommandRejected:
             if event.account:
-                report = {"report": "rejected", "seq": event.seq, "action": event.action,
-                          "reason": event.reason}
+                report = {
+                    "report": "rejected",
+                    "seq": event.seq,
+                    "action": event.action,
+                    "reason": event.reason,
+                }
                 if event.order_id is not None:
                     report["order_id"] = client_id(event.order_id)
                 reports.append((event.account, report))
         elif kind is OrderAmended:
-            reports.append((event.account, {
-                "report": "amended", "seq": event.seq, "order_id": client_id(event.order_id),
-                "instrument": event.instrument, "side": event.side,
-                "price": self.price(event.instrument, event.price), "qty": event.qty,
-                "priority_kept": event.priority_kept}))
+            reports.append(
+                (
+                    event.account,
+                    {
+                        "report": "amended",
+                        "seq": event.seq,
+                        "order_id": client_id(event.order_id),
+                        "instrument": event.instrument,
+                        "side": event.side,
+                        "price": self.price(event.instrument, event.price),
+                        "qty": event.qty,
+                        "priority_kept": event.priority_kept,
+                    },
+                )
+            )
         elif kind is OrderExpired:
-            reports.append((event.account, {
-                "report": "expired", "seq": event.seq, "order_id": client_id(event.order_id),
-                "instrument": event.instrument, "side": event.side,
-                "expired_qty": event.expired_qty}))
+            reports.append(
+                (
+                    event.account,
+                    {
+                        "report": "expired",
+                        "seq": event.seq,
+                        "order_id": client_id(event.order_id),
+                        "instrument": event.instrument,
+                        "side": event.side,
+                        "expired_qty": event.expired_qty,
+                    },
+                )
+            )
         elif kind is OrderTriggered:
-            reports.append((event.account, {
-                "report": "triggered", "seq": event.seq, "order_id": client_id(event.order_id),
-                "instrument": event.instrument, "side": event.side,
-                "stop_price": self.price(event.instrument, event.stop_price),
-                "last_price": self.price(event.instrument, event.last_price)}))
+            reports.append(
+                (
+                    event.account,
+                    {
+                        "report": "triggered",
+                        "seq": event.seq,
+                        "order_id": client_id(event.order_id),
+                        "instrument": event.instrument,
+                        "side": event.side,
+                        "stop_price": self.price(event.instrument, event.stop_price),
+                        "last_price": self.price(event.instrument, event.last_price),
+                    },
+                )
+            )
         elif kind is TradeSettled:
             cash = format_cash(event.currency, event.cash)
-            base = {"report": "settled", "seq": event.seq, "trade_id": event.trade_id,
-                    "instrument": event.instrument, "qty": event.qty, "cash": cash,
-                    "currency": event.currency}
-            reports.append((event.buy_account, {
-                **base, "side": "buy", "fee": format_cash(event.currency, event.buy_fee)}))
-            reports.append((event.sell_account, {
-                **base, "side": "sell", "fee": format_cash(event.currency, event.sell_fee)}))
+            base = {
+                "report": "settled",
+                "seq": event.seq,
+                "trade_id": event.trade_id,
+                "instrument": event.instrument,
+                "qty": event.qty,
+                "cash": cash,
+                "currency": event.currency,
+            }
+            reports.append(
+                (
+                    event.buy_account,
+                    {**base, "side": "buy", "fee": format_cash(event.currency, event.buy_fee)},
+                )
+            )
+            reports.append(
+                (
+                    event.sell_account,
+                    {**base, "side": "sell", "fee": format_cash(event.currency, event.sell_fee)},
+                )
+            )
         elif kind is MassCancelAccepted:
-            reports.append((event.account, {
-                "report": "mass_cancel_accepted", "seq": event.seq,
-                "instrument": event.instrument, "side": event.side, "count": event.count}))
+            reports.append(
+                (
+                    event.account,
+                    {
+                        "report": "mass_cancel_accepted",
+                        "seq": event.seq,
+                        "instrument": event.instrument,
+                        "side": event.side,
+                        "count": event.count,
+                    },
+                )
+            )
         elif kind in _CLEARING_REPORTS:
             reports.append((event.account, self.clearing_report(event)))
         elif kind is AllowancesSurrendered:
-            surrendered = {"report": "surrendered", "seq": event.seq,
-                           "instrument": event.instrument, "qty": event.qty}
+            surrendered = {
+                "report": "surrendered",
+                "seq": event.seq,
+                "instrument": event.instrument,
+                "qty": event.qty,
+            }
             if event.year is not None:
                 surrendered["year"] = event.year
             reports.append((event.account, surrendered))
@@ -382,14 +520,22 @@ class ReportMaker:
 
     def public_trade(self, event: TradeExecuted) -> dict:
         """A trade as market data: no accounts, no order ids."""
-        return {"seq": event.seq, "trade_id": event.trade_id, "instrument": event.instrument,
-                "price": self.price(event.instrument, event.price), "qty": event.qty,
-                "aggressor": event.aggressor}
+        return {
+            "seq": event.seq,
+            "trade_id": event.trade_id,
+            "instrument": event.instrument,
+            "price": self.price(event.instrument, event.price),
+            "qty": event.qty,
+            "aggressor": event.aggressor,
+        }
 
     def depth(self, instrument: str, seq: int, shape) -> dict:
         """Aggregated depth from ``book.depth(levels)``: price levels a side, best first."""
         bids, asks = shape
         fmt = self._ticks[instrument].format
-        return {"instrument": instrument, "seq": seq,
-                "bids": [[fmt(p), qty, count] for p, qty, count in bids],
-                "asks": [[fmt(p), qty, count] for p, qty, count in asks]}
+        return {
+            "instrument": instrument,
+            "seq": seq,
+            "bids": [[fmt(p), qty, count] for p, qty, count in bids],
+            "asks": [[fmt(p), qty, count] for p, qty, count in asks],
+        }

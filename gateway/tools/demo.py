@@ -6,6 +6,7 @@ noise traders and a compliance buyer, on CEA25 and CEA24. At the end: trades, vo
 VWAP per instrument, and each bot's holdings and profit and loss (cash change plus the
 units change marked at the last trade price).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,12 +18,11 @@ from dataclasses import dataclass
 from exchange import Engine, Market, default_market
 from exchange.commands import Deposit, IssueAllowances, OpenAccount
 from exchange.journal import create_journal
-
-from gateway.bots.traders import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
+from exchange.market import format_cash
 from gateway.bots.client import ExchangeClient
+from gateway.bots.traders import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
 from gateway.mqtt.brokerconfig import generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
-from exchange.market import format_cash
 from gateway.mqtt.serve import run_async
 from gateway.mqtt.service import GatewayCore, run_gateway
 
@@ -32,10 +32,10 @@ __all__ = ["run_demo", "DemoResult"]
 @dataclass(frozen=True)
 class _Seat:
     account: str
-    kind: str          # account kind in the ledger
+    kind: str  # account kind in the ledger
     instrument: str
-    cash: str          # CNY deposited
-    units: int         # allowances issued
+    cash: str  # CNY deposited
+    units: int  # allowances issued
 
 
 _SEATS = (
@@ -63,8 +63,9 @@ def _funding(seats) -> list:
     for seat in seats:
         commands.append(OpenAccount(account=seat.account, kind=seat.kind))
         commands.append(Deposit(account=seat.account, currency="CNY", amount=seat.cash))
-        commands.append(IssueAllowances(account=seat.account, instrument=seat.instrument,
-                                        qty=seat.units))
+        commands.append(
+            IssueAllowances(account=seat.account, instrument=seat.instrument, qty=seat.units)
+        )
     return commands
 
 
@@ -74,8 +75,9 @@ def _bot(seat: _Seat, client: ExchangeClient, market: Market, seed: int) -> _Bot
     if seat.kind == "market_maker":
         return MarketMaker(client, seat.instrument, tick, fair=fair, seed=seed)
     if seat.kind == "covered":
-        return ComplianceBuyer(client, seat.instrument, tick, fair=fair, seed=seed,
-                               need=4_000, surrender=seat.units)
+        return ComplianceBuyer(
+            client, seat.instrument, tick, fair=fair, seed=seed, need=4_000, surrender=seat.units
+        )
     return NoiseTrader(client, seat.instrument, tick, fair=fair, seed=seed)
 
 
@@ -96,21 +98,42 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
     loop = asyncio.get_running_loop()
     began = time.perf_counter()
     async with EmbeddedBroker(credentials) as broker:
-        print(f"embedded broker on mqtt://{broker.host}:{broker.port}; journal in "
-              f"{journal_dir}; {len(_SEATS)} bots for {seconds:g} s", file=out, flush=True)
+        print(
+            f"embedded broker on mqtt://{broker.host}:{broker.port}; journal in "
+            f"{journal_dir}; {len(_SEATS)} bots for {seconds:g} s",
+            file=out,
+            flush=True,
+        )
         stop, ready = asyncio.Event(), asyncio.Event()
-        gateway = asyncio.ensure_future(run_gateway(
-            core, host=broker.host, port=broker.port, username=GATEWAY_USER,
-            password=credentials[GATEWAY_USER], stop=stop, ready=ready))
+        gateway = asyncio.ensure_future(
+            run_gateway(
+                core,
+                host=broker.host,
+                port=broker.port,
+                username=GATEWAY_USER,
+                password=credentials[GATEWAY_USER],
+                stop=stop,
+                ready=ready,
+            )
+        )
         await asyncio.wait_for(ready.wait(), 10)
-        clients = [ExchangeClient(seat.account, credentials[seat.account], broker.host,
-                                  broker.port, market_data=[seat.instrument])
-                   for seat in _SEATS]
+        clients = [
+            ExchangeClient(
+                seat.account,
+                credentials[seat.account],
+                broker.host,
+                broker.port,
+                market_data=[seat.instrument],
+            )
+            for seat in _SEATS
+        ]
         for client in clients:
             await client.__aenter__()
         try:
-            bots = [_bot(seat, client, market, seed + i)
-                    for i, (seat, client) in enumerate(zip(_SEATS, clients))]
+            bots = [
+                _bot(seat, client, market, seed + i)
+                for i, (seat, client) in enumerate(zip(_SEATS, clients))
+            ]
             until = loop.time() + seconds
             runs = [asyncio.ensure_future(bot.run(until)) for bot in bots]
             progress = asyncio.ensure_future(_progress(core, until, out))
@@ -133,31 +156,45 @@ async def _progress(core: GatewayCore, until: float, out) -> None:
     while True:
         await asyncio.sleep(0.25 if live else 2.0)
         left = max(until - loop.time(), 0)
-        traded = "  ".join(f"{symbol} {n} trades, last {core.last_price(symbol)}"
-                           for symbol, n in sorted(core.trade_counts().items()))
-        line = (f"{left:5.1f} s left  {core.stats.commands} commands  "
-                f"{traded or 'no trades yet'}")
-        print(("\r" + line.ljust(100)) if live else line, end="" if live else "\n",
-              file=out, flush=True)
+        traded = "  ".join(
+            f"{symbol} {n} trades, last {core.last_price(symbol)}"
+            for symbol, n in sorted(core.trade_counts().items())
+        )
+        line = f"{left:5.1f} s left  {core.stats.commands} commands  {traded or 'no trades yet'}"
+        print(
+            ("\r" + line.ljust(100)) if live else line,
+            end="" if live else "\n",
+            file=out,
+            flush=True,
+        )
 
 
 def _holdings(engine: Engine) -> dict[tuple[str, str], int]:
-    return {(account, asset): available + held + locked
-            for account, asset, available, held, locked in engine.ledger.holdings()}
+    return {
+        (account, asset): available + held + locked
+        for account, asset, available, held, locked in engine.ledger.holdings()
+    }
 
 
 def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) -> str:
-    lines = [f"demo: {elapsed:.1f} s, {core.stats.messages} messages, "
-             f"{core.stats.commands} commands, {core.engine.trades} trades, "
-             f"{core.stats.turned_away} turned away at the edge", "",
-             "instrument  trades     volume (t)  VWAP (CNY/t)  last"]
+    lines = [
+        f"demo: {elapsed:.1f} s, {core.stats.messages} messages, "
+        f"{core.stats.commands} commands, {core.engine.trades} trades, "
+        f"{core.stats.turned_away} turned away at the edge",
+        "",
+        "instrument  trades     volume (t)  VWAP (CNY/t)  last",
+    ]
     for symbol, (count, volume, notional) in sorted(core.traded.items()):
         tick = market[symbol].tick
         vwap = tick.format((2 * notional + volume) // (2 * volume)) if volume else "-"
-        lines.append(f"{symbol:<10}  {count:>6}  {volume:>13,}  {vwap:>12}  "
-                     f"{core.last_price(symbol)}")
-    lines += ["", "bot       role               CNY (end)        allowances  "
-                  "orders  fills  rejected  P&L (CNY, marked at last)"]
+        lines.append(
+            f"{symbol:<10}  {count:>6}  {volume:>13,}  {vwap:>12}  {core.last_price(symbol)}"
+        )
+    lines += [
+        "",
+        "bot       role               CNY (end)        allowances  "
+        "orders  fills  rejected  P&L (CNY, marked at last)",
+    ]
     for bot in bots:
         account, symbol = bot.client.account, bot.instrument
         inst = market[symbol]
@@ -167,16 +204,18 @@ def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) ->
         # Surrendered units left the market for good; they are not a trading loss.
         moved = units1 + bot.state.surrendered - units0
         pnl = cash1 - cash0 + moved * last * inst.tick_value
-        lines.append(f"{account:<9} {bot.state.role:<17} {format_cash('CNY', cash1):>14}  "
-                     f"{units1:>10,}  {bot.state.orders:>6}  {bot.state.fills:>5}  "
-                     f"{bot.state.rejected:>8}  {format_cash('CNY', pnl):>12}"
-                     + (f"  (surrendered {bot.state.surrendered:,})"
-                        if bot.state.surrendered else ""))
+        lines.append(
+            f"{account:<9} {bot.state.role:<17} {format_cash('CNY', cash1):>14}  "
+            f"{units1:>10,}  {bot.state.orders:>6}  {bot.state.fills:>5}  "
+            f"{bot.state.rejected:>8}  {format_cash('CNY', pnl):>12}"
+            + (f"  (surrendered {bot.state.surrendered:,})" if bot.state.surrendered else "")
+        )
     return "\n".join(lines)
 
 
-def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
-             out=sys.stderr) -> DemoResult:
+def run_demo(
+    seconds: float = 20.0, seed: int = 1, journal: str | None = None, out=sys.stderr
+) -> DemoResult:
     """Run the demo and print its progress to *out*; return what happened."""
     if journal is not None:
         return _run(seconds, seed, journal, out)

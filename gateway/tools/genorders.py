@@ -46,6 +46,7 @@ holiday list covers 2025 only; market makers open as covered accounts (the file 
 ``open_account`` rows); the mixed profiles with a future and ``--fund`` give orders a
 ledger refuses (futures are not cleared yet).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,14 +59,27 @@ from calendar import timegm
 from datetime import date, timedelta
 from pathlib import Path
 
-from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder,
-                      default_market)
+from exchange import AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder, default_market
 from exchange.market import FEE_SCALE
 from gateway.errors import UsageError
 
-__all__ = ["DESCRIPTION", "add_arguments", "run", "generate_mixed", "generate_kinds",
-           "generate_carbon", "parse_mix", "trading_days", "write_rows", "KINDS",
-           "HEADER", "KINDS_HEADER", "CARBON_HEADER", "MIXED_MIX", "CARBON_MIX"]
+__all__ = [
+    "DESCRIPTION",
+    "add_arguments",
+    "run",
+    "generate_mixed",
+    "generate_kinds",
+    "generate_carbon",
+    "parse_mix",
+    "trading_days",
+    "write_rows",
+    "KINDS",
+    "HEADER",
+    "KINDS_HEADER",
+    "CARBON_HEADER",
+    "MIXED_MIX",
+    "CARBON_MIX",
+]
 
 DESCRIPTION = (
     "Write a seeded order file in the pinned CSV or NDJSON format. Profile mixed (the "
@@ -76,38 +90,74 @@ DESCRIPTION = (
     "year's traded volume in the last quarter before the deadline and bursts after the "
     "open. --mix sets the share of each message kind for either profile. Cancels and "
     "amends name live orders and prices stay inside the price band, so a replay rejects "
-    "nothing. Same arguments and seed, same file, byte for byte.")
+    "nothing. Same arguments and seed, same file, byte for byte."
+)
 
 HEADER = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty")
-KINDS_HEADER = HEADER + ("stop_price",)        # generate_kinds
+KINDS_HEADER = HEADER + ("stop_price",)  # generate_kinds
 CARBON_HEADER = HEADER + ("stop_price", "ts")  # generate_carbon
 FUND_CASH = "1000000000.00"  # a billion CNY an account: more than any generated file buys
-FUND_UNITS = "10000000"      # ten million units of each instrument an account
+FUND_UNITS = "10000000"  # ten million units of each instrument an account
 
 KINDS = ("limit", "cancel", "amend", "marketable", "market", "ioc", "fok", "stop")
 (_LIMIT, _CANCEL, _AMEND, _MARKETABLE, _MARKET, _IOC, _FOK, _STOP) = range(len(KINDS))
 # What generate_mixed does (its marketable tenth is 70% gtc, 30% ioc).
 MIXED_MIX = {"limit": 70, "cancel": 20, "marketable": 7, "ioc": 3}
-CARBON_MIX = {"limit": 52, "cancel": 20, "amend": 10, "marketable": 7, "market": 3,
-              "ioc": 4, "fok": 1, "stop": 3}
+CARBON_MIX = {
+    "limit": 52,
+    "cancel": 20,
+    "amend": 10,
+    "marketable": 7,
+    "market": 3,
+    "ioc": 4,
+    "fok": 1,
+    "stop": 3,
+}
 
 CARBON_INSTRUMENTS = ("CEA23", "CEA24", "CEA25", "CCER")
 # Starting mids in ticks of 0.01 CNY (older vintages a little dearer, CCER cheaper) and
 # relative activity, per spot instrument of the default market.
-CARBON_MIDS = {"CEA19-20": 7400, "CEA21": 7350, "CEA22": 7300, "CEA23": 7250,
-               "CEA24": 7150, "CEA25": 7000, "CCER": 5200}
+CARBON_MIDS = {
+    "CEA19-20": 7400,
+    "CEA21": 7350,
+    "CEA22": 7300,
+    "CEA23": 7250,
+    "CEA24": 7150,
+    "CEA25": 7000,
+    "CCER": 5200,
+}
 CARBON_ACTIVITY = {"CEA25": 35, "CEA24": 30, "CEA23": 20, "CCER": 15}
 DEADLINE = date(2025, 12, 31)
 # Weekdays without trading (public holidays of 2025); other years: weekends only.
-HOLIDAYS = frozenset(date(2025, m, d) for m, d in (
-    (1, 1), (1, 28), (1, 29), (1, 30), (1, 31), (2, 3), (2, 4), (4, 4), (5, 1), (5, 2),
-    (5, 5), (6, 2), (10, 1), (10, 2), (10, 3), (10, 6), (10, 7), (10, 8)))
+HOLIDAYS = frozenset(
+    date(2025, m, d)
+    for m, d in (
+        (1, 1),
+        (1, 28),
+        (1, 29),
+        (1, 30),
+        (1, 31),
+        (2, 3),
+        (2, 4),
+        (4, 4),
+        (5, 1),
+        (5, 2),
+        (5, 5),
+        (6, 2),
+        (10, 1),
+        (10, 2),
+        (10, 3),
+        (10, 6),
+        (10, 7),
+        (10, 8),
+    )
+)
 
 _NS = 1_000_000_000
-_SESSION = 7200 * _NS           # each listing session is two hours
-_LUNCH = 5400 * _NS             # 11:30 to 13:00
-_AM_BURST = 1800 * _NS          # the open burst: 30 minutes after 09:30
-_PM_BURST = 1200 * _NS          # the re-open burst: 20 minutes after 13:00
+_SESSION = 7200 * _NS  # each listing session is two hours
+_LUNCH = 5400 * _NS  # 11:30 to 13:00
+_AM_BURST = 1800 * _NS  # the open burst: 30 minutes after 09:30
+_PM_BURST = 1200 * _NS  # the re-open burst: 20 minutes after 13:00
 _CLOSE = 2 * _SESSION + _LUNCH  # 15:00, from 09:30
 AM_BURST_SHARE, PM_BURST_SHARE = 0.38, 0.10
 
@@ -115,14 +165,23 @@ AM_BURST_SHARE, PM_BURST_SHARE = 0.38, 0.10
 def read_row(row: tuple):
     """Return the command of one generated row, read as a replay would read it."""
     from exchange.orderfile import parse_order_text
+
     text = ",".join(HEADER) + "\n" + ",".join(row) + "\n"
     return parse_order_text(text.encode())[0]
 
 
-def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...] = ("CEA25",),
-                   accounts: int = 50, mid_ticks: int = 6000, depth_ticks: int = 20,
-                   cancel_share: float = 0.20, marketable_share: float = 0.10,
-                   fund: bool = False) -> list[tuple]:
+def generate_mixed(
+    messages: int,
+    *,
+    seed: int = 1,
+    instruments: tuple[str, ...] = ("CEA25",),
+    accounts: int = 50,
+    mid_ticks: int = 6000,
+    depth_ticks: int = 20,
+    cancel_share: float = 0.20,
+    marketable_share: float = 0.10,
+    fund: bool = False,
+) -> list[tuple]:
     """Return *messages* rows (tuples in ``HEADER`` order) of the mixed profile.
 
     Prices are in ticks of 0.01 around ``mid_ticks``; the mid walks one tick at a time.
@@ -137,8 +196,9 @@ def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...]
     if fund:
         for name in names:
             rows.append(("deposit", "", name, "CNY", "", "", "", "", FUND_CASH))
-            rows.extend(("issue", "", name, symbol, "", "", "", "", FUND_UNITS)
-                        for symbol in instruments)
+            rows.extend(
+                ("issue", "", name, symbol, "", "", "", "", FUND_UNITS) for symbol in instruments
+            )
         del rows[messages:]
         for row in rows:
             engine.submit(read_row(row), [])
@@ -177,8 +237,18 @@ def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...]
         ticks = mid - offset if is_buy else mid + offset
         price = f"{ticks // 100}.{ticks % 100:02d}"
         side = "buy" if is_buy else "sell"
-        engine.submit(PlaceOrder(order_id=order_id, account=account, instrument=symbol,
-                                 side=side, price=price, qty=qty, tif=tif or "gtc"), [])
+        engine.submit(
+            PlaceOrder(
+                order_id=order_id,
+                account=account,
+                instrument=symbol,
+                side=side,
+                price=price,
+                qty=qty,
+                tif=tif or "gtc",
+            ),
+            [],
+        )
         if engine.order(order_id) is not None:
             live.append((order_id, account))
         rows.append(("new", order_id, account, symbol, side, "limit", tif, price, str(qty)))
@@ -208,13 +278,16 @@ def parse_mix(text: str) -> dict[str, int]:
         if kind in seen:
             raise ValueError(f"--mix: kind {kind!r} is given twice")
         if not number.isascii() or not number.isdigit():
-            raise ValueError(f"--mix: the share of {kind!r} must be a whole number >= 0, "
-                             f"got {number!r}")
+            raise ValueError(
+                f"--mix: the share of {kind!r} must be a whole number >= 0, got {number!r}"
+            )
         seen.add(kind)
         shares[kind] = int(number)
     if not any(shares.values()):
-        raise ValueError("--mix: every share is zero (or none given); at least one kind "
-                         "needs a positive share, e.g. limit=70,cancel=30")
+        raise ValueError(
+            "--mix: every share is zero (or none given); at least one kind "
+            "needs a positive share, e.g. limit=70,cancel=30"
+        )
     return shares
 
 
@@ -238,8 +311,9 @@ class _Flow:
     ``units`` per instrument), for the carbon profile's funding rows.
     """
 
-    def __init__(self, engine: Engine, rng: random.Random, instruments, depth_ticks: int,
-                 depth_shape: str) -> None:
+    def __init__(
+        self, engine: Engine, rng: random.Random, instruments, depth_ticks: int, depth_shape: str
+    ) -> None:
         self.engine = engine
         self.rng = rng
         self.rows: list[tuple] = []
@@ -318,8 +392,9 @@ class _Flow:
 
     def _need(self, account: str, sym: str, is_buy: bool, price: int, qty: int) -> None:
         if is_buy:
-            self.notional[account] = (self.notional.get(account, 0)
-                                      + price * qty * self.insts[sym].tick_value)
+            self.notional[account] = (
+                self.notional.get(account, 0) + price * qty * self.insts[sym].tick_value
+            )
         else:
             key = (account, sym)
             self.units[key] = self.units.get(key, 0) + qty
@@ -327,9 +402,20 @@ class _Flow:
                 self.top_ask[sym] = price
 
     # --- messages --------------------------------------------------------------------------
-    def new(self, sym: str, account: str, is_buy: bool, qty: int, ts, *, kind: str = "limit",
-            tif: str = "gtc", price: int | None = None, stop: int | None = None,
-            pool: list | None = None) -> None:
+    def new(
+        self,
+        sym: str,
+        account: str,
+        is_buy: bool,
+        qty: int,
+        ts,
+        *,
+        kind: str = "limit",
+        tif: str = "gtc",
+        price: int | None = None,
+        stop: int | None = None,
+        pool: list | None = None,
+    ) -> None:
         """Place a new order; add its id to *pool* if it is live afterwards."""
         self.serial += 1
         order_id = f"o{self.serial}"
@@ -344,22 +430,50 @@ class _Flow:
         else:
             self._need(account, sym, False, 0, qty)
         if stop_text is None:
-            command = PlaceOrder(order_id=order_id, account=account, instrument=sym,
-                                 side=side, type=kind, tif=tif, price=price_text, qty=qty,
-                                 ts=ts)
+            command = PlaceOrder(
+                order_id=order_id,
+                account=account,
+                instrument=sym,
+                side=side,
+                type=kind,
+                tif=tif,
+                price=price_text,
+                qty=qty,
+                ts=ts,
+            )
         else:
-            command = PlaceOrder(order_id=order_id, account=account, instrument=sym,
-                                 side=side, type=kind, tif=tif, price=price_text, qty=qty,
-                                 stop_price=stop_text, ts=ts)
+            command = PlaceOrder(
+                order_id=order_id,
+                account=account,
+                instrument=sym,
+                side=side,
+                type=kind,
+                tif=tif,
+                price=price_text,
+                qty=qty,
+                stop_price=stop_text,
+                ts=ts,
+            )
         out = self.out
         self.engine.submit(command, out)
         out.clear()
         if pool is not None and self.engine.order(order_id) is not None:
             pool.append(order_id)
-        self.rows.append(("new", order_id, account, sym, side,
-                          "limit" if kind == "limit" else kind,
-                          "" if tif == "gtc" else tif, price_text or "", str(qty),
-                          stop_text or "", "" if ts is None else str(ts)))
+        self.rows.append(
+            (
+                "new",
+                order_id,
+                account,
+                sym,
+                side,
+                "limit" if kind == "limit" else kind,
+                "" if tif == "gtc" else tif,
+                price_text or "",
+                str(qty),
+                stop_text or "",
+                "" if ts is None else str(ts),
+            )
+        )
 
     def pick(self, pool: list, remove: bool):
         """Return a live order of *pool* (removed from it if *remove*), or ``None``."""
@@ -379,28 +493,64 @@ class _Flow:
         order = self.pick(pool, True)
         if order is None:
             return False
-        self.engine.submit(CancelOrder(order_id=order.order_id, account=order.account,
-                                       ts=ts), self.out)
+        self.engine.submit(
+            CancelOrder(order_id=order.order_id, account=order.account, ts=ts), self.out
+        )
         self.out.clear()
-        self.rows.append(("cancel", order.order_id, order.account, "", "", "", "", "", "",
-                          "", "" if ts is None else str(ts)))
+        self.rows.append(
+            (
+                "cancel",
+                order.order_id,
+                order.account,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "" if ts is None else str(ts),
+            )
+        )
         return True
 
     def amend(self, order, ts, price: int | None, qty: int | None) -> None:
         """Amend live *order* to *price* and/or *qty* (``None`` = unchanged)."""
         sym = order.instrument
         price_text = None if price is None else self.text(sym, price)
-        self._need(order.account, sym, order.is_buy, order.price if price is None else price,
-                   order.qty if qty is None else qty)
-        self.engine.submit(AmendOrder(order_id=order.order_id, account=order.account,
-                                      price=price_text, qty=qty, ts=ts), self.out)
+        self._need(
+            order.account,
+            sym,
+            order.is_buy,
+            order.price if price is None else price,
+            order.qty if qty is None else qty,
+        )
+        self.engine.submit(
+            AmendOrder(
+                order_id=order.order_id, account=order.account, price=price_text, qty=qty, ts=ts
+            ),
+            self.out,
+        )
         self.out.clear()
-        self.rows.append(("amend", order.order_id, order.account, "", "", "", "",
-                          price_text or "", "" if qty is None else str(qty), "",
-                          "" if ts is None else str(ts)))
+        self.rows.append(
+            (
+                "amend",
+                order.order_id,
+                order.account,
+                "",
+                "",
+                "",
+                "",
+                price_text or "",
+                "" if qty is None else str(qty),
+                "",
+                "" if ts is None else str(ts),
+            )
+        )
 
-    def stop(self, sym: str, account: str, is_buy: bool, qty: int, ts, mid: int,
-             pool: list) -> None:
+    def stop(
+        self, sym: str, account: str, is_buy: bool, qty: int, ts, mid: int, pool: list
+    ) -> None:
         """Place a day stop (market) or stop-limit, its stop 5-40 ticks beyond the last.
 
         A plain stop only where the instrument has a band: a ledger sizes a market
@@ -411,19 +561,36 @@ class _Flow:
         distance = rng.randint(5, 40)
         stop = self.clamp(sym, last + distance if is_buy else last - distance)
         if self.engine.price_band(sym) is not None and rng.random() < 0.5:
-            self.new(sym, account, is_buy, qty, ts, kind="stop", tif="day", stop=stop,
-                     pool=pool)
+            self.new(sym, account, is_buy, qty, ts, kind="stop", tif="day", stop=stop, pool=pool)
             return
         slack = rng.randint(0, 5)
         price = self.clamp(sym, stop + slack if is_buy else stop - slack)
-        self.new(sym, account, is_buy, qty, ts, kind="stop_limit", tif="day", price=price,
-                 stop=stop, pool=pool)
+        self.new(
+            sym,
+            account,
+            is_buy,
+            qty,
+            ts,
+            kind="stop_limit",
+            tif="day",
+            price=price,
+            stop=stop,
+            pool=pool,
+        )
 
 
-def generate_kinds(messages: int, *, mix: dict[str, int], seed: int = 1,
-                   instruments: tuple[str, ...] = ("CEA25",), accounts: int = 50,
-                   mid_ticks: int = 6000, depth_ticks: int = 20,
-                   depth_shape: str = "uniform", fund: bool = False) -> list[tuple]:
+def generate_kinds(
+    messages: int,
+    *,
+    mix: dict[str, int],
+    seed: int = 1,
+    instruments: tuple[str, ...] = ("CEA25",),
+    accounts: int = 50,
+    mid_ticks: int = 6000,
+    depth_ticks: int = 20,
+    depth_shape: str = "uniform",
+    fund: bool = False,
+) -> list[tuple]:
     """Return *messages* rows (``KINDS_HEADER`` order) of the mixed profile's market
     with the message kinds in the shares of *mix* (see ``KINDS``).
 
@@ -442,8 +609,10 @@ def generate_kinds(messages: int, *, mix: dict[str, int], seed: int = 1,
     if fund:
         for name in names:
             rows.append(("deposit", "", name, "CNY", "", "", "", "", FUND_CASH, "", ""))
-            rows.extend(("issue", "", name, symbol, "", "", "", "", FUND_UNITS, "", "")
-                        for symbol in instruments)
+            rows.extend(
+                ("issue", "", name, symbol, "", "", "", "", FUND_UNITS, "", "")
+                for symbol in instruments
+            )
         del rows[messages:]
         for row in rows:
             engine.submit(read_row(row[:9]), [])
@@ -470,35 +639,69 @@ def generate_kinds(messages: int, *, mix: dict[str, int], seed: int = 1,
                     qty = flow.qty(order.instrument, rng.randint(1, 500))
                     flow.amend(order, None, None, qty)
                 else:
-                    price = flow.passive_price(order.instrument, order.is_buy,
-                                               mids[order.instrument], flow.offset())
+                    price = flow.passive_price(
+                        order.instrument, order.is_buy, mids[order.instrument], flow.offset()
+                    )
                     flow.amend(order, None, price, None)
                 continue
             kind = _LIMIT
         is_buy = random_() < 0.5
         account = names[randrange(accounts)]
         qty = flow.qty(symbol, rng.randint(1, 500))
-        _aggress(flow, kind, symbol, account, is_buy, qty, None, mid, resting, stops,
-                 "gtc")
+        _aggress(flow, kind, symbol, account, is_buy, qty, None, mid, resting, stops, "gtc")
     return [row[:10] for row in rows]
 
 
-def _aggress(flow: _Flow, kind: int, symbol: str, account: str, is_buy: bool, qty: int,
-             ts, mid: int, pool: list, stops: list, tif: str) -> None:
+def _aggress(
+    flow: _Flow,
+    kind: int,
+    symbol: str,
+    account: str,
+    is_buy: bool,
+    qty: int,
+    ts,
+    mid: int,
+    pool: list,
+    stops: list,
+    tif: str,
+) -> None:
     """Place one new order of *kind* (any kind but cancel and amend)."""
     if kind == _LIMIT:
-        flow.new(symbol, account, is_buy, qty, ts, tif=tif, pool=pool,
-                 price=flow.passive_price(symbol, is_buy, mid, flow.offset()))
+        flow.new(
+            symbol,
+            account,
+            is_buy,
+            qty,
+            ts,
+            tif=tif,
+            pool=pool,
+            price=flow.passive_price(symbol, is_buy, mid, flow.offset()),
+        )
     elif kind == _MARKETABLE:
-        flow.new(symbol, account, is_buy, qty, ts, tif=tif, pool=pool,
-                 price=flow.through_price(symbol, is_buy, mid))
+        flow.new(
+            symbol,
+            account,
+            is_buy,
+            qty,
+            ts,
+            tif=tif,
+            pool=pool,
+            price=flow.through_price(symbol, is_buy, mid),
+        )
     elif kind == _MARKET:
         flow.new(symbol, account, is_buy, qty, ts, kind="market")
     elif kind == _STOP:
         flow.stop(symbol, account, is_buy, qty, ts, mid, stops)
     else:
-        flow.new(symbol, account, is_buy, qty, ts, tif="ioc" if kind == _IOC else "fok",
-                 price=flow.through_price(symbol, is_buy, mid))
+        flow.new(
+            symbol,
+            account,
+            is_buy,
+            qty,
+            ts,
+            tif="ioc" if kind == _IOC else "fok",
+            price=flow.through_price(symbol, is_buy, mid),
+        )
 
 
 def trading_days(deadline: date = DEADLINE) -> list[date]:
@@ -567,11 +770,20 @@ def _day_counts(body: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None = None,
-                    instruments: tuple[str, ...] = CARBON_INSTRUMENTS, entities: int = 200,
-                    market_makers: int = 4, depth_ticks: int = 20,
-                    depth_shape: str = "geometric", deadline: date = DEADLINE,
-                    last_quarter_share: float = 0.75, fund: bool = False) -> list[tuple]:
+def generate_carbon(
+    messages: int,
+    *,
+    seed: int = 1,
+    mix: dict[str, int] | None = None,
+    instruments: tuple[str, ...] = CARBON_INSTRUMENTS,
+    entities: int = 200,
+    market_makers: int = 4,
+    depth_ticks: int = 20,
+    depth_shape: str = "geometric",
+    deadline: date = DEADLINE,
+    last_quarter_share: float = 0.75,
+    fund: bool = False,
+) -> list[tuple]:
     """Return *messages* rows (``CARBON_HEADER`` order) of a compliance year.
 
     *instruments* are spot instruments of the default market. Per trading day (see
@@ -611,7 +823,7 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
     quarter = _months_before(deadline, 3) + timedelta(days=1)
     late = [day >= quarter for day in days]
     weights, late_days = [], sum(late)
-    for i, day in enumerate(days):
+    for i in range(len(days)):
         noise = 0.75 + 0.5 * rng.random()
         if late[i]:
             step = i - (len(days) - late_days)
@@ -625,8 +837,7 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
     # Thin quiet days trade less of what they are sent (day orders expire, so each day
     # opens on a thin book): the quarter's odds run high by about 2.1/sqrt(orders a day).
     if late_weight and early_weight:
-        factor = last_quarter_share * early_weight / (
-            (1 - last_quarter_share) * late_weight)
+        factor = last_quarter_share * early_weight / ((1 - last_quarter_share) * late_weight)
         factor /= 1 + _THIN_BOOK / math.sqrt(max(1.0, body / len(days)))
     else:
         factor = 1.0
@@ -635,7 +846,7 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
 
     cumulative, total = _mix_table(mix)
     instrument_weights = [CARBON_ACTIVITY.get(sym, 10) for sym in instruments]
-    inst_cumulative = [sum(instrument_weights[:i + 1]) for i in range(len(instruments))]
+    inst_cumulative = [sum(instrument_weights[: i + 1]) for i in range(len(instruments))]
     inst_total = inst_cumulative[-1]
     entity_cumulative, running = [], 0.0
     for i in range(entities):
@@ -679,9 +890,13 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
                 mids[sym] = min(max(mid, low[sym]), high[sym])
             if kind == _CANCEL:
                 draw = random_()
-                pools = ((mm_pool, entity_pool, stop_pool) if draw < 0.4 else
-                         (stop_pool, entity_pool, mm_pool) if draw < 0.5 else
-                         (entity_pool, mm_pool, stop_pool))
+                pools = (
+                    (mm_pool, entity_pool, stop_pool)
+                    if draw < 0.4
+                    else (stop_pool, entity_pool, mm_pool)
+                    if draw < 0.5
+                    else (entity_pool, mm_pool, stop_pool)
+                )
                 if any(flow.cancel(pool, ts) for pool in pools if pool):
                     continue
                 kind = _LIMIT
@@ -695,13 +910,26 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
                 is_buy = mm_next_buy[m]
                 mm_next_buy[m] = not is_buy
                 qty = qty_of(sym, randint(5, 30) * 100 * pct // 100)
-                new(sym, mms[m], is_buy, qty, ts, tif="day", pool=mm_pool,
-                    price=flow.passive_price(sym, is_buy, mids[sym], randint(1, 3)))
+                new(
+                    sym,
+                    mms[m],
+                    is_buy,
+                    qty,
+                    ts,
+                    tif="day",
+                    pool=mm_pool,
+                    price=flow.passive_price(sym, is_buy, mids[sym], randint(1, 3)),
+                )
                 continue
             account = ents[min(bisect(entity_cumulative, random_() * running), entities - 1)]
             draw = random_()
-            base = (randint(1, 20) * 100 if draw < 0.70 else
-                    randint(20, 100) * 100 if draw < 0.95 else randint(100, 500) * 100)
+            base = (
+                randint(1, 20) * 100
+                if draw < 0.70
+                else randint(20, 100) * 100
+                if draw < 0.95
+                else randint(100, 500) * 100
+            )
             qty = qty_of(sym, base * pct // 100)
             if kind == _LIMIT:
                 is_buy = random_() < 0.5
@@ -709,8 +937,9 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
             else:
                 is_buy = random_() < buy_share
                 tif = "gtc"
-            _aggress(flow, kind, sym, account, is_buy, qty, ts, mids[sym], entity_pool,
-                     stop_pool, tif)
+            _aggress(
+                flow, kind, sym, account, is_buy, qty, ts, mids[sym], entity_pool, stop_pool, tif
+            )
         close = open_ns + _CLOSE
         engine.submit(EndOfDay(ts=close), flow.out)
         flow.out.clear()
@@ -727,8 +956,9 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
 _THIN_BOOK = 2.1
 
 
-def _amend(flow: _Flow, rng: random.Random, pools: tuple[list, list], mids: dict, ts,
-           pct: int) -> bool:
+def _amend(
+    flow: _Flow, rng: random.Random, pools: tuple[list, list], mids: dict, ts, pct: int
+) -> bool:
     """Amend a live order of the first pool (else the second); ``False`` if neither has one.
 
     A market maker's order is re-quoted 1-3 ticks from the mid (half the time with a
@@ -742,14 +972,11 @@ def _amend(flow: _Flow, rng: random.Random, pools: tuple[list, list], mids: dict
     mid = mids[sym]
     if order.account.startswith("mm"):
         price = flow.passive_price(sym, order.is_buy, mid, rng.randint(1, 3))
-        qty = flow.qty(sym, rng.randint(5, 30) * 100 * pct // 100) if rng.random() < 0.5 \
-            else None
+        qty = flow.qty(sym, rng.randint(5, 30) * 100 * pct // 100) if rng.random() < 0.5 else None
     else:
         draw = rng.random()
-        price = None if draw < 0.5 else flow.passive_price(sym, order.is_buy, mid,
-                                                           flow.offset())
-        qty = None if 0.5 <= draw < 0.83 else flow.qty(
-            sym, order.qty * rng.randint(50, 150) // 100)
+        price = None if draw < 0.5 else flow.passive_price(sym, order.is_buy, mid, flow.offset())
+        qty = None if 0.5 <= draw < 0.83 else flow.qty(sym, order.qty * rng.randint(50, 150) // 100)
     flow.amend(order, ts, price, qty)
     return True
 
@@ -777,8 +1004,9 @@ def _day_times(rng: random.Random, count: int, open_ns: int) -> list[int]:
     return times
 
 
-def _carbon_funding(flow: _Flow, market, accounts: list[str],
-                    instruments: tuple[str, ...]) -> list[tuple]:
+def _carbon_funding(
+    flow: _Flow, market, accounts: list[str], instruments: tuple[str, ...]
+) -> list[tuple]:
     """Return a deposit and an issue row per instrument for each account: what its
     orders could need at most (see the module docstring), rounded up, plus a float of
     10 M CNY and 10,000 units (100 M CNY and 100,000 units for market makers)."""
@@ -797,11 +1025,12 @@ def _carbon_funding(flow: _Flow, market, accounts: list[str],
     return rows
 
 
-def write_rows(path: str | Path | None, rows: list[tuple], fmt: str,
-               header: tuple[str, ...] = HEADER) -> None:
+def write_rows(
+    path: str | Path | None, rows: list[tuple], fmt: str, header: tuple[str, ...] = HEADER
+) -> None:
     """Write *rows* as CSV (with *header*) or NDJSON (empty fields left out; ``qty`` and
     ``ts`` as JSON integers, except the decimal amount of a deposit or withdrawal)."""
-    out = sys.stdout if path in (None, "-") else open(path, "w", newline="", encoding="utf-8")
+    out = sys.stdout if path in (None, "-") else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (stdout or a file, closed below)
     try:
         if fmt == "csv":
             writer = csv.writer(out, lineterminator="\n")
@@ -809,6 +1038,7 @@ def write_rows(path: str | Path | None, rows: list[tuple], fmt: str,
             writer.writerows(rows)
         else:
             import json
+
             dumps = json.JSONEncoder(separators=(",", ":")).encode
             for row in rows:
                 record = {k: v for k, v in zip(header, row) if v != ""}
@@ -824,53 +1054,92 @@ def write_rows(path: str | Path | None, rows: list[tuple], fmt: str,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = ", ".join(KINDS)
-    parser.add_argument("--profile", choices=("mixed", "carbon"), default="mixed",
-                        help="mixed: instruments priced around 60.00, no timestamps (the "
-                             "original generator, its files unchanged); carbon: a compliance year "
-                             "of trading days with timestamps and eod rows, covered "
-                             "entities and market makers, a heavy last quarter and bursts "
-                             "after the open (default: mixed)")
-    parser.add_argument("--messages", type=int, default=100_000, metavar="N",
-                        help="number of data rows, funding and eod rows included "
-                             "(default 100000)")
+    parser.add_argument(
+        "--profile",
+        choices=("mixed", "carbon"),
+        default="mixed",
+        help="mixed: instruments priced around 60.00, no timestamps (the "
+        "original generator, its files unchanged); carbon: a compliance year "
+        "of trading days with timestamps and eod rows, covered "
+        "entities and market makers, a heavy last quarter and bursts "
+        "after the open (default: mixed)",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="number of data rows, funding and eod rows included (default 100000)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--instruments", metavar="SYM,SYM",
-                        help="comma-separated instruments of the default market (default: "
-                             "CEA25 for mixed; CEA23,CEA24,CEA25,CCER for carbon, which "
-                             "takes spot instruments only)")
-    parser.add_argument("--accounts", type=int, metavar="N",
-                        help="mixed: number of accounts (default 50); carbon: number of "
-                             "covered entities ent0001... (default 200)")
-    parser.add_argument("--market-makers", type=int, metavar="N",
-                        help="carbon: number of market makers mm01... quoting both sides "
-                             "near the mid and re-quoting (default 4)")
-    parser.add_argument("--mix", metavar="KIND=N,...",
-                        help=f"shares (whole numbers, normalised) of the message kinds "
-                             f"{kinds}: limit rests near the mid, cancel and amend name a "
-                             f"live order, marketable is a limit through the touch, market "
-                             f"a market order, ioc and fok limits through the touch with "
-                             f"that tif, stop a stop or stop_limit beyond the last price; "
-                             f"kinds left out get 0. Default for mixed: limit=70,cancel=20,"
-                             f"marketable=7,ioc=3 (the original generator, used unless "
-                             f"--mix or --depth-shape geometric is given); for carbon: "
-                             + ",".join(f"{k}={v}" for k, v in CARBON_MIX.items()))
-    parser.add_argument("--depth-ticks", type=int, default=20, metavar="N",
-                        help="how far from the mid passive limit orders go, in ticks "
-                             "(default 20)")
-    parser.add_argument("--depth-shape", choices=("uniform", "geometric"),
-                        help="how passive orders spread over those ticks: uniform, or "
-                             "geometric (most near the touch, each tick further out "
-                             "1-3/N times as likely) (default: uniform for mixed, "
-                             "geometric for carbon)")
-    parser.add_argument("--deadline", metavar="YYYY-MM-DD",
-                        help="carbon: the compliance deadline ending the year of trading "
-                             "days; the last quarter before it is the heavy one "
-                             "(default 2025-12-31)")
-    parser.add_argument("--fund", action="store_true",
-                        help="start with a deposit and an issue row per account, enough for "
-                             "every order (for replay --ledger)")
-    parser.add_argument("--format", choices=("csv", "ndjson"), default="csv",
-                        help="csv (with a header row) or ndjson (default csv)")
+    parser.add_argument(
+        "--instruments",
+        metavar="SYM,SYM",
+        help="comma-separated instruments of the default market (default: "
+        "CEA25 for mixed; CEA23,CEA24,CEA25,CCER for carbon, which "
+        "takes spot instruments only)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        metavar="N",
+        help="mixed: number of accounts (default 50); carbon: number of "
+        "covered entities ent0001... (default 200)",
+    )
+    parser.add_argument(
+        "--market-makers",
+        type=int,
+        metavar="N",
+        help="carbon: number of market makers mm01... quoting both sides "
+        "near the mid and re-quoting (default 4)",
+    )
+    parser.add_argument(
+        "--mix",
+        metavar="KIND=N,...",
+        help=f"shares (whole numbers, normalised) of the message kinds "
+        f"{kinds}: limit rests near the mid, cancel and amend name a "
+        f"live order, marketable is a limit through the touch, market "
+        f"a market order, ioc and fok limits through the touch with "
+        f"that tif, stop a stop or stop_limit beyond the last price; "
+        f"kinds left out get 0. Default for mixed: limit=70,cancel=20,"
+        f"marketable=7,ioc=3 (the original generator, used unless "
+        f"--mix or --depth-shape geometric is given); for carbon: "
+        + ",".join(f"{k}={v}" for k, v in CARBON_MIX.items()),
+    )
+    parser.add_argument(
+        "--depth-ticks",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how far from the mid passive limit orders go, in ticks (default 20)",
+    )
+    parser.add_argument(
+        "--depth-shape",
+        choices=("uniform", "geometric"),
+        help="how passive orders spread over those ticks: uniform, or "
+        "geometric (most near the touch, each tick further out "
+        "1-3/N times as likely) (default: uniform for mixed, "
+        "geometric for carbon)",
+    )
+    parser.add_argument(
+        "--deadline",
+        metavar="YYYY-MM-DD",
+        help="carbon: the compliance deadline ending the year of trading "
+        "days; the last quarter before it is the heavy one "
+        "(default 2025-12-31)",
+    )
+    parser.add_argument(
+        "--fund",
+        action="store_true",
+        help="start with a deposit and an issue row per account, enough for "
+        "every order (for replay --ledger)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("csv", "ndjson"),
+        default="csv",
+        help="csv (with a header row) or ndjson (default csv)",
+    )
     parser.add_argument("--out", metavar="FILE", default="-", help="output file (default stdout)")
 
 
@@ -883,8 +1152,10 @@ def run(args: argparse.Namespace) -> int:
     if args.depth_ticks < 1:
         raise UsageError("--depth-ticks must be >= 1")
     if not carbon:
-        for option, value in (("--market-makers", args.market_makers),
-                              ("--deadline", args.deadline)):
+        for option, value in (
+            ("--market-makers", args.market_makers),
+            ("--deadline", args.deadline),
+        ):
             if value is not None:
                 raise UsageError(f"{option} applies to --profile carbon only")
     if args.instruments is None:
@@ -894,8 +1165,10 @@ def run(args: argparse.Namespace) -> int:
     market = default_market()
     unknown = [s for s in instruments if s not in market]
     if unknown or not instruments:
-        raise UsageError(f"unknown instrument(s) {', '.join(unknown) or '(none given)'}; "
-                         f"known: {', '.join(market.instruments)}")
+        raise UsageError(
+            f"unknown instrument(s) {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(market.instruments)}"
+        )
     if len(set(instruments)) != len(instruments):
         raise UsageError("--instruments names an instrument twice")
     try:
@@ -906,8 +1179,9 @@ def run(args: argparse.Namespace) -> int:
     if carbon:
         futures = [s for s in instruments if market[s].kind != "spot"]
         if futures:
-            raise UsageError(f"the carbon profile trades spot instruments only, not "
-                             f"{', '.join(futures)}")
+            raise UsageError(
+                f"the carbon profile trades spot instruments only, not {', '.join(futures)}"
+            )
         makers = 4 if args.market_makers is None else args.market_makers
         if makers < 0:
             raise UsageError("--market-makers must be >= 0")
@@ -916,23 +1190,41 @@ def run(args: argparse.Namespace) -> int:
             try:
                 deadline = date.fromisoformat(args.deadline)
             except ValueError:
-                raise UsageError(f"--deadline {args.deadline!r} is not a date "
-                                 f"YYYY-MM-DD") from None
-        rows = generate_carbon(args.messages, seed=args.seed, mix=mix,
-                               instruments=instruments, entities=accounts,
-                               market_makers=makers, depth_ticks=args.depth_ticks,
-                               depth_shape=shape, deadline=deadline, fund=args.fund)
+                raise UsageError(f"--deadline {args.deadline!r} is not a date YYYY-MM-DD") from None
+        rows = generate_carbon(
+            args.messages,
+            seed=args.seed,
+            mix=mix,
+            instruments=instruments,
+            entities=accounts,
+            market_makers=makers,
+            depth_ticks=args.depth_ticks,
+            depth_shape=shape,
+            deadline=deadline,
+            fund=args.fund,
+        )
         header = CARBON_HEADER
     elif mix is None and shape == "uniform":
-        rows = generate_mixed(args.messages, seed=args.seed, instruments=instruments,
-                              accounts=accounts, depth_ticks=args.depth_ticks,
-                              fund=args.fund)
+        rows = generate_mixed(
+            args.messages,
+            seed=args.seed,
+            instruments=instruments,
+            accounts=accounts,
+            depth_ticks=args.depth_ticks,
+            fund=args.fund,
+        )
         header = HEADER
     else:
-        rows = generate_kinds(args.messages, mix=mix or MIXED_MIX, seed=args.seed,
-                              instruments=instruments, accounts=accounts,
-                              depth_ticks=args.depth_ticks, depth_shape=shape,
-                              fund=args.fund)
+        rows = generate_kinds(
+            args.messages,
+            mix=mix or MIXED_MIX,
+            seed=args.seed,
+            instruments=instruments,
+            accounts=accounts,
+            depth_ticks=args.depth_ticks,
+            depth_shape=shape,
+            fund=args.fund,
+        )
         header = KINDS_HEADER
     try:
         write_rows(args.out, rows, args.format, header)

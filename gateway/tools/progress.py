@@ -1,4 +1,5 @@
 """A minimal progress bar for terminals: drawn on stderr only when it is a TTY."""
+
 from __future__ import annotations
 
 import sys
@@ -16,7 +17,7 @@ class ProgressBar:
         self._drawn = False
 
     @classmethod
-    def for_terminal(cls, stream: TextIO | None = None) -> "ProgressBar | None":
+    def for_terminal(cls, stream: TextIO | None = None) -> ProgressBar | None:
         """Return a bar when *stream* (default stderr) is a terminal, else ``None``."""
         stream = stream if stream is not None else sys.stderr
         return cls(stream) if stream.isatty() else None
@@ -29,7 +30,9 @@ class ProgressBar:
         total = max(total, done, 1)
         filled = self.width * done // total
         bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r\x1b[2K{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}")
+        self.stream.write(
+            f"\r\x1b[2K{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}"
+        )
         self.stream.flush()
         self._drawn = True
 

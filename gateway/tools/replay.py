@@ -5,6 +5,7 @@ processing; ``engine_s`` the engine alone on already-decoded commands. Output wr
 and interpreter start-up are outside both. The whole file is decoded before the engine
 starts, so a file that cannot be read changes nothing (memory: about 250 bytes a row).
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,14 +23,23 @@ from exchange.market import format_cash
 from exchange.orderfile import read_order_file
 from gateway.tools.progress import ProgressBar
 
-__all__ = ["ReplayResult", "run_replay", "write_fills", "write_events", "event_record",
-           "write_holdings", "holding_rows", "position_rows", "margin_rows"]
+__all__ = [
+    "ReplayResult",
+    "run_replay",
+    "write_fills",
+    "write_events",
+    "event_record",
+    "write_holdings",
+    "holding_rows",
+    "position_rows",
+    "margin_rows",
+]
 
 # Profiled (benchmarks/): events dropped every 1,024 commands reuse memory still in
 # cache; dropping them every 65,536 made the engine about 12% slower.
 _CHUNK = 1 << 10
-GROUP_SIZE = 4096          # commands per journal group commit (one write + one fsync)
-SNAPSHOT_EVERY = 500_000   # commands between journal snapshots
+GROUP_SIZE = 4096  # commands per journal group commit (one write + one fsync)
+SNAPSHOT_EVERY = 500_000  # commands between journal snapshots
 
 
 @dataclass
@@ -64,11 +74,20 @@ class ReplayResult:
         }
 
 
-def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | None = None,
-               stp: str | None = None, keep_events: bool = False,
-               progress: ProgressBar | None = None, book=FastBook, ledger: bool = False,
-               journal: str | Path | None = None, fsync: str = "group",
-               snapshot_every: int = SNAPSHOT_EVERY) -> ReplayResult:
+def run_replay(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    market: Market | None = None,
+    stp: str | None = None,
+    keep_events: bool = False,
+    progress: ProgressBar | None = None,
+    book=FastBook,
+    ledger: bool = False,
+    journal: str | Path | None = None,
+    fsync: str = "group",
+    snapshot_every: int = SNAPSHOT_EVERY,
+) -> ReplayResult:
     """Replay the order file at *path*; raise ``OrderFileError`` if it cannot be read.
 
     With *ledger*, accounts, risk and settlement are on. With *journal* (a directory),
@@ -78,7 +97,9 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
     """
     market = market if market is not None else default_market()
     engine = Engine(market, book=book, ledger=ledger)
-    decode_progress = (lambda done, total: progress.update("reading", done, total)) if progress else None
+    decode_progress = (
+        (lambda done, total: progress.update("reading", done, total)) if progress else None
+    )
 
     # Profiled: with a million live objects the cyclic collector cost more than the
     # decoding itself. Nothing here makes cycles that need it, so pause it meanwhile.
@@ -91,8 +112,16 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
             writer = create_journal(journal, market.text, ledger=ledger, fsync=fsync)
             with writer:
                 decoded = time.perf_counter()
-                return _run_journaled(engine, writer, commands, started, decoded, keep_events,
-                                      progress, snapshot_every)
+                return _run_journaled(
+                    engine,
+                    writer,
+                    commands,
+                    started,
+                    decoded,
+                    keep_events,
+                    progress,
+                    snapshot_every,
+                )
         decoded = time.perf_counter()
         return _run(engine, commands, started, decoded, keep_events, progress)
     finally:
@@ -100,14 +129,20 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
             gc.enable()
 
 
-def _run(engine: Engine, commands: list, started: float, decoded: float, keep_events: bool,
-         progress: ProgressBar | None) -> ReplayResult:
+def _run(
+    engine: Engine,
+    commands: list,
+    started: float,
+    decoded: float,
+    keep_events: bool,
+    progress: ProgressBar | None,
+) -> ReplayResult:
     submit = engine.submit
     out: list = []
     kept: list = []
     total = len(commands)
     for start in range(0, total, _CHUNK):
-        for command in commands[start:start + _CHUNK]:
+        for command in commands[start : start + _CHUNK]:
             submit(command, out)
         if keep_events:
             kept.extend(out)
@@ -117,16 +152,23 @@ def _run(engine: Engine, commands: list, started: float, decoded: float, keep_ev
     return _result(engine, total, started, decoded, kept if keep_events else None, progress)
 
 
-def _run_journaled(engine: Engine, writer: JournalWriter, commands: list, started: float,
-                   decoded: float, keep_events: bool, progress: ProgressBar | None,
-                   snapshot_every: int) -> ReplayResult:
+def _run_journaled(
+    engine: Engine,
+    writer: JournalWriter,
+    commands: list,
+    started: float,
+    decoded: float,
+    keep_events: bool,
+    progress: ProgressBar | None,
+    snapshot_every: int,
+) -> ReplayResult:
     """``_run`` with each group of commands journaled (committed) before it acts."""
     submit = engine.submit
     out: list = []
     kept: list = []
     total = len(commands)
     for start in range(0, total, GROUP_SIZE):
-        group = commands[start:start + GROUP_SIZE]
+        group = commands[start : start + GROUP_SIZE]
         writer.append_many(group)
         writer.commit()
         for command in group:
@@ -135,28 +177,52 @@ def _run_journaled(engine: Engine, writer: JournalWriter, commands: list, starte
             kept.extend(out)
         out.clear()
         if writer.seq - writer.last_snapshot >= snapshot_every:
-            writer.snapshot(engine, background=True)   # replay runs in one thread
+            writer.snapshot(engine, background=True)  # replay runs in one thread
         if progress is not None and not (start // GROUP_SIZE) % 16:
             progress.update("matching", min(start + GROUP_SIZE, total), total)
     return _result(engine, total, started, decoded, kept if keep_events else None, progress)
 
 
-def _result(engine: Engine, total: int, started: float, decoded: float, kept: list | None,
-            progress: ProgressBar | None) -> ReplayResult:
+def _result(
+    engine: Engine,
+    total: int,
+    started: float,
+    decoded: float,
+    kept: list | None,
+    progress: ProgressBar | None,
+) -> ReplayResult:
     finished = time.perf_counter()
     if progress is not None:
         progress.close()
 
     return ReplayResult(
-        messages=total, accepted=engine.accepted, rejected=engine.rejected,
-        trades=engine.trades, volume=engine.volume, elapsed_s=finished - started,
-        engine_s=finished - decoded, state_hash=engine.state_hash(), rejects=dict(engine.rejects),
-        events=kept, engine=engine)
+        messages=total,
+        accepted=engine.accepted,
+        rejected=engine.rejected,
+        trades=engine.trades,
+        volume=engine.volume,
+        elapsed_s=finished - started,
+        engine_s=finished - decoded,
+        state_hash=engine.state_hash(),
+        rejects=dict(engine.rejects),
+        events=kept,
+        engine=engine,
+    )
 
 
 # The pinned fills file: these keys of each TradeExecuted, in this order.
-FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id",
-             "sell_order_id", "buy_account", "sell_account", "aggressor")
+FILL_KEYS = (
+    "seq",
+    "trade_id",
+    "instrument",
+    "price",
+    "qty",
+    "buy_order_id",
+    "sell_order_id",
+    "buy_account",
+    "sell_account",
+    "aggressor",
+)
 
 
 _PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
@@ -215,8 +281,15 @@ def holding_rows(engine: Engine) -> list[dict]:
     for account, asset, available, held, locked in ledger.holdings():
         if asset in currencies:
             available, held, locked = (format_cash(asset, n) for n in (available, held, locked))
-        rows.append({"account": account, "asset": asset, "available": available,
-                     "held": held, "locked": locked})
+        rows.append(
+            {
+                "account": account,
+                "asset": asset,
+                "available": available,
+                "held": held,
+                "locked": locked,
+            }
+        )
     return rows
 
 
@@ -234,10 +307,16 @@ def position_rows(engine: Engine) -> list[dict]:
         # the average cost per lot, to the nearest tick (halves up)
         average = (2 * cost + abs(net)) // (2 * abs(net))
         underlying = market[inst.underlying] if inst.kind == "option" else inst
-        rows.append({"account": account, "instrument": symbol, "qty": net,
-                     "avg_price": inst.format_price(average),
-                     "margin": format_cash(inst.currency, margin),
-                     "settlement": underlying.format_price(settlement)})
+        rows.append(
+            {
+                "account": account,
+                "instrument": symbol,
+                "qty": net,
+                "avg_price": inst.format_price(average),
+                "margin": format_cash(inst.currency, margin),
+                "settlement": underlying.format_price(settlement),
+            }
+        )
     return rows
 
 
@@ -247,12 +326,20 @@ def margin_rows(engine: Engine) -> list[dict]:
     ledger = engine.ledger
     if ledger is None:
         return []
-    return [{"account": account, "currency": currency,
-             "margin": format_cash(currency, margin), "equity": format_cash(currency, equity),
-             "initial": format_cash(currency, initial),
-             "maintenance": format_cash(currency, maintenance), "margin_call": called}
-            for account, currency, margin, equity, initial, maintenance, called
-            in ledger.clearing.account_rows()]
+    return [
+        {
+            "account": account,
+            "currency": currency,
+            "margin": format_cash(currency, margin),
+            "equity": format_cash(currency, equity),
+            "initial": format_cash(currency, initial),
+            "maintenance": format_cash(currency, maintenance),
+            "margin_call": called,
+        }
+        for account, currency, margin, equity, initial, maintenance, called in (
+            ledger.clearing.account_rows()
+        )
+    ]
 
 
 HOLDING_KEYS = ("account", "asset", "available", "held", "locked")
