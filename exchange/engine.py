@@ -74,7 +74,6 @@ from exchange.commands import (
 )
 from exchange.events import (
     CommandRejected,
-    LedgerCommandIgnored,
     MassCancelAccepted,
     OrderAccepted,
     OrderAmended,
@@ -85,7 +84,7 @@ from exchange.events import (
     TradeExecuted,
     TradingDayEnded,
 )
-from exchange.ledger import Ledger
+from exchange.ledger import Ledger, NoLedger
 from exchange.market import Instrument, Market, parse_market
 from exchange.state import (
     FORMAT,
@@ -237,7 +236,10 @@ class Engine:
         self._sweep_at = 2 * DONE_IDS
         self._answers: dict[tuple[str, str], tuple] = {}
         self._answer_order: deque[tuple[str, str]] = deque()
-        self.ledger = Ledger(market, self._ctr) if ledger else None
+        # Without a ledger, one that holds and settles nothing: the pipeline is the same.
+        self._ledger: Ledger | NoLedger = (
+            Ledger(market, self._ctr) if ledger else NoLedger(self._ctr)
+        )
         self._handlers = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
@@ -246,76 +248,60 @@ class Engine:
             EndOfDay: self._end_of_day,
         }
         for command_type in ADMIN_COMMANDS:
-            self._handlers[command_type] = self._admin if ledger else self._ledger_command
-        if ledger:
-            self.submit = self._submit_settled  # type: ignore[method-assign]
+            self._handlers[command_type] = self._admin
 
     # --- entry points ------------------------------------------------------------------
     def submit(self, command, out: list) -> None:
-        """Process one command, appending its events to *out*. The hot entry point."""
-        if command.command_id is not None:
-            return self._submit_once(command, out)
-        ts = command.ts
-        if ts is not None and ts > self.clock:
-            self._advance_clock(ts, out)
-        self._handlers[type(command)](command, out)
+        """Process one command, appending its events to *out*. The hot entry point.
 
-    def _submit_settled(self, command, out: list) -> None:
-        """``submit`` with a ledger: the command's trades settle once it has acted."""
+        The pipeline of the module docstring, in order: 1. sequence (a resend is answered
+        from the command window; the clock moves and expires gtd orders), then the
+        command's own handler (2. validate, 3. hold, 4. match, 5. stops), then 6. settle
+        (the trades it made and the holds of the orders it ended), then the command window
+        remembers its events. A handler that settles as it goes (the end of the day) says
+        so by returning ``True``.
+        """
+        # 1. sequence
+        key = None
         if command.command_id is not None:
-            return self._submit_once(command, out)
-        start = len(out)
+            key = (getattr(command, "account", None) or "", command.command_id)
+            if key in self._answers:
+                return self._reject_resend(command, key, out)
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
-            if len(out) > start:  # gtd orders the clock expired give back their holds
-                self.ledger.settle(out, start)
-                start = len(out)
-        if self._handlers[type(command)](command, out):
-            return  # the end of the day settles as it goes
-        # Profiled: most commands give one event that moves nothing (an order that
-        # rests, a rejection), so settlement looks only where there is more; a cancel,
-        # the one command whose single event frees a hold, releases it itself.
-        if len(out) - start > 1:
-            self.ledger.settle(out, start)
-
-    def _submit_once(self, command, out: list) -> None:
-        """``submit`` for a command with a ``command_id``: reject a resend of one in the
-        window; else act as ``submit`` does (with or without a ledger) and remember the
-        command's events, from its result on, forgetting the oldest id past the window."""
-        key = (getattr(command, "account", None) or "", command.command_id)
-        answers = self._answers
-        if key in answers:
-            self._reject(
-                type(command).__struct_config__.tag,
-                reasons.DUPLICATE_COMMAND,
-                out,
-                getattr(command, "order_id", None),
-                key[0] or None,
-                getattr(command, "instrument", None),
-                command.ts,
-            )
-            return None
-        ledger = self.ledger
-        ts = command.ts
-        if ts is not None and ts > self.clock:
-            start = len(out)
-            self._advance_clock(ts, out)
-            if ledger is not None and len(out) > start:
-                ledger.settle(out, start)  # expired gtd orders give back their holds
+        # 2. validate, 3. hold, 4. match, 5. stops
         first = len(out)
-        if (
-            not self._handlers[type(command)](command, out)
-            and ledger is not None
-            and len(out) - first > 1
-        ):
-            ledger.settle(out, first)
-        answers[key] = tuple(out[first:])
+        settled = self._handlers[type(command)](command, out)
+        # 6. settle. Profiled: most commands give one event that moves nothing (an order
+        # that rests, a rejection), so settlement looks only where there is more; a
+        # cancel, the one command whose single event frees a hold, releases it itself.
+        if not settled and len(out) - first > 1:
+            self._ledger.settle(out, first)
+        if key is not None:
+            self._remember(key, out, first)
+        return None
+
+    def _reject_resend(self, command, key: tuple[str, str], out: list) -> None:
+        """A command whose id is in the window was seen: reject it, change nothing."""
+        self._reject(
+            type(command).__struct_config__.tag,
+            reasons.DUPLICATE_COMMAND,
+            out,
+            getattr(command, "order_id", None),
+            key[0] or None,
+            getattr(command, "instrument", None),
+            command.ts,
+        )
+
+    def _remember(self, key: tuple[str, str], out: list, first: int) -> None:
+        """Keep the command's events (its result on) for ``answer``; forget the oldest
+        id past the window."""
+        self._answers[key] = tuple(out[first:])
         order = self._answer_order
         order.append(key)
         if len(order) > self.command_window:
-            del answers[order.popleft()]
-        return None
+            del self._answers[order.popleft()]
 
     def answer(self, account: str | None, command_id: str) -> tuple | None:
         """Return the events that the command *command_id* of *account* gave (its result
@@ -330,6 +316,12 @@ class Engine:
         return out
 
     # --- queries -----------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger, or ``None`` for a matching-only engine."""
+        ledger = self._ledger
+        return ledger if isinstance(ledger, Ledger) else None
+
     @property
     def seq(self) -> int:
         """The ``seq`` of the last event."""
@@ -457,27 +449,26 @@ class Engine:
         # 3. risk hold (with a ledger). A market buy with no band may be cut to what
         # the account can pay for; the rest is cancelled once it has traded.
         affordable = None
-        if self.ledger is not None:
-            if kind in (LIMIT, STOP_LIMIT):
-                held = self.ledger.reserve(order_id, account, symbol, is_buy, price, qty)
-            else:
-                held = self.ledger.reserve(
-                    order_id,
-                    account,
-                    symbol,
-                    is_buy,
-                    price,
-                    qty,
-                    kind,
-                    False,
-                    STP_CODES[stp_name],
-                    spec.band,
-                    spec.book,
-                )
-            if held is not None:
-                if type(held) is str:
-                    return self._reject_order(cmd, held, out)
-                affordable = held
+        if kind in (LIMIT, STOP_LIMIT):
+            held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty)
+        else:
+            held = self._ledger.reserve(
+                order_id,
+                account,
+                symbol,
+                is_buy,
+                price,
+                qty,
+                kind,
+                False,
+                STP_CODES[stp_name],
+                spec.band,
+                spec.book,
+            )
+        if held is not None:
+            if type(held) is str:
+                return self._reject_order(cmd, held, out)
+            affordable = held
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
@@ -707,9 +698,9 @@ class Engine:
             if order.kind == STOP:
                 order.kind = MARKET
                 order.price = self._market_limit(symbol, order.is_buy)
-                if self.ledger is not None and order.is_buy:
+                if order.is_buy:
                     # It buys no higher than the price its hold was sized at.
-                    order.price = min(order.price, self.ledger.hold_price(order.order_id))
+                    order.price = min(order.price, self._ledger.hold_price(order.order_id))
             else:
                 order.kind = LIMIT
                 band = self._specs[symbol].band
@@ -733,8 +724,7 @@ class Engine:
                 return None
             self.accepted += 1
             self._take_out(order, reasons.CANCELLED_BY_OWNER, out)
-            if self.ledger is not None:
-                self.ledger.release(order.order_id)
+            self._ledger.release(order.order_id)
             return None
         # Profiled hot path (0.62x -> 0.67x the plain matcher): a resting order cancelled
         # by its owner skips the general _owned/_take_out calls.
@@ -754,8 +744,7 @@ class Engine:
                 seq=seq,
             )
         )
-        if self.ledger is not None:
-            self.ledger.release(order.order_id)
+        self._ledger.release(order.order_id)
         return None
 
     def _owned(self, cmd, action: str, out: list) -> Order | None:
@@ -851,10 +840,9 @@ class Engine:
         keeps = price == order.price and qty <= order.qty
         if resting and not keeps and order.post_only and book.would_cross(order.is_buy, price):
             return reject(reasons.POST_ONLY_WOULD_TRADE)
-        if self.ledger is not None:
-            refused = self.ledger.amend(order.order_id, order.account, order.instrument, price, qty)
-            if refused is not None:
-                return reject(refused)
+        refused = self._ledger.amend(order.order_id, order.account, order.instrument, price, qty)
+        if refused is not None:
+            return reject(refused)
 
         self.accepted += 1
         ctr = self._ctr
@@ -941,14 +929,15 @@ class Engine:
     # --- time ----------------------------------------------------------------------------
     def _advance_clock(self, ts: int, out: list) -> None:
         self.clock = ts
-        if self.ledger is not None:
-            # deadlines, monthly prices, closing windows and expiries go by it
-            self.ledger.registry.clock = self.ledger.clearing.clock = ts
+        self._ledger.set_clock(ts)
         gtd = self._gtd
+        start = len(out)
         while gtd and gtd[0][0] <= ts:
             _, _, order = heapq.heappop(gtd)
             if order.qty and self._live.get(order.order_id) is order:
                 self._take_out(order, None, out)
+        if len(out) > start:
+            self._ledger.settle(out, start)  # expired gtd orders give back their holds
 
     def _end_of_day(self, cmd: EndOfDay, out: list) -> bool:
         """End the day: expire day orders, set reference prices from the day's close;
@@ -976,21 +965,21 @@ class Engine:
                     )
                 )
                 book.day_volume = book.day_notional = 0
-        if self.ledger is not None:
-            ledger = self.ledger
-            ledger.settle(out, start)  # day orders that expired give back their holds
-            close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
-            for order in [o for o in self.live_orders() if o.instrument in expiring]:
-                mark = len(out)
-                self._take_out(order, reasons.CONTRACT_EXPIRED, out)
-                ledger.settle(out, mark)
+        ledger = self._ledger
+        ledger.settle(out, start)  # day orders that expired give back their holds
+        close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
+        for order in [o for o in self.live_orders() if o.instrument in expiring]:
+            mark = len(out)
+            self._take_out(order, reasons.CONTRACT_EXPIRED, out)
+            ledger.settle(out, mark)
+        if close_outs:
             self._close_out(close_outs, out)
         self.day += 1
         # A new day: ids of done orders may be used again; live orders keep theirs.
         live = self._live
         for order_id in [k for k, v in live.items() if v is None or not v.qty]:
             del live[order_id]
-        return self.ledger is not None
+        return True
 
     def _forget_done(self) -> None:
         """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS``."""
@@ -1005,6 +994,7 @@ class Engine:
         sent for them), after cancelling their open futures orders; what the book cannot
         take goes to the clearing account at the settlement price."""
         ledger = self.ledger
+        assert ledger is not None  # close-outs come from a ledger's clearing house
         clearing = ledger.clearing
         ledger.closing_out = True  # a suspended account is closed out all the same
         try:
@@ -1016,6 +1006,7 @@ class Engine:
 
     def _close_out_orders(self, close_outs: list, out: list) -> None:
         ledger = self.ledger
+        assert ledger is not None
         clearing = ledger.clearing
         for account in sorted({a for a, _, _ in close_outs}):
             for order in [
@@ -1051,8 +1042,9 @@ class Engine:
             clearing.take_over(account, symbol, lots, out)
 
     def _admin(self, cmd, out: list) -> None:
-        """An account or registry command, run by the ledger."""
-        reason = self.ledger.apply(cmd, out)
+        """An account or registry command, run by the ledger (a matching-only engine's
+        accepts it with no effect)."""
+        reason = self._ledger.apply(cmd, out)
         if reason is not None:
             return self._reject(
                 type(cmd).__struct_config__.tag,
@@ -1065,19 +1057,6 @@ class Engine:
             )
         self.accepted += 1
         return None
-
-    def _ledger_command(self, cmd, out: list) -> None:
-        """A ledger command in a matching-only engine: accepted, with no effect."""
-        self.accepted += 1
-        ctr = self._ctr
-        ctr.seq += 1
-        out.append(
-            LedgerCommandIgnored(
-                seq=ctr.seq,
-                action=type(cmd).__struct_config__.tag,
-                account=getattr(cmd, "account", ""),
-            )
-        )
 
     # --- verification --------------------------------------------------------------------
     def snapshot(self) -> list:
@@ -1117,7 +1096,7 @@ class Engine:
                     stop_rows,
                 ]
             )
-        ledger = None if self.ledger is None else self.ledger.snapshot()
+        ledger = self._ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
         # The command window: ids oldest first, each with its answer's first seq and size.
         window = [
@@ -1157,8 +1136,7 @@ class Engine:
         answers = self._answers
         assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
         assert list(answers) == list(self._answer_order), "command window out of order"
-        if self.ledger is not None:
-            self.ledger.check(live)
+        self._ledger.check(live)
 
     # --- state (exchange.state) ----------------------------------------------------------
     def to_state(self, *, copy: bool = True) -> EngineState:
@@ -1233,7 +1211,7 @@ class Engine:
                 CommandAnswer(account=account, command_id=command_id, events=events)
                 for (account, command_id), events in self._answers.items()
             ],
-            ledger=None if self.ledger is None else self.ledger.to_state(),
+            ledger=self._ledger.to_state(),
             done_sweep_at=self._sweep_at,
         )
 
@@ -1386,7 +1364,9 @@ class Engine:
             answers[key] = remembered.events
             self._answer_order.append(key)
         if state.ledger is not None:
-            self.ledger.load_state(state.ledger)  # type: ignore[union-attr]
+            ledger = self.ledger
+            assert ledger is not None  # built with one: from_state passes ledger=True
+            ledger.load_state(state.ledger)
 
 
 def _copied(record, into: type):

@@ -86,6 +86,7 @@ from exchange.events import (
     DeadlinePassed,
     EmissionsVerified,
     HoldingsUnlocked,
+    LedgerCommandIgnored,
     OrderCancelled,
     OrderExpired,
     TradeExecuted,
@@ -95,7 +96,16 @@ from exchange.market import FEE_SCALE, MINOR_UNITS, Market
 from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
-__all__ = ["Ledger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"]
+__all__ = [
+    "Ledger",
+    "NoLedger",
+    "Holding",
+    "Account",
+    "FEES",
+    "REGISTRY",
+    "CLEARING",
+    "SYSTEM_ACCOUNTS",
+]
 
 FEES, REGISTRY = "@exchange", "@registry"
 SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
@@ -242,6 +252,11 @@ class Ledger:
         }
         self.clearing = Clearing(market, self.accounts, counters)
         self.closing_out = False  # the engine's close-out orders pass a suspension
+
+    def set_clock(self, ts: int) -> None:
+        """Move the registry's and the clearing house's clock: deadlines, monthly prices,
+        closing windows and expiries go by it."""
+        self.registry.clock = self.clearing.clock = ts
 
     # --- queries -------------------------------------------------------------------------
     def holding(self, account: str, asset: str) -> Holding | None:
@@ -1139,3 +1154,60 @@ def _affordable(cash: int, unit_cost: int, fee: int, most: int) -> int:
     while q > 0 and unit_cost * q + unit_cost * q * fee // FEE_SCALE > cash:
         q -= 1
     return q
+
+
+class NoLedger:
+    """The ledger of a matching-only engine: it holds, settles and keeps nothing.
+
+    The engine's pipeline calls it as it calls ``Ledger``, so the pipeline has one shape
+    with a ledger or without; an account or registry command is accepted with no effect
+    (``LedgerCommandIgnored``).
+    """
+
+    __slots__ = ("_ctr",)
+
+    def __init__(self, counters: Counters) -> None:
+        self._ctr = counters
+
+    def set_clock(self, ts: int) -> None:
+        return None
+
+    def reserve(self, *order: object) -> None:
+        """Hold nothing: every order is affordable."""
+        return None
+
+    def hold_price(self, order_id: str) -> int:
+        return NO_LIMIT
+
+    def amend(self, order_id: str, account: str, symbol: str, price: int, qty: int) -> None:
+        return None
+
+    def release(self, order_id: str) -> None:
+        return None
+
+    def settle(self, out: list, start: int) -> None:
+        return None
+
+    def end_of_day(self, out: list, books=None, day: int = 0) -> tuple[list, list]:
+        return [], []
+
+    def apply(self, command, out: list) -> None:
+        """Accept an account or registry command with no effect."""
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(
+            LedgerCommandIgnored(
+                seq=ctr.seq,
+                action=type(command).__struct_config__.tag,
+                account=getattr(command, "account", ""),
+            )
+        )
+
+    def snapshot(self) -> None:
+        return None
+
+    def to_state(self) -> None:
+        return None
+
+    def check(self, live: Iterable) -> None:
+        return None

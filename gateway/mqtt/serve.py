@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
+from exchange.sequencer import Sequencer
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
@@ -255,12 +256,7 @@ def open_engine(
         writer = create_journal(journal, market.text, ledger=ledger)
     if init is not None:
         commands = read_order_file(init)
-        if writer is not None:
-            writer.append_many(commands)
-            writer.commit()
-        out: list = []
-        for command in commands:
-            engine.submit(command, out)
+        Sequencer(engine, writer).run(commands, [])
         facts["init"] = len(commands)
         facts["init_rejected"] = engine.rejected
         facts["accounts"] = sorted({a for c in commands if (a := getattr(c, "account", None))})

@@ -32,6 +32,7 @@ from exchange import Engine, reasons
 from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
+from exchange.sequencer import Sequencer
 from gateway.mqtt.wire import (
     AcceptedReport,
     ReportMaker,
@@ -137,6 +138,8 @@ class GatewayCore:
         self.engine = engine
         self.journal = journal
         self.settings = settings or GatewaySettings()
+        # Every command reaches the engine through it: journaled and committed first.
+        self._sequencer = Sequencer(engine, journal, snapshot_every=self.settings.snapshot_every)
         self.stats = _Stats()
         self._decoder = WireDecoder()
         self._reports = ReportMaker(engine.market)
@@ -153,7 +156,6 @@ class GatewayCore:
         self._book_sent: dict[str, float] = {}
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
-        self._since_snapshot = 0
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
         self._last: dict[str, int] = {}  # instrument -> last trade price (ticks)
 
@@ -282,18 +284,14 @@ class GatewayCore:
         if not pending:
             return self._books(time.monotonic() if now is None else now)
         commands = [c for c in pending if type(c) is not tuple]
-        journal = self.journal
-        if journal is not None and commands:
-            journal.append_many(commands)
         by_account: dict[str, list[dict]] = {}
         trades: dict[str, list[dict]] = {}
-        submit = self.engine.submit
         known = self.engine.market.instruments  # a rejection may name an unknown one
         reports = self._reports
         dirty = self._dirty
-        out: list = []
         made: list = []
-        step = iter(commands)
+        # Journaled and committed before the first of them acts (exchange.sequencer).
+        step = self._sequencer.each(commands)
         make = reports.reports
         queue = by_account.get
         for item in pending:
@@ -301,9 +299,7 @@ class GatewayCore:
                 account, report = item
                 by_account.setdefault(account, []).append(report)
                 continue
-            command = next(step)
-            out.clear()  # profiled: one list reused, not a slice of it per command
-            submit(command, out)
+            command, out = next(step)
             made.clear()
             for event in out:
                 make(event, made)
@@ -334,14 +330,6 @@ class GatewayCore:
                     by_account[account] = [report]
                 else:
                     waiting.append(report)
-        if journal is not None and commands:
-            # Acknowledged only once journaled: commit before anything is published.
-            journal.commit()
-            self._since_snapshot += len(commands)
-            if self._since_snapshot >= self.settings.snapshot_every:
-                # in a forked child: the event loop goes on (a 4 s stall at 500,000 orders)
-                journal.snapshot(self.engine, background=True)
-                self._since_snapshot = 0
         self._decoder.trim()
         outgoing: list[Outgoing] = []
         packed = self._packed

@@ -19,6 +19,7 @@ from exchange import Engine, Market, default_market
 from exchange.commands import Deposit, IssueAllowances, OpenAccount
 from exchange.journal import create_journal
 from exchange.market import format_cash
+from exchange.sequencer import Sequencer
 from gateway.bots.client import ExchangeClient
 from gateway.bots.traders import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
 from gateway.mqtt.brokerconfig import generate_password
@@ -85,12 +86,7 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
     market = default_market()
     engine = Engine(market, ledger=True)
     writer = create_journal(journal_dir, market.text, ledger=True)
-    funding = _funding(_SEATS)
-    writer.append_many(funding)
-    writer.commit()
-    scratch: list = []
-    for command in funding:
-        engine.submit(command, scratch)
+    Sequencer(engine, writer).run(_funding(_SEATS), [])
     start_holdings = _holdings(engine)
     core = GatewayCore(engine, journal=writer)
     credentials = {seat.account: generate_password(12) for seat in _SEATS}

@@ -18,9 +18,10 @@ import msgspec
 
 from exchange import Engine, FastBook, Market, default_market
 from exchange.events import TradeExecuted
-from exchange.journal import JournalWriter, create_journal
+from exchange.journal import create_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
+from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from gateway.tools.progress import ProgressBar
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
 # cache; dropping them every 65,536 made the engine about 12% slower.
 _CHUNK = 1 << 10
 GROUP_SIZE = 4096  # commands per journal group commit (one write + one fsync)
-SNAPSHOT_EVERY = 500_000  # commands between journal snapshots
 
 
 @dataclass
@@ -108,78 +108,43 @@ def run_replay(
     try:
         started = time.perf_counter()
         commands = read_order_file(path, fmt, default_stp=stp, progress=decode_progress)
-        if journal is not None:
-            writer = create_journal(journal, market.text, ledger=ledger, fsync=fsync)
-            with writer:
-                decoded = time.perf_counter()
-                return _run_journaled(
-                    engine,
-                    writer,
-                    commands,
-                    started,
-                    decoded,
-                    keep_events,
-                    progress,
-                    snapshot_every,
-                )
-        decoded = time.perf_counter()
-        return _run(engine, commands, started, decoded, keep_events, progress)
+        if journal is None:
+            decoded = time.perf_counter()
+            return _run(
+                Sequencer(engine), _CHUNK, commands, started, decoded, keep_events, progress
+            )
+        with create_journal(journal, market.text, ledger=ledger, fsync=fsync) as writer:
+            decoded = time.perf_counter()
+            sequencer = Sequencer(engine, writer, snapshot_every=snapshot_every)
+            return _run(sequencer, GROUP_SIZE, commands, started, decoded, keep_events, progress)
     finally:
         if collecting:
             gc.enable()
 
 
 def _run(
-    engine: Engine,
+    sequencer: Sequencer,
+    batch: int,
     commands: list,
     started: float,
     decoded: float,
     keep_events: bool,
     progress: ProgressBar | None,
 ) -> ReplayResult:
-    submit = engine.submit
+    """Run *commands* through *sequencer* in batches of *batch* (a journal group commit
+    each, with a journal), dropping or keeping the events after each batch."""
+    run = sequencer.run
     out: list = []
     kept: list = []
     total = len(commands)
-    for start in range(0, total, _CHUNK):
-        for command in commands[start : start + _CHUNK]:
-            submit(command, out)
+    for start in range(0, total, batch):
+        run(commands[start : start + batch], out)
         if keep_events:
             kept.extend(out)
         out.clear()
-        if progress is not None:
-            progress.update("matching", min(start + _CHUNK, total), total)
-    return _result(engine, total, started, decoded, kept if keep_events else None, progress)
-
-
-def _run_journaled(
-    engine: Engine,
-    writer: JournalWriter,
-    commands: list,
-    started: float,
-    decoded: float,
-    keep_events: bool,
-    progress: ProgressBar | None,
-    snapshot_every: int,
-) -> ReplayResult:
-    """``_run`` with each group of commands journaled (committed) before it acts."""
-    submit = engine.submit
-    out: list = []
-    kept: list = []
-    total = len(commands)
-    for start in range(0, total, GROUP_SIZE):
-        group = commands[start : start + GROUP_SIZE]
-        writer.append_many(group)
-        writer.commit()
-        for command in group:
-            submit(command, out)
-        if keep_events:
-            kept.extend(out)
-        out.clear()
-        if writer.seq - writer.last_snapshot >= snapshot_every:
-            writer.snapshot(engine, background=True)  # replay runs in one thread
-        if progress is not None and not (start // GROUP_SIZE) % 16:
-            progress.update("matching", min(start + GROUP_SIZE, total), total)
+        if progress is not None and not (start // batch) % 16:
+            progress.update("matching", min(start + batch, total), total)
+    engine = sequencer.engine
     return _result(engine, total, started, decoded, kept if keep_events else None, progress)
 
 
