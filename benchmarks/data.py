@@ -2,9 +2,9 @@
 
 A cached file is reused only while it still matches what the generator would write: its
 side file records the generator's source hash, the arguments and the file's own SHA-256,
-so a change to ``gateway/tools/genorders.py`` or a damaged file means a fresh generation.
-Files are written to a temporary name and renamed, so concurrent runs never read half
-a file.
+so a change to any module of ``gateway/tools/genorders/`` or a damaged file means a fresh
+generation. Files are written to a temporary name and renamed, so concurrent runs never
+read half a file.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _generator_hash() -> str:
-    return hashlib.sha256(Path(genorders.__file__).read_bytes()).hexdigest()[:16]
+    """Return the generator's source hash: every module of the ``genorders`` package, by
+    name and content, so a change to any of them (or a module added or removed) shows."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(genorders.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def mixed_file(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import doctest
+import importlib
 import json
+import pkgutil
 import re
 import struct
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
+from benchmarks.report.markdown import _throughput_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -511,7 +514,7 @@ def test_run_counts_and_prefix_runs_are_stated(result):
     )
     table = report.headline_table(result)
     assert "first 10,000 messages only" in table.splitlines()[-1]
-    text = "\n".join(report._throughput_lines(result, {}, {}))
+    text = "\n".join(_throughput_lines(result, {}, {}))
     assert "median [min .. max] of runs: 5 (engine, plain), 3 (peerbook, naive);" in text
 
 
@@ -534,8 +537,10 @@ def test_headline_table_is_a_markdown_table_with_one_row_per_contender(result):
 
 
 def test_doctests():
-    failed, attempted = doctest.testmod(report)
-    assert failed == 0 and attempted > 0
+    """Every module of the package: the names ``report`` re-exports are defined in them."""
+    names = [m.name for m in pkgutil.iter_modules(report.__path__) if m.name != "__main__"]
+    results = [doctest.testmod(importlib.import_module(f"{report.__name__}.{n}")) for n in names]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) > 0
 
 
 # --- command line -------------------------------------------------------------------------
