@@ -69,7 +69,7 @@ _TIF_SET = frozenset(TIFS)
 _STP_SET = frozenset((*STP_MODES, None))
 
 
-def _one_of(command: str, name: str, value: object, allowed: tuple) -> None:
+def _one_of(command: str, name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming *command*'s field *name* unless *value* is allowed."""
     if isinstance(value, str) and value in allowed:
         return
@@ -100,7 +100,7 @@ class Command(
     command_id: str | None = None
 
 
-class PlaceOrder(Command, tag="new"):
+class PlaceOrder(Command, frozen=True, tag="new"):
     """Enter a new order. ``price`` and ``stop_price`` are exact decimal strings."""
 
     order_id: str
@@ -145,7 +145,7 @@ def _invalid_order(order: PlaceOrder) -> None:
     raise AssertionError("unreachable: PlaceOrder failed a check that passes")
 
 
-class CancelOrder(Command, tag="cancel"):
+class CancelOrder(Command, frozen=True, tag="cancel"):
     """Cancel the open quantity of an order; only its owner may."""
 
     order_id: str
@@ -153,7 +153,7 @@ class CancelOrder(Command, tag="cancel"):
     instrument: str | None = None
 
 
-class AmendOrder(Command, tag="amend"):
+class AmendOrder(Command, frozen=True, tag="amend"):
     """Change an order's price and/or open quantity; ``None`` keeps the current value."""
 
     order_id: str
@@ -163,7 +163,7 @@ class AmendOrder(Command, tag="amend"):
     qty: int | None = None
 
 
-class MassCancel(Command, tag="mass_cancel"):
+class MassCancel(Command, frozen=True, tag="mass_cancel"):
     """Cancel every open order of an account, optionally of one instrument and side."""
 
     account: str
@@ -175,11 +175,11 @@ class MassCancel(Command, tag="mass_cancel"):
             _one_of("MassCancel", "side", self.side, SIDES)
 
 
-class EndOfDay(Command, tag="eod"):
+class EndOfDay(Command, frozen=True, tag="eod"):
     """End the trading day: expire day orders, set reference prices from the close."""
 
 
-class Deposit(Command, tag="deposit"):
+class Deposit(Command, frozen=True, tag="deposit"):
     """Credit cash to an account (``instrument`` is the currency; ``qty`` a decimal amount)."""
 
     account: str
@@ -187,7 +187,7 @@ class Deposit(Command, tag="deposit"):
     amount: str = msgspec.field(name="qty")
 
 
-class Withdraw(Command, tag="withdraw"):
+class Withdraw(Command, frozen=True, tag="withdraw"):
     """Debit cash from an account."""
 
     account: str
@@ -195,7 +195,7 @@ class Withdraw(Command, tag="withdraw"):
     amount: str = msgspec.field(name="qty")
 
 
-class IssueAllowances(Command, tag="issue"):
+class IssueAllowances(Command, frozen=True, tag="issue"):
     """Issue allowances (whole units) of an instrument into an account's holdings."""
 
     account: str
@@ -203,7 +203,7 @@ class IssueAllowances(Command, tag="issue"):
     qty: int
 
 
-class SurrenderAllowances(Command, tag="surrender"):
+class SurrenderAllowances(Command, frozen=True, tag="surrender"):
     """Surrender allowances from an account's holdings against its obligation for
     ``year`` (the registry's eligibility rules apply); without a year, a voluntary
     cancellation."""
@@ -214,7 +214,7 @@ class SurrenderAllowances(Command, tag="surrender"):
     year: int | None = None
 
 
-class ClawBackAllowances(Command, tag="claw_back"):
+class ClawBackAllowances(Command, frozen=True, tag="claw_back"):
     """Take back allowances the registry issued in excess (a true-up below the
     pre-allocation): they leave the account and the supply."""
 
@@ -223,7 +223,7 @@ class ClawBackAllowances(Command, tag="claw_back"):
     qty: int
 
 
-class RecordEmissions(Command, tag="emissions"):
+class RecordEmissions(Command, frozen=True, tag="emissions"):
     """Record an account's verified emissions for a compliance year (tCO2e), which set
     its obligation; a second record for the same year restates the first."""
 
@@ -235,7 +235,7 @@ class RecordEmissions(Command, tag="emissions"):
     months: int = 12  # monthly-log completeness: months of the year logged
 
 
-class AllocateAllowances(Command, tag="allocate"):
+class AllocateAllowances(Command, frozen=True, tag="allocate"):
     """Set an entity's free allocation of ``year`` in that year's vintage: ``stage``
     ``pre`` (a share of prior-year emissions, before verification) or ``final`` (the
     true-up, only once the year's emissions are verified; a restatement sends a new
@@ -249,7 +249,7 @@ class AllocateAllowances(Command, tag="allocate"):
     stage: str = "final"
 
 
-class ConvertAllowances(Command, tag="convert"):
+class ConvertAllowances(Command, frozen=True, tag="convert"):
     """Banking: convert old-vintage allowances (2019-2024) into ``to_instrument`` (the
     2025 vintage) within the cap T = 10,000 + 1.5 x net sales in 2024-2025."""
 
@@ -259,7 +259,7 @@ class ConvertAllowances(Command, tag="convert"):
     qty: int
 
 
-class ComplianceDeadline(Command, tag="deadline"):
+class ComplianceDeadline(Command, frozen=True, tag="deadline"):
     """Assess every obligation of ``year``: compliant or short, and the fine, at
     ``multiple`` (5-10) times the average allowance price of the month before the
     deadline."""
@@ -268,7 +268,7 @@ class ComplianceDeadline(Command, tag="deadline"):
     multiple: int = 5
 
 
-class TransferAllowances(Command, tag="transfer"):
+class TransferAllowances(Command, frozen=True, tag="transfer"):
     """Move available allowances from ``account`` to ``to_account`` (a registry transfer)."""
 
     account: str
@@ -280,7 +280,7 @@ class TransferAllowances(Command, tag="transfer"):
 ACCOUNT_KINDS = ("covered", "financial", "market_maker")
 
 
-class OpenAccount(Command, tag="open_account"):
+class OpenAccount(Command, frozen=True, tag="open_account"):
     """Open an account of a kind: ``covered`` entity, ``financial`` institution or
     ``market_maker``. Accounts a replay meets first in another row open as ``covered``."""
 
@@ -291,19 +291,19 @@ class OpenAccount(Command, tag="open_account"):
         _one_of("OpenAccount", "kind", self.kind, ACCOUNT_KINDS)
 
 
-class SuspendAccount(Command, tag="suspend_account"):
+class SuspendAccount(Command, frozen=True, tag="suspend_account"):
     """Suspend an account: no new orders or amends; cancels and cash movements go on."""
 
     account: str
 
 
-class ResumeAccount(Command, tag="resume_account"):
+class ResumeAccount(Command, frozen=True, tag="resume_account"):
     """Lift a suspension."""
 
     account: str
 
 
-class CloseAccount(Command, tag="close_account"):
+class CloseAccount(Command, frozen=True, tag="close_account"):
     """Close an empty account (no holdings, no open orders) for good."""
 
     account: str

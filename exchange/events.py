@@ -64,7 +64,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", gc=Fal
     seq: int
 
 
-class OrderAccepted(Event, tag="order_accepted"):
+class OrderAccepted(Event, frozen=True, tag="order_accepted"):
     """A valid order entered the engine. ``price`` is ``None`` for market and stop orders."""
 
     order_id: str
@@ -83,7 +83,7 @@ class OrderAccepted(Event, tag="order_accepted"):
     ts: int | None = None
 
 
-class CommandRejected(Event, tag="command_rejected"):
+class CommandRejected(Event, frozen=True, tag="command_rejected"):
     """A command broke a rule and changed nothing."""
 
     action: str
@@ -94,7 +94,7 @@ class CommandRejected(Event, tag="command_rejected"):
     ts: int | None = None
 
 
-class TradeExecuted(Event, tag="trade_executed"):
+class TradeExecuted(Event, frozen=True, tag="trade_executed"):
     """Two orders traded ``qty`` at the resting order's ``price``."""
 
     trade_id: int
@@ -110,7 +110,7 @@ class TradeExecuted(Event, tag="trade_executed"):
     sell_leaves_qty: int
 
 
-class OrderCancelled(Event, tag="order_cancelled"):
+class OrderCancelled(Event, frozen=True, tag="order_cancelled"):
     """``cancelled_qty`` of an order left the book for ``reason``."""
 
     order_id: str
@@ -121,7 +121,7 @@ class OrderCancelled(Event, tag="order_cancelled"):
     reason: str
 
 
-class OrderAmended(Event, tag="order_amended"):
+class OrderAmended(Event, frozen=True, tag="order_amended"):
     """An order's price or open quantity changed; ``priority_kept`` tells if it kept its place."""
 
     order_id: str
@@ -135,7 +135,7 @@ class OrderAmended(Event, tag="order_amended"):
     priority_kept: bool
 
 
-class OrderExpired(Event, tag="order_expired"):
+class OrderExpired(Event, frozen=True, tag="order_expired"):
     """A day order at the end of the day, or a gtd order at its time, left the book."""
 
     order_id: str
@@ -145,7 +145,7 @@ class OrderExpired(Event, tag="order_expired"):
     expired_qty: int
 
 
-class OrderTriggered(Event, tag="order_triggered"):
+class OrderTriggered(Event, frozen=True, tag="order_triggered"):
     """A stop order's condition held on ``last_price``; it now acts as market or limit."""
 
     order_id: str
@@ -156,7 +156,7 @@ class OrderTriggered(Event, tag="order_triggered"):
     last_price: int
 
 
-class MassCancelAccepted(Event, tag="mass_cancel_accepted"):
+class MassCancelAccepted(Event, frozen=True, tag="mass_cancel_accepted"):
     """A mass cancel was accepted; ``count`` orders follow as ``OrderCancelled``."""
 
     account: str
@@ -165,14 +165,14 @@ class MassCancelAccepted(Event, tag="mass_cancel_accepted"):
     count: int
 
 
-class TradingDayEnded(Event, tag="trading_day_ended"):
+class TradingDayEnded(Event, frozen=True, tag="trading_day_ended"):
     """The trading day ``day`` (counted from 1) ended."""
 
     day: int
     ts: int | None = None
 
 
-class ReferencePriceSet(Event, tag="reference_price_set"):
+class ReferencePriceSet(Event, frozen=True, tag="reference_price_set"):
     """An instrument's reference price (and so its band) for the next day."""
 
     instrument: str
@@ -180,28 +180,28 @@ class ReferencePriceSet(Event, tag="reference_price_set"):
     close_volume: int
 
 
-class LedgerCommandIgnored(Event, tag="ledger_command_ignored"):
+class LedgerCommandIgnored(Event, frozen=True, tag="ledger_command_ignored"):
     """A ledger command (deposit, issue...) reached a matching-only engine: no effect."""
 
     action: str
     account: str
 
 
-class AccountOpened(Event, tag="account_opened"):
+class AccountOpened(Event, frozen=True, tag="account_opened"):
     """An account came into being: by ``open_account``, or with its first credit."""
 
     account: str
     kind: str
 
 
-class AccountStatusChanged(Event, tag="account_status_changed"):
+class AccountStatusChanged(Event, frozen=True, tag="account_status_changed"):
     """An account became ``open``, ``suspended`` or ``closed``."""
 
     account: str
     status: str
 
 
-class CashDeposited(Event, tag="cash_deposited"):
+class CashDeposited(Event, frozen=True, tag="cash_deposited"):
     """``amount`` minor units (fen) of ``currency`` came into the account from outside."""
 
     account: str
@@ -209,7 +209,7 @@ class CashDeposited(Event, tag="cash_deposited"):
     amount: int
 
 
-class CashWithdrawn(Event, tag="cash_withdrawn"):
+class CashWithdrawn(Event, frozen=True, tag="cash_withdrawn"):
     """``amount`` minor units of ``currency`` left the account for outside."""
 
     account: str
@@ -217,7 +217,7 @@ class CashWithdrawn(Event, tag="cash_withdrawn"):
     amount: int
 
 
-class AllowancesIssued(Event, tag="allowances_issued"):
+class AllowancesIssued(Event, frozen=True, tag="allowances_issued"):
     """The registry issued ``qty`` units of ``instrument`` into the account."""
 
     account: str
@@ -225,7 +225,7 @@ class AllowancesIssued(Event, tag="allowances_issued"):
     qty: int
 
 
-class AllowancesTransferred(Event, tag="allowances_transferred"):
+class AllowancesTransferred(Event, frozen=True, tag="allowances_transferred"):
     """``qty`` available units moved from ``account`` to ``to_account``."""
 
     account: str
@@ -234,7 +234,7 @@ class AllowancesTransferred(Event, tag="allowances_transferred"):
     qty: int
 
 
-class AllowancesSurrendered(Event, tag="allowances_surrendered"):
+class AllowancesSurrendered(Event, frozen=True, tag="allowances_surrendered"):
     """``qty`` units left the account for the registry's surrender account, for good;
     against the obligation of ``year`` when given."""
 
@@ -244,7 +244,7 @@ class AllowancesSurrendered(Event, tag="allowances_surrendered"):
     year: int | None = None
 
 
-class AllowancesClawedBack(Event, tag="allowances_clawed_back"):
+class AllowancesClawedBack(Event, frozen=True, tag="allowances_clawed_back"):
     """``qty`` units the registry had issued in excess left the account and the supply."""
 
     account: str
@@ -252,7 +252,7 @@ class AllowancesClawedBack(Event, tag="allowances_clawed_back"):
     qty: int
 
 
-class EmissionsVerified(Event, tag="emissions_verified"):
+class EmissionsVerified(Event, frozen=True, tag="emissions_verified"):
     """An account's verified emissions for ``year``: its obligation. ``restated_from``
     is the figure a restatement replaced."""
 
@@ -265,7 +265,7 @@ class EmissionsVerified(Event, tag="emissions_verified"):
     months: int = 12
 
 
-class AllowancesAllocated(Event, tag="allowances_allocated"):
+class AllowancesAllocated(Event, frozen=True, tag="allowances_allocated"):
     """The registry set ``account``'s free allocation of ``year`` (``stage`` pre or
     final) to ``allocation`` units, less ``deducted`` (last year's shortfall), by
     issuing ``issued`` or clawing back ``clawed_back`` units of ``instrument``."""
@@ -280,7 +280,7 @@ class AllowancesAllocated(Event, tag="allowances_allocated"):
     clawed_back: int
 
 
-class AllowancesConverted(Event, tag="allowances_converted"):
+class AllowancesConverted(Event, frozen=True, tag="allowances_converted"):
     """Banking: ``qty`` units of ``instrument`` were cancelled and as many of
     ``to_instrument`` issued; ``cap_left`` is what the account may still convert."""
 
@@ -291,7 +291,7 @@ class AllowancesConverted(Event, tag="allowances_converted"):
     cap_left: int
 
 
-class ComplianceAssessed(Event, tag="compliance_assessed"):
+class ComplianceAssessed(Event, frozen=True, tag="compliance_assessed"):
     """At the deadline: one entity's year. ``fine`` in minor units; a shortfall is
     deducted from the next year's allocation."""
 
@@ -305,7 +305,7 @@ class ComplianceAssessed(Event, tag="compliance_assessed"):
     status: str
 
 
-class DeadlinePassed(Event, tag="deadline_passed"):
+class DeadlinePassed(Event, frozen=True, tag="deadline_passed"):
     """The deadline of ``year`` was processed: ``entities`` assessed, ``short`` of them
     short; the average price (minor units per unit, rounded down) the fines used."""
 
@@ -315,7 +315,7 @@ class DeadlinePassed(Event, tag="deadline_passed"):
     average_price: int | None = None
 
 
-class TradeSettled(Event, tag="trade_settled"):
+class TradeSettled(Event, frozen=True, tag="trade_settled"):
     """A trade settled delivery-versus-payment: ``cash`` minor units buyer to seller,
     ``qty`` units seller to buyer (locked until the next day under T+1), and each
     side's fee to the exchange's fee account."""
@@ -331,7 +331,7 @@ class TradeSettled(Event, tag="trade_settled"):
     currency: str = "CNY"
 
 
-class HoldingsUnlocked(Event, tag="holdings_unlocked"):
+class HoldingsUnlocked(Event, frozen=True, tag="holdings_unlocked"):
     """At the end of the day, ``qty`` units bought earlier became available to sell."""
 
     account: str
@@ -339,7 +339,7 @@ class HoldingsUnlocked(Event, tag="holdings_unlocked"):
     qty: int
 
 
-class TradeCleared(Event, tag="trade_cleared"):
+class TradeCleared(Event, frozen=True, tag="trade_cleared"):
     """A futures or options trade changed both sides' positions (signed lots after the
     trade); a future's cash moves at the day's settlement, as variation margin (an
     option's premium moves now), and each side's fee now."""
@@ -356,7 +356,7 @@ class TradeCleared(Event, tag="trade_cleared"):
     sell_fee: int = 0
 
 
-class SettlementPriceSet(Event, tag="settlement_price_set"):
+class SettlementPriceSet(Event, frozen=True, tag="settlement_price_set"):
     """The day's settlement price of a futures contract, in ticks, and where it came
     from: ``window`` (the closing window's volume-weighted price), ``mid`` (of the best
     bid and offer), ``previous`` (the last settlement) or ``day`` (the day's
@@ -367,7 +367,7 @@ class SettlementPriceSet(Event, tag="settlement_price_set"):
     source: str
 
 
-class VariationMargin(Event, tag="variation_margin"):
+class VariationMargin(Event, frozen=True, tag="variation_margin"):
     """One position marked to the settlement price: ``amount`` minor units paid to the
     account (negative: paid by it) through the clearing account. Each contract's day
     sums to zero."""
@@ -379,7 +379,7 @@ class VariationMargin(Event, tag="variation_margin"):
     currency: str
 
 
-class MarginCalled(Event, tag="margin_called"):
+class MarginCalled(Event, frozen=True, tag="margin_called"):
     """The account's equity (cash available plus margin held) fell below its maintenance
     margin: it may only reduce positions until equity is back to the initial margin."""
 
@@ -390,7 +390,7 @@ class MarginCalled(Event, tag="margin_called"):
     currency: str
 
 
-class MarginCallMet(Event, tag="margin_call_met"):
+class MarginCallMet(Event, frozen=True, tag="margin_call_met"):
     """A called account's equity is back to its initial margin: the call is lifted."""
 
     account: str
@@ -398,7 +398,7 @@ class MarginCallMet(Event, tag="margin_call_met"):
     currency: str
 
 
-class PositionClosedOut(Event, tag="position_closed_out"):
+class PositionClosedOut(Event, frozen=True, tag="position_closed_out"):
     """Still under margin a day after its call: ``qty`` signed lots of the account's
     position were closed, through the book (``via`` ``book``) or, what the book could
     not take, taken over by the clearing account at the settlement price (``clearing``)."""
@@ -410,7 +410,7 @@ class PositionClosedOut(Event, tag="position_closed_out"):
     via: str
 
 
-class DefaultRecorded(Event, tag="default_recorded"):
+class DefaultRecorded(Event, frozen=True, tag="default_recorded"):
     """The account could not pay ``amount`` minor units it owed the clearing house: the
     loss falls on the default fund."""
 
@@ -420,7 +420,7 @@ class DefaultRecorded(Event, tag="default_recorded"):
     reason: str
 
 
-class ContractExpired(Event, tag="contract_expired"):
+class ContractExpired(Event, frozen=True, tag="contract_expired"):
     """A futures contract passed its last trading day: open orders are cancelled and
     positions await delivery at ``final_price`` (ticks)."""
 
@@ -428,7 +428,7 @@ class ContractExpired(Event, tag="contract_expired"):
     final_price: int | None
 
 
-class OptionExercised(Event, tag="option_exercised"):
+class OptionExercised(Event, frozen=True, tag="option_exercised"):
     """An option in the money at expiry: the account's position became ``lots`` signed
     lots of the underlying future at ``strike`` (ticks)."""
 
@@ -439,7 +439,7 @@ class OptionExercised(Event, tag="option_exercised"):
     strike: int
 
 
-class DeliverySettled(Event, tag="delivery_settled"):
+class DeliverySettled(Event, frozen=True, tag="delivery_settled"):
     """Physical delivery of an expired contract for one account: ``tonnes`` of
     ``underlying`` delivered (a short) or received (a long) and ``cash`` minor units
     received (a short) or paid (a long) at the final settlement price."""
@@ -452,7 +452,7 @@ class DeliverySettled(Event, tag="delivery_settled"):
     cash: int
 
 
-class DeliveryFailed(Event, tag="delivery_failed"):
+class DeliveryFailed(Event, frozen=True, tag="delivery_failed"):
     """A delivery that did not happen: a short without the allowances pays ``penalty``
     (negative ``penalty``: a long not delivered to is compensated)."""
 

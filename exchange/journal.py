@@ -138,9 +138,10 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import msgspec
 
@@ -148,8 +149,11 @@ from exchange.book.fast import FastBook
 from exchange.commands import AnyCommand
 from exchange.engine import Engine
 from exchange.market import parse_market
-from exchange.persist import decode_state, encode_state
+from exchange.persist import BookFactory, decode_state, encode_state
 from exchange.state import StateError
+
+if TYPE_CHECKING:
+    from exchange.events import Event
 
 __all__ = [
     "FORMAT",
@@ -189,6 +193,9 @@ _SEGMENT_NAME = re.compile(r"journal-(\d{12})\.cxj")
 _SNAPSHOT_NAME = re.compile(r"snapshot-(\d{12})\.cxs")
 _INCOMPLETE = "incomplete frame"
 _SEQ_REACH = 1 << 32  # how far past the seq due a frame found by scanning may be
+# A JSON object as json.loads gives it: meta.json, manifest.json and a manifest's
+# segment entries (checked as they are read).
+_Json: TypeAlias = dict[str, Any]
 
 # --- the snapshot payload: swapped in one place ------------------------------------------------
 # The engine's layout changes between versions: a snapshot of another layout is passed
@@ -203,7 +210,7 @@ def _encode_engine(engine: Engine) -> bytes:
     return encode_state(engine)
 
 
-def _decode_engine(payload: bytes, book) -> Engine | None:
+def _decode_engine(payload: bytes, book: BookFactory) -> Engine | None:
     """The engine a snapshot payload holds, or ``None`` if it does not decode (another
     state version, or damage the checksums missed): read by explicit code, so no payload
     can run code. The frame checksums already hold, so the invariant pass is skipped."""
@@ -293,17 +300,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _checksum(body: dict) -> str:
+def _checksum(body: _Json) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "blake2b-128:" + hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _write_json(path: Path, body: dict) -> None:
+def _write_json(path: Path, body: _Json) -> None:
     document = {**body, "checksum": _checksum(body)}
     _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _read_json(path: Path, *, checked: bool) -> tuple[dict, bool]:
+def _read_json(path: Path, *, checked: bool) -> tuple[_Json, bool]:
     """The JSON object in *path* and whether it had a checksum; the checksum is verified
     (and dropped) when it is there, and must be there when *checked*."""
     try:
@@ -350,7 +357,12 @@ def _copy(source: Path, target: Path) -> None:
 
 
 # --- the writer -------------------------------------------------------------------------------
-def _start_segment(directory: Path, manifest: dict, first: int, before_rename=None) -> int:
+def _start_segment(
+    directory: Path,
+    manifest: _Json,
+    first: int,
+    before_rename: Callable[[], None] | None = None,
+) -> int:
     """Create segment *first*: its header in ``NAME.tmp`` (fsynced), the manifest listing
     it written, the file renamed into place. Return its descriptor, open for appending."""
     name = _segment_name(first)
@@ -381,7 +393,7 @@ class JournalWriter:
         self,
         directory: Path,
         seq: int,
-        manifest: dict,
+        manifest: _Json,
         fd: int,
         size: int,
         *,
@@ -403,11 +415,11 @@ class JournalWriter:
         self._size = size  # bytes in the segment being written
         self._child: tuple[int, int] | None = None  # a background snapshot: (pid, seq)
 
-    def append(self, command) -> int:
+    def append(self, command: AnyCommand) -> int:
         """Add *command* to the pending group; return its seq. Nothing is written yet."""
         return self.append_many((command,))
 
-    def append_many(self, commands) -> int:
+    def append_many(self, commands: Iterable[AnyCommand]) -> int:
         """Add *commands*, in order, to the pending group as one frame (or more, past
         8,192 commands); return the last seq. Nothing is written yet.
 
@@ -426,7 +438,7 @@ class JournalWriter:
         self.seq = first - 1
         return self.seq
 
-    def _frame(self, group: list, first: int, parts: list) -> None:
+    def _frame(self, group: list[AnyCommand], first: int, parts: list[bytes]) -> None:
         """Encode *group* (commands from seq *first*) into frames appended to *parts*."""
         payload = self._encode(group)
         if len(payload) > _MAX_FRAME:
@@ -531,7 +543,7 @@ class JournalWriter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -611,7 +623,13 @@ def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
 
 
 def _walk(
-    data: bytes, pos: int, limit: int, expected: int, snaps: set, starts: set, legacy: bool
+    data: bytes,
+    pos: int,
+    limit: int,
+    expected: int,
+    snaps: set[int],
+    starts: set[int],
+    legacy: bool,
 ) -> tuple[int, int, int, str | None]:
     """Check the frames of ``data[pos:limit]``, the first of command *expected*.
 
@@ -674,6 +692,10 @@ def _walk(
 
 def _valid_at(data: bytes, p: int, low: int, high: int, legacy: bool) -> bool:
     """Whether a frame header that validates, of a seq in [low, high], starts at *p*."""
+    length: int
+    crc: int
+    seq: int
+    header_crc: int
     if legacy:
         if p + 16 > len(data):
             return False
@@ -708,6 +730,7 @@ def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | Non
     start = bad + 1
     high = expected + _SEQ_REACH
     zeros = (64 - high.bit_length()) // 8  # high bytes of any such seq: all zero
+    candidates: Iterable[int]
     if zeros <= 0:
         candidates = range(start, size)
     else:  # only where those zero bytes are: a search in C, then a few checks a zero run
@@ -721,7 +744,7 @@ def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | Non
 _NONZERO = re.compile(rb"[^\x00]")
 
 
-def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int):
+def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int) -> Iterator[int]:
     """Where a frame could start whose seq's *zeros* high bytes are zero: each run of
     zero bytes from *start* gives at most 8 places (the seq's low bytes are not all
     zero, so its high bytes begin within 8 - zeros bytes of the run's start)."""
@@ -751,7 +774,14 @@ class _Segment:
         "torn",
     )
 
-    def __init__(self, path: Path, first: int, legacy: bool, sealed, pending: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        first: int,
+        legacy: bool,
+        sealed: tuple[int, int, int] | None,
+        pending: bool,
+    ) -> None:
         self.path, self.first, self.legacy = path, first, legacy
         self.sealed = sealed  # (end, size, last) from the manifest, or None
         self.pending = pending  # only NAME.tmp exists: an interrupted start
@@ -759,7 +789,7 @@ class _Segment:
         self.last = first - 1
 
 
-def _manifest_segments(path: Path, manifest: dict) -> list[_Segment]:
+def _manifest_segments(path: Path, manifest: _Json) -> list[_Segment]:
     file = path / "manifest.json"
     entries = manifest.get("segments")
     if manifest.get("format") != FORMAT or not isinstance(entries, list) or not entries:
@@ -778,6 +808,7 @@ def _manifest_segments(path: Path, manifest: dict) -> list[_Segment]:
             or (segments and segments[-1].first >= entry["first"])
         ):
             raise JournalError(f"{file}: segment entry {number + 1} is not valid (damaged)")
+        assert isinstance(name, str)  # it matched
         segment = path / name
         pending = (
             number == len(entries) - 1
@@ -818,7 +849,7 @@ class _Journal:
             raise JournalError(f"{meta_file}: no checksum (changed or damaged)")
         self.meta = meta
         self.legacy = meta["format"] != FORMAT
-        self.manifest: dict | None = None
+        self.manifest: _Json | None = None
         self.converted = 0  # format 3 after reopening an older journal: its seq then
         if self.legacy:  # no manifest: the segments are the files there are
             self.segments = [
@@ -1020,7 +1051,7 @@ class _Journal:
         segment.base = segment.end = segment.size = _SEGMENT_HEADER
         segment.last = expected - 1
 
-    def pick_snapshot(self, book) -> tuple[int, Engine | None]:
+    def pick_snapshot(self, book: BookFactory) -> tuple[int, Engine | None]:
         """The latest snapshot that is whole and lines up with the frames: (seq, engine),
         or (0, None). Raise ``JournalDamage`` if a whole one is past the journal's end."""
         whole = []
@@ -1063,7 +1094,7 @@ class _Journal:
             return seq, engine
         return 0, None
 
-    def _snapshot_header(self, seq: int, path: Path) -> tuple | None:
+    def _snapshot_header(self, seq: int, path: Path) -> tuple[bytes, int, int, int] | None:
         """(magic, payload offset, length, crc) of a snapshot whose header is whole and
         names its own seq, else None (with a warning)."""
         try:
@@ -1096,7 +1127,7 @@ class _Journal:
         """Submit the commands after *start* to *engine*; return how many."""
         decode = msgspec.msgpack.Decoder(list[AnyCommand] | AnyCommand).decode
         submit = engine.submit
-        out: list = []
+        out: list[Event] = []
         replayed = 0
         for index, segment in enumerate(self.segments):
             if segment.last <= start or segment.pending:
@@ -1131,7 +1162,8 @@ class _Journal:
                         seq=seq - 1,
                     ) from None
                 if type(group) is not list:
-                    group = [group]
+                    # one command (format 1); mypy does not narrow on type() is not
+                    group = [group]  # type: ignore[list-item]
                 for command in group:
                     submit(command, out)
                     out.clear()
@@ -1141,7 +1173,7 @@ class _Journal:
         return replayed
 
 
-def _new_engine(journal: _Journal, book) -> Engine:
+def _new_engine(journal: _Journal, book: BookFactory) -> Engine:
     meta = journal.meta
     try:
         market = parse_market(meta["market"], "journal market")
@@ -1150,7 +1182,7 @@ def _new_engine(journal: _Journal, book) -> Engine:
     return Engine(market, book=book, ledger=bool(meta.get("ledger")))
 
 
-def _recover(journal: _Journal, book) -> Recovered:
+def _recover(journal: _Journal, book: BookFactory) -> Recovered:
     journal.scan()
     start, engine = journal.pick_snapshot(book)
     if engine is None:
@@ -1167,7 +1199,7 @@ def _recover(journal: _Journal, book) -> Recovered:
     )
 
 
-def recover(directory: str | Path, *, book=FastBook) -> Recovered:
+def recover(directory: str | Path, *, book: BookFactory = FastBook) -> Recovered:
     """Rebuild the engine from *directory*: the latest good snapshot, then the frames
     after it. Changes nothing on disk; raises ``JournalError`` (``JournalDamage`` for
     damage, naming the file and byte) rather than recover less than was committed."""
@@ -1177,13 +1209,13 @@ def recover(directory: str | Path, *, book=FastBook) -> Recovered:
         raise _unreadable(directory, exc) from None
 
 
-def _unreadable(directory, exc: OSError) -> JournalError:
+def _unreadable(directory: str | Path, exc: OSError) -> JournalError:
     return JournalError(f"{exc.filename or directory}: {exc.strerror or exc}")
 
 
 # --- going on after recovery --------------------------------------------------------------------
 def reopen_journal(
-    directory: str | Path, *, fsync: str = "group", book=FastBook
+    directory: str | Path, *, fsync: str = "group", book: BookFactory = FastBook
 ) -> tuple[Recovered, JournalWriter]:
     """Recover *directory* and return a writer that goes on after the last command.
 
@@ -1212,9 +1244,10 @@ def reopen_journal(
     return recovered, writer
 
 
-def _go_on(journal: _Journal, seq: int) -> tuple[dict, int, int]:
+def _go_on(journal: _Journal, seq: int) -> tuple[_Json, int, int]:
     """The manifest, an open descriptor and its size, to append after command *seq*."""
     path, manifest = journal.path, journal.manifest
+    assert manifest is not None  # a format-3 journal has one (_Journal)
     last = journal.segments[-1]
     temporary = last.path.with_name(last.path.name + ".tmp")
     if last.pending:  # finish the interrupted start
@@ -1246,7 +1279,7 @@ def _go_on(journal: _Journal, seq: int) -> tuple[dict, int, int]:
     return manifest, _start_segment(path, manifest, seq + 1), _SEGMENT_HEADER
 
 
-def _convert(journal: _Journal, seq: int) -> tuple[dict, int, int]:
+def _convert(journal: _Journal, seq: int) -> tuple[_Json, int, int]:
     """Make a format-1 or -2 journal a format-3 one: its segments listed, sealed at their
     sizes, in a manifest; a new segment after command *seq*; then meta.json."""
     path = journal.path
@@ -1304,7 +1337,9 @@ class CutPlan:
     copied: Path | None = None  # where the files went first, once cut
 
 
-def cut_journal(directory: str | Path, *, apply: bool = False, book=FastBook) -> CutPlan:
+def cut_journal(
+    directory: str | Path, *, apply: bool = False, book: BookFactory = FastBook
+) -> CutPlan:
     """Recover *directory* up to its first damage and say what cutting it back there
     drops; with *apply*, copy every file that changes or goes into ``cut-NNNNNN/``,
     then cut. Raise ``JournalError`` for what cutting cannot mend (meta.json, the
@@ -1357,7 +1392,9 @@ def _salvage(data: bytes, start: int, expected: int, legacy: bool) -> tuple[int,
     return frames, top, at_start
 
 
-def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict | None]:
+def _plan(
+    journal: _Journal, damage: JournalDamage
+) -> tuple[CutPlan, list[tuple[str, Path, int]], _Json | None]:
     """The plan, the actions ((truncate | remove | create, file, size or first seq)) and
     the new manifest (None: unchanged) that cut *journal* back past *damage*."""
     path, kind = journal.path, damage.kind
@@ -1383,10 +1420,13 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
 
     if kind in ("frame", "segment"):
         index = damage.index
+        # such damage names its segment; cut_journal reads format 3 only, with a manifest
+        assert index is not None and journal.manifest is not None
         segment = journal.segments[index]
         entries = [dict(entry) for entry in journal.manifest["segments"][:index]]
         data = read(segment.path)
         if kind == "frame":
+            assert damage.offset is not None  # frame damage is at a byte
             plan.frames, top, whole_header = _salvage(
                 data, damage.offset, damage.seq + 1, segment.legacy
             )
@@ -1432,6 +1472,7 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
             remove(later.path)
         manifest = {**journal.manifest, "segments": entries}
     elif kind == "size":
+        assert damage.index is not None and journal.manifest is not None  # as above
         entries = [dict(entry) for entry in journal.manifest["segments"]]
         entries[damage.index]["size"] = damage.good_end
         size = damage.path.stat().st_size
@@ -1452,7 +1493,7 @@ def _plan(journal: _Journal, damage: JournalDamage) -> tuple[CutPlan, list, dict
     return plan, actions, manifest
 
 
-def _apply(path: Path, actions: list, manifest: dict | None) -> Path:
+def _apply(path: Path, actions: list[tuple[str, Path, int]], manifest: _Json | None) -> Path:
     """Copy the files *actions* touch (and the manifest) aside, then cut."""
     copies = _aside(path, "cut")
     touched = [file for _, file, _ in actions if file.exists()]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from exchange.calendar import Calendar, CalendarError, contract_months, parse_date, parse_month
 from exchange.units import Scale, parse_decimal
@@ -80,6 +80,22 @@ FEE_SCALE = 1_000_000  # fee rates are held in millionths: 1 bp = 100
 
 class MarketConfigError(ValueError):
     """A market file that cannot be used: the message names the instrument and key."""
+
+
+# The optional keys ``_instrument`` passes to ``Instrument`` only when the file gives them.
+class _Margins(TypedDict, total=False):
+    initial_margin: int
+    maintenance_margin: int
+
+
+class _Option(TypedDict, total=False):
+    strike: int
+    option_type: str
+
+
+class _Credit(TypedDict, total=False):
+    registered: int
+    in_scheme: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +238,9 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     if "tick" not in spec:
         raise MarketConfigError(f"{where}: tick is required")
     tick_value = _exact(spec["tick"], f"{where}.tick")
-    if tick_value <= 0 or tick_value.as_tuple().exponent < -12:
+    exponent = tick_value.as_tuple().exponent
+    assert isinstance(exponent, int)  # parse_decimal gives finite numbers only
+    if tick_value <= 0 or exponent < -12:
         raise MarketConfigError(f"{where}.tick: must be positive, at most 12 decimal places")
     tick = Scale(str(tick_value))
     step = _whole(spec.get("qty_step", 1), f"{where}.qty_step")
@@ -282,7 +300,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     position_limit = spec.get("position_limit")
     if position_limit is not None:
         position_limit = _whole(position_limit, f"{where}.position_limit")
-    credit = {}
+    credit: _Credit = {}
     if spec.get("registered") is not None or spec.get("in_scheme") is not None:
         if not offset:
             raise MarketConfigError(f"{where}: registered and in_scheme are for offsets")
@@ -294,20 +312,21 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         if not isinstance(spec.get("in_scheme", False), bool):
             raise MarketConfigError(f"{where}.in_scheme: true or false")
         credit["in_scheme"] = spec.get("in_scheme", False)
-    margins = {}
-    for key in ("initial_margin", "maintenance_margin"):
-        if spec.get(key) is None:
+    margins: _Margins = {}
+    margin: Literal["initial_margin", "maintenance_margin"]
+    for margin in ("initial_margin", "maintenance_margin"):
+        if spec.get(margin) is None:
             continue
         if kind != "future":
-            raise MarketConfigError(f"{where}.{key}: futures only")
-        amount = _exact(spec[key], f"{where}.{key}") * 10**minor
+            raise MarketConfigError(f"{where}.{margin}: futures only")
+        amount = _exact(spec[margin], f"{where}.{margin}") * 10**minor
         if amount < 0 or amount != amount.to_integral_value():
             raise MarketConfigError(
-                f"{where}.{key}: a non-negative amount of {currency} "
-                f"in whole minor units, got {spec[key]}"
+                f"{where}.{margin}: a non-negative amount of {currency} "
+                f"in whole minor units, got {spec[margin]}"
             )
-        margins[key] = int(amount)
-    option = {}
+        margins[margin] = int(amount)
+    option: _Option = {}
     if kind == "option" and spec.get("strike") is not None:
         strike = tick.units_of(_exact(spec["strike"], f"{where}.strike"))
         if strike is None or strike <= 0:
@@ -384,7 +403,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     specs = data.get("instruments")
     if not isinstance(specs, dict) or not specs:
         raise MarketConfigError(f"{source}: no [instruments.SYMBOL] tables")
-    instruments = {}
+    instruments: dict[str, Instrument] = {}
     for symbol, spec in [*specs.items(), *_series(data.get("series", {}), source)]:
         if symbol in instruments:
             raise MarketConfigError(f"{source}: instrument {symbol!r} is listed twice")
@@ -404,6 +423,8 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if inst.kind != "future" or not inst.initial_margin:
             continue
         where = f"{source}: instrument {symbol!r}"
+        # _instrument refuses a future with margins but without these two
+        assert inst.underlying is not None and inst.contract_month is not None
         underlying = instruments[inst.underlying]
         if underlying.kind != "spot" or underlying.vintage is None or underlying.offset:
             raise MarketConfigError(
@@ -423,6 +444,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if inst.kind != "option" or inst.strike is None:
             continue
         where = f"{source}: instrument {symbol!r}"
+        assert inst.underlying is not None  # _instrument refuses an option without one
         future = instruments[inst.underlying]
         if future.kind != "future" or future.last_trading_day is None:
             raise MarketConfigError(f"{where}: the underlying must be a cleared future")
@@ -454,7 +476,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def _series(tables: Any, source: str) -> list[tuple[str, dict]]:
+def _series(tables: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
     """The futures of each ``[series.NAME]``: ``series`` (monthly, quarterly or
     december), ``start`` (the first contract month, ``YYYY-MM``) and ``count`` contracts,
     named ``NAME-MONYY`` (``CEA-DEC26``); every other key is an instrument key they share."""

@@ -12,12 +12,14 @@ Empty or missing keys take their defaults. Prices stay exact decimal strings.
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import islice
 from operator import attrgetter, itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 import msgspec
 
@@ -45,6 +47,9 @@ from exchange.commands import (
     Withdraw,
 )
 from exchange.units import is_decimal
+
+if TYPE_CHECKING:
+    from exchange.commands import AnyCommand, OrderType, Side, TimeInForce
 
 __all__ = [
     "OrderFileError",
@@ -91,16 +96,23 @@ FIELDS = (
 # deadline's fine multiple, an allocation's stage (pre or final), and the vintage a
 # convert row turns old allowances into.
 
-_TYPES = {
+_TYPES: dict[str, OrderType] = {
     "": "limit",
     "limit": "limit",
     "market": "market",
     "stop": "stop",
     "stop_limit": "stop_limit",
 }
-_SIDES = {"buy": "buy", "sell": "sell"}
-_TIFS = {"": "gtc", "gtc": "gtc", "day": "day", "ioc": "ioc", "fok": "fok", "gtd": "gtd"}
-_BOOLS = {"": False, "true": True, "false": False, True: True, False: False}
+_SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell"}
+_TIFS: dict[str, TimeInForce] = {
+    "": "gtc",
+    "gtc": "gtc",
+    "day": "day",
+    "ioc": "ioc",
+    "fok": "fok",
+    "gtd": "gtd",
+}
+_BOOLS: dict[str | bool, bool] = {"": False, "true": True, "false": False, True: True, False: False}
 _STPS = frozenset(STP_MODES)
 # Whole numbers: digits with an optional sign, within a signed 64-bit integer (what the
 # journal and the wire carry). No underscores or spaces, unlike int().
@@ -127,7 +139,7 @@ ACTIONS = (
     "allocate",
     "convert",
 )
-_ACCOUNT_STATUS = {
+_ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
     "close_account": CloseAccount,
@@ -202,7 +214,7 @@ class _Reader:
         # memory, and the engine compares and hashes them by identity.
         self.names = _Names()
 
-    def _price(self, value: str, name: str) -> str | None:
+    def _price(self, value: str | None, name: str) -> str | None:
         if not value:
             return None
         if self.numbers[value] is _BAD:
@@ -223,32 +235,32 @@ class _Reader:
 
     def command(
         self,
-        action,
-        order_id,
-        account,
-        instrument,
-        side,
-        type_,
-        tif,
-        price,
-        qty,
-        stop_price,
-        display_qty,
-        post_only,
-        stp,
-        expire_ts,
-        ts,
-        command_id="",
-        kind="",
-        to_account="",
-        year="",
-        quality="",
-        verifier="",
-        multiple="",
-        months="",
-        stage="",
-        to_instrument="",
-    ):
+        action: str,
+        order_id: str,
+        account: str,
+        instrument: str,
+        side: str,
+        type_: str,
+        tif: str,
+        price: str,
+        qty: str,
+        stop_price: str,
+        display_qty: str,
+        post_only: str,
+        stp: str,
+        expire_ts: str,
+        ts: str,
+        command_id: str = "",
+        kind: str = "",
+        to_account: str = "",
+        year: str = "",
+        quality: str = "",
+        verifier: str = "",
+        multiple: str = "",
+        months: str = "",
+        stage: str = "",
+        to_instrument: str = "",
+    ) -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(
@@ -291,25 +303,25 @@ class _Reader:
 
     def _command(
         self,
-        action,
-        order_id,
-        account,
-        instrument,
-        side,
-        type_,
-        tif,
-        price,
-        qty,
-        stop_price,
-        display_qty,
-        post_only,
-        stp,
-        expire_ts,
-        ts,
-        kind,
-        to_account,
-        to_instrument,
-    ):
+        action: str,
+        order_id: str,
+        account: str,
+        instrument: str,
+        side: str,
+        type_: str,
+        tif: str,
+        price: str | None,  # then the checked price
+        qty: str,
+        stop_price: str,
+        display_qty: str,
+        post_only: str,
+        stp: str | None,  # then the order's mode, the reader's default if none
+        expire_ts: str,
+        ts: str,
+        kind: str,
+        to_account: str,
+        to_instrument: str,
+    ) -> AnyCommand:
         if action == "new":
             if side != "buy" and side != "sell":
                 if not side:
@@ -321,9 +333,9 @@ class _Reader:
             time_in_force = _TIFS.get(tif)
             if time_in_force is None:
                 raise _RowError(f"unknown tif {tif!r} (gtc, day, ioc, fok or gtd)")
-            if not qty:
-                raise _RowError("qty is required for a new order")
             quantity = self._int(qty, "qty")
+            if quantity is None:
+                raise _RowError("qty is required for a new order")
             display = self._int(display_qty, "display_qty")
             expire = self._int(expire_ts, "expire_ts")
             when = self._int(ts, "ts")
@@ -342,7 +354,7 @@ class _Reader:
                     order_id=order_id,
                     account=account,
                     instrument=instrument,
-                    side=side,
+                    side=side,  # type: ignore[arg-type]  # buy or sell: checked above
                     type=order_type,
                     tif=time_in_force,
                     price=price,
@@ -350,7 +362,7 @@ class _Reader:
                     stop_price=self._price(stop_price, "stop_price"),
                     display_qty=display,
                     post_only=flag,
-                    stp=stp,
+                    stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
                     expire_ts=expire,
                     ts=when,
                 )
@@ -359,12 +371,12 @@ class _Reader:
                 order_id=order_id,
                 account=account,
                 instrument=instrument,
-                side=side,
+                side=side,  # type: ignore[arg-type]  # buy or sell: checked above
                 type=order_type,
                 tif=time_in_force,
                 price=price,
                 qty=quantity,
-                stp=stp,
+                stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
                 ts=when,
             )
         if action == "cancel":
@@ -397,12 +409,9 @@ class _Reader:
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError(f"qty is required for {action}")
-            cls = {
-                "issue": IssueAllowances,
-                "surrender": SurrenderAllowances,
-                "claw_back": ClawBackAllowances,
-            }[action]
-            return cls(account=account, instrument=instrument, qty=quantity, ts=self._int(ts, "ts"))
+            return _ALLOWANCE_MOVES[action](
+                account=account, instrument=instrument, qty=quantity, ts=self._int(ts, "ts")
+            )
         if action == "transfer":
             quantity = self._int(qty, "qty")
             if quantity is None:
@@ -434,7 +443,11 @@ class _Reader:
         if action == "open_account":
             if kind and kind not in ACCOUNT_KINDS:
                 raise _RowError(f"unknown kind {kind!r} ({', '.join(ACCOUNT_KINDS)})")
-            return OpenAccount(account=account, kind=kind or "covered", ts=self._int(ts, "ts"))
+            return OpenAccount(
+                account=account,
+                kind=kind or "covered",  # type: ignore[arg-type]  # checked above
+                ts=self._int(ts, "ts"),
+            )
         if action in _ACCOUNT_STATUS:
             return _ACCOUNT_STATUS[action](account=account, ts=self._int(ts, "ts"))
         if action == "mass_cancel":
@@ -443,7 +456,7 @@ class _Reader:
             return MassCancel(
                 account=account,
                 instrument=instrument or None,
-                side=side or None,
+                side=side or None,  # type: ignore[arg-type]  # buy, sell or none: checked above
                 ts=self._int(ts, "ts"),
             )
         if not action:
@@ -452,18 +465,18 @@ class _Reader:
 
     def _registry(
         self,
-        action,
-        account,
-        instrument,
-        qty,
-        ts,
-        year,
-        quality,
-        verifier,
-        multiple,
-        months="",
-        stage="",
-    ):
+        action: str,
+        account: str,
+        instrument: str,
+        qty: str,
+        ts: str,
+        year: str,
+        quality: str,
+        verifier: str,
+        multiple: str,
+        months: str = "",
+        stage: str = "",
+    ) -> AnyCommand:
         """The registry's rows: emissions, allocate, deadline, and surrender against a
         year."""
         when = self._int(ts, "ts")
@@ -472,15 +485,15 @@ class _Reader:
             raise _RowError(f"year is required for {action}")
         if action == "deadline":
             fine = self._int(multiple, "multiple")
-            return ComplianceDeadline(
-                year=compliance_year, ts=when, **({} if fine is None else {"multiple": fine})
-            )
+            given: _Multiple = {} if fine is None else {"multiple": fine}
+            return ComplianceDeadline(year=compliance_year, ts=when, **given)
         quantity = self._int(qty, "qty")
         if quantity is None:
             raise _RowError(f"qty is required for {action}")
         if action == "emissions":
             # The quality is the registry's to judge: a sequenced rejection, not a bad file.
             logged = self._int(months, "months")
+            completeness: _Months = {} if logged is None else {"months": logged}
             return RecordEmissions(
                 account=account,
                 year=compliance_year,
@@ -488,7 +501,7 @@ class _Reader:
                 quality=quality or "measured",
                 verifier=verifier or None,
                 ts=when,
-                **({} if logged is None else {"months": logged}),
+                **completeness,
             )
         if action == "allocate":
             # Likewise the stage: the registry rejects one it does not know.
@@ -510,10 +523,26 @@ class _Reader:
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
 
 
+# Keys a registry row passes only when it gives them (the command's default otherwise).
+class _Multiple(TypedDict, total=False):
+    multiple: int
+
+
+class _Months(TypedDict, total=False):
+    months: int
+
+
+_ALLOWANCE_MOVES: dict[str, type[IssueAllowances | SurrenderAllowances | ClawBackAllowances]] = {
+    "issue": IssueAllowances,
+    "surrender": SurrenderAllowances,
+    "claw_back": ClawBackAllowances,
+}
+
+
 class RowReader(_Reader):
     """Reads one ``Row`` at a time into its command (the wire edge's entry point)."""
 
-    def row(self, row: _Row):
+    def row(self, row: _Row) -> AnyCommand:
         """Return the command of *row*, or raise ``RowError`` naming the problem."""
         # Profiled (the gateway, batched orders): a plain new order skips the text round
         # trip of every field, about a fifth of the gateway's time; anything else, or
@@ -547,12 +576,12 @@ class RowReader(_Reader):
                     order_id=row.order_id or "",
                     account=row.account or "",
                     instrument=row.instrument or "",
-                    side=row.side,
+                    side=row.side,  # type: ignore[arg-type]  # buy or sell: checked above
                     type=order_type,
                     tif=tif,
                     price=price or None,
                     qty=qty,
-                    stp=stp,
+                    stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
                     ts=ts,
                     command_id=row.command_id or None,
                 )
@@ -564,7 +593,7 @@ class RowReader(_Reader):
         self.integers.clear()
 
 
-def _as_text(value) -> str:
+def _as_text(value: str | int | None) -> str:
     """An NDJSON value as the CSV reader would see it."""
     if value is None:
         return ""
@@ -588,7 +617,7 @@ def read_order_file(
     *,
     default_stp: str | None = None,
     progress: Progress | None = None,
-) -> list:
+) -> list[AnyCommand]:
     """Read a whole order file into commands, one per data row, in file order.
 
     Raises ``OrderFileError`` for a file that cannot be read. *progress*, if given, is
@@ -610,7 +639,7 @@ def parse_order_text(
     name: str = "<orders>",
     default_stp: str | None = None,
     progress: Progress | None = None,
-) -> list:
+) -> list[AnyCommand]:
     """Parse order-file bytes (see ``read_order_file``)."""
     reader = _Reader(default_stp)
     if fmt == "csv":
@@ -623,7 +652,9 @@ def parse_order_text(
 _PROGRESS_EVERY = 1 << 16
 
 
-def _parse_csv(data: bytes, name: str, reader: _Reader, progress: Progress | None) -> list:
+def _parse_csv(
+    data: bytes, name: str, reader: _Reader, progress: Progress | None
+) -> list[AnyCommand]:
     estimate = data.count(b"\n")
     if not data.isascii():  # checked whole first, so it is the first error named
         try:
@@ -662,7 +693,7 @@ def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> OrderFileError
     return OrderFileError(name, line, f"not UTF-8 text ({exc.reason})")
 
 
-def _header_picks(name: str, header: list[str]) -> itemgetter:
+def _header_picks(name: str, header: list[str]) -> itemgetter[tuple[int, ...]]:
     columns = [c.strip() for c in header]
     unknown = [c for c in columns if c not in FIELDS]
     if unknown:
@@ -681,14 +712,14 @@ def _header_picks(name: str, header: list[str]) -> itemgetter:
 
 
 def _convert_rows(
-    rows,
+    rows: Iterator[list[str]],
     width: int,
-    picks: itemgetter,
+    picks: itemgetter[tuple[int, ...]],
     reader: _Reader,
     progress: Progress | None,
     estimate: int,
-    commands: list | None = None,
-) -> list:
+    commands: list[AnyCommand] | None = None,
+) -> list[AnyCommand]:
     """Convert CSV rows (an iterator, taken a batch at a time) to commands, appended to
     *commands* (a new list if ``None``) and returned; raise ``_RowError`` at a bad row.
 
@@ -697,6 +728,9 @@ def _convert_rows(
     checked once into a lookup table; any other row, or any value the tables reject,
     goes to ``_Reader.command``, which builds the same command or names the problem.
     """
+    row: list[str] | None
+    side: str | None  # then the order's side, None if unknown
+    stp: str | None  # then the order's mode, the reader's default if none
     numbers = reader.numbers
     names = reader.names
     integers = reader.integers
@@ -790,7 +824,7 @@ def _convert_rows(
                                 tif=time_in_force,
                                 price=text,
                                 qty=quantity,
-                                stp=stp,
+                                stp=stp,  # type: ignore[arg-type]  # one of stps: checked above
                                 ts=when,
                             )
                         )
@@ -807,16 +841,23 @@ def _convert_rows(
             return commands
 
 
-_BAD = object()
+class _Bad(enum.Enum):
+    """The type of ``_BAD``: an enum of one member, so that ``x is not _BAD`` narrows
+    ``int | _Bad`` to ``int`` for the type checker (an ``object()`` would not)."""
+
+    BAD = "bad"
+
+
+_BAD: Final = _Bad.BAD  # what the lookup tables give for a value they refuse
 _PINNED = FIELDS.index("qty") + 1  # the pinned order-file columns come first in FIELDS
 _PINNED_PICKS = _header_picks("<pinned>", list(FIELDS[:_PINNED]))
 
 
-def _number_or_bad(text: str):
+def _number_or_bad(text: str) -> str | _Bad:
     return text if is_decimal(text) else _BAD
 
 
-def _int_or_bad(text: str):
+def _int_or_bad(text: str) -> int | _Bad:
     if _INTEGER.match(text):
         number = int(text)
         if -_INT64 <= number < _INT64:
@@ -824,19 +865,22 @@ def _int_or_bad(text: str):
     return _BAD
 
 
-class _Lookup(dict):
+_V = TypeVar("_V")
+
+
+class _Lookup(dict[str, _V]):
     """A dict that fills itself: ``table[key]`` computes and remembers ``make(key)``."""
 
-    def __init__(self, make) -> None:
+    def __init__(self, make: Callable[[str], _V]) -> None:
         super().__init__()
         self._make = make
 
-    def __missing__(self, key):
+    def __missing__(self, key: str) -> _V:
         value = self[key] = self._make(key)
         return value
 
 
-class _Names(dict):
+class _Names(dict[str, str]):
     """Canonical strings: ``names[text]`` is the first str seen equal to *text*.
 
     Bounded: past ``_NAMES_MAX`` distinct strings, new ones are returned as they are.
@@ -851,11 +895,13 @@ class _Names(dict):
 _NAMES_MAX = 1 << 16
 
 
-def _parse_ndjson(data: bytes, name: str, reader: _Reader, progress: Progress | None) -> list:
+def _parse_ndjson(
+    data: bytes, name: str, reader: _Reader, progress: Progress | None
+) -> list[AnyCommand]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a UTF-8 byte order mark, as the CSV reader allows
     make = reader.command
-    commands: list = []
+    commands: list[AnyCommand] = []
     estimate = data.count(b"\n") + 1
     # Profiled (end-to-end replay): the file is split a slice of about _NDJSON_SLICE
     # bytes at a time, not into all its lines at once; a million lines held as bytes and

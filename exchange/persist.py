@@ -9,19 +9,24 @@ The journal's snapshots carry these bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import msgspec
 
-from exchange.book.fast import FastBook
+from exchange.book.fast import Counters, FastBook, Order
 from exchange.engine import Engine
 from exchange.state import StateError, read_live_state
 
 __all__ = ["decode_state", "encode_state"]
 
+# What makes an engine's book of one instrument, as the engine's constructor takes it:
+# (symbol, the shared counters, the shared order registry) -> the book.
+BookFactory: TypeAlias = Callable[[str, Counters, dict[str, Order | None]], FastBook]
+
 _encoder = msgspec.msgpack.Encoder()
 
 
-def encode_state(engine) -> bytes:
+def encode_state(engine: Engine) -> bytes:
     """Return *engine*'s whole state as msgpack bytes (``EngineState``)."""
     # The engine's orders go in as they are: encoded as OrderState would be.
     return _encoder.encode(engine.to_state(copy=False))
@@ -30,7 +35,7 @@ def encode_state(engine) -> bytes:
 def decode_state(
     data: bytes | bytearray | memoryview,
     *,
-    book: Callable = FastBook,
+    book: BookFactory = FastBook,
     check: bool = True,
     command_window: int | None = None,
 ) -> Engine:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from exchange.commands import AnyCommand
     from exchange.engine import Engine
+    from exchange.events import Event
     from exchange.journal import JournalWriter
 
 __all__ = ["SNAPSHOT_EVERY", "Sequencer"]
@@ -60,7 +61,7 @@ class Sequencer:
         self.snapshot_every = snapshot_every
         self._since_snapshot = 0
 
-    def run(self, commands: Sequence[AnyCommand], out: list) -> None:
+    def run(self, commands: Sequence[AnyCommand], out: list[Event]) -> None:
         """Journal and commit *commands*, then run them in order, appending every event
         to *out*."""
         self._journal(commands)
@@ -68,12 +69,12 @@ class Sequencer:
         for command in commands:
             submit(command, out)
 
-    def each(self, commands: Sequence[AnyCommand]) -> Iterator[tuple[AnyCommand, list]]:
+    def each(self, commands: Sequence[AnyCommand]) -> Iterator[tuple[AnyCommand, list[Event]]]:
         """Journal and commit *commands*, then run them one at a time, yielding each
         with its events. The list of events is reused: read it before the next step."""
         self._journal(commands)
         submit = self.engine.submit
-        out: list = []
+        out: list[Event] = []
         for command in commands:
             out.clear()  # profiled (benchmarks/gateway.py): one list reused, not one each
             submit(command, out)

@@ -343,7 +343,9 @@ def read_state(data: bytes | bytearray | memoryview) -> EngineState[OrderState]:
     return _read(data, _decoder)
 
 
-def _read(data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder):
+def _read(
+    data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder[EngineState[R]]
+) -> EngineState[R]:
     try:
         header = _header.decode(data)
     except (msgspec.DecodeError, TypeError) as exc:

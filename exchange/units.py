@@ -116,6 +116,7 @@ class Scale:
             raise ValueError(f"{text!r} is out of range")
         mantissa = int("".join(map(str, digits)))
         shift = exponent + self.places
+        scaled: int  # mypy types int ** int as Any (a negative power is a float)
         if shift >= 0:
             scaled = mantissa * 10**shift
         else:

@@ -37,14 +37,13 @@ from heapq import heapify, heappop, heappush, nsmallest
 import msgspec
 
 from exchange import reasons
-from exchange.events import OrderCancelled, TradeExecuted
+from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
     "Order",
     "Counters",
     "FastBook",
     "visible_of",
-    "keep_hashes",
     "LIMIT",
     "MARKET",
     "STOP",
@@ -79,23 +78,6 @@ STP_CODES = {
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
-
-
-def keep_hashes(table: dict) -> dict:
-    """Give *table*, in place, CPython's dict layout that stores each key's hash beside
-    the key, and return it. It works the same either way; only the speed differs.
-
-    Profiled (benchmarks/scaling.py): a dict whose keys are all str is kept compact,
-    without the hashes, so a probe that meets another key reads that key's string,
-    elsewhere in memory, for its hash. A dict that has once held a key of another type
-    keeps the hashes in its table for good, through growth, so a probe stays in the
-    table: with 140,000 to 1,000,000 order ids, 7-10% of the engine's time.
-    """
-    key = object()  # a key of another type, equal to no other
-    table[key] = None
-    del table[key]
-    return table
-
 
 def visible_of(display: int, qty: int) -> int:
     """The displayed part of an order of open *qty* that shows *display* (0: all)."""
@@ -194,7 +176,7 @@ class Side:
 class FastBook:
     """Order book and matcher for one instrument (see the module docstring)."""
 
-    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order]) -> None:
+    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order | None]) -> None:
         self.symbol = symbol
         self._ctr = counters
         self._live = registry
@@ -289,7 +271,7 @@ class FastBook:
         return False
 
     # --- commands ----------------------------------------------------------------------
-    def submit(self, order: Order, out: list) -> None:
+    def submit(self, order: Order, out: list[Event]) -> None:
         """Match *order* (limit or market acting) against the book, then rest or cancel it.
 
         Appends ``TradeExecuted`` and ``OrderCancelled`` events to *out*. A resting order
@@ -355,7 +337,7 @@ class FastBook:
             order.visible = qty
 
     # --- internals ---------------------------------------------------------------------
-    def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
+    def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
         ctr = self._ctr
         ctr.seq += 1
         out.append(
@@ -372,7 +354,7 @@ class FastBook:
         order.qty = 0
         order.visible = 0
 
-    def _match(self, order: Order, side: Side, limit: int, out: list) -> None:
+    def _match(self, order: Order, side: Side, limit: int, out: list[Event]) -> None:
         # Hot path (profiled in benchmarks/): attributes and methods bound to locals, and
         # the global counters kept in locals for the sweep and written back after it.
         append = out.append
@@ -536,7 +518,7 @@ class FastBook:
             raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
 
     # --- verification ------------------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[list[list[str | int]]]:
         """Return the book as plain data in priority order, for hashing and comparison."""
         return [
             [

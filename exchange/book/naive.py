@@ -12,6 +12,7 @@ Complexity: O(n log n) per operation. Use it in tests and benchmarks only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from exchange import reasons
 from exchange.book.fast import (
@@ -24,15 +25,26 @@ from exchange.book.fast import (
     Counters,
     Order,
 )
-from exchange.events import OrderCancelled, TradeExecuted
+from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
+
+
+@dataclass(slots=True)
+class _Copy:
+    """A resting order as ``fillable`` simulates it: the order, what it shows, its open
+    quantity and its arrival number, changed on the copy only."""
+
+    order: Order
+    shown: int
+    open: int
+    arrival: int
 
 
 class NaiveBook:
     """Reference implementation of the ``FastBook`` interface."""
 
-    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order]) -> None:
+    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order | None]) -> None:
         self.symbol = symbol
         self._ctr = counters
         self._live = registry
@@ -87,13 +99,13 @@ class NaiveBook:
     def depth(
         self, levels: int = 10
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        result = []
+        result: list[list[tuple[int, int, int]]] = []
         for is_buy in (True, False):
             prices: list[int] = []
             for o in self._side[is_buy]:
                 if o.price not in prices:
                     prices.append(o.price)
-            rows = []
+            rows: list[tuple[int, int, int]] = []
             for price in prices[:levels]:
                 at = [o for o in self._side[is_buy] if o.price == price]
                 rows.append((price, sum(o.visible for o in at), len(at)))
@@ -104,32 +116,37 @@ class NaiveBook:
         """Simulate matching on copies and tell whether *order* would fill completely."""
         # Copy (order, shown, open, arrival) and replay the matching loop on the copies.
         clock = self._clock
-        book = [[o, o.visible, o.qty, self._arrival[id(o)]] for o in self._side[not order.is_buy]]
+        book = [
+            _Copy(o, o.visible, o.qty, self._arrival[id(o)]) for o in self._side[not order.is_buy]
+        ]
         need = order.qty
         while need:
-            book = [row for row in book if row[2]]
-            candidates = [row for row in book if self._crosses(order, row[0])]
+            book = [row for row in book if row.open]
+            candidates = [row for row in book if self._crosses(order, row.order)]
             if not candidates:
                 return False
-            row = min(candidates, key=lambda r: (-r[0].price if r[0].is_buy else r[0].price, r[3]))
-            resting = row[0]
+            row = min(
+                candidates,
+                key=lambda r: (-r.order.price if r.order.is_buy else r.order.price, r.arrival),
+            )
+            resting = row.order
             if order.stp != STP_NONE and resting.account == order.account:
                 if order.stp != STP_RESTING:
                     return False
-                row[2] = 0
+                row.open = 0
                 continue
-            fill = min(need, row[1])
+            fill = min(need, row.shown)
             need -= fill
-            row[2] -= fill
-            row[1] -= fill
-            if not row[1] and row[2]:
+            row.open -= fill
+            row.shown -= fill
+            if not row.shown and row.open:
                 clock += 1
-                row[1] = min(resting.display, row[2])
-                row[3] = clock
+                row.shown = min(resting.display, row.open)
+                row.arrival = clock
         return True
 
     # --- commands ----------------------------------------------------------------------
-    def submit(self, order: Order, out: list) -> None:
+    def submit(self, order: Order, out: list[Event]) -> None:
         opposite = self._side[not order.is_buy]
         if opposite and self._crosses(order, opposite[0]):
             if order.post_only:
@@ -160,7 +177,7 @@ class NaiveBook:
         order.qty = qty
         order.visible = min(order.visible, qty)
 
-    def cancel_remainder(self, order: Order, reason: str, out: list) -> None:
+    def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
         self._ctr.seq += 1
         out.append(
             OrderCancelled(
@@ -176,7 +193,7 @@ class NaiveBook:
         order.qty = 0
         order.visible = 0
 
-    def _match(self, order: Order, out: list) -> None:
+    def _match(self, order: Order, out: list[Event]) -> None:
         opposite = self._side[not order.is_buy]
         while order.qty and opposite and self._crosses(order, opposite[0]):
             resting = opposite[0]
@@ -262,7 +279,7 @@ class NaiveBook:
             raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
 
     # --- verification ------------------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[list[list[str | int]]]:
         return [
             [
                 [

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from math import floor
+from typing import TypeAlias
 
 __all__ = [
     "exact",
@@ -63,7 +64,11 @@ class AllocationError(ValueError):
     """Input that the rules cannot apply to (a float, a negative output, no entities)."""
 
 
-def exact(value, name: str = "value") -> Fraction:
+# What the rules take as a number: a decimal string, an int, a Decimal or a Fraction.
+Number: TypeAlias = str | int | Decimal | Fraction
+
+
+def exact(value: object, name: str = "value") -> Fraction:
     """Return *value* (decimal string, int, ``Decimal`` or ``Fraction``) as a ``Fraction``.
 
     >>> exact("0.7910"), exact(3), exact(Decimal("1.5"))
@@ -104,7 +109,7 @@ SHORTFALL_CAP = Fraction("0.20")  # no entity short by more than 20% of its emis
 _DIGITS = 50  # significant digits of a fractional load-factor power
 
 
-def load_factor(load) -> Fraction:
+def load_factor(load: Number) -> Fraction:
     """Return Ff for a unit running at *load* (a fraction of capacity): 1.015^(16-20F)
     below 65%, else 1; a fractional power is rounded down at 50 digits.
 
@@ -166,7 +171,7 @@ class PowerUnit:
 
 def power_allocation(
     units: Iterable[PowerUnit],
-    verified_emissions,
+    verified_emissions: Number,
     electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
     heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
     shortfall_cap: Fraction = SHORTFALL_CAP,
@@ -202,7 +207,7 @@ ALPHA_EDGE = Fraction("0.20")
 ALPHA_LIMIT = Fraction("0.03")
 
 
-def alpha(x) -> Fraction:
+def alpha(x: Number) -> Fraction:
     """Return α for an intensity position X = (BP-I)/BP: 0.15·X inside ±20%, else ±0.03.
 
     >>> alpha("0.1999"), alpha("0.2"), alpha("-0.2001"), alpha("-0.1999")
@@ -220,7 +225,7 @@ def _alpha_at(intensity: Fraction, u: Fraction) -> Fraction:
     return alpha(1 - intensity * u)  # X = (BP - I)/BP = 1 - I/BP, with u = 1/BP
 
 
-def solve_benchmark(entities: Mapping[str, tuple]) -> Fraction:
+def solve_benchmark(entities: Mapping[str, tuple[Number, Number]]) -> Fraction:
     """Return the sector value BP at which Σ E·(1+α) = Σ E, exactly.
 
     *entities* maps a name to ``(verified emissions, intensity)``. Σ E·α is continuous and
@@ -262,13 +267,15 @@ def solve_benchmark(entities: Mapping[str, tuple]) -> Fraction:
     return 1 / (low + low_value * (corner - low) / (low_value - value))
 
 
-def industrial_alphas(entities: Mapping[str, tuple]) -> tuple[Fraction, dict[str, Fraction]]:
+def industrial_alphas(
+    entities: Mapping[str, tuple[Number, Number]],
+) -> tuple[Fraction, dict[str, Fraction]]:
     """Return the solved BP and each entity's α (see ``solve_benchmark``)."""
     bp = solve_benchmark(entities)
     return bp, {name: _alpha_at(exact(i), 1 / bp) for name, (_, i) in entities.items()}
 
 
-def industrial_allocation(entities: Mapping[str, tuple]) -> dict[str, int]:
+def industrial_allocation(entities: Mapping[str, tuple[Number, Number]]) -> dict[str, int]:
     """Return each entity's A = E·(1+α) in whole tonnes, rounded down.
 
     >>> industrial_allocation({"a": ("100", "1.0"), "b": ("100", "1.2")})
@@ -283,7 +290,7 @@ def industrial_allocation(entities: Mapping[str, tuple]) -> dict[str, int]:
 PRE_ALLOCATION_SHARE = Fraction("0.70")
 
 
-def pre_allocation(prior_emissions, share=PRE_ALLOCATION_SHARE) -> int:
+def pre_allocation(prior_emissions: Number, share: Number = PRE_ALLOCATION_SHARE) -> int:
     """Return the pre-allocation: *share* of the prior year's verified emissions, rounded
     down (70% by default; the 2026 draft cuts it to at most 50%).
 
@@ -371,7 +378,9 @@ def sector_rule(name: str) -> Callable[[SectorRule], SectorRule]:
     return register
 
 
-def _table(params: Mapping[str, object], key: str, default: Mapping[str, Fraction]):
+def _table(
+    params: Mapping[str, object], key: str, default: Mapping[str, Fraction]
+) -> dict[str, Fraction]:
     given = params.get(key, {})
     if not isinstance(given, Mapping):
         raise AllocationError(f"{key} must be a table of benchmarks")
@@ -404,10 +413,12 @@ def _intensity_benchmark(
     entities: Sequence[Entity], params: Mapping[str, object]
 ) -> dict[str, int]:
     """Steel, cement, aluminium from 2025: A = E·(1+α), BP solved over the sector."""
+    table: dict[str, tuple[Number, Number]] = {}
     for e in entities:
         if e.intensity is None:
             raise AllocationError(f"{e.name}: the intensity rule needs its intensity")
-    return industrial_allocation({e.name: (e.emissions, e.intensity) for e in entities})
+        table[e.name] = (e.emissions, e.intensity)
+    return industrial_allocation(table)
 
 
 @sector_rule("verified_emissions")
@@ -447,7 +458,8 @@ def allocate(
     for sector, members in sectors.items():
         params = rules.get(sector, {})
         name = params.get("rule", DEFAULT_RULES.get(sector))
-        rule = SECTOR_RULES.get(name)  # type: ignore[arg-type]
+        # name is any value of the plan: one that is no rule's name is not found
+        rule = SECTOR_RULES.get(name)  # type: ignore[call-overload]
         if rule is None:
             raise AllocationError(
                 f"{sector}: unknown rule {name!r}; known: {', '.join(SECTOR_RULES)}"

@@ -45,7 +45,9 @@ equals what the ``AllowancesSurrendered`` events moved for that year.
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exchange import reasons
 from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
@@ -57,6 +59,9 @@ from exchange.state import (
     ObligationState,
     RegistryState,
 )
+
+if TYPE_CHECKING:
+    from exchange.market import Instrument
 
 __all__ = [
     "Registry",
@@ -114,7 +119,7 @@ class Obligation:
         """Offsets that count: a downward restatement can leave some above the 5% cap."""
         return min(self.offsets, ccer_cap(self.emissions))
 
-    def row(self) -> list:
+    def row(self) -> list[int | str | None]:
         return [
             self.emissions,
             self.quality,
@@ -141,7 +146,7 @@ class Allocation:
 class Registry:
     """Obligations per (account, year), surrender eligibility and the yearly deadline."""
 
-    def __init__(self, instruments: dict) -> None:
+    def __init__(self, instruments: Mapping[str, Instrument]) -> None:
         self.instruments = instruments
         self.obligations: dict[tuple[str, int], Obligation] = {}
         self.closed: set[int] = set()  # years assessed
@@ -158,7 +163,7 @@ class Registry:
     # --- emissions ----------------------------------------------------------------------
     def record(
         self, account: str, year: int, qty: int, quality: str, months: int = 12
-    ) -> str | tuple:
+    ) -> str | tuple[int | None]:
         """Check an emissions record; return a reject reason or ``(old emissions,)``."""
         if quality not in QUALITIES:
             return reasons.INVALID_QUALITY
@@ -392,7 +397,7 @@ class Registry:
         """Take the state *state* (``to_state``) into this new registry. Raise
         ``ValueError`` on a repeated key or a value of the wrong kind."""
 
-        def once(table: dict, key, what: str) -> None:
+        def once(table: Container[object], key: object, what: str) -> None:
             if key in table:
                 raise ValueError(f"registry: {what} {key} given twice")
 
@@ -436,7 +441,7 @@ class Registry:
         self._month_clock = -1  # the month cache is worked out again at the next trade
 
     # --- verification (continued) -------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[object]:
         return [
             [[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
             sorted(self.closed),

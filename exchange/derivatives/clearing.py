@@ -69,6 +69,9 @@ defaulter's option positions are not closed out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+
 from exchange import reasons
 from exchange.calendar import day_of_ns
 from exchange.events import (
@@ -76,21 +79,50 @@ from exchange.events import (
     DefaultRecorded,
     DeliveryFailed,
     DeliverySettled,
+    Event,
     MarginCalled,
     MarginCallMet,
     OptionExercised,
     PositionClosedOut,
     SettlementPriceSet,
     TradeCleared,
+    TradeExecuted,
     VariationMargin,
 )
-from exchange.market import FEE_SCALE, Market
+from exchange.market import FEE_SCALE, Instrument, Market
 from exchange.state import ClearingOrderState, ClearingState, PositionState
+
+if TYPE_CHECKING:
+    from exchange.book.fast import Counters, Order
+    from exchange.ledger import Account
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 
 CLEARING = "@clearing"
 FEES = "@exchange"  # the exchange's fee account (the ledger's)
+
+# An open order on a cleared contract: [account, symbol, is_buy, open lots, limit price
+# (ticks, 0: none)], changed in place as it fills.
+_OrderRecord: TypeAlias = list[Any]
+
+
+class _Quotes(Protocol):
+    """What the settlement price reads from a book (``FastBook`` or ``NaiveBook``)."""
+
+    def best_bid(self) -> int | None: ...
+
+    def best_ask(self) -> int | None: ...
+
+
+_T = TypeVar("_T")
+
+
+def _given(term: _T | None) -> _T:
+    """*term*, which the market sets on every contract the clearing house keeps (see
+    ``Clearing.__init__``): a future's last trading day, delivery day and underlying; an
+    option's last trading day, underlying and strike."""
+    assert term is not None, "a cleared contract without its terms"
+    return term
 
 
 class Position:
@@ -149,7 +181,7 @@ class Position:
 class Clearing:
     """Futures positions and margin of one market's accounts, kept by the ledger."""
 
-    def __init__(self, market: Market, accounts: dict, counters) -> None:
+    def __init__(self, market: Market, accounts: dict[str, Account], counters: Counters) -> None:
         self._ctr = counters
         self.accounts = accounts  # the ledger's accounts, by name
         self.terms = market.clearing
@@ -169,7 +201,7 @@ class Clearing:
         self.currency = next((i.currency for i in self.cleared.values()), "CNY")
         self.positions: dict[str, dict[str, Position]] = {s: {} for s in self.cleared}
         # order id -> [account, symbol, is_buy, open lots, limit price (ticks, 0: none)]
-        self.orders: dict[str, list] = {}
+        self.orders: dict[str, _OrderRecord] = {}
         self.settlement: dict[str, int] = {}  # symbol -> last settlement price, ticks
         self.window: dict[str, list[int]] = {}  # symbol -> [ticks x lots, lots] in the window
         self.day_trades: dict[str, list[int]] = {}
@@ -182,12 +214,14 @@ class Clearing:
 
     # --- orders ---------------------------------------------------------------------------
     def reserve(
-        self, order_id: str, acct, symbol: str, is_buy: bool, qty: int, price: int = 0
+        self, order_id: str, acct: Account, symbol: str, is_buy: bool, qty: int, price: int = 0
     ) -> str | None:
         """Hold the margin (or an option buy's premium at its limit *price*) a new order on
         *symbol* needs, or return why it cannot trade."""
         inst = self.cleared[symbol]
-        if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
+        last = inst.last_trading_day
+        assert last is not None  # every cleared contract has one (see __init__)
+        if symbol in self.expired or day_of_ns(self.clock) > last:
             return reasons.CONTRACT_EXPIRED
         option = inst.kind == "option"
         if option and not price:
@@ -202,13 +236,15 @@ class Clearing:
         self._remargin(acct, pos, inst)
         return None
 
-    def amend(self, order_id: str, acct, price: int, qty: int) -> str | None:
+    def amend(self, order_id: str, acct: Account, price: int, qty: int) -> str | None:
         """Resize an open order's margin (or premium) for its new price and open
         quantity, or refuse with nothing changed."""
         record = self.orders[order_id]
         _, symbol, is_buy, open_qty, old_price = record
         inst = self.cleared[symbol]
-        if symbol in self.expired or day_of_ns(self.clock) > inst.last_trading_day:
+        last = inst.last_trading_day
+        assert last is not None  # every cleared contract has one (see __init__)
+        if symbol in self.expired or day_of_ns(self.clock) > last:
             return reasons.CONTRACT_EXPIRED
         pos = self.positions[symbol][acct.name]
         premium = 0
@@ -222,7 +258,7 @@ class Clearing:
         return None
 
     def _admit(
-        self, acct, pos: Position, inst, is_buy: bool, lots: int, premium: int
+        self, acct: Account, pos: Position, inst: Instrument, is_buy: bool, lots: int, premium: int
     ) -> str | None:
         """Add *lots* (fewer, if negative) to the position's open orders on one side and
         hold *premium* more cash; or return why not, with nothing changed: a premium
@@ -249,6 +285,7 @@ class Clearing:
                 setattr(pos, side, getattr(pos, side) - lots)
                 return problem
         if premium:
+            assert cash is not None  # premium <= available: the account holds the cash
             cash.available -= premium
             cash.held += premium
             pos.premium += premium
@@ -260,7 +297,7 @@ class Clearing:
         if record is not None:
             self._shrink(record, record[3])
 
-    def _shrink(self, record: list, lots: int) -> None:
+    def _shrink(self, record: _OrderRecord, lots: int) -> None:
         account, symbol, is_buy, _, price = record
         record[3] -= lots
         pos = self.positions[symbol][account]
@@ -274,7 +311,7 @@ class Clearing:
         self._remargin(self.accounts[account], pos, inst)
         self._forget(symbol, account, pos)
 
-    def _unhold_premium(self, account: str, pos: Position, amount: int, inst) -> None:
+    def _unhold_premium(self, account: str, pos: Position, amount: int, inst: Instrument) -> None:
         cash = self.accounts[account].holding(inst.currency)
         cash.held -= amount
         cash.available += amount
@@ -293,7 +330,7 @@ class Clearing:
         ):
             del self.positions[symbol][account]
 
-    def _remargin(self, acct, pos: Position, inst) -> None:
+    def _remargin(self, acct: Account, pos: Position, inst: Instrument) -> None:
         """Hold what the position needs now: give back any excess; take a shortfall from
         available cash as far as it goes (after settlement losses ate into the margin)."""
         if acct.name == CLEARING:
@@ -308,27 +345,29 @@ class Clearing:
         cash.held += delta
         pos.margin += delta
 
-    def _need(self, pos: Position, inst) -> int:
+    def _need(self, pos: Position, inst: Instrument) -> int:
         """The margin a position and its open orders need: a future's initial margin for
         its worst case; an option writer's margin per lot for the lots it may write."""
         if inst.kind == "future":
             return inst.initial_margin * pos.worst()
         return self.option_margin(inst) * pos.short_worst()
 
-    def option_margin(self, inst) -> int:
+    def option_margin(self, inst: Instrument) -> int:
         """An option writer's margin per lot: the underlying's initial margin, plus the
         amount in the money (or less the amount out of the money) at the underlying's
         last settlement, never below a quarter of that initial margin."""
-        future = self.contracts[inst.underlying]
+        underlying, strike = inst.underlying, inst.strike
+        assert underlying is not None and strike is not None  # a cleared option's (__init__)
+        future = self.contracts[underlying]
         initial = future.initial_margin
-        price = self.settlement.get(inst.underlying)
+        price = self.settlement.get(underlying)
         if price is None:
             return initial
-        money = price - inst.strike if inst.option_type == "call" else inst.strike - price
+        money = price - strike if inst.option_type == "call" else strike - price
         return max(initial // 4, initial + money * future.tick_value)
 
     # --- trades ---------------------------------------------------------------------------
-    def trade(self, trade, out: list) -> None:
+    def trade(self, trade: TradeExecuted, out: list[Event]) -> None:
         """Move a futures trade into both sides' positions."""
         symbol, qty, price = trade.instrument, trade.qty, trade.price
         inst = self.cleared[symbol]
@@ -396,7 +435,9 @@ class Clearing:
         return 0 if pos is None else pos.net
 
     # --- the end of the day -----------------------------------------------------------------
-    def end_of_day(self, out: list, books: dict, day: int) -> tuple[list, list]:
+    def end_of_day(
+        self, out: list[Event], books: Mapping[str, _Quotes], day: int
+    ) -> tuple[list[tuple[str, str, int]], list[str]]:
         """Settle the day: prices, variation margin, calls; expiry and delivery.
 
         Return ``(close_outs, expiring)``: ``(account, symbol, lots)`` positions the engine
@@ -421,7 +462,7 @@ class Clearing:
         expiring = [
             s
             for s in sorted(self.cleared)
-            if s not in self.expired and today >= self.cleared[s].last_trading_day
+            if s not in self.expired and today >= _given(self.cleared[s].last_trading_day)
         ]
         for symbol in expiring:
             if symbol in self.options:
@@ -437,41 +478,42 @@ class Clearing:
                     ContractExpired, out, instrument=symbol, final_price=self.settlement.get(symbol)
                 )
         for symbol in sorted(self.expired - self.delivered):
-            if symbol in self.contracts and today >= self.contracts[symbol].delivery_day:
+            if symbol in self.contracts and today >= _given(self.contracts[symbol].delivery_day):
                 self._deliver(symbol, out)
         return close_outs, expiring
 
-    def _exercise(self, symbol: str, out: list) -> None:
+    def _exercise(self, symbol: str, out: list[Event]) -> None:
         """Expire an option at its underlying's settlement today: in the money, each
         position becomes a futures position at the strike (a long call or a short put
         long futures); out of the money it ends, its premium long paid."""
         inst = self.options[symbol]
-        price = self.settlement.get(inst.underlying)
+        underlying, strike = _given(inst.underlying), _given(inst.strike)
+        price = self.settlement.get(underlying)
         self.expired.add(symbol)
         self._event(ContractExpired, out, instrument=symbol, final_price=price)
         money = (
             0
             if price is None
-            else (price - inst.strike if inst.option_type == "call" else inst.strike - price)
+            else (price - strike if inst.option_type == "call" else strike - price)
         )
-        future = self.contracts[inst.underlying]
-        futures = self.positions[inst.underlying]
+        future = self.contracts[underlying]
+        futures = self.positions[underlying]
         positions = self.positions[symbol]
         for account in sorted(positions):
             pos = positions[account]
             if pos.net and money > 0:
                 lots = pos.net if inst.option_type == "call" else -pos.net
                 held = futures.setdefault(account, Position())
-                held.move(lots, inst.strike, True)  # as if traded at the strike
+                held.move(lots, strike, True)  # as if traded at the strike
                 self._remargin(self.accounts[account], held, future)
                 self._event(
                     OptionExercised,
                     out,
                     account=account,
                     instrument=symbol,
-                    underlying=inst.underlying,
+                    underlying=underlying,
                     lots=lots,
-                    strike=inst.strike,
+                    strike=strike,
                 )
             pos.net = pos.cost = 0
             self._remargin(self.accounts[account], pos, inst)
@@ -482,11 +524,11 @@ class Clearing:
         inst = self.cleared[symbol]
         if inst.kind == "future":
             return (inst.initial_margin * abs(pos.net), inst.maintenance_margin * abs(pos.net))
-        future = self.contracts[inst.underlying]
+        future = self.contracts[_given(inst.underlying)]
         initial = self.option_margin(inst) * max(0, -pos.net)
         return initial, initial * future.maintenance_margin // max(future.initial_margin, 1)
 
-    def _settlement_price(self, symbol: str, book, out: list) -> int | None:
+    def _settlement_price(self, symbol: str, book: _Quotes, out: list[Event]) -> int | None:
         window = self.window.get(symbol)
         bid, ask = book.best_bid(), book.best_ask()
         day = self.day_trades.get(symbol)
@@ -504,7 +546,9 @@ class Clearing:
         self._event(SettlementPriceSet, out, instrument=symbol, price=price, source=source)
         return price
 
-    def _mark(self, symbol: str, account: str, price: int, out: list, flat: bool = True) -> int:
+    def _mark(
+        self, symbol: str, account: str, price: int, out: list[Event], flat: bool = True
+    ) -> int:
         """Mark *account*'s position in future *symbol* to *price*; return its variation
         margin in minor units, announced unless it is zero (and, without *flat*, even
         for an open position)."""
@@ -525,7 +569,13 @@ class Clearing:
         return amount
 
     def _pay(
-        self, account: str, amount: int, currency: str, out: list, why: str, fee: bool = False
+        self,
+        account: str,
+        amount: int,
+        currency: str,
+        out: list[Event],
+        why: str,
+        fee: bool = False,
     ) -> None:
         """Move *amount* from the clearing account to *account* (negative: the other way:
         available cash first, then margin; what is still owed is a default). With *fee*,
@@ -563,13 +613,15 @@ class Clearing:
                 DefaultRecorded, out, account=account, amount=due, currency=currency, reason=why
             )
 
-    def _margin_calls(self, out: list, day: int, currency: str, today: int) -> list:
+    def _margin_calls(
+        self, out: list[Event], day: int, currency: str, today: int
+    ) -> list[tuple[str, str, int]]:
         """Top up margins; call, lift calls, or close out (see the module docstring)."""
         by_account: dict[str, list[tuple[str, Position]]] = {}
         for symbol in sorted(self.positions):
             for account, pos in self.positions[symbol].items():
                 by_account.setdefault(account, []).append((symbol, pos))
-        close_outs = []
+        close_outs: list[tuple[str, str, int]] = []
         # a called account whose positions all ended (delivered, exercised) is visited
         # too: with nothing left to margin, its call is met
         for account in sorted(set(by_account) | set(self.calls)):
@@ -597,7 +649,7 @@ class Clearing:
                         for s, p in held
                         if p.net
                         and s in self.contracts
-                        and today < self.contracts[s].last_trading_day
+                        and today < _given(self.contracts[s].last_trading_day)
                     ]
             elif account not in self.calls and equity < maintenance:
                 self.calls[account] = day
@@ -612,7 +664,7 @@ class Clearing:
                 )
         return close_outs
 
-    def take_over(self, account: str, symbol: str, lots: int, out: list) -> None:
+    def take_over(self, account: str, symbol: str, lots: int, out: list[Event]) -> None:
         """After a close-out through the book of *account*'s *lots* (signed): record what
         the book took, and what is left goes to the clearing account at the settlement
         price."""
@@ -655,9 +707,9 @@ class Clearing:
             self.calls.pop(account, None)
 
     # --- delivery -------------------------------------------------------------------------
-    def _deliver(self, symbol: str, out: list) -> None:
+    def _deliver(self, symbol: str, out: list[Event]) -> None:
         inst = self.contracts[symbol]
-        underlying, size, currency = inst.underlying, inst.contract_size, inst.currency
+        underlying, size, currency = _given(inst.underlying), inst.contract_size, inst.currency
         final = self.settlement.get(symbol)
         self.delivered.add(symbol)
         positions = self.positions[symbol]
@@ -740,19 +792,21 @@ class Clearing:
             self._forget(symbol, account, pos)
 
     # --- reports ----------------------------------------------------------------------------
-    def position_rows(self) -> list[tuple]:
+    def position_rows(self) -> list[tuple[str, str, int, int, int, int | None]]:
         """``(account, instrument, net lots, average price in ticks as a Fraction-free
         (cost, lots) pair, margin held, last settlement)`` for every open position."""
         rows = []
         for symbol in sorted(self.positions):
             inst = self.cleared[symbol]
-            settle = self.settlement.get(inst.underlying if inst.kind == "option" else symbol)
+            settle = self.settlement.get(
+                _given(inst.underlying) if inst.kind == "option" else symbol
+            )
             for account, pos in sorted(self.positions[symbol].items()):
                 if pos.net:
                     rows.append((account, symbol, pos.net, pos.cost, pos.margin, settle))
         return rows
 
-    def account_rows(self) -> list[tuple]:
+    def account_rows(self) -> list[tuple[str, str, int, int, int, int, bool]]:
         """``(account, currency, margin, equity, initial, maintenance, called)`` for every
         account with a position: equity is its available cash plus its margin."""
         by_account: dict[str, list[tuple[str, Position]]] = {}
@@ -781,7 +835,7 @@ class Clearing:
         return rows
 
     # --- events and checks ------------------------------------------------------------------
-    def _event(self, cls, out: list, **fields) -> None:
+    def _event(self, cls: type[Event], out: list[Event], **fields: Any) -> None:
         ctr = self._ctr
         ctr.seq += 1
         out.append(cls(seq=ctr.seq, **fields))
@@ -796,7 +850,7 @@ class Clearing:
                 held[key] = held.get(key, 0) + pos.margin + pos.premium
         return held
 
-    def check(self, live_orders: list) -> None:
+    def check(self, live_orders: Sequence[Order]) -> None:
         """Raise ``AssertionError`` if a clearing invariant is broken. *live_orders* are
         the engine's open orders on futures."""
         wanted: dict[tuple[str, str], list[int]] = {}
@@ -917,7 +971,7 @@ class Clearing:
         self.clock = state.clock
 
     # --- verification (continued) -------------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[object]:
         return [
             [
                 [s, a, p.row()]
