@@ -1,7 +1,9 @@
 """``carbonx``: the command line that joins the core and the edge.
 
-Exit status: 0 on success; 2 for bad input (a file that cannot be read, a bad option,
-a market file that does not parse), with one clear message on stderr and no traceback.
+Exit status: 0 on success (``carbonx`` alone prints the help, ``carbonx --version`` the
+version); 2 for bad input (a file that cannot be read, a bad option, a market file that
+does not parse), with one clear message on stderr and no traceback; 1 when
+``journal-cut`` without ``--yes`` finds something to cut; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 
 from exchange.commands import STP_MODES
 from exchange.journal import JournalError
@@ -18,16 +22,48 @@ from exchange.orderfile import OrderFileError
 from gateway.errors import UsageError
 from gateway.mqtt.brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "package_version"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def package_version() -> str:
+    """Return carbonx's version: the installed package's, else the ``pyproject.toml`` of
+    the source tree this module runs from, else ``"unknown"``."""
+    try:
+        return metadata.version("carbonx")
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as fh:
+            project = tomllib.load(fh)["project"]
+        if project["name"] == "carbonx":
+            return str(project["version"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        pass
+    return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``carbonx X.Y.Z`` on stdout and exit 0 (looked up only then)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"carbonx {package_version()}")
+        parser.exit(EXIT_OK)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="carbonx", description="carbonx: an exchange engine for carbon emission allowances."
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action=_VersionAction, help="print carbonx's version and exit")
+    # No COMMAND at all prints this help (see main), so the subcommand is optional here.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     replay = sub.add_parser(
         "replay",
@@ -564,6 +600,9 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare ``carbonx``: say what there is
+        parser.print_help()
+        return EXIT_OK
     try:
         return args.run(args)
     except (UsageError, OrderFileError, MarketConfigError, JournalError) as exc:

@@ -1,4 +1,4 @@
-"""The pinned ``carbonx`` command line (shared/DESIGN.md): replay, gen-orders, exit statuses.
+"""The pinned ``carbonx`` command line (docs/cli.md): replay, gen-orders, exit statuses.
 
 Most checks run ``gateway.cli.main`` in-process (fast); the exit-status and no-traceback
 contract of bad input, the help texts and cross-process determinism run the real command
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 from decimal import Decimal
@@ -43,7 +44,7 @@ FILL_KEYS = {
 }
 HEADER = "action,order_id,account,instrument,side,type,tif,price,qty\n"
 
-# (golden file stem, extra replay arguments), as shared/golden/README.md says.
+# (golden file stem, extra replay arguments): the stem's expected fills were made so.
 GOLDEN = [("basic", ["--stp", "none"]), ("rich", ["--stp", "none"]), ("stp", [])]
 
 
@@ -546,10 +547,51 @@ def test_console_script_on_path(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-def test_no_command_is_usage_error(run_carbonx):
+def test_no_command_prints_the_help(run_carbonx):
     proc = run_carbonx()
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "usage" in proc.stderr.lower()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("usage: carbonx")
+    for sub in ("replay", "holdings", "journal-cut", "serve", "demo", "broker-config"):
+        assert sub in proc.stdout, sub
+    assert proc.stdout == run_carbonx("--help").stdout
+
+
+def test_version(run_carbonx):
+    from importlib import metadata
+
+    proc = run_carbonx("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert re.fullmatch(r"carbonx \d+\.\d+\.\d+\S*\n", proc.stdout), proc.stdout
+    assert proc.stdout == f"carbonx {metadata.version('carbonx')}\n"
+    assert "--version" in run_carbonx("--help").stdout
+
+
+def test_version_without_installed_metadata(capsys, monkeypatch, tmp_path):
+    """Not installed (run from a checkout): the source tree's pyproject.toml says it."""
+    import tomllib
+    from importlib import metadata
+
+    import gateway.cli
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(gateway.cli.metadata, "version", missing)
+    with open(Path(gateway.cli.__file__).resolve().parents[1] / "pyproject.toml", "rb") as fh:
+        expected = tomllib.load(fh)["project"]["version"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"carbonx {expected}\n"
+    # Neither installed nor in a source tree: still an answer, still exit 0.
+    monkeypatch.setattr(gateway.cli, "__file__", str(tmp_path / "gateway" / "cli.py"))
+    assert gateway.cli.package_version() == "unknown"
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == "carbonx unknown\n"
 
 
 def test_bad_stp_option_is_usage_error(run_carbonx, write_file):

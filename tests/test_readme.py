@@ -53,6 +53,33 @@ def test_quick_start_test_command_is_what_ci_runs():
     assert test_command in ci
 
 
+def test_first_trade_walkthrough_gives_the_fills_and_holdings_it_shows(tmp_path):
+    """The walkthrough's shell block runs as written (its here-document, then its carbonx
+    commands), and the fills line and holdings file the README shows are what it writes."""
+    block = next(b for b in _blocks("sh") if "first-trade.csv" in b)
+    lines = block.strip().splitlines()
+    opener = next(i for i, line in enumerate(lines) if "<<'EOF'" in line)
+    name = lines[opener].split(">")[1].split("<<")[0].strip()
+    closer = lines.index("EOF", opener)
+    (tmp_path / name).write_text("\n".join(lines[opener + 1 : closer]) + "\n")
+    commands = [line.split() for line in lines[closer + 1 :]]
+    assert commands and all(words[0] == "carbonx" for words in commands), commands
+    for words in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *words[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "accepted 4, rejected 0" in done.stdout and "trades" in done.stdout
+    (shown_fill,) = [b for b in _blocks("json") if '"trade_id"' in b]
+    assert (tmp_path / "fills.ndjson").read_text() == shown_fill
+    (shown_holdings,) = [b for b in _blocks("csv") if b.startswith("account,asset,")]
+    assert (tmp_path / "holdings.csv").read_text() == shown_holdings
+
+
 def test_python_example_runs_and_trades():
     namespace: dict = {}
     code = next(b for b in _blocks("python") if "Engine(" in b)
@@ -63,7 +90,7 @@ def test_python_example_runs_and_trades():
 
 
 def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
-    block = next(b for b in _blocks("sh") if "--ledger" in b)
+    block = next(b for b in _blocks("sh") if "examples/orders-funded.csv --ledger" in b)
     commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
     assert [c[:2] for c in commands] == [
         ["carbonx", "replay"],
