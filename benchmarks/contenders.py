@@ -45,20 +45,8 @@ __all__ = ["measure", "work", "ORDER_KINDS", "compare_trades", "first_difference
 
 # Kinds whose absence changes what trades; leaving out only ledger rows keeps a stream
 # comparable trade for trade.
-ORDER_KINDS = (
-    "limit",
-    "ioc",
-    "fok",
-    "market",
-    "stop",
-    "stop_limit",
-    "amend",
-    "cancel",
-    "mass_cancel",
-    "eod",
-    "limit with display_qty or post_only",
-    "off-tick price",
-)
+ORDER_KINDS = ("limit", "ioc", "fok", "market", "stop", "stop_limit", "amend", "cancel",
+               "mass_cancel", "eod", "limit with display_qty or post_only", "off-tick price")
 
 
 def first_difference(left: list, right: list) -> int | None:
@@ -89,7 +77,7 @@ def _line_facts(lines: list[str]) -> dict:
     return {
         "trades": len(lines),
         "digest": _digest(lines),
-        "volume": sum(int(line.rsplit(",", 1)[1]) for line in lines),
+        "volume": sum(int(line.rsplit(",", 1)[1]) for line in lines)
     }
 
 
@@ -104,15 +92,8 @@ def _timed(adapter, prepared) -> tuple[float, object]:
         gc.enable()
 
 
-def work(
-    name: str,
-    path: str | Path,
-    *,
-    repeat: int = 3,
-    prefix: int | None = None,
-    marks: tuple[int, ...] = (),
-    trades_out: str | Path | None = None,
-) -> dict:
+def work(name: str, path: str | Path, *, repeat: int = 3, prefix: int | None = None,
+         marks: tuple[int, ...] = (), trades_out: str | Path | None = None) -> dict:
     """Time contender *name* on the file at *path*; return its record (see module doc)."""
     gc.disable()
     commands = read_order_file(path, default_stp="none")
@@ -149,13 +130,11 @@ def work(
             first = facts
         elif facts != first:
             failures.append(
-                f"{name} run {run_no}: result differs from the first ({facts} != {first})"
-            )
+                f"{name} run {run_no}: result differs from the first ({facts} != {first})")
     assert first is not None and lines is not None
     if is_engine and first["trades"] != len(lines):
         failures.append(
-            f"{name}: the timed runs made {first['trades']} trades, the checked run {len(lines)}"
-        )
+            f"{name}: the timed runs made {first['trades']} trades, the checked run {len(lines)}")
     if trades_out is not None:
         Path(trades_out).write_text("\n".join(lines) + ("\n" if lines else ""))
     messages = adapter.sent
@@ -175,8 +154,11 @@ def work(
         "volume": first["volume"],
         "trades_digest": _digest(lines),
         "prefix": prefix,
-        "trades_at": {str(k): v for k, v in counts_at.items()},
-        "failures": failures,
+        "trades_at": {
+            str(k): v
+            for k, v in counts_at.items()
+        },
+        "failures": failures
     }
     if is_engine:
         record["state_hash"] = first["state_hash"]
@@ -220,27 +202,18 @@ def compare_trades(name: str, record: dict, engine: dict, folder: Path) -> dict:
         return {
             "agrees": bool(ours),
             "agreement": f"identical {scope} ({len(ours):,} trades)"
-            if ours
-            else "no trades at all: proves nothing",
+            if ours else "no trades at all: proves nothing"
         }
     return {
         "agrees": False,
         "agreement": f"{scope} differs at trade #{index}: "
         f"{ours[index] if index < len(ours) else 'none'} vs engine "
-        f"{theirs[index] if index < len(theirs) else 'none'}",
+        f"{theirs[index] if index < len(theirs) else 'none'}"
     }
 
 
-def measure(
-    path: str | Path,
-    *,
-    names: tuple[str, ...] = tuple(ADAPTERS),
-    repeat: int = 5,
-    peer_repeat: int = 3,
-    naive_prefix: int = 10_000,
-    worker=None,
-    say=None,
-) -> dict:
+def measure(path: str | Path, *, names: tuple[str, ...] = tuple(ADAPTERS), repeat: int = 5,
+            peer_repeat: int = 3, naive_prefix: int = 10_000, worker=None, say=None) -> dict:
     """Run the contenders in *names* on *path* in rounds; return the section.
 
     *repeat* rounds; the peers and ``naive`` take part in the first *peer_repeat* of
@@ -267,10 +240,8 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="carbonx-contenders-") as scratch:
         folder = Path(scratch)
         if say:
-            say(
-                f"      {max(rounds.values(), default=0)} rounds of "
-                + ", ".join(f"{name} ({count})" for name, count in rounds.items())
-            )
+            say(f"      {max(rounds.values(), default=0)} rounds of " +
+                ", ".join(f"{name} ({count})" for name, count in rounds.items()))
         for number in range(max(rounds.values(), default=0)):
             for name in present:
                 if number >= rounds[name] or (records[name] is None):
@@ -306,10 +277,8 @@ def measure(
     if engine is not None:
         for record in rows:
             paired = [
-                theirs / ours
-                for theirs, ours in zip(
-                    record.pop("round_msgs_per_s"), engine["round_msgs_per_s_kept"]
-                )
+                theirs / ours for theirs, ours in zip(record.pop("round_msgs_per_s"),
+                                                      engine["round_msgs_per_s_kept"])
             ]
             record["ratio_to_engine_rounds"] = [round(r, 4) for r in paired]
             record["ratio_to_engine"] = round(statistics.median(paired), 4)
@@ -321,7 +290,7 @@ def measure(
         "rows": rows,
         "rounds": max(rounds.values(), default=0),
         "skipped": skipped,
-        "failures": failures,
+        "failures": failures
     }
 
 
@@ -338,12 +307,8 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
     (folder / f"{name}.trades").write_text((folder / f"{name}.0.trades").read_text())
     runs = [seconds for record in records for seconds in record["runs_s"]]
     messages = row["messages_sent"]
-    row.update(
-        runs_s=runs,
-        seconds=spread(runs),
-        rounds=len(records),
-        msgs_per_s=spread([messages / s for s in runs], 0),
-    )
+    row.update(runs_s=runs, seconds=spread(runs), rounds=len(records),
+               msgs_per_s=spread([messages / s for s in runs], 0))
     # Each round's speed, for the ratios paired by round (see the module docstring).
     per_round = [messages / statistics.median(r["runs_s"]) for r in records]
     row["round_msgs_per_s"] = per_round
@@ -351,12 +316,10 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
         row["round_msgs_per_s_kept"] = list(per_round)
     if name == "naive":
         row["engine_same_prefix_msgs_per_s"] = spread(
-            [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0
-        )
+            [r["engine_same_prefix_msgs_per_s"]["median"] for r in records], 0)
     if name == "plain":
         row["engine_same_process_msgs_per_s"] = spread(
-            [r["engine_same_process_msgs_per_s"]["median"] for r in records], 0
-        )
+            [r["engine_same_process_msgs_per_s"]["median"] for r in records], 0)
         ratios = [
             plain / r["engine_same_process_msgs_per_s"]["median"]
             for plain, r in zip(per_round, records)
@@ -366,9 +329,8 @@ def _merged(name: str, records: list[dict], folder: Path, failures: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.contenders", description="Time one contender on one order file."
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.contenders",
+                                     description="Time one contender on one order file.")
     parser.add_argument("name", choices=tuple(ADAPTERS))
     parser.add_argument("file")
     parser.add_argument("--repeat", type=int, default=3)
@@ -378,15 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     marks = tuple(int(m) for m in args.marks.split(",") if m)
     emit(
-        work(
-            args.name,
-            args.file,
-            repeat=args.repeat,
-            prefix=args.prefix,
-            marks=marks,
-            trades_out=args.trades_out,
-        )
-    )
+        work(args.name, args.file, repeat=args.repeat, prefix=args.prefix, marks=marks,
+             trades_out=args.trades_out))
     return 0
 
 

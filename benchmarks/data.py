@@ -40,9 +40,8 @@ def _generator_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def mixed_file(
-    messages: int, *, seed: int = 1, data_dir: str | Path | None = None, fund: bool = False
-) -> dict:
+def mixed_file(messages: int, *, seed: int = 1, data_dir: str | Path | None = None,
+               fund: bool = False) -> dict:
     """Return facts about the cached mixed-profile CSV of *messages* rows, making it if needed.
 
     The profile is ``gateway.tools.genorders.generate_mixed``: about 70% limit orders near the
@@ -52,14 +51,8 @@ def mixed_file(
     return order_file("mixed", messages, seed=seed, data_dir=data_dir, fund=fund)
 
 
-def order_file(
-    profile: str,
-    messages: int,
-    *,
-    seed: int = 1,
-    data_dir: str | Path | None = None,
-    fund: bool = False,
-) -> dict:
+def order_file(profile: str, messages: int, *, seed: int = 1, data_dir: str | Path | None = None,
+               fund: bool = False) -> dict:
     """Return facts about the cached CSV of *profile* (``mixed`` or ``carbon``), made if needed.
 
     The result holds ``path``, ``profile``, ``messages``, ``seed``, ``bytes``, ``sha256``,
@@ -69,7 +62,7 @@ def order_file(
     folder.mkdir(parents=True, exist_ok=True)
     stem = {
         "mixed": "funded" if fund else "mixed",
-        "carbon": "carbon-funded" if fund else "carbon",
+        "carbon": "carbon-funded" if fund else "carbon"
     }[profile]
     path = folder / f"{stem}-{messages}-seed{seed}.csv"
     meta_path = path.with_suffix(".json")
@@ -78,15 +71,15 @@ def order_file(
         "messages": messages,
         "seed": seed,
         "funded": fund,
-        "generator": _generator_hash(),
+        "generator": _generator_hash()
     }
     try:
         meta = json.loads(meta_path.read_text())
-        if (
-            {k: meta.get(k) for k in wanted} == wanted
-            and path.stat().st_size == meta["bytes"]
-            and file_sha256(path) == meta["sha256"]
-        ):
+        if ({
+                k: meta.get(k)
+                for k in wanted
+        } == wanted and path.stat().st_size == meta["bytes"]
+                and file_sha256(path) == meta["sha256"]):
             return {"path": str(path), **meta, "cached": True, "generated_s": 0.0}
     except (OSError, ValueError, KeyError):
         pass

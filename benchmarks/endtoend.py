@@ -19,17 +19,8 @@ from .stats import spread
 
 __all__ = ["PINNED_KEYS", "replay_command", "run_once", "measure"]
 
-PINNED_KEYS = (
-    "messages",
-    "accepted",
-    "rejected",
-    "trades",
-    "volume",
-    "elapsed_s",
-    "msgs_per_s",
-    "engine_s",
-    "engine_msgs_per_s",
-)
+PINNED_KEYS = ("messages", "accepted", "rejected", "trades", "volume", "elapsed_s", "msgs_per_s",
+               "engine_s", "engine_msgs_per_s")
 
 
 def replay_command() -> list[str]:
@@ -86,5 +77,5 @@ def measure(path: str | Path, *, repeat: int = 3) -> dict:
         "read_decode_s": spread([r["elapsed_s"] - r["engine_s"] for r in runs]),
         "wall_s": spread([r["wall_s"] for r in runs]),
         "runs": runs,
-        "failures": failures,
+        "failures": failures
     }

@@ -44,7 +44,7 @@ def _order(tag: str, n: int, side: str = "buy") -> dict:
         "instrument": "CEA25",
         "side": side,
         "price": f"{cents // 100}.{cents % 100:02d}",
-        "qty": 1,
+        "qty": 1
     }
 
 
@@ -55,14 +55,8 @@ async def _flood(args) -> dict:
     from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, exec_topic, orders_topic
 
     answered = turned_away = 0
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        args.port,
-        username="flood",
-        password=args.password,
-        max_inflight_messages=1000,
-        socket_options=SOCKET_OPTIONS,
-    ) as client:
+    async with aiomqtt.Client("127.0.0.1", args.port, username="flood", password=args.password,
+                              max_inflight_messages=1000, socket_options=SOCKET_OPTIONS) as client:
         client.pending_calls_threshold = PENDING_CALLS_WARNING
         await client.subscribe(exec_topic("flood"), qos=1)
 
@@ -101,7 +95,7 @@ async def _flood(args) -> dict:
         "answered": answered,
         "turned_away": turned_away,
         "elapsed_s": round(elapsed, 3),
-        "offered_per_s": round(sent / elapsed),
+        "offered_per_s": round(sent / elapsed)
     }
 
 
@@ -110,9 +104,8 @@ async def _quiet(args) -> dict:
     from gateway.bots.client import ExchangeClient
 
     samples: list[int] = []
-    async with ExchangeClient(
-        "quiet", args.password, "127.0.0.1", args.port, timeout=30, resend_after=60
-    ) as client:
+    async with ExchangeClient("quiet", args.password, "127.0.0.1", args.port, timeout=30,
+                              resend_after=60) as client:
         await client.request(_order("warm", 0))
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
@@ -123,8 +116,7 @@ async def _quiet(args) -> dict:
             sent = time.perf_counter_ns()
             future = client.submit(_order("q", n))
             future.add_done_callback(
-                lambda f, sent=sent: samples.append(time.perf_counter_ns() - sent)
-            )
+                lambda f, sent=sent: samples.append(time.perf_counter_ns() - sent))
             futures.append(future)
             n += 1
             await asyncio.sleep(QUIET_EVERY)
@@ -143,15 +135,14 @@ def _one(kind: str, batch: int, seconds: float) -> dict:
         directory = Path(scratch)
         port = free_port()
         funding = directory / "funding.csv"
-        funding.write_text(
-            "action,account,instrument,qty\n"
-            "deposit,quiet,CNY,100000000\nissue,flood,CEA25,100000000\n"
-        )
+        funding.write_text("action,account,instrument,qty\n"
+                           "deposit,quiet,CNY,100000000\nissue,flood,CEA25,100000000\n")
         broker = None
         if kind == "mosquitto":
-            credentials = write_broker_config(
-                directory / "broker", port, {"quiet": None, "flood": None}
-            )
+            credentials = write_broker_config(directory / "broker", port, {
+                "quiet": None,
+                "flood": None
+            })
             broker = Mosquitto(directory / "broker")
             broker.__enter__()
             command = ["--broker", f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"]
@@ -161,56 +152,28 @@ def _one(kind: str, batch: int, seconds: float) -> dict:
             command = ["--port", str(port), "--credentials", str(path)]
             ready = "gateway ready"
         try:
-            exchange, log = _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.cli",
-                    "serve",
-                    *command,
-                    "--init",
-                    str(funding),
-                    "--log-level",
-                    "ERROR",
-                ],
-                ready,
-                directory / "serve.log",
-            )
+            exchange, log = _start([
+                sys.executable, "-m", "gateway.cli", "serve", *command, "--init",
+                str(funding), "--log-level", "ERROR"
+            ], ready, directory / "serve.log")
             if kind != "mosquitto":
                 credentials = json.loads((directory / "credentials.json").read_text())
             try:
                 base = [sys.executable, "-m", "benchmarks.fairness"]
-                quiet, quiet_log = _start(
-                    [
-                        *base,
-                        "quiet",
-                        "--port",
-                        str(port),
-                        f"--password={credentials['quiet']}",
-                        "--seconds",
-                        str(seconds + 1.0),
-                    ],
-                    "ready",
-                    directory / "quiet.log",
-                )
-                flood, flood_log = _start(
-                    [
-                        *base,
-                        "flood",
-                        "--port",
-                        str(port),
-                        f"--password={credentials['flood']}",
-                        "--seconds",
-                        str(seconds),
-                        "--batch",
-                        str(batch),
-                    ],
-                    "ready",
-                    directory / "flood.log",
-                )
+                quiet, quiet_log = _start([
+                    *base, "quiet", "--port",
+                    str(port), f"--password={credentials['quiet']}", "--seconds",
+                    str(seconds + 1.0)
+                ], "ready", directory / "quiet.log")
+                flood, flood_log = _start([
+                    *base, "flood", "--port",
+                    str(port), f"--password={credentials['flood']}", "--seconds",
+                    str(seconds), "--batch",
+                    str(batch)
+                ], "ready", directory / "flood.log")
                 result = {
                     "quiet": _result(quiet, quiet_log, seconds),
-                    "flood": _result(flood, flood_log, seconds),
+                    "flood": _result(flood, flood_log, seconds)
                 }
             finally:
                 _stop(exchange)
@@ -229,13 +192,16 @@ def _result(process, log, seconds: float) -> dict:
     log.close()
     for line in out.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
+            return json.loads(line[len(RESULT_PREFIX):])
     raise RuntimeError(f"a load process failed:\n{out[-3000:]}")
 
 
 def run_benchmark(settings: dict) -> dict:
     result: dict = {
-        "settings": {"seconds": settings["seconds"], "batches": list(settings["batches"])}
+        "settings": {
+            "seconds": settings["seconds"],
+            "batches": list(settings["batches"])
+        }
     }
     for kind in ("embedded", "mosquitto"):
         for batch in settings["batches"]:
@@ -245,7 +211,7 @@ def run_benchmark(settings: dict) -> dict:
     result["verdict"] = {
         "worst_quiet_p99_ms": worst,
         "target_met": worst < TARGET_P99_MS,
-        "quiet_unanswered": unanswered,
+        "quiet_unanswered": unanswered
     }
     return result
 
@@ -254,31 +220,26 @@ def render(result: dict) -> str:
     lines = [
         "quiet bot's answer latency while another account floods (ms)",
         "broker     flood batch  offered/s  accepted  turned away   "
-        "p50      p99      max   unanswered",
+        "p50      p99      max   unanswered"
     ]
     for key, run in result.items():
         if key in ("settings", "verdict"):
             continue
         kind, _, batch = key.partition("_batch")
         q, f = run["quiet"], run["flood"]
-        lines.append(
-            f"{kind:<10} {batch:>11}  {f['offered_per_s']:>9,}  {f['answered']:>8,}"
-            f"  {f['turned_away']:>11,}  {q.get('p50_ms', '-'):>6}  "
-            f"{q.get('p99_ms', '-'):>7}  {q.get('max_ms', '-'):>7}  "
-            f"{q['unanswered']:>5}"
-        )
+        lines.append(f"{kind:<10} {batch:>11}  {f['offered_per_s']:>9,}  {f['answered']:>8,}"
+                     f"  {f['turned_away']:>11,}  {q.get('p50_ms', '-'):>6}  "
+                     f"{q.get('p99_ms', '-'):>7}  {q.get('max_ms', '-'):>7}  "
+                     f"{q['unanswered']:>5}")
     v = result["verdict"]
-    lines.append(
-        f"target: quiet p99 < {TARGET_P99_MS:g} ms: {v['target_met']} "
-        f"(worst {v['worst_quiet_p99_ms']} ms)"
-    )
+    lines.append(f"target: quiet p99 < {TARGET_P99_MS:g} ms: {v['target_met']} "
+                 f"(worst {v['worst_quiet_p99_ms']} ms)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fairness", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fairness",
+                                     description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="role")
     for role in ("flood", "quiet"):
         one = sub.add_parser(role)
@@ -304,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print(render(result))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / ("fairness-quick.json" if args.quick else "fairness.json")).write_text(
-        json.dumps(result, indent=1) + "\n"
-    )
+    (out / ("fairness-quick.json" if args.quick else "fairness.json")
+     ).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

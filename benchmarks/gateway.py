@@ -55,7 +55,7 @@ def _order(bot, n: int) -> dict:
         "instrument": "CEA25",
         "side": side,
         "price": f"{cents // 100}.{cents % 100:02d}",
-        "qty": 1,
+        "qty": 1
     }
 
 
@@ -81,7 +81,7 @@ async def _latency(client, rate: int, seconds: float, bot: int) -> dict:
         "answered": len(done),
         "lost": len(pending),
         "rate_achieved": round(achieved),
-        "samples_ns": samples,
+        "samples_ns": samples
     }
 
 
@@ -131,7 +131,7 @@ async def _flood(clients, per_bot: int, batch: int, window: int, tag: str) -> di
         "answered": sum(answered),
         "lost": sent - sum(answered),
         "elapsed_s": round(elapsed, 4),
-        "orders_per_s": round(sum(answered) / elapsed),
+        "orders_per_s": round(sum(answered) / elapsed)
     }
 
 
@@ -153,9 +153,8 @@ async def _load(args) -> dict:
         for rate in args.rates:
             result[f"latency_{rate}"] = await _latency(clients[0], rate, args.seconds, f"r{rate}-")
         result["unbatched"] = await _flood(clients, args.orders // len(clients), 1, 2000, "u")
-        result["batched"] = await _flood(
-            clients, args.batched_orders // len(clients), 100, 20_000, "x"
-        )
+        result["batched"] = await _flood(clients, args.batched_orders // len(clients), 100, 20_000,
+                                         "x")
     finally:
         for client in clients:
             await client.close()
@@ -171,14 +170,9 @@ def _echo_main(args) -> None:
     from gateway.protocol import PENDING_CALLS_WARNING, SOCKET_OPTIONS, account_of
 
     async def main() -> None:
-        async with aiomqtt.Client(
-            "127.0.0.1",
-            args.port,
-            username="gateway",
-            password=args.password,
-            max_inflight_messages=1000,
-            socket_options=SOCKET_OPTIONS,
-        ) as client:
+        async with aiomqtt.Client("127.0.0.1", args.port, username="gateway",
+                                  password=args.password, max_inflight_messages=1000,
+                                  socket_options=SOCKET_OPTIONS) as client:
             client.pending_calls_threshold = PENDING_CALLS_WARNING
             await client.subscribe("cx/v1/orders/+", qos=1)
             print("ready", flush=True)
@@ -186,17 +180,13 @@ def _echo_main(args) -> None:
                 account = account_of(message.topic.value)
                 body = json.loads(message.payload)
                 items = body if isinstance(body, list) else [body]
-                answer = [
-                    {
-                        "report": "accepted",
-                        "command_id": item["command_id"],
-                        "order_id": item.get("order_id"),
-                    }
-                    for item in items
-                ]
+                answer = [{
+                    "report": "accepted",
+                    "command_id": item["command_id"],
+                    "order_id": item.get("order_id")
+                } for item in items]
                 asyncio.ensure_future(
-                    client.publish(f"cx/v1/exec/{account}", json.dumps(answer), qos=1)
-                )
+                    client.publish(f"cx/v1/exec/{account}", json.dumps(answer), qos=1))
 
     run_async(main())
 
@@ -215,7 +205,7 @@ def _percentiles(samples: list[int]) -> dict:
         "p99_ms": at(0.99),
         "p999_ms": at(0.999),
         "max_ms": round(ordered[-1] / 1e6, 3),
-        "n": len(ordered),
+        "n": len(ordered)
     }
 
 
@@ -262,29 +252,18 @@ def _stop(process) -> None:
 
 def _run_load(settings: dict, port: int, credentials: Path) -> dict:
     command = [
-        sys.executable,
-        "-m",
-        "benchmarks.gateway",
-        "load",
-        "--port",
-        str(port),
-        "--credentials",
-        str(credentials),
-        "--bots",
-        str(settings["bots"]),
-        "--seconds",
-        str(settings["seconds"]),
-        "--orders",
-        str(settings["orders"]),
-        "--batched-orders",
-        str(settings["batched_orders"]),
-        "--rates",
-        *map(str, RATES),
+        sys.executable, "-m", "benchmarks.gateway", "load", "--port",
+        str(port), "--credentials",
+        str(credentials), "--bots",
+        str(settings["bots"]), "--seconds",
+        str(settings["seconds"]), "--orders",
+        str(settings["orders"]), "--batched-orders",
+        str(settings["batched_orders"]), "--rates", *map(str, RATES)
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return _summarise(json.loads(line[len(RESULT_PREFIX) :]))
+            return _summarise(json.loads(line[len(RESULT_PREFIX):]))
     raise RuntimeError(f"load process failed:\n{done.stderr[-3000:]}")
 
 
@@ -303,9 +282,9 @@ def run_benchmark(settings: dict) -> dict:
         port = free_port()
         # The broker's per-account limit raised to the load one bot offers here (5,000
         # orders/s one a message): this measures the gateway, not the limit.
-        credentials = write_broker_config(
-            directory / "broker", port, {b: None for b in bots}, limits=bench_limits
-        )
+        credentials = write_broker_config(directory / "broker", port, {b: None
+                                                                       for b in bots},
+                                          limits=bench_limits)
         (directory / "credentials.json").write_text(json.dumps(credentials))
         funding = directory / "funding.csv"
         rows = ["action,account,instrument,qty"]
@@ -314,41 +293,20 @@ def run_benchmark(settings: dict) -> dict:
         funding.write_text("\n".join(rows) + "\n")
         with Mosquitto(directory / "broker"):
             url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
-            exchange, log = _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.cli",
-                    "serve",
-                    "--broker",
-                    url,
-                    "--init",
-                    str(funding),
-                    "--log-level",
-                    "WARNING",
-                ],
-                "gateway on",
-                directory / "serve.log",
-            )
+            exchange, log = _start([
+                sys.executable, "-m", "gateway.cli", "serve", "--broker", url, "--init",
+                str(funding), "--log-level", "WARNING"
+            ], "gateway on", directory / "serve.log")
             try:
                 time.sleep(0.5)
                 result["gateway"] = _run_load(settings, port, directory / "credentials.json")
             finally:
                 _stop(exchange)
                 log.close()
-            echo, log = _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.gateway",
-                    "echo",
-                    "--port",
-                    str(port),
-                    f"--password={credentials['gateway']}",
-                ],
-                "ready",
-                directory / "echo.log",
-            )
+            echo, log = _start([
+                sys.executable, "-m", "benchmarks.gateway", "echo", "--port",
+                str(port), f"--password={credentials['gateway']}"
+            ], "ready", directory / "echo.log")
             try:
                 result["raw"] = _run_load(settings, port, directory / "credentials.json")
             finally:
@@ -367,7 +325,7 @@ def _verdict(result: dict) -> dict:
         "unbatched_target_met": gw["unbatched"]["orders_per_s"] >= TARGET_UNBATCHED,
         "batched_target_met": gw["batched"]["orders_per_s"] >= TARGET_BATCHED,
         "lost": lost,
-        "zero_lost": lost == 0,
+        "zero_lost": lost == 0
     }
 
 
@@ -375,37 +333,31 @@ def render(result: dict) -> str:
     gw, raw = result["gateway"], result["raw"]
     lines = [
         "order -> accepted latency, one order a message (gateway | raw echo, ms)",
-        "rate/s   achieved   p50            p99            p99.9          max",
+        "rate/s   achieved   p50            p99            p99.9          max"
     ]
     for rate in RATES:
         g, r = gw[f"latency_{rate}"], raw[f"latency_{rate}"]
-        cells = "  ".join(
-            f"{g.get(k, '-'):>6} | {r.get(k, '-'):<6}"
-            for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms")
-        )
+        cells = "  ".join(f"{g.get(k, '-'):>6} | {r.get(k, '-'):<6}"
+                          for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms"))
         lines.append(f"{rate:>6}   {g['rate_achieved']:>8}   {cells}")
     lines += ["", "throughput, several bots (orders/s; gateway | raw echo; lost)"]
     for key in ("unbatched", "batched"):
         g, r = gw[key], raw[key]
-        lines.append(
-            f"{key:<10} {g['orders_per_s']:>9,} | {r['orders_per_s']:<9,}  "
-            f"lost {g['lost']} | {r['lost']}"
-        )
+        lines.append(f"{key:<10} {g['orders_per_s']:>9,} | {r['orders_per_s']:<9,}  "
+                     f"lost {g['lost']} | {r['lost']}")
     v = result["verdict"]
     lines += [
-        "",
-        f"targets: p99 <= {TARGET_P99_MS} ms at 2,000/s: {v['p99_target_met']}; "
+        "", f"targets: p99 <= {TARGET_P99_MS} ms at 2,000/s: {v['p99_target_met']}; "
         f">= {TARGET_UNBATCHED:,}/s unbatched: {v['unbatched_target_met']}; "
         f">= {TARGET_BATCHED:,}/s batched: {v['batched_target_met']}; "
-        f"zero lost: {v['zero_lost']}",
+        f"zero lost: {v['zero_lost']}"
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.gateway", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway",
+                                     description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="role")
     load = sub.add_parser("load")
     load.add_argument("--port", type=int, required=True)

@@ -47,17 +47,11 @@ def run(commands: int, resting: int) -> dict:
         writer = create_journal(Path(scratch) / "journal", market.text, ledger=True, fsync="none")
         engine = Engine(market, ledger=True)
         core = GatewayCore(
-            engine,
-            journal=writer,
-            settings=GatewaySettings(
-                book_interval=0.0, rate=1e12, burst=1e12, snapshot_every=10**12
-            ),
-        )
+            engine, journal=writer, settings=GatewaySettings(book_interval=0.0, rate=1e12,
+                                                             burst=1e12, snapshot_every=10**12))
         for bot in ("maker", "taker"):
-            for command in (
-                Deposit(account=bot, currency="CNY", amount="100000000000"),
-                IssueAllowances(account=bot, instrument="CEA25", qty=10**10),
-            ):
+            for command in (Deposit(account=bot, currency="CNY", amount="100000000000"),
+                            IssueAllowances(account=bot, instrument="CEA25", qty=10**10)):
                 engine.execute(command)
         # The resting side: `resting` sells by the maker at 60.00 .. 60.99.
         n = 0
@@ -68,11 +62,9 @@ def run(commands: int, resting: int) -> dict:
             for _ in range(BATCH):
                 n += 1
                 price = price_of(n)
-                rows.append(
-                    f'{{"action":"new","order_id":"o{n}","instrument":"CEA25",'
-                    f'"side":"{side}","price":"{price}","qty":1,'
-                    f'"command_id":"c{n}"}}'
-                )
+                rows.append(f'{{"action":"new","order_id":"o{n}","instrument":"CEA25",'
+                            f'"side":"{side}","price":"{price}","qty":1,'
+                            f'"command_id":"c{n}"}}')
             return ("[" + ",".join(rows) + "]").encode()
 
         def sell_price(i: int) -> str:
@@ -96,19 +88,14 @@ def run(commands: int, resting: int) -> dict:
             if done >= next_sample:
                 gc.collect()
                 live = len(engine.live_orders())
-                samples.append(
-                    {
-                        "commands": done,
-                        "rss_mb": round(rss_bytes() / 2**20, 1),
-                        "resting": live,
-                        "seconds": round(time.perf_counter() - start, 1),
-                    }
-                )
-                print(
-                    f"{done:>12,} commands  RSS {samples[-1]['rss_mb']:>8} MB  resting {live:,}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                samples.append({
+                    "commands": done,
+                    "rss_mb": round(rss_bytes() / 2**20, 1),
+                    "resting": live,
+                    "seconds": round(time.perf_counter() - start, 1)
+                })
+                print(f"{done:>12,} commands  RSS {samples[-1]['rss_mb']:>8} MB  resting {live:,}",
+                      file=sys.stderr, flush=True)
                 next_sample += STEP
         writer.close()
     first, last = samples[0]["rss_mb"], samples[-1]["rss_mb"]
@@ -118,14 +105,13 @@ def run(commands: int, resting: int) -> dict:
         "resting": resting,
         "samples": samples,
         "growth": round(growth, 4),
-        "target_met": growth <= TARGET_GROWTH,
+        "target_met": growth <= TARGET_GROWTH
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.gateway_memory", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway_memory",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=10_000_000)
     parser.add_argument("--resting", type=int, default=100_000)
     parser.add_argument("--out", default=str(RESULTS_DIR))

@@ -43,22 +43,16 @@ def profile_replay(path: str | Path, *, top: int = 15) -> dict:
     stats = pstats.Stats(profiler)
     total = stats.total_tt or 1.0
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)
-    functions = [
-        {
-            "function": _label(*key),
-            "calls": nc,
-            "own_s": round(tt, 3),
-            "cum_s": round(ct, 3),
-            "own_share": round(tt / total, 3),
-        }
-        for key, (_, nc, tt, ct, _) in rows[:top]
-    ]
+    functions = [{
+        "function": _label(*key),
+        "calls": nc,
+        "own_s": round(tt, 3),
+        "cum_s": round(ct, 3),
+        "own_share": round(tt / total, 3)
+    } for key, (_, nc, tt, ct, _) in rows[:top]]
     # run_replay hashes the final state after its clock stops; say how much that was.
-    hashing = sum(
-        ct
-        for (filename, _, name), (_, _, _, ct, _) in stats.stats.items()
-        if name == "state_hash" and filename.endswith("engine.py")
-    )
+    hashing = sum(ct for (filename, _, name), (_, _, _, ct, _) in stats.stats.items()
+                  if name == "state_hash" and filename.endswith("engine.py"))
     return {
         "profiler": "cProfile",
         "messages": result.messages,
@@ -68,15 +62,13 @@ def profile_replay(path: str | Path, *, top: int = 15) -> dict:
         "profiled_read_decode_s": round(result.elapsed_s - result.engine_s, 3),
         "profiled_engine_s": round(result.engine_s, 3),
         "read_decode_share": round((result.elapsed_s - result.engine_s) / result.elapsed_s, 3),
-        "top_own_time": functions,
+        "top_own_time": functions
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.hotspots",
-        description="Profile a replay and show where time goes.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hotspots",
+                                     description="Profile a replay and show where time goes.")
     parser.add_argument("file")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="emit a result line for the suite")
@@ -85,18 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         emit(report)
         return 0
-    print(
-        f"{report['messages']:,} messages under cProfile: {report['profiled_elapsed_s']} s, "
-        f"read + decode {report['profiled_read_decode_s']} s "
-        f"({report['read_decode_share']:.0%}), engine {report['profiled_engine_s']} s; "
-        f"the final state_hash (outside elapsed) took {report['state_hash_s']} s"
-    )
+    print(f"{report['messages']:,} messages under cProfile: {report['profiled_elapsed_s']} s, "
+          f"read + decode {report['profiled_read_decode_s']} s "
+          f"({report['read_decode_share']:.0%}), engine {report['profiled_engine_s']} s; "
+          f"the final state_hash (outside elapsed) took {report['state_hash_s']} s")
     print(f"{'own s':>8} {'share':>6} {'cum s':>8} {'calls':>10}  function")
     for row in report["top_own_time"]:
-        print(
-            f"{row['own_s']:>8.3f} {row['own_share']:>6.1%} {row['cum_s']:>8.3f} "
-            f"{row['calls']:>10,}  {row['function']}"
-        )
+        print(f"{row['own_s']:>8.3f} {row['own_share']:>6.1%} {row['cum_s']:>8.3f} "
+              f"{row['calls']:>10,}  {row['function']}")
     return 0
 
 

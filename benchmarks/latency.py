@@ -30,7 +30,7 @@ from .stats import emit
 __all__ = ["measure", "percentile", "summarize", "histogram", "EDGES_NS", "kind_of"]
 
 # Histogram bucket edges: 100 ns to ~10 ms, four buckets per doubling.
-EDGES_NS = [0] + [round(100 * 2 ** (i / 4)) for i in range(67)]
+EDGES_NS = [0] + [round(100 * 2**(i / 4)) for i in range(67)]
 _FLUSH = 4096  # events are dropped every this many commands
 
 
@@ -53,7 +53,7 @@ def summarize(samples: list[int]) -> dict:
         "p99_ns": percentile(ordered, 0.99),
         "p999_ns": percentile(ordered, 0.999),
         "max_ns": ordered[-1],
-        "mean_ns": round(sum(ordered) / len(ordered), 1),
+        "mean_ns": round(sum(ordered) / len(ordered), 1)
     }
 
 
@@ -116,7 +116,7 @@ def measure(path: str, *, every: int = 4, ledger: bool = False) -> dict:
     keep = samples.append
     gc.collect()
     for start in range(0, len(commands), _FLUSH):
-        chunk = commands[start : start + _FLUSH]
+        chunk = commands[start:start + _FLUSH]
         for index, command in enumerate(chunk):
             if index % every:
                 submit(command, out)
@@ -141,22 +141,26 @@ def measure(path: str, *, every: int = 4, ledger: bool = False) -> dict:
         "trades": engine.trades,
         "volume": engine.volume,
         "state_hash": engine.state_hash(),
-        "kinds": {kind: summarize(values) for kind, values in sorted(by_kind.items())},
+        "kinds": {
+            kind: summarize(values)
+            for kind, values in sorted(by_kind.items())
+        },
         "all": summarize(every_sample),
         "histogram": {
             "edges_ns": EDGES_NS,
             "counts": {
-                **{kind: histogram(values) for kind, values in by_kind.items()},
-                "all": histogram(every_sample),
-            },
-        },
+                **{
+                    kind: histogram(values)
+                    for kind, values in by_kind.items()
+                }, "all": histogram(every_sample)
+            }
+        }
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.latency", description="Per-message latency by kind, sampled."
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency",
+                                     description="Per-message latency by kind, sampled.")
     parser.add_argument("file")
     parser.add_argument("--every", type=int, default=4, help="time one command in K (default 4)")
     parser.add_argument("--ledger", action="store_true", help="with accounts and settlement")

@@ -28,7 +28,7 @@ from .stats import spread
 
 __all__ = ["measure", "MODES"]
 
-MODES = {"matching": (), "ledger": ("--ledger",), "journal": ("--ledger", "--journal")}
+MODES = {"matching": (), "ledger": ("--ledger", ), "journal": ("--ledger", "--journal")}
 
 
 def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dict:
@@ -54,12 +54,8 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
         journal_bytes = sum(p.stat().st_size for p in journal.iterdir())
         started = time.perf_counter()
         holdings = [*replay_command()[:-1], "holdings"]  # same entry point, other command
-        done = subprocess.run(
-            [*holdings, str(journal), "--json"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        done = subprocess.run([*holdings, str(journal), "--json"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - started
         if done.returncode != 0:
             failures.append(f"carbonx holdings failed: {done.stderr.strip()}")
@@ -69,13 +65,11 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
                 "seq": recovered["seq"],
                 "wall_s": round(wall, 3),
                 "journal_bytes": journal_bytes,
-                "snapshots": sorted(p.name for p in journal.glob("snapshot-*")),
+                "snapshots": sorted(p.name for p in journal.glob("snapshot-*"))
             }
             if recovered["seq"] != runs["journal"][-1]["messages"]:
-                failures.append(
-                    f"recovery found {recovered['seq']} commands, the journal "
-                    f"run had {runs['journal'][-1]['messages']}"
-                )
+                failures.append(f"recovery found {recovered['seq']} commands, the journal "
+                                f"run had {runs['journal'][-1]['messages']}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -88,10 +82,8 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
             # stp none a cancel can name an order that has already traded away: those
             # are rejected the same in every mode).
             if mode != "matching" and run.get("rejects") != first.get("rejects"):
-                failures.append(
-                    f"{mode} run {number}: rejections {run.get('rejects')} differ "
-                    f"from matching only's {first.get('rejects')} in a funded file"
-                )
+                failures.append(f"{mode} run {number}: rejections {run.get('rejects')} differ "
+                                f"from matching only's {first.get('rejects')} in a funded file")
     ledger_hashes = {r["state_hash"] for r in runs["ledger"]}
     journal_hashes = {r["state_hash"] for r in runs["journal"]}
     if len(ledger_hashes) != 1 or ledger_hashes != journal_hashes:
@@ -109,7 +101,7 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
                 "msgs_per_s": spread([r["msgs_per_s"] for r in mode_runs], 0),
                 "engine_msgs_per_s": spread([r["engine_msgs_per_s"] for r in mode_runs], 0),
                 "elapsed_s": spread([r["elapsed_s"] for r in mode_runs]),
-                "state_hash": mode_runs[0].get("state_hash"),
+                "state_hash": mode_runs[0].get("state_hash")
             }
             for mode, mode_runs in runs.items()
         },
@@ -117,9 +109,9 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
             "ledger_over_matching": ratios("ledger", "msgs_per_s"),
             "journal_over_matching": ratios("journal", "msgs_per_s"),
             "ledger_over_matching_engine": ratios("ledger", "engine_msgs_per_s"),
-            "journal_over_matching_engine": ratios("journal", "engine_msgs_per_s"),
+            "journal_over_matching_engine": ratios("journal", "engine_msgs_per_s")
         },
         "recovery": recovery,
         "runs": runs,
-        "failures": failures,
+        "failures": failures
     }

@@ -37,15 +37,9 @@ __all__ = ["resting_orders", "measure"]
 _CHUNK = 1 << 16
 
 
-def resting_orders(
-    count: int,
-    *,
-    seed: int = 7,
-    instruments: tuple[str, ...] = ("CEA24", "CEA25"),
-    levels: int = 1000,
-    mid_ticks: int = 6000,
-    accounts: int = 50,
-) -> Iterator[PlaceOrder]:
+def resting_orders(count: int, *, seed: int = 7, instruments: tuple[str, ...] = ("CEA24", "CEA25"),
+                   levels: int = 1000, mid_ticks: int = 6000,
+                   accounts: int = 50) -> Iterator[PlaceOrder]:
     """Yield *count* seeded limit orders that never cross (tick 0.01).
 
     >>> [(o.side, o.price) for o in resting_orders(2, levels=3)]
@@ -58,14 +52,9 @@ def resting_orders(
         is_buy = rng.random() < 0.5
         offset = 1 + rng.randrange(levels)
         ticks = mid_ticks - offset if is_buy else mid_ticks + offset
-        yield PlaceOrder(
-            order_id=f"m{serial}",
-            account=names[rng.randrange(accounts)],
-            instrument=symbol,
-            side="buy" if is_buy else "sell",
-            price=f"{ticks // 100}.{ticks % 100:02d}",
-            qty=rng.randint(1, 500),
-        )
+        yield PlaceOrder(order_id=f"m{serial}", account=names[rng.randrange(accounts)],
+                         instrument=symbol, side="buy" if is_buy else "sell",
+                         price=f"{ticks // 100}.{ticks % 100:02d}", qty=rng.randint(1, 500))
 
 
 def _feed_engine(orders: Iterator[PlaceOrder]):
@@ -77,12 +66,8 @@ def _feed_engine(orders: Iterator[PlaceOrder]):
         if not done % _CHUNK:
             out.clear()
     out.clear()
-    resting = sum(
-        1
-        for symbol in engine.market.instruments
-        for is_buy in (True, False)
-        for _ in engine.book(symbol).orders(is_buy)
-    )
+    resting = sum(1 for symbol in engine.market.instruments for is_buy in (True, False)
+                  for _ in engine.book(symbol).orders(is_buy))
     return engine, resting
 
 
@@ -96,14 +81,8 @@ def _feed_plain(orders: Iterator[PlaceOrder]):
     return matcher, len(matcher.orders)
 
 
-def measure(
-    contender: str,
-    method: str,
-    count: int,
-    *,
-    levels: int = 1000,
-    instruments: tuple[str, ...] = ("CEA24", "CEA25"),
-) -> dict:
+def measure(contender: str, method: str, count: int, *, levels: int = 1000,
+            instruments: tuple[str, ...] = ("CEA24", "CEA25")) -> dict:
     """Feed *count* resting orders to *contender*; return the bytes it keeps per order."""
     feed = {"engine": _feed_engine, "plain": _feed_plain}[contender]
     orders = resting_orders(count, levels=levels, instruments=instruments)
@@ -118,7 +97,7 @@ def measure(
                 "contender": contender,
                 "method": method,
                 "orders": count,
-                "error": "RSS unavailable (no /proc/self/statm)",
+                "error": "RSS unavailable (no /proc/self/statm)"
             }
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -145,14 +124,13 @@ def measure(
         "levels_per_side": levels,
         "bytes": after - before,
         "bytes_per_order": round((after - before) / count, 1),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3)
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.memory", description="Bytes per resting order, one contender."
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory",
+                                     description="Bytes per resting order, one contender.")
     parser.add_argument("--contender", choices=("engine", "plain"), required=True)
     parser.add_argument("--method", choices=("tracemalloc", "rss"), required=True)
     parser.add_argument("--orders", type=int, default=1_000_000)

@@ -40,15 +40,8 @@ from gateway.tools.replay import _CHUNK  # the replay's chunk: events dropped ev
 from .plain import PlainMatcher
 
 __all__ = [
-    "ADAPTERS",
-    "make",
-    "engine_trades",
-    "feed",
-    "EngineAdapter",
-    "PlainAdapter",
-    "PyOrderBookAdapter",
-    "LightMatchingEngineAdapter",
-    "package_version",
+    "ADAPTERS", "make", "engine_trades", "feed", "EngineAdapter", "PlainAdapter",
+    "PyOrderBookAdapter", "LightMatchingEngineAdapter", "package_version"
 ]
 
 
@@ -62,13 +55,9 @@ def package_version(name: str) -> str | None:
 
 def engine_trades(events: list) -> list[tuple]:
     """Return the trades among *events* as ``(aggressor id, resting id, price, qty)``."""
-    return [
-        (e.buy_order_id, e.sell_order_id, e.price, e.qty)
-        if e.aggressor == "buy"
-        else (e.sell_order_id, e.buy_order_id, e.price, e.qty)
-        for e in events
-        if type(e) is TradeExecuted
-    ]
+    return [(e.buy_order_id, e.sell_order_id, e.price, e.qty) if e.aggressor == "buy" else
+            (e.sell_order_id, e.buy_order_id, e.price, e.qty) for e in events
+            if type(e) is TradeExecuted]
 
 
 def feed(engine: Engine, commands: list) -> None:
@@ -77,7 +66,7 @@ def feed(engine: Engine, commands: list) -> None:
     submit = engine.submit
     out: list = []
     for start in range(0, len(commands), _CHUNK):
-        for command in commands[start : start + _CHUNK]:
+        for command in commands[start:start + _CHUNK]:
             submit(command, out)
         out.clear()
 
@@ -140,7 +129,7 @@ class EngineAdapter:
             "volume": engine.volume,
             "accepted": engine.accepted,
             "rejected": engine.rejected,
-            "state_hash": engine.state_hash(),
+            "state_hash": engine.state_hash()
         }
 
 
@@ -172,11 +161,8 @@ class PlainAdapter:
         kept = [c for c in commands if type(c) is PlaceOrder or type(c) is CancelOrder]
         self.left_out = dict(
             Counter(
-                _kind(c)
-                for c in commands
-                if type(c) is not PlaceOrder and type(c) is not CancelOrder
-            )
-        )
+                _kind(c) for c in commands
+                if type(c) is not PlaceOrder and type(c) is not CancelOrder))
         if not any(c.tif == "fok" for c in kept if type(c) is PlaceOrder):
             self.emulated = {}
         self.sent = len(kept)
@@ -216,27 +202,15 @@ class _PeerAdapter:
                 continue
             kind = _kind(command)
             if kind not in ("limit", "ioc") or command.display_qty or command.post_only:
-                left_out[
-                    kind
-                    if type(command) is not PlaceOrder or kind != "limit"
-                    else "limit with display_qty or post_only"
-                ] += 1
+                left_out[kind if type(command) is not PlaceOrder or kind !=
+                         "limit" else "limit with display_qty or post_only"] += 1
                 continue
             price = market.instruments[command.instrument].tick.to_units(command.price)
             if price is None:
                 left_out["off-tick price"] += 1
                 continue
-            rows.append(
-                (
-                    True,
-                    command.order_id,
-                    command.side == "buy",
-                    price,
-                    command.qty,
-                    kind == "ioc",
-                    command.instrument,
-                )
-            )
+            rows.append((True, command.order_id, command.side == "buy", price, command.qty,
+                         kind == "ioc", command.instrument))
         self.left_out = dict(left_out)
         if not any(row[0] and row[5] for row in rows):
             self.emulated = {}
@@ -283,16 +257,8 @@ class PyOrderBookAdapter(_PeerAdapter):
     def trades(state) -> list:
         orders, blotters = state
         ours = {order.id: order_id for order_id, order in orders.items()}
-        return [
-            (
-                ours[t.incoming_order_id],
-                ours[t.standing_order_id],
-                int(t.fill_price),
-                t.fill_quantity,
-            )
-            for blotter in blotters
-            for t in blotter.trades
-        ]
+        return [(ours[t.incoming_order_id], ours[t.standing_order_id], int(t.fill_price),
+                 t.fill_quantity) for blotter in blotters for t in blotter.trades]
 
 
 class LightMatchingEngineAdapter(_PeerAdapter):
@@ -334,12 +300,8 @@ class LightMatchingEngineAdapter(_PeerAdapter):
         per-level summary trades are left aside)."""
         orders, fills = state
         ours = {order.order_id: order_id for order_id, order in orders.items()}
-        return [
-            (order_id, ours[t.order_id], int(t.trade_price), t.trade_qty)
-            for order_id, own_id, trades in fills
-            for t in trades
-            if t.order_id != own_id
-        ]
+        return [(order_id, ours[t.order_id], int(t.trade_price), t.trade_qty)
+                for order_id, own_id, trades in fills for t in trades if t.order_id != own_id]
 
 
 ADAPTERS = {
@@ -347,7 +309,7 @@ ADAPTERS = {
     "naive": NaiveAdapter,
     "plain": PlainAdapter,
     "pyorderbook": PyOrderBookAdapter,
-    "lightmatchingengine": LightMatchingEngineAdapter,
+    "lightmatchingengine": LightMatchingEngineAdapter
 }
 
 

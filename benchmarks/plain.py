@@ -16,6 +16,7 @@ from exchange.commands import CancelOrder, PlaceOrder
 
 
 class PlainMatcher:
+
     def __init__(self, tick: str = "0.01") -> None:
         self.tick = Decimal(tick)
         self.books: dict[str, tuple[SortedDict, SortedDict]] = {}

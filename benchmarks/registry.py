@@ -57,7 +57,7 @@ def measure_compliance(entities: int, repeat: int = 3) -> dict:
         "rejected": stats["rejected"],
         "commands_per_s": round(stats["commands"] / took["median"]),
         "short": sum(s["short"] for s in report["sectors"]),
-        "state_hash": hashes.pop() if len(hashes) == 1 else None,
+        "state_hash": hashes.pop() if len(hashes) == 1 else None
     }
 
 
@@ -71,32 +71,16 @@ def measure_settlement(positions: int, repeat: int = 3) -> dict:
         for side, name in (("sell", f"s{n}"), ("buy", f"b{n}")):
             engine.execute(Deposit(account=name, currency="CNY", amount="100000.00"))
             engine.execute(
-                PlaceOrder(
-                    order_id=f"{name}-0",
-                    account=name,
-                    instrument=CONTRACT,
-                    side=side,
-                    price="80.00",
-                    qty=1,
-                    ts=day + window,
-                )
-            )
+                PlaceOrder(order_id=f"{name}-0", account=name, instrument=CONTRACT, side=side,
+                           price="80.00", qty=1, ts=day + window))
     seconds, events_per_day = [], 0
     for number in range(repeat + 1):
         if number:  # a trade in the window moves the settlement price
             price = f"{80 + number}.00"
             for side, name in (("sell", "s0"), ("buy", "b0")):
                 engine.execute(
-                    PlaceOrder(
-                        order_id=f"{name}-{number}",
-                        account=name,
-                        instrument=CONTRACT,
-                        side=side,
-                        price=price,
-                        qty=1,
-                        ts=day + window,
-                    )
-                )
+                    PlaceOrder(order_id=f"{name}-{number}", account=name, instrument=CONTRACT,
+                               side=side, price=price, qty=1, ts=day + window))
         started = time.perf_counter()
         events = engine.execute(EndOfDay(ts=day + 8 * 3600 * 10**9))
         took = time.perf_counter() - started
@@ -114,26 +98,23 @@ def measure_settlement(positions: int, repeat: int = 3) -> dict:
         "positions": held,
         "seconds": took,
         "positions_per_s": round(held / took["median"]),
-        "events_per_eod": events_per_day,
+        "events_per_eod": events_per_day
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.registry", description="Time the registry's compliance year."
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.registry",
+                                     description="Time the registry's compliance year.")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--positions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     if args.entities < 1 or args.repeat < 1 or args.positions < 2:
         parser.error("--entities and --repeat must be at least 1, --positions at least 2")
-    emit(
-        {
-            "compliance": measure_compliance(args.entities, args.repeat),
-            "settlement": measure_settlement(args.positions, args.repeat),
-        }
-    )
+    emit({
+        "compliance": measure_compliance(args.entities, args.repeat),
+        "settlement": measure_settlement(args.positions, args.repeat)
+    })
     return 0
 
 

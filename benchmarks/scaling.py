@@ -66,16 +66,9 @@ def deep_orders(count: int, low: int, high: int, symbol: str = "CEA25") -> list[
         is_buy = not index % 2
         ticks = low - 1 - level if is_buy else high + 1 + level
         orders.append(
-            PlaceOrder(
-                order_id=f"deep{index}",
-                account=f"deep{index % 100:02d}",
-                instrument=symbol,
-                side="buy" if is_buy else "sell",
-                price=f"{ticks // 100}.{ticks % 100:02d}",
-                qty=10,
-                stp="none",
-            )
-        )
+            PlaceOrder(order_id=f"deep{index}", account=f"deep{index % 100:02d}", instrument=symbol,
+                       side="buy" if is_buy else "sell", price=f"{ticks // 100}.{ticks % 100:02d}",
+                       qty=10, stp="none"))
     return orders
 
 
@@ -112,7 +105,7 @@ def resting(count: int, path: str, *, repeat: int = 3) -> dict:
         "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
         "bytes_per_order": round(min(grown), 1) if grown else None,
         "trades": sorted(trades),
-        "levels_per_side": max(1, min(MAX_LEVELS, count // 2)),
+        "levels_per_side": max(1, min(MAX_LEVELS, count // 2))
     }
 
 
@@ -120,8 +113,7 @@ def market_of(count: int):
     """Return a market of *count* spot instruments ``S0000``... like ``CEA25``."""
     text = '[defaults]\ncurrency = "CNY"\n' + "".join(
         f'[instruments.S{index:04d}]\nkind = "spot"\ntick = "0.01"\nmax_qty = 99_999\n'
-        for index in range(count)
-    )
+        for index in range(count))
     return parse_market(text, f"<{count} instruments>")
 
 
@@ -152,15 +144,13 @@ def instruments(count: int, path: str, *, repeat: int = 3) -> dict:
         "messages": len(commands),
         "runs_s": [round(s, 6) for s in runs],
         "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
-        "trades": sorted(trades),
+        "trades": sorted(trades)
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scaling",
-        description="Cost per message by book size or instruments.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling",
+                                     description="Cost per message by book size or instruments.")
     parser.add_argument("axis", choices=("resting", "instruments"))
     parser.add_argument("size", type=int)
     parser.add_argument("file")

@@ -51,9 +51,8 @@ def build(count: int, *, ledger: bool = False, command_ids: int = 0) -> Engine:
             account = f"acc{number:03d}"
             engine.submit(Deposit(account=account, currency="CNY", amount="100000000000.00"), out)
             for symbol in ("CEA24", "CEA25"):
-                engine.submit(
-                    IssueAllowances(account=account, instrument=symbol, qty=50_000_000), out
-                )
+                engine.submit(IssueAllowances(account=account, instrument=symbol, qty=50_000_000),
+                              out)
     submit = engine.submit
     first_id = count - command_ids
     for serial, order in enumerate(resting_orders(count)):
@@ -81,21 +80,23 @@ def measure(count: int, *, ledger: bool = False, command_ids: int = 0, repeat: i
     gc.disable()
     engine = build(count, ledger=ledger, command_ids=command_ids)
     gc.enable()
-    resting = sum(
-        1
-        for symbol in engine.market.instruments
-        for is_buy in (True, False)
-        for _ in engine.book(symbol).orders(is_buy)
-    )
+    resting = sum(1 for symbol in engine.market.instruments for is_buy in (True, False)
+                  for _ in engine.book(symbol).orders(is_buy))
     expected = engine.state_hash()
     rows: dict[str, dict] = {}
     methods: dict[str, tuple[Callable[[], bytes], Callable[[bytes], object]]] = {
         "pickle": (lambda: pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL), pickle.loads),
         "state": (lambda: encode_state(engine), lambda data: decode_state(data, check=False)),
-        "state+check": (lambda: encode_state(engine), lambda data: decode_state(data)),
+        "state+check": (lambda: encode_state(engine), lambda data: decode_state(data))
     }
     runs: dict[str, dict] = {
-        name: {"write": [], "read": [], "bytes": 0, "same": True} for name in methods
+        name: {
+            "write": [],
+            "read": [],
+            "bytes": 0,
+            "same": True
+        }
+        for name in methods
     }
     for _ in range(repeat):  # the methods take turns, round by round
         for name, (write, read) in methods.items():
@@ -105,7 +106,8 @@ def measure(count: int, *, ledger: bool = False, command_ids: int = 0, repeat: i
             run["bytes"] = len(data)
             restored, seconds = _timed(read, data)
             run["read"].append(seconds)
-            run["same"] = run["same"] and restored.state_hash() == expected  # type: ignore[attr-defined]
+            run["same"] = run["same"] and restored.state_hash(
+            ) == expected  # type: ignore[attr-defined]
             del restored, data
             gc.collect()
     for name, run in runs.items():
@@ -113,7 +115,7 @@ def measure(count: int, *, ledger: bool = False, command_ids: int = 0, repeat: i
             "write_s": round(statistics.median(run["write"]), 3),
             "read_s": round(statistics.median(run["read"]), 3),
             "bytes": run["bytes"],
-            "same_state_hash": run["same"],
+            "same_state_hash": run["same"]
         }
     return {
         "orders": count,
@@ -121,44 +123,34 @@ def measure(count: int, *, ledger: bool = False, command_ids: int = 0, repeat: i
         "ledger": ledger,
         "command_ids": command_ids,
         "repeat": repeat,
-        "methods": rows,
+        "methods": rows
     }
 
 
 def table(result: dict) -> str:
     """The figures as a small text table."""
-    lines = [
-        (
-            f"engine with {result['resting']:,} resting orders (ledger "
-            f"{'on' if result['ledger'] else 'off'}, {result['command_ids']:,} command "
-            f"ids); median of {result['repeat']}"
-        ),
-        f"{'method':<12} {'write s':>8} {'read s':>8} {'size MB':>9}  same state_hash",
-    ]
+    lines = [(f"engine with {result['resting']:,} resting orders (ledger "
+              f"{'on' if result['ledger'] else 'off'}, {result['command_ids']:,} command "
+              f"ids); median of {result['repeat']}"),
+             f"{'method':<12} {'write s':>8} {'read s':>8} {'size MB':>9}  same state_hash"]
     for name, row in result["methods"].items():
-        lines.append(
-            f"{name:<12} {row['write_s']:>8.3f} {row['read_s']:>8.3f} "
-            f"{row['bytes'] / 1e6:>9.1f}  {'yes' if row['same_state_hash'] else 'NO'}"
-        )
+        lines.append(f"{name:<12} {row['write_s']:>8.3f} {row['read_s']:>8.3f} "
+                     f"{row['bytes'] / 1e6:>9.1f}  {'yes' if row['same_state_hash'] else 'NO'}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.snapshot",
-        description="Engine snapshots: pickle against exchange.state.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.snapshot",
+                                     description="Engine snapshots: pickle against exchange.state.")
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--ledger", action="store_true", help="fund accounts; orders hold")
-    parser.add_argument(
-        "--command-ids", type=int, default=0, help="the last K orders carry a command id"
-    )
+    parser.add_argument("--command-ids", type=int, default=0,
+                        help="the last K orders carry a command id")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    result = measure(
-        args.orders, ledger=args.ledger, command_ids=args.command_ids, repeat=args.repeat
-    )
+    result = measure(args.orders, ledger=args.ledger, command_ids=args.command_ids,
+                     repeat=args.repeat)
     print(json.dumps(result) if args.json else table(result))
     return 0 if all(row["same_state_hash"] for row in result["methods"].values()) else 1
 

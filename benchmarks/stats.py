@@ -26,7 +26,7 @@ def spread(values: list[float], digits: int = 6) -> dict:
         "median": fix(statistics.median(values)),
         "min": fix(min(values)),
         "max": fix(max(values)),
-        "n": len(values),
+        "n": len(values)
     }
 
 
@@ -40,7 +40,7 @@ def parse_worker_output(stdout: str) -> dict:
     """Return the result a worker printed with ``emit``; raise ``ValueError`` if none."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
+            return json.loads(line[len(RESULT_PREFIX):])
     raise ValueError("the worker printed no result line")
 
 

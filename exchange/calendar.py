@@ -27,41 +27,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
-    "CalendarError",
-    "Calendar",
-    "SERIES",
-    "DAY_NS",
-    "days_from_civil",
-    "civil_from_days",
-    "days_in_month",
-    "weekday",
-    "parse_date",
-    "format_date",
-    "parse_month",
-    "contract_months",
-    "day_start_ns",
-    "day_of_ns",
+    "CalendarError", "Calendar", "SERIES", "DAY_NS", "days_from_civil", "civil_from_days",
+    "days_in_month", "weekday", "parse_date", "format_date", "parse_month", "contract_months",
+    "day_start_ns", "day_of_ns"
 ]
 
 DAY_NS = 86_400 * 10**9
 FRIDAY = 4
-SERIES = {"monthly": tuple(range(1, 13)), "quarterly": (3, 6, 9, 12), "december": (12,)}
+SERIES = {"monthly": tuple(range(1, 13)), "quarterly": (3, 6, 9, 12), "december": (12, )}
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
-_MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")
 
 
 class CalendarError(ValueError):
@@ -94,8 +71,7 @@ def days_from_civil(year: int, month: int, day: int) -> int:
     if not 1 <= day <= days_in_month(year, month):
         raise CalendarError(
             f"{year:04d}-{month:02d}-{day:02d} is not a date: "
-            f"{_MONTH_NAMES[month - 1]} {year} has {days_in_month(year, month)} days"
-        )
+            f"{_MONTH_NAMES[month - 1]} {year} has {days_in_month(year, month)} days")
     year -= month <= 2
     era = year // 400
     yoe = year - era * 400
@@ -170,9 +146,8 @@ def parse_month(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def contract_months(
-    start_year: int, start_month: int, count: int, series: str
-) -> list[tuple[int, int]]:
+def contract_months(start_year: int, start_month: int, count: int,
+                    series: str) -> list[tuple[int, int]]:
     """Return the next *count* contract months of *series* on or after the start month,
     as ``(year, month)`` in order; O(count).
 
@@ -258,10 +233,8 @@ class Calendar:
         monday = last - weekday(last)  # Monday is weekday 0
         expiry = self.previous_business_day(monday)
         if civil_from_days(expiry)[:2] != (year, month):
-            raise CalendarError(
-                f"{year:04d}-{month:02d} has no business day on or before "
-                f"its last Monday {format_date(monday)}"
-            )
+            raise CalendarError(f"{year:04d}-{month:02d} has no business day on or before "
+                                f"its last Monday {format_date(monday)}")
         return expiry
 
     def delivery_day(self, last_trading_day: int, business_days: int = 3) -> int:

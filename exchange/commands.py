@@ -25,33 +25,11 @@ from typing import Literal
 import msgspec
 
 __all__ = [
-    "Command",
-    "PlaceOrder",
-    "CancelOrder",
-    "AmendOrder",
-    "MassCancel",
-    "EndOfDay",
-    "Deposit",
-    "Withdraw",
-    "IssueAllowances",
-    "SurrenderAllowances",
-    "TransferAllowances",
-    "OpenAccount",
-    "SuspendAccount",
-    "ResumeAccount",
-    "CloseAccount",
-    "RecordEmissions",
-    "ComplianceDeadline",
-    "ClawBackAllowances",
-    "AllocateAllowances",
-    "ConvertAllowances",
-    "AnyCommand",
-    "ADMIN_COMMANDS",
-    "ACCOUNT_KINDS",
-    "SIDES",
-    "ORDER_TYPES",
-    "TIFS",
-    "STP_MODES",
+    "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay", "Deposit",
+    "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances", "OpenAccount",
+    "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions", "ComplianceDeadline",
+    "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "AnyCommand", "ADMIN_COMMANDS",
+    "ACCOUNT_KINDS", "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES"
 ]
 
 Side = Literal["buy", "sell"]
@@ -83,9 +61,8 @@ def _integer(command: str, name: str, value: object) -> None:
         raise TypeError(f"{command}: {name} must be an int, not {type(value).__name__} {value!r}")
 
 
-class Command(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False, omit_defaults=True
-):
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="action", gc=False,
+              omit_defaults=True):
     """Base of every command. ``ts`` (integer nanoseconds) moves the engine's clock.
 
     ``command_id``, when given, makes a command idempotent: the engine applies the
@@ -122,13 +99,10 @@ class PlaceOrder(Command, frozen=True, tag="new"):
         # millions), so measured (cachegrind): string comparisons with the common value
         # first cost about a third of set lookups; the details only when a test fails.
         try:
-            if (
-                (self.side == "buy" or self.side == "sell")
-                and (self.type == "limit" or self.type in _TYPE_SET)
-                and (self.tif == "gtc" or self.tif in _TIF_SET)
-                and (self.stp is None or self.stp in _STP_SET)
-                and type(self.qty) is int
-            ):
+            if ((self.side == "buy" or self.side == "sell")
+                    and (self.type == "limit" or self.type in _TYPE_SET)
+                    and (self.tif == "gtc" or self.tif in _TIF_SET)
+                    and (self.stp is None or self.stp in _STP_SET) and type(self.qty) is int):
                 return
         except TypeError:  # an unhashable value: say which below
             pass
@@ -309,40 +283,25 @@ class CloseAccount(Command, frozen=True, tag="close_account"):
     account: str
 
 
-AnyCommand = (
-    PlaceOrder
-    | CancelOrder
-    | AmendOrder
-    | MassCancel
-    | EndOfDay
-    | Deposit
-    | Withdraw
-    | IssueAllowances
-    | SurrenderAllowances
-    | TransferAllowances
-    | OpenAccount
-    | SuspendAccount
-    | ResumeAccount
-    | CloseAccount
-    | RecordEmissions
-    | ComplianceDeadline
-    | ClawBackAllowances
-    | AllocateAllowances
-    | ConvertAllowances
-)
-ADMIN_COMMANDS = (
-    Deposit,
-    Withdraw,
-    IssueAllowances,
-    SurrenderAllowances,
-    TransferAllowances,
-    OpenAccount,
-    SuspendAccount,
-    ResumeAccount,
-    CloseAccount,
-    RecordEmissions,
-    ComplianceDeadline,
-    ClawBackAllowances,
-    AllocateAllowances,
-    ConvertAllowances,
-)
+AnyCommand = (PlaceOrder
+              | CancelOrder
+              | AmendOrder
+              | MassCancel
+              | EndOfDay
+              | Deposit
+              | Withdraw
+              | IssueAllowances
+              | SurrenderAllowances
+              | TransferAllowances
+              | OpenAccount
+              | SuspendAccount
+              | ResumeAccount
+              | CloseAccount
+              | RecordEmissions
+              | ComplianceDeadline
+              | ClawBackAllowances
+              | AllocateAllowances
+              | ConvertAllowances)
+ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
+                  OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
+                  ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances)

@@ -43,58 +43,18 @@ import msgspec
 from sortedcontainers import SortedList
 
 from exchange import reasons
-from exchange.book.fast import (
-    DAY,
-    FOK,
-    GTC,
-    GTD,
-    IOC,
-    KIND_CODES,
-    LIMIT,
-    MARKET,
-    NO_LIMIT,
-    STOP,
-    STOP_LIMIT,
-    STP_CODES,
-    STP_NAMES,
-    TIF_CODES,
-    Counters,
-    FastBook,
-    Order,
-    visible_of,
-)
-from exchange.commands import (
-    ADMIN_COMMANDS,
-    AmendOrder,
-    CancelOrder,
-    EndOfDay,
-    MassCancel,
-    PlaceOrder,
-)
-from exchange.events import (
-    CommandRejected,
-    MassCancelAccepted,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderTriggered,
-    ReferencePriceSet,
-    TradeExecuted,
-    TradingDayEnded,
-)
+from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
+                                STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook,
+                                Order, visible_of)
+from exchange.commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
+                               PlaceOrder)
+from exchange.events import (CommandRejected, MassCancelAccepted, OrderAccepted, OrderAmended,
+                             OrderCancelled, OrderExpired, OrderTriggered, ReferencePriceSet,
+                             TradeExecuted, TradingDayEnded)
 from exchange.ledger import Ledger, NoLedger
 from exchange.market import Instrument, Market, parse_market
-from exchange.state import (
-    FORMAT,
-    STATE_VERSION,
-    CommandAnswer,
-    EngineState,
-    GtdEntry,
-    InstrumentState,
-    OrderState,
-    StateError,
-)
+from exchange.state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
+                            InstrumentState, OrderState, StateError)
 
 __all__ = ["Engine"]
 
@@ -183,14 +143,8 @@ class Engine:
     Commands without a ``command_id`` pay nothing.
     """
 
-    def __init__(
-        self,
-        market: Market,
-        *,
-        book: _BookFactory = FastBook,
-        ledger: bool = False,
-        command_window: int = 100_000,
-    ) -> None:
+    def __init__(self, market: Market, *, book: _BookFactory = FastBook, ledger: bool = False,
+                 command_window: int = 100_000) -> None:
         if command_window < 0:
             raise ValueError(f"command_window {command_window}: must be 0 or more")
         self.market = market
@@ -205,7 +159,8 @@ class Engine:
         self._live: dict[str, Order | None] = {}
         self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
         self._reference: dict[str, int | None] = {
-            sym: inst.reference_price for sym, inst in self._instruments.items()
+            sym: inst.reference_price
+            for sym, inst in self._instruments.items()
         }
         self._specs = {
             sym: _Spec(inst, self._books[sym], inst.price_band(self._reference[sym]))
@@ -236,15 +191,14 @@ class Engine:
         self._answers: dict[tuple[str, str], tuple] = {}
         self._answer_order: deque[tuple[str, str]] = deque()
         # Without a ledger, one that holds and settles nothing: the pipeline is the same.
-        self._ledger: Ledger | NoLedger = (
-            Ledger(market, self._ctr) if ledger else NoLedger(self._ctr)
-        )
+        self._ledger: Ledger | NoLedger = (Ledger(market, self._ctr)
+                                           if ledger else NoLedger(self._ctr))
         self._handlers = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
             MassCancel: self._mass_cancel,
-            EndOfDay: self._end_of_day,
+            EndOfDay: self._end_of_day
         }
         for command_type in ADMIN_COMMANDS:
             self._handlers[command_type] = self._admin
@@ -284,14 +238,9 @@ class Engine:
     def _reject_resend(self, command, key: tuple[str, str], out: list) -> None:
         """A command whose id is in the window was seen: reject it, change nothing."""
         self._reject(
-            type(command).__struct_config__.tag,
-            reasons.DUPLICATE_COMMAND,
-            out,
-            getattr(command, "order_id", None),
-            key[0] or None,
-            getattr(command, "instrument", None),
-            command.ts,
-        )
+            type(command).__struct_config__.tag, reasons.DUPLICATE_COMMAND, out,
+            getattr(command, "order_id", None), key[0] or None,
+            getattr(command, "instrument", None), command.ts)
 
     def _remember(self, key: tuple[str, str], out: list, first: int) -> None:
         """Keep the command's events (its result on) for ``answer``; forget the oldest
@@ -355,31 +304,15 @@ class Engine:
         return sum(b.volume for b in self._books.values())
 
     # --- rejections ----------------------------------------------------------------------
-    def _reject(
-        self,
-        action: str,
-        reason: str,
-        out: list,
-        order_id=None,
-        account=None,
-        instrument=None,
-        ts=None,
-    ) -> None:
+    def _reject(self, action: str, reason: str, out: list, order_id=None, account=None,
+                instrument=None, ts=None) -> None:
         ctr = self._ctr
         ctr.seq += 1
         self.rejected += 1
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
         out.append(
-            CommandRejected(
-                seq=ctr.seq,
-                action=action,
-                reason=reason,
-                order_id=order_id,
-                account=account,
-                instrument=instrument,
-                ts=ts,
-            )
-        )
+            CommandRejected(seq=ctr.seq, action=action, reason=reason, order_id=order_id,
+                            account=account, instrument=instrument, ts=ts))
 
     def _reject_order(self, cmd: PlaceOrder, reason: str, out: list) -> None:
         self._reject("new", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
@@ -431,14 +364,8 @@ class Engine:
             if len(spec.quantities) < _PRICE_CACHE:
                 spec.quantities.add(qty)
         stp_name = cmd.stp or "cancel_resting"
-        plain = (
-            kind < STOP
-            and cmd.stop_price is None
-            and cmd.display_qty is None
-            and not cmd.post_only
-            and tif != GTD
-            and cmd.expire_ts is None
-        )
+        plain = (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
+                 and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
         if not plain:
             checked = self._check_features(cmd, spec, kind, tif, qty)
             if type(checked) is str:
@@ -451,19 +378,8 @@ class Engine:
         if kind in (LIMIT, STOP_LIMIT):
             held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty)
         else:
-            held = self._ledger.reserve(
-                order_id,
-                account,
-                symbol,
-                is_buy,
-                price,
-                qty,
-                kind,
-                False,
-                STP_CODES[stp_name],
-                spec.band,
-                spec.book,
-            )
+            held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty, kind, False,
+                                        STP_CODES[stp_name], spec.band, spec.book)
         if held is not None:
             if type(held) is str:
                 return self._reject_order(cmd, held, out)
@@ -475,37 +391,11 @@ class Engine:
         if plain:
             # Profiled: only the fields that differ from their defaults are passed.
             out.append(
-                OrderAccepted(
-                    order_id=order_id,
-                    account=account,
-                    instrument=symbol,
-                    side=cmd.side,
-                    type=cmd.type,
-                    tif=cmd.tif,
-                    price=price or None,
-                    qty=qty,
-                    stp=stp_name,
-                    ts=cmd.ts,
-                    seq=seq,
-                )
-            )
-            order = Order(
-                order_id,
-                account,
-                symbol,
-                is_buy,
-                price,
-                qty,
-                qty,
-                0,
-                kind,
-                tif,
-                STP_CODES[stp_name],
-                False,
-                0,
-                0,
-                seq,
-            )
+                OrderAccepted(order_id=order_id, account=account, instrument=symbol, side=cmd.side,
+                              type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
+                              stp=stp_name, ts=cmd.ts, seq=seq))
+            order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
+                          STP_CODES[stp_name], False, 0, 0, seq)
             if kind == LIMIT and not spec.stops:
                 # Profiled: the commonest order goes straight to its book (4. match).
                 spec.book.submit(order, out)
@@ -514,41 +404,14 @@ class Engine:
                 return None
         else:
             out.append(
-                OrderAccepted(
-                    order_id=order_id,
-                    account=account,
-                    instrument=symbol,
-                    side=cmd.side,
-                    type=cmd.type,
-                    tif=cmd.tif,
-                    price=price or None,
-                    qty=qty,
-                    stop_price=stop_price or None,
-                    display_qty=display,
-                    post_only=cmd.post_only,
-                    stp=stp_name,
-                    expire_ts=cmd.expire_ts,
-                    ts=cmd.ts,
-                    seq=seq,
-                )
-            )
-            order = Order(
-                order_id,
-                account,
-                symbol,
-                is_buy,
-                price,
-                qty,
-                display or qty,
-                display,
-                kind,
-                tif,
-                STP_CODES[stp_name],
-                cmd.post_only,
-                stop_price,
-                cmd.expire_ts or 0,
-                seq,
-            )
+                OrderAccepted(order_id=order_id, account=account, instrument=symbol, side=cmd.side,
+                              type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
+                              stop_price=stop_price or None, display_qty=display,
+                              post_only=cmd.post_only, stp=stp_name, expire_ts=cmd.expire_ts,
+                              ts=cmd.ts, seq=seq))
+            order = Order(order_id, account, symbol, is_buy, price, qty, display or qty, display,
+                          kind, tif, STP_CODES[stp_name], cmd.post_only, stop_price, cmd.expire_ts
+                          or 0, seq)
             if tif == GTD:
                 heapq.heappush(self._gtd, (order.expire_ts, seq, order))
         book = spec.book
@@ -590,17 +453,15 @@ class Engine:
         for index in range(start, len(out)):
             trade = out[index]
             if type(trade) is TradeExecuted and trade.buy_order_id == order.order_id:
-                out[index] = msgspec.structs.replace(
-                    trade, buy_leaves_qty=trade.buy_leaves_qty + short
-                )
+                out[index] = msgspec.structs.replace(trade,
+                                                     buy_leaves_qty=trade.buy_leaves_qty + short)
         order.qty = short
         book.cancel_remainder(order, reasons.INSUFFICIENT_CASH, out)
         if spec.stops and book.trade_count != trades_before:
             self._run_stops(order.instrument, book, spec.stops, out)
 
-    def _check_features(
-        self, cmd: PlaceOrder, spec: _Spec, kind: int, tif: int, qty: int
-    ) -> str | tuple[int, int]:
+    def _check_features(self, cmd: PlaceOrder, spec: _Spec, kind: int, tif: int,
+                        qty: int) -> str | tuple[int, int]:
         """Check stop price, iceberg, post-only and gtd rules.
 
         Return a reject reason, or ``(stop_price, display_qty)`` in units.
@@ -622,13 +483,8 @@ class Engine:
         display = 0
         if cmd.display_qty is not None:
             display = cmd.display_qty
-            if (
-                not rests
-                or display <= 0
-                or display > qty
-                or display % inst.qty_step
-                or display < inst.min_qty
-            ):
+            if (not rests or display <= 0 or display > qty or display % inst.qty_step
+                    or display < inst.min_qty):
                 return reasons.INVALID_DISPLAY_QTY
             if display == qty:
                 display = 0
@@ -684,16 +540,9 @@ class Engine:
             self._live[order.order_id] = None
             ctr.seq += 1
             out.append(
-                OrderTriggered(
-                    seq=ctr.seq,
-                    order_id=order.order_id,
-                    account=order.account,
-                    instrument=symbol,
-                    side=order.side,
-                    stop_price=order.stop_price,
-                    last_price=last,
-                )
-            )
+                OrderTriggered(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                               instrument=symbol, side=order.side, stop_price=order.stop_price,
+                               last_price=last))
             if order.kind == STOP:
                 order.kind = MARKET
                 order.price = self._market_limit(symbol, order.is_buy)
@@ -711,13 +560,8 @@ class Engine:
     # --- cancel ------------------------------------------------------------------------
     def _cancel(self, cmd: CancelOrder, out: list) -> None:
         order = self._live.get(cmd.order_id)
-        if (
-            order is None
-            or not order.qty
-            or order.account != cmd.account
-            or order.kind >= STOP
-            or (cmd.instrument and cmd.instrument != order.instrument)
-        ):
+        if (order is None or not order.qty or order.account != cmd.account or order.kind >= STOP
+                or (cmd.instrument and cmd.instrument != order.instrument)):
             order = self._owned(cmd, "cancel", out)  # rejects, or finds a pending stop
             if order is None:
                 return None
@@ -733,41 +577,23 @@ class Engine:
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
         out.append(
-            OrderCancelled(
-                order_id=order.order_id,
-                account=order.account,
-                instrument=order.instrument,
-                side="buy" if order.is_buy else "sell",
-                cancelled_qty=qty,
-                reason=reasons.CANCELLED_BY_OWNER,
-                seq=seq,
-            )
-        )
+            OrderCancelled(order_id=order.order_id, account=order.account,
+                           instrument=order.instrument, side="buy" if order.is_buy else "sell",
+                           cancelled_qty=qty, reason=reasons.CANCELLED_BY_OWNER, seq=seq))
         self._ledger.release(order.order_id)
         return None
 
     def _owned(self, cmd, action: str, out: list) -> Order | None:
         """Return the live order a cancel/amend targets, or reject the command."""
         order = self._live.get(cmd.order_id)
-        if (
-            order is None
-            or not order.qty
-            or (cmd.instrument and cmd.instrument != order.instrument)
-        ):
-            self._reject(
-                action,
-                reasons.UNKNOWN_ORDER,
-                out,
-                cmd.order_id,
-                cmd.account,
-                cmd.instrument,
-                cmd.ts,
-            )
+        if (order is None or not order.qty
+                or (cmd.instrument and cmd.instrument != order.instrument)):
+            self._reject(action, reasons.UNKNOWN_ORDER, out, cmd.order_id, cmd.account,
+                         cmd.instrument, cmd.ts)
             return None
         if order.account != cmd.account:
-            self._reject(
-                action, reasons.NOT_OWNER, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts
-            )
+            self._reject(action, reasons.NOT_OWNER, out, cmd.order_id, cmd.account, cmd.instrument,
+                         cmd.ts)
             return None
         return order
 
@@ -784,27 +610,13 @@ class Engine:
         ctr.seq += 1
         if reason is None:
             out.append(
-                OrderExpired(
-                    seq=ctr.seq,
-                    order_id=order.order_id,
-                    account=order.account,
-                    instrument=order.instrument,
-                    side=order.side,
-                    expired_qty=qty,
-                )
-            )
+                OrderExpired(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                             instrument=order.instrument, side=order.side, expired_qty=qty))
         else:
             out.append(
-                OrderCancelled(
-                    seq=ctr.seq,
-                    order_id=order.order_id,
-                    account=order.account,
-                    instrument=order.instrument,
-                    side=order.side,
-                    cancelled_qty=qty,
-                    reason=reason,
-                )
-            )
+                OrderCancelled(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                               instrument=order.instrument, side=order.side, cancelled_qty=qty,
+                               reason=reason))
 
     # --- amend -------------------------------------------------------------------------
     def _amend(self, cmd: AmendOrder, out: list) -> None:
@@ -848,19 +660,11 @@ class Engine:
         ctr.seq += 1
         old_price, old_qty = order.price, order.qty
         out.append(
-            OrderAmended(
-                seq=ctr.seq,
-                order_id=order.order_id,
-                account=order.account,
-                instrument=order.instrument,
-                side=order.side,
-                price=price if order.kind != STOP else None,
-                qty=qty,
-                old_price=old_price if order.kind != STOP else None,
-                old_qty=old_qty,
-                priority_kept=keeps or not resting,
-            )
-        )
+            OrderAmended(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                         instrument=order.instrument, side=order.side,
+                         price=price if order.kind != STOP else None, qty=qty,
+                         old_price=old_price if order.kind != STOP else None, old_qty=old_qty,
+                         priority_kept=keeps or not resting))
         if not resting:  # an untriggered stop keeps its trigger place
             order.price = price
             order.qty = qty
@@ -872,9 +676,8 @@ class Engine:
         # Loses priority: a fresh order object goes to the back of its (new) level and
         # may trade at once. The old object stays dead for the lazy deleters.
         book.remove(order)
-        renewed = msgspec.structs.replace(
-            order, price=price, qty=qty, visible=visible_of(order.display, qty)
-        )
+        renewed = msgspec.structs.replace(order, price=price, qty=qty,
+                                          visible=visible_of(order.display, qty))
         if renewed.tif == GTD:
             # The amend's seq breaks ties: the old entry (now dead) has the accept seq.
             heapq.heappush(self._gtd, (renewed.expire_ts, ctr.seq, renewed))
@@ -889,39 +692,23 @@ class Engine:
     # --- mass cancel ---------------------------------------------------------------------
     def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
         if not cmd.account:
-            return self._reject(
-                "mass_cancel", reasons.MISSING_FIELD, out, None, cmd.account, cmd.instrument, cmd.ts
-            )
+            return self._reject("mass_cancel", reasons.MISSING_FIELD, out, None, cmd.account,
+                                cmd.instrument, cmd.ts)
         if cmd.instrument is not None and cmd.instrument not in self._instruments:
-            return self._reject(
-                "mass_cancel",
-                reasons.UNKNOWN_INSTRUMENT,
-                out,
-                None,
-                cmd.account,
-                cmd.instrument,
-                cmd.ts,
-            )
+            return self._reject("mass_cancel", reasons.UNKNOWN_INSTRUMENT, out, None, cmd.account,
+                                cmd.instrument, cmd.ts)
         is_buy = None if cmd.side is None else cmd.side == "buy"
         targets = [
-            o
-            for o in self.live_orders()
-            if o.account == cmd.account
-            and (cmd.instrument is None or o.instrument == cmd.instrument)
-            and (is_buy is None or o.is_buy == is_buy)
+            o for o in self.live_orders() if o.account == cmd.account and (
+                cmd.instrument is None or o.instrument == cmd.instrument) and (
+                    is_buy is None or o.is_buy == is_buy)
         ]
         self.accepted += 1
         ctr = self._ctr
         ctr.seq += 1
         out.append(
-            MassCancelAccepted(
-                seq=ctr.seq,
-                account=cmd.account,
-                instrument=cmd.instrument,
-                side=cmd.side,
-                count=len(targets),
-            )
-        )
+            MassCancelAccepted(seq=ctr.seq, account=cmd.account, instrument=cmd.instrument,
+                               side=cmd.side, count=len(targets)))
         for order in targets:
             self._take_out(order, reasons.MASS_CANCEL, out)
 
@@ -959,10 +746,8 @@ class Engine:
                 self._specs[symbol].band = self._instruments[symbol].price_band(close)
                 ctr.seq += 1
                 out.append(
-                    ReferencePriceSet(
-                        seq=ctr.seq, instrument=symbol, price=close, close_volume=volume
-                    )
-                )
+                    ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
+                                      close_volume=volume))
                 book.day_volume = book.day_notional = 0
         ledger = self._ledger
         ledger.settle(out, start)  # day orders that expired give back their holds
@@ -984,7 +769,7 @@ class Engine:
         """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS``."""
         live = self._live
         done = [k for k, v in live.items() if v is None or not v.qty]
-        for order_id in done[: max(len(done) - DONE_IDS, 0)]:
+        for order_id in done[:max(len(done) - DONE_IDS, 0)]:
             del live[order_id]
         self._sweep_at = len(live) + DONE_IDS
 
@@ -1009,9 +794,8 @@ class Engine:
         clearing = ledger.clearing
         for account in sorted({a for a, _, _ in close_outs}):
             for order in [
-                o
-                for o in self.live_orders()
-                if o.account == account and o.instrument in clearing.contracts
+                    o for o in self.live_orders()
+                    if o.account == account and o.instrument in clearing.contracts
             ]:
                 mark = len(out)
                 self._take_out(order, reasons.MARGIN_CLOSE_OUT, out)
@@ -1025,18 +809,9 @@ class Engine:
                 left -= qty
                 mark = len(out)
                 self._place(
-                    PlaceOrder(
-                        order_id=f"@close-{self.day}-{number}-{part}",
-                        account=account,
-                        instrument=symbol,
-                        side="sell" if lots > 0 else "buy",
-                        type="market",
-                        tif="ioc",
-                        qty=qty,
-                        stp="none",
-                    ),
-                    out,
-                )
+                    PlaceOrder(order_id=f"@close-{self.day}-{number}-{part}", account=account,
+                               instrument=symbol, side="sell" if lots > 0 else "buy", type="market",
+                               tif="ioc", qty=qty, stp="none"), out)
                 ledger.settle(out, mark)
             clearing.take_over(account, symbol, lots, out)
 
@@ -1046,14 +821,8 @@ class Engine:
         reason = self._ledger.apply(cmd, out)
         if reason is not None:
             return self._reject(
-                type(cmd).__struct_config__.tag,
-                reason,
-                out,
-                None,
-                getattr(cmd, "account", None),
-                getattr(cmd, "instrument", None) or getattr(cmd, "currency", None),
-                cmd.ts,
-            )
+                type(cmd).__struct_config__.tag, reason, out, None, getattr(cmd, "account", None),
+                getattr(cmd, "instrument", None) or getattr(cmd, "currency", None), cmd.ts)
         self.accepted += 1
         return None
 
@@ -1063,57 +832,25 @@ class Engine:
         instruments = []
         for symbol, book in self._books.items():
             stops = self._specs[symbol].stops
-            stop_rows = (
-                []
-                if stops is None
-                else [
-                    [
-                        o.order_id,
-                        o.account,
-                        o.is_buy,
-                        o.kind,
-                        o.stop_price,
-                        o.price,
-                        o.qty,
-                        o.tif,
-                        o.stp,
-                        o.accept_seq,
-                    ]
-                    for _, _, o in list(stops.buys) + list(stops.sells)
-                ]
-            )
-            instruments.append(
-                [
-                    symbol,
-                    self._reference[symbol],
-                    book.last_price,
-                    book.trade_count,
-                    book.volume,
-                    book.day_volume,
-                    str(book.day_notional),
-                    book.snapshot(),
-                    stop_rows,
-                ]
-            )
+            stop_rows = ([] if stops is None else [[
+                o.order_id, o.account, o.is_buy, o.kind, o.stop_price, o.price, o.qty, o.tif, o.stp,
+                o.accept_seq
+            ] for _, _, o in list(stops.buys) + list(stops.sells)])
+            instruments.append([
+                symbol, self._reference[symbol], book.last_price, book.trade_count, book.volume,
+                book.day_volume,
+                str(book.day_notional),
+                book.snapshot(), stop_rows
+            ])
         ledger = self._ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
         # The command window: ids oldest first, each with its answer's first seq and size.
-        window = [
-            [account, command_id, events[0].seq if events else None, len(events)]
-            for (account, command_id), events in self._answers.items()
-        ]
+        window = [[account, command_id, events[0].seq if events else None,
+                   len(events)] for (account, command_id), events in self._answers.items()]
         return [
-            self._ctr.seq,
-            self._ctr.trade,
-            self.clock,
-            self.day,
-            self.accepted,
-            self.rejected,
+            self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted, self.rejected,
             sorted(self.rejects.items()),
-            sorted(self._live),
-            window,
-            ledger,
-            instruments,
+            sorted(self._live), window, ledger, instruments
         ]
 
     def state_hash(self) -> str:
@@ -1148,39 +885,27 @@ class Engine:
         """
         text = self.market.text
         if not text:
-            raise ValueError(
-                "the market has no TOML text (build it with parse_market or "
-                "load_market): its state cannot be written"
-            )
+            raise ValueError("the market has no TOML text (build it with parse_market or "
+                             "load_market): its state cannot be written")
         place: dict[str, int] = {}  # live order id -> its place in the listing
         instruments = []
         for symbol, book in self._books.items():
             stops = self._specs[symbol].stops
             lists = [
                 list(book.orders(True)),
-                list(book.orders(False)),
-                [o for _, _, o in stops.buys] if stops else [],
-                [o for _, _, o in stops.sells] if stops else [],
+                list(book.orders(False)), [o for _, _, o in stops.buys] if stops else [],
+                [o for _, _, o in stops.sells] if stops else []
             ]
             for orders in lists:
                 place.update(zip([o.order_id for o in orders], range(len(place), 1 << 62)))
             if copy:
                 lists = [[_copied(o, OrderState) for o in orders] for orders in lists]
             instruments.append(
-                InstrumentState(
-                    symbol=symbol,
-                    reference_price=self._reference[symbol],
-                    last_price=book.last_price,
-                    trade_count=book.trade_count,
-                    volume=book.volume,
-                    day_volume=book.day_volume,
-                    day_notional=str(book.day_notional),
-                    bids=lists[0],
-                    asks=lists[1],
-                    stop_buys=lists[2],
-                    stop_sells=lists[3],
-                )
-            )
+                InstrumentState(symbol=symbol, reference_price=self._reference[symbol],
+                                last_price=book.last_price, trade_count=book.trade_count,
+                                volume=book.volume, day_volume=book.day_volume,
+                                day_notional=str(book.day_notional), bids=lists[0], asks=lists[1],
+                                stop_buys=lists[2], stop_sells=lists[3]))
         # Every live order is listed above, under its id: the others are done today.
         # Profiled: looking up the id, not the order, spares a cache miss per order.
         live = self._live
@@ -1191,38 +916,18 @@ class Engine:
             if order.qty and live.get(order.order_id) is order
         ]
         return EngineState(
-            format=FORMAT,
-            version=STATE_VERSION,
-            market=text,
-            market_source=self.market.source,
-            seq=self._ctr.seq,
-            trade=self._ctr.trade,
-            clock=self.clock,
-            day=self.day,
-            accepted=self.accepted,
-            rejected=self.rejected,
-            rejects=dict(self.rejects),
-            registry=registry,
-            instruments=instruments,
-            gtd=gtd,
-            command_window=self.command_window,
+            format=FORMAT, version=STATE_VERSION, market=text, market_source=self.market.source,
+            seq=self._ctr.seq, trade=self._ctr.trade, clock=self.clock, day=self.day,
+            accepted=self.accepted, rejected=self.rejected, rejects=dict(self.rejects),
+            registry=registry, instruments=instruments, gtd=gtd, command_window=self.command_window,
             commands=[
                 CommandAnswer(account=account, command_id=command_id, events=events)
                 for (account, command_id), events in self._answers.items()
-            ],
-            ledger=self._ledger.to_state(),
-            done_sweep_at=self._sweep_at,
-        )
+            ], ledger=self._ledger.to_state(), done_sweep_at=self._sweep_at)
 
     @classmethod
-    def from_state(
-        cls,
-        state: EngineState,
-        *,
-        book: _BookFactory = FastBook,
-        command_window: int | None = None,
-        adopt: bool = False,
-    ) -> Engine:
+    def from_state(cls, state: EngineState, *, book: _BookFactory = FastBook,
+                   command_window: int | None = None, adopt: bool = False) -> Engine:
         """Build an engine from *state* (``to_state``) on books made by *book*; the market
         is parsed again from its text. *command_window*, if given, replaces the stored
         size (keeping the newest ids). With *adopt* the state's orders, which must be
@@ -1230,10 +935,8 @@ class Engine:
         otherwise they are copied. Raise ``exchange.state.StateError`` if the state does
         not make a consistent engine (``check()`` finds what this does not)."""
         if state.format != FORMAT or state.version != STATE_VERSION:
-            raise StateError(
-                f"engine state {state.format!r} version {state.version}: this "
-                f"build reads {FORMAT!r} version {STATE_VERSION}"
-            )
+            raise StateError(f"engine state {state.format!r} version {state.version}: this "
+                             f"build reads {FORMAT!r} version {STATE_VERSION}")
         try:
             market = parse_market(state.market, state.market_source)
         except Exception as exc:
@@ -1265,22 +968,17 @@ class Engine:
                 raise StateError(f"engine state names an unknown instrument {symbol!r}")
         if len(set(symbols)) != len(symbols) or len(symbols) != len(self._instruments):
             missing = sorted(set(self._instruments) - set(symbols))
-            raise StateError(
-                f"engine state lists instruments twice or leaves some out "
-                f"({', '.join(missing) or 'repeated'})"
-            )
+            raise StateError(f"engine state lists instruments twice or leaves some out "
+                             f"({', '.join(missing) or 'repeated'})")
         accounts: dict[str, str] = {}  # one string per account name, as the books had
         listed: list[Order] = []  # the live orders, in the registry's numbering
         for inst in state.instruments:
             symbol = self._instruments[inst.symbol].symbol
             spec = self._specs[symbol]
             sides = []
-            for rows, is_buy, stop in (
-                (inst.bids, True, False),
-                (inst.asks, False, False),
-                (inst.stop_buys, True, True),
-                (inst.stop_sells, False, True),
-            ):
+            for rows, is_buy, stop in ((inst.bids, True, False), (inst.asks, False, False),
+                                       (inst.stop_buys, True, True), (inst.stop_sells, False,
+                                                                      True)):
                 if adopt and rows and type(rows[0]) is not Order:
                     raise TypeError("from_state(adopt=True) takes engine orders (decode_state)")
                 orders = rows if adopt else [_copied(r, Order) for r in rows]
@@ -1289,11 +987,8 @@ class Engine:
                 sides.append(orders)
             book = self._books[symbol]
             book.restore(sides[0], sides[1])
-            book.last_price, book.trade_count, book.volume = (
-                inst.last_price,
-                inst.trade_count,
-                inst.volume,
-            )
+            book.last_price, book.trade_count, book.volume = (inst.last_price, inst.trade_count,
+                                                              inst.volume)
             if not inst.day_notional.isdigit() or not inst.day_notional.isascii():
                 raise StateError(f"{symbol}: day notional {inst.day_notional!r}")
             book.day_volume, book.day_notional = inst.day_volume, int(inst.day_notional)
@@ -1306,9 +1001,8 @@ class Engine:
                 stops = spec.stops = _Stops()
                 for order in sides[2] + sides[3]:
                     stops.add(order)
-                if [o for _, _, o in stops.buys] != sides[2] or [
-                    o for _, _, o in stops.sells
-                ] != sides[3]:
+                if [o for _, _, o in stops.buys] != sides[2] or [o for _, _, o in stops.sells
+                                                                 ] != sides[3]:
                     raise StateError(f"{symbol}: stop orders out of trigger order")
         # The registry, in its order: each live order once, each other id of the day once.
         live = self._live
@@ -1317,8 +1011,7 @@ class Engine:
             if isinstance(item, int):
                 if not 0 <= item < len(listed) or used[item]:
                     raise StateError(
-                        f"the registry names live order {item}, which is not listed or named twice"
-                    )
+                        f"the registry names live order {item}, which is not listed or named twice")
                 used[item] = 1
                 order = listed[item]
                 live[order.order_id] = order
@@ -1329,23 +1022,16 @@ class Engine:
         if len(listed) != sum(used):
             unnamed = next(o for o, u in zip(listed, used) if not u)
             raise StateError(
-                f"order {unnamed.order_id!r} of {unnamed.instrument} is not in the registry"
-            )
+                f"order {unnamed.order_id!r} of {unnamed.instrument} is not in the registry")
         # The gtd expiry heap: each live gtd order has its one entry.
         heap = []
         seqs = set()
         for entry in state.gtd:
             order = live.get(entry.order_id)
-            if (
-                order is None
-                or order.tif != GTD
-                or order.expire_ts != entry.expire_ts
-                or entry.seq in seqs
-            ):
-                raise StateError(
-                    f"gtd entry of {entry.order_id!r}: not a live gtd order "
-                    f"expiring then, or its seq {entry.seq} given twice"
-                )
+            if (order is None or order.tif != GTD or order.expire_ts != entry.expire_ts
+                    or entry.seq in seqs):
+                raise StateError(f"gtd entry of {entry.order_id!r}: not a live gtd order "
+                                 f"expiring then, or its seq {entry.seq} given twice")
             seqs.add(entry.seq)
             heap.append((entry.expire_ts, entry.seq, order))
         if len(heap) != sum(1 for o in listed if o.tif == GTD):
@@ -1356,7 +1042,7 @@ class Engine:
         answers = self._answers
         entries = state.commands
         window = self.command_window
-        for remembered in entries[len(entries) - window :] if len(entries) > window else entries:
+        for remembered in entries[len(entries) - window:] if len(entries) > window else entries:
             key = (remembered.account, remembered.command_id)
             if key in answers:
                 raise StateError(f"command {key} is remembered twice")
@@ -1370,54 +1056,32 @@ class Engine:
 
 def _copied(record, into: type):
     """A new *into* (``Order`` or ``OrderState``) with *record*'s fields."""
-    return into(
-        order_id=record.order_id,
-        account=record.account,
-        instrument=record.instrument,
-        is_buy=record.is_buy,
-        price=record.price,
-        qty=record.qty,
-        visible=record.visible,
-        display=record.display,
-        kind=record.kind,
-        tif=record.tif,
-        stp=record.stp,
-        post_only=record.post_only,
-        stop_price=record.stop_price,
-        expire_ts=record.expire_ts,
-        accept_seq=record.accept_seq,
-    )
+    return into(order_id=record.order_id, account=record.account, instrument=record.instrument,
+                is_buy=record.is_buy, price=record.price, qty=record.qty, visible=record.visible,
+                display=record.display, kind=record.kind, tif=record.tif, stp=record.stp,
+                post_only=record.post_only, stop_price=record.stop_price,
+                expire_ts=record.expire_ts, accept_seq=record.accept_seq)
 
 
-def _take_orders(
-    orders: list[Order], symbol: str, is_buy: bool, stop: bool, accounts: dict[str, str]
-) -> None:
+def _take_orders(orders: list[Order], symbol: str, is_buy: bool, stop: bool,
+                 accounts: dict[str, str]) -> None:
     """Check that *orders* are what one side of *symbol* can hold: resting orders (a
     limit order of a tif that rests) or, with *stop*, untriggered stops; share their
     symbol and account strings. Raise ``StateError`` otherwise."""
     # Profiled (benchmarks/snapshot.py): one pass, locals, no call per order.
-    kinds = (STOP, STOP_LIMIT) if stop else (LIMIT,)
+    kinds = (STOP, STOP_LIMIT) if stop else (LIMIT, )
     tifs = (GTC, DAY, GTD, IOC, FOK) if stop else (GTC, DAY, GTD)
     intern = accounts.setdefault
     for o in orders:
         qty = o.qty
-        if (
-            o.instrument != symbol
-            or o.is_buy != is_buy
-            or o.kind not in kinds
-            or o.tif not in tifs
-            or not 0 < o.visible <= qty
-            or o.stp not in STP_NAMES
-            or o.display < 0
-            or (o.tif == GTD) != (o.expire_ts > 0)
-            or (o.price <= 0 if o.kind != STOP else o.price < 0)
-            or (o.stop_price <= 0 if stop else o.stop_price < 0)  # a triggered one
-            or not (stop or o.display or o.visible == qty)
-        ):
-            raise StateError(
-                f"{symbol}: order {o.order_id!r} is not a "
-                f"{'stop' if stop else 'resting order'} the "
-                f"{'buy' if is_buy else 'sell'} side could hold"
-            )
+        if (o.instrument != symbol or o.is_buy != is_buy or o.kind not in kinds or o.tif not in tifs
+                or not 0 < o.visible <= qty or o.stp not in STP_NAMES or o.display < 0
+                or (o.tif == GTD) != (o.expire_ts > 0)
+                or (o.price <= 0 if o.kind != STOP else o.price < 0)
+                or (o.stop_price <= 0 if stop else o.stop_price < 0)  # a triggered one
+                or not (stop or o.display or o.visible == qty)):
+            raise StateError(f"{symbol}: order {o.order_id!r} is not a "
+                             f"{'stop' if stop else 'resting order'} the "
+                             f"{'buy' if is_buy else 'sell'} side could hold")
         o.instrument = symbol
         o.account = intern(o.account, o.account)

@@ -15,46 +15,15 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
-    "Event",
-    "OrderAccepted",
-    "CommandRejected",
-    "TradeExecuted",
-    "OrderCancelled",
-    "OrderAmended",
-    "OrderExpired",
-    "OrderTriggered",
-    "MassCancelAccepted",
-    "TradingDayEnded",
-    "ReferencePriceSet",
-    "LedgerCommandIgnored",
-    "AccountOpened",
-    "AccountStatusChanged",
-    "CashDeposited",
-    "CashWithdrawn",
-    "AllowancesIssued",
-    "AllowancesTransferred",
-    "AllowancesSurrendered",
-    "TradeSettled",
-    "HoldingsUnlocked",
-    "EmissionsVerified",
-    "ComplianceAssessed",
-    "DeadlinePassed",
-    "AllowancesClawedBack",
-    "AllowancesAllocated",
-    "AllowancesConverted",
-    "TradeCleared",
-    "SettlementPriceSet",
-    "VariationMargin",
-    "MarginCalled",
-    "MarginCallMet",
-    "PositionClosedOut",
-    "DefaultRecorded",
-    "ContractExpired",
-    "DeliverySettled",
-    "DeliveryFailed",
-    "OptionExercised",
-    "AnyEvent",
-    "RESULT_EVENTS",
+    "Event", "OrderAccepted", "CommandRejected", "TradeExecuted", "OrderCancelled", "OrderAmended",
+    "OrderExpired", "OrderTriggered", "MassCancelAccepted", "TradingDayEnded", "ReferencePriceSet",
+    "LedgerCommandIgnored", "AccountOpened", "AccountStatusChanged", "CashDeposited",
+    "CashWithdrawn", "AllowancesIssued", "AllowancesTransferred", "AllowancesSurrendered",
+    "TradeSettled", "HoldingsUnlocked", "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed",
+    "AllowancesClawedBack", "AllowancesAllocated", "AllowancesConverted", "TradeCleared",
+    "SettlementPriceSet", "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
+    "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "OptionExercised",
+    "AnyEvent", "RESULT_EVENTS"
 ]
 
 
@@ -462,63 +431,46 @@ class DeliveryFailed(Event, frozen=True, tag="delivery_failed"):
     penalty: int
 
 
-AnyEvent = (
-    OrderAccepted
-    | CommandRejected
-    | TradeExecuted
-    | OrderCancelled
-    | OrderAmended
-    | OrderExpired
-    | OrderTriggered
-    | MassCancelAccepted
-    | TradingDayEnded
-    | ReferencePriceSet
-    | LedgerCommandIgnored
-    | AccountOpened
-    | AccountStatusChanged
-    | CashDeposited
-    | CashWithdrawn
-    | AllowancesIssued
-    | AllowancesTransferred
-    | AllowancesSurrendered
-    | TradeSettled
-    | HoldingsUnlocked
-    | EmissionsVerified
-    | ComplianceAssessed
-    | DeadlinePassed
-    | AllowancesClawedBack
-    | AllowancesAllocated
-    | AllowancesConverted
-    | TradeCleared
-    | SettlementPriceSet
-    | VariationMargin
-    | MarginCalled
-    | MarginCallMet
-    | PositionClosedOut
-    | DefaultRecorded
-    | ContractExpired
-    | DeliverySettled
-    | DeliveryFailed
-    | OptionExercised
-)
+AnyEvent = (OrderAccepted
+            | CommandRejected
+            | TradeExecuted
+            | OrderCancelled
+            | OrderAmended
+            | OrderExpired
+            | OrderTriggered
+            | MassCancelAccepted
+            | TradingDayEnded
+            | ReferencePriceSet
+            | LedgerCommandIgnored
+            | AccountOpened
+            | AccountStatusChanged
+            | CashDeposited
+            | CashWithdrawn
+            | AllowancesIssued
+            | AllowancesTransferred
+            | AllowancesSurrendered
+            | TradeSettled
+            | HoldingsUnlocked
+            | EmissionsVerified
+            | ComplianceAssessed
+            | DeadlinePassed
+            | AllowancesClawedBack
+            | AllowancesAllocated
+            | AllowancesConverted
+            | TradeCleared
+            | SettlementPriceSet
+            | VariationMargin
+            | MarginCalled
+            | MarginCallMet
+            | PositionClosedOut
+            | DefaultRecorded
+            | ContractExpired
+            | DeliverySettled
+            | DeliveryFailed
+            | OptionExercised)
 
-RESULT_EVENTS = (
-    OrderAccepted,
-    CommandRejected,
-    OrderAmended,
-    MassCancelAccepted,
-    TradingDayEnded,
-    LedgerCommandIgnored,
-    AccountOpened,
-    AccountStatusChanged,
-    CashDeposited,
-    CashWithdrawn,
-    AllowancesIssued,
-    AllowancesTransferred,
-    AllowancesSurrendered,
-    EmissionsVerified,
-    DeadlinePassed,
-    AllowancesClawedBack,
-    AllowancesAllocated,
-    AllowancesConverted,
-)
+RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted, TradingDayEnded,
+                 LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited,
+                 CashWithdrawn, AllowancesIssued, AllowancesTransferred, AllowancesSurrendered,
+                 EmissionsVerified, DeadlinePassed, AllowancesClawedBack, AllowancesAllocated,
+                 AllowancesConverted)

@@ -156,17 +156,8 @@ if TYPE_CHECKING:
     from exchange.events import Event
 
 __all__ = [
-    "FORMAT",
-    "READABLE_FORMATS",
-    "CutPlan",
-    "JournalDamage",
-    "JournalError",
-    "JournalWriter",
-    "Recovered",
-    "create_journal",
-    "cut_journal",
-    "recover",
-    "reopen_journal",
+    "FORMAT", "READABLE_FORMATS", "CutPlan", "JournalDamage", "JournalError", "JournalWriter",
+    "Recovered", "create_journal", "cut_journal", "recover", "reopen_journal"
 ]
 
 FORMAT = "carbonx-journal/3"
@@ -229,17 +220,8 @@ class JournalDamage(JournalError):
     """Damage in a journal: ``path`` is the file, ``offset`` the byte (None: the whole
     file). ``cut_journal`` can cut the journal back to the last good frame before it."""
 
-    def __init__(
-        self,
-        path: Path,
-        offset: int | None,
-        reason: str,
-        *,
-        kind: str,
-        index: int | None = None,
-        good_end: int = 0,
-        seq: int = 0,
-    ) -> None:
+    def __init__(self, path: Path, offset: int | None, reason: str, *, kind: str,
+                 index: int | None = None, good_end: int = 0, seq: int = 0) -> None:
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{path}: {reason}{where}: the journal is damaged")
         self.path, self.offset, self.reason = path, offset, reason
@@ -284,7 +266,7 @@ def _create(path: Path, *, append: bool = False) -> int:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view):]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -328,8 +310,7 @@ def _read_json(path: Path, *, checked: bool) -> tuple[_Json, bool]:
         stated = document.pop("checksum", None)
         if stated != _checksum(document):
             raise JournalError(
-                f"{path}: its checksum does not match its content (changed or damaged)"
-            )
+                f"{path}: its checksum does not match its content (changed or damaged)")
     return document, had
 
 
@@ -357,12 +338,8 @@ def _copy(source: Path, target: Path) -> None:
 
 
 # --- the writer -------------------------------------------------------------------------------
-def _start_segment(
-    directory: Path,
-    manifest: _Json,
-    first: int,
-    before_rename: Callable[[], None] | None = None,
-) -> int:
+def _start_segment(directory: Path, manifest: _Json, first: int,
+                   before_rename: Callable[[], None] | None = None) -> int:
     """Create segment *first*: its header in ``NAME.tmp`` (fsynced), the manifest listing
     it written, the file renamed into place. Return its descriptor, open for appending."""
     name = _segment_name(first)
@@ -389,17 +366,8 @@ class JournalWriter:
     Made by ``create_journal`` and ``reopen_journal``.
     """
 
-    def __init__(
-        self,
-        directory: Path,
-        seq: int,
-        manifest: _Json,
-        fd: int,
-        size: int,
-        *,
-        fsync: str = "group",
-        last_snapshot: int = 0,
-    ) -> None:
+    def __init__(self, directory: Path, seq: int, manifest: _Json, fd: int, size: int, *,
+                 fsync: str = "group", last_snapshot: int = 0) -> None:
         if fsync not in FSYNC_POLICIES:
             os.close(fd)
             raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
@@ -417,7 +385,7 @@ class JournalWriter:
 
     def append(self, command: AnyCommand) -> int:
         """Add *command* to the pending group; return its seq. Nothing is written yet."""
-        return self.append_many((command,))
+        return self.append_many((command, ))
 
     def append_many(self, commands: Iterable[AnyCommand]) -> int:
         """Add *commands*, in order, to the pending group as one frame (or more, past
@@ -431,7 +399,7 @@ class JournalWriter:
         parts: list[bytes] = []
         first = self.seq + 1
         for start in range(0, len(commands), _GROUP_MAX):
-            group = commands[start : start + _GROUP_MAX]
+            group = commands[start:start + _GROUP_MAX]
             self._frame(group, first, parts)
             first += len(group)
         self._parts += parts
@@ -443,10 +411,8 @@ class JournalWriter:
         payload = self._encode(group)
         if len(payload) > _MAX_FRAME:
             if len(group) == 1:
-                raise JournalError(
-                    f"command {first} is {len(payload):,} bytes encoded, "
-                    f"more than a journal frame holds ({_MAX_FRAME:,})"
-                )
+                raise JournalError(f"command {first} is {len(payload):,} bytes encoded, "
+                                   f"more than a journal frame holds ({_MAX_FRAME:,})")
             half = len(group) // 2
             self._frame(group[:half], first, parts)
             self._frame(group[half:], first + half, parts)
@@ -513,8 +479,7 @@ class JournalWriter:
             fd = _start_segment(self.directory, manifest, self.seq + 1)
         except OSError as exc:
             raise JournalError(
-                f"cannot start a journal segment in {self.directory}: {exc.strerror}"
-            ) from None
+                f"cannot start a journal segment in {self.directory}: {exc.strerror}") from None
         self._file.close()
         self._file = os.fdopen(fd, "ab")
         self._size = _SEGMENT_HEADER
@@ -527,11 +492,9 @@ class JournalWriter:
         (pid, seq), self._child = self._child, None
         _, status = os.waitpid(pid, 0)
         if status:
-            raise JournalError(
-                f"the snapshot after command {seq} could not be written "
-                f"(its writer exited with status {status}); the journal "
-                f"itself is whole"
-            )
+            raise JournalError(f"the snapshot after command {seq} could not be written "
+                               f"(its writer exited with status {status}); the journal "
+                               f"itself is whole")
 
     def close(self) -> None:
         """Commit what is pending, close the segment, wait for a background snapshot."""
@@ -561,9 +524,8 @@ def _write_snapshot(engine: Engine, seq: int, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def create_journal(
-    directory: str | Path, market_text: str, *, ledger: bool, fsync: str = "group"
-) -> JournalWriter:
+def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
+                   fsync: str = "group") -> JournalWriter:
     """Start a new journal in *directory* (created if needed; it must hold no journal)."""
     path = Path(directory)
     if fsync not in FSYNC_POLICIES:
@@ -571,14 +533,10 @@ def create_journal(
     try:
         fresh = not path.exists()
         path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        if (
-            (path / "meta.json").exists()
-            or (path / "manifest.json").exists()
-            or any(path.glob("journal-*.cxj"))
-        ):
+        if ((path / "meta.json").exists() or (path / "manifest.json").exists()
+                or any(path.glob("journal-*.cxj"))):
             raise JournalError(
-                f"{path} already holds a journal; recover it, or choose an empty directory"
-            )
+                f"{path} already holds a journal; recover it, or choose an empty directory")
         if fresh or not any(path.iterdir()):
             os.chmod(path, _DIR_MODE)
         _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger, "market": market_text})
@@ -612,9 +570,9 @@ def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
     if 0x90 <= tag <= 0x9F:
         count = tag & 0x0F
     elif tag == 0xDC and end - start >= 3:
-        count = int.from_bytes(data[start + 1 : start + 3], "big")
+        count = int.from_bytes(data[start + 1:start + 3], "big")
     elif tag == 0xDD and end - start >= 5:
-        count = int.from_bytes(data[start + 1 : start + 5], "big")
+        count = int.from_bytes(data[start + 1:start + 5], "big")
     elif legacy and (0x80 <= tag <= 0x8F or tag in (0xDE, 0xDF)):
         count = 1
     else:
@@ -622,15 +580,8 @@ def _group_size(data: bytes, start: int, end: int, legacy: bool) -> int | None:
     return count or None
 
 
-def _walk(
-    data: bytes,
-    pos: int,
-    limit: int,
-    expected: int,
-    snaps: set[int],
-    starts: set[int],
-    legacy: bool,
-) -> tuple[int, int, int, str | None]:
+def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set[int], starts: set[int],
+          legacy: bool) -> tuple[int, int, int, str | None]:
     """Check the frames of ``data[pos:limit]``, the first of command *expected*.
 
     Return (byte after the last good frame, the seq due next, good frames, what is wrong
@@ -649,7 +600,7 @@ def _walk(
             end = pos + 16 + length
             if length > _MAX_FRAME or end > limit:
                 return pos, expected, frames, _INCOMPLETE
-            if crc32(view[pos + 16 : end], seq & _LOW32) != crc:
+            if crc32(view[pos + 16:end], seq & _LOW32) != crc:
                 return pos, expected, frames, "checksum mismatch in the frame"
             if seq != expected:
                 return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
@@ -667,7 +618,7 @@ def _walk(
         if pos + _FRAME_HEADER > limit:
             return pos, expected, frames, _INCOMPLETE
         length, seq, crc, header_crc = unpack(data, pos)
-        if crc32(view[pos : pos + 16]) != header_crc:
+        if crc32(view[pos:pos + 16]) != header_crc:
             return pos, expected, frames, "checksum mismatch in the frame header"
         if seq != expected:
             return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
@@ -701,20 +652,13 @@ def _valid_at(data: bytes, p: int, low: int, high: int, legacy: bool) -> bool:
             return False
         length, crc, seq = _LEGACY_FRAME.unpack_from(data, p)
         end = p + 16 + length
-        return (
-            low <= seq <= high
-            and 0 < length <= _MAX_FRAME
-            and end <= len(data)
-            and zlib.crc32(memoryview(data)[p + 16 : end], seq & _LOW32) == crc
-        )
+        return (low <= seq <= high and 0 < length <= _MAX_FRAME and end <= len(data)
+                and zlib.crc32(memoryview(data)[p + 16:end], seq & _LOW32) == crc)
     if p + _FRAME_HEADER > len(data):
         return False
     length, seq, _, header_crc = _FRAME.unpack_from(data, p)
-    return (
-        low <= seq <= high
-        and 0 < length <= _MAX_FRAME
-        and zlib.crc32(memoryview(data)[p : p + 16]) == header_crc
-    )
+    return (low <= seq <= high and 0 < length <= _MAX_FRAME
+            and zlib.crc32(memoryview(data)[p:p + 16]) == header_crc)
 
 
 def _next_valid(data: bytes, bad: int, expected: int, legacy: bool) -> int | None:
@@ -760,28 +704,11 @@ def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int) -> Ite
 
 
 class _Segment:
-    __slots__ = (
-        "base",
-        "end",
-        "first",
-        "frames",
-        "last",
-        "legacy",
-        "path",
-        "pending",
-        "sealed",
-        "size",
-        "torn",
-    )
+    __slots__ = ("base", "end", "first", "frames", "last", "legacy", "path", "pending", "sealed",
+                 "size", "torn")
 
-    def __init__(
-        self,
-        path: Path,
-        first: int,
-        legacy: bool,
-        sealed: tuple[int, int, int] | None,
-        pending: bool,
-    ) -> None:
+    def __init__(self, path: Path, first: int, legacy: bool, sealed: tuple[int, int, int] | None,
+                 pending: bool) -> None:
         self.path, self.first, self.legacy = path, first, legacy
         self.sealed = sealed  # (end, size, last) from the manifest, or None
         self.pending = pending  # only NAME.tmp exists: an interrupted start
@@ -800,31 +727,18 @@ def _manifest_segments(path: Path, manifest: _Json) -> list[_Segment]:
         match = _SEGMENT_NAME.fullmatch(name) if isinstance(name, str) else None
         keys = ("end", "size", "last")
         sealed = all(type(entry.get(key)) is int for key in keys) if match else False
-        if (
-            match is None
-            or entry.get("first") != int(match[1])
-            or (not sealed and any(key in entry for key in keys))
-            or (sealed and number == len(entries) - 1)
-            or (segments and segments[-1].first >= entry["first"])
-        ):
+        if (match is None or entry.get("first") != int(match[1])
+                or (not sealed and any(key in entry
+                                       for key in keys)) or (sealed and number == len(entries) - 1)
+                or (segments and segments[-1].first >= entry["first"])):
             raise JournalError(f"{file}: segment entry {number + 1} is not valid (damaged)")
         assert isinstance(name, str)  # it matched
         segment = path / name
-        pending = (
-            number == len(entries) - 1
-            and not sealed
-            and not segment.exists()
-            and segment.with_name(name + ".tmp").exists()
-        )
+        pending = (number == len(entries) - 1 and not sealed and not segment.exists()
+                   and segment.with_name(name + ".tmp").exists())
         segments.append(
-            _Segment(
-                segment,
-                entry["first"],
-                bool(entry.get("legacy")),
-                tuple(entry[key] for key in keys) if sealed else None,
-                pending,
-            )
-        )
+            _Segment(segment, entry["first"], bool(entry.get("legacy")),
+                     tuple(entry[key] for key in keys) if sealed else None, pending))
     return segments
 
 
@@ -841,10 +755,8 @@ class _Journal:
             raise JournalError(f"{path} holds no journal (no meta.json)")
         meta, checked = _read_json(meta_file, checked=False)
         if meta.get("format") not in READABLE_FORMATS or not isinstance(meta.get("market"), str):
-            raise JournalError(
-                f"{meta_file}: not a journal of a format this version reads "
-                f"({', '.join(READABLE_FORMATS)})"
-            )
+            raise JournalError(f"{meta_file}: not a journal of a format this version reads "
+                               f"({', '.join(READABLE_FORMATS)})")
         if meta["format"] == FORMAT and not checked:
             raise JournalError(f"{meta_file}: no checksum (changed or damaged)")
         self.meta = meta
@@ -853,16 +765,14 @@ class _Journal:
         self.converted = 0  # format 3 after reopening an older journal: its seq then
         if self.legacy:  # no manifest: the segments are the files there are
             self.segments = [
-                _Segment(path / name, int(match[1]), True, None, False)
-                for name in listed
+                _Segment(path / name, int(match[1]), True, None, False) for name in listed
                 if (match := _SEGMENT_NAME.fullmatch(name))
             ]
             self.strays: list[str] = []
         else:
             if not (path / "manifest.json").exists():
                 raise JournalError(
-                    f"{path / 'manifest.json'}: missing (it lists the segments that must exist)"
-                )
+                    f"{path / 'manifest.json'}: missing (it lists the segments that must exist)")
             self.manifest = _read_json(path / "manifest.json", checked=True)[0]
             self.segments = _manifest_segments(path, self.manifest)
             self.converted = self.manifest.get("converted_at", 0)
@@ -870,8 +780,7 @@ class _Journal:
                 raise JournalError(f"{path / 'manifest.json'}: converted_at is not a seq (damaged)")
             names = {segment.path.name for segment in self.segments}
             self.strays = [
-                name
-                for name in listed
+                name for name in listed
                 if name.startswith("journal-") and name.endswith(".cxj") and name not in names
             ]
         self.snapshots: list[tuple[int, Path]] = []
@@ -886,25 +795,10 @@ class _Journal:
         self.torn = 0  # torn tail at the end of the last segment
         self.starts: set[int] = set()  # snapshot seqs a frame follows (or the end is)
 
-    def damage(
-        self,
-        index: int,
-        offset: int | None,
-        reason: str,
-        kind: str,
-        *,
-        good_end: int = 0,
-        seq: int = 0,
-    ) -> JournalDamage:
-        return JournalDamage(
-            self.segments[index].path,
-            offset,
-            reason,
-            kind=kind,
-            index=index,
-            good_end=good_end,
-            seq=seq,
-        )
+    def damage(self, index: int, offset: int | None, reason: str, kind: str, *, good_end: int = 0,
+               seq: int = 0) -> JournalDamage:
+        return JournalDamage(self.segments[index].path, offset, reason, kind=kind, index=index,
+                             good_end=good_end, seq=seq)
 
     def scan(self) -> None:
         """Check every frame of every segment; raise ``JournalDamage`` at the first bad."""
@@ -919,26 +813,20 @@ class _Journal:
             try:
                 data = segment.path.read_bytes()
             except FileNotFoundError:
-                raise self.damage(
-                    index, None, "missing (manifest.json lists it)", "segment", seq=expected - 1
-                ) from None
+                raise self.damage(index, None, "missing (manifest.json lists it)", "segment",
+                                  seq=expected - 1) from None
             except OSError as exc:
                 raise JournalError(f"{segment.path} cannot be read: {exc.strerror}") from None
             size = len(data)
             base = 0 if segment.legacy else self._check_header(index, segment, data, expected)
             if segment.first != expected:
                 raise self.damage(
-                    index,
-                    None,
-                    f"starts at command {segment.first}, but "
-                    f"the segments before it end at command {expected - 1}",
-                    "segment",
-                    seq=expected - 1,
-                )
+                    index, None, f"starts at command {segment.first}, but "
+                    f"the segments before it end at command {expected - 1}", "segment",
+                    seq=expected - 1)
             limit = size if segment.sealed is None else min(size, segment.sealed[0])
-            pos, due, frames, bad = _walk(
-                data, base, limit, expected, snaps, self.starts, segment.legacy
-            )
+            pos, due, frames, bad = _walk(data, base, limit, expected, snaps, self.starts,
+                                          segment.legacy)
             torn = 0
             if bad is not None:
                 later = None
@@ -950,12 +838,10 @@ class _Journal:
                     if later is not None:
                         bad = f"an incomplete frame with a valid frame after it (at byte {later})"
                     elif bad == _INCOMPLETE and segment.sealed is not None:
-                        bad = (
-                            f"the file is {size} bytes, manifest.json records frames "
-                            f"up to byte {segment.sealed[0]}: a frame cut short"
-                            if size < segment.sealed[0]
-                            else "a frame running past the end manifest.json records"
-                        )
+                        bad = (f"the file is {size} bytes, manifest.json records frames "
+                               f"up to byte {segment.sealed[0]}: a frame cut short"
+                               if size < segment.sealed[0] else
+                               "a frame running past the end manifest.json records")
                     elif bad == _INCOMPLETE:
                         bad = "a frame cut short in a segment before the last"
                     raise self.damage(index, pos, bad, "frame", good_end=pos, seq=due - 1)
@@ -963,33 +849,19 @@ class _Journal:
                 end, recorded, last = segment.sealed
                 if pos < end:
                     raise self.damage(
-                        index,
-                        pos,
-                        f"the file is {size} bytes, manifest.json "
-                        f"records frames up to byte {end}: they end",
-                        "frame",
-                        good_end=pos,
-                        seq=due - 1,
-                    )
+                        index, pos, f"the file is {size} bytes, manifest.json "
+                        f"records frames up to byte {end}: they end", "frame", good_end=pos,
+                        seq=due - 1)
                 if due - 1 != last:
                     raise self.damage(
-                        index,
-                        pos,
-                        f"its frames end at command {due - 1}, "
-                        f"manifest.json records {last}: they end",
-                        "frame",
-                        good_end=pos,
-                        seq=due - 1,
-                    )
+                        index, pos, f"its frames end at command {due - 1}, "
+                        f"manifest.json records {last}: they end", "frame", good_end=pos,
+                        seq=due - 1)
                 if size != recorded:
                     raise self.damage(
-                        index,
-                        min(size, recorded),
+                        index, min(size, recorded),
                         f"the file is {size} bytes, manifest.json records {recorded}: they differ",
-                        "size",
-                        good_end=end,
-                        seq=due - 1,
-                    )
+                        "size", good_end=end, seq=due - 1)
             segment.base, segment.end, segment.size = base, pos, size
             segment.last, segment.frames, segment.torn = due - 1, frames, torn
             expected = due
@@ -998,12 +870,9 @@ class _Journal:
         self.starts.add(self.end)
         if self.strays:
             stray = self.path / self.strays[0]
-            raise JournalDamage(
-                stray,
-                None,
-                "named like a segment, but manifest.json does not list it",
-                kind="stray",
-            )
+            raise JournalDamage(stray, None,
+                                "named like a segment, but manifest.json does not list it",
+                                kind="stray")
 
     def _check_header(self, index: int, segment: _Segment, data: bytes, expected: int) -> int:
         if not data:
@@ -1011,27 +880,17 @@ class _Journal:
         if len(data) < _SEGMENT_HEADER:
             raise self.damage(index, 0, "a segment header cut short", "segment", seq=expected - 1)
         magic, version, first = _SEGMENT_HEAD.unpack_from(data)
-        if (
-            zlib.crc32(memoryview(data)[: _SEGMENT_HEAD.size])
-            != _U32.unpack_from(data, _SEGMENT_HEAD.size)[0]
-            or magic != _SEGMENT_MAGIC
-        ):
-            raise self.damage(
-                index, 0, "checksum mismatch in the segment header", "segment", seq=expected - 1
-            )
+        if (zlib.crc32(memoryview(data)[:_SEGMENT_HEAD.size]) != _U32.unpack_from(
+                data, _SEGMENT_HEAD.size)[0] or magic != _SEGMENT_MAGIC):
+            raise self.damage(index, 0, "checksum mismatch in the segment header", "segment",
+                              seq=expected - 1)
         if version != _VERSION:
-            raise self.damage(
-                index, 0, f"segment format version {version}", "segment", seq=expected - 1
-            )
+            raise self.damage(index, 0, f"segment format version {version}", "segment",
+                              seq=expected - 1)
         if first != segment.first:
             raise self.damage(
-                index,
-                0,
-                f"its header says it starts at command {first}, "
-                f"its name says {segment.first}: the header",
-                "segment",
-                seq=expected - 1,
-            )
+                index, 0, f"its header says it starts at command {first}, "
+                f"its name says {segment.first}: the header", "segment", seq=expected - 1)
         return _SEGMENT_HEADER
 
     def _scan_pending(self, index: int, segment: _Segment, expected: int) -> None:
@@ -1042,12 +901,8 @@ class _Journal:
             data = b""
         if data != _segment_header(segment.first) or segment.first != expected:
             raise self.damage(
-                index,
-                None,
-                "missing (manifest.json lists it; its unfinished start is not whole)",
-                "segment",
-                seq=expected - 1,
-            )
+                index, None, "missing (manifest.json lists it; its unfinished start is not whole)",
+                "segment", seq=expected - 1)
         segment.base = segment.end = segment.size = _SEGMENT_HEADER
         segment.last = expected - 1
 
@@ -1062,14 +917,9 @@ class _Journal:
             if seq > self.end:
                 last = self.segments[-1].path if self.segments else self.path
                 raise JournalDamage(
-                    path,
-                    None,
-                    f"a snapshot after command {seq}, but the "
+                    path, None, f"a snapshot after command {seq}, but the "
                     f"segments end at command {self.end} (in {last.name}): "
-                    f"committed commands are missing from them",
-                    kind="ahead",
-                    seq=self.end,
-                )
+                    f"committed commands are missing from them", kind="ahead", seq=self.end)
             whole.append((seq, path, header))
         for seq, path, (magic, offset, length, crc) in whole:
             if magic != _SNAP_MAGIC:
@@ -1103,16 +953,13 @@ class _Journal:
         except OSError as exc:
             self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
             return None
-        if (
-            len(head) == _SNAP_HEADER
-            and zlib.crc32(head[: _SNAP_HEAD.size]) == _U32.unpack_from(head, _SNAP_HEAD.size)[0]
-        ):
+        if (len(head) == _SNAP_HEADER and zlib.crc32(head[:_SNAP_HEAD.size]) == _U32.unpack_from(
+                head, _SNAP_HEAD.size)[0]):
             magic, stated, length, crc = _SNAP_HEAD.unpack_from(head)
             if stated == seq:
                 return magic, _SNAP_HEADER, length, crc
             self.warnings.append(
-                f"{path}: its header says command {stated}, its name {seq}; passed over"
-            )
+                f"{path}: its header says command {stated}, its name {seq}; passed over")
             return None
         if (self.legacy or seq <= self.converted) and len(head) >= _LEGACY_SNAP_HEADER.size:
             # Written before format 3: the header has no CRC of its own, its seq must
@@ -1153,14 +1000,9 @@ class _Journal:
                 try:
                     group = decode(view[begin:end])
                 except msgspec.DecodeError as exc:
-                    raise self.damage(
-                        index,
-                        pos,
-                        f"the frame of command {seq} cannot be decoded ({exc})",
-                        "frame",
-                        good_end=pos,
-                        seq=seq - 1,
-                    ) from None
+                    raise self.damage(index, pos,
+                                      f"the frame of command {seq} cannot be decoded ({exc})",
+                                      "frame", good_end=pos, seq=seq - 1) from None
                 if type(group) is not list:
                     # one command (format 1); mypy does not narrow on type() is not
                     group = [group]  # type: ignore[list-item]
@@ -1188,15 +1030,8 @@ def _recover(journal: _Journal, book: BookFactory) -> Recovered:
     if engine is None:
         engine = _new_engine(journal, book)
     replayed = journal.replay(engine, start)
-    return Recovered(
-        engine,
-        journal.end,
-        start,
-        replayed,
-        journal.torn,
-        journal.segments[-1].path if journal.segments else None,
-        journal.warnings,
-    )
+    return Recovered(engine, journal.end, start, replayed, journal.torn,
+                     journal.segments[-1].path if journal.segments else None, journal.warnings)
 
 
 def recover(directory: str | Path, *, book: BookFactory = FastBook) -> Recovered:
@@ -1214,9 +1049,8 @@ def _unreadable(directory: str | Path, exc: OSError) -> JournalError:
 
 
 # --- going on after recovery --------------------------------------------------------------------
-def reopen_journal(
-    directory: str | Path, *, fsync: str = "group", book: BookFactory = FastBook
-) -> tuple[Recovered, JournalWriter]:
+def reopen_journal(directory: str | Path, *, fsync: str = "group",
+                   book: BookFactory = FastBook) -> tuple[Recovered, JournalWriter]:
     """Recover *directory* and return a writer that goes on after the last command.
 
     Nothing is truncated: after a torn tail the writer starts a new segment (the manifest
@@ -1238,9 +1072,8 @@ def reopen_journal(
             manifest, fd, size = _go_on(journal, recovered.seq)
     except OSError as exc:
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
-    writer = JournalWriter(
-        path, recovered.seq, manifest, fd, size, fsync=fsync, last_snapshot=recovered.snapshot_seq
-    )
+    writer = JournalWriter(path, recovered.seq, manifest, fd, size, fsync=fsync,
+                           last_snapshot=recovered.snapshot_seq)
     return recovered, writer
 
 
@@ -1293,31 +1126,27 @@ def _convert(journal: _Journal, seq: int) -> tuple[_Json, int, int]:
         else:
             idle.path.unlink()
         _fsync_dir(path)
-    entries = [
-        {
-            "name": s.path.name,
-            "first": s.first,
-            "legacy": True,
-            "last": s.last,
-            "end": s.end,
-            "size": s.size,
-        }
-        for s in segments
-    ]
+    entries = [{
+        "name": s.path.name,
+        "first": s.first,
+        "legacy": True,
+        "last": s.last,
+        "end": s.end,
+        "size": s.size
+    } for s in segments]
     manifest = {
         "format": FORMAT,
         "segments": entries,
         "converted_at": seq,
-        "converted_from": journal.meta["format"],
+        "converted_from": journal.meta["format"]
     }
     meta = {
         "format": FORMAT,
         "ledger": bool(journal.meta.get("ledger")),
-        "market": journal.meta["market"],
+        "market": journal.meta["market"]
     }
-    fd = _start_segment(
-        path, manifest, seq + 1, before_rename=lambda: _write_json(path / "meta.json", meta)
-    )
+    fd = _start_segment(path, manifest, seq + 1,
+                        before_rename=lambda: _write_json(path / "meta.json", meta))
     return manifest, fd, _SEGMENT_HEADER
 
 
@@ -1337,9 +1166,8 @@ class CutPlan:
     copied: Path | None = None  # where the files went first, once cut
 
 
-def cut_journal(
-    directory: str | Path, *, apply: bool = False, book: BookFactory = FastBook
-) -> CutPlan:
+def cut_journal(directory: str | Path, *, apply: bool = False,
+                book: BookFactory = FastBook) -> CutPlan:
     """Recover *directory* up to its first damage and say what cutting it back there
     drops; with *apply*, copy every file that changes or goes into ``cut-NNNNNN/``,
     then cut. Raise ``JournalError`` for what cutting cannot mend (meta.json, the
@@ -1348,11 +1176,9 @@ def cut_journal(
     try:
         journal = _Journal(path)
         if journal.legacy:
-            raise JournalError(
-                f"{path} is a {journal.meta['format']} journal: journal-cut "
-                f"works on {FORMAT} journals (carbonx serve converts one "
-                f"that recovers)"
-            )
+            raise JournalError(f"{path} is a {journal.meta['format']} journal: journal-cut "
+                               f"works on {FORMAT} journals (carbonx serve converts one "
+                               f"that recovers)")
         try:
             recovered = _recover(journal, book)
         except JournalDamage as damage:
@@ -1385,16 +1211,14 @@ def _salvage(data: bytes, start: int, expected: int, legacy: bool) -> tuple[int,
         count = (_group_size(data, begin, end, legacy) or 1) if end <= len(data) else 1
         frames += 1
         top = max(top, seq + count - 1)
-        whole = end <= len(data) and (
-            zlib.crc32(memoryview(data)[begin:end], seq & _LOW32 if legacy else 0) == crc
-        )
+        whole = end <= len(data) and (zlib.crc32(
+            memoryview(data)[begin:end], seq & _LOW32 if legacy else 0) == crc)
         expected, pos = seq + count, end if whole else p + 1
     return frames, top, at_start
 
 
-def _plan(
-    journal: _Journal, damage: JournalDamage
-) -> tuple[CutPlan, list[tuple[str, Path, int]], _Json | None]:
+def _plan(journal: _Journal,
+          damage: JournalDamage) -> tuple[CutPlan, list[tuple[str, Path, int]], _Json | None]:
     """The plan, the actions ((truncate | remove | create, file, size or first seq)) and
     the new manifest (None: unchanged) that cut *journal* back past *damage*."""
     path, kind = journal.path, damage.kind
@@ -1410,9 +1234,8 @@ def _plan(
             return b""
 
     def remove(file: Path, why: str = "") -> None:
-        if file.exists() and not any(
-            a == ("remove", file) for a in (action[:2] for action in actions)
-        ):
+        if file.exists() and not any(a == ("remove", file)
+                                     for a in (action[:2] for action in actions)):
             size = file.stat().st_size
             actions.append(("remove", file, 0))
             plan.bytes += size
@@ -1427,26 +1250,22 @@ def _plan(
         data = read(segment.path)
         if kind == "frame":
             assert damage.offset is not None  # frame damage is at a byte
-            plan.frames, top, whole_header = _salvage(
-                data, damage.offset, damage.seq + 1, segment.legacy
-            )
+            plan.frames, top, whole_header = _salvage(data, damage.offset, damage.seq + 1,
+                                                      segment.legacy)
             plan.frames += not whole_header  # the damaged one, if not counted
             actions.append(("truncate", segment.path, damage.good_end))
             plan.bytes += len(data) - damage.good_end
             plan.files.append(
-                (segment.path.name, f"cut from {len(data):,} to {damage.good_end:,} bytes")
-            )
+                (segment.path.name, f"cut from {len(data):,} to {damage.good_end:,} bytes"))
             if segment.legacy:  # no writer appends to it: sealed, and a new segment after
-                entries.append(
-                    {
-                        "name": segment.path.name,
-                        "first": segment.first,
-                        "legacy": True,
-                        "last": damage.seq,
-                        "end": damage.good_end,
-                        "size": damage.good_end,
-                    }
-                )
+                entries.append({
+                    "name": segment.path.name,
+                    "first": segment.first,
+                    "legacy": True,
+                    "last": damage.seq,
+                    "end": damage.good_end,
+                    "size": damage.good_end
+                })
                 fresh = path / _segment_name(damage.seq + 1)
                 remove(fresh)
                 actions.append(("create", fresh, damage.seq + 1))
@@ -1455,16 +1274,15 @@ def _plan(
             else:
                 entries.append({"name": segment.path.name, "first": segment.first})
         else:
-            plan.frames, top, _ = _salvage(
-                data, 0, min(segment.first, damage.seq + 1), segment.legacy
-            )
+            plan.frames, top, _ = _salvage(data, 0, min(segment.first, damage.seq + 1),
+                                           segment.legacy)
             fresh = path / _segment_name(damage.seq + 1)
             remove(segment.path)
             remove(fresh)
             actions.append(("create", fresh, damage.seq + 1))
             plan.files.append((fresh.name, "made anew: a segment header, no frame"))
             entries.append({"name": fresh.name, "first": damage.seq + 1})
-        for later in journal.segments[index + 1 :]:
+        for later in journal.segments[index + 1:]:
             if later.sealed is not None:
                 top = max(top, later.sealed[2])
             frames, high, _ = _salvage(read(later.path), 0, later.first, later.legacy)

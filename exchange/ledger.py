@@ -43,113 +43,29 @@ from collections.abc import Iterable
 import msgspec
 
 from exchange import reasons
-from exchange.book.fast import (
-    LIMIT,
-    MARKET,
-    NO_LIMIT,
-    STOP,
-    STOP_LIMIT,
-    STP_NONE,
-    STP_RESTING,
-    Counters,
-)
-from exchange.commands import (
-    AllocateAllowances,
-    ClawBackAllowances,
-    CloseAccount,
-    ComplianceDeadline,
-    ConvertAllowances,
-    Deposit,
-    IssueAllowances,
-    OpenAccount,
-    RecordEmissions,
-    ResumeAccount,
-    SurrenderAllowances,
-    SuspendAccount,
-    TransferAllowances,
-    Withdraw,
-)
+from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
+                               SYSTEM_ACCOUNTS, Account, Holding)
+from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING,
+                                Counters)
+from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAccount,
+                               ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
+                               OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
+                               SuspendAccount, TransferAllowances, Withdraw)
 from exchange.compliance.registry import Registry
-from exchange.derivatives.clearing import CLEARING, Clearing
-from exchange.events import (
-    AccountOpened,
-    AccountStatusChanged,
-    AllowancesAllocated,
-    AllowancesClawedBack,
-    AllowancesConverted,
-    AllowancesIssued,
-    AllowancesSurrendered,
-    AllowancesTransferred,
-    CashDeposited,
-    CashWithdrawn,
-    ComplianceAssessed,
-    DeadlinePassed,
-    EmissionsVerified,
-    HoldingsUnlocked,
-    LedgerCommandIgnored,
-    OrderCancelled,
-    OrderExpired,
-    TradeExecuted,
-    TradeSettled,
-)
+from exchange.derivatives.clearing import Clearing
+from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
+                             AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
+                             AllowancesSurrendered, AllowancesTransferred, CashDeposited,
+                             CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
+                             HoldingsUnlocked, LedgerCommandIgnored, OrderCancelled, OrderExpired,
+                             TradeExecuted, TradeSettled)
 from exchange.market import FEE_SCALE, MINOR_UNITS, Market
 from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
 __all__ = [
-    "Ledger",
-    "NoLedger",
-    "Holding",
-    "Account",
-    "FEES",
-    "REGISTRY",
-    "CLEARING",
-    "SYSTEM_ACCOUNTS",
+    "Ledger", "NoLedger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"
 ]
-
-FEES, REGISTRY = "@exchange", "@registry"
-SYSTEM_ACCOUNTS = (FEES, REGISTRY, CLEARING)
-OPEN, SUSPENDED, CLOSED = "open", "suspended", "closed"
-SYSTEM = "system"  # the status of the system accounts: they never place orders
-
-
-class Holding:
-    """One account's balance of one asset, in three buckets (see the module docstring)."""
-
-    __slots__ = ("available", "held", "locked", "pending_buy")
-
-    def __init__(self) -> None:
-        self.available = 0
-        self.held = 0
-        self.locked = 0
-        self.pending_buy = 0  # units the account's open buy orders still want
-
-    @property
-    def total(self) -> int:
-        return self.available + self.held + self.locked
-
-
-class Account:
-    """A participant or system account: its kind, status and holdings by asset."""
-
-    __slots__ = ("name", "kind", "status", "holdings", "spot")
-
-    def __init__(self, name: str, kind: str) -> None:
-        self.name = name
-        self.kind = kind
-        self.status = OPEN
-        self.holdings: dict[str, Holding] = {}
-        # What ``Ledger.reserve`` needs for a spot instrument once the account holds both
-        # it and its currency: (units, cash, tick value, fee rate, position limit or
-        # None). Derived, never state: holdings are never replaced, nor a kind changed.
-        self.spot: dict[str, tuple] = {}
-
-    def holding(self, asset: str) -> Holding:
-        holding = self.holdings.get(asset)
-        if holding is None:
-            holding = self.holdings[asset] = Holding()
-        return holding
-
 
 class _Hold(msgspec.Struct, gc=False):
     """What one open order has reserved: ``amount`` of ``holding.held``.
@@ -210,28 +126,15 @@ class Ledger:
         fees = {c: self.accounts[FEES].holding(c) for c in self.currencies}
         # Per-instrument terms the hot paths unpack in one step.
         self._terms = {
-            sym: (
-                inst.currency,
-                inst.kind == "spot",
-                inst.tick_value,
-                max(inst.maker_fee, inst.taker_fee),
-                inst.position_limit,
-            )
+            sym: (inst.currency, inst.kind == "spot", inst.tick_value,
+                  max(inst.maker_fee, inst.taker_fee), inst.position_limit)
             for sym, inst in self.instruments.items()
         }
         self.registry = Registry(self.instruments)
         self._settle_terms = {
-            sym: (
-                inst.tick_value,
-                inst.maker_fee,
-                inst.taker_fee,
-                inst.settlement_days,
-                fees[inst.currency],
-                inst.currency,
-                self.registry.counts_trades(sym),
-            )
-            if inst.kind == "spot"
-            else None
+            sym: (inst.tick_value, inst.maker_fee, inst.taker_fee,
+                  inst.settlement_days, fees[inst.currency], inst.currency,
+                  self.registry.counts_trades(sym)) if inst.kind == "spot" else None
             for sym, inst in self.instruments.items()
         }
         self._admin = {
@@ -248,7 +151,7 @@ class Ledger:
             ComplianceDeadline: self._deadline,
             ClawBackAllowances: self._claw_back,
             AllocateAllowances: self._allocate,
-            ConvertAllowances: self._convert,
+            ConvertAllowances: self._convert
         }
         self.clearing = Clearing(market, self.accounts, counters)
         self.closing_out = False  # the engine's close-out orders pass a suspension
@@ -265,11 +168,8 @@ class Ledger:
 
     def holdings(self) -> list[tuple[str, str, int, int, int]]:
         """Return ``(account, asset, available, held, locked)`` rows, sorted."""
-        return [
-            (name, asset, h.available, h.held, h.locked)
-            for name in sorted(self.accounts)
-            for asset, h in sorted(self.accounts[name].holdings.items())
-        ]
+        return [(name, asset, h.available, h.held, h.locked) for name in sorted(self.accounts)
+                for asset, h in sorted(self.accounts[name].holdings.items())]
 
     def held_for(self, order_id: str) -> int | None:
         """Return the amount held for an open order, or ``None``."""
@@ -283,20 +183,9 @@ class Ledger:
         return NO_LIMIT if hold is None else hold.price
 
     # --- pre-trade risk ------------------------------------------------------------------
-    def reserve(
-        self,
-        order_id: str,
-        account: str,
-        symbol: str,
-        is_buy: bool,
-        price: int,
-        qty: int,
-        kind: int = LIMIT,
-        priced: bool = True,
-        stp: int = 0,
-        band=None,
-        book=None,
-    ) -> str | int | None:
+    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int, qty: int,
+                kind: int = LIMIT, priced: bool = True, stp: int = 0, band=None,
+                book=None) -> str | int | None:
         """Hold what a new order needs before it is accepted.
 
         A limit or stop-limit order needs only the first six arguments (profiled: the
@@ -320,14 +209,8 @@ class Ledger:
             if not spot:
                 if symbol not in self.clearing.cleared:
                     return reasons.NOT_CLEARED  # no margin terms: traded, not cleared
-                return self.clearing.reserve(
-                    order_id,
-                    acct,
-                    symbol,
-                    is_buy,
-                    qty,
-                    price if kind in (LIMIT, STOP_LIMIT) else 0,
-                )
+                return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
+                                             price if kind in (LIMIT, STOP_LIMIT) else 0)
             # Holdings are looked up, not created, until the order is sure to be
             # accepted: a rejection changes nothing.
             holdings = acct.holdings
@@ -357,18 +240,16 @@ class Ledger:
             elif kind == STOP:
                 return reasons.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
             else:
-                affordable, amount, cash_bound = _walk(
-                    book, account, stp, cash.available, qty, unit, fee
-                )
+                affordable, amount, cash_bound = _walk(book, account, stp, cash.available, qty,
+                                                       unit, fee)
                 if not affordable:
                     # Nothing it could buy: refused if for want of cash; with an empty
                     # book it is accepted and cancelled as any market order would be.
                     return reasons.INSUFFICIENT_CASH if cash_bound else None
                 if cash_bound:
                     result = qty = affordable
-                self._take(
-                    acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee, qty, False
-                )
+                self._take(acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee, qty,
+                           False)
                 return result
         amount = price * qty * unit
         amount += amount * fee // FEE_SCALE  # cash_needed, inlined (profiled hot path)
@@ -382,9 +263,8 @@ class Ledger:
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, priced)
         return None
 
-    def _take(
-        self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty, rests
-    ) -> None:
+    def _take(self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty,
+              rests) -> None:
         if position is _EMPTY:
             position = acct.holding(symbol)
         cash.available -= amount
@@ -413,11 +293,8 @@ class Ledger:
                 return reasons.INSUFFICIENT_CASH
             position = hold.other
             limit = self.instruments[symbol].position_limit if acct.kind == "financial" else None
-            if (
-                limit is not None
-                and qty > hold.qty
-                and position.total + position.pending_buy + qty - hold.qty > limit
-            ):
+            if (limit is not None and qty > hold.qty
+                    and position.total + position.pending_buy + qty - hold.qty > limit):
                 return reasons.POSITION_LIMIT
             hold.price = hold_price
             position.pending_buy += qty - hold.qty
@@ -510,19 +387,10 @@ class Ledger:
             ctr = self._ctr
             ctr.seq += 1
             out.append(
-                TradeSettled(
-                    seq=ctr.seq,
-                    trade_id=trade.trade_id,
-                    instrument=trade.instrument,
-                    buy_account=trade.buy_account,
-                    sell_account=trade.sell_account,
-                    qty=qty,
-                    cash=cash,
-                    buy_fee=buy_fee,
-                    sell_fee=sell_fee,
-                    currency=currency,
-                )
-            )
+                TradeSettled(seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
+                             buy_account=trade.buy_account, sell_account=trade.sell_account,
+                             qty=qty, cash=cash, buy_fee=buy_fee, sell_fee=sell_fee,
+                             currency=currency))
 
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
@@ -646,9 +514,8 @@ class Ledger:
         for problem in (acct, inst):
             if type(problem) is str:
                 return problem
-        self._event(
-            AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument, qty=cmd.qty
-        )
+        self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
+                    qty=cmd.qty)
         self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + cmd.qty
         return None
@@ -668,14 +535,8 @@ class Ledger:
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
-        self._event(
-            AllowancesSurrendered,
-            out,
-            account=cmd.account,
-            instrument=cmd.instrument,
-            qty=cmd.qty,
-            year=cmd.year,
-        )
+        self._event(AllowancesSurrendered, out, account=cmd.account, instrument=cmd.instrument,
+                    qty=cmd.qty, year=cmd.year)
         return None
 
     def _claw_back(self, cmd: ClawBackAllowances, out: list) -> str | None:
@@ -687,9 +548,8 @@ class Ledger:
         if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self.supply[cmd.instrument] -= cmd.qty
-        self._event(
-            AllowancesClawedBack, out, account=cmd.account, instrument=cmd.instrument, qty=cmd.qty
-        )
+        self._event(AllowancesClawedBack, out, account=cmd.account, instrument=cmd.instrument,
+                    qty=cmd.qty)
         return None
 
     def _entity(self, name: str):
@@ -706,20 +566,11 @@ class Ledger:
         checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.months)
         if type(checked) is str:
             return checked
-        self.registry.apply_record(
-            cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier, cmd.months
-        )
-        self._event(
-            EmissionsVerified,
-            out,
-            account=cmd.account,
-            year=cmd.year,
-            qty=cmd.qty,
-            quality=cmd.quality,
-            verifier=cmd.verifier,
-            restated_from=checked[0],
-            months=cmd.months,
-        )
+        self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier,
+                                   cmd.months)
+        self._event(EmissionsVerified, out, account=cmd.account, year=cmd.year, qty=cmd.qty,
+                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0],
+                    months=cmd.months)
         return None
 
     def _allocate(self, cmd: AllocateAllowances, out: list) -> str | None:
@@ -738,18 +589,9 @@ class Ledger:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
         self.registry.allocated(cmd.account, cmd.year, cmd.qty, cmd.stage, deducted, change)
-        self._event(
-            AllowancesAllocated,
-            out,
-            account=cmd.account,
-            instrument=cmd.instrument,
-            year=cmd.year,
-            stage=cmd.stage,
-            allocation=cmd.qty,
-            deducted=deducted,
-            issued=max(change, 0),
-            clawed_back=max(-change, 0),
-        )
+        self._event(AllowancesAllocated, out, account=cmd.account, instrument=cmd.instrument,
+                    year=cmd.year, stage=cmd.stage, allocation=cmd.qty, deducted=deducted,
+                    issued=max(change, 0), clawed_back=max(-change, 0))
         return None
 
     def _convert(self, cmd: ConvertAllowances, out: list) -> str | None:
@@ -760,12 +602,10 @@ class Ledger:
             if type(problem) is str:
                 return problem
         registry = self.registry
-        old_vintages = sum(
-            h.total for asset, h in acct.holdings.items() if registry.old_vintage(asset)
-        )
-        left = registry.conversion_left(
-            cmd.account, cmd.instrument, cmd.to_instrument, old_vintages
-        )
+        old_vintages = sum(h.total for asset, h in acct.holdings.items()
+                           if registry.old_vintage(asset))
+        left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
+                                        old_vintages)
         if type(left) is str:
             return left
         if cmd.qty > left:
@@ -776,15 +616,8 @@ class Ledger:
         self.supply[cmd.instrument] -= cmd.qty
         self.supply[cmd.to_instrument] = self.supply.get(cmd.to_instrument, 0) + cmd.qty
         registry.convert(cmd.account, cmd.qty)
-        self._event(
-            AllowancesConverted,
-            out,
-            account=cmd.account,
-            instrument=cmd.instrument,
-            to_instrument=cmd.to_instrument,
-            qty=cmd.qty,
-            cap_left=left - cmd.qty,
-        )
+        self._event(AllowancesConverted, out, account=cmd.account, instrument=cmd.instrument,
+                    to_instrument=cmd.to_instrument, qty=cmd.qty, cap_left=left - cmd.qty)
         return None
 
     def _deadline(self, cmd: ComplianceDeadline, out: list) -> str | None:
@@ -793,27 +626,14 @@ class Ledger:
         if type(rows) is str:
             return rows
         notional, volume = registry.deadline_month(cmd.year)
-        self._event(
-            DeadlinePassed,
-            out,
-            year=cmd.year,
-            entities=len(rows),
-            short=sum(1 for _, ob in rows if ob.shortfall),
-            average_price=notional // volume if volume else None,
-        )
+        self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
+                    short=sum(1 for _, ob in rows if ob.shortfall),
+                    average_price=notional // volume if volume else None)
         for account, ob in rows:
-            self._event(
-                ComplianceAssessed,
-                out,
-                account=account,
-                year=cmd.year,
-                obligation=ob.emissions,
-                surrendered_allowances=ob.allowances,
-                surrendered_offsets=ob.offsets,
-                shortfall=ob.shortfall,
-                fine=ob.fine,
-                status=ob.status,
-            )
+            self._event(ComplianceAssessed, out, account=account, year=cmd.year,
+                        obligation=ob.emissions, surrendered_allowances=ob.allowances,
+                        surrendered_offsets=ob.offsets, shortfall=ob.shortfall, fine=ob.fine,
+                        status=ob.status)
         return None
 
     def _transfer(self, cmd: TransferAllowances, out: list) -> str | None:
@@ -827,14 +647,8 @@ class Ledger:
             return _status_reason(acct)
         if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
-        self._event(
-            AllowancesTransferred,
-            out,
-            account=cmd.account,
-            to_account=cmd.to_account,
-            instrument=cmd.instrument,
-            qty=cmd.qty,
-        )
+        self._event(AllowancesTransferred, out, account=cmd.account, to_account=cmd.to_account,
+                    instrument=cmd.instrument, qty=cmd.qty)
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
         return None
 
@@ -881,17 +695,10 @@ class Ledger:
             for asset, h in acct.holdings.items():
                 where[id(h)] = (name, asset)
                 rows.append(
-                    HoldingState(
-                        asset=asset,
-                        available=h.available,
-                        held=h.held,
-                        locked=h.locked,
-                        pending_buy=h.pending_buy,
-                    )
-                )
+                    HoldingState(asset=asset, available=h.available, held=h.held, locked=h.locked,
+                                 pending_buy=h.pending_buy))
             accounts.append(
-                AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows)
-            )
+                AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows))
         holds = []
         for order_id, hold in self._holds.items():
             account, asset = where[id(hold.holding)]
@@ -899,28 +706,12 @@ class Ledger:
             if other_account != account:
                 raise ValueError(f"hold of {order_id}: its two legs are in two accounts")
             holds.append(
-                HoldState(
-                    order_id=order_id,
-                    account=account,
-                    asset=asset,
-                    other=other,
-                    amount=hold.amount,
-                    is_buy=hold.is_buy,
-                    price=hold.price,
-                    unit=hold.unit,
-                    fee=hold.fee,
-                    qty=hold.qty,
-                    rests=hold.rests,
-                )
-            )
-        return LedgerState(
-            accounts=accounts,
-            supply=dict(self.supply),
-            holds=holds,
-            locked=list(self._locked),
-            registry=self.registry.to_state(),
-            clearing=self.clearing.to_state(),
-        )
+                HoldState(order_id=order_id, account=account, asset=asset, other=other,
+                          amount=hold.amount, is_buy=hold.is_buy, price=hold.price, unit=hold.unit,
+                          fee=hold.fee, qty=hold.qty, rests=hold.rests))
+        return LedgerState(accounts=accounts, supply=dict(self.supply), holds=holds,
+                           locked=list(self._locked), registry=self.registry.to_state(),
+                           clearing=self.clearing.to_state())
 
     def load_state(self, state: LedgerState) -> None:
         """Take *state* (``to_state``) into this new ledger, in place: the clearing house
@@ -964,33 +755,19 @@ class Ledger:
         for row_hold in state.holds:
             owner = row_hold.account
             holdings = accounts[owner].holdings if owner in accounts else {}
-            if (
-                row_hold.asset not in holdings
-                or row_hold.other not in holdings
-                or row_hold.order_id in holds
-            ):
-                raise ValueError(
-                    f"ledger: the hold of {row_hold.order_id!r} names no holding "
-                    f"of {owner!r}, or is given twice"
-                )
-            holds[row_hold.order_id] = _Hold(
-                holdings[row_hold.asset],
-                holdings[row_hold.other],
-                row_hold.amount,
-                row_hold.is_buy,
-                row_hold.price,
-                row_hold.unit,
-                row_hold.fee,
-                row_hold.qty,
-                row_hold.rests,
-            )
+            if (row_hold.asset not in holdings or row_hold.other not in holdings
+                    or row_hold.order_id in holds):
+                raise ValueError(f"ledger: the hold of {row_hold.order_id!r} names no holding "
+                                 f"of {owner!r}, or is given twice")
+            holds[row_hold.order_id] = _Hold(holdings[row_hold.asset], holdings[row_hold.other],
+                                             row_hold.amount, row_hold.is_buy, row_hold.price,
+                                             row_hold.unit, row_hold.fee, row_hold.qty,
+                                             row_hold.rests)
         for account, asset in state.locked:
             locked = accounts[account].holdings.get(asset) if account in accounts else None
             if locked is None or (account, asset) in self._locked:
-                raise ValueError(
-                    f"ledger: locked units of {account!r} {asset!r}: no such "
-                    f"holding, or given twice"
-                )
+                raise ValueError(f"ledger: locked units of {account!r} {asset!r}: no such "
+                                 f"holding, or given twice")
             self._locked[(account, asset)] = locked
         self.registry.load_state(state.registry)
         self.clearing.load_state(state.clearing)
@@ -998,28 +775,18 @@ class Ledger:
     # --- verification ----------------------------------------------------------------------
     def snapshot(self) -> list:
         """Return the ledger's state as plain data, deterministic in order."""
-        accounts = [
-            [
-                name,
-                a.kind,
-                a.status,
-                [
-                    [asset, h.available, h.held, h.locked, h.pending_buy]
-                    for asset, h in sorted(a.holdings.items())
-                ],
-            ]
-            for name, a in sorted(self.accounts.items())
-        ]
-        holds = [
-            [oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
-            for oid, h in sorted(self._holds.items())
-        ]
+        accounts = [[
+            name, a.kind, a.status,
+            [[asset, h.available, h.held, h.locked, h.pending_buy]
+             for asset, h in sorted(a.holdings.items())]
+        ] for name, a in sorted(self.accounts.items())]
+        holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
+                 for oid, h in sorted(self._holds.items())]
         return [
             accounts,
-            sorted(self.supply.items()),
-            holds,
+            sorted(self.supply.items()), holds,
             self.registry.snapshot(),
-            self.clearing.snapshot(),
+            self.clearing.snapshot()
         ]
 
     def check(self, live: Iterable) -> None:
@@ -1036,9 +803,8 @@ class Ledger:
                     # the clearing account's cash: what its own positions made, less the
                     # defaults it covered (it may be below zero by them)
                     assert h.held == h.locked == 0
-                    assert h.available == (
-                        clearing.own_cash.get(asset, 0) - clearing.defaults.get(asset, 0)
-                    ), "clearing cash"
+                    assert h.available == (clearing.own_cash.get(asset, 0) -
+                                           clearing.defaults.get(asset, 0)), "clearing cash"
                     totals[asset] = totals.get(asset, 0) + h.total
                     continue
                 assert h.available >= 0 and h.held >= 0 and h.locked >= 0, (name, asset)
@@ -1056,9 +822,9 @@ class Ledger:
             hold = self._holds[order.order_id]
             if hold.is_buy:
                 price = order.price if order.kind != STOP else hold.price
-                assert hold.amount == cash_needed(price, order.qty, hold.unit, hold.fee), (
-                    f"hold of {order.order_id} differs from its need"
-                )
+                assert hold.amount == cash_needed(
+                    price, order.qty, hold.unit,
+                    hold.fee), (f"hold of {order.order_id} differs from its need")
                 assert hold.qty == order.qty
                 pending[id(hold.other)] = pending.get(id(hold.other), 0) + order.qty
             else:
@@ -1068,14 +834,12 @@ class Ledger:
         for acct in self.accounts.values():
             for asset, h in acct.holdings.items():
                 assert h.held == held.get(id(h), 0) + margins.get((acct.name, asset), 0), (
-                    f"{acct.name} {asset}: held is not its holds and margin"
-                )
+                    f"{acct.name} {asset}: held is not its holds and margin")
                 assert h.pending_buy == pending.get(id(h), 0), f"{acct.name} {asset}: pending"
         for key, h in self._locked.items():
             assert h.locked > 0, key
-        assert sum(
-            1 for a in self.accounts.values() for h in a.holdings.values() if h.locked
-        ) == len(self._locked), "locked index"
+        assert sum(1 for a in self.accounts.values() for h in a.holdings.values()
+                   if h.locked) == len(self._locked), "locked index"
         surrendered = self.accounts[REGISTRY].holdings
         self.registry.check({asset: h.total for asset, h in surrendered.items()})
 
@@ -1164,7 +928,7 @@ class NoLedger:
     (``LedgerCommandIgnored``).
     """
 
-    __slots__ = ("_ctr",)
+    __slots__ = ("_ctr", )
 
     def __init__(self, counters: Counters) -> None:
         self._ctr = counters
@@ -1196,12 +960,8 @@ class NoLedger:
         ctr = self._ctr
         ctr.seq += 1
         out.append(
-            LedgerCommandIgnored(
-                seq=ctr.seq,
-                action=type(command).__struct_config__.tag,
-                account=getattr(command, "account", ""),
-            )
-        )
+            LedgerCommandIgnored(seq=ctr.seq, action=type(command).__struct_config__.tag,
+                                 account=getattr(command, "account", "")))
 
     def snapshot(self) -> None:
         return None

@@ -28,50 +28,21 @@ from exchange.calendar import Calendar, CalendarError, contract_months, parse_da
 from exchange.units import Scale, parse_decimal
 
 __all__ = [
-    "Instrument",
-    "Market",
-    "format_cash",
-    "Clearing",
-    "MarketConfigError",
-    "load_market",
-    "default_market",
+    "Instrument", "Market", "format_cash", "Clearing", "MarketConfigError", "load_market",
+    "default_market"
 ]
 
 KINDS = ("spot", "future", "option")
 
 _KEYS = {
-    "kind",
-    "currency",
-    "tick",
-    "qty_step",
-    "min_qty",
-    "max_qty",
-    "band",
-    "reference_price",
-    "vintage",
-    "contract_size",
-    "underlying",
-    "contract_month",
-    "strike",
-    "option_type",
-    "unit",
-    "maker_fee_bps",
-    "taker_fee_bps",
-    "settlement_days",
-    "position_limit",
-    "offset",
-    "initial_margin",
-    "maintenance_margin",
-    "registered",
-    "in_scheme",
+    "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band", "reference_price",
+    "vintage", "contract_size", "underlying", "contract_month", "strike", "option_type", "unit",
+    "maker_fee_bps", "taker_fee_bps", "settlement_days", "position_limit", "offset",
+    "initial_margin", "maintenance_margin", "registered", "in_scheme"
 }
 _CLEARING_KEYS = {
-    "holidays",
-    "settlement_window",
-    "utc_offset",
-    "delivery_days",
-    "delivery_penalty",
-    "option_expiry_days",
+    "holidays", "settlement_window", "utc_offset", "delivery_days", "delivery_penalty",
+    "option_expiry_days"
 }
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
@@ -250,8 +221,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         raise MarketConfigError(f"{where}: min_qty {min_qty} is above max_qty {max_qty}")
     if min_qty % step or max_qty % step:
         raise MarketConfigError(
-            f"{where}: min_qty and max_qty must be multiples of qty_step {step}"
-        )
+            f"{where}: min_qty and max_qty must be multiples of qty_step {step}")
     band = None
     band_num, band_den = 0, 1
     if spec.get("band") is not None:
@@ -266,8 +236,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
         if reference is None or reference <= 0:
             raise MarketConfigError(
                 f"{where}.reference_price: {ref_value} is not a positive multiple of the "
-                f"tick {tick.text}"
-            )
+                f"tick {tick.text}")
     vintage = spec.get("vintage")
     if vintage is not None:
         vintage = _whole(vintage, f"{where}.vintage", 1900)
@@ -285,15 +254,13 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     if tick_value != tick_value.to_integral_value():
         raise MarketConfigError(
             f"{where}.tick: one tick ({tick.text} {currency} x {contract_size}) is not a whole "
-            f"number of the currency's minor units"
-        )
+            f"number of the currency's minor units")
     maker_fee = _fee(spec.get("maker_fee_bps", 0), f"{where}.maker_fee_bps")
     taker_fee = _fee(spec.get("taker_fee_bps", 0), f"{where}.taker_fee_bps")
     settlement_days = spec.get("settlement_days", 1)
     if settlement_days not in (0, 1) or isinstance(settlement_days, bool):
         raise MarketConfigError(
-            f"{where}.settlement_days: 0 (same day) or 1 (T+1), got {settlement_days!r}"
-        )
+            f"{where}.settlement_days: 0 (same day) or 1 (T+1), got {settlement_days!r}")
     offset = spec.get("offset", False)
     if not isinstance(offset, bool) or (offset and kind != "spot"):
         raise MarketConfigError(f"{where}.offset: true or false, on a spot instrument only")
@@ -321,10 +288,8 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
             raise MarketConfigError(f"{where}.{margin}: futures only")
         amount = _exact(spec[margin], f"{where}.{margin}") * 10**minor
         if amount < 0 or amount != amount.to_integral_value():
-            raise MarketConfigError(
-                f"{where}.{margin}: a non-negative amount of {currency} "
-                f"in whole minor units, got {spec[margin]}"
-            )
+            raise MarketConfigError(f"{where}.{margin}: a non-negative amount of {currency} "
+                                    f"in whole minor units, got {spec[margin]}")
         margins[margin] = int(amount)
     option: _Option = {}
     if kind == "option" and spec.get("strike") is not None:
@@ -345,33 +310,14 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
             raise MarketConfigError(f"{where}.maintenance_margin: above the initial margin")
         if not spec.get("contract_month") or not spec.get("underlying"):
             raise MarketConfigError(f"{where}: a future needs its contract_month and underlying")
-    return Instrument(
-        symbol=symbol,
-        kind=kind,
-        currency=currency,
-        tick=tick,
-        qty_step=step,
-        min_qty=min_qty,
-        max_qty=max_qty,
-        band=band,
-        reference_price=reference,
-        vintage=vintage,
-        contract_size=contract_size,
-        unit=spec.get("unit", "lot" if kind != "spot" else "t"),
-        underlying=spec.get("underlying"),
-        contract_month=spec.get("contract_month"),
-        band_num=band_num,
-        band_den=band_den,
-        tick_value=int(tick_value),
-        maker_fee=maker_fee,
-        taker_fee=taker_fee,
-        settlement_days=settlement_days,
-        position_limit=position_limit,
-        offset=offset,
-        **margins,
-        **option,
-        **credit,
-    )
+    return Instrument(symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
+                      min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
+                      vintage=vintage, contract_size=contract_size,
+                      unit=spec.get("unit", "lot" if kind != "spot" else "t"),
+                      underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
+                      band_num=band_num, band_den=band_den, tick_value=int(tick_value),
+                      maker_fee=maker_fee, taker_fee=taker_fee, settlement_days=settlement_days,
+                      position_limit=position_limit, offset=offset, **margins, **option, **credit)
 
 
 def _fee(value: Any, where: str) -> int:
@@ -380,8 +326,7 @@ def _fee(value: Any, where: str) -> int:
     rate = bps * 100
     if not 0 <= bps <= 1000 or rate != rate.to_integral_value():
         raise MarketConfigError(
-            f"{where}: basis points from 0 to 1000 with at most two decimals, got {bps}"
-        )
+            f"{where}: basis points from 0 to 1000 with at most two decimals, got {bps}")
     return int(rate)
 
 
@@ -415,8 +360,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if inst.underlying is not None and inst.underlying not in instruments:
             raise MarketConfigError(
                 f"{source}: instrument {inst.symbol!r}: underlying {inst.underlying!r} is not "
-                "in the market"
-            )
+                "in the market")
     clearing = _clearing(data.get("clearing", {}), source)
     calendar = Calendar(clearing.holidays)
     for symbol, inst in list(instruments.items()):
@@ -427,19 +371,15 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         assert inst.underlying is not None and inst.contract_month is not None
         underlying = instruments[inst.underlying]
         if underlying.kind != "spot" or underlying.vintage is None or underlying.offset:
-            raise MarketConfigError(
-                f"{where}: the underlying must be an allowance (a spot "
-                f"instrument with a vintage) to deliver"
-            )
+            raise MarketConfigError(f"{where}: the underlying must be an allowance (a spot "
+                                    f"instrument with a vintage) to deliver")
         try:
             last = calendar.last_trading_day(*parse_month(inst.contract_month))
         except CalendarError as exc:
             raise MarketConfigError(f"{where}.contract_month: {exc}") from None
         instruments[symbol] = replace(
-            inst,
-            last_trading_day=last,
-            delivery_day=calendar.delivery_day(last, clearing.delivery_days),
-        )
+            inst, last_trading_day=last,
+            delivery_day=calendar.delivery_day(last, clearing.delivery_days))
     for symbol, inst in list(instruments.items()):
         if inst.kind != "option" or inst.strike is None:
             continue
@@ -448,14 +388,10 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         future = instruments[inst.underlying]
         if future.kind != "future" or future.last_trading_day is None:
             raise MarketConfigError(f"{where}: the underlying must be a cleared future")
-        if (inst.contract_size, inst.tick_value, inst.currency) != (
-            future.contract_size,
-            future.tick_value,
-            future.currency,
-        ):
+        if (inst.contract_size, inst.tick_value,
+                inst.currency) != (future.contract_size, future.tick_value, future.currency):
             raise MarketConfigError(
-                f"{where}: contract size, tick and currency must be the underlying future's"
-            )
+                f"{where}: contract size, tick and currency must be the underlying future's")
         expiry = future.last_trading_day
         for _ in range(clearing.option_expiry_days):
             expiry = calendar.previous_business_day(expiry - 1)
@@ -466,10 +402,8 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         if i.last_trading_day is not None and i.kind in ("future", "option")
     }
     if len(cleared) > 1:
-        raise MarketConfigError(
-            f"{source}: cleared futures and options must share one "
-            f"currency (found {', '.join(sorted(cleared))})"
-        )
+        raise MarketConfigError(f"{source}: cleared futures and options must share one "
+                                f"currency (found {', '.join(sorted(cleared))})")
     return Market(instruments=instruments, source=source, text=text, clearing=clearing)
 
 
@@ -488,17 +422,13 @@ def _series(tables: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(spec, dict):
             raise MarketConfigError(f"{where} must be a table")
         spec = dict(spec)
-        kind, start, count = (
-            spec.pop("series", None),
-            spec.pop("start", None),
-            spec.pop("count", None),
-        )
+        kind, start, count = (spec.pop("series", None), spec.pop("start",
+                                                                 None), spec.pop("count", None))
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 120:
             raise MarketConfigError(f"{where}.count: a whole number of contracts, 1 to 120")
         if spec.get("kind", "future") != "future" or "contract_month" in spec:
             raise MarketConfigError(
-                f"{where}: a series lists futures; their months come from series, start and count"
-            )
+                f"{where}: a series lists futures; their months come from series, start and count")
         if not isinstance(start, str):
             raise MarketConfigError(f"{where}.start: expected YYYY-MM, got {start!r}")
         try:
@@ -506,12 +436,10 @@ def _series(tables: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         except CalendarError as exc:
             raise MarketConfigError(f"{where}: {exc}") from None
         for y, m in months:
-            found.append(
-                (
-                    f"{name}-{_MONTHS[m - 1]}{y % 100:02d}",
-                    {**spec, "kind": "future", "contract_month": f"{y:04d}-{m:02d}"},
-                )
-            )
+            found.append((f"{name}-{_MONTHS[m - 1]}{y % 100:02d}", {
+                **spec, "kind": "future",
+                "contract_month": f"{y:04d}-{m:02d}"
+            }))
     return found
 
 
@@ -543,9 +471,8 @@ def _clearing(spec: Any, source: str) -> Clearing:
     num, den = penalty.as_integer_ratio()
     option_days = _whole(spec.get("option_expiry_days", 3), f"{where}.option_expiry_days", 0)
     day = 86_400
-    return Clearing(
-        days, (start - offset) % day, (end - offset) % day, delivery_days, num, den, option_days
-    )
+    return Clearing(days, (start - offset) % day, (end - offset) % day, delivery_days, num, den,
+                    option_days)
 
 
 def _clock(text: Any, where: str, signed: bool = False) -> int:
@@ -554,12 +481,8 @@ def _clock(text: Any, where: str, signed: bool = False) -> int:
     if signed and isinstance(text, str) and text[:1] in "+-":
         sign, text = (-1 if text[0] == "-" else 1), text[1:]
     parts = text.split(":") if isinstance(text, str) else []
-    if (
-        len(parts) != 2
-        or not all(p.isdigit() and len(p) == 2 for p in parts)
-        or int(parts[0]) > 23
-        or int(parts[1]) > 59
-    ):
+    if (len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts) or int(parts[0]) > 23
+            or int(parts[1]) > 59):
         raise MarketConfigError(f"{where}: expected HH:MM, got {text!r}")
     return sign * (int(parts[0]) * 3600 + int(parts[1]) * 60)
 

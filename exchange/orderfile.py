@@ -23,72 +23,25 @@ from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 import msgspec
 
-from exchange.commands import (
-    ACCOUNT_KINDS,
-    STP_MODES,
-    AllocateAllowances,
-    AmendOrder,
-    CancelOrder,
-    ClawBackAllowances,
-    CloseAccount,
-    ComplianceDeadline,
-    ConvertAllowances,
-    Deposit,
-    EndOfDay,
-    IssueAllowances,
-    MassCancel,
-    OpenAccount,
-    PlaceOrder,
-    RecordEmissions,
-    ResumeAccount,
-    SurrenderAllowances,
-    SuspendAccount,
-    TransferAllowances,
-    Withdraw,
-)
+from exchange.commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
+                               CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
+                               ConvertAllowances, Deposit, EndOfDay, IssueAllowances, MassCancel,
+                               OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
+                               SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from exchange.units import is_decimal
 
 if TYPE_CHECKING:
     from exchange.commands import AnyCommand, OrderType, Side, TimeInForce
 
 __all__ = [
-    "OrderFileError",
-    "FIELDS",
-    "read_order_file",
-    "parse_order_text",
-    "detect_format",
-    "Row",
-    "RowError",
-    "RowReader",
+    "OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format", "Row",
+    "RowError", "RowReader"
 ]
 
-FIELDS = (
-    "action",
-    "order_id",
-    "account",
-    "instrument",
-    "side",
-    "type",
-    "tif",
-    "price",
-    "qty",
-    "stop_price",
-    "display_qty",
-    "post_only",
-    "stp",
-    "expire_ts",
-    "ts",
-    "command_id",
-    "kind",
-    "to_account",
-    "year",
-    "quality",
-    "verifier",
-    "multiple",
-    "months",
-    "stage",
-    "to_instrument",
-)
+FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty",
+          "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts", "command_id", "kind",
+          "to_account", "year", "quality", "verifier", "multiple", "months", "stage",
+          "to_instrument")
 # The last ten extend the pinned keys: an idempotency key for any row, the kind of an
 # account for open_account, the receiving account of a transfer, and the registry's:
 # the compliance year of surrender, emissions, allocate and deadline rows, an emissions
@@ -101,7 +54,7 @@ _TYPES: dict[str, OrderType] = {
     "limit": "limit",
     "market": "market",
     "stop": "stop",
-    "stop_limit": "stop_limit",
+    "stop_limit": "stop_limit"
 }
 _SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell"}
 _TIFS: dict[str, TimeInForce] = {
@@ -110,7 +63,7 @@ _TIFS: dict[str, TimeInForce] = {
     "day": "day",
     "ioc": "ioc",
     "fok": "fok",
-    "gtd": "gtd",
+    "gtd": "gtd"
 }
 _BOOLS: dict[str | bool, bool] = {"": False, "true": True, "false": False, True: True, False: False}
 _STPS = frozenset(STP_MODES)
@@ -118,31 +71,13 @@ _STPS = frozenset(STP_MODES)
 # journal and the wire carry). No underscores or spaces, unlike int().
 _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
-ACTIONS = (
-    "new",
-    "cancel",
-    "amend",
-    "deposit",
-    "withdraw",
-    "issue",
-    "surrender",
-    "eod",
-    "mass_cancel",
-    "transfer",
-    "open_account",
-    "suspend_account",
-    "resume_account",
-    "close_account",
-    "emissions",
-    "deadline",
-    "claw_back",
-    "allocate",
-    "convert",
-)
+ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
+           "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
+           "close_account", "emissions", "deadline", "claw_back", "allocate", "convert")
 _ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
-    "close_account": CloseAccount,
+    "close_account": CloseAccount
 }
 
 
@@ -233,95 +168,44 @@ class _Reader:
             raise _RowError(f"{name} {value!r} is not a whole number")
         raise _RowError(f"{name} {value!r} is not a number")
 
-    def command(
-        self,
-        action: str,
-        order_id: str,
-        account: str,
-        instrument: str,
-        side: str,
-        type_: str,
-        tif: str,
-        price: str,
-        qty: str,
-        stop_price: str,
-        display_qty: str,
-        post_only: str,
-        stp: str,
-        expire_ts: str,
-        ts: str,
-        command_id: str = "",
-        kind: str = "",
-        to_account: str = "",
-        year: str = "",
-        quality: str = "",
-        verifier: str = "",
-        multiple: str = "",
-        months: str = "",
-        stage: str = "",
-        to_instrument: str = "",
-    ) -> AnyCommand:
+    def command(self, action: str, order_id: str, account: str, instrument: str, side: str,
+                type_: str, tif: str, price: str, qty: str, stop_price: str, display_qty: str,
+                post_only: str, stp: str, expire_ts: str, ts: str, command_id: str = "",
+                kind: str = "", to_account: str = "", year: str = "", quality: str = "",
+                verifier: str = "", multiple: str = "", months: str = "", stage: str = "",
+                to_instrument: str = "") -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
         if action in _REGISTRY_ACTIONS or year:
-            command = self._registry(
-                action,
-                account,
-                instrument,
-                qty,
-                ts,
-                year,
-                quality,
-                verifier,
-                multiple,
-                months,
-                stage,
-            )
+            command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
+                                     multiple, months, stage)
         else:
-            command = self._command(
-                action,
-                order_id,
-                account,
-                instrument,
-                side,
-                type_,
-                tif,
-                price,
-                qty,
-                stop_price,
-                display_qty,
-                post_only,
-                stp,
-                expire_ts,
-                ts,
-                kind,
-                to_account,
-                to_instrument,
-            )
+            command = self._command(action, order_id, account, instrument, side, type_, tif, price,
+                                    qty, stop_price, display_qty, post_only, stp, expire_ts, ts,
+                                    kind, to_account, to_instrument)
         if command_id:
             return msgspec.structs.replace(command, command_id=command_id)
         return command
 
     def _command(
-        self,
-        action: str,
-        order_id: str,
-        account: str,
-        instrument: str,
-        side: str,
-        type_: str,
-        tif: str,
-        price: str | None,  # then the checked price
-        qty: str,
-        stop_price: str,
-        display_qty: str,
-        post_only: str,
-        stp: str | None,  # then the order's mode, the reader's default if none
-        expire_ts: str,
-        ts: str,
-        kind: str,
-        to_account: str,
-        to_instrument: str,
-    ) -> AnyCommand:
+            self,
+            action: str,
+            order_id: str,
+            account: str,
+            instrument: str,
+            side: str,
+            type_: str,
+            tif: str,
+            price: str | None,  # then the checked price
+            qty: str,
+            stop_price: str,
+            display_qty: str,
+            post_only: str,
+            stp: str | None,  # then the order's mode, the reader's default if none
+            expire_ts: str,
+            ts: str,
+            kind: str,
+            to_account: str,
+            to_instrument: str) -> AnyCommand:
         if action == "new":
             if side != "buy" and side != "sell":
                 if not side:
@@ -364,8 +248,7 @@ class _Reader:
                     post_only=flag,
                     stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
                     expire_ts=expire,
-                    ts=when,
-                )
+                    ts=when)
             # Profiled: passing only the fields in use is markedly cheaper.
             return PlaceOrder(
                 order_id=order_id,
@@ -377,26 +260,16 @@ class _Reader:
                 price=price,
                 qty=quantity,
                 stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
-                ts=when,
-            )
+                ts=when)
         if action == "cancel":
             if instrument or ts:
-                return CancelOrder(
-                    order_id=order_id,
-                    account=account,
-                    instrument=instrument or None,
-                    ts=self._int(ts, "ts"),
-                )
+                return CancelOrder(order_id=order_id, account=account, instrument=instrument
+                                   or None, ts=self._int(ts, "ts"))
             return CancelOrder(order_id=order_id, account=account)
         if action == "amend":
-            return AmendOrder(
-                order_id=order_id,
-                account=account,
-                instrument=instrument or None,
-                price=self._price(price, "price"),
-                qty=self._int(qty, "qty"),
-                ts=self._int(ts, "ts"),
-            )
+            return AmendOrder(order_id=order_id, account=account, instrument=instrument or None,
+                              price=self._price(price, "price"), qty=self._int(qty, "qty"),
+                              ts=self._int(ts, "ts"))
         if action == "eod":
             return EndOfDay(ts=self._int(ts, "ts"))
         if action in ("deposit", "withdraw"):
@@ -409,45 +282,33 @@ class _Reader:
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError(f"qty is required for {action}")
-            return _ALLOWANCE_MOVES[action](
-                account=account, instrument=instrument, qty=quantity, ts=self._int(ts, "ts")
-            )
+            return _ALLOWANCE_MOVES[action](account=account, instrument=instrument, qty=quantity,
+                                            ts=self._int(ts, "ts"))
         if action == "transfer":
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError("qty is required for transfer")
             if not to_account:
                 raise _RowError("to_account is required for transfer")
-            return TransferAllowances(
-                account=account,
-                to_account=to_account,
-                instrument=instrument,
-                qty=quantity,
-                ts=self._int(ts, "ts"),
-            )
+            return TransferAllowances(account=account, to_account=to_account, instrument=instrument,
+                                      qty=quantity, ts=self._int(ts, "ts"))
         if action == "convert":
             quantity = self._int(qty, "qty")
             if quantity is None:
                 raise _RowError("qty is required for convert")
             if not to_instrument:
                 raise _RowError(
-                    "to_instrument (the vintage to convert into) is required for convert"
-                )
-            return ConvertAllowances(
-                account=account,
-                instrument=instrument,
-                to_instrument=to_instrument,
-                qty=quantity,
-                ts=self._int(ts, "ts"),
-            )
+                    "to_instrument (the vintage to convert into) is required for convert")
+            return ConvertAllowances(account=account, instrument=instrument,
+                                     to_instrument=to_instrument, qty=quantity,
+                                     ts=self._int(ts, "ts"))
         if action == "open_account":
             if kind and kind not in ACCOUNT_KINDS:
                 raise _RowError(f"unknown kind {kind!r} ({', '.join(ACCOUNT_KINDS)})")
             return OpenAccount(
                 account=account,
                 kind=kind or "covered",  # type: ignore[arg-type]  # checked above
-                ts=self._int(ts, "ts"),
-            )
+                ts=self._int(ts, "ts"))
         if action in _ACCOUNT_STATUS:
             return _ACCOUNT_STATUS[action](account=account, ts=self._int(ts, "ts"))
         if action == "mass_cancel":
@@ -457,26 +318,14 @@ class _Reader:
                 account=account,
                 instrument=instrument or None,
                 side=side or None,  # type: ignore[arg-type]  # buy, sell or none: checked above
-                ts=self._int(ts, "ts"),
-            )
+                ts=self._int(ts, "ts"))
         if not action:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
 
-    def _registry(
-        self,
-        action: str,
-        account: str,
-        instrument: str,
-        qty: str,
-        ts: str,
-        year: str,
-        quality: str,
-        verifier: str,
-        multiple: str,
-        months: str = "",
-        stage: str = "",
-    ) -> AnyCommand:
+    def _registry(self, action: str, account: str, instrument: str, qty: str, ts: str, year: str,
+                  quality: str, verifier: str, multiple: str, months: str = "",
+                  stage: str = "") -> AnyCommand:
         """The registry's rows: emissions, allocate, deadline, and surrender against a
         year."""
         when = self._int(ts, "ts")
@@ -494,29 +343,16 @@ class _Reader:
             # The quality is the registry's to judge: a sequenced rejection, not a bad file.
             logged = self._int(months, "months")
             completeness: _Months = {} if logged is None else {"months": logged}
-            return RecordEmissions(
-                account=account,
-                year=compliance_year,
-                qty=quantity,
-                quality=quality or "measured",
-                verifier=verifier or None,
-                ts=when,
-                **completeness,
-            )
+            return RecordEmissions(account=account, year=compliance_year, qty=quantity,
+                                   quality=quality or "measured", verifier=verifier or None,
+                                   ts=when, **completeness)
         if action == "allocate":
             # Likewise the stage: the registry rejects one it does not know.
-            return AllocateAllowances(
-                account=account,
-                instrument=instrument,
-                year=compliance_year,
-                qty=quantity,
-                stage=stage or "final",
-                ts=when,
-            )
+            return AllocateAllowances(account=account, instrument=instrument, year=compliance_year,
+                                      qty=quantity, stage=stage or "final", ts=when)
         if action == "surrender":
-            return SurrenderAllowances(
-                account=account, instrument=instrument, qty=quantity, year=compliance_year, ts=when
-            )
+            return SurrenderAllowances(account=account, instrument=instrument, qty=quantity,
+                                       year=compliance_year, ts=when)
         raise _RowError(f"year is not a key of a {action or 'row without an action'} row")
 
 
@@ -535,7 +371,7 @@ class _Months(TypedDict, total=False):
 _ALLOWANCE_MOVES: dict[str, type[IssueAllowances | SurrenderAllowances | ClawBackAllowances]] = {
     "issue": IssueAllowances,
     "surrender": SurrenderAllowances,
-    "claw_back": ClawBackAllowances,
+    "claw_back": ClawBackAllowances
 }
 
 
@@ -549,29 +385,17 @@ class RowReader(_Reader):
         # anything wrong, takes the shared path, which builds the same command or names
         # the problem.
         qty, price, ts, stp = row.qty, row.price, row.ts, row.stp
-        if (
-            row.action == "new"
-            and type(qty) is int
-            and row.year is None
-            and row.stop_price is None
-            and row.display_qty is None
-            and row.post_only is None
-            and row.expire_ts is None
-            and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
-            and (ts is None or type(ts) is int)
-            and -_INT64 <= qty < _INT64
-            and (row.side == "buy" or row.side == "sell")
-        ):
+        if (row.action == "new" and type(qty) is int and row.year is None and row.stop_price is None
+                and row.display_qty is None and row.post_only is None and row.expire_ts is None
+                and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
+                and (ts is None or type(ts) is int) and -_INT64 <= qty < _INT64
+                and (row.side == "buy" or row.side == "sell")):
             order_type = _TYPES.get(row.type or "")
             tif = _TIFS.get(row.tif or "")
             if not stp:
                 stp = self.default_stp
-            if (
-                order_type is not None
-                and tif is not None
-                and (stp is None or stp in _STPS)
-                and (ts is None or -_INT64 <= ts < _INT64)
-            ):
+            if (order_type is not None and tif is not None and (stp is None or stp in _STPS)
+                    and (ts is None or -_INT64 <= ts < _INT64)):
                 return PlaceOrder(
                     order_id=row.order_id or "",
                     account=row.account or "",
@@ -583,8 +407,7 @@ class RowReader(_Reader):
                     qty=qty,
                     stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
                     ts=ts,
-                    command_id=row.command_id or None,
-                )
+                    command_id=row.command_id or None)
         return self.command(*map(_as_text, _row_values(row)))
 
     def forget(self) -> None:
@@ -611,13 +434,8 @@ def detect_format(path: str | Path) -> str:
     return "ndjson" if suffix in (".ndjson", ".jsonl", ".json") else "csv"
 
 
-def read_order_file(
-    path: str | Path,
-    fmt: str | None = None,
-    *,
-    default_stp: str | None = None,
-    progress: Progress | None = None,
-) -> list[AnyCommand]:
+def read_order_file(path: str | Path, fmt: str | None = None, *, default_stp: str | None = None,
+                    progress: Progress | None = None) -> list[AnyCommand]:
     """Read a whole order file into commands, one per data row, in file order.
 
     Raises ``OrderFileError`` for a file that cannot be read. *progress*, if given, is
@@ -632,14 +450,9 @@ def read_order_file(
     return parse_order_text(data, fmt, name=name, default_stp=default_stp, progress=progress)
 
 
-def parse_order_text(
-    data: bytes,
-    fmt: str = "csv",
-    *,
-    name: str = "<orders>",
-    default_stp: str | None = None,
-    progress: Progress | None = None,
-) -> list[AnyCommand]:
+def parse_order_text(data: bytes, fmt: str = "csv", *, name: str = "<orders>",
+                     default_stp: str | None = None,
+                     progress: Progress | None = None) -> list[AnyCommand]:
     """Parse order-file bytes (see ``read_order_file``)."""
     reader = _Reader(default_stp)
     if fmt == "csv":
@@ -652,9 +465,8 @@ def parse_order_text(
 _PROGRESS_EVERY = 1 << 16
 
 
-def _parse_csv(
-    data: bytes, name: str, reader: _Reader, progress: Progress | None
-) -> list[AnyCommand]:
+def _parse_csv(data: bytes, name: str, reader: _Reader,
+               progress: Progress | None) -> list[AnyCommand]:
     estimate = data.count(b"\n")
     if not data.isascii():  # checked whole first, so it is the first error named
         try:
@@ -688,7 +500,7 @@ def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> OrderFileError
     """The error for order-file bytes that are not UTF-8 (*exc*, from decoding them
     whole as utf-8-sig), naming the line of the first bad byte as the CSV reader counts
     lines: a line ends at CR LF, LF or a lone CR."""
-    before = data[: exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
+    before = data[:exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
     line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
     return OrderFileError(name, line, f"not UTF-8 text ({exc.reason})")
 
@@ -698,10 +510,8 @@ def _header_picks(name: str, header: list[str]) -> itemgetter[tuple[int, ...]]:
     unknown = [c for c in columns if c not in FIELDS]
     if unknown:
         raise OrderFileError(
-            name,
-            1,
-            f"unknown column(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIELDS)}",
-        )
+            name, 1,
+            f"unknown column(s) {', '.join(map(repr, unknown))}; known: {', '.join(FIELDS)}")
     if "action" not in columns:
         raise OrderFileError(name, 1, "the header has no 'action' column")
     if len(set(columns)) != len(columns):
@@ -711,15 +521,9 @@ def _header_picks(name: str, header: list[str]) -> itemgetter[tuple[int, ...]]:
     return itemgetter(*[columns.index(f) if f in columns else width for f in FIELDS])
 
 
-def _convert_rows(
-    rows: Iterator[list[str]],
-    width: int,
-    picks: itemgetter[tuple[int, ...]],
-    reader: _Reader,
-    progress: Progress | None,
-    estimate: int,
-    commands: list[AnyCommand] | None = None,
-) -> list[AnyCommand]:
+def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple[int, ...]],
+                  reader: _Reader, progress: Progress | None, estimate: int,
+                  commands: list[AnyCommand] | None = None) -> list[AnyCommand]:
     """Convert CSV rows (an iterator, taken a batch at a time) to commands, appended to
     *commands* (a new list if ``None``) and returned; raise ``_RowError`` at a bad row.
 
@@ -761,38 +565,13 @@ def _convert_rows(
             elif pinned:
                 row.append("")
                 action, order_id, account, instrument, side, type_, tif, price, qty = pick_pinned(
-                    row
-                )
+                    row)
                 stp = ""
             else:
                 row.append("")
-                (
-                    action,
-                    order_id,
-                    account,
-                    instrument,
-                    side,
-                    type_,
-                    tif,
-                    price,
-                    qty,
-                    stop_price,
-                    display_qty,
-                    post_only,
-                    stp,
-                    expire_ts,
-                    ts,
-                    command_id,
-                    _,
-                    _,
-                    year,
-                    _,
-                    _,
-                    _,
-                    _,
-                    _,
-                    _,
-                ) = picks(row)
+                (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
+                 display_qty, post_only, stp, expire_ts, ts, command_id, _, _, year, _, _, _, _, _,
+                 _) = picks(row)
             if command_id or year:
                 pass  # the precise reader below adds the idempotency key
             elif action == "new":
@@ -805,15 +584,9 @@ def _convert_rows(
                     side = sides.get(side)
                     if not stp:
                         stp = default_stp
-                    if (
-                        order_type is not None
-                        and time_in_force is not None
-                        and type(quantity) is int
-                        and text is not _BAD
-                        and when is not _BAD
-                        and side is not None
-                        and (stp is None or stp in stps)
-                    ):
+                    if (order_type is not None and time_in_force is not None
+                            and type(quantity) is int and text is not _BAD and when is not _BAD
+                            and side is not None and (stp is None or stp in stps)):
                         append(
                             PlaceOrder(
                                 order_id=order_id,
@@ -825,9 +598,7 @@ def _convert_rows(
                                 price=text,
                                 qty=quantity,
                                 stp=stp,  # type: ignore[arg-type]  # one of stps: checked above
-                                ts=when,
-                            )
-                        )
+                                ts=when))
                         continue
             elif action == "cancel" and not instrument and not ts:
                 append(CancelOrder(order_id=order_id, account=names[account]))
@@ -895,9 +666,8 @@ class _Names(dict[str, str]):
 _NAMES_MAX = 1 << 16
 
 
-def _parse_ndjson(
-    data: bytes, name: str, reader: _Reader, progress: Progress | None
-) -> list[AnyCommand]:
+def _parse_ndjson(data: bytes, name: str, reader: _Reader,
+                  progress: Progress | None) -> list[AnyCommand]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a UTF-8 byte order mark, as the CSV reader allows
     make = reader.command
@@ -929,20 +699,10 @@ def _parse_ndjson(
             pass
         else:
             done = len(commands)
-            texts = [
-                [
-                    r.action,
-                    r.order_id,
-                    r.account,
-                    r.instrument,
-                    r.side,
-                    r.type,
-                    r.tif,
-                    r.price,
-                    "" if r.qty is None else str(r.qty),
-                ]
-                for r in pinned
-            ]
+            texts = [[
+                r.action, r.order_id, r.account, r.instrument, r.side, r.type, r.tif, r.price,
+                "" if r.qty is None else str(r.qty)
+            ] for r in pinned]
             try:
                 _convert_rows(iter(texts), _PINNED, _PINNED_PICKS, reader, None, 0, commands)
             except _RowError as exc:  # every row gives one command, so the bad one is:

@@ -32,13 +32,8 @@ def encode_state(engine: Engine) -> bytes:
     return _encoder.encode(engine.to_state(copy=False))
 
 
-def decode_state(
-    data: bytes | bytearray | memoryview,
-    *,
-    book: BookFactory = FastBook,
-    check: bool = True,
-    command_window: int | None = None,
-) -> Engine:
+def decode_state(data: bytes | bytearray | memoryview, *, book: BookFactory = FastBook,
+                 check: bool = True, command_window: int | None = None) -> Engine:
     """Build an ``Engine`` from *data* (``encode_state``; any buffer, a memoryview of a
     file's bytes too), on books made by *book* (``FastBook`` or ``NaiveBook``, as the
     engine's constructor takes).
@@ -52,14 +47,12 @@ def decode_state(
     replaces the stored window size (the oldest ids go first if it is smaller).
     """
     # The decoded orders are new: the engine takes them as they are, without a copy.
-    engine = Engine.from_state(
-        read_live_state(data), book=book, command_window=command_window, adopt=True
-    )
+    engine = Engine.from_state(read_live_state(data), book=book, command_window=command_window,
+                               adopt=True)
     if check:
         try:
             engine.check()
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise StateError(
-                f"engine state is inconsistent: {exc or 'an invariant fails'}"
-            ) from None
+                f"engine state is inconsistent: {exc or 'an invariant fails'}") from None
     return engine

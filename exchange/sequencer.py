@@ -47,13 +47,8 @@ class Sequencer:
 
     __slots__ = ("_since_snapshot", "engine", "journal", "snapshot_every")
 
-    def __init__(
-        self,
-        engine: Engine,
-        journal: JournalWriter | None = None,
-        *,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> None:
+    def __init__(self, engine: Engine, journal: JournalWriter | None = None, *,
+                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
         if snapshot_every <= 0:
             raise ValueError(f"snapshot_every {snapshot_every}: must be more than 0")
         self.engine = engine

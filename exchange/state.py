@@ -69,28 +69,10 @@ from exchange.book.fast import Order
 from exchange.events import AnyEvent
 
 __all__ = [
-    "FORMAT",
-    "STATE_VERSION",
-    "AccountState",
-    "AllocationState",
-    "ClearingOrderState",
-    "ClearingState",
-    "CommandAnswer",
-    "DeductionState",
-    "EngineState",
-    "GtdEntry",
-    "HoldState",
-    "HoldingState",
-    "InstrumentState",
-    "LedgerState",
-    "MonthState",
-    "ObligationState",
-    "OrderState",
-    "PositionState",
-    "RegistryState",
-    "StateError",
-    "read_live_state",
-    "read_state",
+    "FORMAT", "STATE_VERSION", "AccountState", "AllocationState", "ClearingOrderState",
+    "ClearingState", "CommandAnswer", "DeductionState", "EngineState", "GtdEntry", "HoldState",
+    "HoldingState", "InstrumentState", "LedgerState", "MonthState", "ObligationState", "OrderState",
+    "PositionState", "RegistryState", "StateError", "read_live_state", "read_state"
 ]
 
 STATE_VERSION = 1
@@ -343,9 +325,8 @@ def read_state(data: bytes | bytearray | memoryview) -> EngineState[OrderState]:
     return _read(data, _decoder)
 
 
-def _read(
-    data: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder[EngineState[R]]
-) -> EngineState[R]:
+def _read(data: bytes | bytearray | memoryview,
+          decoder: msgspec.msgpack.Decoder[EngineState[R]]) -> EngineState[R]:
     try:
         header = _header.decode(data)
     except (msgspec.DecodeError, TypeError) as exc:
@@ -353,10 +334,8 @@ def _read(
     if header.format != FORMAT:
         raise StateError(f"not an engine state: format {header.format!r}, expected {FORMAT!r}")
     if header.version != STATE_VERSION:
-        raise StateError(
-            f"engine state version {header.version} is not read here "
-            f"(this build reads version {STATE_VERSION})"
-        )
+        raise StateError(f"engine state version {header.version} is not read here "
+                         f"(this build reads version {STATE_VERSION})")
     try:
         return decoder.decode(data)
     except msgspec.DecodeError as exc:

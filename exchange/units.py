@@ -35,11 +35,8 @@ def parse_decimal(text: str) -> Decimal:
     except (InvalidOperation, ArithmeticError):
         raise ValueError(f"{text!r} is not a decimal number") from None
     exponent = value.as_tuple().exponent
-    if (
-        not isinstance(exponent, int)
-        or abs(exponent) > _MAX_DIGITS
-        or value.adjusted() > _MAX_DIGITS
-    ):
+    if (not isinstance(exponent, int) or abs(exponent) > _MAX_DIGITS
+            or value.adjusted() > _MAX_DIGITS):
         raise ValueError(f"{text!r} is out of range")
     return value
 

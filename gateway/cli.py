@@ -59,65 +59,44 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="carbonx", description="carbonx: an exchange engine for carbon emission allowances."
-    )
+        prog="carbonx", description="carbonx: an exchange engine for carbon emission allowances.")
     parser.add_argument("--version", action=_VersionAction, help="print carbonx's version and exit")
     # No COMMAND at all prints this help (see main), so the subcommand is optional here.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     replay = sub.add_parser(
-        "replay",
-        help="replay an order file through the matching engine",
-        description=(
-            "Replay an order file (CSV with a header row, or NDJSON with the same keys) "
-            "through the engine and report what happened. Rows that break a market rule "
-            "are rejected and the replay goes on; a row that cannot be read stops it "
-            "with exit status 2."
-        ),
-    )
+        "replay", help="replay an order file through the matching engine",
+        description=("Replay an order file (CSV with a header row, or NDJSON with the same keys) "
+                     "through the engine and report what happened. Rows that break a market rule "
+                     "are rejected and the replay goes on; a row that cannot be read stops it "
+                     "with exit status 2."))
     replay.add_argument("file", metavar="FILE", help="the order file")
+    replay.add_argument("--format", choices=("csv", "ndjson"),
+                        help="file format (default: from the extension; .ndjson/.jsonl = ndjson)")
+    replay.add_argument("--market", metavar="TOML",
+                        help="market configuration (default: the shipped default market)")
+    replay.add_argument("--ledger", action="store_true",
+                        help="run with accounts, pre-trade risk and settlement")
     replay.add_argument(
-        "--format",
-        choices=("csv", "ndjson"),
-        help="file format (default: from the extension; .ndjson/.jsonl = ndjson)",
-    )
-    replay.add_argument(
-        "--market",
-        metavar="TOML",
-        help="market configuration (default: the shipped default market)",
-    )
-    replay.add_argument(
-        "--ledger", action="store_true", help="run with accounts, pre-trade risk and settlement"
-    )
-    replay.add_argument(
-        "--stp",
-        choices=STP_MODES,
-        metavar="MODE",
+        "--stp", choices=STP_MODES, metavar="MODE",
         help=f"self-trade prevention for rows whose stp is empty: "
-        f"{', '.join(STP_MODES)} (default: cancel_resting)",
-    )
+        f"{', '.join(STP_MODES)} (default: cancel_resting)")
     replay.add_argument("--fills", metavar="OUT.ndjson", help="write every trade as NDJSON")
     replay.add_argument("--events", metavar="OUT.ndjson", help="write every event as NDJSON")
+    replay.add_argument("--json", action="store_true",
+                        help="print one JSON summary object on stdout")
     replay.add_argument(
-        "--json", action="store_true", help="print one JSON summary object on stdout"
-    )
-    replay.add_argument(
-        "--journal",
-        metavar="DIR",
+        "--journal", metavar="DIR",
         help="with --ledger: journal every input command in DIR (a new or "
         "empty directory), group-committed with fsync, with snapshots; "
-        "'carbonx holdings DIR' recovers from it",
-    )
+        "'carbonx holdings DIR' recovers from it")
     replay.add_argument(
-        "--holdings",
-        metavar="OUT.csv",
-        help="with --ledger: write the final holdings as CSV (account,asset,available,held,locked)",
-    )
+        "--holdings", metavar="OUT.csv",
+        help="with --ledger: write the final holdings as CSV (account,asset,available,held,locked)")
     replay.set_defaults(run=_cmd_replay)
 
     holdings = sub.add_parser(
-        "holdings",
-        help="recover the state from a journal directory and show holdings",
+        "holdings", help="recover the state from a journal directory and show holdings",
         description=(
             "Recover the exchange's state from a journal directory (latest snapshot, then "
             "the journaled commands after it; a torn last frame, never committed, is "
@@ -129,37 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
             '"positions": [...], "margin": [...]}, N being the number of input commands '
             "recovered; positions are futures and options (lots, average price, margin, "
             "last settlement), margin is each such account's margin held, equity, initial "
-            "and maintenance margin and call."
-        ),
-    )
+            "and maintenance margin and call."))
     holdings.add_argument("directory", metavar="DIR", help="the journal directory")
     holdings.add_argument("--json", action="store_true", help="print one JSON object")
     holdings.set_defaults(run=_cmd_holdings)
 
     cut = sub.add_parser(
-        "journal-cut",
-        help="cut a damaged journal back to its last good frame (asks --yes)",
+        "journal-cut", help="cut a damaged journal back to its last good frame (asks --yes)",
         description=(
             "Recover a journal directory up to its first damage and print what cutting it "
             "back there drops: committed commands, frames and bytes, file by file. Without "
             "--yes nothing changes (exit status 1 if something would be cut, 0 if the "
             "journal recovers whole). With --yes every file that changes or goes is first "
             "copied into DIR/cut-NNNNNN/, then the journal is cut; run it again until "
-            "nothing is left to cut. Never run it while carbonx serve writes DIR."
-        ),
-    )
+            "nothing is left to cut. Never run it while carbonx serve writes DIR."))
     cut.add_argument("directory", metavar="DIR", help="the journal directory")
-    cut.add_argument(
-        "--yes",
-        action="store_true",
-        help="copy the files aside and cut (default: only say what would go)",
-    )
+    cut.add_argument("--yes", action="store_true",
+                     help="copy the files aside and cut (default: only say what would go)")
     cut.set_defaults(run=_cmd_journal_cut)
 
     serve = sub.add_parser(
-        "serve",
-        help="run the exchange: engine, ledger, journal and MQTT gateway",
-        description=(
+        "serve", help="run the exchange: engine, ledger, journal and MQTT gateway", description=(
             "Run the exchange for trading bots over MQTT until interrupted (Ctrl-C or "
             "SIGTERM). Without --broker, an embedded broker listens on 127.0.0.1:PORT with "
             "a password per account (from --credentials, or generated for the accounts "
@@ -170,171 +139,108 @@ def build_parser() -> argparse.ArgumentParser:
             "credentials) until the embedded broker listens or the broker has taken "
             "the gateway's login; a port in use, an unreachable broker or a refused "
             "login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
-            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."
-        ),
-    )
+            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
     serve.add_argument(
-        "--broker",
-        metavar="URL",
-        help="mqtt://USER@HOST:PORT of a broker to join (default: the "
-        "embedded broker); mqtt://USER:PASS@HOST:PORT also works",
-    )
+        "--broker", metavar="URL", help="mqtt://USER@HOST:PORT of a broker to join (default: the "
+        "embedded broker); mqtt://USER:PASS@HOST:PORT also works")
     serve.add_argument(
-        "--password-file",
-        metavar="FILE",
+        "--password-file", metavar="FILE",
         help="with --broker: a file holding the gateway user's password "
-        "on one line (else $CARBONX_PASSWORD, else the URL's)",
-    )
+        "on one line (else $CARBONX_PASSWORD, else the URL's)")
     serve.add_argument("--market", metavar="TOML", help="market configuration")
+    serve.add_argument("--journal", metavar="DIR",
+                       help="journal directory: recovered if it holds a journal, else new")
     serve.add_argument(
-        "--journal",
-        metavar="DIR",
-        help="journal directory: recovered if it holds a journal, else new",
-    )
+        "--init", metavar="FILE", help="an order file applied before going live (deposits, "
+        "issuance, accounts); not re-applied to a recovered journal")
     serve.add_argument(
-        "--init",
-        metavar="FILE",
-        help="an order file applied before going live (deposits, "
-        "issuance, accounts); not re-applied to a recovered journal",
-    )
-    serve.add_argument(
-        "--credentials",
-        metavar="FILE",
+        "--credentials", metavar="FILE",
         help="embedded broker: JSON of account passwords (default: "
         "DIR/credentials.json with --journal, else "
-        "./carbonx-credentials.json)",
-    )
+        "./carbonx-credentials.json)")
+    serve.add_argument("--port", type=int, default=1883,
+                       help="embedded broker: port on 127.0.0.1 (default: 1883)")
     serve.add_argument(
-        "--port", type=int, default=1883, help="embedded broker: port on 127.0.0.1 (default: 1883)"
-    )
-    serve.add_argument(
-        "--message-rate",
-        type=int,
-        default=None,
-        metavar="N",
+        "--message-rate", type=int, default=None, metavar="N",
         help="the embedded broker's limit: messages an account may publish "
         f"a second (default {ACCOUNT_MESSAGE_RATE}; bursts of a fifth); "
-        "with --broker, mosquitto's limit is set by broker-config",
-    )
+        "with --broker, mosquitto's limit is set by broker-config")
     serve.add_argument(
-        "--byte-rate",
-        type=int,
-        default=None,
-        metavar="N",
+        "--byte-rate", type=int, default=None, metavar="N",
         help="the embedded broker's limit: bytes an account may publish a "
-        f"second (default {ACCOUNT_BYTE_RATE})",
-    )
+        f"second (default {ACCOUNT_BYTE_RATE})")
+    serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
+                       help="least time between two depth messages of an instrument (default: 0.1)")
     serve.add_argument(
-        "--book-interval",
-        type=float,
-        default=0.1,
-        metavar="SECONDS",
-        help="least time between two depth messages of an instrument (default: 0.1)",
-    )
-    serve.add_argument(
-        "--eod",
-        metavar="HH:MM",
-        help="end the trading day every day at this UTC time (15:30 in "
+        "--eod", metavar="HH:MM", help="end the trading day every day at this UTC time (15:30 in "
         "Beijing is 07:30 UTC): expiries, futures settlement, margin "
         "calls, deliveries (default: never; a journal replay or an "
-        "order file's eod rows do it)",
-    )
-    serve.add_argument(
-        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
-    )
+        "order file's eod rows do it)")
+    serve.add_argument("--log-level", default="WARNING",
+                       choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     serve.set_defaults(run=_cmd_serve)
 
     demo = sub.add_parser(
-        "demo",
-        help="run the whole exchange with bots for a while, then sum up",
-        description=(
-            "Start the embedded broker, the gateway with engine, ledger and journal, and "
-            "six bots (two market makers, three noise traders, a compliance buyer) that "
-            "trade over MQTT for a bounded time; then print trades, volume and VWAP per "
-            "instrument, and each bot's holdings and P&L."
-        ),
-    )
-    demo.add_argument(
-        "--seconds", type=float, default=20.0, help="how long the bots trade (default: 20)"
-    )
+        "demo", help="run the whole exchange with bots for a while, then sum up",
+        description=("Start the embedded broker, the gateway with engine, ledger and journal, and "
+                     "six bots (two market makers, three noise traders, a compliance buyer) that "
+                     "trade over MQTT for a bounded time; then print trades, volume and VWAP per "
+                     "instrument, and each bot's holdings and P&L."))
+    demo.add_argument("--seconds", type=float, default=20.0,
+                      help="how long the bots trade (default: 20)")
     demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
-    demo.add_argument(
-        "--journal", metavar="DIR", help="keep the journal in DIR (default: a temporary directory)"
-    )
+    demo.add_argument("--journal", metavar="DIR",
+                      help="keep the journal in DIR (default: a temporary directory)")
     demo.set_defaults(run=_cmd_demo)
 
     broker = sub.add_parser(
-        "broker-config",
-        help="write a mosquitto configuration for the exchange",
-        description=(
-            "Write DIR/mosquitto.conf (a listener on 127.0.0.1:PORT), DIR/passwd, DIR/acl "
-            "and DIR/credentials.json, so that each account may write only "
-            "cx/v1/orders/ACCOUNT and read only cx/v1/exec/ACCOUNT and cx/v1/md/#, and "
-            "the gateway user may read every orders topic and write reports and market "
-            "data. A client's identifier is its user name (use_username_as_clientid), so "
-            "no account can take over another's session; packets over 1 MiB are refused; "
-            "each account may publish 1,000 messages and 4 MiB a second (a plugin, "
-            "carbonx_limit.so, built here with cc from mosquitto-dev's headers; "
-            "--no-limit goes without). "
-            "Passwords are generated where not given; passwd and credentials.json are "
-            "mode 0600. A directory that already holds any of the four files is left "
-            "alone unless --force. Written by root, mosquitto.conf has no 'user' line: "
-            "mosquitto started as root drops to the 'mosquitto' user, which must be able "
-            "to read passwd and acl (chown mosquitto DIR/passwd DIR/acl). Then: "
-            "mosquitto -c DIR/mosquitto.conf, and carbonx serve --broker "
-            "mqtt://gateway@127.0.0.1:PORT --password-file FILE."
-        ),
-    )
+        "broker-config", help="write a mosquitto configuration for the exchange",
+        description=("Write DIR/mosquitto.conf (a listener on 127.0.0.1:PORT), DIR/passwd, DIR/acl "
+                     "and DIR/credentials.json, so that each account may write only "
+                     "cx/v1/orders/ACCOUNT and read only cx/v1/exec/ACCOUNT and cx/v1/md/#, and "
+                     "the gateway user may read every orders topic and write reports and market "
+                     "data. A client's identifier is its user name (use_username_as_clientid), so "
+                     "no account can take over another's session; packets over 1 MiB are refused; "
+                     "each account may publish 1,000 messages and 4 MiB a second (a plugin, "
+                     "carbonx_limit.so, built here with cc from mosquitto-dev's headers; "
+                     "--no-limit goes without). "
+                     "Passwords are generated where not given; passwd and credentials.json are "
+                     "mode 0600. A directory that already holds any of the four files is left "
+                     "alone unless --force. Written by root, mosquitto.conf has no 'user' line: "
+                     "mosquitto started as root drops to the 'mosquitto' user, which must be able "
+                     "to read passwd and acl (chown mosquitto DIR/passwd DIR/acl). Then: "
+                     "mosquitto -c DIR/mosquitto.conf, and carbonx serve --broker "
+                     "mqtt://gateway@127.0.0.1:PORT --password-file FILE."))
     broker.add_argument("--out", metavar="DIR", required=True, help="output directory")
     broker.add_argument("--port", type=int, required=True, help="the listener's port")
+    broker.add_argument("--force", action="store_true",
+                        help="overwrite a configuration already in DIR (new passwords)")
     broker.add_argument(
-        "--force",
-        action="store_true",
-        help="overwrite a configuration already in DIR (new passwords)",
-    )
-    broker.add_argument(
-        "--no-limit",
-        action="store_true",
+        "--no-limit", action="store_true",
         help="no per-account publishing limit (it is a mosquitto plugin "
         "built here, which needs cc, mosquitto-dev and "
-        "libmosquitto-dev)",
-    )
+        "libmosquitto-dev)")
     broker.add_argument(
-        "--message-rate",
-        type=int,
-        default=ACCOUNT_MESSAGE_RATE,
-        metavar="N",
+        "--message-rate", type=int, default=ACCOUNT_MESSAGE_RATE, metavar="N",
         help="messages an account may publish a second "
-        "(default %(default)s; bursts of a fifth of it)",
-    )
-    broker.add_argument(
-        "--byte-rate",
-        type=int,
-        default=ACCOUNT_BYTE_RATE,
-        metavar="N",
-        help="bytes an account may publish a second (default %(default)s)",
-    )
-    broker.add_argument(
-        "accounts",
-        metavar="ACCOUNT[:PASSWORD]",
-        nargs="+",
-        help="trading accounts, each with an optional password",
-    )
+        "(default %(default)s; bursts of a fifth of it)")
+    broker.add_argument("--byte-rate", type=int, default=ACCOUNT_BYTE_RATE, metavar="N",
+                        help="bytes an account may publish a second (default %(default)s)")
+    broker.add_argument("accounts", metavar="ACCOUNT[:PASSWORD]", nargs="+",
+                        help="trading accounts, each with an optional password")
     broker.set_defaults(run=_cmd_broker_config)
 
     from gateway.tools import comply
 
-    compliance = sub.add_parser(
-        "comply", help="run a compliance year of a scenario", description=comply.DESCRIPTION
-    )
+    compliance = sub.add_parser("comply", help="run a compliance year of a scenario",
+                                description=comply.DESCRIPTION)
     comply.add_arguments(compliance)
     compliance.set_defaults(run=comply.run)
 
     from gateway.tools import genorders
 
-    gen = sub.add_parser(
-        "gen-orders", help="write a seeded order file", description=genorders.DESCRIPTION
-    )
+    gen = sub.add_parser("gen-orders", help="write a seeded order file",
+                         description=genorders.DESCRIPTION)
     genorders.add_arguments(gen)
     gen.set_defaults(run=genorders.run)
     return parser
@@ -347,20 +253,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     for option in ("journal", "holdings"):
         if getattr(args, option) and not args.ledger:
             raise UsageError(
-                f"--{option} needs --ledger (there are no holdings to keep without accounts)"
-            )
+                f"--{option} needs --ledger (there are no holdings to keep without accounts)")
     market = load_market(args.market)
     progress = ProgressBar.for_terminal()
-    result = run_replay(
-        args.file,
-        fmt=args.format,
-        market=market,
-        stp=args.stp,
-        keep_events=bool(args.fills or args.events),
-        progress=progress,
-        ledger=args.ledger,
-        journal=args.journal,
-    )
+    result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
+                        keep_events=bool(args.fills or args.events), progress=progress,
+                        ledger=args.ledger, journal=args.journal)
     try:
         if args.holdings:
             write_holdings(args.holdings, result.engine)
@@ -375,18 +273,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"replayed {args.file}")
-        print(
-            f"  messages  {summary['messages']:>12,}   accepted {summary['accepted']:,}, "
-            f"rejected {summary['rejected']:,}"
-        )
+        print(f"  messages  {summary['messages']:>12,}   accepted {summary['accepted']:,}, "
+              f"rejected {summary['rejected']:,}")
         print(f"  trades    {summary['trades']:>12,}   volume {summary['volume']:,}")
+        print(f"  elapsed   {summary['elapsed_s']:>12.3f} s  {summary['msgs_per_s']:,} msgs/s "
+              f"(read + decode + match)")
         print(
-            f"  elapsed   {summary['elapsed_s']:>12.3f} s  {summary['msgs_per_s']:,} msgs/s "
-            f"(read + decode + match)"
-        )
-        print(
-            f"  engine    {summary['engine_s']:>12.3f} s  {summary['engine_msgs_per_s']:,} msgs/s"
-        )
+            f"  engine    {summary['engine_s']:>12.3f} s  {summary['engine_msgs_per_s']:,} msgs/s")
         for reason, count in summary["rejects"].items():
             print(f"  rejected  {count:>12,}   {reason}")
         print(f"  state     {summary['state_hash']}")
@@ -400,10 +293,8 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     try:
         recovered = recover(args.directory)
     except JournalDamage as exc:
-        raise UsageError(
-            f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
-            f"it back to the last good frame would drop"
-        ) from None
+        raise UsageError(f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
+                         f"it back to the last good frame would drop") from None
     rows = holding_rows(recovered.engine)
     positions = position_rows(recovered.engine)
     margins = margin_rows(recovered.engine)
@@ -412,36 +303,33 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     if recovered.torn_bytes:
         print(
             f"carbonx holdings: note: ignored a torn last frame ({recovered.torn_bytes} "
-            f"bytes) in {recovered.segment}",
-            file=sys.stderr,
-        )
+            f"bytes) in {recovered.segment}", file=sys.stderr)
     if args.json:
         print(
-            json.dumps(
-                {"seq": recovered.seq, "holdings": rows, "positions": positions, "margin": margins}
-            )
-        )
+            json.dumps({
+                "seq": recovered.seq,
+                "holdings": rows,
+                "positions": positions,
+                "margin": margins
+            }))
         return EXIT_OK
-    print(
-        f"recovered {recovered.seq:,} commands from {args.directory}"
-        f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)"
-    )
+    print(f"recovered {recovered.seq:,} commands from {args.directory}"
+          f" (snapshot at {recovered.snapshot_seq:,}, {recovered.replayed:,} replayed)")
     if recovered.engine.ledger is None:
         print("  (journal of a matching-only replay: no accounts)")
         return EXIT_OK
     _print_table(rows, ("account", "asset", "available", "held", "locked"), 2)
     if positions:
         print("positions (lots; margin in cash, prices per tonne)")
-        _print_table(
-            positions, ("account", "instrument", "qty", "avg_price", "settlement", "margin"), 2
-        )
+        _print_table(positions,
+                     ("account", "instrument", "qty", "avg_price", "settlement", "margin"), 2)
     if margins:
         print("margin and equity (equity = available cash + margin held)")
         _print_table(
-            [{**r, "margin_call": "CALLED" if r["margin_call"] else "-"} for r in margins],
-            ("account", "currency", "margin", "equity", "initial", "maintenance", "margin_call"),
-            2,
-        )
+            [{
+                **r, "margin_call": "CALLED" if r["margin_call"] else "-"
+            } for r in margins],
+            ("account", "currency", "margin", "equity", "initial", "maintenance", "margin_call"), 2)
     return EXIT_OK
 
 
@@ -456,25 +344,19 @@ def _cmd_journal_cut(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"damage: {plan.problem}")
     if plan.kind in ("frame", "segment"):
-        print(
-            f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
-            f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:"
-        )
+        print(f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
+              f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:")
     elif plan.kind == "ahead":
-        print(
-            f"the segments end at command {plan.keep:,}: drops the snapshots past it, "
-            f"{plan.bytes:,} bytes (the commands they hold past it are lost already):"
-        )
+        print(f"the segments end at command {plan.keep:,}: drops the snapshots past it, "
+              f"{plan.bytes:,} bytes (the commands they hold past it are lost already):")
     else:
         print(f"drops no command; {plan.bytes:,} bytes in all:")
     width = max(len(name) for name, _ in plan.files)
     for name, what in plan.files:
         print(f"  {name.ljust(width)}  {what}")
     if not args.yes:
-        print(
-            f"dry run: nothing changed. With --yes these files are first copied into "
-            f"{args.directory}/cut-NNNNNN/, then cut."
-        )
+        print(f"dry run: nothing changed. With --yes these files are first copied into "
+              f"{args.directory}/cut-NNNNNN/, then cut.")
         return 1
     print(f"copied into {plan.copied} and cut; run it again until nothing is left to cut")
     return EXIT_OK
@@ -483,20 +365,12 @@ def _cmd_journal_cut(args: argparse.Namespace) -> int:
 def _print_table(rows: list[dict], header: tuple, left: int) -> None:
     """Print *rows* under *header*, the first *left* columns left-aligned."""
     widths = [max([len(h)] + [len(str(r[h])) for r in rows]) for h in header]
-    print(
-        "  "
-        + "  ".join(
-            h.ljust(w) if i < left else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))
-        )
-    )
+    print("  " + "  ".join(
+        h.ljust(w) if i < left else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for r in rows:
-        print(
-            "  "
-            + "  ".join(
-                str(r[h]).ljust(w) if i < left else str(r[h]).rjust(w)
-                for i, (h, w) in enumerate(zip(header, widths))
-            )
-        )
+        print("  " + "  ".join(
+            str(r[h]).ljust(w) if i < left else str(r[h]).rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths))))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -505,11 +379,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.mqtt.serve import ServeError, main_serve
     from gateway.mqtt.service import GatewaySettings, seconds_of_day
 
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.book_interval < 0:
@@ -522,17 +393,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limits = None
     if args.message_rate is not None or args.byte_rate is not None:
         if args.broker:
-            raise UsageError(
-                "--message-rate and --byte-rate set the embedded broker's "
-                "limit; with --broker, set mosquitto's with broker-config"
-            )
+            raise UsageError("--message-rate and --byte-rate set the embedded broker's "
+                             "limit; with --broker, set mosquitto's with broker-config")
         from gateway.mqtt.brokerconfig import AccountLimits
 
         try:
             limits = AccountLimits.scaled(
                 ACCOUNT_MESSAGE_RATE if args.message_rate is None else args.message_rate,
-                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate,
-            )
+                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     market = load_market(args.market) if args.market else None
@@ -540,16 +408,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from exchange import default_market
 
         return main_serve(
-            market or default_market(),
-            broker_url=args.broker,
-            journal=args.journal,
-            init=args.init,
-            credentials_path=args.credentials,
-            port=args.port,
+            market or default_market(), broker_url=args.broker, journal=args.journal,
+            init=args.init, credentials_path=args.credentials, port=args.port,
             settings=GatewaySettings(book_interval=args.book_interval, eod_utc=args.eod),
-            password_file=args.password_file,
-            limits=limits,
-        )
+            password_file=args.password_file, limits=limits)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -574,26 +436,21 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
     try:
         accounts = parse_account_args(args.accounts)
         limits = None if args.no_limit else AccountLimits.scaled(args.message_rate, args.byte_rate)
-        credentials = write_broker_config(
-            args.out, args.port, accounts, force=args.force, limits=limits
-        )
+        credentials = write_broker_config(args.out, args.port, accounts, force=args.force,
+                                          limits=limits)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(
-        f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
-        f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
-        f"{len(credentials) - 1} account(s) and the gateway"
-    )
+    print(f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
+          f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
+          f"{len(credentials) - 1} account(s) and the gateway")
     if os.geteuid() == 0:
         print(
             f"carbonx broker-config: note: written by root, so mosquitto.conf has no "
             f"'user' line; mosquitto started as root runs as 'mosquitto', which must "
             f"read {args.out}/passwd and acl (chown mosquitto {args.out}/passwd "
-            f"{args.out}/acl)",
-            file=sys.stderr,
-        )
+            f"{args.out}/acl)", file=sys.stderr)
     return EXIT_OK
 
 

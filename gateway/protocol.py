@@ -13,33 +13,15 @@ import socket
 from collections import deque
 
 __all__ = [
-    "OrderedSender",
-    "TopicSender",
-    "orders_topic",
-    "exec_topic",
-    "trades_topic",
-    "book_topic",
-    "account_of",
-    "is_msgpack",
-    "ORDERS_FILTER",
-    "SOCKET_OPTIONS",
-    "PENDING_CALLS_WARNING",
-    "MAX_PAYLOAD",
-    "MAX_COMMANDS",
-    "MAX_TEXT",
-    "MALFORMED",
-    "BAD_COMMAND",
-    "NOT_PERMITTED",
-    "WRONG_ACCOUNT",
-    "TOO_LARGE",
-    "TOO_MANY_COMMANDS",
-    "RATE_LIMITED",
-    "OVERLOADED",
+    "OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic", "book_topic",
+    "account_of", "is_msgpack", "ORDERS_FILTER", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
+    "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
+    "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED"
 ]
 
 ORDERS_FILTER = "cx/v1/orders/+"
 # paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
-SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), )
 PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
 _ORDERS_PREFIX = "cx/v1/orders/"
 
@@ -163,7 +145,7 @@ def book_topic(instrument: str) -> str:
 def account_of(topic: str) -> str | None:
     """The account of an orders topic, or ``None`` if *topic* is not one."""
     if topic.startswith(_ORDERS_PREFIX):
-        account = topic[len(_ORDERS_PREFIX) :]
+        account = topic[len(_ORDERS_PREFIX):]
         if account and "/" not in account and len(account) <= MAX_TEXT:
             return account
     return None

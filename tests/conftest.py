@@ -47,15 +47,9 @@ def run_carbonx(tmp_path):
     def run(*args, cwd=None, timeout=60, env=None):
         environ = dict(os.environ)
         environ.update(env or {})
-        return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *map(str, args)],
-            cwd=str(cwd or tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-        )
+        return subprocess.run([sys.executable, "-m", "gateway.cli", *map(str, args)],
+                              cwd=str(cwd or tmp_path), capture_output=True, text=True,
+                              timeout=timeout, env=environ, stdin=subprocess.DEVNULL)
 
     return run
 

@@ -27,7 +27,7 @@ def _new(**extra) -> dict:
         "side": "buy",
         "price": "60.00",
         "qty": 1,
-        **extra,
+        **extra
     }
 
 
@@ -45,22 +45,27 @@ def corpus() -> list[tuple[str, str, bytes]]:
 
     for symbol in ("CEA26", "CEA-25", "", "cx/v1/#", "\u0000", "x" * 64):
         add(f"new unknown instrument {symbol[:8]!r}", _new(instrument=symbol))
-        add(
-            f"cancel unknown instrument {symbol[:8]!r}",
-            {"action": "cancel", "order_id": "m1", "instrument": symbol},
-        )
-        add(
-            f"amend unknown instrument {symbol[:8]!r}",
-            {"action": "amend", "order_id": "m1", "instrument": symbol, "qty": 2},
-        )
-        add(
-            f"mass_cancel unknown instrument {symbol[:8]!r}",
-            {"action": "mass_cancel", "instrument": symbol},
-        )
-        add(
-            f"surrender unknown instrument {symbol[:8]!r}",
-            {"action": "surrender", "instrument": symbol, "qty": 1, "year": 2024},
-        )
+        add(f"cancel unknown instrument {symbol[:8]!r}", {
+            "action": "cancel",
+            "order_id": "m1",
+            "instrument": symbol
+        })
+        add(f"amend unknown instrument {symbol[:8]!r}", {
+            "action": "amend",
+            "order_id": "m1",
+            "instrument": symbol,
+            "qty": 2
+        })
+        add(f"mass_cancel unknown instrument {symbol[:8]!r}", {
+            "action": "mass_cancel",
+            "instrument": symbol
+        })
+        add(f"surrender unknown instrument {symbol[:8]!r}", {
+            "action": "surrender",
+            "instrument": symbol,
+            "qty": 1,
+            "year": 2024
+        })
     add("deep JSON list", nested(1000))
     add("deep JSON list 100k", nested(100_000))
     add("deep JSON in a field", b'{"action":"new","order_id":' + nested(2000) + b"}")
@@ -74,10 +79,8 @@ def corpus() -> list[tuple[str, str, bytes]]:
     add("negative quantity", _new(qty=-5))
     add("zero price", _new(price="0"))
     add("float price", _new(price=60.0))
-    add(
-        "nan price",
-        b'{"action":"new","order_id":"m1","instrument":"CEA25","side":"buy","price":NaN,"qty":1}',
-    )
+    add("nan price",
+        b'{"action":"new","order_id":"m1","instrument":"CEA25","side":"buy","price":NaN,"qty":1}')
     add("exponent price", _new(price="6e1"))
     add("unicode digits price", _new(price="\u0666\u0660.00"))
     add("side in capitals", _new(side="BUY"))
@@ -93,15 +96,13 @@ def corpus() -> list[tuple[str, str, bytes]]:
     add("operator issue", {"action": "issue", "instrument": "CEA25", "qty": 10**6})
     add("operator eod", {"action": "eod"})
     add(
-        "transfer from alice",
-        {
+        "transfer from alice", {
             "action": "transfer",
             "account": "alice",
             "to_account": "mallory",
             "instrument": "CEA25",
-            "qty": 10,
-        },
-    )
+            "qty": 10
+        })
     add("empty", b"")
     add("whitespace", b"   \n")
     add("null", b"null")

@@ -22,7 +22,7 @@ def main(orders: str, directory: str, group_size: int, snapshot_every: int) -> N
     out: list = []
     print("ready", flush=True)
     for start in range(0, len(commands), group_size):
-        group = commands[start : start + group_size]
+        group = commands[start:start + group_size]
         writer.append_many(group)  # journaled before it acts...
         seq = writer.commit()  # ...and durable before it is acknowledged
         for command in group:

@@ -38,30 +38,13 @@ from typing import IO
 
 import pytest
 
-from gateway.mqtt.brokerconfig import (
-    CONF_NAME,
-    DEFAULT_LIMITS,
-    GATEWAY_USER,
-    AccountLimits,
-    write_broker_config,
-)
+from gateway.mqtt.brokerconfig import (CONF_NAME, DEFAULT_LIMITS, GATEWAY_USER, AccountLimits,
+                                       write_broker_config)
 
 __all__ = [
-    "MOSQUITTO",
-    "MOSQUITTO_PUB",
-    "MOSQUITTO_SUB",
-    "Broker",
-    "Mosquitto",
-    "MosquittoStartError",
-    "free_port",
-    "listening_sockets",
-    "mosquitto_broker",
-    "mosquitto_factory",
-    "require_clients",
-    "require_module",
-    "require_mosquitto",
-    "require_tool",
-    "start_mosquitto",
+    "MOSQUITTO", "MOSQUITTO_PUB", "MOSQUITTO_SUB", "Broker", "Mosquitto", "MosquittoStartError",
+    "free_port", "listening_sockets", "mosquitto_broker", "mosquitto_factory", "require_clients",
+    "require_module", "require_mosquitto", "require_tool", "start_mosquitto"
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -93,10 +76,8 @@ def _missing(message: str) -> None:
 def require_mosquitto() -> str:
     """The mosquitto binary; skip (or under ``$CI`` fail) the test when it is missing."""
     if MOSQUITTO is None:
-        _missing(
-            "mosquitto is not installed: install the mosquitto broker "
-            "(e.g. apt-get install mosquitto) to run the MQTT broker tests"
-        )
+        _missing("mosquitto is not installed: install the mosquitto broker "
+                 "(e.g. apt-get install mosquitto) to run the MQTT broker tests")
     assert MOSQUITTO is not None
     return MOSQUITTO
 
@@ -104,10 +85,8 @@ def require_mosquitto() -> str:
 def require_clients() -> tuple[str, str]:
     """``(mosquitto_pub, mosquitto_sub)``; skip (or under ``$CI`` fail) when missing."""
     if MOSQUITTO_PUB is None or MOSQUITTO_SUB is None:
-        _missing(
-            "mosquitto_pub/mosquitto_sub are not installed: install the mosquitto "
-            "clients (e.g. apt-get install mosquitto-clients) to run this test"
-        )
+        _missing("mosquitto_pub/mosquitto_sub are not installed: install the mosquitto "
+                 "clients (e.g. apt-get install mosquitto-clients) to run this test")
     assert MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None
     return MOSQUITTO_PUB, MOSQUITTO_SUB
 
@@ -126,10 +105,8 @@ def require_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        _missing(
-            f"Python package {name!r} is not installed ({exc}): "
-            f"pip install {name} to run the MQTT broker tests"
-        )
+        _missing(f"Python package {name!r} is not installed ({exc}): "
+                 f"pip install {name} to run the MQTT broker tests")
         raise
 
 
@@ -159,9 +136,7 @@ def _port_accepts(port: int) -> bool:
 def _decode_proc_address(text: str) -> tuple[str, int]:
     """Decode ``0100007F:075B`` (``/proc/net/tcp``, address words in host order)."""
     address, port = text.split(":")
-    raw = b"".join(
-        struct.pack("=I", int(address[i : i + 8], 16)) for i in range(0, len(address), 8)
-    )
+    raw = b"".join(struct.pack("=I", int(address[i:i + 8], 16)) for i in range(0, len(address), 8))
     family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
     return socket.inet_ntop(family, raw), int(port, 16)
 
@@ -179,7 +154,7 @@ def listening_sockets(pid: int) -> list[tuple[str, int]]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
+            inodes.add(target[len("socket:["):-1])
     found = []
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
@@ -204,14 +179,8 @@ class Mosquitto:
     *port* defaults to the config's listener port; when given it must match it.
     """
 
-    def __init__(
-        self,
-        config_dir: Path,
-        port: int | None = None,
-        *,
-        executable: str | None = None,
-        start_timeout: float = START_TIMEOUT,
-    ) -> None:
+    def __init__(self, config_dir: Path, port: int | None = None, *, executable: str | None = None,
+                 start_timeout: float = START_TIMEOUT) -> None:
         self.config_dir = Path(config_dir).resolve()
         self.conf_path = self.config_dir / CONF_NAME
         self.log_path = self.config_dir / LOG_NAME
@@ -232,9 +201,8 @@ class Mosquitto:
         if os.geteuid() != 0 or re.search(r"^\s*user\s", text, re.MULTILINE):
             return self.conf_path
         copy = self.config_dir / ROOT_CONF_NAME
-        copy.write_text(
-            "# carbonx tests, run as root: mosquitto.conf, keeping root.\nuser root\n" + text
-        )
+        copy.write_text("# carbonx tests, run as root: mosquitto.conf, keeping root.\nuser root\n" +
+                        text)
         return copy
 
     @property
@@ -289,17 +257,12 @@ class Mosquitto:
         self.run_conf_path = self._run_conf()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (the broker's log, open while it runs)
         self._log.write(
-            f"--- carbonx tests: starting {self.executable} -c {self.run_conf_path}\n".encode()
-        )
+            f"--- carbonx tests: starting {self.executable} -c {self.run_conf_path}\n".encode())
         self._log.flush()
         try:
             self._process = subprocess.Popen(
-                [self.executable, "-c", str(self.run_conf_path)],
-                cwd=self.config_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
+                [self.executable, "-c", str(self.run_conf_path)], cwd=self.config_dir,
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         except OSError:
             self.stop()
             raise
@@ -310,15 +273,13 @@ class Mosquitto:
             if self._process.poll() is not None:
                 raise MosquittoStartError(
                     f"mosquitto exited with status {self._process.returncode} at start; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
+                    f"log {self.log_path}:\n{self._log_tail()}")
             if self._listening():
                 return
             if time.monotonic() >= deadline:
                 raise MosquittoStartError(
                     f"mosquitto did not accept connections on {LOOPBACK}:{self.port} "
-                    f"within {self.start_timeout} s; log {self.log_path}:\n{self._log_tail()}"
-                )
+                    f"within {self.start_timeout} s; log {self.log_path}:\n{self._log_tail()}")
             time.sleep(0.02)
 
     def _listening(self) -> bool:
@@ -404,7 +365,7 @@ class Broker:
             "hostname": LOOPBACK,
             "port": self.port,
             "username": user,
-            "password": self.credentials[user],
+            "password": self.credentials[user]
         }
 
 
@@ -412,17 +373,13 @@ BrokerFactory = Callable[..., Broker]
 DEFAULT_ACCOUNTS: Mapping[str, str | None] = {"alice": None, "bob": None}
 
 
-def _start_broker(
-    config_dir: Path,
-    accounts: Mapping[str, str | None],
-    limits: AccountLimits | None = DEFAULT_LIMITS,
-) -> Broker:
+def _start_broker(config_dir: Path, accounts: Mapping[str, str | None],
+                  limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
     """Write a config for a free port and start it; retry with a new port if it was taken."""
     attempts = 3
     for attempt in range(1, attempts + 1):
-        credentials = write_broker_config(
-            config_dir, free_port(), accounts, force=attempt > 1, limits=limits
-        )
+        credentials = write_broker_config(config_dir, free_port(), accounts, force=attempt > 1,
+                                          limits=limits)
         mosquitto = Mosquitto(config_dir)
         try:
             mosquitto.start(retry_bind=False)
@@ -443,10 +400,8 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     require_mosquitto()
     started: list[Broker] = []
 
-    def make(
-        accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS,
-        limits: AccountLimits | None = DEFAULT_LIMITS,
-    ) -> Broker:
+    def make(accounts: Mapping[str, str | None] = DEFAULT_ACCOUNTS,
+             limits: AccountLimits | None = DEFAULT_LIMITS) -> Broker:
         config_dir = tmp_path / f"broker{len(started)}"
         broker = _start_broker(config_dir, accounts, limits)
         started.append(broker)

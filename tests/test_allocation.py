@@ -8,27 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.compliance.allocation import (
-    SECTOR_RULES,
-    Adjustment,
-    AllocationError,
-    Entity,
-    PowerUnit,
-    adjust,
-    allocate,
-    alpha,
-    banking_cap,
-    ccer_cap,
-    fine_fen,
-    industrial_allocation,
-    industrial_alphas,
-    load_factor,
-    power_allocation,
-    pre_allocation,
-    sector_rule,
-    solve_benchmark,
-    true_up,
-)
+from exchange.compliance.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity,
+                                            PowerUnit, adjust, allocate, alpha, banking_cap,
+                                            ccer_cap, fine_fen, industrial_allocation,
+                                            industrial_alphas, load_factor, power_allocation,
+                                            pre_allocation, sector_rule, solve_benchmark, true_up)
 
 # --- power: A = Qe·Be·Ff + Qh·Bh ------------------------------------------------------------
 
@@ -45,7 +29,7 @@ def test_coal_unit_with_load_factor_and_heat():
 def test_load_factor_applies_only_below_65_percent():
     assert load_factor("0.65") == 1 and load_factor("0.90") == 1
     assert load_factor("0.6499") > 1
-    assert load_factor("0.50") == Fraction("1.015") ** 6
+    assert load_factor("0.50") == Fraction("1.015")**6
     with pytest.raises(AllocationError):
         load_factor("1.2")
 
@@ -88,9 +72,8 @@ def test_power_refuses_floats_and_unknown_units():
         ("-0.1999", Fraction("-0.029985")),
         ("-0.2", Fraction("-0.03")),
         ("-0.2001", Fraction("-0.03")),
-        ("0", Fraction(0)),
-    ],
-)
+        ("0", Fraction(0))
+    ])
 def test_alpha_inside_and_outside_twenty_percent(x, expected):
     assert alpha(x) == expected
 
@@ -100,7 +83,7 @@ def test_benchmark_is_solved_so_the_sector_total_equals_emissions():
     plants = {
         "clean": ("1000000", "0.80"),
         "middle": ("2000000", "0.85"),
-        "dirty": ("500000", "1.10"),
+        "dirty": ("500000", "1.10")
     }
     bp, alphas = industrial_alphas(plants)
     total = sum(Fraction(e) * (1 + alphas[name]) for name, (e, _) in plants.items())
@@ -149,9 +132,8 @@ def test_pre_allocation_then_true_up():
 def test_regional_factors_never_grow_the_sector_beyond_its_cap():
     base = {"a": 1000, "b": 1000, "c": 1000}
     regions = {"a": "west", "b": "west", "c": "east"}
-    grown = adjust(
-        base, regions, Adjustment(regional={"west": Fraction("1.2")}, cap_share=Fraction("1.05"))
-    )
+    grown = adjust(base, regions,
+                   Adjustment(regional={"west": Fraction("1.2")}, cap_share=Fraction("1.05")))
     assert sum(grown.values()) <= 3150
     assert grown["a"] == grown["b"] > grown["c"]
     kept = adjust(base, regions, Adjustment(regional={"east": Fraction("0.9")}))
@@ -160,19 +142,12 @@ def test_regional_factors_never_grow_the_sector_beyond_its_cap():
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.dictionaries(
-        st.text("abc", min_size=1, max_size=3), st.integers(0, 10**6), min_size=1, max_size=10
-    ),
-    st.integers(50, 200),
-    st.integers(50, 150),
-)
+    st.dictionaries(st.text("abc", min_size=1, max_size=3), st.integers(0, 10**6), min_size=1,
+                    max_size=10), st.integers(50, 200), st.integers(50, 150))
 def test_adjusted_total_never_exceeds_the_cap(base, factor, cap):
     regions = {name: name[0] for name in base}
-    out = adjust(
-        base,
-        regions,
-        Adjustment(regional={"a": Fraction(factor, 100)}, cap_share=Fraction(cap, 100)),
-    )
+    out = adjust(base, regions,
+                 Adjustment(regional={"a": Fraction(factor, 100)}, cap_share=Fraction(cap, 100)))
     assert sum(out.values()) <= sum(base.values()) * Fraction(cap, 100)
     assert all(v >= 0 for v in out.values())
 
@@ -209,30 +184,28 @@ def test_the_published_fine_case():
 
 
 def test_the_plan_applies_each_sectors_named_rule_then_the_factors():
-    coal = Entity("coal", "power", 900_000, "west", units=(PowerUnit("coal_large", "1000000"),))
+    coal = Entity("coal", "power", 900_000, "west", units=(PowerUnit("coal_large", "1000000"), ))
     mill_a = Entity("mill-a", "steel", 100, "east", intensity=Fraction(1))
     mill_b = Entity("mill-b", "steel", 100, "east", intensity=Fraction(6, 5))
     plan = allocate([coal, mill_a, mill_b])  # the defaults: benchmarks and intensity
     assert plan == {"coal": 791_000, "mill-a": 101, "mill-b": 98}
-    assert allocate([coal, mill_a, mill_b], {"steel": {"rule": "verified_emissions"}}) == {
+    assert allocate([coal, mill_a, mill_b], {"steel": {
+        "rule": "verified_emissions"
+    }}) == {
         "coal": 791_000,
         "mill-a": 100,
-        "mill-b": 100,
+        "mill-b": 100
     }
     # a configured benchmark replaces the 2024 one; the west's factor adds 2%, capped at 1%
     rules = {"power": {"rule": "power_benchmark", "electricity": {"coal_large": "0.8000"}}}
     assert allocate([coal], rules)["coal"] == 800_000
-    assert (
-        allocate(
-            [coal],
-            rules,
-            Adjustment(regional={"west": Fraction("1.02")}, cap_share=Fraction("1.01")),
-        )["coal"]
-        == 808_000
-    )
+    assert (allocate([coal], rules,
+                     Adjustment(regional={"west": Fraction("1.02")},
+                                cap_share=Fraction("1.01")))["coal"] == 808_000)
 
 
 def test_a_new_rule_plugs_in_by_name_and_unknown_ones_are_refused():
+
     @sector_rule("half_of_emissions")
     def half(entities, params):
         return {e.name: e.emissions // 2 for e in entities}
@@ -247,7 +220,10 @@ def test_a_new_rule_plugs_in_by_name_and_unknown_ones_are_refused():
     with pytest.raises(AllocationError, match="needs its generating units"):
         allocate([Entity("bare", "power", 10)])
     with pytest.raises(AllocationError, match="unknown gas_turbine"):
-        allocate(
-            [Entity("p", "power", 10, units=(PowerUnit("gas", "1"),))],
-            {"power": {"rule": "power_benchmark", "electricity": {"gas_turbine": "1"}}},
-        )
+        allocate([Entity("p", "power", 10, units=(PowerUnit("gas", "1"), ))],
+                 {"power": {
+                     "rule": "power_benchmark",
+                     "electricity": {
+                         "gas_turbine": "1"
+                     }
+                 }})

@@ -43,30 +43,12 @@ def carbon_csv(tmp_path_factory) -> Path:
 def quick_result(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """One quick suite run at tiny sizes, in a fresh process, as a user would start it."""
     base = tmp_path_factory.mktemp("suite")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--messages",
-            "4000",
-            "--memory-orders",
-            "3000",
-            "--naive-prefix",
-            "800",
-            "--profile",
-            "never",
-            "--out",
-            str(base / "results"),
-            "--data",
-            str(base / "data"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = subprocess.run([
+        sys.executable, "-m", "benchmarks", "--quick", "--messages", "4000", "--memory-orders",
+        "3000", "--naive-prefix", "800", "--profile", "never", "--out",
+        str(base / "results"), "--data",
+        str(base / "data")
+    ], cwd=ROOT, capture_output=True, text=True, timeout=180)
     return done, base / "results"
 
 
@@ -88,25 +70,9 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     result = json.loads((results / "quick.json").read_text())
     assert not (results / "latest.json").exists()  # a quick run never replaces the full one
     assert {
-        "schema",
-        "mode",
-        "created_utc",
-        "settings",
-        "targets",
-        "machine",
-        "data",
-        "contenders",
-        "end_to_end",
-        "ledger",
-        "latency",
-        "scaling",
-        "memory",
-        "registry",
-        "hotspots",
-        "verdict",
-        "failures",
-        "ok",
-        "total_s",
+        "schema", "mode", "created_utc", "settings", "targets", "machine", "data", "contenders",
+        "end_to_end", "ledger", "latency", "scaling", "memory", "registry", "hotspots", "verdict",
+        "failures", "ok", "total_s"
     } <= result.keys()
     assert result["ok"] is True and result["failures"] == []
     assert result["mode"] == "quick" and result["settings"]["messages"] == 4000
@@ -114,13 +80,8 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
 
     rows = {row["name"]: row for row in result["contenders"]["rows"]}
     assert list(rows) == [
-        "engine",
-        "engine_ledger",
-        "engine_journal",
-        "naive",
-        "plain",
-        "pyorderbook",
-        "lightmatchingengine",
+        "engine", "engine_ledger", "engine_journal", "naive", "plain", "pyorderbook",
+        "lightmatchingengine"
     ]
     engine = rows["engine"]
     assert engine["trades"] > 0 and engine["ratio_to_engine"] == 1.0
@@ -153,12 +114,10 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     assert plain["engine_same_process_msgs_per_s"]["n"] == settings["repeat"]
     assert plain["ratio_to_engine_same_process"] > 0
     assert result["verdict"]["engine_over_plain_same_process"] == round(
-        1 / plain["ratio_to_engine_same_process"], 3
-    )
+        1 / plain["ratio_to_engine_same_process"], 3)
     fastest = max(("pyorderbook", "lightmatchingengine"), key=lambda n: rows[n]["ratio_to_engine"])
     assert result["verdict"]["engine_over_fastest_peer"] == round(
-        1 / rows[fastest]["ratio_to_engine"], 3
-    )
+        1 / rows[fastest]["ratio_to_engine"], 3)
 
     e2e = result["end_to_end"]
     assert e2e["matches_in_process_engine"] is True and len(e2e["runs"]) >= 3
@@ -174,9 +133,8 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
 
     profiles = result["latency"]["profiles"]
     assert set(profiles) == {"mixed", "carbon"}
-    assert {"new_limit_rest", "new_limit_cross", "cancel", "new_ioc"} <= profiles["mixed"][
-        "kinds"
-    ].keys()
+    assert {"new_limit_rest", "new_limit_cross", "cancel",
+            "new_ioc"} <= profiles["mixed"]["kinds"].keys()
     assert {"amend", "new_market", "new_fok", "eod"} <= profiles["carbon"]["kinds"].keys()
     for run in profiles.values():
         every = run["all"]
@@ -193,10 +151,8 @@ def test_quick_suite_passes_and_writes_the_expected_json(quick_result):
     # the sizes take turns in rounds; each ratio is the median of the rounds' ratios
     for axis, rows in (("resting", sc["resting"]), ("instruments", sc["instruments"])):
         assert all(len(r["runs_s"]) == sc["rounds"] * 3 == 9 for r in rows)
-        by_round = [
-            [statistics.median(r["runs_s"][i : i + 3]) for i in range(0, 9, 3)]
-            for r in (rows[-1], rows[0])
-        ]
+        by_round = [[statistics.median(r["runs_s"][i:i + 3]) for i in range(0, 9, 3)]
+                    for r in (rows[-1], rows[0])]
         paired = [big / small for big, small in zip(*by_round)]
         assert sc[f"{axis}_ratio_rounds"] == [round(r, 3) for r in paired]
         assert sc[f"{axis}_ratio_largest_to_smallest"] == round(statistics.median(paired), 3)
@@ -249,11 +205,10 @@ def test_every_contender_trades_exactly_like_the_engine(mixed_csv, name):
 
 def test_the_naive_book_trades_like_the_fast_one_on_a_prefix(mixed_csv):
     record = contenders.work("naive", mixed_csv, repeat=1, prefix=600)
-    fast, counts = peers.EngineAdapter().verify(
-        read_order_file(mixed_csv, default_stp="none"), marks=(600,)
-    )
+    fast, counts = peers.EngineAdapter().verify(read_order_file(mixed_csv, default_stp="none"),
+                                                marks=(600, ))
     assert record["failures"] == [] and record["trades"] == counts[600] > 0
-    assert record["trades_digest"] == contenders._digest(contenders._lines(fast[: counts[600]]))
+    assert record["trades_digest"] == contenders._digest(contenders._lines(fast[:counts[600]]))
 
 
 def test_a_wrong_trade_is_caught(mixed_csv, tmp_path):
@@ -294,9 +249,8 @@ def test_latency_sorts_every_sampled_command_into_a_kind(carbon_csv):
     assert run["sampled"] == run["messages"] == 3000
     assert sum(k["n"] for k in run["kinds"].values()) == 3000
     assert "rejected" not in run["kinds"]  # the carbon file replays without rejections
-    assert run["kinds"]["eod"]["n"] == sum(
-        1 for line in carbon_csv.read_text().splitlines() if line.startswith("eod,")
-    )
+    assert run["kinds"]["eod"]["n"] == sum(1 for line in carbon_csv.read_text().splitlines()
+                                           if line.startswith("eod,"))
 
 
 def test_resting_orders_for_scaling_never_trade(mixed_csv):
@@ -343,18 +297,16 @@ def test_doctests(module):
 
 def test_a_peer_that_is_not_installed_is_skipped_with_a_clear_note(mixed_csv, monkeypatch):
     monkeypatch.setattr(peers.PyOrderBookAdapter, "distribution", "no-such-package-x")
-    monkeypatch.setattr(
-        contenders,
-        "ADAPTERS",
-        {"engine": peers.EngineAdapter, "pyorderbook": peers.PyOrderBookAdapter},
-    )
+    monkeypatch.setattr(contenders, "ADAPTERS", {
+        "engine": peers.EngineAdapter,
+        "pyorderbook": peers.PyOrderBookAdapter
+    })
 
     def worker(module, *args):
         assert args[0] != "pyorderbook"  # never started
         return contenders.work(args[0], args[1], repeat=1, trades_out=args[-1])
 
-    section = contenders.measure(
-        mixed_csv, names=("engine", "pyorderbook"), repeat=1, worker=worker
-    )
+    section = contenders.measure(mixed_csv, names=("engine", "pyorderbook"), repeat=1,
+                                 worker=worker)
     assert [r["name"] for r in section["rows"]] == ["engine"]
     assert "not installed" in section["skipped"]["pyorderbook"] and section["failures"] == []

@@ -27,25 +27,12 @@ from typing import Any
 
 import mosquitto as helper
 import pytest
-from mosquitto import (
-    Broker,
-    Mosquitto,
-    MosquittoStartError,
-    listening_sockets,
-    require_clients,
-    require_module,
-    require_tool,
-)
+from mosquitto import (Broker, Mosquitto, MosquittoStartError, listening_sockets, require_clients,
+                       require_module, require_tool)
 
-from gateway.mqtt.brokerconfig import (
-    GATEWAY_USER,
-    MAX_PACKET_SIZE,
-    ConfigExistsError,
-    hash_password,
-    parse_account_args,
-    verify_password,
-    write_broker_config,
-)
+from gateway.mqtt.brokerconfig import (GATEWAY_USER, MAX_PACKET_SIZE, ConfigExistsError,
+                                       hash_password, parse_account_args, verify_password,
+                                       write_broker_config)
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
@@ -62,9 +49,8 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = TIMEOUT) -> Any:
 def client(broker: Broker, user: str) -> Any:
     """An aiomqtt client (MQTT 3.1.1) for *user* with its password; use with ``async with``."""
     aiomqtt = require_module("aiomqtt")
-    return aiomqtt.Client(
-        **broker.login(user), identifier=f"{user}-{secrets.token_hex(4)}", timeout=5
-    )
+    return aiomqtt.Client(**broker.login(user), identifier=f"{user}-{secrets.token_hex(4)}",
+                          timeout=5)
 
 
 async def receive_until(mqtt: Any, marker: bytes) -> Received:
@@ -96,11 +82,7 @@ def test_files_modes_and_credentials(tmp_path: Path) -> None:
     out = tmp_path / "new" / "conf"
     creds = write_broker_config(out, 18830, {"alice": "alice-pw:x", "bob": None})
     assert sorted(p.name for p in out.iterdir()) == [
-        "acl",
-        "carbonx_limit.so",
-        "credentials.json",
-        "mosquitto.conf",
-        "passwd",
+        "acl", "carbonx_limit.so", "credentials.json", "mosquitto.conf", "passwd"
     ]
     for name in ("passwd", "credentials.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
@@ -120,14 +102,12 @@ def test_files_modes_and_credentials(tmp_path: Path) -> None:
 
     conf = (out / "mosquitto.conf").read_text()
     directives = [
-        line.split()
-        for line in conf.splitlines()
+        line.split() for line in conf.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert ["listener", "18830", "127.0.0.1"] in directives
-    assert [d for d in directives if d[0] in ("listener", "port", "bind_address")] == [
-        ["listener", "18830", "127.0.0.1"]
-    ]
+    assert [d for d in directives
+            if d[0] in ("listener", "port", "bind_address")] == [["listener", "18830", "127.0.0.1"]]
     assert ["allow_anonymous", "false"] in directives
     assert ["per_listener_settings", "false"] in directives
     assert f"password_file {out.resolve() / 'passwd'}" in conf.splitlines()
@@ -159,25 +139,10 @@ def test_broker_config_cli_refuses_an_existing_config_unless_forced(tmp_path: Pa
     out = tmp_path / "conf"
 
     def broker_config(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "broker-config",
-                "--out",
-                str(out),
-                "--port",
-                "18830",
-                "alice",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
+        return subprocess.run([
+            sys.executable, "-m", "gateway.cli", "broker-config", "--out",
+            str(out), "--port", "18830", "alice", *extra
+        ], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
 
     assert broker_config().returncode == 0
     first = json.loads((out / "credentials.json").read_text())
@@ -194,15 +159,13 @@ def test_broker_config_cli_refuses_an_existing_config_unless_forced(tmp_path: Pa
 
 def _directives(conf: str) -> list[list[str]]:
     return [
-        line.split()
-        for line in conf.splitlines()
+        line.split() for line in conf.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
 
 
-def test_never_user_root_and_a_non_root_writer_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_never_user_root_and_a_non_root_writer_is_named(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.mqtt import brokerconfig
 
     monkeypatch.setattr(brokerconfig.os, "geteuid", lambda: 0)
@@ -225,19 +188,17 @@ def test_listener_ties_client_ids_to_user_names_and_limits_packets(tmp_path: Pat
     directives = _directives((tmp_path / "mosquitto.conf").read_text())
     listener = directives.index(["listener", "18830", "127.0.0.1"])
     # A listener option: it must come after the listener line it applies to.
-    assert ["use_username_as_clientid", "true"] in directives[listener + 1 :]
+    assert ["use_username_as_clientid", "true"] in directives[listener + 1:]
     assert ["max_packet_size", str(MAX_PACKET_SIZE)] in directives
 
 
 # Made by mosquitto_passwd 2.0.11 (-H sha512-pbkdf2, then -H sha512) for "secret".
 MOSQUITTO_PASSWD_PBKDF2 = (
     "$7$101$ZMxIgcX0cTixMeAa$72/H3HUPyepazq762Il89V57OIiWbjqT8pZst3Lq9FQuwzycWgnyL3mu8bA1h"
-    "Xa9GaJvAlUw6ayR6dAfmciqZg=="
-)
+    "Xa9GaJvAlUw6ayR6dAfmciqZg==")
 MOSQUITTO_PASSWD_SHA512 = (
     "$6$iN4urkRpQHUSB6Ys$Wy0iCnmNODYFSm4wg5rGFk4OK0IBp0Ytyhn6dcUDlxKKzmPQSo/OXOmSAAsk9ZHE1L"
-    "/8kaPBvdiKYoTINVmIwA=="
-)
+    "/8kaPBvdiKYoTINVmIwA==")
 
 
 def test_hash_format_matches_mosquitto_passwd(tmp_path: Path) -> None:
@@ -250,12 +211,9 @@ def test_hash_format_matches_mosquitto_passwd(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
     passwd.touch()
     for algorithm in ("sha512-pbkdf2", "sha512"):
-        subprocess.run(
-            [tool, "-H", algorithm, "-b", str(passwd), algorithm, "s3:cret"],
-            check=True,
-            timeout=10,
-            capture_output=True,
-        )
+        subprocess.run([tool, "-H", algorithm, "-b",
+                        str(passwd), algorithm, "s3:cret"], check=True, timeout=10,
+                       capture_output=True)
     hashes = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
     assert hashes["sha512-pbkdf2"].startswith("$7$") and hashes["sha512"].startswith("$6$")
     for encoded in hashes.values():
@@ -276,9 +234,8 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused(mosquitto_broker:
 
     async def refused(**login: Any) -> None:
         with pytest.raises(aiomqtt.MqttError, match="[Nn]ot authori[sz]ed"):
-            async with aiomqtt.Client(
-                mosquitto_broker.host, mosquitto_broker.port, timeout=5, **login
-            ):
+            async with aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port, timeout=5,
+                                      **login):
                 pass
 
     async def scenario() -> None:
@@ -297,12 +254,11 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused(mosquitto_broker:
 
 
 def test_orders_reach_the_gateway_only_from_their_own_account(mosquitto_broker: Broker) -> None:
+
     async def scenario() -> tuple[Received, Received]:
-        async with (
-            client(mosquitto_broker, GATEWAY_USER) as gateway,
-            client(mosquitto_broker, "alice") as alice,
-            client(mosquitto_broker, "bob") as bob,
-        ):
+        async with (client(mosquitto_broker,
+                           GATEWAY_USER) as gateway, client(mosquitto_broker, "alice") as
+                    alice, client(mosquitto_broker, "bob") as bob):
             await gateway.subscribe("cx/v1/orders/+", qos=1)
             await bob.publish("cx/v1/orders/bob", b"bob-order", qos=1)
             bob_seen = await receive_until(gateway, b"bob-order")
@@ -321,12 +277,11 @@ def test_orders_reach_the_gateway_only_from_their_own_account(mosquitto_broker: 
 
 
 def test_accounts_read_only_their_reports_and_market_data(mosquitto_broker: Broker) -> None:
+
     async def scenario() -> tuple[Received, Received]:
-        async with (
-            client(mosquitto_broker, GATEWAY_USER) as gateway,
-            client(mosquitto_broker, "alice") as alice,
-            client(mosquitto_broker, "bob") as bob,
-        ):
+        async with (client(mosquitto_broker,
+                           GATEWAY_USER) as gateway, client(mosquitto_broker, "alice") as
+                    alice, client(mosquitto_broker, "bob") as bob):
             await bob.subscribe("cx/v1/exec/bob", qos=1)
             for topic in ("cx/v1/exec/alice", "cx/v1/md/#"):
                 await alice.subscribe(topic, qos=1)
@@ -349,11 +304,10 @@ def test_accounts_read_only_their_reports_and_market_data(mosquitto_broker: Brok
 
 
 def test_wildcard_subscription_sees_nothing_of_other_accounts(mosquitto_broker: Broker) -> None:
+
     async def scenario() -> Received:
-        async with (
-            client(mosquitto_broker, GATEWAY_USER) as gateway,
-            client(mosquitto_broker, "alice") as alice,
-        ):
+        async with (client(mosquitto_broker, GATEWAY_USER) as
+                    gateway, client(mosquitto_broker, "alice") as alice):
             await alice.subscribe("#", qos=1)
             await gateway.publish("cx/v1/exec/bob", b"bob-report", qos=1)
             await gateway.publish("cx/v1/exec/alice", b"marker", qos=1)
@@ -363,19 +317,13 @@ def test_wildcard_subscription_sees_nothing_of_other_accounts(mosquitto_broker: 
 
 
 def test_one_account_cannot_disconnect_another_by_reusing_its_client_id(
-    mosquitto_broker: Broker,
-) -> None:
+        mosquitto_broker: Broker) -> None:
     aiomqtt = require_module("aiomqtt")
 
     def named(user: str, password: str | None = None) -> Any:
-        return aiomqtt.Client(
-            mosquitto_broker.host,
-            mosquitto_broker.port,
-            username=user,
-            password=password or mosquitto_broker.credentials[user],
-            identifier="shared-id",
-            timeout=5,
-        )
+        return aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port, username=user,
+                              password=password or mosquitto_broker.credentials[user],
+                              identifier="shared-id", timeout=5)
 
     async def scenario() -> tuple[Received, Received]:
         async with client(mosquitto_broker, GATEWAY_USER) as gateway, named("alice") as alice:
@@ -403,51 +351,42 @@ def test_parse_account_args() -> None:
     assert parse_account_args(["alice", "bob:pa:ss", "Émile"]) == {
         "alice": None,
         "bob": "pa:ss",
-        "Émile": None,
+        "Émile": None
     }
 
 
-@pytest.mark.parametrize(
-    "items, message",
-    [
-        (["alice", "alice:pw"], "more than once"),
-        ([""], "non-empty"),
-        ([":pw"], "non-empty"),
-        (["gateway"], "reserved"),
-        (["gateway:pw"], "reserved"),
-        (["a/b"], "'/'"),
-        (["a+b"], "'\\+'"),
-        (["a#"], "'#'"),
-        (["a b"], "whitespace"),
-        (["a\tb"], "whitespace"),
-        (["a\u00a0b"], "whitespace"),
-        (["a\x00b"], "control"),
-        (["a\x7f"], "control"),
-        (["a\u200b"], "control"),
-        (["alice:"], "password"),
-    ],
-)
+@pytest.mark.parametrize("items, message", [(["alice", "alice:pw"], "more than once"),
+                                            ([""], "non-empty"), ([":pw"], "non-empty"),
+                                            (["gateway"], "reserved"), (["gateway:pw"], "reserved"),
+                                            (["a/b"], "'/'"), (["a+b"], "'\\+'"), (["a#"], "'#'"),
+                                            (["a b"], "whitespace"), (["a\tb"], "whitespace"),
+                                            (["a\u00a0b"], "whitespace"), (["a\x00b"], "control"),
+                                            (["a\x7f"], "control"), (["a\u200b"], "control"),
+                                            (["alice:"], "password")])
 def test_parse_account_args_rejects(items: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_account_args(items)
 
 
-@pytest.mark.parametrize(
-    "accounts, port",
-    [
-        ({"a:b": None}, 1883),
-        ({"gateway": "pw"}, 1883),
-        ({"": None}, 1883),
-        ({"a\nb": None}, 1883),
-        ({"alice": ""}, 1883),
-        ({"alice": None}, 0),
-        ({"alice": None}, 70000),
-        ({"alice": None}, True),
-    ],
-)
-def test_write_broker_config_rejects(
-    tmp_path: Path, accounts: dict[str, str | None], port: int
-) -> None:
+@pytest.mark.parametrize("accounts, port", [({
+    "a:b": None
+}, 1883), ({
+    "gateway": "pw"
+}, 1883), ({
+    "": None
+}, 1883), ({
+    "a\nb": None
+}, 1883), ({
+    "alice": ""
+}, 1883), ({
+    "alice": None
+}, 0), ({
+    "alice": None
+}, 70000), ({
+    "alice": None
+}, True)])
+def test_write_broker_config_rejects(tmp_path: Path, accounts: dict[str, str | None],
+                                     port: int) -> None:
     with pytest.raises(ValueError):
         write_broker_config(tmp_path / "out", port, accounts)
     assert not (tmp_path / "out").exists()
@@ -458,46 +397,21 @@ def test_write_broker_config_rejects(
 
 def _client_args(broker: Broker, user: str) -> list[str]:
     return [
-        "-h",
-        broker.host,
-        "-p",
-        str(broker.port),
-        "-u",
-        user,
-        "-P",
-        broker.credentials[user],
-        "-q",
-        "1",
+        "-h", broker.host, "-p",
+        str(broker.port), "-u", user, "-P", broker.credentials[user], "-q", "1"
     ]
 
 
 def test_mosquitto_pub_to_mosquitto_sub(mosquitto_broker: Broker) -> None:
     pub, sub = require_clients()
     publish = [
-        pub,
-        *_client_args(mosquitto_broker, "alice"),
-        "-t",
-        "cx/v1/orders/alice",
-        "-m",
-        "buy 10 EUA",
+        pub, *_client_args(mosquitto_broker, "alice"), "-t", "cx/v1/orders/alice", "-m",
+        "buy 10 EUA"
     ]
-    with subprocess.Popen(
-        [
-            sub,
-            *_client_args(mosquitto_broker, GATEWAY_USER),
-            "-t",
-            "cx/v1/orders/+",
-            "-C",
-            "1",
-            "-W",
-            "5",
-            "-F",
-            "MSG %t %p",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as listener:
+    with subprocess.Popen([
+            sub, *_client_args(mosquitto_broker, GATEWAY_USER), "-t", "cx/v1/orders/+", "-C", "1",
+            "-W", "5", "-F", "MSG %t %p"
+    ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as listener:
         try:
             # mosquitto_sub's output is block-buffered in a pipe, so there is no telling
             # when it has subscribed: publish until it has its one message (-C 1) or
@@ -526,21 +440,10 @@ def test_mosquitto_pub_denied_publish(mosquitto_broker: Broker) -> None:
     assert (v311.returncode, v5.returncode) == (0, 0)
     assert "Not authorized" not in v311.stderr
     assert "Not authorized" in v5.stderr
-    wrong = subprocess.run(
-        [
-            pub,
-            *_client_args(mosquitto_broker, "alice")[:-4],
-            "-P",
-            "no",
-            "-t",
-            "cx/v1/orders/alice",
-            "-m",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    wrong = subprocess.run([
+        pub, *_client_args(mosquitto_broker, "alice")[:-4], "-P", "no", "-t", "cx/v1/orders/alice",
+        "-m", "x"
+    ], capture_output=True, text=True, timeout=10)
     assert wrong.returncode != 0 and "not authorised" in wrong.stderr.lower()
 
 
@@ -580,12 +483,10 @@ def test_start_fails_clearly_when_the_port_is_taken(tmp_path: Path) -> None:
     assert caught.value.address_in_use and not broker.running
 
 
-@pytest.mark.parametrize(
-    "ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)]
-)
-def test_missing_mosquitto_skips_but_fails_under_ci(
-    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
-) -> None:
+@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception),
+                                         ("true", pytest.fail.Exception)])
+def test_missing_mosquitto_skips_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch, ci: str,
+                                                    outcome: type[BaseException]) -> None:
     monkeypatch.setenv("CI", ci)
     monkeypatch.setattr(helper, "MOSQUITTO", None)
     with pytest.raises(outcome, match="mosquitto is not installed"):

@@ -13,22 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.calendar import (
-    DAY_NS,
-    SERIES,
-    Calendar,
-    CalendarError,
-    civil_from_days,
-    contract_months,
-    day_of_ns,
-    day_start_ns,
-    days_from_civil,
-    days_in_month,
-    format_date,
-    parse_date,
-    parse_month,
-    weekday,
-)
+from exchange.calendar import (DAY_NS, SERIES, Calendar, CalendarError, civil_from_days,
+                               contract_months, day_of_ns, day_start_ns, days_from_civil,
+                               days_in_month, format_date, parse_date, parse_month, weekday)
 
 EPOCH = date(1970, 1, 1)
 PLAIN = Calendar()
@@ -98,26 +85,11 @@ def test_day_boundaries_floor_before_1970():
 # --- strict input -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "2026-02-30",
-        "2026-13-01",
-        "2026-00-10",
-        "2026-12-32",
-        "26-12-01",
-        "",
-        "2026-1-01",
-        "2026/12/28",
-        " 2026-12-28",
-        "2026-12-28\n",
-        "0000-01-01",
-        "1900-02-29",
-        "２０２６-12-28",
-        None,
-        20815,
-    ],
-)
+@pytest.mark.parametrize("text", [
+    "2026-02-30", "2026-13-01", "2026-00-10", "2026-12-32", "26-12-01", "", "2026-1-01",
+    "2026/12/28", " 2026-12-28", "2026-12-28\n", "0000-01-01", "1900-02-29", "２０２６-12-28", None,
+    20815
+])
 def test_parse_date_rejects(text):
     with pytest.raises(CalendarError):
         parse_date(text)
@@ -125,8 +97,7 @@ def test_parse_date_rejects(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-13", "2026-00", "26-12", "", "2026-1", "2026-12-01", "2026-12\n", "0000-05", None],
-)
+    ["2026-13", "2026-00", "26-12", "", "2026-1", "2026-12-01", "2026-12\n", "0000-05", None])
 def test_parse_month_rejects(text):
     with pytest.raises(CalendarError):
         parse_month(text)
@@ -195,11 +166,8 @@ def test_add_business_days_across_a_weekend_and_a_holiday():
         cal.add_business_days(friday, -1)
 
 
-@given(
-    st.integers(-100_000, 100_000),
-    st.integers(0, 30),
-    st.sets(st.integers(-100_000, 100_100), max_size=30),
-)
+@given(st.integers(-100_000, 100_000), st.integers(0, 30),
+       st.sets(st.integers(-100_000, 100_100), max_size=30))
 def test_add_business_days_counts_exactly_n_business_days(start, n, holidays):
     cal = Calendar(frozenset(holidays))
     end = cal.add_business_days(start, n)
@@ -251,42 +219,25 @@ def test_delivery_three_business_days_after_expiry():
 
 def test_series_selection():
     assert contract_months(2026, 11, 3, "monthly") == [(2026, 11), (2026, 12), (2027, 1)]
-    assert contract_months(2026, 3, 5, "quarterly") == [
-        (2026, 3),
-        (2026, 6),
-        (2026, 9),
-        (2026, 12),
-        (2027, 3),
-    ]
+    assert contract_months(2026, 3, 5, "quarterly") == [(2026, 3), (2026, 6), (2026, 9), (2026, 12),
+                                                        (2027, 3)]
     assert contract_months(2026, 4, 2, "quarterly") == [(2026, 6), (2026, 9)]
     assert contract_months(2026, 12, 2, "december") == [(2026, 12), (2027, 12)]
     assert contract_months(2027, 1, 2, "december") == [(2027, 12), (2028, 12)]
     assert contract_months(2026, 5, 0, "monthly") == []
 
 
-@given(
-    st.integers(1900, 2200), st.integers(1, 12), st.integers(0, 40), st.sampled_from(sorted(SERIES))
-)
+@given(st.integers(1900, 2200), st.integers(1, 12), st.integers(0, 40),
+       st.sampled_from(sorted(SERIES)))
 def test_series_are_the_next_months_in_the_series(year, month, count, series):
     months = contract_months(year, month, count, series)
-    expected = [
-        (y, m)
-        for y in range(year, year + 41)
-        for m in range(1, 13)
-        if (y, m) >= (year, month) and m in SERIES[series]
-    ][:count]
+    expected = [(y, m) for y in range(year, year + 41) for m in range(1, 13)
+                if (y, m) >= (year, month) and m in SERIES[series]][:count]
     assert months == expected
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        (2026, 1, 3, "weekly"),
-        (2026, 13, 3, "monthly"),
-        (2026, 0, 3, "monthly"),
-        (2026, 1, -1, "monthly"),
-    ],
-)
+@pytest.mark.parametrize("args", [(2026, 1, 3, "weekly"), (2026, 13, 3, "monthly"),
+                                  (2026, 0, 3, "monthly"), (2026, 1, -1, "monthly")])
 def test_contract_months_rejects(args):
     with pytest.raises(CalendarError):
         contract_months(*args)

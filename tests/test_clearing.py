@@ -14,15 +14,8 @@ import pytest
 from markets import futures_market
 
 from exchange import Engine
-from exchange.commands import (
-    AmendOrder,
-    CloseAccount,
-    Deposit,
-    EndOfDay,
-    IssueAllowances,
-    PlaceOrder,
-    SuspendAccount,
-)
+from exchange.commands import (AmendOrder, CloseAccount, Deposit, EndOfDay, IssueAllowances,
+                               PlaceOrder, SuspendAccount)
 from exchange.events import CommandRejected, OrderCancelled, PositionClosedOut, TradeExecuted
 from exchange.market import MarketConfigError, parse_market
 
@@ -58,17 +51,8 @@ class Run:
 
     def order(self, order_id, account, instrument, side, qty, price=None, ts=MON, **extra):
         return self(
-            PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument=instrument,
-                side=side,
-                qty=qty,
-                price=price,
-                ts=ts,
-                **extra,
-            )
-        )
+            PlaceOrder(order_id=order_id, account=account, instrument=instrument, side=side,
+                       qty=qty, price=price, ts=ts, **extra))
 
 
 def _funded(run: Run, *accounts: str, amount: str = "100000.00") -> None:
@@ -181,9 +165,7 @@ def test_an_amend_after_the_last_trading_day_is_refused():
 
 
 def test_cleared_derivatives_in_two_currencies_are_refused():
-    text = (
-        futures_market()
-        + """
+    text = (futures_market() + """
 [instruments.EUA25]
 tick = "0.01"
 currency = "EUR"
@@ -196,18 +178,15 @@ contract_size = 1000
 underlying = "EUA25"
 contract_month = "2026-12"
 initial_margin = "8000.00"
-"""
-    )
+""")
     with pytest.raises(MarketConfigError, match="share one currency"):
         parse_market(text)
 
 
 def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
-    text = (
-        futures_market()
-        .replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"')
-        .replace('taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
-    )
+    text = (futures_market().replace('maker_fee_bps = "0"',
+                                     'maker_fee_bps = "1"').replace('taker_fee_bps = "0"',
+                                                                    'taker_fee_bps = "1.5"'))
     run = Run(text)
     _funded(run, "maker")
     run(Deposit(account="taker", currency="CNY", amount="8000.00"))  # the margin, no more

@@ -49,44 +49,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from markets import futures_market
 
-from exchange import (
-    AmendOrder,
-    CancelOrder,
-    CommandRejected,
-    Deposit,
-    EndOfDay,
-    Engine,
-    IssueAllowances,
-    MassCancel,
-    OrderAccepted,
-    OrderAmended,
-    PlaceOrder,
-    TradeExecuted,
-    Withdraw,
-    reasons,
-)
+from exchange import (AmendOrder, CancelOrder, CommandRejected, Deposit, EndOfDay, Engine,
+                      IssueAllowances, MassCancel, OrderAccepted, OrderAmended, PlaceOrder,
+                      TradeExecuted, Withdraw, reasons)
 from exchange.calendar import DAY_NS, Calendar, day_of_ns, days_from_civil
 from exchange.derivatives.clearing import CLEARING
-from exchange.events import (
-    AllowancesIssued,
-    CashDeposited,
-    CashWithdrawn,
-    ContractExpired,
-    DefaultRecorded,
-    DeliveryFailed,
-    DeliverySettled,
-    MarginCalled,
-    MarginCallMet,
-    PositionClosedOut,
-    SettlementPriceSet,
-    VariationMargin,
-)
+from exchange.events import (AllowancesIssued, CashDeposited, CashWithdrawn, ContractExpired,
+                             DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
+                             MarginCallMet, PositionClosedOut, SettlementPriceSet, VariationMargin)
 from exchange.market import parse_market
 
 # The tests' shared cleared market (CEA25 and F, December 2026), with G (March 2027).
 MARKET = parse_market(
-    futures_market()
-    + """
+    futures_market() + """
 [instruments.G]
 kind = "future"
 tick = "0.01"
@@ -96,42 +71,29 @@ underlying = "CEA25"
 contract_month = "2027-03"
 initial_margin = "8000.00"
 maintenance_margin = "6000.00"
-""",
-    "<clearing properties>",
-)
+""", "<clearing properties>")
 FUTURES = ("F", "G")
 ACCOUNTS = ("a", "b", "c", "d")
 LOTS = (1, 1, 1, 2, 3)  # an order's lots: mostly one, which a thin account can margin
 CALENDAR = Calendar(MARKET.clearing.holidays)
 # The December business days a run may start on, 1st first (what shrinking aims at);
 # those from the 16th three times over, so that many runs reach F's expiry and delivery.
-START_DAYS = tuple(
-    d
-    for d in range(days_from_civil(2026, 12, 1), days_from_civil(2026, 12, 25))
-    if CALENDAR.is_business_day(d)
-    for _ in range(3 if d >= days_from_civil(2026, 12, 16) else 1)
-)
+START_DAYS = tuple(d for d in range(days_from_civil(2026, 12, 1), days_from_civil(2026, 12, 25))
+                   if CALENDAR.is_business_day(d)
+                   for _ in range(3 if d >= days_from_civil(2026, 12, 16) else 1))
 HOUR_NS = 3600 * 10**9
 OUTSIDE, INSIDE, EOD = 5 * HOUR_NS, 6 * HOUR_NS + 50 * 60 * 10**9, 8 * HOUR_NS
 # Hypothesis picks rules evenly, so one rule draws an action from this weighted list.
-ACTIONS = (
-    ("limit",) * 8
-    + ("quote",) * 4
-    + ("market",) * 3
-    + ("cancel",) * 3
-    + ("amend",) * 2
-    + ("deposit",) * 2
-    + ("withdraw", "issue")
-    + ("move",) * 3
-    + ("eod",) * 6
-)
+ACTIONS = (("limit", ) * 8 + ("quote", ) * 4 + ("market", ) * 3 + ("cancel", ) * 3 +
+           ("amend", ) * 2 + ("deposit", ) * 2 + ("withdraw", "issue") + ("move", ) * 3 +
+           ("eod", ) * 6)
 DEPOSITS = (50_000, 300_000, 800_000, 2_000_000)  # fen
 # Opening cash by account, fen: "a" is thin (a lot's margin or two), "d" the richest.
 START_CASH = {
     "a": (800_000, 900_000, 1_000_000),
     "b": (900_000, 1_600_000, 2_400_000),
     "c": (2_000_000, 5_000_000),
-    "d": (5_000_000, 30_000_000),
+    "d": (5_000_000, 30_000_000)
 }
 
 
@@ -197,16 +159,12 @@ class Futures(RuleBasedStateMachine):
         self.seen: Counter = Counter()  # event kinds reached, for the reach test
         for account in ACCOUNTS:
             self.run(
-                Deposit(
-                    account=account, currency="CNY", amount=fen_text(draw.pick(START_CASH[account]))
-                )
-            )
+                Deposit(account=account, currency="CNY",
+                        amount=fen_text(draw.pick(START_CASH[account]))))
             if draw.pick((True, False)):
                 self.run(
-                    IssueAllowances(
-                        account=account, instrument="CEA25", qty=draw.pick((500, 1000, 3000))
-                    )
-                )
+                    IssueAllowances(account=account, instrument="CEA25", qty=draw.pick(
+                        (500, 1000, 3000))))
 
     def act(self, draw) -> None:
         action = draw.pick(ACTIONS)
@@ -226,33 +184,18 @@ class Futures(RuleBasedStateMachine):
     # --- rules -----------------------------------------------------------------------------
     def deposit(self, draw) -> None:
         self.run(
-            Deposit(
-                account=draw.pick(ACCOUNTS),
-                currency="CNY",
-                amount=fen_text(draw.pick(DEPOSITS)),
-                ts=self.ts,
-            )
-        )
+            Deposit(account=draw.pick(ACCOUNTS), currency="CNY",
+                    amount=fen_text(draw.pick(DEPOSITS)), ts=self.ts))
 
     def withdraw(self, draw) -> None:
         self.run(
-            Withdraw(
-                account=draw.pick(ACCOUNTS),
-                currency="CNY",
-                amount=fen_text(draw.pick(DEPOSITS[1:])),
-                ts=self.ts,
-            )
-        )
+            Withdraw(account=draw.pick(ACCOUNTS), currency="CNY",
+                     amount=fen_text(draw.pick(DEPOSITS[1:])), ts=self.ts))
 
     def issue(self, draw) -> None:
         self.run(
-            IssueAllowances(
-                account=draw.pick(ACCOUNTS),
-                instrument="CEA25",
-                qty=draw.pick((200, 1000, 2500)),
-                ts=self.ts,
-            )
-        )
+            IssueAllowances(account=draw.pick(ACCOUNTS), instrument="CEA25", qty=draw.pick(
+                (200, 1000, 2500)), ts=self.ts))
 
     def move(self, draw) -> None:
         """The market moves: a drift, or now and then a crash (or a spike), on which
@@ -270,9 +213,8 @@ class Futures(RuleBasedStateMachine):
 
     def symbol(self, draw) -> str:
         """Mostly F until it expires, then mostly G (F now and then, to be refused)."""
-        return draw.pick(
-            ("F",) * 3 + ("G",) * 2 if "F" not in self.clearing.expired else ("F",) + ("G",) * 5
-        )
+        return draw.pick(("F", ) * 3 +
+                         ("G", ) * 2 if "F" not in self.clearing.expired else ("F", ) + ("G", ) * 5)
 
     def limit(self, draw) -> None:
         symbol, side = self.symbol(draw), draw.pick(("buy", "sell"))
@@ -285,50 +227,28 @@ class Futures(RuleBasedStateMachine):
         """An account quotes both sides around the level (so the mid follows it)."""
         symbol, account = symbol or self.symbol(draw), account or self.trader(draw)
         half, qty = draw.integer(1, 20), draw.pick(LOTS)
-        for side, ticks in (
-            ("buy", self.level[symbol] - half),
-            ("sell", self.level[symbol] + half),
-        ):
+        for side, ticks in (("buy", self.level[symbol] - half), ("sell",
+                                                                 self.level[symbol] + half)):
             self.place(draw, symbol, side, "limit", "gtc", ticks, account, qty)
 
     def market(self, draw) -> None:
         self.place(draw, self.symbol(draw), draw.pick(("buy", "sell")), "market", "ioc", None)
 
-    def place(
-        self,
-        draw,
-        symbol: str,
-        side: str,
-        kind: str,
-        tif: str,
-        ticks: int | None,
-        account: str | None = None,
-        qty: int | None = None,
-    ) -> None:
+    def place(self, draw, symbol: str, side: str, kind: str, tif: str, ticks: int | None,
+              account: str | None = None, qty: int | None = None) -> None:
         account = account or self.trader(draw)
         qty = qty or draw.pick(LOTS)
         expected = self.expired(symbol) or self.margin_rule(account, symbol, side == "buy", qty)
         self.next_id += 1
         events = self.run(
-            PlaceOrder(
-                order_id=f"o{self.next_id}",
-                account=account,
-                instrument=symbol,
-                side=side,
-                type=kind,
-                tif=tif,
-                qty=qty,
-                price=None if ticks is None else fen_text(ticks),
-                ts=self.ts,
-            )
-        )
+            PlaceOrder(order_id=f"o{self.next_id}", account=account, instrument=symbol, side=side,
+                       type=kind, tif=tif, qty=qty,
+                       price=None if ticks is None else fen_text(ticks), ts=self.ts))
         _answered(events[0], OrderAccepted, expected)
 
     def expired(self, symbol: str) -> str | None:
-        if (
-            symbol in self.clearing.expired
-            or day_of_ns(max(self.ts, self.engine.clock)) > MARKET[symbol].last_trading_day
-        ):
+        if (symbol in self.clearing.expired
+                or day_of_ns(max(self.ts, self.engine.clock)) > MARKET[symbol].last_trading_day):
             return reasons.CONTRACT_EXPIRED
         return None
 
@@ -337,9 +257,8 @@ class Futures(RuleBasedStateMachine):
         margin rule, from the position as it stands), or None."""
         inst = MARKET[symbol]
         pos = self.clearing.positions[symbol].get(account)
-        net, buys, sells, margin = (
-            (pos.net, pos.open_buy, pos.open_sell, pos.margin) if pos is not None else (0, 0, 0, 0)
-        )
+        net, buys, sells, margin = ((pos.net, pos.open_buy, pos.open_sell,
+                                     pos.margin) if pos is not None else (0, 0, 0, 0))
         before = max(abs(net + buys), abs(net - sells))
         buys, sells = (buys + qty, sells) if is_buy else (buys, sells + qty)
         after = max(abs(net + buys), abs(net - sells))
@@ -361,17 +280,15 @@ class Futures(RuleBasedStateMachine):
         return draw.pick(orders + [o for o in orders if o.account in self.clearing.calls])
 
     def futures_orders(self) -> list:
-        return sorted(
-            (o for o in self.engine.live_orders() if o.instrument in FUTURES),
-            key=lambda o: o.order_id,
-        )
+        return sorted((o for o in self.engine.live_orders() if o.instrument in FUTURES),
+                      key=lambda o: o.order_id)
 
     def cancel(self, draw) -> None:
         orders = self.futures_orders()
         if not orders:
             return
         order = self.pick_order(draw, orders)
-        account = draw.pick((order.account,) * 4 + ACCOUNTS)  # now and then not the owner
+        account = draw.pick((order.account, ) * 4 + ACCOUNTS)  # now and then not the owner
         self.run(CancelOrder(order_id=order.order_id, account=account, ts=self.ts))
 
     def amend(self, draw) -> None:
@@ -381,20 +298,11 @@ class Futures(RuleBasedStateMachine):
         order = self.pick_order(draw, orders)
         price = draw.pick((None, self.level[order.instrument] + draw.integer(-40, 40)))
         qty = draw.pick((None, draw.integer(1, 6)))
-        expected = (
-            None
-            if qty is None or qty <= order.qty
-            else self.margin_rule(order.account, order.instrument, order.is_buy, qty - order.qty)
-        )
+        expected = (None if qty is None or qty <= order.qty else self.margin_rule(
+            order.account, order.instrument, order.is_buy, qty - order.qty))
         events = self.run(
-            AmendOrder(
-                order_id=order.order_id,
-                account=order.account,
-                price=None if price is None else fen_text(price),
-                qty=qty,
-                ts=self.ts,
-            )
-        )
+            AmendOrder(order_id=order.order_id, account=order.account,
+                       price=None if price is None else fen_text(price), qty=qty, ts=self.ts))
         _answered(events[0], OrderAmended, expected)
 
     def eod(self, draw) -> None:
@@ -418,11 +326,8 @@ class Futures(RuleBasedStateMachine):
         for symbol in sorted(self.clearing.delivered - self.done):
             self.delivered(symbol, events, net_before, units_before)
             ended |= {a for a in self.clearing.calls if net_before[(symbol, a)]}
-        self.calls_follow_equity(
-            ended,
-            delivery=bool(kinds & {DeliverySettled, DeliveryFailed}),
-            close_out=PositionClosedOut in kinds,
-        )
+        self.calls_follow_equity(ended, delivery=bool(kinds & {DeliverySettled, DeliveryFailed}),
+                                 close_out=PositionClosedOut in kinds)
         self.today = CALENDAR.add_business_days(day, 1)
 
     # --- the models ------------------------------------------------------------------------
@@ -453,11 +358,9 @@ class Futures(RuleBasedStateMachine):
             elif kind is SettlementPriceSet:
                 unit = MARKET[e.instrument].tick_value
                 expected[e.instrument] = {
-                    account: (self.net[(symbol, account)] * e.price - self.cost[(symbol, account)])
-                    * unit
-                    - self.paid[(symbol, account)]
-                    for symbol, account in list(self.net)
-                    if symbol == e.instrument
+                    account: (self.net[(symbol, account)] * e.price - self.cost[
+                        (symbol, account)]) * unit - self.paid[(symbol, account)]
+                    for symbol, account in list(self.net) if symbol == e.instrument
                 }
                 expected[e.instrument]["@sum"] = 0
             elif kind is VariationMargin:
@@ -483,16 +386,14 @@ class Futures(RuleBasedStateMachine):
             assert rest.pop("@sum") == 0, f"{symbol}: the day's variation margin is not zero"
             assert not {a: v for a, v in rest.items() if v}, (symbol, "variation margin", rest)
 
-    def delivered(
-        self, symbol: str, events: list, net_before: Counter, units_before: Counter
-    ) -> None:
+    def delivered(self, symbol: str, events: list, net_before: Counter,
+                  units_before: Counter) -> None:
         """Check a contract's delivery against the rule, then forget its positions."""
         inst = MARKET[symbol]
         size = inst.contract_size
         final = self.final.get(symbol)
         got = [
-            e
-            for e in events
+            e for e in events
             if type(e) in (DeliverySettled, DeliveryFailed) and e.instrument == symbol
         ]
         if final is None:
@@ -503,8 +404,7 @@ class Futures(RuleBasedStateMachine):
             want = []
             pool = 0
             positions = sorted(
-                (a, net_before[(symbol, a)]) for a in self.accounts() if net_before[(symbol, a)]
-            )
+                (a, net_before[(symbol, a)]) for a in self.accounts() if net_before[(symbol, a)])
             for account, net in positions:
                 if net < 0:
                     owed = -net * size
@@ -523,12 +423,8 @@ class Futures(RuleBasedStateMachine):
                         want.append(("buy", account, take, take * per_tonne))
                     if owed > take:
                         want.append(("failed", account, owed - take, -(owed - take) * penalty))
-            assert [
-                (e.side, e.account, e.tonnes, e.cash)
-                if type(e) is DeliverySettled
-                else ("failed", e.account, e.tonnes, e.penalty)
-                for e in got
-            ] == want
+            assert [(e.side, e.account, e.tonnes, e.cash) if type(e) is DeliverySettled else
+                    ("failed", e.account, e.tonnes, e.penalty) for e in got] == want
             assert sum(e.penalty for e in got if type(e) is DeliveryFailed) == 0
         assert not self.clearing.positions[symbol], f"{symbol}: positions after delivery"
         for key in [k for k in self.net if k[0] == symbol]:
@@ -547,9 +443,8 @@ class Futures(RuleBasedStateMachine):
         made, an account under its maintenance margin is called."""
         positions = self.clearing.positions
         for account in set(self.clearing.calls) - ended:
-            assert any(
-                positions[s].get(account) and positions[s][account].net for s in positions
-            ), f"{account} is called with no position"
+            assert any(positions[s].get(account) and positions[s][account].net
+                       for s in positions), f"{account} is called with no position"
         if delivery or close_out:
             return
         for account in ACCOUNTS:
@@ -608,12 +503,8 @@ class Futures(RuleBasedStateMachine):
 
 
 # About 3 s here (2 cores); the reach test below shows the runs get where it matters.
-Futures.TestCase.settings = settings(
-    max_examples=100,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+Futures.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
 TestFutures = Futures.TestCase
 
 
@@ -638,14 +529,8 @@ def test_the_state_machine_reaches_calls_defaults_and_delivery() -> None:
             machine.act(draw)
             machine.check_all()
         seen.update(machine.seen)
-    for what in (
-        "future_trade",
-        "nonzero_variation_margin",
-        "MarginCalled",
-        "DeliverySettled",
-        "DefaultRecorded",
-        "PositionClosedOut",
-    ):
+    for what in ("future_trade", "nonzero_variation_margin", "MarginCalled", "DeliverySettled",
+                 "DefaultRecorded", "PositionClosedOut"):
         assert seen[what], (what, seen)
 
 
@@ -661,30 +546,18 @@ def test_a_call_ends_with_the_position_delivery_ended() -> None:
     for account, amount in (("b", "100000.00"), ("c", "8000.00"), ("d", "100000.00")):
         engine.execute(Deposit(account=account, currency="CNY", amount=amount))
     engine.execute(IssueAllowances(account="c", instrument="CEA25", qty=1000))
-    for order_id, account, side, price, day in (
-        ("c1", "c", "sell", "80.00", 21),
-        ("d1", "d", "buy", "80.00", 21),
-        ("b1", "b", "sell", "90.00", 28),
-        ("d2", "d", "buy", "90.00", 28),
-    ):
+    for order_id, account, side, price, day in (("c1", "c", "sell", "80.00", 21), ("d1", "d", "buy",
+                                                                                   "80.00", 21),
+                                                ("b1", "b", "sell", "90.00", 28), ("d2", "d", "buy",
+                                                                                   "90.00", 28)):
         engine.execute(
-            PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument="F",
-                side=side,
-                price=price,
-                qty=1,
-                ts=at(day, 6, 50),
-            )
-        )
+            PlaceOrder(order_id=order_id, account=account, instrument="F", side=side, price=price,
+                       qty=1, ts=at(day, 6, 50)))
         if order_id == "d1":
             engine.execute(EndOfDay(ts=at(21, 8)))
     events = engine.execute(EndOfDay(ts=at(28, 8)))  # c short 1 loses 10,000.00: called
-    assert [type(e) for e in events if type(e) in (MarginCalled, ContractExpired)] == [
-        MarginCalled,
-        ContractExpired,
-    ]
+    assert [type(e) for e in events
+            if type(e) in (MarginCalled, ContractExpired)] == [MarginCalled, ContractExpired]
     events = [e for day in (29, 30, 31) for e in engine.execute(EndOfDay(ts=at(day, 8)))]
     assert any(type(e) is DeliverySettled and e.account == "c" for e in events)
     assert not any("c" in positions for positions in engine.ledger.clearing.positions.values())
@@ -693,14 +566,6 @@ def test_a_call_ends_with_the_position_delivery_ended() -> None:
     assert [type(e) for e in events if type(e) is MarginCallMet] == [MarginCallMet]
     assert "c" not in engine.ledger.clearing.calls
     events = engine.execute(
-        PlaceOrder(
-            order_id="c2",
-            account="c",
-            instrument="G",
-            side="buy",
-            price="80.00",
-            qty=1,
-            ts=days_from_civil(2027, 1, 5) * DAY_NS + OUTSIDE,
-        )
-    )
+        PlaceOrder(order_id="c2", account="c", instrument="G", side="buy", price="80.00", qty=1,
+                   ts=days_from_civil(2027, 1, 5) * DAY_NS + OUTSIDE))
     assert type(events[0]) is OrderAccepted, events[0]

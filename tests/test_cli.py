@@ -20,33 +20,17 @@ import pytest
 from gateway.cli import main
 
 PINNED_SUMMARY_KEYS = {
-    "messages",
-    "accepted",
-    "rejected",
-    "trades",
-    "volume",
-    "elapsed_s",
-    "msgs_per_s",
-    "engine_s",
-    "engine_msgs_per_s",
+    "messages", "accepted", "rejected", "trades", "volume", "elapsed_s", "msgs_per_s", "engine_s",
+    "engine_msgs_per_s"
 }
 FILL_KEYS = {
-    "seq",
-    "trade_id",
-    "instrument",
-    "price",
-    "qty",
-    "buy_order_id",
-    "sell_order_id",
-    "buy_account",
-    "sell_account",
-    "aggressor",
+    "seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id", "buy_account",
+    "sell_account", "aggressor"
 }
 HEADER = "action,order_id,account,instrument,side,type,tif,price,qty\n"
 
 # (golden file stem, extra replay arguments): the stem's expected fills were made so.
 GOLDEN = [("basic", ["--stp", "none"]), ("rich", ["--stp", "none"]), ("stp", [])]
-
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -141,15 +125,8 @@ def test_golden_fills(capsys, tmp_path, golden_dir, stem, extra):
     assert summary["accepted"] + summary["rejected"] == summary["messages"]
     assert summary["trades"] == len(fills)
     assert summary["volume"] == sum(f["qty"] for f in fills)
-    for key in (
-        "messages",
-        "accepted",
-        "rejected",
-        "trades",
-        "volume",
-        "msgs_per_s",
-        "engine_msgs_per_s",
-    ):
+    for key in ("messages", "accepted", "rejected", "trades", "volume", "msgs_per_s",
+                "engine_msgs_per_s"):
         assert type(summary[key]) is int and summary[key] >= 0, key
     for key in ("elapsed_s", "engine_s"):
         assert isinstance(summary[key], (int, float)) and summary[key] >= 0, key
@@ -208,9 +185,8 @@ def test_replay_twice_same_state_and_events(capsys, tmp_path, golden_dir):
     seqs = [e["seq"] for e in events]
     assert all(a < b for a, b in zip(seqs, seqs[1:])), "event seq must strictly increase"
     trade_seqs = [e["seq"] for e in events if e.get("event") == "trade_executed"]
-    assert trade_seqs == [json.loads(line)["seq"] for line in f0.splitlines()], (
-        "a trade's seq in the fills file is its event's"
-    )
+    assert trade_seqs == [json.loads(line)["seq"] for line in f0.splitlines()
+                          ], ("a trade's seq in the fills file is its event's")
 
 
 def test_replay_deterministic_across_processes(run_carbonx, tmp_path, golden_dir):
@@ -218,20 +194,11 @@ def test_replay_deterministic_across_processes(run_carbonx, tmp_path, golden_dir
     outputs = []
     for seed in ("1", "2"):
         fills, events = tmp_path / f"f{seed}.ndjson", tmp_path / f"e{seed}.ndjson"
-        proc = run_carbonx(
-            "replay",
-            golden_dir / "stp.csv",
-            "--json",
-            "--fills",
-            fills,
-            "--events",
-            events,
-            env={"PYTHONHASHSEED": seed},
-        )
+        proc = run_carbonx("replay", golden_dir / "stp.csv", "--json", "--fills", fills, "--events",
+                           events, env={"PYTHONHASHSEED": seed})
         assert proc.returncode == 0, proc.stderr
         outputs.append(
-            (json.loads(proc.stdout)["state_hash"], fills.read_bytes(), events.read_bytes())
-        )
+            (json.loads(proc.stdout)["state_hash"], fills.read_bytes(), events.read_bytes()))
     assert outputs[0] == outputs[1]
 
 
@@ -261,92 +228,37 @@ BAD_FILES = [
     # id, file name, content, expected line, fragments of the message
     ("price-abc", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,abc,10\n", 3, ["abc"]),
     ("qty-x1", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,60.00,x1\n", 3, ["x1"]),
-    (
-        "unknown-action",
-        "o.csv",
-        HEADER + GOOD + "buy,o1,a,CEA25,buy,limit,gtc,60.00,1\n",
-        3,
-        ["action"],
-    ),
-    (
-        "unknown-side",
-        "o.csv",
-        HEADER + GOOD + "new,o1,a,CEA25,long,limit,gtc,60.00,1\n",
-        3,
-        ["long"],
-    ),
-    (
-        "unknown-type",
-        "o.csv",
-        HEADER + GOOD + "new,o1,a,CEA25,buy,iceberg,gtc,60.00,1\n",
-        3,
-        ["iceberg"],
-    ),
+    ("unknown-action", "o.csv", HEADER + GOOD + "buy,o1,a,CEA25,buy,limit,gtc,60.00,1\n", 3,
+     ["action"]),
+    ("unknown-side", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,long,limit,gtc,60.00,1\n", 3,
+     ["long"]),
+    ("unknown-type", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,iceberg,gtc,60.00,1\n", 3,
+     ["iceberg"]),
     ("unknown-tif", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtx,60.00,1\n", 3, ["gtx"]),
-    (
-        "unknown-stp",
-        "o.csv",
-        HEADER.rstrip("\n")
-        + ",stp\n"
-        + GOOD.rstrip("\n")
-        + ",\n"
-        + "new,o1,a,CEA25,buy,limit,gtc,60.00,1,cancel_all\n",
-        3,
-        ["cancel_all"],
-    ),
-    (
-        "qty-not-whole",
-        "o.csv",
-        HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,60.00,1.5\n",
-        3,
-        ["1.5"],
-    ),
+    ("unknown-stp", "o.csv", HEADER.rstrip("\n") + ",stp\n" + GOOD.rstrip("\n") + ",\n" +
+     "new,o1,a,CEA25,buy,limit,gtc,60.00,1,cancel_all\n", 3, ["cancel_all"]),
+    ("qty-not-whole", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,60.00,1.5\n", 3,
+     ["1.5"]),
     ("ragged-row", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,60.00\n", 3, []),
     ("ragged-row-long", "o.csv", HEADER + GOOD + "new,o1,a,CEA25,buy,limit,gtc,60.00,1,x\n", 3, []),
     ("unknown-column", "o.csv", "action,order_id,colour\nnew,o1,red\n", 1, ["colour"]),
     ("empty-file", "o.csv", "", 1, []),
-    (
-        "ndjson-malformed",
-        "o.ndjson",
-        NDJSON_GOOD + NDJSON_GOOD.replace("g1", "g2") + '{"action":"new","order_id":\n',
-        3,
-        [],
-    ),
-    (
-        "ndjson-float-price",
-        "o.ndjson",
-        NDJSON_GOOD
-        + '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"buy",'
-        '"price":61.2,"qty":1}\n',
-        2,
-        ["price"],
-    ),
-    (
-        "ndjson-unknown-key",
-        "o.ndjson",
-        NDJSON_GOOD
-        + '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"buy",'
-        '"price":"61.20","qty":1,"colour":"red"}\n',
-        2,
-        ["colour"],
-    ),
-    (
-        "ndjson-bad-side",
-        "o.ndjson",
-        "\n"
-        + NDJSON_GOOD
-        + "\n"
-        + '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"up",'
-        '"price":"61.20","qty":1}\n',
-        4,
-        ["up"],
-    ),
+    ("ndjson-malformed", "o.ndjson",
+     NDJSON_GOOD + NDJSON_GOOD.replace("g1", "g2") + '{"action":"new","order_id":\n', 3, []),
+    ("ndjson-float-price", "o.ndjson", NDJSON_GOOD +
+     '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"buy",'
+     '"price":61.2,"qty":1}\n', 2, ["price"]),
+    ("ndjson-unknown-key", "o.ndjson", NDJSON_GOOD +
+     '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"buy",'
+     '"price":"61.20","qty":1,"colour":"red"}\n', 2, ["colour"]),
+    ("ndjson-bad-side", "o.ndjson", "\n" + NDJSON_GOOD + "\n" +
+     '{"action":"new","order_id":"o1","account":"a","instrument":"CEA25","side":"up",'
+     '"price":"61.20","qty":1}\n', 4, ["up"])
 ]
 
 
-@pytest.mark.parametrize(
-    "name,content,line,fragments", [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES]
-)
+@pytest.mark.parametrize("name,content,line,fragments", [c[1:] for c in BAD_FILES],
+                         ids=[c[0] for c in BAD_FILES])
 def test_bad_file_exit_2(run_carbonx, write_file, name, content, line, fragments):
     path = write_file(name, content)
     proc = run_carbonx("replay", path, "--json")
@@ -369,9 +281,8 @@ def test_bad_row_late_in_file_writes_nothing(capsys, tmp_path, golden_dir):
     bad = tmp_path / "late.csv"
     bad.write_text(text + "new,zz,acc01,CEA25,buy,limit,gtc,60.00,lots\n", encoding="utf-8")
     fills, events = tmp_path / "fills.ndjson", tmp_path / "events.ndjson"
-    status, out, err = cli(
-        capsys, "replay", bad, "--fills", fills, "--events", events, "--json", "--stp", "none"
-    )
+    status, out, err = cli(capsys, "replay", bad, "--fills", fills, "--events", events, "--json",
+                           "--stp", "none")
     assert status == 2
     assert out == ""
     assert f"line {rows + 1}" in err and "lots" in err
@@ -392,22 +303,18 @@ def test_bad_input_in_process_same_message(capsys, write_file):
 def test_rule_breaking_rows_are_rejected(capsys, write_file):
     path = write_file(
         "rules.csv",
-        HEADER
-        + "".join(
-            [
-                "new,o1,a,CEA25,buy,limit,gtc,60.001,10\n",  # off tick
-                "new,o2,a,NOPE,buy,limit,gtc,60.00,10\n",  # unknown instrument
-                "new,o3,a,CEA25,buy,limit,gtc,60.00,0\n",  # qty 0
-                "cancel,ghost,a,,,,,,\n",  # unknown id
-                "new,o4,a,CEA25,buy,limit,gtc,60.00,10\n",  # ok, rests
-                "amend,o4,a,,,,,,0\n",  # amend to zero
-                "new,o5,a,CEA25,buy,limit,gtc,60.00,100000\n",  # above spot max 99,999 t
-                "new,o6,a,CEA-DEC26,buy,limit,gtc,60.00,10001\n",  # above futures max 10,000 lots
-                "new,o7,a,CEA-DEC26,buy,limit,gtc,60.00,10000\n",  # ok: exactly the maximum
-                "new,o8,b,CEA25,sell,limit,gtc,60.00,4\n",  # trades with o4 (still 10 open)
-            ]
-        ),
-    )
+        HEADER + "".join([
+            "new,o1,a,CEA25,buy,limit,gtc,60.001,10\n",  # off tick
+            "new,o2,a,NOPE,buy,limit,gtc,60.00,10\n",  # unknown instrument
+            "new,o3,a,CEA25,buy,limit,gtc,60.00,0\n",  # qty 0
+            "cancel,ghost,a,,,,,,\n",  # unknown id
+            "new,o4,a,CEA25,buy,limit,gtc,60.00,10\n",  # ok, rests
+            "amend,o4,a,,,,,,0\n",  # amend to zero
+            "new,o5,a,CEA25,buy,limit,gtc,60.00,100000\n",  # above spot max 99,999 t
+            "new,o6,a,CEA-DEC26,buy,limit,gtc,60.00,10001\n",  # above futures max 10,000 lots
+            "new,o7,a,CEA-DEC26,buy,limit,gtc,60.00,10000\n",  # ok: exactly the maximum
+            "new,o8,b,CEA25,sell,limit,gtc,60.00,4\n",  # trades with o4 (still 10 open)
+        ]))
     summary = replay_json(capsys, path)
     assert summary["messages"] == 10
     assert summary["rejected"] == 7 and summary["accepted"] == 3
@@ -416,7 +323,7 @@ def test_rule_breaking_rows_are_rejected(capsys, write_file):
         "unknown_instrument": 1,
         "invalid_quantity": 2,
         "unknown_order": 1,
-        "quantity_above_maximum": 2,
+        "quantity_above_maximum": 2
     }
     assert summary["trades"] == 1 and summary["volume"] == 4
 
@@ -443,22 +350,17 @@ def test_market_missing_file(run_carbonx, write_file, tmp_path):
 
 def test_custom_market_band(capsys, write_file, tmp_path):
     """reference 60.01, band 0.1 (TOML float, read exactly): allowed 54.009.. -> 54.01..66.01."""
-    market = write_file(
-        "m.toml", "[instruments.X]\ntick = 0.01\nreference_price = 60.01\nband = 0.1\n"
-    )
+    market = write_file("m.toml",
+                        "[instruments.X]\ntick = 0.01\nreference_price = 60.01\nband = 0.1\n")
     orders = write_file(
         "o.csv",
-        HEADER
-        + "".join(
-            [
-                "new,o1,a,X,buy,limit,gtc,54.00,1\n",  # below the band
-                "new,o2,a,X,buy,limit,gtc,54.01,1\n",  # low edge (rounded up)
-                "new,o3,b,X,sell,limit,gtc,66.01,1\n",  # high edge (rounded down)
-                "new,o4,b,X,sell,limit,gtc,66.02,1\n",  # above the band
-                "new,o5,b,CEA25,sell,limit,gtc,60.00,1\n",  # not in this market
-            ]
-        ),
-    )
+        HEADER + "".join([
+            "new,o1,a,X,buy,limit,gtc,54.00,1\n",  # below the band
+            "new,o2,a,X,buy,limit,gtc,54.01,1\n",  # low edge (rounded up)
+            "new,o3,b,X,sell,limit,gtc,66.01,1\n",  # high edge (rounded down)
+            "new,o4,b,X,sell,limit,gtc,66.02,1\n",  # above the band
+            "new,o5,b,CEA25,sell,limit,gtc,60.00,1\n",  # not in this market
+        ]))
     fills = tmp_path / "fills.ndjson"
     summary = replay_json(capsys, orders, "--market", market, "--fills", fills)
     assert summary["rejects"] == {"price_out_of_band": 2, "unknown_instrument": 1}
@@ -471,47 +373,16 @@ def test_custom_market_band(capsys, write_file, tmp_path):
 
 # --- help ---------------------------------------------------------------------------------
 
-HELP_CASES = [
-    ([], ["replay", "gen-orders"]),
-    (
-        ["replay"],
-        [
-            "FILE",
-            "--format",
-            "--market",
-            "--ledger",
-            "--stp",
-            "--fills",
-            "--events",
-            "--json",
-            "csv",
-            "ndjson",
-            "cancel_resting",
-            "none",
-        ],
-    ),
-    (
-        ["gen-orders"],
-        [
-            "--messages",
-            "--seed",
-            "--format",
-            "--out",
-            "--instruments",
-            "--accounts",
-            "--profile",
-            "mixed",
-            "carbon",
-            "--mix",
-            "--depth-ticks",
-            "--depth-shape",
-            "geometric",
-            "--market-makers",
-            "--deadline",
-            "--fund",
-        ],
-    ),
-]
+HELP_CASES = [([], ["replay", "gen-orders"]),
+              (["replay"], [
+                  "FILE", "--format", "--market", "--ledger", "--stp", "--fills", "--events",
+                  "--json", "csv", "ndjson", "cancel_resting", "none"
+              ]),
+              (["gen-orders"], [
+                  "--messages", "--seed", "--format", "--out", "--instruments", "--accounts",
+                  "--profile", "mixed", "carbon", "--mix", "--depth-ticks", "--depth-shape",
+                  "geometric", "--market-makers", "--deadline", "--fund"
+              ])]
 
 
 @pytest.mark.parametrize("sub,words", HELP_CASES, ids=["carbonx", "replay", "gen-orders"])
@@ -533,17 +404,11 @@ def test_console_script_on_path(tmp_path):
     exe = shutil.which("carbonx")
     if exe is None:
         pytest.skip("carbonx console script not on PATH")
-    proc = subprocess.run(
-        [exe, "replay", "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    proc = subprocess.run([exe, "replay", "--help"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
     assert proc.returncode == 0 and "--fills" in proc.stdout
-    proc = subprocess.run(
-        [exe, "replay", tmp_path / "missing.csv"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    proc = subprocess.run([exe, "replay", tmp_path / "missing.csv"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
@@ -607,16 +472,8 @@ def test_bad_stp_option_is_usage_error(run_carbonx, write_file):
 def test_gen_orders_deterministic(run_carbonx, tmp_path):
     a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
     for out, seed, hash_seed in ((a, 7, "1"), (b, 7, "2"), (c, 8, "1")):
-        proc = run_carbonx(
-            "gen-orders",
-            "--messages",
-            2000,
-            "--seed",
-            seed,
-            "--out",
-            out,
-            env={"PYTHONHASHSEED": hash_seed},
-        )
+        proc = run_carbonx("gen-orders", "--messages", 2000, "--seed", seed, "--out", out,
+                           env={"PYTHONHASHSEED": hash_seed})
         assert proc.returncode == 0, proc.stderr
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
@@ -630,12 +487,8 @@ def test_gen_orders_deterministic(run_carbonx, tmp_path):
 def test_gen_orders_ndjson_replays_like_csv(capsys, tmp_path):
     a, n = tmp_path / "a.csv", tmp_path / "a.ndjson"
     assert cli(capsys, "gen-orders", "--messages", 2000, "--seed", 7, "--out", a)[0] == 0
-    assert (
-        cli(
-            capsys, "gen-orders", "--messages", 2000, "--seed", 7, "--format", "ndjson", "--out", n
-        )[0]
-        == 0
-    )
+    assert (cli(capsys, "gen-orders", "--messages", 2000, "--seed", 7, "--format", "ndjson",
+                "--out", n)[0] == 0)
     records = read_ndjson(n)
     assert len(records) == 2000
     assert all(type(r.get("qty", 0)) is int for r in records)

@@ -15,15 +15,8 @@ from gateway.tools import comply
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = [
-    "entity",
-    "sector",
-    "obligation",
-    "allocated",
-    "surrendered_allowances",
-    "surrendered_ccer",
-    "shortfall",
-    "fine",
-    "status",
+    "entity", "sector", "obligation", "allocated", "surrendered_allowances", "surrendered_ccer",
+    "shortfall", "fine", "status"
 ]
 
 
@@ -51,9 +44,8 @@ def test_example_json_keeps_the_pinned_keys_and_its_sums(capsys):
         assert r["shortfall"] == shortfall
         assert r["status"] == ("short" if shortfall else "compliant")
         assert _fen(r["fine"]) == shortfall * average_fen * 5
-    assert any(r["status"] == "short" for r in rows) and any(
-        r["status"] == "compliant" for r in rows
-    )
+    assert any(r["status"] == "short" for r in rows) and any(r["status"] == "compliant"
+                                                             for r in rows)
     for sector in report["sectors"]:
         members = [r for r in rows if r["sector"] == sector["sector"]]
         assert sector["entities"] == len(members)
@@ -82,48 +74,32 @@ def test_csv_and_chart(tmp_path, capsys):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(
-    "argv,words",
-    [
-        (["comply"], "SCENARIO file or --example"),
-        (["comply", "--example", "x.toml"], "SCENARIO file or --example"),
-        (["comply", "/nonexistent/s.toml"], "cannot read"),
-    ],
-)
+@pytest.mark.parametrize("argv,words",
+                         [(["comply"], "SCENARIO file or --example"),
+                          (["comply", "--example", "x.toml"], "SCENARIO file or --example"),
+                          (["comply", "/nonexistent/s.toml"], "cannot read")])
 def test_bad_invocations_exit_2_with_a_message(argv, words, capsys):
     assert main(argv) == 2
     assert words in capsys.readouterr().err
 
 
-_STEEL = (
-    'year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
-    'emissions = 1\nintensity = "1.0"\n'
-)
+_STEEL = ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+          'emissions = 1\nintensity = "1.0"\n')
 
 
 @pytest.mark.parametrize(
     "body,words",
-    [
-        ("year = 2024\n", "no [[entities]]"),
-        ('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n', "sector must be one of"),
-        (
-            'year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
-            "emissions = 1\n",
-            "needs its 'intensity'",
-        ),
-        (
-            'year = 2019\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
-            'emissions = 1\nintensity = "1.0"\n',
-            "no allowance of vintage 2019",
-        ),
-        ("year = [", "Invalid value"),
-        (_STEEL + "months = 13\n", "'months'"),
-        (_STEEL + '[rules.steel]\nrule = "grandfathering"\n', "rule must be one of"),
-        (_STEEL + '[rules.glass]\nrule = "verified_emissions"\n', "unknown sector 'glass'"),
-        (_STEEL + '[[restatements]]\nentity = "b"\nemissions = 5\n', "unknown entity 'b'"),
-        (_STEEL + '[[restatements]]\nentity = "a"\nemissions = "5"\n', "whole number"),
-    ],
-)
+    [("year = 2024\n", "no [[entities]]"),
+     ('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n', "sector must be one of"),
+     ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+      "emissions = 1\n", "needs its 'intensity'"),
+     ('year = 2019\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+      'emissions = 1\nintensity = "1.0"\n', "no allowance of vintage 2019"),
+     ("year = [", "Invalid value"), (_STEEL + "months = 13\n", "'months'"),
+     (_STEEL + '[rules.steel]\nrule = "grandfathering"\n', "rule must be one of"),
+     (_STEEL + '[rules.glass]\nrule = "verified_emissions"\n', "unknown sector 'glass'"),
+     (_STEEL + '[[restatements]]\nentity = "b"\nemissions = 5\n', "unknown entity 'b'"),
+     (_STEEL + '[[restatements]]\nentity = "a"\nemissions = "5"\n', "whole number")])
 def test_bad_scenarios_are_refused_with_the_reason(tmp_path, body, words, capsys):
     path = tmp_path / "s.toml"
     path.write_text(body)
@@ -134,13 +110,8 @@ def test_bad_scenarios_are_refused_with_the_reason(tmp_path, body, words, capsys
 def test_no_traceback_from_the_console(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "comply", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "comply",
+                           str(path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
@@ -184,7 +155,7 @@ def test_each_sector_takes_the_rule_its_scenario_names(tmp_path):
     path.write_text(_PAIR.format(rule="verified_emissions"))
     assert _allocated(comply.run_cycle(comply.load_scenario(path))) == {
         "clean": 1000,
-        "dirty": 1000,
+        "dirty": 1000
     }
     path.write_text(_PAIR.format(rule="intensity_benchmark"))
     allocated = _allocated(comply.run_cycle(comply.load_scenario(path)))
@@ -197,9 +168,8 @@ def test_each_sector_takes_the_rule_its_scenario_names(tmp_path):
 def test_a_restatement_recomputes_and_the_registry_moves_the_difference(tmp_path, restated):
     path = tmp_path / "s.toml"
     path.write_text(
-        _PAIR.format(rule="verified_emissions")
-        + f'[[restatements]]\nentity = "dirty"\nemissions = {restated}\n'
-    )
+        _PAIR.format(rule="verified_emissions") +
+        f'[[restatements]]\nentity = "dirty"\nemissions = {restated}\n')
     report = comply.run_cycle(comply.load_scenario(path))
     rows = {row["entity"]: row for row in report["entities"]}
     assert rows["dirty"]["obligation"] == restated and rows["dirty"]["allocated"] == restated

@@ -14,14 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SUBCOMMANDS = {
-    "replay",
-    "holdings",
-    "journal-cut",
-    "serve",
-    "demo",
-    "broker-config",
-    "comply",
-    "gen-orders",
+    "replay", "holdings", "journal-cut", "serve", "demo", "broker-config", "comply", "gen-orders"
 }
 OPTION = re.compile(r"(?<![\w-])--[a-z][\w-]*")
 
@@ -67,13 +60,8 @@ def carbonx_commands(block: str) -> list[list[str]]:
 @functools.cache
 def help_text(subcommand: str | None) -> str:
     args = ["--help"] if subcommand is None else [subcommand, "--help"]
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -103,8 +91,7 @@ def problems(words: list[str]) -> list[str]:
     options = real_options(subcommand)
     return [
         f"{shown!r}: {option} is not an option of carbonx {subcommand or ''}".rstrip()
-        for option in OPTION.findall(" ".join(words[1:]))
-        if option not in options
+        for option in OPTION.findall(" ".join(words[1:])) if option not in options
     ]
 
 
@@ -119,8 +106,7 @@ def test_the_help_reader_finds_the_real_subcommands_and_options():
 def test_every_carbonx_command_shown_is_real():
     shown = {
         page.relative_to(ROOT).as_posix(): [
-            words
-            for block in blocks(page.read_text(encoding="utf-8"), "sh")
+            words for block in blocks(page.read_text(encoding="utf-8"), "sh")
             for words in carbonx_commands(block)
         ]
         for page in PAGES
@@ -130,40 +116,34 @@ def test_every_carbonx_command_shown_is_real():
     named = {w[1] for commands in shown.values() for w in commands if len(w) > 1}
     assert named >= real_subcommands(), f"no page shows {real_subcommands() - named}"
     found = [
-        f"{page}: {problem}"
-        for page, commands in shown.items()
-        for words in commands
+        f"{page}: {problem}" for page, commands in shown.items() for words in commands
         for problem in problems(words)
     ]
     assert found == []
 
 
 def test_the_command_reader_follows_chains_synopses_and_comments():
-    block = (
-        "pip install . && carbonx demo --seconds 2   # --not-an-option\n"
-        "carbonx serve [--broker URL]\n"
-        "              [--journal DIR]\n"
-        "cat > f.csv <<'EOF'\n"
-        "  carbonx is a word here\n"
-        "EOF\n"
-        "carbonx replay f.csv --format csv|ndjson \\\n"
-        "    --json | head; carbonx --version\n"
-    )
-    assert carbonx_commands(block) == [
-        ["carbonx", "demo", "--seconds", "2"],
-        ["carbonx", "serve", "[--broker", "URL]", "[--journal", "DIR]"],
-        ["carbonx", "replay", "f.csv", "--format", "csv|ndjson", "--json"],
-        ["carbonx", "--version"],
-    ]
+    block = ("pip install . && carbonx demo --seconds 2   # --not-an-option\n"
+             "carbonx serve [--broker URL]\n"
+             "              [--journal DIR]\n"
+             "cat > f.csv <<'EOF'\n"
+             "  carbonx is a word here\n"
+             "EOF\n"
+             "carbonx replay f.csv --format csv|ndjson \\\n"
+             "    --json | head; carbonx --version\n")
+    assert carbonx_commands(block) == [[
+        "carbonx", "demo", "--seconds", "2"
+    ], ["carbonx", "serve", "[--broker", "URL]", "[--journal",
+        "DIR]"], ["carbonx", "replay", "f.csv", "--format", "csv|ndjson", "--json"],
+                                       ["carbonx", "--version"]]
     # And stale commands are caught: a subcommand or an option that does not exist.
     assert problems(["carbonx", "replay", "f.csv", "--json"]) == []
     assert problems(["carbonx", "--version"]) == []
-    assert problems(["carbonx", "replay", "f.csv", "--csv"]) == [
-        "'carbonx replay f.csv --csv': --csv is not an option of carbonx replay"
-    ]
-    assert problems(["carbonx", "admin", "--broker", "mqtt://x"]) == [
-        "'carbonx admin --broker mqtt://x': no subcommand 'admin'"
-    ]
+    assert problems(
+        ["carbonx", "replay", "f.csv",
+         "--csv"]) == ["'carbonx replay f.csv --csv': --csv is not an option of carbonx replay"]
+    assert problems(["carbonx", "admin", "--broker",
+                     "mqtt://x"]) == ["'carbonx admin --broker mqtt://x': no subcommand 'admin'"]
     assert problems(["carbonx", "holdings", "DIR", "--ledger"]) != []
 
 
@@ -179,7 +159,8 @@ def anchors(markdown: str) -> set[str]:
     """The anchors of a page's headings, as GitHub makes them."""
     text = re.sub(r"```.*?```", "", markdown, flags=re.S)
     return {
-        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        re.sub(r"[^\w\- ]", "",
+               heading.strip().lower()).replace(" ", "-")
         for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
     }
 
@@ -201,11 +182,8 @@ def link_problems(page: Path, text: str) -> list[str]:
             found.append(f"{page.name}: {target} leads outside the project")
         elif not resolved.exists():
             found.append(f"{page.name}: {target} is not a file in the project")
-        elif (
-            anchor
-            and resolved.suffix == ".md"
-            and anchor not in anchors(resolved.read_text(encoding="utf-8"))
-        ):
+        elif (anchor and resolved.suffix == ".md"
+              and anchor not in anchors(resolved.read_text(encoding="utf-8"))):
             found.append(f"{page.name}: {target}: no heading #{anchor}")
     return found
 
@@ -223,14 +201,12 @@ def test_pages_point_only_at_files_in_the_project():
 
 def test_the_link_checker_catches_what_leads_outside():
     page = ROOT / "README.md"
-    text = (
-        "See [the design](../shared/DESIGN.md), [the web](https://example.com),\n"
-        "[gone](docs/no-such-page.md), [root](/etc/passwd), <http://example.com>,\n"
-        "[a bad anchor](docs/market.md#no-such-heading), and these, which are fine:\n"
-        "[cli](docs/cli.md#exit-statuses-and-errors), [ledger](#the-ledger-and-the-journal),\n"
-        "![chart](benchmarks/results/latest-report/throughput.png).\n"
-        "[ref]: ../../outside.md\n"
-    )
+    text = ("See [the design](../shared/DESIGN.md), [the web](https://example.com),\n"
+            "[gone](docs/no-such-page.md), [root](/etc/passwd), <http://example.com>,\n"
+            "[a bad anchor](docs/market.md#no-such-heading), and these, which are fine:\n"
+            "[cli](docs/cli.md#exit-statuses-and-errors), [ledger](#the-ledger-and-the-journal),\n"
+            "![chart](benchmarks/results/latest-report/throughput.png).\n"
+            "[ref]: ../../outside.md\n")
     found = link_problems(page, text)
     assert found == [
         "README.md: mentions shared/, which users never see",
@@ -240,7 +216,7 @@ def test_the_link_checker_catches_what_leads_outside():
         "README.md: /etc/passwd leads outside the project",
         "README.md: docs/market.md#no-such-heading: no heading #no-such-heading",
         "README.md: ../../outside.md leads outside the project",
-        "README.md: http://example.com leads outside the project",
+        "README.md: http://example.com leads outside the project"
     ]
 
 
@@ -248,23 +224,17 @@ def test_the_link_checker_catches_what_leads_outside():
 
 
 def test_the_order_file_examples_in_docs_replay_cleanly(tmp_path):
-    examples = [
-        (page, block)
-        for page in PAGES[1:]
-        for block in blocks(page.read_text(encoding="utf-8"), "csv")
-        if block.startswith("action,")
-    ]
+    examples = [(page, block) for page in PAGES[1:]
+                for block in blocks(page.read_text(encoding="utf-8"), "csv")
+                if block.startswith("action,")]
     assert examples, "docs/formats.md shows an order file"
     for number, (page, block) in enumerate(examples):
         path = tmp_path / f"example-{number}.csv"
         path.write_text(block, encoding="utf-8")
         done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "replay", str(path), "--ledger", "--json"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+            [sys.executable, "-m", "gateway.cli", "replay",
+             str(path), "--ledger", "--json"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=60)
         assert done.returncode == 0, f"{page.name}: {done.stderr}"
         summary = json.loads(done.stdout)
         assert summary["messages"] == len(block.strip().splitlines()) - 1

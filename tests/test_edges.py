@@ -20,48 +20,26 @@ import aiomqtt
 import msgspec
 import pytest
 from mosquitto import (  # noqa: F401  (the fixtures that ``broker`` asks for)
-    Broker,
-    Mosquitto,
-    free_port,
-    mosquitto_broker,
-    mosquitto_factory,
-    require_mosquitto,
-)
+    Broker, Mosquitto, free_port, mosquitto_broker, mosquitto_factory, require_mosquitto)
 
 from exchange import Engine, default_market
-from exchange.commands import (
-    AnyCommand,
-    CancelOrder,
-    MassCancel,
-    OpenAccount,
-    PlaceOrder,
-)
+from exchange.commands import (AnyCommand, CancelOrder, MassCancel, OpenAccount, PlaceOrder)
 from exchange.journal import create_journal
 from gateway.mqtt.brokerconfig import write_broker_config
 from gateway.mqtt.serve import BrokerAddress, ServeError, probe_broker, resolve_broker
 
-FUNDING = (
-    "action,account,instrument,qty\n"
-    "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
-    "deposit,bob,CNY,100000\n"
-)
+FUNDING = ("action,account,instrument,qty\n"
+           "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
+           "deposit,bob,CNY,100000\n")
 
 
-def carbonx(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def carbonx(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "CARBONX_PASSWORD"}
     environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=environ,
+                          stdin=subprocess.DEVNULL, check=False)
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -74,19 +52,13 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0].removeprefix("carbonx serve: error: ")
 
 
-def start_serve(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], list[str]]:
+def start_serve(*args: str, cwd: Path,
+                env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
     environ = {k: v for k, v in os.environ.items() if k != "CARBONX_PASSWORD"}
     environ.update(env or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-        env=environ,
-    )
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                               env=environ)
     lines: list[str] = []
     deadline = time.monotonic() + 30
     assert process.stderr is not None
@@ -129,12 +101,10 @@ def held_port():
 def test_serve_on_a_port_in_use_says_so_and_writes_nothing(tmp_path: Path, held_port: int) -> None:
     (tmp_path / "init.csv").write_text(FUNDING)
     for extra in (["--journal", "j"], ["--journal", "j", "--credentials", "c.json"], []):
-        done = carbonx(
-            "serve", "--port", str(held_port), "--init", "init.csv", *extra, cwd=tmp_path
-        )
+        done = carbonx("serve", "--port", str(held_port), "--init", "init.csv", *extra,
+                       cwd=tmp_path)
         assert one_error_line(done) == (
-            f"cannot listen on 127.0.0.1:{held_port}: address already in use"
-        )
+            f"cannot listen on 127.0.0.1:{held_port}: address already in use")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["init.csv"], extra
 
 
@@ -143,34 +113,16 @@ def test_a_failed_start_takes_back_the_new_journal_but_never_an_old_one(tmp_path
     (tmp_path / "creds.json").write_text("not json")  # read only after the journal is made
     (tmp_path / "empty").mkdir()
     for journal in ("new", "empty"):
-        done = carbonx(
-            "serve",
-            "--port",
-            str(free_port()),
-            "--init",
-            "init.csv",
-            "--journal",
-            journal,
-            "--credentials",
-            "creds.json",
-            cwd=tmp_path,
-        )
+        done = carbonx("serve", "--port", str(free_port()), "--init", "init.csv", "--journal",
+                       journal, "--credentials", "creds.json", cwd=tmp_path)
         assert "cannot read credentials" in one_error_line(done)
     assert not (tmp_path / "new").exists()
     assert list((tmp_path / "empty").iterdir()) == []
     # A journal that was there before is recovered, and stays when the start fails.
     create_journal(tmp_path / "old", default_market().text, ledger=True).close()
     before = sorted(p.name for p in (tmp_path / "old").iterdir())
-    done = carbonx(
-        "serve",
-        "--port",
-        str(free_port()),
-        "--journal",
-        "old",
-        "--credentials",
-        "creds.json",
-        cwd=tmp_path,
-    )
+    done = carbonx("serve", "--port", str(free_port()), "--journal", "old", "--credentials",
+                   "creds.json", cwd=tmp_path)
     assert "cannot read credentials" in one_error_line(done)
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before
 
@@ -184,17 +136,12 @@ def test_resolve_broker_takes_the_password_from_url_file_or_environment(tmp_path
     url = "mqtt://gateway@127.0.0.1:1884"
     assert resolve_broker(url, password_file=secret, environ={}).password == "from-file"
     assert resolve_broker(url, environ={"CARBONX_PASSWORD": "env"}).password == "env"
-    assert (
-        resolve_broker(url, password_file=secret, environ={"CARBONX_PASSWORD": "env"}).password
-        == "from-file"
-    )
+    assert (resolve_broker(url, password_file=secret, environ={
+        "CARBONX_PASSWORD": "env"
+    }).password == "from-file")
     inline = resolve_broker("mqtt://gateway:p%40ss@127.0.0.1", environ={})
-    assert (inline.host, inline.port, inline.username, inline.password) == (
-        "127.0.0.1",
-        1883,
-        "gateway",
-        "p@ss",
-    )
+    assert (inline.host, inline.port, inline.username, inline.password) == ("127.0.0.1", 1883,
+                                                                            "gateway", "p@ss")
     assert "p@ss" not in repr(inline)
     with pytest.raises(ServeError, match="no password for user gateway.*--password-file"):
         resolve_broker(url, environ={})
@@ -217,19 +164,13 @@ def test_serve_help_documents_the_password_sources(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args, message",
-    [
-        (["--broker", "mqtt://gateway@127.0.0.1:1"], "no password for user gateway"),
-        (["--broker", "mqtt://gateway:pw@127.0.0.1:1", "--password-file", "pw"], "one way only"),
-        (
-            ["--broker", "mqtt://gateway@127.0.0.1:1", "--password-file", "nope"],
-            "--password-file nope: cannot read it",
-        ),
-        (["--password-file", "pw"], "--password-file is the gateway's password on --broker"),
-    ],
-)
-def test_bad_password_options_are_usage_errors(
-    tmp_path: Path, args: list[str], message: str
-) -> None:
+    [(["--broker", "mqtt://gateway@127.0.0.1:1"], "no password for user gateway"),
+     (["--broker", "mqtt://gateway:pw@127.0.0.1:1", "--password-file", "pw"], "one way only"),
+     (["--broker", "mqtt://gateway@127.0.0.1:1", "--password-file", "nope"
+       ], "--password-file nope: cannot read it"),
+     (["--password-file", "pw"], "--password-file is the gateway's password on --broker")])
+def test_bad_password_options_are_usage_errors(tmp_path: Path, args: list[str],
+                                               message: str) -> None:
     (tmp_path / "pw").write_text("secret\n")
     done = carbonx("serve", "--journal", "j", *args, cwd=tmp_path)
     assert message in one_error_line(done)
@@ -240,10 +181,8 @@ def _trade(port: int, credentials: dict[str, str]) -> tuple[dict, dict]:
     from gateway.bots.client import ExchangeClient
 
     async def go() -> tuple[dict, dict]:
-        async with (
-            ExchangeClient("alice", credentials["alice"], port=port) as alice,
-            ExchangeClient("bob", credentials["bob"], port=port) as bob,
-        ):
+        async with (ExchangeClient("alice", credentials["alice"], port=port) as
+                    alice, ExchangeClient("bob", credentials["bob"], port=port) as bob):
             sold = await alice.place("CEA25", "sell", 100, "60.00", order_id="s1")
             bought = await bob.place("CEA25", "buy", 100, "60.00", order_id="b1")
             return sold, bought
@@ -252,21 +191,19 @@ def _trade(port: int, credentials: dict[str, str]) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("source", ["file", "environment"])
-def test_serve_joins_mosquitto_with_the_password_off_the_command_line(
-    tmp_path: Path, broker: Broker, source: str
-) -> None:
+def test_serve_joins_mosquitto_with_the_password_off_the_command_line(tmp_path: Path,
+                                                                      broker: Broker,
+                                                                      source: str) -> None:
     (tmp_path / "init.csv").write_text(FUNDING)
     password = broker.gateway_password
     url = f"mqtt://gateway@127.0.0.1:{broker.port}"
     if source == "file":
         (tmp_path / "gw.pw").write_text(password + "\n")
-        process, _ = start_serve(
-            "--broker", url, "--password-file", "gw.pw", "--init", "init.csv", cwd=tmp_path
-        )
+        process, _ = start_serve("--broker", url, "--password-file", "gw.pw", "--init", "init.csv",
+                                 cwd=tmp_path)
     else:
-        process, _ = start_serve(
-            "--broker", url, "--init", "init.csv", cwd=tmp_path, env={"CARBONX_PASSWORD": password}
-        )
+        process, _ = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path,
+                                 env={"CARBONX_PASSWORD": password})
     try:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline  # not for other users' ps to see
@@ -283,39 +220,22 @@ def test_serve_joins_mosquitto_with_the_password_off_the_command_line(
 def test_serve_with_an_unreachable_broker_gives_up_soon_and_writes_nothing(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     began = time.monotonic()
-    done = carbonx(
-        "serve",
-        "--broker",
-        f"mqtt://gateway@127.0.0.1:{port}",
-        "--journal",
-        "j",
-        cwd=tmp_path,
-        env={"CARBONX_PASSWORD": "pw"},
-    )
+    done = carbonx("serve", "--broker", f"mqtt://gateway@127.0.0.1:{port}", "--journal", "j",
+                   cwd=tmp_path, env={"CARBONX_PASSWORD": "pw"})
     took = time.monotonic() - began
     assert one_error_line(done) == (
-        f"cannot connect to broker 127.0.0.1:{port}: connection refused (5 attempts)"
-    )
+        f"cannot connect to broker 127.0.0.1:{port}: connection refused (5 attempts)")
     assert not (tmp_path / "j").exists()
     assert 2.5 < took < 20  # five tries, 0.2 s apart and doubling, not forever
 
 
 def test_serve_with_a_refused_login_says_so_at_once_and_writes_nothing(
-    tmp_path: Path, broker: Broker
-) -> None:
+        tmp_path: Path, broker: Broker) -> None:
     began = time.monotonic()
-    done = carbonx(
-        "serve",
-        "--broker",
-        f"mqtt://gateway@127.0.0.1:{broker.port}",
-        "--journal",
-        "j",
-        cwd=tmp_path,
-        env={"CARBONX_PASSWORD": "wrong"},
-    )
+    done = carbonx("serve", "--broker", f"mqtt://gateway@127.0.0.1:{broker.port}", "--journal", "j",
+                   cwd=tmp_path, env={"CARBONX_PASSWORD": "wrong"})
     assert one_error_line(done) == (
-        f"the broker at 127.0.0.1:{broker.port} refused the login for user gateway: not authorized"
-    )
+        f"the broker at 127.0.0.1:{broker.port} refused the login for user gateway: not authorized")
     assert not (tmp_path / "j").exists()
     assert time.monotonic() - began < 10  # not retried
 
@@ -330,10 +250,8 @@ def test_probe_tells_a_refused_login_from_a_broker_that_is_not_there(broker: Bro
     began = time.monotonic()
     with pytest.raises(ServeError, match=r"cannot connect .*connection refused \(3 attempts\)"):
         asyncio.run(
-            probe_broker(
-                BrokerAddress("127.0.0.1", free_port(), "gateway", "x"), attempts=3, delay=0.1
-            )
-        )
+            probe_broker(BrokerAddress("127.0.0.1", free_port(), "gateway", "x"), attempts=3,
+                         delay=0.1))
     assert time.monotonic() - began >= 0.3  # 0.1 + 0.2: the backoff
 
 
@@ -346,8 +264,7 @@ def test_probe_waits_for_a_broker_that_comes_up_during_its_retries(tmp_path: Pat
     starter.start()
     try:
         asyncio.run(
-            probe_broker(BrokerAddress("127.0.0.1", port, "gateway", credentials["gateway"]))
-        )
+            probe_broker(BrokerAddress("127.0.0.1", port, "gateway", credentials["gateway"])))
     finally:
         starter.join()
         broker.stop()
@@ -356,36 +273,25 @@ def test_probe_waits_for_a_broker_that_comes_up_during_its_retries(tmp_path: Pat
 def test_gateway_ready_is_printed_only_once_it_takes_orders(tmp_path: Path, broker: Broker) -> None:
     (tmp_path / "init.csv").write_text(FUNDING)
     url = f"mqtt://gateway@127.0.0.1:{broker.port}"
-    process, lines = start_serve(
-        "--broker",
-        url,
-        "--init",
-        "init.csv",
-        cwd=tmp_path,
-        env={"CARBONX_PASSWORD": broker.gateway_password},
-    )
+    process, lines = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path,
+                                 env={"CARBONX_PASSWORD": broker.gateway_password})
 
     async def one_order() -> dict:
         # A plain client, no resending: an order published before the gateway subscribed
         # would be dropped by the broker, and this would time out.
-        async with aiomqtt.Client(
-            "127.0.0.1", broker.port, username="alice", password=broker.credentials["alice"]
-        ) as alice:
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="alice",
+                                  password=broker.credentials["alice"]) as alice:
             await alice.subscribe("cx/v1/exec/alice", qos=1)
             await alice.publish(
                 "cx/v1/orders/alice",
-                json.dumps(
-                    {
-                        "action": "new",
-                        "order_id": "r1",
-                        "instrument": "CEA25",
-                        "side": "sell",
-                        "price": "60.00",
-                        "qty": 1,
-                    }
-                ),
-                qos=1,
-            )
+                json.dumps({
+                    "action": "new",
+                    "order_id": "r1",
+                    "instrument": "CEA25",
+                    "side": "sell",
+                    "price": "60.00",
+                    "qty": 1
+                }), qos=1)
             async for message in alice.messages:
                 body = json.loads(message.payload)
                 return body[0] if isinstance(body, list) else body
@@ -408,34 +314,26 @@ ORDER = {
     "instrument": "CEA25",
     "side": "buy",
     "qty": 10,
-    "price": "60.00",
+    "price": "60.00"
 }
 
 
 @pytest.mark.parametrize(
     "field, value, error, message",
-    [
-        ("side", "BUY", ValueError, "side must be one of 'buy', 'sell', not 'BUY'"),
-        ("side", None, ValueError, "side must be one of"),
-        ("type", "LIMIT", ValueError, "type must be one of 'limit', 'market'"),
-        ("tif", "x", ValueError, "tif must be one of 'gtc', 'day', 'ioc', 'fok', 'gtd', not 'x'"),
-        ("stp", "y", ValueError, "stp must be one of 'cancel_resting'"),
-        ("side", ["buy"], ValueError, "side must be one of"),
-        ("qty", "10", TypeError, "qty must be an int, not str '10'"),
-        ("qty", 10.0, TypeError, "qty must be an int, not float"),
-        ("qty", True, TypeError, "qty must be an int, not bool"),
-    ],
-)
-def test_place_order_refuses_unknown_values(
-    field: str, value: object, error: type[Exception], message: str
-) -> None:
+    [("side", "BUY", ValueError, "side must be one of 'buy', 'sell', not 'BUY'"),
+     ("side", None, ValueError, "side must be one of"),
+     ("type", "LIMIT", ValueError, "type must be one of 'limit', 'market'"),
+     ("tif", "x", ValueError, "tif must be one of 'gtc', 'day', 'ioc', 'fok', 'gtd', not 'x'"),
+     ("stp", "y", ValueError, "stp must be one of 'cancel_resting'"),
+     ("side", ["buy"], ValueError, "side must be one of"),
+     ("qty", "10", TypeError, "qty must be an int, not str '10'"),
+     ("qty", 10.0, TypeError, "qty must be an int, not float"),
+     ("qty", True, TypeError, "qty must be an int, not bool")])
+def test_place_order_refuses_unknown_values(field: str, value: object, error: type[Exception],
+                                            message: str) -> None:
     with pytest.raises(
-        error,
-        match=f"^PlaceOrder: {message}".replace("(", r"\(")
-        .replace(")", r"\)")
-        .replace("[", r"\[")
-        .replace("]", r"\]"),
-    ):
+            error, match=f"^PlaceOrder: {message}".replace("(", r"\(").replace(")", r"\)").replace(
+                "[", r"\[").replace("]", r"\]")):
         PlaceOrder(**{**ORDER, field: value})
 
 
@@ -454,7 +352,7 @@ def test_side_buy_in_capitals_can_no_longer_rest_on_the_sell_side() -> None:
         engine.execute(PlaceOrder(**{**ORDER, "side": "BUY"}))
     assert list(engine.live_orders()) == []
     engine.execute(PlaceOrder(**ORDER))
-    (order,) = engine.live_orders()
+    (order, ) = engine.live_orders()
     assert order.is_buy
 
 
@@ -475,9 +373,12 @@ def test_every_valid_value_is_made_and_decodes_again() -> None:
         for kind in ORDER_TYPES:
             for tif in TIFS:
                 for stp in (*STP_MODES, None):
-                    order = PlaceOrder(
-                        **{**ORDER, "side": side, "type": kind, "tif": tif, "stp": stp}
-                    )
+                    order = PlaceOrder(**{
+                        **ORDER, "side": side,
+                        "type": kind,
+                        "tif": tif,
+                        "stp": stp
+                    })
                     assert decode(msgspec.msgpack.encode(order)) == order
     cancel = CancelOrder(order_id="o1", account="a")
     assert decode(msgspec.msgpack.encode(cancel)) == cancel

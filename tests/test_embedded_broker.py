@@ -23,14 +23,8 @@ import aiomqtt
 import pytest
 
 from gateway.mqtt import embedded
-from gateway.mqtt.embedded import (
-    GATEWAY_USER,
-    MAX_PACKET_SIZE,
-    EmbeddedBroker,
-    _PacketSizeGuard,
-    allowed,
-    valid_account_name,
-)
+from gateway.mqtt.embedded import (GATEWAY_USER, MAX_PACKET_SIZE, EmbeddedBroker, _PacketSizeGuard,
+                                   allowed, valid_account_name)
 
 USERS = {GATEWAY_USER: "gw-secret", "A": "a-secret", "B": "b-secret"}
 SUBACK_FAILURE = 0x80
@@ -40,20 +34,12 @@ def run(scenario: Coroutine[Any, Any, None], timeout: float = 10.0) -> None:
     asyncio.run(asyncio.wait_for(scenario, timeout))
 
 
-def client(
-    broker: EmbeddedBroker, user: str | None, password: str | None = None, **kwargs: Any
-) -> aiomqtt.Client:
+def client(broker: EmbeddedBroker, user: str | None, password: str | None = None,
+           **kwargs: Any) -> aiomqtt.Client:
     if user is not None and password is None:
         password = USERS[user]
-    return aiomqtt.Client(
-        broker.host,
-        broker.port,
-        username=user,
-        password=password,
-        identifier=f"{user}-{secrets.token_hex(6)}",
-        timeout=2,
-        **kwargs,
-    )
+    return aiomqtt.Client(broker.host, broker.port, username=user, password=password,
+                          identifier=f"{user}-{secrets.token_hex(6)}", timeout=2, **kwargs)
 
 
 async def next_message(c: aiomqtt.Client, timeout: float = 1.0) -> tuple[str, bytes] | None:
@@ -67,7 +53,7 @@ async def next_message(c: aiomqtt.Client, timeout: float = 1.0) -> tuple[str, by
 
 
 async def suback(c: aiomqtt.Client, topic_filter: str) -> int:
-    (code,) = await c.subscribe(topic_filter, qos=1)
+    (code, ) = await c.subscribe(topic_filter, qos=1)
     return code if isinstance(code, int) else code.value
 
 
@@ -120,9 +106,8 @@ async def suback(c: aiomqtt.Client, topic_filter: str) -> int:
         ("", "cx/v1/md/#", "subscribe", False),
         ("A/B", "cx/v1/orders/A/B", "publish", False),
         ("+", "cx/v1/orders/+", "publish", False),
-        ("A", "cx/v1/exec/A", "receive", False),
-    ],
-)
+        ("A", "cx/v1/exec/A", "receive", False)
+    ])
 def test_allowed(user: str, topic: str, action: str, expected: bool) -> None:
     assert allowed(user, topic, action) is expected
 
@@ -156,17 +141,16 @@ def test_listens_on_loopback_only() -> None:
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             assert (broker.host, broker.port > 0) == ("127.0.0.1", True)
-            listening = {
-                (c.laddr.ip, c.laddr.port)
-                for c in psutil.Process().net_connections(kind="inet")
-                if c.status == psutil.CONN_LISTEN and c.laddr.port == broker.port
-            }
+            listening = {(c.laddr.ip, c.laddr.port)
+                         for c in psutil.Process().net_connections(kind="inet")
+                         if c.status == psutil.CONN_LISTEN and c.laddr.port == broker.port}
             assert listening == {("127.0.0.1", broker.port)}
 
     run(scenario())
 
 
 def test_wrong_password_unknown_user_and_anonymous_are_refused() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             for user, password in (("A", "wrong"), ("A", USERS["B"]), ("Z", "pw"), (None, None)):
@@ -180,6 +164,7 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused() -> None:
 
 
 def test_gateway_receives_a_traders_orders_but_not_forged_ones() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             async with client(broker, GATEWAY_USER) as gw, client(broker, "A") as a:
@@ -199,13 +184,11 @@ def test_gateway_receives_a_traders_orders_but_not_forged_ones() -> None:
 
 
 def test_trader_receives_own_executions_and_market_data_only() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
-            async with (
-                client(broker, GATEWAY_USER) as gw,
-                client(broker, "A") as a,
-                client(broker, "B") as b,
-            ):
+            async with (client(broker, GATEWAY_USER) as gw, client(broker, "A") as
+                        a, client(broker, "B") as b):
                 for refused in ("cx/v1/exec/B", "cx/v1/exec/+", "#", "cx/v1/orders/A"):
                     assert await suback(a, refused) == SUBACK_FAILURE, refused
                 for granted in ("cx/v1/exec/A", "cx/v1/md/CEA25/trades"):
@@ -223,6 +206,7 @@ def test_trader_receives_own_executions_and_market_data_only() -> None:
 
 
 def test_add_account_lets_a_new_user_connect_and_replaces_passwords() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             with pytest.raises(aiomqtt.MqttCodeError):
@@ -244,6 +228,7 @@ def test_add_account_lets_a_new_user_connect_and_replaces_passwords() -> None:
 
 
 def test_will_message_must_name_an_allowed_topic() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             with pytest.raises(aiomqtt.MqttCodeError):
@@ -256,16 +241,10 @@ def test_will_message_must_name_an_allowed_topic() -> None:
 
 
 def test_another_user_cannot_take_over_a_persistent_session() -> None:
+
     def persistent(broker: EmbeddedBroker, user: str) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=user,
-            password=USERS[user],
-            identifier="carbonx-gateway",
-            clean_session=False,
-            timeout=2,
-        )
+        return aiomqtt.Client(broker.host, broker.port, username=user, password=USERS[user],
+                              identifier="carbonx-gateway", clean_session=False, timeout=2)
 
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
@@ -284,25 +263,16 @@ def test_another_user_cannot_take_over_a_persistent_session() -> None:
 
 
 def test_a_client_id_in_use_by_another_account_is_not_taken_over() -> None:
-    def named(
-        broker: EmbeddedBroker, user: str, password: str | None = None, **kwargs: Any
-    ) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=user,
-            password=USERS[user] if password is None else password,
-            identifier="shared-id",
-            timeout=2,
-            **kwargs,
-        )
+
+    def named(broker: EmbeddedBroker, user: str, password: str | None = None,
+              **kwargs: Any) -> aiomqtt.Client:
+        return aiomqtt.Client(broker.host, broker.port, username=user,
+                              password=USERS[user] if password is None else password,
+                              identifier="shared-id", timeout=2, **kwargs)
 
     async def scenario() -> None:
-        async with (
-            EmbeddedBroker(USERS) as broker,
-            client(broker, GATEWAY_USER) as gw,
-            named(broker, "A") as a,
-        ):
+        async with (EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as
+                    gw, named(broker, "A") as a):
             assert await suback(a, "cx/v1/exec/A") == 1
             # Another account, a wrong password and a persistent CONNECT, all with A's
             # identifier: amqtt would drop A's subscriptions (or hand A's session over)
@@ -322,6 +292,7 @@ def test_a_client_id_in_use_by_another_account_is_not_taken_over() -> None:
 
 
 def test_refused_logins_leave_no_sessions_behind() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             assert broker._broker is not None
@@ -338,12 +309,10 @@ def test_refused_logins_leave_no_sessions_behind() -> None:
 
 
 def test_an_accounts_second_connection_takes_over_from_its_first() -> None:
+
     async def scenario() -> None:
-        async with (
-            EmbeddedBroker(USERS) as broker,
-            client(broker, GATEWAY_USER) as gw,
-            client(broker, "A") as first,
-        ):
+        async with (EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as
+                    gw, client(broker, "A") as first):
             assert await suback(first, "cx/v1/exec/A") == 1
             async with client(broker, "A") as second:
                 with pytest.raises(aiomqtt.MqttError):  # disconnected, as by mosquitto
@@ -373,14 +342,8 @@ def _string(text: str) -> bytes:
 
 
 def connect_packet(user: str, password: str, client_id: str = "raw") -> bytes:
-    body = (
-        _string("MQTT")
-        + bytes([4, 0xC2])
-        + (30).to_bytes(2, "big")
-        + _string(client_id)
-        + _string(user)
-        + _string(password)
-    )
+    body = (_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big") + _string(client_id) +
+            _string(user) + _string(password))
     return b"\x10" + _varint(len(body)) + body
 
 
@@ -437,6 +400,7 @@ def test_a_100_mib_publish_is_cut_off_at_its_header_and_others_go_on() -> None:
 
 
 def test_an_oversize_connect_is_cut_off_before_the_login() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS, max_packet_size=1024) as broker:
             reader, writer = await asyncio.open_connection(broker.host, broker.port)
@@ -477,16 +441,15 @@ def test_the_replaced_amqtt_method_is_the_one_pinned() -> None:
     assert digest == PINNED_INITIALIZE_SOURCE, (
         "amqtt's Broker._initialize_client_session changed: check that gateway.mqtt.embedded."
         "_Broker._initialize_client_session (which replaces it) still keeps its contract, "
-        "then pin the new hash"
-    )
+        "then pin the new hash")
 
 
 # --- listening ------------------------------------------------------------------------
 
 
-def test_a_port_in_use_raises_oserror_and_logs_nothing(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_port_in_use_raises_oserror_and_logs_nothing(caplog: pytest.LogCaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+
     async def scenario() -> None:
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
@@ -509,6 +472,7 @@ def test_a_port_in_use_raises_oserror_and_logs_nothing(
 
 
 def test_only_market_data_is_retained() -> None:
+
     async def scenario() -> None:
         async with EmbeddedBroker(USERS) as broker:
             async with client(broker, GATEWAY_USER) as gw, client(broker, "B") as b:
@@ -525,9 +489,9 @@ def test_only_market_data_is_retained() -> None:
     run(scenario())
 
 
-def test_stops_cleanly_with_clients_connected(
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_stops_cleanly_with_clients_connected(caplog: pytest.LogCaptureFixture,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
+
     async def scenario() -> None:
         tasks_before = asyncio.all_tasks()
         async with EmbeddedBroker(USERS) as broker:

@@ -20,24 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def carbonx(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=kwargs.pop("cwd", REPO),
-        **kwargs,
-    )
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=kwargs.pop("cwd", REPO), **kwargs)
 
 
 def start_serve(*args: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-    )
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
     lines: list[str] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -58,11 +47,10 @@ def stop(process: subprocess.Popen) -> tuple[int, str]:
 
 
 def trade(port: int, credentials: dict) -> tuple[dict, dict]:
+
     async def go():
-        async with (
-            ExchangeClient("alice", credentials["alice"], port=port) as alice,
-            ExchangeClient("bob", credentials["bob"], port=port) as bob,
-        ):
+        async with (ExchangeClient("alice", credentials["alice"], port=port) as
+                    alice, ExchangeClient("bob", credentials["bob"], port=port) as bob):
             sold = await alice.place("CEA25", "sell", 100, "60.00", order_id="s1")
             bought = await bob.place("CEA25", "buy", 100, "60.00", order_id="b1")
             return sold, bought
@@ -70,19 +58,16 @@ def trade(port: int, credentials: dict) -> tuple[dict, dict]:
     return asyncio.run(asyncio.wait_for(go(), 30))
 
 
-FUNDING = (
-    "action,account,instrument,qty\n"
-    "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
-    "deposit,bob,CNY,100000\n"
-)
+FUNDING = ("action,account,instrument,qty\n"
+           "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
+           "deposit,bob,CNY,100000\n")
 
 
 def test_serve_embedded_broker_trades_and_journals(tmp_path):
     (tmp_path / "init.csv").write_text(FUNDING)
     port = free_port()
-    process, lines = start_serve(
-        "--init", "init.csv", "--journal", "j", "--port", str(port), cwd=tmp_path
-    )
+    process, lines = start_serve("--init", "init.csv", "--journal", "j", "--port", str(port),
+                                 cwd=tmp_path)
     try:
         credentials = json.loads((tmp_path / "j" / "credentials.json").read_text())
         assert set(credentials) == {"alice", "bob", "gateway"}
@@ -104,15 +89,8 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
     from mosquitto import Mosquitto
 
     port = free_port()
-    done = carbonx(
-        "broker-config",
-        "--out",
-        str(tmp_path / "b"),
-        "--port",
-        str(port),
-        "alice",
-        "bob:bobs-password",
-    )
+    done = carbonx("broker-config", "--out", str(tmp_path / "b"), "--port", str(port), "alice",
+                   "bob:bobs-password")
     assert done.returncode == 0, done.stderr
     credentials = json.loads((tmp_path / "b" / "credentials.json").read_text())
     assert credentials["bob"] == "bobs-password"
@@ -130,18 +108,14 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
-    [
-        (["serve", "--broker", "http://x"], "expected mqtt://"),
-        (["serve", "--broker", "mqtt://127.0.0.1:1883"], "user and password"),
-        (["serve", "--port", "0"], "not a port"),
-        (["serve", "--eod", "25:00"], "--eod: expected HH:MM"),
-        (["serve", "--init", "missing.csv"], "missing.csv"),
-        (["demo", "--seconds", "0"], "--seconds"),
-        (["broker-config", "--out", "x", "--port", "1883", "gateway"], "reserved"),
-        (["broker-config", "--out", "x", "--port", "1883", "a/b"], "a/b"),
-    ],
-)
+    "args, message", [(["serve", "--broker", "http://x"], "expected mqtt://"),
+                      (["serve", "--broker", "mqtt://127.0.0.1:1883"], "user and password"),
+                      (["serve", "--port", "0"], "not a port"),
+                      (["serve", "--eod", "25:00"], "--eod: expected HH:MM"),
+                      (["serve", "--init", "missing.csv"], "missing.csv"),
+                      (["demo", "--seconds", "0"], "--seconds"),
+                      (["broker-config", "--out", "x", "--port", "1883", "gateway"], "reserved"),
+                      (["broker-config", "--out", "x", "--port", "1883", "a/b"], "a/b")])
 def test_bad_gateway_options_exit_2_without_a_traceback(tmp_path, args, message):
     done = carbonx(*args, cwd=tmp_path)
     assert done.returncode == 2
@@ -165,12 +139,8 @@ def test_demo_runs_bots_and_sums_up(tmp_path):
 def test_gateway_benchmark_quick_loses_nothing(tmp_path):
     require_mosquitto()
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gateway", "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
+        [sys.executable, "-m", "benchmarks.gateway", "--quick", "--out",
+         str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "gateway-quick.json").read_text())
     assert result["verdict"]["zero_lost"]

@@ -25,7 +25,7 @@ def order(order_id, side, price, qty=10, **extra):
         "side": side,
         "price": price,
         "qty": qty,
-        **extra,
+        **extra
     }
 
 
@@ -45,11 +45,8 @@ def reports(outgoing, account):
 
 
 def send(core, account, body, *, packed=False):
-    payload = (
-        body
-        if isinstance(body, bytes)
-        else (msgspec.msgpack.encode(body) if packed else json.dumps(body).encode())
-    )
+    payload = (body if isinstance(body, bytes) else
+               (msgspec.msgpack.encode(body) if packed else json.dumps(body).encode()))
     core.receive(f"cx/v1/orders/{account}", payload, now=0.0)
 
 
@@ -64,10 +61,8 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
     out = core.flush(now=1.0)
     alice, bob = reports(out, "alice"), reports(out, "bob")
     assert [r["report"] for r in alice] == ["accepted", "fill", "fill"]
-    assert [(r["price"], r["qty"], r["leaves_qty"], r["liquidity"]) for r in alice[1:]] == [
-        ("60.00", 40, 60, "maker"),
-        ("60.00", 60, 0, "maker"),
-    ]
+    assert [(r["price"], r["qty"], r["leaves_qty"], r["liquidity"])
+            for r in alice[1:]] == [("60.00", 40, 60, "maker"), ("60.00", 60, 0, "maker")]
     assert [r["report"] for r in bob] == ["accepted", "fill", "accepted", "fill"]
     assert [r["order_id"] for r in bob] == ["b1", "b1", "b2", "b2"]  # the bot's own ids
     assert bob[-1]["leaves_qty"] == 10 and bob[-1]["liquidity"] == "taker"
@@ -75,26 +70,21 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
     assert sorted(seqs) == sorted(set(seqs)) or len(set(seqs)) < len(seqs)  # shared trades
     assert [r["seq"] for r in bob] == sorted(r["seq"] for r in bob)
     public = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/trades"]
-    assert public == [
-        [
-            {
-                "seq": alice[1]["seq"],
-                "trade_id": 1,
-                "instrument": "CEA25",
-                "price": "60.00",
-                "qty": 40,
-                "aggressor": "buy",
-            },
-            {
-                "seq": alice[2]["seq"],
-                "trade_id": 2,
-                "instrument": "CEA25",
-                "price": "60.00",
-                "qty": 60,
-                "aggressor": "buy",
-            },
-        ]
-    ]
+    assert public == [[{
+        "seq": alice[1]["seq"],
+        "trade_id": 1,
+        "instrument": "CEA25",
+        "price": "60.00",
+        "qty": 40,
+        "aggressor": "buy"
+    }, {
+        "seq": alice[2]["seq"],
+        "trade_id": 2,
+        "instrument": "CEA25",
+        "price": "60.00",
+        "qty": 60,
+        "aggressor": "buy"
+    }]]
     assert all("account" not in t for t in public[0])
 
 
@@ -143,53 +133,26 @@ def test_a_resent_command_is_applied_once_and_answered_as_the_first_time(core):
 
 @pytest.mark.parametrize(
     "payload, reason",
-    [
-        (b'{"action": "new", "order_id": ', "malformed"),
-        (b"\xc1\xff\x00", "malformed"),
-        (b"", "malformed"),
-        (b'"just a string"', "malformed"),
-        (b"[1]", "malformed"),
-        (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
-        (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
-        (b'{"action": "eod"}', "not_permitted"),
-        (b'{"order_id": "x", "side": "buy"}', "bad_command"),
-        (
-            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-            b'"price": 61.2, "qty": 1}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-            b'"price": "61.20", "qty": [1]}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "up", '
-            b'"price": "61.20", "qty": 1}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-            b'"price": "61.20"}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "instrument": "CEA25", "side": "buy", "price": "61.20", "qty": 1}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
-            b'"price": "61.20", "qty": 1, "colour": "green"}',
-            "bad_command",
-        ),
-        (
-            b'{"action": "new", "order_id": "x", "account": "bob", "instrument": "CEA25", '
-            b'"side": "buy", "price": "61.20", "qty": 1}',
-            "wrong_account",
-        ),
-        (b'{"action": "cancel", "order_id": "x", "account": "bob"}', "wrong_account"),
-    ],
-)
+    [(b'{"action": "new", "order_id": ', "malformed"), (b"\xc1\xff\x00", "malformed"),
+     (b"", "malformed"), (b'"just a string"', "malformed"), (b"[1]", "malformed"),
+     (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
+     (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
+     (b'{"action": "eod"}', "not_permitted"), (b'{"order_id": "x", "side": "buy"}', "bad_command"),
+     (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+      b'"price": 61.2, "qty": 1}', "bad_command"),
+     (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+      b'"price": "61.20", "qty": [1]}', "bad_command"),
+     (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "up", '
+      b'"price": "61.20", "qty": 1}', "bad_command"),
+     (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+      b'"price": "61.20"}', "bad_command"),
+     (b'{"action": "new", "instrument": "CEA25", "side": "buy", "price": "61.20", "qty": 1}',
+      "bad_command"),
+     (b'{"action": "new", "order_id": "x", "instrument": "CEA25", "side": "buy", '
+      b'"price": "61.20", "qty": 1, "colour": "green"}', "bad_command"),
+     (b'{"action": "new", "order_id": "x", "account": "bob", "instrument": "CEA25", '
+      b'"side": "buy", "price": "61.20", "qty": 1}', "wrong_account"),
+     (b'{"action": "cancel", "order_id": "x", "account": "bob"}', "wrong_account")])
 def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
     before = core.engine.state_hash()
     send(core, "alice", payload)
@@ -203,21 +166,17 @@ def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
 
 
 def test_good_commands_beside_a_bad_one_go_through_in_order(core):
-    send(
-        core,
-        "alice",
-        [
-            order("a1", "sell", "60.00"),
-            {"action": "new", "qty": "many"},
-            order("a2", "sell", "60.01"),
-        ],
-    )
+    send(core, "alice", [
+        order("a1", "sell", "60.00"), {
+            "action": "new",
+            "qty": "many"
+        },
+        order("a2", "sell", "60.01")
+    ])
     answers = reports(core.flush(now=1.0), "alice")
-    assert [(r["report"], r.get("order_id")) for r in answers] == [
-        ("accepted", "a1"),
-        ("rejected", None),
-        ("accepted", "a2"),
-    ]
+    assert [(r["report"], r.get("order_id")) for r in answers] == [("accepted", "a1"),
+                                                                   ("rejected", None),
+                                                                   ("accepted", "a2")]
 
 
 def test_oversized_and_overlong_messages_are_refused_whole(core):
@@ -230,24 +189,21 @@ def test_oversized_and_overlong_messages_are_refused_whole(core):
 
 
 def test_a_flood_is_rate_limited_per_account():
-    core = GatewayCore(
-        Engine(default_market()), settings=GatewaySettings(rate=10, burst=20, book_interval=0)
-    )
+    core = GatewayCore(Engine(default_market()),
+                       settings=GatewaySettings(rate=10, burst=20, book_interval=0))
     for i in range(25):
-        core.receive(
-            "cx/v1/orders/alice", json.dumps(order(f"a{i}", "sell", "70.00")).encode(), now=0.0
-        )
+        core.receive("cx/v1/orders/alice",
+                     json.dumps(order(f"a{i}", "sell", "70.00")).encode(), now=0.0)
     core.receive("cx/v1/orders/bob", json.dumps(order("b", "sell", "70.00")).encode(), now=0.0)
     out = core.flush(now=0.0)
     alice = reports(out, "alice")
     assert [r["report"] for r in alice].count("accepted") == 20
-    assert [(r.get("reason"), r["order_id"]) for r in alice[20:]] == [
-        ("rate_limited", f"a{i}") for i in range(20, 25)
-    ]
+    assert [(r.get("reason"), r["order_id"]) for r in alice[20:]] == [("rate_limited", f"a{i}")
+                                                                      for i in range(20, 25)]
     assert reports(out, "bob")[0]["report"] == "accepted"  # others unaffected
-    core.receive(
-        "cx/v1/orders/alice", json.dumps(order("late", "sell", "70.00")).encode(), now=1.0
-    )  # a second later the bucket has refilled ten
+    core.receive("cx/v1/orders/alice",
+                 json.dumps(order("late", "sell", "70.00")).encode(),
+                 now=1.0)  # a second later the bucket has refilled ten
     assert reports(core.flush(now=1.0), "alice")[0]["report"] == "accepted"
 
 
@@ -310,15 +266,9 @@ def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, 
     assert again.engine.accepted == 2  # applied once
 
 
-@pytest.mark.parametrize(
-    "topic, account",
-    [
-        ("cx/v1/orders/alice", "alice"),
-        ("cx/v1/orders/", None),
-        ("cx/v1/orders/a/b", None),
-        ("cx/v1/exec/alice", None),
-    ],
-)
+@pytest.mark.parametrize("topic, account", [("cx/v1/orders/alice", "alice"),
+                                            ("cx/v1/orders/", None), ("cx/v1/orders/a/b", None),
+                                            ("cx/v1/exec/alice", None)])
 def test_account_of_topic(topic, account):
     assert account_of(topic) == account
 
@@ -328,11 +278,8 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
 
     count = 3 * REPORTS_PER_MESSAGE + 5
     for start in range(0, count, 500):
-        send(
-            core,
-            "alice",
-            [order(f"o{i}", "sell", "70.00", 1) for i in range(start, min(start + 500, count))],
-        )
+        send(core, "alice",
+             [order(f"o{i}", "sell", "70.00", 1) for i in range(start, min(start + 500, count))])
     out = core.flush(now=1.0)
     messages = [p for t, p, _ in out if t == "cx/v1/exec/alice"]
     assert len(messages) == 4 and max(map(len, messages)) < 128 * 1024
@@ -346,63 +293,49 @@ def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
         engine.execute(Deposit(account=account, currency="CNY", amount="10000.00"))
     core = GatewayCore(engine)
     send(
-        core,
-        "alice",
-        {
+        core, "alice", {
             "action": "new",
             "order_id": "a1",
             "instrument": "F",
             "side": "sell",
             "price": "80.00",
-            "qty": 2,
-        },
-    )  # 16,000 > 10,000
+            "qty": 2
+        })  # 16,000 > 10,000
     send(
-        core,
-        "alice",
-        {
+        core, "alice", {
             "action": "new",
             "order_id": "a2",
             "instrument": "F",
             "side": "sell",
             "price": "80.00",
-            "qty": 1,
-        },
-    )
-    send(
-        core,
-        "bob",
-        {
-            "action": "new",
-            "order_id": "b1",
-            "instrument": "F",
-            "side": "buy",
-            "price": "81.00",
-            "qty": 1,
-        },
-    )
+            "qty": 1
+        })
+    send(core, "bob", {
+        "action": "new",
+        "order_id": "b1",
+        "instrument": "F",
+        "side": "buy",
+        "price": "81.00",
+        "qty": 1
+    })
     out = core.flush(now=1.0)
-    assert [(r["report"], r.get("reason")) for r in reports(out, "alice")] == [
-        ("rejected", "insufficient_margin"),
-        ("accepted", None),
-        ("fill", None),
-    ]
+    assert [(r["report"], r.get("reason"))
+            for r in reports(out, "alice")] == [("rejected", "insufficient_margin"),
+                                                ("accepted", None), ("fill", None)]
     send(core, "bob", {"action": "eod"})  # the operator's, not a bot's
     assert reports(core.flush(now=2.0), "bob")[0]["reason"] == "not_permitted"
     core.end_of_day()
     out = core.flush(now=3.0)
     for account, position in (("alice", -1), ("bob", 1)):
         margin = [r for r in reports(out, account) if r["report"] == "variation_margin"]
-        assert margin == [
-            {
-                "report": "variation_margin",
-                "seq": margin[0]["seq"],
-                "instrument": "F",
-                "position": position,
-                "amount": "0.00",
-                "currency": "CNY",
-            }
-        ]
+        assert margin == [{
+            "report": "variation_margin",
+            "seq": margin[0]["seq"],
+            "instrument": "F",
+            "position": position,
+            "amount": "0.00",
+            "currency": "CNY"
+        }]
     assert engine.ledger.clearing.settlement["F"] == 8000  # the day's only trade
     engine.check()
 
@@ -421,58 +354,27 @@ def test_accepted_and_fill_reports_keep_their_keys_and_order(core):
     send(core, "alice", order("a1", "sell", "60.00"))
     send(core, "bob", {**order("b1", "buy", "60.00"), "command_id": "k1"})
     send(
-        core,
-        "bob",
-        {
+        core, "bob", {
             "action": "new",
             "order_id": "m1",
             "instrument": "CEA25",
             "side": "buy",
             "type": "market",
             "tif": "ioc",
-            "qty": 1,
-        },
-    )
+            "qty": 1
+        })
     out = core.flush(now=1.0)
     alice, bob = reports(out, "alice"), reports(out, "bob")
     assert list(alice[0]) == [
-        "report",
-        "seq",
-        "order_id",
-        "instrument",
-        "side",
-        "type",
-        "tif",
-        "price",
-        "qty",
+        "report", "seq", "order_id", "instrument", "side", "type", "tif", "price", "qty"
     ]
-    assert (
-        list(bob[0])
-        == [
-            "report",
-            "seq",
-            "order_id",
-            "instrument",
-            "side",
-            "type",
-            "tif",
-            "price",
-            "qty",
-            "command_id",
-        ]
-        and bob[0]["command_id"] == "k1"
-    )
+    assert (list(bob[0]) == [
+        "report", "seq", "order_id", "instrument", "side", "type", "tif", "price", "qty",
+        "command_id"
+    ] and bob[0]["command_id"] == "k1")
     assert list(alice[1]) == [
-        "report",
-        "seq",
-        "trade_id",
-        "instrument",
-        "price",
-        "qty",
-        "order_id",
-        "side",
-        "leaves_qty",
-        "liquidity",
+        "report", "seq", "trade_id", "instrument", "price", "qty", "order_id", "side", "leaves_qty",
+        "liquidity"
     ]
     assert (alice[1]["liquidity"], bob[1]["liquidity"]) == ("maker", "taker")
     market = [r for r in bob if r.get("order_id") == "m1" and r["report"] == "accepted"]
@@ -507,6 +409,7 @@ def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
     from gateway.protocol import TopicSender
 
     class Client:
+
         def __init__(self):
             self.sent = []
             self.stuck = asyncio.Event()  # never set: the slow subscriber's topic

@@ -35,13 +35,11 @@ def broker(request):
     if request.param == "mosquitto":
         real = request.getfixturevalue("mosquitto_broker")
         return ("mosquitto", real.host, real.port, real.credentials, real.mosquitto)
-    return (
-        "embedded",
-        None,
-        None,
-        {GATEWAY_USER: "gw-secret", "alice": "alice-secret", "bob": "bob-secret"},
-        None,
-    )
+    return ("embedded", None, None, {
+        GATEWAY_USER: "gw-secret",
+        "alice": "alice-secret",
+        "bob": "bob-secret"
+    }, None)
 
 
 @contextlib.asynccontextmanager
@@ -54,17 +52,9 @@ async def running_gateway(kind, host, port, credentials, core: GatewayCore):
             host, port = embedded.host, embedded.port
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.ensure_future(
-            run_gateway(
-                core,
-                host=host,
-                port=port,
-                username=GATEWAY_USER,
-                password=credentials[GATEWAY_USER],
-                stop=stop,
-                ready=ready,
-                retry_delay=0.1,
-            )
-        )
+            run_gateway(core, host=host, port=port, username=GATEWAY_USER,
+                        password=credentials[GATEWAY_USER], stop=stop, ready=ready,
+                        retry_delay=0.1))
         await asyncio.wait_for(ready.wait(), 10)
         try:
             yield host, port, task
@@ -94,7 +84,7 @@ def order(order_id, side, price, qty=10, **extra):
         "side": side,
         "price": price,
         "qty": qty,
-        **extra,
+        **extra
     }
 
 
@@ -113,12 +103,11 @@ async def collect(client: ExchangeClient, count: int, timeout: float = 5.0) -> l
 
 
 def test_orders_in_fills_and_depth_out_in_order(broker):
+
     async def scenario():
         async with exchange(broker) as (core, host, port, creds):
-            async with (
-                ExchangeClient("alice", creds["alice"], host, port, market_data=["CEA25"]) as alice,
-                ExchangeClient("bob", creds["bob"], host, port) as bob,
-            ):
+            async with (ExchangeClient("alice", creds["alice"], host, port, market_data=["CEA25"])
+                        as alice, ExchangeClient("bob", creds["bob"], host, port) as bob):
                 placed = [
                     await alice.place("CEA25", "sell", 10, f"{60 + i}.00", order_id=f"s{i}")
                     for i in range(5)
@@ -140,12 +129,10 @@ def test_orders_in_fills_and_depth_out_in_order(broker):
 
     bob_reports, alice_reports, books = run(scenario())
     fills = [r for r in bob_reports if r["report"] == "fill"]
-    assert [(f["price"], f["qty"], f["leaves_qty"]) for f in fills] == [
-        ("60.00", 10, 25),
-        ("61.00", 10, 15),
-        ("62.00", 10, 5),
-        ("63.00", 5, 0),
-    ]
+    assert [(f["price"], f["qty"], f["leaves_qty"]) for f in fills] == [("60.00", 10, 25),
+                                                                        ("61.00", 10, 15),
+                                                                        ("62.00", 10, 5),
+                                                                        ("63.00", 5, 0)]
     assert all(f["liquidity"] == "taker" and f["order_id"] == "b1" for f in fills)
     maker = [r for r in alice_reports if r["report"] == "fill"]
     assert [r["order_id"] for r in maker] == ["s0", "s1", "s2", "s3"]
@@ -156,6 +143,7 @@ def test_orders_in_fills_and_depth_out_in_order(broker):
 
 
 def test_an_account_cannot_trade_as_another_or_read_its_reports(broker):
+
     async def scenario():
         async with exchange(broker) as (core, host, port, creds):
             async with aiomqtt.Client(host, port, username="bob", password=creds["bob"]) as spy:
@@ -164,14 +152,13 @@ def test_an_account_cannot_trade_as_another_or_read_its_reports(broker):
                 with contextlib.suppress(aiomqtt.MqttError):
                     await spy.subscribe("cx/v1/exec/+", qos=1)
                 # Bob writes on Alice's topic: the broker must drop it.
-                await spy.publish(
-                    "cx/v1/orders/alice", json.dumps(order("forged", "sell", "60.00")), qos=1
-                )
+                await spy.publish("cx/v1/orders/alice", json.dumps(order("forged", "sell",
+                                                                         "60.00")), qos=1)
                 async with ExchangeClient("alice", creds["alice"], host, port) as alice:
                     answer = await alice.place("CEA25", "sell", 10, "61.00", order_id="real")
-                    forged = await ExchangeClient.request(
-                        alice, {**order("x", "buy", "61.00"), "account": "bob"}
-                    )
+                    forged = await ExchangeClient.request(alice, {
+                        **order("x", "buy", "61.00"), "account": "bob"
+                    })
                     leaked = []
                     with contextlib.suppress(asyncio.TimeoutError):
                         async with asyncio.timeout(1.0):
@@ -189,13 +176,17 @@ def test_an_account_cannot_trade_as_another_or_read_its_reports(broker):
 
 def test_bad_input_is_rejected_on_the_senders_topic_and_the_gateway_goes_on(broker):
     bad = [
-        b"{not json",
-        b"\xc1",
-        json.dumps({"action": "deposit", "instrument": "CNY", "qty": "9"}).encode(),
+        b"{not json", b"\xc1",
+        json.dumps({
+            "action": "deposit",
+            "instrument": "CNY",
+            "qty": "9"
+        }).encode(),
         json.dumps(order("p", "buy", 61.5)).encode(),
         json.dumps(order("q", "buy", "61.50", qty="ten")).encode(),
-        json.dumps({"action": "new"}).encode(),
-        b"x" * 300_000,
+        json.dumps({
+            "action": "new"
+        }).encode(), b"x" * 300_000
     ]
 
     async def scenario():
@@ -204,9 +195,8 @@ def test_bad_input_is_rejected_on_the_senders_topic_and_the_gateway_goes_on(brok
                 await raw.subscribe("cx/v1/exec/alice", qos=1)
                 for payload in bad:
                     await raw.publish("cx/v1/orders/alice", payload, qos=1)
-                await raw.publish(
-                    "cx/v1/orders/alice", json.dumps(order("ok", "buy", "61.00")), qos=1
-                )
+                await raw.publish("cx/v1/orders/alice", json.dumps(order("ok", "buy", "61.00")),
+                                  qos=1)
                 answers = []
                 async with asyncio.timeout(10):
                     async for message in raw.messages:
@@ -219,28 +209,21 @@ def test_bad_input_is_rejected_on_the_senders_topic_and_the_gateway_goes_on(brok
     core, answers = run(scenario())
     reasons = [a.get("reason") for a in answers if a["report"] == "rejected"]
     assert reasons == [
-        "malformed",
-        "malformed",
-        "not_permitted",
-        "bad_command",
-        "bad_command",
-        "bad_command",
-        "too_large",
+        "malformed", "malformed", "not_permitted", "bad_command", "bad_command", "bad_command",
+        "too_large"
     ]
     assert answers[-1]["report"] == "accepted"
     assert core.engine.accepted == 1 and core.engine.rejected == 0
 
 
 def test_a_flood_is_rate_limited_and_others_still_trade(broker):
+
     async def scenario():
-        core = GatewayCore(
-            Engine(default_market()), settings=GatewaySettings(rate=50, burst=50, book_interval=0)
-        )
+        core = GatewayCore(Engine(default_market()),
+                           settings=GatewaySettings(rate=50, burst=50, book_interval=0))
         async with exchange(broker, core) as (core, host, port, creds):
-            async with (
-                ExchangeClient("alice", creds["alice"], host, port) as alice,
-                ExchangeClient("bob", creds["bob"], host, port) as bob,
-            ):
+            async with (ExchangeClient("alice", creds["alice"], host, port) as
+                        alice, ExchangeClient("bob", creds["bob"], host, port) as bob):
                 flood = alice.submit_many([order(f"f{i}", "sell", "70.00", 1) for i in range(200)])
                 answers = await asyncio.wait_for(asyncio.gather(*flood), 10)
                 calm = await bob.place("CEA25", "buy", 1, "59.00")
@@ -254,19 +237,13 @@ def test_a_flood_is_rate_limited_and_others_still_trade(broker):
 
 def test_reconnect_after_a_broker_restart_loses_and_doubles_nothing(mosquitto_broker):
     credentials = mosquitto_broker.credentials
-    broker = (
-        "mosquitto",
-        mosquitto_broker.host,
-        mosquitto_broker.port,
-        credentials,
-        mosquitto_broker.mosquitto,
-    )
+    broker = ("mosquitto", mosquitto_broker.host, mosquitto_broker.port, credentials,
+              mosquitto_broker.mosquitto)
 
     async def scenario():
         async with exchange(broker) as (core, host, port, creds):
-            async with ExchangeClient(
-                "alice", creds["alice"], host, port, retry_delay=0.05, resend_after=0.5
-            ) as alice:
+            async with ExchangeClient("alice", creds["alice"], host, port, retry_delay=0.05,
+                                      resend_after=0.5) as alice:
                 first = alice.submit_many([order(f"a{i}", "sell", "70.00", 1) for i in range(100)])
                 await asyncio.sleep(0)  # in flight as the broker goes away
                 await asyncio.to_thread(mosquitto_broker.mosquitto.stop)
@@ -298,40 +275,19 @@ def test_plain_mosquitto_rr_is_accepted_and_answered(mosquitto_broker):
 
     async def scenario():
         async with exchange(broker) as (core, host, port, _):
-            message = json.dumps(
-                {
-                    "action": "new",
-                    "order_id": "c1",
-                    "instrument": "CEA25",
-                    "side": "buy",
-                    "type": "limit",
-                    "price": "61.20",
-                    "qty": 100,
-                }
-            )
+            message = json.dumps({
+                "action": "new",
+                "order_id": "c1",
+                "instrument": "CEA25",
+                "side": "buy",
+                "type": "limit",
+                "price": "61.20",
+                "qty": 100
+            })
             asker = await asyncio.create_subprocess_exec(
-                rr,
-                "-h",
-                host,
-                "-p",
-                str(port),
-                "-u",
-                "alice",
-                "-P",
-                creds["alice"],
-                "-t",
-                "cx/v1/orders/alice",
-                "-e",
-                "cx/v1/exec/alice",
-                "-q",
-                "1",
-                "-m",
-                message,
-                "-W",
-                "10",
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+                rr, "-h", host, "-p", str(port), "-u", "alice", "-P", creds["alice"], "-t",
+                "cx/v1/orders/alice", "-e", "cx/v1/exec/alice", "-q", "1", "-m", message, "-W",
+                "10", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             return await asker.communicate()
 
     out, err = run(scenario())
@@ -345,16 +301,12 @@ def test_acknowledged_commands_survive_in_the_journal(broker, tmp_path):
     writer = create_journal(tmp_path / "journal", market.text, ledger=False)
 
     async def scenario():
-        core = GatewayCore(
-            Engine(market), journal=writer, settings=GatewaySettings(book_interval=0)
-        )
+        core = GatewayCore(Engine(market), journal=writer,
+                           settings=GatewaySettings(book_interval=0))
         async with exchange(broker, core) as (core, host, port, creds):
             async with ExchangeClient("alice", creds["alice"], host, port) as alice:
-                answers = await asyncio.gather(
-                    *alice.submit_many(
-                        [order(f"j{i}", "sell", f"{70 + i}.00", 1) for i in range(20)]
-                    )
-                )
+                answers = await asyncio.gather(*alice.submit_many(
+                    [order(f"j{i}", "sell", f"{70 + i}.00", 1) for i in range(20)]))
                 # Every answer is out: recovery, right now, already has those orders.
                 recovered = recover(tmp_path / "journal")
         return core, answers, recovered
@@ -384,12 +336,11 @@ registered = "2024-06-01"
 """)
     this, later = f"CEA{year}", f"CEA{year + 1}"
     engine = Engine(market, ledger=True)
-    for command in (
-        IssueAllowances(account="alice", instrument=this, qty=1000),
-        IssueAllowances(account="alice", instrument=later, qty=10),
-        IssueAllowances(account="alice", instrument="CCER", qty=100),
-        RecordEmissions(account="alice", year=year, qty=1000),
-    ):
+    for command in (IssueAllowances(account="alice", instrument=this, qty=1000),
+                    IssueAllowances(account="alice", instrument=later, qty=10),
+                    IssueAllowances(account="alice", instrument="CCER",
+                                    qty=100), RecordEmissions(account="alice", year=year,
+                                                              qty=1000)):
         engine.execute(command)
 
     async def scenario():
@@ -400,16 +351,14 @@ registered = "2024-06-01"
                     await alice.surrender("CCER", 51, year=year),  # over the 5% cap
                     await alice.surrender(later, 1, year=year),  # no borrowing
                     await alice.surrender("CCER", 50, year=year),
-                    await alice.surrender(this, 950, year=year),
+                    await alice.surrender(this, 950, year=year)
                 ]
 
     answers = run(scenario())
-    assert [(a["report"], a.get("reason")) for a in answers] == [
-        ("rejected", "offset_cap_exceeded"),
-        ("rejected", "ineligible_vintage"),
-        ("surrendered", None),
-        ("surrendered", None),
-    ]
+    assert [(a["report"], a.get("reason"))
+            for a in answers] == [("rejected", "offset_cap_exceeded"),
+                                  ("rejected", "ineligible_vintage"), ("surrendered", None),
+                                  ("surrendered", None)]
     assert [a.get("year") for a in answers[2:]] == [year, year]
     obligation = engine.ledger.registry.obligations[("alice", year)]
     assert (obligation.allowances, obligation.offsets) == (950, 50)
@@ -424,14 +373,12 @@ def test_futures_clear_over_mqtt_and_the_end_of_day_reaches_each_bot(broker):
     async def scenario():
         core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
         async with exchange(broker, core) as (core, host, port, creds):
-            async with (
-                ExchangeClient("alice", creds["alice"], host, port) as alice,
-                ExchangeClient("bob", creds["bob"], host, port) as bob,
-            ):
+            async with (ExchangeClient("alice", creds["alice"], host, port) as
+                        alice, ExchangeClient("bob", creds["bob"], host, port) as bob):
                 answers = [
                     await alice.place("F", "sell", 2, "80.00"),  # 16,000 > 10,000
                     await alice.place("F", "sell", 1, "80.00"),
-                    await bob.place("F", "buy", 1, "80.00"),
+                    await bob.place("F", "buy", 1, "80.00")
                 ]
                 core.end_of_day()  # the operator's, queued in order
                 await bob.place("F", "sell", 1, "99.00")  # the next command runs it
@@ -439,20 +386,15 @@ def test_futures_clear_over_mqtt_and_the_end_of_day_reaches_each_bot(broker):
                 return answers, await collect(alice, 4), await collect(bob, 4)
 
     answers, alice_reports, bob_reports = run(scenario())
-    assert [(a["report"], a.get("reason")) for a in answers] == [
-        ("rejected", "insufficient_margin"),
-        ("accepted", None),
-        ("accepted", None),
-    ]
+    assert [(a["report"], a.get("reason"))
+            for a in answers] == [("rejected", "insufficient_margin"), ("accepted", None),
+                                  ("accepted", None)]
     for reports_, position in ((alice_reports, -1), (bob_reports, 1)):
         kinds = [r["report"] for r in reports_]
         assert "fill" in kinds and "variation_margin" in kinds, kinds
         margin = reports_[kinds.index("variation_margin")]
-        assert (margin["instrument"], margin["position"], margin["amount"]) == (
-            "F",
-            position,
-            "0.00",
-        )
+        assert (margin["instrument"], margin["position"], margin["amount"]) == ("F", position,
+                                                                                "0.00")
         seqs = [r["seq"] for r in reports_]
         assert seqs == sorted(seqs)  # in engine order, the day's news after the fill
     assert engine.ledger.clearing.positions["F"]["bob"].net == 1

@@ -19,26 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from exchange import (
-    AmendOrder,
-    CancelOrder,
-    EndOfDay,
-    Engine,
-    PlaceOrder,
-    TradeExecuted,
-    default_market,
-)
+from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder, TradeExecuted,
+                      default_market)
 from exchange.orderfile import read_order_file
 from gateway.cli import main
-from gateway.tools.genorders import (
-    CARBON_MIX,
-    HOLIDAYS,
-    KINDS,
-    generate_carbon,
-    generate_mixed,
-    parse_mix,
-    trading_days,
-)
+from gateway.tools.genorders import (CARBON_MIX, HOLIDAYS, KINDS, generate_carbon, generate_mixed,
+                                     parse_mix, trading_days)
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 20_000
@@ -47,7 +33,6 @@ MIX_TOLERANCE = 0.012  # absolute, on a share; sampling alone is about 0.003 at 
 AM_OPEN, AM_CLOSE = 9 * 3600 + 1800, 11 * 3600 + 1800
 PM_OPEN, PM_CLOSE = 13 * 3600, 15 * 3600
 LAST_QUARTER = calendar.timegm((2025, 10, 1, 0, 0, 0)) * 10**9
-
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -143,26 +128,15 @@ def test_generate_mixed_deterministic():
     assert len(a) == 3000
 
 
-@pytest.mark.parametrize(
-    "profile", [["--profile", "carbon"], ["--mix", EXAMPLE_MIX]], ids=["carbon", "mixed-with-mix"]
-)
+@pytest.mark.parametrize("profile", [["--profile", "carbon"], ["--mix", EXAMPLE_MIX]],
+                         ids=["carbon", "mixed-with-mix"])
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_same_seed_same_bytes(capsys, tmp_path, profile, fmt):
     files = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         files[name] = tmp_path / f"{name}.{fmt}"
-        gen(
-            capsys,
-            files[name],
-            "--messages",
-            4000,
-            "--seed",
-            seed,
-            "--format",
-            fmt,
-            "--fund",
-            *profile,
-        )
+        gen(capsys, files[name], "--messages", 4000, "--seed", seed, "--format", fmt, "--fund",
+            *profile)
     a, b, c = (files[k].read_bytes() for k in "abc")
     assert a == b and a
     assert a != c
@@ -174,18 +148,8 @@ def test_carbon_deterministic_across_processes(run_carbonx, tmp_path):
     outputs = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"c{hash_seed}.ndjson"
-        proc = run_carbonx(
-            "gen-orders",
-            "--profile",
-            "carbon",
-            "--messages",
-            3000,
-            "--format",
-            "ndjson",
-            "--out",
-            out,
-            env={"PYTHONHASHSEED": hash_seed},
-        )
+        proc = run_carbonx("gen-orders", "--profile", "carbon", "--messages", 3000, "--format",
+                           "ndjson", "--out", out, env={"PYTHONHASHSEED": hash_seed})
         assert proc.returncode == 0, proc.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
@@ -196,9 +160,8 @@ def test_csv_and_ndjson_replay_alike(capsys, tmp_path):
     for path, fmt in ((csv_path, "csv"), (nd_path, "ndjson")):
         gen(capsys, path, "--profile", "carbon", "--messages", 4000, "--fund", "--format", fmt)
     first = json.loads(nd_path.read_text().splitlines()[0])
-    assert first["action"] == "deposit" and isinstance(first["qty"], str), (
-        "a deposit amount is a decimal string"
-    )
+    assert first["action"] == "deposit" and isinstance(
+        first["qty"], str), ("a deposit amount is a decimal string")
     a = replay_summary(capsys, csv_path, "--ledger")
     b = replay_summary(capsys, nd_path, "--ledger")
     assert a["state_hash"] == b["state_hash"] and a["trades"] == b["trades"] > 0
@@ -229,16 +192,10 @@ def test_mix_leaves_out_kinds(capsys, tmp_path):
     assert_mix(kinds, {"limit": 3, "amend": 1})
 
 
-BAD_MIXES = [
-    ("limit=60,swap=10", ["unknown kind", "swap"]),
-    ("limit=x", ["limit", "whole number", "'x'"]),
-    ("limit=-5", ["limit", "whole number"]),
-    ("limit=1.5", ["limit", "whole number"]),
-    ("limit", ["KIND=SHARE"]),
-    ("limit=0,cancel=0", ["zero"]),
-    ("", ["zero"]),
-    ("limit=1,limit=2", ["twice"]),
-]
+BAD_MIXES = [("limit=60,swap=10", ["unknown kind", "swap"]),
+             ("limit=x", ["limit", "whole number", "'x'"]), ("limit=-5", ["limit", "whole number"]),
+             ("limit=1.5", ["limit", "whole number"]), ("limit", ["KIND=SHARE"]),
+             ("limit=0,cancel=0", ["zero"]), ("", ["zero"]), ("limit=1,limit=2", ["twice"])]
 
 
 @pytest.mark.parametrize("text,fragments", BAD_MIXES, ids=[m[0] or "empty" for m in BAD_MIXES])
@@ -247,8 +204,8 @@ def test_bad_mix_is_usage_error(capsys, tmp_path, text, fragments, profile):
     out = tmp_path / "never.csv"
     capsys.readouterr()
     status = main(
-        ["gen-orders", "--profile", profile, "--messages", "100", "--mix", text, "--out", str(out)]
-    )
+        ["gen-orders", "--profile", profile, "--messages", "100", "--mix", text, "--out",
+         str(out)])
     stdout, stderr = capsys.readouterr()
     assert status == 2
     assert stdout == "" and not out.exists(), "nothing is written"
@@ -260,38 +217,23 @@ def test_bad_mix_is_usage_error(capsys, tmp_path, text, fragments, profile):
 def test_bad_mix_no_traceback(tmp_path):
     """As the console script runs it (``python -m gateway.cli`` would load the command
     line twice, as __main__ and as gateway.cli, with two different UsageError classes)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from gateway.cli import main; sys.exit(main())",
-            "gen-orders",
-            "--mix",
-            "limit=60,nope=1",
-            "--out",
-            str(tmp_path / "x.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    proc = subprocess.run([
+        sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())",
+        "gen-orders", "--mix", "limit=60,nope=1", "--out",
+        str(tmp_path / "x.csv")
+    ], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "nope" in proc.stderr
     assert proc.stdout == "" and not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.parametrize(
-    "args,fragment",
-    [
-        (["--market-makers", "2"], "--market-makers"),
-        (["--deadline", "2025-12-31"], "--deadline"),
-        (["--profile", "carbon", "--instruments", "CEA25,CEA-DEC26"], "CEA-DEC26"),
-        (["--profile", "carbon", "--deadline", "31/12/2025"], "31/12/2025"),
-        (["--profile", "carbon", "--market-makers", "-1"], "--market-makers"),
-        (["--depth-ticks", "0"], "--depth-ticks"),
-    ],
-)
+    "args,fragment", [(["--market-makers", "2"], "--market-makers"),
+                      (["--deadline", "2025-12-31"], "--deadline"),
+                      (["--profile", "carbon", "--instruments", "CEA25,CEA-DEC26"], "CEA-DEC26"),
+                      (["--profile", "carbon", "--deadline", "31/12/2025"], "31/12/2025"),
+                      (["--profile", "carbon", "--market-makers", "-1"], "--market-makers"),
+                      (["--depth-ticks", "0"], "--depth-ticks")])
 def test_other_bad_options(capsys, tmp_path, args, fragment):
     out = tmp_path / "never.csv"
     capsys.readouterr()
@@ -321,11 +263,9 @@ def passive_distances(path) -> list[int]:
 
 def test_depth_ticks_and_shape(capsys, tmp_path):
     median = {}
-    for name, args in (
-        ("uniform", ["--depth-shape", "uniform"]),
-        ("geometric", ["--depth-shape", "geometric"]),
-        ("shallow", ["--depth-ticks", "3"]),
-    ):
+    for name, args in (("uniform", ["--depth-shape",
+                                    "uniform"]), ("geometric", ["--depth-shape", "geometric"]),
+                       ("shallow", ["--depth-ticks", "3"])):
         path = tmp_path / f"{name}.csv"
         gen(capsys, path, "--messages", 6000, "--mix", "limit=60,cancel=20,marketable=20", *args)
         distances = sorted(passive_distances(path))
@@ -417,21 +357,10 @@ def test_carbon_participants_and_instruments(carbon_replayed):
 
 def test_carbon_fund_replays_with_ledger(capsys, tmp_path):
     path = tmp_path / "funded.csv"
-    gen(
-        capsys,
-        path,
-        "--profile",
-        "carbon",
-        "--messages",
-        ROWS,
-        "--fund",
-        "--accounts",
-        120,
-        "--market-makers",
-        3,
-    )
+    gen(capsys, path, "--profile", "carbon", "--messages", ROWS, "--fund", "--accounts", 120,
+        "--market-makers", 3)
     commands = read_order_file(path)
-    funding = [c for c in commands[: 120 * 5 + 3 * 5]]
+    funding = [c for c in commands[:120 * 5 + 3 * 5]]
     assert {type(c).__name__ for c in funding} == {"Deposit", "IssueAllowances"}
     summary = replay_summary(capsys, path, "--ledger")
     assert summary["messages"] == ROWS
@@ -442,21 +371,8 @@ def test_carbon_fund_replays_with_ledger(capsys, tmp_path):
 def test_carbon_options(capsys, tmp_path):
     """--instruments, --deadline and a small file: still exact, still no rejections."""
     path = tmp_path / "c.csv"
-    gen(
-        capsys,
-        path,
-        "--profile",
-        "carbon",
-        "--messages",
-        1500,
-        "--instruments",
-        "CEA25,CCER",
-        "--deadline",
-        "2026-06-30",
-        "--market-makers",
-        0,
-        "--fund",
-    )
+    gen(capsys, path, "--profile", "carbon", "--messages", 1500, "--instruments", "CEA25,CCER",
+        "--deadline", "2026-06-30", "--market-makers", 0, "--fund")
     summary = replay_summary(capsys, path, "--ledger")
     assert summary["messages"] == 1500 and summary["rejected"] == 0, summary["rejects"]
     commands = read_order_file(path)

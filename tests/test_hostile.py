@@ -25,7 +25,7 @@ ALICE_ORDER = {
     "instrument": "CEA25",
     "side": "sell",
     "price": "60.00",
-    "qty": 10,
+    "qty": 10
 }
 
 
@@ -33,11 +33,8 @@ def reports(outgoing, account):
     found = []
     for topic, payload, _ in outgoing:
         if topic == f"cx/v1/exec/{account}":
-            body = (
-                json.loads(payload)
-                if payload[:1] in (b"{", b"[")
-                else msgspec.msgpack.decode(payload)
-            )
+            body = (json.loads(payload)
+                    if payload[:1] in (b"{", b"[") else msgspec.msgpack.decode(payload))
             found.extend(body if isinstance(body, list) else [body])
     return found
 
@@ -45,13 +42,10 @@ def reports(outgoing, account):
 def alice_view(engine: Engine) -> tuple:
     """What another account could damage: alice's holdings and live orders."""
     ledger = engine.ledger
-    holdings = sorted(
-        (asset, h.available, h.held, h.locked)
-        for asset, h in ledger.accounts["alice"].holdings.items()
-    )
+    holdings = sorted((asset, h.available, h.held, h.locked)
+                      for asset, h in ledger.accounts["alice"].holdings.items())
     orders = sorted(
-        (o.order_id, o.qty, o.price) for o in engine.live_orders() if o.account == "alice"
-    )
+        (o.order_id, o.qty, o.price) for o in engine.live_orders() if o.account == "alice")
     return holdings, orders
 
 
@@ -59,7 +53,7 @@ def live_core(*, fund_mallory: bool = False) -> GatewayCore:
     """A gateway with alice resting a sell. Mallory has nothing unless funded, so none
     of her orders can trade with alice's by right: any change to alice is damage."""
     engine = Engine(default_market(), ledger=True)
-    for account in ("alice", "mallory") if fund_mallory else ("alice",):
+    for account in ("alice", "mallory") if fund_mallory else ("alice", ):
         engine.execute(Deposit(account=account, currency="CNY", amount="1000000"))
         engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=100_000))
     core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
@@ -72,28 +66,21 @@ def alive(core: GatewayCore, n: int) -> None:
     """The gateway still serves an honest account, and answers it right."""
     core.receive(
         "cx/v1/orders/bob",
-        json.dumps(
-            {
-                "action": "new",
-                "order_id": f"probe{n}",
-                "instrument": "CEA25",
-                "side": "buy",
-                "price": "10.00",
-                "qty": 1,
-            }
-        ).encode(),
-        now=float(n),
-    )
+        json.dumps({
+            "action": "new",
+            "order_id": f"probe{n}",
+            "instrument": "CEA25",
+            "side": "buy",
+            "price": "10.00",
+            "qty": 1
+        }).encode(), now=float(n))
     answers = reports(core.flush(now=float(n)), "bob")
     # bob has no cash: a clean rejection is the right answer, and it is an answer
     assert [(r["report"], r.get("order_id")) for r in answers] == [("rejected", f"probe{n}")]
 
 
-@pytest.mark.parametrize(
-    "name, topic, payload",
-    corpus(),
-    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
-)
+@pytest.mark.parametrize("name, topic, payload", corpus(), ids=lambda v: v
+                         if isinstance(v, str) and len(v) < 40 else None)
 def test_each_hostile_message_is_answered_or_dropped_and_changes_no_one_else(name, topic, payload):
     core = live_core()
     before = alice_view(core.engine)
@@ -112,33 +99,47 @@ def test_each_hostile_message_is_answered_or_dropped_and_changes_no_one_else(nam
 
 def test_unknown_instruments_in_every_command_kind_are_rejected_by_name():
     core = live_core()
-    kinds = [
-        {
-            "action": "new",
-            "order_id": "m1",
-            "instrument": "CEA26",
-            "side": "buy",
-            "price": "60.00",
-            "qty": 1,
-        },
-        {
-            "action": "new",
-            "order_id": "m2",
-            "instrument": "CEA-25",
-            "side": "sell",
-            "price": "60.00",
-            "qty": 1,
-        },
-        {"action": "cancel", "order_id": "m1", "instrument": "CEA26"},
-        {"action": "amend", "order_id": "m1", "instrument": "CEA26", "qty": 2},
-        {"action": "mass_cancel", "instrument": "CEA26"},
-        {"action": "surrender", "instrument": "CEA26", "qty": 1},
-        {"action": "surrender", "instrument": "CEA26", "qty": 1, "year": 2024},
-    ]
+    kinds = [{
+        "action": "new",
+        "order_id": "m1",
+        "instrument": "CEA26",
+        "side": "buy",
+        "price": "60.00",
+        "qty": 1
+    }, {
+        "action": "new",
+        "order_id": "m2",
+        "instrument": "CEA-25",
+        "side": "sell",
+        "price": "60.00",
+        "qty": 1
+    }, {
+        "action": "cancel",
+        "order_id": "m1",
+        "instrument": "CEA26"
+    }, {
+        "action": "amend",
+        "order_id": "m1",
+        "instrument": "CEA26",
+        "qty": 2
+    }, {
+        "action": "mass_cancel",
+        "instrument": "CEA26"
+    }, {
+        "action": "surrender",
+        "instrument": "CEA26",
+        "qty": 1
+    }, {
+        "action": "surrender",
+        "instrument": "CEA26",
+        "qty": 1,
+        "year": 2024
+    }]
     for n, command in enumerate(kinds):
-        core.receive(
-            "cx/v1/orders/mallory", json.dumps({**command, "command_id": f"k{n}"}).encode(), now=1.0
-        )
+        core.receive("cx/v1/orders/mallory",
+                     json.dumps({
+                         **command, "command_id": f"k{n}"
+                     }).encode(), now=1.0)
     answers = reports(core.flush(now=1.0), "mallory")
     by_id = {r["command_id"]: r for r in answers if "command_id" in r}
     assert sorted(by_id) == [f"k{n}" for n in range(len(kinds))]
@@ -148,11 +149,9 @@ def test_unknown_instruments_in_every_command_kind_are_rejected_by_name():
 
 def test_deep_nesting_is_refused_without_recursing_into_it():
     core = live_core()
-    for payload in (
-        b"[" * 5000 + b"]" * 5000,
-        b'{"action":"new","order_id":' + b"[" * 3000 + b"]" * 3000 + b"}",
-        nested(3000, packed=True),
-    ):
+    for payload in (b"[" * 5000 + b"]" * 5000,
+                    b'{"action":"new","order_id":' + b"[" * 3000 + b"]" * 3000 + b"}",
+                    nested(3000, packed=True)):
         core.receive("cx/v1/orders/mallory", payload, now=1.0)
         answers = reports(core.flush(now=1.0), "mallory")
         assert [r["reason"] for r in answers] == ["malformed"]
@@ -164,33 +163,25 @@ def test_ids_and_texts_are_bounded_and_never_echoed_long():
     long = "x" * 120_000
     core.receive(
         "cx/v1/orders/mallory",
-        json.dumps(
-            {
-                "action": "new",
-                "order_id": long,
-                "instrument": "CEA25",
-                "side": "sell",
-                "price": "60.00",
-                "qty": 1,
-                "command_id": long,
-            }
-        ).encode(),
-        now=1.0,
-    )
+        json.dumps({
+            "action": "new",
+            "order_id": long,
+            "instrument": "CEA25",
+            "side": "sell",
+            "price": "60.00",
+            "qty": 1,
+            "command_id": long
+        }).encode(), now=1.0)
     core.receive(
         "cx/v1/orders/mallory",
-        json.dumps(
-            {
-                "action": "new",
-                "order_id": "ok",
-                "instrument": "CEA25",
-                "side": "sell",
-                "price": "6" * 200,
-                "qty": 1,
-            }
-        ).encode(),
-        now=1.0,
-    )
+        json.dumps({
+            "action": "new",
+            "order_id": "ok",
+            "instrument": "CEA25",
+            "side": "sell",
+            "price": "6" * 200,
+            "qty": 1
+        }).encode(), now=1.0)
     answers = reports(core.flush(now=1.0), "mallory")
     assert [r["reason"] for r in answers] == ["bad_command", "bad_command"]
     assert "order_id is 120000 characters long" in answers[0]["message"]
@@ -202,47 +193,32 @@ def test_a_full_intake_turns_a_flood_away_and_others_are_served_in_the_same_flus
     core = live_core(fund_mallory=True)
     core.settings.intake = 50
     core.settings.flush_commands = 20
-    batch = [
-        {
-            "action": "new",
-            "order_id": f"f{i}",
-            "instrument": "CEA25",
-            "side": "sell",
-            "price": "70.00",
-            "qty": 1,
-            "command_id": f"c{i}",
-        }
-        for i in range(40)
-    ]
+    batch = [{
+        "action": "new",
+        "order_id": f"f{i}",
+        "instrument": "CEA25",
+        "side": "sell",
+        "price": "70.00",
+        "qty": 1,
+        "command_id": f"c{i}"
+    } for i in range(40)]
     for start in range(0, 200, 40):
         core.receive(
             "cx/v1/orders/mallory",
-            json.dumps(
-                [
-                    {
-                        **c,
-                        "order_id": f"{c['order_id']}-{start}",
-                        "command_id": f"{c['command_id']}-{start}",
-                    }
-                    for c in batch
-                ]
-            ).encode(),
-            now=1.0,
-        )
+            json.dumps([{
+                **c, "order_id": f"{c['order_id']}-{start}",
+                "command_id": f"{c['command_id']}-{start}"
+            } for c in batch]).encode(), now=1.0)
     core.receive(
         "cx/v1/orders/alice",
-        json.dumps(
-            {
-                "action": "new",
-                "order_id": "a2",
-                "instrument": "CEA25",
-                "side": "sell",
-                "price": "61.00",
-                "qty": 1,
-            }
-        ).encode(),
-        now=1.0,
-    )
+        json.dumps({
+            "action": "new",
+            "order_id": "a2",
+            "instrument": "CEA25",
+            "side": "sell",
+            "price": "61.00",
+            "qty": 1
+        }).encode(), now=1.0)
     first = core.flush(now=1.0)
     # alice's one order is run in the first flush, beside a share of mallory's
     assert [r["report"] for r in reports(first, "alice")] == ["accepted"]

@@ -32,18 +32,12 @@ def broker(request):
     if request.param == "mosquitto":
         real = request.getfixturevalue("mosquitto_factory")(ACCOUNTS)
         return ("mosquitto", real.host, real.port, real.credentials, real.mosquitto)
-    return (
-        "embedded",
-        None,
-        None,
-        {
-            GATEWAY_USER: "gw-secret",
-            "alice": "alice-secret",
-            "bob": "bob-secret",
-            "mallory": "mallory-secret",
-        },
-        None,
-    )
+    return ("embedded", None, None, {
+        GATEWAY_USER: "gw-secret",
+        "alice": "alice-secret",
+        "bob": "bob-secret",
+        "mallory": "mallory-secret"
+    }, None)
 
 
 def funded_core() -> GatewayCore:
@@ -55,13 +49,10 @@ def funded_core() -> GatewayCore:
 
 
 def alice_view(engine: Engine) -> tuple:
-    holdings = sorted(
-        (asset, h.available, h.held, h.locked)
-        for asset, h in engine.ledger.accounts["alice"].holdings.items()
-    )
+    holdings = sorted((asset, h.available, h.held, h.locked)
+                      for asset, h in engine.ledger.accounts["alice"].holdings.items())
     orders = sorted(
-        (o.order_id, o.qty, o.price) for o in engine.live_orders() if o.account == "alice"
-    )
+        (o.order_id, o.qty, o.price) for o in engine.live_orders() if o.account == "alice")
     return holdings, orders
 
 
@@ -81,17 +72,14 @@ def test_the_hostile_corpus_leaves_the_gateway_serving_and_alice_untouched(broke
 
     async def scenario():
         async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
-            async with (
-                ExchangeClient("alice", credentials["alice"], h, p) as alice,
-                ExchangeClient("bob", credentials["bob"], h, p) as bob,
-            ):
+            async with (ExchangeClient("alice", credentials["alice"], h, p) as
+                        alice, ExchangeClient("bob", credentials["bob"], h, p) as bob):
                 assert (await alice.place("CEA25", "sell", 10, "60.00"))["report"] == "accepted"
                 before = alice_view(core.engine)
                 for start in range(0, len(cases), 15):
-                    async with aiomqtt.Client(
-                        h, p, username="mallory", password=credentials["mallory"]
-                    ) as mallory:
-                        for _, topic, payload in cases[start : start + 15]:
+                    async with aiomqtt.Client(h, p, username="mallory",
+                                              password=credentials["mallory"]) as mallory:
+                        for _, topic, payload in cases[start:start + 15]:
                             await mallory.publish(topic, payload, qos=1)
                     await probe(bob, start)
                     assert not task.done()
@@ -110,12 +98,10 @@ def test_an_oversize_packet_is_refused_by_the_broker_and_the_gateway_goes_on(bro
         async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
             async with ExchangeClient("bob", credentials["bob"], h, p) as bob:
                 with contextlib.suppress(aiomqtt.MqttError):
-                    async with aiomqtt.Client(
-                        h, p, username="mallory", password=credentials["mallory"]
-                    ) as mallory:
-                        await mallory.publish(
-                            "cx/v1/orders/mallory", b"[" * (2 << 20), qos=1, timeout=5
-                        )
+                    async with aiomqtt.Client(h, p, username="mallory",
+                                              password=credentials["mallory"]) as mallory:
+                        await mallory.publish("cx/v1/orders/mallory", b"[" * (2 << 20), qos=1,
+                                              timeout=5)
                 await asyncio.sleep(0.2)
                 await probe(bob, 1)
                 assert not task.done()
@@ -132,42 +118,31 @@ def test_long_ids_and_a_flood_do_not_hold_up_another_account(broker):
 
     async def scenario():
         async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
-            async with (
-                ExchangeClient("bob", credentials["bob"], h, p) as bob,
-                aiomqtt.Client(
-                    h, p, username="mallory", password=credentials["mallory"]
-                ) as mallory,
-            ):
+            async with (ExchangeClient("bob", credentials["bob"], h, p) as bob,
+                        aiomqtt.Client(h, p, username="mallory", password=credentials["mallory"]) as
+                        mallory):
                 await mallory.publish(
                     "cx/v1/orders/mallory",
-                    json.dumps(
-                        {
-                            "action": "new",
-                            "order_id": "x" * 120_000,
-                            "instrument": "CEA25",
-                            "side": "buy",
-                            "price": "1.00",
-                            "qty": 1,
-                        }
-                    ).encode(),
-                    qos=1,
-                )
-                batch = [
-                    {
+                    json.dumps({
                         "action": "new",
-                        "order_id": f"f{i}",
+                        "order_id": "x" * 120_000,
                         "instrument": "CEA25",
                         "side": "buy",
                         "price": "1.00",
-                        "qty": 1,
-                    }
-                    for i in range(500)
-                ]
+                        "qty": 1
+                    }).encode(), qos=1)
+                batch = [{
+                    "action": "new",
+                    "order_id": f"f{i}",
+                    "instrument": "CEA25",
+                    "side": "buy",
+                    "price": "1.00",
+                    "qty": 1
+                } for i in range(500)]
                 flood = [
                     asyncio.ensure_future(
-                        mallory.publish("cx/v1/orders/mallory", json.dumps(batch).encode(), qos=1)
-                    )
-                    for _ in range(40)
+                        mallory.publish("cx/v1/orders/mallory",
+                                        json.dumps(batch).encode(), qos=1)) for _ in range(40)
                 ]
                 await asyncio.sleep(0.05)
                 await probe(bob, 1)
@@ -191,24 +166,18 @@ def test_a_retained_command_is_run_once_live_and_never_again_at_a_restart(mosqui
         "instrument": "CEA25",
         "side": "buy",
         "price": "1.00",
-        "qty": 1,
+        "qty": 1
     }
 
     async def scenario():
-        async with running_gateway("mosquitto", real.host, real.port, credentials, core) as (
-            h,
-            p,
-            _,
-        ):
-            async with aiomqtt.Client(
-                h, p, username="mallory", password=credentials["mallory"]
-            ) as mallory:
-                await mallory.publish(
-                    "cx/v1/orders/mallory", json.dumps(order).encode(), qos=1, retain=True
-                )
-                await mallory.publish(
-                    "cx/v1/orders/mallory", b"\x91" * 3000 + b"\x90", qos=1, retain=True
-                )
+        async with running_gateway("mosquitto", real.host, real.port, credentials,
+                                   core) as (h, p, _):
+            async with aiomqtt.Client(h, p, username="mallory",
+                                      password=credentials["mallory"]) as mallory:
+                await mallory.publish("cx/v1/orders/mallory",
+                                      json.dumps(order).encode(), qos=1, retain=True)
+                await mallory.publish("cx/v1/orders/mallory", b"\x91" * 3000 + b"\x90", qos=1,
+                                      retain=True)
             for _ in range(100):
                 if core.engine.order("mallory/r1") is not None:
                     break
@@ -219,9 +188,8 @@ def test_a_retained_command_is_run_once_live_and_never_again_at_a_restart(mosqui
                 await asyncio.sleep(0.3)
             assert core.stats.commands == commands, restart
         # and the gateway cleared the retained copies: a new subscriber finds none
-        async with aiomqtt.Client(
-            real.host, real.port, username=GATEWAY_USER, password=credentials[GATEWAY_USER]
-        ) as probe:
+        async with aiomqtt.Client(real.host, real.port, username=GATEWAY_USER,
+                                  password=credentials[GATEWAY_USER]) as probe:
             await probe.subscribe("cx/v1/orders/+", qos=1)
             with contextlib.suppress(asyncio.TimeoutError):
                 async with asyncio.timeout(0.5):
@@ -240,12 +208,8 @@ def test_a_raw_socket_that_says_nothing_or_garbage_does_not_stop_the_gateway(bro
 
     async def scenario():
         async with running_gateway(kind, host, port, credentials, core) as (h, p, task):
-            for junk in (
-                b"",
-                b"\x10\xff\xff\xff\xff\x7f",
-                b"GET / HTTP/1.1\r\n\r\n",
-                bytes(range(256)) * 4,
-            ):
+            for junk in (b"", b"\x10\xff\xff\xff\xff\x7f", b"GET / HTTP/1.1\r\n\r\n",
+                         bytes(range(256)) * 4):
                 with socket.create_connection((h, p), timeout=2) as raw:
                     raw.sendall(junk)
             async with ExchangeClient("bob", credentials["bob"], h, p) as bob:

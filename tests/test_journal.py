@@ -22,21 +22,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange import (
-    CancelOrder,
-    Deposit,
-    Engine,
-    PlaceOrder,
-    default_market,
-)
+from exchange import (CancelOrder, Deposit, Engine, PlaceOrder, default_market)
 from exchange.events import CommandRejected
-from exchange.journal import (
-    JournalDamage,
-    JournalError,
-    create_journal,
-    recover,
-    reopen_journal,
-)
+from exchange.journal import (JournalDamage, JournalError, create_journal, recover, reopen_journal)
 from exchange.orderfile import read_order_file
 from gateway.tools.genorders import generate_mixed, write_rows
 from gateway.tools.replay import holding_rows
@@ -74,14 +62,13 @@ def prefix_hashes(commands: list, counts) -> dict[int, str]:
     return hashes
 
 
-def journal_commands(
-    directory: Path, commands: list, group: int = 100, snapshot_every: int | None = None
-) -> Engine:
+def journal_commands(directory: Path, commands: list, group: int = 100,
+                     snapshot_every: int | None = None) -> Engine:
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(directory, MARKET.text, ledger=True)
     out: list = []
     for start in range(0, len(commands), group):
-        chunk = commands[start : start + group]
+        chunk = commands[start:start + group]
         writer.append_many(chunk)
         writer.commit()
         for command in chunk:
@@ -127,12 +114,10 @@ def test_a_damaged_snapshot_is_passed_over(tmp_path, commands):
 def test_rejected_commands_are_journaled_and_reproduced(tmp_path):
     commands = [
         Deposit(account="a", currency="CNY", amount="100.00"),
-        PlaceOrder(
-            order_id="b1", account="a", instrument="CEA25", side="buy", price="60.00", qty=1000
-        ),  # insufficient cash
-        PlaceOrder(
-            order_id="b2", account="a", instrument="CEA25", side="buy", price="60.00", qty=1
-        ),
+        PlaceOrder(order_id="b1", account="a", instrument="CEA25", side="buy", price="60.00",
+                   qty=1000),  # insufficient cash
+        PlaceOrder(order_id="b2", account="a", instrument="CEA25", side="buy", price="60.00",
+                   qty=1),
         CancelOrder(order_id="zz", account="a"),  # unknown order
     ]
     engine = journal_commands(tmp_path / "j", commands, group=2)
@@ -199,14 +184,13 @@ def test_a_command_too_large_to_frame_is_refused_and_nothing_is_appended(tmp_pat
 
 
 def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state(
-    tmp_path, commands
-):
+        tmp_path, commands):
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
     out: list = []
     with writer:
         for start in range(0, 3000, 500):
-            chunk = commands[start : start + 500]
+            chunk = commands[start:start + 500]
             writer.append_many(chunk)
             writer.commit()
             for command in chunk:
@@ -229,8 +213,7 @@ def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state
 
 
 def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
-    tmp_path, commands, monkeypatch
-):
+        tmp_path, commands, monkeypatch):
     import exchange.journal as journal_module
 
     def refuse(*args, **kwargs):
@@ -239,10 +222,8 @@ def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
     engine = journal_commands(tmp_path / "j", commands[:1000], group=500)
     recovered, writer = reopen_journal(tmp_path / "j")
     monkeypatch.setattr(journal_module, "_encode_engine", refuse)  # the child inherits it
-    with (
-        pytest.raises(JournalError, match="snapshot after command 1000 could not be written"),
-        writer,
-    ):
+    with (pytest.raises(JournalError,
+                        match="snapshot after command 1000 could not be written"), writer):
         writer.snapshot(recovered.engine, background=True)
     monkeypatch.undo()
     again = recover(tmp_path / "j")
@@ -287,10 +268,8 @@ def test_a_flipped_byte_in_the_last_frame_is_damage_not_a_torn_tail(tmp_path, co
     data[-3] ^= 0x01  # inside the last frame's payload (command 50): the CRC catches it
     segment.write_bytes(bytes(data))
     with pytest.raises(
-        JournalDamage,
-        match=r"journal-000000000001\.cxj: checksum mismatch "
-        r"in the frame at byte \d+",
-    ):
+            JournalDamage, match=r"journal-000000000001\.cxj: checksum mismatch "
+            r"in the frame at byte \d+"):
         recover(tmp_path / "j")
 
 
@@ -323,10 +302,8 @@ def test_damage_before_the_last_segment_is_an_error(tmp_path, commands):
     data[60] ^= 0xFF  # the first frame's payload
     first.write_bytes(bytes(data))
     with pytest.raises(
-        JournalDamage,
-        match=r"journal-000000000001\.cxj: checksum mismatch "
-        r"in the frame at byte 24: the journal is damaged",
-    ):
+            JournalDamage, match=r"journal-000000000001\.cxj: checksum mismatch "
+            r"in the frame at byte 24: the journal is damaged"):
         recover(tmp_path / "j")
 
 
@@ -344,19 +321,12 @@ def _run_and_kill(orders: Path, directory: Path, rng: random.Random) -> tuple[in
 
     Return (last acknowledged seq, whether the driver finished before the kill).
     """
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "tests" / "journal_driver.py"),
-            str(orders),
-            str(directory),
-            "97",
-            "5000",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    proc = subprocess.Popen([
+        sys.executable,
+        str(REPO / "tests" / "journal_driver.py"),
+        str(orders),
+        str(directory), "97", "5000"
+    ], stdout=subprocess.PIPE, text=True, cwd=REPO)
     acked, finished = 0, False
     target = rng.randrange(0, 380)
     try:
@@ -390,19 +360,10 @@ def test_sigkill_at_20_seeded_points_recovers_the_same_prefix(tmp_path, orders, 
         acked, finished = _run_and_kill(orders, directory, rng)
         recovered = recover(directory)
         assert recovered.seq >= acked, (
-            f"kill {point}: acknowledged {acked}, recovered {recovered.seq}"
-        )
+            f"kill {point}: acknowledged {acked}, recovered {recovered.seq}")
         assert recovered.seq <= len(commands)
-        results.append(
-            (
-                point,
-                recovered.seq,
-                recovered.engine.state_hash(),
-                acked,
-                finished,
-                recovered.snapshot_seq,
-            )
-        )
+        results.append((point, recovered.seq, recovered.engine.state_hash(), acked, finished,
+                        recovered.snapshot_seq))
     hashes = prefix_hashes(commands, [seq for _, seq, *_ in results])
     for point, seq, state, *_ in results:
         assert state == hashes[seq], f"kill {point} at command {seq}: state differs from the prefix"
@@ -418,21 +379,11 @@ def test_sigkill_of_the_replay_command_then_carbonx_holdings(tmp_path, orders, c
     seen = []
     for point in range(3):
         directory = tmp_path / f"cli{point}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "replay",
-                str(orders),
-                "--ledger",
-                "--journal",
-                str(directory),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = subprocess.Popen([
+            sys.executable, "-m", "gateway.cli", "replay",
+            str(orders), "--ledger", "--journal",
+            str(directory)
+        ], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not any(directory.glob("journal-*.cxj")) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -440,13 +391,9 @@ def test_sigkill_of_the_replay_command_then_carbonx_holdings(tmp_path, orders, c
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         shown = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "holdings", str(directory), "--json"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+            [sys.executable, "-m", "gateway.cli", "holdings",
+             str(directory), "--json"], cwd=REPO, capture_output=True, text=True, timeout=60,
+            check=False)
         assert shown.returncode == 0, shown.stderr
         report = json.loads(shown.stdout)
         n = report["seq"]

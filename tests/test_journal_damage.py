@@ -20,24 +20,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_journal import (
-    FRAME_HEADER,
-    MARKET,
-    SEGMENT_HEADER,
-    journal_commands,
-    prefix_hashes,
-)
+from test_journal import (FRAME_HEADER, MARKET, SEGMENT_HEADER, journal_commands, prefix_hashes)
 
 from exchange import Engine
-from exchange.journal import (
-    FORMAT,
-    JournalDamage,
-    JournalError,
-    _write_snapshot,
-    cut_journal,
-    recover,
-    reopen_journal,
-)
+from exchange.journal import (FORMAT, JournalDamage, JournalError, _write_snapshot, cut_journal,
+                              recover, reopen_journal)
 from exchange.orderfile import read_order_file
 from gateway.cli import main
 from gateway.mqtt.serve import open_engine
@@ -45,12 +32,8 @@ from gateway.tools.genorders import generate_mixed, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL, GROUP, EVERY = 7000, 250, 2000
-SEGMENTS = (
-    "journal-000000000001.cxj",
-    "journal-000000002001.cxj",
-    "journal-000000004001.cxj",
-    "journal-000000006001.cxj",
-)
+SEGMENTS = ("journal-000000000001.cxj", "journal-000000002001.cxj", "journal-000000004001.cxj",
+            "journal-000000006001.cxj")
 SNAPSHOTS = ("snapshot-000000002000.cxs", "snapshot-000000004000.cxs", "snapshot-000000006000.cxs")
 
 
@@ -91,8 +74,7 @@ def contents(directory: Path) -> dict[str, bytes]:
     """Every file under *directory*, by relative path."""
     return {
         str(p.relative_to(directory)): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
+        for p in sorted(directory.rglob("*")) if p.is_file()
     }
 
 
@@ -130,48 +112,16 @@ def expect_damage(directory: Path, name: str, offset: int | None = None) -> Jour
 # (segment, where): "h<n>" byte n of the segment header; "f<k>+<n>" byte n of frame k
 # (0 length, 4 seq, 12 payload CRC, 16 header CRC, 20 and on the payload; negative
 # counts from the frame's end), k = -1 the last frame.
-SEGMENT_FLIPS = [
-    (0, "h0"),
-    (0, "h9"),
-    (0, "h13"),
-    (0, "h22"),
-    (0, "f0+0"),
-    (0, "f0+3"),
-    (0, "f0+5"),
-    (0, "f3+4"),
-    (0, "f3+14"),
-    (0, "f5+18"),
-    (0, "f7+-1"),
-    (0, "f-1+2"),
-    (1, "h1"),
-    (1, "h12"),
-    (1, "f0+1"),
-    (1, "f2+2"),
-    (1, "f4+6"),
-    (1, "f4+40"),
-    (1, "f-1+-5"),
-    (1, "f-1+1"),
-    (2, "h16"),
-    (2, "f1+0"),
-    (2, "f1+11"),
-    (2, "f6+25"),
-    (2, "f-1+17"),
-    (3, "h8"),
-    (3, "h18"),
-    (3, "f0+4"),
-    (3, "f1+2"),
-    (3, "f2+100"),
-    (3, "f-1+0"),
-    (3, "f-1+3"),
-    (3, "f-1+9"),
-    (3, "f-1+21"),
-    (3, "f-1+-1"),
-]
+SEGMENT_FLIPS = [(0, "h0"), (0, "h9"), (0, "h13"), (0, "h22"), (0, "f0+0"), (0, "f0+3"),
+                 (0, "f0+5"), (0, "f3+4"), (0, "f3+14"), (0, "f5+18"), (0, "f7+-1"), (0, "f-1+2"),
+                 (1, "h1"), (1, "h12"), (1, "f0+1"), (1, "f2+2"), (1, "f4+6"), (1, "f4+40"),
+                 (1, "f-1+-5"), (1, "f-1+1"), (2, "h16"), (2, "f1+0"), (2, "f1+11"), (2, "f6+25"),
+                 (2, "f-1+17"), (3, "h8"), (3, "h18"), (3, "f0+4"), (3, "f1+2"), (3, "f2+100"),
+                 (3, "f-1+0"), (3, "f-1+3"), (3, "f-1+9"), (3, "f-1+21"), (3, "f-1+-1")]
 
 
-@pytest.mark.parametrize(
-    "segment, where", SEGMENT_FLIPS, ids=[f"{SEGMENTS[s][8:20]}-{w}" for s, w in SEGMENT_FLIPS]
-)
+@pytest.mark.parametrize("segment, where", SEGMENT_FLIPS,
+                         ids=[f"{SEGMENTS[s][8:20]}-{w}" for s, w in SEGMENT_FLIPS])
 def test_a_flipped_byte_in_a_segment_is_damage_naming_file_and_byte(journal, segment, where):
     path = journal / SEGMENTS[segment]
     starts = frame_starts(path)
@@ -195,8 +145,7 @@ SNAPSHOT_FLIPS = [0, 5, 8, 9, 15, 16, 20, 24, 27, 28, 31, 32, 100, -1]
 
 @pytest.mark.parametrize("position", SNAPSHOT_FLIPS)
 def test_a_flipped_byte_in_a_snapshot_is_passed_over_and_the_state_is_whole(
-    journal, hashes, position
-):
+        journal, hashes, position):
     flip(journal / SNAPSHOTS[-1], position)
     recovered = recover(journal)
     assert (recovered.seq, recovered.snapshot_seq) == (TOTAL, 4000)
@@ -242,9 +191,8 @@ def test_a_whole_snapshot_past_the_end_of_the_segments_is_an_error(journal, comm
     damage = expect_damage(journal, "snapshot-000000007250.cxs")
     assert "the segments end at command 7000" in str(damage)
     plan = cut_journal(journal, apply=True)
-    assert plan.kind == "ahead" and [name for name, _ in plan.files] == [
-        "snapshot-000000007250.cxs"
-    ]
+    assert plan.kind == "ahead" and [name
+                                     for name, _ in plan.files] == ["snapshot-000000007250.cxs"]
     assert recover(journal).seq == TOTAL
 
 
@@ -281,9 +229,8 @@ def test_a_segment_whose_header_disagrees_with_its_name_is_an_error(journal):
     assert "header says it starts at command 2002, its name says 2001" in str(damage)
 
 
-@pytest.mark.parametrize(
-    "name", ["journal-000000007001.cxj", "journal-000000000500.cxj", "journal-1.cxj"]
-)
+@pytest.mark.parametrize("name",
+                         ["journal-000000007001.cxj", "journal-000000000500.cxj", "journal-1.cxj"])
 def test_a_stray_file_named_like_a_segment_is_an_error(journal, name):
     shutil.copy(journal / SEGMENTS[1], journal / name)
     expect_damage(journal, f"{name}: named like a segment, but manifest.json does not list it")
@@ -334,9 +281,8 @@ def test_a_missing_or_stale_manifest_is_an_error(journal):
     manifest["segments"] = manifest["segments"][:-1]
     manifest["segments"][-1] = {"name": SEGMENTS[2], "first": 4001}
     _write_json(journal / "manifest.json", manifest)
-    expect_damage(
-        journal, f"{SEGMENTS[3]}: named like a segment, but manifest.json does not list it"
-    )
+    expect_damage(journal,
+                  f"{SEGMENTS[3]}: named like a segment, but manifest.json does not list it")
 
 
 # --- torn tails ---------------------------------------------------------------------------------
@@ -345,7 +291,7 @@ def test_an_incomplete_frame_followed_by_a_valid_one_is_damage_not_a_torn_tail(j
     data = path.read_bytes()
     starts = frame_starts(path)
     # Half of frame 2, then frame 3 whole: frame 2 now runs past the end of the file.
-    torn_then_more = data[: starts[2]] + data[starts[2] : starts[3]][:200] + data[starts[3] :]
+    torn_then_more = data[:starts[2]] + data[starts[2]:starts[3]][:200] + data[starts[3]:]
     assert len(torn_then_more) < starts[3]
     path.write_bytes(torn_then_more)
     damage = expect_damage(journal, SEGMENTS[-1], starts[2])
@@ -355,7 +301,7 @@ def test_an_incomplete_frame_followed_by_a_valid_one_is_damage_not_a_torn_tail(j
 def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal, commands, hashes):
     path = journal / SEGMENTS[-1]
     starts = frame_starts(path)
-    torn = path.read_bytes()[: starts[-1] + 1234]  # into the last frame (commands 6751-7000)
+    torn = path.read_bytes()[:starts[-1] + 1234]  # into the last frame (commands 6751-7000)
     path.write_bytes(torn)
     recovered = recover(journal)
     assert (recovered.seq, recovered.torn_bytes) == (6750, 1234)
@@ -372,7 +318,7 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
         "first": 6001,
         "last": 6750,
         "end": starts[-1],
-        "size": len(torn),
+        "size": len(torn)
     }
     second = recover(journal)
     assert (second.seq, second.torn_bytes) == (6750, 0)
@@ -380,9 +326,9 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
     engine = again.engine
     with writer:
         for start in range(6750, TOTAL, GROUP):
-            writer.append_many(commands[start : start + GROUP])
+            writer.append_many(commands[start:start + GROUP])
             writer.commit()
-            for command in commands[start : start + GROUP]:
+            for command in commands[start:start + GROUP]:
                 engine.submit(command, [])
     final = recover(journal)
     assert (final.seq, final.torn_bytes) == (TOTAL, 0)
@@ -398,7 +344,7 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
 
 def test_a_torn_segment_without_one_good_frame_is_moved_aside_not_truncated(journal, hashes):
     path = journal / SEGMENTS[-1]
-    torn = path.read_bytes()[: SEGMENT_HEADER + 15]  # even the first frame header is torn
+    torn = path.read_bytes()[:SEGMENT_HEADER + 15]  # even the first frame header is torn
     path.write_bytes(torn)
     recovered, writer = reopen_journal(journal)
     writer.close()
@@ -431,15 +377,14 @@ def test_a_segment_start_interrupted_before_its_rename_is_read_as_empty(journal,
 
 
 def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
-    tmp_path, commands, hashes
-):
+        tmp_path, commands, hashes):
     directory = tmp_path / "j"
     directory.mkdir()
     meta = {"format": "carbonx-journal/2", "ledger": True, "market": MARKET.text}
     (directory / "meta.json").write_text(json.dumps(meta))
     frames = []
     for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1 : seq + 99])
+        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
         frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
     segment = directory / "journal-000000000001.cxj"
     segment.write_bytes(b"".join(frames))
@@ -474,7 +419,7 @@ def test_a_format_2_journal_cut_inside_an_old_segment_stays_readable(tmp_path, c
     (directory / "meta.json").write_text(json.dumps(meta))
     frames = []
     for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1 : seq + 99])
+        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
         frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
     old = directory / "journal-000000000001.cxj"
     old.write_bytes(b"".join(frames))
@@ -529,8 +474,7 @@ print("done", flush=True)
 
 
 def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(
-    tmp_path, orders, hashes, commands
-):
+        tmp_path, orders, hashes, commands):
     import os
     import random
     import signal
@@ -542,11 +486,8 @@ def test_sigkill_then_reopen_again_and_again_never_truncates_nor_loses(
     sizes: dict[str, int] = {}
     for _ in range(8):
         proc = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, str(orders), str(directory), "97"],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
+            [sys.executable, "-c", DRIVER,
+             str(orders), str(directory), "97"], stdout=subprocess.PIPE, text=True, cwd=REPO)
         acked = 0
         try:
             acked = int(proc.stdout.readline().split()[1])
@@ -597,8 +538,7 @@ def test_journal_cut_of_a_healthy_journal_cuts_nothing(journal):
 
 @pytest.mark.parametrize("segment, frame", [(1, 3), (3, 2), (0, 0)])
 def test_journal_cut_drops_what_it_says_keeps_a_copy_and_then_recovers(
-    journal, hashes, segment, frame
-):
+        journal, hashes, segment, frame):
     path = journal / SEGMENTS[segment]
     offset = frame_starts(path)[frame]
     flip(path, offset + 30)
@@ -610,9 +550,9 @@ def test_journal_cut_drops_what_it_says_keeps_a_copy_and_then_recovers(
     assert plan.frames == (TOTAL - keep) // GROUP
     dropped = [name for name, _ in plan.files]
     assert dropped[0] == SEGMENTS[segment]
-    assert set(dropped[1:]) == (
-        {*SEGMENTS[segment + 1 :]} | {s for s in SNAPSHOTS if int(s[9:21]) > keep}
-    )
+    assert set(dropped[1:]) == ({*SEGMENTS[segment + 1:]}
+                                | {s
+                                   for s in SNAPSHOTS if int(s[9:21]) > keep})
     cut = cut_journal(journal, apply=True)
     assert (cut.keep, cut.commands, cut.files) == (plan.keep, plan.commands, plan.files)
     copies = cut.copied
@@ -666,14 +606,9 @@ def test_carbonx_holdings_on_damage_exits_2_with_one_line_and_changes_nothing(jo
     offset = frame_starts(path)[4]
     flip(path, offset + 2)
     before = contents(journal)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "holdings", str(journal), "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "holdings",
+                           str(journal), "--json"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -732,7 +667,7 @@ class _Payload:
     """A pickle that, if ever loaded, runs code: it records that it ran."""
 
     def __reduce__(self):
-        return (RAN.append, ("ran",))
+        return (RAN.append, ("ran", ))
 
 
 RAN: list[str] = []
@@ -746,16 +681,15 @@ def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing
 
     import exchange.journal as journal_module
 
-    for crafted in (
-        pickle.dumps(_Payload()),
-        msgspec.msgpack.encode(
-            {"format": "carbonx-state", "version": 1, "market": pickle.dumps(_Payload())}
-        ),
-    ):
+    for crafted in (pickle.dumps(_Payload()),
+                    msgspec.msgpack.encode({
+                        "format": "carbonx-state",
+                        "version": 1,
+                        "market": pickle.dumps(_Payload())
+                    })):
         target = journal / SNAPSHOTS[-1]
-        head = journal_module._SNAP_HEAD.pack(
-            journal_module._SNAP_MAGIC, 6000, len(crafted), zlib.crc32(crafted)
-        )
+        head = journal_module._SNAP_HEAD.pack(journal_module._SNAP_MAGIC, 6000, len(crafted),
+                                              zlib.crc32(crafted))
         target.write_bytes(head + journal_module._U32.pack(zlib.crc32(head)) + crafted)
         recovered = recover(journal)
         assert RAN == []

@@ -39,7 +39,7 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             base = node.module or ""
             if node.level:
                 anchor = name.split(".") if is_package else name.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
+                anchor = anchor[:len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             # "from package import module" imports the module; otherwise the package.
             targets = [
@@ -132,9 +132,8 @@ def test_the_bot_client_loads_no_engine():
 def test_every_folder_is_a_package_with_a_docstring():
     for package in PACKAGES:
         for folder in [ROOT / package, *(p for p in (ROOT / package).rglob("*") if p.is_dir())]:
-            if folder.name in ("__pycache__", "results", "data", "markets", "examples") or not any(
-                folder.glob("*.py")
-            ):
+            if folder.name in ("__pycache__", "results", "data", "markets",
+                               "examples") or not any(folder.glob("*.py")):
                 continue
             init = folder / "__init__.py"
             assert init.exists(), f"{folder.relative_to(ROOT)} has no __init__.py"

@@ -30,15 +30,11 @@ new,s2,bob,CEA25,sell,limit,gtc,61.00,10,
 # bob: 20,000.00 deposited (the resent dep-1 is refused); b1 buys 100 at 60.00 for
 # 6,000.00 + 0.90 taker fee; b2 would need 61,000 + 9.15 > 13,999.10 left: refused;
 # s2 would sell units still locked (T+1): refused. ann: 100 sold at 60.00 less 0.60.
-EXPECTED = [
-    ["@clearing", "CNY", "0.00", "0.00", "0.00"],
-    ["@exchange", "CNY", "1.50", "0.00", "0.00"],
-    ["@registry", "CNY", "0.00", "0.00", "0.00"],
-    ["ann", "CEA25", "200", "200", "0"],
-    ["ann", "CNY", "5999.40", "0.00", "0.00"],
-    ["bob", "CEA25", "0", "0", "100"],
-    ["bob", "CNY", "13999.10", "0.00", "0.00"],
-]
+EXPECTED = [["@clearing", "CNY", "0.00", "0.00", "0.00"],
+            ["@exchange", "CNY", "1.50", "0.00", "0.00"],
+            ["@registry", "CNY", "0.00", "0.00", "0.00"], ["ann", "CEA25", "200", "200", "0"],
+            ["ann", "CNY", "5999.40", "0.00", "0.00"], ["bob", "CEA25", "0", "0", "100"],
+            ["bob", "CNY", "13999.10", "0.00", "0.00"]]
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -50,16 +46,15 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_path):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
-    code, out, err = run(
-        capsys, "replay", orders, "--ledger", "--json", "--holdings", tmp_path / "h.csv"
-    )
+    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--holdings",
+                         tmp_path / "h.csv")
     assert code == 0, err
     summary = json.loads(out)
     assert (summary["messages"], summary["accepted"], summary["rejected"]) == (8, 5, 3)
     assert summary["rejects"] == {
         "duplicate_command": 1,
         "insufficient_cash": 1,
-        "insufficient_allowances": 1,
+        "insufficient_allowances": 1
     }
     with open(tmp_path / "h.csv", newline="") as fh:
         rows = list(csv.reader(fh))
@@ -68,8 +63,7 @@ def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_p
 
 
 def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_rows(
-    capsys, tmp_path
-):
+        capsys, tmp_path):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
     code, out, _ = run(capsys, "replay", orders, "--json")
@@ -83,19 +77,17 @@ def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_r
 def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path):
     orders = tmp_path / "o.csv"
     orders.write_text(ORDERS)
-    code, out, err = run(
-        capsys, "replay", orders, "--ledger", "--json", "--journal", tmp_path / "j"
-    )
+    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--journal",
+                         tmp_path / "j")
     assert code == 0, err
     replayed = json.loads(out)
     code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["seq"] == 8 and report["positions"] == []
-    assert [
-        [r[k] for k in ("account", "asset", "available", "held", "locked")]
-        for r in report["holdings"]
-    ] == [[a, s, *(v if s == "CNY" else int(v) for v in rest)] for a, s, *rest in EXPECTED]
+    assert [[r[k] for k in ("account", "asset", "available", "held", "locked")]
+            for r in report["holdings"]] == [[a, s, *(v if s == "CNY" else int(v) for v in rest)]
+                                             for a, s, *rest in EXPECTED]
     code, table, _ = run(capsys, "holdings", tmp_path / "j")
     assert code == 0 and "recovered 8 commands" in table and "13999.10" in table
     from exchange.journal import recover
@@ -120,17 +112,14 @@ def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path):
 
 
 def test_the_extended_columns_read_in_csv_and_ndjson():
-    csv_text = (
-        "action,account,instrument,qty,kind,to_account,command_id\n"
-        "open_account,fi,,,financial,,c1\n"
-        "transfer,fi,CEA25,5,,gen,\n"
-        "suspend_account,fi,,,,,\n"
-    )
+    csv_text = ("action,account,instrument,qty,kind,to_account,command_id\n"
+                "open_account,fi,,,financial,,c1\n"
+                "transfer,fi,CEA25,5,,gen,\n"
+                "suspend_account,fi,,,,,\n")
     ndjson = (
         '{"action":"open_account","account":"fi","kind":"financial","command_id":"c1"}\n'
         '{"action":"transfer","account":"fi","instrument":"CEA25","qty":5,"to_account":"gen"}\n'
-        '{"action":"suspend_account","account":"fi"}\n'
-    )
+        '{"action":"suspend_account","account":"fi"}\n')
     from_csv = parse_order_text(csv_text.encode(), "csv")
     assert from_csv == parse_order_text(ndjson.encode(), "ndjson")
     assert from_csv[0].kind == "financial" and from_csv[0].command_id == "c1"
@@ -138,10 +127,8 @@ def test_the_extended_columns_read_in_csv_and_ndjson():
 
 
 def test_bad_extended_rows_name_their_line(capsys, tmp_path):
-    for body, fragment in (
-        ("open_account,fi,,,bank,,\n", "unknown kind 'bank'"),
-        ("transfer,fi,CEA25,5,,,\n", "to_account is required"),
-    ):
+    for body, fragment in (("open_account,fi,,,bank,,\n", "unknown kind 'bank'"),
+                           ("transfer,fi,CEA25,5,,,\n", "to_account is required")):
         orders = tmp_path / "bad.csv"
         orders.write_text("action,account,instrument,qty,kind,to_account,command_id\n" + body)
         code, _, err = run(capsys, "replay", orders, "--ledger")
@@ -153,26 +140,11 @@ def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
     from exchange.events import CashDeposited, TradeSettled
 
     market = default_market()
-    assert (
-        event_record(CashDeposited(seq=1, account="a", currency="CNY", amount=150), market)[
-            "amount"
-        ]
-        == "1.50"
-    )
+    assert (event_record(CashDeposited(seq=1, account="a", currency="CNY", amount=150),
+                         market)["amount"] == "1.50")
     record = event_record(
-        TradeSettled(
-            seq=2,
-            trade_id=1,
-            instrument="CEA25",
-            buy_account="b",
-            sell_account="s",
-            qty=100,
-            cash=600000,
-            buy_fee=90,
-            sell_fee=60,
-        ),
-        market,
-    )
+        TradeSettled(seq=2, trade_id=1, instrument="CEA25", buy_account="b", sell_account="s",
+                     qty=100, cash=600000, buy_fee=90, sell_fee=60), market)
     assert (record["cash"], record["buy_fee"], record["sell_fee"]) == ("6000.00", "0.90", "0.60")
     assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
 
@@ -198,55 +170,41 @@ eod,,,,,,,,,1797926400000000000
 def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
     (tmp_path / "m.toml").write_text(FUTURES_MARKET)
     (tmp_path / "o.csv").write_text(FUTURES_ORDERS)
-    code, out, err = run(
-        capsys,
-        "replay",
-        tmp_path / "o.csv",
-        "--market",
-        tmp_path / "m.toml",
-        "--ledger",
-        "--json",
-        "--journal",
-        tmp_path / "j",
-    )
+    code, out, err = run(capsys, "replay", tmp_path / "o.csv", "--market", tmp_path / "m.toml",
+                         "--ledger", "--json", "--journal", tmp_path / "j")
     assert code == 0 and json.loads(out)["rejected"] == 0, err
     code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert report["positions"] == [
-        {
-            "account": "a",
-            "instrument": "F",
-            "qty": -2,
-            "avg_price": "80.00",
-            "margin": "6000.00",
-            "settlement": "85.00",
-        },
-        {
-            "account": "b",
-            "instrument": "F",
-            "qty": 1,
-            "avg_price": "80.00",
-            "margin": "8000.00",
-            "settlement": "85.00",
-        },
-        {
-            "account": "c",
-            "instrument": "F",
-            "qty": 2,
-            "avg_price": "82.50",
-            "margin": "16000.00",
-            "settlement": "85.00",
-        },
-        {
-            "account": "d",
-            "instrument": "F",
-            "qty": -1,
-            "avg_price": "85.00",
-            "margin": "8000.00",
-            "settlement": "85.00",
-        },
-    ]
+    assert report["positions"] == [{
+        "account": "a",
+        "instrument": "F",
+        "qty": -2,
+        "avg_price": "80.00",
+        "margin": "6000.00",
+        "settlement": "85.00"
+    }, {
+        "account": "b",
+        "instrument": "F",
+        "qty": 1,
+        "avg_price": "80.00",
+        "margin": "8000.00",
+        "settlement": "85.00"
+    }, {
+        "account": "c",
+        "instrument": "F",
+        "qty": 2,
+        "avg_price": "82.50",
+        "margin": "16000.00",
+        "settlement": "85.00"
+    }, {
+        "account": "d",
+        "instrument": "F",
+        "qty": -1,
+        "avg_price": "85.00",
+        "margin": "8000.00",
+        "settlement": "85.00"
+    }]
     margin = {row["account"]: row for row in report["margin"]}
     assert margin["a"] == {
         "account": "a",
@@ -255,7 +213,7 @@ def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
         "equity": "6000.00",
         "initial": "16000.00",
         "maintenance": "12000.00",
-        "margin_call": True,
+        "margin_call": True
     }
     assert margin["b"]["equity"] == "105000.00" and margin["b"]["margin_call"] is False
     code, table, _ = run(capsys, "holdings", tmp_path / "j")

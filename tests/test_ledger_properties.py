@@ -26,34 +26,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from exchange import (
-    AmendOrder,
-    CancelOrder,
-    Deposit,
-    EndOfDay,
-    Engine,
-    FastBook,
-    IssueAllowances,
-    MassCancel,
-    NaiveBook,
-    PlaceOrder,
-    SurrenderAllowances,
-    Withdraw,
-    default_market,
-)
+from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBook, IssueAllowances,
+                      MassCancel, NaiveBook, PlaceOrder, SurrenderAllowances, Withdraw,
+                      default_market)
 from exchange.book.fast import STOP, STOP_LIMIT
 from exchange.commands import ResumeAccount, SuspendAccount, TransferAllowances
-from exchange.events import (
-    AllowancesIssued,
-    AllowancesSurrendered,
-    AllowancesTransferred,
-    CashDeposited,
-    CashWithdrawn,
-    HoldingsUnlocked,
-    TradeExecuted,
-    TradeSettled,
-    TradingDayEnded,
-)
+from exchange.events import (AllowancesIssued, AllowancesSurrendered, AllowancesTransferred,
+                             CashDeposited, CashWithdrawn, HoldingsUnlocked, TradeExecuted,
+                             TradeSettled, TradingDayEnded)
 
 MARKET = default_market()
 SYMBOLS = ("CEA25", "CEA24")
@@ -87,44 +67,28 @@ class Ledgers(RuleBasedStateMachine):
     def step(self, data) -> None:
         """One command, mostly orders: hypothesis picks rules evenly, so weight here."""
         action = data.draw(
-            st.sampled_from(
-                ("place",) * 10
-                + ("cancel_or_amend",) * 4
-                + ("deposit", "withdraw", "issue", "move", "account_status", "eod")
-            )
-        )
+            st.sampled_from(("place", ) * 10 + ("cancel_or_amend", ) * 4 +
+                            ("deposit", "withdraw", "issue", "move", "account_status", "eod")))
         if action == "eod":
             self.end_of_day()
         elif action in ("place", "cancel_or_amend"):
             getattr(self, action)(data)
         elif action == "deposit":
-            self.deposit(
-                data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.integers(-100, 3_000_000))
-            )
+            self.deposit(data.draw(st.sampled_from(ACCOUNTS)),
+                         data.draw(st.integers(-100, 3_000_000)))
         elif action == "withdraw":
-            self.withdraw(
-                data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.integers(1, 2_000_000))
-            )
+            self.withdraw(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.integers(1,
+                                                                                      2_000_000)))
         elif action == "issue":
-            self.issue(
-                data.draw(st.sampled_from(ACCOUNTS)),
-                data.draw(st.sampled_from(SYMBOLS)),
-                data.draw(st.integers(1, 400)),
-            )
+            self.issue(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.sampled_from(SYMBOLS)),
+                       data.draw(st.integers(1, 400)))
         elif action == "move":
-            self.move(
-                data.draw(st.sampled_from(ACCOUNTS)),
-                data.draw(st.sampled_from(ACCOUNTS)),
-                data.draw(st.sampled_from(SYMBOLS)),
-                data.draw(st.integers(1, 200)),
-                data.draw(st.booleans()),
-            )
+            self.move(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.sampled_from(ACCOUNTS)),
+                      data.draw(st.sampled_from(SYMBOLS)), data.draw(st.integers(1, 200)),
+                      data.draw(st.booleans()))
         else:
-            self.account_status(
-                data.draw(st.sampled_from(ACCOUNTS)),
-                data.draw(st.booleans()),
-                data.draw(st.booleans()),
-            )
+            self.account_status(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.booleans()),
+                                data.draw(st.booleans()))
 
     # --- driving ---------------------------------------------------------------------------
     def run(self, cmd) -> list:
@@ -160,21 +124,14 @@ class Ledgers(RuleBasedStateMachine):
                 trades[e.trade_id] = e
             elif kind is TradeSettled:
                 trade = trades.pop(e.trade_id)
-                assert (e.buy_account, e.sell_account, e.qty, e.instrument) == (
-                    trade.buy_account,
-                    trade.sell_account,
-                    trade.qty,
-                    trade.instrument,
-                )
+                assert (e.buy_account, e.sell_account, e.qty,
+                        e.instrument) == (trade.buy_account, trade.sell_account, trade.qty,
+                                          trade.instrument)
                 cash = trade.price * trade.qty  # tick 0.01 CNY = 1 fen a tonne
-                buyer_rate, seller_rate = (
-                    (TAKER, MAKER) if trade.aggressor == "buy" else (MAKER, TAKER)
-                )
-                assert (e.cash, e.buy_fee, e.sell_fee) == (
-                    cash,
-                    cash * buyer_rate // 10**6,
-                    cash * seller_rate // 10**6,
-                )
+                buyer_rate, seller_rate = ((TAKER, MAKER) if trade.aggressor == "buy" else
+                                           (MAKER, TAKER))
+                assert (e.cash, e.buy_fee, e.sell_fee) == (cash, cash * buyer_rate // 10**6,
+                                                           cash * seller_rate // 10**6)
                 self.totals[(e.buy_account, "CNY")] -= cash + e.buy_fee
                 self.totals[(e.sell_account, "CNY")] += cash - e.sell_fee
                 self.totals[("@exchange", "CNY")] += e.buy_fee + e.sell_fee
@@ -191,10 +148,8 @@ class Ledgers(RuleBasedStateMachine):
     # --- rules -----------------------------------------------------------------------------
     def deposit(self, account, fen) -> None:
         self.run(
-            Deposit(
-                account=account, currency="CNY", amount=price_text(fen) if fen >= 0 else "-1.00"
-            )
-        )
+            Deposit(account=account, currency="CNY",
+                    amount=price_text(fen) if fen >= 0 else "-1.00"))
 
     def withdraw(self, account, fen) -> None:
         self.run(Withdraw(account=account, currency="CNY", amount=price_text(fen)))
@@ -213,7 +168,7 @@ class Ledgers(RuleBasedStateMachine):
         self.next_id += 1
         order_id = f"o{self.next_id}"
         account = draw(st.sampled_from(ACCOUNTS))
-        kind = draw(st.sampled_from(("limit",) * 6 + ("market", "stop", "stop_limit")))
+        kind = draw(st.sampled_from(("limit", ) * 6 + ("market", "stop", "stop_limit")))
         tif = draw(st.sampled_from(("gtc", "gtc", "day", "ioc", "fok")))
         qty = draw(st.integers(1, 150))
         price = stop = None
@@ -226,22 +181,12 @@ class Ledgers(RuleBasedStateMachine):
             display = draw(st.integers(1, qty))
         events = self.run(
             PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument=draw(st.sampled_from(SYMBOLS)),
-                side=draw(st.sampled_from(("buy", "sell"))),
-                type=kind,
-                tif=tif,
-                price=price,
-                qty=qty,
-                stop_price=stop,
-                display_qty=display,
-                post_only=kind == "limit" and tif == "gtc" and draw(st.integers(0, 8)) == 0,
-                stp=draw(
-                    st.sampled_from(("cancel_resting", "cancel_aggressor", "cancel_both", "none"))
-                ),
-            )
-        )
+                order_id=order_id, account=account, instrument=draw(st.sampled_from(SYMBOLS)),
+                side=draw(st.sampled_from(("buy", "sell"))), type=kind, tif=tif, price=price,
+                qty=qty, stop_price=stop, display_qty=display, post_only=kind == "limit"
+                and tif == "gtc" and draw(st.integers(0, 8)) == 0, stp=draw(
+                    st.sampled_from(
+                        ("cancel_resting", "cancel_aggressor", "cancel_both", "none")))))
         if type(events[0]).__name__ == "OrderAccepted":
             self.ids.append((order_id, account))
 
@@ -295,11 +240,8 @@ class Ledgers(RuleBasedStateMachine):
         for spec in self.fast._specs.values():
             if spec.stops:
                 for _, _, order in list(spec.stops.buys) + list(spec.stops.sells):
-                    price = (
-                        order.price
-                        if order.kind == STOP_LIMIT
-                        else (ledger.hold_price(order.order_id) if order.is_buy else 0)
-                    )
+                    price = (order.price if order.kind == STOP_LIMIT else
+                             (ledger.hold_price(order.order_id) if order.is_buy else 0))
                     assert order.kind in (STOP, STOP_LIMIT)
                     need[self._need_key(order)] += self._need(order, price)
         held = {(account, asset): h for account, asset, _, h, _ in ledger.holdings() if h}
@@ -318,18 +260,13 @@ class Ledgers(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if hasattr(self, "fast"):
-            assert (
-                self.fast.rejected + self.fast.accepted == self.naive.accepted + self.naive.rejected
-            )
+            assert (self.fast.rejected + self.fast.accepted == self.naive.accepted +
+                    self.naive.rejected)
 
 
 # About 15 s here; the trade count is checked below so a dull stream cannot pass unseen.
-Ledgers.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+Ledgers.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
 TestLedgers = Ledgers.TestCase
 
 
@@ -340,19 +277,11 @@ def test_the_state_machine_reaches_trades_and_holds() -> None:
     machine.deposit("d", 2_000_000)
     machine.issue("d", "CEA25", 300)
     engine = machine.fast
-    for n, (account, side, ticks) in enumerate(
-        [("a", "sell", 6000), ("b", "buy", 6001), ("c", "buy", 5999), ("d", "sell", 5999)]
-    ):
+    for n, (account, side, ticks) in enumerate([("a", "sell", 6000), ("b", "buy", 6001),
+                                                ("c", "buy", 5999), ("d", "sell", 5999)]):
         machine.run(
-            PlaceOrder(
-                order_id=f"x{n}",
-                account=account,
-                instrument="CEA25",
-                side=side,
-                price=price_text(ticks),
-                qty=100,
-            )
-        )
+            PlaceOrder(order_id=f"x{n}", account=account, instrument="CEA25", side=side,
+                       price=price_text(ticks), qty=100))
         machine.conserved_and_explained()
         machine.holds_are_what_open_orders_need()
     assert machine.trades == 2

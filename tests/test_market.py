@@ -21,7 +21,6 @@ SPOT = ("CEA19-20", "CEA21", "CEA22", "CEA23", "CEA24", "CEA25", "CCER")
 FUTURES = ("CEA-DEC26", "CEA-DEC27")
 OPTIONS = ("CEA-DEC26-C85", "CEA-DEC26-P75")
 
-
 # --- the default market (numbers from shared/DOMAIN.md) -----------------------------------
 
 
@@ -32,9 +31,8 @@ def test_default_market_instruments():
     again = load_market(None)
     assert list(again.instruments) == list(market.instruments)
     # Scale has no __eq__, so compare the instruments by their repr.
-    assert [repr(i) for i in again.instruments.values()] == [
-        repr(i) for i in market.instruments.values()
-    ]
+    assert [repr(i)
+            for i in again.instruments.values()] == [repr(i) for i in market.instruments.values()]
 
 
 @pytest.mark.parametrize("symbol", SPOT)
@@ -54,10 +52,8 @@ def test_default_spot_rules(symbol):
     assert inst.contract_size == 1 and inst.unit == "t"
 
 
-@pytest.mark.parametrize(
-    "symbol,vintage",
-    [("CEA21", 2021), ("CEA22", 2022), ("CEA23", 2023), ("CEA24", 2024), ("CEA25", 2025)],
-)
+@pytest.mark.parametrize("symbol,vintage", [("CEA21", 2021), ("CEA22", 2022), ("CEA23", 2023),
+                                            ("CEA24", 2024), ("CEA25", 2025)])
 def test_default_vintages(symbol, vintage):
     assert default_market()[symbol].vintage == vintage
 
@@ -84,18 +80,13 @@ def test_default_futures_rules(symbol, month):
     assert inst.delivery_day == calendar.Calendar().add_business_days(last, 3)
 
 
-@pytest.mark.parametrize(
-    "symbol,kind,strike", [("CEA-DEC26-C85", "call", 8500), ("CEA-DEC26-P75", "put", 7500)]
-)
+@pytest.mark.parametrize("symbol,kind,strike", [("CEA-DEC26-C85", "call", 8500),
+                                                ("CEA-DEC26-P75", "put", 7500)])
 def test_default_options_on_the_december_future(symbol, kind, strike):
     inst = default_market()[symbol]
     future = default_market()["CEA-DEC26"]
-    assert (inst.kind, inst.option_type, inst.strike, inst.underlying) == (
-        "option",
-        kind,
-        strike,
-        "CEA-DEC26",
-    )
+    assert (inst.kind, inst.option_type, inst.strike, inst.underlying) == ("option", kind, strike,
+                                                                           "CEA-DEC26")
     assert inst.tick_value == future.tick_value and inst.contract_size == 1000
     # three business days before the future's last trading day (Monday 2026-12-28)
     assert calendar.format_date(inst.last_trading_day) == "2026-12-23"
@@ -116,8 +107,8 @@ def test_a_holiday_on_the_last_monday_moves_expiry_and_delivery():
 
 def test_the_closing_window_is_read_in_local_time():
     clearing = parse_market(
-        _CLEARED + '[clearing]\nsettlement_window = "14:45-15:00"\nutc_offset = "+08:00"\n'
-    ).clearing
+        _CLEARED +
+        '[clearing]\nsettlement_window = "14:45-15:00"\nutc_offset = "+08:00"\n').clearing
 
     def at(h, m):
         return (h * 3600 + m * 60) * 10**9
@@ -131,45 +122,24 @@ _CLEARED = futures_market(maintenance=None)
 
 @pytest.mark.parametrize(
     "extra,words",
-    [
-        ('maintenance_margin = "9000.00"\n', "above the initial margin"),
-        ('initial_margin = "8000.001"\n', None),
-        ('[clearing]\nholidays = ["2026-02-30"]\n', "holidays"),
-        ('[clearing]\nsettlement_window = "15:00-14:45"\n', "ends before it starts"),
-        ('[clearing]\nsettlement_window = "9am"\n', "HH:MM"),
-        ('[clearing]\nutc_offset = "+8"\n', "HH:MM"),
-        ("[clearing]\nsurprise = 1\n", "unknown key"),
-        ('[instruments.K]\ntick = "0.01"\nregistered = "2024-03-01"\n', "for offsets"),
-        (
-            '[instruments.K]\ntick = "0.01"\noffset = true\nregistered = "2024-13-01"\n',
-            "registered",
-        ),
-        ('[instruments.K]\ntick = "0.01"\noffset = true\nin_scheme = "yes"\n', "in_scheme"),
-        (
-            '[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
-            'underlying = "F"\nstrike = "85.005"\noption_type = "call"\n',
-            "strike",
-        ),
-        (
-            '[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
-            'underlying = "F"\nstrike = "85.00"\noption_type = "straddle"\n',
-            "call or put",
-        ),
-        (
-            '[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 10\n'
-            'underlying = "F"\nstrike = "85.00"\noption_type = "call"\n',
-            "contract size",
-        ),
-    ],
-)
+    [('maintenance_margin = "9000.00"\n', "above the initial margin"),
+     ('initial_margin = "8000.001"\n', None),
+     ('[clearing]\nholidays = ["2026-02-30"]\n', "holidays"),
+     ('[clearing]\nsettlement_window = "15:00-14:45"\n', "ends before it starts"),
+     ('[clearing]\nsettlement_window = "9am"\n', "HH:MM"),
+     ('[clearing]\nutc_offset = "+8"\n', "HH:MM"), ("[clearing]\nsurprise = 1\n", "unknown key"),
+     ('[instruments.K]\ntick = "0.01"\nregistered = "2024-03-01"\n', "for offsets"),
+     ('[instruments.K]\ntick = "0.01"\noffset = true\nregistered = "2024-13-01"\n', "registered"),
+     ('[instruments.K]\ntick = "0.01"\noffset = true\nin_scheme = "yes"\n', "in_scheme"),
+     ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
+      'underlying = "F"\nstrike = "85.005"\noption_type = "call"\n', "strike"),
+     ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 1000\n'
+      'underlying = "F"\nstrike = "85.00"\noption_type = "straddle"\n', "call or put"),
+     ('[instruments.O]\nkind = "option"\ntick = "0.01"\ncontract_size = 10\n'
+      'underlying = "F"\nstrike = "85.00"\noption_type = "call"\n', "contract size")])
 def test_bad_clearing_terms_are_refused(extra, words):
-    text = (
-        _CLEARED + extra
-        if extra.startswith("[")
-        else _CLEARED.replace(
-            'initial_margin = "8000.00"\n', 'initial_margin = "8000.00"\n' + extra
-        )
-    )
+    text = (_CLEARED + extra if extra.startswith("[") else _CLEARED.replace(
+        'initial_margin = "8000.00"\n', 'initial_margin = "8000.00"\n' + extra))
     if extra.startswith("initial_margin"):
         text = _CLEARED.replace('initial_margin = "8000.00"\n', extra)
     with pytest.raises(MarketConfigError) as caught:
@@ -199,8 +169,7 @@ def _instrument(band: str) -> Instrument:
         ("0.001", 999, (999, 999)),  # 998.001 -> 999, 999.999 -> 999
         ("0.125", 8, (7, 9)),
         ("0.3333333333333333333333333333", 3, (3, 3)),  # 2.00..01 -> 3, 3.99..99 -> 3
-    ],
-)
+    ])
 def test_price_band_rounding(band, reference, expected):
     inst = _instrument(band)
     b = Fraction(Decimal(band))
@@ -211,10 +180,8 @@ def test_price_band_rounding(band, reference, expected):
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    reference=st.integers(min_value=1, max_value=10**12),
-    band=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("0.9999"), places=4),
-)
+@given(reference=st.integers(min_value=1, max_value=10**12),
+       band=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("0.9999"), places=4))
 def test_price_band_never_widens(reference, band):
     inst = _instrument(str(band))
     low, high = inst.price_band(reference)
@@ -239,10 +206,8 @@ def market(body: str):
 
 
 def test_toml_floats_are_exact():
-    m = market(
-        "[instruments.X]\ntick = 0.01\nband = 0.1\nreference_price = 60.01\n"
-        "[instruments.Y]\ntick = 0.05\nband = 0.3\nreference_price = 0.15\n"
-    )
+    m = market("[instruments.X]\ntick = 0.01\nband = 0.1\nreference_price = 60.01\n"
+               "[instruments.Y]\ntick = 0.05\nband = 0.3\nreference_price = 0.15\n")
     x, y = m["X"], m["Y"]
     assert x.band == Decimal("0.1") and (x.band_num, x.band_den) == (1, 10)
     assert x.tick.value == Decimal("0.01")
@@ -254,12 +219,10 @@ def test_toml_floats_are_exact():
 
 
 def test_toml_strings_ints_and_defaults():
-    m = market(
-        '[defaults]\ncurrency = "EUR"\n'
-        '[instruments.A]\ntick = "0.25"\nqty_step = 5\nmax_qty = 100\n'
-        '[instruments.B]\nkind = "future"\ntick = 1\ncurrency = "CNY"\n'
-        'contract_size = 1000\nunderlying = "A"\n'
-    )
+    m = market('[defaults]\ncurrency = "EUR"\n'
+               '[instruments.A]\ntick = "0.25"\nqty_step = 5\nmax_qty = 100\n'
+               '[instruments.B]\nkind = "future"\ntick = 1\ncurrency = "CNY"\n'
+               'contract_size = 1000\nunderlying = "A"\n')
     a, b = m["A"], m["B"]
     assert a.currency == "EUR" and b.currency == "CNY"
     assert a.tick.to_units("60.25") == 241 and a.tick.to_units("60.10") is None
@@ -288,16 +251,12 @@ def test_load_market_from_file(tmp_path):
         ('[instruments.X]\ntick = "abc"\n', ["'X'", "tick"]),
         ("[instruments.X]\ntick = true\n", ["'X'", "tick"]),
         ('[instruments.X]\nkind = "spot"\n', ["'X'", "tick"]),
-        (
-            '[instruments.X]\ntick = "0.01"\nmin_qty = 10\nmax_qty = 5\n',
-            ["'X'", "min_qty", "max_qty", "10", "5"],
-        ),
+        ('[instruments.X]\ntick = "0.01"\nmin_qty = 10\nmax_qty = 5\n',
+         ["'X'", "min_qty", "max_qty", "10", "5"]),
         ('[instruments.X]\ntick = "0.01"\nqty_step = 0\n', ["'X'", "qty_step"]),
         ('[instruments.X]\ntick = "0.01"\nqty_step = 3\nmax_qty = 10\n', ["'X'", "qty_step"]),
-        (
-            '[instruments.X]\ntick = "0.01"\nreference_price = "60.001"\n',
-            ["'X'", "reference_price", "60.001", "0.01"],
-        ),
+        ('[instruments.X]\ntick = "0.01"\nreference_price = "60.001"\n',
+         ["'X'", "reference_price", "60.001", "0.01"]),
         ('[instruments.X]\ntick = "0.05"\nreference_price = 60.01\n', ["'X'", "reference_price"]),
         ('[instruments.X]\ntick = "0.01"\nreference_price = 0\n', ["'X'", "reference_price"]),
         ('[instruments.X]\ntick = "0.01"\nband = 0\n', ["'X'", "band"]),
@@ -306,19 +265,16 @@ def test_load_market_from_file(tmp_path):
         ('[instruments.X]\ntick = "0.01"\nband = -0.1\n', ["'X'", "band"]),
         ('[instruments.X]\ntick = "0.01"\nband = "10%"\n', ["'X'", "band"]),
         ('[instruments.X]\ntick = "0.01"\nkind = "swap"\n', ["'X'", "kind", "swap"]),
-        (
-            '[instruments.F]\nkind = "future"\ntick = "0.01"\nunderlying = "NOPE"\n',
-            ["'F'", "underlying", "NOPE"],
-        ),
+        ('[instruments.F]\nkind = "future"\ntick = "0.01"\nunderlying = "NOPE"\n',
+         ["'F'", "underlying", "NOPE"]),
         ('[instruments.X\ntick = "0.01"\n', ["TOML"]),
         ("tick = 0.01\n", ["tick"]),  # an unknown top-level section/key
         ('[defaults]\ncurrency = "CNY"\n', ["instruments"]),
         ("[instruments]\n", ["instruments"]),
         ("[instruments]\nX = 5\n", ["'X'"]),
         ('[instruments.X]\ntick = "0.01"\ncurrency = ""\n', ["'X'", "currency"]),
-        ('[instruments.X]\ntick = "0.01"\nvintage = 20\n', ["'X'", "vintage"]),
-    ],
-)
+        ('[instruments.X]\ntick = "0.01"\nvintage = 20\n', ["'X'", "vintage"])
+    ])
 def test_market_config_errors(body, fragments):
     with pytest.raises(MarketConfigError) as info:
         market(body)
@@ -351,34 +307,16 @@ def test_market_config_error_is_value_error():
 # --- exchange.units.Scale -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "tick,text,units",
-    [
-        ("0.01", "60.01", 6001),
-        ("0.01", "60.1", 6010),
-        ("0.01", "60", 6000),
-        ("0.01", "60.000", 6000),
-        ("0.01", "0.01", 1),
-        ("0.01", "-0.01", -1),
-        ("0.01", "0", 0),
-        ("0.01", "-0", 0),
-        ("0.01", "6.001e1", 6001),
-        ("0.01", "1E+2", 10000),
-        ("0.01", "0.0100", 1),
-        ("0.01", "+5.5", 550),
-        ("0.01", "00060.10", 6010),
-        ("0.01", "123456789012345678.91", 12345678901234567891),
-        ("0.05", "60.05", 1201),
-        ("0.05", "0.15", 3),
-        ("0.25", "1.75", 7),
-        ("1", "42", 42),
-        ("5", "15", 3),
-        ("2.5", "7.5", 3),
-        ("1E+1", "100", 10),
-        ("0.001", "1.234", 1234),
-        ("0.1", "0.3", 3),
-    ],
-)
+@pytest.mark.parametrize("tick,text,units",
+                         [("0.01", "60.01", 6001), ("0.01", "60.1", 6010), ("0.01", "60", 6000),
+                          ("0.01", "60.000", 6000), ("0.01", "0.01", 1), ("0.01", "-0.01", -1),
+                          ("0.01", "0", 0), ("0.01", "-0", 0), ("0.01", "6.001e1", 6001),
+                          ("0.01", "1E+2", 10000), ("0.01", "0.0100", 1), ("0.01", "+5.5", 550),
+                          ("0.01", "00060.10", 6010),
+                          ("0.01", "123456789012345678.91", 12345678901234567891),
+                          ("0.05", "60.05", 1201), ("0.05", "0.15", 3), ("0.25", "1.75", 7),
+                          ("1", "42", 42), ("5", "15", 3), ("2.5", "7.5", 3), ("1E+1", "100", 10),
+                          ("0.001", "1.234", 1234), ("0.1", "0.3", 3)])
 def test_to_units_exact(tick, text, units):
     scale = Scale(tick)
     assert scale.to_units(text) == units
@@ -386,29 +324,17 @@ def test_to_units_exact(tick, text, units):
     assert scale.units_of(Decimal(text)) == units
 
 
-@pytest.mark.parametrize(
-    "tick,text",
-    [
-        ("0.01", "60.001"),
-        ("0.01", "0.005"),
-        ("0.01", "60.0099999999999999999999999"),
-        ("0.01", "1e-3"),
-        ("0.05", "60.03"),
-        ("0.05", "60.01"),
-        ("5", "7"),
-        ("1", "0.5"),
-        ("0.25", "0.1"),
-        ("2.5", "5.1"),
-    ],
-)
+@pytest.mark.parametrize("tick,text", [("0.01", "60.001"), ("0.01", "0.005"),
+                                       ("0.01", "60.0099999999999999999999999"), ("0.01", "1e-3"),
+                                       ("0.05", "60.03"), ("0.05", "60.01"), ("5", "7"),
+                                       ("1", "0.5"), ("0.25", "0.1"), ("2.5", "5.1")])
 def test_to_units_off_unit_is_none_never_rounded(tick, text):
     assert Scale(tick).to_units(text) is None
     assert Scale(tick).units_of(Decimal(text)) is None
 
 
 @pytest.mark.parametrize(
-    "text", ["abc", "", "nan", "NaN", "inf", "-Infinity", "1,5", "60.0.0", "0x10", "1e"]
-)
+    "text", ["abc", "", "nan", "NaN", "inf", "-Infinity", "1,5", "60.0.0", "0x10", "1e"])
 def test_to_units_not_a_number_raises(text):
     with pytest.raises(ValueError):
         Scale("0.01").to_units(text)
@@ -428,28 +354,17 @@ def test_scale_must_be_positive_number(text):
         Scale(text)
 
 
-@pytest.mark.parametrize(
-    "tick,units,text",
-    [
-        ("0.01", 6001, "60.01"),
-        ("0.01", 1, "0.01"),
-        ("0.01", -1, "-0.01"),
-        ("0.01", 0, "0.00"),
-        ("0.01", -6001, "-60.01"),
-        ("0.05", 1201, "60.05"),
-        ("1", 42, "42"),
-        ("5", 3, "15"),
-        ("2.5", 3, "7.5"),
-        ("0.001", 5, "0.005"),
-    ],
-)
+@pytest.mark.parametrize("tick,units,text", [("0.01", 6001, "60.01"), ("0.01", 1, "0.01"),
+                                             ("0.01", -1, "-0.01"), ("0.01", 0, "0.00"),
+                                             ("0.01", -6001, "-60.01"), ("0.05", 1201, "60.05"),
+                                             ("1", 42, "42"), ("5", 3, "15"), ("2.5", 3, "7.5"),
+                                             ("0.001", 5, "0.005")])
 def test_format(tick, units, text):
     assert Scale(tick).format(units) == text
 
 
 _ticks = st.sampled_from(
-    ["0.01", "0.05", "0.25", "1", "5", "2.5", "0.001", "0.0001", "10", "0.5", "1E+1", "0.10"]
-)
+    ["0.01", "0.05", "0.25", "1", "5", "2.5", "0.001", "0.0001", "10", "0.5", "1E+1", "0.10"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -463,11 +378,8 @@ def test_format_round_trips(n, tick):
 
 @settings(max_examples=400, deadline=None)
 @given(
-    value=st.decimals(
-        min_value=-(10**9), max_value=10**9, places=6, allow_nan=False, allow_infinity=False
-    ),
-    tick=_ticks,
-)
+    value=st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False,
+                      allow_infinity=False), tick=_ticks)
 def test_to_units_exact_or_none(value, tick):
     """to_units(d) is n with n * tick == d exactly, or None when d is not on the tick."""
     quotient = Fraction(value) / Fraction(Decimal(tick))
@@ -478,28 +390,18 @@ def test_to_units_exact_or_none(value, tick):
         assert got is None
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "1e999999999",
-        "1e-999999999",
-        "-1e999999999",
-        "1e1000000",
-        "0e999999999",
-        "9" * 40,
-        "0." + "0" * 40 + "1",
-    ],
-)
+@pytest.mark.parametrize("text", [
+    "1e999999999", "1e-999999999", "-1e999999999", "1e1000000", "0e999999999", "9" * 40,
+    "0." + "0" * 40 + "1"
+])
 def test_huge_exponents_raise_quickly(text):
     """Out-of-range values raise ValueError at once (checked in a subprocess with a timeout)."""
-    code = (
-        "import sys\nfrom decimal import Decimal\nfrom exchange.units import Scale\n"
-        f"t = {text!r}\n"
-        "for call in (lambda: Scale('0.01').to_units(t), "
-        "lambda: Scale('0.01').units_of(Decimal(t))):\n"
-        "    try:\n        call()\n    except ValueError:\n        pass\n"
-        "    else:\n        sys.exit('no ValueError')\n"
-    )
+    code = ("import sys\nfrom decimal import Decimal\nfrom exchange.units import Scale\n"
+            f"t = {text!r}\n"
+            "for call in (lambda: Scale('0.01').to_units(t), "
+            "lambda: Scale('0.01').units_of(Decimal(t))):\n"
+            "    try:\n        call()\n    except ValueError:\n        pass\n"
+            "    else:\n        sys.exit('no ValueError')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
 
@@ -513,52 +415,41 @@ def test_scale_huge_exponent_raises_value_error(tick):
 def test_a_series_lists_its_contracts_by_month():
     text = futures_market().split("[instruments.F]")[0] + (
         '[series.Q]\nseries = "quarterly"\nstart = "2026-11"\ncount = 3\ntick = "0.01"\n'
-        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n'
-    )
+        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n')
     market = parse_market(text)
     quarterly = {s: i for s, i in market.instruments.items() if s.startswith("Q-")}
-    assert {s: i.contract_month for s, i in quarterly.items()} == {
+    assert {
+        s: i.contract_month
+        for s, i in quarterly.items()
+    } == {
         "Q-DEC26": "2026-12",
         "Q-MAR27": "2027-03",
-        "Q-JUN27": "2027-06",
+        "Q-JUN27": "2027-06"
     }
-    assert [calendar.format_date(i.last_trading_day) for i in quarterly.values()] == [
-        "2026-12-28",
-        "2027-03-29",
-        "2027-06-28",
-    ]  # last Mondays
+    assert [calendar.format_date(i.last_trading_day)
+            for i in quarterly.values()] == ["2026-12-28", "2027-03-29",
+                                             "2027-06-28"]  # last Mondays
     monthly = parse_market(text.replace('"quarterly"', '"monthly"'))
-    assert [s for s in monthly.instruments if s.startswith("Q-")] == [
-        "Q-NOV26",
-        "Q-DEC26",
-        "Q-JAN27",
-    ]
+    assert [s for s in monthly.instruments
+            if s.startswith("Q-")] == ["Q-NOV26", "Q-DEC26", "Q-JAN27"]
 
 
 @pytest.mark.parametrize(
-    "change,words",
-    [
-        (("count = 3", "count = 0"), "count"),
-        (('"quarterly"', '"weekly"'), "weekly"),
-        (('start = "2026-11"', 'start = "Nov 2026"'), "Nov 2026"),
-        (("count = 3", 'count = 3\ncontract_month = "2027-01"'), "come from series"),
-    ],
-)
+    "change,words", [(("count = 3", "count = 0"), "count"), (('"quarterly"', '"weekly"'), "weekly"),
+                     (('start = "2026-11"', 'start = "Nov 2026"'), "Nov 2026"),
+                     (("count = 3", 'count = 3\ncontract_month = "2027-01"'), "come from series")])
 def test_bad_series_are_refused(change, words):
     text = futures_market().split("[instruments.F]")[0] + (
         '[series.Q]\nseries = "quarterly"\nstart = "2026-11"\ncount = 3\ntick = "0.01"\n'
-        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n'
-    )
+        'contract_size = 1000\nunderlying = "CEA25"\ninitial_margin = "8000.00"\n')
     with pytest.raises(MarketConfigError, match=words):
         parse_market(text.replace(*change))
 
 
 def test_a_series_contract_may_not_repeat_a_listed_one():
-    text = futures_market() + (
-        '[series.F]\nseries = "december"\nstart = "2026-12"\n'
-        'count = 1\ntick = "0.01"\ncontract_size = 1000\n'
-        'underlying = "CEA25"\ninitial_margin = "8000.00"\n'
-        '[instruments.F-DEC26]\ntick = "0.01"\n'
-    )
+    text = futures_market() + ('[series.F]\nseries = "december"\nstart = "2026-12"\n'
+                               'count = 1\ntick = "0.01"\ncontract_size = 1000\n'
+                               'underlying = "CEA25"\ninitial_margin = "8000.00"\n'
+                               '[instruments.F-DEC26]\ntick = "0.01"\n')
     with pytest.raises(MarketConfigError, match="listed twice"):
         parse_market(text)

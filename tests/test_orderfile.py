@@ -14,33 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange import orderfile
-from exchange.commands import (
-    AmendOrder,
-    CancelOrder,
-    Deposit,
-    EndOfDay,
-    IssueAllowances,
-    MassCancel,
-    PlaceOrder,
-    SurrenderAllowances,
-    Withdraw,
-)
-from exchange.orderfile import (
-    FIELDS,
-    OrderFileError,
-    Row,
-    RowError,
-    RowReader,
-    _as_text,
-    _Reader,
-    _row_values,
-    parse_order_text,
-    read_order_file,
-)
+from exchange.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
+                               MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
+from exchange.orderfile import (FIELDS, OrderFileError, Row, RowError, RowReader, _as_text, _Reader,
+                                _row_values, parse_order_text, read_order_file)
 
 STP = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
 HEADER = b"action,order_id,account,instrument,side,type,tif,price,qty\n"
-
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -79,146 +59,34 @@ def row(action, **values) -> dict:
 # with and without ts; deposit/withdraw/issue/surrender; mass_cancel.
 EVERYTHING = [
     row("new", order_id="n1", account="a", instrument="CEA25", side="buy", price="60.00", qty="10"),
-    row(
-        "new",
-        order_id="n2",
-        account="a",
-        instrument="CEA25",
-        side="sell",
-        type="limit",
-        tif="gtc",
-        price="60.01",
-        qty="5",
-        stp="none",
-        ts="1000",
-    ),
-    row(
-        "new",
-        order_id="n3",
-        account="b",
-        instrument="CEA25",
-        side="buy",
-        type="market",
-        tif="ioc",
-        qty="7",
-    ),
-    row(
-        "new",
-        order_id="n4",
-        account="b",
-        instrument="CEA25",
-        side="sell",
-        type="market",
-        tif="fok",
-        qty="7",
-        stp="cancel_aggressor",
-    ),
-    row(
-        "new",
-        order_id="n5",
-        account="b",
-        instrument="CEA25",
-        side="buy",
-        type="stop",
-        tif="gtc",
-        qty="3",
-        stop_price="61.00",
-    ),
-    row(
-        "new",
-        order_id="n6",
-        account="c",
-        instrument="CEA25",
-        side="sell",
-        type="stop_limit",
-        tif="day",
-        price="59.00",
-        qty="3",
-        stop_price="59.50",
-        stp="cancel_both",
-    ),
-    row(
-        "new",
-        order_id="n7",
-        account="c",
-        instrument="CEA25",
-        side="buy",
-        type="limit",
-        tif="gtd",
-        price="60.00",
-        qty="100",
-        expire_ts="5000",
-        ts="2000",
-    ),
-    row(
-        "new",
-        order_id="n8",
-        account="c",
-        instrument="CEA25",
-        side="buy",
-        price="60.00",
-        qty="100",
-        display_qty="10",
-        stp="cancel_resting",
-    ),
-    row(
-        "new",
-        order_id="n9",
-        account="c",
-        instrument="CEA25",
-        side="sell",
-        price="60.05",
-        qty="100",
-        post_only="true",
-    ),
-    row(
-        "new",
-        order_id="n10",
-        account="c",
-        instrument="CEA25",
-        side="sell",
-        price="60.05",
-        qty="100",
-        post_only="false",
-    ),
-    row(
-        "new",
-        order_id="n11",
-        account="c",
-        instrument="CEA25",
-        side="sell",
-        price="60.05",
-        qty="100",
-        post_only="TRUE",
-    ),
-    row(
-        "new",
-        order_id="n12",
-        account="d",
-        instrument="CEA-DEC26",
-        side="buy",
-        tif="day",
-        price="60",
-        qty="1",
-        ts="3000",
-    ),
-    row(
-        "new", order_id="n13", account="d", instrument="NOPE", side="buy", price="60.001", qty="0"
-    ),  # reads well; the engine rejects it
-    row(
-        "new", order_id="n14", account="d", instrument="CEA25", side="buy", price="-1", qty="-5"
-    ),  # reads well too
-    row(
-        "new",
-        order_id="n15",
-        account="d",
-        instrument="CEA25",
-        side="buy",
-        type="",
-        tif="",
-        price="6.001e1",
-        qty="1",
-    ),
+    row("new", order_id="n2", account="a", instrument="CEA25", side="sell", type="limit", tif="gtc",
+        price="60.01", qty="5", stp="none", ts="1000"),
+    row("new", order_id="n3", account="b", instrument="CEA25", side="buy", type="market", tif="ioc",
+        qty="7"),
+    row("new", order_id="n4", account="b", instrument="CEA25", side="sell", type="market",
+        tif="fok", qty="7", stp="cancel_aggressor"),
+    row("new", order_id="n5", account="b", instrument="CEA25", side="buy", type="stop", tif="gtc",
+        qty="3", stop_price="61.00"),
+    row("new", order_id="n6", account="c", instrument="CEA25", side="sell", type="stop_limit",
+        tif="day", price="59.00", qty="3", stop_price="59.50", stp="cancel_both"),
+    row("new", order_id="n7", account="c", instrument="CEA25", side="buy", type="limit", tif="gtd",
+        price="60.00", qty="100", expire_ts="5000", ts="2000"),
+    row("new", order_id="n8", account="c", instrument="CEA25", side="buy", price="60.00", qty="100",
+        display_qty="10", stp="cancel_resting"),
+    row("new", order_id="n9", account="c", instrument="CEA25", side="sell", price="60.05",
+        qty="100", post_only="true"),
+    row("new", order_id="n10", account="c", instrument="CEA25", side="sell", price="60.05",
+        qty="100", post_only="false"),
+    row("new", order_id="n11", account="c", instrument="CEA25", side="sell", price="60.05",
+        qty="100", post_only="TRUE"),
+    row("new", order_id="n12", account="d", instrument="CEA-DEC26", side="buy", tif="day",
+        price="60", qty="1", ts="3000"),
+    row("new", order_id="n13", account="d", instrument="NOPE", side="buy", price="60.001",
+        qty="0"),  # reads well; the engine rejects it
+    row("new", order_id="n14", account="d", instrument="CEA25", side="buy", price="-1",
+        qty="-5"),  # reads well too
+    row("new", order_id="n15", account="d", instrument="CEA25", side="buy", type="", tif="",
+        price="6.001e1", qty="1"),
     row("cancel", order_id="n1", account="a"),
     row("cancel", order_id="n2", account="a", instrument="CEA25"),
     row("cancel", order_id="n3", account="b", ts="4000"),
@@ -235,9 +103,8 @@ EVERYTHING = [
     row("issue", account="a", instrument="CEA25", qty="1000"),
     row("surrender", account="a", instrument="CEA25", qty="10", ts="6000"),
     row("mass_cancel", account="a"),
-    row("mass_cancel", account="a", instrument="CEA25", side="sell", ts="7000"),
+    row("mass_cancel", account="a", instrument="CEA25", side="sell", ts="7000")
 ]
-
 
 # --- fast path == precise path ------------------------------------------------------------
 
@@ -252,16 +119,8 @@ def test_fast_and_precise_paths_agree(default_stp):
 def test_commands_are_what_the_rows_say():
     commands = parse(csv_bytes(EVERYTHING))
     by_id = {c.order_id: c for c in commands if isinstance(c, PlaceOrder)}
-    assert by_id["n1"] == PlaceOrder(
-        order_id="n1",
-        account="a",
-        instrument="CEA25",
-        side="buy",
-        type="limit",
-        tif="gtc",
-        price="60.00",
-        qty=10,
-    )
+    assert by_id["n1"] == PlaceOrder(order_id="n1", account="a", instrument="CEA25", side="buy",
+                                     type="limit", tif="gtc", price="60.00", qty=10)
     assert by_id["n2"].stp == "none" and by_id["n2"].ts == 1000
     assert by_id["n3"].type == "market" and by_id["n3"].price is None
     assert by_id["n5"].stop_price == "61.00" and by_id["n5"].price is None
@@ -313,37 +172,12 @@ def test_ndjson_gives_the_same_commands_as_csv():
 def test_default_stp_only_where_stp_is_empty():
     rows = [
         row("new", order_id="a", account="x", instrument="CEA25", side="buy", price="60", qty="1"),
-        row(
-            "new",
-            order_id="b",
-            account="x",
-            instrument="CEA25",
-            side="buy",
-            price="60",
-            qty="1",
-            stp="cancel_both",
-        ),
-        row(
-            "new",
-            order_id="c",
-            account="x",
-            instrument="CEA25",
-            side="buy",
-            price="60",
-            qty="1",
-            display_qty="1",
-        ),
-        row(
-            "new",
-            order_id="d",
-            account="x",
-            instrument="CEA25",
-            side="buy",
-            price="60",
-            qty="1",
-            display_qty="1",
-            stp="none",
-        ),
+        row("new", order_id="b", account="x", instrument="CEA25", side="buy", price="60", qty="1",
+            stp="cancel_both"),
+        row("new", order_id="c", account="x", instrument="CEA25", side="buy", price="60", qty="1",
+            display_qty="1"),
+        row("new", order_id="d", account="x", instrument="CEA25", side="buy", price="60", qty="1",
+            display_qty="1", stp="none")
     ]
     for default in STP:
         got = [c.stp for c in parse(csv_bytes(rows), default_stp=default)]
@@ -354,29 +188,13 @@ def test_default_stp_only_where_stp_is_empty():
 
 
 def test_missing_columns_take_defaults():
-    data = (
-        b"action,order_id,account,instrument,side,price,qty\nnew,o1,a,CEA25,buy,60.00,5\n"
-        b"cancel,o1,a,,,,\n"
-    )
+    data = (b"action,order_id,account,instrument,side,price,qty\nnew,o1,a,CEA25,buy,60.00,5\n"
+            b"cancel,o1,a,,,,\n")
     new, cancel = parse(data)
-    assert new == PlaceOrder(
-        order_id="o1",
-        account="a",
-        instrument="CEA25",
-        side="buy",
-        type="limit",
-        tif="gtc",
-        price="60.00",
-        qty=5,
-    )
-    assert (new.stop_price, new.display_qty, new.post_only, new.stp, new.expire_ts, new.ts) == (
-        None,
-        None,
-        False,
-        None,
-        None,
-        None,
-    )
+    assert new == PlaceOrder(order_id="o1", account="a", instrument="CEA25", side="buy",
+                             type="limit", tif="gtc", price="60.00", qty=5)
+    assert (new.stop_price, new.display_qty, new.post_only, new.stp, new.expire_ts,
+            new.ts) == (None, None, False, None, None, None)
     assert cancel == CancelOrder(order_id="o1", account="a")
     # Column order does not matter.
     shuffled = b"qty,price,side,instrument,account,order_id,action\n5,60.00,buy,CEA25,a,o1,new\n"
@@ -417,11 +235,9 @@ def test_blank_lines_skipped_and_line_numbers_right():
 
 
 def test_line_numbers_after_quoted_multiline_field():
-    data = (
-        b"action,order_id,account,instrument,side,price,qty\n"
-        b'new,"o\n1",a,CEA25,buy,60.00,5\n'
-        b"new,o2,a,CEA25,buy,60.00,x\n"
-    )
+    data = (b"action,order_id,account,instrument,side,price,qty\n"
+            b'new,"o\n1",a,CEA25,buy,60.00,5\n'
+            b"new,o2,a,CEA25,buy,60.00,x\n")
     err = error_of(data)
     assert err.line == 4
 
@@ -443,31 +259,26 @@ def test_ndjson_line_numbers_count_blank_lines(monkeypatch, slice_bytes):
     assert err.line == 50 + sum(i % 3 for i in range(50)) + 1 and "'x'" in err.message
 
 
-@pytest.mark.parametrize(
-    "line,fragment",
-    [
-        ("new,o1,a,CEA25,buy,limit,gtc,abc,10", "abc"),
-        ("new,o1,a,CEA25,buy,limit,gtc,60,x1", "x1"),
-        ("new,o1,a,CEA25,buy,limit,gtc,60,1.5", "whole"),
-        ("new,o1,a,CEA25,buy,limit,gtc,60,", "qty"),
-        ("new,o1,a,CEA25,,limit,gtc,60,1", "side"),
-        ("new,o1,a,CEA25,BUY,limit,gtc,60,1", "BUY"),
-        ("new,o1,a,CEA25,buy,Limit,gtc,60,1", "Limit"),
-        ("new,o1,a,CEA25,buy,limit,GTC,60,1", "GTC"),
-        ("new,o1,a,CEA25,buy,limit,gtc,nan,1", "nan"),
-        ("new,o1,a,CEA25,buy,limit,gtc,inf,1", "inf"),
-        ("new,o1,a,CEA25,buy,limit,gtc,60.0.0,1", "60.0.0"),
-        ('new,o1,a,CEA25,buy,limit,gtc,"60,5",1', "60,5"),
-        ("amend,o1,a,CEA25,,,,abc,", "abc"),
-        ("amend,o1,a,CEA25,,,,,2.5", "2.5"),
-        ("deposit,,a,CNY,,,,,", "qty"),
-        ("deposit,,a,CNY,,,,,1e", "1e"),
-        ("issue,,a,CEA25,,,,,1.5", "1.5"),
-        ("mass_cancel,,a,CEA25,both,,,,", "both"),
-        (",o1,a,CEA25,buy,limit,gtc,60,1", "action"),
-        ("trade,o1,a,CEA25,buy,limit,gtc,60,1", "trade"),
-    ],
-)
+@pytest.mark.parametrize("line,fragment", [("new,o1,a,CEA25,buy,limit,gtc,abc,10", "abc"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,60,x1", "x1"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,60,1.5", "whole"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,60,", "qty"),
+                                           ("new,o1,a,CEA25,,limit,gtc,60,1", "side"),
+                                           ("new,o1,a,CEA25,BUY,limit,gtc,60,1", "BUY"),
+                                           ("new,o1,a,CEA25,buy,Limit,gtc,60,1", "Limit"),
+                                           ("new,o1,a,CEA25,buy,limit,GTC,60,1", "GTC"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,nan,1", "nan"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,inf,1", "inf"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,60.0.0,1", "60.0.0"),
+                                           ('new,o1,a,CEA25,buy,limit,gtc,"60,5",1', "60,5"),
+                                           ("amend,o1,a,CEA25,,,,abc,", "abc"),
+                                           ("amend,o1,a,CEA25,,,,,2.5", "2.5"),
+                                           ("deposit,,a,CNY,,,,,", "qty"),
+                                           ("deposit,,a,CNY,,,,,1e", "1e"),
+                                           ("issue,,a,CEA25,,,,,1.5", "1.5"),
+                                           ("mass_cancel,,a,CEA25,both,,,,", "both"),
+                                           (",o1,a,CEA25,buy,limit,gtc,60,1", "action"),
+                                           ("trade,o1,a,CEA25,buy,limit,gtc,60,1", "trade")])
 def test_unreadable_rows(line, fragment):
     header = "action,order_id,account,instrument,side,type,tif,price,qty\n"
     good = "new,g,a,CEA25,buy,limit,gtc,60,1\n"
@@ -517,10 +328,8 @@ def test_bytes_that_are_not_utf8_are_named_before_any_row_error():
 
 
 def test_rows_share_one_string_per_name():
-    commands = parse(
-        HEADER + b"new,o1,acc1,CEA25,buy,limit,,60.00,100\n"
-        b"new,o2,acc1,CEA25,sell,limit,,60.00,100\ncancel,o1,acc1,,,,,,\n"
-    )
+    commands = parse(HEADER + b"new,o1,acc1,CEA25,buy,limit,,60.00,100\n"
+                     b"new,o2,acc1,CEA25,sell,limit,,60.00,100\ncancel,o1,acc1,,,,,,\n")
     assert commands[0].account is commands[1].account is commands[2].account
     assert commands[0].instrument is commands[1].instrument
     assert [c.account for c in commands] == ["acc1"] * 3
@@ -540,9 +349,8 @@ def test_read_order_file_detects_format(tmp_path):
 
 def test_progress_callback_reports_all_rows():
     calls = []
-    commands = parse_order_text(
-        csv_bytes(EVERYTHING), "csv", progress=lambda done, total: calls.append((done, total))
-    )
+    commands = parse_order_text(csv_bytes(EVERYTHING), "csv",
+                                progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == len(commands)
 
 
@@ -550,86 +358,73 @@ def test_progress_callback_reports_all_rows():
 
 _ids = st.text(alphabet="abcXYZ0189-_.:/ ", min_size=1, max_size=8)
 _prices = st.one_of(
-    st.decimals(
-        min_value=-(10**6), max_value=10**6, places=3, allow_nan=False, allow_infinity=False
-    ).map(str),
-    st.sampled_from(["60", "60.00", "6.0e1", "0.01", "1E+2", "-0", "00060.10"]),
-)
+    st.decimals(min_value=-(10**6), max_value=10**6, places=3, allow_nan=False,
+                allow_infinity=False).map(str),
+    st.sampled_from(["60", "60.00", "6.0e1", "0.01", "1E+2", "-0", "00060.10"]))
 _ints = st.one_of(
-    st.integers(min_value=-(10**12), max_value=10**12).map(str), st.sampled_from(["0", "007", "-1"])
-)
-_opt = lambda s: st.one_of(st.just(""), st.just(""), s)  # noqa: E731  (mostly empty)
+    st.integers(min_value=-(10**12), max_value=10**12).map(str), st.sampled_from(["0", "007",
+                                                                                  "-1"]))
+_opt = lambda s: st.one_of(st.just(""), st.just(""), s)
 
-_new_rows = st.fixed_dictionaries(
-    {
-        "action": st.just("new"),
+_new_rows = st.fixed_dictionaries({
+    "action": st.just("new"),
+    "order_id": _ids,
+    "account": _ids,
+    "instrument": st.sampled_from(["CEA25", "CCER", "CEA-DEC26", "X"]),
+    "side": st.sampled_from(["buy", "sell"]),
+    "type": st.sampled_from(["", "limit", "market", "stop", "stop_limit"]),
+    "tif": st.sampled_from(["", "gtc", "day", "ioc", "fok", "gtd"]),
+    "price": _opt(_prices),
+    "qty": _ints,
+    "stop_price": _opt(_prices),
+    "display_qty": _opt(_ints),
+    "post_only": st.sampled_from(["", "", "", "true", "false", "True", "FALSE"]),
+    "stp": st.sampled_from(["", "", *STP]),
+    "expire_ts": _opt(_ints),
+    "ts": _opt(_ints)
+})
+_other_rows = st.one_of(
+    st.fixed_dictionaries({
+        "action": st.just("cancel"),
         "order_id": _ids,
         "account": _ids,
-        "instrument": st.sampled_from(["CEA25", "CCER", "CEA-DEC26", "X"]),
-        "side": st.sampled_from(["buy", "sell"]),
-        "type": st.sampled_from(["", "limit", "market", "stop", "stop_limit"]),
-        "tif": st.sampled_from(["", "gtc", "day", "ioc", "fok", "gtd"]),
-        "price": _opt(_prices),
-        "qty": _ints,
-        "stop_price": _opt(_prices),
-        "display_qty": _opt(_ints),
-        "post_only": st.sampled_from(["", "", "", "true", "false", "True", "FALSE"]),
-        "stp": st.sampled_from(["", "", *STP]),
-        "expire_ts": _opt(_ints),
+        "instrument": _opt(st.just("CEA25")),
         "ts": _opt(_ints),
-    }
-)
-_other_rows = st.one_of(
-    st.fixed_dictionaries(
-        {
-            "action": st.just("cancel"),
-            "order_id": _ids,
-            "account": _ids,
-            "instrument": _opt(st.just("CEA25")),
-            "ts": _opt(_ints),
-            "side": _opt(st.sampled_from(["buy", "sell"])),
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "action": st.just("amend"),
-            "order_id": _ids,
-            "account": _ids,
-            "instrument": _opt(st.just("CEA25")),
-            "price": _opt(_prices),
-            "qty": _opt(_ints),
-            "ts": _opt(_ints),
-        }
-    ),
-    st.fixed_dictionaries({"action": st.just("eod"), "ts": _opt(_ints)}),
-    st.fixed_dictionaries(
-        {
-            "action": st.sampled_from(["deposit", "withdraw"]),
-            "account": _ids,
-            "instrument": st.just("CNY"),
-            "qty": _prices,
-            "ts": _opt(_ints),
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "action": st.sampled_from(["issue", "surrender"]),
-            "account": _ids,
-            "instrument": st.just("CEA25"),
-            "qty": _ints,
-            "ts": _opt(_ints),
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "action": st.just("mass_cancel"),
-            "account": _ids,
-            "instrument": _opt(st.just("CEA25")),
-            "side": st.sampled_from(["", "buy", "sell"]),
-            "ts": _opt(_ints),
-        }
-    ),
-)
+        "side": _opt(st.sampled_from(["buy", "sell"]))
+    }),
+    st.fixed_dictionaries({
+        "action": st.just("amend"),
+        "order_id": _ids,
+        "account": _ids,
+        "instrument": _opt(st.just("CEA25")),
+        "price": _opt(_prices),
+        "qty": _opt(_ints),
+        "ts": _opt(_ints)
+    }), st.fixed_dictionaries({
+        "action": st.just("eod"),
+        "ts": _opt(_ints)
+    }),
+    st.fixed_dictionaries({
+        "action": st.sampled_from(["deposit", "withdraw"]),
+        "account": _ids,
+        "instrument": st.just("CNY"),
+        "qty": _prices,
+        "ts": _opt(_ints)
+    }),
+    st.fixed_dictionaries({
+        "action": st.sampled_from(["issue", "surrender"]),
+        "account": _ids,
+        "instrument": st.just("CEA25"),
+        "qty": _ints,
+        "ts": _opt(_ints)
+    }),
+    st.fixed_dictionaries({
+        "action": st.just("mass_cancel"),
+        "account": _ids,
+        "instrument": _opt(st.just("CEA25")),
+        "side": st.sampled_from(["", "buy", "sell"]),
+        "ts": _opt(_ints)
+    }))
 _rows = st.lists(st.one_of(_new_rows, _new_rows, _other_rows), min_size=1, max_size=25)
 
 
@@ -642,20 +437,12 @@ def test_property_fast_path_equals_precise_path(rows, default_stp, columns):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=_rows,
-    default_stp=st.sampled_from([None, *STP]),
-    columns=st.one_of(
+    rows=_rows, default_stp=st.sampled_from([None, *STP]), columns=st.one_of(
         st.just(list(FIELDS[:9])),
-        st.permutations(FIELDS[:9]).flatmap(
-            lambda c: st.integers(min_value=1, max_value=9).map(
-                lambda n: ["action", *[x for x in c if x != "action"]][:n]
-            )
-        ),
-    ),
-)
+        st.permutations(FIELDS[:9]).flatmap(lambda c: st.integers(min_value=1, max_value=9).map(
+            lambda n: ["action", *[x for x in c if x != "action"]][:n]))))
 def test_property_a_file_of_pinned_columns_only_reads_as_the_precise_path(
-    rows, default_stp, columns
-):
+        rows, default_stp, columns):
     """A header of (some of) the nine pinned columns, in any order, takes the narrow read;
     the pinned header itself, in its order, the narrowest."""
     rows = [{c: r[c] for c in columns if c in r} for r in rows]
@@ -678,13 +465,9 @@ def _json_line(row: dict, typed: bool) -> bytes:
     for key, value in row.items():
         if value == "":
             continue
-        if (
-            typed
-            and key in ("qty", "display_qty", "expire_ts", "ts")
-            and row["action"] not in ("deposit", "withdraw")
-            and value.lstrip("-").isdigit()
-            and str(int(value)) == value
-        ):
+        if (typed and key in ("qty", "display_qty", "expire_ts", "ts")
+                and row["action"] not in ("deposit", "withdraw") and value.lstrip("-").isdigit()
+                and str(int(value)) == value):
             value = int(value)
         elif typed and key == "post_only" and value in ("true", "false"):
             value = value == "true"
@@ -693,20 +476,20 @@ def _json_line(row: dict, typed: bool) -> bytes:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rows=_rows, default_stp=st.sampled_from([None, *STP]), typed=st.booleans(), pinned=st.booleans()
-)
+@given(rows=_rows, default_stp=st.sampled_from([None, *STP]), typed=st.booleans(),
+       pinned=st.booleans())
 def test_property_ndjson_reads_as_the_precise_path(rows, default_stp, typed, pinned):
     """NDJSON rows, typed or as text, give the precise path's commands, or its error at
     the same line. *pinned*: new and cancel rows of the pinned keys alone, typed, as the
     generator writes them, which take the fast path (any other row in a slice does not)."""
     if pinned:
         typed = True
-        rows = [
-            {k: v for k, v in r.items() if k in FIELDS[:9]}
-            for r in rows
-            if r["action"] in ("new", "cancel")
-        ] or [{"action": "cancel"}]
+        rows = [{
+            k: v
+            for k, v in r.items() if k in FIELDS[:9]
+        } for r in rows if r["action"] in ("new", "cancel")] or [{
+            "action": "cancel"
+        }]
     data = b"\n".join(_json_line(r, typed) for r in rows) + b"\n"
     expected = []
     for number, values in enumerate(rows, 1):
@@ -719,34 +502,13 @@ def test_property_ndjson_reads_as_the_precise_path(rows, default_stp, typed, pin
     assert parse(data, "ndjson", default_stp) == expected
 
 
-_junk = st.sampled_from(
-    [
-        "x",
-        "abc",
-        "1.5",
-        "nan",
-        "1e3",
-        " 1",
-        "-3",
-        "BUY",
-        "Limit",
-        "true",
-        "none",
-        "60,5",
-        "1_0",
-        "0x10",
-        "",
-        "buy",
-        "gtc",
-        "inf",
-        "1e",
-        "--1",
-    ]
-)
+_junk = st.sampled_from([
+    "x", "abc", "1.5", "nan", "1e3", " 1", "-3", "BUY", "Limit", "true", "none", "60,5", "1_0",
+    "0x10", "", "buy", "gtc", "inf", "1e", "--1"
+])
 # The fields the fast path reads itself are the likeliest to be broken.
 _broken_field = st.sampled_from(
-    [*("side", "type", "tif", "price", "qty", "stp", "ts") * 3, *FIELDS[1:]]
-)
+    [*("side", "type", "tif", "price", "qty", "stp", "ts") * 3, *FIELDS[1:]])
 _FAST_SHAPE = {"stop_price": "", "display_qty": "", "post_only": "", "expire_ts": ""}
 
 
@@ -786,18 +548,16 @@ _VALUES = {
     "type": st.sampled_from(["limit", "market", "", None, "stop", "odd"]),
     "tif": st.sampled_from(["gtc", "ioc", "", None, "never"]),
     "price": st.sampled_from(["60.00", "60.001", "abc", "", None, 60, True]),
-    "qty": st.one_of(
-        st.sampled_from([10, 0, -3, "10", True, None, 1 << 63, -(1 << 63)]), st.integers()
-    ),
+    "qty": st.one_of(st.sampled_from([10, 0, -3, "10", True, None, 1 << 63, -(1 << 63)]),
+                     st.integers()),
     "stop_price": st.sampled_from([None, None, "59.00"]),
     "post_only": st.sampled_from([None, None, True, "false"]),
     "stp": st.sampled_from([None, "", "none", "cancel_both", "bogus"]),
     "ts": st.sampled_from([None, 5, -1, 1 << 63, "7"]),
     "command_id": st.sampled_from([None, "", "c1"]),
     "year": st.sampled_from([None, None, 2024]),
-    "kind": st.sampled_from([None, "covered"]),
+    "kind": st.sampled_from([None, "covered"])
 }
-
 
 # mostly a plain order (the fast path), each field sometimes anything from its pool
 _PLAIN = {
@@ -816,14 +576,12 @@ _PLAIN = {
     "ts": None,
     "command_id": "c1",
     "year": None,
-    "kind": None,
+    "kind": None
 }
-_ROWS = st.fixed_dictionaries(
-    {
-        key: st.one_of(st.just(_PLAIN[key]), st.just(_PLAIN[key]), st.just(_PLAIN[key]), pool)
-        for key, pool in _VALUES.items()
-    }
-)
+_ROWS = st.fixed_dictionaries({
+    key: st.one_of(st.just(_PLAIN[key]), st.just(_PLAIN[key]), st.just(_PLAIN[key]), pool)
+    for key, pool in _VALUES.items()
+})
 
 
 @settings(max_examples=400, deadline=None)

@@ -9,6 +9,7 @@ from gateway.tools.replay import run_replay
 
 
 class _Terminal(io.StringIO):
+
     def isatty(self) -> bool:
         return True
 

@@ -28,28 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from exchange import (
-    AmendOrder,
-    CancelOrder,
-    CommandRejected,
-    EndOfDay,
-    Engine,
-    FastBook,
-    MassCancel,
-    MassCancelAccepted,
-    NaiveBook,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderTriggered,
-    PlaceOrder,
-    ReferencePriceSet,
-    TradeExecuted,
-    TradingDayEnded,
-    default_market,
-    reasons,
-)
+from exchange import (AmendOrder, CancelOrder, CommandRejected, EndOfDay, Engine, FastBook,
+                      MassCancel, MassCancelAccepted, NaiveBook, OrderAccepted, OrderAmended,
+                      OrderCancelled, OrderExpired, OrderTriggered, PlaceOrder, ReferencePriceSet,
+                      TradeExecuted, TradingDayEnded, default_market, reasons)
 from exchange.persist import decode_state, encode_state
 
 MARKET = default_market()
@@ -58,7 +40,6 @@ ACCOUNTS = ("a", "b", "c")
 TICKS_PER_UNIT = 100  # every instrument we trade here has tick 0.01
 NEAR = st.integers(5997, 6003)  # a narrow range of ticks around 60.00: many crosses
 FAR_TICKS = (5000, 5400, 5401, 6600, 6601, 7000)
-
 
 # --- small helpers -------------------------------------------------------------------------
 
@@ -81,7 +62,7 @@ def ticks_of(text: str | None) -> int | None:
         value = Decimal(text)
     except (InvalidOperation, ValueError):
         return None
-    if not value.is_finite() or abs(value) > Decimal(10) ** 20:
+    if not value.is_finite() or abs(value) > Decimal(10)**20:
         return None
     scaled = value * TICKS_PER_UNIT
     if scaled != scaled.to_integral_value():
@@ -112,18 +93,8 @@ def _repro_gtd_amend(book) -> list:
     """Amend a resting gtd order to a new price (it loses priority)."""
     engine = Engine(MARKET, book=book)
     engine.execute(
-        PlaceOrder(
-            order_id="g1",
-            account="a",
-            instrument=MAIN,
-            side="buy",
-            price="60.00",
-            qty=10,
-            tif="gtd",
-            expire_ts=100,
-            ts=1,
-        )
-    )
+        PlaceOrder(order_id="g1", account="a", instrument=MAIN, side="buy", price="60.00", qty=10,
+                   tif="gtd", expire_ts=100, ts=1))
     return engine.execute(AmendOrder(order_id="g1", account="a", price="60.01"))
 
 
@@ -132,22 +103,17 @@ def _repro_stop_limit_out_of_band(book) -> list:
     engine = Engine(MARKET, book=book)
     events: list = []
     for cmd in (
-        PlaceOrder(
-            order_id="st",
-            account="c",
-            instrument=MAIN,
-            side="buy",
-            type="stop_limit",
-            price="70.00",
-            stop_price="55.00",
-            qty=1,
-        ),
-        PlaceOrder(order_id="s1", account="a", instrument=MAIN, side="sell", price="50.00", qty=1),
-        PlaceOrder(order_id="b1", account="b", instrument=MAIN, side="buy", price="50.00", qty=1),
-        EndOfDay(),  # reference 50.00, band 45.00..55.00
-        PlaceOrder(order_id="s2", account="a", instrument=MAIN, side="sell", price="55.00", qty=1),
-        PlaceOrder(order_id="b2", account="b", instrument=MAIN, side="buy", price="55.00", qty=1),
-    ):
+            PlaceOrder(order_id="st", account="c", instrument=MAIN, side="buy", type="stop_limit",
+                       price="70.00", stop_price="55.00", qty=1),
+            PlaceOrder(order_id="s1", account="a", instrument=MAIN, side="sell", price="50.00",
+                       qty=1),
+            PlaceOrder(order_id="b1", account="b", instrument=MAIN, side="buy", price="50.00",
+                       qty=1),
+            EndOfDay(),  # reference 50.00, band 45.00..55.00
+            PlaceOrder(order_id="s2", account="a", instrument=MAIN, side="sell", price="55.00",
+                       qty=1),
+            PlaceOrder(order_id="b2", account="b", instrument=MAIN, side="buy", price="55.00",
+                       qty=1)):
         events += engine.execute(cmd)
     return events
 
@@ -156,20 +122,14 @@ def _repro_last_price_after_stp(book) -> tuple[list, int | None]:
     """A trade at 60.00, then self-trade prevention cancels the aggressor's own ask at 60.01."""
     engine = Engine(MARKET, book=book)
     events: list = []
-    for cmd in (
-        PlaceOrder(order_id="s1", account="a", instrument=MAIN, side="sell", price="60.00", qty=1),
-        PlaceOrder(order_id="s2", account="b", instrument=MAIN, side="sell", price="60.01", qty=1),
-        PlaceOrder(
-            order_id="st",
-            account="c",
-            instrument=MAIN,
-            side="buy",
-            type="stop",
-            stop_price="60.01",
-            qty=1,
-        ),
-        PlaceOrder(order_id="b1", account="b", instrument=MAIN, side="buy", price="60.01", qty=2),
-    ):
+    for cmd in (PlaceOrder(order_id="s1", account="a", instrument=MAIN, side="sell", price="60.00",
+                           qty=1),
+                PlaceOrder(order_id="s2", account="b", instrument=MAIN, side="sell", price="60.01",
+                           qty=1),
+                PlaceOrder(order_id="st", account="c", instrument=MAIN, side="buy", type="stop",
+                           stop_price="60.01", qty=1),
+                PlaceOrder(order_id="b1", account="b", instrument=MAIN, side="buy", price="60.01",
+                           qty=2)):
         events += engine.execute(cmd)
     return events, engine.book(MAIN).last_price
 
@@ -204,13 +164,11 @@ class Context:
     def resting_prices(self, symbol: str) -> list[int]:
         if self.model is None:
             return []
-        return sorted(
-            {
-                rec.price
-                for rec in self.model.orders.values()
-                if rec.state == "resting" and rec.instrument == symbol
-            }
-        )
+        return sorted({
+            rec.price
+            for rec in self.model.orders.values()
+            if rec.state == "resting" and rec.instrument == symbol
+        })
 
     def open_ids(self) -> list[str]:
         if self.model is None:
@@ -236,10 +194,8 @@ def _draw_ts(draw, ctx: Context) -> int | None:
 
 def _draw_price(draw, ctx: Context, symbol: str) -> str:
     how = draw(
-        st.sampled_from(
-            ("near",) * 10 + ("join",) * 8 + ("edge", "edge", "far", "text", "off_tick", "bad")
-        )
-    )
+        st.sampled_from(("near", ) * 10 + ("join", ) * 8 +
+                        ("edge", "edge", "far", "text", "off_tick", "bad")))
     if how == "join":  # the price of a resting order: queues within a level, exact crosses
         prices = ctx.resting_prices(symbol)
         return price_text(draw(st.sampled_from(prices)) if prices else draw(NEAR))
@@ -269,7 +225,7 @@ def _draw_account(draw) -> str:
 
 
 def _draw_symbol(draw) -> str:
-    return draw(st.sampled_from((MAIN,) * 14 + (OTHER,) * 5 + ("XX",)))
+    return draw(st.sampled_from((MAIN, ) * 14 + (OTHER, ) * 5 + ("XX", )))
 
 
 def _new_id(draw, ctx: Context) -> str:
@@ -285,63 +241,42 @@ def _draw_place(draw, ctx: Context) -> PlaceOrder:
     order_id = _new_id(draw, ctx)
     account = _draw_account(draw)
     symbol = _draw_symbol(draw)
-    kind = draw(st.sampled_from(("limit",) * 9 + ("market", "stop", "stop_limit")))
-    tif = draw(st.sampled_from(("gtc",) * 5 + ("day", "ioc", "fok", "gtd")))
+    kind = draw(st.sampled_from(("limit", ) * 9 + ("market", "stop", "stop_limit")))
+    tif = draw(st.sampled_from(("gtc", ) * 5 + ("day", "ioc", "fok", "gtd")))
     ts = _draw_ts(draw, ctx)
     qty = _draw_qty(draw)
     needs_price = kind in ("limit", "stop_limit")
-    price = (
-        _draw_price(draw, ctx, symbol)
-        if needs_price
-        else _rarely(draw, st.none(), st.builds(price_text, NEAR), one_in=25)
-    )
+    price = (_draw_price(draw, ctx, symbol) if needs_price else _rarely(
+        draw, st.none(), st.builds(price_text, NEAR), one_in=25))
     if needs_price and draw(st.integers(0, 39)) == 39:
         price = None
     needs_stop = kind in ("stop", "stop_limit")
-    stop_price = (
-        price_text(draw(NEAR))
-        if needs_stop
-        else _rarely(draw, st.none(), st.builds(price_text, NEAR), one_in=40)
-    )
+    stop_price = (price_text(draw(NEAR)) if needs_stop else _rarely(
+        draw, st.none(), st.builds(price_text, NEAR), one_in=40))
     if needs_stop and draw(st.integers(0, 29)) == 29:
         stop_price = draw(st.sampled_from((None, "60.005", "0.00")))
     rests = kind in ("limit", "stop_limit") and tif in ("gtc", "day", "gtd")
     display_qty = None
     if draw(st.integers(0, 2 if rests else 19)) == 2:
-        display_qty = _rarely(
-            draw, st.integers(1, max(1, min(qty, 4))), st.sampled_from((0, qty, qty + 1))
-        )
+        display_qty = _rarely(draw, st.integers(1, max(1, min(qty, 4))),
+                              st.sampled_from((0, qty, qty + 1)))
     post_only = draw(st.integers(0, 7 if rests and kind == "limit" else 39)) == 7
     stp = draw(
-        st.sampled_from((None, None, "cancel_resting", "cancel_aggressor", "cancel_both", "none"))
-    )
+        st.sampled_from((None, None, "cancel_resting", "cancel_aggressor", "cancel_both", "none")))
     expire_ts = None
     if tif == "gtd":
-        expire_ts = _rarely(
-            draw, st.integers(ctx.ts + 1, ctx.ts + 40), st.sampled_from((None, ctx.ts, ctx.ts - 1))
-        )
+        expire_ts = _rarely(draw, st.integers(ctx.ts + 1, ctx.ts + 40),
+                            st.sampled_from((None, ctx.ts, ctx.ts - 1)))
     elif draw(st.integers(0, 49)) == 49:
         expire_ts = ctx.ts + 5
     side = draw(st.sampled_from(("buy", "sell")))
     if order_id and order_id not in ctx.owners:
         ctx.ids.append(order_id)
         ctx.owners[order_id] = (account, symbol)
-    return PlaceOrder(
-        order_id=order_id,
-        account=account,
-        instrument=symbol,
-        side=side,
-        qty=qty,
-        type=kind,
-        tif=tif,
-        price=price,
-        stop_price=stop_price,
-        display_qty=display_qty,
-        post_only=post_only,
-        stp=stp,
-        expire_ts=expire_ts,
-        ts=ts,
-    )
+    return PlaceOrder(order_id=order_id, account=account, instrument=symbol, side=side, qty=qty,
+                      type=kind, tif=tif, price=price, stop_price=stop_price,
+                      display_qty=display_qty, post_only=post_only, stp=stp, expire_ts=expire_ts,
+                      ts=ts)
 
 
 def _draw_target(draw, ctx: Context) -> tuple[str, str, str | None]:
@@ -357,17 +292,15 @@ def _draw_target(draw, ctx: Context) -> tuple[str, str, str | None]:
     else:
         order_id, owner, symbol = draw(st.sampled_from(("nope", "o999999"))), "a", MAIN
     account = owner if draw(st.integers(0, 7)) != 7 else draw(st.sampled_from(ACCOUNTS))
-    instrument = _rarely(
-        draw, st.sampled_from((None, None, symbol)), st.sampled_from(("XX", OTHER))
-    )
+    instrument = _rarely(draw, st.sampled_from((None, None, symbol)), st.sampled_from(
+        ("XX", OTHER)))
     return order_id, account, instrument
 
 
 def _draw_cancel(draw, ctx: Context) -> CancelOrder:
     order_id, account, instrument = _draw_target(draw, ctx)
-    return CancelOrder(
-        order_id=order_id, account=account, instrument=instrument, ts=_draw_ts(draw, ctx)
-    )
+    return CancelOrder(order_id=order_id, account=account, instrument=instrument,
+                       ts=_draw_ts(draw, ctx))
 
 
 def _draw_amend(draw, ctx: Context) -> AmendOrder:
@@ -399,20 +332,16 @@ def _draw_amend(draw, ctx: Context) -> AmendOrder:
             st.integers(1, 5).map(lambda d: current + d),  # up, loses priority
             st.just(current),
             st.sampled_from((0, -1, 100_000)),  # rejected
-        )
-    )
-    return AmendOrder(
-        order_id=order_id, account=account, instrument=instrument, price=price, qty=qty, ts=ts
-    )
+        ))
+    return AmendOrder(order_id=order_id, account=account, instrument=instrument, price=price,
+                      qty=qty, ts=ts)
 
 
 def _draw_mass_cancel(draw, ctx: Context) -> MassCancel:
-    return MassCancel(
-        account=_rarely(draw, st.sampled_from(ACCOUNTS), st.just(""), one_in=20),
-        instrument=draw(st.sampled_from((None, None, MAIN, OTHER, "XX"))),
-        side=draw(st.sampled_from((None, None, "buy", "sell"))),
-        ts=_draw_ts(draw, ctx),
-    )
+    return MassCancel(account=_rarely(draw, st.sampled_from(ACCOUNTS), st.just(""), one_in=20),
+                      instrument=draw(st.sampled_from((None, None, MAIN, OTHER, "XX"))),
+                      side=draw(st.sampled_from(
+                          (None, None, "buy", "sell"))), ts=_draw_ts(draw, ctx))
 
 
 def _draw_eod(draw, ctx: Context) -> EndOfDay:
@@ -423,14 +352,14 @@ def _draw_eod(draw, ctx: Context) -> EndOfDay:
 def commands(draw, ctx: Context):
     """One command; new orders dominate, end of day is rare."""
     what = draw(
-        st.sampled_from(("place",) * 30 + ("cancel",) * 3 + ("amend",) * 8 + ("mass_cancel", "eod"))
-    )
+        st.sampled_from(("place", ) * 30 + ("cancel", ) * 3 + ("amend", ) * 8 +
+                        ("mass_cancel", "eod")))
     return {
         "place": _draw_place,
         "cancel": _draw_cancel,
         "amend": _draw_amend,
         "mass_cancel": _draw_mass_cancel,
-        "eod": _draw_eod,
+        "eod": _draw_eod
     }[what](draw, ctx)
 
 
@@ -483,7 +412,7 @@ RESULT_TYPES = {
     CancelOrder: OrderCancelled,
     AmendOrder: OrderAmended,
     MassCancel: MassCancelAccepted,
-    EndOfDay: TradingDayEnded,
+    EndOfDay: TradingDayEnded
 }
 
 
@@ -500,7 +429,8 @@ class Model:
         self.day_volume: dict[str, int] = {}
         self.day_notional: dict[str, int] = {}
         self.reference: dict[str, int | None] = {
-            s: inst.reference_price for s, inst in MARKET.instruments.items()
+            s: inst.reference_price
+            for s, inst in MARKET.instruments.items()
         }
         self.active: Tracked | None = None
 
@@ -510,8 +440,7 @@ class Model:
     def head(self, symbol: str, is_buy: bool) -> Tracked | None:
         """Return the resting order of best price, then earliest arrival, on one side."""
         side = [
-            r
-            for r in self.orders.values()
+            r for r in self.orders.values()
             if r.state == "resting" and r.instrument == symbol and r.is_buy == is_buy
         ]
         return min(side, key=lambda r: (-r.price if is_buy else r.price, r.arrival), default=None)
@@ -563,7 +492,7 @@ class Model:
             self._expired(events[i], gtd=True)
             i += 1
         assert i < len(events), f"{type(cmd).__name__} gave no result event"
-        result, consequences = events[i], events[i + 1 :]
+        result, consequences = events[i], events[i + 1:]
         if isinstance(result, CommandRejected):
             assert consequences == [], f"a rejected command had consequences: {consequences}"
             self._rejected(cmd, result)
@@ -579,8 +508,7 @@ class Model:
                 # stops run until none qualifies: a pending stop's condition does not hold
                 last = self.last_price[rec.instrument]
                 assert last < rec.stop_price if rec.is_buy else last > rec.stop_price, (
-                    f"stop {rec.order_id} at {rec.stop_price} pending with last {last}"
-                )
+                    f"stop {rec.order_id} at {rec.stop_price} pending with last {last}")
 
     def _rejected(self, cmd, event: CommandRejected) -> None:
         tag = type(cmd).__struct_config__.tag
@@ -608,14 +536,8 @@ class Model:
     def _PlaceOrder(self, cmd: PlaceOrder, acc: OrderAccepted, rest: list) -> None:
         inst = MARKET[cmd.instrument]
         assert self.open_order(cmd.order_id) is None, f"live id {cmd.order_id} accepted again"
-        assert (acc.order_id, acc.account, acc.instrument, acc.side, acc.type, acc.tif) == (
-            cmd.order_id,
-            cmd.account,
-            cmd.instrument,
-            cmd.side,
-            cmd.type,
-            cmd.tif,
-        )
+        assert (acc.order_id, acc.account, acc.instrument, acc.side, acc.type,
+                acc.tif) == (cmd.order_id, cmd.account, cmd.instrument, cmd.side, cmd.type, cmd.tif)
         assert acc.qty == cmd.qty and inst.min_qty <= cmd.qty <= inst.max_qty, acc
         if cmd.type in ("limit", "stop_limit"):
             assert acc.price == ticks_of(cmd.price) and acc.price > 0, (acc.price, cmd.price)
@@ -632,22 +554,10 @@ class Model:
             assert acc.expire_ts == cmd.expire_ts and cmd.expire_ts > self.clock
         old = self.orders.get(cmd.order_id)
         assert old is None or old.open == 0
-        rec = Tracked(
-            order_id=acc.order_id,
-            account=acc.account,
-            instrument=acc.instrument,
-            is_buy=acc.side == "buy",
-            type=acc.type,
-            tif=acc.tif,
-            price=acc.price,
-            stop_price=acc.stop_price,
-            display=acc.display_qty,
-            post_only=acc.post_only,
-            stp=acc.stp,
-            expire_ts=acc.expire_ts,
-            placed=acc.qty,
-            arrival=acc.seq,
-        )
+        rec = Tracked(order_id=acc.order_id, account=acc.account, instrument=acc.instrument,
+                      is_buy=acc.side == "buy", type=acc.type, tif=acc.tif, price=acc.price,
+                      stop_price=acc.stop_price, display=acc.display_qty, post_only=acc.post_only,
+                      stp=acc.stp, expire_ts=acc.expire_ts, placed=acc.qty, arrival=acc.seq)
         self.orders[rec.order_id] = rec
         if rec.type in ("stop", "stop_limit"):
             rec.state = "stop"
@@ -696,23 +606,16 @@ class Model:
         self._consequences(rest)
 
     def _MassCancel(self, cmd: MassCancel, result: MassCancelAccepted, rest: list) -> None:
-        assert (result.account, result.instrument, result.side) == (
-            cmd.account,
-            cmd.instrument,
-            cmd.side,
-        )
+        assert (result.account, result.instrument, result.side) == (cmd.account, cmd.instrument,
+                                                                    cmd.side)
         cancels = [e for e in rest if isinstance(e, OrderCancelled)]
         assert len(cancels) == len(rest) == result.count, (result, rest)
         for event in cancels:
             assert event.reason == reasons.MASS_CANCEL
             self._cancelled(event)
         for rec in self.orders.values():
-            if (
-                rec.open
-                and rec.account == cmd.account
-                and cmd.instrument in (None, rec.instrument)
-                and cmd.side in (None, "buy" if rec.is_buy else "sell")
-            ):
+            if (rec.open and rec.account == cmd.account and cmd.instrument in (None, rec.instrument)
+                    and cmd.side in (None, "buy" if rec.is_buy else "sell")):
                 raise AssertionError(f"mass cancel left {rec.order_id} open")
 
     def _EndOfDay(self, cmd: EndOfDay, result: TradingDayEnded, rest: list) -> None:
@@ -760,8 +663,7 @@ class Model:
         resting = sell if t.aggressor == "buy" else buy
         assert (aggressor is buy) == (t.aggressor == "buy") and aggressor is not resting
         assert resting.state == "resting", (
-            f"{resting.order_id} traded as the resting order but is {resting.state}"
-        )
+            f"{resting.order_id} traded as the resting order but is {resting.state}")
         assert buy.is_buy and not sell.is_buy
         assert buy.instrument == sell.instrument == t.instrument
         assert (t.buy_account, t.sell_account) == (buy.account, sell.account)
@@ -782,11 +684,8 @@ class Model:
         assert t.qty == min(aggressor.open, resting.visible), (t, aggressor.open, resting.visible)
         buy.filled += t.qty
         sell.filled += t.qty
-        assert (t.buy_leaves_qty, t.sell_leaves_qty) == (buy.open, sell.open), (
-            t,
-            buy.open,
-            sell.open,
-        )
+        assert (t.buy_leaves_qty, t.sell_leaves_qty) == (buy.open, sell.open), (t, buy.open,
+                                                                                sell.open)
         aggressor.phase_trades += 1
         resting.visible -= t.qty
         if not resting.open:
@@ -802,19 +701,17 @@ class Model:
     def _cancelled(self, event: OrderCancelled) -> None:
         rec = self.orders[event.order_id]
         assert event.reason in reasons.OUTCOME | {reasons.POST_ONLY_WOULD_TRADE}, event
-        assert (event.account, event.instrument, event.side) == (
-            rec.account,
-            rec.instrument,
-            "buy" if rec.is_buy else "sell",
-        ), (event, rec)
+        assert (event.account, event.instrument,
+                event.side) == (rec.account, rec.instrument,
+                                "buy" if rec.is_buy else "sell"), (event, rec)
         assert event.cancelled_qty == rec.open > 0, (event, rec.open)
         active = self.active
         reason = event.reason
         if reason == reasons.STP_CANCEL_RESTING:
             assert active is not None and rec.state == "resting"
-            assert self.head(rec.instrument, rec.is_buy) is rec, (
-                f"stp cancel of {rec.order_id}, not the head of its side"
-            )
+            assert self.head(
+                rec.instrument,
+                rec.is_buy) is rec, (f"stp cancel of {rec.order_id}, not the head of its side")
             assert active.account == rec.account and active.stp in ("cancel_resting", "cancel_both")
             assert active.is_buy != rec.is_buy
             active.phase_stp_cancels += 1
@@ -828,7 +725,7 @@ class Model:
                 reasons.FOK_UNFILLED: rec.tif == "fok",
                 reasons.MARKET_REMAINDER: rec.type in ("market", "stop"),
                 reasons.POST_ONLY_WOULD_TRADE: rec.post_only,
-                reasons.STOP_OUT_OF_BAND: rec.type == "stop_limit",
+                reasons.STOP_OUT_OF_BAND: rec.type == "stop_limit"
             }[reason]
             assert expected, (reason, rec)
             if reason == reasons.FOK_UNFILLED:
@@ -873,27 +770,19 @@ class Model:
                     rec = self.orders.get(order.order_id)
                     where = f"{name} {symbol} {'bids' if is_buy else 'asks'} {order.order_id}"
                     assert rec is not None and rec.state == "resting", (where, rec)
-                    assert (rec.instrument, rec.is_buy, rec.account) == (
-                        symbol,
-                        is_buy,
-                        order.account,
-                    ), where
+                    assert (rec.instrument, rec.is_buy, rec.account) == (symbol, is_buy,
+                                                                         order.account), where
                     # per-order conservation: placed = filled + open + cancelled/expired
                     assert order.qty == rec.open, (where, order.qty, rec)
                     assert order.price == rec.price, (where, order.price, rec.price)
                     assert order.visible == rec.visible, (where, order.visible, rec.visible)
                     if previous is not None:
-                        assert (
-                            order.price <= previous.price
-                            if is_buy
-                            else order.price >= previous.price
-                        ), (where, "prices not monotone")
+                        assert (order.price <= previous.price if is_buy else order.price
+                                >= previous.price), (where, "prices not monotone")
                         if order.price == previous.price:  # FIFO within the level
-                            assert rec.arrival > previous.arrival, (
-                                where,
-                                "out of time priority after",
-                                previous.order_id,
-                            )
+                            assert rec.arrival > previous.arrival, (where,
+                                                                    "out of time priority after",
+                                                                    previous.order_id)
                     previous = rec
                     in_book.add(order.order_id)
         for rec in self.orders.values():
@@ -929,20 +818,17 @@ class Lockstep(RuleBasedStateMachine):
         books_before = [fast.book(s).snapshot() for s in (MAIN, OTHER)]
         got_fast = fast.execute(cmd)
         got_naive = naive.execute(cmd)
-        assert got_fast == got_naive, (
-            f"fast and naive books disagree on {cmd!r}\n" + first_difference(got_fast, got_naive)
-        )
+        assert got_fast == got_naive, (f"fast and naive books disagree on {cmd!r}\n" +
+                                       first_difference(got_fast, got_naive))
         assert fast.state_hash() == naive.state_hash(), f"state hashes differ after {cmd!r}"
         for symbol in (MAIN, OTHER):  # the depth the gateway publishes, both ways
             assert fast.book(symbol).depth(3) == naive.book(symbol).depth(3), (
-                f"depth differs after {cmd!r}"
-            )
+                f"depth differs after {cmd!r}")
         acc_delta = fast.accepted - counts[0][0]
         rej_delta = fast.rejected - counts[0][1]
-        assert (naive.accepted - counts[1][0], naive.rejected - counts[1][1]) == (
-            acc_delta,
-            rej_delta,
-        ), "the two engines counted the result differently"
+        assert (naive.accepted - counts[1][0], naive.rejected -
+                counts[1][1]) == (acc_delta,
+                                  rej_delta), "the two engines counted the result differently"
         self.model.apply(cmd, got_fast, acc_delta, rej_delta)
         if rej_delta and not any(isinstance(e, OrderExpired) for e in got_fast):
             # a rejected command leaves the book untouched
@@ -978,13 +864,9 @@ class Lockstep(RuleBasedStateMachine):
 
 # About 15 s on a laptop-class machine; 1500 examples of 80 steps (3 min) also pass.
 Lockstep.TestCase.settings = settings(
-    max_examples=200,
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+    max_examples=200, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestLockstep = Lockstep.TestCase
-
 
 # --- replay twice -------------------------------------------------------------------------
 
@@ -1046,10 +928,11 @@ def test_a_restored_engine_shares_one_order_registry_with_its_books(book) -> Non
     state (exchange.state) builds it anew, and shares it again."""
     engine = Engine(default_market(), book=book)
     for number in range(2000):
-        engine.execute(PlaceOrder(order_id=f"o{number}", account="a", instrument="CEA25",
-                                  side="buy", price="50.00", qty=100))
-    for restored in (decode_state(encode_state(engine), book=book),
-                     Engine.from_state(engine.to_state(), book=book)):
+        engine.execute(
+            PlaceOrder(order_id=f"o{number}", account="a", instrument="CEA25", side="buy",
+                       price="50.00", qty=100))
+    for restored in (decode_state(encode_state(engine),
+                                  book=book), Engine.from_state(engine.to_state(), book=book)):
         assert restored.state_hash() == engine.state_hash()
         assert restored._live == engine._live
         assert restored.book("CEA25")._live is restored._live

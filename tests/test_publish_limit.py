@@ -22,20 +22,13 @@ import aiomqtt
 import pytest
 from mosquitto import BrokerFactory
 
-from gateway.mqtt.brokerconfig import (
-    ACCOUNT_BYTE_BURST,
-    LIMIT_NAME,
-    MAX_PACKET_SIZE,
-    AccountLimits,
-    PluginBuildError,
-    write_broker_config,
-)
+from gateway.mqtt.brokerconfig import (ACCOUNT_BYTE_BURST, LIMIT_NAME, MAX_PACKET_SIZE,
+                                       AccountLimits, PluginBuildError, write_broker_config)
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, _Throttle
 
 REPO = Path(__file__).resolve().parents[1]
-TIGHT = AccountLimits(
-    message_rate=40, message_burst=10, byte_rate=4 * MAX_PACKET_SIZE, byte_burst=ACCOUNT_BYTE_BURST
-)
+TIGHT = AccountLimits(message_rate=40, message_burst=10, byte_rate=4 * MAX_PACKET_SIZE,
+                      byte_burst=ACCOUNT_BYTE_BURST)
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
@@ -56,16 +49,17 @@ def test_throttle_lets_a_burst_through_then_holds_to_the_rate() -> None:
     assert throttle.charge(1, 1500, now=10.0) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"message_rate": 0},
-        {"message_burst": -1},
-        {"byte_rate": 1.5},
-        {"byte_burst": MAX_PACKET_SIZE - 1},
-        {"message_rate": True},
-    ],
-)
+@pytest.mark.parametrize("kwargs", [{
+    "message_rate": 0
+}, {
+    "message_burst": -1
+}, {
+    "byte_rate": 1.5
+}, {
+    "byte_burst": MAX_PACKET_SIZE - 1
+}, {
+    "message_rate": True
+}])
 def test_limits_are_validated(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         AccountLimits(**kwargs)
@@ -81,23 +75,16 @@ def test_embedded_broker_holds_a_flooding_account_to_its_rate_and_loses_nothing(
         async with EmbeddedBroker(users, limits=TIGHT) as broker:
 
             def client(user: str) -> aiomqtt.Client:
-                return aiomqtt.Client(
-                    broker.host,
-                    broker.port,
-                    username=user,
-                    password=users[user],
-                    timeout=10,
-                    identifier=f"{user}-{secrets.token_hex(4)}",
-                )
+                return aiomqtt.Client(broker.host, broker.port, username=user, password=users[user],
+                                      timeout=10, identifier=f"{user}-{secrets.token_hex(4)}")
 
             async with client(GATEWAY_USER) as gateway, client("A") as a, client("B") as b:
                 await gateway.subscribe("cx/v1/orders/+", qos=1)
                 loop = asyncio.get_running_loop()
                 start = loop.time()
                 # 50 messages at once: 10 in the burst, 40 more at 40 a second.
-                await asyncio.gather(
-                    *(a.publish("cx/v1/orders/A", f"a{i}".encode(), qos=1) for i in range(50))
-                )
+                await asyncio.gather(*(a.publish("cx/v1/orders/A", f"a{i}".encode(), qos=1)
+                                       for i in range(50)))
                 flood = loop.time() - start
                 # B, quiet, is not held up by A's budget.
                 start = loop.time()
@@ -112,9 +99,8 @@ def test_embedded_broker_holds_a_flooding_account_to_its_rate_and_loses_nothing(
                 # The gateway itself is never held: 200 publishes go straight through.
                 await a.subscribe("cx/v1/exec/A", qos=1)
                 start = loop.time()
-                await asyncio.gather(
-                    *(gateway.publish("cx/v1/exec/A", b"r", qos=1) for _ in range(200))
-                )
+                await asyncio.gather(*(gateway.publish("cx/v1/exec/A", b"r", qos=1)
+                                       for _ in range(200)))
                 assert loop.time() - start < 1.0
                 return flood, quiet, got
 
@@ -129,14 +115,12 @@ def test_embedded_broker_holds_a_flooding_account_to_its_rate_and_loses_nothing(
 
 
 def test_mosquitto_drops_what_is_over_the_limit_and_tells_the_account(
-    mosquitto_factory: BrokerFactory,
-) -> None:
+        mosquitto_factory: BrokerFactory) -> None:
     broker = mosquitto_factory(limits=TIGHT)
 
     def client(user: str) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            **broker.login(user), timeout=10, identifier=f"{user}-{secrets.token_hex(4)}"
-        )
+        return aiomqtt.Client(**broker.login(user), timeout=10,
+                              identifier=f"{user}-{secrets.token_hex(4)}")
 
     async def scenario() -> tuple[list[bytes], list[dict], list[bytes]]:
         async with client(GATEWAY_USER) as gateway, client("alice") as alice, client("bob") as bob:
@@ -188,19 +172,16 @@ def test_no_limit_writes_no_plugin(tmp_path: Path) -> None:
 def test_plugin_lines_carry_the_limits(tmp_path: Path) -> None:
     write_broker_config(tmp_path, 18830, {"alice": None}, limits=TIGHT)
     lines = dict(
-        line.split(" ", 1)
-        for line in (tmp_path / "mosquitto.conf").read_text().splitlines()
-        if line.startswith("plugin")
-    )
+        line.split(" ", 1) for line in (tmp_path / "mosquitto.conf").read_text().splitlines()
+        if line.startswith("plugin"))
     assert lines["plugin"] == str(tmp_path.resolve() / LIMIT_NAME)
     assert lines["plugin_opt_message_rate"] == "40"
     assert lines["plugin_opt_message_burst"] == "10"
     assert lines["plugin_opt_exempt"] == GATEWAY_USER
 
 
-def test_a_missing_compiler_is_said_and_nothing_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_missing_compiler_is_said_and_nothing_is_written(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     out = tmp_path / "conf"
     with pytest.raises(PluginBuildError, match="--no-limit"):
@@ -209,26 +190,12 @@ def test_a_missing_compiler_is_said_and_nothing_is_written(
 
 
 def test_broker_config_cli_limit_options(tmp_path: Path) -> None:
+
     def broker_config(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "broker-config",
-                "--out",
-                str(out),
-                "--port",
-                "18830",
-                "alice",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            check=False,
-        )
+        return subprocess.run([
+            sys.executable, "-m", "gateway.cli", "broker-config", "--out",
+            str(out), "--port", "18830", "alice", *extra
+        ], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
 
     bad = broker_config(tmp_path / "bad", "--message-rate", "0")
     assert bad.returncode == 2 and "message_rate" in bad.stderr
@@ -252,45 +219,26 @@ def test_serve_message_rate_holds_an_account_on_the_embedded_broker(tmp_path: Pa
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    process, _ = start_serve(
-        "--port",
-        str(port),
-        "--init",
-        "init.csv",
-        "--credentials",
-        "creds.json",
-        "--message-rate",
-        "20",
-        cwd=tmp_path,
-    )
+    process, _ = start_serve("--port", str(port), "--init", "init.csv", "--credentials",
+                             "creds.json", "--message-rate", "20", cwd=tmp_path)
 
     async def flood() -> tuple[float, int]:
         password = json.loads((tmp_path / "creds.json").read_text())["alice"]
-        async with aiomqtt.Client(
-            "127.0.0.1", port, username="alice", password=password, timeout=10
-        ) as alice:
+        async with aiomqtt.Client("127.0.0.1", port, username="alice", password=password,
+                                  timeout=10) as alice:
             await alice.subscribe("cx/v1/exec/alice", qos=1)
             loop = asyncio.get_running_loop()
             start = loop.time()
-            await asyncio.gather(
-                *(
-                    alice.publish(
-                        "cx/v1/orders/alice",
-                        json.dumps(
-                            {
-                                "action": "new",
-                                "order_id": f"o{i}",
-                                "instrument": "CEA25",
-                                "side": "sell",
-                                "price": "60.00",
-                                "qty": 1,
-                            }
-                        ),
-                        qos=1,
-                    )
-                    for i in range(40)
-                )
-            )
+            await asyncio.gather(*(alice.publish(
+                "cx/v1/orders/alice",
+                json.dumps({
+                    "action": "new",
+                    "order_id": f"o{i}",
+                    "instrument": "CEA25",
+                    "side": "sell",
+                    "price": "60.00",
+                    "qty": 1
+                }), qos=1) for i in range(40)))
             held = loop.time() - start
             accepted = 0
             async with asyncio.timeout(5):

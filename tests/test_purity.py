@@ -9,19 +9,8 @@ import pytest
 
 CORE = Path(__file__).resolve().parent.parent / "exchange"
 FORBIDDEN = {
-    "gateway",
-    "asyncio",
-    "time",
-    "random",
-    "socket",
-    "datetime",
-    "threading",
-    "uuid",
-    "secrets",
-    "os",
-    "subprocess",
-    "aiomqtt",
-    "uvloop",
+    "gateway", "asyncio", "time", "random", "socket", "datetime", "threading", "uuid", "secrets",
+    "os", "subprocess", "aiomqtt", "uvloop"
 }
 # The core's file edges (order files, the market file, the journal) may read and write
 # files, nothing else; the journal needs os for fsync and atomic renames.
@@ -65,11 +54,8 @@ def _opens_files(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            name = (
-                func.id
-                if isinstance(func, ast.Name)
-                else (func.attr if isinstance(func, ast.Attribute) else None)
-            )
+            name = (func.id if isinstance(func, ast.Name) else
+                    (func.attr if isinstance(func, ast.Attribute) else None))
             if name in ("open", "read_text", "write_text", "read_bytes", "write_bytes"):
                 found.add(name)
     return found

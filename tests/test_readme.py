@@ -20,13 +20,8 @@ def test_quick_start_main_job_runs_the_demo():
     main_job = _blocks("sh")[0].strip()
     assert main_job.endswith("carbonx demo")
     demo = main_job.split("&&")[-1].split()
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *demo[1:], "--seconds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", *demo[1:], "--seconds", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "VWAP" in result.stdout and "P&L" in result.stdout
     assert "Traceback" not in result.stderr
@@ -35,11 +30,7 @@ def test_quick_start_main_job_runs_the_demo():
 def test_shipped_example_replays():
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "replay", "examples/orders-mixed.csv", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["messages"] == 20_000
@@ -61,22 +52,17 @@ def test_first_trade_walkthrough_gives_the_fills_and_holdings_it_shows(tmp_path)
     opener = next(i for i, line in enumerate(lines) if "<<'EOF'" in line)
     name = lines[opener].split(">")[1].split("<<")[0].strip()
     closer = lines.index("EOF", opener)
-    (tmp_path / name).write_text("\n".join(lines[opener + 1 : closer]) + "\n")
-    commands = [line.split() for line in lines[closer + 1 :]]
+    (tmp_path / name).write_text("\n".join(lines[opener + 1:closer]) + "\n")
+    commands = [line.split() for line in lines[closer + 1:]]
     assert commands and all(words[0] == "carbonx" for words in commands), commands
     for words in commands:
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *words[1:]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *words[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "accepted 4, rejected 0" in done.stdout and "trades" in done.stdout
-    (shown_fill,) = [b for b in _blocks("json") if '"trade_id"' in b]
+    (shown_fill, ) = [b for b in _blocks("json") if '"trade_id"' in b]
     assert (tmp_path / "fills.ndjson").read_text() == shown_fill
-    (shown_holdings,) = [b for b in _blocks("csv") if b.startswith("account,asset,")]
+    (shown_holdings, ) = [b for b in _blocks("csv") if b.startswith("account,asset,")]
     assert (tmp_path / "holdings.csv").read_text() == shown_holdings
 
 
@@ -92,22 +78,14 @@ def test_python_example_runs_and_trades():
 def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
     block = next(b for b in _blocks("sh") if "examples/orders-funded.csv --ledger" in b)
     commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
-    assert [c[:2] for c in commands] == [
-        ["carbonx", "replay"],
-        ["carbonx", "holdings"],
-        ["carbonx", "holdings"],
-    ]
+    assert [c[:2] for c in commands] == [["carbonx", "replay"], ["carbonx", "holdings"],
+                                         ["carbonx", "holdings"]]
     example = ROOT / commands[0][2]
     outputs = []
     for words in commands:
         args = [str(example) if w == commands[0][2] else w for w in words[1:]]
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     recovered = json.loads(outputs[2])
@@ -117,8 +95,7 @@ def test_ledger_commands_run_and_recover_the_same_holdings(tmp_path):
     assert recovered["seq"] == 20_000
     first = recovered["holdings"][0]
     assert rows[1] == ",".join(
-        str(first[k]) for k in ("account", "asset", "available", "held", "locked")
-    )
+        str(first[k]) for k in ("account", "asset", "available", "held", "locked"))
 
 
 def test_bot_client_example_places_and_amends_over_the_embedded_broker():
@@ -139,16 +116,8 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
             exec(compile(code.replace("1883", str(broker.port)), "README.md", "exec"), namespace)
             stop, ready = asyncio.Event(), asyncio.Event()
             gateway = asyncio.ensure_future(
-                run_gateway(
-                    core,
-                    host=broker.host,
-                    port=broker.port,
-                    username="gateway",
-                    password="g-secret",
-                    stop=stop,
-                    ready=ready,
-                )
-            )
+                run_gateway(core, host=broker.host, port=broker.port, username="gateway",
+                            password="g-secret", stop=stop, ready=ready))
             await asyncio.wait_for(ready.wait(), 10)
             with contextlib.suppress(asyncio.TimeoutError):  # it reads reports forever
                 await asyncio.wait_for(namespace["trade"]("a-secret"), 2)
@@ -156,7 +125,7 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
             await gateway
 
     asyncio.run(scenario())
-    (order,) = core.engine.live_orders()
+    (order, ) = core.engine.live_orders()
     assert order.account == "alice" and order.price == 6125  # placed, then amended
 
 

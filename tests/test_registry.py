@@ -11,28 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange import Engine, default_market
-from exchange.commands import (
-    AllocateAllowances,
-    ClawBackAllowances,
-    ComplianceDeadline,
-    ConvertAllowances,
-    Deposit,
-    IssueAllowances,
-    PlaceOrder,
-    RecordEmissions,
-    SurrenderAllowances,
-    TransferAllowances,
-)
+from exchange.commands import (AllocateAllowances, ClawBackAllowances, ComplianceDeadline,
+                               ConvertAllowances, Deposit, IssueAllowances, PlaceOrder,
+                               RecordEmissions, SurrenderAllowances, TransferAllowances)
 from exchange.compliance.registry import civil_month, deadline_ns
-from exchange.events import (
-    AllowancesAllocated,
-    AllowancesClawedBack,
-    AllowancesConverted,
-    AllowancesIssued,
-    AllowancesSurrendered,
-    CommandRejected,
-    ComplianceAssessed,
-)
+from exchange.events import (AllowancesAllocated, AllowancesClawedBack, AllowancesConverted,
+                             AllowancesIssued, AllowancesSurrendered, CommandRejected,
+                             ComplianceAssessed)
 from exchange.ledger import REGISTRY
 
 DEC_2025 = 1_765_360_800 * 10**9  # 2025-12-10 10:00 UTC
@@ -41,94 +26,41 @@ SYMBOLS = ("CEA23", "CEA24", "CEA25", "CCER")
 VINTAGE = {2024: "CEA24", 2025: "CEA25"}
 
 command = st.one_of(
-    st.builds(
-        IssueAllowances,
-        account=st.sampled_from(ACCOUNTS),
-        instrument=st.sampled_from(SYMBOLS),
-        qty=st.integers(1, 500),
-    ),
-    st.builds(
-        RecordEmissions,
-        account=st.sampled_from(ACCOUNTS),
-        year=st.sampled_from((2024, 2025)),
-        qty=st.integers(0, 2000),
-        quality=st.sampled_from(("measured", "revised", "nonsense")),
-    ),
-    st.builds(
-        SurrenderAllowances,
-        account=st.sampled_from(ACCOUNTS),
-        instrument=st.sampled_from(SYMBOLS),
-        qty=st.integers(1, 300),
-        year=st.sampled_from((None, 2024, 2025)),
-    ),
-    st.builds(
-        TransferAllowances,
-        account=st.sampled_from(ACCOUNTS),
-        to_account=st.sampled_from(ACCOUNTS),
-        instrument=st.sampled_from(SYMBOLS),
-        qty=st.integers(1, 200),
-    ),
-    st.builds(
-        ComplianceDeadline, year=st.sampled_from((2024, 2025)), multiple=st.sampled_from((5, 7, 11))
-    ),
+    st.builds(IssueAllowances, account=st.sampled_from(ACCOUNTS),
+              instrument=st.sampled_from(SYMBOLS), qty=st.integers(1, 500)),
+    st.builds(RecordEmissions, account=st.sampled_from(ACCOUNTS), year=st.sampled_from(
+        (2024, 2025)), qty=st.integers(0, 2000), quality=st.sampled_from(
+            ("measured", "revised", "nonsense"))),
+    st.builds(SurrenderAllowances, account=st.sampled_from(ACCOUNTS),
+              instrument=st.sampled_from(SYMBOLS), qty=st.integers(1, 300), year=st.sampled_from(
+                  (None, 2024, 2025))),
+    st.builds(TransferAllowances, account=st.sampled_from(ACCOUNTS),
+              to_account=st.sampled_from(ACCOUNTS), instrument=st.sampled_from(SYMBOLS),
+              qty=st.integers(1, 200)),
+    st.builds(ComplianceDeadline, year=st.sampled_from((2024, 2025)), multiple=st.sampled_from(
+        (5, 7, 11))),
     st.builds(
         lambda account, year, qty, stage, wrong: AllocateAllowances(
-            account=account,
-            instrument="CEA23" if wrong else VINTAGE[year],
-            year=year,
-            qty=qty,
-            stage=stage,
-        ),
-        st.sampled_from(ACCOUNTS),
-        st.sampled_from((2024, 2025)),
-        st.integers(0, 2000),
-        st.sampled_from(("pre", "final", "final", "early")),
-        st.booleans(),
-    ),
-    st.builds(
-        ClawBackAllowances,
-        account=st.sampled_from(ACCOUNTS),
-        instrument=st.sampled_from(SYMBOLS),
-        qty=st.integers(1, 300),
-    ),
-    st.builds(
-        ConvertAllowances,
-        account=st.sampled_from(ACCOUNTS),
-        instrument=st.sampled_from(("CEA23", "CEA24", "CCER")),
-        to_instrument=st.sampled_from(("CEA25", "CEA25", "CEA24")),
-        qty=st.integers(1, 12_000),
-    ),
+            account=account, instrument="CEA23"
+            if wrong else VINTAGE[year], year=year, qty=qty, stage=stage),
+        st.sampled_from(ACCOUNTS), st.sampled_from((2024, 2025)), st.integers(0, 2000),
+        st.sampled_from(("pre", "final", "final", "early")), st.booleans()),
+    st.builds(ClawBackAllowances, account=st.sampled_from(ACCOUNTS),
+              instrument=st.sampled_from(SYMBOLS), qty=st.integers(1, 300)),
+    st.builds(ConvertAllowances, account=st.sampled_from(ACCOUNTS), instrument=st.sampled_from(
+        ("CEA23", "CEA24", "CCER")), to_instrument=st.sampled_from(("CEA25", "CEA25", "CEA24")),
+              qty=st.integers(1, 12_000)),
     # trades between the entities in 2025 (net sales raise the banking cap)
     st.builds(
         lambda n, seller, buyer, symbol, qty: [
             Deposit(account=buyer, currency="CNY", amount="50000.00"),
-            PlaceOrder(
-                order_id=f"s{n}",
-                account=seller,
-                instrument=symbol,
-                side="sell",
-                price="90.00",
-                qty=qty,
-                tif="ioc" if n % 2 else "gtc",
-                ts=DEC_2025 - 86_400 * 10**9 * 200,
-            ),
-            PlaceOrder(
-                order_id=f"b{n}",
-                account=buyer,
-                instrument=symbol,
-                side="buy",
-                price="90.00",
-                qty=qty,
-                tif="ioc",
-            ),
-        ],
-        st.integers(0, 10**6),
-        st.sampled_from(ACCOUNTS),
-        st.sampled_from(ACCOUNTS),
-        st.sampled_from(SYMBOLS),
-        st.integers(1, 300),
-    ),
-)
+            PlaceOrder(order_id=f"s{n}", account=seller, instrument=symbol, side="sell", price=
+                       "90.00", qty=qty, tif="ioc"
+                       if n % 2 else "gtc", ts=DEC_2025 - 86_400 * 10**9 * 200),
+            PlaceOrder(order_id=f"b{n}", account=buyer, instrument=symbol, side="buy", price=
+                       "90.00", qty=qty, tif="ioc")
+        ], st.integers(0, 10**6), st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS),
+        st.sampled_from(SYMBOLS), st.integers(1, 300)))
 
 
 def _registry_view(events: list, view: dict[str, int]) -> None:
@@ -148,28 +80,13 @@ def _registry_view(events: list, view: dict[str, int]) -> None:
 
 
 def _trade_in_december(engine: Engine) -> None:
-    for c in (
-        IssueAllowances(account="mm", instrument="CEA25", qty=100),
-        Deposit(account="buyer", currency="CNY", amount="100000.00"),
-        PlaceOrder(
-            order_id="s",
-            account="mm",
-            instrument="CEA25",
-            side="sell",
-            price="98.00",
-            qty=10,
-            ts=DEC_2025,
-        ),
-        PlaceOrder(
-            order_id="b",
-            account="buyer",
-            instrument="CEA25",
-            side="buy",
-            price="98.00",
-            qty=10,
-            ts=DEC_2025,
-        ),
-    ):
+    for c in (IssueAllowances(account="mm", instrument="CEA25",
+                              qty=100), Deposit(account="buyer", currency="CNY",
+                                                amount="100000.00"),
+              PlaceOrder(order_id="s", account="mm", instrument="CEA25", side="sell", price="98.00",
+                         qty=10, ts=DEC_2025),
+              PlaceOrder(order_id="b", account="buyer", instrument="CEA25", side="buy",
+                         price="98.00", qty=10, ts=DEC_2025)):
         engine.execute(c)
 
 
@@ -182,14 +99,12 @@ def test_every_allowance_stays_in_one_account_and_the_records_match(commands, pr
     moved: dict[tuple[str, int], int] = {}
     view: dict[str, int] = {}
     _registry_view(
-        [AllowancesIssued(seq=0, account="mm", instrument="CEA25", qty=100)] if priced else [], view
-    )
+        [AllowancesIssued(seq=0, account="mm", instrument="CEA25", qty=100)] if priced else [],
+        view)
     for account in ACCOUNTS:  # each entity starts with old vintages and some cash
-        for setup in (
-            IssueAllowances(account=account, instrument="CEA23", qty=15_000),
-            IssueAllowances(account=account, instrument="CEA24", qty=800),
-            Deposit(account=account, currency="CNY", amount="50000.00"),
-        ):
+        for setup in (IssueAllowances(account=account, instrument="CEA23", qty=15_000),
+                      IssueAllowances(account=account, instrument="CEA24", qty=800),
+                      Deposit(account=account, currency="CNY", amount="50000.00")):
             _registry_view(engine.execute(setup), view)
     for step in commands:
         for cmd in step if isinstance(step, list) else [step]:
@@ -206,26 +121,19 @@ def test_every_allowance_stays_in_one_account_and_the_records_match(commands, pr
                 assert engine.ledger.snapshot() == before
     recorded = {
         key: ob.allowances + ob.offsets
-        for key, ob in engine.ledger.registry.obligations.items()
-        if ob.allowances + ob.offsets
+        for key, ob in engine.ledger.registry.obligations.items() if ob.allowances + ob.offsets
     }
     assert recorded == moved
     for symbol in SYMBOLS:
         # every unit is in exactly one account: the registry's issued-minus-surrendered
         # (from its events alone) is what the participants hold, and the surrendered
         # units sit in the registry's account
-        held = sum(
-            h.total
-            for name, a in engine.ledger.accounts.items()
-            if name != REGISTRY
-            for s, h in a.holdings.items()
-            if s == symbol
-        )
+        held = sum(h.total for name, a in engine.ledger.accounts.items() if name != REGISTRY
+                   for s, h in a.holdings.items() if s == symbol)
         assert held == view.get(symbol, 0), symbol
         surrendered = engine.ledger.accounts[REGISTRY].holdings.get(symbol)
         assert held + (surrendered.total if surrendered else 0) == engine.ledger.supply.get(
-            symbol, 0
-        )
+            symbol, 0)
 
 
 def test_civil_month_agrees_with_the_deadline_boundaries():
@@ -242,9 +150,8 @@ def test_a_year_of_ten_thousand_entities_is_assessed_and_fined():
         account = f"ent{n:05d}"
         engine.execute(IssueAllowances(account=account, instrument="CEA24", qty=1000))
         engine.execute(RecordEmissions(account=account, year=2024, qty=1000 + n % 7))
-        engine.execute(
-            SurrenderAllowances(account=account, instrument="CEA24", qty=1000, year=2024)
-        )
+        engine.execute(SurrenderAllowances(account=account, instrument="CEA24", qty=1000,
+                                           year=2024))
     events = engine.execute(ComplianceDeadline(year=2024))
     assessed = [e for e in events if type(e) is ComplianceAssessed]
     assert len(assessed) == 10_000

@@ -76,79 +76,25 @@ from pathlib import Path
 
 import pytest
 
-from exchange import (
-    AmendOrder,
-    AnyEvent,
-    CancelOrder,
-    CommandRejected,
-    Deposit,
-    EndOfDay,
-    Engine,
-    FastBook,
-    IssueAllowances,
-    LedgerCommandIgnored,
-    MassCancel,
-    MassCancelAccepted,
-    NaiveBook,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderTriggered,
-    PlaceOrder,
-    ReferencePriceSet,
-    SurrenderAllowances,
-    TradeExecuted,
-    TradingDayEnded,
-    Withdraw,
-    default_market,
-    reasons,
-)
+from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposit, EndOfDay, Engine,
+                      FastBook, IssueAllowances, LedgerCommandIgnored, MassCancel,
+                      MassCancelAccepted, NaiveBook, OrderAccepted, OrderAmended, OrderCancelled,
+                      OrderExpired, OrderTriggered, PlaceOrder, ReferencePriceSet,
+                      SurrenderAllowances, TradeExecuted, TradingDayEnded, Withdraw, default_market,
+                      reasons)
 from exchange.book.fast import STOP_LIMIT
-from exchange.commands import (
-    ADMIN_COMMANDS,
-    ORDER_TYPES,
-    STP_MODES,
-    TIFS,
-    AllocateAllowances,
-    ClawBackAllowances,
-    CloseAccount,
-    ComplianceDeadline,
-    ConvertAllowances,
-    OpenAccount,
-    RecordEmissions,
-    ResumeAccount,
-    SuspendAccount,
-    TransferAllowances,
-)
-from exchange.events import (
-    AccountOpened,
-    AccountStatusChanged,
-    AllowancesAllocated,
-    AllowancesClawedBack,
-    AllowancesConverted,
-    AllowancesIssued,
-    AllowancesSurrendered,
-    AllowancesTransferred,
-    CashDeposited,
-    CashWithdrawn,
-    ComplianceAssessed,
-    ContractExpired,
-    DeadlinePassed,
-    DefaultRecorded,
-    DeliveryFailed,
-    DeliverySettled,
-    EmissionsVerified,
-    HoldingsUnlocked,
-    MarginCalled,
-    MarginCallMet,
-    OptionExercised,
-    PositionClosedOut,
-    SettlementPriceSet,
-    TradeCleared,
-    TradeSettled,
-    VariationMargin,
-)
+from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, AllocateAllowances,
+                               ClawBackAllowances, CloseAccount, ComplianceDeadline,
+                               ConvertAllowances, OpenAccount, RecordEmissions, ResumeAccount,
+                               SuspendAccount, TransferAllowances)
+from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
+                             AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
+                             AllowancesSurrendered, AllowancesTransferred, CashDeposited,
+                             CashWithdrawn, ComplianceAssessed, ContractExpired, DeadlinePassed,
+                             DefaultRecorded, DeliveryFailed, DeliverySettled, EmissionsVerified,
+                             HoldingsUnlocked, MarginCalled, MarginCallMet, OptionExercised,
+                             PositionClosedOut, SettlementPriceSet, TradeCleared, TradeSettled,
+                             VariationMargin)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 
@@ -242,20 +188,13 @@ def load_scenario(path: Path) -> Scenario:
 
     market = "\n".join(raw for _, raw in sections["market"]) if "market" in sections else None
     xfail = plain("xfail")
-    return Scenario(
-        path,
-        "\n".join(description),
-        market,
-        header,
-        steps,
-        plain("book"),
-        " ".join(xfail) if xfail is not None else None,
-        plain("ledger"),
-    )
+    return Scenario(path, "\n".join(description), market, header, steps, plain("book"),
+                    " ".join(xfail) if xfail is not None else None, plain("ledger"))
 
 
 # --- formatting events -------------------------------------------------------------------
 def format_event(event, market: Market) -> str:
+
     def price(symbol: str | None, ticks: int | None) -> str:
         if ticks is None:
             return "-"
@@ -266,39 +205,29 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, CommandRejected):
         return f"rejected {event.action} {event.order_id or '-'} {event.reason}"
     if isinstance(event, TradeExecuted):
-        return (
-            f"trade {price(event.instrument, event.price)} x {event.qty} "
-            f"buy={event.buy_order_id} sell={event.sell_order_id} "
-            f"aggressor={event.aggressor} "
-            f"leaves={event.buy_leaves_qty}/{event.sell_leaves_qty}"
-        )
+        return (f"trade {price(event.instrument, event.price)} x {event.qty} "
+                f"buy={event.buy_order_id} sell={event.sell_order_id} "
+                f"aggressor={event.aggressor} "
+                f"leaves={event.buy_leaves_qty}/{event.sell_leaves_qty}")
     if isinstance(event, OrderCancelled):
         return f"cancelled {event.order_id} {event.cancelled_qty} {event.reason}"
     if isinstance(event, OrderAmended):
         kept = "priority_kept" if event.priority_kept else "priority_lost"
-        return (
-            f"amended {event.order_id} {price(event.instrument, event.old_price)} x "
-            f"{event.old_qty} -> {price(event.instrument, event.price)} x {event.qty} {kept}"
-        )
+        return (f"amended {event.order_id} {price(event.instrument, event.old_price)} x "
+                f"{event.old_qty} -> {price(event.instrument, event.price)} x {event.qty} {kept}")
     if isinstance(event, OrderExpired):
         return f"expired {event.order_id} {event.expired_qty}"
     if isinstance(event, OrderTriggered):
-        return (
-            f"triggered {event.order_id} stop={price(event.instrument, event.stop_price)} "
-            f"last={price(event.instrument, event.last_price)}"
-        )
+        return (f"triggered {event.order_id} stop={price(event.instrument, event.stop_price)} "
+                f"last={price(event.instrument, event.last_price)}")
     if isinstance(event, TradingDayEnded):
         return f"day_ended {event.day}"
     if isinstance(event, ReferencePriceSet):
-        return (
-            f"reference {event.instrument} {price(event.instrument, event.price)} "
-            f"volume={event.close_volume}"
-        )
+        return (f"reference {event.instrument} {price(event.instrument, event.price)} "
+                f"volume={event.close_volume}")
     if isinstance(event, MassCancelAccepted):
-        return (
-            f"mass_cancel {event.account} {event.instrument or '*'} {event.side or '*'} "
-            f"count={event.count}"
-        )
+        return (f"mass_cancel {event.account} {event.instrument or '*'} {event.side or '*'} "
+                f"count={event.count}")
     if isinstance(event, LedgerCommandIgnored):
         return f"ledger_ignored {event.action} {event.account}"
 
@@ -323,37 +252,26 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, EmissionsVerified):
         restated = "" if event.restated_from is None else f" restated_from={event.restated_from}"
         months = "" if event.months == 12 else f" months={event.months}"
-        return (
-            f"emissions {event.account} {event.year} {event.qty} {event.quality} "
-            f"verifier={event.verifier or '-'}{restated}{months}"
-        )
+        return (f"emissions {event.account} {event.year} {event.qty} {event.quality} "
+                f"verifier={event.verifier or '-'}{restated}{months}")
     if isinstance(event, AllowancesAllocated):
-        return (
-            f"allocated {event.account} {event.instrument} {event.year} {event.stage} "
-            f"allocation={event.allocation} deducted={event.deducted} "
-            f"issued={event.issued} clawed_back={event.clawed_back}"
-        )
+        return (f"allocated {event.account} {event.instrument} {event.year} {event.stage} "
+                f"allocation={event.allocation} deducted={event.deducted} "
+                f"issued={event.issued} clawed_back={event.clawed_back}")
     if isinstance(event, TradeCleared):
-        return (
-            f"cleared {event.trade_id} {event.instrument} {event.qty} at "
-            f"{price(event.instrument, event.price)} positions "
-            f"{event.buy_account}={event.buy_position} "
-            f"{event.sell_account}={event.sell_position}"
-        )
+        return (f"cleared {event.trade_id} {event.instrument} {event.qty} at "
+                f"{price(event.instrument, event.price)} positions "
+                f"{event.buy_account}={event.buy_position} "
+                f"{event.sell_account}={event.sell_position}")
     if isinstance(event, SettlementPriceSet):
         return (
-            f"settlement {event.instrument} {price(event.instrument, event.price)} {event.source}"
-        )
+            f"settlement {event.instrument} {price(event.instrument, event.price)} {event.source}")
     if isinstance(event, VariationMargin):
-        return (
-            f"variation {event.account} {event.instrument} position={event.position} "
-            f"{'-' if event.amount < 0 else ''}{cash(abs(event.amount))}"
-        )
+        return (f"variation {event.account} {event.instrument} position={event.position} "
+                f"{'-' if event.amount < 0 else ''}{cash(abs(event.amount))}")
     if isinstance(event, MarginCalled):
-        return (
-            f"margin_called {event.account} equity={cash(event.equity)} "
-            f"maintenance={cash(event.maintenance)} initial={cash(event.initial)}"
-        )
+        return (f"margin_called {event.account} equity={cash(event.equity)} "
+                f"maintenance={cash(event.maintenance)} initial={cash(event.initial)}")
     if isinstance(event, MarginCallMet):
         return f"margin_call_met {event.account} equity={cash(event.equity)}"
     if isinstance(event, PositionClosedOut):
@@ -364,47 +282,35 @@ def format_event(event, market: Market) -> str:
     if isinstance(event, ContractExpired):
         return f"expired {event.instrument} final={price(event.instrument, event.final_price)}"
     if isinstance(event, DeliverySettled):
-        return (
-            f"delivered {event.account} {event.instrument} {event.side} "
-            f"{event.tonnes} {event.underlying} for {cash(event.cash)}"
-        )
+        return (f"delivered {event.account} {event.instrument} {event.side} "
+                f"{event.tonnes} {event.underlying} for {cash(event.cash)}")
     if isinstance(event, OptionExercised):
-        return (
-            f"exercised {event.account} {event.instrument} into {event.lots} "
-            f"{event.underlying} at {price(event.underlying, event.strike)}"
-        )
+        return (f"exercised {event.account} {event.instrument} into {event.lots} "
+                f"{event.underlying} at {price(event.underlying, event.strike)}")
     if isinstance(event, DeliveryFailed):
-        return (
-            f"delivery_failed {event.account} {event.instrument} {event.tonnes} "
-            f"penalty={'-' if event.penalty < 0 else ''}{cash(abs(event.penalty))}"
-        )
+        return (f"delivery_failed {event.account} {event.instrument} {event.tonnes} "
+                f"penalty={'-' if event.penalty < 0 else ''}{cash(abs(event.penalty))}")
     if isinstance(event, AllowancesConverted):
-        return (
-            f"converted {event.account} {event.instrument}->{event.to_instrument} "
-            f"{event.qty} cap_left={event.cap_left}"
-        )
+        return (f"converted {event.account} {event.instrument}->{event.to_instrument} "
+                f"{event.qty} cap_left={event.cap_left}")
     if isinstance(event, DeadlinePassed):
         average = "-" if event.average_price is None else cash(event.average_price)
         return (
             f"deadline {event.year} entities={event.entities} short={event.short} average={average}"
         )
     if isinstance(event, ComplianceAssessed):
-        return (
-            f"assessed {event.account} {event.year} {event.status} "
-            f"obligation={event.obligation} allowances={event.surrendered_allowances} "
-            f"offsets={event.surrendered_offsets} shortfall={event.shortfall} "
-            f"fine={cash(event.fine)}"
-        )
+        return (f"assessed {event.account} {event.year} {event.status} "
+                f"obligation={event.obligation} allowances={event.surrendered_allowances} "
+                f"offsets={event.surrendered_offsets} shortfall={event.shortfall} "
+                f"fine={cash(event.fine)}")
     if isinstance(event, AllowancesTransferred):
         return f"transferred {event.account} -> {event.to_account} {event.instrument} {event.qty}"
     if isinstance(event, HoldingsUnlocked):
         return f"unlocked {event.account} {event.asset} {event.qty}"
     if isinstance(event, TradeSettled):
-        return (
-            f"settled {event.trade_id} {event.buy_account}<-{event.sell_account} "
-            f"{event.qty} for {cash(event.cash)} "
-            f"fees={cash(event.buy_fee)}/{cash(event.sell_fee)}"
-        )
+        return (f"settled {event.trade_id} {event.buy_account}<-{event.sell_account} "
+                f"{event.qty} for {cash(event.cash)} "
+                f"fees={cash(event.buy_fee)}/{cash(event.sell_fee)}")
     raise AssertionError(f"no scenario line format for {type(event).__name__}: add one")
 
 
@@ -445,7 +351,7 @@ EVENT_KINDS = {
     ContractExpired: "expired",
     DeliverySettled: "delivered",
     DeliveryFailed: "delivery_failed",
-    OptionExercised: "exercised",
+    OptionExercised: "exercised"
 }
 
 
@@ -457,16 +363,12 @@ def book_lines(engine: Engine, market: Market) -> list[str]:
         for is_buy in (True, False):
             for o in book.orders(is_buy):
                 shown = f" shown={o.visible}" if o.visible != o.qty else ""
-                lines.append(
-                    f"{symbol} {'buy' if is_buy else 'sell'} {o.order_id} "
-                    f"{inst.format_price(o.price)} x {o.qty}{shown}"
-                )
+                lines.append(f"{symbol} {'buy' if is_buy else 'sell'} {o.order_id} "
+                             f"{inst.format_price(o.price)} x {o.qty}{shown}")
         for order_id, _account, is_buy, kind, stop, price, qty, *_ in stops[symbol]:
             limit = f" limit={inst.format_price(price)}" if kind == STOP_LIMIT else ""
-            lines.append(
-                f"{symbol} stop {'buy' if is_buy else 'sell'} {order_id} "
-                f"stop={inst.format_price(stop)}{limit} x {qty}"
-            )
+            lines.append(f"{symbol} stop {'buy' if is_buy else 'sell'} {order_id} "
+                         f"stop={inst.format_price(stop)}{limit} x {qty}")
     return lines
 
 
@@ -477,11 +379,13 @@ RESULT_OF = {
     AmendOrder: OrderAmended,
     MassCancel: MassCancelAccepted,
     EndOfDay: TradingDayEnded,
-    **{command_type: LedgerCommandIgnored for command_type in ADMIN_COMMANDS},
+    **{
+        command_type: LedgerCommandIgnored
+        for command_type in ADMIN_COMMANDS
+    }
 }
 RESULT_WITH_LEDGER = {
-    **RESULT_OF,
-    Deposit: CashDeposited,
+    **RESULT_OF, Deposit: CashDeposited,
     Withdraw: CashWithdrawn,
     IssueAllowances: AllowancesIssued,
     SurrenderAllowances: AllowancesSurrendered,
@@ -494,7 +398,7 @@ RESULT_WITH_LEDGER = {
     ComplianceDeadline: DeadlinePassed,
     ClawBackAllowances: AllowancesClawedBack,
     AllocateAllowances: AllowancesAllocated,
-    ConvertAllowances: AllowancesConverted,
+    ConvertAllowances: AllowancesConverted
 }
 
 
@@ -512,8 +416,7 @@ class Checker:
         assert order_id in self.orders, f"{where}: names order {order_id!r}, never accepted"
         assert self.orders[order_id] == (account, instrument, side), (
             f"{where}: {order_id} carries {(account, instrument, side)}, "
-            f"accepted as {self.orders[order_id]}"
-        )
+            f"accepted as {self.orders[order_id]}")
 
     def check(self, cmd, events: list, where: str) -> None:
         for e in events:
@@ -534,9 +437,8 @@ class Checker:
             if isinstance(cmd, (PlaceOrder, CancelOrder, AmendOrder)):
                 assert result.order_id == cmd.order_id, f"{where}: rejected order_id"
         else:
-            assert isinstance(result, self.result_of[type(cmd)]), (
-                f"{where}: result {type(result).__name__}"
-            )
+            assert isinstance(
+                result, self.result_of[type(cmd)]), (f"{where}: result {type(result).__name__}")
         if isinstance(result, OrderAccepted):
             self._accepted(cmd, result, where)
         elif isinstance(result, (OrderCancelled, OrderAmended)):
@@ -544,12 +446,9 @@ class Checker:
             if isinstance(result, OrderCancelled):
                 assert result.reason == reasons.CANCELLED_BY_OWNER, where
         elif isinstance(result, MassCancelAccepted):
-            assert (result.account, result.instrument, result.side) == (
-                cmd.account,
-                cmd.instrument,
-                cmd.side,
-            ), where
-            cancels = events[first + 1 :]
+            assert (result.account, result.instrument, result.side) == (cmd.account, cmd.instrument,
+                                                                        cmd.side), where
+            cancels = events[first + 1:]
             assert len(cancels) == result.count, f"{where}: mass cancel count"
             for e in cancels:
                 assert isinstance(e, OrderCancelled) and e.reason == reasons.MASS_CANCEL, where
@@ -577,38 +476,11 @@ class Checker:
             return None if text is None else tick.to_units(text)
 
         display = 0 if cmd.display_qty in (None, cmd.qty) else cmd.display_qty
-        got = (
-            e.order_id,
-            e.account,
-            e.instrument,
-            e.side,
-            e.type,
-            e.tif,
-            e.price,
-            e.qty,
-            e.stop_price,
-            e.display_qty,
-            e.post_only,
-            e.stp,
-            e.expire_ts,
-            e.ts,
-        )
-        want = (
-            cmd.order_id,
-            cmd.account,
-            cmd.instrument,
-            cmd.side,
-            cmd.type,
-            cmd.tif,
-            ticks(cmd.price),
-            cmd.qty,
-            ticks(cmd.stop_price),
-            display,
-            cmd.post_only,
-            cmd.stp or "cancel_resting",
-            cmd.expire_ts,
-            cmd.ts,
-        )
+        got = (e.order_id, e.account, e.instrument, e.side, e.type, e.tif, e.price, e.qty,
+               e.stop_price, e.display_qty, e.post_only, e.stp, e.expire_ts, e.ts)
+        want = (cmd.order_id, cmd.account, cmd.instrument, cmd.side, cmd.type, cmd.tif,
+                ticks(cmd.price), cmd.qty, ticks(cmd.stop_price), display, cmd.post_only, cmd.stp
+                or "cancel_resting", cmd.expire_ts, cmd.ts)
         assert got == want, f"{where}: accepted event does not echo its command: {got} != {want}"
         self.orders[cmd.order_id] = (cmd.account, cmd.instrument, cmd.side)
 
@@ -665,11 +537,9 @@ def test_scenario(scenario: Scenario, book) -> None:
     expected, actual = run_scenario(scenario, book)
     if expected != actual:
         diff = "\n".join(
-            difflib.unified_diff(expected, actual, "expected", "engine", lineterm="", n=4)
-        )
-        pytest.fail(
-            f"{scenario.path.name} ({scenario.description.splitlines()[0]}):\n{diff}", pytrace=False
-        )
+            difflib.unified_diff(expected, actual, "expected", "engine", lineterm="", n=4))
+        pytest.fail(f"{scenario.path.name} ({scenario.description.splitlines()[0]}):\n{diff}",
+                    pytrace=False)
 
 
 # --- coverage: new codes, kinds and modes force new scenarios -------------------------------
@@ -700,9 +570,8 @@ def test_every_outcome_reason_has_a_scenario() -> None:
 
 
 def test_every_event_type_has_a_scenario() -> None:
-    assert set(typing.get_args(AnyEvent)) == set(EVENT_KINDS), (
-        "a new event type needs a line format"
-    )
+    assert set(
+        typing.get_args(AnyEvent)) == set(EVENT_KINDS), ("a new event type needs a line format")
     seen = {line.split()[0] for line in _expected_lines()}
     missing = sorted(set(EVENT_KINDS.values()) - seen)
     assert not missing, f"event kinds with no scenario: {missing}"

@@ -12,14 +12,8 @@ from exchange.sequencer import Sequencer
 
 def _orders(count: int, start: int = 0) -> list[PlaceOrder]:
     return [
-        PlaceOrder(
-            order_id=f"o{n}",
-            account=f"a{n % 3}",
-            instrument="CEA25",
-            side="buy" if n % 2 else "sell",
-            price=f"{60 + n % 5}.00",
-            qty=10,
-        )
+        PlaceOrder(order_id=f"o{n}", account=f"a{n % 3}", instrument="CEA25",
+                   side="buy" if n % 2 else "sell", price=f"{60 + n % 5}.00", qty=10)
         for n in range(start, start + count)
     ]
 
@@ -82,15 +76,7 @@ def test_snapshots_come_at_batch_boundaries():
     # the fourth finds only 3 since that snapshot.
     kinds = [call for call, _, _ in writer.calls]
     assert kinds == [
-        "append",
-        "commit",
-        "append",
-        "commit",
-        "snapshot",
-        "append",
-        "commit",
-        "append",
-        "commit",
+        "append", "commit", "append", "commit", "snapshot", "append", "commit", "append", "commit"
     ]
     assert writer.calls[4][2] == seqs[1]  # the state after exactly the two batches
 

@@ -30,26 +30,15 @@ KILLS = 20
 def start_serve(directory: Path, port: int) -> subprocess.Popen:
     """Start ``carbonx serve`` on *directory*'s journal and wait until it is ready."""
     command = [
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "serve",
-        "--journal",
-        str(directory / "journal"),
-        "--credentials",
-        str(directory / "credentials.json"),
-        "--port",
-        str(port),
-        "--log-level",
-        "ERROR",
-        "--book-interval",
-        "0",
+        sys.executable, "-m", "gateway.cli", "serve", "--journal",
+        str(directory / "journal"), "--credentials",
+        str(directory / "credentials.json"), "--port",
+        str(port), "--log-level", "ERROR", "--book-interval", "0"
     ]
     if not (directory / "journal").exists():
         command += ["--init", str(directory / "funding.csv")]
-    process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.monotonic() + 30
     seen = []
     while time.monotonic() < deadline:
@@ -65,10 +54,10 @@ def start_serve(directory: Path, port: int) -> subprocess.Popen:
 
 def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(tmp_path):
     rng = random.Random(2026)
-    (tmp_path / "funding.csv").write_text(
-        "action,account,instrument,qty\n"
-        + "".join(f"deposit,{bot},CNY,100000000\nissue,{bot},CEA25,1000000\n" for bot in BOTS)
-    )
+    (tmp_path /
+     "funding.csv").write_text("action,account,instrument,qty\n" +
+                               "".join(f"deposit,{bot},CNY,100000000\nissue,{bot},CEA25,1000000\n"
+                                       for bot in BOTS))
     port = free_port()
     serve = start_serve(tmp_path, port)
     import json
@@ -91,14 +80,11 @@ def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(
                 "type": "limit",
                 "price": "60.00" if side == "buy" else "59.99",
                 "qty": 1 + n % 3,
-                "command_id": f"{client.account}-c{n}",
+                "command_id": f"{client.account}-c{n}"
             }
             future = client.submit(command)
-            future.add_done_callback(
-                lambda f, key=(client.account, command["command_id"]): (
-                    answers.setdefault(key, []).append(f.result()) if not f.cancelled() else None
-                )
-            )
+            future.add_done_callback(lambda f, key=(client.account, command["command_id"]): (
+                answers.setdefault(key, []).append(f.result()) if not f.cancelled() else None))
             futures.append(future)
             await asyncio.sleep(0.004)
             received[client.account] += client.reports_waiting()
@@ -108,16 +94,8 @@ def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(
     async def scenario() -> None:
         nonlocal serve
         clients = [
-            ExchangeClient(
-                bot,
-                credentials[bot],
-                "127.0.0.1",
-                port,
-                timeout=30,
-                retry_delay=0.05,
-                resend_after=0.5,
-            )
-            for bot in BOTS
+            ExchangeClient(bot, credentials[bot], "127.0.0.1", port, timeout=30, retry_delay=0.05,
+                           resend_after=0.5) for bot in BOTS
         ]
         for client in clients:
             await client.__aenter__()

@@ -29,57 +29,18 @@ from test_clearing_properties import Futures, Hypothesis
 from test_properties import MARKET, Context, commands
 from test_scenarios import SCENARIO_FILES, load_scenario
 
-from exchange import (
-    CancelOrder,
-    CommandRejected,
-    Deposit,
-    EndOfDay,
-    Engine,
-    FastBook,
-    IssueAllowances,
-    MassCancel,
-    NaiveBook,
-    OrderAccepted,
-    PlaceOrder,
-    TradeExecuted,
-    default_market,
-    reasons,
-)
-from exchange.book.fast import (
-    DAY,
-    FOK,
-    GTC,
-    GTD,
-    IOC,
-    KIND_CODES,
-    STP_CODES,
-    TIF_CODES,
-    Order,
-)
-from exchange.commands import (
-    AllocateAllowances,
-    ComplianceDeadline,
-    ConvertAllowances,
-    OpenAccount,
-    RecordEmissions,
-    ResumeAccount,
-    SurrenderAllowances,
-    SuspendAccount,
-    TransferAllowances,
-    Withdraw,
-)
+from exchange import (CancelOrder, CommandRejected, Deposit, EndOfDay, Engine, FastBook,
+                      IssueAllowances, MassCancel, NaiveBook, OrderAccepted, PlaceOrder,
+                      TradeExecuted, default_market, reasons)
+from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, STP_CODES, TIF_CODES, Order)
+from exchange.commands import (AllocateAllowances, ComplianceDeadline, ConvertAllowances,
+                               OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
+                               SuspendAccount, TransferAllowances, Withdraw)
 from exchange.events import AnyEvent, Event
 from exchange.market import Market
 from exchange.orderfile import read_order_file
 from exchange.persist import decode_state, encode_state
-from exchange.state import (
-    FORMAT,
-    STATE_VERSION,
-    EngineState,
-    OrderState,
-    StateError,
-    read_state,
-)
+from exchange.state import (FORMAT, STATE_VERSION, EngineState, OrderState, StateError, read_state)
 
 ACCOUNTS = ("a", "b", "c")
 WINDOWS = (1, 2, 3, 8, 100_000)
@@ -87,35 +48,19 @@ OTHER_BOOK = {FastBook: NaiveBook, NaiveBook: FastBook}
 BOOKS = pytest.mark.parametrize("book", [FastBook, NaiveBook], ids=["fast", "naive"])
 TS_2025 = 1_750_000_000 * 10**9  # June 2025: net sales count, a deadline comes
 
-
 # --- streams -------------------------------------------------------------------------------
 
 
 @st.composite
 def admin_commands(draw):
     """A ledger or registry command on the default market's accounts and allowances."""
-    account = draw(st.sampled_from(ACCOUNTS + ("d",)))
+    account = draw(st.sampled_from(ACCOUNTS + ("d", )))
     symbol = draw(st.sampled_from(("CEA25", "CEA24", "CEA24", "XX")))
     qty = draw(st.integers(1, 300))
     kind = draw(
         st.sampled_from(
-            (
-                "deposit",
-                "withdraw",
-                "issue",
-                "transfer",
-                "surrender",
-                "suspend",
-                "resume",
-                "open",
-                "emissions",
-                "allocate",
-                "convert",
-                "deadline",
-                "clock",
-            )
-        )
-    )
+            ("deposit", "withdraw", "issue", "transfer", "surrender", "suspend", "resume", "open",
+             "emissions", "allocate", "convert", "deadline", "clock")))
     if kind == "deposit":
         return Deposit(account=account, currency="CNY", amount=f"{qty * 100}.00")
     if kind == "withdraw":
@@ -123,46 +68,29 @@ def admin_commands(draw):
     if kind == "issue":
         return IssueAllowances(account=account, instrument=symbol, qty=qty)
     if kind == "transfer":
-        return TransferAllowances(
-            account=account, to_account=draw(st.sampled_from(ACCOUNTS)), instrument=symbol, qty=qty
-        )
+        return TransferAllowances(account=account, to_account=draw(st.sampled_from(ACCOUNTS)),
+                                  instrument=symbol, qty=qty)
     if kind == "surrender":
-        return SurrenderAllowances(
-            account=account,
-            instrument=symbol,
-            qty=qty,
-            year=draw(st.sampled_from((None, 2024, 2025))),
-        )
+        return SurrenderAllowances(account=account, instrument=symbol, qty=qty,
+                                   year=draw(st.sampled_from((None, 2024, 2025))))
     if kind == "suspend":
         return SuspendAccount(account=account)
     if kind == "resume":
         return ResumeAccount(account=account)
     if kind == "open":
-        return OpenAccount(
-            account=draw(st.sampled_from(("d", "e", "fi"))),
-            kind=draw(st.sampled_from(("covered", "financial"))),
-        )
+        return OpenAccount(account=draw(st.sampled_from(("d", "e", "fi"))),
+                           kind=draw(st.sampled_from(("covered", "financial"))))
     if kind == "emissions":
-        return RecordEmissions(
-            account=account,
-            year=draw(st.sampled_from((2024, 2025))),
-            qty=qty * 3,
-            quality=draw(st.sampled_from(("measured", "default"))),
-            verifier=draw(st.sampled_from((None, "v1"))),
-        )
+        return RecordEmissions(account=account, year=draw(st.sampled_from(
+            (2024, 2025))), qty=qty * 3, quality=draw(st.sampled_from(("measured", "default"))),
+                               verifier=draw(st.sampled_from((None, "v1"))))
     if kind == "allocate":
         year = draw(st.sampled_from((2024, 2025)))
-        return AllocateAllowances(
-            account=account,
-            instrument=f"CEA{year % 100}",
-            year=year,
-            qty=qty,
-            stage=draw(st.sampled_from(("pre", "final"))),
-        )
+        return AllocateAllowances(account=account, instrument=f"CEA{year % 100}", year=year,
+                                  qty=qty, stage=draw(st.sampled_from(("pre", "final"))))
     if kind == "convert":
-        return ConvertAllowances(
-            account=account, instrument="CEA24", to_instrument="CEA25", qty=qty
-        )
+        return ConvertAllowances(account=account, instrument="CEA24", to_instrument="CEA25",
+                                 qty=qty)
     if kind == "deadline":
         return ComplianceDeadline(year=2024, multiple=draw(st.sampled_from((5, 7))))
     # the clock jumps to 2025, where net sales count and monthly prices are tallied
@@ -173,10 +101,8 @@ def _with_ids(draw, cmds: list) -> list:
     """Give about one command in three a command id from a small pool: many resends."""
     pool = [f"k{n}" for n in range(6)]
     return [
-        msgspec.structs.replace(c, command_id=draw(st.sampled_from(pool)))
-        if draw(st.integers(0, 2)) == 0
-        else c
-        for c in cmds
+        msgspec.structs.replace(c, command_id=draw(st.sampled_from(pool))) if draw(st.integers(
+            0, 2)) == 0 else c for c in cmds
     ]
 
 
@@ -214,9 +140,8 @@ def _same(left: Engine, right: Engine) -> None:
         assert right.answer(account, command_id) == left.answer(account, command_id)
 
 
-def _round_trip(
-    market: Market, cmds: list, split: int, book, *, ledger: bool, window: int = 100_000
-) -> None:
+def _round_trip(market: Market, cmds: list, split: int, book, *, ledger: bool,
+                window: int = 100_000) -> None:
     """Run *cmds* up to *split*, restore the state on both books, run the rest on all."""
     engine = Engine(market, book=book, ledger=ledger, command_window=window)
     for cmd in cmds[:split]:
@@ -225,7 +150,7 @@ def _round_trip(
     twins = [
         decode_state(data, book=book),
         decode_state(data, book=OTHER_BOOK[book]),
-        Engine.from_state(engine.to_state(), book=book),
+        Engine.from_state(engine.to_state(), book=book)
     ]
     for twin in twins:
         _same(engine, twin)
@@ -314,9 +239,8 @@ def test_every_scenario_round_trips_after_every_command(path: Path) -> None:
     close-outs, defaults, deliveries."""
     scenario = load_scenario(path)
     for book in (FastBook, NaiveBook):
-        _every_point(
-            scenario.market(), scenario.commands(), book, ledger=scenario.holdings is not None
-        )
+        _every_point(scenario.market(), scenario.commands(), book, ledger=scenario.holdings
+                     is not None)
 
 
 @pytest.mark.parametrize("name", ["basic", "rich", "stp"])
@@ -334,15 +258,8 @@ def test_a_state_holds_every_kind_of_order() -> None:
     cmds += [IssueAllowances(account=a, instrument="CEA25", qty=1000) for a in ACCOUNTS]
 
     def order(order_id, account, side, price, qty=10, **extra):
-        return PlaceOrder(
-            order_id=order_id,
-            account=account,
-            instrument="CEA25",
-            side=side,
-            price=price,
-            qty=qty,
-            **extra,
-        )
+        return PlaceOrder(order_id=order_id, account=account, instrument="CEA25", side=side,
+                          price=price, qty=qty, **extra)
 
     cmds += [
         order("s1", "a", "sell", "60.00", 5),
@@ -352,30 +269,12 @@ def test_a_state_holds_every_kind_of_order() -> None:
         order("gtd", "b", "buy", "59.00", tif="gtd", expire_ts=500, ts=20),
         order("day", "c", "buy", "58.50", tif="day", stp="cancel_both"),
         order("po", "c", "sell", "62.00", post_only=True, stp="none"),
-        PlaceOrder(
-            order_id="stm",
-            account="b",
-            instrument="CEA25",
-            side="sell",
-            type="stop",
-            stop_price="55.00",
-            qty=3,
-            stp="cancel_aggressor",
-        ),
-        PlaceOrder(
-            order_id="stl",
-            account="c",
-            instrument="CEA25",
-            side="buy",
-            type="stop_limit",
-            stop_price="61.00",
-            price="60.50",
-            qty=4,
-            tif="gtd",
-            expire_ts=900,
-        ),
+        PlaceOrder(order_id="stm", account="b", instrument="CEA25", side="sell", type="stop",
+                   stop_price="55.00", qty=3, stp="cancel_aggressor"),
+        PlaceOrder(order_id="stl", account="c", instrument="CEA25", side="buy", type="stop_limit",
+                   stop_price="61.00", price="60.50", qty=4, tif="gtd", expire_ts=900),
         order("t1", "b", "buy", "61.00", 12),  # takes the iceberg's slice: stl fires
-        order("ioc", "a", "sell", "57.00", 1, tif="ioc"),
+        order("ioc", "a", "sell", "57.00", 1, tif="ioc")
     ]
     for cmd in cmds:
         engine.execute(cmd)
@@ -386,7 +285,7 @@ def test_a_state_holds_every_kind_of_order() -> None:
         CancelOrder(order_id="po", account="c"),
         EndOfDay(ts=600),
         order("x", "a", "sell", "50.00", 30),
-        order("y", "b", "buy", "65.00", 30),
+        order("y", "b", "buy", "65.00", 30)
     ]
     for book in (FastBook, NaiveBook):
         _round_trip(default_market(), cmds + rest, len(cmds), book, ledger=True)
@@ -429,16 +328,8 @@ def test_a_newer_payload_with_more_fields_and_an_older_one_with_fewer_still_deco
     """The evolution rule: new fields have defaults; readers skip what they do not know."""
     engine = Engine(default_market(), command_window=5)
     engine.execute(
-        PlaceOrder(
-            order_id="o1",
-            account="a",
-            instrument="CEA25",
-            side="buy",
-            price="60.00",
-            qty=10,
-            command_id="c1",
-        )
-    )
+        PlaceOrder(order_id="o1", account="a", instrument="CEA25", side="buy", price="60.00",
+                   qty=10, command_id="c1"))
     raw = msgspec.msgpack.decode(encode_state(engine))
     raw["a_field_of_version_one_later"] = {"x": 1}
     raw["instruments"][0]["bids"] = [row + [0] for row in raw["instruments"][0]["bids"]]
@@ -450,17 +341,13 @@ def test_a_newer_payload_with_more_fields_and_an_older_one_with_fewer_still_deco
 def test_to_state_gives_copies_that_later_commands_do_not_change() -> None:
     engine = Engine(default_market())
     engine.execute(
-        PlaceOrder(
-            order_id="o1", account="a", instrument="CEA25", side="buy", price="60.00", qty=10
-        )
-    )
+        PlaceOrder(order_id="o1", account="a", instrument="CEA25", side="buy", price="60.00",
+                   qty=10))
     state = engine.to_state()
     engine.execute(
-        PlaceOrder(
-            order_id="o2", account="b", instrument="CEA25", side="sell", price="60.00", qty=4
-        )
-    )
-    (bid,) = next(i for i in state.instruments if i.symbol == "CEA25").bids
+        PlaceOrder(order_id="o2", account="b", instrument="CEA25", side="sell", price="60.00",
+                   qty=4))
+    (bid, ) = next(i for i in state.instruments if i.symbol == "CEA25").bids
     assert type(bid) is OrderState and bid.qty == 10
     assert Engine.from_state(state).order("o1").qty == 10
     assert msgspec.msgpack.decode(encode_state(engine), type=EngineState[OrderState]).seq == 3
@@ -497,51 +384,24 @@ class _Trap:
     """Unpickling this calls _record: proof that a pickle ran code."""
 
     def __reduce__(self):
-        return (_record, ("unpickled",))
+        return (_record, ("unpickled", ))
 
 
 def _small_engine(ledger: bool = True) -> Engine:
     engine = Engine(default_market(), ledger=ledger, command_window=4)
     for cmd in (
-        Deposit(account="a", currency="CNY", amount="1000.00"),
-        IssueAllowances(account="b", instrument="CEA25", qty=100),
-        PlaceOrder(
-            order_id="s1",
-            account="b",
-            instrument="CEA25",
-            side="sell",
-            price="60.00",
-            qty=30,
-            command_id="k1",
-        ),
-        PlaceOrder(
-            order_id="b1",
-            account="a",
-            instrument="CEA25",
-            side="buy",
-            price="59.00",
-            qty=5,
-            tif="gtd",
-            expire_ts=100,
-            ts=1,
-        ),
-        PlaceOrder(
-            order_id="b2", account="a", instrument="CEA25", side="buy", price="59.50", qty=3
-        ),
-        PlaceOrder(
-            order_id="b3", account="a", instrument="CEA25", side="buy", price="60.00", qty=2
-        ),  # trades: a done id of the day
-        PlaceOrder(
-            order_id="st",
-            account="a",
-            instrument="CEA25",
-            side="buy",
-            type="stop_limit",
-            stop_price="61.00",
-            price="61.00",
-            qty=1,
-        ),
-    ):
+            Deposit(account="a", currency="CNY", amount="1000.00"),
+            IssueAllowances(account="b", instrument="CEA25", qty=100),
+            PlaceOrder(order_id="s1", account="b", instrument="CEA25", side="sell", price="60.00",
+                       qty=30, command_id="k1"),
+            PlaceOrder(order_id="b1", account="a", instrument="CEA25", side="buy", price="59.00",
+                       qty=5, tif="gtd", expire_ts=100, ts=1),
+            PlaceOrder(order_id="b2", account="a", instrument="CEA25", side="buy", price="59.50",
+                       qty=3),
+            PlaceOrder(order_id="b3", account="a", instrument="CEA25", side="buy", price="60.00",
+                       qty=2),  # trades: a done id of the day
+            PlaceOrder(order_id="st", account="a", instrument="CEA25", side="buy",
+                       type="stop_limit", stop_price="61.00", price="61.00", qty=1)):
         engine.execute(cmd)
     return engine
 
@@ -550,36 +410,33 @@ def test_a_pickle_is_refused_and_never_runs() -> None:
     RAN.clear()
     assert pickle.loads(pickle.dumps(_Trap())) == "unpickled" and RAN == ["unpickled"]
     RAN.clear()
-    for payload in (
-        pickle.dumps(_Trap()),
-        pickle.dumps(_small_engine()),
-        pickle.dumps({"format": FORMAT, "version": STATE_VERSION}),
-        msgspec.msgpack.encode(
-            {"format": "pickle", "version": STATE_VERSION, "payload": pickle.dumps(_Trap())}
-        ),
-        msgspec.msgpack.encode(
-            {"format": FORMAT, "version": STATE_VERSION, "market": pickle.dumps(_Trap())}
-        ),
-    ):
+    for payload in (pickle.dumps(_Trap()), pickle.dumps(_small_engine()),
+                    pickle.dumps({
+                        "format": FORMAT,
+                        "version": STATE_VERSION
+                    }),
+                    msgspec.msgpack.encode({
+                        "format": "pickle",
+                        "version": STATE_VERSION,
+                        "payload": pickle.dumps(_Trap())
+                    }),
+                    msgspec.msgpack.encode({
+                        "format": FORMAT,
+                        "version": STATE_VERSION,
+                        "market": pickle.dumps(_Trap())
+                    })):
         with pytest.raises(StateError):
             decode_state(payload)
     assert RAN == []
 
 
 @pytest.mark.parametrize(
-    "payload",
-    [
-        b"",
-        b"\x00",
-        b"garbage",
-        b"\xc1",
-        b"\x80" * 8,
+    "payload", [
+        b"", b"\x00", b"garbage", b"\xc1", b"\x80" * 8,
         msgspec.msgpack.encode([1, 2, 3]),
         msgspec.msgpack.encode({"format": FORMAT}),
-        msgspec.msgpack.encode({"version": STATE_VERSION}),
-    ],
-    ids=["empty", "zero", "text", "reserved", "maps", "array", "no-version", "no-format"],
-)
+        msgspec.msgpack.encode({"version": STATE_VERSION})
+    ], ids=["empty", "zero", "text", "reserved", "maps", "array", "no-version", "no-format"])
 def test_garbage_is_refused(payload: bytes) -> None:
     with pytest.raises(StateError, match="not an engine state|does not decode"):
         decode_state(payload)
@@ -716,38 +573,14 @@ def _stop_as_resting(raw: dict) -> None:
     main["bids"].append(main["stop_buys"].pop())
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        _add_unknown_instrument,
-        _move_order_to_unknown_instrument,
-        _unregister_first_order,
-        _register_twice,
-        _register_done_id_twice,
-        _register_beyond,
-        _bad_market,
-        _other_market,
-        _crossed,
-        _out_of_priority,
-        _sell_among_bids,
-        _market_order_resting,
-        _ioc_resting,
-        _visible_above_qty,
-        _gtd_entry_of_plain_order,
-        _gtd_order_without_entry,
-        _command_twice,
-        _command_id_not_text,
-        _not_an_event,
-        _hold_of_unknown_account,
-        _holding_of_unknown_asset,
-        _system_account_missing,
-        _hold_missing,
-        _not_conserved,
-        _negative_notional,
-        _stop_as_resting,
-    ],
-    ids=lambda f: f.__name__.strip("_"),
-)
+@pytest.mark.parametrize("change", [
+    _add_unknown_instrument, _move_order_to_unknown_instrument, _unregister_first_order,
+    _register_twice, _register_done_id_twice, _register_beyond, _bad_market, _other_market,
+    _crossed, _out_of_priority, _sell_among_bids, _market_order_resting, _ioc_resting,
+    _visible_above_qty, _gtd_entry_of_plain_order, _gtd_order_without_entry, _command_twice,
+    _command_id_not_text, _not_an_event, _hold_of_unknown_account, _holding_of_unknown_asset,
+    _system_account_missing, _hold_missing, _not_conserved, _negative_notional, _stop_as_resting
+], ids=lambda f: f.__name__.strip("_"))
 def test_a_state_that_contradicts_itself_is_refused(change) -> None:
     with pytest.raises(StateError):
         decode_state(_tampered(change))
@@ -768,8 +601,8 @@ def test_damaged_bytes_give_a_state_error_or_a_consistent_engine(ledger, data) -
     except StateError:
         return
     engine.execute(
-        PlaceOrder(order_id="z", account="a", instrument="CEA25", side="sell", price="59.00", qty=1)
-    )
+        PlaceOrder(order_id="z", account="a", instrument="CEA25", side="sell", price="59.00",
+                   qty=1))
 
 
 _SMALL = {ledger: encode_state(_small_engine(ledger)) for ledger in (False, True)}
@@ -805,27 +638,16 @@ def test_the_window_forgets_the_oldest_ids_first() -> None:
 
 @pytest.mark.parametrize("ledger", [False, True], ids=["matching", "ledger"])
 def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_events(
-    ledger,
-) -> None:
+        ledger) -> None:
     engine = Engine(default_market(), ledger=ledger, command_window=3)
     if ledger:
         engine.execute(IssueAllowances(account="s", instrument="CEA25", qty=100))
         engine.execute(Deposit(account="b", currency="CNY", amount="10000.00"))
     engine.execute(
-        PlaceOrder(
-            order_id="s1", account="s", instrument="CEA25", side="sell", price="60.00", qty=10
-        )
-    )
-    buy = PlaceOrder(
-        order_id="b1",
-        account="b",
-        instrument="CEA25",
-        side="buy",
-        price="60.00",
-        qty=4,
-        command_id="k",
-        ts=5,
-    )
+        PlaceOrder(order_id="s1", account="s", instrument="CEA25", side="sell", price="60.00",
+                   qty=10))
+    buy = PlaceOrder(order_id="b1", account="b", instrument="CEA25", side="buy", price="60.00",
+                     qty=4, command_id="k", ts=5)
     first = engine.execute(buy)
     assert type(first[0]) is OrderAccepted and type(first[1]) is TradeExecuted
     assert engine.answer("b", "k") == tuple(first)  # the fills and settlement too
@@ -836,9 +658,8 @@ def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_ev
     after = engine.snapshot()
     # only the counters moved: seq, rejected, rejects
     assert after[0] == before[0] + 1 and after[5] == before[5] + 1
-    assert [after[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)] == [
-        before[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)
-    ]
+    assert [after[i]
+            for i in (1, 2, 3, 4, 7, 8, 9, 10)] == [before[i] for i in (1, 2, 3, 4, 7, 8, 9, 10)]
     assert engine.answer("b", "k") == tuple(first)
     restored = decode_state(encode_state(engine))
     assert restored.answer("b", "k") == tuple(first)
@@ -903,15 +724,8 @@ def test_entries_and_memory_stay_bounded_at_the_window() -> None:
 
     def kept(ids: bool) -> float:
         cmds = [
-            PlaceOrder(
-                order_id=f"o{n}",
-                account="acct01",
-                instrument="CEA25",
-                side="buy",
-                price="50.00",
-                qty=10,
-                command_id=f"cmd-{n:08d}" if ids else None,
-            )
+            PlaceOrder(order_id=f"o{n}", account="acct01", instrument="CEA25", side="buy",
+                       price="50.00", qty=10, command_id=f"cmd-{n:08d}" if ids else None)
             for n in range(2000)
         ]
         engine = Engine(default_market(), command_window=2000)
@@ -954,31 +768,18 @@ def _kinds(cmds: list, *, ledger: bool) -> set[str]:
 
 @pytest.mark.parametrize(
     ("streams", "ledger", "wanted"),
-    [
-        (matching_streams, False, {"TradeExecuted", "OrderTriggered", "duplicate_command"}),
-        (
-            ledger_streams,
-            True,
-            {"TradeSettled", "EmissionsVerified", "AllowancesAllocated", "duplicate_command"},
-        ),
-    ],
-    ids=["matching", "ledger"],
-)
-def test_the_random_streams_reach_what_the_round_trips_should_cover(
-    streams, ledger, wanted
-) -> None:
+    [(matching_streams, False, {"TradeExecuted", "OrderTriggered", "duplicate_command"}),
+     (ledger_streams, True,
+      {"TradeSettled", "EmissionsVerified", "AllowancesAllocated", "duplicate_command"})],
+    ids=["matching", "ledger"])
+def test_the_random_streams_reach_what_the_round_trips_should_cover(streams, ledger,
+                                                                    wanted) -> None:
     """Guard against generators that never get anywhere: streams drawn as the round
     trips draw them reach trades, triggered stops or the registry, and resent ids."""
     seen: set[str] = set()
 
-    @settings(
-        max_examples=60,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=60, deadline=None, database=None, phases=[Phase.generate],
+              derandomize=True, suppress_health_check=list(HealthCheck))
     @given(cmds=streams())
     def collect(cmds) -> None:
         seen.update(_kinds(cmds, ledger=ledger))
@@ -998,15 +799,11 @@ def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monke
 
     def trade(engine, n):
         engine.execute(
-            PlaceOrder(
-                order_id=f"s{n}", account="a", instrument="CEA25", side="sell", price="60.00", qty=1
-            )
-        )
+            PlaceOrder(order_id=f"s{n}", account="a", instrument="CEA25", side="sell",
+                       price="60.00", qty=1))
         engine.execute(
-            PlaceOrder(
-                order_id=f"b{n}", account="b", instrument="CEA25", side="buy", price="60.00", qty=1
-            )
-        )
+            PlaceOrder(order_id=f"b{n}", account="b", instrument="CEA25", side="buy", price="60.00",
+                       qty=1))
 
     for n in range(15):
         trade(engine, n)
@@ -1017,22 +814,11 @@ def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monke
     assert restored.state_hash() == engine.state_hash()
     assert len(engine._live) <= 30  # bounded, though 120 orders were done today
     # the newest done ids still refuse a reuse; the oldest are forgotten
-    assert (
+    assert (engine.execute(
+        PlaceOrder(order_id="b59", account="b", instrument="CEA25", side="buy", price="59.00",
+                   qty=1))[0].reason == "duplicate_order_id")
+    assert (type(
         engine.execute(
-            PlaceOrder(
-                order_id="b59", account="b", instrument="CEA25", side="buy", price="59.00", qty=1
-            )
-        )[0].reason
-        == "duplicate_order_id"
-    )
-    assert (
-        type(
-            engine.execute(
-                PlaceOrder(
-                    order_id="b0", account="b", instrument="CEA25", side="buy", price="59.00", qty=1
-                )
-            )[0]
-        ).__name__
-        == "OrderAccepted"
-    )
+            PlaceOrder(order_id="b0", account="b", instrument="CEA25", side="buy", price="59.00",
+                       qty=1))[0]).__name__ == "OrderAccepted")
     engine.check()

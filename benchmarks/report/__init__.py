@@ -49,11 +49,6 @@ from .readme import readme_block, update_readme
 from .write import write_report
 
 __all__ = [
-    "write_report",
-    "compare",
-    "headline_table",
-    "targets_table",
-    "readme_block",
-    "update_readme",
-    "main",
+    "write_report", "compare", "headline_table", "targets_table", "readme_block", "update_readme",
+    "main"
 ]

@@ -10,26 +10,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .result import (
-    _contenders,
-    _median,
-    _number,
-    _profiles,
-    _ratio_to_engine,
-    _scaling_points,
-    _section,
-)
+from .result import (_contenders, _median, _number, _profiles, _ratio_to_engine, _scaling_points,
+                     _section)
 from .text import _label, _num, _runs
 
 DPI = 110
 CHARTS = ("throughput", "latency", "scaling")
 GROUP_COLORS = {"carbonx": "#1f77b4", "reference": "#8c8c8c", "peer": "#ff7f0e"}
 OTHER_COLOR = "#9467bd"
-PERCENTILES = (
-    ("p50_ns", "p50", "#9ecae1"),
-    ("p99_ns", "p99", "#3182bd"),
-    ("p999_ns", "p99.9", "#08519c"),
-)
+PERCENTILES = (("p50_ns", "p50", "#9ecae1"), ("p99_ns", "p99", "#3182bd"), ("p999_ns", "p99.9",
+                                                                            "#08519c"))
 
 
 def _figure(**kwargs):
@@ -67,23 +57,13 @@ def _draw_throughput(result: dict, path: Path) -> Path | None:
     colors = [GROUP_COLORS.get(g, OTHER_COLOR) for g in groups]
     ys = list(range(len(rows)))
     ax.barh(
-        ys,
-        medians,
-        height=0.62,
-        color=colors,
-        xerr=[[m - lo for m, lo in zip(medians, lows)], [hi - m for m, hi in zip(medians, highs)]],
-        ecolor="#333333",
-        capsize=3,
-    )
+        ys, medians, height=0.62, color=colors, xerr=[[m - lo for m, lo in zip(medians, lows)],
+                                                      [hi - m for m, hi in zip(medians, highs)]],
+        ecolor="#333333", capsize=3)
     labels = [
-        _label(r)
-        + (
-            f"\n(first {_num(r['prefix'])} messages)"
-            if _number(r.get("prefix")) is not None
-            else ""
-        )
-        + ("  [trades differ]" if r.get("agrees") is False else "")
-        for r in rows
+        _label(r) +
+        (f"\n(first {_num(r['prefix'])} messages)" if _number(r.get("prefix")) is not None else "")
+        + ("  [trades differ]" if r.get("agrees") is False else "") for r in rows
     ]
     ax.set_yticks(ys, labels=labels)
     ax.invert_yaxis()
@@ -102,24 +82,14 @@ def _draw_throughput(result: dict, path: Path) -> Path | None:
     if _number(section.get("messages")) is not None:
         title += f": {section['messages']:,} messages"
     runs = _runs(every, section)
-    title += (
-        ", median of each contender's runs"
-        if runs.startswith("runs:")
-        else f", median of {runs}"
-        if not runs.startswith("-")
-        else ""
-    )
+    title += (", median of each contender's runs" if runs.startswith("runs:") else
+              f", median of {runs}" if not runs.startswith("-") else "")
     ax.set_title(title)
     present = list(dict.fromkeys(groups))
     fig.legend(
         handles=[
             Patch(color=GROUP_COLORS.get(g, OTHER_COLOR), label=f"group: {g}") for g in present
-        ],
-        loc="outside lower center",
-        ncol=len(present),
-        fontsize=9,
-        frameon=False,
-    )
+        ], loc="outside lower center", ncol=len(present), fontsize=9, frameon=False)
     return _save(fig, path)
 
 
@@ -141,50 +111,33 @@ def _draw_latency(result: dict, path: Path) -> Path | None:
             for _, stats in kinds:
                 ns = _number(stats.get(key))
                 values.append(ns / 1000 if ns and ns > 0 else math.nan)
-            bars = ax.bar(
-                [x + (j - 1) * width for x in xs], values, width, label=label, color=color
-            )
+            bars = ax.bar([x + (j - 1) * width for x in xs], values, width, label=label,
+                          color=color)
             ax.bar_label(bars, fmt="%.2f", fontsize=7, rotation=90, padding=2)
             finite = [v for v in values if not math.isnan(v)]
             tallest, lowest = max([tallest, *finite]), min([lowest, *finite])
         maxima = [(_number(st.get("max_ns")) or 0) / 1000 for _, st in kinds]
         maxima = [m if m > 0 else math.nan for m in maxima]
-        ax.plot(
-            xs,
-            maxima,
-            linestyle="none",
-            marker="_",
-            markersize=26,
-            markeredgewidth=2,
-            color="#d62728",
-            label="max",
-        )
+        ax.plot(xs, maxima, linestyle="none", marker="_", markersize=26, markeredgewidth=2,
+                color="#d62728", label="max")
         tallest = max([tallest, *(m for m in maxima if not math.isnan(m))])
         ax.set_yscale("log")
         if tallest > 0 and lowest < math.inf:
             ax.set_ylim(lowest / 2, tallest * 8)
-        ax.set_xticks(
-            xs, labels=[f"{kind}\nn={_num(st.get('n'))}" for kind, st in kinds], fontsize=9
-        )
+        ax.set_xticks(xs, labels=[f"{kind}\nn={_num(st.get('n'))}" for kind, st in kinds],
+                      fontsize=9)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
         ax.set_ylabel("µs per message (log)")
         ax.set_title(
             f"profile {profile}: {_num(body.get('sampled'))} messages timed of "
-            f"{_num(body.get('messages'))}",
-            fontsize=10,
-        )
+            f"{_num(body.get('messages'))}", fontsize=10)
         ax.grid(axis="y", which="major", alpha=0.3)
         ax.set_axisbelow(True)
         ax.legend(loc="upper left", ncol=4, fontsize=8, framealpha=0.9)
     latency = _section(result, "latency") or {}
-    fig.suptitle(
-        "Latency per message kind: p50, p99, p99.9 and max"
-        + (
-            f" (timer overhead {latency['timer_overhead_ns']:,} ns)"
-            if _number(latency.get("timer_overhead_ns")) is not None
-            else ""
-        )
-    )
+    fig.suptitle("Latency per message kind: p50, p99, p99.9 and max" +
+                 (f" (timer overhead {latency['timer_overhead_ns']:,} ns)" if _number(
+                     latency.get("timer_overhead_ns")) is not None else ""))
     return _save(fig, path)
 
 
@@ -192,10 +145,9 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     scaling = _section(result, "scaling") or {}
-    panels = (
-        ("resting", "resting orders in the book", "resting_ratio_largest_to_smallest", "#1f77b4"),
-        ("instruments", "instruments", "instruments_ratio_largest_to_smallest", "#2ca02c"),
-    )
+    panels = (("resting", "resting orders in the book", "resting_ratio_largest_to_smallest",
+               "#1f77b4"), ("instruments", "instruments", "instruments_ratio_largest_to_smallest",
+                            "#2ca02c"))
     if not any(_scaling_points(result, axis) for axis, *_ in panels):
         return None
     fig = _figure(figsize=(11, 4.3))
@@ -218,14 +170,8 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
         ax.fill_between(xs, lows, highs, color=color, alpha=0.22, linewidth=0, label="min .. max")
         ax.plot(xs, medians, marker="o", color=color, label="median")
         for x, median in zip(xs, medians):
-            ax.annotate(
-                f"{median:,.0f}",
-                (x, median),
-                textcoords="offset points",
-                xytext=(0, 8),
-                ha="center",
-                fontsize=8,
-            )
+            ax.annotate(f"{median:,.0f}", (x, median), textcoords="offset points", xytext=(0, 8),
+                        ha="center", fontsize=8)
         ax.set_xscale("log")
         ax.set_xticks(xs, labels=[_num(x) for x in xs], fontsize=8)
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -235,10 +181,8 @@ def _draw_scaling(result: dict, path: Path) -> Path | None:
             ax.set_xlim(xs[0] / 3, xs[0] * 3)
         ratio = _number(scaling.get(ratio_key))
         ax.set_title(
-            f"against {xlabel}"
-            + (f": largest / smallest {ratio:.2f}x" if ratio is not None else ""),
-            fontsize=10,
-        )
+            f"against {xlabel}" +
+            (f": largest / smallest {ratio:.2f}x" if ratio is not None else ""), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     title = "Cost per message as the book grows"
@@ -257,9 +201,7 @@ def _has_data(result: dict, name: str) -> str | None:
         if not _profiles(result):
             return "no latency section (or no latency profiles) in this result"
     elif not any(
-        _median(p.get("ns_per_msg")) is not None
-        for axis in ("resting", "instruments")
-        for p in _scaling_points(result, axis)
-    ):
+            _median(p.get("ns_per_msg")) is not None for axis in ("resting", "instruments")
+            for p in _scaling_points(result, axis)):
         return "no scaling section (or no scaling points) in this result"
     return None

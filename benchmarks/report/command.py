@@ -19,33 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.report",
         description="Write report.md and PNG charts (throughput, latency, scaling) for a "
         "result of `python -m benchmarks`; with --compare, name the metrics "
-        "that got worse than OLD.json beyond the tolerance and exit 1 if any.",
-    )
+        "that got worse than OLD.json beyond the tolerance and exit 1 if any.")
     parser.add_argument("result", metavar="RESULT.json", help="the result to report on")
     parser.add_argument(
-        "--out",
-        metavar="DIR",
+        "--out", metavar="DIR",
         help="where report.md and the charts go (default: <RESULT stem>-report "
-        "beside RESULT, e.g. benchmarks/results/latest-report/)",
-    )
+        "beside RESULT, e.g. benchmarks/results/latest-report/)")
+    parser.add_argument("--compare", metavar="OLD.json",
+                        help="an earlier result to compare with; exit 1 on any regression")
+    parser.add_argument("--tolerance", type=float, default=0.10, metavar="FRACTION",
+                        help="change that counts as a regression or improvement (default 0.1)")
     parser.add_argument(
-        "--compare",
-        metavar="OLD.json",
-        help="an earlier result to compare with; exit 1 on any regression",
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.10,
-        metavar="FRACTION",
-        help="change that counts as a regression or improvement (default 0.1)",
-    )
-    parser.add_argument(
-        "--readme",
-        metavar="README.md",
+        "--readme", metavar="README.md",
         help="also replace the results block of this README (headline "
-        "table, targets, chart) with this result's",
-    )
+        "table, targets, chart) with this result's")
     return parser
 
 

@@ -27,19 +27,13 @@ def _metrics(result: dict) -> dict[str, tuple[int | float, str]]:
         add(f"scaling/resting {size} ns/msg", _median(point.get("ns_per_msg")), "lower")
         add(f"scaling/resting {size} bytes/order", point.get("bytes_per_order"), "lower")
     for point in _scaling_points(result, "instruments"):
-        add(
-            f"scaling/instruments {_num(point['instruments'])} ns/msg",
-            _median(point.get("ns_per_msg")),
-            "lower",
-        )
+        add(f"scaling/instruments {_num(point['instruments'])} ns/msg",
+            _median(point.get("ns_per_msg")), "lower")
     for contender, methods in (_section(result, "memory") or {}).items():
         for method, run in methods.items() if isinstance(methods, dict) else ():
             if isinstance(run, dict):
-                add(
-                    f"memory/{contender} bytes/order ({method})",
-                    run.get("bytes_per_order"),
-                    "lower",
-                )
+                add(f"memory/{contender} bytes/order ({method})", run.get("bytes_per_order"),
+                    "lower")
     e2e = _section(result, "end_to_end") or {}
     add("end_to_end/replay msgs/s", _median(e2e.get("msgs_per_s")), "higher")
     ratios = (_section(result, "ledger") or {}).get("ratios")
@@ -56,9 +50,8 @@ def _change(old: float, new: float, better: str) -> float | None:
     return change if better == "higher" else -change
 
 
-def compare(
-    old: dict, new: dict, *, tolerance: float = 0.10, latency_tolerance: float = 0.50
-) -> dict:
+def compare(old: dict, new: dict, *, tolerance: float = 0.10,
+            latency_tolerance: float = 0.50) -> dict:
     """Compare two results metric by metric; name regressions beyond *tolerance*.
 
     Latency tails (p99, p99.9 of a sample) move more from run to run on a shared
@@ -85,16 +78,14 @@ def compare(
     for name in [*after, *(n for n in before if n not in after)]:
         if name not in before or name not in after:
             value, better = after.get(name) or before[name]
-            rows.append(
-                {
-                    "metric": name,
-                    "old": before.get(name, (None,))[0],
-                    "new": after.get(name, (None,))[0],
-                    "change": None,
-                    "better": better,
-                    "status": "missing",
-                }
-            )
+            rows.append({
+                "metric": name,
+                "old": before.get(name, (None, ))[0],
+                "new": after.get(name, (None, ))[0],
+                "change": None,
+                "better": better,
+                "status": "missing"
+            })
             continue
         (x, better), (y, _) = before[name], after[name]
         change = _change(x, y, better)
@@ -108,16 +99,14 @@ def compare(
             status = "improvement"
         else:
             status = "same"
-        rows.append(
-            {
-                "metric": name,
-                "old": x,
-                "new": y,
-                "change": None if change is None else round(change, 6),
-                "better": better,
-                "status": status,
-            }
-        )
+        rows.append({
+            "metric": name,
+            "old": x,
+            "new": y,
+            "change": None if change is None else round(change, 6),
+            "better": better,
+            "status": status
+        })
 
     def about(result: dict) -> dict:
         created, mode = result.get("created_utc"), result.get("mode")
@@ -125,7 +114,7 @@ def compare(
             "created_utc": created if isinstance(created, str) else None,
             "commit": _commit(result),
             "mode": mode if isinstance(mode, str) else None,
-            "messages": _number((_section(result, "settings") or {}).get("messages")),
+            "messages": _number((_section(result, "settings") or {}).get("messages"))
         }
 
     return {
@@ -135,7 +124,7 @@ def compare(
         "latency_tolerance": max(tolerance, latency_tolerance),
         "metrics": rows,
         "regressions": [r["metric"] for r in rows if r["status"] == "regression"],
-        "improvements": [r["metric"] for r in rows if r["status"] == "improvement"],
+        "improvements": [r["metric"] for r in rows if r["status"] == "improvement"]
     }
 
 
@@ -154,14 +143,8 @@ def _unlike(compared: dict) -> str | None:
         for key in ("mode", "messages")
         if old.get(key) is not None and new.get(key) is not None and old.get(key) != new.get(key)
     ]
-    return (
-        (
-            "the two runs are not alike (" + "; ".join(differ) + "): changes may "
-            "reflect the sizes, not the code"
-        )
-        if differ
-        else None
-    )
+    return (("the two runs are not alike (" + "; ".join(differ) + "): changes may "
+             "reflect the sizes, not the code") if differ else None)
 
 
 def _summary(compared: dict) -> str:
@@ -173,12 +156,9 @@ def _summary(compared: dict) -> str:
     lines = [f"  warning: {warning}"] if warning else []
     for status, word in (("regression", "REGRESSION "), ("improvement", "improvement")):
         for row in by_status.get(status, ()):
-            lines.append(
-                f"  {word} {row['metric']}: {_num(row['old'])} -> {_num(row['new'])} "
-                f"({_change_text(row)}, {row['better']} is better)"
-            )
-    counts = ", ".join(
-        f"{len(by_status.get(s, ()))} {s}" for s in ("regression", "improvement", "same", "missing")
-    )
+            lines.append(f"  {word} {row['metric']}: {_num(row['old'])} -> {_num(row['new'])} "
+                         f"({_change_text(row)}, {row['better']} is better)")
+    counts = ", ".join(f"{len(by_status.get(s, ()))} {s}"
+                       for s in ("regression", "improvement", "same", "missing"))
     lines.append(f"  {counts} (tolerance {compared['tolerance']:.0%})")
     return "\n".join(lines)

@@ -6,19 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SECTIONS = (
-    "settings",
-    "machine",
-    "contenders",
-    "throughput",
-    "latency",
-    "scaling",
-    "memory",
-    "end_to_end",
-    "ledger",
-    "verdict",
-    "targets",
-)
+SECTIONS = ("settings", "machine", "contenders", "throughput", "latency", "scaling", "memory",
+            "end_to_end", "ledger", "verdict", "targets")
 MEASURED = ("contenders", "throughput", "latency", "scaling", "memory", "end_to_end", "ledger")
 
 
@@ -44,14 +33,13 @@ def _load_result(path: str | Path) -> dict:
         ) from None
     if not isinstance(result, dict):
         raise _BadResult(
-            f"{path}: not a benchmark result (a JSON {type(result).__name__}, expected an object)"
-        )
+            f"{path}: not a benchmark result (a JSON {type(result).__name__}, expected an object)")
     if not any(key in result for key in MEASURED):
         raise _BadResult(
-            f"{path}: not a carbonx benchmark result (none of the sections {', '.join(MEASURED)})"
-        )
+            f"{path}: not a carbonx benchmark result (none of the sections {', '.join(MEASURED)})")
     wrong = [
-        key for key in SECTIONS if result.get(key) is not None and not isinstance(result[key], dict)
+        key for key in SECTIONS
+        if result.get(key) is not None and not isinstance(result[key], dict)
     ]
     if wrong:
         raise _BadResult(f"{path}: section(s) {', '.join(wrong)} should be objects or null")

@@ -45,10 +45,10 @@ def _contenders(result: dict) -> list[dict]:
     plain = legacy.get("plain") if isinstance(legacy.get("plain"), dict) else None
     agreement = _section(result, "agreement") or {}
     rows = []
-    for name, label, group, body in (
-        ("engine", "carbonx engine (validation, events, STP)", "carbonx", engine),
-        ("plain", "plain matcher (SortedDict + deque)", "reference", plain),
-    ):
+    for name, label, group, body in (("engine", "carbonx engine (validation, events, STP)",
+                                      "carbonx", engine),
+                                     ("plain", "plain matcher (SortedDict + deque)", "reference",
+                                      plain)):
         if body is None:
             continue
         row = {
@@ -57,7 +57,7 @@ def _contenders(result: dict) -> list[dict]:
             "group": group,
             "msgs_per_s": body.get("msgs_per_s"),
             "trades": body.get("trades"),
-            "volume": body.get("volume"),
+            "volume": body.get("volume")
         }
         if name == "plain" and isinstance(agreement.get("ok"), bool):
             row["agrees"] = agreement["ok"]

@@ -92,9 +92,8 @@ def _runs(rows: list[dict], section: dict) -> str:
         return f"{_num(section.get('repeat'))} runs"
     if len(by_count) == 1:
         return f"{next(iter(by_count))} runs"
-    return "runs: " + ", ".join(
-        f"{count} ({', '.join(names)})" for count, names in by_count.items()
-    )
+    return "runs: " + ", ".join(f"{count} ({', '.join(names)})"
+                                for count, names in by_count.items())
 
 
 def _label(row: dict) -> str:

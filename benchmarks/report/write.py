@@ -11,9 +11,8 @@ from .charts import CHARTS, _draw_latency, _draw_scaling, _draw_throughput, _has
 from .markdown import _markdown
 
 
-def write_report(
-    result: dict, out_dir: str | Path, *, compared: dict | None = None
-) -> dict[str, Path]:
+def write_report(result: dict, out_dir: str | Path, *,
+                 compared: dict | None = None) -> dict[str, Path]:
     """Write ``report.md`` and the charts of *result* into *out_dir*; return their paths.
 
     Returns ``{"report": ..., "throughput": ..., "latency": ..., "scaling": ...}`` with
@@ -29,11 +28,8 @@ def write_report(
     drawers = {"throughput": _draw_throughput, "latency": _draw_latency, "scaling": _draw_scaling}
     charts: dict[str, Path] = {}
     skipped: dict[str, str] = {}
-    missing_matplotlib = (
-        None
-        if importlib.util.find_spec("matplotlib")
-        else "matplotlib is not installed (`pip install matplotlib`)"
-    )
+    missing_matplotlib = (None if importlib.util.find_spec("matplotlib") else
+                          "matplotlib is not installed (`pip install matplotlib`)")
     for name in CHARTS:
         path = folder / f"{name}.png"
         reason = _has_data(result, name) or missing_matplotlib

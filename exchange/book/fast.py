@@ -40,24 +40,8 @@ from exchange import reasons
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
-    "Order",
-    "Counters",
-    "FastBook",
-    "visible_of",
-    "LIMIT",
-    "MARKET",
-    "STOP",
-    "STOP_LIMIT",
-    "GTC",
-    "DAY",
-    "IOC",
-    "FOK",
-    "GTD",
-    "STP_RESTING",
-    "STP_AGGRESSOR",
-    "STP_BOTH",
-    "STP_NONE",
-    "NO_LIMIT",
+    "Order", "Counters", "FastBook", "visible_of", "LIMIT", "MARKET", "STOP", "STOP_LIMIT", "GTC",
+    "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
 ]
 
 # Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
@@ -73,11 +57,12 @@ STP_CODES = {
     "cancel_resting": STP_RESTING,
     "cancel_aggressor": STP_AGGRESSOR,
     "cancel_both": STP_BOTH,
-    "none": STP_NONE,
+    "none": STP_NONE
 }
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
+
 
 def visible_of(display: int, qty: int) -> int:
     """The displayed part of an order of open *qty* that shows *display* (0: all)."""
@@ -215,9 +200,8 @@ class FastBook:
                 if order.qty:
                     yield order
 
-    def depth(
-        self, levels: int = 10
-    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    def depth(self,
+              levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         """Return up to *levels* ``(price, displayed qty, orders)`` per side, best first.
 
         O(L log levels) for L price levels.
@@ -295,13 +279,8 @@ class FastBook:
             if not order.qty:
                 return None
         if order.tif >= IOC or order.kind == MARKET:
-            reason = (
-                reasons.FOK_UNFILLED
-                if order.tif == FOK
-                else reasons.MARKET_REMAINDER
-                if order.kind == MARKET
-                else reasons.IOC_REMAINDER
-            )
+            reason = (reasons.FOK_UNFILLED if order.tif == FOK else
+                      reasons.MARKET_REMAINDER if order.kind == MARKET else reasons.IOC_REMAINDER)
             return self.cancel_remainder(order, reason, out)
         level = own.levels.get(key)
         if level is None:
@@ -341,16 +320,9 @@ class FastBook:
         ctr = self._ctr
         ctr.seq += 1
         out.append(
-            OrderCancelled(
-                seq=ctr.seq,
-                order_id=order.order_id,
-                account=order.account,
-                instrument=self.symbol,
-                side="buy" if order.is_buy else "sell",
-                cancelled_qty=order.qty,
-                reason=reason,
-            )
-        )
+            OrderCancelled(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                           instrument=self.symbol, side="buy" if order.is_buy else "sell",
+                           cancelled_qty=order.qty, reason=reason))
         order.qty = 0
         order.visible = 0
 
@@ -392,16 +364,10 @@ class FastBook:
                         resting.qty = resting.visible = 0
                         seq += 1
                         append(
-                            OrderCancelled(
-                                order_id=resting.order_id,
-                                account=account,
-                                instrument=symbol,
-                                side="sell" if is_buy else "buy",
-                                cancelled_qty=open_qty,
-                                reason=reasons.STP_CANCEL_RESTING,
-                                seq=seq,
-                            )
-                        )
+                            OrderCancelled(order_id=resting.order_id, account=account,
+                                           instrument=symbol, side="sell" if is_buy else "buy",
+                                           cancelled_qty=open_qty,
+                                           reason=reasons.STP_CANCEL_RESTING, seq=seq))
                     if stp != STP_RESTING:
                         killed = True
                         break
@@ -416,38 +382,18 @@ class FastBook:
                 trade += 1
                 if is_buy:
                     append(
-                        TradeExecuted(
-                            trade_id=trade,
-                            instrument=symbol,
-                            price=price,
-                            qty=fill,
-                            buy_order_id=order_id,
-                            sell_order_id=resting.order_id,
-                            buy_account=account,
-                            sell_account=resting.account,
-                            aggressor="buy",
-                            buy_leaves_qty=remaining,
-                            sell_leaves_qty=open_qty,
-                            seq=seq,
-                        )
-                    )
+                        TradeExecuted(trade_id=trade, instrument=symbol, price=price, qty=fill,
+                                      buy_order_id=order_id, sell_order_id=resting.order_id,
+                                      buy_account=account, sell_account=resting.account,
+                                      aggressor="buy", buy_leaves_qty=remaining,
+                                      sell_leaves_qty=open_qty, seq=seq))
                 else:
                     append(
-                        TradeExecuted(
-                            trade_id=trade,
-                            instrument=symbol,
-                            price=price,
-                            qty=fill,
-                            buy_order_id=resting.order_id,
-                            sell_order_id=order_id,
-                            buy_account=resting.account,
-                            sell_account=account,
-                            aggressor="sell",
-                            buy_leaves_qty=open_qty,
-                            sell_leaves_qty=remaining,
-                            seq=seq,
-                        )
-                    )
+                        TradeExecuted(trade_id=trade, instrument=symbol, price=price, qty=fill,
+                                      buy_order_id=resting.order_id, sell_order_id=order_id,
+                                      buy_account=resting.account, sell_account=account,
+                                      aggressor="sell", buy_leaves_qty=open_qty,
+                                      sell_leaves_qty=remaining, seq=seq))
                 volume += fill
                 notional += fill * price
                 last = price
@@ -505,8 +451,7 @@ class FastBook:
                 if key != last:
                     if last is not None and key < last:
                         raise ValueError(
-                            f"{self.symbol}: order {order.order_id} is out of price priority"
-                        )
+                            f"{self.symbol}: order {order.order_id} is out of price priority")
                     level = levels[key] = Level(order.price)
                     last = key
                 level.orders.append(order)  # type: ignore[union-attr]
@@ -520,24 +465,10 @@ class FastBook:
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list[list[list[str | int]]]:
         """Return the book as plain data in priority order, for hashing and comparison."""
-        return [
-            [
-                [
-                    o.order_id,
-                    o.account,
-                    o.price,
-                    o.qty,
-                    o.visible,
-                    o.display,
-                    o.tif,
-                    o.stp,
-                    o.post_only,
-                    o.expire_ts,
-                ]
-                for o in self.orders(is_buy)
-            ]
-            for is_buy in (True, False)
-        ]
+        return [[[
+            o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp, o.post_only,
+            o.expire_ts
+        ] for o in self.orders(is_buy)] for is_buy in (True, False)]
 
     def check(self) -> None:
         """Raise ``AssertionError`` if any invariant of the module docstring is broken."""
@@ -550,9 +481,8 @@ class FastBook:
                 assert level.price == sign * key, "level stored under the wrong key"
                 live_orders = [o for o in level.orders if o.qty]
                 assert len(live_orders) == level.count >= 1, "level count is wrong"
-                assert all(o.qty or not o.visible for o in level.orders), (
-                    "a done order still shows a quantity"
-                )
+                assert all(o.qty or not o.visible
+                           for o in level.orders), ("a done order still shows a quantity")
                 for o in live_orders:
                     assert o.price == level.price and o.is_buy == (sign == -1)
                     assert 0 < o.visible <= o.qty, "visible outside (0, qty]"

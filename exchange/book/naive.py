@@ -15,16 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from exchange import reasons
-from exchange.book.fast import (
-    FOK,
-    IOC,
-    MARKET,
-    STP_AGGRESSOR,
-    STP_NONE,
-    STP_RESTING,
-    Counters,
-    Order,
-)
+from exchange.book.fast import (FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters,
+                                Order)
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
@@ -96,9 +88,8 @@ class NaiveBook:
     def orders(self, is_buy: bool) -> Iterator[Order]:
         yield from list(self._side[is_buy])
 
-    def depth(
-        self, levels: int = 10
-    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    def depth(self,
+              levels: int = 10) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         result: list[list[tuple[int, int, int]]] = []
         for is_buy in (True, False):
             prices: list[int] = []
@@ -126,9 +117,8 @@ class NaiveBook:
             if not candidates:
                 return False
             row = min(
-                candidates,
-                key=lambda r: (-r.order.price if r.order.is_buy else r.order.price, r.arrival),
-            )
+                candidates, key=lambda r: (-r.order.price
+                                           if r.order.is_buy else r.order.price, r.arrival))
             resting = row.order
             if order.stp != STP_NONE and resting.account == order.account:
                 if order.stp != STP_RESTING:
@@ -180,16 +170,9 @@ class NaiveBook:
     def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
         self._ctr.seq += 1
         out.append(
-            OrderCancelled(
-                seq=self._ctr.seq,
-                order_id=order.order_id,
-                account=order.account,
-                instrument=self.symbol,
-                side=order.side,
-                cancelled_qty=order.qty,
-                reason=reason,
-            )
-        )
+            OrderCancelled(seq=self._ctr.seq, order_id=order.order_id, account=order.account,
+                           instrument=self.symbol, side=order.side, cancelled_qty=order.qty,
+                           reason=reason))
         order.qty = 0
         order.visible = 0
 
@@ -203,16 +186,10 @@ class NaiveBook:
                     self.remove(resting)
                     self._ctr.seq += 1
                     out.append(
-                        OrderCancelled(
-                            seq=self._ctr.seq,
-                            order_id=resting.order_id,
-                            account=resting.account,
-                            instrument=self.symbol,
-                            side=resting.side,
-                            cancelled_qty=cancelled,
-                            reason=reasons.STP_CANCEL_RESTING,
-                        )
-                    )
+                        OrderCancelled(seq=self._ctr.seq, order_id=resting.order_id,
+                                       account=resting.account, instrument=self.symbol,
+                                       side=resting.side, cancelled_qty=cancelled,
+                                       reason=reasons.STP_CANCEL_RESTING))
                 if order.stp != STP_RESTING:
                     return self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
                 continue
@@ -224,21 +201,11 @@ class NaiveBook:
             self._ctr.trade += 1
             buy, sell = (order, resting) if order.is_buy else (resting, order)
             out.append(
-                TradeExecuted(
-                    seq=self._ctr.seq,
-                    trade_id=self._ctr.trade,
-                    instrument=self.symbol,
-                    price=resting.price,
-                    qty=fill,
-                    buy_order_id=buy.order_id,
-                    sell_order_id=sell.order_id,
-                    buy_account=buy.account,
-                    sell_account=sell.account,
-                    aggressor=order.side,
-                    buy_leaves_qty=buy.qty,
-                    sell_leaves_qty=sell.qty,
-                )
-            )
+                TradeExecuted(seq=self._ctr.seq, trade_id=self._ctr.trade, instrument=self.symbol,
+                              price=resting.price, qty=fill, buy_order_id=buy.order_id,
+                              sell_order_id=sell.order_id, buy_account=buy.account,
+                              sell_account=sell.account, aggressor=order.side,
+                              buy_leaves_qty=buy.qty, sell_leaves_qty=sell.qty))
             self.last_price = resting.price
             self.trade_count += 1
             self.volume += fill
@@ -268,8 +235,7 @@ class NaiveBook:
                 rank = -order.price if is_buy else order.price
                 if last is not None and rank < last:
                     raise ValueError(
-                        f"{self.symbol}: order {order.order_id} is out of price priority"
-                    )
+                        f"{self.symbol}: order {order.order_id} is out of price priority")
                 last = rank
                 self._clock += 1
                 self._arrival[id(order)] = self._clock
@@ -280,24 +246,10 @@ class NaiveBook:
 
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list[list[list[str | int]]]:
-        return [
-            [
-                [
-                    o.order_id,
-                    o.account,
-                    o.price,
-                    o.qty,
-                    o.visible,
-                    o.display,
-                    o.tif,
-                    o.stp,
-                    o.post_only,
-                    o.expire_ts,
-                ]
-                for o in self._side[is_buy]
-            ]
-            for is_buy in (True, False)
-        ]
+        return [[[
+            o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp, o.post_only,
+            o.expire_ts
+        ] for o in self._side[is_buy]] for is_buy in (True, False)]
 
     def check(self) -> None:
         for is_buy, side in self._side.items():

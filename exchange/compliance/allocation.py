@@ -35,28 +35,10 @@ from math import floor
 from typing import TypeAlias
 
 __all__ = [
-    "exact",
-    "POWER_BENCHMARKS",
-    "HEAT_BENCHMARKS",
-    "load_factor",
-    "PowerUnit",
-    "power_allocation",
-    "alpha",
-    "solve_benchmark",
-    "industrial_alphas",
-    "industrial_allocation",
-    "pre_allocation",
-    "true_up",
-    "adjust",
-    "ccer_cap",
-    "banking_cap",
-    "fine_fen",
-    "AllocationError",
-    "Entity",
-    "SECTOR_RULES",
-    "sector_rule",
-    "DEFAULT_RULES",
-    "allocate",
+    "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit", "power_allocation",
+    "alpha", "solve_benchmark", "industrial_alphas", "industrial_allocation", "pre_allocation",
+    "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "AllocationError", "Entity",
+    "SECTOR_RULES", "sector_rule", "DEFAULT_RULES", "allocate"
 ]
 
 
@@ -100,7 +82,7 @@ POWER_BENCHMARKS = {
     "coal_large": Fraction("0.7910"),
     "coal_small": Fraction("0.8049"),
     "coal_unconventional": Fraction("0.8244"),
-    "gas": Fraction("0.3288"),
+    "gas": Fraction("0.3288")
 }
 # tCO2 per GJ of heat, by fuel.
 HEAT_BENCHMARKS = {"coal": Fraction("0.1033"), "gas": Fraction("0.0533")}
@@ -125,11 +107,11 @@ def load_factor(load: Number) -> Fraction:
         return Fraction(1)
     exponent = 16 - 20 * share
     if exponent.denominator == 1:
-        return Fraction("1.015") ** int(exponent)
+        return Fraction("1.015")**int(exponent)
     with localcontext() as ctx:
         ctx.prec = _DIGITS
         ctx.rounding = "ROUND_FLOOR"
-        power = Decimal("1.015") ** (Decimal(exponent.numerator) / Decimal(exponent.denominator))
+        power = Decimal("1.015")**(Decimal(exponent.numerator) / Decimal(exponent.denominator))
     return Fraction(power)
 
 
@@ -145,8 +127,7 @@ class PowerUnit:
     def __post_init__(self) -> None:
         if self.unit_type not in POWER_BENCHMARKS:
             raise AllocationError(
-                f"unknown unit type {self.unit_type!r}; known: {', '.join(POWER_BENCHMARKS)}"
-            )
+                f"unknown unit type {self.unit_type!r}; known: {', '.join(POWER_BENCHMARKS)}")
         for name in ("electricity_mwh", "heat_gj", "load"):
             value = exact(getattr(self, name), name)
             if value < 0:
@@ -157,25 +138,17 @@ class PowerUnit:
     def fuel(self) -> str:
         return "gas" if self.unit_type == "gas" else "coal"
 
-    def benchmark_allocation(
-        self,
-        electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
-        heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
-    ) -> Fraction:
+    def benchmark_allocation(self, electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+                             heat: Mapping[str, Fraction] = HEAT_BENCHMARKS) -> Fraction:
         """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding)."""
-        return (
-            self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load)
-            + self.heat_gj * heat[self.fuel]
-        )
+        return (self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load) +
+                self.heat_gj * heat[self.fuel])
 
 
-def power_allocation(
-    units: Iterable[PowerUnit],
-    verified_emissions: Number,
-    electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
-    heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
-    shortfall_cap: Fraction = SHORTFALL_CAP,
-) -> int:
+def power_allocation(units: Iterable[PowerUnit], verified_emissions: Number,
+                     electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
+                     heat: Mapping[str, Fraction] = HEAT_BENCHMARKS,
+                     shortfall_cap: Fraction = SHORTFALL_CAP) -> int:
     """Return a power entity's allocation in whole tonnes (rounded down).
 
     The units' benchmark allocations are summed; an entity of gas units only is topped
@@ -237,10 +210,8 @@ def solve_benchmark(entities: Mapping[str, tuple[Number, Number]]) -> Fraction:
     >>> solve_benchmark({"a": ("100", "1.0"), "b": ("100", "1.2")})
     Fraction(11, 10)
     """
-    rows = [
-        (exact(e, f"{name} emissions"), exact(i, f"{name} intensity"))
-        for name, (e, i) in entities.items()
-    ]
+    rows = [(exact(e, f"{name} emissions"), exact(i, f"{name} intensity"))
+            for name, (e, i) in entities.items()]
     if not rows or sum(e for e, _ in rows) <= 0:
         raise AllocationError("a sector needs entities with verified emissions")
     if any(i <= 0 or e < 0 for e, i in rows):
@@ -268,8 +239,7 @@ def solve_benchmark(entities: Mapping[str, tuple[Number, Number]]) -> Fraction:
 
 
 def industrial_alphas(
-    entities: Mapping[str, tuple[Number, Number]],
-) -> tuple[Fraction, dict[str, Fraction]]:
+        entities: Mapping[str, tuple[Number, Number]]) -> tuple[Fraction, dict[str, Fraction]]:
     """Return the solved BP and each entity's α (see ``solve_benchmark``)."""
     bp = solve_benchmark(entities)
     return bp, {name: _alpha_at(exact(i), 1 / bp) for name, (_, i) in entities.items()}
@@ -321,9 +291,8 @@ class Adjustment:
     cap_share: Fraction = Fraction(1)  # adjusted total <= cap_share × unadjusted total
 
 
-def adjust(
-    allocations: Mapping[str, int], regions: Mapping[str, str], adjustment: Adjustment
-) -> dict[str, int]:
+def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
+           adjustment: Adjustment) -> dict[str, int]:
     """Apply regional and yearly multipliers, then scale down to the sector cap.
 
     Each entity's allocation is multiplied by its region's factor (1 where none) and the
@@ -336,9 +305,8 @@ def adjust(
     """
     base = sum(allocations.values())
     scaled = {
-        name: value
-        * exact(adjustment.regional.get(regions.get(name, ""), 1))
-        * exact(adjustment.yearly)
+        name: value * exact(adjustment.regional.get(regions.get(name, ""), 1)) *
+        exact(adjustment.yearly)
         for name, value in allocations.items()
     }
     cap = exact(adjustment.cap_share) * base
@@ -378,17 +346,15 @@ def sector_rule(name: str) -> Callable[[SectorRule], SectorRule]:
     return register
 
 
-def _table(
-    params: Mapping[str, object], key: str, default: Mapping[str, Fraction]
-) -> dict[str, Fraction]:
+def _table(params: Mapping[str, object], key: str,
+           default: Mapping[str, Fraction]) -> dict[str, Fraction]:
     given = params.get(key, {})
     if not isinstance(given, Mapping):
         raise AllocationError(f"{key} must be a table of benchmarks")
     unknown = set(given) - set(default)
     if unknown:
         raise AllocationError(
-            f"{key}: unknown {', '.join(sorted(unknown))}; known: {', '.join(default)}"
-        )
+            f"{key}: unknown {', '.join(sorted(unknown))}; known: {', '.join(default)}")
     return {**default, **{k: exact(v, f"{key}.{k}") for k, v in given.items()}}
 
 
@@ -404,14 +370,14 @@ def _power_benchmark(entities: Sequence[Entity], params: Mapping[str, object]) -
         if not e.units:
             raise AllocationError(f"{e.name}: the power rule needs its generating units")
     return {
-        e.name: power_allocation(e.units, e.emissions, electricity, heat, cap) for e in entities
+        e.name: power_allocation(e.units, e.emissions, electricity, heat, cap)
+        for e in entities
     }
 
 
 @sector_rule("intensity_benchmark")
-def _intensity_benchmark(
-    entities: Sequence[Entity], params: Mapping[str, object]
-) -> dict[str, int]:
+def _intensity_benchmark(entities: Sequence[Entity], params: Mapping[str,
+                                                                     object]) -> dict[str, int]:
     """Steel, cement, aluminium from 2025: A = E·(1+α), BP solved over the sector."""
     table: dict[str, tuple[Number, Number]] = {}
     for e in entities:
@@ -431,14 +397,13 @@ DEFAULT_RULES = {
     "power": "power_benchmark",
     "steel": "intensity_benchmark",
     "cement": "intensity_benchmark",
-    "aluminium": "intensity_benchmark",
+    "aluminium": "intensity_benchmark"
 }
 
 
 def allocate(
-    entities: Sequence[Entity],
-    rules: Mapping[str, Mapping[str, object]] | None = None,
-    adjustment: Adjustment = Adjustment(),
+    entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object]] | None = None,
+    adjustment: Adjustment = Adjustment()
 ) -> dict[str, int]:
     """Return each entity's final allocation: its sector's rule (``rules[sector]["rule"]``
     names one of ``SECTOR_RULES``, with its parameters beside it; ``DEFAULT_RULES`` where
@@ -462,8 +427,7 @@ def allocate(
         rule = SECTOR_RULES.get(name)  # type: ignore[call-overload]
         if rule is None:
             raise AllocationError(
-                f"{sector}: unknown rule {name!r}; known: {', '.join(SECTOR_RULES)}"
-            )
+                f"{sector}: unknown rule {name!r}; known: {', '.join(SECTOR_RULES)}")
         final.update(adjust(rule(members, params), regions, adjustment))
     return {e.name: final[e.name] for e in entities}
 

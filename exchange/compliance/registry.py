@@ -52,25 +52,14 @@ from typing import TYPE_CHECKING
 from exchange import reasons
 from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
 from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
-from exchange.state import (
-    AllocationState,
-    DeductionState,
-    MonthState,
-    ObligationState,
-    RegistryState,
-)
+from exchange.state import (AllocationState, DeductionState, MonthState, ObligationState,
+                            RegistryState)
 
 if TYPE_CHECKING:
     from exchange.market import Instrument
 
 __all__ = [
-    "Registry",
-    "Obligation",
-    "Allocation",
-    "civil_month",
-    "deadline_ns",
-    "QUALITIES",
-    "STAGES",
+    "Registry", "Obligation", "Allocation", "civil_month", "deadline_ns", "QUALITIES", "STAGES"
 ]
 
 QUALITIES = ("measured", "default", "estimated", "revised")
@@ -121,15 +110,8 @@ class Obligation:
 
     def row(self) -> list[int | str | None]:
         return [
-            self.emissions,
-            self.quality,
-            self.verifier,
-            self.months,
-            self.allowances,
-            self.offsets,
-            self.status,
-            self.shortfall,
-            self.fine,
+            self.emissions, self.quality, self.verifier, self.months, self.allowances, self.offsets,
+            self.status, self.shortfall, self.fine
         ]
 
 
@@ -161,9 +143,8 @@ class Registry:
         self._net_year = False
 
     # --- emissions ----------------------------------------------------------------------
-    def record(
-        self, account: str, year: int, qty: int, quality: str, months: int = 12
-    ) -> str | tuple[int | None]:
+    def record(self, account: str, year: int, qty: int, quality: str,
+               months: int = 12) -> str | tuple[int | None]:
         """Check an emissions record; return a reject reason or ``(old emissions,)``."""
         if quality not in QUALITIES:
             return reasons.INVALID_QUALITY
@@ -176,17 +157,10 @@ class Registry:
         if year in self.closed:
             return reasons.YEAR_CLOSED
         old = self.obligations.get((account, year))
-        return (None if old is None else old.emissions,)
+        return (None if old is None else old.emissions, )
 
-    def apply_record(
-        self,
-        account: str,
-        year: int,
-        qty: int,
-        quality: str,
-        verifier: str | None,
-        months: int = 12,
-    ) -> None:
+    def apply_record(self, account: str, year: int, qty: int, quality: str, verifier: str | None,
+                     months: int = 12) -> None:
         old = self.obligations.get((account, year))
         if old is None:
             self.obligations[(account, year)] = Obligation(qty, quality, verifier, months)
@@ -194,9 +168,8 @@ class Registry:
             old.emissions, old.quality, old.verifier, old.months = qty, quality, verifier, months
 
     # --- allocation ---------------------------------------------------------------------
-    def allocate(
-        self, account: str, symbol: str, year: int, qty: int, stage: str
-    ) -> str | tuple[int, int]:
+    def allocate(self, account: str, symbol: str, year: int, qty: int,
+                 stage: str) -> str | tuple[int, int]:
         """Check an allocation; return a reject reason or ``(deducted, change)``: the
         shortfall deducted, and the units to issue (positive) or claw back (negative)."""
         if stage not in STAGES:
@@ -218,17 +191,15 @@ class Registry:
         deducted = min(qty, self.deductions.get((account, year), 0))
         return deducted, qty - deducted - (before.issued if before else 0)
 
-    def allocated(
-        self, account: str, year: int, qty: int, stage: str, deducted: int, change: int
-    ) -> None:
+    def allocated(self, account: str, year: int, qty: int, stage: str, deducted: int,
+                  change: int) -> None:
         before = self.allocations.get((account, year))
         issued = (before.issued if before else 0) + change
         self.allocations[(account, year)] = Allocation(stage, qty, deducted, issued)
 
     # --- banking ------------------------------------------------------------------------
-    def conversion_left(
-        self, account: str, symbol: str, to_symbol: str, old_holdings: int
-    ) -> str | int:
+    def conversion_left(self, account: str, symbol: str, to_symbol: str,
+                        old_holdings: int) -> str | int:
         """Return how many units *account* may still convert from *symbol* into
         *to_symbol*, holding *old_holdings* old-vintage units, or a reject reason."""
         new = self.instruments[to_symbol]
@@ -240,12 +211,8 @@ class Registry:
     def old_vintage(self, symbol: str) -> bool:
         """True if *symbol* is an allowance of a 2019-2024 vintage (convertible)."""
         inst = self.instruments.get(symbol)
-        return (
-            inst is not None
-            and not inst.offset
-            and inst.vintage is not None
-            and inst.vintage <= OLD_VINTAGE_LAST
-        )
+        return (inst is not None and not inst.offset and inst.vintage is not None
+                and inst.vintage <= OLD_VINTAGE_LAST)
 
     def convert(self, account: str, qty: int) -> None:
         self.converted[account] = self.converted.get(account, 0) + qty
@@ -260,10 +227,8 @@ class Registry:
             return reasons.AFTER_DEADLINE
         inst = self.instruments[symbol]
         if inst.offset:
-            if inst.in_scheme or (
-                year >= NEW_CCER_YEAR
-                and (inst.registered is None or inst.registered <= NEW_CCER_AFTER)
-            ):
+            if inst.in_scheme or (year >= NEW_CCER_YEAR and
+                                  (inst.registered is None or inst.registered <= NEW_CCER_AFTER)):
                 return reasons.INELIGIBLE_OFFSET
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
                 return reasons.OFFSET_CAP
@@ -354,44 +319,20 @@ class Registry:
         """Return the registry's state as data (its month cache is rebuilt, not kept)."""
         return RegistryState(
             obligations=[
-                ObligationState(
-                    account=a,
-                    year=y,
-                    emissions=ob.emissions,
-                    quality=ob.quality,
-                    verifier=ob.verifier,
-                    months=ob.months,
-                    allowances=ob.allowances,
-                    offsets=ob.offsets,
-                    status=ob.status,
-                    shortfall=ob.shortfall,
-                    fine=ob.fine,
-                )
-                for (a, y), ob in self.obligations.items()
-            ],
-            closed=sorted(self.closed),
-            deductions=[
+                ObligationState(account=a, year=y, emissions=ob.emissions, quality=ob.quality,
+                                verifier=ob.verifier, months=ob.months, allowances=ob.allowances,
+                                offsets=ob.offsets, status=ob.status, shortfall=ob.shortfall,
+                                fine=ob.fine) for (a, y), ob in self.obligations.items()
+            ], closed=sorted(self.closed), deductions=[
                 DeductionState(account=a, year=y, units=q) for (a, y), q in self.deductions.items()
-            ],
-            months=[
+            ], months=[
                 MonthState(year=y, month=m, notional=f, volume=u)
                 for (y, m), (f, u) in self.months.items()
-            ],
-            allocations=[
-                AllocationState(
-                    account=a,
-                    year=y,
-                    stage=al.stage,
-                    allocation=al.allocation,
-                    deducted=al.deducted,
-                    issued=al.issued,
-                )
+            ], allocations=[
+                AllocationState(account=a, year=y, stage=al.stage, allocation=al.allocation,
+                                deducted=al.deducted, issued=al.issued)
                 for (a, y), al in self.allocations.items()
-            ],
-            net_sales=dict(self.net_sales),
-            converted=dict(self.converted),
-            clock=self.clock,
-        )
+            ], net_sales=dict(self.net_sales), converted=dict(self.converted), clock=self.clock)
 
     def load_state(self, state: RegistryState) -> None:
         """Take the state *state* (``to_state``) into this new registry. Raise
@@ -403,22 +344,13 @@ class Registry:
 
         for ob in state.obligations:
             if ob.quality not in QUALITIES or ob.status not in (None, "compliant", "short"):
-                raise ValueError(
-                    f"registry: obligation {ob.account} {ob.year}: "
-                    f"quality {ob.quality!r}, status {ob.status!r}"
-                )
+                raise ValueError(f"registry: obligation {ob.account} {ob.year}: "
+                                 f"quality {ob.quality!r}, status {ob.status!r}")
             once(self.obligations, (ob.account, ob.year), "obligation")
-            self.obligations[(ob.account, ob.year)] = Obligation(
-                ob.emissions,
-                ob.quality,
-                ob.verifier,
-                ob.months,
-                ob.allowances,
-                ob.offsets,
-                ob.status,
-                ob.shortfall,
-                ob.fine,
-            )
+            self.obligations[(ob.account, ob.year)] = Obligation(ob.emissions, ob.quality,
+                                                                 ob.verifier, ob.months,
+                                                                 ob.allowances, ob.offsets,
+                                                                 ob.status, ob.shortfall, ob.fine)
         self.closed = set(state.closed)
         for d in state.deductions:
             once(self.deductions, (d.account, d.year), "deduction")
@@ -432,9 +364,8 @@ class Registry:
             if al.stage not in STAGES:
                 raise ValueError(f"registry: allocation stage {al.stage!r}")
             once(self.allocations, (al.account, al.year), "allocation")
-            self.allocations[(al.account, al.year)] = Allocation(
-                al.stage, al.allocation, al.deducted, al.issued
-            )
+            self.allocations[(al.account, al.year)] = Allocation(al.stage, al.allocation,
+                                                                 al.deducted, al.issued)
         self.net_sales = dict(state.net_sales)
         self.converted = dict(state.converted)
         self.clock = state.clock
@@ -442,15 +373,11 @@ class Registry:
 
     # --- verification (continued) -------------------------------------------------------
     def snapshot(self) -> list[object]:
-        return [
-            [[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
-            sorted(self.closed),
-            sorted([a, y, q] for (a, y), q in self.deductions.items()),
-            sorted([y, m, f, u] for (y, m), (f, u) in self.months.items()),
-            [
-                [a, y, al.stage, al.allocation, al.deducted, al.issued]
-                for (a, y), al in sorted(self.allocations.items())
-            ],
-            sorted(self.net_sales.items()),
-            sorted(self.converted.items()),
-        ]
+        return [[[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
+                sorted(self.closed),
+                sorted([a, y, q] for (a, y), q in self.deductions.items()),
+                sorted([y, m, f, u] for (y, m), (f, u) in self.months.items()),
+                [[a, y, al.stage, al.allocation, al.deducted, al.issued]
+                 for (a, y), al in sorted(self.allocations.items())],
+                sorted(self.net_sales.items()),
+                sorted(self.converted.items())]

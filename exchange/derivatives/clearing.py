@@ -74,32 +74,18 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from exchange import reasons
 from exchange.calendar import day_of_ns
-from exchange.events import (
-    ContractExpired,
-    DefaultRecorded,
-    DeliveryFailed,
-    DeliverySettled,
-    Event,
-    MarginCalled,
-    MarginCallMet,
-    OptionExercised,
-    PositionClosedOut,
-    SettlementPriceSet,
-    TradeCleared,
-    TradeExecuted,
-    VariationMargin,
-)
+from exchange.events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
+                             Event, MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
+                             SettlementPriceSet, TradeCleared, TradeExecuted, VariationMargin)
+from exchange.accounts import CLEARING, FEES, Account
 from exchange.market import FEE_SCALE, Instrument, Market
 from exchange.state import ClearingOrderState, ClearingState, PositionState
 
 if TYPE_CHECKING:
     from exchange.book.fast import Counters, Order
-    from exchange.ledger import Account
 
 __all__ = ["Clearing", "Position", "CLEARING"]
 
-CLEARING = "@clearing"
-FEES = "@exchange"  # the exchange's fee account (the ledger's)
 
 # An open order on a cleared contract: [account, symbol, is_buy, open lots, limit price
 # (ticks, 0: none)], changed in place as it fills.
@@ -109,9 +95,11 @@ _OrderRecord: TypeAlias = list[Any]
 class _Quotes(Protocol):
     """What the settlement price reads from a book (``FastBook`` or ``NaiveBook``)."""
 
-    def best_bid(self) -> int | None: ...
+    def best_bid(self) -> int | None:
+        ...
 
-    def best_ask(self) -> int | None: ...
+    def best_ask(self) -> int | None:
+        ...
 
 
 _T = TypeVar("_T")
@@ -167,14 +155,8 @@ class Position:
 
     def row(self) -> list[int]:
         return [
-            self.net,
-            self.open_buy,
-            self.open_sell,
-            self.marked,
-            self.flow,
-            self.margin,
-            self.premium,
-            self.cost,
+            self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin,
+            self.premium, self.cost
         ]
 
 
@@ -193,8 +175,7 @@ class Clearing:
         }
         self.options = {
             s: i
-            for s, i in market.instruments.items()
-            if i.kind == "option" and i.strike is not None
+            for s, i in market.instruments.items() if i.kind == "option" and i.strike is not None
         }
         self.cleared = {**self.contracts, **self.options}
         # one currency for all (the market file refuses more)
@@ -213,9 +194,8 @@ class Clearing:
         self.clock = 0
 
     # --- orders ---------------------------------------------------------------------------
-    def reserve(
-        self, order_id: str, acct: Account, symbol: str, is_buy: bool, qty: int, price: int = 0
-    ) -> str | None:
+    def reserve(self, order_id: str, acct: Account, symbol: str, is_buy: bool, qty: int,
+                price: int = 0) -> str | None:
         """Hold the margin (or an option buy's premium at its limit *price*) a new order on
         *symbol* needs, or return why it cannot trade."""
         inst = self.cleared[symbol]
@@ -257,9 +237,8 @@ class Clearing:
         self._remargin(acct, pos, inst)
         return None
 
-    def _admit(
-        self, acct: Account, pos: Position, inst: Instrument, is_buy: bool, lots: int, premium: int
-    ) -> str | None:
+    def _admit(self, acct: Account, pos: Position, inst: Instrument, is_buy: bool, lots: int,
+               premium: int) -> str | None:
         """Add *lots* (fewer, if negative) to the position's open orders on one side and
         hold *premium* more cash; or return why not, with nothing changed: a premium
         beyond the available cash, or a rise in exposure (a future's worst case, the lots
@@ -274,13 +253,8 @@ class Clearing:
         setattr(pos, side, getattr(pos, side) + lots)
         if exposure(pos) > before:
             rise = self._need(pos, inst) - pos.margin
-            problem = (
-                reasons.REDUCE_ONLY
-                if acct.name in self.calls
-                else reasons.INSUFFICIENT_MARGIN
-                if rise > available - premium
-                else None
-            )
+            problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
+                       reasons.INSUFFICIENT_MARGIN if rise > available - premium else None)
             if problem is not None:
                 setattr(pos, side, getattr(pos, side) - lots)
                 return problem
@@ -318,16 +292,8 @@ class Clearing:
         pos.premium -= amount
 
     def _forget(self, symbol: str, account: str, pos: Position) -> None:
-        if not (
-            pos.net
-            or pos.open_buy
-            or pos.open_sell
-            or pos.marked
-            or pos.flow
-            or pos.margin
-            or pos.premium
-            or pos.cost
-        ):
+        if not (pos.net or pos.open_buy or pos.open_sell or pos.marked or pos.flow or pos.margin
+                or pos.premium or pos.cost):
             del self.positions[symbol][account]
 
     def _remargin(self, acct: Account, pos: Position, inst: Instrument) -> None:
@@ -379,10 +345,10 @@ class Clearing:
             self._unhold_premium(trade.buy_account, buyer, record[4] * qty * inst.tick_value, inst)
             self.accounts[trade.buy_account].holding(inst.currency).available -= paid
             self.accounts[trade.sell_account].holding(inst.currency).available += paid
-        for order_id, account, leaves, sign in (
-            (trade.buy_order_id, trade.buy_account, trade.buy_leaves_qty, 1),
-            (trade.sell_order_id, trade.sell_account, trade.sell_leaves_qty, -1),
-        ):
+        for order_id, account, leaves, sign in ((trade.buy_order_id, trade.buy_account,
+                                                 trade.buy_leaves_qty, 1),
+                                                (trade.sell_order_id, trade.sell_account,
+                                                 trade.sell_leaves_qty, -1)):
             record = self.orders[order_id]
             record[3] -= qty
             pos = positions[account]
@@ -403,20 +369,11 @@ class Clearing:
             buyer_took = trade.aggressor == "buy"
             buy_fee = notional * (inst.taker_fee if buyer_took else inst.maker_fee) // FEE_SCALE
             sell_fee = notional * (inst.maker_fee if buyer_took else inst.taker_fee) // FEE_SCALE
-        self._event(
-            TradeCleared,
-            out,
-            trade_id=trade.trade_id,
-            instrument=symbol,
-            buy_account=trade.buy_account,
-            sell_account=trade.sell_account,
-            qty=qty,
-            price=price,
-            buy_position=self._net(symbol, trade.buy_account),
-            sell_position=self._net(symbol, trade.sell_account),
-            buy_fee=buy_fee,
-            sell_fee=sell_fee,
-        )
+        self._event(TradeCleared, out, trade_id=trade.trade_id, instrument=symbol,
+                    buy_account=trade.buy_account, sell_account=trade.sell_account, qty=qty,
+                    price=price, buy_position=self._net(symbol, trade.buy_account),
+                    sell_position=self._net(symbol,
+                                            trade.sell_account), buy_fee=buy_fee, sell_fee=sell_fee)
         for account, charged in ((trade.buy_account, buy_fee), (trade.sell_account, sell_fee)):
             if charged:
                 self._pay(account, -charged, inst.currency, out, "fee", fee=True)
@@ -435,9 +392,8 @@ class Clearing:
         return 0 if pos is None else pos.net
 
     # --- the end of the day -----------------------------------------------------------------
-    def end_of_day(
-        self, out: list[Event], books: Mapping[str, _Quotes], day: int
-    ) -> tuple[list[tuple[str, str, int]], list[str]]:
+    def end_of_day(self, out: list[Event], books: Mapping[str, _Quotes],
+                   day: int) -> tuple[list[tuple[str, str, int]], list[str]]:
         """Settle the day: prices, variation margin, calls; expiry and delivery.
 
         Return ``(close_outs, expiring)``: ``(account, symbol, lots)`` positions the engine
@@ -460,8 +416,7 @@ class Clearing:
         for account in sorted(owed):
             self._pay(account, owed[account], currency, out, "variation_margin")
         expiring = [
-            s
-            for s in sorted(self.cleared)
+            s for s in sorted(self.cleared)
             if s not in self.expired and today >= _given(self.cleared[s].last_trading_day)
         ]
         for symbol in expiring:
@@ -474,9 +429,8 @@ class Clearing:
         for symbol in expiring:
             if symbol in self.contracts:
                 self.expired.add(symbol)
-                self._event(
-                    ContractExpired, out, instrument=symbol, final_price=self.settlement.get(symbol)
-                )
+                self._event(ContractExpired, out, instrument=symbol,
+                            final_price=self.settlement.get(symbol))
         for symbol in sorted(self.expired - self.delivered):
             if symbol in self.contracts and today >= _given(self.contracts[symbol].delivery_day):
                 self._deliver(symbol, out)
@@ -491,11 +445,8 @@ class Clearing:
         price = self.settlement.get(underlying)
         self.expired.add(symbol)
         self._event(ContractExpired, out, instrument=symbol, final_price=price)
-        money = (
-            0
-            if price is None
-            else (price - strike if inst.option_type == "call" else strike - price)
-        )
+        money = (0 if price is None else
+                 (price - strike if inst.option_type == "call" else strike - price))
         future = self.contracts[underlying]
         futures = self.positions[underlying]
         positions = self.positions[symbol]
@@ -506,15 +457,8 @@ class Clearing:
                 held = futures.setdefault(account, Position())
                 held.move(lots, strike, True)  # as if traded at the strike
                 self._remargin(self.accounts[account], held, future)
-                self._event(
-                    OptionExercised,
-                    out,
-                    account=account,
-                    instrument=symbol,
-                    underlying=underlying,
-                    lots=lots,
-                    strike=strike,
-                )
+                self._event(OptionExercised, out, account=account, instrument=symbol,
+                            underlying=underlying, lots=lots, strike=strike)
             pos.net = pos.cost = 0
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
@@ -546,9 +490,8 @@ class Clearing:
         self._event(SettlementPriceSet, out, instrument=symbol, price=price, source=source)
         return price
 
-    def _mark(
-        self, symbol: str, account: str, price: int, out: list[Event], flat: bool = True
-    ) -> int:
+    def _mark(self, symbol: str, account: str, price: int, out: list[Event],
+              flat: bool = True) -> int:
         """Mark *account*'s position in future *symbol* to *price*; return its variation
         margin in minor units, announced unless it is zero (and, without *flat*, even
         for an open position)."""
@@ -557,26 +500,12 @@ class Clearing:
         amount = (pos.net * price - pos.marked - pos.flow) * inst.tick_value
         pos.marked, pos.flow = pos.net * price, 0
         if amount or (flat and pos.net):
-            self._event(
-                VariationMargin,
-                out,
-                account=account,
-                instrument=symbol,
-                position=pos.net,
-                amount=amount,
-                currency=inst.currency,
-            )
+            self._event(VariationMargin, out, account=account, instrument=symbol, position=pos.net,
+                        amount=amount, currency=inst.currency)
         return amount
 
-    def _pay(
-        self,
-        account: str,
-        amount: int,
-        currency: str,
-        out: list[Event],
-        why: str,
-        fee: bool = False,
-    ) -> None:
+    def _pay(self, account: str, amount: int, currency: str, out: list[Event], why: str,
+             fee: bool = False) -> None:
         """Move *amount* from the clearing account to *account* (negative: the other way:
         available cash first, then margin; what is still owed is a default). With *fee*,
         what the account owes goes to the exchange's fee account, which the clearing
@@ -609,13 +538,11 @@ class Clearing:
             clearing.available += -amount - due
         if due:
             self.defaults[currency] = self.defaults.get(currency, 0) + due
-            self._event(
-                DefaultRecorded, out, account=account, amount=due, currency=currency, reason=why
-            )
+            self._event(DefaultRecorded, out, account=account, amount=due, currency=currency,
+                        reason=why)
 
-    def _margin_calls(
-        self, out: list[Event], day: int, currency: str, today: int
-    ) -> list[tuple[str, str, int]]:
+    def _margin_calls(self, out: list[Event], day: int, currency: str,
+                      today: int) -> list[tuple[str, str, int]]:
         """Top up margins; call, lift calls, or close out (see the module docstring)."""
         by_account: dict[str, list[tuple[str, Position]]] = {}
         for symbol in sorted(self.positions):
@@ -639,29 +566,17 @@ class Clearing:
             if account in self.calls and self.calls[account] < day:
                 if equity >= initial:
                     del self.calls[account]
-                    self._event(
-                        MarginCallMet, out, account=account, equity=equity, currency=currency
-                    )
+                    self._event(MarginCallMet, out, account=account, equity=equity,
+                                currency=currency)
                 else:
                     # a contract on or past its last trading day goes to delivery
-                    close_outs += [
-                        (account, s, p.net)
-                        for s, p in held
-                        if p.net
-                        and s in self.contracts
-                        and today < _given(self.contracts[s].last_trading_day)
-                    ]
+                    close_outs += [(account, s, p.net) for s, p in held
+                                   if p.net and s in self.contracts
+                                   and today < _given(self.contracts[s].last_trading_day)]
             elif account not in self.calls and equity < maintenance:
                 self.calls[account] = day
-                self._event(
-                    MarginCalled,
-                    out,
-                    account=account,
-                    equity=equity,
-                    maintenance=maintenance,
-                    initial=initial,
-                    currency=currency,
-                )
+                self._event(MarginCalled, out, account=account, equity=equity,
+                            maintenance=maintenance, initial=initial, currency=currency)
         return close_outs
 
     def take_over(self, account: str, symbol: str, lots: int, out: list[Event]) -> None:
@@ -672,15 +587,8 @@ class Clearing:
         pos = positions.get(account)
         closed = lots - (pos.net if pos is not None else 0)
         if closed:
-            self._event(
-                PositionClosedOut,
-                out,
-                account=account,
-                instrument=symbol,
-                qty=-closed,
-                price=None,
-                via="book",
-            )
+            self._event(PositionClosedOut, out, account=account, instrument=symbol, qty=-closed,
+                        price=None, via="book")
         price = self.settlement[symbol]
         if pos is not None and pos.net:
             lots = pos.net
@@ -688,15 +596,8 @@ class Clearing:
             for p, sign in ((pos, -1), (mine, 1)):
                 p.move(sign * lots, price, True)
             self._remargin(self.accounts[account], pos, self.contracts[symbol])
-            self._event(
-                PositionClosedOut,
-                out,
-                account=account,
-                instrument=symbol,
-                qty=-lots,
-                price=price,
-                via="clearing",
-            )
+            self._event(PositionClosedOut, out, account=account, instrument=symbol, qty=-lots,
+                        price=price, via="clearing")
 
     def holds(self, account: str) -> bool:
         """Does *account* have a position, margin or an open order in the clearing?"""
@@ -735,26 +636,13 @@ class Clearing:
             pool += given
             if given:
                 self._pay(account, given * per_tonne, currency, out, "delivery")
-                self._event(
-                    DeliverySettled,
-                    out,
-                    account=account,
-                    instrument=symbol,
-                    underlying=underlying,
-                    side="sell",
-                    tonnes=given,
-                    cash=given * per_tonne,
-                )
+                self._event(DeliverySettled, out, account=account, instrument=symbol,
+                            underlying=underlying, side="sell", tonnes=given,
+                            cash=given * per_tonne)
             if owed > given:
                 self._pay(account, -(owed - given) * penalty, currency, out, "failed_delivery")
-                self._event(
-                    DeliveryFailed,
-                    out,
-                    account=account,
-                    instrument=symbol,
-                    tonnes=owed - given,
-                    penalty=(owed - given) * penalty,
-                )
+                self._event(DeliveryFailed, out, account=account, instrument=symbol,
+                            tonnes=owed - given, penalty=(owed - given) * penalty)
         for account in sorted(positions):
             pos = positions[account]
             if pos.net <= 0:
@@ -765,26 +653,12 @@ class Clearing:
             if got:
                 self.accounts[account].holding(underlying).available += got
                 self._pay(account, -got * per_tonne, currency, out, "delivery")
-                self._event(
-                    DeliverySettled,
-                    out,
-                    account=account,
-                    instrument=symbol,
-                    underlying=underlying,
-                    side="buy",
-                    tonnes=got,
-                    cash=got * per_tonne,
-                )
+                self._event(DeliverySettled, out, account=account, instrument=symbol,
+                            underlying=underlying, side="buy", tonnes=got, cash=got * per_tonne)
             if owed > got:
                 self._pay(account, (owed - got) * penalty, currency, out, "failed_delivery")
-                self._event(
-                    DeliveryFailed,
-                    out,
-                    account=account,
-                    instrument=symbol,
-                    tonnes=owed - got,
-                    penalty=-(owed - got) * penalty,
-                )
+                self._event(DeliveryFailed, out, account=account, instrument=symbol,
+                            tonnes=owed - got, penalty=-(owed - got) * penalty)
         for account in sorted(positions):
             pos = positions[account]
             pos.net = pos.marked = pos.flow = pos.cost = 0
@@ -799,8 +673,7 @@ class Clearing:
         for symbol in sorted(self.positions):
             inst = self.cleared[symbol]
             settle = self.settlement.get(
-                _given(inst.underlying) if inst.kind == "option" else symbol
-            )
+                _given(inst.underlying) if inst.kind == "option" else symbol)
             for account, pos in sorted(self.positions[symbol].items()):
                 if pos.net:
                     rows.append((account, symbol, pos.net, pos.cost, pos.margin, settle))
@@ -822,16 +695,8 @@ class Clearing:
             cash = self.accounts[account].holdings.get(currency)
             needs = [self._requirement(s, p) for s, p in held]
             rows.append(
-                (
-                    account,
-                    currency,
-                    margin,
-                    (cash.available if cash is not None else 0) + margin,
-                    sum(n[0] for n in needs),
-                    sum(n[1] for n in needs),
-                    account in self.calls,
-                )
-            )
+                (account, currency, margin, (cash.available if cash is not None else 0) + margin,
+                 sum(n[0] for n in needs), sum(n[1] for n in needs), account in self.calls))
         return rows
 
     # --- events and checks ------------------------------------------------------------------
@@ -871,11 +736,8 @@ class Clearing:
             inst = self.cleared[symbol]
             assert sum(p.net for p in positions.values()) == 0, f"{symbol}: lots do not net out"
             for account, pos in positions.items():
-                assert [pos.open_buy, pos.open_sell] == wanted.get((symbol, account), [0, 0]), (
-                    symbol,
-                    account,
-                    "open lots",
-                )
+                assert [pos.open_buy, pos.open_sell] == wanted.get(
+                    (symbol, account), [0, 0]), (symbol, account, "open lots")
                 assert 0 <= pos.margin <= self._need(pos, inst), (symbol, account, "margin")
                 assert pos.premium == premiums.get((symbol, account), 0), (symbol, account)
                 if inst.kind == "option":
@@ -888,37 +750,21 @@ class Clearing:
         """Return the clearing house's state as data (its terms come from the market)."""
         return ClearingState(
             positions=[
-                PositionState(
-                    symbol=s,
-                    account=a,
-                    net=p.net,
-                    open_buy=p.open_buy,
-                    open_sell=p.open_sell,
-                    marked=p.marked,
-                    flow=p.flow,
-                    margin=p.margin,
-                    premium=p.premium,
-                    cost=p.cost,
-                )
-                for s, positions in self.positions.items()
-                for a, p in positions.items()
-            ],
-            orders=[
-                ClearingOrderState(
-                    order_id=oid, account=r[0], symbol=r[1], is_buy=r[2], lots=r[3], price=r[4]
-                )
-                for oid, r in self.orders.items()
-            ],
-            settlement=dict(self.settlement),
-            window={s: (v[0], v[1]) for s, v in self.window.items()},
-            day_trades={s: (v[0], v[1]) for s, v in self.day_trades.items()},
-            calls=dict(self.calls),
-            defaults=dict(self.defaults),
-            own_cash=dict(self.own_cash),
-            expired=sorted(self.expired),
-            delivered=sorted(self.delivered),
-            clock=self.clock,
-        )
+                PositionState(symbol=s, account=a, net=p.net, open_buy=p.open_buy,
+                              open_sell=p.open_sell, marked=p.marked, flow=p.flow, margin=p.margin,
+                              premium=p.premium, cost=p.cost)
+                for s, positions in self.positions.items() for a, p in positions.items()
+            ], orders=[
+                ClearingOrderState(order_id=oid, account=r[0], symbol=r[1], is_buy=r[2], lots=r[3],
+                                   price=r[4]) for oid, r in self.orders.items()
+            ], settlement=dict(self.settlement), window={
+                s: (v[0], v[1])
+                for s, v in self.window.items()
+            }, day_trades={
+                s: (v[0], v[1])
+                for s, v in self.day_trades.items()
+            }, calls=dict(self.calls), defaults=dict(self.defaults), own_cash=dict(self.own_cash),
+            expired=sorted(self.expired), delivered=sorted(self.delivered), clock=self.clock)
 
     def load_state(self, state: ClearingState) -> None:
         """Take *state* (``to_state``) into this new clearing house, whose accounts (the
@@ -937,16 +783,9 @@ class Clearing:
             if p.account in positions:
                 raise ValueError(f"clearing: position {p.symbol} {p.account} given twice")
             pos = positions[p.account] = Position()
-            (
-                pos.net,
-                pos.open_buy,
-                pos.open_sell,
-                pos.marked,
-                pos.flow,
-                pos.margin,
-                pos.premium,
-                pos.cost,
-            ) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow, p.margin, p.premium, p.cost)
+            (pos.net, pos.open_buy, pos.open_sell, pos.marked, pos.flow, pos.margin, pos.premium,
+             pos.cost) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow, p.margin, p.premium,
+                          p.cost)
         for o in state.orders:
             known(o.symbol, o.account)
             if o.order_id in self.orders:
@@ -972,19 +811,14 @@ class Clearing:
 
     # --- verification (continued) -------------------------------------------------------------
     def snapshot(self) -> list[object]:
-        return [
-            [
-                [s, a, p.row()]
-                for s in sorted(self.positions)
-                for a, p in sorted(self.positions[s].items())
-            ],
-            sorted([k, *v] for k, v in self.orders.items()),
-            sorted(self.settlement.items()),
-            sorted([s, *v] for s, v in self.window.items()),
-            sorted([s, *v] for s, v in self.day_trades.items()),
-            sorted(self.calls.items()),
-            sorted(self.defaults.items()),
-            sorted(self.own_cash.items()),
-            sorted(self.expired),
-            sorted(self.delivered),
-        ]
+        return [[[s, a, p.row()] for s in sorted(self.positions)
+                 for a, p in sorted(self.positions[s].items())],
+                sorted([k, *v] for k, v in self.orders.items()),
+                sorted(self.settlement.items()),
+                sorted([s, *v] for s, v in self.window.items()),
+                sorted([s, *v] for s, v in self.day_trades.items()),
+                sorted(self.calls.items()),
+                sorted(self.defaults.items()),
+                sorted(self.own_cash.items()),
+                sorted(self.expired),
+                sorted(self.delivered)]

@@ -26,13 +26,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.protocol import (
-    PENDING_CALLS_WARNING,
-    SOCKET_OPTIONS,
-    OrderedSender,
-    exec_topic,
-    orders_topic,
-)
+from gateway.protocol import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
+                              orders_topic)
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
@@ -88,21 +83,10 @@ class ExchangeClient:
     (``"*"`` for all). With *msgpack*, commands and reports travel as msgpack.
     """
 
-    def __init__(
-        self,
-        account: str,
-        password: str,
-        host: str = "127.0.0.1",
-        port: int = 1883,
-        *,
-        market_data: tuple[str, ...] | list[str] = (),
-        msgpack: bool = False,
-        timeout: float = 10.0,
-        retry_delay: float = 0.2,
-        identifier: str | None = None,
-        queue_limit: int = 100_000,
-        resend_after: float = 2.0,
-    ) -> None:
+    def __init__(self, account: str, password: str, host: str = "127.0.0.1", port: int = 1883, *,
+                 market_data: tuple[str, ...] | list[str] = (), msgpack: bool = False,
+                 timeout: float = 10.0, retry_delay: float = 0.2, identifier: str | None = None,
+                 queue_limit: int = 100_000, resend_after: float = 2.0) -> None:
         self.account = account
         self._password = password
         self.host, self.port = host, port
@@ -135,10 +119,8 @@ class ExchangeClient:
             await asyncio.wait_for(self._connected.wait(), self.timeout)
         except TimeoutError:
             await self.close()
-            raise ExchangeError(
-                f"could not connect to {self.host}:{self.port} as "
-                f"{self.account!r} within {self.timeout:g} s"
-            ) from None
+            raise ExchangeError(f"could not connect to {self.host}:{self.port} as "
+                                f"{self.account!r} within {self.timeout:g} s") from None
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -168,23 +150,15 @@ class ExchangeClient:
         delay = self._retry_delay
         while not self._closing:
             try:
-                async with aiomqtt.Client(
-                    self.host,
-                    self.port,
-                    username=self.account,
-                    password=self._password,
-                    identifier=self._identifier,
-                    clean_session=False,
-                    max_inflight_messages=1000,
-                    keepalive=30,
-                    socket_options=SOCKET_OPTIONS,
-                ) as mqtt:
+                async with aiomqtt.Client(self.host, self.port, username=self.account,
+                                          password=self._password, identifier=self._identifier,
+                                          clean_session=False, max_inflight_messages=1000,
+                                          keepalive=30, socket_options=SOCKET_OPTIONS) as mqtt:
                     mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
                     await mqtt.subscribe(exec_topic(self.account), qos=1)
                     for instrument in self._market_data:
                         await mqtt.subscribe(
-                            f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0
-                        )
+                            f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0)
                     self._mqtt = mqtt
                     self._sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
@@ -216,7 +190,7 @@ class ExchangeClient:
                 entry[2] = now
                 waiting.append(entry[0])
         for start in range(0, len(waiting), 500):
-            batch = waiting[start : start + 500]
+            batch = waiting[start:start + 500]
             await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
 
     async def _resend_late(self, mqtt) -> None:
@@ -286,24 +260,13 @@ class ExchangeClient:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
-            raise ExchangeError(
-                f"no answer to {command.get('action')} "
-                f"{command.get('order_id', '')} within {self.timeout:g} s; "
-                "it stays pending and is resent on reconnect"
-            ) from None
+            raise ExchangeError(f"no answer to {command.get('action')} "
+                                f"{command.get('order_id', '')} within {self.timeout:g} s; "
+                                "it stays pending and is resent on reconnect") from None
 
-    async def place(
-        self,
-        instrument: str,
-        side: str,
-        qty: int,
-        price: str | None = None,
-        *,
-        type: str = "limit",
-        tif: str = "gtc",
-        order_id: str | None = None,
-        **fields: Any,
-    ) -> dict:
+    async def place(self, instrument: str, side: str, qty: int, price: str | None = None, *,
+                    type: str = "limit", tif: str = "gtc", order_id: str | None = None,
+                    **fields: Any) -> dict:
         """Place an order; return its ``accepted`` or ``rejected`` report."""
         command = {
             "action": "new",
@@ -313,15 +276,14 @@ class ExchangeClient:
             "type": type,
             "tif": tif,
             "qty": qty,
-            **fields,
+            **fields
         }
         if price is not None:
             command["price"] = str(price)
         return await self.request(command)
 
-    async def amend(
-        self, order_id: str, *, price: str | None = None, qty: int | None = None
-    ) -> dict:
+    async def amend(self, order_id: str, *, price: str | None = None,
+                    qty: int | None = None) -> dict:
         command: dict = {"action": "amend", "order_id": order_id}
         if price is not None:
             command["price"] = str(price)

@@ -45,9 +45,8 @@ class BotState:
 class _Bot:
     role = "bot"
 
-    def __init__(
-        self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int, seed: int
-    ) -> None:
+    def __init__(self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int,
+                 seed: int) -> None:
         self.client = client
         self.instrument = instrument
         self.tick = tick
@@ -86,9 +85,8 @@ class _Bot:
         get_market = asyncio.ensure_future(market.__anext__())
         try:
             while True:
-                done, _ = await asyncio.wait(
-                    {get_report, get_market}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({get_report, get_market},
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if get_report in done:
                     self._on_report(get_report.result())
                     get_report = asyncio.ensure_future(reports.__anext__())
@@ -132,9 +130,8 @@ class _Bot:
 
     async def place(self, side: str, qty: int, ticks: int | None, **fields) -> dict:
         self.state.orders += 1
-        report = await self.client.place(
-            self.instrument, side, qty, None if ticks is None else self.price(ticks), **fields
-        )
+        report = await self.client.place(self.instrument, side, qty,
+                                         None if ticks is None else self.price(ticks), **fields)
         if report.get("report") == "accepted" and ticks is not None:
             self.state.open[report["order_id"]] = ticks
         return report
@@ -152,21 +149,10 @@ class MarketMaker(_Bot):
 
     role = "market maker"
 
-    def __init__(
-        self,
-        client: ExchangeClient,
-        instrument: str,
-        tick: Scale,
-        *,
-        fair: int,
-        seed: int,
-        size: int = 200,
-        half_spread: int = 5,
-        max_spread: int = 30,
-        skew_per_unit: float = 0.01,
-        max_inventory: int = 5_000,
-        interval: float = 0.05,
-    ) -> None:
+    def __init__(self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int,
+                 seed: int, size: int = 200, half_spread: int = 5, max_spread: int = 30,
+                 skew_per_unit: float = 0.01, max_inventory: int = 5_000,
+                 interval: float = 0.05) -> None:
         super().__init__(client, instrument, tick, fair=fair, seed=seed)
         self.size, self.half_spread, self.max_spread = size, half_spread, max_spread
         self.skew_per_unit, self.max_inventory = skew_per_unit, max_inventory
@@ -218,17 +204,8 @@ class NoiseTrader(_Bot):
 
     role = "noise trader"
 
-    def __init__(
-        self,
-        client: ExchangeClient,
-        instrument: str,
-        tick: Scale,
-        *,
-        fair: int,
-        seed: int,
-        interval: float = 0.04,
-        max_open: int = 10,
-    ) -> None:
+    def __init__(self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int,
+                 seed: int, interval: float = 0.04, max_open: int = 10) -> None:
         super().__init__(client, instrument, tick, fair=fair, seed=seed)
         self.interval, self.max_open = interval, max_open
 
@@ -243,9 +220,8 @@ class NoiseTrader(_Bot):
                 await self.place(side, qty, reference + away, tif="ioc")
             else:
                 offset = rng.randint(1, 15)
-                await self.place(
-                    side, qty, reference - offset if side == "buy" else reference + offset
-                )
+                await self.place(side, qty,
+                                 reference - offset if side == "buy" else reference + offset)
             if len(self.state.open) > self.max_open:
                 oldest = next(iter(self.state.open))
                 await self.client.cancel(oldest)
@@ -260,18 +236,8 @@ class ComplianceBuyer(_Bot):
 
     role = "compliance buyer"
 
-    def __init__(
-        self,
-        client: ExchangeClient,
-        instrument: str,
-        tick: Scale,
-        *,
-        fair: int,
-        seed: int,
-        need: int,
-        surrender: int = 0,
-        interval: float = 0.2,
-    ) -> None:
+    def __init__(self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int,
+                 seed: int, need: int, surrender: int = 0, interval: float = 0.2) -> None:
         super().__init__(client, instrument, tick, fair=fair, seed=seed)
         self.need, self.to_surrender, self.interval = need, surrender, interval
 
@@ -289,12 +255,10 @@ class ComplianceBuyer(_Bot):
             if remaining <= 0:
                 break
             urgency = self.urgency(start, loop.time(), until)
-            bid = (
-                self.best_bid if self.best_bid is not None else (self.last_trade or self.fair) - 10
-            )
-            ask = (
-                self.best_ask if self.best_ask is not None else (self.last_trade or self.fair) + 10
-            )
+            bid = (self.best_bid if self.best_bid is not None else
+                   (self.last_trade or self.fair) - 10)
+            ask = (self.best_ask if self.best_ask is not None else
+                   (self.last_trade or self.fair) + 10)
             price = bid + round((ask - bid) * urgency) if urgency < 0.8 else ask + 5
             qty = max(1, min(remaining, round(remaining * (0.05 + 0.5 * urgency))))
             if working is not None and working in self.state.open:

@@ -53,25 +53,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "GATEWAY_USER",
-    "TOPIC_ROOT",
-    "PBKDF2_ITERATIONS",
-    "MAX_PACKET_SIZE",
-    "CONFIG_FILES",
-    "AccountLimits",
-    "DEFAULT_LIMITS",
-    "ConfigExistsError",
-    "PluginBuildError",
-    "build_limit_plugin",
-    "existing_config",
-    "write_broker_config",
-    "parse_account_args",
-    "validate_account_name",
-    "hash_password",
-    "verify_password",
-    "generate_password",
-    "render_config",
-    "render_acl",
+    "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "MAX_PACKET_SIZE", "CONFIG_FILES",
+    "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError", "PluginBuildError",
+    "build_limit_plugin", "existing_config", "write_broker_config", "parse_account_args",
+    "validate_account_name", "hash_password", "verify_password", "generate_password",
+    "render_config", "render_acl"
 ]
 
 GATEWAY_USER = "gateway"
@@ -80,13 +66,9 @@ PBKDF2_ITERATIONS = 1000
 SALT_BYTES = 12
 FORBIDDEN_NAME_CHARS = frozenset("/+#:")
 
-CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = (
-    "mosquitto.conf",
-    "passwd",
-    "acl",
-    "credentials.json",
-    "carbonx_limit.so",
-)
+CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = ("mosquitto.conf", "passwd", "acl",
+                                                                  "credentials.json",
+                                                                  "carbonx_limit.so")
 CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME)
 LIMIT_SOURCE = Path(__file__).with_name("mosquitto_limit.c")
 
@@ -116,22 +98,15 @@ class AccountLimits:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number, not {value!r}")
         if self.byte_burst < MAX_PACKET_SIZE:
-            raise ValueError(
-                f"byte_burst {self.byte_burst} is under the largest packet "
-                f"({MAX_PACKET_SIZE} bytes), which would never get through"
-            )
+            raise ValueError(f"byte_burst {self.byte_burst} is under the largest packet "
+                             f"({MAX_PACKET_SIZE} bytes), which would never get through")
 
     @classmethod
-    def scaled(
-        cls, message_rate: int = ACCOUNT_MESSAGE_RATE, byte_rate: int = ACCOUNT_BYTE_RATE
-    ) -> AccountLimits:
+    def scaled(cls, message_rate: int = ACCOUNT_MESSAGE_RATE,
+               byte_rate: int = ACCOUNT_BYTE_RATE) -> AccountLimits:
         """Limits for the given rates, with bursts in the defaults' proportion."""
-        return cls(
-            message_rate,
-            max(message_rate // 5, 1),
-            byte_rate,
-            max(byte_rate // 2, ACCOUNT_BYTE_BURST),
-        )
+        return cls(message_rate, max(message_rate // 5, 1), byte_rate,
+                   max(byte_rate // 2, ACCOUNT_BYTE_BURST))
 
 
 DEFAULT_LIMITS = AccountLimits()
@@ -159,15 +134,12 @@ def validate_account_name(name: str) -> str:
     for char in name:
         if char in FORBIDDEN_NAME_CHARS:
             raise ValueError(
-                f"account name {name!r} must not contain {char!r} (none of / + # : are allowed)"
-            )
+                f"account name {name!r} must not contain {char!r} (none of / + # : are allowed)")
         if char.isspace():
             raise ValueError(f"account name {name!r} must not contain whitespace")
         if unicodedata.category(char).startswith("C"):
-            raise ValueError(
-                f"account name {name!r} must not contain control characters "
-                f"(found U+{ord(char):04X})"
-            )
+            raise ValueError(f"account name {name!r} must not contain control characters "
+                             f"(found U+{ord(char):04X})")
     return name
 
 
@@ -205,9 +177,8 @@ def generate_password(nbytes: int = 18) -> str:
             return password
 
 
-def hash_password(
-    password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
-) -> str:
+def hash_password(password: str, *, salt: bytes | None = None,
+                  iterations: int = PBKDF2_ITERATIONS) -> str:
     """Hash *password* the way ``mosquitto_passwd -H sha512-pbkdf2`` does (``$7$``)."""
     if iterations < 1:
         raise ValueError("iterations must be positive")
@@ -259,21 +230,13 @@ def render_acl(accounts: list[str]) -> str:
                 # readwrite: the gateway clears a retained copy left on an orders topic
                 ("readwrite", f"{root}/orders/+"),
                 ("write", f"{root}/exec/+"),
-                ("write", f"{root}/md/#"),
-            ],
-        ),
+                ("write", f"{root}/md/#")
+            ])
     ]
     for name in accounts:
         blocks.append(
-            _acl_block(
-                name,
-                [
-                    ("write", f"{root}/orders/{name}"),
-                    ("read", f"{root}/exec/{name}"),
-                    ("read", f"{root}/md/#"),
-                ],
-            )
-        )
+            _acl_block(name, [("write", f"{root}/orders/{name}"), ("read", f"{root}/exec/{name}"),
+                              ("read", f"{root}/md/#")]))
     return "\n".join(blocks)
 
 
@@ -302,100 +265,71 @@ def build_limit_plugin(target: Path) -> None:
         raise PluginBuildError(
             "building the per-account publishing limit (a mosquitto plugin) needs a C "
             "compiler: install one (Debian: apt-get install gcc mosquitto-dev "
-            "libmosquitto-dev), or go without the limit (--no-limit)"
-        )
+            "libmosquitto-dev), or go without the limit (--no-limit)")
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
         try:
             done = subprocess.run(
-                [compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(LIMIT_SOURCE)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+                [compiler, "-O2", "-shared", "-fPIC", "-o",
+                 str(tmp), str(LIMIT_SOURCE)], capture_output=True, text=True, timeout=120,
+                check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PluginBuildError(
                 f"building the per-account publishing limit (a mosquitto plugin) with "
-                f"{compiler!r} failed: {exc}; or go without the limit (--no-limit)"
-            ) from None
+                f"{compiler!r} failed: {exc}; or go without the limit (--no-limit)") from None
         if done.returncode != 0:
             missing = "mosquitto" in done.stderr and "No such file" in done.stderr
             raise PluginBuildError(
-                "building the per-account publishing limit (a mosquitto plugin) failed"
-                + (
-                    ": mosquitto's plugin headers are missing (Debian: apt-get install "
-                    "mosquitto-dev libmosquitto-dev)"
-                    if missing
-                    else f": {_last_line(done.stderr) or done.returncode}"
-                )
-                + "; or go without the limit (--no-limit)"
-            )
+                "building the per-account publishing limit (a mosquitto plugin) failed" +
+                (": mosquitto's plugin headers are missing (Debian: apt-get install "
+                 "mosquitto-dev libmosquitto-dev)"
+                 if missing else f": {_last_line(done.stderr) or done.returncode}") +
+                "; or go without the limit (--no-limit)")
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def render_config(
-    port: int,
-    passwd_path: Path,
-    acl_path: Path,
-    run_as: str | None = None,
-    limit_path: Path | None = None,
-    limits: AccountLimits = DEFAULT_LIMITS,
-) -> str:
+def render_config(port: int, passwd_path: Path, acl_path: Path, run_as: str | None = None,
+                  limit_path: Path | None = None, limits: AccountLimits = DEFAULT_LIMITS) -> str:
     """The ``mosquitto.conf`` text: one listener on 127.0.0.1:*port*, files by absolute path."""
     lines = [
         "# carbonx broker configuration: written by 'carbonx broker-config'.",
-        "# Start with: mosquitto -c <this file>",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        f"password_file {passwd_path}",
-        f"acl_file {acl_path}",
-        "persistence false",
-        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        f"max_packet_size {MAX_PACKET_SIZE}",
-        "set_tcp_nodelay true",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
-        "log_type information",
-        "connection_messages true",
+        "# Start with: mosquitto -c <this file>", "per_listener_settings false",
+        "allow_anonymous false", f"password_file {passwd_path}", f"acl_file {acl_path}",
+        "persistence false", f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}", f"max_packet_size {MAX_PACKET_SIZE}",
+        "set_tcp_nodelay true", "log_dest stderr", "log_type error", "log_type warning",
+        "log_type notice", "log_type information", "connection_messages true"
     ]
     if run_as and run_as != "root":
         lines += [
             "# Started as root, mosquitto drops to this user, who owns the files here.",
-            f"user {run_as}",
+            f"user {run_as}"
         ]
     else:
         lines += [
             "# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
             "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
-            "# or start mosquitto as a non-root user who can read them.",
+            "# or start mosquitto as a non-root user who can read them."
         ]
     if limit_path is not None:
         lines += [
             "# Each account's publishing limit (the gateway exempt): past it the broker",
             "# drops the account's messages and tells it so on cx/v1/exec/ACCOUNT.",
-            f"plugin {limit_path}",
-            f"plugin_opt_message_rate {limits.message_rate}",
+            f"plugin {limit_path}", f"plugin_opt_message_rate {limits.message_rate}",
             f"plugin_opt_message_burst {limits.message_burst}",
             f"plugin_opt_byte_rate {limits.byte_rate}",
-            f"plugin_opt_byte_burst {limits.byte_burst}",
-            f"plugin_opt_exempt {GATEWAY_USER}",
-            f"plugin_opt_notice_prefix {TOPIC_ROOT}/exec/",
+            f"plugin_opt_byte_burst {limits.byte_burst}", f"plugin_opt_exempt {GATEWAY_USER}",
+            f"plugin_opt_notice_prefix {TOPIC_ROOT}/exec/"
         ]
     else:
         lines += ["# No per-account publishing limit (written with --no-limit)."]
     lines += [
-        "",
-        f"listener {port} 127.0.0.1",
+        "", f"listener {port} 127.0.0.1",
         "# A client's identifier is its user name: no account can take another's session.",
-        "use_username_as_clientid true",
-        "",
+        "use_username_as_clientid true", ""
     ]
     return "\n".join(lines)
 
@@ -425,14 +359,9 @@ def existing_config(directory: str | os.PathLike[str]) -> list[str]:
     return [name for name in CONFIG_FILES if os.path.lexists(Path(directory) / name)]
 
 
-def write_broker_config(
-    out_dir: str | os.PathLike[str],
-    port: int,
-    accounts: Mapping[str, str | None],
-    *,
-    force: bool = False,
-    limits: AccountLimits | None = DEFAULT_LIMITS,
-) -> dict[str, str]:
+def write_broker_config(out_dir: str | os.PathLike[str], port: int,
+                        accounts: Mapping[str, str | None], *, force: bool = False,
+                        limits: AccountLimits | None = DEFAULT_LIMITS) -> dict[str, str]:
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into *out_dir*.
 
     *accounts* maps each account to its password, or to None for a generated one (a new
@@ -447,23 +376,19 @@ def write_broker_config(
     credentials: dict[str, str] = {}
     for name, password in accounts.items():
         validate_account_name(name)
-        credentials[name] = (
-            generate_password() if password is None else _validate_password(name, password)
-        )
+        credentials[name] = (generate_password() if password is None else _validate_password(
+            name, password))
     credentials[GATEWAY_USER] = generate_password()
 
     directory = Path(out_dir).resolve()
     if any(char in str(directory) for char in "\r\n"):
-        raise ValueError(
-            f"output directory {str(directory)!r} must not contain a line break "
-            f"(mosquitto.conf names files by path, one per line)"
-        )
+        raise ValueError(f"output directory {str(directory)!r} must not contain a line break "
+                         f"(mosquitto.conf names files by path, one per line)")
     found = existing_config(directory)
     if found and not force:
         raise ConfigExistsError(
             f"{directory} already holds a broker configuration ({', '.join(found)}); "
-            f"writing it again would change the passwords: use --force to overwrite it"
-        )
+            f"writing it again would change the passwords: use --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     limit_path = directory / LIMIT_NAME
     if limits is not None:
@@ -477,14 +402,6 @@ def write_broker_config(
     _write_file(acl_path, render_acl([n for n in credentials if n != GATEWAY_USER]), 0o644)
     _write_file(
         directory / CONF_NAME,
-        render_config(
-            port,
-            passwd_path,
-            acl_path,
-            _run_as_user(),
-            None if limits is None else limit_path,
-            limits or DEFAULT_LIMITS,
-        ),
-        0o644,
-    )
+        render_config(port, passwd_path, acl_path, _run_as_user(),
+                      None if limits is None else limit_path, limits or DEFAULT_LIMITS), 0o644)
     return credentials

@@ -69,12 +69,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from amqtt.adapters import (
-    ReaderAdapter,
-    StreamReaderAdapter,
-    StreamWriterAdapter,
-    WriterAdapter,
-)
+from amqtt.adapters import (ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter)
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
@@ -94,7 +89,7 @@ GATEWAY_USER = "gateway"
 _ROOT = "cx/v1"
 _GATEWAY_RULES = {
     "publish": (f"{_ROOT}/exec/+", f"{_ROOT}/md/#"),
-    "subscribe": (f"{_ROOT}/orders/+",),
+    "subscribe": (f"{_ROOT}/orders/+", )
 }
 _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -115,7 +110,7 @@ def _rules(user: str, action: str) -> tuple[str, ...]:
     if user == GATEWAY_USER:
         return _GATEWAY_RULES[action]
     if action == "publish":
-        return (f"{_ROOT}/orders/{user}",)
+        return (f"{_ROOT}/orders/{user}", )
     return (f"{_ROOT}/exec/{user}", f"{_ROOT}/md/#")
 
 
@@ -123,8 +118,7 @@ def _well_formed(levels: list[str]) -> bool:
     last = len(levels) - 1
     return all(
         (level != "#" or i == last) and (level in ("+", "#") or not ({"+", "#"} & set(level)))
-        for i, level in enumerate(levels)
-    )
+        for i, level in enumerate(levels))
 
 
 def _within(inner: list[str], outer: list[str]) -> bool:
@@ -195,11 +189,8 @@ class PasswordAuthPlugin(BaseAuthPlugin):
 
     async def authenticate(self, *, session: Session) -> bool:
         accounts: _Accounts | None = self.config.accounts
-        ok = (
-            accounts is not None
-            and accounts.admits(session)
-            and session.client_id == session.username
-        )
+        ok = (accounts is not None and accounts.admits(session)
+              and session.client_id == session.username)
         session.password = None  # amqtt would otherwise keep it for the whole session
         return ok
 
@@ -207,19 +198,13 @@ class PasswordAuthPlugin(BaseAuthPlugin):
 class TopicRulesPlugin(BaseTopicPlugin):
     """amqtt plugin: apply :func:`allowed` to every publish, subscribe and delivery."""
 
-    async def topic_filtering(
-        self,
-        *,
-        session: Session | None = None,
-        topic: str | None = None,
-        action: Action | None = None,
-    ) -> bool:
+    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
+                              action: Action | None = None) -> bool:
         if session is None or not session.username or not topic or action is None:
             return False
         # A delivered topic is checked as a (wildcard-free) subscription filter.
-        return allowed(
-            session.username, topic, "publish" if action == Action.PUBLISH else "subscribe"
-        )
+        return allowed(session.username, topic,
+                       "publish" if action == Action.PUBLISH else "subscribe")
 
 
 class _PacketSizeGuard:
@@ -231,16 +216,8 @@ class _PacketSizeGuard:
     starts without parsing more than the fixed header.
     """
 
-    __slots__ = (
-        "_body",
-        "_header",
-        "_length",
-        "_publish",
-        "_shift",
-        "limit",
-        "published",
-        "published_bytes",
-    )
+    __slots__ = ("_body", "_header", "_length", "_publish", "_shift", "limit", "published",
+                 "published_bytes")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -297,9 +274,8 @@ class _Throttle:
 
     __slots__ = ("byte_burst", "byte_rate", "bytes", "burst", "held", "messages", "rate", "stamp")
 
-    def __init__(
-        self, rate: float, burst: float, byte_rate: float, byte_burst: float, now: float
-    ) -> None:
+    def __init__(self, rate: float, burst: float, byte_rate: float, byte_burst: float,
+                 now: float) -> None:
         self.rate, self.burst = rate, burst
         self.byte_rate, self.byte_burst = byte_rate, byte_burst
         self.messages, self.bytes = burst, byte_burst
@@ -320,9 +296,8 @@ class _BoundedReader(StreamReaderAdapter):
     the account is known, holding its publishes to its :class:`_Throttle`: past the
     budget it waits before handing amqtt the rest of the packet."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
-    ) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limit: int) -> None:
         super().__init__(reader)
         self._writer = writer
         self._guard = _PacketSizeGuard(limit)
@@ -350,11 +325,8 @@ class _BoundedReader(StreamReaderAdapter):
             log.warning("closed the connection from %s: malformed packet length", peer)
         else:
             log.warning(
-                "closed the connection from %s: a packet of %d bytes is over the limit of %d",
-                peer,
-                size,
-                self._guard.limit,
-            )
+                "closed the connection from %s: a packet of %d bytes is over the limit of %d", peer,
+                size, self._guard.limit)
         self._writer.transport.abort()
         return b""  # amqtt takes it for the end of the stream
 
@@ -371,10 +343,7 @@ class _BoundedReader(StreamReaderAdapter):
             throttle.held = True
             log.warning(
                 "holding back %s: over its publishing rate of %g messages or %g bytes a second",
-                self.account,
-                throttle.rate,
-                throttle.byte_rate,
-            )
+                self.account, throttle.rate, throttle.byte_rate)
         await asyncio.sleep(wait)
 
 
@@ -382,14 +351,9 @@ class _Broker(Broker):
     """amqtt's broker with the packet-size limit, the login checked before the session is
     looked up, client identifier = user name, and only market data retained."""
 
-    def __init__(
-        self,
-        config: BrokerConfig,
-        *,
-        accounts: _Accounts,
-        max_packet_size: int = MAX_PACKET_SIZE,
-        limits: AccountLimits = DEFAULT_LIMITS,
-    ) -> None:
+    def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
+                 max_packet_size: int = MAX_PACKET_SIZE,
+                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
         super().__init__(config)
         self._accounts = accounts
         self._max_packet_size = max_packet_size
@@ -397,22 +361,13 @@ class _Broker(Broker):
         self._limits = limits
         self._throttles: dict[str, _Throttle] = {}  # account -> its budget
 
-    async def stream_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
-    ) -> None:
-        await self.external_connected(
-            _BoundedReader(reader, writer, self._max_packet_size),
-            StreamWriterAdapter(writer),
-            listener_name,
-        )
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        await self.external_connected(_BoundedReader(reader, writer, self._max_packet_size),
+                                      StreamWriterAdapter(writer), listener_name)
 
-    async def retain_message(
-        self,
-        source_session: Session | None,
-        topic_name: str | None,
-        data: bytes | bytearray | None,
-        qos: int | None = None,
-    ) -> None:
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
         if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
             await super().retain_message(source_session, topic_name, data, qos)
 
@@ -439,37 +394,25 @@ class _Broker(Broker):
             return
         session.client_id = session.username
         old_session, old_handler = self._sessions.get(session.client_id, (None, None))
-        if (
-            session.clean_session
-            and old_session is not None
-            and old_handler is not None
-            and old_session.transitions.is_connected()
-        ):
+        if (session.clean_session and old_session is not None and old_handler is not None
+                and old_session.transitions.is_connected()):
             # amqtt would drop the old connection's session but leave it connected; the
             # account's new connection takes over, as in mosquitto: close the old one.
             await old_handler.handle_connection_closed()
             await old_handler.stop()
 
-    async def _handle_client_session(
-        self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session, *args, **kwargs
-    ) -> None:
+    async def _handle_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
+                                     client_session: Session, *args, **kwargs) -> None:
         user = client_session.username
-        if (
-            isinstance(reader, _BoundedReader)
-            and user
-            and user != GATEWAY_USER
-            and client_session.client_id == user
-        ):  # an admitted account
+        if (isinstance(reader, _BoundedReader) and user and user != GATEWAY_USER
+                and client_session.client_id == user):  # an admitted account
             throttle = self._throttles.get(user)
             if throttle is None:
                 limits = self._limits
-                throttle = self._throttles[user] = _Throttle(
-                    limits.message_rate,
-                    limits.message_burst,
-                    limits.byte_rate,
-                    limits.byte_burst,
-                    asyncio.get_running_loop().time(),
-                )
+                throttle = self._throttles[user] = _Throttle(limits.message_rate,
+                                                             limits.message_burst, limits.byte_rate,
+                                                             limits.byte_burst,
+                                                             asyncio.get_running_loop().time())
             reader.throttle, reader.account = throttle, user
         try:
             await super()._handle_client_session(reader, writer, client_session, *args, **kwargs)
@@ -479,13 +422,9 @@ class _Broker(Broker):
                 self._refused_ids.discard(client_session.client_id)
                 self._sessions.pop(client_session.client_id, None)
 
-    async def _initialize_client_session(
-        self,
-        reader: ReaderAdapter,
-        writer: WriterAdapter,
-        remote_address: str,
-        remote_port: int,
-    ) -> tuple[BrokerProtocolHandler, Session]:
+    async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
+                                         remote_address: str,
+                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
         """Read the CONNECT, apply the account's identifier rule, then resume or start the
         session; return the protocol handler and the session.
 
@@ -496,8 +435,7 @@ class _Broker(Broker):
         peer = format_client_message(address=remote_address, port=remote_port)
         try:
             handler, session = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
-            )
+                reader, writer, self.plugins_manager)
         except NoDataError as exc:
             self.logger.error("%s closed before sending anything: %s", peer, exc)
             raise AMQTTError(exc) from exc
@@ -516,15 +454,8 @@ class _Broker(Broker):
         return handler, session
 
     # What a resumed session takes from the connection that resumes it.
-    _RENEWED = (
-        "will_flag",
-        "will_message",
-        "will_topic",
-        "will_qos",
-        "keep_alive",
-        "username",
-        "password",
-    )
+    _RENEWED = ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username",
+                "password")
 
     async def _resume_or_start(self, session: Session) -> Session:
         """A clean session replaces whatever its identifier had; a persistent one resumes
@@ -586,15 +517,9 @@ class EmbeddedBroker:
     listen, and nothing is logged: the caller says what went wrong.
     """
 
-    def __init__(
-        self,
-        credentials: dict[str, str],
-        port: int = 0,
-        host: str = "127.0.0.1",
-        *,
-        max_packet_size: int = MAX_PACKET_SIZE,
-        limits: AccountLimits = DEFAULT_LIMITS,
-    ) -> None:
+    def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1", *,
+                 max_packet_size: int = MAX_PACKET_SIZE,
+                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
         if max_packet_size < 64:
@@ -624,18 +549,14 @@ class EmbeddedBroker:
         config = BrokerConfig(
             listeners={
                 "default": ListenerConfig(type=ListenerType.TCP, bind=f"{self.host}:{self.port}")
-            },
-            plugins={
-                f"{__name__}.PasswordAuthPlugin": {"accounts": self._accounts},
-                f"{__name__}.TopicRulesPlugin": {},
-            },
-        )
-        broker = _Broker(
-            config,
-            accounts=self._accounts,
-            max_packet_size=self.max_packet_size,
-            limits=self.limits,
-        )
+            }, plugins={
+                f"{__name__}.PasswordAuthPlugin": {
+                    "accounts": self._accounts
+                },
+                f"{__name__}.TopicRulesPlugin": {}
+            })
+        broker = _Broker(config, accounts=self._accounts, max_packet_size=self.max_packet_size,
+                         limits=self.limits)
         try:
             with _quiet_start_failure():
                 await broker.start()
@@ -643,19 +564,14 @@ class EmbeddedBroker:
             # Taken between the check and the start: amqtt wraps the OSError.
             cause = exc.__cause__
             if isinstance(cause, OSError):
-                raise OSError(
-                    cause.errno or errno.EADDRINUSE, cause.strerror or str(cause)
-                ) from None
+                raise OSError(cause.errno or errno.EADDRINUSE, cause.strerror
+                              or str(cause)) from None
             raise
         self._broker = broker
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()

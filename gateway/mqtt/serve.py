@@ -45,15 +45,8 @@ from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, valid_account_na
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
 
 __all__ = [
-    "PASSWORD_ENV",
-    "BrokerAddress",
-    "ServeError",
-    "load_credentials",
-    "open_engine",
-    "parse_broker_url",
-    "probe_broker",
-    "resolve_broker",
-    "run_async",
+    "PASSWORD_ENV", "BrokerAddress", "ServeError", "load_credentials", "open_engine",
+    "parse_broker_url", "probe_broker", "resolve_broker", "run_async"
 ]
 
 log = logging.getLogger("carbonx.serve")
@@ -97,19 +90,15 @@ def parse_broker_url(url: str, password: str | None = None) -> BrokerAddress:
     except ValueError:
         raise ServeError(f"broker URL {shown!r}: the port is not a number") from None
     if not parts.hostname or not parts.username:
-        raise ServeError(
-            f"broker URL {shown!r}: give the gateway's user and password, "
-            f"mqtt://USER@HOST:PORT with --password-file FILE or "
-            f"${PASSWORD_ENV}"
-        )
+        raise ServeError(f"broker URL {shown!r}: give the gateway's user and password, "
+                         f"mqtt://USER@HOST:PORT with --password-file FILE or "
+                         f"${PASSWORD_ENV}")
     user = unquote(parts.username)
     if parts.password is not None:
         password = unquote(parts.password)
     if not password:
-        raise ServeError(
-            f"broker URL {shown!r}: no password for user {user}: give "
-            f"--password-file FILE or set ${PASSWORD_ENV}"
-        )
+        raise ServeError(f"broker URL {shown!r}: no password for user {user}: give "
+                         f"--password-file FILE or set ${PASSWORD_ENV}")
     return BrokerAddress(parts.hostname, port, user, password)
 
 
@@ -124,27 +113,20 @@ def read_password_file(path: str | os.PathLike[str]) -> str:
     if len(lines) != 1 or not lines[0]:
         found = f"{len(lines)} lines" if text.strip() else "nothing"
         raise ServeError(
-            f"--password-file {path}: expected the password alone on one line, found {found}"
-        )
+            f"--password-file {path}: expected the password alone on one line, found {found}")
     return lines[0]
 
 
-def resolve_broker(
-    url: str,
-    *,
-    password_file: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> BrokerAddress:
+def resolve_broker(url: str, *, password_file: str | os.PathLike[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> BrokerAddress:
     """The broker of ``--broker URL``, its password from the URL, else ``--password-file``,
     else ``$CARBONX_PASSWORD``; a password given both in the URL and by file is an error."""
     environ = os.environ if environ is None else environ
     has_own = urlsplit(url).password is not None
     if password_file is not None:
         if has_own:
-            raise ServeError(
-                "--password-file: the broker URL has a password too; give "
-                "it one way only (better the file)"
-            )
+            raise ServeError("--password-file: the broker URL has a password too; give "
+                             "it one way only (better the file)")
         return parse_broker_url(url, read_password_file(password_file))
     return parse_broker_url(url, None if has_own else environ.get(PASSWORD_ENV) or None)
 
@@ -164,17 +146,12 @@ _CONNACK_TEXT = {
     2: "identifier rejected",
     3: "server unavailable",
     4: "bad user name or password",
-    5: "not authorised",
+    5: "not authorised"
 }
 
 
-async def probe_broker(
-    broker: BrokerAddress,
-    *,
-    attempts: int = PROBE_ATTEMPTS,
-    delay: float = PROBE_DELAY,
-    timeout: float = PROBE_TIMEOUT,
-) -> None:
+async def probe_broker(broker: BrokerAddress, *, attempts: int = PROBE_ATTEMPTS,
+                       delay: float = PROBE_DELAY, timeout: float = PROBE_TIMEOUT) -> None:
     """Log in to *broker* once, as the gateway will, and log out; raise ``ServeError``
     saying why not. An unreachable or unavailable broker is tried *attempts* times,
     *delay* seconds apart and doubling; a refused login is not tried again.
@@ -191,26 +168,16 @@ async def probe_broker(
     last = "no answer"
     for attempt in range(attempts):
         if attempt:
-            await asyncio.sleep(delay * 2 ** (attempt - 1))
+            await asyncio.sleep(delay * 2**(attempt - 1))
         try:
-            async with aiomqtt.Client(
-                broker.host,
-                broker.port,
-                username=broker.username,
-                password=broker.password,
-                identifier=identifier,
-                clean_session=True,
-                timeout=timeout,
-                keepalive=10,
-            ):
+            async with aiomqtt.Client(broker.host, broker.port, username=broker.username,
+                                      password=broker.password, identifier=identifier,
+                                      clean_session=True, timeout=timeout, keepalive=10):
                 return
         except aiomqtt.MqttCodeError as exc:
             code = getattr(exc.rc, "value", exc.rc)
-            text = (
-                str(exc.rc)
-                if hasattr(exc.rc, "value")
-                else _CONNACK_TEXT.get(code, f"return code {code}")
-            )
+            text = (str(exc.rc) if hasattr(exc.rc, "value") else _CONNACK_TEXT.get(
+                code, f"return code {code}"))
             text = text[:1].lower() + text[1:]
             if code in _LOGIN_REFUSED:
                 raise ServeError(
@@ -224,9 +191,8 @@ async def probe_broker(
     raise ServeError(f"cannot connect to broker {where}: {last} ({attempts} attempts)")
 
 
-def open_engine(
-    market: Market, *, journal: str | Path | None, init: str | Path | None, ledger: bool = True
-) -> tuple[Engine, JournalWriter | None, dict]:
+def open_engine(market: Market, *, journal: str | Path | None, init: str | Path | None,
+                ledger: bool = True) -> tuple[Engine, JournalWriter | None, dict]:
     """The engine to serve: recovered from *journal* if it holds one, else new, with the
     *init* order file applied (and journaled). Returns (engine, writer, facts)."""
     facts: dict = {}
@@ -241,15 +207,11 @@ def open_engine(
         if recovered.torn_bytes:
             log.warning(
                 "journal: a torn last frame (%d bytes, never committed) left in %s; "
-                "going on in a new segment",
-                recovered.torn_bytes,
-                recovered.segment,
-            )
+                "going on in a new segment", recovered.torn_bytes, recovered.segment)
         engine = recovered.engine
         if init is not None:
-            log.warning(
-                "the journal already holds %d commands: --init is not applied again", recovered.seq
-            )
+            log.warning("the journal already holds %d commands: --init is not applied again",
+                        recovered.seq)
         return engine, writer, facts
     engine = Engine(market, ledger=ledger)
     if journal is not None:
@@ -271,8 +233,7 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
         except (OSError, ValueError) as exc:
             raise ServeError(f"cannot read credentials {path}: {exc}") from None
         if not isinstance(credentials, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()
-        ):
+                isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()):
             raise ServeError(f"{path}: expected a JSON object of account: password")
     else:
         credentials = {}
@@ -353,16 +314,9 @@ class _Started:
                 path.unlink(missing_ok=True)
 
 
-def _open(
-    started: _Started,
-    market: Market,
-    *,
-    journal: str | None,
-    init: str | None,
-    settings: GatewaySettings | None,
-    credentials_path: str | None,
-    embedded: EmbeddedBroker | None,
-) -> dict[str, str]:
+def _open(started: _Started, market: Market, *, journal: str | None, init: str | None,
+          settings: GatewaySettings | None, credentials_path: str | None,
+          embedded: EmbeddedBroker | None) -> dict[str, str]:
     """Recover or create the engine and journal, and for the embedded broker write the
     credentials and give it the accounts (returned). On a failure here, the journal made
     is undone."""
@@ -376,20 +330,14 @@ def _open(
         if "init" in facts:
             notes.append(f"init: {facts['init']} commands, {facts['init_rejected']} rejected")
         if embedded is not None:
-            path = (
-                Path(credentials_path)
-                if credentials_path
-                else (
-                    Path(journal) / "credentials.json"
-                    if journal
-                    else Path("carbonx-credentials.json")
-                )
-            )
+            path = (Path(credentials_path) if credentials_path else
+                    (Path(journal) /
+                     "credentials.json" if journal else Path("carbonx-credentials.json")))
             accounts = facts.get("accounts", [])
             if engine.ledger is not None:
                 accounts = sorted(
-                    set(accounts) | {a for a in engine.ledger.accounts if not a.startswith("@")}
-                )
+                    set(accounts) | {a
+                                     for a in engine.ledger.accounts if not a.startswith("@")})
             credentials = load_credentials(path, accounts)
             for name, password in credentials.items():
                 embedded.add_account(name, password)
@@ -403,23 +351,13 @@ def _open(
     return credentials
 
 
-async def _run_gateway(
-    core: GatewayCore,
-    *,
-    host: str,
-    port: int,
-    username: str,
-    password: str,
-    stop: asyncio.Event,
-    announce: Callable[[], None],
-) -> None:
+async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,
+                       stop: asyncio.Event, announce: Callable[[], None]) -> None:
     """Run the gateway until *stop*; *announce* once it is connected and subscribed."""
     ready = asyncio.Event()
     task = asyncio.ensure_future(
-        run_gateway(
-            core, host=host, port=port, username=username, password=password, stop=stop, ready=ready
-        )
-    )
+        run_gateway(core, host=host, port=port, username=username, password=password, stop=stop,
+                    ready=ready))
     waiter = asyncio.ensure_future(ready.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
@@ -428,32 +366,18 @@ async def _run_gateway(
     await task
 
 
-def main_serve(
-    market: Market,
-    *,
-    broker_url: str | None,
-    journal: str | None,
-    init: str | None,
-    credentials_path: str | None,
-    port: int,
-    settings: GatewaySettings | None = None,
-    password_file: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    limits: AccountLimits | None = None,
-) -> int:
+def main_serve(market: Market, *, broker_url: str | None, journal: str | None, init: str | None,
+               credentials_path: str | None, port: int, settings: GatewaySettings | None = None,
+               password_file: str | None = None, environ: Mapping[str, str] | None = None,
+               limits: AccountLimits | None = None) -> int:
     """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start.
     *limits*: each account's publishing limit on the embedded broker (its defaults when
     None)."""
-    broker = (
-        resolve_broker(broker_url, password_file=password_file, environ=environ)
-        if broker_url
-        else None
-    )
+    broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
+              if broker_url else None)
     if password_file is not None and broker is None:
-        raise ServeError(
-            "--password-file is the gateway's password on --broker; the "
-            "embedded broker's passwords are in --credentials"
-        )
+        raise ServeError("--password-file is the gateway's password on --broker; the "
+                         "embedded broker's passwords are in --credentials")
     _check_readable(init)
     if broker is not None:
         run_async(probe_broker(broker))
@@ -463,15 +387,8 @@ def main_serve(
         print(text, file=sys.stderr, flush=True)
 
     def open_here(embedded: EmbeddedBroker | None) -> tuple[GatewayCore, dict[str, str]]:
-        credentials = _open(
-            started,
-            market,
-            journal=journal,
-            init=init,
-            settings=settings,
-            credentials_path=credentials_path,
-            embedded=embedded,
-        )
+        credentials = _open(started, market, journal=journal, init=init, settings=settings,
+                            credentials_path=credentials_path, embedded=embedded)
         assert started.core is not None
         return started.core, credentials
 
@@ -481,17 +398,10 @@ def main_serve(
         if broker is not None:
             core, _ = open_here(None)
             await _run_gateway(
-                core,
-                host=broker.host,
-                port=broker.port,
-                username=broker.username,
-                password=broker.password,
-                stop=stop,
-                announce=lambda: say(
-                    f"gateway on {broker.host}:{broker.port} as "
-                    f"{broker.username}: connected; gateway ready"
-                ),
-            )
+                core, host=broker.host, port=broker.port, username=broker.username,
+                password=broker.password, stop=stop,
+                announce=lambda: say(f"gateway on {broker.host}:{broker.port} as "
+                                     f"{broker.username}: connected; gateway ready"))
             return
         embedded = EmbeddedBroker({}, port=port, host=LOOPBACK, limits=limits or DEFAULT_LIMITS)
         try:
@@ -499,22 +409,14 @@ def main_serve(
         except OSError as exc:
             raise ServeError(
                 f"cannot listen on {LOOPBACK}:{port}: "
-                f"{_reason(exc) if not exc.strerror else exc.strerror.lower()}"
-            ) from None
+                f"{_reason(exc) if not exc.strerror else exc.strerror.lower()}") from None
         try:
             # Listening: only now is anything written (journal, credentials).
             core, credentials = open_here(embedded)
             await _run_gateway(
-                core,
-                host=embedded.host,
-                port=embedded.port,
-                username=GATEWAY_USER,
-                password=credentials[GATEWAY_USER],
-                stop=stop,
-                announce=lambda: say(
-                    f"embedded broker on mqtt://{embedded.host}:{embedded.port}; gateway ready"
-                ),
-            )
+                core, host=embedded.host, port=embedded.port, username=GATEWAY_USER,
+                password=credentials[GATEWAY_USER], stop=stop, announce=lambda: say(
+                    f"embedded broker on mqtt://{embedded.host}:{embedded.port}; gateway ready"))
         finally:
             await embedded.__aexit__(None, None, None)
 
@@ -530,7 +432,5 @@ def main_serve(
     stats = core.stats
     print(
         f"stopped: {stats.messages} messages, {stats.commands} commands, "
-        f"{stats.turned_away} turned away, {engine.trades} trades",
-        file=sys.stderr,
-    )
+        f"{stats.turned_away} turned away, {engine.trades} trades", file=sys.stderr)
     return 0

@@ -33,26 +33,10 @@ from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
 from exchange.sequencer import Sequencer
-from gateway.mqtt.wire import (
-    AcceptedReport,
-    ReportMaker,
-    WireDecoder,
-    client_id,
-    report_dict,
-)
-from gateway.protocol import (
-    ORDERS_FILTER,
-    OVERLOADED,
-    PENDING_CALLS_WARNING,
-    RATE_LIMITED,
-    SOCKET_OPTIONS,
-    TopicSender,
-    account_of,
-    book_topic,
-    exec_topic,
-    is_msgpack,
-    trades_topic,
-)
+from gateway.mqtt.wire import (AcceptedReport, ReportMaker, WireDecoder, client_id, report_dict)
+from gateway.protocol import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED,
+                              SOCKET_OPTIONS, TopicSender, account_of, book_topic, exec_topic,
+                              is_msgpack, trades_topic)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 
@@ -115,7 +99,7 @@ def _refused(command, reason: str, message: str) -> dict:
         "report": "rejected",
         "reason": reason,
         "message": message,
-        "action": type(command).__struct_config__.tag,
+        "action": type(command).__struct_config__.tag
     }
     order_id = getattr(command, "order_id", None)
     if order_id is not None:
@@ -128,13 +112,8 @@ def _refused(command, reason: str, message: str) -> dict:
 class GatewayCore:
     """Everything the gateway does between a received message and a published one."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        journal: JournalWriter | None = None,
-        settings: GatewaySettings | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, *, journal: JournalWriter | None = None,
+                 settings: GatewaySettings | None = None) -> None:
         self.engine = engine
         self.journal = journal
         self.settings = settings or GatewaySettings()
@@ -176,8 +155,7 @@ class GatewayCore:
             # Back-pressure: the account already has a full intake waiting. Turning the
             # message away reads only its ids, so a flood costs little besides its answers.
             message = (
-                f"{len(queue)} commands of this account are waiting; resend once they are answered"
-            )
+                f"{len(queue)} commands of this account are waiting; resend once they are answered")
             for report in self._decoder.turn_away(payload, OVERLOADED, message):
                 self._count_turned_away(account, report)
                 self._answers.append((account, report))
@@ -192,13 +170,10 @@ class GatewayCore:
         if commands:
             # Reports follow the format of the bot's last message that held a command.
             self._packed[account] = is_msgpack(payload)
-        if commands and not self._admit(
-            account, commands, time.monotonic() if now is None else now
-        ):
-            message = (
-                f"{commands} command(s) in one message over the account's limit "
-                f"of {self.settings.rate:g}/s"
-            )
+        if commands and not self._admit(account, commands,
+                                        time.monotonic() if now is None else now):
+            message = (f"{commands} command(s) in one message over the account's limit "
+                       f"of {self.settings.rate:g}/s")
             items = [
                 item if type(item) is dict else _refused(item, RATE_LIMITED, message)
                 for item in items
@@ -315,12 +290,8 @@ class GatewayCore:
                 # Profiled: the common answer is the first report, to the sender, an
                 # accepted one.
                 first = made[0][1] if made else None
-                if (
-                    type(first) is AcceptedReport
-                    and type(result) is not CommandRejected
-                    and made[0][0] == command.account
-                    and first.seq == result.seq
-                ):
+                if (type(first) is AcceptedReport and type(result) is not CommandRejected
+                        and made[0][0] == command.account and first.seq == result.seq):
                     first.command_id = command_id
                 else:
                     self._answer(command, result, made)
@@ -341,11 +312,11 @@ class GatewayCore:
                 outgoing.append((topic, encode(items[0]), 1))
                 continue
             for start in range(0, len(items), step):
-                outgoing.append((topic, encode(items[start : start + step]), 1))
+                outgoing.append((topic, encode(items[start:start + step]), 1))
         for instrument, items in trades.items():
             topic = trades_topic(instrument)
             for start in range(0, len(items), step):
-                outgoing.append((topic, _json.encode(items[start : start + step]), 0))
+                outgoing.append((topic, _json.encode(items[start:start + step]), 0))
         outgoing.extend(self._books(time.monotonic() if now is None else now))
         return outgoing
 
@@ -383,22 +354,12 @@ class GatewayCore:
                     self._reports.reports(event, again)
                 for i, (who, report) in enumerate(made):
                     if who == account and _seq(report) == result.seq:
-                        made[i : i + 1] = [
-                            (
-                                account,
-                                {
-                                    **report_dict(r),
-                                    "duplicate": True,
-                                    **(
-                                        {"command_id": command_id}
-                                        if _seq(r) == first[0].seq
-                                        else {}
-                                    ),
-                                },
-                            )
-                            for who_again, r in again
-                            if who_again == account
-                        ]
+                        made[i:i + 1] = [(account, {
+                            **report_dict(r), "duplicate": True,
+                            **({
+                                "command_id": command_id
+                            } if _seq(r) == first[0].seq else {})
+                        }) for who_again, r in again if who_again == account]
                         return
         for who, report in made:
             if who == account and _seq(report) == result.seq:
@@ -409,17 +370,12 @@ class GatewayCore:
                 return
         # The result concerned no account's report stream (e.g. an unknown order's
         # cancel, rejected without an account): answer it anyway.
-        made.append(
-            (
-                account,
-                {
-                    "report": "rejected",
-                    "seq": result.seq,
-                    "command_id": command_id,
-                    "reason": getattr(result, "reason", "unknown"),
-                },
-            )
-        )
+        made.append((account, {
+            "report": "rejected",
+            "seq": result.seq,
+            "command_id": command_id,
+            "reason": getattr(result, "reason", "unknown")
+        }))
 
     def _books(self, now: float) -> list[Outgoing]:
         """Depth of each changed instrument, at most once per ``book_interval``."""
@@ -451,33 +407,18 @@ class GatewayCore:
         return self._books(time.monotonic() if now is None else now)
 
 
-async def run_gateway(
-    core: GatewayCore,
-    *,
-    host: str,
-    port: int,
-    username: str,
-    password: str,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None = None,
-    retry_delay: float = 0.5,
-) -> None:
+async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,
+                      stop: asyncio.Event, ready: asyncio.Event | None = None,
+                      retry_delay: float = 0.5) -> None:
     """Serve until *stop* is set; reconnect after the broker goes away."""
     import aiomqtt
 
     while not stop.is_set():
         try:
-            async with aiomqtt.Client(
-                host,
-                port,
-                username=username,
-                password=password,
-                identifier=_IDENTIFIER,
-                clean_session=True,
-                max_inflight_messages=1000,
-                keepalive=30,
-                socket_options=SOCKET_OPTIONS,
-            ) as client:
+            async with aiomqtt.Client(host, port, username=username, password=password,
+                                      identifier=_IDENTIFIER, clean_session=True,
+                                      max_inflight_messages=1000, keepalive=30,
+                                      socket_options=SOCKET_OPTIONS) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
                 # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
                 # lost connection (bots resend what stays unanswered) and cost a PUBACK
@@ -506,13 +447,8 @@ async def _clear_retained(client, topic: str) -> None:
 def seconds_of_day(text: str) -> int:
     """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
     hours, _, minutes = text.partition(":")
-    if not (
-        hours.isdigit()
-        and minutes.isdigit()
-        and len(hours) == len(minutes) == 2
-        and int(hours) < 24
-        and int(minutes) < 60
-    ):
+    if not (hours.isdigit() and minutes.isdigit() and len(hours) == len(minutes) == 2
+            and int(hours) < 24 and int(minutes) < 60):
         raise ValueError(f"expected HH:MM (UTC), got {text!r}")
     return int(hours) * 3600 + int(minutes) * 60
 
@@ -585,7 +521,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
         asyncio.ensure_future(receive()),
         asyncio.ensure_future(depth_timer()),
         asyncio.ensure_future(stop.wait()),
-        asyncio.ensure_future(run()),
+        asyncio.ensure_future(run())
     ]
     if core.settings.eod_utc:
         tasks.append(asyncio.ensure_future(eod_timer()))

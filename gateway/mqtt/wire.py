@@ -27,58 +27,22 @@ from __future__ import annotations
 
 import msgspec
 
-from exchange.events import (
-    AllowancesSurrendered,
-    CommandRejected,
-    DefaultRecorded,
-    DeliveryFailed,
-    DeliverySettled,
-    MarginCalled,
-    MarginCallMet,
-    MassCancelAccepted,
-    OptionExercised,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderTriggered,
-    PositionClosedOut,
-    TradeExecuted,
-    TradeSettled,
-    VariationMargin,
-)
+from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
+                             DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
+                             MassCancelAccepted, OptionExercised, OrderAccepted, OrderAmended,
+                             OrderCancelled, OrderExpired, OrderTriggered, PositionClosedOut,
+                             TradeExecuted, TradeSettled, VariationMargin)
 from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader
-from gateway.protocol import (
-    BAD_COMMAND,
-    MALFORMED,
-    MAX_COMMANDS,
-    MAX_PAYLOAD,
-    MAX_TEXT,
-    NOT_PERMITTED,
-    TOO_LARGE,
-    TOO_MANY_COMMANDS,
-    WRONG_ACCOUNT,
-    is_msgpack,
-)
+from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
+                              NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
+                              is_msgpack)
 
 __all__ = ["WireDecoder", "ReportMaker", "client_id", "report_dict", "WIRE_ACTIONS"]
 
 # Text fields a bot's command may carry that the exchange keeps or parses.
-_TEXT_FIELDS = (
-    "order_id",
-    "command_id",
-    "account",
-    "instrument",
-    "price",
-    "stop_price",
-    "side",
-    "type",
-    "tif",
-    "stp",
-    "to_account",
-    "to_instrument",
-)
+_TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price", "side",
+                "type", "tif", "stp", "to_account", "to_instrument")
 WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
 _ID_FIELDS = ("order_id", "command_id")
 
@@ -102,9 +66,8 @@ def _rejection(reason: str, message: str, raw=None) -> dict:
 
 
 def _too_many(count: int) -> dict:
-    return _rejection(
-        TOO_MANY_COMMANDS, f"{count} commands in one message; the limit is {MAX_COMMANDS}"
-    )
+    return _rejection(TOO_MANY_COMMANDS,
+                      f"{count} commands in one message; the limit is {MAX_COMMANDS}")
 
 
 class WireDecoder:
@@ -127,9 +90,8 @@ class WireDecoder:
         """
         if len(payload) > MAX_PAYLOAD:
             return [
-                _rejection(
-                    TOO_LARGE, f"message of {len(payload)} bytes; the limit is {MAX_PAYLOAD}"
-                )
+                _rejection(TOO_LARGE,
+                           f"message of {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
             ]
         packed = is_msgpack(payload)
         try:
@@ -147,9 +109,8 @@ class WireDecoder:
         message if even that cannot be read."""
         if len(payload) <= MAX_PAYLOAD:
             try:
-                read = (self._msgpack_ids if is_msgpack(payload) else self._json_ids).decode(
-                    payload
-                )
+                read = (self._msgpack_ids
+                        if is_msgpack(payload) else self._json_ids).decode(payload)
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
@@ -179,8 +140,8 @@ class WireDecoder:
         for item in raw_items:
             if not isinstance(item, dict):
                 items.append(
-                    _rejection(MALFORMED, f"a command must be an object, not {type(item).__name__}")
-                )
+                    _rejection(MALFORMED,
+                               f"a command must be an object, not {type(item).__name__}"))
                 continue
             try:
                 row = msgspec.convert(item, Row)
@@ -200,15 +161,11 @@ class WireDecoder:
             value = getattr(row, name)
             if type(value) is str and len(value) > MAX_TEXT:
                 return _rejection(
-                    BAD_COMMAND, f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}"
-                )
+                    BAD_COMMAND, f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}")
         if action not in WIRE_ACTIONS:
             reason = NOT_PERMITTED if action else BAD_COMMAND
-            message = (
-                f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
-                if action
-                else "action is required"
-            )
+            message = (f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
+                       if action else "action is required")
             return _rejection(reason, message, msgspec.to_builtins(row))
         if row.account is None or row.account == "":
             row.account = account
@@ -216,8 +173,7 @@ class WireDecoder:
             return _rejection(
                 WRONG_ACCOUNT,
                 f"the command names account {row.account!r} but was sent on {account!r}'s topic",
-                msgspec.to_builtins(row),
-            )
+                msgspec.to_builtins(row))
         if action == "new" or action == "cancel" or action == "amend":
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
@@ -255,11 +211,10 @@ _CLEARING_REPORTS = {
     DefaultRecorded: "default",
     DeliverySettled: "delivery",
     DeliveryFailed: "delivery_failed",
-    OptionExercised: "exercised",
+    OptionExercised: "exercised"
 }
 _CLEARING_PRICES = frozenset({"price", "strike"})
 _CLEARING_CASH = frozenset({"amount", "equity", "maintenance", "initial", "cash", "penalty"})
-
 
 _PRICES_KEPT = 4096
 
@@ -330,128 +285,70 @@ class ReportMaker:
             instrument, seq, trade_id, qty = event.instrument, event.seq, event.trade_id, event.qty
             price = self.price(instrument, event.price)
             buyer_took = event.aggressor == "buy"
-            reports.append(
-                (
-                    event.buy_account,
-                    FillReport(
-                        "fill",
-                        seq,
-                        trade_id,
-                        instrument,
-                        price,
-                        qty,
-                        client_id(event.buy_order_id),
-                        "buy",
-                        event.buy_leaves_qty,
-                        "taker" if buyer_took else "maker",
-                    ),
-                )
-            )
-            reports.append(
-                (
-                    event.sell_account,
-                    FillReport(
-                        "fill",
-                        seq,
-                        trade_id,
-                        instrument,
-                        price,
-                        qty,
-                        client_id(event.sell_order_id),
-                        "sell",
-                        event.sell_leaves_qty,
-                        "maker" if buyer_took else "taker",
-                    ),
-                )
-            )
+            reports.append((event.buy_account,
+                            FillReport("fill", seq, trade_id, instrument, price, qty,
+                                       client_id(event.buy_order_id), "buy", event.buy_leaves_qty,
+                                       "taker" if buyer_took else "maker")))
+            reports.append((event.sell_account,
+                            FillReport("fill", seq, trade_id, instrument, price, qty,
+                                       client_id(event.sell_order_id), "sell",
+                                       event.sell_leaves_qty, "maker" if buyer_took else "taker")))
         elif kind is OrderAccepted:
-            reports.append(
-                (
-                    event.account,
-                    AcceptedReport(
-                        "accepted",
-                        event.seq,
-                        client_id(event.order_id),
-                        event.instrument,
-                        event.side,
-                        event.type,
-                        event.tif,
-                        self.price(event.instrument, event.price),
-                        event.qty,
-                    ),
-                )
-            )
+            reports.append((event.account,
+                            AcceptedReport("accepted", event.seq, client_id(event.order_id),
+                                           event.instrument, event.side, event.type, event.tif,
+                                           self.price(event.instrument, event.price), event.qty)))
         elif kind is OrderCancelled:
-            reports.append(
-                (
-                    event.account,
-                    {
-                        "report": "cancelled",
-                        "seq": event.seq,
-                        "order_id": client_id(event.order_id),
-                        "instrument": event.instrument,
-                        "side": event.side,
-                        "cancelled_qty": event.cancelled_qty,
-                        "reason": event.reason,
-                    },
-                )
-            )
+            reports.append((event.account, {
+                "report": "cancelled",
+                "seq": event.seq,
+                "order_id": client_id(event.order_id),
+                "instrument": event.instrument,
+                "side": event.side,
+                "cancelled_qty": event.cancelled_qty,
+                "reason": event.reason
+            }))
         elif kind is CommandRejected:
             if event.account:
                 report = {
                     "report": "rejected",
                     "seq": event.seq,
                     "action": event.action,
-                    "reason": event.reason,
+                    "reason": event.reason
                 }
                 if event.order_id is not None:
                     report["order_id"] = client_id(event.order_id)
                 reports.append((event.account, report))
         elif kind is OrderAmended:
-            reports.append(
-                (
-                    event.account,
-                    {
-                        "report": "amended",
-                        "seq": event.seq,
-                        "order_id": client_id(event.order_id),
-                        "instrument": event.instrument,
-                        "side": event.side,
-                        "price": self.price(event.instrument, event.price),
-                        "qty": event.qty,
-                        "priority_kept": event.priority_kept,
-                    },
-                )
-            )
+            reports.append((event.account, {
+                "report": "amended",
+                "seq": event.seq,
+                "order_id": client_id(event.order_id),
+                "instrument": event.instrument,
+                "side": event.side,
+                "price": self.price(event.instrument, event.price),
+                "qty": event.qty,
+                "priority_kept": event.priority_kept
+            }))
         elif kind is OrderExpired:
-            reports.append(
-                (
-                    event.account,
-                    {
-                        "report": "expired",
-                        "seq": event.seq,
-                        "order_id": client_id(event.order_id),
-                        "instrument": event.instrument,
-                        "side": event.side,
-                        "expired_qty": event.expired_qty,
-                    },
-                )
-            )
+            reports.append((event.account, {
+                "report": "expired",
+                "seq": event.seq,
+                "order_id": client_id(event.order_id),
+                "instrument": event.instrument,
+                "side": event.side,
+                "expired_qty": event.expired_qty
+            }))
         elif kind is OrderTriggered:
-            reports.append(
-                (
-                    event.account,
-                    {
-                        "report": "triggered",
-                        "seq": event.seq,
-                        "order_id": client_id(event.order_id),
-                        "instrument": event.instrument,
-                        "side": event.side,
-                        "stop_price": self.price(event.instrument, event.stop_price),
-                        "last_price": self.price(event.instrument, event.last_price),
-                    },
-                )
-            )
+            reports.append((event.account, {
+                "report": "triggered",
+                "seq": event.seq,
+                "order_id": client_id(event.order_id),
+                "instrument": event.instrument,
+                "side": event.side,
+                "stop_price": self.price(event.instrument, event.stop_price),
+                "last_price": self.price(event.instrument, event.last_price)
+            }))
         elif kind is TradeSettled:
             cash = format_cash(event.currency, event.cash)
             base = {
@@ -461,33 +358,24 @@ class ReportMaker:
                 "instrument": event.instrument,
                 "qty": event.qty,
                 "cash": cash,
-                "currency": event.currency,
+                "currency": event.currency
             }
-            reports.append(
-                (
-                    event.buy_account,
-                    {**base, "side": "buy", "fee": format_cash(event.currency, event.buy_fee)},
-                )
-            )
-            reports.append(
-                (
-                    event.sell_account,
-                    {**base, "side": "sell", "fee": format_cash(event.currency, event.sell_fee)},
-                )
-            )
+            reports.append((event.buy_account, {
+                **base, "side": "buy",
+                "fee": format_cash(event.currency, event.buy_fee)
+            }))
+            reports.append((event.sell_account, {
+                **base, "side": "sell",
+                "fee": format_cash(event.currency, event.sell_fee)
+            }))
         elif kind is MassCancelAccepted:
-            reports.append(
-                (
-                    event.account,
-                    {
-                        "report": "mass_cancel_accepted",
-                        "seq": event.seq,
-                        "instrument": event.instrument,
-                        "side": event.side,
-                        "count": event.count,
-                    },
-                )
-            )
+            reports.append((event.account, {
+                "report": "mass_cancel_accepted",
+                "seq": event.seq,
+                "instrument": event.instrument,
+                "side": event.side,
+                "count": event.count
+            }))
         elif kind in _CLEARING_REPORTS:
             reports.append((event.account, self.clearing_report(event)))
         elif kind is AllowancesSurrendered:
@@ -495,7 +383,7 @@ class ReportMaker:
                 "report": "surrendered",
                 "seq": event.seq,
                 "instrument": event.instrument,
-                "qty": event.qty,
+                "qty": event.qty
             }
             if event.year is not None:
                 surrendered["year"] = event.year
@@ -526,7 +414,7 @@ class ReportMaker:
             "instrument": event.instrument,
             "price": self.price(event.instrument, event.price),
             "qty": event.qty,
-            "aggressor": event.aggressor,
+            "aggressor": event.aggressor
         }
 
     def depth(self, instrument: str, seq: int, shape) -> dict:
@@ -537,5 +425,5 @@ class ReportMaker:
             "instrument": instrument,
             "seq": seq,
             "bids": [[fmt(p), qty, count] for p, qty, count in bids],
-            "asks": [[fmt(p), qty, count] for p, qty, count in asks],
+            "asks": [[fmt(p), qty, count] for p, qty, count in asks]
         }

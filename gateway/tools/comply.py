@@ -42,26 +42,10 @@ import tomllib
 from pathlib import Path
 
 from exchange import Engine, default_market
-from exchange.commands import (
-    AllocateAllowances,
-    ComplianceDeadline,
-    Deposit,
-    IssueAllowances,
-    OpenAccount,
-    PlaceOrder,
-    RecordEmissions,
-    SurrenderAllowances,
-)
-from exchange.compliance.allocation import (
-    SECTOR_RULES,
-    Adjustment,
-    AllocationError,
-    Entity,
-    PowerUnit,
-    allocate,
-    exact,
-    pre_allocation,
-)
+from exchange.commands import (AllocateAllowances, ComplianceDeadline, Deposit, IssueAllowances,
+                               OpenAccount, PlaceOrder, RecordEmissions, SurrenderAllowances)
+from exchange.compliance.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity,
+                                            PowerUnit, allocate, exact, pre_allocation)
 from exchange.compliance.registry import deadline_ns
 from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed
 from exchange.market import format_cash
@@ -69,14 +53,8 @@ from exchange.orderfile import OrderFileError, read_order_file
 from gateway.errors import UsageError
 
 __all__ = [
-    "DESCRIPTION",
-    "add_arguments",
-    "run",
-    "run_cycle",
-    "load_scenario",
-    "example_scenario",
-    "EXAMPLE",
-    "SECTORS",
+    "DESCRIPTION", "add_arguments", "run", "run_cycle", "load_scenario", "example_scenario",
+    "EXAMPLE", "SECTORS"
 ]
 
 DESCRIPTION = (
@@ -84,8 +62,7 @@ DESCRIPTION = (
     "verified emissions, allocation by sector rule with regional factors under a sector "
     "cap, true-up, surrender (CCER within 5%), and the deadline with fines at a multiple "
     "of the market's December average price. Prints a report per entity and sector; "
-    "--json and --csv for machines, --chart for a PNG per sector."
-)
+    "--json and --csv for machines, --chart for a PNG per sector.")
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "compliance-2024.toml"
 SECTORS = ("power", "steel", "cement", "aluminium")
 _DAY_NS = 86_400 * 10**9
@@ -134,17 +111,14 @@ def load_scenario(path: str | Path) -> dict:
             raise ScenarioError(f"{path}: rules for unknown sector {sector!r}")
         if rule.get("rule") not in SECTOR_RULES:
             raise ScenarioError(
-                f"{path}: rules.{sector}: rule must be one of {', '.join(SECTOR_RULES)}"
-            )
+                f"{path}: rules.{sector}: rule must be one of {', '.join(SECTOR_RULES)}")
     for number, restatement in enumerate(data.get("restatements", []), 1):
         if restatement.get("entity") not in names:
             raise ScenarioError(
-                f"{path}: restatement {number}: unknown entity {restatement.get('entity')!r}"
-            )
+                f"{path}: restatement {number}: unknown entity {restatement.get('entity')!r}")
         if not isinstance(restatement.get("emissions"), int) or restatement["emissions"] < 0:
             raise ScenarioError(
-                f"{path}: restatement {number}: 'emissions' must be a whole number of tonnes"
-            )
+                f"{path}: restatement {number}: 'emissions' must be a whole number of tonnes")
     data["_base"] = Path(path).resolve().parent
     return data
 
@@ -156,26 +130,19 @@ def _plan(data: dict, emissions: dict[str, int]) -> dict[str, int]:
     entities = []
     for e in data["entities"]:
         units = tuple(
-            PowerUnit(
-                u["type"],
-                str(u["electricity_mwh"]),
-                str(u.get("heat_gj", 0)),
-                str(u.get("load", 1)),
-            )
-            for u in e.get("units", ())
-        )
+            PowerUnit(u["type"], str(u["electricity_mwh"]), str(u.get("heat_gj", 0)),
+                      str(u.get("load", 1))) for u in e.get("units", ()))
         intensity = exact(str(e["intensity"]), "intensity") if "intensity" in e else None
         entities.append(
-            Entity(
-                e["name"], e["sector"], emissions[e["name"]], e.get("region", ""), units, intensity
-            )
-        )
+            Entity(e["name"], e["sector"], emissions[e["name"]], e.get("region", ""), units,
+                   intensity))
     settings = data.get("adjustment", {})
     adjustment = Adjustment(
-        regional={k: exact(str(v)) for k, v in settings.get("regions", {}).items()},
-        yearly=exact(str(settings.get("yearly", 1))),
-        cap_share=exact(str(settings.get("cap_share", 1))),
-    )
+        regional={
+            k: exact(str(v))
+            for k, v in settings.get("regions", {}).items()
+        }, yearly=exact(str(settings.get("yearly", 1))),
+        cap_share=exact(str(settings.get("cap_share", 1))))
     return allocate(entities, data.get("rules", {}), adjustment)
 
 
@@ -185,9 +152,8 @@ def run_cycle(data: dict) -> dict:
     started = time.perf_counter()
     year = data["year"]
     market = default_market()
-    vintage = next(
-        (s for s, i in market.instruments.items() if i.vintage == year and not i.offset), None
-    )
+    vintage = next((s for s, i in market.instruments.items() if i.vintage == year and not i.offset),
+                   None)
     offset = next((s for s, i in market.instruments.items() if i.offset), None)
     if vintage is None:
         raise ScenarioError(f"the market lists no allowance of vintage {year}")
@@ -209,10 +175,8 @@ def run_cycle(data: dict) -> dict:
         submit(OpenAccount(account=name, kind="covered"))
         pre[name] = pre_allocation(entity["prior_emissions"], share)
         submit(
-            AllocateAllowances(
-                account=name, instrument=vintage, year=year, qty=pre[name], stage="pre"
-            )
-        )
+            AllocateAllowances(account=name, instrument=vintage, year=year, qty=pre[name],
+                               stage="pre"))
         if entity.get("ccer") and offset:
             submit(IssueAllowances(account=name, instrument=offset, qty=entity["ccer"]))
 
@@ -227,34 +191,20 @@ def run_cycle(data: dict) -> dict:
         qty, price = int(trade["qty"]), str(trade["price"])
         submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty))
         submit(
-            Deposit(account="market-buyer", currency="CNY", amount=str(exact(price) * qty * 2 // 1))
-        )
+            Deposit(account="market-buyer", currency="CNY",
+                    amount=str(exact(price) * qty * 2 // 1)))
         for side, account in (("sell", "market-seller"), ("buy", "market-buyer")):
             submit(
-                PlaceOrder(
-                    order_id=f"december-{number}-{side}",
-                    account=account,
-                    instrument=vintage,
-                    side=side,
-                    price=price,
-                    qty=qty,
-                    ts=december,
-                )
-            )
+                PlaceOrder(order_id=f"december-{number}-{side}", account=account,
+                           instrument=vintage, side=side, price=price, qty=qty, ts=december))
 
     emissions = {}
     for entity in entities:
         emissions[entity["name"]] = entity["emissions"]
         submit(
-            RecordEmissions(
-                account=entity["name"],
-                year=year,
-                qty=entity["emissions"],
-                quality=entity.get("quality", "measured"),
-                verifier=entity.get("verifier"),
-                months=entity.get("months", 12),
-            )
-        )
+            RecordEmissions(account=entity["name"], year=year, qty=entity["emissions"],
+                            quality=entity.get("quality", "measured"),
+                            verifier=entity.get("verifier"), months=entity.get("months", 12)))
 
     def true_up(final: dict[str, int], before: dict[str, int]) -> None:
         """Send a final allocation to each entity whose figure changed: the registry
@@ -262,10 +212,8 @@ def run_cycle(data: dict) -> dict:
         for name, qty in final.items():
             if qty != before.get(name):
                 submit(
-                    AllocateAllowances(
-                        account=name, instrument=vintage, year=year, qty=qty, stage="final"
-                    )
-                )
+                    AllocateAllowances(account=name, instrument=vintage, year=year, qty=qty,
+                                       stage="final"))
 
     try:
         final = _plan(data, emissions)
@@ -276,14 +224,10 @@ def run_cycle(data: dict) -> dict:
         for restatement in data.get("restatements", []):
             emissions[restatement["entity"]] = restatement["emissions"]
             submit(
-                RecordEmissions(
-                    account=restatement["entity"],
-                    year=year,
-                    qty=restatement["emissions"],
-                    quality=restatement.get("quality", "revised"),
-                    verifier=restatement.get("verifier"),
-                )
-            )
+                RecordEmissions(account=restatement["entity"], year=year,
+                                qty=restatement["emissions"],
+                                quality=restatement.get("quality", "revised"),
+                                verifier=restatement.get("verifier")))
         if data.get("restatements"):
             final, before = _plan(data, emissions), final
             true_up(final, before)
@@ -309,21 +253,17 @@ def run_cycle(data: dict) -> dict:
     passed = next(e for e in events if type(e) is DeadlinePassed)
     sector_of = {e["name"]: e["sector"] for e in entities}
     allocations = engine.ledger.registry.allocations  # what the registry issued, net
-    rows = [
-        {
-            "entity": e.account,
-            "sector": sector_of[e.account],
-            "obligation": e.obligation,
-            "allocated": allocations[(e.account, year)].issued,
-            "surrendered_allowances": e.surrendered_allowances,
-            "surrendered_ccer": e.surrendered_offsets,
-            "shortfall": e.shortfall,
-            "fine": e.fine,
-            "status": e.status,
-        }
-        for e in events
-        if type(e) is ComplianceAssessed
-    ]
+    rows = [{
+        "entity": e.account,
+        "sector": sector_of[e.account],
+        "obligation": e.obligation,
+        "allocated": allocations[(e.account, year)].issued,
+        "surrendered_allowances": e.surrendered_allowances,
+        "surrendered_ccer": e.surrendered_offsets,
+        "shortfall": e.shortfall,
+        "fine": e.fine,
+        "status": e.status
+    } for e in events if type(e) is ComplianceAssessed]
     sectors = []
     for sector in SECTORS:
         members = [r for r in rows if r["sector"] == sector]
@@ -331,23 +271,15 @@ def run_cycle(data: dict) -> dict:
             continue
         total = {
             key: sum(r[key] for r in members)
-            for key in (
-                "obligation",
-                "allocated",
-                "surrendered_allowances",
-                "surrendered_ccer",
-                "shortfall",
-            )
+            for key in ("obligation", "allocated", "surrendered_allowances", "surrendered_ccer",
+                        "shortfall")
         }
-        sectors.append(
-            {
-                "sector": sector,
-                "entities": len(members),
-                **total,
-                "fine": format_cash("CNY", sum(r["fine"] for r in members)),
-                "short": sum(r["status"] == "short" for r in members),
-            }
-        )
+        sectors.append({
+            "sector": sector,
+            "entities": len(members),
+            **total, "fine": format_cash("CNY", sum(r["fine"] for r in members)),
+            "short": sum(r["status"] == "short" for r in members)
+        })
     for row in rows:
         row["fine"] = format_cash("CNY", row["fine"])
     return {
@@ -359,8 +291,8 @@ def run_cycle(data: dict) -> dict:
             "commands": engine.accepted + engine.rejected,
             "rejected": rejected,
             "seconds": round(time.perf_counter() - started, 3),
-            "state_hash": engine.state_hash(),
-        },
+            "state_hash": engine.state_hash()
+        }
     }
 
 
@@ -376,56 +308,24 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
     lines = [
         "# carbonx comply example: compliance year 2024, generated by",
         "# gateway.tools.comply.example_scenario(seed=2024, entities=300). Emissions in tCO2e.",
-        "year = 2024",
-        "multiple = 5",
-        'pre_allocation_share = "0.70"',
-        "",
-        "[adjustment]",
+        "year = 2024", "multiple = 5", 'pre_allocation_share = "0.70"', "", "[adjustment]",
         'yearly = "1.00"',
         "# the sector total may not grow by more than 1% through the regional factors",
-        'cap_share = "1.01"',
-        "",
-        "[adjustment.regions]",
-        'west = "1.03"',
-        'northeast = "1.02"',
-        'east = "0.99"',
-        "",
+        'cap_share = "1.01"', "", "[adjustment.regions]", 'west = "1.03"', 'northeast = "1.02"',
+        'east = "0.99"', "",
         "# each sector's allocation rule (exchange.compliance.allocation.SECTOR_RULES), with its",
         "# parameters; the 2024 power benchmarks are the defaults, written out here",
-        "[rules.power]",
-        'rule = "power_benchmark"',
-        'shortfall_cap = "0.20"',
-        "",
-        "[rules.power.electricity]",
-        'coal_large = "0.7910"',
-        'coal_small = "0.8049"',
-        'coal_unconventional = "0.8244"',
-        'gas = "0.3288"',
-        "",
-        "[rules.power.heat]",
-        'coal = "0.1033"',
-        'gas = "0.0533"',
-        "",
+        "[rules.power]", 'rule = "power_benchmark"', 'shortfall_cap = "0.20"', "",
+        "[rules.power.electricity]", 'coal_large = "0.7910"', 'coal_small = "0.8049"',
+        'coal_unconventional = "0.8244"', 'gas = "0.3288"', "", "[rules.power.heat]",
+        'coal = "0.1033"', 'gas = "0.0533"', "",
         "# 2024 was the first year of steel, cement and aluminium: allocation equals",
-        "# verified emissions; from 2025 they take the intensity rule",
-        "[rules.steel]",
-        'rule = "verified_emissions"',
-        "",
-        "[rules.cement]",
-        'rule = "intensity_benchmark"',
-        "",
-        "[rules.aluminium]",
-        'rule = "intensity_benchmark"',
-        "",
+        "# verified emissions; from 2025 they take the intensity rule", "[rules.steel]",
+        'rule = "verified_emissions"', "", "[rules.cement]", 'rule = "intensity_benchmark"', "",
+        "[rules.aluminium]", 'rule = "intensity_benchmark"', "",
         "# the market's trades in December 2025, the month before the deadline",
-        "[[december_trades]]",
-        'price = "97.50"',
-        "qty = 40000",
-        "",
-        "[[december_trades]]",
-        'price = "98.20"',
-        "qty = 60000",
-        "",
+        "[[december_trades]]", 'price = "97.50"', "qty = 40000", "", "[[december_trades]]",
+        'price = "98.20"', "qty = 60000", ""
     ]
     regions = ("east", "west", "north", "northeast", "south")
     shares = (("power", 0.55), ("steel", 0.2), ("cement", 0.15), ("aluminium", 0.1))
@@ -436,10 +336,8 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
     for sector, count in counts.items():
         for n in range(count):
             lines += [
-                "[[entities]]",
-                f'name = "{sector[:3]}-{n + 1:04d}"',
-                f'sector = "{sector}"',
-                f'region = "{rng.choice(regions)}"',
+                "[[entities]]", f'name = "{sector[:3]}-{n + 1:04d}"', f'sector = "{sector}"',
+                f'region = "{rng.choice(regions)}"'
             ]
             if sector == "power":
                 unit_type = rng.choices(("coal_large", "coal_small", "gas"), (6, 3, 1))[0]
@@ -447,14 +345,10 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
                 heat = rng.randrange(0, 2_000_000, 1000)
                 load = rng.choice(("0.55", "0.60", "0.62", "0.70", "0.75", "0.80"))
                 factor = {"coal_large": 0.80, "coal_small": 0.82, "gas": 0.36}[unit_type]
-                emissions = int(
-                    mwh * factor * rng.uniform(0.95, 1.08)
-                    + heat * (0.1 if unit_type != "gas" else 0.05)
-                )
-                lines.append(
-                    f'units = [{{ type = "{unit_type}", electricity_mwh = "{mwh}", '
-                    f'heat_gj = "{heat}", load = "{load}" }}]'
-                )
+                emissions = int(mwh * factor * rng.uniform(0.95, 1.08) + heat *
+                                (0.1 if unit_type != "gas" else 0.05))
+                lines.append(f'units = [{{ type = "{unit_type}", electricity_mwh = "{mwh}", '
+                             f'heat_gj = "{heat}", load = "{load}" }}]')
             else:
                 low, high = intensity[sector]
                 lines.append(f'intensity = "{rng.uniform(low, high):.3f}"')
@@ -464,27 +358,20 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
             surrender = rng.choices(("1.0", "0.97", "0.9", "0.75"), (85, 7, 5, 3))[0]
             months = 12 if quality == "measured" else rng.choice((9, 10, 11, 12))
             lines += [
-                f"prior_emissions = {prior}",
-                f"emissions = {emissions}",
-                f'quality = "{quality}"',
-                f'verifier = "V{rng.randrange(1, 13):02d}"',
-                f"months = {months}",
+                f"prior_emissions = {prior}", f"emissions = {emissions}", f'quality = "{quality}"',
+                f'verifier = "V{rng.randrange(1, 13):02d}"', f"months = {months}",
                 f'surrender_share = "{surrender}"',
-                f"ccer = {rng.choice((0, 0, 0, emissions // 40, emissions // 20))}",
-                "",
+                f"ccer = {rng.choice((0, 0, 0, emissions // 40, emissions // 20))}", ""
             ]
             restate.append((f"{sector[:3]}-{n + 1:04d}", emissions))
     lines += [
         "# records revised after verification: each recomputes the allocation, and",
-        "# the registry issues or claws back the difference",
+        "# the registry issues or claws back the difference"
     ]
     for name, emissions in rng.sample(restate, max(1, entities // 100)):
         lines += [
-            "[[restatements]]",
-            f'entity = "{name}"',
-            f"emissions = {int(emissions * rng.uniform(0.96, 1.06))}",
-            'quality = "revised"',
-            "",
+            "[[restatements]]", f'entity = "{name}"',
+            f"emissions = {int(emissions * rng.uniform(0.96, 1.06))}", 'quality = "revised"', ""
         ]
     return "\n".join(lines)
 
@@ -494,24 +381,16 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "scenario",
-        nargs="?",
-        metavar="SCENARIO.toml",
-        help="the scenario to run (see gateway/tools/examples/compliance-2024.toml)",
-    )
-    parser.add_argument(
-        "--example",
-        action="store_true",
-        help="run the shipped example: 300 entities over the four sectors",
-    )
+        "scenario", nargs="?", metavar="SCENARIO.toml",
+        help="the scenario to run (see gateway/tools/examples/compliance-2024.toml)")
+    parser.add_argument("--example", action="store_true",
+                        help="run the shipped example: 300 entities over the four sectors")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--csv", metavar="OUT", help="write one CSV row per entity")
     parser.add_argument(
-        "--chart",
-        metavar="OUT.png",
+        "--chart", metavar="OUT.png",
         help="a PNG of each sector's allocation, emissions and surrender "
-        "(needs matplotlib: pip install -e '.[bench]')",
-    )
+        "(needs matplotlib: pip install -e '.[bench]')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -535,26 +414,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"entities": report["entities"], "sectors": report["sectors"]}))
         return 0
-    print(
-        f"compliance year {report['year']}: {len(report['entities'])} entities, "
-        f"fines at {report['average_price']} CNY/t (the December average)"
-    )
-    print(
-        f"  {'sector':<10}{'entities':>9}{'obligation':>14}{'allocated':>14}"
-        f"{'surrendered':>14}{'ccer':>10}{'short':>7}{'shortfall':>12}{'fines CNY':>18}"
-    )
+    print(f"compliance year {report['year']}: {len(report['entities'])} entities, "
+          f"fines at {report['average_price']} CNY/t (the December average)")
+    print(f"  {'sector':<10}{'entities':>9}{'obligation':>14}{'allocated':>14}"
+          f"{'surrendered':>14}{'ccer':>10}{'short':>7}{'shortfall':>12}{'fines CNY':>18}")
     for row in report["sectors"]:
-        print(
-            f"  {row['sector']:<10}{row['entities']:>9,}{row['obligation']:>14,}"
-            f"{row['allocated']:>14,}{row['surrendered_allowances']:>14,}"
-            f"{row['surrendered_ccer']:>10,}{row['short']:>7,}{row['shortfall']:>12,}"
-            f"{row['fine']:>18}"
-        )
+        print(f"  {row['sector']:<10}{row['entities']:>9,}{row['obligation']:>14,}"
+              f"{row['allocated']:>14,}{row['surrendered_allowances']:>14,}"
+              f"{row['surrendered_ccer']:>10,}{row['short']:>7,}{row['shortfall']:>12,}"
+              f"{row['fine']:>18}")
     stats = report["stats"]
-    print(
-        f"  {stats['commands']:,} commands through the engine in {stats['seconds']} s; "
-        f"rejections {stats['rejected'] or 'none'}"
-    )
+    print(f"  {stats['commands']:,} commands through the engine in {stats['seconds']} s; "
+          f"rejections {stats['rejected'] or 'none'}")
     return 0
 
 
@@ -570,17 +441,11 @@ def _chart(report: dict, path: str) -> None:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
     width = 0.27
-    for offset, key, label in (
-        (-width, "allocated", "allocated"),
-        (0, "obligation", "verified emissions"),
-        (width, "surrendered_allowances", "surrendered allowances"),
-    ):
-        ax.bar(
-            [i + offset for i in range(len(sectors))],
-            [row[key] / 1e6 for row in sectors],
-            width,
-            label=label,
-        )
+    for offset, key, label in ((-width, "allocated", "allocated"), (0, "obligation",
+                                                                    "verified emissions"),
+                               (width, "surrendered_allowances", "surrendered allowances")):
+        ax.bar([i + offset for i in range(len(sectors))], [row[key] / 1e6 for row in sectors],
+               width, label=label)
     ax.set_xticks(range(len(sectors)), [row["sector"] for row in sectors])
     ax.set_ylabel("million tCO2e")
     ax.set_title(f"Compliance year {report['year']} by sector")

@@ -39,14 +39,12 @@ class _Seat:
     units: int  # allowances issued
 
 
-_SEATS = (
-    _Seat("mm-1", "market_maker", "CEA25", "5000000", 40_000),
-    _Seat("mm-2", "market_maker", "CEA24", "5000000", 40_000),
-    _Seat("noise-1", "financial", "CEA25", "1000000", 5_000),
-    _Seat("noise-2", "financial", "CEA25", "1000000", 5_000),
-    _Seat("noise-3", "financial", "CEA24", "1000000", 5_000),
-    _Seat("steel-1", "covered", "CEA25", "2000000", 3_000),
-)
+_SEATS = (_Seat("mm-1", "market_maker", "CEA25", "5000000",
+                40_000), _Seat("mm-2", "market_maker", "CEA24", "5000000",
+                               40_000), _Seat("noise-1", "financial", "CEA25", "1000000", 5_000),
+          _Seat("noise-2", "financial", "CEA25", "1000000",
+                5_000), _Seat("noise-3", "financial", "CEA24", "1000000",
+                              5_000), _Seat("steel-1", "covered", "CEA25", "2000000", 3_000))
 _FAIR = {"CEA25": 6000, "CEA24": 5850}  # ticks of 0.01 CNY: 60.00 and 58.50
 
 
@@ -65,8 +63,7 @@ def _funding(seats) -> list:
         commands.append(OpenAccount(account=seat.account, kind=seat.kind))
         commands.append(Deposit(account=seat.account, currency="CNY", amount=seat.cash))
         commands.append(
-            IssueAllowances(account=seat.account, instrument=seat.instrument, qty=seat.units)
-        )
+            IssueAllowances(account=seat.account, instrument=seat.instrument, qty=seat.units))
     return commands
 
 
@@ -76,9 +73,8 @@ def _bot(seat: _Seat, client: ExchangeClient, market: Market, seed: int) -> _Bot
     if seat.kind == "market_maker":
         return MarketMaker(client, seat.instrument, tick, fair=fair, seed=seed)
     if seat.kind == "covered":
-        return ComplianceBuyer(
-            client, seat.instrument, tick, fair=fair, seed=seed, need=4_000, surrender=seat.units
-        )
+        return ComplianceBuyer(client, seat.instrument, tick, fair=fair, seed=seed, need=4_000,
+                               surrender=seat.units)
     return NoiseTrader(client, seat.instrument, tick, fair=fair, seed=seed)
 
 
@@ -96,32 +92,15 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
     async with EmbeddedBroker(credentials) as broker:
         print(
             f"embedded broker on mqtt://{broker.host}:{broker.port}; journal in "
-            f"{journal_dir}; {len(_SEATS)} bots for {seconds:g} s",
-            file=out,
-            flush=True,
-        )
+            f"{journal_dir}; {len(_SEATS)} bots for {seconds:g} s", file=out, flush=True)
         stop, ready = asyncio.Event(), asyncio.Event()
         gateway = asyncio.ensure_future(
-            run_gateway(
-                core,
-                host=broker.host,
-                port=broker.port,
-                username=GATEWAY_USER,
-                password=credentials[GATEWAY_USER],
-                stop=stop,
-                ready=ready,
-            )
-        )
+            run_gateway(core, host=broker.host, port=broker.port, username=GATEWAY_USER,
+                        password=credentials[GATEWAY_USER], stop=stop, ready=ready))
         await asyncio.wait_for(ready.wait(), 10)
         clients = [
-            ExchangeClient(
-                seat.account,
-                credentials[seat.account],
-                broker.host,
-                broker.port,
-                market_data=[seat.instrument],
-            )
-            for seat in _SEATS
+            ExchangeClient(seat.account, credentials[seat.account], broker.host, broker.port,
+                           market_data=[seat.instrument]) for seat in _SEATS
         ]
         for client in clients:
             await client.__aenter__()
@@ -152,17 +131,11 @@ async def _progress(core: GatewayCore, until: float, out) -> None:
     while True:
         await asyncio.sleep(0.25 if live else 2.0)
         left = max(until - loop.time(), 0)
-        traded = "  ".join(
-            f"{symbol} {n} trades, last {core.last_price(symbol)}"
-            for symbol, n in sorted(core.trade_counts().items())
-        )
+        traded = "  ".join(f"{symbol} {n} trades, last {core.last_price(symbol)}"
+                           for symbol, n in sorted(core.trade_counts().items()))
         line = f"{left:5.1f} s left  {core.stats.commands} commands  {traded or 'no trades yet'}"
-        print(
-            ("\r" + line.ljust(100)) if live else line,
-            end="" if live else "\n",
-            file=out,
-            flush=True,
-        )
+        print(("\r" + line.ljust(100)) if live else line, end="" if live else "\n", file=out,
+              flush=True)
 
 
 def _holdings(engine: Engine) -> dict[tuple[str, str], int]:
@@ -176,20 +149,17 @@ def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) ->
     lines = [
         f"demo: {elapsed:.1f} s, {core.stats.messages} messages, "
         f"{core.stats.commands} commands, {core.engine.trades} trades, "
-        f"{core.stats.turned_away} turned away at the edge",
-        "",
-        "instrument  trades     volume (t)  VWAP (CNY/t)  last",
+        f"{core.stats.turned_away} turned away at the edge", "",
+        "instrument  trades     volume (t)  VWAP (CNY/t)  last"
     ]
     for symbol, (count, volume, notional) in sorted(core.traded.items()):
         tick = market[symbol].tick
         vwap = tick.format((2 * notional + volume) // (2 * volume)) if volume else "-"
         lines.append(
-            f"{symbol:<10}  {count:>6}  {volume:>13,}  {vwap:>12}  {core.last_price(symbol)}"
-        )
+            f"{symbol:<10}  {count:>6}  {volume:>13,}  {vwap:>12}  {core.last_price(symbol)}")
     lines += [
-        "",
-        "bot       role               CNY (end)        allowances  "
-        "orders  fills  rejected  P&L (CNY, marked at last)",
+        "", "bot       role               CNY (end)        allowances  "
+        "orders  fills  rejected  P&L (CNY, marked at last)"
     ]
     for bot in bots:
         account, symbol = bot.client.account, bot.instrument
@@ -203,15 +173,13 @@ def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) ->
         lines.append(
             f"{account:<9} {bot.state.role:<17} {format_cash('CNY', cash1):>14}  "
             f"{units1:>10,}  {bot.state.orders:>6}  {bot.state.fills:>5}  "
-            f"{bot.state.rejected:>8}  {format_cash('CNY', pnl):>12}"
-            + (f"  (surrendered {bot.state.surrendered:,})" if bot.state.surrendered else "")
-        )
+            f"{bot.state.rejected:>8}  {format_cash('CNY', pnl):>12}" +
+            (f"  (surrendered {bot.state.surrendered:,})" if bot.state.surrendered else ""))
     return "\n".join(lines)
 
 
-def run_demo(
-    seconds: float = 20.0, seed: int = 1, journal: str | None = None, out=sys.stderr
-) -> DemoResult:
+def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
+             out=sys.stderr) -> DemoResult:
     """Run the demo and print its progress to *out*; return what happened."""
     if journal is not None:
         return _run(seconds, seed, journal, out)

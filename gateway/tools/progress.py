@@ -31,8 +31,7 @@ class ProgressBar:
         filled = self.width * done // total
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(
-            f"\r\x1b[2K{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}"
-        )
+            f"\r\x1b[2K{label:<10} [{bar}] {100 * done // total:3d}% {done:,}/{total:,}")
         self.stream.flush()
         self._drawn = True
 

@@ -25,15 +25,8 @@ from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from gateway.tools.progress import ProgressBar
 
 __all__ = [
-    "ReplayResult",
-    "run_replay",
-    "write_fills",
-    "write_events",
-    "event_record",
-    "write_holdings",
-    "holding_rows",
-    "position_rows",
-    "margin_rows",
+    "ReplayResult", "run_replay", "write_fills", "write_events", "event_record", "write_holdings",
+    "holding_rows", "position_rows", "margin_rows"
 ]
 
 # Profiled (benchmarks/): events dropped every 1,024 commands reuse memory still in
@@ -70,24 +63,15 @@ class ReplayResult:
             "engine_s": round(self.engine_s, 6),
             "engine_msgs_per_s": round(self.messages / self.engine_s) if self.engine_s else 0,
             "rejects": dict(sorted(self.rejects.items())),
-            "state_hash": self.state_hash,
+            "state_hash": self.state_hash
         }
 
 
-def run_replay(
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    market: Market | None = None,
-    stp: str | None = None,
-    keep_events: bool = False,
-    progress: ProgressBar | None = None,
-    book=FastBook,
-    ledger: bool = False,
-    journal: str | Path | None = None,
-    fsync: str = "group",
-    snapshot_every: int = SNAPSHOT_EVERY,
-) -> ReplayResult:
+def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | None = None,
+               stp: str | None = None, keep_events: bool = False,
+               progress: ProgressBar | None = None, book=FastBook, ledger: bool = False,
+               journal: str | Path | None = None, fsync: str = "group",
+               snapshot_every: int = SNAPSHOT_EVERY) -> ReplayResult:
     """Replay the order file at *path*; raise ``OrderFileError`` if it cannot be read.
 
     With *ledger*, accounts, risk and settlement are on. With *journal* (a directory),
@@ -97,9 +81,8 @@ def run_replay(
     """
     market = market if market is not None else default_market()
     engine = Engine(market, book=book, ledger=ledger)
-    decode_progress = (
-        (lambda done, total: progress.update("reading", done, total)) if progress else None
-    )
+    decode_progress = ((lambda done, total: progress.update("reading", done, total))
+                       if progress else None)
 
     # Profiled: with a million live objects the cyclic collector cost more than the
     # decoding itself. Nothing here makes cycles that need it, so pause it meanwhile.
@@ -110,9 +93,8 @@ def run_replay(
         commands = read_order_file(path, fmt, default_stp=stp, progress=decode_progress)
         if journal is None:
             decoded = time.perf_counter()
-            return _run(
-                Sequencer(engine), _CHUNK, commands, started, decoded, keep_events, progress
-            )
+            return _run(Sequencer(engine), _CHUNK, commands, started, decoded, keep_events,
+                        progress)
         with create_journal(journal, market.text, ledger=ledger, fsync=fsync) as writer:
             decoded = time.perf_counter()
             sequencer = Sequencer(engine, writer, snapshot_every=snapshot_every)
@@ -122,15 +104,8 @@ def run_replay(
             gc.enable()
 
 
-def _run(
-    sequencer: Sequencer,
-    batch: int,
-    commands: list,
-    started: float,
-    decoded: float,
-    keep_events: bool,
-    progress: ProgressBar | None,
-) -> ReplayResult:
+def _run(sequencer: Sequencer, batch: int, commands: list, started: float, decoded: float,
+         keep_events: bool, progress: ProgressBar | None) -> ReplayResult:
     """Run *commands* through *sequencer* in batches of *batch* (a journal group commit
     each, with a journal), dropping or keeping the events after each batch."""
     run = sequencer.run
@@ -138,7 +113,7 @@ def _run(
     kept: list = []
     total = len(commands)
     for start in range(0, total, batch):
-        run(commands[start : start + batch], out)
+        run(commands[start:start + batch], out)
         if keep_events:
             kept.extend(out)
         out.clear()
@@ -148,47 +123,21 @@ def _run(
     return _result(engine, total, started, decoded, kept if keep_events else None, progress)
 
 
-def _result(
-    engine: Engine,
-    total: int,
-    started: float,
-    decoded: float,
-    kept: list | None,
-    progress: ProgressBar | None,
-) -> ReplayResult:
+def _result(engine: Engine, total: int, started: float, decoded: float, kept: list | None,
+            progress: ProgressBar | None) -> ReplayResult:
     finished = time.perf_counter()
     if progress is not None:
         progress.close()
 
-    return ReplayResult(
-        messages=total,
-        accepted=engine.accepted,
-        rejected=engine.rejected,
-        trades=engine.trades,
-        volume=engine.volume,
-        elapsed_s=finished - started,
-        engine_s=finished - decoded,
-        state_hash=engine.state_hash(),
-        rejects=dict(engine.rejects),
-        events=kept,
-        engine=engine,
-    )
+    return ReplayResult(messages=total, accepted=engine.accepted, rejected=engine.rejected,
+                        trades=engine.trades, volume=engine.volume, elapsed_s=finished - started,
+                        engine_s=finished - decoded, state_hash=engine.state_hash(),
+                        rejects=dict(engine.rejects), events=kept, engine=engine)
 
 
 # The pinned fills file: these keys of each TradeExecuted, in this order.
-FILL_KEYS = (
-    "seq",
-    "trade_id",
-    "instrument",
-    "price",
-    "qty",
-    "buy_order_id",
-    "sell_order_id",
-    "buy_account",
-    "sell_account",
-    "aggressor",
-)
-
+FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id",
+             "buy_account", "sell_account", "aggressor")
 
 _PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
 _CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount")
@@ -246,15 +195,13 @@ def holding_rows(engine: Engine) -> list[dict]:
     for account, asset, available, held, locked in ledger.holdings():
         if asset in currencies:
             available, held, locked = (format_cash(asset, n) for n in (available, held, locked))
-        rows.append(
-            {
-                "account": account,
-                "asset": asset,
-                "available": available,
-                "held": held,
-                "locked": locked,
-            }
-        )
+        rows.append({
+            "account": account,
+            "asset": asset,
+            "available": available,
+            "held": held,
+            "locked": locked
+        })
     return rows
 
 
@@ -272,16 +219,14 @@ def position_rows(engine: Engine) -> list[dict]:
         # the average cost per lot, to the nearest tick (halves up)
         average = (2 * cost + abs(net)) // (2 * abs(net))
         underlying = market[inst.underlying] if inst.kind == "option" else inst
-        rows.append(
-            {
-                "account": account,
-                "instrument": symbol,
-                "qty": net,
-                "avg_price": inst.format_price(average),
-                "margin": format_cash(inst.currency, margin),
-                "settlement": underlying.format_price(settlement),
-            }
-        )
+        rows.append({
+            "account": account,
+            "instrument": symbol,
+            "qty": net,
+            "avg_price": inst.format_price(average),
+            "margin": format_cash(inst.currency, margin),
+            "settlement": underlying.format_price(settlement)
+        })
     return rows
 
 
@@ -291,20 +236,16 @@ def margin_rows(engine: Engine) -> list[dict]:
     ledger = engine.ledger
     if ledger is None:
         return []
-    return [
-        {
-            "account": account,
-            "currency": currency,
-            "margin": format_cash(currency, margin),
-            "equity": format_cash(currency, equity),
-            "initial": format_cash(currency, initial),
-            "maintenance": format_cash(currency, maintenance),
-            "margin_call": called,
-        }
-        for account, currency, margin, equity, initial, maintenance, called in (
-            ledger.clearing.account_rows()
-        )
-    ]
+    return [{
+        "account": account,
+        "currency": currency,
+        "margin": format_cash(currency, margin),
+        "equity": format_cash(currency, equity),
+        "initial": format_cash(currency, initial),
+        "maintenance": format_cash(currency, maintenance),
+        "margin_call": called
+    } for account, currency, margin, equity, initial, maintenance, called in (
+        ledger.clearing.account_rows())]
 
 
 HOLDING_KEYS = ("account", "asset", "available", "held", "locked")

@@ -68,19 +68,7 @@ from .schedule import HOLIDAYS as HOLIDAYS  # not in __all__, but callers import
 from .schedule import trading_days
 
 __all__ = [
-    "DESCRIPTION",
-    "add_arguments",
-    "run",
-    "generate_mixed",
-    "generate_kinds",
-    "generate_carbon",
-    "parse_mix",
-    "trading_days",
-    "write_rows",
-    "KINDS",
-    "HEADER",
-    "KINDS_HEADER",
-    "CARBON_HEADER",
-    "MIXED_MIX",
-    "CARBON_MIX",
+    "DESCRIPTION", "add_arguments", "run", "generate_mixed", "generate_kinds", "generate_carbon",
+    "parse_mix", "trading_days", "write_rows", "KINDS", "HEADER", "KINDS_HEADER", "CARBON_HEADER",
+    "MIXED_MIX", "CARBON_MIX"
 ]

@@ -27,25 +27,16 @@ CARBON_MIDS = {
     "CEA23": 7250,
     "CEA24": 7150,
     "CEA25": 7000,
-    "CCER": 5200,
+    "CCER": 5200
 }
 CARBON_ACTIVITY = {"CEA25": 35, "CEA24": 30, "CEA23": 20, "CCER": 15}
 
 
-def generate_carbon(
-    messages: int,
-    *,
-    seed: int = 1,
-    mix: dict[str, int] | None = None,
-    instruments: tuple[str, ...] = CARBON_INSTRUMENTS,
-    entities: int = 200,
-    market_makers: int = 4,
-    depth_ticks: int = 20,
-    depth_shape: str = "geometric",
-    deadline: date = DEADLINE,
-    last_quarter_share: float = 0.75,
-    fund: bool = False,
-) -> list[tuple]:
+def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None = None,
+                    instruments: tuple[str, ...] = CARBON_INSTRUMENTS, entities: int = 200,
+                    market_makers: int = 4, depth_ticks: int = 20, depth_shape: str = "geometric",
+                    deadline: date = DEADLINE, last_quarter_share: float = 0.75,
+                    fund: bool = False) -> list[tuple]:
     """Return *messages* rows (``CARBON_HEADER`` order) of a compliance year.
 
     *instruments* are spot instruments of the default market. Per trading day (see
@@ -108,7 +99,7 @@ def generate_carbon(
 
     cumulative, total = _mix_table(mix)
     instrument_weights = [CARBON_ACTIVITY.get(sym, 10) for sym in instruments]
-    inst_cumulative = [sum(instrument_weights[: i + 1]) for i in range(len(instruments))]
+    inst_cumulative = [sum(instrument_weights[:i + 1]) for i in range(len(instruments))]
     inst_total = inst_cumulative[-1]
     entity_cumulative, running = [], 0.0
     for i in range(entities):
@@ -152,13 +143,9 @@ def generate_carbon(
                 mids[sym] = min(max(mid, low[sym]), high[sym])
             if kind == _CANCEL:
                 draw = random_()
-                pools = (
-                    (mm_pool, entity_pool, stop_pool)
-                    if draw < 0.4
-                    else (stop_pool, entity_pool, mm_pool)
-                    if draw < 0.5
-                    else (entity_pool, mm_pool, stop_pool)
-                )
+                pools = ((mm_pool, entity_pool, stop_pool) if draw < 0.4 else
+                         (stop_pool, entity_pool, mm_pool) if draw < 0.5 else
+                         (entity_pool, mm_pool, stop_pool))
                 if any(flow.cancel(pool, ts) for pool in pools if pool):
                     continue
                 kind = _LIMIT
@@ -172,26 +159,13 @@ def generate_carbon(
                 is_buy = mm_next_buy[m]
                 mm_next_buy[m] = not is_buy
                 qty = qty_of(sym, randint(5, 30) * 100 * pct // 100)
-                new(
-                    sym,
-                    mms[m],
-                    is_buy,
-                    qty,
-                    ts,
-                    tif="day",
-                    pool=mm_pool,
-                    price=flow.passive_price(sym, is_buy, mids[sym], randint(1, 3)),
-                )
+                new(sym, mms[m], is_buy, qty, ts, tif="day", pool=mm_pool,
+                    price=flow.passive_price(sym, is_buy, mids[sym], randint(1, 3)))
                 continue
             account = ents[min(bisect(entity_cumulative, random_() * running), entities - 1)]
             draw = random_()
-            base = (
-                randint(1, 20) * 100
-                if draw < 0.70
-                else randint(20, 100) * 100
-                if draw < 0.95
-                else randint(100, 500) * 100
-            )
+            base = (randint(1, 20) * 100 if draw < 0.70 else randint(20, 100) *
+                    100 if draw < 0.95 else randint(100, 500) * 100)
             qty = qty_of(sym, base * pct // 100)
             if kind == _LIMIT:
                 is_buy = random_() < 0.5
@@ -199,9 +173,8 @@ def generate_carbon(
             else:
                 is_buy = random_() < buy_share
                 tif = "gtc"
-            _aggress(
-                flow, kind, sym, account, is_buy, qty, ts, mids[sym], entity_pool, stop_pool, tif
-            )
+            _aggress(flow, kind, sym, account, is_buy, qty, ts, mids[sym], entity_pool, stop_pool,
+                     tif)
         close = open_ns + _CLOSE
         engine.submit(EndOfDay(ts=close), flow.out)
         flow.out.clear()
@@ -218,9 +191,8 @@ def generate_carbon(
 _THIN_BOOK = 2.1
 
 
-def _amend(
-    flow: _Flow, rng: random.Random, pools: tuple[list, list], mids: dict, ts, pct: int
-) -> bool:
+def _amend(flow: _Flow, rng: random.Random, pools: tuple[list, list], mids: dict, ts,
+           pct: int) -> bool:
     """Amend a live order of the first pool (else the second); ``False`` if neither has one.
 
     A market maker's order is re-quoted 1-3 ticks from the mid (half the time with a
@@ -243,9 +215,8 @@ def _amend(
     return True
 
 
-def _carbon_funding(
-    flow: _Flow, market, accounts: list[str], instruments: tuple[str, ...]
-) -> list[tuple]:
+def _carbon_funding(flow: _Flow, market, accounts: list[str],
+                    instruments: tuple[str, ...]) -> list[tuple]:
     """Return a deposit and an issue row per instrument for each account: what its
     orders could need at most (see the package docstring), rounded up, plus a float of
     10 M CNY and 10,000 units (100 M CNY and 100,000 units for market makers)."""

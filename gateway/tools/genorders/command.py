@@ -15,63 +15,44 @@ from .mixed import generate_kinds, generate_mixed
 from .rows import CARBON_HEADER, HEADER, KINDS_HEADER, write_rows
 from .schedule import DEADLINE
 
-DESCRIPTION = (
-    "Write a seeded order file in the pinned CSV or NDJSON format. Profile mixed (the "
-    "default): about 70% limit orders near the mid, 20% cancels of live orders, 10% "
-    "marketable orders. Profile carbon: a compliance year of trading days with "
-    "timestamps in the listing hours (09:30-11:30, 13:00-15:00), an eod row per trading "
-    "day, covered entities and market makers, CEA vintages and CCER, about 75% of the "
-    "year's traded volume in the last quarter before the deadline and bursts after the "
-    "open. --mix sets the share of each message kind for either profile. Cancels and "
-    "amends name live orders and prices stay inside the price band, so a replay rejects "
-    "nothing. Same arguments and seed, same file, byte for byte."
-)
+DESCRIPTION = ("Write a seeded order file in the pinned CSV or NDJSON format. Profile mixed (the "
+               "default): about 70% limit orders near the mid, 20% cancels of live orders, 10% "
+               "marketable orders. Profile carbon: a compliance year of trading days with "
+               "timestamps in the listing hours (09:30-11:30, 13:00-15:00), an eod row per trading "
+               "day, covered entities and market makers, CEA vintages and CCER, about 75% of the "
+               "year's traded volume in the last quarter before the deadline and bursts after the "
+               "open. --mix sets the share of each message kind for either profile. Cancels and "
+               "amends name live orders and prices stay inside the price band, so a replay rejects "
+               "nothing. Same arguments and seed, same file, byte for byte.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = ", ".join(KINDS)
     parser.add_argument(
-        "--profile",
-        choices=("mixed", "carbon"),
-        default="mixed",
+        "--profile", choices=("mixed", "carbon"), default="mixed",
         help="mixed: instruments priced around 60.00, no timestamps (the "
         "original generator, its files unchanged); carbon: a compliance year "
         "of trading days with timestamps and eod rows, covered "
         "entities and market makers, a heavy last quarter and bursts "
-        "after the open (default: mixed)",
-    )
-    parser.add_argument(
-        "--messages",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="number of data rows, funding and eod rows included (default 100000)",
-    )
+        "after the open (default: mixed)")
+    parser.add_argument("--messages", type=int, default=100_000, metavar="N",
+                        help="number of data rows, funding and eod rows included (default 100000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
-        "--instruments",
-        metavar="SYM,SYM",
+        "--instruments", metavar="SYM,SYM",
         help="comma-separated instruments of the default market (default: "
         "CEA25 for mixed; CEA23,CEA24,CEA25,CCER for carbon, which "
-        "takes spot instruments only)",
-    )
+        "takes spot instruments only)")
     parser.add_argument(
-        "--accounts",
-        type=int,
-        metavar="N",
+        "--accounts", type=int, metavar="N",
         help="mixed: number of accounts (default 50); carbon: number of "
-        "covered entities ent0001... (default 200)",
-    )
+        "covered entities ent0001... (default 200)")
     parser.add_argument(
-        "--market-makers",
-        type=int,
-        metavar="N",
+        "--market-makers", type=int, metavar="N",
         help="carbon: number of market makers mm01... quoting both sides "
-        "near the mid and re-quoting (default 4)",
-    )
+        "near the mid and re-quoting (default 4)")
     parser.add_argument(
-        "--mix",
-        metavar="KIND=N,...",
+        "--mix", metavar="KIND=N,...",
         help=f"shares (whole numbers, normalised) of the message kinds "
         f"{kinds}: limit rests near the mid, cancel and amend name a "
         f"live order, marketable is a limit through the touch, market "
@@ -79,43 +60,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"that tif, stop a stop or stop_limit beyond the last price; "
         f"kinds left out get 0. Default for mixed: limit=70,cancel=20,"
         f"marketable=7,ioc=3 (the original generator, used unless "
-        f"--mix or --depth-shape geometric is given); for carbon: "
-        + ",".join(f"{k}={v}" for k, v in CARBON_MIX.items()),
-    )
+        f"--mix or --depth-shape geometric is given); for carbon: " +
+        ",".join(f"{k}={v}" for k, v in CARBON_MIX.items()))
+    parser.add_argument("--depth-ticks", type=int, default=20, metavar="N",
+                        help="how far from the mid passive limit orders go, in ticks (default 20)")
     parser.add_argument(
-        "--depth-ticks",
-        type=int,
-        default=20,
-        metavar="N",
-        help="how far from the mid passive limit orders go, in ticks (default 20)",
-    )
-    parser.add_argument(
-        "--depth-shape",
-        choices=("uniform", "geometric"),
+        "--depth-shape", choices=("uniform", "geometric"),
         help="how passive orders spread over those ticks: uniform, or "
         "geometric (most near the touch, each tick further out "
         "1-3/N times as likely) (default: uniform for mixed, "
-        "geometric for carbon)",
-    )
+        "geometric for carbon)")
     parser.add_argument(
-        "--deadline",
-        metavar="YYYY-MM-DD",
+        "--deadline", metavar="YYYY-MM-DD",
         help="carbon: the compliance deadline ending the year of trading "
         "days; the last quarter before it is the heavy one "
-        "(default 2025-12-31)",
-    )
+        "(default 2025-12-31)")
     parser.add_argument(
-        "--fund",
-        action="store_true",
+        "--fund", action="store_true",
         help="start with a deposit and an issue row per account, enough for "
-        "every order (for replay --ledger)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("csv", "ndjson"),
-        default="csv",
-        help="csv (with a header row) or ndjson (default csv)",
-    )
+        "every order (for replay --ledger)")
+    parser.add_argument("--format", choices=("csv", "ndjson"), default="csv",
+                        help="csv (with a header row) or ndjson (default csv)")
     parser.add_argument("--out", metavar="FILE", default="-", help="output file (default stdout)")
 
 
@@ -128,23 +93,19 @@ def run(args: argparse.Namespace) -> int:
     if args.depth_ticks < 1:
         raise UsageError("--depth-ticks must be >= 1")
     if not carbon:
-        for option, value in (
-            ("--market-makers", args.market_makers),
-            ("--deadline", args.deadline),
-        ):
+        for option, value in (("--market-makers", args.market_makers), ("--deadline",
+                                                                        args.deadline)):
             if value is not None:
                 raise UsageError(f"{option} applies to --profile carbon only")
     if args.instruments is None:
-        instruments = CARBON_INSTRUMENTS if carbon else ("CEA25",)
+        instruments = CARBON_INSTRUMENTS if carbon else ("CEA25", )
     else:
         instruments = tuple(s for s in args.instruments.split(",") if s)
     market = default_market()
     unknown = [s for s in instruments if s not in market]
     if unknown or not instruments:
-        raise UsageError(
-            f"unknown instrument(s) {', '.join(unknown) or '(none given)'}; "
-            f"known: {', '.join(market.instruments)}"
-        )
+        raise UsageError(f"unknown instrument(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known: {', '.join(market.instruments)}")
     if len(set(instruments)) != len(instruments):
         raise UsageError("--instruments names an instrument twice")
     try:
@@ -156,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
         futures = [s for s in instruments if market[s].kind != "spot"]
         if futures:
             raise UsageError(
-                f"the carbon profile trades spot instruments only, not {', '.join(futures)}"
-            )
+                f"the carbon profile trades spot instruments only, not {', '.join(futures)}")
         makers = 4 if args.market_makers is None else args.market_makers
         if makers < 0:
             raise UsageError("--market-makers must be >= 0")
@@ -167,40 +127,19 @@ def run(args: argparse.Namespace) -> int:
                 deadline = date.fromisoformat(args.deadline)
             except ValueError:
                 raise UsageError(f"--deadline {args.deadline!r} is not a date YYYY-MM-DD") from None
-        rows = generate_carbon(
-            args.messages,
-            seed=args.seed,
-            mix=mix,
-            instruments=instruments,
-            entities=accounts,
-            market_makers=makers,
-            depth_ticks=args.depth_ticks,
-            depth_shape=shape,
-            deadline=deadline,
-            fund=args.fund,
-        )
+        rows = generate_carbon(args.messages, seed=args.seed, mix=mix, instruments=instruments,
+                               entities=accounts, market_makers=makers,
+                               depth_ticks=args.depth_ticks, depth_shape=shape, deadline=deadline,
+                               fund=args.fund)
         header = CARBON_HEADER
     elif mix is None and shape == "uniform":
-        rows = generate_mixed(
-            args.messages,
-            seed=args.seed,
-            instruments=instruments,
-            accounts=accounts,
-            depth_ticks=args.depth_ticks,
-            fund=args.fund,
-        )
+        rows = generate_mixed(args.messages, seed=args.seed, instruments=instruments,
+                              accounts=accounts, depth_ticks=args.depth_ticks, fund=args.fund)
         header = HEADER
     else:
-        rows = generate_kinds(
-            args.messages,
-            mix=mix or MIXED_MIX,
-            seed=args.seed,
-            instruments=instruments,
-            accounts=accounts,
-            depth_ticks=args.depth_ticks,
-            depth_shape=shape,
-            fund=args.fund,
-        )
+        rows = generate_kinds(args.messages, mix=mix or MIXED_MIX, seed=args.seed,
+                              instruments=instruments, accounts=accounts,
+                              depth_ticks=args.depth_ticks, depth_shape=shape, fund=args.fund)
         header = KINDS_HEADER
     try:
         write_rows(args.out, rows, args.format, header)

@@ -24,9 +24,8 @@ class _Flow:
     ``units`` per instrument), for the carbon profile's funding rows.
     """
 
-    def __init__(
-        self, engine: Engine, rng: random.Random, instruments, depth_ticks: int, depth_shape: str
-    ) -> None:
+    def __init__(self, engine: Engine, rng: random.Random, instruments, depth_ticks: int,
+                 depth_shape: str) -> None:
         self.engine = engine
         self.rng = rng
         self.rows: list[tuple] = []
@@ -105,9 +104,8 @@ class _Flow:
 
     def _need(self, account: str, sym: str, is_buy: bool, price: int, qty: int) -> None:
         if is_buy:
-            self.notional[account] = (
-                self.notional.get(account, 0) + price * qty * self.insts[sym].tick_value
-            )
+            self.notional[account] = (self.notional.get(account, 0) +
+                                      price * qty * self.insts[sym].tick_value)
         else:
             key = (account, sym)
             self.units[key] = self.units.get(key, 0) + qty
@@ -115,20 +113,9 @@ class _Flow:
                 self.top_ask[sym] = price
 
     # --- messages --------------------------------------------------------------------------
-    def new(
-        self,
-        sym: str,
-        account: str,
-        is_buy: bool,
-        qty: int,
-        ts,
-        *,
-        kind: str = "limit",
-        tif: str = "gtc",
-        price: int | None = None,
-        stop: int | None = None,
-        pool: list | None = None,
-    ) -> None:
+    def new(self, sym: str, account: str, is_buy: bool, qty: int, ts, *, kind: str = "limit",
+            tif: str = "gtc", price: int | None = None, stop: int | None = None,
+            pool: list | None = None) -> None:
         """Place a new order; add its id to *pool* if it is live afterwards."""
         self.serial += 1
         order_id = f"o{self.serial}"
@@ -143,50 +130,20 @@ class _Flow:
         else:
             self._need(account, sym, False, 0, qty)
         if stop_text is None:
-            command = PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument=sym,
-                side=side,
-                type=kind,
-                tif=tif,
-                price=price_text,
-                qty=qty,
-                ts=ts,
-            )
+            command = PlaceOrder(order_id=order_id, account=account, instrument=sym, side=side,
+                                 type=kind, tif=tif, price=price_text, qty=qty, ts=ts)
         else:
-            command = PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument=sym,
-                side=side,
-                type=kind,
-                tif=tif,
-                price=price_text,
-                qty=qty,
-                stop_price=stop_text,
-                ts=ts,
-            )
+            command = PlaceOrder(order_id=order_id, account=account, instrument=sym, side=side,
+                                 type=kind, tif=tif, price=price_text, qty=qty,
+                                 stop_price=stop_text, ts=ts)
         out = self.out
         self.engine.submit(command, out)
         out.clear()
         if pool is not None and self.engine.order(order_id) is not None:
             pool.append(order_id)
-        self.rows.append(
-            (
-                "new",
-                order_id,
-                account,
-                sym,
-                side,
-                "limit" if kind == "limit" else kind,
-                "" if tif == "gtc" else tif,
-                price_text or "",
-                str(qty),
-                stop_text or "",
-                "" if ts is None else str(ts),
-            )
-        )
+        self.rows.append(("new", order_id, account, sym, side, "limit" if kind == "limit" else kind,
+                          "" if tif == "gtc" else tif, price_text or "", str(qty), stop_text
+                          or "", "" if ts is None else str(ts)))
 
     def pick(self, pool: list, remove: bool):
         """Return a live order of *pool* (removed from it if *remove*), or ``None``."""
@@ -206,64 +163,29 @@ class _Flow:
         order = self.pick(pool, True)
         if order is None:
             return False
-        self.engine.submit(
-            CancelOrder(order_id=order.order_id, account=order.account, ts=ts), self.out
-        )
+        self.engine.submit(CancelOrder(order_id=order.order_id, account=order.account, ts=ts),
+                           self.out)
         self.out.clear()
-        self.rows.append(
-            (
-                "cancel",
-                order.order_id,
-                order.account,
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "" if ts is None else str(ts),
-            )
-        )
+        self.rows.append(("cancel", order.order_id, order.account, "", "", "", "", "", "", "",
+                          "" if ts is None else str(ts)))
         return True
 
     def amend(self, order, ts, price: int | None, qty: int | None) -> None:
         """Amend live *order* to *price* and/or *qty* (``None`` = unchanged)."""
         sym = order.instrument
         price_text = None if price is None else self.text(sym, price)
-        self._need(
-            order.account,
-            sym,
-            order.is_buy,
-            order.price if price is None else price,
-            order.qty if qty is None else qty,
-        )
+        self._need(order.account, sym, order.is_buy, order.price if price is None else price,
+                   order.qty if qty is None else qty)
         self.engine.submit(
-            AmendOrder(
-                order_id=order.order_id, account=order.account, price=price_text, qty=qty, ts=ts
-            ),
-            self.out,
-        )
+            AmendOrder(order_id=order.order_id, account=order.account, price=price_text, qty=qty,
+                       ts=ts), self.out)
         self.out.clear()
         self.rows.append(
-            (
-                "amend",
-                order.order_id,
-                order.account,
-                "",
-                "",
-                "",
-                "",
-                price_text or "",
-                "" if qty is None else str(qty),
-                "",
-                "" if ts is None else str(ts),
-            )
-        )
+            ("amend", order.order_id, order.account, "", "", "", "", price_text
+             or "", "" if qty is None else str(qty), "", "" if ts is None else str(ts)))
 
-    def stop(
-        self, sym: str, account: str, is_buy: bool, qty: int, ts, mid: int, pool: list
-    ) -> None:
+    def stop(self, sym: str, account: str, is_buy: bool, qty: int, ts, mid: int,
+             pool: list) -> None:
         """Place a day stop (market) or stop-limit, its stop 5-40 ticks beyond the last.
 
         A plain stop only where the instrument has a band: a ledger sizes a market
@@ -278,67 +200,23 @@ class _Flow:
             return
         slack = rng.randint(0, 5)
         price = self.clamp(sym, stop + slack if is_buy else stop - slack)
-        self.new(
-            sym,
-            account,
-            is_buy,
-            qty,
-            ts,
-            kind="stop_limit",
-            tif="day",
-            price=price,
-            stop=stop,
-            pool=pool,
-        )
+        self.new(sym, account, is_buy, qty, ts, kind="stop_limit", tif="day", price=price,
+                 stop=stop, pool=pool)
 
 
-def _aggress(
-    flow: _Flow,
-    kind: int,
-    symbol: str,
-    account: str,
-    is_buy: bool,
-    qty: int,
-    ts,
-    mid: int,
-    pool: list,
-    stops: list,
-    tif: str,
-) -> None:
+def _aggress(flow: _Flow, kind: int, symbol: str, account: str, is_buy: bool, qty: int, ts,
+             mid: int, pool: list, stops: list, tif: str) -> None:
     """Place one new order of *kind* (any kind but cancel and amend)."""
     if kind == _LIMIT:
-        flow.new(
-            symbol,
-            account,
-            is_buy,
-            qty,
-            ts,
-            tif=tif,
-            pool=pool,
-            price=flow.passive_price(symbol, is_buy, mid, flow.offset()),
-        )
+        flow.new(symbol, account, is_buy, qty, ts, tif=tif, pool=pool,
+                 price=flow.passive_price(symbol, is_buy, mid, flow.offset()))
     elif kind == _MARKETABLE:
-        flow.new(
-            symbol,
-            account,
-            is_buy,
-            qty,
-            ts,
-            tif=tif,
-            pool=pool,
-            price=flow.through_price(symbol, is_buy, mid),
-        )
+        flow.new(symbol, account, is_buy, qty, ts, tif=tif, pool=pool,
+                 price=flow.through_price(symbol, is_buy, mid))
     elif kind == _MARKET:
         flow.new(symbol, account, is_buy, qty, ts, kind="market")
     elif kind == _STOP:
         flow.stop(symbol, account, is_buy, qty, ts, mid, stops)
     else:
-        flow.new(
-            symbol,
-            account,
-            is_buy,
-            qty,
-            ts,
-            tif="ioc" if kind == _IOC else "fok",
-            price=flow.through_price(symbol, is_buy, mid),
-        )
+        flow.new(symbol, account, is_buy, qty, ts, tif="ioc" if kind == _IOC else "fok",
+                 price=flow.through_price(symbol, is_buy, mid))

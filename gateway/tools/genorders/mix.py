@@ -15,7 +15,7 @@ CARBON_MIX = {
     "market": 3,
     "ioc": 4,
     "fok": 1,
-    "stop": 3,
+    "stop": 3
 }
 
 
@@ -43,15 +43,12 @@ def parse_mix(text: str) -> dict[str, int]:
             raise ValueError(f"--mix: kind {kind!r} is given twice")
         if not number.isascii() or not number.isdigit():
             raise ValueError(
-                f"--mix: the share of {kind!r} must be a whole number >= 0, got {number!r}"
-            )
+                f"--mix: the share of {kind!r} must be a whole number >= 0, got {number!r}")
         seen.add(kind)
         shares[kind] = int(number)
     if not any(shares.values()):
-        raise ValueError(
-            "--mix: every share is zero (or none given); at least one kind "
-            "needs a positive share, e.g. limit=70,cancel=30"
-        )
+        raise ValueError("--mix: every share is zero (or none given); at least one kind "
+                         "needs a positive share, e.g. limit=70,cancel=30")
     return shares
 
 

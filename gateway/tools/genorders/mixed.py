@@ -16,18 +16,10 @@ FUND_CASH = "1000000000.00"  # a billion CNY an account: more than any generated
 FUND_UNITS = "10000000"  # ten million units of each instrument an account
 
 
-def generate_mixed(
-    messages: int,
-    *,
-    seed: int = 1,
-    instruments: tuple[str, ...] = ("CEA25",),
-    accounts: int = 50,
-    mid_ticks: int = 6000,
-    depth_ticks: int = 20,
-    cancel_share: float = 0.20,
-    marketable_share: float = 0.10,
-    fund: bool = False,
-) -> list[tuple]:
+def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...] = ("CEA25", ),
+                   accounts: int = 50, mid_ticks: int = 6000, depth_ticks: int = 20,
+                   cancel_share: float = 0.20, marketable_share: float = 0.10,
+                   fund: bool = False) -> list[tuple]:
     """Return *messages* rows (tuples in ``HEADER`` order) of the mixed profile.
 
     Prices are in ticks of 0.01 around ``mid_ticks``; the mid walks one tick at a time.
@@ -43,8 +35,7 @@ def generate_mixed(
         for name in names:
             rows.append(("deposit", "", name, "CNY", "", "", "", "", FUND_CASH))
             rows.extend(
-                ("issue", "", name, symbol, "", "", "", "", FUND_UNITS) for symbol in instruments
-            )
+                ("issue", "", name, symbol, "", "", "", "", FUND_UNITS) for symbol in instruments)
         del rows[messages:]
         for row in rows:
             engine.submit(read_row(row), [])
@@ -84,35 +75,18 @@ def generate_mixed(
         price = f"{ticks // 100}.{ticks % 100:02d}"
         side = "buy" if is_buy else "sell"
         engine.submit(
-            PlaceOrder(
-                order_id=order_id,
-                account=account,
-                instrument=symbol,
-                side=side,
-                price=price,
-                qty=qty,
-                tif=tif or "gtc",
-            ),
-            [],
-        )
+            PlaceOrder(order_id=order_id, account=account, instrument=symbol, side=side,
+                       price=price, qty=qty, tif=tif or "gtc"), [])
         if engine.order(order_id) is not None:
             live.append((order_id, account))
         rows.append(("new", order_id, account, symbol, side, "limit", tif, price, str(qty)))
     return rows
 
 
-def generate_kinds(
-    messages: int,
-    *,
-    mix: dict[str, int],
-    seed: int = 1,
-    instruments: tuple[str, ...] = ("CEA25",),
-    accounts: int = 50,
-    mid_ticks: int = 6000,
-    depth_ticks: int = 20,
-    depth_shape: str = "uniform",
-    fund: bool = False,
-) -> list[tuple]:
+def generate_kinds(messages: int, *, mix: dict[str, int], seed: int = 1,
+                   instruments: tuple[str, ...] = ("CEA25", ), accounts: int = 50,
+                   mid_ticks: int = 6000, depth_ticks: int = 20, depth_shape: str = "uniform",
+                   fund: bool = False) -> list[tuple]:
     """Return *messages* rows (``KINDS_HEADER`` order) of the mixed profile's market
     with the message kinds in the shares of *mix* (see ``KINDS``).
 
@@ -131,10 +105,8 @@ def generate_kinds(
     if fund:
         for name in names:
             rows.append(("deposit", "", name, "CNY", "", "", "", "", FUND_CASH, "", ""))
-            rows.extend(
-                ("issue", "", name, symbol, "", "", "", "", FUND_UNITS, "", "")
-                for symbol in instruments
-            )
+            rows.extend(("issue", "", name, symbol, "", "", "", "", FUND_UNITS, "", "")
+                        for symbol in instruments)
         del rows[messages:]
         for row in rows:
             engine.submit(read_row(row[:9]), [])
@@ -161,9 +133,8 @@ def generate_kinds(
                     qty = flow.qty(order.instrument, rng.randint(1, 500))
                     flow.amend(order, None, None, qty)
                 else:
-                    price = flow.passive_price(
-                        order.instrument, order.is_buy, mids[order.instrument], flow.offset()
-                    )
+                    price = flow.passive_price(order.instrument, order.is_buy,
+                                               mids[order.instrument], flow.offset())
                     flow.amend(order, None, price, None)
                 continue
             kind = _LIMIT

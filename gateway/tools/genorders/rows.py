@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HEADER = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty")
-KINDS_HEADER = HEADER + ("stop_price",)  # generate_kinds
+KINDS_HEADER = HEADER + ("stop_price", )  # generate_kinds
 CARBON_HEADER = HEADER + ("stop_price", "ts")  # generate_carbon
 
 
@@ -20,12 +20,12 @@ def read_row(row: tuple):
     return parse_order_text(text.encode())[0]
 
 
-def write_rows(
-    path: str | Path | None, rows: list[tuple], fmt: str, header: tuple[str, ...] = HEADER
-) -> None:
+def write_rows(path: str | Path | None, rows: list[tuple], fmt: str,
+               header: tuple[str, ...] = HEADER) -> None:
     """Write *rows* as CSV (with *header*) or NDJSON (empty fields left out; ``qty`` and
     ``ts`` as JSON integers, except the decimal amount of a deposit or withdrawal)."""
-    out = sys.stdout if path in (None, "-") else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (stdout or a file, closed below)
+    # stdout or a file, closed below
+    out = sys.stdout if path in (None, "-") else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
     try:
         if fmt == "csv":
             writer = csv.writer(out, lineterminator="\n")

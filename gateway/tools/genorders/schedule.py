@@ -11,27 +11,8 @@ DEADLINE = date(2025, 12, 31)
 # Weekdays without trading (public holidays of 2025); other years: weekends only.
 HOLIDAYS = frozenset(
     date(2025, m, d)
-    for m, d in (
-        (1, 1),
-        (1, 28),
-        (1, 29),
-        (1, 30),
-        (1, 31),
-        (2, 3),
-        (2, 4),
-        (4, 4),
-        (5, 1),
-        (5, 2),
-        (5, 5),
-        (6, 2),
-        (10, 1),
-        (10, 2),
-        (10, 3),
-        (10, 6),
-        (10, 7),
-        (10, 8),
-    )
-)
+    for m, d in ((1, 1), (1, 28), (1, 29), (1, 30), (1, 31), (2, 3), (2, 4), (4, 4), (5, 1), (5, 2),
+                 (5, 5), (6, 2), (10, 1), (10, 2), (10, 3), (10, 6), (10, 7), (10, 8)))
 
 _NS = 1_000_000_000
 _SESSION = 7200 * _NS  # each listing session is two hours
