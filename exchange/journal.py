@@ -589,48 +589,14 @@ def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set[int], sta
     follows.
     """
     view = memoryview(data)
-    crc32 = zlib.crc32
+    frame = _legacy_frame_at if legacy else _frame_at
     frames = 0
-    if legacy:
-        unpack = _LEGACY_FRAME.unpack_from
-        while pos < limit:
-            if pos + 16 > limit:
-                return pos, expected, frames, _INCOMPLETE
-            length, crc, seq = unpack(data, pos)
-            end = pos + 16 + length
-            if length > _MAX_FRAME or end > limit:
-                return pos, expected, frames, _INCOMPLETE
-            if crc32(view[pos + 16:end], seq & _LOW32) != crc:
-                return pos, expected, frames, "checksum mismatch in the frame"
-            if seq != expected:
-                return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
-            count = _group_size(data, pos + 16, end, True)
-            if count is None:
-                return pos, expected, frames, "a frame that holds no group of commands"
-            if seq - 1 in snaps:
-                starts.add(seq - 1)
-            expected = seq + count
-            frames += 1
-            pos = end
-        return pos, expected, frames, None
-    unpack = _FRAME.unpack_from
     while pos < limit:
-        if pos + _FRAME_HEADER > limit:
-            return pos, expected, frames, _INCOMPLETE
-        length, seq, crc, header_crc = unpack(data, pos)
-        if crc32(view[pos:pos + 16]) != header_crc:
-            return pos, expected, frames, "checksum mismatch in the frame header"
-        if seq != expected:
-            return pos, expected, frames, f"a frame of command {seq} where {expected} is due"
-        if not 0 < length <= _MAX_FRAME:
-            return pos, expected, frames, f"a frame length of {length}"
-        start = pos + _FRAME_HEADER
-        end = start + length
-        if end > limit:
-            return pos, expected, frames, _INCOMPLETE
-        if crc32(view[start:end]) != crc:
-            return pos, expected, frames, "checksum mismatch in the frame"
-        count = _group_size(data, start, end, False)
+        found = frame(data, view, pos, limit, expected)
+        if isinstance(found, str):
+            return pos, expected, frames, found
+        start, end, seq = found
+        count = _group_size(data, start, end, legacy)
         if count is None:
             return pos, expected, frames, "a frame that holds no group of commands"
         if seq - 1 in snaps:
@@ -639,6 +605,45 @@ def _walk(data: bytes, pos: int, limit: int, expected: int, snaps: set[int], sta
         frames += 1
         pos = end
     return pos, expected, frames, None
+
+
+def _frame_at(data: bytes, view: memoryview, pos: int, limit: int,
+              expected: int) -> tuple[int, int, int] | str:
+    """The frame at *pos*: (payload start, end, seq), or what is wrong with it. Its
+    header has its own checksum, read before the length is trusted."""
+    if pos + _FRAME_HEADER > limit:
+        return _INCOMPLETE
+    length, seq, crc, header_crc = _FRAME.unpack_from(data, pos)
+    if zlib.crc32(view[pos:pos + 16]) != header_crc:
+        return "checksum mismatch in the frame header"
+    if seq != expected:
+        return f"a frame of command {seq} where {expected} is due"
+    if not 0 < length <= _MAX_FRAME:
+        return f"a frame length of {length}"
+    start = pos + _FRAME_HEADER
+    end = start + length
+    if end > limit:
+        return _INCOMPLETE
+    if zlib.crc32(view[start:end]) != crc:
+        return "checksum mismatch in the frame"
+    return start, end, seq
+
+
+def _legacy_frame_at(data: bytes, view: memoryview, pos: int, limit: int,
+                     expected: int) -> tuple[int, int, int] | str:
+    """A frame of formats 1 and 2 at *pos*, as ``_frame_at``: one checksum, seeded with
+    the seq, over the payload."""
+    if pos + 16 > limit:
+        return _INCOMPLETE
+    length, crc, seq = _LEGACY_FRAME.unpack_from(data, pos)
+    end = pos + 16 + length
+    if length > _MAX_FRAME or end > limit:
+        return _INCOMPLETE
+    if zlib.crc32(view[pos + 16:end], seq & _LOW32) != crc:
+        return "checksum mismatch in the frame"
+    if seq != expected:
+        return f"a frame of command {seq} where {expected} is due"
+    return pos + 16, end, seq
 
 
 def _valid_at(data: bytes, p: int, low: int, high: int, legacy: bool) -> bool:

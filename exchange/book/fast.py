@@ -31,7 +31,7 @@ the slow, obviously correct reference; both must produce identical events.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from heapq import heapify, heappop, heappush, nsmallest
 
 import msgspec
@@ -40,8 +40,8 @@ from exchange import reasons
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
-    "Order", "Counters", "FastBook", "visible_of", "LIMIT", "MARKET", "STOP", "STOP_LIMIT", "GTC",
-    "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
+    "Order", "Counters", "FastBook", "order_rows", "refuse_crossed", "visible_of", "LIMIT",
+    "MARKET", "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
 ]
 
 # Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
@@ -62,6 +62,18 @@ STP_CODES = {
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
+
+
+def order_rows(orders: Iterable[Order]) -> list[list[str | int]]:
+    """Orders as plain data, in the given order: the rows of both books' ``snapshot``."""
+    return [[o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp,
+             o.post_only, o.expire_ts] for o in orders]
+
+
+def refuse_crossed(symbol: str, bid: int | None, ask: int | None) -> None:
+    """Raise ``ValueError`` if a book being loaded would be crossed."""
+    if bid is not None and ask is not None and bid >= ask:
+        raise ValueError(f"{symbol}: the book would be crossed ({bid} >= {ask})")
 
 
 def visible_of(display: int, qty: int) -> int:
@@ -458,17 +470,12 @@ class FastBook:
                 level.count += 1  # type: ignore[union-attr]
             side.heap = list(levels)  # keys ascending: already a heap
             side.in_heap = set(levels)
-        bid, ask = self.best_bid(), self.best_ask()
-        if bid is not None and ask is not None and bid >= ask:
-            raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
+        refuse_crossed(self.symbol, self.best_bid(), self.best_ask())
 
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list[list[list[str | int]]]:
         """Return the book as plain data in priority order, for hashing and comparison."""
-        return [[[
-            o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp, o.post_only,
-            o.expire_ts
-        ] for o in self.orders(is_buy)] for is_buy in (True, False)]
+        return [order_rows(self.orders(is_buy)) for is_buy in (True, False)]
 
     def check(self) -> None:
         """Raise ``AssertionError`` if any invariant of the module docstring is broken."""

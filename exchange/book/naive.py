@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from exchange import reasons
 from exchange.book.fast import (FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters,
-                                Order)
+                                Order, order_rows, refuse_crossed)
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
@@ -240,16 +240,11 @@ class NaiveBook:
                 self._clock += 1
                 self._arrival[id(order)] = self._clock
                 side.append(order)
-        bid, ask = self.best_bid(), self.best_ask()
-        if bid is not None and ask is not None and bid >= ask:
-            raise ValueError(f"{self.symbol}: the book would be crossed ({bid} >= {ask})")
+        refuse_crossed(self.symbol, self.best_bid(), self.best_ask())
 
     # --- verification ------------------------------------------------------------------
     def snapshot(self) -> list[list[list[str | int]]]:
-        return [[[
-            o.order_id, o.account, o.price, o.qty, o.visible, o.display, o.tif, o.stp, o.post_only,
-            o.expire_ts
-        ] for o in self._side[is_buy]] for is_buy in (True, False)]
+        return [order_rows(self._side[is_buy]) for is_buy in (True, False)]
 
     def check(self) -> None:
         for is_buy, side in self._side.items():
