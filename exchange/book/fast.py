@@ -41,7 +41,8 @@ from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
     "Order", "Counters", "FastBook", "order_rows", "refuse_crossed", "visible_of", "LIMIT",
-    "MARKET", "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING", "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
+    "MARKET", "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",
+    "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
 ]
 
 # Order kinds. An untriggered stop keeps STOP / STOP_LIMIT; on triggering it becomes
