@@ -233,23 +233,6 @@ class _Reader:
                 stp = self.default_stp
             elif stp not in _STPS:
                 raise _RowError(f"unknown stp {stp!r} ({', '.join(STP_MODES)})")
-            if stop_price or display is not None or flag or expire is not None:
-                return PlaceOrder(
-                    order_id=order_id,
-                    account=account,
-                    instrument=instrument,
-                    side=side,  # type: ignore[arg-type]  # buy or sell: checked above
-                    type=order_type,
-                    tif=time_in_force,
-                    price=price,
-                    qty=quantity,
-                    stop_price=self._price(stop_price, "stop_price"),
-                    display_qty=display,
-                    post_only=flag,
-                    stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
-                    expire_ts=expire,
-                    ts=when)
-            # Profiled: passing only the fields in use is markedly cheaper.
             return PlaceOrder(
                 order_id=order_id,
                 account=account,
@@ -259,7 +242,11 @@ class _Reader:
                 tif=time_in_force,
                 price=price,
                 qty=quantity,
+                stop_price=self._price(stop_price, "stop_price"),
+                display_qty=display,
+                post_only=flag,
                 stp=stp,  # type: ignore[arg-type]  # one of _STPS: checked above
+                expire_ts=expire,
                 ts=when)
         if action == "cancel":
             if instrument or ts:
