@@ -1,7 +1,8 @@
 """carbonx core: a pure, deterministic matching engine for carbon allowances.
 
 Commands in, events out; no I/O, clock, randomness or network (the order-file reader
-in ``exchange.orderfile`` is the core's file edge). See shared/DESIGN.md.
+in ``exchange.orderfile`` is the core's file edge). docs/ gives the formats and the
+market's rules.
 """
 
 from exchange.book.fast import FastBook, Order

@@ -5,7 +5,7 @@ A date is an ``int``: days since 1970-01-01 (proleptic Gregorian, UTC, negative 
 core stays pure: no ``datetime``, clock or time zone. Engine times are integer
 nanoseconds since the epoch; ``day_of_ns`` and ``day_start_ns`` cross between the two.
 
-Rules (shared/DOMAIN.md, "Instruments", futures):
+Rules (docs/derivatives.md, futures):
 
 - a business day is Monday to Friday and not one of the calendar's holidays;
 - the last trading day of a contract month is its last Monday; if that Monday is not a

@@ -2,7 +2,7 @@
 
 Commands are imperative, immutable msgspec Structs in one union tagged by ``action``,
 so a wire message such as ``{"action": "new", ...}`` decodes straight into one. Field
-names are the pinned order-file keys (shared/DESIGN.md). Prices stay exact decimal
+names are the pinned order-file keys (docs/formats.md). Prices stay exact decimal
 strings here; the engine converts them to ticks with the instrument's rules, so an
 off-tick price is a sequenced, journaled rejection like any other rule break.
 

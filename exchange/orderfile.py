@@ -1,4 +1,4 @@
-"""Order files: the pinned CSV / NDJSON format (shared/DESIGN.md) read into commands.
+"""Order files: the pinned CSV / NDJSON format (docs/formats.md) read into commands.
 
 This is the core's file edge. A row that cannot be read (a number that is not a number,
 an unknown action, side, type, tif or stp, a missing side or quantity on a new order, a

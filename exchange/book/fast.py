@@ -24,8 +24,9 @@ Invariants (checked by ``check()``):
 Complexity: rest at an existing level O(1), at a new level O(log L); cancel O(1)
 amortised plus O(log L) when the best level empties; each fill O(1); best price O(1).
 
-The matching semantics are those of shared/DESIGN.md. ``exchange.book.naive.NaiveBook`` is
-the slow, obviously correct reference; both must produce identical events.
+The matching semantics are those of docs/market.md ("Orders and matching").
+``exchange.book.naive.NaiveBook`` is the slow, obviously correct reference; both must
+produce identical events.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Allocation and compliance rules of the national market, as exact arithmetic.
 
-The yearly numbers a registry needs, each a pure function (shared/DOMAIN.md, compliance
-rules 3-9; the defaults are the rules in force):
+The yearly numbers a registry needs, each a pure function (docs/compliance.md; the
+defaults are the rules in force):
 
 * ``power_allocation``     - A = Qe·Be·Ff + Qh·Bh per generating unit, with the load
                              factor Ff = 1.015^(16-20F) below 65% load; gas units topped

@@ -5,8 +5,8 @@ registry command is journaled, replayed and hashed like a trade. Per covered ent
 (an account) and compliance year it keeps the obligation (verified emissions, with their
 data quality and verifier) and what has been surrendered against it.
 
-Rules (shared/DOMAIN.md, compliance rules 3 and 6-9; the numbers live in
-``exchange.compliance.allocation``):
+Rules (docs/compliance.md: obligations, surrender, the deadline and fines; the numbers
+live in ``exchange.compliance.allocation``):
 
 - ``emissions``: a covered entity's verified emissions for a year set its obligation,
   with their data quality, verifier and monthly-log completeness (months logged, 0-12);

@@ -5,7 +5,7 @@ journaled, replayed and hashed like a trade. Per account and futures contract it
 ``Position``: the net signed lots, the lots its open orders still want on each side,
 what the position was marked at, today's trade flow, and the cash held as its margin.
 
-Rules (shared/DOMAIN.md, "Instruments"; the numbers are the market file's):
+Rules (docs/derivatives.md; the numbers are the market file's):
 
 - **Initial margin** is held in cash (the account's ``held`` bucket) for the worst case
   of a position and its open orders: ``initial_margin x max(|net + open buys|,

@@ -28,7 +28,7 @@ on (so holdings are conserved and every step is an event):
    shortfall to deduct from the next year's allocation.
 
 The report: per entity and per sector, obligation, allocation, surrendered allowances
-and CCER, shortfall, fine and status. ``--json`` keys are pinned in shared/DESIGN.md.
+and CCER, shortfall, fine and status. ``--json`` keys are pinned (docs/formats.md).
 """
 
 from __future__ import annotations

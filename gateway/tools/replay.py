@@ -1,6 +1,6 @@
 """Replay an order file through the engine, timed, with optional fills/events output.
 
-Timing (pinned in shared/DESIGN.md): ``elapsed_s`` covers reading, decoding and
+Timing (pinned, docs/formats.md): ``elapsed_s`` covers reading, decoding and
 processing; ``engine_s`` the engine alone on already-decoded commands. Output writing
 and interpreter start-up are outside both. The whole file is decoded before the engine
 starts, so a file that cannot be read changes nothing (memory: about 250 bytes a row).
