@@ -37,7 +37,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, cast, overload
 
 import msgspec
 from sortedcontainers import SortedList
@@ -46,23 +47,87 @@ from exchange import reasons
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                                 STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook,
                                 Order, visible_of)
-from exchange.commands import (ADMIN_COMMANDS, AmendOrder, CancelOrder, EndOfDay, MassCancel,
-                               PlaceOrder)
-from exchange.events import (CommandRejected, MassCancelAccepted, OrderAccepted, OrderAmended,
-                             OrderCancelled, OrderExpired, OrderTriggered, ReferencePriceSet,
-                             TradeExecuted, TradingDayEnded)
-from exchange.ledger import Ledger, NoLedger
+from exchange.commands import (ADMIN_COMMANDS, AmendOrder, AnyCommand, CancelOrder, EndOfDay,
+                               MassCancel, PlaceOrder)
+from exchange.events import (CommandRejected, Event, MassCancelAccepted, OrderAccepted,
+                             OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
+                             ReferencePriceSet, TradeExecuted, TradingDayEnded)
+from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
 from exchange.market import Instrument, Market, parse_market
 from exchange.state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
                             InstrumentState, OrderState, StateError)
+from exchange.units import Scale
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "OrderBook"]
 
 _PRICE_CACHE = 1 << 16
 DONE_IDS = 200_000  # ids of done orders remembered at least, per day (see _forget_done)
 # No price in this market comes near: larger is a typo, refused as an invalid price.
 MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
-_BookFactory = Callable[[str, Counters, dict], FastBook]
+
+# A side of a book's depth: (price, displayed qty, orders) per level, best first.
+_DepthSide: TypeAlias = list[tuple[int, int, int]]
+
+
+class OrderBook(Protocol):
+    """What the engine uses of an instrument's order book (``FastBook``, or the reference
+    ``NaiveBook``), and what it hands on: the ledger walks a book to size a market buy;
+    the clearing house reads its quotes; ``Engine.book`` gives it to callers (depth)."""
+
+    last_price: int | None
+    trade_count: int
+    volume: int
+    day_volume: int
+    day_notional: int
+
+    def submit(self, order: Order, out: list[Event]) -> None:
+        ...
+
+    def remove(self, order: Order) -> None:
+        ...
+
+    def reduce(self, order: Order, qty: int) -> None:
+        ...
+
+    def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
+        ...
+
+    def would_cross(self, is_buy: bool, price: int) -> bool:
+        ...
+
+    def best_bid(self) -> int | None:
+        ...
+
+    def best_ask(self) -> int | None:
+        ...
+
+    def orders(self, is_buy: bool) -> Iterator[Order]:
+        ...
+
+    def depth(self, levels: int = 10) -> tuple[_DepthSide, _DepthSide]:
+        ...
+
+    def restore(self, bids: list[Order], asks: list[Order]) -> None:
+        ...
+
+    def snapshot(self) -> list[list[list[str | int]]]:
+        ...
+
+    def check(self) -> None:
+        ...
+
+
+# Makes the book of an instrument: (symbol, the engine's counters, its order-id registry).
+_BookFactory: TypeAlias = Callable[[str, Counters, dict[str, Order | None]], OrderBook]
+# A command's handler, keyed by the command's type (each takes that type); True: it
+# settled its own events.
+_Handler: TypeAlias = Callable[[Any, list[Event]], bool | None]
+# A command window key: (account, or "" for commands without one, command_id).
+_CommandKey: TypeAlias = tuple[str, str]
+# A gtd expiry heap entry: (expire_ts, seq breaking ties, order).
+_Expiry: TypeAlias = tuple[int, int, Order]
+# The order record of a state (see exchange.state): OrderState, or the engine's Order.
+_R = TypeVar("_R", OrderState, Order)
 
 
 class _Stops:
@@ -92,8 +157,8 @@ class _Stops:
 
     def next_triggered(self, last: int) -> Order | None:
         """Return the first stop whose condition holds at *last*, or ``None``. O(1)."""
-        buy = self.buys[0][2] if self.buys and self.buys[0][0] <= last else None
-        sell = self.sells[0][2] if self.sells and -self.sells[0][0] >= last else None
+        buy: Order | None = self.buys[0][2] if self.buys and self.buys[0][0] <= last else None
+        sell: Order | None = self.sells[0][2] if self.sells and -self.sells[0][0] >= last else None
         if buy is None or sell is None:
             return buy or sell
         return buy if buy.accept_seq < sell.accept_seq else sell
@@ -107,7 +172,7 @@ class _Spec:
 
     __slots__ = ("inst", "book", "prices", "quantities", "band", "stops")
 
-    def __init__(self, inst: Instrument, book, band: tuple[int, int] | None) -> None:
+    def __init__(self, inst: Instrument, book: OrderBook, band: tuple[int, int] | None) -> None:
         self.inst = inst
         self.book = book
         self.band = band  # around the current reference price; None = no band
@@ -157,7 +222,10 @@ class Engine:
         # Profiled: one table for both jobs; a separate set of today's ids cost about
         # 240 ns per new order (benchmarks/, a million ids a day).
         self._live: dict[str, Order | None] = {}
-        self._books = {sym: book(sym, self._ctr, self._live) for sym in self._instruments}
+        self._books: dict[str, OrderBook] = {
+            sym: book(sym, self._ctr, self._live)
+            for sym in self._instruments
+        }
         self._reference: dict[str, int | None] = {
             sym: inst.reference_price
             for sym, inst in self._instruments.items()
@@ -169,10 +237,10 @@ class Engine:
         # Profiled (benchmarks/scaling.py): one price cache per tick size, not per
         # instrument, so a thousand instruments do not parse the same prices a thousand
         # times (price text to ticks depends on the tick alone).
-        caches: dict = {}
+        caches: dict[Scale, dict[str, int]] = {}
         for spec in self._specs.values():
             spec.prices = caches.setdefault(spec.inst.tick, spec.prices)
-        self._gtd: list[tuple[int, int, Order]] = []
+        self._gtd: list[_Expiry] = []
         self.clock = 0
         self.day = 1
         self.accepted = 0
@@ -188,12 +256,12 @@ class Engine:
         # follows what rests, not the day's history; O(registry) a sweep, amortised O(1)
         # an order. An id forgotten that way may be used again the same day.
         self._sweep_at = 2 * DONE_IDS
-        self._answers: dict[tuple[str, str], tuple] = {}
-        self._answer_order: deque[tuple[str, str]] = deque()
+        self._answers: dict[_CommandKey, tuple[Event, ...]] = {}
+        self._answer_order: deque[_CommandKey] = deque()
         # Without a ledger, one that holds and settles nothing: the pipeline is the same.
         self._ledger: Ledger | NoLedger = (Ledger(market, self._ctr)
                                            if ledger else NoLedger(self._ctr))
-        self._handlers = {
+        self._handlers: dict[type[AnyCommand], _Handler] = {
             PlaceOrder: self._place,
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
@@ -204,7 +272,7 @@ class Engine:
             self._handlers[command_type] = self._admin
 
     # --- entry points ------------------------------------------------------------------
-    def submit(self, command, out: list) -> None:
+    def submit(self, command: AnyCommand, out: list[Event]) -> None:
         """Process one command, appending its events to *out*. The hot entry point.
 
         The pipeline of the module docstring, in order: 1. sequence (a resend is answered
@@ -215,7 +283,7 @@ class Engine:
         so by returning ``True``.
         """
         # 1. sequence
-        key = None
+        key: _CommandKey | None = None
         if command.command_id is not None:
             key = (getattr(command, "account", None) or "", command.command_id)
             if key in self._answers:
@@ -235,14 +303,14 @@ class Engine:
             self._remember(key, out, first)
         return None
 
-    def _reject_resend(self, command, key: tuple[str, str], out: list) -> None:
+    def _reject_resend(self, command: AnyCommand, key: _CommandKey, out: list[Event]) -> None:
         """A command whose id is in the window was seen: reject it, change nothing."""
         self._reject(
-            type(command).__struct_config__.tag, reasons.DUPLICATE_COMMAND, out,
-            getattr(command, "order_id", None), key[0] or None,
+            type(command).__struct_config__.tag,  # type: ignore[arg-type]  # tags are strs
+            reasons.DUPLICATE_COMMAND, out, getattr(command, "order_id", None), key[0] or None,
             getattr(command, "instrument", None), command.ts)
 
-    def _remember(self, key: tuple[str, str], out: list, first: int) -> None:
+    def _remember(self, key: _CommandKey, out: list[Event], first: int) -> None:
         """Keep the command's events (its result on) for ``answer``; forget the oldest
         id past the window."""
         self._answers[key] = tuple(out[first:])
@@ -251,15 +319,15 @@ class Engine:
         if len(order) > self.command_window:
             del self._answers[order.popleft()]
 
-    def answer(self, account: str | None, command_id: str) -> tuple | None:
+    def answer(self, account: str | None, command_id: str) -> tuple[Event, ...] | None:
         """Return the events that the command *command_id* of *account* gave (its result
         event first, then its consequences, as ``submit`` appended them), while it is in
         the command window; else ``None``. For commands without an account, ``""``."""
         return self._answers.get((account or "", command_id))
 
-    def execute(self, command) -> list:
+    def execute(self, command: AnyCommand) -> list[Event]:
         """Process one command and return its events."""
-        out: list = []
+        out: list[Event] = []
         self.submit(command, out)
         return out
 
@@ -275,7 +343,7 @@ class Engine:
         """The ``seq`` of the last event."""
         return self._ctr.seq
 
-    def book(self, symbol: str):
+    def book(self, symbol: str) -> OrderBook:
         """Return the order book of *symbol*."""
         return self._books[symbol]
 
@@ -304,8 +372,9 @@ class Engine:
         return sum(b.volume for b in self._books.values())
 
     # --- rejections ----------------------------------------------------------------------
-    def _reject(self, action: str, reason: str, out: list, order_id=None, account=None,
-                instrument=None, ts=None) -> None:
+    def _reject(self, action: str, reason: str, out: list[Event], order_id: str | None = None,
+                account: str | None = None, instrument: str | None = None,
+                ts: int | None = None) -> None:
         ctr = self._ctr
         ctr.seq += 1
         self.rejected += 1
@@ -314,11 +383,11 @@ class Engine:
             CommandRejected(seq=ctr.seq, action=action, reason=reason, order_id=order_id,
                             account=account, instrument=instrument, ts=ts))
 
-    def _reject_order(self, cmd: PlaceOrder, reason: str, out: list) -> None:
+    def _reject_order(self, cmd: PlaceOrder, reason: str, out: list[Event]) -> None:
         self._reject("new", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
 
     # --- new order ---------------------------------------------------------------------
-    def _place(self, cmd: PlaceOrder, out: list) -> None:
+    def _place(self, cmd: PlaceOrder, out: list[Event]) -> None:
         # Profiled hot path: the common limit order takes the fewest branches; the rarer
         # features (stops, icebergs, post-only, gtd) are checked in _check_features.
         # 2. validate. The first rule broken is the reason.
@@ -368,13 +437,13 @@ class Engine:
                  and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
         if not plain:
             checked = self._check_features(cmd, spec, kind, tif, qty)
-            if type(checked) is str:
-                return self._reject_order(cmd, checked, out)
+            if type(checked) is not tuple:
+                return self._reject_order(cmd, checked, out)  # type: ignore[arg-type]  # a str
             stop_price, display = checked
         is_buy = cmd.side == "buy"
         # 3. risk hold (with a ledger). A market buy with no band may be cut to what
         # the account can pay for; the rest is cancelled once it has traded.
-        affordable = None
+        affordable: int | None = None
         if kind in (LIMIT, STOP_LIMIT):
             held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty)
         else:
@@ -383,7 +452,7 @@ class Engine:
         if held is not None:
             if type(held) is str:
                 return self._reject_order(cmd, held, out)
-            affordable = held
+            affordable = held  # type: ignore[assignment]  # an int: a str returned above
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
@@ -441,7 +510,8 @@ class Engine:
             self._run_stops(symbol, book, stops, out)
         return None
 
-    def _submit_affordable(self, order: Order, affordable: int, spec: _Spec, out: list) -> None:
+    def _submit_affordable(self, order: Order, affordable: int, spec: _Spec,
+                           out: list[Event]) -> None:
         """Match a market buy cut to what its account can pay; cancel the rest."""
         short = order.qty - affordable
         order.qty = order.visible = affordable
@@ -528,11 +598,12 @@ class Engine:
         return band[0] if band is not None else 0
 
     # --- stops -------------------------------------------------------------------------
-    def _run_stops(self, symbol: str, book, stops: _Stops, out: list) -> None:
+    def _run_stops(self, symbol: str, book: OrderBook, stops: _Stops, out: list[Event]) -> None:
         """Trigger stops on the last price, one at a time, until none qualifies."""
         ctr = self._ctr
         while stops:
-            last = book.last_price
+            # Called once the book has a last price (it traded): never None here.
+            last: int = book.last_price  # type: ignore[assignment]  # not None
             order = stops.next_triggered(last)
             if order is None:
                 return
@@ -558,7 +629,7 @@ class Engine:
             book.submit(order, out)
 
     # --- cancel ------------------------------------------------------------------------
-    def _cancel(self, cmd: CancelOrder, out: list) -> None:
+    def _cancel(self, cmd: CancelOrder, out: list[Event]) -> None:
         order = self._live.get(cmd.order_id)
         if (order is None or not order.qty or order.account != cmd.account or order.kind >= STOP
                 or (cmd.instrument and cmd.instrument != order.instrument)):
@@ -583,7 +654,7 @@ class Engine:
         self._ledger.release(order.order_id)
         return None
 
-    def _owned(self, cmd, action: str, out: list) -> Order | None:
+    def _owned(self, cmd: CancelOrder | AmendOrder, action: str, out: list[Event]) -> Order | None:
         """Return the live order a cancel/amend targets, or reject the command."""
         order = self._live.get(cmd.order_id)
         if (order is None or not order.qty
@@ -597,11 +668,12 @@ class Engine:
             return None
         return order
 
-    def _take_out(self, order: Order, reason: str | None, out: list) -> None:
+    def _take_out(self, order: Order, reason: str | None, out: list[Event]) -> None:
         """Remove a live order; emit ``OrderCancelled`` (or ``OrderExpired`` if no reason)."""
         qty = order.qty
         if order.kind >= STOP:
-            self._specs[order.instrument].stops.discard(order)
+            # A live stop's instrument has its _Stops (made with its first stop).
+            self._specs[order.instrument].stops.discard(order)  # type: ignore[union-attr]  # set
             self._live[order.order_id] = None
             order.qty = order.visible = 0
         else:
@@ -619,7 +691,7 @@ class Engine:
                                reason=reason))
 
     # --- amend -------------------------------------------------------------------------
-    def _amend(self, cmd: AmendOrder, out: list) -> None:
+    def _amend(self, cmd: AmendOrder, out: list[Event]) -> None:
         order = self._owned(cmd, "amend", out)
         if order is None:
             return None
@@ -632,9 +704,10 @@ class Engine:
         if cmd.price is not None:
             if order.kind == STOP:
                 return reject(reasons.PRICE_NOT_ALLOWED)
-            price = self._ticks(inst, cmd.price)
-            if price is None:
+            ticks = self._ticks(inst, cmd.price)
+            if ticks is None:
                 return reject(reasons.OFF_TICK)
+            price = ticks
             if price <= 0:
                 return reject(reasons.INVALID_PRICE)
             band = self._specs[order.instrument].band
@@ -690,7 +763,7 @@ class Engine:
         return None
 
     # --- mass cancel ---------------------------------------------------------------------
-    def _mass_cancel(self, cmd: MassCancel, out: list) -> None:
+    def _mass_cancel(self, cmd: MassCancel, out: list[Event]) -> None:
         if not cmd.account:
             return self._reject("mass_cancel", reasons.MISSING_FIELD, out, None, cmd.account,
                                 cmd.instrument, cmd.ts)
@@ -713,7 +786,7 @@ class Engine:
             self._take_out(order, reasons.MASS_CANCEL, out)
 
     # --- time ----------------------------------------------------------------------------
-    def _advance_clock(self, ts: int, out: list) -> None:
+    def _advance_clock(self, ts: int, out: list[Event]) -> None:
         self.clock = ts
         self._ledger.set_clock(ts)
         gtd = self._gtd
@@ -725,7 +798,7 @@ class Engine:
         if len(out) > start:
             self._ledger.settle(out, start)  # expired gtd orders give back their holds
 
-    def _end_of_day(self, cmd: EndOfDay, out: list) -> bool:
+    def _end_of_day(self, cmd: EndOfDay, out: list[Event]) -> bool:
         """End the day: expire day orders, set reference prices from the day's close;
         with a ledger, settle the day (T+1 locks, futures settlement, margin calls,
         close-outs, expiry, delivery). Return whether it settled its own events."""
@@ -773,7 +846,7 @@ class Engine:
             del live[order_id]
         self._sweep_at = len(live) + DONE_IDS
 
-    def _close_out(self, close_outs: list, out: list) -> None:
+    def _close_out(self, close_outs: list[CloseOut], out: list[Event]) -> None:
         """Close out called accounts' futures positions through the book (market orders
         sent for them), after cancelling their open futures orders; what the book cannot
         take goes to the clearing account at the settlement price."""
@@ -788,7 +861,7 @@ class Engine:
         for account in sorted({a for a, _, _ in close_outs}):
             clearing.close_out_done(account)
 
-    def _close_out_orders(self, close_outs: list, out: list) -> None:
+    def _close_out_orders(self, close_outs: list[CloseOut], out: list[Event]) -> None:
         ledger = self.ledger
         assert ledger is not None
         clearing = ledger.clearing
@@ -815,21 +888,22 @@ class Engine:
                 ledger.settle(out, mark)
             clearing.take_over(account, symbol, lots, out)
 
-    def _admin(self, cmd, out: list) -> None:
+    def _admin(self, cmd: AdminCommand, out: list[Event]) -> None:
         """An account or registry command, run by the ledger (a matching-only engine's
         accepts it with no effect)."""
         reason = self._ledger.apply(cmd, out)
         if reason is not None:
             return self._reject(
-                type(cmd).__struct_config__.tag, reason, out, None, getattr(cmd, "account", None),
+                type(cmd).__struct_config__.tag,  # type: ignore[arg-type]  # tags are strs
+                reason, out, None, getattr(cmd, "account", None),
                 getattr(cmd, "instrument", None) or getattr(cmd, "currency", None), cmd.ts)
         self.accepted += 1
         return None
 
     # --- verification --------------------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[object]:
         """Return the whole engine state as plain data, deterministic in order."""
-        instruments = []
+        instruments: list[list[object]] = []
         for symbol, book in self._books.items():
             stops = self._specs[symbol].stops
             stop_rows = ([] if stops is None else [[
@@ -875,7 +949,19 @@ class Engine:
         self._ledger.check(live)
 
     # --- state (exchange.state) ----------------------------------------------------------
-    def to_state(self, *, copy: bool = True) -> EngineState:
+    @overload
+    def to_state(self, *, copy: Literal[True] = True) -> EngineState[OrderState]:
+        ...
+
+    @overload
+    def to_state(self, *, copy: Literal[False]) -> EngineState[Order]:
+        ...
+
+    @overload
+    def to_state(self, *, copy: bool) -> EngineState[OrderState] | EngineState[Order]:
+        ...
+
+    def to_state(self, *, copy: bool = True) -> EngineState[OrderState] | EngineState[Order]:
         """Return the engine's whole state as data (``exchange.state.EngineState``), from
         which ``from_state`` builds an engine indistinguishable from this one.
 
@@ -883,29 +969,35 @@ class Engine:
         own ``Order`` objects (the same when encoded, and what ``encode_state`` does),
         good only until the engine acts again.
         """
+        if copy:
+            return self._state(_order_states)
+        return self._state(_same_orders)
+
+    def _state(self, rows: Callable[[list[Order]], list[_R]]) -> EngineState[_R]:
+        """The state ``to_state`` returns, each list of orders given as *rows* makes it
+        (``OrderState`` copies, or the orders themselves)."""
         text = self.market.text
         if not text:
             raise ValueError("the market has no TOML text (build it with parse_market or "
                              "load_market): its state cannot be written")
         place: dict[str, int] = {}  # live order id -> its place in the listing
-        instruments = []
+        instruments: list[InstrumentState[_R]] = []
         for symbol, book in self._books.items():
             stops = self._specs[symbol].stops
-            lists = [
+            lists: list[list[Order]] = [
                 list(book.orders(True)),
                 list(book.orders(False)), [o for _, _, o in stops.buys] if stops else [],
                 [o for _, _, o in stops.sells] if stops else []
             ]
             for orders in lists:
                 place.update(zip([o.order_id for o in orders], range(len(place), 1 << 62)))
-            if copy:
-                lists = [[_copied(o, OrderState) for o in orders] for orders in lists]
+            listed = [rows(orders) for orders in lists]
             instruments.append(
                 InstrumentState(symbol=symbol, reference_price=self._reference[symbol],
                                 last_price=book.last_price, trade_count=book.trade_count,
                                 volume=book.volume, day_volume=book.day_volume,
-                                day_notional=str(book.day_notional), bids=lists[0], asks=lists[1],
-                                stop_buys=lists[2], stop_sells=lists[3]))
+                                day_notional=str(book.day_notional), bids=listed[0],
+                                asks=listed[1], stop_buys=listed[2], stop_sells=listed[3]))
         # Every live order is listed above, under its id: the others are done today.
         # Profiled: looking up the id, not the order, spares a cache miss per order.
         live = self._live
@@ -921,12 +1013,14 @@ class Engine:
             accepted=self.accepted, rejected=self.rejected, rejects=dict(self.rejects),
             registry=registry, instruments=instruments, gtd=gtd, command_window=self.command_window,
             commands=[
-                CommandAnswer(account=account, command_id=command_id, events=events)
+                CommandAnswer(account=account, command_id=command_id,
+                              events=events)  # type: ignore[arg-type]  # each is an AnyEvent
                 for (account, command_id), events in self._answers.items()
             ], ledger=self._ledger.to_state(), done_sweep_at=self._sweep_at)
 
     @classmethod
-    def from_state(cls, state: EngineState, *, book: _BookFactory = FastBook,
+    def from_state(cls, state: EngineState[OrderState] | EngineState[Order], *,
+                   book: _BookFactory = FastBook,
                    command_window: int | None = None, adopt: bool = False) -> Engine:
         """Build an engine from *state* (``to_state``) on books made by *book*; the market
         is parsed again from its text. *command_window*, if given, replaces the stored
@@ -955,7 +1049,8 @@ class Engine:
             raise StateError(f"engine state is inconsistent: {exc}") from None
         return engine
 
-    def _load_state(self, state: EngineState, adopt: bool) -> None:
+    def _load_state(self, state: EngineState[OrderState] | EngineState[Order],
+                    adopt: bool) -> None:
         """Fill this new engine (built on the state's market) from *state*."""
         ctr = self._ctr
         ctr.seq, ctr.trade = state.seq, state.trade
@@ -975,13 +1070,14 @@ class Engine:
         for inst in state.instruments:
             symbol = self._instruments[inst.symbol].symbol
             spec = self._specs[symbol]
-            sides = []
+            sides: list[list[Order]] = []
             for rows, is_buy, stop in ((inst.bids, True, False), (inst.asks, False, False),
                                        (inst.stop_buys, True, True), (inst.stop_sells, False,
                                                                       True)):
                 if adopt and rows and type(rows[0]) is not Order:
                     raise TypeError("from_state(adopt=True) takes engine orders (decode_state)")
-                orders = rows if adopt else [_copied(r, Order) for r in rows]
+                # adopt: the rows are Order objects (the first is checked above)
+                orders = cast("list[Order]", rows) if adopt else [_copied(r, Order) for r in rows]
                 _take_orders(orders, symbol, is_buy, stop, accounts)
                 listed += orders
                 sides.append(orders)
@@ -1024,16 +1120,16 @@ class Engine:
             raise StateError(
                 f"order {unnamed.order_id!r} of {unnamed.instrument} is not in the registry")
         # The gtd expiry heap: each live gtd order has its one entry.
-        heap = []
-        seqs = set()
+        heap: list[_Expiry] = []
+        seqs: set[int] = set()
         for entry in state.gtd:
-            order = live.get(entry.order_id)
-            if (order is None or order.tif != GTD or order.expire_ts != entry.expire_ts
+            expiring = live.get(entry.order_id)
+            if (expiring is None or expiring.tif != GTD or expiring.expire_ts != entry.expire_ts
                     or entry.seq in seqs):
                 raise StateError(f"gtd entry of {entry.order_id!r}: not a live gtd order "
                                  f"expiring then, or its seq {entry.seq} given twice")
             seqs.add(entry.seq)
-            heap.append((entry.expire_ts, entry.seq, order))
+            heap.append((entry.expire_ts, entry.seq, expiring))
         if len(heap) != sum(1 for o in listed if o.tif == GTD):
             raise StateError("a live gtd order has no expiry entry, or more than one")
         heapq.heapify(heap)
@@ -1054,13 +1150,23 @@ class Engine:
             ledger.load_state(state.ledger)
 
 
-def _copied(record, into: type):
+def _copied(record: Order | OrderState, into: type[_R]) -> _R:
     """A new *into* (``Order`` or ``OrderState``) with *record*'s fields."""
     return into(order_id=record.order_id, account=record.account, instrument=record.instrument,
                 is_buy=record.is_buy, price=record.price, qty=record.qty, visible=record.visible,
                 display=record.display, kind=record.kind, tif=record.tif, stp=record.stp,
                 post_only=record.post_only, stop_price=record.stop_price,
                 expire_ts=record.expire_ts, accept_seq=record.accept_seq)
+
+
+def _order_states(orders: list[Order]) -> list[OrderState]:
+    """*orders* as ``OrderState`` copies (``to_state``)."""
+    return [_copied(o, OrderState) for o in orders]
+
+
+def _same_orders(orders: list[Order]) -> list[Order]:
+    """*orders* themselves (``to_state(copy=False)``)."""
+    return orders
 
 
 def _take_orders(orders: list[Order], symbol: str, is_buy: bool, stop: bool,

@@ -38,7 +38,8 @@ no price band walks the book to size itself, O(n).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import msgspec
 
@@ -46,7 +47,7 @@ from exchange import reasons
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
                                SYSTEM_ACCOUNTS, Account, Holding)
 from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING,
-                                Counters)
+                                Counters, Order)
 from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAccount,
                                ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
                                OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
@@ -57,15 +58,37 @@ from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllo
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
-                             HoldingsUnlocked, LedgerCommandIgnored, OrderCancelled, OrderExpired,
-                             TradeExecuted, TradeSettled)
-from exchange.market import FEE_SCALE, MINOR_UNITS, Market
+                             Event, HoldingsUnlocked, LedgerCommandIgnored, OrderCancelled,
+                             OrderExpired, TradeExecuted, TradeSettled)
+from exchange.market import FEE_SCALE, MINOR_UNITS, Instrument, Market
 from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
+if TYPE_CHECKING:
+    from exchange.engine import OrderBook
+
 __all__ = [
-    "Ledger", "NoLedger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS"
+    "Ledger", "NoLedger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS",
+    "AdminCommand", "CloseOut"
 ]
+
+# The account and registry commands the ledger runs (``apply``).
+AdminCommand: TypeAlias = (Deposit | Withdraw | IssueAllowances | SurrenderAllowances
+                           | TransferAllowances | OpenAccount | SuspendAccount | ResumeAccount
+                           | CloseAccount | RecordEmissions | ComplianceDeadline
+                           | ClawBackAllowances | AllocateAllowances | ConvertAllowances)
+# A futures position the engine closes out through the book: (account, symbol, lots).
+CloseOut: TypeAlias = tuple[str, str, int]
+# An instrument's terms for reserve: (currency, spot, tick value, fee rate held for (the
+# larger of maker and taker), position limit or None).
+_Terms: TypeAlias = tuple[str, bool, int, int, int | None]
+# A spot instrument's terms for settle: (tick value, maker fee, taker fee, settlement
+# days, the fee account's holding of its currency, currency, whether the registry
+# counts its trades).
+_SettleTerms: TypeAlias = tuple[int, int, int, int, Holding, str, bool]
+# An admin command's handler, keyed by the command's type (each takes that type).
+_AdminHandler: TypeAlias = Callable[[Any, list[Event]], str | None]
+
 
 class _Hold(msgspec.Struct, gc=False):
     """What one open order has reserved: ``amount`` of ``holding.held``.
@@ -125,19 +148,19 @@ class Ledger:
                 account.holding(currency)
         fees = {c: self.accounts[FEES].holding(c) for c in self.currencies}
         # Per-instrument terms the hot paths unpack in one step.
-        self._terms = {
+        self._terms: dict[str, _Terms] = {
             sym: (inst.currency, inst.kind == "spot", inst.tick_value,
                   max(inst.maker_fee, inst.taker_fee), inst.position_limit)
             for sym, inst in self.instruments.items()
         }
         self.registry = Registry(self.instruments)
-        self._settle_terms = {
+        self._settle_terms: dict[str, _SettleTerms | None] = {
             sym: (inst.tick_value, inst.maker_fee, inst.taker_fee,
                   inst.settlement_days, fees[inst.currency], inst.currency,
                   self.registry.counts_trades(sym)) if inst.kind == "spot" else None
             for sym, inst in self.instruments.items()
         }
-        self._admin = {
+        self._admin: dict[type[AdminCommand], _AdminHandler] = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
             IssueAllowances: self._issue,
@@ -184,8 +207,9 @@ class Ledger:
 
     # --- pre-trade risk ------------------------------------------------------------------
     def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int, qty: int,
-                kind: int = LIMIT, priced: bool = True, stp: int = 0, band=None,
-                book=None) -> str | int | None:
+                kind: int = LIMIT, priced: bool = True, stp: int = 0,
+                band: tuple[int, int] | None = None,
+                book: OrderBook | None = None) -> str | int | None:
         """Hold what a new order needs before it is accepted.
 
         A limit or stop-limit order needs only the first six arguments (profiled: the
@@ -233,15 +257,16 @@ class Ledger:
             return None
         if limit is not None and position.total + position.pending_buy + qty > limit:
             return reasons.POSITION_LIMIT
-        result = None
+        result: int | None = None
         if kind in (MARKET, STOP):
             if band is not None:
                 price = band[1]
             elif kind == STOP:
                 return reasons.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
             else:
-                affordable, amount, cash_bound = _walk(book, account, stp, cash.available, qty,
-                                                       unit, fee)
+                affordable, amount, cash_bound = _walk(
+                    book,  # type: ignore[arg-type]  # a market order comes with its book
+                    account, stp, cash.available, qty, unit, fee)
                 if not affordable:
                     # Nothing it could buy: refused if for want of cash; with an empty
                     # book it is accepted and cancelled as any market order would be.
@@ -263,8 +288,8 @@ class Ledger:
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, priced)
         return None
 
-    def _take(self, acct, symbol, cash, position, order_id, amount, price, unit, fee, qty,
-              rests) -> None:
+    def _take(self, acct: Account, symbol: str, cash: Holding, position: Holding, order_id: str,
+              amount: int, price: int, unit: int, fee: int, qty: int, rests: bool) -> None:
         if position is _EMPTY:
             position = acct.holding(symbol)
         cash.available -= amount
@@ -305,7 +330,7 @@ class Ledger:
         return None
 
     # --- settlement ------------------------------------------------------------------------
-    def settle(self, out: list, start: int) -> None:
+    def settle(self, out: list[Event], start: int) -> None:
         """Settle the trades and release the holds of the events ``out[start:]``.
 
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
@@ -314,12 +339,15 @@ class Ledger:
         # Profiled (ledger replay): each trade settles inline here rather than in a
         # call of its own, and the registry's tally is asked for once per command.
         holds = self._holds
-        tally = None
-        for trade in out[start:]:  # what settling appends is not looked at again
-            kind = type(trade)
+        tally: tuple[list[int], dict[str, int] | None] | None = None
+        # What settling appends is not looked at again. Each event is typed as a trade, with
+        # no cast nor second name in this profiled loop: *kind* tells the others apart.
+        trade: TradeExecuted
+        for trade in out[start:]:  # type: ignore[assignment]  # others: see kind
+            kind: type[Event] = type(trade)
             if kind is not TradeExecuted:
                 if kind is OrderCancelled or kind is OrderExpired:
-                    self.release(trade.order_id)
+                    self.release(trade.order_id)  # type: ignore[attr-defined]  # they have one
                 continue
             terms = self._settle_terms[trade.instrument]
             if terms is None:  # a future: positions move now, cash at the day's settlement
@@ -400,7 +428,8 @@ class Ledger:
         else:
             self.clearing.release(order_id)
 
-    def end_of_day(self, out: list, books=None, day: int = 0) -> tuple[list, list]:
+    def end_of_day(self, out: list[Event], books: Mapping[str, OrderBook] | None = None,
+                   day: int = 0) -> tuple[list[CloseOut], list[str]]:
         """Release the T+1 locks: units bought today become available; then the clearing
         house settles the day (``Clearing.end_of_day``, given the books and the engine's
         day number) and its ``(close_outs, expiring)`` are returned."""
@@ -418,16 +447,24 @@ class Ledger:
         return self.clearing.end_of_day(out, books, day)
 
     # --- admin commands --------------------------------------------------------------------
-    def apply(self, command, out: list) -> str | None:
+    def apply(self, command: AdminCommand, out: list[Event]) -> str | None:
         """Run an admin command, appending its events; return a reject reason or ``None``."""
         return self._admin[type(command)](command, out)
 
-    def _event(self, cls, out: list, **fields) -> None:
+    def _event(self, cls: type[Event], out: list[Event], **fields: object) -> None:
         ctr = self._ctr
         ctr.seq += 1
         out.append(cls(seq=ctr.seq, **fields))
 
-    def _usable(self, name: str, create: bool):
+    @overload
+    def _usable(self, name: str, create: Literal[False]) -> Account | str:
+        ...
+
+    @overload
+    def _usable(self, name: str, create: bool) -> Account | str | None:
+        ...
+
+    def _usable(self, name: str, create: bool) -> Account | str | None:
         """Return the open (or suspended) account *name*, or a reject reason.
 
         With *create*, an unknown participant account comes into being (``covered``)."""
@@ -444,7 +481,7 @@ class Ledger:
             return reasons.ACCOUNT_CLOSED
         return acct
 
-    def _opened(self, name: str, out: list) -> Account:
+    def _opened(self, name: str, out: list[Event]) -> Account:
         """Return account *name*, opening it (an ``AccountOpened`` event) if new."""
         acct = self.accounts.get(name)
         if acct is None:
@@ -452,7 +489,7 @@ class Ledger:
             self._event(AccountOpened, out, account=name, kind="covered")
         return acct
 
-    def _amount(self, currency: str, text: str):
+    def _amount(self, currency: str, text: str) -> int | str:
         if currency not in self._cash_scale:
             return reasons.UNKNOWN_CURRENCY
         try:
@@ -463,7 +500,7 @@ class Ledger:
             return reasons.INVALID_AMOUNT
         return amount
 
-    def _units(self, symbol: str, qty: int, zero: bool = False):
+    def _units(self, symbol: str, qty: int, zero: bool = False) -> Instrument | str:
         """Return the spot instrument *symbol* for a movement of *qty* units (more than
         zero, or with *zero* at least zero), or a reject reason."""
         inst = self.instruments.get(symbol)
@@ -485,47 +522,51 @@ class Ledger:
         holding.available -= qty
         return True
 
-    def _deposit(self, cmd: Deposit, out: list) -> str | None:
+    def _deposit(self, cmd: Deposit, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=True)
         amount = self._amount(cmd.currency, cmd.amount)
-        for problem in (acct, amount):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(amount, str):
+            return amount
         self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency, amount=amount)
         self._opened(cmd.account, out).holding(cmd.currency).available += amount
         self.supply[cmd.currency] = self.supply.get(cmd.currency, 0) + amount
         return None
 
-    def _withdraw(self, cmd: Withdraw, out: list) -> str | None:
+    def _withdraw(self, cmd: Withdraw, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
         amount = self._amount(cmd.currency, cmd.amount)
-        for problem in (acct, amount):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(amount, str):
+            return amount
         if not self._debit(acct, cmd.currency, amount):
             return reasons.INSUFFICIENT_CASH
         self.supply[cmd.currency] -= amount
         self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency, amount=amount)
         return None
 
-    def _issue(self, cmd: IssueAllowances, out: list) -> str | None:
+    def _issue(self, cmd: IssueAllowances, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=True)
         inst = self._units(cmd.instrument, cmd.qty)
-        for problem in (acct, inst):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(inst, str):
+            return inst
         self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
                     qty=cmd.qty)
         self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + cmd.qty
         return None
 
-    def _surrender(self, cmd: SurrenderAllowances, out: list) -> str | None:
+    def _surrender(self, cmd: SurrenderAllowances, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
         inst = self._units(cmd.instrument, cmd.qty)
-        for problem in (acct, inst):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(inst, str):
+            return inst
         if cmd.year is not None:
             problem = self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
             if problem is not None:
@@ -539,12 +580,13 @@ class Ledger:
                     qty=cmd.qty, year=cmd.year)
         return None
 
-    def _claw_back(self, cmd: ClawBackAllowances, out: list) -> str | None:
+    def _claw_back(self, cmd: ClawBackAllowances, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
         inst = self._units(cmd.instrument, cmd.qty)
-        for problem in (acct, inst):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(inst, str):
+            return inst
         if not self._debit(acct, cmd.instrument, cmd.qty):
             return reasons.INSUFFICIENT_ALLOWANCES
         self.supply[cmd.instrument] -= cmd.qty
@@ -552,19 +594,19 @@ class Ledger:
                     qty=cmd.qty)
         return None
 
-    def _entity(self, name: str):
+    def _entity(self, name: str) -> Account | str:
         """Return the covered entity's account *name*, or a reject reason."""
         acct = self._usable(name, create=False)
-        if type(acct) is str:
+        if isinstance(acct, str):
             return acct
         return acct if acct.kind == "covered" else reasons.NOT_COVERED
 
-    def _emissions(self, cmd: RecordEmissions, out: list) -> str | None:
+    def _emissions(self, cmd: RecordEmissions, out: list[Event]) -> str | None:
         acct = self._entity(cmd.account)
-        if type(acct) is str:
+        if isinstance(acct, str):
             return acct
         checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.months)
-        if type(checked) is str:
+        if isinstance(checked, str):
             return checked
         self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier,
                                    cmd.months)
@@ -573,14 +615,15 @@ class Ledger:
                     months=cmd.months)
         return None
 
-    def _allocate(self, cmd: AllocateAllowances, out: list) -> str | None:
+    def _allocate(self, cmd: AllocateAllowances, out: list[Event]) -> str | None:
         acct = self._entity(cmd.account)
         inst = self._units(cmd.instrument, cmd.qty, zero=True)
-        for problem in (acct, inst):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(inst, str):
+            return inst
         checked = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty, cmd.stage)
-        if type(checked) is str:
+        if isinstance(checked, str):
             return checked
         deducted, change = checked
         if change < 0 and not self._debit(acct, cmd.instrument, -change):
@@ -594,19 +637,22 @@ class Ledger:
                     issued=max(change, 0), clawed_back=max(-change, 0))
         return None
 
-    def _convert(self, cmd: ConvertAllowances, out: list) -> str | None:
+    def _convert(self, cmd: ConvertAllowances, out: list[Event]) -> str | None:
         acct = self._entity(cmd.account)
         old = self._units(cmd.instrument, cmd.qty)
         new = self._units(cmd.to_instrument, cmd.qty)
-        for problem in (acct, old, new):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(old, str):
+            return old
+        if isinstance(new, str):
+            return new
         registry = self.registry
         old_vintages = sum(h.total for asset, h in acct.holdings.items()
                            if registry.old_vintage(asset))
         left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
                                         old_vintages)
-        if type(left) is str:
+        if isinstance(left, str):
             return left
         if cmd.qty > left:
             return reasons.CONVERSION_CAP
@@ -620,10 +666,10 @@ class Ledger:
                     to_instrument=cmd.to_instrument, qty=cmd.qty, cap_left=left - cmd.qty)
         return None
 
-    def _deadline(self, cmd: ComplianceDeadline, out: list) -> str | None:
+    def _deadline(self, cmd: ComplianceDeadline, out: list[Event]) -> str | None:
         registry = self.registry
         rows = registry.assess(cmd.year, cmd.multiple)
-        if type(rows) is str:
+        if isinstance(rows, str):
             return rows
         notional, volume = registry.deadline_month(cmd.year)
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
@@ -636,13 +682,16 @@ class Ledger:
                         status=ob.status)
         return None
 
-    def _transfer(self, cmd: TransferAllowances, out: list) -> str | None:
+    def _transfer(self, cmd: TransferAllowances, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
         target = self._usable(cmd.to_account, create=True)
         inst = self._units(cmd.instrument, cmd.qty)
-        for problem in (acct, target, inst):
-            if type(problem) is str:
-                return problem
+        if isinstance(acct, str):
+            return acct
+        if isinstance(target, str):
+            return target
+        if isinstance(inst, str):
+            return inst
         if acct.status != OPEN:
             return _status_reason(acct)
         if not self._debit(acct, cmd.instrument, cmd.qty):
@@ -652,9 +701,9 @@ class Ledger:
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
         return None
 
-    def _open(self, cmd: OpenAccount, out: list) -> str | None:
+    def _open(self, cmd: OpenAccount, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=True)
-        if type(acct) is str:
+        if isinstance(acct, str):
             return acct
         if acct is not None:
             return reasons.ACCOUNT_EXISTS
@@ -662,23 +711,24 @@ class Ledger:
         self._event(AccountOpened, out, account=cmd.account, kind=cmd.kind)
         return None
 
-    def _set_status(self, cmd, status: str, out: list) -> str | None:
+    def _set_status(self, cmd: SuspendAccount | ResumeAccount | CloseAccount, status: str,
+                    out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
-        if type(acct) is str:
+        if isinstance(acct, str):
             return acct
         acct.status = status
         self._event(AccountStatusChanged, out, account=cmd.account, status=status)
         return None
 
-    def _suspend(self, cmd: SuspendAccount, out: list) -> str | None:
+    def _suspend(self, cmd: SuspendAccount, out: list[Event]) -> str | None:
         return self._set_status(cmd, SUSPENDED, out)
 
-    def _resume(self, cmd: ResumeAccount, out: list) -> str | None:
+    def _resume(self, cmd: ResumeAccount, out: list[Event]) -> str | None:
         return self._set_status(cmd, OPEN, out)
 
-    def _close(self, cmd: CloseAccount, out: list) -> str | None:
+    def _close(self, cmd: CloseAccount, out: list[Event]) -> str | None:
         acct = self._usable(cmd.account, create=False)
-        if type(acct) is str:
+        if isinstance(acct, str):
             return acct
         if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
             return reasons.ACCOUNT_NOT_EMPTY
@@ -689,9 +739,9 @@ class Ledger:
         """Return the ledger's whole state as data: accounts and holdings in order, supply,
         holds, the T+1 index, the compliance registry and the clearing house."""
         where: dict[int, tuple[str, str]] = {}  # id(holding) -> (account, asset)
-        accounts = []
+        accounts: list[AccountState] = []
         for name, acct in self.accounts.items():
-            rows = []
+            rows: list[HoldingState] = []
             for asset, h in acct.holdings.items():
                 where[id(h)] = (name, asset)
                 rows.append(
@@ -699,7 +749,7 @@ class Ledger:
                                  pending_buy=h.pending_buy))
             accounts.append(
                 AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows))
-        holds = []
+        holds: list[HoldState] = []
         for order_id, hold in self._holds.items():
             account, asset = where[id(hold.holding)]
             other_account, other = where[id(hold.other)]
@@ -737,7 +787,7 @@ class Ledger:
             elif row.status != SYSTEM or row.kind != acct.kind:
                 raise ValueError(f"ledger: system account {name!r} as {row.kind!r}, {row.status!r}")
             accounts[name] = acct
-            seen = set()
+            seen: set[str] = set()
             for h in row.holdings:
                 if h.asset not in assets or h.asset in seen:
                     raise ValueError(f"ledger: {name!r} holds {h.asset!r}, unknown or twice")
@@ -773,7 +823,7 @@ class Ledger:
         self.clearing.load_state(state.clearing)
 
     # --- verification ----------------------------------------------------------------------
-    def snapshot(self) -> list:
+    def snapshot(self) -> list[object]:
         """Return the ledger's state as plain data, deterministic in order."""
         accounts = [[
             name, a.kind, a.status,
@@ -789,7 +839,7 @@ class Ledger:
             self.clearing.snapshot()
         ]
 
-    def check(self, live: Iterable) -> None:
+    def check(self, live: Iterable[Order]) -> None:
         """Raise ``AssertionError`` if a ledger invariant is broken.
 
         *live* are the engine's open orders (resting, or untriggered stops).
@@ -844,10 +894,15 @@ class Ledger:
         self.registry.check({asset: h.total for asset, h in surrendered.items()})
 
 
-class _Empty:
-    """Stands for a holding an account does not have: nothing available."""
+class _Empty(Holding):
+    """Stands for a holding an account does not have: nothing available. Read-only: its
+    buckets are the class attributes below, which shadow ``Holding``'s slots."""
 
+    __slots__ = ()
     available = total = pending_buy = 0
+
+    def __init__(self) -> None:
+        pass  # nothing to set (``Holding.__init__`` would write the read-only buckets)
 
 
 _EMPTY = _Empty()
@@ -876,7 +931,8 @@ def _minor_step(currency: str) -> str:
     return "1" if digits == 0 else "0." + "0" * (digits - 1) + "1"
 
 
-def _walk(book, account: str, stp: int, cash: int, qty: int, unit: int, fee: int):
+def _walk(book: OrderBook, account: str, stp: int, cash: int, qty: int, unit: int,
+          fee: int) -> tuple[int, int, bool]:
     """Size a market buy with no price band by walking the asks in priority order.
 
     Return ``(units affordable, their cost with fees, whether cash was the limit)``.
@@ -949,18 +1005,20 @@ class NoLedger:
     def release(self, order_id: str) -> None:
         return None
 
-    def settle(self, out: list, start: int) -> None:
+    def settle(self, out: list[Event], start: int) -> None:
         return None
 
-    def end_of_day(self, out: list, books=None, day: int = 0) -> tuple[list, list]:
+    def end_of_day(self, out: list[Event], books: Mapping[str, OrderBook] | None = None,
+                   day: int = 0) -> tuple[list[CloseOut], list[str]]:
         return [], []
 
-    def apply(self, command, out: list) -> None:
+    def apply(self, command: AdminCommand, out: list[Event]) -> None:
         """Accept an account or registry command with no effect."""
         ctr = self._ctr
         ctr.seq += 1
+        tag = type(command).__struct_config__.tag
         out.append(
-            LedgerCommandIgnored(seq=ctr.seq, action=type(command).__struct_config__.tag,
+            LedgerCommandIgnored(seq=ctr.seq, action=tag,  # type: ignore[arg-type]  # tags are strs
                                  account=getattr(command, "account", "")))
 
     def snapshot(self) -> None:
@@ -969,5 +1027,5 @@ class NoLedger:
     def to_state(self) -> None:
         return None
 
-    def check(self, live: Iterable) -> None:
+    def check(self, live: Iterable[Order]) -> None:
         return None
