@@ -799,13 +799,21 @@ class Model:
 # --- the state machine -----------------------------------------------------------------------
 
 
+class PlainPaths(Engine):
+    """The engine with its fast paths swapped for the plain ones they shortcut."""
+
+    _cancel = Engine._cancel_plain
+
+
 class Lockstep(RuleBasedStateMachine):
-    """The fast and the naive book, driven together and checked after every command."""
+    """The fast and the naive book, driven together and checked after every command: the
+    engine on the fast book with its fast paths, the one on the naive book with the plain
+    paths (``PlainPaths``), so each fast path is held equal to its plain one too."""
 
     @initialize()
     def start(self) -> None:
         self.fast = Engine(MARKET)  # FastBook, the default
-        self.naive = Engine(MARKET, book=NaiveBook)
+        self.naive = PlainPaths(MARKET, book=NaiveBook)
         self.model = Model()
         self.ctx = Context(engine=self.naive, model=self.model)
         self.log: list[tuple] = []
