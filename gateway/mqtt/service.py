@@ -33,7 +33,8 @@ from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
 from exchange.sequencer import Sequencer
-from gateway.mqtt.wire import (AcceptedReport, ReportMaker, WireDecoder, client_id, report_dict)
+from gateway.mqtt.wire import (AcceptedReport, RejectedReport, Report, ReportMaker, WireDecoder,
+                               client_id)
 from gateway.protocol import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED,
                               SOCKET_OPTIONS, TopicSender, account_of, book_topic, exec_topic,
                               is_msgpack, trades_topic)
@@ -88,25 +89,12 @@ class _Stats:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
-def _seq(report) -> int | None:
-    """The ``seq`` of a report built as a dict or as a struct."""
-    return report.get("seq") if type(report) is dict else report.seq
-
-
-def _refused(command, reason: str, message: str) -> dict:
+def _refused(command, reason: str, message: str) -> RejectedReport:
     """A ``rejected`` report for a decoded command the gateway will not pass on."""
-    report = {
-        "report": "rejected",
-        "reason": reason,
-        "message": message,
-        "action": type(command).__struct_config__.tag
-    }
-    order_id = getattr(command, "order_id", None)
-    if order_id is not None:
-        report["order_id"] = client_id(order_id)
-    if command.command_id is not None:
-        report["command_id"] = command.command_id
-    return report
+    return RejectedReport(reason=reason, message=message,
+                          action=type(command).__struct_config__.tag,
+                          order_id=client_id(getattr(command, "order_id", None)),
+                          command_id=command.command_id)
 
 
 class GatewayCore:
@@ -122,7 +110,7 @@ class GatewayCore:
         self.stats = _Stats()
         self._decoder = WireDecoder()
         self._reports = ReportMaker(engine.market)
-        # Intake: per account, its commands and (account, report) rejections in the
+        # Intake: per account, its commands and (account, RejectedReport) in the
         # order they came; flush takes from each account in turn, so one account's flood
         # waits behind itself, not in front of the others. At most settings.intake a
         # queue; past that a message is turned away whole (answered at the next flush).
@@ -165,7 +153,7 @@ class GatewayCore:
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(account, payload)
         # Profiled (batched orders): counted in C, not by a generator per item.
-        turned_away = list(map(type, items)).count(dict)  # rejections are dicts
+        turned_away = list(map(type, items)).count(RejectedReport)
         commands = len(items) - turned_away
         if commands:
             # Reports follow the format of the bot's last message that held a command.
@@ -175,7 +163,7 @@ class GatewayCore:
             message = (f"{commands} command(s) in one message over the account's limit "
                        f"of {self.settings.rate:g}/s")
             items = [
-                item if type(item) is dict else _refused(item, RATE_LIMITED, message)
+                item if type(item) is RejectedReport else _refused(item, RATE_LIMITED, message)
                 for item in items
             ]
             commands, turned_away = 0, len(items)
@@ -185,18 +173,18 @@ class GatewayCore:
             queue += items
             return
         for item in items:
-            if type(item) is dict:
+            if type(item) is RejectedReport:
                 self._count_turned_away(account, item)
                 queue.append((account, item))
             else:
                 queue.append(item)
 
-    def _count_turned_away(self, account: str, report: dict) -> None:
+    def _count_turned_away(self, account: str, report: RejectedReport) -> None:
         stats = self.stats
         stats.turned_away += 1
-        reason = report["reason"]
+        reason = report.reason
         stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
-        log.info("turned away a command from %s: %s: %s", account, reason, report["message"])
+        log.info("turned away a command from %s: %s: %s", account, reason, report.message)
 
     def _admit(self, account: str, count: int, now: float) -> bool:
         """Token bucket per account: may *count* more commands go in now?"""
@@ -259,7 +247,7 @@ class GatewayCore:
         if not pending:
             return self._books(time.monotonic() if now is None else now)
         commands = [c for c in pending if type(c) is not tuple]
-        by_account: dict[str, list[dict]] = {}
+        by_account: dict[str, list[Report]] = {}
         trades: dict[str, list[dict]] = {}
         known = self.engine.market.instruments  # a rejection may name an unknown one
         reports = self._reports
@@ -353,29 +341,23 @@ class GatewayCore:
                 for event in first:
                     self._reports.reports(event, again)
                 for i, (who, report) in enumerate(made):
-                    if who == account and _seq(report) == result.seq:
-                        made[i:i + 1] = [(account, {
-                            **report_dict(r), "duplicate": True,
-                            **({
-                                "command_id": command_id
-                            } if _seq(r) == first[0].seq else {})
-                        }) for who_again, r in again if who_again == account]
+                    if who == account and report.seq == result.seq:
+                        answer = [r for who_again, r in again if who_again == account]
+                        for r in answer:  # built just now: no one else holds them
+                            r.duplicate = True
+                            if r.seq == first[0].seq:
+                                r.command_id = command_id
+                        made[i:i + 1] = [(account, r) for r in answer]
                         return
         for who, report in made:
-            if who == account and _seq(report) == result.seq:
-                if type(report) is dict:
-                    report["command_id"] = command_id
-                else:
-                    report.command_id = command_id
+            if who == account and report.seq == result.seq:
+                report.command_id = command_id
                 return
         # The result concerned no account's report stream (e.g. an unknown order's
         # cancel, rejected without an account): answer it anyway.
-        made.append((account, {
-            "report": "rejected",
-            "seq": result.seq,
-            "command_id": command_id,
-            "reason": getattr(result, "reason", "unknown")
-        }))
+        made.append((account,
+                     RejectedReport(seq=result.seq, reason=getattr(result, "reason", "unknown"),
+                                    command_id=command_id)))
 
     def _books(self, now: float) -> list[Outgoing]:
         """Depth of each changed instrument, at most once per ``book_interval``."""

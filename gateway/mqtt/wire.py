@@ -21,6 +21,10 @@ Reports are tagged by ``report`` (``accepted``, ``rejected``, ``fill``, ``cancel
 ``delivery_failed`` and ``exercised``), carry ``order_id`` where there is one, the event's ``seq``,
 and, on the report that answers a command, that command's ``command_id``. Prices are
 decimal strings, cash decimal strings of the currency.
+
+Every report is a ``Report`` struct, one class per kind, tagged by ``report`` (``AnyReport``
+decodes them all): a key is absent only where its field has a default (``None``, or
+``False`` for ``duplicate``) and holds it; every other key is always there, ``null`` or not.
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD,
                               NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
                               is_msgpack)
 
-__all__ = ["WireDecoder", "ReportMaker", "client_id", "report_dict", "WIRE_ACTIONS"]
+__all__ = [
+    "WireDecoder", "ReportMaker", "client_id", "WIRE_ACTIONS", "Report", "AnyReport",
+    "AcceptedReport", "FillReport", "CancelledReport", "RejectedReport", "AmendedReport",
+    "ExpiredReport", "TriggeredReport", "SettledReport", "MassCancelAcceptedReport",
+    "SurrenderedReport", "VariationMarginReport", "MarginCallReport", "MarginCallMetReport",
+    "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
+    "ExercisedReport", "NoticeReport"
+]
 
 # Text fields a bot's command may carry that the exchange keeps or parses.
 _TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price", "side",
@@ -55,17 +66,17 @@ class _Ids(msgspec.Struct):
     command_id: str | None = None
 
 
-def _rejection(reason: str, message: str, raw=None) -> dict:
-    report = {"report": "rejected", "reason": reason, "message": message}
+def _rejection(reason: str, message: str, raw=None) -> RejectedReport:
+    report = RejectedReport(reason=reason, message=message)
     if isinstance(raw, dict):
         for key in ("action", *_ID_FIELDS):
             value = raw.get(key)
             if isinstance(value, str) and len(value) <= MAX_TEXT:
-                report[key] = value
+                setattr(report, key, value)
     return report
 
 
-def _too_many(count: int) -> dict:
+def _too_many(count: int) -> RejectedReport:
     return _rejection(TOO_MANY_COMMANDS,
                       f"{count} commands in one message; the limit is {MAX_COMMANDS}")
 
@@ -86,7 +97,7 @@ class WireDecoder:
     def decode(self, account: str, payload: bytes) -> list:
         """Return what *payload*, sent on *account*'s topic, asks for, in message order:
         a command for each good item (account filled in, order id qualified by the
-        account), a ``rejected`` report (a dict) for each bad one.
+        account), a ``RejectedReport`` for each bad one.
         """
         if len(payload) > MAX_PAYLOAD:
             return [
@@ -103,7 +114,7 @@ class WireDecoder:
             return [_too_many(len(rows))]
         return [self._command(account, row) for row in rows]
 
-    def turn_away(self, payload: bytes, reason: str, message: str) -> list[dict]:
+    def turn_away(self, payload: bytes, reason: str, message: str) -> list[RejectedReport]:
         """A ``rejected`` report with *reason* for each command of *payload*, reading
         only what the answers carry (action, order id, command id), or one for the whole
         message if even that cannot be read."""
@@ -201,30 +212,29 @@ def client_id(order_id: str | None) -> str | None:
     return order_id.partition("/")[2] or order_id
 
 
-# The clearing house's news for an account (exchange.derivatives.clearing), by event: the report's
-# name; its fields are the event's, with prices and cash as decimal strings.
-_CLEARING_REPORTS = {
-    VariationMargin: "variation_margin",
-    MarginCalled: "margin_call",
-    MarginCallMet: "margin_call_met",
-    PositionClosedOut: "closed_out",
-    DefaultRecorded: "default",
-    DeliverySettled: "delivery",
-    DeliveryFailed: "delivery_failed",
-    OptionExercised: "exercised"
-}
-_CLEARING_PRICES = frozenset({"price", "strike"})
-_CLEARING_CASH = frozenset({"amount", "equity", "maintenance", "initial", "cash", "penalty"})
-
 _PRICES_KEPT = 4096
 
 
-class AcceptedReport(msgspec.Struct, omit_defaults=True, gc=False):
-    """The ``accepted`` report, as a struct: the commonest report by far (profiled:
-    built and encoded in about a third of a dict's time). Same keys, same order, as the
-    other reports' dicts; ``command_id`` only on the report that answers a command."""
+class Report(msgspec.Struct, tag_field="report", omit_defaults=True, gc=False):
+    """An execution report: one subclass per kind, its tag the ``report`` key, encoded first.
 
-    report: str
+    Profiled (accepted and fill reports, the commonest by far): a struct is built and
+    encoded in about a third of a dict's time. Built positionally where the fields allow;
+    a field without a default is always encoded (``null`` included), one with a default
+    only when it holds something else. Every report the gateway makes ends with
+    ``duplicate`` (``true`` on a resent command's answers) and ``command_id`` (on the
+    report that answers a command)."""
+
+
+class _Answering(Report, kw_only=True):
+    """The fields every report ends with (keyword-only, so they follow a subclass's own
+    positional ones; ``RejectedReport``, keyword-only throughout, lists them itself)."""
+
+    duplicate: bool = False
+    command_id: str | None = None
+
+
+class AcceptedReport(_Answering, tag="accepted"):
     seq: int
     order_id: str | None
     instrument: str
@@ -233,28 +243,179 @@ class AcceptedReport(msgspec.Struct, omit_defaults=True, gc=False):
     tif: str
     price: str | None
     qty: int
-    command_id: str | None = None
 
 
-class FillReport(msgspec.Struct, omit_defaults=True, gc=False):
-    """The ``fill`` report, as a struct (see ``AcceptedReport``)."""
-
-    report: str
+class FillReport(_Answering, tag="fill"):
     seq: int
     trade_id: int
     instrument: str
-    price: str | None
+    price: str
     qty: int
     order_id: str | None
     side: str
     leaves_qty: int
     liquidity: str
+
+
+class CancelledReport(_Answering, tag="cancelled"):
+    seq: int
+    order_id: str | None
+    instrument: str
+    side: str
+    cancelled_qty: int
+    reason: str
+
+
+class RejectedReport(Report, tag="rejected", kw_only=True):
+    """The engine's rejection (``seq``, ``action``, ``reason``, ``order_id`` if the command
+    named one) or the gateway's own, before the engine (``reason``, ``message`` and what
+    could be read of the command: ``action``, ``order_id``, ``command_id``)."""
+
+    seq: int | None = None
+    action: str | None = None
+    reason: str
+    message: str | None = None
+    order_id: str | None = None
+    duplicate: bool = False
     command_id: str | None = None
 
 
-def report_dict(report) -> dict:
-    """A report as a dict, whether it was built as one or as a struct."""
-    return report if type(report) is dict else msgspec.to_builtins(report)
+class AmendedReport(_Answering, tag="amended"):
+    seq: int
+    order_id: str | None
+    instrument: str
+    side: str
+    price: str | None
+    qty: int
+    priority_kept: bool
+
+
+class ExpiredReport(_Answering, tag="expired"):
+    seq: int
+    order_id: str | None
+    instrument: str
+    side: str
+    expired_qty: int
+
+
+class TriggeredReport(_Answering, tag="triggered"):
+    seq: int
+    order_id: str | None
+    instrument: str
+    side: str
+    stop_price: str
+    last_price: str
+
+
+class SettledReport(_Answering, tag="settled"):
+    """One side of a settled trade: the cash of the fill and this side's fee."""
+
+    seq: int
+    trade_id: int
+    instrument: str
+    qty: int
+    cash: str
+    currency: str
+    side: str
+    fee: str
+
+
+class MassCancelAcceptedReport(_Answering, tag="mass_cancel_accepted"):
+    seq: int
+    instrument: str | None
+    side: str | None
+    count: int
+
+
+class SurrenderedReport(_Answering, tag="surrendered"):
+    seq: int
+    instrument: str
+    qty: int
+    year: int | None = None
+
+
+# The clearing house's news for an account (exchange.derivatives.clearing): each report's
+# fields are its event's but ``account``, prices as decimal strings on the instrument's
+# tick (a strike on the underlying's) and amounts as cash decimal strings.
+class VariationMarginReport(_Answering, tag="variation_margin"):
+    seq: int
+    instrument: str
+    position: int
+    amount: str
+    currency: str
+
+
+class MarginCallReport(_Answering, tag="margin_call"):
+    seq: int
+    equity: str
+    maintenance: str
+    initial: str
+    currency: str
+
+
+class MarginCallMetReport(_Answering, tag="margin_call_met"):
+    seq: int
+    equity: str
+    currency: str
+
+
+class ClosedOutReport(_Answering, tag="closed_out"):
+    seq: int
+    instrument: str
+    qty: int
+    price: str | None
+    via: str
+
+
+class DefaultReport(_Answering, tag="default"):
+    seq: int
+    amount: str
+    currency: str
+    reason: str
+
+
+class DeliveryReport(_Answering, tag="delivery"):
+    seq: int
+    instrument: str
+    underlying: str
+    side: str
+    tonnes: int
+    cash: str
+
+
+class DeliveryFailedReport(_Answering, tag="delivery_failed"):
+    seq: int
+    instrument: str
+    tonnes: int
+    penalty: str
+
+
+class ExercisedReport(_Answering, tag="exercised"):
+    seq: int
+    instrument: str
+    underlying: str
+    lots: int
+    strike: str
+
+
+class NoticeReport(Report, tag="notice"):
+    """Written by the broker, never by the gateway: mosquitto's publishing limit
+    (gateway/mqtt/mosquitto_limit.c) dropped ``dropped`` of the account's messages."""
+
+    reason: str
+    dropped: int
+    message: str
+
+
+AnyReport = (AcceptedReport | FillReport | CancelledReport | RejectedReport | AmendedReport
+             | ExpiredReport | TriggeredReport | SettledReport | MassCancelAcceptedReport
+             | SurrenderedReport | VariationMarginReport | MarginCallReport | MarginCallMetReport
+             | ClosedOutReport | DefaultReport | DeliveryReport | DeliveryFailedReport
+             | ExercisedReport | NoticeReport)
+
+# The clearing events an account hears of, by the report they become.
+_CLEARING_EVENTS = (VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
+                    DefaultRecorded, DeliverySettled, DeliveryFailed, OptionExercised)
 
 
 class ReportMaker:
@@ -286,125 +447,100 @@ class ReportMaker:
             price = self.price(instrument, event.price)
             buyer_took = event.aggressor == "buy"
             reports.append((event.buy_account,
-                            FillReport("fill", seq, trade_id, instrument, price, qty,
+                            FillReport(seq, trade_id, instrument, price, qty,
                                        client_id(event.buy_order_id), "buy", event.buy_leaves_qty,
                                        "taker" if buyer_took else "maker")))
             reports.append((event.sell_account,
-                            FillReport("fill", seq, trade_id, instrument, price, qty,
+                            FillReport(seq, trade_id, instrument, price, qty,
                                        client_id(event.sell_order_id), "sell",
                                        event.sell_leaves_qty, "maker" if buyer_took else "taker")))
         elif kind is OrderAccepted:
             reports.append((event.account,
-                            AcceptedReport("accepted", event.seq, client_id(event.order_id),
-                                           event.instrument, event.side, event.type, event.tif,
+                            AcceptedReport(event.seq, client_id(event.order_id), event.instrument,
+                                           event.side, event.type, event.tif,
                                            self.price(event.instrument, event.price), event.qty)))
         elif kind is OrderCancelled:
-            reports.append((event.account, {
-                "report": "cancelled",
-                "seq": event.seq,
-                "order_id": client_id(event.order_id),
-                "instrument": event.instrument,
-                "side": event.side,
-                "cancelled_qty": event.cancelled_qty,
-                "reason": event.reason
-            }))
+            reports.append((event.account,
+                            CancelledReport(event.seq, client_id(event.order_id), event.instrument,
+                                            event.side, event.cancelled_qty, event.reason)))
         elif kind is CommandRejected:
             if event.account:
-                report = {
-                    "report": "rejected",
-                    "seq": event.seq,
-                    "action": event.action,
-                    "reason": event.reason
-                }
-                if event.order_id is not None:
-                    report["order_id"] = client_id(event.order_id)
-                reports.append((event.account, report))
+                # client_id(None) is None: no order id, no key
+                reports.append((event.account,
+                                RejectedReport(seq=event.seq, action=event.action,
+                                               reason=event.reason,
+                                               order_id=client_id(event.order_id))))
         elif kind is OrderAmended:
-            reports.append((event.account, {
-                "report": "amended",
-                "seq": event.seq,
-                "order_id": client_id(event.order_id),
-                "instrument": event.instrument,
-                "side": event.side,
-                "price": self.price(event.instrument, event.price),
-                "qty": event.qty,
-                "priority_kept": event.priority_kept
-            }))
+            reports.append((event.account,
+                            AmendedReport(event.seq, client_id(event.order_id), event.instrument,
+                                          event.side, self.price(event.instrument, event.price),
+                                          event.qty, event.priority_kept)))
         elif kind is OrderExpired:
-            reports.append((event.account, {
-                "report": "expired",
-                "seq": event.seq,
-                "order_id": client_id(event.order_id),
-                "instrument": event.instrument,
-                "side": event.side,
-                "expired_qty": event.expired_qty
-            }))
+            reports.append((event.account,
+                            ExpiredReport(event.seq, client_id(event.order_id), event.instrument,
+                                          event.side, event.expired_qty)))
         elif kind is OrderTriggered:
-            reports.append((event.account, {
-                "report": "triggered",
-                "seq": event.seq,
-                "order_id": client_id(event.order_id),
-                "instrument": event.instrument,
-                "side": event.side,
-                "stop_price": self.price(event.instrument, event.stop_price),
-                "last_price": self.price(event.instrument, event.last_price)
-            }))
+            instrument = event.instrument
+            reports.append((event.account,
+                            TriggeredReport(event.seq, client_id(event.order_id), instrument,
+                                            event.side, self.price(instrument, event.stop_price),
+                                            self.price(instrument, event.last_price))))
         elif kind is TradeSettled:
-            cash = format_cash(event.currency, event.cash)
-            base = {
-                "report": "settled",
-                "seq": event.seq,
-                "trade_id": event.trade_id,
-                "instrument": event.instrument,
-                "qty": event.qty,
-                "cash": cash,
-                "currency": event.currency
-            }
-            reports.append((event.buy_account, {
-                **base, "side": "buy",
-                "fee": format_cash(event.currency, event.buy_fee)
-            }))
-            reports.append((event.sell_account, {
-                **base, "side": "sell",
-                "fee": format_cash(event.currency, event.sell_fee)
-            }))
+            currency = event.currency
+            cash = format_cash(currency, event.cash)
+            reports.append((event.buy_account,
+                            SettledReport(event.seq, event.trade_id, event.instrument, event.qty,
+                                          cash, currency, "buy",
+                                          format_cash(currency, event.buy_fee))))
+            reports.append((event.sell_account,
+                            SettledReport(event.seq, event.trade_id, event.instrument, event.qty,
+                                          cash, currency, "sell",
+                                          format_cash(currency, event.sell_fee))))
         elif kind is MassCancelAccepted:
-            reports.append((event.account, {
-                "report": "mass_cancel_accepted",
-                "seq": event.seq,
-                "instrument": event.instrument,
-                "side": event.side,
-                "count": event.count
-            }))
-        elif kind in _CLEARING_REPORTS:
+            reports.append((event.account,
+                            MassCancelAcceptedReport(event.seq, event.instrument, event.side,
+                                                     event.count)))
+        elif kind in _CLEARING_EVENTS:
             reports.append((event.account, self.clearing_report(event)))
         elif kind is AllowancesSurrendered:
-            surrendered = {
-                "report": "surrendered",
-                "seq": event.seq,
-                "instrument": event.instrument,
-                "qty": event.qty
-            }
-            if event.year is not None:
-                surrendered["year"] = event.year
-            reports.append((event.account, surrendered))
+            reports.append((event.account,
+                            SurrenderedReport(event.seq, event.instrument, event.qty, event.year)))
 
-    def clearing_report(self, event) -> dict:
-        """A clearing event as the account's report: its fields, prices as decimal
-        strings on the instrument's tick and amounts as decimal cash strings."""
-        report = {"report": _CLEARING_REPORTS[type(event)], "seq": event.seq}
-        for name in event.__struct_fields__:
-            if name in ("seq", "account"):
-                continue
-            value = getattr(event, name)
-            if name in _CLEARING_PRICES and value is not None:
-                symbol = event.underlying if name == "strike" else event.instrument
-                value = self.price(symbol, value)
-            elif name in _CLEARING_CASH:
-                currency = getattr(event, "currency", None) or self._currency[event.instrument]
-                value = format_cash(currency, value)
-            report[name] = value
-        return report
+    def clearing_report(self, event) -> Report:
+        """A clearing event as the account's report: its fields but the account, prices
+        as decimal strings on the instrument's tick (a strike on the underlying's) and
+        amounts as decimal cash strings."""
+        kind = type(event)
+        seq = event.seq
+        if kind is VariationMargin:
+            return VariationMarginReport(seq, event.instrument, event.position,
+                                         format_cash(event.currency, event.amount), event.currency)
+        if kind is MarginCalled:
+            currency = event.currency
+            return MarginCallReport(seq, format_cash(currency, event.equity),
+                                    format_cash(currency, event.maintenance),
+                                    format_cash(currency, event.initial), currency)
+        if kind is MarginCallMet:
+            return MarginCallMetReport(seq, format_cash(event.currency, event.equity),
+                                       event.currency)
+        if kind is PositionClosedOut:
+            return ClosedOutReport(seq, event.instrument, event.qty,
+                                   self.price(event.instrument, event.price), event.via)
+        if kind is DefaultRecorded:
+            return DefaultReport(seq, format_cash(event.currency, event.amount), event.currency,
+                                 event.reason)
+        if kind is DeliverySettled:
+            return DeliveryReport(seq, event.instrument, event.underlying, event.side,
+                                  event.tonnes,
+                                  format_cash(self._currency[event.instrument], event.cash))
+        if kind is DeliveryFailed:
+            return DeliveryFailedReport(seq, event.instrument, event.tonnes,
+                                        format_cash(self._currency[event.instrument],
+                                                    event.penalty))
+        if kind is OptionExercised:
+            return ExercisedReport(seq, event.instrument, event.underlying, event.lots,
+                                   self.price(event.underlying, event.strike))
+        raise TypeError(f"not a clearing event: {kind.__name__}")
 
     def public_trade(self, event: TradeExecuted) -> dict:
         """A trade as market data: no accounts, no order ids."""
