@@ -178,7 +178,8 @@ class _Spec:
         self.band = band  # around the current reference price; None = no band
         self.stops: _Stops | None = None
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
-        # Profiled: one set lookup instead of four rules for each order's quantity.
+        # Profiled (benchmarks/contenders.py): one set lookup instead of four rules for each order's
+        # quantity.
         self.quantities: set[int] = set()  # valid order quantities (bounded by use)
 
 
@@ -215,12 +216,12 @@ class Engine:
         self.market = market
         self._instruments: dict[str, Instrument] = dict(market.instruments)
         self._ctr = Counters()
-        # The registry, shared with the books: order id -> the live order; for an id
-        # used today whose order is done, None or the done order (qty 0): a resting
-        # order that fills stays, as writing there would cost a cache miss in a big
-        # book. Ids are unique per trading day; the end of the day clears done ids.
-        # Profiled: one table for both jobs; a separate set of today's ids cost about
-        # 240 ns per new order (benchmarks/, a million ids a day).
+        # The registry, shared with the books: order id -> the live order; for an id used today
+        # whose order is done, None or the done order (qty 0): a resting order that fills stays, as
+        # writing there would cost a cache miss in a big book. Ids are unique per trading day; the
+        # end of the day clears done ids. Profiled (benchmarks/contenders.py): one table for both
+        # jobs; a separate set of today's ids cost about 240 ns per new order (benchmarks/, a
+        # million ids a day).
         self._live: dict[str, Order | None] = {}
         self._books: dict[str, OrderBook] = {
             sym: book(sym, self._ctr, self._live)
@@ -247,7 +248,7 @@ class Engine:
         self.rejected = 0
         self.rejects: dict[str, int] = {}  # rejected commands by reason
         # (account, command_id) -> the events of its command, and the keys oldest first.
-        # Profiled: a dict alone, emptied from the front, makes each eviction scan the
+        # Measured: a dict alone, emptied from the front, makes each eviction scan the
         # dead entries before the first live one (90 us an id at W = 100,000).
         self.command_window = command_window
         # Ids of done orders are kept for the day (an id is unique per day), but at most
@@ -294,9 +295,9 @@ class Engine:
         # 2. validate, 3. hold, 4. match, 5. stops
         first = len(out)
         settled = self._handlers[type(command)](command, out)
-        # 6. settle. Profiled: most commands give one event that moves nothing (an order
-        # that rests, a rejection), so settlement looks only where there is more; a
-        # cancel, the one command whose single event frees a hold, releases it itself.
+        # 6. settle. Profiled (benchmarks/ledger.py): most commands give one event that moves
+        # nothing (an order that rests, a rejection), so settlement looks only where there is more;
+        # a cancel, the one command whose single event frees a hold, releases it itself.
         if not settled and len(out) - first > 1:
             self._ledger.settle(out, first)
         if key is not None:
@@ -388,8 +389,9 @@ class Engine:
 
     # --- new order ---------------------------------------------------------------------
     def _place(self, cmd: PlaceOrder, out: list[Event]) -> None:
-        # Profiled hot path: the common limit order takes the fewest branches; the rarer
-        # features (stops, icebergs, post-only, gtd) are checked in _check_features.
+        # Profiled hot path (benchmarks/contenders.py): the common limit order takes the fewest
+        # branches; the rarer features (stops, icebergs, post-only, gtd) are checked in
+        # _check_features.
         # 2. validate. The first rule broken is the reason.
         symbol = cmd.instrument
         spec = self._specs.get(symbol)
@@ -458,7 +460,8 @@ class Engine:
         ctr.seq = seq = ctr.seq + 1
         self.accepted += 1
         if plain:
-            # Profiled: only the fields that differ from their defaults are passed.
+            # Profiled (benchmarks/contenders.py): only the fields that differ from their defaults
+            # are passed.
             out.append(
                 OrderAccepted(order_id=order_id, account=account, instrument=symbol, side=cmd.side,
                               type=cmd.type, tif=cmd.tif, price=price or None, qty=qty,
@@ -466,7 +469,8 @@ class Engine:
             order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
                           STP_CODES[stp_name], False, 0, 0, seq)
             if kind == LIMIT and not spec.stops:
-                # Profiled: the commonest order goes straight to its book (4. match).
+                # Profiled (benchmarks/contenders.py): the commonest order goes straight to its book
+                # (4. match).
                 spec.book.submit(order, out)
                 if not order.qty:
                     self._live[order_id] = None
@@ -493,8 +497,8 @@ class Engine:
             if book.last_price is not None:
                 self._run_stops(symbol, book, stops, out)
             return None
-        # The book enters the order in the registry if it rests; an order that does not
-        # rest leaves its id used for the day. Profiled: one dict write for an order
+        # The book enters the order in the registry if it rests; an order that does not rest leaves
+        # its id used for the day. Profiled (benchmarks/contenders.py): one dict write for an order
         # that rests, not two.
         if kind == MARKET:
             self._live[order_id] = None
@@ -1004,8 +1008,8 @@ class Engine:
                                 volume=book.volume, day_volume=book.day_volume,
                                 day_notional=str(book.day_notional), bids=listed[0],
                                 asks=listed[1], stop_buys=listed[2], stop_sells=listed[3]))
-        # Every live order is listed above, under its id: the others are done today.
-        # Profiled: looking up the id, not the order, spares a cache miss per order.
+        # Every live order is listed above, under its id: the others are done today. Profiled
+        # (benchmarks/snapshot.py): looking up the id, not the order, spares a cache miss per order.
         live = self._live
         registry: list[int | str] = [place.get(order_id, order_id) for order_id in live]
         gtd = [

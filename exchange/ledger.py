@@ -101,8 +101,8 @@ class _Hold(msgspec.Struct, gc=False):
     hold just shrinks with each fill until the order ends.
     """
 
-    # Profiled: a Struct is built in C, markedly cheaper than a Python __init__; gc=False
-    # as holds reference holdings only, never themselves.
+    # Profiled (benchmarks/ledger.py): a Struct is built in C, markedly cheaper than a Python
+    # __init__; gc=False as holds reference holdings only, never themselves.
     holding: Holding
     other: Holding
     amount: int
@@ -212,7 +212,7 @@ class Ledger:
                 book: OrderBook | None = None) -> str | int | None:
         """Hold what a new order needs before it is accepted.
 
-        A limit or stop-limit order needs only the first six arguments (profiled: the
+        A limit or stop-limit order needs only the first six arguments (benchmarks/ledger.py: the
         common call stays short); market and stop orders pass their kind, ``priced``
         False, their self-trade mode, the band and the book.
 
@@ -226,7 +226,7 @@ class Ledger:
             return reasons.INSUFFICIENT_CASH if is_buy else reasons.INSUFFICIENT_ALLOWANCES
         if acct.status != OPEN and not (self.closing_out and acct.status == SUSPENDED):
             return _status_reason(acct)
-        # Profiled (ledger replay): the terms and both holdings in one lookup, once known.
+        # Profiled (benchmarks/ledger.py): the terms and both holdings in one lookup, once known.
         terms = acct.spot.get(symbol)
         if terms is None:
             currency, spot, unit, fee, limit = self._terms[symbol]
@@ -277,7 +277,7 @@ class Ledger:
                            False)
                 return result
         amount = price * qty * unit
-        amount += amount * fee // FEE_SCALE  # cash_needed, inlined (profiled hot path)
+        amount += amount * fee // FEE_SCALE  # cash_needed, inlined (benchmarks/ledger.py)
         if cash.available < amount:
             return reasons.INSUFFICIENT_CASH
         if position is _EMPTY:
@@ -336,7 +336,7 @@ class Ledger:
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
         cancelled and expired orders give back what they held.
         """
-        # Profiled (ledger replay): each trade settles inline here rather than in a
+        # Profiled (benchmarks/ledger.py): each trade settles inline here rather than in a
         # call of its own, and the registry's tally is asked for once per command.
         holds = self._holds
         tally: tuple[list[int], dict[str, int] | None] | None = None

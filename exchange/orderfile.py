@@ -144,7 +144,7 @@ class _Reader:
         # Each distinct string is checked once; both row paths read these tables.
         self.numbers = _Lookup(_number_or_bad)
         self.integers = _Lookup(_int_or_bad)
-        # Profiled (end-to-end replay): one shared str per distinct account, instrument
+        # Profiled (benchmarks/endtoend.py): one shared str per distinct account, instrument
         # and side instead of a copy in every row: a million commands hold a third less
         # memory, and the engine compares and hashes them by identity.
         self.names = _Names()
@@ -367,7 +367,7 @@ class RowReader(_Reader):
 
     def row(self, row: _Row) -> AnyCommand:
         """Return the command of *row*, or raise ``RowError`` naming the problem."""
-        # Profiled (the gateway, batched orders): a plain new order skips the text round
+        # Profiled (benchmarks/gateway.py, batched): a plain new order skips the text round
         # trip of every field, about a fifth of the gateway's time; anything else, or
         # anything wrong, takes the shared path, which builds the same command or names
         # the problem.
@@ -460,7 +460,7 @@ def _parse_csv(data: bytes, name: str, reader: _Reader,
             data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise _not_utf8(name, data, exc) from None
-    # Profiled (end-to-end replay): the text is decoded as the rows are read. Decoding
+    # Profiled (benchmarks/endtoend.py): the text is decoded as the rows are read. Decoding
     # it whole first held the file three more times over (the str, and io.StringIO's
     # copy at four bytes a character), and each fresh page costs its first touch.
     rows = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
@@ -514,10 +514,10 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
     """Convert CSV rows (an iterator, taken a batch at a time) to commands, appended to
     *commands* (a new list if ``None``) and returned; raise ``_RowError`` at a bad row.
 
-    Profiled: per-row method calls and int() dominated decoding. The common new and
-    cancel rows are built inline here, each distinct price, quantity and ts string being
-    checked once into a lookup table; any other row, or any value the tables reject,
-    goes to ``_Reader.command``, which builds the same command or names the problem.
+    Profiled (benchmarks/endtoend.py): per-row method calls and int() dominated decoding. The common
+    new and cancel rows are built inline here, each distinct price, quantity and ts string being
+    checked once into a lookup table; any other row, or any value the tables reject, goes to
+    ``_Reader.command``, which builds the same command or names the problem.
     """
     row: list[str] | None
     side: str | None  # then the order's side, None if unknown
@@ -526,7 +526,7 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
     names = reader.names
     integers = reader.integers
     types, tifs, stps, sides = _TYPES, _TIFS, _STPS, _SIDES
-    # Profiled (end-to-end replay): a file of the pinned columns alone takes only those
+    # Profiled (benchmarks/endtoend.py): a file of the pinned columns alone takes only those
     # nine from each row; the rest stay empty.
     columns = picks(range(width + 1))  # each field's column; width: not in the file
     pinned = all(column == width for column in columns[_PINNED:])
@@ -660,7 +660,7 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
     make = reader.command
     commands: list[AnyCommand] = []
     estimate = data.count(b"\n") + 1
-    # Profiled (end-to-end replay): the file is split a slice of about _NDJSON_SLICE
+    # Profiled (benchmarks/endtoend.py): the file is split a slice of about _NDJSON_SLICE
     # bytes at a time, not into all its lines at once; a million lines held as bytes and
     # numbered tuples were most of the 870 MB such a replay took.
     start = 0
@@ -679,8 +679,8 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
         # One decode per slice: far faster than one per line.
         text = b"[" + b",".join(ln for _, ln in numbered) + b"]"
         try:
-            # Profiled (NDJSON replay): a slice whose rows have only the pinned keys, of
-            # their plain JSON types, goes through the CSV rows' fast path as text.
+            # Profiled (benchmarks/endtoend.py, NDJSON): a slice whose rows have only the pinned
+            # keys, of their plain JSON types, goes through the CSV rows' fast path as text.
             pinned = _PINNED_DECODER.decode(text)
         except msgspec.DecodeError:
             pass

@@ -58,10 +58,10 @@ class _Draining:
 class OrderedSender(_Draining):
     """Publishes in call order with at most *window* publishes awaiting the broker.
 
-    Profiled: aiomqtt counts its pending calls on every publish and paho scans its
-    in-flight table on every acknowledgement, so thousands of outstanding publishes made
-    each one cost O(n); a small window keeps both short while messages queue here.
-    Publish tasks start in creation order, so messages leave in call order.
+    Profiled (benchmarks/gateway.py): aiomqtt counts its pending calls on every publish and paho
+    scans its in-flight table on every acknowledgement, so thousands of outstanding publishes made
+    each one cost O(n); a small window keeps both short while messages queue here. Publish tasks
+    start in creation order, so messages leave in call order.
     """
 
     def __init__(self, client, window: int = 64, log: logging.Logger | None = None) -> None:

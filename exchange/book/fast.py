@@ -277,7 +277,7 @@ class FastBook:
         The order comes in showing what it should (``visible_of(display, qty)``); the
         sweep keeps that so, and the order rests as it is.
         """
-        # Hot path (profiled): resting is inlined here rather than a method call.
+        # Hot path (benchmarks/contenders.py): resting is inlined here rather than a method call.
         price = order.price
         if order.is_buy:
             opposite, own, limit, key = self._asks, self._bids, price, -price

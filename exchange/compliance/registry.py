@@ -260,7 +260,7 @@ class Registry:
         moves. Only instruments whose trades count (``counts_trades``) are tallied: the
         ledger adds each such trade's notional and quantity to the month, and in those
         years the quantity to the seller's net sales and takes it from the buyer's."""
-        # Profiled (ledger replay): working out the month per trade was a tenth of the
+        # Profiled (benchmarks/ledger.py): working out the month per trade was a tenth of the
         # ledger's time; it is worked out again only when the clock has moved.
         if self.clock != self._month_clock:
             self._month_clock = self.clock

@@ -149,10 +149,10 @@ class GatewayCore:
                 self._answers.append((account, report))
             return
         # The engine's time is the gateway's clock when the message came in, never
-        # going back (profiled: stamped here rather than copied into each command).
+        # going back (benchmarks/gateway.py: stamped here rather than copied into each command).
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(account, payload)
-        # Profiled (batched orders): counted in C, not by a generator per item.
+        # Profiled (benchmarks/gateway.py, batched): counted in C, not by a generator per item.
         turned_away = list(map(type, items)).count(RejectedReport)
         commands = len(items) - turned_away
         if commands:
@@ -275,8 +275,8 @@ class GatewayCore:
             result = out[0]
             command_id = command.command_id
             if command_id is not None:
-                # Profiled: the common answer is the first report, to the sender, an
-                # accepted one.
+                # Profiled (benchmarks/gateway.py): the common answer is the first report, to the
+                # sender, an accepted one.
                 first = made[0][1] if made else None
                 if (type(first) is AcceptedReport and type(result) is not CommandRejected
                         and made[0][0] == command.account and first.seq == result.seq):
@@ -404,7 +404,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
                 # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
                 # lost connection (bots resend what stays unanswered) and cost a PUBACK
-                # written for every order message read (profiled under a flood).
+                # written for every order message read (benchmarks/fairness.py).
                 await client.subscribe(ORDERS_FILTER, qos=0)
                 log.info("gateway connected to %s:%d", host, port)
                 if ready is not None:

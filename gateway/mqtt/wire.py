@@ -218,12 +218,11 @@ _PRICES_KEPT = 4096
 class Report(msgspec.Struct, tag_field="report", omit_defaults=True, gc=False):
     """An execution report: one subclass per kind, its tag the ``report`` key, encoded first.
 
-    Profiled (accepted and fill reports, the commonest by far): a struct is built and
-    encoded in about a third of a dict's time. Built positionally where the fields allow;
-    a field without a default is always encoded (``null`` included), one with a default
-    only when it holds something else. Every report the gateway makes ends with
-    ``duplicate`` (``true`` on a resent command's answers) and ``command_id`` (on the
-    report that answers a command)."""
+    Profiled (benchmarks/gateway.py; accepted and fill reports, the commonest by far): a struct is
+    built and encoded in about a third of a dict's time. Built positionally where the fields allow;
+    a field without a default is always encoded (``null`` included), one with a default only when it
+    holds something else. Every report the gateway makes ends with ``duplicate`` (``true`` on a
+    resent command's answers) and ``command_id`` (on the report that answers a command)."""
 
 
 class _Answering(Report, kw_only=True):
@@ -424,7 +423,7 @@ class ReportMaker:
     def __init__(self, market: Market) -> None:
         self._ticks = {symbol: inst.tick for symbol, inst in market.instruments.items()}
         self._currency = {symbol: inst.currency for symbol, inst in market.instruments.items()}
-        # Profiled (the gateway, batched orders): prices repeat, so each instrument's
+        # Profiled (benchmarks/gateway.py, batched): prices repeat, so each instrument's
         # formatted prices are remembered (bounded: cleared past _PRICES_KEPT).
         self._texts: dict[str, dict[int, str]] = {symbol: {} for symbol in self._ticks}
 

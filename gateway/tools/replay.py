@@ -84,8 +84,8 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
     decode_progress = ((lambda done, total: progress.update("reading", done, total))
                        if progress else None)
 
-    # Profiled: with a million live objects the cyclic collector cost more than the
-    # decoding itself. Nothing here makes cycles that need it, so pause it meanwhile.
+    # Profiled (benchmarks/endtoend.py): with a million live objects the cyclic collector cost more
+    # than the decoding itself. Nothing here makes cycles that need it, so pause it meanwhile.
     collecting = gc.isenabled()
     gc.disable()
     try:
