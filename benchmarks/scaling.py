@@ -50,6 +50,15 @@ def _run(engine: Engine, commands: list) -> float:
         gc.enable()
 
 
+def _per_message(commands: list, runs: list[float]) -> dict:
+    """The message count, each run's seconds and the spread of nanoseconds a message."""
+    return {
+        "messages": len(commands),
+        "runs_s": [round(s, 6) for s in runs],
+        "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1)
+    }
+
+
 def deep_orders(count: int, low: int, high: int, symbol: str = "CEA25") -> list[PlaceOrder]:
     """Return *count* limit orders that rest without trading: buys below tick *low*,
     sells above tick *high*, over up to ``MAX_LEVELS`` levels a side.
@@ -100,9 +109,7 @@ def resting(count: int, path: str, *, repeat: int = 3) -> dict:
         del engine
     return {
         "resting": count,
-        "messages": len(commands),
-        "runs_s": [round(s, 6) for s in runs],
-        "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
+        **_per_message(commands, runs),
         "bytes_per_order": round(min(grown), 1) if grown else None,
         "trades": sorted(trades),
         "levels_per_side": max(1, min(MAX_LEVELS, count // 2))
@@ -139,13 +146,7 @@ def instruments(count: int, path: str, *, repeat: int = 3) -> dict:
         runs.append(_run(engine, commands))
         trades.add(engine.trades)
         del engine
-    return {
-        "instruments": count,
-        "messages": len(commands),
-        "runs_s": [round(s, 6) for s in runs],
-        "ns_per_msg": spread([s / len(commands) * 1e9 for s in runs], 1),
-        "trades": sorted(trades)
-    }
+    return {"instruments": count, **_per_message(commands, runs), "trades": sorted(trades)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Small market files the clearing tests share (TOML text for ``parse_market``)."""
+"""Small market files the clearing tests share (TOML text for ``parse_market``), and the
+gateway tests' new-order message."""
 
 from __future__ import annotations
 
@@ -28,3 +29,16 @@ initial_margin = "8000.00"
     if maintenance is not None:
         text += f'maintenance_margin = "{maintenance}"\n'
     return text
+
+
+def order(order_id, side, price, qty=10, **extra) -> dict:
+    """A gateway ``new`` order message on ``CEA25`` (more fields in *extra*)."""
+    return {
+        "action": "new",
+        "order_id": order_id,
+        "instrument": "CEA25",
+        "side": side,
+        "price": price,
+        "qty": qty,
+        **extra
+    }

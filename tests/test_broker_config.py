@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -51,6 +52,13 @@ def client(broker: Broker, user: str) -> Any:
     aiomqtt = require_module("aiomqtt")
     return aiomqtt.Client(**broker.login(user), identifier=f"{user}-{secrets.token_hex(4)}",
                           timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def clients(broker: Broker, *users: str) -> AsyncIterator[list[Any]]:
+    """One connected ``client`` for each of *users*, in order, for the block."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(client(broker, user)) for user in users]
 
 
 async def receive_until(mqtt: Any, marker: bytes) -> Received:
@@ -256,9 +264,7 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused(mosquitto_broker:
 def test_orders_reach_the_gateway_only_from_their_own_account(mosquitto_broker: Broker) -> None:
 
     async def scenario() -> tuple[Received, Received]:
-        async with (client(mosquitto_broker,
-                           GATEWAY_USER) as gateway, client(mosquitto_broker, "alice") as
-                    alice, client(mosquitto_broker, "bob") as bob):
+        async with clients(mosquitto_broker, GATEWAY_USER, "alice", "bob") as (gateway, alice, bob):
             await gateway.subscribe("cx/v1/orders/+", qos=1)
             await bob.publish("cx/v1/orders/bob", b"bob-order", qos=1)
             bob_seen = await receive_until(gateway, b"bob-order")
@@ -279,9 +285,7 @@ def test_orders_reach_the_gateway_only_from_their_own_account(mosquitto_broker: 
 def test_accounts_read_only_their_reports_and_market_data(mosquitto_broker: Broker) -> None:
 
     async def scenario() -> tuple[Received, Received]:
-        async with (client(mosquitto_broker,
-                           GATEWAY_USER) as gateway, client(mosquitto_broker, "alice") as
-                    alice, client(mosquitto_broker, "bob") as bob):
+        async with clients(mosquitto_broker, GATEWAY_USER, "alice", "bob") as (gateway, alice, bob):
             await bob.subscribe("cx/v1/exec/bob", qos=1)
             for topic in ("cx/v1/exec/alice", "cx/v1/md/#"):
                 await alice.subscribe(topic, qos=1)
@@ -306,8 +310,7 @@ def test_accounts_read_only_their_reports_and_market_data(mosquitto_broker: Brok
 def test_wildcard_subscription_sees_nothing_of_other_accounts(mosquitto_broker: Broker) -> None:
 
     async def scenario() -> Received:
-        async with (client(mosquitto_broker, GATEWAY_USER) as
-                    gateway, client(mosquitto_broker, "alice") as alice):
+        async with clients(mosquitto_broker, GATEWAY_USER, "alice") as (gateway, alice):
             await alice.subscribe("#", qos=1)
             await gateway.publish("cx/v1/exec/bob", b"bob-report", qos=1)
             await gateway.publish("cx/v1/exec/alice", b"marker", qos=1)
@@ -455,7 +458,7 @@ def test_restart_keeps_the_port(mosquitto_broker: Broker) -> None:
     old_pid, port = broker.mosquitto.pid, broker.port
 
     async def round_trip() -> Received:
-        async with client(broker, GATEWAY_USER) as gateway, client(broker, "alice") as alice:
+        async with clients(broker, GATEWAY_USER, "alice") as (gateway, alice):
             await gateway.subscribe("cx/v1/orders/alice", qos=1)
             await alice.publish("cx/v1/orders/alice", b"ping", qos=1)
             return await receive_until(gateway, b"ping")

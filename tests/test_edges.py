@@ -21,16 +21,13 @@ import msgspec
 import pytest
 from mosquitto import (  # noqa: F401  (the fixtures that ``broker`` asks for)
     Broker, Mosquitto, free_port, mosquitto_broker, mosquitto_factory, require_mosquitto)
+from test_gateway_cli import FUNDING, trade
 
 from exchange import Engine, default_market
 from exchange.commands import (AnyCommand, CancelOrder, MassCancel, OpenAccount, PlaceOrder)
 from exchange.journal import create_journal
 from gateway.mqtt.brokerconfig import write_broker_config
 from gateway.mqtt.serve import BrokerAddress, ServeError, probe_broker, resolve_broker
-
-FUNDING = ("action,account,instrument,qty\n"
-           "deposit,alice,CNY,100000\nissue,alice,CEA25,1000\n"
-           "deposit,bob,CNY,100000\n")
 
 
 def carbonx(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -177,19 +174,6 @@ def test_bad_password_options_are_usage_errors(tmp_path: Path, args: list[str],
     assert not (tmp_path / "j").exists()
 
 
-def _trade(port: int, credentials: dict[str, str]) -> tuple[dict, dict]:
-    from gateway.bots.client import ExchangeClient
-
-    async def go() -> tuple[dict, dict]:
-        async with (ExchangeClient("alice", credentials["alice"], port=port) as
-                    alice, ExchangeClient("bob", credentials["bob"], port=port) as bob):
-            sold = await alice.place("CEA25", "sell", 100, "60.00", order_id="s1")
-            bought = await bob.place("CEA25", "buy", 100, "60.00", order_id="b1")
-            return sold, bought
-
-    return asyncio.run(asyncio.wait_for(go(), 30))
-
-
 @pytest.mark.parametrize("source", ["file", "environment"])
 def test_serve_joins_mosquitto_with_the_password_off_the_command_line(tmp_path: Path,
                                                                       broker: Broker,
@@ -207,7 +191,7 @@ def test_serve_joins_mosquitto_with_the_password_off_the_command_line(tmp_path: 
     try:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline  # not for other users' ps to see
-        sold, bought = _trade(broker.port, broker.credentials)
+        sold, bought = trade(broker.port, broker.credentials)
     finally:
         code, err = stop(process)
     assert code == 0, err

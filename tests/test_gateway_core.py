@@ -7,7 +7,7 @@ import json
 
 import msgspec
 import pytest
-from markets import futures_market
+from markets import futures_market, order
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
@@ -15,18 +15,6 @@ from exchange.journal import create_journal, recover
 from exchange.market import parse_market
 from gateway.mqtt.service import GatewayCore, GatewaySettings
 from gateway.protocol import MAX_COMMANDS, MAX_PAYLOAD, account_of
-
-
-def order(order_id, side, price, qty=10, **extra):
-    return {
-        "action": "new",
-        "order_id": order_id,
-        "instrument": "CEA25",
-        "side": side,
-        "price": price,
-        "qty": qty,
-        **extra
-    }
 
 
 def decode(payload: bytes):

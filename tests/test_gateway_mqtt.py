@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from markets import futures_market
+from markets import futures_market, order
 from mosquitto import require_clients
 
 from exchange import Engine, default_market
@@ -74,18 +74,6 @@ async def exchange(broker, core: GatewayCore | None = None):
 
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, LIMIT))
-
-
-def order(order_id, side, price, qty=10, **extra):
-    return {
-        "action": "new",
-        "order_id": order_id,
-        "instrument": "CEA25",
-        "side": side,
-        "price": price,
-        "qty": qty,
-        **extra
-    }
 
 
 async def collect(client: ExchangeClient, count: int, timeout: float = 5.0) -> list[dict]:

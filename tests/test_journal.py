@@ -80,6 +80,22 @@ def journal_commands(directory: Path, commands: list, group: int = 100,
     return engine
 
 
+def write_old_journal(directory: Path, version: int, frames: list) -> tuple[Path, list[bytes]]:
+    """Write a journal of the old format *version* (1 or 2): ``meta.json`` and one segment
+    of frames with the old header (length, payload CRC, first seq), one for each ``(first
+    seq, payload object)`` of *frames*. Return the segment and its frames' bytes."""
+    directory.mkdir()
+    meta = {"format": f"carbonx-journal/{version}", "ledger": True, "market": MARKET.text}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    framed = []
+    for seq, item in frames:
+        payload = msgspec.msgpack.encode(item)
+        framed.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
+    segment = directory / "journal-000000000001.cxj"
+    segment.write_bytes(b"".join(framed))
+    return segment, framed
+
+
 # --- recovery without a crash -----------------------------------------------------------------
 def test_recovery_gives_the_same_state(tmp_path, commands):
     engine = journal_commands(tmp_path / "j", commands[:5000])
@@ -158,14 +174,7 @@ def test_a_long_group_is_framed_in_pieces_and_recovers_whole(tmp_path, commands)
 
 def test_a_format_1_journal_one_command_a_frame_is_still_read(tmp_path, commands):
     directory = tmp_path / "j"
-    directory.mkdir()
-    meta = {"format": "carbonx-journal/1", "ledger": True, "market": MARKET.text}
-    (directory / "meta.json").write_text(json.dumps(meta))
-    frames = []
-    for seq, command in enumerate(commands[:500], 1):
-        payload = msgspec.msgpack.encode(command)
-        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
-    (directory / "journal-000000000001.cxj").write_bytes(b"".join(frames))
+    write_old_journal(directory, 1, list(enumerate(commands[:500], 1)))
     recovered = recover(directory)
     assert recovered.seq == 500
     assert recovered.engine.state_hash() == prefix_hashes(commands, [500])[500]

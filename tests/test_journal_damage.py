@@ -20,7 +20,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_journal import (FRAME_HEADER, MARKET, SEGMENT_HEADER, journal_commands, prefix_hashes)
+from test_journal import (FRAME_HEADER, MARKET, SEGMENT_HEADER, journal_commands, prefix_hashes,
+                          write_old_journal)
 
 from exchange import Engine
 from exchange.journal import (FORMAT, JournalDamage, JournalError, _write_snapshot, cut_journal,
@@ -68,6 +69,13 @@ def journal(tmp_path, pristine) -> Path:
     directory = tmp_path / "j"
     shutil.copytree(pristine, directory)
     return directory
+
+
+def format_2_journal(directory: Path, commands: list) -> tuple[Path, list[bytes]]:
+    """A format-2 journal of the first 1,000 *commands*, in ten frames of 100: its one
+    segment and the frames' bytes."""
+    return write_old_journal(directory, 2,
+                             [(seq, commands[seq - 1:seq + 99]) for seq in range(1, 1001, 100)])
 
 
 def contents(directory: Path) -> dict[str, bytes]:
@@ -379,15 +387,7 @@ def test_a_segment_start_interrupted_before_its_rename_is_read_as_empty(journal,
 def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
         tmp_path, commands, hashes):
     directory = tmp_path / "j"
-    directory.mkdir()
-    meta = {"format": "carbonx-journal/2", "ledger": True, "market": MARKET.text}
-    (directory / "meta.json").write_text(json.dumps(meta))
-    frames = []
-    for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
-        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
-    segment = directory / "journal-000000000001.cxj"
-    segment.write_bytes(b"".join(frames))
+    segment, frames = format_2_journal(directory, commands)
     assert recover(directory).engine.state_hash() == prefix_hashes(commands, [1000])[1000]
     third = len(frames[0]) + len(frames[1])
     data = bytearray(segment.read_bytes())
@@ -414,15 +414,7 @@ def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
 
 def test_a_format_2_journal_cut_inside_an_old_segment_stays_readable(tmp_path, commands):
     directory = tmp_path / "j"
-    directory.mkdir()
-    meta = {"format": "carbonx-journal/2", "ledger": True, "market": MARKET.text}
-    (directory / "meta.json").write_text(json.dumps(meta))
-    frames = []
-    for seq in range(1, 1001, 100):
-        payload = msgspec.msgpack.encode(commands[seq - 1:seq + 99])
-        frames.append(struct.pack("<IIQ", len(payload), zlib.crc32(payload, seq), seq) + payload)
-    old = directory / "journal-000000000001.cxj"
-    old.write_bytes(b"".join(frames))
+    old, frames = format_2_journal(directory, commands)
     _, writer = reopen_journal(directory)  # converted: the old segment sealed as it is
     writer.close()
     flip(old, len(frames[0]) + len(frames[1]) + 30)  # the third frame's payload

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import pytest
 from markets import futures_market
 
 from exchange.market import format_cash
@@ -43,13 +45,23 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_path):
-    orders = tmp_path / "o.csv"
-    orders.write_text(ORDERS)
-    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--holdings",
-                         tmp_path / "h.csv")
+@pytest.fixture
+def orders(tmp_path) -> Path:
+    """``ORDERS`` in a file."""
+    path = tmp_path / "o.csv"
+    path.write_text(ORDERS)
+    return path
+
+
+def replay_json(capsys, orders: Path, *args) -> dict:
+    """``carbonx replay ORDERS --ledger --json ARGS``, which must succeed: its summary."""
+    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", *args)
     assert code == 0, err
-    summary = json.loads(out)
+    return json.loads(out)
+
+
+def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_path, orders):
+    summary = replay_json(capsys, orders, "--holdings", tmp_path / "h.csv")
     assert (summary["messages"], summary["accepted"], summary["rejected"]) == (8, 5, 3)
     assert summary["rejects"] == {
         "duplicate_command": 1,
@@ -63,9 +75,7 @@ def test_replay_with_ledger_writes_the_holdings_worked_out_by_hand(capsys, tmp_p
 
 
 def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_rows(
-        capsys, tmp_path):
-    orders = tmp_path / "o.csv"
-    orders.write_text(ORDERS)
+        capsys, orders):
     code, out, _ = run(capsys, "replay", orders, "--json")
     summary = json.loads(out)
     # Without risk checks b2 and s2 are accepted (b2 rests, s2 crosses b2); dep-1's
@@ -74,13 +84,8 @@ def test_matching_only_replay_of_the_same_file_trades_alike_and_ignores_ledger_r
     assert summary["trades"] == 2
 
 
-def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path):
-    orders = tmp_path / "o.csv"
-    orders.write_text(ORDERS)
-    code, out, err = run(capsys, "replay", orders, "--ledger", "--json", "--journal",
-                         tmp_path / "j")
-    assert code == 0, err
-    replayed = json.loads(out)
+def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path, orders):
+    replayed = replay_json(capsys, orders, "--journal", tmp_path / "j")
     code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -95,9 +100,7 @@ def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path):
     assert recover(tmp_path / "j").engine.state_hash() == replayed["state_hash"]
 
 
-def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path):
-    orders = tmp_path / "o.csv"
-    orders.write_text(ORDERS)
+def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path, orders):
     for option, value in (("--journal", tmp_path / "j"), ("--holdings", tmp_path / "h.csv")):
         code, _, err = run(capsys, "replay", orders, option, value)
         assert code == 2 and "needs --ledger" in err and "Traceback" not in err

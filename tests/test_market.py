@@ -240,10 +240,13 @@ def test_load_market_from_file(tmp_path):
         load_market(tmp_path / "nope.toml")
 
 
+GOOD_X = '[instruments.X]\ntick = "0.01"\n'  # nothing wrong with it: the rows add one bad key
+
+
 @pytest.mark.parametrize(
     "body,fragments",
     [
-        ('[instruments.X]\ntick = "0.01"\ncolour = "red"\n', ["'X'", "colour"]),
+        (GOOD_X + 'colour = "red"\n', ["'X'", "colour"]),
         ('[instruments.X]\ntick = "0"\n', ["'X'", "tick", "positive"]),
         ("[instruments.X]\ntick = 0\n", ["'X'", "tick"]),
         ('[instruments.X]\ntick = "-0.01"\n', ["'X'", "tick"]),
@@ -251,20 +254,18 @@ def test_load_market_from_file(tmp_path):
         ('[instruments.X]\ntick = "abc"\n', ["'X'", "tick"]),
         ("[instruments.X]\ntick = true\n", ["'X'", "tick"]),
         ('[instruments.X]\nkind = "spot"\n', ["'X'", "tick"]),
-        ('[instruments.X]\ntick = "0.01"\nmin_qty = 10\nmax_qty = 5\n',
-         ["'X'", "min_qty", "max_qty", "10", "5"]),
-        ('[instruments.X]\ntick = "0.01"\nqty_step = 0\n', ["'X'", "qty_step"]),
-        ('[instruments.X]\ntick = "0.01"\nqty_step = 3\nmax_qty = 10\n', ["'X'", "qty_step"]),
-        ('[instruments.X]\ntick = "0.01"\nreference_price = "60.001"\n',
-         ["'X'", "reference_price", "60.001", "0.01"]),
+        (GOOD_X + 'min_qty = 10\nmax_qty = 5\n', ["'X'", "min_qty", "max_qty", "10", "5"]),
+        (GOOD_X + 'qty_step = 0\n', ["'X'", "qty_step"]),
+        (GOOD_X + 'qty_step = 3\nmax_qty = 10\n', ["'X'", "qty_step"]),
+        (GOOD_X + 'reference_price = "60.001"\n', ["'X'", "reference_price", "60.001", "0.01"]),
         ('[instruments.X]\ntick = "0.05"\nreference_price = 60.01\n', ["'X'", "reference_price"]),
-        ('[instruments.X]\ntick = "0.01"\nreference_price = 0\n', ["'X'", "reference_price"]),
-        ('[instruments.X]\ntick = "0.01"\nband = 0\n', ["'X'", "band"]),
-        ('[instruments.X]\ntick = "0.01"\nband = 1\n', ["'X'", "band"]),
-        ('[instruments.X]\ntick = "0.01"\nband = 1.5\n', ["'X'", "band"]),
-        ('[instruments.X]\ntick = "0.01"\nband = -0.1\n', ["'X'", "band"]),
-        ('[instruments.X]\ntick = "0.01"\nband = "10%"\n', ["'X'", "band"]),
-        ('[instruments.X]\ntick = "0.01"\nkind = "swap"\n', ["'X'", "kind", "swap"]),
+        (GOOD_X + 'reference_price = 0\n', ["'X'", "reference_price"]),
+        (GOOD_X + 'band = 0\n', ["'X'", "band"]),
+        (GOOD_X + 'band = 1\n', ["'X'", "band"]),
+        (GOOD_X + 'band = 1.5\n', ["'X'", "band"]),
+        (GOOD_X + 'band = -0.1\n', ["'X'", "band"]),
+        (GOOD_X + 'band = "10%"\n', ["'X'", "band"]),
+        (GOOD_X + 'kind = "swap"\n', ["'X'", "kind", "swap"]),
         ('[instruments.F]\nkind = "future"\ntick = "0.01"\nunderlying = "NOPE"\n',
          ["'F'", "underlying", "NOPE"]),
         ('[instruments.X\ntick = "0.01"\n', ["TOML"]),
@@ -272,8 +273,8 @@ def test_load_market_from_file(tmp_path):
         ('[defaults]\ncurrency = "CNY"\n', ["instruments"]),
         ("[instruments]\n", ["instruments"]),
         ("[instruments]\nX = 5\n", ["'X'"]),
-        ('[instruments.X]\ntick = "0.01"\ncurrency = ""\n', ["'X'", "currency"]),
-        ('[instruments.X]\ntick = "0.01"\nvintage = 20\n', ["'X'", "vintage"])
+        (GOOD_X + 'currency = ""\n', ["'X'", "currency"]),
+        (GOOD_X + 'vintage = 20\n', ["'X'", "vintage"])
     ])
 def test_market_config_errors(body, fragments):
     with pytest.raises(MarketConfigError) as info:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from markets import order
 from mosquitto import BrokerFactory
 
 from gateway.mqtt.brokerconfig import (ACCOUNT_BYTE_BURST, LIMIT_NAME, MAX_PACKET_SIZE,
@@ -33,6 +34,27 @@ TIGHT = AccountLimits(message_rate=40, message_burst=10, byte_rate=4 * MAX_PACKE
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def first_payloads(client: aiomqtt.Client, count: int) -> list[bytes]:
+    """The payloads of the first *count* messages *client* receives, within 5 seconds."""
+    got: list[bytes] = []
+    async with asyncio.timeout(5):
+        async for message in client.messages:
+            got.append(bytes(message.payload))
+            if len(got) == count:
+                break
+    return got
+
+
+async def payloads_for(client: aiomqtt.Client, seconds: float) -> list[bytes]:
+    """The payloads of every message *client* receives in *seconds* (the time must run out)."""
+    got: list[bytes] = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for message in client.messages:
+                got.append(bytes(message.payload))
+    return got
 
 
 # --- the budget itself ----------------------------------------------------------------
@@ -90,12 +112,7 @@ def test_embedded_broker_holds_a_flooding_account_to_its_rate_and_loses_nothing(
                 start = loop.time()
                 await b.publish("cx/v1/orders/B", b"b0", qos=1)
                 quiet = loop.time() - start
-                got: list[bytes] = []
-                async with asyncio.timeout(5):
-                    async for message in gateway.messages:
-                        got.append(bytes(message.payload))
-                        if len(got) == 51:
-                            break
+                got = await first_payloads(gateway, 51)
                 # The gateway itself is never held: 200 publishes go straight through.
                 await a.subscribe("cx/v1/exec/A", qos=1)
                 start = loop.time()
@@ -129,26 +146,12 @@ def test_mosquitto_drops_what_is_over_the_limit_and_tells_the_account(
             for i in range(100):
                 await alice.publish("cx/v1/orders/alice", f"a{i}".encode(), qos=1)
             await bob.publish("cx/v1/orders/bob", b"b0", qos=1)
-            orders: list[bytes] = []
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    async for message in gateway.messages:
-                        orders.append(bytes(message.payload))
-            notices: list[dict] = []
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    async for message in alice.messages:
-                        notices.append(json.loads(message.payload))
+            orders = await payloads_for(gateway, 1.0)
+            notices = [json.loads(payload) for payload in await payloads_for(alice, 0.5)]
             # The gateway is exempt: 300 reports reach alice.
             for _ in range(300):
                 await gateway.publish("cx/v1/exec/alice", b"r", qos=1)
-            reports: list[bytes] = []
-            async with asyncio.timeout(5):
-                async for message in alice.messages:
-                    reports.append(bytes(message.payload))
-                    if len(reports) == 300:
-                        break
-            return orders, notices, reports
+            return orders, notices, await first_payloads(alice, 300)
 
     orders, notices, reports = run(scenario())
     alices = [o for o in orders if o.startswith(b"a")]
@@ -229,16 +232,9 @@ def test_serve_message_rate_holds_an_account_on_the_embedded_broker(tmp_path: Pa
             await alice.subscribe("cx/v1/exec/alice", qos=1)
             loop = asyncio.get_running_loop()
             start = loop.time()
-            await asyncio.gather(*(alice.publish(
-                "cx/v1/orders/alice",
-                json.dumps({
-                    "action": "new",
-                    "order_id": f"o{i}",
-                    "instrument": "CEA25",
-                    "side": "sell",
-                    "price": "60.00",
-                    "qty": 1
-                }), qos=1) for i in range(40)))
+            await asyncio.gather(*(alice.publish("cx/v1/orders/alice",
+                                                 json.dumps(order(f"o{i}", "sell", "60.00", 1)),
+                                                 qos=1) for i in range(40)))
             held = loop.time() - start
             accepted = 0
             async with asyncio.timeout(5):

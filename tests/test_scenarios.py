@@ -70,10 +70,13 @@ follows a rejection; ``engine.check()`` holds after every command.
 from __future__ import annotations
 
 import difflib
+import re
+import string
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposit, EndOfDay, Engine,
@@ -193,166 +196,110 @@ def load_scenario(path: Path) -> Scenario:
 
 
 # --- formatting events -------------------------------------------------------------------
-def format_event(event, market: Market) -> str:
-
-    def price(symbol: str | None, ticks: int | None) -> str:
-        if ticks is None:
-            return "-"
-        return market[symbol].format_price(ticks)
-
-    if isinstance(event, OrderAccepted):
-        return f"accepted {event.order_id}"
-    if isinstance(event, CommandRejected):
-        return f"rejected {event.action} {event.order_id or '-'} {event.reason}"
-    if isinstance(event, TradeExecuted):
-        return (f"trade {price(event.instrument, event.price)} x {event.qty} "
-                f"buy={event.buy_order_id} sell={event.sell_order_id} "
-                f"aggressor={event.aggressor} "
-                f"leaves={event.buy_leaves_qty}/{event.sell_leaves_qty}")
-    if isinstance(event, OrderCancelled):
-        return f"cancelled {event.order_id} {event.cancelled_qty} {event.reason}"
-    if isinstance(event, OrderAmended):
-        kept = "priority_kept" if event.priority_kept else "priority_lost"
-        return (f"amended {event.order_id} {price(event.instrument, event.old_price)} x "
-                f"{event.old_qty} -> {price(event.instrument, event.price)} x {event.qty} {kept}")
-    if isinstance(event, OrderExpired):
-        return f"expired {event.order_id} {event.expired_qty}"
-    if isinstance(event, OrderTriggered):
-        return (f"triggered {event.order_id} stop={price(event.instrument, event.stop_price)} "
-                f"last={price(event.instrument, event.last_price)}")
-    if isinstance(event, TradingDayEnded):
-        return f"day_ended {event.day}"
-    if isinstance(event, ReferencePriceSet):
-        return (f"reference {event.instrument} {price(event.instrument, event.price)} "
-                f"volume={event.close_volume}")
-    if isinstance(event, MassCancelAccepted):
-        return (f"mass_cancel {event.account} {event.instrument or '*'} {event.side or '*'} "
-                f"count={event.count}")
-    if isinstance(event, LedgerCommandIgnored):
-        return f"ledger_ignored {event.action} {event.account}"
-
-    def cash(amount):  # CNY fen as yuan
-        return f"{amount // 100}.{amount % 100:02d}"
-
-    if isinstance(event, AccountOpened):
-        return f"opened {event.account} {event.kind}"
-    if isinstance(event, AccountStatusChanged):
-        return f"status {event.account} {event.status}"
-    if isinstance(event, CashDeposited):
-        return f"deposited {event.account} {event.currency} {cash(event.amount)}"
-    if isinstance(event, CashWithdrawn):
-        return f"withdrawn {event.account} {event.currency} {cash(event.amount)}"
-    if isinstance(event, AllowancesIssued):
-        return f"issued {event.account} {event.instrument} {event.qty}"
-    if isinstance(event, AllowancesSurrendered):
-        against = "" if event.year is None else f" for {event.year}"
-        return f"surrendered {event.account} {event.instrument} {event.qty}{against}"
-    if isinstance(event, AllowancesClawedBack):
-        return f"clawed_back {event.account} {event.instrument} {event.qty}"
-    if isinstance(event, EmissionsVerified):
-        restated = "" if event.restated_from is None else f" restated_from={event.restated_from}"
-        months = "" if event.months == 12 else f" months={event.months}"
-        return (f"emissions {event.account} {event.year} {event.qty} {event.quality} "
-                f"verifier={event.verifier or '-'}{restated}{months}")
-    if isinstance(event, AllowancesAllocated):
-        return (f"allocated {event.account} {event.instrument} {event.year} {event.stage} "
-                f"allocation={event.allocation} deducted={event.deducted} "
-                f"issued={event.issued} clawed_back={event.clawed_back}")
-    if isinstance(event, TradeCleared):
-        return (f"cleared {event.trade_id} {event.instrument} {event.qty} at "
-                f"{price(event.instrument, event.price)} positions "
-                f"{event.buy_account}={event.buy_position} "
-                f"{event.sell_account}={event.sell_position}")
-    if isinstance(event, SettlementPriceSet):
-        return (
-            f"settlement {event.instrument} {price(event.instrument, event.price)} {event.source}")
-    if isinstance(event, VariationMargin):
-        return (f"variation {event.account} {event.instrument} position={event.position} "
-                f"{'-' if event.amount < 0 else ''}{cash(abs(event.amount))}")
-    if isinstance(event, MarginCalled):
-        return (f"margin_called {event.account} equity={cash(event.equity)} "
-                f"maintenance={cash(event.maintenance)} initial={cash(event.initial)}")
-    if isinstance(event, MarginCallMet):
-        return f"margin_call_met {event.account} equity={cash(event.equity)}"
-    if isinstance(event, PositionClosedOut):
-        at = "" if event.price is None else f" at {price(event.instrument, event.price)}"
-        return f"closed_out {event.account} {event.instrument} {event.qty}{at} via {event.via}"
-    if isinstance(event, DefaultRecorded):
-        return f"default {event.account} {cash(event.amount)} {event.reason}"
-    if isinstance(event, ContractExpired):
-        return f"expired {event.instrument} final={price(event.instrument, event.final_price)}"
-    if isinstance(event, DeliverySettled):
-        return (f"delivered {event.account} {event.instrument} {event.side} "
-                f"{event.tonnes} {event.underlying} for {cash(event.cash)}")
-    if isinstance(event, OptionExercised):
-        return (f"exercised {event.account} {event.instrument} into {event.lots} "
-                f"{event.underlying} at {price(event.underlying, event.strike)}")
-    if isinstance(event, DeliveryFailed):
-        return (f"delivery_failed {event.account} {event.instrument} {event.tonnes} "
-                f"penalty={'-' if event.penalty < 0 else ''}{cash(abs(event.penalty))}")
-    if isinstance(event, AllowancesConverted):
-        return (f"converted {event.account} {event.instrument}->{event.to_instrument} "
-                f"{event.qty} cap_left={event.cap_left}")
-    if isinstance(event, DeadlinePassed):
-        average = "-" if event.average_price is None else cash(event.average_price)
-        return (
-            f"deadline {event.year} entities={event.entities} short={event.short} average={average}"
-        )
-    if isinstance(event, ComplianceAssessed):
-        return (f"assessed {event.account} {event.year} {event.status} "
-                f"obligation={event.obligation} allowances={event.surrendered_allowances} "
-                f"offsets={event.surrendered_offsets} shortfall={event.shortfall} "
-                f"fine={cash(event.fine)}")
-    if isinstance(event, AllowancesTransferred):
-        return f"transferred {event.account} -> {event.to_account} {event.instrument} {event.qty}"
-    if isinstance(event, HoldingsUnlocked):
-        return f"unlocked {event.account} {event.asset} {event.qty}"
-    if isinstance(event, TradeSettled):
-        return (f"settled {event.trade_id} {event.buy_account}<-{event.sell_account} "
-                f"{event.qty} for {cash(event.cash)} "
-                f"fees={cash(event.buy_fee)}/{cash(event.sell_fee)}")
-    raise AssertionError(f"no scenario line format for {type(event).__name__}: add one")
-
-
-EVENT_KINDS = {
-    OrderAccepted: "accepted",
-    CommandRejected: "rejected",
-    TradeExecuted: "trade",
-    OrderCancelled: "cancelled",
-    OrderAmended: "amended",
-    OrderExpired: "expired",
-    OrderTriggered: "triggered",
-    TradingDayEnded: "day_ended",
-    ReferencePriceSet: "reference",
-    MassCancelAccepted: "mass_cancel",
-    LedgerCommandIgnored: "ledger_ignored",
-    AccountOpened: "opened",
-    AccountStatusChanged: "status",
-    CashDeposited: "deposited",
-    CashWithdrawn: "withdrawn",
-    AllowancesIssued: "issued",
-    AllowancesSurrendered: "surrendered",
-    AllowancesTransferred: "transferred",
-    HoldingsUnlocked: "unlocked",
-    TradeSettled: "settled",
-    EmissionsVerified: "emissions",
-    DeadlinePassed: "deadline",
-    ComplianceAssessed: "assessed",
-    AllowancesClawedBack: "clawed_back",
-    AllowancesAllocated: "allocated",
-    AllowancesConverted: "converted",
-    TradeCleared: "cleared",
-    SettlementPriceSet: "settlement",
-    VariationMargin: "variation",
-    MarginCalled: "margin_called",
-    MarginCallMet: "margin_call_met",
-    PositionClosedOut: "closed_out",
-    DefaultRecorded: "default",
-    ContractExpired: "expired",
-    DeliverySettled: "delivered",
-    DeliveryFailed: "delivery_failed",
-    OptionExercised: "exercised"
+# One line template for each event type, its kind first. In a template ``{f}`` is the
+# event's field f; ``{f:or-}`` (``{f:or*}``) the field, or ``-`` (``*``) when it is empty;
+# ``{f:price}`` ticks as a price on the event's instrument (``{f:price@g}``: on the instrument
+# in field g) and ``{f:cash}`` CNY fen as yuan, sign first, both ``-`` when absent;
+# ``{f:yes|no}`` one word or the other by a flag. A ``[part]`` is left out when the field in
+# it is None or holds its default.
+LINE_FORMATS = {
+    OrderAccepted: "accepted {order_id}",
+    CommandRejected: "rejected {action} {order_id:or-} {reason}",
+    TradeExecuted: ("trade {price:price} x {qty} buy={buy_order_id} sell={sell_order_id} "
+                    "aggressor={aggressor} leaves={buy_leaves_qty}/{sell_leaves_qty}"),
+    OrderCancelled: "cancelled {order_id} {cancelled_qty} {reason}",
+    OrderAmended: ("amended {order_id} {old_price:price} x {old_qty} -> {price:price} x {qty} "
+                   "{priority_kept:priority_kept|priority_lost}"),
+    OrderExpired: "expired {order_id} {expired_qty}",
+    OrderTriggered: "triggered {order_id} stop={stop_price:price} last={last_price:price}",
+    TradingDayEnded: "day_ended {day}",
+    ReferencePriceSet: "reference {instrument} {price:price} volume={close_volume}",
+    MassCancelAccepted: "mass_cancel {account} {instrument:or*} {side:or*} count={count}",
+    LedgerCommandIgnored: "ledger_ignored {action} {account}",
+    AccountOpened: "opened {account} {kind}",
+    AccountStatusChanged: "status {account} {status}",
+    CashDeposited: "deposited {account} {currency} {amount:cash}",
+    CashWithdrawn: "withdrawn {account} {currency} {amount:cash}",
+    AllowancesIssued: "issued {account} {instrument} {qty}",
+    AllowancesSurrendered: "surrendered {account} {instrument} {qty}[ for {year}]",
+    AllowancesTransferred: "transferred {account} -> {to_account} {instrument} {qty}",
+    HoldingsUnlocked: "unlocked {account} {asset} {qty}",
+    TradeSettled: ("settled {trade_id} {buy_account}<-{sell_account} {qty} for {cash:cash} "
+                   "fees={buy_fee:cash}/{sell_fee:cash}"),
+    EmissionsVerified: ("emissions {account} {year} {qty} {quality} verifier={verifier:or-}"
+                        "[ restated_from={restated_from}][ months={months}]"),
+    DeadlinePassed: ("deadline {year} entities={entities} short={short} "
+                     "average={average_price:cash}"),
+    ComplianceAssessed: ("assessed {account} {year} {status} obligation={obligation} "
+                         "allowances={surrendered_allowances} offsets={surrendered_offsets} "
+                         "shortfall={shortfall} fine={fine:cash}"),
+    AllowancesClawedBack: "clawed_back {account} {instrument} {qty}",
+    AllowancesAllocated: ("allocated {account} {instrument} {year} {stage} allocation={allocation} "
+                          "deducted={deducted} issued={issued} clawed_back={clawed_back}"),
+    AllowancesConverted: ("converted {account} {instrument}->{to_instrument} {qty} "
+                          "cap_left={cap_left}"),
+    TradeCleared: ("cleared {trade_id} {instrument} {qty} at {price:price} positions "
+                   "{buy_account}={buy_position} {sell_account}={sell_position}"),
+    SettlementPriceSet: "settlement {instrument} {price:price} {source}",
+    VariationMargin: "variation {account} {instrument} position={position} {amount:cash}",
+    MarginCalled: ("margin_called {account} equity={equity:cash} "
+                   "maintenance={maintenance:cash} initial={initial:cash}"),
+    MarginCallMet: "margin_call_met {account} equity={equity:cash}",
+    PositionClosedOut: "closed_out {account} {instrument} {qty}[ at {price:price}] via {via}",
+    DefaultRecorded: "default {account} {amount:cash} {reason}",
+    ContractExpired: "expired {instrument} final={final_price:price}",
+    DeliverySettled: ("delivered {account} {instrument} {side} {tonnes} {underlying} "
+                      "for {cash:cash}"),
+    DeliveryFailed: "delivery_failed {account} {instrument} {tonnes} penalty={penalty:cash}",
+    OptionExercised: ("exercised {account} {instrument} into {lots} {underlying} "
+                      "at {strike:price@underlying}")
 }
+EVENT_KINDS = {event_type: line.split()[0] for event_type, line in LINE_FORMATS.items()}
+_OPTIONAL = re.compile(r"\[([^\[\]{]*\{(\w+)[^\[\]]*)\]")
+
+
+class _LineFormatter(string.Formatter):
+    """Fills a ``LINE_FORMATS`` template from one event (see above)."""
+
+    def __init__(self, event, market: Market) -> None:
+        self.event = event
+        self.market = market
+
+    def get_value(self, key, args, kwargs):
+        return getattr(self.event, key)
+
+    def format_field(self, value, format_spec: str) -> str:
+        if format_spec in ("or-", "or*"):
+            return str(value or format_spec[-1])
+        if "|" in format_spec:
+            yes, no = format_spec.split("|")
+            return yes if value else no
+        if format_spec and value is None:
+            return "-"
+        if format_spec.startswith("price"):
+            symbol = getattr(self.event, format_spec.partition("@")[2] or "instrument")
+            return self.market[symbol].format_price(value)
+        if format_spec == "cash":
+            return cash(value)
+        return format(value, format_spec)
+
+
+def cash(amount: int) -> str:
+    """CNY fen as yuan, sign first."""
+    return f"{'-' if amount < 0 else ''}{abs(amount) // 100}.{abs(amount) % 100:02d}"
+
+
+def format_event(event, market: Market) -> str:
+    line = LINE_FORMATS.get(type(event))
+    if line is None:
+        raise AssertionError(f"no scenario line format for {type(event).__name__}: add one")
+
+    def optional(part: re.Match) -> str:
+        value = getattr(event, part[2])
+        default = {f.name: f.default for f in msgspec.structs.fields(event)}[part[2]]
+        return "" if value is None or value == default else part[1]
+
+    return _LineFormatter(event, market).format(_OPTIONAL.sub(optional, line))
 
 
 def book_lines(engine: Engine, market: Market) -> list[str]:
@@ -516,7 +463,7 @@ def holding_lines(engine: Engine, market: Market) -> list[str]:
     lines = []
     for account, asset, *buckets in engine.ledger.holdings():
         if any(buckets):
-            text = [f"{b // 100}.{b % 100:02d}" if asset in currencies else str(b) for b in buckets]
+            text = [cash(b) if asset in currencies else str(b) for b in buckets]
             lines.append(" ".join([account, asset, *text]))
     return lines
 

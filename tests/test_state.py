@@ -163,24 +163,16 @@ def _round_trip(market: Market, cmds: list, split: int, book, *, ledger: bool,
         _same(engine, twin)
 
 
+@pytest.mark.parametrize(("streams", "ledger"), [(matching_streams, False), (ledger_streams, True)],
+                         ids=["matching", "ledger"])
 @BOOKS
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_matching_state_round_trips_at_a_random_point(book, data) -> None:
-    cmds = data.draw(matching_streams(), label="commands")
+def test_state_round_trips_at_a_random_point(streams, ledger, book, data) -> None:
+    cmds = data.draw(streams(), label="commands")
     split = data.draw(st.integers(0, len(cmds)), label="split")
     window = data.draw(st.sampled_from(WINDOWS), label="window")
-    _round_trip(MARKET, cmds, split, book, ledger=False, window=window)
-
-
-@BOOKS
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_ledger_state_round_trips_at_a_random_point(book, data) -> None:
-    cmds = data.draw(ledger_streams(), label="commands")
-    split = data.draw(st.integers(0, len(cmds)), label="split")
-    window = data.draw(st.sampled_from(WINDOWS), label="window")
-    _round_trip(MARKET, cmds, split, book, ledger=True, window=window)
+    _round_trip(MARKET, cmds, split, book, ledger=ledger, window=window)
 
 
 class _Twinned(Futures):
