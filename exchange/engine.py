@@ -37,8 +37,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar, cast, overload
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import msgspec
 from sortedcontainers import SortedList
@@ -52,13 +52,14 @@ from exchange.commands import (ADMIN_COMMANDS, AmendOrder, AnyCommand, CancelOrd
 from exchange.events import (CommandRejected, Event, MassCancelAccepted, OrderAccepted,
                              OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
                              ReferencePriceSet, TradeExecuted, TradingDayEnded)
+from exchange.book.interface import OrderBook
 from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
 from exchange.market import Instrument, Market, parse_market
 from exchange.state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
                             InstrumentState, OrderState, StateError)
 from exchange.units import Scale
 
-__all__ = ["Engine", "OrderBook"]
+__all__ = ["Engine"]
 
 _PRICE_CACHE = 1 << 16
 DONE_IDS = 200_000  # ids of done orders remembered at least, per day (see _forget_done)
@@ -66,57 +67,6 @@ DONE_IDS = 200_000  # ids of done orders remembered at least, per day (see _forg
 MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
 
 # A side of a book's depth: (price, displayed qty, orders) per level, best first.
-_DepthSide: TypeAlias = list[tuple[int, int, int]]
-
-
-class OrderBook(Protocol):
-    """What the engine uses of an instrument's order book (``FastBook``, or the reference
-    ``NaiveBook``), and what it hands on: the ledger walks a book to size a market buy;
-    the clearing house reads its quotes; ``Engine.book`` gives it to callers (depth)."""
-
-    last_price: int | None
-    trade_count: int
-    volume: int
-    day_volume: int
-    day_notional: int
-
-    def submit(self, order: Order, out: list[Event]) -> None:
-        ...
-
-    def remove(self, order: Order) -> None:
-        ...
-
-    def reduce(self, order: Order, qty: int) -> None:
-        ...
-
-    def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
-        ...
-
-    def would_cross(self, is_buy: bool, price: int) -> bool:
-        ...
-
-    def best_bid(self) -> int | None:
-        ...
-
-    def best_ask(self) -> int | None:
-        ...
-
-    def orders(self, is_buy: bool) -> Iterator[Order]:
-        ...
-
-    def depth(self, levels: int = 10) -> tuple[_DepthSide, _DepthSide]:
-        ...
-
-    def restore(self, bids: list[Order], asks: list[Order]) -> None:
-        ...
-
-    def snapshot(self) -> list[list[list[str | int]]]:
-        ...
-
-    def check(self) -> None:
-        ...
-
-
 # Makes the book of an instrument: (symbol, the engine's counters, its order-id registry).
 _BookFactory: TypeAlias = Callable[[str, Counters, dict[str, Order | None]], OrderBook]
 # A command's handler, keyed by the command's type (each takes that type); True: it

@@ -65,7 +65,7 @@ from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
 if TYPE_CHECKING:
-    from exchange.engine import OrderBook
+    from exchange.book.interface import OrderBook
 
 __all__ = [
     "Ledger", "NoLedger", "Holding", "Account", "FEES", "REGISTRY", "CLEARING", "SYSTEM_ACCOUNTS",
