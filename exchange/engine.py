@@ -578,7 +578,7 @@ class Engine:
                 order.kind = LIMIT
                 band = self._specs[symbol].band
                 if band is not None and not band[0] <= order.price <= band[1]:
-                    book.cancel_remainder(order, reasons.STOP_OUT_OF_BAND, out)
+                    book.cancel_remainder(order, reasons.STOP_LIMIT_OUT_OF_BAND, out)
                     continue
             book.submit(order, out)
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 import msgspec
 
 from exchange import reasons
+from exchange.reasons import Rejected
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
                                SYSTEM_ACCOUNTS, Account, Holding)
 from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING,
@@ -87,7 +88,7 @@ _Terms: TypeAlias = tuple[str, bool, int, int, int | None]
 # counts its trades).
 _SettleTerms: TypeAlias = tuple[int, int, int, int, Holding, str, bool]
 # An admin command's handler, keyed by the command's type (each takes that type).
-_AdminHandler: TypeAlias = Callable[[Any, list[Event]], str | None]
+_AdminHandler: TypeAlias = Callable[[Any, list[Event]], None]
 
 
 class _Hold(msgspec.Struct, gc=False):
@@ -448,8 +449,15 @@ class Ledger:
 
     # --- admin commands --------------------------------------------------------------------
     def apply(self, command: AdminCommand, out: list[Event]) -> str | None:
-        """Run an admin command, appending its events; return a reject reason or ``None``."""
-        return self._admin[type(command)](command, out)
+        """Run an admin command, appending its events; return a reject reason or ``None``.
+
+        Each handler checks everything before it changes anything, and a broken rule
+        raises ``Rejected`` where it is found."""
+        try:
+            self._admin[type(command)](command, out)
+        except Rejected as refused:
+            return refused.reason
+        return None
 
     def _event(self, cls: type[Event], out: list[Event], **fields: object) -> None:
         ctr = self._ctr
@@ -457,28 +465,29 @@ class Ledger:
         out.append(cls(seq=ctr.seq, **fields))
 
     @overload
-    def _usable(self, name: str, create: Literal[False]) -> Account | str:
+    def _usable(self, name: str, create: Literal[False]) -> Account:
         ...
 
     @overload
-    def _usable(self, name: str, create: bool) -> Account | str | None:
+    def _usable(self, name: str, create: bool) -> Account | None:
         ...
 
-    def _usable(self, name: str, create: bool) -> Account | str | None:
-        """Return the open (or suspended) account *name*, or a reject reason.
+    def _usable(self, name: str, create: bool) -> Account | None:
+        """Return the open (or suspended) account *name* (``Rejected`` if there is none).
 
-        With *create*, an unknown participant account comes into being (``covered``)."""
+        With *create*, an unknown participant account is ``None``: it comes into being
+        (``covered``) when the command acts."""
         if not name:
-            return reasons.MISSING_FIELD
+            raise Rejected(reasons.MISSING_FIELD)
         if name.startswith("@"):
-            return reasons.RESERVED_ACCOUNT
+            raise Rejected(reasons.RESERVED_ACCOUNT)
         acct = self.accounts.get(name)
         if acct is None:
             if not create:
-                return reasons.UNKNOWN_ACCOUNT
+                raise Rejected(reasons.UNKNOWN_ACCOUNT)
             return None
         if acct.status == CLOSED:
-            return reasons.ACCOUNT_CLOSED
+            raise Rejected(reasons.ACCOUNT_CLOSED)
         return acct
 
     def _opened(self, name: str, out: list[Event]) -> Account:
@@ -489,27 +498,27 @@ class Ledger:
             self._event(AccountOpened, out, account=name, kind="covered")
         return acct
 
-    def _amount(self, currency: str, text: str) -> int | str:
+    def _amount(self, currency: str, text: str) -> int:
         if currency not in self._cash_scale:
-            return reasons.UNKNOWN_CURRENCY
+            raise Rejected(reasons.UNKNOWN_CURRENCY)
         try:
             amount = self._cash_scale[currency].to_units(text)
         except ValueError:
-            return reasons.INVALID_AMOUNT
+            raise Rejected(reasons.INVALID_AMOUNT) from None
         if amount is None or amount <= 0 or amount >= 1 << 62:
-            return reasons.INVALID_AMOUNT
+            raise Rejected(reasons.INVALID_AMOUNT)
         return amount
 
-    def _units(self, symbol: str, qty: int, zero: bool = False) -> Instrument | str:
+    def _units(self, symbol: str, qty: int, zero: bool = False) -> Instrument:
         """Return the spot instrument *symbol* for a movement of *qty* units (more than
-        zero, or with *zero* at least zero), or a reject reason."""
+        zero, or with *zero* at least zero); ``Rejected`` otherwise."""
         inst = self.instruments.get(symbol)
         if inst is None:
-            return reasons.UNKNOWN_INSTRUMENT
+            raise Rejected(reasons.UNKNOWN_INSTRUMENT)
         if inst.kind != "spot":
-            return reasons.NOT_ISSUABLE
+            raise Rejected(reasons.NOT_ISSUABLE)
         if qty < (0 if zero else 1) or qty >= 1 << 62:
-            return reasons.INVALID_QUANTITY
+            raise Rejected(reasons.INVALID_QUANTITY)
         return inst
 
     @staticmethod
@@ -522,57 +531,39 @@ class Ledger:
         holding.available -= qty
         return True
 
-    def _deposit(self, cmd: Deposit, out: list[Event]) -> str | None:
-        acct = self._usable(cmd.account, create=True)
+    def _deposit(self, cmd: Deposit, out: list[Event]) -> None:
+        self._usable(cmd.account, create=True)
         amount = self._amount(cmd.currency, cmd.amount)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(amount, str):
-            return amount
         self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency, amount=amount)
         self._opened(cmd.account, out).holding(cmd.currency).available += amount
         self.supply[cmd.currency] = self.supply.get(cmd.currency, 0) + amount
         return None
 
-    def _withdraw(self, cmd: Withdraw, out: list[Event]) -> str | None:
+    def _withdraw(self, cmd: Withdraw, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
         amount = self._amount(cmd.currency, cmd.amount)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(amount, str):
-            return amount
         if not self._debit(acct, cmd.currency, amount):
-            return reasons.INSUFFICIENT_CASH
+            raise Rejected(reasons.INSUFFICIENT_CASH)
         self.supply[cmd.currency] -= amount
         self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency, amount=amount)
         return None
 
-    def _issue(self, cmd: IssueAllowances, out: list[Event]) -> str | None:
-        acct = self._usable(cmd.account, create=True)
-        inst = self._units(cmd.instrument, cmd.qty)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(inst, str):
-            return inst
+    def _issue(self, cmd: IssueAllowances, out: list[Event]) -> None:
+        self._usable(cmd.account, create=True)
+        self._units(cmd.instrument, cmd.qty)
         self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
                     qty=cmd.qty)
         self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + cmd.qty
         return None
 
-    def _surrender(self, cmd: SurrenderAllowances, out: list[Event]) -> str | None:
+    def _surrender(self, cmd: SurrenderAllowances, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        inst = self._units(cmd.instrument, cmd.qty)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(inst, str):
-            return inst
+        self._units(cmd.instrument, cmd.qty)
         if cmd.year is not None:
-            problem = self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
-            if problem is not None:
-                return problem
+            self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            return reasons.INSUFFICIENT_ALLOWANCES
+            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
@@ -580,54 +571,40 @@ class Ledger:
                     qty=cmd.qty, year=cmd.year)
         return None
 
-    def _claw_back(self, cmd: ClawBackAllowances, out: list[Event]) -> str | None:
+    def _claw_back(self, cmd: ClawBackAllowances, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        inst = self._units(cmd.instrument, cmd.qty)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(inst, str):
-            return inst
+        self._units(cmd.instrument, cmd.qty)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            return reasons.INSUFFICIENT_ALLOWANCES
+            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
         self.supply[cmd.instrument] -= cmd.qty
         self._event(AllowancesClawedBack, out, account=cmd.account, instrument=cmd.instrument,
                     qty=cmd.qty)
         return None
 
-    def _entity(self, name: str) -> Account | str:
-        """Return the covered entity's account *name*, or a reject reason."""
+    def _entity(self, name: str) -> Account:
+        """Return the covered entity's account *name* (``Rejected`` if it is not one)."""
         acct = self._usable(name, create=False)
-        if isinstance(acct, str):
-            return acct
-        return acct if acct.kind == "covered" else reasons.NOT_COVERED
+        if acct.kind != "covered":
+            raise Rejected(reasons.NOT_COVERED)
+        return acct
 
-    def _emissions(self, cmd: RecordEmissions, out: list[Event]) -> str | None:
-        acct = self._entity(cmd.account)
-        if isinstance(acct, str):
-            return acct
-        checked = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.months)
-        if isinstance(checked, str):
-            return checked
+    def _emissions(self, cmd: RecordEmissions, out: list[Event]) -> None:
+        self._entity(cmd.account)
+        restated = self.registry.record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.months)
         self.registry.apply_record(cmd.account, cmd.year, cmd.qty, cmd.quality, cmd.verifier,
                                    cmd.months)
         self._event(EmissionsVerified, out, account=cmd.account, year=cmd.year, qty=cmd.qty,
-                    quality=cmd.quality, verifier=cmd.verifier, restated_from=checked[0],
+                    quality=cmd.quality, verifier=cmd.verifier, restated_from=restated,
                     months=cmd.months)
         return None
 
-    def _allocate(self, cmd: AllocateAllowances, out: list[Event]) -> str | None:
+    def _allocate(self, cmd: AllocateAllowances, out: list[Event]) -> None:
         acct = self._entity(cmd.account)
-        inst = self._units(cmd.instrument, cmd.qty, zero=True)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(inst, str):
-            return inst
-        checked = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty, cmd.stage)
-        if isinstance(checked, str):
-            return checked
-        deducted, change = checked
+        self._units(cmd.instrument, cmd.qty, zero=True)
+        deducted, change = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty,
+                                                  cmd.stage)
         if change < 0 and not self._debit(acct, cmd.instrument, -change):
-            return reasons.INSUFFICIENT_ALLOWANCES
+            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
         if change > 0:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
@@ -637,27 +614,19 @@ class Ledger:
                     issued=max(change, 0), clawed_back=max(-change, 0))
         return None
 
-    def _convert(self, cmd: ConvertAllowances, out: list[Event]) -> str | None:
+    def _convert(self, cmd: ConvertAllowances, out: list[Event]) -> None:
         acct = self._entity(cmd.account)
-        old = self._units(cmd.instrument, cmd.qty)
-        new = self._units(cmd.to_instrument, cmd.qty)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(old, str):
-            return old
-        if isinstance(new, str):
-            return new
+        self._units(cmd.instrument, cmd.qty)
+        self._units(cmd.to_instrument, cmd.qty)
         registry = self.registry
         old_vintages = sum(h.total for asset, h in acct.holdings.items()
                            if registry.old_vintage(asset))
         left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
                                         old_vintages)
-        if isinstance(left, str):
-            return left
         if cmd.qty > left:
-            return reasons.CONVERSION_CAP
+            raise Rejected(reasons.CONVERSION_CAP_EXCEEDED)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            return reasons.INSUFFICIENT_ALLOWANCES
+            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
         acct.holding(cmd.to_instrument).available += cmd.qty
         self.supply[cmd.instrument] -= cmd.qty
         self.supply[cmd.to_instrument] = self.supply.get(cmd.to_instrument, 0) + cmd.qty
@@ -666,11 +635,9 @@ class Ledger:
                     to_instrument=cmd.to_instrument, qty=cmd.qty, cap_left=left - cmd.qty)
         return None
 
-    def _deadline(self, cmd: ComplianceDeadline, out: list[Event]) -> str | None:
+    def _deadline(self, cmd: ComplianceDeadline, out: list[Event]) -> None:
         registry = self.registry
         rows = registry.assess(cmd.year, cmd.multiple)
-        if isinstance(rows, str):
-            return rows
         notional, volume = registry.deadline_month(cmd.year)
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
                     short=sum(1 for _, ob in rows if ob.shortfall),
@@ -682,56 +649,44 @@ class Ledger:
                         status=ob.status)
         return None
 
-    def _transfer(self, cmd: TransferAllowances, out: list[Event]) -> str | None:
+    def _transfer(self, cmd: TransferAllowances, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        target = self._usable(cmd.to_account, create=True)
-        inst = self._units(cmd.instrument, cmd.qty)
-        if isinstance(acct, str):
-            return acct
-        if isinstance(target, str):
-            return target
-        if isinstance(inst, str):
-            return inst
+        self._usable(cmd.to_account, create=True)
+        self._units(cmd.instrument, cmd.qty)
         if acct.status != OPEN:
-            return _status_reason(acct)
+            raise Rejected(_status_reason(acct))
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            return reasons.INSUFFICIENT_ALLOWANCES
+            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
         self._event(AllowancesTransferred, out, account=cmd.account, to_account=cmd.to_account,
                     instrument=cmd.instrument, qty=cmd.qty)
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
         return None
 
-    def _open(self, cmd: OpenAccount, out: list[Event]) -> str | None:
+    def _open(self, cmd: OpenAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=True)
-        if isinstance(acct, str):
-            return acct
         if acct is not None:
-            return reasons.ACCOUNT_EXISTS
+            raise Rejected(reasons.ACCOUNT_EXISTS)
         self.accounts[cmd.account] = Account(cmd.account, cmd.kind)
         self._event(AccountOpened, out, account=cmd.account, kind=cmd.kind)
         return None
 
     def _set_status(self, cmd: SuspendAccount | ResumeAccount | CloseAccount, status: str,
-                    out: list[Event]) -> str | None:
+                    out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        if isinstance(acct, str):
-            return acct
         acct.status = status
         self._event(AccountStatusChanged, out, account=cmd.account, status=status)
         return None
 
-    def _suspend(self, cmd: SuspendAccount, out: list[Event]) -> str | None:
+    def _suspend(self, cmd: SuspendAccount, out: list[Event]) -> None:
         return self._set_status(cmd, SUSPENDED, out)
 
-    def _resume(self, cmd: ResumeAccount, out: list[Event]) -> str | None:
+    def _resume(self, cmd: ResumeAccount, out: list[Event]) -> None:
         return self._set_status(cmd, OPEN, out)
 
-    def _close(self, cmd: CloseAccount, out: list[Event]) -> str | None:
+    def _close(self, cmd: CloseAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        if isinstance(acct, str):
-            return acct
         if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
-            return reasons.ACCOUNT_NOT_EMPTY
+            raise Rejected(reasons.ACCOUNT_NOT_EMPTY)
         return self._set_status(cmd, CLOSED, out)
 
     # --- state (exchange.state) ------------------------------------------------------------

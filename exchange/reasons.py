@@ -49,7 +49,7 @@ INVALID_YEAR = "invalid_year"
 INVALID_MULTIPLE = "invalid_multiple"  # a fine multiple outside 5-10
 NO_OBLIGATION = "no_obligation"  # no verified emissions for that year
 INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
-OFFSET_CAP = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
+OFFSET_CAP_EXCEEDED = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
 INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
 AFTER_DEADLINE = "after_deadline"
 YEAR_CLOSED = "year_closed"  # the year's deadline was processed
@@ -59,7 +59,7 @@ INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
 INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
 NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
 ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
-CONVERSION_CAP = "conversion_cap_exceeded"  # banking conversion beyond its cap
+CONVERSION_CAP_EXCEEDED = "conversion_cap_exceeded"  # banking conversion beyond its cap
 
 # --- risk: the ledger refuses (checked before an order can trade) -----------------------
 INSUFFICIENT_CASH = "insufficient_cash"
@@ -82,7 +82,7 @@ MARKET_REMAINDER = "market_remainder"
 FOK_UNFILLED = "fok_unfilled"
 STP_CANCEL_RESTING = "stp_cancel_resting"
 STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
-STOP_OUT_OF_BAND = "stop_limit_out_of_band"
+STOP_LIMIT_OUT_OF_BAND = "stop_limit_out_of_band"
 
 VALIDATION = frozenset({
     MISSING_FIELD, UNKNOWN_INSTRUMENT, MISSING_PRICE, PRICE_NOT_ALLOWED, INVALID_PRICE, OFF_TICK,
@@ -103,14 +103,25 @@ RISK = frozenset({
 # rejected; a new post-only order that would trade is accepted, then cancelled.
 OUTCOME = frozenset({
     CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
-    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
+    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_LIMIT_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
     INSUFFICIENT_CASH, CONTRACT_EXPIRED, MARGIN_CLOSE_OUT
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.
 REGISTRY = frozenset({
-    INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE, OFFSET_CAP,
-    INELIGIBLE_OFFSET, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE, NOT_COVERED, INVALID_MONTHS,
-    INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL, CONVERSION_CAP
+    INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
+    OFFSET_CAP_EXCEEDED, INELIGIBLE_OFFSET, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE,
+    NOT_COVERED, INVALID_MONTHS, INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL,
+    CONVERSION_CAP_EXCEEDED
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY
+
+
+class Rejected(Exception):
+    """A command refused for *reason*: raised where the rule is checked (before anything
+    has changed), caught where the command is answered (``Ledger.apply``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exchange import reasons
+from exchange.reasons import Rejected
 from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
 from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
 from exchange.state import (AllocationState, DeductionState, MonthState, ObligationState,
@@ -144,20 +145,21 @@ class Registry:
 
     # --- emissions ----------------------------------------------------------------------
     def record(self, account: str, year: int, qty: int, quality: str,
-               months: int = 12) -> str | tuple[int | None]:
-        """Check an emissions record; return a reject reason or ``(old emissions,)``."""
+               months: int = 12) -> int | None:
+        """Check an emissions record (``Rejected`` if it breaks a rule); return the
+        emissions it restates, or ``None``."""
         if quality not in QUALITIES:
-            return reasons.INVALID_QUALITY
+            raise Rejected(reasons.INVALID_QUALITY)
         if not 0 <= months <= 12:
-            return reasons.INVALID_MONTHS
+            raise Rejected(reasons.INVALID_MONTHS)
         if not 2000 <= year <= 9999:
-            return reasons.INVALID_YEAR
+            raise Rejected(reasons.INVALID_YEAR)
         if qty < 0 or qty >= 1 << 62:
-            return reasons.INVALID_QUANTITY
+            raise Rejected(reasons.INVALID_QUANTITY)
         if year in self.closed:
-            return reasons.YEAR_CLOSED
+            raise Rejected(reasons.YEAR_CLOSED)
         old = self.obligations.get((account, year))
-        return (None if old is None else old.emissions, )
+        return None if old is None else old.emissions
 
     def apply_record(self, account: str, year: int, qty: int, quality: str, verifier: str | None,
                      months: int = 12) -> None:
@@ -169,25 +171,26 @@ class Registry:
 
     # --- allocation ---------------------------------------------------------------------
     def allocate(self, account: str, symbol: str, year: int, qty: int,
-                 stage: str) -> str | tuple[int, int]:
-        """Check an allocation; return a reject reason or ``(deducted, change)``: the
-        shortfall deducted, and the units to issue (positive) or claw back (negative)."""
+                 stage: str) -> tuple[int, int]:
+        """Check an allocation (``Rejected`` if it breaks a rule); return ``(deducted,
+        change)``: the shortfall deducted, and the units to issue (positive) or claw back
+        (negative)."""
         if stage not in STAGES:
-            return reasons.INVALID_STAGE
+            raise Rejected(reasons.INVALID_STAGE)
         if not 2000 <= year <= 9999:
-            return reasons.INVALID_YEAR
+            raise Rejected(reasons.INVALID_YEAR)
         if qty < 0 or qty >= 1 << 62:
-            return reasons.INVALID_QUANTITY
+            raise Rejected(reasons.INVALID_QUANTITY)
         inst = self.instruments[symbol]
         if inst.offset or inst.vintage != year:
-            return reasons.INELIGIBLE_VINTAGE
+            raise Rejected(reasons.INELIGIBLE_VINTAGE)
         if year in self.closed:
-            return reasons.YEAR_CLOSED
+            raise Rejected(reasons.YEAR_CLOSED)
         before = self.allocations.get((account, year))
         if stage == "pre" and before is not None and before.stage == "final":
-            return reasons.ALREADY_FINAL
+            raise Rejected(reasons.ALREADY_FINAL)
         if stage == "final" and (account, year) not in self.obligations:
-            return reasons.NOT_VERIFIED
+            raise Rejected(reasons.NOT_VERIFIED)
         deducted = min(qty, self.deductions.get((account, year), 0))
         return deducted, qty - deducted - (before.issued if before else 0)
 
@@ -199,12 +202,12 @@ class Registry:
 
     # --- banking ------------------------------------------------------------------------
     def conversion_left(self, account: str, symbol: str, to_symbol: str,
-                        old_holdings: int) -> str | int:
+                        old_holdings: int) -> int:
         """Return how many units *account* may still convert from *symbol* into
-        *to_symbol*, holding *old_holdings* old-vintage units, or a reject reason."""
+        *to_symbol*, holding *old_holdings* old-vintage units (``Rejected`` if none may)."""
         new = self.instruments[to_symbol]
         if not self.old_vintage(symbol) or new.offset or new.vintage != CONVERSION_YEAR:
-            return reasons.INELIGIBLE_VINTAGE
+            raise Rejected(reasons.INELIGIBLE_VINTAGE)
         done = self.converted.get(account, 0)
         return banking_cap(self.net_sales.get(account, 0), done + old_holdings) - done
 
@@ -218,26 +221,27 @@ class Registry:
         self.converted[account] = self.converted.get(account, 0) + qty
 
     # --- surrender ----------------------------------------------------------------------
-    def eligible(self, account: str, symbol: str, qty: int, year: int) -> str | None:
-        """Return why *qty* of *symbol* cannot count against *account*'s *year*, or None."""
+    def eligible(self, account: str, symbol: str, qty: int, year: int) -> None:
+        """Raise ``Rejected`` with why *qty* of *symbol* cannot count against *account*'s
+        *year*; return if it can."""
         obligation = self.obligations.get((account, year))
         if obligation is None:
-            return reasons.NO_OBLIGATION
+            raise Rejected(reasons.NO_OBLIGATION)
         if year in self.closed or self.clock >= deadline_ns(year):
-            return reasons.AFTER_DEADLINE
+            raise Rejected(reasons.AFTER_DEADLINE)
         inst = self.instruments[symbol]
         if inst.offset:
             if inst.in_scheme or (year >= NEW_CCER_YEAR and
                                   (inst.registered is None or inst.registered <= NEW_CCER_AFTER)):
-                return reasons.INELIGIBLE_OFFSET
+                raise Rejected(reasons.INELIGIBLE_OFFSET)
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
-                return reasons.OFFSET_CAP
+                raise Rejected(reasons.OFFSET_CAP_EXCEEDED)
             return None
         vintage = inst.vintage
         if vintage is None or vintage > year:
-            return reasons.INELIGIBLE_VINTAGE
+            raise Rejected(reasons.INELIGIBLE_VINTAGE)
         if year >= CONVERSION_YEAR and self.old_vintage(symbol):
-            return reasons.INELIGIBLE_VINTAGE
+            raise Rejected(reasons.INELIGIBLE_VINTAGE)
         return None
 
     def surrendered(self, account: str, symbol: str, qty: int, year: int) -> None:
@@ -275,18 +279,18 @@ class Registry:
         notional, volume = self.months.get((year + 1, 12), (0, 0))
         return notional, volume
 
-    def assess(self, year: int, multiple: int) -> str | list[tuple[str, Obligation]]:
+    def assess(self, year: int, multiple: int) -> list[tuple[str, Obligation]]:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
-        order, or a reject reason (nothing changed)."""
+        order (``Rejected``, with nothing changed, if it cannot close)."""
         if year in self.closed:
-            return reasons.YEAR_CLOSED
+            raise Rejected(reasons.YEAR_CLOSED)
         if multiple not in FINE_MULTIPLES:
-            return reasons.INVALID_MULTIPLE
+            raise Rejected(reasons.INVALID_MULTIPLE)
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
         notional, volume = self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
-            return reasons.NO_MARKET_PRICE
+            raise Rejected(reasons.NO_MARKET_PRICE)
         for account, ob in rows:
             ob.shortfall = max(0, ob.emissions - ob.allowances - ob.counted_offsets())
             ob.status = "short" if ob.shortfall else "compliant"
