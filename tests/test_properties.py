@@ -725,7 +725,7 @@ class Model:
                 reasons.FOK_UNFILLED: rec.tif == "fok",
                 reasons.MARKET_REMAINDER: rec.type in ("market", "stop"),
                 reasons.POST_ONLY_WOULD_TRADE: rec.post_only,
-                reasons.STOP_OUT_OF_BAND: rec.type == "stop_limit"
+                reasons.STOP_LIMIT_OUT_OF_BAND: rec.type == "stop_limit"
             }[reason]
             assert expected, (reason, rec)
             if reason == reasons.FOK_UNFILLED:
@@ -916,7 +916,7 @@ def test_stop_limit_triggered_outside_band_same_on_both_books() -> None:
     # DESIGN: the engine runs the same with FastBook or NaiveBook.
     fast = _repro_stop_limit_out_of_band(FastBook)
     assert isinstance(fast[-1], OrderCancelled)
-    assert fast[-1].reason == reasons.STOP_OUT_OF_BAND
+    assert fast[-1].reason == reasons.STOP_LIMIT_OUT_OF_BAND
     assert _repro_stop_limit_out_of_band(NaiveBook) == fast
 
 
