@@ -23,7 +23,7 @@ __all__ = [
     "AllowancesClawedBack", "AllowancesAllocated", "AllowancesConverted", "TradeCleared",
     "SettlementPriceSet", "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
     "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "OptionExercised",
-    "AnyEvent", "RESULT_EVENTS"
+    "AnyEvent"
 ]
 
 
@@ -468,9 +468,3 @@ AnyEvent = (OrderAccepted
             | DeliverySettled
             | DeliveryFailed
             | OptionExercised)
-
-RESULT_EVENTS = (OrderAccepted, CommandRejected, OrderAmended, MassCancelAccepted, TradingDayEnded,
-                 LedgerCommandIgnored, AccountOpened, AccountStatusChanged, CashDeposited,
-                 CashWithdrawn, AllowancesIssued, AllowancesTransferred, AllowancesSurrendered,
-                 EmissionsVerified, DeadlinePassed, AllowancesClawedBack, AllowancesAllocated,
-                 AllowancesConverted)
