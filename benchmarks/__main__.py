@@ -55,6 +55,7 @@ TARGET_RATIO = 0.5  # engine msgs/s over plain msgs/s, at least
 TARGET_SCALING = 1.25  # ns/msg at 1,000,000 resting orders over that at 1,000, at most
 TARGET_P99_NS = 20_000  # p99 per-message latency, under
 TARGET_END_TO_END = 300_000  # carbonx replay msgs_per_s, above
+TARGET_PIPELINE = 0.5  # carbonx replay over the plain csv reader + plain matcher, at least
 TARGET_LEDGER = 0.6  # replay --ledger over matching only, at least
 TARGET_JOURNAL = 0.5  # replay --ledger --journal over matching only, at least
 SCHEMA = 2
@@ -257,6 +258,7 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
             "largest_over_smallest_book_ns_per_msg_at_most": TARGET_SCALING,
             "p99_latency_ns_under": TARGET_P99_NS,
             "end_to_end_msgs_per_s_above": TARGET_END_TO_END,
+            "end_to_end_over_plain_pipeline_at_least": TARGET_PIPELINE,
             "ledger_over_matching_at_least": TARGET_LEDGER,
             "journal_over_matching_at_least": TARGET_JOURNAL
         },
@@ -294,11 +296,17 @@ def run_suite(settings: dict, *, seed: int = 1, profile: str = "auto",
     result["contenders"] = section
 
     lap("contenders")
-    _say(f"[3/9] end to end: carbonx replay --json, {settings['repeat']} fresh processes")
+    _say(f"[3/9] end to end: carbonx replay --json and the plain pipeline, "
+         f"{settings['repeat']} fresh processes each")
     e2e = _stage(failures, "end to end",
                  lambda: endtoend.measure(files["mixed"], repeat=settings["repeat"]))
     if e2e is not None:
         failures += e2e.pop("failures")
+        # Beside it, the plain pipeline (csv module + plain matcher) on the same file.
+        pipeline = [_worker("pipeline", files["mixed"]) for _ in range(settings["repeat"])]
+        e2e["plain_pipeline_msgs_per_s"] = spread([r["msgs_per_s"] for r in pipeline], 0)
+        e2e["over_plain_pipeline"] = round(
+            e2e["msgs_per_s"]["median"] / e2e["plain_pipeline_msgs_per_s"]["median"], 3)
     result["end_to_end"] = e2e
 
     lap("end_to_end")
@@ -547,6 +555,12 @@ def _verdict(result: dict) -> dict:
         targets.append(
             _target("end to end, carbonx replay msgs/s", f"> {TARGET_END_TO_END:,}", value, value
                     > TARGET_END_TO_END))
+        ratio = e2e.get("over_plain_pipeline")
+        if ratio is not None:
+            verdict["end_to_end_over_plain_pipeline"] = ratio
+            targets.append(
+                _target("end to end / plain csv reader + plain matcher",
+                        f">= {TARGET_PIPELINE}", ratio, ratio >= TARGET_PIPELINE))
     led = result.get("ledger")
     if led:
         for key, target in (("ledger_over_matching", TARGET_LEDGER), ("journal_over_matching",

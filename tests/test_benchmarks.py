@@ -310,3 +310,22 @@ def test_a_peer_that_is_not_installed_is_skipped_with_a_clear_note(mixed_csv, mo
                                  worker=worker)
     assert [r["name"] for r in section["rows"]] == ["engine"]
     assert "not installed" in section["skipped"]["pyorderbook"] and section["failures"] == []
+
+
+def test_the_plain_pipeline_reads_and_trades_as_the_plain_matcher(mixed_csv, quick_result):
+    """The end-to-end baseline (csv module + plain matcher) trades exactly as the plain
+    matcher does on the same file decoded by carbonx's reader, and the suite records the
+    ratio of carbonx replay to it."""
+    from benchmarks import pipeline
+    from benchmarks.plain import PlainMatcher
+
+    ran = pipeline.run(str(mixed_csv))
+    matcher = PlainMatcher()
+    commands = read_order_file(mixed_csv, default_stp="none")
+    matcher.run(commands)
+    assert ran["messages"] == len(commands) and ran["trades"] == len(matcher.trades) > 0
+    done, results = quick_result
+    e2e = json.loads((results / "quick.json").read_text())["end_to_end"]
+    assert e2e["plain_pipeline_msgs_per_s"]["median"] > 0
+    assert e2e["over_plain_pipeline"] == round(
+        e2e["msgs_per_s"]["median"] / e2e["plain_pipeline_msgs_per_s"]["median"], 3)
