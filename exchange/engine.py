@@ -159,6 +159,10 @@ class Engine:
     Commands without a ``command_id`` pay nothing.
     """
 
+    # The measured shortcuts of _place for a plain order: a test turns them off and holds
+    # the general path's events and state equal.
+    shortcuts = True
+
     def __init__(self, market: Market, *, book: _BookFactory = FastBook, ledger: bool = False,
                  command_window: int = 100_000) -> None:
         if command_window < 0:
@@ -385,8 +389,11 @@ class Engine:
             if len(spec.quantities) < _PRICE_CACHE:
                 spec.quantities.add(qty)
         stp_name = cmd.stp or "cancel_resting"
-        plain = (kind < STOP and cmd.stop_price is None and cmd.display_qty is None
-                 and not cmd.post_only and tif != GTD and cmd.expire_ts is None)
+        # A plain order (no stop, iceberg, post-only or gtd) takes the shortcuts below;
+        # tests/test_properties.py holds them equal to the general path (``shortcuts``).
+        plain = (self.shortcuts and kind < STOP and cmd.stop_price is None
+                 and cmd.display_qty is None and not cmd.post_only and tif != GTD
+                 and cmd.expire_ts is None)
         if not plain:
             checked = self._check_features(cmd, spec, kind, tif, qty)
             if type(checked) is not tuple:

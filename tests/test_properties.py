@@ -800,8 +800,10 @@ class Model:
 
 
 class PlainPaths(Engine):
-    """The engine with its fast paths swapped for the plain ones they shortcut."""
+    """The engine with its fast paths swapped for the plain ones they shortcut: every new
+    order through the general path of ``_place``, every cancel through ``_cancel_plain``."""
 
+    shortcuts = False
     _cancel = Engine._cancel_plain
 
 
