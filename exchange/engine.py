@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 import msgspec
 from sortedcontainers import SortedList
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                                 STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook,
                                 Order, visible_of)
@@ -61,6 +61,9 @@ from exchange.units import Scale
 
 __all__ = ["Engine"]
 
+# Bound once for the cancel shortcut (benchmarks/contenders.py): an enum member costs three
+# times a module global to look up.
+_BY_OWNER = Reason.CANCELLED_BY_OWNER
 _PRICE_CACHE = 1 << 16
 DONE_IDS = 200_000  # ids of done orders remembered at least, per day (see _forget_done)
 # No price in this market comes near: larger is a typo, refused as an invalid price.
@@ -262,7 +265,7 @@ class Engine:
         """A command whose id is in the window was seen: reject it, change nothing."""
         self._reject(
             type(command).__struct_config__.tag,  # type: ignore[arg-type]  # tags are strs
-            reasons.DUPLICATE_COMMAND, out, getattr(command, "order_id", None), key[0] or None,
+            Reason.DUPLICATE_COMMAND, out, getattr(command, "order_id", None), key[0] or None,
             getattr(command, "instrument", None), command.ts)
 
     def _remember(self, key: _CommandKey, out: list[Event], first: int) -> None:
@@ -350,13 +353,13 @@ class Engine:
         symbol = cmd.instrument
         spec = self._specs.get(symbol)
         if spec is None:
-            return self._reject_order(cmd, reasons.UNKNOWN_INSTRUMENT, out)
+            return self._reject_order(cmd, Reason.UNKNOWN_INSTRUMENT, out)
         order_id = cmd.order_id
         account = cmd.account
         if not order_id or not account:
-            return self._reject_order(cmd, reasons.MISSING_FIELD, out)
+            return self._reject_order(cmd, Reason.MISSING_FIELD, out)
         if order_id in self._live:
-            return self._reject_order(cmd, reasons.DUPLICATE_ORDER_ID, out)
+            return self._reject_order(cmd, Reason.DUPLICATE_ORDER_ID, out)
         if len(self._live) >= self._sweep_at:
             self._forget_done()
         kind = KIND_CODES[cmd.type]
@@ -364,21 +367,21 @@ class Engine:
         text = cmd.price
         if kind in (LIMIT, STOP_LIMIT):
             if text is None:
-                return self._reject_order(cmd, reasons.MISSING_PRICE, out)
+                return self._reject_order(cmd, Reason.MISSING_PRICE, out)
             price = spec.prices.get(text)
             if price is None:
                 price = self._ticks(spec.inst, text)
                 if price is None:
-                    return self._reject_order(cmd, reasons.OFF_TICK, out)
+                    return self._reject_order(cmd, Reason.OFF_TICK, out)
                 if price <= 0:
-                    return self._reject_order(cmd, reasons.INVALID_PRICE, out)
+                    return self._reject_order(cmd, Reason.INVALID_PRICE, out)
                 if len(spec.prices) < _PRICE_CACHE:
                     spec.prices[text] = price
             band = spec.band
             if band is not None and not band[0] <= price <= band[1]:
-                return self._reject_order(cmd, reasons.PRICE_OUT_OF_BAND, out)
+                return self._reject_order(cmd, Reason.PRICE_OUT_OF_BAND, out)
         elif text is not None:
-            return self._reject_order(cmd, reasons.PRICE_NOT_ALLOWED, out)
+            return self._reject_order(cmd, Reason.PRICE_NOT_ALLOWED, out)
         else:
             price = 0
         qty = cmd.qty
@@ -409,9 +412,9 @@ class Engine:
             held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty, kind, False,
                                         STP_CODES[stp_name], spec.band, spec.book)
         if held is not None:
-            if type(held) is str:
-                return self._reject_order(cmd, held, out)
-            affordable = held  # type: ignore[assignment]  # an int: a str returned above
+            if type(held) is not int:  # a Reason
+                return self._reject_order(cmd, held, out)  # type: ignore[arg-type]
+            affordable = held
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
@@ -487,7 +490,7 @@ class Engine:
                 out[index] = msgspec.structs.replace(trade,
                                                      buy_leaves_qty=trade.buy_leaves_qty + short)
         order.qty = short
-        book.cancel_remainder(order, reasons.INSUFFICIENT_CASH, out)
+        book.cancel_remainder(order, Reason.INSUFFICIENT_CASH, out)
         if spec.stops and book.trade_count != trades_before:
             self._run_stops(order.instrument, book, spec.stops, out)
 
@@ -501,33 +504,33 @@ class Engine:
         stop_price = 0
         if kind >= STOP:
             if cmd.stop_price is None:
-                return reasons.MISSING_STOP_PRICE
+                return Reason.MISSING_STOP_PRICE
             stop = self._ticks(inst, cmd.stop_price)
             if stop is None:
-                return reasons.OFF_TICK
+                return Reason.OFF_TICK
             if stop <= 0:
-                return reasons.INVALID_PRICE
+                return Reason.INVALID_PRICE
             stop_price = stop
         elif cmd.stop_price is not None:
-            return reasons.STOP_PRICE_NOT_ALLOWED
+            return Reason.STOP_PRICE_NOT_ALLOWED
         rests = kind != MARKET and kind != STOP and tif != IOC and tif != FOK
         display = 0
         if cmd.display_qty is not None:
             display = cmd.display_qty
             if (not rests or display <= 0 or display > qty or display % inst.qty_step
                     or display < inst.min_qty):
-                return reasons.INVALID_DISPLAY_QTY
+                return Reason.INVALID_DISPLAY_QTY
             if display == qty:
                 display = 0
         if cmd.post_only and (not rests or kind != LIMIT):
-            return reasons.POST_ONLY_NOT_ALLOWED
+            return Reason.POST_ONLY_NOT_ALLOWED
         if tif == GTD:
             if cmd.expire_ts is None:
-                return reasons.MISSING_EXPIRE_TS
+                return Reason.MISSING_EXPIRE_TS
             if cmd.expire_ts <= self.clock:
-                return reasons.EXPIRE_TS_IN_PAST
+                return Reason.EXPIRE_TS_IN_PAST
         elif cmd.expire_ts is not None:
-            return reasons.EXPIRE_TS_NOT_ALLOWED
+            return Reason.EXPIRE_TS_NOT_ALLOWED
         return stop_price, display
 
     @staticmethod
@@ -543,13 +546,13 @@ class Engine:
     @staticmethod
     def _quantity_rule(inst: Instrument, qty: int) -> str | None:
         if qty <= 0:
-            return reasons.INVALID_QUANTITY
+            return Reason.INVALID_QUANTITY
         if qty % inst.qty_step:
-            return reasons.OFF_STEP
+            return Reason.OFF_STEP
         if qty > inst.max_qty:
-            return reasons.QUANTITY_ABOVE_MAXIMUM
+            return Reason.QUANTITY_ABOVE_MAXIMUM
         if qty < inst.min_qty:
-            return reasons.QUANTITY_BELOW_MINIMUM
+            return Reason.QUANTITY_BELOW_MINIMUM
         return None
 
     def _market_limit(self, symbol: str, is_buy: bool) -> int:
@@ -585,7 +588,7 @@ class Engine:
                 order.kind = LIMIT
                 band = self._specs[symbol].band
                 if band is not None and not band[0] <= order.price <= band[1]:
-                    book.cancel_remainder(order, reasons.STOP_LIMIT_OUT_OF_BAND, out)
+                    book.cancel_remainder(order, Reason.STOP_LIMIT_OUT_OF_BAND, out)
                     continue
             book.submit(order, out)
 
@@ -606,7 +609,7 @@ class Engine:
         out.append(
             OrderCancelled(order_id=order.order_id, account=order.account,
                            instrument=order.instrument, side="buy" if order.is_buy else "sell",
-                           cancelled_qty=qty, reason=reasons.CANCELLED_BY_OWNER, seq=seq))
+                           cancelled_qty=qty, reason=_BY_OWNER, seq=seq))
         self._ledger.release(order.order_id)
         return None
 
@@ -617,7 +620,7 @@ class Engine:
         if order is None:
             return None
         self.accepted += 1
-        self._take_out(order, reasons.CANCELLED_BY_OWNER, out)
+        self._take_out(order, Reason.CANCELLED_BY_OWNER, out)
         self._ledger.release(order.order_id)
         return None
 
@@ -626,11 +629,11 @@ class Engine:
         order = self._live.get(cmd.order_id)
         if (order is None or not order.qty
                 or (cmd.instrument and cmd.instrument != order.instrument)):
-            self._reject(action, reasons.UNKNOWN_ORDER, out, cmd.order_id, cmd.account,
+            self._reject(action, Reason.UNKNOWN_ORDER, out, cmd.order_id, cmd.account,
                          cmd.instrument, cmd.ts)
             return None
         if order.account != cmd.account:
-            self._reject(action, reasons.NOT_OWNER, out, cmd.order_id, cmd.account, cmd.instrument,
+            self._reject(action, Reason.NOT_OWNER, out, cmd.order_id, cmd.account, cmd.instrument,
                          cmd.ts)
             return None
         return order
@@ -670,16 +673,16 @@ class Engine:
         price = order.price
         if cmd.price is not None:
             if order.kind == STOP:
-                return reject(reasons.PRICE_NOT_ALLOWED)
+                return reject(Reason.PRICE_NOT_ALLOWED)
             ticks = self._ticks(inst, cmd.price)
             if ticks is None:
-                return reject(reasons.OFF_TICK)
+                return reject(Reason.OFF_TICK)
             price = ticks
             if price <= 0:
-                return reject(reasons.INVALID_PRICE)
+                return reject(Reason.INVALID_PRICE)
             band = self._specs[order.instrument].band
             if price != order.price and band is not None and not band[0] <= price <= band[1]:
-                return reject(reasons.PRICE_OUT_OF_BAND)
+                return reject(Reason.PRICE_OUT_OF_BAND)
         qty = order.qty
         if cmd.qty is not None:
             qty = cmd.qty
@@ -690,7 +693,7 @@ class Engine:
         resting = order.kind < STOP
         keeps = price == order.price and qty <= order.qty
         if resting and not keeps and order.post_only and book.would_cross(order.is_buy, price):
-            return reject(reasons.POST_ONLY_WOULD_TRADE)
+            return reject(Reason.POST_ONLY_WOULD_TRADE)
         refused = self._ledger.amend(order.order_id, order.account, order.instrument, price, qty)
         if refused is not None:
             return reject(refused)
@@ -732,10 +735,10 @@ class Engine:
     # --- mass cancel ---------------------------------------------------------------------
     def _mass_cancel(self, cmd: MassCancel, out: list[Event]) -> None:
         if not cmd.account:
-            return self._reject("mass_cancel", reasons.MISSING_FIELD, out, None, cmd.account,
+            return self._reject("mass_cancel", Reason.MISSING_FIELD, out, None, cmd.account,
                                 cmd.instrument, cmd.ts)
         if cmd.instrument is not None and cmd.instrument not in self._instruments:
-            return self._reject("mass_cancel", reasons.UNKNOWN_INSTRUMENT, out, None, cmd.account,
+            return self._reject("mass_cancel", Reason.UNKNOWN_INSTRUMENT, out, None, cmd.account,
                                 cmd.instrument, cmd.ts)
         is_buy = None if cmd.side is None else cmd.side == "buy"
         targets = [
@@ -750,7 +753,7 @@ class Engine:
             MassCancelAccepted(seq=ctr.seq, account=cmd.account, instrument=cmd.instrument,
                                side=cmd.side, count=len(targets)))
         for order in targets:
-            self._take_out(order, reasons.MASS_CANCEL, out)
+            self._take_out(order, Reason.MASS_CANCEL, out)
 
     # --- time ----------------------------------------------------------------------------
     def _advance_clock(self, ts: int, out: list[Event]) -> None:
@@ -794,7 +797,7 @@ class Engine:
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
         for order in [o for o in self.live_orders() if o.instrument in expiring]:
             mark = len(out)
-            self._take_out(order, reasons.CONTRACT_EXPIRED, out)
+            self._take_out(order, Reason.CONTRACT_EXPIRED, out)
             ledger.settle(out, mark)
         if close_outs:
             self._close_out(close_outs, out)
@@ -838,7 +841,7 @@ class Engine:
                     if o.account == account and o.instrument in clearing.contracts
             ]:
                 mark = len(out)
-                self._take_out(order, reasons.MARGIN_CLOSE_OUT, out)
+                self._take_out(order, Reason.MARGIN_CLOSE_OUT, out)
                 ledger.settle(out, mark)
         for number, (account, symbol, lots) in enumerate(close_outs, 1):
             limit = self._instruments[symbol].max_qty

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import msgspec
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.reasons import Rejected
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
                                SYSTEM_ACCOUNTS, Account, Holding)
@@ -223,8 +223,8 @@ class Ledger:
         acct = self.accounts.get(account)
         if acct is None:
             if account.startswith("@"):
-                return reasons.RESERVED_ACCOUNT
-            return reasons.INSUFFICIENT_CASH if is_buy else reasons.INSUFFICIENT_ALLOWANCES
+                return Reason.RESERVED_ACCOUNT
+            return Reason.INSUFFICIENT_CASH if is_buy else Reason.INSUFFICIENT_ALLOWANCES
         if acct.status != OPEN and not (self.closing_out and acct.status == SUSPENDED):
             return _status_reason(acct)
         # Profiled (benchmarks/ledger.py): the terms and both holdings in one lookup, once known.
@@ -233,7 +233,7 @@ class Ledger:
             currency, spot, unit, fee, limit = self._terms[symbol]
             if not spot:
                 if symbol not in self.clearing.cleared:
-                    return reasons.NOT_CLEARED  # no margin terms: traded, not cleared
+                    return Reason.NOT_CLEARED  # no margin terms: traded, not cleared
                 return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
                                              price if kind in (LIMIT, STOP_LIMIT) else 0)
             # Holdings are looked up, not created, until the order is sure to be
@@ -249,7 +249,7 @@ class Ledger:
             position, cash, unit, fee, limit = terms  # neither is _EMPTY
         if not is_buy:
             if position.available < qty:
-                return reasons.INSUFFICIENT_ALLOWANCES
+                return Reason.INSUFFICIENT_ALLOWANCES
             if cash is _EMPTY:
                 cash = acct.holding(currency)
             position.available -= qty
@@ -257,13 +257,13 @@ class Ledger:
             self._holds[order_id] = _Hold(position, cash, qty, False, 0, 0, 0, qty, priced)
             return None
         if limit is not None and position.total + position.pending_buy + qty > limit:
-            return reasons.POSITION_LIMIT
+            return Reason.POSITION_LIMIT
         result: int | None = None
         if kind in (MARKET, STOP):
             if band is not None:
                 price = band[1]
             elif kind == STOP:
-                return reasons.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
+                return Reason.STOP_NEEDS_BAND  # nothing to size a hold by: use stop_limit
             else:
                 affordable, amount, cash_bound = _walk(
                     book,  # type: ignore[arg-type]  # a market order comes with its book
@@ -271,7 +271,7 @@ class Ledger:
                 if not affordable:
                     # Nothing it could buy: refused if for want of cash; with an empty
                     # book it is accepted and cancelled as any market order would be.
-                    return reasons.INSUFFICIENT_CASH if cash_bound else None
+                    return Reason.INSUFFICIENT_CASH if cash_bound else None
                 if cash_bound:
                     result = qty = affordable
                 self._take(acct, symbol, cash, position, order_id, amount, NO_LIMIT, unit, fee, qty,
@@ -280,7 +280,7 @@ class Ledger:
         amount = price * qty * unit
         amount += amount * fee // FEE_SCALE  # cash_needed, inlined (benchmarks/ledger.py)
         if cash.available < amount:
-            return reasons.INSUFFICIENT_CASH
+            return Reason.INSUFFICIENT_CASH
         if position is _EMPTY:
             position = acct.holding(symbol)
         cash.available -= amount
@@ -309,19 +309,19 @@ class Ledger:
         if not hold.is_buy:
             delta = qty - hold.amount
             if delta > hold.holding.available:
-                return reasons.INSUFFICIENT_ALLOWANCES
+                return Reason.INSUFFICIENT_ALLOWANCES
         else:
             # A limit order's hold follows its price; a stop market buy keeps the price
             # its hold was sized at (the band's top when it was placed).
             hold_price = price if hold.rests else hold.price
             delta = cash_needed(hold_price, qty, hold.unit, hold.fee) - hold.amount
             if delta > hold.holding.available:
-                return reasons.INSUFFICIENT_CASH
+                return Reason.INSUFFICIENT_CASH
             position = hold.other
             limit = self.instruments[symbol].position_limit if acct.kind == "financial" else None
             if (limit is not None and qty > hold.qty
                     and position.total + position.pending_buy + qty - hold.qty > limit):
-                return reasons.POSITION_LIMIT
+                return Reason.POSITION_LIMIT
             hold.price = hold_price
             position.pending_buy += qty - hold.qty
         hold.qty = qty
@@ -478,16 +478,16 @@ class Ledger:
         With *create*, an unknown participant account is ``None``: it comes into being
         (``covered``) when the command acts."""
         if not name:
-            raise Rejected(reasons.MISSING_FIELD)
+            raise Rejected(Reason.MISSING_FIELD)
         if name.startswith("@"):
-            raise Rejected(reasons.RESERVED_ACCOUNT)
+            raise Rejected(Reason.RESERVED_ACCOUNT)
         acct = self.accounts.get(name)
         if acct is None:
             if not create:
-                raise Rejected(reasons.UNKNOWN_ACCOUNT)
+                raise Rejected(Reason.UNKNOWN_ACCOUNT)
             return None
         if acct.status == CLOSED:
-            raise Rejected(reasons.ACCOUNT_CLOSED)
+            raise Rejected(Reason.ACCOUNT_CLOSED)
         return acct
 
     def _opened(self, name: str, out: list[Event]) -> Account:
@@ -500,13 +500,13 @@ class Ledger:
 
     def _amount(self, currency: str, text: str) -> int:
         if currency not in self._cash_scale:
-            raise Rejected(reasons.UNKNOWN_CURRENCY)
+            raise Rejected(Reason.UNKNOWN_CURRENCY)
         try:
             amount = self._cash_scale[currency].to_units(text)
         except ValueError:
-            raise Rejected(reasons.INVALID_AMOUNT) from None
+            raise Rejected(Reason.INVALID_AMOUNT) from None
         if amount is None or amount <= 0 or amount >= 1 << 62:
-            raise Rejected(reasons.INVALID_AMOUNT)
+            raise Rejected(Reason.INVALID_AMOUNT)
         return amount
 
     def _units(self, symbol: str, qty: int, zero: bool = False) -> Instrument:
@@ -514,11 +514,11 @@ class Ledger:
         zero, or with *zero* at least zero); ``Rejected`` otherwise."""
         inst = self.instruments.get(symbol)
         if inst is None:
-            raise Rejected(reasons.UNKNOWN_INSTRUMENT)
+            raise Rejected(Reason.UNKNOWN_INSTRUMENT)
         if inst.kind != "spot":
-            raise Rejected(reasons.NOT_ISSUABLE)
+            raise Rejected(Reason.NOT_ISSUABLE)
         if qty < (0 if zero else 1) or qty >= 1 << 62:
-            raise Rejected(reasons.INVALID_QUANTITY)
+            raise Rejected(Reason.INVALID_QUANTITY)
         return inst
 
     @staticmethod
@@ -543,7 +543,7 @@ class Ledger:
         acct = self._usable(cmd.account, create=False)
         amount = self._amount(cmd.currency, cmd.amount)
         if not self._debit(acct, cmd.currency, amount):
-            raise Rejected(reasons.INSUFFICIENT_CASH)
+            raise Rejected(Reason.INSUFFICIENT_CASH)
         self.supply[cmd.currency] -= amount
         self._event(CashWithdrawn, out, account=cmd.account, currency=cmd.currency, amount=amount)
         return None
@@ -563,7 +563,7 @@ class Ledger:
         if cmd.year is not None:
             self.registry.eligible(cmd.account, cmd.instrument, cmd.qty, cmd.year)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         self.accounts[REGISTRY].holding(cmd.instrument).available += cmd.qty
         if cmd.year is not None:
             self.registry.surrendered(cmd.account, cmd.instrument, cmd.qty, cmd.year)
@@ -575,7 +575,7 @@ class Ledger:
         acct = self._usable(cmd.account, create=False)
         self._units(cmd.instrument, cmd.qty)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         self.supply[cmd.instrument] -= cmd.qty
         self._event(AllowancesClawedBack, out, account=cmd.account, instrument=cmd.instrument,
                     qty=cmd.qty)
@@ -585,7 +585,7 @@ class Ledger:
         """Return the covered entity's account *name* (``Rejected`` if it is not one)."""
         acct = self._usable(name, create=False)
         if acct.kind != "covered":
-            raise Rejected(reasons.NOT_COVERED)
+            raise Rejected(Reason.NOT_COVERED)
         return acct
 
     def _emissions(self, cmd: RecordEmissions, out: list[Event]) -> None:
@@ -604,7 +604,7 @@ class Ledger:
         deducted, change = self.registry.allocate(cmd.account, cmd.instrument, cmd.year, cmd.qty,
                                                   cmd.stage)
         if change < 0 and not self._debit(acct, cmd.instrument, -change):
-            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         if change > 0:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
@@ -624,9 +624,9 @@ class Ledger:
         left = registry.conversion_left(cmd.account, cmd.instrument, cmd.to_instrument,
                                         old_vintages)
         if cmd.qty > left:
-            raise Rejected(reasons.CONVERSION_CAP_EXCEEDED)
+            raise Rejected(Reason.CONVERSION_CAP_EXCEEDED)
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         acct.holding(cmd.to_instrument).available += cmd.qty
         self.supply[cmd.instrument] -= cmd.qty
         self.supply[cmd.to_instrument] = self.supply.get(cmd.to_instrument, 0) + cmd.qty
@@ -656,7 +656,7 @@ class Ledger:
         if acct.status != OPEN:
             raise Rejected(_status_reason(acct))
         if not self._debit(acct, cmd.instrument, cmd.qty):
-            raise Rejected(reasons.INSUFFICIENT_ALLOWANCES)
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         self._event(AllowancesTransferred, out, account=cmd.account, to_account=cmd.to_account,
                     instrument=cmd.instrument, qty=cmd.qty)
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
@@ -665,7 +665,7 @@ class Ledger:
     def _open(self, cmd: OpenAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=True)
         if acct is not None:
-            raise Rejected(reasons.ACCOUNT_EXISTS)
+            raise Rejected(Reason.ACCOUNT_EXISTS)
         self.accounts[cmd.account] = Account(cmd.account, cmd.kind)
         self._event(AccountOpened, out, account=cmd.account, kind=cmd.kind)
         return None
@@ -686,7 +686,7 @@ class Ledger:
     def _close(self, cmd: CloseAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
         if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
-            raise Rejected(reasons.ACCOUNT_NOT_EMPTY)
+            raise Rejected(Reason.ACCOUNT_NOT_EMPTY)
         return self._set_status(cmd, CLOSED, out)
 
     # --- state (exchange.state) ------------------------------------------------------------
@@ -877,8 +877,8 @@ def _release(hold: _Hold) -> None:
 
 def _status_reason(acct: Account) -> str:
     if acct.status == SYSTEM:
-        return reasons.RESERVED_ACCOUNT
-    return reasons.ACCOUNT_CLOSED if acct.status == CLOSED else reasons.ACCOUNT_SUSPENDED
+        return Reason.RESERVED_ACCOUNT
+    return Reason.ACCOUNT_CLOSED if acct.status == CLOSED else Reason.ACCOUNT_SUSPENDED
 
 
 def _minor_step(currency: str) -> str:

@@ -1,120 +1,191 @@
-"""Reason codes, grouped by the pipeline stage that gives them.
+"""Reason codes: one vocabulary, each code with the pipeline stage that gives it.
 
-A ``rejected`` command carries one of the VALIDATION, STATE or RISK codes and changes
-nothing. An accepted order whose remainder cannot rest is ``cancelled`` with one of the
-OUTCOME codes. Codes are stable strings: tools and bots match on them.
+A ``rejected`` command carries a VALIDATION, STATE, REGISTRY or RISK code, or, turned
+away before the engine, a GATEWAY one, and changes nothing. An accepted order whose
+remainder cannot rest is ``cancelled`` with an OUTCOME code. Codes are stable strings
+(``Reason`` is a ``StrEnum``: a member is equal to its string, and encodes as it): tools
+and bots match on them.
+
+>>> Reason.OFF_TICK == "off_tick", Reason.OFF_TICK.stage
+(True, <Stage.VALIDATION: 'validation'>)
+>>> sorted(Reason.INSUFFICIENT_CASH.stages)
+[<Stage.OUTCOME: 'outcome'>, <Stage.RISK: 'risk'>]
 """
 
 from __future__ import annotations
 
-# --- validation: the command breaks a market rule on its own --------------------------
-MISSING_FIELD = "missing_field"
-UNKNOWN_INSTRUMENT = "unknown_instrument"
-MISSING_PRICE = "missing_price"
-PRICE_NOT_ALLOWED = "price_not_allowed"
-INVALID_PRICE = "invalid_price"
-OFF_TICK = "off_tick"
-PRICE_OUT_OF_BAND = "price_out_of_band"
-MISSING_STOP_PRICE = "missing_stop_price"
-STOP_PRICE_NOT_ALLOWED = "stop_price_not_allowed"
-INVALID_QUANTITY = "invalid_quantity"
-OFF_STEP = "off_step"
-QUANTITY_BELOW_MINIMUM = "quantity_below_minimum"
-QUANTITY_ABOVE_MAXIMUM = "quantity_above_maximum"
-INVALID_DISPLAY_QTY = "invalid_display_qty"
-POST_ONLY_NOT_ALLOWED = "post_only_not_allowed"
-MISSING_EXPIRE_TS = "missing_expire_ts"
-EXPIRE_TS_NOT_ALLOWED = "expire_ts_not_allowed"
-EXPIRE_TS_IN_PAST = "expire_ts_in_past"
+from enum import StrEnum
 
-# --- state: the command does not fit the engine's current state -----------------------
-DUPLICATE_ORDER_ID = "duplicate_order_id"
-UNKNOWN_ORDER = "unknown_order"
-NOT_OWNER = "not_owner"
-POST_ONLY_WOULD_TRADE = "post_only_would_trade"
+__all__ = [
+    "GATEWAY", "OUTCOME", "REGISTRY", "REJECT_REASONS", "RISK", "STATE", "VALIDATION", "Reason",
+    "Rejected", "Stage"
+]
 
-DUPLICATE_COMMAND = "duplicate_command"
-UNKNOWN_ACCOUNT = "unknown_account"
-ACCOUNT_EXISTS = "account_exists"
-ACCOUNT_NOT_EMPTY = "account_not_empty"
-RESERVED_ACCOUNT = "reserved_account"
-UNKNOWN_CURRENCY = "unknown_currency"
-INVALID_AMOUNT = "invalid_amount"
-NOT_ISSUABLE = "not_issuable"
-NOT_CLEARED = "not_cleared"
 
-# --- registry: compliance rules (exchange.compliance.registry) ------------------------------------
-INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
-INVALID_YEAR = "invalid_year"
-INVALID_MULTIPLE = "invalid_multiple"  # a fine multiple outside 5-10
-NO_OBLIGATION = "no_obligation"  # no verified emissions for that year
-INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
-OFFSET_CAP_EXCEEDED = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
-INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
-AFTER_DEADLINE = "after_deadline"
-YEAR_CLOSED = "year_closed"  # the year's deadline was processed
-NO_MARKET_PRICE = "no_market_price"  # no allowance trades in the month before it
-NOT_COVERED = "not_covered"  # the account is not a covered entity
-INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
-INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
-NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
-ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
-CONVERSION_CAP_EXCEEDED = "conversion_cap_exceeded"  # banking conversion beyond its cap
+class Stage(StrEnum):
+    """Where in the pipeline a reason is given."""
 
-# --- risk: the ledger refuses (checked before an order can trade) -----------------------
-INSUFFICIENT_CASH = "insufficient_cash"
-INSUFFICIENT_ALLOWANCES = "insufficient_allowances"
-POSITION_LIMIT = "position_limit"
-ACCOUNT_SUSPENDED = "account_suspended"
-ACCOUNT_CLOSED = "account_closed"
-STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing to hold at
-INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
-REDUCE_ONLY = "reduce_only"  # under a margin call: only reducing orders
-CONTRACT_EXPIRED = "contract_expired"  # after the contract's last trading day
-LIMIT_ONLY = "limit_only"  # an option buy needs a limit price
+    VALIDATION = "validation"  # the command breaks a market rule on its own: rejected
+    STATE = "state"  # it does not fit the engine's current state: rejected
+    REGISTRY = "registry"  # a compliance rule: rejected
+    RISK = "risk"  # the ledger refuses it: rejected
+    OUTCOME = "outcome"  # why an accepted order's quantity was cancelled
+    GATEWAY = "gateway"  # turned away by the gateway before the engine
 
-# --- outcome: why an accepted order's quantity was cancelled ---------------------------
-CANCELLED_BY_OWNER = "cancelled_by_owner"
-MASS_CANCEL = "mass_cancel"
-MARGIN_CLOSE_OUT = "margin_close_out"  # a called account's orders, before its close-out
-IOC_REMAINDER = "ioc_remainder"
-MARKET_REMAINDER = "market_remainder"
-FOK_UNFILLED = "fok_unfilled"
-STP_CANCEL_RESTING = "stp_cancel_resting"
-STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
-STOP_LIMIT_OUT_OF_BAND = "stop_limit_out_of_band"
 
-VALIDATION = frozenset({
-    MISSING_FIELD, UNKNOWN_INSTRUMENT, MISSING_PRICE, PRICE_NOT_ALLOWED, INVALID_PRICE, OFF_TICK,
-    PRICE_OUT_OF_BAND, MISSING_STOP_PRICE, STOP_PRICE_NOT_ALLOWED, INVALID_QUANTITY, OFF_STEP,
-    QUANTITY_BELOW_MINIMUM, QUANTITY_ABOVE_MAXIMUM, INVALID_DISPLAY_QTY, POST_ONLY_NOT_ALLOWED,
-    MISSING_EXPIRE_TS, EXPIRE_TS_NOT_ALLOWED, EXPIRE_TS_IN_PAST
+class Reason(StrEnum):
+    """Every reason code the exchange gives, grouped by stage."""
+
+    # --- validation: the command breaks a market rule on its own --------------------------
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_INSTRUMENT = "unknown_instrument"
+    MISSING_PRICE = "missing_price"
+    PRICE_NOT_ALLOWED = "price_not_allowed"
+    INVALID_PRICE = "invalid_price"
+    OFF_TICK = "off_tick"
+    PRICE_OUT_OF_BAND = "price_out_of_band"
+    MISSING_STOP_PRICE = "missing_stop_price"
+    STOP_PRICE_NOT_ALLOWED = "stop_price_not_allowed"
+    INVALID_QUANTITY = "invalid_quantity"
+    OFF_STEP = "off_step"
+    QUANTITY_BELOW_MINIMUM = "quantity_below_minimum"
+    QUANTITY_ABOVE_MAXIMUM = "quantity_above_maximum"
+    INVALID_DISPLAY_QTY = "invalid_display_qty"
+    POST_ONLY_NOT_ALLOWED = "post_only_not_allowed"
+    MISSING_EXPIRE_TS = "missing_expire_ts"
+    EXPIRE_TS_NOT_ALLOWED = "expire_ts_not_allowed"
+    EXPIRE_TS_IN_PAST = "expire_ts_in_past"
+
+    # --- state: the command does not fit the engine's current state -----------------------
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    UNKNOWN_ORDER = "unknown_order"
+    NOT_OWNER = "not_owner"
+    POST_ONLY_WOULD_TRADE = "post_only_would_trade"
+
+    DUPLICATE_COMMAND = "duplicate_command"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_EXISTS = "account_exists"
+    ACCOUNT_NOT_EMPTY = "account_not_empty"
+    RESERVED_ACCOUNT = "reserved_account"
+    UNKNOWN_CURRENCY = "unknown_currency"
+    INVALID_AMOUNT = "invalid_amount"
+    NOT_ISSUABLE = "not_issuable"
+    NOT_CLEARED = "not_cleared"
+
+    # --- registry: compliance rules (exchange.compliance.registry) ---
+    INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
+    INVALID_YEAR = "invalid_year"
+    INVALID_MULTIPLE = "invalid_multiple"  # a fine multiple outside 5-10
+    NO_OBLIGATION = "no_obligation"  # no verified emissions for that year
+    INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
+    OFFSET_CAP_EXCEEDED = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
+    INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
+    AFTER_DEADLINE = "after_deadline"
+    YEAR_CLOSED = "year_closed"  # the year's deadline was processed
+    NO_MARKET_PRICE = "no_market_price"  # no allowance trades in the month before it
+    NOT_COVERED = "not_covered"  # the account is not a covered entity
+    INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
+    INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
+    NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
+    ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
+    CONVERSION_CAP_EXCEEDED = "conversion_cap_exceeded"  # banking conversion beyond its cap
+
+    # --- risk: the ledger refuses (checked before an order can trade) -----------------------
+    INSUFFICIENT_CASH = "insufficient_cash"
+    INSUFFICIENT_ALLOWANCES = "insufficient_allowances"
+    POSITION_LIMIT = "position_limit"
+    ACCOUNT_SUSPENDED = "account_suspended"
+    ACCOUNT_CLOSED = "account_closed"
+    STOP_NEEDS_BAND = "stop_needs_band"  # a stop market buy with no band: nothing to hold at
+    INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
+    REDUCE_ONLY = "reduce_only"  # under a margin call: only reducing orders
+    CONTRACT_EXPIRED = "contract_expired"  # after the contract's last trading day
+    LIMIT_ONLY = "limit_only"  # an option buy needs a limit price
+
+    # --- outcome: why an accepted order's quantity was cancelled ---------------------------
+    CANCELLED_BY_OWNER = "cancelled_by_owner"
+    MASS_CANCEL = "mass_cancel"
+    MARGIN_CLOSE_OUT = "margin_close_out"  # a called account's orders, before its close-out
+    IOC_REMAINDER = "ioc_remainder"
+    MARKET_REMAINDER = "market_remainder"
+    FOK_UNFILLED = "fok_unfilled"
+    STP_CANCEL_RESTING = "stp_cancel_resting"
+    STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
+    STOP_LIMIT_OUT_OF_BAND = "stop_limit_out_of_band"
+
+    # --- gateway: a message turned away before the engine (gateway.protocol sends them)
+    MALFORMED = "malformed"  # not JSON / msgpack, or not objects
+    BAD_COMMAND = "bad_command"  # a field of the wrong type, value or name
+    NOT_PERMITTED = "not_permitted"  # an operator action sent by a bot
+    WRONG_ACCOUNT = "wrong_account"  # the command names another account
+    TOO_LARGE = "too_large"  # the message exceeds the payload limit
+    TOO_MANY_COMMANDS = "too_many_commands"  # a list longer than the command limit
+    RATE_LIMITED = "rate_limited"  # the account sent faster than its limit
+    OVERLOADED = "overloaded"  # the account's intake is full: resend later
+
+    @property
+    def stages(self) -> frozenset[Stage]:
+        """The stages that give this reason (a few codes are given by two)."""
+        return _STAGES_OF[self]
+
+    @property
+    def stage(self) -> Stage:
+        """The first stage that gives this reason."""
+        return min(_STAGES_OF[self], key=list(Stage).index)
+
+
+_GATEWAY_NAMES = frozenset({
+    "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS",
+    "RATE_LIMITED", "OVERLOADED"
 })
-STATE = frozenset({
-    DUPLICATE_ORDER_ID, UNKNOWN_ORDER, NOT_OWNER, POST_ONLY_WOULD_TRADE, DUPLICATE_COMMAND,
-    UNKNOWN_ACCOUNT, ACCOUNT_EXISTS, ACCOUNT_NOT_EMPTY, RESERVED_ACCOUNT, UNKNOWN_CURRENCY,
-    INVALID_AMOUNT, NOT_ISSUABLE, NOT_CLEARED
+
+VALIDATION = frozenset[Reason]({
+    Reason.MISSING_FIELD, Reason.UNKNOWN_INSTRUMENT, Reason.MISSING_PRICE, Reason.PRICE_NOT_ALLOWED,
+    Reason.INVALID_PRICE, Reason.OFF_TICK, Reason.PRICE_OUT_OF_BAND, Reason.MISSING_STOP_PRICE,
+    Reason.STOP_PRICE_NOT_ALLOWED, Reason.INVALID_QUANTITY, Reason.OFF_STEP,
+    Reason.QUANTITY_BELOW_MINIMUM, Reason.QUANTITY_ABOVE_MAXIMUM, Reason.INVALID_DISPLAY_QTY,
+    Reason.POST_ONLY_NOT_ALLOWED, Reason.MISSING_EXPIRE_TS, Reason.EXPIRE_TS_NOT_ALLOWED,
+    Reason.EXPIRE_TS_IN_PAST
 })
-RISK = frozenset({
-    INSUFFICIENT_CASH, INSUFFICIENT_ALLOWANCES, POSITION_LIMIT, ACCOUNT_SUSPENDED, ACCOUNT_CLOSED,
-    STOP_NEEDS_BAND, INSUFFICIENT_MARGIN, REDUCE_ONLY, CONTRACT_EXPIRED, LIMIT_ONLY
+STATE = frozenset[Reason]({
+    Reason.DUPLICATE_ORDER_ID, Reason.UNKNOWN_ORDER, Reason.NOT_OWNER, Reason.POST_ONLY_WOULD_TRADE,
+    Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
+    Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
+    Reason.INVALID_AMOUNT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED
+})
+RISK = frozenset[Reason]({
+    Reason.INSUFFICIENT_CASH, Reason.INSUFFICIENT_ALLOWANCES, Reason.POSITION_LIMIT,
+    Reason.ACCOUNT_SUSPENDED, Reason.ACCOUNT_CLOSED, Reason.STOP_NEEDS_BAND,
+    Reason.INSUFFICIENT_MARGIN, Reason.REDUCE_ONLY, Reason.CONTRACT_EXPIRED, Reason.LIMIT_ONLY
 })
 # post_only_would_trade is both: an amend that would make a post-only order trade is
 # rejected; a new post-only order that would trade is accepted, then cancelled.
-OUTCOME = frozenset({
-    CANCELLED_BY_OWNER, MASS_CANCEL, IOC_REMAINDER, MARKET_REMAINDER, FOK_UNFILLED,
-    STP_CANCEL_RESTING, STP_CANCEL_AGGRESSOR, STOP_LIMIT_OUT_OF_BAND, POST_ONLY_WOULD_TRADE,
-    INSUFFICIENT_CASH, CONTRACT_EXPIRED, MARGIN_CLOSE_OUT
+OUTCOME = frozenset[Reason]({
+    Reason.CANCELLED_BY_OWNER, Reason.MASS_CANCEL, Reason.IOC_REMAINDER, Reason.MARKET_REMAINDER,
+    Reason.FOK_UNFILLED, Reason.STP_CANCEL_RESTING, Reason.STP_CANCEL_AGGRESSOR,
+    Reason.STOP_LIMIT_OUT_OF_BAND, Reason.POST_ONLY_WOULD_TRADE, Reason.INSUFFICIENT_CASH,
+    Reason.CONTRACT_EXPIRED, Reason.MARGIN_CLOSE_OUT
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.
-REGISTRY = frozenset({
-    INVALID_QUALITY, INVALID_YEAR, INVALID_MULTIPLE, NO_OBLIGATION, INELIGIBLE_VINTAGE,
-    OFFSET_CAP_EXCEEDED, INELIGIBLE_OFFSET, AFTER_DEADLINE, YEAR_CLOSED, NO_MARKET_PRICE,
-    NOT_COVERED, INVALID_MONTHS, INVALID_STAGE, NOT_VERIFIED, ALREADY_FINAL,
-    CONVERSION_CAP_EXCEEDED
+REGISTRY = frozenset[Reason]({
+    Reason.INVALID_QUALITY, Reason.INVALID_YEAR, Reason.INVALID_MULTIPLE, Reason.NO_OBLIGATION,
+    Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.INELIGIBLE_OFFSET,
+    Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE, Reason.NOT_COVERED,
+    Reason.INVALID_MONTHS, Reason.INVALID_STAGE, Reason.NOT_VERIFIED, Reason.ALREADY_FINAL,
+    Reason.CONVERSION_CAP_EXCEEDED
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY
+GATEWAY = frozenset(member for member in Reason if member.name in _GATEWAY_NAMES)
+
+_STAGES_OF: dict[Reason, frozenset[Stage]] = {
+    member: frozenset(stage
+                      for stage, members in ((Stage.VALIDATION, VALIDATION), (Stage.STATE, STATE),
+                                             (Stage.REGISTRY, REGISTRY), (Stage.RISK, RISK),
+                                             (Stage.OUTCOME, OUTCOME), (Stage.GATEWAY, GATEWAY))
+                      if member in members)
+    for member in Reason
+}
 
 
 class Rejected(Exception):
@@ -124,4 +195,3 @@ class Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-

@@ -51,13 +51,14 @@ from markets import futures_market
 
 from exchange import (AmendOrder, CancelOrder, CommandRejected, Deposit, EndOfDay, Engine,
                       IssueAllowances, MassCancel, OrderAccepted, OrderAmended, PlaceOrder,
-                      TradeExecuted, Withdraw, reasons)
+                      TradeExecuted, Withdraw)
 from exchange.calendar import DAY_NS, Calendar, day_of_ns, days_from_civil
 from exchange.derivatives.clearing import CLEARING
 from exchange.events import (AllowancesIssued, CashDeposited, CashWithdrawn, ContractExpired,
                              DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
                              MarginCallMet, PositionClosedOut, SettlementPriceSet, VariationMargin)
 from exchange.market import parse_market
+from exchange.reasons import Reason
 
 # The tests' shared cleared market (CEA25 and F, December 2026), with G (March 2027).
 MARKET = parse_market(
@@ -249,7 +250,7 @@ class Futures(RuleBasedStateMachine):
     def expired(self, symbol: str) -> str | None:
         if (symbol in self.clearing.expired
                 or day_of_ns(max(self.ts, self.engine.clock)) > MARKET[symbol].last_trading_day):
-            return reasons.CONTRACT_EXPIRED
+            return Reason.CONTRACT_EXPIRED
         return None
 
     def margin_rule(self, account: str, symbol: str, is_buy: bool, qty: int) -> str | None:
@@ -265,10 +266,10 @@ class Futures(RuleBasedStateMachine):
         if after <= before:
             return None  # it reduces: no margin, and allowed under a call
         if account in self.clearing.calls:
-            return reasons.REDUCE_ONLY
+            return Reason.REDUCE_ONLY
         rise = inst.initial_margin * after - margin
         if rise > 0 and self.ledger.holding(account, "CNY").available < rise:
-            return reasons.INSUFFICIENT_MARGIN
+            return Reason.INSUFFICIENT_MARGIN
         return None
 
     def trader(self, draw) -> str:

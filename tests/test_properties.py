@@ -33,6 +33,7 @@ from exchange import (AmendOrder, CancelOrder, CommandRejected, EndOfDay, Engine
                       OrderCancelled, OrderExpired, OrderTriggered, PlaceOrder, ReferencePriceSet,
                       TradeExecuted, TradingDayEnded, default_market, reasons)
 from exchange.persist import decode_state, encode_state
+from exchange.reasons import Reason
 
 MARKET = default_market()
 MAIN, OTHER = "CEA25", "CEA24"
@@ -515,18 +516,18 @@ class Model:
         assert event.action == tag and event.reason in reasons.REJECT_REASONS, event
         if isinstance(cmd, PlaceOrder):
             assert event.order_id == cmd.order_id
-            if event.reason == reasons.PRICE_OUT_OF_BAND:
+            if event.reason == Reason.PRICE_OUT_OF_BAND:
                 band, price = self.band(cmd.instrument), ticks_of(cmd.price)
                 assert band is not None and not band[0] <= price <= band[1], (band, price)
-            if event.reason == reasons.OFF_TICK:
+            if event.reason == Reason.OFF_TICK:
                 assert ticks_of(cmd.price) is None or ticks_of(cmd.stop_price) is None
         if isinstance(cmd, (CancelOrder, AmendOrder)):
             rec = self.open_order(cmd.order_id)
             target_ok = rec is not None and (not cmd.instrument or cmd.instrument == rec.instrument)
             if target_ok and rec.account != cmd.account:
-                assert event.reason == reasons.NOT_OWNER, event
+                assert event.reason == Reason.NOT_OWNER, event
             elif not target_ok:
-                assert event.reason == reasons.UNKNOWN_ORDER, event
+                assert event.reason == Reason.UNKNOWN_ORDER, event
             else:  # the owner's own live order: only an amend can be refused
                 assert isinstance(cmd, AmendOrder), f"owner's cancel rejected: {event}"
         if isinstance(cmd, EndOfDay):
@@ -568,7 +569,7 @@ class Model:
     def _CancelOrder(self, cmd: CancelOrder, result: OrderCancelled, rest: list) -> None:
         rec = self.open_order(cmd.order_id)
         assert rec is not None and rec.account == cmd.account, f"cancel accepted: {cmd!r}"
-        assert result.order_id == cmd.order_id and result.reason == reasons.CANCELLED_BY_OWNER
+        assert result.order_id == cmd.order_id and result.reason == Reason.CANCELLED_BY_OWNER
         self._cancelled(result)
         assert rest == [], f"a cancel had consequences: {rest}"
 
@@ -611,7 +612,7 @@ class Model:
         cancels = [e for e in rest if isinstance(e, OrderCancelled)]
         assert len(cancels) == len(rest) == result.count, (result, rest)
         for event in cancels:
-            assert event.reason == reasons.MASS_CANCEL
+            assert event.reason == Reason.MASS_CANCEL
             self._cancelled(event)
         for rec in self.orders.values():
             if (rec.open and rec.account == cmd.account and cmd.instrument in (None, rec.instrument)
@@ -700,14 +701,14 @@ class Model:
 
     def _cancelled(self, event: OrderCancelled) -> None:
         rec = self.orders[event.order_id]
-        assert event.reason in reasons.OUTCOME | {reasons.POST_ONLY_WOULD_TRADE}, event
+        assert event.reason in reasons.OUTCOME | {Reason.POST_ONLY_WOULD_TRADE}, event
         assert (event.account, event.instrument,
                 event.side) == (rec.account, rec.instrument,
                                 "buy" if rec.is_buy else "sell"), (event, rec)
         assert event.cancelled_qty == rec.open > 0, (event, rec.open)
         active = self.active
         reason = event.reason
-        if reason == reasons.STP_CANCEL_RESTING:
+        if reason == Reason.STP_CANCEL_RESTING:
             assert active is not None and rec.state == "resting"
             assert self.head(
                 rec.instrument,
@@ -715,23 +716,23 @@ class Model:
             assert active.account == rec.account and active.stp in ("cancel_resting", "cancel_both")
             assert active.is_buy != rec.is_buy
             active.phase_stp_cancels += 1
-        elif reason in (reasons.CANCELLED_BY_OWNER, reasons.MASS_CANCEL):
+        elif reason in (Reason.CANCELLED_BY_OWNER, Reason.MASS_CANCEL):
             assert rec.state in ("resting", "stop"), rec
         else:
             assert rec is active, f"{reason} for {rec.order_id}, not the aggressor"
             expected = {
-                reasons.STP_CANCEL_AGGRESSOR: rec.stp in ("cancel_aggressor", "cancel_both"),
-                reasons.IOC_REMAINDER: rec.tif == "ioc",
-                reasons.FOK_UNFILLED: rec.tif == "fok",
-                reasons.MARKET_REMAINDER: rec.type in ("market", "stop"),
-                reasons.POST_ONLY_WOULD_TRADE: rec.post_only,
-                reasons.STOP_LIMIT_OUT_OF_BAND: rec.type == "stop_limit"
+                Reason.STP_CANCEL_AGGRESSOR: rec.stp in ("cancel_aggressor", "cancel_both"),
+                Reason.IOC_REMAINDER: rec.tif == "ioc",
+                Reason.FOK_UNFILLED: rec.tif == "fok",
+                Reason.MARKET_REMAINDER: rec.type in ("market", "stop"),
+                Reason.POST_ONLY_WOULD_TRADE: rec.post_only,
+                Reason.STOP_LIMIT_OUT_OF_BAND: rec.type == "stop_limit"
             }[reason]
             assert expected, (reason, rec)
-            if reason == reasons.FOK_UNFILLED:
+            if reason == Reason.FOK_UNFILLED:
                 # all or nothing: not even self-trade cancels
                 assert rec.phase_trades == rec.phase_stp_cancels == 0, rec
-            if reason == reasons.POST_ONLY_WOULD_TRADE:
+            if reason == Reason.POST_ONLY_WOULD_TRADE:
                 assert rec.phase_trades == 0
         rec.gone += event.cancelled_qty
         rec.state = "done"
@@ -918,7 +919,7 @@ def test_stop_limit_triggered_outside_band_same_on_both_books() -> None:
     # DESIGN: the engine runs the same with FastBook or NaiveBook.
     fast = _repro_stop_limit_out_of_band(FastBook)
     assert isinstance(fast[-1], OrderCancelled)
-    assert fast[-1].reason == reasons.STOP_LIMIT_OUT_OF_BAND
+    assert fast[-1].reason == Reason.STOP_LIMIT_OUT_OF_BAND
     assert _repro_stop_limit_out_of_band(NaiveBook) == fast
 
 

@@ -493,3 +493,16 @@ def test_the_brokers_notice_reads_as_a_notice_report():
     notice = _any_json.decode(body)
     assert type(notice) is wire.NoticeReport and notice.dropped == 3
     assert _json.encode(notice) == body
+
+
+def test_the_gateways_reason_codes_are_the_vocabularys():
+    """The bot side's protocol spells the gateway's codes itself (it loads no engine):
+    each is the Reason of the same name, in the gateway stage, and there are no others."""
+    from exchange.reasons import GATEWAY, Reason, Stage
+    from gateway import protocol
+
+    names = ("MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE",
+             "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED")
+    assert {getattr(protocol, name) for name in names} == set(GATEWAY)
+    for name in names:
+        assert getattr(protocol, name) == Reason[name] and Reason[name].stage is Stage.GATEWAY

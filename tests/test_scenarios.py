@@ -100,6 +100,7 @@ from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllo
                              VariationMargin)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
+from exchange.reasons import Reason
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.txt"))
@@ -391,14 +392,14 @@ class Checker:
         elif isinstance(result, (OrderCancelled, OrderAmended)):
             assert result.order_id == cmd.order_id and result.account == cmd.account, where
             if isinstance(result, OrderCancelled):
-                assert result.reason == reasons.CANCELLED_BY_OWNER, where
+                assert result.reason == Reason.CANCELLED_BY_OWNER, where
         elif isinstance(result, MassCancelAccepted):
             assert (result.account, result.instrument, result.side) == (cmd.account, cmd.instrument,
                                                                         cmd.side), where
             cancels = events[first + 1:]
             assert len(cancels) == result.count, f"{where}: mass cancel count"
             for e in cancels:
-                assert isinstance(e, OrderCancelled) and e.reason == reasons.MASS_CANCEL, where
+                assert isinstance(e, OrderCancelled) and e.reason == Reason.MASS_CANCEL, where
                 assert e.account == cmd.account, where
         elif isinstance(result, LedgerCommandIgnored):
             assert (result.action, result.account) == (tag, cmd.account), where

@@ -31,7 +31,7 @@ from test_scenarios import SCENARIO_FILES, load_scenario
 
 from exchange import (CancelOrder, CommandRejected, Deposit, EndOfDay, Engine, FastBook,
                       IssueAllowances, MassCancel, NaiveBook, OrderAccepted, PlaceOrder,
-                      TradeExecuted, default_market, reasons)
+                      TradeExecuted, default_market)
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, STP_CODES, TIF_CODES, Order)
 from exchange.commands import (AllocateAllowances, ComplianceDeadline, ConvertAllowances,
                                OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
@@ -41,6 +41,7 @@ from exchange.market import Market
 from exchange.orderfile import read_order_file
 from exchange.persist import decode_state, encode_state
 from exchange.state import (FORMAT, STATE_VERSION, EngineState, OrderState, StateError, read_state)
+from exchange.reasons import Reason
 
 ACCOUNTS = ("a", "b", "c")
 WINDOWS = (1, 2, 3, 8, 100_000)
@@ -646,7 +647,7 @@ def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_ev
     before = engine.snapshot()
     again = engine.execute(buy)
     assert len(again) == 1 and type(again[0]) is CommandRejected
-    assert again[0].reason == reasons.DUPLICATE_COMMAND and again[0].order_id == "b1"
+    assert again[0].reason == Reason.DUPLICATE_COMMAND and again[0].order_id == "b1"
     after = engine.snapshot()
     # only the counters moved: seq, rejected, rejects
     assert after[0] == before[0] + 1 and after[5] == before[5] + 1
@@ -655,13 +656,13 @@ def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_ev
     assert engine.answer("b", "k") == tuple(first)
     restored = decode_state(encode_state(engine))
     assert restored.answer("b", "k") == tuple(first)
-    assert restored.execute(buy)[0].reason == reasons.DUPLICATE_COMMAND
+    assert restored.execute(buy)[0].reason == Reason.DUPLICATE_COMMAND
 
 
 def test_a_resend_beyond_the_window_acts_as_a_new_command() -> None:
     engine = Engine(default_market(), ledger=True, command_window=2)
     assert type(engine.execute(_deposit("k"))[0]).__name__ == "CashDeposited"
-    assert engine.execute(_deposit("k"))[0].reason == reasons.DUPLICATE_COMMAND
+    assert engine.execute(_deposit("k"))[0].reason == Reason.DUPLICATE_COMMAND
     engine.execute(_deposit("x"))
     engine.execute(_deposit("y"))  # "k" is forgotten
     assert engine.answer("a", "k") is None
@@ -674,7 +675,7 @@ def test_commands_without_an_account_and_a_zero_window() -> None:
     engine = Engine(default_market(), command_window=1)
     engine.execute(EndOfDay(command_id="eod-1"))
     assert engine.answer(None, "eod-1") == engine.answer("", "eod-1") is not None
-    assert engine.execute(EndOfDay(command_id="eod-1"))[0].reason == reasons.DUPLICATE_COMMAND
+    assert engine.execute(EndOfDay(command_id="eod-1"))[0].reason == Reason.DUPLICATE_COMMAND
     off = Engine(default_market(), command_window=0)
     off.execute(EndOfDay(command_id="e"))
     assert type(off.execute(EndOfDay(command_id="e"))[0]).__name__ == "TradingDayEnded"

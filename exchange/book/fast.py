@@ -37,7 +37,7 @@ from heapq import heapify, heappop, heappush, nsmallest
 
 import msgspec
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
@@ -63,6 +63,10 @@ STP_CODES = {
 }
 STP_NAMES = {v: k for k, v in STP_CODES.items()}
 
+# Bound once for the remainder of every order that does not rest (benchmarks/contenders.py):
+# an enum member costs three times a module global to look up.
+_FOK_UNFILLED, _MARKET_REMAINDER, _IOC_REMAINDER = (Reason.FOK_UNFILLED, Reason.MARKET_REMAINDER,
+                                                    Reason.IOC_REMAINDER)
 NO_LIMIT = 1 << 62  # limit of a buy market order with no band; sells use 0
 
 
@@ -286,15 +290,15 @@ class FastBook:
         heap = opposite.heap
         if heap and heap[0] <= limit:
             if order.post_only:
-                return self.cancel_remainder(order, reasons.POST_ONLY_WOULD_TRADE, out)
+                return self.cancel_remainder(order, Reason.POST_ONLY_WOULD_TRADE, out)
             if order.tif == FOK and not self.fillable(order):
-                return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
+                return self.cancel_remainder(order, Reason.FOK_UNFILLED, out)
             self._match(order, opposite, limit, out)
             if not order.qty:
                 return None
         if order.tif >= IOC or order.kind == MARKET:
-            reason = (reasons.FOK_UNFILLED if order.tif == FOK else
-                      reasons.MARKET_REMAINDER if order.kind == MARKET else reasons.IOC_REMAINDER)
+            reason = (_FOK_UNFILLED if order.tif == FOK else
+                      _MARKET_REMAINDER if order.kind == MARKET else _IOC_REMAINDER)
             return self.cancel_remainder(order, reason, out)
         level = own.levels.get(key)
         if level is None:
@@ -381,7 +385,7 @@ class FastBook:
                             OrderCancelled(order_id=resting.order_id, account=account,
                                            instrument=symbol, side="sell" if is_buy else "buy",
                                            cancelled_qty=open_qty,
-                                           reason=reasons.STP_CANCEL_RESTING, seq=seq))
+                                           reason=Reason.STP_CANCEL_RESTING, seq=seq))
                     if stp != STP_RESTING:
                         killed = True
                         break
@@ -443,7 +447,7 @@ class FastBook:
         if order.visible > remaining:
             order.visible = remaining
         if killed:
-            self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
+            self.cancel_remainder(order, Reason.STP_CANCEL_AGGRESSOR, out)
 
     # --- state (exchange.state) --------------------------------------------------------
     def restore(self, bids: list[Order], asks: list[Order]) -> None:

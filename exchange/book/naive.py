@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.book.fast import (FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters,
                                 Order, order_rows, refuse_crossed)
 from exchange.events import Event, OrderCancelled, TradeExecuted
@@ -140,18 +140,18 @@ class NaiveBook:
         opposite = self._side[not order.is_buy]
         if opposite and self._crosses(order, opposite[0]):
             if order.post_only:
-                return self.cancel_remainder(order, reasons.POST_ONLY_WOULD_TRADE, out)
+                return self.cancel_remainder(order, Reason.POST_ONLY_WOULD_TRADE, out)
             if order.tif == FOK and not self.fillable(order):
-                return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
+                return self.cancel_remainder(order, Reason.FOK_UNFILLED, out)
             self._match(order, out)
             if not order.qty:
                 return None
         if order.tif == FOK:
-            return self.cancel_remainder(order, reasons.FOK_UNFILLED, out)
+            return self.cancel_remainder(order, Reason.FOK_UNFILLED, out)
         if order.kind == MARKET:
-            return self.cancel_remainder(order, reasons.MARKET_REMAINDER, out)
+            return self.cancel_remainder(order, Reason.MARKET_REMAINDER, out)
         if order.tif == IOC:
-            return self.cancel_remainder(order, reasons.IOC_REMAINDER, out)
+            return self.cancel_remainder(order, Reason.IOC_REMAINDER, out)
         order.visible = min(order.display, order.qty) if order.display else order.qty
         self._enqueue(order)
         self._live[order.order_id] = order
@@ -189,9 +189,9 @@ class NaiveBook:
                         OrderCancelled(seq=self._ctr.seq, order_id=resting.order_id,
                                        account=resting.account, instrument=self.symbol,
                                        side=resting.side, cancelled_qty=cancelled,
-                                       reason=reasons.STP_CANCEL_RESTING))
+                                       reason=Reason.STP_CANCEL_RESTING))
                 if order.stp != STP_RESTING:
-                    return self.cancel_remainder(order, reasons.STP_CANCEL_AGGRESSOR, out)
+                    return self.cancel_remainder(order, Reason.STP_CANCEL_AGGRESSOR, out)
                 continue
             fill = min(order.qty, resting.visible)
             order.qty -= fill

@@ -49,7 +49,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.reasons import Rejected
 from exchange.calendar import civil_from_days, day_of_ns, day_start_ns, days_from_civil
 from exchange.compliance.allocation import FINE_MULTIPLES, banking_cap, ccer_cap, fine_fen
@@ -149,15 +149,15 @@ class Registry:
         """Check an emissions record (``Rejected`` if it breaks a rule); return the
         emissions it restates, or ``None``."""
         if quality not in QUALITIES:
-            raise Rejected(reasons.INVALID_QUALITY)
+            raise Rejected(Reason.INVALID_QUALITY)
         if not 0 <= months <= 12:
-            raise Rejected(reasons.INVALID_MONTHS)
+            raise Rejected(Reason.INVALID_MONTHS)
         if not 2000 <= year <= 9999:
-            raise Rejected(reasons.INVALID_YEAR)
+            raise Rejected(Reason.INVALID_YEAR)
         if qty < 0 or qty >= 1 << 62:
-            raise Rejected(reasons.INVALID_QUANTITY)
+            raise Rejected(Reason.INVALID_QUANTITY)
         if year in self.closed:
-            raise Rejected(reasons.YEAR_CLOSED)
+            raise Rejected(Reason.YEAR_CLOSED)
         old = self.obligations.get((account, year))
         return None if old is None else old.emissions
 
@@ -176,21 +176,21 @@ class Registry:
         change)``: the shortfall deducted, and the units to issue (positive) or claw back
         (negative)."""
         if stage not in STAGES:
-            raise Rejected(reasons.INVALID_STAGE)
+            raise Rejected(Reason.INVALID_STAGE)
         if not 2000 <= year <= 9999:
-            raise Rejected(reasons.INVALID_YEAR)
+            raise Rejected(Reason.INVALID_YEAR)
         if qty < 0 or qty >= 1 << 62:
-            raise Rejected(reasons.INVALID_QUANTITY)
+            raise Rejected(Reason.INVALID_QUANTITY)
         inst = self.instruments[symbol]
         if inst.offset or inst.vintage != year:
-            raise Rejected(reasons.INELIGIBLE_VINTAGE)
+            raise Rejected(Reason.INELIGIBLE_VINTAGE)
         if year in self.closed:
-            raise Rejected(reasons.YEAR_CLOSED)
+            raise Rejected(Reason.YEAR_CLOSED)
         before = self.allocations.get((account, year))
         if stage == "pre" and before is not None and before.stage == "final":
-            raise Rejected(reasons.ALREADY_FINAL)
+            raise Rejected(Reason.ALREADY_FINAL)
         if stage == "final" and (account, year) not in self.obligations:
-            raise Rejected(reasons.NOT_VERIFIED)
+            raise Rejected(Reason.NOT_VERIFIED)
         deducted = min(qty, self.deductions.get((account, year), 0))
         return deducted, qty - deducted - (before.issued if before else 0)
 
@@ -207,7 +207,7 @@ class Registry:
         *to_symbol*, holding *old_holdings* old-vintage units (``Rejected`` if none may)."""
         new = self.instruments[to_symbol]
         if not self.old_vintage(symbol) or new.offset or new.vintage != CONVERSION_YEAR:
-            raise Rejected(reasons.INELIGIBLE_VINTAGE)
+            raise Rejected(Reason.INELIGIBLE_VINTAGE)
         done = self.converted.get(account, 0)
         return banking_cap(self.net_sales.get(account, 0), done + old_holdings) - done
 
@@ -226,22 +226,22 @@ class Registry:
         *year*; return if it can."""
         obligation = self.obligations.get((account, year))
         if obligation is None:
-            raise Rejected(reasons.NO_OBLIGATION)
+            raise Rejected(Reason.NO_OBLIGATION)
         if year in self.closed or self.clock >= deadline_ns(year):
-            raise Rejected(reasons.AFTER_DEADLINE)
+            raise Rejected(Reason.AFTER_DEADLINE)
         inst = self.instruments[symbol]
         if inst.offset:
             if inst.in_scheme or (year >= NEW_CCER_YEAR and
                                   (inst.registered is None or inst.registered <= NEW_CCER_AFTER)):
-                raise Rejected(reasons.INELIGIBLE_OFFSET)
+                raise Rejected(Reason.INELIGIBLE_OFFSET)
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
-                raise Rejected(reasons.OFFSET_CAP_EXCEEDED)
+                raise Rejected(Reason.OFFSET_CAP_EXCEEDED)
             return None
         vintage = inst.vintage
         if vintage is None or vintage > year:
-            raise Rejected(reasons.INELIGIBLE_VINTAGE)
+            raise Rejected(Reason.INELIGIBLE_VINTAGE)
         if year >= CONVERSION_YEAR and self.old_vintage(symbol):
-            raise Rejected(reasons.INELIGIBLE_VINTAGE)
+            raise Rejected(Reason.INELIGIBLE_VINTAGE)
         return None
 
     def surrendered(self, account: str, symbol: str, qty: int, year: int) -> None:
@@ -283,14 +283,14 @@ class Registry:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
         order (``Rejected``, with nothing changed, if it cannot close)."""
         if year in self.closed:
-            raise Rejected(reasons.YEAR_CLOSED)
+            raise Rejected(Reason.YEAR_CLOSED)
         if multiple not in FINE_MULTIPLES:
-            raise Rejected(reasons.INVALID_MULTIPLE)
+            raise Rejected(Reason.INVALID_MULTIPLE)
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
         notional, volume = self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
-            raise Rejected(reasons.NO_MARKET_PRICE)
+            raise Rejected(Reason.NO_MARKET_PRICE)
         for account, ob in rows:
             ob.shortfall = max(0, ob.emissions - ob.allowances - ob.counted_offsets())
             ob.status = "short" if ob.shortfall else "compliant"

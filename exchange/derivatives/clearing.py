@@ -72,7 +72,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
-from exchange import reasons
+from exchange.reasons import Reason
 from exchange.calendar import day_of_ns
 from exchange.events import (ContractExpired, DefaultRecorded, DeliveryFailed, DeliverySettled,
                              Event, MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
@@ -202,10 +202,10 @@ class Clearing:
         last = inst.last_trading_day
         assert last is not None  # every cleared contract has one (see __init__)
         if symbol in self.expired or day_of_ns(self.clock) > last:
-            return reasons.CONTRACT_EXPIRED
+            return Reason.CONTRACT_EXPIRED
         option = inst.kind == "option"
         if option and not price:
-            return reasons.LIMIT_ONLY  # a premium is held at a limit price
+            return Reason.LIMIT_ONLY  # a premium is held at a limit price
         pos = self.positions[symbol].get(acct.name) or Position()
         premium = price * qty * inst.tick_value if option and is_buy else 0
         problem = self._admit(acct, pos, inst, is_buy, qty, premium)
@@ -225,7 +225,7 @@ class Clearing:
         last = inst.last_trading_day
         assert last is not None  # every cleared contract has one (see __init__)
         if symbol in self.expired or day_of_ns(self.clock) > last:
-            return reasons.CONTRACT_EXPIRED
+            return Reason.CONTRACT_EXPIRED
         pos = self.positions[symbol][acct.name]
         premium = 0
         if is_buy and inst.kind == "option":
@@ -246,15 +246,15 @@ class Clearing:
         cash = acct.holdings.get(inst.currency)
         available = cash.available if cash is not None else 0
         if premium > available:
-            return reasons.INSUFFICIENT_CASH
+            return Reason.INSUFFICIENT_CASH
         exposure = Position.worst if inst.kind == "future" else Position.short_worst
         before = exposure(pos)
         side = "open_buy" if is_buy else "open_sell"
         setattr(pos, side, getattr(pos, side) + lots)
         if exposure(pos) > before:
             rise = self._need(pos, inst) - pos.margin
-            problem = (reasons.REDUCE_ONLY if acct.name in self.calls else
-                       reasons.INSUFFICIENT_MARGIN if rise > available - premium else None)
+            problem = (Reason.REDUCE_ONLY if acct.name in self.calls else
+                       Reason.INSUFFICIENT_MARGIN if rise > available - premium else None)
             if problem is not None:
                 setattr(pos, side, getattr(pos, side) - lots)
                 return problem

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from exchange import Engine, reasons
+from exchange import Engine
 from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
 from exchange.sequencer import Sequencer
+from exchange.reasons import Reason
 from gateway.mqtt.wire import (AcceptedReport, RejectedReport, Report, ReportMaker, WireDecoder,
                                client_id)
 from gateway.protocol import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED,
@@ -334,7 +335,7 @@ class GatewayCore:
         restart gets its first answer), each report marked ``"duplicate": true``."""
         command_id = command.command_id
         account = command.account
-        if getattr(result, "reason", None) == reasons.DUPLICATE_COMMAND:
+        if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
             first = self.engine.answer(account, command_id)
             if first:
                 again: list = []
