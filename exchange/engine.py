@@ -370,11 +370,10 @@ class Engine:
                 return self._reject_order(cmd, Reason.MISSING_PRICE, out)
             price = spec.prices.get(text)
             if price is None:
-                price = self._ticks(spec.inst, text)
-                if price is None:
-                    return self._reject_order(cmd, Reason.OFF_TICK, out)
-                if price <= 0:
-                    return self._reject_order(cmd, Reason.INVALID_PRICE, out)
+                ticks = self._ticks(spec.inst, text)  # a price not seen yet: the rare path
+                if not isinstance(ticks, int):
+                    return self._reject_order(cmd, ticks, out)
+                price = ticks
                 if len(spec.prices) < _PRICE_CACHE:
                     spec.prices[text] = price
             band = spec.band
@@ -506,10 +505,8 @@ class Engine:
             if cmd.stop_price is None:
                 return Reason.MISSING_STOP_PRICE
             stop = self._ticks(inst, cmd.stop_price)
-            if stop is None:
-                return Reason.OFF_TICK
-            if stop <= 0:
-                return Reason.INVALID_PRICE
+            if not isinstance(stop, int):
+                return stop
             stop_price = stop
         elif cmd.stop_price is not None:
             return Reason.STOP_PRICE_NOT_ALLOWED
@@ -534,13 +531,17 @@ class Engine:
         return stop_price, display
 
     @staticmethod
-    def _ticks(inst: Instrument, text: str) -> int | None:
+    def _ticks(inst: Instrument, text: str) -> int | Reason:
+        """The price *text* in ticks of *inst*, or why it is none: off the tick, or not a
+        positive price within reach (not a number at all, zero, negative, too large)."""
         try:
             ticks = inst.tick.to_units(text)
         except ValueError:
-            return -1  # not a number at all: reported as an invalid price
-        if ticks is not None and ticks > MAX_PRICE_TICKS:
-            return -1
+            return Reason.INVALID_PRICE
+        if ticks is None:
+            return Reason.OFF_TICK
+        if ticks <= 0 or ticks > MAX_PRICE_TICKS:
+            return Reason.INVALID_PRICE
         return ticks
 
     @staticmethod
@@ -675,11 +676,9 @@ class Engine:
             if order.kind == STOP:
                 return reject(Reason.PRICE_NOT_ALLOWED)
             ticks = self._ticks(inst, cmd.price)
-            if ticks is None:
-                return reject(Reason.OFF_TICK)
+            if not isinstance(ticks, int):
+                return reject(ticks)
             price = ticks
-            if price <= 0:
-                return reject(Reason.INVALID_PRICE)
             band = self._specs[order.instrument].band
             if price != order.price and band is not None and not band[0] <= price <= band[1]:
                 return reject(Reason.PRICE_OUT_OF_BAND)
