@@ -134,11 +134,6 @@ class Reason(StrEnum):
         return min(_STAGES_OF[self], key=list(Stage).index)
 
 
-_GATEWAY_NAMES = frozenset({
-    "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED", "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS",
-    "RATE_LIMITED", "OVERLOADED"
-})
-
 VALIDATION = frozenset[Reason]({
     Reason.MISSING_FIELD, Reason.UNKNOWN_INSTRUMENT, Reason.MISSING_PRICE, Reason.PRICE_NOT_ALLOWED,
     Reason.INVALID_PRICE, Reason.OFF_TICK, Reason.PRICE_OUT_OF_BAND, Reason.MISSING_STOP_PRICE,
@@ -176,7 +171,10 @@ REGISTRY = frozenset[Reason]({
     Reason.CONVERSION_CAP_EXCEEDED
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY
-GATEWAY = frozenset(member for member in Reason if member.name in _GATEWAY_NAMES)
+GATEWAY = frozenset[Reason]({
+    Reason.MALFORMED, Reason.BAD_COMMAND, Reason.NOT_PERMITTED, Reason.WRONG_ACCOUNT,
+    Reason.TOO_LARGE, Reason.TOO_MANY_COMMANDS, Reason.RATE_LIMITED, Reason.OVERLOADED
+})
 
 _STAGES_OF: dict[Reason, frozenset[Stage]] = {
     member: frozenset(stage

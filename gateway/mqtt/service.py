@@ -32,7 +32,7 @@ from exchange import Engine
 from exchange.commands import EndOfDay
 from exchange.events import CommandRejected, TradeExecuted
 from exchange.journal import JournalWriter
-from exchange.sequencer import Sequencer
+from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
 from gateway.mqtt.wire import (AcceptedReport, RejectedReport, Report, ReportMaker, WireDecoder,
                                client_id)
@@ -71,7 +71,7 @@ class GatewaySettings:
     rate: float = 50_000.0  # commands a second an account may send, sustained
     burst: float = 100_000.0  # ... and in a burst
     intake: int = 5_000  # commands an account may have waiting to be run
-    snapshot_every: int = 500_000  # journaled commands between snapshots
+    snapshot_every: int = SNAPSHOT_EVERY  # journaled commands between snapshots
     eod_utc: str | None = None  # "HH:MM": end the trading day daily at this UTC time
     flush_commands: int = 2_000  # commands run (and journaled) in one flush at most
 
@@ -104,7 +104,6 @@ class GatewayCore:
     def __init__(self, engine: Engine, *, journal: JournalWriter | None = None,
                  settings: GatewaySettings | None = None) -> None:
         self.engine = engine
-        self.journal = journal
         self.settings = settings or GatewaySettings()
         # Every command reaches the engine through it: journaled and committed first.
         self._sequencer = Sequencer(engine, journal, snapshot_every=self.settings.snapshot_every)
