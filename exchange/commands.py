@@ -28,7 +28,8 @@ __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay", "Deposit",
     "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances", "OpenAccount",
     "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions", "ComplianceDeadline",
-    "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "AnyCommand", "ADMIN_COMMANDS",
+    "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "HaltInstrument",
+    "ResumeInstrument", "AnyCommand", "ADMIN_COMMANDS", "OPERATOR_COMMANDS",
     "ACCOUNT_KINDS", "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES"
 ]
 
@@ -151,6 +152,19 @@ class MassCancel(Command, frozen=True, tag="mass_cancel"):
 
 class EndOfDay(Command, frozen=True, tag="eod"):
     """End the trading day: expire day orders, set reference prices from the close."""
+
+
+class HaltInstrument(Command, frozen=True, tag="halt"):
+    """Halt trading in an instrument (the operator's): new orders and amends are rejected
+    ``instrument_halted`` until it is resumed; cancels go through, resting orders stay."""
+
+    instrument: str
+
+
+class ResumeInstrument(Command, frozen=True, tag="resume"):
+    """Lift a halt: the instrument trades again, its resting orders as they were."""
+
+    instrument: str
 
 
 class Deposit(Command, frozen=True, tag="deposit"):
@@ -301,7 +315,12 @@ AnyCommand = (PlaceOrder
               | ComplianceDeadline
               | ClawBackAllowances
               | AllocateAllowances
-              | ConvertAllowances)
+              | ConvertAllowances
+              | HaltInstrument
+              | ResumeInstrument)
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
                   OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
                   ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances)
+# What only the exchange's operator may send (never a bot): the ledger's and registry's
+# actions, the end of the day and halts.
+OPERATOR_COMMANDS = (*ADMIN_COMMANDS, EndOfDay, HaltInstrument, ResumeInstrument)

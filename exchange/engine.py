@@ -47,11 +47,13 @@ from exchange.reasons import Reason
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT, STOP,
                                 STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook,
                                 Order, visible_of)
+from exchange.calendar import day_of_ns
 from exchange.commands import (ADMIN_COMMANDS, AmendOrder, AnyCommand, CancelOrder, EndOfDay,
-                               MassCancel, PlaceOrder)
-from exchange.events import (CommandRejected, Event, MassCancelAccepted, OrderAccepted,
-                             OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
-                             ReferencePriceSet, TradeExecuted, TradingDayEnded)
+                               HaltInstrument, MassCancel, PlaceOrder, ResumeInstrument)
+from exchange.events import (CommandRejected, DailyStatistics, Event, MassCancelAccepted,
+                             OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
+                             OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded,
+                             TradingStatusChanged)
 from exchange.book.interface import OrderBook
 from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
 from exchange.market import Instrument, Market, parse_market
@@ -66,6 +68,9 @@ __all__ = ["Engine"]
 _BY_OWNER = Reason.CANCELLED_BY_OWNER
 _PRICE_CACHE = 1 << 16
 DONE_IDS = 200_000  # ids of done orders remembered at least, per day (see _forget_done)
+# Engine times beyond any command's (int64 nanoseconds): the listing session of a market
+# without a schedule never ends.
+_ALWAYS = (-(1 << 64), 1 << 64)
 # No price in this market comes near: larger is a typo, refused as an invalid price.
 MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
 
@@ -123,13 +128,14 @@ class _Stops:
 class _Spec:
     """Per-instrument data the hot path needs, gathered in one place."""
 
-    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops")
+    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops", "halted")
 
     def __init__(self, inst: Instrument, book: OrderBook, band: tuple[int, int] | None) -> None:
         self.inst = inst
         self.book = book
         self.band = band  # around the current reference price; None = no band
         self.stops: _Stops | None = None
+        self.halted = False  # by the operator: no new orders or amends
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
         # Profiled (benchmarks/contenders.py): one set lookup instead of four rules for each order's
         # quantity.
@@ -199,6 +205,11 @@ class Engine:
         for spec in self._specs.values():
             spec.prices = caches.setdefault(spec.inst.tick, spec.prices)
         self._gtd: list[_Expiry] = []
+        # The trading day (exchange.schedule): the listing session that held the last order's
+        # time, [from, until) in engine time, so an order in the same session is checked with
+        # two comparisons; tests/test_schedule.py holds it equal to Schedule.is_open.
+        self._schedule = market.schedule
+        self._listing = _ALWAYS if market.schedule is None else (0, 0)
         self.clock = 0
         self.day = 1
         self.accepted = 0
@@ -224,7 +235,9 @@ class Engine:
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
             MassCancel: self._mass_cancel,
-            EndOfDay: self._end_of_day
+            EndOfDay: self._end_of_day,
+            HaltInstrument: self._halt,
+            ResumeInstrument: self._halt
         }
         for command_type in ADMIN_COMMANDS:
             self._handlers[command_type] = self._admin
@@ -354,6 +367,13 @@ class Engine:
         spec = self._specs.get(symbol)
         if spec is None:
             return self._reject_order(cmd, Reason.UNKNOWN_INSTRUMENT, out)
+        ts = cmd.ts
+        if ts is not None:
+            listing = self._listing
+            if not listing[0] <= ts < listing[1] and not self._in_session(ts):
+                return self._reject_order(cmd, Reason.MARKET_CLOSED, out)
+        if spec.halted:
+            return self._reject_order(cmd, Reason.INSTRUMENT_HALTED, out)
         order_id = cmd.order_id
         account = cmd.account
         if not order_id or not account:
@@ -472,6 +492,17 @@ class Engine:
         if stops and book.trade_count != trades_before:
             self._run_stops(symbol, book, stops, out)
         return None
+
+    def _in_session(self, ts: int) -> bool:
+        """Is the listing session open at *ts*? Remembers the session that holds it."""
+        schedule = self._schedule
+        if schedule is None:
+            return True
+        span = schedule.open_span("listing", ts)
+        if span is None:
+            return False
+        self._listing = span
+        return True
 
     def _submit_affordable(self, order: Order, affordable: int, spec: _Spec,
                            out: list[Event]) -> None:
@@ -671,6 +702,12 @@ class Engine:
         def reject(reason: str) -> None:
             self._reject("amend", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
 
+        ts = cmd.ts
+        if ts is not None and not self._listing[0] <= ts < self._listing[1] and not self._in_session(
+                ts):
+            return reject(Reason.MARKET_CLOSED)
+        if self._specs[order.instrument].halted:
+            return reject(Reason.INSTRUMENT_HALTED)
         price = order.price
         if cmd.price is not None:
             if order.kind == STOP:
@@ -771,26 +808,49 @@ class Engine:
         """End the day: expire day orders, set reference prices from the day's close;
         with a ledger, settle the day (T+1 locks, futures settlement, margin calls,
         close-outs, expiry, delivery). Return whether it settled its own events."""
+        ts = cmd.ts
+        schedule = self._schedule
+        if ts is not None and schedule is not None and not schedule.day_over(ts):
+            # An end of day comes on a business day, after its last session.
+            reason = (Reason.MARKET_OPEN
+                      if schedule.is_business_day(schedule.local_day(ts)) else Reason.MARKET_CLOSED)
+            self._reject("eod", reason, out, ts=ts)
+            return True
         start = len(out)
         self.accepted += 1
         ctr = self._ctr
         ctr.seq += 1
-        out.append(TradingDayEnded(seq=ctr.seq, day=self.day, ts=cmd.ts))
+        out.append(TradingDayEnded(seq=ctr.seq, day=self.day, ts=ts))
         for order in [o for o in self.live_orders() if o.tif == DAY]:
             self._take_out(order, None, out)
+        date = (None if ts is None else
+                schedule.local_day(ts) if schedule is not None else day_of_ns(ts))
         for symbol, book in self._books.items():
-            if book.day_volume:
+            volume = book.day_volume
+            previous = self._reference[symbol]
+            if not volume and previous is None:
+                continue  # never traded, no reference: no statistics
+            inst = self._instruments[symbol]
+            close = previous
+            if volume:
                 # Close = volume-weighted average price of the day, to the nearest tick,
                 # halves rounded up.
-                volume, notional = book.day_volume, book.day_notional
+                notional = book.day_notional
                 close = (2 * notional + volume) // (2 * volume)
                 self._reference[symbol] = close
-                self._specs[symbol].band = self._instruments[symbol].price_band(close)
+                self._specs[symbol].band = inst.price_band(close)
                 ctr.seq += 1
                 out.append(
                     ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
                                       close_volume=volume))
-                book.day_volume = book.day_notional = 0
+            ctr.seq += 1
+            out.append(
+                DailyStatistics(seq=ctr.seq, instrument=symbol, day=self.day, date=date,
+                                open=book.day_open if volume else None,
+                                high=book.day_high if volume else None,
+                                low=book.day_low if volume else None, close=close, volume=volume,
+                                turnover=book.day_notional * inst.tick_value))
+            book.day_volume = book.day_notional = 0
         ledger = self._ledger
         ledger.settle(out, start)  # day orders that expired give back their holds
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
@@ -857,6 +917,29 @@ class Engine:
                 ledger.settle(out, mark)
             clearing.take_over(account, symbol, lots, out)
 
+    def _halt(self, cmd: HaltInstrument | ResumeInstrument, out: list[Event]) -> None:
+        """Halt or resume an instrument (the operator's)."""
+        halt = type(cmd) is HaltInstrument
+        action = "halt" if halt else "resume"
+        spec = self._specs.get(cmd.instrument)
+        if spec is None:
+            return self._reject(action, Reason.UNKNOWN_INSTRUMENT, out, instrument=cmd.instrument,
+                                ts=cmd.ts)
+        if spec.halted == halt:
+            return self._reject(action, Reason.ALREADY_HALTED if halt else Reason.NOT_HALTED, out,
+                                instrument=cmd.instrument, ts=cmd.ts)
+        spec.halted = halt
+        self.accepted += 1
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(
+            TradingStatusChanged(seq=ctr.seq, instrument=cmd.instrument, halted=halt, ts=cmd.ts))
+        return None
+
+    def halted(self, symbol: str) -> bool:
+        """Has the operator halted *symbol*?"""
+        return self._specs[symbol].halted
+
     def _admin(self, cmd: AdminCommand, out: list[Event]) -> None:
         """An account or registry command, run by the ledger (a matching-only engine's
         accepts it with no effect)."""
@@ -879,11 +962,12 @@ class Engine:
                 o.order_id, o.account, o.is_buy, o.kind, o.stop_price, o.price, o.qty, o.tif, o.stp,
                 o.accept_seq
             ] for _, _, o in list(stops.buys) + list(stops.sells)])
+            day = [book.day_open, book.day_high, book.day_low] if book.day_volume else None
             instruments.append([
                 symbol, self._reference[symbol], book.last_price, book.trade_count, book.volume,
                 book.day_volume,
                 str(book.day_notional),
-                book.snapshot(), stop_rows
+                book.snapshot(), stop_rows, day, self._specs[symbol].halted
             ])
         ledger = self._ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
@@ -966,7 +1050,10 @@ class Engine:
                                 last_price=book.last_price, trade_count=book.trade_count,
                                 volume=book.volume, day_volume=book.day_volume,
                                 day_notional=str(book.day_notional), bids=listed[0],
-                                asks=listed[1], stop_buys=listed[2], stop_sells=listed[3]))
+                                asks=listed[1], stop_buys=listed[2], stop_sells=listed[3],
+                                day_prices=([book.day_open, book.day_high, book.day_low]
+                                            if book.day_volume else None),
+                                halted=self._specs[symbol].halted))
         # Every live order is listed above, under its id: the others are done today. Profiled
         # (benchmarks/snapshot.py): looking up the id, not the order, spares a cache miss per order.
         live = self._live
@@ -1057,6 +1144,12 @@ class Engine:
             if not inst.day_notional.isdigit() or not inst.day_notional.isascii():
                 raise StateError(f"{symbol}: day notional {inst.day_notional!r}")
             book.day_volume, book.day_notional = inst.day_volume, int(inst.day_notional)
+            if inst.day_volume:
+                prices = inst.day_prices
+                if prices is None or len(prices) != 3 or not 0 < prices[2] <= prices[1]:
+                    raise StateError(f"{symbol}: the day's open, high and low {prices!r}")
+                book.day_open, book.day_high, book.day_low = prices
+            spec.halted = inst.halted
             reference = inst.reference_price
             if reference is not None and reference <= 0:
                 raise StateError(f"{symbol}: reference price {reference}")

@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "Event", "OrderAccepted", "CommandRejected", "TradeExecuted", "OrderCancelled", "OrderAmended",
     "OrderExpired", "OrderTriggered", "MassCancelAccepted", "TradingDayEnded", "ReferencePriceSet",
+    "DailyStatistics", "TradingStatusChanged",
     "LedgerCommandIgnored", "AccountOpened", "AccountStatusChanged", "CashDeposited",
     "CashWithdrawn", "AllowancesIssued", "AllowancesTransferred", "AllowancesSurrendered",
     "TradeSettled", "HoldingsUnlocked", "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed",
@@ -147,6 +148,37 @@ class ReferencePriceSet(Event, frozen=True, tag="reference_price_set"):
     instrument: str
     price: int
     close_volume: int
+
+
+class DailyStatistics(Event, frozen=True, tag="daily_statistics"):
+    """One instrument's day, at its end. Prices in ticks: ``open``, ``high`` and ``low``
+    of the listing trades (``None`` on a day without one), ``close`` the listing VWAP to
+    the nearest tick, halves up (the previous close carried on a day without a listing
+    trade; ``None`` if there never was one). ``volume`` is the listing volume and
+    ``turnover`` its value in the currency's minor units; ``block_volume`` and
+    ``auction_volume`` what the other trading modes traded. ``date`` is the local
+    calendar day (a day number) of the end of day's ``ts`` in the market's time zone
+    (UTC without a schedule), ``None`` when it came without one."""
+
+    instrument: str
+    day: int
+    date: int | None
+    open: int | None
+    high: int | None
+    low: int | None
+    close: int | None
+    volume: int
+    turnover: int
+    block_volume: int = 0
+    auction_volume: int = 0
+
+
+class TradingStatusChanged(Event, frozen=True, tag="trading_status_changed"):
+    """The operator halted (``halted`` true) or resumed an instrument."""
+
+    instrument: str
+    halted: bool
+    ts: int | None = None
 
 
 class LedgerCommandIgnored(Event, frozen=True, tag="ledger_command_ignored"):
@@ -441,6 +473,8 @@ AnyEvent = (OrderAccepted
             | MassCancelAccepted
             | TradingDayEnded
             | ReferencePriceSet
+            | DailyStatistics
+            | TradingStatusChanged
             | LedgerCommandIgnored
             | AccountOpened
             | AccountStatusChanged

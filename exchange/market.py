@@ -18,13 +18,17 @@ strike on the tick and a cleared future with the same lot and tick.
 from __future__ import annotations
 
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from exchange.calendar import Calendar, CalendarError, contract_months, parse_date, parse_month
+from exchange.calendar import (Calendar, CalendarError, contract_months, days_from_civil,
+                               parse_date, parse_month)
+from exchange.schedule import MODES, WEEKDAYS, Schedule
 from exchange.units import Scale, parse_decimal
 
 __all__ = [
@@ -172,6 +176,17 @@ class Market:
     source: str = "<default>"
     text: str = field(default="", repr=False)  # the TOML it was read from (for journals)
     clearing: Clearing = Clearing()
+    schedule: Schedule | None = None  # None: always open
+    always_open: bool = False  # [operation] always_open: the schedule set aside
+
+    def open_all_hours(self) -> Market:
+        """This market with its schedule set aside (a test or demonstration exchange that
+        trades at any hour): its text gains ``[operation] always_open = true``, so a
+        journal or snapshot of it reads back the same."""
+        if self.always_open:
+            return self
+        text = self.text.rstrip("\n") + "\n\n" + ALWAYS_OPEN_TABLE
+        return parse_market(text, self.source)
 
     def __getitem__(self, symbol: str) -> Instrument:
         return self.instruments[symbol]
@@ -336,7 +351,8 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         data = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise MarketConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"defaults", "instruments", "clearing", "series"})
+    unknown = sorted(
+        set(data) - {"defaults", "instruments", "clearing", "series", "schedule", "operation"})
     if unknown:
         raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
     defaults = data.get("defaults", {})
@@ -362,6 +378,11 @@ def parse_market(text: str, source: str = "<string>") -> Market:
                 f"{source}: instrument {inst.symbol!r}: underlying {inst.underlying!r} is not "
                 "in the market")
     clearing = _clearing(data.get("clearing", {}), source)
+    schedule = _schedule(data["schedule"], source) if "schedule" in data else None
+    always_open = _operation(data.get("operation", {}), source)
+    if schedule is not None:
+        # One calendar: the schedule's holidays are the clearing house's too.
+        clearing = replace(clearing, holidays=clearing.holidays | schedule.holidays)
     calendar = Calendar(clearing.holidays)
     for symbol, inst in list(instruments.items()):
         if inst.kind != "future" or not inst.initial_margin:
@@ -404,7 +425,24 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     if len(cleared) > 1:
         raise MarketConfigError(f"{source}: cleared futures and options must share one "
                                 f"currency (found {', '.join(sorted(cleared))})")
-    return Market(instruments=instruments, source=source, text=text, clearing=clearing)
+    return Market(instruments=instruments, source=source, text=text, clearing=clearing,
+                  schedule=None if always_open else schedule, always_open=always_open)
+
+
+def _operation(spec: Any, source: str) -> bool:
+    """``[operation]``: ``always_open = true`` sets the schedule aside (sessions,
+    weekdays and holidays are not checked; the holidays still make the clearing
+    calendar)."""
+    where = f"{source}: [operation]"
+    if not isinstance(spec, dict):
+        raise MarketConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - {"always_open"})
+    if unknown:
+        raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    value = spec.get("always_open", False)
+    if not isinstance(value, bool):
+        raise MarketConfigError(f"{where}.always_open: true or false, got {value!r}")
+    return value
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -475,12 +513,118 @@ def _clearing(spec: Any, source: str) -> Clearing:
                     option_days)
 
 
-def _clock(text: Any, where: str, signed: bool = False) -> int:
+ALWAYS_OPEN_TABLE = "[operation]\nalways_open = true\n"
+_SCHEDULE_KEYS = {"timezone", "weekdays", "holidays", *MODES}
+
+
+def _schedule(spec: Any, source: str) -> Schedule:
+    """``[schedule]``: ``timezone`` (a time zone database name such as ``Asia/Shanghai``,
+    or a fixed ``+HH:MM``), one key per trading mode listing its sessions
+    (``listing = ["09:30-11:30", "13:00-15:00"]``, local time, each ``[start, end)``),
+    ``weekdays`` (default Monday to Friday) and ``holidays`` (``YYYY-MM-DD``)."""
+    where = f"{source}: [schedule]"
+    if not isinstance(spec, dict):
+        raise MarketConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - _SCHEDULE_KEYS)
+    if unknown:
+        raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: "
+                                f"{', '.join(sorted(_SCHEDULE_KEYS))})")
+    zone = spec.get("timezone", "UTC")
+    if not isinstance(zone, str) or not zone:
+        raise MarketConfigError(f"{where}.timezone: a time zone name, got {zone!r}")
+    offsets = _zone_offsets(zone)
+    if offsets is None:
+        raise MarketConfigError(f"{where}.timezone: unknown time zone {zone!r} (a name such as "
+                                f'"Asia/Shanghai", or "+08:00")')
+    sessions: dict[str, tuple[tuple[int, int], ...]] = {}
+    for mode in MODES:
+        if mode not in spec:
+            continue
+        spans = spec[mode]
+        key = f"{where}.{mode}"
+        if not isinstance(spans, list) or not all(isinstance(p, str) for p in spans):
+            raise MarketConfigError(f'{key}: a list of sessions "HH:MM-HH:MM", got {spans!r}')
+        found = []
+        for text in spans:
+            if text.count("-") != 1:
+                raise MarketConfigError(f'{key}: "HH:MM-HH:MM", got {text!r}')
+            start, end = (_clock(part, key, end=True) for part in text.split("-"))
+            if start >= end:
+                raise MarketConfigError(f"{key}: session {text} ends before it starts")
+            found.append((start, end))
+        found.sort()
+        for (_, end), (start, _) in zip(found, found[1:]):
+            if start < end:
+                raise MarketConfigError(f"{key}: sessions {', '.join(spans)} overlap")
+        sessions[mode] = tuple(found)
+    if "listing" not in sessions:
+        raise MarketConfigError(f"{where}.listing: the listing sessions are required")
+    weekdays = spec.get("weekdays", list(WEEKDAYS[:5]))
+    if (not isinstance(weekdays, list) or not weekdays
+            or not all(isinstance(d, str) and d.lower() in WEEKDAYS for d in weekdays)):
+        raise MarketConfigError(f"{where}.weekdays: a list of {', '.join(WEEKDAYS)}, "
+                                f"got {weekdays!r}")
+    holidays = spec.get("holidays", [])
+    if not isinstance(holidays, list) or not all(isinstance(d, str) for d in holidays):
+        raise MarketConfigError(f'{where}.holidays: a list of "YYYY-MM-DD" dates')
+    try:
+        days = frozenset(parse_date(d) for d in holidays)
+    except CalendarError as exc:
+        raise MarketConfigError(f"{where}.holidays: {exc}") from None
+    return Schedule(zone=zone, offsets=offsets, sessions=sessions,
+                    weekdays=frozenset(WEEKDAYS.index(d.lower()) for d in weekdays),
+                    holidays=days)
+
+
+@lru_cache(maxsize=32)
+def _zone_offsets(zone: str) -> tuple[tuple[int, int], ...] | None:
+    """The UTC offsets of *zone* as ``(from_utc_second, offset)``, the first from the
+    beginning of time, worked out once from the time zone database for 1970-2100 (the
+    offsets at either end hold beyond it); ``None`` for an unknown zone."""
+    if zone[:1] in "+-":
+        try:
+            return ((0, _clock(zone, "timezone", signed=True)), )
+        except MarketConfigError:
+            return None
+    try:
+        info = zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    from datetime import datetime, timezone  # the edge: reading the time zone database
+
+    def offset_at(second: int) -> int:
+        moment = datetime.fromtimestamp(second, timezone.utc).astimezone(info)
+        delta = moment.utcoffset()
+        return 0 if delta is None else int(delta.total_seconds())
+
+    first, last = days_from_civil(1970, 1, 1) * 86_400, days_from_civil(2100, 1, 1) * 86_400
+    offsets = [(0, offset_at(first))]
+    # Sampled weekly, each change then found to the second: no zone in the database changes
+    # its offset twice within a week in these years.
+    step = 7 * 86_400
+    for second in range(first + step, last, step):
+        now = offset_at(second)
+        if now == offsets[-1][1]:
+            continue
+        low, high = second - step, second  # the change lies in (low, high]
+        while high - low > 1:
+            middle = (low + high) // 2
+            if offset_at(middle) == now:
+                high = middle
+            else:
+                low = middle
+        offsets.append((high, now))
+    return tuple(offsets)
+
+
+def _clock(text: Any, where: str, signed: bool = False, end: bool = False) -> int:
     """``HH:MM`` (or ``+HH:MM`` with *signed*) as seconds."""
     sign = 1
     if signed and isinstance(text, str) and text[:1] in "+-":
         sign, text = (-1 if text[0] == "-" else 1), text[1:]
-    parts = text.split(":") if isinstance(text, str) else []
+    parts = text.strip().split(":") if isinstance(text, str) else []
+    if end and parts == ["24", "00"]:  # a session may run to midnight
+        return 86_400
     if (len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts) or int(parts[0]) > 23
             or int(parts[1]) > 59):
         raise MarketConfigError(f"{where}: expected HH:MM, got {text!r}")

@@ -71,6 +71,11 @@ class Reason(StrEnum):
     INVALID_AMOUNT = "invalid_amount"
     NOT_ISSUABLE = "not_issuable"
     NOT_CLEARED = "not_cleared"
+    MARKET_CLOSED = "market_closed"  # outside its trading mode's session, or not a business day
+    MARKET_OPEN = "market_open"  # an end of day before the day's last session has ended
+    INSTRUMENT_HALTED = "instrument_halted"  # the operator halted the instrument
+    NOT_HALTED = "not_halted"  # a resume of an instrument that trades
+    ALREADY_HALTED = "already_halted"  # a halt of an instrument already halted
 
     # --- registry: compliance rules (exchange.compliance.registry) ---
     INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
@@ -146,7 +151,8 @@ STATE = frozenset[Reason]({
     Reason.DUPLICATE_ORDER_ID, Reason.UNKNOWN_ORDER, Reason.NOT_OWNER, Reason.POST_ONLY_WOULD_TRADE,
     Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
-    Reason.INVALID_AMOUNT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED
+    Reason.INVALID_AMOUNT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED, Reason.MARKET_CLOSED,
+    Reason.MARKET_OPEN, Reason.INSTRUMENT_HALTED, Reason.NOT_HALTED, Reason.ALREADY_HALTED
 })
 RISK = frozenset[Reason]({
     Reason.INSUFFICIENT_CASH, Reason.INSUFFICIENT_ALLOWANCES, Reason.POSITION_LIMIT,

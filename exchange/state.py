@@ -26,7 +26,8 @@ events depend on, so it is kept exactly:
     ``symbol``, ``reference_price`` (the band follows from it), ``last_price``,
     ``trade_count``, ``volume``, ``day_volume``, ``day_notional`` (decimal text: it
     may pass 64 bits); ``bids`` and ``asks`` in priority order (best price first,
-    then time); ``stop_buys`` and ``stop_sells`` in trigger order (``OrderState``).
+    then time); ``stop_buys`` and ``stop_sells`` in trigger order (``OrderState``);
+    ``day_prices`` (the day's open, high and low, once it has traded) and ``halted``.
 ``OrderState`` (an array)
     ``order_id, account, instrument, is_buy, price, qty, visible, display, kind, tif,
     stp, post_only, stop_price, expire_ts, accept_seq``: ``exchange.book.fast.Order``'s
@@ -126,6 +127,8 @@ class InstrumentState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     asks: list[R] = []
     stop_buys: list[R] = []
     stop_sells: list[R] = []
+    day_prices: list[int] | None = None  # the day's open, high and low, once it traded
+    halted: bool = False
 
 
 class GtdEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

@@ -190,6 +190,8 @@ class FastBook:
         self.volume = 0
         self.day_volume = 0
         self.day_notional = 0
+        # The day's first, highest and lowest trade prices (meaningful once day_volume > 0).
+        self.day_open = self.day_high = self.day_low = 0
 
     # --- queries -----------------------------------------------------------------------
     def best_bid(self) -> int | None:
@@ -358,7 +360,7 @@ class FastBook:
         is_buy = order.is_buy
         remaining = order.qty
         killed = False
-        volume = notional = price = last = 0
+        volume = notional = price = last = first = 0
         heap = side.heap
         levels = side.levels
         while remaining and heap:
@@ -412,6 +414,8 @@ class FastBook:
                                       buy_account=resting.account, sell_account=account,
                                       aggressor="sell", buy_leaves_qty=open_qty,
                                       sell_leaves_qty=remaining, seq=seq))
+                if not volume:
+                    first = price
                 volume += fill
                 notional += fill * price
                 last = price
@@ -440,6 +444,15 @@ class FastBook:
             self.last_price = last
             self.trade_count += trade - ctr.trade
             self.volume += volume
+            # A sweep's prices run one way: its first and last are its extremes.
+            low, high = (first, last) if first < last else (last, first)
+            if not self.day_volume:
+                self.day_open, self.day_high, self.day_low = first, high, low
+            else:
+                if high > self.day_high:
+                    self.day_high = high
+                if low < self.day_low:
+                    self.day_low = low
             self.day_volume += volume
             self.day_notional += notional
         ctr.seq, ctr.trade = seq, trade

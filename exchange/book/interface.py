@@ -29,6 +29,9 @@ class OrderBook(Protocol):
     volume: int
     day_volume: int
     day_notional: int
+    day_open: int
+    day_high: int
+    day_low: int
 
     def submit(self, order: Order, out: list[Event]) -> None:
         ...

@@ -48,6 +48,7 @@ class NaiveBook:
         self.volume = 0
         self.day_volume = 0
         self.day_notional = 0
+        self.day_open = self.day_high = self.day_low = 0
 
     # --- priority ----------------------------------------------------------------------
     def _key(self, order: Order) -> tuple[int, int]:
@@ -206,9 +207,13 @@ class NaiveBook:
                               sell_order_id=sell.order_id, buy_account=buy.account,
                               sell_account=sell.account, aggressor=order.side,
                               buy_leaves_qty=buy.qty, sell_leaves_qty=sell.qty))
-            self.last_price = resting.price
+            self.last_price = price = resting.price
             self.trade_count += 1
             self.volume += fill
+            if not self.day_volume:
+                self.day_open = self.day_high = self.day_low = price
+            self.day_high = max(self.day_high, price)
+            self.day_low = min(self.day_low, price)
             self.day_volume += fill
             self.day_notional += fill * resting.price
             if resting.qty == 0:

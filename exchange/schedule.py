@@ -1,0 +1,116 @@
+"""The trading day: when each trading mode is in session, in the market's own time zone.
+
+A market file's ``[schedule]`` (read by ``exchange.market``) becomes a ``Schedule``: the
+time zone (as a table of UTC offsets, worked out from the time zone database when the
+market is read, so nothing here reads a file or a clock), the sessions of each trading
+mode as half-open ``[start, end)`` spans of local time, the trading weekdays and the
+holidays. Engine times are integer nanoseconds since the epoch (UTC).
+
+- ``is_open(mode, ts)``: is *ts* inside one of *mode*'s sessions on a business day?
+  09:30:00 opens the default listing session; 11:30:00 is already closed.
+- ``local_day(ts)``: the local calendar day (a day number, as ``exchange.calendar``).
+- ``day_over(ts)``: is *ts* on a business day, at or after its last session's end? An
+  ``eod`` is accepted then only.
+
+Modes: ``listing`` (the order book), ``block`` and ``auction``; a mode the file does not
+list keeps the listing sessions.
+
+>>> schedule = Schedule(zone="+08:00", offsets=((0, 8 * 3600),),
+...                     sessions={"listing": ((9 * 3600 + 1800, 11 * 3600 + 1800),)})
+>>> at = lambda h, m, s=0: (20_424 * 86_400 + (h - 8) * 3600 + m * 60 + s) * 10**9  # 2025-12-03
+>>> schedule.is_open("listing", at(9, 29, 59)), schedule.is_open("listing", at(9, 30))
+(False, True)
+>>> schedule.is_open("listing", at(11, 30)), schedule.day_over(at(11, 30))
+(False, True)
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+from exchange.calendar import FRIDAY, weekday
+
+__all__ = ["Schedule", "MODES", "WEEKDAYS", "NS"]
+
+NS = 10**9
+_DAY_S = 86_400
+MODES = ("listing", "block", "auction")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Sessions per trading mode, weekdays and holidays in one time zone.
+
+    ``offsets``: ``(from_utc_second, offset_seconds)`` in time order, the first from the
+    beginning of time; ``sessions``: mode -> ``(start, end)`` seconds of the local day,
+    sorted and apart; ``weekdays``: trading weekdays (Monday 0); ``holidays``: local day
+    numbers without trading.
+    """
+
+    zone: str
+    offsets: tuple[tuple[int, int], ...]
+    sessions: dict[str, tuple[tuple[int, int], ...]]
+    weekdays: frozenset[int] = frozenset(range(FRIDAY + 1))
+    holidays: frozenset[int] = frozenset()
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", tuple(start for start, _ in self.offsets))
+
+    def offset(self, ts: int) -> int:
+        """The zone's UTC offset (seconds) at engine time *ts*."""
+        offsets = self.offsets
+        if len(offsets) == 1:
+            return offsets[0][1]
+        return offsets[max(bisect_right(self._starts, ts // NS) - 1, 0)][1]
+
+    def local(self, ts: int) -> tuple[int, int]:
+        """``(day number, second of the day)`` of *ts* in the market's time zone."""
+        return divmod(ts // NS + self.offset(ts), _DAY_S)
+
+    def local_day(self, ts: int) -> int:
+        """The local calendar day of *ts*."""
+        return self.local(ts)[0]
+
+    def is_business_day(self, day: int) -> bool:
+        """A trading weekday that is not a holiday."""
+        return weekday(day) in self.weekdays and day not in self.holidays
+
+    def sessions_of(self, mode: str) -> tuple[tuple[int, int], ...]:
+        found = self.sessions.get(mode)
+        return self.sessions.get("listing", ()) if found is None else found
+
+    def is_open(self, mode: str, ts: int) -> bool:
+        """Is *ts* inside one of *mode*'s sessions, on a business day?"""
+        day, second = self.local(ts)
+        if not self.is_business_day(day):
+            return False
+        return any(start <= second < end for start, end in self.sessions_of(mode))
+
+    def open_span(self, mode: str, ts: int) -> tuple[int, int] | None:
+        """The session of *mode* that holds *ts*, as engine times ``[start, end)``, or
+        ``None`` when *mode* is closed at *ts*. Every time within the span is open (if
+        the zone's offset changes inside the session, the span is *ts*'s nanosecond)."""
+        day, second = self.local(ts)
+        if not self.is_business_day(day):
+            return None
+        for start, end in self.sessions_of(mode):
+            if start <= second < end:
+                base = ts - (second - start) * NS - ts % NS
+                until = base + (end - start) * NS
+                if self.offset(base) != self.offset(until - 1):
+                    return ts, ts + 1
+                return base, until
+        return None
+
+    @property
+    def day_end(self) -> int:
+        """The second of the local day when its last session (of any mode) ends."""
+        return max((end for spans in self.sessions.values() for _, end in spans), default=0)
+
+    def day_over(self, ts: int) -> bool:
+        """Is *ts* on a business day, at or after the day's last session?"""
+        day, second = self.local(ts)
+        return self.is_business_day(day) and second >= self.day_end
