@@ -1,6 +1,6 @@
 """End to end: ``carbonx replay FILE --json``, each run a fresh process.
 
-The numbers are the replay's own pinned summary (shared/DESIGN.md): ``elapsed_s`` is
+The numbers are the replay's own pinned summary (docs/cli.md): ``elapsed_s`` is
 reading, decoding and matching (no interpreter start-up, no output), ``engine_s`` the
 engine alone. The wall time of the whole process is kept beside them for context.
 Every run must report the same result (trades, volume, state hash), and

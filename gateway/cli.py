@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(STP_MODES)} (default: cancel_resting)")
     replay.add_argument("--fills", metavar="OUT.ndjson", help="write every trade as NDJSON")
     replay.add_argument("--events", metavar="OUT.ndjson", help="write every event as NDJSON")
+    replay.add_argument(
+        "--daily", metavar="OUT.csv",
+        help="write each end of day's statistics per instrument as CSV (date,instrument,open,"
+        "high,low,close,volume,turnover,block_volume,auction_volume)")
+    replay.add_argument(
+        "--always-open", action="store_true",
+        help="set the market's schedule aside: rows with a ts are not checked against its "
+        "sessions, weekdays and holidays")
     replay.add_argument("--json", action="store_true",
                         help="print one JSON summary object on stdout")
     replay.add_argument(
@@ -148,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --broker: a file holding the gateway user's password "
         "on one line (else $CARBONX_PASSWORD, else the URL's)")
     serve.add_argument("--market", metavar="TOML", help="market configuration")
+    serve.add_argument(
+        "--always-open", action="store_true",
+        help="a test exchange that trades at any hour: the market's schedule (sessions, "
+        "weekdays, holidays) is set aside, and the journal records it")
     serve.add_argument("--journal", metavar="DIR",
                        help="journal directory: recovered if it holds a journal, else new")
     serve.add_argument(
@@ -172,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
                        help="least time between two depth messages of an instrument (default: 0.1)")
     serve.add_argument(
-        "--eod", metavar="HH:MM", help="end the trading day every day at this UTC time (15:30 in "
-        "Beijing is 07:30 UTC): expiries, futures settlement, margin "
-        "calls, deliveries (default: never; a journal replay or an "
-        "order file's eod rows do it)")
+        "--eod", metavar="HH:MM",
+        help="end the trading day at this time of the market's time zone (Beijing for the "
+        "default market; UTC for a market without a schedule) on each business day of its "
+        "calendar, after the last session: expiries, T+1, futures settlement, margin calls, "
+        "deliveries, daily statistics (default: never; the operator's eod rows do it)")
     serve.add_argument("--log-level", default="WARNING",
                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     serve.set_defaults(run=_cmd_serve)
@@ -243,21 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
                          description=genorders.DESCRIPTION)
     genorders.add_arguments(gen)
     gen.set_defaults(run=genorders.run)
+    from gateway.tools import admin
+    admin.add_parser(sub)
     return parser
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.tools.progress import ProgressBar
-    from gateway.tools.replay import run_replay, write_events, write_fills, write_holdings
+    from gateway.tools.replay import (run_replay, write_daily, write_events, write_fills,
+                                      write_holdings)
 
     for option in ("journal", "holdings"):
         if getattr(args, option) and not args.ledger:
             raise UsageError(
                 f"--{option} needs --ledger (there are no holdings to keep without accounts)")
     market = load_market(args.market)
+    if args.always_open:
+        market = market.open_all_hours()
     progress = ProgressBar.for_terminal()
     result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
-                        keep_events=bool(args.fills or args.events), progress=progress,
+                        keep_events=bool(args.fills or args.events or args.daily),
+                        progress=progress,
                         ledger=args.ledger, journal=args.journal)
     try:
         if args.holdings:
@@ -266,6 +285,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             write_fills(args.fills, result.events or [], market)
         if args.events:
             write_events(args.events, result.events or [], market)
+        if args.daily:
+            write_daily(args.daily, result.events or [], market)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     summary = result.summary()
@@ -403,14 +424,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    market = load_market(args.market) if args.market else None
-    try:
-        from exchange import default_market
+    from exchange import default_market
 
+    market = load_market(args.market) if args.market else default_market()
+    if args.always_open:
+        market = market.open_all_hours()
+    if args.eod is not None and market.schedule is not None:
+        end = market.schedule.day_end
+        if seconds_of_day(args.eod) < end:
+            raise UsageError(f"--eod {args.eod}: the market's last session ends at "
+                             f"{end // 3600:02d}:{end % 3600 // 60:02d} "
+                             f"({market.schedule.zone}); end the day after it")
+    try:
         return main_serve(
-            market or default_market(), broker_url=args.broker, journal=args.journal,
+            market, broker_url=args.broker, journal=args.journal,
             init=args.init, credentials_path=args.credentials, port=args.port,
-            settings=GatewaySettings(book_interval=args.book_interval, eod_utc=args.eod),
+            settings=GatewaySettings(book_interval=args.book_interval, eod_at=args.eod),
             password_file=args.password_file, limits=limits)
     except ServeError as exc:
         raise UsageError(str(exc)) from None

@@ -14,12 +14,20 @@ from collections import deque
 
 __all__ = [
     "OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic", "book_topic",
-    "account_of", "is_msgpack", "ORDERS_FILTER", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
+    "account_of", "is_msgpack", "daily_topic", "status_topic", "ORDERS_FILTER", "OPS_COMMANDS",
+    "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
     "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED"
 ]
 
 ORDERS_FILTER = "cx/v1/orders/+"
+# The operator's console: only the operator writes commands and reads their answers.
+OPS_COMMANDS = "cx/v1/ops/commands"
+OPS_REPORTS = "cx/v1/ops/reports"
+# The broker's system users besides the accounts: no account may take these names.
+GATEWAY = "gateway"
+OPERATOR = "operator"
+SYSTEM_USERS = frozenset({GATEWAY, OPERATOR})
 # paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
 SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), )
 PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
@@ -72,8 +80,8 @@ class OrderedSender(_Draining):
         self._log = log or logging.getLogger("carbonx.mqtt")
         self.failed = 0
 
-    def send(self, topic: str, payload: bytes, qos: int) -> None:
-        self._queue.append((topic, payload, qos))
+    def send(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        self._queue.append((topic, payload, qos, retain) if retain else (topic, payload, qos))
         self._pump()
 
     def send_all(self, messages) -> None:
@@ -87,9 +95,12 @@ class OrderedSender(_Draining):
     def _pump(self) -> None:
         queue = self._queue
         while self._active < self.window and queue:
-            topic, payload, qos = queue.popleft()
+            # (topic, payload, qos), or with a fourth item: retain
+            message = queue.popleft()
             self._active += 1
-            task = asyncio.ensure_future(self._client.publish(topic, payload, qos=qos))
+            task = asyncio.ensure_future(
+                self._client.publish(message[0], message[1], qos=message[2],
+                                     retain=len(message) > 3 and message[3]))
             task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task) -> None:
@@ -115,11 +126,12 @@ class TopicSender(_Draining):
 
     def send_all(self, messages) -> None:
         senders = self._senders
-        for topic, payload, qos in messages:
+        for message in messages:  # (topic, payload, qos[, retain])
+            topic = message[0]
             sender = senders.get(topic)
             if sender is None:
                 sender = senders[topic] = OrderedSender(self._client, self._window, self._log)
-            sender.send(topic, payload, qos)
+            sender.send(*message)
 
     @property
     def waiting(self) -> int:
@@ -140,6 +152,17 @@ def trades_topic(instrument: str) -> str:
 
 def book_topic(instrument: str) -> str:
     return f"cx/v1/md/{instrument}/book"
+
+
+def daily_topic(instrument: str) -> str:
+    """Each end of day's statistics of *instrument* (open, high, low, close, volumes)."""
+    return f"cx/v1/md/{instrument}/daily"
+
+
+def status_topic(instrument: str) -> str:
+    """Whether *instrument* trades or is halted (retained: a bot that subscribes late
+    learns it at once)."""
+    return f"cx/v1/md/{instrument}/status"
 
 
 def account_of(topic: str) -> str | None:

@@ -31,9 +31,9 @@ import pytest
 from mosquitto import (Broker, Mosquitto, MosquittoStartError, listening_sockets, require_clients,
                        require_module, require_tool)
 
-from gateway.mqtt.brokerconfig import (GATEWAY_USER, MAX_PACKET_SIZE, ConfigExistsError,
-                                       hash_password, parse_account_args, verify_password,
-                                       write_broker_config)
+from gateway.mqtt.brokerconfig import (GATEWAY_USER, MAX_PACKET_SIZE, OPERATOR_USER,
+                                       ConfigExistsError, hash_password, parse_account_args,
+                                       render_acl, verify_password, write_broker_config)
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
@@ -96,13 +96,13 @@ def test_files_modes_and_credentials(tmp_path: Path) -> None:
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
     on_disk = json.loads((out / "credentials.json").read_text())
     assert on_disk == creds
-    assert list(on_disk) == ["alice", "bob", GATEWAY_USER]
+    assert list(on_disk) == ["alice", "bob", GATEWAY_USER, OPERATOR_USER]
     assert on_disk["alice"] == "alice-pw:x"
-    assert len(on_disk["bob"]) >= 20 and len(on_disk[GATEWAY_USER]) >= 20
-    assert on_disk["bob"] != on_disk[GATEWAY_USER]
+    assert all(len(on_disk[user]) >= 20 for user in ("bob", GATEWAY_USER, OPERATOR_USER))
+    assert len({on_disk["bob"], on_disk[GATEWAY_USER], on_disk[OPERATOR_USER]}) == 3
 
     hashes = dict(line.split(":", 1) for line in (out / "passwd").read_text().splitlines())
-    assert list(hashes) == ["alice", "bob", GATEWAY_USER]
+    assert list(hashes) == ["alice", "bob", GATEWAY_USER, OPERATOR_USER]
     for user, encoded in hashes.items():
         assert encoded.startswith("$7$")
         assert verify_password(creds[user], encoded)
@@ -200,6 +200,50 @@ def test_listener_ties_client_ids_to_user_names_and_limits_packets(tmp_path: Pat
     assert ["max_packet_size", str(MAX_PACKET_SIZE)] in directives
 
 
+def _acl_rules(acl: str) -> dict[str, set[tuple[str, str]]]:
+    """``{user: {(access, topic), ...}}`` from an ACL file's text."""
+    rules: dict[str, set[tuple[str, str]]] = {}
+    user = None
+    for line in acl.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+            assert user not in rules, f"a second block for {user}"
+            rules[user] = set()
+        else:
+            assert words[0] == "topic" and user is not None and len(words) == 3, line
+            rules[user].add((words[1], words[2]))
+    return rules
+
+
+def test_acl_gives_the_ops_topics_to_the_operator_and_the_gateway_only(tmp_path: Path) -> None:
+    write_broker_config(tmp_path, 18830, {"alice": None, "bob": None})
+    rules = _acl_rules((tmp_path / "acl").read_text())
+    assert set(rules) == {GATEWAY_USER, OPERATOR_USER, "alice", "bob"}
+    assert rules[OPERATOR_USER] == {("write", "cx/v1/ops/commands"),
+                                    ("read", "cx/v1/ops/reports"), ("read", "cx/v1/md/#")}
+    assert rules[GATEWAY_USER] == {("readwrite", "cx/v1/orders/+"), ("write", "cx/v1/exec/+"),
+                                   ("write", "cx/v1/md/#"), ("read", "cx/v1/ops/commands"),
+                                   ("write", "cx/v1/ops/reports")}
+    for account in ("alice", "bob"):
+        assert rules[account] == {("write", f"cx/v1/orders/{account}"),
+                                  ("read", f"cx/v1/exec/{account}"), ("read", "cx/v1/md/#")}
+    # A system user's name is never given an account's rules (a second block would add them).
+    for name in (GATEWAY_USER, OPERATOR_USER):
+        with pytest.raises(ValueError, match="reserved"):
+            render_acl(["alice", name])
+
+
+def test_the_publishing_limit_exempts_the_gateway_only(tmp_path: Path) -> None:
+    write_broker_config(tmp_path, 18830, {"alice": None})
+    options = [d for d in _directives((tmp_path / "mosquitto.conf").read_text())
+               if d[0].startswith("plugin")]
+    assert [d for d in options if d[0] == "plugin_opt_exempt"] == [["plugin_opt_exempt", "gateway"]]
+    assert all(len(d) == 2 for d in options), options  # one value each: a valid directive
+
+
 # Made by mosquitto_passwd 2.0.11 (-H sha512-pbkdf2, then -H sha512) for "secret".
 MOSQUITTO_PASSWD_PBKDF2 = (
     "$7$101$ZMxIgcX0cTixMeAa$72/H3HUPyepazq762Il89V57OIiWbjqT8pZst3Lq9FQuwzycWgnyL3mu8bA1h"
@@ -253,6 +297,7 @@ def test_wrong_password_unknown_user_and_anonymous_are_refused(mosquitto_broker:
         await refused(username="alice", password=mosquitto_broker.credentials["bob"])
         await refused(username="mallory", password="x")
         await refused(username=GATEWAY_USER, password="")
+        await refused(username=OPERATOR_USER, password=mosquitto_broker.gateway_password)
         await refused()
 
     run(scenario())
@@ -361,6 +406,8 @@ def test_parse_account_args() -> None:
 @pytest.mark.parametrize("items, message", [(["alice", "alice:pw"], "more than once"),
                                             ([""], "non-empty"), ([":pw"], "non-empty"),
                                             (["gateway"], "reserved"), (["gateway:pw"], "reserved"),
+                                            (["operator"], "reserved for the operator console"),
+                                            (["operator:pw"], "reserved"),
                                             (["a/b"], "'/'"), (["a+b"], "'\\+'"), (["a#"], "'#'"),
                                             (["a b"], "whitespace"), (["a\tb"], "whitespace"),
                                             (["a\u00a0b"], "whitespace"), (["a\x00b"], "control"),
@@ -375,6 +422,8 @@ def test_parse_account_args_rejects(items: list[str], message: str) -> None:
     "a:b": None
 }, 1883), ({
     "gateway": "pw"
+}, 1883), ({
+    "operator": None
 }, 1883), ({
     "": None
 }, 1883), ({

@@ -23,10 +23,11 @@ import aiomqtt
 import pytest
 
 from gateway.mqtt import embedded
-from gateway.mqtt.embedded import (GATEWAY_USER, MAX_PACKET_SIZE, EmbeddedBroker, _PacketSizeGuard,
-                                   allowed, valid_account_name)
+from gateway.mqtt.embedded import (GATEWAY_USER, MAX_PACKET_SIZE, OPERATOR_USER, EmbeddedBroker,
+                                   _PacketSizeGuard, allowed, check_account_name,
+                                   valid_account_name)
 
-USERS = {GATEWAY_USER: "gw-secret", "A": "a-secret", "B": "b-secret"}
+USERS = {GATEWAY_USER: "gw-secret", OPERATOR_USER: "op-secret", "A": "a-secret", "B": "b-secret"}
 SUBACK_FAILURE = 0x80
 
 
@@ -102,6 +103,31 @@ async def suback(c: aiomqtt.Client, topic_filter: str) -> int:
         ("gateway", "cx/v1/md/CEA25/trades", "publish", True),
         ("gateway", "cx/v1/orders/A", "publish", False),
         ("gateway", "cx/v1/exec/A/x", "publish", False),
+        # the operator console: the gateway reads its commands and answers them
+        ("gateway", "cx/v1/ops/commands", "subscribe", True),
+        ("gateway", "cx/v1/ops/reports", "publish", True),
+        ("gateway", "cx/v1/ops/commands", "publish", False),
+        ("gateway", "cx/v1/ops/reports", "subscribe", False),
+        ("gateway", "cx/v1/ops/#", "subscribe", False),
+        ("operator", "cx/v1/ops/commands", "publish", True),
+        ("operator", "cx/v1/ops/reports", "subscribe", True),
+        ("operator", "cx/v1/md/#", "subscribe", True),
+        ("operator", "cx/v1/md/CEA25/book", "subscribe", True),
+        ("operator", "cx/v1/ops/reports", "publish", False),
+        ("operator", "cx/v1/ops/commands", "subscribe", False),
+        ("operator", "cx/v1/ops/#", "subscribe", False),
+        ("operator", "cx/v1/orders/operator", "publish", False),
+        ("operator", "cx/v1/orders/A", "publish", False),
+        ("operator", "cx/v1/orders/+", "subscribe", False),
+        ("operator", "cx/v1/exec/operator", "subscribe", False),
+        ("operator", "cx/v1/exec/A", "publish", False),
+        ("operator", "cx/v1/md/CEA25/book", "publish", False),
+        # no account reads or writes anything under cx/v1/ops/
+        ("A", "cx/v1/ops/commands", "publish", False),
+        ("A", "cx/v1/ops/reports", "publish", False),
+        ("A", "cx/v1/ops/commands", "subscribe", False),
+        ("A", "cx/v1/ops/reports", "subscribe", False),
+        ("A", "cx/v1/ops/#", "subscribe", False),
         # bad users and actions
         ("", "cx/v1/md/#", "subscribe", False),
         ("A/B", "cx/v1/orders/A/B", "publish", False),
@@ -114,8 +140,18 @@ def test_allowed(user: str, topic: str, action: str, expected: bool) -> None:
 
 def test_valid_account_name() -> None:
     assert valid_account_name("A") and valid_account_name("trader-7")
-    for name in ("", "A/B", "A+", "#", GATEWAY_USER):
+    for name in ("", "A/B", "A+", "#", GATEWAY_USER, OPERATOR_USER):
         assert not valid_account_name(name), name
+
+
+@pytest.mark.parametrize(("name", "message"),
+                         [(GATEWAY_USER, "'gateway' is reserved for the gateway's own MQTT user"),
+                          (OPERATOR_USER, "'operator' is reserved for the operator console's"),
+                          ("", "invalid account name ''"), ("A/B", "invalid account name 'A/B'")])
+def test_check_account_name_says_why_a_name_is_refused(name: str, message: str) -> None:
+    assert check_account_name("trader-7") == "trader-7"
+    with pytest.raises(ValueError, match=message):
+        check_account_name(name)
 
 
 def test_bad_account_names_passwords_and_hosts_are_rejected() -> None:

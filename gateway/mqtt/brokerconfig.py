@@ -9,15 +9,20 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
   ``use_username_as_clientid`` on the listener, so a client's identifier is its user name
   and one account cannot disconnect another's session by reusing its identifier (an
   account's second connection takes over from its first);
-- ``passwd``: one ``user:hash`` line per account and for the gateway user, hashed here
-  (no ``mosquitto_passwd`` binary needed) in mosquitto's ``$7$`` format (mode 0600);
+- ``passwd``: one ``user:hash`` line per account and for each of the two system users,
+  ``gateway`` (the engine's connection) and ``operator`` (the operator console), hashed
+  here (no ``mosquitto_passwd`` binary needed) in mosquitto's ``$7$`` format (mode 0600);
 - ``acl``: each account may write only ``cx/v1/orders/ACCOUNT`` and read only
-  ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#``; the gateway reads ``cx/v1/orders/+`` (and
-  writes there only to clear a retained copy) and writes ``cx/v1/exec/+`` and
-  ``cx/v1/md/#``;
-- ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "..."}`` (mode 0600);
+  ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#`` (nothing under ``cx/v1/ops/``); the gateway
+  reads ``cx/v1/orders/+`` (and writes there only to clear a retained copy) and
+  ``cx/v1/ops/commands``, and writes ``cx/v1/exec/+``, ``cx/v1/md/#`` and
+  ``cx/v1/ops/reports``; the operator writes only ``cx/v1/ops/commands`` and reads only
+  ``cx/v1/ops/reports`` and ``cx/v1/md/#`` (it places no orders);
+- ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "...", "operator":
+  "..."}`` (mode 0600);
 - ``carbonx_limit.so``: each account's publishing limit (``ACCOUNT_MESSAGE_RATE``
-  messages and ``ACCOUNT_BYTE_RATE`` bytes a second, with bursts; the gateway exempt),
+  messages and ``ACCOUNT_BYTE_RATE`` bytes a second, with bursts; the gateway exempt, the
+  operator, which sends few messages, limited as an account is),
   a mosquitto plugin built here with the C compiler from ``mosquitto_limit.c`` beside
   this file (mosquitto 2.0 has no such limit of its own). It needs ``cc`` and the
   headers of Debian's ``mosquitto-dev`` and ``libmosquitto-dev``; without them
@@ -31,7 +36,8 @@ there is none). Written by a non-root user, the config names that user, who owns
 ``acl`` to the ``mosquitto`` user (``chown mosquitto passwd acl``), or start mosquitto as
 a non-root user who can read them.
 
-Passwords not given are generated with :mod:`secrets`. The hash format, as mosquitto 2.0
+Neither system user's name may be an account's. Passwords not given (and always the
+system users') are generated with :mod:`secrets`. The hash format, as mosquitto 2.0
 reads it: ``$7$ITERATIONS$base64(salt)$base64(PBKDF2-HMAC-SHA512(password, salt))``
 (``$6$base64(salt)$base64(SHA-512(password + salt))`` is also read, for checking only).
 """
@@ -52,15 +58,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
+
 __all__ = [
-    "GATEWAY_USER", "TOPIC_ROOT", "PBKDF2_ITERATIONS", "MAX_PACKET_SIZE", "CONFIG_FILES",
-    "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError", "PluginBuildError",
-    "build_limit_plugin", "existing_config", "write_broker_config", "parse_account_args",
-    "validate_account_name", "hash_password", "verify_password", "generate_password",
-    "render_config", "render_acl"
+    "GATEWAY_USER", "OPERATOR_USER", "SYSTEM_USERS", "TOPIC_ROOT", "PBKDF2_ITERATIONS",
+    "MAX_PACKET_SIZE", "CONFIG_FILES", "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError",
+    "PluginBuildError", "build_limit_plugin", "existing_config", "write_broker_config",
+    "parse_account_args", "validate_account_name", "hash_password", "verify_password",
+    "generate_password", "render_config", "render_acl"
 ]
 
-GATEWAY_USER = "gateway"
+GATEWAY_USER = GATEWAY  # the engine's connection
+OPERATOR_USER = OPERATOR  # the operator console
+SYSTEM_USERS = (GATEWAY_USER, OPERATOR_USER)  # the broker's users besides the accounts
+_RESERVED_FOR = {
+    GATEWAY_USER: "the gateway's own MQTT user",
+    OPERATOR_USER: "the operator console's MQTT user"
+}
 TOPIC_ROOT = "cx/v1"
 PBKDF2_ITERATIONS = 1000
 SALT_BYTES = 12
@@ -124,13 +138,13 @@ class ConfigExistsError(ValueError):
 def validate_account_name(name: str) -> str:
     """Return *name* if it may be an account (an MQTT user and a topic level), else raise.
 
-    A name is non-empty, is not the gateway's own user, and has none of ``/ + # :``,
-    whitespace, or control/format/unassigned characters.
+    A name is non-empty, is neither system user (``gateway``, ``operator``), and has none
+    of ``/ + # :``, whitespace, or control/format/unassigned characters.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("account name must be a non-empty string")
-    if name == GATEWAY_USER:
-        raise ValueError(f"account name {name!r} is reserved for the gateway's own MQTT user")
+    if name in _RESERVED_FOR:
+        raise ValueError(f"account name {name!r} is reserved for {_RESERVED_FOR[name]}")
     for char in name:
         if char in FORBIDDEN_NAME_CHARS:
             raise ValueError(
@@ -220,8 +234,11 @@ def _acl_block(user: str, rules: list[tuple[str, str]]) -> str:
 
 
 def render_acl(accounts: list[str]) -> str:
-    """The ACL file text for the gateway user and *accounts* (validated names)."""
+    """The ACL file text for the two system users and *accounts* (raises ``ValueError``
+    for a name that may not be an account's)."""
     root = TOPIC_ROOT
+    for name in accounts:
+        validate_account_name(name)
     blocks = [
         "# carbonx broker ACL: written by 'carbonx broker-config'; no rules for anonymous.\n",
         _acl_block(
@@ -230,8 +247,13 @@ def render_acl(accounts: list[str]) -> str:
                 # readwrite: the gateway clears a retained copy left on an orders topic
                 ("readwrite", f"{root}/orders/+"),
                 ("write", f"{root}/exec/+"),
-                ("write", f"{root}/md/#")
-            ])
+                ("write", f"{root}/md/#"),
+                ("read", OPS_COMMANDS),
+                ("write", OPS_REPORTS)
+            ]),
+        # The operator console: commands out, their reports and market data in; no orders.
+        _acl_block(OPERATOR_USER, [("write", OPS_COMMANDS), ("read", OPS_REPORTS),
+                                   ("read", f"{root}/md/#")])
     ]
     for name in accounts:
         blocks.append(
@@ -316,8 +338,8 @@ def render_config(port: int, passwd_path: Path, acl_path: Path, run_as: str | No
         ]
     if limit_path is not None:
         lines += [
-            "# Each account's publishing limit (the gateway exempt): past it the broker",
-            "# drops the account's messages and tells it so on cx/v1/exec/ACCOUNT.",
+            "# Each account's publishing limit, and the operator's (the gateway exempt): past it",
+            "# the broker drops the account's messages and tells it so on cx/v1/exec/ACCOUNT.",
             f"plugin {limit_path}", f"plugin_opt_message_rate {limits.message_rate}",
             f"plugin_opt_message_burst {limits.message_burst}",
             f"plugin_opt_byte_rate {limits.byte_rate}",
@@ -365,8 +387,9 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``credentials.json`` into *out_dir*.
 
     *accounts* maps each account to its password, or to None for a generated one (a new
-    one on every call, as is the gateway's: rewriting a directory changes them). Returns
-    the credentials written to ``credentials.json``: every account plus ``gateway``.
+    one on every call, as are the system users': rewriting a directory changes them).
+    Returns the credentials written to ``credentials.json``: every account, then
+    ``gateway`` and ``operator``.
     Raises ``ValueError`` for a bad port, account name or password, and
     ``ConfigExistsError`` (a ``ValueError``) if *out_dir* holds any of the files, unless
     *force*, and ``PluginBuildError`` (a ``ValueError``) if the limit plugin cannot be
@@ -378,7 +401,8 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
         validate_account_name(name)
         credentials[name] = (generate_password() if password is None else _validate_password(
             name, password))
-    credentials[GATEWAY_USER] = generate_password()
+    for user in SYSTEM_USERS:
+        credentials[user] = generate_password()
 
     directory = Path(out_dir).resolve()
     if any(char in str(directory) for char in "\r\n"):
@@ -399,7 +423,7 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())
     _write_file(passwd_path, passwd, 0o600)
     _write_file(directory / CREDENTIALS_NAME, json.dumps(credentials, indent=2) + "\n", 0o600)
-    _write_file(acl_path, render_acl([n for n in credentials if n != GATEWAY_USER]), 0o644)
+    _write_file(acl_path, render_acl([n for n in credentials if n not in SYSTEM_USERS]), 0o644)
     _write_file(
         directory / CONF_NAME,
         render_config(port, passwd_path, acl_path, _run_as_user(),

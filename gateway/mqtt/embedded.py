@@ -8,12 +8,16 @@ Access rules, enforced by the broker:
 
 - Every client logs in with a user name and password; anonymous clients, unknown users
   and wrong passwords are refused (CONNACK "not authorised"). Account names are
-  non-empty and contain none of ``/ + #``; ``gateway`` (:data:`GATEWAY_USER`) is the
-  gateway's own account and must not be given to a trader.
-- ``gateway`` may subscribe to ``cx/v1/orders/+`` and publish to ``cx/v1/exec/+`` and
-  ``cx/v1/md/#``.
+  non-empty and contain none of ``/ + #``. Two names are the exchange's system users and
+  must not be given to a trader (:func:`check_account_name` says why):
+  ``gateway`` (:data:`GATEWAY_USER`, the engine's connection) and ``operator``
+  (:data:`OPERATOR_USER`, the operator console).
+- ``gateway`` may subscribe to ``cx/v1/orders/+`` and ``cx/v1/ops/commands``, and
+  publish to ``cx/v1/exec/+``, ``cx/v1/md/#`` and ``cx/v1/ops/reports``.
+- ``operator`` may publish only to ``cx/v1/ops/commands``, and subscribe to (and
+  receive) only ``cx/v1/ops/reports`` and ``cx/v1/md/#``: it places no orders.
 - Any other user ``A`` may publish only to ``cx/v1/orders/A``, and subscribe to (and
-  receive) only ``cx/v1/exec/A`` and ``cx/v1/md/#``.
+  receive) only ``cx/v1/exec/A`` and ``cx/v1/md/#``: nothing under ``cx/v1/ops/``.
 
 A subscription's filter must lie wholly inside the user's rules: every topic it could
 match must be allowed (``cx/v1/md/+/book`` is, ``cx/v1/exec/+`` and ``#`` are not).
@@ -36,7 +40,8 @@ Packet size: a packet over ``max_packet_size`` bytes (1 MiB, mosquitto's
 included) gets its connection closed as soon as its fixed header has been read, before
 its body is: a client cannot make the broker buffer a 100 MiB publish.
 
-Publishing rate: what one account (any user but ``gateway``) may publish is held to its
+Publishing rate: what one account (any user but ``gateway``: the operator, which sends
+few messages, too) may publish is held to its
 ``limits`` (:class:`AccountLimits`: messages and bytes a second, and bursts; the same
 defaults as mosquitto's limit in ``carbonx broker-config``), by back-pressure: past its
 budget, the broker waits before it reads the account's next packet, so a flood stays in
@@ -79,17 +84,32 @@ from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
+from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
 
-__all__ = ["GATEWAY_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed", "valid_account_name"]
+__all__ = [
+    "GATEWAY_USER", "OPERATOR_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
+    "check_account_name", "valid_account_name"
+]
 
 log = logging.getLogger("carbonx.broker")
 
-GATEWAY_USER = "gateway"
+GATEWAY_USER = GATEWAY  # the engine's connection
+OPERATOR_USER = OPERATOR  # the operator console
 
 _ROOT = "cx/v1"
-_GATEWAY_RULES = {
-    "publish": (f"{_ROOT}/exec/+", f"{_ROOT}/md/#"),
-    "subscribe": (f"{_ROOT}/orders/+", )
+_SYSTEM_RULES = {
+    GATEWAY_USER: {
+        "publish": (f"{_ROOT}/exec/+", f"{_ROOT}/md/#", OPS_REPORTS),
+        "subscribe": (f"{_ROOT}/orders/+", OPS_COMMANDS)
+    },
+    OPERATOR_USER: {
+        "publish": (OPS_COMMANDS, ),
+        "subscribe": (OPS_REPORTS, f"{_ROOT}/md/#")
+    }
+}
+_RESERVED_FOR = {
+    GATEWAY_USER: "the gateway's own MQTT user",
+    OPERATOR_USER: "the operator console's MQTT user"
 }
 _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -101,14 +121,26 @@ def _valid_user(name: str) -> bool:
     return bool(name) and not any(c in name for c in "/+#")
 
 
+def check_account_name(name: str) -> str:
+    """Return *name* if it may be a trader's account, else raise ``ValueError`` saying why:
+    it is empty, has one of ``/ + #``, or is a system user's (``gateway``, ``operator``)."""
+    if name in _RESERVED_FOR:
+        raise ValueError(f"account name {name!r} is reserved for {_RESERVED_FOR[name]}")
+    if not _valid_user(name):
+        raise ValueError(f"invalid account name {name!r}: empty, or contains / + or #")
+    return name
+
+
 def valid_account_name(name: str) -> bool:
-    """Whether *name* may be a trader's account: non-empty, none of ``/ + #``, not ``gateway``."""
-    return name != GATEWAY_USER and _valid_user(name)
+    """Whether *name* may be a trader's account: non-empty, none of ``/ + #``, and neither
+    ``gateway`` nor ``operator``."""
+    return name not in _RESERVED_FOR and _valid_user(name)
 
 
 def _rules(user: str, action: str) -> tuple[str, ...]:
-    if user == GATEWAY_USER:
-        return _GATEWAY_RULES[action]
+    system = _SYSTEM_RULES.get(user)
+    if system is not None:
+        return system[action]
     if action == "publish":
         return (f"{_ROOT}/orders/{user}", )
     return (f"{_ROOT}/exec/{user}", f"{_ROOT}/md/#")

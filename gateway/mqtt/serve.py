@@ -41,7 +41,8 @@ from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 from exchange.sequencer import Sequencer
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
-from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker, valid_account_name
+from gateway.protocol import SYSTEM_USERS
+from gateway.mqtt.embedded import GATEWAY_USER, OPERATOR_USER, EmbeddedBroker, valid_account_name
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
 
 __all__ = [
@@ -241,6 +242,7 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
         if valid_account_name(account) and account not in credentials:
             credentials[account] = generate_password()
     credentials.setdefault(GATEWAY_USER, generate_password())
+    credentials.setdefault(OPERATOR_USER, generate_password())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -341,7 +343,21 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
             credentials = load_credentials(path, accounts)
             for name, password in credentials.items():
                 embedded.add_account(name, password)
-            notes.append(f"credentials for {len(credentials) - 1} account(s) in {path}")
+            traders = [name for name in credentials if name not in SYSTEM_USERS]
+            notes.append(f"credentials for {len(traders)} account(s), the gateway and the "
+                         f"operator in {path}")
+            if not traders:
+                notes.append(
+                    "warning: no account can log in: the credentials file lists none; give the "
+                    "accounts with --init (an order file of open_account, deposit and issue rows) "
+                    "or their passwords with --credentials")
+        open_accounts = ([a for a in engine.ledger.accounts if not a.startswith("@")]
+                         if engine.ledger is not None else [])
+        if not open_accounts:
+            notes.append(
+                "warning: no account is open on this exchange: nobody can trade until the "
+                "operator opens and funds accounts (carbonx admin with open_account, deposit "
+                "and issue rows, or --init)")
     except BaseException:
         started.undo()
         raise

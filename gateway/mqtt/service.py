@@ -14,6 +14,17 @@ QoS 1 from one client, and MQTT keeps a topic's order between two clients.
 
 Duplicates: a bot resending a command (same ``command_id``) after a reconnect gets the
 original answer again, marked ``"duplicate": true``, and the engine applies it once.
+
+The operator's console: rows on ``cx/v1/ops/commands`` (only the ``operator`` user may
+write there) join the same ordered stream as every bot's commands, journaled alike, and
+each is answered on ``cx/v1/ops/reports`` (``accepted`` or ``rejected`` with its reason,
+carrying its ``command_id``). The end of the day that ``--eod`` schedules is the
+operator's too, and is answered there.
+
+Market data besides trades and depth: each end of day's statistics on
+``cx/v1/md/{instrument}/daily``, and whether an instrument trades or is halted on
+``cx/v1/md/{instrument}/status`` (retained, and published for every instrument when the
+gateway connects).
 """
 
 from __future__ import annotations
@@ -30,15 +41,16 @@ import msgspec
 
 from exchange import Engine
 from exchange.commands import EndOfDay
-from exchange.events import CommandRejected, TradeExecuted
+from exchange.events import CommandRejected, DailyStatistics, TradeExecuted, TradingStatusChanged
 from exchange.journal import JournalWriter
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
-from gateway.mqtt.wire import (AcceptedReport, RejectedReport, Report, ReportMaker, WireDecoder,
-                               client_id)
-from gateway.protocol import (ORDERS_FILTER, OVERLOADED, PENDING_CALLS_WARNING, RATE_LIMITED,
-                              SOCKET_OPTIONS, TopicSender, account_of, book_topic, exec_topic,
-                              is_msgpack, trades_topic)
+from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport, Report,
+                               ReportMaker, WireDecoder, client_id)
+from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
+                              PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
+                              account_of, book_topic, daily_topic, exec_topic, is_msgpack,
+                              status_topic, trades_topic)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
 
@@ -49,14 +61,15 @@ log = logging.getLogger("carbonx.gateway")
 # is replaced by the user name.
 _IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
 
-Outgoing = tuple[str, bytes, int]  # topic, payload, qos
+# topic, payload, qos; a retained message (an instrument's status) has a fourth item, True
+Outgoing = tuple[str, bytes, int] | tuple[str, bytes, int, bool]
 # Reports (or trades) per published message: a burst's reports go out in several messages
 # of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
 REPORTS_PER_MESSAGE = 256
 
 READ_SLICE = 0.01  # seconds the reader may have before a flush while messages keep coming
 
-_OPERATOR = ""  # the intake of the exchange's own commands (the end of the day)
+_OPERATOR = ""  # the intake of the operator's commands (ops rows, the scheduled end of day)
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -72,7 +85,8 @@ class GatewaySettings:
     burst: float = 100_000.0  # ... and in a burst
     intake: int = 5_000  # commands an account may have waiting to be run
     snapshot_every: int = SNAPSHOT_EVERY  # journaled commands between snapshots
-    eod_utc: str | None = None  # "HH:MM": end the trading day daily at this UTC time
+    # "HH:MM" in the market's time zone: end the trading day then, on its business days.
+    eod_at: str | None = None
     flush_commands: int = 2_000  # commands run (and journaled) in one flush at most
 
 
@@ -123,6 +137,7 @@ class GatewayCore:
         self._book_sent: dict[str, float] = {}
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
+        self._from_operator: set[int] = set()  # id() of the operator's queued commands
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
         self._last: dict[str, int] = {}  # instrument -> last trade price (ticks)
 
@@ -132,6 +147,8 @@ class GatewayCore:
         the sending account's intake; a full intake turns the message away whole."""
         account = account_of(topic)
         if account is None:
+            if topic == OPS_COMMANDS:
+                return self._receive_ops(payload)
             log.warning("ignored a message on %r: not an orders topic", topic)
             return
         stats = self.stats
@@ -199,15 +216,36 @@ class GatewayCore:
         bucket.tokens -= count
         return True
 
+    def _receive_ops(self, payload: bytes) -> None:
+        """The operator's rows: queued in its own intake (no rate limit: the broker lets
+        only the operator write there), each answered on the ops reports topic."""
+        self.stats.messages += 1
+        self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
+        items = self._decoder.decode(None, payload)
+        queue = self._intake.get(_OPERATOR)
+        if queue is None:
+            queue = self._intake[_OPERATOR] = deque()
+        for item in items:
+            if type(item) is RejectedReport:
+                self._count_turned_away("the operator", item)
+                queue.append((OPS_REPORTS, item))
+            else:
+                self._from_operator.add(id(item))
+                queue.append(item)
+        self._waiting += len(items)
+
     def end_of_day(self) -> None:
         """Queue the end of the trading day (the operator's, never a bot's): at the next
-        flush it runs in the one ordered stream, journaled like any command, and its
-        news (variation margin, calls, deliveries) goes to each account's reports."""
+        flush it runs in the one ordered stream, journaled like any command, its news
+        (variation margin, calls, deliveries) goes to each account's reports and its
+        answer to the operator's."""
         self._clock_ns = max(time.time_ns(), self._clock_ns)
         queue = self._intake.get(_OPERATOR)
         if queue is None:
             queue = self._intake[_OPERATOR] = deque()
-        queue.append(EndOfDay(ts=self._clock_ns))
+        command = EndOfDay(ts=self._clock_ns)
+        self._from_operator.add(id(command))
+        queue.append(command)
         self._waiting += 1
 
     @property
@@ -253,6 +291,8 @@ class GatewayCore:
         reports = self._reports
         dirty = self._dirty
         made: list = []
+        public: list[Outgoing] = []  # daily statistics and trading status
+        operator = self._from_operator
         # Journaled and committed before the first of them acts (exchange.sequencer).
         step = self._sequencer.each(commands)
         make = reports.reports
@@ -269,12 +309,18 @@ class GatewayCore:
                 instrument = getattr(event, "instrument", None)
                 if instrument in known:
                     dirty.add(instrument)
-                    if type(event) is TradeExecuted:
+                    kind = type(event)
+                    if kind is TradeExecuted:
                         trades.setdefault(instrument, []).append(reports.public_trade(event))
                         self._count_trade(event)
+                    elif kind is DailyStatistics or kind is TradingStatusChanged:
+                        public.append(self._public(event))
             result = out[0]
             command_id = command.command_id
-            if command_id is not None:
+            if operator and id(command) in operator:
+                operator.discard(id(command))
+                made.append((OPS_REPORTS, self._ops_answer(command, result)))
+            elif command_id is not None:
                 # Profiled (benchmarks/gateway.py): the common answer is the first report, to the
                 # sender, an accepted one.
                 first = made[0][1] if made else None
@@ -293,6 +339,7 @@ class GatewayCore:
         outgoing: list[Outgoing] = []
         packed = self._packed
         step = REPORTS_PER_MESSAGE
+        ops = by_account.pop(OPS_REPORTS, None)
         for account, items in by_account.items():
             encode = _msgpack.encode if packed.get(account) else _json.encode
             topic = exec_topic(account)
@@ -301,12 +348,48 @@ class GatewayCore:
                 continue
             for start in range(0, len(items), step):
                 outgoing.append((topic, encode(items[start:start + step]), 1))
+        if ops:
+            for start in range(0, len(ops), step):
+                chunk = ops[start:start + step]
+                outgoing.append((OPS_REPORTS, _json.encode(chunk[0] if len(chunk) == 1 else chunk),
+                                 1))
         for instrument, items in trades.items():
             topic = trades_topic(instrument)
             for start in range(0, len(items), step):
                 outgoing.append((topic, _json.encode(items[start:start + step]), 0))
+        outgoing.extend(public)
         outgoing.extend(self._books(time.monotonic() if now is None else now))
         return outgoing
+
+    def _public(self, event: DailyStatistics | TradingStatusChanged) -> Outgoing:
+        """An instrument's daily statistics, or its trading status (retained)."""
+        if type(event) is DailyStatistics:
+            return (daily_topic(event.instrument), _json.encode(self._reports.daily(event)), 1)
+        return self.status_message(event.instrument, event.seq)
+
+    def status_message(self, instrument: str, seq: int | None = None) -> Outgoing:
+        """Whether *instrument* trades or is halted, as the retained status message."""
+        status = "halted" if self.engine.halted(instrument) else "trading"
+        body = {"instrument": instrument, "status": status, "seq": seq or self.engine.seq}
+        return (status_topic(instrument), _json.encode(body), 1, True)
+
+    def _ops_answer(self, command, result) -> Report:
+        """The operator's answer to *command*, whose result event is *result*; a resent
+        command (its ``command_id`` seen) is answered as it was the first time, marked
+        ``"duplicate": true``."""
+        action = type(command).__struct_config__.tag
+        duplicate = False
+        if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
+            first = self.engine.answer(getattr(command, "account", None), command.command_id)
+            if first:
+                result, duplicate = first[0], True
+        if type(result) is CommandRejected:
+            return RejectedReport(seq=result.seq, action=action, reason=result.reason,
+                                  duplicate=duplicate, command_id=command.command_id)
+        return OpsAcceptedReport(
+            seq=result.seq, action=action, account=getattr(command, "account", None),
+            instrument=getattr(command, "instrument", None) or getattr(command, "currency", None),
+            duplicate=duplicate, command_id=command.command_id)
 
     def _count_trade(self, trade: TradeExecuted) -> None:
         totals = self.traded.get(trade.instrument)
@@ -406,6 +489,10 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 # lost connection (bots resend what stays unanswered) and cost a PUBACK
                 # written for every order message read (benchmarks/fairness.py).
                 await client.subscribe(ORDERS_FILTER, qos=0)
+                await client.subscribe(OPS_COMMANDS, qos=1)
+                for instrument in core.engine.market.instruments:
+                    topic, payload, qos, _ = core.status_message(instrument)
+                    await client.publish(topic, payload, qos=qos, retain=True)
                 log.info("gateway connected to %s:%d", host, port)
                 if ready is not None:
                     ready.set()
@@ -431,7 +518,7 @@ def seconds_of_day(text: str) -> int:
     hours, _, minutes = text.partition(":")
     if not (hours.isdigit() and minutes.isdigit() and len(hours) == len(minutes) == 2
             and int(hours) < 24 and int(minutes) < 60):
-        raise ValueError(f"expected HH:MM (UTC), got {text!r}")
+        raise ValueError(f"expected HH:MM, got {text!r}")
     return int(hours) * 3600 + int(minutes) * 60
 
 
@@ -492,10 +579,17 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
                 publisher.send_all(core.depth_now())
 
     async def eod_timer() -> None:
-        at = seconds_of_day(core.settings.eod_utc)
+        at = seconds_of_day(core.settings.eod_at or "")
+        schedule = core.engine.market.schedule
         while True:
-            now = time.time()
-            await asyncio.sleep((at - now) % 86_400 or 86_400)
+            now = time.time_ns()
+            offset = 0 if schedule is None else schedule.offset(now)
+            local = now // 10**9 + offset
+            await asyncio.sleep((at - local) % 86_400 or 86_400)
+            now = time.time_ns()
+            if schedule is not None and not schedule.is_business_day(schedule.local_day(now)):
+                log.info("no end of day today: not a business day of the market's calendar")
+                continue
             core.end_of_day()
             publisher.send_all(core.flush())
 
@@ -505,7 +599,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
         asyncio.ensure_future(stop.wait()),
         asyncio.ensure_future(run())
     ]
-    if core.settings.eod_utc:
+    if core.settings.eod_at:
         tasks.append(asyncio.ensure_future(eod_timer()))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -1,6 +1,6 @@
 """Wire messages: bots' commands in, execution reports and market data out.
 
-Topics and message shapes are pinned in shared/DESIGN.md. A bot writes commands to
+Topics and message shapes are pinned (docs/mqtt.md). A bot writes commands to
 ``cx/v1/orders/{account}``: one object or a list of them, in JSON (always accepted) or
 msgpack, keyed like the order file (``{"action": "new", "order_id": "c1", ...}``).
 
@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import msgspec
 
-from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
-                             DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
-                             MassCancelAccepted, OptionExercised, OrderAccepted, OrderAmended,
-                             OrderCancelled, OrderExpired, OrderTriggered, PositionClosedOut,
-                             TradeExecuted, TradeSettled, VariationMargin)
+from exchange.calendar import format_date
+from exchange.events import (AllowancesSurrendered, CommandRejected, DailyStatistics,
+                             DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
+                             MarginCallMet, MassCancelAccepted, OptionExercised, OrderAccepted,
+                             OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
+                             PositionClosedOut, TradeExecuted, TradeSettled, VariationMargin)
 from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
@@ -48,13 +49,16 @@ __all__ = [
     "ExpiredReport", "TriggeredReport", "SettledReport", "MassCancelAcceptedReport",
     "SurrenderedReport", "VariationMarginReport", "MarginCallReport", "MarginCallMetReport",
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
-    "ExercisedReport", "NoticeReport"
+    "ExercisedReport", "NoticeReport", "OpsAcceptedReport", "AnyOpsReport", "ORDER_ACTIONS",
+    "daily_record"
 ]
 
 # Text fields a bot's command may carry that the exchange keeps or parses.
 _TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price", "side",
                 "type", "tif", "stp", "to_account", "to_instrument")
 WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
+# What the operator may not send: orders are the accounts' own.
+ORDER_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel"})
 _ID_FIELDS = ("order_id", "command_id")
 
 
@@ -94,10 +98,11 @@ class WireDecoder:
         self._json_any = msgspec.json.Decoder()
         self._msgpack_any = msgspec.msgpack.Decoder()
 
-    def decode(self, account: str, payload: bytes) -> list:
+    def decode(self, account: str | None, payload: bytes) -> list:
         """Return what *payload*, sent on *account*'s topic, asks for, in message order:
         a command for each good item (account filled in, order id qualified by the
-        account), a ``RejectedReport`` for each bad one.
+        account), a ``RejectedReport`` for each bad one. *account* ``None``: the
+        operator's rows (any action but orders; accounts as the rows name them).
         """
         if len(payload) > MAX_PAYLOAD:
             return [
@@ -132,7 +137,7 @@ class WireDecoder:
                     ]
         return [_rejection(reason, message)]
 
-    def _decode_each(self, account: str, payload: bytes, packed: bool):
+    def _decode_each(self, account: str | None, payload: bytes, packed: bool):
         """The message as a whole did not type-check: find which items are at fault."""
         kind = "msgpack" if packed else "JSON"
         try:
@@ -165,14 +170,17 @@ class WireDecoder:
             items.append(self._command(account, row))
         return items
 
-    def _command(self, account: str, row: Row):
+    def _command(self, account: str | None, row: Row):
         """The command of one decoded row, or the ``rejected`` report saying why not."""
         action = row.action
         for name in _TEXT_FIELDS:
             value = getattr(row, name)
             if type(value) is str and len(value) > MAX_TEXT:
                 return _rejection(
-                    BAD_COMMAND, f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}")
+                    BAD_COMMAND, f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}",
+                    msgspec.to_builtins(row))
+        if account is None:
+            return self._operators(row)
         if action not in WIRE_ACTIONS:
             reason = NOT_PERMITTED if action else BAD_COMMAND
             message = (f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
@@ -197,6 +205,21 @@ class WireDecoder:
             if isinstance(record.get("order_id"), str):
                 record["order_id"] = client_id(record["order_id"])
             return _rejection(BAD_COMMAND, str(exc), record)
+
+    def _operators(self, row: Row):
+        """The operator's row: any action but an account's orders, stamped with the
+        gateway's clock."""
+        if not row.action:
+            return _rejection(BAD_COMMAND, "action is required", msgspec.to_builtins(row))
+        if row.action in ORDER_ACTIONS:
+            return _rejection(
+                NOT_PERMITTED, f"action {row.action!r}: the operator places no orders for accounts "
+                "(accounts send their own on their orders topic)", msgspec.to_builtins(row))
+        row.ts = self.ts
+        try:
+            return self._reader.row(row)
+        except RowError as exc:
+            return _rejection(BAD_COMMAND, str(exc), msgspec.to_builtins(row))
 
     def trim(self, limit: int = 100_000) -> None:
         """Bound memory in a long-lived gateway: past *limit* remembered values, drop the
@@ -406,6 +429,21 @@ class NoticeReport(Report, tag="notice"):
     message: str
 
 
+class OpsAcceptedReport(Report, tag="accepted", kw_only=True):
+    """The answer to an operator's row that the exchange accepted (on the ops reports
+    topic): its action, and the account and instrument it named."""
+
+    seq: int
+    action: str
+    account: str | None = None
+    instrument: str | None = None
+    duplicate: bool = False
+    command_id: str | None = None
+
+
+# What the operator reads on the ops reports topic.
+AnyOpsReport = OpsAcceptedReport | RejectedReport
+
 AnyReport = (AcceptedReport | FillReport | CancelledReport | RejectedReport | AmendedReport
              | ExpiredReport | TriggeredReport | SettledReport | MassCancelAcceptedReport
              | SurrenderedReport | VariationMarginReport | MarginCallReport | MarginCallMetReport
@@ -421,6 +459,7 @@ class ReportMaker:
     """Turns engine events into (account, report) pairs and public market data."""
 
     def __init__(self, market: Market) -> None:
+        self._market = market
         self._ticks = {symbol: inst.tick for symbol, inst in market.instruments.items()}
         self._currency = {symbol: inst.currency for symbol, inst in market.instruments.items()}
         # Profiled (benchmarks/gateway.py, batched): prices repeat, so each instrument's
@@ -552,6 +591,10 @@ class ReportMaker:
             "aggressor": event.aggressor
         }
 
+    def daily(self, event: DailyStatistics) -> dict:
+        """An instrument's day as market data (``cx/v1/md/{instrument}/daily``)."""
+        return {"seq": event.seq, "day": event.day, **daily_record(event, self._market)}
+
     def depth(self, instrument: str, seq: int, shape) -> dict:
         """Aggregated depth from ``book.depth(levels)``: price levels a side, best first."""
         bids, asks = shape
@@ -562,3 +605,24 @@ class ReportMaker:
             "bids": [[fmt(p), qty, count] for p, qty, count in bids],
             "asks": [[fmt(p), qty, count] for p, qty, count in asks]
         }
+
+
+def daily_record(event: DailyStatistics, market: Market) -> dict:
+    """One end of day's statistics of an instrument, keyed as ``replay --daily`` writes
+    them: the date as ``YYYY-MM-DD`` in the market's time zone (the day's number from 1
+    when the ``eod`` came without a time), prices and turnover as decimal strings,
+    ``""`` where the day had no listing trade."""
+    inst = market[event.instrument]
+    price = inst.tick.format
+    return {
+        "date": str(event.day) if event.date is None else format_date(event.date),
+        "instrument": event.instrument,
+        "open": "" if event.open is None else price(event.open),
+        "high": "" if event.high is None else price(event.high),
+        "low": "" if event.low is None else price(event.low),
+        "close": "" if event.close is None else price(event.close),
+        "volume": event.volume,
+        "turnover": format_cash(inst.currency, event.turnover),
+        "block_volume": event.block_volume,
+        "auction_volume": event.auction_volume
+    }

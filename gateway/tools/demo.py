@@ -79,7 +79,8 @@ def _bot(seat: _Seat, client: ExchangeClient, market: Market, seed: int) -> _Bot
 
 
 async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
-    market = default_market()
+    # The bots trade whenever the demo runs: the market's schedule is set aside.
+    market = default_market().open_all_hours()
     engine = Engine(market, ledger=True)
     writer = create_journal(journal_dir, market.text, ledger=True)
     Sequencer(engine, writer).run(_funding(_SEATS), [])

@@ -17,11 +17,12 @@ from pathlib import Path
 import msgspec
 
 from exchange import Engine, FastBook, Market, default_market
-from exchange.events import TradeExecuted
+from exchange.events import DailyStatistics, TradeExecuted
 from exchange.journal import create_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
+from gateway.mqtt.wire import daily_record
 from gateway.tools.progress import ProgressBar
 
 __all__ = [
@@ -171,6 +172,23 @@ def write_fills(path: str | Path, events: list, market: Market) -> int:
                 record["price"] = market[e.instrument].tick.format(e.price)
                 fh.write(encoder.encode(record))
                 fh.write(b"\n")
+                count += 1
+    return count
+
+
+DAILY_HEADER = ("date", "instrument", "open", "high", "low", "close", "volume", "turnover",
+                "block_volume", "auction_volume")
+
+
+def write_daily(path: str | Path, events: list, market: Market) -> int:
+    """Write each end of day's statistics per instrument as CSV (``DAILY_HEADER``)."""
+    count = 0
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=DAILY_HEADER, lineterminator="\n")
+        writer.writeheader()
+        for e in events:
+            if type(e) is DailyStatistics:
+                writer.writerow(daily_record(e, market))
                 count += 1
     return count
 

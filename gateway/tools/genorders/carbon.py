@@ -15,7 +15,8 @@ from exchange.market import FEE_SCALE
 
 from .flow import _aggress, _Flow
 from .mix import _AMEND, _CANCEL, _LIMIT, CARBON_MIX, _mix_table
-from .schedule import _CLOSE, _NS, DEADLINE, _day_counts, _day_times, _months_before, trading_days
+from .schedule import (_BEIJING, _CLOSE, _NS, DEADLINE, _day_counts, _day_times, _months_before,
+                       trading_days)
 
 CARBON_INSTRUMENTS = ("CEA23", "CEA24", "CEA25", "CCER")
 # Starting mids in ticks of 0.01 CNY (older vintages a little dearer, CCER cheaper) and
@@ -117,7 +118,8 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
         count = counts[i]
         if not count:
             continue
-        open_ns = timegm((day.year, day.month, day.day, 9, 30, 0)) * _NS
+        # 09:30 in Beijing (UTC+08:00, the default market's schedule) is 01:30 UTC.
+        open_ns = (timegm((day.year, day.month, day.day, 9, 30, 0)) - _BEIJING) * _NS
         pct = size_pct[i]
         buy_share = 0.54 if late[i] else 0.5
         # Mids: within 7% of the last close, drifting up in the last quarter.

@@ -1,6 +1,6 @@
 """When the carbon profile trades: the compliance year's trading days, messages per
-day, and instants in the listing hours (09:30-11:30, 13:00-15:00) with the bursts after
-the open and the re-open."""
+day, and instants in the listing hours (09:30-11:30, 13:00-15:00 Beijing time) with the
+bursts after the open and the re-open."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ HOLIDAYS = frozenset(
                  (5, 5), (6, 2), (10, 1), (10, 2), (10, 3), (10, 6), (10, 7), (10, 8)))
 
 _NS = 1_000_000_000
+_BEIJING = 8 * 3600  # seconds east of UTC: the market's time zone
 _SESSION = 7200 * _NS  # each listing session is two hours
 _LUNCH = 5400 * _NS  # 11:30 to 13:00
 _AM_BURST = 1800 * _NS  # the open burst: 30 minutes after 09:30
