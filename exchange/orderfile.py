@@ -25,8 +25,9 @@ import msgspec
 
 from exchange.commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
                                CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
-                               ConvertAllowances, Deposit, EndOfDay, IssueAllowances, MassCancel,
-                               OpenAccount, PlaceOrder, RecordEmissions, ResumeAccount,
+                               ConvertAllowances, Deposit, EndOfDay, HaltInstrument,
+                               IssueAllowances, MassCancel, OpenAccount, PlaceOrder,
+                               RecordEmissions, ResumeAccount, ResumeInstrument,
                                SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from exchange.units import is_decimal
 
@@ -73,7 +74,8 @@ _INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
-           "close_account", "emissions", "deadline", "claw_back", "allocate", "convert")
+           "close_account", "emissions", "deadline", "claw_back", "allocate", "convert", "halt",
+           "resume")
 _ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
@@ -259,6 +261,11 @@ class _Reader:
                               ts=self._int(ts, "ts"))
         if action == "eod":
             return EndOfDay(ts=self._int(ts, "ts"))
+        if action == "halt" or action == "resume":
+            if not instrument:
+                raise _RowError(f"instrument is required for {action}")
+            halt = HaltInstrument if action == "halt" else ResumeInstrument
+            return halt(instrument=instrument, ts=self._int(ts, "ts"))
         if action in ("deposit", "withdraw"):
             amount = self._price(qty, "qty")
             if amount is None:

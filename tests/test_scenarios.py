@@ -13,8 +13,10 @@ Scenario file format
     # Title: one line.                    lines before the first section: the description
     # More description.
     --- market                            optional: a whole market TOML that replaces the
-    [instruments.CEA25]                   default market (e.g. to set a reference price)
-    tick = "0.01"
+    [instruments.CEA25]                   default market (e.g. to set a reference price);
+    tick = "0.01"                         the one word ``default``: the default market
+                                          with its schedule (without a market section
+                                          the default market is always open)
     --- orders                            required
     action,order_id,account,instrument,side,type,tif,price,qty
     new,s1,ann,CEA25,sell,limit,gtc,60.00,10
@@ -86,18 +88,21 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
                       SurrenderAllowances, TradeExecuted, TradingDayEnded, Withdraw, default_market,
                       reasons)
 from exchange.book.fast import STOP_LIMIT
+from exchange.calendar import format_date
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, AllocateAllowances,
                                ClawBackAllowances, CloseAccount, ComplianceDeadline,
-                               ConvertAllowances, OpenAccount, RecordEmissions, ResumeAccount,
-                               SuspendAccount, TransferAllowances)
+                               ConvertAllowances, HaltInstrument, OpenAccount, RecordEmissions,
+                               ResumeAccount, ResumeInstrument, SuspendAccount,
+                               TransferAllowances)
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
-                             CashWithdrawn, ComplianceAssessed, ContractExpired, DeadlinePassed,
+                             CashWithdrawn, ComplianceAssessed, ContractExpired, DailyStatistics,
+                             DeadlinePassed,
                              DefaultRecorded, DeliveryFailed, DeliverySettled, EmissionsVerified,
                              HoldingsUnlocked, MarginCalled, MarginCallMet, OptionExercised,
                              PositionClosedOut, SettlementPriceSet, TradeCleared, TradeSettled,
-                             VariationMargin)
+                             TradingStatusChanged, VariationMargin)
 from exchange.market import Market, parse_market
 from exchange.orderfile import parse_order_text
 from exchange.reasons import Reason
@@ -134,6 +139,8 @@ class Scenario:
 
     def market(self) -> Market:
         if self.market_toml is None:
+            return default_market().open_all_hours()
+        if self.market_toml.strip() == "default":
             return default_market()
         return parse_market(self.market_toml, f"{self.path.name} [market]")
 
@@ -215,6 +222,10 @@ LINE_FORMATS = {
     OrderTriggered: "triggered {order_id} stop={stop_price:price} last={last_price:price}",
     TradingDayEnded: "day_ended {day}",
     ReferencePriceSet: "reference {instrument} {price:price} volume={close_volume}",
+    DailyStatistics: ("daily {instrument} day={day}[ date={date:date}] open={open:price} "
+                      "high={high:price} low={low:price} close={close:price} volume={volume} "
+                      "turnover={turnover:cash}[ block={block_volume}][ auction={auction_volume}]"),
+    TradingStatusChanged: "trading_status {instrument} {halted:halted|trading}",
     MassCancelAccepted: "mass_cancel {account} {instrument:or*} {side:or*} count={count}",
     LedgerCommandIgnored: "ledger_ignored {action} {account}",
     AccountOpened: "opened {account} {kind}",
@@ -282,6 +293,8 @@ class _LineFormatter(string.Formatter):
             return self.market[symbol].format_price(value)
         if format_spec == "cash":
             return cash(value)
+        if format_spec == "date":
+            return format_date(value)
         return format(value, format_spec)
 
 
@@ -327,6 +340,8 @@ RESULT_OF = {
     AmendOrder: OrderAmended,
     MassCancel: MassCancelAccepted,
     EndOfDay: TradingDayEnded,
+    HaltInstrument: TradingStatusChanged,
+    ResumeInstrument: TradingStatusChanged,
     **{
         command_type: LedgerCommandIgnored
         for command_type in ADMIN_COMMANDS
