@@ -703,8 +703,8 @@ class Engine:
             self._reject("amend", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
 
         ts = cmd.ts
-        if ts is not None and not self._listing[0] <= ts < self._listing[1] and not self._in_session(
-                ts):
+        listing = self._listing
+        if ts is not None and not listing[0] <= ts < listing[1] and not self._in_session(ts):
             return reject(Reason.MARKET_CLOSED)
         if self._specs[order.instrument].halted:
             return reject(Reason.INSTRUMENT_HALTED)

@@ -590,10 +590,10 @@ def _zone_offsets(zone: str) -> tuple[tuple[int, int], ...] | None:
         info = zoneinfo.ZoneInfo(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return None
-    from datetime import datetime, timezone  # the edge: reading the time zone database
+    from datetime import UTC, datetime  # the edge: reading the time zone database
 
     def offset_at(second: int) -> int:
-        moment = datetime.fromtimestamp(second, timezone.utc).astimezone(info)
+        moment = datetime.fromtimestamp(second, UTC).astimezone(info)
         delta = moment.utcoffset()
         return 0 if delta is None else int(delta.total_seconds())
 

@@ -1,0 +1,184 @@
+"""The trading day: the market file's [schedule], the engine's session shortcut held equal
+to ``Schedule.is_open``, time zones against the time zone database, and the command
+line's ``--daily`` and ``--always-open``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import zoneinfo
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange import Engine, PlaceOrder, default_market
+from exchange.calendar import days_from_civil
+from exchange.commands import EndOfDay
+from exchange.events import CommandRejected, DailyStatistics
+from exchange.market import MarketConfigError, parse_market
+from exchange.reasons import Reason
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+MARKET = """
+[instruments.CEA25]
+tick = "0.01"
+"""
+
+
+def beijing(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> int:
+    return ((days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second) -
+            8 * 3600) * 10**9
+
+
+def schedule_market(body: str) -> str:
+    return MARKET + "[schedule]\n" + body
+
+
+@pytest.mark.parametrize("body, words", [
+    ('timezone = "Mars/Olympus"\nlisting = ["09:30-11:30"]', "unknown time zone"),
+    ('listing = ["09:30-11:70"]', "[schedule].listing: expected HH:MM"),
+    ('listing = ["9:30-11:30"]', "[schedule].listing: expected HH:MM"),
+    ('listing = ["11:30-09:30"]', "ends before it starts"),
+    ('listing = ["09:30-11:30", "11:00-13:00"]', "overlap"),
+    ('listing = "09:30-11:30"', "a list of sessions"),
+    ('block = ["13:00-15:00"]', "listing sessions are required"),
+    ('listing = ["09:30-11:30"]\nweekdays = ["mon", "funday"]', "[schedule].weekdays"),
+    ('listing = ["09:30-11:30"]\nholidays = ["2026-13-01"]', "[schedule].holidays"),
+    ('listing = ["09:30-11:30"]\nlunch = ["11:30-13:00"]', "unknown key(s) lunch"),
+])
+def test_a_schedule_that_does_not_parse_is_refused_naming_file_and_key(body, words):
+    with pytest.raises(MarketConfigError) as caught:
+        parse_market(schedule_market(body), "m.toml")
+    assert "m.toml: [schedule]" in str(caught.value) and words in str(caught.value)
+
+
+def test_a_bad_schedule_stops_serve_and_replay_with_one_line(tmp_path):
+    market = tmp_path / "m.toml"
+    market.write_text(schedule_market('timezone = "Nowhere/City"\nlisting = ["09:30-11:30"]'))
+    orders = tmp_path / "o.csv"
+    orders.write_text("action,order_id,account,instrument,side,price,qty\n")
+    for argv in (["replay", str(orders), "--market", str(market)],
+                 ["serve", "--market", str(market), "--port", "1"]):
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *argv], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert "Nowhere/City" in done.stderr and str(market) in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 14 * 86_400 * 10**9 - 1), min_size=1, max_size=40))
+def test_the_engines_session_shortcut_agrees_with_the_schedule(offsets):
+    # Orders at random instants of two weeks (ts only moves forward in the engine's clock,
+    # but the session check takes each order's own ts): accepted exactly when open.
+    market = default_market()
+    schedule = market.schedule
+    assert schedule is not None
+    engine = Engine(market)
+    start = beijing(2026, 9, 28, 0, 0)
+    for number, offset in enumerate(offsets):
+        ts = start + offset
+        out = engine.execute(
+            PlaceOrder(order_id=f"o{number}", account="a", instrument="CEA25", side="buy",
+                       price="60.00", qty=1, ts=ts))
+        closed = isinstance(out[0], CommandRejected) and out[0].reason == Reason.MARKET_CLOSED
+        assert closed != schedule.is_open("listing", ts), ts
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "Europe/Berlin", "America/New_York",
+                                  "Australia/Lord_Howe"])
+@settings(max_examples=200, deadline=None)
+@given(second=st.integers(0, 4_102_444_799))
+def test_a_zones_offsets_agree_with_the_time_zone_database(zone, second):
+    market = parse_market(schedule_market(f'timezone = "{zone}"\nlisting = ["09:30-11:30"]'))
+    assert market.schedule is not None
+    moment = datetime.fromtimestamp(second, UTC).astimezone(zoneinfo.ZoneInfo(zone))
+    offset = moment.utcoffset()
+    assert offset is not None
+    assert market.schedule.offset(second * 10**9) == int(offset.total_seconds())
+    assert market.schedule.local(second * 10**9)[1] == (moment.hour * 3600 + moment.minute * 60 +
+                                                        moment.second)
+
+
+def test_a_market_without_schedule_is_always_open_and_always_open_travels_in_its_text():
+    engine = Engine(parse_market(MARKET))
+    saturday_night = beijing(2026, 12, 5, 23, 0)
+    out = engine.execute(
+        PlaceOrder(order_id="o", account="a", instrument="CEA25", side="buy", price="60.00",
+                   qty=1, ts=saturday_night))
+    assert not isinstance(out[0], CommandRejected)
+    opened = default_market().open_all_hours()
+    assert opened.schedule is None and opened.always_open
+    again = parse_market(opened.text)  # what a journal or snapshot reads back
+    assert again.schedule is None and again.always_open
+    # the holidays still make the clearing calendar
+    assert again.clearing.holidays == default_market().clearing.holidays
+
+
+def test_an_eod_without_ts_is_not_checked_and_its_statistics_count_days():
+    engine = Engine(default_market())
+    engine.execute(PlaceOrder(order_id="s", account="a", instrument="CEA25", side="sell",
+                              price="60.00", qty=3))
+    engine.execute(PlaceOrder(order_id="b", account="b", instrument="CEA25", side="buy",
+                              price="60.00", qty=3))
+    daily = [e for e in engine.execute(EndOfDay()) if isinstance(e, DailyStatistics)]
+    assert [(e.instrument, e.day, e.date, e.close, e.volume) for e in daily] == [("CEA25", 1, None,
+                                                                                 6000, 3)]
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *argv], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_replay_daily_writes_the_statistics_of_each_day(tmp_path):
+    # The orders of the daily_statistics scenario, as a plain order file.
+    rows = [
+        line for line in (SCENARIOS / "daily_statistics.txt").read_text().split("--- orders")[1]
+        .split("--- book")[0].splitlines()
+        if line.strip() and not line.startswith((">", "#"))
+    ]
+    orders = tmp_path / "orders.csv"
+    orders.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "daily.csv"
+    done = _run("replay", str(orders), "--daily", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rejected"] == 0
+    with out.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table == [
+        [
+            "date", "instrument", "open", "high", "low", "close", "volume", "turnover",
+            "block_volume", "auction_volume"
+        ],
+        ["2026-12-03", "CEA25", "60.00", "61.00", "59.50", "60.33", "60", "3620.00", "0", "0"],
+        ["2026-12-04", "CEA25", "", "", "", "60.33", "0", "0.00", "0", "0"],
+        ["2026-12-07", "CEA25", "60.40", "60.50", "60.00", "60.38", "12", "724.50", "0", "0"],
+    ]
+
+
+def test_replay_always_open_takes_orders_the_schedule_would_refuse(tmp_path):
+    orders = tmp_path / "o.csv"
+    sunday = beijing(2026, 12, 6, 3, 0)
+    orders.write_text("action,order_id,account,instrument,side,price,qty,ts\n"
+                      f"new,s,a,CEA25,sell,60.00,5,{sunday}\n"
+                      f"new,b,b,CEA25,buy,60.00,5,{sunday}\n")
+    closed = json.loads(_run("replay", str(orders), "--json").stdout)
+    assert (closed["rejected"], closed["trades"]) == (2, 0)
+    assert closed["rejects"] == {"market_closed": 2}
+    opened = json.loads(_run("replay", str(orders), "--json", "--always-open").stdout)
+    assert (opened["rejected"], opened["trades"]) == (0, 1)
+
+
+def test_a_timeless_file_replays_as_before():
+    # The golden files carry no ts: the schedule never sees them.
+    golden = Path(__file__).parent / "golden" / "rich.csv"
+    done = _run("replay", str(golden), "--stp", "none", "--json")
+    summary = json.loads(done.stdout)
+    assert "market_closed" not in summary.get("rejects", {})
+    assert summary["trades"] > 0
