@@ -217,13 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "each account may publish 1,000 messages and 4 MiB a second (a plugin, "
                      "carbonx_limit.so, built here with cc from mosquitto-dev's headers; "
                      "--no-limit goes without). "
-                     "Passwords are generated where not given; passwd and credentials.json are "
-                     "mode 0600. A directory that already holds any of the four files is left "
+                     "Passwords are generated where not given (always for the gateway and the "
+                     "operator, also written alone to DIR/gateway.password and "
+                     "DIR/operator.password); passwd, credentials.json and the password files "
+                     "are mode 0600. A directory that already holds any of these files is left "
                      "alone unless --force. Written by root, mosquitto.conf has no 'user' line: "
-                     "mosquitto started as root drops to the 'mosquitto' user, which must be able "
-                     "to read passwd and acl (chown mosquitto DIR/passwd DIR/acl). Then: "
-                     "mosquitto -c DIR/mosquitto.conf, and carbonx serve --broker "
-                     "mqtt://gateway@127.0.0.1:PORT --password-file FILE."))
+                     "mosquitto started as root drops to the 'mosquitto' user, which is given "
+                     "passwd and acl and must be able to enter DIR. Then: "
+                     "mosquitto -c DIR/mosquitto.conf, carbonx serve --broker "
+                     "mqtt://gateway@127.0.0.1:PORT --password-file DIR/gateway.password, and "
+                     "carbonx admin --broker mqtt://operator@127.0.0.1:PORT --password-file "
+                     "DIR/operator.password FILE."))
     broker.add_argument("--out", metavar="DIR", required=True, help="output directory")
     broker.add_argument("--port", type=int, required=True, help="the listener's port")
     broker.add_argument("--force", action="store_true",
@@ -471,15 +475,15 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json"
-          f"{'' if args.no_limit else ' and carbonx_limit.so'} for "
-          f"{len(credentials) - 1} account(s) and the gateway")
+    accounts_written = [name for name in credentials if name not in ("gateway", "operator")]
+    print(f"wrote {args.out}/mosquitto.conf, passwd, acl, credentials.json, gateway.password, "
+          f"operator.password{'' if args.no_limit else ' and carbonx_limit.so'} for "
+          f"{len(accounts_written)} account(s), the gateway and the operator")
     if os.geteuid() == 0:
         print(
             f"carbonx broker-config: note: written by root, so mosquitto.conf has no "
-            f"'user' line; mosquitto started as root runs as 'mosquitto', which must "
-            f"read {args.out}/passwd and acl (chown mosquitto {args.out}/passwd "
-            f"{args.out}/acl)", file=sys.stderr)
+            f"'user' line; mosquitto started as root runs as 'mosquitto', which was given "
+            f"{args.out}/passwd and acl and must be able to enter {args.out}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -20,6 +20,9 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
   ``cx/v1/ops/reports`` and ``cx/v1/md/#`` (it places no orders);
 - ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "...", "operator":
   "..."}`` (mode 0600);
+- ``gateway.password`` and ``operator.password``: each system user's password on one
+  line (mode 0600), for ``carbonx serve --password-file`` and ``carbonx admin
+  --password-file``;
 - ``carbonx_limit.so``: each account's publishing limit (``ACCOUNT_MESSAGE_RATE``
   messages and ``ACCOUNT_BYTE_RATE`` bytes a second, with bursts; the gateway exempt, the
   operator, which sends few messages, limited as an account is),
@@ -32,9 +35,9 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
 The ``user`` line: mosquitto started as root drops to that user (to ``mosquitto`` when
 there is none). Written by a non-root user, the config names that user, who owns the
 0600 files and so can read them. Written by root, it has no ``user`` line (never
-``user root``: a broker facing the network should not keep root): give ``passwd`` and
-``acl`` to the ``mosquitto`` user (``chown mosquitto passwd acl``), or start mosquitto as
-a non-root user who can read them.
+``user root``: a broker facing the network should not keep root), and ``passwd`` and
+``acl`` are given to the ``mosquitto`` user when there is one (mosquitto drops to it);
+the directory must let that user in.
 
 Neither system user's name may be an account's. Passwords not given (and always the
 system users') are generated with :mod:`secrets`. The hash format, as mosquitto 2.0
@@ -83,7 +86,8 @@ FORBIDDEN_NAME_CHARS = frozenset("/+#:")
 CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = ("mosquitto.conf", "passwd", "acl",
                                                                   "credentials.json",
                                                                   "carbonx_limit.so")
-CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME)
+PASSWORD_FILES = (f"{GATEWAY_USER}.password", f"{OPERATOR_USER}.password")
+CONFIG_FILES = (CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME, *PASSWORD_FILES)
 LIMIT_SOURCE = Path(__file__).with_name("mosquitto_limit.c")
 
 MAX_PACKET_SIZE = 1024 * 1024  # bytes, a whole packet (the embedded broker's limit too)
@@ -333,8 +337,8 @@ def render_config(port: int, passwd_path: Path, acl_path: Path, run_as: str | No
     else:
         lines += [
             "# No 'user' line: started as root, mosquitto drops to the 'mosquitto' user,",
-            "# which must be able to read passwd and acl (chown mosquitto passwd acl);",
-            "# or start mosquitto as a non-root user who can read them."
+            "# which owns passwd and acl (given to it when there is one) and must be able",
+            "# to reach this directory; or start mosquitto as a user who can read them."
         ]
     if limit_path is not None:
         lines += [
@@ -401,7 +405,7 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
         validate_account_name(name)
         credentials[name] = (generate_password() if password is None else _validate_password(
             name, password))
-    for user in SYSTEM_USERS:
+    for user in (GATEWAY_USER, OPERATOR_USER):  # in this order in the files
         credentials[user] = generate_password()
 
     directory = Path(out_dir).resolve()
@@ -423,9 +427,27 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())
     _write_file(passwd_path, passwd, 0o600)
     _write_file(directory / CREDENTIALS_NAME, json.dumps(credentials, indent=2) + "\n", 0o600)
+    # For --password-file: the gateway's (carbonx serve) and the operator's (carbonx admin).
+    for user in (GATEWAY_USER, OPERATOR_USER):
+        _write_file(directory / f"{user}.password", credentials[user] + "\n", 0o600)
     _write_file(acl_path, render_acl([n for n in credentials if n not in SYSTEM_USERS]), 0o644)
     _write_file(
         directory / CONF_NAME,
         render_config(port, passwd_path, acl_path, _run_as_user(),
                       None if limits is None else limit_path, limits or DEFAULT_LIMITS), 0o644)
+    _give_to_broker_user(passwd_path, acl_path)
     return credentials
+
+
+def _give_to_broker_user(*paths: Path) -> bool:
+    """Written by root: hand *paths* to the ``mosquitto`` user, which a broker started as
+    root drops to (their mode stays). Returns whether it did."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        broker_user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return False
+    for path in paths:
+        os.chown(path, broker_user.pw_uid, broker_user.pw_gid)
+    return True
