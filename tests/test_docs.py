@@ -142,8 +142,8 @@ def test_the_command_reader_follows_chains_synopses_and_comments():
     assert problems(
         ["carbonx", "replay", "f.csv",
          "--csv"]) == ["'carbonx replay f.csv --csv': --csv is not an option of carbonx replay"]
-    assert problems(["carbonx", "admin", "--broker",
-                     "mqtt://x"]) == ["'carbonx admin --broker mqtt://x': no subcommand 'admin'"]
+    assert problems(["carbonx", "trade", "--broker",
+                     "mqtt://x"]) == ["'carbonx trade --broker mqtt://x': no subcommand 'trade'"]
     assert problems(["carbonx", "holdings", "DIR", "--ledger"]) != []
 
 

@@ -244,11 +244,18 @@ def load_credentials(path: Path | None, accounts: list[str]) -> dict[str, str]:
     credentials.setdefault(GATEWAY_USER, generate_password())
     credentials.setdefault(OPERATOR_USER, generate_password())
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(credentials, fh, indent=1, sort_keys=True)
+        save_credentials(path, credentials)
     return credentials
+
+
+def save_credentials(path: Path, credentials: Mapping[str, str]) -> None:
+    """Write *credentials* to *path* (mode 0600), replacing it whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(credentials, fh, indent=1, sort_keys=True)
+    os.replace(temporary, path)
 
 
 def run_async(main) -> None:
@@ -363,8 +370,32 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
         raise
     for note in notes:
         print(note, file=sys.stderr)
-    started.core = GatewayCore(engine, journal=writer, settings=settings)
+    started.core = core = GatewayCore(engine, journal=writer, settings=settings)
+    if embedded is not None:
+        core.on_account_opened = _give_login(embedded, credentials, path)
     return credentials
+
+
+def _give_login(embedded: EmbeddedBroker, credentials: dict[str, str],
+                path: Path) -> Callable[[str], None]:
+    """For the embedded broker: an account the operator opens live gets a generated
+    password, added to the broker and written to the credentials file, so it can log in
+    (a mosquitto's passwords are broker-config's)."""
+
+    def opened(account: str) -> None:
+        if account in credentials or not valid_account_name(account):
+            return
+        credentials[account] = generate_password()
+        embedded.add_account(account, credentials[account])
+        try:
+            save_credentials(path, credentials)
+        except OSError as exc:
+            log.error("account %s opened, but its password could not be written to %s: %s",
+                      account, path, exc.strerror or exc)
+            return
+        print(f"account {account} opened: its password is in {path}", file=sys.stderr)
+
+    return opened
 
 
 async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,

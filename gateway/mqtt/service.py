@@ -35,13 +35,15 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from exchange import Engine
 from exchange.commands import EndOfDay
-from exchange.events import CommandRejected, DailyStatistics, TradeExecuted, TradingStatusChanged
+from exchange.events import (AccountOpened, CommandRejected, DailyStatistics, TradeExecuted,
+                             TradingStatusChanged)
 from exchange.journal import JournalWriter
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
@@ -138,6 +140,8 @@ class GatewayCore:
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
         self._from_operator: set[int] = set()  # id() of the operator's queued commands
+        # Called with each account the engine opens (the embedded broker gives it a login).
+        self.on_account_opened: Callable[[str], None] | None = None
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
         self._last: dict[str, int] = {}  # instrument -> last trade price (ticks)
 
@@ -315,6 +319,8 @@ class GatewayCore:
                         self._count_trade(event)
                     elif kind is DailyStatistics or kind is TradingStatusChanged:
                         public.append(self._public(event))
+                elif type(event) is AccountOpened and self.on_account_opened is not None:
+                    self.on_account_opened(event.account)
             result = out[0]
             command_id = command.command_id
             if operator and id(command) in operator:

@@ -78,7 +78,7 @@ def _bot(seat: _Seat, client: ExchangeClient, market: Market, seed: int) -> _Bot
     return NoiseTrader(client, seat.instrument, tick, fair=fair, seed=seed)
 
 
-async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
+async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool) -> DemoResult:
     # The bots trade whenever the demo runs: the market's schedule is set aside.
     market = default_market().open_all_hours()
     engine = Engine(market, ledger=True)
@@ -123,6 +123,7 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out) -> DemoResult:
     writer.close()
     elapsed = time.perf_counter() - began
     summary = _summary(core, market, bots, start_holdings, _holdings(engine), elapsed)
+    summary += "\n\n" + _rejections(core) + "\n\n" + _next_steps(journal_dir if kept else None)
     return DemoResult(elapsed, core.stats.messages, core.stats.commands, engine.trades, summary)
 
 
@@ -179,20 +180,63 @@ def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) ->
     return "\n".join(lines)
 
 
+# What a rejection the bots meet means, in a line (every reason: docs/mqtt.md).
+_MEANING = {
+    "insufficient_cash": "a buy the account's cash could not cover (the ledger holds cash "
+                         "before an order rests)",
+    "insufficient_allowances": "a sell of allowances the account does not have free (no "
+                               "short selling; bought units are locked until the day ends)",
+    "price_out_of_band": "a price outside the band around the reference price",
+    "unknown_order": "a cancel or amend of an order already filled or cancelled",
+    "post_only_would_trade": "a post-only order that would have traded at once",
+    "duplicate_command": "a command sent again after a reconnect, answered from memory",
+    "rate_limited": "more commands a second than an account may send",
+    "overloaded": "more commands waiting than an account may queue",
+    "position_limit": "a buy past the account's position limit",
+}
+
+
+def _rejections(core: GatewayCore) -> str:
+    """The rejections by reason, each with what it means."""
+    counts = dict(core.engine.rejects)
+    for reason, count in core.stats.by_reason.items():
+        counts[reason] = counts.get(reason, 0) + count
+    if not counts:
+        return "rejections: none"
+    lines = [f"rejections: {sum(counts.values()):,}, by reason:"]
+    for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        meaning = _MEANING.get(reason, "see the rejection reasons in docs/mqtt.md")
+        lines.append(f"  {count:>7,}  {reason}: {meaning}")
+    return "\n".join(lines)
+
+
+def _next_steps(journal: str | None) -> str:
+    """What a newcomer may try next."""
+    kept = (f"  carbonx holdings {journal}    every account's holdings, recovered from the "
+            f"demo's journal" if journal is not None else
+            "  carbonx demo --journal DIR    keep the demo's journal, then: carbonx holdings DIR")
+    return "\n".join([
+        "next:", kept,
+        "  carbonx serve --always-open    the exchange for your own bots (README: "
+        "\"Trading over MQTT\")",
+        "  carbonx replay examples/orders-mixed.csv    replay an order file and sum it up"
+    ])
+
+
 def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
              out=sys.stderr) -> DemoResult:
     """Run the demo and print its progress to *out*; return what happened."""
     if journal is not None:
-        return _run(seconds, seed, journal, out)
+        return _run(seconds, seed, journal, out, kept=True)
     with tempfile.TemporaryDirectory(prefix="carbonx-demo-") as directory:
-        return _run(seconds, seed, directory, out)
+        return _run(seconds, seed, directory, out, kept=False)
 
 
-def _run(seconds: float, seed: int, journal: str, out) -> DemoResult:
+def _run(seconds: float, seed: int, journal: str, out, kept: bool) -> DemoResult:
     result: list[DemoResult] = []
 
     async def main() -> None:
-        result.append(await _demo(seconds, seed, journal, out))
+        result.append(await _demo(seconds, seed, journal, out, kept))
 
     run_async(main())
     if out.isatty():
