@@ -45,6 +45,7 @@ from exchange.commands import EndOfDay
 from exchange.events import (AccountOpened, CommandRejected, DailyStatistics, TradeExecuted,
                              TradingStatusChanged)
 from exchange.journal import JournalWriter
+from exchange.schedule import Schedule
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
 from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport, Report,
@@ -54,7 +55,7 @@ from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOAD
                               account_of, book_topic, daily_topic, exec_topic, is_msgpack,
                               status_topic, trades_topic)
 
-__all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing"]
+__all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing", "next_end_of_day"]
 
 log = logging.getLogger("carbonx.gateway")
 
@@ -519,6 +520,20 @@ async def _clear_retained(client, topic: str) -> None:
         await client.publish(topic, b"", qos=1, retain=True)
 
 
+def next_end_of_day(now_ns: int, at: int, schedule: Schedule | None) -> int:
+    """The first engine time after *now_ns* that is *at* seconds into a business day of
+    *schedule* (its local time; any day at UTC time *at* without a schedule)."""
+    if schedule is None:
+        day, second = divmod(now_ns // 10**9, 86_400)
+        return ((day if second < at else day + 1) * 86_400 + at) * 10**9
+    day, second = schedule.local(now_ns)
+    day = day if second < at else day + 1
+    while not schedule.is_business_day(day):
+        day += 1
+    guess = ((day * 86_400 + at) - schedule.offset(now_ns)) * 10**9
+    return ((day * 86_400 + at) - schedule.offset(guess)) * 10**9
+
+
 def seconds_of_day(text: str) -> int:
     """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
     hours, _, minutes = text.partition(":")
@@ -589,13 +604,9 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
         schedule = core.engine.market.schedule
         while True:
             now = time.time_ns()
-            offset = 0 if schedule is None else schedule.offset(now)
-            local = now // 10**9 + offset
-            await asyncio.sleep((at - local) % 86_400 or 86_400)
-            now = time.time_ns()
-            if schedule is not None and not schedule.is_business_day(schedule.local_day(now)):
-                log.info("no end of day today: not a business day of the market's calendar")
-                continue
+            due = next_end_of_day(now, at, schedule)
+            log.info("the next end of day in %.0f s", (due - now) / 1e9)
+            await asyncio.sleep((due - now) / 1e9)
             core.end_of_day()
             publisher.send_all(core.flush())
 

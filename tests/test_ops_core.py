@@ -1,0 +1,146 @@
+"""The operator's rows inside the gateway (no network): answered on the ops reports topic,
+malformed or forbidden rows refused there and changing nothing; halts and daily
+statistics published as market data; and when ``--eod`` falls due."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exchange import Engine, default_market
+from exchange.calendar import days_from_civil
+from gateway.mqtt.service import GatewayCore, GatewaySettings, next_end_of_day
+from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, orders_topic
+
+
+def _core() -> GatewayCore:
+    return GatewayCore(Engine(default_market().open_all_hours(), ledger=True),
+                       settings=GatewaySettings(book_interval=0))
+
+
+def _messages(outgoing, topic: str) -> list[dict]:
+    found: list[dict] = []
+    for message in outgoing:
+        if message[0] == topic:
+            body = json.loads(message[1])
+            found += body if isinstance(body, list) else [body]
+    return found
+
+
+def _ops(core: GatewayCore, *rows: dict) -> tuple[list[dict], list]:
+    core.receive(OPS_COMMANDS, json.dumps(list(rows)).encode())
+    outgoing = core.flush()
+    return _messages(outgoing, OPS_REPORTS), outgoing
+
+
+def test_each_operator_row_is_answered_with_its_command_id():
+    core = _core()
+    answers, _ = _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY",
+                             "qty": "100.00", "command_id": "c1"},
+                      {"action": "withdraw", "account": "alice", "instrument": "CNY",
+                       "qty": "500.00", "command_id": "c2"})
+    assert [(a["report"], a["command_id"], a["action"]) for a in answers] == [
+        ("accepted", "c1", "deposit"), ("rejected", "c2", "withdraw")]
+    assert answers[1]["reason"] == "insufficient_cash"
+    assert answers[0]["account"] == "alice" and answers[0]["instrument"] == "CNY"
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"{not json", "malformed"),
+    (b"[1, 2]", "malformed"),
+    (b'{"account": "alice"}', "bad_command"),
+    (b'{"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "x"}',
+     "bad_command"),
+    (b'{"action": "fly", "command_id": "c9"}', "bad_command"),
+    (b'{"action": "new", "order_id": "o1", "account": "alice", "instrument": "CEA25", '
+     b'"side": "buy", "price": "60.00", "qty": 1}', "not_permitted"),
+    (b'{"action": "cancel", "order_id": "o1", "account": "alice"}', "not_permitted"),
+    (b'{"action": "mass_cancel", "account": "alice"}', "not_permitted"),
+])
+def test_a_bad_or_forbidden_operator_row_is_refused_there_and_changes_nothing(payload, reason):
+    core = _core()
+    before = core.engine.state_hash()
+    core.receive(OPS_COMMANDS, payload)
+    outgoing = core.flush()
+    answers = _messages(outgoing, OPS_REPORTS)
+    assert answers and all(a["report"] == "rejected" for a in answers)
+    assert answers[0]["reason"] == reason
+    assert core.engine.state_hash() == before
+    assert [m for m in outgoing if m[0] != OPS_REPORTS] == []
+
+
+def test_a_resent_operator_row_is_answered_again_and_applied_once():
+    core = _core()
+    row = {"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "100.00",
+           "command_id": "again"}
+    first, _ = _ops(core, row)
+    second, _ = _ops(core, row)
+    assert first[0]["report"] == second[0]["report"] == "accepted"
+    assert second[0]["duplicate"] is True and second[0]["seq"] == first[0]["seq"]
+    ledger = core.engine.ledger
+    assert ledger is not None
+    holding = ledger.holding("alice", "CNY")
+    assert holding is not None and holding.available == 10_000
+
+
+def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
+    core = _core()
+    _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})
+    answers, outgoing = _ops(core, {"action": "halt", "instrument": "CEA25", "command_id": "h"})
+    assert answers[0]["report"] == "accepted"
+    (status, ) = [m for m in outgoing if m[0] == "cx/v1/md/CEA25/status"]
+    assert json.loads(status[1])["status"] == "halted" and status[3] is True  # retained
+    order = {"action": "new", "order_id": "s1", "instrument": "CEA25", "side": "sell",
+             "price": "60.00", "qty": 5}
+    core.receive(orders_topic("alice"), json.dumps(order).encode())
+    (report, ) = _messages(core.flush(), "cx/v1/exec/alice")
+    assert (report["report"], report["reason"]) == ("rejected", "instrument_halted")
+    _, outgoing = _ops(core, {"action": "resume", "instrument": "CEA25"})
+    (status, ) = [m for m in outgoing if m[0] == "cx/v1/md/CEA25/status"]
+    assert json.loads(status[1])["status"] == "trading"
+    core.receive(orders_topic("alice"), json.dumps({**order, "order_id": "s2"}).encode())
+    (report, ) = _messages(core.flush(), "cx/v1/exec/alice")
+    assert report["report"] == "accepted"
+
+
+def test_the_end_of_day_publishes_each_instruments_daily_statistics():
+    core = _core()
+    _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10},
+         {"action": "deposit", "account": "bob", "instrument": "CNY", "qty": "1000.00"})
+    for account, side in (("alice", "sell"), ("bob", "buy")):
+        core.receive(orders_topic(account), json.dumps({
+            "action": "new", "order_id": "o", "instrument": "CEA25", "side": side,
+            "price": "60.00", "qty": 4}).encode())
+    core.flush()
+    answers, outgoing = _ops(core, {"action": "eod", "command_id": "day"})
+    assert answers[0]["report"] == "accepted" and answers[0]["action"] == "eod"
+    (daily, ) = _messages(outgoing, "cx/v1/md/CEA25/daily")
+    assert {k: daily[k] for k in ("instrument", "open", "high", "low", "close", "volume",
+                                  "turnover")} == {
+        "instrument": "CEA25", "open": "60.00", "high": "60.00", "low": "60.00",
+        "close": "60.00", "volume": 4, "turnover": "240.00"}
+
+
+def _beijing(month: int, day: int, hour: int, minute: int) -> int:
+    return ((days_from_civil(2026, month, day) * 86_400 + hour * 3600 + minute * 60) -
+            8 * 3600) * 10**9
+
+
+@pytest.mark.parametrize("now, due", [
+    ((12, 3, 10, 0), (12, 3, 15, 30)),  # a Thursday morning: that afternoon
+    ((12, 3, 15, 30), (12, 4, 15, 30)),  # at the time itself: the next business day
+    ((12, 4, 16, 0), (12, 7, 15, 30)),  # Friday after it: Monday, not Saturday
+    ((12, 5, 9, 0), (12, 7, 15, 30)),  # Saturday: Monday
+    ((9, 30, 16, 0), (10, 8, 15, 30)),  # before the National Day holidays: after them
+])
+def test_serve_eod_falls_due_on_business_days_only(now, due):
+    schedule = default_market().schedule
+    at = 15 * 3600 + 30 * 60
+    assert next_end_of_day(_beijing(*now), at, schedule) == _beijing(*due)
+
+
+def test_without_a_schedule_eod_falls_due_every_day_at_utc_time():
+    thursday_noon_utc = days_from_civil(2026, 12, 3) * 86_400 * 10**9 + 12 * 3600 * 10**9
+    due = next_end_of_day(thursday_noon_utc, 7 * 3600, None)
+    assert due == (days_from_civil(2026, 12, 4) * 86_400 + 7 * 3600) * 10**9
