@@ -17,7 +17,7 @@ list keeps the listing sessions.
 
 >>> schedule = Schedule(zone="+08:00", offsets=((0, 8 * 3600),),
 ...                     sessions={"listing": ((9 * 3600 + 1800, 11 * 3600 + 1800),)})
->>> at = lambda h, m, s=0: (20_424 * 86_400 + (h - 8) * 3600 + m * 60 + s) * 10**9  # 2025-12-03
+>>> at = lambda h, m, s=0: (20_424 * 86_400 + (h - 8) * 3600 + m * 60 + s) * 10**9  # 2025-12-02
 >>> schedule.is_open("listing", at(9, 29, 59)), schedule.is_open("listing", at(9, 30))
 (False, True)
 >>> schedule.is_open("listing", at(11, 30)), schedule.day_over(at(11, 30))

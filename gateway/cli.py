@@ -433,12 +433,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     market = load_market(args.market) if args.market else default_market()
     if args.always_open:
         market = market.open_all_hours()
-    if args.eod is not None and market.schedule is not None:
-        end = market.schedule.day_end
-        if seconds_of_day(args.eod) < end:
-            raise UsageError(f"--eod {args.eod}: the market's last session ends at "
-                             f"{end // 3600:02d}:{end % 3600 // 60:02d} "
-                             f"({market.schedule.zone}); end the day after it")
     try:
         return main_serve(
             market, broker_url=args.broker, journal=args.journal,

@@ -43,7 +43,7 @@ from exchange.sequencer import Sequencer
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
 from gateway.protocol import SYSTEM_USERS
 from gateway.mqtt.embedded import GATEWAY_USER, OPERATOR_USER, EmbeddedBroker, valid_account_name
-from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
+from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway, seconds_of_day
 
 __all__ = [
     "PASSWORD_ENV", "BrokerAddress", "ServeError", "load_credentials", "open_engine",
@@ -334,6 +334,7 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
     try:
         engine, writer, facts = open_engine(market, journal=journal, init=init)
         started.engine, started.writer = engine, writer
+        _check_eod(engine.market, settings)  # the market served: a recovered journal's own
         if "recovered" in facts:
             notes.append(f"recovered {facts['recovered']} commands from {journal}")
         if "init" in facts:
@@ -374,6 +375,18 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
     if embedded is not None:
         core.on_account_opened = _give_login(embedded, credentials, path)
     return credentials
+
+
+def _check_eod(market: Market, settings: GatewaySettings | None) -> None:
+    """``--eod`` must come after the market's last session of the day."""
+    schedule = market.schedule
+    if settings is None or not settings.eod_at or schedule is None:
+        return
+    end = schedule.day_end
+    if seconds_of_day(settings.eod_at) < end:
+        raise ServeError(f"--eod {settings.eod_at}: the market's last session ends at "
+                         f"{end // 3600:02d}:{end % 3600 // 60:02d} ({schedule.zone}); end the "
+                         f"day after it")
 
 
 def _give_login(embedded: EmbeddedBroker, credentials: dict[str, str],

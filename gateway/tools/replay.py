@@ -145,7 +145,11 @@ _CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount")
 
 
 def event_record(event, market: Market) -> dict:
-    """Return *event* as a JSON-ready dict with prices and cash as decimal strings."""
+    """Return *event* as a JSON-ready dict with prices and cash as decimal strings (a
+    day's statistics as ``--daily`` writes them)."""
+    if type(event) is DailyStatistics:
+        return {"event": "daily_statistics", "seq": event.seq, "day": event.day,
+                **daily_record(event, market)}
     record = msgspec.to_builtins(event)
     symbol = record.get("instrument")
     if symbol in market:
