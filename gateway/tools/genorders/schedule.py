@@ -7,12 +7,20 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+from exchange.calendar import format_date
+from exchange.market import default_market
+
+
+def _default_schedule_holidays() -> frozenset[int]:
+    schedule = default_market().schedule
+    return schedule.holidays if schedule is not None else frozenset()
+
+
 DEADLINE = date(2025, 12, 31)
-# Weekdays without trading (public holidays of 2025); other years: weekends only.
+# Weekdays without trading: the default market's holidays (its [schedule]), so a generated
+# file trades only when that market is open.
 HOLIDAYS = frozenset(
-    date(2025, m, d)
-    for m, d in ((1, 1), (1, 28), (1, 29), (1, 30), (1, 31), (2, 3), (2, 4), (4, 4), (5, 1), (5, 2),
-                 (5, 5), (6, 2), (10, 1), (10, 2), (10, 3), (10, 6), (10, 7), (10, 8)))
+    date.fromisoformat(format_date(day)) for day in _default_schedule_holidays())
 
 _NS = 1_000_000_000
 _BEIJING = 8 * 3600  # seconds east of UTC: the market's time zone
