@@ -1,7 +1,16 @@
-"""Small market files the clearing tests share (TOML text for ``parse_market``), and the
-gateway tests' new-order message."""
+"""Small market files the clearing tests share (TOML text for ``parse_market``), the
+default market open at all hours, and the gateway tests' new-order message."""
 
 from __future__ import annotations
+
+from exchange.market import Market, default_market
+
+
+def open_market() -> Market:
+    """The default market with its trading schedule set aside (``[operation] always_open``
+    in its text, so a journal or snapshot of it reads back the same): for tests that are
+    not about the trading day, whose commands carry the wall clock or any other ``ts``."""
+    return default_market().open_all_hours()
 
 
 def futures_market(month: str = "2026-12", maintenance: str | None = "6000.00") -> str:

@@ -90,9 +90,10 @@ def test_files_modes_and_credentials(tmp_path: Path) -> None:
     out = tmp_path / "new" / "conf"
     creds = write_broker_config(out, 18830, {"alice": "alice-pw:x", "bob": None})
     assert sorted(p.name for p in out.iterdir()) == [
-        "acl", "carbonx_limit.so", "credentials.json", "mosquitto.conf", "passwd"
+        "acl", "carbonx_limit.so", "credentials.json", "gateway.password", "mosquitto.conf",
+        "operator.password", "passwd"
     ]
-    for name in ("passwd", "credentials.json"):
+    for name in ("passwd", "credentials.json", "gateway.password", "operator.password"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
     on_disk = json.loads((out / "credentials.json").read_text())
     assert on_disk == creds

@@ -184,10 +184,10 @@ def test_serve_joins_mosquitto_with_the_password_off_the_command_line(tmp_path: 
     if source == "file":
         (tmp_path / "gw.pw").write_text(password + "\n")
         process, _ = start_serve("--broker", url, "--password-file", "gw.pw", "--init", "init.csv",
-                                 cwd=tmp_path)
+                                 "--always-open", cwd=tmp_path)
     else:
-        process, _ = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path,
-                                 env={"CARBONX_PASSWORD": password})
+        process, _ = start_serve("--broker", url, "--init", "init.csv", "--always-open",
+                                 cwd=tmp_path, env={"CARBONX_PASSWORD": password})
     try:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline  # not for other users' ps to see
@@ -257,8 +257,8 @@ def test_probe_waits_for_a_broker_that_comes_up_during_its_retries(tmp_path: Pat
 def test_gateway_ready_is_printed_only_once_it_takes_orders(tmp_path: Path, broker: Broker) -> None:
     (tmp_path / "init.csv").write_text(FUNDING)
     url = f"mqtt://gateway@127.0.0.1:{broker.port}"
-    process, lines = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path,
-                                 env={"CARBONX_PASSWORD": broker.gateway_password})
+    process, lines = start_serve("--broker", url, "--init", "init.csv", "--always-open",
+                                 cwd=tmp_path, env={"CARBONX_PASSWORD": broker.gateway_password})
 
     async def one_order() -> dict:
         # A plain client, no resending: an order published before the gateway subscribed

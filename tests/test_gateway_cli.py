@@ -67,10 +67,10 @@ def test_serve_embedded_broker_trades_and_journals(tmp_path):
     (tmp_path / "init.csv").write_text(FUNDING)
     port = free_port()
     process, lines = start_serve("--init", "init.csv", "--journal", "j", "--port", str(port),
-                                 cwd=tmp_path)
+                                 "--always-open", cwd=tmp_path)
     try:
         credentials = json.loads((tmp_path / "j" / "credentials.json").read_text())
-        assert set(credentials) == {"alice", "bob", "gateway"}
+        assert set(credentials) == {"alice", "bob", "gateway", "operator"}
         assert oct((tmp_path / "j" / "credentials.json").stat().st_mode & 0o777) == "0o600"
         sold, bought = trade(port, credentials)
     finally:
@@ -97,7 +97,8 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
     (tmp_path / "init.csv").write_text(FUNDING)
     with Mosquitto(tmp_path / "b"):
         url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
-        process, _ = start_serve("--broker", url, "--init", "init.csv", cwd=tmp_path)
+        process, _ = start_serve("--broker", url, "--init", "init.csv", "--always-open",
+                                 cwd=tmp_path)
         try:
             time.sleep(0.3)
             sold, bought = trade(port, credentials)

@@ -7,7 +7,7 @@ import json
 
 import msgspec
 import pytest
-from markets import futures_market, order
+from markets import futures_market, open_market, order
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
@@ -40,7 +40,7 @@ def send(core, account, body, *, packed=False):
 
 @pytest.fixture
 def core():
-    return GatewayCore(Engine(default_market()), settings=GatewaySettings(book_interval=0))
+    return GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
 
 
 def test_orders_in_fills_out_in_order_for_both_sides(core):
@@ -90,7 +90,7 @@ def test_two_accounts_may_use_the_same_order_id(core):
 
 
 def test_depth_is_aggregated_and_throttled():
-    core = GatewayCore(Engine(default_market()), settings=GatewaySettings(book_interval=1.0))
+    core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=1.0))
     for i in range(12):
         send(core, "alice", order(f"s{i}", "sell", f"{61 + i}.00", 5))
         send(core, "alice", order(f"t{i}", "sell", f"{61 + i}.00", 7))
@@ -177,7 +177,7 @@ def test_oversized_and_overlong_messages_are_refused_whole(core):
 
 
 def test_a_flood_is_rate_limited_per_account():
-    core = GatewayCore(Engine(default_market()),
+    core = GatewayCore(Engine(open_market()),
                        settings=GatewaySettings(rate=10, burst=20, book_interval=0))
     for i in range(25):
         core.receive("cx/v1/orders/alice",
@@ -204,7 +204,7 @@ def test_reports_follow_the_bots_format(core):
 
 
 def test_a_bot_cannot_move_the_clock_or_touch_the_ledger():
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     engine.execute(Deposit(account="alice", currency="CNY", amount="1000"))
     engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=20))
     core = GatewayCore(engine)
@@ -216,7 +216,7 @@ def test_a_bot_cannot_move_the_clock_or_touch_the_ledger():
 
 
 def test_commands_are_journaled_before_they_are_answered(tmp_path):
-    market = default_market()
+    market = open_market()
     writer = create_journal(tmp_path / "j", market.text, ledger=False)
     core = GatewayCore(Engine(market), journal=writer)
     send(core, "alice", [order("a1", "sell", "60.00"), order("a2", "sell", "61.00")])
@@ -233,7 +233,7 @@ def test_commands_are_journaled_before_they_are_answered(tmp_path):
 
 @pytest.mark.parametrize("snapshot", [False, True])
 def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, snapshot):
-    market = default_market()
+    market = open_market()
     writer = create_journal(tmp_path / "j", market.text, ledger=False)
     core = GatewayCore(Engine(market), journal=writer)
     send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
@@ -402,7 +402,7 @@ def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
             self.sent = []
             self.stuck = asyncio.Event()  # never set: the slow subscriber's topic
 
-        async def publish(self, topic, payload, qos):
+        async def publish(self, topic, payload, qos, retain=False):
             if topic == "cx/v1/exec/slow":
                 await self.stuck.wait()
             self.sent.append((topic, payload))

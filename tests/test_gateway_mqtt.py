@@ -13,10 +13,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from markets import futures_market, order
+from markets import futures_market, open_market, order
 from mosquitto import require_clients
 
-from exchange import Engine, default_market
+from exchange import Engine
 from exchange.commands import Deposit, IssueAllowances, RecordEmissions
 from exchange.journal import create_journal, recover
 from exchange.market import parse_market
@@ -67,7 +67,7 @@ async def running_gateway(kind, host, port, credentials, core: GatewayCore):
 async def exchange(broker, core: GatewayCore | None = None):
     """Run a gateway (and the embedded broker, for that kind) for the block."""
     kind, host, port, credentials, _ = broker
-    core = core or GatewayCore(Engine(default_market()), settings=GatewaySettings(book_interval=0))
+    core = core or GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
     async with running_gateway(kind, host, port, credentials, core) as (host, port, _):
         yield core, host, port, credentials
 
@@ -207,7 +207,7 @@ def test_bad_input_is_rejected_on_the_senders_topic_and_the_gateway_goes_on(brok
 def test_a_flood_is_rate_limited_and_others_still_trade(broker):
 
     async def scenario():
-        core = GatewayCore(Engine(default_market()),
+        core = GatewayCore(Engine(open_market()),
                            settings=GatewaySettings(rate=50, burst=50, book_interval=0))
         async with exchange(broker, core) as (core, host, port, creds):
             async with (ExchangeClient("alice", creds["alice"], host, port) as
@@ -285,7 +285,7 @@ def test_plain_mosquitto_rr_is_accepted_and_answered(mosquitto_broker):
 
 
 def test_acknowledged_commands_survive_in_the_journal(broker, tmp_path):
-    market = default_market()
+    market = open_market()
     writer = create_journal(tmp_path / "journal", market.text, ledger=False)
 
     async def scenario():

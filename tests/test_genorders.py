@@ -3,8 +3,8 @@
 The carbon profile's claims are checked on the file itself, replayed through the real
 engine: nothing rejected (with and without ``--ledger``), about 75% of the year's traded
 volume in the last quarter before the deadline, bursts after the open, timestamps in the
-listing hours of trading days, an ``eod`` closing each busy day. Files of 20,000 rows are
-generated once per module and shared.
+listing hours (Beijing time, the default market's schedule) of trading days, an ``eod``
+closing each busy day. Files of 20,000 rows are generated once per module and shared.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -30,9 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS = 20_000
 EXAMPLE_MIX = "limit=60,cancel=15,amend=5,marketable=10,market=3,ioc=3,fok=2,stop=2"
 MIX_TOLERANCE = 0.012  # absolute, on a share; sampling alone is about 0.003 at 20,000 rows
+# The default market's trading day, in its time zone (Asia/Shanghai, UTC+08:00).
+BEIJING = ZoneInfo("Asia/Shanghai")
 AM_OPEN, AM_CLOSE = 9 * 3600 + 1800, 11 * 3600 + 1800
 PM_OPEN, PM_CLOSE = 13 * 3600, 15 * 3600
-LAST_QUARTER = calendar.timegm((2025, 10, 1, 0, 0, 0)) * 10**9
+LAST_QUARTER = (calendar.timegm((2025, 10, 1, 0, 0, 0)) - 8 * 3600) * 10**9  # Beijing midnight
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -96,11 +99,14 @@ def assert_mix(kinds: Counter, mix: dict[str, int]) -> None:
 
 
 def seconds_of_day(ts: int) -> int:
-    return ts // 10**9 % 86_400
+    """Seconds since midnight in Beijing."""
+    local = datetime.fromtimestamp(ts // 10**9, tz=BEIJING)
+    return local.hour * 3600 + local.minute * 60 + local.second
 
 
 def day_of(ts: int) -> date:
-    return datetime.fromtimestamp(ts // 10**9, tz=UTC).date()
+    """The calendar day in Beijing."""
+    return datetime.fromtimestamp(ts // 10**9, tz=BEIJING).date()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import random
 import msgspec
 import pytest
 from hostile_corpus import corpus, mutations, nested
+from markets import open_market
 
-from exchange import Engine, default_market
+from exchange import Engine
 from exchange.commands import Deposit, IssueAllowances
 from gateway.mqtt.service import GatewayCore, GatewaySettings
 from gateway.protocol import MAX_TEXT
@@ -52,7 +53,7 @@ def alice_view(engine: Engine) -> tuple:
 def live_core(*, fund_mallory: bool = False) -> GatewayCore:
     """A gateway with alice resting a sell. Mallory has nothing unless funded, so none
     of her orders can trade with alice's by right: any change to alice is damage."""
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     for account in ("alice", "mallory") if fund_mallory else ("alice", ):
         engine.execute(Deposit(account=account, currency="CNY", amount="1000000"))
         engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=100_000))

@@ -12,9 +12,10 @@ import socket
 import aiomqtt
 import pytest
 from hostile_corpus import corpus
+from markets import open_market
 from test_gateway_mqtt import running_gateway
 
-from exchange import Engine, default_market
+from exchange import Engine
 from exchange.commands import Deposit, IssueAllowances
 from gateway.bots.client import ExchangeClient
 from gateway.mqtt.embedded import GATEWAY_USER
@@ -41,7 +42,7 @@ def broker(request):
 
 
 def funded_core() -> GatewayCore:
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     for account in ("alice", "bob"):
         engine.execute(Deposit(account=account, currency="CNY", amount="1000000"))
         engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=100_000))

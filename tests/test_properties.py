@@ -7,7 +7,9 @@ Three kinds of test live here:
   command checks that they agree (events and state hash) and that the invariants hold:
   books never crossed, FIFO within a level (checked against an independent model built
   from the events alone), per-order quantity conservation, one result per command,
-  strictly increasing ``seq``, day/gtd expiry, price bands around the day's VWAP.
+  strictly increasing ``seq``, day/gtd expiry, price bands around the day's VWAP, each
+  end of day's statistics (open, high, low, close, volume, turnover). The market is the
+  default one open at all hours: the trading day is tested in test_schedule.py.
 * ``test_replay_twice_*``: the same generated command list replayed into fresh engines
   gives the same events and the same ``state_hash()``.
 * regression tests: the minimal scenarios of the engine bugs this state machine found
@@ -27,15 +29,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from markets import open_market
 
 from exchange import (AmendOrder, CancelOrder, CommandRejected, EndOfDay, Engine, FastBook,
                       MassCancel, MassCancelAccepted, NaiveBook, OrderAccepted, OrderAmended,
                       OrderCancelled, OrderExpired, OrderTriggered, PlaceOrder, ReferencePriceSet,
                       TradeExecuted, TradingDayEnded, default_market, reasons)
+from exchange.events import DailyStatistics
 from exchange.persist import decode_state, encode_state
 from exchange.reasons import Reason
 
-MARKET = default_market()
+MARKET = open_market()  # the trading day aside: ts here are small numbers, 1970
 MAIN, OTHER = "CEA25", "CEA24"
 ACCOUNTS = ("a", "b", "c")
 TICKS_PER_UNIT = 100  # every instrument we trade here has tick 0.01
@@ -429,6 +433,7 @@ class Model:
         self.last_price: dict[str, int] = {}
         self.day_volume: dict[str, int] = {}
         self.day_notional: dict[str, int] = {}
+        self.day_prices: dict[str, list[int]] = {}  # the day's trade prices, in order
         self.reference: dict[str, int | None] = {
             s: inst.reference_price
             for s, inst in MARKET.instruments.items()
@@ -622,14 +627,19 @@ class Model:
     def _EndOfDay(self, cmd: EndOfDay, result: TradingDayEnded, rest: list) -> None:
         assert (result.day, result.ts) == (self.day, cmd.ts), (result, self.day)
         self.day += 1
-        closes = {}
-        for event in rest:
+        closes, statistics = {}, {}
+        for i, event in enumerate(rest):
             if isinstance(event, OrderExpired):
                 assert self.orders[event.order_id].tif == "day", event
                 self._expired(event, gtd=False)
-            else:
-                assert isinstance(event, ReferencePriceSet), event
+            elif isinstance(event, ReferencePriceSet):
                 closes[event.instrument] = event
+            else:  # each instrument's statistics, right after its new reference price
+                assert isinstance(event, DailyStatistics), event
+                assert event.instrument not in statistics, event
+                statistics[event.instrument] = event
+                if event.instrument in closes:
+                    assert rest[i - 1] is closes[event.instrument], (rest[i - 1], event)
         for rec in self.orders.values():
             assert not (rec.open and rec.tif == "day"), f"day order {rec.order_id} survived eod"
         traded = {s for s, v in self.day_volume.items() if v}
@@ -640,8 +650,24 @@ class Model:
             expected = floor(vwap + Fraction(1, 2))  # nearest tick, halves up
             assert (event.price, event.close_volume) == (expected, volume), (event, vwap)
             self.reference[symbol] = event.price
+        # Statistics for each instrument that traded today or has a reference price: the
+        # listing trades' open, high and low, the close (the reference price, carried
+        # over a day without trades), volume and turnover (a tick of 0.01 is one fen).
+        known = {s for s, price in self.reference.items() if price is not None}
+        assert set(statistics) == traded | known, (sorted(statistics), sorted(traded | known))
+        date = None if cmd.ts is None else cmd.ts // (86_400 * 10**9)  # no schedule: UTC
+        for symbol, event in statistics.items():
+            prices = self.day_prices.get(symbol)
+            assert (event.day, event.date) == (result.day, date), (event, result)
+            assert (event.open, event.high, event.low) == (
+                (prices[0], max(prices), min(prices)) if prices else (None, None, None)), event
+            assert event.close == self.reference[symbol], (event, self.reference[symbol])
+            assert (event.volume, event.turnover) == (self.day_volume.get(symbol, 0),
+                                                      self.day_notional.get(symbol, 0)), event
+            assert (event.block_volume, event.auction_volume) == (0, 0), event
         self.day_volume.clear()
         self.day_notional.clear()
+        self.day_prices.clear()
 
     # --- consequences ------------------------------------------------------------------
     def _consequences(self, events: list) -> None:
@@ -698,6 +724,7 @@ class Model:
         self.last_price[t.instrument] = t.price
         self.day_volume[t.instrument] = self.day_volume.get(t.instrument, 0) + t.qty
         self.day_notional[t.instrument] = self.day_notional.get(t.instrument, 0) + t.qty * t.price
+        self.day_prices.setdefault(t.instrument, []).append(t.price)
 
     def _cancelled(self, event: OrderCancelled) -> None:
         rec = self.orders[event.order_id]

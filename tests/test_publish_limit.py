@@ -223,7 +223,7 @@ def test_serve_message_rate_holds_an_account_on_the_embedded_broker(tmp_path: Pa
     port = sock.getsockname()[1]
     sock.close()
     process, _ = start_serve("--port", str(port), "--init", "init.csv", "--credentials",
-                             "creds.json", "--message-rate", "20", cwd=tmp_path)
+                             "creds.json", "--message-rate", "20", "--always-open", cwd=tmp_path)
 
     async def flood() -> tuple[float, int]:
         password = json.loads((tmp_path / "creds.json").read_text())["alice"]

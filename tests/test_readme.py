@@ -107,7 +107,8 @@ def test_bot_client_example_places_and_amends_over_the_embedded_broker():
     from gateway.mqtt.service import GatewayCore, run_gateway
 
     code = next(b for b in _blocks("python") if "ExchangeClient" in b)
-    core = GatewayCore(Engine(default_market()))
+    # The gateway stamps orders with the wall clock: a market open at all hours.
+    core = GatewayCore(Engine(default_market().open_all_hours()))
 
     async def scenario():
         credentials = {"gateway": "g-secret", "alice": "a-secret"}

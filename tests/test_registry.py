@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markets import open_market
 
-from exchange import Engine, default_market
+from exchange import Engine
 from exchange.commands import (AllocateAllowances, ClawBackAllowances, ComplianceDeadline,
                                ConvertAllowances, Deposit, IssueAllowances, PlaceOrder,
                                RecordEmissions, SurrenderAllowances, TransferAllowances)
@@ -20,7 +21,7 @@ from exchange.events import (AllowancesAllocated, AllowancesClawedBack, Allowanc
                              ComplianceAssessed)
 from exchange.ledger import REGISTRY
 
-DEC_2025 = 1_765_360_800 * 10**9  # 2025-12-10 10:00 UTC
+DEC_2025 = 1_765_360_800 * 10**9  # 2025-12-10 10:00 UTC, 18:00 in Beijing (open_market)
 ACCOUNTS = ("e1", "e2", "e3")
 SYMBOLS = ("CEA23", "CEA24", "CEA25", "CCER")
 VINTAGE = {2024: "CEA24", 2025: "CEA25"}
@@ -93,7 +94,7 @@ def _trade_in_december(engine: Engine) -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(command, max_size=40), st.booleans())
 def test_every_allowance_stays_in_one_account_and_the_records_match(commands, priced):
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     if priced:
         _trade_in_december(engine)
     moved: dict[tuple[str, int], int] = {}
@@ -144,7 +145,7 @@ def test_civil_month_agrees_with_the_deadline_boundaries():
 
 def test_a_year_of_ten_thousand_entities_is_assessed_and_fined():
     # its time is measured by the benchmarks' compliance stage, not here
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     _trade_in_december(engine)
     for n in range(10_000):
         account = f"ent{n:05d}"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from markets import futures_market
+from markets import futures_market, open_market
 from test_scenarios import load_scenario
 
-from exchange import Engine, default_market
+from exchange import Engine
 from exchange.commands import CancelOrder, Deposit, IssueAllowances
 from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
                              DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
@@ -238,7 +238,7 @@ def _reports(outgoing, account) -> list[dict]:
 
 @pytest.fixture
 def core():
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     for account in ("alice", "bob"):
         engine.execute(Deposit(account=account, currency="CNY", amount="100000"))
         engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=1000))
@@ -349,7 +349,7 @@ TURNED_AWAY = [
      {"report": "rejected", "action": "fly", "reason": "not_permitted", "command_id": "kf"}),
     ({"order_id": "x"}, {"report": "rejected", "reason": "bad_command", "order_id": "x"}),
     ({"action": "new", "order_id": "x" * 65, "command_id": "kl"},
-     {"report": "rejected", "reason": "bad_command"}),
+     {"report": "rejected", "action": "new", "reason": "bad_command", "command_id": "kl"}),
     ({"action": "new", "order_id": "x", "command_id": "y" * 65, "qty": 1.5},
      {"report": "rejected", "action": "new", "reason": "bad_command", "order_id": "x"}),
     ({"action": "new", "instrument": "CEA25", "side": "buy", "price": "1", "qty": 1,

@@ -33,7 +33,7 @@ def start_serve(directory: Path, port: int) -> subprocess.Popen:
         sys.executable, "-m", "gateway.cli", "serve", "--journal",
         str(directory / "journal"), "--credentials",
         str(directory / "credentials.json"), "--port",
-        str(port), "--log-level", "ERROR", "--book-interval", "0"
+        str(port), "--log-level", "ERROR", "--book-interval", "0", "--always-open"
     ]
     if not (directory / "journal").exists():
         command += ["--init", str(directory / "funding.csv")]

@@ -25,6 +25,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from markets import open_market
 from test_clearing_properties import Futures, Hypothesis
 from test_properties import MARKET, Context, commands
 from test_scenarios import SCENARIO_FILES, load_scenario
@@ -246,7 +247,7 @@ def test_golden_order_files_round_trip(golden_dir: Path, name: str) -> None:
 def test_a_state_holds_every_kind_of_order() -> None:
     """One engine with icebergs, gtd, day, post-only, every stp mode, both kinds of stop,
     a triggered stop-limit resting, an amended order and done ids of the day."""
-    engine = Engine(default_market(), ledger=True)
+    engine = Engine(open_market(), ledger=True)
     cmds = [Deposit(account=a, currency="CNY", amount="100000.00") for a in ACCOUNTS]
     cmds += [IssueAllowances(account=a, instrument="CEA25", qty=1000) for a in ACCOUNTS]
 
@@ -281,7 +282,7 @@ def test_a_state_holds_every_kind_of_order() -> None:
         order("y", "b", "buy", "65.00", 30)
     ]
     for book in (FastBook, NaiveBook):
-        _round_trip(default_market(), cmds + rest, len(cmds), book, ledger=True)
+        _round_trip(open_market(), cmds + rest, len(cmds), book, ledger=True)
 
 
 # --- the schema ----------------------------------------------------------------------------
@@ -381,7 +382,7 @@ class _Trap:
 
 
 def _small_engine(ledger: bool = True) -> Engine:
-    engine = Engine(default_market(), ledger=ledger, command_window=4)
+    engine = Engine(open_market(), ledger=ledger, command_window=4)
     for cmd in (
             Deposit(account="a", currency="CNY", amount="1000.00"),
             IssueAllowances(account="b", instrument="CEA25", qty=100),
@@ -632,7 +633,7 @@ def test_the_window_forgets_the_oldest_ids_first() -> None:
 @pytest.mark.parametrize("ledger", [False, True], ids=["matching", "ledger"])
 def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_events(
         ledger) -> None:
-    engine = Engine(default_market(), ledger=ledger, command_window=3)
+    engine = Engine(open_market(), ledger=ledger, command_window=3)
     if ledger:
         engine.execute(IssueAllowances(account="s", instrument="CEA25", qty=100))
         engine.execute(Deposit(account="b", currency="CNY", amount="10000.00"))

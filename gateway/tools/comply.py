@@ -186,7 +186,8 @@ def run_cycle(data: dict) -> dict:
                 submit(command)
         except OrderFileError as exc:
             raise ScenarioError(str(exc)) from None
-    december = deadline_ns(year) - 21 * _DAY_NS + 10 * 3600 * 10**9  # 10 Dec, 10:00 UTC
+    # 10 December, 10:00 in Beijing (02:00 UTC), inside the default market's morning session.
+    december = deadline_ns(year) - 21 * _DAY_NS + 2 * 3600 * 10**9
     for number, trade in enumerate(data.get("december_trades", []), 1):
         qty, price = int(trade["qty"]), str(trade["price"])
         submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty))
