@@ -8,16 +8,21 @@ nanoseconds since the epoch; ``day_of_ns`` and ``day_start_ns`` cross between th
 Rules (docs/derivatives.md, futures):
 
 - a business day is Monday to Friday and not one of the calendar's holidays;
-- the last trading day of a contract month is its last Monday; if that Monday is not a
-  business day (a holiday), expiry moves back to the previous business day, as
-  exchanges do when the scheduled day is a holiday;
+- the last trading day of a contract month is its last Monday; however, if that Monday
+  is not a business day, or one of the four days after it (Tuesday to Friday, which may
+  fall in the next month) is not, it is the penultimate Monday of the month (ICE Endex
+  EUA futures specification, "Last Trading Day"); if the penultimate Monday is not a
+  business day either (the specification is silent), it is the latest business day
+  before it, so that a long holiday such as the Spring Festival moves expiry back rather
+  than leaving the contract without one;
 - physical delivery is the third business day after the last trading day;
 - series: ``monthly`` (every month), ``quarterly`` (Mar, Jun, Sep, Dec), ``december``.
 
 Limits: text dates are ``YYYY-MM-DD`` with years 0001-9999 only (the integer functions
-take any year); no time zone, the day boundary is 00:00 UTC; a contract month whose
-business days on or before its last Monday are all holidays is refused, not moved into
-the month before.
+take any year); no time zone, the day boundary is 00:00 UTC (the clearing house reads a
+market's days in its local time: ``exchange.derivatives.clearing``); a contract month
+whose days up to its penultimate Monday are all holidays is refused, not moved into the
+month before.
 """
 
 from __future__ import annotations
@@ -193,9 +198,9 @@ class Calendar:
     """Business days and futures expiries for a set of holidays (day numbers).
 
     >>> cal = Calendar.from_strings(["2026-12-28"])   # a holiday on the last Monday
-    >>> expiry = cal.last_trading_day(2026, 12)
+    >>> expiry = cal.last_trading_day(2026, 12)       # the penultimate Monday
     >>> format_date(expiry), format_date(cal.delivery_day(expiry))
-    ('2026-12-25', '2026-12-31')
+    ('2026-12-21', '2026-12-24')
     """
 
     holidays: frozenset[int] = frozenset()
@@ -227,14 +232,27 @@ class Calendar:
         return days
 
     def last_trading_day(self, year: int, month: int) -> int:
-        """Return the last trading day of contract month *year*-*month*: its last Monday,
-        or the previous business day if that Monday is a holiday."""
+        """Return the last trading day of contract month *year*-*month* (ICE Endex EUA
+        futures): its last Monday, unless that Monday or one of the four days after it
+        is not a business day; then its penultimate Monday, or, if that is not a
+        business day, the latest business day before it. Raise ``CalendarError`` if
+        that would leave the month; O(1 + holidays skipped).
+
+        >>> format_date(Calendar().last_trading_day(2026, 12))
+        '2026-12-28'
+        >>> cal = Calendar.from_strings(["2026-12-31"])  # the Thursday after it
+        >>> format_date(cal.last_trading_day(2026, 12))
+        '2026-12-21'
+        """
         last = days_from_civil(year, month, days_in_month(year, month))
         monday = last - weekday(last)  # Monday is weekday 0
-        expiry = self.previous_business_day(monday)
+        if all(self.is_business_day(day) for day in range(monday, monday + 5)):
+            return monday
+        penultimate = monday - 7  # the 15th or later: always in the month
+        expiry = self.previous_business_day(penultimate)
         if civil_from_days(expiry)[:2] != (year, month):
             raise CalendarError(f"{year:04d}-{month:02d} has no business day on or before "
-                                f"its last Monday {format_date(monday)}")
+                                f"its penultimate Monday {format_date(penultimate)}")
         return expiry
 
     def delivery_day(self, last_trading_day: int, business_days: int = 3) -> int:

@@ -1,5 +1,7 @@
 """The trading calendar: integer dates against Python's ``datetime``, business days, the
-last-Monday expiry rule with holidays, delivery, contract series, strict parsing.
+futures expiry rule of ICE Endex EUA futures (the last Monday, or the penultimate one
+when a holiday falls on it or in the four days after it), delivery, contract series,
+strict parsing.
 
 ``datetime`` is the reference here only; the core itself may not import it.
 """
@@ -192,26 +194,93 @@ def test_last_trading_day_is_the_last_monday_by_datetime(year):
         assert PLAIN.last_trading_day(year, month) == (monday - EPOCH).days, (year, month)
 
 
-def test_holiday_on_the_last_monday_moves_expiry_back():
-    assert Calendar.from_strings(["2026-12-28"]).last_trading_day(2026, 12) == _days("2026-12-25")
-    both = Calendar.from_strings(["2026-12-28", "2026-12-25"])
-    assert both.last_trading_day(2026, 12) == _days("2026-12-24")
-    other = Calendar.from_strings(["2026-12-21", "2026-12-29"])  # not the last Monday
+# ICE Endex EUA futures specification, "Last Trading Day": the last Monday of the
+# contract month; however, if the last Monday is a non-business day or there is a
+# non-business day in the four days following it, the penultimate Monday of the month.
+# Ours too when the penultimate Monday is itself a holiday (ICE is silent): the latest
+# business day before it, within the month. December 2026: last Monday the 28th (the
+# four days after it: the 29th to Friday 1 January 2027), penultimate Monday the 21st.
+
+
+def test_ice_a_month_without_holidays_near_its_end_expires_on_its_last_monday():
+    assert PLAIN.last_trading_day(2026, 12) == _days("2026-12-28")
+    # holidays the Friday before, the Tuesday of the week before and the Monday after
+    # (seven days on): none on the last Monday or in the four days after it
+    other = Calendar.from_strings(["2026-12-25", "2026-12-22", "2027-01-04"])
     assert other.last_trading_day(2026, 12) == _days("2026-12-28")
 
 
+def test_ice_a_holiday_on_the_last_monday_gives_the_penultimate_monday():
+    # before: the previous business day, Friday 2026-12-25
+    assert Calendar.from_strings(["2026-12-28"]).last_trading_day(2026, 12) == _days("2026-12-21")
+    both = Calendar.from_strings(["2026-12-28", "2026-12-25"])  # the Friday before as well
+    assert both.last_trading_day(2026, 12) == _days("2026-12-21")  # before: Thursday 12-24
+    # Christmas Day 2023 was the last Monday of December 2023: the 18th
+    assert Calendar.from_strings(["2023-12-25", "2023-12-26"]).last_trading_day(
+        2023, 12) == _days("2023-12-18")
+
+
+def test_ice_a_holiday_on_the_thursday_after_the_last_monday_gives_the_penultimate_monday():
+    cal = Calendar.from_strings(["2026-12-31"])  # Thursday; before: Monday 12-28 stood
+    assert cal.last_trading_day(2026, 12) == _days("2026-12-21")
+
+
+@pytest.mark.parametrize("holiday", ["2026-12-29", "2026-12-30", "2026-12-31", "2027-01-01"])
+def test_ice_a_holiday_in_any_of_the_four_days_after_the_last_monday(holiday):
+    """Tuesday to Friday after Monday 12-28, New Year's Day in the next month included."""
+    assert Calendar.from_strings([holiday]).last_trading_day(2026, 12) == _days("2026-12-21")
+
+
+def test_a_holiday_on_the_penultimate_monday_too_takes_the_business_day_before_it():
+    cal = Calendar.from_strings(["2026-12-21", "2026-12-29"])  # before: Monday 12-28 stood
+    assert cal.last_trading_day(2026, 12) == _days("2026-12-18")  # Friday
+    # the Spring Festival of 2026 as the default market's [schedule] lists it: Monday
+    # 02-16 to Friday 02-20 and Monday 02-23, the last and the penultimate Mondays
+    spring = Calendar.from_strings(
+        ["2026-02-16", "2026-02-17", "2026-02-18", "2026-02-19", "2026-02-20", "2026-02-23"])
+    assert spring.last_trading_day(2026, 2) == _days("2026-02-13")  # Friday
+
+
+@given(st.integers(2000, 2100), st.integers(1, 12), st.sets(st.integers(0, 30), max_size=6))
+def test_last_trading_day_follows_the_ice_rule_by_datetime(year, month, offsets):
+    """The rule in ``datetime`` terms, holidays drawn from the 10th of the month to the
+    first days of the next (the days the rule looks at)."""
+    holidays = {date(year, month, 10) + timedelta(days=n) for n in offsets}
+
+    def business(d: date) -> bool:
+        return d.weekday() < 5 and d not in holidays
+
+    last = date(year + (month == 12), month % 12 + 1, 1) - timedelta(days=1)
+    monday = last - timedelta(days=last.weekday())
+    expiry = monday
+    if not all(business(monday + timedelta(days=n)) for n in range(5)):
+        expiry = monday - timedelta(days=7)
+        while not business(expiry):
+            expiry -= timedelta(days=1)
+    cal = Calendar(frozenset((d - EPOCH).days for d in holidays))
+    assert cal.last_trading_day(year, month) == (expiry - EPOCH).days
+    assert (expiry.year, expiry.month) == (year, month)
+
+
 def test_expiry_is_never_moved_into_the_previous_month():
-    monday = PLAIN.last_trading_day(2026, 2)  # 2026-02-23
-    cal = Calendar(frozenset(range(_days("2026-02-01"), monday + 1)))
-    with pytest.raises(CalendarError, match="2026-02 has no business day"):
+    penultimate = _days("2026-02-16")  # the last Monday, 02-23, is a holiday below
+    cal = Calendar(frozenset(range(_days("2026-02-01"), _days("2026-02-23") + 1)))
+    with pytest.raises(CalendarError, match="2026-02 has no business day on or before its "
+                       "penultimate Monday 2026-02-16"):
         cal.last_trading_day(2026, 2)
+    one_left = Calendar(frozenset(range(_days("2026-02-03"), penultimate + 8)))
+    assert one_left.last_trading_day(2026, 2) == _days("2026-02-02")
 
 
 def test_delivery_three_business_days_after_expiry():
     assert PLAIN.delivery_day(_days("2026-12-28")) == _days("2026-12-31")
     assert PLAIN.delivery_day(_days("2026-12-28"), business_days=1) == _days("2026-12-29")
+    # New Year's Eve and Day: expiry moves to Monday 12-21 (before: 12-28, delivering
+    # 2027-01-04), so delivery is Thursday 12-24
     cal = Calendar.from_strings(["2026-12-31", "2027-01-01"])
-    assert cal.delivery_day(cal.last_trading_day(2026, 12)) == _days("2027-01-04")
+    assert cal.delivery_day(cal.last_trading_day(2026, 12)) == _days("2026-12-24")
+    skips = Calendar.from_strings(["2026-12-23", "2026-12-31"])  # 12-21, then 22, 24, 25
+    assert skips.delivery_day(skips.last_trading_day(2026, 12)) == _days("2026-12-25")
 
 
 # --- contract series --------------------------------------------------------------------

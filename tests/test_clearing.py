@@ -16,7 +16,9 @@ from markets import futures_market
 from exchange import Engine
 from exchange.commands import (AmendOrder, CloseAccount, Deposit, EndOfDay, IssueAllowances,
                                PlaceOrder, SuspendAccount)
-from exchange.events import CommandRejected, OrderCancelled, PositionClosedOut, TradeExecuted
+from exchange.calendar import format_date
+from exchange.events import (CommandRejected, OrderAccepted, OrderCancelled, PositionClosedOut,
+                             TradeExecuted)
 from exchange.market import MarketConfigError, parse_market
 
 MON = 1_797_835_800 * 10**9  # Monday 2026-12-21 06:50 UTC (in the window)
@@ -164,6 +166,23 @@ def test_an_amend_after_the_last_trading_day_is_refused():
     assert events[0].reason == "contract_expired"
 
 
+def test_ice_expiry_a_holiday_after_the_last_monday_moves_the_future_and_its_options():
+    """ICE Endex EUA futures' last trading day: the last Monday, but the penultimate one
+    when a holiday falls in the four days after it. With Thursday 12-31 a holiday F's is
+    Monday 12-21 (the old rule kept 12-28), delivery Thursday 12-24, and C's expiry three
+    business days before F's, Wednesday 12-16 (it was 12-23)."""
+    text = futures_market() + CALL + '[clearing]\nholidays = ["2026-12-31"]\n'
+    market = parse_market(text)
+    future, call = market["F"], market["C"]
+    days = (future.last_trading_day, future.delivery_day, call.last_trading_day)
+    assert [format_date(d) for d in days] == ["2026-12-21", "2026-12-24", "2026-12-16"]
+    run = Run(text)
+    _funded(run, "a")
+    assert type(run.order("a1", "a", "F", "buy", 1, "80.00")[0]) is OrderAccepted  # 12-21
+    events = run.order("a2", "a", "F", "buy", 1, "80.00", ts=MON + DAY)  # Tuesday 12-22
+    assert events[0].reason == "contract_expired"
+
+
 def test_cleared_derivatives_in_two_currencies_are_refused():
     text = (futures_market() + """
 [instruments.EUA25]
@@ -218,7 +237,8 @@ def test_each_side_of_a_futures_trade_pays_its_fee_or_defaults_on_it():
     assert clearing.defaults["CNY"] == (1_000_000 - (800_000 - 1200)) + 1050
 
 
-@pytest.mark.parametrize("name", ["futures_clearing", "futures_default", "options_clearing"])
+@pytest.mark.parametrize(
+    "name", ["futures_clearing", "futures_default", "futures_ice_expiry", "options_clearing"])
 def test_a_journal_snapshot_at_any_point_recovers_the_same_clearing_state(tmp_path, name):
     """Recovery = the latest snapshot + the tail: with a snapshot after each command in
     turn, every recovery must reach the state of the uninterrupted run."""

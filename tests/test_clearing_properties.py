@@ -248,6 +248,7 @@ class Futures(RuleBasedStateMachine):
         _answered(events[0], OrderAccepted, expected)
 
     def expired(self, symbol: str) -> str | None:
+        # UTC days: MARKET has no [schedule] (with one, its local days would count)
         if (symbol in self.clearing.expired
                 or day_of_ns(max(self.ts, self.engine.clock)) > MARKET[symbol].last_trading_day):
             return Reason.CONTRACT_EXPIRED

@@ -98,11 +98,13 @@ def test_the_default_ccer_is_of_the_restarted_market():
     assert calendar.format_date(ccer.registered) == "2024-03-01"  # after 2024-01-22
 
 
-def test_a_holiday_on_the_last_monday_moves_expiry_and_delivery():
+def test_a_holiday_on_the_last_monday_gives_the_penultimate_monday():
+    # ICE Endex EUA futures: a holiday on the last Monday, or in the four days after it,
+    # makes the penultimate Monday the last trading day.
     text = _CLEARED + '[clearing]\nholidays = ["2026-12-28", "2026-12-31"]\n'
     inst = parse_market(text)["F"]
-    assert calendar.format_date(inst.last_trading_day) == "2026-12-25"  # the Friday before
-    assert calendar.format_date(inst.delivery_day) == "2027-01-01"  # skips the 28th, 31st
+    assert calendar.format_date(inst.last_trading_day) == "2026-12-21"  # penultimate Monday
+    assert calendar.format_date(inst.delivery_day) == "2026-12-24"
 
 
 def test_the_closing_window_is_read_in_local_time():

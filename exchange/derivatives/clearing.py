@@ -34,7 +34,8 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   take is taken over by the clearing account at the settlement price. A contract at or
   past its last trading day is not closed out: its positions go to delivery.
 - **Expiry and delivery**: after a contract's last trading day (the last Monday of the
-  contract month, moved back over holidays: ``exchange.calendar``) its orders are
+  contract month, or the penultimate Monday when a holiday falls on the last or in the
+  four days after it, as ICE Endex's EUA futures: ``exchange.calendar``) its orders are
   refused (``contract_expired``); at the first ``eod`` on or after that day its open
   orders are cancelled and the day's settlement is the final price. At the first ``eod``
   on or after the delivery day, positions opened since the last settlement (an option
@@ -43,7 +44,10 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   holdings and is paid the final price; every long pays and receives them, into its
   registry holdings. A short without the allowances pays a penalty (``delivery_penalty``
   x the final price per tonne not delivered); the longs not delivered to (in account
-  order) keep their cash and receive that penalty instead of the allowances.
+  order) keep their cash and receive that penalty instead of the allowances. These days
+  are the market's own (``Schedule.local_day``, ``Clearing.today``): in Beijing the day
+  after the last trading day begins at 00:00 Beijing time (16:00 UTC); a market without
+  a schedule, or with it set aside, counts UTC days.
 - **Options** (European, on a cleared future; premium paid up front): a buy holds its
   premium at its limit price (market and stop orders on options are refused
   ``limit_only``) and pays the trade price to the writer when it trades. A writer is
@@ -192,6 +196,13 @@ class Clearing:
         self.expired: set[str] = set()
         self.delivered: set[str] = set()
         self.clock = 0
+        self.schedule = market.schedule  # its time zone makes the days of expiry
+
+    def today(self) -> int:
+        """The day (a day number) of the clock in the market's time zone, UTC without a
+        schedule: expiry, the last trading day and delivery go by it."""
+        schedule = self.schedule
+        return day_of_ns(self.clock) if schedule is None else schedule.local_day(self.clock)
 
     # --- orders ---------------------------------------------------------------------------
     def reserve(self, order_id: str, acct: Account, symbol: str, is_buy: bool, qty: int,
@@ -201,7 +212,7 @@ class Clearing:
         inst = self.cleared[symbol]
         last = inst.last_trading_day
         assert last is not None  # every cleared contract has one (see __init__)
-        if symbol in self.expired or day_of_ns(self.clock) > last:
+        if symbol in self.expired or self.today() > last:
             return Reason.CONTRACT_EXPIRED
         option = inst.kind == "option"
         if option and not price:
@@ -224,7 +235,7 @@ class Clearing:
         inst = self.cleared[symbol]
         last = inst.last_trading_day
         assert last is not None  # every cleared contract has one (see __init__)
-        if symbol in self.expired or day_of_ns(self.clock) > last:
+        if symbol in self.expired or self.today() > last:
             return Reason.CONTRACT_EXPIRED
         pos = self.positions[symbol][acct.name]
         premium = 0
@@ -399,7 +410,7 @@ class Clearing:
         Return ``(close_outs, expiring)``: ``(account, symbol, lots)`` positions the engine
         must close through the book, and the contracts whose open orders it must cancel.
         """
-        today = day_of_ns(self.clock)
+        today = self.today()
         owed: dict[str, int] = {}
         for symbol in sorted(self.contracts):
             if symbol in self.expired:
