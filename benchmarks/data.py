@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -100,3 +101,13 @@ def order_file(profile: str, messages: int, *, seed: int = 1, data_dir: str | Pa
     tmp_meta.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp_meta, meta_path)
     return {"path": str(path), **meta, "cached": False, "generated_s": round(generated, 3)}
+
+
+def unlimited_market() -> str:
+    """The default market's TOML without its position limits (``[limits]``): a funded file
+    issues an account more allowances than a limit allows, and the runs that replay one
+    measure the ledger's cost, not its limits (tests/scenarios/position_limits.txt holds
+    those)."""
+    from exchange import default_market
+
+    return re.sub(r"(?ms)^\[limits\]\n.*?(?=^\[)", "", default_market().text)

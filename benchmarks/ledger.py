@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .data import unlimited_market
 from .endtoend import replay_command, run_once
 from .stats import spread
 
@@ -44,10 +45,13 @@ def measure(path: str | Path, *, repeat: int = 3, stp: str | None = None) -> dic
     journal = scratch / "journal"
     recovery: dict | None = None
     try:
+        market = scratch / "unlimited.toml"
+        market.write_text(unlimited_market())
         for _ in range(repeat):
             for mode, flags in MODES.items():
                 shutil.rmtree(journal, ignore_errors=True)
                 extra = [*flags, str(journal)] if mode == "journal" else list(flags)
+                extra += ["--market", str(market)]
                 if stp is not None:
                     extra += ["--stp", stp]
                 runs[mode].append(run_once(path, *extra))

@@ -29,7 +29,9 @@ __all__ = [
     "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances", "OpenAccount",
     "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions", "ComplianceDeadline",
     "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "HaltInstrument",
-    "ResumeInstrument", "AnyCommand", "ADMIN_COMMANDS", "OPERATOR_COMMANDS",
+    "ResumeInstrument", "PostBlock", "AcceptBlock", "OpenAuction", "BidAuction", "CloseAuction",
+    "AnyCommand", "BLOCK_COMMANDS", "AUCTION_COMMANDS", "PRICINGS", "ADMIN_COMMANDS",
+    "OPERATOR_COMMANDS",
     "ACCOUNT_KINDS", "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES"
 ]
 
@@ -42,6 +44,8 @@ SIDES = ("buy", "sell")
 ORDER_TYPES = ("limit", "market", "stop", "stop_limit")
 TIFS = ("gtc", "day", "ioc", "fok", "gtd")
 STP_MODES = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
+PRICINGS = ("uniform", "pay_as_bid")
+Pricing = Literal["uniform", "pay_as_bid"]
 
 _TYPE_SET = frozenset(ORDER_TYPES)
 _TIF_SET = frozenset(TIFS)
@@ -250,10 +254,12 @@ class ConvertAllowances(Command, frozen=True, tag="convert"):
 class ComplianceDeadline(Command, frozen=True, tag="deadline"):
     """Assess every obligation of ``year``: compliant or short, and the fine, at
     ``multiple`` (5-10) times the average allowance price of the month before the
-    deadline."""
+    deadline, or at ``price`` (a decimal string, per unit in the allowances' currency:
+    the operator's reference price, such as the published national average) when given."""
 
     year: int
     multiple: int = 5
+    price: str | None = None
 
 
 class TransferAllowances(Command, frozen=True, tag="transfer"):
@@ -297,6 +303,75 @@ class CloseAccount(Command, frozen=True, tag="close_account"):
     account: str
 
 
+# --- block agreements and one-way bidding (exchange.blocks, exchange.auctions) -----------
+class PostBlock(Command, frozen=True, tag="block"):
+    """Post a block agreement: *qty* at *price*, all or nothing, away from the book.
+
+    ``to_account`` names the only account that may accept it; ``None`` makes it a public
+    block quote any account may accept. ``order_id`` is the block's id (unique for the
+    day among order ids); the poster cancels it with ``cancel``."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    price: str
+    qty: int
+    to_account: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("PostBlock", "side", self.side, SIDES)
+        _integer("PostBlock", "qty", self.qty)
+
+
+class AcceptBlock(Command, frozen=True, tag="block_accept"):
+    """Accept the block ``order_id`` posted by ``to_account``: it trades whole, at once."""
+
+    order_id: str
+    account: str
+    to_account: str
+    instrument: str | None = None
+
+
+class OpenAuction(Command, frozen=True, tag="auction_open"):
+    """Open a one-way auction: the initiator ``account`` sells (``side`` sell; buyers bid)
+    or buys (``side`` buy; sellers offer) ``qty`` with reserve ``price``. Opened by the
+    registry's account ``@registry`` as seller, it is a primary auction of new allowances."""
+
+    auction: str
+    account: str
+    instrument: str
+    side: Side
+    qty: int
+    price: str
+    pricing: Pricing = "uniform"
+
+    def __post_init__(self) -> None:
+        _one_of("OpenAuction", "side", self.side, SIDES)
+        _one_of("OpenAuction", "pricing", self.pricing, PRICINGS)
+        _integer("OpenAuction", "qty", self.qty)
+
+
+class BidAuction(Command, frozen=True, tag="auction_bid"):
+    """Bid (or offer, in a purchase) ``qty`` at ``price`` in an open auction. The bid's
+    ``order_id`` is the bidder's own; ``cancel`` withdraws it until the auction clears."""
+
+    auction: str
+    order_id: str
+    account: str
+    price: str
+    qty: int
+
+    def __post_init__(self) -> None:
+        _integer("BidAuction", "qty", self.qty)
+
+
+class CloseAuction(Command, frozen=True, tag="auction_close"):
+    """Clear an auction (the operator's): bids fill by price, then time."""
+
+    auction: str
+
+
 AnyCommand = (PlaceOrder
               | CancelOrder
               | AmendOrder
@@ -317,10 +392,17 @@ AnyCommand = (PlaceOrder
               | AllocateAllowances
               | ConvertAllowances
               | HaltInstrument
-              | ResumeInstrument)
+              | ResumeInstrument
+              | PostBlock
+              | AcceptBlock
+              | OpenAuction
+              | BidAuction
+              | CloseAuction)
+BLOCK_COMMANDS = (PostBlock, AcceptBlock)
+AUCTION_COMMANDS = (OpenAuction, BidAuction, CloseAuction)
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
                   OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
                   ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances)
 # What only the exchange's operator may send (never a bot): the ledger's and registry's
-# actions, the end of the day and halts.
-OPERATOR_COMMANDS = (*ADMIN_COMMANDS, EndOfDay, HaltInstrument, ResumeInstrument)
+# actions, the end of the day, halts and the clearing of auctions.
+OPERATOR_COMMANDS = (*ADMIN_COMMANDS, EndOfDay, HaltInstrument, ResumeInstrument, CloseAuction)

@@ -48,17 +48,21 @@ from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARK
                                 STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters, FastBook,
                                 Order, visible_of)
 from exchange.calendar import day_of_ns
-from exchange.commands import (ADMIN_COMMANDS, AmendOrder, AnyCommand, CancelOrder, EndOfDay,
-                               HaltInstrument, MassCancel, PlaceOrder, ResumeInstrument)
+from exchange.auctions import Auction, Auctions
+from exchange.blocks import Blocks
+from exchange.commands import (ADMIN_COMMANDS, PRICINGS, AcceptBlock, AmendOrder, AnyCommand,
+                               BidAuction, CancelOrder, CloseAuction, EndOfDay, HaltInstrument,
+                               MassCancel, OpenAuction, PlaceOrder, PostBlock, ResumeInstrument)
 from exchange.events import (CommandRejected, DailyStatistics, Event, MassCancelAccepted,
                              OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
                              OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded,
                              TradingStatusChanged)
 from exchange.book.interface import OrderBook
 from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
+from exchange.makers import QuotingMonitor
 from exchange.market import Instrument, Market, parse_market
-from exchange.state import (FORMAT, STATE_VERSION, CommandAnswer, EngineState, GtdEntry,
-                            InstrumentState, OrderState, StateError)
+from exchange.state import (FORMAT, STATE_VERSION, AuctionState, BlockState, CommandAnswer,
+                            EngineState, GtdEntry, InstrumentState, OrderState, StateError)
 from exchange.units import Scale
 
 __all__ = ["Engine"]
@@ -128,7 +132,8 @@ class _Stops:
 class _Spec:
     """Per-instrument data the hot path needs, gathered in one place."""
 
-    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops", "halted")
+    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops", "halted", "away",
+                 "quoted")
 
     def __init__(self, inst: Instrument, book: OrderBook, band: tuple[int, int] | None) -> None:
         self.inst = inst
@@ -136,6 +141,8 @@ class _Spec:
         self.band = band  # around the current reference price; None = no band
         self.stops: _Stops | None = None
         self.halted = False  # by the operator: no new orders or amends
+        self.away = [0, 0]  # the day's block and auction volume
+        self.quoted = False  # market makers have quoting obligations on it
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
         # Profiled (benchmarks/contenders.py): one set lookup instead of four rules for each order's
         # quantity.
@@ -239,6 +246,26 @@ class Engine:
             HaltInstrument: self._halt,
             ResumeInstrument: self._halt
         }
+        # The trading modes away from the book (exchange.blocks, exchange.auctions): their
+        # trades, and those totals, count in ``trades`` and ``volume``.
+        self._blocks = Blocks(self)
+        self._auctions = Auctions(self)
+        self.away_trades = 0
+        self.away_volume = 0
+        # The market-maker programme (exchange.makers): market makers' quoting measured on
+        # the instruments that oblige them, from the book and the command clock.
+        self._quoting: QuotingMonitor | None = None
+        if market.quoting:
+            self._quoting = QuotingMonitor(market.quoting, market.schedule, self._is_maker)
+            for symbol in self._quoting.symbols:
+                self._specs[symbol].quoted = True
+        self._handlers.update({
+            PostBlock: self._blocks.post,
+            AcceptBlock: self._blocks.accept,
+            OpenAuction: self._auctions.open,
+            BidAuction: self._auctions.bid,
+            CloseAuction: self._auctions.close
+        })
         for command_type in ADMIN_COMMANDS:
             self._handlers[command_type] = self._admin
 
@@ -336,11 +363,54 @@ class Engine:
 
     @property
     def trades(self) -> int:
-        return sum(b.trade_count for b in self._books.values())
+        return sum(b.trade_count for b in self._books.values()) + self.away_trades
 
     @property
     def volume(self) -> int:
-        return sum(b.volume for b in self._books.values())
+        return sum(b.volume for b in self._books.values()) + self.away_volume
+
+    def open_blocks(self) -> list[tuple[Order, str | None]]:
+        """The blocks posted and not yet accepted: (the block, its named counterparty)."""
+        return list(self._blocks.open.values())
+
+    @property
+    def auctions(self) -> Auctions:
+        """The day's auctions (``exchange.auctions``)."""
+        return self._auctions
+
+    # --- the trading modes away from the book ---------------------------------------------
+    def _session_reason(self, mode: str, ts: int | None, symbol: str) -> str | None:
+        """Why a command of trading *mode* at *ts* on *symbol* cannot act now, or ``None``:
+        outside the mode's session or off a business day, or the instrument halted."""
+        schedule = self._schedule
+        if ts is not None and schedule is not None and schedule.open_span(mode, ts) is None:
+            return Reason.MARKET_CLOSED
+        if self._specs[symbol].halted:
+            return Reason.INSTRUMENT_HALTED
+        return None
+
+    def _traded_away(self, symbol: str, qty: int, block: bool) -> None:
+        """Count a block or auction trade in the totals and the day's statistics."""
+        self.away_trades += 1
+        self.away_volume += qty
+        self._specs[symbol].away[0 if block else 1] += qty
+
+    def _end_away(self, order: Order, reason: str | None, out: list[Event]) -> None:
+        """End a block or an auction bid: cancelled for *reason*, or expired (no reason);
+        its hold is given back."""
+        ctr = self._ctr
+        ctr.seq += 1
+        if reason is None:
+            out.append(
+                OrderExpired(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                             instrument=order.instrument, side=order.side, expired_qty=order.qty))
+        else:
+            out.append(
+                OrderCancelled(seq=ctr.seq, order_id=order.order_id, account=order.account,
+                               instrument=order.instrument, side=order.side,
+                               cancelled_qty=order.qty, reason=reason))
+        self._ledger.release(order.order_id)
+        order.qty = order.visible = 0
 
     # --- rejections ----------------------------------------------------------------------
     def _reject(self, action: str, reason: str, out: list[Event], order_id: str | None = None,
@@ -447,6 +517,8 @@ class Engine:
                               stp=stp_name, ts=cmd.ts, seq=seq))
             order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
                           STP_CODES[stp_name], False, 0, 0, seq)
+            if spec.quoted:
+                self._quoting.watch(order)  # type: ignore[union-attr]  # set with quoted
             if kind == LIMIT and not spec.stops:
                 # Profiled (benchmarks/contenders.py): the commonest order goes straight to its book
                 # (4. match).
@@ -466,6 +538,8 @@ class Engine:
                           or 0, seq)
             if tif == GTD:
                 heapq.heappush(self._gtd, (order.expire_ts, seq, order))
+            if spec.quoted:
+                self._quoting.watch(order)  # type: ignore[union-attr]  # set with quoted
         book = spec.book
         stops = spec.stops
         if kind >= STOP:
@@ -647,7 +721,13 @@ class Engine:
 
     def _cancel_plain(self, cmd: CancelOrder, out: list[Event]) -> None:
         """Cancel any live order of the command's account (resting, or a stop not yet
-        triggered), or reject the command: the general path of ``_cancel``."""
+        triggered), an open block or an auction bid, or reject the command: the general
+        path of ``_cancel``."""
+        if (cmd.order_id not in self._live or self._live[cmd.order_id] is None) and (
+                self._blocks.cancel(cmd.order_id, cmd.account, out)
+                or self._auctions.cancel(cmd.order_id, cmd.account, out)):
+            self.accepted += 1
+            return None
         order = self._owned(cmd, "cancel", out)
         if order is None:
             return None
@@ -760,6 +840,8 @@ class Engine:
         if renewed.tif == GTD:
             # The amend's seq breaks ties: the old entry (now dead) has the accept seq.
             heapq.heappush(self._gtd, (renewed.expire_ts, ctr.seq, renewed))
+        if self._quoting is not None and self._specs[renewed.instrument].quoted:
+            self._quoting.watch(renewed)
         trades_before = book.trade_count
         book.submit(renewed, out)
         if book.trade_count != trades_before:
@@ -793,6 +875,8 @@ class Engine:
 
     # --- time ----------------------------------------------------------------------------
     def _advance_clock(self, ts: int, out: list[Event]) -> None:
+        if self._quoting is not None:
+            self._quoting.advance(ts)  # the book as it stood until now
         self.clock = ts
         self._ledger.set_clock(ts)
         gtd = self._gtd
@@ -823,12 +907,19 @@ class Engine:
         out.append(TradingDayEnded(seq=ctr.seq, day=self.day, ts=ts))
         for order in [o for o in self.live_orders() if o.tif == DAY]:
             self._take_out(order, None, out)
+        ledger = self._ledger
+        ledger.settle(out, start)  # day orders that expired give back their holds
+        # Auctions still open clear before the close is computed; blocks not accepted expire
+        # (each settles as it goes).
+        self._auctions.clear_all(out, ts)
+        self._blocks.expire(out)
         date = (None if ts is None else
                 schedule.local_day(ts) if schedule is not None else day_of_ns(ts))
         for symbol, book in self._books.items():
             volume = book.day_volume
             previous = self._reference[symbol]
-            if not volume and previous is None:
+            away = self._specs[symbol].away
+            if not volume and previous is None and not any(away):
                 continue  # never traded, no reference: no statistics
             inst = self._instruments[symbol]
             close = previous
@@ -849,10 +940,12 @@ class Engine:
                                 open=book.day_open if volume else None,
                                 high=book.day_high if volume else None,
                                 low=book.day_low if volume else None, close=close, volume=volume,
-                                turnover=book.day_notional * inst.tick_value))
+                                turnover=book.day_notional * inst.tick_value,
+                                block_volume=away[0], auction_volume=away[1]))
             book.day_volume = book.day_notional = 0
-        ledger = self._ledger
-        ledger.settle(out, start)  # day orders that expired give back their holds
+            away[0] = away[1] = 0
+        if self._quoting is not None:
+            self._assess_quoting(out)
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
         for order in [o for o in self.live_orders() if o.instrument in expiring]:
             mark = len(out)
@@ -870,10 +963,42 @@ class Engine:
     def _forget_done(self) -> None:
         """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS``."""
         live = self._live
-        done = [k for k, v in live.items() if v is None or not v.qty]
+        away = self._away_ids()
+        done = [k for k, v in live.items() if (v is None or not v.qty) and k not in away]
         for order_id in done[:max(len(done) - DONE_IDS, 0)]:
             del live[order_id]
         self._sweep_at = len(live) + DONE_IDS
+
+    def _is_maker(self, account: str) -> bool:
+        """Is *account* a market maker? (The ledger knows accounts' kinds: a matching-only
+        engine has none.)"""
+        ledger = self.ledger
+        acct = None if ledger is None else ledger.accounts.get(account)
+        return acct is not None and acct.kind == "market_maker"
+
+    def _assess_quoting(self, out: list[Event]) -> None:
+        """The end of the day's quoting assessments, each market maker's rebate paid."""
+        monitor = self._quoting
+        assert monitor is not None
+        ctr = self._ctr
+
+        def next_seq() -> int:
+            ctr.seq += 1
+            return ctr.seq
+
+        ledger = self._ledger
+        instruments = self._instruments
+        assessed = monitor.end_of_day(self.day, ledger.maker_fees(),
+                                      lambda symbol: instruments[symbol].currency, next_seq)
+        for event in assessed:
+            out.append(event)
+            if event.rebate:
+                ledger.rebate(event.account, event.currency, event.rebate)
+        ledger.new_fee_day()
+
+    def _away_ids(self) -> set[str]:
+        """The ids open blocks, auctions and bids keep in use (never forgotten early)."""
+        return {*self._blocks.open, *self._auctions.auctions, *self._auctions.bid_of}
 
     def _close_out(self, close_outs: list[CloseOut], out: list[Event]) -> None:
         """Close out called accounts' futures positions through the book (market orders
@@ -967,7 +1092,8 @@ class Engine:
                 symbol, self._reference[symbol], book.last_price, book.trade_count, book.volume,
                 book.day_volume,
                 str(book.day_notional),
-                book.snapshot(), stop_rows, day, self._specs[symbol].halted
+                book.snapshot(), stop_rows, day, self._specs[symbol].halted,
+                list(self._specs[symbol].away)
             ])
         ledger = self._ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
@@ -977,7 +1103,27 @@ class Engine:
         return [
             self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted, self.rejected,
             sorted(self.rejects.items()),
-            sorted(self._live), window, ledger, instruments
+            sorted(self._live), window, ledger, self._away_snapshot(), instruments
+        ]
+
+    def _quoting_state(self) -> list[Any]:
+        """The market-maker programme's day as data (``EngineState.quoting``)."""
+        if self._quoting is None:
+            return []
+        fees = self._ledger.maker_fees()
+        return [self._quoting.to_state(), [[a, s, fees[(a, s)]] for a, s in sorted(fees)]]
+
+    def _away_snapshot(self) -> list[object]:
+        """Open blocks, the day's auctions and the away totals, as plain data."""
+
+        def row(o: Order) -> list[object]:
+            return [o.order_id, o.account, o.instrument, o.is_buy, o.price, o.qty, o.accept_seq]
+
+        return [
+            self.away_trades, self.away_volume, self._quoting_state(),
+            [[*row(order), to] for order, to in self._blocks.open.values()],
+            [[*row(a.initiator), a.pricing, a.primary, a.open, [row(b) for b in a.bids]]
+             for a in self._auctions.auctions.values()]
         ]
 
     def state_hash(self) -> str:
@@ -999,7 +1145,9 @@ class Engine:
         answers = self._answers
         assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
         assert list(answers) == list(self._answer_order), "command window out of order"
-        self._ledger.check(live)
+        for order in self._blocks.orders() + self._auctions.orders():
+            assert order.qty > 0 and self._live.get(order.order_id, order) is None, order.order_id
+        self._ledger.check(live + self._blocks.orders() + self._auctions.orders())
 
     # --- state (exchange.state) ----------------------------------------------------------
     @overload
@@ -1053,7 +1201,9 @@ class Engine:
                                 asks=listed[1], stop_buys=listed[2], stop_sells=listed[3],
                                 day_prices=([book.day_open, book.day_high, book.day_low]
                                             if book.day_volume else None),
-                                halted=self._specs[symbol].halted))
+                                halted=self._specs[symbol].halted,
+                                away_volume=(list(self._specs[symbol].away)
+                                             if any(self._specs[symbol].away) else [])))
         # Every live order is listed above, under its id: the others are done today. Profiled
         # (benchmarks/snapshot.py): looking up the id, not the order, spares a cache miss per order.
         live = self._live
@@ -1072,7 +1222,16 @@ class Engine:
                 CommandAnswer(account=account, command_id=command_id,
                               events=events)  # type: ignore[arg-type]  # each is an AnyEvent
                 for (account, command_id), events in self._answers.items()
-            ], ledger=self._ledger.to_state(), done_sweep_at=self._sweep_at)
+            ], ledger=self._ledger.to_state(), done_sweep_at=self._sweep_at,
+            blocks=[BlockState(block=_copied(order, OrderState), to_account=to)
+                    for order, to in self._blocks.open.values()],
+            auctions=[
+                AuctionState(initiator=_copied(a.initiator, OrderState), pricing=a.pricing,
+                             primary=a.primary, open=a.open,
+                             bids=[_copied(b, OrderState) for b in a.bids])
+                for a in self._auctions.auctions.values()
+            ], away=[self.away_trades, self.away_volume] if self.away_trades else [],
+            quoting=self._quoting_state())
 
     @classmethod
     def from_state(cls, state: EngineState[OrderState] | EngineState[Order], *,
@@ -1150,6 +1309,10 @@ class Engine:
                     raise StateError(f"{symbol}: the day's open, high and low {prices!r}")
                 book.day_open, book.day_high, book.day_low = prices
             spec.halted = inst.halted
+            if inst.away_volume:
+                if len(inst.away_volume) != 2 or min(inst.away_volume) < 0:
+                    raise StateError(f"{symbol}: block and auction volume {inst.away_volume!r}")
+                spec.away = list(inst.away_volume)
             reference = inst.reference_price
             if reference is not None and reference <= 0:
                 raise StateError(f"{symbol}: reference price {reference}")
@@ -1206,10 +1369,59 @@ class Engine:
                 raise StateError(f"command {key} is remembered twice")
             answers[key] = remembered.events
             self._answer_order.append(key)
+        self._load_away(state)
+        monitor = self._quoting
+        if monitor is not None and state.quoting:
+            if len(state.quoting) != 2:
+                raise StateError(f"quoting state {state.quoting!r}")
+            monitor.load_state(state.quoting[0])
         if state.ledger is not None:
             ledger = self.ledger
             assert ledger is not None  # built with one: from_state passes ledger=True
             ledger.load_state(state.ledger)
+            if monitor is not None and state.quoting:
+                ledger.load_maker_fees(state.quoting[1])
+        if monitor is not None:  # it watches what it measures: the live orders (kinds known)
+            for order in listed:
+                if order.instrument in monitor.symbols:
+                    monitor.watch(order)
+
+    def _load_away(self, state: EngineState[OrderState] | EngineState[Order]) -> None:
+        """Open blocks and the day's auctions from *state*; their ids are the registry's."""
+        live = self._live
+
+        def taken(row: OrderState) -> Order:
+            order = _copied(row, Order)
+            if order.instrument not in self._instruments or order.qty < 0:
+                raise StateError(f"{order.order_id!r}: instrument {order.instrument!r}, "
+                                 f"qty {order.qty}")
+            if order.order_id not in live or live[order.order_id] is not None:
+                raise StateError(f"{order.order_id!r} is not a used id of the registry")
+            return order
+
+        if state.away:
+            if len(state.away) != 2 or min(state.away) < 0:
+                raise StateError(f"block and auction totals {state.away!r}")
+            self.away_trades, self.away_volume = state.away
+        for entry in state.blocks:
+            block = taken(entry.block)
+            if block.order_id in self._blocks.open:
+                raise StateError(f"block {block.order_id!r} listed twice")
+            self._blocks.open[block.order_id] = (block, entry.to_account)
+        auctions = self._auctions
+        for item in state.auctions:
+            initiator = taken(item.initiator)
+            if initiator.order_id in auctions.auctions or item.pricing not in PRICINGS:
+                raise StateError(f"auction {initiator.order_id!r}: listed twice, or pricing "
+                                 f"{item.pricing!r}")
+            bids = [taken(b) for b in item.bids]
+            auctions.auctions[initiator.order_id] = Auction(
+                initiator=initiator, pricing=item.pricing, primary=item.primary,
+                open=item.open, bids=bids)
+            for bid in bids:
+                if bid.order_id in auctions.bid_of:
+                    raise StateError(f"bid {bid.order_id!r} listed twice")
+                auctions.bid_of[bid.order_id] = initiator.order_id
 
 
 def _copied(record: Order | OrderState, into: type[_R]) -> _R:

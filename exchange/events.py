@@ -24,6 +24,8 @@ __all__ = [
     "AllowancesClawedBack", "AllowancesAllocated", "AllowancesConverted", "TradeCleared",
     "SettlementPriceSet", "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
     "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "OptionExercised",
+    "BlockPosted", "BlockAccepted", "QuotingAssessed", "AuctionOpened", "AuctionBidAccepted",
+    "AuctionCleared",
     "AnyEvent"
 ]
 
@@ -78,6 +80,7 @@ class TradeExecuted(Event, frozen=True, tag="trade_executed"):
     aggressor: str
     buy_leaves_qty: int
     sell_leaves_qty: int
+    mode: str = "listing"  # the trading mode: listing (the book), block or auction
 
 
 class OrderCancelled(Event, frozen=True, tag="order_cancelled"):
@@ -308,12 +311,18 @@ class ComplianceAssessed(Event, frozen=True, tag="compliance_assessed"):
 
 class DeadlinePassed(Event, frozen=True, tag="deadline_passed"):
     """The deadline of ``year`` was processed: ``entities`` assessed, ``short`` of them
-    short; the average price (minor units per unit, rounded down) the fines used."""
+    short; ``average_price`` the market's average of the month before the deadline (minor
+    units per unit, rounded down; ``None``: no trades); the fines were ``multiple`` times
+    ``price`` (minor units per unit), from ``price_source``: ``operator`` (the deadline's
+    reference price) or ``market`` (the average, exact before rounding)."""
 
     year: int
     entities: int
     short: int
     average_price: int | None = None
+    multiple: int | None = None
+    price: int | None = None
+    price_source: str | None = None
 
 
 class TradeSettled(Event, frozen=True, tag="trade_settled"):
@@ -463,6 +472,102 @@ class DeliveryFailed(Event, frozen=True, tag="delivery_failed"):
     penalty: int
 
 
+# --- block agreements and one-way bidding --------------------------------------------------
+class BlockPosted(Event, frozen=True, tag="block_posted"):
+    """A block agreement was posted (the result of ``block``); ``to_account`` ``None``:
+    a public block quote."""
+
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    price: int
+    qty: int
+    to_account: str | None = None
+    ts: int | None = None
+
+
+class BlockAccepted(Event, frozen=True, tag="block_accepted"):
+    """``account`` accepted the block ``order_id`` of ``to_account`` (the result of
+    ``block_accept``); its trade follows."""
+
+    order_id: str
+    account: str
+    to_account: str
+    instrument: str
+    side: str  # the acceptor's side
+    price: int
+    qty: int
+    ts: int | None = None
+
+
+class AuctionOpened(Event, frozen=True, tag="auction_opened"):
+    """A one-way auction opened: the initiator ``account`` sells (``side`` sell) or buys
+    ``qty`` with ``reserve`` price; ``primary``: new allowances sold by the registry."""
+
+    auction: str
+    account: str
+    instrument: str
+    side: str
+    qty: int
+    reserve: int
+    pricing: str
+    primary: bool = False
+    ts: int | None = None
+
+
+class AuctionBidAccepted(Event, frozen=True, tag="auction_bid_accepted"):
+    """A bid (a buy in a sale, a sell in a purchase) entered an auction and is held."""
+
+    auction: str
+    order_id: str
+    account: str
+    instrument: str
+    side: str
+    price: int
+    qty: int
+    ts: int | None = None
+
+
+class AuctionCleared(Event, frozen=True, tag="auction_cleared"):
+    """An auction ended (``auction_close``, or the end of the day). ``status``:
+    ``cleared`` (``qty`` traded; ``price`` the uniform price, or under pay-as-bid the
+    last filled bid's), ``no_valid_bid``, ``undersubscribed`` or ``below_market`` (a primary
+    auction cancelled). ``unsold`` went back to the initiator."""
+
+    auction: str
+    instrument: str
+    status: str
+    price: int | None
+    qty: int
+    unsold: int
+    bids: int
+    filled_bids: int
+    pricing: str
+    ts: int | None = None
+    account: str = ""  # the initiator
+
+
+class QuotingAssessed(Event, frozen=True, tag="quoting_assessed"):
+    """A market maker's quoting on one instrument over a trading day, at its end.
+    ``quoted_ns`` of the ``session_ns`` nanoseconds of listing session it quoted both
+    sides within its obligation (size and spread); ``presence_bps`` is that share in
+    basis points, rounded down; ``average_spread`` the time-weighted spread in ticks
+    (rounded down) over the time it had both sides, ``None`` if never; ``met`` whether
+    the obligation held; ``rebate`` the maker fees given back (minor units)."""
+
+    account: str
+    instrument: str
+    day: int
+    quoted_ns: int
+    session_ns: int
+    presence_bps: int
+    average_spread: int | None
+    met: bool
+    rebate: int = 0
+    currency: str = "CNY"
+
+
 AnyEvent = (OrderAccepted
             | CommandRejected
             | TradeExecuted
@@ -501,4 +606,10 @@ AnyEvent = (OrderAccepted
             | ContractExpired
             | DeliverySettled
             | DeliveryFailed
-            | OptionExercised)
+            | OptionExercised
+            | BlockPosted
+            | BlockAccepted
+            | AuctionOpened
+            | AuctionBidAccepted
+            | AuctionCleared
+            | QuotingAssessed)

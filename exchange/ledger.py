@@ -87,6 +87,9 @@ _Terms: TypeAlias = tuple[str, bool, int, int, int | None]
 # days, the fee account's holding of its currency, currency, whether the registry
 # counts its trades).
 _SettleTerms: TypeAlias = tuple[int, int, int, int, Holding, str, bool]
+# What a hold is kept under: an order's (or a block's, a bid's, an auction's) id; a
+# block's acceptor holds for the one command that accepts it, under a tuple no id can be.
+_HoldKey: TypeAlias = str | tuple[str, str]
 # An admin command's handler, keyed by the command's type (each takes that type).
 _AdminHandler: TypeAlias = Callable[[Any, list[Event]], None]
 
@@ -113,16 +116,20 @@ class _Hold(msgspec.Struct, gc=False):
     fee: int
     qty: int
     rests: bool
+    accrued: int = 0  # the order's fills so far: notional x fee rate, in millionths
 
 
-def cash_needed(price: int, qty: int, unit: int, fee: int) -> int:
-    """Return what a buy of *qty* at *price* may cost with fees, in minor units.
+def cash_needed(price: int, qty: int, unit: int, fee: int, accrued: int = 0) -> int:
+    """Return what a buy of *qty* at *price* may cost with fees, in minor units, for an
+    order whose fills so far accrued *accrued* (notional x fee rate, in millionths).
 
     >>> cash_needed(6000, 100, 1, 150)    # 100 t at 60.00 CNY, fee 1.5 bp
     600090
+    >>> cash_needed(6000, 1, 1, 150, 6000 * 150 * 9)  # the last of ten 1 t fills: 0.01 due
+    6001
     """
     notional = price * qty * unit
-    return notional + notional * fee // FEE_SCALE
+    return notional + (accrued + notional * fee) // FEE_SCALE - accrued // FEE_SCALE
 
 
 class Ledger:
@@ -140,7 +147,7 @@ class Ledger:
         self._cash_scale = {c: Scale(_minor_step(c)) for c in self.currencies}
         self.accounts: dict[str, Account] = {}
         self.supply: dict[str, int] = {}  # asset -> units in existence
-        self._holds: dict[str, _Hold] = {}
+        self._holds: dict[_HoldKey, _Hold] = {}
         self._locked: dict[tuple[str, str], Holding] = {}  # holdings with locked units
         for name in SYSTEM_ACCOUNTS:
             account = self.accounts[name] = Account(name, name[1:])
@@ -154,7 +161,7 @@ class Ledger:
                   max(inst.maker_fee, inst.taker_fee), inst.position_limit)
             for sym, inst in self.instruments.items()
         }
-        self.registry = Registry(self.instruments)
+        self.registry = Registry(self.instruments, market.schedule, self.accounts)
         self._settle_terms: dict[str, _SettleTerms | None] = {
             sym: (inst.tick_value, inst.maker_fee, inst.taker_fee,
                   inst.settlement_days, fees[inst.currency], inst.currency,
@@ -179,6 +186,24 @@ class Ledger:
         }
         self.clearing = Clearing(market, self.accounts, counters)
         self.closing_out = False  # the engine's close-out orders pass a suspension
+        # Position limits across vintages (``[limits]``): the allowances that count (spot
+        # instruments with a vintage, not offsets) and the futures delivering them.
+        self.limits = market.limits
+        self._counted = frozenset(sym for sym, inst in self.instruments.items()
+                                  if inst.kind == "spot" and inst.vintage is not None
+                                  and not inst.offset)
+        self._counted_futures = tuple(
+            (sym, inst.contract_size) for sym, inst in self.instruments.items()
+            if inst.kind == "future" and inst.underlying in self._counted
+            and sym in self.clearing.contracts)
+        self._allocated: dict[str, int] | None = None  # entity -> its latest allocation
+        # The vintages whose trades count as net sales toward the banking cap (2019-2024).
+        self._banked = frozenset(sym for sym in self.instruments if self.registry.old_vintage(sym))
+        # The market-maker programme (exchange.makers): the maker fees market makers paid
+        # today on the instruments that oblige them, (account, symbol) -> minor units; None
+        # when no instrument does.
+        self._quoted = frozenset(o.symbol for o in market.quoting)
+        self._maker_fees: dict[tuple[str, str], int] | None = {} if self._quoted else None
 
     def set_clock(self, ts: int) -> None:
         """Move the registry's and the clearing house's clock: deadlines, monthly prices,
@@ -207,8 +232,8 @@ class Ledger:
         return NO_LIMIT if hold is None else hold.price
 
     # --- pre-trade risk ------------------------------------------------------------------
-    def reserve(self, order_id: str, account: str, symbol: str, is_buy: bool, price: int, qty: int,
-                kind: int = LIMIT, priced: bool = True, stp: int = 0,
+    def reserve(self, order_id: _HoldKey, account: str, symbol: str, is_buy: bool, price: int,
+                qty: int, kind: int = LIMIT, priced: bool = True, stp: int = 0,
                 band: tuple[int, int] | None = None,
                 book: OrderBook | None = None) -> str | int | None:
         """Hold what a new order needs before it is accepted.
@@ -234,6 +259,9 @@ class Ledger:
             if not spot:
                 if symbol not in self.clearing.cleared:
                     return Reason.NOT_CLEARED  # no margin terms: traded, not cleared
+                if is_buy and self.limits.by_kind and self._over_limit(acct, symbol, qty):
+                    return Reason.POSITION_LIMIT
+                assert isinstance(order_id, str)  # blocks and auctions are spot only
                 return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
                                              price if kind in (LIMIT, STOP_LIMIT) else 0)
             # Holdings are looked up, not created, until the order is sure to be
@@ -257,6 +285,8 @@ class Ledger:
             self._holds[order_id] = _Hold(position, cash, qty, False, 0, 0, 0, qty, priced)
             return None
         if limit is not None and position.total + position.pending_buy + qty > limit:
+            return Reason.POSITION_LIMIT
+        if self.limits.by_kind and symbol in self._counted and self._over_limit(acct, symbol, qty):
             return Reason.POSITION_LIMIT
         result: int | None = None
         if kind in (MARKET, STOP):
@@ -289,7 +319,8 @@ class Ledger:
         self._holds[order_id] = _Hold(cash, position, amount, True, price, unit, fee, qty, priced)
         return None
 
-    def _take(self, acct: Account, symbol: str, cash: Holding, position: Holding, order_id: str,
+    def _take(self, acct: Account, symbol: str, cash: Holding, position: Holding,
+              order_id: _HoldKey,
               amount: int, price: int, unit: int, fee: int, qty: int, rests: bool) -> None:
         if position is _EMPTY:
             position = acct.holding(symbol)
@@ -314,13 +345,16 @@ class Ledger:
             # A limit order's hold follows its price; a stop market buy keeps the price
             # its hold was sized at (the band's top when it was placed).
             hold_price = price if hold.rests else hold.price
-            delta = cash_needed(hold_price, qty, hold.unit, hold.fee) - hold.amount
+            delta = cash_needed(hold_price, qty, hold.unit, hold.fee, hold.accrued) - hold.amount
             if delta > hold.holding.available:
                 return Reason.INSUFFICIENT_CASH
             position = hold.other
             limit = self.instruments[symbol].position_limit if acct.kind == "financial" else None
             if (limit is not None and qty > hold.qty
                     and position.total + position.pending_buy + qty - hold.qty > limit):
+                return Reason.POSITION_LIMIT
+            if (qty > hold.qty and self.limits.by_kind and symbol in self._counted
+                    and self._over_limit(acct, symbol, qty - hold.qty)):
                 return Reason.POSITION_LIMIT
             hold.price = hold_price
             position.pending_buy += qty - hold.qty
@@ -330,6 +364,51 @@ class Ledger:
         hold.holding.held += delta
         return None
 
+    # --- position limits ---------------------------------------------------------------------
+    def position_limit(self, acct: Account) -> int | None:
+        """The most allowances *acct* may have across vintages (``[limits]``), or ``None``:
+        a covered entity's is its latest allocation plus its kind's figure."""
+        limit = self.limits.of(acct.kind)
+        if limit is None or acct.status == SYSTEM:
+            return None
+        if acct.kind == "covered":
+            allocated = self._allocated
+            if allocated is None:
+                latest: dict[str, tuple[int, int]] = {}
+                for (name, year), allocation in self.registry.allocations.items():
+                    if year >= latest.get(name, (year, 0))[0]:
+                        latest[name] = (year, allocation.allocation)
+                allocated = self._allocated = {n: a for n, (_, a) in latest.items()}
+            limit += allocated.get(acct.name, 0)
+        return limit
+
+    def exposure(self, acct: Account) -> int:
+        """What counts toward *acct*'s limit: its allowances of every vintage (available,
+        held and locked) and what its open buys still want, plus its futures' net long
+        lots and open buy lots times the lot size."""
+        holdings = acct.holdings
+        total = 0
+        for symbol in self._counted:
+            holding = holdings.get(symbol)
+            if holding is not None:
+                total += holding.total + holding.pending_buy
+        positions = self.clearing.positions
+        for symbol, size in self._counted_futures:
+            pos = positions[symbol].get(acct.name)
+            if pos is not None:
+                total += max(pos.net + pos.open_buy, 0) * size
+        return total
+
+    def _over_limit(self, acct: Account, symbol: str, qty: int) -> bool:
+        """Would *qty* more of *symbol* (units, or lots of a future) take *acct* past its
+        position limit?"""
+        limit = self.position_limit(acct)
+        if limit is None:
+            return False
+        inst = self.instruments[symbol]
+        more = qty * inst.contract_size if inst.kind == "future" else qty
+        return self.exposure(acct) + more > limit
+
     # --- settlement ------------------------------------------------------------------------
     def settle(self, out: list[Event], start: int) -> None:
         """Settle the trades and release the holds of the events ``out[start:]``.
@@ -337,9 +416,7 @@ class Ledger:
         Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
         cancelled and expired orders give back what they held.
         """
-        # Profiled (benchmarks/ledger.py): each trade settles inline here rather than in a
-        # call of its own, and the registry's tally is asked for once per command.
-        holds = self._holds
+        # Profiled (benchmarks/ledger.py): the registry's tally is asked for once per command.
         tally: tuple[list[int], dict[str, int] | None] | None = None
         # What settling appends is not looked at again. Each event is typed as a trade, with
         # no cast nor second name in this profiled loop: *kind* tells the others apart.
@@ -354,72 +431,140 @@ class Ledger:
             if terms is None:  # a future: positions move now, cash at the day's settlement
                 self.clearing.trade(trade, out)
                 continue
-            unit, maker, taker, settlement_days, fees, currency, counted = terms
-            qty = trade.qty
-            cash = trade.price * qty * unit
-            if counted:
+            if terms[6]:  # the registry counts its trades (the month's average price)
                 if tally is None:
                     tally = self.registry.tally()
-                month, net = tally
-                month[0] += cash
-                month[1] += qty
-                if net is not None:
-                    net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
-                    net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
-            if trade.aggressor == "buy":
-                buy_fee = cash * taker // FEE_SCALE
-                sell_fee = cash * maker // FEE_SCALE
-            else:
-                buy_fee = cash * maker // FEE_SCALE
-                sell_fee = cash * taker // FEE_SCALE
-            # Buyer: pay from the hold; the units arrive (locked until the next day
-            # under T+1). Each branch updates the buckets once.
-            buy = holds[trade.buy_order_id]
-            paid = cash + buy_fee
-            cash_holding = buy.holding
-            position = buy.other
-            leaves = trade.buy_leaves_qty
-            if not leaves:  # the order is done: pay, and give back the rest of its hold
-                del holds[trade.buy_order_id]
-                cash_holding.held -= buy.amount
-                cash_holding.available += buy.amount - paid
-                position.pending_buy -= buy.qty
-            elif buy.rests:  # it may rest: keep exactly what its open quantity needs
-                need = buy.price * leaves * buy.unit
-                need += need * buy.fee // FEE_SCALE
-                cash_holding.held -= buy.amount - need
-                cash_holding.available += buy.amount - paid - need
-                buy.amount = need
-                buy.qty = leaves
-                position.pending_buy -= qty
-            else:  # it will not rest: the hold shrinks by what was paid until it ends
-                buy.amount -= paid
-                cash_holding.held -= paid
-                buy.qty -= qty
-                position.pending_buy -= qty
-            if settlement_days:
-                if not position.locked:
-                    self._locked[(trade.buy_account, trade.instrument)] = position
-                position.locked += qty
-            else:
-                position.available += qty
-            # Seller: deliver the held units; the cash arrives less the fee.
-            if trade.sell_leaves_qty:
-                sell = holds[trade.sell_order_id]
-                sell.amount -= qty
-                sell.qty -= qty
-            else:
-                sell = holds.pop(trade.sell_order_id)
-            sell.holding.held -= qty
-            sell.other.available += cash - sell_fee
-            fees.available += buy_fee + sell_fee
-            ctr = self._ctr
-            ctr.seq += 1
-            out.append(
-                TradeSettled(seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
-                             buy_account=trade.buy_account, sell_account=trade.sell_account,
-                             qty=qty, cash=cash, buy_fee=buy_fee, sell_fee=sell_fee,
-                             currency=currency))
+                _count(tally, trade, terms[0], trade.instrument in self._banked)
+            self._settle_spot(trade, trade.buy_order_id, trade.sell_order_id, terms, out)
+
+    def settle_away(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
+                    out: list[Event]) -> None:
+        """Settle one spot trade made away from the book (a block or an auction) between
+        the holds *buy_key* and *sell_key*, as ``settle`` settles a listing trade."""
+        terms = self._settle_terms[trade.instrument]
+        assert terms is not None  # blocks and auctions are spot only
+        if terms[6]:
+            _count(self.registry.tally(), trade, terms[0], trade.instrument in self._banked)
+        self._settle_spot(trade, buy_key, sell_key, terms, out)
+
+    def _settle_spot(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
+                     terms: _SettleTerms, out: list[Event]) -> None:
+        """Deliver one spot trade versus payment from the holds *buy_key* and *sell_key*:
+        the buyer pays from its hold and gets the units (locked under T+1), the seller
+        delivers its held units and gets the cash, each less its fee."""
+        unit, maker, taker, settlement_days, fees, currency, _ = terms
+        holds = self._holds
+        qty = trade.qty
+        cash = trade.price * qty * unit
+        buy = holds[buy_key]
+        sell = holds[sell_key]
+        # Fees accrue per order: each fill pays what brings the order's fees to the floor
+        # of its notional so far times the rate, so splitting a fill pays as much.
+        if trade.aggressor == "buy":
+            buy_rate, sell_rate = taker, maker
+        else:
+            buy_rate, sell_rate = maker, taker
+        accrued = buy.accrued
+        buy.accrued = after = accrued + cash * buy_rate
+        buy_fee = after // FEE_SCALE - accrued // FEE_SCALE
+        accrued = sell.accrued
+        sell.accrued = after = accrued + cash * sell_rate
+        sell_fee = after // FEE_SCALE - accrued // FEE_SCALE
+        if self._maker_fees is not None and trade.instrument in self._quoted:
+            self._count_maker_fee(trade, buy_fee, sell_fee)
+        # Buyer: pay from the hold; the units arrive (locked until the next day
+        # under T+1). Each branch updates the buckets once.
+        paid = cash + buy_fee
+        cash_holding = buy.holding
+        position = buy.other
+        leaves = trade.buy_leaves_qty
+        if not leaves:  # the order is done: pay, and give back the rest of its hold
+            del holds[buy_key]
+            cash_holding.held -= buy.amount
+            cash_holding.available += buy.amount - paid
+            position.pending_buy -= buy.qty
+        elif buy.rests:  # it may rest: keep exactly what its open quantity needs
+            need = buy.price * leaves * buy.unit  # cash_needed, inlined (benchmarks/ledger.py)
+            accrued = buy.accrued
+            need += (accrued + need * buy.fee) // FEE_SCALE - accrued // FEE_SCALE
+            cash_holding.held -= buy.amount - need
+            cash_holding.available += buy.amount - paid - need
+            buy.amount = need
+            buy.qty = leaves
+            position.pending_buy -= qty
+        else:  # it will not rest: the hold shrinks by what was paid until it ends
+            buy.amount -= paid
+            cash_holding.held -= paid
+            buy.qty -= qty
+            position.pending_buy -= qty
+        if settlement_days:
+            if not position.locked:
+                self._locked[(trade.buy_account, trade.instrument)] = position
+            position.locked += qty
+        else:
+            position.available += qty
+        # Seller: deliver the held units; the cash arrives less the fee.
+        if trade.sell_leaves_qty:
+            sell.amount -= qty
+            sell.qty -= qty
+        else:
+            del holds[sell_key]
+        sell.holding.held -= qty
+        sell.other.available += cash - sell_fee
+        fees.available += buy_fee + sell_fee
+        ctr = self._ctr
+        ctr.seq += 1
+        out.append(
+            TradeSettled(seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
+                         buy_account=trade.buy_account, sell_account=trade.sell_account,
+                         qty=qty, cash=cash, buy_fee=buy_fee, sell_fee=sell_fee,
+                         currency=currency))
+
+    def issue_for_sale(self, key: str, symbol: str, qty: int, out: list[Event]) -> None:
+        """Issue *qty* new units of *symbol* to the registry, held under *key* for the
+        primary auction that sold them (its trades deliver them)."""
+        registry = self.accounts[REGISTRY]
+        units = registry.holding(symbol)
+        cash = registry.holding(self.instruments[symbol].currency)
+        self._event(AllowancesIssued, out, account=REGISTRY, instrument=symbol, qty=qty)
+        self.supply[symbol] = self.supply.get(symbol, 0) + qty
+        units.held += qty
+        self._holds[key] = _Hold(units, cash, qty, False, 0, 0, 0, qty, True)
+
+    def _count_maker_fee(self, trade: TradeExecuted, buy_fee: int, sell_fee: int) -> None:
+        """Count the maker fee of *trade* if a market maker paid it."""
+        maker, fee = ((trade.sell_account, sell_fee) if trade.aggressor == "buy" else
+                      (trade.buy_account, buy_fee))
+        if self.accounts[maker].kind == "market_maker" and self._maker_fees is not None:
+            key = (maker, trade.instrument)
+            self._maker_fees[key] = self._maker_fees.get(key, 0) + fee
+
+    def maker_fees(self) -> dict[tuple[str, str], int]:
+        """The maker fees each market maker paid today, by (account, instrument)."""
+        return dict(self._maker_fees or {})
+
+    def rebate(self, account: str, currency: str, amount: int) -> None:
+        """Give a market maker back *amount* of the fees the exchange took today."""
+        fees = self.accounts[FEES].holding(currency)
+        assert fees.available >= amount, "a rebate beyond the fees collected"
+        fees.available -= amount
+        self.accounts[account].holding(currency).available += amount
+
+    def load_maker_fees(self, rows: list[Any]) -> None:
+        """Today's maker fees of market makers from a state's ``[[account, symbol, fees]]``."""
+        fees = self._maker_fees
+        if fees is None:
+            raise ValueError("maker fees in the state of a market without obligations")
+        for account, symbol, amount in rows:
+            if (account not in self.accounts or symbol not in self._quoted
+                    or type(amount) is not int or amount < 0 or (account, symbol) in fees):
+                raise ValueError(f"maker fees {account!r} {symbol!r} {amount!r}")
+            fees[(account, symbol)] = amount
+
+    def new_fee_day(self) -> None:
+        """The day ended: count market makers' fees from nothing."""
+        if self._maker_fees is not None:
+            self._maker_fees.clear()
 
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
@@ -609,6 +754,7 @@ class Ledger:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
         self.registry.allocated(cmd.account, cmd.year, cmd.qty, cmd.stage, deducted, change)
+        self._allocated = None  # the latest allocations are worked out again when needed
         self._event(AllowancesAllocated, out, account=cmd.account, instrument=cmd.instrument,
                     year=cmd.year, stage=cmd.stage, allocation=cmd.qty, deducted=deducted,
                     issued=max(change, 0), clawed_back=max(-change, 0))
@@ -637,11 +783,23 @@ class Ledger:
 
     def _deadline(self, cmd: ComplianceDeadline, out: list[Event]) -> None:
         registry = self.registry
-        rows = registry.assess(cmd.year, cmd.multiple)
+        price = None  # the operator's reference price, in minor units per unit
+        if cmd.price is not None:
+            currency = next((i.currency for s, i in self.instruments.items()
+                             if registry.counts_trades(s)), self.currencies[0])
+            try:
+                price = self._cash_scale[currency].to_units(cmd.price)
+            except ValueError:
+                raise Rejected(Reason.INVALID_PRICE) from None
+            if price is None:
+                raise Rejected(Reason.INVALID_PRICE)
+        rows = registry.assess(cmd.year, cmd.multiple, price)
         notional, volume = registry.deadline_month(cmd.year)
+        average = notional // volume if volume else None
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
-                    short=sum(1 for _, ob in rows if ob.shortfall),
-                    average_price=notional // volume if volume else None)
+                    short=sum(1 for _, ob in rows if ob.shortfall), average_price=average,
+                    multiple=cmd.multiple, price=average if price is None else price,
+                    price_source="operator" if price is not None else "market" if volume else None)
         for account, ob in rows:
             self._event(ComplianceAssessed, out, account=account, year=cmd.year,
                         obligation=ob.emissions, surrendered_allowances=ob.allowances,
@@ -655,6 +813,12 @@ class Ledger:
         self._units(cmd.instrument, cmd.qty)
         if acct.status != OPEN:
             raise Rejected(_status_reason(acct))
+        if self.limits.by_kind and cmd.instrument in self._counted:
+            receiver = self.accounts.get(cmd.to_account)
+            limit = self.limits.of("covered")  # what a new account opens as
+            if (self._over_limit(receiver, cmd.instrument, cmd.qty) if receiver is not None else
+                    limit is not None and cmd.qty > limit):
+                raise Rejected(Reason.POSITION_LIMIT)
         if not self._debit(acct, cmd.instrument, cmd.qty):
             raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         self._event(AllowancesTransferred, out, account=cmd.account, to_account=cmd.to_account,
@@ -706,6 +870,7 @@ class Ledger:
                 AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows))
         holds: list[HoldState] = []
         for order_id, hold in self._holds.items():
+            assert isinstance(order_id, str)  # an acceptor's hold lasts one command
             account, asset = where[id(hold.holding)]
             other_account, other = where[id(hold.other)]
             if other_account != account:
@@ -713,7 +878,7 @@ class Ledger:
             holds.append(
                 HoldState(order_id=order_id, account=account, asset=asset, other=other,
                           amount=hold.amount, is_buy=hold.is_buy, price=hold.price, unit=hold.unit,
-                          fee=hold.fee, qty=hold.qty, rests=hold.rests))
+                          fee=hold.fee, qty=hold.qty, rests=hold.rests, accrued=hold.accrued))
         return LedgerState(accounts=accounts, supply=dict(self.supply), holds=holds,
                            locked=list(self._locked), registry=self.registry.to_state(),
                            clearing=self.clearing.to_state())
@@ -767,7 +932,7 @@ class Ledger:
             holds[row_hold.order_id] = _Hold(holdings[row_hold.asset], holdings[row_hold.other],
                                              row_hold.amount, row_hold.is_buy, row_hold.price,
                                              row_hold.unit, row_hold.fee, row_hold.qty,
-                                             row_hold.rests)
+                                             row_hold.rests, row_hold.accrued)
         for account, asset in state.locked:
             locked = accounts[account].holdings.get(asset) if account in accounts else None
             if locked is None or (account, asset) in self._locked:
@@ -785,7 +950,7 @@ class Ledger:
             [[asset, h.available, h.held, h.locked, h.pending_buy]
              for asset, h in sorted(a.holdings.items())]
         ] for name, a in sorted(self.accounts.items())]
-        holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests]
+        holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests, h.accrued]
                  for oid, h in sorted(self._holds.items())]
         return [
             accounts,
@@ -828,8 +993,8 @@ class Ledger:
             if hold.is_buy:
                 price = order.price if order.kind != STOP else hold.price
                 assert hold.amount == cash_needed(
-                    price, order.qty, hold.unit,
-                    hold.fee), (f"hold of {order.order_id} differs from its need")
+                    price, order.qty, hold.unit, hold.fee,
+                    hold.accrued), (f"hold of {order.order_id} differs from its need")
                 assert hold.qty == order.qty
                 pending[id(hold.other)] = pending.get(id(hold.other), 0) + order.qty
             else:
@@ -863,6 +1028,20 @@ class _Empty(Holding):
 _EMPTY = _Empty()
 
 
+def _count(tally: tuple[list[int], dict[str, int] | None], trade: TradeExecuted, unit: int,
+           old: bool) -> None:
+    """Count an allowance trade in the registry's tally: the month's notional and
+    volume, and, for an *old* vintage (2019-2024), each side's net sales when the year
+    counts them (the banking plan's annex)."""
+    month, net = tally
+    qty = trade.qty
+    month[0] += trade.price * qty * unit
+    month[1] += qty
+    if net is not None and old:
+        net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
+        net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
+
+
 def _release(hold: _Hold) -> None:
     """Give back whatever an ended order still holds."""
     amount = hold.amount
@@ -892,10 +1071,10 @@ def _walk(book: OrderBook, account: str, stp: int, cash: int, qty: int, unit: in
 
     Return ``(units affordable, their cost with fees, whether cash was the limit)``.
     Own orders that self-trade prevention would cancel are skipped; one that would stop
-    the order ends the walk. Fees are counted per price level, rounded down, which is
-    never less than the sum of the per-fill fees.
+    the order ends the walk. Fees are counted on the notional so far, rounded down, as
+    the order's fills will accrue them (at most the larger rate).
     """
-    bought = cost = seen = 0
+    bought = cost = seen = notional = 0
     levels: list[list[int]] = []  # [price, units] in price order
     for resting in book.orders(False):
         if resting.account == account and stp != STP_NONE:
@@ -910,9 +1089,10 @@ def _walk(book: OrderBook, account: str, stp: int, cash: int, qty: int, unit: in
             break
     for price, available in levels:
         want = min(available, qty - bought)
-        spend = cash - cost
-        take = _affordable(spend, price * unit, fee, want)
-        cost += cash_needed(price, take, unit, fee)
+        accrued = notional * fee
+        take = _affordable(cash - cost, price * unit, fee, want, accrued)
+        cost += cash_needed(price, take, unit, fee, accrued)
+        notional += price * take * unit
         bought += take
         if take < want:
             return bought, cost, True
@@ -921,12 +1101,14 @@ def _walk(book: OrderBook, account: str, stp: int, cash: int, qty: int, unit: in
     return bought, cost, False
 
 
-def _affordable(cash: int, unit_cost: int, fee: int, most: int) -> int:
-    """Return the largest q <= *most* with cash_needed for q units within *cash*."""
+def _affordable(cash: int, unit_cost: int, fee: int, most: int, accrued: int = 0) -> int:
+    """Return the largest q <= *most* with cash_needed for q units (after *accrued*)
+    within *cash*."""
     if cash <= 0:
         return 0
     q = min(most, cash * FEE_SCALE // (unit_cost * (FEE_SCALE + fee)) + 1)
-    while q > 0 and unit_cost * q + unit_cost * q * fee // FEE_SCALE > cash:
+    base = accrued // FEE_SCALE
+    while q > 0 and unit_cost * q + (accrued + unit_cost * q * fee) // FEE_SCALE - base > cash:
         q -= 1
     return q
 
@@ -958,6 +1140,22 @@ class NoLedger:
         return None
 
     def release(self, order_id: str) -> None:
+        return None
+
+    def settle_away(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
+                    out: list[Event]) -> None:
+        return None
+
+    def issue_for_sale(self, key: str, symbol: str, qty: int, out: list[Event]) -> None:
+        return None
+
+    def maker_fees(self) -> dict[tuple[str, str], int]:
+        return {}
+
+    def rebate(self, account: str, currency: str, amount: int) -> None:
+        return None
+
+    def new_fee_day(self) -> None:
         return None
 
     def settle(self, out: list[Event], start: int) -> None:

@@ -33,7 +33,7 @@ from exchange.units import Scale, parse_decimal
 
 __all__ = [
     "Instrument", "Market", "format_cash", "Clearing", "MarketConfigError", "load_market",
-    "default_market"
+    "default_market", "BlockRules", "AuctionRules", "Limits", "QuotingObligation"
 ]
 
 KINDS = ("spot", "future", "option")
@@ -169,6 +169,63 @@ class Clearing:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockRules:
+    """``[blocks]``: block agreements trade at least ``min_qty`` units, priced within
+    ``band`` (a fraction) of the reference price (no band without a reference)."""
+
+    min_qty: int = 100_000
+    band_num: int = 3
+    band_den: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionRules:
+    """``[auctions]``: one-way auctions offer at least ``min_qty``; the reserve lies
+    between the reference and ``band`` (a fraction) below it for a sale (above, for a
+    purchase) and bids at most ``band`` beyond it. A primary auction (the registry
+    selling) is cancelled when its bids cover less than its quantity, or when it would
+    clear more than ``primary_cancel_below`` (a fraction) under the reference price."""
+
+    min_qty: int = 100_000
+    band_num: int = 1
+    band_den: int = 10
+    cancel_num: int = 1
+    cancel_den: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]``: the most allowances (all vintages of non-offset spot instruments
+    with a vintage together, plus futures' net long lots times the lot size, counting
+    open buys, bids and blocks) an account of each kind may have; a covered entity's is
+    its latest allocation plus ``covered``. A kind not given has no limit."""
+
+    by_kind: tuple[tuple[str, int], ...] = ()
+
+    def of(self, kind: str) -> int | None:
+        for name, limit in self.by_kind:
+            if name == kind:
+                return limit
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotingObligation:
+    """``[market_makers.SYMBOL]``: a market maker quotes both sides, each at least
+    ``min_qty``, at most ``max_spread`` ticks apart, for at least ``min_presence`` (a
+    fraction, num/den) of the listing sessions; one that meets it gets back
+    ``rebate`` (num/den) of the maker fees it paid in the instrument that day."""
+
+    symbol: str
+    max_spread: int
+    min_qty: int
+    presence_num: int
+    presence_den: int
+    rebate_num: int = 0
+    rebate_den: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
     """The instruments of one market, by symbol."""
 
@@ -178,6 +235,10 @@ class Market:
     clearing: Clearing = Clearing()
     schedule: Schedule | None = None  # None: always open
     always_open: bool = False  # [operation] always_open: the schedule set aside
+    blocks: BlockRules = BlockRules()
+    auctions: AuctionRules = AuctionRules()
+    limits: Limits = Limits()
+    quoting: tuple[QuotingObligation, ...] = ()
 
     def open_all_hours(self) -> Market:
         """This market with its schedule set aside (a test or demonstration exchange that
@@ -352,7 +413,8 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     except tomllib.TOMLDecodeError as exc:
         raise MarketConfigError(f"{source}: not valid TOML: {exc}") from None
     unknown = sorted(
-        set(data) - {"defaults", "instruments", "clearing", "series", "schedule", "operation"})
+        set(data) - {"defaults", "instruments", "clearing", "series", "schedule", "operation",
+                     "blocks", "auctions", "limits", "market_makers"})
     if unknown:
         raise MarketConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
     defaults = data.get("defaults", {})
@@ -425,8 +487,89 @@ def parse_market(text: str, source: str = "<string>") -> Market:
     if len(cleared) > 1:
         raise MarketConfigError(f"{source}: cleared futures and options must share one "
                                 f"currency (found {', '.join(sorted(cleared))})")
+    blocks, auctions, limits = _modes(data, source)
+    quoting = _quoting(data.get("market_makers", {}), instruments, source)
     return Market(instruments=instruments, source=source, text=text, clearing=clearing,
-                  schedule=None if always_open else schedule, always_open=always_open)
+                  schedule=None if always_open else schedule, always_open=always_open,
+                  blocks=blocks, auctions=auctions, limits=limits, quoting=quoting)
+
+
+def _table(spec: Any, where: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise MarketConfigError(f"{where} must be a table")
+    unknown = sorted(set(spec) - keys)
+    if unknown:
+        raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: "
+                                f"{', '.join(sorted(keys))})")
+    return spec
+
+
+def _fraction(value: Any, where: str) -> tuple[int, int]:
+    """A fraction between 0 and 1 as (numerator, denominator)."""
+    number = _exact(value, where)
+    if not 0 <= number <= 1:
+        raise MarketConfigError(f"{where}: a fraction from 0 to 1, got {value!r}")
+    num, den = number.as_integer_ratio()
+    return num, den
+
+
+def _modes(data: dict[str, Any], source: str) -> tuple[BlockRules, AuctionRules, Limits]:
+    """``[blocks]``, ``[auctions]`` and ``[limits]`` (each optional: the national rules)."""
+    spec = _table(data.get("blocks", {}), f"{source}: [blocks]", {"min_qty", "band"})
+    blocks = BlockRules()
+    if "min_qty" in spec:
+        blocks = replace(blocks, min_qty=_whole(spec["min_qty"], f"{source}: [blocks].min_qty"))
+    if "band" in spec:
+        num, den = _fraction(spec["band"], f"{source}: [blocks].band")
+        blocks = replace(blocks, band_num=num, band_den=den)
+    spec = _table(data.get("auctions", {}), f"{source}: [auctions]",
+                  {"min_qty", "band", "primary_cancel_below"})
+    auctions = AuctionRules()
+    if "min_qty" in spec:
+        auctions = replace(auctions,
+                           min_qty=_whole(spec["min_qty"], f"{source}: [auctions].min_qty"))
+    if "band" in spec:
+        num, den = _fraction(spec["band"], f"{source}: [auctions].band")
+        auctions = replace(auctions, band_num=num, band_den=den)
+    if "primary_cancel_below" in spec:
+        num, den = _fraction(spec["primary_cancel_below"],
+                             f"{source}: [auctions].primary_cancel_below")
+        auctions = replace(auctions, cancel_num=num, cancel_den=den)
+    spec = _table(data.get("limits", {}), f"{source}: [limits]",
+                  {"covered", "financial", "market_maker"})
+    limits = Limits(tuple((kind, _whole(spec[kind], f"{source}: [limits].{kind}", 0))
+                          for kind in ("covered", "financial", "market_maker") if kind in spec))
+    return blocks, auctions, limits
+
+
+def _quoting(spec: Any, instruments: dict[str, Instrument],
+             source: str) -> tuple[QuotingObligation, ...]:
+    """``[market_makers.SYMBOL]`` tables: ``max_spread`` (a price), ``min_qty``,
+    ``min_presence`` and ``rebate`` (fractions)."""
+    tables = _table(spec, f"{source}: [market_makers]", set(spec) if isinstance(spec, dict)
+                    else set())
+    obligations: list[QuotingObligation] = []
+    for symbol, table in sorted(tables.items()):
+        where = f"{source}: [market_makers.{symbol}]"
+        inst = instruments.get(symbol)
+        if inst is None:
+            raise MarketConfigError(f"{where}: {symbol!r} is not an instrument of the market")
+        table = _table(table, where, {"max_spread", "min_qty", "min_presence", "rebate"})
+        for key in ("max_spread", "min_qty", "min_presence"):
+            if key not in table:
+                raise MarketConfigError(f"{where}: {key} is required")
+        try:
+            spread = inst.tick.to_units(str(_exact(table["max_spread"], f"{where}.max_spread")))
+        except ValueError as exc:
+            raise MarketConfigError(f"{where}.max_spread: {exc}") from None
+        if spread is None or spread <= 0:
+            raise MarketConfigError(f"{where}.max_spread: a positive price on the tick")
+        presence = _fraction(table["min_presence"], f"{where}.min_presence")
+        rebate = _fraction(table.get("rebate", 0), f"{where}.rebate")
+        obligations.append(
+            QuotingObligation(symbol, spread, _whole(table["min_qty"], f"{where}.min_qty"),
+                              *presence, *rebate))
+    return tuple(obligations)
 
 
 def _operation(spec: Any, source: str) -> bool:

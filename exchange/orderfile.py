@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 import msgspec
 
-from exchange.commands import (ACCOUNT_KINDS, STP_MODES, AllocateAllowances, AmendOrder,
+from exchange.commands import (ACCOUNT_KINDS, PRICINGS, STP_MODES, AcceptBlock, AllocateAllowances,
+                               AmendOrder, BidAuction, CloseAuction, OpenAuction, PostBlock,
                                CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
                                ConvertAllowances, Deposit, EndOfDay, HaltInstrument,
                                IssueAllowances, MassCancel, OpenAccount, PlaceOrder,
@@ -42,7 +43,7 @@ __all__ = [
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty",
           "stop_price", "display_qty", "post_only", "stp", "expire_ts", "ts", "command_id", "kind",
           "to_account", "year", "quality", "verifier", "multiple", "months", "stage",
-          "to_instrument")
+          "to_instrument", "auction", "pricing")
 # The last ten extend the pinned keys: an idempotency key for any row, the kind of an
 # account for open_account, the receiving account of a transfer, and the registry's:
 # the compliance year of surrender, emissions, allocate and deadline rows, an emissions
@@ -75,7 +76,7 @@ _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
            "close_account", "emissions", "deadline", "claw_back", "allocate", "convert", "halt",
-           "resume")
+           "resume", "block", "block_accept", "auction_open", "auction_bid", "auction_close")
 _ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
@@ -127,6 +128,8 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     months: int | str | None = None
     stage: str | None = None
     to_instrument: str | None = None
+    auction: str | None = None
+    pricing: str | None = None
 
 
 Row = _Row  # one row as its keys; the wire edge decodes messages into these too
@@ -175,11 +178,14 @@ class _Reader:
                 post_only: str, stp: str, expire_ts: str, ts: str, command_id: str = "",
                 kind: str = "", to_account: str = "", year: str = "", quality: str = "",
                 verifier: str = "", multiple: str = "", months: str = "", stage: str = "",
-                to_instrument: str = "") -> AnyCommand:
+                to_instrument: str = "", auction: str = "", pricing: str = "") -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
-                                     multiple, months, stage)
+                                     multiple, months, stage, price)
+        elif action in _MODE_ACTIONS or auction or pricing:
+            command = self._mode(action, order_id, account, instrument, side, price, qty, ts,
+                                 to_account, auction, pricing)
         else:
             command = self._command(action, order_id, account, instrument, side, type_, tif, price,
                                     qty, stop_price, display_qty, post_only, stp, expire_ts, ts,
@@ -317,11 +323,61 @@ class _Reader:
             raise _RowError("action is required")
         raise _RowError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
 
+    def _mode(self, action: str, order_id: str, account: str, instrument: str, side: str,
+              price: str, qty: str, ts: str, to_account: str, auction: str,
+              pricing: str) -> AnyCommand:
+        """The rows of the trading modes away from the book: blocks and auctions."""
+        when = self._int(ts, "ts")
+        if action not in _MODE_ACTIONS:
+            key = "auction" if auction else "pricing"
+            raise _RowError(f"{key} is not a key of a {action or 'row without an action'} row")
+        if action == "auction_close":
+            if not auction:
+                raise _RowError("auction is required for auction_close")
+            return CloseAuction(auction=auction, ts=when)
+        if action == "block_accept":
+            if not to_account:
+                raise _RowError("to_account (the account that posted the block) is required "
+                                "for block_accept")
+            return AcceptBlock(order_id=order_id, account=account, to_account=to_account,
+                               instrument=instrument or None, ts=when)
+        quantity = self._int(qty, "qty")
+        if quantity is None:
+            raise _RowError(f"qty is required for {action}")
+        given = self._price(price, "price")
+        if given is None:
+            raise _RowError(f"price is required for {action}")
+        if action == "auction_bid":
+            if not auction:
+                raise _RowError("auction is required for auction_bid")
+            return BidAuction(auction=auction, order_id=order_id, account=account, price=given,
+                              qty=quantity, ts=when)
+        if side != "buy" and side != "sell":
+            raise _RowError(f"side is required for {action} (buy or sell)" if not side else
+                            f"unknown side {side!r} (buy or sell)")
+        if action == "block":
+            if pricing or auction:
+                raise _RowError("auction and pricing are not keys of a block row")
+            return PostBlock(
+                order_id=order_id, account=account, instrument=instrument,
+                side=side,  # type: ignore[arg-type]  # buy or sell: checked above
+                price=given, qty=quantity, to_account=to_account or None, ts=when)
+        if not auction:
+            raise _RowError("auction is required for auction_open")
+        if pricing and pricing not in PRICINGS:
+            raise _RowError(f"unknown pricing {pricing!r} ({', '.join(PRICINGS)})")
+        return OpenAuction(
+            auction=auction, account=account, instrument=instrument,
+            side=side,  # type: ignore[arg-type]  # buy or sell: checked above
+            qty=quantity, price=given,
+            pricing=pricing or "uniform",  # type: ignore[arg-type]  # checked above
+            ts=when)
+
     def _registry(self, action: str, account: str, instrument: str, qty: str, ts: str, year: str,
                   quality: str, verifier: str, multiple: str, months: str = "",
-                  stage: str = "") -> AnyCommand:
-        """The registry's rows: emissions, allocate, deadline, and surrender against a
-        year."""
+                  stage: str = "", price: str = "") -> AnyCommand:
+        """The registry's rows: emissions, allocate, deadline (with the operator's
+        reference ``price``, if any), and surrender against a year."""
         when = self._int(ts, "ts")
         compliance_year = self._int(year, "year")
         if compliance_year is None:
@@ -329,7 +385,8 @@ class _Reader:
         if action == "deadline":
             fine = self._int(multiple, "multiple")
             given: _Multiple = {} if fine is None else {"multiple": fine}
-            return ComplianceDeadline(year=compliance_year, ts=when, **given)
+            return ComplianceDeadline(year=compliance_year, ts=when,
+                                      price=self._price(price, "price"), **given)
         quantity = self._int(qty, "qty")
         if quantity is None:
             raise _RowError(f"qty is required for {action}")
@@ -351,6 +408,7 @@ class _Reader:
 
 
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
+_MODE_ACTIONS = frozenset({"block", "block_accept", "auction_open", "auction_bid", "auction_close"})
 
 
 # Keys a registry row passes only when it gives them (the command's default otherwise).
@@ -540,7 +598,7 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
     pick_pinned = itemgetter(*columns[:_PINNED])
     # ... and a row of exactly those nine, in their pinned order, is unpacked as it is.
     exact = pinned and columns[:_PINNED] == tuple(range(_PINNED))
-    stop_price = display_qty = post_only = stp = expire_ts = ts = command_id = year = ""
+    stop_price = display_qty = post_only = stp = expire_ts = ts = command_id = year = moded = ""
     default_stp = reader.default_stp
     command = reader.command
     if commands is None:
@@ -563,11 +621,13 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
                 stp = ""
             else:
                 row.append("")
+                values = picks(row)
                 (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
-                 display_qty, post_only, stp, expire_ts, ts, command_id, _, _, year, _, _, _, _, _,
-                 _) = picks(row)
-            if command_id or year:
-                pass  # the precise reader below adds the idempotency key
+                 display_qty, post_only, stp, expire_ts, ts, command_id, _, _,
+                 year) = values[:_YEAR + 1]
+                moded = values[_AUCTION] or values[_PRICING]
+            if command_id or year or moded:
+                pass  # the precise reader below adds the idempotency key, judges the rest
             elif action == "new":
                 if not (stop_price or display_qty or post_only or expire_ts):
                     order_type = types.get(type_)
@@ -615,6 +675,7 @@ class _Bad(enum.Enum):
 
 _BAD: Final = _Bad.BAD  # what the lookup tables give for a value they refuse
 _PINNED = FIELDS.index("qty") + 1  # the pinned order-file columns come first in FIELDS
+_YEAR, _AUCTION, _PRICING = FIELDS.index("year"), FIELDS.index("auction"), FIELDS.index("pricing")
 _PINNED_PICKS = _header_picks("<pinned>", list(FIELDS[:_PINNED]))
 
 

@@ -55,6 +55,13 @@ class Reason(StrEnum):
     MISSING_EXPIRE_TS = "missing_expire_ts"
     EXPIRE_TS_NOT_ALLOWED = "expire_ts_not_allowed"
     EXPIRE_TS_IN_PAST = "expire_ts_in_past"
+    # block agreements and one-way bidding (exchange.blocks, exchange.auctions)
+    NOT_SPOT = "not_spot"  # a block or auction on a derivative: spot instruments only
+    BELOW_BLOCK_MINIMUM = "below_block_minimum"  # a block or auction under its minimum size
+    OUTSIDE_BLOCK_BAND = "outside_block_band"  # a block priced beyond its band (+-30%)
+    RESERVE_OUT_OF_RANGE = "reserve_out_of_range"  # a reserve outside its range (10%)
+    BELOW_RESERVE = "below_reserve"  # a bid on a sale under the reserve (offer: above)
+    ABOVE_BID_CAP = "above_bid_cap"  # a bid above the reference + 10% (offer: below - 10%)
 
     # --- state: the command does not fit the engine's current state -----------------------
     DUPLICATE_ORDER_ID = "duplicate_order_id"
@@ -76,6 +83,13 @@ class Reason(StrEnum):
     INSTRUMENT_HALTED = "instrument_halted"  # the operator halted the instrument
     NOT_HALTED = "not_halted"  # a resume of an instrument that trades
     ALREADY_HALTED = "already_halted"  # a halt of an instrument already halted
+    NOT_COUNTERPARTY = "not_counterparty"  # a block accepted by an account it does not name
+    UNKNOWN_BLOCK = "unknown_block"  # no open block with that id and poster
+    OWN_BLOCK = "own_block"  # a block accepted by the account that posted it
+    UNKNOWN_AUCTION = "unknown_auction"
+    DUPLICATE_AUCTION = "duplicate_auction"  # an auction id already in use today
+    AUCTION_CLOSED = "auction_closed"  # a bid or close for an auction that has cleared
+    OWN_AUCTION = "own_auction"  # the initiator bidding in its own auction
 
     # --- registry: compliance rules (exchange.compliance.registry) ---
     INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
@@ -94,6 +108,8 @@ class Reason(StrEnum):
     NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
     ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
     CONVERSION_CAP_EXCEEDED = "conversion_cap_exceeded"  # banking conversion beyond its cap
+    CONVERSION_CLOSED = "conversion_closed"  # banking after its window (closes 2026-06-10)
+    MISSED_SURRENDER = "missed_surrender"  # banking by an entity assessed short at a deadline
 
     # --- risk: the ledger refuses (checked before an order can trade) -----------------------
     INSUFFICIENT_CASH = "insufficient_cash"
@@ -117,6 +133,8 @@ class Reason(StrEnum):
     STP_CANCEL_RESTING = "stp_cancel_resting"
     STP_CANCEL_AGGRESSOR = "stp_cancel_aggressor"
     STOP_LIMIT_OUT_OF_BAND = "stop_limit_out_of_band"
+    AUCTION_UNFILLED = "auction_unfilled"  # the part of a bid the auction did not fill
+    AUCTION_CANCELLED = "auction_cancelled"  # bids of an auction that did not clear
 
     # --- gateway: a message turned away before the engine (gateway.protocol sends them)
     MALFORMED = "malformed"  # not JSON / msgpack, or not objects
@@ -145,14 +163,18 @@ VALIDATION = frozenset[Reason]({
     Reason.STOP_PRICE_NOT_ALLOWED, Reason.INVALID_QUANTITY, Reason.OFF_STEP,
     Reason.QUANTITY_BELOW_MINIMUM, Reason.QUANTITY_ABOVE_MAXIMUM, Reason.INVALID_DISPLAY_QTY,
     Reason.POST_ONLY_NOT_ALLOWED, Reason.MISSING_EXPIRE_TS, Reason.EXPIRE_TS_NOT_ALLOWED,
-    Reason.EXPIRE_TS_IN_PAST
+    Reason.EXPIRE_TS_IN_PAST, Reason.NOT_SPOT, Reason.BELOW_BLOCK_MINIMUM,
+    Reason.OUTSIDE_BLOCK_BAND, Reason.RESERVE_OUT_OF_RANGE, Reason.BELOW_RESERVE,
+    Reason.ABOVE_BID_CAP
 })
 STATE = frozenset[Reason]({
     Reason.DUPLICATE_ORDER_ID, Reason.UNKNOWN_ORDER, Reason.NOT_OWNER, Reason.POST_ONLY_WOULD_TRADE,
     Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
     Reason.INVALID_AMOUNT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED, Reason.MARKET_CLOSED,
-    Reason.MARKET_OPEN, Reason.INSTRUMENT_HALTED, Reason.NOT_HALTED, Reason.ALREADY_HALTED
+    Reason.MARKET_OPEN, Reason.INSTRUMENT_HALTED, Reason.NOT_HALTED, Reason.ALREADY_HALTED,
+    Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK, Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION,
+    Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED, Reason.OWN_AUCTION
 })
 RISK = frozenset[Reason]({
     Reason.INSUFFICIENT_CASH, Reason.INSUFFICIENT_ALLOWANCES, Reason.POSITION_LIMIT,
@@ -165,7 +187,8 @@ OUTCOME = frozenset[Reason]({
     Reason.CANCELLED_BY_OWNER, Reason.MASS_CANCEL, Reason.IOC_REMAINDER, Reason.MARKET_REMAINDER,
     Reason.FOK_UNFILLED, Reason.STP_CANCEL_RESTING, Reason.STP_CANCEL_AGGRESSOR,
     Reason.STOP_LIMIT_OUT_OF_BAND, Reason.POST_ONLY_WOULD_TRADE, Reason.INSUFFICIENT_CASH,
-    Reason.CONTRACT_EXPIRED, Reason.MARGIN_CLOSE_OUT
+    Reason.CONTRACT_EXPIRED, Reason.MARGIN_CLOSE_OUT, Reason.AUCTION_UNFILLED,
+    Reason.AUCTION_CANCELLED
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.
@@ -174,7 +197,7 @@ REGISTRY = frozenset[Reason]({
     Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.INELIGIBLE_OFFSET,
     Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE, Reason.NOT_COVERED,
     Reason.INVALID_MONTHS, Reason.INVALID_STAGE, Reason.NOT_VERIFIED, Reason.ALREADY_FINAL,
-    Reason.CONVERSION_CAP_EXCEEDED
+    Reason.CONVERSION_CAP_EXCEEDED, Reason.CONVERSION_CLOSED, Reason.MISSED_SURRENDER
 })
 REJECT_REASONS = VALIDATION | STATE | RISK | REGISTRY
 GATEWAY = frozenset[Reason]({

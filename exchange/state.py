@@ -62,7 +62,7 @@ pins ``Order``'s fields to ``OrderState``'s.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -129,6 +129,26 @@ class InstrumentState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     stop_sells: list[R] = []
     day_prices: list[int] | None = None  # the day's open, high and low, once it traded
     halted: bool = False
+    away_volume: list[int] = []  # the day's block and auction volume (empty: none)
+
+
+class BlockState(msgspec.Struct, frozen=True, kw_only=True):
+    """An open block agreement (``exchange.blocks``): the block as an order, and the
+    account it names (``None``: a public block quote)."""
+
+    block: OrderState
+    to_account: str | None = None
+
+
+class AuctionState(msgspec.Struct, frozen=True, kw_only=True):
+    """One of the day's auctions (``exchange.auctions``): the initiator's side as an
+    order (id the auction's, price the reserve), its open bids in time order."""
+
+    initiator: OrderState
+    pricing: str
+    primary: bool = False
+    open: bool = True
+    bids: list[OrderState] = []
 
 
 class GtdEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -198,6 +218,8 @@ class RegistryState(msgspec.Struct, frozen=True, kw_only=True):
     net_sales: dict[str, int] = {}
     converted: dict[str, int] = {}
     clock: int = 0
+    # banking: old-vintage holdings at the cut-off (None: the clock has not passed it)
+    cutoff_holdings: dict[str, int] | None = None
 
 
 # --- the clearing house --------------------------------------------------------------------
@@ -274,6 +296,7 @@ class HoldState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     fee: int
     qty: int
     rests: bool
+    accrued: int = 0  # the order's fills so far: notional x fee rate, in millionths
 
 
 class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
@@ -308,6 +331,12 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
     done_sweep_at: int = 0  # registry size at which done ids are next forgotten (0: none)
+    blocks: list[BlockState] = []  # open blocks, in the order posted
+    auctions: list[AuctionState] = []  # the day's auctions, in the order opened
+    away: list[int] = []  # block and auction trades and volume, all days (empty: none)
+    # The market-maker programme's day (exchange.makers): [the monitor's state (its
+    # ``to_state``), [[account, symbol, maker fees paid today], ...]]; empty: none.
+    quoting: list[Any] = []
 
 
 class _Header(msgspec.Struct):

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each end of day's statistics per instrument as CSV (date,instrument,open,"
         "high,low,close,volume,turnover,block_volume,auction_volume)")
     replay.add_argument(
+        "--mm-report", metavar="OUT.csv",
+        help="write each end of day's market-maker assessment per account and instrument as "
+        "CSV (day,account,instrument,quoted_s,session_s,presence_pct,average_spread,met,rebate,"
+        "currency): the market file's [market_makers.SYMBOL] obligations, --ledger")
+    replay.add_argument(
         "--always-open", action="store_true",
         help="set the market's schedule aside: rows with a ts are not checked against its "
         "sessions, weekdays and holidays")
@@ -196,12 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="run the whole exchange with bots for a while, then sum up",
         description=("Start the embedded broker, the gateway with engine, ledger and journal, and "
-                     "six bots (two market makers, three noise traders, a compliance buyer) that "
-                     "trade over MQTT for a bounded time; then print trades, volume and VWAP per "
-                     "instrument, and each bot's holdings and P&L."))
+                     "seven bots (two market makers quoting under an obligation, three noise "
+                     "traders, a compliance buyer and a power company that sells it its "
+                     "shortfall in a block agreement) that trade over MQTT for a bounded time, "
+                     "over trading days that each end with an end of day; then print trades, "
+                     "volume and VWAP per instrument, the block trades, the market makers' "
+                     "assessments, and each bot's holdings and P&L."))
     demo.add_argument("--seconds", type=float, default=20.0,
                       help="how long the bots trade (default: 20)")
     demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
+    demo.add_argument("--days", type=int, default=2,
+                      help="trading days the seconds are split into, each ended by an end of "
+                      "day (default: 2)")
     demo.add_argument("--journal", metavar="DIR",
                       help="keep the journal in DIR (default: a temporary directory)")
     demo.set_defaults(run=_cmd_demo)
@@ -268,18 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.tools.progress import ProgressBar
     from gateway.tools.replay import (run_replay, write_daily, write_events, write_fills,
-                                      write_holdings)
+                                      write_holdings, write_mm_report)
 
-    for option in ("journal", "holdings"):
+    for option in ("journal", "holdings", "mm_report"):
         if getattr(args, option) and not args.ledger:
-            raise UsageError(
-                f"--{option} needs --ledger (there are no holdings to keep without accounts)")
+            raise UsageError(f"--{option.replace('_', '-')} needs --ledger (without accounts "
+                             "there are no holdings, account kinds or fees)")
     market = load_market(args.market)
     if args.always_open:
         market = market.open_all_hours()
     progress = ProgressBar.for_terminal()
     result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
-                        keep_events=bool(args.fills or args.events or args.daily),
+                        keep_events=bool(args.fills or args.events or args.daily
+                                         or args.mm_report),
                         progress=progress,
                         ledger=args.ledger, journal=args.journal)
     try:
@@ -291,6 +303,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             write_events(args.events, result.events or [], market)
         if args.daily:
             write_daily(args.daily, result.events or [], market)
+        if args.mm_report:
+            write_mm_report(args.mm_report, result.events or [], market)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     summary = result.summary()
@@ -450,7 +464,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if not 0 < args.seconds <= 3600:
         raise UsageError("--seconds must be more than 0 and at most 3600")
-    result = run_demo(args.seconds, args.seed, args.journal)
+    if not 1 <= args.days <= 30:
+        raise UsageError("--days must be from 1 to 30")
+    result = run_demo(args.seconds, args.seed, args.journal, days=args.days)
     print(result.summary)
     return EXIT_OK
 

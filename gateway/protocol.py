@@ -14,7 +14,8 @@ from collections import deque
 
 __all__ = [
     "OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic", "book_topic",
-    "account_of", "is_msgpack", "daily_topic", "status_topic", "ORDERS_FILTER", "OPS_COMMANDS",
+    "account_of", "is_msgpack", "daily_topic", "status_topic", "blocks_topic", "auctions_topic",
+    "ORDERS_FILTER", "OPS_COMMANDS",
     "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
     "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED"
@@ -163,6 +164,16 @@ def status_topic(instrument: str) -> str:
     """Whether *instrument* trades or is halted (retained: a bot that subscribes late
     learns it at once)."""
     return f"cx/v1/md/{instrument}/status"
+
+
+def blocks_topic(instrument: str) -> str:
+    """Public block quotes of *instrument* as they open and end."""
+    return f"cx/v1/md/{instrument}/blocks"
+
+
+def auctions_topic(instrument: str) -> str:
+    """The state of each auction of *instrument*: opened, bids counted, cleared."""
+    return f"cx/v1/md/{instrument}/auctions"
 
 
 def account_of(topic: str) -> str | None:

@@ -25,7 +25,7 @@ PINNED_SUMMARY_KEYS = {
 }
 FILL_KEYS = {
     "seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id", "buy_account",
-    "sell_account", "aggressor"
+    "sell_account", "aggressor", "mode"
 }
 HEADER = "action,order_id,account,instrument,side,type,tif,price,qty\n"
 
@@ -60,8 +60,10 @@ def read_ndjson(path: Path) -> list[dict]:
 
 
 def comparable(fill: dict) -> dict:
-    """A fill without seq and trade_id, its price as a Decimal."""
+    """A fill without seq and trade_id, its price as a Decimal; the golden files are of the
+    order book alone, so their fills are all of the ``listing`` mode."""
     out = {k: v for k, v in fill.items() if k not in ("seq", "trade_id")}
+    assert out.pop("mode", "listing") == "listing"
     out["price"] = Decimal(out["price"])
     return out
 

@@ -32,7 +32,9 @@ def test_the_shipped_example_is_the_generator_output():
 def test_example_json_keeps_the_pinned_keys_and_its_sums(capsys):
     assert main(["comply", "--example", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"entities", "sectors"}
+    # the pinned keys, and the fine's multiple and price beside them
+    assert set(report) == {"entities", "sectors", "multiple", "price", "price_source"}
+    assert (report["multiple"], report["price"], report["price_source"]) == (5, "97.92", "market")
     rows = report["entities"]
     assert len(rows) == 300 and all(list(row) == PINNED for row in rows)
     assert {r["sector"] for r in rows} == set(comply.SECTORS)
@@ -68,9 +70,12 @@ def test_csv_and_chart(tmp_path, capsys):
     assert main(["comply", "--example", "--csv", str(out), "--chart", str(chart)]) == 0
     text = capsys.readouterr().out
     assert "compliance year 2024: 300 entities" in text and "aluminium" in text
+    assert "fines at 5 x 97.92 CNY/t (the December average)" in text  # the multiple shown
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 300 and list(rows[0]) == PINNED
+    # the pinned columns, then the fine's multiple on every row
+    assert len(rows) == 300 and list(rows[0]) == [*PINNED, "multiple"]
+    assert {row["multiple"] for row in rows} == {"5"}
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

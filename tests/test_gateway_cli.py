@@ -128,10 +128,19 @@ def test_demo_runs_bots_and_sums_up(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "instrument  trades" in out and "CEA25" in out
-    for bot in ("mm-1", "mm-2", "noise-1", "noise-2", "noise-3", "steel-1"):
+    for bot in ("mm-1", "mm-2", "noise-1", "noise-2", "noise-3", "steel-1", "power-1"):
         assert bot in out
     trades = int(out.split(" trades,")[0].rsplit(" ", 1)[1].replace(",", ""))
     assert trades > 0
+    # Two trading days: the steel company bought 150,000 t of its shortfall in one block;
+    # each market maker was assessed each day, mm-2 (quoting wider than its obligation
+    # allows) missing it.
+    assert "block trades: CEA25 1 for 150,000 t" in out
+    assessed = [line.split() for line in out.splitlines()
+                if line.split()[:1] in (["1"], ["2"]) and "CEA2" in line]
+    assert [(row[0], row[1]) for row in assessed] == [("1", "mm-1"), ("1", "mm-2"),
+                                                      ("2", "mm-1"), ("2", "mm-2")]
+    assert [row[5] for row in assessed if row[1] == "mm-2"] == ["missed", "missed"]
     # The journal holds the whole session: recovery ends with the same trade count.
     recovered = json.loads(carbonx("holdings", str(tmp_path / "j"), "--json").stdout)
     assert recovered["seq"] > 18

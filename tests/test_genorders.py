@@ -22,6 +22,7 @@ import pytest
 
 from exchange import (AmendOrder, CancelOrder, EndOfDay, Engine, PlaceOrder, TradeExecuted,
                       default_market)
+from benchmarks.data import unlimited_market
 from exchange.orderfile import read_order_file
 from gateway.cli import main
 from gateway.tools.genorders import (CARBON_MIX, HOLIDAYS, KINDS, generate_carbon, generate_mixed,
@@ -368,10 +369,17 @@ def test_carbon_fund_replays_with_ledger(capsys, tmp_path):
     commands = read_order_file(path)
     funding = [c for c in commands[:120 * 5 + 3 * 5]]
     assert {type(c).__name__ for c in funding} == {"Deposit", "IssueAllowances"}
-    summary = replay_summary(capsys, path, "--ledger")
+    # Funded: a market without position limits refuses nothing.
+    market = tmp_path / "unlimited.toml"
+    market.write_text(unlimited_market())
+    summary = replay_summary(capsys, path, "--ledger", "--market", str(market))
     assert summary["messages"] == ROWS
     assert summary["rejected"] == 0, summary["rejects"]
     assert summary["trades"] > 1000
+    # The default market's limits (1,000,000 t across vintages, plus a covered entity's
+    # allocation: none here) refuse what would take a trader past them, and nothing else.
+    limited = replay_summary(capsys, path, "--ledger")
+    assert set(limited["rejects"]) <= {"position_limit", "unknown_order"}, limited["rejects"]
 
 
 def test_carbon_options(capsys, tmp_path):

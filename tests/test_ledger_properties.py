@@ -14,8 +14,10 @@ models built here from the events alone:
   are exactly today's purchases;
 * no bucket is negative, and each account's held cash and allowances equal what its open
   orders need, computed here from the book: a buy ``price x qty`` plus the 1.5 bp fee
-  rounded down, a sell its open quantity;
-* every settlement charges the fees the market's rule gives.
+  on it, less what the order's fills have accrued (rounded down), a sell its open
+  quantity;
+* every settlement charges the fees the market's rule gives: per order, each fill what
+  brings the order's fees to the floor of its accrued notional x rate.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBo
 from exchange.book.fast import STOP, STOP_LIMIT
 from exchange.commands import ResumeAccount, SuspendAccount, TransferAllowances
 from exchange.events import (AllowancesIssued, AllowancesSurrendered, AllowancesTransferred,
-                             CashDeposited, CashWithdrawn, HoldingsUnlocked, TradeExecuted,
-                             TradeSettled, TradingDayEnded)
+                             CashDeposited, CashWithdrawn, HoldingsUnlocked, OrderAccepted,
+                             TradeExecuted, TradeSettled, TradingDayEnded)
 
 MARKET = default_market()
 SYMBOLS = ("CEA25", "CEA24")
@@ -55,6 +57,7 @@ class Ledgers(RuleBasedStateMachine):
         self.supply: Counter = Counter()  # asset -> units that should exist
         self.totals: Counter = Counter()  # (account, asset) -> what events explain
         self.locked: Counter = Counter()  # (account, asset) -> bought today
+        self.accrued: Counter = Counter()  # order id -> its fills' notional x fee rate
         self.next_id = 0
         self.ids: list[tuple[str, str]] = []  # (order_id, account) ever accepted
         self.trades = 0
@@ -105,6 +108,8 @@ class Ledgers(RuleBasedStateMachine):
         trades = {}
         for e in events:
             kind = type(e)
+            if kind is OrderAccepted:
+                self.accrued.pop(e.order_id, None)  # an id used again on a new day
             if kind is CashDeposited:
                 self.supply["CNY"] += e.amount
                 self.totals[(e.account, "CNY")] += e.amount
@@ -130,8 +135,13 @@ class Ledgers(RuleBasedStateMachine):
                 cash = trade.price * trade.qty  # tick 0.01 CNY = 1 fen a tonne
                 buyer_rate, seller_rate = ((TAKER, MAKER) if trade.aggressor == "buy" else
                                            (MAKER, TAKER))
-                assert (e.cash, e.buy_fee, e.sell_fee) == (cash, cash * buyer_rate // 10**6,
-                                                           cash * seller_rate // 10**6)
+                fees = []
+                for order_id, rate in ((trade.buy_order_id, buyer_rate),
+                                       (trade.sell_order_id, seller_rate)):
+                    before = self.accrued[order_id]
+                    self.accrued[order_id] = after = before + cash * rate
+                    fees.append(after // 10**6 - before // 10**6)
+                assert (e.cash, e.buy_fee, e.sell_fee) == (cash, *fees)
                 self.totals[(e.buy_account, "CNY")] -= cash + e.buy_fee
                 self.totals[(e.sell_account, "CNY")] += cash - e.sell_fee
                 self.totals[("@exchange", "CNY")] += e.buy_fee + e.sell_fee
@@ -251,12 +261,12 @@ class Ledgers(RuleBasedStateMachine):
     def _need_key(order) -> tuple[str, str]:
         return (order.account, "CNY" if order.is_buy else order.instrument)
 
-    @staticmethod
-    def _need(order, price: int) -> int:
+    def _need(self, order, price: int) -> int:
         if not order.is_buy:
             return order.qty
         notional = price * order.qty
-        return notional + notional * TAKER // 10**6
+        accrued = self.accrued[order.order_id]
+        return notional + (accrued + notional * TAKER) // 10**6 - accrued // 10**6
 
     def teardown(self) -> None:
         if hasattr(self, "fast"):

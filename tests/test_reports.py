@@ -14,7 +14,9 @@ from test_scenarios import load_scenario
 
 from exchange import Engine
 from exchange.commands import CancelOrder, Deposit, IssueAllowances
-from exchange.events import (AllowancesSurrendered, CommandRejected, DefaultRecorded,
+from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionCleared,
+                             AuctionOpened, BlockAccepted, BlockPosted, QuotingAssessed,
+                             CommandRejected, DefaultRecorded,
                              DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
                              MassCancelAccepted, OptionExercised, OrderAccepted, OrderAmended,
                              OrderCancelled, OrderExpired, OrderTriggered, PositionClosedOut,
@@ -69,12 +71,15 @@ class NaiveReportMaker:
                  "taker" if buyer_took else "maker"),
                 (event.sell_account, event.sell_order_id, "sell", event.sell_leaves_qty,
                  "maker" if buyer_took else "taker")):
-                reports.append((account, {
+                fill = {
                     "report": "fill", "seq": event.seq, "trade_id": event.trade_id,
                     "instrument": event.instrument, "price": price, "qty": event.qty,
                     "order_id": _client_id(order_id), "side": side, "leaves_qty": leaves,
                     "liquidity": liquidity
-                }))
+                }
+                if event.mode != "listing":
+                    fill["mode"] = event.mode
+                reports.append((account, fill))
         elif kind is OrderAccepted:
             reports.append((event.account, {
                 "report": "accepted", "seq": event.seq, "order_id": _client_id(event.order_id),
@@ -149,6 +154,53 @@ class NaiveReportMaker:
                     value = format_cash(currency, value)
                 report[name] = value
             reports.append((event.account, report))
+        elif kind is BlockPosted:
+            for account in (event.account, event.to_account):
+                if account:
+                    reports.append((account, {
+                        "report": "block", "seq": event.seq,
+                        "order_id": _client_id(event.order_id), "account": event.account,
+                        "instrument": event.instrument, "side": event.side,
+                        "price": self.price(event.instrument, event.price), "qty": event.qty,
+                        "to_account": event.to_account
+                    }))
+        elif kind is BlockAccepted:
+            reports.append((event.account, {
+                "report": "block_accepted", "seq": event.seq,
+                "order_id": _client_id(event.order_id), "to_account": event.to_account,
+                "instrument": event.instrument, "side": event.side,
+                "price": self.price(event.instrument, event.price), "qty": event.qty
+            }))
+        elif kind is AuctionOpened and not event.account.startswith("@"):
+            reports.append((event.account, {
+                "report": "auction", "seq": event.seq, "auction": event.auction,
+                "instrument": event.instrument, "side": event.side, "qty": event.qty,
+                "reserve": self.price(event.instrument, event.reserve),
+                "pricing": event.pricing, "primary": event.primary
+            }))
+        elif kind is AuctionBidAccepted:
+            reports.append((event.account, {
+                "report": "bid_accepted", "seq": event.seq, "auction": event.auction,
+                "order_id": _client_id(event.order_id), "instrument": event.instrument,
+                "side": event.side, "price": self.price(event.instrument, event.price),
+                "qty": event.qty
+            }))
+        elif kind is AuctionCleared and event.account and not event.account.startswith("@"):
+            reports.append((event.account, {
+                "report": "auction_cleared", "seq": event.seq, "auction": event.auction,
+                "instrument": event.instrument, "status": event.status,
+                "price": self.price(event.instrument, event.price), "qty": event.qty,
+                "unsold": event.unsold, "bids": event.bids, "filled_bids": event.filled_bids
+            }))
+        elif kind is QuotingAssessed:
+            reports.append((event.account, {
+                "report": "quoting", "seq": event.seq, "account": event.account,
+                "instrument": event.instrument, "day": event.day, "quoted_ns": event.quoted_ns,
+                "session_ns": event.session_ns, "presence_bps": event.presence_bps,
+                "average_spread": self.price(event.instrument, event.average_spread),
+                "met": event.met, "rebate": format_cash(event.currency, event.rebate),
+                "currency": event.currency
+            }))
         elif kind is AllowancesSurrendered:
             report = {
                 "report": "surrendered", "seq": event.seq, "instrument": event.instrument,

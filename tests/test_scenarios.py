@@ -89,12 +89,15 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
                       reasons)
 from exchange.book.fast import STOP_LIMIT
 from exchange.calendar import format_date
-from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, AllocateAllowances,
+from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, AcceptBlock,
+                               BidAuction, CloseAuction, OpenAuction, PostBlock, AllocateAllowances,
                                ClawBackAllowances, CloseAccount, ComplianceDeadline,
                                ConvertAllowances, HaltInstrument, OpenAccount, RecordEmissions,
                                ResumeAccount, ResumeInstrument, SuspendAccount,
                                TransferAllowances)
-from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
+from exchange.events import (AuctionBidAccepted, AuctionCleared, AuctionOpened, BlockAccepted,
+                             BlockPosted, QuotingAssessed, AccountOpened, AccountStatusChanged,
+                             AllowancesAllocated,
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, ComplianceAssessed, ContractExpired, DailyStatistics,
@@ -214,7 +217,8 @@ LINE_FORMATS = {
     OrderAccepted: "accepted {order_id}",
     CommandRejected: "rejected {action} {order_id:or-} {reason}",
     TradeExecuted: ("trade {price:price} x {qty} buy={buy_order_id} sell={sell_order_id} "
-                    "aggressor={aggressor} leaves={buy_leaves_qty}/{sell_leaves_qty}"),
+                    "aggressor={aggressor} leaves={buy_leaves_qty}/{sell_leaves_qty}"
+                    "[ mode={mode}]"),
     OrderCancelled: "cancelled {order_id} {cancelled_qty} {reason}",
     OrderAmended: ("amended {order_id} {old_price:price} x {old_qty} -> {price:price} x {qty} "
                    "{priority_kept:priority_kept|priority_lost}"),
@@ -264,7 +268,18 @@ LINE_FORMATS = {
                       "for {cash:cash}"),
     DeliveryFailed: "delivery_failed {account} {instrument} {tonnes} penalty={penalty:cash}",
     OptionExercised: ("exercised {account} {instrument} into {lots} {underlying} "
-                      "at {strike:price@underlying}")
+                      "at {strike:price@underlying}"),
+    BlockPosted: "block {order_id} {account} {side} {qty} at {price:price}[ to={to_account}]",
+    BlockAccepted: ("block_accepted {order_id} by {account} from {to_account} {side} {qty} "
+                    "at {price:price}"),
+    AuctionOpened: ("auction_opened {auction} {account} {side} {qty} reserve={reserve:price} "
+                    "{pricing}[ primary={primary}]"),
+    AuctionBidAccepted: "bid {order_id} in {auction} {account} {side} {qty} at {price:price}",
+    AuctionCleared: ("auction_cleared {auction} {status} {qty} at {price:price} unsold={unsold} "
+                     "bids={bids} filled={filled_bids}"),
+    QuotingAssessed: ("quoting {account} {instrument} day={day} quoted={quoted_ns} "
+                      "session={session_ns} presence={presence_bps} spread={average_spread:or-} "
+                      "{met:met|missed}[ rebate={rebate:cash}]")
 }
 EVENT_KINDS = {event_type: line.split()[0] for event_type, line in LINE_FORMATS.items()}
 _OPTIONAL = re.compile(r"\[([^\[\]{]*\{(\w+)[^\[\]]*)\]")
@@ -342,6 +357,11 @@ RESULT_OF = {
     EndOfDay: TradingDayEnded,
     HaltInstrument: TradingStatusChanged,
     ResumeInstrument: TradingStatusChanged,
+    PostBlock: BlockPosted,
+    AcceptBlock: BlockAccepted,
+    OpenAuction: AuctionOpened,
+    BidAuction: AuctionBidAccepted,
+    CloseAuction: AuctionCleared,
     **{
         command_type: LedgerCommandIgnored
         for command_type in ADMIN_COMMANDS
@@ -418,6 +438,16 @@ class Checker:
                 assert e.account == cmd.account, where
         elif isinstance(result, LedgerCommandIgnored):
             assert (result.action, result.account) == (tag, cmd.account), where
+        elif isinstance(result, BlockPosted):
+            assert (result.order_id, result.account, result.side) == (cmd.order_id, cmd.account,
+                                                                      cmd.side), where
+            self.orders[cmd.order_id] = (cmd.account, cmd.instrument, cmd.side)
+        elif isinstance(result, AuctionOpened):
+            side = cmd.side  # the initiator's side in its trades
+            self.orders[cmd.auction] = (cmd.account, cmd.instrument, side)
+        elif isinstance(result, AuctionBidAccepted):
+            assert (result.order_id, result.account) == (cmd.order_id, cmd.account), where
+            self.orders[cmd.order_id] = (cmd.account, result.instrument, result.side)
         for e in events:
             if isinstance(e, OrderAccepted) and e is not result:
                 # the engine's own orders: a margin close-out sent at the end of the day
@@ -427,6 +457,11 @@ class Checker:
                 assert e.trade_id > self.trade_id, f"{where}: trade_id {e.trade_id}"
                 self.trade_id = e.trade_id
                 assert e.qty > 0 and e.aggressor in ("buy", "sell"), where
+                if e.mode == "block":  # one id, the block's: its poster is one of the two
+                    account, _, side = self.orders[e.buy_order_id]
+                    assert e.buy_order_id == e.sell_order_id, where
+                    assert account == (e.buy_account if side == "buy" else e.sell_account), where
+                    continue
                 self._names(e.buy_order_id, e.buy_account, e.instrument, "buy", where)
                 self._names(e.sell_order_id, e.sell_account, e.instrument, "sell", where)
             elif isinstance(e, (OrderCancelled, OrderAmended, OrderExpired, OrderTriggered)):

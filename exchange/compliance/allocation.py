@@ -4,9 +4,10 @@ The yearly numbers a registry needs, each a pure function (docs/compliance.md; t
 defaults are the rules in force):
 
 * ``power_allocation``     - A = Qe·Be·Ff + Qh·Bh per generating unit, with the load
-                             factor Ff = 1.015^(16-20F) below 65% load; gas units topped
-                             up to their verified emissions; no shortfall above 20% of
-                             verified emissions;
+                             factor Ff = 1.015^(16-20F) below 65% load for conventional
+                             coal units only (large and small); each gas unit topped up
+                             to its own verified emissions; no shortfall above 20% of
+                             verified emissions, after every adjustment too;
 * ``industrial_alphas``    - steel, cement, aluminium: A = E·(1+α), X = (BP-I)/BP,
                              α = 0.15·X inside ±20%, ±0.03 outside, with the sector value
                              BP solved exactly so that the sector's allocation equals its
@@ -14,7 +15,11 @@ defaults are the rules in force):
 * ``pre_allocation`` and ``true_up`` - a share of the prior year's emissions first, the
                              difference to the final allocation once verified;
 * ``adjust``               - regional and yearly multipliers with a sector cap, so the
-                             total cannot grow by accident;
+                             total cannot grow by accident, above each entity's floor
+                             (the power shortfall cap) when its rule sets one;
+* ``default_rules``        - the rule of each sector by compliance year: steel, cement
+                             and aluminium take A = E in 2024, the intensity rule from
+                             2025;
 * ``ccer_cap``, ``banking_cap``, ``fine_fen`` - the 5% offset cap, the banking
                              conversion cap T = 10,000 + 1.5 × net sales, and the fine.
 
@@ -31,14 +36,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
-from math import floor
+from math import ceil, floor
 from typing import TypeAlias
 
 __all__ = [
     "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit", "power_allocation",
     "alpha", "solve_benchmark", "industrial_alphas", "industrial_allocation", "pre_allocation",
     "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "AllocationError", "Entity",
-    "SECTOR_RULES", "sector_rule", "DEFAULT_RULES", "allocate"
+    "SECTOR_RULES", "sector_rule", "DEFAULT_RULES", "FIRST_YEAR_RULES", "default_rules",
+    "allocate", "shortfall_floor", "LOAD_FACTOR_TYPES"
 ]
 
 
@@ -86,6 +92,9 @@ POWER_BENCHMARKS = {
 }
 # tCO2 per GJ of heat, by fuel.
 HEAT_BENCHMARKS = {"coal": Fraction("0.1033"), "gas": Fraction("0.0533")}
+# 2023-2024 allocation plan, annex: the load factor corrects conventional coal units only
+# (large and small); gas and unconventional coal units take Ff = 1 at any load.
+LOAD_FACTOR_TYPES = frozenset({"coal_large", "coal_small"})
 LOAD_THRESHOLD = Fraction("0.65")
 SHORTFALL_CAP = Fraction("0.20")  # no entity short by more than 20% of its emissions
 _DIGITS = 50  # significant digits of a fractional load-factor power
@@ -93,7 +102,8 @@ _DIGITS = 50  # significant digits of a fractional load-factor power
 
 def load_factor(load: Number) -> Fraction:
     """Return Ff for a unit running at *load* (a fraction of capacity): 1.015^(16-20F)
-    below 65%, else 1; a fractional power is rounded down at 50 digits.
+    below 65%, else 1; a fractional power is rounded down at 50 digits. Only conventional
+    coal units take it (``LOAD_FACTOR_TYPES``; ``PowerUnit.benchmark_allocation``).
 
     >>> load_factor("0.70"), load_factor("0.60") == Fraction("1.015") ** 4
     (Fraction(1, 1), True)
@@ -117,22 +127,29 @@ def load_factor(load: Number) -> Fraction:
 
 @dataclass(frozen=True)
 class PowerUnit:
-    """One generating unit: electricity (MWh) and heat (GJ) supplied, its type, its load."""
+    """One generating unit: electricity (MWh) and heat (GJ) supplied, its type, its load,
+    and its own verified emissions (t; needed for a gas unit beside other units: the gas
+    top-up is per unit)."""
 
     unit_type: str  # a key of POWER_BENCHMARKS
     electricity_mwh: Fraction
     heat_gj: Fraction = Fraction(0)
     load: Fraction = Fraction(1)
+    emissions: Fraction | None = None
 
     def __post_init__(self) -> None:
         if self.unit_type not in POWER_BENCHMARKS:
             raise AllocationError(
                 f"unknown unit type {self.unit_type!r}; known: {', '.join(POWER_BENCHMARKS)}")
-        for name in ("electricity_mwh", "heat_gj", "load"):
-            value = exact(getattr(self, name), name)
+        for name in ("electricity_mwh", "heat_gj", "load", "emissions"):
+            given = getattr(self, name)
+            if given is None:
+                continue
+            value = exact(given, name)
             if value < 0:
                 raise AllocationError(f"{name} must not be negative")
             object.__setattr__(self, name, value)
+        load_factor(self.load)  # 0..1 for every unit, whether or not its type takes Ff
 
     @property
     def fuel(self) -> str:
@@ -140,9 +157,27 @@ class PowerUnit:
 
     def benchmark_allocation(self, electricity: Mapping[str, Fraction] = POWER_BENCHMARKS,
                              heat: Mapping[str, Fraction] = HEAT_BENCHMARKS) -> Fraction:
-        """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding)."""
-        return (self.electricity_mwh * electricity[self.unit_type] * load_factor(self.load) +
-                self.heat_gj * heat[self.fuel])
+        """Return Qe·Be·Ff + Qh·Bh, exact (before top-up, cap and rounding); Ff is 1 but
+        for conventional coal units.
+
+        >>> PowerUnit("gas", "1000000", load="0.50").benchmark_allocation()  # no Ff for gas
+        Fraction(328800, 1)
+        """
+        factor = load_factor(self.load) if self.unit_type in LOAD_FACTOR_TYPES else 1
+        return self.electricity_mwh * electricity[self.unit_type] * factor + self.heat_gj * heat[
+            self.fuel]
+
+
+def shortfall_floor(verified_emissions: Number, shortfall_cap: Number = SHORTFALL_CAP) -> int:
+    """Return the least whole allocation that leaves an entity short by at most
+    *shortfall_cap* of its verified emissions: E·(1 - cap), rounded up (rounding down
+    would break the cap by a fraction of a tonne).
+
+    >>> shortfall_floor(1_200_000), shortfall_floor(1_200_001)
+    (960000, 960001)
+    """
+    return ceil(exact(verified_emissions, "verified emissions") *
+                (1 - exact(shortfall_cap, "shortfall cap")))
 
 
 def power_allocation(units: Iterable[PowerUnit], verified_emissions: Number,
@@ -151,14 +186,19 @@ def power_allocation(units: Iterable[PowerUnit], verified_emissions: Number,
                      shortfall_cap: Fraction = SHORTFALL_CAP) -> int:
     """Return a power entity's allocation in whole tonnes (rounded down).
 
-    The units' benchmark allocations are summed; an entity of gas units only is topped
-    up to its verified emissions; then no entity is left short by more than 20% of its
-    verified emissions.
+    Each unit's benchmark allocation, each gas unit topped up to its own verified
+    emissions (a unit's ``emissions``; an entity of gas units only, none with a figure of
+    its own, is topped up to the entity's: exactly per unit for a single unit), summed;
+    then no entity is left short by more than 20% of its verified emissions
+    (``shortfall_floor``).
 
     >>> power_allocation([PowerUnit("coal_large", "1000000")], "900000")
     791000
     >>> power_allocation([PowerUnit("gas", "1000000")], "400000")   # topped up
     400000
+    >>> power_allocation([PowerUnit("coal_large", "1000000"),
+    ...                   PowerUnit("gas", "1000000", emissions="380000")], "1280000")
+    1171000
     >>> power_allocation([PowerUnit("coal_large", "1000000")], "1200000")  # 20% cap
     960000
     """
@@ -166,11 +206,23 @@ def power_allocation(units: Iterable[PowerUnit], verified_emissions: Number,
     emissions = exact(verified_emissions, "verified emissions")
     if emissions < 0:
         raise AllocationError("verified emissions must not be negative")
-    total = sum((unit.benchmark_allocation(electricity, heat) for unit in units), Fraction(0))
-    if units and all(unit.unit_type == "gas" for unit in units):
+    own = sum((unit.emissions for unit in units if unit.emissions is not None), Fraction(0))
+    if own > emissions:
+        raise AllocationError(f"the units' verified emissions ({own}) exceed the entity's "
+                              f"({emissions})")
+    unknown = sum(1 for unit in units if unit.unit_type == "gas" and unit.emissions is None)
+    if unknown and unknown < len(units):
+        raise AllocationError("a gas unit beside other units needs its own verified emissions "
+                              "('emissions'): the gas top-up is per unit")
+    total = Fraction(0)
+    for unit in units:
+        allocation = unit.benchmark_allocation(electricity, heat)
+        if unit.unit_type == "gas" and unit.emissions is not None:
+            allocation = max(allocation, unit.emissions)  # topped up, unit by unit
+        total += allocation
+    if unknown:  # gas units only, none with its own figure: the entity's emissions are theirs
         total = max(total, emissions)
-    total = max(total, emissions * (1 - shortfall_cap))
-    return floor(total)
+    return max(floor(total), shortfall_floor(emissions, shortfall_cap))
 
 
 # --- steel, cement, aluminium --------------------------------------------------------------
@@ -291,28 +343,50 @@ class Adjustment:
     cap_share: Fraction = Fraction(1)  # adjusted total <= cap_share × unadjusted total
 
 
-def adjust(allocations: Mapping[str, int], regions: Mapping[str, str],
-           adjustment: Adjustment) -> dict[str, int]:
-    """Apply regional and yearly multipliers, then scale down to the sector cap.
+def adjust(allocations: Mapping[str, int], regions: Mapping[str, str], adjustment: Adjustment,
+           floors: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Apply regional and yearly multipliers, then scale down to the sector cap, never
+    below an entity's floor.
 
     Each entity's allocation is multiplied by its region's factor (1 where none) and the
     year's factor; if the total then exceeds ``cap_share`` × the unadjusted total, every
-    allocation is scaled by the same ratio. Rounded down, so the cap always holds.
+    allocation is scaled by the same ratio. Rounded down, so the cap always holds. An
+    entity with a floor in *floors* (the power rule's 20% shortfall cap,
+    ``shortfall_floor``) never ends below it, whatever its factor: it is held at its floor
+    and the others share what is left under the cap (the floor comes first if the floors
+    alone exceed the cap).
 
     >>> adjust({"a": 1000, "b": 1000}, {"a": "west", "b": "east"},
     ...        Adjustment(regional={"west": Fraction("1.10")}))
     {'a': 1047, 'b': 952}
+    >>> adjust({"a": 960}, {"a": "east"}, Adjustment(regional={"east": Fraction("0.99")}),
+    ...        {"a": 960})
+    {'a': 960}
     """
     base = sum(allocations.values())
+    yearly = exact(adjustment.yearly)
     scaled = {
-        name: value * exact(adjustment.regional.get(regions.get(name, ""), 1)) *
-        exact(adjustment.yearly)
+        name: value * exact(adjustment.regional.get(regions.get(name, ""), 1)) * yearly
         for name, value in allocations.items()
     }
     cap = exact(adjustment.cap_share) * base
-    total = sum(scaled.values(), Fraction(0))
-    ratio = cap / total if total > cap else Fraction(1)
-    return {name: floor(value * ratio) for name, value in scaled.items()}
+    floors = floors or {}
+    held = {name for name, value in scaled.items() if value < floors.get(name, 0)}
+    while True:  # each pass holds more entities at their floors: at most one per entity
+        free = sum((v for name, v in scaled.items() if name not in held), Fraction(0))
+        room = cap - sum(floors[name] for name in held)
+        ratio = Fraction(1) if free <= room or not free else max(Fraction(0), room) / free
+        more = {
+            name for name, value in scaled.items()
+            if name not in held and value * ratio < floors.get(name, 0)
+        }
+        if not more:
+            break
+        held |= more
+    return {
+        name: floors[name] if name in held else floor(value * ratio)
+        for name, value in scaled.items()
+    }
 
 
 # --- sector rules by name: the allocation plan ---------------------------------------------
@@ -332,15 +406,27 @@ class Entity:
 
 
 SectorRule = Callable[[Sequence[Entity], Mapping[str, object]], dict[str, int]]
+SectorFloor = Callable[[Entity, Mapping[str, object]], int]
 SECTOR_RULES: dict[str, SectorRule] = {}
+RULE_FLOORS: dict[str, SectorFloor] = {}  # rule -> the least an entity ends with, adjusted
+FIXED_RULES: set[str] = set()  # rules whose figures no regional or yearly factor moves
 
 
-def sector_rule(name: str) -> Callable[[SectorRule], SectorRule]:
+def sector_rule(name: str, *, minimum: SectorFloor | None = None,
+                fixed: bool = False) -> Callable[[SectorRule], SectorRule]:
     """Register an allocation rule under *name*, for a plan's ``rule = "name"``. A rule
-    takes one sector's entities and its parameters and returns whole tonnes per entity."""
+    takes one sector's entities and its parameters and returns whole tonnes per entity.
+    *minimum* gives an entity's floor once adjusted (``adjust``); a *fixed* rule's
+    figures are final: the regional and yearly factors and the sector cap leave them."""
 
     def register(rule: SectorRule) -> SectorRule:
         SECTOR_RULES[name] = rule
+        RULE_FLOORS.pop(name, None)
+        FIXED_RULES.discard(name)
+        if minimum is not None:
+            RULE_FLOORS[name] = minimum
+        if fixed:
+            FIXED_RULES.add(name)
         return rule
 
     return register
@@ -358,21 +444,32 @@ def _table(params: Mapping[str, object], key: str,
     return {**default, **{k: exact(v, f"{key}.{k}") for k, v in given.items()}}
 
 
-@sector_rule("power_benchmark")
+def _power_floor(entity: Entity, params: Mapping[str, object]) -> int:
+    """The power rule's floor: no entity short by more than ``shortfall_cap`` (20%) of
+    its verified emissions after every adjustment."""
+    return shortfall_floor(entity.emissions,
+                           exact(params.get("shortfall_cap", SHORTFALL_CAP), "shortfall_cap"))
+
+
+@sector_rule("power_benchmark", minimum=_power_floor)
 def _power_benchmark(entities: Sequence[Entity], params: Mapping[str, object]) -> dict[str, int]:
-    """Power: A = Qe·Be·Ff + Qh·Bh per unit, gas topped up, the 20% shortfall cap.
-    Parameters: ``electricity`` and ``heat`` benchmark tables (defaults: 2024), and
-    ``shortfall_cap``."""
+    """Power: A = Qe·Be·Ff + Qh·Bh per unit (Ff for conventional coal only), each gas
+    unit topped up to its verified emissions, the 20% shortfall cap (held after the
+    regional and yearly factors too). Parameters: ``electricity`` and ``heat`` benchmark
+    tables (defaults: 2024), and ``shortfall_cap``."""
     electricity = _table(params, "electricity", POWER_BENCHMARKS)
     heat = _table(params, "heat", HEAT_BENCHMARKS)
     cap = exact(params.get("shortfall_cap", SHORTFALL_CAP), "shortfall_cap")
     for e in entities:
         if not e.units:
             raise AllocationError(f"{e.name}: the power rule needs its generating units")
-    return {
-        e.name: power_allocation(e.units, e.emissions, electricity, heat, cap)
-        for e in entities
-    }
+    allocations = {}
+    for e in entities:
+        try:
+            allocations[e.name] = power_allocation(e.units, e.emissions, electricity, heat, cap)
+        except AllocationError as exc:
+            raise AllocationError(f"{e.name}: {exc}") from None
+    return allocations
 
 
 @sector_rule("intensity_benchmark")
@@ -387,34 +484,55 @@ def _intensity_benchmark(entities: Sequence[Entity], params: Mapping[str,
     return industrial_allocation(table)
 
 
-@sector_rule("verified_emissions")
+@sector_rule("verified_emissions", fixed=True)
 def _verified_emissions(entities: Sequence[Entity], params: Mapping[str, object]) -> dict[str, int]:
-    """Steel, cement, aluminium in 2024, their first year: A = E."""
+    """Steel, cement, aluminium in 2024, their first year: A = E, exactly (no regional or
+    yearly factor moves it)."""
     return {e.name: e.emissions for e in entities}
 
 
+# The rules in force from 2025, when steel, cement and aluminium take the intensity rule.
 DEFAULT_RULES = {
     "power": "power_benchmark",
     "steel": "intensity_benchmark",
     "cement": "intensity_benchmark",
     "aluminium": "intensity_benchmark"
 }
+INTENSITY_FROM = 2025
+# 2024, the first compliance year of steel, cement and aluminium: allocation equals
+# verified emissions (the intensity rule starts in 2025).
+FIRST_YEAR_RULES = {
+    **DEFAULT_RULES, "steel": "verified_emissions",
+    "cement": "verified_emissions",
+    "aluminium": "verified_emissions"
+}
 
 
-def allocate(
-    entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object]] | None = None,
-    adjustment: Adjustment = Adjustment()
-) -> dict[str, int]:
+def default_rules(year: int | None = None) -> dict[str, str]:
+    """Return each sector's rule for compliance *year* (``None``: the rules in force, from
+    2025).
+
+    >>> default_rules(2024)["steel"], default_rules(2025)["steel"], default_rules()["power"]
+    ('verified_emissions', 'intensity_benchmark', 'power_benchmark')
+    """
+    return FIRST_YEAR_RULES if year is not None and year < INTENSITY_FROM else DEFAULT_RULES
+
+
+def allocate(entities: Sequence[Entity], rules: Mapping[str, Mapping[str, object]] | None = None,
+             adjustment: Adjustment = Adjustment(), year: int | None = None) -> dict[str, int]:
     """Return each entity's final allocation: its sector's rule (``rules[sector]["rule"]``
-    names one of ``SECTOR_RULES``, with its parameters beside it; ``DEFAULT_RULES`` where
-    a sector has none), then the regional and yearly factors under the sector cap.
+    names one of ``SECTOR_RULES``, with its parameters beside it; ``default_rules(year)``
+    where a sector has none), then the regional and yearly factors under the sector cap,
+    above the rule's floor (power: the 20% shortfall cap); a fixed rule's figures
+    (``verified_emissions``) are final as they are.
 
-    >>> allocate([Entity("a", "steel", 100, intensity=Fraction(1)),
-    ...           Entity("b", "steel", 100, intensity=Fraction(6, 5))],
-    ...          {"steel": {"rule": "verified_emissions"}})
+    >>> allocate([Entity("a", "steel", 100, "east", intensity=Fraction(1)),
+    ...           Entity("b", "steel", 100, "east", intensity=Fraction(6, 5))],
+    ...          adjustment=Adjustment(regional={"east": Fraction("0.99")}), year=2024)
     {'a': 100, 'b': 100}
     """
     rules = rules or {}
+    defaults = default_rules(year)
     sectors: dict[str, list[Entity]] = {}
     for entity in entities:
         sectors.setdefault(entity.sector, []).append(entity)
@@ -422,13 +540,19 @@ def allocate(
     final: dict[str, int] = {}
     for sector, members in sectors.items():
         params = rules.get(sector, {})
-        name = params.get("rule", DEFAULT_RULES.get(sector))
+        name = params.get("rule", defaults.get(sector))
         # name is any value of the plan: one that is no rule's name is not found
         rule = SECTOR_RULES.get(name)  # type: ignore[call-overload]
         if rule is None:
             raise AllocationError(
                 f"{sector}: unknown rule {name!r}; known: {', '.join(SECTOR_RULES)}")
-        final.update(adjust(rule(members, params), regions, adjustment))
+        figures = rule(members, params)
+        if name in FIXED_RULES:
+            final.update(figures)
+            continue
+        floor_of = RULE_FLOORS.get(name)  # type: ignore[call-overload]
+        floors = None if floor_of is None else {e.name: floor_of(e, params) for e in members}
+        final.update(adjust(figures, regions, adjustment, floors))
     return {e.name: final[e.name] for e in entities}
 
 

@@ -20,23 +20,40 @@ live in ``exchange.compliance.allocation``):
   The allocation itself is computed at the edge by the sector rules of
   ``exchange.compliance.allocation`` (an allocation plan is the ministry's; the registry executes
   it);
-- ``convert`` (banking): 2019-2024 vintages become 2025 vintage up to T = 10,000 +
-  1.5 x max(0, net sales in 2024-2025), counted from the market's own trades by the
-  engine's clock, capped at the account's old-vintage holdings, less what it converted
-  already. The old units are cancelled and new ones issued;
+- ``convert`` (banking, the allocation plan's annex): 2019-2024 vintages become 2025
+  vintage up to T = 10,000 + 1.5 x max(0, net sales in 2024-2025), counted from the
+  market's own trades by the engine's clock, capped at the account's old-vintage
+  holdings at the cut-off (the end of 2025-12-31, market time), less what it converted
+  already. The registry records every account's old-vintage holdings (plus what it had
+  converted) when the engine's clock first passes the cut-off, before the command that
+  moved it runs; until then the cap uses the holdings of the moment. Conversion is
+  accepted only in the application window, which closes at the end of 2026-06-10 in the
+  market's time zone (``conversion_closed`` after; ``Registry(conversion_closes=)``);
+  an entity assessed short at any deadline is excluded (``missed_surrender``). The old
+  units are cancelled and new ones issued. Not yet: the plan counts net sales of
+  2019-2024 vintages only, but the ledger's settlement adds every allowance trade to
+  ``tally``'s net sales (it would ask ``old_vintage`` of each trade's instrument);
 - ``surrender`` with a ``year``: allowances of a vintage no later than the year (no
   borrowing; for 2025 and later, 2019-2024 vintages only once converted, so they are
   refused), offsets (``offset = true`` instruments, CCER) up to 5% of the obligation,
   never from projects inside the scheme (``in_scheme``) and, for 2025 on, only from
   projects registered after 2024-01-22 (``registered``),
-  only before the deadline (31 December of the next year, by the engine's clock) and
-  before the year is assessed. Without a ``year`` a surrender is a voluntary
-  cancellation, as before;
+  only before the deadline (the end of 31 December of the next year in the market's time
+  zone, by the engine's clock) and before the year is assessed. Without a ``year`` a
+  surrender is a voluntary cancellation, as before;
 - ``deadline``: each entity with an obligation for the year is assessed: compliant, or
-  short, fined ``multiple`` (5-10) times the volume-weighted price of the market's own
-  allowance trades in the month before the deadline (December of the next year), times
-  the shortfall; the shortfall is deducted from the next year's allocation (at most
-  that allocation). The year is closed: no more surrender, allocation or restatement.
+  short, fined ``multiple`` (5-10) times the price times the shortfall. The price is the
+  operator's reference price when the deadline gives one (a real operator gives the
+  published national average), else the volume-weighted price of the market's own
+  allowance trades in the month before the deadline (December of the next year, months
+  in the market's time zone); with neither, a deadline where anyone is short is refused
+  (``no_market_price``). The shortfall is deducted from the next year's allocation (at
+  most that allocation). The year is closed: no more surrender, allocation or
+  restatement.
+
+Time: the deadline, the months of the price and the banking dates are days of the
+market's time zone (``Registry(schedule=)``, the market's ``Schedule``; ``None``: UTC).
+The registry reads no clock: its time is the engine's (``clock``).
 
 Invariant: surrendered units are in the registry's surrender account (``@registry``)
 and never trade again; per entity and year, what the registry recorded as surrendered
@@ -57,10 +74,13 @@ from exchange.state import (AllocationState, DeductionState, MonthState, Obligat
                             RegistryState)
 
 if TYPE_CHECKING:
+    from exchange.accounts import Account
     from exchange.market import Instrument
+    from exchange.schedule import Schedule
 
 __all__ = [
-    "Registry", "Obligation", "Allocation", "civil_month", "deadline_ns", "QUALITIES", "STAGES"
+    "Registry", "Obligation", "Allocation", "civil_month", "deadline_ns", "local_day",
+    "local_day_start_ns", "QUALITIES", "STAGES", "CONVERSION_CUTOFF", "CONVERSION_CLOSES"
 ]
 
 QUALITIES = ("measured", "default", "estimated", "revised")
@@ -70,25 +90,51 @@ OLD_VINTAGE_LAST = 2024
 NET_SALES_YEARS = (2024, 2025)  # the years whose net sales raise the banking cap
 NEW_CCER_YEAR = 2025  # from this year only CCER registered after the cutoff
 NEW_CCER_AFTER = days_from_civil(2024, 1, 22)
+# Banking, the allocation plan's annex: the cap counts the old-vintage holdings at the end
+# of this day, and applications close at the end of that one (days of the market's zone).
+CONVERSION_CUTOFF = days_from_civil(2025, 12, 31)
+CONVERSION_CLOSES = days_from_civil(2026, 6, 10)
+_NS = 10**9
+_NEVER = 1 << 64  # past any engine time
 
 
-def civil_month(ts: int) -> tuple[int, int]:
-    """Return ``(year, month)`` of *ts* (integer ns since 1970-01-01, UTC).
+def local_day(ts: int, schedule: Schedule | None = None) -> int:
+    """Return the day number of *ts* in the market's time zone (*schedule*; ``None``: UTC)."""
+    return day_of_ns(ts) if schedule is None else schedule.local_day(ts)
+
+
+def local_day_start_ns(day: int, schedule: Schedule | None = None) -> int:
+    """Return the first instant (engine ns) of *day* in the market's time zone.
+
+    >>> local_day_start_ns(20_454) // 10**9   # 2026-01-01 00:00 UTC
+    1767225600
+    """
+    start = day_start_ns(day)
+    if schedule is None:
+        return start
+    guess = start - schedule.offset(start) * _NS
+    return start - schedule.offset(guess) * _NS
+
+
+def civil_month(ts: int, schedule: Schedule | None = None) -> tuple[int, int]:
+    """Return ``(year, month)`` of *ts* (integer ns since 1970-01-01) in the market's time
+    zone (*schedule*; ``None``: UTC).
 
     >>> civil_month(0), civil_month(1_767_225_599 * 10**9), civil_month(1_767_225_600 * 10**9)
     ((1970, 1), (2025, 12), (2026, 1))
     """
-    return civil_from_days(day_of_ns(ts))[:2]
+    return civil_from_days(local_day(ts, schedule))[:2]
 
 
-def deadline_ns(year: int) -> int:
+def deadline_ns(year: int, schedule: Schedule | None = None) -> int:
     """Return the first instant after the deadline of compliance *year*: 1 January of
-    year + 2, 00:00 (the deadline is the whole of 31 December of year + 1).
+    year + 2, 00:00 in the market's time zone (the deadline is the whole of 31 December of
+    year + 1 there; *schedule* ``None``: UTC).
 
     >>> civil_month(deadline_ns(2024) - 1), civil_month(deadline_ns(2024))
     ((2025, 12), (2026, 1))
     """
-    return day_start_ns(days_from_civil(year + 2, 1, 1))
+    return local_day_start_ns(days_from_civil(year + 2, 1, 1), schedule)
 
 
 @dataclass
@@ -129,8 +175,19 @@ class Allocation:
 class Registry:
     """Obligations per (account, year), surrender eligibility and the yearly deadline."""
 
-    def __init__(self, instruments: Mapping[str, Instrument]) -> None:
+    def __init__(self, instruments: Mapping[str, Instrument], schedule: Schedule | None = None,
+                 accounts: Mapping[str, Account] | None = None, *,
+                 conversion_closes: int = CONVERSION_CLOSES) -> None:
+        """*schedule*: the market's time zone (``None``: UTC); *accounts*: the ledger's
+        accounts, read (never changed) once, when the clock passes the banking cut-off;
+        *conversion_closes*: the last day (a day number of the market's zone) of the
+        banking application window."""
         self.instruments = instruments
+        self.schedule = schedule
+        self.accounts = accounts
+        # the first instants after the cut-off day and after the application window
+        self._cutoff_ns = local_day_start_ns(CONVERSION_CUTOFF + 1, schedule)
+        self._window_end_ns = local_day_start_ns(conversion_closes + 1, schedule)
         self.obligations: dict[tuple[str, int], Obligation] = {}
         self.closed: set[int] = set()  # years assessed
         self.deductions: dict[tuple[str, int], int] = {}  # (account, year) -> units
@@ -138,10 +195,44 @@ class Registry:
         self.allocations: dict[tuple[str, int], Allocation] = {}
         self.net_sales: dict[str, int] = {}  # account -> units sold less bought
         self.converted: dict[str, int] = {}  # account -> units converted (banking)
-        self.clock = 0
+        # account -> old-vintage units held at the banking cut-off plus those converted by
+        # then (only accounts with any); None until the clock passes the cut-off
+        self.cutoff: dict[str, int] | None = None
+        self.missed: set[str] = set()  # accounts assessed short at a deadline (derived)
+        self._clock = 0
+        self._cutoff_due = self._cutoff_ns if accounts is not None else _NEVER
         self._month_clock = -1  # the clock ``_month`` was worked out for
         self._month: list[int] = [0, 0]
         self._net_year = False
+
+    # --- time ---------------------------------------------------------------------------
+    @property
+    def clock(self) -> int:
+        """The engine's clock (ns); set by the ledger each time it moves."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, ts: int) -> None:
+        self._clock = ts
+        if ts >= self._cutoff_due:
+            self._take_cutoff()
+
+    def _take_cutoff(self) -> None:
+        """Record each account's old-vintage holdings (plus what it converted already):
+        the clock has just passed the banking cut-off, and no command after it has run."""
+        self._cutoff_due = _NEVER
+        if self.cutoff is not None or self.accounts is None:
+            return
+        old = [symbol for symbol in self.instruments if self.old_vintage(symbol)]
+        cutoff: dict[str, int] = {}
+        for name, acct in self.accounts.items():
+            if name.startswith("@"):
+                continue  # the system accounts: no entity's
+            held = sum(acct.holdings[s].total for s in old if s in acct.holdings)
+            held += self.converted.get(name, 0)
+            if held:
+                cutoff[name] = held
+        self.cutoff = cutoff
 
     # --- emissions ----------------------------------------------------------------------
     def record(self, account: str, year: int, qty: int, quality: str,
@@ -204,12 +295,21 @@ class Registry:
     def conversion_left(self, account: str, symbol: str, to_symbol: str,
                         old_holdings: int) -> int:
         """Return how many units *account* may still convert from *symbol* into
-        *to_symbol*, holding *old_holdings* old-vintage units (``Rejected`` if none may)."""
+        *to_symbol*, holding *old_holdings* old-vintage units now (``Rejected`` if none
+        may: after the application window, or for an entity that missed a surrender).
+        Past the cut-off the cap counts the holdings recorded then, not *old_holdings*."""
         new = self.instruments[to_symbol]
         if not self.old_vintage(symbol) or new.offset or new.vintage != CONVERSION_YEAR:
             raise Rejected(Reason.INELIGIBLE_VINTAGE)
+        if self._clock >= self._window_end_ns:
+            raise Rejected(Reason.CONVERSION_CLOSED)
+        if account in self.missed:
+            raise Rejected(Reason.MISSED_SURRENDER)
+        if self.cutoff is None and self._clock >= self._cutoff_ns:
+            self._take_cutoff()  # a registry restored past the cut-off without its record
         done = self.converted.get(account, 0)
-        return banking_cap(self.net_sales.get(account, 0), done + old_holdings) - done
+        held = done + old_holdings if self.cutoff is None else self.cutoff.get(account, 0)
+        return banking_cap(self.net_sales.get(account, 0), held) - done
 
     def old_vintage(self, symbol: str) -> bool:
         """True if *symbol* is an allowance of a 2019-2024 vintage (convertible)."""
@@ -227,7 +327,7 @@ class Registry:
         obligation = self.obligations.get((account, year))
         if obligation is None:
             raise Rejected(Reason.NO_OBLIGATION)
-        if year in self.closed or self.clock >= deadline_ns(year):
+        if year in self.closed or self._clock >= deadline_ns(year, self.schedule):
             raise Rejected(Reason.AFTER_DEADLINE)
         inst = self.instruments[symbol]
         if inst.offset:
@@ -266,9 +366,10 @@ class Registry:
         years the quantity to the seller's net sales and takes it from the buyer's."""
         # Profiled (benchmarks/ledger.py): working out the month per trade was a tenth of the
         # ledger's time; it is worked out again only when the clock has moved.
-        if self.clock != self._month_clock:
-            self._month_clock = self.clock
-            year_month = civil_month(self.clock)
+        clock = self._clock
+        if clock != self._month_clock:
+            self._month_clock = clock
+            year_month = civil_month(clock, self.schedule)
             self._month = self.months.setdefault(year_month, [0, 0])
             self._net_year = year_month[0] in NET_SALES_YEARS
         return self._month, (self.net_sales if self._net_year else None)
@@ -279,15 +380,20 @@ class Registry:
         notional, volume = self.months.get((year + 1, 12), (0, 0))
         return notional, volume
 
-    def assess(self, year: int, multiple: int) -> list[tuple[str, Obligation]]:
+    def assess(self, year: int, multiple: int,
+               price: int | None = None) -> list[tuple[str, Obligation]]:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
-        order (``Rejected``, with nothing changed, if it cannot close)."""
+        order (``Rejected``, with nothing changed, if it cannot close). Fines are at
+        *price* (minor units per unit: the operator's reference price) when given, else
+        at the market's average of the month before the deadline."""
         if year in self.closed:
             raise Rejected(Reason.YEAR_CLOSED)
         if multiple not in FINE_MULTIPLES:
             raise Rejected(Reason.INVALID_MULTIPLE)
+        if price is not None and price <= 0:
+            raise Rejected(Reason.INVALID_PRICE)
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
-        notional, volume = self.deadline_month(year)
+        notional, volume = (price, 1) if price is not None else self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
             raise Rejected(Reason.NO_MARKET_PRICE)
@@ -297,6 +403,7 @@ class Registry:
             ob.fine = fine_fen(ob.shortfall, notional, volume, multiple) if ob.shortfall else 0
             if ob.shortfall:
                 self.deductions[(account, year + 1)] = ob.shortfall
+                self.missed.add(account)
         self.closed.add(year)
         return rows
 
@@ -317,6 +424,8 @@ class Registry:
             assert (ob.status is None) == (year not in self.closed), (account, year, "status")
             if ob.status is not None:
                 assert ob.shortfall == max(0, ob.emissions - ob.allowances - ob.counted_offsets())
+            assert ob.status != "short" or account in self.missed, (account, year, "missed")
+        assert all(units > 0 for units in (self.cutoff or {}).values()), "cut-off holdings"
 
     # --- state (exchange.state) ---------------------------------------------------------
     def to_state(self) -> RegistryState:
@@ -336,7 +445,8 @@ class Registry:
                 AllocationState(account=a, year=y, stage=al.stage, allocation=al.allocation,
                                 deducted=al.deducted, issued=al.issued)
                 for (a, y), al in self.allocations.items()
-            ], net_sales=dict(self.net_sales), converted=dict(self.converted), clock=self.clock)
+            ], net_sales=dict(self.net_sales), converted=dict(self.converted), clock=self._clock,
+            cutoff_holdings=None if self.cutoff is None else dict(self.cutoff))
 
     def load_state(self, state: RegistryState) -> None:
         """Take the state *state* (``to_state``) into this new registry. Raise
@@ -372,11 +482,19 @@ class Registry:
                                                                  al.deducted, al.issued)
         self.net_sales = dict(state.net_sales)
         self.converted = dict(state.converted)
-        self.clock = state.clock
+        self._clock = state.clock  # not the setter: the cut-off record comes with the state
+        self.cutoff = None if state.cutoff_holdings is None else dict(state.cutoff_holdings)
+        if self.cutoff is not None:
+            self._cutoff_due = _NEVER
+        self.missed = {a for (a, _), ob in self.obligations.items() if ob.status == "short"}
         self._month_clock = -1  # the month cache is worked out again at the next trade
 
     # --- verification (continued) -------------------------------------------------------
     def snapshot(self) -> list[object]:
+        """The registry's records for the state hash. Like the clock, the banking cut-off
+        record is left out: the passing of time wrote it (a command rejected at that
+        moment still moved the clock), it follows from the commands and their times, and
+        ``to_state`` carries it."""
         return [[[a, y, ob.row()] for (a, y), ob in sorted(self.obligations.items())],
                 sorted(self.closed),
                 sorted([a, y, q] for (a, y), q in self.deductions.items()),

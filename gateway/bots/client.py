@@ -308,6 +308,56 @@ class ExchangeClient:
             command["year"] = year
         return await self.request(command)
 
+    # --- block agreements and auctions ---------------------------------------------------
+    async def post_block(self, instrument: str, side: str, qty: int, price: str, *,
+                         to_account: str | None = None, order_id: str | None = None) -> dict:
+        """Post a block agreement (all or nothing, away from the book) for *to_account*, or
+        a public block quote without one; return its ``block`` or ``rejected`` report."""
+        command: dict = {
+            "action": "block",
+            "order_id": order_id or self.next_order_id(),
+            "instrument": instrument,
+            "side": side,
+            "qty": qty,
+            "price": str(price)
+        }
+        if to_account:
+            command["to_account"] = to_account
+        return await self.request(command)
+
+    async def accept_block(self, order_id: str, poster: str) -> dict:
+        """Accept the block *order_id* that *poster* posted: it trades whole at once."""
+        return await self.request({
+            "action": "block_accept",
+            "order_id": order_id,
+            "to_account": poster
+        })
+
+    async def open_auction(self, auction: str, instrument: str, side: str, qty: int,
+                           reserve: str, *, pricing: str = "uniform") -> dict:
+        """Open a one-way auction: sell (buyers bid) or buy (sellers offer) *qty* with a
+        reserve price; the operator clears it."""
+        return await self.request({
+            "action": "auction_open",
+            "auction": auction,
+            "instrument": instrument,
+            "side": side,
+            "qty": qty,
+            "price": str(reserve),
+            "pricing": pricing
+        })
+
+    async def bid(self, auction: str, qty: int, price: str, *,
+                  order_id: str | None = None) -> dict:
+        """Bid (or offer, in a purchase) in an open auction; ``cancel`` withdraws it."""
+        return await self.request({
+            "action": "auction_bid",
+            "auction": auction,
+            "order_id": order_id or self.next_order_id(),
+            "qty": qty,
+            "price": str(price)
+        })
+
     # --- streams ------------------------------------------------------------------------
     async def reports(self) -> AsyncIterator[dict]:
         """Every execution report for this account, in order, as they come."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from exchange.units import Scale
 from gateway.bots.client import ExchangeClient, ExchangeError
 
-__all__ = ["BotState", "MarketMaker", "NoiseTrader", "ComplianceBuyer"]
+__all__ = ["BotState", "MarketMaker", "NoiseTrader", "ComplianceBuyer", "BlockSeller"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class BotState:
     reasons: dict[str, int] = field(default_factory=dict)
     open: dict[str, int] = field(default_factory=dict)  # order id -> price in ticks
     surrendered: int = 0
+    blocks: int = 0  # block agreements it took part in
 
     @property
     def inventory(self) -> int:
@@ -240,6 +241,14 @@ class ComplianceBuyer(_Bot):
                  seed: int, need: int, surrender: int = 0, interval: float = 0.2) -> None:
         super().__init__(client, instrument, tick, fair=fair, seed=seed)
         self.need, self.to_surrender, self.interval = need, surrender, interval
+        self.offered: list[tuple[str, str]] = []  # blocks offered to it: (id, poster)
+
+    def _on_report(self, report: dict) -> None:
+        super()._on_report(report)
+        account = self.client.account
+        if (report.get("report") == "block" and report.get("to_account") == account
+                and report.get("account") != account and report.get("side") == "sell"):
+            self.offered.append((report["order_id"], report["account"]))
 
     def urgency(self, start: float, now: float, until: float) -> float:
         """From 0 at the start to 1 at the deadline, rising faster near the end."""
@@ -251,6 +260,12 @@ class ComplianceBuyer(_Bot):
         start = loop.time()
         working: str | None = None
         while await self.pause(self.interval, until):
+            while self.offered:  # a block offered for its shortfall: take it whole
+                block_id, poster = self.offered.pop(0)
+                if self.need - self.state.bought >= 100_000:
+                    answer = await self.client.accept_block(block_id, poster)
+                    if answer.get("report") == "block_accepted":
+                        self.state.blocks += 1
             remaining = self.need - self.state.bought
             if remaining <= 0:
                 break
@@ -268,3 +283,23 @@ class ComplianceBuyer(_Bot):
         if self.to_surrender:
             with contextlib.suppress(ExchangeError):
                 await self.client.surrender(self.instrument, self.to_surrender)
+
+
+class BlockSeller(_Bot):
+    """A covered entity with allowances to spare: it offers *qty* in one block agreement
+    to *buyer* at the fair price (away from the book, all or nothing) and waits."""
+
+    role = "block seller"
+
+    def __init__(self, client: ExchangeClient, instrument: str, tick: Scale, *, fair: int,
+                 seed: int, buyer: str, qty: int) -> None:
+        super().__init__(client, instrument, tick, fair=fair, seed=seed)
+        self.buyer, self.qty = buyer, qty
+
+    async def trade(self, until: float) -> None:
+        answer = await self.client.post_block(self.instrument, "sell", self.qty,
+                                              self.price(self.fair), to_account=self.buyer)
+        if answer.get("report") == "block":
+            self.state.blocks += 1
+        while await self.pause(0.5, until):
+            pass

@@ -30,6 +30,7 @@ gateway connects).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -42,7 +43,9 @@ import msgspec
 
 from exchange import Engine
 from exchange.commands import EndOfDay
-from exchange.events import (AccountOpened, CommandRejected, DailyStatistics, TradeExecuted,
+from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
+                             BlockAccepted, BlockPosted, CommandRejected, DailyStatistics,
+                             OrderCancelled, OrderExpired, QuotingAssessed, TradeExecuted,
                              TradingStatusChanged)
 from exchange.journal import JournalWriter
 from exchange.schedule import Schedule
@@ -52,8 +55,8 @@ from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport
                                ReportMaker, WireDecoder, client_id)
 from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
-                              account_of, book_topic, daily_topic, exec_topic, is_msgpack,
-                              status_topic, trades_topic)
+                              account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
+                              exec_topic, is_msgpack, status_topic, trades_topic)
 
 __all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing", "next_end_of_day"]
 
@@ -66,6 +69,10 @@ _IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
 
 # topic, payload, qos; a retained message (an instrument's status) has a fourth item, True
 Outgoing = tuple[str, bytes, int] | tuple[str, bytes, int, bool]
+# Events that are market data of the trading modes away from the book, and the ends of
+# an order that may be a public block's.
+_MODE_DATA = (BlockPosted, BlockAccepted, AuctionOpened, AuctionBidAccepted, AuctionCleared)
+_ENDS = (OrderCancelled, OrderExpired)
 # Reports (or trades) per published message: a burst's reports go out in several messages
 # of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
 REPORTS_PER_MESSAGE = 256
@@ -137,6 +144,12 @@ class GatewayCore:
         self._buckets: dict[str, _Bucket] = {}
         self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
         self._dirty: set[str] = set()
+        # Public block quotes still open (engine id -> the post), and the day's auctions
+        # (id -> [opening event, bids]), for their market data.
+        self._blocks: dict[str, BlockPosted] = {}
+        # Set by run_gateway: wakes its flushing loop for work the core queues itself.
+        self.wake: Callable[[], None] | None = None
+        self._auctions: dict[str, list] = {}
         self._book_sent: dict[str, float] = {}
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
@@ -144,6 +157,10 @@ class GatewayCore:
         # Called with each account the engine opens (the embedded broker gives it a login).
         self.on_account_opened: Callable[[str], None] | None = None
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
+        # (instrument, mode) -> [trades, volume] of the trading modes away from the book
+        self.traded_away: dict[tuple[str, str], list[int]] = {}
+        # The market makers' quoting assessments of each end of day, the newest last.
+        self.assessments: collections.deque[QuotingAssessed] = collections.deque(maxlen=10_000)
         self._last: dict[str, int] = {}  # instrument -> last trade price (ticks)
 
     # --- in -----------------------------------------------------------------------------
@@ -252,6 +269,8 @@ class GatewayCore:
         self._from_operator.add(id(command))
         queue.append(command)
         self._waiting += 1
+        if self.wake is not None:
+            self.wake()  # a quiet market still ends its day
 
     @property
     def pending(self) -> int:
@@ -320,6 +339,13 @@ class GatewayCore:
                         self._count_trade(event)
                     elif kind is DailyStatistics or kind is TradingStatusChanged:
                         public.append(self._public(event))
+                    elif kind in _MODE_DATA or (kind in _ENDS and event.order_id in self._blocks):
+                        data = self._mode_data(event)
+                        if data is not None:
+                            public.append(data)
+                    elif kind is QuotingAssessed:  # the market maker's and the operator's news
+                        self.assessments.append(event)
+                        made.append((OPS_REPORTS, made[-1][1]))
                 elif type(event) is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
             result = out[0]
@@ -374,6 +400,38 @@ class GatewayCore:
             return (daily_topic(event.instrument), _json.encode(self._reports.daily(event)), 1)
         return self.status_message(event.instrument, event.seq)
 
+    def _mode_data(self, event) -> Outgoing | None:
+        """Public blocks and auctions as market data: a public block quote posted, then
+        accepted, withdrawn or expired; an auction opened, each bid counted, cleared."""
+        kind = type(event)
+        reports = self._reports
+        if kind is BlockPosted:
+            if event.to_account is None:
+                self._blocks[event.order_id] = event
+                return (blocks_topic(event.instrument),
+                        _json.encode(reports.public_block(event, "open")), 1)
+            return None
+        if kind is BlockAccepted or kind is OrderCancelled or kind is OrderExpired:
+            posted = self._blocks.pop(event.order_id, None)
+            if posted is None:
+                return None  # a directed block: never public
+            status = ("accepted" if kind is BlockAccepted else
+                      "withdrawn" if kind is OrderCancelled else "expired")
+            body = reports.public_block(posted, status)
+            body["seq"] = event.seq
+            return (blocks_topic(event.instrument), _json.encode(body), 1)
+        if kind is AuctionOpened:
+            self._auctions[event.auction] = [event, 0]
+        known = self._auctions.get(event.auction)
+        if known is None:
+            return None
+        if kind is AuctionBidAccepted:
+            known[1] += 1
+        if kind is AuctionCleared:
+            del self._auctions[event.auction]
+        body = reports.auction_state(event, known[0], known[1])
+        return (auctions_topic(event.instrument), _json.encode(body), 1, True)
+
     def status_message(self, instrument: str, seq: int | None = None) -> Outgoing:
         """Whether *instrument* trades or is halted, as the retained status message."""
         status = "halted" if self.engine.halted(instrument) else "trading"
@@ -399,6 +457,11 @@ class GatewayCore:
             duplicate=duplicate, command_id=command.command_id)
 
     def _count_trade(self, trade: TradeExecuted) -> None:
+        if trade.mode != "listing":  # a block or an auction: not the order book's last price
+            totals = self.traded_away.setdefault((trade.instrument, trade.mode), [0, 0])
+            totals[0] += 1
+            totals[1] += trade.qty
+            return
         totals = self.traded.get(trade.instrument)
         if totals is None:
             totals = self.traded[trade.instrument] = [0, 0, 0]
@@ -548,6 +611,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
     messages = client.messages
 
     work = asyncio.Event()
+    core.wake = work.set
 
     async def receive() -> None:
         # Reads only: a message costs its decoding (or, past a full intake, its ids).

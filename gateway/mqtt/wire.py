@@ -32,7 +32,9 @@ from __future__ import annotations
 import msgspec
 
 from exchange.calendar import format_date
-from exchange.events import (AllowancesSurrendered, CommandRejected, DailyStatistics,
+from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionCleared,
+                             AuctionOpened, BlockAccepted, BlockPosted, CommandRejected,
+                             DailyStatistics, QuotingAssessed,
                              DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
                              MarginCallMet, MassCancelAccepted, OptionExercised, OrderAccepted,
                              OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
@@ -49,16 +51,24 @@ __all__ = [
     "ExpiredReport", "TriggeredReport", "SettledReport", "MassCancelAcceptedReport",
     "SurrenderedReport", "VariationMarginReport", "MarginCallReport", "MarginCallMetReport",
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
-    "ExercisedReport", "NoticeReport", "OpsAcceptedReport", "AnyOpsReport", "ORDER_ACTIONS",
+    "ExercisedReport", "NoticeReport", "BlockReport", "BlockAcceptedReport", "AuctionReport",
+    "BidAcceptedReport", "AuctionClearedReport", "QuotingReport", "OpsAcceptedReport",
+    "AnyOpsReport", "ORDER_ACTIONS",
     "daily_record"
 ]
 
 # Text fields a bot's command may carry that the exchange keeps or parses.
 _TEXT_FIELDS = ("order_id", "command_id", "account", "instrument", "price", "stop_price", "side",
-                "type", "tif", "stp", "to_account", "to_instrument")
-WIRE_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel", "surrender"})
-# What the operator may not send: orders are the accounts' own.
-ORDER_ACTIONS = frozenset({"new", "cancel", "amend", "mass_cancel"})
+                "type", "tif", "stp", "to_account", "to_instrument", "auction", "pricing")
+WIRE_ACTIONS = frozenset({
+    "new", "cancel", "amend", "mass_cancel", "surrender", "block", "block_accept", "auction_open",
+    "auction_bid"
+})
+# What the operator may not send: orders, blocks and bids are the accounts' own.
+ORDER_ACTIONS = frozenset(
+    {"new", "cancel", "amend", "mass_cancel", "block", "block_accept", "auction_bid"})
+# Actions whose order_id is the sender's own (kept apart as ``{account}/{id}``).
+_OWN_IDS = frozenset({"new", "cancel", "amend", "block", "auction_bid"})
 _ID_FIELDS = ("order_id", "command_id")
 
 
@@ -193,10 +203,18 @@ class WireDecoder:
                 WRONG_ACCOUNT,
                 f"the command names account {row.account!r} but was sent on {account!r}'s topic",
                 msgspec.to_builtins(row))
-        if action == "new" or action == "cancel" or action == "amend":
+        if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
             row.order_id = f"{account}/{row.order_id}"
+        elif action == "block_accept":
+            # The block's id is its poster's: accepted as ``{to_account}/{id}``.
+            if not row.order_id or not row.to_account or "/" in row.to_account:
+                return _rejection(BAD_COMMAND, "order_id and to_account (the block's poster) are "
+                                  "required", msgspec.to_builtins(row))
+            row.order_id = f"{row.to_account}/{row.order_id}"
+        if row.auction is not None and (type(row.auction) is not str or "/" in row.auction):
+            return _rejection(BAD_COMMAND, "auction: an id without '/'", msgspec.to_builtins(row))
         row.ts = self.ts  # the gateway's clock, not the bot's, moves the engine
         try:
             return self._reader.row(row)
@@ -277,6 +295,89 @@ class FillReport(_Answering, tag="fill"):
     side: str
     leaves_qty: int
     liquidity: str
+    mode: str | None = None  # "block" or "auction"; absent for the order book
+
+
+class BlockReport(_Answering, tag="block"):
+    """A block agreement posted: to its poster, and to the account it names."""
+
+    seq: int
+    order_id: str | None
+    account: str
+    instrument: str
+    side: str
+    price: str
+    qty: int
+    to_account: str | None
+
+
+class BlockAcceptedReport(_Answering, tag="block_accepted"):
+    """The acceptor's answer: it took the block *order_id* of *to_account* (its fill
+    follows)."""
+
+    seq: int
+    order_id: str | None
+    to_account: str
+    instrument: str
+    side: str
+    price: str
+    qty: int
+
+
+class AuctionReport(_Answering, tag="auction"):
+    """The initiator's answer: its auction opened."""
+
+    seq: int
+    auction: str
+    instrument: str
+    side: str
+    qty: int
+    reserve: str
+    pricing: str
+    primary: bool
+
+
+class BidAcceptedReport(_Answering, tag="bid_accepted"):
+    """The bidder's answer: its bid is in the auction, held until it clears."""
+
+    seq: int
+    auction: str
+    order_id: str | None
+    instrument: str
+    side: str
+    price: str
+    qty: int
+
+
+class QuotingReport(_Answering, tag="quoting"):
+    """A market maker's quoting over a trading day, against its obligation (to the
+    market maker, and to the operator on the ops reports topic)."""
+
+    seq: int
+    account: str
+    instrument: str
+    day: int
+    quoted_ns: int
+    session_ns: int
+    presence_bps: int
+    average_spread: str | None
+    met: bool
+    rebate: str
+    currency: str
+
+
+class AuctionClearedReport(_Answering, tag="auction_cleared"):
+    """To the initiator: how its auction ended (its fills come as ``fill`` reports)."""
+
+    seq: int
+    auction: str
+    instrument: str
+    status: str
+    price: str | None
+    qty: int
+    unsold: int
+    bids: int
+    filled_bids: int
 
 
 class CancelledReport(_Answering, tag="cancelled"):
@@ -448,8 +549,12 @@ AnyReport = (AcceptedReport | FillReport | CancelledReport | RejectedReport | Am
              | ExpiredReport | TriggeredReport | SettledReport | MassCancelAcceptedReport
              | SurrenderedReport | VariationMarginReport | MarginCallReport | MarginCallMetReport
              | ClosedOutReport | DefaultReport | DeliveryReport | DeliveryFailedReport
-             | ExercisedReport | NoticeReport)
+             | ExercisedReport | NoticeReport | BlockReport | BlockAcceptedReport | AuctionReport
+             | BidAcceptedReport | AuctionClearedReport | QuotingReport)
 
+# The events of blocks and auctions an account hears of.
+_MODE_EVENTS = (BlockPosted, BlockAccepted, AuctionOpened, AuctionBidAccepted, AuctionCleared,
+                QuotingAssessed)
 # The clearing events an account hears of, by the report they become.
 _CLEARING_EVENTS = (VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
                     DefaultRecorded, DeliverySettled, DeliveryFailed, OptionExercised)
@@ -484,14 +589,16 @@ class ReportMaker:
             instrument, seq, trade_id, qty = event.instrument, event.seq, event.trade_id, event.qty
             price = self.price(instrument, event.price)
             buyer_took = event.aggressor == "buy"
+            mode = None if event.mode == "listing" else event.mode
             reports.append((event.buy_account,
                             FillReport(seq, trade_id, instrument, price, qty,
                                        client_id(event.buy_order_id), "buy", event.buy_leaves_qty,
-                                       "taker" if buyer_took else "maker")))
+                                       "taker" if buyer_took else "maker", mode)))
             reports.append((event.sell_account,
                             FillReport(seq, trade_id, instrument, price, qty,
                                        client_id(event.sell_order_id), "sell",
-                                       event.sell_leaves_qty, "maker" if buyer_took else "taker")))
+                                       event.sell_leaves_qty, "maker" if buyer_took else "taker",
+                                       mode)))
         elif kind is OrderAccepted:
             reports.append((event.account,
                             AcceptedReport(event.seq, client_id(event.order_id), event.instrument,
@@ -543,6 +650,95 @@ class ReportMaker:
         elif kind is AllowancesSurrendered:
             reports.append((event.account,
                             SurrenderedReport(event.seq, event.instrument, event.qty, event.year)))
+        elif kind in _MODE_EVENTS:
+            self.mode_reports(event, reports)
+
+    def mode_reports(self, event, reports: list) -> None:
+        """The reports of the block and auction events (``exchange.blocks``,
+        ``exchange.auctions``)."""
+        kind = type(event)
+        instrument = event.instrument
+        if kind is BlockPosted:
+            price = self.price(instrument, event.price)
+            assert price is not None
+            for account in (event.account, event.to_account):
+                if account:  # its poster, and the account it names
+                    reports.append((account,
+                                    BlockReport(event.seq, client_id(event.order_id),
+                                                event.account, instrument, event.side, price,
+                                                event.qty, event.to_account)))
+        elif kind is BlockAccepted:
+            reports.append((event.account,
+                            BlockAcceptedReport(event.seq, client_id(event.order_id),
+                                                event.to_account, instrument, event.side,
+                                                self.price(instrument, event.price) or "",
+                                                event.qty)))
+        elif kind is AuctionOpened and not event.primary:  # the registry has no exec topic
+            reports.append((event.account,
+                            AuctionReport(event.seq, event.auction, instrument, event.side,
+                                          event.qty, self.price(instrument, event.reserve) or "",
+                                          event.pricing, event.primary)))
+        elif kind is AuctionBidAccepted:
+            reports.append((event.account,
+                            BidAcceptedReport(event.seq, event.auction, client_id(event.order_id),
+                                              instrument, event.side,
+                                              self.price(instrument, event.price) or "",
+                                              event.qty)))
+        elif kind is QuotingAssessed:
+            reports.append((event.account,
+                            QuotingReport(event.seq, event.account, instrument, event.day,
+                                          event.quoted_ns, event.session_ns, event.presence_bps,
+                                          self.price(instrument, event.average_spread),
+                                          event.met, format_cash(event.currency, event.rebate),
+                                          event.currency)))
+        elif kind is AuctionCleared and event.account and not event.account.startswith("@"):
+            reports.append((event.account,
+                            AuctionClearedReport(event.seq, event.auction, instrument,
+                                                 event.status, self.price(instrument, event.price),
+                                                 event.qty, event.unsold, event.bids,
+                                                 event.filled_bids)))
+
+    def public_block(self, event: BlockPosted | BlockAccepted, status: str) -> dict:
+        """A public block quote as market data (``cx/v1/md/{instrument}/blocks``): who
+        posted it and its id (to accept it), side, price and quantity, and ``status``
+        (``open``, then ``accepted``, ``withdrawn`` or ``expired``)."""
+        poster = event.account if type(event) is BlockPosted else event.to_account
+        side = event.side if type(event) is BlockPosted else (
+            "sell" if event.side == "buy" else "buy")
+        return {
+            "seq": event.seq,
+            "order_id": client_id(event.order_id),
+            "account": poster,
+            "instrument": event.instrument,
+            "side": side,
+            "price": self.price(event.instrument, event.price),
+            "qty": event.qty,
+            "status": status
+        }
+
+    def auction_state(self, event: AuctionOpened | AuctionBidAccepted | AuctionCleared,
+                      opened: AuctionOpened, bids: int) -> dict:
+        """An auction's state as market data (``cx/v1/md/{instrument}/auctions``): its
+        terms, ``status`` (``open``, or how it ended), the number of bids (never their
+        prices: bids are sealed) and, once cleared, its price and quantity."""
+        instrument = opened.instrument
+        body = {
+            "seq": event.seq,
+            "auction": opened.auction,
+            "instrument": instrument,
+            "side": opened.side,
+            "qty": opened.qty,
+            "reserve": self.price(instrument, opened.reserve),
+            "pricing": opened.pricing,
+            "primary": opened.primary,
+            "status": "open",
+            "bids": bids
+        }
+        if type(event) is AuctionCleared:
+            body.update(status=event.status, price=self.price(instrument, event.price),
+                        cleared_qty=event.qty, unsold=event.unsold, bids=event.bids,
+                        filled_bids=event.filled_bids)
+        return body
 
     def clearing_report(self, event) -> Report:
         """A clearing event as the account's report: its fields but the account, prices
@@ -588,7 +784,8 @@ class ReportMaker:
             "instrument": event.instrument,
             "price": self.price(event.instrument, event.price),
             "qty": event.qty,
-            "aggressor": event.aggressor
+            "aggressor": event.aggressor,
+            **({} if event.mode == "listing" else {"mode": event.mode})
         }
 
     def daily(self, event: DailyStatistics) -> dict:

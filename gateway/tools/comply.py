@@ -1,13 +1,16 @@
 """``carbonx comply SCENARIO|--example``: one compliance year, start to end, in the engine.
 
 A scenario (TOML, documented by ``gateway/tools/examples/compliance-2024.toml``) names the
-year, the fine multiple, the pre-allocation share, each sector's allocation rule with its
-parameters (``[rules.SECTOR]``, a name from ``exchange.compliance.allocation.SECTOR_RULES``), the
-regional and yearly adjustment factors with a sector cap, the market's December trades
-(or an order file traded during the year), the covered entities (sector, region,
-prior-year and verified emissions with their data quality, verifier and months of
-monthly logs, the share of their obligation they manage to surrender, CCER held, and
-what their sector's rule needs: power units, or an intensity) and restatements.
+year, the fine multiple (and, optionally, the operator's reference price for the fines,
+``deadline_price``), the pre-allocation share, each sector's allocation rule with its
+parameters (``[rules.SECTOR]``, a name from ``exchange.compliance.allocation.SECTOR_RULES``;
+a sector without one takes ``default_rules(year)``), the regional and yearly adjustment
+factors with a sector cap, the market's December trades (or an order file traded during
+the year), the covered entities (sector, region, prior-year and verified emissions with
+their data quality, verifier and months of monthly logs, the share of their obligation
+they manage to surrender, CCER held, and what their sector's rule needs: power units,
+each with its own verified ``emissions`` where a gas unit sits beside other units, or
+an intensity) and restatements.
 
 The cycle, every step a command through the engine's sequenced pipeline with the ledger
 on (so holdings are conserved and every step is an event):
@@ -24,11 +27,14 @@ on (so holdings are conserved and every step is an event):
    for every entity whose figure moved (through BP a restatement can move its sector);
 5. surrender: allowances of the year's vintage up to the entity's share of its
    obligation, then CCER within the 5% cap;
-6. the deadline: each entity compliant or short, and fined; the registry keeps the
+6. the deadline: each entity compliant or short, and fined at the multiple times the
+   December average (or the operator's ``deadline_price``); the registry keeps the
    shortfall to deduct from the next year's allocation.
 
 The report: per entity and per sector, obligation, allocation, surrendered allowances
-and CCER, shortfall, fine and status. ``--json`` keys are pinned (docs/formats.md).
+and CCER, shortfall, fine and status; the fine's multiple and price in every output (the
+summary line, ``--json``'s ``multiple``, ``price`` and ``price_source``, a ``multiple``
+column in ``--csv``). ``--json`` keys are pinned (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -98,11 +104,19 @@ def load_scenario(path: str | Path) -> dict:
                 raise ScenarioError(f"{where}: '{key}' must be a whole number of tonnes")
         if entity["sector"] == "power" and not entity.get("units"):
             raise ScenarioError(f"{where}: a power entity needs its 'units'")
+        for unit in entity.get("units", ()):
+            own = unit.get("emissions") if isinstance(unit, dict) else None
+            if own is not None and (type(own) is not int or own < 0):
+                raise ScenarioError(
+                    f"{where}: a unit's 'emissions' must be a whole number of tonnes")
         if entity["sector"] != "power" and "intensity" not in entity:
             raise ScenarioError(f"{where}: an industrial entity needs its 'intensity'")
         months = entity.get("months", 12)
         if type(months) is not int or not 0 <= months <= 12:
             raise ScenarioError(f"{where}: 'months' (monthly logs complete) must be 0 to 12")
+    price = data.get("deadline_price")
+    if price is not None and not isinstance(price, str):
+        raise ScenarioError(f'{path}: deadline_price is a decimal string ("98.00" CNY/t)')
     rules = data.get("rules", {})
     if not isinstance(rules, dict) or not all(isinstance(r, dict) for r in rules.values()):
         raise ScenarioError(f"{path}: [rules.SECTOR] tables name each sector's rule")
@@ -131,7 +145,8 @@ def _plan(data: dict, emissions: dict[str, int]) -> dict[str, int]:
     for e in data["entities"]:
         units = tuple(
             PowerUnit(u["type"], str(u["electricity_mwh"]), str(u.get("heat_gj", 0)),
-                      str(u.get("load", 1))) for u in e.get("units", ()))
+                      str(u.get("load", 1)), None if u.get("emissions") is None else str(
+                          u["emissions"])) for u in e.get("units", ()))
         intensity = exact(str(e["intensity"]), "intensity") if "intensity" in e else None
         entities.append(
             Entity(e["name"], e["sector"], emissions[e["name"]], e.get("region", ""), units,
@@ -143,7 +158,7 @@ def _plan(data: dict, emissions: dict[str, int]) -> dict[str, int]:
             for k, v in settings.get("regions", {}).items()
         }, yearly=exact(str(settings.get("yearly", 1))),
         cap_share=exact(str(settings.get("cap_share", 1))))
-    return allocate(entities, data.get("rules", {}), adjustment)
+    return allocate(entities, data.get("rules", {}), adjustment, data["year"])
 
 
 def run_cycle(data: dict) -> dict:
@@ -186,8 +201,9 @@ def run_cycle(data: dict) -> dict:
                 submit(command)
         except OrderFileError as exc:
             raise ScenarioError(str(exc)) from None
-    # 10 December, 10:00 in Beijing (02:00 UTC), inside the default market's morning session.
-    december = deadline_ns(year) - 21 * _DAY_NS + 2 * 3600 * 10**9
+    # 11 December, 10:00 in the market's time zone (02:00 UTC in Beijing), inside the
+    # default market's morning session.
+    december = deadline_ns(year, market.schedule) - 21 * _DAY_NS + 10 * 3600 * 10**9
     for number, trade in enumerate(data.get("december_trades", []), 1):
         qty, price = int(trade["qty"]), str(trade["price"])
         submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty))
@@ -247,7 +263,9 @@ def run_cycle(data: dict) -> dict:
         if rest > 0 and offset:
             submit(SurrenderAllowances(account=name, instrument=offset, qty=rest, year=year))
 
-    events = submit(ComplianceDeadline(year=year, multiple=int(data.get("multiple", 5))))
+    multiple = int(data.get("multiple", 5))
+    events = submit(
+        ComplianceDeadline(year=year, multiple=multiple, price=data.get("deadline_price")))
     if type(events[-1]) is CommandRejected:
         raise ScenarioError(f"the deadline was refused: {events[-1].reason}")
     engine.check()
@@ -288,6 +306,10 @@ def run_cycle(data: dict) -> dict:
         "entities": rows,
         "sectors": sectors,
         "average_price": format_cash("CNY", passed.average_price or 0),
+        "multiple": multiple,
+        # the price the fines used, per tonne: the operator's or the December average
+        "price": None if passed.price is None else format_cash("CNY", passed.price),
+        "price_source": passed.price_source,
         "stats": {
             "commands": engine.accepted + engine.rejected,
             "rejected": rejected,
@@ -321,12 +343,19 @@ def example_scenario(seed: int = 2024, entities: int = 300) -> str:
         'coal_unconventional = "0.8244"', 'gas = "0.3288"', "", "[rules.power.heat]",
         'coal = "0.1033"', 'gas = "0.0533"', "",
         "# 2024 was the first year of steel, cement and aluminium: allocation equals",
-        "# verified emissions; from 2025 they take the intensity rule", "[rules.steel]",
-        'rule = "verified_emissions"', "", "[rules.cement]", 'rule = "intensity_benchmark"', "",
-        "[rules.aluminium]", 'rule = "intensity_benchmark"', "",
-        "# the market's trades in December 2025, the month before the deadline",
-        "[[december_trades]]", 'price = "97.50"', "qty = 40000", "", "[[december_trades]]",
-        'price = "98.20"', "qty = 60000", ""
+        "# verified emissions, which no regional or yearly factor moves; from 2025 they take",
+        '# the intensity rule (rule = "intensity_benchmark"). These are the 2024 defaults.',
+        "[rules.steel]", 'rule = "verified_emissions"', "", "[rules.cement]",
+        'rule = "verified_emissions"', "", "[rules.aluminium]", 'rule = "verified_emissions"', "",
+        "# the market's trades in December 2025, the month before the deadline: their average",
+        "# prices the fines (deadline_price = \"98.00\" would set the operator's reference",
+        "# price instead, as when nothing traded)", "[[december_trades]]", 'price = "97.50"',
+        "qty = 40000", "", "[[december_trades]]", 'price = "98.20"', "qty = 60000", "",
+        "# A power entity lists its units: type (coal_large, coal_small, coal_unconventional,",
+        "# gas), electricity_mwh, heat_gj, load (the load factor corrects conventional coal",
+        "# only) and, for a gas unit beside other units, its own verified emissions",
+        "# (emissions = 380000): each gas unit is topped up to its own emissions. A unit alone",
+        "# takes the entity's.", ""
     ]
     regions = ("east", "west", "north", "northeast", "south")
     shares = (("power", 0.55), ("steel", 0.2), ("cement", 0.15), ("aluminium", 0.1))
@@ -405,18 +434,29 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.csv:
             with open(args.csv, "w", newline="", encoding="utf-8") as out:
-                writer = csv.DictWriter(out, fieldnames=list(report["entities"][0]))
+                # each row says the fine's multiple too, after the pinned columns
+                writer = csv.DictWriter(out, fieldnames=[*report["entities"][0], "multiple"])
                 writer.writeheader()
-                writer.writerows(report["entities"])
+                writer.writerows({**row, "multiple": report["multiple"]}
+                                 for row in report["entities"])
         if args.chart:
             _chart(report, args.chart)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     if args.json:
-        print(json.dumps({"entities": report["entities"], "sectors": report["sectors"]}))
+        print(
+            json.dumps({
+                "entities": report["entities"],
+                "sectors": report["sectors"],
+                "multiple": report["multiple"],
+                "price": report["price"],
+                "price_source": report["price_source"]
+            }))
         return 0
+    source = ("the operator's reference price" if report["price_source"] == "operator" else
+              "the December average")
     print(f"compliance year {report['year']}: {len(report['entities'])} entities, "
-          f"fines at {report['average_price']} CNY/t (the December average)")
+          f"fines at {report['multiple']} x {report['price'] or '-'} CNY/t ({source})")
     print(f"  {'sector':<10}{'entities':>9}{'obligation':>14}{'allocated':>14}"
           f"{'surrendered':>14}{'ccer':>10}{'short':>7}{'shortfall':>12}{'fines CNY':>18}")
     for row in report["sectors"]:

@@ -2,9 +2,17 @@
 
 The embedded broker on a free loopback port, the gateway with the engine, ledger and a
 journal, and bots that connect over MQTT like any outside bot: two market makers, three
-noise traders and a compliance buyer, on CEA25 and CEA24. At the end: trades, volume and
-VWAP per instrument, and each bot's holdings and profit and loss (cash change plus the
-units change marked at the last trade price).
+noise traders, a compliance buyer and a power company with allowances to spare, on CEA25
+and CEA24, over two trading days (``--days``) that each end with the operator's end of
+day. The compliance buyer is 154,000 t short: the power company offers it 150,000 t in
+one block agreement, which it accepts, and it buys the rest on the order book. Both
+market makers quote under an obligation (both sides, at least 100 t, within a maximum
+spread, for half the session): mm-1 keeps it on CEA25 and earns back half its maker
+fees; mm-2's CEA24 obligation allows a spread narrower than it quotes, so it misses.
+
+At the end: trades, volume and VWAP per instrument, the block agreements, the market
+makers' assessments day by day, and each bot's holdings and profit and loss (cash change
+plus the units change marked at the last trade price).
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ import time
 from dataclasses import dataclass
 
 from exchange import Engine, Market, default_market
+from exchange.market import parse_market
 from exchange.commands import Deposit, IssueAllowances, OpenAccount
 from exchange.journal import create_journal
 from exchange.market import format_cash
 from exchange.sequencer import Sequencer
 from gateway.bots.client import ExchangeClient
-from gateway.bots.traders import ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
+from gateway.bots.traders import BlockSeller, ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
 from gateway.mqtt.brokerconfig import generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
 from gateway.mqtt.serve import run_async
@@ -44,8 +53,26 @@ _SEATS = (_Seat("mm-1", "market_maker", "CEA25", "5000000",
                                40_000), _Seat("noise-1", "financial", "CEA25", "1000000", 5_000),
           _Seat("noise-2", "financial", "CEA25", "1000000",
                 5_000), _Seat("noise-3", "financial", "CEA24", "1000000",
-                              5_000), _Seat("steel-1", "covered", "CEA25", "2000000", 3_000))
+                              5_000), _Seat("steel-1", "covered", "CEA25", "12000000", 3_000),
+          _Seat("power-1", "covered", "CEA25", "1000000", 400_000))
 _FAIR = {"CEA25": 6000, "CEA24": 5850}  # ticks of 0.01 CNY: 60.00 and 58.50
+_BLOCK = 150_000  # what the power company offers the steel company in one block
+_SHORT = 154_000  # the steel company's shortfall: the block, and the rest on the book
+# The market makers' obligations: mm-1 quotes 0.10 wide on CEA25 (within 0.30); mm-2
+# quotes 0.10 wide on CEA24, where the obligation allows 0.05.
+_OBLIGATIONS = """
+[market_makers.CEA25]
+max_spread = "0.30"
+min_qty = 100
+min_presence = "0.5"
+rebate = "0.5"
+
+[market_makers.CEA24]
+max_spread = "0.05"
+min_qty = 100
+min_presence = "0.5"
+rebate = "0.5"
+"""
 
 
 @dataclass
@@ -72,15 +99,24 @@ def _bot(seat: _Seat, client: ExchangeClient, market: Market, seed: int) -> _Bot
     fair = _FAIR[seat.instrument]
     if seat.kind == "market_maker":
         return MarketMaker(client, seat.instrument, tick, fair=fair, seed=seed)
+    if seat.account.startswith("power"):
+        return BlockSeller(client, seat.instrument, tick, fair=fair, seed=seed,
+                           buyer="steel-1", qty=_BLOCK)
     if seat.kind == "covered":
-        return ComplianceBuyer(client, seat.instrument, tick, fair=fair, seed=seed, need=4_000,
+        return ComplianceBuyer(client, seat.instrument, tick, fair=fair, seed=seed, need=_SHORT,
                                surrender=seat.units)
     return NoiseTrader(client, seat.instrument, tick, fair=fair, seed=seed)
 
 
-async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool) -> DemoResult:
-    # The bots trade whenever the demo runs: the market's schedule is set aside.
-    market = default_market().open_all_hours()
+def demo_market() -> Market:
+    """The default market with the demo's quoting obligations, its schedule set aside (the
+    bots trade whenever the demo runs)."""
+    return parse_market(default_market().text + _OBLIGATIONS, "<demo>").open_all_hours()
+
+
+async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
+                days: int = 2) -> DemoResult:
+    market = demo_market()
     engine = Engine(market, ledger=True)
     writer = create_journal(journal_dir, market.text, ledger=True)
     Sequencer(engine, writer).run(_funding(_SEATS), [])
@@ -113,7 +149,10 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool) ->
             until = loop.time() + seconds
             runs = [asyncio.ensure_future(bot.run(until)) for bot in bots]
             progress = asyncio.ensure_future(_progress(core, until, out))
+            days_done = asyncio.ensure_future(_trading_days(core, seconds, days, out))
             await asyncio.gather(*runs)
+            await days_done
+            await _end_of_day(core, out)  # the last day ends when the bots stop
             progress.cancel()
         finally:
             for client in clients:
@@ -123,8 +162,26 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool) ->
     writer.close()
     elapsed = time.perf_counter() - began
     summary = _summary(core, market, bots, start_holdings, _holdings(engine), elapsed)
+    summary += "\n\n" + _blocks_and_quoting(core, market)
     summary += "\n\n" + _rejections(core) + "\n\n" + _next_steps(journal_dir if kept else None)
     return DemoResult(elapsed, core.stats.messages, core.stats.commands, engine.trades, summary)
+
+
+async def _trading_days(core: GatewayCore, seconds: float, days: int, out) -> None:
+    """The operator's end of day after each day but the last (which ends with the run)."""
+    for _ in range(days - 1):
+        await asyncio.sleep(seconds / days)
+        await _end_of_day(core, out)
+
+
+async def _end_of_day(core: GatewayCore, out) -> None:
+    """End the trading day through the gateway, as the operator's eod does, and wait
+    until it has run."""
+    day = core.engine.day
+    core.end_of_day()
+    while core.engine.day == day:
+        await asyncio.sleep(0.02)
+    print(f"\nday {day} ended", file=out, flush=True)
 
 
 async def _progress(core: GatewayCore, until: float, out) -> None:
@@ -145,6 +202,23 @@ def _holdings(engine: Engine) -> dict[tuple[str, str], int]:
         (account, asset): available + held + locked
         for account, asset, available, held, locked in engine.ledger.holdings()
     }
+
+
+def _blocks_and_quoting(core: GatewayCore, market: Market) -> str:
+    """The block agreements and auctions traded, and each day's quoting assessments."""
+    lines = []
+    for (symbol, mode), (count, volume) in sorted(core.traded_away.items()):
+        lines.append(f"{mode} trades: {symbol} {count} for {volume:,} t")
+    if not lines:
+        lines.append("block trades: none")
+    lines += ["", "day  market maker  instrument  presence  spread (CNY)  obligation  rebate (CNY)"]
+    for event in core.assessments:
+        spread = market[event.instrument].format_price(event.average_spread) or "-"
+        lines.append(f"{event.day:>3}  {event.account:<12}  {event.instrument:<10}  "
+                     f"{event.presence_bps / 100:>7.2f}%  {spread:>12}  "
+                     f"{'met' if event.met else 'missed':<10}  "
+                     f"{format_cash(event.currency, event.rebate):>12}")
+    return "\n".join(lines)
 
 
 def _summary(core: GatewayCore, market: Market, bots, before, after, elapsed) -> str:
@@ -224,19 +298,20 @@ def _next_steps(journal: str | None) -> str:
 
 
 def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
-             out=sys.stderr) -> DemoResult:
-    """Run the demo and print its progress to *out*; return what happened."""
+             out=sys.stderr, days: int = 2) -> DemoResult:
+    """Run the demo over *days* trading days and print its progress to *out*; return what
+    happened."""
     if journal is not None:
-        return _run(seconds, seed, journal, out, kept=True)
+        return _run(seconds, seed, journal, out, kept=True, days=days)
     with tempfile.TemporaryDirectory(prefix="carbonx-demo-") as directory:
-        return _run(seconds, seed, directory, out, kept=False)
+        return _run(seconds, seed, directory, out, kept=False, days=days)
 
 
-def _run(seconds: float, seed: int, journal: str, out, kept: bool) -> DemoResult:
+def _run(seconds: float, seed: int, journal: str, out, kept: bool, days: int) -> DemoResult:
     result: list[DemoResult] = []
 
     async def main() -> None:
-        result.append(await _demo(seconds, seed, journal, out, kept))
+        result.append(await _demo(seconds, seed, journal, out, kept, days))
 
     run_async(main())
     if out.isatty():

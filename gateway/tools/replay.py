@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from exchange import Engine, FastBook, Market, default_market
-from exchange.events import DailyStatistics, TradeExecuted
+from exchange.events import DailyStatistics, QuotingAssessed, TradeExecuted
 from exchange.journal import create_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
@@ -136,9 +136,10 @@ def _result(engine: Engine, total: int, started: float, decoded: float, kept: li
                         rejects=dict(engine.rejects), events=kept, engine=engine)
 
 
-# The pinned fills file: these keys of each TradeExecuted, in this order.
+# The pinned fills file: these keys of each TradeExecuted, in this order; ``mode`` is the
+# trading mode that made it: ``listing`` (the order book), ``block`` or ``auction``.
 FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id",
-             "buy_account", "sell_account", "aggressor")
+             "buy_account", "sell_account", "aggressor", "mode")
 
 _PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
 _CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount")
@@ -178,6 +179,38 @@ def write_fills(path: str | Path, events: list, market: Market) -> int:
                 fh.write(b"\n")
                 count += 1
     return count
+
+
+MM_HEADER = ("day", "account", "instrument", "quoted_s", "session_s", "presence_pct",
+             "average_spread", "met", "rebate", "currency")
+
+
+def write_mm_report(path: str | Path, events: list, market: Market) -> int:
+    """Write each end of day's market-maker assessments as CSV (``MM_HEADER``): the time
+    quoted within the obligation and the session's, in seconds to the nanosecond, the
+    presence as a percentage to two places (rounded down), the time-weighted spread as a
+    price, whether the obligation was met and the rebate as cash."""
+    count = 0
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(MM_HEADER)
+        for e in events:
+            if type(e) is QuotingAssessed:
+                inst = market[e.instrument]
+                writer.writerow([
+                    e.day, e.account, e.instrument, _seconds(e.quoted_ns),
+                    _seconds(e.session_ns), f"{e.presence_bps // 100}.{e.presence_bps % 100:02d}",
+                    "" if e.average_spread is None else inst.tick.format(e.average_spread),
+                    "yes" if e.met else "no", format_cash(e.currency, e.rebate), e.currency
+                ])
+                count += 1
+    return count
+
+
+def _seconds(ns: int) -> str:
+    """Nanoseconds as exact decimal seconds."""
+    whole, part = divmod(ns, 10**9)
+    return f"{whole}.{part:09d}".rstrip("0").rstrip(".")
 
 
 DAILY_HEADER = ("date", "instrument", "open", "high", "low", "close", "volume", "turnover",

@@ -1,0 +1,190 @@
+"""Blocks, auctions and the market-maker programme at the edges: the order file's rows, the
+replay's fills (``mode``), daily statistics and market-maker report, the wire's rules for
+bots and the operator, the engine's state round trip with open blocks and auctions, a
+journal recovered, and the benchmark that replays a file with 10% of such rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from exchange import Engine, FastBook, NaiveBook
+from exchange.commands import (AcceptBlock, BidAuction, CloseAuction, OpenAuction, PostBlock)
+from exchange.events import BlockPosted, TradeExecuted
+from exchange.journal import recover
+from exchange.market import parse_market
+from exchange.orderfile import OrderFileError, parse_order_text
+from gateway.cli import main
+from gateway.mqtt.wire import WireDecoder
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def scenario_parts(name: str) -> tuple[str, str]:
+    """The market TOML and the order rows (without expectations) of a golden scenario."""
+    text = (SCENARIOS / f"{name}.txt").read_text()
+    market = text.split("--- market\n")[1].split("--- orders\n")[0]
+    orders = text.split("--- orders\n")[1].split("\n--- ")[0]
+    rows = [line for line in orders.splitlines() if line and not line.startswith(("> ", "#"))]
+    return market, "\n".join(rows) + "\n"
+
+
+def test_mode_rows_read_from_csv_and_ndjson_alike():
+    csv_text = ("action,order_id,account,instrument,side,price,qty,to_account,auction,pricing\n"
+                "block,B1,a,CEA25,sell,60.00,100000,b,,\n"
+                "block_accept,B1,b,,,,,a,,\n"
+                "auction_open,,a,CEA25,sell,59.00,200000,,A1,pay_as_bid\n"
+                "auction_bid,x1,b,,,59.50,1000,,A1,\n"
+                "auction_close,,,,,,,,A1,\n")
+    commands = parse_order_text(csv_text.encode(), "csv")
+    assert commands == [
+        PostBlock(order_id="B1", account="a", instrument="CEA25", side="sell", price="60.00",
+                  qty=100_000, to_account="b"),
+        AcceptBlock(order_id="B1", account="b", to_account="a"),
+        OpenAuction(auction="A1", account="a", instrument="CEA25", side="sell", qty=200_000,
+                    price="59.00", pricing="pay_as_bid"),
+        BidAuction(auction="A1", order_id="x1", account="b", price="59.50", qty=1000),
+        CloseAuction(auction="A1")
+    ]
+    lines = [json.dumps({k: v for k, v in row.items() if v})
+             for row in csv.DictReader(csv_text.splitlines())]
+    assert parse_order_text("\n".join(lines).encode(), "ndjson") == commands
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("block,B1,a,CEA25,sell,,100000,b,,", "price is required for block"),
+    ("block,B1,a,CEA25,,60.00,100000,b,,", "side is required for block"),
+    ("block_accept,B1,b,,,,,,,", "to_account"),
+    ("auction_open,,a,CEA25,sell,59.00,200000,,,", "auction is required"),
+    ("auction_open,,a,CEA25,sell,59.00,200000,,A1,dutch", "unknown pricing 'dutch'"),
+    ("auction_close,,,,,,,,,", "auction is required"),
+    ("new,o1,a,CEA25,buy,60.00,10,,A1,", "auction is not a key of a new row"),
+    ("cancel,o1,a,,,,,,A1,", "auction is not a key of a cancel row"),
+])
+def test_a_mode_row_that_cannot_be_read_names_its_line(row, message):
+    text = "action,order_id,account,instrument,side,price,qty,to_account,auction,pricing\n" + row
+    with pytest.raises(OrderFileError) as caught:
+        parse_order_text(text.encode(), "csv", name="f.csv")
+    assert caught.value.line == 2 and message in str(caught.value)
+
+
+def test_replay_writes_modes_in_fills_daily_volumes_and_the_market_maker_report(tmp_path, capsys):
+    market_text, orders = scenario_parts("auction_primary")
+    market, path = tmp_path / "m.toml", tmp_path / "o.csv"
+    market.write_text(market_text)
+    path.write_text(orders)
+    fills, daily = tmp_path / "fills.ndjson", tmp_path / "daily.csv"
+    assert main(["replay", str(path), "--market", str(market), "--ledger", "--fills", str(fills),
+                 "--daily", str(daily), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trades"] == 2 and summary["volume"] == 100_000
+    lines = [json.loads(line) for line in fills.read_text().splitlines()]
+    assert [(f["mode"], f["qty"], f["price"], f["sell_account"]) for f in lines] == [
+        ("auction", 70_000, "58.00", "@registry"), ("auction", 30_000, "58.00", "@registry")]
+    rows = list(csv.DictReader(daily.open()))
+    assert [(r["instrument"], r["volume"], r["block_volume"], r["auction_volume"])
+            for r in rows] == [("CEA25", "0", "0", "100000")]
+
+    market_text, orders = scenario_parts("market_maker_quoting")
+    market.write_text(market_text)
+    path.write_text(orders)
+    report = tmp_path / "mm.csv"
+    assert main(["replay", str(path), "--market", str(market), "--ledger", "--mm-report",
+                 str(report)]) == 0
+    rows = list(csv.DictReader(report.open()))
+    assert [(r["account"], r["presence_pct"], r["average_spread"], r["met"], r["rebate"])
+            for r in rows] == [("mm1", "50.00", "0.10", "yes", "3.00"),
+                               ("mm2", "0.00", "1.50", "no", "0.00")]
+    assert rows[0]["quoted_s"] == "0.00000005" and rows[0]["session_s"] == "0.0000001"
+    capsys.readouterr()
+    assert main(["replay", str(path), "--mm-report", str(report)]) == 2
+    assert "--mm-report needs --ledger" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("book", [FastBook, NaiveBook], ids=["fast", "naive"])
+def test_open_blocks_and_auctions_survive_the_state_round_trip(book):
+    market_text, orders = scenario_parts("auction_sale")
+    market = parse_market(market_text)
+    commands = parse_order_text(orders.encode(), "csv")
+    cut = next(i for i, c in enumerate(commands) if type(c) is CloseAuction)
+    extra = [PostBlock(order_id="B9", account="power", instrument="CEA25", side="sell",
+                       price="60.00", qty=100_000, to_account="b1")]
+    live = Engine(market, book=book, ledger=True)
+    for command in commands[:cut] + extra:
+        live.execute(command)
+    restored = Engine.from_state(live.to_state(), book=book)
+    restored.check()
+    assert restored.state_hash() == live.state_hash()
+    assert [b.order_id for b, _ in restored.open_blocks()] == ["B9"]
+    for command in commands[cut:] + [AcceptBlock(order_id="B9", account="b1",
+                                                 to_account="power")]:
+        assert msgspec.json.encode(restored.execute(command)) == msgspec.json.encode(
+            live.execute(command))
+        restored.check()
+    assert restored.state_hash() == live.state_hash()
+
+
+def test_a_journal_of_blocks_and_auctions_recovers_the_same_state(tmp_path, capsys):
+    market_text, orders = scenario_parts("block_agreements")
+    market, path = tmp_path / "m.toml", tmp_path / "o.csv"
+    market.write_text(market_text)
+    path.write_text(orders)
+    assert main(["replay", str(path), "--market", str(market), "--ledger", "--journal",
+                 str(tmp_path / "j"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    recovered = recover(tmp_path / "j").engine
+    assert recovered.state_hash() == summary["state_hash"]
+    assert recovered.trades == summary["trades"] == 2
+
+
+def test_the_wire_keeps_bots_ids_apart_and_each_side_to_its_own_actions():
+    decoder = WireDecoder()
+    decoder.ts = 123  # the gateway's clock stamps every command
+    block, accept, bid, close, slash = decoder.decode("alice", json.dumps([
+        {"action": "block", "order_id": "b1", "instrument": "CEA25", "side": "sell",
+         "price": "60.00", "qty": 100_000, "to_account": "bob"},
+        {"action": "block_accept", "order_id": "p1", "to_account": "carol"},
+        {"action": "auction_bid", "auction": "A1", "order_id": "x1", "price": "59.00",
+         "qty": 1000},
+        {"action": "auction_close", "auction": "A1"},
+        {"action": "auction_open", "auction": "A/1", "instrument": "CEA25", "side": "sell",
+         "qty": 100_000, "price": "59.00"},
+    ]).encode())
+    assert type(block) is PostBlock and block.order_id == "alice/b1"
+    assert block.account == "alice" and block.ts == 123
+    assert type(accept) is AcceptBlock and accept.order_id == "carol/p1"  # the poster's id
+    assert type(bid) is BidAuction and bid.order_id == "alice/x1" and bid.auction == "A1"
+    assert (close.reason, slash.reason) == ("not_permitted", "bad_command")
+    opened, posted = decoder.decode(None, json.dumps([
+        {"action": "auction_open", "auction": "P1", "account": "@registry",
+         "instrument": "CEA25", "side": "sell", "qty": 100_000, "price": "59.00"},
+        {"action": "block", "order_id": "b1", "account": "alice", "instrument": "CEA25",
+         "side": "sell", "price": "60.00", "qty": 100_000},
+    ]).encode())
+    assert type(opened) is OpenAuction and opened.account == "@registry"
+    assert posted.reason == "not_permitted"
+
+
+def test_a_matching_only_engine_trades_blocks_without_holds():
+    market_text, _ = scenario_parts("block_agreements")
+    engine = Engine(parse_market(market_text))
+    posted = engine.execute(PostBlock(order_id="B1", account="a", instrument="CEA25", side="buy",
+                                      price="60.00", qty=100_000))
+    assert type(posted[0]) is BlockPosted
+    traded = engine.execute(AcceptBlock(order_id="B1", account="b", to_account="a"))
+    assert [type(e) for e in traded][1:] == [TradeExecuted]
+    assert engine.trades == 1 and engine.volume == 100_000
+    engine.check()
+
+
+def test_the_modes_benchmark_runs_and_agrees():
+    from benchmarks import modes
+
+    result = modes.measure(3000, repeat=1)
+    assert result["failures"] == []
+    assert result["trades_by_mode"]["block"] > 0 and result["trades_by_mode"]["auction"] > 0
+    assert result["messages"]["with_modes"] > result["messages"]["listing_only"]
