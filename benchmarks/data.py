@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -110,4 +109,4 @@ def unlimited_market() -> str:
     those)."""
     from exchange import default_market
 
-    return re.sub(r"(?ms)^\[limits\]\n.*?(?=^\[)", "", default_market().text)
+    return default_market().without_limits().text

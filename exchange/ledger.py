@@ -196,6 +196,7 @@ class Ledger:
             (sym, inst.contract_size) for sym, inst in self.instruments.items()
             if inst.kind == "future" and inst.underlying in self._counted
             and sym in self.clearing.contracts)
+        self._limited_futures = frozenset(sym for sym, _ in self._counted_futures)
         self._allocated: dict[str, int] | None = None  # entity -> its latest allocation
         # The vintages whose trades count as net sales toward the banking cap (2019-2024).
         self._banked = frozenset(sym for sym in self.instruments if self.registry.old_vintage(sym))
@@ -259,7 +260,8 @@ class Ledger:
             if not spot:
                 if symbol not in self.clearing.cleared:
                     return Reason.NOT_CLEARED  # no margin terms: traded, not cleared
-                if is_buy and self.limits.by_kind and self._over_limit(acct, symbol, qty):
+                if (is_buy and self.limits.by_kind and symbol in self._limited_futures
+                        and self._over_limit(acct, symbol, qty)):
                     return Reason.POSITION_LIMIT
                 assert isinstance(order_id, str)  # blocks and auctions are spot only
                 return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,

@@ -17,6 +17,7 @@ strike on the tick and a cleared future with the same lot and tick.
 
 from __future__ import annotations
 
+import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field, replace
@@ -246,8 +247,15 @@ class Market:
         journal or snapshot of it reads back the same."""
         if self.always_open:
             return self
-        text = self.text.rstrip("\n") + "\n\n" + ALWAYS_OPEN_TABLE
-        return parse_market(text, self.source)
+        return parse_market(_operated(self.text, "always_open", True), self.source)
+
+    def without_limits(self) -> Market:
+        """This market with its position limits set aside (a synthetic order file whose
+        accounts hold more than any limit allows): its text gains ``[operation]
+        position_limits = false``, so a journal or snapshot of it reads back the same."""
+        if not self.limits.by_kind:
+            return self
+        return parse_market(_operated(self.text, "position_limits", False), self.source)
 
     def __getitem__(self, symbol: str) -> Instrument:
         return self.instruments[symbol]
@@ -441,7 +449,7 @@ def parse_market(text: str, source: str = "<string>") -> Market:
                 "in the market")
     clearing = _clearing(data.get("clearing", {}), source)
     schedule = _schedule(data["schedule"], source) if "schedule" in data else None
-    always_open = _operation(data.get("operation", {}), source)
+    always_open, limited = _operation(data.get("operation", {}), source)
     if schedule is not None:
         # One calendar: the schedule's holidays are the clearing house's too.
         clearing = replace(clearing, holidays=clearing.holidays | schedule.holidays)
@@ -488,6 +496,8 @@ def parse_market(text: str, source: str = "<string>") -> Market:
         raise MarketConfigError(f"{source}: cleared futures and options must share one "
                                 f"currency (found {', '.join(sorted(cleared))})")
     blocks, auctions, limits = _modes(data, source)
+    if not limited:
+        limits = Limits()
     quoting = _quoting(data.get("market_makers", {}), instruments, source)
     return Market(instruments=instruments, source=source, text=text, clearing=clearing,
                   schedule=None if always_open else schedule, always_open=always_open,
@@ -572,20 +582,32 @@ def _quoting(spec: Any, instruments: dict[str, Instrument],
     return tuple(obligations)
 
 
-def _operation(spec: Any, source: str) -> bool:
+def _operation(spec: Any, source: str) -> tuple[bool, bool]:
     """``[operation]``: ``always_open = true`` sets the schedule aside (sessions,
     weekdays and holidays are not checked; the holidays still make the clearing
-    calendar)."""
+    calendar); ``position_limits = false`` sets ``[limits]`` aside. Returns both."""
     where = f"{source}: [operation]"
     if not isinstance(spec, dict):
         raise MarketConfigError(f"{where} must be a table")
-    unknown = sorted(set(spec) - {"always_open"})
+    unknown = sorted(set(spec) - {"always_open", "position_limits"})
     if unknown:
         raise MarketConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    value = spec.get("always_open", False)
-    if not isinstance(value, bool):
-        raise MarketConfigError(f"{where}.always_open: true or false, got {value!r}")
-    return value
+    flags = (spec.get("always_open", False), spec.get("position_limits", True))
+    for key, value in zip(("always_open", "position_limits"), flags):
+        if not isinstance(value, bool):
+            raise MarketConfigError(f"{where}.{key}: true or false, got {value!r}")
+    return flags
+
+
+def _operated(text: str, key: str, value: bool) -> str:
+    """*text* with ``[operation]`` *key* set to *value*: the table, rewritten with the keys
+    it had, goes last (a TOML table is defined once)."""
+    flags = dict(tomllib.loads(text, parse_float=Decimal).get("operation", {}))
+    flags[key] = value
+    kept = re.sub(r"(?m)^\[operation\][^\n]*\n(?:(?!\[)[^\n]*(?:\n|$))*", "", text)
+    table = "[operation]\n" + "".join(f"{k} = {'true' if v else 'false'}\n"
+                                       for k, v in flags.items())
+    return kept.rstrip("\n") + "\n\n" + table
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -656,7 +678,6 @@ def _clearing(spec: Any, source: str) -> Clearing:
                     option_days)
 
 
-ALWAYS_OPEN_TABLE = "[operation]\nalways_open = true\n"
 _SCHEDULE_KEYS = {"timezone", "weekdays", "holidays", *MODES}
 
 

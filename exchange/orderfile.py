@@ -180,6 +180,17 @@ class _Reader:
                 verifier: str = "", multiple: str = "", months: str = "", stage: str = "",
                 to_instrument: str = "", auction: str = "", pricing: str = "") -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
+        if action in _MODE_ACTIONS:
+            given = [name for name, value in (("type", type_), ("tif", tif),
+                                              ("stop_price", stop_price),
+                                              ("display_qty", display_qty),
+                                              ("post_only", post_only), ("stp", stp),
+                                              ("expire_ts", expire_ts), ("year", year)) if value]
+            if given:
+                raise _RowError(f"{given[0]} is not a key of a {action} row")
+        elif (action in _REGISTRY_ACTIONS or year) and (auction or pricing):
+            key = "auction" if auction else "pricing"
+            raise _RowError(f"{key} is not a key of a {action or 'registry'} row")
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
                                      multiple, months, stage, price)

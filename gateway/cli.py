@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--always-open", action="store_true",
         help="set the market's schedule aside: rows with a ts are not checked against its "
         "sessions, weekdays and holidays")
+    replay.add_argument(
+        "--no-position-limits", action="store_true",
+        help="set the market's position limits ([limits]) aside: for synthetic files such as "
+        "gen-orders --fund ones, whose accounts hold more than a limit allows")
     replay.add_argument("--json", action="store_true",
                         help="print one JSON summary object on stdout")
     replay.add_argument(
@@ -165,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--always-open", action="store_true",
         help="a test exchange that trades at any hour: the market's schedule (sessions, "
         "weekdays, holidays) is set aside, and the journal records it")
+    serve.add_argument(
+        "--no-position-limits", action="store_true",
+        help="a test exchange without position limits ([limits] set aside; the journal "
+        "records it)")
     serve.add_argument("--journal", metavar="DIR",
                        help="journal directory: recovered if it holds a journal, else new")
     serve.add_argument(
@@ -288,6 +296,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     market = load_market(args.market)
     if args.always_open:
         market = market.open_all_hours()
+    if args.no_position_limits:
+        market = market.without_limits()
     progress = ProgressBar.for_terminal()
     result = run_replay(args.file, fmt=args.format, market=market, stp=args.stp,
                         keep_events=bool(args.fills or args.events or args.daily
@@ -447,6 +457,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     market = load_market(args.market) if args.market else default_market()
     if args.always_open:
         market = market.open_all_hours()
+    if args.no_position_limits:
+        market = market.without_limits()
     try:
         return main_serve(
             market, broker_url=args.broker, journal=args.journal,

@@ -188,3 +188,43 @@ def test_the_modes_benchmark_runs_and_agrees():
     assert result["failures"] == []
     assert result["trades_by_mode"]["block"] > 0 and result["trades_by_mode"]["auction"] > 0
     assert result["messages"]["with_modes"] > result["messages"]["listing_only"]
+
+
+def test_a_gateway_over_a_recovered_engine_still_publishes_its_public_blocks_ends():
+    from gateway.mqtt.service import GatewayCore, GatewaySettings
+
+    market_text, _ = scenario_parts("block_agreements")
+    engine = Engine(parse_market(market_text))
+    engine.execute(PostBlock(order_id="alice/p1", account="alice", instrument="CEA25",
+                             side="sell", price="60.00", qty=100_000))
+    engine.execute(OpenAuction(auction="A1", account="alice", instrument="CEA25", side="sell",
+                               qty=100_000, price="59.00"))
+    # a gateway started over this engine (as after a restart from the journal)
+    core = GatewayCore(Engine.from_state(engine.to_state()),
+                       settings=GatewaySettings(book_interval=0))
+    core.receive("cx/v1/orders/alice", json.dumps({"action": "cancel", "order_id": "p1"}).encode(),
+                 now=0.0)
+    core.receive("cx/v1/orders/bob", json.dumps({"action": "auction_bid", "auction": "A1",
+                                                  "order_id": "x1", "price": "59.50",
+                                                  "qty": 1000}).encode(), now=0.0)
+    outgoing = core.flush(now=0.0)
+    data = {topic: json.loads(payload) for topic, payload, *_ in outgoing
+            if topic.startswith("cx/v1/md/CEA25/")}
+    assert data["cx/v1/md/CEA25/blocks"]["status"] == "withdrawn"
+    assert data["cx/v1/md/CEA25/blocks"]["order_id"] == "p1"
+    assert (data["cx/v1/md/CEA25/auctions"]["status"],
+            data["cx/v1/md/CEA25/auctions"]["bids"]) == ("open", 1)
+
+
+def test_no_position_limits_sets_the_limits_aside_and_the_journal_keeps_it(tmp_path, capsys):
+    funded = Path(__file__).parent.parent / "examples" / "orders-funded.csv"
+    assert main(["replay", str(funded), "--ledger", "--json"]) == 0
+    limited = json.loads(capsys.readouterr().out)
+    assert limited["rejects"].get("position_limit", 0) > 0
+    assert main(["replay", str(funded), "--ledger", "--no-position-limits", "--journal",
+                 str(tmp_path / "j"), "--json"]) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert free["rejected"] == 0 and free["trades"] > limited["trades"]
+    recovered = recover(tmp_path / "j").engine
+    assert recovered.market.limits.by_kind == () and recovered.state_hash() == free["state_hash"]
+    assert recovered.market.without_limits() is recovered.market

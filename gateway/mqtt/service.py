@@ -150,6 +150,7 @@ class GatewayCore:
         # Set by run_gateway: wakes its flushing loop for work the core queues itself.
         self.wake: Callable[[], None] | None = None
         self._auctions: dict[str, list] = {}
+        self._restore_mode_data()
         self._book_sent: dict[str, float] = {}
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
@@ -328,6 +329,7 @@ class GatewayCore:
                 continue
             command, out = next(step)
             made.clear()
+            news: list = []  # the operator's news of this command, after its answer
             for event in out:
                 make(event, made)
                 instrument = getattr(event, "instrument", None)
@@ -345,7 +347,7 @@ class GatewayCore:
                             public.append(data)
                     elif kind is QuotingAssessed:  # the market maker's and the operator's news
                         self.assessments.append(event)
-                        made.append((OPS_REPORTS, made[-1][1]))
+                        news.append((OPS_REPORTS, made[-1][1]))
                 elif type(event) is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
             result = out[0]
@@ -362,6 +364,7 @@ class GatewayCore:
                     first.command_id = command_id
                 else:
                     self._answer(command, result, made)
+            made += news
             for account, report in made:
                 waiting = queue(account)
                 if waiting is None:
@@ -399,6 +402,26 @@ class GatewayCore:
         if type(event) is DailyStatistics:
             return (daily_topic(event.instrument), _json.encode(self._reports.daily(event)), 1)
         return self.status_message(event.instrument, event.seq)
+
+    def _restore_mode_data(self) -> None:
+        """The public blocks and the day's auctions an engine recovered from its journal
+        holds, so their ends are published as those of blocks posted since."""
+        engine = self.engine
+        for order, to_account in engine.open_blocks():
+            if to_account is None:
+                self._blocks[order.order_id] = BlockPosted(
+                    seq=order.accept_seq, order_id=order.order_id, account=order.account,
+                    instrument=order.instrument, side=order.side, price=order.price,
+                    qty=order.qty)
+        for name, auction in engine.auctions.auctions.items():
+            if auction.open:
+                first = auction.initiator
+                self._auctions[name] = [
+                    AuctionOpened(seq=first.accept_seq, auction=name, account=first.account,
+                                  instrument=first.instrument,
+                                  side="buy" if first.is_buy else "sell", qty=first.qty,
+                                  reserve=first.price, pricing=auction.pricing,
+                                  primary=auction.primary), len(auction.bids)]
 
     def _mode_data(self, event) -> Outgoing | None:
         """Public blocks and auctions as market data: a public block quote posted, then

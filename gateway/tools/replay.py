@@ -141,8 +141,8 @@ def _result(engine: Engine, total: int, started: float, decoded: float, kept: li
 FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id",
              "buy_account", "sell_account", "aggressor", "mode")
 
-_PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price")
-_CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount")
+_PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price", "reserve", "average_spread")
+_CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount", "rebate")
 
 
 def event_record(event, market: Market) -> dict:

@@ -26,7 +26,9 @@ def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...]
     With *fund*, the first rows fund every account (they count among *messages*).
     """
     rng = random.Random(seed)
-    engine = Engine(default_market(), ledger=fund)
+    # Funded accounts hold more than a position limit allows: the book is followed
+    # without limits, as ``replay --no-position-limits`` replays the file.
+    engine = Engine(default_market().without_limits(), ledger=fund)
     mids = {sym: mid_ticks for sym in instruments}
     live: list[tuple[str, str]] = []  # (order_id, account), possibly stale; checked below
     rows: list[tuple] = []
@@ -98,7 +100,9 @@ def generate_kinds(messages: int, *, mix: dict[str, int], seed: int = 1,
     generate_mixed does. O(messages).
     """
     rng = random.Random(seed)
-    engine = Engine(default_market(), ledger=fund)
+    # Funded accounts hold more than a position limit allows: the book is followed
+    # without limits, as ``replay --no-position-limits`` replays the file.
+    engine = Engine(default_market().without_limits(), ledger=fund)
     flow = _Flow(engine, rng, instruments, depth_ticks, depth_shape)
     rows = flow.rows
     names = [f"acc{i:03d}" for i in range(accounts)]
