@@ -170,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a test exchange that trades at any hour: the market's schedule (sessions, "
         "weekdays, holidays) is set aside, and the journal records it")
     serve.add_argument(
+        "--web", type=int, metavar="PORT",
+        help="also serve the web portal (live pages and the REST API under /api/v1) on "
+        "http://127.0.0.1:PORT/, its logins the exchange's passwords (needs the web extra)")
+    serve.add_argument(
+        "--web-host", default="127.0.0.1", metavar="HOST",
+        help="the address the web portal listens on (default: 127.0.0.1, this machine only)")
+    serve.add_argument(
+        "--web-credentials", metavar="FILE",
+        help="with --broker: the credentials file broker-config wrote, the web portal's logins")
+    serve.add_argument(
         "--no-position-limits", action="store_true",
         help="a test exchange without position limits ([limits] set aside; the journal "
         "records it)")
@@ -218,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=20.0,
                       help="how long the bots trade (default: 20)")
     demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
+    demo.add_argument("--web", type=int, metavar="PORT",
+                      help="also serve the web portal on http://127.0.0.1:PORT/ (the logins "
+                      "are written to credentials.json in the journal directory; needs the web "
+                      "extra)")
     demo.add_argument("--days", type=int, default=2,
                       help="trading days the seconds are split into, each ended by an end of "
                       "day (default: 2)")
@@ -464,7 +478,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             market, broker_url=args.broker, journal=args.journal,
             init=args.init, credentials_path=args.credentials, port=args.port,
             settings=GatewaySettings(book_interval=args.book_interval, eod_at=args.eod),
-            password_file=args.password_file, limits=limits)
+            password_file=args.password_file, limits=limits, web_port=args.web,
+            web_host=args.web_host, web_credentials=args.web_credentials)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -478,7 +493,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError("--seconds must be more than 0 and at most 3600")
     if not 1 <= args.days <= 30:
         raise UsageError("--days must be from 1 to 30")
-    result = run_demo(args.seconds, args.seed, args.journal, days=args.days)
+    if args.web is not None and not 0 < args.web < 65536:
+        raise UsageError("--web must be a port number, 1 to 65535")
+    result = run_demo(args.seconds, args.seed, args.journal, days=args.days, web=args.web)
     print(result.summary)
     return EXIT_OK
 

@@ -426,13 +426,77 @@ async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str
     await task
 
 
+def _web_available() -> None:
+    """The web portal's packages, or a clear word on how to get them."""
+    try:
+        import fastapi  # noqa: F401
+        import nicegui  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ServeError(f"--web needs the web extra ({exc.name} is missing): "
+                         "pip install 'carbonx[web]'") from None
+
+
+def _read_logins(path: str) -> dict[str, str]:
+    """The accounts' and the operator's passwords from a credentials file."""
+    try:
+        logins = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ServeError(f"--web-credentials {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ServeError(f"--web-credentials {path}: not a JSON object of passwords") from None
+    if not isinstance(logins, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in logins.items()):
+        raise ServeError(f"--web-credentials {path}: not a JSON object of passwords")
+    return logins
+
+
+async def _start_web(core: GatewayCore, logins: dict[str, str], port: int | None, host: str,
+                     stop: asyncio.Event, say: Callable[[str], None]) -> asyncio.Task | None:
+    """Start the web portal beside the gateway (``--web``); ``None`` without it."""
+    if port is None:
+        return None
+    from gateway.web.server import WebPortal, serve_web
+
+    portal = WebPortal(core, logins)
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(serve_web(portal, port=port, host=host, stop=stop, ready=ready))
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not ready.is_set():
+        error = task.exception()
+        raise ServeError(f"the web portal cannot listen on {host}:{port}: "
+                         f"{getattr(error, 'strerror', None) or error}")
+    say(f"web portal on http://{host}:{port}/ (REST API under /api/v1)")
+    return task
+
+
+async def _stop_web(task: asyncio.Task | None, stop: asyncio.Event) -> None:
+    if task is not None:
+        stop.set()
+        await task
+
+
 def main_serve(market: Market, *, broker_url: str | None, journal: str | None, init: str | None,
                credentials_path: str | None, port: int, settings: GatewaySettings | None = None,
                password_file: str | None = None, environ: Mapping[str, str] | None = None,
-               limits: AccountLimits | None = None) -> int:
+               limits: AccountLimits | None = None, web_port: int | None = None,
+               web_host: str = LOOPBACK, web_credentials: str | None = None) -> int:
     """``carbonx serve``. Raises ``ServeError`` (nothing written) when it cannot start.
     *limits*: each account's publishing limit on the embedded broker (its defaults when
-    None)."""
+    None). *web_port*: serve the web portal there too (``gateway.web``), its logins the
+    embedded broker's credentials, or with a broker of one's own *web_credentials* (a
+    ``broker-config`` credentials file)."""
+    web_logins: dict[str, str] | None = None
+    if web_port is not None:
+        _web_available()
+        if broker_url and not web_credentials:
+            raise ServeError("--web with --broker needs --web-credentials FILE (the "
+                             "credentials.json broker-config wrote): the pages' logins are the "
+                             "broker's passwords")
+        if web_credentials:
+            web_logins = _read_logins(web_credentials)
     broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
               if broker_url else None)
     if password_file is not None and broker is None:
@@ -457,11 +521,13 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
         stop_on_signals(stop)
         if broker is not None:
             core, _ = open_here(None)
+            web = await _start_web(core, web_logins or {}, web_port, web_host, stop, say)
             await _run_gateway(
                 core, host=broker.host, port=broker.port, username=broker.username,
                 password=broker.password, stop=stop,
                 announce=lambda: say(f"gateway on {broker.host}:{broker.port} as "
                                      f"{broker.username}: connected; gateway ready"))
+            await _stop_web(web, stop)
             return
         embedded = EmbeddedBroker({}, port=port, host=LOOPBACK, limits=limits or DEFAULT_LIMITS)
         try:
@@ -473,10 +539,12 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
         try:
             # Listening: only now is anything written (journal, credentials).
             core, credentials = open_here(embedded)
+            web = await _start_web(core, credentials, web_port, web_host, stop, say)
             await _run_gateway(
                 core, host=embedded.host, port=embedded.port, username=GATEWAY_USER,
                 password=credentials[GATEWAY_USER], stop=stop, announce=lambda: say(
                     f"embedded broker on mqtt://{embedded.host}:{embedded.port}; gateway ready"))
+            await _stop_web(web, stop)
         finally:
             await embedded.__aexit__(None, None, None)
 

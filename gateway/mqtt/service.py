@@ -44,7 +44,7 @@ import msgspec
 from exchange import Engine
 from exchange.commands import EndOfDay
 from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
-                             BlockAccepted, BlockPosted, CommandRejected, DailyStatistics,
+                             BlockAccepted, BlockPosted, CommandRejected, DailyStatistics, Event,
                              OrderCancelled, OrderExpired, QuotingAssessed, TradeExecuted,
                              TradingStatusChanged)
 from exchange.journal import JournalWriter
@@ -149,6 +149,10 @@ class GatewayCore:
         self._blocks: dict[str, BlockPosted] = {}
         # Set by run_gateway: wakes its flushing loop for work the core queues itself.
         self.wake: Callable[[], None] | None = None
+        # Called after each flush with its events, in order, and the gateway's clock (ns):
+        # the web pages' view (gateway.web) keeps what the engine does not (recent trades
+        # with their times, the days' statistics, fills by account).
+        self.watchers: list[Callable[[list[Event], int], None]] = []
         self._auctions: dict[str, list] = {}
         self._restore_mode_data()
         self._book_sent: dict[str, float] = {}
@@ -322,12 +326,15 @@ class GatewayCore:
         step = self._sequencer.each(commands)
         make = reports.reports
         queue = by_account.get
+        watched: list[Event] | None = [] if self.watchers else None
         for item in pending:
             if type(item) is tuple:
                 account, report = item
                 by_account.setdefault(account, []).append(report)
                 continue
             command, out = next(step)
+            if watched is not None:
+                watched += out
             made.clear()
             news: list = []  # the operator's news of this command, after its answer
             for event in out:
@@ -372,6 +379,9 @@ class GatewayCore:
                 else:
                     waiting.append(report)
         self._decoder.trim()
+        if watched:
+            for watcher in self.watchers:
+                watcher(watched, self._clock_ns)
         outgoing: list[Outgoing] = []
         packed = self._packed
         step = REPORTS_PER_MESSAGE

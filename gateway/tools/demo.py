@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from exchange import Engine, Market, default_market
 from exchange.market import parse_market
@@ -33,6 +34,7 @@ from gateway.bots.client import ExchangeClient
 from gateway.bots.traders import BlockSeller, ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
 from gateway.mqtt.brokerconfig import generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
+from gateway.protocol import OPERATOR
 from gateway.mqtt.serve import run_async
 from gateway.mqtt.service import GatewayCore, run_gateway
 
@@ -115,7 +117,7 @@ def demo_market() -> Market:
 
 
 async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
-                days: int = 2) -> DemoResult:
+                days: int = 2, web: int | None = None) -> DemoResult:
     market = demo_market()
     engine = Engine(market, ledger=True)
     writer = create_journal(journal_dir, market.text, ledger=True)
@@ -124,6 +126,7 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
     core = GatewayCore(engine, journal=writer)
     credentials = {seat.account: generate_password(12) for seat in _SEATS}
     credentials[GATEWAY_USER] = generate_password(12)
+    credentials[OPERATOR] = generate_password(12)
     loop = asyncio.get_running_loop()
     began = time.perf_counter()
     async with EmbeddedBroker(credentials) as broker:
@@ -135,6 +138,7 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
             run_gateway(core, host=broker.host, port=broker.port, username=GATEWAY_USER,
                         password=credentials[GATEWAY_USER], stop=stop, ready=ready))
         await asyncio.wait_for(ready.wait(), 10)
+        portal = await _web(core, credentials, web, journal_dir, stop, out)
         clients = [
             ExchangeClient(seat.account, credentials[seat.account], broker.host, broker.port,
                            market_data=[seat.instrument]) for seat in _SEATS
@@ -159,12 +163,34 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
                 await client.close()
             stop.set()
             await gateway
+            if portal is not None:
+                await portal
     writer.close()
     elapsed = time.perf_counter() - began
     summary = _summary(core, market, bots, start_holdings, _holdings(engine), elapsed)
     summary += "\n\n" + _blocks_and_quoting(core, market)
     summary += "\n\n" + _rejections(core) + "\n\n" + _next_steps(journal_dir if kept else None)
     return DemoResult(elapsed, core.stats.messages, core.stats.commands, engine.trades, summary)
+
+
+async def _web(core: GatewayCore, credentials: dict[str, str], port: int | None,
+               journal_dir: str, stop: asyncio.Event, out) -> asyncio.Task | None:
+    """Serve the web portal on *port* (``--web``) until *stop*; its logins written to
+    credentials.json in the journal directory, never printed."""
+    if port is None:
+        return None
+    from gateway.mqtt.serve import save_credentials
+    from gateway.web.server import WebPortal, serve_web
+
+    path = Path(journal_dir) / "credentials.json"
+    save_credentials(path, {k: v for k, v in credentials.items() if k != GATEWAY_USER})
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(
+        serve_web(WebPortal(core, credentials), port=port, stop=stop, ready=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    print(f"web portal on http://127.0.0.1:{port}/; logins (each bot's account, and "
+          f"operator) in {path}", file=out, flush=True)
+    return task
 
 
 async def _trading_days(core: GatewayCore, seconds: float, days: int, out) -> None:
@@ -298,20 +324,21 @@ def _next_steps(journal: str | None) -> str:
 
 
 def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
-             out=sys.stderr, days: int = 2) -> DemoResult:
+             out=sys.stderr, days: int = 2, web: int | None = None) -> DemoResult:
     """Run the demo over *days* trading days and print its progress to *out*; return what
-    happened."""
+    happened. *web*: serve the web portal on that port too."""
     if journal is not None:
-        return _run(seconds, seed, journal, out, kept=True, days=days)
+        return _run(seconds, seed, journal, out, kept=True, days=days, web=web)
     with tempfile.TemporaryDirectory(prefix="carbonx-demo-") as directory:
-        return _run(seconds, seed, directory, out, kept=False, days=days)
+        return _run(seconds, seed, directory, out, kept=False, days=days, web=web)
 
 
-def _run(seconds: float, seed: int, journal: str, out, kept: bool, days: int) -> DemoResult:
+def _run(seconds: float, seed: int, journal: str, out, kept: bool, days: int,
+         web: int | None) -> DemoResult:
     result: list[DemoResult] = []
 
     async def main() -> None:
-        result.append(await _demo(seconds, seed, journal, out, kept, days))
+        result.append(await _demo(seconds, seed, journal, out, kept, days, web))
 
     run_async(main())
     if out.isatty():

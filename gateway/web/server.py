@@ -1,0 +1,76 @@
+"""The web portal's server: one FastAPI app (the REST API under ``/api/v1``, the live
+pages at ``/``) run by uvicorn inside the gateway's own event loop, on 127.0.0.1 unless
+told otherwise, reading the exchange through its ``GatewayCore``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+
+from gateway.mqtt.service import GatewayCore
+from gateway.web.auth import Credentials
+from gateway.web.view import MarketView
+
+__all__ = ["create_app", "serve_web", "WebPortal"]
+
+log = logging.getLogger("carbonx.web")
+
+
+class WebPortal:
+    """The app and what it reads: the core, the view kept from its events, the logins."""
+
+    def __init__(self, core: GatewayCore, passwords: Mapping[str, str]) -> None:
+        self.core = core
+        self.view = MarketView(core.engine)
+        core.watchers.append(self.view.on_events)
+        self.credentials = Credentials(passwords)
+        self.app = create_app(self)
+
+
+def create_app(portal: WebPortal) -> FastAPI:
+    """The FastAPI app of *portal*: the API's routes, then the pages."""
+    from gateway.web.api import make_router
+    from gateway.web.pages import register_pages
+
+    app = FastAPI(title="carbonx", version="1", openapi_url="/api/v1/openapi.json",
+                  docs_url="/api/v1/docs", redoc_url=None)
+    app.include_router(make_router(portal))
+    register_pages(app, portal)
+    return app
+
+
+async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
+                    stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Serve *portal* on *host*:*port* until *stop* is set."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, port))  # OSError (taken, not an address here) before uvicorn starts
+    config = uvicorn.Config(portal.app, host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="on", loop="none")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours
+    task = asyncio.ensure_future(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()  # raise what stopped it (the port taken...)
+        return
+    log.info("web portal on http://%s:%d/", host, port)
+    if ready is not None:
+        ready.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stop.wait()
+    server.should_exit = True
+    await task
+
+
+def storage_secret() -> str:
+    return secrets.token_hex(16)

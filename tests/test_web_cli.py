@@ -1,0 +1,64 @@
+"""``carbonx serve --web PORT`` as users run it: the web portal beside the gateway on
+127.0.0.1, its logins the embedded broker's credentials file (an account sees its own
+holdings after a trade over MQTT, not another's; no login, 401), and the options refused
+with a clear message when they cannot work."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from base64 import b64encode
+
+import pytest
+from mosquitto import free_port
+from test_gateway_cli import FUNDING, carbonx, start_serve, stop, trade
+
+
+def get(url: str, login: tuple[str, str] | None = None) -> tuple[int, object]:
+    request = urllib.request.Request(url)
+    if login is not None:
+        token = b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            json_body = response.headers.get_content_type() == "application/json"
+            return response.status, json.loads(body) if json_body else body.decode()
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def test_serve_with_the_web_portal(tmp_path):
+    (tmp_path / "init.csv").write_text(FUNDING)
+    port, web = free_port(), free_port()
+    process, lines = start_serve("--init", "init.csv", "--journal", "j", "--port", str(port),
+                                 "--always-open", "--web", str(web), cwd=tmp_path)
+    try:
+        assert any(f"web portal on http://127.0.0.1:{web}/" in line for line in lines), lines
+        logins = json.loads((tmp_path / "j" / "credentials.json").read_text())
+        sold, bought = trade(port, logins)
+        assert sold["report"] == bought["report"] == "accepted"
+        base = f"http://127.0.0.1:{web}/api/v1"
+        assert get(f"{base}/instruments")[0] == 401
+        status, rows = get(f"{base}/accounts/bob/holdings", ("bob", logins["bob"]))
+        assert status == 200
+        assert {(r["asset"], r["locked"]) for r in rows} >= {("CEA25", 100)}  # T+1
+        assert get(f"{base}/accounts/alice/holdings", ("bob", logins["bob"]))[0] == 403
+        assert get(f"{base}/accounts", ("operator", logins["operator"]))[0] == 200
+        assert get(f"http://127.0.0.1:{web}/", ("bob", logins["bob"]))[0] == 200
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert logins["bob"] not in err  # passwords are never logged
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--broker", "mqtt://gateway:pw@127.0.0.1:1", "--web", "8080"],
+     "--web with --broker needs --web-credentials"),
+    (["demo", "--web", "0"], "--web must be a port number"),
+])
+def test_web_options_that_cannot_work_exit_2(tmp_path, args, message):
+    done = carbonx(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,100 @@
+"""The web portal's logins and its view of the market's recent history: HTTP Basic with
+the exchange's passwords (the gateway's own login refused, unknown users and bad headers
+refused alike), and the view kept from a gateway's events (trades with their times, fills
+by account, candles held equal to a plain reference, public blocks and auctions open)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markets import open_market
+
+from exchange import Deposit, Engine, IssueAllowances
+from gateway.mqtt.service import GatewayCore, GatewaySettings
+from gateway.web.auth import Credentials
+from gateway.web.view import Candle, MarketView, TradeRow
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_logins_are_the_exchanges_passwords_and_the_gateway_never_logs_in():
+    logins = {"alice": "pw-a", "operator": "pw-op", "gateway": "pw-gw"}
+    credentials = Credentials(logins)
+    assert credentials.user(basic("alice", "pw-a")) == "alice"
+    assert credentials.user(basic("operator", "pw-op")) == "operator"
+    for header in (None, "", basic("alice", "pw-b"), basic("mallory", "pw-a"),
+                   basic("gateway", "pw-gw"), "Basic !!!", "Bearer x", "Basic " +
+                   base64.b64encode(b"no-colon").decode()):
+        assert credentials.user(header) is None, header
+    logins["carol"] = "pw-c"  # an account opened live got its login
+    assert credentials.user(basic("carol", "pw-c")) == "carol"
+    assert Credentials.may_see("operator", "alice") and Credentials.may_see("alice", "alice")
+    assert not Credentials.may_see("bob", "alice")
+
+
+def naive_candles(rows: list[TradeRow], interval_s: int) -> list[Candle]:
+    """Group the listing trades by interval, then take each group's first, highest,
+    lowest and last price and its volume."""
+    width = interval_s * 10**9
+    groups: dict[int, list[TradeRow]] = {}
+    for row in rows:
+        if row.mode == "listing":
+            groups.setdefault(row.ts // width * width, []).append(row)
+    return [Candle(start, g[0].price, max(r.price for r in g), min(r.price for r in g),
+                   g[-1].price, sum(r.qty for r in g)) for start, g in sorted(groups.items())]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**12), st.integers(5_000, 7_000), st.integers(1, 50),
+                          st.sampled_from(["listing", "listing", "block"])), max_size=60),
+       st.sampled_from([1, 60, 3600]))
+def test_candles_are_the_plain_grouping_of_the_trades(trades, interval_s):
+    view = MarketView(Engine(open_market()))
+    clock = 0
+    for n, (step, price, qty, mode) in enumerate(trades, 1):
+        clock += step
+        view.trades["CEA25"].append(
+            TradeRow(n, n, clock, "CEA25", price, qty, "buy", mode, "a", "b", "x", "y"))
+    assert view.candles("CEA25", interval_s, limit=10_000) == naive_candles(
+        list(view.trades["CEA25"]), interval_s)
+
+
+def test_the_view_follows_the_gateways_flushes():
+    engine = Engine(open_market(), ledger=True)
+    engine.execute(Deposit(account="bob", currency="CNY", amount="10000000.00"))
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=300_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    view = MarketView(engine)
+    core.watchers.append(view.on_events)
+    woken: list[int] = []
+    stop = view.subscribe(lambda: woken.append(view.version))
+
+    def send(account: str, command: dict) -> None:
+        core.receive(f"cx/v1/orders/{account}", json.dumps(command).encode(), now=0.0)
+
+    send("alice", {"action": "new", "order_id": "s1", "instrument": "CEA25", "side": "sell",
+                   "price": "60.00", "qty": 100})
+    send("bob", {"action": "new", "order_id": "b1", "instrument": "CEA25", "side": "buy",
+                 "price": "60.00", "qty": 40})
+    send("alice", {"action": "block", "order_id": "p1", "instrument": "CEA25", "side": "sell",
+                   "price": "61.00", "qty": 100_000})
+    core.flush(now=0.0)
+    assert woken == [1]
+    [trade] = view.recent_trades("CEA25")
+    assert (trade.price, trade.qty, trade.buy_account, trade.mode) == (6000, 40, "bob", "listing")
+    assert trade.ts > 0 and view.recent_fills("alice") == [trade] == view.recent_fills("bob")
+    assert list(view.blocks) == ["alice/p1"]
+    send("bob", {"action": "block_accept", "order_id": "p1", "to_account": "alice"})
+    core.flush(now=0.0)
+    assert view.blocks == {} and [t.mode for t in view.recent_trades("CEA25")] == ["block",
+                                                                                  "listing"]
+    assert view.candles("CEA25")[0].volume == 40  # blocks are not the listing's candles
+    stop()
+    send("bob", {"action": "cancel", "order_id": "nothing"})
+    core.flush(now=0.0)
+    assert woken == [1, 2] and view.version == 3
