@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 from base64 import b64encode
 
@@ -62,3 +63,51 @@ def test_web_options_that_cannot_work_exit_2(tmp_path, args, message):
     done = carbonx(*args, cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_trade_over_mqtt_shows_on_the_pages_without_a_reload(tmp_path):
+    """The whole path as users have it: `carbonx serve --web`, two bots trading over MQTT
+    through the embedded broker, and alice's market and account pages in headless Chromium
+    showing the trade within a second, with no reload."""
+    import os
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{chromium} is missing (CI is set: a failure, not a skip)")
+        pytest.skip(f"{chromium} is missing: install Debian's chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "init.csv").write_text(FUNDING)
+    port, web = free_port(), free_port()
+    process, _ = start_serve("--init", "init.csv", "--journal", "j", "--port", str(port),
+                             "--always-open", "--web", str(web), cwd=tmp_path)
+    try:
+        logins = json.loads((tmp_path / "j" / "credentials.json").read_text())
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=args)
+            context = browser.new_context(
+                http_credentials={"username": "bob", "password": logins["bob"]})
+            pages = {}
+            for name, path in (("market", "/market/CEA25"), ("account", "/account")):
+                page = pages[name] = context.new_page()
+                assert page.goto(f"http://127.0.0.1:{web}{path}").status == 200
+                page.wait_for_function("window.did_handshake === true", timeout=10_000)
+            with ThreadPoolExecutor(1) as bots:  # Playwright's loop holds this thread
+                sold, bought = bots.submit(trade, port, logins).result(timeout=60)
+            # alice sold 100 at 60.00, bob bought them
+            assert sold["report"] == bought["report"] == "accepted"
+            row = pages["market"].get_by_test_id("tape").locator("tbody tr").first
+            expect(row).to_contain_text("60.00", timeout=1_000)
+            expect(row).to_contain_text("100")
+            holding = pages["account"].get_by_test_id("holdings").locator("tbody tr",
+                                                                          has_text="CEA25")
+            expect(holding).to_contain_text("100", timeout=1_000)
+            refused = context.new_page().goto(f"http://127.0.0.1:{web}/account/alice")
+            assert refused is not None and refused.status == 403
+            browser.close()
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
