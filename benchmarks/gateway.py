@@ -355,16 +355,37 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway",
-                                     description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="role")
+def run_load(load, args: argparse.Namespace) -> int:
+    """Run the ``load`` role: the coroutine *load(args)*, its result emitted as JSON."""
+    from gateway.mqtt.serve import run_async
+
+    holder: list = []
+
+    async def go() -> None:
+        holder.append(await load(args))
+
+    run_async(go())
+    emit(holder[0])
+    return 0
+
+
+def load_parser(sub, orders: int) -> argparse.ArgumentParser:
+    """The ``load`` role's arguments (a fresh process of bots): the broker's port, the
+    credentials file, how many bots and how many orders each flood sends."""
     load = sub.add_parser("load")
     load.add_argument("--port", type=int, required=True)
     load.add_argument("--credentials", required=True)
     load.add_argument("--bots", type=int, default=4)
+    load.add_argument("--orders", type=int, default=orders)
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="role")
+    load = load_parser(sub, 40_000)
     load.add_argument("--seconds", type=float, default=3.0)
-    load.add_argument("--orders", type=int, default=40_000)
     load.add_argument("--batched-orders", type=int, default=400_000)
     load.add_argument("--rates", type=int, nargs="+", default=list(RATES))
     echo = sub.add_parser("echo")
@@ -374,16 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where to write gateway.json")
     args = parser.parse_args(argv)
     if args.role == "load":
-        from gateway.mqtt.serve import run_async
-
-        holder: list = []
-
-        async def go() -> None:
-            holder.append(await _load(args))
-
-        run_async(go())
-        emit(holder[0])
-        return 0
+        return run_load(_load, args)
     if args.role == "echo":
         _echo_main(args)
         return 0
