@@ -116,7 +116,9 @@ class _Hold(msgspec.Struct, gc=False):
     fee: int
     qty: int
     rests: bool
-    accrued: int = 0  # the order's fills so far: notional x fee rate, in millionths
+    # The order's fills so far, notional x fee rate in millionths of a minor unit, less the
+    # whole minor units already charged: always under FEE_SCALE.
+    accrued: int = 0
 
 
 def cash_needed(price: int, qty: int, unit: int, fee: int, accrued: int = 0) -> int:
@@ -336,7 +338,13 @@ class Ledger:
         acct = self.accounts[account]
         if acct.status != OPEN:
             return _status_reason(acct)
-        if order_id in self.clearing.orders:
+        record = self.clearing.orders.get(order_id)
+        if record is not None:
+            # A futures buy amended up counts toward the position limit as a new one would.
+            if (record[2] and qty > record[3] and self.limits.by_kind
+                    and symbol in self._limited_futures
+                    and self._over_limit(acct, symbol, qty - record[3])):
+                return Reason.POSITION_LIMIT
             return self.clearing.amend(order_id, acct, price, qty)
         hold = self._holds[order_id]
         if not hold.is_buy:
@@ -461,17 +469,15 @@ class Ledger:
         buy = holds[buy_key]
         sell = holds[sell_key]
         # Fees accrue per order: each fill pays what brings the order's fees to the floor
-        # of its notional so far times the rate, so splitting a fill pays as much.
+        # of its notional so far times the rate, so splitting a fill pays as much. Only the
+        # part below one minor unit is kept (it alone decides what the next fill rounds to),
+        # so a hold's accrual stays under FEE_SCALE, however large the order.
         if trade.aggressor == "buy":
             buy_rate, sell_rate = taker, maker
         else:
             buy_rate, sell_rate = maker, taker
-        accrued = buy.accrued
-        buy.accrued = after = accrued + cash * buy_rate
-        buy_fee = after // FEE_SCALE - accrued // FEE_SCALE
-        accrued = sell.accrued
-        sell.accrued = after = accrued + cash * sell_rate
-        sell_fee = after // FEE_SCALE - accrued // FEE_SCALE
+        buy_fee, buy.accrued = divmod(buy.accrued + cash * buy_rate, FEE_SCALE)
+        sell_fee, sell.accrued = divmod(sell.accrued + cash * sell_rate, FEE_SCALE)
         if self._maker_fees is not None and trade.instrument in self._quoted:
             self._count_maker_fee(trade, buy_fee, sell_fee)
         # Buyer: pay from the hold; the units arrive (locked until the next day

@@ -602,12 +602,22 @@ def _operation(spec: Any, source: str) -> tuple[bool, bool]:
 def _operated(text: str, key: str, value: bool) -> str:
     """*text* with ``[operation]`` *key* set to *value*: the table, rewritten with the keys
     it had, goes last (a TOML table is defined once)."""
-    flags = dict(tomllib.loads(text, parse_float=Decimal).get("operation", {}))
+    data = tomllib.loads(text, parse_float=Decimal)
+    flags = dict(data.pop("operation", {}))
     flags[key] = value
-    kept = re.sub(r"(?m)^\[operation\][^\n]*\n(?:(?!\[)[^\n]*(?:\n|$))*", "", text)
+    kept = re.sub(r"(?m)^\[operation\][^\n]*\n(?:(?!\s*\[)[^\n]*(?:\n|$))*", "", text)
     table = "[operation]\n" + "".join(f"{k} = {'true' if v else 'false'}\n"
                                        for k, v in flags.items())
-    return kept.rstrip("\n") + "\n\n" + table
+    rewritten = kept.rstrip("\n") + "\n\n" + table
+    try:
+        again = tomllib.loads(rewritten, parse_float=Decimal)
+    except tomllib.TOMLDecodeError:
+        again = None
+    if again is None or again.pop("operation", None) != flags or again != data:
+        # the file writes [operation] some other way: never drop or change anything else
+        raise MarketConfigError(f"cannot set [operation] {key} in this market file's text: "
+                                f"write it in the file's own [operation] table")
+    return rewritten
 
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")

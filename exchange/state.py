@@ -296,7 +296,7 @@ class HoldState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     fee: int
     qty: int
     rests: bool
-    accrued: int = 0  # the order's fills so far: notional x fee rate, in millionths
+    accrued: int = 0  # fills' notional x fee rate, in millionths, below one minor unit
 
 
 class LedgerState(msgspec.Struct, frozen=True, kw_only=True):

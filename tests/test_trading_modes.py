@@ -228,3 +228,81 @@ def test_no_position_limits_sets_the_limits_aside_and_the_journal_keeps_it(tmp_p
     recovered = recover(tmp_path / "j").engine
     assert recovered.market.limits.by_kind == () and recovered.state_hash() == free["state_hash"]
     assert recovered.market.without_limits() is recovered.market
+
+
+def test_a_withdrawn_bid_leaves_the_auctions_count_and_the_view_alike():
+    from gateway.mqtt.service import GatewayCore, GatewaySettings
+    from gateway.web.view import MarketView
+
+    market_text, _ = scenario_parts("block_agreements")
+    core = GatewayCore(Engine(parse_market(market_text)), settings=GatewaySettings(book_interval=0))
+    view = MarketView(core.engine)
+    core.watchers.append(view.on_events)
+
+    def send(account: str, command: dict) -> dict:
+        core.receive(f"cx/v1/orders/{account}", json.dumps(command).encode(), now=0.0)
+        out = core.flush(now=0.0)
+        return {topic: json.loads(p) for topic, p, *_ in out if topic.endswith("/auctions")}
+
+    send("alice", {"action": "auction_open", "auction": "A1", "instrument": "CEA25",
+                   "side": "sell", "qty": 100_000, "price": "59.00"})
+    for bid in ("x1", "x2"):
+        send("bob", {"action": "auction_bid", "auction": "A1", "order_id": bid,
+                     "price": "59.50", "qty": 1000})
+    state = send("bob", {"action": "cancel", "order_id": "x2"})["cx/v1/md/CEA25/auctions"]
+    assert (state["status"], state["bids"]) == ("open", 1)
+    assert view.auction_bids["A1"] == 1
+    # a gateway over the same engine, recovered, counts the same
+    again = GatewayCore(Engine.from_state(core.engine.to_state()))
+    assert again._auctions["A1"][1] == 1 == MarketView(again.engine).auction_bids["A1"]
+
+
+def test_a_futures_buy_amended_up_is_held_to_the_position_limit():
+    market = parse_market("""
+[defaults]
+currency = "CNY"
+[instruments.CEA25]
+kind = "spot"
+vintage = 2025
+tick = "0.01"
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+underlying = "CEA25"
+contract_month = "2030-12"
+initial_margin = "100.00"
+max_qty = 1000
+[limits]
+financial = 150_000
+""")
+    engine = Engine(market, ledger=True)
+    for command in parse_order_text(b"action,order_id,account,instrument,side,price,qty,kind\n"
+                                    b"open_account,,fund,,,,,financial\n"
+                                    b"deposit,,fund,CNY,,,100000000.00,\n"
+                                    b"new,f1,fund,F,buy,80.00,151,\n"
+                                    b"new,f1,fund,F,buy,80.00,150,\n"
+                                    b"amend,f1,fund,,,,400,\n"
+                                    b"amend,f1,fund,,,,100,\n", "csv"):
+        engine.execute(command)
+    assert engine.rejects == {"position_limit": 2}
+    assert engine.order("f1").qty == 100
+    engine.check()
+
+
+def test_a_large_orders_fee_accrual_stays_under_one_minor_unit_and_its_state_encodes():
+    from exchange.persist import encode_state
+
+    market_text, _ = scenario_parts("fees_accrue_per_order")
+    market = parse_market(market_text.replace('tick = "0.01"', 'tick = "0.01"\nmax_qty = '
+                                              '1_000_000_000'))
+    engine = Engine(market, ledger=True)
+    for command in parse_order_text(
+            b"action,order_id,account,instrument,side,price,qty\n"
+            b"deposit,,b,CNY,,,40000000000000000.00\nissue,,s,CEA25,,,400000000\n"
+            b"new,b1,b,CEA25,buy,100000000.00,30000000\n"
+            b"new,s1,s,CEA25,sell,100000000.00,20000000\n", "csv"):
+        engine.execute(command)
+    engine.check()
+    assert 0 <= engine.ledger._holds["b1"].accrued < 1_000_000
+    assert encode_state(engine)

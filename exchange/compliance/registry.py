@@ -30,9 +30,9 @@ live in ``exchange.compliance.allocation``):
   accepted only in the application window, which closes at the end of 2026-06-10 in the
   market's time zone (``conversion_closed`` after; ``Registry(conversion_closes=)``);
   an entity assessed short at any deadline is excluded (``missed_surrender``). The old
-  units are cancelled and new ones issued. Not yet: the plan counts net sales of
-  2019-2024 vintages only, but the ledger's settlement adds every allowance trade to
-  ``tally``'s net sales (it would ask ``old_vintage`` of each trade's instrument);
+  units are cancelled and new ones issued. Net sales count trades of 2019-2024 vintages
+  only: the ledger's settlement adds to ``tally``'s net sales only the trades of an
+  instrument ``old_vintage`` says is one;
 - ``surrender`` with a ``year``: allowances of a vintage no later than the year (no
   borrowing; for 2025 and later, 2019-2024 vintages only once converted, so they are
   refused), offsets (``offset = true`` instruments, CCER) up to 5% of the obligation,

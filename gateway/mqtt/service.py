@@ -154,6 +154,7 @@ class GatewayCore:
         # with their times, the days' statistics, fills by account).
         self.watchers: list[Callable[[list[Event], int], None]] = []
         self._auctions: dict[str, list] = {}
+        self._bids: dict[str, str] = {}  # an open bid's engine id -> its auction
         self._restore_mode_data()
         self._book_sent: dict[str, float] = {}
         self._book_last: dict[str, tuple] = {}
@@ -348,7 +349,8 @@ class GatewayCore:
                         self._count_trade(event)
                     elif kind is DailyStatistics or kind is TradingStatusChanged:
                         public.append(self._public(event))
-                    elif kind in _MODE_DATA or (kind in _ENDS and event.order_id in self._blocks):
+                    elif kind in _MODE_DATA or (kind in _ENDS and (
+                            event.order_id in self._blocks or event.order_id in self._bids)):
                         data = self._mode_data(event)
                         if data is not None:
                             public.append(data)
@@ -432,6 +434,8 @@ class GatewayCore:
                                   side="buy" if first.is_buy else "sell", qty=first.qty,
                                   reserve=first.price, pricing=auction.pricing,
                                   primary=auction.primary), len(auction.bids)]
+                for bid in auction.bids:
+                    self._bids[bid.order_id] = name
 
     def _mode_data(self, event) -> Outgoing | None:
         """Public blocks and auctions as market data: a public block quote posted, then
@@ -444,6 +448,14 @@ class GatewayCore:
                 return (blocks_topic(event.instrument),
                         _json.encode(reports.public_block(event, "open")), 1)
             return None
+        if kind is OrderCancelled and event.order_id in self._bids:  # a bid withdrawn
+            name = self._bids.pop(event.order_id)
+            withdrawn = self._auctions.get(name)
+            if withdrawn is None:
+                return None
+            withdrawn[1] -= 1
+            body = reports.auction_state(event, withdrawn[0], withdrawn[1])
+            return (auctions_topic(event.instrument), _json.encode(body), 1, True)
         if kind is BlockAccepted or kind is OrderCancelled or kind is OrderExpired:
             posted = self._blocks.pop(event.order_id, None)
             if posted is None:
@@ -460,8 +472,11 @@ class GatewayCore:
             return None
         if kind is AuctionBidAccepted:
             known[1] += 1
+            self._bids[event.order_id] = event.auction
         if kind is AuctionCleared:
             del self._auctions[event.auction]
+            for bid in [b for b, name in self._bids.items() if name == event.auction]:
+                del self._bids[bid]
         body = reports.auction_state(event, known[0], known[1])
         return (auctions_topic(event.instrument), _json.encode(body), 1, True)
 

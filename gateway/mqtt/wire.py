@@ -716,8 +716,8 @@ class ReportMaker:
             "status": status
         }
 
-    def auction_state(self, event: AuctionOpened | AuctionBidAccepted | AuctionCleared,
-                      opened: AuctionOpened, bids: int) -> dict:
+    def auction_state(self, event: AuctionOpened | AuctionBidAccepted | AuctionCleared
+                      | OrderCancelled, opened: AuctionOpened, bids: int) -> dict:
         """An auction's state as market data (``cx/v1/md/{instrument}/auctions``): its
         terms, ``status`` (``open``, or how it ended), the number of bids (never their
         prices: bids are sealed) and, once cleared, its price and quantity."""

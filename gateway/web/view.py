@@ -88,6 +88,7 @@ class MarketView:
         self.blocks: dict[str, BlockPosted] = {}  # public blocks open, by engine id
         self.auctions: dict[str, AuctionOpened] = {}  # auctions open today, by id
         self.auction_bids: dict[str, int] = {}
+        self.bid_of: dict[str, str] = {}  # an open bid's engine id -> its auction
         self.cleared: deque[AuctionCleared] = deque(maxlen=100)
         self.version = 0  # grows with every flush that brought events
         self._listeners: list[Callable[[], None]] = []
@@ -106,6 +107,8 @@ class MarketView:
                     qty=first.qty, reserve=first.price, pricing=auction.pricing,
                     primary=auction.primary)
                 self.auction_bids[name] = len(auction.bids)
+                for bid in auction.bids:
+                    self.bid_of[bid.order_id] = name
 
     # --- fed by the gateway --------------------------------------------------------------
     def on_events(self, events: list[Event], ts: int) -> None:
@@ -129,11 +132,15 @@ class MarketView:
                     self.blocks[event.order_id] = event
             elif kind is BlockAccepted or kind is OrderCancelled or kind is OrderExpired:
                 self.blocks.pop(event.order_id, None)
+                name = self.bid_of.pop(event.order_id, None)  # a bid withdrawn, or unfilled
+                if name in self.auction_bids and kind is OrderCancelled:
+                    self.auction_bids[name] -= 1
             elif kind is AuctionOpened:
                 self.auctions[event.auction] = event
                 self.auction_bids[event.auction] = 0
             elif kind is AuctionBidAccepted:
                 self.auction_bids[event.auction] = self.auction_bids.get(event.auction, 0) + 1
+                self.bid_of[event.order_id] = event.auction
             elif kind is AuctionCleared:
                 self.auctions.pop(event.auction, None)
                 self.auction_bids.pop(event.auction, None)
