@@ -212,6 +212,13 @@ class Auctions:
         engine._live[cmd.order_id] = None
         return None
 
+    def owner(self, order_id: str) -> str | None:
+        """The account that placed the open bid *order_id*, or ``None``."""
+        name = self.bid_of.get(order_id)
+        if name is None:
+            return None
+        return next(b.account for b in self.auctions[name].bids if b.order_id == order_id)
+
     def cancel(self, order_id: str, account: str, out: list[Event]) -> bool:
         """Withdraw the open bid *order_id* of *account*; False if there is none."""
         name = self.bid_of.get(order_id)

@@ -192,6 +192,11 @@ class Blocks:
         block.qty = block.visible = 0
         return True
 
+    def owner(self, order_id: str) -> str | None:
+        """The account that posted the open block *order_id*, or ``None``."""
+        found = self.open.get(order_id)
+        return None if found is None else found[0].account
+
     def cancel(self, order_id: str, account: str, out: list[Event]) -> bool:
         """Withdraw the open block *order_id* of *account*; False if there is none."""
         found = self.open.get(order_id)

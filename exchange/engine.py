@@ -723,11 +723,15 @@ class Engine:
         """Cancel any live order of the command's account (resting, or a stop not yet
         triggered), an open block or an auction bid, or reject the command: the general
         path of ``_cancel``."""
-        if (cmd.order_id not in self._live or self._live[cmd.order_id] is None) and (
-                self._blocks.cancel(cmd.order_id, cmd.account, out)
-                or self._auctions.cancel(cmd.order_id, cmd.account, out)):
-            self.accepted += 1
-            return None
+        if cmd.order_id not in self._live or self._live[cmd.order_id] is None:
+            owner = self._blocks.owner(cmd.order_id) or self._auctions.owner(cmd.order_id)
+            if owner is not None and owner != cmd.account:
+                return self._reject("cancel", Reason.NOT_OWNER, out, cmd.order_id, cmd.account,
+                                    cmd.instrument, cmd.ts)
+            if owner is not None and (self._blocks.cancel(cmd.order_id, cmd.account, out)
+                                      or self._auctions.cancel(cmd.order_id, cmd.account, out)):
+                self.accepted += 1
+                return None
         order = self._owned(cmd, "cancel", out)
         if order is None:
             return None

@@ -181,11 +181,17 @@ class _Reader:
                 to_instrument: str = "", auction: str = "", pricing: str = "") -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
         if action in _MODE_ACTIONS:
+            unused = _MODE_UNUSED[action]
             given = [name for name, value in (("type", type_), ("tif", tif),
                                               ("stop_price", stop_price),
                                               ("display_qty", display_qty),
                                               ("post_only", post_only), ("stp", stp),
-                                              ("expire_ts", expire_ts), ("year", year)) if value]
+                                              ("expire_ts", expire_ts), ("year", year),
+                                              ("kind", kind), ("to_instrument", to_instrument),
+                                              ("order_id", order_id), ("instrument", instrument),
+                                              ("side", side), ("price", price), ("qty", qty),
+                                              ("to_account", to_account))
+                     if value and name in unused]
             if given:
                 raise _RowError(f"{given[0]} is not a key of a {action} row")
         elif (action in _REGISTRY_ACTIONS or year) and (auction or pricing):
@@ -420,6 +426,18 @@ class _Reader:
 
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
 _MODE_ACTIONS = frozenset({"block", "block_accept", "auction_open", "auction_bid", "auction_close"})
+# The keys each row of the trading modes has no use for: given, the row is refused rather
+# than the value silently dropped (a block_accept's price would not be its trade's).
+_ORDER_ONLY = frozenset({"type", "tif", "stop_price", "display_qty", "post_only", "stp",
+                         "expire_ts", "year", "kind", "to_instrument"})
+_MODE_UNUSED: dict[str, frozenset[str]] = {
+    "block": _ORDER_ONLY,
+    "block_accept": _ORDER_ONLY | {"side", "price", "qty"},
+    "auction_open": _ORDER_ONLY | {"order_id", "to_account"},
+    "auction_bid": _ORDER_ONLY | {"instrument", "side", "to_account"},
+    "auction_close": _ORDER_ONLY | {"order_id", "instrument", "side", "price", "qty",
+                                    "to_account"},
+}
 
 
 # Keys a registry row passes only when it gives them (the command's default otherwise).
