@@ -36,7 +36,7 @@ from __future__ import annotations
 import msgspec
 
 from exchange.accounts import REGISTRY
-from exchange.blocks import ModeHost, in_band
+from exchange.blocks import ModeHost, in_band, size_reason, spot_for
 from exchange.book.fast import DAY, LIMIT, STP_NONE, Order
 from exchange.commands import BidAuction, CloseAuction, OpenAuction
 from exchange.events import (AuctionBidAccepted, AuctionCleared, AuctionOpened, Event,
@@ -98,15 +98,9 @@ class Auctions:
         def reject(reason: str) -> None:
             engine._reject("auction_open", reason, out, None, cmd.account, cmd.instrument, cmd.ts)
 
-        spec = engine._specs.get(cmd.instrument)
-        if spec is None:
-            return reject(Reason.UNKNOWN_INSTRUMENT)
-        inst = spec.inst
-        if inst.kind != "spot":
-            return reject(Reason.NOT_SPOT)
-        reason = engine._session_reason("auction", cmd.ts, cmd.instrument)
-        if reason is not None:
-            return reject(reason)
+        inst = spot_for(engine, "auction", cmd.instrument, cmd.ts)
+        if isinstance(inst, str):
+            return reject(inst)
         if not cmd.auction or not cmd.account:
             return reject(Reason.MISSING_FIELD)
         if cmd.auction in self.auctions or cmd.auction in engine._live:
@@ -125,12 +119,9 @@ class Auctions:
                 reference * den <= reserve * den <= reference * (den + num)):
             return reject(Reason.RESERVE_OUT_OF_RANGE)
         qty = cmd.qty
-        if qty <= 0 or qty >= 1 << 62:
-            return reject(Reason.INVALID_QUANTITY)
-        if qty % inst.qty_step:
-            return reject(Reason.OFF_STEP)
-        if qty < rules.min_qty:
-            return reject(Reason.BELOW_BLOCK_MINIMUM)
+        reason = size_reason(inst, qty, rules.min_qty, Reason.BELOW_BLOCK_MINIMUM)
+        if reason is not None:
+            return reject(reason)
         if not primary:  # the registry issues what a primary auction sells, when it sells
             held = engine._ledger.reserve(cmd.auction, cmd.account, cmd.instrument, not is_sale,
                                           reserve, qty)
@@ -186,12 +177,9 @@ class Auctions:
         if not in_band(price, reference, rules.band_num, rules.band_den):
             return reject(Reason.ABOVE_BID_CAP)
         qty = cmd.qty
-        if qty <= 0 or qty >= 1 << 62:
-            return reject(Reason.INVALID_QUANTITY)
-        if qty % inst.qty_step:
-            return reject(Reason.OFF_STEP)
-        if qty < inst.min_qty:
-            return reject(Reason.QUANTITY_BELOW_MINIMUM)
+        reason = size_reason(inst, qty, inst.min_qty, Reason.QUANTITY_BELOW_MINIMUM)
+        if reason is not None:
+            return reject(reason)
         if qty > initiator.qty:
             return reject(Reason.QUANTITY_ABOVE_MAXIMUM)
         held = engine._ledger.reserve(cmd.order_id, cmd.account, symbol, is_sale, price, qty)

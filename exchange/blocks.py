@@ -33,7 +33,7 @@ from exchange.ledger import Ledger, NoLedger
 from exchange.market import Instrument, Market
 from exchange.reasons import Reason
 
-__all__ = ["Blocks", "ModeHost", "in_band"]
+__all__ = ["Blocks", "ModeHost", "in_band", "spot_for", "size_reason"]
 
 
 class ModeHost(Protocol):
@@ -79,6 +79,28 @@ def in_band(price: int, reference: int | None, num: int, den: int) -> bool:
     return reference * (den - num) <= price * den <= reference * (den + num)
 
 
+def spot_for(engine: ModeHost, mode: str, symbol: str, ts: int | None) -> Instrument | str:
+    """The spot instrument *symbol* that a command of trading *mode* at *ts* may act on, or
+    why not: unknown, not spot, outside the mode's session, or halted."""
+    spec = engine._specs.get(symbol)
+    if spec is None:
+        return Reason.UNKNOWN_INSTRUMENT
+    if spec.inst.kind != "spot":
+        return Reason.NOT_SPOT
+    inst: Instrument = spec.inst
+    return engine._session_reason(mode, ts, symbol) or inst
+
+
+def size_reason(inst: Instrument, qty: int, minimum: int, below: str) -> str | None:
+    """Why *qty* of *inst* is no size for a block, an auction or a bid (at least *minimum*,
+    else the reason *below*), or ``None``. No listing maximum: these are the large trades."""
+    if qty <= 0 or qty >= 1 << 62:
+        return Reason.INVALID_QUANTITY
+    if qty % inst.qty_step:
+        return Reason.OFF_STEP
+    return below if qty < minimum else None
+
+
 class Blocks:
     """The open blocks of one engine, by id; each an ``Order`` that never rests in a book
     (its hold is the ledger's like any order's) and its named counterparty."""
@@ -94,15 +116,9 @@ class Blocks:
         def reject(reason: str) -> None:
             engine._reject("block", reason, out, cmd.order_id, cmd.account, cmd.instrument, cmd.ts)
 
-        spec = engine._specs.get(cmd.instrument)
-        if spec is None:
-            return reject(Reason.UNKNOWN_INSTRUMENT)
-        inst = spec.inst
-        if inst.kind != "spot":
-            return reject(Reason.NOT_SPOT)
-        reason = engine._session_reason("block", cmd.ts, cmd.instrument)
-        if reason is not None:
-            return reject(reason)
+        inst = spot_for(engine, "block", cmd.instrument, cmd.ts)
+        if isinstance(inst, str):
+            return reject(inst)
         if not cmd.order_id or not cmd.account:
             return reject(Reason.MISSING_FIELD)
         if cmd.to_account == cmd.account:
@@ -115,12 +131,9 @@ class Blocks:
         if not in_band(price, engine._reference[cmd.instrument], rules.band_num, rules.band_den):
             return reject(Reason.OUTSIDE_BLOCK_BAND)
         qty = cmd.qty
-        if qty <= 0 or qty >= 1 << 62:
-            return reject(Reason.INVALID_QUANTITY)
-        if qty % inst.qty_step:
-            return reject(Reason.OFF_STEP)
-        if qty < rules.min_qty:
-            return reject(Reason.BELOW_BLOCK_MINIMUM)
+        reason = size_reason(inst, qty, rules.min_qty, Reason.BELOW_BLOCK_MINIMUM)
+        if reason is not None:
+            return reject(reason)
         is_buy = cmd.side == "buy"
         held = engine._ledger.reserve(cmd.order_id, cmd.account, cmd.instrument, is_buy, price, qty)
         if held is not None:
