@@ -35,7 +35,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -418,24 +418,9 @@ class GatewayCore:
     def _restore_mode_data(self) -> None:
         """The public blocks and the day's auctions an engine recovered from its journal
         holds, so their ends are published as those of blocks posted since."""
-        engine = self.engine
-        for order, to_account in engine.open_blocks():
-            if to_account is None:
-                self._blocks[order.order_id] = BlockPosted(
-                    seq=order.accept_seq, order_id=order.order_id, account=order.account,
-                    instrument=order.instrument, side=order.side, price=order.price,
-                    qty=order.qty)
-        for name, auction in engine.auctions.auctions.items():
-            if auction.open:
-                first = auction.initiator
-                self._auctions[name] = [
-                    AuctionOpened(seq=first.accept_seq, auction=name, account=first.account,
-                                  instrument=first.instrument,
-                                  side="buy" if first.is_buy else "sell", qty=first.qty,
-                                  reserve=first.price, pricing=auction.pricing,
-                                  primary=auction.primary), len(auction.bids)]
-                for bid in auction.bids:
-                    self._bids[bid.order_id] = name
+        self._blocks, opened, self._bids = open_away(self.engine)
+        bids = Counter(self._bids.values())
+        self._auctions = {name: [event, bids[name]] for name, event in opened.items()}
 
     def _mode_data(self, event) -> Outgoing | None:
         """Public blocks and auctions as market data: a public block quote posted, then
@@ -588,6 +573,31 @@ class GatewayCore:
     def depth_now(self, now: float | None = None) -> list[Outgoing]:
         """Depth messages that are due (for the throttle's timer)."""
         return self._books(time.monotonic() if now is None else now)
+
+
+def open_away(engine: Engine) -> tuple[dict[str, BlockPosted], dict[str, AuctionOpened],
+                                       dict[str, str]]:
+    """What an engine (perhaps recovered from its journal) holds open away from the book,
+    as the events that opened it: its public blocks and open auctions by id, and each open
+    bid's auction."""
+    blocks = {
+        order.order_id: BlockPosted(seq=order.accept_seq, order_id=order.order_id,
+                                    account=order.account, instrument=order.instrument,
+                                    side=order.side, price=order.price, qty=order.qty)
+        for order, to_account in engine.open_blocks() if to_account is None
+    }
+    auctions: dict[str, AuctionOpened] = {}
+    bids: dict[str, str] = {}
+    for name, auction in engine.auctions.auctions.items():
+        if auction.open:
+            first = auction.initiator
+            auctions[name] = AuctionOpened(
+                seq=first.accept_seq, auction=name, account=first.account,
+                instrument=first.instrument, side="buy" if first.is_buy else "sell",
+                qty=first.qty, reserve=first.price, pricing=auction.pricing,
+                primary=auction.primary)
+            bids.update((bid.order_id, name) for bid in auction.bids)
+    return blocks, auctions, bids
 
 
 async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,

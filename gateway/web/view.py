@@ -23,6 +23,7 @@ from exchange import Engine
 from exchange.events import (AuctionBidAccepted, AuctionCleared, AuctionOpened, BlockAccepted,
                              BlockPosted, DailyStatistics, Event, OrderCancelled, OrderExpired,
                              TradeExecuted)
+from gateway.mqtt.service import open_away
 
 if TYPE_CHECKING:
     from gateway.mqtt.service import GatewayCore
@@ -85,30 +86,19 @@ class MarketView:
             symbol: deque(maxlen=days) for symbol in self.market.instruments
         }
         self.fills: dict[str, deque[TradeRow]] = {}  # account -> its recent trades
-        self.blocks: dict[str, BlockPosted] = {}  # public blocks open, by engine id
-        self.auctions: dict[str, AuctionOpened] = {}  # auctions open today, by id
-        self.auction_bids: dict[str, int] = {}
-        self.bid_of: dict[str, str] = {}  # an open bid's engine id -> its auction
+        # Public blocks and the day's auctions by id, each open bid's auction, and the
+        # bids each auction holds: as the engine has them when the view starts (a
+        # recovered exchange), then kept from the events.
+        self.blocks: dict[str, BlockPosted]
+        self.auctions: dict[str, AuctionOpened]
+        self.bid_of: dict[str, str]
+        self.blocks, self.auctions, self.bid_of = open_away(engine)
+        self.auction_bids: dict[str, int] = dict.fromkeys(self.auctions, 0)
+        for name in self.bid_of.values():
+            self.auction_bids[name] += 1
         self.cleared: deque[AuctionCleared] = deque(maxlen=100)
         self.version = 0  # grows with every flush that brought events
         self._listeners: list[Callable[[], None]] = []
-        for order, to_account in engine.open_blocks():
-            if to_account is None:  # open when the view started (a recovered exchange)
-                self.blocks[order.order_id] = BlockPosted(
-                    seq=order.accept_seq, order_id=order.order_id, account=order.account,
-                    instrument=order.instrument, side=order.side, price=order.price,
-                    qty=order.qty)
-        for name, auction in engine.auctions.auctions.items():
-            if auction.open:
-                first = auction.initiator
-                self.auctions[name] = AuctionOpened(
-                    seq=first.accept_seq, auction=name, account=first.account,
-                    instrument=first.instrument, side="buy" if first.is_buy else "sell",
-                    qty=first.qty, reserve=first.price, pricing=auction.pricing,
-                    primary=auction.primary)
-                self.auction_bids[name] = len(auction.bids)
-                for bid in auction.bids:
-                    self.bid_of[bid.order_id] = name
 
     # --- fed by the gateway --------------------------------------------------------------
     def on_events(self, events: list[Event], ts: int) -> None:
