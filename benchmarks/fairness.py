@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import tempfile
@@ -104,9 +105,16 @@ async def _quiet(args) -> dict:
     from gateway.bots.client import ExchangeClient
 
     samples: list[int] = []
+    timeline: list[tuple[float, float]] = []
     async with ExchangeClient("quiet", args.password, "127.0.0.1", args.port, timeout=30,
                               resend_after=60) as client:
         await client.request(_order("warm", 0))
+
+        def answered(sent: int, at: float, _future) -> None:
+            took = time.perf_counter_ns() - sent
+            samples.append(took)
+            timeline.append((round(at, 3), round(took / 1e6, 1)))
+
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -115,13 +123,13 @@ async def _quiet(args) -> dict:
         while loop.time() - start < args.seconds:
             sent = time.perf_counter_ns()
             future = client.submit(_order("q", n))
-            future.add_done_callback(
-                lambda f, sent=sent: samples.append(time.perf_counter_ns() - sent))
+            future.add_done_callback(functools.partial(answered, sent, loop.time() - start))
             futures.append(future)
             n += 1
             await asyncio.sleep(QUIET_EVERY)
         _, pending = await asyncio.wait(futures, timeout=30)
-    return {"sent": n, "unanswered": len(pending), "samples_ns": samples}
+    return {"sent": n, "unanswered": len(pending), "samples_ns": samples,
+            "slowest": sorted(timeline, key=lambda t: -t[1])[:12]}  # (s into the run, ms)
 
 
 # --- the orchestrator ------------------------------------------------------------------

@@ -85,6 +85,7 @@ from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
 from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
+from gateway.mqtt.lanes import BroadcastQueue
 
 __all__ = [
     "GATEWAY_USER", "OPERATOR_USER", "MAX_PACKET_SIZE", "EmbeddedBroker", "allowed",
@@ -387,6 +388,7 @@ class _Broker(Broker):
                  max_packet_size: int = MAX_PACKET_SIZE,
                  limits: AccountLimits = DEFAULT_LIMITS) -> None:
         super().__init__(config)
+        self._broadcast_queue = BroadcastQueue()  # each topic in its own lane
         self._accounts = accounts
         self._max_packet_size = max_packet_size
         self._refused_ids: set[str] = set()

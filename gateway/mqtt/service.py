@@ -51,6 +51,7 @@ from exchange.journal import JournalWriter
 from exchange.schedule import Schedule
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
+from gateway.mqtt.lanes import LaneQueue
 from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport, Report,
                                ReportMaker, WireDecoder, client_id)
 from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
@@ -611,6 +612,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
             async with aiomqtt.Client(host, port, username=username, password=password,
                                       identifier=_IDENTIFIER, clean_session=True,
                                       max_inflight_messages=1000, keepalive=30,
+                                      queue_type=LaneQueue,
                                       socket_options=SOCKET_OPTIONS) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
                 # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
