@@ -20,7 +20,8 @@ from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
 from gateway.errors import UsageError
-from gateway.mqtt.brokerconfig import ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE
+from gateway.mqtt.brokerconfig import (ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE, EMBEDDED_BYTE_RATE,
+                                       EMBEDDED_MESSAGE_RATE)
 
 __all__ = ["main", "build_parser", "package_version"]
 
@@ -198,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--message-rate", type=int, default=None, metavar="N",
         help="the embedded broker's limit: messages an account may publish "
-        f"a second (default {ACCOUNT_MESSAGE_RATE}; bursts of a fifth); "
+        f"a second (default {EMBEDDED_MESSAGE_RATE}; bursts of a fifth); "
         "with --broker, mosquitto's limit is set by broker-config")
     serve.add_argument(
         "--byte-rate", type=int, default=None, metavar="N",
         help="the embedded broker's limit: bytes an account may publish a "
-        f"second (default {ACCOUNT_BYTE_RATE})")
+        f"second (default {EMBEDDED_BYTE_RATE}: the broker shares the exchange's process)")
     serve.add_argument("--book-interval", type=float, default=0.1, metavar="SECONDS",
                        help="least time between two depth messages of an instrument (default: 0.1)")
     serve.add_argument(
@@ -462,8 +463,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         try:
             limits = AccountLimits.scaled(
-                ACCOUNT_MESSAGE_RATE if args.message_rate is None else args.message_rate,
-                ACCOUNT_BYTE_RATE if args.byte_rate is None else args.byte_rate)
+                EMBEDDED_MESSAGE_RATE if args.message_rate is None else args.message_rate,
+                EMBEDDED_BYTE_RATE if args.byte_rate is None else args.byte_rate)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     from exchange import default_market

@@ -154,7 +154,31 @@ def test_gateway_benchmark_quick_loses_nothing(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "gateway-quick.json").read_text())
     assert result["verdict"]["zero_lost"]
+    # Every order rested (the market always open, the bots under their position limits):
+    # a refusal would time the wrong work.
+    assert result["verdict"]["rejected"] == 0 and result["gateway"]["first_refusal"] is None
     for side in ("gateway", "raw"):
         assert result[side]["unbatched"]["answered"] == result[side]["unbatched"]["sent"] > 0
         assert result[side]["batched"]["answered"] == result[side]["batched"]["sent"] > 0
         assert result[side]["latency_2000"]["n"] == result[side]["latency_2000"]["sent"]
+
+
+def test_fairness_benchmark_quick_answers_every_quiet_order_and_refuses_none(tmp_path):
+    require_mosquitto()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fairness", "--quick", "--out",
+         str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "fairness-quick.json").read_text())
+    runs = {key: run for key, run in result.items() if key not in ("settings", "verdict")}
+    assert sorted(runs) == ["embedded_batch1", "embedded_batch100", "mosquitto_batch1",
+                            "mosquitto_batch100"]
+    for run in runs.values():
+        quiet, flood = run["quiet"], run["flood"]
+        assert quiet["unanswered"] == 0 and quiet["refused"] == 0
+        assert quiet["n"] == quiet["sent"] > 0  # one latency sample per quiet order
+        assert flood["refused"] == 0 and flood["answered"] > 0
+        assert quiet["slowest"][0][1] == max(t for _, t in quiet["slowest"])
+    assert result["verdict"]["refused"] == 0
+    assert result["verdict"]["worst_quiet_p99_ms"] == max(r["quiet"]["p99_ms"]
+                                                          for r in runs.values())

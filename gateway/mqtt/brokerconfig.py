@@ -65,7 +65,8 @@ from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
 
 __all__ = [
     "GATEWAY_USER", "OPERATOR_USER", "SYSTEM_USERS", "TOPIC_ROOT", "PBKDF2_ITERATIONS",
-    "MAX_PACKET_SIZE", "CONFIG_FILES", "AccountLimits", "DEFAULT_LIMITS", "ConfigExistsError",
+    "MAX_PACKET_SIZE", "CONFIG_FILES", "AccountLimits", "DEFAULT_LIMITS", "EMBEDDED_LIMITS",
+    "ConfigExistsError",
     "PluginBuildError", "build_limit_plugin", "existing_config", "write_broker_config",
     "parse_account_args", "validate_account_name", "hash_password", "verify_password",
     "generate_password", "render_config", "render_acl"
@@ -128,6 +129,14 @@ class AccountLimits:
 
 
 DEFAULT_LIMITS = AccountLimits()
+# The embedded broker runs in the exchange's own process, on its event loop, and amqtt
+# is Python: an account at mosquitto's rates (1,000 messages, or 40,000 orders in
+# batches, a second) takes all of that process on a small machine, and every other
+# account's answers wait behind it (benchmarks/fairness.py: quiet p99 30-65 ms). So it
+# holds each account to a quarter of them.
+EMBEDDED_MESSAGE_RATE = ACCOUNT_MESSAGE_RATE // 4
+EMBEDDED_BYTE_RATE = ACCOUNT_BYTE_RATE // 4
+EMBEDDED_LIMITS = AccountLimits.scaled(EMBEDDED_MESSAGE_RATE, EMBEDDED_BYTE_RATE)
 MAX_QUEUED_MESSAGES = 100_000
 
 

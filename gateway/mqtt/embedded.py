@@ -42,8 +42,9 @@ its body is: a client cannot make the broker buffer a 100 MiB publish.
 
 Publishing rate: what one account (any user but ``gateway``: the operator, which sends
 few messages, too) may publish is held to its
-``limits`` (:class:`AccountLimits`: messages and bytes a second, and bursts; the same
-defaults as mosquitto's limit in ``carbonx broker-config``), by back-pressure: past its
+``limits`` (:class:`AccountLimits`: messages and bytes a second, and bursts; by default
+a quarter of mosquitto's in ``carbonx broker-config``, as this broker shares the
+exchange's process), by back-pressure: past its
 budget, the broker waits before it reads the account's next packet, so a flood stays in
 the flooder's own TCP connection (its publishes are acknowledged more slowly) instead of
 filling the one stream that carries every account's orders to the gateway. The budget is
@@ -83,7 +84,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, MAX_PACKET_SIZE, AccountLimits
+from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, MAX_PACKET_SIZE, AccountLimits
 from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
 from gateway.mqtt.lanes import BroadcastQueue
 
@@ -386,7 +387,7 @@ class _Broker(Broker):
 
     def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
                  max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
+                 limits: AccountLimits = EMBEDDED_LIMITS) -> None:
         super().__init__(config)
         self._broadcast_queue = BroadcastQueue()  # each topic in its own lane
         self._accounts = accounts
@@ -553,7 +554,7 @@ class EmbeddedBroker:
 
     def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1", *,
                  max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = DEFAULT_LIMITS) -> None:
+                 limits: AccountLimits = EMBEDDED_LIMITS) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
         if max_packet_size < 64:

@@ -40,7 +40,7 @@ from exchange import Engine, Market
 from exchange.journal import JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 from exchange.sequencer import Sequencer
-from gateway.mqtt.brokerconfig import DEFAULT_LIMITS, AccountLimits, generate_password
+from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, AccountLimits, generate_password
 from gateway.protocol import SYSTEM_USERS
 from gateway.mqtt.embedded import GATEWAY_USER, OPERATOR_USER, EmbeddedBroker, valid_account_name
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway, seconds_of_day
@@ -529,7 +529,7 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
                                      f"{broker.username}: connected; gateway ready"))
             await _stop_web(web, stop)
             return
-        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK, limits=limits or DEFAULT_LIMITS)
+        embedded = EmbeddedBroker({}, port=port, host=LOOPBACK, limits=limits or EMBEDDED_LIMITS)
         try:
             await embedded.__aenter__()
         except OSError as exc:

@@ -51,6 +51,7 @@ from exchange.journal import JournalWriter
 from exchange.schedule import Schedule
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
+from gateway.mqtt.collector import Collector
 from gateway.mqtt.lanes import LaneQueue
 from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport, Report,
                                ReportMaker, WireDecoder, client_id)
@@ -722,6 +723,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             await asyncio.sleep(interval / 2)
             if core.books_waiting():
                 publisher.send_all(core.depth_now())
+            collector.tick(idle=not core.pending and not publisher.waiting)
 
     async def eod_timer() -> None:
         at = seconds_of_day(core.settings.eod_at or "")
@@ -734,6 +736,8 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             core.end_of_day()
             publisher.send_all(core.flush())
 
+    collector = Collector()  # full collection passes when quiet (benchmarks/fairness.py)
+    collector.start()
     tasks = [
         asyncio.ensure_future(receive()),
         asyncio.ensure_future(depth_timer()),
@@ -751,6 +755,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             publisher.send_all(core.flush())
         await publisher.drain()
     finally:
+        collector.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
