@@ -262,7 +262,7 @@ async def _latency(page, port: int, credentials: dict, pairs: int, rested: int) 
                 ExchangeClient("taker", credentials["taker"], port=port, timeout=30) as taker):
 
         async def sample(mode: str, n: int, price: str, qty: int, sell: bool) -> None:
-            await asyncio.sleep(random.uniform(0.26, 0.30))  # past REFRESH_S since the last
+            await asyncio.sleep(random.uniform(0.26, 0.30))  # past the refresh limit since the last
             seen = asyncio.ensure_future(page.evaluate(ROW_JS, [price, qty]))
             sent = time.perf_counter()
             sold = maker.submit(_new(f"s{mode}{n}", "sell", price, qty)) if sell else None

@@ -98,3 +98,32 @@ def test_the_view_follows_the_gateways_flushes():
     send("bob", {"action": "cancel", "order_id": "nothing"})
     core.flush(now=0.0)
     assert woken == [1, 2] and view.version == 3
+
+
+def test_the_market_is_busy_after_a_window_of_events_at_the_busy_rate_and_calm_after():
+    from gateway.web.view import BUSY_EVENTS, BUSY_WINDOW_NS
+
+    view = MarketView(Engine(open_market()))
+    at_rate = BUSY_EVENTS * BUSY_WINDOW_NS // 10**9  # events in a window at the busy rate
+    start = 10**9
+    view.on_events([], start)  # opens a window
+    view.on_events([object()] * (at_rate - 1), start + 1)
+    view.on_events([], start + BUSY_WINDOW_NS)  # one short of the rate: calm
+    assert not view.busy
+    view.on_events([object()] * at_rate, start + BUSY_WINDOW_NS + 1)
+    view.on_events([], start + 2 * BUSY_WINDOW_NS)
+    assert view.busy  # the window just ended held the rate
+    view.on_events([object()] * (10 * at_rate), start + 2 * BUSY_WINDOW_NS + 1)
+    # No flush for more than a window after that one: the market has calmed down,
+    # however busy its last window was.
+    view.on_events([], start + 5 * BUSY_WINDOW_NS)
+    assert not view.busy
+
+
+def test_the_plain_tables_cells_are_escaped_and_whole_numbers_grouped():
+    from gateway.web.pages import _cell
+
+    assert _cell(1234567) == "1,234,567"
+    assert _cell("60.00") == "60.00"
+    assert _cell("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)&gt;"
+    assert _cell(None) == ""

@@ -6,8 +6,10 @@ login or a wrong one is answered 401 with the challenge, so the browser asks for
 Each page reads the exchange through ``gateway.web.queries`` (the engine's present state,
 the ``MarketView``'s history), builds its elements once and then updates them in place:
 it subscribes to the view, which calls it after every flush that brought events, and
-re-renders at most once every ``REFRESH_S`` seconds (``ACCOUNT_REFRESH_S`` for an account
-page, whose queries scan more), after the flush has returned, never inside it; NiceGUI
+re-renders ``GATHER_S`` after the news (so the news of flushes close together is drawn
+once), at most once every ``REFRESH_S`` seconds (``ACCOUNT_REFRESH_S`` for an account
+page, whose queries scan more; ``BUSY_REFRESH_S`` for any page while the market is busy),
+after the flush has returned, never inside it; NiceGUI
 pushes what changed to the browser over its websocket, so nothing reloads. A page stops
 listening when its client is gone, and a page without its websocket is rendered again
 only once it connects. Tables show at most a few dozen rows (``*_ROWS``).
@@ -31,6 +33,7 @@ import secrets
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from html import escape
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,8 +53,15 @@ __all__ = ["register_pages"]
 
 log = logging.getLogger("carbonx.web")
 
-REFRESH_S = 0.25  # a market or registry page re-renders at most this often
+REFRESH_S = 0.1  # a market or registry page re-renders at most this often
 ACCOUNT_REFRESH_S = 0.5  # an account page: its queries scan all holdings and live orders
+# ... and any page while the market is busy (MarketView.busy): a page's drawing costs
+# the browser and the gateway as much at 4,000 orders a second as at 40,000
+# (benchmarks/web.py: 20 pages at 0.25 s took more than a core and 56% of the gateway's
+# throughput during a flood).
+BUSY_REFRESH_S = 1.0
+CHART_REFRESH_S = 1.0  # the candle chart is redrawn at most this often
+GATHER_S = 0.025  # a page waits this long after news before it redraws
 LADDER_LEVELS = 10  # depth levels a side
 TAPE_ROWS = 30
 CANDLES = 120
@@ -80,11 +90,13 @@ class _Live:
     every *every* seconds, from the event loop after the flush (the view calls its
     listeners inside the flush, on the gateway's loop), until the client is deleted. A
     page without its websocket (not yet connected, or gone and perhaps coming back) is
-    not rendered until it connects."""
+    not rendered until it connects. A render may return the seconds after which it wants
+    to run again without news (a part of the page it held back)."""
 
-    def __init__(self, portal: Portal, render: Callable[[], None], every: float) -> None:
+    def __init__(self, portal: Portal, render: Callable[[], float | None], every: float) -> None:
         self.render = render
         self.every = every
+        self.view = portal.view
         self.loop = asyncio.get_running_loop()
         self.handle: asyncio.TimerHandle | None = None
         self.last = 0.0
@@ -95,9 +107,15 @@ class _Live:
         self.client.on_delete(lambda: self.close(stop))
 
     def wake(self) -> None:
-        if self.handle is None:
-            delay = max(0.0, self.last + self.every - self.loop.time())
-            self.handle = self.loop.call_later(delay, self.run)
+        every = max(self.every, BUSY_REFRESH_S) if self.view.busy else self.every
+        # A short wait gathers the news that comes together (an order and the order that
+        # meets it, each its own flush) into one drawing (benchmarks/web.py, pairs).
+        due = max(self.loop.time() + GATHER_S, self.last + every)
+        if self.handle is not None:
+            if self.handle.when() <= due:
+                return
+            self.handle.cancel()  # a held-back part's later run: the news goes first
+        self.handle = self.loop.call_at(due, self.run)
 
     def connected(self) -> None:
         if self.stale:
@@ -111,9 +129,12 @@ class _Live:
             return
         self.last = self.loop.time()
         try:
-            self.render()
+            again = self.render()
         except Exception:
             log.exception("a live page could not be updated")
+            return
+        if again is not None and self.handle is None:
+            self.handle = self.loop.call_later(again, self.run)
 
     def close(self, stop: Callable[[], None]) -> None:
         stop()
@@ -159,7 +180,50 @@ def _table(columns: list[Row], key: str, marker: str) -> ui.table:
     return table.classes("w-full").props(f"data-testid={marker}")
 
 
-def _set_rows(table: ui.table, rows: list[Row]) -> None:
+class _PlainTable:
+    """A table drawn as plain HTML, for the market page's ladder and tape, which change
+    with nearly every flush: a Quasar table cost the browser about 13 ms an update
+    (benchmarks/web.py: 20 pages watching a flood took more than a core). The same
+    columns as ``_columns``; every cell is escaped here, so the HTML needs no sanitizer."""
+
+    def __init__(self, columns: list[Row], marker: str) -> None:
+        self.columns = columns
+        self.rows: list[Row] | None = None
+        head = "".join(f'<th class="px-2 py-1 text-{c["align"]}">{escape(c["label"])}</th>'
+                       for c in columns)
+        self._head = (f'<table class="w-full text-sm border-collapse"><thead '
+                      f'class="text-xs text-slate-500 border-b"><tr>{head}</tr></thead><tbody>')
+        self.element = ui.html("", sanitize=False).classes("w-full").props(f"data-testid={marker}")
+        self.set_rows([])
+
+    def set_rows(self, rows: list[Row]) -> None:
+        if rows == self.rows:
+            return
+        self.rows = rows
+        cells = [(f'<td class="px-2 py-0.5 font-mono text-{c["align"]}">', c["field"])
+                 for c in self.columns]
+        body = "".join(
+            '<tr class="border-b border-slate-100">'
+            + "".join(f"{td}{_cell(row.get(field))}</td>" for td, field in cells) + "</tr>"
+            for row in rows)
+        empty = "" if rows else '<div class="text-sm text-slate-500 p-2">No data available</div>'
+        self.element.set_content(f"{self._head}{body}</tbody></table>{empty}")
+
+
+def _cell(value: Any) -> str:
+    """A cell's text: whole numbers with thousands separators, as the Quasar tables show
+    them; nothing for a missing value; everything escaped."""
+    if value is None:
+        return ""
+    if type(value) is int:
+        return f"{value:,}"
+    return escape(str(value))
+
+
+def _set_rows(table: ui.table | _PlainTable, rows: list[Row]) -> None:
+    if isinstance(table, _PlainTable):
+        table.set_rows(rows)
+        return
     if table.rows != rows:
         table.rows = rows
         table.update()
@@ -240,6 +304,7 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
     ui.page_title(f"carbonx: {symbol}")
     _header(user, f"Market: {symbol}")
     state = {"interval": 60}
+    drawn = {"at": -CHART_REFRESH_S}  # time.monotonic() of the chart's last update
     with ui.row().classes("w-full items-center gap-4"):
         ui.select(list(market.instruments), value=symbol, label="instrument",
                   on_change=lambda e: ui.navigate.to(f"/market/{e.value}")
@@ -254,8 +319,8 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
                 stats[name] = ui.label("-").classes("font-mono").props(f"data-testid=stat-{name}")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card("Depth").classes("w-1/3"):
-            ladder = _table(_columns("bid_orders:orders", "bid:bid qty", "price", "ask:ask qty",
-                                     "ask_orders:orders"), "price", "ladder")
+            ladder = _PlainTable(_columns("bid_orders:orders", "bid:bid qty", "price",
+                                          "ask:ask qty", "ask_orders:orders"), "ladder")
             spread = ui.label().classes("text-xs text-slate-500")
         with _card("Candles").classes("w-2/3"):
             ui.toggle(INTERVALS, value=60, on_change=lambda e: pick(e.value)
@@ -263,7 +328,7 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
             chart = ui.echart(_candle_options()).classes("w-full h-80").props("data-testid=candles")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card(f"Trades (times {_zone(portal)})").classes("w-1/3"):
-            tape = _table(_columns("time", "price", "qty", "aggressor", "mode"), "seq", "tape")
+            tape = _PlainTable(_columns("time", "price", "qty", "aggressor", "mode"), "tape")
         with _card("Open public blocks").classes("w-1/3"):
             blocks = _table(_columns("instrument", "side", "price", "qty", "account",
                                      "order_id"), "seq", "blocks")
@@ -271,7 +336,7 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
             auctions = _table(_columns("auction", "instrument", "side", "qty", "reserve",
                                        "pricing", "bids"), "seq", "auctions")
 
-    def render() -> None:
+    def render() -> float | None:
         depth = queries.book(engine, symbol, LADDER_LEVELS)
         rows = [{"price": p, "ask": q, "ask_orders": n} for p, q, n in depth["asks"][::-1]]
         rows += [{"price": p, "bid": q, "bid_orders": n} for p, q, n in depth["bids"]]
@@ -287,13 +352,25 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
         options = chart.options
         short = state["interval"] < 60
         times = [_clock(portal, c["start"], seconds=short) for c in candles]
-        options["xAxis"][0]["data"] = options["xAxis"][1]["data"] = times
         # Decimal strings, as everywhere at the edge: ECharts reads a numeric string as its number.
-        options["series"][0]["data"] = [[c[k] for k in ("open", "close", "low", "high")]
-                                        for c in candles]
-        options["series"][1]["data"] = [{"value": c["volume"], "itemStyle": {"color": colour}}
-                                        for c, colour in zip(candles, _colours(candles))]
-        chart.update()
+        bars = [[c[k] for k in ("open", "close", "low", "high")] for c in candles]
+        volumes = [{"value": c["volume"], "itemStyle": {"color": colour}}
+                   for c, colour in zip(candles, _colours(candles))]
+        again = None
+        if (options["xAxis"][0]["data"] != times or options["series"][0]["data"] != bars
+                or options["series"][1]["data"] != volumes):
+            # Only a changed chart is sent and redrawn (resting orders change the ladder,
+            # not the candles), and at most every CHART_REFRESH_S: a browser redraws a
+            # chart more slowly than all the rest of the page (benchmarks/web.py).
+            since = time.monotonic() - drawn["at"]
+            if since >= CHART_REFRESH_S:
+                options["xAxis"][0]["data"] = options["xAxis"][1]["data"] = times
+                options["series"][0]["data"] = bars
+                options["series"][1]["data"] = volumes
+                chart.update()
+                drawn["at"] = time.monotonic()
+            else:
+                again = CHART_REFRESH_S - since
         book = engine.book(symbol)
         traded = book.day_volume > 0
         price = inst.tick.format
@@ -312,9 +389,11 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
         halted.classes(replace="text-sm " + ("text-red-700" if stopped else "text-slate-500"))
         _set_rows(blocks, queries.open_blocks(view)[:AWAY_ROWS])
         _set_rows(auctions, queries.open_auctions(view)[:AWAY_ROWS])
+        return again
 
     def pick(interval: int) -> None:
         state["interval"] = interval
+        drawn["at"] = -CHART_REFRESH_S  # a new interval's candles at once
         render()
 
     render()

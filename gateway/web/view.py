@@ -72,6 +72,13 @@ class Candle:
     volume: int
 
 
+# Events a second (orders accepted, cancelled, traded, ...) from which the market counts
+# as busy: then a page redraws at most once a second, and its browser and the gateway
+# spend their time on the orders (benchmarks/web.py). Counted over each BUSY_WINDOW_NS.
+BUSY_EVENTS = 2_000
+BUSY_WINDOW_NS = 250_000_000
+
+
 class MarketView:
     """Recent history of one gateway's market, kept from its events (see the module)."""
 
@@ -99,10 +106,16 @@ class MarketView:
         self.cleared: deque[AuctionCleared] = deque(maxlen=100)
         self.version = 0  # grows with every flush that brought events
         self._listeners: list[Callable[[], None]] = []
+        # Whether the last whole window of the gateway's clock brought events at a rate of
+        # BUSY_EVENTS a second or more: the pages then redraw less often (gateway.web.pages).
+        self.busy = False
+        self._window_began = 0  # ns, the gateway's clock
+        self._window_events = 0
 
     # --- fed by the gateway --------------------------------------------------------------
     def on_events(self, events: list[Event], ts: int) -> None:
         """Take the events of one flush, run at the gateway's clock *ts* (ns)."""
+        self._count(len(events), ts)
         for event in events:
             kind = type(event)
             if kind is TradeExecuted:
@@ -138,6 +151,16 @@ class MarketView:
         self.version += 1
         for listener in list(self._listeners):
             listener()
+
+    def _count(self, events: int, ts: int) -> None:
+        """Count *events* at *ts* in the window they fall in; a window that has ended
+        says whether the market is busy (a window with no flush at all counts none)."""
+        elapsed = ts - self._window_began
+        if elapsed >= BUSY_WINDOW_NS:
+            self.busy = (elapsed < 2 * BUSY_WINDOW_NS and self._window_events * 10**9
+                         >= BUSY_EVENTS * BUSY_WINDOW_NS)
+            self._window_began, self._window_events = ts, 0
+        self._window_events += events
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call *listener* after every flush that brought events; return the function
