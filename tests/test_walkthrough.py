@@ -1,6 +1,7 @@
-"""The README's live walkthrough, run command for command: broker-config, a real mosquitto,
-serve, the operator's accounts through ``carbonx admin``, a crossing sell and buy with
-plain ``mosquitto_pub``, and the reports and public trade ``mosquitto_sub`` prints.
+"""The live walkthrough of docs/mqtt.md (the README points to it), run command for
+command: broker-config, a real mosquitto, serve, the operator's accounts through
+``carbonx admin``, a crossing sell and buy with plain ``mosquitto_pub``, and the reports
+and public trade ``mosquitto_sub`` prints.
 
 Only the port changes (a free one instead of 1884), and the test waits where a person
 typing would: for serve to say it is ready, and for the subscriber to subscribe.
@@ -24,8 +25,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-SECTION = README.split("### A live exchange, from nothing to a trade")[1]
+GUIDE = (ROOT / "docs" / "mqtt.md").read_text(encoding="utf-8")
+SECTION = GUIDE.split("## A live exchange, from nothing to a trade")[1]
 BLOCK = re.search(r"```sh\n(.*?)```", SECTION, flags=re.S)
 
 pytestmark = pytest.mark.skipif(
@@ -42,7 +43,7 @@ def _free_port() -> int:
 
 def _commands(port: int) -> list[tuple[str, str | None]]:
     """The block's commands as (command line, here-document text or None), port swapped."""
-    assert BLOCK is not None, "the README lost its live walkthrough"
+    assert BLOCK is not None, "docs/mqtt.md lost its live walkthrough"
     lines = BLOCK.group(1).replace("1884", str(port)).splitlines()
     found: list[tuple[str, str | None]] = []
     i = 0
@@ -130,7 +131,7 @@ def _walk(tmp_path: Path) -> None:
         assert subscriber is not None
         seen: list[str] = []
         assert _read_until(subscriber, r"cx/v1/md/CEA25/trades ", 15, seen), seen
-        # What the README shows is what came: Alice's reports, then the public trade.
+        # What the guide shows is what came: Alice's reports, then the public trade.
         shown = re.search(r"```text\n(.*?)```", SECTION, flags=re.S)
         assert shown is not None
         expected_answer, expected_trade = shown.group(1).strip().splitlines()
