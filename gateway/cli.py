@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         "on one line (else $CARBONX_PASSWORD, else the URL's)")
     serve.add_argument("--market", metavar="TOML", help="market configuration")
     serve.add_argument(
+        "--cluster", metavar="URLS",
+        help="nats://HOST:PORT[,...]: keep the command log on NATS JetStream and run as "
+        "one node of a cluster (with --broker): the node holding the lease is the gateway, "
+        "the others apply the log and take over when it stops (needs the cluster extra)")
+    serve.add_argument("--node-id", metavar="NAME",
+                       help="with --cluster: this node's name (default: host name and a tag)")
+    serve.add_argument("--snapshot-every", type=int, metavar="N",
+                       help="commands between two snapshots of the engine (default: 500,000 "
+                       "in a journal directory, 200,000 in a cluster)")
+    serve.add_argument(
         "--always-open", action="store_true",
         help="a test exchange that trades at any hour: the market's schedule (sessions, "
         "weekdays, holidays) is set aside, and the journal records it")
@@ -296,7 +306,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=genorders.run)
     from gateway.tools import admin
     admin.add_parser(sub)
+    status = sub.add_parser(
+        "cluster-status", help="show a cluster's nodes, its leader and its log",
+        description=("Read the cluster's state from NATS: who holds the lease, the log "
+                     "stream's last sequence and replicas, and each node's role, applied "
+                     "log sequence, engine sequence and state hash (equal hashes at equal "
+                     "sequences: the same state)."))
+    status.add_argument("--cluster", metavar="URLS", required=True,
+                        help="nats://HOST:PORT[,...] of the cluster's NATS servers")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=_cmd_cluster_status)
     return parser
+
+
+def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    try:
+        from gateway.cluster.serve import cluster_status
+        from gateway.mqtt.serve import ServeError
+    except ImportError:
+        raise UsageError("cluster-status needs the cluster extra: pip install -e '.[cluster]'"
+                         ) from None
+    try:
+        return cluster_status(args.cluster, as_json=args.json)
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -474,11 +507,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         market = market.open_all_hours()
     if args.no_position_limits:
         market = market.without_limits()
+    if args.snapshot_every is not None and args.snapshot_every < 1:
+        raise UsageError("--snapshot-every must be at least 1")
+    if args.cluster:
+        if args.journal or args.web is not None or args.credentials:
+            raise UsageError("--cluster keeps the log on NATS: --journal, --web and "
+                             "--credentials do not go with it")
+        try:
+            from gateway.cluster.serve import main_cluster
+        except ImportError:
+            raise UsageError("--cluster needs the cluster extra: pip install -e '.[cluster]'"
+                             ) from None
+        try:
+            return main_cluster(
+                market, cluster_url=args.cluster, broker_url=args.broker, node_id=args.node_id,
+                init=args.init, password_file=args.password_file,
+                settings=GatewaySettings(book_interval=args.book_interval, eod_at=args.eod),
+                snapshot_every=args.snapshot_every)
+        except ServeError as exc:
+            raise UsageError(str(exc)) from None
     try:
         return main_serve(
             market, broker_url=args.broker, journal=args.journal,
             init=args.init, credentials_path=args.credentials, port=args.port,
-            settings=GatewaySettings(book_interval=args.book_interval, eod_at=args.eod),
+            settings=GatewaySettings(book_interval=args.book_interval, eod_at=args.eod,
+                                     **({} if args.snapshot_every is None else
+                                        {"snapshot_every": args.snapshot_every})),
             password_file=args.password_file, limits=limits, web_port=args.web,
             web_host=args.web_host, web_credentials=args.web_credentials)
     except ServeError as exc:

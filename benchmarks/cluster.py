@@ -1,0 +1,246 @@
+"""``python -m benchmarks.cluster [--quick]``: the exchange on a JetStream log beside the
+exchange on its local journal, and how long a failover takes.
+
+Set-ups, in one run, each with its own mosquitto (``carbonx broker-config``, the
+per-account limit raised as in ``benchmarks.gateway``) and the same funding:
+
+- local: ``carbonx serve --broker ... --journal DIR`` (commands fsynced to local
+  segments before they act);
+- cluster: three ``nats-server`` with JetStream (file storage, three replicas) and two
+  ``carbonx serve --cluster`` nodes, the leader the gateway, the other following.
+
+Each takes the load process of ``benchmarks.gateway`` (its bots, resting orders):
+order-to-``accepted`` latency one order a message at 1,000/s, and batched throughput
+(batches of 100). Then failover: a bot places orders one at a time while the leader is
+killed (SIGKILL) at ``kills`` random points, the killed node started again as a
+follower each time; measured per kill, from the kill to the new leader's "gateway
+ready", and to the bot's next answer. Targets (reported, never enforced): clustered
+throughput at least half of the local journal's; failover median under 2 s.
+A refused order or an order the log lost is a broken check (exit status 1).
+Writes ``results/cluster.json`` (``cluster-quick.json`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import gateway as gw
+
+ROOT = Path(__file__).resolve().parent
+RESULTS_DIR = ROOT / "results"
+
+FULL = {"seconds": 3.0, "bots": 4, "orders": 4_000, "batched_orders": 200_000, "kills": 10}
+QUICK = {"seconds": 0.5, "bots": 2, "orders": 400, "batched_orders": 10_000, "kills": 2}
+TARGET_RATIO = 0.5
+TARGET_FAILOVER_MEDIAN_S = 2.0
+
+
+def _funding(directory: Path, bots: list[str]) -> Path:
+    rows = ["action,account,instrument,qty"]
+    for bot in bots:
+        rows += [f"deposit,{bot},CNY,100000000", f"issue,{bot},CEA25,500000"]
+    rows.append("issue,killbot,CEA25,500000")
+    path = directory / "funding.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _load(settings: dict, port: int, credentials: Path) -> dict:
+    gw.RATES = (1000, )  # order -> accepted at one rate: this compares set-ups
+    return gw._run_load(settings, port, credentials)
+
+
+def _local(settings: dict, directory: Path, bots: list[str]) -> dict:
+    from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
+
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from mosquitto import Mosquitto, free_port
+
+    port = free_port()
+    limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
+    credentials = write_broker_config(directory / "broker", port, dict.fromkeys(bots),
+                                      limits=limits)
+    (directory / "credentials.json").write_text(json.dumps(credentials))
+    with Mosquitto(directory / "broker"):
+        url = f"mqtt://gateway:{credentials['gateway']}@127.0.0.1:{port}"
+        exchange, log = gw._start([
+            sys.executable, "-m", "gateway.cli", "serve", "--broker", url, "--init",
+            str(_funding(directory, bots)), "--always-open", "--journal",
+            str(directory / "journal"), "--log-level", "WARNING"
+        ], "gateway on", directory / "serve.log")
+        try:
+            return _load(settings, port, directory / "credentials.json")
+        finally:
+            gw._stop(exchange)
+            log.close()
+
+
+def _cluster(settings: dict, directory: Path, bots: list[str]) -> dict:
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from clusterharness import Harness  # the test suite's: nats-server, mosquitto, nodes
+
+    from gateway.mqtt.brokerconfig import AccountLimits
+
+    limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
+    funding = _funding(directory, bots).read_text()
+    harness = Harness(directory, accounts=(*bots, "killbot"), init=funding, limits=limits)
+    (directory / "credentials.json").write_text(json.dumps(harness.credentials))
+    try:
+        harness.node("a")
+        harness.wait_leader()
+        harness.node("b")
+        time.sleep(1.0)
+        result = _load(settings, harness.port, directory / "credentials.json")
+        result["failover"] = _failover(harness, settings["kills"])
+        return result
+    finally:
+        harness.close()
+
+
+def _failover(harness, kills: int) -> dict:
+    import asyncio
+    import threading
+
+    from gateway.bots.client import ExchangeClient
+
+    answers: list[float] = []  # time.monotonic() of each answer
+    accepted: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    async def bot() -> None:
+        async with ExchangeClient("killbot", harness.credentials["killbot"], "127.0.0.1",
+                                  harness.port, timeout=60, resend_after=0.25) as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                answer = await client.request({"action": "new", "order_id": f"k{n}",
+                                               "instrument": "CEA25", "side": "sell",
+                                               "price": f"{80 + n % 40}.00", "qty": 1})
+                answers.append(time.monotonic())
+                if answer.get("report") == "accepted":
+                    accepted.append(f"killbot/k{n}")
+                await asyncio.sleep(0.005)
+
+    def run() -> None:
+        try:
+            asyncio.run(bot())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    rng = random.Random(7)
+    to_leader: list[float] = []
+    to_answer: list[float] = []
+    try:
+        while len(answers) < 5:
+            time.sleep(0.05)
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.3, 1.5))
+            leader = harness.wait_leader()
+            harness.nodes[leader].kill()
+            killed = time.monotonic()
+            harness.wait_leader(other_than=leader, timeout=30)
+            to_leader.append(time.monotonic() - killed)
+            while not answers or answers[-1] < killed:
+                time.sleep(0.01)
+            to_answer.append(next(a for a in answers if a > killed) - killed)
+            harness.nodes[leader].start()
+            harness.wait_following(leader)  # a standby ready again before the next kill
+    finally:
+        stop.set()
+        thread.join(60)
+    from clusterharness import replayed
+
+    engine = replayed(harness.entries())
+    live = {o.order_id for o in engine.live_orders() if o.account == "killbot"}
+    return {
+        "kills": kills,
+        "to_new_leader_s": [round(t, 3) for t in to_leader],
+        "to_next_answer_s": [round(t, 3) for t in to_answer],
+        "median_to_new_leader_s": round(statistics.median(to_leader), 3),
+        "max_to_new_leader_s": round(max(to_leader), 3),
+        "median_to_next_answer_s": round(statistics.median(to_answer), 3),
+        "max_to_next_answer_s": round(max(to_answer), 3),
+        "acknowledged": len(accepted),
+        "acknowledged_in_log": len(live & set(accepted)),
+        "bot_errors": [repr(e) for e in errors],
+    }
+
+
+def run_benchmark(settings: dict) -> dict:
+    bots = [f"bot{i}" for i in range(settings["bots"])]
+    result: dict = {"settings": settings}
+    with tempfile.TemporaryDirectory(prefix="carbonx-cluster-") as scratch:
+        directory = Path(scratch)
+        (directory / "local").mkdir()
+        (directory / "cluster").mkdir()
+        result["local"] = _local(settings, directory / "local", bots)
+        result["cluster"] = _cluster(settings, directory / "cluster", bots)
+    local, cluster = result["local"], result["cluster"]
+    ratio = cluster["batched"]["orders_per_s"] / max(local["batched"]["orders_per_s"], 1)
+    failover = cluster["failover"]
+    refused = sum(v.get("rejected", 0) for side in (local, cluster) for v in side.values()
+                  if isinstance(v, dict))
+    result["verdict"] = {
+        "batched_ratio": round(ratio, 3),
+        "ratio_target_met": ratio >= TARGET_RATIO,
+        "failover_median_s": failover["median_to_new_leader_s"],
+        "failover_target_met": failover["median_to_new_leader_s"] < TARGET_FAILOVER_MEDIAN_S,
+        "refused": refused,
+        "lost": failover["acknowledged"] - failover["acknowledged_in_log"],
+    }
+    return result
+
+
+def render(result: dict) -> str:
+    local, cluster, v = result["local"], result["cluster"], result["verdict"]
+    f = cluster["failover"]
+    lines = ["the exchange on its local journal | on a 3-replica JetStream log (2 nodes)"]
+    for key in ("latency_1000", ):
+        a, b = local[key], cluster[key]
+        lines.append(f"order -> accepted at 1,000/s: p50 {a.get('p50_ms')} | {b.get('p50_ms')}"
+                     f" ms, p99 {a.get('p99_ms')} | {b.get('p99_ms')} ms")
+    for key in ("unbatched", "batched"):
+        lines.append(f"{key:<10} {local[key]['orders_per_s']:>9,} | "
+                     f"{cluster[key]['orders_per_s']:,} orders/s")
+    lines += [
+        f"batched ratio {v['batched_ratio']} (target >= {TARGET_RATIO}): "
+        f"{'met' if v['ratio_target_met'] else 'missed'}",
+        f"failover over {f['kills']} kills: to the new leader median "
+        f"{f['median_to_new_leader_s']} s, max {f['max_to_new_leader_s']} s; to the bot's "
+        f"next answer median {f['median_to_next_answer_s']} s, max "
+        f"{f['max_to_next_answer_s']} s (target median < {TARGET_FAILOVER_MEDIAN_S} s: "
+        f"{'met' if v['failover_target_met'] else 'missed'})",
+        f"checks: {f['acknowledged_in_log']}/{f['acknowledged']} acknowledged orders in the "
+        f"log; refused {v['refused']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, two kills")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="where to write cluster.json")
+    args = parser.parse_args(argv)
+    result = run_benchmark(QUICK if args.quick else FULL)
+    print(render(result))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("cluster-quick.json" if args.quick else "cluster.json")
+     ).write_text(json.dumps(result, indent=1) + "\n")
+    v = result["verdict"]
+    return 0 if not v["refused"] and not v["lost"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

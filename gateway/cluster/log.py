@@ -1,0 +1,346 @@
+"""The command log on NATS JetStream: one stream, a leader's lease, snapshots, node status.
+
+The stream ``CARBONX`` (subject ``carbonx.log``, file storage, up to three replicas kept
+by JetStream's Raft) holds the exchange's commands in the order they act: each message a
+batch as one flush of the gateway ran it (msgpack of the list of commands), or a leader's
+marker. A leader appends a batch with the stream's expected last sequence
+(``Nats-Expected-Last-Sequence``): a leader that has been replaced, whose log is behind,
+is refused (:class:`Fenced`) before anything it holds acts.
+
+Beside it, three key-value buckets: ``carbonx_leader`` (the lease: one key, ``leader``,
+created by whoever takes it, renewed with its revision, gone LEASE_S after its last
+renewal), ``carbonx_nodes`` (each node's role, applied sequence and state hash, for
+``carbonx cluster-status``) and ``carbonx_snapshots`` (the newest snapshot: the engine's
+versioned state, ``exchange.persist``, at a stream sequence, in chunks).
+
+The NATS client runs in a thread of its own (:class:`NatsThread`): the gateway journals
+from inside a flush, which is synchronous, so a batch's append waits there for
+JetStream's acknowledgement as the local journal waits for its fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+
+from exchange.commands import AnyCommand
+
+log = logging.getLogger("carbonx.cluster")
+
+STREAM = "CARBONX"
+SUBJECT = "carbonx.log"
+LEASE_BUCKET = "carbonx_leader"
+LEASE_KEY = "leader"
+NODES_BUCKET = "carbonx_nodes"
+SNAPSHOT_BUCKET = "carbonx_snapshots"
+LEASE_S = 1.0  # a lease not renewed for this long is gone
+KIND = "Carbonx-Kind"  # header: "batch" or "leader"
+NODE = "Carbonx-Node"  # header: the node that appended the entry
+SNAPSHOT_CHUNK = 512 * 1024  # bytes a snapshot key holds (under JetStream's 1 MiB message)
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_batch = msgspec.msgpack.Decoder(list[AnyCommand]).decode
+
+T = TypeVar("T")
+
+
+class ClusterError(Exception):
+    """The cluster cannot be reached or used; the message says why."""
+
+
+class Fenced(ClusterError):
+    """An append was refused: the stream holds entries this node has not seen, so
+    another node leads (or led) since. Nothing of the batch acted."""
+
+
+class NatsThread:
+    """An asyncio loop in a daemon thread for the NATS client; ``call`` runs a coroutine
+    there and waits for it, ``submit`` hands back a future."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="nats",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        """End what still runs there (the client's readers), then the loop and thread."""
+
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                self.call(finish(), 5)
+            except Exception as exc:  # a stuck task: the loop stops all the same
+                log.debug("nats thread: %s", exc)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+
+@dataclass
+class Entry:
+    """One message of the stream: a batch of commands or a leader's marker."""
+
+    seq: int
+    kind: str
+    commands: list[AnyCommand]
+    node: str | None = None  # who appended it (a leader's marker: the new leader)
+
+
+def parse_servers(text: str) -> list[str]:
+    """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a list; ``ValueError`` if empty or
+    not nats:// addresses."""
+    servers = [s.strip() for s in text.split(",") if s.strip()]
+    if not servers or any(not s.startswith("nats://") for s in servers):
+        raise ValueError(f"expected nats://HOST:PORT[,...], got {text!r}")
+    return servers
+
+
+class ClusterLog:
+    """The stream and buckets on one NATS connection (coroutines: run them in the
+    :class:`NatsThread`)."""
+
+    def __init__(self, servers: Sequence[str], *, replicas: int | None = None) -> None:
+        self.servers = list(servers)
+        self.replicas = replicas or min(3, len(self.servers))
+        self.nc: Any = None
+        self.js: Any = None
+        self.lease: Any = None
+        self.nodes: Any = None
+        self.snapshots: Any = None
+        self._reader: Any = None  # the ordered consumer ``read`` keeps
+        self._next = 0  # the sequence it delivers next
+
+    async def open(self, *, timeout: float = 5.0, create: bool = True) -> None:
+        """Connect, and find (with *create*, make if missing) the stream and buckets."""
+        import nats
+        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+
+        async def quiet(exc: Exception) -> None:  # nats-py would print each traceback
+            log.debug("nats: %s", exc)
+
+        async def gone() -> None:
+            if self.nc is not None and not self.nc.is_closed:
+                log.warning("lost the connection to NATS; reconnecting")
+
+        try:
+            # Reconnects without end once connected (a node rides out a NATS restart);
+            # the first connection has *timeout* seconds.
+            self.nc = await asyncio.wait_for(nats.connect(
+                self.servers, connect_timeout=min(timeout, 2.0), max_reconnect_attempts=-1,
+                reconnect_time_wait=0.2, allow_reconnect=True, error_cb=quiet,
+                disconnected_cb=gone), timeout)
+        except Exception as exc:  # nats raises its own, OSErrors and the timeout
+            reason = str(exc) or type(exc).__name__
+            raise ClusterError(f"cannot reach NATS at {', '.join(self.servers)}: {reason}"
+                               ) from None
+        self.js = self.nc.jetstream(timeout=timeout)
+        if not create:
+            try:
+                await self.js.stream_info(STREAM)
+                self.lease = await self.js.key_value(LEASE_BUCKET)
+                self.nodes = await self.js.key_value(NODES_BUCKET)
+                self.snapshots = await self.js.key_value(SNAPSHOT_BUCKET)
+            except Exception:
+                raise ClusterError(f"no carbonx cluster on {', '.join(self.servers)} "
+                                   f"(no stream {STREAM})") from None
+            return
+        config = StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE,
+                              num_replicas=self.replicas)
+
+        async def stream() -> None:
+            try:
+                await self.js.stream_info(STREAM)  # there already: nothing to create
+            except Exception:
+                await self.js.add_stream(config)
+
+        async def bucket(name: str, **params: Any) -> Any:
+            try:
+                return await self.js.key_value(name)
+            except Exception:
+                return await self.js.create_key_value(
+                    KeyValueConfig(bucket=name, replicas=self.replicas,
+                                   storage=StorageType.FILE, **params))
+
+        # JetStream's API can be slow to answer while its servers elect a leader or are
+        # busy: a few tries before giving up.
+        for attempt in range(5):
+            try:
+                await stream()
+                self.lease = await bucket(LEASE_BUCKET, history=1, ttl=LEASE_S)
+                self.nodes = await bucket(NODES_BUCKET, history=1)
+                self.snapshots = await bucket(SNAPSHOT_BUCKET, history=1, max_value_size=-1)
+                return
+            except Exception as exc:
+                last = exc
+                log.warning("JetStream did not set up the log (%s); trying again", exc)
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise ClusterError(f"cannot set up the stream {STREAM} and its buckets: {last}")
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+    # --- the log ---------------------------------------------------------------------
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(STREAM)
+        return info.state.last_seq
+
+    async def append(self, commands: list[AnyCommand], expected_last: int, node: str) -> int:
+        """Append one batch of *node*'s after *expected_last*; return its sequence."""
+        return await self._publish(_encode(commands), "batch", expected_last, node)
+
+    async def mark_leader(self, node: str, expected_last: int) -> int:
+        return await self._publish(node.encode(), "leader", expected_last, node)
+
+    async def _publish(self, payload: bytes, kind: str, expected_last: int, node: str) -> int:
+        from nats.js.errors import APIError
+
+        headers = {KIND: kind, NODE: node, "Nats-Expected-Last-Sequence": str(expected_last)}
+        try:
+            ack = await self.js.publish(SUBJECT, payload, stream=STREAM, headers=headers)
+        except APIError as exc:
+            if "wrong last sequence" in str(exc).lower() or getattr(exc, "err_code", 0) == 10071:
+                raise Fenced(f"the stream is past {expected_last}: another node leads") from None
+            raise ClusterError(f"the log refused a batch: {exc}") from None
+        return ack.seq
+
+    async def read(self, first: int, limit: int = 1000, wait: float = 0.05,
+                   most: float = 0.2) -> list[Entry]:
+        """Up to *limit* entries from sequence *first* on, as they come: an ordered
+        consumer (JetStream's own replay of a stream, in order, gaps recovered) kept
+        from one call to the next while they ask for the entry after the last; fewer at
+        the log's end (*wait* seconds with nothing new) or after *most* seconds."""
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        if self._reader is None or self._next != first:
+            if self._reader is not None:
+                try:
+                    await self._reader.unsubscribe()
+                except Exception as exc:
+                    log.debug("nats: %s", exc)
+            config = (ConsumerConfig(deliver_policy=DeliverPolicy.ALL) if first <= 1 else
+                      ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                     opt_start_seq=first))
+            self._reader = await self.js.subscribe(SUBJECT, ordered_consumer=True,
+                                                   config=config)
+            self._next = first
+        entries: list[Entry] = []
+        deadline = asyncio.get_running_loop().time() + most
+        while len(entries) < limit and asyncio.get_running_loop().time() < deadline:
+            try:
+                msg = await self._reader.next_msg(timeout=wait)
+            except (TimeoutError, NatsTimeout):
+                break
+            seq = msg.metadata.sequence.stream
+            if seq != self._next:
+                raise ClusterError(f"the log went from {self._next - 1} to {seq}: entries "
+                                   "are missing (purged?)")
+            headers = msg.headers or {}
+            kind = headers.get(KIND, "batch")
+            if kind == "leader":
+                entries.append(Entry(seq, kind, [], bytes(msg.data).decode()))
+            else:
+                entries.append(Entry(seq, kind, _decode_batch(msg.data), headers.get(NODE)))
+            self._next = seq + 1
+        return entries
+
+    async def stop_reading(self) -> None:
+        """Drop the ordered consumer (a leader reads nothing: it would only pile up)."""
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                await reader.unsubscribe()
+            except Exception as exc:
+                log.debug("nats: %s", exc)
+
+    # --- the lease -------------------------------------------------------------------
+    async def take_lease(self, node: str) -> int | None:
+        """The lease's revision if *node* took it now, None if another holds it."""
+        try:
+            return await self.lease.create(LEASE_KEY, node.encode())
+        except Exception:
+            return None
+
+    async def renew_lease(self, node: str, revision: int) -> int | None:
+        try:
+            return await self.lease.update(LEASE_KEY, node.encode(), last=revision)
+        except Exception:
+            return None
+
+    async def leader(self) -> str | None:
+        try:
+            entry = await self.lease.get(LEASE_KEY)
+        except Exception:
+            return None
+        return bytes(entry.value).decode() if entry.value else None
+
+    async def release_lease(self, revision: int) -> None:
+        try:
+            await self.lease.delete(LEASE_KEY, last=revision)
+        except Exception:
+            pass
+
+    # --- node status and snapshots ---------------------------------------------------
+    async def report(self, node: str, status: dict) -> None:
+        await self.nodes.put(node, json.dumps(status).encode())
+
+    async def statuses(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        try:
+            keys = await self.nodes.keys()
+        except Exception:
+            return out
+        for key in keys:
+            entry = await self.nodes.get(key)
+            out[key] = json.loads(bytes(entry.value))
+        return out
+
+    async def save_snapshot(self, seq: int, data: bytes) -> None:
+        """The engine's state as of stream sequence *seq*: chunks, then the pointer."""
+        chunks = [data[i:i + SNAPSHOT_CHUNK] for i in range(0, len(data), SNAPSHOT_CHUNK)]
+        for n, chunk in enumerate(chunks):
+            await self.snapshots.put(f"s{seq}.{n}", chunk)
+        await self.snapshots.put("latest", json.dumps({"seq": seq,
+                                                       "chunks": len(chunks)}).encode())
+
+    async def load_snapshot(self) -> tuple[int, bytes] | None:
+        try:
+            entry = await self.snapshots.get("latest")
+        except Exception:
+            return None
+        meta = json.loads(bytes(entry.value))
+        parts = []
+        for n in range(meta["chunks"]):
+            parts.append(bytes((await self.snapshots.get(f"s{meta['seq']}.{n}")).value))
+        return meta["seq"], b"".join(parts)
+
+    async def stream_summary(self) -> dict:
+        info = await self.js.stream_info(STREAM)
+        cluster = getattr(info, "cluster", None)
+        replicas = []
+        if cluster is not None:
+            replicas = [cluster.leader] + [r.name for r in (cluster.replicas or [])]
+        return {"last_seq": info.state.last_seq, "messages": info.state.messages,
+                "replicas": info.config.num_replicas, "servers": replicas}

@@ -1,0 +1,275 @@
+"""One ``carbonx serve --cluster`` process: a follower applying the log, or the leader.
+
+Every node starts as a follower: it loads the newest snapshot (if the cluster has one),
+applies the log after it, and goes on applying it as it grows, so its engine and state
+hash are the leader's. It also tries, every LEASE_S / 10, to take the lease. The node that
+takes it reads the log to its end, writes a leader's marker with the stream's expected
+last sequence (a fence: a node still acting as leader can append nothing after it) and
+only then connects to the broker as the gateway, with the stream as its journal
+(:class:`StreamJournal`): a batch acts only once JetStream has stored it.
+
+A leader renews its lease every LEASE_S / 3. When it cannot (another node has taken it:
+this one was paused or cut off) or an append is fenced, it stops being the gateway and
+follows again from what it last appended; what it held unanswered, the bots resend to
+the new leader, which answers a command id it has seen with its first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from exchange import Engine
+from exchange.commands import AnyCommand
+from exchange.market import Market
+from exchange.persist import decode_state, encode_state
+from exchange.sequencer import Sequencer
+from gateway.cluster.log import LEASE_S, ClusterError, ClusterLog, Fenced, NatsThread
+
+log = logging.getLogger("carbonx.cluster")
+
+STATUS_EVERY = 1.0  # seconds between two status reports of a node
+SNAPSHOT_EVERY = 200_000  # commands between two snapshots the leader writes
+
+
+class StreamJournal:
+    """The Sequencer's journal on the cluster's stream: ``append_many`` gathers a batch,
+    ``commit`` appends it with the expected last sequence and waits for JetStream's
+    acknowledgement (raising :class:`Fenced` if another node has appended since)."""
+
+    def __init__(self, thread: NatsThread, stream: ClusterLog, last: int, seq: int,
+                 node: str) -> None:
+        self._thread = thread
+        self._stream = stream
+        self._node = node
+        self.last = last  # the stream's last sequence, as this node last saw it
+        self.seq = seq  # the engine's command count, journaled
+        self.committed = seq
+        self._pending: list[AnyCommand] = []
+        self.snapshot_due: Callable[[Engine], None] | None = None
+
+    def append_many(self, commands: list[AnyCommand]) -> int:
+        self._pending += commands
+        self.seq += len(commands)
+        return self.seq
+
+    def commit(self) -> int:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            try:
+                self.last = self._thread.call(self._stream.append(pending, self.last,
+                                                                  self._node))
+            except BaseException:
+                self.seq -= len(pending)
+                raise
+        self.committed = self.seq
+        return self.committed
+
+    def snapshot(self, engine: Engine, *, background: bool = False) -> None:
+        if self.snapshot_due is not None:
+            self.snapshot_due(engine)
+
+
+class ClusterNode:
+    """A node of the cluster (see the module)."""
+
+    def __init__(self, market: Market, thread: NatsThread, stream: ClusterLog, node: str, *,
+                 say: Callable[[str], None] = print) -> None:
+        self.market = market
+        self.thread = thread
+        self.stream = stream
+        self.node = node
+        self.say = say
+        self.engine = Engine(market, ledger=True)
+        self.applied = 0  # the stream sequence the engine holds everything up to
+        self.role = "follower"
+        self.leader: str | None = None
+        self.revision: int | None = None
+        self._hash_at = (-1, "")  # (engine seq, state hash) last computed
+        self.journal: StreamJournal | None = None  # while leading
+
+    async def _call(self, coro: Any, timeout: float = 10.0) -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(self.thread.submit(coro)), timeout)
+
+    # --- following -------------------------------------------------------------------
+    async def load(self) -> None:
+        """Start from the newest snapshot, if the cluster has one."""
+        snapshot = await self._call(self.stream.load_snapshot(), 60)
+        if snapshot is None:
+            return
+        seq, data = snapshot
+        try:
+            self.engine = decode_state(data)
+        except Exception as exc:  # a snapshot that does not decode: the log from its start
+            log.warning("the cluster's snapshot at %d could not be read (%s); replaying the "
+                        "log from its start", seq, exc)
+            return
+        self.applied = seq
+        self.say(f"{self.node}: loaded the snapshot at log sequence {seq} "
+                 f"(engine seq {self.engine.seq})")
+
+    async def catch_up(self, slice_s: float = 0.5) -> int:
+        """Apply the log after ``applied``, to its end or for *slice_s* seconds (a log
+        that grows as fast as it is read has no end to wait for); return how many
+        entries were applied."""
+        sequencer = Sequencer(self.engine)
+        applied = 0
+        deadline = time.monotonic() + slice_s
+        while time.monotonic() < deadline:
+            entries = await self._call(self.stream.read(self.applied + 1, 2000), 30)
+            if not entries:
+                return applied
+            for entry in entries:
+                if entry.kind == "batch":
+                    sequencer.run(entry.commands, [])
+                else:
+                    self.leader = entry.node
+                self.applied = entry.seq
+                applied += 1
+        return applied
+
+    def state_hash(self) -> str:
+        seq = self.engine.seq
+        if self._hash_at[0] != seq:
+            self._hash_at = (seq, self.engine.state_hash())
+        return self._hash_at[1]
+
+    async def report(self) -> None:
+        applied = self.journal.last if self.journal is not None else self.applied
+        status = {"role": self.role, "applied": applied, "engine_seq": self.engine.seq,
+                  "state_hash": self.state_hash(), "at": time.time()}
+        try:
+            await self._call(self.stream.report(self.node, status), 5)
+        except Exception as exc:
+            log.warning("%s: could not report its status: %s", self.node, exc)
+
+    async def follow(self, stop: asyncio.Event) -> bool:
+        """Apply the log as it grows until this node takes the lease (True) or *stop*."""
+        self.role = "follower"
+        reported = 0.0
+        while not stop.is_set():
+            began = time.monotonic()
+            count = await self.catch_up()
+            if count:
+                log.debug("%s: applied %d entries to log sequence %d in %.3f s", self.node,
+                          count, self.applied, time.monotonic() - began)
+            revision = await self._call(self.stream.take_lease(self.node), 5)
+            if revision is not None:
+                self.revision = revision
+                return True
+            if time.monotonic() - reported >= STATUS_EVERY:
+                reported = time.monotonic()
+                await self.report()
+            try:
+                await asyncio.wait_for(stop.wait(), LEASE_S / 10)
+            except TimeoutError:
+                pass
+        return False
+
+    # --- leading ---------------------------------------------------------------------
+    async def become_leader(self, lost: asyncio.Event) -> StreamJournal:
+        """Read the log to its end and fence it with a leader's marker (again while
+        entries keep coming, as long as the lease holds); raise Fenced if the lease is
+        lost first."""
+        while True:
+            await self.catch_up()
+            if lost.is_set():
+                raise Fenced("the lease was lost before the log was read to its end")
+            try:
+                last = await self._call(self.stream.mark_leader(self.node, self.applied))
+                break
+            except Fenced:
+                continue  # an entry came after the last one read: read on
+        await self._call(self.stream.stop_reading())
+        self.applied = last
+        self.leader = self.node
+        self.role = "leader"
+        self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.node)
+        return self.journal
+
+    def keep_lease(self, lost: asyncio.Event) -> Any:
+        """Renew the lease until it cannot be renewed, then set *lost*: in the NATS
+        thread, so a gateway busy in a long flush (or waiting for an append) never lets
+        its lease lapse. Returns the future to cancel when leading ends."""
+        loop = asyncio.get_running_loop()
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(LEASE_S / 3)
+                assert self.revision is not None
+                try:
+                    revision = await asyncio.wait_for(
+                        self.stream.renew_lease(self.node, self.revision), LEASE_S)
+                except Exception:
+                    revision = None
+                if revision is None:
+                    loop.call_soon_threadsafe(lost.set)
+                    return
+                self.revision = revision
+
+        return self.thread.submit(keep())
+
+    def snapshot(self, journal: StreamJournal, engine: Engine) -> None:
+        """Write the engine's state, as of the journal's last appended entry."""
+        data = encode_state(engine)
+        try:
+            self.thread.call(self.stream.save_snapshot(journal.last, data), 60)
+            self.say(f"{self.node}: snapshot at log sequence {journal.last} "
+                     f"({len(data):,} bytes)")
+        except Exception as exc:
+            log.warning("%s: the snapshot could not be written: %s", self.node, exc)
+
+
+async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asyncio.Event) -> None:
+    """Follow, lead when the lease comes, follow again when it goes, until *stop*.
+    *serve(journal, lost)* runs the gateway until *lost* (or *stop*) is set and returns."""
+    began = time.monotonic()
+    await node.load()
+    log.info("%s: loaded in %.2f s; reading the log from %d", node.node,
+             time.monotonic() - began, node.applied + 1)
+    while not stop.is_set():
+        if not await node.follow(stop):
+            break
+        lost = asyncio.Event()
+        keeper = node.keep_lease(lost)
+        try:
+            journal = await node.become_leader(lost)
+        except Fenced as exc:
+            keeper.cancel()
+            node.revision = None
+            node.say(f"{node.node}: could not lead ({exc}); following")
+            continue
+        node.say(f"{node.node}: leads from log sequence {journal.last} "
+                 f"(engine seq {node.engine.seq})")
+        reporter = asyncio.ensure_future(_report_while(node, lost))
+        why = "stopped"
+        try:
+            why = await serve(journal, lost)
+        except Fenced:
+            why = "an append was fenced: another node leads"
+        except ClusterError as exc:
+            why = f"the log failed: {exc}"
+        finally:
+            keeper.cancel()
+            reporter.cancel()
+            node.applied = journal.last
+            node.journal = None
+            node.role = "follower"
+        if stop.is_set():
+            if node.revision is not None:
+                await node._call(node.stream.release_lease(node.revision), 5)
+            node.role = "stopped"
+            await node.report()
+            return
+        node.say(f"{node.node}: no longer leads ({why}); following from log sequence "
+                 f"{node.applied}")
+        node.revision = None
+
+
+async def _report_while(node: ClusterNode, lost: asyncio.Event) -> None:
+    while not lost.is_set():
+        await node.report()
+        await asyncio.sleep(STATUS_EVERY)

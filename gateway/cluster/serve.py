@@ -1,0 +1,141 @@
+"""``carbonx serve --cluster`` and ``carbonx cluster-status``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import time
+from collections.abc import Mapping
+
+from exchange.market import Market
+from exchange.orderfile import read_order_file
+from exchange.sequencer import Sequencer
+from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, parse_servers
+from gateway.cluster.node import SNAPSHOT_EVERY, ClusterNode, StreamJournal, run_node
+from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
+                                resolve_broker, run_async, stop_on_signals)
+from gateway.mqtt.service import GatewayCore, GatewaySettings
+
+__all__ = ["main_cluster", "cluster_status"]
+
+
+def _open_log(cluster_url: str, create: bool = True) -> tuple[NatsThread, ClusterLog]:
+    try:
+        servers = parse_servers(cluster_url)
+    except ValueError as exc:
+        raise ServeError(f"--cluster: {exc}") from None
+    thread = NatsThread()
+    stream = ClusterLog(servers)
+    try:
+        thread.call(stream.open(create=create), 20)
+    except (ClusterError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            thread.call(stream.close(), 5)
+        thread.stop()
+        raise ServeError(str(exc) or "NATS did not answer in time") from None
+    return thread, stream
+
+
+def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, node_id: str | None,
+                 init: str | None, settings: GatewaySettings | None = None,
+                 password_file: str | None = None, environ: Mapping[str, str] | None = None,
+                 snapshot_every: int | None = None) -> int:
+    """``carbonx serve --cluster``: a node that follows the log and leads when it holds
+    the lease (gateway.cluster.node). Raises ``ServeError`` when it cannot start."""
+    if broker_url is None:
+        raise ServeError("--cluster needs --broker: every node must reach the same broker, "
+                         "so the embedded one cannot serve a cluster")
+    broker = resolve_broker(broker_url, password_file=password_file, environ=environ)
+    _check_readable(init)
+    thread, stream = _open_log(cluster_url)
+    try:
+        leader = thread.call(stream.leader(), 10)
+        if leader is None:
+            # Only with no leader: the broker gives the gateway's user one connection, so
+            # a probe would push the leading gateway off for a moment.
+            run_async(probe_broker(broker))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            thread.call(stream.close(), 5)
+        thread.stop()
+        raise
+    name = node_id or f"{socket.gethostname()}-{id(stream) & 0xffff:04x}"
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    node = ClusterNode(market, thread, stream, name, say=say)
+    base = settings or GatewaySettings()
+    base.snapshot_every = snapshot_every or SNAPSHOT_EVERY
+
+    async def serve(journal: StreamJournal, lost: asyncio.Event) -> str:
+        if init is not None and node.engine.seq == 0:
+            # The first leader of an empty log applies the order file, through the log.
+            Sequencer(node.engine, journal).run(read_order_file(init), [])  # type: ignore[arg-type]
+        core = GatewayCore(node.engine, journal=journal, settings=base)  # type: ignore[arg-type]
+        journal.snapshot_due = lambda engine: node.snapshot(journal, engine)
+        gateway_stop = asyncio.Event()
+
+        async def watch() -> None:
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            gateway_stop.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await _run_gateway(
+                core, host=broker.host, port=broker.port, username=broker.username,
+                password=broker.password, stop=gateway_stop,
+                announce=lambda: say(f"{name}: gateway on {broker.host}:{broker.port} as "
+                                     f"{broker.username}: connected; gateway ready"))
+        finally:
+            watcher.cancel()
+        return "its lease was taken" if lost.is_set() else "stopped"
+
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        stop_on_signals(stop)
+        say(f"{name}: following the log on {cluster_url}")
+        await run_node(node, serve=serve, stop=stop)
+
+    try:
+        run_async(main())
+    finally:
+        with contextlib.suppress(Exception):
+            thread.call(stream.close(), 5)
+        thread.stop()
+    say(f"{name}: stopped at log sequence {node.applied}, engine seq {node.engine.seq}")
+    return 0
+
+
+def cluster_status(cluster_url: str, *, as_json: bool = False, out=sys.stdout) -> int:
+    """``carbonx cluster-status``: the leader, the stream and every node's report."""
+    thread, stream = _open_log(cluster_url, create=False)
+    try:
+        leader = thread.call(stream.leader(), 10)
+        summary = thread.call(stream.stream_summary(), 10)
+        nodes = thread.call(stream.statuses(), 10)
+    finally:
+        with contextlib.suppress(Exception):
+            thread.call(stream.close(), 5)
+        thread.stop()
+    now = time.time()
+    result = {"leader": leader, "stream": summary, "nodes": nodes}
+    if as_json:
+        print(json.dumps(result, indent=1), file=out)
+        return 0
+    print(f"leader: {leader or '(none: the lease is free)'}", file=out)
+    print(f"stream: last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
+          + (f" on {', '.join(summary['servers'])}" if summary["servers"] else ""), file=out)
+    print("node                 role       applied   engine seq  state hash        seen",
+          file=out)
+    for name, status in sorted(nodes.items()):
+        print(f"{name:<20} {status['role']:<9} {status['applied']:>8} {status['engine_seq']:>11}"
+              f"  {status['state_hash'][:16]}  {now - status['at']:.1f} s ago", file=out)
+    return 0

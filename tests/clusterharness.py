@@ -1,0 +1,152 @@
+"""A cluster on this machine for the tests and benchmarks.cluster: three nats-server
+with JetStream, a mosquitto set up by ``carbonx broker-config``, and ``carbonx serve
+--cluster`` nodes as processes, each with its output in a file."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mosquitto import Mosquitto, free_port
+from natsserver import start_cluster, urls
+
+from exchange import Engine, default_market
+from exchange.sequencer import Sequencer
+from gateway.cluster.log import ClusterLog, NatsThread
+from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
+
+INIT = "action,account,instrument,qty\ndeposit,alice,CNY,100000000\nissue,bob,CEA25,1000000\n"
+
+
+class Node:
+    def __init__(self, harness: Harness, name: str, extra: tuple[str, ...] = ()) -> None:
+        self.harness, self.name, self.extra = harness, name, extra
+        self.process: subprocess.Popen | None = None
+        self.log_path = harness.directory / f"{name}.log"
+
+    def start(self) -> Node:
+        h = self.harness
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--cluster", h.cluster_url,
+             "--node-id", self.name, "--broker",
+             f"mqtt://gateway:{h.credentials['gateway']}@127.0.0.1:{h.port}", "--init",
+             str(h.init), "--always-open", "--log-level", "WARNING", *self.extra],
+            stdout=self.log_path.open("a"), stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Harness:
+    def __init__(self, directory: Path, accounts: tuple[str, ...] = ("alice", "bob"),
+                 init: str = INIT, limits: AccountLimits | None = None) -> None:
+        self.directory = directory
+        self.servers = start_cluster(directory / "nats", 3)
+        self.cluster_url = urls(self.servers)
+        self.port = free_port()
+        self.credentials = write_broker_config(directory / "broker", self.port,
+                                               dict.fromkeys(accounts), limits=limits)
+        self.broker = Mosquitto(directory / "broker")
+        self.broker.__enter__()
+        self.init = directory / "init.csv"
+        self.init.write_text(init)
+        self.nodes: dict[str, Node] = {}
+        self.thread = NatsThread()
+        self.log = ClusterLog(self.cluster_url.split(","))
+        self._opened = False
+
+    def node(self, name: str, *extra: str) -> Node:
+        node = self.nodes[name] = Node(self, name, extra)
+        return node.start()
+
+    def _open(self) -> None:
+        if not self._opened:
+            self.thread.call(self.log.open(create=False), 20)
+            self._opened = True
+
+    def leader(self) -> str | None:
+        self._open()
+        return self.thread.call(self.log.leader(), 10)
+
+    def statuses(self) -> dict[str, dict]:
+        self._open()
+        return self.thread.call(self.log.statuses(), 10)
+
+    def entries(self) -> list:
+        self._open()
+        found: list = []
+        while True:
+            more = self.thread.call(self.log.read(len(found) + 1, 1000), 30)
+            if not more:
+                return found
+            found += more
+
+    def wait_leader(self, other_than: str | None = None, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                leader = self.leader() if self.servers else None
+            except Exception:
+                leader = None
+            if leader and leader != other_than and "gateway ready" in self.nodes[leader].output():
+                return leader
+            time.sleep(0.05)
+        outputs = {n: node.output()[-800:] for n, node in self.nodes.items()}
+        raise AssertionError(f"no leader but {other_than} within {timeout} s: {outputs}")
+
+    def wait_following(self, name: str, timeout: float = 30.0) -> None:
+        """Wait until node *name* (just started) reports itself a follower."""
+        began = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.statuses().get(name, {})
+            if status.get("role") == "follower" and status.get("at", 0) > began:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} did not follow within {timeout} s: "
+                             f"{self.nodes[name].output()[-800:]}")
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        if self._opened:
+            try:
+                self.thread.call(self.log.close(), 5)
+            except Exception:
+                pass
+        self.thread.stop()
+        self.broker.__exit__(None, None, None)
+        for server in self.servers:
+            server.stop()
+
+
+def replayed(entries: list) -> Engine:
+    """A fresh engine that applied every batch of the log, in order."""
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    sequencer = Sequencer(engine)
+    for entry in entries:
+        if entry.kind == "batch":
+            sequencer.run(entry.commands, [])
+    return engine

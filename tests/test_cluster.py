@@ -1,0 +1,253 @@
+"""Cluster mode with real processes: three nats-server with JetStream, a mosquitto, and
+``carbonx serve --cluster`` nodes; bots trade through the broker while leaders are
+killed (SIGKILL), paused (SIGSTOP) and new nodes join from a snapshot.
+
+What each test holds: a follower leads within 5 s of a leader's death; every order a bot
+had acknowledged is in the state the log gives, once; every node's state hash equals
+that of a fresh engine that applied the whole log; a paused leader appends nothing after
+its successor's marker and follows again; a node that joins late starts from the
+snapshot and reaches the same state hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clusterharness import Harness, replayed
+from mosquitto import require_mosquitto
+from natsserver import require_nats_server
+
+LEAD_WITHIN_S = 5.0
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    require_nats_server()
+    require_mosquitto()
+    made = Harness(tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def wait_agreement(harness: Harness, names: list[str], timeout: float = 20.0) -> dict[str, dict]:
+    """Wait until every named node reports the log's end; return their reports."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = len(harness.entries())
+        statuses = harness.statuses()
+        if all(statuses.get(n, {}).get("applied") == last for n in names):
+            return statuses
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the nodes did not reach log sequence {last}: {statuses}")
+        time.sleep(0.2)
+
+
+class Bot:
+    """Bob placing resting sells, one at a time through ExchangeClient (which resends
+    what stays unanswered); the orders the exchange answered accepted."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.accepted: list[str] = []
+        self.answers: list[dict] = []
+        self.stop = False
+
+    async def run(self) -> None:
+        from gateway.bots.client import ExchangeClient
+
+        h = self.harness
+        async with ExchangeClient("bob", h.credentials["bob"], "127.0.0.1", h.port, timeout=30,
+                                  resend_after=0.5) as bob:
+            n = 0
+            while not self.stop:
+                n += 1
+                order_id = f"s{n}"
+                answer = await bob.request({"action": "new", "order_id": order_id,
+                                            "instrument": "CEA25", "side": "sell",
+                                            "price": f"{70 + n % 50}.00", "qty": 1})
+                self.answers.append(answer)
+                if answer.get("report") == "accepted":
+                    self.accepted.append(order_id)
+                await asyncio.sleep(0.01)
+
+
+def run_bot_while(harness: Harness, action) -> Bot:
+    """Run the bot in a thread of its own while *action()* runs here."""
+    import threading
+
+    bot = Bot(harness)
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            asyncio.run(bot.run())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    try:
+        action(bot)
+    finally:
+        bot.stop = True
+        thread.join(60)
+    assert not errors, errors
+    return bot
+
+
+def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lost(harness):
+    names = ["a", "b", "c"]
+    harness.node("a")
+    first = harness.wait_leader()
+    for name in names[1:]:
+        harness.node(name)
+    time.sleep(1.0)
+    took: list[float] = []
+    rng = random.Random(21)
+
+    def kills(bot: Bot) -> None:
+        while len(bot.accepted) < 5:
+            time.sleep(0.05)
+        for _ in range(3):
+            time.sleep(rng.uniform(0.3, 1.0))
+            leader = harness.wait_leader()
+            harness.nodes[leader].kill()
+            started = time.monotonic()
+            harness.wait_leader(other_than=leader, timeout=LEAD_WITHIN_S + 5)
+            took.append(time.monotonic() - started)
+            harness.nodes[leader].start()  # it comes back, as a follower
+            harness.wait_following(leader)
+        count = len(bot.accepted)
+        while len(bot.accepted) < count + 5:  # the last leader serves too
+            time.sleep(0.05)
+
+    bot = run_bot_while(harness, kills)
+    assert first in names and len(took) == 3
+    assert max(took) < LEAD_WITHIN_S, took
+    entries = harness.entries()
+    engine = replayed(entries)
+    live = sorted(o.order_id for o in engine.live_orders())
+    assert live == sorted(f"bob/{i}" for i in bot.accepted)  # each acknowledged order, once
+    assert len(set(bot.accepted)) == len(bot.accepted)
+    statuses = wait_agreement(harness, names)
+    assert {statuses[n]["state_hash"] for n in names} == {engine.state_hash()}
+    leaders = [e.node for e in entries if e.kind == "leader"]
+    assert len(leaders) == 4 and all(a != b for a, b in zip(leaders, leaders[1:]))
+
+
+def test_a_paused_leader_cannot_append_after_its_successor_and_follows(harness):
+    harness.node("a")
+    assert harness.wait_leader() == "a"
+    harness.node("b")
+    time.sleep(1.0)
+
+    def pause(bot: Bot) -> None:
+        while len(bot.accepted) < 5:
+            time.sleep(0.05)
+        harness.nodes["a"].signal(signal.SIGSTOP)
+        assert harness.wait_leader(other_than="a", timeout=LEAD_WITHIN_S + 5) == "b"
+        count = len(bot.accepted)
+        while len(bot.accepted) < count + 5:
+            time.sleep(0.05)
+        harness.nodes["a"].signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while "no longer leads" not in harness.nodes["a"].output():
+            assert time.monotonic() < deadline, harness.nodes["a"].output()
+            time.sleep(0.1)
+        count = len(bot.accepted)
+        while len(bot.accepted) < count + 5:
+            time.sleep(0.05)
+
+    bot = run_bot_while(harness, pause)
+    entries = harness.entries()
+    marker = next(e.seq for e in entries if e.kind == "leader" and e.node == "b")
+    assert all(e.node == "b" for e in entries if e.seq > marker)  # a appended nothing after
+    statuses = wait_agreement(harness, ["a", "b"])
+    engine = replayed(entries)
+    assert statuses["a"]["role"] == "follower" and statuses["b"]["role"] == "leader"
+    assert statuses["a"]["state_hash"] == statuses["b"]["state_hash"] == engine.state_hash()
+    assert sorted(o.order_id for o in engine.live_orders()) == sorted(
+        f"bob/{i}" for i in bot.accepted)
+
+
+def test_a_new_node_joins_from_the_snapshot_and_the_log_after_it(harness):
+    harness.node("a", "--snapshot-every", "20")
+
+    def trade(bot: Bot) -> None:
+        harness.wait_leader()
+        while len(bot.accepted) < 60:
+            time.sleep(0.05)
+
+    bot = run_bot_while(harness, trade)
+    assert "snapshot at log sequence" in harness.nodes["a"].output()
+    harness.node("late")
+    statuses = wait_agreement(harness, ["a", "late"])
+    output = harness.nodes["late"].output()
+    assert "loaded the snapshot at log sequence" in output, output
+    engine = replayed(harness.entries())
+    assert statuses["late"]["state_hash"] == statuses["a"]["state_hash"] == engine.state_hash()
+    assert len(bot.accepted) >= 60
+
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
+                           harness.cluster_url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "leader: a" in done.stdout and "3 replica(s)" in done.stdout
+    assert "late" in done.stdout and engine.state_hash()[:16] in done.stdout
+
+
+def test_the_cluster_benchmark_runs_and_agrees(tmp_path):
+    require_nats_server()
+    require_mosquitto()
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cluster", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+
+    result = json.loads((tmp_path / "cluster-quick.json").read_text())
+    failover = result["cluster"]["failover"]
+    assert failover["kills"] == len(failover["to_new_leader_s"]) == 2
+    assert failover["acknowledged"] == failover["acknowledged_in_log"] > 0
+    assert result["verdict"]["refused"] == 0 and result["verdict"]["lost"] == 0
+    for side in ("local", "cluster"):
+        assert result[side]["batched"]["answered"] == result[side]["batched"]["sent"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--cluster", "nats://127.0.0.1:1"), "--cluster needs --broker"),
+    (("--cluster", "nats://127.0.0.1:1", "--broker", "mqtt://gateway:x@127.0.0.1:1",
+      "--journal", "j"), "--journal, --web and --credentials do not go with it"),
+    (("--cluster", "http://127.0.0.1:1", "--broker", "mqtt://gateway:x@127.0.0.1:1"),
+     "expected nats://HOST:PORT"),
+    (("--snapshot-every", "0"), "--snapshot-every must be at least 1"),
+])
+def test_bad_cluster_options_exit_2_with_one_line(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", *args],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "j").exists()
+
+
+def test_cluster_status_without_a_cluster_says_so(tmp_path):
+    require_nats_server()
+    from natsserver import start_cluster
+
+    (server, ) = start_cluster(tmp_path / "nats", 1)
+    try:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status",
+                               "--cluster", server.url], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        server.stop()
+    assert done.returncode == 2 and "no carbonx cluster" in done.stderr
+    assert "Traceback" not in done.stderr
