@@ -91,14 +91,26 @@ class Harness:
         return self.thread.call(self.log.leader(), 10)
 
     def statuses(self) -> dict[str, dict]:
+        """The nodes' reports ({} while NATS cannot answer, as while it elects)."""
         self._open()
-        return self.thread.call(self.log.statuses(), 10)
+        try:
+            return self.thread.call(self.log.statuses(list(self.nodes)), 10)
+        except Exception:
+            return {}
 
-    def entries(self) -> list:
+    def entries(self, timeout: float = 60.0) -> list:
+        """The whole log (tried again while NATS cannot answer, as while it elects)."""
         self._open()
         found: list = []
+        deadline = time.monotonic() + timeout
         while True:
-            more = self.thread.call(self.log.read(len(found) + 1, 1000), 30)
+            try:
+                more = self.thread.call(self.log.read(len(found) + 1, 1000), 30)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
             if not more:
                 return found
             found += more

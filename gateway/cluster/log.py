@@ -8,10 +8,12 @@ marker. A leader appends a batch with the stream's expected last sequence
 is refused (:class:`Fenced`) before anything it holds acts.
 
 Beside it, three key-value buckets: ``carbonx_leader`` (the lease: one key, ``leader``,
-created by whoever takes it, renewed with its revision, gone LEASE_S after its last
-renewal), ``carbonx_nodes`` (each node's role, applied sequence and state hash, for
-``carbonx cluster-status``) and ``carbonx_snapshots`` (the newest snapshot: the engine's
-versioned state, ``exchange.persist``, at a stream sequence, in chunks).
+created by whoever takes it and renewed with its revision; a node that has seen the same
+revision for LEASE_S by its own clock takes it over with that revision, so no server-side
+expiry is needed, though the bucket's age limit also clears it), ``carbonx_nodes``
+(each node's role, applied sequence and state hash, for ``carbonx cluster-status``) and
+``carbonx_snapshots`` (the newest snapshot: the engine's versioned state,
+``exchange.persist``, at a stream sequence, in chunks).
 
 The NATS client runs in a thread of its own (:class:`NatsThread`): the gateway journals
 from inside a flush, which is synchronous, so a batch's append waits there for
@@ -243,6 +245,7 @@ class ClusterLog:
             config = (ConsumerConfig(deliver_policy=DeliverPolicy.ALL) if first <= 1 else
                       ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                      opt_start_seq=first))
+            self._reader = None
             self._reader = await self.js.subscribe(SUBJECT, ordered_consumer=True,
                                                    config=config)
             self._next = first
@@ -283,6 +286,27 @@ class ClusterLog:
         except Exception:
             return None
 
+    async def lease_state(self) -> tuple[str, int] | None:
+        """(holder, revision) of the lease, or None if no one holds it."""
+        try:
+            entry = await self.lease.get(LEASE_KEY)
+        except Exception as exc:
+            if type(exc).__name__ in ("KeyNotFoundError", "KeyDeletedError"):
+                return None
+            raise
+        if not entry.value:
+            return None
+        return bytes(entry.value).decode(), entry.revision
+
+    async def take_stale_lease(self, node: str, revision: int) -> int | None:
+        """Take the lease from a holder that has not renewed revision *revision*: only
+        one of several nodes trying it succeeds, and the holder, if it wakes, cannot
+        renew it any more."""
+        try:
+            return await self.lease.update(LEASE_KEY, node.encode(), last=revision)
+        except Exception:
+            return None
+
     async def renew_lease(self, node: str, revision: int) -> int | None:
         try:
             return await self.lease.update(LEASE_KEY, node.encode(), last=revision)
@@ -306,14 +330,19 @@ class ClusterLog:
     async def report(self, node: str, status: dict) -> None:
         await self.nodes.put(node, json.dumps(status).encode())
 
-    async def statuses(self) -> dict[str, dict]:
+    async def statuses(self, names: Sequence[str] | None = None) -> dict[str, dict]:
+        """Each node's last report: of *names*, or of every node that has reported."""
         out: dict[str, dict] = {}
-        try:
-            keys = await self.nodes.keys()
-        except Exception:
-            return out
-        for key in keys:
-            entry = await self.nodes.get(key)
+        if names is None:
+            try:
+                names = await self.nodes.keys()
+            except Exception:
+                return out
+        for key in names:
+            try:
+                entry = await self.nodes.get(key)
+            except Exception:  # not reported yet
+                continue
             out[key] = json.loads(bytes(entry.value))
         return out
 

@@ -17,6 +17,7 @@ the new leader, which answers a command id it has seen with its first answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -62,9 +63,16 @@ class StreamJournal:
             try:
                 self.last = self._thread.call(self._stream.append(pending, self.last,
                                                                   self._node))
-            except BaseException:
+            except Fenced:
                 self.seq -= len(pending)
                 raise
+            except Exception as exc:
+                # Not known to be stored (an acknowledgement lost looks the same): the
+                # batch does not act here; if it was stored, this node applies it when
+                # it follows again, and the bots' resends are answered from it.
+                self.seq -= len(pending)
+                raise ClusterError(f"an append was not acknowledged: {_reason(exc)}"
+                                   ) from None
         self.committed = self.seq
         return self.committed
 
@@ -131,6 +139,14 @@ class ClusterNode:
                 applied += 1
         return applied
 
+    async def _try_lease(self, seen: tuple[int, float] | None) -> int | None:
+        """Take the lease if it is free, or if its holder has not renewed the revision
+        seen for LEASE_S (by this node's clock); its revision if taken."""
+        revision = await self._call(self.stream.take_lease(self.node), 5)
+        if revision is None and seen is not None and time.monotonic() - seen[1] >= LEASE_S:
+            revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]), 5)
+        return revision
+
     def state_hash(self) -> str:
         seq = self.engine.seq
         if self._hash_at[0] != seq:
@@ -150,13 +166,24 @@ class ClusterNode:
         """Apply the log as it grows until this node takes the lease (True) or *stop*."""
         self.role = "follower"
         reported = 0.0
+        seen: tuple[int, float] | None = None  # the lease's revision, and since when
         while not stop.is_set():
             began = time.monotonic()
-            count = await self.catch_up()
+            try:
+                count = await self.catch_up()
+                revision = await self._try_lease(seen)
+                if revision is None:
+                    state = await self._call(self.stream.lease_state(), 5)
+                    if state is not None and (seen is None or seen[0] != state[1]):
+                        seen = (state[1], time.monotonic())
+            except Exception as exc:  # NATS busy or a server gone: the others answer soon
+                log.warning("%s: the log could not be read (%s); trying again", self.node,
+                            _reason(exc))
+                await asyncio.sleep(0.5)
+                continue
             if count:
                 log.debug("%s: applied %d entries to log sequence %d in %.3f s", self.node,
                           count, self.applied, time.monotonic() - began)
-            revision = await self._call(self.stream.take_lease(self.node), 5)
             if revision is not None:
                 self.revision = revision
                 return True
@@ -237,10 +264,13 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
         keeper = node.keep_lease(lost)
         try:
             journal = await node.become_leader(lost)
-        except Fenced as exc:
+        except Exception as exc:  # fenced, or NATS failed it: the lease goes with it
             keeper.cancel()
+            if node.revision is not None:
+                with contextlib.suppress(Exception):
+                    await node._call(node.stream.release_lease(node.revision), 5)
             node.revision = None
-            node.say(f"{node.node}: could not lead ({exc}); following")
+            node.say(f"{node.node}: could not lead ({_reason(exc)}); following")
             continue
         node.say(f"{node.node}: leads from log sequence {journal.last} "
                  f"(engine seq {node.engine.seq})")
@@ -267,6 +297,10 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
         node.say(f"{node.node}: no longer leads ({why}); following from log sequence "
                  f"{node.applied}")
         node.revision = None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 async def _report_while(node: ClusterNode, lost: asyncio.Event) -> None:
