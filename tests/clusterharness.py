@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from mosquitto import Mosquitto, free_port
-from natsserver import start_cluster, urls
+from natsserver import end_process, start_cluster, urls
 
 from exchange import Engine, default_market
 from exchange.sequencer import Sequencer
@@ -51,12 +51,8 @@ class Node:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.process.send_signal(signal.SIGCONT)  # a paused node must see the SIGTERM
+        end_process(self.process, 15)
 
 
 class Harness:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mosquitto import free_port
 
 BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -27,10 +28,15 @@ def require_nats_server() -> None:
         pytest.skip("needs nats-server (Debian: apt-get install nats-server)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def end_process(process: subprocess.Popen | None, wait: float = 10.0) -> None:
+    """SIGTERM *process* if it runs, SIGKILL it if it has not ended within *wait* s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(wait)
 
 
 class NatsServer:
@@ -79,12 +85,7 @@ class NatsServer:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        end_process(self.process)
 
 
 def start_cluster(directory: Path, size: int = 3) -> list[NatsServer]:

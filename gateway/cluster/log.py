@@ -204,10 +204,6 @@ class ClusterLog:
             await self.nc.close()
 
     # --- the log ---------------------------------------------------------------------
-    async def last_seq(self) -> int:
-        info = await self.js.stream_info(STREAM)
-        return info.state.last_seq
-
     async def append(self, commands: list[AnyCommand], expected_last: int, node: str) -> int:
         """Append one batch of *node*'s after *expected_last*; return its sequence."""
         return await self._publish(_encode(commands), "batch", expected_last, node)
@@ -262,10 +258,8 @@ class ClusterLog:
                                    "are missing (purged?)")
             headers = msg.headers or {}
             kind = headers.get(KIND, "batch")
-            if kind == "leader":
-                entries.append(Entry(seq, kind, [], bytes(msg.data).decode()))
-            else:
-                entries.append(Entry(seq, kind, _decode_batch(msg.data), headers.get(NODE)))
+            commands = _decode_batch(msg.data) if kind == "batch" else []
+            entries.append(Entry(seq, kind, commands, headers.get(NODE)))
             self._next = seq + 1
         return entries
 

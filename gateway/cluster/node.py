@@ -48,7 +48,6 @@ class StreamJournal:
         self._node = node
         self.last = last  # the stream's last sequence, as this node last saw it
         self.seq = seq  # the engine's command count, journaled
-        self.committed = seq
         self._pending: list[AnyCommand] = []
         self.snapshot_due: Callable[[Engine], None] | None = None
 
@@ -73,8 +72,7 @@ class StreamJournal:
                 self.seq -= len(pending)
                 raise ClusterError(f"an append was not acknowledged: {_reason(exc)}"
                                    ) from None
-        self.committed = self.seq
-        return self.committed
+        return self.seq
 
     def snapshot(self, engine: Engine, *, background: bool = False) -> None:
         if self.snapshot_due is not None:
@@ -94,7 +92,6 @@ class ClusterNode:
         self.engine = Engine(market, ledger=True)
         self.applied = 0  # the stream sequence the engine holds everything up to
         self.role = "follower"
-        self.leader: str | None = None
         self.revision: int | None = None
         self._hash_at = (-1, "")  # (engine seq, state hash) last computed
         self.journal: StreamJournal | None = None  # while leading
@@ -133,8 +130,6 @@ class ClusterNode:
             for entry in entries:
                 if entry.kind == "batch":
                     sequencer.run(entry.commands, [])
-                else:
-                    self.leader = entry.node
                 self.applied = entry.seq
                 applied += 1
         return applied
@@ -212,7 +207,6 @@ class ClusterNode:
                 continue  # an entry came after the last one read: read on
         await self._call(self.stream.stop_reading())
         self.applied = last
-        self.leader = self.node
         self.role = "leader"
         self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.node)
         return self.journal

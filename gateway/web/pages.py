@@ -220,10 +220,7 @@ def _cell(value: Any) -> str:
     return escape(str(value))
 
 
-def _set_rows(table: ui.table | _PlainTable, rows: list[Row]) -> None:
-    if isinstance(table, _PlainTable):
-        table.set_rows(rows)
-        return
+def _set_rows(table: ui.table, rows: list[Row]) -> None:
     if table.rows != rows:
         table.rows = rows
         table.update()
@@ -340,13 +337,13 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
         depth = queries.book(engine, symbol, LADDER_LEVELS)
         rows = [{"price": p, "ask": q, "ask_orders": n} for p, q, n in depth["asks"][::-1]]
         rows += [{"price": p, "bid": q, "bid_orders": n} for p, q, n in depth["bids"]]
-        _set_rows(ladder, rows)
+        ladder.set_rows(rows)
         if depth["bids"] and depth["asks"]:
             gap = Decimal(depth["asks"][0][0]) - Decimal(depth["bids"][0][0])
             spread.set_text(f"spread {gap}")
         else:
             spread.set_text("one side empty" if depth["bids"] or depth["asks"] else "no orders")
-        _set_rows(tape, [{**t, "time": _clock(portal, t["ts"])}
+        tape.set_rows([{**t, "time": _clock(portal, t["ts"])}
                          for t in queries.trades(view, symbol, TAPE_ROWS)])
         candles = queries.candles(view, symbol, state["interval"], CANDLES)
         options = chart.options
