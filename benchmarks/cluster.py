@@ -14,8 +14,11 @@ order-to-``accepted`` latency one order a message at 1,000/s, and batched throug
 (batches of 100). Then failover: a bot places orders one at a time while the leader is
 killed (SIGKILL) at ``kills`` random points, the killed node started again as a
 follower each time; measured per kill, from the kill to the new leader's "gateway
-ready", and to the bot's next answer. Targets (reported, never enforced): clustered
-throughput at least half of the local journal's; failover median under 2 s.
+ready", and to the bot's next answer. Then the NATS server leading the log's stream is
+killed (alone, or with ``--nats-with-leader`` at the moment of a leader kill) and the
+leader is killed ``kills_after`` more times on the two servers left. Targets (reported,
+never enforced): clustered throughput at least half of the local journal's; failover
+median under 2 s.
 A refused order or an order the log lost is a broken check (exit status 1).
 Writes ``results/cluster.json`` (``cluster-quick.json`` with ``--quick``).
 """
@@ -36,8 +39,10 @@ from . import gateway as gw
 ROOT = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "results"
 
-FULL = {"seconds": 3.0, "bots": 4, "orders": 4_000, "batched_orders": 200_000, "kills": 10}
-QUICK = {"seconds": 0.5, "bots": 2, "orders": 400, "batched_orders": 10_000, "kills": 2}
+FULL = {"seconds": 3.0, "bots": 4, "orders": 4_000, "batched_orders": 200_000, "kills": 10,
+        "kills_after": 3, "nats_with_leader": False}
+QUICK = {"seconds": 0.5, "bots": 2, "orders": 400, "batched_orders": 10_000, "kills": 2,
+         "kills_after": 1, "nats_with_leader": False}
 TARGET_RATIO = 0.5
 TARGET_FAILOVER_MEDIAN_S = 2.0
 
@@ -98,13 +103,17 @@ def _cluster(settings: dict, directory: Path, bots: list[str]) -> dict:
         harness.node("b")
         time.sleep(1.0)
         result = _load(settings, harness.port, directory / "credentials.json")
-        result["failover"] = _failover(harness, settings["kills"])
+        result["failover"] = _failover(harness, settings["kills"], settings["kills_after"],
+                                       settings["nats_with_leader"])
         return result
     finally:
         harness.close()
 
 
-def _failover(harness, kills: int) -> dict:
+def _failover(harness, kills: int, kills_after: int, both: bool) -> dict:
+    """*kills* leader kills on three NATS servers; then one NATS server lost (with
+    *both*, at the moment of a leader kill; else alone, the leader running on); then
+    *kills_after* leader kills on the two servers left."""
     import asyncio
     import threading
 
@@ -138,23 +147,55 @@ def _failover(harness, kills: int) -> dict:
     thread = threading.Thread(target=run)
     thread.start()
     rng = random.Random(7)
-    to_leader: list[float] = []
-    to_answer: list[float] = []
+
+    def kill_leader(also_server: bool = False) -> tuple[float, float]:
+        """Kill the leader (and with *also_server*, at the same moment, the NATS server
+        leading the log's stream); the seconds to the new leader's "gateway ready" and
+        to the bot's next answer; the node started again as a follower."""
+        time.sleep(rng.uniform(0.3, 1.5))
+        leader = harness.wait_leader()
+        server = harness.group_leaders()[0] if also_server else None
+        harness.nodes[leader].kill()
+        killed = time.monotonic()
+        if server is not None:
+            harness.kill_server(server)
+        harness.wait_leader(other_than=leader, timeout=60)
+        to_leader = time.monotonic() - killed
+        to_answer = next_answer(killed)
+        harness.nodes[leader].start()
+        harness.wait_following(leader, timeout=60)  # a standby again before the next kill
+        return to_leader, to_answer
+
+    def next_answer(since: float) -> float:
+        while not answers or answers[-1] < since:
+            time.sleep(0.01)
+        return next(a for a in answers if a > since) - since
+
+    kills_3: list[tuple[float, float]] = []
+    kills_2: list[tuple[float, float]] = []
     try:
         while len(answers) < 5:
             time.sleep(0.05)
         for _ in range(kills):
+            kills_3.append(kill_leader())
+        if both:
+            # The NATS server leading the log's stream dies with the leader: JetStream
+            # elects the stream's new leader first (nats-server: 4-9 s).
+            together = kill_leader(also_server=True)
+        else:
+            # The NATS server leading the log's stream dies alone: the leader waits out
+            # JetStream's election and goes on.
             time.sleep(rng.uniform(0.3, 1.5))
             leader = harness.wait_leader()
-            harness.nodes[leader].kill()
+            server = harness.group_leaders()[0]
+            harness.kill_server(server)
             killed = time.monotonic()
-            harness.wait_leader(other_than=leader, timeout=30)
-            to_leader.append(time.monotonic() - killed)
-            while not answers or answers[-1] < killed:
-                time.sleep(0.01)
-            to_answer.append(next(a for a in answers if a > killed) - killed)
-            harness.nodes[leader].start()
-            harness.wait_following(leader)  # a standby ready again before the next kill
+            stall = next_answer(killed)
+            while len(answers) < 5 + sum(1 for a in answers if a <= killed):
+                time.sleep(0.05)
+            kept = harness.wait_leader() == leader
+        for _ in range(kills_after):
+            kills_2.append(kill_leader())
     finally:
         stop.set()
         thread.join(60)
@@ -162,17 +203,31 @@ def _failover(harness, kills: int) -> dict:
 
     engine = replayed(harness.entries())
     live = {o.order_id for o in engine.live_orders() if o.account == "killbot"}
+    result = {"kills": kills, **_spread([k[0] for k in kills_3], [k[1] for k in kills_3])}
+    if both:
+        result["with_nats_server"] = {"to_new_leader_s": round(together[0], 3),
+                                      "to_next_answer_s": round(together[1], 3)}
+    else:
+        result["nats_server_lost"] = {"to_next_answer_s": round(stall, 3),
+                                      "leader_kept": kept}
+    result["after_nats_server_lost"] = {
+        "kills": kills_after, **_spread([k[0] for k in kills_2], [k[1] for k in kills_2])}
+    result.update({"acknowledged": len(accepted),
+                   "acknowledged_in_log": len(live & set(accepted)),
+                   "bot_errors": [repr(e) for e in errors]})
+    return result
+
+
+def _spread(to_leader: list[float], to_answer: list[float]) -> dict:
+    if not to_leader:
+        return {}
     return {
-        "kills": kills,
         "to_new_leader_s": [round(t, 3) for t in to_leader],
         "to_next_answer_s": [round(t, 3) for t in to_answer],
         "median_to_new_leader_s": round(statistics.median(to_leader), 3),
         "max_to_new_leader_s": round(max(to_leader), 3),
         "median_to_next_answer_s": round(statistics.median(to_answer), 3),
         "max_to_next_answer_s": round(max(to_answer), 3),
-        "acknowledged": len(accepted),
-        "acknowledged_in_log": len(live & set(accepted)),
-        "bot_errors": [repr(e) for e in errors],
     }
 
 
@@ -220,10 +275,28 @@ def render(result: dict) -> str:
         f"next answer median {f['median_to_next_answer_s']} s, max "
         f"{f['max_to_next_answer_s']} s (target median < {TARGET_FAILOVER_MEDIAN_S} s: "
         f"{'met' if v['failover_target_met'] else 'missed'})",
+        _render_nats_loss(f),
         f"checks: {f['acknowledged_in_log']}/{f['acknowledged']} acknowledged orders in the "
         f"log; refused {v['refused']}",
     ]
     return "\n".join(lines)
+
+
+def _render_nats_loss(f: dict) -> str:
+    if "with_nats_server" in f:
+        w = f["with_nats_server"]
+        line = (f"leader and the log's NATS server killed together: new leader after "
+                f"{w['to_new_leader_s']} s, bot's next answer after {w['to_next_answer_s']} s")
+    else:
+        n = f["nats_server_lost"]
+        line = (f"the log's NATS server killed alone: bot's next answer after "
+                f"{n['to_next_answer_s']} s, the leader "
+                f"{'kept leading' if n['leader_kept'] else 'was replaced'}")
+    a = f["after_nats_server_lost"]
+    if a.get("kills"):
+        line += (f"; then {a['kills']} kills on two NATS servers: to the new leader median "
+                 f"{a['median_to_new_leader_s']} s, max {a['max_to_new_leader_s']} s")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, two kills")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="where to write cluster.json")
+    parser.add_argument("--nats-with-leader", action="store_true",
+                        help="kill the log's NATS server at the moment of a leader kill "
+                             "(by default it is killed alone, the leader running on)")
     args = parser.parse_args(argv)
-    result = run_benchmark(QUICK if args.quick else FULL)
+    result = run_benchmark({**(QUICK if args.quick else FULL),
+                            "nats_with_leader": args.nats_with_leader})
     print(render(result))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from natsserver import end_process, start_cluster, urls
 
 from exchange import Engine, default_market
 from exchange.sequencer import Sequencer
-from gateway.cluster.log import ClusterLog, NatsThread
+from gateway.cluster.log import LEASE_BUCKET, STREAM, ClusterLog, NatsThread
 from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
 
 INIT = "action,account,instrument,qty\ndeposit,alice,CNY,100000000\nissue,bob,CEA25,1000000\n"
@@ -39,6 +39,15 @@ class Node:
 
     def output(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def serving(self) -> bool:
+        """Whether this node runs and is the gateway, by what it last said (not by the
+        lease: a harness connected to a NATS server that was killed reads it late)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        out = self.output()
+        ready = out.rfind("gateway ready")
+        return ready > max(out.rfind("no longer leads"), out.rfind("following the log on"))
 
     def signal(self, number: int) -> None:
         assert self.process is not None
@@ -86,6 +95,16 @@ class Harness:
         self._open()
         return self.thread.call(self.log.leader(), 10)
 
+    def group_leaders(self) -> tuple[str, str]:
+        """The NATS servers leading the log's stream and the lease's bucket."""
+        self._open()
+        log_stream = self.thread.call(self.log.js.stream_info(STREAM), 10)
+        lease = self.thread.call(self.log.js.stream_info(f"KV_{LEASE_BUCKET}"), 10)
+        return log_stream.cluster.leader, lease.cluster.leader
+
+    def kill_server(self, name: str) -> None:
+        next(s for s in self.servers if s.name == name).kill()
+
     def statuses(self) -> dict[str, dict]:
         """The nodes' reports ({} while NATS cannot answer, as while it elects)."""
         self._open()
@@ -114,13 +133,10 @@ class Harness:
     def wait_leader(self, other_than: str | None = None, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                leader = self.leader() if self.servers else None
-            except Exception:
-                leader = None
-            if leader and leader != other_than and "gateway ready" in self.nodes[leader].output():
-                return leader
-            time.sleep(0.05)
+            for name, node in self.nodes.items():
+                if name != other_than and node.serving():
+                    return name
+            time.sleep(0.02)
         outputs = {n: node.output()[-800:] for n, node in self.nodes.items()}
         raise AssertionError(f"no leader but {other_than} within {timeout} s: {outputs}")
 

@@ -146,6 +146,56 @@ def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lo
     assert all(a != b for a, b in zip(leaders, leaders[1:]))
 
 
+def test_losing_a_nats_server_loses_nothing_and_failover_stays_under_5_s(harness):
+    """The NATS server leading the log's stream (and the lease's bucket, when one server
+    leads both) is killed while the bot trades: the leader rides out JetStream's
+    election (nats-server's own 4-9 s) and keeps leading; then leaders are killed on
+    the two servers left, and each time a follower leads within 5 s."""
+    names = ["a", "b", "c"]
+    harness.node("a")
+    harness.wait_leader()
+    for name in names[1:]:
+        harness.node(name)
+    time.sleep(1.0)
+    took: list[float] = []
+    rng = random.Random(2126)
+
+    def kills(bot: Bot) -> None:
+        while len(bot.accepted) < 5:
+            time.sleep(0.05)
+        log_leader, lease_leader = harness.group_leaders()
+        leader = harness.wait_leader()
+        harness.kill_server(log_leader)
+        count, stalled = len(bot.accepted), time.monotonic()
+        while len(bot.accepted) < count + 5:
+            assert time.monotonic() - stalled < 20, "the log took no order 20 s after"
+            time.sleep(0.05)
+        assert harness.wait_leader() == leader  # rode it out: no failover
+        assert "no longer leads" not in harness.nodes[leader].output()
+        for _ in range(2):
+            time.sleep(rng.uniform(0.3, 1.0))
+            leader = harness.wait_leader()
+            harness.nodes[leader].kill()
+            started = time.monotonic()
+            harness.wait_leader(other_than=leader, timeout=LEAD_WITHIN_S + 5)
+            took.append(time.monotonic() - started)
+            harness.nodes[leader].start()
+            harness.wait_following(leader)
+        count = len(bot.accepted)
+        while len(bot.accepted) < count + 5:
+            time.sleep(0.05)
+
+    bot = run_bot_while(harness, kills)
+    assert len(took) == 2 and max(took) < LEAD_WITHIN_S, took
+    entries = harness.entries()
+    engine = replayed(entries)
+    assert sorted(o.order_id for o in engine.live_orders()) == sorted(
+        f"bob/{i}" for i in bot.accepted)
+    assert len(set(bot.accepted)) == len(bot.accepted)
+    statuses = wait_agreement(harness, names)
+    assert {statuses[n]["state_hash"] for n in names} == {engine.state_hash()}
+
+
 def test_a_paused_leader_cannot_append_after_its_successor_and_follows(harness):
     harness.node("a")
     assert harness.wait_leader() == "a"
@@ -219,6 +269,8 @@ def test_the_cluster_benchmark_runs_and_agrees(tmp_path):
     failover = result["cluster"]["failover"]
     assert failover["kills"] == len(failover["to_new_leader_s"]) == 2
     assert failover["acknowledged"] == failover["acknowledged_in_log"] > 0
+    assert failover["nats_server_lost"]["leader_kept"]
+    assert len(failover["after_nats_server_lost"]["to_new_leader_s"]) == 1
     assert result["verdict"]["refused"] == 0 and result["verdict"]["lost"] == 0
     for side in ("local", "cluster"):
         assert result[side]["batched"]["answered"] == result[side]["batched"]["sent"] > 0

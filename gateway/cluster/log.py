@@ -44,6 +44,15 @@ LEASE_KEY = "leader"
 NODES_BUCKET = "carbonx_nodes"
 SNAPSHOT_BUCKET = "carbonx_snapshots"
 LEASE_S = 1.0  # a lease not renewed for this long is gone
+# JetStream's Raft groups elect a new leader 4-9 s after theirs is lost (nats-server's
+# fixed election timeouts); meanwhile neither the lease nor the log answers. A leader
+# rides that out: it steps down only when the lease is positively taken, or when it has
+# not been able to renew it for LEASE_GRACE_S.
+LEASE_GRACE_S = 10.0
+APPEND_TIMEOUT_S = 2.0  # one try of an append; a retry of it is idempotent
+READER_CHECK_S = 1.0  # a reader quiet this long is checked against the stream's end
+READER_CREATE_S = 1.0  # one try at making a reader (an ordered consumer); a few are made
+READER_TRIES = 6
 KIND = "Carbonx-Kind"  # header: "batch" or "leader"
 NODE = "Carbonx-Node"  # header: the node that appended the entry
 SNAPSHOT_CHUNK = 512 * 1024  # bytes a snapshot key holds (under JetStream's 1 MiB message)
@@ -132,6 +141,8 @@ class ClusterLog:
         self.snapshots: Any = None
         self._reader: Any = None  # the ordered consumer ``read`` keeps
         self._next = 0  # the sequence it delivers next
+        self._quiet_since = 0.0  # when it last delivered (by the NATS thread's loop clock)
+        self._behind: int | None = None  # the stream's end when the reader was quiet
 
     async def open(self, *, timeout: float = 5.0, create: bool = True) -> None:
         """Connect, and find (with *create*, make if missing) the stream and buckets."""
@@ -214,9 +225,13 @@ class ClusterLog:
     async def _publish(self, payload: bytes, kind: str, expected_last: int, node: str) -> int:
         from nats.js.errors import APIError
 
-        headers = {KIND: kind, NODE: node, "Nats-Expected-Last-Sequence": str(expected_last)}
+        # The message id makes a retried append idempotent: JetStream answers a repeat of
+        # a stored one with its sequence (a duplicate) before it checks the fence.
+        headers = {KIND: kind, NODE: node, "Nats-Expected-Last-Sequence": str(expected_last),
+                   "Nats-Msg-Id": f"{node}:{expected_last}"}
         try:
-            ack = await self.js.publish(SUBJECT, payload, stream=STREAM, headers=headers)
+            ack = await self.js.publish(SUBJECT, payload, stream=STREAM, headers=headers,
+                                        timeout=APPEND_TIMEOUT_S)
         except APIError as exc:
             if "wrong last sequence" in str(exc).lower() or getattr(exc, "err_code", 0) == 10071:
                 raise Fenced(f"the stream is past {expected_last}: another node leads") from None
@@ -242,15 +257,19 @@ class ClusterLog:
                       ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                      opt_start_seq=first))
             self._reader = None
-            self._reader = await self.js.subscribe(SUBJECT, ordered_consumer=True,
-                                                   config=config)
+            self._reader = await self._new_reader(config)
             self._next = first
+            self._quiet_since = asyncio.get_running_loop().time()
+            self._behind = None
         entries: list[Entry] = []
-        deadline = asyncio.get_running_loop().time() + most
-        while len(entries) < limit and asyncio.get_running_loop().time() < deadline:
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + most
+        while len(entries) < limit and clock() < deadline:
             try:
                 msg = await self._reader.next_msg(timeout=wait)
             except (TimeoutError, NatsTimeout):
+                if not entries and clock() - self._quiet_since >= READER_CHECK_S:
+                    await self._check_reader()
                 break
             seq = msg.metadata.sequence.stream
             if seq != self._next:
@@ -261,7 +280,41 @@ class ClusterLog:
             commands = _decode_batch(msg.data) if kind == "batch" else []
             entries.append(Entry(seq, kind, commands, headers.get(NODE)))
             self._next = seq + 1
+            self._quiet_since = clock()
+            self._behind = None
         return entries
+
+    async def _new_reader(self, config: Any) -> Any:
+        """An ordered consumer, tried READER_TRIES times: with a NATS server of the
+        stream's lost, JetStream may place the consumer there, and the request times out
+        (a third of the time, three servers less one)."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        quick = self.nc.jetstream(timeout=READER_CREATE_S)
+        for attempt in range(READER_TRIES):
+            try:
+                return await quick.subscribe(SUBJECT, ordered_consumer=True, config=config)
+            except (TimeoutError, NatsTimeout):
+                if attempt == READER_TRIES - 1:
+                    raise
+                log.debug("the log's reader was not made in %.1f s; trying again",
+                          READER_CREATE_S)
+        raise AssertionError("unreachable")
+
+    async def _check_reader(self) -> None:
+        """Every READER_CHECK_S with nothing read: if the stream held, a check ago, an
+        entry still not read, the reader is stuck (its consumer was on a NATS server
+        that is gone, and the client has not noticed yet): drop it, so the next read
+        starts a new one."""
+        self._quiet_since = asyncio.get_running_loop().time()
+        if self._behind is not None and self._next <= self._behind:
+            log.warning("the log's reader stopped at %d of %d or more; reading again "
+                        "from there", self._next - 1, self._behind)
+            self._behind = None
+            await self.stop_reading()
+            return
+        info = await self.js.stream_info(STREAM)
+        self._behind = info.state.last_seq if info.state.last_seq >= self._next else None
 
     async def stop_reading(self) -> None:
         """Drop the ordered consumer (a leader reads nothing: it would only pile up)."""
@@ -302,9 +355,19 @@ class ClusterLog:
             return None
 
     async def renew_lease(self, node: str, revision: int) -> int | None:
+        """The lease's new revision; None if another node holds it now. Raises if the
+        bucket does not answer (as while JetStream elects its leader): not known either
+        way."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
         try:
             return await self.lease.update(LEASE_KEY, node.encode(), last=revision)
-        except Exception:
+        except KeyWrongLastSequenceError:
+            # Moved on: by another node, or by an earlier renewal of this one whose
+            # answer was lost. The holder's name tells which.
+            state = await self.lease_state()
+            if state is not None and state[0] == node:
+                return state[1]
             return None
 
     async def leader(self) -> str | None:

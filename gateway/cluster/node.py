@@ -28,11 +28,15 @@ from exchange.commands import AnyCommand
 from exchange.market import Market
 from exchange.persist import decode_state, encode_state
 from exchange.sequencer import Sequencer
-from gateway.cluster.log import LEASE_S, ClusterError, ClusterLog, Fenced, NatsThread
+from gateway.cluster.log import (APPEND_TIMEOUT_S, LEASE_GRACE_S, LEASE_S, ClusterError,
+                                 ClusterLog, Fenced, NatsThread)
 
 log = logging.getLogger("carbonx.cluster")
 
 STATUS_EVERY = 1.0  # seconds between two status reports of a node
+LEASE_CALL_S = 2.0  # a follower's try at the lease (tried again soon if it fails)
+APPEND_RETRY_PAUSE_S = 0.1  # between two tries of an append not acknowledged
+APPEND_GIVE_UP_S = LEASE_GRACE_S + 5  # a batch not stored by then fails the leader
 SNAPSHOT_EVERY = 200_000  # commands between two snapshots the leader writes
 
 
@@ -50,6 +54,7 @@ class StreamJournal:
         self.seq = seq  # the engine's command count, journaled
         self._pending: list[AnyCommand] = []
         self.snapshot_due: Callable[[Engine], None] | None = None
+        self.lease_lost = False  # set from the NATS thread: stop trying appends
 
     def append_many(self, commands: list[AnyCommand]) -> int:
         self._pending += commands
@@ -57,21 +62,38 @@ class StreamJournal:
         return self.seq
 
     def commit(self) -> int:
+        """Append the gathered batch. An append not acknowledged (JetStream electing a
+        leader, a server lost) is tried again, the same message, until it is stored or
+        fenced, or the lease is lost (``lease_lost``) or APPEND_GIVE_UP_S pass."""
         if self._pending:
             pending, self._pending = self._pending, []
-            try:
-                self.last = self._thread.call(self._stream.append(pending, self.last,
-                                                                  self._node))
-            except Fenced:
-                self.seq -= len(pending)
-                raise
-            except Exception as exc:
-                # Not known to be stored (an acknowledgement lost looks the same): the
-                # batch does not act here; if it was stored, this node applies it when
-                # it follows again, and the bots' resends are answered from it.
-                self.seq -= len(pending)
-                raise ClusterError(f"an append was not acknowledged: {_reason(exc)}"
-                                   ) from None
+            began = time.monotonic()
+            failed = ""
+            while True:
+                try:
+                    self.last = self._thread.call(
+                        self._stream.append(pending, self.last, self._node),
+                        APPEND_TIMEOUT_S + 1)
+                    break
+                except Fenced:
+                    self.seq -= len(pending)
+                    raise
+                except Exception as exc:
+                    failed = _reason(exc)
+                    if self.lease_lost or time.monotonic() - began >= APPEND_GIVE_UP_S:
+                        # Not known to be stored: the batch does not act here; if it
+                        # was stored, this node applies it when it follows again, and
+                        # the bots' resends are answered from it.
+                        self.seq -= len(pending)
+                        raise ClusterError(f"an append was not acknowledged: {failed}"
+                                           ) from None
+                    if time.monotonic() - began < APPEND_RETRY_PAUSE_S * 1.5:
+                        log.warning("%s: the log did not take a batch (%s); trying again",
+                                    self._node, failed)
+                    time.sleep(APPEND_RETRY_PAUSE_S)
+            if failed:
+                log.warning("%s: the log took the batch after %.2f s", self._node,
+                            time.monotonic() - began)
         return self.seq
 
     def snapshot(self, engine: Engine, *, background: bool = False) -> None:
@@ -95,6 +117,7 @@ class ClusterNode:
         self.revision: int | None = None
         self._hash_at = (-1, "")  # (engine seq, state hash) last computed
         self.journal: StreamJournal | None = None  # while leading
+        self.lost_why = ""  # why the lease was lost, when it was
 
     async def _call(self, coro: Any, timeout: float = 10.0) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(self.thread.submit(coro)), timeout)
@@ -137,9 +160,10 @@ class ClusterNode:
     async def _try_lease(self, seen: tuple[int, float] | None) -> int | None:
         """Take the lease if it is free, or if its holder has not renewed the revision
         seen for LEASE_S (by this node's clock); its revision if taken."""
-        revision = await self._call(self.stream.take_lease(self.node), 5)
+        revision = await self._call(self.stream.take_lease(self.node), LEASE_CALL_S)
         if revision is None and seen is not None and time.monotonic() - seen[1] >= LEASE_S:
-            revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]), 5)
+            revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]),
+                                        LEASE_CALL_S)
         return revision
 
     def state_hash(self) -> str:
@@ -168,12 +192,16 @@ class ClusterNode:
                 count = await self.catch_up()
                 revision = await self._try_lease(seen)
                 if revision is None:
-                    state = await self._call(self.stream.lease_state(), 5)
+                    state = await self._call(self.stream.lease_state(), LEASE_CALL_S)
                     if state is not None and (seen is None or seen[0] != state[1]):
                         seen = (state[1], time.monotonic())
+                        log.debug("%s: the lease is %s's at revision %d", self.node, *state)
             except Exception as exc:  # NATS busy or a server gone: the others answer soon
-                log.warning("%s: the log could not be read (%s); trying again", self.node,
+                log.warning("%s: NATS did not answer (%s); trying again", self.node,
                             _reason(exc))
+                # The lease's holder could not be seen renewing it either: its time
+                # starts again once the lease can be read.
+                seen = None
                 await asyncio.sleep(0.5)
                 continue
             if count:
@@ -204,32 +232,49 @@ class ClusterNode:
                 last = await self._call(self.stream.mark_leader(self.node, self.applied))
                 break
             except Fenced:
-                continue  # an entry came after the last one read: read on
+                # An entry came after the last one read: read on, with a fresh reader
+                # (the one kept may have been on a NATS server that is gone).
+                await self._call(self.stream.stop_reading())
+                continue
         await self._call(self.stream.stop_reading())
         self.applied = last
         self.role = "leader"
         self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.node)
+        self.journal.lease_lost = lost.is_set()
         return self.journal
 
     def keep_lease(self, lost: asyncio.Event) -> Any:
-        """Renew the lease until it cannot be renewed, then set *lost*: in the NATS
-        thread, so a gateway busy in a long flush (or waiting for an append) never lets
-        its lease lapse. Returns the future to cancel when leading ends."""
+        """Renew the lease until another node holds it, or until it could not be
+        renewed for LEASE_GRACE_S, then set *lost* (and the journal's ``lease_lost``):
+        in the NATS thread, so a gateway busy in a long flush (or waiting for an append)
+        never lets its lease lapse. Returns the future to cancel when leading ends."""
         loop = asyncio.get_running_loop()
 
+        def lose(why: str) -> None:
+            self.lost_why = why
+            if self.journal is not None:
+                self.journal.lease_lost = True
+            loop.call_soon_threadsafe(lost.set)
+
         async def keep() -> None:
+            renewed = time.monotonic()
             while True:
                 await asyncio.sleep(LEASE_S / 3)
                 assert self.revision is not None
                 try:
                     revision = await asyncio.wait_for(
                         self.stream.renew_lease(self.node, self.revision), LEASE_S)
-                except Exception:
-                    revision = None
+                except Exception as exc:  # not known: JetStream may be electing
+                    if time.monotonic() - renewed >= LEASE_GRACE_S:
+                        lose(f"its lease could not be renewed for {LEASE_GRACE_S:.0f} s: "
+                             f"{_reason(exc)}")
+                        return
+                    continue
                 if revision is None:
-                    loop.call_soon_threadsafe(lost.set)
+                    lose("its lease was taken")
                     return
                 self.revision = revision
+                renewed = time.monotonic()
 
         return self.thread.submit(keep())
 
@@ -255,6 +300,7 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
         if not await node.follow(stop):
             break
         lost = asyncio.Event()
+        node.lost_why = ""
         keeper = node.keep_lease(lost)
         try:
             journal = await node.become_leader(lost)

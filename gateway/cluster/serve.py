@@ -81,9 +81,11 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
 
         async def watch() -> None:
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for wait in waits:
-                wait.cancel()
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the gateway ended first and this watch is cancelled
+                for wait in waits:
+                    wait.cancel()
             gateway_stop.set()
 
         watcher = asyncio.ensure_future(watch())
@@ -95,7 +97,7 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
                                      f"{broker.username}: connected; gateway ready"))
         finally:
             watcher.cancel()
-        return "its lease was taken" if lost.is_set() else "stopped"
+        return (node.lost_why or "its lease was taken") if lost.is_set() else "stopped"
 
     stop = asyncio.Event()
 
