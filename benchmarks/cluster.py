@@ -154,7 +154,7 @@ def _failover(harness, kills: int, kills_after: int, both: bool) -> dict:
         to the bot's next answer; the node started again as a follower."""
         time.sleep(rng.uniform(0.3, 1.5))
         leader = harness.wait_leader()
-        server = harness.group_leaders()[0] if also_server else None
+        server = harness.log_server() if also_server else None
         harness.nodes[leader].kill()
         killed = time.monotonic()
         if server is not None:
@@ -187,13 +187,14 @@ def _failover(harness, kills: int, kills_after: int, both: bool) -> dict:
             # JetStream's election and goes on.
             time.sleep(rng.uniform(0.3, 1.5))
             leader = harness.wait_leader()
-            server = harness.group_leaders()[0]
+            server = harness.log_server()
             harness.kill_server(server)
             killed = time.monotonic()
             stall = next_answer(killed)
             while len(answers) < 5 + sum(1 for a in answers if a <= killed):
                 time.sleep(0.05)
             kept = harness.wait_leader() == leader
+            harness.wait_groups_led()  # then leaders are killed with JetStream settled
         for _ in range(kills_after):
             kills_2.append(kill_leader())
     finally:

@@ -15,7 +15,8 @@ from natsserver import end_process, start_cluster, urls
 
 from exchange import Engine, default_market
 from exchange.sequencer import Sequencer
-from gateway.cluster.log import LEASE_BUCKET, STREAM, ClusterLog, NatsThread
+from gateway.cluster.log import (LEASE_BUCKET, NODES_BUCKET, SNAPSHOT_BUCKET, STREAM, ClusterLog,
+                                 NatsThread)
 from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
 
 INIT = "action,account,instrument,qty\ndeposit,alice,CNY,100000000\nissue,bob,CEA25,1000000\n"
@@ -95,12 +96,27 @@ class Harness:
         self._open()
         return self.thread.call(self.log.leader(), 10)
 
-    def group_leaders(self) -> tuple[str, str]:
-        """The NATS servers leading the log's stream and the lease's bucket."""
+    def log_server(self) -> str:
+        """The name of the NATS server leading the log's stream."""
         self._open()
-        log_stream = self.thread.call(self.log.js.stream_info(STREAM), 10)
-        lease = self.thread.call(self.log.js.stream_info(f"KV_{LEASE_BUCKET}"), 10)
-        return log_stream.cluster.leader, lease.cluster.leader
+        return self.thread.call(self.log.js.stream_info(STREAM), 10).cluster.leader
+
+    def wait_groups_led(self, timeout: float = 30.0) -> None:
+        """Wait until the log's stream and every bucket has a leader again (after a NATS
+        server is lost, JetStream elects them one by one, 4-9 s each by nats-server's
+        own timeouts)."""
+        self._open()
+        names = [STREAM] + [f"KV_{b}" for b in (LEASE_BUCKET, NODES_BUCKET, SNAPSHOT_BUCKET)]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                infos = [self.thread.call(self.log.js.stream_info(n), 3) for n in names]
+                if all(info.cluster and info.cluster.leader for info in infos):
+                    return
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, f"JetStream's groups not led in {timeout} s"
+            time.sleep(0.2)
 
     def kill_server(self, name: str) -> None:
         next(s for s in self.servers if s.name == name).kill()

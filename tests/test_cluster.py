@@ -39,12 +39,14 @@ def harness(tmp_path: Path):
 
 
 def wait_agreement(harness: Harness, names: list[str], timeout: float = 20.0) -> dict[str, dict]:
-    """Wait until every named node reports the log's end; return their reports."""
+    """Wait until every named node reports the log's end, and a state hash of it (a node
+    hashes its state once it is quiet); return their reports."""
     deadline = time.monotonic() + timeout
     while True:
         last = len(harness.entries())
         statuses = harness.statuses()
-        if all(statuses.get(n, {}).get("applied") == last for n in names):
+        if all(statuses.get(n, {}).get("applied") == last and
+               statuses[n]["hash_seq"] == statuses[n]["engine_seq"] for n in names):
             return statuses
         if time.monotonic() > deadline:
             raise AssertionError(f"the nodes did not reach log sequence {last}: {statuses}")
@@ -147,10 +149,10 @@ def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lo
 
 
 def test_losing_a_nats_server_loses_nothing_and_failover_stays_under_5_s(harness):
-    """The NATS server leading the log's stream (and the lease's bucket, when one server
-    leads both) is killed while the bot trades: the leader rides out JetStream's
-    election (nats-server's own 4-9 s) and keeps leading; then leaders are killed on
-    the two servers left, and each time a follower leads within 5 s."""
+    """The NATS server leading the log's stream is killed while the bot trades: the
+    leader rides out JetStream's election (nats-server's own 4-9 s) and keeps leading;
+    then, JetStream's groups led again, leaders are killed on the two servers left, and
+    each time a follower leads within 5 s."""
     names = ["a", "b", "c"]
     harness.node("a")
     harness.wait_leader()
@@ -163,7 +165,7 @@ def test_losing_a_nats_server_loses_nothing_and_failover_stays_under_5_s(harness
     def kills(bot: Bot) -> None:
         while len(bot.accepted) < 5:
             time.sleep(0.05)
-        log_leader, lease_leader = harness.group_leaders()
+        log_leader = harness.log_server()
         leader = harness.wait_leader()
         harness.kill_server(log_leader)
         count, stalled = len(bot.accepted), time.monotonic()
@@ -172,6 +174,7 @@ def test_losing_a_nats_server_loses_nothing_and_failover_stays_under_5_s(harness
             time.sleep(0.05)
         assert harness.wait_leader() == leader  # rode it out: no failover
         assert "no longer leads" not in harness.nodes[leader].output()
+        harness.wait_groups_led()  # JetStream's other elections are done too
         for _ in range(2):
             time.sleep(rng.uniform(0.3, 1.0))
             leader = harness.wait_leader()
@@ -232,22 +235,34 @@ def test_a_paused_leader_cannot_append_after_its_successor_and_follows(harness):
 
 
 def test_a_new_node_joins_from_the_snapshot_and_the_log_after_it(harness):
+    """A lone leader writes the snapshots itself; once a follower keeps up, the follower
+    writes them; a node that joins late starts from the newest."""
     harness.node("a", "--snapshot-every", "20")
 
     def trade(bot: Bot) -> None:
         harness.wait_leader()
-        while len(bot.accepted) < 60:
+        while len(bot.accepted) < 30:
             time.sleep(0.05)
+        harness.node("b", "--snapshot-every", "20")
+        harness.wait_following("b")
+        written = harness.nodes["a"].output().count("snapshot at log sequence")
+        count = len(bot.accepted)
+        while len(bot.accepted) < count + 60:
+            time.sleep(0.05)
+        # b reports as a follower: a leaves the snapshots to it.
+        assert harness.nodes["a"].output().count("snapshot at log sequence") <= written + 1
 
     bot = run_bot_while(harness, trade)
     assert "snapshot at log sequence" in harness.nodes["a"].output()
+    assert "snapshot at log sequence" in harness.nodes["b"].output(), harness.nodes["b"].output()
     harness.node("late")
-    statuses = wait_agreement(harness, ["a", "late"])
+    statuses = wait_agreement(harness, ["a", "b", "late"])
     output = harness.nodes["late"].output()
     assert "loaded the snapshot at log sequence" in output, output
     engine = replayed(harness.entries())
     assert statuses["late"]["state_hash"] == statuses["a"]["state_hash"] == engine.state_hash()
-    assert len(bot.accepted) >= 60
+    assert statuses["b"]["state_hash"] == engine.state_hash()
+    assert len(bot.accepted) >= 90
 
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
                            harness.cluster_url], capture_output=True, text=True, timeout=60)

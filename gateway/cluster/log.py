@@ -45,10 +45,11 @@ NODES_BUCKET = "carbonx_nodes"
 SNAPSHOT_BUCKET = "carbonx_snapshots"
 LEASE_S = 1.0  # a lease not renewed for this long is gone
 # JetStream's Raft groups elect a new leader 4-9 s after theirs is lost (nats-server's
-# fixed election timeouts); meanwhile neither the lease nor the log answers. A leader
-# rides that out: it steps down only when the lease is positively taken, or when it has
-# not been able to renew it for LEASE_GRACE_S.
-LEASE_GRACE_S = 10.0
+# fixed election timeouts, and a second round when the first fails); meanwhile neither
+# the lease nor the log answers. A leader rides that out: it steps down when the lease
+# is positively taken, when it has not been able to renew it for LEASE_GRACE_S, or when
+# it loses the broker connection while its lease is not fresh (ClusterNode.lease_fresh).
+LEASE_GRACE_S = 20.0
 APPEND_TIMEOUT_S = 2.0  # one try of an append; a retry of it is idempotent
 READER_CHECK_S = 1.0  # a reader quiet this long is checked against the stream's end
 READER_CREATE_S = 1.0  # one try at making a reader (an ordered consumer); a few are made
@@ -403,13 +404,24 @@ class ClusterLog:
             out[key] = json.loads(bytes(entry.value))
         return out
 
-    async def save_snapshot(self, seq: int, data: bytes) -> None:
-        """The engine's state as of stream sequence *seq*: chunks, then the pointer."""
+    async def save_snapshot(self, seq: int, engine_seq: int, data: bytes) -> None:
+        """The engine's state as of stream sequence *seq* (engine sequence
+        *engine_seq*): chunks, then the pointer."""
         chunks = [data[i:i + SNAPSHOT_CHUNK] for i in range(0, len(data), SNAPSHOT_CHUNK)]
         for n, chunk in enumerate(chunks):
             await self.snapshots.put(f"s{seq}.{n}", chunk)
-        await self.snapshots.put("latest", json.dumps({"seq": seq,
-                                                       "chunks": len(chunks)}).encode())
+        await self.snapshots.put("latest", json.dumps(
+            {"seq": seq, "engine_seq": engine_seq, "chunks": len(chunks)}).encode())
+
+    async def latest_snapshot(self) -> dict | None:
+        """The newest snapshot's pointer (seq, engine_seq, chunks), None if none."""
+        try:
+            entry = await self.snapshots.get("latest")
+        except Exception as exc:
+            if type(exc).__name__ in ("KeyNotFoundError", "KeyDeletedError"):
+                return None
+            raise
+        return json.loads(bytes(entry.value))
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         try:

@@ -67,9 +67,10 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    node = ClusterNode(market, thread, stream, name, say=say)
     base = settings or GatewaySettings()
     base.snapshot_every = snapshot_every or SNAPSHOT_EVERY
+    node = ClusterNode(market, thread, stream, name, say=say,
+                       snapshot_every=base.snapshot_every)
 
     async def serve(journal: StreamJournal, lost: asyncio.Event) -> str:
         if init is not None and node.engine.seq == 0:
@@ -92,12 +93,16 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
         try:
             await _run_gateway(
                 core, host=broker.host, port=broker.port, username=broker.username,
-                password=broker.password, stop=gateway_stop,
+                password=broker.password, stop=gateway_stop, may_reconnect=node.lease_fresh,
                 announce=lambda: say(f"{name}: gateway on {broker.host}:{broker.port} as "
                                      f"{broker.username}: connected; gateway ready"))
         finally:
             watcher.cancel()
-        return (node.lost_why or "its lease was taken") if lost.is_set() else "stopped"
+        if lost.is_set():
+            return node.lost_why or "its lease was taken"
+        if not stop.is_set():
+            return "it lost the broker connection while its lease could not be renewed"
+        return "stopped"
 
     stop = asyncio.Event()
 
@@ -135,9 +140,13 @@ def cluster_status(cluster_url: str, *, as_json: bool = False, out=sys.stdout) -
     print(f"leader: {leader or '(none: the lease is free)'}", file=out)
     print(f"stream: last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
           + (f" on {', '.join(summary['servers'])}" if summary["servers"] else ""), file=out)
-    print("node                 role       applied   engine seq  state hash        seen",
-          file=out)
+    print("node                 role       applied   engine seq  state hash        hashed at"
+          "  seen", file=out)
     for name, status in sorted(nodes.items()):
+        # A node hashes its state when quiet: under load its hash is of an earlier seq.
+        hashed = status.get("hash_seq", status["engine_seq"])
+        state_hash = status["state_hash"][:16] if status["state_hash"] else "(not yet)"
         print(f"{name:<20} {status['role']:<9} {status['applied']:>8} {status['engine_seq']:>11}"
-              f"  {status['state_hash'][:16]}  {now - status['at']:.1f} s ago", file=out)
+              f"  {state_hash:<16}  {hashed if hashed >= 0 else '-':>9}"
+              f"  {now - status['at']:.1f} s ago", file=out)
     return 0
