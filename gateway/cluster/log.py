@@ -10,7 +10,7 @@ is refused (:class:`Fenced`) before anything it holds acts.
 Beside it, three key-value buckets: ``carbonx_leader`` (the lease: one key, ``leader``,
 created by whoever takes it and renewed with its revision; a node that has seen the same
 revision for LEASE_S by its own clock takes it over with that revision, so no server-side
-expiry is needed, though the bucket's age limit also clears it), ``carbonx_nodes``
+expiry is needed, and the bucket has none), ``carbonx_nodes``
 (each node's role, applied sequence and state hash, for ``carbonx cluster-status``) and
 ``carbonx_snapshots`` (the newest snapshot: the engine's versioned state,
 ``exchange.persist``, at a stream sequence, in chunks).
@@ -201,7 +201,9 @@ class ClusterLog:
         for attempt in range(5):
             try:
                 await stream()
-                self.lease = await bucket(LEASE_BUCKET, history=1, ttl=LEASE_S)
+                # No age limit: while JetStream elects the bucket's leader no one can
+                # renew the lease, and an age limit would then clear it under its holder.
+                self.lease = await bucket(LEASE_BUCKET, history=1)
                 self.nodes = await bucket(NODES_BUCKET, history=1)
                 self.snapshots = await bucket(SNAPSHOT_BUCKET, history=1, max_value_size=-1)
                 return
@@ -328,10 +330,15 @@ class ClusterLog:
 
     # --- the lease -------------------------------------------------------------------
     async def take_lease(self, node: str) -> int | None:
-        """The lease's revision if *node* took it now, None if another holds it."""
+        """The lease's revision if *node* took it now, None if another holds it. Raises
+        if the bucket could not say (no leader of its own, as while JetStream elects
+        one): its reads may still answer then, from a replica, while its holder cannot
+        renew it, so only a refused write shows the lease is held and writable."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
         try:
             return await self.lease.create(LEASE_KEY, node.encode())
-        except Exception:
+        except KeyWrongLastSequenceError:
             return None
 
     async def lease_state(self) -> tuple[str, int] | None:
@@ -365,9 +372,12 @@ class ClusterLog:
             return await self.lease.update(LEASE_KEY, node.encode(), last=revision)
         except KeyWrongLastSequenceError:
             # Moved on: by another node, or by an earlier renewal of this one whose
-            # answer was lost. The holder's name tells which.
+            # answer was lost (the holder's name tells which); or gone, by the age limit
+            # of a bucket made before it had none: then it is free, and taken again.
             state = await self.lease_state()
-            if state is not None and state[0] == node:
+            if state is None:
+                return await self.take_lease(node)
+            if state[0] == node:
                 return state[1]
             return None
 

@@ -34,6 +34,7 @@ from gateway.cluster.log import (APPEND_TIMEOUT_S, LEASE_GRACE_S, LEASE_S, Clust
 log = logging.getLogger("carbonx.cluster")
 
 STATUS_EVERY = 1.0  # seconds between two status reports of a node
+QUIET_REPORTS = 2  # reports at the same engine seq before a node hashes its state
 FOLLOWER_FRESH_S = 5.0  # a follower that reported this recently is taken to be alive
 LEASE_CALL_S = 2.0  # a follower's try at the lease (tried again soon if it fails)
 APPEND_RETRY_PAUSE_S = 0.1  # between two tries of an append not acknowledged
@@ -111,6 +112,7 @@ class ClusterNode:
         self.market = market
         self.snapshot_every = snapshot_every
         self._snapshot_seq = 0  # the engine seq of this node's last snapshot (or load)
+        self._sending: asyncio.Future[None] | None = None  # a snapshot on its way
         self.thread = thread
         self.stream = stream
         self.node = node
@@ -121,6 +123,7 @@ class ClusterNode:
         self.revision: int | None = None
         self._hash_at = (-1, "")  # (engine seq, state hash) last computed
         self._reported_seq = -1  # the engine seq at the last report
+        self._quiet = 0  # reports in a row at the same engine seq (in one role)
         self.journal: StreamJournal | None = None  # while leading
         self.lost_why = ""  # why the lease was lost, when it was
         self.renewed = 0.0  # when the lease was last renewed (time.monotonic)
@@ -166,7 +169,8 @@ class ClusterNode:
 
     async def _try_lease(self, seen: tuple[int, float] | None) -> int | None:
         """Take the lease if it is free, or if its holder has not renewed the revision
-        seen for LEASE_S (by this node's clock); its revision if taken."""
+        seen for LEASE_S (by this node's clock); its revision if taken. Raises if the
+        bucket could not answer the attempt (the caller then starts *seen* again)."""
         revision = await self._call(self.stream.take_lease(self.node), LEASE_CALL_S)
         if revision is None and seen is not None and time.monotonic() - seen[1] >= LEASE_S:
             revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]),
@@ -175,13 +179,15 @@ class ClusterNode:
 
     def state_hash(self) -> tuple[int, str]:
         """(engine seq, state hash) as of the last time the engine was quiet: hashed
-        only when nothing was applied since the last report, as hashing the whole state
-        takes a busy gateway's time (0.2-0.5 s a report at 200,000 resting orders, a
-        third of the leader's time under load: benchmarks/cluster.py)."""
+        only when nothing was applied for QUIET_REPORTS reports, as hashing the whole
+        state takes time (0.4-1 s at 200,000 resting orders: hashed each second, a third
+        of a busy leader's time; hashed at a failover, as long again before the new
+        leader serves: benchmarks/cluster.py)."""
         seq = self.engine.seq
-        if self._hash_at[0] != seq and seq == self._reported_seq:
-            self._hash_at = (seq, self.engine.state_hash())
+        self._quiet = self._quiet + 1 if seq == self._reported_seq else 0
         self._reported_seq = seq
+        if self._hash_at[0] != seq and self._quiet >= QUIET_REPORTS:
+            self._hash_at = (seq, self.engine.state_hash())
         return self._hash_at
 
     async def report(self) -> None:
@@ -212,8 +218,8 @@ class ClusterNode:
             except Exception as exc:  # NATS busy or a server gone: the others answer soon
                 log.warning("%s: NATS did not answer (%s); trying again", self.node,
                             _reason(exc))
-                # The lease's holder could not be seen renewing it either: its time
-                # starts again once the lease can be read.
+                # Nor could the lease's holder be seen renewing it: its time starts
+                # again once the bucket answers.
                 seen = None
                 await asyncio.sleep(0.5)
                 continue
@@ -256,6 +262,7 @@ class ClusterNode:
         await self._call(self.stream.stop_reading())
         self.applied = last
         self.role = "leader"
+        self._quiet = 0  # no hashing as it starts to serve
         self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.node)
         self.journal.lease_lost = lost.is_set()
         return self.journal
@@ -326,21 +333,30 @@ class ClusterNode:
     async def _snapshot_if_due(self) -> None:
         """A follower writes the cluster's snapshot every ``snapshot_every`` commands
         (encoding a big state takes a second: off the leader's way, benchmarks/cluster.py),
-        unless another node has just written one."""
+        unless another node has just written one. It is sent in the background, so the
+        node goes on following, and can take the lease, meanwhile."""
         if self.engine.seq - self._snapshot_seq < self.snapshot_every:
             return
+        if self._sending is not None and not self._sending.done():
+            return  # the last one is still on its way
         self._snapshot_seq = self.engine.seq
         latest = await self._call(self.stream.latest_snapshot(), 5)
         if latest is not None and self.engine.seq - latest.get("engine_seq", 0) < \
                 self.snapshot_every // 2:
             return
         data = encode_state(self.engine)
-        try:
-            await self._call(self.stream.save_snapshot(self.applied, self.engine.seq, data), 60)
-            self.say(f"{self.node}: snapshot at log sequence {self.applied} "
-                     f"({len(data):,} bytes)")
-        except Exception as exc:
-            log.warning("%s: the snapshot could not be written: %s", self.node, exc)
+        applied, seq = self.applied, self.engine.seq
+
+        async def send() -> None:
+            try:
+                await self._call(self.stream.save_snapshot(applied, seq, data), 120)
+                self.say(f"{self.node}: snapshot at log sequence {applied} "
+                         f"({len(data):,} bytes)")
+            except Exception as exc:
+                log.warning("%s: the snapshot could not be written: %s", self.node,
+                            _reason(exc))
+
+        self._sending = asyncio.ensure_future(send())
 
 
 async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asyncio.Event) -> None:
