@@ -2,7 +2,8 @@
 ``carbonx serve --cluster`` nodes; bots trade through the broker while leaders are
 killed (SIGKILL), paused (SIGSTOP) and new nodes join from a snapshot.
 
-What each test holds: a follower leads within 5 s of a leader's death; every order a bot
+What each test holds: a follower leads within 5 s of a leader's death (also once a NATS
+server of the three is lost, which the leader rides out); every order a bot
 had acknowledged is in the state the log gives, once; every node's state hash equals
 that of a fresh engine that applied the whole log; a paused leader appends nothing after
 its successor's marker and follows again; a node that joins late starts from the
@@ -51,6 +52,12 @@ def wait_agreement(harness: Harness, names: list[str], timeout: float = 20.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"the nodes did not reach log sequence {last}: {statuses}")
         time.sleep(0.2)
+
+
+def moves(harness: Harness) -> dict[str, list[str]]:
+    """What each node said about leading and the lease (for a failure's message)."""
+    return {name: [line for line in node.output().splitlines() if "lead" in line or
+                   "lease" in line] for name, node in harness.nodes.items()}
 
 
 class Bot:
@@ -106,7 +113,14 @@ def run_bot_while(harness: Harness, action) -> Bot:
     return bot
 
 
-def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lost(harness):
+def test_a_follower_leads_within_5_s_of_each_of_ten_kills_and_of_two_after_a_nats_server_is_lost(
+        harness):
+    """Ten leaders killed at random points while the bot trades, each time a follower
+    leading within 5 s; then the NATS server leading the log's stream killed: the leader
+    rides out JetStream's election (nats-server's own 4-9 s) and keeps leading; then,
+    JetStream's groups led again, two more leaders killed on the two servers left. At
+    the end every acknowledged order is in the log once, and every node's state hash is
+    that of the whole log replayed."""
     names = ["a", "b", "c"]
     harness.node("a")
     first = harness.wait_leader()
@@ -116,25 +130,39 @@ def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lo
     took: list[float] = []
     rng = random.Random(21)
 
+    def kill_leader() -> None:
+        time.sleep(rng.uniform(0.3, 1.0))
+        leader = harness.wait_leader()
+        harness.nodes[leader].kill()
+        started = time.monotonic()
+        harness.wait_leader(other_than=leader, timeout=LEAD_WITHIN_S + 5)
+        took.append(time.monotonic() - started)
+        harness.nodes[leader].start()  # it comes back, as a follower
+        harness.wait_following(leader)
+
     def kills(bot: Bot) -> None:
         while len(bot.accepted) < 5:
             time.sleep(0.05)
-        for _ in range(3):
-            time.sleep(rng.uniform(0.3, 1.0))
-            leader = harness.wait_leader()
-            harness.nodes[leader].kill()
-            started = time.monotonic()
-            harness.wait_leader(other_than=leader, timeout=LEAD_WITHIN_S + 5)
-            took.append(time.monotonic() - started)
-            harness.nodes[leader].start()  # it comes back, as a follower
-            harness.wait_following(leader)
+        for _ in range(10):
+            kill_leader()
+        leader = harness.wait_leader()
+        harness.kill_server(harness.log_server())
+        count, stalled = len(bot.accepted), time.monotonic()
+        while len(bot.accepted) < count + 5:
+            assert time.monotonic() - stalled < 20, "the log took no order 20 s after"
+            time.sleep(0.05)
+        assert harness.wait_leader() == leader  # rode it out: no failover
+        assert "no longer leads" not in harness.nodes[leader].output()
+        harness.wait_groups_led()  # JetStream's other elections are done too
+        for _ in range(2):
+            kill_leader()
         count = len(bot.accepted)
         while len(bot.accepted) < count + 5:  # the last leader serves too
             time.sleep(0.05)
 
     bot = run_bot_while(harness, kills)
-    assert first in names and len(took) == 3
-    assert max(took) < LEAD_WITHIN_S, took
+    assert first in names and len(took) == 12
+    assert max(took) < LEAD_WITHIN_S, (took, moves(harness))
     entries = harness.entries()
     engine = replayed(entries)
     live = sorted(o.order_id for o in engine.live_orders())
@@ -144,59 +172,8 @@ def test_a_follower_leads_within_5_s_of_each_kill_and_nothing_acknowledged_is_lo
     assert {statuses[n]["state_hash"] for n in names} == {engine.state_hash()}
     # A marker for the first leader and one for each kill's successor.
     leaders = [e.node for e in entries if e.kind == "leader"]
-    assert len(leaders) == 4 and leaders[0] == first
+    assert len(leaders) == 13 and leaders[0] == first, (leaders, moves(harness))
     assert all(a != b for a, b in zip(leaders, leaders[1:]))
-
-
-def test_losing_a_nats_server_loses_nothing_and_failover_stays_under_5_s(harness):
-    """The NATS server leading the log's stream is killed while the bot trades: the
-    leader rides out JetStream's election (nats-server's own 4-9 s) and keeps leading;
-    then, JetStream's groups led again, leaders are killed on the two servers left, and
-    each time a follower leads within 5 s."""
-    names = ["a", "b", "c"]
-    harness.node("a")
-    harness.wait_leader()
-    for name in names[1:]:
-        harness.node(name)
-    time.sleep(1.0)
-    took: list[float] = []
-    rng = random.Random(2126)
-
-    def kills(bot: Bot) -> None:
-        while len(bot.accepted) < 5:
-            time.sleep(0.05)
-        log_leader = harness.log_server()
-        leader = harness.wait_leader()
-        harness.kill_server(log_leader)
-        count, stalled = len(bot.accepted), time.monotonic()
-        while len(bot.accepted) < count + 5:
-            assert time.monotonic() - stalled < 20, "the log took no order 20 s after"
-            time.sleep(0.05)
-        assert harness.wait_leader() == leader  # rode it out: no failover
-        assert "no longer leads" not in harness.nodes[leader].output()
-        harness.wait_groups_led()  # JetStream's other elections are done too
-        for _ in range(2):
-            time.sleep(rng.uniform(0.3, 1.0))
-            leader = harness.wait_leader()
-            harness.nodes[leader].kill()
-            started = time.monotonic()
-            harness.wait_leader(other_than=leader, timeout=LEAD_WITHIN_S + 5)
-            took.append(time.monotonic() - started)
-            harness.nodes[leader].start()
-            harness.wait_following(leader)
-        count = len(bot.accepted)
-        while len(bot.accepted) < count + 5:
-            time.sleep(0.05)
-
-    bot = run_bot_while(harness, kills)
-    assert len(took) == 2 and max(took) < LEAD_WITHIN_S, took
-    entries = harness.entries()
-    engine = replayed(entries)
-    assert sorted(o.order_id for o in engine.live_orders()) == sorted(
-        f"bob/{i}" for i in bot.accepted)
-    assert len(set(bot.accepted)) == len(bot.accepted)
-    statuses = wait_agreement(harness, names)
-    assert {statuses[n]["state_hash"] for n in names} == {engine.state_hash()}
 
 
 def test_a_paused_leader_cannot_append_after_its_successor_and_follows(harness):

@@ -342,16 +342,19 @@ class ClusterLog:
             return None
 
     async def lease_state(self) -> tuple[str, int] | None:
-        """(holder, revision) of the lease, or None if no one holds it."""
+        """(holder, revision) of the lease, or None if no one holds it: as the bucket's
+        leader has it. (The bucket's own get may be answered by a replica that lags,
+        and a renewal that read an older holder there would step down for nothing.)"""
+        from nats.js.errors import NotFoundError
+
         try:
-            entry = await self.lease.get(LEASE_KEY)
-        except Exception as exc:
-            if type(exc).__name__ in ("KeyNotFoundError", "KeyDeletedError"):
-                return None
-            raise
-        if not entry.value:
+            msg = await self.js.get_last_msg(f"KV_{LEASE_BUCKET}",
+                                             f"$KV.{LEASE_BUCKET}.{LEASE_KEY}", direct=False)
+        except NotFoundError:
             return None
-        return bytes(entry.value).decode(), entry.revision
+        if not msg.data or (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        return bytes(msg.data).decode(), msg.seq
 
     async def take_stale_lease(self, node: str, revision: int) -> int | None:
         """Take the lease from a holder that has not renewed revision *revision*: only
@@ -383,10 +386,10 @@ class ClusterLog:
 
     async def leader(self) -> str | None:
         try:
-            entry = await self.lease.get(LEASE_KEY)
+            state = await self.lease_state()
         except Exception:
             return None
-        return bytes(entry.value).decode() if entry.value else None
+        return state[0] if state is not None else None
 
     async def release_lease(self, revision: int) -> None:
         try:

@@ -175,6 +175,9 @@ class ClusterNode:
         if revision is None and seen is not None and time.monotonic() - seen[1] >= LEASE_S:
             revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]),
                                         LEASE_CALL_S)
+            if revision is not None:
+                log.warning("%s: took over the lease, not renewed for %.2f s (revision %d)",
+                            self.node, time.monotonic() - seen[1], seen[0])
         return revision
 
     def state_hash(self) -> tuple[int, str]:
@@ -282,22 +285,31 @@ class ClusterNode:
 
         async def keep() -> None:
             self.renewed = time.monotonic()
+            pause = LEASE_S / 3
             while True:
-                await asyncio.sleep(LEASE_S / 3)
+                await asyncio.sleep(pause)
                 assert self.revision is not None
                 try:
                     revision = await asyncio.wait_for(
-                        self.stream.renew_lease(self.node, self.revision), LEASE_S)
+                        self.stream.renew_lease(self.node, self.revision), LEASE_S / 2)
                 except Exception as exc:  # not known: JetStream may be electing
                     if time.monotonic() - self.renewed >= LEASE_GRACE_S:
                         lose(f"its lease could not be renewed for {LEASE_GRACE_S:.0f} s: "
                              f"{_reason(exc)}")
                         return
+                    # Tried again at once: the bucket back, the lease must be renewed
+                    # before a follower's second of patience (counted from the
+                    # bucket's first answer) runs out.
+                    pause = LEASE_S / 20
                     continue
+                pause = LEASE_S / 3
                 if revision is None:
                     lose("its lease was taken")
                     return
                 self.revision = revision
+                if time.monotonic() - self.renewed > 0.8 * LEASE_S:
+                    log.warning("%s: the lease was renewed %.2f s after the last time",
+                                self.node, time.monotonic() - self.renewed)
                 self.renewed = time.monotonic()
 
         return self.thread.submit(keep())
