@@ -170,10 +170,17 @@ def test_a_follower_leads_within_5_s_of_each_of_ten_kills_and_of_two_after_a_nat
     assert len(set(bot.accepted)) == len(bot.accepted)
     statuses = wait_agreement(harness, names)
     assert {statuses[n]["state_hash"] for n in names} == {engine.state_hash()}
-    # A marker for the first leader and one for each kill's successor.
+    # A marker for the first leader and one for each kill's successor (and, rarely, one
+    # more: two followers taking the lease in the same instant, see ClusterNode); after
+    # each marker only its node appended: one writer at a time.
     leaders = [e.node for e in entries if e.kind == "leader"]
-    assert len(leaders) == 13 and leaders[0] == first, (leaders, moves(harness))
+    assert 13 <= len(leaders) <= 14 and leaders[0] == first, (leaders, moves(harness))
     assert all(a != b for a, b in zip(leaders, leaders[1:]))
+    writer = None
+    for entry in entries:
+        if entry.kind == "leader":
+            writer = entry.node
+        assert entry.node == writer, (entry.seq, entry.node, writer)
 
 
 def test_a_paused_leader_cannot_append_after_its_successor_and_follows(harness):
