@@ -53,7 +53,9 @@ LEASE_GRACE_S = 20.0
 APPEND_TIMEOUT_S = 2.0  # one try of an append; a retry of it is idempotent
 READER_CHECK_S = 1.0  # a reader quiet this long is checked against the stream's end
 READER_CREATE_S = 1.0  # one try at making a reader (an ordered consumer); a few are made
-READER_TRIES = 6
+READER_TRIES = 3
+READER_RETRY_S = 5.0  # after the tries failed, entries are got one by one this long
+GET_LIMIT = 200  # entries got one by one in one read
 KIND = "Carbonx-Kind"  # header: "batch" or "leader"
 NODE = "Carbonx-Node"  # header: the node that appended the entry
 SNAPSHOT_CHUNK = 512 * 1024  # bytes a snapshot key holds (under JetStream's 1 MiB message)
@@ -119,6 +121,12 @@ class Entry:
     node: str | None = None  # who appended it (a leader's marker: the new leader)
 
 
+def _entry(seq: int, headers: dict | None, data: bytes) -> Entry:
+    headers = headers or {}
+    kind = headers.get(KIND, "batch")
+    return Entry(seq, kind, _decode_batch(data) if kind == "batch" else [], headers.get(NODE))
+
+
 def parse_servers(text: str) -> list[str]:
     """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a list; ``ValueError`` if empty or
     not nats:// addresses."""
@@ -144,6 +152,7 @@ class ClusterLog:
         self._next = 0  # the sequence it delivers next
         self._quiet_since = 0.0  # when it last delivered (by the NATS thread's loop clock)
         self._behind: int | None = None  # the stream's end when the reader was quiet
+        self._reader_failed = -READER_RETRY_S  # when a reader last could not be made
 
     async def open(self, *, timeout: float = 5.0, create: bool = True) -> None:
         """Connect, and find (with *create*, make if missing) the stream and buckets."""
@@ -260,7 +269,17 @@ class ClusterLog:
                       ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                      opt_start_seq=first))
             self._reader = None
-            self._reader = await self._new_reader(config)
+            clock = asyncio.get_running_loop().time
+            if clock() - self._reader_failed < READER_RETRY_S:
+                return await self._read_by_get(first, min(limit, GET_LIMIT))
+            try:
+                self._reader = await self._new_reader(config)
+            except (TimeoutError, NatsTimeout):
+                # JetStream makes consumers through its meta leader, which may be in an
+                # election of its own: the stream's leader still answers gets.
+                self._reader_failed = clock()
+                log.warning("the log's reader could not be made; reading by sequence")
+                return await self._read_by_get(first, min(limit, GET_LIMIT))
             self._next = first
             self._quiet_since = asyncio.get_running_loop().time()
             self._behind = None
@@ -278,13 +297,24 @@ class ClusterLog:
             if seq != self._next:
                 raise ClusterError(f"the log went from {self._next - 1} to {seq}: entries "
                                    "are missing (purged?)")
-            headers = msg.headers or {}
-            kind = headers.get(KIND, "batch")
-            commands = _decode_batch(msg.data) if kind == "batch" else []
-            entries.append(Entry(seq, kind, commands, headers.get(NODE)))
+            entries.append(_entry(seq, msg.headers, msg.data))
             self._next = seq + 1
             self._quiet_since = clock()
             self._behind = None
+        return entries
+
+    async def _read_by_get(self, first: int, limit: int) -> list[Entry]:
+        """Up to *limit* entries from *first*, one request each (answered by the
+        stream's leader): for when no reader can be made."""
+        from nats.js.errors import NotFoundError
+
+        entries: list[Entry] = []
+        for seq in range(first, first + limit):
+            try:
+                msg = await self.js.get_msg(STREAM, seq=seq)
+            except NotFoundError:  # past the log's end
+                break
+            entries.append(_entry(seq, msg.headers, msg.data))
         return entries
 
     async def _new_reader(self, config: Any) -> Any:
