@@ -346,7 +346,8 @@ class ClusterLog:
             self._behind = None
             await self.stop_reading()
             return
-        info = await self.js.stream_info(STREAM)
+        # A short wait: a follower that cannot tell must go on to try the lease.
+        info = await self.nc.jetstream(timeout=READER_CREATE_S).stream_info(STREAM)
         self._behind = info.state.last_seq if info.state.last_seq >= self._next else None
 
     async def stop_reading(self) -> None:
