@@ -57,19 +57,27 @@ def _funding(directory: Path, bots: list[str]) -> Path:
     return path
 
 
+def _limits():
+    """The broker's per-account limit, raised for the load's bots (as in
+    benchmarks.gateway), the same for both set-ups."""
+    from gateway.mqtt.brokerconfig import AccountLimits
+
+    return AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
+
+
 def _load(settings: dict, port: int, credentials: Path) -> dict:
     gw.RATES = (1000, )  # order -> accepted at one rate: this compares set-ups
     return gw._run_load(settings, port, credentials)
 
 
 def _local(settings: dict, directory: Path, bots: list[str]) -> dict:
-    from gateway.mqtt.brokerconfig import AccountLimits, write_broker_config
+    from gateway.mqtt.brokerconfig import write_broker_config
 
     sys.path.insert(0, str(ROOT.parent / "tests"))
     from mosquitto import Mosquitto, free_port
 
     port = free_port()
-    limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
+    limits = _limits()
     credentials = write_broker_config(directory / "broker", port, dict.fromkeys(bots),
                                       limits=limits)
     (directory / "credentials.json").write_text(json.dumps(credentials))
@@ -91,9 +99,7 @@ def _cluster(settings: dict, directory: Path, bots: list[str]) -> dict:
     sys.path.insert(0, str(ROOT.parent / "tests"))
     from clusterharness import Harness  # the test suite's: nats-server, mosquitto, nodes
 
-    from gateway.mqtt.brokerconfig import AccountLimits
-
-    limits = AccountLimits.scaled(message_rate=20_000, byte_rate=64 * 1024 * 1024)
+    limits = _limits()
     funding = _funding(directory, bots).read_text()
     harness = Harness(directory, accounts=(*bots, "killbot"), init=funding, limits=limits)
     (directory / "credentials.json").write_text(json.dumps(harness.credentials))
@@ -191,7 +197,8 @@ def _failover(harness, kills: int, kills_after: int, both: bool) -> dict:
             harness.kill_server(server)
             killed = time.monotonic()
             stall = next_answer(killed)
-            while len(answers) < 5 + sum(1 for a in answers if a <= killed):
+            before = sum(1 for a in answers if a <= killed)
+            while len(answers) < before + 5:
                 time.sleep(0.05)
             kept = harness.wait_leader() == leader
             harness.wait_groups_led()  # then leaders are killed with JetStream settled

@@ -92,10 +92,6 @@ class Harness:
             self.thread.call(self.log.open(create=False), 20)
             self._opened = True
 
-    def leader(self) -> str | None:
-        self._open()
-        return self.thread.call(self.log.leader(), 10)
-
     def log_server(self) -> str:
         """The name of the NATS server leading the log's stream."""
         self._open()

@@ -145,6 +145,7 @@ class ClusterLog:
         self.replicas = replicas or min(3, len(self.servers))
         self.nc: Any = None
         self.js: Any = None
+        self.quick_js: Any = None
         self.lease: Any = None
         self.nodes: Any = None
         self.snapshots: Any = None
@@ -178,6 +179,8 @@ class ClusterLog:
             raise ClusterError(f"cannot reach NATS at {', '.join(self.servers)}: {reason}"
                                ) from None
         self.js = self.nc.jetstream(timeout=timeout)
+        # For requests a node must not wait on long: making a reader, checking one.
+        self.quick_js = self.nc.jetstream(timeout=READER_CREATE_S)
         if not create:
             try:
                 await self.js.stream_info(STREAM)
@@ -259,19 +262,14 @@ class ClusterLog:
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
+        clock = asyncio.get_running_loop().time
         if self._reader is None or self._next != first:
-            if self._reader is not None:
-                try:
-                    await self._reader.unsubscribe()
-                except Exception as exc:
-                    log.debug("nats: %s", exc)
+            await self.stop_reading()
+            if clock() - self._reader_failed < READER_RETRY_S:
+                return await self._read_by_get(first, limit)
             config = (ConsumerConfig(deliver_policy=DeliverPolicy.ALL) if first <= 1 else
                       ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                      opt_start_seq=first))
-            self._reader = None
-            clock = asyncio.get_running_loop().time
-            if clock() - self._reader_failed < READER_RETRY_S:
-                return await self._read_by_get(first, min(limit, GET_LIMIT))
             try:
                 self._reader = await self._new_reader(config)
             except (TimeoutError, NatsTimeout):
@@ -279,12 +277,11 @@ class ClusterLog:
                 # election of its own: the stream's leader still answers gets.
                 self._reader_failed = clock()
                 log.warning("the log's reader could not be made; reading by sequence")
-                return await self._read_by_get(first, min(limit, GET_LIMIT))
+                return await self._read_by_get(first, limit)
             self._next = first
-            self._quiet_since = asyncio.get_running_loop().time()
+            self._quiet_since = clock()
             self._behind = None
         entries: list[Entry] = []
-        clock = asyncio.get_running_loop().time
         deadline = clock() + most
         while len(entries) < limit and clock() < deadline:
             try:
@@ -304,12 +301,12 @@ class ClusterLog:
         return entries
 
     async def _read_by_get(self, first: int, limit: int) -> list[Entry]:
-        """Up to *limit* entries from *first*, one request each (answered by the
-        stream's leader): for when no reader can be made."""
+        """Up to *limit* (at most GET_LIMIT) entries from *first*, one request each
+        (answered by the stream's leader): for when no reader can be made."""
         from nats.js.errors import NotFoundError
 
         entries: list[Entry] = []
-        for seq in range(first, first + limit):
+        for seq in range(first, first + min(limit, GET_LIMIT)):
             try:
                 msg = await self.js.get_msg(STREAM, seq=seq)
             except NotFoundError:  # past the log's end
@@ -323,16 +320,14 @@ class ClusterLog:
         (a third of the time, three servers less one)."""
         from nats.errors import TimeoutError as NatsTimeout
 
-        quick = self.nc.jetstream(timeout=READER_CREATE_S)
-        for attempt in range(READER_TRIES):
+        for _ in range(READER_TRIES - 1):
             try:
-                return await quick.subscribe(SUBJECT, ordered_consumer=True, config=config)
+                return await self.quick_js.subscribe(SUBJECT, ordered_consumer=True,
+                                                     config=config)
             except (TimeoutError, NatsTimeout):
-                if attempt == READER_TRIES - 1:
-                    raise
                 log.debug("the log's reader was not made in %.1f s; trying again",
                           READER_CREATE_S)
-        raise AssertionError("unreachable")
+        return await self.quick_js.subscribe(SUBJECT, ordered_consumer=True, config=config)
 
     async def _check_reader(self) -> None:
         """Every READER_CHECK_S with nothing read: if the stream held, a check ago, an
@@ -347,7 +342,7 @@ class ClusterLog:
             await self.stop_reading()
             return
         # A short wait: a follower that cannot tell must go on to try the lease.
-        info = await self.nc.jetstream(timeout=READER_CREATE_S).stream_info(STREAM)
+        info = await self.quick_js.stream_info(STREAM)
         self._behind = info.state.last_seq if info.state.last_seq >= self._next else None
 
     async def stop_reading(self) -> None:

@@ -8,10 +8,14 @@ last sequence (a fence: a node still acting as leader can append nothing after i
 only then connects to the broker as the gateway, with the stream as its journal
 (:class:`StreamJournal`): a batch acts only once JetStream has stored it.
 
-A leader renews its lease every LEASE_S / 3. When it cannot (another node has taken it:
-this one was paused or cut off) or an append is fenced, it stops being the gateway and
-follows again from what it last appended; what it held unanswered, the bots resend to
-the new leader, which answers a command id it has seen with its first answer.
+A leader renews its lease every LEASE_S / 3. When another node has taken it (this one
+was paused or cut off), or an append is fenced, it stops being the gateway and follows
+again from what it last appended; what it held unanswered, the bots resend to the new
+leader, which answers a command id it has seen with its first answer. A renewal or an
+append that goes unanswered (JetStream electing a leader after a NATS server was lost)
+is tried again: for up to LEASE_GRACE_S the leader rides that out.
+
+The followers write the cluster's snapshots; the leader only while none reports.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ FOLLOWER_FRESH_S = 5.0  # a follower that reported this recently is taken to be 
 LEASE_CALL_S = 2.0  # a follower's try at the lease (tried again soon if it fails)
 APPEND_RETRY_PAUSE_S = 0.1  # between two tries of an append not acknowledged
 APPEND_GIVE_UP_S = LEASE_GRACE_S + 5  # a batch not stored by then fails the leader
-SNAPSHOT_EVERY = 200_000  # commands between two snapshots the leader writes
+SNAPSHOT_EVERY = 200_000  # commands between two snapshots of the cluster
 
 
 class StreamJournal:
@@ -82,6 +86,9 @@ class StreamJournal:
                     self.seq -= len(pending)
                     raise
                 except Exception as exc:
+                    if not failed:  # said once for the batch, however often it is tried
+                        log.warning("%s: the log did not take a batch (%s); trying again",
+                                    self._node, _reason(exc))
                     failed = _reason(exc)
                     if self.lease_lost or time.monotonic() - began >= APPEND_GIVE_UP_S:
                         # Not known to be stored: the batch does not act here; if it
@@ -90,9 +97,6 @@ class StreamJournal:
                         self.seq -= len(pending)
                         raise ClusterError(f"an append was not acknowledged: {failed}"
                                            ) from None
-                    if time.monotonic() - began < APPEND_RETRY_PAUSE_S * 1.5:
-                        log.warning("%s: the log did not take a batch (%s); trying again",
-                                    self._node, failed)
                     time.sleep(APPEND_RETRY_PAUSE_S)
             if failed:
                 log.warning("%s: the log took the batch after %.2f s", self._node,
@@ -342,13 +346,20 @@ class ClusterNode:
                and now - status.get("at", 0) < FOLLOWER_FRESH_S
                for name, status in statuses.items()):
             return
-        data = encode_state(engine)
         try:
-            self.thread.call(self.stream.save_snapshot(journal.last, engine.seq, data), 60)
-            self.say(f"{self.node}: snapshot at log sequence {journal.last} "
-                     f"({len(data):,} bytes)")
+            self.thread.call(
+                self._write_snapshot(journal.last, engine.seq, encode_state(engine)), 120)
+        except Exception as exc:  # not written in time: the gateway goes on all the same
+            log.warning("%s: the snapshot could not be written: %s", self.node, _reason(exc))
+
+    async def _write_snapshot(self, applied: int, seq: int, data: bytes) -> None:
+        """Store a snapshot (in the NATS thread) and say so; a failure is logged: the
+        log still holds everything, the next snapshot comes later."""
+        try:
+            await self.stream.save_snapshot(applied, seq, data)
+            self.say(f"{self.node}: snapshot at log sequence {applied} ({len(data):,} bytes)")
         except Exception as exc:
-            log.warning("%s: the snapshot could not be written: %s", self.node, exc)
+            log.warning("%s: the snapshot could not be written: %s", self.node, _reason(exc))
 
     async def _snapshot_if_due(self) -> None:
         """A follower writes the cluster's snapshot every ``snapshot_every`` commands
@@ -364,19 +375,10 @@ class ClusterNode:
         if latest is not None and self.engine.seq - latest.get("engine_seq", 0) < \
                 self.snapshot_every // 2:
             return
-        data = encode_state(self.engine)
-        applied, seq = self.applied, self.engine.seq
-
-        async def send() -> None:
-            try:
-                await self._call(self.stream.save_snapshot(applied, seq, data), 120)
-                self.say(f"{self.node}: snapshot at log sequence {applied} "
-                         f"({len(data):,} bytes)")
-            except Exception as exc:
-                log.warning("%s: the snapshot could not be written: %s", self.node,
-                            _reason(exc))
-
-        self._sending = asyncio.ensure_future(send())
+        # No deadline here: _write_snapshot ends (each put has JetStream's own timeout)
+        # and says what failed.
+        self._sending = asyncio.wrap_future(self.thread.submit(
+            self._write_snapshot(self.applied, self.engine.seq, encode_state(self.engine))))
 
 
 async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asyncio.Event) -> None:
