@@ -228,18 +228,34 @@ async def _open_watchers(browser, url: str, login: tuple[str, str], count: int):
             raise RuntimeError(f"the market page answered {response and response.status}")
         await page.wait_for_function("window.did_handshake === true", timeout=30_000)
         await page.evaluate(COUNT_JS)
-        return page
+        session = await context.new_cdp_session(page)
+        await session.send("Performance.enable")
+        return page, session
 
-    pages = []
+    opened = []
     # A few at a time: each page costs Chromium about 0.6 s of CPU (Quasar, Tailwind's
     # runtime, ECharts), however many go at once, and all at once time out on two cores.
     for start in range(0, count, 4):
-        pages += await asyncio.gather(*(one() for _ in range(min(4, count - start))))
-    return context, pages
+        opened += await asyncio.gather(*(one() for _ in range(min(4, count - start))))
+    return context, [page for page, _ in opened], [session for _, session in opened]
 
 
 async def _changes(pages) -> list[int]:
     return [await page.evaluate("window.__cxChanges") for page in pages]
+
+
+# Where a page's renderer spends its time (Chromium's Performance domain, seconds).
+WORK = ("TaskDuration", "ScriptDuration", "RecalcStyleDuration", "LayoutDuration")
+
+
+async def _browser_work(sessions) -> dict[str, float]:
+    """The renderers' time so far, summed over the watchers' pages, by kind."""
+    total = dict.fromkeys(WORK, 0.0)
+    for session in sessions:
+        for metric in (await session.send("Performance.getMetrics"))["metrics"]:
+            if metric["name"] in total:
+                total[metric["name"]] += metric["value"]
+    return total
 
 
 # --- latency -------------------------------------------------------------------------------
@@ -334,6 +350,7 @@ class _Side:
         self.web = free_port() if web else None
         self.exchange: _Exchange | None = None
         self.pages: list = []
+        self.sessions: list = []  # a DevTools session per page (its renderer's metrics)
 
     def start(self, funding: Path) -> None:
         url = f"mqtt://gateway:{self.credentials['gateway']}@127.0.0.1:{self.port}"
@@ -345,6 +362,7 @@ async def _flood_once(side: _Side, settings: dict, tag: str) -> dict:
     assert side.exchange is not None
     pid = side.exchange.process.pid
     before = await _changes(side.pages)
+    work = await _browser_work(side.sessions)
     settled = await _settle()
     cpu, browser = _cpu_seconds(pid), _browser_cpu_seconds()
     busy, total = _machine_busy()
@@ -360,6 +378,8 @@ async def _flood_once(side: _Side, settings: dict, tag: str) -> dict:
         out["watchers"] = len(changes)
         out["watchers_updated"] = sum(1 for c in changes if c > 0)
         out["watcher_changes_min"] = min(changes)
+        after = await _browser_work(side.sessions)
+        out["browser_work_s"] = {k: round(after[k] - work[k], 3) for k in WORK}
     return out
 
 
@@ -394,7 +414,7 @@ async def _benchmark(settings: dict, scratch: Path) -> dict:
                                                            args=args)
                 try:
                     began = time.perf_counter()
-                    context, watched.pages = await _open_watchers(
+                    context, watched.pages, watched.sessions = await _open_watchers(
                         browser, f"http://127.0.0.1:{watched.web}",
                         ("bot0", watched.credentials["bot0"]), settings["watchers"])
                     out["watchers_open_s"] = round(time.perf_counter() - began, 2)
@@ -480,6 +500,9 @@ def run_benchmark(settings: dict) -> dict:
             "browser_cpu_s_per_watched_flood": statistics.median(
                 r["watched"]["browser_cpu_s"] for r in rounds),
             "watched_flood_s": statistics.median(r["watched"]["elapsed_s"] for r in rounds),
+            # the pages' renderers during a watched flood (the settle before it included)
+            "browser_work_s": {key: statistics.median(r["watched"]["browser_work_s"][key]
+                                                      for r in rounds) for key in WORK},
         },
         "latency": {mode: {k: v for k, v in latency[mode].items()}
                     for mode in ("pair", "rested")},
@@ -510,7 +533,9 @@ def render(result: dict) -> str:
               f"{'met' if v['ratio_target_met'] else 'missed'}",
               f"exchange CPU per order {cpu['alone']} us alone, {cpu['watched']} us watched; "
               f"the browser {t['browser_cpu_s_per_watched_flood']} s CPU in a "
-              f"{t['watched_flood_s']} s watched flood", "",
+              f"{t['watched_flood_s']} s watched flood; its pages' renderers: "
+              + ", ".join(f"{k[:-8].lower()} {v} s" for k, v in t["browser_work_s"].items()),
+              "",
               "trade -> its row first in the page's tape, ms",
               "sample            seen    p50      p99      max"]
     for mode in ("pair", "rested"):

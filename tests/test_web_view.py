@@ -100,7 +100,7 @@ def test_the_view_follows_the_gateways_flushes():
     assert woken == [1, 2] and view.version == 3
 
 
-def test_the_market_is_busy_after_a_window_of_events_at_the_busy_rate_and_calm_after():
+def test_the_market_is_busy_once_a_window_holds_the_busy_rate_and_calm_after():
     from gateway.web.view import BUSY_EVENTS, BUSY_WINDOW_NS
 
     view = MarketView(Engine(open_market()))
@@ -108,9 +108,13 @@ def test_the_market_is_busy_after_a_window_of_events_at_the_busy_rate_and_calm_a
     start = 10**9
     view.on_events([], start)  # opens a window
     view.on_events([object()] * (at_rate - 1), start + 1)
-    view.on_events([], start + BUSY_WINDOW_NS)  # one short of the rate: calm
+    assert not view.busy  # one short of the rate
+    view.on_events([], start + BUSY_WINDOW_NS)  # the window ends one short: calm
     assert not view.busy
-    view.on_events([object()] * at_rate, start + BUSY_WINDOW_NS + 1)
+    view.on_events([object()] * (at_rate - 1), start + BUSY_WINDOW_NS + 1)
+    assert not view.busy
+    view.on_events([object()], start + BUSY_WINDOW_NS + 2)
+    assert view.busy  # at once, before its window has ended
     view.on_events([], start + 2 * BUSY_WINDOW_NS)
     assert view.busy  # the window just ended held the rate
     view.on_events([object()] * (10 * at_rate), start + 2 * BUSY_WINDOW_NS + 1)
@@ -127,3 +131,36 @@ def test_the_plain_tables_cells_are_escaped_and_whole_numbers_grouped():
     assert _cell("60.00") == "60.00"
     assert _cell("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)&gt;"
     assert _cell(None) == ""
+
+
+def test_pages_of_one_instrument_share_a_frame_until_the_exchange_moves_on():
+    from types import SimpleNamespace
+
+    from gateway.web.pages import LADDER_COLUMNS, _Frames, table_html
+
+    engine = Engine(open_market(), ledger=True)
+    engine.execute(Deposit(account="bob", currency="CNY", amount="10000000.00"))
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=300_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    view = MarketView(engine)
+    core.watchers.append(view.on_events)
+    frames = _Frames(SimpleNamespace(core=core, view=view))  # type: ignore[arg-type]
+
+    def send(account: str, command: dict) -> None:
+        core.receive(f"cx/v1/orders/{account}", json.dumps(command).encode(), now=0.0)
+        core.flush(now=0.0)
+
+    empty = frames.get("CEA25", 60)
+    assert frames.get("CEA25", 60) is empty  # a second page: nothing made again
+    assert empty.ladder == table_html(LADDER_COLUMNS, []) and empty.spread == "no orders"
+    send("alice", {"action": "new", "order_id": "s1", "instrument": "CEA25", "side": "sell",
+                   "price": "60.00", "qty": 100})
+    rested = frames.get("CEA25", 60)
+    assert rested is not empty and "60.00" in rested.ladder and rested.spread == "one side empty"
+    assert frames.get("CEA25", 1) is not rested  # another interval, its own candles
+    send("bob", {"action": "new", "order_id": "b1", "instrument": "CEA25", "side": "buy",
+                 "price": "60.00", "qty": 40})
+    traded = frames.get("CEA25", 60)
+    assert traded.stats["last"] == "60.00" and traded.stats["volume"].startswith("40 ")
+    assert traded.bars == [["60.00", "60.00", "60.00", "60.00"]] and "60.00" in traded.tape
+    assert "<img" not in table_html(LADDER_COLUMNS, [{"price": "<img>"}])  # escaped

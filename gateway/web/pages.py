@@ -32,6 +32,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
 from typing import Any
@@ -184,30 +185,45 @@ class _PlainTable:
     """A table drawn as plain HTML, for the market page's ladder and tape, which change
     with nearly every flush: a Quasar table cost the browser about 13 ms an update
     (benchmarks/web.py: 20 pages watching a flood took more than a core). The same
-    columns as ``_columns``; every cell is escaped here, so the HTML needs no sanitizer."""
+    columns as ``_columns``; the HTML comes from ``table_html``, once for every page that
+    shows the same rows (``_MarketFrame``)."""
 
     def __init__(self, columns: list[Row], marker: str) -> None:
         self.columns = columns
-        self.rows: list[Row] | None = None
-        head = "".join(f'<th class="px-2 py-1 text-{c["align"]}">{escape(c["label"])}</th>'
-                       for c in columns)
-        self._head = (f'<table class="w-full text-sm border-collapse"><thead '
-                      f'class="text-xs text-slate-500 border-b"><tr>{head}</tr></thead><tbody>')
-        self.element = ui.html("", sanitize=False).classes("w-full").props(f"data-testid={marker}")
-        self.set_rows([])
+        self.content: str | None = None
+        self.element = ui.html("", sanitize=False).classes("w-full cx-live").props(
+            f"data-testid={marker}")
+        self.set_html(table_html(columns, []))
 
-    def set_rows(self, rows: list[Row]) -> None:
-        if rows == self.rows:
-            return
-        self.rows = rows
-        cells = [(f'<td class="px-2 py-0.5 font-mono text-{c["align"]}">', c["field"])
-                 for c in self.columns]
-        body = "".join(
-            '<tr class="border-b border-slate-100">'
-            + "".join(f"{td}{_cell(row.get(field))}</td>" for td, field in cells) + "</tr>"
-            for row in rows)
-        empty = "" if rows else '<div class="text-sm text-slate-500 p-2">No data available</div>'
-        self.element.set_content(f"{self._head}{body}</tbody></table>{empty}")
+    def set_html(self, content: str) -> None:
+        if content != self.content:
+            self.content = content
+            self.element.set_content(content)
+
+
+def table_html(columns: list[Row], rows: list[Row]) -> str:
+    """*rows* as an HTML table of *columns* (``_columns``); every cell is escaped here, so
+    the HTML needs no sanitizer. The rows carry no classes: the page's stylesheet
+    (``_STYLE``) lays them out, so the browser parses less for each update."""
+    head = "".join(f'<th class="px-2 py-1 text-{c["align"]}">{escape(c["label"])}</th>'
+                   for c in columns)
+    cells = [(f'<td class="{c["align"][0]}">', c["field"]) for c in columns]
+    body = "".join("<tr>" + "".join(f"{td}{_cell(row.get(field))}</td>" for td, field in cells)
+                   + "</tr>" for row in rows)
+    empty = "" if rows else '<div class="text-sm text-slate-500 p-2">No data available</div>'
+    return (f'<table class="cx-table w-full text-sm border-collapse"><thead '
+            f'class="text-xs text-slate-500 border-b"><tr>{head}</tr></thead><tbody>{body}'
+            f"</tbody></table>{empty}")
+
+
+# The live tables' rows, and containment: an update of the ladder or the tape lays out and
+# paints that card alone, not the page (benchmarks/web.py, the renderers' layout time).
+_STYLE = """
+.cx-live { contain: content; }
+.cx-table td { padding: 0.125rem 0.5rem; font-family: ui-monospace, monospace; }
+.cx-table td.r { text-align: right; } .cx-table td.l { text-align: left; }
+.cx-table tbody tr { border-bottom: 1px solid #f1f5f9; }
+"""
 
 
 def _cell(value: Any) -> str:
@@ -293,11 +309,99 @@ def _colours(candles: list[Row]) -> list[str]:
     return colours
 
 
-def _market_page(portal: Portal, user: str, symbol: str) -> None:
-    engine = portal.core.engine
-    view = portal.view
-    market = engine.market
-    inst = market[symbol]
+@dataclass(frozen=True, slots=True)
+class _MarketFrame:
+    """What every market page of one instrument (and candle interval) draws after one
+    flush: computed once, however many pages watch (``_Frames``)."""
+
+    ladder: str  # HTML
+    spread: str
+    tape: str  # HTML
+    times: list[str]  # the candles' x axis
+    bars: list[list[str]]  # open, close, low, high
+    volumes: list[Row]
+    stats: dict[str, str]
+    status: str
+    halted: str
+    halts: bool
+    blocks: list[Row]
+    auctions: list[Row]
+
+
+LADDER_COLUMNS = _columns("bid_orders:orders", "bid:bid qty", "price", "ask:ask qty",
+                          "ask_orders:orders")
+TAPE_COLUMNS = _columns("time", "price", "qty", "aggressor", "mode")
+
+
+class _Frames:
+    """The newest ``_MarketFrame`` of each instrument and interval, made again only when
+    the exchange has moved on (the view's flushes, the engine's sequence): twenty pages
+    watching one instrument query the book and build its HTML once a flush, not twenty
+    times (benchmarks/web.py: the depth's sums were a third of a page's drawing)."""
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        self._frames: dict[tuple[str, int], tuple[tuple[int, int], _MarketFrame]] = {}
+
+    def get(self, symbol: str, interval: int) -> _MarketFrame:
+        engine, view = self.portal.core.engine, self.portal.view
+        stamp = (view.version, engine.seq)
+        kept = self._frames.get((symbol, interval))
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        frame = self._make(symbol, interval)
+        self._frames[(symbol, interval)] = (stamp, frame)
+        return frame
+
+    def _make(self, symbol: str, interval: int) -> _MarketFrame:
+        portal = self.portal
+        engine, view = portal.core.engine, portal.view
+        inst = engine.market[symbol]
+        depth = queries.book(engine, symbol, LADDER_LEVELS)
+        rows = [{"price": p, "ask": q, "ask_orders": n} for p, q, n in depth["asks"][::-1]]
+        rows += [{"price": p, "bid": q, "bid_orders": n} for p, q, n in depth["bids"]]
+        if depth["bids"] and depth["asks"]:
+            spread = f"spread {Decimal(depth['asks'][0][0]) - Decimal(depth['bids'][0][0])}"
+        else:
+            spread = "one side empty" if depth["bids"] or depth["asks"] else "no orders"
+        tape = [{**t, "time": _clock(portal, t["ts"])}
+                for t in queries.trades(view, symbol, TAPE_ROWS)]
+        candles = queries.candles(view, symbol, interval, CANDLES)
+        short = interval < 60
+        book = engine.book(symbol)
+        traded = book.day_volume > 0
+        price = inst.tick.format
+        stats = {name: price(value) if traded else "-"
+                 for name, value in (("open", book.day_open), ("high", book.day_high),
+                                     ("low", book.day_low))}
+        stats["last"] = portal.core.last_price(symbol)
+        stats["volume"] = f"{book.day_volume:,} {inst.unit}"
+        reference = engine.reference_price(symbol)
+        stats["reference"] = "-" if reference is None else price(reference)
+        band = engine.price_band(symbol)
+        stats["band"] = "none" if band is None else f"{price(band[0])} - {price(band[1])}"
+        stopped = queries.halts(engine)
+        return _MarketFrame(
+            ladder=table_html(LADDER_COLUMNS, rows),
+            spread=spread,
+            tape=table_html(TAPE_COLUMNS, tape),
+            times=[_clock(portal, c["start"], seconds=short) for c in candles],
+            # Decimal strings, as everywhere at the edge: ECharts reads a numeric string as
+            # its number.
+            bars=[[c[k] for k in ("open", "close", "low", "high")] for c in candles],
+            volumes=[{"value": c["volume"], "itemStyle": {"color": colour}}
+                     for c, colour in zip(candles, _colours(candles))],
+            stats=stats,
+            status=f"{symbol}: {'halted' if symbol in stopped else 'trading'}",
+            halted=f"halted: {', '.join(stopped)}" if stopped else "no instrument halted",
+            halts=bool(stopped),
+            blocks=queries.open_blocks(view)[:AWAY_ROWS],
+            auctions=queries.open_auctions(view)[:AWAY_ROWS])
+
+
+def _market_page(portal: Portal, frames: _Frames, user: str, symbol: str) -> None:
+    market = portal.core.engine.market
+    ui.add_css(_STYLE)
     ui.page_title(f"carbonx: {symbol}")
     _header(user, f"Market: {symbol}")
     state = {"interval": 60}
@@ -316,8 +420,7 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
                 stats[name] = ui.label("-").classes("font-mono").props(f"data-testid=stat-{name}")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card("Depth").classes("w-1/3"):
-            ladder = _PlainTable(_columns("bid_orders:orders", "bid:bid qty", "price",
-                                          "ask:ask qty", "ask_orders:orders"), "ladder")
+            ladder = _PlainTable(LADDER_COLUMNS, "ladder")
             spread = ui.label().classes("text-xs text-slate-500")
         with _card("Candles").classes("w-2/3"):
             ui.toggle(INTERVALS, value=60, on_change=lambda e: pick(e.value)
@@ -325,7 +428,7 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
             chart = ui.echart(_candle_options()).classes("w-full h-80").props("data-testid=candles")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card(f"Trades (times {_zone(portal)})").classes("w-1/3"):
-            tape = _PlainTable(_columns("time", "price", "qty", "aggressor", "mode"), "tape")
+            tape = _PlainTable(TAPE_COLUMNS, "tape")
         with _card("Open public blocks").classes("w-1/3"):
             blocks = _table(_columns("instrument", "side", "price", "qty", "account",
                                      "order_id"), "seq", "blocks")
@@ -334,58 +437,33 @@ def _market_page(portal: Portal, user: str, symbol: str) -> None:
                                        "pricing", "bids"), "seq", "auctions")
 
     def render() -> float | None:
-        depth = queries.book(engine, symbol, LADDER_LEVELS)
-        rows = [{"price": p, "ask": q, "ask_orders": n} for p, q, n in depth["asks"][::-1]]
-        rows += [{"price": p, "bid": q, "bid_orders": n} for p, q, n in depth["bids"]]
-        ladder.set_rows(rows)
-        if depth["bids"] and depth["asks"]:
-            gap = Decimal(depth["asks"][0][0]) - Decimal(depth["bids"][0][0])
-            spread.set_text(f"spread {gap}")
-        else:
-            spread.set_text("one side empty" if depth["bids"] or depth["asks"] else "no orders")
-        tape.set_rows([{**t, "time": _clock(portal, t["ts"])}
-                         for t in queries.trades(view, symbol, TAPE_ROWS)])
-        candles = queries.candles(view, symbol, state["interval"], CANDLES)
+        frame = frames.get(symbol, state["interval"])
+        ladder.set_html(frame.ladder)
+        spread.set_text(frame.spread)
+        tape.set_html(frame.tape)
         options = chart.options
-        short = state["interval"] < 60
-        times = [_clock(portal, c["start"], seconds=short) for c in candles]
-        # Decimal strings, as everywhere at the edge: ECharts reads a numeric string as its number.
-        bars = [[c[k] for k in ("open", "close", "low", "high")] for c in candles]
-        volumes = [{"value": c["volume"], "itemStyle": {"color": colour}}
-                   for c, colour in zip(candles, _colours(candles))]
         again = None
-        if (options["xAxis"][0]["data"] != times or options["series"][0]["data"] != bars
-                or options["series"][1]["data"] != volumes):
+        if (options["xAxis"][0]["data"] != frame.times or options["series"][0]["data"] != frame.bars
+                or options["series"][1]["data"] != frame.volumes):
             # Only a changed chart is sent and redrawn (resting orders change the ladder,
             # not the candles), and at most every CHART_REFRESH_S: a browser redraws a
             # chart more slowly than all the rest of the page (benchmarks/web.py).
             since = time.monotonic() - drawn["at"]
             if since >= CHART_REFRESH_S:
-                options["xAxis"][0]["data"] = options["xAxis"][1]["data"] = times
-                options["series"][0]["data"] = bars
-                options["series"][1]["data"] = volumes
+                options["xAxis"][0]["data"] = options["xAxis"][1]["data"] = frame.times
+                options["series"][0]["data"] = frame.bars
+                options["series"][1]["data"] = frame.volumes
                 chart.update()
                 drawn["at"] = time.monotonic()
             else:
                 again = CHART_REFRESH_S - since
-        book = engine.book(symbol)
-        traded = book.day_volume > 0
-        price = inst.tick.format
-        for name, value in (("open", book.day_open), ("high", book.day_high),
-                            ("low", book.day_low)):
-            stats[name].set_text(price(value) if traded else "-")
-        stats["last"].set_text(portal.core.last_price(symbol))
-        stats["volume"].set_text(f"{book.day_volume:,} {inst.unit}")
-        reference = engine.reference_price(symbol)
-        stats["reference"].set_text("-" if reference is None else price(reference))
-        band = engine.price_band(symbol)
-        stats["band"].set_text("none" if band is None else f"{price(band[0])} - {price(band[1])}")
-        stopped = queries.halts(engine)
-        status.set_text(f"{symbol}: {'halted' if symbol in stopped else 'trading'}")
-        halted.set_text(f"halted: {', '.join(stopped)}" if stopped else "no instrument halted")
-        halted.classes(replace="text-sm " + ("text-red-700" if stopped else "text-slate-500"))
-        _set_rows(blocks, queries.open_blocks(view)[:AWAY_ROWS])
-        _set_rows(auctions, queries.open_auctions(view)[:AWAY_ROWS])
+        for name, text in frame.stats.items():
+            stats[name].set_text(text)
+        status.set_text(frame.status)
+        halted.set_text(frame.halted)
+        halted.classes(replace="text-sm " + ("text-red-700" if frame.halts else "text-slate-500"))
+        _set_rows(blocks, frame.blocks)
+        _set_rows(auctions, frame.auctions)
         return again
 
     def pick(interval: int) -> None:
@@ -597,6 +675,7 @@ def _registry_page(portal: Portal, user: str, year: int | None) -> None:
 def register_pages(app: FastAPI, portal: Portal) -> None:
     """Define the pages for *portal* and mount NiceGUI on *app*."""
     engine = portal.core.engine
+    frames = _Frames(portal)
 
     def login(request: Request) -> str | None:
         return portal.credentials.user(request.headers.get("authorization"))
@@ -606,7 +685,7 @@ def register_pages(app: FastAPI, portal: Portal) -> None:
         user = login(request)
         if user is None:
             return _unauthorized()
-        _market_page(portal, user, _default_symbol(portal))
+        _market_page(portal, frames, user, _default_symbol(portal))
         return None
 
     @ui.page("/market/{instrument}")
@@ -616,7 +695,7 @@ def register_pages(app: FastAPI, portal: Portal) -> None:
             return _unauthorized()
         if instrument not in engine.market.instruments:
             return PlainTextResponse(f"no instrument {instrument!r}", status_code=404)
-        _market_page(portal, user, instrument)
+        _market_page(portal, frames, user, instrument)
         return None
 
     @ui.page("/account")
