@@ -33,6 +33,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 LOGINS = {"alice": "pw-a", "bob": "pw-b", "operator": "pw-op"}
 LIVE_MS = 1000  # a flush's news is on the page within this
+# Whether the candle chart's last bar (open, close, low, high) closes at the given price.
+LAST_CLOSE_JS = """(price) => {
+  const bars = getElement(document.querySelector('[data-testid=candles]')).chart
+    .getOption().series[0].data;
+  return bars.length > 0 && Number(bars[bars.length - 1][1]) === Number(price);
+}"""
 
 
 @dataclass
@@ -203,6 +209,9 @@ def test_a_trade_shows_on_the_tape_and_in_the_holdings_without_a_reload(exchange
         exchange.send("bob", order(f"s{n}", "sell", price, 10 * n))
         exchange.send("alice", order(f"b{n}", "buy", price, 10 * n))
         expect(tape.locator("tbody tr").first).to_contain_text(price, timeout=LIVE_MS)
+    # The chart follows the tape (drawn after it, at most once a second): its last candle
+    # closes at the last trade's price.
+    market.wait_for_function(LAST_CLOSE_JS, arg=prices[-1], timeout=5_000)
     for n, (side, price, qty) in enumerate((("sell", "60.30", 120), ("sell", "60.60", 400),
                                             ("buy", "59.80", 150), ("buy", "59.60", 600))):
         exchange.send("bob" if side == "sell" else "alice", order(f"r{n}", side, price, qty))
