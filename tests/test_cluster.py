@@ -304,3 +304,46 @@ def test_cluster_status_without_a_cluster_says_so(tmp_path):
         server.stop()
     assert done.returncode == 2 and "no carbonx cluster" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _DoubleTakeLog:
+    """A lease bucket that answers a node's take with *given* and then names *holder*
+    at *last* as the bucket's last word (nats-server 2.9 can let two compare-and-sets
+    of one revision both succeed)."""
+
+    def __init__(self, given: int | None, holder: str, last: int) -> None:
+        self.given, self.holder, self.last = given, holder, last
+        self.reads = 0
+
+    async def take_lease(self, node: str) -> int | None:
+        return None  # the key exists
+
+    async def take_stale_lease(self, node: str, revision: int) -> int | None:
+        return self.given
+
+    async def lease_state(self) -> tuple[str, int] | None:
+        self.reads += 1
+        return self.holder, self.last
+
+
+@pytest.mark.parametrize("given, holder, last, leads", [
+    (6, "b", 6, True),  # the bucket names this node at its revision: it leads
+    (6, "c", 7, False),  # another took the same revision too, and was stored last
+    (None, "c", 7, False),  # the take failed: nothing read back
+])
+def test_a_taken_lease_is_read_back_before_the_node_leads(given, holder, last, leads):
+    from exchange import default_market
+    from gateway.cluster.log import LEASE_S, NatsThread
+    from gateway.cluster.node import ClusterNode
+
+    thread = NatsThread()
+    try:
+        stream = _DoubleTakeLog(given, holder, last)
+        node = ClusterNode(default_market(), thread, stream, "b",  # type: ignore[arg-type]
+                           say=lambda _: None)
+        seen = (5, time.monotonic() - 2 * LEASE_S)  # revision 5, not renewed for long
+        revision = asyncio.run(node._try_lease(seen))
+        assert revision == (given if leads else None)
+        assert stream.reads == (0 if given is None else 1)
+    finally:
+        thread.stop()
