@@ -380,7 +380,14 @@ async def _flood_once(side: _Side, settings: dict, tag: str) -> dict:
     out["browser_cpu_s"] = round(_browser_cpu_seconds() - browser, 2)
     out["machine_busy"] = round((busy2 - busy) / max(total2 - total, 1), 3)
     if side.pages:
-        changes = [b - a for a, b in zip(before, await _changes(side.pages))]
+        # A busy market's pages draw in its pause (gateway.web.pages.next_drawing): the
+        # flood's last state a moment after its last answer.
+        waited = time.perf_counter()
+        while True:
+            changes = [b - a for a, b in zip(before, await _changes(side.pages))]
+            if min(changes) > 0 or time.perf_counter() - waited > 3.0:
+                break
+            await asyncio.sleep(0.05)
         out["watchers"] = len(changes)
         out["watchers_updated"] = sum(1 for c in changes if c > 0)
         out["watcher_changes_min"] = min(changes)

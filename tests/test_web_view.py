@@ -164,3 +164,22 @@ def test_pages_of_one_instrument_share_a_frame_until_the_exchange_moves_on():
     assert traded.stats["last"] == "60.00" and traded.stats["volume"].startswith("40 ")
     assert traded.bars == [["60.00", "60.00", "60.00", "60.00"]] and "60.00" in traded.tape
     assert "<img" not in table_html(LADDER_COLUMNS, [{"price": "<img>"}])  # escaped
+
+
+def test_a_page_draws_a_quiet_markets_news_soon_and_a_busy_markets_when_it_pauses():
+    from gateway.web.pages import (BUSY_QUIET_S, BUSY_REFRESH_S, GATHER_S, REFRESH_S,
+                                   next_drawing)
+
+    # Quiet: the news is drawn GATHER_S after it came, at most every REFRESH_S.
+    assert next_drawing(10.0, False, 10.0, 0.0, REFRESH_S) == 10.0 + GATHER_S
+    assert next_drawing(10.0, False, 10.0, 9.99, REFRESH_S) == 9.99 + REFRESH_S
+    # Busy, news every 10 ms from t = 10 s: each news moves the drawing on, until the
+    # oldest news not drawn is BUSY_REFRESH_S old.
+    dues = [next_drawing(10.0 + k / 100, True, 10.0, 0.0, REFRESH_S) for k in range(150)]
+    assert dues[0] == 10.0 + BUSY_QUIET_S and dues[10] == 10.1 + BUSY_QUIET_S
+    assert all(due <= 10.0 + BUSY_REFRESH_S for due in dues)
+    assert dues[-1] == 10.0 + BUSY_REFRESH_S  # news all through: drawn once a second
+    # The flood's last news at 10.3 s: drawn BUSY_QUIET_S after it, in the pause.
+    assert next_drawing(10.3, True, 10.0, 0.0, REFRESH_S) == 10.3 + BUSY_QUIET_S
+    # Never more often than every REFRESH_S, busy or not.
+    assert next_drawing(10.3, True, 10.3, 10.28, REFRESH_S) == 10.28 + REFRESH_S

@@ -8,8 +8,9 @@ the ``MarketView``'s history), builds its elements once and then updates them in
 it subscribes to the view, which calls it after every flush that brought events, and
 re-renders ``GATHER_S`` after the news (so the news of flushes close together is drawn
 once), at most once every ``REFRESH_S`` seconds (``ACCOUNT_REFRESH_S`` for an account
-page, whose queries scan more; ``BUSY_REFRESH_S`` for any page while the market is busy),
-after the flush has returned, never inside it; NiceGUI
+page, whose queries scan more), after the flush has returned, never inside it. While
+the market is busy a page is drawn in its quiet moments (``BUSY_QUIET_S`` without news),
+and at the latest ``BUSY_REFRESH_S`` after the oldest news it has not drawn; NiceGUI
 pushes what changed to the browser over its websocket, so nothing reloads. A page stops
 listening when its client is gone, and a page without its websocket is rendered again
 only once it connects. Tables show at most a few dozen rows (``*_ROWS``).
@@ -56,11 +57,12 @@ log = logging.getLogger("carbonx.web")
 
 REFRESH_S = 0.1  # a market or registry page re-renders at most this often
 ACCOUNT_REFRESH_S = 0.5  # an account page: its queries scan all holdings and live orders
-# ... and any page while the market is busy (MarketView.busy): a page's drawing costs
-# the browser and the gateway as much at 4,000 orders a second as at 40,000
-# (benchmarks/web.py: 20 pages at 0.25 s took more than a core and 56% of the gateway's
-# throughput during a flood).
+# While the market is busy (MarketView.busy), a page's news waits at most this long: a
+# page's drawing costs the browser and the gateway as much at 4,000 orders a second as
+# at 40,000 (benchmarks/web.py: 20 pages at 0.25 s took more than a core and 56% of the
+# gateway's throughput during a flood) ...
 BUSY_REFRESH_S = 1.0
+BUSY_QUIET_S = 0.05  # ... and is drawn sooner once this long has passed without news
 CHART_REFRESH_S = 1.0  # the candle chart is redrawn at most this often
 CHART_AFTER_S = 0.05  # ... and this long after the tape showed a new trade
 GATHER_S = 0.025  # a page waits this long after news before it redraws
@@ -87,6 +89,22 @@ def _forbidden(why: str) -> Response:
     return PlainTextResponse(why, status_code=403)
 
 
+def next_drawing(now: float, busy: bool, news_since: float, last: float, every: float) -> float:
+    """When a page that has had news since *news_since*, and drew last at *last*, draws
+    next (all in the event loop's time), at most once every *every* seconds.
+
+    A quiet market's news is drawn GATHER_S after it came, so that the news that comes
+    together (an order and the order that meets it, each its own flush) is drawn once
+    (benchmarks/web.py, pairs). A busy market is drawn in its quiet moments: once
+    BUSY_QUIET_S has passed without news, or when the oldest news not drawn is
+    BUSY_REFRESH_S old, so that the page's drawing, here and in its browser, waits for the
+    orders (benchmarks/web.py: drawn in the middle of a flood, twenty pages cost the
+    gateway a tenth to a third of its throughput); each news moves it on."""
+    if busy:
+        return max(min(now + BUSY_QUIET_S, news_since + BUSY_REFRESH_S), last + every)
+    return max(now + GATHER_S, last + every)
+
+
 class _Live:
     """Re-render one client's page after the flushes that brought events: at most once
     every *every* seconds, from the event loop after the flush (the view calls its
@@ -102,6 +120,8 @@ class _Live:
         self.loop = asyncio.get_running_loop()
         self.handle: asyncio.TimerHandle | None = None
         self.last = 0.0
+        self.news_since: float | None = None  # loop time of the oldest news not drawn
+        self.news_last = 0.0  # ... and of the newest
         self.stale = False  # news came while the page had no websocket
         self.client: Client = ui.context.client
         stop = portal.view.subscribe(self.wake)
@@ -109,13 +129,14 @@ class _Live:
         self.client.on_delete(lambda: self.close(stop))
 
     def wake(self) -> None:
-        every = max(self.every, BUSY_REFRESH_S) if self.view.busy else self.every
-        # A short wait gathers the news that comes together (an order and the order that
-        # meets it, each its own flush) into one drawing (benchmarks/web.py, pairs).
-        due = max(self.loop.time() + GATHER_S, self.last + every)
+        now = self.news_last = self.loop.time()
+        if self.news_since is None:
+            self.news_since = now
+        busy = self.view.busy
+        due = next_drawing(now, busy, self.news_since, self.last, self.every)
         if self.handle is not None:
-            if self.handle.when() <= due:
-                return
+            if busy or self.handle.when() <= due:
+                return  # (busy: the run moves itself on if news came meanwhile)
             self.handle.cancel()  # a held-back part's later run: the news goes first
         self.handle = self.loop.call_at(due, self.run)
 
@@ -126,10 +147,16 @@ class _Live:
 
     def run(self) -> None:
         self.handle = None
+        if self.view.busy and self.news_since is not None:
+            due = next_drawing(self.news_last, True, self.news_since, self.last, self.every)
+            if due > self.loop.time():  # news came since this run was set: not yet
+                self.handle = self.loop.call_at(due, self.run)
+                return
         if not self.client.has_socket_connection:
             self.stale = True
             return
         self.last = self.loop.time()
+        self.news_since = None
         try:
             again = self.render()
         except Exception:
