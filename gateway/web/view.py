@@ -79,6 +79,11 @@ BUSY_EVENTS = 2_000
 BUSY_WINDOW_NS = 250_000_000
 
 
+# The events whose news the view keeps; the others it passes over.
+_KEPT = frozenset({TradeExecuted, DailyStatistics, BlockPosted, BlockAccepted, OrderCancelled,
+                   OrderExpired, AuctionOpened, AuctionBidAccepted, AuctionCleared})
+
+
 class MarketView:
     """Recent history of one gateway's market, kept from its events (see the module)."""
 
@@ -118,6 +123,8 @@ class MarketView:
         self._count(len(events), ts)
         for event in events:
             kind = type(event)
+            if kind not in _KEPT:
+                continue  # most events (orders accepted) change no history (benchmarks/web.py)
             if kind is TradeExecuted:
                 row = TradeRow(event.seq, event.trade_id, ts, event.instrument, event.price,
                                event.qty, event.aggressor, event.mode, event.buy_account,
