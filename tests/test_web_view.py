@@ -64,13 +64,20 @@ def test_candles_are_the_plain_grouping_of_the_trades(trades, interval_s):
         list(view.trades["CEA25"]), interval_s)
 
 
-def test_the_view_follows_the_gateways_flushes():
+def funded_gateway() -> tuple[GatewayCore, MarketView]:
+    """A gateway's core over a ledger where bob has cash and alice allowances, with a
+    view following its flushes."""
     engine = Engine(open_market(), ledger=True)
     engine.execute(Deposit(account="bob", currency="CNY", amount="10000000.00"))
     engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=300_000))
     core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
     view = MarketView(engine)
     core.watchers.append(view.on_events)
+    return core, view
+
+
+def test_the_view_follows_the_gateways_flushes():
+    core, view = funded_gateway()
     woken: list[int] = []
     stop = view.subscribe(lambda: woken.append(view.version))
 
@@ -138,12 +145,7 @@ def test_pages_of_one_instrument_share_a_frame_until_the_exchange_moves_on():
 
     from gateway.web.pages import LADDER_COLUMNS, _Frames, table_html
 
-    engine = Engine(open_market(), ledger=True)
-    engine.execute(Deposit(account="bob", currency="CNY", amount="10000000.00"))
-    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=300_000))
-    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
-    view = MarketView(engine)
-    core.watchers.append(view.on_events)
+    core, view = funded_gateway()
     frames = _Frames(SimpleNamespace(core=core, view=view))  # type: ignore[arg-type]
 
     def send(account: str, command: dict) -> None:

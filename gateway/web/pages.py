@@ -217,7 +217,6 @@ class _PlainTable:
     shows the same rows (``_MarketFrame``)."""
 
     def __init__(self, columns: list[Row], marker: str) -> None:
-        self.columns = columns
         self.content: str | None = None
         self.element = ui.html("", sanitize=False).classes("w-full cx-live").props(
             f"data-testid={marker}")
