@@ -47,8 +47,8 @@ from exchange.reasons import Reason
 from exchange.reasons import Rejected
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
                                SYSTEM_ACCOUNTS, Account, Holding)
-from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, STOP, STOP_LIMIT, STP_NONE, STP_RESTING,
-                                Counters, Order)
+from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, PRICED, STOP, STP_NONE,
+                                STP_RESTING, Counters, Order)
 from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAccount,
                                ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
                                OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
@@ -267,7 +267,7 @@ class Ledger:
                     return Reason.POSITION_LIMIT
                 assert isinstance(order_id, str)  # blocks and auctions are spot only
                 return self.clearing.reserve(order_id, acct, symbol, is_buy, qty,
-                                             price if kind in (LIMIT, STOP_LIMIT) else 0)
+                                             price if kind in PRICED else 0)
             # Holdings are looked up, not created, until the order is sure to be
             # accepted: a rejection changes nothing.
             holdings = acct.holdings
@@ -1137,8 +1137,11 @@ class NoLedger:
     def set_clock(self, ts: int) -> None:
         return None
 
-    def reserve(self, *order: object) -> None:
-        """Hold nothing: every order is affordable."""
+    def reserve(self, order_id: _HoldKey, account: str, symbol: str, is_buy: bool, price: int,
+                qty: int, kind: int = LIMIT, priced: bool = True, stp: int = 0,
+                band: tuple[int, int] | None = None, book: OrderBook | None = None) -> None:
+        """Hold nothing: every order is affordable. (``Ledger.reserve``'s parameters, not
+        ``*args``: a call without a tuple to build; benchmarks/contenders.py.)"""
         return None
 
     def hold_price(self, order_id: str) -> int:

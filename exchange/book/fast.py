@@ -42,7 +42,7 @@ from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = [
     "Order", "Counters", "FastBook", "order_rows", "refuse_crossed", "visible_of", "LIMIT",
-    "MARKET", "STOP", "STOP_LIMIT", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",
+    "MARKET", "STOP", "STOP_LIMIT", "PRICED", "GTC", "DAY", "IOC", "FOK", "GTD", "STP_RESTING",
     "STP_AGGRESSOR", "STP_BOTH", "STP_NONE", "NO_LIMIT"
 ]
 
@@ -51,6 +51,7 @@ __all__ = [
 LIMIT, MARKET, STOP, STOP_LIMIT = 0, 1, 2, 3
 KIND_CODES = {"limit": LIMIT, "market": MARKET, "stop": STOP, "stop_limit": STOP_LIMIT}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
+PRICED = frozenset((LIMIT, STOP_LIMIT))  # the kinds with a limit price
 GTC, DAY, GTD, IOC, FOK = 0, 1, 2, 3, 4  # tif >= IOC never rests
 TIF_CODES = {"gtc": GTC, "day": DAY, "ioc": IOC, "fok": FOK, "gtd": GTD}
 TIF_NAMES = {v: k for k, v in TIF_CODES.items()}
@@ -284,11 +285,18 @@ class FastBook:
         sweep keeps that so, and the order rests as it is.
         """
         # Hot path (benchmarks/contenders.py): resting is inlined here rather than a method call.
+        # One name a statement, not a tuple packed and unpacked (benchmarks/contenders.py).
         price = order.price
         if order.is_buy:
-            opposite, own, limit, key = self._asks, self._bids, price, -price
+            opposite = self._asks
+            own = self._bids
+            limit = price
+            key = -price
         else:
-            opposite, own, limit, key = self._bids, self._asks, -price, price
+            opposite = self._bids
+            own = self._asks
+            limit = -price
+            key = price
         heap = opposite.heap
         if heap and heap[0] <= limit:
             if order.post_only:
@@ -339,10 +347,11 @@ class FastBook:
     def cancel_remainder(self, order: Order, reason: str, out: list[Event]) -> None:
         ctr = self._ctr
         ctr.seq += 1
-        out.append(
-            OrderCancelled(seq=ctr.seq, order_id=order.order_id, account=order.account,
-                           instrument=self.symbol, side="buy" if order.is_buy else "sell",
-                           cancelled_qty=order.qty, reason=reason))
+        # By position (benchmarks/contenders.py): order_id, account, instrument, side,
+        # cancelled_qty, reason.
+        out.append(OrderCancelled(order.order_id, order.account, self.symbol,
+                                  "buy" if order.is_buy else "sell", order.qty, reason,
+                                  seq=ctr.seq))
         order.qty = 0
         order.visible = 0
 
@@ -400,20 +409,17 @@ class FastBook:
                 resting.qty = open_qty
                 seq += 1
                 trade += 1
+                # Profiled (benchmarks/contenders.py): by position, in the event's order (trade_id,
+                # instrument, price, qty, buy and sell order ids, buy and sell accounts,
+                # aggressor, buy and sell leaves).
                 if is_buy:
-                    append(
-                        TradeExecuted(trade_id=trade, instrument=symbol, price=price, qty=fill,
-                                      buy_order_id=order_id, sell_order_id=resting.order_id,
-                                      buy_account=account, sell_account=resting.account,
-                                      aggressor="buy", buy_leaves_qty=remaining,
-                                      sell_leaves_qty=open_qty, seq=seq))
+                    append(TradeExecuted(trade, symbol, price, fill, order_id, resting.order_id,
+                                         account, resting.account, "buy", remaining, open_qty,
+                                         seq=seq))
                 else:
-                    append(
-                        TradeExecuted(trade_id=trade, instrument=symbol, price=price, qty=fill,
-                                      buy_order_id=resting.order_id, sell_order_id=order_id,
-                                      buy_account=resting.account, sell_account=account,
-                                      aggressor="sell", buy_leaves_qty=open_qty,
-                                      sell_leaves_qty=remaining, seq=seq))
+                    append(TradeExecuted(trade, symbol, price, fill, resting.order_id, order_id,
+                                         resting.account, account, "sell", open_qty, remaining,
+                                         seq=seq))
                 if not volume:
                     first = price
                 volume += fill
