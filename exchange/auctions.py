@@ -103,7 +103,7 @@ class Auctions:
             return reject(inst)
         if not cmd.auction or not cmd.account:
             return reject(Reason.MISSING_FIELD)
-        if cmd.auction in self.auctions or cmd.auction in engine._live:
+        if cmd.auction in self.auctions or cmd.auction in engine._ids:
             return reject(Reason.DUPLICATE_AUCTION)
         is_sale = cmd.side == "sell"
         primary = cmd.account == REGISTRY
@@ -138,7 +138,7 @@ class Auctions:
                           0, LIMIT, DAY, STP_NONE, False, 0, 0, ctr.seq)
         self.auctions[cmd.auction] = Auction(initiator=initiator, pricing=cmd.pricing,
                                              primary=primary)
-        engine._live[cmd.auction] = None  # the id is used for the day
+        engine._ids.retire(cmd.auction)  # the id is used for the day
         return None
 
     # --- auction_bid ---------------------------------------------------------------------
@@ -164,7 +164,7 @@ class Auctions:
             return reject(Reason.MISSING_FIELD)
         if cmd.account == initiator.account:
             return reject(Reason.OWN_AUCTION)
-        if cmd.order_id in engine._live:
+        if cmd.order_id in engine._ids:
             return reject(Reason.DUPLICATE_ORDER_ID)
         inst = engine._specs[symbol].inst
         price = engine._ticks(inst, cmd.price)
@@ -197,7 +197,7 @@ class Auctions:
             Order(cmd.order_id, cmd.account, symbol, is_sale, price, qty, qty, 0, LIMIT, DAY,
                   STP_NONE, False, 0, 0, ctr.seq))
         self.bid_of[cmd.order_id] = cmd.auction
-        engine._live[cmd.order_id] = None
+        engine._ids.retire(cmd.order_id)
         return None
 
     def owner(self, order_id: str) -> str | None:

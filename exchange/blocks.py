@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from exchange.book.fast import DAY, LIMIT, STP_NONE, Counters, Order
+from exchange.book.fast import DAY, LIMIT, STP_NONE, Counters, Order, OrderIds
 from exchange.commands import AcceptBlock, PostBlock
 from exchange.events import BlockAccepted, BlockPosted, Event, TradeExecuted
 from exchange.ledger import Ledger, NoLedger
@@ -43,7 +43,7 @@ class ModeHost(Protocol):
     market: Market
     accepted: int
     _specs: dict[str, Any]  # symbol -> the engine's per-instrument data (``inst``, ``halted``)
-    _live: dict[str, Order | None]
+    _ids: OrderIds
     _reference: dict[str, int | None]
     _ledger: Ledger | NoLedger
     _ctr: Counters
@@ -123,7 +123,7 @@ class Blocks:
             return reject(Reason.MISSING_FIELD)
         if cmd.to_account == cmd.account:
             return reject(Reason.OWN_BLOCK)
-        if cmd.order_id in engine._live:
+        if cmd.order_id in engine._ids:
             return reject(Reason.DUPLICATE_ORDER_ID)
         price = engine._ticks(inst, cmd.price)
         if not isinstance(price, int):
@@ -147,7 +147,7 @@ class Blocks:
                         to_account=cmd.to_account, ts=cmd.ts))
         order = Order(cmd.order_id, cmd.account, cmd.instrument, is_buy, price, qty, qty, 0, LIMIT,
                       DAY, STP_NONE, False, 0, 0, ctr.seq)
-        engine._live[cmd.order_id] = None  # the id is used for the day
+        engine._ids.retire(cmd.order_id)  # the id is used for the day
         self.open[cmd.order_id] = (order, cmd.to_account)
         return None
 

@@ -46,7 +46,7 @@ from sortedcontainers import SortedList
 from exchange.reasons import Reason
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARKET, NO_LIMIT,
                                 PRICED, STOP, STOP_LIMIT, STP_CODES, STP_NAMES, TIF_CODES, Counters,
-                                FastBook, Order, visible_of)
+                                FastBook, Order, OrderIds, visible_of)
 from exchange.calendar import day_of_ns
 from exchange.auctions import Auction, Auctions
 from exchange.blocks import Blocks
@@ -79,8 +79,8 @@ _ALWAYS = (-(1 << 64), 1 << 64)
 MAX_PRICE_TICKS = 10**12  # distinct price strings remembered per instrument
 
 # A side of a book's depth: (price, displayed qty, orders) per level, best first.
-# Makes the book of an instrument: (symbol, the engine's counters, its order-id registry).
-_BookFactory: TypeAlias = Callable[[str, Counters, dict[str, Order | None]], OrderBook]
+# Makes the book of an instrument: (symbol, the engine's counters, the day's order ids).
+_BookFactory: TypeAlias = Callable[[str, Counters, OrderIds], OrderBook]
 # A command's handler, keyed by the command's type (each takes that type); True: it
 # settled its own events.
 _Handler: TypeAlias = Callable[[Any, list[Event]], bool | None]
@@ -189,15 +189,15 @@ class Engine:
         # Read per order: an instance attribute is one specialised load, a class attribute read
         # through the instance a full look-up (benchmarks/contenders.py).
         self._shortcuts = self.shortcuts
-        # The registry, shared with the books: order id -> the live order; for an id used today
-        # whose order is done, None or the done order (qty 0): a resting order that fills stays, as
-        # writing there would cost a cache miss in a big book. Ids are unique per trading day; the
-        # end of the day clears done ids. Profiled (benchmarks/contenders.py): one table for both
-        # jobs; a separate set of today's ids cost about 240 ns per new order (benchmarks/, a
-        # million ids a day).
-        self._live: dict[str, Order | None] = {}
+        # The day's order ids, shared with the books (OrderIds): the live orders by id, and the
+        # ids of done orders. Ids are unique per trading day; the end of the day clears done ids.
+        # Its tables are bound here once: they are emptied and refilled in place, never replaced.
+        self._ids = OrderIds()
+        self._live = self._ids.live
+        self._done = self._ids.done
+        self._done_order = self._ids.done_order
         self._books: dict[str, OrderBook] = {
-            sym: book(sym, self._ctr, self._live)
+            sym: book(sym, self._ctr, self._ids)
             for sym in self._instruments
         }
         self._reference: dict[str, int | None] = {
@@ -230,10 +230,10 @@ class Engine:
         # dead entries before the first live one (90 us an id at W = 100,000).
         self.command_window = command_window
         # Ids of done orders are kept for the day (an id is unique per day), but at most
-        # the newest DONE_IDS of them: past that the registry is swept when it reaches
-        # _sweep_at entries (then its size after the sweep plus DONE_IDS), so memory
-        # follows what rests, not the day's history; O(registry) a sweep, amortised O(1)
-        # an order. An id forgotten that way may be used again the same day.
+        # the newest DONE_IDS of them: once _sweep_at ids are done the oldest are forgotten
+        # (then _sweep_at is the number kept plus DONE_IDS), so memory follows what rests,
+        # not the day's history; O(done ids) a sweep, amortised O(1) an order. An id
+        # forgotten that way may be used again the same day.
         self._sweep_at = 2 * DONE_IDS
         self._answers: dict[_CommandKey, tuple[Event, ...]] = {}
         self._answer_order: deque[_CommandKey] = deque()
@@ -350,8 +350,8 @@ class Engine:
 
     def live_orders(self) -> list[Order]:
         """Return every live order (resting, or a stop not yet triggered), in the order
-        they were accepted. O(ids used today)."""
-        return [o for o in self._live.values() if o is not None and o.qty]
+        they were accepted. O(live orders)."""
+        return [o for o in self._live.values() if o.qty]
 
     def order(self, order_id: str) -> Order | None:
         """Return the live order *order_id* (resting or untriggered stop), or ``None``."""
@@ -451,9 +451,9 @@ class Engine:
         account = cmd.account
         if not order_id or not account:
             return self._reject_order(cmd, Reason.MISSING_FIELD, out)
-        if order_id in self._live:
+        if order_id in self._live or order_id in self._done:
             return self._reject_order(cmd, Reason.DUPLICATE_ORDER_ID, out)
-        if len(self._live) >= self._sweep_at:
+        if len(self._done_order) >= self._sweep_at:
             self._forget_done()
         kind = KIND_CODES[cmd.type]
         tif = TIF_CODES[cmd.tif]
@@ -526,8 +526,9 @@ class Engine:
                 # Profiled (benchmarks/contenders.py): the commonest order goes straight to its book
                 # (4. match).
                 spec.book.submit(order, out)
-                if not order.qty:
-                    self._live[order_id] = None
+                if not order.qty:  # it did not rest: its id is done (OrderIds.retire, inlined)
+                    self._done.add(order_id)
+                    self._done_order.append(order_id)
                 return None
         else:
             out.append(
@@ -553,11 +554,10 @@ class Engine:
             if book.last_price is not None:
                 self._run_stops(symbol, book, stops, out)
             return None
-        # The book enters the order in the registry if it rests; an order that does not rest leaves
-        # its id used for the day. Profiled (benchmarks/contenders.py): one dict write for an order
-        # that rests, not two.
+        # The book enters the order in the live ids if it rests; an order that does not rest leaves
+        # its id done for the day.
         if kind == MARKET:
-            self._live[order_id] = None
+            self._ids.retire(order_id)
             order.price = self._market_limit(symbol, is_buy)
             if affordable is not None:
                 return self._submit_affordable(order, affordable, spec, out)
@@ -565,7 +565,7 @@ class Engine:
         trades_before = book.trade_count
         book.submit(order, out)
         if not order.qty:
-            self._live[order_id] = None
+            self._ids.retire(order_id)
         if stops and book.trade_count != trades_before:
             self._run_stops(symbol, book, stops, out)
         return None
@@ -680,8 +680,7 @@ class Engine:
             order = stops.next_triggered(last)
             if order is None:
                 return
-            stops.discard(order)
-            self._live[order.order_id] = None
+            stops.discard(order)  # it stays live by its id: resting, it keeps its place there
             ctr.seq += 1
             out.append(
                 OrderTriggered(seq=ctr.seq, order_id=order.order_id, account=order.account,
@@ -698,8 +697,11 @@ class Engine:
                 band = self._specs[symbol].band
                 if band is not None and not band[0] <= order.price <= band[1]:
                     book.cancel_remainder(order, Reason.STOP_LIMIT_OUT_OF_BAND, out)
+                    self._ids.retire(order.order_id)
                     continue
             book.submit(order, out)
+            if not order.qty:
+                self._ids.retire(order.order_id)
 
     # --- cancel ------------------------------------------------------------------------
     def _cancel(self, cmd: CancelOrder, out: list[Event]) -> None:
@@ -712,6 +714,10 @@ class Engine:
         # tests/test_properties.py holds it equal to _cancel_plain.
         qty = order.qty
         self._books[order.instrument].remove(order)
+        order_id = order.order_id
+        del self._live[order_id]  # OrderIds.retire, inlined
+        self._done.add(order_id)
+        self._done_order.append(order_id)
         self.accepted += 1
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
@@ -725,7 +731,7 @@ class Engine:
         """Cancel any live order of the command's account (resting, or a stop not yet
         triggered), an open block or an auction bid, or reject the command: the general
         path of ``_cancel``."""
-        if cmd.order_id not in self._live or self._live[cmd.order_id] is None:
+        if cmd.order_id not in self._live:
             owner = self._blocks.owner(cmd.order_id) or self._auctions.owner(cmd.order_id)
             if owner is not None and owner != cmd.account:
                 return self._reject("cancel", Reason.NOT_OWNER, out, cmd.order_id, cmd.account,
@@ -762,10 +768,10 @@ class Engine:
         if order.kind >= STOP:
             # A live stop's instrument has its _Stops (made with its first stop).
             self._specs[order.instrument].stops.discard(order)  # type: ignore[union-attr]  # set
-            self._live[order.order_id] = None
             order.qty = order.visible = 0
         else:
             self._books[order.instrument].remove(order)
+        self._ids.retire(order.order_id)
         ctr = self._ctr
         ctr.seq += 1
         if reason is None:
@@ -839,7 +845,8 @@ class Engine:
             book.reduce(order, qty)
             return None
         # Loses priority: a fresh order object goes to the back of its (new) level and
-        # may trade at once. The old object stays dead for the lazy deleters.
+        # may trade at once, under the same id (it keeps its place among the live ids). The
+        # old object stays dead for the lazy deleters.
         book.remove(order)
         renewed = msgspec.structs.replace(order, price=price, qty=qty,
                                           visible=visible_of(order.display, qty))
@@ -850,6 +857,8 @@ class Engine:
             self._quoting.watch(renewed)
         trades_before = book.trade_count
         book.submit(renewed, out)
+        if not renewed.qty:
+            self._ids.retire(renewed.order_id)
         if book.trade_count != trades_before:
             stops = self._specs[renewed.instrument].stops
             if stops:
@@ -961,19 +970,23 @@ class Engine:
             self._close_out(close_outs, out)
         self.day += 1
         # A new day: ids of done orders may be used again; live orders keep theirs.
-        live = self._live
-        for order_id in [k for k, v in live.items() if v is None or not v.qty]:
-            del live[order_id]
+        self._ids.clear_done()
         return True
 
     def _forget_done(self) -> None:
-        """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS``."""
-        live = self._live
+        """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS`` and the
+        ids that open blocks, auctions and bids keep in use."""
+        order = self._done_order
+        cut = max(len(order) - DONE_IDS, 0)
         away = self._away_ids()
-        done = [k for k, v in live.items() if (v is None or not v.qty) and k not in away]
-        for order_id in done[:max(len(done) - DONE_IDS, 0)]:
-            del live[order_id]
-        self._sweep_at = len(live) + DONE_IDS
+        kept = [i for i in order[:cut] if i in away] if away else []
+        kept += order[cut:]
+        # Rebuilt rather than deleted from: one pass over the kept ids, whose hashes the strings
+        # keep (benchmarks/contenders.py).
+        order[:] = kept
+        self._done.clear()
+        self._done.update(kept)
+        self._sweep_at = len(kept) + DONE_IDS
 
     def _is_maker(self, account: str) -> bool:
         """Is *account* a market maker? (The ledger knows accounts' kinds: a matching-only
@@ -1109,7 +1122,7 @@ class Engine:
         return [
             self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted, self.rejected,
             sorted(self.rejects.items()),
-            sorted(self._live), window, ledger, self._away_snapshot(), instruments
+            sorted([*self._live, *self._done]), window, ledger, self._away_snapshot(), instruments
         ]
 
     def _quoting_state(self) -> list[Any]:
@@ -1145,14 +1158,19 @@ class Engine:
                 resting += sum(1 for _ in book.orders(is_buy))
         pending = sum(len(spec.stops) for spec in self._specs.values() if spec.stops)
         live = self.live_orders()
-        assert resting + pending == len(live), "registry differs from books and stops"
+        assert resting + pending == len(live) == len(self._live), (
+            "the live ids differ from the books and stops")
         for order in live:
             assert order.qty > 0
+        assert len(self._done) == len(self._done_order), "a done id is listed twice"
+        assert self._done.isdisjoint(self._live), "an id is both live and done"
+        assert self._done == set(self._done_order), "done ids and their list differ"
+
         answers = self._answers
         assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
         assert list(answers) == list(self._answer_order), "command window out of order"
         for order in self._blocks.orders() + self._auctions.orders():
-            assert order.qty > 0 and self._live.get(order.order_id, order) is None, order.order_id
+            assert order.qty > 0 and order.order_id in self._done, order.order_id
         self._ledger.check(live + self._blocks.orders() + self._auctions.orders())
 
     # --- state (exchange.state) ----------------------------------------------------------
@@ -1210,10 +1228,12 @@ class Engine:
                                 halted=self._specs[symbol].halted,
                                 away_volume=(list(self._specs[symbol].away)
                                              if any(self._specs[symbol].away) else [])))
-        # Every live order is listed above, under its id: the others are done today. Profiled
-        # (benchmarks/snapshot.py): looking up the id, not the order, spares a cache miss per order.
+        # Every live order is listed above, under its id; then the ids done today, oldest first.
+        # Profiled (benchmarks/snapshot.py): looking up the id, not the order, spares a cache
+        # miss per order.
         live = self._live
-        registry: list[int | str] = [place.get(order_id, order_id) for order_id in live]
+        registry: list[int | str] = [place[order_id] for order_id in live]
+        registry += self._done_order
         gtd = [
             GtdEntry(expire_ts=expire_ts, seq=seq, order_id=order.order_id)
             for expire_ts, seq, order in sorted(self._gtd, key=lambda e: (e[0], e[1]))
@@ -1333,6 +1353,7 @@ class Engine:
                     raise StateError(f"{symbol}: stop orders out of trigger order")
         # The registry, in its order: each live order once, each other id of the day once.
         live = self._live
+        done, done_order = self._done, self._done_order
         used = bytearray(len(listed))
         for item in state.registry:
             if isinstance(item, int):
@@ -1343,8 +1364,9 @@ class Engine:
                 order = listed[item]
                 live[order.order_id] = order
             else:
-                live[item] = None
-        if len(live) != len(state.registry):
+                done.add(item)
+                done_order.append(item)
+        if len(live) + len(done) != len(state.registry) or not done.isdisjoint(live):
             raise StateError("the registry names an order id twice")
         if len(listed) != sum(used):
             unnamed = next(o for o, u in zip(listed, used) if not u)
@@ -1394,14 +1416,14 @@ class Engine:
 
     def _load_away(self, state: EngineState[OrderState] | EngineState[Order]) -> None:
         """Open blocks and the day's auctions from *state*; their ids are the registry's."""
-        live = self._live
+        done = self._done
 
         def taken(row: OrderState) -> Order:
             order = _copied(row, Order)
             if order.instrument not in self._instruments or order.qty < 0:
                 raise StateError(f"{order.order_id!r}: instrument {order.instrument!r}, "
                                  f"qty {order.qty}")
-            if order.order_id not in live or live[order.order_id] is not None:
+            if order.order_id not in done:
                 raise StateError(f"{order.order_id!r} is not a used id of the registry")
             return order
 

@@ -13,15 +13,15 @@ from typing import TypeAlias
 
 import msgspec
 
-from exchange.book.fast import Counters, FastBook, Order
+from exchange.book.fast import Counters, FastBook, OrderIds
 from exchange.engine import Engine
 from exchange.state import StateError, read_live_state
 
 __all__ = ["decode_state", "encode_state"]
 
 # What makes an engine's book of one instrument, as the engine's constructor takes it:
-# (symbol, the shared counters, the shared order registry) -> the book.
-BookFactory: TypeAlias = Callable[[str, Counters, dict[str, Order | None]], FastBook]
+# (symbol, the shared counters, the day's shared order ids) -> the book.
+BookFactory: TypeAlias = Callable[[str, Counters, OrderIds], FastBook]
 
 _encoder = msgspec.msgpack.Encoder()
 

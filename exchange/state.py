@@ -15,9 +15,11 @@ events depend on, so it is kept exactly:
     ``format`` ("carbonx-state"), ``version``, ``market`` (TOML text) and its
     ``market_source``; ``seq`` and ``trade`` (the global counters); ``clock``, ``day``,
     ``accepted``, ``rejected``, ``rejects`` (reason -> count, in order);
-    ``registry``: every order id in use today, in the registry's order (an int: the
-    live order at that place in the instruments' orders listed bids, asks, stop buys,
-    stop sells, instrument by instrument; a str: an id whose order is done today);
+    ``registry``: every order id in use today (an int: the live order at that place in
+    the instruments' orders listed bids, asks, stop buys, stop sells, instrument by
+    instrument, the live orders in the order their ids were entered; a str: an id whose
+    order is done today, or a block's, auction's or bid's, oldest first; states of
+    earlier versions interleave the two, which reads the same);
     ``instruments`` (``InstrumentState``, one per instrument of the market);
     ``gtd``: the expiry heap's live entries ``(expire_ts, seq, order_id)``;
     ``command_window`` (W) and ``commands``: the remembered command ids, oldest first,
@@ -330,7 +332,9 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     command_window: int = 100_000
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
-    done_sweep_at: int = 0  # registry size at which done ids are next forgotten (0: none)
+    # The number of done ids at which the oldest are next forgotten (0: none; states of
+    # earlier versions counted the live ids too, which only delays that).
+    done_sweep_at: int = 0
     blocks: list[BlockState] = []  # open blocks, in the order posted
     auctions: list[AuctionState] = []  # the day's auctions, in the order opened
     away: list[int] = []  # block and auction trades and volume, all days (empty: none)

@@ -969,9 +969,15 @@ def test_a_restored_engine_shares_one_order_registry_with_its_books(book) -> Non
         engine.execute(
             PlaceOrder(order_id=f"o{number}", account="a", instrument="CEA25", side="buy",
                        price="50.00", qty=100))
+    for number in range(0, 2000, 3):  # done ids too: cancelled, and filled by a sell
+        engine.execute(CancelOrder(order_id=f"o{number}", account="a"))
+    engine.execute(PlaceOrder(order_id="s", account="b", instrument="CEA25", side="sell",
+                              price="50.00", qty=1000))
+    assert len(engine._ids.done_order) == 667 + 10 + 1
     for restored in (decode_state(encode_state(engine),
                                   book=book), Engine.from_state(engine.to_state(), book=book)):
         assert restored.state_hash() == engine.state_hash()
-        assert restored._live == engine._live
-        assert restored.book("CEA25")._live is restored._live
+        assert restored._ids.live == engine._ids.live
+        assert restored._ids.done_order == engine._ids.done_order
+        assert restored.book("CEA25")._ids is restored._ids
         restored.check()

@@ -806,7 +806,7 @@ def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monke
         trade(engine, n)
         trade(restored, n)
     assert restored.state_hash() == engine.state_hash()
-    assert len(engine._live) <= 30  # bounded, though 120 orders were done today
+    assert len(engine._ids) <= 30  # bounded, though 120 orders were done today
     # the newest done ids still refuse a reuse; the oldest are forgotten
     assert (engine.execute(
         PlaceOrder(order_id="b59", account="b", instrument="CEA25", side="buy", price="59.00",

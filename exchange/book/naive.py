@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from exchange.reasons import Reason
 from exchange.book.fast import (FOK, IOC, MARKET, STP_AGGRESSOR, STP_NONE, STP_RESTING, Counters,
-                                Order, order_rows, refuse_crossed)
+                                Order, OrderIds, order_rows, refuse_crossed)
 from exchange.events import Event, OrderCancelled, TradeExecuted
 
 __all__ = ["NaiveBook"]
@@ -36,10 +36,10 @@ class _Copy:
 class NaiveBook:
     """Reference implementation of the ``FastBook`` interface."""
 
-    def __init__(self, symbol: str, counters: Counters, registry: dict[str, Order | None]) -> None:
+    def __init__(self, symbol: str, counters: Counters, ids: OrderIds) -> None:
         self.symbol = symbol
         self._ctr = counters
-        self._live = registry
+        self._ids = ids
         self._side: dict[bool, list[Order]] = {True: [], False: []}
         self._arrival: dict[int, int] = {}  # id(order) -> arrival number at its level
         self._clock = 0
@@ -155,12 +155,12 @@ class NaiveBook:
             return self.cancel_remainder(order, Reason.IOC_REMAINDER, out)
         order.visible = min(order.display, order.qty) if order.display else order.qty
         self._enqueue(order)
-        self._live[order.order_id] = order
+        self._ids.live[order.order_id] = order
         return None
 
     def remove(self, order: Order) -> None:
+        """Take *order* out of the book; its id stays live (the caller retires it)."""
         self._dequeue(order)
-        self._live[order.order_id] = None
         order.qty = 0
         order.visible = 0
 
@@ -185,6 +185,7 @@ class NaiveBook:
                 if order.stp != STP_AGGRESSOR:
                     cancelled = resting.qty
                     self.remove(resting)
+                    self._ids.retire(resting.order_id)
                     self._ctr.seq += 1
                     out.append(
                         OrderCancelled(seq=self._ctr.seq, order_id=resting.order_id,
@@ -218,6 +219,7 @@ class NaiveBook:
             self.day_notional += fill * resting.price
             if resting.qty == 0:
                 self.remove(resting)
+                self._ids.retire(resting.order_id)
             elif resting.visible == 0:
                 resting.visible = min(resting.display, resting.qty)
                 self._enqueue(resting)
@@ -226,7 +228,7 @@ class NaiveBook:
     # --- state (exchange.state) --------------------------------------------------------
     def restore(self, bids: list[Order], asks: list[Order]) -> None:
         """Load resting orders into this empty book, each side in priority order; they
-        get arrival numbers in that order. The registry is left to the caller.
+        get arrival numbers in that order. The order ids are left to the caller.
 
         Raise ``ValueError`` if the book is not empty, a side is out of price order or
         the two sides cross.
@@ -256,6 +258,6 @@ class NaiveBook:
             assert side == sorted(side, key=self._key)
             for o in side:
                 assert o.is_buy == is_buy and 0 < o.visible <= o.qty
-                assert self._live.get(o.order_id) is o
+                assert self._ids.live.get(o.order_id) is o
         bid, ask = self.best_bid(), self.best_ask()
         assert bid is None or ask is None or bid < ask
