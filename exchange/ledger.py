@@ -47,7 +47,7 @@ from exchange.reasons import Reason
 from exchange.reasons import Rejected
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
                                SYSTEM_ACCOUNTS, Account, Holding)
-from exchange.book.fast import (LIMIT, MARKET, NO_LIMIT, PRICED, STOP, STP_NONE,
+from exchange.book.fast import (LIMIT, NO_LIMIT, PRICED, STOP, STP_NONE,
                                 STP_RESTING, Counters, Order)
 from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAccount,
                                ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
@@ -293,7 +293,7 @@ class Ledger:
         if self.limits.by_kind and symbol in self._counted and self._over_limit(acct, symbol, qty):
             return Reason.POSITION_LIMIT
         result: int | None = None
-        if kind in (MARKET, STOP):
+        if kind not in PRICED:  # market and stop orders
             if band is not None:
                 price = band[1]
             elif kind == STOP:
@@ -522,11 +522,11 @@ class Ledger:
         fees.available += buy_fee + sell_fee
         ctr = self._ctr
         ctr.seq += 1
-        out.append(
-            TradeSettled(seq=ctr.seq, trade_id=trade.trade_id, instrument=trade.instrument,
-                         buy_account=trade.buy_account, sell_account=trade.sell_account,
-                         qty=qty, cash=cash, buy_fee=buy_fee, sell_fee=sell_fee,
-                         currency=currency))
+        # By position (benchmarks/ledger.py): trade_id, instrument, buy and sell accounts,
+        # qty, cash, buy and sell fees, currency.
+        out.append(TradeSettled(trade.trade_id, trade.instrument, trade.buy_account,
+                                trade.sell_account, qty, cash, buy_fee, sell_fee, currency,
+                                seq=ctr.seq))
 
     def issue_for_sale(self, key: str, symbol: str, qty: int, out: list[Event]) -> None:
         """Issue *qty* new units of *symbol* to the registry, held under *key* for the
@@ -577,10 +577,17 @@ class Ledger:
     def release(self, order_id: str) -> None:
         """Give back what an ended order held (nothing if it held nothing)."""
         hold = self._holds.pop(order_id, None)
-        if hold is not None:
-            _release(hold)
-        else:
+        if hold is None:
             self.clearing.release(order_id)
+            return
+        # The hold is dropped with the order (nothing else refers to it): only the holdings
+        # change.
+        amount = hold.amount
+        holding = hold.holding
+        holding.held -= amount
+        holding.available += amount
+        if hold.is_buy:
+            hold.other.pending_buy -= hold.qty
 
     def end_of_day(self, out: list[Event], books: Mapping[str, OrderBook] | None = None,
                    day: int = 0) -> tuple[list[CloseOut], list[str]]:
@@ -1048,18 +1055,6 @@ def _count(tally: tuple[list[int], dict[str, int] | None], trade: TradeExecuted,
     if net is not None and old:
         net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
         net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
-
-
-def _release(hold: _Hold) -> None:
-    """Give back whatever an ended order still holds."""
-    amount = hold.amount
-    holding = hold.holding
-    holding.held -= amount
-    holding.available += amount
-    hold.amount = 0
-    if hold.is_buy:
-        hold.other.pending_buy -= hold.qty
-        hold.qty = 0
 
 
 def _status_reason(acct: Account) -> str:
