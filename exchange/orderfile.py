@@ -670,21 +670,16 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
                     if (order_type is not None and time_in_force is not None
                             and type(quantity) is int and text is not _BAD and when is not _BAD
                             and side is not None and (stp is None or stp in stps)):
+                        # By position (benchmarks/endtoend.py): order_id, account, instrument,
+                        # side, qty, type, tif, price, stop_price, display_qty, post_only, stp.
                         append(
-                            PlaceOrder(
-                                order_id=order_id,
-                                account=names[account],
-                                instrument=names[instrument],
-                                side=side,
-                                type=order_type,
-                                tif=time_in_force,
-                                price=text,
-                                qty=quantity,
-                                stp=stp,  # type: ignore[arg-type]  # one of stps: checked above
-                                ts=when))
+                            PlaceOrder(order_id, names[account], names[instrument], side,
+                                       quantity, order_type, time_in_force, text, None, None,
+                                       False, stp,  # type: ignore[arg-type]  # checked above
+                                       ts=when))
                         continue
             elif action == "cancel" and not instrument and not ts:
-                append(CancelOrder(order_id=order_id, account=names[account]))
+                append(CancelOrder(order_id, names[account]))
                 continue
             if exact:
                 row.append("")  # the padding that fields not in the file read
