@@ -782,6 +782,31 @@ def test_the_random_streams_reach_what_the_round_trips_should_cover(streams, led
     assert wanted <= seen, wanted - seen
 
 
+def test_an_open_blocks_id_outlives_the_forgetting_of_done_ids(monkeypatch):
+    """Forgetting the oldest done ids keeps those an open block still uses: its id
+    still refuses an order, and the block can still be accepted."""
+    import exchange.engine as engine_module
+    from exchange.commands import AcceptBlock, PostBlock
+
+    monkeypatch.setattr(engine_module, "DONE_IDS", 10)
+    engine = Engine(default_market())
+    engine._sweep_at = 20
+    engine.execute(PostBlock(order_id="B1", account="a", instrument="CEA25", side="sell",
+                             price="60.00", qty=100_000, to_account="b"))
+    for n in range(40):
+        engine.execute(PlaceOrder(order_id=f"s{n}", account="a", instrument="CEA25",
+                                  side="sell", price="60.00", qty=1))
+        engine.execute(PlaceOrder(order_id=f"b{n}", account="b", instrument="CEA25", side="buy",
+                                  price="60.00", qty=1))
+    assert "s0" not in engine._ids and "b39" in engine._ids  # the oldest were forgotten
+    refused = engine.execute(PlaceOrder(order_id="B1", account="c", instrument="CEA25",
+                                        side="buy", price="59.00", qty=1))
+    assert refused[0].reason == "duplicate_order_id"
+    accepted = engine.execute(AcceptBlock(order_id="B1", account="b", to_account="a"))
+    assert type(accepted[0]).__name__ == "BlockAccepted"
+    engine.check()
+
+
 def test_done_ids_past_the_window_are_forgotten_alike_in_a_restored_engine(monkeypatch):
     """Ids of done orders are kept for the day up to DONE_IDS; the sweep that forgets
     older ones happens at the same point in an engine restored from its state."""
