@@ -6,7 +6,8 @@ messages of 100 commands from two bots, each command with its own ``command_id``
 bot client sends them. Every order is priced to trade with one resting order of the
 other bot, so the book holds the same number of orders (``--resting``) throughout and
 no end of day is run: whatever grows with history shows. The process's resident memory
-(RSS) is read every million commands.
+(RSS) is read every million commands. The market is open all hours and has no position
+limits, and a run in which any command is refused fails: it would measure refusals.
 
 Target (reported, never enforced): RSS at the end within 10% of RSS at 1,000,000
 commands. Writes ``results/gateway-memory.json``.
@@ -41,7 +42,10 @@ def run(commands: int, resting: int) -> dict:
     from exchange.journal import create_journal
     from gateway.mqtt.service import GatewayCore, GatewaySettings
 
-    market = default_market()
+    # Open all hours: the gateway stamps each command with the wall clock, and outside
+    # the default market's trading day every order would be refused market_closed.
+    # Without position limits: the taker buys all day, past any limit.
+    market = default_market().open_all_hours().without_limits()
     samples = []
     with tempfile.TemporaryDirectory(prefix="carbonx-gwmem-") as scratch:
         writer = create_journal(Path(scratch) / "journal", market.text, ledger=True, fsync="none")
@@ -98,6 +102,10 @@ def run(commands: int, resting: int) -> dict:
                       file=sys.stderr, flush=True)
                 next_sample += STEP
         writer.close()
+        if engine.rejected:
+            # Every order should rest or trade: a refusal means the run measured refusals.
+            raise RuntimeError(f"{engine.rejected:,} commands were refused: "
+                               f"{dict(engine.rejects)}")
     first, last = samples[0]["rss_mb"], samples[-1]["rss_mb"]
     growth = (last - first) / first
     return {
@@ -118,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.commands < STEP:
         parser.error(f"--commands: at least {STEP:,}")
-    result = run(args.commands, args.resting)
+    try:
+        result = run(args.commands, args.resting)
+    except RuntimeError as exc:
+        print(f"gateway memory: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
