@@ -44,7 +44,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import contenders, data, endtoend, ledger, report
-from .stats import parse_worker_output, spread
+from .stats import parse_worker_output, shown_path, spread
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -193,7 +193,7 @@ def machine_info() -> dict:
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "executable": sys.executable,
+        "executable": shown_path(sys.executable),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": _cpu_model(),

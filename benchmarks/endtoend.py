@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .stats import spread
+from .stats import shown_path, spread
 
 __all__ = ["PINNED_KEYS", "replay_command", "run_once", "measure"]
 
@@ -65,7 +65,7 @@ def measure(path: str | Path, *, repeat: int = 3) -> dict:
             if run.get(key) != first.get(key):
                 failures.append(f"end to end run {number}: {key} differs from run 1")
     return {
-        "command": [*replay_command(), "FILE", "--json"],
+        "command": [shown_path(replay_command()[0]), *replay_command()[1:], "FILE", "--json"],
         "messages": first["messages"],
         "trades": first["trades"],
         "volume": first["volume"],

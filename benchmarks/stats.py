@@ -6,8 +6,9 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
-__all__ = ["spread", "emit", "rss_bytes"]
+__all__ = ["spread", "emit", "rss_bytes", "shown_path"]
 
 RESULT_PREFIX = "BENCHMARK-RESULT "
 
@@ -51,3 +52,14 @@ def rss_bytes() -> int | None:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def shown_path(path: str) -> str:
+    """*path* as a result file may record it: relative to the repository when inside it
+    (symbolic links not followed, so a venv's python stays ``.venv/bin/python``), else
+    only its name; never a machine's own directories."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).absolute().relative_to(repo))
+    except ValueError:
+        return Path(path).name
