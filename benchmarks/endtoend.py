@@ -64,8 +64,9 @@ def measure(path: str | Path, *, repeat: int = 3) -> dict:
         for key in ("messages", "trades", "volume", "state_hash"):
             if run.get(key) != first.get(key):
                 failures.append(f"end to end run {number}: {key} differs from run 1")
+    command = replay_command()
     return {
-        "command": [shown_path(replay_command()[0]), *replay_command()[1:], "FILE", "--json"],
+        "command": [shown_path(command[0]), *command[1:], "FILE", "--json"],
         "messages": first["messages"],
         "trades": first["trades"],
         "volume": first["volume"],

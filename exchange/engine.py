@@ -722,9 +722,9 @@ class Engine:
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
         # By position: order_id, account, instrument, side, cancelled_qty, reason.
-        out.append(OrderCancelled(order.order_id, order.account, order.instrument,
+        out.append(OrderCancelled(order_id, order.account, order.instrument,
                                   "buy" if order.is_buy else "sell", qty, _BY_OWNER, seq=seq))
-        self._ledger.release(order.order_id)
+        self._ledger.release(order_id)
         return None
 
     def _cancel_plain(self, cmd: CancelOrder, out: list[Event]) -> None:
@@ -1165,7 +1165,6 @@ class Engine:
         assert len(self._done) == len(self._done_order), "a done id is listed twice"
         assert self._done.isdisjoint(self._live), "an id is both live and done"
         assert self._done == set(self._done_order), "done ids and their list differ"
-
         answers = self._answers
         assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
         assert list(answers) == list(self._answer_order), "command window out of order"
