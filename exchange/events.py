@@ -312,9 +312,10 @@ class ComplianceAssessed(Event, frozen=True, tag="compliance_assessed"):
 class DeadlinePassed(Event, frozen=True, tag="deadline_passed"):
     """The deadline of ``year`` was processed: ``entities`` assessed, ``short`` of them
     short; ``average_price`` the market's average of the month before the deadline (minor
-    units per unit, rounded down; ``None``: no trades); the fines were ``multiple`` times
-    ``price`` (minor units per unit), from ``price_source``: ``operator`` (the deadline's
-    reference price) or ``market`` (the average, exact before rounding)."""
+    units per unit, to the nearest, halves up; ``None``: no trades); each fine is exactly
+    shortfall times ``multiple`` times ``price`` (minor units per unit), from
+    ``price_source``: ``operator`` (the deadline's reference price) or ``market`` (the
+    average)."""
 
     year: int
     entities: int

@@ -53,6 +53,7 @@ from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAcco
                                ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
                                OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
                                SuspendAccount, TransferAllowances, Withdraw)
+from exchange.compliance.allocation import average_price
 from exchange.compliance.registry import Registry
 from exchange.derivatives.clearing import Clearing
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
@@ -810,7 +811,7 @@ class Ledger:
                 raise Rejected(Reason.INVALID_PRICE)
         rows = registry.assess(cmd.year, cmd.multiple, price)
         notional, volume = registry.deadline_month(cmd.year)
-        average = notional // volume if volume else None
+        average = average_price(notional, volume) if volume else None  # the fine's price
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
                     short=sum(1 for _, ob in rows if ob.shortfall), average_price=average,
                     multiple=cmd.multiple, price=average if price is None else price,

@@ -399,6 +399,30 @@ def test_without_an_operator_price_the_event_names_the_market_average():
     assert events[1].fine == 423_997_000_00  # the published case, at the market's 98.00
 
 
+def test_a_fine_is_the_published_price_times_the_shortfall_and_multiple():
+    """An uneven month: 1 t at 60.00 and 2 t at 60.01 average 60.00667 CNY. The price
+    published (``average_price``, ``price``) is 60.01, on the fen, halves up, and each
+    fine is exactly shortfall x multiple x that price, so anyone can check it."""
+    engine = _ledgered(open_market())
+    december = _beijing(2025, 12, 10, 10)
+    for cmd in (IssueAllowances(account="mm", instrument="CEA25", qty=10),
+                Deposit(account="buyer", currency="CNY", amount="1000.00")):
+        engine.execute(cmd)
+    for number, (price, qty) in enumerate((("60.00", 1), ("60.01", 2))):
+        for side, account in (("sell", "mm"), ("buy", "buyer")):
+            engine.execute(PlaceOrder(order_id=f"{side}{number}", account=account,
+                                      instrument="CEA25", side=side, price=price, qty=qty,
+                                      ts=december))
+    _short_entity(engine, 3)
+    events = engine.execute(ComplianceDeadline(year=2024, multiple=5))
+    passed, assessed = events[0], events[1]
+    assert type(passed) is DeadlinePassed and type(assessed) is ComplianceAssessed
+    assert (passed.average_price, passed.price, passed.price_source) == (6001, 6001, "market")
+    assert assessed.shortfall == 3
+    assert assessed.fine == 3 * 5 * 6001 == 90015
+    engine.check()
+
+
 # --- 8. the multiple in every output --------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ defaults are the rules in force):
 * ``default_rules``        - the rule of each sector by compliance year: steel, cement
                              and aluminium take A = E in 2024, the intensity rule from
                              2025;
-* ``ccer_cap``, ``banking_cap``, ``fine_fen`` - the 5% offset cap, the banking
+* ``ccer_cap``, ``banking_cap``, ``fine_fen``, ``average_price`` - the 5% offset cap, the banking
                              conversion cap T = 10,000 + 1.5 × net sales, and the fine.
 
 Exactness: inputs are decimal strings, ``Decimal`` or ``Fraction`` (never ``float``: a
@@ -42,7 +42,7 @@ from typing import TypeAlias
 __all__ = [
     "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit", "power_allocation",
     "alpha", "solve_benchmark", "industrial_alphas", "industrial_allocation", "pre_allocation",
-    "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "AllocationError", "Entity",
+    "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "average_price", "AllocationError", "Entity",
     "SECTOR_RULES", "sector_rule", "DEFAULT_RULES", "FIRST_YEAR_RULES", "default_rules",
     "allocate", "shortfall_floor", "LOAD_FACTOR_TYPES"
 ]
@@ -584,17 +584,32 @@ def banking_cap(net_sales: int, old_holdings: int) -> int:
     return min(old_holdings, floor(BANKING_BASE + BANKING_SALES_FACTOR * max(0, net_sales)))
 
 
+def average_price(notional_fen: int, volume: int) -> int:
+    """Return the volume-weighted average price ``notional_fen / volume`` on the fen,
+    halves up, as the reference price is rounded: the price a fine is published at.
+
+    >>> average_price(6000 * 1 + 6001 * 2, 3)   # 60.00667 CNY
+    6001
+    >>> average_price(6000 + 6001, 2)           # 60.005 CNY, half up
+    6001
+    """
+    if volume <= 0:
+        raise AllocationError("no trades in the month before the deadline: no average price")
+    return (2 * notional_fen + volume) // (2 * volume)
+
+
 def fine_fen(shortfall: int, notional_fen: int, volume: int, multiple: int = FINE_MULTIPLE) -> int:
     """Return the fine in fen: shortfall × the month's average price × *multiple*.
 
     The average price is the volume-weighted price of the month before the deadline,
-    ``notional_fen / volume``, kept exact; the fine is rounded down to the fen.
+    ``notional_fen / volume`` on the fen (``average_price``), so that the fine is exactly
+    the published price times the shortfall times the multiple.
 
     >>> fine_fen(865_300, 98 * 100 * 1000, 1000)   # the published case: 423,997,000 CNY
     42399700000
+    >>> fine_fen(3, 6000 * 1 + 6001 * 2, 3)         # at 60.01 CNY, not 60.00667
+    90015
     """
     if multiple not in FINE_MULTIPLES:
         raise AllocationError(f"the fine multiple must be 5 to 10, not {multiple}")
-    if volume <= 0:
-        raise AllocationError("no trades in the month before the deadline: no average price")
-    return floor(Fraction(shortfall * notional_fen * multiple, volume))
+    return shortfall * average_price(notional_fen, volume) * multiple
