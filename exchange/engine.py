@@ -1046,6 +1046,9 @@ class Engine:
                 mark = len(out)
                 self._take_out(order, Reason.MARGIN_CLOSE_OUT, out)
                 ledger.settle(out, mark)
+        # The engine's own orders are not commands: ``accepted`` and ``rejected`` count the
+        # commands that came in, so they add up to them.
+        counts = self.accepted, self.rejected, dict(self.rejects)
         for number, (account, symbol, lots) in enumerate(close_outs, 1):
             limit = self._instruments[symbol].max_qty
             left, part = abs(lots), 0
@@ -1060,6 +1063,9 @@ class Engine:
                                tif="ioc", qty=qty, stp="none"), out)
                 ledger.settle(out, mark)
             clearing.take_over(account, symbol, lots, out)
+        self.accepted, self.rejected = counts[0], counts[1]
+        self.rejects.clear()
+        self.rejects.update(counts[2])
 
     def _halt(self, cmd: HaltInstrument | ResumeInstrument, out: list[Event]) -> None:
         """Halt or resume an instrument (the operator's)."""

@@ -140,6 +140,19 @@ def test_a_suspended_account_is_closed_out_through_the_book_all_the_same():
     assert [(e.qty, e.via) for e in closed] == [(2, "book")]
 
 
+def test_close_out_orders_are_the_engines_own_not_counted_as_commands():
+    """``accepted`` and ``rejected`` count the commands that came in (they add up to the
+    messages of a replay): the close-out's own market order is neither."""
+    run = Run()
+    _called(run)
+    commands = 8 + 1  # _called's deposits, orders and end of day, then the order c2
+    assert (run.engine.accepted, run.engine.rejected) == (commands, 0)
+    events = run(EndOfDay(ts=EOD + DAY))
+    assert any(type(e) is OrderAccepted and e.order_id.startswith("@close-") for e in events)
+    assert [(e.qty, e.via) for e in events if type(e) is PositionClosedOut] == [(2, "book")]
+    assert (run.engine.accepted, run.engine.rejected) == (commands + 1, 0)
+
+
 def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
     run = Run()
     _called(run, days=6)  # called on Sunday the 27th, the 28th is the last day
