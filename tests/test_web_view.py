@@ -37,6 +37,16 @@ def test_logins_are_the_exchanges_passwords_and_the_gateway_never_logs_in():
     assert not Credentials.may_see("bob", "alice")
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["alice", "mallory", "gateway", "é", ""]), st.text(max_size=20))
+def test_any_login_text_is_an_answer_never_an_error(user, password):
+    """Any user and password, beyond ASCII too (an unknown user's was compared as text,
+    which ``hmac.compare_digest`` refuses: the pages answered 500)."""
+    credentials = Credentials({"alice": "pw-a", "é": "pässwort", "gateway": "pw-gw"})
+    expected = user if (user, password) in (("alice", "pw-a"), ("é", "pässwort")) else None
+    assert credentials.user(basic(user, password)) == expected
+
+
 def naive_candles(rows: list[TradeRow], interval_s: int) -> list[Candle]:
     """Group the listing trades by interval, then take each group's first, highest,
     lowest and last price and its volume."""

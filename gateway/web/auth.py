@@ -34,7 +34,9 @@ class Credentials:
         # The gateway's own login is a machine's: it never opens the pages.
         known = None if user == GATEWAY else self._passwords.get(user)
         if not colon or known is None:
-            hmac.compare_digest(password, password)  # the same time for unknown users
+            # The same time for unknown users; as bytes, as compare_digest takes no text
+            # beyond ASCII.
+            hmac.compare_digest(password.encode(), password.encode())
             return None
         return user if hmac.compare_digest(password.encode(), known.encode()) else None
 
