@@ -457,11 +457,67 @@ def test_the_packet_size_guard_follows_the_framing() -> None:
         assert guard.feed(bytes([byte])) is None
     assert guard.feed(b"\xc0\x00") is None  # PINGREQ: no body
     assert guard.feed(b"\x30") is None
-    assert guard.feed(_varint(99)) == 101  # over by one, at the header's end
+    assert guard.feed(_varint(99)) == "a packet of 101 bytes is over the limit of 100"
     guard.restart()
-    assert guard.feed(b"\x30\x80\x80\x80\x80") == -1  # a fifth length byte: malformed
+    assert guard.feed(b"\x30\x80\x80\x80\x80") == "malformed packet length"  # a fifth byte
     guard = _PacketSizeGuard(MAX_PACKET_SIZE)
-    assert guard.feed(b"\x30" + _varint(100 << 20)) == (100 << 20) + 5
+    assert guard.feed(b"\x30" + _varint(100 << 20)) == (
+        f"a packet of {(100 << 20) + 5} bytes is over the limit of {MAX_PACKET_SIZE}")
+
+
+def _publish(topic: str, payload: bytes) -> bytes:
+    body = _string(topic) + payload  # QoS 0: no packet id
+    return b"\x30" + _varint(len(body)) + body
+
+
+@pytest.mark.parametrize("topic", ["cx/v1/orders/+", "cx/v1/#", "a+b", "#"])
+def test_the_guard_refuses_a_publish_to_a_topic_filter_when_its_topic_ends(topic: str) -> None:
+    """amqtt drops such a packet after its topic and reads its payload as packets of their
+    own, which the size limit and the rate would never see."""
+    packet = _publish(topic, _publish("cx/v1/orders/A", b"hidden"))
+    head = 2 + 2 + len(topic)  # fixed header, topic length, topic
+    refusal = "a PUBLISH to a topic filter (+ or #), not a topic name"
+    guard = _PacketSizeGuard(1000)
+    assert guard.feed(packet[:head - 1]) is None  # not yet: the topic is not complete
+    assert guard.feed(packet[head - 1:]) == refusal
+    guard = _PacketSizeGuard(1000)
+    answers = [guard.feed(bytes([byte])) for byte in packet[:head]]  # a byte at a time
+    assert answers == [None] * (head - 1) + [refusal]
+    guard = _PacketSizeGuard(1000)
+    assert guard.feed(_publish("cx/v1/orders/A", b"+#") * 3) is None  # in a payload: fine
+
+
+def test_the_guard_refuses_a_publish_whose_topic_runs_past_its_end() -> None:
+    guard = _PacketSizeGuard(1000)
+    # The topic says 50 bytes; the packet has 10 after the length: amqtt would read on
+    # into the packets after it.
+    assert guard.feed(b"\x30\x0c\x00\x32" + b"x" * 10) == "a PUBLISH whose topic runs past its end"
+    guard = _PacketSizeGuard(1000)
+    assert guard.feed(b"\x30\x01\x00") == "a PUBLISH whose topic runs past its end"
+    guard = _PacketSizeGuard(1000)
+    assert guard.feed(b"\x30\x00") == "a PUBLISH whose topic runs past its end"
+
+
+def test_a_publish_to_a_topic_filter_closes_the_connection_and_hides_nothing() -> None:
+    """A 4 MiB payload behind a wildcard topic reached the gateway past the 1 MiB limit."""
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS, max_packet_size=1 << 20) as broker:
+            async with client(broker, GATEWAY_USER) as gw:
+                assert await suback(gw, "cx/v1/orders/+") == 1
+                reader, writer = await asyncio.open_connection(broker.host, broker.port)
+                writer.write(connect_packet("A", USERS["A"]))
+                assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK
+                hidden = _publish("cx/v1/orders/A", b"x" * (4 << 20))
+                writer.write(_publish("cx/v1/orders/+", hidden[:900_000]) + hidden[900_000:])
+                assert await closed_by_peer(reader)
+                writer.close()
+                assert await next_message(gw) is None  # nothing hidden got through
+                async with client(broker, "A") as a:  # A may connect again and publish
+                    await a.publish("cx/v1/orders/A", b"fine", qos=1)
+                    assert await next_message(gw) == ("cx/v1/orders/A", b"fine")
+
+    run(scenario(), timeout=30)
 
 
 # amqtt's Broker._initialize_client_session, which gateway.mqtt.embedded._Broker replaces to

@@ -243,15 +243,20 @@ class TopicRulesPlugin(BaseTopicPlugin):
 
 class _PacketSizeGuard:
     """Follows the MQTT framing of the bytes a connection's reader hands to amqtt, and
-    tells, as a fixed header completes, whether its packet is over the limit.
+    tells, as a fixed header completes, whether its packet is over the limit, and as a
+    PUBLISH's topic completes, whether amqtt would lose its place in the stream on it.
 
     amqtt reads a packet's fixed header a byte at a time, then its body; every byte it
     reads passes through :meth:`feed` in order, so the guard knows where each packet
-    starts without parsing more than the fixed header.
+    starts without parsing more than the fixed header and a PUBLISH's topic. amqtt drops
+    a PUBLISH whose topic holds a wildcard as soon as it has read the topic and goes on
+    reading its payload as packets of their own, which neither the size limit nor the
+    account's rate would see: such a packet, and one whose topic runs past its end,
+    closes the connection (MQTT 3.1.1 4.8: a malformed packet closes it).
     """
 
-    __slots__ = ("_body", "_header", "_length", "_publish", "_shift", "limit", "published",
-                 "published_bytes")
+    __slots__ = ("_body", "_header", "_length", "_publish", "_shift", "_topic", "_topic_length",
+                 "limit", "published", "published_bytes")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -266,16 +271,40 @@ class _PacketSizeGuard:
         self._length = 0  # its remaining length, so far
         self._shift = 0
         self._body = 0  # body bytes still to come
+        self._topic: bytearray | None = None  # a PUBLISH's topic length and topic, so far
+        self._topic_length = -1  # the topic's length once its two bytes are in
 
-    def feed(self, data: bytes) -> int | None:
-        """Account for *data*; return the size of a packet that is too large (or -1 for
-        a malformed remaining length) as soon as its fixed header ends, else None."""
+    def feed(self, data: bytes) -> str | None:
+        """Account for *data*; return why the connection must close (a packet too large
+        or malformed, as soon as its fixed header ends; a PUBLISH whose topic is not a
+        topic name, as soon as its topic ends), else None."""
         i, n = 0, len(data)
         while i < n:
             if self._body:
-                step = min(self._body, n - i)
+                topic = self._topic
+                if topic is None:
+                    step = min(self._body, n - i)
+                    self._body -= step
+                    i += step
+                    continue
+                need = (2 if self._topic_length < 0 else self._topic_length + 2) - len(topic)
+                step = min(need, self._body, n - i)
+                topic += data[i:i + step]
                 self._body -= step
                 i += step
+                if step < need:
+                    if not self._body:  # the packet ended inside its topic
+                        return "a PUBLISH whose topic runs past its end"
+                    continue
+                if self._topic_length < 0:
+                    self._topic_length = int.from_bytes(topic, "big")
+                    if self._topic_length > self._body:
+                        return "a PUBLISH whose topic runs past its end"
+                    if self._topic_length:
+                        continue
+                if b"+" in topic[2:] or b"#" in topic[2:]:
+                    return "a PUBLISH to a topic filter (+ or #), not a topic name"
+                self._topic, self._topic_length = None, -1
                 continue
             byte = data[i]
             i += 1
@@ -288,15 +317,19 @@ class _PacketSizeGuard:
             self._shift += 7
             if byte & 0x80:  # the remaining length goes on
                 if self._header >= 5:  # at most four length bytes
-                    return -1
+                    return "malformed packet length"
                 continue
             size = self._header + self._length
             self._header = 0
             if size > self.limit:
-                return size
+                return f"a packet of {size} bytes is over the limit of {self.limit}"
             if self._publish:
                 self.published += 1
                 self.published_bytes += size
+                if self._length:
+                    self._topic, self._topic_length = bytearray(), -1
+                else:
+                    return "a PUBLISH whose topic runs past its end"
             self._body = self._length
         return None
 
@@ -348,19 +381,14 @@ class _BoundedReader(StreamReaderAdapter):
             self._guard.restart()
             raise
         guard = self._guard
-        size = guard.feed(data)
-        if size is None:
+        why = guard.feed(data)
+        if why is None:
             if guard.published and self.throttle is not None:
                 await self._hold(guard)
             return data
         self._refused = True
-        peer = self._writer.get_extra_info("peername")
-        if size < 0:
-            log.warning("closed the connection from %s: malformed packet length", peer)
-        else:
-            log.warning(
-                "closed the connection from %s: a packet of %d bytes is over the limit of %d", peer,
-                size, self._guard.limit)
+        log.warning("closed the connection from %s: %s",
+                    self._writer.get_extra_info("peername"), why)
         self._writer.transport.abort()
         return b""  # amqtt takes it for the end of the stream
 
