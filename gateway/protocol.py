@@ -18,7 +18,8 @@ __all__ = [
     "ORDERS_FILTER", "OPS_COMMANDS",
     "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
-    "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED"
+    "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED",
+    "account_name_problem"
 ]
 
 ORDERS_FILTER = "cx/v1/orders/+"
@@ -29,6 +30,8 @@ OPS_REPORTS = "cx/v1/ops/reports"
 GATEWAY = "gateway"
 OPERATOR = "operator"
 SYSTEM_USERS = frozenset({GATEWAY, OPERATOR})
+_RESERVED_FOR = {GATEWAY: "the gateway's own MQTT user",
+                 OPERATOR: "the operator console's MQTT user"}
 # paho leaves Nagle's algorithm on: small reports would wait for delayed ACKs (~40 ms).
 SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), )
 PENDING_CALLS_WARNING = 1 << 20  # aiomqtt warns past this many publishes in flight
@@ -137,6 +140,22 @@ class TopicSender(_Draining):
     @property
     def waiting(self) -> int:
         return sum(sender.waiting for sender in self._senders.values())
+
+
+def account_name_problem(name: str) -> str | None:
+    """Why *name* cannot be a trader's account, whose name is its MQTT user and a level of
+    its topics (empty, one of ``/ + #`` in it, or a system user's), or ``None``.
+
+    >>> account_name_problem("steel-01") is None
+    True
+    >>> account_name_problem("a/b")
+    "invalid account name 'a/b': empty, or contains / + or #"
+    """
+    if name in _RESERVED_FOR:
+        return f"account name {name!r} is reserved for {_RESERVED_FOR[name]}"
+    if not name or any(c in name for c in "/+#"):
+        return f"invalid account name {name!r}: empty, or contains / + or #"
+    return None
 
 
 def orders_topic(account: str) -> str:

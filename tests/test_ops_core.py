@@ -57,6 +57,15 @@ def test_each_operator_row_is_answered_with_its_command_id():
      b'"side": "buy", "price": "60.00", "qty": 1}', "not_permitted"),
     (b'{"action": "cancel", "order_id": "o1", "account": "alice"}', "not_permitted"),
     (b'{"action": "mass_cancel", "account": "alice"}', "not_permitted"),
+    # Accounts that could never log in: the system users' names, and names that are not
+    # one level of a topic.
+    (b'{"action": "open_account", "account": "gateway", "kind": "financial"}', "bad_command"),
+    (b'{"action": "open_account", "account": "operator", "kind": "financial"}', "bad_command"),
+    (b'{"action": "open_account", "account": "a/b", "kind": "financial"}', "bad_command"),
+    (b'{"action": "deposit", "account": "x+y", "instrument": "CNY", "qty": "1.00"}',
+     "bad_command"),
+    (b'{"action": "transfer", "account": "alice", "to_account": "a#", "instrument": "CEA25", '
+     b'"qty": 1}', "bad_command"),
 ])
 def test_a_bad_or_forbidden_operator_row_is_refused_there_and_changes_nothing(payload, reason):
     core = _core()

@@ -85,7 +85,7 @@ from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, MAX_PACKET_SIZE, AccountLimits
-from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS
+from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem
 from gateway.mqtt.lanes import BroadcastQueue
 
 __all__ = [
@@ -109,10 +109,6 @@ _SYSTEM_RULES = {
         "subscribe": (OPS_REPORTS, f"{_ROOT}/md/#")
     }
 }
-_RESERVED_FOR = {
-    GATEWAY_USER: "the gateway's own MQTT user",
-    OPERATOR_USER: "the operator console's MQTT user"
-}
 _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _NOISY_LOGGERS = ("amqtt", "transitions")
@@ -126,17 +122,16 @@ def _valid_user(name: str) -> bool:
 def check_account_name(name: str) -> str:
     """Return *name* if it may be a trader's account, else raise ``ValueError`` saying why:
     it is empty, has one of ``/ + #``, or is a system user's (``gateway``, ``operator``)."""
-    if name in _RESERVED_FOR:
-        raise ValueError(f"account name {name!r} is reserved for {_RESERVED_FOR[name]}")
-    if not _valid_user(name):
-        raise ValueError(f"invalid account name {name!r}: empty, or contains / + or #")
+    problem = account_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
     return name
 
 
 def valid_account_name(name: str) -> bool:
     """Whether *name* may be a trader's account: non-empty, none of ``/ + #``, and neither
     ``gateway`` nor ``operator``."""
-    return name not in _RESERVED_FOR and _valid_user(name)
+    return account_name_problem(name) is None
 
 
 def _rules(user: str, action: str) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
                               NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
-                              is_msgpack)
+                              account_name_problem, is_msgpack)
 
 __all__ = [
     "WireDecoder", "ReportMaker", "client_id", "WIRE_ACTIONS", "Report", "AnyReport",
@@ -262,6 +262,13 @@ class WireDecoder:
             return _rejection(
                 NOT_PERMITTED, f"action {row.action!r}: the operator places no orders for accounts "
                 "(accounts send their own on their orders topic)", msgspec.to_builtins(row))
+        for name in (row.account, row.to_account):
+            # An account the row may open must be one that can log in (system accounts,
+            # "@...", are the engine's to refuse).
+            if type(name) is str and name and not name.startswith("@"):
+                problem = account_name_problem(name)
+                if problem is not None:
+                    return _rejection(BAD_COMMAND, problem, msgspec.to_builtins(row))
         row.ts = self.ts
         try:
             return self._reader.row(row)
