@@ -20,8 +20,9 @@ defaults are the rules in force):
 * ``default_rules``        - the rule of each sector by compliance year: steel, cement
                              and aluminium take A = E in 2024, the intensity rule from
                              2025;
-* ``ccer_cap``, ``banking_cap``, ``fine_fen``, ``average_price`` - the 5% offset cap, the banking
-                             conversion cap T = 10,000 + 1.5 × net sales, and the fine.
+* ``ccer_cap``, ``banking_cap``, ``fine_fen``, ``average_price`` - the 5% offset cap,
+                             the banking conversion cap T = 10,000 + 1.5 × net sales, the
+                             fine and the average price it is at.
 
 Exactness: inputs are decimal strings, ``Decimal`` or ``Fraction`` (never ``float``: a
 float is refused); arithmetic is in ``Fraction``; every allocation is rounded down to whole
@@ -42,7 +43,8 @@ from typing import TypeAlias
 __all__ = [
     "exact", "POWER_BENCHMARKS", "HEAT_BENCHMARKS", "load_factor", "PowerUnit", "power_allocation",
     "alpha", "solve_benchmark", "industrial_alphas", "industrial_allocation", "pre_allocation",
-    "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "average_price", "AllocationError", "Entity",
+    "true_up", "adjust", "ccer_cap", "banking_cap", "fine_fen", "average_price", "AllocationError",
+    "Entity",
     "SECTOR_RULES", "sector_rule", "DEFAULT_RULES", "FIRST_YEAR_RULES", "default_rules",
     "allocate", "shortfall_floor", "LOAD_FACTOR_TYPES"
 ]
