@@ -537,8 +537,12 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
                 or any(path.glob("journal-*.cxj"))):
             raise JournalError(
                 f"{path} already holds a journal; recover it, or choose an empty directory")
-        if fresh or not any(path.iterdir()):
-            os.chmod(path, _DIR_MODE)
+        if not fresh and any(path.iterdir()):
+            # Files of its own beside a journal's would be taken for damage (a stray file)
+            # at every recovery, and would keep the directory open to others.
+            raise JournalError(f"{path} is not empty and holds no journal: choose a new or "
+                               "empty directory")
+        os.chmod(path, _DIR_MODE)
         _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger, "market": market_text})
         manifest = {"format": FORMAT, "segments": []}
         fd = _start_segment(path, manifest, 1)

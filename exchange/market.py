@@ -814,6 +814,9 @@ def load_market(path: str | Path | None = None) -> Market:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MarketConfigError(f"cannot read market file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise MarketConfigError(f"market file {str(path)!r} is not UTF-8 text (byte {exc.start})"
+                                ) from None
     return parse_market(text, str(path))
 
 

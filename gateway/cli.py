@@ -341,6 +341,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if getattr(args, option) and not args.ledger:
             raise UsageError(f"--{option.replace('_', '-')} needs --ledger (without accounts "
                              "there are no holdings, account kinds or fees)")
+    outputs = {option: getattr(args, option)
+               for option in ("holdings", "fills", "events", "daily", "mm_report")
+               if getattr(args, option)}
+    _check_outputs(args.file, outputs)
     market = load_market(args.market)
     if args.always_open:
         market = market.open_all_hours()
@@ -352,19 +356,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                                          or args.mm_report),
                         progress=progress,
                         ledger=args.ledger, journal=args.journal)
-    try:
-        if args.holdings:
-            write_holdings(args.holdings, result.engine)
-        if args.fills:
-            write_fills(args.fills, result.events or [], market)
-        if args.events:
-            write_events(args.events, result.events or [], market)
-        if args.daily:
-            write_daily(args.daily, result.events or [], market)
-        if args.mm_report:
-            write_mm_report(args.mm_report, result.events or [], market)
-    except OSError as exc:
-        raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    events = result.events or []
+    writers = {
+        "holdings": lambda path: write_holdings(path, result.engine),
+        "fills": lambda path: write_fills(path, events, market),
+        "events": lambda path: write_events(path, events, market),
+        "daily": lambda path: write_daily(path, events, market),
+        "mm_report": lambda path: write_mm_report(path, events, market)
+    }
+    for option, path in outputs.items():
+        try:
+            writers[option](path)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -555,6 +561,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_outputs(source: str, outputs: dict[str, str]) -> None:
+    """Refuse, before anything is read or written, outputs that could not be written (no
+    such directory, not writable) and outputs that would overwrite the order file or
+    each other (standard output, pipes and devices may be named more than once)."""
+    import os
+    import stat
+
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # one does not exist (yet): the same path, or not
+            return a.resolve() == b.resolve()
+
+    seen: list[tuple[str, Path]] = [("the order file", Path(source))]
+    for option, name in outputs.items():
+        path = Path(name)
+        flag = f"--{option.replace('_', '-')}"
+        try:
+            stream = not stat.S_ISREG(path.stat().st_mode)  # a device, a pipe, a directory
+        except OSError:
+            stream = False  # to be made
+        if not stream:
+            for other, other_path in seen:
+                if same(path, other_path):
+                    raise UsageError(f"{flag} {name} would overwrite {other}")
+            seen.append((flag, path))
+        folder = path.parent
+        if path.is_dir():
+            raise UsageError(f"cannot write {name}: is a directory")
+        if not folder.is_dir():
+            raise UsageError(f"cannot write {name}: no directory {folder}")
+        if not os.access(path if path.exists() else folder, os.W_OK):
+            raise UsageError(f"cannot write {name}: permission denied")
+
+
 def _cmd_broker_config(args: argparse.Namespace) -> int:
     import os
 
@@ -583,20 +624,41 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:  # bare ``carbonx``: say what there is
-        parser.print_help()
-        return EXIT_OK
+    name = "carbonx"  # then the subcommand's, once known
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare ``carbonx``: say what there is
+            parser.print_help()
+            return EXIT_OK
+        name = f"carbonx {args.command}"
         return args.run(args)
     except (UsageError, OrderFileError, MarketConfigError, JournalError) as exc:
-        print(f"carbonx {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"carbonx {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (``| head``): output cut short, not failed
+        _drop_stdout()
         return EXIT_OK
+    except OSError as exc:  # standard output could not be written (a full disk, ...)
+        _drop_stdout()
+        where = f"cannot write {exc.filename}" if exc.filename else "cannot write the output"
+        print(f"{name}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so that what is still buffered for a
+    closed or failing one is not written again at exit (a second error and a traceback)."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no real stdout (captured, replaced): nothing to drop
+        pass
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -348,6 +350,87 @@ def test_market_invalid_config(run_carbonx, write_file):
 def test_market_missing_file(run_carbonx, write_file, tmp_path):
     orders = write_file("o.csv", HEADER + GOOD)
     assert_bad_input(run_carbonx("replay", orders, "--market", tmp_path / "nope.toml"), "nope.toml")
+
+
+def test_market_file_not_utf8(run_carbonx, write_file):
+    orders = write_file("o.csv", HEADER + GOOD)
+    market = write_file("m.toml", b"[instruments.X]\ntick = '0.01' # \xff\xfe\n")
+    assert_bad_input(run_carbonx("replay", orders, "--market", market), "m.toml", "not UTF-8")
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outputs, fragments", [
+    (["--fills", "{orders}"], ["--fills", "would overwrite the order file"]),
+    (["--fills", "out.ndjson", "--events", "out.ndjson"], ["--events", "would overwrite --fills"]),
+    (["--ledger", "--holdings", "{orders}"], ["--holdings", "would overwrite the order file"]),
+    (["--ledger", "--journal", "j", "--holdings", "nowhere/h.csv"], ["nowhere/h.csv",
+                                                                     "no directory"]),
+    (["--fills", "."], ["is a directory"]),
+])
+def test_outputs_that_cannot_be_written_or_would_overwrite_are_refused_first(
+        run_carbonx, write_file, tmp_path, outputs, fragments):
+    """Refused before anything is read or written: the order file, the other outputs and
+    the journal stay as they were."""
+    orders = write_file("o.csv", HEADER + GOOD)
+    args = [a.format(orders=orders) for a in outputs]
+    assert_bad_input(run_carbonx("replay", orders, *args), *fragments)
+    assert orders.read_text(encoding="utf-8") == HEADER + GOOD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv"]
+
+
+def test_outputs_may_share_a_pipe_or_a_device(run_carbonx, write_file):
+    orders = write_file("o.csv", HEADER + GOOD)
+    proc = run_carbonx("replay", orders, "--fills", "/dev/stdout", "--events", "/dev/stdout",
+                       "--daily", "/dev/null", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert '"event":"order_accepted"' in proc.stdout.replace(" ", "")
+
+
+def test_a_journal_goes_only_into_a_new_or_empty_directory(run_carbonx, write_file, tmp_path):
+    orders = write_file("o.csv", HEADER + GOOD)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    assert_bad_input(run_carbonx("replay", orders, "--ledger", "--journal", tmp_path / "d"),
+                     "not empty and holds no journal")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["notes.txt"]
+    (tmp_path / "e").mkdir()
+    assert run_carbonx("replay", orders, "--ledger", "--journal", tmp_path / "e").returncode == 0
+    assert (tmp_path / "e" / "meta.json").exists()
+
+
+@pytest.mark.parametrize("args", [["--version"], ["replay", "{orders}"],
+                                  ["replay", "{orders}", "--events", "/dev/stdout"]])
+def test_a_closed_pipe_is_output_cut_short_exit_0(write_file, args):
+    """``carbonx ... | head``: the reader is gone; no traceback, status 0."""
+    orders = write_file("o.csv", HEADER + GOOD)
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before a byte was written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gateway.cli",
+                               *[a.format(orders=orders) for a in args]],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--version"], ["replay", "{orders}"],
+                                  ["replay", "{orders}", "--events", "/dev/stdout"]])
+def test_a_full_disk_on_standard_output_is_one_line_exit_2(write_file, args):
+    orders = write_file("o.csv", HEADER + GOOD)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "gateway.cli",
+                               *[a.format(orders=orders) for a in args]],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "No space left on device" in proc.stderr
 
 
 def test_custom_market_band(capsys, write_file, tmp_path):
