@@ -276,6 +276,33 @@ def test_will_message_must_name_an_allowed_topic() -> None:
     run(scenario())
 
 
+def test_an_offline_session_keeps_at_most_max_queued_messages(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """amqtt queues every message for an offline persistent session: one account
+    subscribed to all market data and went away grew the exchange's memory for good.
+    Past the bound newer messages are dropped, as mosquitto's max_queued_messages does."""
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS, max_queued=5) as broker:
+            away = aiomqtt.Client(broker.host, broker.port, username="A", password=USERS["A"],
+                                  identifier="A", clean_session=False, timeout=2)
+            async with away as a:
+                await a.subscribe("cx/v1/md/#", qos=1)
+            async with client(broker, GATEWAY_USER) as gw:
+                for n in range(12):
+                    await gw.publish("cx/v1/md/CEA25/trades", f"t{n}".encode(), qos=1)
+            async with away as a:
+                got = []
+                while (message := await next_message(a, 0.5)) is not None:
+                    got.append(message[1])
+            assert got == [f"t{n}".encode() for n in range(5)]
+
+    with caplog.at_level(logging.WARNING, logger="gateway.mqtt.embedded"):
+        run(scenario())
+    warned = [r.getMessage() for r in caplog.records if "dropped until" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("A is away with 5 messages queued")
+
+
 def test_another_user_cannot_take_over_a_persistent_session() -> None:
 
     def persistent(broker: EmbeddedBroker, user: str) -> aiomqtt.Client:

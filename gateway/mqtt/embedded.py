@@ -84,7 +84,8 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, MAX_PACKET_SIZE, AccountLimits
+from gateway.mqtt.brokerconfig import (EMBEDDED_LIMITS, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES,
+                                       AccountLimits)
 from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem
 from gateway.mqtt.lanes import BroadcastQueue
 
@@ -410,7 +411,8 @@ class _Broker(Broker):
 
     def __init__(self, config: BrokerConfig, *, accounts: _Accounts,
                  max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = EMBEDDED_LIMITS) -> None:
+                 limits: AccountLimits = EMBEDDED_LIMITS,
+                 max_queued: int = MAX_QUEUED_MESSAGES) -> None:
         super().__init__(config)
         self._broadcast_queue = BroadcastQueue()  # each topic in its own lane
         self._accounts = accounts
@@ -418,6 +420,8 @@ class _Broker(Broker):
         self._refused_ids: set[str] = set()
         self._limits = limits
         self._throttles: dict[str, _Throttle] = {}  # account -> its budget
+        self._max_queued = max_queued
+        self._overflowing: set[str] = set()  # offline sessions whose queue is full, said once
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
@@ -441,6 +445,22 @@ class _Broker(Broker):
                 break
             await super()._run_broadcast(running_tasks)  # get() has one: no wait
 
+    async def _retain_broadcast_message(self, broadcast: dict, qos: int,
+                                        target_session: Session) -> None:
+        """Keep a message for an offline persistent session, as amqtt does, up to
+        ``max_queued`` of them: amqtt's queue has no bound, so an account that subscribed
+        to all market data and went away grew the exchange's memory for as long as it
+        stayed away. Past the bound new messages are dropped, as mosquitto's
+        ``max_queued_messages`` (the same number) drops them."""
+        client_id = target_session.client_id or ""
+        if target_session.retained_messages.qsize() >= self._max_queued:
+            if client_id not in self._overflowing:
+                self._overflowing.add(client_id)
+                log.warning("%s is away with %d messages queued: newer ones are dropped until "
+                            "it reconnects", client_id, self._max_queued)
+            return
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
     async def _admit(self, session: Session) -> None:
         """carbonx: the identifier rule, applied before amqtt looks the session up."""
         if not self._accounts.admits(session):
@@ -451,6 +471,7 @@ class _Broker(Broker):
             self._refused_ids.add(session.client_id)
             return
         session.client_id = session.username
+        self._overflowing.discard(session.client_id)  # back: its queue drains
         old_session, old_handler = self._sessions.get(session.client_id, (None, None))
         if (session.clean_session and old_session is not None and old_handler is not None
                 and old_session.transitions.is_connected()):
@@ -577,7 +598,8 @@ class EmbeddedBroker:
 
     def __init__(self, credentials: dict[str, str], port: int = 0, host: str = "127.0.0.1", *,
                  max_packet_size: int = MAX_PACKET_SIZE,
-                 limits: AccountLimits = EMBEDDED_LIMITS) -> None:
+                 limits: AccountLimits = EMBEDDED_LIMITS,
+                 max_queued: int = MAX_QUEUED_MESSAGES) -> None:
         if host in _WILDCARD_HOSTS:
             raise ValueError(f"refusing to listen on the wildcard address {host!r}")
         if max_packet_size < 64:
@@ -586,6 +608,7 @@ class EmbeddedBroker:
         self.port = port
         self.max_packet_size = max_packet_size
         self.limits = limits
+        self.max_queued = max_queued  # messages kept for an account's offline session
         self._accounts = _Accounts()
         for name, password in credentials.items():
             self._accounts.set(name, password)
@@ -614,7 +637,7 @@ class EmbeddedBroker:
                 f"{__name__}.TopicRulesPlugin": {}
             })
         broker = _Broker(config, accounts=self._accounts, max_packet_size=self.max_packet_size,
-                         limits=self.limits)
+                         limits=self.limits, max_queued=self.max_queued)
         try:
             with _quiet_start_failure():
                 await broker.start()
