@@ -24,8 +24,8 @@ import pytest
 
 from gateway.mqtt import embedded
 from gateway.mqtt.embedded import (GATEWAY_USER, MAX_PACKET_SIZE, OPERATOR_USER, EmbeddedBroker,
-                                   _PacketSizeGuard, allowed, check_account_name,
-                                   valid_account_name)
+                                   _FailedDeliveries, _PacketSizeGuard, allowed,
+                                   check_account_name, valid_account_name)
 
 USERS = {GATEWAY_USER: "gw-secret", OPERATOR_USER: "op-secret", "A": "a-secret", "B": "b-secret"}
 SUBACK_FAILURE = 0x80
@@ -301,6 +301,33 @@ def test_an_offline_session_keeps_at_most_max_queued_messages(
         run(scenario())
     warned = [r.getMessage() for r in caplog.records if "dropped until" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("A is away with 5 messages queued")
+
+
+def test_unacknowledged_deliveries_are_one_line_now_and_then_not_a_traceback_each() -> None:
+    """A subscriber that never sends PUBACK: amqtt logged each timed-out delivery as an
+    error with its traceback (1,752 of them in one session)."""
+    clock = [100.0]
+    deliveries = _FailedDeliveries(every=10.0, clock=lambda: clock[0])
+    logger = logging.getLogger("amqtt.broker")
+
+    def record(exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc is not None else None
+        return logger.makeRecord("amqtt.broker", logging.ERROR, __file__, 1,
+                                 "Task failed and will be skipped: %s", ("task", ), info)
+
+    first = record(TimeoutError("Timeout waiting for PUBACK"))
+    assert deliveries.filter(first)
+    assert (first.levelno, first.exc_info) == (logging.WARNING, None)
+    assert first.getMessage() == ("a subscriber did not acknowledge a delivery in time: "
+                                  "Timeout waiting for PUBACK")
+    held = [deliveries.filter(record(TimeoutError("again"))) for _ in range(3)]
+    assert held == [False] * 3
+    other = record(ValueError("something else"))  # any other failure is left as it is
+    assert deliveries.filter(other) and other.levelno == logging.ERROR and other.exc_info
+    clock[0] += 10.0
+    later = record(TimeoutError("Timeout waiting for PUBACK"))
+    assert deliveries.filter(later)
+    assert later.getMessage().endswith("(3 more since the last such line)")
 
 
 def test_another_user_cannot_take_over_a_persistent_session() -> None:

@@ -69,8 +69,9 @@ import hmac
 import logging
 import secrets
 import socket
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -579,6 +580,36 @@ class _StartFailed(logging.Filter):
         return record.getMessage() != "Broker startup failed"
 
 
+class _FailedDeliveries(logging.Filter):
+    """amqtt logs each delivery a subscriber never acknowledged (a QoS 1 message whose
+    PUBACK does not come in time) as an error with a traceback: a client that never
+    acknowledges wrote a dozen lines a report into the exchange's log. Such records
+    become one warning line, at most one every *every* seconds, counting the others."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self._clock = clock
+        self._last = -every
+        self._quiet = 0  # records held back since the last line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if not isinstance(failure, TimeoutError):
+            return True
+        now = self._clock()
+        if now - self._last < self.every:
+            self._quiet += 1
+            return False
+        more = f" ({self._quiet} more since the last such line)" if self._quiet else ""
+        self._last, self._quiet = now, 0
+        record.msg, record.args = "a subscriber did not acknowledge a delivery in time: %s%s", (
+            failure, more)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 @contextlib.contextmanager
 def _quiet_start_failure() -> Iterator[None]:
     logger, quiet = logging.getLogger("amqtt.broker"), _StartFailed()
@@ -609,6 +640,7 @@ class EmbeddedBroker:
         self.max_packet_size = max_packet_size
         self.limits = limits
         self.max_queued = max_queued  # messages kept for an account's offline session
+        self._deliveries = _FailedDeliveries()  # amqtt's log of them, while it runs
         self._accounts = _Accounts()
         for name, password in credentials.items():
             self._accounts.set(name, password)
@@ -648,11 +680,15 @@ class EmbeddedBroker:
                 raise OSError(cause.errno or errno.EADDRINUSE, cause.strerror
                               or str(cause)) from None
             raise
+        logging.getLogger("amqtt.broker").addFilter(self._deliveries)
         self._broker = broker
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         broker, self._broker = self._broker, None
-        if broker is not None:
-            await broker.shutdown()
+        try:
+            if broker is not None:
+                await broker.shutdown()
+        finally:
+            logging.getLogger("amqtt.broker").removeFilter(self._deliveries)
