@@ -123,6 +123,8 @@ def test_a_resent_command_is_applied_once_and_answered_as_the_first_time(core):
     "payload, reason",
     [(b'{"action": "new", "order_id": ', "malformed"), (b"\xc1\xff\x00", "malformed"),
      (b"", "malformed"), (b'"just a string"', "malformed"), (b"[1]", "malformed"),
+     (b"[]", "malformed"), (b" [ ] ", "malformed"), (b"\x90", "malformed"),  # no command
+     (b"null", "malformed"), (b"123", "malformed"),
      (b'{"action": "fly", "order_id": "x"}', "not_permitted"),
      (b'{"action": "deposit", "instrument": "CNY", "qty": "1000000"}', "not_permitted"),
      (b'{"action": "eod"}', "not_permitted"), (b'{"order_id": "x", "side": "buy"}', "bad_command"),
@@ -151,6 +153,14 @@ def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
     assert core.engine.state_hash() == before and core.engine.seq == 0
     assert reports(out, "bob") == []
     assert core.stats.turned_away == 1 and core.stats.by_reason == {reason: 1}
+
+
+@pytest.mark.parametrize("payload", [b"null", b"123", b"true", b'"x"', b"\xef\xbb\xbf{}"])
+def test_json_that_is_no_command_is_said_to_be_so_not_bad_msgpack(core, payload):
+    send(core, "alice", payload)
+    [answer] = reports(core.flush(now=1.0), "alice")
+    assert answer["reason"] == "malformed"
+    assert answer["message"].startswith("neither JSON commands (an object or a list of objects")
 
 
 def test_good_commands_beside_a_bad_one_go_through_in_order(core):

@@ -152,6 +152,8 @@ class WireDecoder:
         rows = decoded if type(decoded) is list else [decoded]
         if len(rows) > MAX_COMMANDS:
             return [_too_many(len(rows))]
+        if not rows:
+            return [_rejection(MALFORMED, "an empty list: no command")]
         command = self._command
         return [command(account, row, True) for row in rows]
 
@@ -179,6 +181,9 @@ class WireDecoder:
         try:
             raw = (self._msgpack_any if packed else self._json_any).decode(payload)
         except msgspec.DecodeError as exc:
+            if packed:  # JSON that is no object nor list (null, 12, "x") is read as msgpack
+                return [_rejection(MALFORMED, "neither JSON commands (an object or a list of "
+                                   f"objects, starting with {{ or [) nor msgpack: {exc}")]
             return [_rejection(MALFORMED, f"not valid {kind}: {exc}")]
         except RecursionError:
             # The typed decode above never recurses (a command's fields are scalars); the
@@ -188,6 +193,8 @@ class WireDecoder:
         raw_items = raw if type(raw) is list else [raw]
         if len(raw_items) > MAX_COMMANDS:
             return [_too_many(len(raw_items))]
+        if not raw_items:
+            return [_rejection(MALFORMED, "an empty list: no command")]
         items: list = []
         for item in raw_items:
             if not isinstance(item, dict):
