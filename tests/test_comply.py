@@ -182,3 +182,194 @@ def test_a_restatement_recomputes_and_the_registry_moves_the_difference(tmp_path
     assert rows["dirty"]["surrendered_allowances"] == restated
     assert rows["dirty"]["status"] == "compliant" and not report["stats"]["rejected"]
     assert rows["clean"]["allocated"] == 1000 and not report["stats"]["rejected"]
+
+
+# --- strict scenarios: every bad value refused with one line naming the file and the key ---
+
+_BASE = """year = 2024
+multiple = 5
+pre_allocation_share = "0.70"
+[adjustment]
+yearly = "1.00"
+cap_share = "1.01"
+[adjustment.regions]
+west = "1.03"
+[rules.power]
+rule = "power_benchmark"
+shortfall_cap = "0.20"
+[rules.power.electricity]
+gas = "0.3288"
+[rules.power.heat]
+gas = "0.0533"
+[[december_trades]]
+price = "97.50"
+qty = 40000
+[[entities]]
+name = "ste-1"
+sector = "steel"
+region = "west"
+intensity = "1.8"
+prior_emissions = 1000
+emissions = 1100
+quality = "measured"
+verifier = "V01"
+months = 12
+surrender_share = "1.0"
+ccer = 0
+[[entities]]
+name = "pow-1"
+sector = "power"
+region = "west"
+units = [{ type = "gas", electricity_mwh = "3000", heat_gj = "0", load = "0.5" }]
+prior_emissions = 1000
+emissions = 1100
+[[restatements]]
+entity = "ste-1"
+emissions = 1200
+"""
+
+
+def _run_cli(tmp_path: Path, text: str | bytes, capsys, *extra: str) -> tuple[int, str, str]:
+    """Run ``carbonx comply`` on a scenario of *text*; return its status, stdout and stderr."""
+    path = tmp_path / "s.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    status = main(["comply", str(path), *extra])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _one_line_error(err: str, *words: str) -> None:
+    """The error is one line, ``carbonx comply: error: FILE: ...``, with each of *words*."""
+    assert err.count("\n") == 1 and err.startswith("carbonx comply: error: ")
+    assert "s.toml" in err and "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def _edit(old: str, new: str, count: int = 1) -> str:
+    """The base scenario with its first *count* occurrences of *old* replaced by *new*."""
+    assert old in _BASE
+    return _BASE.replace(old, new, count)
+
+
+def test_a_scenario_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
+    status, out, err = _run_cli(tmp_path, b'year = 2024\nname = "\xff\xfe"\n', capsys)
+    assert status == 2 and not out
+    _one_line_error(err, "not UTF-8 text", "byte 20")
+
+
+@pytest.mark.parametrize(
+    "old,new,words",
+    [
+        # 2: out-of-range shares and prices that are not numbers (the rules' own errors)
+        ('pre_allocation_share = "0.70"', 'pre_allocation_share = "2"',
+         ["'pre_allocation_share'", "0 to 1", "'2'"]),
+        ('pre_allocation_share = "0.70"', 'pre_allocation_share = "-0.70"',
+         ["'pre_allocation_share'", "'-0.70'"]),
+        ('pre_allocation_share = "0.70"', "pre_allocation_share = 0.7",
+         ["'pre_allocation_share'", "is a float"]),
+        ('price = "97.50"', 'price = "x"', ["december trade 1: 'price'", "not a number"]),
+        ('price = "97.50"', 'price = "0"', ["december trade 1: 'price'", "above 0"]),
+        # 4: what the engine would refuse, found before it runs
+        ('quality = "measured"', 'quality = "guess"',
+         ["entity 1 (ste-1): 'quality'", "measured, default, estimated, revised", "'guess'"]),
+        ("emissions = 1100", "emissions = 999999999999999999999",
+         ["entity 1 (ste-1): 'emissions'", "whole number of tonnes"]),
+        ('name = "ste-1"', 'name = "@exchange"', ["entity 1 (@exchange): 'name'", "reserved"]),
+        ('name = "ste-1"', 'name = "market-buyer"', ["'name' 'market-buyer'", "reserved"]),
+        # 5: typos and values that were silently taken
+        ("multiple = 5", "multiple = 5\nmultipel = 6", ["unknown key(s) multipel"]),
+        ('region = "west"', 'regoin = "west"', ["entity 1 (ste-1): unknown key(s) regoin"]),
+        ("load = ", "lod = ", ["entity 2 (pow-1): unit 1: unknown key(s) lod"]),
+        ('cap_share = "1.01"', 'cap_shar = "1.01"', ["[adjustment]: unknown key(s) cap_shar"]),
+        ('qty = 40000', 'qty = 40000\nqyt = 5', ["december trade 1: unknown key(s) qyt"]),
+        ("entity = ", "enity = ", ["restatement 1: unknown key(s) enity"]),
+        ('shortfall_cap = "0.20"', 'shortfal_cap = "0.20"',
+         ["[rules.power]: unknown key(s) shortfal_cap"]),
+        ('gas = "0.3288"', 'gass = "0.3288"', ["rules.power.electricity: unknown key(s) gass"]),
+        ("multiple = 5", "multiple = 5.5", ["'multiple'", "5 to 10", "5.5"]),
+        ("multiple = 5", "multiple = 11", ["'multiple'", "5 to 10", "11"]),
+        ("multiple = 5", 'multiple = "5"', ["'multiple'", "5 to 10"]),
+        ("qty = 40000", "qty = -40000", ["december trade 1: 'qty'", "-40000"]),
+        ("qty = 40000", "qty = 0", ["december trade 1: 'qty'", "from 1"]),
+        ('surrender_share = "1.0"', 'surrender_share = "2.0"',
+         ["entity 1 (ste-1): 'surrender_share'", "0 to 1", "'2.0'"]),
+        ('surrender_share = "1.0"', 'surrender_share = "-1"', ["'surrender_share'", "'-1'"]),
+        ("ccer = 0", "ccer = -5", ["entity 1 (ste-1): 'ccer'", "-5"]),
+        ('west = "1.03"', 'west = "-1.03"', ["adjustment.regions.west", "at least 0"]),
+        ('yearly = "1.00"', 'yearly = "-1"', ["adjustment.yearly", "at least 0"]),
+        ('gas = "0.3288"', 'gas = "-0.3288"', ["rules.power.electricity.gas", "at least 0"]),
+        ('gas = "0.0533"', 'gas = "-1"', ["rules.power.heat.gas", "at least 0"]),
+        ('shortfall_cap = "0.20"', 'shortfall_cap = "1.5"', ["rules.power.shortfall_cap"]),
+        ('intensity = "1.8"', 'intensity = "0"', ["'intensity'", "above 0"]),
+        ('region = "west"', "region = 5", ["entity 1 (ste-1): 'region' must be a string"]),
+        ('verifier = "V01"', "verifier = 1", ["entity 1 (ste-1): 'verifier' must be a string"]),
+        ('load = "0.5"', 'load = "1.5"', ["unit 1: 'load'", "0 to 1"]),
+        ('type = "gas"', 'type = "wind"', ["unit 1: 'type'", "'wind'"]),
+        ('electricity_mwh = "3000"', "electricity_mwh = 3000.5", ["'electricity_mwh'", "float"]),
+        ("emissions = 1200", 'emissions = 1200\nquality = "guess"', ["restatement 1: 'quality'"]),
+        ("year = 2024", "year = true", ["'year'"]),
+    ])
+def test_bad_values_are_refused_naming_the_key(tmp_path, capsys, old, new, words):
+    status, out, err = _run_cli(tmp_path, _edit(old, new), capsys)
+    assert status == 2 and not out
+    _one_line_error(err, *words)
+
+
+@pytest.mark.parametrize("body,words", [
+    ("december_trades = [1]\n" + _STEEL, "'december_trades' must be an array of tables"),
+    (_STEEL.replace("[[entities]]", "restatements = [\"a\"]\n[[entities]]"),
+     "'restatements' must be an array of tables"),
+    (_STEEL.replace('sector = "steel"', 'sector = "power"\nunits = [1]'),
+     "entity 1 (a): 'units' must be an array of tables"),
+    (_STEEL.replace("year = 2024", "year = 2024\nadjustment = 1"), "[adjustment] must be a table"),
+    (_STEEL.replace("year = 2024", "year = 2024\norders = 1"), "'orders' (an order file)"),
+    (_STEEL.replace("year = 2024", "year = 2024\n_base = \"/\""), "unknown key(s) _base"),
+])
+def test_tables_of_the_wrong_shape_are_refused(tmp_path, capsys, body, words):
+    status, out, err = _run_cli(tmp_path, body, capsys)
+    assert status == 2 and not out
+    _one_line_error(err, words)
+
+
+def test_a_step_the_engine_refuses_stops_the_scenario_naming_it(tmp_path, capsys):
+    # a December trade above the market's largest order: its fine price would change
+    status, out, err = _run_cli(tmp_path, _edit("qty = 40000", "qty = 200000"), capsys)
+    assert status == 2 and not out
+    _one_line_error(err, "december trade 1 (200000 at 97.50) was refused",
+                    "quantity_above_maximum")
+    # a unit so large its final allocation is beyond what the registry takes
+    status, out, err = _run_cli(
+        tmp_path, _edit('electricity_mwh = "3000"', 'electricity_mwh = "1' + "0" * 25 + '"'),
+        capsys)
+    assert status == 2 and not out
+    _one_line_error(err, "entity 'pow-1': its final allocation was refused", "invalid_quantity")
+
+
+def test_rejections_print_the_plain_reason_codes(tmp_path, capsys):
+    # the order file's commands are market activity: their rejections are counted (these
+    # two at the epoch, when the market is closed)
+    (tmp_path / "orders.csv").write_text(
+        "action,order_id,account,instrument,side,type,price,qty,ts\n"
+        "new,o1,nobody,CEA24,buy,limit,90.00,100,0\n"
+        "new,o2,nobody,CEA24,buy,limit,90.00,100,0\n")
+    status, out, err = _run_cli(tmp_path, 'orders = "orders.csv"\n' + _BASE, capsys)
+    assert status == 0 and not err  # the base scenario the other tests break runs
+    assert "compliance year 2024: 2 entities" in out
+    line = next(line for line in out.splitlines() if "rejections" in line)
+    assert line.endswith("rejections market_closed: 2"), line
+    assert "Reason" not in out and "{" not in out
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out", "out.png.bak", "out.svg", "out.pdf"])
+def test_an_unsupported_chart_format_is_refused_before_any_work(tmp_path, capsys, name,
+                                                                 monkeypatch):
+    ran = []
+    monkeypatch.setattr(comply, "run_cycle", lambda data: ran.append(data))
+    assert main(["comply", "--example", "--chart", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--chart {tmp_path / name}" in err and "a .png file" in err
+    assert not ran and not (tmp_path / name).exists()

@@ -41,19 +41,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import random
 import time
 import tomllib
+from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from exchange import Engine, default_market
-from exchange.commands import (AllocateAllowances, ComplianceDeadline, Deposit, IssueAllowances,
-                               OpenAccount, PlaceOrder, RecordEmissions, SurrenderAllowances)
-from exchange.compliance.allocation import (SECTOR_RULES, Adjustment, AllocationError, Entity,
-                                            PowerUnit, allocate, exact, pre_allocation)
-from exchange.compliance.registry import deadline_ns
-from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed
+from exchange.commands import (AllocateAllowances, AnyCommand, ComplianceDeadline, Deposit,
+                               IssueAllowances, OpenAccount, PlaceOrder, RecordEmissions,
+                               SurrenderAllowances)
+from exchange.compliance.allocation import (FINE_MULTIPLE, FINE_MULTIPLES, HEAT_BENCHMARKS,
+                                            POWER_BENCHMARKS, SECTOR_RULES, Adjustment,
+                                            AllocationError, Entity, PowerUnit, allocate, exact,
+                                            pre_allocation)
+from exchange.compliance.registry import QUALITIES, deadline_ns
+from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed, Event
 from exchange.market import format_cash
 from exchange.orderfile import OrderFileError, read_order_file
 from gateway.errors import UsageError
@@ -78,46 +85,220 @@ class ScenarioError(ValueError):
     """A scenario that cannot be run: the message names the problem."""
 
 
+# The keys a scenario may have, at the top and in each of its tables: anything else is a
+# typo, refused (as market files refuse unknown keys) rather than silently ignored.
+_SCENARIO_KEYS = frozenset({
+    "year", "multiple", "deadline_price", "pre_allocation_share", "adjustment", "rules",
+    "december_trades", "orders", "entities", "restatements"
+})
+_ENTITY_KEYS = frozenset({
+    "name", "sector", "region", "intensity", "units", "prior_emissions", "emissions", "quality",
+    "verifier", "months", "surrender_share", "ccer"
+})
+_UNIT_KEYS = frozenset({"type", "electricity_mwh", "heat_gj", "load", "emissions"})
+_ADJUSTMENT_KEYS = frozenset({"yearly", "cap_share", "regions"})
+_TRADE_KEYS = frozenset({"price", "qty"})
+_RESTATEMENT_KEYS = frozenset({"entity", "emissions", "quality", "verifier"})
+# The parameters of the shipped rules beside their ``rule`` key; a rule registered
+# elsewhere (``@sector_rule``) takes its parameters unchecked here.
+_RULE_PARAMETERS: dict[str, frozenset[str]] = {
+    "power_benchmark": frozenset({"electricity", "heat", "shortfall_cap"}),
+    "intensity_benchmark": frozenset(),
+    "verified_emissions": frozenset(),
+}
+# The accounts the runner itself trades December through: no entity may take their names.
+_MARKET_ACCOUNTS = ("market-seller", "market-buyer")
+# The most tonnes the registry records in one figure (it refuses 2**62 and above).
+_MOST_TONNES = (1 << 62) - 1
+# ``--chart`` writes a PNG (its metadata is PNG's, without the writer's version, so that
+# a chart is the same whatever matplotlib wrote it): the file's suffix must say so.
+CHART_SUFFIX = ".png"
+
+
+def _refuse_unknown_keys(table: Mapping[str, object], known: frozenset[str], where: str) -> None:
+    """Raise ``ScenarioError`` if *table* has a key outside *known* (a typo, most likely)."""
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _table(value: object, where: str) -> dict[str, Any]:
+    """Return *value* if it is a TOML table, else raise ``ScenarioError``."""
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{where} must be a table")
+    return value
+
+
+def _tables(value: object, where: str) -> list[dict[str, Any]]:
+    """Return *value* if it is an array of TOML tables (``[[...]]``), else raise."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ScenarioError(f"{where} must be an array of tables ([[...]])")
+    return value
+
+
+def _tonnes(value: object, where: str, least: int = 0) -> int:
+    """Return *value*, a whole number of tonnes from *least* to ``_MOST_TONNES``."""
+    if type(value) is not int or not least <= value <= _MOST_TONNES:
+        raise ScenarioError(
+            f"{where} must be a whole number of tonnes from {least} to {_MOST_TONNES:,}, "
+            f"not {value!r}")
+    return value
+
+
+def _decimal(value: object, where: str, least: Fraction = Fraction(0),
+             most: Fraction | None = None, above_least: bool = False) -> Fraction:
+    """Return *value* (a decimal string or a whole number, never a float) as an exact
+    ``Fraction`` within *least* (excluded with *above_least*) and *most*; raise
+    ``ScenarioError`` naming *where* otherwise."""
+    if isinstance(value, float):
+        raise ScenarioError(f'{where}: {value!r} is a float; give a decimal string ("{value}")')
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ScenarioError(f"{where} must be a decimal string, not {value!r}")
+    try:
+        number = exact(value, where)
+    except AllocationError:
+        raise ScenarioError(f"{where}: {value!r} is not a number") from None
+    too_low = number <= least if above_least else number < least
+    if too_low or (most is not None and number > most):
+        if most is not None:
+            bounds = f"from {least} to {most}"
+        else:
+            bounds = f"above {least}" if above_least else f"at least {least}"
+        raise ScenarioError(f"{where} must be {bounds}, not {value!r}")
+    return number
+
+
+def _one_of(value: object, choices: tuple[str, ...] | frozenset[str], where: str) -> str:
+    """Return *value* if it is one of *choices*, else raise ``ScenarioError``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ScenarioError(f"{where} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    """Return *value* if it is a string, else raise ``ScenarioError``."""
+    if not isinstance(value, str):
+        raise ScenarioError(f"{where} must be a string, not {value!r}")
+    return value
+
+
 def load_scenario(path: str | Path) -> dict:
-    """Read and check the scenario TOML at *path*; raise ``ScenarioError``."""
+    """Read and check the scenario TOML at *path*; raise ``ScenarioError`` naming the file
+    and the key of the first problem (an unknown key, a value of the wrong type or out of
+    range), so that a scenario that loads runs without the engine refusing a step."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
-    if not isinstance(data.get("year"), int):
+    _refuse_unknown_keys(data, _SCENARIO_KEYS, f"{path}")
+    if type(data.get("year")) is not int:
         raise ScenarioError(f"{path}: 'year' (the compliance year) is required")
+    multiple = data.get("multiple", FINE_MULTIPLE)
+    if type(multiple) is not int or multiple not in FINE_MULTIPLES:
+        raise ScenarioError(f"{path}: 'multiple' (the fine multiple) must be a whole number "
+                            f"{FINE_MULTIPLES[0]} to {FINE_MULTIPLES[-1]}, not {multiple!r}")
+    price = data.get("deadline_price")
+    if price is not None:
+        if not isinstance(price, str):
+            raise ScenarioError(f'{path}: deadline_price is a decimal string ("98.00" CNY/t)')
+        _decimal(price, f"{path}: 'deadline_price'", above_least=True)
+    _decimal(data.get("pre_allocation_share", "0.70"), f"{path}: 'pre_allocation_share'",
+             most=Fraction(1))
+    if "orders" in data:
+        _text(data["orders"], f"{path}: 'orders' (an order file)")
+    _check_adjustment(data.get("adjustment", {}), path)
+    _check_rules(data.get("rules", {}), path)
+    for number, trade in enumerate(_tables(data.get("december_trades", []),
+                                           f"{path}: 'december_trades'"), 1):
+        where = f"{path}: december trade {number}"
+        _refuse_unknown_keys(trade, _TRADE_KEYS, where)
+        _decimal(trade.get("price"), f"{where}: 'price'", above_least=True)
+        _tonnes(trade.get("qty"), f"{where}: 'qty'", least=1)
     entities = data.get("entities")
     if not isinstance(entities, list) or not entities:
         raise ScenarioError(f"{path}: no [[entities]]")
-    names = set()
-    for number, entity in enumerate(entities, 1):
-        where = f"{path}: entity {number} ({entity.get('name', '?')})"
-        if not entity.get("name") or entity["name"] in names:
-            raise ScenarioError(f"{where}: a unique 'name' is required")
+    names: set[str] = set()
+    for number, entity in enumerate(_tables(entities, f"{path}: 'entities'"), 1):
+        _check_entity(entity, f"{path}: entity {number} ({entity.get('name', '?')})", names)
         names.add(entity["name"])
-        if entity.get("sector") not in SECTORS:
-            raise ScenarioError(f"{where}: sector must be one of {', '.join(SECTORS)}")
-        for key in ("prior_emissions", "emissions"):
-            if not isinstance(entity.get(key), int) or entity[key] < 0:
-                raise ScenarioError(f"{where}: '{key}' must be a whole number of tonnes")
-        if entity["sector"] == "power" and not entity.get("units"):
-            raise ScenarioError(f"{where}: a power entity needs its 'units'")
-        for unit in entity.get("units", ()):
-            own = unit.get("emissions") if isinstance(unit, dict) else None
-            if own is not None and (type(own) is not int or own < 0):
-                raise ScenarioError(
-                    f"{where}: a unit's 'emissions' must be a whole number of tonnes")
-        if entity["sector"] != "power" and "intensity" not in entity:
-            raise ScenarioError(f"{where}: an industrial entity needs its 'intensity'")
-        months = entity.get("months", 12)
-        if type(months) is not int or not 0 <= months <= 12:
-            raise ScenarioError(f"{where}: 'months' (monthly logs complete) must be 0 to 12")
-    price = data.get("deadline_price")
-    if price is not None and not isinstance(price, str):
-        raise ScenarioError(f'{path}: deadline_price is a decimal string ("98.00" CNY/t)')
-    rules = data.get("rules", {})
+    for number, restatement in enumerate(_tables(data.get("restatements", []),
+                                                 f"{path}: 'restatements'"), 1):
+        where = f"{path}: restatement {number}"
+        _refuse_unknown_keys(restatement, _RESTATEMENT_KEYS, where)
+        if restatement.get("entity") not in names:
+            raise ScenarioError(f"{where}: unknown entity {restatement.get('entity')!r}")
+        _tonnes(restatement.get("emissions"), f"{where}: 'emissions'")
+        _one_of(restatement.get("quality", "revised"), QUALITIES, f"{where}: 'quality'")
+        if "verifier" in restatement:
+            _text(restatement["verifier"], f"{where}: 'verifier'")
+    data["_base"] = Path(path).resolve().parent
+    return data
+
+
+def _check_entity(entity: dict[str, Any], where: str, names: set[str]) -> None:
+    """Check one ``[[entities]]`` table (*names*: the entities before it); raise
+    ``ScenarioError`` naming the entity and the key."""
+    _refuse_unknown_keys(entity, _ENTITY_KEYS, where)
+    name = entity.get("name")
+    if not isinstance(name, str) or not name or name in names:
+        raise ScenarioError(f"{where}: a unique 'name' is required")
+    if name.startswith("@") or name in _MARKET_ACCOUNTS:
+        raise ScenarioError(f"{where}: 'name' {name!r} is reserved (the exchange's "
+                            f"'@' accounts and {', '.join(_MARKET_ACCOUNTS)})")
+    if entity.get("sector") not in SECTORS:
+        raise ScenarioError(f"{where}: sector must be one of {', '.join(SECTORS)}")
+    if "region" in entity:
+        _text(entity["region"], f"{where}: 'region'")
+    for key in ("prior_emissions", "emissions"):
+        _tonnes(entity.get(key), f"{where}: '{key}'")
+    if entity["sector"] == "power" and not entity.get("units"):
+        raise ScenarioError(f"{where}: a power entity needs its 'units'")
+    for number, unit in enumerate(_tables(entity.get("units", []), f"{where}: 'units'"), 1):
+        _check_unit(unit, f"{where}: unit {number}")
+    if entity["sector"] != "power" and "intensity" not in entity:
+        raise ScenarioError(f"{where}: an industrial entity needs its 'intensity'")
+    if "intensity" in entity:
+        _decimal(entity["intensity"], f"{where}: 'intensity'", above_least=True)
+    months = entity.get("months", 12)
+    if type(months) is not int or not 0 <= months <= 12:
+        raise ScenarioError(f"{where}: 'months' (monthly logs complete) must be 0 to 12")
+    _one_of(entity.get("quality", "measured"), QUALITIES, f"{where}: 'quality'")
+    if "verifier" in entity:
+        _text(entity["verifier"], f"{where}: 'verifier'")
+    _decimal(entity.get("surrender_share", 1), f"{where}: 'surrender_share'", most=Fraction(1))
+    _tonnes(entity.get("ccer", 0), f"{where}: 'ccer'")
+
+
+def _check_unit(unit: dict[str, Any], where: str) -> None:
+    """Check one generating unit of a power entity; raise ``ScenarioError``."""
+    _refuse_unknown_keys(unit, _UNIT_KEYS, where)
+    _one_of(unit.get("type"), tuple(POWER_BENCHMARKS), f"{where}: 'type'")
+    _decimal(unit.get("electricity_mwh"), f"{where}: 'electricity_mwh'")
+    _decimal(unit.get("heat_gj", 0), f"{where}: 'heat_gj'")
+    _decimal(unit.get("load", 1), f"{where}: 'load'", most=Fraction(1))
+    if unit.get("emissions") is not None:
+        _tonnes(unit["emissions"], f"{where}: a unit's 'emissions'")
+
+
+def _check_adjustment(adjustment: object, path: str | Path) -> None:
+    """Check ``[adjustment]``: the yearly factor, the sector cap and the regional factors,
+    none negative; raise ``ScenarioError``."""
+    settings = _table(adjustment, f"{path}: [adjustment]")
+    _refuse_unknown_keys(settings, _ADJUSTMENT_KEYS, f"{path}: [adjustment]")
+    for key in ("yearly", "cap_share"):
+        _decimal(settings.get(key, 1), f"{path}: adjustment.{key}")
+    regions = _table(settings.get("regions", {}), f"{path}: [adjustment.regions]")
+    for region, factor in regions.items():
+        _decimal(factor, f"{path}: adjustment.regions.{region}")
+
+
+def _check_rules(rules: object, path: str | Path) -> None:
+    """Check ``[rules.SECTOR]``: a known sector, a known rule and, for the shipped rules,
+    their parameters (benchmarks not negative, a shortfall cap within 0..1)."""
     if not isinstance(rules, dict) or not all(isinstance(r, dict) for r in rules.values()):
         raise ScenarioError(f"{path}: [rules.SECTOR] tables name each sector's rule")
     for sector, rule in rules.items():
@@ -126,15 +307,19 @@ def load_scenario(path: str | Path) -> dict:
         if rule.get("rule") not in SECTOR_RULES:
             raise ScenarioError(
                 f"{path}: rules.{sector}: rule must be one of {', '.join(SECTOR_RULES)}")
-    for number, restatement in enumerate(data.get("restatements", []), 1):
-        if restatement.get("entity") not in names:
-            raise ScenarioError(
-                f"{path}: restatement {number}: unknown entity {restatement.get('entity')!r}")
-        if not isinstance(restatement.get("emissions"), int) or restatement["emissions"] < 0:
-            raise ScenarioError(
-                f"{path}: restatement {number}: 'emissions' must be a whole number of tonnes")
-    data["_base"] = Path(path).resolve().parent
-    return data
+        parameters = _RULE_PARAMETERS.get(rule["rule"])
+        if parameters is None:
+            continue
+        _refuse_unknown_keys(rule, parameters | {"rule"}, f"{path}: [rules.{sector}]")
+        for key, known in (("electricity", POWER_BENCHMARKS), ("heat", HEAT_BENCHMARKS)):
+            where = f"{path}: rules.{sector}.{key}"
+            benchmarks = _table(rule.get(key, {}), where)
+            _refuse_unknown_keys(benchmarks, frozenset(known), where)
+            for name, value in benchmarks.items():
+                _decimal(value, f"{where}.{name}")
+        if "shortfall_cap" in rule:
+            _decimal(rule["shortfall_cap"], f"{path}: rules.{sector}.shortfall_cap",
+                     most=Fraction(1))
 
 
 def _plan(data: dict, emissions: dict[str, int]) -> dict[str, int]:
@@ -173,13 +358,19 @@ def run_cycle(data: dict) -> dict:
     if vintage is None:
         raise ScenarioError(f"the market lists no allowance of vintage {year}")
     engine = Engine(market, ledger=True)
-    rejected: dict[str, int] = {}
+    rejected: dict[str, int] = {}  # reason code -> count, of the order file's commands
 
-    def submit(command) -> list:
+    def submit(command: AnyCommand, step: str | None = None) -> list[Event]:
+        """Execute *command*; a rejection of a scenario's own *step* (an entity's, a
+        December trade's) refuses the whole scenario, naming the step and the reason,
+        rather than leaving it out of the report. The order file's rejections (*step*
+        None) are market activity: counted in the stats."""
         events = engine.execute(command)
         for event in events:
             if type(event) is CommandRejected:
-                rejected[event.reason] = rejected.get(event.reason, 0) + 1
+                if step is not None:
+                    raise ScenarioError(f"{step} was refused: {event.reason}")
+                rejected[str(event.reason)] = rejected.get(str(event.reason), 0) + 1
         return events
 
     entities = data["entities"]
@@ -187,13 +378,14 @@ def run_cycle(data: dict) -> dict:
     pre: dict[str, int] = {}
     for entity in entities:
         name = entity["name"]
-        submit(OpenAccount(account=name, kind="covered"))
+        submit(OpenAccount(account=name, kind="covered"), f"entity {name!r}: opening its account")
         pre[name] = pre_allocation(entity["prior_emissions"], share)
         submit(
             AllocateAllowances(account=name, instrument=vintage, year=year, qty=pre[name],
-                               stage="pre"))
+                               stage="pre"), f"entity {name!r}: its pre-allocation")
         if entity.get("ccer") and offset:
-            submit(IssueAllowances(account=name, instrument=offset, qty=entity["ccer"]))
+            submit(IssueAllowances(account=name, instrument=offset, qty=entity["ccer"]),
+                   f"entity {name!r}: issuing its CCER")
 
     if data.get("orders"):
         try:
@@ -206,14 +398,16 @@ def run_cycle(data: dict) -> dict:
     december = deadline_ns(year, market.schedule) - 21 * _DAY_NS + 10 * 3600 * 10**9
     for number, trade in enumerate(data.get("december_trades", []), 1):
         qty, price = int(trade["qty"]), str(trade["price"])
-        submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty))
+        step = f"december trade {number} ({qty} at {price})"
+        submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty), step)
         submit(
             Deposit(account="market-buyer", currency="CNY",
-                    amount=str(exact(price) * qty * 2 // 1)))
+                    amount=str(exact(price) * qty * 2 // 1)), step)
         for side, account in (("sell", "market-seller"), ("buy", "market-buyer")):
             submit(
                 PlaceOrder(order_id=f"december-{number}-{side}", account=account,
-                           instrument=vintage, side=side, price=price, qty=qty, ts=december))
+                           instrument=vintage, side=side, price=price, qty=qty, ts=december),
+                step)
 
     emissions = {}
     for entity in entities:
@@ -221,7 +415,8 @@ def run_cycle(data: dict) -> dict:
         submit(
             RecordEmissions(account=entity["name"], year=year, qty=entity["emissions"],
                             quality=entity.get("quality", "measured"),
-                            verifier=entity.get("verifier"), months=entity.get("months", 12)))
+                            verifier=entity.get("verifier"), months=entity.get("months", 12)),
+            f"entity {entity['name']!r}: its verified emissions")
 
     def true_up(final: dict[str, int], before: dict[str, int]) -> None:
         """Send a final allocation to each entity whose figure changed: the registry
@@ -230,7 +425,7 @@ def run_cycle(data: dict) -> dict:
             if qty != before.get(name):
                 submit(
                     AllocateAllowances(account=name, instrument=vintage, year=year, qty=qty,
-                                       stage="final"))
+                                       stage="final"), f"entity {name!r}: its final allocation")
 
     try:
         final = _plan(data, emissions)
@@ -244,7 +439,8 @@ def run_cycle(data: dict) -> dict:
                 RecordEmissions(account=restatement["entity"], year=year,
                                 qty=restatement["emissions"],
                                 quality=restatement.get("quality", "revised"),
-                                verifier=restatement.get("verifier")))
+                                verifier=restatement.get("verifier")),
+                f"entity {restatement['entity']!r}: its restated emissions")
         if data.get("restatements"):
             final, before = _plan(data, emissions), final
             true_up(final, before)
@@ -258,12 +454,18 @@ def run_cycle(data: dict) -> dict:
         holding = engine.ledger.holding(name, vintage)
         give = min(target, holding.available if holding else 0)
         if give:
-            submit(SurrenderAllowances(account=name, instrument=vintage, qty=give, year=year))
-        rest = min(target - give, obligation // 20, entity.get("ccer", 0))
+            submit(SurrenderAllowances(account=name, instrument=vintage, qty=give, year=year),
+                   f"entity {name!r}: surrendering allowances")
+        # CCER within the 5% cap, of what it was issued and still holds (an order file
+        # may have moved some)
+        offsets = engine.ledger.holding(name, offset) if offset else None
+        rest = min(target - give, obligation // 20, entity.get("ccer", 0),
+                   offsets.available if offsets else 0)
         if rest > 0 and offset:
-            submit(SurrenderAllowances(account=name, instrument=offset, qty=rest, year=year))
+            submit(SurrenderAllowances(account=name, instrument=offset, qty=rest, year=year),
+                   f"entity {name!r}: surrendering CCER")
 
-    multiple = int(data.get("multiple", 5))
+    multiple = data.get("multiple", FINE_MULTIPLE)
     events = submit(
         ComplianceDeadline(year=year, multiple=multiple, price=data.get("deadline_price")))
     if type(events[-1]) is CommandRejected:
@@ -419,7 +621,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="OUT", help="write one CSV row per entity")
     parser.add_argument(
         "--chart", metavar="OUT.png",
-        help="a PNG of each sector's allocation, emissions and surrender "
+        help="a PNG (a .png file) of each sector's allocation, emissions and surrender "
         "(needs matplotlib: pip install -e '.[bench]')")
 
 
@@ -427,10 +629,21 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.scenario) == bool(args.example):
         raise UsageError("give a SCENARIO file or --example (one of them)")
+    if args.chart:  # before any work: a chart that cannot be written is known now
+        if Path(args.chart).suffix.lower() != CHART_SUFFIX:
+            raise UsageError(f"--chart {args.chart}: the chart is a PNG; give a "
+                             f"{CHART_SUFFIX} file")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError(_NO_MATPLOTLIB)
+    path = EXAMPLE if args.example else args.scenario
     try:
-        report = run_cycle(load_scenario(EXAMPLE if args.example else args.scenario))
+        data = load_scenario(path)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        report = run_cycle(data)
+    except ScenarioError as exc:  # a step the engine refused: name the file too
+        raise UsageError(f"{path}: {exc}") from None
     try:
         if args.csv:
             with open(args.csv, "w", newline="", encoding="utf-8") as out:
@@ -465,16 +678,22 @@ def run(args: argparse.Namespace) -> int:
               f"{row['surrendered_ccer']:>10,}{row['short']:>7,}{row['shortfall']:>12,}"
               f"{row['fine']:>18}")
     stats = report["stats"]
+    rejections = ", ".join(f"{reason}: {count:,}" for reason, count in stats["rejected"].items())
     print(f"  {stats['commands']:,} commands through the engine in {stats['seconds']} s; "
-          f"rejections {stats['rejected'] or 'none'}")
+          f"rejections {rejections or 'none'}")
     return 0
 
 
+_NO_MATPLOTLIB = "--chart needs matplotlib: pip install -e '.[bench]'"
+
+
 def _chart(report: dict, path: str) -> None:
+    """Write a PNG bar chart of each sector's allocation, emissions and surrender to
+    *path* (a ``.png`` file: ``run`` checks it first)."""
     try:
         import matplotlib
     except ImportError:
-        raise UsageError("--chart needs matplotlib: pip install -e '.[bench]'") from None
+        raise UsageError(_NO_MATPLOTLIB) from None
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
