@@ -686,12 +686,19 @@ class Engine:
                 OrderTriggered(seq=ctr.seq, order_id=order.order_id, account=order.account,
                                instrument=symbol, side=order.side, stop_price=order.stop_price,
                                last_price=last))
+            capped = False
             if order.kind == STOP:
                 order.kind = MARKET
                 order.price = self._market_limit(symbol, order.is_buy)
                 if order.is_buy:
-                    # It buys no higher than the price its hold was sized at.
-                    order.price = min(order.price, self._ledger.hold_price(order.order_id))
+                    # Its hold was sized at the band's top when it was placed; a later day's
+                    # band may reach higher. The hold follows if the account's cash covers
+                    # it; else the order buys no higher than its hold was sized at.
+                    held = self._ledger.hold_price(order.order_id)
+                    if held < order.price and not self._ledger.reprice(order.order_id,
+                                                                       order.price):
+                        order.price = held
+                        capped = True
             else:
                 order.kind = LIMIT
                 band = self._specs[symbol].band
@@ -700,6 +707,13 @@ class Engine:
                     self._ids.retire(order.order_id)
                     continue
             book.submit(order, out)
+            if capped:
+                # Offers it could not pay for were left: its rest went for want of cash.
+                ended = out[-1]
+                ask = book.best_ask()
+                if (type(ended) is OrderCancelled and ended.order_id == order.order_id
+                        and ask is not None and ask > order.price):
+                    out[-1] = msgspec.structs.replace(ended, reason=Reason.INSUFFICIENT_CASH)
             if not order.qty:
                 self._ids.retire(order.order_id)
 

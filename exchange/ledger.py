@@ -235,6 +235,23 @@ class Ledger:
         hold = self._holds.get(order_id)
         return NO_LIMIT if hold is None else hold.price
 
+    def reprice(self, order_id: str, price: int) -> bool:
+        """Size a triggered stop market buy's hold at *price* (the band's top at its
+        trigger, above the one it was placed under) if its account's cash covers the
+        difference; return whether it does (nothing changes when it does not)."""
+        hold = self._holds.get(order_id)
+        if hold is None or not hold.is_buy:
+            return True  # nothing held by price: a cleared derivative's margin
+        need = cash_needed(price, hold.qty, hold.unit, hold.fee, hold.accrued)
+        more = need - hold.amount
+        if more > hold.holding.available:
+            return False
+        hold.holding.available -= more
+        hold.holding.held += more
+        hold.amount = need
+        hold.price = price
+        return True
+
     # --- pre-trade risk ------------------------------------------------------------------
     def reserve(self, order_id: _HoldKey, account: str, symbol: str, is_buy: bool, price: int,
                 qty: int, kind: int = LIMIT, priced: bool = True, stp: int = 0,
@@ -1142,6 +1159,9 @@ class NoLedger:
 
     def hold_price(self, order_id: str) -> int:
         return NO_LIMIT
+
+    def reprice(self, order_id: str, price: int) -> bool:
+        return True
 
     def amend(self, order_id: str, account: str, symbol: str, price: int, qty: int) -> None:
         return None
