@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from markets import futures_market
 
-from exchange.market import format_cash
+from exchange.market import format_cash, parse_market
 from exchange.orderfile import parse_order_text
 from gateway.cli import main
 from gateway.tools.replay import event_record
@@ -150,6 +150,42 @@ def test_events_show_cash_as_decimal_strings(capsys, tmp_path):
                      qty=100, cash=600000, buy_fee=90, sell_fee=60), market)
     assert (record["cash"], record["buy_fee"], record["sell_fee"]) == ("6000.00", "0.90", "0.60")
     assert format_cash("CNY", -5) == "-0.05" and format_cash("JPY", 7) == "7"
+
+
+def test_every_price_and_cash_of_the_events_file_is_a_decimal_string():
+    """The fields a tester found written as integers beside a doc saying decimals: the
+    clearing house's fees, margins, delivery cash and penalties, final prices and strikes
+    (on the underlying's tick), fines and the deadline's prices."""
+    from exchange.events import (ComplianceAssessed, ContractExpired, DeadlinePassed,
+                                 DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
+                                 OptionExercised, TradeCleared)
+
+    market = parse_market(FUTURES_MARKET)
+    cases = [
+        (TradeCleared(seq=1, trade_id=1, instrument="F", buy_account="b", sell_account="s",
+                      qty=2, price=8000, buy_position=2, sell_position=-2, buy_fee=1600,
+                      sell_fee=800), {"price": "80.00", "buy_fee": "16.00", "sell_fee": "8.00"}),
+        (MarginCalled(seq=2, account="a", equity=400400, maintenance=1200000, initial=1600000,
+                      currency="CNY"), {"equity": "4004.00", "maintenance": "12000.00",
+                                        "initial": "16000.00"}),
+        (MarginCallMet(seq=3, account="a", equity=5, currency="CNY"), {"equity": "0.05"}),
+        (DeliverySettled(seq=4, account="a", instrument="F", underlying="CEA25", side="buy",
+                         tonnes=1000, cash=4500000), {"cash": "45000.00"}),
+        (DeliveryFailed(seq=5, account="a", instrument="F", tonnes=10, penalty=123),
+         {"penalty": "1.23"}),
+        (ContractExpired(seq=6, instrument="F", final_price=9000), {"final_price": "90.00"}),
+        (OptionExercised(seq=7, account="a", instrument="F", underlying="CEA25", lots=1,
+                         strike=8500), {"strike": "85.00"}),
+        (ComplianceAssessed(seq=8, account="e", year=2024, obligation=13,
+                            surrendered_allowances=10, surrendered_offsets=0, shortfall=3,
+                            fine=90015, status="short"), {"fine": "900.15"}),
+        (DeadlinePassed(seq=9, year=2024, entities=1, short=1, average_price=6001, multiple=5,
+                        price=6001, price_source="market"),
+         {"price": "60.01", "average_price": "60.01", "multiple": 5}),
+    ]
+    for event, expected in cases:
+        record = event_record(event, market)
+        assert {key: record[key] for key in expected} == expected, type(event).__name__
 
 
 FUTURES_MARKET = futures_market()

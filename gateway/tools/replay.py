@@ -17,7 +17,8 @@ from pathlib import Path
 import msgspec
 
 from exchange import Engine, FastBook, Market, default_market
-from exchange.events import DailyStatistics, QuotingAssessed, TradeExecuted
+from exchange.events import (ComplianceAssessed, DailyStatistics, DeadlinePassed, OptionExercised,
+                             QuotingAssessed, TradeExecuted)
 from exchange.journal import create_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
@@ -141,27 +142,51 @@ def _result(engine: Engine, total: int, started: float, decoded: float, kept: li
 FILL_KEYS = ("seq", "trade_id", "instrument", "price", "qty", "buy_order_id", "sell_order_id",
              "buy_account", "sell_account", "aggressor", "mode")
 
-_PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price", "reserve", "average_spread")
-_CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount", "rebate")
+# Prices, on the tick of the event's instrument, and cash, in its currency (the event's
+# own ``currency``, else its instrument's), that events carry as integers.
+_PRICE_FIELDS = ("price", "old_price", "stop_price", "last_price", "reserve", "average_spread",
+                 "final_price")
+_CASH_FIELDS = ("cash", "buy_fee", "sell_fee", "amount", "rebate", "equity", "maintenance",
+                "initial", "penalty", "fine")
+
+
+def _registry_currency(market: Market) -> str:
+    """The currency fines are in: that of the allowances (the market's first spot
+    instrument)."""
+    spot = [inst for inst in market.instruments.values() if inst.kind == "spot"]
+    return (spot or list(market.instruments.values()))[0].currency
 
 
 def event_record(event, market: Market) -> dict:
     """Return *event* as a JSON-ready dict with prices and cash as decimal strings (a
-    day's statistics as ``--daily`` writes them)."""
-    if type(event) is DailyStatistics:
+    day's statistics as ``--daily`` writes them), as the gateway's reports show them."""
+    kind = type(event)
+    if kind is DailyStatistics:
         return {"event": "daily_statistics", "seq": event.seq, "day": event.day,
                 **daily_record(event, market)}
     record = msgspec.to_builtins(event)
+    if kind is DeadlinePassed:  # cash per tonne, of no one instrument
+        currency = _registry_currency(market)
+        for key in ("price", "average_price"):
+            if record.get(key) is not None:
+                record[key] = format_cash(currency, record[key])
+        return record
     symbol = record.get("instrument")
+    currency = record.get("currency")
     if symbol in market:
         tick = market[symbol].tick
         for key in _PRICE_FIELDS:
             if record.get(key) is not None:
                 record[key] = tick.format(record[key])
-    currency = record.get("currency")
+        if currency is None:
+            currency = market[symbol].currency
+    if kind is OptionExercised and event.underlying in market:  # on the underlying's tick
+        record["strike"] = market[event.underlying].tick.format(event.strike)
+    if kind is ComplianceAssessed:
+        currency = _registry_currency(market)
     if currency is not None:
         for key in _CASH_FIELDS:
-            if key in record:
+            if record.get(key) is not None:
                 record[key] = format_cash(currency, record[key])
     return record
 
