@@ -16,12 +16,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import secrets
+import shutil
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -164,6 +166,67 @@ def test_broker_config_cli_refuses_an_existing_config_unless_forced(tmp_path: Pa
     forced = broker_config("--force")
     assert forced.returncode == 0, forced.stderr
     assert json.loads((out / "credentials.json").read_text()) != first
+
+
+def _broker_config_cli(out: Path, *accounts: str) -> subprocess.CompletedProcess[str]:
+    """``carbonx broker-config --out OUT --port 18830 ACCOUNTS`` as the console script runs it."""
+    return subprocess.run([
+        sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())",
+        "broker-config", "--out", str(out), "--port", "18830", *accounts
+    ], capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+def _assert_one_line_error(done: subprocess.CompletedProcess[str], message: str) -> None:
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"carbonx broker-config: error: {message}"), done.stderr
+
+
+@pytest.mark.parametrize("account", ["@exchange", "@registry", "@clearing:pw", "@x"])
+def test_broker_config_cli_refuses_the_engines_system_accounts(tmp_path: Path,
+                                                              account: str) -> None:
+    """``@`` names are the engine's (fees, surrendered allowances, clearing): an order
+    from such an account would be rejected ``reserved_account``, so none gets a login."""
+    out = tmp_path / "conf"
+    name = account.partition(":")[0]
+    _assert_one_line_error(_broker_config_cli(out, "alice", account),
+                           f"account name '{name}' is reserved for the exchange's system accounts")
+    assert not out.exists()
+
+
+@contextlib.contextmanager
+def _unwritable(directory: Path) -> Iterator[None]:
+    """Make *directory* unwritable for the duration: immutable for root (whom no mode
+    stops; skipped where ``chattr +i`` is not allowed), mode 0555 for anyone else."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("running as root without chattr: no way to make a directory unwritable")
+    made = subprocess.run([chattr, "+i", str(directory)], capture_output=True, text=True,
+                          check=False)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not allowed here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+def test_broker_config_cli_says_when_the_directory_cannot_be_written(tmp_path: Path) -> None:
+    """Found before the plugin is built: not a linker's complaint, but what is wrong."""
+    out = tmp_path / "conf"
+    out.mkdir()
+    with _unwritable(out):
+        done = _broker_config_cli(out, "alice")
+    _assert_one_line_error(done, f"cannot write {out}: ")
+    assert "ld returned" not in done.stderr and "plugin" not in done.stderr
+    assert list(out.iterdir()) == []
 
 
 def _directives(conf: str) -> list[list[str]]:
@@ -413,7 +476,9 @@ def test_parse_account_args() -> None:
                                             (["a b"], "whitespace"), (["a\tb"], "whitespace"),
                                             (["a\u00a0b"], "whitespace"), (["a\x00b"], "control"),
                                             (["a\x7f"], "control"), (["a\u200b"], "control"),
-                                            (["alice:"], "password")])
+                                            (["alice:"], "password"),
+                                            (["@exchange"], "reserved for the exchange's system"),
+                                            (["@registry:pw"], "reserved"), (["@"], "reserved")])
 def test_parse_account_args_rejects(items: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_account_args(items)
@@ -429,6 +494,8 @@ def test_parse_account_args_rejects(items: list[str], message: str) -> None:
     "": None
 }, 1883), ({
     "a\nb": None
+}, 1883), ({
+    "@exchange": None
 }, 1883), ({
     "alice": ""
 }, 1883), ({

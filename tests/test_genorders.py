@@ -283,6 +283,48 @@ def test_depth_ticks_and_shape(capsys, tmp_path):
     assert median["shallow"] <= 4, median
 
 
+def refused(capsys, out, *args) -> str:
+    """Run ``carbonx gen-orders ARGS --out OUT``; it must fail with one usage error line
+    and write nothing. Return that line."""
+    capsys.readouterr()
+    status = main(["gen-orders", *map(str, args), "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert status == 2, stderr
+    assert stdout == "" and not out.exists(), "nothing is written"
+    assert stderr.startswith("carbonx gen-orders: error: ") and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+@pytest.mark.parametrize("profile", [[], ["--mix", EXAMPLE_MIX], ["--profile", "carbon"]],
+                         ids=["mixed", "mixed-with-mix", "carbon"])
+def test_depth_ticks_is_refused_beyond_what_keeps_prices_positive(capsys, tmp_path, profile):
+    """Deeper than 3000 ticks (30.00), a buy below the mid 60.00 (or CCER's 52.00) could
+    be priced at zero or below; at 3000 itself the file still replays without a reject."""
+    for depth in (3001, 6000, 10_000):
+        error = refused(capsys, tmp_path / "never.csv", "--messages", 3000, "--depth-ticks",
+                        depth, *profile)
+        assert "--depth-ticks must be from 1 to 3000" in error and str(depth) in error
+    path = tmp_path / "deepest.csv"
+    gen(capsys, path, "--messages", 3000, "--depth-ticks", 3000, *profile)
+    summary = replay_summary(capsys, path)
+    assert summary["messages"] == 3000 and summary["rejected"] == 0, summary["rejects"]
+
+
+def test_generate_mixed_never_prices_an_order_at_zero_or_below(tmp_path):
+    """The mid (60.00) walks, but never so low that the deepest buy would be priced at
+    zero or below; a depth that reaches zero from the start is refused."""
+    from gateway.tools.genorders import write_rows
+
+    rows = generate_mixed(3000, seed=1, depth_ticks=5999)
+    path = tmp_path / "deep.csv"
+    write_rows(path, rows, "csv")
+    engine, commands, _, _ = replay(path)
+    assert len(commands) == 3000 and engine.rejected == 0, engine.rejects
+    for depth in (6000, 10_000, 0):
+        with pytest.raises(ValueError, match="zero or below"):
+            generate_mixed(10, depth_ticks=depth)
+
+
 def test_depth_ticks_reaches_mixed_unchanged(capsys, tmp_path):
     """Without --mix, the mixed profile is generate_mixed itself (its bytes frozen)."""
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
@@ -394,6 +436,41 @@ def test_carbon_options(capsys, tmp_path):
     assert date(2025, 7, 1) <= day_of(min(stamps)) and day_of(max(stamps)) <= date(2026, 6, 30)
     assert {c.instrument for c in commands if type(c) is PlaceOrder} == {"CEA25", "CCER"}
     assert not any(c.account.startswith("mm") for c in commands if type(c) is PlaceOrder)
+
+
+def test_deadline_is_refused_where_timestamps_would_leave_64_bit_nanoseconds(capsys, tmp_path):
+    """A ts is nanoseconds since 1970-01-01 in 64 bits: the compliance year may start no
+    earlier than 1970-01-01 (deadline 1970-12-31) and end no later than 2262-04-11."""
+    for deadline, where in (("1900-01-01", "before 1970"), ("1970-12-30", "before 1970"),
+                            ("2262-04-12", "past 64-bit"), ("9999-12-31", "past 64-bit")):
+        error = refused(capsys, tmp_path / "never.csv", "--profile", "carbon", "--messages", 300,
+                        "--deadline", deadline)
+        assert f"--deadline {deadline}" in error and where in error, error
+        assert "1970-12-31 to 2262-04-11" in error, error
+        with pytest.raises(ValueError, match="1970-12-31 to 2262-04-11"):
+            generate_carbon(10, deadline=date.fromisoformat(deadline))
+    for deadline in ("1970-12-31", "2262-04-11"):
+        path = tmp_path / f"{deadline}.csv"
+        gen(capsys, path, "--profile", "carbon", "--messages", 1500, "--deadline", deadline)
+        stamps = [c.ts for c in read_order_file(path)]
+        assert all(0 <= ts < 2**63 for ts in stamps)
+        assert day_of(max(stamps)) == date.fromisoformat(deadline)
+        assert replay_summary(capsys, path)["rejected"] == 0
+
+
+def test_carbon_in_a_daylight_saving_year_stays_in_the_listing_hours(capsys, tmp_path):
+    """China kept daylight saving time (UTC+09:00) in the summers of 1986-1991, and so
+    does the default market's schedule: its sessions then start an hour earlier in UTC."""
+    path = tmp_path / "1988.csv"
+    gen(capsys, path, "--profile", "carbon", "--messages", 3000, "--deadline", "1988-12-31")
+    commands = read_order_file(path)
+    summer = [c.ts for c in commands if date(1988, 6, 1) <= day_of(c.ts) <= date(1988, 8, 31)]
+    assert summer, "the file trades in the summer"
+    for ts in summer:
+        s = seconds_of_day(ts)
+        assert AM_OPEN <= s <= AM_CLOSE or PM_OPEN <= s <= PM_CLOSE, ts
+    summary = replay_summary(capsys, path)
+    assert summary["messages"] == 3000 and summary["rejected"] == 0, summary["rejects"]
 
 
 def test_trading_days():

@@ -39,7 +39,8 @@ there is none). Written by a non-root user, the config names that user, who owns
 ``acl`` are given to the ``mosquitto`` user when there is one (mosquitto drops to it);
 the directory must let that user in.
 
-Neither system user's name may be an account's. Passwords not given (and always the
+Neither system user's name may be an account's, nor a name starting with ``@`` (the
+engine's system accounts, ``@exchange`` and the like). Passwords not given (and always the
 system users') are generated with :mod:`secrets`. The hash format, as mosquitto 2.0
 reads it: ``$7$ITERATIONS$base64(salt)$base64(PBKDF2-HMAC-SHA512(password, salt))``
 (``$6$base64(salt)$base64(SHA-512(password + salt))`` is also read, for checking only).
@@ -83,6 +84,8 @@ TOPIC_ROOT = "cx/v1"
 PBKDF2_ITERATIONS = 1000
 SALT_BYTES = 12
 FORBIDDEN_NAME_CHARS = frozenset("/+#:")
+# The engine's system accounts (``@exchange``, ``@registry``, ``@clearing``): no trader's.
+SYSTEM_ACCOUNT_PREFIX = "@"
 
 CONF_NAME, PASSWD_NAME, ACL_NAME, CREDENTIALS_NAME, LIMIT_NAME = ("mosquitto.conf", "passwd", "acl",
                                                                   "credentials.json",
@@ -151,13 +154,18 @@ class ConfigExistsError(ValueError):
 def validate_account_name(name: str) -> str:
     """Return *name* if it may be an account (an MQTT user and a topic level), else raise.
 
-    A name is non-empty, is neither system user (``gateway``, ``operator``), and has none
-    of ``/ + # :``, whitespace, or control/format/unassigned characters.
+    A name is non-empty, is neither system user (``gateway``, ``operator``), does not
+    start with ``@`` (the engine's system accounts, such as ``@exchange``, whose orders
+    it rejects ``reserved_account``), and has none of ``/ + # :``, whitespace, or
+    control/format/unassigned characters.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("account name must be a non-empty string")
     if name in _RESERVED_FOR:
         raise ValueError(f"account name {name!r} is reserved for {_RESERVED_FOR[name]}")
+    if name.startswith(SYSTEM_ACCOUNT_PREFIX):
+        raise ValueError(f"account name {name!r} is reserved for the exchange's system accounts "
+                         f"(names starting with {SYSTEM_ACCOUNT_PREFIX!r})")
     for char in name:
         if char in FORBIDDEN_NAME_CHARS:
             raise ValueError(
@@ -383,6 +391,15 @@ def _write_file(path: Path, text: str, mode: int) -> None:
         raise
 
 
+def _check_writable(directory: Path) -> None:
+    """Create and remove a file in *directory*; raise the ``OSError`` if it cannot be
+    written (permissions, an immutable directory, a read-only mount: ``os.access`` would
+    miss some of these)."""
+    probe = directory / f".carbonx-write-check.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    probe.unlink()
+
+
 def _check_port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
@@ -406,7 +423,8 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
     Raises ``ValueError`` for a bad port, account name or password, and
     ``ConfigExistsError`` (a ``ValueError``) if *out_dir* holds any of the files, unless
     *force*, and ``PluginBuildError`` (a ``ValueError``) if the limit plugin cannot be
-    built (unless *limits* is None: no limit); nothing is written then.
+    built (unless *limits* is None: no limit); nothing is written then. An *out_dir* that
+    cannot be created or written raises its ``OSError`` before anything is built.
     """
     _check_port(port)
     credentials: dict[str, str] = {}
@@ -427,6 +445,7 @@ def write_broker_config(out_dir: str | os.PathLike[str], port: int,
             f"{directory} already holds a broker configuration ({', '.join(found)}); "
             f"writing it again would change the passwords: use --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
+    _check_writable(directory)  # before the compiler, whose linker would only say it failed
     limit_path = directory / LIMIT_NAME
     if limits is not None:
         build_limit_plugin(limit_path)  # first: a missing compiler leaves nothing behind

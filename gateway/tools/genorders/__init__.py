@@ -24,10 +24,15 @@ tif) and ``stop`` (``stop`` or ``stop_limit``, its stop price beyond the last pr
 Every generator runs the engine alongside, so each cancel and amend names an order live
 at that moment, prices stay on the tick and inside the price band, and quantities
 inside the instrument's minimum, maximum and step: a replay rejects nothing.
+``--depth-ticks`` goes up to ``flow.MAX_DEPTH_TICKS`` (3000, 30.00): about half the lowest
+starting mid, so prices stay positive (the mixed profile's mid never walks so low that
+one would not; the others move a price beyond the band, or below 0.01, onto its edge).
 
-Timestamps (carbon): integer nanoseconds since the epoch of the exchange's local wall
-clock read as UTC (09:30 Beijing time is ``...T09:30:00Z``). An ``eod`` row's ``ts`` is
-15:00 of its day.
+Timestamps (carbon): engine time, integer nanoseconds since the epoch, UTC (09:30
+Beijing time is ``...T01:30:00Z``, at the default market's UTC offset of the day, which
+was +09:00 in the summers of 1986-1991). An ``eod`` row's ``ts`` is 15:00 of its day.
+A deadline runs from 1970-12-31 (a year from 1970-01-01: no negative ``ts``) to
+2262-04-11 (the last eod within 64-bit nanoseconds): ``deadline_problem``.
 
 Funding (``fund``): the file starts with a ``deposit`` row and ``issue`` rows for every
 account (they count among the messages), enough that ``replay --ledger`` refuses nothing

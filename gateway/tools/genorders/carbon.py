@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect
-from calendar import timegm
 from datetime import date, timedelta
 
 from exchange import EndOfDay, Engine, default_market
@@ -15,8 +14,8 @@ from exchange.market import FEE_SCALE
 
 from .flow import _aggress, _Flow
 from .mix import _AMEND, _CANCEL, _LIMIT, CARBON_MIX, _mix_table
-from .schedule import (_BEIJING, _CLOSE, _NS, DEADLINE, _day_counts, _day_times, _months_before,
-                       trading_days)
+from .schedule import (_CLOSE, DEADLINE, _day_counts, _day_times, _months_before, deadline_problem,
+                       open_ns, trading_days)
 
 CARBON_INSTRUMENTS = ("CEA23", "CEA24", "CEA25", "CCER")
 # Starting mids in ticks of 0.01 CNY (older vintages a little dearer, CCER cheaper) and
@@ -59,8 +58,12 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
     the day's size factor, inside the instrument's [min, max] (listing orders < 100,000 t).
 
     A cancel or amend with no live order to name becomes a passive limit order.
-    O(messages) plus the engine's work: 10-15 s for a million rows.
+    O(messages) plus the engine's work: 10-15 s for a million rows. Raises ``ValueError``
+    for a *deadline* outside ``FIRST_DEADLINE``..``LAST_DEADLINE`` (see ``deadline_problem``).
     """
+    problem = deadline_problem(deadline)
+    if problem is not None:
+        raise ValueError(f"deadline {deadline}: {problem}")
     mix = CARBON_MIX if mix is None else mix
     rng = random.Random(seed)
     market = default_market()
@@ -118,8 +121,9 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
         count = counts[i]
         if not count:
             continue
-        # 09:30 in Beijing (UTC+08:00, the default market's schedule) is 01:30 UTC.
-        open_ns = (timegm((day.year, day.month, day.day, 9, 30, 0)) - _BEIJING) * _NS
+        # 09:30 in Beijing (the default market's schedule): 01:30 UTC (00:30 in summer
+        # daylight saving time, 1986-1991).
+        day_open = open_ns(day)
         pct = size_pct[i]
         buy_share = 0.54 if late[i] else 0.5
         # Mids: within 7% of the last close, drifting up in the last quarter.
@@ -137,7 +141,7 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
             # About 30 ticks (0.4%) of intraday walk whatever the day's messages.
             expected = count * instrument_weights[j] / inst_total
             step_odds[sym] = min(0.5, 900.0 / expected) if expected else 0.5
-        for ts in _day_times(rng, count, open_ns):
+        for ts in _day_times(rng, count, day_open):
             kind = bisect(cumulative, random_() * total)
             sym = instruments[bisect(inst_cumulative, random_() * inst_total)]
             if random_() < step_odds[sym]:
@@ -177,7 +181,7 @@ def generate_carbon(messages: int, *, seed: int = 1, mix: dict[str, int] | None 
                 tif = "gtc"
             _aggress(flow, kind, sym, account, is_buy, qty, ts, mids[sym], entity_pool, stop_pool,
                      tif)
-        close = open_ns + _CLOSE
+        close = day_open + _CLOSE
         engine.submit(EndOfDay(ts=close), flow.out)
         flow.out.clear()
         flow.rows.append(("eod", "", "", "", "", "", "", "", "", "", str(close)))

@@ -10,10 +10,11 @@ from exchange import default_market
 from gateway.errors import UsageError
 
 from .carbon import CARBON_INSTRUMENTS, generate_carbon
+from .flow import MAX_DEPTH_TICKS
 from .mix import CARBON_MIX, KINDS, MIXED_MIX, parse_mix
 from .mixed import generate_kinds, generate_mixed
 from .rows import CARBON_HEADER, HEADER, KINDS_HEADER, write_rows
-from .schedule import DEADLINE
+from .schedule import DEADLINE, FIRST_DEADLINE, LAST_DEADLINE, deadline_problem
 
 DESCRIPTION = ("Write a seeded order file in the pinned CSV or NDJSON format. Profile mixed (the "
                "default): about 70% limit orders near the mid, 20% cancels of live orders, 10% "
@@ -62,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"marketable=7,ioc=3 (the original generator, used unless "
         f"--mix or --depth-shape geometric is given); for carbon: " +
         ",".join(f"{k}={v}" for k, v in CARBON_MIX.items()))
-    parser.add_argument("--depth-ticks", type=int, default=20, metavar="N",
-                        help="how far from the mid passive limit orders go, in ticks (default 20)")
+    parser.add_argument(
+        "--depth-ticks", type=int, default=20, metavar="N",
+        help=f"how far from the mid passive limit orders go, in ticks, 1 to {MAX_DEPTH_TICKS} "
+        f"(so that prices stay positive) (default 20)")
     parser.add_argument(
         "--depth-shape", choices=("uniform", "geometric"),
         help="how passive orders spread over those ticks: uniform, or "
@@ -72,9 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "geometric for carbon)")
     parser.add_argument(
         "--deadline", metavar="YYYY-MM-DD",
-        help="carbon: the compliance deadline ending the year of trading "
-        "days; the last quarter before it is the heavy one "
-        "(default 2025-12-31)")
+        help=f"carbon: the compliance deadline ending the year of trading "
+        f"days; the last quarter before it is the heavy one; from "
+        f"{FIRST_DEADLINE} to {LAST_DEADLINE}, so that every ts fits in 64-bit "
+        f"nanoseconds since 1970 (default {DEADLINE})")
     parser.add_argument(
         "--fund", action="store_true",
         help="start with a deposit and an issue row per account, enough for "
@@ -90,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     accounts = args.accounts if args.accounts is not None else (200 if carbon else 50)
     if args.messages < 0 or accounts < 1:
         raise UsageError("--messages must be >= 0 and --accounts >= 1")
-    if args.depth_ticks < 1:
-        raise UsageError("--depth-ticks must be >= 1")
+    if not 1 <= args.depth_ticks <= MAX_DEPTH_TICKS:
+        raise UsageError(f"--depth-ticks must be from 1 to {MAX_DEPTH_TICKS} (so that prices "
+                         f"stay positive), not {args.depth_ticks}")
     if not carbon:
         for option, value in (("--market-makers", args.market_makers), ("--deadline",
                                                                         args.deadline)):
@@ -127,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
                 deadline = date.fromisoformat(args.deadline)
             except ValueError:
                 raise UsageError(f"--deadline {args.deadline!r} is not a date YYYY-MM-DD") from None
+            problem = deadline_problem(deadline)
+            if problem is not None:
+                raise UsageError(f"--deadline {args.deadline}: {problem}")
         rows = generate_carbon(args.messages, seed=args.seed, mix=mix, instruments=instruments,
                                entities=accounts, market_makers=makers,
                                depth_ticks=args.depth_ticks, depth_shape=shape, deadline=deadline,

@@ -12,6 +12,13 @@ from exchange import AmendOrder, CancelOrder, Engine, PlaceOrder
 
 from .mix import _IOC, _LIMIT, _MARKET, _MARKETABLE, _STOP
 
+# The deepest a passive order may go from the mid (--depth-ticks), in ticks: 30.00, about
+# half of the lowest starting mid (the mixed profile's 60.00, CCER's 52.00), so that even
+# the deepest buy keeps a positive price with room for the mid's walk. Deeper, buys could
+# be priced at zero or below: the mixed profile's mid would stop walking down to keep them
+# positive, the others would pile them up at 0.01 or at the price band's edge.
+MAX_DEPTH_TICKS = 3000
+
 
 class _Flow:
     """The message maker behind ``generate_kinds`` and ``generate_carbon``.

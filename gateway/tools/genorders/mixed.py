@@ -22,9 +22,20 @@ def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...]
                    fund: bool = False) -> list[tuple]:
     """Return *messages* rows (tuples in ``HEADER`` order) of the mixed profile.
 
-    Prices are in ticks of 0.01 around ``mid_ticks``; the mid walks one tick at a time.
-    With *fund*, the first rows fund every account (they count among *messages*).
+    Prices are in ticks of 0.01 around ``mid_ticks``; the mid walks one tick at a time,
+    but not so low that a price could be zero or less (a replay rejects one): a mid
+    that low is never reached from 60.00 in any file of a practical size, so the walk
+    and the files are as they always were. With *fund*, the first rows fund every
+    account (they count among *messages*). Raises ``ValueError`` unless *depth_ticks* is
+    from 1 to *mid_ticks* - 1 and *mid_ticks* at least 4 (else the first orders could be
+    priced at zero or below).
     """
+    # The lowest price is a passive buy depth_ticks below the mid, or a marketable sell 3.
+    lowest_mid = max(depth_ticks, 3) + 1
+    if depth_ticks < 1 or mid_ticks < lowest_mid:
+        raise ValueError(f"depth_ticks {depth_ticks} with mid_ticks {mid_ticks} could price an "
+                         f"order at zero or below: depth_ticks must be from 1 to mid_ticks - 1, "
+                         f"and mid_ticks at least 4")
     rng = random.Random(seed)
     # Funded accounts hold more than a position limit allows: the book is followed
     # without limits, as ``replay --no-position-limits`` replays the file.
@@ -59,7 +70,7 @@ def generate_mixed(messages: int, *, seed: int = 1, instruments: tuple[str, ...]
             continue
         symbol = instruments[rng.randrange(len(instruments))]
         if rng.random() < 0.05:
-            mids[symbol] += rng.choice((-1, 1))
+            mids[symbol] = max(mids[symbol] + rng.choice((-1, 1)), lowest_mid)
         mid = mids[symbol]
         is_buy = rng.random() < 0.5
         serial += 1

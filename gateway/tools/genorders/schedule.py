@@ -5,31 +5,68 @@ bursts after the open and the re-open."""
 from __future__ import annotations
 
 import random
+from calendar import timegm
 from datetime import date, timedelta
 
 from exchange.calendar import format_date
 from exchange.market import default_market
 
-
-def _default_schedule_holidays() -> frozenset[int]:
-    schedule = default_market().schedule
-    return schedule.holidays if schedule is not None else frozenset()
-
+# The default market's [schedule]: its holidays and its time zone's UTC offsets.
+_SCHEDULE = default_market().schedule
 
 DEADLINE = date(2025, 12, 31)
 # Weekdays without trading: the default market's holidays (its [schedule]), so a generated
 # file trades only when that market is open.
 HOLIDAYS = frozenset(
-    date.fromisoformat(format_date(day)) for day in _default_schedule_holidays())
+    date.fromisoformat(format_date(day))
+    for day in (_SCHEDULE.holidays if _SCHEDULE is not None else ()))
 
 _NS = 1_000_000_000
-_BEIJING = 8 * 3600  # seconds east of UTC: the market's time zone
+_BEIJING = 8 * 3600  # seconds east of UTC: the market's time zone (but see open_ns)
+_OPEN = 9 * 3600 + 1800  # 09:30, seconds into the local day
 _SESSION = 7200 * _NS  # each listing session is two hours
 _LUNCH = 5400 * _NS  # 11:30 to 13:00
 _AM_BURST = 1800 * _NS  # the open burst: 30 minutes after 09:30
 _PM_BURST = 1200 * _NS  # the re-open burst: 20 minutes after 13:00
 _CLOSE = 2 * _SESSION + _LUNCH  # 15:00, from 09:30
 AM_BURST_SHARE, PM_BURST_SHARE = 0.38, 0.10
+
+# The deadlines whose compliance year an order file can carry: ``ts`` counts nanoseconds
+# from 1970-01-01 (never negative) in a signed 64-bit integer (a replay refuses more).
+# The first: its year starts on 1970-01-01; the last: its eod (15:00 in Beijing) is the
+# last one before 2**63 ns (2262-04-11 23:47:16 UTC).
+FIRST_DEADLINE = date(1970, 12, 31)
+LAST_DEADLINE = date(1970, 1, 1) + timedelta(
+    days=(((1 << 63) - 1) // _NS - (_OPEN + _CLOSE // _NS - _BEIJING)) // 86_400)
+
+
+def deadline_problem(deadline: date) -> str | None:
+    """Why a compliance year cannot end on *deadline* (its timestamps would be negative
+    or past 64 bits), or ``None``.
+
+    >>> deadline_problem(date(2025, 12, 31)) is None
+    True
+    >>> deadline_problem(date(1900, 1, 1)).endswith("must be from 1970-12-31 to 2262-04-11)")
+    True
+    """
+    if FIRST_DEADLINE <= deadline <= LAST_DEADLINE:
+        return None
+    where = "before 1970" if deadline < FIRST_DEADLINE else "past 64-bit nanoseconds"
+    return (f"its compliance year would have timestamps {where} (the deadline must be from "
+            f"{FIRST_DEADLINE} to {LAST_DEADLINE})")
+
+
+def open_ns(day: date) -> int:
+    """Return 09:30 of *day* in the default market's time zone as engine time (ns since
+    the epoch, UTC), at that day's UTC offset: +08:00, +09:00 in the summers of 1986-1991
+    (China's daylight saving time; it never changed during listing hours).
+
+    >>> open_ns(date(2025, 3, 3)) == timegm((2025, 3, 3, 1, 30, 0)) * _NS
+    True
+    """
+    local = timegm((day.year, day.month, day.day, 9, 30, 0))
+    offset = _BEIJING if _SCHEDULE is None else _SCHEDULE.offset((local - _BEIJING) * _NS)
+    return (local - offset) * _NS
 
 
 def trading_days(deadline: date = DEADLINE) -> list[date]:
