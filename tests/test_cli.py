@@ -401,7 +401,9 @@ def test_a_journal_goes_only_into_a_new_or_empty_directory(run_carbonx, write_fi
 
 
 @pytest.mark.parametrize("args", [["--version"], ["replay", "{orders}"],
-                                  ["replay", "{orders}", "--events", "/dev/stdout"]])
+                                  ["replay", "{orders}", "--events", "/dev/stdout"],
+                                  ["gen-orders", "--messages", "2000"],
+                                  ["gen-orders", "--messages", "2000", "--out", "/dev/stdout"]])
 def test_a_closed_pipe_is_output_cut_short_exit_0(write_file, args):
     """``carbonx ... | head``: the reader is gone; no traceback, status 0."""
     orders = write_file("o.csv", HEADER + GOOD)

@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         header = KINDS_HEADER
     try:
         write_rows(args.out, rows, args.format, header)
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): output cut short, status 0
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror}") from None
     return 0
