@@ -123,6 +123,8 @@ class Blocks:
             return reject(Reason.MISSING_FIELD)
         if cmd.to_account == cmd.account:
             return reject(Reason.OWN_BLOCK)
+        if cmd.to_account is not None and cmd.to_account.startswith("@"):
+            return reject(Reason.RESERVED_ACCOUNT)  # no system account accepts blocks
         if cmd.order_id in engine._ids:
             return reject(Reason.DUPLICATE_ORDER_ID)
         price = engine._ticks(inst, cmd.price)
