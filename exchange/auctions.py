@@ -207,7 +207,8 @@ class Auctions:
             return None
         return next(b.account for b in self.auctions[name].bids if b.order_id == order_id)
 
-    def cancel(self, order_id: str, account: str, out: list[Event]) -> bool:
+    def cancel(self, order_id: str, account: str, out: list[Event],
+               reason: str = Reason.CANCELLED_BY_OWNER) -> bool:
         """Withdraw the open bid *order_id* of *account*; False if there is none."""
         name = self.bid_of.get(order_id)
         if name is None:
@@ -218,8 +219,13 @@ class Auctions:
             return False
         auction.bids.remove(bid)
         del self.bid_of[order_id]
-        self._engine._end_away(bid, Reason.CANCELLED_BY_OWNER, out)
+        self._engine._end_away(bid, reason, out)
         return True
+
+    def open_bids(self) -> list[Order]:
+        """The bids in open auctions, in the order they were placed."""
+        return [bid for name in dict.fromkeys(self.bid_of.values())
+                for bid in self.auctions[name].bids if bid.order_id in self.bid_of]
 
     # --- auction_close -------------------------------------------------------------------
     def close(self, cmd: CloseAuction, out: list[Event]) -> bool | None:

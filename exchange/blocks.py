@@ -212,13 +212,14 @@ class Blocks:
         found = self.open.get(order_id)
         return None if found is None else found[0].account
 
-    def cancel(self, order_id: str, account: str, out: list[Event]) -> bool:
+    def cancel(self, order_id: str, account: str, out: list[Event],
+               reason: str = Reason.CANCELLED_BY_OWNER) -> bool:
         """Withdraw the open block *order_id* of *account*; False if there is none."""
         found = self.open.get(order_id)
         if found is None or found[0].account != account:
             return False
         del self.open[order_id]
-        self._engine._end_away(found[0], Reason.CANCELLED_BY_OWNER, out)
+        self._engine._end_away(found[0], reason, out)
         return True
 
     def expire(self, out: list[Event]) -> None:

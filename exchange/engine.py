@@ -888,19 +888,29 @@ class Engine:
             return self._reject("mass_cancel", Reason.UNKNOWN_INSTRUMENT, out, None, cmd.account,
                                 cmd.instrument, cmd.ts)
         is_buy = None if cmd.side is None else cmd.side == "buy"
-        targets = [
-            o for o in self.live_orders() if o.account == cmd.account and (
-                cmd.instrument is None or o.instrument == cmd.instrument) and (
-                    is_buy is None or o.is_buy == is_buy)
-        ]
+
+        def named(order: Order) -> bool:
+            return order.account == cmd.account and (
+                cmd.instrument is None or order.instrument == cmd.instrument) and (
+                    is_buy is None or order.is_buy == is_buy)
+
+        # The account's live orders, then its open blocks and its bids in open auctions:
+        # a member's kill switch leaves nothing of its own that could still trade.
+        targets = [o for o in self.live_orders() if named(o)]
+        blocks = [o for o in self._blocks.orders() if named(o)]
+        bids = [o for o in self._auctions.open_bids() if named(o)]
         self.accepted += 1
         ctr = self._ctr
         ctr.seq += 1
         out.append(
             MassCancelAccepted(seq=ctr.seq, account=cmd.account, instrument=cmd.instrument,
-                               side=cmd.side, count=len(targets)))
+                               side=cmd.side, count=len(targets) + len(blocks) + len(bids)))
         for order in targets:
             self._take_out(order, Reason.MASS_CANCEL, out)
+        for order in blocks:
+            self._blocks.cancel(order.order_id, cmd.account, out, Reason.MASS_CANCEL)
+        for order in bids:
+            self._auctions.cancel(order.order_id, cmd.account, out, Reason.MASS_CANCEL)
 
     # --- time ----------------------------------------------------------------------------
     def _advance_clock(self, ts: int, out: list[Event]) -> None:
