@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "with exit status 2."))
     replay.add_argument("file", metavar="FILE", help="the order file")
     replay.add_argument("--format", choices=("csv", "ndjson"),
-                        help="file format (default: from the extension; .ndjson/.jsonl = ndjson)")
+                        help="file format (default: from the extension; .ndjson/.jsonl/.json = ndjson)")
     replay.add_argument("--market", metavar="TOML",
                         help="market configuration (default: the shipped default market)")
     replay.add_argument("--ledger", action="store_true",
