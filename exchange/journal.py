@@ -17,10 +17,14 @@ Directory layout (format ``carbonx-journal/3``; the directory is made 0700, ever
 ``meta.json`` and ``manifest.json`` carry ``"checksum": "blake2b-128:<hex>"`` over their
 canonical JSON (sorted keys, no spaces, the checksum left out), and are rewritten
 atomically (temporary file, fsync, rename, directory fsync). The manifest is rewritten
-whenever a segment is created; its entries are ``{"name", "first"}`` for the segment
-being written (the last) and ``{"name", "first", "last", "end", "size"}`` for a sealed
-one: its last seq, the byte after its last good frame, and its size (more than ``end``
-when a torn tail was left in it, see below).
+whenever a segment is created, and when the journal is closed; its entries are
+``{"name", "first"}`` for the segment being written (the last) and ``{"name", "first",
+"last", "end", "size"}`` for a sealed one: its last seq, the byte after its last good
+frame, and its size (more than ``end`` when a torn tail was left in it, see below). A
+journal closed cleanly has its last segment sealed too, so that a later cut of it, even
+at a frame boundary, is damage; reopened, it goes on in a new segment. Only the segment
+being written when the process died has no sealed size: a cut of it at a frame boundary
+before the next start cannot be told from the end of what was written.
 
 Segment header (24 bytes, little-endian): ``8s magic "CXJSEG\\0\\0" | u32 version (3) |
 u64 first seq | u32 crc32`` of the 20 bytes before the CRC. Frame: ``u32 length | u64
@@ -497,11 +501,30 @@ class JournalWriter:
                                f"itself is whole")
 
     def close(self) -> None:
-        """Commit what is pending, close the segment, wait for a background snapshot."""
+        """Commit what is pending, close the segment, seal it in the manifest (so that a
+        later cut at a frame boundary is seen as damage: see the module), and wait for a
+        background snapshot."""
         if not self._file.closed:
             self.commit()
+            os.fsync(self._file.fileno())
             self._file.close()
+            self._seal()
         self.wait_snapshot()
+
+    def _seal(self) -> None:
+        """Record the last segment's last seq, end and size in the manifest (it holds
+        frames: an empty one stays open, to be written next)."""
+        segments = self._manifest["segments"]
+        if segments[-1]["first"] > self.seq or "last" in segments[-1]:
+            return
+        manifest = {**self._manifest, "segments": [dict(entry) for entry in segments]}
+        manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
+        try:
+            _write_json(self.directory / "manifest.json", manifest)
+        except OSError as exc:
+            raise JournalError(f"cannot seal the journal in {self.directory}: {exc.strerror}"
+                               ) from None
+        self._manifest = manifest
 
     def __enter__(self) -> Self:
         return self
@@ -737,8 +760,7 @@ def _manifest_segments(path: Path, manifest: _Json) -> list[_Segment]:
         keys = ("end", "size", "last")
         sealed = all(type(entry.get(key)) is int for key in keys) if match else False
         if (match is None or entry.get("first") != int(match[1])
-                or (not sealed and any(key in entry
-                                       for key in keys)) or (sealed and number == len(entries) - 1)
+                or (not sealed and any(key in entry for key in keys))
                 or (segments and segments[-1].first >= entry["first"])):
             raise JournalError(f"{file}: segment entry {number + 1} is not valid (damaged)")
         assert isinstance(name, str)  # it matched
@@ -1291,6 +1313,8 @@ def _plan(journal: _Journal,
             actions.append(("create", fresh, damage.seq + 1))
             plan.files.append((fresh.name, "made anew: a segment header, no frame"))
             entries.append({"name": fresh.name, "first": damage.seq + 1})
+        if segment.sealed is not None:  # its last command, as manifest.json records it
+            top = max(top, segment.sealed[2])
         for later in journal.segments[index + 1:]:
             if later.sealed is not None:
                 top = max(top, later.sealed[2])

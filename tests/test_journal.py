@@ -63,7 +63,10 @@ def prefix_hashes(commands: list, counts) -> dict[int, str]:
 
 
 def journal_commands(directory: Path, commands: list, group: int = 100,
-                     snapshot_every: int | None = None) -> Engine:
+                     snapshot_every: int | None = None, crash: bool = False) -> Engine:
+    """Journal *commands* in groups, as the gateway does, then close the journal (sealed),
+    or with *crash* leave it as a process killed after its last commit leaves it: its
+    last segment being written, not sealed (a cut of it then reads as a torn tail)."""
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(directory, MARKET.text, ledger=True)
     out: list = []
@@ -76,7 +79,8 @@ def journal_commands(directory: Path, commands: list, group: int = 100,
         out.clear()
         if snapshot_every and writer.seq - writer.last_snapshot >= snapshot_every:
             writer.snapshot(engine)
-    writer.close()
+    if not crash:
+        writer.close()
     return engine
 
 
@@ -250,7 +254,7 @@ def _single_segment(directory: Path) -> Path:
 def test_every_cut_inside_the_last_frame_is_detected_and_cut(tmp_path, commands):
     # Two groups, two frames: commands 1-297, then 298-300. A cut anywhere in the last
     # frame drops that whole group, which was never committed.
-    journal_commands(tmp_path / "j", commands[:300], group=297)
+    journal_commands(tmp_path / "j", commands[:300], group=297, crash=True)
     segment = _single_segment(tmp_path / "j")
     whole = segment.read_bytes()
     hashes = prefix_hashes(commands, [297, 300])
@@ -283,7 +287,7 @@ def test_a_flipped_byte_in_the_last_frame_is_damage_not_a_torn_tail(tmp_path, co
 
 
 def test_reopening_after_a_torn_tail_keeps_it_and_goes_on_in_a_new_segment(tmp_path, commands):
-    journal_commands(tmp_path / "j", commands[:100], group=99)
+    journal_commands(tmp_path / "j", commands[:100], group=99, crash=True)
     segment = _single_segment(tmp_path / "j")
     torn = segment.read_bytes()[:-7]  # into the frame of command 100
     segment.write_bytes(torn)

@@ -57,8 +57,9 @@ def hashes(commands) -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory, commands) -> Path:
+    # As a gateway killed after its last commit leaves it: the newest segment not sealed.
     directory = tmp_path_factory.mktemp("pristine") / "j"
-    journal_commands(directory, commands, group=GROUP, snapshot_every=EVERY)
+    journal_commands(directory, commands, group=GROUP, snapshot_every=EVERY, crash=True)
     names = sorted(p.name for p in directory.iterdir())
     assert names == sorted([*SEGMENTS, *SNAPSHOTS, "manifest.json", "meta.json"])
     return directory
@@ -225,6 +226,35 @@ def test_the_newest_segment_cut_to_its_header_is_read_as_torn_at_most_up_to_the_
     assert recover(journal).seq == 6000
     (journal / SEGMENTS[2]).write_bytes((journal / SEGMENTS[2]).read_bytes()[:-1])
     expect_damage(journal, SEGMENTS[2])
+
+
+@pytest.mark.parametrize("frames_left", [0, 1, 3])
+def test_a_closed_journal_cut_at_a_frame_boundary_is_damage(tmp_path, commands, frames_left):
+    """Closed cleanly, the journal's last segment is sealed: whole frames cut from its
+    end (which a crash could not have left) are damage, where the segment a killed
+    process was writing can only be read as it is (the limit stated above)."""
+    directory = tmp_path / "j"
+    journal_commands(directory, commands[:1000], group=100)
+    [segment] = sorted(directory.glob("journal-*.cxj"))
+    starts = frame_starts(segment)
+    cut = starts[frames_left] if frames_left else SEGMENT_HEADER
+    segment.write_bytes(segment.read_bytes()[:cut])
+    damage = expect_damage(directory, segment.name, cut)
+    assert "manifest.json records frames up to byte" in str(damage)
+    assert main(["holdings", str(directory)]) == 2
+
+
+def test_a_closed_journal_reopened_goes_on_in_a_new_segment(tmp_path, commands):
+    directory = tmp_path / "j"
+    journal_commands(directory, commands[:500], group=100)
+    recovered, writer = reopen_journal(directory)
+    assert recovered.seq == 500 and recovered.torn_bytes == 0
+    writer.append_many(commands[500:600])
+    writer.commit()
+    writer.close()
+    assert sorted(p.name for p in directory.glob("journal-*.cxj")) == [
+        "journal-000000000001.cxj", "journal-000000000501.cxj"]
+    assert recover(directory).engine.state_hash() == prefix_hashes(commands, [600])[600]
 
 
 def test_a_segment_whose_header_disagrees_with_its_name_is_an_error(journal):
