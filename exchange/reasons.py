@@ -121,7 +121,7 @@ class Reason(StrEnum):
     INSUFFICIENT_MARGIN = "insufficient_margin"  # cash available below the initial margin
     REDUCE_ONLY = "reduce_only"  # under a margin call: only reducing orders
     CONTRACT_EXPIRED = "contract_expired"  # after the contract's last trading day
-    LIMIT_ONLY = "limit_only"  # an option buy needs a limit price
+    LIMIT_ONLY = "limit_only"  # a market or stop order on an option: options take limits
 
     # --- outcome: why an accepted order's quantity was cancelled ---------------------------
     CANCELLED_BY_OWNER = "cancelled_by_owner"

@@ -240,3 +240,111 @@ def test_the_order_file_examples_in_docs_replay_cleanly(tmp_path):
         assert summary["messages"] == len(block.strip().splitlines()) - 1
         assert summary["rejected"] == 0, f"{page.name}: {summary['rejects']}"
         assert summary["trades"] > 0
+
+
+# --- reason codes: every code the exchange gives is documented, by stage -----------------
+
+FORMATS = ROOT / "docs" / "formats.md"
+REASONS_HEADING = "## Reason codes"
+
+
+def section(markdown: str, heading: str) -> str | None:
+    """The text under the heading line *heading* (``## Reason codes``) up to the next heading
+    of the same level or a higher one, or ``None`` if the page has no such heading. Lines
+    inside code blocks are never headings."""
+    level = len(heading) - len(heading.lstrip("#"))
+    found: list[str] | None = None
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading_level = 0 if fenced else len(line) - len(line.lstrip("#"))
+        is_heading = 0 < heading_level <= 6 and line[heading_level:heading_level + 1] == " "
+        if found is None:
+            if not fenced and line.rstrip() == heading:
+                found = []
+            continue
+        if is_heading and heading_level <= level:
+            break
+        found.append(line)
+    return None if found is None else "\n".join(found)
+
+
+def reason_tables(text: str) -> dict[str, list[str]]:
+    """The codes (in backticks) that the tables of *text* name in their first column, by the
+    subheading above each table (``""`` before the first), in order. A table's header row
+    and its ``|---|`` row name none."""
+    tables: dict[str, list[str]] = {}
+    subheading = ""
+    rows: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("#"):
+            subheading = line.lstrip("#").strip()
+        if line.startswith("|"):
+            rows.append(line)
+            continue
+        if rows:  # a table ended: its rows after the header and the |---| line
+            for row in rows[2:]:
+                first = row.strip("|").split("|")[0]
+                tables.setdefault(subheading, []).extend(re.findall(r"`([^`]+)`", first))
+            rows = []
+    return tables
+
+
+def reason_code_problems(text: str) -> list[str]:
+    """What the "Reason codes" section *text* gets wrong: a ``Reason`` missing from every
+    table, a code in a first column that is no ``Reason``, and, in the table under each
+    stage's subheading (``### Validation``, ...), a member of that stage missing, listed
+    twice, or a code of another stage."""
+    from exchange.reasons import Reason, Stage
+
+    tables = reason_tables(text)
+    named = [code for codes in tables.values() for code in codes]
+    known = {reason.value for reason in Reason}
+    found = [f"{code}: not a Reason" for code in dict.fromkeys(named) if code not in known]
+    found += [f"{reason.value}: not in any table" for reason in Reason if reason.value not in named]
+    stages = {subheading.split()[0].lower(): codes for subheading, codes in tables.items()
+              if subheading}
+    for stage in Stage:
+        codes = stages.get(stage.value)
+        if codes is None:
+            found.append(f"no table of the {stage.value} stage")
+            continue
+        members = {reason.value for reason in Reason if stage in reason.stages}
+        found += [f"{code}: listed {codes.count(code)} times under {stage.value}"
+                  for code in dict.fromkeys(codes) if codes.count(code) > 1]
+        found += [f"{code}: missing under {stage.value}" for code in sorted(members - set(codes))]
+        found += [f"{code}: under {stage.value}, not one of its codes"
+                  for code in dict.fromkeys(codes) if code in known and code not in members]
+    return found
+
+
+def test_every_reason_code_is_documented_under_its_stages():
+    text = section(FORMATS.read_text(encoding="utf-8"), REASONS_HEADING)
+    assert text is not None, f"docs/formats.md has no '{REASONS_HEADING}' section"
+    assert "reason-codes" in anchors(FORMATS.read_text(encoding="utf-8"))  # others link to it
+    assert reason_code_problems(text) == []
+
+
+def test_the_reason_code_checker_catches_what_is_wrong():
+    from exchange.reasons import Reason, Stage
+
+    good = "\n".join(
+        f"### {stage.value.capitalize()}\n\n| reason | when |\n|---|---|\n" + "".join(
+            f"| `{reason.value}` | given |\n" for reason in Reason if stage in reason.stages)
+        for stage in Stage)
+    assert reason_code_problems(good) == []
+    page = f"# T\n\n{REASONS_HEADING}\n\n{good}\n## Next\n\n| `x` | y |\n"
+    assert section(page, REASONS_HEADING) == f"\n{good.rstrip()}\n"  # up to "## Next"
+    assert section("```\n## Reason codes\n```\n", REASONS_HEADING) is None
+    broken = (good.replace("| `off_tick` | given |\n", "")
+              .replace("| `too_large` | given |\n", "| `too_large` | given |\n| `no_such` | x |\n")
+              .replace("| `mass_cancel` | given |\n", "| `mass_cancel` | given |\n" * 2)
+              .replace("| `overloaded` | given |\n", "| `overloaded`, `market_open` | given |\n"))
+    assert reason_code_problems(broken) == [
+        "no_such: not a Reason", "off_tick: not in any table",
+        "off_tick: missing under validation", "mass_cancel: listed 2 times under outcome",
+        "market_open: under gateway, not one of its codes"
+    ]
+    renamed = good.replace("### Risk", "### Hazard")
+    assert "no table of the risk stage" in reason_code_problems(renamed)
