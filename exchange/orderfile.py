@@ -71,7 +71,8 @@ _BOOLS: dict[str | bool, bool] = {"": False, "true": True, "false": False, True:
 _STPS = frozenset(STP_MODES)
 # Whole numbers: digits with an optional sign, within a signed 64-bit integer (what the
 # journal and the wire carry). No underscores or spaces, unlike int().
-_INTEGER = re.compile(r"[+-]?\d{1,19}\Z")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}\Z")  # ASCII digits only: "１０" is not 10
+_DIGITS = re.compile(r"[+-]?[0-9]+\Z")  # a whole number of any size
 _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
@@ -167,7 +168,7 @@ class _Reader:
         number = self.integers[value]
         if number is not _BAD:
             return number
-        if _INTEGER.match(value):
+        if _DIGITS.match(value):
             raise _RowError(f"{name} {value!r} is out of range")
         if is_decimal(value):
             raise _RowError(f"{name} {value!r} is not a whole number")

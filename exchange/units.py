@@ -14,7 +14,8 @@ __all__ = ["Scale", "parse_decimal", "is_decimal"]
 
 _MISSING = object()
 # Plain decimal notation only: no underscores, spaces, NaN or infinity.
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?\Z")
+# ASCII digits only (Python's \d would take "６０" for 60).
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\Z")
 _MAX_DIGITS = 30  # no price, quantity or amount in this market needs more
 
 

@@ -278,7 +278,19 @@ def test_ndjson_line_numbers_count_blank_lines(monkeypatch, slice_bytes):
                                            ("issue,,a,CEA25,,,,,1.5", "1.5"),
                                            ("mass_cancel,,a,CEA25,both,,,,", "both"),
                                            (",o1,a,CEA25,buy,limit,gtc,60,1", "action"),
-                                           ("trade,o1,a,CEA25,buy,limit,gtc,60,1", "trade")])
+                                           ("trade,o1,a,CEA25,buy,limit,gtc,60,1", "trade"),
+                                           # The wording does not change with the size.
+                                           (f"new,o1,a,CEA25,buy,limit,gtc,60,{2**63}",
+                                            "out of range"),
+                                           (f"new,o1,a,CEA25,buy,limit,gtc,60,{2**64}",
+                                            "out of range"),
+                                           (f"new,o1,a,CEA25,buy,limit,gtc,60,{10**38}",
+                                            "out of range"),
+                                           # Only ASCII digits are digits.
+                                           ("new,o1,a,CEA25,buy,limit,gtc,60,\uff11\uff10",
+                                            "is not a number"),
+                                           ("new,o1,a,CEA25,buy,limit,gtc,\uff16\uff10,1",
+                                            "is not a number")])
 def test_unreadable_rows(line, fragment):
     header = "action,order_id,account,instrument,side,type,tif,price,qty\n"
     good = "new,g,a,CEA25,buy,limit,gtc,60,1\n"
