@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "with exit status 2."))
     replay.add_argument("file", metavar="FILE", help="the order file")
     replay.add_argument("--format", choices=("csv", "ndjson"),
-                        help="file format (default: from the extension; .ndjson/.jsonl/.json = ndjson)")
+                        help="file format (default: from the extension; .ndjson, .jsonl and "
+                        ".json: ndjson)")
     replay.add_argument("--market", metavar="TOML",
                         help="market configuration (default: the shipped default market)")
     replay.add_argument("--ledger", action="store_true",
@@ -486,8 +488,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
-    if args.book_interval < 0:
-        raise UsageError("--book-interval must not be negative")
+    if not (args.book_interval >= 0 and math.isfinite(args.book_interval)):
+        raise UsageError(f"--book-interval {args.book_interval:g}: must be a number of seconds, "
+                         "0 or more")
     if args.eod is not None:
         try:
             seconds_of_day(args.eod)

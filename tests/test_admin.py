@@ -120,7 +120,13 @@ def test_an_unreadable_file_exits_2_naming_the_line_and_sends_nothing(tmp_path):
      (["--broker", "mqtt://operator@127.0.0.1:1"], {
          "CARBONX_PASSWORD": "pw"
      }, "cannot connect to broker 127.0.0.1:1"),
-     (["--broker", "mqtt://operator@127.0.0.1:1", "--timeout", "0"], {}, "--timeout")])
+     (["--broker", "mqtt://operator@127.0.0.1:1", "--timeout", "0"], {}, "--timeout"),
+     (["--broker", "mqtt://operator@127.0.0.1:1", "--timeout", "inf"], {}, "--timeout inf"),
+     (["--broker", "mqtt://operator@127.0.0.1:1", "--timeout", "nan"], {}, "--timeout nan"),
+     (["--broker", "mqtt://operator@127.0.0.1:99999"], {"CARBONX_PASSWORD": "pw"},
+      "the port is not a number from 1 to 65535"),
+     (["--broker", "mqtt://operator@[::1"], {"CARBONX_PASSWORD": "pw"},
+      "broker URL 'mqtt://operator@[::1': Invalid IPv6 URL")])
 def test_bad_options_and_no_broker_exit_2_with_one_line(tmp_path, args, env, message):
     (tmp_path / "ok.csv").write_text("action,account,instrument,qty\ndeposit,alice,CNY,100\n")
     done = carbonx_admin(*args, "ok.csv", cwd=tmp_path, env=env)

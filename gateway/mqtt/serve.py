@@ -83,13 +83,17 @@ def parse_broker_url(url: str, password: str | None = None) -> BrokerAddress:
     """``mqtt://USER[:PASS]@HOST:PORT`` (port 1883 when left out). The URL's password,
     else *password*; neither is a ``ServeError``."""
     shown = _redacted(url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": a [ without its ]
+        raise ServeError(f"broker URL {shown!r}: {exc}") from None
     if parts.scheme not in ("mqtt", "tcp"):
         raise ServeError(f"broker URL {shown!r}: expected mqtt://USER@HOST:PORT")
     try:
         port = parts.port or 1883
     except ValueError:
-        raise ServeError(f"broker URL {shown!r}: the port is not a number") from None
+        raise ServeError(f"broker URL {shown!r}: the port is not a number from 1 to 65535"
+                         ) from None
     if not parts.hostname or not parts.username:
         raise ServeError(f"broker URL {shown!r}: give the gateway's user and password, "
                          f"mqtt://USER@HOST:PORT with --password-file FILE or "
@@ -123,7 +127,10 @@ def resolve_broker(url: str, *, password_file: str | os.PathLike[str] | None = N
     """The broker of ``--broker URL``, its password from the URL, else ``--password-file``,
     else ``$CARBONX_PASSWORD``; a password given both in the URL and by file is an error."""
     environ = os.environ if environ is None else environ
-    has_own = urlsplit(url).password is not None
+    try:
+        has_own = urlsplit(url).password is not None
+    except ValueError:
+        return parse_broker_url(url)  # which says what is wrong with it
     if password_file is not None:
         if has_own:
             raise ServeError("--password-file: the broker URL has a password too; give "

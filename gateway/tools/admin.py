@@ -36,6 +36,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import re
 import secrets
 import sys
@@ -390,7 +391,11 @@ def _broker(args: argparse.Namespace) -> BrokerAddress:
     from gateway.mqtt.serve import PASSWORD_ENV, ServeError, resolve_broker
 
     try:
-        if not urlsplit(args.broker).username:
+        parts = urlsplit(args.broker)
+    except ValueError:
+        parts = None  # resolve_broker says what is wrong with it
+    try:
+        if parts is not None and not parts.username:
             raise UsageError(f"--broker: expected mqtt://operator@HOST:PORT, with the operator's "
                              f"password in --password-file FILE or ${PASSWORD_ENV}")
         return resolve_broker(args.broker, password_file=args.password_file)
@@ -401,8 +406,8 @@ def _broker(args: argparse.Namespace) -> BrokerAddress:
 def run(args: argparse.Namespace) -> int:
     """``carbonx admin``: the exit status (0, 1, or 2 raised as ``UsageError`` /
     ``OrderFileError`` for ``gateway.cli`` to say)."""
-    if not args.timeout > 0:
-        raise UsageError("--timeout must be more than 0 seconds")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError(f"--timeout {args.timeout:g}: must be a number of seconds above 0")
     broker = _broker(args)
     rows = with_command_ids(read_rows(args.file, args.format))
 
