@@ -778,7 +778,8 @@ class _Journal:
 
     def __init__(self, path: Path) -> None:
         if not path.is_dir():
-            raise JournalError(f"{path} is not a directory")
+            raise JournalError(f"{path}: no such directory" if not path.exists() else
+                               f"{path} is not a directory")
         self.path = path
         listed = sorted(p.name for p in path.iterdir())  # before the manifest: see strays
         meta_file = path / "meta.json"

@@ -206,6 +206,14 @@ eod,,,,,,,,,1797926400000000000
 """
 
 
+def test_holdings_of_a_directory_that_is_not_there_says_so(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for name, message in (("nowhere", "nowhere: no such directory"),
+                          ("file", "file is not a directory")):
+        assert main(["holdings", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
     (tmp_path / "m.toml").write_text(FUTURES_MARKET)
     (tmp_path / "o.csv").write_text(FUTURES_ORDERS)

@@ -44,6 +44,8 @@ def test_each_operator_row_is_answered_with_its_command_id():
         ("accepted", "c1", "deposit"), ("rejected", "c2", "withdraw")]
     assert answers[1]["reason"] == "insufficient_cash"
     assert answers[0]["account"] == "alice" and answers[0]["instrument"] == "CNY"
+    # Counted among the commands (serve's closing line), as the accounts' are.
+    assert (core.stats.messages, core.stats.commands, core.stats.turned_away) == (1, 2, 0)
 
 
 @pytest.mark.parametrize("payload, reason", [

@@ -269,6 +269,7 @@ class GatewayCore:
             else:
                 self._from_operator.add(id(item))
                 queue.append(item)
+                self.stats.commands += 1  # counted as the accounts' are
         self._waiting += len(items)
 
     def end_of_day(self) -> None:
