@@ -617,6 +617,26 @@ def test_a_port_in_use_raises_oserror_and_logs_nothing(caplog: pytest.LogCapture
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_retained_messages_go_only_to_the_clients_that_subscribed_to_them() -> None:
+    """amqtt replayed, to each client connecting, the retained messages of every filter
+    another client held: A, subscribed to its own reports only, got market data."""
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker:
+            async with client(broker, GATEWAY_USER) as gw:
+                await gw.publish("cx/v1/md/CEA25/status", b"trading", qos=1, retain=True)
+            async with client(broker, "B") as b:
+                await suback(b, "cx/v1/md/#")
+                assert await next_message(b) == ("cx/v1/md/CEA25/status", b"trading")
+                async with client(broker, "A") as a:
+                    await suback(a, "cx/v1/exec/A")
+                    assert await next_message(a, 0.5) is None
+                    await suback(a, "cx/v1/md/+/status")  # its own: it gets the message
+                    assert await next_message(a) == ("cx/v1/md/CEA25/status", b"trading")
+
+    run(scenario())
+
+
 def test_only_market_data_is_retained() -> None:
 
     async def scenario() -> None:

@@ -434,6 +434,16 @@ class _Broker(Broker):
         if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
             await super().retain_message(source_session, topic_name, data, qos)
 
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        """amqtt, at every connection, replays the retained messages of every topic filter
+        any client on the broker holds, to the client connecting: an account that had
+        subscribed only to its own reports got the market's status messages because
+        another client watched them. Only the session's own subscriptions get them."""
+        holders = self._subscriptions.get(subscription[0], ())
+        if any(held.client_id == session.client_id for held, _ in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
     async def _run_broadcast(self, running_tasks: deque) -> None:
         # amqtt's loop makes two tasks and waits a loop turn for each message it
         # delivers, so in a busy process (the gateway shares it) delivery fell behind at
