@@ -629,7 +629,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     name = "carbonx"  # then the subcommand's, once known
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the subcommand's parser, with its usage line, not carbonx's
+            _parser_of(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:  # bare ``carbonx``: say what there is
             parser.print_help()
             return EXIT_OK
@@ -649,6 +651,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"cannot write {exc.filename}" if exc.filename else "cannot write the output"
         print(f"{name}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _parser_of(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of subcommand *command* (argparse keeps them on its subparsers action),
+    or *parser* itself."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
 
 
 def _drop_stdout() -> None:

@@ -352,6 +352,16 @@ def test_market_missing_file(run_carbonx, write_file, tmp_path):
     assert_bad_input(run_carbonx("replay", orders, "--market", tmp_path / "nope.toml"), "nope.toml")
 
 
+@pytest.mark.parametrize("extra", [["b.csv"], ["--bogus"]])
+def test_an_extra_argument_is_the_subcommands_error_with_its_usage(run_carbonx, write_file,
+                                                                   extra):
+    orders = write_file("o.csv", HEADER + GOOD)
+    proc = run_carbonx("replay", orders, *extra)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("usage: carbonx replay ")
+    assert f"carbonx replay: error: unrecognized arguments: {extra[0]}" in proc.stderr
+
+
 def test_market_file_not_utf8(run_carbonx, write_file):
     orders = write_file("o.csv", HEADER + GOOD)
     market = write_file("m.toml", b"[instruments.X]\ntick = '0.01' # \xff\xfe\n")
