@@ -49,8 +49,8 @@ from exchange.events import (AccountOpened, AllowancesClawedBack, AllowancesIssu
                              AllowancesSurrendered, AllowancesTransferred, AuctionBidAccepted,
                              AuctionCleared, AuctionOpened, BlockAccepted, BlockPosted,
                              CashDeposited, CashWithdrawn, CommandRejected, DailyStatistics,
-                             HoldingsUnlocked, OrderCancelled, OrderExpired, TradeExecuted,
-                             TradeSettled)
+                             HoldingsUnlocked, MassCancelAccepted, OrderCancelled, OrderExpired,
+                             TradeExecuted, TradeSettled)
 from exchange.market import parse_market
 from exchange.persist import decode_state, encode_state
 
@@ -474,10 +474,14 @@ class Modes(RuleBasedStateMachine):
         expect_block: BlockAccepted | None = None
         unfilled: dict[str, tuple[int, str]] = {}  # bid id -> (qty, reason) to be cancelled
         done: list[tuple[str, str]] = []  # (order id, side) of orders that ended
+        # A mass cancel withdraws the account's blocks and bids too: why they end, and whose.
+        mass: MassCancelAccepted | None = None
         for e in events:
             kind = type(e)
             self.seen[kind.__name__] += 1
-            if kind is AccountOpened:
+            if kind is MassCancelAccepted:
+                mass = e
+            elif kind is AccountOpened:
                 self.kinds[e.account] = e.kind
             elif kind is CashDeposited:
                 self.supply["CNY"] += e.amount
@@ -527,7 +531,8 @@ class Modes(RuleBasedStateMachine):
             elif kind is HoldingsUnlocked:
                 assert self.locked.pop((e.account, e.asset)) == e.qty
             elif kind is OrderCancelled or kind is OrderExpired:
-                self.ended(e, unfilled)
+                self.ended(e, unfilled, "mass_cancel" if mass is not None else
+                           "cancelled_by_owner")
                 done.append((e.order_id, e.side))
             elif kind is DailyStatistics:
                 assert (e.block_volume, e.auction_volume) == (
@@ -538,6 +543,10 @@ class Modes(RuleBasedStateMachine):
         assert not fills, f"auction fills that did not happen: {list(fills)}"
         assert expect_block is None, "a block accepted without its trade"
         assert not unfilled, f"unfilled bids not cancelled: {unfilled}"
+        if mass is not None:  # nothing of the account's is left that could still trade
+            assert not [b for b in self.blocks.values() if b["account"] == mass.account], mass
+            assert not [b for a in self.auctions.values() if a["open"] for b in a["bids"]
+                        if b["account"] == mass.account], mass
         for key in done:  # orders that ended: their fees accrue no more (a listing order's
             self.accrued.pop(key, None)  # trades settle after the command, so after its end)
 
@@ -677,8 +686,10 @@ class Modes(RuleBasedStateMachine):
         self.totals[(e.sell_account, e.instrument)] -= e.qty
         self.locked[(e.buy_account, e.instrument)] += e.qty  # settlement_days = 1
 
-    def ended(self, e: OrderCancelled | OrderExpired,
-              unfilled: dict[str, tuple[int, str]]) -> None:
+    def ended(self, e: OrderCancelled | OrderExpired, unfilled: dict[str, tuple[int, str]],
+              withdrawn: str) -> None:
+        """An order, block or bid ended: cancelled (a block or bid for *withdrawn*, its
+        owner's cancel or a mass cancel), expired, or an auction's unfilled bid."""
         qty = e.cancelled_qty if type(e) is OrderCancelled else e.expired_qty
         reason = e.reason if type(e) is OrderCancelled else None
         if e.order_id in unfilled:
@@ -686,13 +697,13 @@ class Modes(RuleBasedStateMachine):
             return
         block = self.blocks.get(e.order_id)
         if block is not None and block["account"] == e.account:
-            assert qty == block["qty"] and reason in (None, "cancelled_by_owner"), e
+            assert qty == block["qty"] and reason in (None, withdrawn), e
             del self.blocks[e.order_id]
             return
         for auction in self.auctions.values():
             bid = next((b for b in auction["bids"] if b["order_id"] == e.order_id), None)
             if bid is not None:
-                assert auction["open"] and (qty, reason) == (bid["qty"], "cancelled_by_owner")
+                assert auction["open"] and (qty, reason) == (bid["qty"], withdrawn), e
                 auction["bids"].remove(bid)
                 return
 
