@@ -111,7 +111,7 @@ def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path, orders):
     code, _, err = run(capsys, "holdings", tmp_path)
     assert code == 2 and "no journal" in err
     code, _, err = run(capsys, "holdings", tmp_path / "missing")
-    assert code == 2 and "not a directory" in err
+    assert code == 2 and "missing: no such directory" in err
 
 
 def test_the_extended_columns_read_in_csv_and_ndjson():
