@@ -62,7 +62,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 TARGET_RATIO = 0.9  # throughput with the watchers over without
 TARGET_P99_MS = 250.0  # trade to its row on the page
-FULL = {"rounds": 3, "bots": 4, "orders": 40_000, "watchers": 20, "samples": 45, "rested": 5}
+FULL = {"rounds": 5, "bots": 4, "orders": 40_000, "watchers": 20, "samples": 45, "rested": 5}
 QUICK = {"rounds": 2, "bots": 2, "orders": 20_000, "watchers": 4, "samples": 10, "rested": 3}
 INSTRUMENT = "CEA25"
 PRICE = "60.00"  # the crossing pairs' price: between the flood's buys and sells
