@@ -102,6 +102,9 @@ class Reason(StrEnum):
     AFTER_DEADLINE = "after_deadline"
     YEAR_CLOSED = "year_closed"  # the year's deadline was processed
     NO_MARKET_PRICE = "no_market_price"  # no allowance trades in the month before it
+    # a fine of 2^62 fen or more (the most the ledger records): a price or emissions no
+    # real year has
+    FINE_OUT_OF_RANGE = "fine_out_of_range"
     NOT_COVERED = "not_covered"  # the account is not a covered entity
     INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
     INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
@@ -195,7 +198,8 @@ OUTCOME = frozenset[Reason]({
 REGISTRY = frozenset[Reason]({
     Reason.INVALID_QUALITY, Reason.INVALID_YEAR, Reason.INVALID_MULTIPLE, Reason.NO_OBLIGATION,
     Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.INELIGIBLE_OFFSET,
-    Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE, Reason.NOT_COVERED,
+    Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE,
+    Reason.FINE_OUT_OF_RANGE, Reason.NOT_COVERED,
     Reason.INVALID_MONTHS, Reason.INVALID_STAGE, Reason.NOT_VERIFIED, Reason.ALREADY_FINAL,
     Reason.CONVERSION_CAP_EXCEEDED, Reason.CONVERSION_CLOSED, Reason.MISSED_SURRENDER
 })

@@ -26,6 +26,7 @@ from exchange.events import (AllowancesConverted, CommandRejected, ComplianceAss
                              DeadlinePassed)
 from exchange.market import default_market
 from exchange.orderfile import parse_order_text
+from exchange.persist import decode_state, encode_state
 from exchange.state import RegistryState
 from gateway.cli import main
 from gateway.tools import comply
@@ -357,6 +358,36 @@ def test_with_no_trades_the_operator_price_sets_the_fine():
     assert (passed.price, passed.multiple, passed.price_source) == (9800, 5, "operator")
     assert passed.average_price is None  # no market average
     assert assessed.fine == 423_997_000_00 == fine_fen(865_300, 9800, 1)
+    engine.check()
+
+
+@pytest.mark.parametrize("year", [-5, 0, 1999, 10000, 99999])
+def test_a_deadline_of_a_year_that_cannot_be_is_refused_and_closes_nothing(year):
+    """A typo in the deadline's year closed that year for good (its emissions then
+    refused year_closed); the year is checked as emissions' and allocations' are."""
+    engine = _ledgered()
+    before = engine.snapshot()[7:]  # all but the counters (a rejection counts)
+    refused = engine.execute(ComplianceDeadline(year=year, multiple=5, price="98.00"))
+    assert [(type(e), e.reason) for e in refused] == [(CommandRejected, "invalid_year")]
+    assert engine.snapshot()[7:] == before
+
+
+@pytest.mark.parametrize("price, emissions", [("98000000000.00", 1_000_000 + 1_000_000),
+                                              ("98.00", (1 << 62) - 1)])
+def test_a_fine_past_what_the_ledger_records_is_refused_before_anything_changes(price,
+                                                                                emissions):
+    """A mistyped price (or emissions no entity has) gave a fine over 2^64 fen: the state
+    could no longer be written, and the live exchange died at every snapshot."""
+    engine = _ledgered()
+    engine.execute(IssueAllowances(account="ent", instrument="CEA24", qty=1))  # opens it
+    recorded = engine.execute(RecordEmissions(account="ent", year=2024, qty=emissions))
+    assert type(recorded[0]) is not CommandRejected
+    before = engine.snapshot()[7:]  # all but the counters (a rejection counts)
+    refused = engine.execute(ComplianceDeadline(year=2024, multiple=10, price=price))
+    assert [(type(e), e.reason) for e in refused] == [(CommandRejected, "fine_out_of_range")]
+    assert engine.snapshot()[7:] == before
+    written = engine.state_hash()
+    assert decode_state(encode_state(engine)).state_hash() == written  # it can be written
     engine.check()
 
 

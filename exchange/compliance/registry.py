@@ -386,21 +386,28 @@ class Registry:
         order (``Rejected``, with nothing changed, if it cannot close). Fines are at
         *price* (minor units per unit: the operator's reference price) when given, else
         at the market's average of the month before the deadline."""
+        if not 2000 <= year <= 9999:
+            raise Rejected(Reason.INVALID_YEAR)  # a typo would close a year for good
         if year in self.closed:
             raise Rejected(Reason.YEAR_CLOSED)
         if multiple not in FINE_MULTIPLES:
             raise Rejected(Reason.INVALID_MULTIPLE)
-        if price is not None and price <= 0:
+        if price is not None and not 0 < price < 1 << 62:
             raise Rejected(Reason.INVALID_PRICE)
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
         notional, volume = (price, 1) if price is not None else self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
         if short and not volume:
             raise Rejected(Reason.NO_MARKET_PRICE)
-        for account, ob in rows:
-            ob.shortfall = max(0, ob.emissions - ob.allowances - ob.counted_offsets())
+        shortfalls = [max(0, ob.emissions - ob.allowances - ob.counted_offsets()) for _, ob in rows]
+        fines = [fine_fen(gap, notional, volume, multiple) if gap else 0 for gap in shortfalls]
+        if fines and max(fines) >= 1 << 62:
+            # Checked before anything changes; every figure the ledger keeps is under 2^62.
+            raise Rejected(Reason.FINE_OUT_OF_RANGE)
+        for (account, ob), shortfall, fine in zip(rows, shortfalls, fines):
+            ob.shortfall = shortfall
             ob.status = "short" if ob.shortfall else "compliant"
-            ob.fine = fine_fen(ob.shortfall, notional, volume, multiple) if ob.shortfall else 0
+            ob.fine = fine
             if ob.shortfall:
                 self.deductions[(account, year + 1)] = ob.shortfall
                 self.missed.add(account)
