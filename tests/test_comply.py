@@ -293,6 +293,8 @@ def test_a_scenario_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys
         ("multiple = 5", "multiple = 5.5", ["'multiple'", "5 to 10", "5.5"]),
         ("multiple = 5", "multiple = 11", ["'multiple'", "5 to 10", "11"]),
         ("multiple = 5", 'multiple = "5"', ["'multiple'", "5 to 10"]),
+        ("multiple = 5", 'multiple = 5\ndeadline_price = "98.005"',
+         ["'deadline_price'", "'98.005' is not on the fen"]),
         ("qty = 40000", "qty = -40000", ["december trade 1: 'qty'", "-40000"]),
         ("qty = 40000", "qty = 0", ["december trade 1: 'qty'", "from 1"]),
         ('surrender_share = "1.0"', 'surrender_share = "2.0"',

@@ -205,7 +205,9 @@ def load_scenario(path: str | Path) -> dict:
     if price is not None:
         if not isinstance(price, str):
             raise ScenarioError(f'{path}: deadline_price is a decimal string ("98.00" CNY/t)')
-        _decimal(price, f"{path}: 'deadline_price'", above_least=True)
+        number = _decimal(price, f"{path}: 'deadline_price'", above_least=True)
+        if number * 100 != int(number * 100):  # on the fen, as the registry takes it
+            raise ScenarioError(f"{path}: 'deadline_price' {price!r} is not on the fen (0.01)")
     _decimal(data.get("pre_allocation_share", "0.70"), f"{path}: 'pre_allocation_share'",
              most=Fraction(1))
     if "orders" in data:
