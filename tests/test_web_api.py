@@ -372,6 +372,8 @@ def test_another_accounts_data_and_the_operators_are_403(http):
         assert http.get(f"/api/v1/accounts/nobody/{path}", auth=BOB).status_code == 403
     for path in OPERATOR_PATHS:
         assert http.get("/api/v1" + path, auth=ALICE).status_code == 403
+    # before its path is checked: an account learns nothing from a 422 either
+    assert http.get("/api/v1/registry/twenty", auth=ALICE).status_code == 403
 
 
 def test_unknown_names_are_404_with_a_message(http):

@@ -331,9 +331,14 @@ def make_router(portal: Portal) -> APIRouter:
             _not_found(f"unknown account {account!r}")
         return account
 
-    def operator_only(name: str) -> None:
+    def operator(name: User) -> str:
+        """The operator, or 403: a dependency, so it answers before a path or query value
+        is checked (an account asking for /registry/abc is refused, not told of a 422)."""
         if name != OPERATOR:
             raise HTTPException(403, detail="the operator's only")
+        return name
+
+    Operator = Annotated[str, Depends(operator)]
 
     # --- market ----------------------------------------------------------------------------
     @router.get("/instruments", response_model=list[InstrumentOut],
@@ -434,28 +439,25 @@ def make_router(portal: Portal) -> APIRouter:
 
     # --- the operator's ------------------------------------------------------------------
     @router.get("/accounts", response_model=list[AccountOut], summary="Every account")
-    async def get_accounts(name: User) -> list[dict]:
+    async def get_accounts(name: Operator) -> list[dict]:
         """Every account (the system accounts ``@...`` too): kind, status, position limit
         and exposure. The operator's only."""
-        operator_only(name)
         return queries.accounts(engine())
 
     @router.get("/registry/{year}", response_model=RegistryYearOut, responses=_NOT_FOUND,
                 summary="A compliance year across entities")
-    async def get_registry(name: User, year: Annotated[int, Path(description="a compliance "
+    async def get_registry(name: Operator, year: Annotated[int, Path(description="a compliance "
                                                                  "year")]) -> dict:
         """Every entity's obligation, allocation, surrender and, once assessed, shortfall,
         fine and status for the year, and the totals. The operator's only."""
-        operator_only(name)
         try:
             return queries.registry_year(engine(), year)
         except KeyError:
             _not_found(f"no compliance year {year}")
 
     @router.get("/halts", response_model=list[str], summary="Instruments halted")
-    async def get_halts(name: User) -> list[str]:
+    async def get_halts(name: Operator) -> list[str]:
         """The instruments the operator has halted. The operator's only."""
-        operator_only(name)
         return queries.halts(engine())
 
     # Read-only: any other method on these paths is 405 (else the pages' catch-all's 404).
