@@ -9,8 +9,16 @@
 Every command carries a ``command_id`` (made here unless given) and waits in a pending
 table until the report that answers it arrives. When the broker goes away the client
 reconnects, with backoff, and resends every command still unanswered, in order; the
-gateway applies a command id once and answers a resend with the first answer, so an order
-is never lost and never doubled. Order ids are the bot's own (made here unless given).
+gateway applies a command id once and answers a resend with the first answer (its
+reports marked ``duplicate``), so an order is never lost and never doubled. ``reports()``
+gives each answer once: a repeated answer to a command already answered here is passed
+over. Order ids are the bot's own (made here unless given).
+
+The exchange remembers the last 100,000 commands it ran (all accounts together): a
+resend after that is a new command to it (a new order is then rejected
+``duplicate_order_id``). One client per account: a second connection of the same account
+takes over its session. ``ExchangeError`` says the exchange could not be reached, or the
+login was refused, or a command was not answered in time (it stays pending).
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.protocol import (PENDING_CALLS_WARNING, SOCKET_OPTIONS, OrderedSender, exec_topic,
-                              orders_topic)
+from gateway.protocol import (MAX_COMMANDS, MAX_PAYLOAD, PENDING_CALLS_WARNING, SOCKET_OPTIONS,
+                              OrderedSender, exec_topic, orders_topic)
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
@@ -40,12 +48,13 @@ class _Inbox:
 
     # Profiled (benchmarks.gateway, batched orders): asyncio.Queue.put_nowait per report
     # was about a seventh of a busy bot's time; a message's reports now go in at once.
-    __slots__ = ("_items", "_limit", "_ready")
+    __slots__ = ("_items", "_limit", "_ready", "closed")
 
     def __init__(self, limit: int) -> None:
         self._items: deque = deque()
         self._limit = limit
         self._ready = asyncio.Event()
+        self.closed = False
 
     def offer(self, items: list) -> int:
         """Add *items* in order; return how many were dropped for want of room."""
@@ -59,11 +68,19 @@ class _Inbox:
         return dropped
 
     async def get(self):
-        """The oldest item, waiting for one if there is none."""
+        """The oldest item, waiting for one if there is none; ``_CLOSED`` once the inbox is
+        closed and empty."""
         while not self._items:
+            if self.closed:
+                return _CLOSED
             self._ready.clear()
             await self._ready.wait()
         return self._items.popleft()
+
+    def close(self) -> None:
+        """No more items come: a reader waiting, or to come, gets ``_CLOSED``."""
+        self.closed = True
+        self._ready.set()
 
     def take_all(self) -> list:
         """Every item waiting, oldest first, without waiting."""
@@ -72,8 +89,16 @@ class _Inbox:
         return items
 
 
+_CLOSED = object()  # what a closed inbox gives
+# CONNACK codes of a refused login (MQTT 3.1.1: bad user name or password, not
+# authorized; MQTT 5: the same two): retrying cannot help.
+_LOGIN_REFUSED = frozenset({4, 5, 134, 135})
+_ANSWERED_KEPT = 100_000  # command ids remembered as answered (the exchange's own window)
+
+
 class ExchangeError(Exception):
-    """The client could not reach the exchange in time."""
+    """The client could not reach the exchange (or its login was refused), it is closed,
+    or a command was not answered in time."""
 
 
 class ExchangeClient:
@@ -104,6 +129,7 @@ class ExchangeClient:
         self._pending: dict[str, list] = {}
         self._reports = _Inbox(queue_limit)
         self._market = _Inbox(queue_limit)
+        self._reports_limit = queue_limit
         self._mqtt = None
         self._sender: OrderedSender | None = None
         self._connected = asyncio.Event()
@@ -111,22 +137,36 @@ class ExchangeClient:
         self._runner: asyncio.Task | None = None
         self.connects = 0  # successful connections (reconnects = connects - 1)
         self.dropped_reports = 0  # reports dropped because nobody read them
+        self.refused: str | None = None  # why the broker refused the login, if it did
+        # Command ids answered here, newest last (bounded): a repeated answer to one of
+        # them (a resend's, marked duplicate) is not given to reports() again.
+        self._answered: dict[str, None] = {}
 
     # --- life ---------------------------------------------------------------------------
     async def __aenter__(self) -> ExchangeClient:
-        self._runner = asyncio.ensure_future(self._run())
+        self._runner = runner = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), self.timeout)
-        except TimeoutError:
+            # The login refused ends the runner at once: no reason to wait out the timeout.
+            await asyncio.wait((connected, runner), timeout=self.timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if not self._connected.is_set():
             await self.close()
+            if self.refused is not None:
+                raise ExchangeError(f"the broker at {self.host}:{self.port} refused the login "
+                                    f"of {self.account!r}: {self.refused}")
             raise ExchangeError(f"could not connect to {self.host}:{self.port} as "
-                                f"{self.account!r} within {self.timeout:g} s") from None
+                                f"{self.account!r} within {self.timeout:g} s")
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
     async def close(self) -> None:
+        """Disconnect: commands still unanswered are cancelled (their futures), and
+        ``reports()`` and ``market_data()`` end once what came is read."""
         self._closing = True
         if self._runner is not None:
             self._runner.cancel()
@@ -135,6 +175,8 @@ class ExchangeClient:
         for _, future, _ in self._pending.values():
             if not future.done():
                 future.cancel()
+        self._reports.close()
+        self._market.close()
 
     @property
     def connected(self) -> bool:
@@ -171,6 +213,13 @@ class ExchangeClient:
                             self._dispatch(message.topic.value, message.payload)
                     finally:
                         resender.cancel()
+            except aiomqtt.MqttCodeError as exc:
+                if getattr(exc.rc, "value", exc.rc) in _LOGIN_REFUSED:  # an int, or paho's code
+                    # Retrying would be refused the same way: say so, and stop.
+                    self.refused = str(exc)
+                    log.error("%s: the broker refused the login (%s)", self.account, exc)
+                    return
+                log.info("%s: connection to the broker lost (%s); retrying", self.account, exc)
             except aiomqtt.MqttError as exc:
                 log.info("%s: connection to the broker lost (%s); retrying", self.account, exc)
             finally:
@@ -211,14 +260,34 @@ class ExchangeClient:
             return
         reports = body if type(body) is list else [body]
         pending = self._pending
-        for report in reports:
-            # Only the report that answers a command carries its command id.
+        answered = self._answered
+        fresh = reports
+        repeated = False  # inside a repeated answer to a command answered here before
+        for index, report in enumerate(reports):
+            # Only the report that answers a command carries its command id; the reports
+            # after it (fills, settlements) are that answer's, marked like it.
             command_id = report.get("command_id")
             if command_id is not None:
                 entry = pending.pop(command_id, None)
+                repeated = entry is None and command_id in answered
                 if entry is not None and not entry[1].done():
                     entry[1].set_result(report)
-        self.dropped_reports += self._reports.offer(reports)
+                if not repeated:
+                    answered[command_id] = None
+                    if len(answered) > _ANSWERED_KEPT:
+                        del answered[next(iter(answered))]
+            elif not report.get("duplicate"):
+                repeated = False
+            if repeated and fresh is reports:
+                fresh = reports[:index]
+            elif not repeated and fresh is not reports:
+                fresh.append(report)
+        dropped = self._reports.offer(fresh)
+        if dropped:
+            if not self.dropped_reports:
+                log.warning("%s: %d reports wait unread (queue_limit): newer ones are dropped "
+                            "(counted in dropped_reports)", self.account, self._reports_limit)
+            self.dropped_reports += dropped
 
     # --- commands -----------------------------------------------------------------------
     def next_order_id(self) -> str:
@@ -229,7 +298,16 @@ class ExchangeClient:
         return self.submit_many([command])[0]
 
     def submit_many(self, commands: list[dict]) -> list[asyncio.Future]:
-        """Send *commands* as one message; return one future per command, in order."""
+        """Send *commands* as one message; return one future per command, in order.
+
+        Raises ``ValueError`` for more than ``MAX_COMMANDS`` (1,000) commands or a message
+        over ``MAX_PAYLOAD`` bytes, which the gateway would refuse whole (nothing is
+        sent), and ``ExchangeError`` once the client is closed."""
+        if self._closing:
+            raise ExchangeError(f"the client of {self.account!r} is closed")
+        if len(commands) > MAX_COMMANDS:
+            raise ValueError(f"{len(commands)} commands in one message: the gateway takes at "
+                             f"most {MAX_COMMANDS}")
         loop = asyncio.get_running_loop()
         now = loop.time()
         create_future = loop.create_future
@@ -247,9 +325,14 @@ class ExchangeClient:
             pending[command_id] = [command, future, now]
             futures.append(future)
             batch.append(command)
+        payload = self._encode(batch[0] if len(batch) == 1 else batch)
+        if len(payload) > MAX_PAYLOAD:
+            for command in batch:
+                del pending[command["command_id"]]
+            raise ValueError(f"a message of {len(payload)} bytes: the gateway takes at most "
+                             f"{MAX_PAYLOAD}")
         sender = self._sender
         if sender is not None and self._connected.is_set():
-            payload = self._encode(batch[0] if len(batch) == 1 else batch)
             sender.send(orders_topic(self.account), payload, 1)
         # Not connected: the commands wait in the pending table and go on reconnect.
         return futures
@@ -360,15 +443,17 @@ class ExchangeClient:
 
     # --- streams ------------------------------------------------------------------------
     async def reports(self) -> AsyncIterator[dict]:
-        """Every execution report for this account, in order, as they come."""
-        while True:
-            yield await self._reports.get()
+        """Every execution report for this account, in order, as they come, each answer
+        once; it ends when the client is closed."""
+        while (report := await self._reports.get()) is not _CLOSED:
+            yield report
 
     def reports_waiting(self) -> list[dict]:
         """The reports received and not yet read, without waiting."""
         return self._reports.take_all()
 
     async def market_data(self) -> AsyncIterator[tuple[str, Any]]:
-        """``(topic, message)`` for the instruments named in *market_data*."""
-        while True:
-            yield await self._market.get()
+        """``(topic, message)`` for the instruments named in *market_data*; it ends when
+        the client is closed."""
+        while (item := await self._market.get()) is not _CLOSED:
+            yield item

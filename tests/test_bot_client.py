@@ -1,0 +1,104 @@
+"""The bot client's own rules, found by a bot writer: each answer reaches ``reports()``
+once (a resend's repeated answer is passed over when the first came), messages the
+gateway would refuse whole are refused here before anything is sent, a refused login
+says so at once, and a closed client ends its streams and takes no more commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from gateway.bots.client import ExchangeClient, ExchangeError
+from gateway.mqtt.embedded import EmbeddedBroker
+from gateway.protocol import MAX_COMMANDS, exec_topic
+
+EXEC = exec_topic("alice")
+
+
+def run(scenario) -> None:
+    asyncio.run(asyncio.wait_for(scenario, 20))
+
+
+def deliver(client: ExchangeClient, *reports: dict) -> None:
+    """The gateway's message of *reports* on alice's exec topic, as the client gets it."""
+    client._dispatch(EXEC, json.dumps(list(reports)).encode())
+
+
+def answer(command_id: str, report: str = "accepted", duplicate: bool = False) -> dict:
+    body = {"report": report, "order_id": f"o-{command_id}", "command_id": command_id}
+    return {**body, "duplicate": True} if duplicate else body
+
+
+def fill(order: str, qty: int, duplicate: bool = False) -> dict:
+    body = {"report": "fill", "order_id": order, "qty": qty}
+    return {**body, "duplicate": True} if duplicate else body
+
+
+def test_each_answer_reaches_reports_once_however_often_it_is_resent():
+    """The client's resend timer, under a broker's rate limit, had the gateway repeat
+    answers (marked duplicate): 1,205 fill reports for 1,000 trades, and the example
+    bots counted each into their inventory."""
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw")
+        futures = client.submit_many([{"action": "new", "order_id": f"o-c{n}",
+                                       "command_id": f"c{n}"} for n in (1, 2, 3)])
+        deliver(client, answer("c1"), fill("o-c1", 10))
+        assert futures[0].result()["command_id"] == "c1"
+        # c1 answered again (a resend's answer): passed over, its fill too
+        deliver(client, answer("c1", duplicate=True), fill("o-c1", 10, duplicate=True))
+        # c2's first answer was lost (a restart): its repeated answer is the one it gets
+        deliver(client, answer("c2", duplicate=True), fill("o-c2", 5, duplicate=True))
+        assert futures[1].result()["duplicate"] is True
+        # one message: c1's answer once more, then c3's, then a fill of a resting order
+        deliver(client, answer("c1", duplicate=True), fill("o-c1", 10, duplicate=True),
+                answer("c3"), fill("o-c3", 7), fill("o-rest", 1))
+        got = [(r["report"], r["order_id"], r.get("qty")) for r in client.reports_waiting()]
+        assert got == [("accepted", "o-c1", None), ("fill", "o-c1", 10),
+                       ("accepted", "o-c2", None), ("fill", "o-c2", 5),
+                       ("accepted", "o-c3", None), ("fill", "o-c3", 7), ("fill", "o-rest", 1)]
+        assert client.unanswered == 0
+        await client.close()
+
+    run(scenario())
+
+
+def test_a_message_the_gateway_would_refuse_whole_is_refused_before_it_is_sent():
+    """1,001 commands in one message were answered too_many_commands (with no command
+    id), then resent by the client in smaller batches and all placed."""
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw")
+        with pytest.raises(ValueError, match=f"at most {MAX_COMMANDS}"):
+            client.submit_many([{"action": "cancel", "order_id": str(n)}
+                                for n in range(MAX_COMMANDS + 1)])
+        with pytest.raises(ValueError, match="bytes: the gateway takes at most"):
+            client.submit_many([{"action": "cancel", "order_id": "x" * 300_000}])
+        assert client.unanswered == 0  # nothing left to be resent
+        await client.close()
+
+    run(scenario())
+
+
+def test_a_refused_login_says_so_at_once_and_a_closed_client_ends_its_streams():
+
+    async def scenario() -> None:
+        async with EmbeddedBroker({"gateway": "g", "operator": "o", "alice": "pw"}) as broker:
+            started = time.monotonic()
+            with pytest.raises(ExchangeError, match="refused the login of 'alice'"):
+                async with ExchangeClient("alice", "wrong", broker.host, broker.port,
+                                          timeout=10):
+                    pass
+            assert time.monotonic() - started < 5  # not the whole timeout
+            async with ExchangeClient("alice", "pw", broker.host, broker.port) as client:
+                assert client.connected
+            # closed: the streams end, and no command is taken to wait for ever
+            assert [r async for r in client.reports()] == []
+            assert [m async for m in client.market_data()] == []
+            with pytest.raises(ExchangeError, match="closed"):
+                await client.cancel("x")
+
+    run(scenario())
