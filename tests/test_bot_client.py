@@ -56,10 +56,14 @@ def test_each_answer_reaches_reports_once_however_often_it_is_resent():
         # one message: c1's answer once more, then c3's, then a fill of a resting order
         deliver(client, answer("c1", duplicate=True), fill("o-c1", 10, duplicate=True),
                 answer("c3"), fill("o-c3", 7), fill("o-rest", 1))
+        # a repeated answer long enough to run on into the next message
+        deliver(client, fill("o-rest", 2), answer("c3", duplicate=True))
+        deliver(client, fill("o-c3", 7, duplicate=True), fill("o-rest", 3))
         got = [(r["report"], r["order_id"], r.get("qty")) for r in client.reports_waiting()]
         assert got == [("accepted", "o-c1", None), ("fill", "o-c1", 10),
                        ("accepted", "o-c2", None), ("fill", "o-c2", 5),
-                       ("accepted", "o-c3", None), ("fill", "o-c3", 7), ("fill", "o-rest", 1)]
+                       ("accepted", "o-c3", None), ("fill", "o-c3", 7), ("fill", "o-rest", 1),
+                       ("fill", "o-rest", 2), ("fill", "o-rest", 3)]
         assert client.unanswered == 0
         await client.close()
 

@@ -141,6 +141,7 @@ class ExchangeClient:
         # Command ids answered here, newest last (bounded): a repeated answer to one of
         # them (a resend's, marked duplicate) is not given to reports() again.
         self._answered: dict[str, None] = {}
+        self._repeating = False  # the last message ended inside such a repeated answer
 
     # --- life ---------------------------------------------------------------------------
     async def __aenter__(self) -> ExchangeClient:
@@ -262,7 +263,9 @@ class ExchangeClient:
         pending = self._pending
         answered = self._answered
         fresh = reports
-        repeated = False  # inside a repeated answer to a command answered here before
+        # Inside a repeated answer to a command answered here before (a long answer may
+        # run on into the next message).
+        repeated = self._repeating
         for index, report in enumerate(reports):
             # Only the report that answers a command carries its command id; the reports
             # after it (fills, settlements) are that answer's, marked like it.
@@ -282,6 +285,7 @@ class ExchangeClient:
                 fresh = reports[:index]
             elif not repeated and fresh is not reports:
                 fresh.append(report)
+        self._repeating = repeated
         dropped = self._reports.offer(fresh)
         if dropped:
             if not self.dropped_reports:
