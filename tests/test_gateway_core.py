@@ -319,7 +319,8 @@ def test_futures_trade_over_the_gateway_and_the_end_of_day_settles_them():
     out = core.flush(now=1.0)
     assert [(r["report"], r.get("reason"))
             for r in reports(out, "alice")] == [("rejected", "insufficient_margin"),
-                                                ("accepted", None), ("fill", None)]
+                                                ("accepted", None), ("fill", None),
+                                                ("cleared", None)]
     send(core, "bob", {"action": "eod"})  # the operator's, not a bot's
     assert reports(core.flush(now=2.0), "bob")[0]["reason"] == "not_permitted"
     core.end_of_day()

@@ -370,8 +370,9 @@ def test_futures_clear_over_mqtt_and_the_end_of_day_reaches_each_bot(broker):
                 ]
                 core.end_of_day()  # the operator's, queued in order
                 await bob.place("F", "sell", 1, "99.00")  # the next command runs it
-                # each bot: its answers, its fill, then the day's variation margin
-                return answers, await collect(alice, 4), await collect(bob, 4)
+                # each bot: its answers, its fill and its clearing, then the day's
+                # variation margin
+                return answers, await collect(alice, 5), await collect(bob, 5)
 
     answers, alice_reports, bob_reports = run(scenario())
     assert [(a["report"], a.get("reason"))
@@ -379,7 +380,7 @@ def test_futures_clear_over_mqtt_and_the_end_of_day_reaches_each_bot(broker):
                                   ("accepted", None)]
     for reports_, position in ((alice_reports, -1), (bob_reports, 1)):
         kinds = [r["report"] for r in reports_]
-        assert "fill" in kinds and "variation_margin" in kinds, kinds
+        assert "fill" in kinds and "cleared" in kinds and "variation_margin" in kinds, kinds
         margin = reports_[kinds.index("variation_margin")]
         assert (margin["instrument"], margin["position"], margin["amount"]) == ("F", position,
                                                                                 "0.00")

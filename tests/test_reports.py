@@ -20,7 +20,8 @@ from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionC
                              DeliveryFailed, DeliverySettled, MarginCalled, MarginCallMet,
                              MassCancelAccepted, OptionExercised, OrderAccepted, OrderAmended,
                              OrderCancelled, OrderExpired, OrderTriggered, PositionClosedOut,
-                             TradeExecuted, TradeSettled, TradingDayEnded, VariationMargin)
+                             TradeCleared, TradeExecuted, TradeSettled, TradingDayEnded,
+                             VariationMargin)
 from exchange.market import format_cash, parse_market
 from gateway.mqtt import wire
 from gateway.mqtt.service import GatewayCore, GatewaySettings
@@ -133,6 +134,21 @@ class NaiveReportMaker:
             }))
             reports.append((event.sell_account, {
                 **base, "side": "sell", "fee": format_cash(event.currency, event.sell_fee)
+            }))
+        elif kind is TradeCleared:
+            currency = self._currency[event.instrument]
+            base = {
+                "report": "cleared", "seq": event.seq, "trade_id": event.trade_id,
+                "instrument": event.instrument, "qty": event.qty,
+                "price": self.price(event.instrument, event.price)
+            }
+            reports.append((event.buy_account, {
+                **base, "side": "buy", "position": event.buy_position,
+                "fee": format_cash(currency, event.buy_fee), "currency": currency
+            }))
+            reports.append((event.sell_account, {
+                **base, "side": "sell", "position": event.sell_position,
+                "fee": format_cash(currency, event.sell_fee), "currency": currency
             }))
         elif kind is MassCancelAccepted:
             reports.append((event.account, {
@@ -384,8 +400,13 @@ def test_a_futures_day_over_the_gateway_is_the_naive_references_reports():
     core.end_of_day()
     outgoing += core.flush(now=2.0)
     _check_published(core, events, outgoing)
-    assert {r["report"] for r in _reports(outgoing, "bob")} == {"accepted", "fill",
+    assert {r["report"] for r in _reports(outgoing, "bob")} == {"accepted", "fill", "cleared",
                                                                 "variation_margin"}
+    # A futures fill's fee is the bot's to know, as a spot fill's is (settled).
+    [cleared] = [r for r in _reports(outgoing, "bob") if r["report"] == "cleared"]
+    assert (cleared["side"], cleared["position"], cleared["currency"]) == ("buy", 1, "CNY")
+    [trade] = [e for e in events if type(e) is TradeCleared and e.buy_account == "bob"]
+    assert cleared["fee"] == format_cash("CNY", trade.buy_fee)  # this market charges none
 
 
 # Each payload's rejection as it was when reports were dicts (``message`` aside: checked

@@ -43,7 +43,8 @@ from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionC
                              DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
                              MarginCallMet, MassCancelAccepted, OptionExercised, OrderAccepted,
                              OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
-                             PositionClosedOut, TradeExecuted, TradeSettled, VariationMargin)
+                             PositionClosedOut, TradeCleared, TradeExecuted, TradeSettled,
+                             VariationMargin)
 from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
@@ -53,7 +54,8 @@ from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD,
 __all__ = [
     "WireDecoder", "ReportMaker", "client_id", "WIRE_ACTIONS", "Report", "AnyReport",
     "AcceptedReport", "FillReport", "CancelledReport", "RejectedReport", "AmendedReport",
-    "ExpiredReport", "TriggeredReport", "SettledReport", "MassCancelAcceptedReport",
+    "ExpiredReport", "TriggeredReport", "SettledReport", "ClearedReport",
+    "MassCancelAcceptedReport",
     "SurrenderedReport", "VariationMarginReport", "MarginCallReport", "MarginCallMetReport",
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
     "ExercisedReport", "NoticeReport", "BlockReport", "BlockAcceptedReport", "AuctionReport",
@@ -500,6 +502,22 @@ class SurrenderedReport(_Answering, tag="surrendered"):
     year: int | None = None
 
 
+class ClearedReport(_Answering, tag="cleared"):
+    """One side of a futures or options trade, cleared: the position it leaves and this
+    side's fee (an option's premium, price x qty x contract size, moves with it), as
+    ``settled`` is for a spot trade."""
+
+    seq: int
+    trade_id: int
+    instrument: str
+    qty: int
+    price: str
+    side: str
+    position: int
+    fee: str
+    currency: str
+
+
 # The clearing house's news for an account (exchange.derivatives.clearing): each report's
 # fields are its event's but ``account``, prices as decimal strings on the instrument's
 # tick (a strike on the underlying's) and amounts as cash decimal strings.
@@ -589,8 +607,9 @@ class OpsAcceptedReport(Report, tag="accepted", kw_only=True):
 AnyOpsReport = OpsAcceptedReport | RejectedReport
 
 AnyReport = (AcceptedReport | FillReport | CancelledReport | RejectedReport | AmendedReport
-             | ExpiredReport | TriggeredReport | SettledReport | MassCancelAcceptedReport
-             | SurrenderedReport | VariationMarginReport | MarginCallReport | MarginCallMetReport
+             | ExpiredReport | TriggeredReport | SettledReport | ClearedReport
+             | MassCancelAcceptedReport | SurrenderedReport | VariationMarginReport
+             | MarginCallReport | MarginCallMetReport
              | ClosedOutReport | DefaultReport | DeliveryReport | DeliveryFailedReport
              | ExercisedReport | NoticeReport | BlockReport | BlockAcceptedReport | AuctionReport
              | BidAcceptedReport | AuctionClearedReport | QuotingReport)
@@ -684,6 +703,18 @@ class ReportMaker:
                             SettledReport(event.seq, event.trade_id, event.instrument, event.qty,
                                           cash, currency, "sell",
                                           format_cash(currency, event.sell_fee))))
+        elif kind is TradeCleared:
+            instrument = event.instrument
+            currency = self._currency[instrument]
+            price = self.price(instrument, event.price) or ""
+            reports.append((event.buy_account,
+                            ClearedReport(event.seq, event.trade_id, instrument, event.qty, price,
+                                          "buy", event.buy_position,
+                                          format_cash(currency, event.buy_fee), currency)))
+            reports.append((event.sell_account,
+                            ClearedReport(event.seq, event.trade_id, instrument, event.qty, price,
+                                          "sell", event.sell_position,
+                                          format_cash(currency, event.sell_fee), currency)))
         elif kind is MassCancelAccepted:
             reports.append((event.account,
                             MassCancelAcceptedReport(event.seq, event.instrument, event.side,
