@@ -327,8 +327,11 @@ class _DoubleTakeLog:
 
 
 @pytest.mark.parametrize("given, holder, last, leads", [
-    (6, "b", 6, True),  # the bucket names this node at its revision: it leads
+    (6, "this run", 6, True),  # the bucket names this node's run at its revision: it leads
     (6, "c", 7, False),  # another took the same revision too, and was stored last
+    # another process started with this node's name: its run is not this one (two such
+    # processes both led, and one's appends were taken for the other's: orders lost)
+    (6, "b#0badc0de", 6, False),
     (None, "c", 7, False),  # the take failed: nothing read back
 ])
 def test_a_taken_lease_is_read_back_before_the_node_leads(given, holder, last, leads):
@@ -341,6 +344,9 @@ def test_a_taken_lease_is_read_back_before_the_node_leads(given, holder, last, l
         stream = _DoubleTakeLog(given, holder, last)
         node = ClusterNode(default_market(), thread, stream, "b",  # type: ignore[arg-type]
                            say=lambda _: None)
+        assert node.holder.startswith("b#") and node.holder != "b#0badc0de"
+        if holder == "this run":
+            stream.holder = node.holder
         seen = (5, time.monotonic() - 2 * LEASE_S)  # revision 5, not renewed for long
         revision = asyncio.run(node._try_lease(seen))
         assert revision == (given if leads else None)

@@ -57,7 +57,10 @@ READER_TRIES = 3
 READER_RETRY_S = 5.0  # after the tries failed, entries are got one by one this long
 GET_LIMIT = 200  # entries got one by one in one read
 KIND = "Carbonx-Kind"  # header: "batch" or "leader"
-NODE = "Carbonx-Node"  # header: the node that appended the entry
+NODE = "Carbonx-Node"  # header: the node that appended the entry (its run: see below)
+# A lease holder, and an entry's appender, is a node's run: its name, this, and a token of
+# the process (ClusterNode.holder); status rows and cluster-status show the name alone.
+HOLDER_SEPARATOR = "#"
 SNAPSHOT_CHUNK = 512 * 1024  # bytes a snapshot key holds (under JetStream's 1 MiB message)
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -124,7 +127,9 @@ class Entry:
 def _entry(seq: int, headers: dict | None, data: bytes) -> Entry:
     headers = headers or {}
     kind = headers.get(KIND, "batch")
-    return Entry(seq, kind, _decode_batch(data) if kind == "batch" else [], headers.get(NODE))
+    appender = headers.get(NODE)
+    return Entry(seq, kind, _decode_batch(data) if kind == "batch" else [],
+                 None if appender is None else node_name(appender))
 
 
 def parse_servers(text: str) -> list[str]:
@@ -134,6 +139,13 @@ def parse_servers(text: str) -> list[str]:
     if not servers or any(not s.startswith("nats://") for s in servers):
         raise ValueError(f"expected nats://HOST:PORT[,...], got {text!r}")
     return servers
+
+
+def node_name(holder: str) -> str:
+    """The node's name in a lease holder or appender (``NAME#TOKEN``; older ones are the
+    name alone)."""
+    name, separator, _ = holder.rpartition(HOLDER_SEPARATOR)
+    return name if separator else holder
 
 
 class ClusterLog:
@@ -411,11 +423,12 @@ class ClusterLog:
             return None
 
     async def leader(self) -> str | None:
+        """The name of the node whose run holds the lease, or ``None``."""
         try:
             state = await self.lease_state()
         except Exception:
             return None
-        return state[0] if state is not None else None
+        return node_name(state[0]) if state is not None else None
 
     async def release_lease(self, revision: int) -> None:
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import zlib
 from collections.abc import Callable
@@ -33,8 +34,8 @@ from exchange.commands import AnyCommand
 from exchange.market import Market
 from exchange.persist import decode_state, encode_state
 from exchange.sequencer import Sequencer
-from gateway.cluster.log import (APPEND_TIMEOUT_S, LEASE_GRACE_S, LEASE_S, ClusterError,
-                                 ClusterLog, Fenced, NatsThread)
+from gateway.cluster.log import (APPEND_TIMEOUT_S, HOLDER_SEPARATOR, LEASE_GRACE_S, LEASE_S,
+                                 ClusterError, ClusterLog, Fenced, NatsThread)
 
 log = logging.getLogger("carbonx.cluster")
 
@@ -122,6 +123,12 @@ class ClusterNode:
         self.thread = thread
         self.stream = stream
         self.node = node
+        # This run of the node: the lease's holder and the appender of its log entries
+        # (whose message ids make a retried append idempotent). Two processes started with
+        # one --node-id must never take each other's lease or appends for their own: a
+        # paused one, resumed, had its appends answered as duplicates of the other's and
+        # took them as stored (acknowledged orders lost).
+        self.holder = f"{node}{HOLDER_SEPARATOR}{secrets.token_hex(4)}"
         self.say = say
         self.engine = Engine(market, ledger=True)
         self.applied = 0  # the stream sequence the engine holds everything up to
@@ -185,10 +192,10 @@ class ClusterNode:
         """Take the lease if it is free, or if its holder has not renewed the revision
         seen for LEASE_S (by this node's clock); its revision if taken. Raises if the
         bucket could not answer the attempt (the caller then starts *seen* again)."""
-        revision = await self._call(self.stream.take_lease(self.node), LEASE_CALL_S)
+        revision = await self._call(self.stream.take_lease(self.holder), LEASE_CALL_S)
         if revision is None and seen is not None and \
                 time.monotonic() - seen[1] >= LEASE_S + self._stagger:
-            revision = await self._call(self.stream.take_stale_lease(self.node, seen[0]),
+            revision = await self._call(self.stream.take_stale_lease(self.holder, seen[0]),
                                         LEASE_CALL_S)
             if revision is not None:
                 log.warning("%s: took over the lease, not renewed for %.2f s (revision %d)",
@@ -200,7 +207,7 @@ class ClusterNode:
         # the bucket's leader names this node at the revision it was given.
         await asyncio.sleep(TAKE_SETTLE_S)
         state = await self._call(self.stream.lease_state(), LEASE_CALL_S)
-        if state != (self.node, revision):
+        if state != (self.holder, revision):
             log.warning("%s: the lease it took at revision %d is %s; following", self.node,
                         revision, "free" if state is None else f"{state[0]}'s at {state[1]}")
             return None
@@ -281,7 +288,7 @@ class ClusterNode:
             if lost.is_set():
                 raise Fenced("the lease was lost before the log was read to its end")
             try:
-                last = await self._call(self.stream.mark_leader(self.node, self.applied))
+                last = await self._call(self.stream.mark_leader(self.holder, self.applied))
                 break
             except Fenced:
                 # An entry came after the last one read: read on, with a fresh reader
@@ -292,7 +299,7 @@ class ClusterNode:
         self.applied = last
         self.role = "leader"
         self._quiet = 0  # no hashing as it starts to serve
-        self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.node)
+        self.journal = StreamJournal(self.thread, self.stream, last, self.engine.seq, self.holder)
         self.journal.lease_lost = lost.is_set()
         return self.journal
 
@@ -317,7 +324,7 @@ class ClusterNode:
                 assert self.revision is not None
                 try:
                     revision = await asyncio.wait_for(
-                        self.stream.renew_lease(self.node, self.revision), LEASE_S / 2)
+                        self.stream.renew_lease(self.holder, self.revision), LEASE_S / 2)
                 except Exception as exc:  # not known: JetStream may be electing
                     if time.monotonic() - self.renewed >= LEASE_GRACE_S:
                         lose(f"its lease could not be renewed for {LEASE_GRACE_S:.0f} s: "
