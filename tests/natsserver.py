@@ -43,7 +43,8 @@ class NatsServer:
     """One nats-server with JetStream on 127.0.0.1 (a member of *routes*' cluster)."""
 
     def __init__(self, directory: Path, name: str, port: int, cluster_port: int | None = None,
-                 routes: list[int] | None = None) -> None:
+                 routes: list[int] | None = None, jetstream: bool = True) -> None:
+        self.jetstream = jetstream  # False: a NATS server a cluster cannot run on
         self.directory = directory
         self.name = name
         self.port = port
@@ -57,8 +58,9 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        lines = [f'server_name: "{self.name}"', f'listen: "127.0.0.1:{self.port}"',
-                 f'jetstream {{ store_dir: "{self.directory / "store"}" }}']
+        lines = [f'server_name: "{self.name}"', f'listen: "127.0.0.1:{self.port}"']
+        if self.jetstream:
+            lines.append(f'jetstream {{ store_dir: "{self.directory / "store"}" }}')
         if self.cluster_port is not None:
             routes = ", ".join(f'"nats://127.0.0.1:{p}"' for p in self.routes)
             lines.append(f'cluster {{ name: "cx", listen: "127.0.0.1:{self.cluster_port}", '

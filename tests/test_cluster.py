@@ -306,6 +306,29 @@ def test_cluster_status_without_a_cluster_says_so(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_nats_without_jetstream_or_not_there_is_said_plainly(tmp_path):
+    """The operator's two commonest mistakes: a NATS server without JetStream (it said
+    'ServiceUnavailableError: code=None'), and none listening (it said 'TimeoutError')."""
+    require_nats_server()
+    from mosquitto import free_port
+    from natsserver import NatsServer
+
+    server = NatsServer(tmp_path / "nojs", "nojs", free_port(), jetstream=False).start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status",
+                               "--cluster", server.url], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        server.stop()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "JetStream does not answer: is it enabled" in done.stderr
+    nobody = f"nats://127.0.0.1:{free_port()}"
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
+                           nobody], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"cannot reach NATS at {nobody}: " in done.stderr
+    assert "TimeoutError" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 class _DoubleTakeLog:
     """A lease bucket that answers a node's take with *given* and then names *holder*
     at *last* as the bucket's last word (nats-server 2.9 can let two compare-and-sets

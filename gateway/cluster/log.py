@@ -172,8 +172,12 @@ class ClusterLog:
         import nats
         from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
+        seen: list[Exception] = []  # what nats-py met while connecting (refused, ...)
+
         async def quiet(exc: Exception) -> None:  # nats-py would print each traceback
             log.debug("nats: %s", exc)
+            if len(seen) < 8:
+                seen.append(exc)
 
         async def gone() -> None:
             if self.nc is not None and not self.nc.is_closed:
@@ -187,7 +191,9 @@ class ClusterLog:
                 reconnect_time_wait=0.2, allow_reconnect=True, error_cb=quiet,
                 disconnected_cb=gone), timeout)
         except Exception as exc:  # nats raises its own, OSErrors and the timeout
-            reason = str(exc) or type(exc).__name__
+            # A timeout says only that it gave up: the last error it met says why.
+            cause = seen[-1] if isinstance(exc, TimeoutError) and seen else exc
+            reason = str(cause) or type(cause).__name__
             raise ClusterError(f"cannot reach NATS at {', '.join(self.servers)}: {reason}"
                                ) from None
         self.js = self.nc.jetstream(timeout=timeout)
@@ -199,9 +205,11 @@ class ClusterLog:
                 self.lease = await self.js.key_value(LEASE_BUCKET)
                 self.nodes = await self.js.key_value(NODES_BUCKET)
                 self.snapshots = await self.js.key_value(SNAPSHOT_BUCKET)
-            except Exception:
-                raise ClusterError(f"no carbonx cluster on {', '.join(self.servers)} "
-                                   f"(no stream {STREAM})") from None
+            except Exception as exc:
+                why = (f"no stream {STREAM}" if type(exc).__name__ != "ServiceUnavailableError"
+                       else "JetStream does not answer: is it enabled on the servers?")
+                raise ClusterError(f"no carbonx cluster on {', '.join(self.servers)} ({why})"
+                                   ) from None
             return
         config = StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE,
                               num_replicas=self.replicas)
@@ -235,7 +243,10 @@ class ClusterLog:
                 last = exc
                 log.warning("JetStream did not set up the log (%s); trying again", exc)
                 await asyncio.sleep(0.5 * 2**attempt)
-        raise ClusterError(f"cannot set up the stream {STREAM} and its buckets: {last}")
+        hint = (" (is JetStream enabled on the NATS servers? nats-server -js, or a jetstream "
+                "block in its configuration)" if type(last).__name__ == "ServiceUnavailableError"
+                else "")
+        raise ClusterError(f"cannot set up the stream {STREAM} and its buckets: {last}{hint}")
 
     async def close(self) -> None:
         if self.nc is not None:
