@@ -223,7 +223,8 @@ class Auctions:
         return True
 
     def open_bids(self) -> list[Order]:
-        """The bids in open auctions, in the order they were placed."""
+        """The bids in open auctions: auction by auction (in the order of their first bid),
+        each's in the order they were placed."""
         return [bid for name in dict.fromkeys(self.bid_of.values())
                 for bid in self.auctions[name].bids if bid.order_id in self.bid_of]
 

@@ -472,13 +472,20 @@ class JournalWriter:
         self.last_snapshot = self.seq
         return final
 
+    def _sealed_manifest(self) -> _Json:
+        """A copy of the manifest with the segment being written sealed: its last seq,
+        end and size as written so far."""
+        manifest = {**self._manifest,
+                    "segments": [dict(entry) for entry in self._manifest["segments"]]}
+        manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
+        return manifest
+
     def _roll(self) -> None:
         """Seal the segment being written in the manifest and start the next one."""
         segments = self._manifest["segments"]
         if segments[-1]["first"] == self.seq + 1:
             return  # it holds no frame yet: go on in it
-        manifest = {**self._manifest, "segments": [dict(entry) for entry in segments]}
-        manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
+        manifest = self._sealed_manifest()
         try:
             fd = _start_segment(self.directory, manifest, self.seq + 1)
         except OSError as exc:
@@ -517,8 +524,7 @@ class JournalWriter:
         segments = self._manifest["segments"]
         if segments[-1]["first"] > self.seq or "last" in segments[-1]:
             return
-        manifest = {**self._manifest, "segments": [dict(entry) for entry in segments]}
-        manifest["segments"][-1].update(last=self.seq, end=self._size, size=self._size)
+        manifest = self._sealed_manifest()
         try:
             _write_json(self.directory / "manifest.json", manifest)
         except OSError as exc:

@@ -19,7 +19,7 @@ __all__ = [
     "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
     "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED",
-    "account_name_problem"
+    "account_name_problem", "is_topic_level"
 ]
 
 ORDERS_FILTER = "cx/v1/orders/+"
@@ -142,6 +142,12 @@ class TopicSender(_Draining):
         return sum(sender.waiting for sender in self._senders.values())
 
 
+def is_topic_level(name: str) -> bool:
+    """Whether *name* can be one level of a topic, as a user's name is in its topics:
+    not empty, and none of ``/ + #``."""
+    return bool(name) and not any(c in name for c in "/+#")
+
+
 def account_name_problem(name: str) -> str | None:
     """Why *name* cannot be a trader's account, whose name is its MQTT user and a level of
     its topics (empty, one of ``/ + #`` in it, or a system user's), or ``None``.
@@ -153,7 +159,7 @@ def account_name_problem(name: str) -> str | None:
     """
     if name in _RESERVED_FOR:
         return f"account name {name!r} is reserved for {_RESERVED_FOR[name]}"
-    if not name or any(c in name for c in "/+#"):
+    if not is_topic_level(name):
         return f"invalid account name {name!r}: empty, or contains / + or #"
     return None
 

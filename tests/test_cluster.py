@@ -291,15 +291,19 @@ def test_bad_cluster_options_exit_2_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "j").exists()
 
 
+def _cluster_status(url: str) -> subprocess.CompletedProcess:
+    """``carbonx cluster-status --cluster URL``, its output captured."""
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
+                           url], capture_output=True, text=True, timeout=60)
+
+
 def test_cluster_status_without_a_cluster_says_so(tmp_path):
     require_nats_server()
     from natsserver import start_cluster
 
     (server, ) = start_cluster(tmp_path / "nats", 1)
     try:
-        done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status",
-                               "--cluster", server.url], capture_output=True, text=True,
-                              timeout=60)
+        done = _cluster_status(server.url)
     finally:
         server.stop()
     assert done.returncode == 2 and "no carbonx cluster" in done.stderr
@@ -315,16 +319,13 @@ def test_nats_without_jetstream_or_not_there_is_said_plainly(tmp_path):
 
     server = NatsServer(tmp_path / "nojs", "nojs", free_port(), jetstream=False).start()
     try:
-        done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status",
-                               "--cluster", server.url], capture_output=True, text=True,
-                              timeout=60)
+        done = _cluster_status(server.url)
     finally:
         server.stop()
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "JetStream does not answer: is it enabled" in done.stderr
     nobody = f"nats://127.0.0.1:{free_port()}"
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
-                           nobody], capture_output=True, text=True, timeout=60)
+    done = _cluster_status(nobody)
     assert done.returncode == 2 and f"cannot reach NATS at {nobody}: " in done.stderr
     assert "TimeoutError" not in done.stderr and len(done.stderr.splitlines()) == 1
 

@@ -87,7 +87,8 @@ from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import (EMBEDDED_LIMITS, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES,
                                        AccountLimits)
-from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem
+from gateway.protocol import (GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem,
+                              is_topic_level)
 from gateway.mqtt.lanes import BroadcastQueue
 
 __all__ = [
@@ -115,10 +116,6 @@ _RETAINABLE = f"{_ROOT}/md/#"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _NOISY_LOGGERS = ("amqtt", "transitions")
 BROADCAST_BATCH = 1000  # messages the broker delivers in one turn of its loop, at most
-
-
-def _valid_user(name: str) -> bool:
-    return bool(name) and not any(c in name for c in "/+#")
 
 
 def check_account_name(name: str) -> str:
@@ -170,7 +167,7 @@ def allowed(user: str, topic: str, action: str) -> bool:
     >>> allowed("A", "cx/v1/md/+/book", "subscribe"), allowed("A", "cx/v1/exec/+", "subscribe")
     (True, False)
     """
-    if action not in ("publish", "subscribe") or not _valid_user(user) or not topic:
+    if action not in ("publish", "subscribe") or not is_topic_level(user) or not topic:
         return False
     levels = topic.split("/")
     if not _well_formed(levels) or (action == "publish" and {"+", "#"} & set(levels)):
@@ -189,7 +186,7 @@ class _Accounts:
         return hmac.digest(self._key, password.encode(), hashlib.sha256)
 
     def set(self, name: str, password: str) -> None:
-        if not _valid_user(name):
+        if not is_topic_level(name):
             raise ValueError(f"invalid account name {name!r}: empty, or contains / + or #")
         if not password:
             raise ValueError(f"account {name!r} needs a non-empty password")
