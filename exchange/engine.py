@@ -16,8 +16,9 @@ Pipeline for every command, in this order:
   7. publish   - events carry a global, strictly increasing ``seq``.
 
 A command with a ``command_id`` already seen from the same account (among the last
-``command_window`` such ids) is rejected as ``duplicate_command`` before anything else:
-resends are never applied twice, and ``answer`` gives back the first answer's events.
+``command_window`` such ids of all accounts, or the last ``account_window`` of its own) is
+rejected as ``duplicate_command`` before anything else: resends are never applied twice,
+and ``answer`` gives back the first answer's events.
 
 Every command gives exactly one result event (see ``exchange.events``), preceded only by
 clock expiries and followed by its consequences.
@@ -86,6 +87,17 @@ _BookFactory: TypeAlias = Callable[[str, Counters, OrderIds], OrderBook]
 _Handler: TypeAlias = Callable[[Any, list[Event]], bool | None]
 # A command window key: (account, or "" for commands without one, command_id).
 _CommandKey: TypeAlias = tuple[str, str]
+
+
+class _AccountWindow:
+    """One account's remembered command ids, oldest first; the first ``outside`` of them
+    are past the global window (kept as the account's own newest)."""
+
+    __slots__ = ("keys", "outside")
+
+    def __init__(self) -> None:
+        self.keys: deque[_CommandKey] = deque()
+        self.outside = 0
 # A gtd expiry heap entry: (expire_ts, seq breaking ties, order).
 _Expiry: TypeAlias = tuple[int, int, Order]
 # The order record of a state (see exchange.state): OrderState, or the engine's Order.
@@ -161,17 +173,21 @@ class Engine:
     >>> [type(e).__name__ for e in events], events[1].price, events[1].qty
     (['OrderAccepted', 'TradeExecuted'], 6000, 40)
 
-    Command window: the engine remembers the ``command_window`` (W, default 100,000)
-    most recent ``(account, command_id)`` pairs, each with the events its command gave
-    (its result event and the consequences after it; ``answer``). A resend inside the
-    window is rejected ``duplicate_command`` and changes nothing; once W newer ids have
-    come, the oldest is forgotten, and a resend of it would act as a new command. The
-    window is part of the state (``state_hash``, ``to_state``). Cost per remembered id:
-    about 60 B of table (a dict entry and a deque slot), the key tuple (56 B), the id
+    Command window: the engine remembers ``(account, command_id)`` pairs, each with the
+    events its command gave (its result event and the consequences after it; ``answer``):
+    the ``command_window`` (W, default 100,000) most recent of all accounts, and besides
+    them each account's own ``account_window`` (P, default 10,000) most recent, so that
+    one account's flood cannot push another's ids out. A resend of a remembered id is
+    rejected ``duplicate_command`` and changes nothing; an id is forgotten once W newer
+    ids have come *and* P newer ids of its own account, and a resend of it then acts as a
+    new command. At most W + P x (accounts) ids are remembered. The window is part of the
+    state (``state_hash``, ``to_state``). Cost per remembered id:
+    about 70 B of table (a dict entry and two deque slots), the key tuple (56 B), the id
     string, the tuple of events (48 B + 8 per event) and the events, which would
-    otherwise be freed (some 140 B each, their strings shared): about 280 B for an order
-    that rests, one event (tests/test_state.py measures it), so 28 MB at the default W;
-    in time, a dict look-up, an insert and an eviction per command that has an id.
+    otherwise be freed (some 140 B each, their strings shared): about 290 B for an order
+    that rests, one event (tests/test_state.py measures it), so 29 MB at the default W,
+    and at most 2.9 MB more for each account that sends ids (P = 10,000);
+    in time, two dict look-ups, an insert and an eviction per command that has an id.
     Commands without a ``command_id`` pay nothing.
     """
 
@@ -180,9 +196,11 @@ class Engine:
     shortcuts = True
 
     def __init__(self, market: Market, *, book: _BookFactory = FastBook, ledger: bool = False,
-                 command_window: int = 100_000) -> None:
+                 command_window: int = 100_000, account_window: int = 10_000) -> None:
         if command_window < 0:
             raise ValueError(f"command_window {command_window}: must be 0 or more")
+        if account_window < 0:
+            raise ValueError(f"account_window {account_window}: must be 0 or more")
         self.market = market
         self._instruments: dict[str, Instrument] = dict(market.instruments)
         self._ctr = Counters()
@@ -225,10 +243,12 @@ class Engine:
         self.accepted = 0
         self.rejected = 0
         self.rejects: dict[str, int] = {}  # rejected commands by reason
-        # (account, command_id) -> the events of its command, and the keys oldest first.
-        # Measured: a dict alone, emptied from the front, makes each eviction scan the
-        # dead entries before the first live one (90 us an id at W = 100,000).
+        # (account, command_id) -> the events of its command, oldest first; the keys of the
+        # W newest, oldest first; each account's remembered keys. Measured: a dict alone,
+        # emptied from the front, makes each eviction scan the dead entries before the
+        # first live one (90 us an id at W = 100,000).
         self.command_window = command_window
+        self.account_window = account_window
         # Ids of done orders are kept for the day (an id is unique per day), but at most
         # the newest DONE_IDS of them: once _sweep_at ids are done the oldest are forgotten
         # (then _sweep_at is the number kept plus DONE_IDS), so memory follows what rests,
@@ -237,6 +257,7 @@ class Engine:
         self._sweep_at = 2 * DONE_IDS
         self._answers: dict[_CommandKey, tuple[Event, ...]] = {}
         self._answer_order: deque[_CommandKey] = deque()
+        self._account_answers: dict[str, _AccountWindow] = {}
         # Without a ledger, one that holds and settles nothing: the pipeline is the same.
         self._ledger: Ledger | NoLedger = (Ledger(market, self._ctr)
                                            if ledger else NoLedger(self._ctr))
@@ -312,13 +333,43 @@ class Engine:
             getattr(command, "instrument", None), command.ts)
 
     def _remember(self, key: _CommandKey, out: list[Event], first: int) -> None:
-        """Keep the command's events (its result on) for ``answer``; forget the oldest
-        id past the window."""
+        """Keep the command's events (its result on) for ``answer``; forget what is now
+        past both windows."""
         self._answers[key] = tuple(out[first:])
+        self._window_add(key)
+
+    def _window_add(self, key: _CommandKey) -> None:
+        """Take *key*, the newest remembered id, into the windows, and forget the id it
+        pushes past both the global window and its own account's, if any.
+
+        At most one id leaves the W newest: it is forgotten if none of its account's ids
+        is outside yet and the account has more than P; otherwise it is kept, outside.
+        The new id forgets its account's oldest if that is outside and the account now
+        has more than P. So an account with an id outside has at most P (``check``)."""
         order = self._answer_order
         order.append(key)
+        own = self._account_answers.get(key[0])
+        if own is None:
+            own = self._account_answers[key[0]] = _AccountWindow()
+        own.keys.append(key)
+        limit = self.account_window
         if len(order) > self.command_window:
-            del self._answers[order.popleft()]
+            left = order.popleft()
+            theirs = self._account_answers[left[0]]
+            if not theirs.outside and len(theirs.keys) > limit:
+                self._forget_answer(theirs)  # its oldest is *left*
+            else:
+                theirs.outside += 1
+        if own.outside and len(own.keys) > limit:
+            own.outside -= 1
+            self._forget_answer(own)
+
+    def _forget_answer(self, own: _AccountWindow) -> None:
+        """Forget the oldest remembered id of the account whose window is *own*."""
+        key = own.keys.popleft()
+        del self._answers[key]
+        if not own.keys:
+            del self._account_answers[key[0]]
 
     def answer(self, account: str | None, command_id: str) -> tuple[Event, ...] | None:
         """Return the events that the command *command_id* of *account* gave (its result
@@ -1195,12 +1246,31 @@ class Engine:
         assert len(self._done) == len(self._done_order), "a done id is listed twice"
         assert self._done.isdisjoint(self._live), "an id is both live and done"
         assert self._done == set(self._done_order), "done ids and their list differ"
-        answers = self._answers
-        assert len(answers) == len(self._answer_order) <= self.command_window, "window size"
-        assert list(answers) == list(self._answer_order), "command window out of order"
+        self._check_window()
         for order in self._blocks.orders() + self._auctions.orders():
             assert order.qty > 0 and order.order_id in self._done, order.order_id
         self._ledger.check(live + self._blocks.orders() + self._auctions.orders())
+
+    def _check_window(self) -> None:
+        """The command window's invariants (``_window_add``)."""
+        answers = list(self._answers)
+        order = list(self._answer_order)
+        inside = set(order)
+        assert len(order) <= self.command_window, "window size"
+        assert answers[len(answers) - len(order):] == order, "the global window is not the newest"
+        by_account: dict[str, list[_CommandKey]] = {}
+        for key in answers:
+            by_account.setdefault(key[0], []).append(key)
+        assert by_account.keys() == self._account_answers.keys(), "the accounts differ"
+        for account, own in self._account_answers.items():
+            keys = list(own.keys)
+            assert by_account.get(account) == keys, f"{account!r}'s window is not its ids in order"
+            assert 0 <= own.outside <= len(keys), f"{account!r}'s outside count"
+            assert not own.outside or len(keys) <= self.account_window, "a forgotten id is kept"
+            assert (inside.isdisjoint(keys[:own.outside])
+                    and inside.issuperset(keys[own.outside:])), f"{account!r}'s outside ids"
+        if len(order) < self.command_window:  # no id has left the global window yet
+            assert len(order) == len(answers), "an id is outside a window not yet full"
 
     # --- state (exchange.state) ----------------------------------------------------------
     @overload
@@ -1273,6 +1343,7 @@ class Engine:
             seq=self._ctr.seq, trade=self._ctr.trade, clock=self.clock, day=self.day,
             accepted=self.accepted, rejected=self.rejected, rejects=dict(self.rejects),
             registry=registry, instruments=instruments, gtd=gtd, command_window=self.command_window,
+            account_window=self.account_window,
             commands=[
                 CommandAnswer(account=account, command_id=command_id,
                               events=events)  # type: ignore[arg-type]  # each is an AnyEvent
@@ -1291,13 +1362,15 @@ class Engine:
     @classmethod
     def from_state(cls, state: EngineState[OrderState] | EngineState[Order], *,
                    book: _BookFactory = FastBook,
-                   command_window: int | None = None, adopt: bool = False) -> Engine:
+                   command_window: int | None = None, account_window: int | None = None,
+                   adopt: bool = False) -> Engine:
         """Build an engine from *state* (``to_state``) on books made by *book*; the market
-        is parsed again from its text. *command_window*, if given, replaces the stored
-        size (keeping the newest ids). With *adopt* the state's orders, which must be
-        ``Order`` objects no one else holds (``decode_state``'s), become the engine's;
-        otherwise they are copied. Raise ``exchange.state.StateError`` if the state does
-        not make a consistent engine (``check()`` finds what this does not)."""
+        is parsed again from its text. *command_window* and *account_window*, if given,
+        replace the stored sizes (forgetting what smaller windows would have). With
+        *adopt* the state's orders, which must be ``Order`` objects no one else holds
+        (``decode_state``'s), become the engine's; otherwise they are copied. Raise
+        ``exchange.state.StateError`` if the state does not make a consistent engine
+        (``check()`` finds what this does not)."""
         if state.format != FORMAT or state.version != STATE_VERSION:
             raise StateError(f"engine state {state.format!r} version {state.version}: this "
                              f"build reads {FORMAT!r} version {STATE_VERSION}")
@@ -1308,7 +1381,11 @@ class Engine:
         window = state.command_window if command_window is None else command_window
         if window < 0:
             raise StateError(f"command window {window}: must be 0 or more")
-        engine = cls(market, book=book, ledger=state.ledger is not None, command_window=window)
+        own = state.account_window if account_window is None else account_window
+        if own < 0:
+            raise StateError(f"account window {own}: must be 0 or more")
+        engine = cls(market, book=book, ledger=state.ledger is not None, command_window=window,
+                     account_window=own)
         if state.done_sweep_at > 0:
             engine._sweep_at = state.done_sweep_at
         try:
@@ -1416,16 +1493,17 @@ class Engine:
             raise StateError("a live gtd order has no expiry entry, or more than one")
         heapq.heapify(heap)
         self._gtd = heap
-        # The command window, oldest first (the newest W if W is smaller).
+        # The command window, oldest first, taken in again as if its ids came in that
+        # order: with the windows it was saved with, nothing is forgotten (the newest W are
+        # the global window, the rest within their account's newest P); smaller windows
+        # forget what they would have.
         answers = self._answers
-        entries = state.commands
-        window = self.command_window
-        for remembered in entries[len(entries) - window:] if len(entries) > window else entries:
+        for remembered in state.commands:
             key = (remembered.account, remembered.command_id)
             if key in answers:
                 raise StateError(f"command {key} is remembered twice")
             answers[key] = remembered.events
-            self._answer_order.append(key)
+            self._window_add(key)
         self._load_away(state)
         monitor = self._quoting
         if monitor is not None and state.quoting:

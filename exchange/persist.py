@@ -33,7 +33,8 @@ def encode_state(engine: Engine) -> bytes:
 
 
 def decode_state(data: bytes | bytearray | memoryview, *, book: BookFactory = FastBook,
-                 check: bool = True, command_window: int | None = None) -> Engine:
+                 check: bool = True, command_window: int | None = None,
+                 account_window: int | None = None) -> Engine:
     """Build an ``Engine`` from *data* (``encode_state``; any buffer, a memoryview of a
     file's bytes too), on books made by *book* (``FastBook`` or ``NaiveBook``, as the
     engine's constructor takes).
@@ -43,12 +44,12 @@ def decode_state(data: bytes | bytearray | memoryview, *, book: BookFactory = Fa
     registry, a market that does not parse...). With *check* (the default) the engine's
     own ``check()`` runs too, and a broken invariant is a ``StateError``: measured at
     1,000,000 resting orders (benchmarks/snapshot.py), a third more time without a
-    ledger, twice the time with one (every hold is checked). *command_window*, if given,
-    replaces the stored window size (the oldest ids go first if it is smaller).
+    ledger, twice the time with one (every hold is checked). *command_window* and
+    *account_window*, if given, replace the stored window sizes (``Engine.from_state``).
     """
     # The decoded orders are new: the engine takes them as they are, without a copy.
     engine = Engine.from_state(read_live_state(data), book=book, command_window=command_window,
-                               adopt=True)
+                               account_window=account_window, adopt=True)
     if check:
         try:
             engine.check()

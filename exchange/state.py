@@ -22,8 +22,9 @@ events depend on, so it is kept exactly:
     earlier versions interleave the two, which reads the same);
     ``instruments`` (``InstrumentState``, one per instrument of the market);
     ``gtd``: the expiry heap's live entries ``(expire_ts, seq, order_id)``;
-    ``command_window`` (W) and ``commands``: the remembered command ids, oldest first,
-    each with the events its command gave (``CommandAnswer``); ``ledger`` or nil.
+    ``command_window`` (W), ``account_window`` (P) and ``commands``: the remembered
+    command ids, oldest first, each with the events its command gave (``CommandAnswer``);
+    ``ledger`` or nil.
 ``InstrumentState``
     ``symbol``, ``reference_price`` (the band follows from it), ``last_price``,
     ``trade_count``, ``volume``, ``day_volume``, ``day_notional`` (decimal text: it
@@ -330,6 +331,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     instruments: list[InstrumentState[R]] = []
     gtd: list[GtdEntry] = []
     command_window: int = 100_000
+    account_window: int = 10_000  # states of earlier versions: the default
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
     # The number of done ids at which the oldest are next forgotten (0: none; states of

@@ -354,14 +354,19 @@ def test_a_market_without_its_text_cannot_be_written() -> None:
         encode_state(engine)
 
 
-def test_the_smaller_window_of_a_restored_engine_keeps_the_newest_ids() -> None:
+def test_the_smaller_windows_of_a_restored_engine_keep_the_newest_ids() -> None:
     engine = Engine(default_market(), command_window=10)
     for number in range(6):
-        engine.execute(MassCancel(account="a", command_id=f"c{number}"))
-    restored = decode_state(encode_state(engine), command_window=3)
-    assert [key[1] for key in restored._answers] == ["c3", "c4", "c5"]
-    assert restored.command_window == 3
+        engine.execute(MassCancel(account="a" if number % 3 else "b", command_id=f"c{number}"))
+    # b has c0 and c3, its own newest two; a has c1, c2, c4 and c5, of which c4 and c5 are
+    # its newest two (and with c3 the newest three of all): c1 and c2 are past both
+    restored = decode_state(encode_state(engine), command_window=3, account_window=2)
+    assert [key[1] for key in restored._answers] == ["c0", "c3", "c4", "c5"]
+    assert (restored.command_window, restored.account_window) == (3, 2)
     restored.check()
+    kept = decode_state(encode_state(engine))  # the windows it was saved with forget nothing
+    assert list(kept._answers) == list(engine._answers)
+    assert (kept.command_window, kept.account_window) == (10, 10_000)
 
 
 # --- hostile payloads ----------------------------------------------------------------------
@@ -618,7 +623,7 @@ def _deposit(command_id: str | None, account: str = "a") -> Deposit:
 
 
 def test_the_window_forgets_the_oldest_ids_first() -> None:
-    engine = Engine(default_market(), ledger=True, command_window=3)
+    engine = Engine(default_market(), ledger=True, command_window=3, account_window=1)
     for number in range(5):
         engine.execute(_deposit(f"c{number}"))
         engine.check()
@@ -628,6 +633,27 @@ def test_the_window_forgets_the_oldest_ids_first() -> None:
     # the same id from another account is another key
     engine.execute(_deposit("c4", account="b"))
     assert list(engine._answers) == [("a", "c3"), ("a", "c4"), ("b", "c4")]
+
+
+def test_one_accounts_flood_does_not_push_out_anothers_ids() -> None:
+    """The global window is W; each account keeps its own P newest besides, so a flood
+    from one account forgets only the flooder's ids beyond W."""
+    engine = Engine(default_market(), ledger=True, command_window=4, account_window=2)
+    engine.execute(_deposit("quiet-1", account="q"))
+    engine.execute(_deposit("quiet-2", account="q"))
+    engine.execute(_deposit("quiet-3", account="q"))
+    for number in range(50):
+        engine.execute(_deposit(f"flood-{number}", account="f"))
+    engine.check()
+    assert [key for key in engine._answers if key[0] == "q"] == [("q", "quiet-2"),
+                                                                  ("q", "quiet-3")]
+    assert [key[1] for key in engine._answers if key[0] == "f"] == [
+        f"flood-{number}" for number in range(46, 50)]
+    # the quiet account's resend is still a duplicate; its oldest, past both, acts again
+    assert engine.execute(_deposit("quiet-3", account="q"))[0].reason == Reason.DUPLICATE_COMMAND
+    assert type(engine.execute(_deposit("quiet-1", account="q"))[0]).__name__ == "CashDeposited"
+    # and the memory stays at W + P per account
+    assert len(engine._answers) <= 4 + 2 * 2
 
 
 @pytest.mark.parametrize("ledger", [False, True], ids=["matching", "ledger"])
@@ -661,7 +687,7 @@ def test_a_resend_inside_the_window_is_a_duplicate_and_answer_gives_the_first_ev
 
 
 def test_a_resend_beyond_the_window_acts_as_a_new_command() -> None:
-    engine = Engine(default_market(), ledger=True, command_window=2)
+    engine = Engine(default_market(), ledger=True, command_window=2, account_window=2)
     assert type(engine.execute(_deposit("k"))[0]).__name__ == "CashDeposited"
     assert engine.execute(_deposit("k"))[0].reason == Reason.DUPLICATE_COMMAND
     engine.execute(_deposit("x"))
@@ -677,13 +703,20 @@ def test_commands_without_an_account_and_a_zero_window() -> None:
     engine.execute(EndOfDay(command_id="eod-1"))
     assert engine.answer(None, "eod-1") == engine.answer("", "eod-1") is not None
     assert engine.execute(EndOfDay(command_id="eod-1"))[0].reason == Reason.DUPLICATE_COMMAND
-    off = Engine(default_market(), command_window=0)
+    off = Engine(default_market(), command_window=0, account_window=0)
     off.execute(EndOfDay(command_id="e"))
     assert type(off.execute(EndOfDay(command_id="e"))[0]).__name__ == "TradingDayEnded"
     assert not off._answers and off.answer("", "e") is None
     off.check()
+    # with no global window, each account's own still answers
+    own = Engine(default_market(), command_window=0, account_window=1)
+    own.execute(EndOfDay(command_id="e"))
+    assert own.execute(EndOfDay(command_id="e"))[0].reason == Reason.DUPLICATE_COMMAND
+    own.check()
     with pytest.raises(ValueError):
         Engine(default_market(), command_window=-1)
+    with pytest.raises(ValueError):
+        Engine(default_market(), account_window=-1)
 
 
 def test_commands_without_ids_leave_the_window_alone() -> None:
@@ -706,15 +739,61 @@ def test_the_window_is_in_the_state_hash() -> None:
     assert other.state_hash() != with_ids.state_hash()  # the order of the ids counts
 
 
+def _naive_window(arrivals: list[tuple[str, str]], window: int, own: int) -> list:
+    """The plain definition: of the ids remembered when they came (*arrivals*, oldest
+    first), those among the newest *window* of all or the newest *own* of their account."""
+    kept = set(range(max(len(arrivals) - window, 0), len(arrivals)))
+    by_account: dict[str, list[int]] = {}
+    for index, key in enumerate(arrivals):
+        by_account.setdefault(key[0], []).append(index)
+    for indexes in by_account.values():
+        kept.update(indexes[max(len(indexes) - own, 0):])
+    return [arrivals[index] for index in sorted(kept)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(window=st.integers(0, 6), own=st.integers(0, 4),
+       sent=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 7)), max_size=60))
+def test_the_windows_keep_what_the_plain_definition_keeps(window, own, sent) -> None:
+    """The engine's windows against the definition, step by step; a resend of a kept id
+    is a duplicate, of any other acts; a restored engine keeps and answers the same."""
+    engine = Engine(default_market(), command_window=window, account_window=own)
+    arrivals: list[tuple[str, str]] = []
+    for account, number in sent:
+        key = (account, f"k{number}")
+        duplicate = key in _naive_window(arrivals, window, own)
+        (event, ) = engine.execute(MassCancel(account=account, command_id=key[1]))
+        assert (getattr(event, "reason", None) == Reason.DUPLICATE_COMMAND) == duplicate
+        if not duplicate:
+            arrivals.append(key)
+        assert list(engine._answers) == _naive_window(arrivals, window, own)
+    engine.check()
+    restored = decode_state(encode_state(engine))
+    assert list(restored._answers) == list(engine._answers)
+    assert restored.state_hash() == engine.state_hash()
+    for account, number in sent[-5:]:
+        again = MassCancel(account=account, command_id=f"k{number}")
+        assert restored.execute(again) == engine.execute(again)
+    assert list(restored._answers) == list(engine._answers)
+
+
 def test_entries_and_memory_stay_bounded_at_the_window() -> None:
     """W entries at most, whatever the number of commands; and the cost per id is what
-    the Engine docstring states (about 280 B for an order that rests)."""
-    window, count = 500, 5000
-    engine = Engine(default_market(), command_window=window)
+    the Engine docstring states (about 290 B for an order that rests)."""
+    window, own, count = 500, 20, 5000
+    engine = Engine(default_market(), command_window=window, account_window=own)
     for number in range(count):
         engine.execute(MassCancel(account=f"acct{number % 7}", command_id=f"c{number}"))
         assert len(engine._answers) == len(engine._answer_order) == min(number + 1, window)
     assert next(iter(engine._answers)) == (f"acct{(count - window) % 7}", f"c{count - window}")
+    # one account's own window past the global one: W + P x accounts at most
+    for number in range(count):
+        engine.execute(MassCancel(account=f"other{number % 50}", command_id=f"o{number}"))
+        assert len(engine._answers) <= window + own * 57
+    engine.check()
+    # the newest W (10 of each other account), each other's 10 more of its own newest,
+    # and the seven first accounts' own newest
+    assert len(engine._answers) == window + 50 * (own - window // 50) + 7 * own
 
     def kept(ids: bool) -> float:
         cmds = [

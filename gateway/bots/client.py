@@ -14,8 +14,8 @@ reports marked ``duplicate``), so an order is never lost and never doubled. ``re
 gives each answer once: a repeated answer to a command already answered here is passed
 over. Order ids are the bot's own (made here unless given).
 
-The exchange remembers the last 100,000 commands it ran (all accounts together): a
-resend after that is a new command to it (a new order is then rejected
+The exchange remembers the last 100,000 commands it ran (all accounts together) and each
+account's own last 10,000: a resend after both is a new command to it (a new order is then rejected
 ``duplicate_order_id``). One client per account: a second connection of the same account
 takes over its session. ``ExchangeError`` says the exchange could not be reached, or the
 login was refused, or a command was not answered in time (it stays pending).
