@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,6 +252,33 @@ def test_reconnect_after_a_broker_restart_loses_and_doubles_nothing(mosquitto_br
     live = [o.order_id for o in core.engine.live_orders()]
     assert sorted(live) == sorted(f"alice/{i}" for i in ids)  # each order once
     assert core.engine.accepted == 150
+
+
+def test_the_gateway_waits_longer_while_the_broker_stays_away_and_says_when_it_is_back(
+        mosquitto_broker, caplog):
+    broker = ("mosquitto", mosquitto_broker.host, mosquitto_broker.port,
+              mosquitto_broker.credentials, mosquitto_broker.mosquitto)
+
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            await asyncio.to_thread(mosquitto_broker.mosquitto.stop)
+            await asyncio.sleep(1.6)  # attempts after 0.1, 0.2, 0.4 and 0.8 s
+            await asyncio.to_thread(mosquitto_broker.mosquitto.start)
+            async with ExchangeClient("alice", creds["alice"], host, port) as alice:
+                answer = await alice.submit(order("back", "sell", "70.00", 1))
+        return answer
+
+    with caplog.at_level(logging.INFO, logger="carbonx.gateway"):
+        answer = run(scenario())
+    assert answer["report"] == "accepted"
+    said = [r.getMessage() for r in caplog.records if r.name == "carbonx.gateway"]
+    lost = [m for m in said if m.startswith("broker ")]
+    assert lost[0].startswith("broker connection lost")
+    assert all(m.startswith("broker still unreachable") for m in lost[1:]) and len(lost) >= 3
+    waits = [float(m.rsplit("retrying in ", 1)[1].split()[0]) for m in lost]
+    assert waits[:4] == [0.1, 0.2, 0.4, 0.8][:len(waits[:4])]  # each wait twice the last
+    back = [m for m in said if m.startswith("gateway reconnected")]
+    assert len(back) == 1 and f"after {len(lost)} failed attempt(s)" in back[0]
 
 
 def test_plain_mosquitto_rr_is_accepted_and_answered(mosquitto_broker):

@@ -33,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections import Counter, deque
@@ -79,6 +80,7 @@ _ENDS = (OrderCancelled, OrderExpired)
 # of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
 REPORTS_PER_MESSAGE = 256
 
+RETRY_DELAY_MAX = 4.0  # seconds between two attempts to reach a broker that went away, at most
 READ_SLICE = 0.005  # seconds the reader may have before a flush while messages keep coming
 # Loop turns with nothing read that make the stream dry: a message takes two turns from
 # the socket to the intake (the MQTT client reads it into its queue, then the reader
@@ -615,9 +617,14 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                       retry_delay: float = 0.5,
                       may_reconnect: Callable[[], bool] | None = None) -> None:
     """Serve until *stop* is set; reconnect after the broker goes away (unless
-    *may_reconnect*, asked then, says no: a cluster leader unsure of its lease)."""
+    *may_reconnect*, asked then, says no: a cluster leader unsure of its lease), waiting
+    *retry_delay* and twice as long after each failure, up to ``RETRY_DELAY_MAX``. The log
+    says each loss and each longer wait, then while the broker stays away once a minute."""
     import aiomqtt
 
+    delay = retry_delay
+    failures = 0
+    said = -math.inf  # when the last warning was logged (loop time)
     while not stop.is_set():
         try:
             async with aiomqtt.Client(host, port, username=username, password=password,
@@ -634,7 +641,12 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 for instrument in core.engine.market.instruments:
                     topic, payload, qos, _ = core.status_message(instrument)
                     await client.publish(topic, payload, qos=qos, retain=True)
-                log.info("gateway connected to %s:%d", host, port)
+                if failures:
+                    log.warning("gateway reconnected to %s:%d after %d failed attempt(s)", host,
+                                port, failures)
+                else:
+                    log.info("gateway connected to %s:%d", host, port)
+                failures, delay = 0, retry_delay
                 if ready is not None:
                     ready.set()
                 await _pump(core, client, stop)
@@ -644,9 +656,15 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
             if may_reconnect is not None and not may_reconnect():
                 log.warning("broker connection lost (%s); not reconnecting", exc)
                 return
-            log.warning("broker connection lost (%s); retrying in %.1f s", exc, retry_delay)
+            failures += 1
+            now = asyncio.get_running_loop().time()
+            if failures == 1 or delay < RETRY_DELAY_MAX or now - said >= 60:
+                said = now
+                what = "broker connection lost" if failures == 1 else "broker still unreachable"
+                log.warning("%s (%s); retrying in %.1f s", what, exc, delay)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_delay)
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX)
 
 
 async def _clear_retained(client, topic: str) -> None:
