@@ -255,6 +255,37 @@ def test_a_new_node_joins_from_the_snapshot_and_the_log_after_it(harness):
     assert "late" in done.stdout and engine.state_hash()[:16] in done.stdout
 
 
+def test_a_node_on_another_market_stops_before_it_applies_or_leads(harness):
+    """A node started with other rules (here --no-position-limits) finds the leader's
+    market fingerprint in the log, or a snapshot of another market, and exits 2 saying
+    so, whether the cluster has a snapshot yet or not; the others go on unchanged."""
+    harness.node("a", "--snapshot-every", "5")
+    harness.wait_leader()
+
+    def other(name: str) -> str:
+        node = harness.node(name, "--no-position-limits")
+        assert node.process is not None
+        assert node.process.wait(60) == 2, node.output()
+        return node.output()
+
+    said = other("early")  # the log has the leader's marker and the init batch, no snapshot
+    assert "another market" in said and "led from log sequence" in said, said
+    assert "same --market" in said and "Traceback" not in said
+
+    def trade(bot: Bot) -> None:
+        while "snapshot at log sequence" not in harness.nodes["a"].output():
+            time.sleep(0.05)
+
+    bot = run_bot_while(harness, trade)
+    said = other("late")
+    assert "snapshot at log sequence" in said and "another market" in said, said
+    assert "loaded the snapshot" not in said and "Traceback" not in said
+    statuses = wait_agreement(harness, ["a"])
+    assert statuses["a"]["state_hash"] == replayed(harness.entries()).state_hash()
+    assert bot.accepted and harness.nodes["a"].serving()
+    assert "late" not in statuses or statuses["late"].get("role") != "leader"
+
+
 def test_the_cluster_benchmark_runs_and_agrees(tmp_path):
     require_nats_server()
     require_mosquitto()

@@ -58,6 +58,7 @@ READER_RETRY_S = 5.0  # after the tries failed, entries are got one by one this 
 GET_LIMIT = 200  # entries got one by one in one read
 KIND = "Carbonx-Kind"  # header: "batch" or "leader"
 NODE = "Carbonx-Node"  # header: the node that appended the entry (its run: see below)
+MARKET = "Carbonx-Market"  # header of a leader's marker: its market's fingerprint
 # A lease holder, and an entry's appender, is a node's run: its name, this, and a token of
 # the process (ClusterNode.holder); status rows and cluster-status show the name alone.
 HOLDER_SEPARATOR = "#"
@@ -122,6 +123,7 @@ class Entry:
     kind: str
     commands: list[AnyCommand]
     node: str | None = None  # who appended it (a leader's marker: the new leader)
+    market: str | None = None  # a leader's marker: the fingerprint of its market, if given
 
 
 def _entry(seq: int, headers: dict | None, data: bytes) -> Entry:
@@ -129,7 +131,7 @@ def _entry(seq: int, headers: dict | None, data: bytes) -> Entry:
     kind = headers.get(KIND, "batch")
     appender = headers.get(NODE)
     return Entry(seq, kind, _decode_batch(data) if kind == "batch" else [],
-                 None if appender is None else node_name(appender))
+                 None if appender is None else node_name(appender), headers.get(MARKET))
 
 
 def parse_servers(text: str) -> list[str]:
@@ -257,16 +259,20 @@ class ClusterLog:
         """Append one batch of *node*'s after *expected_last*; return its sequence."""
         return await self._publish(_encode(commands), "batch", expected_last, node)
 
-    async def mark_leader(self, node: str, expected_last: int) -> int:
-        return await self._publish(node.encode(), "leader", expected_last, node)
+    async def mark_leader(self, node: str, expected_last: int, market: str | None = None) -> int:
+        """Append a leader's marker of *node* after *expected_last*, with its *market*'s
+        fingerprint; return its sequence."""
+        return await self._publish(node.encode(), "leader", expected_last, node,
+                                   {} if market is None else {MARKET: market})
 
-    async def _publish(self, payload: bytes, kind: str, expected_last: int, node: str) -> int:
+    async def _publish(self, payload: bytes, kind: str, expected_last: int, node: str,
+                       more: dict[str, str] | None = None) -> int:
         from nats.js.errors import APIError
 
         # The message id makes a retried append idempotent: JetStream answers a repeat of
         # a stored one with its sequence (a duplicate) before it checks the fence.
         headers = {KIND: kind, NODE: node, "Nats-Expected-Last-Sequence": str(expected_last),
-                   "Nats-Msg-Id": f"{node}:{expected_last}"}
+                   "Nats-Msg-Id": f"{node}:{expected_last}", **(more or {})}
         try:
             ack = await self.js.publish(SUBJECT, payload, stream=STREAM, headers=headers,
                                         timeout=APPEND_TIMEOUT_S)

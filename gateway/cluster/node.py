@@ -16,12 +16,17 @@ append that goes unanswered (JetStream electing a leader after a NATS server was
 is tried again: for up to LEASE_GRACE_S the leader rides that out.
 
 The followers write the cluster's snapshots; the leader only while none reports.
+
+Every node must run the same market: a leader's marker carries its market's fingerprint,
+a snapshot its market's text, and a node that finds another market in either stops
+(:class:`OtherMarket`) rather than apply the log under other rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -47,6 +52,20 @@ TAKE_SETTLE_S = 0.03  # after taking the lease, before reading whose it is (_try
 APPEND_RETRY_PAUSE_S = 0.1  # between two tries of an append not acknowledged
 APPEND_GIVE_UP_S = LEASE_GRACE_S + 5  # a batch not stored by then fails the leader
 SNAPSHOT_EVERY = 200_000  # commands between two snapshots of the cluster
+
+
+class OtherMarket(ClusterError):
+    """The cluster runs another market than this node's: it must not follow or lead."""
+
+
+def market_fingerprint(market: Market) -> str:
+    """A short digest of *market*'s text (its rules, ``--always-open`` and
+    ``--no-position-limits`` included): two nodes run the same market if they agree."""
+    return hashlib.blake2b(market.text.encode(), digest_size=8).hexdigest()
+
+
+_SAME_MARKET = ("start every node with the same --market file, and --always-open and "
+                "--no-position-limits alike")
 
 
 class StreamJournal:
@@ -117,6 +136,7 @@ class ClusterNode:
                  say: Callable[[str], None] = print, snapshot_every: int = SNAPSHOT_EVERY
                  ) -> None:
         self.market = market
+        self.fingerprint = market_fingerprint(market)
         self.snapshot_every = snapshot_every
         self._snapshot_seq = 0  # the engine seq of this node's last snapshot (or load)
         self._sending: asyncio.Future[None] | None = None  # a snapshot on its way
@@ -160,11 +180,17 @@ class ClusterNode:
             return
         seq, data = snapshot
         try:
-            self.engine = decode_state(data)
+            engine = decode_state(data)
         except Exception as exc:  # a snapshot that does not decode: the log from its start
             log.warning("the cluster's snapshot at %d could not be read (%s); replaying the "
                         "log from its start", seq, exc)
             return
+        if engine.market.text != self.market.text:
+            raise OtherMarket(
+                f"the cluster's snapshot at log sequence {seq} is of another market "
+                f"(fingerprint {market_fingerprint(engine.market)}; this node's is "
+                f"{self.fingerprint}): {_SAME_MARKET}")
+        self.engine = engine
         self.applied = seq
         self._snapshot_seq = self.engine.seq
         self.say(f"{self.node}: loaded the snapshot at log sequence {seq} "
@@ -184,6 +210,11 @@ class ClusterNode:
             for entry in entries:
                 if entry.kind == "batch":
                     sequencer.run(entry.commands, [])
+                elif entry.market is not None and entry.market != self.fingerprint:
+                    raise OtherMarket(
+                        f"{entry.node or 'a node'} led from log sequence {entry.seq} on another "
+                        f"market (fingerprint {entry.market}; this node's is "
+                        f"{self.fingerprint}): {_SAME_MARKET}")
                 self.applied = entry.seq
                 applied += 1
         return applied
@@ -251,6 +282,8 @@ class ClusterNode:
                     if state is not None and (seen is None or seen[0] != state[1]):
                         seen = (state[1], time.monotonic())
                         log.debug("%s: the lease is %s's at revision %d", self.node, *state)
+            except OtherMarket:
+                raise
             except Exception as exc:  # NATS busy or a server gone: the others answer soon
                 log.warning("%s: NATS did not answer (%s); trying again", self.node,
                             _reason(exc))
@@ -288,7 +321,8 @@ class ClusterNode:
             if lost.is_set():
                 raise Fenced("the lease was lost before the log was read to its end")
             try:
-                last = await self._call(self.stream.mark_leader(self.holder, self.applied))
+                last = await self._call(
+                    self.stream.mark_leader(self.holder, self.applied, self.fingerprint))
                 break
             except Fenced:
                 # An entry came after the last one read: read on, with a fresh reader
@@ -423,6 +457,8 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
                 with contextlib.suppress(Exception):
                     await node._call(node.stream.release_lease(node.revision), 5)
             node.revision = None
+            if isinstance(exc, OtherMarket):
+                raise
             node.say(f"{node.node}: could not lead ({_reason(exc)}); following")
             continue
         node.say(f"{node.node}: leads from log sequence {journal.last} "

@@ -14,7 +14,8 @@ from exchange.market import Market
 from exchange.orderfile import read_order_file
 from exchange.sequencer import Sequencer
 from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, parse_servers
-from gateway.cluster.node import SNAPSHOT_EVERY, ClusterNode, StreamJournal, run_node
+from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, StreamJournal,
+                                  run_node)
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
                                 resolve_broker, run_async, stop_on_signals)
 from gateway.mqtt.service import GatewayCore, GatewaySettings
@@ -113,6 +114,8 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
 
     try:
         run_async(main())
+    except OtherMarket as exc:  # nothing of it was applied or led
+        raise ServeError(f"{name}: {exc}") from None
     finally:
         with contextlib.suppress(Exception):
             thread.call(stream.close(), 5)
