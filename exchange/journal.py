@@ -140,6 +140,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -1357,10 +1358,15 @@ def _apply(path: Path, actions: list[tuple[str, Path, int]], manifest: _Json | N
     touched = [file for _, file, _ in actions if file.exists()]
     if manifest is not None:
         touched.append(path / "manifest.json")
-    for file in dict.fromkeys(touched):
-        _copy(file, copies / file.name)
-    _fsync_dir(copies)
-    _fsync_dir(path)
+    try:
+        for file in dict.fromkeys(touched):
+            _copy(file, copies / file.name)
+        _fsync_dir(copies)
+        _fsync_dir(path)
+    except OSError as exc:  # nothing is cut yet: no half copy is left to pass for a whole one
+        shutil.rmtree(copies, ignore_errors=True)
+        raise JournalError(f"could not copy {exc.filename or 'a file'} aside before cutting "
+                           f"({exc.strerror or exc}): nothing was cut") from None
     if manifest is not None:  # first: a cut stopped half way is found and cut again
         _write_json(path / "manifest.json", manifest)
     for action, file, size in actions:

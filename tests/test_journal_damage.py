@@ -718,3 +718,29 @@ def test_a_crafted_snapshot_with_good_checksums_runs_no_code_and_changes_nothing
         assert recovered.snapshot_seq == 4000 and recovered.seq == TOTAL
         assert recovered.engine.state_hash() == hashes[TOTAL]
         assert [w for w in recovered.warnings if SNAPSHOTS[-1] in w and "passed over" in w]
+
+
+def test_journal_cut_that_cannot_copy_aside_cuts_nothing_and_leaves_no_half_copy(
+        journal, monkeypatch):
+    import errno
+
+    import exchange.journal as journal_module
+
+    flip(journal / SEGMENTS[1], frame_starts(journal / SEGMENTS[1])[2] + 30)
+    before = contents(journal)
+    copied: list[str] = []
+    real_copy = journal_module._copy
+
+    def copy_until_full(source, target):
+        if copied:  # the second file finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        copied.append(source.name)
+        real_copy(source, target)
+
+    monkeypatch.setattr(journal_module, "_copy", copy_until_full)
+    with pytest.raises(JournalError, match="No space left on device.*nothing was cut"):
+        cut_journal(journal, apply=True)
+    assert copied and contents(journal) == before
+    assert not list(journal.glob("cut-*"))
+    monkeypatch.setattr(journal_module, "_copy", real_copy)
+    assert cut_journal(journal, apply=True).copied == journal / "cut-000001"
