@@ -13,6 +13,7 @@ snapshot and reaches the same state hash.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import subprocess
@@ -320,6 +321,25 @@ def test_bad_cluster_options_exit_2_with_one_line(tmp_path, args, message):
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "j").exists()
+
+
+def test_cluster_status_shows_a_node_not_heard_from_as_silent():
+    from gateway.cluster.serve import SILENT_S, status_text
+
+    def report(role: str, at: float) -> dict:
+        return {"role": role, "applied": 9, "engine_seq": 40, "state_hash": "ab" * 16,
+                "hash_seq": 40, "at": at}
+
+    now = 1_000.0
+    result = {"leader": "b", "stream": {"last_seq": 9, "replicas": 3, "servers": ["n1"]},
+              "nodes": {"a": report("follower", now - 0.4), "b": report("leader", now - 120),
+                        "c": report("stopped", now - 300), "d": report("follower", now - SILENT_S)}}
+    rows = {line.split()[0]: line.split()[1] for line in status_text(result, now).splitlines()[3:]}
+    assert rows == {"a": "follower", "b": "silent", "c": "stopped", "d": "follower"}
+    as_json = json.loads(status_text(result, now, as_json=True))
+    assert {name: (n["role"], n["silent"]) for name, n in as_json["nodes"].items()} == {
+        "a": ("follower", False), "b": ("leader", True), "c": ("stopped", False),
+        "d": ("follower", False)}
 
 
 def _cluster_status(url: str) -> subprocess.CompletedProcess:

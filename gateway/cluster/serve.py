@@ -16,11 +16,14 @@ from exchange.sequencer import Sequencer
 from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, parse_servers
 from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, StreamJournal,
                                   run_node)
+
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
                                 resolve_broker, run_async, stop_on_signals)
 from gateway.mqtt.service import GatewayCore, GatewaySettings
 
 __all__ = ["main_cluster", "cluster_status"]
+
+SILENT_S = 5.0  # a node not heard from for this long is shown as silent (it reports each 1 s)
 
 
 def _open_log(cluster_url: str, create: bool = True) -> tuple[NatsThread, ClusterLog]:
@@ -135,21 +138,33 @@ def cluster_status(cluster_url: str, *, as_json: bool = False, out=sys.stdout) -
         with contextlib.suppress(Exception):
             thread.call(stream.close(), 5)
         thread.stop()
-    now = time.time()
-    result = {"leader": leader, "stream": summary, "nodes": nodes}
+    print(status_text({"leader": leader, "stream": summary, "nodes": nodes}, time.time(),
+                      as_json=as_json), file=out)
+    return 0
+
+
+def status_text(result: dict, now: float, *, as_json: bool = False) -> str:
+    """*result* (the leader, the stream's summary, each node's last report) as
+    ``cluster-status`` prints it at time *now*: a node not heard from for ``SILENT_S``
+    shows the role ``silent`` (it stopped without saying so, or cannot reach NATS), with
+    the role it last reported in its JSON row."""
+    for status in result["nodes"].values():
+        status["silent"] = status["role"] != "stopped" and now - status["at"] > SILENT_S
     if as_json:
-        print(json.dumps(result, indent=1), file=out)
-        return 0
-    print(f"leader: {leader or '(none: the lease is free)'}", file=out)
-    print(f"stream: last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
-          + (f" on {', '.join(summary['servers'])}" if summary["servers"] else ""), file=out)
-    print("node                 role       applied   engine seq  state hash        hashed at"
-          "  seen", file=out)
-    for name, status in sorted(nodes.items()):
+        return json.dumps(result, indent=1)
+    summary = result["stream"]
+    lines = [
+        f"leader: {result['leader'] or '(none: the lease is free)'}",
+        f"stream: last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
+        + (f" on {', '.join(summary['servers'])}" if summary["servers"] else ""),
+        "node                 role       applied   engine seq  state hash        hashed at  seen"]
+    for name, status in sorted(result["nodes"].items()):
         # A node hashes its state when quiet: under load its hash is of an earlier seq.
         hashed = status.get("hash_seq", status["engine_seq"])
         state_hash = status["state_hash"][:16] if status["state_hash"] else "(not yet)"
-        print(f"{name:<20} {status['role']:<9} {status['applied']:>8} {status['engine_seq']:>11}"
-              f"  {state_hash:<16}  {hashed if hashed >= 0 else '-':>9}"
-              f"  {now - status['at']:.1f} s ago", file=out)
-    return 0
+        role = "silent" if status["silent"] else status["role"]
+        lines.append(
+            f"{name:<20} {role:<9} {status['applied']:>8} {status['engine_seq']:>11}"
+            f"  {state_hash:<16}  {hashed if hashed >= 0 else '-':>9}"
+            f"  {now - status['at']:.1f} s ago")
+    return "\n".join(lines)
