@@ -16,7 +16,6 @@ from exchange.sequencer import Sequencer
 from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, parse_servers
 from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, StreamJournal,
                                   run_node)
-
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
                                 resolve_broker, run_async, stop_on_signals)
 from gateway.mqtt.service import GatewayCore, GatewaySettings
