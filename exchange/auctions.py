@@ -127,6 +127,8 @@ class Auctions:
                                           reserve, qty)
             if held is not None:
                 return reject(held)  # type: ignore[arg-type]  # a limit hold: a reason or None
+        elif (unissuable := engine._ledger.mintable(cmd.instrument, qty)) is not None:
+            return reject(unissuable)
         engine.accepted += 1
         ctr = engine._ctr
         ctr.seq += 1

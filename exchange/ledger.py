@@ -709,9 +709,21 @@ class Ledger:
         holding.available -= qty
         return True
 
+    def _mintable(self, asset: str, qty: int) -> None:
+        """``Rejected`` if *qty* more units of *asset* would take its supply to 2^62 or
+        more: no balance can then pass what the ledger records (and a snapshot encodes)."""
+        if self.supply.get(asset, 0) + qty >= 1 << 62:
+            raise Rejected(Reason.SUPPLY_LIMIT)
+
+    def mintable(self, asset: str, qty: int) -> Reason | None:
+        """``supply_limit`` if issuing *qty* more of *asset* would pass the supply's
+        limit (a primary auction's quantity, checked as it opens), else None."""
+        return Reason.SUPPLY_LIMIT if self.supply.get(asset, 0) + qty >= 1 << 62 else None
+
     def _deposit(self, cmd: Deposit, out: list[Event]) -> None:
         self._usable(cmd.account, create=True)
         amount = self._amount(cmd.currency, cmd.amount)
+        self._mintable(cmd.currency, amount)
         self._event(CashDeposited, out, account=cmd.account, currency=cmd.currency, amount=amount)
         self._opened(cmd.account, out).holding(cmd.currency).available += amount
         self.supply[cmd.currency] = self.supply.get(cmd.currency, 0) + amount
@@ -729,6 +741,7 @@ class Ledger:
     def _issue(self, cmd: IssueAllowances, out: list[Event]) -> None:
         self._usable(cmd.account, create=True)
         self._units(cmd.instrument, cmd.qty)
+        self._mintable(cmd.instrument, cmd.qty)
         self._event(AllowancesIssued, out, account=cmd.account, instrument=cmd.instrument,
                     qty=cmd.qty)
         self._opened(cmd.account, out).holding(cmd.instrument).available += cmd.qty
@@ -784,6 +797,8 @@ class Ledger:
         if change < 0 and not self._debit(acct, cmd.instrument, -change):
             raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         if change > 0:
+            self._mintable(cmd.instrument, change)
+        if change > 0:
             acct.holding(cmd.instrument).available += change
         self.supply[cmd.instrument] = self.supply.get(cmd.instrument, 0) + change
         self.registry.allocated(cmd.account, cmd.year, cmd.qty, cmd.stage, deducted, change)
@@ -804,6 +819,7 @@ class Ledger:
                                         old_vintages)
         if cmd.qty > left:
             raise Rejected(Reason.CONVERSION_CAP_EXCEEDED)
+        self._mintable(cmd.to_instrument, cmd.qty)
         if not self._debit(acct, cmd.instrument, cmd.qty):
             raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
         acct.holding(cmd.to_instrument).available += cmd.qty
@@ -1159,6 +1175,9 @@ class NoLedger:
 
     def hold_price(self, order_id: str) -> int:
         return NO_LIMIT
+
+    def mintable(self, asset: str, qty: int) -> Reason | None:
+        return None
 
     def reprice(self, order_id: str, price: int) -> bool:
         return True

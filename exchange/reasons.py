@@ -76,6 +76,9 @@ class Reason(StrEnum):
     RESERVED_ACCOUNT = "reserved_account"
     UNKNOWN_CURRENCY = "unknown_currency"
     INVALID_AMOUNT = "invalid_amount"
+    # a deposit, issue, allocation or conversion that would take the asset's supply (all
+    # accounts together) to 2^62 units or more, the most the ledger records
+    SUPPLY_LIMIT = "supply_limit"
     NOT_ISSUABLE = "not_issuable"
     NOT_CLEARED = "not_cleared"
     MARKET_CLOSED = "market_closed"  # outside its trading mode's session, or not a business day
@@ -174,7 +177,8 @@ STATE = frozenset[Reason]({
     Reason.DUPLICATE_ORDER_ID, Reason.UNKNOWN_ORDER, Reason.NOT_OWNER, Reason.POST_ONLY_WOULD_TRADE,
     Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
-    Reason.INVALID_AMOUNT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED, Reason.MARKET_CLOSED,
+    Reason.INVALID_AMOUNT, Reason.SUPPLY_LIMIT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED,
+    Reason.MARKET_CLOSED,
     Reason.MARKET_OPEN, Reason.INSTRUMENT_HALTED, Reason.NOT_HALTED, Reason.ALREADY_HALTED,
     Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK, Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION,
     Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED, Reason.OWN_AUCTION

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from markets import open_market
 
 from exchange import Engine
-from exchange.commands import (ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
-                               PlaceOrder, RecordEmissions, SurrenderAllowances)
+from exchange.commands import (AllocateAllowances, ComplianceDeadline, ConvertAllowances, Deposit,
+                               IssueAllowances, OpenAccount, OpenAuction, PlaceOrder,
+                               RecordEmissions, SurrenderAllowances)
 from exchange.compliance.allocation import (Adjustment, AllocationError, Entity, PowerUnit,
                                             allocate, default_rules, fine_fen, power_allocation)
 from exchange.compliance.registry import (CONVERSION_CLOSES, Registry, civil_month, deadline_ns,
@@ -474,3 +475,44 @@ def test_every_comply_output_names_the_fine_multiple_and_price(tmp_path, capsys)
     path.write_text(_MIXED.replace("year = 2024\n", "year = 2024\ndeadline_price = 98\n"))
     assert main(["comply", str(path)]) == 2
     assert "deadline_price is a decimal string" in capsys.readouterr().err
+
+
+_MOST = (1 << 62) - 1  # the most the ledger records
+
+
+@pytest.mark.parametrize("command", [
+    Deposit(account="x", currency="CNY", amount=f"{_MOST // 100}.{_MOST % 100:02d}"),
+    IssueAllowances(account="x", instrument="CEA25", qty=_MOST),
+    AllocateAllowances(account="ent", instrument="CEA24", year=2024, qty=_MOST, stage="pre"),
+    ConvertAllowances(account="ent", instrument="CEA23", to_instrument="CEA25", qty=1),
+    OpenAuction(auction="P1", account="@registry", instrument="CEA25", side="sell", qty=_MOST,
+                price="60.00"),
+], ids=["deposit", "issue", "allocate", "convert", "primary-auction"])
+def test_what_would_take_a_supply_past_what_the_ledger_records_is_refused(command):
+    """Each issue and deposit was within 2^62 - 1, but balances added up with no cap: a
+    holding past 2^64 could not be snapshotted, and the live exchange died at its next
+    snapshot, and again after every restart."""
+    engine = _ledgered(open_market())
+    for setup in (OpenAccount(account="ent"), IssueAllowances(account="ent", instrument="CEA23",
+                                                              qty=10),
+                  Deposit(account="x", currency="CNY", amount="0.01"),
+                  IssueAllowances(account="x", instrument="CEA24", qty=1),
+                  IssueAllowances(account="x", instrument="CEA25", qty=_MOST)):
+        assert type(engine.execute(setup)[0]) is not CommandRejected, setup
+    before = engine.snapshot()[7:]  # all but the counters (a rejection counts)
+    refused = engine.execute(command)
+    assert [(type(e), e.reason) for e in refused] == [(CommandRejected, "supply_limit")]
+    assert engine.snapshot()[7:] == before
+    assert decode_state(encode_state(engine)).state_hash() == engine.state_hash()
+    engine.check()
+
+
+def test_a_supply_may_reach_the_most_the_ledger_records_and_be_written():
+    engine = _ledgered(open_market())
+    for command in (IssueAllowances(account="a", instrument="CEA25", qty=_MOST - 5),
+                    IssueAllowances(account="b", instrument="CEA25", qty=5),
+                    Deposit(account="a", currency="CNY",
+                            amount=f"{_MOST // 100}.{_MOST % 100:02d}")):
+        assert type(engine.execute(command)[0]) is not CommandRejected, command
+    assert engine.ledger.supply["CEA25"] == engine.ledger.supply["CNY"] == _MOST
+    assert decode_state(encode_state(engine)).state_hash() == engine.state_hash()
