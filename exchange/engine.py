@@ -240,6 +240,9 @@ class Engine:
         self._listing = _ALWAYS if market.schedule is None else (0, 0)
         self.clock = 0
         self.day = 1
+        # The local date (days from 1970-01-01) of the last end of day that had a time:
+        # no second end of day that date or before, and no trading on it once ended.
+        self._ended: int | None = None
         self.accepted = 0
         self.rejected = 0
         self.rejects: dict[str, int] = {}  # rejected commands by reason
@@ -437,7 +440,8 @@ class Engine:
         """Why a command of trading *mode* at *ts* on *symbol* cannot act now, or ``None``:
         outside the mode's session or off a business day, or the instrument halted."""
         schedule = self._schedule
-        if ts is not None and schedule is not None and schedule.open_span(mode, ts) is None:
+        if ts is not None and schedule is not None and (schedule.open_span(mode, ts) is None
+                                                        or self._day_ended(ts)):
             return Reason.MARKET_CLOSED
         if self._specs[symbol].halted:
             return Reason.INSTRUMENT_HALTED
@@ -627,10 +631,16 @@ class Engine:
         if schedule is None:
             return True
         span = schedule.open_span("listing", ts)
-        if span is None:
+        if span is None or self._day_ended(ts):
             return False
         self._listing = span
         return True
+
+    def _day_ended(self, ts: int) -> bool:
+        """Is *ts* on a business day that an end of day has already ended (with a
+        schedule)? Its sessions are then over, whatever their hours said."""
+        assert self._schedule is not None
+        return self._ended is not None and self._schedule.local_day(ts) <= self._ended
 
     def _submit_affordable(self, order: Order, affordable: int, spec: _Spec,
                            out: list[Event]) -> None:
@@ -990,6 +1000,16 @@ class Engine:
                       if schedule.is_business_day(schedule.local_day(ts)) else Reason.MARKET_CLOSED)
             self._reject("eod", reason, out, ts=ts)
             return True
+        date = (None if ts is None else
+                schedule.local_day(ts) if schedule is not None else day_of_ns(ts))
+        if date is not None and self._ended is not None and date <= self._ended:
+            # One end of day a date, and never one for a date before a day already ended.
+            self._reject("eod", Reason.DAY_ENDED, out, ts=ts)
+            return True
+        if date is not None:
+            self._ended = date
+            if schedule is not None:
+                self._listing = (0, 0)  # the session of that day is over
         start = len(out)
         self.accepted += 1
         ctr = self._ctr
@@ -1003,8 +1023,6 @@ class Engine:
         # (each settles as it goes).
         self._auctions.clear_all(out, ts)
         self._blocks.expire(out)
-        date = (None if ts is None else
-                schedule.local_day(ts) if schedule is not None else day_of_ns(ts))
         for symbol, book in self._books.items():
             volume = book.day_volume
             previous = self._reference[symbol]
@@ -1201,7 +1219,8 @@ class Engine:
         window = [[account, command_id, events[0].seq if events else None,
                    len(events)] for (account, command_id), events in self._answers.items()]
         return [
-            self._ctr.seq, self._ctr.trade, self.clock, self.day, self.accepted, self.rejected,
+            self._ctr.seq, self._ctr.trade, self.clock, [self.day, self._ended], self.accepted,
+            self.rejected,
             sorted(self.rejects.items()),
             sorted([*self._live, *self._done]), window, ledger, self._away_snapshot(), instruments
         ]
@@ -1341,6 +1360,7 @@ class Engine:
         return EngineState(
             format=FORMAT, version=STATE_VERSION, market=text, market_source=self.market.source,
             seq=self._ctr.seq, trade=self._ctr.trade, clock=self.clock, day=self.day,
+            ended=self._ended,
             accepted=self.accepted, rejected=self.rejected, rejects=dict(self.rejects),
             registry=registry, instruments=instruments, gtd=gtd, command_window=self.command_window,
             account_window=self.account_window,
@@ -1401,7 +1421,7 @@ class Engine:
         """Fill this new engine (built on the state's market) from *state*."""
         ctr = self._ctr
         ctr.seq, ctr.trade = state.seq, state.trade
-        self.clock, self.day = state.clock, state.day
+        self.clock, self.day, self._ended = state.clock, state.day, state.ended
         self.accepted, self.rejected = state.accepted, state.rejected
         self.rejects = dict(state.rejects)
         symbols = [i.symbol for i in state.instruments]

@@ -83,6 +83,7 @@ class Reason(StrEnum):
     NOT_CLEARED = "not_cleared"
     MARKET_CLOSED = "market_closed"  # outside its trading mode's session, or not a business day
     MARKET_OPEN = "market_open"  # an end of day before the day's last session has ended
+    DAY_ENDED = "day_ended"  # an end of day for a date already ended, or for one before it
     INSTRUMENT_HALTED = "instrument_halted"  # the operator halted the instrument
     NOT_HALTED = "not_halted"  # a resume of an instrument that trades
     ALREADY_HALTED = "already_halted"  # a halt of an instrument already halted
@@ -178,10 +179,10 @@ STATE = frozenset[Reason]({
     Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
     Reason.INVALID_AMOUNT, Reason.SUPPLY_LIMIT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED,
-    Reason.MARKET_CLOSED,
-    Reason.MARKET_OPEN, Reason.INSTRUMENT_HALTED, Reason.NOT_HALTED, Reason.ALREADY_HALTED,
-    Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK, Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION,
-    Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED, Reason.OWN_AUCTION
+    Reason.MARKET_CLOSED, Reason.MARKET_OPEN, Reason.DAY_ENDED, Reason.INSTRUMENT_HALTED,
+    Reason.NOT_HALTED, Reason.ALREADY_HALTED, Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK,
+    Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION, Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED,
+    Reason.OWN_AUCTION
 })
 RISK = frozenset[Reason]({
     Reason.INSUFFICIENT_CASH, Reason.INSUFFICIENT_ALLOWANCES, Reason.POSITION_LIMIT,

@@ -14,7 +14,8 @@ events depend on, so it is kept exactly:
 ``EngineState``
     ``format`` ("carbonx-state"), ``version``, ``market`` (TOML text) and its
     ``market_source``; ``seq`` and ``trade`` (the global counters); ``clock``, ``day``,
-    ``accepted``, ``rejected``, ``rejects`` (reason -> count, in order);
+    ``accepted``, ``rejected``, ``rejects`` (reason -> count, in order); ``ended``: the
+    local date (days from 1970-01-01) of the last end of day that had a time, or nil;
     ``registry``: every order id in use today (an int: the live order at that place in
     the instruments' orders listed bids, asks, stop buys, stop sells, instrument by
     instrument, the live orders in the order their ids were entered; a str: an id whose
@@ -324,6 +325,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     trade: int = 0
     clock: int = 0
     day: int = 1
+    ended: int | None = None  # the local date of the last end of day with a time (nil: none)
     accepted: int = 0
     rejected: int = 0
     rejects: dict[str, int] = {}

@@ -148,7 +148,8 @@ def test_replay_daily_writes_the_statistics_of_each_day(tmp_path):
     out = tmp_path / "daily.csv"
     done = _run("replay", str(orders), "--daily", str(out), "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["rejected"] == 0
+    # the scenario's second end of Friday, Thursday's again, and an order once Friday ended
+    assert json.loads(done.stdout)["rejects"] == {"day_ended": 2, "market_closed": 1}
     with out.open(newline="") as fh:
         table = list(csv.reader(fh))
     assert table == [
