@@ -77,11 +77,17 @@ def test_serve_embedded_broker_trades_and_journals(tmp_path):
         code, err = stop(process)
     assert code == 0, err
     assert (sold["report"], bought["report"]) == ("accepted", "accepted")
-    assert "Traceback" not in err and "1 trades" in err
+    assert "Traceback" not in err and "1 trades this run\n" in err
     holdings = carbonx("holdings", str(tmp_path / "j"), "--json")
     rows = {(h["account"], h["asset"]): h for h in json.loads(holdings.stdout)["holdings"]}
     assert rows[("bob", "CEA25")]["locked"] == 100  # bought today: locked until T+1
     assert json.loads(holdings.stdout)["seq"] == 5  # 3 init rows + 2 orders
+    # Started again on its journal and stopped: the summary counts this run's trades
+    process, lines = start_serve("--journal", "j", "--port", str(port), "--always-open",
+                                 cwd=tmp_path)
+    code, err = stop(process)
+    assert code == 0, err
+    assert "0 trades this run (1 with the journal's before it)" in err, err
 
 
 def test_serve_joins_mosquitto_with_broker_config(tmp_path):

@@ -304,6 +304,7 @@ class _Started:
         self.engine: Engine | None = None
         self.writer: JournalWriter | None = None
         self.core: GatewayCore | None = None
+        self.trades_before = 0  # the trades the engine held as the gateway started (recovered)
         self._journal = Path(journal) if journal is not None else None
         self._before: set[str] | None = None  # the directory's entries, if it existed
         self._new = False  # it held no journal: one is made here
@@ -379,6 +380,7 @@ def _open(started: _Started, market: Market, *, journal: str | None, init: str |
     for note in notes:
         print(note, file=sys.stderr)
     started.core = core = GatewayCore(engine, journal=writer, settings=settings)
+    started.trades_before = engine.trades
     if embedded is not None:
         core.on_account_opened = _give_login(embedded, credentials, path)
     return credentials
@@ -566,7 +568,9 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
     if core is None or engine is None:
         return 0
     stats = core.stats
-    print(
-        f"stopped: {stats.messages} messages, {stats.commands} commands, "
-        f"{stats.turned_away} turned away, {engine.trades} trades", file=sys.stderr)
+    trades = engine.trades - started.trades_before
+    print(f"stopped: {stats.messages} messages, {stats.commands} commands, "
+          f"{stats.turned_away} turned away, {trades} trades this run"
+          + (f" ({engine.trades} with the journal's before it)" if started.trades_before else ""),
+          file=sys.stderr)
     return 0
