@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OrderFileError", "FIELDS", "read_order_file", "parse_order_text", "detect_format", "Row",
-    "RowError", "RowReader"
+    "RowError", "RowReader", "float_hint"
 ]
 
 FIELDS = ("action", "order_id", "account", "instrument", "side", "type", "tif", "price", "qty",
@@ -134,6 +134,21 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
 
 
 Row = _Row  # one row as its keys; the wire edge decodes messages into these too
+
+
+def float_hint(message: str, verb: str = "write") -> str:
+    """*message*, a decoder's complaint about a row, with a hint for the field it names
+    when that field was a JSON number with a fraction or exponent (a float): prices and
+    cash go as decimal strings, every other number whole."""
+    if "got `float`" not in message:
+        return message
+    field = message.rpartition("$.")[2].split("[")[0].strip("`")
+    if field in ("price", "stop_price"):
+        return f'{message} ({verb} prices as decimal strings, e.g. "61.20")'
+    if field == "qty":
+        return (f"{message} (a quantity is a whole number of units; {verb} a deposit's or "
+                f'a withdrawal\'s amount as a decimal string, e.g. "1000.00")')
+    return f"{message} ({field} is a whole number)"
 
 _row_values = attrgetter(*FIELDS)
 _ROWS_DECODER = msgspec.json.Decoder(list[_Row])
@@ -830,7 +845,4 @@ def _decode_line(name: str, number: int, line: bytes) -> _Row:
     try:
         return _ROW_DECODER.decode(line)
     except msgspec.DecodeError as exc:
-        message = str(exc)
-        if "got `float`" in message:
-            message += ' (write prices as decimal strings, e.g. "61.20")'
-        raise OrderFileError(name, number, message) from None
+        raise OrderFileError(name, number, float_hint(str(exc))) from None

@@ -305,6 +305,27 @@ def test_unreadable_rows(line, fragment):
     assert str(info.value) == err.message
 
 
+@pytest.mark.parametrize("key, value, hint", [
+    ("price", "60.5", 'prices as decimal strings, e.g. "61.20"'),
+    ("stop_price", "61.5", 'prices as decimal strings, e.g. "61.20"'),
+    ("qty", "100.0", "a quantity is a whole number of units"),
+    ("ts", "1.5", "ts is a whole number"),
+    ("year", "2025.0", "year is a whole number"),
+])
+def test_a_json_number_with_a_fraction_is_named_with_a_hint_for_its_field(key, value, hint):
+    """The hint said to write prices as strings whatever the field at fault was."""
+    row = ('{"action":"new","order_id":"o","account":"a","instrument":"CEA25","side":"buy",'
+           f'"price":"60.00","qty":1,"{key}":{value}}}').encode()
+    err = error_of(b'{"action":"eod"}\n' + row, "ndjson")
+    assert err.line == 2 and f"$.{key}" in err.message and hint in err.message, err.message
+    if key not in ("price", "stop_price"):
+        assert "prices" not in err.message
+    from gateway.mqtt.wire import WireDecoder  # the gateway's hint is the same, sent
+
+    (report, ) = WireDecoder().decode("a", row)
+    assert hint.replace("write", "send") in report.message or hint in report.message
+
+
 def test_header_errors():
     assert error_of(b"").line == 1
     err = error_of(b"action,order_id,colour\n")

@@ -46,7 +46,7 @@ from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionC
                              PositionClosedOut, TradeCleared, TradeExecuted, TradeSettled,
                              VariationMargin)
 from exchange.market import Market, format_cash
-from exchange.orderfile import Row, RowError, RowReader
+from exchange.orderfile import Row, RowError, RowReader, float_hint
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
                               NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
                               account_name_problem, is_msgpack)
@@ -207,10 +207,7 @@ class WireDecoder:
             try:
                 row = msgspec.convert(item, Row)
             except msgspec.ValidationError as exc:
-                message = str(exc)
-                if "got `float`" in message:
-                    message += ' (send prices as decimal strings, e.g. "61.20")'
-                items.append(_rejection(BAD_COMMAND, message, item))
+                items.append(_rejection(BAD_COMMAND, float_hint(str(exc), "send"), item))
                 continue
             items.append(self._command(account, row))
         return items
