@@ -314,11 +314,16 @@ def test_a_scenario_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys
         ('electricity_mwh = "3000"', "electricity_mwh = 3000.5", ["'electricity_mwh'", "float"]),
         ("emissions = 1200", 'emissions = 1200\nquality = "guess"', ["restatement 1: 'quality'"]),
         ("year = 2024", "year = true", ["'year'"]),
+        # 6: a key left out is said to be missing, not to be None
+        ("prior_emissions = 1000\n", "", ["entity 1 (ste-1): 'prior_emissions' is missing"]),
+        ('type = "gas", ', "", ["entity 2 (pow-1): unit 1: 'type' is missing"]),
+        ('electricity_mwh = "3000", ', "", ["unit 1: 'electricity_mwh' is missing"]),
     ])
 def test_bad_values_are_refused_naming_the_key(tmp_path, capsys, old, new, words):
     status, out, err = _run_cli(tmp_path, _edit(old, new), capsys)
     assert status == 2 and not out
     _one_line_error(err, *words)
+    assert "None" not in err
 
 
 @pytest.mark.parametrize("body,words", [

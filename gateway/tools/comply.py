@@ -136,8 +136,16 @@ def _tables(value: object, where: str) -> list[dict[str, Any]]:
     return value
 
 
+def _present(value: object, where: str) -> None:
+    """Raise ``ScenarioError`` if *value* is missing (``None``: TOML has no null, so a key
+    read with ``get`` is ``None`` only when it is not there)."""
+    if value is None:
+        raise ScenarioError(f"{where} is missing")
+
+
 def _tonnes(value: object, where: str, least: int = 0) -> int:
     """Return *value*, a whole number of tonnes from *least* to ``_MOST_TONNES``."""
+    _present(value, where)
     if type(value) is not int or not least <= value <= _MOST_TONNES:
         raise ScenarioError(
             f"{where} must be a whole number of tonnes from {least} to {_MOST_TONNES:,}, "
@@ -150,6 +158,7 @@ def _decimal(value: object, where: str, least: Fraction = Fraction(0),
     """Return *value* (a decimal string or a whole number, never a float) as an exact
     ``Fraction`` within *least* (excluded with *above_least*) and *most*; raise
     ``ScenarioError`` naming *where* otherwise."""
+    _present(value, where)
     if isinstance(value, float):
         raise ScenarioError(f'{where}: {value!r} is a float; give a decimal string ("{value}")')
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -170,6 +179,7 @@ def _decimal(value: object, where: str, least: Fraction = Fraction(0),
 
 def _one_of(value: object, choices: tuple[str, ...] | frozenset[str], where: str) -> str:
     """Return *value* if it is one of *choices*, else raise ``ScenarioError``."""
+    _present(value, where)
     if not isinstance(value, str) or value not in choices:
         raise ScenarioError(f"{where} must be one of {', '.join(choices)}, not {value!r}")
     return value
@@ -177,6 +187,7 @@ def _one_of(value: object, choices: tuple[str, ...] | frozenset[str], where: str
 
 def _text(value: object, where: str) -> str:
     """Return *value* if it is a string, else raise ``ScenarioError``."""
+    _present(value, where)
     if not isinstance(value, str):
         raise ScenarioError(f"{where} must be a string, not {value!r}")
     return value
