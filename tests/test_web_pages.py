@@ -92,6 +92,7 @@ def exchange() -> Iterator[Exchange]:
     engine = Engine(open_market(), ledger=True)
     engine.execute(Deposit(account="alice", currency="CNY", amount="1000000.00"))
     engine.execute(IssueAllowances(account="bob", instrument="CEA25", qty=10_000))
+    engine.execute(Deposit(account=ODD_NAME, currency="CNY", amount="1.00"))  # see the picker
     compliance_years(engine)
     core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
     portal = WebPortal(core, LOGINS)
@@ -274,6 +275,23 @@ def test_the_registry_shows_the_short_entities(exchange, browser, tmp_path):
     expect(own.get_by_test_id("registry")).not_to_contain_text("steelco")
     assert own.goto(f"{exchange.url}/registry/2024").status == 403
     entity.close()
+
+
+ODD_NAME = "a?b%41"  # an account name that a page address must quote
+
+
+def test_the_operators_account_picker_opens_an_account_whatever_its_name(exchange, browser):
+    """The picker went to /account/a?b%41 unquoted: the page said "no account 'a'"."""
+    from playwright.sync_api import expect
+
+    context = login(browser, "operator")
+    page = open_live(context, f"{exchange.url}/account")
+    page.get_by_test_id("account").click()
+    page.get_by_role("option", name=ODD_NAME, exact=True).click()
+    page.wait_for_url(f"{exchange.url}/account/a%3Fb%2541", timeout=10_000)
+    expect(page.locator("header")).to_contain_text(f"Account: {ODD_NAME}")
+    expect(page.get_by_test_id("holdings")).to_contain_text("1.00")
+    context.close()
 
 
 def test_a_page_closed_stops_listening(exchange, browser):

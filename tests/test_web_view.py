@@ -117,6 +117,30 @@ def test_the_view_follows_the_gateways_flushes():
     assert woken == [1, 2] and view.version == 3
 
 
+def test_a_trade_with_itself_is_two_fills_of_the_account_as_on_mqtt():
+    """With stp none an account may trade with itself: the API and the account page showed
+    only its buy."""
+    from gateway.web import queries
+
+    core, view = funded_gateway()
+    core.engine.execute(Deposit(account="alice", currency="CNY", amount="10000.00"))
+    for command in ({"action": "new", "order_id": "a-sell", "instrument": "CEA25", "side": "sell",
+                     "price": "61.40", "qty": 200},
+                    {"action": "new", "order_id": "self1", "instrument": "CEA25", "side": "buy",
+                     "price": "61.40", "qty": 50, "stp": "none"},
+                    {"action": "new", "order_id": "b2", "instrument": "CEA25", "side": "buy",
+                     "price": "61.40", "qty": 5}):
+        core.receive(f"cx/v1/orders/{'bob' if command['order_id'] == 'b2' else 'alice'}",
+                     json.dumps(command).encode(), now=0.0)
+        core.flush(now=0.0)
+    fills = [(f["trade_id"], f["side"], f["order_id"], f["liquidity"], f["qty"])
+             for f in queries.fills(view, "alice")]
+    assert fills == [(2, "sell", "a-sell", "maker", 5), (1, "buy", "self1", "taker", 50),
+                     (1, "sell", "a-sell", "maker", 50)]
+    assert [f["side"] for f in queries.fills(view, "bob")] == ["buy"]
+    assert len(queries.fills(view, "alice", limit=2)) == 2
+
+
 def test_the_market_is_busy_once_a_window_holds_the_busy_rate_and_calm_after():
     from gateway.web.view import BUSY_EVENTS, BUSY_WINDOW_NS
 

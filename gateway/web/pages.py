@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -438,7 +439,7 @@ def _market_page(portal: Portal, frames: _Frames, user: str, symbol: str) -> Non
     drawn = {"at": -CHART_REFRESH_S}  # time.monotonic() of the chart's last update
     with ui.row().classes("w-full items-center gap-4"):
         ui.select(list(market.instruments), value=symbol, label="instrument",
-                  on_change=lambda e: ui.navigate.to(f"/market/{e.value}")
+                  on_change=lambda e: ui.navigate.to(f"/market/{quote(e.value, safe='')}")
                   ).classes("w-48").props("data-testid=instrument")
         status = ui.label().classes("text-base font-bold").props("data-testid=status")
         halted = ui.label().classes("text-sm").props("data-testid=halts")
@@ -551,7 +552,8 @@ def _account_picker(portal: Portal, user: str) -> None:
     _header(user, "Accounts")
     ledger = portal.core.engine.ledger
     names = [] if ledger is None else sorted(n for n in ledger.accounts if not n.startswith("@"))
-    ui.select(names, label="account", on_change=lambda e: ui.navigate.to(f"/account/{e.value}")
+    ui.select(names, label="account",
+              on_change=lambda e: ui.navigate.to(f"/account/{quote(e.value, safe='')}")
               ).classes("w-64").props("data-testid=account")
     ui.label(f"{len(names)} accounts: pick one to see its page").classes("text-sm")
 
@@ -673,7 +675,7 @@ def _registry_page(portal: Portal, user: str, year: int | None) -> None:
     chosen = year if year is not None else years[-1] if years else None
     with ui.row().classes("items-center gap-4"):
         ui.select(years, value=chosen, label="compliance year",
-                  on_change=lambda e: ui.navigate.to(f"/registry/{e.value}")
+                  on_change=lambda e: ui.navigate.to(f"/registry/{quote(str(e.value), safe='')}")
                   ).classes("w-40").props("data-testid=year")
         heading = ui.label().classes("text-base font-bold").props("data-testid=heading")
     totals = ui.label().classes("text-sm").props("data-testid=totals")

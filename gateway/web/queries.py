@@ -275,23 +275,27 @@ def fills(view: MarketView, account: str, limit: int = 100) -> list[Row]:
     ``liquidity`` (``maker``/``taker``) and ``mode`` (``listing``, ``block``, ``auction``);
     ``ts`` the gateway's clock when it ran."""
     market = view.market
-    rows = []
+    rows: list[Row] = []
     for row in view.recent_fills(account, limit):
-        buy = row.buy_account == account
-        side = "buy" if buy else "sell"
-        rows.append({
-            "seq": row.seq,
-            "trade_id": row.trade_id,
-            "ts": row.ts,
-            "instrument": row.instrument,
-            "side": side,
-            "price": market[row.instrument].tick.format(row.price),
-            "qty": row.qty,
-            "order_id": client_id(row.buy_order_id if buy else row.sell_order_id),
-            "liquidity": "taker" if row.aggressor == side else "maker",
-            "mode": row.mode
-        })
-    return rows
+        # A trade with itself (stp none) is two fills of the account, as on MQTT: the
+        # aggressor's side first.
+        for side in (row.aggressor, "sell" if row.aggressor == "buy" else "buy"):
+            buy = side == "buy"
+            if (row.buy_account if buy else row.sell_account) != account:
+                continue
+            rows.append({
+                "seq": row.seq,
+                "trade_id": row.trade_id,
+                "ts": row.ts,
+                "instrument": row.instrument,
+                "side": side,
+                "price": market[row.instrument].tick.format(row.price),
+                "qty": row.qty,
+                "order_id": client_id(row.buy_order_id if buy else row.sell_order_id),
+                "liquidity": "taker" if row.aggressor == side else "maker",
+                "mode": row.mode
+            })
+    return rows[:limit]
 
 
 def _trade(row: TradeRow, inst: Instrument) -> Row:
