@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import unicodedata
 from collections import deque
 
 __all__ = [
@@ -149,18 +150,33 @@ def is_topic_level(name: str) -> bool:
 
 
 def account_name_problem(name: str) -> str | None:
-    """Why *name* cannot be a trader's account, whose name is its MQTT user and a level of
-    its topics (empty, one of ``/ + #`` in it, or a system user's), or ``None``.
+    """Why *name* cannot be a trader's account, or ``None``. The name is its MQTT user
+    (in mosquitto's password file, ``user:hash``), a level of its topics, its web login
+    (HTTP Basic's ``user:password``) and a segment of its pages' paths: so not empty, not
+    a system user's, none of ``/ + # :``, no whitespace or control characters, and
+    neither ``.`` nor ``..``.
 
     >>> account_name_problem("steel-01") is None
     True
     >>> account_name_problem("a/b")
     "invalid account name 'a/b': empty, or contains / + or #"
+    >>> account_name_problem("x:y")
+    "account name 'x:y' must not contain ':' (none of / + # : are allowed)"
     """
     if name in _RESERVED_FOR:
         return f"account name {name!r} is reserved for {_RESERVED_FOR[name]}"
     if not is_topic_level(name):
         return f"invalid account name {name!r}: empty, or contains / + or #"
+    if name in (".", ".."):
+        return f"account name {name!r} is a path of its own in the web portal's addresses"
+    for char in name:
+        if char == ":":
+            return f"account name {name!r} must not contain ':' (none of / + # : are allowed)"
+        if char.isspace():
+            return f"account name {name!r} must not contain whitespace"
+        if unicodedata.category(char).startswith("C"):
+            return (f"account name {name!r} must not contain control characters "
+                    f"(found U+{ord(char):04X})")
     return None
 
 

@@ -68,6 +68,12 @@ def test_each_operator_row_is_answered_with_its_command_id():
      "bad_command"),
     (b'{"action": "transfer", "account": "alice", "to_account": "a#", "instrument": "CEA25", '
      b'"qty": 1}', "bad_command"),
+    # ... and names that could not log in to the web portal (HTTP Basic's user:password),
+    # nor be in mosquitto's password file, nor be a segment of a page's address
+    (b'{"action": "open_account", "account": "x:y", "kind": "covered"}', "bad_command"),
+    (b'{"action": "open_account", "account": "..", "kind": "covered"}', "bad_command"),
+    (b'{"action": "open_account", "account": "a b", "kind": "covered"}', "bad_command"),
+    (b'{"action": "open_account", "account": "a\\u0000b", "kind": "covered"}', "bad_command"),
 ])
 def test_a_bad_or_forbidden_operator_row_is_refused_there_and_changes_nothing(payload, reason):
     core = _core()
