@@ -8,6 +8,7 @@ year run into the engine. Screenshots go to the test's ``tmp_path``; with
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from gateway.mqtt.service import GatewayCore, GatewaySettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
-LOGINS = {"alice": "pw-a", "bob": "pw-b", "operator": "pw-op"}
+LOGINS = {"alice": "pw-a", "bob": "pw-b", "carol": "pw-c", "operator": "pw-op"}
 LIVE_MS = 1000  # a flush's news is on the page within this
 # Whether the candle chart's last bar (open, close, low, high) closes at the given price.
 LAST_CLOSE_JS = """(price) => {
@@ -292,6 +293,51 @@ def test_the_operators_account_picker_opens_an_account_whatever_its_name(exchang
     expect(page.locator("header")).to_contain_text(f"Account: {ODD_NAME}")
     expect(page.get_by_test_id("holdings")).to_contain_text("1.00")
     context.close()
+
+
+def test_answers_that_are_not_pages_keep_nothing_and_log_nothing(exchange, caplog):
+    """Unknown paths, refusals and errors built a NiceGUI client that stayed a minute, and
+    an unknown path logged its whole address: anyone could multiply both."""
+    from nicegui.client import Client
+
+    before = exchange.call(lambda: len(Client.instances))
+    long = "A" * 8000
+    with caplog.at_level(logging.INFO):
+        for _ in range(20):
+            assert httpx.get(f"{exchange.url}/{long}", timeout=5).status_code == 404
+            assert httpx.get(f"{exchange.url}/market/CEA25", timeout=5).status_code == 401
+            assert httpx.get(f"{exchange.url}/registry/abc", timeout=5).status_code == 401
+            assert httpx.get(f"{exchange.url}/account/alice", auth=("bob", "pw-b"),
+                             timeout=5).status_code == 403
+            assert httpx.get(f"{exchange.url}/registry/abc", auth=("operator", "pw-op"),
+                             timeout=5).status_code == 404
+    assert exchange.call(lambda: len(Client.instances)) <= before  # (earlier pages may go)
+    server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    assert not [r for r in server if long[:100] in r.getMessage()]
+
+
+def test_one_login_has_at_most_its_share_of_open_pages(exchange):
+    """2,000 page loads by one login kept 2,000 clients live for a minute: orders waited
+    up to 4.7 s and the gateway grew by 600 MB. A login may have 32 pages open."""
+    from gateway.web.pages import PAGES_PER_LOGIN
+
+    from nicegui.client import Client
+
+    with httpx.Client(auth=("carol", "pw-c"), timeout=10) as carol:
+        codes = [carol.get(f"{exchange.url}/market/CEA25").status_code
+                 for _ in range(PAGES_PER_LOGIN + 5)]
+        assert codes[:PAGES_PER_LOGIN] == [200] * PAGES_PER_LOGIN
+        assert set(codes[PAGES_PER_LOGIN:]) == {429}
+        refused = carol.get(f"{exchange.url}/")
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        assert f"{PAGES_PER_LOGIN} pages open" in refused.text
+        # another login is not held back by carol's pages
+        assert httpx.get(f"{exchange.url}/", auth=("alice", "pw-a"),
+                         timeout=10).status_code == 200
+        # pages that never connected go (NiceGUI prunes them after a minute): room again
+        exchange.call(lambda: Client.prune_instances(client_age_threshold=0))
+        assert carol.get(f"{exchange.url}/").status_code == 200
+    exchange.call(lambda: Client.prune_instances(client_age_threshold=0))
 
 
 def test_a_page_closed_stops_listening(exchange, browser):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -76,6 +77,12 @@ REGISTRY_ROWS = 200
 AWAY_ROWS = 20  # open public blocks, open auctions
 INTERVALS = {1: "1 s", 10: "10 s", 60: "1 min", 300: "5 min", 3600: "1 h"}  # candles
 REALM = 'Basic realm="carbonx"'
+# Open pages, each a NiceGUI client the gateway's loop keeps live (one that never opens its
+# websocket stays 60 s): at most this many a login, and in all, so that one viewer's
+# page loads cannot hold the loop and its memory (2,000 loads by one login: orders waited
+# up to 4.7 s, 96 -> 724 MB).
+PAGES_PER_LOGIN = 32
+PAGES_IN_ALL = 256
 UP, DOWN = "#dc2626", "#16a34a"  # a rising candle red, a falling one green, as in China
 API_PREFIX = "/api/"  # the REST API's (gateway.web.api), left to it
 
@@ -710,75 +717,133 @@ def _registry_page(portal: Portal, user: str, year: int | None) -> None:
 
 
 # --- registration --------------------------------------------------------------------------------
+class _OpenPages:
+    """The pages open now, by login: a page is counted from its load until NiceGUI deletes
+    its client (closed, or never connected for 60 s)."""
+
+    def __init__(self, per_login: int = PAGES_PER_LOGIN, in_all: int = PAGES_IN_ALL) -> None:
+        self.per_login = per_login
+        self.in_all = in_all
+        self.by_login: dict[str, set[str]] = {}
+        self.count = 0
+
+    def refusal(self, user: str) -> Response | None:
+        """The answer to one more page for *user* when it would pass a limit, else None."""
+        if len(self.by_login.get(user, ())) >= self.per_login:
+            return PlainTextResponse(
+                f"{user} has {self.per_login} pages open, the most a login may: close some, "
+                "or wait a minute for pages that never finished loading", status_code=429,
+                headers={"Retry-After": "60"})
+        if self.count >= self.in_all:
+            return PlainTextResponse(f"the portal has {self.in_all} pages open, the most it "
+                                     "serves: try again in a minute", status_code=503,
+                                     headers={"Retry-After": "60"})
+        return None
+
+    def opened(self, user: str) -> None:
+        """Count the page being built for *user* until its client is deleted."""
+        client = ui.context.client
+        pages = self.by_login.setdefault(user, set())
+        pages.add(client.id)
+        self.count += 1
+
+        def closed() -> None:
+            if client.id in pages:
+                pages.discard(client.id)
+                self.count -= 1
+                if not pages and self.by_login.get(user) is pages:
+                    del self.by_login[user]
+
+        client.on_delete(closed)
+
+
 def register_pages(app: FastAPI, portal: Portal) -> None:
     """Define the pages for *portal* and mount NiceGUI on *app*."""
     engine = portal.core.engine
     frames = _Frames(portal)
+    pages = _OpenPages()
 
-    def login(request: Request) -> str | None:
-        return portal.credentials.user(request.headers.get("authorization"))
+    def login(request: Request) -> str | Response:
+        """The login of *request*, or the answer that refuses it: 401 without one, 429 or
+        503 past the open pages' limits."""
+        user = portal.credentials.user(request.headers.get("authorization"))
+        if user is None:
+            return _unauthorized()
+        return pages.refusal(user) or user
+
+    def answer(response: Response) -> Response:
+        """*response* in place of a page: the client NiceGUI made for it goes at once
+        (else it would stay a minute, a request's memory held for anyone to multiply)."""
+        ui.context.client.delete()
+        return response
+
+    def build(user: str, page: Callable[[], None]) -> None:
+        pages.opened(user)
+        page()
 
     @ui.page("/")
     def home(request: Request) -> Response | None:
         user = login(request)
-        if user is None:
-            return _unauthorized()
-        _market_page(portal, frames, user, _default_symbol(portal))
+        if isinstance(user, Response):
+            return answer(user)
+        build(user, lambda: _market_page(portal, frames, user, _default_symbol(portal)))
         return None
 
     @ui.page("/market/{instrument}")
     def market(request: Request, instrument: str) -> Response | None:
         user = login(request)
-        if user is None:
-            return _unauthorized()
+        if isinstance(user, Response):
+            return answer(user)
         if instrument not in engine.market.instruments:
-            return PlainTextResponse(f"no instrument {instrument!r}", status_code=404)
-        _market_page(portal, frames, user, instrument)
+            return answer(PlainTextResponse(f"no instrument {instrument!r}", status_code=404))
+        build(user, lambda: _market_page(portal, frames, user, instrument))
         return None
 
     @ui.page("/account")
     def own_account(request: Request) -> Response | None:
         user = login(request)
-        if user is None:
-            return _unauthorized()
+        if isinstance(user, Response):
+            return answer(user)
         if user == OPERATOR:
-            _account_picker(portal, user)
+            build(user, lambda: _account_picker(portal, user))
         else:
-            _account_page(portal, user, user)
+            build(user, lambda: _account_page(portal, user, user))
         return None
 
     @ui.page("/account/{account}")
     def account_page(request: Request, account: str) -> Response | None:
         user = login(request)
-        if user is None:
-            return _unauthorized()
+        if isinstance(user, Response):
+            return answer(user)
         if not portal.credentials.may_see(user, account):
-            return _forbidden(f"{user} may not see {account}'s page: an account sees its "
-                              "own, the operator every account's")
+            return answer(_forbidden(f"{user} may not see {account}'s page: an account sees "
+                                     "its own, the operator every account's"))
         if user == OPERATOR and not queries.has_account(engine, account):
-            return PlainTextResponse(f"no account {account!r}", status_code=404)
-        _account_page(portal, user, account)
+            return answer(PlainTextResponse(f"no account {account!r}", status_code=404))
+        build(user, lambda: _account_page(portal, user, account))
         return None
 
     @ui.page("/registry")
     def registry(request: Request) -> Response | None:
         user = login(request)
-        if user is None:
-            return _unauthorized()
-        _registry_page(portal, user, None)
+        if isinstance(user, Response):
+            return answer(user)
+        build(user, lambda: _registry_page(portal, user, None))
         return None
 
     @ui.page("/registry/{year}")
-    def registry_year(request: Request, year: int) -> Response | None:
+    def registry_year(request: Request, year: str) -> Response | None:
+        # The year is read here, not by FastAPI: a request without a login is 401 first.
         user = login(request)
-        if user is None:
-            return _unauthorized()
+        if isinstance(user, Response):
+            return answer(user)
         if user != OPERATOR:
-            return _forbidden(f"{user} sees its own compliance years at /registry; the "
-                              "operator every entity's, by year")
-        if year not in queries.compliance_years(engine):
-            return PlainTextResponse(f"no compliance year {year}", status_code=404)
-        _registry_page(portal, user, year)
+            return answer(_forbidden(f"{user} sees its own compliance years at /registry; "
+                                     "the operator every entity's, by year"))
+        number = int(year) if year.isascii() and year.isdigit() and len(year) <= 4 else None
+        if number is None or number not in queries.compliance_years(engine):
+            return answer(PlainTextResponse(f"no compliance year {year!r}", status_code=404))
+        build(user, lambda: _registry_page(portal, user, number))
         return None
 
     # One NiceGUI per process: a second app takes its middleware as the first one did
@@ -796,10 +861,18 @@ def register_pages(app: FastAPI, portal: Portal) -> None:
             app.router.routes[i] = _PagesMount(route.path, app=core.app)
 
 
+# The paths NiceGUI answers: the pages, and its own assets and websocket. Any other is the
+# outer app's plain 404: NiceGUI's own would log a warning with the whole address and keep
+# a client for a minute, for anyone, logged in or not, to multiply.
+_PAGE_PATHS = re.compile(r"/(market/[^/]+|account(/[^/]+)?|registry(/[^/]+)?)?|/favicon\.ico"
+                         r"|/_nicegui(_ws)?/.*")
+
+
 class _PagesMount(Mount):
-    """NiceGUI's mount, but for the API's paths."""
+    """NiceGUI's mount, for the pages' paths alone (not the API's, nor unknown ones)."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+        if scope["type"] == "http" and (scope["path"].startswith(API_PREFIX)
+                                        or not _PAGE_PATHS.fullmatch(scope["path"])):
             return Match.NONE, {}
         return super().matches(scope)
