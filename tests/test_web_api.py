@@ -456,6 +456,23 @@ def test_the_openapi_document_describes_every_endpoint(http):
         assert "$ref" in json.dumps(operation["responses"]["200"]) or path.endswith("halts")
 
 
+def test_the_api_reference_page_needs_nothing_from_outside_the_gateway(http):
+    """/api/v1/docs loaded Swagger UI from a CDN: without the internet it was blank."""
+    import re
+
+    page = http.get("/api/v1/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert not re.search(r"<script|<link|src=|@import|https?://", html), "loads from elsewhere"
+    document = http.get("/api/v1/openapi.json").json()
+    for path, operations in document["paths"].items():
+        assert f'<span class="path">{path}</span>' in html, path
+        for parameter in operations["get"].get("parameters", []):
+            assert f"<code>{parameter['name']}</code>" in html
+    assert "integer (from 1, to 1000)" in html  # a limit's bounds
+    assert all(f"<code>{name}</code>" in html for name in document["components"]["schemas"])
+
+
 # --- schemathesis over every endpoint -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def api_schema(server):

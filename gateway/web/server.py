@@ -34,11 +34,20 @@ class WebPortal:
 
 def create_app(portal: WebPortal) -> FastAPI:
     """The FastAPI app of *portal*: the API's routes, then the pages."""
+    from fastapi.responses import HTMLResponse
+
     from gateway.web.api import make_router
+    from gateway.web.apidoc import api_reference
     from gateway.web.pages import register_pages
 
     app = FastAPI(title="carbonx", version="1", openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/v1/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
+
+    @app.get("/api/v1/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        # FastAPI's page loads Swagger UI from a CDN: blank without the internet.
+        return HTMLResponse(api_reference(app.openapi()))
+
     app.include_router(make_router(portal))
     register_pages(app, portal)
     return app
