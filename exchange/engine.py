@@ -240,8 +240,8 @@ class Engine:
         self._listing = _ALWAYS if market.schedule is None else (0, 0)
         self.clock = 0
         self.day = 1
-        # The local date (days from 1970-01-01) of the last end of day that had a time:
-        # no second end of day that date or before, and no trading on it once ended.
+        # With a schedule, the local date (days from 1970-01-01) of the last end of day
+        # that had a time: no second end of day that date or before, no trading on it.
         self._ended: int | None = None
         self.accepted = 0
         self.rejected = 0
@@ -1002,14 +1002,14 @@ class Engine:
             return True
         date = (None if ts is None else
                 schedule.local_day(ts) if schedule is not None else day_of_ns(ts))
-        if date is not None and self._ended is not None and date <= self._ended:
-            # One end of day a date, and never one for a date before a day already ended.
-            self._reject("eod", Reason.DAY_ENDED, out, ts=ts)
-            return True
-        if date is not None:
+        if schedule is not None and date is not None:
+            # With a schedule, one end of day a business day, and never one for a day
+            # before one already ended. (Open at all hours, each eod ends a trading day.)
+            if self._ended is not None and date <= self._ended:
+                self._reject("eod", Reason.DAY_ENDED, out, ts=ts)
+                return True
             self._ended = date
-            if schedule is not None:
-                self._listing = (0, 0)  # the session of that day is over
+            self._listing = (0, 0)  # the session of that day is over
         start = len(out)
         self.accepted += 1
         ctr = self._ctr

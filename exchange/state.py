@@ -325,7 +325,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     trade: int = 0
     clock: int = 0
     day: int = 1
-    ended: int | None = None  # the local date of the last end of day with a time (nil: none)
+    ended: int | None = None  # with a schedule: the local date of the last timed end of day
     accepted: int = 0
     rejected: int = 0
     rejects: dict[str, int] = {}

@@ -349,18 +349,8 @@ def _draw_mass_cancel(draw, ctx: Context) -> MassCancel:
                           (None, None, "buy", "sell"))), ts=_draw_ts(draw, ctx))
 
 
-_DAY_NS = 86_400 * 10**9  # the market has no schedule: days are UTC dates
-
-
 def _draw_eod(draw, ctx: Context) -> EndOfDay:
-    """Mostly at the start of the next UTC date (the clock moves there); sometimes the
-    same date again (refused day_ended), or no time."""
-    how = draw(st.sampled_from(("next", "next", "next", "same", "none")))
-    if how == "none":
-        return EndOfDay()
-    if how == "next":
-        ctx.ts = (ctx.ts // _DAY_NS + 1) * _DAY_NS
-    return EndOfDay(ts=ctx.ts)
+    return EndOfDay(ts=_draw_ts(draw, ctx))
 
 
 @st.composite
@@ -438,7 +428,6 @@ class Model:
         self.orders: dict[str, Tracked] = {}
         self.clock = 0
         self.day = 1
-        self.ended: int | None = None  # the UTC date of the last end of day with a time
         self.seq = 0
         self.trade_id = 0
         self.last_price: dict[str, int] = {}
@@ -546,10 +535,8 @@ class Model:
                 assert event.reason == Reason.UNKNOWN_ORDER, event
             else:  # the owner's own live order: only an amend can be refused
                 assert isinstance(cmd, AmendOrder), f"owner's cancel rejected: {event}"
-        if isinstance(cmd, EndOfDay):  # only a second end of a date already ended
-            assert event.reason == Reason.DAY_ENDED, event
-            assert cmd.ts is not None and self.ended is not None, event
-            assert cmd.ts // _DAY_NS <= self.ended, (event, self.ended)
+        if isinstance(cmd, EndOfDay):
+            raise AssertionError(f"end of day rejected: {event}")
 
     # --- results -----------------------------------------------------------------------
     def _PlaceOrder(self, cmd: PlaceOrder, acc: OrderAccepted, rest: list) -> None:
@@ -639,9 +626,6 @@ class Model:
 
     def _EndOfDay(self, cmd: EndOfDay, result: TradingDayEnded, rest: list) -> None:
         assert (result.day, result.ts) == (self.day, cmd.ts), (result, self.day)
-        if cmd.ts is not None:
-            assert self.ended is None or cmd.ts // _DAY_NS > self.ended, "a date ended twice"
-            self.ended = cmd.ts // _DAY_NS
         self.day += 1
         closes, statistics = {}, {}
         for i, event in enumerate(rest):

@@ -183,3 +183,29 @@ def test_a_timeless_file_replays_as_before():
     summary = json.loads(done.stdout)
     assert "market_closed" not in summary.get("rejects", {})
     assert summary["trades"] > 0
+
+
+def test_with_a_schedule_a_day_ends_once_and_open_at_all_hours_at_each_eod():
+    """One end of day a business day with the schedule (a second, or one for an earlier
+    date, is day_ended, and the ended day takes no order); a market open at all hours
+    (the demo's, a test exchange's) ends a trading day at each eod, whatever its date."""
+    friday_close = 1796369400000000000  # Friday 2026-12-04 15:30 Beijing
+    scheduled = Engine(default_market())
+    assert type(scheduled.execute(EndOfDay(ts=friday_close))[0]) is not CommandRejected
+    before = scheduled.state_hash()
+    for again in (friday_close + 60 * 10**9, friday_close - 86_400 * 10**9):
+        (refused, ) = scheduled.execute(EndOfDay(ts=again))
+        assert (type(refused), refused.reason) == (CommandRejected, Reason.DAY_ENDED)
+    late = PlaceOrder(order_id="late", account="a", instrument="CEA25", side="buy",
+                      price="60.00", qty=1, ts=friday_close - 5400 * 10**9)  # Friday 14:00
+    assert scheduled.execute(late)[0].reason == Reason.MARKET_CLOSED
+    assert scheduled.day == 2
+    restored = Engine.from_state(scheduled.to_state())  # the ended date is in the state
+    assert restored.execute(EndOfDay(ts=friday_close))[0].reason == Reason.DAY_ENDED
+    assert before != scheduled.state_hash()  # the rejections count
+    always = Engine(default_market().open_all_hours())
+    for minute in range(3):
+        (ended, *_) = always.execute(EndOfDay(ts=friday_close + minute * 60 * 10**9))
+        assert type(ended) is not CommandRejected
+    assert always.day == 4
+    assert type(always.execute(late)[0]).__name__ == "OrderAccepted"
