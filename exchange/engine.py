@@ -239,6 +239,9 @@ class Engine:
         self._schedule = market.schedule
         self._listing = _ALWAYS if market.schedule is None else (0, 0)
         self.clock = 0
+        # Events the last move of the clock gave before its command's own (gtd expiries
+        # and their settlement): a command that moved the clock answers with out[this].
+        self.clock_events = 0
         self.day = 1
         # With a schedule, the local date (days from 1970-01-01) of the last end of day
         # that had a time: no second end of day that date or before, no trading on it.
@@ -987,6 +990,7 @@ class Engine:
                 self._take_out(order, None, out)
         if len(out) > start:
             self._ledger.settle(out, start)  # expired gtd orders give back their holds
+        self.clock_events = len(out) - start
 
     def _end_of_day(self, cmd: EndOfDay, out: list[Event]) -> bool:
         """End the day: expire day orders, set reference prices from the day's close;

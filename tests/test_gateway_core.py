@@ -43,6 +43,31 @@ def core():
     return GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
 
 
+@pytest.mark.parametrize("next_account", ["bob", "alice"])
+def test_a_gtd_that_expires_as_a_command_moves_the_clock_leaves_that_commands_answer_alone(
+        core, next_account):
+    """The engine gives the expiries of the gtd orders a command's time passed before that
+    command's result: the expired report took the command's id, and the command's own
+    answer (its order accepted and resting) went without one; the bot client, waiting
+    for that id, was told 'rejected, unknown'."""
+    import time
+
+    send(core, "alice", {**order("g1", "buy", "59.00", 7), "tif": "gtd",
+                         "expire_ts": time.time_ns() + 2_000_000, "command_id": "cg"})
+    first = reports(core.flush(now=0.0), "alice")
+    assert [(r["report"], r.get("command_id")) for r in first] == [("accepted", "cg")]
+    time.sleep(0.01)
+    send(core, next_account, {**order("n1", "sell", "61.00", 5), "command_id": "cn"})
+    out = core.flush(now=0.0)
+    alice = reports(out, "alice")
+    theirs = alice if next_account == "alice" else reports(out, next_account)
+    expired = [r for r in alice if r["report"] == "expired"]
+    assert [(r["order_id"], r.get("command_id")) for r in expired] == [("g1", None)]
+    answers = [r for r in theirs if r.get("command_id") == "cn"]
+    assert [(r["report"], r["order_id"]) for r in answers] == [("accepted", "n1")]
+    assert [r["report"] for r in theirs if r["report"] == "rejected"] == []
+
+
 def test_orders_in_fills_out_in_order_for_both_sides(core):
     send(core, "alice", order("a1", "sell", "60.00", 100))
     send(core, "bob", [order("b1", "buy", "60.10", 40), order("b2", "buy", "60.00", 70)])

@@ -340,17 +340,25 @@ class GatewayCore:
         make = reports.reports
         queue = by_account.get
         watched: list[Event] | None = [] if self.watchers else None
+        engine = self.engine
         for item in pending:
             if type(item) is tuple:
                 account, report = item
                 by_account.setdefault(account, []).append(report)
                 continue
+            clock = engine.clock
             command, out = next(step)
+            # The command's result comes after the gtd orders its time expired, if it
+            # moved the clock: those are reports of their own, before its answer.
+            skip = engine.clock_events if engine.clock != clock else 0
+            mark = 0  # the first report of the command's own events
             if watched is not None:
                 watched += out
             made.clear()
             news: list = []  # the operator's news of this command, after its answer
             for event in out:
+                if skip and event is out[skip]:
+                    mark = len(made)
                 make(event, made)
                 instrument = getattr(event, "instrument", None)
                 if instrument in known:
@@ -371,17 +379,17 @@ class GatewayCore:
                         news.append((OPS_REPORTS, made[-1][1]))
                 elif type(event) is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
-            result = out[0]
+            result = out[skip]
             command_id = command.command_id
             if operator and id(command) in operator:
                 operator.discard(id(command))
                 made.append((OPS_REPORTS, self._ops_answer(command, result)))
             elif command_id is not None:
-                # Profiled (benchmarks/gateway.py): the common answer is the first report, to the
-                # sender, an accepted one.
-                first = made[0][1] if made else None
+                # Profiled (benchmarks/gateway.py): the common answer is the first report of
+                # the command's own, to the sender, an accepted one.
+                first = made[mark][1] if len(made) > mark else None
                 if (type(first) is AcceptedReport and type(result) is not CommandRejected
-                        and made[0][0] == command.account and first.seq == result.seq):
+                        and made[mark][0] == command.account and first.seq == result.seq):
                     first.command_id = command_id
                 else:
                     self._answer(command, result, made)
