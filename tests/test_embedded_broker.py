@@ -398,16 +398,21 @@ def test_refused_logins_leave_no_sessions_behind() -> None:
     run(scenario())
 
 
-def test_an_accounts_second_connection_takes_over_from_its_first() -> None:
+@pytest.mark.parametrize("clean", [True, False], ids=["clean", "persistent"])
+def test_an_accounts_second_connection_takes_over_from_its_first(clean: bool) -> None:
+    """As in mosquitto, the first connection is closed, whether its session is clean or
+    persistent (the bot client's): a persistent one stayed connected, its commands acted
+    and their answers went to the other connection."""
 
     async def scenario() -> None:
         async with (EmbeddedBroker(USERS) as broker, client(broker, GATEWAY_USER) as
-                    gw, client(broker, "A") as first):
+                    gw, client(broker, "A", clean_session=clean) as first):
             assert await suback(first, "cx/v1/exec/A") == 1
-            async with client(broker, "A") as second:
+            async with client(broker, "A", clean_session=clean) as second:
                 with pytest.raises(aiomqtt.MqttError):  # disconnected, as by mosquitto
                     await next_message(first, 2.0)
-                assert await suback(second, "cx/v1/exec/A") == 1
+                if clean:
+                    assert await suback(second, "cx/v1/exec/A") == 1
                 await gw.publish("cx/v1/exec/A", b"A's fill", qos=1)
                 assert await next_message(second) == ("cx/v1/exec/A", b"A's fill")
 

@@ -481,10 +481,12 @@ class _Broker(Broker):
         session.client_id = session.username
         self._overflowing.discard(session.client_id)  # back: its queue drains
         old_session, old_handler = self._sessions.get(session.client_id, (None, None))
-        if (session.clean_session and old_session is not None and old_handler is not None
+        if (old_session is not None and old_handler is not None
                 and old_session.transitions.is_connected()):
-            # amqtt would drop the old connection's session but leave it connected; the
-            # account's new connection takes over, as in mosquitto: close the old one.
+            # amqtt would drop (clean) or resume (persistent) the old connection's session
+            # but leave it connected, its commands acting and their answers going to the
+            # new one; the account's new connection takes over, as in mosquitto: close
+            # the old one first.
             await old_handler.handle_connection_closed()
             await old_handler.stop()
 
