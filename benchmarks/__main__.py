@@ -785,8 +785,9 @@ def main(argv: list[str] | None = None) -> int:
     settings["scaling_messages"] = min(settings["scaling_messages"], settings["messages"])
     out = Path(args.out)
     previous = _previous(out, {"mode": "quick" if args.quick else "full"})
-    result = run_suite(settings, seed=args.seed, profile=args.profile, data_dir=args.data,
-                       quick=args.quick)
+    # The stages' processes run in the repository: a relative --data is taken from here.
+    result = run_suite(settings, seed=args.seed, profile=args.profile,
+                       data_dir=Path(args.data).resolve(), quick=args.quick)
     compared = report.compare(previous, result) if previous else None
     if compared:
         result["compared"] = {

@@ -41,14 +41,15 @@ def carbon_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """One quick suite run at tiny sizes, in a fresh process, as a user would start it."""
+    """One quick suite run at tiny sizes, in a fresh process, as a user would start it:
+    from a directory of its own, with relative --out and --data (the stages' processes
+    run in the repository, and once took --data from there)."""
     base = tmp_path_factory.mktemp("suite")
     done = subprocess.run([
         sys.executable, "-m", "benchmarks", "--quick", "--messages", "4000", "--memory-orders",
-        "3000", "--naive-prefix", "800", "--profile", "never", "--out",
-        str(base / "results"), "--data",
-        str(base / "data")
-    ], cwd=ROOT, capture_output=True, text=True, timeout=180)
+        "3000", "--naive-prefix", "800", "--profile", "never", "--out", "results", "--data",
+        "data"
+    ], cwd=base, capture_output=True, text=True, timeout=180)
     return done, base / "results"
 
 
