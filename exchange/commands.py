@@ -30,8 +30,8 @@ __all__ = [
     "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions", "ComplianceDeadline",
     "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "HaltInstrument",
     "ResumeInstrument", "PostBlock", "AcceptBlock", "OpenAuction", "BidAuction", "CloseAuction",
-    "AnyCommand", "BLOCK_COMMANDS", "AUCTION_COMMANDS", "PRICINGS", "ADMIN_COMMANDS",
-    "OPERATOR_COMMANDS",
+    "AdvanceClock", "AnyCommand", "BLOCK_COMMANDS", "AUCTION_COMMANDS", "PRICINGS",
+    "ADMIN_COMMANDS", "OPERATOR_COMMANDS",
     "ACCOUNT_KINDS", "SIDES", "ORDER_TYPES", "TIFS", "STP_MODES"
 ]
 
@@ -156,6 +156,12 @@ class MassCancel(Command, frozen=True, tag="mass_cancel"):
 
 class EndOfDay(Command, frozen=True, tag="eod"):
     """End the trading day: expire day orders, set reference prices from the close."""
+
+
+class AdvanceClock(Command, frozen=True, tag="clock"):
+    """Move the engine's clock to ``ts`` and nothing else: the live gateway's, when a gtd
+    order's time has come and no other command would move the clock (the order leaves the
+    book then, not at the next command). Journaled like any command; no order-file row."""
 
 
 class HaltInstrument(Command, frozen=True, tag="halt"):
@@ -397,7 +403,8 @@ AnyCommand = (PlaceOrder
               | AcceptBlock
               | OpenAuction
               | BidAuction
-              | CloseAuction)
+              | CloseAuction
+              | AdvanceClock)
 BLOCK_COMMANDS = (PostBlock, AcceptBlock)
 AUCTION_COMMANDS = (OpenAuction, BidAuction, CloseAuction)
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,

@@ -51,10 +51,12 @@ from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, LIMIT, MARK
 from exchange.calendar import day_of_ns
 from exchange.auctions import Auction, Auctions
 from exchange.blocks import Blocks
-from exchange.commands import (ADMIN_COMMANDS, PRICINGS, AcceptBlock, AmendOrder, AnyCommand,
-                               BidAuction, CancelOrder, CloseAuction, EndOfDay, HaltInstrument,
-                               MassCancel, OpenAuction, PlaceOrder, PostBlock, ResumeInstrument)
-from exchange.events import (CommandRejected, DailyStatistics, Event, MassCancelAccepted,
+from exchange.commands import (ADMIN_COMMANDS, PRICINGS, AcceptBlock, AdvanceClock, AmendOrder,
+                               AnyCommand, BidAuction, CancelOrder, CloseAuction, EndOfDay,
+                               HaltInstrument, MassCancel, OpenAuction, PlaceOrder, PostBlock,
+                               ResumeInstrument)
+from exchange.events import (ClockAdvanced, CommandRejected, DailyStatistics, Event,
+                             MassCancelAccepted,
                              OrderAccepted, OrderAmended, OrderCancelled, OrderExpired,
                              OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded,
                              TradingStatusChanged)
@@ -273,6 +275,7 @@ class Engine:
             AmendOrder: self._amend,
             MassCancel: self._mass_cancel,
             EndOfDay: self._end_of_day,
+            AdvanceClock: self._clock_moved,
             HaltInstrument: self._halt,
             ResumeInstrument: self._halt
         }
@@ -977,6 +980,21 @@ class Engine:
             self._auctions.cancel(order.order_id, cmd.account, out, Reason.MASS_CANCEL)
 
     # --- time ----------------------------------------------------------------------------
+    def next_expiry(self) -> int | None:
+        """The time of the earliest gtd expiry still queued (its order may have gone
+        since: moving the clock past it then expires nothing), or None."""
+        return self._gtd[0][0] if self._gtd else None
+
+    def _clock_moved(self, cmd: AdvanceClock, out: list[Event]) -> None:
+        """``AdvanceClock``: ``submit`` has moved the clock (and expired what it passed)."""
+        if cmd.ts is None:
+            return self._reject("clock", Reason.MISSING_FIELD, out)
+        ctr = self._ctr
+        ctr.seq += 1
+        self.accepted += 1
+        out.append(ClockAdvanced(seq=ctr.seq, ts=self.clock))
+        return None
+
     def _advance_clock(self, ts: int, out: list[Event]) -> None:
         if self._quoting is not None:
             self._quoting.advance(ts)  # the book as it stood until now

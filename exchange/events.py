@@ -25,7 +25,7 @@ __all__ = [
     "SettlementPriceSet", "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
     "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "OptionExercised",
     "BlockPosted", "BlockAccepted", "QuotingAssessed", "AuctionOpened", "AuctionBidAccepted",
-    "AuctionCleared",
+    "AuctionCleared", "ClockAdvanced",
     "AnyEvent"
 ]
 
@@ -143,6 +143,13 @@ class TradingDayEnded(Event, frozen=True, tag="trading_day_ended"):
 
     day: int
     ts: int | None = None
+
+
+class ClockAdvanced(Event, frozen=True, tag="clock_advanced"):
+    """The result of ``AdvanceClock``: the engine's clock is at ``ts`` (the gtd orders
+    whose time it passed expired just before)."""
+
+    ts: int
 
 
 class ReferencePriceSet(Event, frozen=True, tag="reference_price_set"):
@@ -613,4 +620,5 @@ AnyEvent = (OrderAccepted
             | AuctionOpened
             | AuctionBidAccepted
             | AuctionCleared
-            | QuotingAssessed)
+            | QuotingAssessed
+            | ClockAdvanced)

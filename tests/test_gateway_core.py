@@ -68,6 +68,33 @@ def test_a_gtd_that_expires_as_a_command_moves_the_clock_leaves_that_commands_an
     assert [r["report"] for r in theirs if r["report"] == "rejected"] == []
 
 
+def test_a_gtd_leaves_the_book_at_its_time_without_another_command(tmp_path):
+    """It left only when some command next moved the clock: meanwhile the book and its
+    owner showed it. The gateway now moves the clock itself once one is due, journaled."""
+    import time
+
+    market = open_market()
+    writer = create_journal(tmp_path / "j", market.text, ledger=False)
+    core = GatewayCore(Engine(market), journal=writer,
+                       settings=GatewaySettings(book_interval=0))
+    send(core, "alice", {**order("g1", "buy", "59.00", 7), "tif": "gtd",
+                         "expire_ts": time.time_ns() + 30_000_000})
+    core.flush(now=0.0)
+    assert not core.expire_due() and not core.pending  # not yet due
+    time.sleep(0.05)
+    assert core.expire_due() and core.pending == 1
+    assert not core.expire_due()  # once
+    out = core.flush(now=1.0)
+    assert [(r["report"], r["order_id"]) for r in reports(out, "alice")] == [("expired", "g1")]
+    assert [t for t, _, _ in out if "/exec/" in t or t.startswith("cx/v1/ops")] == [
+        "cx/v1/exec/alice"]  # answered to no one
+    assert core.engine.order("alice/g1") is None and core.engine.next_expiry() is None
+    assert core.stats.commands == 1  # the order's; the clock's move is not a command of anyone
+    recovered = recover(tmp_path / "j")  # journaled: recovery expires it the same
+    assert recovered.engine.state_hash() == core.engine.state_hash()
+    writer.close()
+
+
 def test_orders_in_fills_out_in_order_for_both_sides(core):
     send(core, "alice", order("a1", "sell", "60.00", 100))
     send(core, "bob", [order("b1", "buy", "60.10", 40), order("b2", "buy", "60.00", 70)])

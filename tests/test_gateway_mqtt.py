@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,6 +130,31 @@ def test_orders_in_fills_and_depth_out_in_order(broker):
     assert seqs == sorted(seqs)  # one account's reports arrive in engine order
     assert books[-1]["asks"] == [["63.00", 5, 1], ["64.00", 10, 1]]
     assert books[-1]["bids"] == []
+
+
+def test_a_gtd_order_expires_at_its_time_in_a_quiet_market(broker):
+    """Nobody sends anything after the order: it is reported expired at its time (the
+    gateway moves the engine's clock itself), and leaves the published book."""
+
+    async def scenario():
+        async with exchange(broker) as (core, host, port, creds):
+            async with ExchangeClient("alice", creds["alice"], host, port,
+                                      market_data=["CEA25"]) as alice:
+                expire_ts = time.time_ns() + 300_000_000
+                answer = await alice.request({"action": "new", "order_id": "g1",
+                                              "instrument": "CEA25", "side": "buy",
+                                              "price": "59.00", "qty": 7, "tif": "gtd",
+                                              "expire_ts": expire_ts})
+                assert answer["report"] == "accepted"
+                found = await collect(alice, 2, timeout=3.0)  # its acceptance, then
+                heard = time.time_ns()
+                expired = found[-1]
+        return expired, (heard - expire_ts) / 1e9, core
+
+    expired, late_s, core = run(scenario())
+    assert (expired["report"], expired["order_id"]) == ("expired", "g1"), expired
+    assert late_s < 1.0, late_s  # the timer looks every 0.25 s
+    assert core.engine.order("alice/g1") is None
 
 
 def test_an_account_cannot_trade_as_another_or_read_its_reports(broker):

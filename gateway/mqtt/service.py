@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from exchange import Engine
-from exchange.commands import EndOfDay
+from exchange.commands import AdvanceClock, EndOfDay
 from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
                              BlockAccepted, BlockPosted, CommandRejected, DailyStatistics, Event,
                              OrderCancelled, OrderExpired, QuotingAssessed, TradeExecuted,
@@ -80,6 +80,7 @@ _ENDS = (OrderCancelled, OrderExpired)
 # of at most ~100 KB, well under a broker's packet limit (1 MiB in broker-config's).
 REPORTS_PER_MESSAGE = 256
 
+EXPIRY_CHECK_S = 0.25  # how often the gateway looks whether a gtd order's time has come
 RETRY_DELAY_MAX = 4.0  # seconds between two attempts to reach a broker that went away, at most
 READ_SLICE = 0.005  # seconds the reader may have before a flush while messages keep coming
 # Loop turns with nothing read that make the stream dry: a message takes two turns from
@@ -289,6 +290,25 @@ class GatewayCore:
         self._waiting += 1
         if self.wake is not None:
             self.wake()  # a quiet market still ends its day
+
+    def expire_due(self) -> bool:
+        """Queue a move of the engine's clock to now if a gtd order's time has come (none
+        of the accounts' commands may come to move it): the order leaves the book, and its
+        owner hears, at its time. Journaled like any command, answered to no one. Return
+        whether one was queued."""
+        due = self.engine.next_expiry()
+        now = max(time.time_ns(), self._clock_ns)
+        if due is None or due > now or self._waiting:  # (a waiting command moves it)
+            return False
+        self._clock_ns = now
+        queue = self._intake.get(_OPERATOR)
+        if queue is None:
+            queue = self._intake[_OPERATOR] = deque()
+        queue.append(AdvanceClock(ts=now))
+        self._waiting += 1
+        if self.wake is not None:
+            self.wake()
+        return True
 
     @property
     def pending(self) -> int:
@@ -775,13 +795,24 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             core.end_of_day()
             publisher.send_all(core.flush())
 
+    async def expiry_timer() -> None:
+        # A gtd order leaves the book at its time, not at the next command: when the
+        # earliest is due, the clock is moved on (EXPIRY_CHECK_S late at most).
+        while True:
+            due = core.engine.next_expiry()
+            wait = EXPIRY_CHECK_S if due is None else min(
+                max((due - time.time_ns()) / 1e9, 0.0), EXPIRY_CHECK_S)
+            await asyncio.sleep(wait)
+            core.expire_due()
+
     collector = Collector()  # full collection passes when quiet (benchmarks/fairness.py)
     collector.start()
     tasks = [
         asyncio.ensure_future(receive()),
         asyncio.ensure_future(depth_timer()),
         asyncio.ensure_future(stop.wait()),
-        asyncio.ensure_future(run())
+        asyncio.ensure_future(run()),
+        asyncio.ensure_future(expiry_timer())
     ]
     if core.settings.eod_at:
         tasks.append(asyncio.ensure_future(eod_timer()))
