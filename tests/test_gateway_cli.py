@@ -82,6 +82,12 @@ def test_serve_embedded_broker_trades_and_journals(tmp_path):
     rows = {(h["account"], h["asset"]): h for h in json.loads(holdings.stdout)["holdings"]}
     assert rows[("bob", "CEA25")]["locked"] == 100  # bought today: locked until T+1
     assert json.loads(holdings.stdout)["seq"] == 5  # 3 init rows + 2 orders
+    # A clean stop left a snapshot of where it stopped: a restart (perhaps of a newer
+    # carbonx, whose rules may differ) replays no command.
+    from exchange.journal import recover
+
+    recovered = recover(tmp_path / "j")
+    assert (recovered.seq, recovered.snapshot_seq, recovered.replayed) == (5, 5, 0)
     # Started again on its journal and stopped: the summary counts this run's trades
     process, lines = start_serve("--journal", "j", "--port", str(port), "--always-open",
                                  cwd=tmp_path)

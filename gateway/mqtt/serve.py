@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from exchange import Engine, Market
-from exchange.journal import JournalWriter, create_journal, reopen_journal
+from exchange.journal import JournalError, JournalWriter, create_journal, reopen_journal
 from exchange.orderfile import read_order_file
 from exchange.sequencer import Sequencer
 from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, AccountLimits, generate_password
@@ -558,12 +558,23 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
         finally:
             await embedded.__aexit__(None, None, None)
 
+    clean = False
     try:
         run_async(main())
+        clean = True
     finally:
-        if started.writer is not None:
-            started.writer.commit()
-            started.writer.close()
+        writer = started.writer
+        if writer is not None:
+            writer.commit()
+            if clean and started.engine is not None and writer.seq > writer.last_snapshot:
+                # A clean stop (every journaled command has run) leaves a snapshot of the
+                # state it stopped at: the next start, perhaps of a newer carbonx, replays
+                # no command under other rules.
+                try:
+                    writer.snapshot(started.engine)
+                except (JournalError, OSError) as exc:
+                    log.warning("no snapshot at the stop (%s): the journal is whole", exc)
+            writer.close()
     core, engine = started.core, started.engine
     if core is None or engine is None:
         return 0
