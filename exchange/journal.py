@@ -1316,10 +1316,16 @@ def _plan(journal: _Journal,
             plan.frames, top, _ = _salvage(data, 0, min(segment.first, damage.seq + 1),
                                            segment.legacy)
             fresh = path / _segment_name(damage.seq + 1)
+            made = "made anew: a segment header, no frame"
+            if fresh == segment.path and fresh.exists():  # the same file: one line for it
+                size = fresh.stat().st_size
+                actions.append(("remove", fresh, 0))
+                plan.bytes += size
+                made = f"made anew (was {size:,} bytes): a segment header, no frame"
             remove(segment.path)
             remove(fresh)
             actions.append(("create", fresh, damage.seq + 1))
-            plan.files.append((fresh.name, "made anew: a segment header, no frame"))
+            plan.files.append((fresh.name, made))
             entries.append({"name": fresh.name, "first": damage.seq + 1})
         if segment.sealed is not None:  # its last command, as manifest.json records it
             top = max(top, segment.sealed[2])

@@ -600,6 +600,11 @@ def test_journal_cut_mends_a_lost_segment_with_a_fresh_one(journal, hashes, dama
     plan = cut_journal(journal, apply=True)
     assert plan.kind == "segment" and plan.keep == 4000
     assert plan.commands == TOTAL - 4000  # the sealed entry and the later segment say so
+    # each file named once: the lost segment's is made anew (an emptied one listed once)
+    names = [name for name, _ in plan.files]
+    assert len(names) == len(set(names)) and SEGMENTS[2] in names, plan.files
+    made = dict(plan.files)[SEGMENTS[2]]
+    assert made.startswith("made anew") and ("was 0 bytes" in made) == (damage == "emptied")
     recovered = recover(journal)
     assert recovered.seq == 4000 and recovered.engine.state_hash() == hashes[4000]
     assert path.stat().st_size == SEGMENT_HEADER
