@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 import msgspec
 
-from exchange.commands import (ACCOUNT_KINDS, PRICINGS, STP_MODES, AcceptBlock, AllocateAllowances,
+from exchange.commands import (ACCOUNT_KINDS, PRICINGS, STP_MODES, AcceptBlock, AdvanceClock,
+                               AllocateAllowances,
                                AmendOrder, BidAuction, CloseAuction, OpenAuction, PostBlock,
                                CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
                                ConvertAllowances, Deposit, EndOfDay, HaltInstrument,
@@ -77,7 +78,8 @@ _INT64 = 1 << 63
 ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender", "eod",
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
            "close_account", "emissions", "deadline", "claw_back", "allocate", "convert", "halt",
-           "resume", "block", "block_accept", "auction_open", "auction_bid", "auction_close")
+           "resume", "block", "block_accept", "auction_open", "auction_bid", "auction_close",
+           "clock")
 _ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
@@ -300,6 +302,11 @@ class _Reader:
                               ts=self._int(ts, "ts"))
         if action == "eod":
             return EndOfDay(ts=self._int(ts, "ts"))
+        if action == "clock":
+            when = self._int(ts, "ts")
+            if when is None:
+                raise _RowError("ts is required for clock")
+            return AdvanceClock(ts=when)
         if action == "halt" or action == "resume":
             if not instrument:
                 raise _RowError(f"instrument is required for {action}")

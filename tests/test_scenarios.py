@@ -47,6 +47,7 @@ Event lines (``-`` for an absent id or price; prices as decimal strings on the t
     expired ID QTY
     triggered ID stop=PRICE last=PRICE
     day_ended DAY
+    clock TS
     reference SYMBOL PRICE volume=QTY
     mass_cancel ACCOUNT SYMBOL|* SIDE|* count=N
     ledger_ignored ACTION ACCOUNT
@@ -90,12 +91,14 @@ from exchange import (AmendOrder, AnyEvent, CancelOrder, CommandRejected, Deposi
 from exchange.book.fast import STOP_LIMIT
 from exchange.calendar import format_date
 from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, AcceptBlock,
+                               AdvanceClock,
                                BidAuction, CloseAuction, OpenAuction, PostBlock, AllocateAllowances,
                                ClawBackAllowances, CloseAccount, ComplianceDeadline,
                                ConvertAllowances, HaltInstrument, OpenAccount, RecordEmissions,
                                ResumeAccount, ResumeInstrument, SuspendAccount,
                                TransferAllowances)
 from exchange.events import (AuctionBidAccepted, AuctionCleared, AuctionOpened, BlockAccepted,
+                             ClockAdvanced,
                              BlockPosted, QuotingAssessed, AccountOpened, AccountStatusChanged,
                              AllowancesAllocated,
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
@@ -225,6 +228,7 @@ LINE_FORMATS = {
     OrderExpired: "expired {order_id} {expired_qty}",
     OrderTriggered: "triggered {order_id} stop={stop_price:price} last={last_price:price}",
     TradingDayEnded: "day_ended {day}",
+    ClockAdvanced: "clock {ts}",
     ReferencePriceSet: "reference {instrument} {price:price} volume={close_volume}",
     DailyStatistics: ("daily {instrument} day={day}[ date={date:date}] open={open:price} "
                       "high={high:price} low={low:price} close={close:price} volume={volume} "
@@ -355,6 +359,7 @@ RESULT_OF = {
     AmendOrder: OrderAmended,
     MassCancel: MassCancelAccepted,
     EndOfDay: TradingDayEnded,
+    AdvanceClock: ClockAdvanced,
     HaltInstrument: TradingStatusChanged,
     ResumeInstrument: TradingStatusChanged,
     PostBlock: BlockPosted,
