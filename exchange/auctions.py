@@ -91,6 +91,12 @@ class Auctions:
         self.bid_of: dict[str, str] = {}  # an open bid's order id -> its auction
 
     # --- auction_open --------------------------------------------------------------------
+    def promised(self, symbol: str) -> int:
+        """The units of *symbol* the open primary auctions offer: what they will issue
+        at most when they clear."""
+        return sum(a.initiator.qty for a in self.auctions.values()
+                   if a.primary and a.open and a.initiator.instrument == symbol)
+
     def open(self, cmd: OpenAuction, out: list[Event]) -> None:
         engine = self._engine
         rules = engine.market.auctions

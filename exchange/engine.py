@@ -283,6 +283,8 @@ class Engine:
         # trades, and those totals, count in ``trades`` and ``volume``.
         self._blocks = Blocks(self)
         self._auctions = Auctions(self)
+        if isinstance(self._ledger, Ledger):
+            self._ledger.promised = self._auctions.promised
         self.away_trades = 0
         self.away_volume = 0
         # The market-maker programme (exchange.makers): market makers' quoting measured on

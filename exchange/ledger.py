@@ -150,6 +150,9 @@ class Ledger:
         self._cash_scale = {c: Scale(_minor_step(c)) for c in self.currencies}
         self.accounts: dict[str, Account] = {}
         self.supply: dict[str, int] = {}  # asset -> units in existence
+        # Units that open primary auctions will issue when they clear (the engine sets it:
+        # the auctions are its), counted against the supply's limit from their opening.
+        self.promised: Callable[[str], int] = lambda asset: 0
         self._holds: dict[_HoldKey, _Hold] = {}
         self._locked: dict[tuple[str, str], Holding] = {}  # holdings with locked units
         for name in SYSTEM_ACCOUNTS:
@@ -710,15 +713,19 @@ class Ledger:
         return True
 
     def _mintable(self, asset: str, qty: int) -> None:
-        """``Rejected`` if *qty* more units of *asset* would take its supply to 2^62 or
-        more: no balance can then pass what the ledger records (and a snapshot encodes)."""
-        if self.supply.get(asset, 0) + qty >= 1 << 62:
+        """``Rejected`` if *qty* more units of *asset* would take its supply (with what
+        open primary auctions will issue) to 2^62 or more: no balance can then pass what
+        the ledger records (and a snapshot encodes)."""
+        if self.mintable(asset, qty) is not None:
             raise Rejected(Reason.SUPPLY_LIMIT)
 
     def mintable(self, asset: str, qty: int) -> Reason | None:
         """``supply_limit`` if issuing *qty* more of *asset* would pass the supply's
-        limit (a primary auction's quantity, checked as it opens), else None."""
-        return Reason.SUPPLY_LIMIT if self.supply.get(asset, 0) + qty >= 1 << 62 else None
+        limit, counting what open primary auctions will issue (a primary auction's
+        quantity is checked as it opens), else None."""
+        if self.supply.get(asset, 0) + self.promised(asset) + qty >= 1 << 62:
+            return Reason.SUPPLY_LIMIT
+        return None
 
     def _deposit(self, cmd: Deposit, out: list[Event]) -> None:
         self._usable(cmd.account, create=True)

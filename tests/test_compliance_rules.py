@@ -516,3 +516,32 @@ def test_a_supply_may_reach_the_most_the_ledger_records_and_be_written():
         assert type(engine.execute(command)[0]) is not CommandRejected, command
     assert engine.ledger.supply["CEA25"] == engine.ledger.supply["CNY"] == _MOST
     assert decode_state(encode_state(engine)).state_hash() == engine.state_hash()
+
+
+def test_open_primary_auctions_count_against_the_supply_limit_until_they_clear():
+    """Checked only as each opened, two primary auctions and an issue between opening and
+    clearing took the supply past the limit when they cleared."""
+    from exchange.commands import BidAuction, CloseAuction
+
+    engine = _ledgered(open_market())
+    for command in (IssueAllowances(account="x", instrument="CEA25", qty=_MOST - 200_000),
+                    Deposit(account="b", currency="CNY", amount="1000000.00")):
+        assert type(engine.execute(command)[0]) is not CommandRejected
+
+    def primary(name: str) -> list:
+        return engine.execute(OpenAuction(auction=name, account="@registry",
+                                          instrument="CEA25", side="sell", qty=100_000,
+                                          price="1.00"))
+
+    assert type(primary("P1")[0]) is not CommandRejected
+    assert type(primary("P2")[0]) is not CommandRejected  # the supply would be exactly full
+    assert primary("P3")[0].reason == "supply_limit"
+    refused = engine.execute(IssueAllowances(account="y", instrument="CEA25", qty=1))
+    assert refused[0].reason == "supply_limit"
+    for name, bidder in (("P1", "b1"), ("P2", "b2")):
+        engine.execute(BidAuction(auction=name, order_id=bidder, account="b", price="1.00",
+                                  qty=100_000))
+        engine.execute(CloseAuction(auction=name))
+    assert engine.ledger.supply["CEA25"] == _MOST
+    assert decode_state(encode_state(engine)).state_hash() == engine.state_hash()
+    engine.check()
