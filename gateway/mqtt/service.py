@@ -81,6 +81,7 @@ _ENDS = (OrderCancelled, OrderExpired)
 REPORTS_PER_MESSAGE = 256
 
 EXPIRY_CHECK_S = 0.25  # how often the gateway looks whether a gtd order's time has come
+EXPIRY_RETRY_S = 0.01  # ... and, when one is due, how soon again at the soonest
 RETRY_DELAY_MAX = 4.0  # seconds between two attempts to reach a broker that went away, at most
 READ_SLICE = 0.005  # seconds the reader may have before a flush while messages keep coming
 # Loop turns with nothing read that make the stream dry: a message takes two turns from
@@ -802,7 +803,9 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             due = core.engine.next_expiry()
             wait = EXPIRY_CHECK_S if due is None else min(
                 max((due - time.time_ns()) / 1e9, 0.0), EXPIRY_CHECK_S)
-            await asyncio.sleep(wait)
+            # Due with commands waiting (they move the clock): look again a little later,
+            # never in a loop of zero waits that would keep the reader from the loop.
+            await asyncio.sleep(max(wait, EXPIRY_RETRY_S))
             core.expire_due()
 
     collector = Collector()  # full collection passes when quiet (benchmarks/fairness.py)
