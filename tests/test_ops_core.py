@@ -10,6 +10,7 @@ import pytest
 
 from exchange import Engine, default_market
 from exchange.calendar import days_from_civil
+from exchange.commands import OpenAccount
 from gateway.mqtt.service import GatewayCore, GatewaySettings, next_end_of_day
 from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, orders_topic
 
@@ -85,6 +86,24 @@ def test_a_bad_or_forbidden_operator_row_is_refused_there_and_changes_nothing(pa
     assert answers[0]["reason"] == reason
     assert core.engine.state_hash() == before
     assert [m for m in outgoing if m[0] != OPS_REPORTS] == []
+
+
+def test_rows_about_an_account_that_exists_name_it_as_it_is():
+    """An account opened under an older rule, or by an order file (here 'desk 1'), can
+    still be suspended, credited and closed: only rows that would open an account under a
+    name that cannot log in are refused."""
+    core = _core()
+    core.engine.execute(OpenAccount(account="desk 1", kind="financial"))
+    for row in ({"action": "suspend_account", "account": "desk 1"},
+                {"action": "resume_account", "account": "desk 1"},
+                {"action": "deposit", "account": "desk 1", "instrument": "CNY", "qty": "1.00"},
+                {"action": "withdraw", "account": "desk 1", "instrument": "CNY", "qty": "1.00"},
+                {"action": "close_account", "account": "desk 1"}):
+        answers, _ = _ops(core, row)
+        assert answers[0]["report"] == "accepted", (row, answers)
+    answers, _ = _ops(core, {"action": "transfer", "account": "alice", "to_account": "b c",
+                             "instrument": "CEA25", "qty": 1})
+    assert (answers[0]["report"], answers[0]["reason"]) == ("rejected", "bad_command")
 
 
 def test_a_resent_operator_row_is_answered_again_and_applied_once():

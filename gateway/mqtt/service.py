@@ -146,6 +146,9 @@ class GatewayCore:
         self._sequencer = Sequencer(engine, journal, snapshot_every=self.settings.snapshot_every)
         self.stats = _Stats()
         self._decoder = WireDecoder()
+        ledger = engine.ledger
+        if ledger is not None:
+            self._decoder.exists = ledger.accounts.__contains__
         self._reports = ReportMaker(engine.market)
         # Intake: per account, its commands and (account, RejectedReport) in the
         # order they came; flush takes from each account in turn, so one account's flood

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import operator
 import typing
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -71,6 +72,9 @@ WIRE_ACTIONS = frozenset({
     "new", "cancel", "amend", "mass_cancel", "surrender", "block", "block_accept", "auction_open",
     "auction_bid"
 })
+# The operator's rows that open the account they name if it does not exist, and where.
+_OPENING = {"open_account": ("account", ), "deposit": ("account", ), "issue": ("account", ),
+            "transfer": ("to_account", )}
 # What the operator may not send: orders, blocks and bids are the accounts' own.
 ORDER_ACTIONS = frozenset(
     {"new", "cancel", "amend", "mass_cancel", "block", "block_accept", "auction_bid"})
@@ -127,6 +131,9 @@ class WireDecoder:
 
     def __init__(self) -> None:
         self.ts: int | None = None  # the gateway's clock, set before each decode
+        # Whether an account exists (the gateway sets it from its engine): an operator's
+        # row that would open one is held to the name rule, one about it as it is not.
+        self.exists: Callable[[str], bool] = lambda name: False
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(_BoundedRow | list[_BoundedRow])
         self._msgpack = msgspec.msgpack.Decoder(_BoundedRow | list[_BoundedRow])
@@ -268,10 +275,13 @@ class WireDecoder:
             return _rejection(
                 NOT_PERMITTED, f"action {row.action!r}: the operator places no orders for accounts "
                 "(accounts send their own on their orders topic)", msgspec.to_builtins(row))
-        for name in (row.account, row.to_account):
+        opens = _OPENING.get(row.action, ())
+        for name in (getattr(row, field) for field in opens):
             # An account the row may open must be one that can log in (system accounts,
-            # "@...", are the engine's to refuse).
-            if type(name) is str and name and not name.startswith("@"):
+            # "@...", are the engine's to refuse); rows about accounts that exist (some
+            # opened before the rule, or by an order file) name them as they are.
+            if (type(name) is str and name and not name.startswith("@")
+                    and (row.action == "open_account" or not self.exists(name))):
                 problem = account_name_problem(name)
                 if problem is not None:
                     return _rejection(BAD_COMMAND, problem, msgspec.to_builtins(row))
