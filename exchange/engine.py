@@ -178,7 +178,7 @@ class Engine:
     Command window: the engine remembers ``(account, command_id)`` pairs, each with the
     events its command gave (its result event and the consequences after it; ``answer``):
     the ``command_window`` (W, default 100,000) most recent of all accounts, and besides
-    them each account's own ``account_window`` (P, default 10,000) most recent, so that
+    them each account's own ``account_window`` (P, default 1,000) most recent, so that
     one account's flood cannot push another's ids out. A resend of a remembered id is
     rejected ``duplicate_command`` and changes nothing; an id is forgotten once W newer
     ids have come *and* P newer ids of its own account, and a resend of it then acts as a
@@ -188,7 +188,8 @@ class Engine:
     string, the tuple of events (48 B + 8 per event) and the events, which would
     otherwise be freed (some 140 B each, their strings shared): about 290 B for an order
     that rests, one event (tests/test_state.py measures it), so 29 MB at the default W,
-    and at most 2.9 MB more for each account that sends ids (P = 10,000);
+    and at most 0.29 MB more for each account that sends ids (P = 1,000: the last full
+    message of 1,000 commands a bot may resend);
     in time, two dict look-ups, an insert and an eviction per command that has an id.
     Commands without a ``command_id`` pay nothing.
     """
@@ -198,7 +199,7 @@ class Engine:
     shortcuts = True
 
     def __init__(self, market: Market, *, book: _BookFactory = FastBook, ledger: bool = False,
-                 command_window: int = 100_000, account_window: int = 10_000) -> None:
+                 command_window: int = 100_000, account_window: int = 1_000) -> None:
         if command_window < 0:
             raise ValueError(f"command_window {command_window}: must be 0 or more")
         if account_window < 0:

@@ -333,7 +333,7 @@ class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     instruments: list[InstrumentState[R]] = []
     gtd: list[GtdEntry] = []
     command_window: int = 100_000
-    account_window: int = 10_000  # states of earlier versions: the default
+    account_window: int = 1_000  # states of earlier versions: the default
     commands: list[CommandAnswer] = []
     ledger: LedgerState | None = None
     # The number of done ids at which the oldest are next forgotten (0: none; states of

@@ -366,7 +366,7 @@ def test_the_smaller_windows_of_a_restored_engine_keep_the_newest_ids() -> None:
     restored.check()
     kept = decode_state(encode_state(engine))  # the windows it was saved with forget nothing
     assert list(kept._answers) == list(engine._answers)
-    assert (kept.command_window, kept.account_window) == (10, 10_000)
+    assert (kept.command_window, kept.account_window) == (10, 1_000)
 
 
 # --- hostile payloads ----------------------------------------------------------------------

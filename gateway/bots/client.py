@@ -15,10 +15,11 @@ gives each answer once: a repeated answer to a command already answered here is 
 over. Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
-account's own last 10,000: a resend after both is a new command to it (a new order is then rejected
-``duplicate_order_id``). One client per account: a second connection of the same account
-takes over its session. ``ExchangeError`` says the exchange could not be reached, or the
-login was refused, or a command was not answered in time (it stays pending).
+account's own last 1,000: a resend after both is a new command to it (a new order is
+then rejected ``duplicate_order_id``). One client per account: a second connection of
+the same account takes over its session. ``ExchangeError`` says the exchange could not
+be reached, or the login was refused, or a command was not answered in time (it stays
+pending).
 """
 
 from __future__ import annotations
