@@ -333,8 +333,9 @@ class Engine:
         # a cancel, the one command whose single event frees a hold, releases it itself.
         if not settled and len(out) - first > 1:
             self._ledger.settle(out, first)
-        if key is not None:
-            self._remember(key, out, first)
+        if key is not None:  # the command window keeps its events (its result on) for answer
+            self._answers[key] = tuple(out[first:])
+            self._window_add(key)
         return None
 
     def _reject_resend(self, command: AnyCommand, key: _CommandKey, out: list[Event]) -> None:
@@ -343,12 +344,6 @@ class Engine:
             type(command).__struct_config__.tag,  # type: ignore[arg-type]  # tags are strs
             Reason.DUPLICATE_COMMAND, out, getattr(command, "order_id", None), key[0] or None,
             getattr(command, "instrument", None), command.ts)
-
-    def _remember(self, key: _CommandKey, out: list[Event], first: int) -> None:
-        """Keep the command's events (its result on) for ``answer``; forget what is now
-        past both windows."""
-        self._answers[key] = tuple(out[first:])
-        self._window_add(key)
 
     def _window_add(self, key: _CommandKey) -> None:
         """Take *key*, the newest remembered id, into the windows, and forget the id it
@@ -369,7 +364,12 @@ class Engine:
             left = order.popleft()
             theirs = self._account_answers[left[0]]
             if not theirs.outside and len(theirs.keys) > limit:
-                self._forget_answer(theirs)  # its oldest is *left*
+                # _forget_answer(theirs), inlined: the common step once the window is full
+                # (benchmarks/gateway.py, batched); its oldest is *left*
+                theirs.keys.popleft()
+                del self._answers[left]
+                if not theirs.keys:
+                    del self._account_answers[left[0]]
             else:
                 theirs.outside += 1
         if own.outside and len(own.keys) > limit:

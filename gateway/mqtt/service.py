@@ -375,14 +375,11 @@ class GatewayCore:
             # The command's result comes after the gtd orders its time expired, if it
             # moved the clock: those are reports of their own, before its answer.
             skip = engine.clock_events if engine.clock != clock else 0
-            mark = 0  # the first report of the command's own events
             if watched is not None:
                 watched += out
             made.clear()
             news: list = []  # the operator's news of this command, after its answer
             for event in out:
-                if skip and event is out[skip]:
-                    mark = len(made)
                 make(event, made)
                 instrument = getattr(event, "instrument", None)
                 if instrument in known:
@@ -404,6 +401,10 @@ class GatewayCore:
                 elif type(event) is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
             result = out[skip]
+            mark = 0  # the first report of the command's own events (after the expiries')
+            if skip:
+                mark = next((i for i, (_, r) in enumerate(made)
+                             if getattr(r, "seq", None) == result.seq), len(made))
             command_id = command.command_id
             if operator and id(command) in operator:
                 operator.discard(id(command))
