@@ -241,6 +241,9 @@ def _segment_name(first_seq: int) -> str:
     return f"journal-{first_seq:012d}.cxj"
 
 
+KEEP_SNAPSHOTS = 3  # the newest snapshots a journal keeps (older ones are removed)
+
+
 def _snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:012d}.cxs"
 
@@ -469,6 +472,7 @@ class JournalWriter:
             self._child = (pid, self.seq)
         else:
             _write_snapshot(engine, self.seq, final)
+            self._prune_snapshots()
         self._roll()
         self.last_snapshot = self.seq
         return final
@@ -507,6 +511,18 @@ class JournalWriter:
             raise JournalError(f"the snapshot after command {seq} could not be written "
                                f"(its writer exited with status {status}); the journal "
                                f"itself is whole")
+        self._prune_snapshots()
+
+    def _prune_snapshots(self) -> None:
+        """Remove all but the newest ``KEEP_SNAPSHOTS`` snapshots, once a new one is whole:
+        the segments stay, so recovery can still start from any command, the first too."""
+        seqs = sorted(int(match.group(1)) for name in os.listdir(self.directory)
+                      if (match := _SNAPSHOT_NAME.fullmatch(name)))
+        for seq in seqs[:-KEEP_SNAPSHOTS]:
+            try:
+                (self.directory / _snapshot_name(seq)).unlink()
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         """Commit what is pending, close the segment, seal it in the manifest (so that a

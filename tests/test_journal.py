@@ -119,6 +119,35 @@ def test_recovery_from_a_snapshot_replays_only_the_tail(tmp_path, commands):
     assert recovered.engine.state_hash() == engine.state_hash()
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_a_journal_keeps_its_newest_three_snapshots(tmp_path, commands, background):
+    """Snapshots were never removed (47 of them after 2,400 commands at 50 a snapshot):
+    once a new one is whole, all but the newest three go; the segments stay, so recovery
+    still gives the same state, from the newest or, past damage, from the first command."""
+    engine = Engine(MARKET, ledger=True)
+    writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
+    out: list = []
+    with writer:
+        for start in range(0, 6000, 1000):
+            chunk = commands[start:start + 1000]
+            writer.append_many(chunk)
+            writer.commit()
+            for command in chunk:
+                engine.submit(command, out)
+            out.clear()
+            writer.snapshot(engine, background=background)
+    snapshots = sorted(p.name for p in (tmp_path / "j").glob("snapshot-*"))
+    assert snapshots == [f"snapshot-{seq:012d}.cxs" for seq in (4000, 5000, 6000)]
+    assert len(list((tmp_path / "j").glob("journal-*.cxj"))) == 7  # every segment stays
+    recovered = recover(tmp_path / "j")
+    assert (recovered.seq, recovered.snapshot_seq) == (6000, 6000)
+    for name in snapshots:  # every snapshot damaged: the whole log is replayed
+        (tmp_path / "j" / name).write_bytes(b"damaged")
+    recovered = recover(tmp_path / "j")
+    assert (recovered.snapshot_seq, recovered.replayed) == (0, 6000)
+    assert recovered.engine.state_hash() == engine.state_hash()
+
+
 def test_a_damaged_snapshot_is_passed_over(tmp_path, commands):
     engine = journal_commands(tmp_path / "j", commands[:5000], snapshot_every=2000)
     latest = tmp_path / "j" / "snapshot-000000004000.cxs"
