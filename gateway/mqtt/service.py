@@ -266,9 +266,7 @@ class GatewayCore:
         self.stats.messages += 1
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(None, payload)
-        queue = self._intake.get(_OPERATOR)
-        if queue is None:
-            queue = self._intake[_OPERATOR] = deque()
+        queue = self._operator_intake()
         for item in items:
             if type(item) is RejectedReport:
                 self._count_turned_away("the operator", item)
@@ -285,15 +283,9 @@ class GatewayCore:
         (variation margin, calls, deliveries) goes to each account's reports and its
         answer to the operator's."""
         self._clock_ns = max(time.time_ns(), self._clock_ns)
-        queue = self._intake.get(_OPERATOR)
-        if queue is None:
-            queue = self._intake[_OPERATOR] = deque()
         command = EndOfDay(ts=self._clock_ns)
         self._from_operator.add(id(command))
-        queue.append(command)
-        self._waiting += 1
-        if self.wake is not None:
-            self.wake()  # a quiet market still ends its day
+        self._queue_own(command)  # a quiet market still ends its day
 
     def expire_due(self) -> bool:
         """Queue a move of the engine's clock to now if a gtd order's time has come (none
@@ -305,14 +297,23 @@ class GatewayCore:
         if due is None or due > now or self._waiting:  # (a waiting command moves it)
             return False
         self._clock_ns = now
+        self._queue_own(AdvanceClock(ts=now))
+        return True
+
+    def _operator_intake(self) -> deque:
+        """The operator's intake (the exchange's own commands go there too)."""
         queue = self._intake.get(_OPERATOR)
         if queue is None:
             queue = self._intake[_OPERATOR] = deque()
-        queue.append(AdvanceClock(ts=now))
+        return queue
+
+    def _queue_own(self, command) -> None:
+        """Queue one of the exchange's own commands on the operator's intake and wake the
+        flush, whether or not anything else is waiting."""
+        self._operator_intake().append(command)
         self._waiting += 1
         if self.wake is not None:
             self.wake()
-        return True
 
     @property
     def pending(self) -> int:
