@@ -63,10 +63,12 @@ def prefix_hashes(commands: list, counts) -> dict[int, str]:
 
 
 def journal_commands(directory: Path, commands: list, group: int = 100,
-                     snapshot_every: int | None = None, crash: bool = False) -> Engine:
-    """Journal *commands* in groups, as the gateway does, then close the journal (sealed),
-    or with *crash* leave it as a process killed after its last commit leaves it: its
-    last segment being written, not sealed (a cut of it then reads as a torn tail)."""
+                     snapshot_every: int | None = None, crash: bool = False,
+                     background: bool = False) -> Engine:
+    """Journal *commands* in groups, as the gateway does (snapshots written by a child with
+    *background*), then close the journal (sealed), or with *crash* leave it as a process
+    killed after its last commit leaves it: its last segment being written, not sealed (a
+    cut of it then reads as a torn tail)."""
     engine = Engine(MARKET, ledger=True)
     writer = create_journal(directory, MARKET.text, ledger=True)
     out: list = []
@@ -78,7 +80,7 @@ def journal_commands(directory: Path, commands: list, group: int = 100,
             engine.submit(command, out)
         out.clear()
         if snapshot_every and writer.seq - writer.last_snapshot >= snapshot_every:
-            writer.snapshot(engine)
+            writer.snapshot(engine, background=background)
     if not crash:
         writer.close()
     return engine
@@ -124,18 +126,8 @@ def test_a_journal_keeps_its_newest_three_snapshots(tmp_path, commands, backgrou
     """Snapshots were never removed (47 of them after 2,400 commands at 50 a snapshot):
     once a new one is whole, all but the newest three go; the segments stay, so recovery
     still gives the same state, from the newest or, past damage, from the first command."""
-    engine = Engine(MARKET, ledger=True)
-    writer = create_journal(tmp_path / "j", MARKET.text, ledger=True)
-    out: list = []
-    with writer:
-        for start in range(0, 6000, 1000):
-            chunk = commands[start:start + 1000]
-            writer.append_many(chunk)
-            writer.commit()
-            for command in chunk:
-                engine.submit(command, out)
-            out.clear()
-            writer.snapshot(engine, background=background)
+    engine = journal_commands(tmp_path / "j", commands[:6000], group=1000, snapshot_every=1000,
+                              background=background)
     snapshots = sorted(p.name for p in (tmp_path / "j").glob("snapshot-*"))
     assert snapshots == [f"snapshot-{seq:012d}.cxs" for seq in (4000, 5000, 6000)]
     assert len(list((tmp_path / "j").glob("journal-*.cxj"))) == 7  # every segment stays
