@@ -60,27 +60,23 @@ def _operation(path: str, verb: str, operation: dict[str, Any]) -> list[str]:
         out.append(f"<p><b>{escape(operation['summary'])}</b></p>")
     if operation.get("description"):
         out.append(f"<p>{_text(operation['description'])}</p>")
-    parameters = operation.get("parameters", [])
-    if parameters:
-        out.append("<table><tr><th>parameter</th><th>in</th><th>type</th>"
-                   "<th>required</th><th>what</th></tr>")
-        for parameter in parameters:
-            out.append(
-                f"<tr><td><code>{escape(parameter.get('name', ''))}</code></td>"
-                f"<td>{escape(parameter.get('in', ''))}</td>"
-                f"<td>{escape(_type(parameter.get('schema', {})))}</td>"
-                f"<td>{'yes' if parameter.get('required') else 'no'}</td>"
-                f"<td>{escape(parameter.get('description', ''))}</td></tr>")
-        out.append("</table>")
-    answers = operation.get("responses", {})
-    if answers:
-        out.append("<table><tr><th>status</th><th>answer</th></tr>")
-        for status, answer in answers.items():
-            out.append(f"<tr><td>{escape(str(status))}</td>"
-                       f"<td>{escape(answer.get('description', ''))}"
-                       f"{_answer_schema(answer)}</td></tr>")
-        out.append("</table>")
+    out += _table(("parameter", "in", "type", "required", "what"), [
+        (f"<code>{escape(p.get('name', ''))}</code>", escape(p.get("in", "")),
+         escape(_type(p.get("schema", {}))), "yes" if p.get("required") else "no",
+         escape(p.get("description", ""))) for p in operation.get("parameters", [])])
+    out += _table(("status", "answer"), [
+        (escape(str(status)), escape(answer.get("description", "")) + _answer_schema(answer))
+        for status, answer in operation.get("responses", {}).items()])
     return out
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """An HTML table of *rows* (their cells HTML already) under *head*; none if no rows."""
+    if not rows:
+        return []
+    return (["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+            + ["<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows]
+            + ["</table>"])
 
 
 def _answer_schema(answer: dict[str, Any]) -> str:
@@ -92,15 +88,10 @@ def _schema(name: str, schema: dict[str, Any]) -> list[str]:
     out = [f'<h3 id="schema-{escape(name)}"><code>{escape(name)}</code></h3>']
     if schema.get("description"):
         out.append(f"<p>{_text(schema['description'])}</p>")
-    properties = schema.get("properties", {})
-    if properties:
-        required = set(schema.get("required", []))
-        out.append("<table><tr><th>field</th><th>type</th><th>required</th></tr>")
-        for field, spec in properties.items():
-            out.append(f"<tr><td><code>{escape(field)}</code></td>"
-                       f"<td>{escape(_type(spec))}</td>"
-                       f"<td>{'yes' if field in required else 'no'}</td></tr>")
-        out.append("</table>")
+    required = set(schema.get("required", []))
+    out += _table(("field", "type", "required"), [
+        (f"<code>{escape(field)}</code>", escape(_type(spec)), "yes" if field in required else "no")
+        for field, spec in schema.get("properties", {}).items()])
     return out
 
 
