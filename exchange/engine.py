@@ -984,9 +984,20 @@ class Engine:
 
     # --- time ----------------------------------------------------------------------------
     def next_expiry(self) -> int | None:
-        """The time of the earliest gtd expiry still queued (its order may have gone
-        since: moving the clock past it then expires nothing), or None."""
-        return self._gtd[0][0] if self._gtd else None
+        """The time of the earliest expiry of a live gtd order, or None.
+
+        Entries of orders gone since (filled, cancelled, amended to a new expiry) are
+        dropped from the front of the queue on the way: moving the clock past them would
+        expire nothing, so the gateway would journal a move of the clock for nothing. The
+        state and its hash never held them (``_state`` lists live orders' entries only)."""
+        gtd = self._gtd
+        live = self._live
+        while gtd:
+            expire_ts, _, order = gtd[0]
+            if order.qty and live.get(order.order_id) is order:
+                return expire_ts
+            heapq.heappop(gtd)
+        return None
 
     def _clock_moved(self, cmd: AdvanceClock, out: list[Event]) -> None:
         """``AdvanceClock``: ``submit`` has moved the clock (and expired what it passed)."""

@@ -95,6 +95,34 @@ def test_a_gtd_leaves_the_book_at_its_time_without_another_command(tmp_path):
     writer.close()
 
 
+def test_a_gone_gtd_order_moves_no_clock(core):
+    """A gtd order cancelled, filled or amended to a later expiry left its old entry in
+    the expiry queue: at that time the gateway journaled a move of the clock that expired
+    nothing. The queue's front now holds only live orders' expiries."""
+    import time
+
+    soon = time.time_ns() + 2_000_000
+    send(core, "alice", [{**order("g1", "buy", "59.00", 7), "tif": "gtd", "expire_ts": soon},
+                         {**order("g2", "buy", "58.00", 7), "tif": "gtd", "expire_ts": soon},
+                         {**order("g3", "buy", "57.00", 7), "tif": "gtd", "expire_ts": soon}])
+    send(core, "alice", {"action": "cancel", "order_id": "g1"})
+    send(core, "bob", order("s1", "sell", "58.00", 7))  # fills g2
+    later = soon + 3_600 * 10**9
+    send(core, "alice", {"action": "amend", "order_id": "g3", "qty": 5})
+    core.flush(now=0.0)
+    assert core.engine.order("alice/g3") is not None
+    assert core.engine.next_expiry() == soon  # g3 still expires then
+    send(core, "alice", {**order("g4", "buy", "56.00", 7), "tif": "gtd", "expire_ts": later})
+    send(core, "alice", {"action": "cancel", "order_id": "g3"})
+    core.flush(now=0.0)
+    assert core.engine.next_expiry() == later  # g1, g2 and g3's entries are gone
+    time.sleep(0.005)
+    assert not core.expire_due() and not core.pending  # nothing due: nothing journaled
+    send(core, "alice", {"action": "cancel", "order_id": "g4"})
+    core.flush(now=0.0)
+    assert core.engine.next_expiry() is None
+
+
 def test_orders_in_fills_out_in_order_for_both_sides(core):
     send(core, "alice", order("a1", "sell", "60.00", 100))
     send(core, "bob", [order("b1", "buy", "60.10", 40), order("b2", "buy", "60.00", 70)])
