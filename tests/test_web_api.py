@@ -395,7 +395,10 @@ def test_unknown_names_are_404_with_a_message(http):
     "/market/CEA25/trades?limit=0", "/market/CEA25/trades?limit=1001",
     "/market/CEA25/candles?interval=0", "/market/CEA25/candles?interval=86401",
     "/market/CEA25/candles?limit=-1", "/accounts/alice/fills?limit=1e3",
-    "/registry/twenty"])
+    "/registry/twenty",
+    # integers in decimal digits only: pydantic alone reads each of these as 2025 or 10
+    "/registry/2025.0", "/registry/+2025", "/registry/2_025", "/registry/%202025",
+    "/market/CEA25/book?levels=10.0", "/market/CEA25/trades?limit=1_0"])
 def test_bad_query_values_are_422(http, query):
     response = http.get("/api/v1" + query, auth=OPERATOR)
     assert response.status_code == 422 and response.json()["detail"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.types import Receive, Scope, Send
 
 from gateway.web import queries
@@ -287,9 +287,24 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Message, "description": "unknown instrument, account or year"}
 }
 
-Levels = Annotated[int, Query(ge=1, le=50, description="depth levels a side")]
-Limit = Annotated[int, Query(ge=1, le=1000, description="rows at most")]
-Interval = Annotated[int, Query(ge=1, le=86400, description="candle width, seconds")]
+
+
+def _decimal_digits(value: object) -> object:
+    """An integer in a path or query is written in decimal digits, with an optional minus:
+    left to itself, pydantic also reads ``2025.0``, ``+2025``, `` 2025`` and ``2_025`` as
+    2025."""
+    if isinstance(value, str) and not (value.removeprefix("-").isascii()
+                                       and value.removeprefix("-").isdigit()):
+        raise ValueError("an integer is written in decimal digits")
+    return value
+
+
+Digits = BeforeValidator(_decimal_digits)
+# (Query or Path first: before it, the validator turns the schema's minimum into "ge".)
+Levels = Annotated[int, Query(ge=1, le=50, description="depth levels a side"), Digits]
+Limit = Annotated[int, Query(ge=1, le=1000, description="rows at most"), Digits]
+Interval = Annotated[int, Query(ge=1, le=86400, description="candle width, seconds"), Digits]
+Year = Annotated[int, Path(description="a compliance year"), Digits]
 Symbol = Annotated[str, Path(description="an instrument's symbol")]
 AccountName = Annotated[str, Path(description="an account's name")]
 
@@ -446,8 +461,7 @@ def make_router(portal: Portal) -> APIRouter:
 
     @router.get("/registry/{year}", response_model=RegistryYearOut, responses=_NOT_FOUND,
                 summary="A compliance year across entities")
-    async def get_registry(name: Operator, year: Annotated[int, Path(description="a compliance "
-                                                                 "year")]) -> dict:
+    async def get_registry(name: Operator, year: Year) -> dict:
         """Every entity's obligation, allocation, surrender and, once assessed, shortfall,
         fine and status for the year, and the totals. The operator's only."""
         try:
