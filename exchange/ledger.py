@@ -437,7 +437,16 @@ class Ledger:
         if limit is None:
             return False
         inst = self.instruments[symbol]
-        more = qty * inst.contract_size if inst.kind == "future" else qty
+        if inst.kind == "future":
+            # Its net long lots with its open buys count: a buy that only shortens a short
+            # adds nothing (a hedger at its limit, or a close-out, may always unwind).
+            pos = self.clearing.positions[symbol].get(acct.name)
+            long = 0 if pos is None else pos.net + pos.open_buy
+            more = (max(long + qty, 0) - max(long, 0)) * inst.contract_size
+            if not more:
+                return False
+        else:
+            more = qty
         return self.exposure(acct) + more > limit
 
     # --- settlement ------------------------------------------------------------------------

@@ -290,6 +290,48 @@ financial = 150_000
     engine.check()
 
 
+def test_a_futures_buy_that_only_shortens_a_short_is_never_over_the_position_limit():
+    """A buy was counted as if it added its lots to the account's exposure: a hedger at
+    its limit could not buy back a short (nor could its close-out, which went to the
+    clearing house instead). Only what a buy takes the net long past counts."""
+    market = parse_market("""
+[defaults]
+currency = "CNY"
+[instruments.CEA25]
+kind = "spot"
+vintage = 2025
+tick = "0.01"
+[instruments.F]
+kind = "future"
+tick = "0.01"
+contract_size = 1000
+underlying = "CEA25"
+contract_month = "2030-12"
+initial_margin = "100.00"
+max_qty = 1000
+[limits]
+financial = 1_000_000
+""")
+    engine = Engine(market, ledger=True)
+    for command in parse_order_text(b"action,order_id,account,instrument,side,price,qty,kind\n"
+                                    b"open_account,,h,,,,,financial\n"
+                                    b"deposit,,h,CNY,,,100000000.00,\n"
+                                    b"issue,,h,CEA25,,,1000000,\n"
+                                    b"deposit,,b,CNY,,,100000000.00,\n"
+                                    b"new,h1,h,F,sell,80.00,5,\n"
+                                    b"new,b1,b,F,buy,80.00,5,\n"
+                                    b"new,b2,b,F,sell,80.00,6,\n"
+                                    b"new,h2,h,F,buy,80.00,6,\n"  # 5 back and 1 long: too many
+                                    b"new,h3,h,F,buy,80.00,5,\n", "csv"):  # back to flat
+        engine.execute(command)
+    assert engine.rejects == {"position_limit": 1}
+    assert engine.order("h2") is None and engine.order("b2").qty == 1
+    assert engine.ledger is not None
+    assert engine.ledger.clearing.positions["F"].get("h") is None or \
+        engine.ledger.clearing.positions["F"]["h"].net == 0
+    engine.check()
+
+
 def test_a_large_orders_fee_accrual_stays_under_one_minor_unit_and_its_state_encodes():
     from exchange.persist import encode_state
 
