@@ -162,6 +162,34 @@ def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
     assert run.engine.ledger.clearing.positions["F"]["a"].net == -2
 
 
+def test_a_long_owed_a_failed_delivery_penalty_is_paid_it_before_it_pays_for_delivery():
+    """L, long 2 lots, gets 1,000 t from S and a penalty for the 1,000 t T could not
+    deliver. It paid for the allowances first, from too little cash, and a default was
+    recorded that the penalty, credited next, would have covered: L kept the difference
+    and the default fund lost it."""
+    from exchange.commands import IssueAllowances as Issue
+    from exchange.events import DefaultRecorded, DeliveryFailed, DeliverySettled
+
+    run = Run()
+    _funded(run, "S", "T", amount="10000.00")
+    _funded(run, "L", amount="76000.00")
+    run(Issue(account="S", instrument="CEA25", qty=1000))
+    run.order("s1", "S", "F", "sell", 1, "80.00")
+    run.order("t1", "T", "F", "sell", 1, "80.00")
+    run.order("l1", "L", "F", "buy", 2, "80.00")
+    run(EndOfDay(ts=EOD))
+    events = run(EndOfDay(ts=EOD + 10 * DAY))  # Thursday 12-31: expiry and delivery
+    assert [e.account for e in events if type(e) is DefaultRecorded] == []
+    assert [(e.account, e.side, e.tonnes) for e in events if type(e) is DeliverySettled] == [
+        ("S", "sell", 1000), ("L", "buy", 1000)]
+    assert [(e.account, e.tonnes) for e in events if type(e) is DeliveryFailed] == [
+        ("T", 1000), ("L", 1000)]
+    penalty = -next(e.penalty for e in events if type(e) is DeliveryFailed and e.account == "L")
+    assert penalty == 800_000  # 10% of 80.00 a tonne, to L
+    assert run.cash("L") == 7_600_000 - 8_000_000 + penalty
+    assert run.engine.ledger.holding("L", "CEA25").available == 1000
+
+
 def test_an_account_with_a_position_cannot_be_closed():
     run = Run()
     _funded(run, "x", "y")

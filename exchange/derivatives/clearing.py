@@ -661,13 +661,16 @@ class Clearing:
             owed = pos.net * size
             got = min(owed, pool)
             pool -= got
+            # The penalty it is owed is paid first: it pays for what it got from all it
+            # has, and defaults only on what that cannot cover.
+            if owed > got:
+                self._pay(account, (owed - got) * penalty, currency, out, "failed_delivery")
             if got:
                 self.accounts[account].holding(underlying).available += got
                 self._pay(account, -got * per_tonne, currency, out, "delivery")
                 self._event(DeliverySettled, out, account=account, instrument=symbol,
                             underlying=underlying, side="buy", tonnes=got, cash=got * per_tonne)
             if owed > got:
-                self._pay(account, (owed - got) * penalty, currency, out, "failed_delivery")
                 self._event(DeliveryFailed, out, account=account, instrument=symbol,
                             tonnes=owed - got, penalty=-(owed - got) * penalty)
         for account in sorted(positions):
