@@ -240,6 +240,9 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     margin: int = 0
     premium: int = 0
     cost: int = 0
+    # The open net's basis in today's terms (exchange.derivatives.clearing.Position);
+    # None in a state written before it was kept.
+    day_cost: int | None = None
 
 
 class ClearingOrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

@@ -162,6 +162,55 @@ def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
     assert run.engine.ledger.clearing.positions["F"]["a"].net == -2
 
 
+@pytest.mark.parametrize("short", [False, True])
+def test_a_loss_realised_today_stays_held_until_the_days_settlement_pays_it(short):
+    """a opens 1 lot at 80.00 and closes it at 70.00 (short: at 90.00), a loss of
+    10,000.00 that the day's settlement takes. Closing gave back the initial margin at
+    once, and a could withdraw it (or spend it on anything): at the settlement the loss
+    fell on the default fund. The realised loss now stays held until it is paid."""
+    from exchange.commands import Withdraw
+    from exchange.events import DefaultRecorded, VariationMargin
+
+    run = Run()
+    _funded(run, "b", "c")
+    _funded(run, "a", amount="20000.00")
+    opening, closing = ("sell", "buy") if short else ("buy", "sell")
+    run.order("b1", "b", "F", closing, 1, "80.00")
+    run.order("a1", "a", "F", opening, 1, "80.00")
+    run.order("c1", "c", "F", opening, 1, "90.00" if short else "70.00")
+    run.order("a2", "a", "F", closing, 1, "90.00" if short else "70.00")
+    clearing = run.engine.ledger.clearing
+    assert clearing.positions["F"]["a"].net == 0
+    cash = run.engine.ledger.holding("a", "CNY")
+    assert (cash.available, cash.held) == (1_000_000, 1_000_000)  # the loss is held
+    assert run(Withdraw(account="a", currency="CNY", amount="10000.01"))[0].reason == \
+        "insufficient_cash"
+    assert type(run(Withdraw(account="a", currency="CNY", amount="10000.00"))[0]) is not \
+        CommandRejected
+    events = run(EndOfDay(ts=EOD))
+    assert [(e.account, e.amount) for e in events if type(e) is VariationMargin
+            and e.account == "a"] == [("a", -1_000_000)]
+    assert not [e for e in events if type(e) is DefaultRecorded]
+    assert run.cash("a") == 0 and clearing.positions["F"]["a"].margin == 0
+    total = sum(run.cash(name) for name in ("a", "b", "c", "@clearing"))
+    assert total == 2 * 10_000_000 + 2_000_000 - 1_000_000  # deposits less the withdrawal
+
+
+def test_a_loss_realised_on_part_of_a_position_is_held_with_the_rest_of_its_margin():
+    run = Run()
+    _funded(run, "b", "c")
+    _funded(run, "a", amount="50000.00")
+    run.order("b1", "b", "F", "sell", 3, "80.00")
+    run.order("a1", "a", "F", "buy", 3, "80.00")
+    run.order("c1", "c", "F", "buy", 1, "75.00")
+    run.order("a2", "a", "F", "sell", 1, "75.00")  # 5,000.00 realised, 2 lots open
+    pos = run.engine.ledger.clearing.positions["F"]["a"]
+    assert (pos.net, pos.realised_loss(), pos.margin) == (2, 500, 2 * 800_000 + 500_000)
+    run(EndOfDay(ts=EOD))  # settles at 78.75 (the window's): the day's result paid
+    assert (pos.realised_loss(), pos.margin) == (0, 2 * 800_000)
+    assert run.cash("a") == 5_000_000 - (3 * 8000 - 7500 - 2 * 7875) * 1000
+
+
 def test_a_long_owed_a_failed_delivery_penalty_is_paid_it_before_it_pays_for_delivery():
     """L, long 2 lots, gets 1,000 t from S and a penalty for the 1,000 t T could not
     deliver. It paid for the allowances first, from too little cash, and a default was

@@ -11,8 +11,11 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   of a position and its open orders: ``initial_margin x max(|net + open buys|,
   |net - open sells|)`` lots. A new order (or a larger amend) that raises it is accepted
   only if the account's available cash covers the rise (``insufficient_margin``); an
-  order that does not raise it (it reduces the position) needs none. Fills and cancels
-  only ever lower it; what is no longer needed goes back to available.
+  order that does not raise it (it reduces the position) needs none. Besides, the loss
+  the day's trades have realised (``Position.realised_loss``: lots closed today below
+  their basis, which is the last settlement price for lots open then) stays held until
+  the day's settlement pays it, so that cash can be neither withdrawn nor spent. What is
+  no longer needed goes back to available.
 - **Daily settlement** at ``eod``: each contract's settlement price is the
   volume-weighted price (to the nearest tick, halves up) of its trades in the closing
   window (``[clearing] settlement_window``, local time), else the mid of the best bid
@@ -120,7 +123,8 @@ def _given(term: _T | None) -> _T:
 class Position:
     """One account's position in one futures contract (see the module docstring)."""
 
-    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium", "cost")
+    __slots__ = ("net", "open_buy", "open_sell", "marked", "flow", "margin", "premium", "cost",
+                 "day_cost")
 
     def __init__(self) -> None:
         self.net = 0  # signed lots
@@ -131,14 +135,27 @@ class Position:
         self.margin = 0  # cash held as margin, minor units
         self.premium = 0  # options: cash held for open buy orders' premium
         self.cost = 0  # ticks x lots paid for the open lots (average cost)
+        # Futures: the open net's signed basis in today's terms (the last settlement's
+        # price for what was open then, trade prices since, averaged as lots close). The
+        # day's realised result is day_cost - marked - flow, whatever the price: a loss
+        # is held in the margin until the day's settlement pays it (``Clearing._need``).
+        self.day_cost = 0
 
     def move(self, lots: int, price: int, future: bool) -> None:
-        """Add *lots* (signed) traded at *price*: the net, the day's flow (futures) and
-        the average cost of what stays open (a reduction keeps the average; crossing
-        through zero starts again at *price*)."""
+        """Add *lots* (signed) traded at *price*: the net, the day's flow and basis
+        (futures) and the average cost of what stays open (a reduction keeps the average;
+        crossing through zero starts again at *price*)."""
         net = self.net
         if future:
             self.flow += lots * price
+            if net == 0 or (net > 0) == (lots > 0):
+                self.day_cost += lots * price
+            elif abs(lots) <= abs(net):
+                # floored: a long's basis rounds down, a short's more negative, so the
+                # realised loss is never understated
+                self.day_cost = self.day_cost * (net + lots) // net
+            else:
+                self.day_cost = (net + lots) * price
         if net == 0 or (net > 0) == (lots > 0):
             self.cost += abs(lots) * price
         elif abs(lots) <= abs(net):
@@ -157,10 +174,16 @@ class Position:
         """Options: the most lots written (short) if its open sells all fill."""
         return max(0, self.open_sell - self.net)
 
+    def realised_loss(self) -> int:
+        """The loss (ticks x lots, never negative) the day's trades have realised and the
+        day's settlement has not yet paid: what closing lots today fixed, whatever the
+        settlement price comes to."""
+        return max(0, self.marked + self.flow - self.day_cost)
+
     def row(self) -> list[int]:
         return [
             self.net, self.open_buy, self.open_sell, self.marked, self.flow, self.margin,
-            self.premium, self.cost
+            self.premium, self.cost, self.day_cost
         ]
 
 
@@ -324,9 +347,12 @@ class Clearing:
 
     def _need(self, pos: Position, inst: Instrument) -> int:
         """The margin a position and its open orders need: a future's initial margin for
-        its worst case; an option writer's margin per lot for the lots it may write."""
+        its worst case, and the loss its trades realised today until the day's settlement
+        pays it (closing a position gives back its initial margin, not the loss: neither
+        a withdrawal nor another order can spend that); an option writer's margin per lot
+        for the lots it may write."""
         if inst.kind == "future":
-            return inst.initial_margin * pos.worst()
+            return inst.initial_margin * pos.worst() + pos.realised_loss() * inst.tick_value
         return self.option_margin(inst) * pos.short_worst()
 
     def option_margin(self, inst: Instrument) -> int:
@@ -510,6 +536,7 @@ class Clearing:
         inst = self.contracts[symbol]
         amount = (pos.net * price - pos.marked - pos.flow) * inst.tick_value
         pos.marked, pos.flow = pos.net * price, 0
+        pos.day_cost = pos.marked
         if amount or (flat and pos.net):
             self._event(VariationMargin, out, account=account, instrument=symbol, position=pos.net,
                         amount=amount, currency=inst.currency)
@@ -675,7 +702,7 @@ class Clearing:
                             tonnes=owed - got, penalty=-(owed - got) * penalty)
         for account in sorted(positions):
             pos = positions[account]
-            pos.net = pos.marked = pos.flow = pos.cost = 0
+            pos.net = pos.marked = pos.flow = pos.cost = pos.day_cost = 0
             self._remargin(self.accounts[account], pos, inst)
             self._forget(symbol, account, pos)
 
@@ -755,7 +782,9 @@ class Clearing:
                 assert 0 <= pos.margin <= self._need(pos, inst), (symbol, account, "margin")
                 assert pos.premium == premiums.get((symbol, account), 0), (symbol, account)
                 if inst.kind == "option":
-                    assert pos.marked == pos.flow == 0, (symbol, account)
+                    assert pos.marked == pos.flow == pos.day_cost == 0, (symbol, account)
+                elif not pos.net:
+                    assert pos.day_cost == 0, (symbol, account, "a flat position's basis")
                 if account == CLEARING:
                     assert pos.margin == 0
 
@@ -766,7 +795,7 @@ class Clearing:
             positions=[
                 PositionState(symbol=s, account=a, net=p.net, open_buy=p.open_buy,
                               open_sell=p.open_sell, marked=p.marked, flow=p.flow, margin=p.margin,
-                              premium=p.premium, cost=p.cost)
+                              premium=p.premium, cost=p.cost, day_cost=p.day_cost)
                 for s, positions in self.positions.items() for a, p in positions.items()
             ], orders=[
                 ClearingOrderState(order_id=oid, account=r[0], symbol=r[1], is_buy=r[2], lots=r[3],
@@ -800,6 +829,8 @@ class Clearing:
             (pos.net, pos.open_buy, pos.open_sell, pos.marked, pos.flow, pos.margin, pos.premium,
              pos.cost) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow, p.margin, p.premium,
                           p.cost)
+            # (a state from before the day's basis was kept: nothing realised counted)
+            pos.day_cost = p.marked + p.flow if p.day_cost is None else p.day_cost
         for o in state.orders:
             known(o.symbol, o.account)
             if o.order_id in self.orders:
