@@ -211,6 +211,29 @@ def test_a_loss_realised_on_part_of_a_position_is_held_with_the_rest_of_its_marg
     assert run.cash("a") == 5_000_000 - (3 * 8000 - 7500 - 2 * 7875) * 1000
 
 
+def test_an_exercise_is_paid_at_its_eod_before_the_margin_calls():
+    """F settles at 100.00 on C's expiry day: u's call (struck at 85.00) is worth
+    15,000.00 and v, its writer, owes that. The exercised futures were marked only at the
+    next eod, so that evening's calls had it backwards: u, owed 15,000.00, was called
+    with no equity; v, short of the 15,000.00, was not."""
+    from exchange.events import MarginCalled, VariationMargin
+
+    run = Run(futures_market() + CALL)
+    _funded(run, "f1", "f2")
+    _funded(run, "u", amount="3000.00")
+    _funded(run, "v", amount="8000.00")
+    wednesday = MON + 2 * DAY  # 12-23, C's expiry day
+    run.order("v1", "v", "C", "sell", 1, "3.00", ts=wednesday)
+    run.order("u1", "u", "C", "buy", 1, "3.00", ts=wednesday)
+    run.order("s1", "f1", "F", "sell", 1, "100.00", ts=wednesday)
+    run.order("b1", "f2", "F", "buy", 1, "100.00", ts=wednesday)
+    events = run(EndOfDay(ts=EOD + 2 * DAY))
+    paid = {e.account: e.amount for e in events if type(e) is VariationMargin}
+    assert (paid["u"], paid["v"]) == (1_500_000, -1_500_000)
+    assert [e.account for e in events if type(e) is MarginCalled] == ["v"]
+    assert run.cash("u") == 1_500_000
+
+
 def test_a_long_owed_a_failed_delivery_penalty_is_paid_it_before_it_pays_for_delivery():
     """L, long 2 lots, gets 1,000 t from S and a penalty for the 1,000 t T could not
     deliver. It paid for the allowances first, from too little cash, and a default was

@@ -60,8 +60,9 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   initial margin; it is recomputed at each settlement. At the ``eod`` of its expiry day
   (``option_expiry_days`` business days before the future's last trading day) an option
   in the money at that day's settlement is exercised: each position becomes futures lots
-  at the strike (long call and short put: long futures), whose difference to the
-  settlement is paid as variation margin the next day; out of the money it ends.
+  at the strike (long call and short put: long futures), marked to that settlement with
+  the day's other positions, so the difference is paid as that eod's variation margin,
+  before its margin calls; out of the money it ends.
 
 System accounts never trade (``reserved_account``); an account with a position or an open
 derivatives order cannot be closed; cleared derivatives share one currency.
@@ -437,28 +438,33 @@ class Clearing:
         must close through the book, and the contracts whose open orders it must cancel.
         """
         today = self.today()
-        owed: dict[str, int] = {}
+        prices: dict[str, int] = {}
         for symbol in sorted(self.contracts):
             if symbol in self.expired:
                 continue  # marked at its final price already; no more trading
             price = self._settlement_price(symbol, books[symbol], out)
-            if price is None:
-                continue
-            for account in sorted(self.positions[symbol]):
-                amount = self._mark(symbol, account, price, out)
-                owed[account] = owed.get(account, 0) + amount
+            if price is not None:
+                prices[symbol] = price
         self.window.clear()
         self.day_trades.clear()
-        currency = self.currency
-        for account in sorted(owed):
-            self._pay(account, owed[account], currency, out, "variation_margin")
         expiring = [
             s for s in sorted(self.cleared)
             if s not in self.expired and today >= _given(self.cleared[s].last_trading_day)
         ]
+        # Options expiring today are exercised at today's settlement before it is paid: the
+        # futures lots they become at the strike are marked with the rest, so the margin
+        # calls below see what exercise gave or took.
         for symbol in expiring:
             if symbol in self.options:
                 self._exercise(symbol, out)
+        owed: dict[str, int] = {}
+        for symbol, price in prices.items():
+            for account in sorted(self.positions[symbol]):
+                amount = self._mark(symbol, account, price, out)
+                owed[account] = owed.get(account, 0) + amount
+        currency = self.currency
+        for account in sorted(owed):
+            self._pay(account, owed[account], currency, out, "variation_margin")
         for symbol in sorted(self.options):  # writers' margin at today's prices
             for account, pos in list(self.positions[symbol].items()):
                 self._remargin(self.accounts[account], pos, self.options[symbol])
