@@ -47,7 +47,7 @@ _KEYS = {
 }
 _CLEARING_KEYS = {
     "holidays", "settlement_window", "utc_offset", "delivery_days", "delivery_penalty",
-    "option_expiry_days"
+    "option_expiry_days", "mid_max_spread"
 }
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
@@ -150,8 +150,9 @@ class Clearing:
     """The clearing house's terms (``[clearing]``): the holidays of the trading calendar,
     the closing window whose trades set each day's settlement price (seconds of the day,
     UTC, from ``settlement_window`` in local time and ``utc_offset``), the business days
-    from the last trading day to delivery, and the penalty on a failed delivery (a
-    fraction of the final settlement price per undelivered tonne)."""
+    from the last trading day to delivery, the penalty on a failed delivery (a
+    fraction of the final settlement price per undelivered tonne), and the widest spread
+    (a fraction of the mid) whose mid may set a settlement price."""
 
     holidays: frozenset[int] = frozenset()
     window_start_s: int = (14 * 60 + 45) * 60 - 8 * 3600  # 14:45 in UTC+08:00
@@ -160,6 +161,13 @@ class Clearing:
     penalty_num: int = 1
     penalty_den: int = 10
     option_expiry_days: int = 3  # options expire this many business days before the future
+    spread_num: int = 1  # mid_max_spread: 2% of the mid
+    spread_den: int = 50
+
+    def mid_counts(self, bid: int, ask: int) -> bool:
+        """May the mid of *bid* and *ask* set a settlement price? Only if the spread is
+        at most ``mid_max_spread`` of the mid: a quote far from the other is no price."""
+        return (ask - bid) * 2 * self.spread_den <= self.spread_num * (bid + ask)
 
     def in_window(self, ts: int) -> bool:
         """Is the engine time *ts* (ns, UTC) inside the closing window? (It may wrap
@@ -683,9 +691,13 @@ def _clearing(spec: Any, source: str) -> Clearing:
         raise MarketConfigError(f"{where}.delivery_penalty: a fraction from 0 to 10")
     num, den = penalty.as_integer_ratio()
     option_days = _whole(spec.get("option_expiry_days", 3), f"{where}.option_expiry_days", 0)
+    spread = _exact(spec.get("mid_max_spread", "0.02"), f"{where}.mid_max_spread")
+    if not 0 <= spread <= 1:
+        raise MarketConfigError(f"{where}.mid_max_spread: a fraction from 0 to 1")
+    spread_num, spread_den = spread.as_integer_ratio()
     day = 86_400
     return Clearing(days, (start - offset) % day, (end - offset) % day, delivery_days, num, den,
-                    option_days)
+                    option_days, spread_num, spread_den)
 
 
 _SCHEDULE_KEYS = {"timezone", "weekdays", "holidays", *MODES}

@@ -234,6 +234,50 @@ def test_an_exercise_is_paid_at_its_eod_before_the_margin_calls():
     assert run.cash("u") == 1_500_000
 
 
+def _settled_at_80_then_quoted(bid: str, ask: str, text: str = futures_market()) -> tuple:
+    """F settles at 80.00 (a trade in the window), then on Tuesday only quotes rest, none
+    in the window: the day's settlement price and its source."""
+    from exchange.events import SettlementPriceSet
+
+    run = Run(text)
+    _funded(run, "a", "b", "c", "d")
+    run.order("a1", "a", "F", "buy", 1, "80.00")
+    run.order("b1", "b", "F", "sell", 1, "80.00")
+    run(EndOfDay(ts=EOD))
+    run.order("c1", "c", "F", "buy", 1, bid, ts=MON + DAY)
+    run.order("d1", "d", "F", "sell", 1, ask, ts=MON + DAY)
+    events = run(EndOfDay(ts=EOD + DAY))
+    settled = [(e.price, e.source) for e in events if type(e) is SettlementPriceSet]
+    return settled[0], run
+
+
+def test_a_wide_spread_sets_no_settlement_price():
+    """One order at 9,999.00 against a bid at 79.00 set the settlement at their mid,
+    5,039.00: a long took 4.96 M CNY of variation margin from a short who had margined
+    80.00. A mid counts only if the spread is at most 2% of it."""
+    assert _settled_at_80_then_quoted("79.00", "9999.00")[0] == (8000, "previous")
+    assert _settled_at_80_then_quoted("79.00", "80.50")[0] == (7975, "mid")  # 1.9%
+    assert _settled_at_80_then_quoted("79.00", "81.00")[0] == (8000, "previous")  # 2.5%
+
+
+def test_a_mid_moves_the_settlement_at_most_one_lots_initial_margin():
+    """Tight quotes far from the last settlement, that no one trades, cost their posters
+    nothing: the mid moves the price at most the initial margin a lot (8,000.00 = 8.00 a
+    tonne here), so one day's variation margin from quotes never passes the margin."""
+    (price, source), run = _settled_at_80_then_quoted("199.00", "200.00")
+    assert (price, source) == (8800, "mid")
+    assert (_settled_at_80_then_quoted("10.00", "10.10")[0]) == (7200, "mid")
+    assert not run.engine.ledger.clearing.defaults  # a and b each had 100,000.00
+
+
+def test_the_widest_spread_is_the_market_files():
+    text = futures_market() + '[clearing]\nmid_max_spread = "0.5"\n'
+    assert _settled_at_80_then_quoted("79.00", "81.00", text)[0] == (8000, "mid")
+    for bad in ('"1.5"', '"-0.1"', '"x"', "2"):
+        with pytest.raises(MarketConfigError, match="mid_max_spread"):
+            parse_market(futures_market() + f"[clearing]\nmid_max_spread = {bad}\n")
+
+
 def test_a_long_owed_a_failed_delivery_penalty_is_paid_it_before_it_pays_for_delivery():
     """L, long 2 lots, gets 1,000 t from S and a penalty for the 1,000 t T could not
     deliver. It paid for the allowances first, from too little cash, and a default was

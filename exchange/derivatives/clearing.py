@@ -19,10 +19,12 @@ Rules (docs/derivatives.md; the numbers are the market file's):
 - **Daily settlement** at ``eod``: each contract's settlement price is the
   volume-weighted price (to the nearest tick, halves up) of its trades in the closing
   window (``[clearing] settlement_window``, local time), else the mid of the best bid
-  and offer (halves up), else the previous settlement, else the day's volume-weighted
-  price. Each position's variation margin is ``(net x S - marked - flow) x tick value``
-  where ``marked`` is its net at the last settlement times that price and ``flow`` the
-  day's signed lots x trade prices: the day's amounts of a contract sum to zero exactly.
+  and offer (halves up) if their spread is at most ``mid_max_spread`` of it (2%),
+  moved at most one lot's initial margin from the previous settlement, else the
+  previous settlement, else the day's volume-weighted price. Each position's variation
+  margin is ``(net x S - marked - flow) x tick value`` where ``marked`` is its net at the
+  last settlement times that price and ``flow`` the day's signed lots x trade prices:
+  the day's amounts of a contract sum to zero exactly.
   Gains are paid from the clearing account (``@clearing``); losses are taken from the
   account's available cash, then from its margin; what is still owed is a default,
   recorded against the default fund: the clearing account's cash is exactly what its
@@ -519,12 +521,20 @@ class Clearing:
         window = self.window.get(symbol)
         bid, ask = book.best_bid(), book.best_ask()
         day = self.day_trades.get(symbol)
+        previous = self.settlement.get(symbol)
         if window:
             price, source = (2 * window[0] + window[1]) // (2 * window[1]), "window"
-        elif bid is not None and ask is not None:
+        elif bid is not None and ask is not None and self.terms.mid_counts(bid, ask):
             price, source = (bid + ask + 1) // 2, "mid"
-        elif symbol in self.settlement:
-            price, source = self.settlement[symbol], "previous"
+            if previous is not None:
+                # Quotes that no one traded cost nothing to post: a mid moves the price
+                # at most one lot's initial margin from the last settlement, so a day's
+                # variation margin from quotes alone never passes the margin held.
+                inst = self.contracts[symbol]
+                reach = inst.initial_margin // max(inst.tick_value, 1)
+                price = min(max(price, previous - reach), previous + reach)
+        elif previous is not None:
+            price, source = previous, "previous"
         elif day:
             price, source = (2 * day[0] + day[1]) // (2 * day[1]), "day"
         else:
