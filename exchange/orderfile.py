@@ -208,13 +208,14 @@ class _Reader:
                                               ("kind", kind), ("to_instrument", to_instrument),
                                               ("order_id", order_id), ("instrument", instrument),
                                               ("side", side), ("price", price), ("qty", qty),
-                                              ("to_account", to_account))
+                                              ("to_account", to_account), ("auction", auction),
+                                              ("pricing", pricing))
                      if value and name in unused]
             if given:
-                raise _RowError(f"{given[0]} is not a key of a {action} row")
+                raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
         elif (action in _REGISTRY_ACTIONS or year) and (auction or pricing):
             key = "auction" if auction else "pricing"
-            raise _RowError(f"{key} is not a key of a {action or 'registry'} row")
+            raise _RowError(f"{key} is not a key of {_a_row(action or 'registry')}")
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
                                      multiple, months, stage, price)
@@ -370,7 +371,7 @@ class _Reader:
         when = self._int(ts, "ts")
         if action not in _MODE_ACTIONS:
             key = "auction" if auction else "pricing"
-            raise _RowError(f"{key} is not a key of a {action or 'row without an action'} row")
+            raise _RowError(f"{key} is not a key of {_a_row(action)}")
         if action == "auction_close":
             if not auction:
                 raise _RowError("auction is required for auction_close")
@@ -395,9 +396,7 @@ class _Reader:
         if side != "buy" and side != "sell":
             raise _RowError(f"side is required for {action} (buy or sell)" if not side else
                             f"unknown side {side!r} (buy or sell)")
-        if action == "block":
-            if pricing or auction:
-                raise _RowError("auction and pricing are not keys of a block row")
+        if action == "block":  # (auction and pricing refused with the keys it has no use for)
             return PostBlock(
                 order_id=order_id, account=account, instrument=instrument,
                 side=side,  # type: ignore[arg-type]  # buy or sell: checked above
@@ -444,22 +443,29 @@ class _Reader:
         if action == "surrender":
             return SurrenderAllowances(account=account, instrument=instrument, qty=quantity,
                                        year=compliance_year, ts=when)
-        raise _RowError(f"year is not a key of a {action or 'row without an action'} row")
+        raise _RowError(f"year is not a key of {_a_row(action)}")
 
 
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
+
+
+def _a_row(action: str) -> str:
+    """'a block row', 'an amend row', 'a row without an action': for the messages."""
+    if not action:
+        return "a row without an action"
+    return f"{'an' if action[0] in 'aeiou' else 'a'} {action} row"
 _MODE_ACTIONS = frozenset({"block", "block_accept", "auction_open", "auction_bid", "auction_close"})
 # The keys each row of the trading modes has no use for: given, the row is refused rather
 # than the value silently dropped (a block_accept's price would not be its trade's).
 _ORDER_ONLY = frozenset({"type", "tif", "stop_price", "display_qty", "post_only", "stp",
                          "expire_ts", "year", "kind", "to_instrument"})
 _MODE_UNUSED: dict[str, frozenset[str]] = {
-    "block": _ORDER_ONLY,
-    "block_accept": _ORDER_ONLY | {"side", "price", "qty"},
+    "block": _ORDER_ONLY | {"auction", "pricing"},
+    "block_accept": _ORDER_ONLY | {"side", "price", "qty", "auction", "pricing"},
     "auction_open": _ORDER_ONLY | {"order_id", "to_account"},
-    "auction_bid": _ORDER_ONLY | {"instrument", "side", "to_account"},
+    "auction_bid": _ORDER_ONLY | {"instrument", "side", "to_account", "pricing"},
     "auction_close": _ORDER_ONLY | {"order_id", "instrument", "side", "price", "qty",
-                                    "to_account"},
+                                    "to_account", "pricing"},
 }
 
 

@@ -235,6 +235,19 @@ def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
     assert core.stats.turned_away == 1 and core.stats.by_reason == {reason: 1}
 
 
+@pytest.mark.parametrize("bid, message", [
+    # a key the bid has no use for is refused, not dropped (the auction sets its pricing)
+    ({"auction": "A1", "pricing": "pay_as_bid"}, "pricing is not a key"),
+    # the answer names the bot's own order id, not the one the gateway makes of it
+    ({"auction": "A/2"}, "an id without '/'")])
+def test_a_bad_bid_is_refused_naming_the_bots_own_order_id(core, bid, message):
+    send(core, "alice", {"action": "auction_bid", "order_id": "x1", "price": "59.00",
+                         "qty": 100_000, **bid})
+    answer = reports(core.flush(now=1.0), "alice")
+    assert [(r["reason"], r["order_id"]) for r in answer] == [("bad_command", "x1")]
+    assert message in answer[0]["message"] and core.engine.seq == 0
+
+
 @pytest.mark.parametrize("payload", [b"null", b"123", b"true", b'"x"', b"\xef\xbb\xbf{}"])
 def test_json_that_is_no_command_is_said_to_be_so_not_bad_msgpack(core, payload):
     send(core, "alice", payload)

@@ -64,6 +64,14 @@ def test_mode_rows_read_from_csv_and_ndjson_alike():
     ("auction_close,,,,,,,,,", "auction is required"),
     ("new,o1,a,CEA25,buy,60.00,10,,A1,", "auction is not a key of a new row"),
     ("cancel,o1,a,,,,,,A1,", "auction is not a key of a cancel row"),
+    # each mode row refuses a key it has no use for, as an order row does: dropped, the
+    # bid's pricing would not be its auction's
+    ("auction_bid,x1,b,,,59.00,100000,,A1,pay_as_bid", "pricing is not a key of an auction_bid"),
+    ("auction_close,,,,,,,,A1,uniform", "pricing is not a key of an auction_close row"),
+    ("block_accept,k1,b,,,,,s,A1,", "auction is not a key of a block_accept row"),
+    ("block_accept,k1,b,,,,,s,,uniform", "pricing is not a key of a block_accept row"),
+    ("block,k1,s,CEA25,sell,60.00,100000,,A1,", "auction is not a key of a block row"),
+    ("amend,o1,a,,,61.00,,,,uniform", "pricing is not a key of an amend row"),
 ])
 def test_a_mode_row_that_cannot_be_read_names_its_line(row, message):
     text = "action,order_id,account,instrument,side,price,qty,to_account,auction,pricing\n" + row

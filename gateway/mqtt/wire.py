@@ -245,6 +245,9 @@ class WireDecoder:
                 WRONG_ACCOUNT,
                 f"the command names account {row.account!r} but was sent on {account!r}'s topic",
                 msgspec.to_builtins(row))
+        # (before the ids take their account: a rejection names the bot's own)
+        if row.auction is not None and (type(row.auction) is not str or "/" in row.auction):
+            return _rejection(BAD_COMMAND, "auction: an id without '/'", msgspec.to_builtins(row))
         if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
@@ -255,8 +258,6 @@ class WireDecoder:
                 return _rejection(BAD_COMMAND, "order_id and to_account (the block's poster) are "
                                   "required", msgspec.to_builtins(row))
             row.order_id = f"{row.to_account}/{row.order_id}"
-        if row.auction is not None and (type(row.auction) is not str or "/" in row.auction):
-            return _rejection(BAD_COMMAND, "auction: an id without '/'", msgspec.to_builtins(row))
         row.ts = self.ts  # the gateway's clock, not the bot's, moves the engine
         try:
             return self._reader.row(row)
