@@ -208,12 +208,12 @@ class Auctions:
         engine._ids.retire(cmd.order_id)
         return None
 
-    def owner(self, order_id: str) -> str | None:
-        """The account that placed the open bid *order_id*, or ``None``."""
+    def find(self, order_id: str) -> Order | None:
+        """The open bid *order_id*, or ``None``."""
         name = self.bid_of.get(order_id)
         if name is None:
             return None
-        return next(b.account for b in self.auctions[name].bids if b.order_id == order_id)
+        return next(b for b in self.auctions[name].bids if b.order_id == order_id)
 
     def cancel(self, order_id: str, account: str, out: list[Event],
                reason: str = Reason.CANCELLED_BY_OWNER) -> bool:

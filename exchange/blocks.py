@@ -207,10 +207,10 @@ class Blocks:
         block.qty = block.visible = 0
         return True
 
-    def owner(self, order_id: str) -> str | None:
-        """The account that posted the open block *order_id*, or ``None``."""
+    def find(self, order_id: str) -> Order | None:
+        """The open block *order_id*, or ``None``."""
         found = self.open.get(order_id)
-        return None if found is None else found[0].account
+        return None if found is None else found[0]
 
     def cancel(self, order_id: str, account: str, out: list[Event],
                reason: str = Reason.CANCELLED_BY_OWNER) -> bool:

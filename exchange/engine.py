@@ -816,12 +816,16 @@ class Engine:
         triggered), an open block or an auction bid, or reject the command: the general
         path of ``_cancel``."""
         if cmd.order_id not in self._live:
-            owner = self._blocks.owner(cmd.order_id) or self._auctions.owner(cmd.order_id)
-            if owner is not None and owner != cmd.account:
+            away = self._blocks.find(cmd.order_id) or self._auctions.find(cmd.order_id)
+            if away is not None and cmd.instrument and cmd.instrument != away.instrument:
+                # on another instrument than the command names: as for an order
+                return self._reject("cancel", Reason.UNKNOWN_ORDER, out, cmd.order_id,
+                                    cmd.account, cmd.instrument, cmd.ts)
+            if away is not None and away.account != cmd.account:
                 return self._reject("cancel", Reason.NOT_OWNER, out, cmd.order_id, cmd.account,
                                     cmd.instrument, cmd.ts)
-            if owner is not None and (self._blocks.cancel(cmd.order_id, cmd.account, out)
-                                      or self._auctions.cancel(cmd.order_id, cmd.account, out)):
+            if away is not None and (self._blocks.cancel(cmd.order_id, cmd.account, out)
+                                     or self._auctions.cancel(cmd.order_id, cmd.account, out)):
                 self.accepted += 1
                 return None
         order = self._owned(cmd, "cancel", out)

@@ -189,6 +189,36 @@ def test_a_matching_only_engine_trades_blocks_without_holds():
     engine.check()
 
 
+def test_a_cancel_naming_another_instrument_withdraws_no_block_nor_bid():
+    """It withdrew them (an order's was rejected): a member who names the instrument as
+    a check lost a block or bid it did not mean to pull."""
+    from exchange.commands import CancelOrder
+
+    market_text, _ = scenario_parts("block_agreements")
+    engine = Engine(parse_market(market_text + """
+[instruments.CEA24]
+tick = "0.01"
+vintage = 2024
+"""))
+    engine.execute(PostBlock(order_id="B1", account="a", instrument="CEA25", side="buy",
+                             price="60.00", qty=100_000))
+    engine.execute(OpenAuction(auction="A1", account="s", instrument="CEA25", side="sell",
+                               qty=100_000, price="59.00"))
+    engine.execute(BidAuction(auction="A1", order_id="x1", account="b", price="59.50",
+                              qty=100_000))
+    for order_id, account in (("B1", "a"), ("x1", "b")):
+        wrong = engine.execute(CancelOrder(order_id=order_id, account=account,
+                                           instrument="CEA24"))
+        assert [(type(e).__name__, e.reason) for e in wrong] == [
+            ("CommandRejected", "unknown_order")]
+        other = engine.execute(CancelOrder(order_id=order_id, account="z"))
+        assert other[0].reason == "not_owner"
+        right = engine.execute(CancelOrder(order_id=order_id, account=account,
+                                           instrument="CEA25"))
+        assert [e.reason for e in right] == ["cancelled_by_owner"]
+    engine.check()
+
+
 def test_the_modes_benchmark_runs_and_agrees():
     from benchmarks import modes
 
