@@ -252,6 +252,17 @@ def test_a_gateway_over_a_recovered_engine_still_publishes_its_public_blocks_end
     assert data["cx/v1/md/CEA25/blocks"]["order_id"] == "p1"
     assert (data["cx/v1/md/CEA25/auctions"]["status"],
             data["cx/v1/md/CEA25/auctions"]["bids"]) == ("open", 1)
+    # As it connects, a gateway publishes retained each instrument's status and each open
+    # auction's state: after a restart a late subscriber got only the status (the
+    # embedded broker keeps no retained message across its own restart).
+    again = GatewayCore(Engine.from_state(core.engine.to_state()))
+    retained = [(topic, json.loads(payload)) for topic, payload, _, keep in again.retained()
+                if keep]
+    assert [t for t, _ in retained if t.endswith("/status")] == [
+        f"cx/v1/md/{symbol}/status" for symbol in again.engine.market.instruments]
+    auctions = [body for t, body in retained if t == "cx/v1/md/CEA25/auctions"]
+    assert [(b["auction"], b["status"], b["bids"], b["seq"]) for b in auctions] == [
+        ("A1", "open", 1, again.engine.seq)]
 
 
 def test_no_position_limits_sets_the_limits_aside_and_the_journal_keeps_it(tmp_path, capsys):

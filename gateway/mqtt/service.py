@@ -511,6 +511,17 @@ class GatewayCore:
         body = reports.auction_state(event, known[0], known[1])
         return (auctions_topic(event.instrument), _json.encode(body), 1, True)
 
+    def retained(self) -> list[Outgoing]:
+        """The retained messages the gateway publishes as it connects: each instrument's
+        status, then each open auction's state as of now. A bot that subscribes late gets
+        them at once, after a restart of the gateway or of a broker that kept none too."""
+        out = [self.status_message(instrument) for instrument in self.engine.market.instruments]
+        for opened, bids in self._auctions.values():
+            body = self._reports.auction_state(opened, opened, bids)
+            body["seq"] = self.engine.seq
+            out.append((auctions_topic(opened.instrument), _json.encode(body), 1, True))
+        return out
+
     def status_message(self, instrument: str, seq: int | None = None) -> Outgoing:
         """Whether *instrument* trades or is halted, as the retained status message."""
         status = "halted" if self.engine.halted(instrument) else "trading"
@@ -672,8 +683,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 # written for every order message read (benchmarks/fairness.py).
                 await client.subscribe(ORDERS_FILTER, qos=0)
                 await client.subscribe(OPS_COMMANDS, qos=1)
-                for instrument in core.engine.market.instruments:
-                    topic, payload, qos, _ = core.status_message(instrument)
+                for topic, payload, qos, _ in core.retained():
                     await client.publish(topic, payload, qos=qos, retain=True)
                 if failures:
                     log.warning("gateway reconnected to %s:%d after %d failed attempt(s)", host,
