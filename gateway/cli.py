@@ -21,6 +21,7 @@ from exchange.journal import JournalError
 from exchange.market import MarketConfigError, load_market
 from exchange.orderfile import OrderFileError
 from gateway.errors import UsageError
+from gateway.tools.outputs import check_outputs
 from gateway.mqtt.brokerconfig import (ACCOUNT_BYTE_RATE, ACCOUNT_MESSAGE_RATE, EMBEDDED_BYTE_RATE,
                                        EMBEDDED_MESSAGE_RATE)
 
@@ -346,7 +347,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     outputs = {option: getattr(args, option)
                for option in ("holdings", "fills", "events", "daily", "mm_report")
                if getattr(args, option)}
-    _check_outputs(args.file, outputs)
+    check_outputs([("the order file", args.file)], outputs)
     market = load_market(args.market)
     if args.always_open:
         market = market.open_all_hours()
@@ -562,41 +563,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(args.seconds, args.seed, args.journal, days=args.days, web=args.web)
     print(result.summary)
     return EXIT_OK
-
-
-def _check_outputs(source: str, outputs: dict[str, str]) -> None:
-    """Refuse, before anything is read or written, outputs that could not be written (no
-    such directory, not writable) and outputs that would overwrite the order file or
-    each other (standard output, pipes and devices may be named more than once)."""
-    import os
-    import stat
-
-    def same(a: Path, b: Path) -> bool:
-        try:
-            return os.path.samefile(a, b)
-        except OSError:  # one does not exist (yet): the same path, or not
-            return a.resolve() == b.resolve()
-
-    seen: list[tuple[str, Path]] = [("the order file", Path(source))]
-    for option, name in outputs.items():
-        path = Path(name)
-        flag = f"--{option.replace('_', '-')}"
-        try:
-            stream = not stat.S_ISREG(path.stat().st_mode)  # a device, a pipe, a directory
-        except OSError:
-            stream = False  # to be made
-        if not stream:
-            for other, other_path in seen:
-                if same(path, other_path):
-                    raise UsageError(f"{flag} {name} would overwrite {other}")
-            seen.append((flag, path))
-        folder = path.parent
-        if path.is_dir():
-            raise UsageError(f"cannot write {name}: is a directory")
-        if not folder.is_dir():
-            raise UsageError(f"cannot write {name}: no directory {folder}")
-        if not os.access(path if path.exists() else folder, os.W_OK):
-            raise UsageError(f"cannot write {name}: permission denied")
 
 
 def _cmd_broker_config(args: argparse.Namespace) -> int:

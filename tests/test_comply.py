@@ -92,6 +92,27 @@ _STEEL = ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissi
           'emissions = 1\nintensity = "1.0"\n')
 
 
+def test_an_output_that_would_overwrite_an_input_or_another_is_refused(tmp_path, capsys):
+    """comply --csv SCENARIO replaced the scenario with its report, and --csv and --chart
+    on one path left only the chart; replay refused the like, as the docs say."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('orders = "o.csv"\n' + _STEEL)
+    orders = tmp_path / "o.csv"
+    orders.write_text("action,account,instrument,qty\n")
+    before = scenario.read_text(), orders.read_text()
+    for argv, words in (
+            (["--csv", str(scenario)], "would overwrite the scenario"),
+            (["--csv", str(orders)], "would overwrite the scenario's order file"),
+            (["--csv", str(tmp_path / "r.png"), "--chart", str(tmp_path / "r.png")],
+             "--chart")):
+        assert main(["comply", str(scenario), *argv]) == 2
+        assert words in capsys.readouterr().err
+    assert (scenario.read_text(), orders.read_text()) == before
+    assert not (tmp_path / "r.png").exists()
+
+
+
+
 @pytest.mark.parametrize(
     "body,words",
     [("year = 2024\n", "no [[entities]]"),

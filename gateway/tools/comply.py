@@ -64,6 +64,7 @@ from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed,
 from exchange.market import format_cash
 from exchange.orderfile import OrderFileError, read_order_file
 from gateway.errors import UsageError
+from gateway.tools.outputs import check_outputs
 
 __all__ = [
     "DESCRIPTION", "add_arguments", "run", "run_cycle", "load_scenario", "example_scenario",
@@ -653,6 +654,11 @@ def run(args: argparse.Namespace) -> int:
         data = load_scenario(path)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
+    inputs: list[tuple[str, str | Path]] = [("the scenario", path)]
+    if "orders" in data:
+        inputs.append(("the scenario's order file", data["_base"] / data["orders"]))
+    check_outputs(inputs, {option: getattr(args, option) for option in ("csv", "chart")
+                           if getattr(args, option)})
     try:
         report = run_cycle(data)
     except ScenarioError as exc:  # a step the engine refused: name the file too
