@@ -92,6 +92,19 @@ _STEEL = ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissi
           'emissions = 1\nintensity = "1.0"\n')
 
 
+@pytest.mark.parametrize("year", [2021, 2022, 2024])
+def test_december_trades_run_on_a_business_day_and_past_one_buyers_limit(tmp_path, capsys, year):
+    """They ran on 11 December whatever day it was (a Saturday for 2021, a Sunday for
+    2022: refused market_closed), and one runner's account bought them all, refused
+    position_limit past 1,000,000 t."""
+    scenario = tmp_path / "s.toml"
+    trades = "".join('[[december_trades]]\nprice = "98.00"\nqty = 99999\n' for _ in range(11))
+    scenario.write_text(_STEEL.replace("year = 2024", f"year = {year}") + trades)
+    assert main(["comply", str(scenario), "--json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert (report["price"], report["price_source"]) == ("98.00", "market")
+
+
 def test_an_output_that_would_overwrite_an_input_or_another_is_refused(tmp_path, capsys):
     """comply --csv SCENARIO replaced the scenario with its report, and --csv and --chart
     on one path left only the chart; replay refused the like, as the docs say."""

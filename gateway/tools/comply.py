@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange import Engine, default_market
+from exchange.calendar import days_from_civil
 from exchange.commands import (AllocateAllowances, AnyCommand, ComplianceDeadline, Deposit,
                                IssueAllowances, OpenAccount, PlaceOrder, RecordEmissions,
                                SurrenderAllowances)
@@ -59,7 +60,7 @@ from exchange.compliance.allocation import (FINE_MULTIPLE, FINE_MULTIPLES, HEAT_
                                             POWER_BENCHMARKS, SECTOR_RULES, Adjustment,
                                             AllocationError, Entity, PowerUnit, allocate, exact,
                                             pre_allocation)
-from exchange.compliance.registry import QUALITIES, deadline_ns
+from exchange.compliance.registry import QUALITIES, local_day_start_ns
 from exchange.events import CommandRejected, ComplianceAssessed, DeadlinePassed, Event
 from exchange.market import format_cash
 from exchange.orderfile import OrderFileError, read_order_file
@@ -79,7 +80,6 @@ DESCRIPTION = (
     "--json and --csv for machines, --chart for a PNG per sector.")
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "compliance-2024.toml"
 SECTORS = ("power", "steel", "cement", "aluminium")
-_DAY_NS = 86_400 * 10**9
 
 
 class ScenarioError(ValueError):
@@ -260,9 +260,10 @@ def _check_entity(entity: dict[str, Any], where: str, names: set[str]) -> None:
     name = entity.get("name")
     if not isinstance(name, str) or not name or name in names:
         raise ScenarioError(f"{where}: a unique 'name' is required")
-    if name.startswith("@") or name in _MARKET_ACCOUNTS:
+    if name.startswith("@") or name in _MARKET_ACCOUNTS or name.startswith("market-buyer-"):
         raise ScenarioError(f"{where}: 'name' {name!r} is reserved (the exchange's "
-                            f"'@' accounts and {', '.join(_MARKET_ACCOUNTS)})")
+                            f"'@' accounts and {', '.join(_MARKET_ACCOUNTS)}, "
+                            "market-buyer-N)")
     if entity.get("sector") not in SECTORS:
         raise ScenarioError(f"{where}: sector must be one of {', '.join(SECTORS)}")
     if "region" in entity:
@@ -407,17 +408,23 @@ def run_cycle(data: dict) -> dict:
                 submit(command)
         except OrderFileError as exc:
             raise ScenarioError(str(exc)) from None
-    # 11 December, 10:00 in the market's time zone (02:00 UTC in Beijing), inside the
-    # default market's morning session.
-    december = deadline_ns(year, market.schedule) - 21 * _DAY_NS + 10 * 3600 * 10**9
+    # The first business day from 11 December, 10:00 in the market's time zone (02:00
+    # UTC in Beijing), inside the default market's morning session.
+    schedule = market.schedule
+    day = days_from_civil(year + 1, 12, 11)
+    while schedule is not None and not schedule.is_business_day(day):
+        day += 1
+    december = local_day_start_ns(day, schedule) + 10 * 3600 * 10**9
     for number, trade in enumerate(data.get("december_trades", []), 1):
         qty, price = int(trade["qty"]), str(trade["price"])
         step = f"december trade {number} ({qty} at {price})"
+        # a buyer a trade, as the market's many: one would soon pass a position limit
+        buyer = "market-buyer" if number == 1 else f"market-buyer-{number}"
         submit(IssueAllowances(account="market-seller", instrument=vintage, qty=qty), step)
         submit(
-            Deposit(account="market-buyer", currency="CNY",
+            Deposit(account=buyer, currency="CNY",
                     amount=str(exact(price) * qty * 2 // 1)), step)
-        for side, account in (("sell", "market-seller"), ("buy", "market-buyer")):
+        for side, account in (("sell", "market-seller"), ("buy", buyer)):
             submit(
                 PlaceOrder(order_id=f"december-{number}-{side}", account=account,
                            instrument=vintage, side=side, price=price, qty=qty, ts=december),
