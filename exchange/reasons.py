@@ -112,7 +112,7 @@ class Reason(StrEnum):
     NOT_COVERED = "not_covered"  # the account is not a covered entity
     INVALID_MONTHS = "invalid_months"  # monthly-log completeness outside 0-12
     INVALID_STAGE = "invalid_stage"  # an allocation stage other than pre or final
-    NOT_VERIFIED = "not_verified"  # a true-up before the emissions are verified
+    NOT_VERIFIED = "not_verified"  # a true-up, or a deadline, before emissions are verified
     ALREADY_FINAL = "already_final"  # a pre-allocation after the true-up
     CONVERSION_CAP_EXCEEDED = "conversion_cap_exceeded"  # banking conversion beyond its cap
     CONVERSION_CLOSED = "conversion_closed"  # banking after its window (closes 2026-06-10)

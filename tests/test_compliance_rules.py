@@ -272,6 +272,28 @@ def test_an_entity_that_missed_a_surrender_may_not_convert():
     assert type(_convert(engine, "ontime", 100)) is AllowancesConverted
 
 
+def test_no_deadline_while_an_allocated_entity_has_no_verified_emissions():
+    """An entity allocated for the year whose emissions were never recorded passed the
+    deadline neither compliant nor short: no shortfall, no fine, and it could still
+    convert (bank) its allowances. The year is not closed until the authority has
+    determined its emissions."""
+    engine = _ledgered()
+    for account in ("a", "b"):
+        engine.execute(OpenAccount(account=account, kind="covered"))
+    engine.execute(AllocateAllowances(account="a", instrument="CEA24", qty=70_000, year=2024,
+                                      stage="pre"))
+    engine.execute(RecordEmissions(account="b", year=2024, qty=100))
+    before = engine.snapshot()[7:]
+    refused = engine.execute(ComplianceDeadline(year=2024, price="98.00"))
+    assert [(type(e), e.reason) for e in refused] == [(CommandRejected, "not_verified")]
+    assert engine.snapshot()[7:] == before
+    engine.execute(RecordEmissions(account="a", year=2024, qty=80_000))
+    events = engine.execute(ComplianceDeadline(year=2024, price="98.00"))
+    assessed = {e.account: e.status for e in events if type(e) is ComplianceAssessed}
+    assert assessed == {"a": "short", "b": "short"}
+    assert _convert(engine, "a", 100).reason == "missed_surrender"
+
+
 def test_the_cap_counts_the_old_vintages_held_at_the_cut_off():
     """2023-2024 allocation plan, annex (banking): the cap is on the old-vintage holdings
     at the cut-off, 2025-12-31 (the end of that day in the market's time zone), recorded

@@ -394,6 +394,12 @@ class Registry:
             raise Rejected(Reason.INVALID_MULTIPLE)
         if price is not None and not 0 < price < 1 << 62:
             raise Rejected(Reason.INVALID_PRICE)
+        if any(y == year and (account, y) not in self.obligations
+               for account, y in self.allocations):
+            # An entity allocated for the year has no verified emissions: the competent
+            # authority determines them (an ``emissions`` row) before the year can close,
+            # or it would pass its deadline neither compliant nor short.
+            raise Rejected(Reason.NOT_VERIFIED)
         rows = sorted((account, ob) for (account, y), ob in self.obligations.items() if y == year)
         notional, volume = (price, 1) if price is not None else self.deadline_month(year)
         short = any(ob.allowances + ob.counted_offsets() < ob.emissions for _, ob in rows)
