@@ -246,7 +246,8 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 class ClearingOrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """An open order on a cleared contract: its open lots and limit price (0: none)."""
+    """An open order on a cleared contract: its open lots and limit price (0: none), and
+    the fee rate an option buy holds for (millionths; 0 in a state from before)."""
 
     order_id: str
     account: str
@@ -254,6 +255,7 @@ class ClearingOrderState(msgspec.Struct, frozen=True, kw_only=True, array_like=T
     is_buy: bool
     lots: int
     price: int
+    fee: int = 0
 
 
 class ClearingState(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,8 +14,8 @@ import pytest
 from markets import futures_market
 
 from exchange import Engine
-from exchange.commands import (AmendOrder, CloseAccount, Deposit, EndOfDay, IssueAllowances,
-                               PlaceOrder, SuspendAccount)
+from exchange.commands import (AmendOrder, CancelOrder, CloseAccount, Deposit, EndOfDay,
+                               IssueAllowances, PlaceOrder, SuspendAccount)
 from exchange.calendar import format_date
 from exchange.events import (CommandRejected, OrderAccepted, OrderCancelled, PositionClosedOut,
                              TradeExecuted)
@@ -276,6 +276,46 @@ def test_the_widest_spread_is_the_market_files():
     for bad in ('"1.5"', '"-0.1"', '"x"', "2"):
         with pytest.raises(MarketConfigError, match="mid_max_spread"):
             parse_market(futures_market() + f"[clearing]\nmid_max_spread = {bad}\n")
+
+
+def test_an_option_buy_holds_its_fee_with_its_premium():
+    """An option buy held its premium only: the fee, charged as it traded, came from
+    what cash was left, and a buyer who had put up just the premium was recorded as
+    defaulting on it. It now holds the larger fee on the premium, as a spot buy does."""
+    from exchange.events import DefaultRecorded
+
+    fees = futures_market().replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"').replace(
+        'taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
+    run = Run(fees + CALL)
+    _funded(run, "v")
+    _funded(run, "w", amount="3000.44")  # 3,000.00 of premium, 0.45 of fee: a fen short
+    assert run.order("w1", "w", "C", "buy", 1, "3.00")[0].reason == "insufficient_cash"
+    _funded(run, "w", amount="0.01")
+    assert type(run.order("w1", "w", "C", "buy", 1, "3.00")[0]) is OrderAccepted
+    cash = run.engine.ledger.holding("w", "CNY")
+    assert (cash.available, cash.held) == (0, 300_045)
+    events = run.order("v1", "v", "C", "sell", 1, "3.00")  # w is the maker: 1 bp, 0.30
+    assert not [e for e in events if type(e) is DefaultRecorded]
+    assert (cash.available, cash.held) == (15, 0)
+    assert run.engine.ledger.holding("@exchange", "CNY").available == 30 + 45
+
+
+def test_an_option_buys_partial_fills_give_back_exactly_what_it_held():
+    fees = futures_market().replace('maker_fee_bps = "0"', 'maker_fee_bps = "1"').replace(
+        'taker_fee_bps = "0"', 'taker_fee_bps = "1.5"')
+    run = Run(fees + CALL)
+    _funded(run, "v", "w")
+    run.order("w1", "w", "C", "buy", 7, "3.33")
+    cash = run.engine.ledger.holding("w", "CNY")
+    held = cash.held
+    assert held == 7 * 333_000 + 7 * 333_000 * 150 // 1_000_000
+    for lots in (2, 3):
+        run.order(f"v{lots}", "v", "C", "sell", lots, "3.33")
+    run(AmendOrder(order_id="w1", account="w", price="3.00", qty=2))
+    assert cash.held == 2 * 300_000 + 2 * 300_000 * 150 // 1_000_000
+    run.order("v9", "v", "C", "sell", 1, "2.90")
+    run(CancelOrder(order_id="w1", account="w"))
+    assert cash.held == 0 and not run.engine.ledger.clearing.defaults
 
 
 def test_a_long_owed_a_failed_delivery_penalty_is_paid_it_before_it_pays_for_delivery():

@@ -54,8 +54,8 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   after the last trading day begins at 00:00 Beijing time (16:00 UTC); a market without
   a schedule, or with it set aside, counts UTC days.
 - **Options** (European, on a cleared future; premium paid up front): a buy holds its
-  premium at its limit price (market and stop orders on options are refused
-  ``limit_only``) and pays the trade price to the writer when it trades. A writer is
+  premium at its limit price and the larger fee on it (market and stop orders on options
+  are refused ``limit_only``) and pays the trade price to the writer when it trades. A writer is
   margined per lot written (for its position and open sells, as futures are): the
   underlying's initial margin plus what the option is in the money (less what it is out
   of the money) at the underlying's last settlement, never below a quarter of that
@@ -98,7 +98,8 @@ __all__ = ["Clearing", "Position", "CLEARING"]
 
 
 # An open order on a cleared contract: [account, symbol, is_buy, open lots, limit price
-# (ticks, 0: none)], changed in place as it fills.
+# (ticks, 0: none), the fee rate an option buy holds for (0 otherwise)], changed in place
+# as it fills.
 _OrderRecord: TypeAlias = list[Any]
 
 
@@ -121,6 +122,21 @@ def _given(term: _T | None) -> _T:
     option's last trading day, underlying and strike."""
     assert term is not None, "a cleared contract without its terms"
     return term
+
+
+def _premium(inst: Instrument, price: int, lots: int, rate: int) -> int:
+    """What an option buy of *lots* at *price* holds: its premium and *rate* (the larger
+    fee rate when it was placed) on it, rounded down, as ``ledger.cash_needed`` does."""
+    amount = price * lots * inst.tick_value
+    return amount + amount * rate // FEE_SCALE
+
+
+def _held_for(inst: Instrument, record: _OrderRecord, lots: int) -> int:
+    """What an option buy's hold gives back as *lots* of its open lots trade or end: the
+    difference of what it held before and after, so that all its parts add up to what
+    it held, and each part covers its premium and its fee."""
+    _, _, _, open_lots, price, rate = record
+    return _premium(inst, price, open_lots, rate) - _premium(inst, price, open_lots - lots, rate)
 
 
 class Position:
@@ -244,12 +260,14 @@ class Clearing:
         if option and not price:
             return Reason.LIMIT_ONLY  # a premium is held at a limit price
         pos = self.positions[symbol].get(acct.name) or Position()
-        premium = price * qty * inst.tick_value if option and is_buy else 0
+        # an option buy holds its premium and the larger fee on it, as a spot buy does
+        rate = max(inst.maker_fee, inst.taker_fee) if option and is_buy else 0
+        premium = _premium(inst, price, qty, rate) if option and is_buy else 0
         problem = self._admit(acct, pos, inst, is_buy, qty, premium)
         if problem is not None:
             return problem
         self.positions[symbol][acct.name] = pos
-        self.orders[order_id] = [acct.name, symbol, is_buy, qty, price]
+        self.orders[order_id] = [acct.name, symbol, is_buy, qty, price, rate]
         self._remargin(acct, pos, inst)
         return None
 
@@ -257,7 +275,7 @@ class Clearing:
         """Resize an open order's margin (or premium) for its new price and open
         quantity, or refuse with nothing changed."""
         record = self.orders[order_id]
-        _, symbol, is_buy, open_qty, old_price = record
+        _, symbol, is_buy, open_qty, old_price, rate = record
         inst = self.cleared[symbol]
         last = inst.last_trading_day
         assert last is not None  # every cleared contract has one (see __init__)
@@ -266,7 +284,7 @@ class Clearing:
         pos = self.positions[symbol][acct.name]
         premium = 0
         if is_buy and inst.kind == "option":
-            premium = (price * qty - old_price * open_qty) * inst.tick_value
+            premium = _premium(inst, price, qty, rate) - _premium(inst, old_price, open_qty, rate)
         problem = self._admit(acct, pos, inst, is_buy, qty - open_qty, premium)
         if problem is not None:
             return problem
@@ -309,14 +327,14 @@ class Clearing:
             self._shrink(record, record[3])
 
     def _shrink(self, record: _OrderRecord, lots: int) -> None:
-        account, symbol, is_buy, _, price = record
-        record[3] -= lots
+        account, symbol, is_buy, _, _, _ = record
         pos = self.positions[symbol][account]
         inst = self.cleared[symbol]
+        if is_buy and inst.kind == "option":  # give back the premium held for those lots
+            self._unhold_premium(account, pos, _held_for(inst, record, lots), inst)
+        record[3] -= lots
         if is_buy:
             pos.open_buy -= lots
-            if inst.kind == "option":  # give back the premium held for those lots
-                self._unhold_premium(account, pos, price * lots * inst.tick_value, inst)
         else:
             pos.open_sell -= lots
         self._remargin(self.accounts[account], pos, inst)
@@ -382,7 +400,7 @@ class Clearing:
             record = self.orders[trade.buy_order_id]
             paid = price * qty * inst.tick_value
             buyer = positions[trade.buy_account]
-            self._unhold_premium(trade.buy_account, buyer, record[4] * qty * inst.tick_value, inst)
+            self._unhold_premium(trade.buy_account, buyer, _held_for(inst, record, qty), inst)
             self.accounts[trade.buy_account].holding(inst.currency).available -= paid
             self.accounts[trade.sell_account].holding(inst.currency).available += paid
         for order_id, account, leaves, sign in ((trade.buy_order_id, trade.buy_account,
@@ -787,8 +805,9 @@ class Clearing:
             inst = self.cleared[order.instrument]
             if inst.kind == "option" and order.is_buy:
                 key = (order.instrument, order.account)
-                price = self.orders[order.order_id][4]
-                premiums[key] = premiums.get(key, 0) + price * order.qty * inst.tick_value
+                record = self.orders[order.order_id]
+                premiums[key] = premiums.get(key, 0) + _premium(inst, record[4], order.qty,
+                                                                record[5])
         for symbol, positions in self.positions.items():
             inst = self.cleared[symbol]
             assert sum(p.net for p in positions.values()) == 0, f"{symbol}: lots do not net out"
@@ -815,7 +834,7 @@ class Clearing:
                 for s, positions in self.positions.items() for a, p in positions.items()
             ], orders=[
                 ClearingOrderState(order_id=oid, account=r[0], symbol=r[1], is_buy=r[2], lots=r[3],
-                                   price=r[4]) for oid, r in self.orders.items()
+                                   price=r[4], fee=r[5]) for oid, r in self.orders.items()
             ], settlement=dict(self.settlement), window={
                 s: (v[0], v[1])
                 for s, v in self.window.items()
@@ -851,7 +870,7 @@ class Clearing:
             known(o.symbol, o.account)
             if o.order_id in self.orders:
                 raise ValueError(f"clearing: order {o.order_id!r} given twice")
-            self.orders[o.order_id] = [o.account, o.symbol, o.is_buy, o.lots, o.price]
+            self.orders[o.order_id] = [o.account, o.symbol, o.is_buy, o.lots, o.price, o.fee]
         for table in (state.settlement, state.window, state.day_trades):
             for symbol in table:
                 known(symbol)
