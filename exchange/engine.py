@@ -1184,7 +1184,8 @@ class Engine:
         counts = self.accepted, self.rejected, dict(self.rejects)
         for number, (account, symbol, lots) in enumerate(close_outs, 1):
             limit = self._instruments[symbol].max_qty
-            left, part = abs(lots), 0
+            # A halted contract's book does not trade: the clearing house takes it all.
+            left, part = (0 if self._specs[symbol].halted else abs(lots)), 0
             while left:
                 part += 1
                 qty = min(left, limit)

@@ -153,6 +153,20 @@ def test_close_out_orders_are_the_engines_own_not_counted_as_commands():
     assert (run.engine.accepted, run.engine.rejected) == (commands + 1, 0)
 
 
+def test_a_halted_contracts_close_out_goes_to_the_clearing_house_without_a_rejection():
+    """The engine's own close-out order was sent to a halted book and refused, giving a
+    command_rejected event for an order no one sent."""
+    from exchange.commands import HaltInstrument
+
+    run = Run()
+    _called(run)
+    run(HaltInstrument(instrument="F"))
+    events = run(EndOfDay(ts=EOD + DAY))
+    assert not [e for e in events if type(e) is CommandRejected]
+    assert [(e.qty, e.via) for e in events if type(e) is PositionClosedOut] == [(2, "clearing")]
+    assert "a" not in run.engine.ledger.clearing.calls
+
+
 def test_no_close_out_on_the_last_trading_day_the_position_goes_to_delivery():
     run = Run()
     _called(run, days=6)  # called on Sunday the 27th, the 28th is the last day
