@@ -364,6 +364,21 @@ def test_no_or_wrong_credentials_are_401_with_the_challenge(http):
     assert http.get("/api/v1/market/NOPE/book?levels=0").status_code == 401
 
 
+def test_head_is_answered_as_get_without_the_body(http):
+    """HEAD was 405 on every endpoint; a server answers HEAD wherever it answers GET,
+    with GET's status and headers and no body."""
+    for path in EVERY_PATH:
+        got = http.get("/api/v1" + path, auth=OPERATOR)
+        head = http.head("/api/v1" + path, auth=OPERATOR)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content)), path
+    assert http.head("/api/v1/instruments").status_code == 401
+    assert http.head("/api/v1/accounts/alice/holdings", auth=BOB).status_code == 403
+    assert http.head("/api/v1/market/NOPE/book", auth=ALICE).status_code == 404
+    assert http.post("/api/v1/instruments", auth=ALICE).status_code == 405  # still read-only
+
+
 def test_another_accounts_data_and_the_operators_are_403(http):
     for path in ACCOUNT_PATHS:
         response = http.get(f"/api/v1/accounts/alice/{path}", auth=BOB)

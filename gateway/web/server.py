@@ -9,6 +9,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -53,6 +54,27 @@ def create_app(portal: WebPortal) -> FastAPI:
     return app
 
 
+class _HeadAsGet:
+    """HEAD on the REST API answered as its GET, without the body (RFC 9110: a server
+    answers HEAD wherever it answers GET). FastAPI's routes take only the methods they
+    name; the pages' routes take HEAD already."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["method"] != "HEAD"
+                or not scope["path"].startswith("/api/")):
+            return await self.app(scope, receive, send)
+
+        async def headless(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, headless)
+
+
 async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
                     stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Serve *portal* on *host*:*port* until *stop* is set."""
@@ -62,7 +84,7 @@ async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, port))  # OSError (taken, not an address here) before uvicorn starts
-    config = uvicorn.Config(portal.app, host=host, port=port, log_level="warning",
+    config = uvicorn.Config(_HeadAsGet(portal.app), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="on", loop="none")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours
