@@ -235,6 +235,33 @@ def test_bad_input_is_answered_and_changes_nothing(core, payload, reason):
     assert core.stats.turned_away == 1 and core.stats.by_reason == {reason: 1}
 
 
+def test_a_resend_into_a_full_intake_is_not_told_overloaded_for_a_command_that_acts():
+    """A bot resends what stays unanswered. With its intake full, a resent copy was
+    turned away 'overloaded' under its command id, ahead of the queued first copy that
+    then acted: the bot took the order for refused while it rested in the book. A copy
+    whose first is waiting now gets no answer of its own; one whose first ran gets that
+    first answer again; only a command not seen is told 'overloaded'."""
+    core = GatewayCore(Engine(open_market()),
+                       settings=GatewaySettings(book_interval=0, intake=4))
+    first = [order(f"o{i}", "sell", "61.00", 1, command_id=f"c{i}") for i in range(4)]
+    send(core, "alice", first)
+    send(core, "alice", first)  # resent while all four wait in the full intake
+    send(core, "alice", order("n1", "sell", "61.00", 1, command_id="new"))
+    answers = reports(core.flush(now=1.0), "alice")
+    assert sorted((r["command_id"], r["report"]) for r in answers) == [
+        ("c0", "accepted"), ("c1", "accepted"), ("c2", "accepted"), ("c3", "accepted"),
+        ("new", "rejected")]
+    assert next(r for r in answers if r["command_id"] == "new")["reason"] == "overloaded"
+    assert core.stats.resends_dropped == 4
+    # ran since: with the intake full again, a resend of one gets its answer again
+    send(core, "alice", [order(f"p{i}", "sell", "62.00", 1) for i in range(4)])
+    send(core, "alice", first[:1])
+    again = reports(core.flush(now=2.0), "alice")
+    assert [(r["command_id"], r["report"], r.get("duplicate")) for r in again
+            if r.get("command_id")] == [("c0", "accepted", True)]
+    assert len(list(core.engine.book("CEA25").orders(False))) == 8
+
+
 @pytest.mark.parametrize("bid, message", [
     # a key the bid has no use for is refused, not dropped (the auction sets its pricing)
     ({"auction": "A1", "pricing": "pay_as_bid"}, "pricing is not a key"),

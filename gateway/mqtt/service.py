@@ -125,6 +125,7 @@ class _Stats:
     commands: int = 0
     turned_away: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    resends_dropped: int = 0  # resent while their first copy waited in a full intake
 
 
 def _refused(command, reason: str, message: str) -> RejectedReport:
@@ -205,7 +206,23 @@ class GatewayCore:
             # message away reads only its ids, so a flood costs little besides its answers.
             message = (
                 f"{len(queue)} commands of this account are waiting; resend once they are answered")
+            queued: set | None = None
             for report in self._decoder.turn_away(payload, OVERLOADED, message):
+                command_id = report.command_id
+                if type(command_id) is str:
+                    # A resend (a bot resends what stays unanswered): not its answer. One
+                    # that ran is answered as it was; one still waiting is answered when
+                    # it runs. Told "overloaded", the bot would take a command that acts
+                    # for refused.
+                    again = self._answered_before(account, command_id)
+                    if again is not None:
+                        self._answers += [(account, r) for r in again]
+                        continue
+                    if queued is None:
+                        queued = {getattr(c, "command_id", None) for c in queue}
+                    if command_id in queued:
+                        self.stats.resends_dropped += 1
+                        continue
                 self._count_turned_away(account, report)
                 self._answers.append((account, report))
             return
@@ -570,6 +587,23 @@ class GatewayCore:
         ticks = self._last.get(instrument)
         return "-" if ticks is None else self._reports.price(instrument, ticks)
 
+    def _answered_before(self, account: str, command_id: str) -> list[Report] | None:
+        """The reports that answered *account*'s command *command_id*, its fills
+        included, each marked ``"duplicate": true``, while the engine's command window
+        holds it; else None."""
+        first = self.engine.answer(account, command_id)
+        if not first:
+            return None
+        again: list = []
+        for event in first:
+            self._reports.reports(event, again)
+        answer = [r for who, r in again if who == account]
+        for r in answer:  # built just now: no one else holds them
+            r.duplicate = True
+            if r.seq == first[0].seq:
+                r.command_id = command_id
+        return answer
+
     def _answer(self, command, result, made: list) -> None:
         """Tag the report that answers *command* with its command id; answer a resent
         command with what it was answered the first time, its fills included, from the
@@ -578,18 +612,10 @@ class GatewayCore:
         command_id = command.command_id
         account = command.account
         if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
-            first = self.engine.answer(account, command_id)
-            if first:
-                again: list = []
-                for event in first:
-                    self._reports.reports(event, again)
+            answer = self._answered_before(account, command_id)
+            if answer is not None:
                 for i, (who, report) in enumerate(made):
                     if who == account and report.seq == result.seq:
-                        answer = [r for who_again, r in again if who_again == account]
-                        for r in answer:  # built just now: no one else holds them
-                            r.duplicate = True
-                            if r.seq == first[0].seq:
-                                r.command_id = command_id
                         made[i:i + 1] = [(account, r) for r in answer]
                         return
         for who, report in made:
