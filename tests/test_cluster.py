@@ -254,6 +254,10 @@ def test_a_new_node_joins_from_the_snapshot_and_the_log_after_it(harness):
     assert done.returncode == 0, done.stderr
     assert "leader: a" in done.stdout and "3 replica(s)" in done.stdout
     assert "late" in done.stdout and engine.state_hash()[:16] in done.stdout
+    # a follower stopped cleanly says so, as a leader does (it was left "follower", then
+    # shown silent)
+    harness.nodes["late"].stop()
+    assert harness.statuses()["late"]["role"] == "stopped"
 
 
 def test_a_node_on_another_market_stops_before_it_applies_or_leads(harness):
@@ -321,6 +325,22 @@ def test_bad_cluster_options_exit_2_with_one_line(tmp_path, args, message):
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "j").exists()
+
+
+def test_a_bad_node_id_or_init_file_stops_the_node_before_it_reaches_nats(tmp_path):
+    """A node id with a space led, but could never report its status; an --init file
+    that could not be read was found only after the node had taken the lease and
+    written its marker. Both now stop it first (NATS on port 1 is never asked)."""
+    (tmp_path / "bad.csv").write_text("action,account,instrument,qty\nfly,a,CNY,1\n")
+    base = ("serve", "--cluster", "nats://127.0.0.1:1", "--broker",
+            "mqtt://gateway:x@127.0.0.1:1")
+    for extra, message in ((("--node-id", "x y"), "--node-id 'x y'"),
+                           (("--init", "bad.csv"), "bad.csv, line 2")):
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *base, *extra],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert "NATS" not in done.stderr and "nats" not in done.stderr.lower(), done.stderr
 
 
 def test_cluster_status_shows_a_node_not_heard_from_as_silent():

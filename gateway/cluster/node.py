@@ -445,6 +445,9 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
              time.monotonic() - began, node.applied + 1)
     while not stop.is_set():
         if not await node.follow(stop):
+            # stopped while following: say so, as a leader stopping does
+            node.role = "stopped"
+            await node.report()  # (a NATS that is gone is logged, not raised)
             break
         lost = asyncio.Event()
         node.lost_why = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import sys
 import time
@@ -42,6 +43,11 @@ def _open_log(cluster_url: str, create: bool = True) -> tuple[NatsThread, Cluste
     return thread, stream
 
 
+# A node's name keys its status in the cluster's buckets: NATS takes letters, digits,
+# "-" and "_" there without question (a space is refused at every report).
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, node_id: str | None,
                  init: str | None, settings: GatewaySettings | None = None,
                  password_file: str | None = None, environ: Mapping[str, str] | None = None,
@@ -53,6 +59,12 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
                          "so the embedded one cannot serve a cluster")
     broker = resolve_broker(broker_url, password_file=password_file, environ=environ)
     _check_readable(init)
+    # Read whole before the lease is taken: a file that cannot be read stops the node
+    # before anything runs, as it does serve without a cluster.
+    commands = read_order_file(init) if init is not None else None
+    if node_id is not None and not _NODE_ID.fullmatch(node_id):
+        raise ServeError(f"--node-id {node_id!r}: letters, digits, '-' and '_', at most 64 "
+                         "(it names the node's key in the cluster's buckets)")
     thread, stream = _open_log(cluster_url)
     try:
         leader = thread.call(stream.leader(), 10)
@@ -76,9 +88,9 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
                        snapshot_every=base.snapshot_every)
 
     async def serve(journal: StreamJournal, lost: asyncio.Event) -> str:
-        if init is not None and node.engine.seq == 0:
+        if commands is not None and node.engine.seq == 0:
             # The first leader of an empty log applies the order file, through the log.
-            Sequencer(node.engine, journal).run(read_order_file(init), [])  # type: ignore[arg-type]
+            Sequencer(node.engine, journal).run(commands, [])  # type: ignore[arg-type]
         core = GatewayCore(node.engine, journal=journal, settings=base)  # type: ignore[arg-type]
         journal.snapshot_due = lambda engine: node.snapshot(journal, engine)
         gateway_stop = asyncio.Event()
