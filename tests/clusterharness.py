@@ -125,6 +125,12 @@ class Harness:
         except Exception:
             return {}
 
+    def snapshot_seqs(self) -> set[int]:
+        """The stream sequences of the snapshots whose chunks the bucket holds."""
+        self._open()
+        keys = self.thread.call(self.log.snapshots.keys(), 10)
+        return {int(k[1:].partition(".")[0]) for k in keys if k.startswith("s")}
+
     def entries(self, timeout: float = 60.0) -> list:
         """The whole log (tried again while NATS cannot answer, as while it elects)."""
         self._open()

@@ -248,6 +248,12 @@ def test_a_new_node_joins_from_the_snapshot_and_the_log_after_it(harness):
     assert statuses["late"]["state_hash"] == statuses["a"]["state_hash"] == engine.state_hash()
     assert statuses["b"]["state_hash"] == engine.state_hash()
     assert len(bot.accepted) >= 90
+    # of the many snapshots written, the bucket keeps the newest and the one before it
+    written = sum(harness.nodes[n].output().count("snapshot at log sequence")
+                  for n in ("a", "b"))
+    kept = harness.snapshot_seqs()
+    assert written >= 3 and 1 <= len(kept) <= 2, (written, kept)
+    assert harness.thread.call(harness.log.latest_snapshot(), 10)["seq"] in kept
 
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
                            harness.cluster_url], capture_output=True, text=True, timeout=60)
