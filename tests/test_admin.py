@@ -142,10 +142,12 @@ class FakeExchange:
     """Answers the operator's commands on OPS_REPORTS, in its own thread and loop:
     ``withdraw`` rejected ``insufficient_funds``; account ``silent`` never answered;
     account ``listy`` answered in a list after an answer to another id, marked
-    duplicate; anything else accepted with the next ``seq``."""
+    duplicate; anything else accepted with the next ``seq``. With *lose_first*, the
+    first copy of each command id is lost (as while a cluster's leader changes)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, lose_first: bool = False) -> None:
         self.port = port
+        self.lose_first = lose_first
         self.received: list[dict] = []
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,6 +186,9 @@ class FakeExchange:
                         return
                     command = json.loads(getter.result().payload)
                     self.received.append(command)
+                    if self.lose_first and [c["command_id"] for c in self.received].count(
+                            command["command_id"]) == 1:
+                        continue
                     seq += 1
                     answer = {"report": "accepted", "seq": seq, "action": command["action"],
                               "command_id": command.get("command_id"),
@@ -301,10 +306,12 @@ def test_no_answer_exits_2_within_the_timeout(open_broker, tmp_path):
                          "ok.csv", cwd=tmp_path)
     assert time.monotonic() - started < 8
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
         f"carbonx admin: error: no answer from the exchange to line 2 (open_account alice) "
-        f"within 0.5 s (is carbonx serve running on the broker 127.0.0.1:{open_broker.port}?)"
-    ]
+        f"within 0.5 s (is carbonx serve running on the broker 127.0.0.1:{open_broker.port}?); "
+        "the rows carry command ids admin-")
+    assert "'--session " in lines[0]
     (tmp_path / "silent.csv").write_text("action,account,instrument,qty\n"
                                          "deposit,alice,CNY,1\ndeposit,silent,CNY,1\n"
                                          "deposit,alice,CNY,2\n")
@@ -315,6 +322,34 @@ def test_no_answer_exits_2_within_the_timeout(open_broker, tmp_path):
     assert done.stdout.splitlines() == ["line 2 deposit alice CNY: accepted (seq 101)"]
     assert "no answer from the exchange to line 3 (deposit silent CNY)" in done.stderr
     assert len(exchange.received) == 2  # the row after the silence is not sent
+
+
+def test_a_row_lost_on_the_way_is_sent_again_with_its_id(open_broker, tmp_path):
+    """A row sent while no gateway read (a cluster's leader changing) was lost, and
+    admin stopped after its timeout. It is now sent again each second with the same
+    command id until answered."""
+    (tmp_path / "ok.csv").write_text("action,account,instrument,qty\n"
+                                     "deposit,alice,CNY,1\ndeposit,bob,CNY,2\n")
+    with FakeExchange(open_broker.port, lose_first=True) as exchange:
+        done = carbonx_admin("--broker", url(open_broker, OPERATOR_PASSWORD), "--timeout", "5",
+                             "ok.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(":")[1].strip() for line in done.stdout.splitlines()] == [
+        "accepted (seq 101)", "accepted (seq 102)"]
+    ids = [c["command_id"] for c in exchange.received]
+    assert len(ids) == 4 and ids[0] == ids[1] != ids[2] == ids[3]
+
+
+def test_a_session_sends_the_file_again_with_the_ids_of_an_earlier_run(open_broker, tmp_path):
+    (tmp_path / "ok.csv").write_text("action,account,instrument,qty\ndeposit,alice,CNY,1\n")
+    with FakeExchange(open_broker.port) as exchange:
+        done = carbonx_admin("--broker", url(open_broker, OPERATOR_PASSWORD), "--session",
+                             "0badc0de", "ok.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [c["command_id"] for c in exchange.received] == ["admin-0badc0de-1"]
+    done = carbonx_admin("--broker", url(open_broker, OPERATOR_PASSWORD), "--session", "x-1",
+                         "ok.csv", cwd=tmp_path)
+    assert done.returncode == 2 and "--session 'x-1'" in done.stderr
 
 
 def test_a_wrong_password_exits_2_saying_the_login_was_refused(open_broker, tmp_path):

@@ -7,12 +7,14 @@ before anything is sent, with the file and line named. Then it logs in to the br
 the operator, subscribes to the operator's answers (``cx/v1/ops/reports``) and sends the
 rows one at a time, in file order, to ``cx/v1/ops/commands`` (QoS 1, one JSON object a
 row, keyed like the order file), waiting for each row's answer before it sends the next.
-Each row carries a ``command_id`` (``admin-<8 hex>-<row>`` when the file gives none), by
-which its answer is found; answers to other ids are ignored, and an answer the exchange
-gives again from its memory (``"duplicate": true``, a command id it has seen) counts as
-that row's answer. One line a row is printed as its answer comes (``--json``: the answer
-itself, one JSON object a line, with the row's file ``line`` added); a summary goes to
-standard error.
+Each row carries a ``command_id`` (``admin-<8 hex>-<row>`` when the file gives none, the
+hex digits ``--session``'s if given), by which its answer is found; answers to other ids
+are ignored, and an answer the exchange gives again from its memory (``"duplicate":
+true``, a command id it has seen) counts as that row's answer. A row not answered within
+``RESEND_AFTER`` is published again with its id (one published while no gateway reads,
+as in a cluster's failover, is lost). One line a row is printed as its answer comes
+(``--json``: the answer itself, one JSON object a line, with the row's file ``line``
+added); a summary goes to standard error.
 
 The password: ``--password-file FILE`` (one line), else ``$CARBONX_PASSWORD``, else one
 in the URL (``mqtt://operator:PASS@HOST:PORT``, which other users' ``ps`` can see).
@@ -62,6 +64,8 @@ __all__ = [
 
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
 DEFAULT_TIMEOUT = 10.0  # seconds to log in, and to wait for each row's answer
+RESEND_AFTER = 1.0  # seconds without an answer before a row is sent again, same command id
+_SESSION = re.compile(r"[0-9a-f]{1,32}")
 STDIN = "-"
 
 DESCRIPTION = (
@@ -70,8 +74,11 @@ DESCRIPTION = (
     "exchange, in file order, each as a command on cx/v1/ops/commands, waiting for each row's "
     "answer on cx/v1/ops/reports before sending the next, and print one line a row: the file "
     "line, the action, the account and instrument, accepted (with the sequence number) or "
-    "rejected and why. Each row gets a command_id (admin-<hex>-<row>) unless it has one; an "
-    "answer repeated by the exchange for a command id it has seen counts. The password: "
+    "rejected and why. Each row gets a command_id (admin-<session>-<row>) unless it has one; "
+    "a row not answered within a second is sent again with the same id (as through a "
+    "cluster's failover), and an answer repeated by the exchange for a command id it has seen "
+    "counts. --session HEX sends a file again with the ids of an earlier run (its error says "
+    "which), so that rows that went through are not applied twice. The password: "
     "--password-file FILE, else $CARBONX_PASSWORD, else the URL's. Exit status: 0 every row "
     "accepted; 1 some row rejected (the rows after it are still sent); 2 the file cannot be "
     "read (file and line named, nothing sent), the broker cannot be reached or refuses the "
@@ -211,9 +218,11 @@ class AdminClient:
     ``command_id`` (a command sent without one is given one), others ignored.
     """
 
-    def __init__(self, broker: BrokerAddress, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, broker: BrokerAddress, *, timeout: float = DEFAULT_TIMEOUT,
+                 resend_after: float = RESEND_AFTER) -> None:
         self.broker = broker
         self.timeout = timeout
+        self.resend_after = resend_after
         self.where = f"{broker.host}:{broker.port}"
         self._session = secrets.token_hex(4)
         self._sent = 0
@@ -335,13 +344,22 @@ class AdminClient:
         return future.result()
 
     async def _send_and_wait(self, command: AnyCommand, future: asyncio.Future) -> None:
+        """Publish *command* until it is answered: again, with its command id, each
+        ``resend_after`` without an answer. A command published while no gateway reads
+        (a cluster's leader changing) is lost; its copy reaches the next, and one that
+        did act is answered as it was the first time (the exchange's command window)."""
         import aiomqtt
 
-        try:
-            await self._mqtt.publish(OPS_COMMANDS, _encode(command), qos=1)
-        except aiomqtt.MqttError as exc:
-            raise AdminError(f"cannot send to the broker {self.where}: {_phrase(exc)}") from None
-        await asyncio.shield(future)
+        payload = _encode(command)
+        while True:
+            try:
+                await self._mqtt.publish(OPS_COMMANDS, payload, qos=1)
+            except aiomqtt.MqttError as exc:
+                raise AdminError(
+                    f"cannot send to the broker {self.where}: {_phrase(exc)}") from None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), self.resend_after)
+                return
 
 
 # --- the command -----------------------------------------------------------------------
@@ -409,7 +427,11 @@ def run(args: argparse.Namespace) -> int:
     if not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise UsageError(f"--timeout {args.timeout:g}: must be a number of seconds above 0")
     broker = _broker(args)
-    rows = with_command_ids(read_rows(args.file, args.format))
+    session = args.session or secrets.token_hex(4)
+    if not _SESSION.fullmatch(session):
+        raise UsageError(f"--session {session!r}: the hex digits of an earlier run's command "
+                         "ids (admin-HEX-ROW)")
+    rows = with_command_ids(read_rows(args.file, args.format), session)
 
     def out(row: Row, answer: dict) -> None:
         if args.json:
@@ -429,7 +451,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_async(main())
     except AdminError as exc:
-        raise UsageError(str(exc)) from None
+        # Rows that went through keep their ids: sent again with them, they are answered
+        # as they were, not applied twice (while the exchange remembers them).
+        raise UsageError(f"{exc}; the rows carry command ids admin-{session}-ROW: "
+                         f"'--session {session}' sends the file again without applying twice "
+                         "the rows that went through") from None
     accepted, rejected = counts[0]
     print(f"carbonx admin: {len(rows)} row(s) sent: {accepted} accepted, {rejected} rejected",
           file=sys.stderr)
@@ -451,6 +477,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "else the URL's)")
     parser.add_argument("--json", action="store_true",
                         help="print each answer as one JSON object a line, its file 'line' added")
+    parser.add_argument(
+        "--session", metavar="HEX",
+        help="give the rows the command ids of an earlier run (admin-HEX-ROW, as its error "
+        "said): rows that went through then are answered as they were, not applied twice")
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help="how long to wait for the login and for each row's answer "
