@@ -30,6 +30,34 @@ from gateway.mqtt.brokerconfig import write_broker_config
 from gateway.mqtt.serve import BrokerAddress, ServeError, probe_broker, resolve_broker
 
 
+def test_an_error_in_a_loop_callback_is_one_line_on_the_log_not_a_traceback(caplog):
+    """A leader woken from SIGSTOP printed 'Exception in callback ... RuntimeError: unable
+    to perform operation on <UVPoll closed=True>' with a traceback (the MQTT client's
+    callback on a socket the broker had closed). The loop's errors are said in one line,
+    and the loop goes on."""
+    import logging
+
+    from gateway.mqtt.serve import run_async
+
+    ran: list[str] = []
+
+    async def main() -> None:
+        def broken() -> None:
+            raise RuntimeError("unable to perform operation on <UVPoll closed=True>")
+
+        loop = asyncio.get_running_loop()
+        loop.call_soon(broken)
+        await asyncio.sleep(0.01)
+        ran.append("after")
+
+    with caplog.at_level(logging.WARNING, logger="carbonx.serve"):
+        run_async(main())
+    assert ran == ["after"]
+    said = [r for r in caplog.records if r.name == "carbonx.serve"]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert "RuntimeError: unable to perform operation" in said[0].getMessage()
+
+
 def carbonx(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "CARBONX_PASSWORD"}

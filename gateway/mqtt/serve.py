@@ -266,14 +266,33 @@ def save_credentials(path: Path, credentials: Mapping[str, str]) -> None:
 
 
 def run_async(main) -> None:
-    """Run *main* (a coroutine) on uvloop where it is installed, else asyncio's loop."""
+    """Run *main* (a coroutine) on uvloop where it is installed, else asyncio's loop, an
+    error in a callback said in one line (``_one_line``)."""
+
+    async def quietly():
+        asyncio.get_running_loop().set_exception_handler(_one_line)
+        return await main
+
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
+        asyncio.run(quietly())
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        runner.run(quietly())
+
+
+def _one_line(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The loop's handler of an error no task awaits (a callback's, such as the MQTT
+    client's on a socket the broker closed while the process was paused): one line on
+    the log, the traceback only at debug level. Nothing stops for it, as before."""
+    error = context.get("exception")
+    if error is None:
+        loop.default_exception_handler(context)
+        return
+    log.warning("%s: %s: %s", context.get("message", "an error in the event loop"),
+                type(error).__name__, error)
+    log.debug("its traceback", exc_info=error)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
