@@ -368,6 +368,20 @@ def test_cluster_status_shows_a_node_not_heard_from_as_silent():
         "d": ("follower", False)}
 
 
+def test_cluster_status_says_what_nats_could_not_answer():
+    """With NATS electing or short of a quorum it printed '(none: the lease is free)' and
+    no node rows, as if the cluster were idle."""
+    from gateway.cluster.serve import status_text
+
+    result = {"leader": None, "stream": None, "nodes": {},
+              "unknown": {"leader": "timeout", "stream": "no responders", "nodes": "timeout"}}
+    lines = status_text(result, 0.0).splitlines()
+    assert lines[0] == "leader: (unknown: the lease does not answer: timeout)"
+    assert lines[1] == "stream: (unknown: no responders)"
+    assert lines[3] == "(unknown: the nodes' reports do not answer: timeout)"
+    assert json.loads(status_text(result, 0.0, as_json=True))["unknown"]["leader"] == "timeout"
+
+
 def _cluster_status(url: str) -> subprocess.CompletedProcess:
     """``carbonx cluster-status --cluster URL``, its output captured."""
     return subprocess.run([sys.executable, "-m", "gateway.cli", "cluster-status", "--cluster",
@@ -400,7 +414,7 @@ def test_nats_without_jetstream_or_not_there_is_said_plainly(tmp_path):
     finally:
         server.stop()
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "JetStream does not answer: is it enabled" in done.stderr
+    assert "JetStream does not answer: is it enabled on the servers" in done.stderr
     nobody = f"nats://127.0.0.1:{free_port()}"
     done = _cluster_status(nobody)
     assert done.returncode == 2 and f"cannot reach NATS at {nobody}: " in done.stderr

@@ -209,7 +209,8 @@ class ClusterLog:
                 self.snapshots = await self.js.key_value(SNAPSHOT_BUCKET)
             except Exception as exc:
                 why = (f"no stream {STREAM}" if type(exc).__name__ != "ServiceUnavailableError"
-                       else "JetStream does not answer: is it enabled on the servers?")
+                       else "JetStream does not answer: is it enabled on the servers, and are "
+                       "enough of them up to elect its leader (two of three)?")
                 raise ClusterError(f"no carbonx cluster on {', '.join(self.servers)} ({why})"
                                    ) from None
             return
@@ -457,13 +458,17 @@ class ClusterLog:
     async def report(self, node: str, status: dict) -> None:
         await self.nodes.put(node, json.dumps(status).encode())
 
-    async def statuses(self, names: Sequence[str] | None = None) -> dict[str, dict]:
-        """Each node's last report: of *names*, or of every node that has reported."""
+    async def statuses(self, names: Sequence[str] | None = None, *,
+                       strict: bool = False) -> dict[str, dict]:
+        """Each node's last report: of *names*, or of every node that has reported
+        (*strict*: raise if the bucket cannot list them, rather than list none)."""
         out: dict[str, dict] = {}
         if names is None:
             try:
                 names = await self.nodes.keys()
-            except Exception:
+            except Exception as exc:
+                if strict and type(exc).__name__ != "NoKeysError":
+                    raise
                 return out
         for key in names:
             try:

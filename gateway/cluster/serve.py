@@ -10,11 +10,12 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from exchange.market import Market
 from exchange.orderfile import read_order_file
 from exchange.sequencer import Sequencer
-from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, parse_servers
+from gateway.cluster.log import ClusterError, ClusterLog, NatsThread, node_name, parse_servers
 from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, StreamJournal,
                                   run_node)
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
@@ -67,8 +68,11 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
                          "(it names the node's key in the cluster's buckets)")
     thread, stream = _open_log(cluster_url)
     try:
-        leader = thread.call(stream.leader(), 10)
-        if leader is None:
+        try:
+            free = thread.call(stream.lease_state(), 10) is None
+        except Exception:  # the lease does not answer now: a leader may be serving
+            free = False
+        if free:
             # Only with no leader: the broker gives the gateway's user one connection, so
             # a probe would push the leading gateway off for a moment.
             run_async(probe_broker(broker))
@@ -141,16 +145,26 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
 def cluster_status(cluster_url: str, *, as_json: bool = False, out=sys.stdout) -> int:
     """``carbonx cluster-status``: the leader, the stream and every node's report."""
     thread, stream = _open_log(cluster_url, create=False)
+    unknown: dict[str, str] = {}  # what could not be read now (NATS electing, quorum lost)
+
+    def ask(what: str, call: Any, default: Any) -> Any:
+        try:
+            return thread.call(call, 10)
+        except Exception as exc:
+            unknown[what] = str(exc) or type(exc).__name__
+            return default
+
     try:
-        leader = thread.call(stream.leader(), 10)
-        summary = thread.call(stream.stream_summary(), 10)
-        nodes = thread.call(stream.statuses(), 10)
+        state = ask("leader", stream.lease_state(), None)
+        leader = node_name(state[0]) if state is not None else None
+        summary = ask("stream", stream.stream_summary(), None)
+        nodes = ask("nodes", stream.statuses(strict=True), {})
     finally:
         with contextlib.suppress(Exception):
             thread.call(stream.close(), 5)
         thread.stop()
-    print(status_text({"leader": leader, "stream": summary, "nodes": nodes}, time.time(),
-                      as_json=as_json), file=out)
+    print(status_text({"leader": leader, "stream": summary, "nodes": nodes, "unknown": unknown},
+                      time.time(), as_json=as_json), file=out)
     return 0
 
 
@@ -164,11 +178,17 @@ def status_text(result: dict, now: float, *, as_json: bool = False) -> str:
     if as_json:
         return json.dumps(result, indent=1)
     summary = result["stream"]
+    unknown = result.get("unknown", {})
+    # What NATS could not answer now is said so, never shown as a free lease or no nodes.
     lines = [
-        f"leader: {result['leader'] or '(none: the lease is free)'}",
-        f"stream: last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
-        + (f" on {', '.join(summary['servers'])}" if summary["servers"] else ""),
+        "leader: " + (f"(unknown: the lease does not answer: {unknown['leader']})"
+                      if "leader" in unknown else result["leader"] or "(none: the lease is free)"),
+        "stream: " + (f"(unknown: {unknown['stream']})" if summary is None else
+                      f"last sequence {summary['last_seq']}, {summary['replicas']} replica(s)"
+                      + (f" on {', '.join(summary['servers'])}" if summary["servers"] else "")),
         "node                 role       applied   engine seq  state hash        hashed at  seen"]
+    if "nodes" in unknown:
+        lines.append(f"(unknown: the nodes' reports do not answer: {unknown['nodes']})")
     for name, status in sorted(result["nodes"].items()):
         # A node hashes its state when quiet: under load its hash is of an earlier seq.
         hashed = status.get("hash_seq", status["engine_seq"])
