@@ -858,7 +858,8 @@ class Ledger:
                 raise Rejected(Reason.INVALID_PRICE) from None
             if price is None:
                 raise Rejected(Reason.INVALID_PRICE)
-        rows = registry.assess(cmd.year, cmd.multiple, price)
+        closed = {name for name, acct in self.accounts.items() if acct.status == CLOSED}
+        rows = registry.assess(cmd.year, cmd.multiple, price, closed)
         notional, volume = registry.deadline_month(cmd.year)
         average = average_price(notional, volume) if volume else None  # the fine's price
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),

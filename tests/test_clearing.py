@@ -210,6 +210,34 @@ def test_a_loss_realised_today_stays_held_until_the_days_settlement_pays_it(shor
     assert total == 2 * 10_000_000 + 2_000_000 - 1_000_000  # deposits less the withdrawal
 
 
+def test_a_state_from_before_the_days_basis_loads_with_a_position_closed_that_day():
+    """A state written before day_cost was kept has none: a position closed since the
+    last settlement (net 0, its marked and flow not yet paid) took marked + flow for its
+    basis, which the flat-position check refused, and recovery failed. A flat one's
+    loss is all realised; an open one's counts once it closes."""
+    import msgspec
+
+    from exchange.engine import Engine
+
+    run = Run()
+    _funded(run, "a", "b", "c")
+    run.order("b1", "b", "F", "sell", 1, "80.00")
+    run.order("a1", "a", "F", "buy", 1, "80.00")
+    run(EndOfDay(ts=EOD))
+    run.order("c1", "c", "F", "buy", 1, "70.00", ts=MON + DAY)
+    run.order("a2", "a", "F", "sell", 1, "70.00", ts=MON + DAY)
+    state = run.engine.to_state()
+    clearing = state.ledger.clearing
+    old = msgspec.structs.replace(state, ledger=msgspec.structs.replace(
+        state.ledger, clearing=msgspec.structs.replace(clearing, positions=[
+            msgspec.structs.replace(p, day_cost=None) for p in clearing.positions])))
+    loaded = Engine.from_state(old)
+    loaded.check()  # as decode_state does when a snapshot is recovered
+    pos = loaded.ledger.clearing.positions["F"]["a"]
+    assert (pos.net, pos.realised_loss()) == (0, 1000)  # 10.00 x 1 lot, still to be paid
+    assert loaded.state_hash() == run.engine.state_hash()
+
+
 def test_a_loss_realised_on_part_of_a_position_is_held_with_the_rest_of_its_margin():
     run = Run()
     _funded(run, "b", "c")
@@ -282,6 +310,24 @@ def test_a_mid_moves_the_settlement_at_most_one_lots_initial_margin():
     assert (price, source) == (8800, "mid")
     assert (_settled_at_80_then_quoted("10.00", "10.10")[0]) == (7200, "mid")
     assert not run.engine.ledger.clearing.defaults  # a and b each had 100,000.00
+
+
+def test_on_a_contracts_first_day_a_mid_moves_at_most_a_lots_margin_from_its_trades():
+    """With no previous settlement the mid was not bounded: a trade at 80.00 before the
+    window, then an untraded 199.00 / 200.00, settled at 199.50. The day's
+    volume-weighted price anchors it instead."""
+    from exchange.events import SettlementPriceSet
+
+    run = Run()
+    _funded(run, "a", "b", "c", "d")
+    early = MON - 6_600 * 10**9  # before the closing window
+    run.order("a1", "a", "F", "buy", 1, "80.00", ts=early)
+    run.order("b1", "b", "F", "sell", 1, "80.00", ts=early)
+    run.order("c1", "c", "F", "buy", 1, "199.00")
+    run.order("d1", "d", "F", "sell", 1, "200.00")
+    events = run(EndOfDay(ts=EOD))
+    assert [(e.price, e.source) for e in events if type(e) is SettlementPriceSet] == [
+        (8800, "mid")]
 
 
 def test_the_widest_spread_is_the_market_files():

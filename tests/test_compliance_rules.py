@@ -294,6 +294,27 @@ def test_no_deadline_while_an_allocated_entity_has_no_verified_emissions():
     assert _convert(engine, "a", 100).reason == "missed_surrender"
 
 
+def test_an_allocated_entity_whose_account_closed_does_not_hold_the_year_open():
+    """Its emissions can no longer be recorded (account_closed): waiting for them, the
+    deadline was refused for good."""
+    from exchange.commands import CloseAccount, TransferAllowances
+
+    engine = _ledgered()
+    for account in ("a", "b"):
+        engine.execute(OpenAccount(account=account, kind="covered"))
+    engine.execute(AllocateAllowances(account="a", instrument="CEA24", qty=5_000, year=2024,
+                                      stage="pre"))
+    engine.execute(TransferAllowances(account="a", to_account="b", instrument="CEA24",
+                                      qty=5_000))
+    assert type(engine.execute(CloseAccount(account="a"))[0]) is not CommandRejected
+    engine.execute(RecordEmissions(account="b", year=2024, qty=100))
+    assert engine.execute(RecordEmissions(account="a", year=2024, qty=100))[0].reason == \
+        "account_closed"
+    events = engine.execute(ComplianceDeadline(year=2024, price="98.00"))
+    assert {e.account: e.status for e in events if type(e) is ComplianceAssessed} == {
+        "b": "short"}  # the year closes; b surrendered nothing
+
+
 def test_the_cap_counts_the_old_vintages_held_at_the_cut_off():
     """2023-2024 allocation plan, annex (banking): the cap is on the old-vintage holdings
     at the cut-off, 2025-12-31 (the end of that day in the market's time zone), recorded

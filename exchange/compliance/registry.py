@@ -380,12 +380,13 @@ class Registry:
         notional, volume = self.months.get((year + 1, 12), (0, 0))
         return notional, volume
 
-    def assess(self, year: int, multiple: int,
-               price: int | None = None) -> list[tuple[str, Obligation]]:
+    def assess(self, year: int, multiple: int, price: int | None = None,
+               closed: Container[str] = ()) -> list[tuple[str, Obligation]]:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
         order (``Rejected``, with nothing changed, if it cannot close). Fines are at
         *price* (minor units per unit: the operator's reference price) when given, else
-        at the market's average of the month before the deadline."""
+        at the market's average of the month before the deadline. *closed*: accounts
+        closed since, whose emissions can no longer be recorded."""
         if not 2000 <= year <= 9999:
             raise Rejected(Reason.INVALID_YEAR)  # a typo would close a year for good
         if year in self.closed:
@@ -394,7 +395,7 @@ class Registry:
             raise Rejected(Reason.INVALID_MULTIPLE)
         if price is not None and not 0 < price < 1 << 62:
             raise Rejected(Reason.INVALID_PRICE)
-        if any(y == year and (account, y) not in self.obligations
+        if any(y == year and (account, y) not in self.obligations and account not in closed
                for account, y in self.allocations):
             # An entity allocated for the year has no verified emissions: the competent
             # authority determines them (an ``emissions`` row) before the year can close,

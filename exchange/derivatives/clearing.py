@@ -20,8 +20,9 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   volume-weighted price (to the nearest tick, halves up) of its trades in the closing
   window (``[clearing] settlement_window``, local time), else the mid of the best bid
   and offer (halves up) if their spread is at most ``mid_max_spread`` of it (2%),
-  moved at most one lot's initial margin from the previous settlement, else the
-  previous settlement, else the day's volume-weighted price. Each position's variation
+  moved at most one lot's initial margin from the previous settlement (on the first,
+  from the day's volume-weighted price), else the previous settlement, else the day's
+  volume-weighted price. Each position's variation
   margin is ``(net x S - marked - flow) x tick value`` where ``marked`` is its net at the
   last settlement times that price and ``flow`` the day's signed lots x trade prices:
   the day's amounts of a contract sum to zero exactly.
@@ -544,13 +545,16 @@ class Clearing:
             price, source = (2 * window[0] + window[1]) // (2 * window[1]), "window"
         elif bid is not None and ask is not None and self.terms.mid_counts(bid, ask):
             price, source = (bid + ask + 1) // 2, "mid"
-            if previous is not None:
-                # Quotes that no one traded cost nothing to post: a mid moves the price
-                # at most one lot's initial margin from the last settlement, so a day's
-                # variation margin from quotes alone never passes the margin held.
+            # Quotes that no one traded cost nothing to post: a mid moves the price at
+            # most one lot's initial margin from the last settlement (on a contract's
+            # first, from the day's volume-weighted price), so a day's variation margin
+            # from quotes alone never passes the margin held.
+            anchor = (previous if previous is not None else
+                      (2 * day[0] + day[1]) // (2 * day[1]) if day else None)
+            if anchor is not None:
                 inst = self.contracts[symbol]
                 reach = inst.initial_margin // max(inst.tick_value, 1)
-                price = min(max(price, previous - reach), previous + reach)
+                price = min(max(price, anchor - reach), anchor + reach)
         elif previous is not None:
             price, source = previous, "previous"
         elif day:
@@ -864,8 +868,12 @@ class Clearing:
             (pos.net, pos.open_buy, pos.open_sell, pos.marked, pos.flow, pos.margin, pos.premium,
              pos.cost) = (p.net, p.open_buy, p.open_sell, p.marked, p.flow, p.margin, p.premium,
                           p.cost)
-            # (a state from before the day's basis was kept: nothing realised counted)
-            pos.day_cost = p.marked + p.flow if p.day_cost is None else p.day_cost
+            # A state from before the day's basis was kept: an open position's loss realised
+            # today counts only once it closes; a flat one's is all realised.
+            if p.day_cost is None:
+                pos.day_cost = p.marked + p.flow if p.net else 0
+            else:
+                pos.day_cost = p.day_cost
         for o in state.orders:
             known(o.symbol, o.account)
             if o.order_id in self.orders:
