@@ -155,6 +155,10 @@ class Futures(RuleBasedStateMachine):
         self.net: Counter = Counter()  # (symbol, account) -> lots
         self.cost: Counter = Counter()  # (symbol, account) -> signed lots x prices
         self.paid: Counter = Counter()  # (symbol, account) -> variation margin so far
+        # (symbol, account) -> the open lots' basis in today's terms, signed lots x ticks:
+        # the last settlement's price for what was open then, trade prices since,
+        # averaged (rounded down) as lots close
+        self.basis: Counter = Counter()
         self.final: dict[str, int | None] = {}
         self.done: set[str] = set()  # contracts delivered
         self.seen: Counter = Counter()  # event kinds reached, for the reach test
@@ -262,8 +266,8 @@ class Futures(RuleBasedStateMachine):
         net, buys, sells, margin = ((pos.net, pos.open_buy, pos.open_sell,
                                      pos.margin) if pos is not None else (0, 0, 0, 0))
         # the loss the day's trades realised stays held until the day's settlement pays it
-        # (tests/test_clearing.py works its value out by hand)
-        realised = max(0, pos.marked + pos.flow - pos.day_cost) if pos is not None else 0
+        realised = self.realised_loss((symbol, account))
+        assert realised == (pos.realised_loss() if pos is not None else 0), (symbol, account)
         before = max(abs(net + buys), abs(net - sells))
         buys, sells = (buys + qty, sells) if is_buy else (buys, sells + qty)
         after = max(abs(net + buys), abs(net - sells))
@@ -353,14 +357,14 @@ class Futures(RuleBasedStateMachine):
             elif kind is TradeExecuted and e.instrument in FUTURES:
                 self.seen["future_trade"] += 1
                 for account, lots in ((e.buy_account, e.qty), (e.sell_account, -e.qty)):
-                    self.net[(e.instrument, account)] += lots
-                    self.cost[(e.instrument, account)] += lots * e.price
+                    self.traded((e.instrument, account), lots, e.price)
             elif kind is PositionClosedOut and e.via == "clearing":
                 assert e.price == self.clearing.settlement[e.instrument], e
                 for account, lots in ((e.account, e.qty), (CLEARING, -e.qty)):
-                    self.net[(e.instrument, account)] += lots
-                    self.cost[(e.instrument, account)] += lots * e.price
+                    self.traded((e.instrument, account), lots, e.price)
             elif kind is SettlementPriceSet:
+                for key in [k for k in self.net if k[0] == e.instrument]:
+                    self.basis[key] = self.net[key] * e.price
                 unit = MARKET[e.instrument].tick_value
                 expected[e.instrument] = {
                     account: (self.net[(symbol, account)] * e.price - self.cost[
@@ -390,6 +394,25 @@ class Futures(RuleBasedStateMachine):
         for symbol, rest in expected.items():
             assert rest.pop("@sum") == 0, f"{symbol}: the day's variation margin is not zero"
             assert not {a: v for a, v in rest.items() if v}, (symbol, "variation margin", rest)
+
+    def traded(self, key: tuple[str, str], lots: int, price: int) -> None:
+        net, basis = self.net[key], self.basis[key]
+        if net == 0 or (net > 0) == (lots > 0):
+            basis += lots * price
+        elif abs(lots) <= abs(net):
+            basis = basis * (net + lots) // net
+        else:
+            basis = (net + lots) * price
+        self.net[key] += lots
+        self.cost[key] += lots * price
+        self.basis[key] = basis
+
+    def realised_loss(self, key: tuple[str, str]) -> int:
+        """The day's realised loss (lots x ticks): what was marked, plus the day's flow,
+        past the open lots' basis. marked + flow is the model's cost (all trades) plus
+        the variation margin paid so far, in ticks."""
+        unit = MARKET[key[0]].tick_value
+        return max(0, self.cost[key] + self.paid[key] // unit - self.basis[key])
 
     def delivered(self, symbol: str, events: list, net_before: Counter,
                   units_before: Counter) -> None:
@@ -434,7 +457,7 @@ class Futures(RuleBasedStateMachine):
         assert not self.clearing.positions[symbol], f"{symbol}: positions after delivery"
         for key in [k for k in self.net if k[0] == symbol]:
             del self.net[key]
-        for table in (self.cost, self.paid):
+        for table in (self.cost, self.paid, self.basis):
             for key in [k for k in table if k[0] == symbol]:
                 del table[key]
         self.done.add(symbol)
@@ -497,6 +520,11 @@ class Futures(RuleBasedStateMachine):
     def positions_net_to_zero_and_match_the_model(self) -> None:
         for symbol, positions in self.clearing.positions.items():
             assert sum(p.net for p in positions.values()) == 0, symbol
+            for account, pos in positions.items():  # the day's realised loss, held
+                loss = self.realised_loss((symbol, account))
+                assert pos.realised_loss() == loss, (symbol, account, pos.realised_loss(), loss)
+                if loss:
+                    self.seen["realised_loss"] += 1
             engine = {a: p.net for a, p in positions.items() if p.net}
             model = {a: n for (s, a), n in self.net.items() if s == symbol and n}
             assert engine == model, (symbol, engine, model)
@@ -535,7 +563,7 @@ def test_the_state_machine_reaches_calls_defaults_and_delivery() -> None:
             machine.check_all()
         seen.update(machine.seen)
     for what in ("future_trade", "nonzero_variation_margin", "MarginCalled", "DeliverySettled",
-                 "DefaultRecorded", "PositionClosedOut"):
+                 "DefaultRecorded", "PositionClosedOut", "realised_loss"):
         assert seen[what], (what, seen)
 
 
