@@ -46,7 +46,10 @@ log = logging.getLogger("carbonx.cluster")
 
 STATUS_EVERY = 1.0  # seconds between two status reports of a node
 QUIET_REPORTS = 2  # reports at the same engine seq before a node hashes its state
-FOLLOWER_FRESH_S = 5.0  # a follower that reported this recently is taken to be alive
+# A follower that reported this recently is taken to be alive, or coming back: a NATS
+# outage of more than a few seconds stales every report, and a leader that then wrote the
+# snapshot itself held the gateway up for seconds (7.6 s for 55 MB).
+FOLLOWER_FRESH_S = 60.0
 LEASE_CALL_S = 2.0  # a follower's try at the lease (tried again soon if it fails)
 TAKE_SETTLE_S = 0.03  # after taking the lease, before reading whose it is (_try_lease)
 APPEND_RETRY_PAUSE_S = 0.1  # between two tries of an append not acknowledged
