@@ -330,6 +330,23 @@ def test_on_a_contracts_first_day_a_mid_moves_at_most_a_lots_margin_from_its_tra
         (8800, "mid")]
 
 
+def test_quotes_set_no_price_for_a_contract_never_settled_nor_traded():
+    """With no previous settlement and no trade that day, two free quotes at 200.00 /
+    201.00 set F's first settlement, and a call on F struck at 85.00 was exercised at it:
+    1.15 M CNY of variation margin against 80,000.00 of writer's margin."""
+    from exchange.events import OptionExercised, SettlementPriceSet
+
+    run = Run(futures_market() + CALL)
+    _funded(run, "u", "v", "m")
+    wednesday = MON + 2 * DAY  # 12-23, C's expiry day
+    run.order("v1", "v", "C", "sell", 1, "1.00", ts=wednesday)
+    run.order("u1", "u", "C", "buy", 1, "1.00", ts=wednesday)
+    run.order("m1", "m", "F", "buy", 1, "200.00", ts=wednesday)
+    run.order("m2", "m", "F", "sell", 1, "201.00", ts=wednesday)
+    events = run(EndOfDay(ts=EOD + 2 * DAY))
+    assert not [e for e in events if type(e) in (SettlementPriceSet, OptionExercised)]
+
+
 def test_the_widest_spread_is_the_market_files():
     text = futures_market() + '[clearing]\nmid_max_spread = "0.5"\n'
     assert _settled_at_80_then_quoted("79.00", "81.00", text)[0] == (8000, "mid")

@@ -12,7 +12,7 @@ from exchange import Engine, default_market
 from exchange.calendar import days_from_civil
 from exchange.commands import OpenAccount
 from gateway.mqtt.service import GatewayCore, GatewaySettings, next_end_of_day
-from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, orders_topic
+from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, exec_topic, orders_topic
 
 
 def _core() -> GatewayCore:
@@ -118,6 +118,22 @@ def test_a_resent_operator_row_is_answered_again_and_applied_once():
     assert ledger is not None
     holding = ledger.holding("alice", "CNY")
     assert holding is not None and holding.available == 10_000
+
+
+def test_the_account_an_operator_row_names_is_not_told_of_its_rejection():
+    """A resent operator row made the account it named receive 'rejected
+    duplicate_command' (no command id) for a deposit that had been applied; a bot would
+    take its withdrawal for failed. An operator row's answer, refused or not, is the
+    operator's alone."""
+    core = _core()
+    row = {"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "100.00",
+           "command_id": "again"}
+    _ops(core, row)
+    for rows in ([row], [{"action": "withdraw", "account": "alice", "instrument": "CNY",
+                          "qty": "500.00", "command_id": "w1"}]):
+        answers, outgoing = _ops(core, *rows)
+        assert [a["report"] for a in answers] in (["accepted"], ["rejected"])
+        assert _messages(outgoing, exec_topic("alice")) == []
 
 
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():

@@ -21,8 +21,8 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   window (``[clearing] settlement_window``, local time), else the mid of the best bid
   and offer (halves up) if their spread is at most ``mid_max_spread`` of it (2%),
   moved at most one lot's initial margin from the previous settlement (on the first,
-  from the day's volume-weighted price), else the previous settlement, else the day's
-  volume-weighted price. Each position's variation
+  from the day's volume-weighted price; with neither, quotes set no price), else the
+  previous settlement, else the day's volume-weighted price. Each position's variation
   margin is ``(net x S - marked - flow) x tick value`` where ``marked`` is its net at the
   last settlement times that price and ``flow`` the day's signed lots x trade prices:
   the day's amounts of a contract sum to zero exactly.
@@ -539,26 +539,28 @@ class Clearing:
     def _settlement_price(self, symbol: str, book: _Quotes, out: list[Event]) -> int | None:
         window = self.window.get(symbol)
         bid, ask = book.best_bid(), book.best_ask()
-        day = self.day_trades.get(symbol)
+        traded = self.day_trades.get(symbol)
+        day = (2 * traded[0] + traded[1]) // (2 * traded[1]) if traded else None  # the VWAP
         previous = self.settlement.get(symbol)
         if window:
             price, source = (2 * window[0] + window[1]) // (2 * window[1]), "window"
-        elif bid is not None and ask is not None and self.terms.mid_counts(bid, ask):
-            price, source = (bid + ask + 1) // 2, "mid"
+        elif (bid is not None and ask is not None and self.terms.mid_counts(bid, ask)
+              and (previous is not None or day is not None)):
             # Quotes that no one traded cost nothing to post: a mid moves the price at
             # most one lot's initial margin from the last settlement (on a contract's
             # first, from the day's volume-weighted price), so a day's variation margin
-            # from quotes alone never passes the margin held.
-            anchor = (previous if previous is not None else
-                      (2 * day[0] + day[1]) // (2 * day[1]) if day else None)
-            if anchor is not None:
-                inst = self.contracts[symbol]
-                reach = inst.initial_margin // max(inst.tick_value, 1)
-                price = min(max(price, anchor - reach), anchor + reach)
+            # from quotes alone never passes the margin held. With neither, quotes set no
+            # price (an option on a future that never traded would be exercised at it).
+            anchor = previous if previous is not None else day
+            assert anchor is not None
+            inst = self.contracts[symbol]
+            reach = inst.initial_margin // max(inst.tick_value, 1)
+            price = min(max((bid + ask + 1) // 2, anchor - reach), anchor + reach)
+            source = "mid"
         elif previous is not None:
             price, source = previous, "previous"
-        elif day:
-            price, source = (2 * day[0] + day[1]) // (2 * day[1]), "day"
+        elif day is not None:
+            price, source = day, "day"
         else:
             return None
         self.settlement[symbol] = price

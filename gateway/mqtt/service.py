@@ -426,6 +426,12 @@ class GatewayCore:
             command_id = command.command_id
             if operator and id(command) in operator:
                 operator.discard(id(command))
+                if type(result) is CommandRejected:
+                    # The operator's row refused (a resend answered duplicate_command
+                    # among them): its answer is the operator's; the account it names
+                    # did nothing, and was told 'rejected' for a row that had acted.
+                    made[:] = [(who, r) for who, r in made
+                               if getattr(r, "seq", None) != result.seq]
                 made.append((OPS_REPORTS, self._ops_answer(command, result)))
             elif command_id is not None:
                 # Profiled (benchmarks/gateway.py): the common answer is the first report of
