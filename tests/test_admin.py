@@ -359,6 +359,7 @@ def test_a_wrong_password_exits_2_saying_the_login_was_refused(open_broker, tmp_
     assert done.stderr.startswith(f"carbonx admin: error: the broker at 127.0.0.1:"
                                   f"{open_broker.port} refused the login for user operator")
     assert len(done.stderr.splitlines()) == 1
+    assert "--session" not in done.stderr  # nothing was sent: no ids to send again
 
 
 # --- end to end: carbonx serve with its embedded broker ---------------------------------

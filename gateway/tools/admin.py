@@ -226,6 +226,7 @@ class AdminClient:
         self.where = f"{broker.host}:{broker.port}"
         self._session = secrets.token_hex(4)
         self._sent = 0
+        self.published = 0  # rows published (again or not): the exchange may have them
         self._mqtt: Any = None
         self._pending: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
@@ -352,6 +353,7 @@ class AdminClient:
 
         payload = _encode(command)
         while True:
+            self.published += 1
             try:
                 await self._mqtt.publish(OPS_COMMANDS, payload, qos=1)
             except aiomqtt.MqttError as exc:
@@ -393,13 +395,17 @@ async def send_rows(broker: BrokerAddress, rows: list[Row], *, timeout: float,
     answer. Returns (accepted, rejected)."""
     accepted = rejected = 0
     async with AdminClient(broker, timeout=timeout) as admin:
-        for row in rows:
-            answer = await admin.send(row.command, f"{row.where} ({describe(row.command)})")
-            if answer.get("report") == "rejected":
-                rejected += 1
-            else:
-                accepted += 1
-            out(row, answer)
+        try:
+            for row in rows:
+                answer = await admin.send(row.command, f"{row.where} ({describe(row.command)})")
+                if answer.get("report") == "rejected":
+                    rejected += 1
+                else:
+                    accepted += 1
+                out(row, answer)
+        except AdminError as exc:
+            exc.published = admin.published > 0  # type: ignore[attr-defined]
+            raise
     return accepted, rejected
 
 
@@ -451,6 +457,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_async(main())
     except AdminError as exc:
+        if not getattr(exc, "published", False):  # nothing sent: nothing to say of ids
+            raise UsageError(str(exc)) from None
         # Rows that went through keep their ids: sent again with them, they are answered
         # as they were, not applied twice (while the exchange remembers them).
         raise UsageError(f"{exc}; the rows carry command ids admin-{session}-ROW: "
