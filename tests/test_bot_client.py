@@ -70,6 +70,39 @@ def test_each_answer_reaches_reports_once_however_often_it_is_resent():
     run(scenario())
 
 
+def test_a_command_the_gateway_did_not_take_stays_pending_until_its_answer():
+    """Under a flood, a command told 'overloaded' (or 'rate_limited') did nothing; the
+    resend timer's copy found room and acted. The client took the refusal for the
+    answer and passed the real 'accepted' over as a repeat: 24,002 orders the bots
+    believed refused rested in the book. Such a refusal is now no answer: the command
+    stays pending and is resent, and its answer is the copy's."""
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw")
+        futures = client.submit_many([{"action": "new", "order_id": f"o-c{n}",
+                                       "command_id": f"c{n}"} for n in (1, 2)])
+        refused = {"report": "rejected", "reason": "overloaded", "message": "5000 waiting",
+                   "command_id": "c1", "order_id": "o-c1"}
+        deliver(client, refused, {**refused, "reason": "rate_limited", "command_id": "c2",
+                                  "order_id": "o-c2"})
+        assert not futures[0].done() and not futures[1].done()
+        assert (client.unanswered, client.not_taken) == (2, 2)
+        deliver(client, refused)  # the copy sent meanwhile, turned away too
+        deliver(client, answer("c1"), fill("o-c1", 4), answer("c2", "rejected"))
+        assert futures[0].result()["report"] == "accepted"
+        assert futures[1].result()["report"] == "rejected"
+        deliver(client, answer("c1", duplicate=True))  # a third copy's repeated answer
+        got = [(r["report"], r["order_id"]) for r in client.reports_waiting()]
+        assert got == [("accepted", "o-c1"), ("fill", "o-c1"), ("rejected", "o-c2")]
+        assert client.unanswered == 0 and client.not_taken == 3
+        # a refusal for a command no longer pending is a repeat, passed over
+        deliver(client, refused)
+        assert client.reports_waiting() == []
+        await client.close()
+
+    run(scenario())
+
+
 def test_a_message_the_gateway_would_refuse_whole_is_refused_before_it_is_sent():
     """1,001 commands in one message were answered too_many_commands (with no command
     id), then resent by the client in smaller batches and all placed."""

@@ -325,6 +325,25 @@ def test_a_flood_is_rate_limited_per_account():
     assert reports(core.flush(now=1.0), "alice")[0]["report"] == "accepted"
 
 
+def test_a_resend_over_the_rate_limit_is_not_told_rate_limited_for_a_command_that_acts():
+    """As for a full intake: a resent copy over the account's rate was answered
+    'rate_limited' under the id of a command that waited, or had already acted."""
+    core = GatewayCore(Engine(open_market()),
+                       settings=GatewaySettings(rate=10, burst=10, book_interval=0))
+    batch = [order(f"r{i}", "sell", "70.00", 1, command_id=f"c{i}") for i in range(10)]
+    send(core, "alice", batch)
+    send(core, "alice", batch)  # over the rate; the first copies wait
+    first = reports(core.flush(now=0.0), "alice")
+    assert [(r["command_id"], r["report"]) for r in first] == [
+        (f"c{i}", "accepted") for i in range(10)]
+    send(core, "alice", batch[:2] + [order("n1", "sell", "70.00", 1, command_id="new")])
+    again = reports(core.flush(now=0.0), "alice")
+    assert [(r["command_id"], r["report"], r.get("duplicate", False)) for r in again] == [
+        ("c0", "accepted", True), ("c1", "accepted", True), ("new", "rejected", False)]
+    assert again[-1]["reason"] == "rate_limited"
+    assert core.engine.accepted == 10
+
+
 def test_reports_follow_the_bots_format(core):
     send(core, "alice", order("a1", "sell", "60.00"), packed=True)
     send(core, "bob", order("b1", "buy", "60.00"))

@@ -12,7 +12,9 @@ reconnects, with backoff, and resends every command still unanswered, in order; 
 gateway applies a command id once and answers a resend with the first answer (its
 reports marked ``duplicate``), so an order is never lost and never doubled. ``reports()``
 gives each answer once: a repeated answer to a command already answered here is passed
-over. Order ids are the bot's own (made here unless given).
+over. The gateway's ``overloaded`` and ``rate_limited`` say a command was not taken, not
+what became of it: the command stays pending and is resent (``not_taken`` counts them).
+Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
 account's own last 1,000: a resend after both is a new command to it (a new order is
@@ -95,6 +97,9 @@ _CLOSED = object()  # what a closed inbox gives
 # authorized; MQTT 5: the same two): retrying cannot help.
 _LOGIN_REFUSED = frozenset({4, 5, 134, 135})
 _ANSWERED_KEPT = 100_000  # command ids remembered as answered (the exchange's own window)
+# The gateway's refusals that say a command was not taken (the account's intake full, or
+# over its rate): it did nothing, and a copy sent later is taken as the command.
+_NOT_TAKEN = frozenset({"overloaded", "rate_limited"})
 
 
 class ExchangeError(Exception):
@@ -138,6 +143,8 @@ class ExchangeClient:
         self._runner: asyncio.Task | None = None
         self.connects = 0  # successful connections (reconnects = connects - 1)
         self.dropped_reports = 0  # reports dropped because nobody read them
+        # commands the gateway did not take (overloaded, rate_limited): resent, not answered
+        self.not_taken = 0
         self.refused: str | None = None  # why the broker refused the login, if it did
         # Command ids answered here, newest last (bounded): a repeated answer to one of
         # them (a resend's, marked duplicate) is not given to reports() again.
@@ -271,6 +278,17 @@ class ExchangeClient:
             # Only the report that answers a command carries its command id; the reports
             # after it (fills, settlements) are that answer's, marked like it.
             command_id = report.get("command_id")
+            if (command_id is not None and report.get("reason") in _NOT_TAKEN
+                    and command_id in pending):
+                # Not taken: not its answer. Taken for one, it would hide the answer of
+                # the copy the resend timer sends (an order told 'overloaded' that rests).
+                # The command stays pending and goes again in resend_after.
+                self.not_taken += 1
+                pending[command_id][2] = asyncio.get_running_loop().time()
+                repeated = False
+                if fresh is reports:
+                    fresh = reports[:index]
+                continue
             if command_id is not None:
                 entry = pending.pop(command_id, None)
                 repeated = entry is None and command_id in answered

@@ -206,25 +206,7 @@ class GatewayCore:
             # message away reads only its ids, so a flood costs little besides its answers.
             message = (
                 f"{len(queue)} commands of this account are waiting; resend once they are answered")
-            queued: set | None = None
-            for report in self._decoder.turn_away(payload, OVERLOADED, message):
-                command_id = report.command_id
-                if type(command_id) is str:
-                    # A resend (a bot resends what stays unanswered): not its answer. One
-                    # that ran is answered as it was; one still waiting is answered when
-                    # it runs. Told "overloaded", the bot would take a command that acts
-                    # for refused.
-                    again = self._answered_before(account, command_id)
-                    if again is not None:
-                        self._answers += [(account, r) for r in again]
-                        continue
-                    if queued is None:
-                        queued = {getattr(c, "command_id", None) for c in queue}
-                    if command_id in queued:
-                        self.stats.resends_dropped += 1
-                        continue
-                self._count_turned_away(account, report)
-                self._answers.append((account, report))
+            self._not_taken(account, queue, self._decoder.turn_away(payload, OVERLOADED, message))
             return
         # The engine's time is the gateway's clock when the message came in, never
         # going back (benchmarks/gateway.py: stamped here rather than copied into each command).
@@ -240,11 +222,11 @@ class GatewayCore:
                                         time.monotonic() if now is None else now):
             message = (f"{commands} command(s) in one message over the account's limit "
                        f"of {self.settings.rate:g}/s")
-            items = [
+            self._not_taken(account, queue, [
                 item if type(item) is RejectedReport else _refused(item, RATE_LIMITED, message)
                 for item in items
-            ]
-            commands, turned_away = 0, len(items)
+            ])
+            return
         stats.commands += commands
         self._waiting += len(items)
         if not turned_away:
@@ -256,6 +238,28 @@ class GatewayCore:
                 queue.append((account, item))
             else:
                 queue.append(item)
+
+    def _not_taken(self, account: str, queue: deque, reports: list[RejectedReport]) -> None:
+        """Answer the commands of a message turned away whole (``overloaded``,
+        ``rate_limited``: not taken, so a copy sent later is taken), each under its
+        command id, but for resends (a bot resends what stays unanswered): one that ran is
+        answered as it was, one still waiting gets no report (its own comes when it runs).
+        Told "not taken" after it acted, a bot would take a command that acted for refused."""
+        queued: set | None = None
+        for report in reports:
+            command_id = report.command_id
+            if type(command_id) is str:
+                again = self._answered_before(account, command_id)
+                if again is not None:
+                    self._answers += [(account, r) for r in again]
+                    continue
+                if queued is None:
+                    queued = {getattr(c, "command_id", None) for c in queue}
+                if command_id in queued:
+                    self.stats.resends_dropped += 1
+                    continue
+            self._count_turned_away(account, report)
+            self._answers.append((account, report))
 
     def _count_turned_away(self, account: str, report: RejectedReport) -> None:
         stats = self.stats
