@@ -125,7 +125,7 @@ class _Stats:
     commands: int = 0
     turned_away: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
-    resends_dropped: int = 0  # resent while their first copy waited in a full intake
+    resends_dropped: int = 0  # resent while their first copy waited (intake full, or over rate)
 
 
 def _refused(command, reason: str, message: str) -> RejectedReport:
