@@ -19,7 +19,7 @@ Risk per shard, cash allocated to shards: every trading account's cash is split 
 across the shards (and it never runs short on any of them); 16 buyer accounts keep all
 their cash on the shard of a home instrument, and the flagged share of the stream is
 their buys of an instrument on another shard. Before any buy the shard compares what the
-order will hold (``exchange.ledger.cash_needed``) with the account's available cash
+order will hold (``exchange.market.cash_needed``) with the account's available cash
 there; when that is short it asks a lender shard over a pipe for exactly the shortfall:
 the lender runs a ``Withdraw`` and answers, the requester runs a ``Deposit`` of what was
 lent (both legs with the transfer's ``command_id``) and only then submits the order. A
@@ -74,8 +74,8 @@ from exchange.accounts import SYSTEM_ACCOUNTS
 from exchange.commands import (AnyCommand, CancelOrder, Deposit, EndOfDay, IssueAllowances,
                                PlaceOrder, Withdraw)
 from exchange.events import CashWithdrawn, CommandRejected, Event
-from exchange.ledger import FEES, cash_needed
-from exchange.market import Market, format_cash, parse_market
+from exchange.ledger import FEES
+from exchange.market import Market, cash_needed, format_cash, parse_market
 
 from .stats import emit, spread
 
@@ -189,7 +189,7 @@ def _price(ticks: int) -> str:
 
 @functools.cache
 def _buy_terms() -> dict[str, tuple[int, int]]:
-    """Per instrument, what sizes a buy's hold (``exchange.ledger.cash_needed``): the tick
+    """Per instrument, what sizes a buy's hold (``exchange.market.cash_needed``): the tick
     value and the larger of the maker and taker fee rates."""
     market = default_market()
     return {s: (market[s].tick_value, max(market[s].maker_fee, market[s].taker_fee))

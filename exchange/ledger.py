@@ -62,7 +62,7 @@ from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllo
                              CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                              Event, HoldingsUnlocked, LedgerCommandIgnored, OrderCancelled,
                              OrderExpired, TradeExecuted, TradeSettled)
-from exchange.market import FEE_SCALE, MINOR_UNITS, Instrument, Market
+from exchange.market import FEE_SCALE, MINOR_UNITS, Instrument, Market, cash_needed
 from exchange.state import AccountState, HoldingState, HoldState, LedgerState
 from exchange.units import Scale
 
@@ -120,19 +120,6 @@ class _Hold(msgspec.Struct, gc=False):
     # The order's fills so far, notional x fee rate in millionths of a minor unit, less the
     # whole minor units already charged: always under FEE_SCALE.
     accrued: int = 0
-
-
-def cash_needed(price: int, qty: int, unit: int, fee: int, accrued: int = 0) -> int:
-    """Return what a buy of *qty* at *price* may cost with fees, in minor units, for an
-    order whose fills so far accrued *accrued* (notional x fee rate, in millionths).
-
-    >>> cash_needed(6000, 100, 1, 150)    # 100 t at 60.00 CNY, fee 1.5 bp
-    600090
-    >>> cash_needed(6000, 1, 1, 150, 6000 * 150 * 9)  # the last of ten 1 t fills: 0.01 due
-    6001
-    """
-    notional = price * qty * unit
-    return notional + (accrued + notional * fee) // FEE_SCALE - accrued // FEE_SCALE
 
 
 class Ledger:

@@ -34,7 +34,8 @@ from exchange.units import Scale, parse_decimal
 
 __all__ = [
     "Instrument", "Market", "format_cash", "Clearing", "MarketConfigError", "load_market",
-    "default_market", "BlockRules", "AuctionRules", "Limits", "QuotingObligation"
+    "default_market", "BlockRules", "AuctionRules", "Limits", "QuotingObligation",
+    "cash_needed"
 ]
 
 KINDS = ("spot", "future", "option")
@@ -52,6 +53,19 @@ _CLEARING_KEYS = {
 # Minor units per currency (cash is held in integer minor units: fen for CNY).
 MINOR_UNITS = {"CNY": 2, "EUR": 2, "USD": 2, "JPY": 0}
 FEE_SCALE = 1_000_000  # fee rates are held in millionths: 1 bp = 100
+
+
+def cash_needed(price: int, qty: int, unit: int, fee: int, accrued: int = 0) -> int:
+    """Return what a buy of *qty* at *price* may cost with fees, in minor units, for an
+    order whose fills so far accrued *accrued* (notional x fee rate, in millionths).
+
+    >>> cash_needed(6000, 100, 1, 150)    # 100 t at 60.00 CNY, fee 1.5 bp
+    600090
+    >>> cash_needed(6000, 1, 1, 150, 6000 * 150 * 9)  # the last of ten 1 t fills: 0.01 due
+    6001
+    """
+    notional = price * qty * unit
+    return notional + (accrued + notional * fee) // FEE_SCALE - accrued // FEE_SCALE
 
 
 class MarketConfigError(ValueError):

@@ -89,7 +89,7 @@ from exchange.events import (ContractExpired, DefaultRecorded, DeliveryFailed, D
                              Event, MarginCalled, MarginCallMet, OptionExercised, PositionClosedOut,
                              SettlementPriceSet, TradeCleared, TradeExecuted, VariationMargin)
 from exchange.accounts import CLEARING, FEES, Account
-from exchange.market import FEE_SCALE, Instrument, Market
+from exchange.market import FEE_SCALE, Instrument, Market, cash_needed
 from exchange.state import ClearingOrderState, ClearingState, PositionState
 
 if TYPE_CHECKING:
@@ -125,19 +125,14 @@ def _given(term: _T | None) -> _T:
     return term
 
 
-def _premium(inst: Instrument, price: int, lots: int, rate: int) -> int:
-    """What an option buy of *lots* at *price* holds: its premium and *rate* (the larger
-    fee rate when it was placed) on it, rounded down, as ``ledger.cash_needed`` does."""
-    amount = price * lots * inst.tick_value
-    return amount + amount * rate // FEE_SCALE
-
-
 def _held_for(inst: Instrument, record: _OrderRecord, lots: int) -> int:
     """What an option buy's hold gives back as *lots* of its open lots trade or end: the
     difference of what it held before and after, so that all its parts add up to what
     it held, and each part covers its premium and its fee."""
     _, _, _, open_lots, price, rate = record
-    return _premium(inst, price, open_lots, rate) - _premium(inst, price, open_lots - lots, rate)
+    unit = inst.tick_value
+    return (cash_needed(price, open_lots, unit, rate)
+            - cash_needed(price, open_lots - lots, unit, rate))
 
 
 class Position:
@@ -168,20 +163,20 @@ class Position:
         net = self.net
         if future:
             self.flow += lots * price
-            if net == 0 or (net > 0) == (lots > 0):
+        if net == 0 or (net > 0) == (lots > 0):  # opens or adds
+            self.cost += abs(lots) * price
+            if future:
                 self.day_cost += lots * price
-            elif abs(lots) <= abs(net):
+        elif abs(lots) <= abs(net):  # reduces
+            self.cost -= self.cost * abs(lots) // abs(net)
+            if future:
                 # floored: a long's basis rounds down, a short's more negative, so the
                 # realised loss is never understated
                 self.day_cost = self.day_cost * (net + lots) // net
-            else:
-                self.day_cost = (net + lots) * price
-        if net == 0 or (net > 0) == (lots > 0):
-            self.cost += abs(lots) * price
-        elif abs(lots) <= abs(net):
-            self.cost -= self.cost * abs(lots) // abs(net)
-        else:
+        else:  # crosses through zero
             self.cost = (abs(lots) - abs(net)) * price
+            if future:
+                self.day_cost = (net + lots) * price
         self.net = net + lots
         if not self.net:
             self.cost = 0
@@ -263,7 +258,8 @@ class Clearing:
         pos = self.positions[symbol].get(acct.name) or Position()
         # an option buy holds its premium and the larger fee on it, as a spot buy does
         rate = max(inst.maker_fee, inst.taker_fee) if option and is_buy else 0
-        premium = _premium(inst, price, qty, rate) if option and is_buy else 0
+        # (its premium and the larger fee rate on it, as a spot buy holds)
+        premium = cash_needed(price, qty, inst.tick_value, rate) if option and is_buy else 0
         problem = self._admit(acct, pos, inst, is_buy, qty, premium)
         if problem is not None:
             return problem
@@ -285,7 +281,8 @@ class Clearing:
         pos = self.positions[symbol][acct.name]
         premium = 0
         if is_buy and inst.kind == "option":
-            premium = _premium(inst, price, qty, rate) - _premium(inst, old_price, open_qty, rate)
+            premium = (cash_needed(price, qty, inst.tick_value, rate)
+                       - cash_needed(old_price, open_qty, inst.tick_value, rate))
         problem = self._admit(acct, pos, inst, is_buy, qty - open_qty, premium)
         if problem is not None:
             return problem
@@ -812,8 +809,8 @@ class Clearing:
             if inst.kind == "option" and order.is_buy:
                 key = (order.instrument, order.account)
                 record = self.orders[order.order_id]
-                premiums[key] = premiums.get(key, 0) + _premium(inst, record[4], order.qty,
-                                                                record[5])
+                premiums[key] = premiums.get(key, 0) + cash_needed(
+                    record[4], order.qty, inst.tick_value, record[5])
         for symbol, positions in self.positions.items():
             inst = self.cleared[symbol]
             assert sum(p.net for p in positions.values()) == 0, f"{symbol}: lots do not net out"

@@ -440,14 +440,6 @@ class ClusterLog:
                 return state[1]
             return None
 
-    async def leader(self) -> str | None:
-        """The name of the node whose run holds the lease, or ``None``."""
-        try:
-            state = await self.lease_state()
-        except Exception:
-            return None
-        return node_name(state[0]) if state is not None else None
-
     async def release_lease(self, revision: int) -> None:
         try:
             await self.lease.delete(LEASE_KEY, last=revision)
