@@ -306,8 +306,10 @@ def test_a_withdrawn_bid_leaves_the_auctions_count_and_the_view_alike():
     assert again._auctions["A1"][1] == 1 == MarketView(again.engine).auction_bids["A1"]
 
 
-def test_a_futures_buy_amended_up_is_held_to_the_position_limit():
-    market = parse_market("""
+def _limited_future_market(financial: int):
+    """CEA25 and a future F on it (1 lot = 1,000 t), a financial institution's position
+    limit *financial* tonnes."""
+    return parse_market(f'''
 [defaults]
 currency = "CNY"
 [instruments.CEA25]
@@ -323,8 +325,12 @@ contract_month = "2030-12"
 initial_margin = "100.00"
 max_qty = 1000
 [limits]
-financial = 150_000
-""")
+financial = {financial}
+''')
+
+
+def test_a_futures_buy_amended_up_is_held_to_the_position_limit():
+    market = _limited_future_market(150_000)
     engine = Engine(market, ledger=True)
     for command in parse_order_text(b"action,order_id,account,instrument,side,price,qty,kind\n"
                                     b"open_account,,fund,,,,,financial\n"
@@ -343,24 +349,7 @@ def test_a_futures_buy_that_only_shortens_a_short_is_never_over_the_position_lim
     """A buy was counted as if it added its lots to the account's exposure: a hedger at
     its limit could not buy back a short (nor could its close-out, which went to the
     clearing house instead). Only what a buy takes the net long past counts."""
-    market = parse_market("""
-[defaults]
-currency = "CNY"
-[instruments.CEA25]
-kind = "spot"
-vintage = 2025
-tick = "0.01"
-[instruments.F]
-kind = "future"
-tick = "0.01"
-contract_size = 1000
-underlying = "CEA25"
-contract_month = "2030-12"
-initial_margin = "100.00"
-max_qty = 1000
-[limits]
-financial = 1_000_000
-""")
+    market = _limited_future_market(1_000_000)
     engine = Engine(market, ledger=True)
     for command in parse_order_text(b"action,order_id,account,instrument,side,price,qty,kind\n"
                                     b"open_account,,h,,,,,financial\n"
