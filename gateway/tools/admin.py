@@ -91,7 +91,9 @@ _decode = msgspec.json.Decoder().decode
 
 class AdminError(Exception):
     """The console cannot go on: no broker, a refused login, no answer. The message is
-    the one line to show."""
+    the one line to show; ``published``: whether any row had been sent by then."""
+
+    published = False
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,7 @@ async def send_rows(broker: BrokerAddress, rows: list[Row], *, timeout: float,
                     accepted += 1
                 out(row, answer)
         except AdminError as exc:
-            exc.published = admin.published > 0  # type: ignore[attr-defined]
+            exc.published = admin.published > 0
             raise
     return accepted, rejected
 
@@ -457,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_async(main())
     except AdminError as exc:
-        if not getattr(exc, "published", False):  # nothing sent: nothing to say of ids
+        if not exc.published:  # nothing sent: nothing to say of ids
             raise UsageError(str(exc)) from None
         # Rows that went through keep their ids: sent again with them, they are answered
         # as they were, not applied twice (while the exchange remembers them).
