@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import msgspec
@@ -388,6 +388,12 @@ class Engine:
         event first, then its consequences, as ``submit`` appended them), while it is in
         the command window; else ``None``. For commands without an account, ``""``."""
         return self._answers.get((account or "", command_id))
+
+    @property
+    def answered(self) -> Mapping[tuple[str, str], tuple[Event, ...]]:
+        """The command window, read-only: ``(account or "", command_id)`` to the events
+        that command gave, as ``answer`` returns them."""
+        return self._answers
 
     def execute(self, command: AnyCommand) -> list[Event]:
         """Process one command and return its events."""

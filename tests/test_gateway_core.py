@@ -403,6 +403,34 @@ def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, 
     assert again.engine.accepted == 2  # applied once
 
 
+def test_a_resend_of_a_command_that_ran_is_answered_from_the_window_and_not_journaled(tmp_path):
+    """Every resent copy went through the journal before the engine answered it
+    duplicate_command: bots resending through an outage grew a cluster's log by a copy
+    a resend. A copy the window answers is now answered without being journaled."""
+    market = open_market()
+    writer = create_journal(tmp_path / "j", market.text, ledger=False)
+    core = GatewayCore(Engine(market), journal=writer)
+    send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
+    send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
+    first = reports(core.flush(now=1.0), "bob")
+    for _ in range(3):
+        send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
+    send(core, "bob", order("b2", "buy", "59.00", 5, command_id="kc"))
+    send(core, "bob", order("b2", "buy", "59.00", 5, command_id="kc"))  # it waits: dropped
+    send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
+    out = core.flush(now=2.0)
+    bob, alice = reports(out, "bob"), reports(out, "alice")
+    writer.close()
+    assert bob[:6] == 3 * [{**r, "duplicate": True} for r in first]
+    assert [(r["report"], r.get("command_id")) for r in bob[6:]] == [("accepted", "kc")]
+    assert [(r["report"], r["command_id"], r["duplicate"]) for r in alice[:1]] == [
+        ("accepted", "ka", True)]
+    recovered = recover(tmp_path / "j")
+    assert recovered.seq == 3  # a1, b1 and b2, each once
+    assert recovered.engine.state_hash() == core.engine.state_hash()
+    assert (core.stats.resends_answered, core.stats.resends_dropped) == (4, 1)
+
+
 @pytest.mark.parametrize("topic, account", [("cx/v1/orders/alice", "alice"),
                                             ("cx/v1/orders/", None), ("cx/v1/orders/a/b", None),
                                             ("cx/v1/exec/alice", None)])

@@ -125,7 +125,8 @@ class _Stats:
     commands: int = 0
     turned_away: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
-    resends_dropped: int = 0  # resent while their first copy waited (intake full, or over rate)
+    resends_dropped: int = 0  # resent while their first copy waited to run
+    resends_answered: int = 0  # resent after they ran: answered from the window, not journaled
 
 
 def _refused(command, reason: str, message: str) -> RejectedReport:
@@ -373,6 +374,13 @@ class GatewayCore:
         if not pending:
             return self._books(time.monotonic() if now is None else now)
         commands = [c for c in pending if type(c) is not tuple]
+        # A resend is answered, not journaled (the sets and the look-ups in C: this is
+        # on every flush of benchmarks/gateway.py).
+        keys = [(getattr(c, "account", None) or "", c.command_id) for c in commands
+                if c.command_id is not None]
+        unique = set(keys)
+        if len(unique) < len(keys) or not self.engine.answered.keys().isdisjoint(unique):
+            pending, commands = self._answer_resends(pending)
         by_account: dict[str, list[Report]] = {}
         trades: dict[str, list[dict]] = {}
         known = self.engine.market.instruments  # a rejection may name an unknown one
@@ -596,6 +604,37 @@ class GatewayCore:
     def last_price(self, instrument: str) -> str:
         ticks = self._last.get(instrument)
         return "-" if ticks is None else self._reports.price(instrument, ticks)
+
+    def _answer_resends(self, pending: list) -> tuple[list, list]:
+        """Take the resends out of *pending* (a bot resends what stays unanswered: after
+        a restart of the broker or the exchange, while a cluster elects its leader): a
+        bot's command that the engine's command window holds is answered with its first
+        answer, and a second copy of one that runs in this flush is dropped (its answer
+        comes when the first runs). Neither is journaled: it would act on nothing, and
+        would grow the journal (a cluster's log) by a copy a resend. Return the new
+        pending items and the commands among them."""
+        window = self.engine.answered
+        operator = self._from_operator
+        stats = self.stats
+        seen: set[tuple[str, str]] = set()
+        kept: list = []
+        for item in pending:
+            if type(item) is not tuple and item.command_id is not None \
+                    and id(item) not in operator:
+                account = getattr(item, "account", None)
+                key = (account or "", item.command_id)
+                if key in seen:
+                    stats.resends_dropped += 1
+                    continue
+                if key in window:
+                    again = self._answered_before(account, item.command_id)
+                    if again is not None:
+                        kept += [(account, r) for r in again]
+                        stats.resends_answered += 1
+                        continue
+                seen.add(key)
+            kept.append(item)
+        return kept, [c for c in kept if type(c) is not tuple]
 
     def _answered_before(self, account: str, command_id: str) -> list[Report] | None:
         """The reports that answered *account*'s command *command_id*, its fills
