@@ -102,6 +102,8 @@ class Reason(StrEnum):
     NO_OBLIGATION = "no_obligation"  # no verified emissions for that year
     INELIGIBLE_VINTAGE = "ineligible_vintage"  # a later vintage (no borrowing) or unconverted
     OFFSET_CAP_EXCEEDED = "offset_cap_exceeded"  # CCER beyond 5% of the obligation
+    # a surrender beyond what the year still needs: the excess would be cancelled for nothing
+    EXCEEDS_OBLIGATION = "exceeds_obligation"
     INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
     AFTER_DEADLINE = "after_deadline"
     YEAR_CLOSED = "year_closed"  # the year's deadline was processed
@@ -202,8 +204,8 @@ OUTCOME = frozenset[Reason]({
 # account's cash covers the next fill, and the rest is cancelled with it.
 REGISTRY = frozenset[Reason]({
     Reason.INVALID_QUALITY, Reason.INVALID_YEAR, Reason.INVALID_MULTIPLE, Reason.NO_OBLIGATION,
-    Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.INELIGIBLE_OFFSET,
-    Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE,
+    Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.EXCEEDS_OBLIGATION,
+    Reason.INELIGIBLE_OFFSET, Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE,
     Reason.FINE_OUT_OF_RANGE, Reason.NOT_COVERED,
     Reason.INVALID_MONTHS, Reason.INVALID_STAGE, Reason.NOT_VERIFIED, Reason.ALREADY_FINAL,
     Reason.CONVERSION_CAP_EXCEEDED, Reason.CONVERSION_CLOSED, Reason.MISSED_SURRENDER

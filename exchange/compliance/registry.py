@@ -329,6 +329,8 @@ class Registry:
             raise Rejected(Reason.NO_OBLIGATION)
         if year in self.closed or self._clock >= deadline_ns(year, self.schedule):
             raise Rejected(Reason.AFTER_DEADLINE)
+        if qty > obligation.emissions - obligation.allowances - obligation.counted_offsets():
+            raise Rejected(Reason.EXCEEDS_OBLIGATION)
         inst = self.instruments[symbol]
         if inst.offset:
             if inst.in_scheme or (year >= NEW_CCER_YEAR and
