@@ -1020,16 +1020,21 @@ class Engine:
         return None
 
     def _advance_clock(self, ts: int, out: list[Event]) -> None:
-        if self._quoting is not None:
-            self._quoting.advance(ts)  # the book as it stood until now
+        """Move the clock to *ts*, expiring the gtd orders whose time it passes. A market
+        maker's quotes count as they stood: a gtd order until its own expire_ts."""
+        quoting = self._quoting
         self.clock = ts
         self._ledger.set_clock(ts)
         gtd = self._gtd
         start = len(out)
         while gtd and gtd[0][0] <= ts:
-            _, _, order = heapq.heappop(gtd)
+            expire_ts, _, order = heapq.heappop(gtd)
             if order.qty and self._live.get(order.order_id) is order:
+                if quoting is not None:
+                    quoting.advance(expire_ts)  # the book as it stood until the expiry
                 self._take_out(order, None, out)
+        if quoting is not None:
+            quoting.advance(ts)  # ... and after it, until now
         if len(out) > start:
             self._ledger.settle(out, start)  # expired gtd orders give back their holds
         self.clock_events = len(out) - start
