@@ -1104,6 +1104,8 @@ class Engine:
             book.day_volume = book.day_notional = 0
             away[0] = away[1] = 0
         if self._quoting is not None:
+            if ts is None:
+                self._quoting.close_day()
             self._assess_quoting(out)
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
         for order in [o for o in self.live_orders() if o.instrument in expiring]:

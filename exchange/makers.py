@@ -207,6 +207,17 @@ class QuotingMonitor:
                     and good_ask - good_bid <= quoter.max_spread):
                 quoter.quoted += elapsed
 
+    def close_day(self) -> None:
+        """An end of day without a time: the local day of the last clock move is over,
+        so the rest of its sessions count, with the orders as they stand (no command came
+        between). Without it that time fell into the next day's assessment."""
+        schedule = self.schedule
+        clock = self.clock
+        if schedule is None or clock is None:
+            return
+        second = schedule.local(clock)[1]
+        self.advance(clock + (86_400 - second) * NS - clock % NS)  # the local midnight
+
     def end_of_day(self, day: int, maker_fees: Mapping[tuple[str, str], int],
                    currency_of: Callable[[str], str],
                    seq: Callable[[], int]) -> list[QuotingAssessed]:

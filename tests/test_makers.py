@@ -31,6 +31,15 @@ CEA25 = QuotingObligation("CEA25", max_spread=50, min_qty=1_000, presence_num=4,
                           rebate_num=1, rebate_den=2)
 
 
+MAKER_TABLE = """
+[market_makers.CEA25]
+max_spread = "0.50"
+min_qty = 1_000
+min_presence = "0.8"
+rebate = "0.5"
+"""
+
+
 def beijing(hour: int, minute: int = 0, second: int = 0, day: int = MONDAY) -> int:
     return ((day * 86_400 + hour * 3600 + minute * 60 + second) - 8 * 3600) * NS
 
@@ -342,6 +351,34 @@ def test_the_day_ends_the_accumulators_but_not_the_makers_or_their_orders():
     [row] = assess(mon, day=MONDAY + 1)
     assert (row.day, row.quoted_ns, row.session_ns, row.met) == (MONDAY + 1, 0, 4 * HOUR, False)
     assert mon.pairs["mm1", "CEA25"].orders == []  # done orders are dropped as they are met
+
+
+def test_an_end_of_day_without_a_time_counts_the_rest_of_that_days_sessions():
+    """An ``eod`` row without a ``ts`` ended the day where the last timed command left
+    the clock (10:00): that day's session was 30 minutes, and the next day's assessment
+    took the other 3.5 hours of it (a session of 7.5 hours)."""
+    from exchange import Engine
+    from exchange.commands import Deposit, EndOfDay, IssueAllowances, OpenAccount, PlaceOrder
+
+    market = default_market().text + MAKER_TABLE
+    engine = Engine(parse_market(market), ledger=True)
+    engine.execute(OpenAccount(account="mm1", kind="market_maker"))
+    engine.execute(Deposit(account="mm1", currency="CNY", amount="1000000.00"))
+    engine.execute(IssueAllowances(account="mm1", instrument="CEA25", qty=10_000))
+
+    def buy(oid: str, ts: int, side: str = "buy", price: str = "60.00") -> None:
+        [result] = engine.execute(PlaceOrder(order_id=oid, account="mm1", instrument="CEA25",
+                                             side=side, price=price, qty=1_000, ts=ts))
+        assert type(result).__name__ == "OrderAccepted", result
+
+    buy("b", beijing(9, 30), price="70.00")
+    buy("s", beijing(9, 30), side="sell", price="70.20")
+    buy("x", beijing(10))
+    [monday] = [e for e in engine.execute(EndOfDay()) if type(e) is QuotingAssessed]
+    assert (monday.quoted_ns, monday.session_ns, monday.met) == (4 * HOUR, 4 * HOUR, True)
+    buy("y", beijing(15, day=MONDAY + 1) - 1)
+    [tuesday] = [e for e in engine.execute(EndOfDay()) if type(e) is QuotingAssessed]
+    assert tuesday.session_ns == 4 * HOUR
 
 
 def test_done_orders_do_not_pile_up_outside_sessions():
