@@ -390,6 +390,9 @@ class JournalWriter:
         self._file = os.fdopen(fd, "ab")
         self._size = size  # bytes in the segment being written
         self._child: tuple[int, int] | None = None  # a background snapshot: (pid, seq)
+        # Snapshots that could not be written, one line each, for the caller to report
+        # (and clear): a snapshot is only a shortcut, so its failure stops nothing.
+        self.warnings: list[str] = []
 
     def append(self, command: AnyCommand) -> int:
         """Add *command* to the pending group; return its seq. Nothing is written yet."""
@@ -434,14 +437,23 @@ class JournalWriter:
         last seq that is now journaled."""
         if self._parts:
             data = b"".join(self._parts)
-            self._file.write(data)
-            self._file.flush()
-            if self._fsync:
-                os.fsync(self._file.fileno())
+            try:
+                self._file.write(data)
+                self._file.flush()
+                if self._fsync:
+                    os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise JournalError(
+                    f"cannot write the journal segment {self._segment_path()}: {exc.strerror}; "
+                    f"commands {self.committed + 1} to {self.seq} are not journaled") from None
             self._size += len(data)
             self._parts = []
         self.committed = self.seq
         return self.committed
+
+    def _segment_path(self) -> Path:
+        """The segment being written."""
+        return self.directory / _segment_name(self._manifest["segments"][-1]["first"])
 
     def snapshot(self, engine: Engine, *, background: bool = False) -> Path:
         """Commit, save *engine*'s state as of the last command, start a new segment.
@@ -471,8 +483,12 @@ class JournalWriter:
                     os._exit(status)
             self._child = (pid, self.seq)
         else:
-            _write_snapshot(engine, self.seq, final)
-            self._prune_snapshots()
+            try:
+                _write_snapshot(engine, self.seq, final)
+            except OSError as exc:
+                self._snapshot_failed(self.seq, exc.strerror or str(exc))
+            else:
+                self._prune_snapshots()
         self._roll()
         self.last_snapshot = self.seq
         return final
@@ -508,10 +524,23 @@ class JournalWriter:
         (pid, seq), self._child = self._child, None
         _, status = os.waitpid(pid, 0)
         if status:
-            raise JournalError(f"the snapshot after command {seq} could not be written "
-                               f"(its writer exited with status {status}); the journal "
-                               f"itself is whole")
+            code = os.waitstatus_to_exitcode(status)
+            self._snapshot_failed(seq, f"its writer exited with status {code}" if code >= 0
+                                  else f"its writer was killed by signal {-code}")
+            return
         self._prune_snapshots()
+
+    def _snapshot_failed(self, seq: int, why: str) -> None:
+        """Record that the snapshot after command *seq* was not written, and remove what
+        it left: recovery goes on from the snapshot before it (the segments stay)."""
+        temporary = (self.directory / _snapshot_name(seq)).with_suffix(".tmp")
+        try:
+            temporary.unlink()
+        except OSError:
+            pass
+        self.warnings.append(f"the snapshot after command {seq} could not be written in "
+                             f"{self.directory} ({why}); the journal itself is whole, and "
+                             f"recovery replays from the snapshot before it")
 
     def _prune_snapshots(self) -> None:
         """Remove all but the newest ``KEEP_SNAPSHOTS`` snapshots, once a new one is whole:

@@ -359,6 +359,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                                          or args.mm_report),
                         progress=progress,
                         ledger=args.ledger, journal=args.journal)
+    for warning in result.warnings:
+        print(f"carbonx replay: warning: {warning}", file=sys.stderr)
     events = result.events or []
     writers = {
         "holdings": lambda path: write_holdings(path, result.engine),

@@ -246,23 +246,59 @@ def test_a_background_snapshot_is_written_by_a_child_and_recovers_the_same_state
     assert recover(tmp_path / "j").engine.state_hash() != at_snapshot
 
 
-def test_a_failed_background_snapshot_is_reported_and_the_journal_stays_whole(
-        tmp_path, commands, monkeypatch):
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failed_snapshot_is_reported_and_the_journal_goes_on_whole(
+        tmp_path, commands, monkeypatch, background):
+    """A snapshot is only a shortcut: one that cannot be written stopped the live
+    exchange (``serve`` exited on the error) and left its temporary file for good. It is
+    now a warning for the caller to report, its file is removed, and commands go on."""
     import exchange.journal as journal_module
 
-    def refuse(*args, **kwargs):
-        raise OSError("no room")
+    def refuse(engine, seq, final):
+        final.with_suffix(".tmp").write_bytes(b"half a snapshot")
+        raise OSError(28, "No space left on device")
 
     engine = journal_commands(tmp_path / "j", commands[:1000], group=500)
     recovered, writer = reopen_journal(tmp_path / "j")
-    monkeypatch.setattr(journal_module, "_encode_engine", refuse)  # the child inherits it
-    with (pytest.raises(JournalError,
-                        match="snapshot after command 1000 could not be written"), writer):
-        writer.snapshot(recovered.engine, background=True)
-    monkeypatch.undo()
+    monkeypatch.setattr(journal_module, "_write_snapshot", refuse)  # the child inherits it
+    with writer:
+        writer.snapshot(recovered.engine, background=background)
+        writer.wait_snapshot()
+        monkeypatch.undo()
+        out: list = []
+        for command in commands[1000:1200]:
+            writer.append(command)
+            writer.commit()
+            recovered.engine.submit(command, out)
+            engine.submit(command, out)
+    [warning] = writer.warnings
+    why = "its writer exited with status 1" if background else "No space left on device"
+    assert warning.startswith("the snapshot after command 1000 could not be written")
+    assert why in warning and "the journal itself is whole" in warning
+    assert not list((tmp_path / "j").glob("snapshot-*"))
     again = recover(tmp_path / "j")
-    assert (again.seq, again.snapshot_seq) == (1000, 0)
+    assert (again.seq, again.snapshot_seq) == (1200, 0)
     assert again.engine.state_hash() == engine.state_hash()
+
+
+def test_a_journal_write_that_fails_is_an_error_naming_the_segment(tmp_path, commands):
+    """A failed write came out as a bare OSError: ``serve`` said 'cannot start: File too
+    large' after running for a while, and ``replay`` 'cannot write the output'."""
+
+    class Full:
+        closed = False
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    journal_commands(tmp_path / "j", commands[:10], group=10)
+    _, writer = reopen_journal(tmp_path / "j")
+    writer._file, real = Full(), writer._file
+    writer.append_many(commands[10:20])
+    with pytest.raises(JournalError, match=r"cannot write the journal segment .*journal-0+11\.cxj: "
+                       r"No space left on device; commands 11 to 20 are not journaled"):
+        writer.commit()
+    real.close()
 
 
 # --- torn tails and damage ---------------------------------------------------------------------

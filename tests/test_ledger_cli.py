@@ -100,6 +100,34 @@ def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path, orders)
     assert recover(tmp_path / "j").engine.state_hash() == replayed["state_hash"]
 
 
+@pytest.mark.parametrize("limit", [1, 9])
+def test_a_replay_whose_journal_cannot_be_written_says_so_and_leaves_no_journal(
+        tmp_path, limit):
+    """Under a file size limit the journal failed as a bare OSError ('cannot write the
+    output: File too large', no file named) and left half a journal that a second run
+    into the same directory refused. (A process of its own: the limit is per process.)"""
+    import resource
+    import subprocess
+    import sys
+
+    orders = tmp_path / "o.csv"
+    rows = [ORDERS.splitlines()[0]] + [f"deposit,,acct{i},CNY,,,,,{i + 1}.00,"
+                                       for i in range(3000)]
+    orders.write_text("\n".join(rows) + "\n")
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit * 1024, limit * 1024))
+
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "replay", str(orders), "--ledger",
+                           "--journal", str(tmp_path / "j")], capture_output=True, text=True,
+                          preexec_fn=small_files, timeout=120)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert "File too large" in line and "Traceback" not in done.stderr
+    assert str(tmp_path / "j") in line
+    assert not (tmp_path / "j").exists()
+
+
 def test_bad_ledger_options_are_refused_cleanly(capsys, tmp_path, orders):
     for option, value in (("--journal", tmp_path / "j"), ("--holdings", tmp_path / "h.csv")):
         code, _, err = run(capsys, "replay", orders, option, value)

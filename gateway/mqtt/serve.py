@@ -594,6 +594,8 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
                 except (JournalError, OSError) as exc:
                     log.warning("no snapshot at the stop (%s): the journal is whole", exc)
             writer.close()
+            for warning in writer.warnings:
+                log.warning("%s", warning)
     core, engine = started.core, started.engine
     if core is None or engine is None:
         return 0

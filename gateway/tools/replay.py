@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import msgspec
 from exchange import Engine, FastBook, Market, default_market
 from exchange.events import (ComplianceAssessed, DailyStatistics, DeadlinePassed, OptionExercised,
                              QuotingAssessed, TradeExecuted)
-from exchange.journal import create_journal
+from exchange.journal import JournalError, create_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
@@ -52,6 +53,7 @@ class ReplayResult:
     rejects: dict[str, int] = field(default_factory=dict)
     events: list | None = None
     engine: Engine | None = None
+    warnings: list[str] = field(default_factory=list)  # snapshots not written, and why
 
     def summary(self) -> dict:
         return {
@@ -97,13 +99,37 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
             decoded = time.perf_counter()
             return _run(Sequencer(engine), _CHUNK, commands, started, decoded, keep_events,
                         progress)
-        with create_journal(journal, market.text, ledger=ledger, fsync=fsync) as writer:
-            decoded = time.perf_counter()
-            sequencer = Sequencer(engine, writer, snapshot_every=snapshot_every)
-            return _run(sequencer, GROUP_SIZE, commands, started, decoded, keep_events, progress)
+        directory = Path(journal)
+        blank = not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
+        try:
+            with create_journal(journal, market.text, ledger=ledger, fsync=fsync) as writer:
+                decoded = time.perf_counter()
+                sequencer = Sequencer(engine, writer, snapshot_every=snapshot_every)
+                result = _run(sequencer, GROUP_SIZE, commands, started, decoded, keep_events,
+                              progress)
+        except (JournalError, OSError):
+            if blank:  # a replay that stops has written nothing: not half a journal
+                _remove_journal(directory)
+            raise
+        result.warnings = writer.warnings
+        return result
     finally:
         if collecting:
             gc.enable()
+
+
+def _remove_journal(directory: Path) -> None:
+    """Remove the journal a failed replay began in *directory* (new or empty before it),
+    and the directory if that is then empty; files not a journal's own stay."""
+    own = re.compile(r"(meta\.json|manifest\.json|journal-\d{12}\.cxj|snapshot-\d{12}\.cxs)"
+                     r"(\.tmp)?")
+    try:
+        for entry in directory.iterdir():
+            if own.fullmatch(entry.name) and entry.is_file():
+                entry.unlink()
+        directory.rmdir()
+    except OSError:
+        pass  # not empty, or gone: what is left is not half a journal of ours to remove
 
 
 def _run(sequencer: Sequencer, batch: int, commands: list, started: float, decoded: float,
