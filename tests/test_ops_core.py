@@ -136,6 +136,51 @@ def test_the_account_an_operator_row_names_is_not_told_of_its_rejection():
         assert _messages(outgoing, exec_topic("alice")) == []
 
 
+def _bot(core: GatewayCore, account: str, body: dict) -> list[dict]:
+    core.receive(orders_topic(account), json.dumps(body).encode())
+    return _messages(core.flush(), exec_topic(account))
+
+
+def test_an_operator_row_and_a_bot_with_the_same_command_id_are_both_applied():
+    """The command window is by account and id, and an operator's row names an account:
+    a deposit to alice with her bot's id was answered 'accepted' (a duplicate) and not
+    applied; a bot command with an operator row's id got no answer at all."""
+    core = _core()
+    _ops(core, {"action": "deposit", "account": "bob", "instrument": "CNY",
+                "qty": "100000.00", "command_id": "boot"})
+    bought = _bot(core, "bob", {"action": "new", "order_id": "o1", "instrument": "CEA25",
+                                "side": "buy", "price": "60.00", "qty": 10, "command_id": "k1"})
+    assert [(r["report"], r["command_id"]) for r in bought] == [("accepted", "k1")]
+    answers, _ = _ops(core, {"action": "deposit", "account": "bob", "instrument": "CNY",
+                             "qty": "5.00", "command_id": "k1"})
+    assert [(a["report"], a["command_id"], a.get("duplicate", False)) for a in answers] == [
+        ("accepted", "k1", False)]
+    _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY",
+                "qty": "1000.00", "command_id": "z9"})
+    mine = _bot(core, "alice", {"action": "new", "order_id": "a1", "instrument": "CEA25",
+                                "side": "buy", "price": "60.00", "qty": 1, "command_id": "z9"})
+    assert [(r["report"], r["command_id"]) for r in mine] == [("accepted", "z9")]
+    ledger = core.engine.ledger
+    assert ledger is not None
+    assert ledger.holding("bob", "CNY").available + ledger.holding("bob", "CNY").held == (
+        10_000_500)
+    # No bot may take an id of the operator's form.
+    refused = _bot(core, "alice", {"action": "cancel", "order_id": "a1",
+                                   "command_id": "@ops/z9"})
+    assert [(r["report"], r["reason"]) for r in refused] == [("rejected", "bad_command")]
+
+
+def test_an_operator_id_used_again_for_another_row_is_not_told_that_row_was_done():
+    core = _core()
+    first, _ = _ops(core, {"action": "halt", "instrument": "CEA23", "command_id": "op-1"})
+    again, _ = _ops(core, {"action": "halt", "instrument": "CEA22", "command_id": "op-1"})
+    assert first[0]["report"] == "accepted"
+    assert (again[0]["report"], again[0]["reason"], again[0]["command_id"]) == (
+        "rejected", "duplicate_command", "op-1")
+    assert "used by an earlier command" in again[0]["message"]
+    assert not core.engine.halted("CEA22") and core.engine.halted("CEA23")
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

@@ -54,8 +54,8 @@ from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
 from gateway.mqtt.collector import Collector
 from gateway.mqtt.lanes import LaneQueue
-from gateway.mqtt.wire import (AcceptedReport, OpsAcceptedReport, RejectedReport, Report,
-                               ReportMaker, WireDecoder, client_id)
+from gateway.mqtt.wire import (OPS_ID_PREFIX, AcceptedReport, OpsAcceptedReport, RejectedReport,
+                               Report, ReportMaker, WireDecoder, client_id)
 from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
@@ -462,6 +462,11 @@ class GatewayCore:
                 else:
                     waiting.append(report)
         self._decoder.trim()
+        journal = self._sequencer.journal
+        if journal is not None and getattr(journal, "warnings", None):
+            for warning in journal.warnings:  # a snapshot not written: trading goes on
+                log.warning("%s", warning)
+            journal.warnings.clear()
         if watched:
             for watcher in self.watchers:
                 watcher(watched, self._clock_ns)
@@ -568,18 +573,28 @@ class GatewayCore:
         command (its ``command_id`` seen) is answered as it was the first time, marked
         ``"duplicate": true``."""
         action = type(command).__struct_config__.tag
+        command_id = command.command_id
+        if command_id is not None:
+            command_id = command_id.removeprefix(OPS_ID_PREFIX)  # the operator's own id
+        account = getattr(command, "account", None)
+        instrument = getattr(command, "instrument", None) or getattr(command, "currency", None)
         duplicate = False
         if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
-            first = self.engine.answer(getattr(command, "account", None), command.command_id)
+            first = self.engine.answer(account, command.command_id)
             if first:
+                if not _same_subject(first[0], account, instrument):
+                    # The id of an earlier row of another account or instrument: this row
+                    # did nothing, and is not told it was done.
+                    return RejectedReport(
+                        seq=result.seq, action=action, reason=result.reason,
+                        message=f"command_id {command_id!r} was used by an earlier command "
+                        f"(seq {first[0].seq}); this row did nothing", command_id=command_id)
                 result, duplicate = first[0], True
         if type(result) is CommandRejected:
             return RejectedReport(seq=result.seq, action=action, reason=result.reason,
-                                  duplicate=duplicate, command_id=command.command_id)
-        return OpsAcceptedReport(
-            seq=result.seq, action=action, account=getattr(command, "account", None),
-            instrument=getattr(command, "instrument", None) or getattr(command, "currency", None),
-            duplicate=duplicate, command_id=command.command_id)
+                                  duplicate=duplicate, command_id=command_id)
+        return OpsAcceptedReport(seq=result.seq, action=action, account=account,
+                                 instrument=instrument, duplicate=duplicate, command_id=command_id)
 
     def _count_trade(self, trade: TradeExecuted) -> None:
         if trade.mode != "listing":  # a block or an auction: not the order book's last price
@@ -705,6 +720,16 @@ class GatewayCore:
     def depth_now(self, now: float | None = None) -> list[Outgoing]:
         """Depth messages that are due (for the throttle's timer)."""
         return self._books(time.monotonic() if now is None else now)
+
+
+def _same_subject(first: Event, account: str | None, instrument: str | None) -> bool:
+    """Could *first*, the result of an earlier command with the same id, be that of a
+    command on *account* and *instrument* (each compared where the event names it)?"""
+    theirs = getattr(first, "account", None)
+    if theirs is not None and account is not None and theirs != account:
+        return False
+    named = getattr(first, "instrument", None) or getattr(first, "currency", None)
+    return named is None or instrument is None or named == instrument
 
 
 def open_away(engine: Engine) -> tuple[dict[str, BlockPosted], dict[str, AuctionOpened],

@@ -61,7 +61,7 @@ __all__ = [
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
     "ExercisedReport", "NoticeReport", "BlockReport", "BlockAcceptedReport", "AuctionReport",
     "BidAcceptedReport", "AuctionClearedReport", "QuotingReport", "OpsAcceptedReport",
-    "AnyOpsReport", "ORDER_ACTIONS",
+    "AnyOpsReport", "ORDER_ACTIONS", "OPS_ID_PREFIX",
     "daily_record"
 ]
 
@@ -81,6 +81,9 @@ ORDER_ACTIONS = frozenset(
 # Actions whose order_id is the sender's own (kept apart as ``{account}/{id}``).
 _OWN_IDS = frozenset({"new", "cancel", "amend", "block", "auction_bid"})
 _ID_FIELDS = ("order_id", "command_id")
+# The operator's command ids, as the engine keeps them (its window is by account and id,
+# and an operator's row names an account): no bot's id begins with '@'.
+OPS_ID_PREFIX = "@ops/"
 
 
 def _bounded_row() -> type[Row]:
@@ -238,6 +241,9 @@ class WireDecoder:
             message = (f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
                        if action else "action is required")
             return _rejection(reason, message, msgspec.to_builtins(row))
+        if type(row.command_id) is str and row.command_id.startswith("@"):
+            return _rejection(BAD_COMMAND, "command_id: an id beginning with '@' is the "
+                              "exchange's own", msgspec.to_builtins(row))
         if row.account is None or row.account == "":
             row.account = account
         elif row.account != account:
@@ -288,9 +294,14 @@ class WireDecoder:
                     return _rejection(BAD_COMMAND, problem, msgspec.to_builtins(row))
         row.ts = self.ts
         try:
-            return self._reader.row(row)
+            command = self._reader.row(row)
         except RowError as exc:
             return _rejection(BAD_COMMAND, str(exc), msgspec.to_builtins(row))
+        if command.command_id is None:
+            return command
+        # The operator's ids apart from the accounts': a row naming alice with alice's
+        # own id was answered as her command, and not applied.
+        return msgspec.structs.replace(command, command_id=OPS_ID_PREFIX + command.command_id)
 
     def trim(self, limit: int = 100_000) -> None:
         """Bound memory in a long-lived gateway: past *limit* remembered values, drop the
