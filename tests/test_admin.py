@@ -468,3 +468,34 @@ def test_the_admin_benchmark_runs_and_reports_sane_numbers(tmp_path):
     assert result["answers"] == {"accepted": 25}
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["p50_ms"] <= result["mean_ms"] * 10 and result["max_ms"] < 10_000
+
+
+def test_a_connection_lost_while_a_row_is_being_published_is_said_at_once():
+    """With the broker gone, the QoS 1 publish of a row waited for good: the reader's
+    'lost the connection' went to a future no one awaited (asyncio printed 'exception
+    never retrieved'), and admin said 'no answer from the exchange' after its timeout."""
+    from gateway.mqtt.serve import BrokerAddress
+
+    class Stalled:
+        async def publish(self, *args, **kwargs):
+            await asyncio.Event().wait()  # never acknowledged
+
+    async def scenario() -> tuple[str, float]:
+        client = admin.AdminClient(BrokerAddress("127.0.0.1", 1, "operator", "x"), timeout=10)
+        client._mqtt = Stalled()
+
+        async def lose() -> None:
+            await asyncio.sleep(0.1)
+            client._lost = "lost the connection to the broker 127.0.0.1:1"
+            for future in client._pending.values():
+                future.set_exception(admin.AdminError(client._lost))
+
+        started = time.monotonic()
+        loser = asyncio.ensure_future(lose())
+        with pytest.raises(admin.AdminError) as caught:
+            await client.send(Deposit(account="alice", currency="CNY", amount="1.00"))
+        await loser
+        return str(caught.value), time.monotonic() - started
+
+    message, waited = asyncio.run(scenario())
+    assert message == "lost the connection to the broker 127.0.0.1:1" and waited < 2

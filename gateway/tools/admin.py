@@ -356,8 +356,18 @@ class AdminClient:
         payload = _encode(command)
         while True:
             self.published += 1
+            # The publish races the answer: a connection lost meanwhile (the reader sets
+            # it on *future*) left a QoS 1 publish waiting for good, and the row was
+            # reported unanswered after the whole timeout, the loss said nowhere.
+            publish = asyncio.ensure_future(self._mqtt.publish(OPS_COMMANDS, payload, qos=1))
+            await asyncio.wait((publish, future), return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                publish.cancel()
+                publish.add_done_callback(_retrieve)
+                future.result()  # the answer, or the connection's loss (AdminError)
+                return
             try:
-                await self._mqtt.publish(OPS_COMMANDS, payload, qos=1)
+                publish.result()
             except aiomqtt.MqttError as exc:
                 raise AdminError(
                     f"cannot send to the broker {self.where}: {_phrase(exc)}") from None
@@ -367,6 +377,13 @@ class AdminClient:
 
 
 # --- the command -----------------------------------------------------------------------
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Take the outcome of a publish no one waits for any more (so that asyncio does not
+    report an exception never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def answer_line(row: Row, answer: dict) -> str:
