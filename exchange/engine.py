@@ -1226,6 +1226,8 @@ class Engine:
             return self._reject(action, Reason.ALREADY_HALTED if halt else Reason.NOT_HALTED, out,
                                 instrument=cmd.instrument, ts=cmd.ts)
         spec.halted = halt
+        if self._quoting is not None:
+            self._quoting.halt(cmd.instrument, halt)  # its time halted is excused
         self.accepted += 1
         ctr = self._ctr
         ctr.seq += 1
@@ -1584,6 +1586,9 @@ class Engine:
             if len(state.quoting) != 2:
                 raise StateError(f"quoting state {state.quoting!r}")
             monitor.load_state(state.quoting[0])
+        if monitor is not None:
+            for symbol in monitor.symbols:
+                monitor.halt(symbol, self._specs[symbol].halted)
         if state.ledger is not None:
             ledger = self.ledger
             assert ledger is not None  # built with one: from_state passes ledger=True

@@ -135,6 +135,19 @@ class QuotingMonitor:
         self._starts = () if schedule is None else tuple(s for s, _ in schedule.offsets)
         # A stretch [start, end) known to be all open (True) or all closed (False).
         self._known = (0, 0, False)
+        # Obligated instruments the operator has halted, and each one's session time
+        # today while halted: a market maker is not held to quote what cannot trade.
+        self.halted: set[str] = set()
+        self.excused: dict[str, int] = {}
+
+    def halt(self, symbol: str, halted: bool) -> None:
+        """The operator halted (or resumed) *symbol*, as of the last ``advance``."""
+        if symbol not in self.symbols:
+            return
+        if halted:
+            self.halted.add(symbol)
+        else:
+            self.halted.discard(symbol)
 
     # --- the engine's calls --------------------------------------------------------------
     def watch(self, order: Order) -> None:
@@ -173,9 +186,12 @@ class QuotingMonitor:
         if not elapsed:
             return
         self.session += elapsed
+        halted = self.halted
+        for symbol in halted:
+            self.excused[symbol] = self.excused.get(symbol, 0) + elapsed
         for quoter in self.quoters:
             orders = quoter.orders
-            if not orders:
+            if not orders or (halted and quoter.symbol in halted):
                 continue
             min_qty = quoter.min_qty
             bid = ask = good_bid = good_ask = None
@@ -224,11 +240,11 @@ class QuotingMonitor:
         """One ``QuotingAssessed`` per market maker and obligated instrument it ever had
         an order on (by account, then instrument); the day's accumulators start again."""
         events = []
-        session = self.session
         for key in sorted(self.pairs):
             quoter = self.pairs[key]
             account, symbol = key
             o = self.obligations[symbol]
+            session = self.session - self.excused.get(symbol, 0)
             quoted = quoter.quoted
             met = session > 0 and quoted * o.presence_den >= o.presence_num * session
             rebate = maker_fees.get(key, 0) * o.rebate_num // o.rebate_den if met else 0
@@ -239,22 +255,38 @@ class QuotingMonitor:
                 rebate=rebate, currency=currency_of(symbol)))
             quoter.quoted = quoter.both = quoter.spread = 0
         self.session = 0
+        self.excused.clear()
         return events
 
     # --- state (exchange.state) ----------------------------------------------------------
     def to_state(self) -> list[object]:
         """``[clock, session, rows]``: the clock (``None`` before the first ``advance``),
         today's session so far, and per market maker and instrument ``[account, symbol,
-        quoted, both, spread]``. Watched orders are not state: the engine watches the live
-        ones again after ``load_state``."""
-        return [self.clock, self.session, [self.pairs[key].row() for key in sorted(self.pairs)]]
+        quoted, both, spread]``; then, if an instrument was halted in today's session,
+        ``[[symbol, ns], ...]``: its session time while halted. Watched orders and the
+        halted instruments are not state: the engine tells them again after
+        ``load_state``."""
+        state: list[object] = [self.clock, self.session,
+                               [self.pairs[key].row() for key in sorted(self.pairs)]]
+        if self.excused:
+            state.append([[symbol, ns] for symbol, ns in sorted(self.excused.items())])
+        return state
 
     def load_state(self, rows: Sequence[object]) -> None:
         """Take *rows* (``to_state``) into this new monitor; ``ValueError`` on rows that
         are not its shape, an instrument without an obligation, or a pair given twice."""
-        if not isinstance(rows, (list, tuple)) or len(rows) != 3:
-            raise ValueError("makers: expected [clock, session, rows]")
-        clock, session, pairs = rows
+        if not isinstance(rows, (list, tuple)) or len(rows) not in (3, 4):
+            raise ValueError("makers: expected [clock, session, rows] and perhaps halted time")
+        clock, session, pairs = rows[:3]
+        excused: dict[str, int] = {}
+        halted_rows = rows[3] if len(rows) == 4 else []
+        if not isinstance(halted_rows, (list, tuple)):
+            raise ValueError("makers: halted time is a list of [symbol, ns]")
+        for row in halted_rows:
+            if (not isinstance(row, (list, tuple)) or len(row) != 2 or row[0] not in self.symbols
+                    or row[0] in excused or not _count(row[1]) or row[1] > session):
+                raise ValueError(f"makers: halted time is [symbol, ns], got {row!r}")
+            excused[row[0]] = row[1]
         if clock is not None and not _count(clock) or not _count(session):
             raise ValueError("makers: the clock and session must be whole numbers >= 0")
         assert clock is None or isinstance(clock, int)
@@ -280,6 +312,7 @@ class QuotingMonitor:
             quoter.quoted, quoter.both, quoter.spread = quoted, both, spread
         self.clock = clock
         self.session = session
+        self.excused = excused
         self._known = (0, 0, False)
 
     def snapshot(self) -> list[object]:

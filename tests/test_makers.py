@@ -381,6 +381,61 @@ def test_an_end_of_day_without_a_time_counts_the_rest_of_that_days_sessions():
     assert tuesday.session_ns == 4 * HOUR
 
 
+def test_time_an_instrument_is_halted_is_neither_session_nor_quoting():
+    """A maker was held to quote through the operator's halt, when no order may enter:
+    an hour's halt in a 4-hour day took it from 100% to 75%, under an 80% obligation."""
+    mon = monitor()
+    orders = quote(mon)
+    mon.advance(beijing(9, 30))
+    mon.advance(beijing(10, 30))
+    mon.halt("CEA25", True)
+    mon.advance(beijing(11, 30))
+    assert mon.to_state()[3:] == [[["CEA25", HOUR]]]  # the halted time is state
+    loaded = monitor()
+    loaded.load_state(json.loads(json.dumps(mon.to_state())))
+    loaded.halt("CEA25", True)  # the engine tells the halts again, and the orders
+    for o in orders:
+        loaded.watch(o)
+    for m in (mon, loaded):
+        m.halt("CEA25", False)
+        m.advance(beijing(15))
+    [row] = assess(mon)
+    assert (row.quoted_ns, row.session_ns, row.presence_bps, row.met) == (
+        3 * HOUR, 3 * HOUR, 10_000, True)
+    assert assess(loaded) == [row]
+    mon.advance(beijing(9, 30, day=MONDAY + 1))
+    mon.advance(beijing(15, day=MONDAY + 1))
+    [tuesday] = assess(mon, day=MONDAY + 1)
+    assert tuesday.session_ns == 4 * HOUR  # each day's halts are its own
+
+
+def test_an_engine_restored_while_halted_excuses_the_halt_as_one_that_ran_on():
+    from exchange import Engine
+    from exchange.commands import (Deposit, EndOfDay, HaltInstrument, IssueAllowances,
+                                   OpenAccount, PlaceOrder, ResumeInstrument)
+
+    engine = Engine(parse_market(default_market().text + MAKER_TABLE), ledger=True)
+    for command in (OpenAccount(account="mm1", kind="market_maker"),
+                    Deposit(account="mm1", currency="CNY", amount="1000000.00"),
+                    IssueAllowances(account="mm1", instrument="CEA25", qty=10_000),
+                    PlaceOrder(order_id="b", account="mm1", instrument="CEA25", side="buy",
+                               price="70.00", qty=1_000, ts=beijing(9, 30)),
+                    PlaceOrder(order_id="s", account="mm1", instrument="CEA25", side="sell",
+                               price="70.20", qty=1_000, ts=beijing(9, 30)),
+                    HaltInstrument(instrument="CEA25", ts=beijing(10))):
+        engine.execute(command)
+    restored = Engine.from_state(engine.to_state())
+    rows = []
+    for e in (engine, restored):
+        e.execute(ResumeInstrument(instrument="CEA25", ts=beijing(13)))
+        rows.append([x for x in e.execute(EndOfDay(ts=beijing(15, 30)))
+                     if type(x) is QuotingAssessed])
+    assert rows[0] == rows[1]
+    [row] = rows[0]
+    assert (row.quoted_ns, row.session_ns) == (2 * HOUR + 30 * 60 * NS, 2 * HOUR + 30 * 60 * NS)
+    assert restored.state_hash() == engine.state_hash()
+
+
 def test_done_orders_do_not_pile_up_outside_sessions():
     mon = monitor()
     mon.advance(beijing(20))
