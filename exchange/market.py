@@ -42,9 +42,10 @@ KINDS = ("spot", "future", "option")
 
 _KEYS = {
     "kind", "currency", "tick", "qty_step", "min_qty", "max_qty", "band", "reference_price",
-    "vintage", "contract_size", "underlying", "contract_month", "strike", "option_type", "unit",
-    "maker_fee_bps", "taker_fee_bps", "settlement_days", "position_limit", "offset",
-    "initial_margin", "maintenance_margin", "registered", "in_scheme"
+    "vintage", "vintage_from", "contract_size", "underlying", "contract_month", "strike",
+    "option_type", "unit", "maker_fee_bps", "taker_fee_bps", "settlement_days",
+    "position_limit", "offset", "initial_margin", "maintenance_margin", "registered",
+    "in_scheme"
 }
 _CLEARING_KEYS = {
     "holidays", "settlement_window", "utc_offset", "delivery_days", "delivery_penalty",
@@ -135,6 +136,19 @@ class Instrument:
     # Options: the strike in ticks and call or put; ``last_trading_day`` is the expiry.
     strike: int | None = None
     option_type: str | None = None
+    # Allowances of a compliance period of several years (CEA19-20: 2019 and 2020): its
+    # first year; ``vintage`` is its last. None: the one year ``vintage``.
+    vintage_from: int | None = None
+
+    @property
+    def first_year(self) -> int | None:
+        """The first compliance year the allowances are of (``vintage`` unless a period)."""
+        return self.vintage if self.vintage_from is None else self.vintage_from
+
+    def of_year(self, year: int) -> bool:
+        """Are these allowances of compliance *year* (allocated in them)?"""
+        first, last = self.first_year, self.vintage
+        return first is not None and last is not None and first <= year <= last
 
     def price_band(self, reference: int | None) -> tuple[int, int] | None:
         """Return the inclusive tick range allowed around *reference*, or ``None`` for no band.
@@ -346,6 +360,14 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
     vintage = spec.get("vintage")
     if vintage is not None:
         vintage = _whole(vintage, f"{where}.vintage", 1900)
+    vintage_from = spec.get("vintage_from")
+    if vintage_from is not None:
+        if vintage is None:
+            raise MarketConfigError(f"{where}.vintage_from: needs the vintage (the last year)")
+        vintage_from = _whole(vintage_from, f"{where}.vintage_from", 1900)
+        if vintage_from > vintage:
+            raise MarketConfigError(
+                f"{where}.vintage_from: {vintage_from} is after the vintage {vintage}")
     contract_size = _whole(spec.get("contract_size", 1), f"{where}.contract_size")
     currency = spec.get("currency", "CNY")
     if not isinstance(currency, str) or not currency:
@@ -418,7 +440,7 @@ def _instrument(symbol: str, spec: Any, defaults: dict[str, Any]) -> Instrument:
             raise MarketConfigError(f"{where}: a future needs its contract_month and underlying")
     return Instrument(symbol=symbol, kind=kind, currency=currency, tick=tick, qty_step=step,
                       min_qty=min_qty, max_qty=max_qty, band=band, reference_price=reference,
-                      vintage=vintage, contract_size=contract_size,
+                      vintage=vintage, vintage_from=vintage_from, contract_size=contract_size,
                       unit=spec.get("unit", "lot" if kind != "spot" else "t"),
                       underlying=spec.get("underlying"), contract_month=spec.get("contract_month"),
                       band_num=band_num, band_den=band_den, tick_value=int(tick_value),

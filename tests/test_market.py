@@ -58,6 +58,12 @@ def test_default_vintages(symbol, vintage):
     assert default_market()[symbol].vintage == vintage
 
 
+def test_the_first_periods_allowances_are_of_2019_and_2020():
+    inst = default_market()["CEA19-20"]
+    assert (inst.first_year, inst.vintage) == (2019, 2020)
+    assert [inst.of_year(y) for y in (2018, 2019, 2020, 2021)] == [False, True, True, False]
+
+
 @pytest.mark.parametrize("symbol,month", [("CEA-DEC26", "2026-12"), ("CEA-DEC27", "2027-12")])
 def test_default_futures_rules(symbol, month):
     inst = default_market()[symbol]
@@ -276,7 +282,9 @@ GOOD_X = '[instruments.X]\ntick = "0.01"\n'  # nothing wrong with it: the rows a
         ("[instruments]\n", ["instruments"]),
         ("[instruments]\nX = 5\n", ["'X'"]),
         (GOOD_X + 'currency = ""\n', ["'X'", "currency"]),
-        (GOOD_X + 'vintage = 20\n', ["'X'", "vintage"])
+        (GOOD_X + 'vintage = 20\n', ["'X'", "vintage"]),
+        (GOOD_X + 'vintage_from = 2019\n', ["'X'", "vintage_from", "needs the vintage"]),
+        (GOOD_X + 'vintage = 2020\nvintage_from = 2021\n', ["'X'", "vintage_from", "after"])
     ])
 def test_market_config_errors(body, fragments):
     with pytest.raises(MarketConfigError) as info:

@@ -273,7 +273,7 @@ class Registry:
         if qty < 0 or qty >= 1 << 62:
             raise Rejected(Reason.INVALID_QUANTITY)
         inst = self.instruments[symbol]
-        if inst.offset or inst.vintage != year:
+        if inst.offset or not inst.of_year(year):
             raise Rejected(Reason.INELIGIBLE_VINTAGE)
         if year in self.closed:
             raise Rejected(Reason.YEAR_CLOSED)
@@ -339,8 +339,8 @@ class Registry:
             if obligation.offsets + qty > ccer_cap(obligation.emissions):
                 raise Rejected(Reason.OFFSET_CAP_EXCEEDED)
             return None
-        vintage = inst.vintage
-        if vintage is None or vintage > year:
+        first = inst.first_year  # a period's allowances (CEA19-20) from its first year on
+        if first is None or first > year:
             raise Rejected(Reason.INELIGIBLE_VINTAGE)
         if year >= CONVERSION_YEAR and self.old_vintage(symbol):
             raise Rejected(Reason.INELIGIBLE_VINTAGE)
