@@ -311,6 +311,11 @@ def test_answers_that_are_not_pages_keep_nothing_and_log_nothing(exchange, caplo
                              timeout=5).status_code == 403
             assert httpx.get(f"{exchange.url}/registry/abc", auth=("operator", "pw-op"),
                              timeout=5).status_code == 404
+            # NiceGUI's own prefix, but none of its assets: its HTML 404 kept a client
+            assert httpx.get(f"{exchange.url}/_nicegui/{long}", timeout=5).status_code == 404
+            # a login that is not ASCII: a 500 (and a client) before any password was read
+            assert httpx.get(f"{exchange.url}/account", timeout=5, headers={
+                "authorization": "Basic \u00e9\u00e9\u00e9".encode("latin-1")}).status_code == 401
     assert exchange.call(lambda: len(Client.instances)) <= before  # (earlier pages may go)
     server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
     assert not [r for r in server if long[:100] in r.getMessage()]

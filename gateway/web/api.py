@@ -194,7 +194,8 @@ class PositionOut(BaseModel):
     qty: int = Field(description="net lots, negative: short")
     avg_price: str
     margin: str
-    settlement: str | None = Field(description="the last settlement price")
+    settlement: str | None = Field(
+        description="the last settlement price: the future's, or for an option its underlying's")
 
 
 class MarginOut(BaseModel):
@@ -281,11 +282,14 @@ _basic = _Basic(realm=REALM, auto_error=False, description="the exchange's passw
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Message, "description": "no credentials, or wrong ones"},
+}
+_FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": Message, "description": "not this user's to see"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Message, "description": "unknown instrument, account or year"}
 }
+_PRIVATE = {**_FORBIDDEN, **_NOT_FOUND}  # an account's own, or the operator's
 
 
 
@@ -408,7 +412,7 @@ def make_router(portal: Portal) -> APIRouter:
 
     # --- an account's ----------------------------------------------------------------------
     @router.get("/accounts/{account}/holdings", response_model=list[HoldingOut],
-                responses=_NOT_FOUND, summary="An account's holdings")
+                responses=_PRIVATE, summary="An account's holdings")
     async def get_holdings(name: User, account: AccountName) -> list[dict]:
         """The account's rows of ``holdings --json``: each asset's ``available``,
         ``held`` (by open orders) and ``locked`` (bought, not yet settled) units, cash
@@ -416,28 +420,28 @@ def make_router(portal: Portal) -> APIRouter:
         return queries.holdings(engine(), account_of(name, account))
 
     @router.get("/accounts/{account}/orders", response_model=list[OrderOut],
-                responses=_NOT_FOUND, summary="An account's open orders")
+                responses=_PRIVATE, summary="An account's open orders")
     async def get_orders(name: User, account: AccountName) -> list[dict]:
         """The account's live orders (resting, or stops not yet triggered), oldest first,
         by its own order ids."""
         return queries.open_orders(engine(), account_of(name, account))
 
     @router.get("/accounts/{account}/fills", response_model=list[FillOut],
-                responses=_NOT_FOUND, summary="An account's latest fills")
+                responses=_PRIVATE, summary="An account's latest fills")
     async def get_fills(name: User, account: AccountName, limit: Limit = 100) -> list[dict]:
         """The account's latest fills, newest first (as many as the portal keeps: 1,000 an
         account)."""
         return queries.fills(portal.view, account_of(name, account), limit)
 
     @router.get("/accounts/{account}/positions", response_model=list[PositionOut],
-                responses=_NOT_FOUND, summary="An account's futures and options positions")
+                responses=_PRIVATE, summary="An account's futures and options positions")
     async def get_positions(name: User, account: AccountName) -> list[dict]:
         """The account's open futures and options positions: net lots, average price,
         margin held and the last settlement price."""
         return queries.positions(engine(), account_of(name, account))
 
     @router.get("/accounts/{account}/margin", response_model=MarginOut | None,
-                responses=_NOT_FOUND, summary="An account's margin")
+                responses=_PRIVATE, summary="An account's margin")
     async def get_margin(name: User, account: AccountName) -> dict | None:
         """The margin the account holds, its equity, the initial and maintenance margin of
         its positions and whether it is under a margin call; ``null`` without futures or
@@ -445,7 +449,7 @@ def make_router(portal: Portal) -> APIRouter:
         return queries.margin(engine(), account_of(name, account)) or None
 
     @router.get("/accounts/{account}/compliance", response_model=list[ComplianceYearOut],
-                responses=_NOT_FOUND, summary="An account's compliance years")
+                responses=_PRIVATE, summary="An account's compliance years")
     async def get_compliance(name: User, account: AccountName) -> list[dict]:
         """Per compliance year, oldest first: the obligation (verified emissions), the
         free allocation, what was surrendered (allowances and CCER), what is
@@ -453,13 +457,14 @@ def make_router(portal: Portal) -> APIRouter:
         return queries.compliance(engine(), account_of(name, account))
 
     # --- the operator's ------------------------------------------------------------------
-    @router.get("/accounts", response_model=list[AccountOut], summary="Every account")
+    @router.get("/accounts", response_model=list[AccountOut], responses=_FORBIDDEN,
+                summary="Every account")
     async def get_accounts(name: Operator) -> list[dict]:
         """Every account (the system accounts ``@...`` too): kind, status, position limit
         and exposure. The operator's only."""
         return queries.accounts(engine())
 
-    @router.get("/registry/{year}", response_model=RegistryYearOut, responses=_NOT_FOUND,
+    @router.get("/registry/{year}", response_model=RegistryYearOut, responses=_PRIVATE,
                 summary="A compliance year across entities")
     async def get_registry(name: Operator, year: Year) -> dict:
         """Every entity's obligation, allocation, surrender and, once assessed, shortfall,
@@ -469,7 +474,8 @@ def make_router(portal: Portal) -> APIRouter:
         except KeyError:
             _not_found(f"no compliance year {year}")
 
-    @router.get("/halts", response_model=list[str], summary="Instruments halted")
+    @router.get("/halts", response_model=list[str], responses=_FORBIDDEN,
+                summary="Instruments halted")
     async def get_halts(name: Operator) -> list[str]:
         """The instruments the operator has halted. The operator's only."""
         return queries.halts(engine())

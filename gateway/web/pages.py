@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from nicegui import __version__ as nicegui_version
 from nicegui import core, ui
 from nicegui.client import Client
 from starlette.routing import Match, Mount
@@ -864,8 +865,10 @@ def register_pages(app: FastAPI, portal: Portal) -> None:
 # The paths NiceGUI answers: the pages, and its own assets and websocket. Any other is the
 # outer app's plain 404: NiceGUI's own would log a warning with the whole address and keep
 # a client for a minute, for anyone, logged in or not, to multiply.
-_PAGE_PATHS = re.compile(r"/(market/[^/]+|account(/[^/]+)?|registry(/[^/]+)?)?|/favicon\.ico"
-                         r"|/_nicegui(_ws)?/.*")
+_PAGE_PATHS = re.compile(
+    r"/(market/[^/]+|account(/[^/]+)?|registry(/[^/]+)?)?|/favicon\.ico|/_nicegui_ws/.*"
+    rf"|/_nicegui/{re.escape(nicegui_version)}/(static|libraries|components|resources"
+    r"|dynamic_resources|esm)/.*")
 
 
 class _PagesMount(Mount):

@@ -42,7 +42,7 @@ def create_app(portal: WebPortal) -> FastAPI:
     from gateway.web.pages import register_pages
 
     app = FastAPI(title="carbonx", version="1", openapi_url="/api/v1/openapi.json",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, redirect_slashes=False)
 
     @app.get("/api/v1/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:
@@ -83,9 +83,12 @@ async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
     import uvicorn
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: a port whose last connections wait out TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))  # OSError (taken, not an address here) before uvicorn starts
     config = uvicorn.Config(_HeadAsGet(portal.app), host=host, port=port, log_level="warning",
-                            access_log=False, lifespan="on", loop="none")
+                            access_log=False, lifespan="on", loop="none",
+                            http=_guarded_protocol())
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours
     task = asyncio.ensure_future(server.serve())
@@ -101,6 +104,89 @@ async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
         await stop.wait()
     server.should_exit = True
     await task
+
+
+# A request's head (its request line and headers) must come whole within these, and the
+# portal holds at most so many connections: it shares the exchange's event loop, and one
+# endless header line stalled trading for seconds (100 MB: 14 s), slow heads held sockets
+# for good (until no bot could connect).
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 512
+
+
+def _guarded_protocol() -> type:
+    """uvicorn's HTTP protocol, refusing a request head over ``MAX_HEAD_BYTES`` (431),
+    closing a connection whose head has not come whole within ``HEAD_TIMEOUT_S``, and
+    any connection past ``MAX_CONNECTIONS``."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Guarded(HttpToolsProtocol):
+        _head_bytes = 0
+        _in_head = True
+        _head_timer: asyncio.TimerHandle | None = None
+        _discarding = False
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > MAX_CONNECTIONS:
+                transport.close()
+                return
+            self._wait_for_head()
+
+        def _wait_for_head(self) -> None:
+            self._in_head, self._head_bytes = True, 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return  # after a 431: the rest of the head, read and dropped unparsed
+            if self._in_head:
+                if self._head_bytes > MAX_HEAD_BYTES:  # the head is not whole yet
+                    self._refuse_head()
+                    return
+                self._head_bytes += len(data)
+            super().data_received(data)
+
+        def _refuse_head(self) -> None:
+            message = b"request head too large"
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                 b"content-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (len(message), message))
+            # Closed at once with the client still sending, the connection would be
+            # reset and the answer lost: the rest is read and dropped for a second.
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._discarding, self._in_head = True, False
+            self.loop.call_later(1.0, self.transport.close)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._wait_for_head()  # the next request on this connection
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return Guarded
 
 
 def storage_secret() -> str:
