@@ -596,3 +596,21 @@ def test_a_topic_whose_publishes_hang_holds_up_no_other_topic():
     sent, waiting = asyncio.run(scenario())
     assert sent == [("cx/v1/exec/quiet", b"%d" % i) for i in range(10)]  # in order
     assert waiting == 50
+
+
+def test_a_bots_id_of_the_operators_form_turned_away_is_not_answered_as_the_operators():
+    """Turned away whole (its intake full), a bot's command with the id '@ops/s1' was
+    looked up in the window under its account, and answered with the operator's
+    surrender for it that took that id."""
+    core = GatewayCore(Engine(default_market().open_all_hours(), ledger=True),
+                       settings=GatewaySettings(book_interval=0, intake=1))
+    core.receive("cx/v1/ops/commands", json.dumps([
+        {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 100},
+        {"action": "surrender", "account": "alice", "instrument": "CEA25", "qty": 5,
+         "command_id": "s1"}]).encode())
+    core.flush(now=0.0)
+    send(core, "alice", order("o1", "sell", "70.00", 1, command_id="n1"))
+    send(core, "alice", order("o2", "sell", "70.00", 1, command_id="@ops/s1"))
+    answers = reports(core.flush(now=0.0), "alice")
+    theirs = [r for r in answers if r.get("command_id") == "@ops/s1"]
+    assert [(r["report"], r.get("reason")) for r in theirs] == [("rejected", "overloaded")]

@@ -181,6 +181,45 @@ def test_an_operator_id_used_again_for_another_row_is_not_told_that_row_was_done
     assert not core.engine.halted("CEA22") and core.engine.halted("CEA23")
 
 
+def test_an_init_rows_id_is_the_operators_too(tmp_path):
+    """``serve --init`` rows kept their raw ids while the operator's rows over MQTT took
+    the operator's space: an init deposit resent by ``admin`` with its id was applied
+    again, and alice's bot command with that id got no answer at all."""
+    from gateway.mqtt.serve import open_engine
+
+    init = tmp_path / "init.csv"
+    init.write_text("action,account,instrument,qty,command_id\n"
+                    "deposit,alice,CNY,100000.00,k1\n")
+    engine, _, _ = open_engine(default_market().open_all_hours(), journal=None, init=init)
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    again, _ = _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY",
+                           "qty": "100000.00", "command_id": "k1"})
+    assert [(a["report"], a.get("duplicate")) for a in again] == [("accepted", True)]
+    mine = _bot(core, "alice", {"action": "new", "order_id": "o1", "instrument": "CEA25",
+                                "side": "buy", "price": "60.00", "qty": 10, "command_id": "k1"})
+    assert [(r["report"], r["command_id"]) for r in mine] == [("accepted", "k1")]
+    ledger = core.engine.ledger
+    assert ledger is not None
+    cash = ledger.holding("alice", "CNY")
+    assert cash.available + cash.held == 10_000_000
+
+
+@pytest.mark.parametrize("first, then", [
+    ({"action": "halt", "instrument": "CEA23"}, {"action": "resume", "instrument": "CEA23"}),
+    ({"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "5.00"},
+     {"action": "withdraw", "account": "alice", "instrument": "CNY", "qty": "5.00"}),
+    ({"action": "suspend_account", "account": "alice"},
+     {"action": "close_account", "account": "alice"}),
+])
+def test_an_operator_id_used_again_for_another_action_is_refused(first, then):
+    core = _core()
+    _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "1.00"})
+    done, _ = _ops(core, {**first, "command_id": "x"})
+    again, _ = _ops(core, {**then, "command_id": "x"})
+    assert done[0]["report"] == "accepted"
+    assert (again[0]["report"], again[0]["reason"]) == ("rejected", "duplicate_command")
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

@@ -21,6 +21,7 @@ from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, Stre
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
                                 resolve_broker, run_async, stop_on_signals)
 from gateway.mqtt.service import GatewayCore, GatewaySettings
+from gateway.mqtt.wire import operators_own
 
 __all__ = ["main_cluster", "cluster_status"]
 
@@ -62,7 +63,8 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
     _check_readable(init)
     # Read whole before the lease is taken: a file that cannot be read stops the node
     # before anything runs, as it does serve without a cluster.
-    commands = read_order_file(init) if init is not None else None
+    commands = ([operators_own(c) for c in read_order_file(init)] if init is not None
+                else None)  # the operator's rows
     if node_id is not None and not _NODE_ID.fullmatch(node_id):
         raise ServeError(f"--node-id {node_id!r}: letters, digits, '-' and '_', at most 64 "
                          "(it names the node's key in the cluster's buckets)")

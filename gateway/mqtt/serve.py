@@ -44,6 +44,7 @@ from gateway.mqtt.brokerconfig import EMBEDDED_LIMITS, AccountLimits, generate_p
 from gateway.protocol import SYSTEM_USERS
 from gateway.mqtt.embedded import GATEWAY_USER, OPERATOR_USER, EmbeddedBroker, valid_account_name
 from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway, seconds_of_day
+from gateway.mqtt.wire import operators_own
 
 __all__ = [
     "PASSWORD_ENV", "BrokerAddress", "ServeError", "load_credentials", "open_engine",
@@ -225,7 +226,7 @@ def open_engine(market: Market, *, journal: str | Path | None, init: str | Path 
     if journal is not None:
         writer = create_journal(journal, market.text, ledger=ledger)
     if init is not None:
-        commands = read_order_file(init)
+        commands = [operators_own(c) for c in read_order_file(init)]  # the operator's rows
         Sequencer(engine, writer).run(commands, [])
         facts["init"] = len(commands)
         facts["init_rejected"] = engine.rejected

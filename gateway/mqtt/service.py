@@ -249,7 +249,7 @@ class GatewayCore:
         queued: set | None = None
         for report in reports:
             command_id = report.command_id
-            if type(command_id) is str:
+            if type(command_id) is str and not command_id.startswith("@"):  # (no bot's id)
                 again = self._answered_before(account, command_id)
                 if again is not None:
                     self._answers += [(account, r) for r in again]
@@ -582,7 +582,7 @@ class GatewayCore:
         if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
             first = self.engine.answer(account, command.command_id)
             if first:
-                if not _same_subject(first[0], account, instrument):
+                if not _same_subject(first[0], action, account, instrument):
                     # The id of an earlier row of another account or instrument: this row
                     # did nothing, and is not told it was done.
                     return RejectedReport(
@@ -643,7 +643,7 @@ class GatewayCore:
                     continue
                 if key in window:
                     again = self._answered_before(account, item.command_id)
-                    if again is not None:
+                    if again:  # (none for the account: the engine answers it duplicate)
                         kept += [(account, r) for r in again]
                         stats.resends_answered += 1
                         continue
@@ -722,9 +722,38 @@ class GatewayCore:
         return self._books(time.monotonic() if now is None else now)
 
 
-def _same_subject(first: Event, account: str | None, instrument: str | None) -> bool:
-    """Could *first*, the result of an earlier command with the same id, be that of a
-    command on *account* and *instrument* (each compared where the event names it)?"""
+# What an operator's action gives when it is accepted (its result event), to tell a resent
+# row from another row that took its id.
+_OPS_RESULTS = {
+    "open_account": "AccountOpened", "suspend_account": "AccountStatusChanged",
+    "resume_account": "AccountStatusChanged", "close_account": "AccountStatusChanged",
+    "deposit": "CashDeposited", "withdraw": "CashWithdrawn", "issue": "AllowancesIssued",
+    "transfer": "AllowancesTransferred", "surrender": "AllowancesSurrendered",
+    "claw_back": "AllowancesClawedBack", "emissions": "EmissionsVerified",
+    "allocate": "AllowancesAllocated", "convert": "AllowancesConverted",
+    "deadline": "DeadlinePassed", "halt": "TradingStatusChanged",
+    "resume": "TradingStatusChanged", "eod": "TradingDayEnded", "clock": "ClockAdvanced",
+    "auction_open": "AuctionOpened", "auction_close": "AuctionCleared",
+}
+_ACCOUNT_STATUS = {"suspend_account": "suspended", "resume_account": "open",
+                   "close_account": "closed"}
+
+
+def _same_subject(first: Event, action: str, account: str | None,
+                  instrument: str | None) -> bool:
+    """Could *first*, the result of an earlier command with the same id, be that of the
+    command *action* on *account* and *instrument* (each compared where the event names
+    it)?"""
+    if type(first) is CommandRejected:
+        if first.action != action:
+            return False
+    elif action in _OPS_RESULTS:
+        if type(first).__name__ != _OPS_RESULTS[action]:
+            return False
+        if type(first) is TradingStatusChanged and first.halted != (action == "halt"):
+            return False
+        if action in _ACCOUNT_STATUS and getattr(first, "status", None) != _ACCOUNT_STATUS[action]:
+            return False
     theirs = getattr(first, "account", None)
     if theirs is not None and account is not None and theirs != account:
         return False

@@ -33,7 +33,7 @@ import functools
 import operator
 import typing
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -61,7 +61,7 @@ __all__ = [
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
     "ExercisedReport", "NoticeReport", "BlockReport", "BlockAcceptedReport", "AuctionReport",
     "BidAcceptedReport", "AuctionClearedReport", "QuotingReport", "OpsAcceptedReport",
-    "AnyOpsReport", "ORDER_ACTIONS", "OPS_ID_PREFIX",
+    "AnyOpsReport", "ORDER_ACTIONS", "OPS_ID_PREFIX", "operators_own",
     "daily_record"
 ]
 
@@ -84,6 +84,16 @@ _ID_FIELDS = ("order_id", "command_id")
 # The operator's command ids, as the engine keeps them (its window is by account and id,
 # and an operator's row names an account): no bot's id begins with '@'.
 OPS_ID_PREFIX = "@ops/"
+
+
+def operators_own(command: Any) -> Any:
+    """*command*, one of the operator's (a row on its topic, or of ``serve --init``), with
+    its command id in the operator's own space (``OPS_ID_PREFIX``): the engine's window is
+    by account and id, and a row naming alice with her bot's id was answered as that
+    command, and not applied."""
+    if command.command_id is None or command.command_id.startswith(OPS_ID_PREFIX):
+        return command
+    return msgspec.structs.replace(command, command_id=OPS_ID_PREFIX + command.command_id)
 
 
 def _bounded_row() -> type[Row]:
@@ -297,11 +307,7 @@ class WireDecoder:
             command = self._reader.row(row)
         except RowError as exc:
             return _rejection(BAD_COMMAND, str(exc), msgspec.to_builtins(row))
-        if command.command_id is None:
-            return command
-        # The operator's ids apart from the accounts': a row naming alice with alice's
-        # own id was answered as her command, and not applied.
-        return msgspec.structs.replace(command, command_id=OPS_ID_PREFIX + command.command_id)
+        return operators_own(command)
 
     def trim(self, limit: int = 100_000) -> None:
         """Bound memory in a long-lived gateway: past *limit* remembered values, drop the
