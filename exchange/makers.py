@@ -223,16 +223,37 @@ class QuotingMonitor:
                     and good_ask - good_bid <= quoter.max_spread):
                 quoter.quoted += elapsed
 
-    def close_day(self) -> None:
-        """An end of day without a time: the local day of the last clock move is over,
-        so the rest of its sessions count, with the orders as they stand (no command came
-        between). Without it that time fell into the next day's assessment."""
+    def day_end(self) -> int | None:
+        """The local midnight that ends the day of the last clock move (with a schedule;
+        else ``None``), on a day of 23 or 25 hours too."""
         schedule = self.schedule
         clock = self.clock
         if schedule is None or clock is None:
+            return None
+        midnight = (schedule.local_day(clock) + 1) * 86_400
+        guess = (midnight - schedule.offset(clock)) * NS
+        return (midnight - schedule.offset(guess)) * NS
+
+    def close_day(self, expiries: Sequence[tuple[int, Order]] = ()) -> None:
+        """An end of day without a time: the local day of the last clock move is over,
+        so the rest of its sessions count, with the orders as they stand (no command came
+        between), but for the gtd *expiries* ``(expire_ts, order)``, in time order, each
+        counted until its time. Without it that time fell into the next day's
+        assessment."""
+        end = self.day_end()
+        if end is None:
             return
-        second = schedule.local(clock)[1]
-        self.advance(clock + (86_400 - second) * NS - clock % NS)  # the local midnight
+        for expire_ts, order in expiries:
+            if expire_ts >= end:
+                break
+            self.advance(expire_ts)
+            self._drop(order)  # expired: the next command that moves the clock takes it out
+        self.advance(end)
+
+    def _drop(self, order: Order) -> None:
+        quoter = self.pairs.get((order.account, order.instrument))
+        if quoter is not None:
+            quoter.orders = [o for o in quoter.orders if o is not order]
 
     def end_of_day(self, day: int, maker_fees: Mapping[tuple[str, str], int],
                    currency_of: Callable[[str], str],

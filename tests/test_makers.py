@@ -436,6 +436,47 @@ def test_an_engine_restored_while_halted_excuses_the_halt_as_one_that_ran_on():
     assert restored.state_hash() == engine.state_hash()
 
 
+@pytest.mark.parametrize("day, hours", [((2026, 3, 29), 2), ((2026, 10, 25), 4),
+                                       ((2026, 6, 1), 3)], ids=["spring", "autumn", "summer"])
+def test_an_end_of_day_without_a_time_counts_to_the_local_midnight_on_any_day(day, hours):
+    """It took the day for 24 hours: on a day of 23 or 25 hours the session 23:00-24:00
+    fell an hour short, or an hour into the next day's."""
+    schedule = dst_market()
+    mon = monitor(schedule=schedule)
+    quote(mon)
+    midnight = days_from_civil(*day) * 86_400  # UTC seconds of the local date's start, less
+    first = next(s for s in range(midnight - 3 * 3600, midnight + 3 * 3600, 60)
+                 if schedule.local_day(s * NS) == days_from_civil(*day))
+    mon.advance(first * NS)  # the local day's first minute
+    mon.close_day()
+    following = days_from_civil(*day) + 1
+    end = next(s for s in range(first + 22 * 3600, first + 26 * 3600 + 1, 60)
+               if schedule.local_day(s * NS) == following)
+    assert mon.clock == end * NS
+    expected = session_ns(schedule, first * NS, end * NS)
+    [row] = assess(mon)
+    assert row.session_ns == expected == hours * HOUR  # (00:30-02:30 as the clocks change)
+
+
+def test_a_gtd_quote_counts_until_its_time_at_an_end_of_day_without_one():
+    from exchange import Engine
+    from exchange.commands import Deposit, EndOfDay, IssueAllowances, OpenAccount, PlaceOrder
+
+    engine = Engine(parse_market(default_market().text + MAKER_TABLE), ledger=True)
+    engine.execute(OpenAccount(account="mm1", kind="market_maker"))
+    engine.execute(Deposit(account="mm1", currency="CNY", amount="1000000.00"))
+    engine.execute(IssueAllowances(account="mm1", instrument="CEA25", qty=10_000))
+    engine.execute(PlaceOrder(order_id="b", account="mm1", instrument="CEA25", side="buy",
+                              price="70.00", qty=1_000, ts=beijing(9, 30)))
+    engine.execute(PlaceOrder(order_id="s", account="mm1", instrument="CEA25", side="sell",
+                              price="70.20", qty=1_000, tif="gtd", expire_ts=beijing(10, 30),
+                              ts=beijing(9, 30)))
+    engine.execute(PlaceOrder(order_id="x", account="mm1", instrument="CEA25", side="buy",
+                              price="60.00", qty=1_000, ts=beijing(10)))
+    [row] = [e for e in engine.execute(EndOfDay()) if type(e) is QuotingAssessed]
+    assert (row.quoted_ns, row.session_ns, row.met) == (HOUR, 4 * HOUR, False)
+
+
 def test_done_orders_do_not_pile_up_outside_sessions():
     mon = monitor()
     mon.advance(beijing(20))
