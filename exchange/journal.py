@@ -136,6 +136,7 @@ Limits, stated plainly:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -557,12 +558,19 @@ class JournalWriter:
         """Commit what is pending, close the segment, seal it in the manifest (so that a
         later cut at a frame boundary is seen as damage: see the module), and wait for a
         background snapshot."""
-        if not self._file.closed:
-            self.commit()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._seal()
-        self.wait_snapshot()
+        try:
+            if not self._file.closed:
+                try:
+                    self.commit()
+                    os.fsync(self._file.fileno())
+                except BaseException:
+                    with contextlib.suppress(OSError):  # the error said is the first
+                        self._file.close()
+                    raise
+                self._file.close()
+                self._seal()
+        finally:
+            self.wait_snapshot()  # a snapshot's writer is waited for, whatever failed
 
     def _seal(self) -> None:
         """Record the last segment's last seq, end and size in the manifest (it holds

@@ -499,3 +499,23 @@ def test_a_connection_lost_while_a_row_is_being_published_is_said_at_once():
 
     message, waited = asyncio.run(scenario())
     assert message == "lost the connection to the broker 127.0.0.1:1" and waited < 2
+
+
+def test_a_row_whose_time_runs_out_mid_publish_leaves_no_publish_behind():
+    """The publish raced the answer as a task of its own, which the row's timeout did not
+    cancel: it ran on, and its failure printed 'Task exception was never retrieved'."""
+    from gateway.mqtt.serve import BrokerAddress
+
+    class Stalled:
+        async def publish(self, *args, **kwargs):
+            await asyncio.sleep(10)
+
+    async def scenario() -> list:
+        client = admin.AdminClient(BrokerAddress("127.0.0.1", 1, "operator", "x"), timeout=0.2)
+        client._mqtt = Stalled()
+        with pytest.raises(admin.AdminError, match="no answer from the exchange"):
+            await client.send(Deposit(account="alice", currency="CNY", amount="1.00"))
+        await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(scenario()) == []

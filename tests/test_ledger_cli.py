@@ -293,3 +293,33 @@ def test_holdings_show_futures_positions_margin_and_equity(capsys, tmp_path):
     assert margin["b"]["equity"] == "105000.00" and margin["b"]["margin_call"] is False
     code, table, _ = run(capsys, "holdings", tmp_path / "j")
     assert code == 0 and "positions" in table and "CALLED" in table and "82.50" in table
+
+
+def test_a_replay_stopped_by_a_full_disk_while_snapshotting_leaves_nothing(tmp_path):
+    """A snapshot's writer failing beside the journal's write left snapshot-N.tmp (the
+    replay's clean-up looked for another name) and its writer unwaited for."""
+    import resource
+    import subprocess
+    import sys
+
+    orders = tmp_path / "o.csv"
+    # Resting orders (the snapshots grow), then commands whose long ids grow a segment's
+    # group past the limit after a snapshot has started.
+    orders.write_text("action,order_id,account,instrument,side,price,qty,command_id\n" + "".join(
+        f"new,o{i},a{i},CEA25,buy,{50 + i / 100:.2f},1,\n" for i in range(1, 8_193)) + "".join(
+        f"cancel,nope{i},a1,CEA25,,,,{'x' * 200}{i}\n" for i in range(8_193, 12_589)))
+    script = ("import sys; from exchange import default_market\n"
+              "from gateway.tools.replay import run_replay\n"
+              "try:\n"
+              "    run_replay(sys.argv[1], market=default_market().open_all_hours(),\n"
+              "               journal=sys.argv[2], snapshot_every=300)\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__, exc)\n")
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_100_000, 1_100_000))
+
+    done = subprocess.run([sys.executable, "-c", script, str(orders), str(tmp_path / "j")],
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    assert done.stdout.startswith("JournalError cannot write the journal segment"), done
+    assert not (tmp_path / "j").exists()

@@ -360,10 +360,13 @@ class AdminClient:
             # it on *future*) left a QoS 1 publish waiting for good, and the row was
             # reported unanswered after the whole timeout, the loss said nowhere.
             publish = asyncio.ensure_future(self._mqtt.publish(OPS_COMMANDS, payload, qos=1))
-            await asyncio.wait((publish, future), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait((publish, future), return_when=asyncio.FIRST_COMPLETED)
+            finally:  # answered, lost, or the row's time up (this task cancelled)
+                if not publish.done():
+                    publish.cancel()
+                    publish.add_done_callback(_retrieve)
             if future.done():
-                publish.cancel()
-                publish.add_done_callback(_retrieve)
                 future.result()  # the answer, or the connection's loss (AdminError)
                 return
             try:

@@ -121,8 +121,8 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
 def _remove_journal(directory: Path) -> None:
     """Remove the journal a failed replay began in *directory* (new or empty before it),
     and the directory if that is then empty; files not a journal's own stay."""
-    own = re.compile(r"(meta\.json|manifest\.json|journal-\d{12}\.cxj|snapshot-\d{12}\.cxs)"
-                     r"(\.tmp)?")
+    own = re.compile(r"(meta\.json|manifest\.json|journal-\d{12}\.cxj)(\.tmp)?"
+                     r"|snapshot-\d{12}\.(cxs|tmp)")
     try:
         for entry in directory.iterdir():
             if own.fullmatch(entry.name) and entry.is_file():
