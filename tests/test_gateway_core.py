@@ -614,3 +614,20 @@ def test_a_bots_id_of_the_operators_form_turned_away_is_not_answered_as_the_oper
     answers = reports(core.flush(now=0.0), "alice")
     theirs = [r for r in answers if r.get("command_id") == "@ops/s1"]
     assert [(r["report"], r.get("reason")) for r in theirs] == [("rejected", "overloaded")]
+
+
+def test_a_message_of_more_commands_than_the_burst_is_taken_once_the_bucket_is_full():
+    """No bucket holds more than the burst: such a message was refused rate_limited for
+    good, however long its bot waited."""
+    core = GatewayCore(Engine(open_market()),
+                       settings=GatewaySettings(rate=10, burst=5, book_interval=0))
+    batch = [order(f"o{i}", "sell", "70.00", 1, command_id=f"c{i}") for i in range(8)]
+    core.receive("cx/v1/orders/alice", json.dumps(batch).encode(), now=0.0)
+    first = reports(core.flush(now=0.0), "alice")
+    assert [r["report"] for r in first] == ["accepted"] * 8  # a full bucket takes it
+    core.receive("cx/v1/orders/alice", json.dumps(order("n", "sell", "70.00", 1)).encode(),
+                 now=0.2)  # 3 in debt, +2: still short
+    assert reports(core.flush(now=0.2), "alice")[0]["reason"] == "rate_limited"
+    core.receive("cx/v1/orders/alice", json.dumps(order("n", "sell", "70.00", 1)).encode(),
+                 now=0.5)
+    assert reports(core.flush(now=0.5), "alice")[0]["report"] == "accepted"

@@ -277,7 +277,9 @@ class GatewayCore:
             bucket = self._buckets[account] = _Bucket(settings.burst, now)
         bucket.tokens = min(settings.burst, bucket.tokens + (now - bucket.stamp) * settings.rate)
         bucket.stamp = now
-        if bucket.tokens < count:
+        # A message of more commands than the burst waits for a full bucket, and leaves it
+        # in debt (it was refused for good: no bucket holds more than the burst).
+        if bucket.tokens < min(count, settings.burst):
             return False
         bucket.tokens -= count
         return True
