@@ -540,3 +540,23 @@ def test_a_journal_snapshot_at_any_point_recovers_the_same_clearing_state(tmp_pa
         assert (recovered.snapshot_seq, recovered.seq) == (cut + 1, len(commands))
         assert recovered.engine.state_hash() == straight.state_hash(), cut
         recovered.engine.check()
+
+
+@pytest.mark.parametrize("prices, settled", [(("80.00", "80.01"), 8001),  # 80.005: up
+                                             (("80.00", "80.00", "80.01"), 8000),  # 80.0033
+                                             (("80.01", "80.02", "80.02"), 8002)])  # 80.0166
+def test_a_first_day_without_a_window_trade_settles_at_the_days_price_halves_up(prices,
+                                                                                  settled):
+    """Trades before the closing window, none in it and no quotes left: the day's
+    volume-weighted price, to the tick, halves rounded up (as the spot close)."""
+    from exchange.events import SettlementPriceSet
+
+    run = Run()
+    _funded(run, "a", "b")
+    early = MON - 6_600 * 10**9  # before the closing window
+    for n, price in enumerate(prices):
+        run.order(f"a{n}", "a", "F", "buy", 1, price, ts=early)
+        run.order(f"b{n}", "b", "F", "sell", 1, price, ts=early)
+    events = run(EndOfDay(ts=EOD))
+    assert [(e.price, e.source) for e in events if type(e) is SettlementPriceSet] == [
+        (settled, "day")]

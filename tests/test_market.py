@@ -128,6 +128,12 @@ def test_the_closing_window_is_read_in_local_time():
 _CLEARED = futures_market(maintenance=None)
 
 
+def test_a_futures_maintenance_margin_is_three_quarters_of_the_initial_unless_given():
+    text = futures_market(maintenance=None).replace('"8000.00"', '"8000.03"')
+    inst = parse_market(text)["F"]
+    assert (inst.initial_margin, inst.maintenance_margin) == (800_003, 600_002)  # rounded down
+
+
 @pytest.mark.parametrize(
     "extra,words",
     [('maintenance_margin = "9000.00"\n', "above the initial margin"),
