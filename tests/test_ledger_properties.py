@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from test_properties import PlainPaths
 from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBook, IssueAllowances,
                       MassCancel, NaiveBook, PlaceOrder, SurrenderAllowances, Withdraw,
                       default_market)
@@ -53,7 +54,8 @@ class Ledgers(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.fast = Engine(MARKET, book=FastBook, ledger=True)
-        self.naive = Engine(MARKET, book=NaiveBook, ledger=True)
+        # the plain paths beside the fast ones (test_properties.PlainPaths), the ledger on
+        self.naive = PlainPaths(MARKET, book=NaiveBook, ledger=True)
         self.supply: Counter = Counter()  # asset -> units that should exist
         self.totals: Counter = Counter()  # (account, asset) -> what events explain
         self.locked: Counter = Counter()  # (account, asset) -> bought today
