@@ -227,7 +227,8 @@ class JournalDamage(JournalError):
     file). ``cut_journal`` can cut the journal back to the last good frame before it."""
 
     def __init__(self, path: Path, offset: int | None, reason: str, *, kind: str,
-                 index: int | None = None, good_end: int = 0, seq: int = 0) -> None:
+                 index: int | None = None, good_end: int = 0, seq: int = 0,
+                 legacy: bool = False) -> None:
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"{path}: {reason}{where}: the journal is damaged")
         self.path, self.offset, self.reason = path, offset, reason
@@ -235,6 +236,7 @@ class JournalDamage(JournalError):
         self.index = index  # the segment's place in the manifest
         self.good_end = good_end  # frame damage: the byte after the last good frame
         self.seq = seq  # the last good command before the damage
+        self.legacy = legacy  # in a journal of an older format (journal-cut does not cut it)
 
 
 # --- small file helpers ----------------------------------------------------------------------
@@ -890,7 +892,7 @@ class _Journal:
     def damage(self, index: int, offset: int | None, reason: str, kind: str, *, good_end: int = 0,
                seq: int = 0) -> JournalDamage:
         return JournalDamage(self.segments[index].path, offset, reason, kind=kind, index=index,
-                             good_end=good_end, seq=seq)
+                             good_end=good_end, seq=seq, legacy=self.legacy)
 
     def scan(self) -> None:
         """Check every frame of every segment; raise ``JournalDamage`` at the first bad."""
@@ -964,7 +966,7 @@ class _Journal:
             stray = self.path / self.strays[0]
             raise JournalDamage(stray, None,
                                 "named like a segment, but manifest.json does not list it",
-                                kind="stray")
+                                kind="stray", legacy=self.legacy)
 
     def _check_header(self, index: int, segment: _Segment, data: bytes, expected: int) -> int:
         if not data:
@@ -1011,7 +1013,8 @@ class _Journal:
                 raise JournalDamage(
                     path, None, f"a snapshot after command {seq}, but the "
                     f"segments end at command {self.end} (in {last.name}): "
-                    f"committed commands are missing from them", kind="ahead", seq=self.end)
+                    f"committed commands are missing from them", kind="ahead", seq=self.end,
+                    legacy=self.legacy)
             whole.append((seq, path, header))
         for seq, path, (magic, offset, length, crc) in whole:
             if magic != _SNAP_MAGIC:
@@ -1237,6 +1240,11 @@ def _convert(journal: _Journal, seq: int) -> tuple[_Json, int, int]:
         "ledger": bool(journal.meta.get("ledger")),
         "market": journal.meta["market"]
     }
+    # Older versions wrote files anyone could read: a converted journal is private too.
+    os.chmod(path, _DIR_MODE)
+    for entry in path.iterdir():
+        if entry.is_file():
+            os.chmod(entry, _FILE_MODE)
     fd = _start_segment(path, manifest, seq + 1,
                         before_rename=lambda: _write_json(path / "meta.json", meta))
     return manifest, fd, _SEGMENT_HEADER

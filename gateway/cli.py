@@ -401,6 +401,13 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     try:
         recovered = recover(args.directory)
     except JournalDamage as exc:
+        if exc.legacy:  # journal-cut refuses an older format, and serve a damaged one
+            by_hand = (f"cut {exc.path} to its first {exc.good_end} bytes and remove the "
+                       f"segments after it" if exc.kind == "frame" else "mend it")
+            raise UsageError(f"{exc}; it is in an older journal format, which journal-cut "
+                             f"does not cut: on a copy of {args.directory}, {by_hand}, and "
+                             f"'carbonx serve' converts the copy (commands after {exc.seq} "
+                             f"are dropped)") from None
         raise UsageError(f"{exc}; 'carbonx journal-cut {args.directory}' shows what cutting "
                          f"it back to the last good frame would drop") from None
     rows = holding_rows(recovered.engine)

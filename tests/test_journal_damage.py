@@ -10,6 +10,7 @@ engine that ran the same commands. Never a wrong state, never fewer commands qui
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import struct
@@ -432,14 +433,43 @@ def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
     data[last + 2] ^= 0x40
     segment.write_bytes(bytes(data))
     assert recover(directory).seq == 900
-    # Reopening converts it to format 3 and keeps every byte of it.
+    # Reopening converts it to format 3 and keeps every byte of it; written by an older
+    # version, its files could be anyone's to read: they are private now.
+    os.chmod(directory, 0o755)
+    os.chmod(segment, 0o644)
     recovered, writer = reopen_journal(directory)
     writer.close()
     assert recovered.seq == 900 and segment.read_bytes() == bytes(data)
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in directory.iterdir() if f.is_file()} == {0o600}
     assert json.loads((directory / "meta.json").read_text())["format"] == FORMAT
     converted = recover(directory)
     assert converted.seq == 900 and converted.torn_bytes == 0
     assert converted.engine.state_hash() == prefix_hashes(commands, [900])[900]
+
+
+def test_damage_in_an_older_format_says_how_to_cut_it_by_hand(tmp_path, commands, capsys):
+    """holdings pointed to journal-cut, which refuses an older format, and serve refuses
+    a damaged journal: each message sent the operator to the next. It now says how to cut
+    it by hand, and doing so gives a journal serve converts."""
+    directory = tmp_path / "j"
+    segment, frames = format_2_journal(directory, commands)
+    third = len(frames[0]) + len(frames[1])
+    flip(segment, third + FRAME_HEADER + 30)  # the third frame's payload
+    assert main(["holdings", str(directory)]) == 2
+    message = capsys.readouterr().err
+    assert "older journal format" in message and "journal-cut" in message
+    size = segment.stat().st_size - sum(map(len, frames[2:]))  # to the end of the second
+    assert f"cut {segment} to its first {size} bytes" in message
+    assert "commands after 200 are dropped" in message
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    with open(copy / segment.name, "r+b") as fh:
+        fh.truncate(size)
+    recovered, writer = reopen_journal(copy)
+    writer.close()
+    assert recovered.seq == 200
+    assert recover(copy).engine.state_hash() == prefix_hashes(commands, [200])[200]
 
 
 def test_a_format_2_journal_cut_inside_an_old_segment_stays_readable(tmp_path, commands):

@@ -220,6 +220,26 @@ def test_an_operator_id_used_again_for_another_action_is_refused(first, then):
     assert (again[0]["report"], again[0]["reason"]) == ("rejected", "duplicate_command")
 
 
+def test_a_row_journaled_before_the_operators_ids_had_their_space_is_answered_when_resent():
+    """Across the upgrade: a journal's operator rows hold their plain ids, and 'admin
+    --session' sending the file again applied them a second time."""
+    from exchange.commands import Deposit
+
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(Deposit(account="alice", currency="CNY", amount="1000.00",
+                           command_id="admin-00c0ffee-2"))  # as an older gateway journaled it
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    again, _ = _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY",
+                           "qty": "1000.00", "command_id": "admin-00c0ffee-2"})
+    assert [(a["report"], a["command_id"], a.get("duplicate")) for a in again] == [
+        ("accepted", "admin-00c0ffee-2", True)]
+    other, _ = _ops(core, {"action": "withdraw", "account": "alice", "instrument": "CNY",
+                           "qty": "1.00", "command_id": "admin-00c0ffee-2"})
+    assert [(a["report"], a.get("duplicate", False)) for a in other] == [("accepted", False)]
+    ledger = core.engine.ledger
+    assert ledger is not None and ledger.holding("alice", "CNY").available == 99_900
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

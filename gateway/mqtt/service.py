@@ -383,6 +383,8 @@ class GatewayCore:
         unique = set(keys)
         if len(unique) < len(keys) or not self.engine.answered.keys().isdisjoint(unique):
             pending, commands = self._answer_resends(pending)
+        if self._from_operator:
+            pending, commands = self._answer_earlier_operator_ids(pending, commands)
         by_account: dict[str, list[Report]] = {}
         trades: dict[str, list[dict]] = {}
         known = self.engine.market.instruments  # a rejection may name an unknown one
@@ -592,6 +594,12 @@ class GatewayCore:
                         message=f"command_id {command_id!r} was used by an earlier command "
                         f"(seq {first[0].seq}); this row did nothing", command_id=command_id)
                 result, duplicate = first[0], True
+        return self._ops_report(result, action, account, instrument, command_id, duplicate)
+
+    @staticmethod
+    def _ops_report(result: Event, action: str, account: str | None, instrument: str | None,
+                    command_id: str | None, duplicate: bool) -> Report:
+        """The operator's report of *result*, its row's action and subject."""
         if type(result) is CommandRejected:
             return RejectedReport(seq=result.seq, action=action, reason=result.reason,
                                   duplicate=duplicate, command_id=command_id)
@@ -650,6 +658,32 @@ class GatewayCore:
                         stats.resends_answered += 1
                         continue
                 seen.add(key)
+            kept.append(item)
+        return kept, [c for c in kept if type(c) is not tuple]
+
+    def _answer_earlier_operator_ids(self, pending: list, commands: list) -> tuple[list, list]:
+        """An operator's row resent with the id of one journaled before the operator's ids
+        had their own space (its plain id in the window, the same action and subject) is
+        answered as that one: across the upgrade, ``admin --session`` applied it again."""
+        window = self.engine.answered
+        operator = self._from_operator
+        kept: list = []
+        for item in pending:
+            command_id = None if type(item) is tuple else item.command_id
+            if (command_id is not None and id(item) in operator
+                    and command_id.startswith(OPS_ID_PREFIX)):
+                account = getattr(item, "account", None)
+                bare = command_id.removeprefix(OPS_ID_PREFIX)
+                first = window.get((account or "", bare))
+                if first and (account or "", command_id) not in window:
+                    action = type(item).__struct_config__.tag
+                    instrument = (getattr(item, "instrument", None)
+                                  or getattr(item, "currency", None))
+                    if _same_subject(first[0], action, account, instrument):
+                        operator.discard(id(item))
+                        kept.append((OPS_REPORTS, self._ops_report(
+                            first[0], action, account, instrument, bare, duplicate=True)))
+                        continue
             kept.append(item)
         return kept, [c for c in kept if type(c) is not tuple]
 
