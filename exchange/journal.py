@@ -156,7 +156,7 @@ from exchange.commands import AnyCommand
 from exchange.engine import Engine
 from exchange.market import parse_market
 from exchange.persist import BookFactory, decode_state, encode_state
-from exchange.state import StateError
+from exchange.state import RULES, StateError
 
 if TYPE_CHECKING:
     from exchange.events import Event
@@ -359,7 +359,7 @@ def _start_segment(directory: Path, manifest: _Json, first: int,
     try:
         _write_all(fd, _segment_header(first))
         os.fsync(fd)
-        manifest["segments"].append({"name": name, "first": first})
+        manifest["segments"].append({"name": name, "first": first, "rules": RULES})
         _write_json(directory / "manifest.json", manifest)
         if before_rename is not None:
             before_rename()
@@ -798,8 +798,8 @@ def _zero_run_candidates(data: bytes, start: int, zeros: int, shift: int) -> Ite
 
 
 class _Segment:
-    __slots__ = ("base", "end", "first", "frames", "last", "legacy", "path", "pending", "sealed",
-                 "size", "torn")
+    __slots__ = ("base", "end", "first", "frames", "last", "legacy", "path", "pending", "rules",
+                 "sealed", "size", "torn")
 
     def __init__(self, path: Path, first: int, legacy: bool, sealed: tuple[int, int, int] | None,
                  pending: bool) -> None:
@@ -808,6 +808,7 @@ class _Segment:
         self.pending = pending  # only NAME.tmp exists: an interrupted start
         self.base = self.end = self.size = self.torn = self.frames = 0
         self.last = first - 1
+        self.rules: str | None = None  # the rules its commands were journaled under (None: older)
 
 
 def _manifest_segments(path: Path, manifest: _Json) -> list[_Segment]:
@@ -832,6 +833,8 @@ def _manifest_segments(path: Path, manifest: _Json) -> list[_Segment]:
         segments.append(
             _Segment(segment, entry["first"], bool(entry.get("legacy")),
                      tuple(entry[key] for key in keys) if sealed else None, pending))
+        rules = entry.get("rules")
+        segments[-1].rules = rules if isinstance(rules, str) else None
     return segments
 
 
@@ -879,6 +882,8 @@ class _Journal:
             ]
         self.snapshots: list[tuple[int, Path]] = []
         self.warnings: list[str] = []
+        # [rules, first, last]: runs of commands replayed under other rules than journaled
+        self._replayed_under: list[list[Any]] = []
         for name in listed:
             if name.startswith("snapshot-") and name.endswith(".cxs"):
                 if (match := _SNAPSHOT_NAME.fullmatch(name)) is None:
@@ -1065,6 +1070,22 @@ class _Journal:
         self.warnings.append(f"{path}: checksum mismatch in the snapshot header; passed over")
         return None
 
+    def _other_rules(self, rules: str | None, first: int, last: int) -> None:
+        """Commands *first* to *last*, journaled under *rules*, were replayed under these."""
+        runs = self._replayed_under
+        if runs and runs[-1][0] == rules and runs[-1][2] == first - 1:
+            runs[-1][2] = last
+        else:
+            runs.append([rules, first, last])
+
+    def rules_warnings(self) -> list[str]:
+        """One line per run of commands replayed under rules other than they were
+        journaled under."""
+        return [f"commands {first} to {last} were journaled under the rules of "
+                f"{rules or 'a carbonx before 2026-12-05'} and are replayed under those of "
+                f"{RULES}: where the rules changed since, what they do may differ from what "
+                f"was acknowledged then" for rules, first, last in self._replayed_under]
+
     def replay(self, engine: Engine, start: int) -> int:
         """Submit the commands after *start* to *engine*; return how many."""
         decode = msgspec.msgpack.Decoder(list[AnyCommand] | AnyCommand).decode
@@ -1104,6 +1125,8 @@ class _Journal:
                 for command in group:
                     submit(command, out)
                     out.clear()
+                if segment.rules != RULES:
+                    self._other_rules(segment.rules, seq, seq + len(group) - 1)
                 replayed += len(group)
                 expected = seq + len(group)
                 pos = end
@@ -1126,7 +1149,8 @@ def _recover(journal: _Journal, book: BookFactory) -> Recovered:
         engine = _new_engine(journal, book)
     replayed = journal.replay(engine, start)
     return Recovered(engine, journal.end, start, replayed, journal.torn,
-                     journal.segments[-1].path if journal.segments else None, journal.warnings)
+                     journal.segments[-1].path if journal.segments else None,
+                     journal.warnings + journal.rules_warnings())
 
 
 def recover(directory: str | Path, *, book: BookFactory = FastBook) -> Recovered:

@@ -25,6 +25,7 @@ from test_journal import (FRAME_HEADER, MARKET, SEGMENT_HEADER, journal_commands
                           write_old_journal)
 
 from exchange import Engine
+from exchange.state import RULES
 from exchange.journal import (FORMAT, JournalDamage, JournalError, _write_snapshot, cut_journal,
                               recover, reopen_journal)
 from exchange.orderfile import read_order_file
@@ -355,6 +356,7 @@ def test_a_torn_tail_is_recovered_reported_kept_and_the_journal_goes_on(journal,
     assert manifest["segments"][-2] == {
         "name": SEGMENTS[-1],
         "first": 6001,
+        "rules": RULES,
         "last": 6750,
         "end": starts[-1],
         "size": len(torn)
@@ -446,6 +448,25 @@ def test_a_format_2_journal_with_a_flipped_length_is_damage_not_a_torn_tail(
     converted = recover(directory)
     assert converted.seq == 900 and converted.torn_bytes == 0
     assert converted.engine.state_hash() == prefix_hashes(commands, [900])[900]
+
+
+def test_commands_journaled_under_other_rules_are_replayed_with_a_warning(tmp_path, commands):
+    """Commands act under the rules of the carbonx that reads them: an upgrade replayed
+    an older journal's commands under new rules (a surrender refused now, a fee charged
+    then) with no word of it. Each segment records its rules; other rules are said."""
+    directory = tmp_path / "j"
+    format_2_journal(directory, commands)
+    old = recover(directory)
+    assert old.warnings == [
+        "commands 1 to 1000 were journaled under the rules of a carbonx before 2026-12-05 "
+        f"and are replayed under those of {RULES}: where the rules changed since, what they "
+        "do may differ from what was acknowledged then"]
+    recovered, writer = reopen_journal(directory)
+    with writer:
+        writer.append_many(commands[1000:1100])
+    again = recover(directory)
+    assert again.seq == 1100 and [w.split(" were ")[0] for w in again.warnings] == [
+        "commands 1 to 1000"]  # the new segment's are this carbonx's own
 
 
 def test_damage_in_an_older_format_says_how_to_cut_it_by_hand(tmp_path, commands, capsys):
