@@ -240,6 +240,25 @@ def test_a_row_journaled_before_the_operators_ids_had_their_space_is_answered_wh
     assert ledger is not None and ledger.holding("alice", "CNY").available == 99_900
 
 
+def test_an_operator_id_used_again_for_another_account_is_refused_after_a_restart_too():
+    """The window is by account and id: an id used for a deposit to dave, used again for
+    one to carol, was a new key, and carol's deposit ran."""
+    core = _core()
+    first, _ = _ops(core, {"action": "deposit", "account": "dave", "instrument": "CNY",
+                           "qty": "1.00", "command_id": "K"})
+    again, _ = _ops(core, {"action": "deposit", "account": "carol", "instrument": "CNY",
+                           "qty": "1.00", "command_id": "K"})
+    assert first[0]["report"] == "accepted"
+    assert (again[0]["report"], again[0]["reason"], again[0]["command_id"]) == (
+        "rejected", "duplicate_command", "K")
+    restarted = GatewayCore(core.engine, settings=GatewaySettings(book_interval=0))
+    later, _ = _ops(restarted, {"action": "halt", "instrument": "CEA25", "command_id": "K"})
+    assert (later[0]["report"], later[0]["reason"]) == ("rejected", "duplicate_command")
+    ledger = core.engine.ledger
+    assert ledger is not None and ledger.holding("carol", "CNY") is None
+    assert not core.engine.halted("CEA25")
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

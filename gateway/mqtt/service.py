@@ -178,6 +178,11 @@ class GatewayCore:
         self._book_last: dict[str, tuple] = {}
         self._clock_ns = 0
         self._from_operator: set[int] = set()  # id() of the operator's queued commands
+        # The operator's ids are one space, but the engine's window is by account and id:
+        # which account (or "") each of the operator's ids in the window named.
+        self._ops_ids: dict[str, str] = {
+            command_id: account for account, command_id in engine.answered
+            if command_id.startswith(OPS_ID_PREFIX)}
         # Called with each account the engine opens (the embedded broker gives it a login).
         self.on_account_opened: Callable[[str], None] | None = None
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
@@ -442,6 +447,8 @@ class GatewayCore:
             command_id = command.command_id
             if operator and id(command) in operator:
                 operator.discard(id(command))
+                if command_id is not None:
+                    self._remember_ops_id(command_id, getattr(command, "account", None) or "")
                 if type(result) is CommandRejected:
                     # The operator's row refused (a resend answered duplicate_command
                     # among them): its answer is the operator's; the account it names
@@ -661,6 +668,13 @@ class GatewayCore:
             kept.append(item)
         return kept, [c for c in kept if type(c) is not tuple]
 
+    def _remember_ops_id(self, command_id: str, account: str) -> None:
+        ids = self._ops_ids
+        ids.setdefault(command_id, account)
+        if len(ids) > 2 * self.engine.command_window + 1_000:  # forget what the window has
+            window = self.engine.answered
+            self._ops_ids = {c: a for c, a in ids.items() if (a, c) in window}
+
     def _answer_earlier_operator_ids(self, pending: list, commands: list) -> tuple[list, list]:
         """An operator's row resent with the id of one journaled before the operator's ids
         had their own space (its plain id in the window, the same action and subject) is
@@ -674,6 +688,18 @@ class GatewayCore:
                     and command_id.startswith(OPS_ID_PREFIX)):
                 account = getattr(item, "account", None)
                 bare = command_id.removeprefix(OPS_ID_PREFIX)
+                named = self._ops_ids.get(command_id)
+                if named is not None and named != (account or "") and (
+                        named, command_id) in window:
+                    # The id of an earlier row about another account: this one does nothing.
+                    operator.discard(id(item))
+                    seq = window[(named, command_id)][0].seq
+                    kept.append((OPS_REPORTS, RejectedReport(
+                        action=type(item).__struct_config__.tag,
+                        reason=Reason.DUPLICATE_COMMAND,
+                        message=f"command_id {bare!r} was used by an earlier command (seq "
+                        f"{seq}); this row did nothing", command_id=bare)))
+                    continue
                 first = window.get((account or "", bare))
                 if first and (account or "", command_id) not in window:
                     action = type(item).__struct_config__.tag
