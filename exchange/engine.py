@@ -395,6 +395,10 @@ class Engine:
         that command gave, as ``answer`` returns them."""
         return self._answers
 
+    def id_used(self, order_id: str) -> bool:
+        """Is *order_id* used today, by an order, a block, a bid or an auction?"""
+        return order_id in self._ids or order_id in self._auctions.auctions
+
     def execute(self, command: AnyCommand) -> list[Event]:
         """Process one command and return its events."""
         out: list[Event] = []

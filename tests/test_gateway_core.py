@@ -24,7 +24,7 @@ def decode(payload: bytes):
 def reports(outgoing, account):
     """Every report published on *account*'s exec topic, in order."""
     found = []
-    for topic, payload, qos in outgoing:
+    for topic, payload, qos, *_ in outgoing:  # (a retained message has a fourth)
         if topic == f"cx/v1/exec/{account}":
             assert qos == 1
             body = decode(payload)
@@ -631,3 +631,25 @@ def test_a_message_of_more_commands_than_the_burst_is_taken_once_the_bucket_is_f
     core.receive("cx/v1/orders/alice", json.dumps(order("n", "sell", "70.00", 1)).encode(),
                  now=0.5)
     assert reports(core.flush(now=0.5), "alice")[0]["report"] == "accepted"
+
+
+@pytest.mark.parametrize("first, then, reason", [
+    ({"action": "auction_open", "auction": "A", "instrument": "CEA25", "side": "sell",
+      "price": "60.00", "qty": 100_000},
+     order("A", "sell", "70.00", 1), "duplicate_order_id"),
+    (order("P", "sell", "70.00", 1),
+     {"action": "auction_open", "auction": "P", "instrument": "CEA25", "side": "sell",
+      "price": "60.00", "qty": 100_000}, "duplicate_auction")])
+def test_an_auction_and_an_order_of_its_initiator_never_share_an_id(first, then, reason):
+    """Over MQTT a bot's order ids are its own, an auction's everyone's: bob's auction A
+    and his order A were both taken, and his fills of each carried the order_id A."""
+    from exchange.commands import IssueAllowances
+
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="bob", instrument="CEA25", qty=200_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "bob", {**first, "command_id": "c1"})
+    assert reports(core.flush(now=0.0), "bob")[0]["report"] in ("accepted", "auction")
+    send(core, "bob", {**then, "command_id": "c2"})
+    answer = reports(core.flush(now=0.0), "bob")
+    assert [(r["report"], r["reason"]) for r in answer] == [("rejected", reason)]

@@ -48,6 +48,7 @@ from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionC
                              VariationMargin)
 from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader, float_hint
+from exchange.reasons import Reason
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
                               NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
                               account_name_problem, is_msgpack)
@@ -80,6 +81,7 @@ ORDER_ACTIONS = frozenset(
     {"new", "cancel", "amend", "mass_cancel", "block", "block_accept", "auction_bid"})
 # Actions whose order_id is the sender's own (kept apart as ``{account}/{id}``).
 _OWN_IDS = frozenset({"new", "cancel", "amend", "block", "auction_bid"})
+_NEW_IDS = frozenset({"new", "block", "auction_bid"})  # the actions that take a new id
 _ID_FIELDS = ("order_id", "command_id")
 # The operator's command ids, as the engine keeps them (its window is by account and id,
 # and an operator's row names an account): no bot's id begins with '@'.
@@ -147,6 +149,9 @@ class WireDecoder:
         # Whether an account exists (the gateway sets it from its engine): an operator's
         # row that would open one is held to the name rule, one about it as it is not.
         self.exists: Callable[[str], bool] = lambda name: False
+        # Whether an id is used today, as the engine keeps it (the gateway sets it too): a
+        # bot's ids are its own (``account/id``), an auction's are everyone's.
+        self.used: Callable[[str], bool] = lambda order_id: False
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(_BoundedRow | list[_BoundedRow])
         self._msgpack = msgspec.msgpack.Decoder(_BoundedRow | list[_BoundedRow])
@@ -267,7 +272,16 @@ class WireDecoder:
         if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
+            if action in _NEW_IDS and self.used(row.order_id):
+                # One pool of ids a day: an auction's fills carry its id as their order_id
+                return _rejection(Reason.DUPLICATE_ORDER_ID, f"order_id {row.order_id!r} is "
+                                  "an auction's today", msgspec.to_builtins(row))
             row.order_id = f"{account}/{row.order_id}"
+        elif action == "auction_open" and type(row.auction) is str and self.used(
+                f"{account}/{row.auction}"):
+            return _rejection(Reason.DUPLICATE_AUCTION, f"auction {row.auction!r} is an id of "
+                              "this account's own order, block or bid today",
+                              msgspec.to_builtins(row))
         elif action == "block_accept":
             # The block's id is its poster's: accepted as ``{to_account}/{id}``.
             if not row.order_id or not row.to_account or "/" in row.to_account:
