@@ -152,6 +152,7 @@ class GatewayCore:
         if ledger is not None:
             self._decoder.exists = ledger.accounts.__contains__
         self._decoder.used = engine.id_used
+        self._decoder.auction_ids = engine.auctions.auctions  # (one dict, emptied each day)
         self._reports = ReportMaker(engine.market)
         # Intake: per account, its commands and (account, RejectedReport) in the
         # order they came; flush takes from each account in turn, so one account's flood

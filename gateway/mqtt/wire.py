@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import operator
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Annotated, Any
 
 import msgspec
@@ -152,6 +152,7 @@ class WireDecoder:
         # Whether an id is used today, as the engine keeps it (the gateway sets it too): a
         # bot's ids are its own (``account/id``), an auction's are everyone's.
         self.used: Callable[[str], bool] = lambda order_id: False
+        self.auction_ids: Collection[str] = ()  # ... and the day's auctions (the engine's)
         self._reader = RowReader(None)
         self._json = msgspec.json.Decoder(_BoundedRow | list[_BoundedRow])
         self._msgpack = msgspec.msgpack.Decoder(_BoundedRow | list[_BoundedRow])
@@ -272,7 +273,8 @@ class WireDecoder:
         if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
             if not row.order_id:
                 return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
-            if action in _NEW_IDS and self.used(row.order_id):
+            auctions = self.auction_ids
+            if auctions and action in _NEW_IDS and row.order_id in auctions:
                 # One pool of ids a day: an auction's fills carry its id as their order_id
                 return _rejection(Reason.DUPLICATE_ORDER_ID, f"order_id {row.order_id!r} is "
                                   "an auction's today", msgspec.to_builtins(row))
