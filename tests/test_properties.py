@@ -829,10 +829,15 @@ class Model:
 
 class PlainPaths(Engine):
     """The engine with its fast paths swapped for the plain ones they shortcut: every new
-    order through the general path of ``_place``, every cancel through ``_cancel_plain``."""
+    order through the general path of ``_place``, every cancel through ``_cancel_plain``,
+    and the ledger's holds and settlement called even matching only (the null ledger's)."""
 
     shortcuts = False
     _cancel = Engine._cancel_plain
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._holds = True
 
 
 class Lockstep(RuleBasedStateMachine):
