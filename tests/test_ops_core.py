@@ -259,6 +259,18 @@ def test_an_operator_id_used_again_for_another_account_is_refused_after_a_restar
     assert not core.engine.halted("CEA25")
 
 
+def test_one_operator_id_for_two_accounts_in_one_message_runs_the_first_only():
+    core = _core()
+    answers, _ = _ops(core, {"action": "deposit", "account": "dave", "instrument": "CNY",
+                             "qty": "1.00", "command_id": "K"},
+                      {"action": "deposit", "account": "carol", "instrument": "CNY",
+                       "qty": "1.00", "command_id": "K"})
+    assert [(a["report"], a.get("reason")) for a in answers] == [
+        ("accepted", None), ("rejected", "duplicate_command")]
+    ledger = core.engine.ledger
+    assert ledger is not None and ledger.holding("carol", "CNY") is None
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

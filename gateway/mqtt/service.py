@@ -683,6 +683,7 @@ class GatewayCore:
         answered as that one: across the upgrade, ``admin --session`` applied it again."""
         window = self.engine.answered
         operator = self._from_operator
+        batch: dict[str, str] = {}  # this flush's operator ids, and the account each named
         kept: list = []
         for item in pending:
             command_id = None if type(item) is tuple else item.command_id
@@ -691,17 +692,22 @@ class GatewayCore:
                 account = getattr(item, "account", None)
                 bare = command_id.removeprefix(OPS_ID_PREFIX)
                 named = self._ops_ids.get(command_id)
+                earlier = ((named, command_id) in window if named is not None else False)
+                if not earlier:
+                    named = batch.get(command_id)
                 if named is not None and named != (account or "") and (
-                        named, command_id) in window:
+                        earlier or command_id in batch):
                     # The id of an earlier row about another account: this one does nothing.
                     operator.discard(id(item))
-                    seq = window[(named, command_id)][0].seq
+                    seq = window[(named, command_id)][0].seq if earlier else None
                     kept.append((OPS_REPORTS, RejectedReport(
                         action=type(item).__struct_config__.tag,
                         reason=Reason.DUPLICATE_COMMAND,
-                        message=f"command_id {bare!r} was used by an earlier command (seq "
-                        f"{seq}); this row did nothing", command_id=bare)))
+                        message=f"command_id {bare!r} was used by an earlier command"
+                        + (f" (seq {seq})" if seq is not None else "") + "; this row did nothing",
+                        command_id=bare)))
                     continue
+                batch.setdefault(command_id, account or "")
                 first = window.get((account or "", bare))
                 if first and (account or "", command_id) not in window:
                     action = type(item).__struct_config__.tag
