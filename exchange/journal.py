@@ -1394,9 +1394,10 @@ def _plan(journal: _Journal,
                 remove(fresh)
                 actions.append(("create", fresh, damage.seq + 1))
                 plan.files.append((fresh.name, "made anew: a segment header, no frame"))
-                entries.append({"name": fresh.name, "first": damage.seq + 1})
+                entries.append({"name": fresh.name, "first": damage.seq + 1, "rules": RULES})
             else:
-                entries.append({"name": segment.path.name, "first": segment.first})
+                entries.append({"name": segment.path.name, "first": segment.first,
+                                **({"rules": segment.rules} if segment.rules else {})})
         else:
             plan.frames, top, _ = _salvage(data, 0, min(segment.first, damage.seq + 1),
                                            segment.legacy)
@@ -1411,7 +1412,7 @@ def _plan(journal: _Journal,
             remove(fresh)
             actions.append(("create", fresh, damage.seq + 1))
             plan.files.append((fresh.name, made))
-            entries.append({"name": fresh.name, "first": damage.seq + 1})
+            entries.append({"name": fresh.name, "first": damage.seq + 1, "rules": RULES})
         if segment.sealed is not None:  # its last command, as manifest.json records it
             top = max(top, segment.sealed[2])
         for later in journal.segments[index + 1:]:

@@ -230,9 +230,17 @@ class QuotingMonitor:
         clock = self.clock
         if schedule is None or clock is None:
             return None
-        midnight = (schedule.local_day(clock) + 1) * 86_400
-        guess = (midnight - schedule.offset(clock)) * NS
-        return (midnight - schedule.offset(guess)) * NS
+        # The first second of a later local day: local days never go back, so a search
+        # by halves finds it, wherever the clocks change (at midnight itself, too).
+        day = schedule.local_day(clock)
+        low, high = clock // NS, clock // NS + 2 * 86_400
+        while low < high:
+            middle = (low + high) // 2
+            if schedule.local_day(middle * NS) > day:
+                high = middle
+            else:
+                low = middle + 1
+        return low * NS
 
     def close_day(self, expiries: Sequence[tuple[int, Order]] = ()) -> None:
         """An end of day without a time: the local day of the last clock move is over,

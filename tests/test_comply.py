@@ -92,11 +92,11 @@ _STEEL = ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissi
           'emissions = 1\nintensity = "1.0"\n')
 
 
-@pytest.mark.parametrize("year", [2021, 2022, 2024])
+@pytest.mark.parametrize("year", [2019, 2021, 2022, 2024])
 def test_december_trades_run_on_a_business_day_and_past_one_buyers_limit(tmp_path, capsys, year):
     """They ran on 11 December whatever day it was (a Saturday for 2021, a Sunday for
     2022: refused market_closed), and one runner's account bought them all, refused
-    position_limit past 1,000,000 t."""
+    position_limit past 1,000,000 t. (2019: in CEA19-20, of 2019 and 2020.)"""
     scenario = tmp_path / "s.toml"
     trades = "".join('[[december_trades]]\nprice = "98.00"\nqty = 99999\n' for _ in range(11))
     scenario.write_text(_STEEL.replace("year = 2024", f"year = {year}") + trades)
@@ -132,8 +132,8 @@ def test_an_output_that_would_overwrite_an_input_or_another_is_refused(tmp_path,
      ('year = 2024\n[[entities]]\nname = "a"\nsector = "glass"\n', "sector must be one of"),
      ('year = 2024\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
       "emissions = 1\n", "needs its 'intensity'"),
-     ('year = 2019\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
-      'emissions = 1\nintensity = "1.0"\n', "no allowance of vintage 2019"),
+     ('year = 2018\n[[entities]]\nname = "a"\nsector = "steel"\nprior_emissions = 1\n'
+      'emissions = 1\nintensity = "1.0"\n', "no allowance of vintage 2018"),
      ("year = [", "Invalid value"), (_STEEL + "months = 13\n", "'months'"),
      (_STEEL + '[rules.steel]\nrule = "grandfathering"\n', "rule must be one of"),
      (_STEEL + '[rules.glass]\nrule = "verified_emissions"\n', "unknown sector 'glass'"),

@@ -653,3 +653,20 @@ def test_an_auction_and_an_order_of_its_initiator_never_share_an_id(first, then,
     send(core, "bob", {**then, "command_id": "c2"})
     answer = reports(core.flush(now=0.0), "bob")
     assert [(r["report"], r["reason"]) for r in answer] == [("rejected", reason)]
+
+
+@pytest.mark.parametrize("auction_first", [True, False])
+def test_in_one_message_an_auction_and_an_order_named_alike_are_not_both_taken(auction_first):
+    """Each was checked against the engine as the message was read, before either ran."""
+    from exchange.commands import IssueAllowances
+
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="bob", instrument="CEA25", qty=200_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    auction = {"action": "auction_open", "auction": "A", "instrument": "CEA25", "side": "sell",
+               "price": "60.00", "qty": 100_000, "command_id": "c1"}
+    new = {**order("A", "sell", "70.00", 1), "command_id": "c2"}
+    send(core, "bob", [auction, new] if auction_first else [new, auction])
+    answers = {r.get("command_id"): r for r in reports(core.flush(now=0.0), "bob")}
+    assert answers["c1"]["report"] == "auction"
+    assert (answers["c2"]["report"], answers["c2"]["reason"]) == ("rejected", "duplicate_order_id")

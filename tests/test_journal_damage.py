@@ -24,10 +24,10 @@ import pytest
 from test_journal import (FRAME_HEADER, MARKET, SEGMENT_HEADER, journal_commands, prefix_hashes,
                           write_old_journal)
 
-from exchange import Engine
+from exchange import Engine, default_market
+from exchange.journal import (FORMAT, JournalDamage, JournalError, _write_snapshot, create_journal,
+                              cut_journal, recover, reopen_journal)
 from exchange.state import RULES
-from exchange.journal import (FORMAT, JournalDamage, JournalError, _write_snapshot, cut_journal,
-                              recover, reopen_journal)
 from exchange.orderfile import read_order_file
 from gateway.cli import main
 from gateway.mqtt.serve import open_engine
@@ -800,3 +800,23 @@ def test_journal_cut_that_cannot_copy_aside_cuts_nothing_and_leaves_no_half_copy
     assert not list(journal.glob("cut-*"))
     monkeypatch.setattr(journal_module, "_copy", real_copy)
     assert cut_journal(journal, apply=True).copied == journal / "cut-000001"
+
+
+def test_a_journal_cut_back_keeps_its_segments_rules(tmp_path, commands):
+    """journal-cut wrote the cut segment's entry anew without its rules stamp: recovery
+    then warned that this carbonx's own commands were journaled under older rules."""
+    directory = tmp_path / "j"
+    writer = create_journal(directory, default_market().text, ledger=True)
+    for start in range(0, 300, 10):
+        writer.append_many(commands[start:start + 10])
+        writer.commit()
+    writer.close()
+    [segment] = sorted(directory.glob("journal-*.cxj"))
+    flip(segment, segment.stat().st_size // 2)
+    cut_journal(directory, apply=True)
+    entries = json.loads((directory / "manifest.json").read_text())["segments"]
+    assert all(entry.get("rules") == RULES for entry in entries)
+    _, writer = reopen_journal(directory)
+    with writer:
+        writer.append_many(commands[300:305])
+    assert recover(directory).warnings == []

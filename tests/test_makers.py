@@ -458,6 +458,31 @@ def test_an_end_of_day_without_a_time_counts_to_the_local_midnight_on_any_day(da
     assert row.session_ns == expected == hours * HOUR  # (00:30-02:30 as the clocks change)
 
 
+@pytest.mark.parametrize("zone, day", [("America/Havana", (2026, 3, 7)),
+                                       ("America/Havana", (2026, 10, 31)),
+                                       ("America/Santiago", (2026, 9, 5))])
+def test_the_day_ends_where_its_last_second_does_when_the_clocks_change_at_midnight(zone, day):
+    """The local midnight was worked out from two offsets, an hour early where the
+    clocks change at midnight itself (Havana: 00:00 becomes 01:00)."""
+    text = (f'[instruments.CEA25]\ntick = "0.01"\n[schedule]\ntimezone = "{zone}"\n'
+            'weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+            'listing = ["09:00-10:00", "23:00-24:00"]\n')
+    schedule = parse_market(text).schedule
+    assert schedule is not None
+    date = days_from_civil(*day)
+    noon = next(s for s in range((date - 1) * 86_400, (date + 2) * 86_400, 60)
+                if schedule.local(s * NS) == (date, 12 * 3600))
+    mon = monitor(schedule=schedule)
+    mon.advance(noon * NS)
+    end = mon.day_end()
+    assert end is not None
+    assert schedule.local_day(end) == date + 1 and schedule.local_day(end - NS) == date
+    quote(mon)
+    mon.close_day()
+    [row] = assess(mon)
+    assert row.session_ns == session_ns(schedule, noon * NS, end) == HOUR  # 23:00-24:00
+
+
 def test_a_gtd_quote_counts_until_its_time_at_an_end_of_day_without_one():
     from exchange import Engine
     from exchange.commands import Deposit, EndOfDay, IssueAllowances, OpenAccount, PlaceOrder

@@ -271,6 +271,45 @@ def test_one_operator_id_for_two_accounts_in_one_message_runs_the_first_only():
     assert ledger is not None and ledger.holding("carol", "CNY") is None
 
 
+def test_an_operator_row_with_an_id_its_accounts_bot_used_for_the_same_action_runs():
+    """The upgrade's answer for plain ids took a bot's own surrender with that id for an
+    old operator row, and the operator's surrender was answered done and not made."""
+    from exchange.commands import IssueAllowances
+
+    core = _core()
+    core.engine.execute(IssueAllowances(account="dave", instrument="CEA25", qty=1_000))
+    core.receive(orders_topic("dave"), json.dumps(
+        {"action": "surrender", "instrument": "CEA25", "qty": 10, "command_id": "s1"}).encode())
+    core.flush()
+    answers, _ = _ops(core, {"action": "surrender", "account": "dave", "instrument": "CEA25",
+                             "qty": 300, "command_id": "s1"})
+    assert [(a["report"], a.get("duplicate", False)) for a in answers] == [("accepted", False)]
+    ledger = core.engine.ledger
+    assert ledger is not None and ledger.holding("dave", "CEA25").available == 690
+
+
+def test_an_operator_id_the_window_forgot_is_the_rows_that_took_it_again():
+    """An id was kept for the first account it named: taken again once the window forgot
+    it, a third account's row with it ran."""
+    core = GatewayCore(Engine(default_market().open_all_hours(), ledger=True,
+                              command_window=2, account_window=1),
+                       settings=GatewaySettings(book_interval=0))
+    _ops(core, {"action": "deposit", "account": "dave", "instrument": "CNY", "qty": "1.00",
+                "command_id": "K"})
+    _ops(core, {"action": "deposit", "account": "dave", "instrument": "CNY", "qty": "1.00",
+                "command_id": "D2"})
+    for n in range(3):  # the window forgets dave's K (his newest one id is kept)
+        _ops(core, {"action": "deposit", "account": "zed", "instrument": "CNY", "qty": "1.00",
+                    "command_id": f"f{n}"})
+    assert ("dave", "@ops/K") not in core.engine.answered
+    carol, _ = _ops(core, {"action": "deposit", "account": "carol", "instrument": "CNY",
+                           "qty": "1.00", "command_id": "K"})
+    erin, _ = _ops(core, {"action": "deposit", "account": "erin", "instrument": "CNY",
+                          "qty": "1.00", "command_id": "K"})
+    assert carol[0]["report"] == "accepted"
+    assert (erin[0]["report"], erin[0]["reason"]) == ("rejected", "duplicate_command")
+
+
 def test_a_halt_is_market_data_and_bots_are_refused_until_the_resume():
     core = _core()
     _ops(core, {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 10})

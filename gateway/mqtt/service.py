@@ -54,8 +54,8 @@ from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
 from exchange.reasons import Reason
 from gateway.mqtt.collector import Collector
 from gateway.mqtt.lanes import LaneQueue
-from gateway.mqtt.wire import (OPS_ID_PREFIX, AcceptedReport, OpsAcceptedReport, RejectedReport,
-                               Report, ReportMaker, WireDecoder, client_id)
+from gateway.mqtt.wire import (OPS_ID_PREFIX, WIRE_ACTIONS, AcceptedReport, OpsAcceptedReport,
+                               RejectedReport, Report, ReportMaker, WireDecoder, client_id)
 from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
@@ -672,7 +672,7 @@ class GatewayCore:
 
     def _remember_ops_id(self, command_id: str, account: str) -> None:
         ids = self._ops_ids
-        ids.setdefault(command_id, account)
+        ids[command_id] = account  # (an id the window forgot may be taken again)
         if len(ids) > 2 * self.engine.command_window + 1_000:  # forget what the window has
             window = self.engine.answered
             self._ops_ids = {c: a for c, a in ids.items() if (a, c) in window}
@@ -708,9 +708,10 @@ class GatewayCore:
                         command_id=bare)))
                     continue
                 batch.setdefault(command_id, account or "")
-                first = window.get((account or "", bare))
+                action = type(item).__struct_config__.tag
+                # (not for the actions bots send too: that plain id may be the account's own)
+                first = None if action in WIRE_ACTIONS else window.get((account or "", bare))
                 if first and (account or "", command_id) not in window:
-                    action = type(item).__struct_config__.tag
                     instrument = (getattr(item, "instrument", None)
                                   or getattr(item, "currency", None))
                     if _same_subject(first[0], action, account, instrument):

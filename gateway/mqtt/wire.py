@@ -48,6 +48,7 @@ from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionC
                              VariationMargin)
 from exchange.market import Market, format_cash
 from exchange.orderfile import Row, RowError, RowReader, float_hint
+from exchange.commands import BidAuction, OpenAuction, PlaceOrder, PostBlock
 from exchange.reasons import Reason
 from gateway.protocol import (BAD_COMMAND, MALFORMED, MAX_COMMANDS, MAX_PAYLOAD, MAX_TEXT,
                               NOT_PERMITTED, TOO_LARGE, TOO_MANY_COMMANDS, WRONG_ACCOUNT,
@@ -86,6 +87,21 @@ _ID_FIELDS = ("order_id", "command_id")
 # The operator's command ids, as the engine keeps them (its window is by account and id,
 # and an operator's row names an account): no bot's id begins with '@'.
 OPS_ID_PREFIX = "@ops/"
+
+
+def _same_message_ids(items: list) -> None:
+    """In one message an auction and an order, block or bid of its opener named alike
+    (each checked against the engine as the message is read, before either ran): the
+    order, block or bid is refused ``duplicate_order_id`` in its place."""
+    opened = {c.auction for c in items if type(c) is OpenAuction}
+    for index, item in enumerate(items):
+        if type(item) in (PlaceOrder, PostBlock, BidAuction) and (
+                client_id(item.order_id) in opened):
+            items[index] = _rejection(
+                Reason.DUPLICATE_ORDER_ID, f"order_id {client_id(item.order_id)!r} is an "
+                "auction's in the same message", {"action": type(item).__struct_config__.tag,
+                                                  "order_id": client_id(item.order_id),
+                                                  "command_id": item.command_id})
 
 
 def operators_own(command: Any) -> Any:
@@ -183,7 +199,10 @@ class WireDecoder:
         if not rows:
             return [_rejection(MALFORMED, "an empty list: no command")]
         command = self._command
-        return [command(account, row, True) for row in rows]
+        items = [command(account, row, True) for row in rows]
+        if account is not None and OpenAuction in set(map(type, items)):
+            _same_message_ids(items)
+        return items
 
     def turn_away(self, payload: bytes, reason: str, message: str) -> list[RejectedReport]:
         """A ``rejected`` report with *reason* for each command of *payload*, reading

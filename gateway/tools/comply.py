@@ -367,7 +367,7 @@ def run_cycle(data: dict) -> dict:
     started = time.perf_counter()
     year = data["year"]
     market = default_market()
-    vintage = next((s for s, i in market.instruments.items() if i.vintage == year and not i.offset),
+    vintage = next((s for s, i in market.instruments.items() if i.of_year(year) and not i.offset),
                    None)
     offset = next((s for s, i in market.instruments.items() if i.offset), None)
     if vintage is None:
