@@ -1116,12 +1116,11 @@ class Engine:
             away[0] = away[1] = 0
         if self._quoting is not None:
             if ts is None:
-                end = self._quoting.day_end()
+                # The gtd orders still live, in time order: close_day stops at the day's end.
                 live = self._live
-                self._quoting.close_day(sorted(
-                    ((expire_ts, order) for expire_ts, _, order in self._gtd
-                     if end is not None and expire_ts < end and order.qty
-                     and live.get(order.order_id) is order), key=lambda due: due[0]))
+                self._quoting.close_day([(expire_ts, order) for expire_ts, _, order
+                                         in sorted(self._gtd)
+                                         if order.qty and live.get(order.order_id) is order])
             self._assess_quoting(out)
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
         for order in [o for o in self.live_orders() if o.instrument in expiring]:

@@ -163,7 +163,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT", "READABLE_FORMATS", "CutPlan", "JournalDamage", "JournalError", "JournalWriter",
-    "Recovered", "create_journal", "cut_journal", "recover", "reopen_journal"
+    "Recovered", "create_journal", "cut_journal", "recover", "remove_journal", "reopen_journal"
 ]
 
 FORMAT = "carbonx-journal/3"
@@ -634,6 +634,24 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
         return JournalWriter(path, 0, manifest, fd, _SEGMENT_HEADER, fsync=fsync)
     except OSError as exc:
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
+
+
+def remove_journal(directory: str | Path) -> None:
+    """Remove a journal begun in *directory* (new or empty before it: its caller knows),
+    its files and their temporary ones, and the directory if that is then empty; any
+    other file stays. For a run that stopped: it has written nothing, not half a journal."""
+    path = Path(directory)
+    try:
+        for entry in path.iterdir():
+            name = entry.name.removesuffix(".tmp")
+            if entry.is_file() and (name in ("meta.json", "manifest.json")
+                                    or _SEGMENT_NAME.fullmatch(name)
+                                    or _SNAPSHOT_NAME.fullmatch(name)
+                                    or _SNAPSHOT_NAME.fullmatch(name + ".cxs")):
+                entry.unlink()
+        path.rmdir()
+    except OSError:
+        pass  # not empty, or gone: what is left is not half a journal to remove
 
 
 # --- reading ----------------------------------------------------------------------------------

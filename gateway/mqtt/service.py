@@ -39,6 +39,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -391,7 +392,7 @@ class GatewayCore:
         if len(unique) < len(keys) or not self.engine.answered.keys().isdisjoint(unique):
             pending, commands = self._answer_resends(pending)
         if self._from_operator:
-            pending, commands = self._answer_earlier_operator_ids(pending, commands)
+            pending, commands = self._check_operator_ids(pending)
         by_account: dict[str, list[Report]] = {}
         trades: dict[str, list[dict]] = {}
         known = self.engine.market.instruments  # a rejection may name an unknown one
@@ -590,7 +591,7 @@ class GatewayCore:
         if command_id is not None:
             command_id = command_id.removeprefix(OPS_ID_PREFIX)  # the operator's own id
         account = getattr(command, "account", None)
-        instrument = getattr(command, "instrument", None) or getattr(command, "currency", None)
+        instrument = _instrument_of(command)
         duplicate = False
         if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
             first = self.engine.answer(account, command.command_id)
@@ -677,10 +678,13 @@ class GatewayCore:
             window = self.engine.answered
             self._ops_ids = {c: a for c, a in ids.items() if (a, c) in window}
 
-    def _answer_earlier_operator_ids(self, pending: list, commands: list) -> tuple[list, list]:
-        """An operator's row resent with the id of one journaled before the operator's ids
-        had their own space (its plain id in the window, the same action and subject) is
-        answered as that one: across the upgrade, ``admin --session`` applied it again."""
+    def _check_operator_ids(self, pending: list) -> tuple[list, list]:
+        """The operator's rows in *pending* against its ids: a row with an id that an
+        earlier row about another account took (in the window, or earlier in *pending*)
+        is refused ``duplicate_command``; a row resent with the id of one journaled before
+        the operator's ids had their own space (its plain id in the window, the same
+        action and subject) is answered as that one (across the upgrade, ``admin
+        --session`` applied it again). Return the new pending items and the commands."""
         window = self.engine.answered
         operator = self._from_operator
         batch: dict[str, str] = {}  # this flush's operator ids, and the account each named
@@ -712,8 +716,7 @@ class GatewayCore:
                 # (not for the actions bots send too: that plain id may be the account's own)
                 first = None if action in WIRE_ACTIONS else window.get((account or "", bare))
                 if first and (account or "", command_id) not in window:
-                    instrument = (getattr(item, "instrument", None)
-                                  or getattr(item, "currency", None))
+                    instrument = _instrument_of(item)
                     if _same_subject(first[0], action, account, instrument):
                         operator.discard(id(item))
                         kept.append((OPS_REPORTS, self._ops_report(
@@ -810,6 +813,12 @@ _ACCOUNT_STATUS = {"suspend_account": "suspended", "resume_account": "open",
                    "close_account": "closed"}
 
 
+def _instrument_of(row: Any) -> str | None:
+    """What an operator's row (or its result) names: its instrument, or the currency of
+    a deposit or withdrawal."""
+    return getattr(row, "instrument", None) or getattr(row, "currency", None)
+
+
 def _same_subject(first: Event, action: str, account: str | None,
                   instrument: str | None) -> bool:
     """Could *first*, the result of an earlier command with the same id, be that of the
@@ -828,7 +837,7 @@ def _same_subject(first: Event, action: str, account: str | None,
     theirs = getattr(first, "account", None)
     if theirs is not None and account is not None and theirs != account:
         return False
-    named = getattr(first, "instrument", None) or getattr(first, "currency", None)
+    named = _instrument_of(first)
     return named is None or instrument is None or named == instrument
 
 

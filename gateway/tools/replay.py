@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import msgspec
 from exchange import Engine, FastBook, Market, default_market
 from exchange.events import (ComplianceAssessed, DailyStatistics, DeadlinePassed, OptionExercised,
                              QuotingAssessed, TradeExecuted)
-from exchange.journal import JournalError, create_journal
+from exchange.journal import JournalError, create_journal, remove_journal
 from exchange.market import format_cash
 from exchange.orderfile import read_order_file
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
@@ -109,27 +108,13 @@ def run_replay(path: str | Path, *, fmt: str | None = None, market: Market | Non
                               progress)
         except (JournalError, OSError):
             if blank:  # a replay that stops has written nothing: not half a journal
-                _remove_journal(directory)
+                remove_journal(directory)
             raise
         result.warnings = writer.warnings
         return result
     finally:
         if collecting:
             gc.enable()
-
-
-def _remove_journal(directory: Path) -> None:
-    """Remove the journal a failed replay began in *directory* (new or empty before it),
-    and the directory if that is then empty; files not a journal's own stay."""
-    own = re.compile(r"(meta\.json|manifest\.json|journal-\d{12}\.cxj)(\.tmp)?"
-                     r"|snapshot-\d{12}\.(cxs|tmp)")
-    try:
-        for entry in directory.iterdir():
-            if own.fullmatch(entry.name) and entry.is_file():
-                entry.unlink()
-        directory.rmdir()
-    except OSError:
-        pass  # not empty, or gone: what is left is not half a journal of ours to remove
 
 
 def _run(sequencer: Sequencer, batch: int, commands: list, started: float, decoded: float,
