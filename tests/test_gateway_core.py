@@ -11,7 +11,7 @@ from markets import futures_market, open_market, order
 
 from exchange import Engine, default_market
 from exchange.commands import Deposit, IssueAllowances
-from exchange.journal import create_journal, recover
+from exchange.journal import JournalWriter, create_journal, recover
 from exchange.market import parse_market
 from gateway.mqtt.service import GatewayCore, GatewaySettings
 from gateway.protocol import MAX_COMMANDS, MAX_PAYLOAD, account_of
@@ -380,14 +380,20 @@ def test_commands_are_journaled_before_they_are_answered(tmp_path):
     writer.close()
 
 
-@pytest.mark.parametrize("snapshot", [False, True])
-def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, snapshot):
+def _a_trade_journaled(tmp_path) -> tuple[GatewayCore, JournalWriter, list[dict]]:
+    """A gateway journaling to tmp_path/j, where alice's sell (command ka) rests and bob's
+    buy (kb) takes it: the gateway, its journal and bob's answer."""
     market = open_market()
     writer = create_journal(tmp_path / "j", market.text, ledger=False)
     core = GatewayCore(Engine(market), journal=writer)
     send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
     send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
-    first = reports(core.flush(now=1.0), "bob")
+    return core, writer, reports(core.flush(now=1.0), "bob")
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_resend_after_a_restart_gets_its_first_answer_and_its_fills(tmp_path, snapshot):
+    core, writer, first = _a_trade_journaled(tmp_path)
     if snapshot:
         writer.snapshot(core.engine)
     writer.close()
@@ -407,12 +413,7 @@ def test_a_resend_of_a_command_that_ran_is_answered_from_the_window_and_not_jour
     """Every resent copy went through the journal before the engine answered it
     duplicate_command: bots resending through an outage grew a cluster's log by a copy
     a resend. A copy the window answers is now answered without being journaled."""
-    market = open_market()
-    writer = create_journal(tmp_path / "j", market.text, ledger=False)
-    core = GatewayCore(Engine(market), journal=writer)
-    send(core, "alice", order("a1", "sell", "60.00", 30, command_id="ka"))
-    send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
-    first = reports(core.flush(now=1.0), "bob")
+    core, writer, first = _a_trade_journaled(tmp_path)
     for _ in range(3):
         send(core, "bob", order("b1", "buy", "60.00", 50, command_id="kb"))
     send(core, "bob", order("b2", "buy", "59.00", 5, command_id="kc"))
