@@ -136,9 +136,13 @@ def _guarded_protocol() -> type:
 
         def _wait_for_head(self) -> None:
             self._in_head, self._head_bytes = True, 0
+            self._stop_head_timer()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def _stop_head_timer(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+                self._head_timer = None
 
         def _head_too_slow(self) -> None:
             self._head_timer = None
@@ -170,9 +174,7 @@ def _guarded_protocol() -> type:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._stop_head_timer()
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
@@ -181,9 +183,7 @@ def _guarded_protocol() -> type:
                 self._wait_for_head()  # the next request on this connection
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._stop_head_timer()
             super().connection_lost(exc)
 
     return Guarded
