@@ -209,7 +209,10 @@ class _Reader:
                                               ("order_id", order_id), ("instrument", instrument),
                                               ("side", side), ("price", price), ("qty", qty),
                                               ("to_account", to_account), ("auction", auction),
-                                              ("pricing", pricing))
+                                              ("pricing", pricing), ("account", account),
+                                              ("quality", quality), ("verifier", verifier),
+                                              ("multiple", multiple), ("months", months),
+                                              ("stage", stage))
                      if value and name in unused]
             if given:
                 raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
@@ -457,14 +460,16 @@ def _a_row(action: str) -> str:
 _MODE_ACTIONS = frozenset({"block", "block_accept", "auction_open", "auction_bid", "auction_close"})
 # The keys each row of the trading modes has no use for: given, the row is refused rather
 # than the value silently dropped (a block_accept's price would not be its trade's).
+# Keys no block or auction row has a use for: an order's own and the registry's.
 _ORDER_ONLY = frozenset({"type", "tif", "stop_price", "display_qty", "post_only", "stp",
-                         "expire_ts", "year", "kind", "to_instrument"})
+                         "expire_ts", "year", "kind", "to_instrument", "quality", "verifier",
+                         "multiple", "months", "stage"})
 _MODE_UNUSED: dict[str, frozenset[str]] = {
     "block": _ORDER_ONLY | {"auction", "pricing"},
     "block_accept": _ORDER_ONLY | {"side", "price", "qty", "auction", "pricing"},
     "auction_open": _ORDER_ONLY | {"order_id", "to_account"},
     "auction_bid": _ORDER_ONLY | {"instrument", "side", "to_account", "pricing"},
-    "auction_close": _ORDER_ONLY | {"order_id", "instrument", "side", "price", "qty",
+    "auction_close": _ORDER_ONLY | {"account", "order_id", "instrument", "side", "price", "qty",
                                     "to_account", "pricing"},
 }
 

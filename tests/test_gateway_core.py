@@ -671,3 +671,21 @@ def test_in_one_message_an_auction_and_an_order_named_alike_are_not_both_taken(a
     answers = {r.get("command_id"): r for r in reports(core.flush(now=0.0), "bob")}
     assert answers["c1"]["report"] == "auction"
     assert (answers["c2"]["report"], answers["c2"]["reason"]) == ("rejected", "duplicate_order_id")
+
+
+def test_an_operators_auction_for_an_account_never_takes_an_id_of_that_accounts_orders():
+    """The operator opened auction q7 for alice while her order q7 rested: her auction
+    fills then carried order_id q7 too, as if her 10 t order had sold 100,000 t."""
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=200_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "alice", {**order("q7", "sell", "70.00", 10), "command_id": "c1"})
+    assert reports(core.flush(now=0.0), "alice")[0]["report"] == "accepted"
+    core.receive("cx/v1/ops/commands", json.dumps(
+        {"action": "auction_open", "account": "alice", "auction": "q7", "instrument": "CEA25",
+         "side": "sell", "price": "60.00", "qty": 100_000, "command_id": "o1"}).encode(),
+        now=0.0)
+    ops = [decode(p) for t, p, *_ in core.flush(now=0.0) if t == "cx/v1/ops/reports"]
+    answers = [r for body in ops for r in (body if isinstance(body, list) else [body])]
+    assert [(r["report"], r.get("reason")) for r in answers] == [("rejected", "duplicate_auction")]
+    assert not engine.auctions.auctions

@@ -72,9 +72,15 @@ def test_mode_rows_read_from_csv_and_ndjson_alike():
     ("block_accept,k1,b,,,,,s,,uniform", "pricing is not a key of a block_accept row"),
     ("block,k1,s,CEA25,sell,60.00,100000,,A1,", "auction is not a key of a block row"),
     ("amend,o1,a,,,61.00,,,,uniform", "pricing is not a key of an amend row"),
+    # the operator's close names no account: one given was dropped, the auction cleared
+    ("auction_close,,zz,,,,,,A1,,", "account is not a key of an auction_close row"),
+    # nor has any mode row a use for a registry row's keys
+    ("block,k1,s,CEA25,sell,60.00,100000,b,,,ccer", "quality is not a key of a block row"),
+    ("auction_bid,x1,b,,,59.00,1000,,A1,,ccer", "quality is not a key of an auction_bid row"),
 ])
 def test_a_mode_row_that_cannot_be_read_names_its_line(row, message):
-    text = "action,order_id,account,instrument,side,price,qty,to_account,auction,pricing\n" + row
+    text = ("action,order_id,account,instrument,side,price,qty,to_account,auction,pricing,"
+            "quality\n" + row + ("," if row.count(",") == 9 else ""))
     with pytest.raises(OrderFileError) as caught:
         parse_order_text(text.encode(), "csv", name="f.csv")
     assert caught.value.line == 2 and message in str(caught.value)

@@ -337,6 +337,13 @@ class WireDecoder:
                 problem = account_name_problem(name)
                 if problem is not None:
                     return _rejection(BAD_COMMAND, problem, msgspec.to_builtins(row))
+        if (row.action == "auction_open" and type(row.auction) is str and type(row.account) is str
+                and row.account and self.used(f"{row.account}/{row.auction}")):
+            # The initiator's fills carry the auction's id as their order_id: as for a
+            # bot's own auction_open, not an id of one of its own orders, blocks or bids.
+            return _rejection(Reason.DUPLICATE_AUCTION, f"auction {row.auction!r} is an id of "
+                              f"{row.account}'s own order, block or bid today",
+                              msgspec.to_builtins(row))
         row.ts = self.ts
         try:
             command = self._reader.row(row)
