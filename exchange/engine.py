@@ -1188,10 +1188,11 @@ class Engine:
         assert ledger is not None  # close-outs come from a ledger's clearing house
         clearing = ledger.clearing
         ledger.closing_out = True  # a suspended account is closed out all the same
+        clearing.closing_out = True  # its trades set no settlement price
         try:
             self._close_out_orders(close_outs, out)
         finally:
-            ledger.closing_out = False
+            ledger.closing_out = clearing.closing_out = False
         for account in sorted({a for a, _, _ in close_outs}):
             clearing.close_out_done(account)
 
@@ -1211,9 +1212,20 @@ class Engine:
         # commands that came in, so they add up to them.
         counts = self.accepted, self.rejected, dict(self.rejects)
         for number, (account, symbol, lots) in enumerate(close_outs, 1):
-            limit = self._instruments[symbol].max_qty
+            inst = self._instruments[symbol]
+            spec = self._specs[symbol]
+            limit = inst.max_qty
             # A halted contract's book does not trade: the clearing house takes it all.
-            left, part = (0 if self._specs[symbol].halted else abs(lots)), 0
+            left, part = (0 if spec.halted else abs(lots)), 0
+            # Through the book no further from the settlement price than one lot's initial
+            # margin (and within the band, if any): what the book cannot take there goes to
+            # the clearing house at the settlement price, never to a stray far order.
+            settle = clearing.settlement[symbol]
+            reach = inst.initial_margin // max(inst.tick_value, 1)
+            worst = settle - reach if lots > 0 else settle + reach
+            if spec.band is not None:
+                worst = min(max(worst, spec.band[0]), spec.band[1])
+            worst = max(worst, 1)
             while left:
                 part += 1
                 qty = min(left, limit)
@@ -1221,8 +1233,9 @@ class Engine:
                 mark = len(out)
                 self._place(
                     PlaceOrder(order_id=f"@close-{self.day}-{number}-{part}", account=account,
-                               instrument=symbol, side="sell" if lots > 0 else "buy", type="market",
-                               tif="ioc", qty=qty, stp="none"), out)
+                               instrument=symbol, side="sell" if lots > 0 else "buy", type="limit",
+                               tif="ioc", price=inst.format_price(worst), qty=qty, stp="none"),
+                    out)
                 ledger.settle(out, mark)
             clearing.take_over(account, symbol, lots, out)
         self.accepted, self.rejected = counts[0], counts[1]

@@ -560,3 +560,83 @@ def test_a_first_day_without_a_window_trade_settles_at_the_days_price_halves_up(
     events = run(EndOfDay(ts=EOD))
     assert [(e.price, e.source) for e in events if type(e) is SettlementPriceSet] == [
         (settled, "day")]
+
+
+def test_a_self_trade_in_the_window_sets_no_settlement_price():
+    """An account with no position traded 1 lot with itself (stp none) at 120.00 in the
+    closing window: F settled at 120.00, and a short of 3 lots at 80.00 was marked
+    120,000.00 down, called, and defaulted, for the price of two fees."""
+    from exchange.events import SettlementPriceSet
+
+    run = Run()
+    _funded(run, "a", "b", "d")
+    run.order("a1", "a", "F", "buy", 3, "80.00")
+    run.order("b1", "b", "F", "sell", 3, "80.00")
+    run(EndOfDay(ts=EOD))
+    run.order("d1", "d", "F", "sell", 1, "120.00", ts=MON + DAY, stp="none")
+    events = run.order("d2", "d", "F", "buy", 1, "120.00", ts=MON + DAY, stp="none")
+    assert [e.qty for e in events if type(e) is TradeExecuted] == [1]
+    events = run(EndOfDay(ts=EOD + DAY))
+    assert [(e.price, e.source) for e in events
+            if type(e) is SettlementPriceSet] == [(8000, "previous")]
+    assert "b" not in run.engine.ledger.clearing.calls
+
+
+def test_a_close_out_trades_no_further_than_a_lots_margin_from_the_settlement():
+    """a, called at a settlement of 85.00, was closed out with a market order that swept
+    an offer at 150.00 left in the book: 65,000.00 lost on one lot, where the clearing
+    house would have taken it at 85.00. Through the book it now trades up to 93.00
+    (85.00 plus 8,000.00 / 1,000 t), and the rest goes to the clearing house at 85.00."""
+    run = Run()
+    _called(run)  # a short 2, called at 85.00; c offers 5 at 86.00
+    run(CancelOrder(order_id="c2", account="c"))
+    run.order("c3", "c", "F", "sell", 1, "86.00", ts=MON + DAY)
+    run.order("c4", "c", "F", "sell", 1, "150.00", ts=MON + DAY)
+    events = run(EndOfDay(ts=EOD + DAY))
+    trades = [(e.price, e.qty) for e in events if type(e) is TradeExecuted]
+    assert trades == [(8600, 1)]
+    closed = [(e.qty, e.via, e.price) for e in events if type(e) is PositionClosedOut]
+    assert closed == [(1, "book", None), (1, "clearing", 8500)]
+
+
+def test_close_out_trades_do_not_set_the_next_days_settlement():
+    """An eod without a ts leaves the clock in the closing window: the close-out's own
+    trades went into the next day's window and set its settlement price."""
+    from exchange.events import SettlementPriceSet
+
+    run = Run()
+    _called(run)  # the clock is now at MON + DAY, in the window
+    run(EndOfDay())
+    events = run(EndOfDay())
+    assert [(e.price, e.source) for e in events
+            if type(e) is SettlementPriceSet] == [(8500, "previous")]
+
+
+def test_the_clearing_houses_own_long_is_delivered_to_last():
+    """A long the clearing house took over from a defaulter ('@clearing' sorts before
+    every client) took the only allowances delivered, and the client long got the
+    penalty instead."""
+    from exchange.commands import HaltInstrument, ResumeInstrument
+    from exchange.events import DeliverySettled
+
+    run = Run()
+    _funded(run, "s", "l")
+    _funded(run, "x", amount="8000.00")
+    run(IssueAllowances(account="s", instrument="CEA25", qty=1000))
+    run.order("x1", "x", "F", "buy", 1, "80.00")
+    run.order("s1", "s", "F", "sell", 2, "80.00")
+    run.order("l1", "l", "F", "buy", 1, "80.00")
+    run(EndOfDay(ts=EOD))  # Monday 12-21, settles 80.00
+    run.order("s2", "s", "F", "sell", 1, "70.00", ts=MON + DAY)
+    run.order("l2", "l", "F", "buy", 1, "70.00", ts=MON + DAY)
+    run(EndOfDay(ts=EOD + DAY))  # 70.00: x loses 10,000.00 of its 8,000.00, called
+    run(HaltInstrument(instrument="F"))
+    run(EndOfDay(ts=EOD + 2 * DAY))  # x's long goes to the clearing house at 70.00
+    assert run.engine.ledger.clearing.positions["F"]["@clearing"].net == 1
+    run(ResumeInstrument(instrument="F"))
+    delivered = []
+    for day in (3, 7, 8, 9, 10):  # Thursday 24th ... delivery Thursday 31st
+        events = run(EndOfDay(ts=EOD + day * DAY))
+        delivered += [(e.account, e.side, e.tonnes) for e in events if type(e) is DeliverySettled]
+    assert ("l", "buy", 1000) in delivered
+    assert ("@clearing", "buy", 1000) not in delivered

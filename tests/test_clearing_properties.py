@@ -442,7 +442,8 @@ class Futures(RuleBasedStateMachine):
                         want.append(("sell", account, given, given * per_tonne))
                     if owed > given:
                         want.append(("failed", account, owed - given, (owed - given) * penalty))
-            for account, net in positions:
+            # the clearing house's own long is delivered to last
+            for account, net in sorted(positions, key=lambda p: (p[0] == "@clearing", p[0])):
                 if net > 0:
                     owed = net * size
                     take = min(owed, pool)

@@ -36,8 +36,9 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   would raise its margin are rejected ``reduce_only``). At a later ``eod``, equity back
   to the initial margin of its positions lifts the call; otherwise its open futures
   orders are cancelled and its positions closed out (a suspension does not stop it):
-  through the book (the engine sends market orders for it), and what the book cannot
-  take is taken over by the clearing account at the settlement price. A contract at or
+  through the book (the engine sends ioc orders for it, at most one lot's initial
+  margin from the settlement price), and what the book cannot take there is taken over
+  by the clearing account at the settlement price. A contract at or
   past its last trading day is not closed out: its positions go to delivery.
 - **Expiry and delivery**: after a contract's last trading day (the last Monday of the
   contract month, or the penultimate Monday when a holiday falls on the last or in the
@@ -235,6 +236,9 @@ class Clearing:
         self.delivered: set[str] = set()
         self.clock = 0
         self.schedule = market.schedule  # its time zone makes the days of expiry
+        # Set by the engine while it closes out called accounts: those trades, like an
+        # account's trades with itself, set no settlement price (``trade``).
+        self.closing_out = False
 
     def today(self) -> int:
         """The day (a day number) of the clock in the market's time zone, UTC without a
@@ -434,6 +438,10 @@ class Clearing:
             if charged:
                 self._pay(account, -charged, inst.currency, out, "fee", fee=True)
         if inst.kind == "option":
+            return
+        if trade.buy_account == trade.sell_account or self.closing_out:
+            # A trade with itself (stp none) moves no money between accounts, and a
+            # close-out is forced: neither may set the price everyone is marked to.
             return
         day = self.day_trades.setdefault(symbol, [0, 0])
         day[0] += price * qty
@@ -718,7 +726,9 @@ class Clearing:
                 self._pay(account, -(owed - given) * penalty, currency, out, "failed_delivery")
                 self._event(DeliveryFailed, out, account=account, instrument=symbol,
                             tonnes=owed - given, penalty=(owed - given) * penalty)
-        for account in sorted(positions):
+        # the clients first, in account name order; the clearing house's own long (a
+        # defaulter's it took over) last
+        for account in sorted(positions, key=lambda name: (name == CLEARING, name)):
             pos = positions[account]
             if pos.net <= 0:
                 continue
