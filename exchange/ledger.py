@@ -846,7 +846,7 @@ class Ledger:
             if price is None:
                 raise Rejected(Reason.INVALID_PRICE)
         closed = {name for name, acct in self.accounts.items() if acct.status == CLOSED}
-        rows = registry.assess(cmd.year, cmd.multiple, price, closed)
+        rows = registry.assess(cmd.year, cmd.multiple, price, closed, cmd.ts)
         notional, volume = registry.deadline_month(cmd.year)
         average = average_price(notional, volume) if volume else None  # the fine's price
         self._event(DeadlinePassed, out, year=cmd.year, entities=len(rows),
@@ -866,6 +866,8 @@ class Ledger:
         self._units(cmd.instrument, cmd.qty)
         if acct.status != OPEN:
             raise Rejected(_status_reason(acct))
+        if cmd.to_account == cmd.account:
+            raise Rejected(Reason.SAME_ACCOUNT)  # it would move nothing, and report a move
         if self.limits.by_kind and cmd.instrument in self._counted:
             receiver = self.accounts.get(cmd.to_account)
             limit = self.limits.of("covered")  # what a new account opens as

@@ -216,9 +216,19 @@ class _Reader:
                      if value and name in unused]
             if given:
                 raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
-        elif (action in _REGISTRY_ACTIONS or year) and (auction or pricing):
-            key = "auction" if auction else "pricing"
-            raise _RowError(f"{key} is not a key of {_a_row(action or 'registry')}")
+        elif action in _USED:
+            used = _USED[action]
+            given = [name for name, value in (
+                ("order_id", order_id), ("account", account), ("instrument", instrument),
+                ("side", side), ("type", type_), ("tif", tif), ("price", price), ("qty", qty),
+                ("stop_price", stop_price), ("display_qty", display_qty),
+                ("post_only", post_only), ("stp", stp), ("expire_ts", expire_ts),
+                ("kind", kind), ("to_account", to_account), ("year", year),
+                ("quality", quality), ("verifier", verifier), ("multiple", multiple),
+                ("months", months), ("stage", stage), ("to_instrument", to_instrument),
+                ("auction", auction), ("pricing", pricing)) if value and name not in used]
+            if given:
+                raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
                                      multiple, months, stage, price)
@@ -451,6 +461,37 @@ class _Reader:
 
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
 
+# The keys each action other than a block's or an auction's has a use for (besides
+# ``action``, ``ts`` and ``command_id``): a row giving another cannot be read, rather than
+# the value dropped without a word.
+_ORDER_KEYS = frozenset({"order_id", "account", "instrument", "side", "type", "tif", "price",
+                         "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts"})
+_HOLDING_KEYS = frozenset({"account", "instrument", "qty"})
+_USED: dict[str, frozenset[str]] = {
+    "new": _ORDER_KEYS,
+    # a cancel may repeat its order's keys, as FIX's cancel request does (not checked)
+    "cancel": _ORDER_KEYS,
+    "amend": frozenset({"order_id", "account", "instrument", "side", "price", "qty"}),
+    "deposit": _HOLDING_KEYS, "withdraw": _HOLDING_KEYS, "issue": _HOLDING_KEYS,
+    "claw_back": _HOLDING_KEYS,
+    "surrender": _HOLDING_KEYS | {"year"},
+    "transfer": _HOLDING_KEYS | {"to_account"},
+    "convert": _HOLDING_KEYS | {"to_instrument"},
+    "eod": frozenset(), "clock": frozenset(),
+    "mass_cancel": frozenset({"account", "instrument", "side"}),
+    "open_account": frozenset({"account", "kind"}),
+    "suspend_account": frozenset({"account"}), "resume_account": frozenset({"account"}),
+    "close_account": frozenset({"account"}),
+    "halt": frozenset({"instrument"}), "resume": frozenset({"instrument"}),
+    "emissions": frozenset({"account", "year", "qty", "quality", "verifier", "months"}),
+    "allocate": frozenset({"account", "instrument", "year", "qty", "stage"}),
+    "deadline": frozenset({"year", "price", "multiple"}),
+}
+# The keys of no order: a new row giving one leaves the readers' shortcuts for the
+# checks above.
+_NOT_ORDER_KEYS = tuple(f for f in FIELDS if f not in _ORDER_KEYS
+                        and f not in ("action", "ts", "command_id"))
+
 
 def _a_row(action: str) -> str:
     """'a block row', 'an amend row', 'a row without an action': for the messages."""
@@ -500,7 +541,8 @@ class RowReader(_Reader):
         # anything wrong, takes the shared path, which builds the same command or names
         # the problem.
         qty, price, ts, stp = row.qty, row.price, row.ts, row.stp
-        if (row.action == "new" and type(qty) is int and row.year is None and row.stop_price is None
+        if (row.action == "new" and type(qty) is int and _NOT_ORDER_FIELDS(row) == _NO_VALUES
+                and row.stop_price is None
                 and row.display_qty is None and row.post_only is None and row.expire_ts is None
                 and (price is None or (type(price) is str and self.numbers[price] is not _BAD))
                 and (ts is None or type(ts) is int) and -_INT64 <= qty < _INT64
@@ -661,9 +703,11 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
     pick_pinned = itemgetter(*columns[:_PINNED])
     # ... and a row of exactly those nine, in their pinned order, is unpacked as it is.
     exact = pinned and columns[:_PINNED] == tuple(range(_PINNED))
-    stop_price = display_qty = post_only = stp = expire_ts = ts = command_id = year = moded = ""
+    stop_price = display_qty = post_only = stp = expire_ts = ts = command_id = year = ""
+    moded = False
     default_stp = reader.default_stp
     command = reader.command
+    not_order = _NOT_ORDER_PICKS
     if commands is None:
         commands = []
     append = commands.append
@@ -688,7 +732,7 @@ def _convert_rows(rows: Iterator[list[str]], width: int, picks: itemgetter[tuple
                 (action, order_id, account, instrument, side, type_, tif, price, qty, stop_price,
                  display_qty, post_only, stp, expire_ts, ts, command_id, _, _,
                  year) = values[:_YEAR + 1]
-                moded = values[_AUCTION] or values[_PRICING]
+                moded = any(not_order(values))  # a key no order has: the precise reader
             if command_id or year or moded:
                 pass  # the precise reader below adds the idempotency key, judges the rest
             elif action == "new":
@@ -733,8 +777,11 @@ class _Bad(enum.Enum):
 
 _BAD: Final = _Bad.BAD  # what the lookup tables give for a value they refuse
 _PINNED = FIELDS.index("qty") + 1  # the pinned order-file columns come first in FIELDS
-_YEAR, _AUCTION, _PRICING = FIELDS.index("year"), FIELDS.index("auction"), FIELDS.index("pricing")
+_YEAR = FIELDS.index("year")
 _PINNED_PICKS = _header_picks("<pinned>", list(FIELDS[:_PINNED]))
+_NOT_ORDER_PICKS = itemgetter(*[FIELDS.index(f) for f in _NOT_ORDER_KEYS])  # of a row's values
+_NOT_ORDER_FIELDS = attrgetter(*_NOT_ORDER_KEYS)  # of a Row
+_NO_VALUES = (None, ) * len(_NOT_ORDER_KEYS)
 
 
 def _number_or_bad(text: str) -> str | _Bad:

@@ -72,6 +72,7 @@ class Reason(StrEnum):
     DUPLICATE_COMMAND = "duplicate_command"
     UNKNOWN_ACCOUNT = "unknown_account"
     ACCOUNT_EXISTS = "account_exists"
+    SAME_ACCOUNT = "same_account"  # a transfer to the account it comes from
     ACCOUNT_NOT_EMPTY = "account_not_empty"
     RESERVED_ACCOUNT = "reserved_account"
     UNKNOWN_CURRENCY = "unknown_currency"
@@ -107,6 +108,7 @@ class Reason(StrEnum):
     INELIGIBLE_OFFSET = "ineligible_offset"  # CCER from inside the scheme, or too old
     AFTER_DEADLINE = "after_deadline"
     YEAR_CLOSED = "year_closed"  # the year's deadline was processed
+    DEADLINE_NOT_PASSED = "deadline_not_passed"  # a deadline row stamped before the deadline
     NO_MARKET_PRICE = "no_market_price"  # no allowance trades in the month before it
     # a fine of 2^62 fen or more (the most the ledger records): a price or emissions no
     # real year has
@@ -178,7 +180,7 @@ VALIDATION = frozenset[Reason]({
 })
 STATE = frozenset[Reason]({
     Reason.DUPLICATE_ORDER_ID, Reason.UNKNOWN_ORDER, Reason.NOT_OWNER, Reason.POST_ONLY_WOULD_TRADE,
-    Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS,
+    Reason.DUPLICATE_COMMAND, Reason.UNKNOWN_ACCOUNT, Reason.ACCOUNT_EXISTS, Reason.SAME_ACCOUNT,
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
     Reason.INVALID_AMOUNT, Reason.SUPPLY_LIMIT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED,
     Reason.MARKET_CLOSED, Reason.MARKET_OPEN, Reason.DAY_ENDED, Reason.INSTRUMENT_HALTED,
@@ -205,7 +207,8 @@ OUTCOME = frozenset[Reason]({
 REGISTRY = frozenset[Reason]({
     Reason.INVALID_QUALITY, Reason.INVALID_YEAR, Reason.INVALID_MULTIPLE, Reason.NO_OBLIGATION,
     Reason.INELIGIBLE_VINTAGE, Reason.OFFSET_CAP_EXCEEDED, Reason.EXCEEDS_OBLIGATION,
-    Reason.INELIGIBLE_OFFSET, Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.NO_MARKET_PRICE,
+    Reason.INELIGIBLE_OFFSET, Reason.AFTER_DEADLINE, Reason.YEAR_CLOSED, Reason.DEADLINE_NOT_PASSED,
+    Reason.NO_MARKET_PRICE,
     Reason.FINE_OUT_OF_RANGE, Reason.NOT_COVERED,
     Reason.INVALID_MONTHS, Reason.INVALID_STAGE, Reason.NOT_VERIFIED, Reason.ALREADY_FINAL,
     Reason.CONVERSION_CAP_EXCEEDED, Reason.CONVERSION_CLOSED, Reason.MISSED_SURRENDER

@@ -82,10 +82,11 @@ __all__ = [
 
 STATE_VERSION = 1
 # The rules by which commands act, named by the date of their last change that can change
-# what a command does (a refusal, a price, a fee). A journal records it with each segment,
+# what a command does (a refusal, a price, a fee), and a count after it for a later change
+# the same day. A journal records it with each segment,
 # and recovery warns when it replays commands journaled under other rules: they act under
 # the rules of the carbonx that reads them.
-RULES = "2026-12-05"
+RULES = "2026-12-05.2"
 FORMAT = "carbonx-state"
 
 

@@ -588,3 +588,18 @@ def test_open_primary_auctions_count_against_the_supply_limit_until_they_clear()
     assert engine.ledger.supply["CEA25"] == _MOST
     assert decode_state(encode_state(engine)).state_hash() == engine.state_hash()
     engine.check()
+
+
+def test_a_transfer_to_its_own_account_is_refused_and_changes_nothing():
+    """It moved nothing, and was reported, journaled and shown as a transfer."""
+    from exchange.commands import TransferAllowances
+
+    engine = _ledgered()
+    engine.execute(OpenAccount(account="a", kind="covered"))
+    engine.execute(AllocateAllowances(account="a", instrument="CEA24", qty=5_000, year=2024,
+                                      stage="pre"))
+    events = engine.execute(TransferAllowances(account="a", to_account="a", instrument="CEA24",
+                                               qty=100))
+    assert [(type(e), e.reason) for e in events] == [(CommandRejected, "same_account")]
+    holding = engine.ledger.holding("a", "CEA24")
+    assert holding is not None and holding.available == 5_000 and not holding.held

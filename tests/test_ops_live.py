@@ -41,7 +41,8 @@ ROWS = [
     ("resume,,CEA25,,,,,,", None),
     ("close_account,carol,,,,,,,", None),
     ("eod,,,,,,,,", None),
-    ("deadline,,,,,,2025,,5", None),
+    # (2024: a year whose deadline has passed; one stamped before it is refused)
+    ("deadline,,,,,,2024,,5", None),
     # rule breaks: answered with the reason, nothing changes
     ("withdraw,alice,CNY,999999.00,,,,,", "insufficient_cash"),
     ("issue,dave,CEA99,5,,,,,", "unknown_instrument"),

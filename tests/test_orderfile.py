@@ -632,3 +632,41 @@ def test_the_wire_reader_builds_what_the_shared_reader_builds(values, default_st
     fast = outcome(lambda: reader.row(row))
     shared = outcome(lambda: reader.command(*map(_as_text, _row_values(row))))
     assert fast == shared
+
+
+# --- a key the row's action has no use for -------------------------------------------------
+
+STRAY = [
+    (row("surrender", account="a", instrument="CEA25", qty="10", year="2025", price="61.00"),
+     "price is not a key of a surrender row"),
+    (row("surrender", account="a", instrument="CEA25", qty="10", stage="final"),
+     "stage is not a key of a surrender row"),
+    (row("emissions", account="a", year="2025", qty="10", stage="pre"),
+     "stage is not a key of an emissions row"),
+    (row("deadline", year="2025", qty="100"), "qty is not a key of a deadline row"),
+    (row("transfer", account="a", to_account="b", instrument="CEA25", qty="1", side="sell"),
+     "side is not a key of a transfer row"),
+    (row("deposit", account="a", instrument="CNY", qty="10", to_account="b"),
+     "to_account is not a key of a deposit row"),
+    (row("amend", order_id="n1", account="a", qty="5", tif="ioc"),
+     "tif is not a key of an amend row"),
+    # a new order with another action's key leaves the reader's shortcut for the checks
+    (row("new", order_id="n1", account="a", instrument="CEA25", side="buy", price="60.00",
+         qty="1", to_account="b"), "to_account is not a key of a new row"),
+    (row("new", order_id="n1", account="a", instrument="CEA25", side="buy", price="60.00",
+         qty="1", quality="default"), "quality is not a key of a new row"),
+]
+
+
+@pytest.mark.parametrize(("stray", "message"), STRAY)
+def test_a_key_the_action_has_no_use_for_is_refused_not_dropped(stray, message):
+    # The value was dropped without a word: a desk's surrender "at 61.00", or an order
+    # "to b", read as if the key were not there.
+    for fmt, data in (("csv", csv_bytes([stray])),
+                      ("ndjson", json.dumps({k: v for k, v in stray.items() if v}).encode())):
+        with pytest.raises(OrderFileError, match=message):
+            parse(data, fmt)
+    wire = Row(**{k: (int(v) if k in ("qty", "year") and v.isdigit() else v)
+                  for k, v in stray.items() if v})
+    with pytest.raises(RowError, match=message):
+        RowReader(None).row(wire)

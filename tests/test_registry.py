@@ -160,3 +160,44 @@ def test_a_year_of_ten_thousand_entities_is_assessed_and_fined():
     assert len(short) == sum(1 for n in range(10_000) if n % 7)
     assert all(e.fine == e.shortfall * 9800 * 5 for e in short)
     engine.check()
+
+
+def test_a_deadline_stamped_before_the_year_s_deadline_is_refused_and_changes_nothing():
+    # The live gateway stamps the operator's rows with its clock: a 2025 deadline sent on
+    # 2026-12-05 (or a typo, 2026 for 2025) would close the year for good, with 26 days
+    # (or a year) of surrender left. Refused until the end of 31 December of the next year.
+    engine = Engine(open_market(), ledger=True)
+    engine.execute(IssueAllowances(account="e1", instrument="CEA25", qty=900))
+    engine.execute(RecordEmissions(account="e1", year=2025, qty=1000))
+    engine.execute(SurrenderAllowances(account="e1", instrument="CEA25", qty=900, year=2025))
+    due = deadline_ns(2025, engine.ledger.registry.schedule)
+    registry = engine.ledger.registry
+    before = registry.snapshot()
+    for year, ts in ((2025, due - 1), (2026, due), (2025, DEC_2025)):
+        refused = engine.execute(ComplianceDeadline(year=year, price="98.00", ts=ts))
+        assert [type(e) for e in refused] == [CommandRejected], refused
+        assert refused[0].reason == "deadline_not_passed"
+    assert registry.snapshot() == before and not registry.closed
+    events = engine.execute(ComplianceDeadline(year=2025, price="98.00", ts=due))
+    assert [e.shortfall for e in events if type(e) is ComplianceAssessed] == [100]
+    # without a ts (an order file without one), as before: the operator's own judgement
+    engine.execute(RecordEmissions(account="e1", year=2026, qty=10))
+    assert [type(e) for e in engine.execute(ComplianceDeadline(year=2026, price="98.00"))][0] \
+        is not CommandRejected
+    engine.check()
+
+
+def test_a_surrender_without_a_year_counts_against_no_obligation():
+    # A voluntary cancellation (formats.md): the units go to @registry, the year still
+    # needs all of them, and the client makes the caller say so (year= has no default).
+    import inspect
+
+    from gateway.bots.client import ExchangeClient
+    engine = Engine(open_market(), ledger=True)
+    engine.execute(IssueAllowances(account="e1", instrument="CEA25", qty=1000))
+    engine.execute(RecordEmissions(account="e1", year=2025, qty=1000))
+    events = engine.execute(SurrenderAllowances(account="e1", instrument="CEA25", qty=400))
+    assert [(type(e), e.year) for e in events] == [(AllowancesSurrendered, None)]
+    assert engine.ledger.registry.obligations[("e1", 2025)].allowances == 0
+    parameter = inspect.signature(ExchangeClient.surrender).parameters["year"]
+    assert parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty

@@ -34,6 +34,8 @@ from gateway.web.api import make_router
 from gateway.web.auth import Credentials
 from gateway.web.server import WebPortal, serve_web
 from gateway.web.view import MarketView
+from exchange.commands import ComplianceDeadline
+from exchange.compliance.registry import deadline_ns
 
 PASSWORDS = {"alice": "pw-a", "bob": "pw-b", "carol": "pw-c", "operator": "pw-op"}
 OPERATOR = ("operator", "pw-op")
@@ -128,7 +130,12 @@ def build() -> Exchange:
           {"action": "emissions", "account": "bob", "year": YEAR + 1, "qty": 80})
     x.send("alice", {"action": "surrender", "instrument": "CEA25", "qty": 300, "year": YEAR})
     x.send("bob", {"action": "surrender", "instrument": "CEA25", "qty": 100, "year": YEAR})
-    x.ops({"action": "deadline", "year": YEAR, "price": "60.00"})
+    # The year's deadline is ahead (its surrenders were in time), and the gateway stamps
+    # an operator's row with its clock, so a deadline row would be refused
+    # deadline_not_passed: the engine assesses the year as at its deadline instead.
+    x.engine.execute(ComplianceDeadline(year=YEAR, price="60.00",
+                                        ts=deadline_ns(YEAR, x.engine.ledger.registry.schedule)))
+    x.flush()
     return x
 
 

@@ -383,16 +383,21 @@ class Registry:
         return notional, volume
 
     def assess(self, year: int, multiple: int, price: int | None = None,
-               closed: Container[str] = ()) -> list[tuple[str, Obligation]]:
+               closed: Container[str] = (), now: int | None = None) -> list[tuple[str, Obligation]]:
         """Close *year*: return the assessed ``(account, obligation)`` rows in account
         order (``Rejected``, with nothing changed, if it cannot close). Fines are at
         *price* (minor units per unit: the operator's reference price) when given, else
         at the market's average of the month before the deadline. *closed*: accounts
-        closed since, whose emissions can no longer be recorded."""
+        closed since, whose emissions can no longer be recorded. *now*: the command's own
+        time, if it has one: a deadline stamped before the year's deadline has passed (the
+        end of 31 December of the next year) is refused, as it would close the year, and
+        its surrender window, for good."""
         if not 2000 <= year <= 9999:
             raise Rejected(Reason.INVALID_YEAR)  # a typo would close a year for good
         if year in self.closed:
             raise Rejected(Reason.YEAR_CLOSED)
+        if now is not None and now < deadline_ns(year, self.schedule):
+            raise Rejected(Reason.DEADLINE_NOT_PASSED)
         if multiple not in FINE_MULTIPLES:
             raise Rejected(Reason.INVALID_MULTIPLE)
         if price is not None and not 0 < price < 1 << 62:

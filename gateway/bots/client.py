@@ -406,9 +406,11 @@ class ExchangeClient:
             command["instrument"] = instrument
         return await self.request(command)
 
-    async def surrender(self, instrument: str, qty: int, year: int | None = None) -> dict:
+    async def surrender(self, instrument: str, qty: int, *, year: int | None) -> dict:
         """Surrender *qty* units: against the obligation of compliance *year* (the
-        registry's rules apply), or without a year as a voluntary cancellation."""
+        registry's rules apply), or with ``year=None`` as a voluntary cancellation, which
+        counts against no obligation and is never given back. *year* has no default: a
+        forgotten year would cancel the units silently."""
         command: dict = {"action": "surrender", "instrument": instrument, "qty": qty}
         if year is not None:
             command["year"] = year

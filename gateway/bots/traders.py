@@ -282,7 +282,8 @@ class ComplianceBuyer(_Bot):
             working = report.get("order_id") if report.get("report") == "accepted" else None
         if self.to_surrender:
             with contextlib.suppress(ExchangeError):
-                await self.client.surrender(self.instrument, self.to_surrender)
+                # the demo records no obligation: a voluntary cancellation
+                await self.client.surrender(self.instrument, self.to_surrender, year=None)
 
 
 class BlockSeller(_Bot):

@@ -655,7 +655,12 @@ _REGISTRY_COLUMNS = ("obligation", "allocated", "surrendered", "ccer:CCER used",
 
 
 def _status(row: Row) -> str:
-    return row["status"] or "not assessed"
+    """An entity's standing: assessed, or not yet; an entity with no verified emissions
+    (an allocation alone, or an account closed before they were recorded) is never
+    assessed, so it says so rather than "not assessed" in an assessed year."""
+    if row["status"]:
+        return str(row["status"])
+    return "no emissions recorded" if row["obligation"] is None else "not assessed"
 
 
 def _registry_page(portal: Portal, user: str, year: int | None) -> None:
