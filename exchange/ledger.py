@@ -86,8 +86,11 @@ CloseOut: TypeAlias = tuple[str, str, int]
 _Terms: TypeAlias = tuple[str, bool, int, int, int | None]
 # A spot instrument's terms for settle: (tick value, maker fee, taker fee, settlement
 # days, the fee account's holding of its currency, currency, whether the registry
-# counts its trades).
-_SettleTerms: TypeAlias = tuple[int, int, int, int, Holding, str, bool]
+# counts its trades (0, _COUNTED, or _BANKED: an old vintage, whose trades count as
+# net sales too), whether market makers' maker fees on it are counted).
+_SettleTerms: TypeAlias = tuple[int, int, int, int, Holding, str, int, bool]
+_COUNTED = 1
+_BANKED = 2
 # What a hold is kept under: an order's (or a block's, a bid's, an auction's) id; a
 # block's acceptor holds for the one command that accepts it, under a tuple no id can be.
 _HoldKey: TypeAlias = str | tuple[str, str]
@@ -155,10 +158,13 @@ class Ledger:
             for sym, inst in self.instruments.items()
         }
         self.registry = Registry(self.instruments, market.schedule, self.accounts)
+        self._quoted = frozenset(o.symbol for o in market.quoting)
         self._settle_terms: dict[str, _SettleTerms | None] = {
             sym: (inst.tick_value, inst.maker_fee, inst.taker_fee,
                   inst.settlement_days, fees[inst.currency], inst.currency,
-                  self.registry.counts_trades(sym)) if inst.kind == "spot" else None
+                  (_BANKED if self.registry.old_vintage(sym) else _COUNTED)
+                  if self.registry.counts_trades(sym) else 0, sym in self._quoted)
+            if inst.kind == "spot" else None
             for sym, inst in self.instruments.items()
         }
         self._admin: dict[type[AdminCommand], _AdminHandler] = {
@@ -191,12 +197,9 @@ class Ledger:
             and sym in self.clearing.contracts)
         self._limited_futures = frozenset(sym for sym, _ in self._counted_futures)
         self._allocated: dict[str, int] | None = None  # entity -> its latest allocation
-        # The vintages whose trades count as net sales toward the banking cap (2019-2024).
-        self._banked = frozenset(sym for sym in self.instruments if self.registry.old_vintage(sym))
         # The market-maker programme (exchange.makers): the maker fees market makers paid
         # today on the instruments that oblige them, (account, symbol) -> minor units; None
         # when no instrument does.
-        self._quoted = frozenset(o.symbol for o in market.quoting)
         self._maker_fees: dict[tuple[str, str], int] | None = {} if self._quoted else None
 
     def set_clock(self, ts: int) -> None:
@@ -437,14 +440,31 @@ class Ledger:
         return self.exposure(acct) + more > limit
 
     # --- settlement ------------------------------------------------------------------------
-    def settle(self, out: list[Event], start: int) -> None:
+    def settle_away(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
+                    out: list[Event]) -> None:
+        """Settle one spot trade made away from the book (a block or an auction) between
+        the holds *buy_key* and *sell_key*, as ``settle`` settles a listing trade."""
+        # The callers append *trade* and settle it at once: it is the last event.
+        assert out[-1] is trade and self._settle_terms[trade.instrument] is not None  # spot
+        self.settle(out, len(out) - 1, (buy_key, sell_key))
+
+    def settle(self, out: list[Event], start: int,
+               keys: tuple[_HoldKey, _HoldKey] | None = None) -> None:
         """Settle the trades and release the holds of the events ``out[start:]``.
 
-        Trades settle delivery-versus-payment into ``TradeSettled`` events (appended);
-        cancelled and expired orders give back what they held.
+        Each spot trade delivers versus payment from the holds of its orders into a
+        ``TradeSettled`` event (appended): the buyer pays from its hold and gets the units
+        (locked under T+1), the seller delivers its held units and gets the cash, each
+        less its fee. A future's trade goes to the clearing house; cancelled and expired
+        orders give back what they held. With *keys* (``settle_away``), ``out[start:]``
+        is one trade made away from the book, settled from the holds *keys* (buy, sell).
         """
-        # Profiled (benchmarks/ledger.py): the registry's tally is asked for once per command.
+        # Profiled (benchmarks/ledger.py): one loop per command, the per-trade steps (the
+        # registry's tally, delivery versus payment) inlined in it, the tally asked once.
         tally: tuple[list[int], dict[str, int] | None] | None = None
+        holds = self._holds
+        all_terms = self._settle_terms
+        ctr = self._ctr
         # What settling appends is not looked at again. Each event is typed as a trade, with
         # no cast nor second name in this profiled loop: *kind* tells the others apart.
         trade: TradeExecuted
@@ -454,96 +474,95 @@ class Ledger:
                 if kind is OrderCancelled or kind is OrderExpired:
                     self.release(trade.order_id)  # type: ignore[attr-defined]  # they have one
                 continue
-            terms = self._settle_terms[trade.instrument]
+            terms = all_terms[trade.instrument]
             if terms is None:  # a future: positions move now, cash at the day's settlement
                 self.clearing.trade(trade, out)
                 continue
-            if terms[6]:  # the registry counts its trades (the month's average price)
+            unit, maker, taker, settlement_days, fees, currency, counted, quoted = terms
+            qty = trade.qty
+            cash = trade.price * qty * unit
+            if counted:  # the registry counts its trades: the month's notional and volume
                 if tally is None:
                     tally = self.registry.tally()
-                _count(tally, trade, terms[0], trade.instrument in self._banked)
-            self._settle_spot(trade, trade.buy_order_id, trade.sell_order_id, terms, out)
-
-    def settle_away(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
-                    out: list[Event]) -> None:
-        """Settle one spot trade made away from the book (a block or an auction) between
-        the holds *buy_key* and *sell_key*, as ``settle`` settles a listing trade."""
-        terms = self._settle_terms[trade.instrument]
-        assert terms is not None  # blocks and auctions are spot only
-        if terms[6]:
-            _count(self.registry.tally(), trade, terms[0], trade.instrument in self._banked)
-        self._settle_spot(trade, buy_key, sell_key, terms, out)
-
-    def _settle_spot(self, trade: TradeExecuted, buy_key: _HoldKey, sell_key: _HoldKey,
-                     terms: _SettleTerms, out: list[Event]) -> None:
-        """Deliver one spot trade versus payment from the holds *buy_key* and *sell_key*:
-        the buyer pays from its hold and gets the units (locked under T+1), the seller
-        delivers its held units and gets the cash, each less its fee."""
-        unit, maker, taker, settlement_days, fees, currency, _ = terms
-        holds = self._holds
-        qty = trade.qty
-        cash = trade.price * qty * unit
-        buy = holds[buy_key]
-        sell = holds[sell_key]
-        # Fees accrue per order: each fill pays what brings the order's fees to the floor
-        # of its notional so far times the rate, so splitting a fill pays as much. Only the
-        # part below one minor unit is kept (it alone decides what the next fill rounds to),
-        # so a hold's accrual stays under FEE_SCALE, however large the order.
-        if trade.aggressor == "buy":
-            buy_rate, sell_rate = taker, maker
-        else:
-            buy_rate, sell_rate = maker, taker
-        buy_fee, buy.accrued = divmod(buy.accrued + cash * buy_rate, FEE_SCALE)
-        sell_fee, sell.accrued = divmod(sell.accrued + cash * sell_rate, FEE_SCALE)
-        if self._maker_fees is not None and trade.instrument in self._quoted:
-            self._count_maker_fee(trade, buy_fee, sell_fee)
-        # Buyer: pay from the hold; the units arrive (locked until the next day
-        # under T+1). Each branch updates the buckets once.
-        paid = cash + buy_fee
-        cash_holding = buy.holding
-        position = buy.other
-        leaves = trade.buy_leaves_qty
-        if not leaves:  # the order is done: pay, and give back the rest of its hold
-            del holds[buy_key]
-            cash_holding.held -= buy.amount
-            cash_holding.available += buy.amount - paid
-            position.pending_buy -= buy.qty
-        elif buy.rests:  # it may rest: keep exactly what its open quantity needs
-            need = buy.price * leaves * buy.unit  # cash_needed, inlined (benchmarks/ledger.py)
-            accrued = buy.accrued
-            need += (accrued + need * buy.fee) // FEE_SCALE - accrued // FEE_SCALE
-            cash_holding.held -= buy.amount - need
-            cash_holding.available += buy.amount - paid - need
-            buy.amount = need
-            buy.qty = leaves
-            position.pending_buy -= qty
-        else:  # it will not rest: the hold shrinks by what was paid until it ends
-            buy.amount -= paid
-            cash_holding.held -= paid
-            buy.qty -= qty
-            position.pending_buy -= qty
-        if settlement_days:
-            if not position.locked:
-                self._locked[(trade.buy_account, trade.instrument)] = position
-            position.locked += qty
-        else:
-            position.available += qty
-        # Seller: deliver the held units; the cash arrives less the fee.
-        if trade.sell_leaves_qty:
-            sell.amount -= qty
-            sell.qty -= qty
-        else:
-            del holds[sell_key]
-        sell.holding.held -= qty
-        sell.other.available += cash - sell_fee
-        fees.available += buy_fee + sell_fee
-        ctr = self._ctr
-        ctr.seq += 1
-        # By position (benchmarks/ledger.py): trade_id, instrument, buy and sell accounts,
-        # qty, cash, buy and sell fees, currency.
-        out.append(TradeSettled(trade.trade_id, trade.instrument, trade.buy_account,
-                                trade.sell_account, qty, cash, buy_fee, sell_fee, currency,
-                                seq=ctr.seq))
+                month, net = tally
+                month[0] += cash
+                month[1] += qty
+                if net is not None and counted == _BANKED:
+                    # an old vintage (2019-2024): each side's net sales, when the year
+                    # counts them (the banking plan's annex)
+                    net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
+                    net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
+            if keys is None:
+                buy_key: _HoldKey = trade.buy_order_id
+                sell_key: _HoldKey = trade.sell_order_id
+            else:
+                buy_key, sell_key = keys
+            buy = holds[buy_key]
+            sell = holds[sell_key]
+            # Fees accrue per order: each fill pays what brings the order's fees to the floor
+            # of its notional so far times the rate, so splitting a fill pays as much. Only
+            # the part below one minor unit is kept (it alone decides what the next fill
+            # rounds to), so a hold's accrual stays under FEE_SCALE, however large the order.
+            if trade.aggressor == "buy":
+                buy_rate, sell_rate = taker, maker
+            else:
+                buy_rate, sell_rate = maker, taker
+            # (// and %, not divmod: no call nor tuple; the remainder is kept only by a hold
+            # that stays; benchmarks/ledger.py)
+            buy_accrued = buy.accrued + cash * buy_rate
+            buy_fee = buy_accrued // FEE_SCALE
+            sell_accrued = sell.accrued + cash * sell_rate
+            sell_fee = sell_accrued // FEE_SCALE
+            if quoted:
+                self._count_maker_fee(trade, buy_fee, sell_fee)
+            # Buyer: pay from the hold; the units arrive (locked until the next day
+            # under T+1). Each branch updates the buckets once.
+            paid = cash + buy_fee
+            cash_holding = buy.holding
+            position = buy.other
+            leaves = trade.buy_leaves_qty
+            if not leaves:  # the order is done: pay, and give back the rest of its hold
+                del holds[buy_key]
+                cash_holding.held -= buy.amount
+                cash_holding.available += buy.amount - paid
+                position.pending_buy -= buy.qty
+            elif buy.rests:  # it may rest: keep exactly what its open quantity needs
+                buy.accrued = accrued = buy_accrued % FEE_SCALE
+                need = buy.price * leaves * buy.unit  # cash_needed, inlined
+                need += (accrued + need * buy.fee) // FEE_SCALE - accrued // FEE_SCALE
+                cash_holding.held -= buy.amount - need
+                cash_holding.available += buy.amount - paid - need
+                buy.amount = need
+                buy.qty = leaves
+                position.pending_buy -= qty
+            else:  # it will not rest: the hold shrinks by what was paid until it ends
+                buy.accrued = buy_accrued % FEE_SCALE
+                buy.amount -= paid
+                cash_holding.held -= paid
+                buy.qty -= qty
+                position.pending_buy -= qty
+            if settlement_days:
+                if not position.locked:
+                    self._locked[(trade.buy_account, trade.instrument)] = position
+                position.locked += qty
+            else:
+                position.available += qty
+            # Seller: deliver the held units; the cash arrives less the fee.
+            if trade.sell_leaves_qty:
+                sell.accrued = sell_accrued % FEE_SCALE
+                sell.amount -= qty
+                sell.qty -= qty
+            else:
+                del holds[sell_key]
+            sell.holding.held -= qty
+            sell.other.available += cash - sell_fee
+            fees.available += buy_fee + sell_fee
+            ctr.seq += 1
+            # By position (benchmarks/ledger.py): trade_id, instrument, buy and sell accounts,
+            # qty, cash, buy and sell fees, currency.
+            out.append(TradeSettled(trade.trade_id, trade.instrument, trade.buy_account,
+                                    trade.sell_account, qty, cash, buy_fee, sell_fee, currency,
+                                    seq=ctr.seq))
 
     def issue_for_sale(self, key: str, symbol: str, qty: int, out: list[Event]) -> None:
         """Issue *qty* new units of *symbol* to the registry, held under *key* for the
@@ -1081,20 +1100,6 @@ class _Empty(Holding):
 
 
 _EMPTY = _Empty()
-
-
-def _count(tally: tuple[list[int], dict[str, int] | None], trade: TradeExecuted, unit: int,
-           old: bool) -> None:
-    """Count an allowance trade in the registry's tally: the month's notional and
-    volume, and, for an *old* vintage (2019-2024), each side's net sales when the year
-    counts them (the banking plan's annex)."""
-    month, net = tally
-    qty = trade.qty
-    month[0] += trade.price * qty * unit
-    month[1] += qty
-    if net is not None and old:
-        net[trade.sell_account] = net.get(trade.sell_account, 0) + qty
-        net[trade.buy_account] = net.get(trade.buy_account, 0) - qty
 
 
 def _status_reason(acct: Account) -> str:
