@@ -47,8 +47,8 @@ from exchange import Engine
 from exchange.commands import AdvanceClock, EndOfDay
 from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
                              BlockAccepted, BlockPosted, CommandRejected, DailyStatistics, Event,
-                             OrderCancelled, OrderExpired, QuotingAssessed, TradeExecuted,
-                             TradingStatusChanged)
+                             OrderAccepted, OrderCancelled, OrderExpired, QuotingAssessed,
+                             TradeExecuted, TradingStatusChanged)
 from exchange.journal import JournalWriter
 from exchange.schedule import Schedule
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
@@ -420,13 +420,20 @@ class GatewayCore:
             if watched is not None:
                 watched += out
             made.clear()
-            news: list = []  # the operator's news of this command, after its answer
+            # The operator's news of this command, after its answer (a list once there is some).
+            news: list | None = None
             for event in out:
                 make(event, made)
+                kind = type(event)
+                if kind is OrderAccepted:
+                    # The commonest event: of a listed instrument (the engine accepts no other),
+                    # and no more than its report and depth (benchmarks/gateway.py, batched:
+                    # with the news list made only when there is news, 3.4% fewer instructions).
+                    dirty.add(event.instrument)
+                    continue
                 instrument = getattr(event, "instrument", None)
                 if instrument in known:
                     dirty.add(instrument)
-                    kind = type(event)
                     if kind is TradeExecuted:
                         trades.setdefault(instrument, []).append(reports.public_trade(event))
                         self._count_trade(event)
@@ -439,7 +446,7 @@ class GatewayCore:
                             public.append(data)
                     elif kind is QuotingAssessed:  # the market maker's and the operator's news
                         self.assessments.append(event)
-                        news.append((OPS_REPORTS, made[-1][1]))
+                        news = [*(news or ()), (OPS_REPORTS, made[-1][1])]
                 elif type(event) is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
             result = out[skip]
@@ -468,7 +475,8 @@ class GatewayCore:
                     first.command_id = command_id
                 else:
                     self._answer(command, result, made)
-            made += news
+            if news is not None:
+                made += news
             for account, report in made:
                 waiting = queue(account)
                 if waiting is None:

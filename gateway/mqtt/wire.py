@@ -198,8 +198,7 @@ class WireDecoder:
             return [_too_many(len(rows))]
         if not rows:
             return [_rejection(MALFORMED, "an empty list: no command")]
-        command = self._command
-        items = [command(account, row, True) for row in rows]
+        items = self._commands(account, rows, True)
         if account is not None and OpenAuction in set(map(type, items)):
             _same_message_ids(items)
         return items
@@ -258,65 +257,90 @@ class WireDecoder:
         return items
 
     def _command(self, account: str | None, row: Row, bounded: bool = False):
-        """The command of one decoded row, or the ``rejected`` report saying why not.
-        *bounded*: the decoder has checked the text fields' lengths (``_BoundedRow``)."""
-        action = row.action
-        if not bounded:
-            for name in _TEXT_FIELDS:
-                value = getattr(row, name)
-                if type(value) is str and len(value) > MAX_TEXT:
-                    return _rejection(
+        """The command of one decoded row, or the ``rejected`` report saying why not."""
+        return self._commands(account, [row], bounded)[0]
+
+    def _commands(self, account: str | None, rows: list[Row], bounded: bool = False) -> list:
+        """The command of each decoded row of one message, or the ``rejected`` report saying
+        why not, in order. *bounded*: the decoder has checked the text fields' lengths
+        (``_BoundedRow``). One pass a message, what every row shares read once, the row's
+        account, order id and time given to the reader rather than set on the row
+        (benchmarks/gateway.py, batched: 3.0% fewer instructions in the gateway core)."""
+        items: list = []
+        append = items.append
+        ts = self.ts  # the gateway's clock, not the bot's, moves the engine
+        read = self._reader.row
+        auctions = self.auction_ids
+        for row in rows:
+            action = row.action
+            if not bounded:
+                long = next((name for name in _TEXT_FIELDS if type(getattr(row, name)) is str
+                             and len(getattr(row, name)) > MAX_TEXT), None)
+                if long is not None:
+                    append(_rejection(
                         BAD_COMMAND,
-                        f"{name} is {len(value)} characters long; the limit is {MAX_TEXT}",
-                        msgspec.to_builtins(row))
-        if account is None:
-            return self._operators(row)
-        if action not in WIRE_ACTIONS:
-            reason = NOT_PERMITTED if action else BAD_COMMAND
-            message = (f"action {action!r} is not open to bots ({', '.join(sorted(WIRE_ACTIONS))})"
-                       if action else "action is required")
-            return _rejection(reason, message, msgspec.to_builtins(row))
-        if type(row.command_id) is str and row.command_id.startswith("@"):
-            return _rejection(BAD_COMMAND, "command_id: an id beginning with '@' is the "
-                              "exchange's own", msgspec.to_builtins(row))
-        if row.account is None or row.account == "":
-            row.account = account
-        elif row.account != account:
-            return _rejection(
-                WRONG_ACCOUNT,
-                f"the command names account {row.account!r} but was sent on {account!r}'s topic",
-                msgspec.to_builtins(row))
-        # (before the ids take their account: a rejection names the bot's own)
-        if row.auction is not None and (type(row.auction) is not str or "/" in row.auction):
-            return _rejection(BAD_COMMAND, "auction: an id without '/'", msgspec.to_builtins(row))
-        if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
-            if not row.order_id:
-                return _rejection(BAD_COMMAND, "order_id is required", msgspec.to_builtins(row))
-            auctions = self.auction_ids
-            if auctions and action in _NEW_IDS and row.order_id in auctions:
-                # One pool of ids a day: an auction's fills carry its id as their order_id
-                return _rejection(Reason.DUPLICATE_ORDER_ID, f"order_id {row.order_id!r} is "
-                                  "an auction's today", msgspec.to_builtins(row))
-            row.order_id = f"{account}/{row.order_id}"
-        elif action == "auction_open" and type(row.auction) is str and self.used(
-                f"{account}/{row.auction}"):
-            return _rejection(Reason.DUPLICATE_AUCTION, f"auction {row.auction!r} is an id of "
-                              "this account's own order, block or bid today",
-                              msgspec.to_builtins(row))
-        elif action == "block_accept":
-            # The block's id is its poster's: accepted as ``{to_account}/{id}``.
-            if not row.order_id or not row.to_account or "/" in row.to_account:
-                return _rejection(BAD_COMMAND, "order_id and to_account (the block's poster) are "
-                                  "required", msgspec.to_builtins(row))
-            row.order_id = f"{row.to_account}/{row.order_id}"
-        row.ts = self.ts  # the gateway's clock, not the bot's, moves the engine
-        try:
-            return self._reader.row(row)
-        except RowError as exc:
-            record = msgspec.to_builtins(row)
-            if isinstance(record.get("order_id"), str):
-                record["order_id"] = client_id(record["order_id"])
-            return _rejection(BAD_COMMAND, str(exc), record)
+                        f"{long} is {len(getattr(row, long))} characters long; the limit is "
+                        f"{MAX_TEXT}", msgspec.to_builtins(row)))
+                    continue
+            if account is None:
+                append(self._operators(row))
+                continue
+            if action not in WIRE_ACTIONS:
+                reason = NOT_PERMITTED if action else BAD_COMMAND
+                message = (f"action {action!r} is not open to bots "
+                           f"({', '.join(sorted(WIRE_ACTIONS))})" if action else
+                           "action is required")
+                append(_rejection(reason, message, msgspec.to_builtins(row)))
+                continue
+            if type(row.command_id) is str and row.command_id.startswith("@"):
+                append(_rejection(BAD_COMMAND, "command_id: an id beginning with '@' is the "
+                                  "exchange's own", msgspec.to_builtins(row)))
+                continue
+            named = row.account
+            if named is not None and named != "" and named != account:
+                append(_rejection(
+                    WRONG_ACCOUNT,
+                    f"the command names account {named!r} but was sent on {account!r}'s topic",
+                    msgspec.to_builtins(row)))
+                continue
+            # (before the ids take their account: a rejection names the bot's own)
+            if row.auction is not None and (type(row.auction) is not str or "/" in row.auction):
+                append(_rejection(BAD_COMMAND, "auction: an id without '/'",
+                                  msgspec.to_builtins(row)))
+                continue
+            order_id = row.order_id
+            if action == "new" or action == "cancel" or action == "amend" or action in _OWN_IDS:
+                if not order_id:
+                    append(_rejection(BAD_COMMAND, "order_id is required",
+                                      msgspec.to_builtins(row)))
+                    continue
+                if auctions and action in _NEW_IDS and order_id in auctions:
+                    # One pool of ids a day: an auction's fills carry its id as their order_id
+                    append(_rejection(Reason.DUPLICATE_ORDER_ID, f"order_id {order_id!r} is "
+                                      "an auction's today", msgspec.to_builtins(row)))
+                    continue
+                order_id = f"{account}/{order_id}"
+            elif action == "auction_open" and type(row.auction) is str and self.used(
+                    f"{account}/{row.auction}"):
+                append(_rejection(Reason.DUPLICATE_AUCTION, f"auction {row.auction!r} is an id "
+                                  "of this account's own order, block or bid today",
+                                  msgspec.to_builtins(row)))
+                continue
+            elif action == "block_accept":
+                # The block's id is its poster's: accepted as ``{to_account}/{id}``.
+                if not order_id or not row.to_account or "/" in row.to_account:
+                    append(_rejection(BAD_COMMAND, "order_id and to_account (the block's poster) "
+                                      "are required", msgspec.to_builtins(row)))
+                    continue
+                order_id = f"{row.to_account}/{order_id}"
+            try:
+                append(read(row, account, order_id, ts))
+            except RowError as exc:
+                record = msgspec.to_builtins(row)  # (the reader set the row's ids as read)
+                if isinstance(record.get("order_id"), str):
+                    record["order_id"] = client_id(record["order_id"])
+                append(_rejection(BAD_COMMAND, str(exc), record))
+        return items
 
     def _operators(self, row: Row):
         """The operator's row: any action but an account's orders, stamped with the
@@ -344,9 +368,8 @@ class WireDecoder:
             return _rejection(Reason.DUPLICATE_AUCTION, f"auction {row.auction!r} is an id of "
                               f"{row.account}'s own order, block or bid today",
                               msgspec.to_builtins(row))
-        row.ts = self.ts
         try:
-            command = self._reader.row(row)
+            command = self._reader.row(row, row.account, row.order_id, self.ts)
         except RowError as exc:
             return _rejection(BAD_COMMAND, str(exc), msgspec.to_builtins(row))
         return operators_own(command)
