@@ -1181,9 +1181,10 @@ class Engine:
         return {*self._blocks.open, *self._auctions.auctions, *self._auctions.bid_of}
 
     def _close_out(self, close_outs: list[CloseOut], out: list[Event]) -> None:
-        """Close out called accounts' futures positions through the book (market orders
-        sent for them), after cancelling their open futures orders; what the book cannot
-        take goes to the clearing account at the settlement price."""
+        """Close out called accounts' futures positions through the book (ioc orders sent
+        for them, at most one lot's initial margin from the settlement price), after
+        cancelling their open futures orders; what the book cannot take there goes to the
+        clearing account at the settlement price."""
         ledger = self.ledger
         assert ledger is not None  # close-outs come from a ledger's clearing house
         clearing = ledger.clearing
@@ -1224,7 +1225,10 @@ class Engine:
             reach = inst.initial_margin // max(inst.tick_value, 1)
             worst = settle - reach if lots > 0 else settle + reach
             if spec.band is not None:
-                worst = min(max(worst, spec.band[0]), spec.band[1])
+                low, high = spec.band
+                if (worst > high) if lots > 0 else (worst < low):
+                    left = 0  # no price in the band is within reach: the clearing house's
+                worst = min(max(worst, low), high)
             worst = max(worst, 1)
             while left:
                 part += 1

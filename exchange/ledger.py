@@ -444,8 +444,10 @@ class Ledger:
                     out: list[Event]) -> None:
         """Settle one spot trade made away from the book (a block or an auction) between
         the holds *buy_key* and *sell_key*, as ``settle`` settles a listing trade."""
-        # The callers append *trade* and settle it at once: it is the last event.
-        assert out[-1] is trade and self._settle_terms[trade.instrument] is not None  # spot
+        # The callers append *trade* and settle it at once: it is the last event (checked,
+        # not asserted: under ``python -O`` another event would be settled in its place).
+        if not out or out[-1] is not trade or self._settle_terms[trade.instrument] is None:
+            raise ValueError("settle_away: a spot trade, the last event appended")
         self.settle(out, len(out) - 1, (buy_key, sell_key))
 
     def settle(self, out: list[Event], start: int,

@@ -472,7 +472,7 @@ _USED: dict[str, frozenset[str]] = {
     "new": _ORDER_KEYS,
     # a cancel may repeat its order's keys, as FIX's cancel request does (not checked)
     "cancel": _ORDER_KEYS,
-    "amend": frozenset({"order_id", "account", "instrument", "side", "price", "qty"}),
+    "amend": frozenset({"order_id", "account", "instrument", "price", "qty"}),
     "deposit": _HOLDING_KEYS, "withdraw": _HOLDING_KEYS, "issue": _HOLDING_KEYS,
     "claw_back": _HOLDING_KEYS,
     "surrender": _HOLDING_KEYS | {"year"},

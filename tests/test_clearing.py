@@ -640,3 +640,39 @@ def test_the_clearing_houses_own_long_is_delivered_to_last():
         delivered += [(e.account, e.side, e.tonnes) for e in events if type(e) is DeliverySettled]
     assert ("l", "buy", 1000) in delivered
     assert ("@clearing", "buy", 1000) not in delivered
+
+
+def test_a_close_out_never_trades_beyond_a_lots_margin_even_when_the_band_is_past_it():
+    """F settled at 85.00 (previous) while the day's close moved its band to [91.66,
+    137.48]: the close-out buy, clamped up into the band, bought at 91.66, 6.66 above
+    the settlement where one lot's margin reaches 4.00."""
+    from exchange.events import SettlementPriceSet
+
+    text = futures_market(maintenance="3000.00").replace(
+        'initial_margin = "8000.00"', 'initial_margin = "4000.00"\nband = "0.20"')
+    run = Run(text)
+    _funded(run, "b", "c", "d", amount="10000000.00")
+    _funded(run, "a", amount="15000.00")
+    early = MON - 6_600 * 10**9
+    run.order("a1", "a", "F", "sell", 2, "80.00", ts=early)
+    run.order("b1", "b", "F", "buy", 2, "80.00", ts=early)
+    run.order("c1", "c", "F", "sell", 1, "80.00", ts=MON)
+    run.order("b2", "b", "F", "buy", 1, "80.00", ts=MON)
+    run(EndOfDay(ts=EOD))                       # Mon: settles 80.00, band [64.00, 96.00]
+    run.order("c2", "c", "F", "sell", 20, "96.00", ts=early + DAY)
+    run.order("b3", "b", "F", "buy", 20, "96.00", ts=early + DAY)
+    run.order("c3", "c", "F", "sell", 1, "85.00", ts=MON + DAY)
+    run.order("b4", "b", "F", "buy", 1, "85.00", ts=MON + DAY)
+    run(EndOfDay(ts=EOD + DAY))                 # Tue: settles 85.00 (window), a called
+    assert "a" in run.engine.ledger.clearing.calls
+    run.order("c4", "c", "F", "sell", 20, "114.57", ts=early + 2 * DAY)
+    run.order("b5", "b", "F", "buy", 20, "114.57", ts=early + 2 * DAY)
+    run.order("d1", "d", "F", "sell", 2, "91.66", ts=early + 2 * DAY)  # a stray offer
+    events = run(EndOfDay(ts=EOD + 2 * DAY))    # Wed: settles 85.00 (previous)
+    settle = [e.price for e in events if type(e) is SettlementPriceSet]
+    assert settle == [8500], settle
+    reach = 400  # 4,000.00 a lot / 10.00 a tick
+    bought = [(e.price, e.qty) for e in events if type(e) is TradeExecuted and e.buy_account == "a"]
+    assert all(price <= 8500 + reach for price, _ in bought), bought
+    closed = [(e.qty, e.via, e.price) for e in events if type(e) is PositionClosedOut]
+    assert closed == [(2, "clearing", 8500)], closed

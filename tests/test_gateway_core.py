@@ -689,3 +689,36 @@ def test_an_operators_auction_for_an_account_never_takes_an_id_of_that_accounts_
     answers = [r for body in ops for r in (body if isinstance(body, list) else [body])]
     assert [(r["report"], r.get("reason")) for r in answers] == [("rejected", "duplicate_auction")]
     assert not engine.auctions.auctions
+
+
+def _ops(core, body):
+    core.receive("cx/v1/ops/commands", json.dumps(body).encode(), now=0.0)
+
+
+AUCTION = {"action": "auction_open", "account": "alice", "auction": "q7", "instrument": "CEA25",
+           "side": "sell", "price": "60.00", "qty": 100_000, "command_id": "o1"}
+
+
+def test_an_operators_auction_and_an_order_of_its_account_named_alike_in_one_flush():
+    """The order q7 and the operator's auction q7 for alice arrive before the same flush:
+    each is checked against the engine as it is read, before the other ran."""
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=200_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "alice", {**order("q7", "sell", "70.00", 10), "command_id": "c1"})
+    _ops(core, AUCTION)
+    core.flush(now=0.0)
+    assert not (engine.auctions.auctions and any(
+        o.order_id == "alice/q7" for o in engine.live_orders()))
+
+
+def test_a_bots_own_auction_and_order_named_alike_in_two_messages_of_one_flush():
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=200_000))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "alice", {**order("q7", "sell", "70.00", 10), "command_id": "c1"})
+    body = {k: v for k, v in AUCTION.items() if k != "account"}
+    send(core, "alice", {**body, "command_id": "c2"})
+    core.flush(now=0.0)
+    assert not (engine.auctions.auctions and any(
+        o.order_id == "alice/q7" for o in engine.live_orders()))

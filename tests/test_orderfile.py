@@ -684,3 +684,13 @@ def test_a_new_order_with_any_key_of_another_action_is_refused_by_each_reader(ke
     text = {k: str(v) for k, v in fields.items()}
     with pytest.raises(OrderFileError, match=f"{key} is not a key of a new row"):
         parse(csv_bytes([row("new", **text)]))
+
+
+def test_an_amend_refuses_a_side_it_would_drop():
+    with pytest.raises(OrderFileError, match="side is not a key of an amend row"):
+        parse_order_text(b"action,order_id,account,side,qty\namend,o1,a,sell,5\n", "csv")
+    with pytest.raises(OrderFileError, match="side is not a key of an amend row"):
+        parse_order_text(json.dumps({"action": "amend", "order_id": "o1", "account": "a",
+                                     "side": "sell", "qty": 5}).encode(), "ndjson")
+    with pytest.raises(RowError, match="side is not a key of an amend row"):
+        RowReader(None).row(Row(action="amend", order_id="o1", side="sell", qty=5), "a", "a/o1", 1)

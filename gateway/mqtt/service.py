@@ -44,7 +44,8 @@ from typing import Any
 import msgspec
 
 from exchange import Engine
-from exchange.commands import AdvanceClock, EndOfDay
+from exchange.commands import (AdvanceClock, BidAuction, EndOfDay, OpenAuction, PlaceOrder,
+                               PostBlock)
 from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
                              BlockAccepted, BlockPosted, CommandRejected, DailyStatistics, Event,
                              OrderAccepted, OrderCancelled, OrderExpired, QuotingAssessed,
@@ -393,6 +394,8 @@ class GatewayCore:
             pending, commands = self._answer_resends(pending)
         if self._from_operator:
             pending, commands = self._check_operator_ids(pending)
+        if self.engine.auctions.auctions or any(type(c) is OpenAuction for c in commands):
+            pending, commands = self._check_auction_ids(pending)
         by_account: dict[str, list[Report]] = {}
         trades: dict[str, list[dict]] = {}
         known = self.engine.market.instruments  # a rejection may name an unknown one
@@ -685,6 +688,48 @@ class GatewayCore:
         if len(ids) > 2 * self.engine.command_window + 1_000:  # forget what the window has
             window = self.engine.answered
             self._ops_ids = {c: a for c, a in ids.items() if (a, c) in window}
+
+    def _check_auction_ids(self, pending: list) -> tuple[list, list]:
+        """An auction's id against its initiator's order, block and bid ids, again as the
+        commands are about to run: each was checked as its message was read, against the
+        engine as it was then, so an auction and an order named alike in two messages of
+        one flush (or of two flushes, read before the first ran) both got through. The
+        later is refused (``duplicate_auction`` or ``duplicate_order_id``). Return the
+        new pending items and the commands."""
+        engine = self.engine
+        auctions = engine.auctions.auctions
+        used = engine.id_used
+        operator = self._from_operator
+        opened: set[str] = set()  # this flush's auction ids
+        named: set[str] = set()  # this flush's new ids, as the engine keeps them
+        kept: list = []
+        for item in pending:
+            kind = type(item)
+            if kind is OpenAuction:
+                key = f"{item.account}/{item.auction}"
+                if used(key) or key in named:
+                    ops = id(item) in operator
+                    operator.discard(id(item))
+                    command_id = item.command_id
+                    if ops and command_id is not None:
+                        command_id = command_id.removeprefix(OPS_ID_PREFIX)
+                    kept.append((OPS_REPORTS if ops else item.account, RejectedReport(
+                        action="auction_open", reason=Reason.DUPLICATE_AUCTION,
+                        message=f"auction {item.auction!r} is an id of {item.account}'s own "
+                        "order, block or bid today", command_id=command_id)))
+                    continue
+                opened.add(item.auction)
+            elif kind is PlaceOrder or kind is PostBlock or kind is BidAuction:
+                bare = client_id(item.order_id)
+                if bare in auctions or bare in opened:
+                    kept.append((item.account, RejectedReport(
+                        action=kind.__struct_config__.tag, reason=Reason.DUPLICATE_ORDER_ID,
+                        message=f"order_id {bare!r} is an auction's today", order_id=bare,
+                        command_id=item.command_id)))
+                    continue
+                named.add(item.order_id)
+            kept.append(item)
+        return kept, [c for c in kept if type(c) is not tuple]
 
     def _check_operator_ids(self, pending: list) -> tuple[list, list]:
         """The operator's rows in *pending* against its ids: a row with an id that an
