@@ -676,3 +676,24 @@ def test_a_close_out_never_trades_beyond_a_lots_margin_even_when_the_band_is_pas
     assert all(price <= 8500 + reach for price, _ in bought), bought
     closed = [(e.qty, e.via, e.price) for e in events if type(e) is PositionClosedOut]
     assert closed == [(2, "clearing", 8500)], closed
+
+
+def test_one_accounts_own_quotes_set_no_settlement_price():
+    """A flat account quoting 87.95 / 88.05 that nobody traded set the mid, 88.00, and a
+    short paid 16,000.00 of variation margin, was called, and was closed out the next
+    day against that account's own offer. Quotes all of one account's set no price."""
+    from exchange.events import SettlementPriceSet
+
+    def settled(bidder: str, asker: str) -> tuple:
+        run = Run(futures_market())
+        _funded(run, "a", "b", "m", "n")
+        run.order("a1", "a", "F", "buy", 1, "80.00")
+        run.order("b1", "b", "F", "sell", 1, "80.00")
+        run(EndOfDay(ts=EOD))
+        run.order("q1", bidder, "F", "buy", 1, "87.95", ts=MON + DAY)
+        run.order("q2", asker, "F", "sell", 1, "88.05", ts=MON + DAY)
+        events = run(EndOfDay(ts=EOD + DAY))
+        return [(e.price, e.source) for e in events if type(e) is SettlementPriceSet][0]
+
+    assert settled("m", "m") == (8000, "previous")
+    assert settled("m", "n") == (8800, "mid")  # two accounts' quotes: a mid, capped

@@ -81,7 +81,8 @@ defaulter's option positions are not closed out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import takewhile
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from exchange.reasons import Reason
@@ -113,6 +114,18 @@ class _Quotes(Protocol):
 
     def best_ask(self) -> int | None:
         ...
+
+    def orders(self, is_buy: bool) -> Iterator[Any]:  # live orders, best first
+        ...
+
+
+def _one_quoter(book: _Quotes, bid: int, ask: int) -> bool:
+    """Are the orders at the best bid and at the best offer all one account's? A mid of
+    one account's own quotes, which no one traded, is no price: it could mark everyone
+    else's positions where it liked."""
+    owners = {o.account for o in takewhile(lambda o: o.price == bid, book.orders(True))}
+    owners.update(o.account for o in takewhile(lambda o: o.price == ask, book.orders(False)))
+    return len(owners) == 1
 
 
 _T = TypeVar("_T")
@@ -550,7 +563,8 @@ class Clearing:
         if window:
             price, source = (2 * window[0] + window[1]) // (2 * window[1]), "window"
         elif (bid is not None and ask is not None and self.terms.mid_counts(bid, ask)
-              and (previous is not None or day is not None)):
+              and (previous is not None or day is not None)
+              and not _one_quoter(book, bid, ask)):
             # Quotes that no one traded cost nothing to post: a mid moves the price at
             # most one lot's initial margin from the last settlement (on a contract's
             # first, from the day's volume-weighted price), so a day's variation margin
