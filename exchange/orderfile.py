@@ -472,7 +472,8 @@ _USED: dict[str, frozenset[str]] = {
     "new": _ORDER_KEYS,
     # a cancel may repeat its order's keys, as FIX's cancel request does (not checked)
     "cancel": _ORDER_KEYS,
-    "amend": frozenset({"order_id", "account", "instrument", "price", "qty"}),
+    # an amend may repeat its order's side, as the pinned files' amend rows do (not checked)
+    "amend": frozenset({"order_id", "account", "instrument", "side", "price", "qty"}),
     "deposit": _HOLDING_KEYS, "withdraw": _HOLDING_KEYS, "issue": _HOLDING_KEYS,
     "claw_back": _HOLDING_KEYS,
     "surrender": _HOLDING_KEYS | {"year"},
