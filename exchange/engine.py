@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from itertools import takewhile
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
@@ -1112,6 +1113,8 @@ class Engine:
                                 low=book.day_low if volume else None, close=close, volume=volume,
                                 turnover=book.day_notional * inst.tick_value,
                                 block_volume=away[0], auction_volume=away[1]))
+            if volume:
+                self._cancel_out_of_band(symbol, out)
             book.day_volume = book.day_notional = 0
             away[0] = away[1] = 0
         if self._quoting is not None:
@@ -1133,6 +1136,26 @@ class Engine:
         # A new day: ids of done orders may be used again; live orders keep theirs.
         self._ids.clear_done()
         return True
+
+    def _cancel_out_of_band(self, symbol: str, out: list[Event]) -> None:
+        """Cancel the resting limit orders of *symbol* that the band the end of the day
+        set has left on its near side, a sell under the low edge or a buy over the high
+        edge: any order inside the band would trade with them, at their price, outside
+        it. Those beyond the far edge (a sell over the high edge, a buy under the low)
+        stay: nothing inside the band reaches them. Untriggered stop limits wait for their
+        trigger (``stop_limit_out_of_band``)."""
+        spec = self._specs[symbol]
+        if spec.band is None:
+            return
+        low, high = spec.band
+        book = spec.book
+        mark = len(out)
+        # each side best first: the near side's out-of-band orders lead it
+        for order in [*takewhile(lambda o: o.price > high, book.orders(True)),
+                      *takewhile(lambda o: o.price < low, book.orders(False))]:
+            self._take_out(order, Reason.PRICE_OUT_OF_BAND, out)
+        if len(out) > mark:
+            self._ledger.settle(out, mark)  # their holds given back
 
     def _forget_done(self) -> None:
         """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS`` and the

@@ -200,7 +200,7 @@ OUTCOME = frozenset[Reason]({
     Reason.FOK_UNFILLED, Reason.STP_CANCEL_RESTING, Reason.STP_CANCEL_AGGRESSOR,
     Reason.STOP_LIMIT_OUT_OF_BAND, Reason.POST_ONLY_WOULD_TRADE, Reason.INSUFFICIENT_CASH,
     Reason.CONTRACT_EXPIRED, Reason.MARGIN_CLOSE_OUT, Reason.AUCTION_UNFILLED,
-    Reason.AUCTION_CANCELLED
+    Reason.AUCTION_CANCELLED, Reason.PRICE_OUT_OF_BAND
 })
 # insufficient_cash is an outcome too: a market buy with no band trades only while the
 # account's cash covers the next fill, and the rest is cancelled with it.

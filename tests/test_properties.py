@@ -628,12 +628,19 @@ class Model:
         assert (result.day, result.ts) == (self.day, cmd.ts), (result, self.day)
         self.day += 1
         closes, statistics = {}, {}
+        out_of_band: list[OrderCancelled] = []
         for i, event in enumerate(rest):
             if isinstance(event, OrderExpired):
                 assert self.orders[event.order_id].tif == "day", event
                 self._expired(event, gtd=False)
             elif isinstance(event, ReferencePriceSet):
                 closes[event.instrument] = event
+            elif isinstance(event, OrderCancelled):
+                # after its instrument's statistics: a resting order its new band leaves
+                # on the near side (checked below, once the band is known)
+                assert event.reason == Reason.PRICE_OUT_OF_BAND, event
+                assert event.instrument in statistics and event.instrument in closes, event
+                out_of_band.append(event)
             else:  # each instrument's statistics, right after its new reference price
                 assert isinstance(event, DailyStatistics), event
                 assert event.instrument not in statistics, event
@@ -650,6 +657,20 @@ class Model:
             expected = floor(vwap + Fraction(1, 2))  # nearest tick, halves up
             assert (event.price, event.close_volume) == (expected, volume), (event, vwap)
             self.reference[symbol] = event.price
+        # A resting order the new band leaves on its near side (a buy over the high edge, a
+        # sell under the low) would trade at its own price outside the band: cancelled,
+        # every one; those beyond the far edge stay.
+        for event in out_of_band:
+            rec = self.orders[event.order_id]
+            band = self.band(rec.instrument)
+            assert band is not None and (rec.price > band[1] if rec.is_buy else
+                                         rec.price < band[0]), (event, band, rec)
+            self._cancelled(event)
+        for rec in self.orders.values():
+            band = self.band(rec.instrument)
+            if rec.open and rec.state == "resting" and rec.instrument in closes:
+                assert band is not None and not (rec.price > band[1] if rec.is_buy else
+                                                 rec.price < band[0]), (rec, band)
         # Statistics for each instrument that traded today or has a reference price: the
         # listing trades' open, high and low, the close (the reference price, carried
         # over a day without trades), volume and turnover (a tick of 0.01 is one fen).
@@ -745,6 +766,8 @@ class Model:
             active.phase_stp_cancels += 1
         elif reason in (Reason.CANCELLED_BY_OWNER, Reason.MASS_CANCEL):
             assert rec.state in ("resting", "stop"), rec
+        elif reason == Reason.PRICE_OUT_OF_BAND:  # at the end of the day (_EndOfDay)
+            assert rec.state == "resting", rec
         else:
             assert rec is active, f"{reason} for {rec.order_id}, not the aggressor"
             expected = {

@@ -1,0 +1,31 @@
+"""The band the end of the day sets is the band trades print within: a resting order
+priced outside it is cancelled then, never traded outside it the next day."""
+
+from __future__ import annotations
+
+from exchange import Deposit, EndOfDay, Engine, IssueAllowances, PlaceOrder, default_market
+from exchange.events import OrderCancelled, TradeExecuted
+
+
+def test_a_resting_order_outside_the_new_band_is_cancelled_at_eod_and_never_trades() -> None:
+    engine = Engine(default_market(), ledger=True)
+    for account in ("A", "B"):
+        engine.execute(Deposit(account=account, currency="CNY", amount="1000000.00"))
+        engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=10_000))
+    # Day 1 (no band yet): a trade at 60.00, then an offer at 50.00 left resting.
+    engine.execute(PlaceOrder(order_id="s1", account="A", instrument="CEA25", side="sell",
+                              price="60.00", qty=100))
+    engine.execute(PlaceOrder(order_id="b1", account="B", instrument="CEA25", side="buy",
+                              price="60.00", qty=100))
+    engine.execute(PlaceOrder(order_id="lo", account="A", instrument="CEA25", side="sell",
+                              price="50.00", qty=100))
+    events = engine.execute(EndOfDay())
+    assert engine.price_band("CEA25") == (5400, 6600)
+    cancelled = [e for e in events if isinstance(e, OrderCancelled)]
+    assert [(e.order_id, e.reason) for e in cancelled] == [("lo", "price_out_of_band")]
+    # Day 2: a bid at the band's low edge trades nothing below it.
+    events = engine.execute(PlaceOrder(order_id="b2", account="B", instrument="CEA25",
+                                       side="buy", price="54.00", qty=100))
+    assert not [e for e in events if isinstance(e, TradeExecuted)]
+    assert engine.ledger.accounts["A"].holding("CEA25").held == 0  # the offer's hold given back
+    engine.check()
