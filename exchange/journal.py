@@ -137,6 +137,7 @@ Limits, stated plainly:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -274,6 +275,20 @@ def _create(path: Path, *, append: bool = False) -> int:
     return os.open(path, flags | getattr(os, "O_BINARY", 0), _FILE_MODE)
 
 
+def _lock(directory: Path) -> int:
+    """Hold *directory* for one writer: an exclusive ``flock`` on the directory itself (no
+    file of its own, which recovery would take for a stray one), released when the
+    returned descriptor closes, or the process ends. A second writer is refused."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(f"{directory} is being written by another carbonx (serve or "
+                           "replay): a journal has one writer at a time") from None
+    return fd
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -378,7 +393,8 @@ class JournalWriter:
     """
 
     def __init__(self, directory: Path, seq: int, manifest: _Json, fd: int, size: int, *,
-                 fsync: str = "group", last_snapshot: int = 0) -> None:
+                 fsync: str = "group", last_snapshot: int = 0, lock: int | None = None) -> None:
+        self._lock = lock
         if fsync not in FSYNC_POLICIES:
             os.close(fd)
             raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
@@ -573,6 +589,9 @@ class JournalWriter:
                 self._seal()
         finally:
             self.wait_snapshot()  # a snapshot's writer is waited for, whatever failed
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
     def _seal(self) -> None:
         """Record the last segment's last seq, end and size in the manifest (it holds
@@ -618,6 +637,10 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
     try:
         fresh = not path.exists()
         path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        lock = _lock(path)
+    except OSError as exc:
+        raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
+    try:
         if ((path / "meta.json").exists() or (path / "manifest.json").exists()
                 or any(path.glob("journal-*.cxj"))):
             raise JournalError(
@@ -631,9 +654,13 @@ def create_journal(directory: str | Path, market_text: str, *, ledger: bool,
         _write_json(path / "meta.json", {"format": FORMAT, "ledger": ledger, "market": market_text})
         manifest = {"format": FORMAT, "segments": []}
         fd = _start_segment(path, manifest, 1)
-        return JournalWriter(path, 0, manifest, fd, _SEGMENT_HEADER, fsync=fsync)
+        return JournalWriter(path, 0, manifest, fd, _SEGMENT_HEADER, fsync=fsync, lock=lock)
     except OSError as exc:
+        os.close(lock)
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
+    except BaseException:
+        os.close(lock)
+        raise
 
 
 def remove_journal(directory: str | Path) -> None:
@@ -1198,19 +1225,28 @@ def reopen_journal(directory: str | Path, *, fsync: str = "group",
     if fsync not in FSYNC_POLICIES:
         raise ValueError(f"fsync policy {fsync!r}: one of {', '.join(FSYNC_POLICIES)}")
     try:
+        lock = _lock(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    try:
         journal = _Journal(path)
         recovered = _recover(journal, book)
     except OSError as exc:
+        os.close(lock)
         raise _unreadable(path, exc) from None
+    except BaseException:
+        os.close(lock)
+        raise
     try:
         if journal.legacy:
             manifest, fd, size = _convert(journal, recovered.seq)
         else:
             manifest, fd, size = _go_on(journal, recovered.seq)
     except OSError as exc:
+        os.close(lock)
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
     writer = JournalWriter(path, recovered.seq, manifest, fd, size, fsync=fsync,
-                           last_snapshot=recovered.snapshot_seq)
+                           last_snapshot=recovered.snapshot_seq, lock=lock)
     return recovered, writer
 
 
@@ -1328,7 +1364,11 @@ def cut_journal(directory: str | Path, *, apply: bool = False,
         else:
             return CutPlan(path, None, None, recovered.seq, 0, 0, 0)
         if apply:
-            plan.copied = _apply(path, actions, manifest)
+            lock = _lock(path)  # never while a serve or a replay writes it
+            try:
+                plan.copied = _apply(path, actions, manifest)
+            finally:
+                os.close(lock)
     except OSError as exc:
         raise _unreadable(path, exc) from None
     return plan

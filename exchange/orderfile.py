@@ -598,7 +598,7 @@ Progress = Callable[[int, int], None]
 
 
 def detect_format(path: str | Path) -> str:
-    """Return ``ndjson`` for ``.ndjson`` / ``.jsonl`` files, else ``csv``."""
+    """Return ``ndjson`` for ``.ndjson`` / ``.jsonl`` / ``.json`` files, else ``csv``."""
     suffix = Path(path).suffix.lower()
     return "ndjson" if suffix in (".ndjson", ".jsonl", ".json") else "csv"
 
@@ -919,5 +919,11 @@ _PINNED_DECODER = msgspec.json.Decoder(list[_PinnedRow])
 def _decode_line(name: str, number: int, line: bytes) -> _Row:
     try:
         return _ROW_DECODER.decode(line)
-    except msgspec.DecodeError as exc:
-        raise OrderFileError(name, number, float_hint(str(exc))) from None
+    except msgspec.ValidationError as exc:  # JSON, but not a row: say which
+        text = str(exc)
+        if text.startswith("Expected `object`, got `") and "$." not in text:
+            text = (f"a line of NDJSON is one JSON object, not "
+                    f"{text.partition('got `')[2].rstrip('`')}")
+        raise OrderFileError(name, number, float_hint(text)) from None
+    except msgspec.DecodeError as exc:  # not JSON at all
+        raise OrderFileError(name, number, f"not valid JSON: {exc}") from None

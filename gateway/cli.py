@@ -155,11 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
             "a password per account (from --credentials, or generated for the accounts "
             "of --init and written there). With --broker, the gateway joins that broker "
             "(see 'carbonx broker-config'), its password from --password-file or the "
-            "CARBONX_PASSWORD environment variable (a password in the URL works too, "
-            "but other users can see a command line). Nothing is written (journal, "
-            "credentials) until the embedded broker listens or the broker has taken "
-            "the gateway's login; a port in use, an unreachable broker or a refused "
-            "login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
+            "CARBONX_PASSWORD environment variable (a password in the URL works too, and "
+            "wins over CARBONX_PASSWORD, but other users can see a command line). Nothing "
+            "is written (journal, credentials) until the embedded broker listens or the "
+            "broker has taken the gateway's login; a port in use, an unreachable broker "
+            "or a refused login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
             "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
     serve.add_argument(
         "--broker", metavar="URL", help="mqtt://USER@HOST:PORT of a broker to join (default: the "
@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--password-file", metavar="FILE",
         help="with --broker: a file holding the gateway user's password "
-        "on one line (else $CARBONX_PASSWORD, else the URL's)")
+        "on one line (else the URL's, else $CARBONX_PASSWORD; not with a password in "
+        "the URL)")
     serve.add_argument("--market", metavar="TOML", help="market configuration")
     serve.add_argument(
         "--cluster", metavar="URLS",
@@ -227,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calendar, after the last session: expiries, T+1, futures settlement, margin calls, "
         "deliveries, daily statistics (default: never; the operator's eod rows do it)")
     serve.add_argument("--log-level", default="WARNING",
-                       choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+                       choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                       help="what the gateway logs on stderr (default: WARNING: lost and "
+                       "regained broker connections, refused messages; INFO adds each "
+                       "connection and snapshot)")
     serve.set_defaults(run=_cmd_serve)
 
     demo = sub.add_parser(
@@ -241,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "assessments, and each bot's holdings and P&L."))
     demo.add_argument("--seconds", type=float, default=20.0,
                       help="how long the bots trade (default: 20)")
-    demo.add_argument("--seed", type=int, default=1, help="the bots' random seed")
+    demo.add_argument("--seed", type=int, default=1, help="the bots' random seed (default: 1)")
     demo.add_argument("--web", type=int, metavar="PORT",
                       help="also serve the web portal on http://127.0.0.1:PORT/ (the logins "
                       "are written to credentials.json in the journal directory; needs the web "
@@ -498,6 +502,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
+    if args.web is not None and not 0 < args.web < 65536:
+        raise UsageError(f"--web {args.web}: not a port number (1 to 65535)")
     if not (args.book_interval >= 0 and math.isfinite(args.book_interval)):
         raise UsageError(f"--book-interval {args.book_interval:g}: must be a number of seconds, "
                          "0 or more")

@@ -124,6 +124,7 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
     "args, message", [(["serve", "--broker", "http://x"], "expected mqtt://"),
                       (["serve", "--broker", "mqtt://127.0.0.1:1883"], "user and password"),
                       (["serve", "--port", "0"], "not a port"),
+                      (["serve", "--web", "0"], "--web 0: not a port number"),
                       (["serve", "--eod", "25:00"], "--eod: expected HH:MM"),
                       (["serve", "--init", "missing.csv"], "missing.csv"),
                       (["demo", "--seconds", "0"], "--seconds"),

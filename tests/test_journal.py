@@ -83,6 +83,9 @@ def journal_commands(directory: Path, commands: list, group: int = 100,
             writer.snapshot(engine, background=background)
     if not crash:
         writer.close()
+    elif writer._lock is not None:  # a killed process's lock goes with it
+        os.close(writer._lock)
+        writer._lock = None
     return engine
 
 
@@ -474,3 +477,24 @@ def test_sigkill_of_the_replay_command_then_carbonx_holdings(tmp_path, orders, c
         assert report["positions"] == []
         seen.append(n)
     assert any(0 < n < len(commands) for n in seen), f"no kill landed mid-replay: {seen}"
+
+
+def test_a_journal_has_one_writer_at_a_time(tmp_path):
+    """A second serve on a live serve's directory recovered it, added a segment the first
+    did not know of, and holdings then called the journal damaged: a second writer, in
+    this process or another, is refused while the first holds the directory."""
+    directory = tmp_path / "j"
+    first = create_journal(directory, MARKET.text, ledger=True)
+    first.append_many([Deposit(account="a", currency="CNY", amount="10.00")])
+    first.commit()
+    with pytest.raises(JournalError, match="one writer at a time"):
+        reopen_journal(directory)
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from exchange.journal import reopen_journal; "
+         "reopen_journal(sys.argv[1])", str(directory)], capture_output=True, text=True,
+        cwd=REPO, timeout=60)
+    assert other.returncode != 0 and "one writer at a time" in other.stderr
+    first.close()
+    recovered, second = reopen_journal(directory)  # the first gone, the next may write
+    second.close()
+    assert recovered.seq == 1

@@ -691,3 +691,13 @@ def test_an_amend_may_repeat_its_orders_side_as_the_pinned_files_do():
     # order's own, repeated, and not checked against it
     commands = parse_order_text(b"action,order_id,account,side,qty\namend,o1,a,sell,5\n", "csv")
     assert commands == [AmendOrder(order_id="o1", account="a", qty=5)]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b"[1,2]", "a line of NDJSON is one JSON object, not array"),
+    (b'{"action":"new"', "not valid JSON: Input data was truncated"),
+])
+def test_an_ndjson_line_that_is_no_row_says_so_plainly(line, message):
+    # It said "Expected `object`, got `array`" and "Input data was truncated", the
+    # decoder's own words.
+    assert message in str(error_of(line + b"\n", "ndjson"))

@@ -16,8 +16,9 @@ as in a cluster's failover, is lost). One line a row is printed as its answer co
 (``--json``: the answer itself, one JSON object a line, with the row's file ``line``
 added); a summary goes to standard error.
 
-The password: ``--password-file FILE`` (one line), else ``$CARBONX_PASSWORD``, else one
-in the URL (``mqtt://operator:PASS@HOST:PORT``, which other users' ``ps`` can see).
+The password: ``--password-file FILE`` (one line), else one in the URL
+(``mqtt://operator:PASS@HOST:PORT``, which other users' ``ps`` can see), else
+``$CARBONX_PASSWORD``; a password both in the URL and by file is an error.
 
 Exit status: 0 when every row was accepted; 1 when any was rejected (the rows after a
 rejected one are still sent); 2 when nothing could be done or the run could not finish:
@@ -79,7 +80,8 @@ DESCRIPTION = (
     "cluster's failover), and an answer repeated by the exchange for a command id it has seen "
     "counts. --session HEX sends a file again with the ids of an earlier run (its error says "
     "which), so that rows that went through are not applied twice. The password: "
-    "--password-file FILE, else $CARBONX_PASSWORD, else the URL's. Exit status: 0 every row "
+    "--password-file FILE (not with a password in the URL), else the URL's, else "
+    "$CARBONX_PASSWORD. Exit status: 0 every row "
     "accepted; 1 some row rejected (the rows after it are still sent); 2 the file cannot be "
     "read (file and line named, nothing sent), the broker cannot be reached or refuses the "
     "login, or the exchange does not answer a row within --timeout seconds (the rows after it "
@@ -503,8 +505,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "also works, but other users can see a command line)")
     parser.add_argument(
         "--password-file", metavar="FILE",
-        help="a file holding the operator's password on one line (else $CARBONX_PASSWORD, "
-        "else the URL's)")
+        help="a file holding the operator's password on one line (else the URL's, else "
+        "$CARBONX_PASSWORD; not with a password in the URL)")
     parser.add_argument("--json", action="store_true",
                         help="print each answer as one JSON object a line, its file 'line' added")
     parser.add_argument(
@@ -517,7 +519,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(default %(default)g)")
     parser.add_argument(
         "--format", choices=("csv", "ndjson"),
-        help="file format (default: from the extension, .ndjson/.jsonl = ndjson; standard "
-        "input: ndjson if it starts with '{')")
+        help="file format (default: from the extension, .ndjson/.jsonl/.json = ndjson; "
+        "standard input: ndjson if it starts with '{')")
     parser.set_defaults(run=run)
     return parser

@@ -32,6 +32,7 @@ from exchange.market import format_cash
 from exchange.sequencer import Sequencer
 from gateway.bots.client import ExchangeClient
 from gateway.bots.traders import BlockSeller, ComplianceBuyer, MarketMaker, NoiseTrader, _Bot
+from gateway.errors import UsageError
 from gateway.mqtt.brokerconfig import generate_password
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
 from gateway.protocol import OPERATOR
@@ -138,7 +139,12 @@ async def _demo(seconds: float, seed: int, journal_dir: str, out, kept: bool,
             run_gateway(core, host=broker.host, port=broker.port, username=GATEWAY_USER,
                         password=credentials[GATEWAY_USER], stop=stop, ready=ready))
         await asyncio.wait_for(ready.wait(), 10)
-        portal = await _web(core, credentials, web, journal_dir, stop, out)
+        try:
+            portal = await _web(core, credentials, web, journal_dir, stop, out)
+        except UsageError:
+            stop.set()
+            await gateway
+            raise
         clients = [
             ExchangeClient(seat.account, credentials[seat.account], broker.host, broker.port,
                            market_data=[seat.instrument]) for seat in _SEATS
@@ -187,7 +193,15 @@ async def _web(core: GatewayCore, credentials: dict[str, str], port: int | None,
     ready = asyncio.Event()
     task = asyncio.ensure_future(
         serve_web(WebPortal(core, credentials), port=port, stop=stop, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not ready.is_set():  # a port in use, say: said as serve --web says it
+        error = task.exception() if task.done() else "no answer within 10 s"
+        if not task.done():
+            task.cancel()
+        raise UsageError(f"the web portal cannot listen on 127.0.0.1:{port}: "
+                         f"{getattr(error, 'strerror', None) or error}")
     print(f"web portal on http://127.0.0.1:{port}/; logins (each bot's account, and "
           f"operator) in {path}", file=out, flush=True)
     return task
