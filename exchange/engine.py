@@ -400,6 +400,12 @@ class Engine:
         that command gave, as ``answer`` returns them."""
         return self._answers
 
+    @property
+    def last_day_ended(self) -> int | None:
+        """The last local day (a day number) an end of day ended, with the market's
+        schedule; ``None`` before the first, or without a schedule."""
+        return self._ended
+
     def id_used(self, order_id: str) -> bool:
         """Is *order_id* used today, by an order, a block, a bid or an auction?"""
         return order_id in self._ids or order_id in self._auctions.auctions

@@ -11,7 +11,8 @@ import pytest
 from exchange import Engine, default_market
 from exchange.calendar import days_from_civil
 from exchange.commands import OpenAccount
-from gateway.mqtt.service import GatewayCore, GatewaySettings, next_end_of_day
+from gateway.mqtt.service import (GatewayCore, GatewaySettings, missed_ends_of_day,
+                                  next_end_of_day)
 from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, exec_topic, orders_topic
 
 
@@ -370,3 +371,43 @@ def test_without_a_schedule_eod_falls_due_every_day_at_utc_time():
     thursday_noon_utc = days_from_civil(2026, 12, 3) * 86_400 * 10**9 + 12 * 3600 * 10**9
     due = next_end_of_day(thursday_noon_utc, 7 * 3600, None)
     assert due == (days_from_civil(2026, 12, 4) * 86_400 + 7 * 3600) * 10**9
+
+
+def _local_day(month: int, day: int) -> int:
+    return default_market().schedule.local(_beijing(month, day, 12, 0))[0]
+
+
+@pytest.mark.parametrize("ended, now, missed", [
+    ((12, 3), (12, 7, 10, 0), [(12, 4, 15, 30)]),  # down Friday to Monday morning
+    ((12, 3), (12, 7, 16, 0), [(12, 4, 15, 30), (12, 7, 15, 30)]),  # ... to Monday evening
+    ((12, 4), (12, 4, 16, 0), []),  # Friday's ended: nothing missed
+    ((12, 4), (12, 7, 15, 29), []),  # Monday's not due yet
+    ((9, 29), (10, 8, 16, 0), [(9, 30, 15, 30), (10, 8, 15, 30)]),  # the holidays skipped
+])
+def test_serve_eod_catches_up_the_business_days_it_missed(ended, now, missed):
+    """A gateway down at its --eod time never ended that day: the next traded under the
+    day before's band, with its day orders, and one daily row covered two days."""
+    schedule = default_market().schedule
+    at = 15 * 3600 + 30 * 60
+    assert missed_ends_of_day(_beijing(*now), at, schedule, _local_day(*ended), 1) == [
+        _beijing(*due) for due in missed]
+
+
+def test_serve_eod_catches_up_nothing_for_an_exchange_that_never_ran():
+    schedule = default_market().schedule
+    at = 15 * 3600
+    assert missed_ends_of_day(_beijing(12, 7, 16, 0), at, schedule, None, 0) == []
+    # ... but a day that traded and never ended is ended (from its clock's day)
+    assert missed_ends_of_day(_beijing(12, 7, 16, 0), at, schedule, None,
+                              _beijing(12, 7, 10, 0)) == [_beijing(12, 7, 15, 0)]
+    assert missed_ends_of_day(_beijing(12, 7, 16, 0), at, None, None, 1) == []
+
+
+def test_a_missed_end_of_day_runs_at_its_own_time_and_ends_that_day():
+    engine = Engine(default_market(), ledger=True)
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    friday = _beijing(12, 4, 15, 30)
+    core.end_of_day(friday)
+    answers = _messages(core.flush(), OPS_REPORTS)
+    assert [(a["report"], a["action"]) for a in answers] == [("accepted", "eod")]
+    assert engine.last_day_ended == _local_day(12, 4)

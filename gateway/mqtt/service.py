@@ -63,7 +63,8 @@ from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOAD
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
                               exec_topic, is_msgpack, status_topic, trades_topic)
 
-__all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing", "next_end_of_day"]
+__all__ = ["GatewayCore", "GatewaySettings", "run_gateway", "Outgoing", "missed_ends_of_day",
+           "next_end_of_day"]
 
 log = logging.getLogger("carbonx.gateway")
 
@@ -310,13 +311,15 @@ class GatewayCore:
                 self.stats.commands += 1  # counted as the accounts' are
         self._waiting += len(items)
 
-    def end_of_day(self) -> None:
+    def end_of_day(self, at: int | None = None) -> None:
         """Queue the end of the trading day (the operator's, never a bot's): at the next
         flush it runs in the one ordered stream, journaled like any command, its news
         (variation margin, calls, deliveries) goes to each account's reports and its
-        answer to the operator's."""
-        self._clock_ns = max(time.time_ns(), self._clock_ns)
-        command = EndOfDay(ts=self._clock_ns)
+        answer to the operator's. *at*: the engine time of a day's end that was missed
+        (``missed_ends_of_day``), instead of now."""
+        if at is None:
+            self._clock_ns = max(time.time_ns(), self._clock_ns)
+        command = EndOfDay(ts=self._clock_ns if at is None else at)
         self._from_operator.add(id(command))
         self._queue_own(command)  # a quiet market still ends its day
 
@@ -995,6 +998,32 @@ def next_end_of_day(now_ns: int, at: int, schedule: Schedule | None) -> int:
     return ((day * 86_400 + at) - schedule.offset(guess)) * 10**9
 
 
+def _day_end_ns(day: int, at: int, schedule: Schedule) -> int:
+    """The engine time *at* seconds into local *day* of *schedule*."""
+    local = day * 86_400 + at
+    guess = (local - schedule.offset(local * 10**9)) * 10**9
+    return (local - schedule.offset(guess)) * 10**9
+
+
+MISSED_DAYS_MAX = 31  # the most business days' ends a restarted gateway catches up
+
+
+def missed_ends_of_day(now_ns: int, at: int, schedule: Schedule | None, ended: int | None,
+                       clock: int) -> list[int]:
+    """The engine times of the ends of day that ``--eod`` (*at* seconds into a business
+    day) would have sent while the gateway was down: of each business day after *ended*
+    (the last local day the engine ended; without one, from the day of the engine's
+    *clock*, if anything ever ran) whose time is past at *now_ns*, oldest first, at most
+    ``MISSED_DAYS_MAX``. None without a schedule (open all hours, any day may end)."""
+    if schedule is None or (ended is None and not clock):
+        return []
+    first = ended + 1 if ended is not None else schedule.local(clock)[0]
+    today, second = schedule.local(now_ns)
+    last = today if second >= at else today - 1
+    days = [d for d in range(first, last + 1) if schedule.is_business_day(d)]
+    return [_day_end_ns(d, at, schedule) for d in days[-MISSED_DAYS_MAX:]]
+
+
 def seconds_of_day(text: str) -> int:
     """``"HH:MM"`` as seconds after midnight; raise ``ValueError`` naming the problem."""
     hours, _, minutes = text.partition(":")
@@ -1065,6 +1094,15 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
     async def eod_timer() -> None:
         at = seconds_of_day(core.settings.eod_at or "")
         schedule = core.engine.market.schedule
+        # The ends of day missed while the gateway was down, each at its own time: the
+        # next day would have traded under the day before's band, with its day orders.
+        missed = missed_ends_of_day(time.time_ns(), at, schedule, core.engine.last_day_ended,
+                                    core.engine.clock)
+        for due in missed:
+            log.warning("ending the business day of %s missed while the gateway was down",
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due // 10**9)))
+            core.end_of_day(due)
+            publisher.send_all(core.flush())
         while True:
             now = time.time_ns()
             due = next_end_of_day(now, at, schedule)
