@@ -1094,23 +1094,26 @@ class Engine:
         self._blocks.expire(out)
         for symbol, book in self._books.items():
             volume = book.day_volume
+            # The close is of the trades between two accounts: an account's trades with
+            # itself (stp none) move nothing, and would move the band where it liked.
+            closing = volume - book.day_self_volume
             previous = self._reference[symbol]
             away = self._specs[symbol].away
             if not volume and previous is None and not any(away):
                 continue  # never traded, no reference: no statistics
             inst = self._instruments[symbol]
             close = previous
-            if volume:
+            if closing:
                 # Close = volume-weighted average price of the day, to the nearest tick,
                 # halves rounded up.
-                notional = book.day_notional
-                close = (2 * notional + volume) // (2 * volume)
+                notional = book.day_notional - book.day_self_notional
+                close = (2 * notional + closing) // (2 * closing)
                 self._reference[symbol] = close
                 self._specs[symbol].band = inst.price_band(close)
                 ctr.seq += 1
                 out.append(
                     ReferencePriceSet(seq=ctr.seq, instrument=symbol, price=close,
-                                      close_volume=volume))
+                                      close_volume=closing))
             ctr.seq += 1
             out.append(
                 DailyStatistics(seq=ctr.seq, instrument=symbol, day=self.day, date=date,
@@ -1119,9 +1122,10 @@ class Engine:
                                 low=book.day_low if volume else None, close=close, volume=volume,
                                 turnover=book.day_notional * inst.tick_value,
                                 block_volume=away[0], auction_volume=away[1]))
-            if volume:
+            if closing:
                 self._cancel_out_of_band(symbol, out)
-            book.day_volume = book.day_notional = 0
+            book.day_volume = book.day_notional = book.day_self_volume = 0
+            book.day_self_notional = 0
             away[0] = away[1] = 0
         if self._quoting is not None:
             if ts is None:
@@ -1328,7 +1332,7 @@ class Engine:
                 book.day_volume,
                 str(book.day_notional),
                 book.snapshot(), stop_rows, day, self._specs[symbol].halted,
-                list(self._specs[symbol].away)
+                list(self._specs[symbol].away), book.day_self_volume, str(book.day_self_notional)
             ])
         ledger = self._ledger.snapshot()
         # The instruments list stays last: tools read it as snapshot()[-1].
@@ -1456,7 +1460,9 @@ class Engine:
                 InstrumentState(symbol=symbol, reference_price=self._reference[symbol],
                                 last_price=book.last_price, trade_count=book.trade_count,
                                 volume=book.volume, day_volume=book.day_volume,
-                                day_notional=str(book.day_notional), bids=listed[0],
+                                day_notional=str(book.day_notional),
+                                day_self_volume=book.day_self_volume,
+                                day_self_notional=str(book.day_self_notional), bids=listed[0],
                                 asks=listed[1], stop_buys=listed[2], stop_sells=listed[3],
                                 day_prices=([book.day_open, book.day_high, book.day_low]
                                             if book.day_volume else None),
@@ -1572,6 +1578,12 @@ class Engine:
             if not inst.day_notional.isdigit() or not inst.day_notional.isascii():
                 raise StateError(f"{symbol}: day notional {inst.day_notional!r}")
             book.day_volume, book.day_notional = inst.day_volume, int(inst.day_notional)
+            own = inst.day_self_notional
+            if (not own.isdigit() or not own.isascii() or not 0 <= inst.day_self_volume
+                    <= inst.day_volume or int(own) > book.day_notional):
+                raise StateError(f"{symbol}: the day's trades with themselves "
+                                 f"{inst.day_self_volume!r}, {own!r}")
+            book.day_self_volume, book.day_self_notional = inst.day_self_volume, int(own)
             if inst.day_volume:
                 prices = inst.day_prices
                 if prices is None or len(prices) != 3 or not 0 < prices[2] <= prices[1]:

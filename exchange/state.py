@@ -29,9 +29,11 @@ events depend on, so it is kept exactly:
 ``InstrumentState``
     ``symbol``, ``reference_price`` (the band follows from it), ``last_price``,
     ``trade_count``, ``volume``, ``day_volume``, ``day_notional`` (decimal text: it
-    may pass 64 bits); ``bids`` and ``asks`` in priority order (best price first,
-    then time); ``stop_buys`` and ``stop_sells`` in trigger order (``OrderState``);
-    ``day_prices`` (the day's open, high and low, once it has traded) and ``halted``.
+    may pass 64 bits), and of those ``day_self_volume`` and ``day_self_notional``, an
+    account's trades with itself, which set no close; ``bids`` and ``asks`` in
+    priority order (best price first, then time); ``stop_buys`` and ``stop_sells`` in
+    trigger order (``OrderState``); ``day_prices`` (the day's open, high and low, once it
+    has traded) and ``halted``.
 ``OrderState`` (an array)
     ``order_id, account, instrument, is_buy, price, qty, visible, display, kind, tif,
     stp, post_only, stop_price, expire_ts, accept_seq``: ``exchange.book.fast.Order``'s
@@ -133,6 +135,8 @@ class InstrumentState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     volume: int = 0
     day_volume: int = 0
     day_notional: str = "0"
+    day_self_volume: int = 0
+    day_self_notional: str = "0"
     bids: list[R] = []
     asks: list[R] = []
     stop_buys: list[R] = []

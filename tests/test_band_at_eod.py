@@ -29,3 +29,39 @@ def test_a_resting_order_outside_the_new_band_is_cancelled_at_eod_and_never_trad
     assert not [e for e in events if isinstance(e, TradeExecuted)]
     assert engine.ledger.accounts["A"].holding("CEA25").held == 0  # the offer's hold given back
     engine.check()
+
+
+def test_an_accounts_trades_with_itself_set_no_close() -> None:
+    """A wash trade of 99,999 t at 66.00 (stp none) beside 100 t at 60.00 between two
+    accounts made the close 65.99 and moved the next day's band by a tenth: the close is
+    of trades between two accounts; the day's volume and high still show the wash."""
+    from exchange.events import DailyStatistics, ReferencePriceSet
+
+    engine = Engine(default_market().without_limits(), ledger=True)
+    for account in ("A", "B"):
+        engine.execute(Deposit(account=account, currency="CNY", amount="100000000.00"))
+        engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=200_000))
+    engine.execute(PlaceOrder(order_id="s1", account="A", instrument="CEA25", side="sell",
+                              price="60.00", qty=100))
+    engine.execute(PlaceOrder(order_id="b1", account="B", instrument="CEA25", side="buy",
+                              price="60.00", qty=100))
+    engine.execute(PlaceOrder(order_id="w1", account="A", instrument="CEA25", side="sell",
+                              price="66.00", qty=99_999, stp="none"))
+    wash = engine.execute(PlaceOrder(order_id="w2", account="A", instrument="CEA25",
+                                     side="buy", price="66.00", qty=99_999, stp="none"))
+    assert [e.qty for e in wash if isinstance(e, TradeExecuted)] == [99_999]
+    events = engine.execute(EndOfDay())
+    (reference, ) = [e for e in events if isinstance(e, ReferencePriceSet)]
+    (daily, ) = [e for e in events if isinstance(e, DailyStatistics)]
+    assert (reference.price, reference.close_volume) == (6000, 100)
+    assert (daily.close, daily.volume, daily.high) == (6000, 100_099, 6600)
+    assert engine.price_band("CEA25") == (5400, 6600)
+    # a day of nothing but a wash keeps the close it had
+    engine.execute(PlaceOrder(order_id="w3", account="B", instrument="CEA25", side="sell",
+                              price="65.00", qty=10, stp="none"))
+    engine.execute(PlaceOrder(order_id="w4", account="B", instrument="CEA25", side="buy",
+                              price="65.00", qty=10, stp="none"))
+    events = engine.execute(EndOfDay())
+    assert not [e for e in events if isinstance(e, ReferencePriceSet)]
+    assert [(e.close, e.volume) for e in events if isinstance(e, DailyStatistics)] == [(6000, 10)]
+    engine.check()

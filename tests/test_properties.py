@@ -434,6 +434,8 @@ class Model:
         self.day_volume: dict[str, int] = {}
         self.day_notional: dict[str, int] = {}
         self.day_prices: dict[str, list[int]] = {}  # the day's trade prices, in order
+        # of the day's volume and notional, the trades of two accounts: they set the close
+        self.day_closing: dict[str, list[int]] = {}
         self.reference: dict[str, int | None] = {
             s: inst.reference_price
             for s, inst in MARKET.instruments.items()
@@ -649,10 +651,10 @@ class Model:
                     assert rest[i - 1] is closes[event.instrument], (rest[i - 1], event)
         for rec in self.orders.values():
             assert not (rec.open and rec.tif == "day"), f"day order {rec.order_id} survived eod"
-        traded = {s for s, v in self.day_volume.items() if v}
+        traded = {s for s, (v, _) in self.day_closing.items() if v}
         assert set(closes) == traded, (sorted(closes), sorted(traded))
         for symbol, event in closes.items():
-            volume, notional = self.day_volume[symbol], self.day_notional[symbol]
+            volume, notional = self.day_closing[symbol]
             vwap = Fraction(notional, volume)
             expected = floor(vwap + Fraction(1, 2))  # nearest tick, halves up
             assert (event.price, event.close_volume) == (expected, volume), (event, vwap)
@@ -675,7 +677,8 @@ class Model:
         # listing trades' open, high and low, the close (the reference price, carried
         # over a day without trades), volume and turnover (a tick of 0.01 is one fen).
         known = {s for s, price in self.reference.items() if price is not None}
-        assert set(statistics) == traded | known, (sorted(statistics), sorted(traded | known))
+        listed = {s for s, v in self.day_volume.items() if v} | known  # self-trades too
+        assert set(statistics) == listed, (sorted(statistics), sorted(listed))
         date = None if cmd.ts is None else cmd.ts // (86_400 * 10**9)  # no schedule: UTC
         for symbol, event in statistics.items():
             prices = self.day_prices.get(symbol)
@@ -689,6 +692,7 @@ class Model:
         self.day_volume.clear()
         self.day_notional.clear()
         self.day_prices.clear()
+        self.day_closing.clear()
 
     # --- consequences ------------------------------------------------------------------
     def _consequences(self, events: list) -> None:
@@ -746,6 +750,10 @@ class Model:
         self.day_volume[t.instrument] = self.day_volume.get(t.instrument, 0) + t.qty
         self.day_notional[t.instrument] = self.day_notional.get(t.instrument, 0) + t.qty * t.price
         self.day_prices.setdefault(t.instrument, []).append(t.price)
+        if t.buy_account != t.sell_account:  # an account's trade with itself sets no close
+            closing = self.day_closing.setdefault(t.instrument, [0, 0])
+            closing[0] += t.qty
+            closing[1] += t.qty * t.price
 
     def _cancelled(self, event: OrderCancelled) -> None:
         rec = self.orders[event.order_id]

@@ -235,6 +235,9 @@ class FastBook:
         self.volume = 0
         self.day_volume = 0
         self.day_notional = 0
+        # Of those, an account's trades with itself (stp none): they set no close.
+        self.day_self_volume = 0
+        self.day_self_notional = 0
         # The day's first, highest and lowest trade prices (meaningful once day_volume > 0).
         self.day_open = self.day_high = self.day_low = 0
 
@@ -416,7 +419,7 @@ class FastBook:
         is_buy = order.is_buy
         remaining = order.qty
         killed = False
-        volume = notional = price = last = first = 0
+        volume = notional = price = last = first = own_volume = own_notional = 0
         heap = side.heap
         levels = side.levels
         while remaining and heap:
@@ -474,6 +477,9 @@ class FastBook:
                     first = price
                 volume += fill
                 notional += fill * price
+                if resting.account == account:  # a trade with itself (stp none)
+                    own_volume += fill
+                    own_notional += fill * price
                 last = price
                 if shown:
                     resting.visible = shown
@@ -514,6 +520,9 @@ class FastBook:
                     self.day_low = low
             self.day_volume += volume
             self.day_notional += notional
+            if own_volume:
+                self.day_self_volume += own_volume
+                self.day_self_notional += own_notional
         ctr.seq, ctr.trade = seq, trade
         order.qty = remaining
         if order.visible > remaining:

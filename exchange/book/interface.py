@@ -29,6 +29,8 @@ class OrderBook(Protocol):
     volume: int
     day_volume: int
     day_notional: int
+    day_self_volume: int  # of day_volume, an account's trades with itself (stp none)
+    day_self_notional: int
     day_open: int
     day_high: int
     day_low: int

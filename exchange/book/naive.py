@@ -48,6 +48,8 @@ class NaiveBook:
         self.volume = 0
         self.day_volume = 0
         self.day_notional = 0
+        self.day_self_volume = 0  # of those, an account's trades with itself (stp none)
+        self.day_self_notional = 0
         self.day_open = self.day_high = self.day_low = 0
 
     # --- priority ----------------------------------------------------------------------
@@ -217,6 +219,9 @@ class NaiveBook:
             self.day_low = min(self.day_low, price)
             self.day_volume += fill
             self.day_notional += fill * resting.price
+            if buy.account == sell.account:
+                self.day_self_volume += fill
+                self.day_self_notional += fill * resting.price
             if resting.qty == 0:
                 self.remove(resting)
                 self._ids.retire(resting.order_id)
