@@ -62,6 +62,7 @@ from exchange.events import (ClockAdvanced, CommandRejected, DailyStatistics, Ev
                              OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded,
                              TradingStatusChanged)
 from exchange.book.interface import OrderBook
+from exchange.derivatives.clearing import CLOSE_OUT_PREFIX
 from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
 from exchange.makers import QuotingMonitor
 from exchange.market import Instrument, Market, parse_market
@@ -1269,7 +1270,8 @@ class Engine:
                 left -= qty
                 mark = len(out)
                 self._place(
-                    PlaceOrder(order_id=f"@close-{self.day}-{number}-{part}", account=account,
+                    PlaceOrder(order_id=f"{CLOSE_OUT_PREFIX}{self.day}-{number}-{part}",
+                               account=account,
                                instrument=symbol, side="sell" if lots > 0 else "buy", type="limit",
                                tif="ioc", price=inst.format_price(worst), qty=qty, stp="none"),
                     out)

@@ -612,6 +612,26 @@ def test_close_out_trades_do_not_set_the_next_days_settlement():
             if type(e) is SettlementPriceSet] == [(8500, "previous")]
 
 
+def test_a_stop_that_a_close_out_triggers_sets_the_settlement_as_any_trade():
+    """Only the close-out's own trades set no price: a stop of another account that one
+    triggers, trading with a third, is a trade like any other (it was left out too)."""
+    from exchange.events import OrderTriggered, SettlementPriceSet
+
+    run = Run()
+    _called(run)  # the clock is now at MON + DAY, in the window
+    _funded(run, "d")
+    run.order("d1", "d", "F", "buy", 1, "87.00", ts=MON + DAY, type="stop_limit",
+              stop_price="86.00")
+    events = run(EndOfDay())  # a is closed out at 86.00, which triggers d's stop
+    assert [e.order_id for e in events if type(e) is OrderTriggered] == ["d1"]
+    trades = [(e.buy_account, e.sell_account, e.price) for e in events
+              if type(e) is TradeExecuted]
+    assert trades == [("a", "c", 8600), ("d", "c", 8600)]  # c's offer of 5 at 86.00
+    events = run(EndOfDay())
+    assert [(e.price, e.source) for e in events
+            if type(e) is SettlementPriceSet] == [(8600, "window")]  # d's, not a's
+
+
 def test_the_clearing_houses_own_long_is_delivered_to_last():
     """A long the clearing house took over from a defaulter ('@clearing' sorts before
     every client) took the only allowances delivered, and the client long got the

@@ -129,6 +129,7 @@ def _one_quoter(book: _Quotes, bid: int, ask: int) -> bool:
 
 
 _T = TypeVar("_T")
+CLOSE_OUT_PREFIX = "@close-"  # the engine's close-out orders' ids begin so
 
 
 def _given(term: _T | None) -> _T:
@@ -249,8 +250,9 @@ class Clearing:
         self.delivered: set[str] = set()
         self.clock = 0
         self.schedule = market.schedule  # its time zone makes the days of expiry
-        # Set by the engine while it closes out called accounts: those trades, like an
-        # account's trades with itself, set no settlement price (``trade``).
+        # Set by the engine while it closes out called accounts: the trades of its
+        # close-out orders (ids beginning CLOSE_OUT_PREFIX), like an account's trades with
+        # itself, set no settlement price (``trade``).
         self.closing_out = False
 
     def today(self) -> int:
@@ -452,9 +454,12 @@ class Clearing:
                 self._pay(account, -charged, inst.currency, out, "fee", fee=True)
         if inst.kind == "option":
             return
-        if trade.buy_account == trade.sell_account or self.closing_out:
+        if trade.buy_account == trade.sell_account or self.closing_out and (
+                trade.buy_order_id.startswith(CLOSE_OUT_PREFIX)
+                or trade.sell_order_id.startswith(CLOSE_OUT_PREFIX)):
             # A trade with itself (stp none) moves no money between accounts, and a
-            # close-out is forced: neither may set the price everyone is marked to.
+            # close-out's is forced: neither may set the price everyone is marked to.
+            # (A stop that a close-out triggers trades as any order does.)
             return
         day = self.day_trades.setdefault(symbol, [0, 0])
         day[0] += price * qty
