@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded broker: JSON of account passwords (default: "
         "DIR/credentials.json with --journal, else "
         "./carbonx-credentials.json)")
-    serve.add_argument("--port", type=int, default=1883,
+    serve.add_argument("--port", type=int, default=None,
                        help="embedded broker: port on 127.0.0.1 (default: 1883)")
     serve.add_argument(
         "--message-rate", type=int, default=None, metavar="N",
@@ -500,6 +500,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Options that would be passed over say so, as --password-file without --broker does.
+    if args.broker and (args.credentials or args.port is not None):
+        raise UsageError("--credentials and --port are the embedded broker's; with --broker, "
+                         "the broker has its own (broker-config)")
+    if args.web_credentials and args.web is None:
+        raise UsageError("--web-credentials is the web portal's logins: it goes with --web")
+    if args.node_id and not args.cluster:
+        raise UsageError("--node-id names a node of a cluster: it goes with --cluster")
+    if args.port is None:
+        args.port = 1883
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.web is not None and not 0 < args.web < 65536:

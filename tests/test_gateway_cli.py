@@ -125,6 +125,11 @@ def test_serve_joins_mosquitto_with_broker_config(tmp_path):
                       (["serve", "--broker", "mqtt://127.0.0.1:1883"], "user and password"),
                       (["serve", "--port", "0"], "not a port"),
                       (["serve", "--web", "0"], "--web 0: not a port number"),
+                      # options that would be passed over
+                      (["serve", "--broker", "mqtt://gw:pw@127.0.0.1:1", "--port", "1884"],
+                       "--credentials and --port are the embedded broker's"),
+                      (["serve", "--web-credentials", "c.json"], "goes with --web"),
+                      (["serve", "--node-id", "n1"], "goes with --cluster"),
                       (["serve", "--eod", "25:00"], "--eod: expected HH:MM"),
                       (["serve", "--init", "missing.csv"], "missing.csv"),
                       (["demo", "--seconds", "0"], "--seconds"),
