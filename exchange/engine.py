@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from itertools import takewhile
 from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import takewhile
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import msgspec
