@@ -70,6 +70,14 @@ class Schedule:
         """``(day number, second of the day)`` of *ts* in the market's time zone."""
         return divmod(ts // NS + self.offset(ts), _DAY_S)
 
+    def at(self, day: int, second: int) -> int:
+        """The engine time of *second* into local *day*: the local time less the zone's
+        offset, the offset taken where a first guess (the local time read as UTC) falls,
+        then again where that lands."""
+        local = (day * _DAY_S + second) * NS
+        guess = local - self.offset(local) * NS
+        return local - self.offset(guess) * NS
+
     def local_day(self, ts: int) -> int:
         """The local calendar day of *ts*."""
         return self.local(ts)[0]

@@ -94,7 +94,6 @@ NEW_CCER_AFTER = days_from_civil(2024, 1, 22)
 # of this day, and applications close at the end of that one (days of the market's zone).
 CONVERSION_CUTOFF = days_from_civil(2025, 12, 31)
 CONVERSION_CLOSES = days_from_civil(2026, 6, 10)
-_NS = 10**9
 _NEVER = 1 << 64  # past any engine time
 
 
@@ -109,11 +108,7 @@ def local_day_start_ns(day: int, schedule: Schedule | None = None) -> int:
     >>> local_day_start_ns(20_454) // 10**9   # 2026-01-01 00:00 UTC
     1767225600
     """
-    start = day_start_ns(day)
-    if schedule is None:
-        return start
-    guess = start - schedule.offset(start) * _NS
-    return start - schedule.offset(guess) * _NS
+    return day_start_ns(day) if schedule is None else schedule.at(day, 0)
 
 
 def civil_month(ts: int, schedule: Schedule | None = None) -> tuple[int, int]:

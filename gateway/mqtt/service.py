@@ -994,15 +994,7 @@ def next_end_of_day(now_ns: int, at: int, schedule: Schedule | None) -> int:
     day = day if second < at else day + 1
     while not schedule.is_business_day(day):
         day += 1
-    guess = ((day * 86_400 + at) - schedule.offset(now_ns)) * 10**9
-    return ((day * 86_400 + at) - schedule.offset(guess)) * 10**9
-
-
-def _day_end_ns(day: int, at: int, schedule: Schedule) -> int:
-    """The engine time *at* seconds into local *day* of *schedule*."""
-    local = day * 86_400 + at
-    guess = (local - schedule.offset(local * 10**9)) * 10**9
-    return (local - schedule.offset(guess)) * 10**9
+    return schedule.at(day, at)
 
 
 MISSED_DAYS_MAX = 31  # the most business days' ends a restarted gateway catches up
@@ -1021,7 +1013,7 @@ def missed_ends_of_day(now_ns: int, at: int, schedule: Schedule | None, ended: i
     today, second = schedule.local(now_ns)
     last = today if second >= at else today - 1
     days = [d for d in range(first, last + 1) if schedule.is_business_day(d)]
-    return [_day_end_ns(d, at, schedule) for d in days[-MISSED_DAYS_MAX:]]
+    return [schedule.at(d, at) for d in days[-MISSED_DAYS_MAX:]]
 
 
 def seconds_of_day(text: str) -> int:
