@@ -199,37 +199,14 @@ class _Reader:
                 verifier: str = "", multiple: str = "", months: str = "", stage: str = "",
                 to_instrument: str = "", auction: str = "", pricing: str = "") -> AnyCommand:
         """Return the command of one row, or raise ``_RowError``."""
-        if action in _MODE_ACTIONS:
-            unused = _MODE_UNUSED[action]
-            given = [name for name, value in (("type", type_), ("tif", tif),
-                                              ("stop_price", stop_price),
-                                              ("display_qty", display_qty),
-                                              ("post_only", post_only), ("stp", stp),
-                                              ("expire_ts", expire_ts), ("year", year),
-                                              ("kind", kind), ("to_instrument", to_instrument),
-                                              ("order_id", order_id), ("instrument", instrument),
-                                              ("side", side), ("price", price), ("qty", qty),
-                                              ("to_account", to_account), ("auction", auction),
-                                              ("pricing", pricing), ("account", account),
-                                              ("quality", quality), ("verifier", verifier),
-                                              ("multiple", multiple), ("months", months),
-                                              ("stage", stage))
-                     if value and name in unused]
-            if given:
-                raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
-        elif action in _USED:
-            used = _USED[action]
-            given = [name for name, value in (
-                ("order_id", order_id), ("account", account), ("instrument", instrument),
-                ("side", side), ("type", type_), ("tif", tif), ("price", price), ("qty", qty),
-                ("stop_price", stop_price), ("display_qty", display_qty),
-                ("post_only", post_only), ("stp", stp), ("expire_ts", expire_ts),
-                ("kind", kind), ("to_account", to_account), ("year", year),
-                ("quality", quality), ("verifier", verifier), ("multiple", multiple),
-                ("months", months), ("stage", stage), ("to_instrument", to_instrument),
-                ("auction", auction), ("pricing", pricing)) if value and name not in used]
-            if given:
-                raise _RowError(f"{given[0]} is not a key of {_a_row(action)}")
+        used = _USED.get(action)
+        if used is not None:
+            values = (order_id, account, instrument, side, type_, tif, price, qty, stop_price,
+                      display_qty, post_only, stp, expire_ts, kind, to_account, year, quality,
+                      verifier, multiple, months, stage, to_instrument, auction, pricing)
+            for name, value in zip(_ROW_KEYS, values):
+                if value and name not in used:
+                    raise _RowError(f"{name} is not a key of {_a_row(action)}")
         if action in _REGISTRY_ACTIONS or year:
             command = self._registry(action, account, instrument, qty, ts, year, quality, verifier,
                                      multiple, months, stage, price)
@@ -462,9 +439,10 @@ class _Reader:
 
 _REGISTRY_ACTIONS = frozenset({"emissions", "deadline", "allocate"})
 
-# The keys each action other than a block's or an auction's has a use for (besides
-# ``action``, ``ts`` and ``command_id``): a row giving another cannot be read, rather than
-# the value dropped without a word.
+# The keys each action has a use for (besides ``action``, ``ts`` and ``command_id``, which
+# every row may give): a row giving another cannot be read, rather than the value dropped
+# without a word. Those of blocks and auctions follow _MODE_UNUSED below.
+_ROW_KEYS = tuple(f for f in FIELDS if f not in ("action", "ts", "command_id"))
 _ORDER_KEYS = frozenset({"order_id", "account", "instrument", "side", "type", "tif", "price",
                          "qty", "stop_price", "display_qty", "post_only", "stp", "expire_ts"})
 _HOLDING_KEYS = frozenset({"account", "instrument", "qty"})
@@ -491,8 +469,7 @@ _USED: dict[str, frozenset[str]] = {
 }
 # The keys of no order: a new row giving one leaves the readers' shortcuts for the
 # checks above.
-_NOT_ORDER_KEYS = tuple(f for f in FIELDS if f not in _ORDER_KEYS
-                        and f not in ("action", "ts", "command_id"))
+_NOT_ORDER_KEYS = tuple(f for f in _ROW_KEYS if f not in _ORDER_KEYS)
 
 
 def _a_row(action: str) -> str:
@@ -515,6 +492,7 @@ _MODE_UNUSED: dict[str, frozenset[str]] = {
     "auction_close": _ORDER_ONLY | {"account", "order_id", "instrument", "side", "price", "qty",
                                     "to_account", "pricing"},
 }
+_USED.update((action, frozenset(_ROW_KEYS) - unused) for action, unused in _MODE_UNUSED.items())
 
 
 # Keys a registry row passes only when it gives them (the command's default otherwise).
