@@ -62,7 +62,7 @@ from exchange.events import (ClockAdvanced, CommandRejected, DailyStatistics, Ev
                              OrderTriggered, ReferencePriceSet, TradeExecuted, TradingDayEnded,
                              TradingStatusChanged)
 from exchange.book.interface import OrderBook
-from exchange.derivatives.clearing import CLOSE_OUT_PREFIX
+from exchange.derivatives.clearing import CLOSE_OUT_PREFIX, margin_reach
 from exchange.ledger import AdminCommand, CloseOut, Ledger, NoLedger
 from exchange.makers import QuotingMonitor
 from exchange.market import Instrument, Market, parse_market
@@ -1256,7 +1256,7 @@ class Engine:
             # margin (and within the band, if any): what the book cannot take there goes to
             # the clearing house at the settlement price, never to a stray far order.
             settle = clearing.settlement[symbol]
-            reach = inst.initial_margin // max(inst.tick_value, 1)
+            reach = margin_reach(inst)
             worst = settle - reach if lots > 0 else settle + reach
             if spec.band is not None:
                 low, high = spec.band

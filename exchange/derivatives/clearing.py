@@ -132,6 +132,12 @@ _T = TypeVar("_T")
 CLOSE_OUT_PREFIX = "@close-"  # the engine's close-out orders' ids begin so
 
 
+def margin_reach(inst: Instrument) -> int:
+    """How far, in ticks, a price moves one lot's value by its initial margin: the most
+    quotes move a settlement price in a day, and the furthest a close-out trades from it."""
+    return inst.initial_margin // max(inst.tick_value, 1)
+
+
 def _given(term: _T | None) -> _T:
     """*term*, which the market sets on every contract the clearing house keeps (see
     ``Clearing.__init__``): a future's last trading day, delivery day and underlying; an
@@ -578,7 +584,7 @@ class Clearing:
             anchor = previous if previous is not None else day
             assert anchor is not None
             inst = self.contracts[symbol]
-            reach = inst.initial_margin // max(inst.tick_value, 1)
+            reach = margin_reach(inst)
             price = min(max((bid + ask + 1) // 2, anchor - reach), anchor + reach)
             source = "mid"
         elif previous is not None:
