@@ -1245,6 +1245,9 @@ def reopen_journal(directory: str | Path, *, fsync: str = "group",
     except OSError as exc:
         os.close(lock)
         raise JournalError(f"cannot write the journal in {path}: {exc.strerror}") from None
+    except BaseException:  # (any other failure gives the directory back too)
+        os.close(lock)
+        raise
     writer = JournalWriter(path, recovered.seq, manifest, fd, size, fsync=fsync,
                            last_snapshot=recovered.snapshot_seq, lock=lock)
     return recovered, writer
