@@ -7,16 +7,21 @@ from exchange import Deposit, EndOfDay, Engine, IssueAllowances, PlaceOrder, def
 from exchange.events import OrderCancelled, TradeExecuted
 
 
-def test_a_resting_order_outside_the_new_band_is_cancelled_at_eod_and_never_trades() -> None:
-    engine = Engine(default_market(), ledger=True)
+def _traded_at_60(engine: Engine, cash: str, units: int) -> Engine:
+    """*engine* with A and B funded, after A sold B 100 t at 60.00 (no band yet)."""
     for account in ("A", "B"):
-        engine.execute(Deposit(account=account, currency="CNY", amount="1000000.00"))
-        engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=10_000))
-    # Day 1 (no band yet): a trade at 60.00, then an offer at 50.00 left resting.
+        engine.execute(Deposit(account=account, currency="CNY", amount=cash))
+        engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=units))
     engine.execute(PlaceOrder(order_id="s1", account="A", instrument="CEA25", side="sell",
                               price="60.00", qty=100))
     engine.execute(PlaceOrder(order_id="b1", account="B", instrument="CEA25", side="buy",
                               price="60.00", qty=100))
+    return engine
+
+
+def test_a_resting_order_outside_the_new_band_is_cancelled_at_eod_and_never_trades() -> None:
+    # Day 1 (no band yet): a trade at 60.00, then an offer at 50.00 left resting.
+    engine = _traded_at_60(Engine(default_market(), ledger=True), "1000000.00", 10_000)
     engine.execute(PlaceOrder(order_id="lo", account="A", instrument="CEA25", side="sell",
                               price="50.00", qty=100))
     events = engine.execute(EndOfDay())
@@ -37,14 +42,8 @@ def test_an_accounts_trades_with_itself_set_no_close() -> None:
     of trades between two accounts; the day's volume and high still show the wash."""
     from exchange.events import DailyStatistics, ReferencePriceSet
 
-    engine = Engine(default_market().without_limits(), ledger=True)
-    for account in ("A", "B"):
-        engine.execute(Deposit(account=account, currency="CNY", amount="100000000.00"))
-        engine.execute(IssueAllowances(account=account, instrument="CEA25", qty=200_000))
-    engine.execute(PlaceOrder(order_id="s1", account="A", instrument="CEA25", side="sell",
-                              price="60.00", qty=100))
-    engine.execute(PlaceOrder(order_id="b1", account="B", instrument="CEA25", side="buy",
-                              price="60.00", qty=100))
+    engine = _traded_at_60(Engine(default_market().without_limits(), ledger=True),
+                           "100000000.00", 200_000)
     engine.execute(PlaceOrder(order_id="w1", account="A", instrument="CEA25", side="sell",
                               price="66.00", qty=99_999, stp="none"))
     wash = engine.execute(PlaceOrder(order_id="w2", account="A", instrument="CEA25",
