@@ -16,7 +16,7 @@ import enum
 import io
 import re
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import chain, islice, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
@@ -34,6 +34,8 @@ from exchange.commands import (ACCOUNT_KINDS, PRICINGS, STP_MODES, AcceptBlock, 
 from exchange.units import is_decimal
 
 if TYPE_CHECKING:
+    from _csv import Reader as _CsvReader
+
     from exchange.commands import AnyCommand, OrderType, Side, TimeInForce
 
 __all__ = [
@@ -620,10 +622,25 @@ def _parse_csv(data: bytes, name: str, reader: _Reader,
             data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise _not_utf8(name, data, exc) from None
+    plain = _plain_rows(data)
+    if plain is not None:
+        try:
+            return _read_csv_rows(plain, name, reader, progress, estimate, None)
+        except (OrderFileError, _NotPlain):
+            # The csv module reads it again: it names the line, and says the same.
+            progress = None
     # Profiled (benchmarks/endtoend.py): the text is decoded as the rows are read. Decoding
     # it whole first held the file three more times over (the str, and io.StringIO's
     # copy at four bytes a character), and each fresh page costs its first touch.
     rows = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
+    return _read_csv_rows(rows, name, reader, progress, estimate, rows)
+
+
+def _read_csv_rows(rows: Iterator[list[str]], name: str, reader: _Reader,
+                   progress: Progress | None, estimate: int,
+                   numbered: _CsvReader | None) -> list[AnyCommand]:
+    """Read the header and the rows of *rows* into commands; *numbered*, the csv
+    module's reader, names the line of an error (without it, the line is not named)."""
     try:
         header = next(rows)
     except StopIteration:
@@ -634,13 +651,62 @@ def _parse_csv(data: bytes, name: str, reader: _Reader,
     width = len(header)
     try:
         commands = _convert_rows(rows, width, picks, reader, progress, estimate)
-    except _RowError as exc:
-        raise OrderFileError(name, rows.line_num, str(exc)) from None
-    except csv.Error as exc:
-        raise OrderFileError(name, rows.line_num, f"not CSV: {exc}") from None
+    except (_RowError, csv.Error) as exc:
+        line = None if numbered is None else numbered.line_num
+        text = f"not CSV: {exc}" if isinstance(exc, csv.Error) else str(exc)
+        raise OrderFileError(name, line, text) from None
     if progress is not None:
         progress(len(commands), len(commands))
     return commands
+
+
+class _NotPlain(Exception):
+    """Text that ``_plain_rows`` cannot split as the csv module would: a line longer
+    than the csv module's field size limit."""
+
+
+_SPLIT_BYTES = 1 << 20  # the text is decoded and split about this much at a time
+
+
+def _plain_rows(data: bytes) -> Iterator[list[str]] | None:
+    """The rows of CSV *data* (UTF-8 checked) split on its commas and newlines, when
+    that is what the csv module would read: the text has no quote or carriage return.
+    A blank line after the first is left out (the csv module reads it as a row of
+    no fields, and those are skipped). ``None`` for any other text; the rows raise
+    ``_NotPlain`` at a line longer than the csv module's field size limit.
+
+    Profiled (benchmarks/endtoend.py): str.split in C in place of the csv module's
+    character-by-character reader; tests/test_orderfile_plain.py holds the two equal.
+    """
+    if b'"' in data or b"\r" in data:
+        return None
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    if start == len(data):
+        return iter(())
+    end = data.find(b"\n", start)
+    end = len(data) if end < 0 else end
+    header = data[start:end].decode()
+    return chain([header.split(",") if header else []],
+                 chain.from_iterable(_split_slices(data, end + 1)))
+
+
+def _split_slices(data: bytes, start: int) -> Iterator[Iterator[list[str]]]:
+    """From *start*, a slice of about ``_SPLIT_BYTES`` of *data* at a time, ending at a
+    line's end: the rows of its lines that are not blank."""
+    limit = csv.field_size_limit()
+    size = len(data)
+    while start < size:
+        end = size
+        if start + _SPLIT_BYTES < size:
+            end = data.rfind(b"\n", start, start + _SPLIT_BYTES)
+            if end < 0:  # a line longer than a slice
+                end = data.find(b"\n", start + _SPLIT_BYTES)
+                end = size if end < 0 else end
+        lines = data[start:end].decode().split("\n")
+        if max(map(len, lines)) > limit:
+            raise _NotPlain
+        yield map(str.split, filter(None, lines), repeat(","))
+        start = end + 1
 
 
 def _not_utf8(name: str, data: bytes, exc: UnicodeDecodeError) -> OrderFileError:
