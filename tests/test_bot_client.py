@@ -139,3 +139,38 @@ def test_a_refused_login_says_so_at_once_and_a_closed_client_ends_its_streams():
                 await client.cancel("x")
 
     run(scenario())
+
+
+def test_a_command_submitted_while_reconnecting_leaves_before_later_ones():
+    """On reconnecting, the client resends what is unanswered, awaiting each batch's
+    publish, and counts as connected only after. A command submitted during those awaits
+    was pending but in no batch: it went out ~2 s later with the resend timer, behind
+    the commands sent once connected. An amend to 60.05 followed by one to 60.08 left the
+    order at 60.05. Whatever is submitted meanwhile now leaves in order, before the client
+    counts as connected."""
+
+    class SlowBroker:
+        def __init__(self, client: ExchangeClient) -> None:
+            self.client = client
+            self.sent: list[str] = []
+
+        async def publish(self, topic, payload, qos=0, retain=False):
+            body = json.loads(payload)
+            for command in body if isinstance(body, list) else [body]:
+                self.sent.append(command["command_id"])
+            if len(self.sent) == 1:  # the bot's next amend, while the resend is under way
+                self.client.submit({"action": "amend", "order_id": "o1", "price": "60.05",
+                                    "command_id": "a1"})
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw")
+        client.submit({"action": "cancel", "order_id": "o0", "command_id": "c0"})
+        broker = SlowBroker(client)
+        await client._resend_all(broker)
+        # connected now: the next command goes straight out, after a1
+        assert broker.sent == ["c0", "a1"]
+        assert client.unanswered == 2
+        await client.close()
+
+    run(scenario())

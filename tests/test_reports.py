@@ -297,7 +297,7 @@ def _decode(payload: bytes):
 
 def _reports(outgoing, account) -> list[dict]:
     found = []
-    for topic, payload, _ in outgoing:
+    for topic, payload, *_ in outgoing:
         if topic == f"cx/v1/exec/{account}":
             body = _decode(payload)
             found.extend(body if isinstance(body, list) else [body])
@@ -579,3 +579,16 @@ def test_the_gateways_reason_codes_are_the_vocabularys():
     assert {getattr(protocol, name) for name in names} == set(GATEWAY)
     for name in names:
         assert getattr(protocol, name) == Reason[name] and Reason[name].stage is Stage.GATEWAY
+
+
+def test_an_empty_command_id_is_refused_and_answered_under_it(core):
+    """A bot's command with ``"command_id": ""`` was run as one without an id: its answer
+    carried none, so the client that waited for "" never had it and resent the command
+    every two seconds, each copy run again (a new order rejected duplicate_order_id,
+    an amend or a mass cancel applied again). It is refused, answered under its id."""
+    seq = core.engine.seq
+    _send(core, "bob", _order("e1", "CEA25", "buy", "60.00", command_id=""))
+    [answer] = _reports(core.flush(now=1.0), "bob")
+    assert answer["report"] == "rejected" and answer["reason"] == "bad_command"
+    assert answer["command_id"] == ""
+    assert core.engine.seq == seq

@@ -214,8 +214,8 @@ class ExchangeClient:
                     self._sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
                     delay = self._retry_delay
-                    await self._resend(mqtt, 0.0)
-                    self._connected.set()
+                    await self._resend_all(mqtt)
+                    self._connected.set()  # (no await since the last check: none is left)
                     resender = asyncio.ensure_future(self._resend_late(mqtt))
                     try:
                         async for message in mqtt.messages:
@@ -250,6 +250,27 @@ class ExchangeClient:
         for start in range(0, len(waiting), 500):
             batch = waiting[start:start + 500]
             await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
+
+    async def _resend_all(self, mqtt) -> None:
+        """On (re)connecting: send every command unanswered, in order, before the client
+        counts as connected. A command submitted meanwhile (while a batch is published) is
+        pending but not yet sent: it goes in the next round, so it leaves after the
+        commands before it and before any sent once connected; not 2 s later, behind
+        them (an amend overtaken by the next amend of the same order, left in force)."""
+        sent: set[str] = set()
+        while True:
+            now = asyncio.get_running_loop().time()
+            waiting = []
+            for command_id, entry in self._pending.items():
+                if command_id not in sent:
+                    sent.add(command_id)
+                    entry[2] = now
+                    waiting.append(entry[0])
+            if not waiting:
+                return
+            for start in range(0, len(waiting), 500):
+                batch = waiting[start:start + 500]
+                await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
 
     async def _resend_late(self, mqtt) -> None:
         """A command can vanish (sent while the gateway was away from the broker, which

@@ -296,6 +296,12 @@ class WireDecoder:
                 append(_rejection(BAD_COMMAND, "command_id: an id beginning with '@' is the "
                                   "exchange's own", msgspec.to_builtins(row)))
                 continue
+            if row.command_id == "":
+                # Read as no id at all, it ran without one: its answer carried none, and a
+                # client waiting for "" resent it for ever, each copy acting again.
+                append(_rejection(BAD_COMMAND, "command_id is empty: give an id, or leave the "
+                                  "key out", msgspec.to_builtins(row)))
+                continue
             named = row.account
             if named is not None and named != "" and named != account:
                 append(_rejection(
