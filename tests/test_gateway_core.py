@@ -86,7 +86,7 @@ def test_a_gtd_leaves_the_book_at_its_time_without_another_command(tmp_path):
     assert not core.expire_due()  # once
     out = core.flush(now=1.0)
     assert [(r["report"], r["order_id"]) for r in reports(out, "alice")] == [("expired", "g1")]
-    assert [t for t, _, _ in out if "/exec/" in t or t.startswith("cx/v1/ops")] == [
+    assert [t for t, _, *_ in out if "/exec/" in t or t.startswith("cx/v1/ops")] == [
         "cx/v1/exec/alice"]  # answered to no one
     assert core.engine.order("alice/g1") is None and core.engine.next_expiry() is None
     assert core.stats.commands == 1  # the order's; the clock's move is not a command of anyone
@@ -137,7 +137,7 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
     seqs = [r["seq"] for r in alice + bob]
     assert sorted(seqs) == sorted(set(seqs)) or len(set(seqs)) < len(seqs)  # shared trades
     assert [r["seq"] for r in bob] == sorted(r["seq"] for r in bob)
-    public = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/trades"]
+    public = [decode(p) for t, p, *_ in out if t == "cx/v1/md/CEA25/trades"]
     assert public == [[{
         "seq": alice[1]["seq"],
         "trade_id": 1,
@@ -169,6 +169,28 @@ def test_two_accounts_may_use_the_same_order_id(core):
     assert core.engine.order("alice/c1") is not None and core.engine.order("bob/c1") is None
 
 
+def test_depth_is_retained_and_published_as_the_gateway_connects():
+    """The depth went out only on a change, not retained and not as the gateway
+    connected: a bot that subscribed between two changes, or after a gateway restart,
+    had no depth until the book next moved (while the status and auctions were there)."""
+    engine = Engine(open_market())
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "alice", order("s1", "sell", "61.00", 5))
+    [book] = [m for m in core.flush(now=1.0) if m[0] == "cx/v1/md/CEA25/book"]
+    assert book[2:] == (0, True)  # retained
+    # A restarted gateway over the same engine publishes every instrument's depth as it is.
+    again = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    depths = {t: (decode(p), qos, keep) for t, p, qos, keep in again.retained()
+              if t.endswith("/book")}
+    assert set(depths) == {f"cx/v1/md/{s}/book" for s in engine.market.instruments}
+    body, qos, keep = depths["cx/v1/md/CEA25/book"]
+    assert (body["asks"], body["bids"], body["seq"], keep) == ([["61.00", 5, 1]], [],
+                                                              engine.seq, True)
+    # and not again at the next flush, the book being as published
+    send(again, "bob", order("x", "buy", "60.00", 0))  # refused: moves no book
+    assert not [m for m in again.flush(now=2.0) if m[0].endswith("/book")]
+
+
 def test_depth_is_aggregated_and_throttled():
     core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=1.0))
     for i in range(12):
@@ -176,16 +198,16 @@ def test_depth_is_aggregated_and_throttled():
         send(core, "alice", order(f"t{i}", "sell", f"{61 + i}.00", 7))
     send(core, "bob", order("b", "buy", "59.00", 3))
     out = core.flush(now=10.0)
-    books = [decode(p) for t, p, _ in out if t == "cx/v1/md/CEA25/book"]
+    books = [decode(p) for t, p, *_ in out if t == "cx/v1/md/CEA25/book"]
     assert len(books) == 1
     assert books[0]["bids"] == [["59.00", 3, 1]]
     assert books[0]["asks"][:2] == [["61.00", 12, 2], ["62.00", 12, 2]]
     assert len(books[0]["asks"]) == 10  # ten levels a side
     send(core, "bob", order("b2", "buy", "59.50", 1))
-    assert not [t for t, _, _ in core.flush(now=10.5) if t.endswith("/book")]  # throttled
+    assert not [t for t, _, *_ in core.flush(now=10.5) if t.endswith("/book")]  # throttled
     assert core.books_waiting()
     later = core.depth_now(now=11.0)
-    assert [decode(p)["bids"][0] for _, p, _ in later] == [["59.50", 1, 1]]
+    assert [decode(p)["bids"][0] for _, p, *_ in later] == [["59.50", 1, 1]]
     assert not core.books_waiting()
 
 
@@ -347,7 +369,7 @@ def test_a_resend_over_the_rate_limit_is_not_told_rate_limited_for_a_command_tha
 def test_reports_follow_the_bots_format(core):
     send(core, "alice", order("a1", "sell", "60.00"), packed=True)
     send(core, "bob", order("b1", "buy", "60.00"))
-    out = {t: p for t, p, _ in core.flush(now=1.0)}
+    out = {t: p for t, p, *_ in core.flush(now=1.0)}
     assert msgspec.msgpack.decode(out["cx/v1/exec/alice"])[0]["report"] == "accepted"
     assert json.loads(out["cx/v1/exec/bob"])[0]["report"] == "accepted"
 
@@ -447,7 +469,7 @@ def test_a_burst_of_reports_is_split_into_messages_under_the_packet_limit(core):
         send(core, "alice",
              [order(f"o{i}", "sell", "70.00", 1) for i in range(start, min(start + 500, count))])
     out = core.flush(now=1.0)
-    messages = [p for t, p, _ in out if t == "cx/v1/exec/alice"]
+    messages = [p for t, p, *_ in out if t == "cx/v1/exec/alice"]
     assert len(messages) == 4 and max(map(len, messages)) < 128 * 1024
     answers = reports(out, "alice")
     assert [r["order_id"] for r in answers] == [f"o{i}" for i in range(count)]

@@ -23,8 +23,8 @@ operator's too, and is answered there.
 
 Market data besides trades and depth: each end of day's statistics on
 ``cx/v1/md/{instrument}/daily``, and whether an instrument trades or is halted on
-``cx/v1/md/{instrument}/status`` (retained, and published for every instrument when the
-gateway connects).
+``cx/v1/md/{instrument}/status``. Status and depth are retained, and published for every
+instrument when the gateway connects.
 """
 
 from __future__ import annotations
@@ -581,9 +581,17 @@ class GatewayCore:
 
     def retained(self) -> list[Outgoing]:
         """The retained messages the gateway publishes as it connects: each instrument's
-        status, then each open auction's state as of now. A bot that subscribes late gets
-        them at once, after a restart of the gateway or of a broker that kept none too."""
-        out = [self.status_message(instrument) for instrument in self.engine.market.instruments]
+        status and depth, then each open auction's state as of now. A bot that subscribes
+        late gets them at once, after a restart of the gateway or of a broker that kept
+        none too (and a depth the broker kept from before a restart is replaced)."""
+        engine = self.engine
+        out = [self.status_message(instrument) for instrument in engine.market.instruments]
+        levels = self.settings.book_levels
+        for instrument in engine.market.instruments:
+            shape = engine.book(instrument).depth(levels)
+            self._book_last[instrument] = shape
+            depth = self._reports.depth(instrument, engine.seq, shape)
+            out.append((book_topic(instrument), _json.encode(depth), 0, True))
         for opened, bids in self._auctions.values():
             body = self._reports.auction_state(opened, opened, bids)
             body["seq"] = self.engine.seq
@@ -841,7 +849,8 @@ class GatewayCore:
             self._book_last[instrument] = shape
             sent[instrument] = now
             depth = self._reports.depth(instrument, engine.seq, shape)
-            outgoing.append((book_topic(instrument), _json.encode(depth), 0))
+            # Retained: a bot that subscribes between two changes has the depth at once.
+            outgoing.append((book_topic(instrument), _json.encode(depth), 0, True))
         return outgoing
 
     def books_waiting(self) -> bool:
