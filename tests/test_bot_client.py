@@ -174,3 +174,20 @@ def test_a_command_submitted_while_reconnecting_leaves_before_later_ones():
         await client.close()
 
     run(scenario())
+
+
+def test_mass_cancel_may_name_a_side():
+    """A market maker pulling one side of its quotes: the protocol takes ``side`` on a
+    mass cancel, and the client's ``mass_cancel`` had no way to send it."""
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw")
+        asking = asyncio.ensure_future(client.mass_cancel("CEA25", side="sell"))
+        await asyncio.sleep(0)
+        [(command, _, _)] = client._pending.values()
+        assert {k: v for k, v in command.items() if k != "command_id"} == {
+            "action": "mass_cancel", "instrument": "CEA25", "side": "sell"}
+        asking.cancel()
+        await client.close()
+
+    run(scenario())

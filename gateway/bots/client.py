@@ -421,10 +421,14 @@ class ExchangeClient:
     async def cancel(self, order_id: str) -> dict:
         return await self.request({"action": "cancel", "order_id": order_id})
 
-    async def mass_cancel(self, instrument: str | None = None) -> dict:
+    async def mass_cancel(self, instrument: str | None = None, side: str | None = None) -> dict:
+        """Cancel every open order of this account, or only those of *instrument* and/or
+        *side* (``"buy"`` or ``"sell"``); return the answer, with its ``count``."""
         command: dict = {"action": "mass_cancel"}
         if instrument:
             command["instrument"] = instrument
+        if side:
+            command["side"] = side
         return await self.request(command)
 
     async def surrender(self, instrument: str, qty: int, *, year: int | None) -> dict:
