@@ -611,3 +611,59 @@ def test_the_portal_starts_again_at_once_on_the_port_it_served(exchange):
         assert answer.startswith(b"HTTP/1.1 401 ")
     with serving(exchange.portal, port) as url:
         assert httpx.get(f"{url}/api/v1/instruments", auth=ALICE).status_code == 200
+
+
+# --- found walking the portal as its users would --------------------------------------------
+
+def test_the_last_price_survives_a_restart_of_the_gateway():
+    """A restarted exchange (its trades recovered into the engine, none seen by this
+    gateway) showed "-" as the last price on the market page and marked holdings at the
+    reference price, though the book and the day's open/high/low knew the last trade."""
+    from exchange import PlaceOrder
+    from gateway.web.pages import _Frames, _marked
+
+    engine = Engine(open_market(), ledger=True)
+    engine.execute(Deposit(account="bob", currency="CNY", amount="100000.00"))
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=1_000))
+    engine.execute(PlaceOrder(order_id="s1", account="alice", instrument="CEA25", side="sell",
+                              qty=100, price="61.50"))
+    engine.execute(PlaceOrder(order_id="b1", account="bob", instrument="CEA25", side="buy",
+                              qty=100, price="61.50"))
+    # As after a restart: the engine has the trade, the new gateway core never saw it.
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    portal = WebPortal(core, PASSWORDS)
+    frame = _Frames(portal).get("CEA25", 60)
+    assert frame.stats["open"] == "61.50"
+    assert frame.stats["last"] == "61.50"
+    rows, totals = _marked(portal, "bob")
+    cea = next(row for row in rows if row["asset"] == "CEA25")
+    assert cea["mark"] == "61.50 (last)" and cea["value"] == "6150.00"
+
+
+@pytest.mark.parametrize("path", ACCOUNT_PATHS)
+def test_another_accounts_data_is_403_before_its_query_is_read(http, path):
+    """alice asking for bob's fills with a bad limit was told 422, not 403."""
+    answer = http.get(f"/api/v1/accounts/bob/{path}?limit=0", auth=ALICE)
+    assert answer.status_code == 403
+    assert http.get("/api/v1/accounts/alice/fills?limit=0", auth=ALICE).status_code == 422
+
+
+@pytest.mark.parametrize("size", [70_000, 150_000, 250_000])
+def test_a_head_over_the_limit_in_one_read_is_refused(server, size):
+    """A head of up to 64 KiB plus one read (256 KiB) went through: a 100 KB header
+    was served, a 66 KB URL answered 400, both documented 431."""
+    answer = _raw(server, b"GET /api/v1/instruments HTTP/1.1\r\nHost: x\r\nX-Big: "
+                  + b"a" * size + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    answer = _raw(server, b"GET /api/v1/instruments?x=" + b"a" * size
+                  + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_head_within_the_limit_followed_by_more_is_served(server):
+    """A head in time, with the next request in the same read: both answered."""
+    head = (b"GET /api/v1/instruments HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 60_000
+            + b"\r\n\r\n")
+    answer = _raw(server, head + b"GET /api/v1/instruments HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 401 ") == 2

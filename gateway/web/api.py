@@ -359,6 +359,14 @@ def make_router(portal: Portal) -> APIRouter:
 
     Operator = Annotated[str, Depends(operator)]
 
+    def visible(name: User, account: AccountName) -> str:
+        """The path's *account*, if the user may see it (403) and it exists (404): a
+        dependency, so it answers before a query value is checked (an account asking for
+        another's /fills?limit=0 is refused, not told of a 422)."""
+        return account_of(name, account)
+
+    Visible = Annotated[str, Depends(visible)]
+
     # --- market ----------------------------------------------------------------------------
     @router.get("/instruments", response_model=list[InstrumentOut],
                 summary="Every instrument, its rules and its state")
@@ -413,48 +421,48 @@ def make_router(portal: Portal) -> APIRouter:
     # --- an account's ----------------------------------------------------------------------
     @router.get("/accounts/{account}/holdings", response_model=list[HoldingOut],
                 responses=_PRIVATE, summary="An account's holdings")
-    async def get_holdings(name: User, account: AccountName) -> list[dict]:
+    async def get_holdings(account: Visible) -> list[dict]:
         """The account's rows of ``holdings --json``: each asset's ``available``,
         ``held`` (by open orders) and ``locked`` (bought, not yet settled) units, cash
         as decimal strings."""
-        return queries.holdings(engine(), account_of(name, account))
+        return queries.holdings(engine(), account)
 
     @router.get("/accounts/{account}/orders", response_model=list[OrderOut],
                 responses=_PRIVATE, summary="An account's open orders")
-    async def get_orders(name: User, account: AccountName) -> list[dict]:
+    async def get_orders(account: Visible) -> list[dict]:
         """The account's live orders (resting, or stops not yet triggered), oldest first,
         by its own order ids."""
-        return queries.open_orders(engine(), account_of(name, account))
+        return queries.open_orders(engine(), account)
 
     @router.get("/accounts/{account}/fills", response_model=list[FillOut],
                 responses=_PRIVATE, summary="An account's latest fills")
-    async def get_fills(name: User, account: AccountName, limit: Limit = 100) -> list[dict]:
+    async def get_fills(account: Visible, limit: Limit = 100) -> list[dict]:
         """The account's latest fills, newest first (as many as the portal keeps: 1,000 an
         account)."""
-        return queries.fills(portal.view, account_of(name, account), limit)
+        return queries.fills(portal.view, account, limit)
 
     @router.get("/accounts/{account}/positions", response_model=list[PositionOut],
                 responses=_PRIVATE, summary="An account's futures and options positions")
-    async def get_positions(name: User, account: AccountName) -> list[dict]:
+    async def get_positions(account: Visible) -> list[dict]:
         """The account's open futures and options positions: net lots, average price,
         margin held and the last settlement price."""
-        return queries.positions(engine(), account_of(name, account))
+        return queries.positions(engine(), account)
 
     @router.get("/accounts/{account}/margin", response_model=MarginOut | None,
                 responses=_PRIVATE, summary="An account's margin")
-    async def get_margin(name: User, account: AccountName) -> dict | None:
+    async def get_margin(account: Visible) -> dict | None:
         """The margin the account holds, its equity, the initial and maintenance margin of
         its positions and whether it is under a margin call; ``null`` without futures or
         options positions."""
-        return queries.margin(engine(), account_of(name, account)) or None
+        return queries.margin(engine(), account) or None
 
     @router.get("/accounts/{account}/compliance", response_model=list[ComplianceYearOut],
                 responses=_PRIVATE, summary="An account's compliance years")
-    async def get_compliance(name: User, account: AccountName) -> list[dict]:
+    async def get_compliance(account: Visible) -> list[dict]:
         """Per compliance year, oldest first: the obligation (verified emissions), the
         free allocation, what was surrendered (allowances and CCER), what is
         outstanding, the deadline and, once assessed, the shortfall, fine and status."""
-        return queries.compliance(engine(), account_of(name, account))
+        return queries.compliance(engine(), account)
 
     # --- the operator's ------------------------------------------------------------------
     @router.get("/accounts", response_model=list[AccountOut], responses=_FORBIDDEN,

@@ -413,7 +413,9 @@ class _Frames:
         stats = {name: price(value) if traded else "-"
                  for name, value in (("open", book.day_open), ("high", book.day_high),
                                      ("low", book.day_low))}
-        stats["last"] = portal.core.last_price(symbol)
+        # The book's own last price: recovered with the engine (the gateway's count of
+        # trades starts empty at each start, and showed "-" after a restart).
+        stats["last"] = "-" if book.last_price is None else price(book.last_price)
         stats["volume"] = f"{book.day_volume:,} {inst.unit}"
         reference = engine.reference_price(symbol)
         stats["reference"] = "-" if reference is None else price(reference)
@@ -541,7 +543,7 @@ def _marked(portal: Portal, account: str) -> tuple[list[Row], list[str]]:
             rows.append({**row, "total": format_cash(asset, total), "value": "", "mark": ""})
             continue
         inst = market.instruments.get(asset)
-        ticks = None if inst is None else portal.core.last_ticks(asset)
+        ticks = None if inst is None else engine.book(asset).last_price
         source = "last"
         if inst is not None and ticks is None:
             ticks, source = engine.reference_price(asset), "reference"

@@ -153,10 +153,21 @@ def _guarded_protocol() -> type:
             if self._discarding:
                 return  # after a 431: the rest of the head, read and dropped unparsed
             if self._in_head:
-                if self._head_bytes > MAX_HEAD_BYTES:  # the head is not whole yet
-                    self._refuse_head()
-                    return
-                self._head_bytes += len(data)
+                # One read may bring 256 KiB: the head is counted as it comes, and only
+                # MAX_HEAD_BYTES of it reach the parser (which may end the head in them).
+                room = MAX_HEAD_BYTES - self._head_bytes
+                if len(data) > room:
+                    if room > 0:
+                        self._head_bytes = MAX_HEAD_BYTES
+                        super().data_received(data[:room])
+                        if self.transport.is_closing():
+                            return  # the parser refused it (400)
+                    if self._in_head:  # the head is not whole yet
+                        self._refuse_head()
+                        return
+                    data = data[room:]  # a body, or the next request, after a head in time
+                else:
+                    self._head_bytes += len(data)
             super().data_received(data)
 
         def _refuse_head(self) -> None:
