@@ -196,6 +196,27 @@ def test_holdings_positions_and_margin_are_the_replay_rows(exchange):
     assert queries.positions(engine, "@registry") == []
 
 
+def test_what_is_open_away_from_the_book_accounts_for_what_is_held(exchange):
+    """A back office could not tell what held an account's allowances beyond its open
+    orders: blocks it posted, auctions it opened and its bids were nowhere to be read."""
+    engine = exchange.engine
+    alice = queries.away_orders(engine, "alice")
+    assert [(r["mode"], r["order_id"], r["price"], r["qty"], r["to_account"], r["auction"])
+            for r in alice] == [("block", "p1", "61.00", 100_000, None, None),
+                                ("block", "p3", "59.00", 100_000, None, None),
+                                ("auction", "A2", "58.00", 100_000, None, "A2")]
+    assert {r["side"] for r in alice} == {"sell"}
+    bob = queries.away_orders(engine, "bob")
+    assert [(r["mode"], r["order_id"], r["side"], r["price"], r["qty"], r["auction"])
+            for r in bob] == [("bid", "x2", "buy", "58.20", 100_000, "A2")]
+    assert queries.away_orders(engine, "carol") == []
+    # with the open orders, it is all that holds alice's allowances
+    [held] = [r["held"] for r in queries.holdings(engine, "alice") if r["asset"] == "CEA25"]
+    selling = [r for r in queries.open_orders(engine, "alice") + alice
+               if r["instrument"] == "CEA25" and r["side"] == "sell"]
+    assert held == sum(r["qty"] for r in selling) > 300_000
+
+
 def test_open_orders_by_the_accounts_own_ids(exchange):
     alice = queries.open_orders(exchange.engine, "alice")
     assert [(o["order_id"], o["instrument"], o["price"], o["qty"], o["shown"])
@@ -355,7 +376,7 @@ def http(server) -> Iterator[httpx.Client]:
         yield client
 
 
-ACCOUNT_PATHS = ("holdings", "orders", "fills", "positions", "margin", "compliance")
+ACCOUNT_PATHS = ("holdings", "orders", "away", "fills", "positions", "margin", "compliance")
 MARKET_PATHS = ("/instruments", "/market/CEA25/book", "/market/CEA25/trades",
                 "/market/CEA25/daily", "/market/CEA25/candles", "/blocks", "/auctions")
 OPERATOR_PATHS = ("/accounts", f"/registry/{YEAR}", "/halts")
@@ -456,6 +477,7 @@ def test_each_endpoint_answers_its_query(http, exchange):
         assert holdings and holdings == [
             r for r in holding_rows(engine) if r["account"] == account]
         assert get(f"/accounts/{account}/orders", auth) == queries.open_orders(engine, account)
+        assert get(f"/accounts/{account}/away", auth) == queries.away_orders(engine, account)
         assert get(f"/accounts/{account}/fills?limit=3", auth) == queries.fills(view, account, 3)
         assert get(f"/accounts/{account}/positions", auth) == queries.positions(engine, account)
         assert get(f"/accounts/{account}/margin", auth) == queries.margin(engine, account)

@@ -238,7 +238,11 @@ def test_an_account_sees_only_its_own_page(exchange, browser):
     context = login(browser, "bob")
     refused = context.new_page().goto(f"{exchange.url}/account/alice")
     assert refused is not None and refused.status == 403
-    open_live(context, f"{exchange.url}/account/bob")
+    from playwright.sync_api import expect
+
+    own = open_live(context, f"{exchange.url}/account/bob")
+    # no block, auction or bid of bob's is open
+    expect(own.get_by_test_id("away")).to_contain_text("No data available")
     context.close()
     for auth, status in ((None, 401), (("alice", "pw-b"), 401), (("bob", "pw-b"), 403)):
         answer = httpx.get(f"{exchange.url}/account/alice", auth=auth, timeout=5)

@@ -175,6 +175,19 @@ class OrderOut(BaseModel):
     seq: int = Field(description="the event that accepted it")
 
 
+class AwayOut(BaseModel):
+    mode: str = Field(description="block, auction (one the account opened) or bid")
+    order_id: str = Field(description="the account's own id (an auction's: the auction's)")
+    instrument: str
+    side: str
+    price: str = Field(description="the block's price, the auction's reserve, the bid's price")
+    qty: int = Field(description="what is open: offered, or bid for")
+    to_account: str | None = Field(description="a block's named counterparty; null for a "
+                                   "public quote")
+    auction: str | None = Field(description="the auction an auction or a bid is of")
+    seq: int = Field(description="the event that accepted it")
+
+
 class FillOut(BaseModel):
     seq: int
     trade_id: int
@@ -433,6 +446,15 @@ def make_router(portal: Portal) -> APIRouter:
         """The account's live orders (resting, or stops not yet triggered), oldest first,
         by its own order ids."""
         return queries.open_orders(engine(), account)
+
+    @router.get("/accounts/{account}/away", response_model=list[AwayOut],
+                responses=_PRIVATE, summary="An account's open blocks, auctions and bids")
+    async def get_away(account: Visible) -> list[dict]:
+        """What the account has open away from the book, oldest first: the blocks it
+        posted and no one accepted, the auctions it opened and its bids in open auctions.
+        Each holds cash or allowances as an order does: with ``/orders``, this is what
+        its ``held`` is for."""
+        return queries.away_orders(engine(), account)
 
     @router.get("/accounts/{account}/fills", response_model=list[FillOut],
                 responses=_PRIVATE, summary="An account's latest fills")

@@ -589,6 +589,9 @@ def _account_page(portal: Portal, user: str, account: str) -> None:
             orders = _table(_columns("order_id", "instrument", "side", "type", "tif", "price",
                                      "stop_price:stop", "qty", "shown"), "order_id", "orders")
             more = ui.label().classes("text-xs text-slate-500")
+            ui.label("Blocks, auctions and bids open").classes("text-sm font-bold")
+            away = _table(_columns("mode", "order_id", "instrument", "side", "price", "qty",
+                                   "to_account:to", "auction"), "seq", "away")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card(f"Recent fills (times {_zone(portal)})").classes("w-1/2"):
             fills = _table(_columns("time", "instrument", "side", "price", "qty", "order_id",
@@ -618,6 +621,7 @@ def _account_page(portal: Portal, user: str, account: str) -> None:
         _set_rows(orders, live[-ORDER_ROWS:][::-1])
         more.set_text(f"{len(live)} open, the newest {ORDER_ROWS} shown"
                       if len(live) > ORDER_ROWS else f"{len(live)} open")
+        _set_rows(away, queries.away_orders(engine, account))
         _set_rows(fills, [{**f, "time": _clock(portal, f["ts"])}
                           for f in queries.fills(view, account, FILL_ROWS)])
         _set_rows(positions, queries.positions(engine, account))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from exchange import Engine
-from exchange.book.fast import KIND_NAMES, MARKET, STOP, TIF_NAMES
+from exchange.book.fast import KIND_NAMES, MARKET, STOP, TIF_NAMES, Order
 from exchange.calendar import format_date
 from exchange.compliance.registry import Allocation, Obligation
 from exchange.events import AuctionCleared, AuctionOpened, BlockPosted
@@ -26,7 +26,7 @@ from gateway.tools.replay import holding_rows, margin_rows, position_rows
 from gateway.web.view import MarketView, TradeRow
 
 __all__ = [
-    "instruments", "book", "holdings", "open_orders", "positions", "margin", "compliance",
+    "instruments", "book", "holdings", "open_orders", "away_orders", "positions", "margin", "compliance",
     "compliance_years", "registry_year", "accounts", "halts", "fills", "trades", "candles",
     "daily", "open_blocks", "open_auctions", "cleared_auctions", "deadline_date", "has_account"
 ]
@@ -124,6 +124,41 @@ def open_orders(engine: Engine, account: str) -> list[Row]:
             "seq": order.accept_seq
         })
     return rows
+
+
+def away_orders(engine: Engine, account: str) -> list[Row]:
+    """What *account* has open away from the book, each holding its cash or allowances
+    as an order does: the blocks it posted and no one has accepted (``to_account`` the
+    counterparty it named, ``null`` for a public quote), the auctions it opened that have
+    not cleared (``price`` the reserve, ``qty`` what is offered) and its bids in open
+    auctions (``auction`` their auction). Oldest first, by the account's own ids."""
+    market = engine.market
+    found: list[tuple[int, Row]] = []
+
+    def row(mode: str, order: Order, to_account: str | None, auction: str | None) -> None:
+        found.append((order.accept_seq, {
+            "mode": mode,
+            "order_id": client_id(order.order_id),
+            "instrument": order.instrument,
+            "side": order.side,
+            "price": market[order.instrument].format_price(order.price),
+            "qty": order.qty,
+            "to_account": to_account,
+            "auction": auction,
+            "seq": order.accept_seq
+        }))
+
+    for order, to_account in engine.open_blocks():
+        if order.account == account:
+            row("block", order, to_account, None)
+    auctions = engine.auctions
+    for name, auction in auctions.auctions.items():
+        if auction.open and auction.initiator.account == account:
+            row("auction", auction.initiator, None, name)
+    for bid in auctions.open_bids():
+        if bid.account == account:
+            row("bid", bid, None, auctions.bid_of[bid.order_id])
+    return [r for _, r in sorted(found, key=lambda pair: pair[0])]
 
 
 def positions(engine: Engine, account: str) -> list[Row]:
