@@ -26,9 +26,10 @@ from gateway.tools.replay import holding_rows, margin_rows, position_rows
 from gateway.web.view import MarketView, TradeRow
 
 __all__ = [
-    "instruments", "book", "holdings", "open_orders", "away_orders", "positions", "margin", "compliance",
-    "compliance_years", "registry_year", "accounts", "halts", "fills", "trades", "candles",
-    "daily", "open_blocks", "open_auctions", "cleared_auctions", "deadline_date", "has_account"
+    "instruments", "book", "holdings", "open_orders", "away_orders", "positions", "margin",
+    "compliance", "compliance_years", "registry_year", "accounts", "halts", "fills", "trades",
+    "candles", "daily", "open_blocks", "open_auctions", "cleared_auctions", "deadline_date",
+    "has_account"
 ]
 
 Row = dict[str, Any]
