@@ -411,3 +411,30 @@ def test_a_missed_end_of_day_runs_at_its_own_time_and_ends_that_day():
     answers = _messages(core.flush(), OPS_REPORTS)
     assert [(a["report"], a["action"]) for a in answers] == [("accepted", "eod")]
     assert engine.last_day_ended == _local_day(12, 4)
+
+
+def test_serve_eod_waits_until_the_wall_clock_reaches_its_time(monkeypatch):
+    """An event loop's timer may fire early by the wall clock (uvloop's by up to a
+    millisecond): the scheduled end of day must not be stamped before its time, where at
+    15:00 it would be rejected market_open."""
+    import asyncio
+
+    import gateway.mqtt.service as service
+
+    clock = [_beijing(12, 3, 14, 59)]
+    due = _beijing(12, 3, 15, 0)
+    real_sleep = asyncio.sleep
+
+    async def early_sleep(seconds: float) -> None:  # wakes up a millisecond early
+        clock[0] += max(int(seconds * 1e9) - 1_000_000, 1_000)
+        await real_sleep(0)
+
+    monkeypatch.setattr(service.time, "time_ns", lambda: clock[0])
+    monkeypatch.setattr(service.asyncio, "sleep", early_sleep)
+    asyncio.run(service.sleep_until(due))
+    assert clock[0] >= due
+    engine = Engine(default_market(), ledger=True)
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    core.end_of_day()
+    answers = _messages(core.flush(), OPS_REPORTS)
+    assert [(a["report"], a["action"]) for a in answers] == [("accepted", "eod")]

@@ -208,9 +208,20 @@ class ClusterLog:
                 self.nodes = await self.js.key_value(NODES_BUCKET)
                 self.snapshots = await self.js.key_value(SNAPSHOT_BUCKET)
             except Exception as exc:
-                why = (f"no stream {STREAM}" if type(exc).__name__ != "ServiceUnavailableError"
-                       else "JetStream does not answer: is it enabled on the servers, and are "
-                       "enough of them up to elect its leader (two of three)?")
+                # Only a "not found" says there is no stream or bucket: a timeout is
+                # JetStream electing a leader (4-9 s after a server is lost), and saying
+                # "no stream" then could send an operator to make a new one.
+                from nats.js.errors import NotFoundError, ServiceUnavailableError
+
+                if isinstance(exc, ServiceUnavailableError):
+                    why = ("JetStream does not answer: is it enabled on the servers, and are "
+                           "enough of them up to elect its leader (two of three)?")
+                elif isinstance(exc, NotFoundError):
+                    why = f"no stream {STREAM}"
+                else:
+                    why = (f"JetStream does not answer now ({str(exc) or type(exc).__name__}):"
+                           " it may be electing a leader after a server was lost; try again "
+                           "in a few seconds")
                 raise ClusterError(f"no carbonx cluster on {', '.join(self.servers)} ({why})"
                                    ) from None
             return

@@ -447,7 +447,14 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
     log.info("%s: loaded in %.2f s; reading the log from %d", node.node,
              time.monotonic() - began, node.applied + 1)
     while not stop.is_set():
-        if not await node.follow(stop):
+        try:
+            followed = await node.follow(stop)
+        except OtherMarket:
+            # It stops: said so, not left to show as "silent" (killed, paused, cut off).
+            node.role = "stopped"
+            await node.report()
+            raise
+        if not followed:
             # stopped while following: say so, as a leader stopping does
             node.role = "stopped"
             await node.report()  # (a NATS that is gone is logged, not raised)
@@ -477,6 +484,18 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
             why = "an append was fenced: another node leads"
         except ClusterError as exc:
             why = f"the log failed: {exc}"
+        except BaseException:
+            # This node cannot serve at all (its broker login refused, ...) and stops:
+            # its lease goes now, not after the followers' second of patience.
+            keeper.cancel()
+            if node.revision is not None:
+                with contextlib.suppress(BaseException):
+                    await node._call(node.stream.release_lease(node.revision), 5)
+            node.revision = None
+            node.role = "stopped"
+            with contextlib.suppress(BaseException):
+                await node.report()
+            raise
         finally:
             keeper.cancel()
             reporter.cancel()

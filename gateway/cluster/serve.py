@@ -20,7 +20,7 @@ from gateway.cluster.node import (SNAPSHOT_EVERY, ClusterNode, OtherMarket, Stre
                                   run_node)
 from gateway.mqtt.serve import (ServeError, _check_readable, _run_gateway, probe_broker,
                                 resolve_broker, run_async, stop_on_signals)
-from gateway.mqtt.service import GatewayCore, GatewaySettings
+from gateway.mqtt.service import GatewayCore, GatewaySettings, LoginRefused
 from gateway.mqtt.wire import operators_own
 
 __all__ = ["main_cluster", "cluster_status"]
@@ -115,8 +115,16 @@ def main_cluster(market: Market, *, cluster_url: str, broker_url: str | None, no
             await _run_gateway(
                 core, host=broker.host, port=broker.port, username=broker.username,
                 password=broker.password, stop=gateway_stop, may_reconnect=node.lease_fresh,
+                refused_ends=True,
                 announce=lambda: say(f"{name}: gateway on {broker.host}:{broker.port} as "
                                      f"{broker.username}: connected; gateway ready"))
+        except LoginRefused as exc:
+            # Retrying would be refused the same way, while the lease it holds keeps every
+            # node that can log in from leading: it gives the lease up (run_node) and stops.
+            raise ServeError(
+                f"{name}: the broker at {broker.host}:{broker.port} refused the gateway's login "
+                f"as {broker.username} ({exc}): check --password-file; this node gave up the "
+                "lease so that another node leads") from None
         finally:
             watcher.cancel()
         if lost.is_set():

@@ -442,12 +442,13 @@ def _give_login(embedded: EmbeddedBroker, credentials: dict[str, str],
 
 async def _run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,
                        stop: asyncio.Event, announce: Callable[[], None],
-                       may_reconnect: Callable[[], bool] | None = None) -> None:
+                       may_reconnect: Callable[[], bool] | None = None,
+                       refused_ends: bool = False) -> None:
     """Run the gateway until *stop*; *announce* once it is connected and subscribed."""
     ready = asyncio.Event()
     task = asyncio.ensure_future(
         run_gateway(core, host=host, port=port, username=username, password=password, stop=stop,
-                    ready=ready, may_reconnect=may_reconnect))
+                    ready=ready, may_reconnect=may_reconnect, refused_ends=refused_ends))
     waiter = asyncio.ensure_future(ready.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()

@@ -72,6 +72,13 @@ log = logging.getLogger("carbonx.gateway")
 # resend what stays unanswered), and where a broker keeps client ids apart by user it
 # is replaced by the user name.
 _IDENTIFIER = f"carbonx-gateway-{secrets.token_hex(8)}"
+# CONNACK codes of a refused login (MQTT 3.1.1: bad user name or password, not
+# authorised; MQTT 5: the same): trying again is refused the same way.
+LOGIN_REFUSED = frozenset({4, 5, 134, 135})
+
+
+class LoginRefused(Exception):
+    """The broker refused the gateway's login (``run_gateway(..., refused_ends=True)``)."""
 
 # topic, payload, qos; a retained message (an instrument's status) has a fourth item, True
 Outgoing = tuple[str, bytes, int] | tuple[str, bytes, int, bool]
@@ -934,9 +941,12 @@ def open_away(engine: Engine) -> tuple[dict[str, BlockPosted], dict[str, Auction
 async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str, password: str,
                       stop: asyncio.Event, ready: asyncio.Event | None = None,
                       retry_delay: float = 0.5,
-                      may_reconnect: Callable[[], bool] | None = None) -> None:
+                      may_reconnect: Callable[[], bool] | None = None,
+                      refused_ends: bool = False) -> None:
     """Serve until *stop* is set; reconnect after the broker goes away (unless
-    *may_reconnect*, asked then, says no: a cluster leader unsure of its lease), waiting
+    *may_reconnect*, asked then, says no: a cluster leader unsure of its lease; with
+    *refused_ends*, a refused login raises ``LoginRefused``: a cluster's node that cannot
+    log in must give its lease up to one that can, not hold it while retrying), waiting
     *retry_delay* and twice as long after each failure, up to ``RETRY_DELAY_MAX``. The log
     says each loss and each longer wait, then while the broker stays away once a minute."""
     import aiomqtt
@@ -971,6 +981,9 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
         except aiomqtt.MqttError as exc:
             if stop.is_set():
                 break
+            if refused_ends and isinstance(exc, aiomqtt.MqttCodeError) and \
+                    getattr(exc.rc, "value", exc.rc) in LOGIN_REFUSED:
+                raise LoginRefused(str(exc)) from None
             if may_reconnect is not None and not may_reconnect():
                 log.warning("broker connection lost (%s); not reconnecting", exc)
                 return
@@ -1023,6 +1036,16 @@ def missed_ends_of_day(now_ns: int, at: int, schedule: Schedule | None, ended: i
     last = today if second >= at else today - 1
     days = [d for d in range(first, last + 1) if schedule.is_business_day(d)]
     return [schedule.at(d, at) for d in days[-MISSED_DAYS_MAX:]]
+
+
+async def sleep_until(due_ns: int) -> None:
+    """Return once the wall clock (``time.time_ns``, the clock that stamps commands) has
+    reached *due_ns*. An event loop's timer may fire early by the wall clock (uvloop's are
+    whole milliseconds, from a cached loop time; the monotonic clock and the wall clock
+    drift apart over a day's sleep): an end of day stamped before the last session's end
+    would be rejected ``market_open``, journaled and told to the operator."""
+    while (left := due_ns - time.time_ns()) > 0:
+        await asyncio.sleep(max(left / 1e9, 0.001))
 
 
 def seconds_of_day(text: str) -> int:
@@ -1108,7 +1131,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             now = time.time_ns()
             due = next_end_of_day(now, at, schedule)
             log.info("the next end of day in %.0f s", (due - now) / 1e9)
-            await asyncio.sleep((due - now) / 1e9)
+            await sleep_until(due)
             core.end_of_day()
             publisher.send_all(core.flush())
 
