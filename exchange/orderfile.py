@@ -685,9 +685,16 @@ def _plain_rows(data: bytes) -> Iterator[list[str]] | None:
         return iter(())
     end = data.find(b"\n", start)
     end = len(data) if end < 0 else end
-    header = data[start:end].decode()
-    return chain([header.split(",") if header else []],
+    return chain(_header_row(data[start:end].decode()),
                  chain.from_iterable(_split_slices(data, end + 1)))
+
+
+def _header_row(header: str) -> Iterator[list[str]]:
+    """The header line's row; ``_NotPlain`` past the field size limit, as for any line
+    (its columns are stripped, so a header padded past the limit would read well)."""
+    if len(header) > csv.field_size_limit():
+        raise _NotPlain
+    yield header.split(",") if header else []
 
 
 def _split_slices(data: bytes, start: int) -> Iterator[Iterator[list[str]]]:
@@ -905,13 +912,16 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
             continue
         # One decode per slice: far faster than one per line.
         text = b"[" + b",".join(ln for _, ln in numbered) + b"]"
+        # A line of more than one object ("{...},{...}") decodes as more rows than lines:
+        # each line is then decoded alone, which names it.
+        pinned: list[_PinnedRow] | None
         try:
             # Profiled (benchmarks/endtoend.py, NDJSON): a slice whose rows have only the pinned
             # keys, of their plain JSON types, goes through the CSV rows' fast path as text.
             pinned = _PINNED_DECODER.decode(text)
         except msgspec.DecodeError:
-            pass
-        else:
+            pinned = None
+        if pinned is not None and len(pinned) == len(numbered):
             done = len(commands)
             texts = [[
                 r.action, r.order_id, r.account, r.instrument, r.side, r.type, r.tif, r.price,
@@ -925,9 +935,12 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
             if progress is not None:
                 progress(len(commands), estimate)
             continue
+        rows: list[_Row]
         try:
             rows = _ROWS_DECODER.decode(text)
         except msgspec.DecodeError:
+            rows = []
+        if len(rows) != len(numbered):
             rows = [_decode_line(name, number, ln) for number, ln in numbered]
         for (number, _), row in zip(numbered, rows):
             try:

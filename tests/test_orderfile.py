@@ -701,3 +701,20 @@ def test_an_ndjson_line_that_is_no_row_says_so_plainly(line, message):
     # It said "Expected `object`, got `array`" and "Input data was truncated", the
     # decoder's own words.
     assert message in str(error_of(line + b"\n", "ndjson"))
+
+
+@pytest.mark.parametrize("extra", [b"", b',"ts":1'])  # the pinned path, and the other
+@pytest.mark.parametrize("slice_bytes", [1, 1 << 22])
+def test_an_ndjson_line_of_two_objects_is_refused_naming_its_line(monkeypatch, extra,
+                                                                 slice_bytes):
+    # Each slice's lines were joined into one JSON array, so '{...},{...}' on one line read
+    # as two rows: the pinned path made two commands of the line, the other paired rows
+    # with lines by position and dropped the last line's command without a word.
+    monkeypatch.setattr(orderfile, "_NDJSON_SLICE", slice_bytes)
+    data = (b'{"action":"halt","instrument":"CEA24"' + extra + b'}\n'
+            b'{"action":"eod"' + extra + b'},{"action":"eod"' + extra + b'}\n'
+            b'{"action":"halt","instrument":"CEA25"' + extra + b'}\n')
+    with pytest.raises(OrderFileError) as caught:
+        parse_order_text(data, "ndjson", name="f.ndjson")
+    assert caught.value.line == 2
+    assert "not valid JSON" in caught.value.message

@@ -109,3 +109,20 @@ def test_an_error_names_its_line_though_the_split_reader_read_first() -> None:
     with pytest.raises(OrderFileError) as caught:
         parse_order_text(data.encode(), "csv", name="f.csv")
     assert caught.value.line == 4
+
+
+def test_a_header_past_the_field_size_limit_goes_to_the_csv_module() -> None:
+    # The split reader checked the data lines' length but not the header's: a header
+    # field padded with spaces past the limit (columns are stripped) read as a good
+    # header, where the csv module refuses the file on line 1.
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(20)
+        data = f"action{' ' * 30},qty\neod,\n".encode()
+        with pytest.raises(_NotPlainError):
+            list(orderfile._plain_rows(data) or ())
+        with pytest.raises(OrderFileError) as caught:
+            parse_order_text(data, "csv", name="f.csv")
+    finally:
+        csv.field_size_limit(limit)
+    assert caught.value.line == 1 and "field larger than field limit" in str(caught.value)
