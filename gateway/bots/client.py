@@ -13,7 +13,8 @@ gateway applies a command id once and answers a resend with the first answer (it
 reports marked ``duplicate``), so an order is never lost and never doubled. ``reports()``
 gives each answer once: a repeated answer to a command already answered here is passed
 over. The gateway's ``overloaded`` and ``rate_limited`` say a command was not taken, not
-what became of it: the command stays pending and is resent (``not_taken`` counts them).
+what became of it: the command stays pending and is resent (``not_taken`` counts them),
+and runs after what the gateway took meanwhile (await each answer where order matters).
 Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
