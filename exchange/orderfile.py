@@ -627,8 +627,7 @@ def _parse_csv(data: bytes, name: str, reader: _Reader,
         try:
             return _read_csv_rows(plain, name, reader, progress, estimate, None)
         except (OrderFileError, _NotPlain):
-            # The csv module reads it again: it names the line, and says the same.
-            progress = None
+            pass  # the csv module reads it again: it names the line, and says the same
     # Profiled (benchmarks/endtoend.py): the text is decoded as the rows are read. Decoding
     # it whole first held the file three more times over (the str, and io.StringIO's
     # copy at four bytes a character), and each fresh page costs its first touch.
@@ -910,18 +909,22 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
         start = end
         if not numbered:
             continue
-        # One decode per slice: far faster than one per line.
-        text = b"[" + b",".join(ln for _, ln in numbered) + b"]"
-        # A line of more than one object ("{...},{...}") decodes as more rows than lines:
-        # each line is then decoded alone, which names it.
+        # One decode per slice: far faster than one per line. Its rows are the lines' one
+        # for one when they are as many and every line ends a row (_rows_end_lines): a
+        # line of two objects ("{...},{...}") decodes as more rows than lines, and one
+        # object cut over two lines as fewer, and the two together as many. Otherwise
+        # each line is decoded alone, which names the bad one.
+        count = len(numbered)
+        text = b"[" + b",\n".join(ln for _, ln in numbered) + b"]"
+        whole = _rows_end_lines(text, numbered)
         pinned: list[_PinnedRow] | None
         try:
             # Profiled (benchmarks/endtoend.py, NDJSON): a slice whose rows have only the pinned
             # keys, of their plain JSON types, goes through the CSV rows' fast path as text.
-            pinned = _PINNED_DECODER.decode(text)
+            pinned = _PINNED_DECODER.decode(text) if whole else None
         except msgspec.DecodeError:
             pinned = None
-        if pinned is not None and len(pinned) == len(numbered):
+        if pinned is not None and len(pinned) == count:
             done = len(commands)
             texts = [[
                 r.action, r.order_id, r.account, r.instrument, r.side, r.type, r.tif, r.price,
@@ -937,10 +940,10 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
             continue
         rows: list[_Row]
         try:
-            rows = _ROWS_DECODER.decode(text)
+            rows = _ROWS_DECODER.decode(text) if whole else []
         except msgspec.DecodeError:
             rows = []
-        if len(rows) != len(numbered):
+        if len(rows) != count:
             rows = [_decode_line(name, number, ln) for number, ln in numbered]
         for (number, _), row in zip(numbered, rows):
             try:
@@ -953,6 +956,17 @@ def _parse_ndjson(data: bytes, name: str, reader: _Reader,
 
 
 _NDJSON_SLICE = 1 << 22
+
+
+def _rows_end_lines(text: bytes, numbered: list[tuple[int, bytes]]) -> bool:
+    """Whether each line of *numbered* (joined by ",\\n" into *text*, in "[...]") ends
+    with "}". Then no row runs on from one line into the next: a string holds no
+    newline, so that "}" is outside any, and a row's values are scalars, so it ends a
+    row. (Joined by "," alone, '{"order_id":"o1' and '","qty":1}' read as one row.)"""
+    if text.count(b"},\n") == len(numbered) - 1 and text.endswith(b"}]"):
+        return True  # (a line holds no newline: each match is between two lines)
+    return all(map(bytes.endswith, map(bytes.rstrip, (ln for _, ln in numbered)),
+                   repeat(b"}")))
 
 
 class _PinnedRow(msgspec.Struct, forbid_unknown_fields=True):

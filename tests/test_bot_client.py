@@ -13,7 +13,7 @@ import pytest
 
 from gateway.bots.client import ExchangeClient, ExchangeError
 from gateway.mqtt.embedded import EmbeddedBroker
-from gateway.protocol import MAX_COMMANDS, exec_topic
+from gateway.protocol import MAX_COMMANDS, OrderedSender, exec_topic
 
 EXEC = exec_topic("alice")
 
@@ -142,35 +142,38 @@ def test_a_refused_login_says_so_at_once_and_a_closed_client_ends_its_streams():
 
 
 def test_a_command_submitted_while_reconnecting_leaves_before_later_ones():
-    """On reconnecting, the client resends what is unanswered, awaiting each batch's
-    publish, and counts as connected only after. A command submitted during those awaits
-    was pending but in no batch: it went out ~2 s later with the resend timer, behind
-    the commands sent once connected. An amend to 60.05 followed by one to 60.08 left the
-    order at 60.05. Whatever is submitted meanwhile now leaves in order, before the client
-    counts as connected."""
+    """On reconnecting, the client resends what is unanswered and only then counts as
+    connected. A command submitted while a resend was being published was pending but in
+    no batch: it went out ~2 s later with the resend timer, behind the commands sent once
+    connected (an amend to 60.05 followed by one to 60.08 left the order at 60.05). The
+    resend is queued on the connection's sender, which keeps call order, with no await
+    before the client counts as connected: what is submitted after goes behind it."""
 
     class SlowBroker:
-        def __init__(self, client: ExchangeClient) -> None:
-            self.client = client
+        def __init__(self) -> None:
             self.sent: list[str] = []
 
         async def publish(self, topic, payload, qos=0, retain=False):
             body = json.loads(payload)
             for command in body if isinstance(body, list) else [body]:
                 self.sent.append(command["command_id"])
-            if len(self.sent) == 1:  # the bot's next amend, while the resend is under way
-                self.client.submit({"action": "amend", "order_id": "o1", "price": "60.05",
-                                    "command_id": "a1"})
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)  # the broker's acknowledgement
 
     async def scenario() -> None:
         client = ExchangeClient("alice", "pw")
         client.submit({"action": "cancel", "order_id": "o0", "command_id": "c0"})
-        broker = SlowBroker(client)
-        await client._resend_all(broker)
-        # connected now: the next command goes straight out, after a1
-        assert broker.sent == ["c0", "a1"]
-        assert client.unanswered == 2
+        broker = SlowBroker()
+        sender = OrderedSender(broker)
+        client._resend_all(sender)
+        client._sender = sender
+        client._connected.set()  # as _run does, with no await between
+        client.submit({"action": "amend", "order_id": "o1", "price": "60.05",
+                       "command_id": "a1"})
+        client.submit({"action": "amend", "order_id": "o1", "price": "60.08",
+                       "command_id": "a2"})
+        await asyncio.sleep(0.05)
+        assert broker.sent == ["c0", "a1", "a2"]
+        assert client.unanswered == 3
         await client.close()
 
     run(scenario())

@@ -82,3 +82,36 @@ def test_cluster_status_while_jetstream_elects_does_not_say_there_is_no_stream(m
         asyncio.run(log.open(create=False))
     assert "no stream" not in str(raised.value)
     assert "JetStream does not answer now" in str(raised.value)
+
+
+class _BucketlessJetStream:
+    """A JetStream whose stream is there but not the nodes' bucket."""
+
+    async def stream_info(self, name: str):
+        return object()
+
+    async def key_value(self, name: str):
+        from nats.js.errors import BucketNotFoundError
+
+        if name == "carbonx_nodes":
+            raise BucketNotFoundError
+        return object()
+
+
+def test_cluster_status_names_a_missing_bucket_not_the_stream(monkeypatch):
+    """A missing bucket (a not-found too) was told as 'no stream CARBONX', although the
+    stream, the log, is there: the message that could send an operator to make it anew."""
+    import nats
+
+    class Connection(_Connection):
+        def jetstream(self, timeout: float = 5.0):
+            return _BucketlessJetStream()
+
+    async def connect(*args, **kwargs):
+        return Connection()
+
+    monkeypatch.setattr(nats, "connect", connect)
+    with pytest.raises(ClusterError) as raised:
+        asyncio.run(ClusterLog(["nats://127.0.0.1:1"]).open(create=False))
+    assert "no bucket carbonx_nodes" in str(raised.value)
+    assert "stream" not in str(raised.value)

@@ -438,3 +438,18 @@ def test_serve_eod_waits_until_the_wall_clock_reaches_its_time(monkeypatch):
     core.end_of_day()
     answers = _messages(core.flush(), OPS_REPORTS)
     assert [(a["report"], a["action"]) for a in answers] == [("accepted", "eod")]
+
+
+def test_an_operators_row_with_an_empty_command_id_is_refused_under_it():
+    """As a bot's command: an operator's row with ``"command_id": ""`` ran as one without
+    an id, answered with none, and a copy sent again (the console waiting for the answer
+    to "") acted again: a deposit made twice."""
+    core = _core()
+    row = {"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "100.00",
+           "command_id": ""}
+    seq = core.engine.seq
+    for _ in range(2):
+        answers, _ = _ops(core, row)
+        assert [(a["report"], a["reason"], a["command_id"]) for a in answers] == [
+            ("rejected", "bad_command", "")]
+    assert core.engine.seq == seq

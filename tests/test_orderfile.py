@@ -718,3 +718,26 @@ def test_an_ndjson_line_of_two_objects_is_refused_naming_its_line(monkeypatch, e
         parse_order_text(data, "ndjson", name="f.ndjson")
     assert caught.value.line == 2
     assert "not valid JSON" in caught.value.message
+
+
+
+@pytest.mark.parametrize("extra", [b"", b',"ts":1'])  # the pinned path, and the other
+@pytest.mark.parametrize("cut", [b',"instrument":"CE|A25"}', b'|"instrument":"CEA25"}'])
+def test_an_ndjson_row_cut_over_two_lines_beside_a_line_of_two_is_refused(extra, cut):
+    # The slice's rows were counted against its lines: a row cut over lines 1-2 (one row
+    # of two lines, the cut in a string or between two keys) and a line 3 of two objects
+    # (two rows of one line) came out as many, and the file read without a word (the
+    # instrument "CE,A25" in one case).
+    head, tail = cut.split(b"|")
+    data = (b'{"action":"halt"' + extra + head + b'\n' + tail + b'\n'
+            b'{"action":"eod"' + extra + b'},{"action":"eod"' + extra + b'}\n')
+    with pytest.raises(OrderFileError) as caught:
+        parse_order_text(data, "ndjson", name="f.ndjson")
+    assert caught.value.line == 1
+
+
+def test_ndjson_lines_with_blanks_after_them_read_as_before():
+    data = (b'{"action":"halt","instrument":"CEA24"} \r\n\n'
+            b'{"action":"resume","instrument":"CEA24","ts":1}\t\n')
+    assert [type(c).__name__ for c in parse_order_text(data, "ndjson")] == [
+        "HaltInstrument", "ResumeInstrument"]

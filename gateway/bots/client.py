@@ -212,11 +212,11 @@ class ExchangeClient:
                         await mqtt.subscribe(
                             f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0)
                     self._mqtt = mqtt
-                    self._sender = OrderedSender(mqtt, log=log)
+                    self._sender = sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
                     delay = self._retry_delay
-                    await self._resend_all(mqtt)
-                    self._connected.set()  # (no await since the last check: none is left)
+                    self._resend_all(sender)
+                    self._connected.set()  # (no await since: what comes next goes behind)
                     resender = asyncio.ensure_future(self._resend_late(mqtt))
                     try:
                         async for message in mqtt.messages:
@@ -252,26 +252,21 @@ class ExchangeClient:
             batch = waiting[start:start + 500]
             await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
 
-    async def _resend_all(self, mqtt) -> None:
-        """On (re)connecting: send every command unanswered, in order, before the client
-        counts as connected. A command submitted meanwhile (while a batch is published) is
-        pending but not yet sent: it goes in the next round, so it leaves after the
-        commands before it and before any sent once connected; not 2 s later, behind
-        them (an amend overtaken by the next amend of the same order, left in force)."""
-        sent: set[str] = set()
-        while True:
-            now = asyncio.get_running_loop().time()
-            waiting = []
-            for command_id, entry in self._pending.items():
-                if command_id not in sent:
-                    sent.add(command_id)
-                    entry[2] = now
-                    waiting.append(entry[0])
-            if not waiting:
-                return
-            for start in range(0, len(waiting), 500):
-                batch = waiting[start:start + 500]
-                await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
+    def _resend_all(self, sender: OrderedSender) -> None:
+        """On (re)connecting: queue every command unanswered, in order, on the new
+        connection's *sender*, which publishes in call order, before the client counts as
+        connected, with no await between: a command submitted after goes out behind them
+        (not 2 s later behind later ones: an amend overtaken by the next amend of the same
+        order, left in force). Awaiting each publish here, a bot that kept submitting
+        (faster than the broker acknowledged) kept the client resending for as long,
+        never connected and reading no report."""
+        now = asyncio.get_running_loop().time()
+        waiting = []
+        for entry in self._pending.values():
+            entry[2] = now
+            waiting.append(entry[0])
+        for start in range(0, len(waiting), 500):
+            sender.send(orders_topic(self.account), self._encode(waiting[start:start + 500]), 1)
 
     async def _resend_late(self, mqtt) -> None:
         """A command can vanish (sent while the gateway was away from the broker, which

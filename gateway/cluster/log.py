@@ -202,10 +202,14 @@ class ClusterLog:
         # For requests a node must not wait on long: making a reader, checking one.
         self.quick_js = self.nc.jetstream(timeout=READER_CREATE_S)
         if not create:
+            looked_for = f"stream {STREAM}"
             try:
                 await self.js.stream_info(STREAM)
+                looked_for = f"bucket {LEASE_BUCKET}"  # (the stream is there)
                 self.lease = await self.js.key_value(LEASE_BUCKET)
+                looked_for = f"bucket {NODES_BUCKET}"
                 self.nodes = await self.js.key_value(NODES_BUCKET)
+                looked_for = f"bucket {SNAPSHOT_BUCKET}"
                 self.snapshots = await self.js.key_value(SNAPSHOT_BUCKET)
             except Exception as exc:
                 # Only a "not found" says there is no stream or bucket: a timeout is
@@ -217,7 +221,7 @@ class ClusterLog:
                     why = ("JetStream does not answer: is it enabled on the servers, and are "
                            "enough of them up to elect its leader (two of three)?")
                 elif isinstance(exc, NotFoundError):
-                    why = f"no stream {STREAM}"
+                    why = f"no {looked_for}"
                 else:
                     why = (f"JetStream does not answer now ({str(exc) or type(exc).__name__}):"
                            " it may be electing a leader after a server was lost; try again "

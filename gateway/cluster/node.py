@@ -489,11 +489,11 @@ async def run_node(node: ClusterNode, *, serve: Callable[..., Any], stop: asynci
             # its lease goes now, not after the followers' second of patience.
             keeper.cancel()
             if node.revision is not None:
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(Exception):  # (a cancellation meanwhile goes on)
                     await node._call(node.stream.release_lease(node.revision), 5)
             node.revision = None
             node.role = "stopped"
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):
                 await node.report()
             raise
         finally:

@@ -353,6 +353,9 @@ class WireDecoder:
         gateway's clock."""
         if not row.action:
             return _rejection(BAD_COMMAND, "action is required", msgspec.to_builtins(row))
+        if row.command_id == "":  # as a bot's: run as one without an id, answered with none
+            return _rejection(BAD_COMMAND, "command_id is empty: give an id, or leave the key "
+                              "out", msgspec.to_builtins(row))
         if row.action in ORDER_ACTIONS:
             return _rejection(
                 NOT_PERMITTED, f"action {row.action!r}: the operator places no orders for accounts "
