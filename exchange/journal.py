@@ -386,6 +386,11 @@ def _start_segment(directory: Path, manifest: _Json, first: int,
     return fd
 
 
+def _open_segment(fd: int) -> Any:
+    """The segment's file object: unbuffered, each write straight to *fd*."""
+    return os.fdopen(fd, "ab", buffering=0)
+
+
 class JournalWriter:
     """Appends commands to a journal directory in group-committed frames.
 
@@ -406,9 +411,14 @@ class JournalWriter:
         self._parts: list[bytes] = []
         self._encode = msgspec.msgpack.Encoder().encode
         self._manifest = manifest
-        self._file = os.fdopen(fd, "ab")
+        self._file = _open_segment(fd)
         self._size = size  # bytes in the segment being written
         self._child: tuple[int, int] | None = None  # a background snapshot: (pid, seq)
+        # Set once a commit failed: what it said. The failed group may be partly on disk
+        # (a torn tail, never acknowledged); writing it again would put a second copy
+        # after those bytes, which recovery must take for damage. So nothing more is
+        # written: every later commit, snapshot and close raises this again.
+        self._failed: str | None = None
         # Snapshots that could not be written, one line each, for the caller to report
         # (and clear): a snapshot is only a shortcut, so its failure stops nothing.
         self.warnings: list[str] = []
@@ -454,17 +464,24 @@ class JournalWriter:
     def commit(self) -> int:
         """Write the pending group (one write, then fsync per the policy); return the
         last seq that is now journaled."""
+        if self._failed is not None:
+            raise JournalError(self._failed)
         if self._parts:
             data = b"".join(self._parts)
             try:
-                self._file.write(data)
-                self._file.flush()
+                # Unbuffered (see _open_segment): no buffer keeps a failed write's rest,
+                # to be written behind the caller's back when the file is closed.
+                view = memoryview(data)
+                while view:
+                    view = view[self._file.write(view):]
                 if self._fsync:
                     os.fsync(self._file.fileno())
             except OSError as exc:
-                raise JournalError(
+                self._failed = (
                     f"cannot write the journal segment {self._segment_path()}: {exc.strerror}; "
-                    f"commands {self.committed + 1} to {self.seq} are not journaled") from None
+                    f"commands {self.committed + 1} to {self.seq} are not journaled")
+                self._parts = []
+                raise JournalError(self._failed) from None
             self._size += len(data)
             self._parts = []
         self.committed = self.seq
@@ -492,15 +509,20 @@ class JournalWriter:
         self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
         if background and hasattr(os, "fork"):  # where there is no fork, in place
-            pid = os.fork()
-            if pid == 0:  # the child: write, and leave without running anything else
-                status = 1
-                try:
-                    _write_snapshot(engine, self.seq, final)
-                    status = 0
-                finally:
-                    os._exit(status)
-            self._child = (pid, self.seq)
+            try:
+                pid = os.fork()
+            except OSError as exc:  # no process for it (memory, process limit): a warning
+                self._snapshot_failed(self.seq, f"no process could be started to write it: "
+                                      f"{exc.strerror or exc}")
+            else:
+                if pid == 0:  # the child: write, and leave without running anything else
+                    status = 1
+                    try:
+                        _write_snapshot(engine, self.seq, final)
+                        status = 0
+                    finally:
+                        os._exit(status)
+                self._child = (pid, self.seq)
         else:
             try:
                 _write_snapshot(engine, self.seq, final)
@@ -532,7 +554,7 @@ class JournalWriter:
             raise JournalError(
                 f"cannot start a journal segment in {self.directory}: {exc.strerror}") from None
         self._file.close()
-        self._file = os.fdopen(fd, "ab")
+        self._file = _open_segment(fd)
         self._size = _SEGMENT_HEADER
         self._manifest = manifest
 

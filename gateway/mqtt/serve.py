@@ -586,18 +586,24 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
     finally:
         writer = started.writer
         if writer is not None:
-            writer.commit()
-            if clean and started.engine is not None and writer.seq > writer.last_snapshot:
-                # A clean stop (every journaled command has run) leaves a snapshot of the
-                # state it stopped at: the next start, perhaps of a newer carbonx, replays
-                # no command under other rules.
+            try:
+                writer.commit()
+                if clean and started.engine is not None and writer.seq > writer.last_snapshot:
+                    # A clean stop (every journaled command has run) leaves a snapshot of
+                    # the state it stopped at: the next start, perhaps of a newer carbonx,
+                    # replays no command under other rules.
+                    try:
+                        writer.snapshot(started.engine)
+                    except (JournalError, OSError) as exc:
+                        log.warning("no snapshot at the stop (%s): the journal is whole", exc)
+            finally:
+                # Whatever failed: a snapshot's writer waited for (its unfinished file
+                # removed) and the directory given back; a failed commit is said again.
                 try:
-                    writer.snapshot(started.engine)
-                except (JournalError, OSError) as exc:
-                    log.warning("no snapshot at the stop (%s): the journal is whole", exc)
-            writer.close()
-            for warning in writer.warnings:
-                log.warning("%s", warning)
+                    writer.close()
+                finally:
+                    for warning in writer.warnings:
+                        log.warning("%s", warning)
     core, engine = started.core, started.engine
     if core is None or engine is None:
         return 0
