@@ -143,6 +143,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -318,11 +319,21 @@ def _write_json(path: Path, body: _Json) -> None:
     _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def _read_file(path: Path, size: int = -1) -> bytes:
+    """The bytes of the regular file *path* (at most *size*); ``OSError`` for anything
+    else named like a journal's file: a FIFO's read would wait for a writer for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file", str(path))
+        return fh.read(size)
+
+
 def _read_json(path: Path, *, checked: bool) -> tuple[_Json, bool]:
     """The JSON object in *path* and whether it had a checksum; the checksum is verified
     (and dropped) when it is there, and must be there when *checked*."""
     try:
-        document = json.loads(path.read_bytes())
+        document = json.loads(_read_file(path))
     except FileNotFoundError:
         raise JournalError(f"{path}: missing") from None
     except OSError as exc:
@@ -977,7 +988,7 @@ class _Journal:
                 self._scan_pending(index, segment, expected)
                 continue
             try:
-                data = segment.path.read_bytes()
+                data = _read_file(segment.path)
             except FileNotFoundError:
                 raise self.damage(index, None, "missing (manifest.json lists it)", "segment",
                                   seq=expected - 1) from None
@@ -1062,7 +1073,7 @@ class _Journal:
     def _scan_pending(self, index: int, segment: _Segment, expected: int) -> None:
         temporary = segment.path.with_name(segment.path.name + ".tmp")
         try:
-            data = temporary.read_bytes()
+            data = _read_file(temporary)
         except OSError:
             data = b""
         if data != _segment_header(segment.first) or segment.first != expected:
@@ -1096,7 +1107,7 @@ class _Journal:
                 self.warnings.append(f"{path}: no frame starts at command {seq + 1}; passed over")
                 continue
             try:
-                data = path.read_bytes()
+                data = _read_file(path)
             except OSError as exc:
                 self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
                 continue
@@ -1115,8 +1126,7 @@ class _Journal:
         """(magic, payload offset, length, crc) of a snapshot whose header is whole and
         names its own seq, else None (with a warning)."""
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(_SNAP_HEADER)
+            head = _read_file(path, _SNAP_HEADER)
         except OSError as exc:
             self.warnings.append(f"{path}: cannot be read ({exc.strerror}); passed over")
             return None

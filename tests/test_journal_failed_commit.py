@@ -118,3 +118,27 @@ def test_a_snapshot_whose_process_cannot_be_started_is_a_warning_and_trading_goe
     writer.close()
     assert not list((tmp_path / "j").glob("snapshot-*"))
     assert recover(tmp_path / "j").engine.state_hash() == engine.state_hash()
+
+
+def test_a_fifo_named_like_a_journal_file_is_refused_not_waited_on(tmp_path, commands):
+    """A FIFO named like a snapshot made recovery (carbonx holdings, serve) wait for ever
+    on its read: it is passed over like any snapshot that cannot be read; named like
+    the manifest, it is an error that says so."""
+    import threading
+
+    directory = tmp_path / "j"
+    engine = journal_commands(directory, commands[:300], group=50)
+    os.mkfifo(directory / "snapshot-000000000300.cxs", 0o600)
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(recover(directory)), daemon=True)
+    thread.start()
+    thread.join(20)
+    assert done, "recovery waited on the FIFO"
+    assert done[0].engine.state_hash() == engine.state_hash()
+    assert any("not a regular file" in w for w in done[0].warnings)
+    (directory / "snapshot-000000000300.cxs").unlink()
+    manifest = directory / "manifest.json"
+    manifest.rename(directory / "manifest.real")
+    os.mkfifo(manifest, 0o600)
+    with pytest.raises(JournalError, match="manifest.json cannot be read: not a regular file"):
+        recover(directory)
