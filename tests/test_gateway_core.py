@@ -144,16 +144,53 @@ def test_orders_in_fills_out_in_order_for_both_sides(core):
         "instrument": "CEA25",
         "price": "60.00",
         "qty": 40,
-        "aggressor": "buy"
+        "aggressor": "buy",
+        "feed_seq": 1,
+        "feed": core.feed_session
     }, {
         "seq": alice[2]["seq"],
         "trade_id": 2,
         "instrument": "CEA25",
         "price": "60.00",
         "qty": 60,
-        "aggressor": "buy"
+        "aggressor": "buy",
+        "feed_seq": 2,
+        "feed": core.feed_session
     }]]
     assert all("account" not in t for t in public[0])
+
+
+def test_each_instruments_trades_are_numbered_so_a_lost_message_shows(core):
+    """Trades go out at QoS 0 with the engine's seq and trade id, which count every
+    instrument together: a subscriber of one instrument could not tell a lost message
+    from another instrument's trading. Each instrument's trades are numbered on its
+    topic, 1, 2, 3 ..., within the gateway's feed session."""
+    market = core.engine.market.instruments
+    other = next(s for s in market if s != "CEA25" and market[s].kind == "spot")
+    out = []
+    for n in range(3):  # a trade on each instrument a flush; two on CEA25 in the last
+        send(core, "alice", order(f"a{n}", "sell", "60.00", 10 + 10 * (n == 2)))
+        send(core, "alice", {**order(f"o{n}", "sell", "60.00", 10), "instrument": other})
+        send(core, "bob", [order(f"b{n}", "buy", "60.00", 10),
+                           {**order(f"p{n}", "buy", "60.00", 10), "instrument": other}])
+        if n == 2:
+            send(core, "bob", order("b2x", "buy", "60.00", 10))
+        out += core.flush(now=float(n))
+    numbers: dict = {}
+    session = core.feed_session
+    again = GatewayCore(core.engine, settings=GatewaySettings(book_interval=0))
+    send(again, "alice", order("a9", "sell", "60.00", 10))
+    send(again, "bob", order("b9", "buy", "60.00", 10))
+    later = again.flush(now=9.0)
+    for topic, payload, *_ in out + later:
+        if topic.endswith("/trades"):
+            for trade in decode(payload):
+                numbers.setdefault((trade["instrument"], trade["feed"]), []).append(
+                    trade["feed_seq"])
+    assert numbers[("CEA25", session)] == [1, 2, 3, 4]
+    assert numbers[(other, session)] == [1, 2, 3]
+    assert numbers[("CEA25", again.feed_session)] == [1]  # a new session starts again
+    assert again.feed_session != session
 
 
 def test_two_accounts_may_use_the_same_order_id(core):

@@ -198,6 +198,10 @@ class GatewayCore:
         # Called with each account the engine opens (the embedded broker gives it a login).
         self.on_account_opened: Callable[[str], None] | None = None
         self.traded: dict[str, list[int]] = {}  # instrument -> [trades, volume, notional]
+        # The public trades feed: its session (new each time a gateway starts, or a
+        # cluster node starts to lead) and the last number on each instrument's topic.
+        self.feed_session = secrets.token_hex(4)
+        self._trade_numbers: dict[str, int] = {}
         # (instrument, mode) -> [trades, volume] of the trading modes away from the book
         self.traded_away: dict[tuple[str, str], list[int]] = {}
         # The market makers' quoting assessments of each end of day, the newest last.
@@ -522,8 +526,18 @@ class GatewayCore:
                 chunk = ops[start:start + step]
                 outgoing.append((OPS_REPORTS, _json.encode(chunk[0] if len(chunk) == 1 else chunk),
                                  1))
+        numbers = self._trade_numbers
+        session = self.feed_session
         for instrument, items in trades.items():
             topic = trades_topic(instrument)
+            # Numbered on the topic, so a subscriber can tell a lost message (QoS 0) from
+            # a quiet spell: 1, 2, 3 ... within the gateway's session.
+            number = numbers.get(instrument, 0)
+            for item in items:
+                number += 1
+                item["feed_seq"] = number
+                item["feed"] = session
+            numbers[instrument] = number
             for start in range(0, len(items), step):
                 outgoing.append((topic, _json.encode(items[start:start + step]), 0))
         outgoing.extend(public)
