@@ -194,3 +194,22 @@ def test_mass_cancel_may_name_a_side():
         await client.close()
 
     run(scenario())
+
+
+def test_market_data_dropped_unread_is_not_counted_as_reports_dropped():
+    """A bot that subscribes to market data and reads none lost no report, but the
+    market data it left unread was counted in dropped_reports, which says reports were
+    lost."""
+
+    async def scenario() -> None:
+        client = ExchangeClient("alice", "pw", queue_limit=3)
+        trade = b'[{"seq":1,"trade_id":1,"instrument":"CEA25","price":"60.00","qty":1}]'
+        for _ in range(5):
+            client._dispatch("cx/v1/md/CEA25/trades", trade)
+        assert (client.dropped_market_data, client.dropped_reports) == (2, 0)
+        for n in range(5):
+            client._dispatch("cx/v1/exec/alice", b'{"report":"expired","seq":%d}' % n)
+        assert (client.dropped_market_data, client.dropped_reports) == (2, 2)
+        await client.close()
+
+    run(scenario())

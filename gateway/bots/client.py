@@ -144,6 +144,7 @@ class ExchangeClient:
         self._runner: asyncio.Task | None = None
         self.connects = 0  # successful connections (reconnects = connects - 1)
         self.dropped_reports = 0  # reports dropped because nobody read them
+        self.dropped_market_data = 0  # market data messages dropped so, apart
         # commands the gateway did not take (overloaded, rate_limited): resent, not answered
         self.not_taken = 0
         self.refused: str | None = None  # why the broker refused the login, if it did
@@ -282,7 +283,8 @@ class ExchangeClient:
             log.warning("%s: undecodable message on %s", self.account, topic)
             return
         if not topic.startswith("cx/v1/exec/"):
-            self.dropped_reports += self._market.offer([(topic, body)])
+            # (its own count: a bot that reads no market data has lost no report)
+            self.dropped_market_data += self._market.offer([(topic, body)])
             return
         reports = body if type(body) is list else [body]
         pending = self._pending
