@@ -17,7 +17,10 @@ Directory layout (format ``carbonx-journal/3``; the directory is made 0700, ever
 ``meta.json`` and ``manifest.json`` carry ``"checksum": "blake2b-128:<hex>"`` over their
 canonical JSON (sorted keys, no spaces, the checksum left out), and are rewritten
 atomically (temporary file, fsync, rename, directory fsync). The manifest is rewritten
-whenever a segment is created, and when the journal is closed; its entries are
+whenever a segment is created, and when the journal is closed. It may say where the
+history begins: ``"base": S`` after ``journal-cut --from-snapshot`` set aside the
+segments before snapshot ``S`` (recovery then starts from that snapshot, which must be
+whole). Its entries are
 ``{"name", "first"}`` for the segment being written (the last) and ``{"name", "first",
 "last", "end", "size"}`` for a sealed one: its last seq, the byte after its last good
 frame, and its size (more than ``end`` when a torn tail was left in it, see below). A
@@ -938,6 +941,9 @@ class _Journal:
         self.legacy = meta["format"] != FORMAT
         self.manifest: _Json | None = None
         self.converted = 0  # format 3 after reopening an older journal: its seq then
+        # The snapshot the history begins at (journal-cut --from-snapshot): its commands'
+        # records were set aside, their state is that snapshot's. 0: from command 1.
+        self.base = 0
         if self.legacy:  # no manifest: the segments are the files there are
             self.segments = [
                 _Segment(path / name, int(match[1]), True, None, False) for name in listed
@@ -953,6 +959,9 @@ class _Journal:
             self.converted = self.manifest.get("converted_at", 0)
             if type(self.converted) is not int:
                 raise JournalError(f"{path / 'manifest.json'}: converted_at is not a seq (damaged)")
+            self.base = self.manifest.get("base", 0)
+            if type(self.base) is not int or self.base < 0:
+                raise JournalError(f"{path / 'manifest.json'}: base is not a seq (damaged)")
             names = {segment.path.name for segment in self.segments}
             self.strays = [
                 name for name in listed
@@ -980,7 +989,7 @@ class _Journal:
     def scan(self) -> None:
         """Check every frame of every segment; raise ``JournalDamage`` at the first bad."""
         snaps = {seq for seq, _ in self.snapshots}
-        expected = 1
+        expected = self.base + 1
         count = len(self.segments)
         for index, segment in enumerate(self.segments):
             is_last = index == count - 1
@@ -1120,6 +1129,12 @@ class _Journal:
                 self.warnings.append(f"{path}: holds no engine it can load; passed over")
                 continue
             return seq, engine
+        if self.base:
+            # Nothing before it to replay: without it there is no state to start from.
+            raise JournalError(
+                f"{self.path / _snapshot_name(self.base)}: the journal's history begins at "
+                f"this snapshot (manifest.json, after journal-cut --from-snapshot), and it "
+                f"is missing or cannot be read: {'; '.join(self.warnings) or 'no such file'}")
         return 0, None
 
     def _snapshot_header(self, seq: int, path: Path) -> tuple[bytes, int, int, int] | None:
@@ -1379,12 +1394,18 @@ class CutPlan:
     copied: Path | None = None  # where the files went first, once cut
 
 
-def cut_journal(directory: str | Path, *, apply: bool = False,
+def cut_journal(directory: str | Path, *, apply: bool = False, from_snapshot: bool = False,
                 book: BookFactory = FastBook) -> CutPlan:
     """Recover *directory* up to its first damage and say what cutting it back there
     drops; with *apply*, copy every file that changes or goes into ``cut-NNNNNN/``,
     then cut. Raise ``JournalError`` for what cutting cannot mend (meta.json, the
-    manifest, an older format). One damage a run: run it again until nothing is cut."""
+    manifest, an older format). One damage a run: run it again until nothing is cut.
+
+    With *from_snapshot*, for damage before a whole snapshot after which every segment
+    reads well: keep that snapshot's state and every command after it, and set aside
+    the segments and snapshots before it instead (the history begins at the snapshot:
+    ``base`` in the manifest). The commands up to it are kept as its state, not as
+    records; none is dropped. ``JournalError`` when no snapshot allows it."""
     path = Path(directory)
     try:
         journal = _Journal(path)
@@ -1395,7 +1416,10 @@ def cut_journal(directory: str | Path, *, apply: bool = False,
         try:
             recovered = _recover(journal, book)
         except JournalDamage as damage:
-            plan, actions, manifest = _plan(journal, damage)
+            if from_snapshot:
+                plan, actions, manifest = _plan_from_snapshot(journal, damage, book)
+            else:
+                plan, actions, manifest = _plan(journal, damage)
         else:
             return CutPlan(path, None, None, recovered.seq, 0, 0, 0)
         if apply:
@@ -1535,6 +1559,56 @@ def _plan(journal: _Journal,
                 remove(snapshot, f": a snapshot after command {damage.seq:,}")
     plan.commands = top - damage.seq
     return plan, actions, manifest
+
+
+def _plan_from_snapshot(journal: _Journal, damage: JournalDamage, book: BookFactory
+                        ) -> tuple[CutPlan, list[tuple[str, Path, int]], _Json | None]:
+    """The plan that keeps the earliest whole snapshot past *damage* at which a segment
+    starts and from which the journal recovers with no damage, and sets aside every
+    segment and snapshot before it (see ``cut_journal``)."""
+    manifest = journal.manifest
+    assert manifest is not None  # cut_journal reads format 3 only
+    path = journal.path
+    if damage.kind not in ("frame", "segment", "size"):
+        raise JournalError(f"{damage}: --from-snapshot mends damage in a segment; this is "
+                           f"not (journal-cut without it says what it drops)")
+    for index, segment in enumerate(journal.segments):
+        base = segment.first - 1
+        if base <= damage.seq or not any(seq == base for seq, _ in journal.snapshots):
+            continue
+        trial = _Journal(path)
+        trial.base = base
+        trial.segments = trial.segments[index:]
+        # Recovered from that snapshot alone: it is whole, and all after it reads well.
+        trial.snapshots = [(seq, file) for seq, file in trial.snapshots if seq == base]
+        try:
+            _recover(trial, book)
+        except JournalError:  # damage after it too, or the snapshot is not whole
+            continue
+        plan = CutPlan(path, str(damage), "base", base, 0, 0, 0)
+        actions: list[tuple[str, Path, int]] = []
+        for earlier in journal.segments[:index]:
+            if earlier.path.exists():
+                size = earlier.path.stat().st_size
+                actions.append(("remove", earlier.path, 0))
+                plan.bytes += size
+                plan.frames += earlier.frames
+                plan.files.append((earlier.path.name, f"set aside ({size:,} bytes): records "
+                                   f"of commands {earlier.first:,} on"))
+        for seq, file in journal.snapshots:
+            if seq < base:
+                size = file.stat().st_size
+                actions.append(("remove", file, 0))
+                plan.bytes += size
+                plan.files.append((file.name, f"set aside ({size:,} bytes): a state before "
+                                   f"command {base:,}"))
+        plan.files.append((_snapshot_name(base), f"kept: the state after command {base:,}, "
+                           f"where the history now begins"))
+        kept = [dict(entry) for entry in manifest["segments"][index:]]
+        return plan, actions, {**manifest, "segments": kept, "base": base}
+    raise JournalError(
+        f"{damage}: no whole snapshot after the damage from which the rest of the journal "
+        f"reads well: journal-cut without --from-snapshot says what cutting back drops")
 
 
 def _apply(path: Path, actions: list[tuple[str, Path, int]], manifest: _Json | None) -> Path:

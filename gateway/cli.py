@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("directory", metavar="DIR", help="the journal directory")
     cut.add_argument("--yes", action="store_true",
                      help="copy the files aside and cut (default: only say what would go)")
+    cut.add_argument(
+        "--from-snapshot", action="store_true",
+        help="for damage before a whole snapshot after which the journal reads well: keep "
+        "that snapshot's state and every command after it, and set aside the segments and "
+        "snapshots before it (their records, not their state); no command is dropped")
     cut.set_defaults(run=_cmd_journal_cut)
 
     serve = sub.add_parser(
@@ -455,14 +460,18 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
 def _cmd_journal_cut(args: argparse.Namespace) -> int:
     from exchange.journal import cut_journal
 
-    plan = cut_journal(args.directory, apply=args.yes)
+    plan = cut_journal(args.directory, apply=args.yes, from_snapshot=args.from_snapshot)
     if plan.problem is None:
         print(
             f"{args.directory}: nothing to cut: the journal recovers whole ({plan.keep:,} commands)"
         )
         return EXIT_OK
     print(f"damage: {plan.problem}")
-    if plan.kind in ("frame", "segment"):
+    if plan.kind == "base":
+        print(f"keeps the state after command {plan.keep:,} (its snapshot) and every command "
+              f"after it: drops no command; sets aside the records before it, "
+              f"{plan.frames:,} frame(s), {plan.bytes:,} bytes in all:")
+    elif plan.kind in ("frame", "segment"):
         print(f"cut back to command {plan.keep:,}: drops at least {plan.commands:,} committed "
               f"command(s) in {plan.frames:,} frame(s), {plan.bytes:,} bytes in all:")
     elif plan.kind == "ahead":
@@ -474,6 +483,16 @@ def _cmd_journal_cut(args: argparse.Namespace) -> int:
     for name, what in plan.files:
         print(f"  {name.ljust(width)}  {what}")
     if not args.yes:
+        if plan.kind in ("frame", "segment") and plan.commands:
+            from exchange.journal import JournalError
+
+            try:
+                kept = cut_journal(args.directory, from_snapshot=True)
+            except JournalError:
+                pass
+            else:
+                print(f"or, with --from-snapshot: keep the state after command {kept.keep:,} "
+                      f"(a whole snapshot) and every command after it, dropping none")
         print(f"dry run: nothing changed. With --yes these files are first copied into "
               f"{args.directory}/cut-NNNNNN/, then cut.")
         return 1
