@@ -322,13 +322,24 @@ def _write_json(path: Path, body: _Json) -> None:
     _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _read_file(path: Path, size: int = -1) -> bytes:
-    """The bytes of the regular file *path* (at most *size*); ``OSError`` for anything
-    else named like a journal's file: a FIFO's read would wait for a writer for ever."""
+def _open_regular(path: Path) -> Any:
+    """The regular file *path*, open for reading; ``OSError`` for anything else named
+    like a journal's file: a FIFO's read would wait for a writer for ever. The
+    descriptor is closed on every refusal (``open`` of a directory's descriptor raises
+    and leaves it open)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as fh:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "not a regular file", str(path))
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_file(path: Path, size: int = -1) -> bytes:
+    """The bytes of the regular file *path* (at most *size*): see ``_open_regular``."""
+    with _open_regular(path) as fh:
         return fh.read(size)
 
 
@@ -369,7 +380,7 @@ def _aside(directory: Path, prefix: str) -> Path:
 def _copy(source: Path, target: Path) -> None:
     fd = _create(target)
     try:
-        with open(source, "rb") as fh:
+        with _open_regular(source) as fh:
             while chunk := fh.read(1 << 22):
                 _write_all(fd, chunk)
         os.fsync(fd)
@@ -1187,7 +1198,7 @@ class _Journal:
         for index, segment in enumerate(self.segments):
             if segment.last <= start or segment.pending:
                 continue  # wholly inside the snapshot (its frames were checked)
-            data = segment.path.read_bytes()
+            data = _read_file(segment.path)
             view = memoryview(data)
             legacy = segment.legacy
             header = 16 if legacy else _FRAME_HEADER
@@ -1470,7 +1481,7 @@ def _plan(journal: _Journal,
 
     def read(file: Path) -> bytes:
         try:
-            return file.read_bytes()
+            return _read_file(file)
         except FileNotFoundError:
             return b""
 

@@ -142,3 +142,48 @@ def test_a_fifo_named_like_a_journal_file_is_refused_not_waited_on(tmp_path, com
     os.mkfifo(manifest, 0o600)
     with pytest.raises(JournalError, match="manifest.json cannot be read: not a regular file"):
         recover(directory)
+
+
+def test_a_directory_named_like_a_journal_file_leaves_no_descriptor_open(tmp_path, commands):
+    """open() of a directory's descriptor raises and leaves the descriptor open: each
+    recovery leaked one for a directory named like a snapshot."""
+    directory = tmp_path / "j"
+    engine = journal_commands(directory, commands[:300], group=50)
+    (directory / "snapshot-000000000300.cxs").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        recovered = recover(directory)
+        assert recovered.engine.state_hash() == engine.state_hash()
+        assert any("snapshot-000000000300.cxs" in w for w in recovered.warnings)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_journal_cut_refuses_a_fifo_named_like_a_snapshot_it_would_copy_aside(
+        tmp_path, commands):
+    """journal-cut --yes copies what it removes aside first: a FIFO named like a snapshot
+    after the damage made it wait for ever on the copy's read."""
+    import threading
+
+    from exchange.journal import cut_journal
+
+    directory = tmp_path / "j"
+    journal_commands(directory, commands[:300], group=50)
+    segment = sorted(directory.glob("journal-*.cxj"))[0]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    os.mkfifo(directory / "snapshot-000000000300.cxs", 0o600)
+    done: list = []
+
+    def cut() -> None:
+        try:
+            done.append(cut_journal(directory, apply=True))
+        except JournalError as exc:
+            done.append(exc)
+
+    thread = threading.Thread(target=cut, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert done, "journal-cut waited on the FIFO"
+    assert isinstance(done[0], JournalError) and "not a regular file" in str(done[0])
+    assert segment.read_bytes() == bytes(data)  # nothing was cut
