@@ -218,6 +218,31 @@ def test_a_restatement_recomputes_and_the_registry_moves_the_difference(tmp_path
     assert rows["clean"]["allocated"] == 1000 and not report["stats"]["rejected"]
 
 
+def test_a_restatement_keeps_the_records_verifier_and_months(tmp_path, monkeypatch):
+    """A restatement revises the figure: the verifier and the months of monthly logs of
+    the record it restates stay, unless it gives its own."""
+    path = tmp_path / "s.toml"
+    path.write_text(
+        _PAIR.format(rule="verified_emissions").replace(
+            'name = "dirty"', 'name = "dirty"\nverifier = "V12"\nmonths = 10') +
+        '[[restatements]]\nentity = "dirty"\nemissions = 1300\n'
+        '[[restatements]]\nentity = "clean"\nemissions = 900\nmonths = 11\n')
+    engines = []
+    real = comply.Engine
+
+    def capture(*args, **kwargs):
+        engines.append(real(*args, **kwargs))
+        return engines[-1]
+
+    monkeypatch.setattr(comply, "Engine", capture)
+    comply.run_cycle(comply.load_scenario(path))
+    obligations = engines[0].ledger.registry.obligations
+    dirty, clean = obligations[("dirty", 2024)], obligations[("clean", 2024)]
+    assert (dirty.emissions, dirty.quality, dirty.verifier, dirty.months) == (1300, "revised",
+                                                                              "V12", 10)
+    assert (clean.emissions, clean.months) == (900, 11)
+
+
 # --- strict scenarios: every bad value refused with one line naming the file and the key ---
 
 _BASE = """year = 2024

@@ -99,7 +99,7 @@ _ENTITY_KEYS = frozenset({
 _UNIT_KEYS = frozenset({"type", "electricity_mwh", "heat_gj", "load", "emissions"})
 _ADJUSTMENT_KEYS = frozenset({"yearly", "cap_share", "regions"})
 _TRADE_KEYS = frozenset({"price", "qty"})
-_RESTATEMENT_KEYS = frozenset({"entity", "emissions", "quality", "verifier"})
+_RESTATEMENT_KEYS = frozenset({"entity", "emissions", "quality", "verifier", "months"})
 # The parameters of the shipped rules beside their ``rule`` key; a rule registered
 # elsewhere (``@sector_rule``) takes its parameters unchecked here.
 _RULE_PARAMETERS: dict[str, frozenset[str]] = {
@@ -249,6 +249,9 @@ def load_scenario(path: str | Path) -> dict:
         _one_of(restatement.get("quality", "revised"), QUALITIES, f"{where}: 'quality'")
         if "verifier" in restatement:
             _text(restatement["verifier"], f"{where}: 'verifier'")
+        months = restatement.get("months", 12)
+        if type(months) is not int or not 0 <= months <= 12:
+            raise ScenarioError(f"{where}: 'months' (monthly logs complete) must be 0 to 12")
     data["_base"] = Path(path).resolve().parent
     return data
 
@@ -454,14 +457,20 @@ def run_cycle(data: dict) -> dict:
         # A restatement (a revised record after verification) recomputes the plan: the
         # restated entity's allocation and, through BP, its sector's; each change is
         # issued or clawed back.
+        # A restatement revises the figure: the verifier and the months of monthly logs
+        # stay those of the record it restates unless it gives its own.
+        records = {e["name"]: (e.get("verifier"), e.get("months", 12)) for e in entities}
         for restatement in data.get("restatements", []):
-            emissions[restatement["entity"]] = restatement["emissions"]
+            name = restatement["entity"]
+            emissions[name] = restatement["emissions"]
+            verifier, months = records[name]
+            records[name] = (restatement.get("verifier", verifier),
+                             restatement.get("months", months))
             submit(
-                RecordEmissions(account=restatement["entity"], year=year,
-                                qty=restatement["emissions"],
+                RecordEmissions(account=name, year=year, qty=restatement["emissions"],
                                 quality=restatement.get("quality", "revised"),
-                                verifier=restatement.get("verifier")),
-                f"entity {restatement['entity']!r}: its restated emissions")
+                                verifier=records[name][0], months=records[name][1]),
+                f"entity {name!r}: its restated emissions")
         if data.get("restatements"):
             final, before = _plan(data, emissions), final
             true_up(final, before)
