@@ -240,17 +240,54 @@ def test_compliance_years_of_an_account(exchange):
     if YEAR != 2025:  # the allocation's year alone
         assert alice[0] == {
             "year": 2025, "deadline": "2026-12-31", "obligation": None, "quality": None,
-            "verifier": None, "allocated": 400, "deducted": 0, "surrendered": 0, "ccer": 0,
+            "verifier": None, "allocated": 400, "deducted": 0, "to_deduct": 0, "surrendered": 0,
+            "ccer": 0,
             "outstanding": 0, "shortfall": None, "fine": None, "status": None}
     assert alice[-1] == {
         "year": YEAR, "deadline": f"{YEAR + 1}-12-31", "obligation": 500, "quality": "measured",
         "verifier": "CQC", "allocated": 400 if YEAR == 2025 else 0, "deducted": 0,
-        "surrendered": 300, "ccer": 0, "outstanding": 200, "shortfall": 200,
+        "to_deduct": 0, "surrendered": 300, "ccer": 0, "outstanding": 200, "shortfall": 200,
         "fine": "60000.00", "status": "short"}  # 200 t x 60.00 x 5
     bob = queries.compliance(exchange.engine, "bob")
     assert [(r["year"], r["status"], r["fine"], r["outstanding"]) for r in bob] == [
         (YEAR, "compliant", "0.00", 0), (YEAR + 1, None, None, 80)]
     assert queries.compliance(exchange.engine, "carol") == []
+
+
+def test_a_shortfall_assessed_after_the_next_years_allocation_shows_until_deducted():
+    """Last year's shortfall is deducted by the next allocate row for the year; when that
+    year's final allocation came before the deadline, it was recorded and shown nowhere
+    (deducted 0), while the entity kept the allowances."""
+    from exchange import default_market
+    from exchange.orderfile import parse_order_text
+
+    rows = """action,account,instrument,qty,year,stage,ts,price
+open_account,cement,,,,,,
+allocate,cement,CEA24,350000,2024,pre,1717200000000000000,
+emissions,cement,,500000,2024,,1717200000000000001,
+allocate,cement,CEA24,480000,2024,final,1717200000000000002,
+surrender,cement,CEA24,480000,2024,,1717200000000000003,
+allocate,cement,CEA25,350000,2025,pre,1740000000000000000,
+emissions,cement,,450000,2025,,1740000000000000001,
+allocate,cement,CEA25,440000,2025,final,1772323200000000000,
+deadline,,,,2024,,1773100800000000000,98.00
+"""
+    engine = Engine(default_market(), ledger=True)
+    for command in parse_order_text(rows.encode()):
+        [result, *_] = engine.execute(command)
+        assert type(result).__name__ != "CommandRejected", result
+    [row] = [r for r in queries.compliance(engine, "cement") if r["year"] == 2025]
+    assert (row["allocated"], row["deducted"], row["to_deduct"]) == (440_000, 0, 20_000)
+    [entity] = queries.registry_year(engine, 2025)["entities"]
+    assert entity["to_deduct"] == 20_000
+    # The authority sends the year's allocation again: the shortfall is clawed back.
+    [again] = parse_order_text(b"action,account,instrument,qty,year,stage,ts\n"
+                               b"allocate,cement,CEA25,440000,2025,final,1773100800000000001\n")
+    engine.execute(again)
+    [row] = [r for r in queries.compliance(engine, "cement") if r["year"] == 2025]
+    assert (row["allocated"], row["deducted"], row["to_deduct"]) == (420_000, 20_000, 0)
+    [held] = [r for r in queries.holdings(engine, "cement") if r["asset"] == "CEA25"]
+    assert held["available"] == 420_000
 
 
 def test_registry_year_rows_and_totals(exchange):

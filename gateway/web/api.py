@@ -229,6 +229,8 @@ class ComplianceYearOut(BaseModel):
     verifier: str | None
     allocated: int = Field(description="free allocation issued for the year")
     deducted: int = Field(description="last year's shortfall deducted from the allocation")
+    to_deduct: int = Field(description="last year's shortfall still to deduct: assessed after "
+                           "the year's allocation, the next allocate row for the year takes it")
     surrendered: int = Field(description="allowances surrendered for the year")
     ccer: int = Field(description="CCER surrendered for the year")
     outstanding: int = Field(description="still to surrender")
@@ -245,6 +247,7 @@ class RegistryEntityOut(BaseModel):
     verifier: str | None
     allocated: int
     deducted: int
+    to_deduct: int
     surrendered: int
     ccer: int
     outstanding: int

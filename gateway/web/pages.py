@@ -656,8 +656,8 @@ def _time_left(portal: Portal, year: int, assessed: bool) -> str:
     return f"{days} d {hours} h left" if days else f"{hours} h {minutes} min left"
 
 
-_REGISTRY_COLUMNS = ("obligation", "allocated", "surrendered", "ccer:CCER used",
-                     "outstanding", "shortfall", "fine", "status")
+_REGISTRY_COLUMNS = ("obligation", "allocated", "to_deduct:to deduct", "surrendered",
+                     "ccer:CCER used", "outstanding", "shortfall", "fine", "status")
 
 
 def _status(row: Row) -> str:

@@ -190,8 +190,11 @@ def deadline_date(year: int) -> str:
 
 
 def _year_row(year: int, ob: Obligation | None, allocation: Allocation | None,
-              currency: str) -> Row:
+              currency: str, owed: int = 0) -> Row:
+    """One compliance year's row; *owed*: last year's shortfall to deduct from this
+    year's allocation (the registry's ``deductions``)."""
     assessed = ob is not None and ob.status is not None
+    deducted = 0 if allocation is None else allocation.deducted
     return {
         "year": year,
         "deadline": deadline_date(year),
@@ -199,7 +202,10 @@ def _year_row(year: int, ob: Obligation | None, allocation: Allocation | None,
         "quality": None if ob is None else ob.quality,
         "verifier": None if ob is None else ob.verifier,
         "allocated": 0 if allocation is None else allocation.issued,
-        "deducted": 0 if allocation is None else allocation.deducted,
+        "deducted": deducted,
+        # A shortfall assessed after this year's allocation: the next allocate row for the
+        # year deducts it (until then it shows here, not as nothing).
+        "to_deduct": max(0, owed - deducted),
         "surrendered": 0 if ob is None else ob.allowances,
         "ccer": 0 if ob is None else ob.offsets,
         # still to surrender (allowances and the CCER that count), until assessed
@@ -214,7 +220,8 @@ def _year_row(year: int, ob: Obligation | None, allocation: Allocation | None,
 def compliance(engine: Engine, account: str) -> list[Row]:
     """*account*'s compliance years, oldest first: its obligation (verified emissions,
     ``null`` before they are recorded), the free allocation issued for the year (net of
-    the last year's shortfall, ``deducted``), the allowances and CCER surrendered for it,
+    the last year's shortfall, ``deducted``; what of it is still to deduct,
+    ``to_deduct``), the allowances and CCER surrendered for it,
     what is ``outstanding``; once the year is assessed its ``shortfall``, ``fine`` (cash)
     and ``status`` (``compliant`` or ``short``), else ``null``; the ``deadline`` date."""
     ledger = engine.ledger
@@ -225,7 +232,8 @@ def compliance(engine: Engine, account: str) -> list[Row]:
                    | {y for (a, y) in registry.allocations if a == account})
     currency = _fine_currency(engine)
     return [_year_row(year, registry.obligations.get((account, year)),
-                      registry.allocations.get((account, year)), currency) for year in years]
+                      registry.allocations.get((account, year)), currency,
+                      registry.deductions.get((account, year), 0)) for year in years]
 
 
 def compliance_years(engine: Engine) -> list[int]:
@@ -255,7 +263,8 @@ def registry_year(engine: Engine, year: int) -> Row:
     entities = []
     for name in names:
         row = _year_row(year, registry.obligations.get((name, year)),
-                        registry.allocations.get((name, year)), currency)
+                        registry.allocations.get((name, year)), currency,
+                        registry.deductions.get((name, year), 0))
         del row["year"], row["deadline"]
         entities.append({"account": name, "sector": None, **row})
     fines = sum(ob.fine for (_, y), ob in registry.obligations.items() if y == year)
