@@ -1230,6 +1230,7 @@ class Engine:
             ledger.closing_out = clearing.closing_out = False
         for account in sorted({a for a, _, _ in close_outs}):
             clearing.close_out_done(account)
+        clearing.lift_flat_calls(out)
 
     def _close_out_orders(self, close_outs: list[CloseOut], out: list[Event]) -> None:
         ledger = self.ledger

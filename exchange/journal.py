@@ -152,7 +152,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias
 
 import msgspec
 
@@ -322,7 +322,7 @@ def _write_json(path: Path, body: _Json) -> None:
     _write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _open_regular(path: Path) -> Any:
+def _open_regular(path: Path) -> BinaryIO:
     """The regular file *path*, open for reading; ``OSError`` for anything else named
     like a journal's file: a FIFO's read would wait for a writer for ever. The
     descriptor is closed on every refusal (``open`` of a directory's descriptor raises

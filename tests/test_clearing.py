@@ -717,3 +717,73 @@ def test_one_accounts_own_quotes_set_no_settlement_price():
 
     assert settled("m", "m") == (8000, "previous")
     assert settled("m", "n") == (8800, "mid")  # two accounts' quotes: a mid, capped
+
+
+# A hypothesis example, as it came: b, called the day before and not meeting it, is closed
+# out at this end of day; its close-out sells into a's resting buy, and a, itself called
+# at this end of day (short one lot of G), is left flat.
+FLATTENED_BY_A_CLOSE_OUT = """\
+action,order_id,account,instrument,side,type,tif,price,qty,ts
+deposit,,a,CNY,,,,,8000.00,
+issue,,a,CEA25,,,,,500,
+deposit,,b,CNY,,,,,9000.00,
+deposit,,c,CNY,,,,,20000.00,
+deposit,,d,CNY,,,,,50000.00,
+deposit,,b,CNY,,,,,20000.00,1798002000000000000
+new,o1,d,G,buy,limit,gtc,71.99,1,1798002000000000000
+new,o2,d,G,sell,limit,gtc,72.01,1,1798002000000000000
+amend,o1,d,,,,,,2,1798002000000000000
+new,o3,a,G,sell,market,ioc,,1,1798002000000000000
+new,o4,a,F,buy,limit,gtc,79.99,1,1798002000000000000
+new,o5,a,F,sell,limit,gtc,80.01,1,1798002000000000000
+eod,,,,,,,,,1798012800000000000
+new,o6,a,F,buy,limit,gtc,80.00,1,1798088400000000000
+new,o7,b,F,buy,limit,gtc,80.00,1,1798088400000000000
+new,o8,c,F,sell,market,ioc,,1,1798088400000000000
+eod,,,,,,,,,1798099200000000000
+new,o9,a,F,buy,limit,gtc,79.99,1,1798174800000000000
+new,o10,a,F,sell,limit,gtc,80.01,1,1798174800000000000
+new,o11,b,G,sell,limit,gtc,71.99,1,1798174800000000000
+new,o12,a,F,buy,limit,gtc,80.00,1,1798174800000000000
+new,o13,a,F,buy,limit,gtc,79.99,1,1798174800000000000
+new,o14,a,F,sell,limit,gtc,80.01,1,1798174800000000000
+new,o15,a,F,buy,limit,gtc,80.00,1,1798174800000000000
+mass_cancel,,d,G,,,,,,1798174800000000000
+new,o16,d,G,buy,limit,gtc,81.99,3,1798174800000000000
+new,o17,d,G,sell,limit,gtc,82.01,3,1798174800000000000
+eod,,,,,,,,,1798185600000000000
+eod,,,,,,,,,1798444800000000000
+new,o18,b,G,buy,limit,gtc,82.01,3,1798520400000000000
+new,o19,a,F,buy,limit,gtc,80.00,1,1798520400000000000
+new,o20,d,G,sell,market,ioc,,1,1798520400000000000
+new,o21,a,F,buy,limit,gtc,80.00,1,1798520400000000000
+new,o22,a,F,buy,limit,gtc,79.99,1,1798520400000000000
+new,o23,a,F,sell,limit,gtc,80.01,1,1798520400000000000
+eod,,,,,,,,,1798531200000000000
+new,o24,a,G,buy,limit,gtc,81.99,1,1798606800000000000
+new,o25,a,G,sell,limit,gtc,82.01,1,1798606800000000000
+new,o26,b,G,sell,limit,gtc,82.00,1,1798606800000000000
+eod,,,,,,,,,1798617600000000000
+"""
+
+
+def test_an_account_a_close_out_leaves_flat_has_its_call_met_at_once():
+    """A called account that another's close-out trades leave with no position stayed
+    called until the next end of day, with nothing to margin."""
+    from test_clearing_properties import MARKET
+
+    from exchange.orderfile import parse_order_text
+
+    engine = Engine(MARKET, ledger=True)
+    events: list = []
+    for command in parse_order_text(FLATTENED_BY_A_CLOSE_OUT.encode()):
+        events = engine.execute(command)
+    clearing = engine.ledger.clearing
+    assert [e.qty for e in events if type(e) is TradeExecuted] == [1]  # b's close-out, into a's
+    called = [e for e in events if type(e).__name__ == "MarginCalled"]
+    met = [e for e in events if type(e).__name__ == "MarginCallMet"]
+    assert [e.account for e in called] == ["a"] and [e.account for e in met] == ["a"]
+    assert events.index(met[0]) > events.index(called[0])
+    assert "a" not in clearing.calls
+    assert not any(p.get("a") and p["a"].net for p in clearing.positions.values())
+    engine.check()

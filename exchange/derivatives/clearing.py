@@ -715,6 +715,20 @@ class Clearing:
         if not any(account in p and p[account].net for p in self.positions.values()):
             self.calls.pop(account, None)
 
+    def lift_flat_calls(self, out: list[Event]) -> None:
+        """After the close-outs: a called account that their trades left with no position
+        (a counterparty called at this end of day) has nothing left to margin, so its
+        call is met now, not at the next end of day."""
+        for account in sorted(self.calls):
+            held = [p[account] for p in self.positions.values() if account in p]
+            if any(pos.net for pos in held):
+                continue
+            del self.calls[account]
+            cash = self.accounts[account].holding(self.currency)
+            self._event(MarginCallMet, out, account=account,
+                        equity=cash.available + sum(pos.margin for pos in held),
+                        currency=self.currency)
+
     # --- delivery -------------------------------------------------------------------------
     def _deliver(self, symbol: str, out: list[Event]) -> None:
         inst = self.contracts[symbol]
