@@ -205,7 +205,7 @@ def test_a_loss_realised_today_stays_held_until_the_days_settlement_pays_it(shor
     assert [(e.account, e.amount) for e in events if type(e) is VariationMargin
             and e.account == "a"] == [("a", -1_000_000)]
     assert not [e for e in events if type(e) is DefaultRecorded]
-    assert run.cash("a") == 0 and clearing.positions["F"]["a"].margin == 0
+    assert run.cash("a") == 0 and "a" not in clearing.positions["F"]  # settled: gone
     total = sum(run.cash(name) for name in ("a", "b", "c", "@clearing"))
     assert total == 2 * 10_000_000 + 2_000_000 - 1_000_000  # deposits less the withdrawal
 
@@ -787,3 +787,21 @@ def test_an_account_a_close_out_leaves_flat_has_its_call_met_at_once():
     assert "a" not in clearing.calls
     assert not any(p.get("a") and p["a"].net for p in clearing.positions.values())
     engine.check()
+
+def test_a_position_closed_and_settled_is_gone_and_its_account_may_be_closed():
+    """a opens 1 lot on Monday and closes it on Tuesday; once Tuesday's settlement has
+    paid it, a holds no position, margin nor order: it may withdraw all and close."""
+    from exchange.commands import Withdraw
+
+    run = Run()
+    _funded(run, "a", "m")
+    run.order("a1", "a", "F", "sell", 1, "80.00")
+    run.order("m1", "m", "F", "buy", 1, "80.00")
+    run(EndOfDay(ts=EOD))
+    run.order("a2", "a", "F", "buy", 1, "80.00", ts=MON + DAY)
+    run.order("m2", "m", "F", "sell", 1, "80.00", ts=MON + DAY)
+    run(EndOfDay(ts=EOD + DAY))
+    assert not run.engine.ledger.clearing.positions["F"]
+    assert type(run(Withdraw(account="a", currency="CNY", amount="100000.00"))[0]) is not \
+        CommandRejected
+    assert type(run(CloseAccount(account="a"))[0]) is not CommandRejected

@@ -519,6 +519,11 @@ class Clearing:
             for account, pos in list(self.positions[symbol].items()):
                 self._remargin(self.accounts[account], pos, self.options[symbol])
         close_outs = self._margin_calls(out, day, currency, today)
+        # A position closed and now settled (its loss paid, its margin given back) is gone:
+        # its account holds nothing here any more (and may be closed).
+        for symbol in prices:
+            for account, pos in list(self.positions[symbol].items()):
+                self._forget(symbol, account, pos)
         for symbol in expiring:
             if symbol in self.contracts:
                 self.expired.add(symbol)
