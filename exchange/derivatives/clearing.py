@@ -32,8 +32,10 @@ Rules (docs/derivatives.md; the numbers are the market file's):
   own positions made, less the recorded defaults (it may go below zero by them).
 - **Margin calls**: after settlement the margins are topped up from available cash;
   equity (available cash plus margin) below the maintenance margin of the positions
-  (``maintenance_margin x |net|``) calls the account: it may only reduce (orders that
-  would raise its margin are rejected ``reduce_only``). At a later ``eod``, equity back
+  (``maintenance_margin x |net|``) calls the account: it may only reduce its exposure
+  (orders that would raise its worst case, the larger of its long and short side with
+  its open orders, are rejected ``reduce_only``; turning a position round no larger is
+  not). At a later ``eod``, equity back
   to the initial margin of its positions lifts the call; otherwise its open futures
   orders are cancelled and its positions closed out (a suspension does not stop it):
   through the book (the engine sends ioc orders for it, at most one lot's initial
