@@ -781,3 +781,24 @@ def test_a_bots_own_auction_and_order_named_alike_in_two_messages_of_one_flush()
     core.flush(now=0.0)
     assert not (engine.auctions.auctions and any(
         o.order_id == "alice/q7" for o in engine.live_orders()))
+
+
+def test_an_auction_never_takes_another_accounts_order_ids():
+    """bob's auction named like alice's next order id refused her order duplicate_order_id
+    for the rest of the day: only the initiator's fills carry an auction's id."""
+    engine = Engine(default_market().open_all_hours(), ledger=True)
+    engine.execute(IssueAllowances(account="bob", instrument="CEA25", qty=200_000))
+    engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=10))
+    core = GatewayCore(engine, settings=GatewaySettings(book_interval=0))
+    send(core, "bob", {"action": "auction_open", "auction": "s-7", "instrument": "CEA25",
+                       "side": "sell", "price": "99.00", "qty": 100_000, "command_id": "c1"})
+    assert reports(core.flush(now=0.0), "bob")[0]["report"] == "auction"
+    send(core, "alice", {**order("s-7", "sell", "70.00", 1), "command_id": "c1"})
+    assert reports(core.flush(now=0.0), "alice")[0]["report"] == "accepted"
+    # in one flush too: bob's auction and alice's order named alike are both taken
+    send(core, "bob", {"action": "auction_open", "auction": "s-8", "instrument": "CEA25",
+                       "side": "sell", "price": "99.00", "qty": 100_000, "command_id": "c2"})
+    send(core, "alice", {**order("s-8", "sell", "70.00", 1), "command_id": "c2"})
+    out = core.flush(now=0.0)
+    assert reports(out, "bob")[0]["report"] == "auction"
+    assert reports(out, "alice")[0]["report"] == "accepted"

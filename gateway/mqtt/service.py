@@ -57,7 +57,8 @@ from exchange.reasons import Reason
 from gateway.mqtt.collector import Collector
 from gateway.mqtt.lanes import LaneQueue
 from gateway.mqtt.wire import (OPS_ID_PREFIX, WIRE_ACTIONS, AcceptedReport, OpsAcceptedReport,
-                               RejectedReport, Report, ReportMaker, WireDecoder, client_id)
+                               RejectedReport, Report, ReportMaker, WireDecoder, opened_by,
+                               client_id)
 from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
@@ -732,7 +733,7 @@ class GatewayCore:
         auctions = engine.auctions.auctions
         used = engine.id_used
         operator = self._from_operator
-        opened: set[str] = set()  # this flush's auction ids
+        opened: set[tuple[str, str]] = set()  # this flush's (initiator, auction)
         named: set[str] = set()  # this flush's new ids, as the engine keeps them
         kept: list = []
         for item in pending:
@@ -750,10 +751,11 @@ class GatewayCore:
                         message=f"auction {item.auction!r} is an id of {item.account}'s own "
                         "order, block or bid today", command_id=command_id)))
                     continue
-                opened.add(item.auction)
+                opened.add((item.account, item.auction))
             elif kind is PlaceOrder or kind is PostBlock or kind is BidAuction:
                 bare = client_id(item.order_id)
-                if bare in auctions or bare in opened:
+                # Only the initiator's: its fills carry the auction's id as their order_id.
+                if opened_by(auctions, bare, item.account) or (item.account, bare) in opened:
                     kept.append((item.account, RejectedReport(
                         action=kind.__struct_config__.tag, reason=Reason.DUPLICATE_ORDER_ID,
                         message=f"order_id {bare!r} is an auction's today", order_id=bare,

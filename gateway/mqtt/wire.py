@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import operator
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -63,7 +63,7 @@ __all__ = [
     "ClosedOutReport", "DefaultReport", "DeliveryReport", "DeliveryFailedReport",
     "ExercisedReport", "NoticeReport", "BlockReport", "BlockAcceptedReport", "AuctionReport",
     "BidAcceptedReport", "AuctionClearedReport", "QuotingReport", "OpsAcceptedReport",
-    "AnyOpsReport", "ORDER_ACTIONS", "OPS_ID_PREFIX", "operators_own",
+    "AnyOpsReport", "ORDER_ACTIONS", "OPS_ID_PREFIX", "operators_own", "opened_by",
     "daily_record"
 ]
 
@@ -320,8 +320,9 @@ class WireDecoder:
                     append(_rejection(BAD_COMMAND, "order_id is required",
                                       msgspec.to_builtins(row)))
                     continue
-                if auctions and action in _NEW_IDS and order_id in auctions:
-                    # One pool of ids a day: an auction's fills carry its id as their order_id
+                if auctions and action in _NEW_IDS and opened_by(auctions, order_id, account):
+                    # An auction's fills carry its id as its initiator's order_id: not one of
+                    # the initiator's own ids that day (another account's ids are its own)
                     append(_rejection(Reason.DUPLICATE_ORDER_ID, f"order_id {order_id!r} is "
                                       "an auction's today", msgspec.to_builtins(row)))
                     continue
@@ -388,6 +389,15 @@ class WireDecoder:
         reader's tables of checked prices and quantities."""
         if len(self._reader.numbers) + len(self._reader.integers) > limit:
             self._reader.forget()
+
+
+def opened_by(auctions: Any, auction: str | None, account: str | None) -> bool:
+    """Whether *account* opened the day's auction *auction* (*auctions*: the engine's, by
+    id). Only the initiator's fills carry an auction's id as their ``order_id``: another
+    account's order, block or bid of that name is its own (refusing it let any account
+    holding 100,000 t take another's next order ids for the day)."""
+    found = auctions.get(auction) if isinstance(auctions, Mapping) else None
+    return found is not None and found.initiator.account == account
 
 
 def client_id(order_id: str | None) -> str | None:
