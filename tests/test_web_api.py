@@ -413,6 +413,17 @@ def http(server) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(autouse=True)
+def _no_login_budget(exchange) -> Iterator[None]:
+    """The tests that check refusals (schemathesis among them) make more failed logins
+    than the portal lets one address make in a minute: here the budget is lifted, but in
+    the test of the budget itself."""
+    credentials = exchange.portal.credentials
+    credentials._failed.clear()
+    credentials._failures = 1 << 30
+    yield
+
+
 ACCOUNT_PATHS = ("holdings", "orders", "away", "fills", "positions", "margin", "compliance")
 MARKET_PATHS = ("/instruments", "/market/CEA25/book", "/market/CEA25/trades",
                 "/market/CEA25/daily", "/market/CEA25/candles", "/blocks", "/auctions")
@@ -434,6 +445,40 @@ def test_no_or_wrong_credentials_are_401_with_the_challenge(http):
             assert http.get("/api/v1" + path, headers=header).status_code == 401
     # the login is checked before anything else: no hint of what exists or is valid
     assert http.get("/api/v1/market/NOPE/book?levels=0").status_code == 401
+
+
+def test_an_address_past_its_failed_logins_waits(http, exchange):
+    """2,000 wrong logins took a second, all 401, none logged: guessing had no bound. Past
+    the budget an address is answered 429 with Retry-After, its password unread (a right
+    one too), until the window ends; missing credentials (a browser asking) do not count."""
+    from gateway.web.auth import FAILURES_ALLOWED
+
+    exchange.portal.credentials._failures = FAILURES_ALLOWED  # the portal's own budget
+    for _ in range(FAILURES_ALLOWED + 5):
+        assert http.get("/api/v1/instruments").status_code == 401  # no login: not counted
+    for _ in range(FAILURES_ALLOWED):
+        assert http.get("/api/v1/instruments", auth=("alice", "guess")).status_code == 401
+    refused = http.get("/api/v1/instruments", auth=ALICE)
+    assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 60
+    page = http.get("/", auth=ALICE)
+    assert page.status_code in (429, 404)  # the pages too, where they are served
+    exchange.portal.credentials._failed.clear()  # the window over
+    assert http.get("/api/v1/instruments", auth=ALICE).status_code == 200
+
+
+def test_the_failed_login_window_ends():
+    clock = [100.0]
+    credentials = Credentials({"alice": "pw-a"}, failures=3, window=60, clock=lambda: clock[0])
+    wrong = "Basic " + __import__("base64").b64encode(b"alice:nope").decode()
+    for _ in range(3):
+        assert credentials.user(wrong, "10.0.0.1") is None
+    assert credentials.wait("10.0.0.1") == 60 and credentials.wait("10.0.0.2") == 0
+    clock[0] += 59
+    assert credentials.wait("10.0.0.1") == 1
+    clock[0] += 1
+    assert credentials.wait("10.0.0.1") == 0
+    assert credentials.user(wrong, "10.0.0.1") is None  # a new window: one failure
+    assert credentials.wait("10.0.0.1") == 0
 
 
 def test_head_is_answered_as_get_without_the_body(http):

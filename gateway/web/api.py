@@ -6,13 +6,15 @@ Every endpoint answers JSON described by its response model in the OpenAPI docum
 integers, times as nanoseconds (docs/web.md). No credentials, or wrong ones: 401 with
 ``WWW-Authenticate: Basic realm="carbonx"``; another account's data, or the operator's
 endpoints for an account: 403; an unknown instrument, account or year: 404; a query value
-out of its bounds: 422 (FastAPI's validation). Nothing here changes state.
+out of its bounds: 422 (FastAPI's validation); an address past its failed logins (see
+``Credentials``): 429 with ``Retry-After``. Nothing here changes state.
 
 The handlers are coroutines: they run on the event loop that runs the gateway's flushes,
 so each reads the engine between two flushes, never during one. (No ``from __future__
 import annotations``: FastAPI reads the handlers' annotations, some local to ``make_router``.)
 """
 
+import math
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -298,6 +300,8 @@ _basic = _Basic(realm=REALM, auto_error=False, description="the exchange's passw
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Message, "description": "no credentials, or wrong ones"},
+    429: {"model": Message, "description": "too many failed logins from this address: "
+          "wait Retry-After seconds"},
 }
 _FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": Message, "description": "not this user's to see"},
@@ -339,7 +343,13 @@ def make_router(portal: Portal) -> APIRouter:
     credentials: Credentials = portal.credentials
 
     def user(request: Request) -> str:
-        name = credentials.user(request.headers.get("authorization"))
+        address = request.client.host if request.client is not None else ""
+        wait = credentials.wait(address)
+        if wait:
+            raise HTTPException(429, detail="too many failed logins from this address: try "
+                                f"again in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+        name = credentials.user(request.headers.get("authorization"), address)
         if name is None:
             raise HTTPException(401, detail="log in with the exchange's password",
                                 headers=_CHALLENGE)

@@ -6,24 +6,61 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 
 from gateway.protocol import GATEWAY, OPERATOR
 
-__all__ = ["Credentials", "OPERATOR"]
+__all__ = ["Credentials", "OPERATOR", "FAILURES_ALLOWED", "FAILURE_WINDOW_S"]
+
+log = logging.getLogger("carbonx.web")
+
+FAILURES_ALLOWED = 20  # failed logins from one address in a window; then it waits
+FAILURE_WINDOW_S = 60.0
+_ADDRESSES_KEPT = 10_000  # addresses with failures remembered at most
 
 
 class Credentials:
-    """Who may log in to the web portal: accounts and the operator, by password."""
+    """Who may log in to the web portal: accounts and the operator, by password.
 
-    def __init__(self, passwords: Mapping[str, str]) -> None:
+    Guessing is bounded: past ``failures`` failed logins (a wrong or unreadable
+    ``Authorization`` header; none at all is a browser asking, not a failure) from one
+    address within ``window`` seconds, that address waits until the window ends
+    (``wait``), and the portal answers it 429 without looking at its password."""
+
+    def __init__(self, passwords: Mapping[str, str], *, failures: int = FAILURES_ALLOWED,
+                 window: float = FAILURE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         # Kept by reference: an account opened live, given a login in the broker's
         # credentials, may log in to the pages at once.
         self._passwords = passwords
+        self._failures, self._window, self._clock = failures, window, clock
+        self._failed: dict[str, list[float]] = {}  # address -> [window start, failures]
 
-    def user(self, authorization: str | None) -> str | None:
-        """The user an ``Authorization: Basic ...`` header proves, or ``None``."""
-        if not authorization or authorization[:6].lower() != "basic ":
+    def wait(self, address: str) -> float:
+        """Seconds before *address* may try to log in again (0: it may now)."""
+        entry = self._failed.get(address)
+        if entry is None:
+            return 0.0
+        left = entry[0] + self._window - self._clock()
+        if left <= 0:
+            del self._failed[address]
+            return 0.0
+        return left if entry[1] >= self._failures else 0.0
+
+    def user(self, authorization: str | None, address: str = "") -> str | None:
+        """The user an ``Authorization: Basic ...`` header proves, or ``None`` (a failure
+        of *address*'s, when a header was given)."""
+        if not authorization:
+            return None
+        user = self._check(authorization)
+        if user is None:
+            self._failure(address)
+        return user
+
+    def _check(self, authorization: str) -> str | None:
+        if authorization[:6].lower() != "basic ":
             return None
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
@@ -38,6 +75,22 @@ class Credentials:
             hmac.compare_digest(password.encode(), password.encode())
             return None
         return user if hmac.compare_digest(password.encode(), known.encode()) else None
+
+    def _failure(self, address: str) -> None:
+        now = self._clock()
+        entry = self._failed.get(address)
+        if entry is None or entry[0] + self._window <= now:
+            if len(self._failed) >= _ADDRESSES_KEPT:  # bounded: the expired go, then the oldest
+                for stale in [a for a, e in self._failed.items() if e[0] + self._window <= now]:
+                    del self._failed[stale]
+                while len(self._failed) >= _ADDRESSES_KEPT:
+                    del self._failed[next(iter(self._failed))]
+            entry = self._failed[address] = [now, 0]
+        entry[1] += 1
+        if entry[1] == self._failures:
+            log.warning("web: %d failed logins from %s within %.0f s: its logins are refused "
+                        "for the rest of that time", self._failures, address or "(unknown)",
+                        self._window)
 
     @staticmethod
     def may_see(user: str, account: str) -> bool:

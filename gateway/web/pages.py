@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import secrets
 import time
@@ -778,7 +779,13 @@ def register_pages(app: FastAPI, portal: Portal) -> None:
     def login(request: Request) -> str | Response:
         """The login of *request*, or the answer that refuses it: 401 without one, 429 or
         503 past the open pages' limits."""
-        user = portal.credentials.user(request.headers.get("authorization"))
+        address = request.client.host if request.client is not None else ""
+        wait = portal.credentials.wait(address)
+        if wait:
+            return PlainTextResponse(
+                f"too many failed logins from this address: try again in {math.ceil(wait)} s",
+                status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+        user = portal.credentials.user(request.headers.get("authorization"), address)
         if user is None:
             return _unauthorized()
         return pages.refusal(user) or user
