@@ -164,7 +164,7 @@ def test_a_command_submitted_while_reconnecting_leaves_before_later_ones():
         client.submit({"action": "cancel", "order_id": "o0", "command_id": "c0"})
         broker = SlowBroker()
         sender = OrderedSender(broker)
-        client._resend_all(sender)
+        client._resend(sender, 0.0)
         client._sender = sender
         client._connected.set()  # as _run does, with no await between
         client.submit({"action": "amend", "order_id": "o1", "price": "60.05",

@@ -216,9 +216,9 @@ class ExchangeClient:
                     self._sender = sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
                     delay = self._retry_delay
-                    self._resend_all(sender)
+                    self._resend(sender, 0.0)
                     self._connected.set()  # (no await since: what comes next goes behind)
-                    resender = asyncio.ensure_future(self._resend_late(mqtt))
+                    resender = asyncio.ensure_future(self._resend_late(sender))
                     try:
                         async for message in mqtt.messages:
                             self._dispatch(message.topic.value, message.payload)
@@ -241,8 +241,16 @@ class ExchangeClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _resend(self, mqtt, age: float) -> None:
-        """Send again, in order and in batches, every command unanswered for *age* s."""
+    def _resend(self, sender: OrderedSender, age: float) -> None:
+        """Queue again, in order and in batches, every command unanswered for *age* s on
+        the connection's *sender*, which publishes in call order behind what it holds.
+
+        On (re)connecting (*age* 0) this runs before the client counts as connected, with
+        no await between: a command submitted after goes out behind them (not 2 s later
+        behind later ones: an amend overtaken by the next amend of the same order, left in
+        force). Awaiting each publish there, a bot that kept submitting (faster than the
+        broker acknowledged) kept the client resending for as long, never connected and
+        reading no report."""
         now = asyncio.get_running_loop().time()
         waiting = []
         for entry in self._pending.values():
@@ -250,31 +258,14 @@ class ExchangeClient:
                 entry[2] = now
                 waiting.append(entry[0])
         for start in range(0, len(waiting), 500):
-            batch = waiting[start:start + 500]
-            await mqtt.publish(orders_topic(self.account), self._encode(batch), qos=1)
-
-    def _resend_all(self, sender: OrderedSender) -> None:
-        """On (re)connecting: queue every command unanswered, in order, on the new
-        connection's *sender*, which publishes in call order, before the client counts as
-        connected, with no await between: a command submitted after goes out behind them
-        (not 2 s later behind later ones: an amend overtaken by the next amend of the same
-        order, left in force). Awaiting each publish here, a bot that kept submitting
-        (faster than the broker acknowledged) kept the client resending for as long,
-        never connected and reading no report."""
-        now = asyncio.get_running_loop().time()
-        waiting = []
-        for entry in self._pending.values():
-            entry[2] = now
-            waiting.append(entry[0])
-        for start in range(0, len(waiting), 500):
             sender.send(orders_topic(self.account), self._encode(waiting[start:start + 500]), 1)
 
-    async def _resend_late(self, mqtt) -> None:
+    async def _resend_late(self, sender: OrderedSender) -> None:
         """A command can vanish (sent while the gateway was away from the broker, which
         kept no session): resend what stays unanswered; the gateway applies it once."""
         while True:
             await asyncio.sleep(self.resend_after / 2)
-            await self._resend(mqtt, self.resend_after)
+            self._resend(sender, self.resend_after)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
