@@ -610,10 +610,7 @@ class GatewayCore:
         out = [self.status_message(instrument) for instrument in engine.market.instruments]
         levels = self.settings.book_levels
         for instrument in engine.market.instruments:
-            shape = engine.book(instrument).depth(levels)
-            self._book_last[instrument] = shape
-            depth = self._reports.depth(instrument, engine.seq, shape)
-            out.append((book_topic(instrument), _json.encode(depth), 0, True))
+            out.append(self._depth(instrument, engine.book(instrument).depth(levels)))
         for opened, bids in self._auctions.values():
             body = self._reports.auction_state(opened, opened, bids)
             body["seq"] = self.engine.seq
@@ -869,12 +866,17 @@ class GatewayCore:
             shape = engine.book(instrument).depth(levels)
             if self._book_last.get(instrument) == shape:
                 continue
-            self._book_last[instrument] = shape
             sent[instrument] = now
-            depth = self._reports.depth(instrument, engine.seq, shape)
-            # Retained: a bot that subscribes between two changes has the depth at once.
-            outgoing.append((book_topic(instrument), _json.encode(depth), 0, True))
+            outgoing.append(self._depth(instrument, shape))
         return outgoing
+
+    def _depth(self, instrument: str, shape: tuple) -> Outgoing:
+        """The depth message of *instrument*'s book *shape* (``book.depth(levels)``), now
+        the last published. Retained: a bot that subscribes between two changes has the
+        depth at once."""
+        self._book_last[instrument] = shape
+        depth = self._reports.depth(instrument, self.engine.seq, shape)
+        return (book_topic(instrument), _json.encode(depth), 0, True)
 
     def books_waiting(self) -> bool:
         return bool(self._dirty)
