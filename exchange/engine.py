@@ -1085,6 +1085,15 @@ class Engine:
         ctr = self._ctr
         ctr.seq += 1
         out.append(TradingDayEnded(seq=ctr.seq, day=self.day, ts=ts))
+        if self._quoting is not None and ts is None:
+            # An end of day without a time: the rest of the day's sessions count with the
+            # orders as they stood, so before anything of the day's end takes one out
+            # (day orders expiring, the new band's cancels). The gtd orders still live, in
+            # time order: close_day stops at the day's end.
+            live = self._live
+            self._quoting.close_day([(expire_ts, order) for expire_ts, _, order
+                                     in sorted(self._gtd)
+                                     if order.qty and live.get(order.order_id) is order])
         for order in [o for o in self.live_orders() if o.tif == DAY]:
             self._take_out(order, None, out)
         ledger = self._ledger
@@ -1129,12 +1138,6 @@ class Engine:
             book.day_self_notional = 0
             away[0] = away[1] = 0
         if self._quoting is not None:
-            if ts is None:
-                # The gtd orders still live, in time order: close_day stops at the day's end.
-                live = self._live
-                self._quoting.close_day([(expire_ts, order) for expire_ts, _, order
-                                         in sorted(self._gtd)
-                                         if order.qty and live.get(order.order_id) is order])
             self._assess_quoting(out)
         close_outs, expiring = ledger.end_of_day(out, self._books, self.day)
         for order in [o for o in self.live_orders() if o.instrument in expiring]:

@@ -502,6 +502,40 @@ def test_a_gtd_quote_counts_until_its_time_at_an_end_of_day_without_one():
     assert (row.quoted_ns, row.session_ns, row.met) == (HOUR, 4 * HOUR, False)
 
 
+@pytest.mark.parametrize("why", ["day orders", "the new band"])
+def test_quotes_the_end_of_day_takes_out_count_until_it_at_an_end_of_day_without_one(why):
+    """An ``eod`` without a ``ts`` counts the rest of the day's sessions with the orders as
+    they stood: quotes that the end of the day itself takes out (``day`` orders expiring,
+    a bid the new band leaves on its near side) stood until then, as with a ``ts``."""
+    from exchange import Engine
+    from exchange.commands import Deposit, EndOfDay, IssueAllowances, OpenAccount, PlaceOrder
+
+    def assessed(eod_ts: int | None) -> QuotingAssessed:
+        engine = Engine(parse_market(default_market().text + MAKER_TABLE), ledger=True)
+        for name in ("mm1", "x", "y"):
+            engine.execute(OpenAccount(account=name,
+                                       kind="market_maker" if name == "mm1" else "covered"))
+            engine.execute(Deposit(account=name, currency="CNY", amount="1000000.00"))
+            engine.execute(IssueAllowances(account=name, instrument="CEA25", qty=10_000))
+        tif = "day" if why == "day orders" else "gtc"
+        if why == "the new band":  # the day's close, 50.00: a band of 45.00-55.00
+            for oid, account, side in (("s", "x", "sell"), ("b", "y", "buy")):
+                engine.execute(PlaceOrder(order_id=oid, account=account, instrument="CEA25",
+                                          side=side, price="50.00", qty=10, ts=beijing(9, 30)))
+        for oid, side, price in (("qb", "buy", "60.00"), ("qs", "sell", "60.20")):
+            engine.execute(PlaceOrder(order_id=oid, account="mm1", instrument="CEA25", side=side,
+                                      price=price, qty=1_000, tif=tif, ts=beijing(9, 30)))
+        events = engine.execute(EndOfDay(ts=eod_ts))
+        assert any(type(e).__name__ in ("OrderExpired", "OrderCancelled")
+                   and e.order_id == "qb" for e in events)
+        [row] = [e for e in events if type(e) is QuotingAssessed]
+        return row
+
+    with_ts, without = assessed(beijing(15, 30)), assessed(None)
+    assert (with_ts.quoted_ns, with_ts.session_ns, with_ts.met) == (4 * HOUR, 4 * HOUR, True)
+    assert (without.quoted_ns, without.session_ns, without.met) == (4 * HOUR, 4 * HOUR, True)
+
+
 def test_done_orders_do_not_pile_up_outside_sessions():
     mon = monitor()
     mon.advance(beijing(20))
