@@ -483,7 +483,10 @@ class Ledger:
             unit, maker, taker, settlement_days, fees, currency, counted, quoted = terms
             qty = trade.qty
             cash = trade.price * qty * unit
-            if counted:  # the registry counts its trades: the month's notional and volume
+            # The registry counts its trades between two accounts: the month's notional and
+            # volume (the fine's price, which an account's trades with itself must not set,
+            # as they set no close) and net sales (which they would not change).
+            if counted and trade.buy_account != trade.sell_account:
                 if tally is None:
                     tally = self.registry.tally()
                 month, net = tally

@@ -474,6 +474,32 @@ def test_without_an_operator_price_the_event_names_the_market_average():
     assert events[1].fine == 423_997_000_00  # the published case, at the market's 98.00
 
 
+def test_an_accounts_trades_with_itself_do_not_set_the_fine_price():
+    """A short entity selling to itself in December at the band's floor would lower the
+    average that prices its own fine (a month's self-trades outweighed the real ones)."""
+    engine = _ledgered(open_market())
+    december = _beijing(2025, 12, 10, 10)
+    for cmd in (IssueAllowances(account="mm", instrument="CEA25", qty=10),
+                Deposit(account="buyer", currency="CNY", amount="1000.00"),
+                IssueAllowances(account="ent", instrument="CEA25", qty=99_999),
+                Deposit(account="ent", currency="CNY", amount="6000000.00"),
+                PlaceOrder(order_id="s", account="mm", instrument="CEA25", side="sell",
+                           price="98.00", qty=10, ts=december),
+                PlaceOrder(order_id="b", account="buyer", instrument="CEA25", side="buy",
+                           price="98.00", qty=10, ts=december),
+                PlaceOrder(order_id="own-s", account="ent", instrument="CEA25", side="sell",
+                           price="54.00", qty=99_999, ts=december),
+                PlaceOrder(order_id="own-b", account="ent", instrument="CEA25", side="buy",
+                           price="54.00", qty=99_999, ts=december, stp="none")):
+        assert type(engine.execute(cmd)[0]) is not CommandRejected, cmd
+    assert engine.trades == 2  # the self-trade happened
+    _short_entity(engine, 865_300)
+    events = engine.execute(ComplianceDeadline(year=2024, multiple=5))
+    assert (events[0].average_price, events[0].price_source) == (9800, "market")
+    assert events[1].fine == 423_997_000_00
+    engine.check()
+
+
 def test_a_fine_is_the_published_price_times_the_shortfall_and_multiple():
     """An uneven month: 1 t at 60.00 and 2 t at 60.01 average 60.00667 CNY. The price
     published (``average_price``, ``price``) is 60.01, on the fen, halves up, and each
