@@ -487,8 +487,8 @@ class _Shard:
             books[symbol] = {"trades": book.trade_count, "volume": book.volume,
                              "last_price": book.last_price, "resting": len(orders),
                              "book": digest}
-        holdings = {f"{account}/{asset}": available + held + locked
-                    for account, asset, available, held, locked in ledger.holdings()}
+        holdings = {f"{account}/{asset}": available + held + locked + pledged
+                    for account, asset, available, held, locked, pledged in ledger.holdings()}
         return {"check": problem, "books": books, "holdings": holdings,
                 "rejects": dict(engine.rejects), "cash": self.statement()}
 

@@ -28,7 +28,8 @@ __all__ = [
     "Command", "PlaceOrder", "CancelOrder", "AmendOrder", "MassCancel", "EndOfDay", "Deposit",
     "Withdraw", "IssueAllowances", "SurrenderAllowances", "TransferAllowances", "OpenAccount",
     "SuspendAccount", "ResumeAccount", "CloseAccount", "RecordEmissions", "ComplianceDeadline",
-    "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "HaltInstrument",
+    "ClawBackAllowances", "AllocateAllowances", "ConvertAllowances", "PledgeAllowances",
+    "ReleasePledge", "EnforcePledge", "PLEDGE_COMMANDS", "HaltInstrument",
     "ResumeInstrument", "PostBlock", "AcceptBlock", "OpenAuction", "BidAuction", "CloseAuction",
     "AdvanceClock", "AnyCommand", "BLOCK_COMMANDS", "AUCTION_COMMANDS", "PRICINGS",
     "ADMIN_COMMANDS", "OPERATOR_COMMANDS",
@@ -309,6 +310,44 @@ class CloseAccount(Command, frozen=True, tag="close_account"):
     account: str
 
 
+# --- pledges of allowances (exchange.ledger) ---------------------------------------------
+class PledgeAllowances(Command, frozen=True, tag="pledge"):
+    """Register a pledge: ``qty`` of ``account``'s available ``instrument`` become pledged
+    to ``to_account`` (the pledgee, such as a lending bank) under the pledge id
+    ``order_id``. Pledged units stay the pledgor's but cannot be sold, transferred,
+    surrendered or converted until the pledge is released or enforced."""
+
+    pledge_id: str = msgspec.field(name="order_id")
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+
+    def __post_init__(self) -> None:
+        _integer("PledgeAllowances", "qty", self.qty)
+
+
+class ReleasePledge(Command, frozen=True, tag="pledge_release"):
+    """Release ``qty`` (all, without it) of the pledge ``order_id`` made by ``account``:
+    the units become available to the pledgor again (the debt was repaid)."""
+
+    pledge_id: str = msgspec.field(name="order_id")
+    account: str
+    qty: int | None = None
+
+
+class EnforcePledge(Command, frozen=True, tag="pledge_enforce"):
+    """Enforce ``qty`` (all, without it) of the pledge ``order_id`` made by ``account``:
+    the pledged units pass to the pledgee's available holdings (the debtor defaulted)."""
+
+    pledge_id: str = msgspec.field(name="order_id")
+    account: str
+    qty: int | None = None
+
+
+PLEDGE_COMMANDS = (PledgeAllowances, ReleasePledge, EnforcePledge)
+
+
 # --- block agreements and one-way bidding (exchange.blocks, exchange.auctions) -----------
 class PostBlock(Command, frozen=True, tag="block"):
     """Post a block agreement: *qty* at *price*, all or nothing, away from the book.
@@ -397,6 +436,9 @@ AnyCommand = (PlaceOrder
               | ClawBackAllowances
               | AllocateAllowances
               | ConvertAllowances
+              | PledgeAllowances
+              | ReleasePledge
+              | EnforcePledge
               | HaltInstrument
               | ResumeInstrument
               | PostBlock
@@ -409,7 +451,8 @@ BLOCK_COMMANDS = (PostBlock, AcceptBlock)
 AUCTION_COMMANDS = (OpenAuction, BidAuction, CloseAuction)
 ADMIN_COMMANDS = (Deposit, Withdraw, IssueAllowances, SurrenderAllowances, TransferAllowances,
                   OpenAccount, SuspendAccount, ResumeAccount, CloseAccount, RecordEmissions,
-                  ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances)
+                  ComplianceDeadline, ClawBackAllowances, AllocateAllowances, ConvertAllowances,
+                  *PLEDGE_COMMANDS)
 # What only the exchange's operator may send (never a bot): the ledger's and registry's
 # actions, the end of the day, halts and the clearing of auctions.
 OPERATOR_COMMANDS = (*ADMIN_COMMANDS, EndOfDay, HaltInstrument, ResumeInstrument, CloseAuction)

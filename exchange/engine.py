@@ -1317,7 +1317,7 @@ class Engine:
         if reason is not None:
             return self._reject(
                 type(cmd).__struct_config__.tag,  # type: ignore[arg-type]  # tags are strs
-                reason, out, None, getattr(cmd, "account", None),
+                reason, out, getattr(cmd, "pledge_id", None), getattr(cmd, "account", None),
                 getattr(cmd, "instrument", None) or getattr(cmd, "currency", None), cmd.ts)
         self.accepted += 1
         return None

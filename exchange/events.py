@@ -21,7 +21,8 @@ __all__ = [
     "LedgerCommandIgnored", "AccountOpened", "AccountStatusChanged", "CashDeposited",
     "CashWithdrawn", "AllowancesIssued", "AllowancesTransferred", "AllowancesSurrendered",
     "TradeSettled", "HoldingsUnlocked", "EmissionsVerified", "ComplianceAssessed", "DeadlinePassed",
-    "AllowancesClawedBack", "AllowancesAllocated", "AllowancesConverted", "TradeCleared",
+    "AllowancesClawedBack", "AllowancesAllocated", "AllowancesConverted", "AllowancesPledged",
+    "PledgeReleased", "PledgeEnforced", "TradeCleared",
     "SettlementPriceSet", "VariationMargin", "MarginCalled", "MarginCallMet", "PositionClosedOut",
     "DefaultRecorded", "ContractExpired", "DeliverySettled", "DeliveryFailed", "OptionExercised",
     "BlockPosted", "BlockAccepted", "QuotingAssessed", "AuctionOpened", "AuctionBidAccepted",
@@ -261,6 +262,41 @@ class AllowancesClawedBack(Event, frozen=True, tag="allowances_clawed_back"):
     account: str
     instrument: str
     qty: int
+
+
+class AllowancesPledged(Event, frozen=True, tag="allowances_pledged"):
+    """``qty`` available units of the pledgor ``account`` became pledged to ``to_account``
+    under ``pledge_id``: still the pledgor's, but not tradable or transferable."""
+
+    pledge_id: str
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+
+
+class PledgeReleased(Event, frozen=True, tag="pledge_released"):
+    """``qty`` pledged units of ``pledge_id`` became available to the pledgor ``account``
+    again; ``remaining`` units stay pledged (0: the pledge has ended)."""
+
+    pledge_id: str
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+    remaining: int
+
+
+class PledgeEnforced(Event, frozen=True, tag="pledge_enforced"):
+    """``qty`` pledged units of ``pledge_id`` passed from the pledgor ``account`` to the
+    pledgee ``to_account``'s available holdings; ``remaining`` units stay pledged."""
+
+    pledge_id: str
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
+    remaining: int
 
 
 class EmissionsVerified(Event, frozen=True, tag="emissions_verified"):
@@ -604,6 +640,9 @@ AnyEvent = (OrderAccepted
             | AllowancesClawedBack
             | AllowancesAllocated
             | AllowancesConverted
+            | AllowancesPledged
+            | PledgeReleased
+            | PledgeEnforced
             | TradeCleared
             | SettlementPriceSet
             | VariationMargin

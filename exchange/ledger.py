@@ -46,24 +46,26 @@ import msgspec
 from exchange.reasons import Reason
 from exchange.reasons import Rejected
 from exchange.accounts import (CLEARING, CLOSED, FEES, OPEN, REGISTRY, SUSPENDED, SYSTEM,
-                               SYSTEM_ACCOUNTS, Account, Holding)
+                               SYSTEM_ACCOUNTS, Account, Holding, Pledge)
 from exchange.book.fast import (LIMIT, NO_LIMIT, PRICED, STOP, STP_NONE,
                                 STP_RESTING, Counters, Order)
 from exchange.commands import (AllocateAllowances, ClawBackAllowances, CloseAccount,
                                ComplianceDeadline, ConvertAllowances, Deposit, IssueAllowances,
-                               OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
-                               SuspendAccount, TransferAllowances, Withdraw)
+                               EnforcePledge, OpenAccount, PledgeAllowances, RecordEmissions,
+                               ReleasePledge, ResumeAccount, SurrenderAllowances, SuspendAccount,
+                               TransferAllowances, Withdraw)
 from exchange.compliance.allocation import average_price
 from exchange.compliance.registry import Registry
 from exchange.derivatives.clearing import Clearing
 from exchange.events import (AccountOpened, AccountStatusChanged, AllowancesAllocated,
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
+                             AllowancesPledged, PledgeEnforced, PledgeReleased,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, ComplianceAssessed, DeadlinePassed, EmissionsVerified,
                              Event, HoldingsUnlocked, LedgerCommandIgnored, OrderCancelled,
                              OrderExpired, TradeExecuted, TradeSettled)
 from exchange.market import FEE_SCALE, MINOR_UNITS, Instrument, Market, cash_needed
-from exchange.state import AccountState, HoldingState, HoldState, LedgerState
+from exchange.state import AccountState, HoldingState, HoldState, LedgerState, PledgeState
 from exchange.units import Scale
 
 if TYPE_CHECKING:
@@ -78,7 +80,8 @@ __all__ = [
 AdminCommand: TypeAlias = (Deposit | Withdraw | IssueAllowances | SurrenderAllowances
                            | TransferAllowances | OpenAccount | SuspendAccount | ResumeAccount
                            | CloseAccount | RecordEmissions | ComplianceDeadline
-                           | ClawBackAllowances | AllocateAllowances | ConvertAllowances)
+                           | ClawBackAllowances | AllocateAllowances | ConvertAllowances
+                           | PledgeAllowances | ReleasePledge | EnforcePledge)
 # A futures position the engine closes out through the book: (account, symbol, lots).
 CloseOut: TypeAlias = tuple[str, str, int]
 # An instrument's terms for reserve: (currency, spot, tick value, fee rate held for (the
@@ -144,6 +147,7 @@ class Ledger:
         # the auctions are its), counted against the supply's limit from their opening.
         self.promised: Callable[[str], int] = lambda asset: 0
         self._holds: dict[_HoldKey, _Hold] = {}
+        self.pledges: dict[str, Pledge] = {}  # the registered pledges in force, by id
         self._locked: dict[tuple[str, str], Holding] = {}  # holdings with locked units
         for name in SYSTEM_ACCOUNTS:
             account = self.accounts[name] = Account(name, name[1:])
@@ -181,7 +185,10 @@ class Ledger:
             ComplianceDeadline: self._deadline,
             ClawBackAllowances: self._claw_back,
             AllocateAllowances: self._allocate,
-            ConvertAllowances: self._convert
+            ConvertAllowances: self._convert,
+            PledgeAllowances: self._pledge,
+            ReleasePledge: self._release_pledge,
+            EnforcePledge: self._enforce_pledge
         }
         self.clearing = Clearing(market, self.accounts, counters)
         self.closing_out = False  # the engine's close-out orders pass a suspension
@@ -212,9 +219,10 @@ class Ledger:
         acct = self.accounts.get(account)
         return None if acct is None else acct.holdings.get(asset)
 
-    def holdings(self) -> list[tuple[str, str, int, int, int]]:
-        """Return ``(account, asset, available, held, locked)`` rows, sorted."""
-        return [(name, asset, h.available, h.held, h.locked) for name in sorted(self.accounts)
+    def holdings(self) -> list[tuple[str, str, int, int, int, int]]:
+        """Return ``(account, asset, available, held, locked, pledged)`` rows, sorted."""
+        return [(name, asset, h.available, h.held, h.locked, h.pledged)
+                for name in sorted(self.accounts)
                 for asset, h in sorted(self.accounts[name].holdings.items())]
 
     def held_for(self, order_id: str) -> int | None:
@@ -405,7 +413,7 @@ class Ledger:
 
     def exposure(self, acct: Account) -> int:
         """What counts toward *acct*'s limit: its allowances of every vintage (available,
-        held and locked) and what its open buys still want, plus its futures' net long
+        held, locked and pledged) and what its open buys still want, plus its futures' net long
         lots and open buy lots times the lot size."""
         holdings = acct.holdings
         total = 0
@@ -905,6 +913,84 @@ class Ledger:
         self._opened(cmd.to_account, out).holding(cmd.instrument).available += cmd.qty
         return None
 
+    # --- pledges ----------------------------------------------------------------------------
+    def _pledge(self, cmd: PledgeAllowances, out: list[Event]) -> None:
+        """Register a pledge: available units of the pledgor go to its ``pledged`` bucket."""
+        if not cmd.pledge_id:
+            raise Rejected(Reason.MISSING_FIELD)
+        acct = self._usable(cmd.account, create=False)
+        self._usable(cmd.to_account, create=False)  # the pledgee must have an account
+        self._units(cmd.instrument, cmd.qty)
+        if acct.status != OPEN:
+            raise Rejected(_status_reason(acct))
+        if cmd.to_account == cmd.account:
+            raise Rejected(Reason.SAME_ACCOUNT)
+        if cmd.pledge_id in self.pledges:
+            raise Rejected(Reason.DUPLICATE_PLEDGE)
+        if not self._debit(acct, cmd.instrument, cmd.qty):
+            raise Rejected(Reason.INSUFFICIENT_ALLOWANCES)
+        acct.holdings[cmd.instrument].pledged += cmd.qty
+        self.pledges[cmd.pledge_id] = Pledge(cmd.pledge_id, cmd.account, cmd.to_account,
+                                             cmd.instrument, cmd.qty)
+        self._event(AllowancesPledged, out, pledge_id=cmd.pledge_id, account=cmd.account,
+                    to_account=cmd.to_account, instrument=cmd.instrument, qty=cmd.qty)
+        return None
+
+    def _pledged(self, cmd: ReleasePledge | EnforcePledge) -> tuple[Pledge, int]:
+        """Return the pledge *cmd* names and the units it releases or enforces (``qty``,
+        or all); ``Rejected`` if the pledge is not in force or not the account's."""
+        if not cmd.pledge_id or not cmd.account:
+            raise Rejected(Reason.MISSING_FIELD)
+        pledge = self.pledges.get(cmd.pledge_id)
+        if pledge is None:
+            raise Rejected(Reason.UNKNOWN_PLEDGE)
+        if pledge.account != cmd.account:
+            raise Rejected(Reason.NOT_OWNER)
+        qty = pledge.qty if cmd.qty is None else cmd.qty
+        if type(qty) is not int or qty < 1:
+            raise Rejected(Reason.INVALID_QUANTITY)
+        if qty > pledge.qty:
+            raise Rejected(Reason.EXCEEDS_PLEDGE)
+        return pledge, qty
+
+    def _unpledge(self, pledge: Pledge, qty: int) -> Holding:
+        """Take *qty* units out of *pledge* (ending it at none); return the pledgor's
+        holding they leave."""
+        holding = self.accounts[pledge.account].holdings[pledge.instrument]
+        holding.pledged -= qty
+        pledge.qty -= qty
+        if not pledge.qty:
+            del self.pledges[pledge.pledge_id]
+        return holding
+
+    def _release_pledge(self, cmd: ReleasePledge, out: list[Event]) -> None:
+        """The pledgee lets pledged units go: they are the pledgor's to use again."""
+        pledge, qty = self._pledged(cmd)
+        self._unpledge(pledge, qty).available += qty
+        self._event(PledgeReleased, out, pledge_id=pledge.pledge_id, account=pledge.account,
+                    to_account=pledge.to_account, instrument=pledge.instrument, qty=qty,
+                    remaining=pledge.qty)
+        return None
+
+    def _enforce_pledge(self, cmd: EnforcePledge, out: list[Event]) -> None:
+        """The pledgee takes pledged units: they pass to its available holdings (with
+        the position limits a transfer to it meets)."""
+        pledge, qty = self._pledged(cmd)
+        pledgee = self._usable(pledge.to_account, create=False)
+        if self.limits.by_kind and pledge.instrument in self._counted and self._over_limit(
+                pledgee, pledge.instrument, qty):
+            raise Rejected(Reason.POSITION_LIMIT)
+        self._unpledge(pledge, qty)
+        pledgee.holding(pledge.instrument).available += qty
+        self._event(PledgeEnforced, out, pledge_id=pledge.pledge_id, account=pledge.account,
+                    to_account=pledge.to_account, instrument=pledge.instrument, qty=qty,
+                    remaining=pledge.qty)
+        return None
+
+    def pledged_to(self, account: str) -> bool:
+        """Is *account* the pledgee of a pledge in force?"""
+        return any(p.to_account == account for p in self.pledges.values())
+
     def _open(self, cmd: OpenAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=True)
         if acct is not None:
@@ -928,7 +1014,8 @@ class Ledger:
 
     def _close(self, cmd: CloseAccount, out: list[Event]) -> None:
         acct = self._usable(cmd.account, create=False)
-        if any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account):
+        if (any(h.total for h in acct.holdings.values()) or self.clearing.holds(cmd.account)
+                or self.pledged_to(cmd.account)):
             raise Rejected(Reason.ACCOUNT_NOT_EMPTY)
         return self._set_status(cmd, CLOSED, out)
 
@@ -944,7 +1031,7 @@ class Ledger:
                 where[id(h)] = (name, asset)
                 rows.append(
                     HoldingState(asset=asset, available=h.available, held=h.held, locked=h.locked,
-                                 pending_buy=h.pending_buy))
+                                 pending_buy=h.pending_buy, pledged=h.pledged))
             accounts.append(
                 AccountState(name=name, kind=acct.kind, status=acct.status, holdings=rows))
         holds: list[HoldState] = []
@@ -958,9 +1045,11 @@ class Ledger:
                 HoldState(order_id=order_id, account=account, asset=asset, other=other,
                           amount=hold.amount, is_buy=hold.is_buy, price=hold.price, unit=hold.unit,
                           fee=hold.fee, qty=hold.qty, rests=hold.rests, accrued=hold.accrued))
+        pledges = [PledgeState(pledge_id=p.pledge_id, account=p.account, to_account=p.to_account,
+                               instrument=p.instrument, qty=p.qty) for p in self.pledges.values()]
         return LedgerState(accounts=accounts, supply=dict(self.supply), holds=holds,
                            locked=list(self._locked), registry=self.registry.to_state(),
-                           clearing=self.clearing.to_state())
+                           clearing=self.clearing.to_state(), pledges=pledges)
 
     def load_state(self, state: LedgerState) -> None:
         """Take *state* (``to_state``) into this new ledger, in place: the clearing house
@@ -994,6 +1083,7 @@ class Ledger:
                 holding = acct.holding(h.asset)
                 holding.available, holding.held = h.available, h.held
                 holding.locked, holding.pending_buy = h.locked, h.pending_buy
+                holding.pledged = h.pledged
         if system:
             raise ValueError(f"ledger: system accounts missing: {', '.join(sorted(system))}")
         for asset in state.supply:
@@ -1018,6 +1108,21 @@ class Ledger:
                 raise ValueError(f"ledger: locked units of {account!r} {asset!r}: no such "
                                  f"holding, or given twice")
             self._locked[(account, asset)] = locked
+        pledged: dict[tuple[str, str], int] = {}
+        for row_pledge in state.pledges:
+            pid, owner, symbol = row_pledge.pledge_id, row_pledge.account, row_pledge.instrument
+            if (not pid or pid in self.pledges or owner not in accounts
+                    or row_pledge.to_account not in accounts or owner == row_pledge.to_account
+                    or symbol not in accounts[owner].holdings or row_pledge.qty < 1):
+                raise ValueError(f"ledger: pledge {pid!r}: no such accounts or holding, "
+                                 f"nothing pledged, or given twice")
+            self.pledges[pid] = Pledge(pid, owner, row_pledge.to_account, symbol, row_pledge.qty)
+            pledged[(owner, symbol)] = pledged.get((owner, symbol), 0) + row_pledge.qty
+        for name, acct in accounts.items():
+            for asset, holding in acct.holdings.items():
+                if holding.pledged != pledged.get((name, asset), 0):
+                    raise ValueError(f"ledger: {name!r} has {holding.pledged} {asset} pledged, "
+                                     f"its pledges {pledged.get((name, asset), 0)}")
         self.registry.load_state(state.registry)
         self.clearing.load_state(state.clearing)
 
@@ -1026,16 +1131,19 @@ class Ledger:
         """Return the ledger's state as plain data, deterministic in order."""
         accounts = [[
             name, a.kind, a.status,
-            [[asset, h.available, h.held, h.locked, h.pending_buy]
+            [[asset, h.available, h.held, h.locked, h.pending_buy, h.pledged]
              for asset, h in sorted(a.holdings.items())]
         ] for name, a in sorted(self.accounts.items())]
+        pledges = [[p.pledge_id, p.account, p.to_account, p.instrument, p.qty]
+                   for _, p in sorted(self.pledges.items())]
         holds = [[oid, h.amount, h.is_buy, h.price, h.qty, h.rests, h.accrued]
                  for oid, h in sorted(self._holds.items())]
         return [
             accounts,
             sorted(self.supply.items()), holds,
             self.registry.snapshot(),
-            self.clearing.snapshot()
+            self.clearing.snapshot(),
+            pledges
         ]
 
     def check(self, live: Iterable[Order]) -> None:
@@ -1057,6 +1165,7 @@ class Ledger:
                     totals[asset] = totals.get(asset, 0) + h.total
                     continue
                 assert h.available >= 0 and h.held >= 0 and h.locked >= 0, (name, asset)
+                assert h.pledged >= 0, (name, asset, "pledged")
                 assert h.pending_buy >= 0, (name, asset, "pending_buy")
                 totals[asset] = totals.get(asset, 0) + h.total
         for asset in set(totals) | set(self.supply):
@@ -1089,6 +1198,16 @@ class Ledger:
             assert h.locked > 0, key
         assert sum(1 for a in self.accounts.values() for h in a.holdings.values()
                    if h.locked) == len(self._locked), "locked index"
+        pledged: dict[tuple[str, str], int] = {}
+        for pledge_id, pledge in self.pledges.items():
+            assert pledge.pledge_id == pledge_id and pledge.qty > 0, f"pledge {pledge_id}"
+            assert pledge.to_account in self.accounts, f"pledge {pledge_id}: no pledgee"
+            key = (pledge.account, pledge.instrument)
+            pledged[key] = pledged.get(key, 0) + pledge.qty
+        for acct in self.accounts.values():
+            for asset, h in acct.holdings.items():
+                assert h.pledged == pledged.get((acct.name, asset), 0), (
+                    f"{acct.name} {asset}: pledged is not its pledges")
         surrendered = self.accounts[REGISTRY].holdings
         self.registry.check({asset: h.total for asset, h in surrendered.items()})
 
@@ -1098,7 +1217,7 @@ class _Empty(Holding):
     buckets are the class attributes below, which shadow ``Holding``'s slots."""
 
     __slots__ = ()
-    available = total = pending_buy = 0
+    available = total = pledged = pending_buy = 0
 
     def __init__(self) -> None:
         pass  # nothing to set (``Holding.__init__`` would write the read-only buckets)

@@ -27,9 +27,10 @@ from exchange.commands import (ACCOUNT_KINDS, PRICINGS, STP_MODES, AcceptBlock, 
                                AllocateAllowances,
                                AmendOrder, BidAuction, CloseAuction, OpenAuction, PostBlock,
                                CancelOrder, ClawBackAllowances, CloseAccount, ComplianceDeadline,
-                               ConvertAllowances, Deposit, EndOfDay, HaltInstrument,
-                               IssueAllowances, MassCancel, OpenAccount, PlaceOrder,
-                               RecordEmissions, ResumeAccount, ResumeInstrument,
+                               ConvertAllowances, Deposit, EndOfDay, EnforcePledge,
+                               HaltInstrument, IssueAllowances, MassCancel, OpenAccount,
+                               PlaceOrder, PledgeAllowances, RecordEmissions, ReleasePledge,
+                               ResumeAccount, ResumeInstrument,
                                SurrenderAllowances, SuspendAccount, TransferAllowances, Withdraw)
 from exchange.units import is_decimal
 
@@ -82,7 +83,7 @@ ACTIONS = ("new", "cancel", "amend", "deposit", "withdraw", "issue", "surrender"
            "mass_cancel", "transfer", "open_account", "suspend_account", "resume_account",
            "close_account", "emissions", "deadline", "claw_back", "allocate", "convert", "halt",
            "resume", "block", "block_accept", "auction_open", "auction_bid", "auction_close",
-           "clock")
+           "clock", "pledge", "pledge_release", "pledge_enforce")
 _ACCOUNT_STATUS: dict[str, type[SuspendAccount | ResumeAccount | CloseAccount]] = {
     "suspend_account": SuspendAccount,
     "resume_account": ResumeAccount,
@@ -326,6 +327,18 @@ class _Reader:
                 raise _RowError("to_account is required for transfer")
             return TransferAllowances(account=account, to_account=to_account, instrument=instrument,
                                       qty=quantity, ts=self._int(ts, "ts"))
+        if action == "pledge":
+            quantity = self._int(qty, "qty")
+            if quantity is None:
+                raise _RowError("qty is required for pledge")
+            if not to_account:
+                raise _RowError("to_account (the pledgee) is required for pledge")
+            return PledgeAllowances(pledge_id=order_id, account=account, to_account=to_account,
+                                    instrument=instrument, qty=quantity, ts=self._int(ts, "ts"))
+        if action == "pledge_release" or action == "pledge_enforce":
+            pledge_row = ReleasePledge if action == "pledge_release" else EnforcePledge
+            return pledge_row(pledge_id=order_id, account=account, qty=self._int(qty, "qty"),
+                              ts=self._int(ts, "ts"))
         if action == "convert":
             quantity = self._int(qty, "qty")
             if quantity is None:
@@ -459,6 +472,9 @@ _USED: dict[str, frozenset[str]] = {
     "surrender": _HOLDING_KEYS | {"year"},
     "transfer": _HOLDING_KEYS | {"to_account"},
     "convert": _HOLDING_KEYS | {"to_instrument"},
+    "pledge": _HOLDING_KEYS | {"order_id", "to_account"},
+    "pledge_release": frozenset({"order_id", "account", "qty"}),
+    "pledge_enforce": frozenset({"order_id", "account", "qty"}),
     "eod": frozenset(), "clock": frozenset(),
     "mass_cancel": frozenset({"account", "instrument", "side"}),
     "open_account": frozenset({"account", "kind"}),

@@ -95,6 +95,9 @@ class Reason(StrEnum):
     DUPLICATE_AUCTION = "duplicate_auction"  # an auction id already in use today
     AUCTION_CLOSED = "auction_closed"  # a bid or close for an auction that has cleared
     OWN_AUCTION = "own_auction"  # the initiator bidding in its own auction
+    DUPLICATE_PLEDGE = "duplicate_pledge"  # a pledge id already in force
+    UNKNOWN_PLEDGE = "unknown_pledge"  # no pledge in force with that id
+    EXCEEDS_PLEDGE = "exceeds_pledge"  # a release or enforcement of more than is pledged
 
     # --- registry: compliance rules (exchange.compliance.registry) ---
     INVALID_QUALITY = "invalid_quality"  # data quality not measured/default/estimated/revised
@@ -186,7 +189,7 @@ STATE = frozenset[Reason]({
     Reason.MARKET_CLOSED, Reason.MARKET_OPEN, Reason.DAY_ENDED, Reason.INSTRUMENT_HALTED,
     Reason.NOT_HALTED, Reason.ALREADY_HALTED, Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK,
     Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION, Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED,
-    Reason.OWN_AUCTION
+    Reason.OWN_AUCTION, Reason.DUPLICATE_PLEDGE, Reason.UNKNOWN_PLEDGE, Reason.EXCEEDS_PLEDGE
 })
 RISK = frozenset[Reason]({
     Reason.INSUFFICIENT_CASH, Reason.INSUFFICIENT_ALLOWANCES, Reason.POSITION_LIMIT,

@@ -45,13 +45,15 @@ events depend on, so it is kept exactly:
     the list the order is in.
 ``LedgerState``
     ``accounts`` (name, kind, status, holdings ``[asset, available, held, locked,
-    pending_buy]`` in order), ``supply``, ``holds`` (per open order: the account, the
+    pending_buy, pledged]`` in order), ``supply``, ``holds`` (per open order: the account, the
     held asset and the other leg's asset, amount, side, price, tick value, fee, open
     qty, whether it rests), ``locked`` (the ``(account, asset)`` T+1 index, in order),
     ``registry`` (``RegistryState``: obligations, closed years, deductions, monthly
-    tallies, allocations, net sales, conversions, clock) and ``clearing``
+    tallies, allocations, net sales, conversions, clock), ``clearing``
     (``ClearingState``: positions, open orders, settlement prices, closing-window and
-    day tallies, calls, defaults, own cash, expired, delivered, clock).
+    day tallies, calls, defaults, own cash, expired, delivered, clock) and ``pledges`` (the
+    pledges in force, ``[pledge_id, account, to_account, instrument, qty]`` in the order they
+    were registered).
 
 Not stored, as they are rebuilt from the above: price and quantity caches, price bands,
 per-account spot terms, the registry's month cache, the naive book's arrival numbers,
@@ -79,7 +81,7 @@ __all__ = [
     "FORMAT", "STATE_VERSION", "AccountState", "AllocationState", "ClearingOrderState",
     "ClearingState", "CommandAnswer", "DeductionState", "EngineState", "GtdEntry", "HoldState",
     "HoldingState", "InstrumentState", "LedgerState", "MonthState", "ObligationState", "OrderState",
-    "PositionState", "RegistryState", "StateError", "read_live_state", "read_state"
+    "PledgeState", "PositionState", "RegistryState", "StateError", "read_live_state", "read_state"
 ]
 
 STATE_VERSION = 1
@@ -291,6 +293,18 @@ class HoldingState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     held: int = 0
     locked: int = 0
     pending_buy: int = 0
+    pledged: int = 0
+
+
+class PledgeState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A pledge in force: ``qty`` of the pledgor *account*'s ``instrument``, pledged to
+    *to_account* (the units are in the pledgor's ``pledged`` bucket)."""
+
+    pledge_id: str
+    account: str
+    to_account: str
+    instrument: str
+    qty: int
 
 
 class AccountState(msgspec.Struct, frozen=True, kw_only=True):
@@ -325,6 +339,7 @@ class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
     locked: list[tuple[str, str]] = []
     registry: RegistryState = RegistryState()
     clearing: ClearingState = ClearingState()
+    pledges: list[PledgeState] = []
 
 
 class EngineState(msgspec.Struct, Generic[R], frozen=True, kw_only=True):

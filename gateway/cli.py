@@ -442,7 +442,8 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     if recovered.engine.ledger is None:
         print("  (journal of a matching-only replay: no accounts)")
         return EXIT_OK
-    _print_table(rows, ("account", "asset", "available", "held", "locked"), 2)
+    pledged = ("pledged",) if any(row["pledged"] for row in rows) else ()
+    _print_table(rows, ("account", "asset", "available", "held", "locked", *pledged), 2)
     if positions:
         print("positions (lots; margin in cash, prices per tonne)")
         _print_table(positions,

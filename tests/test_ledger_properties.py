@@ -3,15 +3,16 @@
 A hypothesis state machine drives two engines with the ledger on, one on the fast book
 and one on the naive reference book, with random orders (every type, tif, stp mode,
 icebergs, post-only), cancels, amends, mass cancels, deposits, withdrawals, issuance,
-transfers, surrenders, suspensions and ``eod``. After every step it checks, against
+transfers, surrenders, pledges (registered, released, enforced), suspensions and
+``eod``. After every step it checks, against
 models built here from the events alone:
 
 * the engines agree event for event and state hash for state hash;
-* per asset, the sum over all accounts of available + held + locked equals deposits
+* per asset, the sum over all accounts of available + held + locked + pledged equals deposits
   minus withdrawals (cash) or issuance (allowances): trading creates and destroys nothing;
 * every account's total per asset equals what its events explain (deposits, withdrawals,
   issuance, transfers, surrenders and settlements with their fees), and its locked units
-  are exactly today's purchases;
+  are exactly today's purchases, and its pledged units exactly its pledges in force;
 * no bucket is negative, and each account's held cash and allowances equal what its open
   orders need, computed here from the book: a buy ``price x qty`` plus the 1.5 bp fee
   on it, less what the order's fills have accrued (rounded down), a sell its open
@@ -33,15 +34,18 @@ from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBo
                       MassCancel, NaiveBook, PlaceOrder, SurrenderAllowances, Withdraw,
                       default_market)
 from exchange.book.fast import STOP, STOP_LIMIT
-from exchange.commands import ResumeAccount, SuspendAccount, TransferAllowances
-from exchange.events import (AllowancesIssued, AllowancesSurrendered, AllowancesTransferred,
-                             CashDeposited, CashWithdrawn, HoldingsUnlocked, OrderAccepted,
+from exchange.commands import (EnforcePledge, PledgeAllowances, ReleasePledge, ResumeAccount,
+                               SuspendAccount, TransferAllowances)
+from exchange.events import (AllowancesIssued, AllowancesPledged, AllowancesSurrendered,
+                             AllowancesTransferred, CashDeposited, CashWithdrawn,
+                             HoldingsUnlocked, OrderAccepted, PledgeEnforced, PledgeReleased,
                              TradeExecuted, TradeSettled, TradingDayEnded)
 
 MARKET = default_market()
 SYMBOLS = ("CEA25", "CEA24")
 ACCOUNTS = ("a", "b", "c", "d")
 MAKER, TAKER = 100, 150  # the default market's fees, in millionths
+PLEDGE_IDS = ("p1", "p2", "p3")  # few, so that ids in force are reused and refused
 
 
 def price_text(ticks: int) -> str:
@@ -59,6 +63,8 @@ class Ledgers(RuleBasedStateMachine):
         self.supply: Counter = Counter()  # asset -> units that should exist
         self.totals: Counter = Counter()  # (account, asset) -> what events explain
         self.locked: Counter = Counter()  # (account, asset) -> bought today
+        self.pledged: Counter = Counter()  # (account, asset) -> pledged, from the events
+        self.pledges: dict[str, list] = {}  # pledge id -> [account, to_account, symbol, qty]
         self.accrued: Counter = Counter()  # order id -> its fills' notional x fee rate
         self.next_id = 0
         self.ids: list[tuple[str, str]] = []  # (order_id, account) ever accepted
@@ -73,7 +79,8 @@ class Ledgers(RuleBasedStateMachine):
         """One command, mostly orders: hypothesis picks rules evenly, so weight here."""
         action = data.draw(
             st.sampled_from(("place", ) * 10 + ("cancel_or_amend", ) * 4 +
-                            ("deposit", "withdraw", "issue", "move", "account_status", "eod")))
+                            ("deposit", "withdraw", "issue", "move", "account_status", "eod",
+                             "pledge", "unpledge")))
         if action == "eod":
             self.end_of_day()
         elif action in ("place", "cancel_or_amend"):
@@ -91,6 +98,15 @@ class Ledgers(RuleBasedStateMachine):
             self.move(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.sampled_from(ACCOUNTS)),
                       data.draw(st.sampled_from(SYMBOLS)), data.draw(st.integers(1, 200)),
                       data.draw(st.booleans()))
+        elif action == "pledge":
+            self.pledge(data.draw(st.sampled_from(PLEDGE_IDS)),
+                        data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.sampled_from(ACCOUNTS)),
+                        data.draw(st.sampled_from(SYMBOLS)), data.draw(st.integers(0, 200)))
+        elif action == "unpledge":
+            self.unpledge(data.draw(st.sampled_from(PLEDGE_IDS)),
+                          data.draw(st.sampled_from(ACCOUNTS)),
+                          data.draw(st.one_of(st.none(), st.integers(0, 120))),
+                          data.draw(st.booleans()))
         else:
             self.account_status(data.draw(st.sampled_from(ACCOUNTS)), data.draw(st.booleans()),
                                 data.draw(st.booleans()))
@@ -124,6 +140,21 @@ class Ledgers(RuleBasedStateMachine):
             elif kind is AllowancesTransferred:
                 self.totals[(e.account, e.instrument)] -= e.qty
                 self.totals[(e.to_account, e.instrument)] += e.qty
+            elif kind is AllowancesPledged:
+                assert e.pledge_id not in self.pledges, "a pledge id in force registered twice"
+                self.pledges[e.pledge_id] = [e.account, e.to_account, e.instrument, e.qty]
+                self.pledged[(e.account, e.instrument)] += e.qty
+            elif kind is PledgeReleased or kind is PledgeEnforced:
+                pledge = self.pledges[e.pledge_id]
+                assert pledge[:3] == [e.account, e.to_account, e.instrument]
+                pledge[3] -= e.qty
+                assert pledge[3] == e.remaining >= 0 and e.qty > 0
+                if not e.remaining:
+                    del self.pledges[e.pledge_id]
+                self.pledged[(e.account, e.instrument)] -= e.qty
+                if kind is PledgeEnforced:
+                    self.totals[(e.account, e.instrument)] -= e.qty
+                    self.totals[(e.to_account, e.instrument)] += e.qty
             elif kind is AllowancesSurrendered:
                 self.totals[(e.account, e.instrument)] -= e.qty
                 self.totals[("@registry", e.instrument)] += e.qty
@@ -174,6 +205,16 @@ class Ledgers(RuleBasedStateMachine):
             self.run(SurrenderAllowances(account=account, instrument=symbol, qty=qty))
         else:
             self.run(TransferAllowances(account=account, to_account=to, instrument=symbol, qty=qty))
+
+    def pledge(self, pledge_id, account, to, symbol, qty) -> None:
+        self.run(PledgeAllowances(pledge_id=pledge_id, account=account, to_account=to,
+                                  instrument=symbol, qty=qty))
+
+    def unpledge(self, pledge_id, account, qty, enforce) -> None:
+        if pledge_id in self.pledges and account != self.pledges[pledge_id][0]:
+            account = self.pledges[pledge_id][0]  # mostly the pledgor's own, to act
+        command = EnforcePledge if enforce else ReleasePledge
+        self.run(command(pledge_id=pledge_id, account=account, qty=qty))
 
     def place(self, data) -> None:
         draw = data.draw
@@ -231,11 +272,13 @@ class Ledgers(RuleBasedStateMachine):
     def conserved_and_explained(self) -> None:
         sums: Counter = Counter()
         seen = set()
-        for account, asset, available, held, locked in self.fast.ledger.holdings():
-            assert min(available, held, locked) >= 0, (account, asset)
-            sums[asset] += available + held + locked
-            assert available + held + locked == self.totals[(account, asset)], (account, asset)
+        for account, asset, available, held, locked, pledged in self.fast.ledger.holdings():
+            assert min(available, held, locked, pledged) >= 0, (account, asset)
+            total = available + held + locked + pledged
+            sums[asset] += total
+            assert total == self.totals[(account, asset)], (account, asset)
             assert locked == self.locked[(account, asset)], (account, asset, "locked")
+            assert pledged == self.pledged[(account, asset)], (account, asset, "pledged")
             seen.add((account, asset))
         assert +sums == +self.supply, "an asset was created or destroyed"
         assert not {k for k, v in self.totals.items() if v} - seen
@@ -256,7 +299,7 @@ class Ledgers(RuleBasedStateMachine):
                              (ledger.hold_price(order.order_id) if order.is_buy else 0))
                     assert order.kind in (STOP, STOP_LIMIT)
                     need[self._need_key(order)] += self._need(order, price)
-        held = {(account, asset): h for account, asset, _, h, _ in ledger.holdings() if h}
+        held = {(account, asset): h for account, asset, _, h, _, _ in ledger.holdings() if h}
         assert held == +need
 
     @staticmethod

@@ -452,8 +452,8 @@ class Modes(RuleBasedStateMachine):
         """What counts toward *account*'s limit, from its holdings and the models: its
         allowances of both vintages and what its open buys, bids, blocks and purchases
         would add."""
-        total = sum(available + held + locked
-                    for name, asset, available, held, locked in self.fast.ledger.holdings()
+        total = sum(available + held + locked + pledged
+                    for name, asset, available, held, locked, pledged in self.fast.ledger.holdings()
                     if name == account and asset in SYMBOLS)
         for symbol in SYMBOLS:
             total += sum(o.qty for o in self.fast.book(symbol).orders(True)
@@ -714,8 +714,8 @@ class Modes(RuleBasedStateMachine):
     def conserved_and_explained(self) -> None:
         sums: Counter = Counter()
         seen = set()
-        for account, asset, available, held, locked in self.fast.ledger.holdings():
-            assert min(available, held, locked) >= 0, (account, asset)
+        for account, asset, available, held, locked, pledged in self.fast.ledger.holdings():
+            assert min(available, held, locked) >= 0 and pledged == 0, (account, asset)
             sums[asset] += available + held + locked
             assert available + held + locked == self.totals[(account, asset)], (account, asset)
             assert locked == self.locked[(account, asset)], (account, asset, "locked")
@@ -754,7 +754,7 @@ class Modes(RuleBasedStateMachine):
                 hold(b["account"], a["symbol"], a["is_sale"], b["price"], b["qty"],
                      (b["order_id"], ""))
         held = {(account, asset): h
-                for account, asset, _, h, _ in self.fast.ledger.holdings() if h}
+                for account, asset, _, h, _, _ in self.fast.ledger.holdings() if h}
         assert held == +need
         assert sorted(self.blocks) == sorted(o.order_id for o, _ in self.fast.open_blocks())
 

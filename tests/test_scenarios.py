@@ -32,6 +32,7 @@ Scenario file format
     ann CNY 100.00 0.00 0.00              risk, settlement); the lines are every final
     ann CEA25 10 0 0                      holding with a unit in it:
                                           ACCOUNT ASSET AVAILABLE HELD LOCKED
+                                          [pledged=N] (when any is pledged)
 
 The ``orders`` block is the pinned order-file CSV (shared/DESIGN.md): a header naming
 the columns the scenario uses (missing keys take their defaults), then one command per
@@ -55,6 +56,8 @@ Event lines (``-`` for an absent id or price; prices as decimal strings on the t
     deposited ACCOUNT CURRENCY AMOUNT      withdrawn ACCOUNT CURRENCY AMOUNT
     issued ACCOUNT SYMBOL QTY              surrendered ACCOUNT SYMBOL QTY
     transferred ACCOUNT -> TO SYMBOL QTY   unlocked ACCOUNT ASSET QTY
+    pledged ID ACCOUNT -> TO SYMBOL QTY    pledge_released ID ACCOUNT SYMBOL QTY remaining=N
+    pledge_enforced ID ACCOUNT -> TO SYMBOL QTY remaining=N
     settled TRADE_ID BUYER<-SELLER QTY for CASH fees=BUY_FEE/SELL_FEE   (cash as decimals)
 
 Book lines, per instrument in market order: bids best first, asks best first, then the
@@ -94,14 +97,15 @@ from exchange.commands import (ADMIN_COMMANDS, ORDER_TYPES, STP_MODES, TIFS, Acc
                                AdvanceClock,
                                BidAuction, CloseAuction, OpenAuction, PostBlock, AllocateAllowances,
                                ClawBackAllowances, CloseAccount, ComplianceDeadline,
-                               ConvertAllowances, HaltInstrument, OpenAccount, RecordEmissions,
-                               ResumeAccount, ResumeInstrument, SuspendAccount,
-                               TransferAllowances)
+                               ConvertAllowances, EnforcePledge, HaltInstrument, OpenAccount,
+                               PledgeAllowances, RecordEmissions, ReleasePledge, ResumeAccount,
+                               ResumeInstrument, SuspendAccount, TransferAllowances)
 from exchange.events import (AuctionBidAccepted, AuctionCleared, AuctionOpened, BlockAccepted,
                              ClockAdvanced,
                              BlockPosted, QuotingAssessed, AccountOpened, AccountStatusChanged,
                              AllowancesAllocated,
                              AllowancesClawedBack, AllowancesConverted, AllowancesIssued,
+                             AllowancesPledged, PledgeEnforced, PledgeReleased,
                              AllowancesSurrendered, AllowancesTransferred, CashDeposited,
                              CashWithdrawn, ComplianceAssessed, ContractExpired, DailyStatistics,
                              DeadlinePassed,
@@ -243,6 +247,11 @@ LINE_FORMATS = {
     AllowancesIssued: "issued {account} {instrument} {qty}",
     AllowancesSurrendered: "surrendered {account} {instrument} {qty}[ for {year}]",
     AllowancesTransferred: "transferred {account} -> {to_account} {instrument} {qty}",
+    AllowancesPledged: "pledged {pledge_id} {account} -> {to_account} {instrument} {qty}",
+    PledgeReleased: ("pledge_released {pledge_id} {account} {instrument} {qty} "
+                     "remaining={remaining}"),
+    PledgeEnforced: ("pledge_enforced {pledge_id} {account} -> {to_account} {instrument} {qty} "
+                     "remaining={remaining}"),
     HoldingsUnlocked: "unlocked {account} {asset} {qty}",
     TradeSettled: ("settled {trade_id} {buy_account}<-{sell_account} {qty} for {cash:cash} "
                    "fees={buy_fee:cash}/{sell_fee:cash}"),
@@ -386,7 +395,10 @@ RESULT_WITH_LEDGER = {
     ComplianceDeadline: DeadlinePassed,
     ClawBackAllowances: AllowancesClawedBack,
     AllocateAllowances: AllowancesAllocated,
-    ConvertAllowances: AllowancesConverted
+    ConvertAllowances: AllowancesConverted,
+    PledgeAllowances: AllowancesPledged,
+    ReleasePledge: PledgeReleased,
+    EnforcePledge: PledgeEnforced
 }
 
 
@@ -517,10 +529,11 @@ def run_scenario(scenario: Scenario, book=FastBook) -> tuple[list[str], list[str
 def holding_lines(engine: Engine, market: Market) -> list[str]:
     currencies = {inst.currency for inst in market.instruments.values()}
     lines = []
-    for account, asset, *buckets in engine.ledger.holdings():
-        if any(buckets):
+    for account, asset, *buckets, pledged in engine.ledger.holdings():
+        if any(buckets) or pledged:
             text = [cash(b) if asset in currencies else str(b) for b in buckets]
-            lines.append(" ".join([account, asset, *text]))
+            lines.append(" ".join([account, asset, *text] + ([f"pledged={pledged}"] if pledged
+                                                              else [])))
     return lines
 
 

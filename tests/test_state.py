@@ -35,7 +35,8 @@ from exchange import (CancelOrder, CommandRejected, Deposit, EndOfDay, Engine, F
                       TradeExecuted, default_market)
 from exchange.book.fast import (DAY, FOK, GTC, GTD, IOC, KIND_CODES, STP_CODES, TIF_CODES, Order)
 from exchange.commands import (AllocateAllowances, ComplianceDeadline, ConvertAllowances,
-                               OpenAccount, RecordEmissions, ResumeAccount, SurrenderAllowances,
+                               OpenAccount, PledgeAllowances, RecordEmissions, ResumeAccount,
+                               SurrenderAllowances,
                                SuspendAccount, TransferAllowances, Withdraw)
 from exchange.events import AnyEvent, Event
 from exchange.market import Market
@@ -400,7 +401,9 @@ def _small_engine(ledger: bool = True) -> Engine:
             PlaceOrder(order_id="b3", account="a", instrument="CEA25", side="buy", price="60.00",
                        qty=2),  # trades: a done id of the day
             PlaceOrder(order_id="st", account="a", instrument="CEA25", side="buy",
-                       type="stop_limit", stop_price="61.00", price="61.00", qty=1)):
+                       type="stop_limit", stop_price="61.00", price="61.00", qty=1),
+            PledgeAllowances(pledge_id="L1", account="b", to_account="a", instrument="CEA25",
+                             qty=10)):
         engine.execute(cmd)
     return engine
 
@@ -559,6 +562,18 @@ def _hold_missing(raw: dict) -> None:
     raw["ledger"]["holds"].pop()
 
 
+def _pledge_not_in_the_bucket(raw: dict) -> None:
+    raw["ledger"]["pledges"][0][4] += 1  # the pledge says 11, b's pledged bucket 10
+
+
+def _pledge_to_unknown_account(raw: dict) -> None:
+    raw["ledger"]["pledges"][0][2] = "mallory"
+
+
+def _pledge_twice(raw: dict) -> None:
+    raw["ledger"]["pledges"].append(raw["ledger"]["pledges"][0])
+
+
 def _not_conserved(raw: dict) -> None:
     raw["ledger"]["supply"]["CNY"] += 1
 
@@ -578,7 +593,8 @@ def _stop_as_resting(raw: dict) -> None:
     _crossed, _out_of_priority, _sell_among_bids, _market_order_resting, _ioc_resting,
     _visible_above_qty, _gtd_entry_of_plain_order, _gtd_order_without_entry, _command_twice,
     _command_id_not_text, _not_an_event, _hold_of_unknown_account, _holding_of_unknown_asset,
-    _system_account_missing, _hold_missing, _not_conserved, _negative_notional, _stop_as_resting
+    _system_account_missing, _hold_missing, _not_conserved, _negative_notional, _stop_as_resting,
+    _pledge_not_in_the_bucket, _pledge_to_unknown_account, _pledge_twice
 ], ids=lambda f: f.__name__.strip("_"))
 def test_a_state_that_contradicts_itself_is_refused(change) -> None:
     with pytest.raises(StateError):

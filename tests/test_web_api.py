@@ -217,6 +217,45 @@ def test_what_is_open_away_from_the_book_accounts_for_what_is_held(exchange):
     assert held == sum(r["qty"] for r in selling) > 300_000
 
 
+def test_a_pledge_shows_to_both_parties_and_in_the_pledgors_holdings():
+    """A lender (the pledgee) and the borrower see the pledge in force, and the borrower's
+    holdings show the units pledged, not available; a third account sees none of it."""
+    x = Exchange.__new__(Exchange)  # the API alone: a second portal's pages would be global
+    x.engine = Engine(open_market(), ledger=True)
+    x.engine.execute(IssueAllowances(account="alice", instrument="CEA25", qty=900_000))
+    x.engine.execute(IssueAllowances(account="bob", instrument="CEA25", qty=1_000))
+    x.core = GatewayCore(x.engine, settings=GatewaySettings(book_interval=0))
+    x.rejected = []
+    portal = SimpleNamespace(core=x.core, view=MarketView(x.engine),
+                             credentials=Credentials(PASSWORDS), app=FastAPI())
+    portal.app.include_router(make_router(portal))  # type: ignore[arg-type]
+    x.ops({"action": "pledge", "order_id": "L1", "account": "alice", "to_account": "bob",
+           "instrument": "CEA25", "qty": 250_000})
+    assert x.rejected == []
+    row = {"pledge_id": "L1", "account": "alice", "to_account": "bob", "instrument": "CEA25",
+           "qty": 250_000}
+    [cea] = [r for r in queries.holdings(x.engine, "alice") if r["asset"] == "CEA25"]
+    assert (cea["available"], cea["pledged"]) == (650_000, 250_000)
+
+    async def ask(path: str, login: tuple[str, str]) -> Any:
+        transport = httpx.ASGITransport(app=portal.app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            answer = await http.get("/api/v1/accounts/" + path, auth=login)
+        return answer.json() if answer.status_code == 200 else answer.status_code
+
+    assert asyncio.run(ask("alice/pledges", ALICE)) == [{**row, "role": "pledgor"}]
+    assert asyncio.run(ask("bob/pledges", BOB)) == [{**row, "role": "pledgee"}]
+    assert asyncio.run(ask("alice/pledges", BOB)) == 403
+    assert asyncio.run(ask("carol/pledges", ("carol", "pw-c"))) == []
+    [held] = [r for r in asyncio.run(ask("alice/holdings", ALICE)) if r["asset"] == "CEA25"]
+    assert (held["available"], held["pledged"]) == (650_000, 250_000)
+    x.ops({"action": "pledge_release", "order_id": "L1", "account": "alice"})
+    assert x.rejected == []
+    assert asyncio.run(ask("bob/pledges", BOB)) == []
+    [cea] = [r for r in queries.holdings(x.engine, "alice") if r["asset"] == "CEA25"]
+    assert (cea["available"], cea["pledged"]) == (900_000, 0)
+
+
 def test_open_orders_by_the_accounts_own_ids(exchange):
     alice = queries.open_orders(exchange.engine, "alice")
     assert [(o["order_id"], o["instrument"], o["price"], o["qty"], o["shown"])
@@ -424,7 +463,8 @@ def _no_login_budget(exchange) -> Iterator[None]:
     yield
 
 
-ACCOUNT_PATHS = ("holdings", "orders", "away", "fills", "positions", "margin", "compliance")
+ACCOUNT_PATHS = ("holdings", "pledges", "orders", "away", "fills", "positions", "margin",
+                 "compliance")
 MARKET_PATHS = ("/instruments", "/market/CEA25/book", "/market/CEA25/trades",
                 "/market/CEA25/daily", "/market/CEA25/candles", "/blocks", "/auctions")
 OPERATOR_PATHS = ("/accounts", f"/registry/{YEAR}", "/halts")

@@ -898,6 +898,8 @@ _OPS_RESULTS = {
     "deadline": "DeadlinePassed", "halt": "TradingStatusChanged",
     "resume": "TradingStatusChanged", "eod": "TradingDayEnded", "clock": "ClockAdvanced",
     "auction_open": "AuctionOpened", "auction_close": "AuctionCleared",
+    "pledge": "AllowancesPledged", "pledge_release": "PledgeReleased",
+    "pledge_enforce": "PledgeEnforced",
 }
 _ACCOUNT_STATUS = {"suspend_account": "suspended", "resume_account": "open",
                    "close_account": "closed"}

@@ -239,8 +239,8 @@ async def _progress(core: GatewayCore, until: float, out) -> None:
 
 def _holdings(engine: Engine) -> dict[tuple[str, str], int]:
     return {
-        (account, asset): available + held + locked
-        for account, asset, available, held, locked in engine.ledger.holdings()
+        (account, asset): available + held + locked + pledged
+        for account, asset, available, held, locked, pledged in engine.ledger.holdings()
     }
 
 

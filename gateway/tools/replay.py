@@ -283,7 +283,7 @@ def holding_rows(engine: Engine) -> list[dict]:
         return []
     currencies = set(ledger.currencies)
     rows = []
-    for account, asset, available, held, locked in ledger.holdings():
+    for account, asset, available, held, locked, pledged in ledger.holdings():
         if asset in currencies:
             available, held, locked = (format_cash(asset, n) for n in (available, held, locked))
         rows.append({
@@ -291,7 +291,8 @@ def holding_rows(engine: Engine) -> list[dict]:
             "asset": asset,
             "available": available,
             "held": held,
-            "locked": locked
+            "locked": locked,
+            "pledged": pledged  # allowances only: cash is never pledged
         })
     return rows
 
@@ -343,10 +344,12 @@ HOLDING_KEYS = ("account", "asset", "available", "held", "locked")
 
 
 def write_holdings(path: str | Path, engine: Engine) -> int:
-    """Write the pinned holdings CSV (``account,asset,available,held,locked``)."""
+    """Write the pinned holdings CSV (``account,asset,available,held,locked``), with a
+    ``pledged`` column after them when any account has allowances pledged."""
     rows = holding_rows(engine)
+    keys = HOLDING_KEYS + ("pledged",) if any(row["pledged"] for row in rows) else HOLDING_KEYS
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, HOLDING_KEYS, lineterminator="\n")
+        writer = csv.DictWriter(fh, keys, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)

@@ -162,6 +162,16 @@ class HoldingOut(BaseModel):
     available: int | str = Field(description="units, or cash as a decimal string")
     held: int | str
     locked: int | str
+    pledged: int = Field(0, description="allowances pledged to a lender (never cash)")
+
+
+class PledgeOut(BaseModel):
+    pledge_id: str
+    role: str = Field(description="pledgor (the account pledged them) or pledgee (to it)")
+    account: str = Field(description="the pledgor, whose holdings the units stay in")
+    to_account: str = Field(description="the pledgee, who may release or enforce them")
+    instrument: str
+    qty: int = Field(description="the units still pledged")
 
 
 class OrderOut(BaseModel):
@@ -452,6 +462,13 @@ def make_router(portal: Portal) -> APIRouter:
         ``held`` (by open orders) and ``locked`` (bought, not yet settled) units, cash
         as decimal strings."""
         return queries.holdings(engine(), account)
+
+    @router.get("/accounts/{account}/pledges", response_model=list[PledgeOut],
+                responses=_PRIVATE, summary="Pledges in force by or to an account")
+    async def get_pledges(account: Visible) -> list[dict]:
+        """The pledges in force that the account made (its ``pledged`` units) or that
+        were made to it as pledgee, in the order they were registered."""
+        return queries.pledges(engine(), account)
 
     @router.get("/accounts/{account}/orders", response_model=list[OrderOut],
                 responses=_PRIVATE, summary="An account's open orders")

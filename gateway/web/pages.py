@@ -210,7 +210,8 @@ def _columns(*names: str) -> list[Row]:
 
 
 _LEFT = {"time", "instrument", "asset", "side", "aggressor", "mode", "order_id", "type", "tif",
-         "account", "status", "liquidity", "auction", "pricing", "left", "year", "deadline"}
+         "account", "status", "liquidity", "auction", "pricing", "left", "year", "deadline",
+         "pledge_id", "role", "to_account"}
 _THOUSANDS = "v => Number.isInteger(v) ? v.toLocaleString('en-US') : v"
 
 
@@ -580,12 +581,15 @@ def _account_page(portal: Portal, user: str, account: str) -> None:
         value = ui.label().classes("font-bold").props("data-testid=marked")
     with ui.row().classes("w-full flex-nowrap items-start gap-4"):
         with _card("Holdings").classes("w-1/2"):
-            holdings = _table(_columns("asset", "available", "held", "locked", "total",
-                                       "mark:marked at", "value:marked value"), "asset",
-                              "holdings")
+            holdings = _table(_columns("asset", "available", "held", "locked", "pledged",
+                                       "total", "mark:marked at", "value:marked value"),
+                              "asset", "holdings")
             ui.label("P&L: cash changes are not known here, so the page shows the marked "
                      "value: units x the last listing price (the reference price before any "
                      "trade), and cash.").classes("text-xs text-slate-500")
+            ui.label("Pledges in force").classes("text-sm font-bold")
+            pledges = _table(_columns("pledge_id", "role", "account:pledgor", "to_account:pledgee",
+                                      "instrument", "qty"), "pledge_id", "pledges")
         with _card("Open orders").classes("w-1/2"):
             orders = _table(_columns("order_id", "instrument", "side", "type", "tif", "price",
                                      "stop_price:stop", "qty", "shown"), "order_id", "orders")
@@ -623,6 +627,7 @@ def _account_page(portal: Portal, user: str, account: str) -> None:
         more.set_text(f"{len(live)} open, the newest {ORDER_ROWS} shown"
                       if len(live) > ORDER_ROWS else f"{len(live)} open")
         _set_rows(away, queries.away_orders(engine, account))
+        _set_rows(pledges, queries.pledges(engine, account))
         _set_rows(fills, [{**f, "time": _clock(portal, f["ts"])}
                           for f in queries.fills(view, account, FILL_ROWS)])
         _set_rows(positions, queries.positions(engine, account))

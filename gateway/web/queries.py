@@ -26,7 +26,8 @@ from gateway.tools.replay import holding_rows, margin_rows, position_rows
 from gateway.web.view import MarketView, TradeRow
 
 __all__ = [
-    "instruments", "book", "holdings", "open_orders", "away_orders", "positions", "margin",
+    "instruments", "book", "holdings", "pledges", "open_orders", "away_orders", "positions",
+    "margin",
     "compliance", "compliance_years", "registry_year", "accounts", "halts", "fills", "trades",
     "candles", "daily", "open_blocks", "open_auctions", "cleared_auctions", "deadline_date",
     "has_account"
@@ -97,7 +98,7 @@ def has_account(engine: Engine, account: str) -> bool:
 
 def holdings(engine: Engine, account: str) -> list[Row]:
     """*account*'s holdings: its rows of ``holdings --json`` (``account``, ``asset``,
-    ``available``, ``held``, ``locked``; cash as decimal strings), by asset."""
+    ``available``, ``held``, ``locked``, ``pledged``; cash as decimal strings), by asset."""
     return [row for row in holding_rows(engine) if row["account"] == account]
 
 
@@ -125,6 +126,24 @@ def open_orders(engine: Engine, account: str) -> list[Row]:
             "seq": order.accept_seq
         })
     return rows
+
+
+def pledges(engine: Engine, account: str) -> list[Row]:
+    """The pledges in force that *account* made (``role`` ``pledgor``) or that were made
+    to it (``pledgee``), in the order they were registered: ``pledge_id``, ``account``
+    (the pledgor), ``to_account`` (the pledgee), ``instrument`` and the ``qty`` still
+    pledged."""
+    ledger = engine.ledger
+    if ledger is None:
+        return []
+    return [{
+        "pledge_id": p.pledge_id,
+        "role": "pledgor" if p.account == account else "pledgee",
+        "account": p.account,
+        "to_account": p.to_account,
+        "instrument": p.instrument,
+        "qty": p.qty
+    } for p in ledger.pledges.values() if account in (p.account, p.to_account)]
 
 
 def away_orders(engine: Engine, account: str) -> list[Row]:
