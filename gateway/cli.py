@@ -549,6 +549,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              "limit; with --broker, set mosquitto's with broker-config")
         from gateway.mqtt.brokerconfig import AccountLimits
 
+        _check_rates(args)
         try:
             limits = AccountLimits.scaled(
                 EMBEDDED_MESSAGE_RATE if args.message_rate is None else args.message_rate,
@@ -610,11 +611,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_rates(args: argparse.Namespace) -> None:
+    """--message-rate and --byte-rate, named as the user wrote them when out of range."""
+    for option, value in (("--message-rate", args.message_rate), ("--byte-rate", args.byte_rate)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} must be a positive whole number, not {value}")
+
+
 def _cmd_broker_config(args: argparse.Namespace) -> int:
     import os
 
     from gateway.mqtt.brokerconfig import AccountLimits, parse_account_args, write_broker_config
 
+    _check_rates(args)
     try:
         accounts = parse_account_args(args.accounts)
         limits = None if args.no_limit else AccountLimits.scaled(args.message_rate, args.byte_rate)

@@ -201,8 +201,12 @@ def test_broker_config_cli_limit_options(tmp_path: Path) -> None:
         ], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
 
     bad = broker_config(tmp_path / "bad", "--message-rate", "0")
-    assert bad.returncode == 2 and "message_rate" in bad.stderr
+    # The option named as the user wrote it, not the field it sets (message_rate).
+    assert bad.returncode == 2, bad.stderr
+    assert "error: --message-rate must be a positive whole number, not 0" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    bad = broker_config(tmp_path / "bad", "--byte-rate", "-1")
+    assert bad.returncode == 2 and "error: --byte-rate must be" in bad.stderr
     done = broker_config(tmp_path / "ok", "--message-rate", "5000")
     assert done.returncode == 0, done.stderr
     assert "plugin_opt_message_rate 5000" in (tmp_path / "ok" / "mosquitto.conf").read_text()
@@ -253,3 +257,13 @@ def test_serve_message_rate_holds_an_account_on_the_embedded_broker(tmp_path: Pa
     assert code == 0, err
     assert held >= 1.5  # (40 - a burst of 4) / 20 a second = 1.8 s, less clock slack
     assert accepted == 40  # held back, not dropped
+
+
+def test_serve_names_the_rate_option_it_refuses(tmp_path: Path) -> None:
+    for option, value in (("--message-rate", "0"), ("--byte-rate", "-5")):
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", option, value],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              check=False)
+        assert done.returncode == 2, done.stderr
+        assert f"carbonx serve: error: {option} must be a positive whole number" in done.stderr
+        assert not any(tmp_path.iterdir())  # nothing written

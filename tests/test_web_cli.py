@@ -65,6 +65,28 @@ def test_web_options_that_cannot_work_exit_2(tmp_path, args, message):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_web_port_in_use_leaves_no_journal_and_no_credentials(tmp_path, command):
+    """The portal's port is tried before anything is written, as the embedded broker's
+    is: a port in use is exit 2 and an empty directory, so the same command with another
+    port then starts afresh (a demo's --journal DIR is not left holding a journal)."""
+    import socket
+
+    (tmp_path / "init.csv").write_text(FUNDING)
+    args = (["serve", "--init", "init.csv", "--port", str(free_port()), "--always-open"]
+            if command == "serve" else ["demo", "--seconds", "1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        web = taken.getsockname()[1]
+        done = carbonx(*args, "--journal", "j", "--web", str(web), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"the web portal cannot listen on 127.0.0.1:{web}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "j").exists() or not any((tmp_path / "j").iterdir())
+    assert not (tmp_path / "carbonx-credentials.json").exists()
+
+
 def test_a_trade_over_mqtt_shows_on_the_pages_without_a_reload(tmp_path):
     """The whole path as users have it: `carbonx serve --web`, two bots trading over MQTT
     through the embedded broker, and alice's market and account pages in headless Chromium

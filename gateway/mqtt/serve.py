@@ -482,6 +482,18 @@ def _read_logins(path: str) -> dict[str, str]:
     return logins
 
 
+def _probe_web(host: str, port: int) -> None:
+    """The web portal's port, tried before anything is written: a port in use leaves no
+    journal and no credentials behind, as one of the embedded broker's does not."""
+    from gateway.web import probe_port
+
+    try:
+        probe_port(host, port)
+    except OSError as exc:
+        raise ServeError(f"the web portal cannot listen on {host}:{port}: "
+                         f"{exc.strerror or exc}") from None
+
+
 async def _start_web(core: GatewayCore, logins: dict[str, str], port: int | None, host: str,
                      stop: asyncio.Event, say: Callable[[str], None]) -> asyncio.Task | None:
     """Start the web portal beside the gateway (``--web``); ``None`` without it."""
@@ -528,6 +540,7 @@ def main_serve(market: Market, *, broker_url: str | None, journal: str | None, i
                              "broker's passwords")
         if web_credentials:
             web_logins = _read_logins(web_credentials)
+        _probe_web(web_host, web_port)
     broker = (resolve_broker(broker_url, password_file=password_file, environ=environ)
               if broker_url else None)
     if password_file is not None and broker is None:

@@ -341,6 +341,16 @@ def run_demo(seconds: float = 20.0, seed: int = 1, journal: str | None = None,
              out=sys.stderr, days: int = 2, web: int | None = None) -> DemoResult:
     """Run the demo over *days* trading days and print its progress to *out*; return what
     happened. *web*: serve the web portal on that port too."""
+    if web is not None:
+        # Tried before the journal is made: a port in use leaves no journal in --journal
+        # DIR (which a second try would then refuse).
+        from gateway.web import probe_port
+
+        try:
+            probe_port("127.0.0.1", web)
+        except OSError as exc:
+            raise UsageError(f"the web portal cannot listen on 127.0.0.1:{web}: "
+                             f"{exc.strerror or exc}") from None
     if journal is not None:
         return _run(seconds, seed, journal, out, kept=True, days=days, web=web)
     with tempfile.TemporaryDirectory(prefix="carbonx-demo-") as directory:

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.mqtt.service import GatewayCore
+from gateway.web import probe_port
 from gateway.web.auth import Credentials
 from gateway.web.view import MarketView
 
@@ -78,14 +79,9 @@ class _HeadAsGet:
 async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
                     stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Serve *portal* on *host*:*port* until *stop* is set."""
-    import socket
-
     import uvicorn
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        # As uvicorn binds: a port whose last connections wait out TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))  # OSError (taken, not an address here) before uvicorn starts
+    probe_port(host, port)  # OSError (taken, not an address here) before uvicorn starts
     config = uvicorn.Config(_HeadAsGet(portal.app), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="on", loop="none",
                             http=_guarded_protocol())
