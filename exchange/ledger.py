@@ -1007,9 +1007,13 @@ class Ledger:
         return None
 
     def _suspend(self, cmd: SuspendAccount, out: list[Event]) -> None:
+        if self._usable(cmd.account, create=False).status == SUSPENDED:
+            raise Rejected(Reason.ALREADY_SUSPENDED)  # as a halt of a halted instrument is
         return self._set_status(cmd, SUSPENDED, out)
 
     def _resume(self, cmd: ResumeAccount, out: list[Event]) -> None:
+        if self._usable(cmd.account, create=False).status != SUSPENDED:
+            raise Rejected(Reason.NOT_SUSPENDED)
         return self._set_status(cmd, OPEN, out)
 
     def _close(self, cmd: CloseAccount, out: list[Event]) -> None:

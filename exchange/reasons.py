@@ -88,6 +88,8 @@ class Reason(StrEnum):
     INSTRUMENT_HALTED = "instrument_halted"  # the operator halted the instrument
     NOT_HALTED = "not_halted"  # a resume of an instrument that trades
     ALREADY_HALTED = "already_halted"  # a halt of an instrument already halted
+    ALREADY_SUSPENDED = "already_suspended"  # a suspension of a suspended account
+    NOT_SUSPENDED = "not_suspended"  # a resume_account of an account that is not suspended
     NOT_COUNTERPARTY = "not_counterparty"  # a block accepted by an account it does not name
     UNKNOWN_BLOCK = "unknown_block"  # no open block with that id and poster
     OWN_BLOCK = "own_block"  # a block accepted by the account that posted it
@@ -187,7 +189,8 @@ STATE = frozenset[Reason]({
     Reason.ACCOUNT_NOT_EMPTY, Reason.RESERVED_ACCOUNT, Reason.UNKNOWN_CURRENCY,
     Reason.INVALID_AMOUNT, Reason.SUPPLY_LIMIT, Reason.NOT_ISSUABLE, Reason.NOT_CLEARED,
     Reason.MARKET_CLOSED, Reason.MARKET_OPEN, Reason.DAY_ENDED, Reason.INSTRUMENT_HALTED,
-    Reason.NOT_HALTED, Reason.ALREADY_HALTED, Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK,
+    Reason.NOT_HALTED, Reason.ALREADY_HALTED, Reason.ALREADY_SUSPENDED, Reason.NOT_SUSPENDED,
+    Reason.NOT_COUNTERPARTY, Reason.UNKNOWN_BLOCK,
     Reason.OWN_BLOCK, Reason.UNKNOWN_AUCTION, Reason.DUPLICATE_AUCTION, Reason.AUCTION_CLOSED,
     Reason.OWN_AUCTION, Reason.DUPLICATE_PLEDGE, Reason.UNKNOWN_PLEDGE, Reason.EXCEEDS_PLEDGE
 })
