@@ -660,6 +660,51 @@ def test_only_market_data_is_retained() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("change", ["subscribed", "went_away"])
+def test_a_subscription_changed_during_a_delivery_loses_it_for_no_one(change: str) -> None:
+    """amqtt awaits each subscriber's topic check while it walks the subscriptions: a
+    client that subscribed to a new filter meanwhile changed the dict under the loop
+    (RuntimeError: the message lost for B, whose filter came later), and a clean session
+    that went away took itself out of a filter's list (B, after it, skipped). The gateway's
+    message had been acknowledged: B would never have it. The broker's subscriptions are
+    walked over copies."""
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(USERS) as broker:
+            async with (client(broker, GATEWAY_USER) as gw, client(broker, OPERATOR_USER) as op,
+                        client(broker, "A") as a, client(broker, "B") as b):
+                assert await suback(op, "cx/v1/md/#") == 1
+                assert await suback(a, "cx/v1/md/#") == 1
+                # B after A: on the same filter's list, or on a filter of its own after it
+                assert await suback(b, "cx/v1/md/#" if change == "went_away" else
+                                    "cx/v1/md/CEA25/trades") == 1
+                inner = broker._broker
+                assert inner is not None
+                check = inner._topic_filtering
+                done = False
+
+                async def meanwhile(session, topic: str, action) -> bool:
+                    nonlocal done
+                    allowed = await check(session, topic=topic, action=action)
+                    if session.client_id == "A" and not done:
+                        done = True
+                        if change == "subscribed":  # another client's new filter
+                            inner._subscriptions["cx/v1/md/CEA24/book"] = []
+                        else:  # the operator's clean session ends
+                            inner._del_subscription("cx/v1/md/#", op_session)
+                    return allowed
+
+                op_session = next(s for s, _ in inner._subscriptions["cx/v1/md/#"]
+                                  if s.client_id == OPERATOR_USER)
+                inner._topic_filtering = meanwhile  # type: ignore[method-assign]
+                await gw.publish("cx/v1/md/CEA25/trades", b"trade", qos=1)
+                assert await next_message(a) == ("cx/v1/md/CEA25/trades", b"trade")
+                assert await next_message(b) == ("cx/v1/md/CEA25/trades", b"trade")
+                assert done
+
+    run(scenario())
+
+
 def test_stops_cleanly_with_clients_connected(caplog: pytest.LogCaptureFixture,
                                               capfd: pytest.CaptureFixture[str]) -> None:
 

@@ -403,6 +403,34 @@ class _BoundedReader(StreamReaderAdapter):
         await asyncio.sleep(wait)
 
 
+class _Subscribers(list):
+    """One topic filter's subscribers, ``(session, qos)``, walked over a copy: amqtt's
+    delivery loop awaits each subscriber's topic check as it walks them, and a clean
+    session that went away meanwhile took itself out of the list, so the subscriber after
+    it was skipped without a word."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.copy())  # a plain list: what the list holds now
+
+
+class _Subscriptions(dict):
+    """Topic filter -> its ``_Subscribers``, walked over a copy (keys and items): a client
+    subscribing to a new filter while amqtt's delivery loop awaited a subscriber's check
+    changed the dict under the loop, whose ``RuntimeError`` lost the message, already
+    acknowledged to its sender, for every subscriber after that point."""
+
+    def __setitem__(self, topic_filter: str, subscribers: list) -> None:
+        if type(subscribers) is not _Subscribers:
+            subscribers = _Subscribers(subscribers)
+        super().__setitem__(topic_filter, subscribers)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(super().keys()))
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        return list(super().items())
+
+
 class _Broker(Broker):
     """amqtt's broker with the packet-size limit, the login checked before the session is
     looked up, client identifier = user name, and only market data retained."""
@@ -412,6 +440,7 @@ class _Broker(Broker):
                  limits: AccountLimits = EMBEDDED_LIMITS,
                  max_queued: int = MAX_QUEUED_MESSAGES) -> None:
         super().__init__(config)
+        self._subscriptions = _Subscriptions()  # walked over copies: see the class
         self._broadcast_queue = BroadcastQueue()  # each topic in its own lane
         self._accounts = accounts
         self._max_packet_size = max_packet_size
