@@ -15,6 +15,9 @@ gives each answer once: a repeated answer to a command already answered here is 
 over. The gateway's ``overloaded`` and ``rate_limited`` say a command was not taken, not
 what became of it: the command stays pending and is resent (``not_taken`` counts them),
 and runs after what the gateway took meanwhile (await each answer where order matters).
+On one connection a command still unanswered is sent again after ``resend_after`` (2 s),
+then after twice as long each time, up to ``RESEND_MAX`` (30 s) between copies: a slow
+gateway is not sent every waiting command again every 2 s.
 Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
@@ -101,6 +104,7 @@ _ANSWERED_KEPT = 100_000  # command ids remembered as answered (the exchange's o
 # The gateway's refusals that say a command was not taken (the account's intake full, or
 # over its rate): it did nothing, and a copy sent later is taken as the command.
 _NOT_TAKEN = frozenset({"overloaded", "rate_limited"})
+RESEND_MAX = 30.0  # seconds: the longest wait between two copies of a command unanswered
 
 
 class ExchangeError(Exception):
@@ -183,7 +187,7 @@ class ExchangeClient:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
-        for _, future, _ in self._pending.values():
+        for _, future, *_ in self._pending.values():
             if not future.done():
                 future.cancel()
         self._reports.close()
@@ -216,7 +220,7 @@ class ExchangeClient:
                     self._sender = sender = OrderedSender(mqtt, log=log)
                     self.connects += 1
                     delay = self._retry_delay
-                    self._resend(sender, 0.0)
+                    self._resend(sender, late=False)
                     self._connected.set()  # (no await since: what comes next goes behind)
                     resender = asyncio.ensure_future(self._resend_late(sender))
                     try:
@@ -241,9 +245,13 @@ class ExchangeClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _resend(self, sender: OrderedSender, age: float) -> None:
-        """Queue again, in order and in batches, every command unanswered for *age* s on
-        the connection's *sender*, which publishes in call order behind what it holds.
+    def _resend(self, sender: OrderedSender, late: bool) -> None:
+        """Queue again, in order and in batches, on the connection's *sender* (which
+        publishes in call order behind what it holds) every command unanswered: all of
+        them on (re)connecting, or, *late*, those whose wait since they were last sent has
+        passed, each then waiting twice as long, up to ``RESEND_MAX``, before the next copy
+        (under a slow gateway, copies every 2 s of every waiting command made its work
+        many times what the bots meant: 25,798 commands for 1,816 in one run).
 
         On (re)connecting (*age* 0) this runs before the client counts as connected, with
         no await between: a command submitted after goes out behind them (not 2 s later
@@ -254,8 +262,12 @@ class ExchangeClient:
         now = asyncio.get_running_loop().time()
         waiting = []
         for entry in self._pending.values():
-            if now - entry[2] >= age:
+            if not late:
                 entry[2] = now
+                waiting.append(entry[0])
+            elif now - entry[2] >= entry[3]:
+                entry[2] = now
+                entry[3] = min(entry[3] * 2, RESEND_MAX)
                 waiting.append(entry[0])
         for start in range(0, len(waiting), 500):
             sender.send(orders_topic(self.account), self._encode(waiting[start:start + 500]), 1)
@@ -265,7 +277,7 @@ class ExchangeClient:
         kept no session): resend what stays unanswered; the gateway applies it once."""
         while True:
             await asyncio.sleep(self.resend_after / 2)
-            self._resend(sender, self.resend_after)
+            self._resend(sender, late=True)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         try:
@@ -292,7 +304,7 @@ class ExchangeClient:
                     and command_id in pending):
                 # Not taken: not its answer. Taken for one, it would hide the answer of
                 # the copy the resend timer sends (an order told 'overloaded' that rests).
-                # The command stays pending and goes again in resend_after.
+                # The command stays pending and goes again once its wait has passed.
                 self.not_taken += 1
                 pending[command_id][2] = asyncio.get_running_loop().time()
                 repeated = False
@@ -355,7 +367,8 @@ class ExchangeClient:
             if command_id is None:
                 command_id = command["command_id"] = f"{prefix}{next(counter)}"
             future = create_future()
-            pending[command_id] = [command, future, now]
+            # [command, its answer, when last sent, how long to wait before sending again]
+            pending[command_id] = [command, future, now, self.resend_after]
             futures.append(future)
             batch.append(command)
         payload = self._encode(batch[0] if len(batch) == 1 else batch)
