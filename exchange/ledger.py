@@ -947,7 +947,7 @@ class Ledger:
         if pledge.account != cmd.account:
             raise Rejected(Reason.NOT_OWNER)
         qty = pledge.qty if cmd.qty is None else cmd.qty
-        if type(qty) is not int or qty < 1:
+        if type(qty) is not int or not 0 < qty < 1 << 62:  # as every registry quantity
             raise Rejected(Reason.INVALID_QUANTITY)
         if qty > pledge.qty:
             raise Rejected(Reason.EXCEEDS_PLEDGE)
@@ -986,6 +986,14 @@ class Ledger:
                     to_account=pledge.to_account, instrument=pledge.instrument, qty=qty,
                     remaining=pledge.qty)
         return None
+
+    def _may_pledge(self, pledgor: Account, pledgee: Account, symbol: str) -> bool:
+        """Could a pledge of *symbol* by *pledgor* to *pledgee* be in force? Only between
+        two participants' accounts, neither closed (neither can close while it is), and
+        of a spot instrument's units (never cash, a future or an option)."""
+        inst = self.instruments.get(symbol)
+        return (inst is not None and inst.kind == "spot" and pledgor is not pledgee
+                and all(a.status in (OPEN, SUSPENDED) for a in (pledgor, pledgee)))
 
     def pledged_to(self, account: str) -> bool:
         """Is *account* the pledgee of a pledge in force?"""
@@ -1117,9 +1125,13 @@ class Ledger:
             pid, owner, symbol = row_pledge.pledge_id, row_pledge.account, row_pledge.instrument
             if (not pid or pid in self.pledges or owner not in accounts
                     or row_pledge.to_account not in accounts or owner == row_pledge.to_account
-                    or symbol not in accounts[owner].holdings or row_pledge.qty < 1):
+                    or symbol not in accounts[owner].holdings
+                    or not 0 < row_pledge.qty < 1 << 62):
                 raise ValueError(f"ledger: pledge {pid!r}: no such accounts or holding, "
                                  f"nothing pledged, or given twice")
+            if not self._may_pledge(accounts[owner], accounts[row_pledge.to_account], symbol):
+                raise ValueError(f"ledger: pledge {pid!r}: of a system or closed account, or "
+                                 f"to one, or not of allowances")
             self.pledges[pid] = Pledge(pid, owner, row_pledge.to_account, symbol, row_pledge.qty)
             pledged[(owner, symbol)] = pledged.get((owner, symbol), 0) + row_pledge.qty
         for name, acct in accounts.items():
@@ -1204,8 +1216,13 @@ class Ledger:
                    if h.locked) == len(self._locked), "locked index"
         pledged: dict[tuple[str, str], int] = {}
         for pledge_id, pledge in self.pledges.items():
-            assert pledge.pledge_id == pledge_id and pledge.qty > 0, f"pledge {pledge_id}"
+            assert pledge.pledge_id == pledge_id and 0 < pledge.qty < 1 << 62, f"pledge {pledge_id}"
             assert pledge.to_account in self.accounts, f"pledge {pledge_id}: no pledgee"
+            assert pledge.account in self.accounts, f"pledge {pledge_id}: no pledgor"
+            pledgor = self.accounts[pledge.account]
+            assert self._may_pledge(pledgor, self.accounts[pledge.to_account],
+                                    pledge.instrument), f"pledge {pledge_id}: its parties or asset"
+            assert pledge.instrument in pledgor.holdings, f"pledge {pledge_id}: no holding"
             key = (pledge.account, pledge.instrument)
             pledged[key] = pledged.get(key, 0) + pledge.qty
         for acct in self.accounts.values():

@@ -453,3 +453,47 @@ def test_an_operators_row_with_an_empty_command_id_is_refused_under_it():
         assert [(a["report"], a["reason"], a["command_id"]) for a in answers] == [
             ("rejected", "bad_command", "")]
     assert core.engine.seq == seq
+
+
+def test_an_operator_id_used_again_for_another_pledge_is_not_told_that_row_was_done():
+    """Pledge rows are about a pledge: the release of P2 with the id of P1's release was
+    answered 'accepted' (a duplicate) and P2 stayed pledged; so was a pledge to another
+    pledgee with the id of an earlier pledge of the same pledgor and instrument."""
+    core = _core()
+    _ops(core, {"action": "open_account", "account": "bank", "kind": "financial"},
+         {"action": "open_account", "account": "bank2", "kind": "financial"},
+         {"action": "issue", "account": "acme", "instrument": "CEA25", "qty": 1_000})
+    for pledge in ("P1", "P2"):
+        done, _ = _ops(core, {"action": "pledge", "order_id": pledge, "account": "acme",
+                              "to_account": "bank", "instrument": "CEA25", "qty": 100,
+                              "command_id": f"k-{pledge}"})
+        assert done[0]["report"] == "accepted"
+    released, _ = _ops(core, {"action": "pledge_release", "order_id": "P1", "account": "acme",
+                              "command_id": "r1"})
+    again, _ = _ops(core, {"action": "pledge_release", "order_id": "P1", "account": "acme",
+                           "command_id": "r1"})  # a true resend
+    other, _ = _ops(core, {"action": "pledge_release", "order_id": "P2", "account": "acme",
+                           "command_id": "r1"})
+    assert released[0]["report"] == "accepted"
+    assert (again[0]["report"], again[0].get("duplicate")) == ("accepted", True)
+    assert (other[0]["report"], other[0]["reason"]) == ("rejected", "duplicate_command")
+    elsewhere, _ = _ops(core, {"action": "pledge", "order_id": "P3", "account": "acme",
+                               "to_account": "bank2", "instrument": "CEA25", "qty": 5,
+                               "command_id": "k-P2"})
+    assert (elsewhere[0]["report"], elsewhere[0]["reason"]) == ("rejected", "duplicate_command")
+    refused, _ = _ops(core, {"action": "pledge_release", "order_id": "P9", "account": "acme",
+                             "command_id": "r9"})
+    retried, _ = _ops(core, {"action": "pledge_release", "order_id": "P2", "account": "acme",
+                             "command_id": "r9"})
+    assert refused[0]["reason"] == "unknown_pledge"
+    assert (retried[0]["reason"], retried[0].get("duplicate", False)) == (
+        "duplicate_command", False)  # not P9's 'unknown_pledge' again
+    ledger = core.engine.ledger
+    assert ledger is not None and list(ledger.pledges) == ["P2"]
+    # the receiver is a row's subject too: a transfer to bank2 with the id of one to bank
+    _ops(core, {"action": "transfer", "account": "acme", "to_account": "bank",
+                "instrument": "CEA25", "qty": 1, "command_id": "t1"})
+    moved, _ = _ops(core, {"action": "transfer", "account": "acme", "to_account": "bank2",
+                           "instrument": "CEA25", "qty": 1, "command_id": "t1"})
+    assert (moved[0]["report"], moved[0]["reason"]) == ("rejected", "duplicate_command")
+    assert ledger.holding("bank2", "CEA25") is None

@@ -574,6 +574,24 @@ def _pledge_twice(raw: dict) -> None:
     raw["ledger"]["pledges"].append(raw["ledger"]["pledges"][0])
 
 
+def _pledge_to_a_system_account(raw: dict) -> None:
+    raw["ledger"]["pledges"][0][2] = "@registry"
+
+
+def _pledge_to_a_closed_account(raw: dict) -> None:
+    [pledgee] = [a for a in raw["ledger"]["accounts"] if a["name"] == "a"]
+    pledgee["status"] = "closed"  # a pledgee cannot close while a pledge to it is in force
+
+
+def _pledge_of_cash(raw: dict) -> None:
+    [pledgor] = [a for a in raw["ledger"]["accounts"] if a["name"] == "b"]
+    units, cash = (next(h for h in pledgor["holdings"] if h[0] == asset)
+                   for asset in ("CEA25", "CNY"))
+    units[1], units[5] = units[1] + units[5], 0  # available, pledged
+    cash[1], cash[5] = cash[1] - 10, 10
+    raw["ledger"]["pledges"][0][3] = "CNY"  # the pledge and the buckets agree: on cash
+
+
 def _not_conserved(raw: dict) -> None:
     raw["ledger"]["supply"]["CNY"] += 1
 
@@ -594,7 +612,8 @@ def _stop_as_resting(raw: dict) -> None:
     _visible_above_qty, _gtd_entry_of_plain_order, _gtd_order_without_entry, _command_twice,
     _command_id_not_text, _not_an_event, _hold_of_unknown_account, _holding_of_unknown_asset,
     _system_account_missing, _hold_missing, _not_conserved, _negative_notional, _stop_as_resting,
-    _pledge_not_in_the_bucket, _pledge_to_unknown_account, _pledge_twice
+    _pledge_not_in_the_bucket, _pledge_to_unknown_account, _pledge_twice,
+    _pledge_to_a_system_account, _pledge_to_a_closed_account, _pledge_of_cash
 ], ids=lambda f: f.__name__.strip("_"))
 def test_a_state_that_contradicts_itself_is_refused(change) -> None:
     with pytest.raises(StateError):

@@ -637,9 +637,9 @@ class GatewayCore:
         if getattr(result, "reason", None) == Reason.DUPLICATE_COMMAND:
             first = self.engine.answer(account, command.command_id)
             if first:
-                if not _same_subject(first[0], action, account, instrument):
-                    # The id of an earlier row of another account or instrument: this row
-                    # did nothing, and is not told it was done.
+                if not _same_subject(first[0], action, account, instrument, command):
+                    # The id of an earlier row of another account, instrument, receiver or
+                    # pledge: this row did nothing, and is not told it was done.
                     return RejectedReport(
                         seq=result.seq, action=action, reason=result.reason,
                         message=f"command_id {command_id!r} was used by an earlier command "
@@ -801,7 +801,7 @@ class GatewayCore:
                 first = None if action in WIRE_ACTIONS else window.get((account or "", bare))
                 if first and (account or "", command_id) not in window:
                     instrument = _instrument_of(item)
-                    if _same_subject(first[0], action, account, instrument):
+                    if _same_subject(first[0], action, account, instrument, item):
                         operator.discard(id(item))
                         kept.append((OPS_REPORTS, self._ops_report(
                             first[0], action, account, instrument, bare, duplicate=True)))
@@ -912,12 +912,17 @@ def _instrument_of(row: Any) -> str | None:
 
 
 def _same_subject(first: Event, action: str, account: str | None,
-                  instrument: str | None) -> bool:
+                  instrument: str | None, row: Any = None) -> bool:
     """Could *first*, the result of an earlier command with the same id, be that of the
     command *action* on *account* and *instrument* (each compared where the event names
-    it)?"""
+    it)? With the command *row* itself, its receiving account (``to_account``) and the
+    pledge a pledge row names are compared too."""
+    pledge = getattr(row, "pledge_id", None)
     if type(first) is CommandRejected:
         if first.action != action:
+            return False
+        # a refused pledge row's answer carries the pledge's id as its order_id
+        if pledge is not None and first.order_id is not None and first.order_id != pledge:
             return False
     elif action in _OPS_RESULTS:
         if type(first).__name__ != _OPS_RESULTS[action]:
@@ -926,6 +931,10 @@ def _same_subject(first: Event, action: str, account: str | None,
             return False
         if action in _ACCOUNT_STATUS and getattr(first, "status", None) != _ACCOUNT_STATUS[action]:
             return False
+        for name in ("pledge_id", "to_account"):
+            mine, theirs = getattr(row, name, None), getattr(first, name, None)
+            if mine is not None and theirs is not None and mine != theirs:
+                return False
     theirs = getattr(first, "account", None)
     if theirs is not None and account is not None and theirs != account:
         return False
