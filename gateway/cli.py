@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "'carbonx holdings DIR' recovers from it")
     replay.add_argument(
         "--holdings", metavar="OUT.csv",
-        help="with --ledger: write the final holdings as CSV (account,asset,available,held,locked)")
+        help="with --ledger: write the final holdings as CSV (account,asset,available,held,locked; "
+        "pledged after them when anything is pledged)")
     replay.set_defaults(run=_cmd_replay)
 
     holdings = sub.add_parser(
@@ -405,7 +406,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_holdings(args: argparse.Namespace) -> int:
     from exchange.journal import JournalDamage, recover
-    from gateway.tools.replay import holding_rows, margin_rows, position_rows
+    from gateway.tools.replay import holding_rows, margin_rows, pledge_rows, position_rows
 
     try:
         recovered = recover(args.directory)
@@ -422,6 +423,7 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
     rows = holding_rows(recovered.engine)
     positions = position_rows(recovered.engine)
     margins = margin_rows(recovered.engine)
+    pledges = pledge_rows(recovered.engine)
     for warning in recovered.warnings:
         print(f"carbonx holdings: warning: {warning}", file=sys.stderr)
     if recovered.torn_bytes:
@@ -434,7 +436,8 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
                 "seq": recovered.seq,
                 "holdings": rows,
                 "positions": positions,
-                "margin": margins
+                "margin": margins,
+                "pledges": pledges
             }))
         return EXIT_OK
     print(f"recovered {recovered.seq:,} commands from {args.directory}"
@@ -455,6 +458,9 @@ def _cmd_holdings(args: argparse.Namespace) -> int:
                 **r, "margin_call": "CALLED" if r["margin_call"] else "-"
             } for r in margins],
             ("account", "currency", "margin", "equity", "initial", "maintenance", "margin_call"), 2)
+    if pledges:
+        print("pledges in force (account: the pledgor, to_account: the pledgee)")
+        _print_table(pledges, ("pledge_id", "account", "to_account", "instrument", "qty"), 2)
     return EXIT_OK
 
 

@@ -100,6 +100,35 @@ def test_journal_then_holdings_recovers_the_same_state(capsys, tmp_path, orders)
     assert recover(tmp_path / "j").engine.state_hash() == replayed["state_hash"]
 
 
+def test_pledges_show_in_the_holdings_file_and_in_what_holdings_recovers(capsys, tmp_path):
+    """An auditor working from the journal sees who holds the collateral: the pledged
+    units in their own column (the pinned five columns first), the pledges themselves in
+    ``holdings --json`` and in the table; a file without pledges keeps the pinned header."""
+    orders = tmp_path / "p.csv"
+    orders.write_text("action,order_id,account,instrument,qty,to_account,kind\n"
+                      "open_account,,bank,,,,financial\n"
+                      "issue,,steel,CEA25,1000,,\n"
+                      "pledge,L1,steel,CEA25,600,bank,\n"
+                      "pledge_release,L1,steel,,100,,\n")
+    summary = replay_json(capsys, orders, "--holdings", tmp_path / "h.csv", "--journal",
+                          tmp_path / "j")
+    assert summary["rejected"] == 0
+    with open(tmp_path / "h.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["account", "asset", "available", "held", "locked", "pledged"]
+    assert ["steel", "CEA25", "500", "0", "0", "500"] in rows
+    code, out, err = run(capsys, "holdings", tmp_path / "j", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["pledges"] == [{"pledge_id": "L1", "account": "steel", "to_account": "bank",
+                                  "instrument": "CEA25", "qty": 500}]
+    [steel] = [r for r in report["holdings"] if r["account"] == "steel"]
+    assert (steel["available"], steel["pledged"]) == (500, 500)
+    code, table, _ = run(capsys, "holdings", tmp_path / "j")
+    assert code == 0 and "pledges in force" in table and "L1" in table
+    assert "pledged" in table.splitlines()[1]  # the holdings table's header names it
+
+
 @pytest.mark.parametrize("limit", [1, 9])
 def test_a_replay_whose_journal_cannot_be_written_says_so_and_leaves_no_journal(
         tmp_path, limit):

@@ -28,7 +28,7 @@ from gateway.tools.progress import ProgressBar
 
 __all__ = [
     "ReplayResult", "run_replay", "write_fills", "write_events", "event_record", "write_holdings",
-    "holding_rows", "position_rows", "margin_rows"
+    "holding_rows", "pledge_rows", "position_rows", "margin_rows"
 ]
 
 # Profiled (benchmarks/): events dropped every 1,024 commands reuse memory still in
@@ -295,6 +295,16 @@ def holding_rows(engine: Engine) -> list[dict]:
             "pledged": pledged  # allowances only: cash is never pledged
         })
     return rows
+
+
+def pledge_rows(engine: Engine) -> list[dict]:
+    """Every pledge in force, in the order they were registered: ``pledge_id``,
+    ``account`` (the pledgor), ``to_account`` (the pledgee), ``instrument``, ``qty``."""
+    ledger = engine.ledger
+    if ledger is None:
+        return []
+    return [{"pledge_id": p.pledge_id, "account": p.account, "to_account": p.to_account,
+             "instrument": p.instrument, "qty": p.qty} for p in ledger.pledges.values()]
 
 
 def position_rows(engine: Engine) -> list[dict]:
