@@ -52,11 +52,12 @@ def test_a_gtd_that_expires_as_a_command_moves_the_clock_leaves_that_commands_an
     for that id, was told 'rejected, unknown'."""
     import time
 
+    soon = time.time_ns() + 300_000_000  # ahead of the gateway's clock, however busy
     send(core, "alice", {**order("g1", "buy", "59.00", 7), "tif": "gtd",
-                         "expire_ts": time.time_ns() + 2_000_000, "command_id": "cg"})
+                         "expire_ts": soon, "command_id": "cg"})
     first = reports(core.flush(now=0.0), "alice")
     assert [(r["report"], r.get("command_id")) for r in first] == [("accepted", "cg")]
-    time.sleep(0.01)
+    time.sleep(max(soon - time.time_ns(), 0) / 1e9 + 0.005)
     send(core, next_account, {**order("n1", "sell", "61.00", 5), "command_id": "cn"})
     out = core.flush(now=0.0)
     alice = reports(out, "alice")
@@ -77,11 +78,11 @@ def test_a_gtd_leaves_the_book_at_its_time_without_another_command(tmp_path):
     writer = create_journal(tmp_path / "j", market.text, ledger=False)
     core = GatewayCore(Engine(market), journal=writer,
                        settings=GatewaySettings(book_interval=0))
-    send(core, "alice", {**order("g1", "buy", "59.00", 7), "tif": "gtd",
-                         "expire_ts": time.time_ns() + 30_000_000})
+    soon = time.time_ns() + 300_000_000  # ahead of the gateway's clock, however busy
+    send(core, "alice", {**order("g1", "buy", "59.00", 7), "tif": "gtd", "expire_ts": soon})
     core.flush(now=0.0)
     assert not core.expire_due() and not core.pending  # not yet due
-    time.sleep(0.05)
+    time.sleep(max(soon - time.time_ns(), 0) / 1e9 + 0.005)
     assert core.expire_due() and core.pending == 1
     assert not core.expire_due()  # once
     out = core.flush(now=1.0)
@@ -101,7 +102,7 @@ def test_a_gone_gtd_order_moves_no_clock(core):
     nothing. The queue's front now holds only live orders' expiries."""
     import time
 
-    soon = time.time_ns() + 2_000_000
+    soon = time.time_ns() + 1_000_000_000  # ahead of the gateway's clock, however busy
     send(core, "alice", [{**order("g1", "buy", "59.00", 7), "tif": "gtd", "expire_ts": soon},
                          {**order("g2", "buy", "58.00", 7), "tif": "gtd", "expire_ts": soon},
                          {**order("g3", "buy", "57.00", 7), "tif": "gtd", "expire_ts": soon}])
@@ -116,7 +117,7 @@ def test_a_gone_gtd_order_moves_no_clock(core):
     send(core, "alice", {"action": "cancel", "order_id": "g3"})
     core.flush(now=0.0)
     assert core.engine.next_expiry() == later  # g1, g2 and g3's entries are gone
-    time.sleep(0.005)
+    time.sleep(max(soon - time.time_ns(), 0) / 1e9 + 0.005)  # past the old entries' time
     assert not core.expire_due() and not core.pending  # nothing due: nothing journaled
     send(core, "alice", {"action": "cancel", "order_id": "g4"})
     core.flush(now=0.0)
