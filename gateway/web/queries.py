@@ -22,7 +22,7 @@ from exchange.compliance.registry import Allocation, Obligation
 from exchange.events import AuctionCleared, AuctionOpened, BlockPosted
 from exchange.market import Instrument, format_cash
 from gateway.mqtt.wire import client_id, daily_record
-from gateway.tools.replay import holding_rows, margin_rows, position_rows
+from gateway.tools.replay import holding_rows, margin_rows, pledge_rows, position_rows
 from gateway.web.view import MarketView, TradeRow
 
 __all__ = [
@@ -133,17 +133,8 @@ def pledges(engine: Engine, account: str) -> list[Row]:
     to it (``pledgee``), in the order they were registered: ``pledge_id``, ``account``
     (the pledgor), ``to_account`` (the pledgee), ``instrument`` and the ``qty`` still
     pledged."""
-    ledger = engine.ledger
-    if ledger is None:
-        return []
-    return [{
-        "pledge_id": p.pledge_id,
-        "role": "pledgor" if p.account == account else "pledgee",
-        "account": p.account,
-        "to_account": p.to_account,
-        "instrument": p.instrument,
-        "qty": p.qty
-    } for p in ledger.pledges.values() if account in (p.account, p.to_account)]
+    return [{**row, "role": "pledgor" if row["account"] == account else "pledgee"}
+            for row in pledge_rows(engine) if account in (row["account"], row["to_account"])]
 
 
 def away_orders(engine: Engine, account: str) -> list[Row]:
