@@ -16,7 +16,8 @@ from collections import deque
 __all__ = [
     "OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic", "book_topic",
     "account_of", "is_msgpack", "daily_topic", "status_topic", "blocks_topic", "auctions_topic",
-    "ORDERS_FILTER", "OPS_COMMANDS",
+    "ORDERS_FILTER", "OPS_COMMANDS", "GATEWAY_STATUS", "GATEWAY_UP", "GATEWAY_STOPPED",
+    "GATEWAY_LOST", "gateway_status",
     "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
     "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED",
@@ -27,6 +28,13 @@ ORDERS_FILTER = "cx/v1/orders/+"
 # The operator's console: only the operator writes commands and reads their answers.
 OPS_COMMANDS = "cx/v1/ops/commands"
 OPS_REPORTS = "cx/v1/ops/reports"
+# Whether the exchange's gateway serves, retained, for every user to read: "up" as it
+# connects to the broker, "down" with reason "stopped" as it stops, and "down" with
+# reason "lost" from the broker (its will) when its connection ends any other way.
+GATEWAY_STATUS = "cx/v1/status"
+GATEWAY_UP = b'{"status":"up"}'
+GATEWAY_STOPPED = b'{"status":"down","reason":"stopped"}'
+GATEWAY_LOST = b'{"status":"down","reason":"lost"}'
 # The broker's system users besides the accounts: no account may take these names.
 GATEWAY = "gateway"
 OPERATOR = "operator"
@@ -215,6 +223,17 @@ def blocks_topic(instrument: str) -> str:
 def auctions_topic(instrument: str) -> str:
     """The state of each auction of *instrument*: opened, bids counted, cleared."""
     return f"cx/v1/md/{instrument}/auctions"
+
+
+def gateway_status(body: object) -> str | None:
+    """``"up"`` or ``"down"`` from a decoded message on ``GATEWAY_STATUS``; ``None`` for
+    anything else (an empty retained message clears it: the status is unknown).
+
+    >>> gateway_status({"status": "down", "reason": "lost"}), gateway_status([1])
+    ('down', None)
+    """
+    status = body.get("status") if isinstance(body, dict) else None
+    return status if status in ("up", "down") else None
 
 
 def account_of(topic: str) -> str | None:

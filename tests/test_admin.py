@@ -24,7 +24,8 @@ from mosquitto import Mosquitto, free_port, require_mosquitto
 from exchange.commands import Deposit, OpenAccount
 from exchange.orderfile import OrderFileError
 from gateway.mqtt.brokerconfig import hash_password
-from gateway.protocol import OPS_COMMANDS, OPS_REPORTS
+from gateway.protocol import (GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED, OPS_COMMANDS,
+                              OPS_REPORTS)
 from gateway.tools import admin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +323,26 @@ def test_no_answer_exits_2_within_the_timeout(open_broker, tmp_path):
     assert done.stdout.splitlines() == ["line 2 deposit alice CNY: accepted (seq 101)"]
     assert "no answer from the exchange to line 3 (deposit silent CNY)" in done.stderr
     assert len(exchange.received) == 2  # the row after the silence is not sent
+
+
+@pytest.mark.parametrize("status, why", [(GATEWAY_STOPPED, "is down: it was stopped"),
+                                         (GATEWAY_LOST, "is down: its connection was lost")])
+def test_no_answer_while_the_gateway_is_down_says_so(open_broker, tmp_path, status, why):
+    """The gateway's last word, retained on cx/v1/status, is the reason given."""
+    import aiomqtt
+
+    async def say() -> None:
+        async with aiomqtt.Client("127.0.0.1", open_broker.port, username="gateway",
+                                  password=GATEWAY_PASSWORD) as gateway:
+            await gateway.publish(GATEWAY_STATUS, status, qos=1, retain=True)
+
+    asyncio.run(say())
+    (tmp_path / "ok.csv").write_text(FILE)
+    done = carbonx_admin("--broker", url(open_broker, OPERATOR_PASSWORD), "--timeout", "0.5",
+                         "ok.csv", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert (f"within 0.5 s (the exchange's gateway on the broker 127.0.0.1:{open_broker.port} "
+            f"{why}); ") in done.stderr, done.stderr
 
 
 def test_a_row_lost_on_the_way_is_sent_again_with_its_id(open_broker, tmp_path):

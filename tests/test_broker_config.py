@@ -287,13 +287,15 @@ def test_acl_gives_the_ops_topics_to_the_operator_and_the_gateway_only(tmp_path:
     rules = _acl_rules((tmp_path / "acl").read_text())
     assert set(rules) == {GATEWAY_USER, OPERATOR_USER, "alice", "bob"}
     assert rules[OPERATOR_USER] == {("write", "cx/v1/ops/commands"),
-                                    ("read", "cx/v1/ops/reports"), ("read", "cx/v1/md/#")}
+                                    ("read", "cx/v1/ops/reports"), ("read", "cx/v1/md/#"),
+                                    ("read", "cx/v1/status")}
     assert rules[GATEWAY_USER] == {("readwrite", "cx/v1/orders/+"), ("write", "cx/v1/exec/+"),
                                    ("write", "cx/v1/md/#"), ("read", "cx/v1/ops/commands"),
-                                   ("write", "cx/v1/ops/reports")}
+                                   ("write", "cx/v1/ops/reports"), ("write", "cx/v1/status")}
     for account in ("alice", "bob"):
         assert rules[account] == {("write", f"cx/v1/orders/{account}"),
-                                  ("read", f"cx/v1/exec/{account}"), ("read", "cx/v1/md/#")}
+                                  ("read", f"cx/v1/exec/{account}"), ("read", "cx/v1/md/#"),
+                                  ("read", "cx/v1/status")}
     # A system user's name is never given an account's rules (a second block would add them).
     for name in (GATEWAY_USER, OPERATOR_USER):
         with pytest.raises(ValueError, match="reserved"):

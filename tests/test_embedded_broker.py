@@ -128,6 +128,13 @@ async def suback(c: aiomqtt.Client, topic_filter: str) -> int:
         ("A", "cx/v1/ops/commands", "subscribe", False),
         ("A", "cx/v1/ops/reports", "subscribe", False),
         ("A", "cx/v1/ops/#", "subscribe", False),
+        # whether the gateway serves: it alone says so, everyone reads it
+        ("gateway", "cx/v1/status", "publish", True),
+        ("A", "cx/v1/status", "subscribe", True),
+        ("operator", "cx/v1/status", "subscribe", True),
+        ("A", "cx/v1/status", "publish", False),
+        ("operator", "cx/v1/status", "publish", False),
+        ("A", "cx/v1/status/x", "subscribe", False),
         # bad users and actions
         ("", "cx/v1/md/#", "subscribe", False),
         ("A/B", "cx/v1/orders/A/B", "publish", False),

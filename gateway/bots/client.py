@@ -17,7 +17,10 @@ what became of it: the command stays pending and is resent (``not_taken`` counts
 and runs after what the gateway took meanwhile (await each answer where order matters).
 On one connection a command still unanswered is sent again after ``resend_after`` (2 s),
 then after twice as long each time, up to ``RESEND_MAX`` (30 s) between copies: a slow
-gateway is not sent every waiting command again every 2 s.
+gateway is not sent every waiting command again every 2 s. ``gateway`` says whether the
+exchange's gateway serves (``"up"``, ``"down"``, or ``None`` before the broker has said):
+when it comes back up, every command still unanswered is sent again at once, not after
+the wait (a command sent while it was down reached nobody).
 Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
@@ -41,8 +44,9 @@ from typing import Any
 
 import msgspec
 
-from gateway.protocol import (MAX_COMMANDS, MAX_PAYLOAD, PENDING_CALLS_WARNING, SOCKET_OPTIONS,
-                              OrderedSender, exec_topic, orders_topic)
+from gateway.protocol import (GATEWAY_STATUS, MAX_COMMANDS, MAX_PAYLOAD, PENDING_CALLS_WARNING,
+                              SOCKET_OPTIONS, OrderedSender, exec_topic, gateway_status,
+                              orders_topic)
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
@@ -152,6 +156,7 @@ class ExchangeClient:
         # commands the gateway did not take (overloaded, rate_limited): resent, not answered
         self.not_taken = 0
         self.refused: str | None = None  # why the broker refused the login, if it did
+        self.gateway: str | None = None  # "up" or "down": the exchange's gateway (cx/v1/status)
         # Command ids answered here, newest last (bounded): a repeated answer to one of
         # them (a resend's, marked duplicate) is not given to reports() again.
         self._answered: dict[str, None] = {}
@@ -213,6 +218,7 @@ class ExchangeClient:
                                           keepalive=30, socket_options=SOCKET_OPTIONS) as mqtt:
                     mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
                     await mqtt.subscribe(exec_topic(self.account), qos=1)
+                    await mqtt.subscribe(GATEWAY_STATUS, qos=1)
                     for instrument in self._market_data:
                         await mqtt.subscribe(
                             f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0)
@@ -279,12 +285,25 @@ class ExchangeClient:
             await asyncio.sleep(self.resend_after / 2)
             self._resend(sender, late=True)
 
+    def _gateway_said(self, status: str | None) -> None:
+        """The gateway's status changed (or was told again): back up after being down,
+        what waits unanswered is resent now."""
+        was, self.gateway = self.gateway, status
+        if status != was:
+            log.info("%s: the exchange's gateway is %s", self.account, status or "unknown")
+        if status == "up" and was == "down" and self._sender is not None:
+            self._resend(self._sender, late=False)
+
     def _dispatch(self, topic: str, payload: bytes) -> None:
+        if topic == GATEWAY_STATUS and not payload:  # a retained status cleared
+            return self._gateway_said(None)
         try:
             body = (self._json if payload[:1] in (b"{", b"[") else self._packed).decode(payload)
         except msgspec.DecodeError:
             log.warning("%s: undecodable message on %s", self.account, topic)
             return
+        if topic == GATEWAY_STATUS:
+            return self._gateway_said(gateway_status(body))
         if not topic.startswith("cx/v1/exec/"):
             # (its own count: a bot that reads no market data has lost no report)
             self.dropped_market_data += self._market.offer([(topic, body)])

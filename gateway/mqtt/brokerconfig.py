@@ -13,11 +13,12 @@ refuses (``ConfigExistsError``) to write over any of them unless ``force=True``:
   ``gateway`` (the engine's connection) and ``operator`` (the operator console), hashed
   here (no ``mosquitto_passwd`` binary needed) in mosquitto's ``$7$`` format (mode 0600);
 - ``acl``: each account may write only ``cx/v1/orders/ACCOUNT`` and read only
-  ``cx/v1/exec/ACCOUNT`` and ``cx/v1/md/#`` (nothing under ``cx/v1/ops/``); the gateway
-  reads ``cx/v1/orders/+`` (and writes there only to clear a retained copy) and
-  ``cx/v1/ops/commands``, and writes ``cx/v1/exec/+``, ``cx/v1/md/#`` and
-  ``cx/v1/ops/reports``; the operator writes only ``cx/v1/ops/commands`` and reads only
-  ``cx/v1/ops/reports`` and ``cx/v1/md/#`` (it places no orders);
+  ``cx/v1/exec/ACCOUNT``, ``cx/v1/md/#`` and ``cx/v1/status`` (nothing under
+  ``cx/v1/ops/``); the gateway reads ``cx/v1/orders/+`` (and writes there only to clear
+  a retained copy) and ``cx/v1/ops/commands``, and writes ``cx/v1/exec/+``,
+  ``cx/v1/md/#``, ``cx/v1/ops/reports`` and ``cx/v1/status`` (whether it serves); the
+  operator writes only ``cx/v1/ops/commands`` and reads only ``cx/v1/ops/reports``,
+  ``cx/v1/md/#`` and ``cx/v1/status`` (it places no orders);
 - ``credentials.json``: ``{"ACCOUNT": "PASSWORD", ..., "gateway": "...", "operator":
   "..."}`` (mode 0600);
 - ``gateway.password`` and ``operator.password``: each system user's password on one
@@ -61,7 +62,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.protocol import GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem
+from gateway.protocol import (GATEWAY, GATEWAY_STATUS, OPERATOR, OPS_COMMANDS, OPS_REPORTS,
+                              account_name_problem)
 
 __all__ = [
     "GATEWAY_USER", "OPERATOR_USER", "SYSTEM_USERS", "TOPIC_ROOT", "PBKDF2_ITERATIONS",
@@ -261,16 +263,17 @@ def render_acl(accounts: list[str]) -> str:
                 ("write", f"{root}/exec/+"),
                 ("write", f"{root}/md/#"),
                 ("read", OPS_COMMANDS),
-                ("write", OPS_REPORTS)
+                ("write", OPS_REPORTS),
+                ("write", GATEWAY_STATUS)
             ]),
         # The operator console: commands out, their reports and market data in; no orders.
         _acl_block(OPERATOR_USER, [("write", OPS_COMMANDS), ("read", OPS_REPORTS),
-                                   ("read", f"{root}/md/#")])
+                                   ("read", f"{root}/md/#"), ("read", GATEWAY_STATUS)])
     ]
     for name in accounts:
         blocks.append(
             _acl_block(name, [("write", f"{root}/orders/{name}"), ("read", f"{root}/exec/{name}"),
-                              ("read", f"{root}/md/#")]))
+                              ("read", f"{root}/md/#"), ("read", GATEWAY_STATUS)]))
     return "\n".join(blocks)
 
 

@@ -13,19 +13,22 @@ Access rules, enforced by the broker:
   ``gateway`` (:data:`GATEWAY_USER`, the engine's connection) and ``operator``
   (:data:`OPERATOR_USER`, the operator console).
 - ``gateway`` may subscribe to ``cx/v1/orders/+`` and ``cx/v1/ops/commands``, and
-  publish to ``cx/v1/exec/+``, ``cx/v1/md/#`` and ``cx/v1/ops/reports``.
+  publish to ``cx/v1/exec/+``, ``cx/v1/md/#``, ``cx/v1/ops/reports`` and
+  ``cx/v1/status`` (whether it serves).
 - ``operator`` may publish only to ``cx/v1/ops/commands``, and subscribe to (and
-  receive) only ``cx/v1/ops/reports`` and ``cx/v1/md/#``: it places no orders.
+  receive) only ``cx/v1/ops/reports``, ``cx/v1/md/#`` and ``cx/v1/status``: it places
+  no orders.
 - Any other user ``A`` may publish only to ``cx/v1/orders/A``, and subscribe to (and
-  receive) only ``cx/v1/exec/A`` and ``cx/v1/md/#``: nothing under ``cx/v1/ops/``.
+  receive) only ``cx/v1/exec/A``, ``cx/v1/md/#`` and ``cx/v1/status``: nothing under
+  ``cx/v1/ops/``.
 
 A subscription's filter must lie wholly inside the user's rules: every topic it could
 match must be allowed (``cx/v1/md/+/book`` is, ``cx/v1/exec/+`` and ``#`` are not).
 Refused subscriptions get SUBACK failure (0x80); refused publishes are dropped silently
 (MQTT 3.1.1 has no way to reject a publish). A connection is refused if its will message
 names a topic the user may not publish to. Messages are retained only on ``cx/v1/md/...``
-(public to every user): amqtt sends retained messages to a connecting client without
-checking its rules, so a retained private message could leak.
+and ``cx/v1/status`` (public to every user): amqtt sends retained messages to a
+connecting client without checking its rules, so a retained private message could leak.
 
 Client identifiers, as mosquitto's ``use_username_as_clientid``: the broker checks the
 login *before* the client identifier is looked at, then replaces the identifier with the
@@ -87,8 +90,8 @@ from amqtt.utils import format_client_message, gen_client_id
 
 from gateway.mqtt.brokerconfig import (EMBEDDED_LIMITS, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES,
                                        AccountLimits)
-from gateway.protocol import (GATEWAY, OPERATOR, OPS_COMMANDS, OPS_REPORTS, account_name_problem,
-                              is_topic_level)
+from gateway.protocol import (GATEWAY, GATEWAY_STATUS, OPERATOR, OPS_COMMANDS, OPS_REPORTS,
+                              account_name_problem, is_topic_level)
 from gateway.mqtt.lanes import BroadcastQueue
 
 __all__ = [
@@ -104,15 +107,15 @@ OPERATOR_USER = OPERATOR  # the operator console
 _ROOT = "cx/v1"
 _SYSTEM_RULES = {
     GATEWAY_USER: {
-        "publish": (f"{_ROOT}/exec/+", f"{_ROOT}/md/#", OPS_REPORTS),
+        "publish": (f"{_ROOT}/exec/+", f"{_ROOT}/md/#", OPS_REPORTS, GATEWAY_STATUS),
         "subscribe": (f"{_ROOT}/orders/+", OPS_COMMANDS)
     },
     OPERATOR_USER: {
         "publish": (OPS_COMMANDS, ),
-        "subscribe": (OPS_REPORTS, f"{_ROOT}/md/#")
+        "subscribe": (OPS_REPORTS, f"{_ROOT}/md/#", GATEWAY_STATUS)
     }
 }
-_RETAINABLE = f"{_ROOT}/md/#"
+_RETAINABLE = (f"{_ROOT}/md/#", GATEWAY_STATUS)  # public to every user
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _NOISY_LOGGERS = ("amqtt", "transitions")
 BROADCAST_BATCH = 1000  # messages the broker delivers in one turn of its loop, at most
@@ -139,7 +142,7 @@ def _rules(user: str, action: str) -> tuple[str, ...]:
         return system[action]
     if action == "publish":
         return (f"{_ROOT}/orders/{user}", )
-    return (f"{_ROOT}/exec/{user}", f"{_ROOT}/md/#")
+    return (f"{_ROOT}/exec/{user}", f"{_ROOT}/md/#", GATEWAY_STATUS)
 
 
 def _well_formed(levels: list[str]) -> bool:
@@ -457,7 +460,8 @@ class _Broker(Broker):
 
     async def retain_message(self, source_session: Session | None, topic_name: str | None,
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
-        if topic_name is not None and _within(topic_name.split("/"), _RETAINABLE.split("/")):
+        if topic_name is not None and any(_within(topic_name.split("/"), public.split("/"))
+                                          for public in _RETAINABLE):
             await super().retain_message(source_session, topic_name, data, qos)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],

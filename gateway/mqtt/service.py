@@ -25,6 +25,11 @@ Market data besides trades and depth: each end of day's statistics on
 ``cx/v1/md/{instrument}/daily``, and whether an instrument trades or is halted on
 ``cx/v1/md/{instrument}/status``. Status and depth are retained, and published for every
 instrument when the gateway connects.
+
+Whether the gateway itself serves, on ``cx/v1/status`` (retained): ``up`` once it has
+connected and published those, ``down`` (reason ``stopped``) when it stops, and, from
+the broker as the connection's will, ``down`` (reason ``lost``) when the process dies or
+its connection drops; the status left retained by a gateway that is gone is never ``up``.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ from gateway.mqtt.lanes import LaneQueue
 from gateway.mqtt.wire import (OPS_ID_PREFIX, WIRE_ACTIONS, AcceptedReport, OpsAcceptedReport,
                                RejectedReport, Report, ReportMaker, WireDecoder, opened_by,
                                client_id)
-from gateway.protocol import (OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
+from gateway.protocol import (GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED, GATEWAY_UP,
+                              OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
                               exec_topic, is_msgpack, status_topic, trades_topic)
@@ -988,8 +994,9 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
             async with aiomqtt.Client(host, port, username=username, password=password,
                                       identifier=_IDENTIFIER, clean_session=True,
                                       max_inflight_messages=1000, keepalive=30,
-                                      queue_type=LaneQueue,
-                                      socket_options=SOCKET_OPTIONS) as client:
+                                      queue_type=LaneQueue, socket_options=SOCKET_OPTIONS,
+                                      will=aiomqtt.Will(GATEWAY_STATUS, GATEWAY_LOST, qos=1,
+                                                        retain=True)) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
                 # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
                 # lost connection (bots resend what stays unanswered) and cost a PUBACK
@@ -998,6 +1005,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 await client.subscribe(OPS_COMMANDS, qos=1)
                 for topic, payload, qos, _ in core.retained():
                     await client.publish(topic, payload, qos=qos, retain=True)
+                await client.publish(GATEWAY_STATUS, GATEWAY_UP, qos=1, retain=True)
                 if failures:
                     log.warning("gateway reconnected to %s:%d after %d failed attempt(s)", host,
                                 port, failures)
@@ -1007,6 +1015,8 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                 if ready is not None:
                     ready.set()
                 await _pump(core, client, stop)
+                if stop.is_set():  # stopped on purpose: say so (a clean disconnect sends no will)
+                    await client.publish(GATEWAY_STATUS, GATEWAY_STOPPED, qos=1, retain=True)
         except aiomqtt.MqttError as exc:
             if stop.is_set():
                 break

@@ -52,7 +52,8 @@ import msgspec
 
 from exchange.orderfile import OrderFileError, detect_format, parse_order_text
 from gateway.errors import UsageError
-from gateway.protocol import OPS_COMMANDS, OPS_REPORTS, SOCKET_OPTIONS
+from gateway.protocol import (GATEWAY_STATUS, OPS_COMMANDS, OPS_REPORTS, SOCKET_OPTIONS,
+                              gateway_status)
 
 if TYPE_CHECKING:
     from exchange.commands import AnyCommand
@@ -235,6 +236,9 @@ class AdminClient:
         self._pending: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
         self._lost: str | None = None
+        # The gateway's last word on cx/v1/status ("up", or "down" and why), if any: a
+        # row left unanswered is then said to be so because the gateway is down.
+        self.gateway: dict | None = None
 
     async def __aenter__(self) -> AdminClient:
         import aiomqtt
@@ -272,6 +276,8 @@ class AdminClient:
         except BaseException:
             await self._close()
             raise
+        with contextlib.suppress(aiomqtt.MqttError):  # (a broker set up before the topic)
+            await client.subscribe(GATEWAY_STATUS, qos=1)
         self._reader = asyncio.ensure_future(self._read())
         return self
 
@@ -294,7 +300,10 @@ class AdminClient:
 
         try:
             async for message in self._mqtt.messages:
-                self._take(message.payload)
+                if message.topic.value == GATEWAY_STATUS:
+                    self._status(message.payload)
+                else:
+                    self._take(message.payload)
         except aiomqtt.MqttError as exc:
             self._lost = f"lost the connection to the broker {self.where}: {_phrase(exc)}"
         else:
@@ -302,6 +311,13 @@ class AdminClient:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(AdminError(self._lost))
+
+    def _status(self, payload: Any) -> None:
+        try:
+            decoded = _decode(payload) if payload else None
+        except (msgspec.DecodeError, TypeError):
+            decoded = None
+        self.gateway = decoded if gateway_status(decoded) is not None else None
 
     def _take(self, payload: Any) -> None:
         """Hand each answer in *payload* (one object or a list) to the row awaiting it."""
@@ -342,11 +358,23 @@ class AdminClient:
         except TimeoutError:
             what = what or describe(command)
             raise AdminError(f"no answer from the exchange to {what} within {self.timeout:g} s "
-                             f"(is carbonx serve running on the broker {self.where}?)") from None
+                             f"({self._why_unanswered()})") from None
         finally:
             if self._pending.get(key) is future:
                 del self._pending[key]
         return future.result()
+
+    def _why_unanswered(self) -> str:
+        """What the gateway last said of itself, as the likely reason for no answer."""
+        said = self.gateway or {}
+        if said.get("status") == "down":
+            how = {"stopped": "it was stopped", "lost": "its connection was lost"}.get(
+                said.get("reason"), "")
+            return (f"the exchange's gateway on the broker {self.where} is down"
+                    + (f": {how}" if how else ""))
+        if said.get("status") == "up":
+            return f"the exchange's gateway on the broker {self.where} says it is up"
+        return f"is carbonx serve running on the broker {self.where}?"
 
     async def _send_and_wait(self, command: AnyCommand, future: asyncio.Future) -> None:
         """Publish *command* until it is answered: again, with its command id, each

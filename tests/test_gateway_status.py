@@ -1,0 +1,221 @@
+"""Whether the exchange's gateway serves, on ``cx/v1/status`` (retained, for every user):
+``up`` once it has connected, ``down`` with reason ``stopped`` when it stops, and the
+broker's will, ``down`` with reason ``lost``, when its process dies. A bot client resends
+what waits unanswered as soon as the gateway is back up, not after its resend wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from markets import open_market, order
+
+from exchange import Engine
+from gateway.bots.client import ExchangeClient
+from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
+from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
+from gateway.protocol import GATEWAY_STATUS
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+REPO = Path(__file__).resolve().parent.parent
+LIMIT = 60  # seconds: no test here may hang
+EMBEDDED_USERS = {GATEWAY_USER: "gw-secret", "alice": "alice-secret", "bob": "bob-secret"}
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def broker(request):
+    """``(host, port, credentials)`` of a running broker of either kind."""
+    if request.param == "mosquitto":
+        real = request.getfixturevalue("mosquitto_broker")
+        return real.host, real.port, real.credentials
+    return None, None, EMBEDDED_USERS
+
+
+@contextlib.asynccontextmanager
+async def a_broker(host, port, credentials):
+    """The broker's host and port for the block: the embedded one started for it."""
+    if host is not None:
+        yield host, port
+        return
+    async with EmbeddedBroker(credentials) as embedded:
+        yield embedded.host, embedded.port
+
+
+@contextlib.asynccontextmanager
+async def a_gateway(host, port, credentials, core: GatewayCore):
+    """Run *core*'s gateway on the broker for the block; stop it cleanly after."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(
+        run_gateway(core, host=host, port=port, username=GATEWAY_USER,
+                    password=credentials[GATEWAY_USER], stop=stop, ready=ready,
+                    retry_delay=0.1))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+class Watcher:
+    """An account reading ``cx/v1/status``: every message, decoded, with its retain flag."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.seen: list[tuple[dict, bool]] = []
+        self._task = asyncio.ensure_future(self._read(client))
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.seen.append((json.loads(message.payload), bool(message.retain)))
+
+    async def wait_for(self, status: dict, timeout: float = 10.0) -> bool:
+        """Whether *status* is the last seen within *timeout* seconds; its retain flag."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.seen and self.seen[-1][0] == status:
+                return self.seen[-1][1]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"not {status} within {timeout} s; seen {self.seen}")
+
+
+@contextlib.asynccontextmanager
+async def watching(host, port, user, password):
+    async with aiomqtt.Client(host, port, username=user, password=password,
+                              identifier=f"watch-{user}") as client:
+        await client.subscribe(GATEWAY_STATUS, qos=1)
+        watcher = Watcher(client)
+        try:
+            yield watcher
+        finally:
+            watcher._task.cancel()
+
+
+UP = {"status": "up"}
+STOPPED = {"status": "down", "reason": "stopped"}
+LOST = {"status": "down", "reason": "lost"}
+
+
+def test_the_gateway_says_it_is_up_then_that_it_stopped_and_the_broker_keeps_that(broker):
+    host, port, credentials = broker
+
+    async def scenario():
+        async with a_broker(host, port, credentials) as (host_, port_):
+            core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
+            async with a_gateway(host_, port_, credentials, core):
+                async with watching(host_, port_, "alice", credentials["alice"]) as alice:
+                    up_retained = await alice.wait_for(UP)
+                    # (the gateway stops as the block ends)
+            # A bot that looks later learns it from the broker's retained copy.
+            async with watching(host_, port_, "bob", credentials["bob"]) as bob:
+                stopped_retained = await bob.wait_for(STOPPED)
+            # And the next gateway says it is back.
+            async with a_gateway(host_, port_, credentials, core):
+                async with watching(host_, port_, "bob", credentials["bob"]) as bob:
+                    back_retained = await bob.wait_for(UP)
+        return up_retained, stopped_retained, back_retained
+
+    up_retained, stopped_retained, back_retained = asyncio.run(
+        asyncio.wait_for(scenario(), LIMIT))
+    assert up_retained and stopped_retained and back_retained  # each kept by the broker
+
+
+def _serve(port: int, password_file: Path) -> subprocess.Popen:
+    """``carbonx serve`` on mosquitto at *port*, ready (its "gateway ready" line read)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--broker",
+         f"mqtt://gateway@127.0.0.1:{port}", "--password-file", str(password_file),
+         "--always-open", "--log-level", "ERROR"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if "gateway ready" in line:
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"serve did not start: {''.join(seen)}")
+
+
+def test_a_killed_gateway_is_said_lost_by_the_broker_and_a_new_one_up(mosquitto_broker, tmp_path):
+    password_file = tmp_path / "gateway.password"
+    password_file.write_text(mosquitto_broker.gateway_password + "\n")
+    password_file.chmod(0o600)
+    host, port = mosquitto_broker.host, mosquitto_broker.port
+    alice = mosquitto_broker.credentials["alice"]
+
+    async def scenario():
+        serve = await asyncio.to_thread(_serve, port, password_file)
+        try:
+            async with watching(host, port, "alice", alice) as watcher:
+                await watcher.wait_for(UP)
+                os.kill(serve.pid, signal.SIGKILL)
+                await asyncio.to_thread(serve.wait, 10)
+                lost_retained = await watcher.wait_for(LOST)
+                serve = await asyncio.to_thread(_serve, port, password_file)
+                await watcher.wait_for(UP)
+            async with watching(host, port, "bob", mosquitto_broker.credentials["bob"]) as bob:
+                up_retained = await bob.wait_for(UP)
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(serve.wait, 20)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+        return lost_retained, up_retained
+
+    lost_retained, up_retained = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert lost_retained is False  # the will, delivered live to a bot watching
+    assert up_retained is True  # a bot that looks later learns the new gateway is up
+
+
+def test_a_bot_resends_what_waits_unanswered_as_soon_as_the_gateway_is_back(broker):
+    """An order sent while the gateway is away reaches nobody (its session is clean):
+    the client sends it again when the gateway says it is up, long before its own resend
+    wait (a minute here) would."""
+    host, port, credentials = broker
+
+    async def scenario():
+        async with a_broker(host, port, credentials) as (host_, port_):
+            core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
+            async with ExchangeClient("alice", credentials["alice"], host_, port_,
+                                      resend_after=60.0, timeout=20.0) as bot:
+                async with a_gateway(host_, port_, credentials, core):
+                    first = await bot.submit(order("before", "sell", "70.00", 1))
+                    await _until(lambda: bot.gateway == "up")
+                await _until(lambda: bot.gateway == "down")
+                waiting = bot.submit(order("while-away", "sell", "70.00", 1))
+                await asyncio.sleep(0.3)  # sent, to no one
+                assert not waiting.done()
+                started = time.monotonic()
+                async with a_gateway(host_, port_, credentials, core):
+                    answer = await asyncio.wait_for(waiting, 15)
+                    waited = time.monotonic() - started
+        return first, answer, waited, core
+
+    first, answer, waited, core = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert first["report"] == answer["report"] == "accepted"
+    assert answer["order_id"] == "while-away"
+    assert waited < 15  # not the client's 60 s resend wait
+    assert sorted(o.order_id for o in core.engine.live_orders()) == [
+        "alice/before", "alice/while-away"]
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
