@@ -219,3 +219,26 @@ def test_a_page_draws_a_quiet_markets_news_soon_and_a_busy_markets_when_it_pause
     assert next_drawing(10.3, True, 10.0, 0.0, REFRESH_S) == 10.3 + BUSY_QUIET_S
     # Never more often than every REFRESH_S, busy or not.
     assert next_drawing(10.3, True, 10.3, 10.28, REFRESH_S) == 10.28 + REFRESH_S
+
+
+def test_an_auctions_bids_leave_the_view_when_it_clears():
+    """Filled bids as unfilled ones: once their auction has cleared, the view keeps none
+    of them (a long-lived portal's memory stays the size of what is open)."""
+    core, view = funded_gateway()
+
+    def send(topic: str, command: dict) -> None:
+        core.receive(topic, json.dumps(command).encode(), now=0.0)
+        core.flush(now=0.0)
+
+    send("cx/v1/orders/alice", {"action": "auction_open", "auction": "A1",
+                                "instrument": "CEA25", "side": "sell", "qty": 100_000,
+                                "price": "59.00"})
+    for n, price in enumerate(("59.50", "59.10", "58.00")):  # the last below the reserve
+        send("cx/v1/orders/bob", {"action": "auction_bid", "auction": "A1", "order_id": f"x{n}",
+                                  "price": price, "qty": 50_000})
+    assert len(view.bid_of) == 2 and view.auction_bids == {"A1": 2}
+    send("cx/v1/ops/commands", {"action": "auction_close", "auction": "A1"})
+    [cleared] = view.cleared
+    assert (cleared.auction, cleared.status, cleared.qty, cleared.filled_bids) == (
+        "A1", "cleared", 100_000, 2)
+    assert view.bid_of == {} and view.auctions == {} and view.auction_bids == {}

@@ -155,6 +155,10 @@ class MarketView:
                 self.auctions.pop(event.auction, None)
                 self.auction_bids.pop(event.auction, None)
                 self.cleared.append(event)
+                # Its filled bids end with it (only unfilled ones are cancelled): kept, the
+                # table grew with every auction a long-lived portal saw.
+                for bid in [b for b, name in self.bid_of.items() if name == event.auction]:
+                    del self.bid_of[bid]
         self.version += 1
         for listener in list(self._listeners):
             listener()
