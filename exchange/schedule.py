@@ -29,9 +29,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from exchange.calendar import FRIDAY, weekday
+from exchange.calendar import FRIDAY, civil_from_days, days_from_civil, weekday
 
-__all__ = ["Schedule", "MODES", "WEEKDAYS", "NS"]
+__all__ = ["Schedule", "MODES", "WEEKDAYS", "NS", "HOLIDAYS_NOTICE_DAYS"]
+
+HOLIDAYS_NOTICE_DAYS = 30  # how long before its holidays run out a market is warned of it
 
 NS = 10**9
 _DAY_S = 86_400
@@ -85,6 +87,33 @@ class Schedule:
     def is_business_day(self, day: int) -> bool:
         """A trading weekday that is not a holiday."""
         return weekday(day) in self.weekdays and day not in self.holidays
+
+    def holidays_through(self) -> int | None:
+        """The last day (a day number) of the latest year that lists a holiday: past it,
+        every trading weekday is a business day until the market lists that year's
+        holidays. ``None`` for a market that lists none (it keeps no holidays at all)."""
+        if not self.holidays:
+            return None
+        return days_from_civil(civil_from_days(max(self.holidays))[0], 12, 31)
+
+    def holidays_warning(self, ts: int, notice: int = HOLIDAYS_NOTICE_DAYS) -> str | None:
+        """What the operator must be told at engine time *ts* if the listed holidays run
+        out within *notice* days, or have run out; else ``None``.
+
+        >>> s = Schedule(zone="UTC", offsets=((0, 0),), sessions={},
+        ...              holidays=frozenset({days_from_civil(2026, 10, 1)}))
+        >>> s.holidays_warning(days_from_civil(2026, 11, 30) * 86_400 * NS) is None
+        True
+        >>> s.holidays_warning(days_from_civil(2026, 12, 5) * 86_400 * NS).split(":")[0]
+        'the market lists holidays through 2026 only'
+        """
+        through = self.holidays_through()
+        if through is None or self.local_day(ts) + notice <= through:
+            return None
+        year = civil_from_days(through)[0]
+        return (f"the market lists holidays through {year} only: from {year + 1}-01-01 every "
+                f"weekday is a business day; add {year + 1}'s public holidays to the market's "
+                "[schedule] holidays")
 
     def sessions_of(self, mode: str) -> tuple[tuple[int, int], ...]:
         found = self.sessions.get(mode)

@@ -5,6 +5,7 @@ line's ``--daily`` and ``--always-open``."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -209,3 +210,38 @@ def test_with_a_schedule_a_day_ends_once_and_open_at_all_hours_at_each_eod():
         assert type(ended) is not CommandRejected
     assert always.day == 4
     assert type(always.execute(late)[0]).__name__ == "OrderAccepted"
+
+
+def _listing_holidays(*dates: str):
+    text = schedule_market('timezone = "Asia/Shanghai"\nlisting = ["09:30-11:30"]\n'
+                         f"holidays = {json.dumps(list(dates))}")
+    schedule = parse_market(text, "m.toml").schedule
+    assert schedule is not None
+    return schedule
+
+
+def test_the_operator_is_warned_a_month_before_the_listed_holidays_run_out():
+    schedule = _listing_holidays("2026-10-01", "2025-01-01")
+    assert schedule.holidays_through() == days_from_civil(2026, 12, 31)
+    assert schedule.holidays_warning(beijing(2026, 12, 1, 12, 0)) is None  # 30 days before
+    warned = schedule.holidays_warning(beijing(2026, 12, 2, 12, 0))
+    assert warned is not None and "through 2026 only" in warned and "2027-01-01" in warned
+    assert schedule.holidays_warning(beijing(2027, 3, 2, 12, 0)) == warned  # and while it holds
+    # A market that keeps no holidays at all is never told to list any.
+    assert _listing_holidays().holidays_warning(beijing(2027, 3, 2, 12, 0)) is None
+    assert _listing_holidays().holidays_through() is None
+
+
+def test_serve_warns_when_its_markets_holidays_run_out(caplog):
+    from gateway.mqtt.service import GatewayCore, warn_of_holidays
+
+    def core_of(schedule) -> GatewayCore:
+        return GatewayCore(Engine(dataclasses.replace(default_market(), schedule=schedule)))
+
+    with caplog.at_level("WARNING", logger="carbonx.gateway"):
+        warn_of_holidays(core_of(_listing_holidays("2000-10-01")))  # long past
+        warn_of_holidays(core_of(_listing_holidays("2999-10-01")))  # far off
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["the market lists holidays through 2000 only: from 2001-01-01 every "
+                    "weekday is a business day; add 2001's public holidays to the market's "
+                    "[schedule] holidays"]

@@ -989,6 +989,7 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
     delay = retry_delay
     failures = 0
     said = -math.inf  # when the last warning was logged (loop time)
+    warn_of_holidays(core)
     while not stop.is_set():
         try:
             async with aiomqtt.Client(host, port, username=username, password=password,
@@ -1035,6 +1036,15 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RETRY_DELAY_MAX)
+
+
+def warn_of_holidays(core: GatewayCore) -> None:
+    """Log a warning if the market's listed holidays run out within a month (or have): a
+    public holiday not listed is a business day, and the market would open on it."""
+    schedule = core.engine.market.schedule
+    warning = schedule.holidays_warning(time.time_ns()) if schedule is not None else None
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 async def _clear_retained(client, topic: str) -> None:
@@ -1173,6 +1183,7 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             await sleep_until(due)
             core.end_of_day()
             publisher.send_all(core.flush())
+            warn_of_holidays(core)  # once a business day, while it holds
 
     async def expiry_timer() -> None:
         # A gtd order leaves the book at its time, not at the next command: when the
