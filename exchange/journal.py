@@ -525,9 +525,9 @@ class JournalWriter:
         for it and raises ``JournalError`` if it failed. Until it is written, recovery
         uses the previous snapshot and replays the segments after it, which stay.
         """
-        # Measured (benchmarks/ledger.py, journal, 1,000,000 commands): pickling in the process cost
-        # 0.22 s at the call and slowed the commands after it, 0.4-0.5 s in all; a fork
-        # costs 0.1 s in all.
+        # Measured (benchmarks/ledger.py, journal, 1,000,000 commands): encoding the state in
+        # the process stalled the commands behind it (0.4-0.5 s in all, when snapshots were
+        # pickles); a fork costs 0.1 s in all.
         self.commit()
         if not self._fsync:  # the frames a snapshot covers are on disk before it
             os.fsync(self._file.fileno())
