@@ -497,3 +497,46 @@ def test_an_operator_id_used_again_for_another_pledge_is_not_told_that_row_was_d
                            "instrument": "CEA25", "qty": 1, "command_id": "t1"})
     assert (moved[0]["report"], moved[0]["reason"]) == ("rejected", "duplicate_command")
     assert ledger.holding("bank2", "CEA25") is None
+
+
+def test_each_account_hears_of_what_the_operators_rows_did_to_its_holdings_and_status():
+    core = _core()
+    _ops(core, {"action": "open_account", "account": "bank", "kind": "financial"})
+    answers, outgoing = _ops(
+        core,
+        {"action": "deposit", "account": "alice", "instrument": "CNY", "qty": "100.50"},
+        {"action": "issue", "account": "alice", "instrument": "CEA25", "qty": 1000},
+        {"action": "transfer", "account": "alice", "to_account": "bob", "instrument": "CEA25",
+         "qty": 300},
+        {"action": "pledge", "order_id": "p1", "account": "alice", "to_account": "bank",
+         "instrument": "CEA25", "qty": 200},
+        {"action": "pledge_enforce", "order_id": "p1", "account": "alice", "qty": 50},
+        {"action": "pledge_release", "order_id": "p1", "account": "alice", "qty": 150},
+        {"action": "withdraw", "account": "alice", "instrument": "CNY", "qty": "0.50"},
+        {"action": "suspend_account", "account": "bob"})
+    assert [a["report"] for a in answers] == ["accepted"] * 8, answers
+
+    def heard(account: str) -> list[tuple]:
+        keys = ("asset", "cause", "qty", "amount", "pledged", "counterparty", "pledge_id",
+                "status")
+        return [(r["report"], *(r.get(k) for k in keys))
+                for r in _messages(outgoing, exec_topic(account))]
+
+    assert heard("alice") == [
+        ("holding", "CNY", "deposit", None, "100.50", None, None, None, None),
+        ("holding", "CEA25", "issue", 1000, None, None, None, None, None),
+        ("holding", "CEA25", "transfer", -300, None, None, "bob", None, None),
+        ("holding", "CEA25", "pledge", -200, None, 200, "bank", "p1", None),
+        ("holding", "CEA25", "pledge_enforce", None, None, -50, "bank", "p1", None),
+        ("holding", "CEA25", "pledge_release", 150, None, -150, "bank", "p1", None),
+        ("holding", "CNY", "withdrawal", None, "-0.50", None, None, None, None)]
+    assert heard("bob") == [
+        ("holding", "CEA25", "transfer", 300, None, None, "alice", None, None),
+        ("account", None, None, None, None, None, None, None, "suspended")]
+    assert heard("bank") == [
+        ("holding", "CEA25", "pledge_enforce", 50, None, None, "alice", "p1", None)]
+    # What they heard adds up to what the ledger holds.
+    holdings = {(a, asset): (avail, pledged)
+                for a, asset, avail, _, _, pledged in core.engine.ledger.holdings()}
+    assert holdings[("alice", "CEA25")] == (1000 - 300 - 200 + 150, 0)
+    assert holdings[("bank", "CEA25")][0] == 50

@@ -14,6 +14,10 @@ from test_scenarios import load_scenario
 
 from exchange import Engine
 from exchange.commands import CancelOrder, Deposit, IssueAllowances
+from exchange.events import (AccountStatusChanged, AllowancesAllocated, AllowancesClawedBack,
+                             AllowancesConverted, AllowancesIssued, AllowancesPledged,
+                             AllowancesTransferred, CashDeposited, CashWithdrawn,
+                             HoldingsUnlocked, PledgeEnforced, PledgeReleased)
 from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionCleared,
                              AuctionOpened, BlockAccepted, BlockPosted, QuotingAssessed,
                              CommandRejected, DefaultRecorded,
@@ -225,6 +229,59 @@ class NaiveReportMaker:
             if event.year is not None:
                 report["year"] = event.year
             reports.append((event.account, report))
+        elif kind is AccountStatusChanged:
+            reports.append((event.account, {"report": "account", "seq": event.seq,
+                                            "status": event.status}))
+        else:
+            for account, asset, cause, changes in _holding_changes(event):
+                report = {"report": "holding", "seq": event.seq, "asset": asset, "cause": cause}
+                report.update((k, v) for k, v in changes.items() if v is not None)
+                reports.append((account, report))
+
+
+def _holding_changes(event) -> list[tuple[str, str, str, dict]]:
+    """``(account, asset, cause, {qty, amount, pledged, counterparty, pledge_id})`` for each
+    holding an event moves outside a trade; keys in the report's order, None left out."""
+    kind = type(event)
+
+    def units(qty=None, pledged=None, counterparty=None, pledge_id=None) -> dict:
+        return {"qty": qty, "amount": None, "pledged": pledged, "counterparty": counterparty,
+                "pledge_id": pledge_id}
+
+    if kind in (CashDeposited, CashWithdrawn):
+        sign = 1 if kind is CashDeposited else -1
+        return [(event.account, event.currency,
+                 "deposit" if sign > 0 else "withdrawal",
+                 {"amount": format_cash(event.currency, sign * event.amount)})]
+    if kind is AllowancesIssued:
+        return [(event.account, event.instrument, "issue", units(event.qty))]
+    if kind is AllowancesClawedBack:
+        return [(event.account, event.instrument, "clawback", units(-event.qty))]
+    if kind is AllowancesTransferred:
+        return [(event.account, event.instrument, "transfer", units(-event.qty, None,
+                                                                    event.to_account)),
+                (event.to_account, event.instrument, "transfer", units(event.qty, None,
+                                                                       event.account))]
+    if kind is AllowancesPledged:
+        return [(event.account, event.instrument, "pledge",
+                 units(-event.qty, event.qty, event.to_account, event.pledge_id))]
+    if kind is PledgeReleased:
+        return [(event.account, event.instrument, "pledge_release",
+                 units(event.qty, -event.qty, event.to_account, event.pledge_id))]
+    if kind is PledgeEnforced:
+        return [(event.account, event.instrument, "pledge_enforce",
+                 units(None, -event.qty, event.to_account, event.pledge_id)),
+                (event.to_account, event.instrument, "pledge_enforce",
+                 units(event.qty, None, event.account, event.pledge_id))]
+    if kind is AllowancesAllocated and event.issued != event.clawed_back:
+        return [(event.account, event.instrument, "allocation",
+                 units(event.issued - event.clawed_back))]
+    if kind is AllowancesConverted:
+        return [(event.account, event.instrument, "conversion", units(-event.qty)),
+                (event.account, event.to_instrument, "conversion", units(event.qty))]
+    if kind is HoldingsUnlocked:
+        return [(event.account, event.asset, "unlock", units(event.qty))]
+    return []
 
 
 # --- engine runs ----------------------------------------------------------------------------

@@ -38,9 +38,12 @@ from typing import Annotated, Any
 import msgspec
 
 from exchange.calendar import format_date
-from exchange.events import (AllowancesSurrendered, AuctionBidAccepted, AuctionCleared,
-                             AuctionOpened, BlockAccepted, BlockPosted, CommandRejected,
-                             DailyStatistics, QuotingAssessed,
+from exchange.events import (AccountStatusChanged, AllowancesAllocated, AllowancesClawedBack,
+                             AllowancesConverted, AllowancesIssued, AllowancesPledged,
+                             AllowancesSurrendered, AllowancesTransferred, AuctionBidAccepted,
+                             AuctionCleared, AuctionOpened, BlockAccepted, BlockPosted,
+                             CashDeposited, CashWithdrawn, CommandRejected, DailyStatistics,
+                             HoldingsUnlocked, PledgeEnforced, PledgeReleased, QuotingAssessed,
                              DefaultRecorded, DeliveryFailed, DeliverySettled, MarginCalled,
                              MarginCallMet, MassCancelAccepted, OptionExercised, OrderAccepted,
                              OrderAmended, OrderCancelled, OrderExpired, OrderTriggered,
@@ -691,6 +694,31 @@ class ExercisedReport(_Answering, tag="exercised"):
     strike: str
 
 
+class HoldingReport(_Answering, tag="holding"):
+    """The account's holding of ``asset`` changed other than by a trade: by the operator's
+    cash and registry rows, a pledge, the year's allocation, banking, or the end of day's
+    unlock of what was bought (T+1). ``qty`` (allowances, units) or ``amount`` (cash, a
+    decimal string) is the signed change of what is available to trade, ``pledged`` the
+    signed change of what is pledged; ``cause`` says which row or step; ``counterparty``
+    the other account of a transfer or pledge."""
+
+    seq: int
+    asset: str
+    cause: str
+    qty: int | None = None
+    amount: str | None = None
+    pledged: int | None = None
+    counterparty: str | None = None
+    pledge_id: str | None = None
+
+
+class AccountReport(_Answering, tag="account"):
+    """The account's status changed: ``open``, ``suspended`` or ``closed``."""
+
+    seq: int
+    status: str
+
+
 class NoticeReport(Report, tag="notice"):
     """Written by the broker, never by the gateway: mosquitto's publishing limit
     (gateway/mqtt/mosquitto_limit.c) dropped ``dropped`` of the account's messages."""
@@ -721,11 +749,17 @@ AnyReport = (AcceptedReport | FillReport | CancelledReport | RejectedReport | Am
              | MarginCallReport | MarginCallMetReport
              | ClosedOutReport | DefaultReport | DeliveryReport | DeliveryFailedReport
              | ExercisedReport | NoticeReport | BlockReport | BlockAcceptedReport | AuctionReport
-             | BidAcceptedReport | AuctionClearedReport | QuotingReport)
+             | BidAcceptedReport | AuctionClearedReport | QuotingReport | HoldingReport
+             | AccountReport)
 
 # The events of blocks and auctions an account hears of.
 _MODE_EVENTS = (BlockPosted, BlockAccepted, AuctionOpened, AuctionBidAccepted, AuctionCleared,
                 QuotingAssessed)
+# The events that change an account's holdings other than by a trade (HoldingReport).
+_HOLDING_EVENTS = frozenset({
+    CashDeposited, CashWithdrawn, AllowancesIssued, AllowancesTransferred, AllowancesClawedBack,
+    AllowancesPledged, PledgeReleased, PledgeEnforced, AllowancesAllocated, AllowancesConverted,
+    HoldingsUnlocked})
 # The clearing events an account hears of, by the report they become.
 _CLEARING_EVENTS = (VariationMargin, MarginCalled, MarginCallMet, PositionClosedOut,
                     DefaultRecorded, DeliverySettled, DeliveryFailed, OptionExercised)
@@ -835,6 +869,57 @@ class ReportMaker:
                             SurrenderedReport(event.seq, event.instrument, event.qty, event.year)))
         elif kind in _MODE_EVENTS:
             self.mode_reports(event, reports)
+        elif kind in _HOLDING_EVENTS:
+            self.holding_reports(event, reports)
+        elif kind is AccountStatusChanged:
+            reports.append((event.account, AccountReport(event.seq, event.status)))
+
+    @staticmethod
+    def holding_reports(event, reports: list) -> None:
+        """The ``holding`` reports of an event that moves an account's cash or allowances
+        other than by a trade: one for each account and asset it changes."""
+        kind, seq = type(event), event.seq
+        if kind is CashDeposited or kind is CashWithdrawn:
+            amount = event.amount if kind is CashDeposited else -event.amount
+            cause = "deposit" if kind is CashDeposited else "withdrawal"
+            reports.append((event.account, HoldingReport(
+                seq, event.currency, cause, amount=format_cash(event.currency, amount))))
+        elif kind is AllowancesIssued or kind is AllowancesClawedBack:
+            issued = kind is AllowancesIssued
+            reports.append((event.account, HoldingReport(
+                seq, event.instrument, "issue" if issued else "clawback",
+                qty=event.qty if issued else -event.qty)))
+        elif kind is AllowancesTransferred:
+            reports.append((event.account, HoldingReport(
+                seq, event.instrument, "transfer", qty=-event.qty, counterparty=event.to_account)))
+            reports.append((event.to_account, HoldingReport(
+                seq, event.instrument, "transfer", qty=event.qty, counterparty=event.account)))
+        elif kind is AllowancesPledged or kind is PledgeReleased:
+            sign = 1 if kind is PledgeReleased else -1
+            cause = "pledge" if kind is AllowancesPledged else "pledge_release"
+            reports.append((event.account, HoldingReport(
+                seq, event.instrument, cause, qty=sign * event.qty, pledged=-sign * event.qty,
+                counterparty=event.to_account, pledge_id=event.pledge_id)))
+        elif kind is PledgeEnforced:
+            reports.append((event.account, HoldingReport(
+                seq, event.instrument, "pledge_enforce", pledged=-event.qty,
+                counterparty=event.to_account, pledge_id=event.pledge_id)))
+            reports.append((event.to_account, HoldingReport(
+                seq, event.instrument, "pledge_enforce", qty=event.qty,
+                counterparty=event.account, pledge_id=event.pledge_id)))
+        elif kind is AllowancesAllocated:
+            change = event.issued - event.clawed_back
+            if change:
+                reports.append((event.account, HoldingReport(seq, event.instrument,
+                                                             "allocation", qty=change)))
+        elif kind is AllowancesConverted:
+            reports.append((event.account, HoldingReport(seq, event.instrument, "conversion",
+                                                         qty=-event.qty)))
+            reports.append((event.account, HoldingReport(seq, event.to_instrument, "conversion",
+                                                         qty=event.qty)))
+        elif kind is HoldingsUnlocked:  # (units bought: cash is never locked)
+            reports.append((event.account, HoldingReport(seq, event.asset, "unlock",
+                                                         qty=event.qty)))
 
     def mode_reports(self, event, reports: list) -> None:
         """The reports of the block and auction events (``exchange.blocks``,
