@@ -195,6 +195,8 @@ class Ledger:
         # Position limits across vintages (``[limits]``): the allowances that count (spot
         # instruments with a vintage, not offsets) and the futures delivering them.
         self.limits = market.limits
+        # kind -> its limit, the first given of a kind as Limits.of reads it
+        self._limits = dict(reversed(self.limits.by_kind))
         self._counted = frozenset(sym for sym, inst in self.instruments.items()
                                   if inst.kind == "spot" and inst.vintage is not None
                                   and not inst.offset)
@@ -397,7 +399,7 @@ class Ledger:
     def position_limit(self, acct: Account) -> int | None:
         """The most allowances *acct* may have across vintages (``[limits]``), or ``None``:
         a covered entity's is its latest allocation plus its kind's figure."""
-        limit = self.limits.of(acct.kind)
+        limit = self._limits.get(acct.kind)  # (Limits.of: benchmarks/gateway.py, batched)
         if limit is None or acct.status == SYSTEM:
             return None
         if acct.kind == "covered":
@@ -420,8 +422,9 @@ class Ledger:
         # Profiled (benchmarks/gateway.py, batched: every buy asks): the account's few
         # holdings looked through, not every counted vintage looked up.
         for symbol, holding in acct.holdings.items():
-            if symbol in counted:
-                total += holding.total + holding.pending_buy
+            if symbol in counted:  # (Holding.total, added here: benchmarks/gateway.py, batched)
+                total += (holding.available + holding.held + holding.locked + holding.pledged
+                          + holding.pending_buy)
         positions = self.clearing.positions
         for symbol, size in self._counted_futures:
             pos = positions[symbol].get(acct.name)

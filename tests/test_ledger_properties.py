@@ -24,8 +24,9 @@ models built here from the events alone:
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -33,6 +34,7 @@ from test_properties import PlainPaths
 from exchange import (AmendOrder, CancelOrder, Deposit, EndOfDay, Engine, FastBook, IssueAllowances,
                       MassCancel, NaiveBook, PlaceOrder, SurrenderAllowances, Withdraw,
                       default_market)
+from exchange.accounts import Account
 from exchange.book.fast import STOP, STOP_LIMIT
 from exchange.commands import (EnforcePledge, PledgeAllowances, ReleasePledge, ResumeAccount,
                                SuspendAccount, TransferAllowances)
@@ -40,6 +42,7 @@ from exchange.events import (AllowancesIssued, AllowancesPledged, AllowancesSurr
                              AllowancesTransferred, CashDeposited, CashWithdrawn,
                              HoldingsUnlocked, OrderAccepted, PledgeEnforced, PledgeReleased,
                              TradeExecuted, TradeSettled, TradingDayEnded)
+from exchange.market import Limits
 
 MARKET = default_market()
 SYMBOLS = ("CEA25", "CEA24")
@@ -344,3 +347,15 @@ def test_the_state_machine_reaches_trades_and_holds() -> None:
     machine.end_of_day()
     machine.conserved_and_explained()
     assert engine.ledger.holding("b", "CEA25").available == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(by_kind=st.lists(st.tuples(st.sampled_from(["financial", "market_maker", "other"]),
+                                  st.integers(0, 10**6)), max_size=4),
+       kind=st.sampled_from(["financial", "market_maker", "other", "none"]))
+def test_an_accounts_position_limit_is_its_kinds_as_limits_reads_it(by_kind, kind):
+    # benchmarks/gateway.py, batched: the ledger reads the limits from a table by kind,
+    # made once; the figure is Limits.of's (the first given of a kind).
+    limits = Limits(tuple(by_kind))
+    engine = Engine(replace(MARKET, limits=limits), ledger=True)
+    assert engine.ledger.position_limit(Account("x", kind)) == limits.of(kind)
