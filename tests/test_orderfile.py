@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import typing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 from exchange import orderfile
 from exchange.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, IssueAllowances,
                                MassCancel, PlaceOrder, SurrenderAllowances, Withdraw)
-from exchange.orderfile import (FIELDS, OrderFileError, Row, RowError, RowReader, _as_text, _Reader,
-                                _row_values, parse_order_text, read_order_file)
+from exchange.orderfile import (FIELDS, NewRow, OrderFileError, Row, RowError, RowReader, _as_text,
+                                _Reader, _row_values, parse_order_text, read_order_file)
 
 STP = ("cancel_resting", "cancel_aggressor", "cancel_both", "none")
 HEADER = b"action,order_id,account,instrument,side,type,tif,price,qty\n"
@@ -741,3 +742,15 @@ def test_ndjson_lines_with_blanks_after_them_read_as_before():
             b'{"action":"resume","instrument":"CEA24","ts":1}\t\n')
     assert [type(c).__name__ for c in parse_order_text(data, "ndjson")] == [
         "HaltInstrument", "ResumeInstrument"]
+
+
+def test_a_new_rows_values_are_the_readers_own():
+    # NewRow (the wire's plain new orders) types side, type, tif and stp as the values the
+    # readers take: one missing would send its orders the long way, one too many would let
+    # through a value the readers refuse.
+    hints = typing.get_type_hints(NewRow)
+    values = {name: set(typing.get_args(typing.get_args(hints[name])[0]))
+              for name in ("type", "tif", "stp")}
+    assert values == {"type": set(orderfile._TYPES), "tif": set(orderfile._TIFS),
+                      "stp": {"", *STP}}
+    assert set(typing.get_args(hints["side"])) == set(orderfile._SIDES)

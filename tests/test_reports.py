@@ -9,6 +9,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markets import futures_market, open_market
 from test_scenarios import load_scenario
 
@@ -649,3 +651,22 @@ def test_an_empty_command_id_is_refused_and_answered_under_it(core):
     assert answer["report"] == "rejected" and answer["reason"] == "bad_command"
     assert answer["command_id"] == ""
     assert core.engine.seq == seq
+
+
+@settings(max_examples=300, deadline=None)
+@given(order_id=st.sampled_from(["alice/c1", "alice/", "c1", "a/b/c", "/x", "bob/o-7"]),
+       ticks=st.one_of(st.none(), st.integers(0, 10**7), st.sampled_from([6000, 6001])),
+       twice=st.booleans())
+def test_an_accepted_report_is_made_as_client_id_and_price_make_it(order_id, ticks, twice):
+    # benchmarks/gateway.py, batched: ReportMaker.reports reads an accepted order's id and
+    # its remembered price itself; the report is the one client_id and price give.
+    maker = ReportMaker(open_market())
+    event = OrderAccepted(seq=3, order_id=order_id, account="alice", instrument="CEA25",
+                          side="buy", type="limit", tif="gtc", price=ticks, qty=5)
+    made: list = []
+    for _ in range(2 if twice else 1):  # the price remembered, or made the first time
+        made.clear()
+        maker.reports(event, made)
+    assert made == [("alice", wire.AcceptedReport(3, wire.client_id(order_id), "CEA25", "buy",
+                                                  "limit", "gtc", maker.price("CEA25", ticks),
+                                                  5))]
