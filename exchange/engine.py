@@ -344,7 +344,12 @@ class Engine:
             self._advance_clock(ts, out)
         # 2. validate, 3. hold, 4. match, 5. stops
         first = len(out)
-        settled = self._handlers[type(command)](command, out)
+        settled: bool | None
+        if type(command) is PlaceOrder:  # the commonest, called directly (benchmarks/contenders.py)
+            self._place(command, out)
+            settled = None
+        else:
+            settled = self._handlers[type(command)](command, out)
         # 6. settle. Profiled (benchmarks/ledger.py): most commands give one event that moves
         # nothing (an order that rests, a rejection), so settlement looks only where there is more;
         # a cancel, the one command whose single event frees a hold, releases it itself.
@@ -556,10 +561,11 @@ class Engine:
             return self._reject_order(cmd, Reason.DUPLICATE_ORDER_ID, out)
         if len(self._done_order) >= self._sweep_at:
             self._forget_done()
-        kind = KIND_CODES[cmd.type]
-        tif = TIF_CODES[cmd.tif]
+        # The commonest by a string compare, the others by a look-up (benchmarks/contenders.py).
+        kind = LIMIT if cmd.type == "limit" else KIND_CODES[cmd.type]
+        tif = GTC if cmd.tif == "gtc" else TIF_CODES[cmd.tif]
         text = cmd.price
-        if kind in PRICED:
+        if kind == LIMIT or kind in PRICED:  # the commonest first (benchmarks/contenders.py)
             if text is None:
                 return self._reject_order(cmd, Reason.MISSING_PRICE, out)
             try:
@@ -588,10 +594,14 @@ class Engine:
         stp_name = cmd.stp or "cancel_resting"
         # A plain order (no stop, iceberg, post-only or gtd) takes the shortcuts below;
         # tests/test_properties.py holds them equal to the general path (``shortcuts``).
-        plain = (self._shortcuts and kind < STOP and cmd.stop_price is None
-                 and cmd.display_qty is None and not cmd.post_only and tif != GTD
-                 and cmd.expire_ts is None)
-        if not plain:
+        # Tested in an if, not kept as a value (benchmarks/contenders.py): each test is then one
+        # specialised compare-and-jump.
+        if (self._shortcuts and kind < STOP and cmd.stop_price is None
+                and cmd.display_qty is None and not cmd.post_only and tif != GTD
+                and cmd.expire_ts is None):
+            plain = True
+        else:
+            plain = False
             checked = self._check_features(cmd, spec, kind, tif, qty)
             if type(checked) is not tuple:
                 return self._reject_order(cmd, checked, out)  # type: ignore[arg-type]  # a str
@@ -600,28 +610,28 @@ class Engine:
         # 3. risk hold (with a ledger). A market buy with no band may be cut to what
         # the account can pay for; the rest is cancelled once it has traded.
         affordable: int | None = None
-        held = None
         if self._holds:  # matching only, every order is affordable (benchmarks/contenders.py)
             if kind in PRICED:
                 held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty)
             else:
                 held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty, kind,
                                             False, STP_CODES[stp_name], spec.band, spec.book)
-        if held is not None:
-            if type(held) is not int:  # a Reason
-                return self._reject_order(cmd, held, out)  # type: ignore[arg-type]
-            affordable = held
+            if held is not None:
+                if type(held) is not int:  # a Reason
+                    return self._reject_order(cmd, held, out)  # type: ignore[arg-type]
+                affordable = held
         # Accepted: the result event, then the order acts.
         ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
         self.accepted += 1
         if plain:
             # Profiled (benchmarks/contenders.py): the fields by position, in the event's order
-            # (order_id, account, instrument, side, type, tif, price, qty), then by name only
-            # those that differ from their defaults.
+            # (order_id, account, instrument, side, type, tif, price, qty, stop_price,
+            # display_qty, post_only, stp, expire_ts, ts); only seq, keyword-only, by name.
             out.append(
                 OrderAccepted(order_id, account, symbol, cmd.side, cmd.type, cmd.tif,
-                              price or None, qty, stp=stp_name, ts=cmd.ts, seq=seq))
+                              price or None, qty, None, 0, False, stp_name, None, cmd.ts,
+                              seq=seq))
             order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
                           STP_CODES[stp_name], False, 0, 0, seq)
             if spec.quoted:
@@ -829,8 +839,11 @@ class Engine:
 
     # --- cancel ------------------------------------------------------------------------
     def _cancel(self, cmd: CancelOrder, out: list[Event]) -> None:
-        order = self._live.get(cmd.order_id)
-        if (order is None or not order.qty or order.account != cmd.account or order.kind >= STOP
+        try:  # a subscript, not dict.get (benchmarks/contenders.py): a miss is rare
+            order = self._live[cmd.order_id]
+        except KeyError:
+            return self._cancel_plain(cmd, out)  # rejects, or finds a block or an auction bid
+        if (not order.qty or order.account != cmd.account or order.kind >= STOP
                 or (cmd.instrument and cmd.instrument != order.instrument)):
             return self._cancel_plain(cmd, out)  # rejects, or finds a pending stop
         # Profiled hot path (benchmarks/contenders.py: 0.62x -> 0.67x the plain matcher): a

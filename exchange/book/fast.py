@@ -511,7 +511,10 @@ class FastBook:
             self.trade_count += trade - ctr.trade
             self.volume += volume
             # A sweep's prices run one way: its first and last are its extremes.
-            low, high = (first, last) if first < last else (last, first)
+            if first < last:  # no tuple built (benchmarks/contenders.py)
+                low, high = first, last
+            else:
+                low, high = last, first
             if not self.day_volume:
                 self.day_open, self.day_high, self.day_low = first, high, low
             else:
