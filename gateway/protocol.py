@@ -17,7 +17,7 @@ __all__ = [
     "OrderedSender", "TopicSender", "orders_topic", "exec_topic", "trades_topic", "book_topic",
     "account_of", "is_msgpack", "daily_topic", "status_topic", "blocks_topic", "auctions_topic",
     "ORDERS_FILTER", "OPS_COMMANDS", "GATEWAY_STATUS", "GATEWAY_UP", "GATEWAY_STOPPED",
-    "GATEWAY_LOST", "gateway_status",
+    "GATEWAY_FAILED", "GATEWAY_LOST", "gateway_status",
     "OPS_REPORTS", "OPERATOR", "GATEWAY", "SYSTEM_USERS", "SOCKET_OPTIONS", "PENDING_CALLS_WARNING",
     "MAX_PAYLOAD", "MAX_COMMANDS", "MAX_TEXT", "MALFORMED", "BAD_COMMAND", "NOT_PERMITTED",
     "WRONG_ACCOUNT", "TOO_LARGE", "TOO_MANY_COMMANDS", "RATE_LIMITED", "OVERLOADED",
@@ -29,11 +29,13 @@ ORDERS_FILTER = "cx/v1/orders/+"
 OPS_COMMANDS = "cx/v1/ops/commands"
 OPS_REPORTS = "cx/v1/ops/reports"
 # Whether the exchange's gateway serves, retained, for every user to read: "up" as it
-# connects to the broker, "down" with reason "stopped" as it stops, and "down" with
-# reason "lost" from the broker (its will) when its connection ends any other way.
+# connects to the broker, "down" with reason "stopped" as it stops, "failed" as it ends
+# on an error, and "down" with reason "lost" from the broker (its will) when its
+# connection ends any other way.
 GATEWAY_STATUS = "cx/v1/status"
 GATEWAY_UP = b'{"status":"up"}'
 GATEWAY_STOPPED = b'{"status":"down","reason":"stopped"}'
+GATEWAY_FAILED = b'{"status":"down","reason":"failed"}'
 GATEWAY_LOST = b'{"status":"down","reason":"lost"}'
 # The broker's system users besides the accounts: no account may take these names.
 GATEWAY = "gateway"

@@ -24,8 +24,8 @@ from mosquitto import Mosquitto, free_port, require_mosquitto
 from exchange.commands import Deposit, OpenAccount
 from exchange.orderfile import OrderFileError
 from gateway.mqtt.brokerconfig import hash_password
-from gateway.protocol import (GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED, OPS_COMMANDS,
-                              OPS_REPORTS)
+from gateway.protocol import (GATEWAY_FAILED, GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED,
+                              OPS_COMMANDS, OPS_REPORTS)
 from gateway.tools import admin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,6 +326,7 @@ def test_no_answer_exits_2_within_the_timeout(open_broker, tmp_path):
 
 
 @pytest.mark.parametrize("status, why", [(GATEWAY_STOPPED, "is down: it was stopped"),
+                                         (GATEWAY_FAILED, "is down: it stopped on an error"),
                                          (GATEWAY_LOST, "is down: its connection was lost")])
 def test_no_answer_while_the_gateway_is_down_says_so(open_broker, tmp_path, status, why):
     """The gateway's last word, retained on cx/v1/status, is the reason given."""

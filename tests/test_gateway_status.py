@@ -219,3 +219,72 @@ async def _until(condition, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def test_a_gateway_that_ends_on_an_error_does_not_leave_up_behind(broker):
+    """A gateway whose work fails (its journal's disk full, a cluster's log that will not
+    take an append) leaves the broker with a clean DISCONNECT, and a clean disconnect
+    sends no will: it must say it is down itself, or ``up`` stays retained for a gateway
+    that is gone."""
+    host, port, credentials = broker
+
+    async def scenario():
+        async with a_broker(host, port, credentials) as (host_, port_):
+            core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
+
+            def broken(*args, **kwargs):
+                raise OSError(28, "No space left on device")
+
+            stop, ready = asyncio.Event(), asyncio.Event()
+            task = asyncio.ensure_future(
+                run_gateway(core, host=host_, port=port_, username=GATEWAY_USER,
+                            password=credentials[GATEWAY_USER], stop=stop, ready=ready,
+                            retry_delay=0.1))
+            await asyncio.wait_for(ready.wait(), 10)
+            core.flush = broken  # type: ignore[method-assign]
+            async with aiomqtt.Client(host_, port_, username="alice",
+                                      password=credentials["alice"]) as alice:
+                await alice.publish("cx/v1/orders/alice",
+                                    json.dumps(order("o1", "buy", "60.00")), qos=1)
+            with pytest.raises(OSError, match="No space left"):
+                await asyncio.wait_for(task, 10)
+            async with watching(host_, port_, "bob", credentials["bob"]) as bob:
+                await bob.wait_for({"status": "down", "reason": "failed"})
+
+    asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+
+
+def test_a_bot_resends_when_a_gateway_comes_up_it_did_not_see_go_down(mosquitto_broker):
+    """A broker that dies keeps no retained message across its restart (persistence
+    false) and sends no will (it was the one that went), so a bot never hears the gateway
+    go down. If the bot is back before the gateway, what it resends on connecting
+    reaches nobody; the gateway's ``up``, published live when it is back, must still send
+    it again at once."""
+    host, port = mosquitto_broker.host, mosquitto_broker.port
+    credentials = mosquitto_broker.credentials
+
+    async def scenario():
+        core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
+        async with ExchangeClient("alice", credentials["alice"], host, port,
+                                  resend_after=60.0, timeout=30.0) as bot:
+            async with a_gateway(host, port, credentials, core):
+                await bot.submit(order("before", "sell", "70.00", 1))
+                await _until(lambda: bot.gateway == "up")
+                # The broker dies (its machine restarted, the gateway with it; stopped,
+                # it would send the gateway's will first), and is back before the gateway.
+                os.kill(mosquitto_broker.mosquitto.pid, signal.SIGKILL)
+                await asyncio.to_thread(mosquitto_broker.mosquitto.stop)  # (reaped)
+                await asyncio.sleep(0.5)
+            await asyncio.to_thread(mosquitto_broker.mosquitto.start)
+            await _until(lambda: bot.connected)
+            waiting = bot.submit(order("while-away", "sell", "70.00", 1))
+            await asyncio.sleep(0.5)  # sent, to no one
+            assert not waiting.done()
+            async with a_gateway(host, port, credentials, core):
+                answer = await asyncio.wait_for(waiting, 15)
+        return answer, core
+
+    answer, core = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert (answer["report"], answer["order_id"]) == ("accepted", "while-away")
+    assert sorted(o.order_id for o in core.engine.live_orders()) == [
+        "alice/before", "alice/while-away"]

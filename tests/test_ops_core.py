@@ -540,3 +540,24 @@ def test_each_account_hears_of_what_the_operators_rows_did_to_its_holdings_and_s
                 for a, asset, avail, _, _, pledged in core.engine.ledger.holdings()}
     assert holdings[("alice", "CEA25")] == (1000 - 300 - 200 + 150, 0)
     assert holdings[("bank", "CEA25")][0] == 50
+
+
+def test_a_primary_auctions_issue_is_no_holding_report_to_the_registry():
+    """The units a primary auction sells are issued to the registry, held for the sale
+    (never available to it) and delivered to the buyers at once: that is no 'holding'
+    change of anyone's, and the registry has no exec topic (its auction_opened is not
+    reported either). The buyers hear of their units by their fills."""
+    core = _core()
+    _ops(core, {"action": "deposit", "account": "alice", "instrument": "CNY",
+                "qty": "10000000.00"},
+         {"action": "auction_open", "auction": "P1", "account": "@registry",
+          "instrument": "CEA25", "side": "sell", "qty": 100_000, "price": "59.00"})
+    core.receive(orders_topic("alice"), json.dumps(
+        {"action": "auction_bid", "auction": "P1", "order_id": "x1", "price": "60.00",
+         "qty": 100_000}).encode())
+    core.flush()
+    answers, outgoing = _ops(core, {"action": "auction_close", "auction": "P1"})
+    assert [a["report"] for a in answers] == ["accepted"], answers
+    assert [r["report"] for r in _messages(outgoing, exec_topic("alice"))][:1] == ["fill"]
+    assert not [r for r in _messages(outgoing, exec_topic("@registry"))
+                if r["report"] == "holding"]

@@ -236,6 +236,8 @@ class NaiveReportMaker:
                                             "status": event.status}))
         else:
             for account, asset, cause, changes in _holding_changes(event):
+                if account.startswith("@"):
+                    continue  # a system account has no exec topic
                 report = {"report": "holding", "seq": event.seq, "asset": asset, "cause": cause}
                 report.update((k, v) for k, v in changes.items() if v is not None)
                 reports.append((account, report))

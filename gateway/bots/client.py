@@ -18,9 +18,10 @@ and runs after what the gateway took meanwhile (await each answer where order ma
 On one connection a command still unanswered is sent again after ``resend_after`` (2 s),
 then after twice as long each time, up to ``RESEND_MAX`` (30 s) between copies: a slow
 gateway is not sent every waiting command again every 2 s. ``gateway`` says whether the
-exchange's gateway serves (``"up"``, ``"down"``, or ``None`` before the broker has said):
-when it comes back up, every command still unanswered is sent again at once, not after
-the wait (a command sent while it was down reached nobody).
+exchange's gateway serves (``"up"``, ``"down"``, or ``None`` before the broker has said,
+and while the client is away from the broker): when it comes back up, or says ``up``
+as it (re)connects, every command still unanswered is sent again at once, not after the
+wait (a command sent while it was away reached nobody).
 Order ids are the bot's own (made here unless given).
 
 The exchange remembers the last 100,000 commands it ran (all accounts together) and each
@@ -231,7 +232,8 @@ class ExchangeClient:
                     resender = asyncio.ensure_future(self._resend_late(sender))
                     try:
                         async for message in mqtt.messages:
-                            self._dispatch(message.topic.value, message.payload)
+                            self._dispatch(message.topic.value, message.payload,
+                                           bool(message.retain))
                     finally:
                         resender.cancel()
             except aiomqtt.MqttCodeError as exc:
@@ -247,6 +249,9 @@ class ExchangeClient:
                 self._connected.clear()
                 self._mqtt = None
                 self._sender = None
+                # What the broker said of the gateway is old news once away from it (a
+                # broker that died sent no will): unknown until it says again.
+                self.gateway = None
             if not self._closing:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -285,25 +290,29 @@ class ExchangeClient:
             await asyncio.sleep(self.resend_after / 2)
             self._resend(sender, late=True)
 
-    def _gateway_said(self, status: str | None) -> None:
+    def _gateway_said(self, status: str | None, retained: bool = False) -> None:
         """The gateway's status changed (or was told again): back up after being down,
-        what waits unanswered is resent now."""
+        or saying ``up`` live (a gateway that has just connected, whether or not this
+        client heard it go: a broker that died sent no will), what waits unanswered is
+        resent now. A retained ``up`` heard on (re)connecting is not news: what waits
+        was sent as the client connected."""
         was, self.gateway = self.gateway, status
         if status != was:
             log.info("%s: the exchange's gateway is %s", self.account, status or "unknown")
-        if status == "up" and was == "down" and self._sender is not None:
+        if (status == "up" and (was == "down" or not retained)
+                and self._sender is not None):
             self._resend(self._sender, late=False)
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
+    def _dispatch(self, topic: str, payload: bytes, retained: bool = False) -> None:
         if topic == GATEWAY_STATUS and not payload:  # a retained status cleared
-            return self._gateway_said(None)
+            return self._gateway_said(None, retained)
         try:
             body = (self._json if payload[:1] in (b"{", b"[") else self._packed).decode(payload)
         except msgspec.DecodeError:
             log.warning("%s: undecodable message on %s", self.account, topic)
             return
         if topic == GATEWAY_STATUS:
-            return self._gateway_said(gateway_status(body))
+            return self._gateway_said(gateway_status(body), retained)
         if not topic.startswith("cx/v1/exec/"):
             # (its own count: a bot that reads no market data has lost no report)
             self.dropped_market_data += self._market.offer([(topic, body)])

@@ -27,9 +27,10 @@ Market data besides trades and depth: each end of day's statistics on
 instrument when the gateway connects.
 
 Whether the gateway itself serves, on ``cx/v1/status`` (retained): ``up`` once it has
-connected and published those, ``down`` (reason ``stopped``) when it stops, and, from
-the broker as the connection's will, ``down`` (reason ``lost``) when the process dies or
-its connection drops; the status left retained by a gateway that is gone is never ``up``.
+connected and published those, ``down`` (reason ``stopped``) when it stops, ``down``
+(reason ``failed``) when it ends on an error, and, from the broker as the connection's
+will, ``down`` (reason ``lost``) when the process dies or its connection drops; the
+status left retained by a gateway that is gone is never ``up``.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ from gateway.mqtt.lanes import LaneQueue
 from gateway.mqtt.wire import (OPS_ID_PREFIX, WIRE_ACTIONS, AcceptedReport, OpsAcceptedReport,
                                RejectedReport, Report, ReportMaker, WireDecoder, opened_by,
                                client_id)
-from gateway.protocol import (GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED, GATEWAY_UP,
-                              OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
+from gateway.protocol import (GATEWAY_FAILED, GATEWAY_LOST, GATEWAY_STATUS, GATEWAY_STOPPED,
+                              GATEWAY_UP, OPS_COMMANDS, OPS_REPORTS, ORDERS_FILTER, OVERLOADED,
                               PENDING_CALLS_WARNING, RATE_LIMITED, SOCKET_OPTIONS, TopicSender,
                               account_of, auctions_topic, blocks_topic, book_topic, daily_topic,
                               exec_topic, is_msgpack, status_topic, trades_topic)
@@ -100,6 +101,7 @@ REPORTS_PER_MESSAGE = 256
 EXPIRY_CHECK_S = 0.25  # how often the gateway looks whether a gtd order's time has come
 EXPIRY_RETRY_S = 0.01  # ... and, when one is due, how soon again at the soonest
 RETRY_DELAY_MAX = 4.0  # seconds between two attempts to reach a broker that went away, at most
+STATUS_TIMEOUT_S = 5.0  # how long a gateway ending on an error waits to say it is down
 READ_SLICE = 0.005  # seconds the reader may have before a flush while messages keep coming
 # Loop turns with nothing read that make the stream dry: a message takes two turns from
 # the socket to the intake (the MQTT client reads it into its queue, then the reader
@@ -999,23 +1001,32 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
                                       will=aiomqtt.Will(GATEWAY_STATUS, GATEWAY_LOST, qos=1,
                                                         retain=True)) as client:
                 client.pending_calls_threshold = PENDING_CALLS_WARNING
-                # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across a
-                # lost connection (bots resend what stays unanswered) and cost a PUBACK
-                # written for every order message read (benchmarks/fairness.py).
-                await client.subscribe(ORDERS_FILTER, qos=0)
-                await client.subscribe(OPS_COMMANDS, qos=1)
-                for topic, payload, qos, _ in core.retained():
-                    await client.publish(topic, payload, qos=qos, retain=True)
-                await client.publish(GATEWAY_STATUS, GATEWAY_UP, qos=1, retain=True)
-                if failures:
-                    log.warning("gateway reconnected to %s:%d after %d failed attempt(s)", host,
-                                port, failures)
-                else:
-                    log.info("gateway connected to %s:%d", host, port)
-                failures, delay = 0, retry_delay
-                if ready is not None:
-                    ready.set()
-                await _pump(core, client, stop)
+                try:
+                    # QoS 0 on this leg: the session is clean, so QoS 1 kept nothing across
+                    # a lost connection (bots resend what stays unanswered) and cost a PUBACK
+                    # written for every order message read (benchmarks/fairness.py).
+                    await client.subscribe(ORDERS_FILTER, qos=0)
+                    await client.subscribe(OPS_COMMANDS, qos=1)
+                    for topic, payload, qos, _ in core.retained():
+                        await client.publish(topic, payload, qos=qos, retain=True)
+                    await client.publish(GATEWAY_STATUS, GATEWAY_UP, qos=1, retain=True)
+                    if failures:
+                        log.warning("gateway reconnected to %s:%d after %d failed attempt(s)",
+                                    host, port, failures)
+                    else:
+                        log.info("gateway connected to %s:%d", host, port)
+                    failures, delay = 0, retry_delay
+                    if ready is not None:
+                        ready.set()
+                    await _pump(core, client, stop)
+                except aiomqtt.MqttError:
+                    raise
+                except Exception:
+                    # Ended on an error (a journal that cannot be written, a cluster's log
+                    # that fenced or failed an append): the context's exit disconnects
+                    # cleanly, and a clean disconnect sends no will, so 'up' would stay.
+                    await _say_down(client, GATEWAY_FAILED)
+                    raise
                 if stop.is_set():  # stopped on purpose: say so (a clean disconnect sends no will)
                     await client.publish(GATEWAY_STATUS, GATEWAY_STOPPED, qos=1, retain=True)
         except aiomqtt.MqttError as exc:
@@ -1036,6 +1047,14 @@ async def run_gateway(core: GatewayCore, *, host: str, port: int, username: str,
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RETRY_DELAY_MAX)
+
+
+async def _say_down(client, status: bytes) -> None:
+    """Publish *status* (retained) on the way out after an error, if the broker still
+    takes it: what failed is raised, not this."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.publish(GATEWAY_STATUS, status, qos=1, retain=True),
+                               STATUS_TIMEOUT_S)
 
 
 def warn_of_holidays(core: GatewayCore) -> None:

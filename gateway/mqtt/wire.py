@@ -920,7 +920,12 @@ class ReportMaker:
         elif kind in _MODE_EVENTS:
             self.mode_reports(event, reports)
         elif kind in _HOLDING_EVENTS:
-            self.holding_reports(event, reports)
+            made: list = []
+            self.holding_reports(event, made)
+            # Not to a system account ("@registry" issues a primary auction's units to
+            # itself, to sell): none has an exec topic, or a bot to read it.
+            reports += [(account, report) for account, report in made
+                        if not account.startswith("@")]
         elif kind is AccountStatusChanged:
             reports.append((event.account, AccountReport(event.seq, event.status)))
 

@@ -368,8 +368,8 @@ class AdminClient:
         """What the gateway last said of itself, as the likely reason for no answer."""
         said = self.gateway or {}
         if said.get("status") == "down":
-            how = {"stopped": "it was stopped", "lost": "its connection was lost"}.get(
-                said.get("reason"), "")
+            how = {"stopped": "it was stopped", "failed": "it stopped on an error",
+                   "lost": "its connection was lost"}.get(said.get("reason"), "")
             return (f"the exchange's gateway on the broker {self.where} is down"
                     + (f": {how}" if how else ""))
         if said.get("status") == "up":
