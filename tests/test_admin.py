@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import serving
 from mosquitto import Mosquitto, free_port, require_mosquitto
 
 from exchange.commands import Deposit, OpenAccount
@@ -390,21 +391,9 @@ def test_a_wrong_password_exits_2_saying_the_login_was_refused(open_broker, tmp_
 def start_serve(tmp_path: Path, port: int) -> subprocess.Popen:
     """``carbonx serve`` on the embedded broker, journaling in tmp_path/j, once ready."""
     (tmp_path / "init.csv").write_text("action,account,instrument,qty\ndeposit,bob,CNY,10\n")
-    process = subprocess.Popen([
-        sys.executable, "-m", "gateway.cli", "serve", "--port",
-        str(port), "--init", "init.csv", "--journal", "j"
-    ], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline, said = time.monotonic() + 20, []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        said.append(line)
-        if "gateway ready" in line:
-            return process
-    process.kill()
-    process.wait()
-    raise AssertionError("carbonx serve did not start:\n" + "".join(said))
+    process, _ = serving.start_serve(
+        ["--port", str(port), "--init", "init.csv", "--journal", "j"], cwd=tmp_path, timeout=20)
+    return process
 
 
 def stop_serve(process: subprocess.Popen) -> str:

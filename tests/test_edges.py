@@ -19,6 +19,7 @@ from pathlib import Path
 import aiomqtt
 import msgspec
 import pytest
+import serving
 from mosquitto import (  # noqa: F401  (the fixtures that ``broker`` asks for)
     Broker, Mosquitto, free_port, mosquitto_broker, mosquitto_factory, require_mosquitto)
 from test_gateway_cli import FUNDING, trade
@@ -81,22 +82,7 @@ def start_serve(*args: str, cwd: Path,
                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], list[str]]:
     environ = {k: v for k, v in os.environ.items() if k != "CARBONX_PASSWORD"}
     environ.update(env or {})
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                               env=environ)
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    assert process.stderr is not None
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "gateway ready" in line:
-            return process, lines
-    process.kill()
-    process.wait()
-    raise AssertionError("serve did not start:\n" + "".join(lines))
+    return serving.start_serve(args, cwd=cwd, env=environ, stdout=subprocess.PIPE)
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import serving
 from mosquitto import free_port, require_mosquitto
 
 from gateway.bots.client import ExchangeClient
@@ -25,19 +26,8 @@ def carbonx(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def start_serve(*args: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "gateway ready" in line or "gateway on" in line:
-            return process, lines
-    process.kill()
-    raise AssertionError("serve did not start:\n" + "".join(lines))
+    return serving.start_serve(args, cwd=cwd, stdout=subprocess.PIPE, timeout=20,
+                               ready=("gateway ready", "gateway on"))
 
 
 def stop(process: subprocess.Popen) -> tuple[int, str]:

@@ -11,12 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
+import serving
 from markets import open_market, order
 
 from exchange import Engine
@@ -131,22 +131,9 @@ def test_the_gateway_says_it_is_up_then_that_it_stopped_and_the_broker_keeps_tha
 
 def _serve(port: int, password_file: Path) -> subprocess.Popen:
     """``carbonx serve`` on mosquitto at *port*, ready (its "gateway ready" line read)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--broker",
-         f"mqtt://gateway@127.0.0.1:{port}", "--password-file", str(password_file),
-         "--always-open", "--log-level", "ERROR"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        seen.append(line)
-        if "gateway ready" in line:
-            return process
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError(f"serve did not start: {''.join(seen)}")
+    return serving.start_serve(["--broker", f"mqtt://gateway@127.0.0.1:{port}",
+                                "--password-file", str(password_file), "--always-open",
+                                "--log-level", "ERROR"], cwd=REPO)[0]
 
 
 def test_a_killed_gateway_is_said_lost_by_the_broker_and_a_new_one_up(mosquitto_broker, tmp_path):

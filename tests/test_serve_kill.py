@@ -9,11 +9,10 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+import serving
 from mosquitto import free_port
 
 from exchange.events import OrderAccepted, TradeExecuted
@@ -29,27 +28,12 @@ KILLS = 20
 
 def start_serve(directory: Path, port: int) -> subprocess.Popen:
     """Start ``carbonx serve`` on *directory*'s journal and wait until it is ready."""
-    command = [
-        sys.executable, "-m", "gateway.cli", "serve", "--journal",
-        str(directory / "journal"), "--credentials",
-        str(directory / "credentials.json"), "--port",
-        str(port), "--log-level", "ERROR", "--book-interval", "0", "--always-open"
-    ]
+    args = ["--journal", str(directory / "journal"), "--credentials",
+            str(directory / "credentials.json"), "--port", str(port), "--log-level", "ERROR",
+            "--book-interval", "0", "--always-open"]
     if not (directory / "journal").exists():
-        command += ["--init", str(directory / "funding.csv")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        seen.append(line)
-        if "gateway ready" in line:
-            return process
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError(f"serve did not start: {''.join(seen)}")
+        args += ["--init", str(directory / "funding.csv")]
+    return serving.start_serve(args, cwd=REPO)[0]
 
 
 def test_sigkill_at_20_points_loses_nothing_doubles_nothing_and_answers_resends(tmp_path):
