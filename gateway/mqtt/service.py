@@ -180,6 +180,10 @@ class GatewayCore:
         self._intake: dict[str, deque] = {}
         self._waiting = 0  # items in all intake queues
         self._answers: list = []  # (account, report): turned away at the door
+        # (account, command_id) of the commands answered again since the last flush: a
+        # resend needs one answer, and a message of 1,000 copies of the id of a command
+        # with 1,000 fills made a million reports.
+        self._again: set[tuple[str, str]] = set()
         self._buckets: dict[str, _Bucket] = {}
         self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
         self._dirty: set[str] = set()
@@ -280,8 +284,12 @@ class GatewayCore:
         for report in reports:
             command_id = report.command_id
             if type(command_id) is str and not command_id.startswith("@"):  # (no bot's id)
+                if (account, command_id) in self._again:
+                    self.stats.resends_dropped += 1
+                    continue
                 again = self._answered_before(account, command_id)
                 if again is not None:
+                    self._again.add((account, command_id))
                     self._answers += [(account, r) for r in again]
                     continue
                 if queued is None:
@@ -405,6 +413,7 @@ class GatewayCore:
         if self._answers:
             pending += self._answers
             self._answers = []
+        answered_again, self._again = self._again, set()
         if not pending:
             return self._books(time.monotonic() if now is None else now)
         commands = [c for c in pending if type(c) is not tuple]
@@ -414,7 +423,7 @@ class GatewayCore:
                 if c.command_id is not None]
         unique = set(keys)
         if len(unique) < len(keys) or not self.engine.answered.keys().isdisjoint(unique):
-            pending, commands = self._answer_resends(pending)
+            pending, commands = self._answer_resends(pending, answered_again)
         if self._from_operator:
             pending, commands = self._check_operator_ids(pending)
         if self.engine.auctions.auctions or any(type(c) is OpenAuction for c in commands):
@@ -689,18 +698,20 @@ class GatewayCore:
         ticks = self._last.get(instrument)
         return "-" if ticks is None else self._reports.price(instrument, ticks)
 
-    def _answer_resends(self, pending: list) -> tuple[list, list]:
+    def _answer_resends(self, pending: list,
+                        answered: set[tuple[str, str]]) -> tuple[list, list]:
         """Take the resends out of *pending* (a bot resends what stays unanswered: after
         a restart of the broker or the exchange, while a cluster elects its leader): a
         bot's command that the engine's command window holds is answered with its first
-        answer, and a second copy of one that runs in this flush is dropped (its answer
+        answer, once a flush (*answered*: those already answered again since the last
+        flush), and a second copy of one that runs in this flush is dropped (its answer
         comes when the first runs). Neither is journaled: it would act on nothing, and
         would grow the journal (a cluster's log) by a copy a resend. Return the new
         pending items and the commands among them."""
         window = self.engine.answered
         operator = self._from_operator
         stats = self.stats
-        seen: set[tuple[str, str]] = set()
+        seen = answered
         kept: list = []
         for item in pending:
             if type(item) is not tuple and item.command_id is not None \
@@ -715,6 +726,7 @@ class GatewayCore:
                     if again:  # (none for the account: the engine answers it duplicate)
                         kept += [(account, r) for r in again]
                         stats.resends_answered += 1
+                        seen.add(key)
                         continue
                 seen.add(key)
             kept.append(item)
