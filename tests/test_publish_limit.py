@@ -128,6 +128,29 @@ def test_embedded_broker_holds_a_flooding_account_to_its_rate_and_loses_nothing(
     assert [m for m in got if m.startswith(b"a")] == [f"a{i}".encode() for i in range(50)]
 
 
+def test_embedded_broker_says_whom_it_holds_back_and_at_what_rates_in_whole_numbers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The warning names the rates as given (serve's --byte-rate 1048576), not as a float
+    formatted short: '1.04858e+06 bytes' was neither the rate nor readable."""
+    users = {GATEWAY_USER: "gw-pw", "A": "a-pw"}
+    limits = AccountLimits(message_rate=40, message_burst=10, byte_rate=1_048_576,
+                           byte_burst=ACCOUNT_BYTE_BURST)
+
+    async def scenario() -> None:
+        async with EmbeddedBroker(users, limits=limits) as broker:
+            async with aiomqtt.Client(broker.host, broker.port, username="A",
+                                      password=users["A"], timeout=10) as a:
+                await asyncio.gather(*(a.publish("cx/v1/orders/A", b"x", qos=1)
+                                       for _ in range(20)))
+
+    with caplog.at_level("WARNING", logger="carbonx.broker"):
+        run(scenario())
+    held = [r.getMessage() for r in caplog.records if "holding back" in r.getMessage()]
+    assert held, caplog.text
+    assert held[0] == ("holding back A: over its publishing rate of 40 messages or 1048576 "
+                       "bytes a second")
+
+
 # --- mosquitto: the plugin -------------------------------------------------------------
 
 

@@ -401,7 +401,7 @@ class _BoundedReader(StreamReaderAdapter):
         if not throttle.held:
             throttle.held = True
             log.warning(
-                "holding back %s: over its publishing rate of %g messages or %g bytes a second",
+                "holding back %s: over its publishing rate of %d messages or %d bytes a second",
                 self.account, throttle.rate, throttle.byte_rate)
         await asyncio.sleep(wait)
 
