@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
             "is written (journal, credentials) until the embedded broker listens or the "
             "broker has taken the gateway's login; a port in use, an unreachable broker "
             "or a refused login exits with status 2. Bots write commands to cx/v1/orders/ACCOUNT "
-            "and read cx/v1/exec/ACCOUNT and cx/v1/md/INSTRUMENT/{trades,book}."))
+            "and read cx/v1/exec/ACCOUNT, cx/v1/md/INSTRUMENT/{trades,book} and, whether "
+            "the gateway serves, cx/v1/status."))
     serve.add_argument(
         "--broker", metavar="URL", help="mqtt://USER@HOST:PORT of a broker to join (default: the "
         "embedded broker); mqtt://USER:PASS@HOST:PORT also works")

@@ -530,3 +530,15 @@ def test_a_row_whose_time_runs_out_mid_publish_leaves_no_publish_behind():
         return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_pledge_rows_line_names_its_pledge():
+    from exchange.commands import EnforcePledge, PledgeAllowances, ReleasePledge
+
+    assert admin.describe(PledgeAllowances(pledge_id="p1", account="acme", to_account="bank",
+                                           instrument="CEA25", qty=5)) == \
+        "pledge acme -> bank CEA25 pledge p1"
+    assert admin.describe(ReleasePledge(pledge_id="p1", account="acme")) == \
+        "pledge_release acme pledge p1"
+    assert admin.describe(EnforcePledge(pledge_id="p2", account="acme", qty=3)) == \
+        "pledge_enforce acme pledge p2"

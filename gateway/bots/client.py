@@ -419,7 +419,8 @@ class ExchangeClient:
         except TimeoutError:
             raise ExchangeError(f"no answer to {command.get('action')} "
                                 f"{command.get('order_id', '')} within {self.timeout:g} s; "
-                                "it stays pending and is resent on reconnect") from None
+                                "it stays pending, and is resent when the gateway is back or "
+                                "its wait is over") from None
 
     async def place(self, instrument: str, side: str, qty: int, price: str | None = None, *,
                     type: str = "limit", tif: str = "gtc", order_id: str | None = None,

@@ -195,6 +195,8 @@ def describe(command: AnyCommand) -> str:
         parts += ["->", get("to_instrument")]
     if "year" in fields and get("year") is not None:
         parts.append(f"year {get('year')}")
+    if "pledge_id" in fields:
+        parts.append(f"pledge {get('pledge_id')}")
     return " ".join(str(p) for p in parts)
 
 
