@@ -288,3 +288,33 @@ def test_copies_of_a_commands_id_in_one_message_are_not_each_answered_again(full
     assert again == [{**r, "duplicate": True} for r in first]
     assert core.stats.resends_dropped == 999
     alive(core, 3)
+
+
+@pytest.mark.parametrize("one_flush", [False, True])
+def test_resends_of_a_long_answer_cost_what_as_many_commands_do(one_flush):
+    """One copy a message, each in its own flush or all in one, each copy's answer built
+    again: a long answer (300 fills, 601 reports) now counts against the account's rate
+    as one command an event, so the account's burst buys a bounded number of them; the
+    others get no answer now (the bot resends later), and no one else waits on them."""
+    core = live_core(fund_mallory=True)
+    first = _a_sweep_answered(core, 300)
+    events = len(core.engine.answer("mallory", "k") or ())
+    assert events > 600
+    core.settings.rate, core.settings.burst = 1_000.0, 5_000.0  # (1,000 commands a second)
+    resend = json.dumps({"action": "cancel", "order_id": "x", "command_id": "k"}).encode()
+    answered = 0
+    for _ in range(50):  # within the same instant: nothing refills the bucket
+        core.receive("cx/v1/orders/mallory", resend, now=3.0)
+        if not one_flush:
+            out = reports(core.flush(now=3.0), "mallory")
+            answered += out == [{**r, "duplicate": True} for r in first]
+    if one_flush:
+        out = reports(core.flush(now=3.0), "mallory")
+        answered = int(out == [{**r, "duplicate": True} for r in first])
+        assert core.stats.resends_dropped == 49
+    else:
+        # The burst, less the 50 commands the copies are themselves, buys 7 answers.
+        assert answered == (5_000 - 50) // events
+        assert core.stats.resends_dropped == 50 - answered
+    # A short answer is given whatever the rate: the order the probe places, resent.
+    alive(core, 4)

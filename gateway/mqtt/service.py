@@ -101,6 +101,7 @@ REPORTS_PER_MESSAGE = 256
 EXPIRY_CHECK_S = 0.25  # how often the gateway looks whether a gtd order's time has come
 EXPIRY_RETRY_S = 0.01  # ... and, when one is due, how soon again at the soonest
 RETRY_DELAY_MAX = 4.0  # seconds between two attempts to reach a broker that went away, at most
+FREE_ANSWER = 16  # events an answer given again may hold without being charged to the rate
 STATUS_TIMEOUT_S = 5.0  # how long a gateway ending on an error waits to say it is down
 READ_SLICE = 0.005  # seconds the reader may have before a flush while messages keep coming
 # Loop turns with nothing read that make the stream dry: a message takes two turns from
@@ -241,7 +242,8 @@ class GatewayCore:
             # message away reads only its ids, so a flood costs little besides its answers.
             message = (
                 f"{len(queue)} commands of this account are waiting; resend once they are answered")
-            self._not_taken(account, queue, self._decoder.turn_away(payload, OVERLOADED, message))
+            self._not_taken(account, queue, self._decoder.turn_away(payload, OVERLOADED, message),
+                            now)
             return
         # The engine's time is the gateway's clock when the message came in, never
         # going back (benchmarks/gateway.py: stamped here rather than copied into each command).
@@ -260,7 +262,7 @@ class GatewayCore:
             self._not_taken(account, queue, [
                 item if type(item) is RejectedReport else _refused(item, RATE_LIMITED, message)
                 for item in items
-            ])
+            ], now)
             return
         stats.commands += commands
         self._waiting += len(items)
@@ -274,7 +276,8 @@ class GatewayCore:
             else:
                 queue.append(item)
 
-    def _not_taken(self, account: str, queue: deque, reports: list[RejectedReport]) -> None:
+    def _not_taken(self, account: str, queue: deque, reports: list[RejectedReport],
+                   now: float | None = None) -> None:
         """Answer the commands of a message turned away whole (``overloaded``,
         ``rate_limited``: not taken, so a copy sent later is taken), each under its
         command id, but for resends (a bot resends what stays unanswered): one that ran is
@@ -284,7 +287,9 @@ class GatewayCore:
         for report in reports:
             command_id = report.command_id
             if type(command_id) is str and not command_id.startswith("@"):  # (no bot's id)
-                if (account, command_id) in self._again:
+                if ((account, command_id) in self._again
+                        or self._over_budget(account, command_id, now)):
+                    self._again.add((account, command_id))
                     self.stats.resends_dropped += 1
                     continue
                 again = self._answered_before(account, command_id)
@@ -299,6 +304,18 @@ class GatewayCore:
                     continue
             self._count_turned_away(account, report)
             self._answers.append((account, report))
+
+    def _over_budget(self, account: str, command_id: str, now: float | None) -> bool:
+        """Whether answering *account*'s resent *command_id* again would take the account
+        over its rate: a long answer counts as one command an event it holds, so a
+        command with 1,000 fills answered again costs what 1,000 commands do, and resends
+        cannot make the gateway rebuild large answers faster than the account may send
+        commands. A resend over it gets no answer now (the bot resends it later). An
+        answer of a few events, as most are, costs what turning a command away does, and
+        is given whatever the rate."""
+        events = self.engine.answer(account, command_id)
+        return events is not None and len(events) > FREE_ANSWER and not self._admit(
+            account, len(events), time.monotonic() if now is None else now)
 
     def _count_turned_away(self, account: str, report: RejectedReport) -> None:
         stats = self.stats
@@ -423,7 +440,7 @@ class GatewayCore:
                 if c.command_id is not None]
         unique = set(keys)
         if len(unique) < len(keys) or not self.engine.answered.keys().isdisjoint(unique):
-            pending, commands = self._answer_resends(pending, answered_again)
+            pending, commands = self._answer_resends(pending, answered_again, now)
         if self._from_operator:
             pending, commands = self._check_operator_ids(pending)
         if self.engine.auctions.auctions or any(type(c) is OpenAuction for c in commands):
@@ -698,16 +715,17 @@ class GatewayCore:
         ticks = self._last.get(instrument)
         return "-" if ticks is None else self._reports.price(instrument, ticks)
 
-    def _answer_resends(self, pending: list,
-                        answered: set[tuple[str, str]]) -> tuple[list, list]:
+    def _answer_resends(self, pending: list, answered: set[tuple[str, str]],
+                        now: float | None = None) -> tuple[list, list]:
         """Take the resends out of *pending* (a bot resends what stays unanswered: after
         a restart of the broker or the exchange, while a cluster elects its leader): a
         bot's command that the engine's command window holds is answered with its first
         answer, once a flush (*answered*: those already answered again since the last
         flush), and a second copy of one that runs in this flush is dropped (its answer
         comes when the first runs). Neither is journaled: it would act on nothing, and
-        would grow the journal (a cluster's log) by a copy a resend. Return the new
-        pending items and the commands among them."""
+        would grow the journal (a cluster's log) by a copy a resend. An answer again is
+        charged to the account's rate (``_over_budget``). Return the new pending items and
+        the commands among them."""
         window = self.engine.answered
         operator = self._from_operator
         stats = self.stats
@@ -722,6 +740,10 @@ class GatewayCore:
                     stats.resends_dropped += 1
                     continue
                 if key in window:
+                    if self._over_budget(key[0], item.command_id, now):
+                        stats.resends_dropped += 1
+                        seen.add(key)
+                        continue
                     again = self._answered_before(account, item.command_id)
                     if again:  # (none for the account: the engine answers it duplicate)
                         kept += [(account, r) for r in again]
