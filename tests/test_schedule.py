@@ -245,3 +245,22 @@ def test_serve_warns_when_its_markets_holidays_run_out(caplog):
     assert said == ["the market lists holidays through 2000 only: from 2001-01-01 every "
                     "weekday is a business day; add 2001's public holidays to the market's "
                     "[schedule] holidays"]
+
+
+def test_each_end_of_day_the_gateway_runs_warns_again(caplog):
+    """The warning comes with the day's end itself (its event), whoever sent it: the
+    operator's eod row or --eod (here as --eod queues one, at a day's time)."""
+    from gateway.mqtt.service import GatewayCore, GatewaySettings
+
+    def core_of(holiday: str) -> GatewayCore:
+        market = dataclasses.replace(default_market(), schedule=_listing_holidays(holiday))
+        return GatewayCore(Engine(market), settings=GatewaySettings(book_interval=0))
+
+    with caplog.at_level("WARNING", logger="carbonx.gateway"):
+        for core in (core_of("2000-10-01"), core_of("2999-10-01")):
+            for day in (4, 5):  # a Monday and a Tuesday
+                core.end_of_day(beijing(2030, 3, day, 16, 0))
+                core.flush(now=0.0)
+            assert core.engine.last_day_ended is not None
+    said = [r.getMessage() for r in caplog.records if "holidays" in r.getMessage()]
+    assert len(said) == 2 and all("through 2000 only" in line for line in said)

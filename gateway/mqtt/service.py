@@ -55,7 +55,7 @@ from exchange.commands import (AdvanceClock, BidAuction, EndOfDay, OpenAuction, 
 from exchange.events import (AccountOpened, AuctionBidAccepted, AuctionCleared, AuctionOpened,
                              BlockAccepted, BlockPosted, CommandRejected, DailyStatistics, Event,
                              OrderAccepted, OrderCancelled, OrderExpired, QuotingAssessed,
-                             TradeExecuted, TradingStatusChanged)
+                             TradeExecuted, TradingDayEnded, TradingStatusChanged)
 from exchange.journal import JournalWriter
 from exchange.schedule import Schedule
 from exchange.sequencer import SNAPSHOT_EVERY, Sequencer
@@ -499,8 +499,10 @@ class GatewayCore:
                     elif kind is QuotingAssessed:  # the market maker's and the operator's news
                         self.assessments.append(event)
                         news = [*(news or ()), (OPS_REPORTS, made[-1][1])]
-                elif type(event) is AccountOpened and self.on_account_opened is not None:
+                elif kind is AccountOpened and self.on_account_opened is not None:
                     self.on_account_opened(event.account)
+                elif kind is TradingDayEnded:  # the operator's or --eod's: once a day
+                    warn_of_holidays(self)
             result = out[skip]
             mark = 0  # the first report of the command's own events (after the expiries')
             if skip:
@@ -1093,7 +1095,8 @@ async def _say_down(client, status: bytes) -> None:
 
 def warn_of_holidays(core: GatewayCore) -> None:
     """Log a warning if the market's listed holidays run out within a month (or have): a
-    public holiday not listed is a business day, and the market would open on it."""
+    public holiday not listed is a business day, and the market would open on it. Said
+    as the gateway starts and at each end of day."""
     schedule = core.engine.market.schedule
     warning = schedule.holidays_warning(time.time_ns()) if schedule is not None else None
     if warning is not None:
@@ -1236,7 +1239,6 @@ async def _pump(core: GatewayCore, client, stop: asyncio.Event) -> None:
             await sleep_until(due)
             core.end_of_day()
             publisher.send_all(core.flush())
-            warn_of_holidays(core)  # once a business day, while it holds
 
     async def expiry_timer() -> None:
         # A gtd order leaves the book at its time, not at the next command: when the
