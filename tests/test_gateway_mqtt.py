@@ -45,6 +45,23 @@ def broker(request):
 
 
 @contextlib.asynccontextmanager
+async def gateway_on(host, port, credentials, core: GatewayCore):
+    """Run *core*'s gateway on the broker at *host*:*port* for the block, once it is
+    ready; yield its task; stop it after (what it raised is raised)."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(
+        run_gateway(core, host=host, port=port, username=GATEWAY_USER,
+                    password=credentials[GATEWAY_USER], stop=stop, ready=ready,
+                    retry_delay=0.1))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
 async def running_gateway(kind, host, port, credentials, core: GatewayCore):
     """Run *core*'s gateway (and the embedded broker, for that kind) for the block;
     yield the broker's host and port and the gateway's task."""
@@ -52,17 +69,8 @@ async def running_gateway(kind, host, port, credentials, core: GatewayCore):
         if kind == "embedded":
             embedded = await stack.enter_async_context(EmbeddedBroker(credentials))
             host, port = embedded.host, embedded.port
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.ensure_future(
-            run_gateway(core, host=host, port=port, username=GATEWAY_USER,
-                        password=credentials[GATEWAY_USER], stop=stop, ready=ready,
-                        retry_delay=0.1))
-        await asyncio.wait_for(ready.wait(), 10)
-        try:
+        async with gateway_on(host, port, credentials, core) as task:
             yield host, port, task
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager

@@ -18,11 +18,12 @@ import aiomqtt
 import pytest
 import serving
 from markets import open_market, order
+from test_gateway_mqtt import gateway_on
 
 from exchange import Engine
 from gateway.bots.client import ExchangeClient
 from gateway.mqtt.embedded import GATEWAY_USER, EmbeddedBroker
-from gateway.mqtt.service import GatewayCore, GatewaySettings, run_gateway
+from gateway.mqtt.service import GatewayCore, GatewaySettings
 from gateway.protocol import GATEWAY_STATUS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -49,22 +50,6 @@ async def a_broker(host, port, credentials):
         return
     async with EmbeddedBroker(credentials) as embedded:
         yield embedded.host, embedded.port
-
-
-@contextlib.asynccontextmanager
-async def a_gateway(host, port, credentials, core: GatewayCore):
-    """Run *core*'s gateway on the broker for the block; stop it cleanly after."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.ensure_future(
-        run_gateway(core, host=host, port=port, username=GATEWAY_USER,
-                    password=credentials[GATEWAY_USER], stop=stop, ready=ready,
-                    retry_delay=0.1))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 class Watcher:
@@ -111,7 +96,7 @@ def test_the_gateway_says_it_is_up_then_that_it_stopped_and_the_broker_keeps_tha
     async def scenario():
         async with a_broker(host, port, credentials) as (host_, port_):
             core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
-            async with a_gateway(host_, port_, credentials, core):
+            async with gateway_on(host_, port_, credentials, core):
                 async with watching(host_, port_, "alice", credentials["alice"]) as alice:
                     up_retained = await alice.wait_for(UP)
                     # (the gateway stops as the block ends)
@@ -119,7 +104,7 @@ def test_the_gateway_says_it_is_up_then_that_it_stopped_and_the_broker_keeps_tha
             async with watching(host_, port_, "bob", credentials["bob"]) as bob:
                 stopped_retained = await bob.wait_for(STOPPED)
             # And the next gateway says it is back.
-            async with a_gateway(host_, port_, credentials, core):
+            async with gateway_on(host_, port_, credentials, core):
                 async with watching(host_, port_, "bob", credentials["bob"]) as bob:
                     back_retained = await bob.wait_for(UP)
         return up_retained, stopped_retained, back_retained
@@ -179,7 +164,7 @@ def test_a_bot_resends_what_waits_unanswered_as_soon_as_the_gateway_is_back(brok
             core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
             async with ExchangeClient("alice", credentials["alice"], host_, port_,
                                       resend_after=60.0, timeout=20.0) as bot:
-                async with a_gateway(host_, port_, credentials, core):
+                async with gateway_on(host_, port_, credentials, core):
                     first = await bot.submit(order("before", "sell", "70.00", 1))
                     await _until(lambda: bot.gateway == "up")
                 await _until(lambda: bot.gateway == "down")
@@ -187,7 +172,7 @@ def test_a_bot_resends_what_waits_unanswered_as_soon_as_the_gateway_is_back(brok
                 await asyncio.sleep(0.3)  # sent, to no one
                 assert not waiting.done()
                 started = time.monotonic()
-                async with a_gateway(host_, port_, credentials, core):
+                async with gateway_on(host_, port_, credentials, core):
                     answer = await asyncio.wait_for(waiting, 15)
                     waited = time.monotonic() - started
         return first, answer, waited, core
@@ -222,19 +207,14 @@ def test_a_gateway_that_ends_on_an_error_does_not_leave_up_behind(broker):
             def broken(*args, **kwargs):
                 raise OSError(28, "No space left on device")
 
-            stop, ready = asyncio.Event(), asyncio.Event()
-            task = asyncio.ensure_future(
-                run_gateway(core, host=host_, port=port_, username=GATEWAY_USER,
-                            password=credentials[GATEWAY_USER], stop=stop, ready=ready,
-                            retry_delay=0.1))
-            await asyncio.wait_for(ready.wait(), 10)
-            core.flush = broken  # type: ignore[method-assign]
-            async with aiomqtt.Client(host_, port_, username="alice",
-                                      password=credentials["alice"]) as alice:
-                await alice.publish("cx/v1/orders/alice",
-                                    json.dumps(order("o1", "buy", "60.00")), qos=1)
-            with pytest.raises(OSError, match="No space left"):
-                await asyncio.wait_for(task, 10)
+            with pytest.raises(OSError, match="No space left"):  # (what the gateway raised)
+                async with gateway_on(host_, port_, credentials, core) as task:
+                    core.flush = broken  # type: ignore[method-assign]
+                    async with aiomqtt.Client(host_, port_, username="alice",
+                                              password=credentials["alice"]) as alice:
+                        await alice.publish("cx/v1/orders/alice",
+                                            json.dumps(order("o1", "buy", "60.00")), qos=1)
+                    await asyncio.wait([task], timeout=10)  # it ends on the error
             async with watching(host_, port_, "bob", credentials["bob"]) as bob:
                 await bob.wait_for({"status": "down", "reason": "failed"})
 
@@ -254,7 +234,7 @@ def test_a_bot_resends_when_a_gateway_comes_up_it_did_not_see_go_down(mosquitto_
         core = GatewayCore(Engine(open_market()), settings=GatewaySettings(book_interval=0))
         async with ExchangeClient("alice", credentials["alice"], host, port,
                                   resend_after=60.0, timeout=30.0) as bot:
-            async with a_gateway(host, port, credentials, core):
+            async with gateway_on(host, port, credentials, core):
                 await bot.submit(order("before", "sell", "70.00", 1))
                 await _until(lambda: bot.gateway == "up")
                 # The broker dies (its machine restarted, the gateway with it; stopped,
@@ -267,7 +247,7 @@ def test_a_bot_resends_when_a_gateway_comes_up_it_did_not_see_go_down(mosquitto_
             waiting = bot.submit(order("while-away", "sell", "70.00", 1))
             await asyncio.sleep(0.5)  # sent, to no one
             assert not waiting.done()
-            async with a_gateway(host, port, credentials, core):
+            async with gateway_on(host, port, credentials, core):
                 answer = await asyncio.wait_for(waiting, 15)
         return answer, core
 

@@ -304,7 +304,7 @@ class ExchangeClient:
             self._resend(self._sender, late=False)
 
     def _dispatch(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        if topic == GATEWAY_STATUS and not payload:  # a retained status cleared
+        if not payload and topic == GATEWAY_STATUS:  # a retained status cleared
             return self._gateway_said(None, retained)
         try:
             body = (self._json if payload[:1] in (b"{", b"[") else self._packed).decode(payload)
