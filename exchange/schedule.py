@@ -97,8 +97,9 @@ class Schedule:
         return days_from_civil(civil_from_days(max(self.holidays))[0], 12, 31)
 
     def holidays_warning(self, ts: int, notice: int = HOLIDAYS_NOTICE_DAYS) -> str | None:
-        """What the operator must be told at engine time *ts* if the listed holidays run
-        out within *notice* days, or have run out; else ``None``.
+        """What the operator must be told at engine time *ts* if a year within *notice*
+        days lists no holiday while the market keeps some: the listed holidays run out
+        (or have run out), or a year among them was left out. Else ``None``.
 
         >>> s = Schedule(zone="UTC", offsets=((0, 0),), sessions={},
         ...              holidays=frozenset({days_from_civil(2026, 10, 1)}))
@@ -108,12 +109,22 @@ class Schedule:
         'the market lists holidays through 2026 only'
         """
         through = self.holidays_through()
-        if through is None or self.local_day(ts) + notice <= through:
+        if through is None:
             return None
-        year = civil_from_days(through)[0]
-        return (f"the market lists holidays through {year} only: from {year + 1}-01-01 every "
-                f"weekday is a business day; add {year + 1}'s public holidays to the market's "
-                "[schedule] holidays")
+        listed = {civil_from_days(day)[0] for day in self.holidays}
+        today = self.local_day(ts)
+        for year in range(civil_from_days(today)[0], civil_from_days(today + notice)[0] + 1):
+            if year in listed:
+                continue
+            last = civil_from_days(through)[0]
+            if year > last:
+                return (f"the market lists holidays through {last} only: from {last + 1}-01-01 "
+                        f"every weekday is a business day; add {last + 1}'s public holidays to "
+                        "the market's [schedule] holidays")
+            return (f"the market lists no holidays for {year}: every weekday of {year} is a "
+                    f"business day; add {year}'s public holidays to the market's [schedule] "
+                    "holidays")
+        return None
 
     def sessions_of(self, mode: str) -> tuple[tuple[int, int], ...]:
         found = self.sessions.get(mode)

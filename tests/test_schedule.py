@@ -227,6 +227,13 @@ def test_the_operator_is_warned_a_month_before_the_listed_holidays_run_out():
     warned = schedule.holidays_warning(beijing(2026, 12, 2, 12, 0))
     assert warned is not None and "through 2026 only" in warned and "2027-01-01" in warned
     assert schedule.holidays_warning(beijing(2027, 3, 2, 12, 0)) == warned  # and while it holds
+    # A year left out between listed ones is named, a month ahead and while it lasts.
+    gap = _listing_holidays("2025-10-01", "2027-10-01")
+    assert gap.holidays_warning(beijing(2025, 12, 1, 12, 0)) is None
+    for when in (beijing(2025, 12, 2, 12, 0), beijing(2026, 7, 1, 12, 0)):
+        said = gap.holidays_warning(when)
+        assert said is not None and said.startswith("the market lists no holidays for 2026:")
+    assert gap.holidays_warning(beijing(2027, 1, 4, 12, 0)) is None
     # A market that keeps no holidays at all is never told to list any.
     assert _listing_holidays().holidays_warning(beijing(2027, 3, 2, 12, 0)) is None
     assert _listing_holidays().holidays_through() is None
@@ -240,7 +247,8 @@ def test_serve_warns_when_its_markets_holidays_run_out(caplog):
 
     with caplog.at_level("WARNING", logger="carbonx.gateway"):
         warn_of_holidays(core_of(_listing_holidays("2000-10-01")))  # long past
-        warn_of_holidays(core_of(_listing_holidays("2999-10-01")))  # far off
+        every_year = [f"{year}-10-01" for year in range(2000, 3000)]
+        warn_of_holidays(core_of(_listing_holidays(*every_year)))  # listed for ages
     said = [r.getMessage() for r in caplog.records]
     assert said == ["the market lists holidays through 2000 only: from 2001-01-01 every "
                     "weekday is a business day; add 2001's public holidays to the market's "
@@ -252,12 +260,13 @@ def test_each_end_of_day_the_gateway_runs_warns_again(caplog):
     operator's eod row or --eod (here as --eod queues one, at a day's time)."""
     from gateway.mqtt.service import GatewayCore, GatewaySettings
 
-    def core_of(holiday: str) -> GatewayCore:
-        market = dataclasses.replace(default_market(), schedule=_listing_holidays(holiday))
+    def core_of(*holidays: str) -> GatewayCore:
+        market = dataclasses.replace(default_market(), schedule=_listing_holidays(*holidays))
         return GatewayCore(Engine(market), settings=GatewaySettings(book_interval=0))
 
     with caplog.at_level("WARNING", logger="carbonx.gateway"):
-        for core in (core_of("2000-10-01"), core_of("2999-10-01")):
+        every_year = [f"{year}-10-01" for year in range(2000, 3000)]
+        for core in (core_of("2000-10-01"), core_of(*every_year)):
             for day in (4, 5):  # a Monday and a Tuesday
                 core.end_of_day(beijing(2030, 3, day, 16, 0))
                 core.flush(now=0.0)
