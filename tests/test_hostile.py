@@ -318,3 +318,23 @@ def test_resends_of_a_long_answer_cost_what_as_many_commands_do(one_flush):
         assert core.stats.resends_dropped == 50 - answered
     # A short answer is given whatever the rate: the order the probe places, resent.
     alive(core, 4)
+
+
+def test_copies_in_one_message_are_answered_once_even_when_a_busy_flush_splits_them():
+    """docs/mqtt.md: "Copies of one command id that arrive together (in one message, or
+    before the gateway's next run) get that answer once." A flush takes at most
+    ``flush_commands`` items, shared between the accounts waiting: with two other
+    accounts busy, mallory's one message of 1,000 copies runs over two flushes, and
+    ``_again`` (reset at each flush) lets the second flush answer the id again."""
+    core = live_core(fund_mallory=True)
+    first = _a_sweep_answered(core, 300)
+    for account in ("alice", "bob"):  # two honest accounts with a full message each
+        core.receive(f"cx/v1/orders/{account}", json.dumps([
+            {**ALICE_ORDER, "order_id": f"{account}{i}", "side": "buy", "price": "10.00",
+             "qty": 1} for i in range(1000)]).encode(), now=2.0)
+    copies = [{"action": "cancel", "order_id": "x", "command_id": "k"}] * 1000
+    core.receive("cx/v1/orders/mallory", json.dumps(copies).encode(), now=2.0)
+    again = []
+    while core.pending:
+        again += [r for r in reports(core.flush(now=2.0), "mallory") if r.get("duplicate")]
+    assert again == [{**r, "duplicate": True} for r in first]  # once, not once a flush

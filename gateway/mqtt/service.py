@@ -249,6 +249,8 @@ class GatewayCore:
         # going back (benchmarks/gateway.py: stamped here rather than copied into each command).
         self._clock_ns = self._decoder.ts = max(time.time_ns(), self._clock_ns)
         items = self._decoder.decode(account, payload)
+        if len(items) > 1:
+            items = self._first_copies(items)
         # Profiled (benchmarks/gateway.py, batched): counted in C, not by a generator per item.
         turned_away = list(map(type, items)).count(RejectedReport)
         commands = len(items) - turned_away
@@ -275,6 +277,26 @@ class GatewayCore:
                 queue.append((account, item))
             else:
                 queue.append(item)
+
+    def _first_copies(self, items: list) -> list:
+        """*items* of one message without the later copies of a command id: one answer
+        is all its copies get (docs/mqtt.md), and a message's copies queued in the intake
+        may run over two flushes (``flush_commands``), each of which answered the id again."""
+        ids = [item.command_id for item in items if type(item) is not RejectedReport
+               and item.command_id is not None]
+        if len(set(ids)) == len(ids):
+            return items
+        seen: set[str] = set()
+        kept = []
+        for item in items:
+            command_id = item.command_id
+            if type(item) is not RejectedReport and command_id is not None:
+                if command_id in seen:
+                    self.stats.resends_dropped += 1
+                    continue
+                seen.add(command_id)
+            kept.append(item)
+        return kept
 
     def _not_taken(self, account: str, queue: deque, reports: list[RejectedReport],
                    now: float | None = None) -> None:
