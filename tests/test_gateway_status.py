@@ -255,3 +255,42 @@ def test_a_bot_resends_when_a_gateway_comes_up_it_did_not_see_go_down(mosquitto_
     assert (answer["report"], answer["order_id"]) == ("accepted", "while-away")
     assert sorted(o.order_id for o in core.engine.live_orders()) == [
         "alice/before", "alice/while-away"]
+
+
+def test_a_bot_back_from_a_blip_resends_what_waits_once_not_twice(mosquitto_broker):
+    """The bot's session is persistent: while it was away (its connection taken over, a
+    network blip) the gateway restarted, and the broker queued 'down' then 'up' for it
+    (QoS 1). On reconnecting it resends everything waiting, then hears the queued live
+    'up' and sends it all again: each unanswered command went three times, not twice."""
+    host, port = mosquitto_broker.host, mosquitto_broker.port
+    credentials = mosquitto_broker.credentials
+
+    async def scenario():
+        seen: list = []
+        async with aiomqtt.Client(host, port, username="gateway",
+                                  password=credentials["gateway"]) as gateway:
+            await gateway.subscribe("cx/v1/orders/+", qos=0)
+
+            async def read():
+                async for message in gateway.messages:
+                    seen.append(json.loads(message.payload))
+
+            reader = asyncio.ensure_future(read())
+            await gateway.publish(GATEWAY_STATUS, json.dumps(UP), qos=1, retain=True)
+            async with ExchangeClient("alice", credentials["alice"], host, port,
+                                      retry_delay=1.0, resend_after=600.0) as bot:
+                bot.submit(order("o1", "buy", "60.00", 1))
+                await _until(lambda: len(seen) == 1 and bot.gateway == "up")
+                async with aiomqtt.Client(host, port, username="alice",
+                                          password=credentials["alice"], identifier="alice",
+                                          clean_session=False):
+                    pass  # alice's connection taken over: the bot is away, its session kept
+                await gateway.publish(GATEWAY_STATUS, json.dumps(LOST), qos=1, retain=True)
+                await gateway.publish(GATEWAY_STATUS, json.dumps(UP), qos=1, retain=True)
+                await _until(lambda: bot.connects == 2 and bot.gateway == "up")
+                await asyncio.sleep(1.0)
+            reader.cancel()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(scenario(), LIMIT))
+    assert len(seen) == 2  # sent, and resent once on reconnecting

@@ -219,7 +219,11 @@ class ExchangeClient:
                                           keepalive=30, socket_options=SOCKET_OPTIONS) as mqtt:
                     mqtt.pending_calls_threshold = PENDING_CALLS_WARNING
                     await mqtt.subscribe(exec_topic(self.account), qos=1)
-                    await mqtt.subscribe(GATEWAY_STATUS, qos=1)
+                    # QoS 0: a persistent session queues QoS 1 messages while the client
+                    # is away, and a 'down' then 'up' queued so were heard after the
+                    # connection's own resend, which sent everything waiting a second
+                    # time. What it says now comes retained as it subscribes.
+                    await mqtt.subscribe(GATEWAY_STATUS, qos=0)
                     for instrument in self._market_data:
                         await mqtt.subscribe(
                             f"cx/v1/md/{'+' if instrument == '*' else instrument}/#", qos=0)
