@@ -338,3 +338,37 @@ def test_copies_in_one_message_are_answered_once_even_when_a_busy_flush_splits_t
     while core.pending:
         again += [r for r in reports(core.flush(now=2.0), "mallory") if r.get("duplicate")]
     assert again == [{**r, "duplicate": True} for r in first]  # once, not once a flush
+
+
+def test_short_answers_given_again_to_a_message_turned_away_are_bounded_by_its_size():
+    """An account over its rate has its messages turned away; a resend in one is still
+    answered (told "rate_limited" after it acted, a bot would take it for refused). Short
+    answers cost no tokens, but together no more events than the message has commands:
+    ten resends of buys that each took two sells (five events an answer) get two answers
+    now, not fifty reports, and the others theirs when sent again with the rate back."""
+    core = live_core(fund_mallory=True)
+    core.receive("cx/v1/orders/alice", json.dumps([
+        {**ALICE_ORDER, "order_id": f"s{i}", "price": "59.00", "qty": 1}
+        for i in range(20)]).encode(), now=1.0)
+    core.flush(now=1.0)
+    buys = [{**ALICE_ORDER, "order_id": f"b{i}", "side": "buy", "price": "59.00", "qty": 2,
+             "command_id": f"c{i}"} for i in range(10)]
+    core.receive("cx/v1/orders/mallory", json.dumps(buys).encode(), now=1.0)
+    core.flush(now=1.0)
+    sizes = {len(core.engine.answer("mallory", f"c{i}") or ()) for i in range(10)}
+    assert sizes == {5}  # accepted, two trades, two settlements
+    core.settings.rate, core.settings.burst = 1.0, 10.0
+    resends = json.dumps(buys).encode()
+    core.receive("cx/v1/orders/mallory", json.dumps([
+        {**ALICE_ORDER, "order_id": f"w{i}", "side": "buy", "price": "10.00", "qty": 1}
+        for i in range(10)]).encode(), now=5.0)  # the bucket's last tokens
+    core.receive("cx/v1/orders/mallory", resends, now=5.0)
+    out = reports(core.flush(now=5.0), "mallory")
+    again = {r["command_id"] for r in out if r.get("duplicate") and "command_id" in r}
+    assert len(again) == 2 and not any(r.get("reason") == "rate_limited" for r in out
+                                       if r.get("command_id", "").startswith("c"))
+    assert sum(bool(r.get("duplicate")) for r in out) <= len(buys)
+    core.receive("cx/v1/orders/mallory", resends, now=60.0)  # the rate is back
+    later = reports(core.flush(now=60.0), "mallory")
+    assert {r["command_id"] for r in later if "command_id" in r} == {f"c{i}" for i in range(10)}
+    alive(core, 61)

@@ -306,14 +306,22 @@ class GatewayCore:
         answered as it was, one still waiting gets no report (its own comes when it runs).
         Told "not taken" after it acted, a bot would take a command that acted for refused."""
         queued: set | None = None
+        # Short answers given again cost no tokens (the account has none to spare) but
+        # together no more events than the message has commands: a message turned away
+        # makes the gateway build no more than one report a command would.
+        free = len(reports)
         for report in reports:
             command_id = report.command_id
             if type(command_id) is str and not command_id.startswith("@"):  # (no bot's id)
-                if ((account, command_id) in self._again
-                        or self._over_budget(account, command_id, now)):
+                events = len(self.engine.answer(account, command_id) or ())
+                short = events <= FREE_ANSWER
+                if ((account, command_id) in self._again or (short and events > free)
+                        or (not short and self._over_budget(account, command_id, now))):
                     self._again.add((account, command_id))
                     self.stats.resends_dropped += 1
                     continue
+                if short:
+                    free -= events
                 again = self._answered_before(account, command_id)
                 if again is not None:
                     self._again.add((account, command_id))
@@ -334,7 +342,8 @@ class GatewayCore:
         cannot make the gateway rebuild large answers faster than the account may send
         commands. A resend over it gets no answer now (the bot resends it later). An
         answer of a few events, as most are, costs what turning a command away does, and
-        is given whatever the rate."""
+        is given whatever the rate (within a message turned away, as many events as it has
+        commands: ``_not_taken``)."""
         events = self.engine.answer(account, command_id)
         return events is not None and len(events) > FREE_ANSWER and not self._admit(
             account, len(events), time.monotonic() if now is None else now)
