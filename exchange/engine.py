@@ -611,7 +611,7 @@ class Engine:
         # the account can pay for; the rest is cancelled once it has traded.
         affordable: int | None = None
         if self._holds:  # matching only, every order is affordable (benchmarks/contenders.py)
-            if kind in PRICED:
+            if kind == LIMIT or kind in PRICED:  # the commonest first (benchmarks/ledger.py)
                 held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty)
             else:
                 held = self._ledger.reserve(order_id, account, symbol, is_buy, price, qty, kind,
