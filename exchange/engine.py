@@ -148,21 +148,37 @@ class _Stops:
 class _Spec:
     """Per-instrument data the hot path needs, gathered in one place."""
 
-    __slots__ = ("inst", "book", "prices", "quantities", "band", "stops", "halted", "away",
-                 "quoted")
+    __slots__ = ("inst", "book", "prices", "quantities", "_band", "banded", "stops", "halted",
+                 "away", "quoted", "direct")
 
     def __init__(self, inst: Instrument, book: OrderBook, band: tuple[int, int] | None) -> None:
         self.inst = inst
         self.book = book
+        # Profiled (benchmarks/contenders.py): the price strings seen inside the current band ->
+        # ticks, so that a limit price takes one look-up, not a parse and a band check; emptied
+        # whenever the band moves (bounded by use).
+        self.banded: dict[str | None, int] = {}
         self.band = band  # around the current reference price; None = no band
         self.stops: _Stops | None = None
         self.halted = False  # by the operator: no new orders or amends
         self.away = [0, 0]  # the day's block and auction volume
         self.quoted = False  # market makers have quoting obligations on it
+        # Neither quoted nor ever given a stop order: a plain limit order goes straight to the
+        # book (Engine._place). One test where there were two (benchmarks/contenders.py).
+        self.direct = True
         self.prices: dict[str, int] = {}  # valid price strings -> ticks (bounded by use)
         # Profiled (benchmarks/contenders.py): one set lookup instead of four rules for each order's
         # quantity.
         self.quantities: set[int] = set()  # valid order quantities (bounded by use)
+
+    @property
+    def band(self) -> tuple[int, int] | None:
+        return self._band
+
+    @band.setter
+    def band(self, band: tuple[int, int] | None) -> None:
+        self._band = band
+        self.banded.clear()
 
 
 class Engine:
@@ -203,9 +219,9 @@ class Engine:
         "market", "_instruments", "_ctr", "_shortcuts", "_ids", "_live", "_done", "_done_order",
         "_books", "_reference", "_specs", "_gtd", "_schedule", "_listing", "clock",
         "clock_events", "day", "_ended", "accepted", "rejected", "rejects", "command_window",
-        "account_window", "_sweep_at", "_answers", "_answer_order", "_account_answers",
-        "_ledger", "_holds", "_handlers", "_blocks", "_auctions", "away_trades", "away_volume",
-        "_quoting"
+        "account_window", "_sweep_at", "_sweep_seq", "_answers", "_answer_order",
+        "_account_answers", "_ledger", "_holds", "_handlers", "_blocks", "_auctions", "away_trades",
+        "away_volume", "_quoting"
     )
 
     # The measured shortcuts of _place for a plain order: a test turns them off and holds
@@ -278,6 +294,8 @@ class Engine:
         # not the day's history; O(done ids) a sweep, amortised O(1) an order. An id
         # forgotten that way may be used again the same day.
         self._sweep_at = 2 * DONE_IDS
+        # Before this seq the sweep cannot be due (_sweep_due).
+        self._sweep_seq = 0
         self._answers: dict[_CommandKey, tuple[Event, ...]] = {}
         self._answer_order: deque[_CommandKey] = deque()
         self._account_answers: dict[str, _AccountWindow] = {}
@@ -312,6 +330,7 @@ class Engine:
             self._quoting = QuotingMonitor(market.quoting, market.schedule, self._is_maker)
             for symbol in self._quoting.symbols:
                 self._specs[symbol].quoted = True
+                self._specs[symbol].direct = False
         self._handlers.update({
             PostBlock: self._blocks.post,
             AcceptBlock: self._blocks.accept,
@@ -559,38 +578,30 @@ class Engine:
             return self._reject_order(cmd, Reason.MISSING_FIELD, out)
         if order_id in self._live or order_id in self._done:
             return self._reject_order(cmd, Reason.DUPLICATE_ORDER_ID, out)
-        if len(self._done_order) >= self._sweep_at:
+        ctr = self._ctr
+        # Profiled (benchmarks/contenders.py): a seq compared, not the done ids counted (len makes
+        # an int object), on all but the first order of a stretch (_sweep_due).
+        if ctr.seq >= self._sweep_seq and self._sweep_due():
             self._forget_done()
         # The commonest by a string compare, the others by a look-up (benchmarks/contenders.py).
         kind = LIMIT if cmd.type == "limit" else KIND_CODES[cmd.type]
         tif = GTC if cmd.tif == "gtc" else TIF_CODES[cmd.tif]
         text = cmd.price
+        price: int | Reason  # a Reason only on the way to a rejection
         if kind == LIMIT or kind in PRICED:  # the commonest first (benchmarks/contenders.py)
-            if text is None:
-                return self._reject_order(cmd, Reason.MISSING_PRICE, out)
             try:
-                price = spec.prices[text]
+                price = spec.banded[text]
             except KeyError:
-                ticks = self._ticks(spec.inst, text)  # a price not seen yet: the rare path
-                if not isinstance(ticks, int):
-                    return self._reject_order(cmd, ticks, out)
-                price = ticks
-                if len(spec.prices) < _PRICE_CACHE:
-                    spec.prices[text] = price
-            band = spec.band
-            if band is not None and not band[0] <= price <= band[1]:
-                return self._reject_order(cmd, Reason.PRICE_OUT_OF_BAND, out)
+                price = self._limit_price(spec, text)  # not seen inside this band yet
+                if isinstance(price, Reason):
+                    return self._reject_order(cmd, price, out)
         elif text is not None:
             return self._reject_order(cmd, Reason.PRICE_NOT_ALLOWED, out)
         else:
             price = 0
         qty = cmd.qty
-        if qty not in spec.quantities:
-            reason = self._quantity_rule(spec.inst, qty)
-            if reason is not None:
-                return self._reject_order(cmd, reason, out)
-            if len(spec.quantities) < _PRICE_CACHE:
-                spec.quantities.add(qty)
+        if qty not in spec.quantities and self._refused_quantity(cmd, spec, out):
+            return None
         stp_name = cmd.stp or "cancel_resting"
         # A plain order (no stop, iceberg, post-only or gtd) takes the shortcuts below;
         # tests/test_properties.py holds them equal to the general path (``shortcuts``).
@@ -621,7 +632,6 @@ class Engine:
                     return self._reject_order(cmd, held, out)  # type: ignore[arg-type]
                 affordable = held
         # Accepted: the result event, then the order acts.
-        ctr = self._ctr
         ctr.seq = seq = ctr.seq + 1
         self.accepted += 1
         if plain:
@@ -634,9 +644,7 @@ class Engine:
                               seq=seq))
             order = Order(order_id, account, symbol, is_buy, price, qty, qty, 0, kind, tif,
                           STP_CODES[stp_name], False, 0, 0, seq)
-            if spec.quoted:
-                self._quoting.watch(order)  # type: ignore[union-attr]  # set with quoted
-            if kind == LIMIT and not spec.stops:
+            if kind == LIMIT and spec.direct:
                 # Profiled (benchmarks/contenders.py): the commonest order goes straight to its book
                 # (4. match).
                 spec.book.submit(order, out)
@@ -656,13 +664,24 @@ class Engine:
                           or 0, seq)
             if tif == GTD:
                 heapq.heappush(self._gtd, (order.expire_ts, seq, order))
-            if spec.quoted:
-                self._quoting.watch(order)  # type: ignore[union-attr]  # set with quoted
+        if spec.quoted:
+            self._quoting.watch(order)  # type: ignore[union-attr]  # set with quoted
+        return self._act(order, spec, affordable, out)
+
+    def _act(self, order: Order, spec: _Spec, affordable: int | None, out: list[Event]) -> None:
+        """The accepted *order* acts, off the shortcut of ``_place``: a stop waits for its
+        trigger; otherwise 4. match, then 5. stops the trades trigger. *affordable*: what a
+        market buy's account can pay for, if the ledger cut it."""
+        # Apart from _place (benchmarks/contenders.py): each local of a function costs every call
+        # of it, and the commonest order never comes here.
+        symbol = order.instrument
+        order_id = order.order_id
         book = spec.book
         stops = spec.stops
-        if kind >= STOP:
+        if order.kind >= STOP:
             if stops is None:
                 stops = spec.stops = _Stops()
+                spec.direct = False
             stops.add(order)
             self._live[order_id] = order
             if book.last_price is not None:
@@ -670,9 +689,9 @@ class Engine:
             return None
         # The book enters the order in the live ids if it rests; an order that does not rest leaves
         # its id done for the day.
-        if kind == MARKET:
+        if order.kind == MARKET:
             self._ids.retire(order_id)
-            order.price = self._market_limit(symbol, is_buy)
+            order.price = self._market_limit(symbol, order.is_buy)
             if affordable is not None:
                 return self._submit_affordable(order, affordable, spec, out)
         # 4. match, then 5. stops the trades trigger
@@ -758,6 +777,28 @@ class Engine:
             return Reason.EXPIRE_TS_NOT_ALLOWED
         return stop_price, display
 
+    def _limit_price(self, spec: _Spec, text: str | None) -> int | Reason:
+        """The limit price *text* in ticks of *spec*'s instrument, or why it is none: missing,
+        not a valid price (``_ticks``) or outside the band. A valid price inside the band is
+        remembered in ``spec.banded``."""
+        if text is None:
+            return Reason.MISSING_PRICE
+        try:
+            price = spec.prices[text]
+        except KeyError:
+            ticks = self._ticks(spec.inst, text)  # a price not seen yet: the rare path
+            if not isinstance(ticks, int):
+                return ticks
+            price = ticks
+            if len(spec.prices) < _PRICE_CACHE:
+                spec.prices[text] = price
+        band = spec.band
+        if band is not None and not band[0] <= price <= band[1]:
+            return Reason.PRICE_OUT_OF_BAND
+        if len(spec.banded) < _PRICE_CACHE:
+            spec.banded[text] = price
+        return price
+
     @staticmethod
     def _ticks(inst: Instrument, text: str) -> int | Reason:
         """The price *text* in ticks of *inst*, or why it is none: off the tick, or not a
@@ -771,6 +812,17 @@ class Engine:
         if ticks <= 0 or ticks > MAX_PRICE_TICKS:
             return Reason.INVALID_PRICE
         return ticks
+
+    def _refused_quantity(self, cmd: PlaceOrder, spec: _Spec, out: list[Event]) -> bool:
+        """Reject *cmd* if its quantity breaks a rule of *spec*'s instrument (``True``);
+        otherwise remember the quantity as valid (``False``)."""
+        reason = self._quantity_rule(spec.inst, cmd.qty)
+        if reason is not None:
+            self._reject_order(cmd, reason, out)
+            return True
+        if len(spec.quantities) < _PRICE_CACHE:
+            spec.quantities.add(cmd.qty)
+        return False
 
     @staticmethod
     def _quantity_rule(inst: Instrument, qty: int) -> str | None:
@@ -1200,6 +1252,17 @@ class Engine:
         if len(out) > mark:
             self._ledger.settle(out, mark)  # their holds given back
 
+    def _sweep_due(self) -> bool:
+        """Are the ids of done orders due to be swept (``_sweep_at`` of them or more)? If
+        not, remember the seq before which they cannot be: each id that is done comes with
+        an event of its own (its order's acceptance, cancellation, trade or expiry, a
+        block's or an auction's or a bid's acceptance), so they grow by one a seq at most."""
+        room = self._sweep_at - len(self._done_order)
+        if room > 0:
+            self._sweep_seq = self._ctr.seq + room
+            return False
+        return True
+
     def _forget_done(self) -> None:
         """Forget the oldest ids of done orders, keeping the newest ``DONE_IDS`` and the
         ids that open blocks, auctions and bids keep in use."""
@@ -1413,6 +1476,8 @@ class Engine:
             for is_buy in (True, False):
                 resting += sum(1 for _ in book.orders(is_buy))
         pending = sum(len(spec.stops) for spec in self._specs.values() if spec.stops)
+        assert all(spec.direct == (not spec.quoted and spec.stops is None)
+                   for spec in self._specs.values()), "an instrument's direct flag is stale"
         live = self.live_orders()
         assert resting + pending == len(live) == len(self._live), (
             "the live ids differ from the books and stops")
@@ -1421,6 +1486,8 @@ class Engine:
         assert len(self._done) == len(self._done_order), "a done id is listed twice"
         assert self._done.isdisjoint(self._live), "an id is both live and done"
         assert self._done == set(self._done_order), "done ids and their list differ"
+        assert len(self._done_order) < self._sweep_at or self._ctr.seq >= self._sweep_seq, (
+            "more ids done than events since _sweep_due: the sweep was put off")
         self._check_window()
         for order in self._blocks.orders() + self._auctions.orders():
             assert order.qty > 0 and order.order_id in self._done, order.order_id
@@ -1636,6 +1703,7 @@ class Engine:
             spec.band = spec.inst.price_band(reference)
             if sides[2] or sides[3]:
                 stops = spec.stops = _Stops()
+                spec.direct = False
                 for order in sides[2] + sides[3]:
                     stops.add(order)
                 if [o for _, _, o in stops.buys] != sides[2] or [o for _, _, o in stops.sells
