@@ -3,14 +3,16 @@
 Replay, ``serve`` (its ``--init`` and the gateway) and the demo all hand their commands
 to a ``Sequencer``, which takes each batch through the same steps, in this order:
 
-  1. journal - with a journal, the batch is appended and committed (written and
-               fsynced as one group) before any of it acts, so nothing acts that a crash
-               could lose;
+  1. journal - with a journal, the batch is appended and written as one group before
+               any of it acts; its fsync starts, in a thread beside the engine;
   2. run     - the engine runs the commands in order (``Engine.submit``: sequence,
                validate, hold, match, stops, settle);
-  3. publish - is the caller's, once ``run`` has returned or as ``each`` yields: nothing
-               is seen before it is durable;
-  4. snapshot - with a journal, when ``snapshot_every`` commands have been journaled
+  3. durable - the batch's fsync is waited for (``durable``): a crash of the machine
+               before it loses the batch, but nothing of the batch has been seen;
+  4. publish - is the caller's, once ``run`` has returned (it waits in step 3 itself),
+               or once ``each`` has given the last command and the caller has called
+               ``durable``: nothing is seen before it is on disk;
+  5. snapshot - with a journal, when ``snapshot_every`` commands have been journaled
                since the last snapshot, the engine is snapshotted before the next batch
                is journaled (so the snapshot holds exactly the commands journaled).
 
@@ -63,10 +65,20 @@ class Sequencer:
         submit = self.engine.submit
         for command in commands:
             submit(command, out)
+        self.durable()
+
+    def durable(self) -> None:
+        """Wait until every journaled command is on disk (per the journal's fsync policy);
+        raise ``JournalError`` if it cannot be. Nothing a batch did may be published
+        before: ``run`` calls it, a caller of ``each`` calls it once it has the last
+        command's events."""
+        if self.journal is not None:
+            self.journal.sync()
 
     def each(self, commands: Sequence[AnyCommand]) -> Iterator[tuple[AnyCommand, list[Event]]]:
         """Journal and commit *commands*, then run them one at a time, yielding each
-        with its events. The list of events is reused: read it before the next step."""
+        with its events. The list of events is reused: read it before the next step.
+        Publish nothing before calling ``durable`` (done here too, past the last)."""
         self._journal(commands)
         submit = self.engine.submit
         out: list[Event] = []
@@ -74,6 +86,7 @@ class Sequencer:
             out.clear()  # profiled (benchmarks/gateway.py): one list reused, not one each
             submit(command, out)
             yield command, out
+        self.durable()
 
     def _journal(self, commands: Sequence[AnyCommand]) -> None:
         journal = self.journal
@@ -84,5 +97,5 @@ class Sequencer:
             journal.snapshot(self.engine, background=True)
             self._since_snapshot = 0
         journal.append_many(commands)
-        journal.commit()
+        journal.commit(wait=False)  # durable() waits for its fsync, once the batch has run
         self._since_snapshot += len(commands)

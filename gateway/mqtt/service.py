@@ -568,6 +568,8 @@ class GatewayCore:
                     by_account[account] = [report]
                 else:
                     waiting.append(report)
+        # The batch's fsync, going on beside the engine, is done before any of it is sent.
+        self._sequencer.durable()
         self._decoder.trim()
         journal = self._sequencer.journal
         if journal is not None and getattr(journal, "warnings", None):
