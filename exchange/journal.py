@@ -46,14 +46,17 @@ engine's layout, the payload is the engine's state as versioned data
 
 Group commit and fsync policy: ``append`` only encodes into memory; ``commit`` writes
 the pending group with one ``write`` and, with ``fsync="group"`` (the default), one
-``fsync`` before it returns. A command counts as journaled (and may be acknowledged)
-only once ``commit`` has returned. With ``fsync="none"`` a commit survives the process
-dying (the data is in the OS) but not the machine losing power; a snapshot fsyncs the
-segment either way, before the snapshot is written and the segment sealed.
+``fsync`` before it returns, or with ``wait=False`` starts that fsync in a thread and
+returns at once (``sync`` waits for it). A command counts as journaled (and may be
+acknowledged) only once its fsync has returned: ``commit`` has returned, or ``sync``.
+With ``fsync="none"`` a commit survives the process dying (the data is in the OS) but
+not the machine losing power; a snapshot fsyncs the segment either way, before the
+snapshot is written and the segment sealed.
 
 Snapshots: ``snapshot(engine)`` commits, writes the engine's state to a temporary file,
 fsyncs, renames it into place, then starts a new segment; a single-threaded caller may
-have a forked child write it (``background=True``) and go on at once. Segments are all
+have a forked child write it (``background=True``) and go on at once (the writer ends
+its own fsync thread before it forks). Segments are all
 kept, so a snapshot is only a shortcut.
 
 A new segment: its header is written to ``NAME.tmp`` and fsynced, the manifest listing
@@ -518,10 +521,17 @@ class JournalWriter:
             if self._fsync and not wait:
                 # Measured (benchmarks/ledger.py, journal): the fsyncs took 0.23 s of 1,000,000
                 # commands' 5.4 s; beside the engine, in a thread (it lets go of the GIL).
-                if self._syncer is None:
-                    self._syncer = ThreadPoolExecutor(1, "carbonx-fsync")
-                self._syncing = (self._syncer.submit(os.fsync, self._file.fileno()), self.seq)
-                return self.committed
+                try:
+                    if self._syncer is None:
+                        self._syncer = ThreadPoolExecutor(1, "carbonx-fsync")
+                    self._syncing = (self._syncer.submit(os.fsync, self._file.fileno()),
+                                     self.seq)
+                    return self.committed
+                except RuntimeError:  # no thread to be had (a limit, the interpreter ending)
+                    try:
+                        os.fsync(self._file.fileno())
+                    except OSError as exc:
+                        self._fail(exc)
         self.committed = self.seq
         return self.committed
 
@@ -532,13 +542,22 @@ class JournalWriter:
         if self._failed is not None:
             raise JournalError(self._failed)
         if self._syncing is not None:
-            (syncing, seq), self._syncing = self._syncing, None
+            syncing, seq = self._syncing
             try:
-                syncing.result()
+                syncing.result()  # (kept until it is in: an interrupted wait loses no EIO)
             except OSError as exc:
+                self._syncing = None
                 self._fail(exc)
+            self._syncing = None
             self.committed = seq
         return self.committed
+
+    def _end_syncer(self) -> None:
+        """End the fsync thread (its fsync waited for by ``sync``): before a fork, and
+        at ``close``."""
+        if self._syncer is not None:
+            self._syncer.shutdown()
+            self._syncer = None
 
     def _fail(self, exc: OSError) -> NoReturn:
         """A write or fsync of the segment failed: say which commands are not journaled,
@@ -556,11 +575,12 @@ class JournalWriter:
     def snapshot(self, engine: Engine, *, background: bool = False) -> Path:
         """Commit, save *engine*'s state as of the last command, start a new segment.
 
-        With *background* (for a single-threaded process: it forks), a child process
-        writes the snapshot from a copy-on-write image of the engine while this one goes
-        on; ``wait_snapshot`` (also called by the next snapshot and by ``close``) waits
-        for it and raises ``JournalError`` if it failed. Until it is written, recovery
-        uses the previous snapshot and replays the segments after it, which stay.
+        With *background* (for a process with no thread but the writer's own: it forks),
+        a child process writes the snapshot from a copy-on-write image of the engine while
+        this one goes on; ``wait_snapshot`` (also called by the next snapshot and by
+        ``close``) waits for it and raises ``JournalError`` if it failed. Until it is
+        written, recovery uses the previous snapshot and replays the segments after it,
+        which stay.
         """
         # Measured (benchmarks/ledger.py, journal, 1,000,000 commands): encoding the state in
         # the process stalled the commands behind it (0.4-0.5 s in all, when snapshots were
@@ -571,6 +591,7 @@ class JournalWriter:
         self.wait_snapshot()
         final = self.directory / _snapshot_name(self.seq)
         if background and hasattr(os, "fork"):  # where there is no fork, in place
+            self._end_syncer()  # no thread of the writer's own in the process it forks
             try:
                 pid = os.fork()
             except OSError as exc:  # no process for it (memory, process limit): a warning
@@ -673,9 +694,7 @@ class JournalWriter:
                 self._seal()
         finally:
             self.wait_snapshot()  # a snapshot's writer is waited for, whatever failed
-            if self._syncer is not None:  # its last fsync was waited for by commit
-                self._syncer.shutdown()
-                self._syncer = None
+            self._end_syncer()  # its last fsync was waited for by commit
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None

@@ -812,3 +812,20 @@ def test_a_head_within_the_limit_followed_by_more_is_served(server):
     answer = _raw(server, head + b"GET /api/v1/instruments HTTP/1.1\r\nHost: x\r\nX-Pad: "
                   + b"b" * 40_000 + b"\r\nConnection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 401 ") == 2
+
+
+def test_the_portal_shows_nothing_once_a_batch_could_not_be_made_durable():
+    """A batch's fsync failed after it ran: the engine holds what the journal may not, so
+    every page and API answer is 503 while the exchange stops."""
+    from exchange import default_market
+    from gateway.mqtt.service import GatewayCore
+
+    core = GatewayCore(Engine(default_market()))
+    portal = WebPortal(core, {"alice": "pw"})
+    with serving(portal, free_port()) as url:
+        login = ("alice", "pw")
+        assert httpx.get(f"{url}/api/v1/instruments", auth=login, timeout=10).status_code == 200
+        core._halted = True  # as flush sets it when the batch's fsync fails
+        for path in ("/api/v1/instruments", "/", "/api/v1/market/CEA25/book"):
+            answer = httpx.get(f"{url}{path}", auth=login, timeout=10)
+            assert answer.status_code == 503 and "journal" in answer.text

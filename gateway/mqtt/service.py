@@ -188,6 +188,9 @@ class GatewayCore:
         self._buckets: dict[str, _Bucket] = {}
         self._packed: dict[str, bool] = {}  # account -> wants msgpack reports
         self._dirty: set[str] = set()
+        # Set once a batch's fsync failed: the engine holds what the journal may not, and
+        # nothing more (depth included) is published from it.
+        self._halted = False
         # Public block quotes still open (engine id -> the post), and the day's auctions
         # (id -> [opening event, bids]), for their market data.
         self._blocks: dict[str, BlockPosted] = {}
@@ -489,6 +492,7 @@ class GatewayCore:
         make = reports.reports
         queue = by_account.get
         watched: list[Event] | None = [] if self.watchers else None
+        opened: list[str] = []  # told once the batch is durable
         engine = self.engine
         for item in pending:
             if type(item) is tuple:
@@ -531,7 +535,7 @@ class GatewayCore:
                         self.assessments.append(event)
                         news = [*(news or ()), (OPS_REPORTS, made[-1][1])]
                 elif kind is AccountOpened and self.on_account_opened is not None:
-                    self.on_account_opened(event.account)
+                    opened.append(event.account)
                 elif kind is TradingDayEnded:  # the operator's or --eod's: once a day
                     warn_of_holidays(self)
             result = out[skip]
@@ -569,7 +573,17 @@ class GatewayCore:
                 else:
                     waiting.append(report)
         # The batch's fsync, going on beside the engine, is done before any of it is sent.
-        self._sequencer.durable()
+        try:
+            self._sequencer.durable()
+        except BaseException:
+            # The batch has run but is not on disk: nothing of it is ever published, its
+            # depth by a later flush or the depth timer neither.
+            self._halted = True
+            self._dirty.clear()
+            raise
+        if opened:
+            for account in opened:
+                self.on_account_opened(account)  # type: ignore[misc]
         self._decoder.trim()
         journal = self._sequencer.journal
         if journal is not None and getattr(journal, "warnings", None):
@@ -929,7 +943,7 @@ class GatewayCore:
 
     def _books(self, now: float) -> list[Outgoing]:
         """Depth of each changed instrument, at most once per ``book_interval``."""
-        if not self._dirty:
+        if not self._dirty or self._halted:
             return []
         interval = self.settings.book_interval
         sent = self._book_sent
@@ -955,8 +969,14 @@ class GatewayCore:
         depth = self._reports.depth(instrument, self.engine.seq, shape)
         return (book_topic(instrument), _json.encode(depth), 0, True)
 
+    @property
+    def halted(self) -> bool:
+        """A batch's fsync failed after the batch ran: the engine holds what the journal
+        may not, so nothing of it is shown (the web portal answers 503)."""
+        return self._halted
+
     def books_waiting(self) -> bool:
-        return bool(self._dirty)
+        return bool(self._dirty) and not self._halted
 
     def depth_now(self, now: float | None = None) -> list[Outgoing]:
         """Depth messages that are due (for the throttle's timer)."""

@@ -76,15 +76,34 @@ class _HeadAsGet:
         return await self.app({**scope, "method": "GET"}, receive, headless)
 
 
+class _UnlessHalted:
+    """503 to every HTTP request once the gateway has halted (a batch's fsync failed
+    after it ran): the engine then holds what the journal may not, and the portal, which
+    reads the engine, shows none of it while the exchange stops."""
+
+    def __init__(self, app: Any, portal: WebPortal) -> None:
+        self.app = app
+        self.portal = portal
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.portal.core.halted:
+            return await self.app(scope, receive, send)
+        body = b"the exchange is stopping: its journal could not be written\n"
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 async def serve_web(portal: WebPortal, *, port: int, host: str = "127.0.0.1",
                     stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Serve *portal* on *host*:*port* until *stop* is set."""
     import uvicorn
 
     probe_port(host, port)  # OSError (taken, not an address here) before uvicorn starts
-    config = uvicorn.Config(_HeadAsGet(portal.app), host=host, port=port, log_level="warning",
-                            access_log=False, lifespan="on", loop="none",
-                            http=_guarded_protocol())
+    config = uvicorn.Config(_UnlessHalted(_HeadAsGet(portal.app), portal), host=host,
+                            port=port, log_level="warning", access_log=False, lifespan="on",
+                            loop="none", http=_guarded_protocol())
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours
     task = asyncio.ensure_future(server.serve())
