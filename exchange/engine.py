@@ -361,8 +361,10 @@ class Engine:
         ts = command.ts
         if ts is not None and ts > self.clock:
             self._advance_clock(ts, out)
-        # 2. validate, 3. hold, 4. match, 5. stops
-        first = len(out)
+        # 2. validate, 3. hold, 4. match, 5. stops. Where the command's events start, for
+        # settling and the command window; matching only, without an id, nothing looks
+        # (benchmarks/contenders.py: len() of a long list makes an int each command).
+        first = len(out) if self._holds or key is not None else 0
         settled: bool | None
         if type(command) is PlaceOrder:  # the commonest, called directly (benchmarks/contenders.py)
             self._place(command, out)
