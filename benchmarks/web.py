@@ -67,7 +67,17 @@ QUICK = {"rounds": 2, "bots": 2, "orders": 20_000, "watchers": 4, "samples": 10,
 INSTRUMENT = "CEA25"
 PRICE = "60.00"  # the crossing pairs' price: between the flood's buys and sells
 BATCH = 100
-WINDOW = 20_000  # unanswered orders a bot may have, as benchmarks.gateway's batched run
+
+
+def _window() -> int:
+    """Unanswered orders a bot may have, as in benchmarks.gateway's batched run: the
+    gateway's intake per account. With more, a gateway that falls behind turns messages
+    away "overloaded"; the bot resends those only after resend_after (60 s here), past its
+    30 s timeout, so they counted as unanswered (a CI run: 300 of 120,000 orders, two
+    floods of 60 s)."""
+    from gateway.mqtt.service import GatewaySettings
+
+    return GatewaySettings().intake
 
 
 # --- the load process ------------------------------------------------------------------
@@ -84,7 +94,7 @@ async def _load(args) -> dict:
     try:
         # the order ids: b{tag}{bot}-{n}, a tag a round, as the exchanges live through all
         warm = await _flood(clients[:1], 200, 1, 50, f"w{args.tag}")  # connections warm
-        flood = await _flood(clients, args.orders // len(clients), BATCH, WINDOW, args.tag)
+        flood = await _flood(clients, args.orders // len(clients), BATCH, _window(), args.tag)
     finally:
         for client in clients:
             await client.close()
@@ -494,7 +504,7 @@ def run_benchmark(settings: dict) -> dict:
             "exchange": "carbonx serve --broker --init --always-open: one without the portal, "
                         "one with --web; each gets the same floods, so their books match",
             "flood": f"{settings['bots']} bots (ExchangeClient), batches of {BATCH}, window "
-                     f"{WINDOW:,}, {settings['orders']:,} resting CEA25 orders a flood, from "
+                     f"{_window():,}, {settings['orders']:,} resting CEA25 orders a flood, from "
                      "a fresh load process; the two set-ups take turns, alternating who "
                      "goes first",
             "watchers": f"{settings['watchers']} pages of one headless Chromium (one "
