@@ -100,8 +100,8 @@ class StreamJournal:
         """Append the gathered batch and wait for it (whatever *wait* says: the batch
         must be stored before it acts, as the other nodes apply only what the stream
         holds). An append not acknowledged (JetStream electing a leader, a server lost)
-        is tried again, the same message, until it is stored or
-        fenced, or the lease is lost (``lease_lost``) or APPEND_GIVE_UP_S pass."""
+        is tried again, the same message, until it is stored or fenced, or the lease is
+        lost (``lease_lost``) or APPEND_GIVE_UP_S pass."""
         if self._pending:
             pending, self._pending = self._pending, []
             began = time.monotonic()

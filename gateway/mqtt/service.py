@@ -319,7 +319,7 @@ class GatewayCore:
                 events = len(self.engine.answer(account, command_id) or ())
                 short = events <= FREE_ANSWER
                 if ((account, command_id) in self._again or (short and events > free)
-                        or (not short and self._over_budget(account, command_id, now))):
+                        or self._over_budget(account, events, now)):
                     self._again.add((account, command_id))
                     self.stats.resends_dropped += 1
                     continue
@@ -338,18 +338,18 @@ class GatewayCore:
             self._count_turned_away(account, report)
             self._answers.append((account, report))
 
-    def _over_budget(self, account: str, command_id: str, now: float | None) -> bool:
-        """Whether answering *account*'s resent *command_id* again would take the account
-        over its rate: a long answer counts as one command an event it holds, so a
-        command with 1,000 fills answered again costs what 1,000 commands do, and resends
+    def _over_budget(self, account: str, events: int, now: float | None) -> bool:
+        """Whether answering *account*'s resent command again, an answer of *events*
+        events, would take the account over its rate: a long answer counts as one command
+        an event it holds, so a command with 1,000 fills answered again costs what 1,000
+        commands do, and resends
         cannot make the gateway rebuild large answers faster than the account may send
         commands. A resend over it gets no answer now (the bot resends it later). An
         answer of a few events, as most are, costs what turning a command away does, and
         is given whatever the rate (within a message turned away, as many events as it has
         commands: ``_not_taken``)."""
-        events = self.engine.answer(account, command_id)
-        return events is not None and len(events) > FREE_ANSWER and not self._admit(
-            account, len(events), time.monotonic() if now is None else now)
+        return events > FREE_ANSWER and not self._admit(
+            account, events, time.monotonic() if now is None else now)
 
     def _count_turned_away(self, account: str, report: RejectedReport) -> None:
         stats = self.stats
@@ -581,9 +581,8 @@ class GatewayCore:
             self._halted = True
             self._dirty.clear()
             raise
-        if opened:
-            for account in opened:
-                self.on_account_opened(account)  # type: ignore[misc]
+        for account in opened:
+            self.on_account_opened(account)  # type: ignore[misc]  # set when any opened
         self._decoder.trim()
         journal = self._sequencer.journal
         if journal is not None and getattr(journal, "warnings", None):
@@ -789,7 +788,7 @@ class GatewayCore:
                     stats.resends_dropped += 1
                     continue
                 if key in window:
-                    if self._over_budget(key[0], item.command_id, now):
+                    if self._over_budget(key[0], len(window[key]), now):
                         stats.resends_dropped += 1
                         seen.add(key)
                         continue
