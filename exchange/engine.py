@@ -180,6 +180,13 @@ class _Spec:
         self._band = band
         self.banded.clear()
 
+    def new_stops(self) -> _Stops:
+        """The instrument's stop book, made for its first stop order: plain orders no
+        longer go straight to the book (``direct``)."""
+        self.stops = _Stops()
+        self.direct = False
+        return self.stops
+
 
 class Engine:
     """Deterministic in-memory continuous double auction over all instruments of a market.
@@ -682,8 +689,7 @@ class Engine:
         stops = spec.stops
         if order.kind >= STOP:
             if stops is None:
-                stops = spec.stops = _Stops()
-                spec.direct = False
+                stops = spec.new_stops()
             stops.add(order)
             self._live[order_id] = order
             if book.last_price is not None:
@@ -1704,8 +1710,7 @@ class Engine:
             self._reference[symbol] = reference
             spec.band = spec.inst.price_band(reference)
             if sides[2] or sides[3]:
-                stops = spec.stops = _Stops()
-                spec.direct = False
+                stops = spec.new_stops()
                 for order in sides[2] + sides[3]:
                     stops.add(order)
                 if [o for _, _, o in stops.buys] != sides[2] or [o for _, _, o in stops.sells

@@ -111,12 +111,12 @@ class Schedule:
         through = self.holidays_through()
         if through is None:
             return None
+        last = civil_from_days(through)[0]
         listed = {civil_from_days(day)[0] for day in self.holidays}
         today = self.local_day(ts)
         for year in range(civil_from_days(today)[0], civil_from_days(today + notice)[0] + 1):
             if year in listed:
                 continue
-            last = civil_from_days(through)[0]
             if year > last:
                 return (f"the market lists holidays through {last} only: from {last + 1}-01-01 "
                         f"every weekday is a business day; add {last + 1}'s public holidays to "

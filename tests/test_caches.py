@@ -58,6 +58,7 @@ def _run(orders: list, *, cache: bool, monkeypatch: pytest.MonkeyPatch) -> list:
         if cache:
             for spec in engine._specs.values():
                 assert len(spec.prices) <= engine_module._PRICE_CACHE
+                assert len(spec.banded) <= engine_module._PRICE_CACHE
         return events
 
 
@@ -87,7 +88,7 @@ def test_the_price_and_quantity_caches_stay_within_their_limit(monkeypatch):
                                              side="buy", price=f"{10 + n}.00", qty=1 + n))
         assert type(result) is OrderAccepted and result.price == (10 + n) * 100
     spec = engine._specs["A"]
-    assert len(spec.prices) == len(spec.quantities) == 8
+    assert len(spec.prices) == len(spec.banded) == len(spec.quantities) == 8
 
 
 def test_the_ticks_own_cache_stays_within_its_limit(monkeypatch):
